@@ -1,0 +1,260 @@
+"""``config``: instance keys (and server keys when no instance is named), devices, edit."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from ..errors import AlreadyExists, InvalidArgument, NotFound
+from . import output
+
+if TYPE_CHECKING:
+    from ..host import Host
+    from ..instance import Instance
+
+
+def edit_text(text: str) -> str:
+    """New content for an ``edit`` verb: stdin when it is not a terminal, else ``$EDITOR``."""
+    if not sys.stdin.isatty():
+        return sys.stdin.read()
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    with tempfile.NamedTemporaryFile("w+", suffix=".yaml", delete=False) as f:
+        f.write(text)
+        path = f.name
+    try:
+        subprocess.call([*editor.split(), path])
+        with open(path) as f:
+            return f.read()
+    finally:
+        os.unlink(path)
+
+
+def load_mapping(text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise InvalidArgument(f"invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument("expected a YAML mapping")
+    return data
+
+
+def _str_map(d: Any, what: str) -> dict[str, str]:
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise InvalidArgument(f"{what} must be a mapping")
+    return {str(k): ("true" if v is True else "false" if v is False else str(v))
+            for k, v in d.items()}
+
+
+def _devices(d: Any) -> dict[str, dict[str, str]]:
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise InvalidArgument("devices must be a mapping")
+    return {str(k): _str_map(v, f"device {k}") for k, v in d.items()}
+
+
+def _split_target_kv(args: list[str]) -> tuple[str | None, dict[str, str]]:
+    """``set [<instance>] <key> <value>`` or ``set [<instance>] <key>=<value>…``."""
+    if len(args) >= 2 and all("=" in x for x in args[1:]) and "=" not in args[0]:
+        return args[0], dict(x.split("=", 1) for x in args[1:])
+    if all("=" in x for x in args):
+        return None, dict(x.split("=", 1) for x in args)
+    if len(args) == 3:
+        return args[0], {args[1]: args[2]}
+    if len(args) == 2:
+        return None, {args[0]: args[1]}
+    raise InvalidArgument("usage: config set [<instance>] <key> <value>")
+
+
+def show_dict(inst: Instance, expanded: bool) -> dict[str, Any]:
+    rec = inst.record()
+    cfg, devs = inst.expanded(rec) if expanded else (rec.config, rec.devices)
+    return {"architecture": rec.architecture, "config": dict(sorted(cfg.items())),
+            "devices": devs, "ephemeral": rec.ephemeral, "profiles": rec.profiles,
+            "stateful": False, "description": rec.description}
+
+
+def cmd_set(host: Host, a: argparse.Namespace) -> int:
+    target, kv = _split_target_kv(a.args)
+    if target is None:
+        for k, v in kv.items():
+            host.set_config(k, v)
+        return 0
+    inst = host.instances.get(target)
+    cfg = inst.config
+    cfg.update(kv)
+    inst.update(config=cfg)
+    return 0
+
+
+def cmd_unset(host: Host, a: argparse.Namespace) -> int:
+    if len(a.args) == 1:
+        host.set_config(a.args[0], None)
+        return 0
+    if len(a.args) != 2:
+        raise InvalidArgument("usage: config unset [<instance>] <key>")
+    host.instances.get(a.args[0]).unset_config(a.args[1])
+    return 0
+
+
+def cmd_get(host: Host, a: argparse.Namespace) -> int:
+    if len(a.args) == 1:
+        print(host.config.get(a.args[0], ""))
+        return 0
+    if len(a.args) != 2:
+        raise InvalidArgument("usage: config get [<instance>] <key>")
+    inst = host.instances.get(a.args[0])
+    cfg = inst.expanded_config if a.expanded else inst.config
+    print(cfg.get(a.args[1], ""))
+    return 0
+
+
+def cmd_show(host: Host, a: argparse.Namespace) -> int:
+    if a.name is None:
+        sys.stdout.write(output.dump_yaml({"config": host.config}))
+        return 0
+    if "/" in a.name:
+        iname, sname = a.name.split("/", 1)
+        snap = host.instances.get(iname).snapshots.get(sname)
+        sys.stdout.write(output.dump_yaml(snap.to_dict()))
+        return 0
+    sys.stdout.write(output.dump_yaml(show_dict(host.instances.get(a.name), a.expanded)))
+    return 0
+
+
+def cmd_edit(host: Host, a: argparse.Namespace) -> int:
+    if a.name is None:
+        data = load_mapping(edit_text(output.dump_yaml({"config": host.config})))
+        new = _str_map(data.get("config"), "config")
+        for k in set(host.config) - set(new):
+            host.set_config(k, None)
+        for k, v in new.items():
+            host.set_config(k, v)
+        return 0
+    inst = host.instances.get(a.name)
+    data = load_mapping(edit_text(output.dump_yaml(show_dict(inst, False))))
+    profiles = data.get("profiles")
+    if profiles is not None and not isinstance(profiles, list):
+        raise InvalidArgument("profiles must be a list")
+    inst.update(config=_str_map(data.get("config"), "config"),
+                devices=_devices(data.get("devices")),
+                profiles=[str(p) for p in profiles] if profiles is not None else None,
+                description=str(data.get("description") or ""))
+    return 0
+
+
+# -- devices ------------------------------------------------------------------------------------
+def device_add(devices: dict[str, dict[str, str]], name: str, dtype: str,
+               kv: dict[str, str]) -> None:
+    if name in devices:
+        raise AlreadyExists("device", name)
+    devices[name] = {"type": dtype, **kv}
+
+
+def cmd_device(host: Host, a: argparse.Namespace) -> int:
+    inst = host.instances.get(a.instance)
+    devs = inst.devices
+    verb = a.verb
+    rest = a.rest
+    if verb == "list":
+        for n in sorted(inst.expanded_devices if a.expanded else devs):
+            print(n)
+        return 0
+    if verb == "show":
+        sys.stdout.write(output.dump_yaml(inst.expanded_devices if a.expanded else devs))
+        return 0
+    if not rest:
+        raise InvalidArgument(f"usage: config device {verb} <instance> <device> …")
+    name, rest = rest[0], rest[1:]
+    if verb == "add":
+        if not rest:
+            raise InvalidArgument("usage: config device add <instance> <device> <type> [k=v…]")
+        from .instances import parse_kv
+        device_add(devs, name, rest[0], parse_kv(rest[1:], "device property"))
+    elif verb == "remove":
+        for n in [name, *rest]:
+            if n not in devs:
+                if n in inst.expanded_devices:
+                    raise InvalidArgument(f"device {n!r} comes from a profile; override it "
+                                          "with type=none instead")
+                raise NotFound("device", n)
+            del devs[n]
+    elif verb == "override":
+        from .instances import parse_kv
+        exp = inst.expanded_devices
+        if name in devs:
+            raise AlreadyExists("local device", name)
+        if name not in exp:
+            raise NotFound("device", name, "not in the instance's profiles")
+        devs[name] = {**exp[name], **parse_kv(rest, "device property")}
+    elif verb in ("set", "unset", "get"):
+        if name not in devs:
+            if name in inst.expanded_devices and verb != "get":
+                raise InvalidArgument(f"device {name!r} comes from a profile: use "
+                                      "`config device override` first")
+            source = inst.expanded_devices if verb == "get" else devs
+            if name not in source:
+                raise NotFound("device", name)
+            devs = {name: dict(source[name])}
+        if verb == "get":
+            if len(rest) != 1:
+                raise InvalidArgument("usage: config device get <instance> <device> <key>")
+            print(devs[name].get(rest[0], ""))
+            return 0
+        if verb == "set":
+            from .instances import parse_kv
+            kv = (parse_kv(rest, "device property") if all("=" in r for r in rest)
+                  else {rest[0]: rest[1]} if len(rest) == 2 else None)
+            if not kv:
+                raise InvalidArgument("usage: config device set <instance> <device> <key> <value>")
+            devs[name].update(kv)
+        else:
+            for k in rest:
+                devs[name].pop(k, None)
+    else:
+        raise InvalidArgument(f"unknown device verb {verb!r}")
+    inst.update(devices=devs)
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("config", help="instance and server configuration")
+    cs = p.add_subparsers(dest="config_cmd", metavar="<verb>", required=True)
+    s = cs.add_parser("set")
+    s.add_argument("args", nargs="+")
+    s.set_defaults(func=cmd_set)
+    s = cs.add_parser("unset")
+    s.add_argument("args", nargs="+")
+    s.set_defaults(func=cmd_unset)
+    s = cs.add_parser("get")
+    s.add_argument("args", nargs="+")
+    s.add_argument("-e", "--expanded", action="store_true")
+    s.set_defaults(func=cmd_get)
+    s = cs.add_parser("show")
+    s.add_argument("name", nargs="?")
+    s.add_argument("-e", "--expanded", action="store_true")
+    s.set_defaults(func=cmd_show)
+    s = cs.add_parser("edit")
+    s.add_argument("name", nargs="?")
+    s.set_defaults(func=cmd_edit)
+    d = cs.add_parser("device", help="instance devices")
+    d.add_argument("verb", choices=("add", "remove", "rm", "list", "ls", "show", "set", "unset",
+                                    "get", "override"))
+    d.add_argument("instance")
+    d.add_argument("rest", nargs="*")
+    d.add_argument("-e", "--expanded", action="store_true")
+    d.set_defaults(func=lambda h, a: cmd_device(h, _norm_verb(a)))
+
+
+def _norm_verb(a: argparse.Namespace) -> argparse.Namespace:
+    a.verb = {"rm": "remove", "ls": "list"}.get(a.verb, a.verb)
+    return a

@@ -1,0 +1,427 @@
+"""Instance verbs: init, launch, start, stop, restart, pause, delete, move, list, info, exec,
+snapshot, restore."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+import sys
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from ..errors import InvalidArgument, NotFound
+from . import output
+
+if TYPE_CHECKING:
+    from ..host import Host
+    from ..instance import Instance
+
+
+def _strip_remote(ref: str) -> str:
+    if ref.startswith("local:"):
+        return ref[len("local:"):]
+    if ":" in ref.split("/", 1)[0]:
+        remote = ref.split(":", 1)[0]
+        raise InvalidArgument(f"remote {remote!r}: image servers are not supported yet "
+                              "(import or build the image locally)")
+    return ref
+
+
+def parse_kv(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise InvalidArgument(f"{what} must be key=value, got {it!r}")
+        k, v = it.split("=", 1)
+        out[k] = v
+    return out
+
+
+def parse_device_overrides(items: list[str]) -> dict[str, dict[str, str]]:
+    """``-d root,size=50MiB`` → {"root": {"size": "50MiB"}}."""
+    out: dict[str, dict[str, str]] = {}
+    for it in items or []:
+        name, _, rest = it.partition(",")
+        if not name or not rest:
+            raise InvalidArgument(f"device override must be <device>,<key>=<value>, got {it!r}")
+        out.setdefault(name, {}).update(parse_kv(rest.split(","), "device override"))
+    return out
+
+
+def _create(host: Host, args: argparse.Namespace, start: bool) -> int:
+    image = _strip_remote(args.image) if args.image else None
+    if args.empty:
+        image = None
+    elif image is None:
+        raise InvalidArgument("an image is required (or --empty)")
+    profiles = None
+    if args.no_profiles:
+        profiles = []
+    elif args.profile:
+        profiles = args.profile
+    config = parse_kv(args.config, "config")
+    devices: dict[str, dict[str, str]] = {}
+    overrides = parse_device_overrides(args.device)
+    if overrides:
+        # LXD copies the expanded profile device and overrides keys on it
+        from ..config import expand
+        prof = host._check_profiles(expand.resolve_profile_list(profiles))
+        _, exp = host._expand(prof, config, {})
+        for dname, kv in overrides.items():
+            if dname not in exp:
+                raise NotFound("device", dname, "not in the instance's profiles")
+            devices[dname] = {**exp[dname], **kv}
+    name = args.name
+    if not args.quiet:
+        print(f"Creating {name}" if name else "Creating the instance")
+    inst = host.create(image, name, profiles=profiles, config=config, devices=devices,
+                       pool=args.storage, ephemeral=args.ephemeral,
+                       description=args.description or "")
+    if not name and not args.quiet:
+        print(f"Instance name is: {inst.name}")
+    if start:
+        if not args.quiet:
+            print(f"Starting {inst.name}")
+        inst.start()
+    return 0
+
+
+def _instance(host: Host, name: str) -> Instance:
+    return host.instances.get(name)
+
+
+def _each(host: Host, names: list[str], fn: Any) -> int:
+    for n in names:
+        fn(_instance(host, n))
+    return 0
+
+
+def cmd_start(host: Host, a: argparse.Namespace) -> int:
+    return _each(host, a.names, lambda i: i.start())
+
+
+def cmd_stop(host: Host, a: argparse.Namespace) -> int:
+    return _each(host, a.names, lambda i: i.stop(force=a.force, timeout=a.timeout))
+
+
+def cmd_restart(host: Host, a: argparse.Namespace) -> int:
+    return _each(host, a.names, lambda i: i.restart(force=a.force, timeout=a.timeout))
+
+
+def cmd_pause(host: Host, a: argparse.Namespace) -> int:
+    return _each(host, a.names, lambda i: i.pause())
+
+
+def cmd_delete(host: Host, a: argparse.Namespace) -> int:
+    for n in a.names:
+        if "/" in n:
+            inst, snap = n.split("/", 1)
+            _instance(host, inst).snapshots.delete(snap)
+        else:
+            if a.interactive and not _confirm(f"Remove {n} (yes/no): "):
+                continue
+            _instance(host, n).delete(force=a.force)
+    return 0
+
+
+def _confirm(prompt: str) -> bool:
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def cmd_move(host: Host, a: argparse.Namespace) -> int:
+    src, dst = a.source, a.target
+    if "/" in src:
+        inst, snap = src.split("/", 1)
+        dinst, _, dsnap = ([*dst.split("/", 1), ""])[:3] if "/" in dst else (inst, "", dst)
+        if dinst != inst:
+            raise InvalidArgument("a snapshot can only be renamed within its instance")
+        _instance(host, inst).snapshots.rename(snap, dsnap)
+        return 0
+    if dst is None:
+        raise InvalidArgument("move needs a new name (moving between pools is not supported yet)")
+    _instance(host, src).rename(dst)
+    return 0
+
+
+# -- list ---------------------------------------------------------------------------------------
+COLUMNS = {
+    "n": "NAME", "s": "STATE", "4": "IPV4", "6": "IPV6", "t": "TYPE", "S": "SNAPSHOTS",
+    "a": "ARCHITECTURE", "c": "CREATED AT", "l": "LAST USED AT", "p": "PID", "P": "PROFILES",
+    "b": "STORAGE POOL", "d": "DESCRIPTION", "N": "PROCESSES", "m": "MEMORY USAGE",
+    "u": "CPU USAGE", "e": "PROJECT",
+}
+
+
+def _filter(inst_name: str, cfg: dict[str, str], filters: list[str]) -> bool:
+    for f in filters:
+        if "=" in f:
+            k, v = f.split("=", 1)
+            if cfg.get(k) != v:
+                return False
+        elif not re.match(f, inst_name):
+            return False
+    return True
+
+
+def _fmt_time(t: dt.datetime | None) -> str:
+    return t.strftime("%Y/%m/%d %H:%M %Z") if t else ""
+
+
+def cmd_list(host: Host, a: argparse.Namespace) -> int:
+    columns = "nsacPt" if a.fast else (a.columns or "ns46tS")
+    for ch in columns:
+        if ch not in COLUMNS:
+            raise InvalidArgument(f"unknown column {ch!r}")
+    rows: list[list[str]] = []
+    data: list[dict[str, Any]] = []
+    for inst in host.instances.list():
+        try:
+            rec = inst.record()
+        except NotFound:
+            continue  # deleted meanwhile
+        if a.filters and not _filter(inst.name, rec.config, a.filters):
+            continue
+        c = inst._c()
+        state = c.state
+        running = state in ("RUNNING", "FROZEN")
+        need_net = running and any(ch in columns for ch in "46")
+        net = inst.network_state(c) if need_net else {}
+        usage: dict[str, Any] = {}
+        if running and any(ch in columns for ch in "Nmu"):
+            from ..instance import _usage
+            usage = _usage(c)
+
+        def addrs(family: str, net: dict[str, Any] = net) -> str:
+            return "\n".join(f"{x['address']} ({n})" for n, v in net.items() if n != "lo"
+                             for x in v["addresses"] if x["family"] == family)
+        cell = {
+            "n": inst.name, "s": state,
+            "4": addrs("inet"), "6": addrs("inet6"),
+            "t": "CONTAINER" + (" (EPHEMERAL)" if rec.ephemeral else ""),
+            "S": str(len(rec.snapshots)), "a": rec.architecture,
+            "c": _fmt_time(rec.created_at), "l": _fmt_time(rec.last_used_at),
+            "p": str(c.init_pid) if running else "", "P": "\n".join(rec.profiles),
+            "b": rec.pool, "d": rec.description,
+            "N": str(usage.get("processes") or ""),
+            "m": output.size(usage.get("memory_usage")) if usage else "",
+            "u": f"{(usage.get('cpu_usage_ns') or 0) / 1e9:.0f}s" if usage else "",
+            "e": "default",
+        }
+        rows.append([cell[ch] for ch in columns])
+        if a.format in ("json", "yaml"):
+            cfg, devs = inst.expanded(rec)
+            d = rec.to_dict()
+            d.update({"status": inst.status, "expanded_config": cfg, "expanded_devices": devs})
+            if running:
+                d["state"] = {"pid": c.init_pid, "network": inst.network_state(c)}
+            data.append(d)
+    output.emit(a.format, [COLUMNS[ch] for ch in columns], rows, data)
+    return 0
+
+
+# -- info ---------------------------------------------------------------------------------------
+def cmd_info(host: Host, a: argparse.Namespace) -> int:
+    if a.name is None:
+        facts = host.facts()
+        info = {"root": str(host.paths.root), "driver": "lxc (liblxc via python3-lxc)",
+                "cgroup_version": facts.cgroup_version, "cpus": facts.cpus,
+                "memory": facts.mem_total, "idmap": {"base": facts.idmap.base,
+                                                     "size": facts.idmap.size},
+                "storage_pools": host.pool_names(), "profiles": host.profiles.names()}
+        sys.stdout.write(output.dump_yaml(info))
+        return 0
+    inst = _instance(host, a.name)
+    info = inst.info()
+    lines = [f"Name: {info['name']}", f"Status: {info['status'].upper()}",
+             f"Type: {info['type']}", f"Architecture: {info['architecture']}"]
+    if "pid" in info:
+        lines.append(f"PID: {info['pid']}")
+    created = dt.datetime.fromisoformat(info["created"])
+    lines.append(f"Created: {_fmt_time(created)}")
+    if info.get("last_used"):
+        lines.append(f"Last Used: {_fmt_time(dt.datetime.fromisoformat(info['last_used']))}")
+    res = info.get("resources")
+    if res:
+        lines += ["", "Resources:"]
+        if res.get("processes") is not None:
+            lines.append(f"  Processes: {res['processes']}")
+        if info.get("disk", {}).get("root", {}).get("usage") is not None:
+            lines += ["  Disk usage:", f"    root: {output.size(info['disk']['root']['usage'])}"]
+        if res.get("cpu_usage_ns") is not None:
+            lines += ["  CPU usage:",
+                      f"    CPU usage (in seconds): {res['cpu_usage_ns'] // 1_000_000_000}"]
+        if res.get("memory_usage") is not None:
+            lines += ["  Memory usage:",
+                      f"    Memory (current): {output.size(res['memory_usage'])}"]
+        net = info.get("network") or {}
+        if net:
+            lines.append("  Network usage:")
+            for ifname, v in net.items():
+                lines.append(f"    {ifname}:")
+                if v["addresses"]:
+                    lines.append("      IP addresses:")
+                    for ad in v["addresses"]:
+                        lines.append(f"        {ad['family']}:  {ad['address']} ({ad['scope']})")
+                cnt = v.get("counters") or {}
+                if cnt:
+                    lines += [f"      Bytes received: {output.size(cnt['bytes_received'])}",
+                              f"      Bytes sent: {output.size(cnt['bytes_sent'])}",
+                              f"      Packets received: {cnt['packets_received']}",
+                              f"      Packets sent: {cnt['packets_sent']}"]
+    if info["snapshots"]:
+        lines += ["", "Snapshots:"]
+        rows = [[s["name"], _fmt_time(dt.datetime.fromisoformat(s["created_at"])),
+                 _fmt_time(dt.datetime.fromisoformat(s["expires_at"])) if s["expires_at"] else "",
+                 "YES" if s["stateful"] else "NO"] for s in info["snapshots"]]
+        lines.append(output.table(["NAME", "TAKEN AT", "EXPIRES AT", "STATEFUL"], rows))
+    print("\n".join(lines))
+    if a.show_log:
+        from .. import runtime
+        print("\nLog:\n")
+        print(runtime.log_tail(host.paths.lxcpath, inst.name, 200))
+    return 0
+
+
+# -- exec ---------------------------------------------------------------------------------------
+def cmd_exec(host: Host, a: argparse.Namespace) -> int:
+    cmd = list(a.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise InvalidArgument("exec needs a command")
+    inst = _instance(host, a.name)
+    env = parse_kv(a.env, "environment variable")
+    if a.mode == "interactive" or (a.mode == "auto" and sys.stdin.isatty() and
+                                   sys.stdout.isatty() and not a.force_noninteractive):
+        from ..console import exec_pty
+        return exec_pty(inst, cmd, env=env, cwd=a.cwd, user=a.user, group=a.group)
+    return inst.exec_interactive(cmd, env=env, cwd=a.cwd, user=a.user, group=a.group)
+
+
+# -- snapshots ----------------------------------------------------------------------------------
+def cmd_snapshot(host: Host, a: argparse.Namespace) -> int:
+    inst = _instance(host, a.instance)
+    inst.snapshots.create(a.snapshot, stateful=a.stateful, reuse=a.reuse,
+                          no_expiry=a.no_expiry)
+    return 0
+
+
+def cmd_restore(host: Host, a: argparse.Namespace) -> int:
+    _instance(host, a.instance).snapshots.restore(a.snapshot)
+    return 0
+
+
+def cmd_init(host: Host, a: argparse.Namespace) -> int:
+    if a.image is None:
+        if a.preseed:
+            data = yaml.safe_load(sys.stdin.read()) or {}
+            if not isinstance(data, dict):
+                raise InvalidArgument("the preseed must be a YAML mapping")
+            host.init_preseed(data)
+        elif a.auto or a.minimal:
+            host.init_auto(pool_driver=a.storage_backend or "btrfs",
+                           pool_size=a.storage_create_loop or "5GiB",
+                           network=not a.minimal)
+        else:
+            raise InvalidArgument("init needs an image, or --auto, --minimal or --preseed to "
+                                  "initialise the host")
+        if not a.quiet:
+            print("lxdlib is initialised in", host.paths.root)
+        return 0
+    return _create(host, a, start=False)
+
+
+def _add_create_args(p: argparse.ArgumentParser, with_image_optional: bool) -> None:
+    p.add_argument("image", nargs="?" if with_image_optional else None)
+    p.add_argument("name", nargs="?")
+    p.add_argument("-p", "--profile", action="append", default=[])
+    p.add_argument("--no-profiles", action="store_true")
+    p.add_argument("-c", "--config", action="append", default=[])
+    p.add_argument("-d", "--device", action="append", default=[])
+    p.add_argument("-s", "--storage")
+    p.add_argument("-e", "--ephemeral", action="store_true")
+    p.add_argument("--empty", action="store_true")
+    p.add_argument("--description")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("init", help="create an instance (with an image) or initialise the host")
+    _add_create_args(p, True)
+    p.add_argument("--auto", action="store_true")
+    p.add_argument("--minimal", action="store_true")
+    p.add_argument("--preseed", action="store_true")
+    p.add_argument("--storage-backend")
+    p.add_argument("--storage-create-loop")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("launch", help="create and start an instance")
+    _add_create_args(p, False)
+    p.set_defaults(func=lambda h, a: _create(h, a, start=True))
+
+    for name, fn, hlp in (("start", cmd_start, "start (or resume) instances"),
+                          ("pause", cmd_pause, "freeze instances")):
+        p = sub.add_parser(name, help=hlp)
+        p.add_argument("names", nargs="+")
+        p.set_defaults(func=fn)
+    for name, fn, hlp in (("stop", cmd_stop, "stop instances"),
+                          ("restart", cmd_restart, "restart instances")):
+        p = sub.add_parser(name, help=hlp)
+        p.add_argument("names", nargs="+")
+        p.add_argument("-f", "--force", action="store_true")
+        p.add_argument("--timeout", type=float, default=-1)
+        p.set_defaults(func=fn)
+
+    p = sub.add_parser("delete", aliases=["rm"], help="delete instances or snapshots")
+    p.add_argument("names", nargs="+")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("move", aliases=["mv"], help="rename an instance or a snapshot")
+    p.add_argument("source")
+    p.add_argument("target", nargs="?")
+    p.set_defaults(func=cmd_move)
+
+    p = sub.add_parser("list", aliases=["ls"], help="list instances")
+    p.add_argument("filters", nargs="*")
+    p.add_argument("--fast", action="store_true")
+    p.add_argument("-c", "--columns")
+    p.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="show an instance (or the host)")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--show-log", action="store_true")
+    p.add_argument("--resources", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("exec", help="run a command in an instance")
+    p.add_argument("name")
+    p.add_argument("--env", action="append", default=[])
+    p.add_argument("--cwd")
+    p.add_argument("--user", type=int, default=0)
+    p.add_argument("--group", type=int, default=0)
+    p.add_argument("--mode", choices=("auto", "interactive", "non-interactive"), default="auto")
+    p.add_argument("-t", "--force-interactive", dest="mode", action="store_const",
+                   const="interactive")
+    p.add_argument("-T", "--force-noninteractive", action="store_true")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("snapshot", help="snapshot an instance")
+    p.add_argument("instance")
+    p.add_argument("snapshot", nargs="?")
+    p.add_argument("--stateful", action="store_true")
+    p.add_argument("--reuse", action="store_true")
+    p.add_argument("--no-expiry", action="store_true")
+    p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser("restore", help="restore an instance from a snapshot")
+    p.add_argument("instance")
+    p.add_argument("snapshot")
+    p.add_argument("--stateful", action="store_true")
+    p.set_defaults(func=cmd_restore)

@@ -1,0 +1,96 @@
+"""The ``lxdlib`` command: LXD's ``lxc`` client, word for word, on the library.
+
+Each subcommand lives in the module named for what it manages; this module builds the parser,
+opens the ``Host`` and turns every lxdlib error into one ``Error: …`` line with exit status 1 (a
+traceback only with ``--debug``), as the ``lxc`` client does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import LxdlibError
+
+if TYPE_CHECKING:
+    from ..host import Host
+
+Handler = Callable[["Host", argparse.Namespace], int | None]
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own exit code 2 and usage line
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"Error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import configcmd, images, instances, networks, profiles, storage
+    p = Parser(prog="lxdlib", description="System containers the LXD way, with no daemon.")
+    p.add_argument("--root", help="state directory (default $LXDLIB_ROOT or /var/lib/lxdlib)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("-q", "--quiet", action="store_true", help="print less")
+    p.add_argument("--version", action="version", version="lxdlib 0.1.0")
+    sub = p.add_subparsers(dest="command", metavar="<command>", parser_class=Parser)
+    instances.register(sub)
+    configcmd.register(sub)
+    images.register(sub)
+    storage.register(sub)
+    profiles.register(sub)
+    networks.register(sub)
+    h = sub.add_parser("help", help="show help for a command")
+    h.add_argument("topic", nargs="*")
+    h.set_defaults(func=None, no_host=True)
+    return p
+
+
+def _help(parser: argparse.ArgumentParser, topic: Sequence[str]) -> int:
+    if not topic:
+        parser.print_help()
+        return 0
+    try:
+        parser.parse_args([*topic, "--help"])
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "help":
+        return _help(parser, args.topic)
+    if os.geteuid() != 0:
+        sys.stderr.write("Error: lxdlib manages containers and storage: run it as root\n")
+        return 1
+    try:
+        from ..host import Host
+        host = Host(args.root)
+        func: Handler = args.func
+        rc = func(host, args)
+        return int(rc or 0)
+    except LxdlibError as e:
+        if args.debug:
+            raise
+        msg = str(e)
+        sys.stderr.write(f"Error: {msg}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 141
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,172 @@
+"""``network``: managed bridges (create, list, show, info, set, unset, edit, delete, rename,
+list-leases)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InUse, InvalidArgument
+from . import output
+from .configcmd import _str_map, edit_text, load_mapping
+from .instances import parse_kv
+
+if TYPE_CHECKING:
+    from ..host import Host
+
+
+def cmd_create(host: Host, a: argparse.Namespace) -> int:
+    host.networks.create(a.name, parse_kv(a.config, "network config"), a.description or "")
+    if not a.quiet:
+        print(f"Network {a.name} created")
+    return 0
+
+
+def cmd_list(host: Host, a: argparse.Namespace) -> int:
+    nets = host.networks.list()
+    rows = []
+    for n in nets:
+        cfg = n.get("config", {})
+        rows.append([n["name"], "bridge", "YES", cfg.get("ipv4.address", ""),
+                     cfg.get("ipv6.address", ""), n.get("description", ""),
+                     str(len(host.network_users(n["name"]))), "CREATED"])
+    output.emit(a.format, ["NAME", "TYPE", "MANAGED", "IPV4", "IPV6", "DESCRIPTION", "USED BY",
+                           "STATE"], rows, nets)
+    return 0
+
+
+def cmd_show(host: Host, a: argparse.Namespace) -> int:
+    n = dict(host.networks.get(a.name))
+    n["used_by"] = host.network_users(a.name)
+    sys.stdout.write(output.dump_yaml(n))
+    return 0
+
+
+def cmd_info(host: Host, a: argparse.Namespace) -> int:
+    sys.stdout.write(output.dump_yaml(host.networks.info(a.name)))
+    return 0
+
+
+def cmd_leases(host: Host, a: argparse.Namespace) -> int:
+    leases = host.networks.leases(a.name)
+    rows = [[str(x.get("hostname", "")), str(x.get("hwaddr", "")), str(x.get("address", "")),
+             "DYNAMIC"] for x in leases]
+    output.emit(a.format, ["HOSTNAME", "MAC ADDRESS", "IP ADDRESS", "TYPE"], rows, leases)
+    return 0
+
+
+def cmd_set(host: Host, a: argparse.Namespace) -> int:
+    cfg = dict(host.networks.get(a.name).get("config", {}))
+    if len(a.args) == 2 and "=" not in a.args[0]:
+        cfg[a.args[0]] = a.args[1]
+    else:
+        cfg.update(parse_kv(a.args, "network config"))
+    host.networks.update(a.name, cfg)
+    return 0
+
+
+def cmd_unset(host: Host, a: argparse.Namespace) -> int:
+    cfg = dict(host.networks.get(a.name).get("config", {}))
+    cfg.pop(a.key, None)
+    host.networks.update(a.name, cfg)
+    return 0
+
+
+def cmd_get(host: Host, a: argparse.Namespace) -> int:
+    print(host.networks.get(a.name).get("config", {}).get(a.key, ""))
+    return 0
+
+
+def cmd_edit(host: Host, a: argparse.Namespace) -> int:
+    n = host.networks.get(a.name)
+    data = load_mapping(edit_text(output.dump_yaml({"config": n.get("config", {}),
+                                                    "description": n.get("description", "")})))
+    host.networks.update(a.name, _str_map(data.get("config"), "config"))
+    return 0
+
+
+def cmd_delete(host: Host, a: argparse.Namespace) -> int:
+    host.networks.delete(a.name, used_by=host.network_users(a.name))
+    if not a.quiet:
+        print(f"Network {a.name} deleted")
+    return 0
+
+
+def cmd_rename(host: Host, a: argparse.Namespace) -> int:
+    users = host.network_users(a.old)
+    if users:
+        raise InUse(f"network {a.old!r} is in use by: {', '.join(users)}")
+    host.networks.rename(a.old, a.new)
+    return 0
+
+
+def cmd_attach(host: Host, a: argparse.Namespace) -> int:
+    inst = host.instances.get(a.instance)
+    devs = inst.devices
+    dev = a.device or a.name
+    if dev in devs:
+        raise InvalidArgument(f"device {dev!r} already exists on {a.instance}")
+    devs[dev] = {"type": "nic", "network": a.name, "name": a.ifname or dev}
+    inst.update(devices=devs)
+    return 0
+
+
+def cmd_detach(host: Host, a: argparse.Namespace) -> int:
+    inst = host.instances.get(a.instance)
+    devs = inst.devices
+    names = [n for n, d in devs.items() if d.get("type") == "nic" and d.get("network") == a.name
+             and (a.device is None or n == a.device)]
+    if not names:
+        raise InvalidArgument(f"no nic of {a.instance} is attached to {a.name}")
+    for n in names:
+        del devs[n]
+    inst.update(devices=devs)
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("network", help="manage networks")
+    s = p.add_subparsers(dest="network_cmd", metavar="<verb>", required=True)
+    x = s.add_parser("create")
+    x.add_argument("name")
+    x.add_argument("config", nargs="*")
+    x.add_argument("--description")
+    x.add_argument("-t", "--type", default="bridge", choices=("bridge",))
+    x.set_defaults(func=cmd_create)
+    x = s.add_parser("list", aliases=["ls"])
+    x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    x.set_defaults(func=cmd_list)
+    for name, fn in (("show", cmd_show), ("info", cmd_info), ("delete", cmd_delete),
+                     ("edit", cmd_edit)):
+        x = s.add_parser(name, aliases=["rm"] if name == "delete" else [])
+        x.add_argument("name")
+        x.set_defaults(func=fn)
+    x = s.add_parser("list-leases")
+    x.add_argument("name")
+    x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    x.set_defaults(func=cmd_leases)
+    x = s.add_parser("set")
+    x.add_argument("name")
+    x.add_argument("args", nargs="+")
+    x.set_defaults(func=cmd_set)
+    for name, fn in (("unset", cmd_unset), ("get", cmd_get)):
+        x = s.add_parser(name)
+        x.add_argument("name")
+        x.add_argument("key")
+        x.set_defaults(func=fn)
+    x = s.add_parser("rename", aliases=["mv"])
+    x.add_argument("old")
+    x.add_argument("new")
+    x.set_defaults(func=cmd_rename)
+    x = s.add_parser("attach")
+    x.add_argument("name")
+    x.add_argument("instance")
+    x.add_argument("device", nargs="?")
+    x.add_argument("ifname", nargs="?")
+    x.set_defaults(func=cmd_attach)
+    x = s.add_parser("detach")
+    x.add_argument("name")
+    x.add_argument("instance")
+    x.add_argument("device", nargs="?")
+    x.set_defaults(func=cmd_detach)

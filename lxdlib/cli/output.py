@@ -1,0 +1,89 @@
+"""Tables and formats as LXD's client prints them (``--format table|csv|json|yaml|compact``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+FORMATS = ("table", "csv", "json", "yaml", "compact")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """LXD's boxed table; a cell may hold several lines."""
+    split = [[str(c).split("\n") for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in split:
+        for i, lines in enumerate(row):
+            widths[i] = max(widths[i], *(len(x) for x in lines))
+    sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def line(cells: Sequence[str], center: bool = False) -> str:
+        parts = []
+        for c, w in zip(cells, widths, strict=True):
+            if center:  # LXD's tables put the odd padding space on the right
+                left = (w - len(c)) // 2
+                c = " " * left + c
+            parts.append(" " + c.ljust(w) + " ")
+        return "|" + "|".join(parts) + "|"
+
+    out = [sep, line(headers, center=True), sep]
+    for row in split:
+        height = max((len(x) for x in row), default=1)
+        for k in range(height):
+            out.append(line([cell[k] if k < len(cell) else "" for cell in row]))
+        out.append(sep)
+    return "\n".join(out)
+
+
+def compact(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    flat = [[str(c).replace("\n", " ") for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in flat]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in flat]
+    return "\n".join(lines)
+
+
+def to_csv(rows: Sequence[Sequence[str]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for r in rows:
+        w.writerow([str(c) for c in r])
+    return buf.getvalue().rstrip("\n")
+
+
+def emit(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], data: Any) -> None:
+    """Print rows in ``fmt``; json/yaml print ``data`` (the full objects, as LXD does)."""
+    if fmt == "json":
+        print(json.dumps(data, default=str))
+    elif fmt == "yaml":
+        sys.stdout.write(yaml.safe_dump(data, default_flow_style=False, sort_keys=False))
+    elif fmt == "csv":
+        if rows:
+            print(to_csv(rows))
+    elif fmt == "compact":
+        print(compact(headers, rows))
+    else:
+        print(table(headers, rows))
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, default_flow_style=False, sort_keys=False, allow_unicode=True)
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return ""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    v = float(n)
+    for u in units:
+        if v < 1024 or u == units[-1]:
+            return f"{v:.2f}{u}" if u != "B" else f"{int(v)}B"
+        v /= 1024
+    return f"{n}B"

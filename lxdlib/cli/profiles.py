@@ -1,0 +1,213 @@
+"""``profile``: list, show, create, copy, edit, delete, rename, set/unset/get, add/remove/assign,
+device …; ``profile apply <c> p1,p2`` is the seed article's spelling of assign."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ..errors import AlreadyExists, InvalidArgument, NotFound
+from . import output
+from .configcmd import _devices, _str_map, edit_text, load_mapping
+from .instances import parse_kv
+
+if TYPE_CHECKING:
+    from ..host import Host
+
+
+def cmd_list(host: Host, a: argparse.Namespace) -> int:
+    profs = host.profiles.list()
+    rows = [[p.name, p.description, str(len(p.used_by))] for p in profs]
+    output.emit(a.format, ["NAME", "DESCRIPTION", "USED BY"], rows, [p.to_dict() for p in profs])
+    return 0
+
+
+def cmd_show(host: Host, a: argparse.Namespace) -> int:
+    p = host.profiles.get(a.name)
+    d = p.to_dict()
+    d["used_by"] = [f"/1.0/instances/{n}" for n in p.used_by]
+    sys.stdout.write(output.dump_yaml(d))
+    return 0
+
+
+def cmd_create(host: Host, a: argparse.Namespace) -> int:
+    host.profiles.create(a.name, description=a.description or "")
+    if not a.quiet:
+        print(f"Profile {a.name} created")
+    return 0
+
+
+def cmd_copy(host: Host, a: argparse.Namespace) -> int:
+    src = host.profiles.get(a.source)
+    host.profiles.create(a.target, src.config, src.devices, src.description)
+    return 0
+
+
+def cmd_edit(host: Host, a: argparse.Namespace) -> int:
+    p = host.profiles.get(a.name)
+    shown = {"config": p.config, "description": p.description, "devices": p.devices}
+    data = load_mapping(edit_text(output.dump_yaml(shown)))
+    if data.get("name") not in (None, a.name):
+        raise InvalidArgument("the profile name cannot be changed by edit (use rename)")
+    host.update_profile(a.name, config=_str_map(data.get("config"), "config"),
+                        devices=_devices(data.get("devices")),
+                        description=str(data.get("description") or ""))
+    return 0
+
+
+def cmd_delete(host: Host, a: argparse.Namespace) -> int:
+    for n in a.names:
+        host.profiles.delete(n)
+    return 0
+
+
+def cmd_rename(host: Host, a: argparse.Namespace) -> int:
+    host.profiles.rename(a.old, a.new)
+    return 0
+
+
+def cmd_set(host: Host, a: argparse.Namespace) -> int:
+    p = host.profiles.get(a.name)
+    if len(a.args) == 2 and "=" not in a.args[0]:
+        kv = {a.args[0]: a.args[1]}
+    else:
+        kv = parse_kv(a.args, "config")
+    host.update_profile(a.name, config={**p.config, **kv})
+    return 0
+
+
+def cmd_unset(host: Host, a: argparse.Namespace) -> int:
+    p = host.profiles.get(a.name)
+    if a.key not in p.config:
+        raise NotFound("config key", a.key, f"not set in profile {a.name!r}")
+    cfg = dict(p.config)
+    del cfg[a.key]
+    host.update_profile(a.name, config=cfg)
+    return 0
+
+
+def cmd_get(host: Host, a: argparse.Namespace) -> int:
+    print(host.profiles.get(a.name).config.get(a.key, ""))
+    return 0
+
+
+def _set_profiles(host: Host, inst_name: str, profiles: list[str]) -> None:
+    host.instances.get(inst_name).update(profiles=profiles)
+
+
+def cmd_add(host: Host, a: argparse.Namespace) -> int:
+    inst = host.instances.get(a.instance)
+    if a.profile in inst.profiles:
+        raise AlreadyExists("profile", f"{a.profile} on {a.instance}")
+    _set_profiles(host, a.instance, [*inst.profiles, a.profile])
+    return 0
+
+
+def cmd_remove(host: Host, a: argparse.Namespace) -> int:
+    inst = host.instances.get(a.instance)
+    if a.profile not in inst.profiles:
+        raise NotFound("profile", a.profile, f"not applied to {a.instance}")
+    _set_profiles(host, a.instance, [p for p in inst.profiles if p != a.profile])
+    return 0
+
+
+def cmd_assign(host: Host, a: argparse.Namespace) -> int:
+    names = [p for p in a.profiles.split(",") if p] if a.profiles else []
+    _set_profiles(host, a.instance, names)
+    return 0
+
+
+def cmd_device(host: Host, a: argparse.Namespace) -> int:
+    p = host.profiles.get(a.profile)
+    devs = {k: dict(v) for k, v in p.devices.items()}
+    verb = {"rm": "remove", "ls": "list"}.get(a.verb, a.verb)
+    if verb == "list":
+        for n in sorted(devs):
+            print(n)
+        return 0
+    if verb == "show":
+        sys.stdout.write(output.dump_yaml(devs))
+        return 0
+    if not a.rest:
+        raise InvalidArgument(f"usage: profile device {verb} <profile> <device> …")
+    name, rest = a.rest[0], a.rest[1:]
+    if verb == "add":
+        if not rest:
+            raise InvalidArgument("usage: profile device add <profile> <device> <type> [k=v…]")
+        if name in devs:
+            raise AlreadyExists("device", name)
+        devs[name] = {"type": rest[0], **parse_kv(rest[1:], "device property")}
+    elif verb == "remove":
+        for n in [name, *rest]:
+            if n not in devs:
+                raise NotFound("device", n)
+            del devs[n]
+    else:
+        if name not in devs:
+            raise NotFound("device", name)
+        if verb == "get":
+            print(devs[name].get(rest[0] if rest else "", ""))
+            return 0
+        if verb == "set":
+            kv = (parse_kv(rest, "device property") if all("=" in r for r in rest)
+                  else {rest[0]: rest[1]} if len(rest) == 2 else {})
+            if not kv:
+                raise InvalidArgument("usage: profile device set <profile> <device> <key> <value>")
+            devs[name].update(kv)
+        elif verb == "unset":
+            for k in rest:
+                devs[name].pop(k, None)
+    host.update_profile(a.profile, devices=devs)
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("profile", help="manage profiles")
+    s = p.add_subparsers(dest="profile_cmd", metavar="<verb>", required=True)
+    x = s.add_parser("list", aliases=["ls"])
+    x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    x.set_defaults(func=cmd_list)
+    for name, fn in (("show", cmd_show), ("edit", cmd_edit)):
+        x = s.add_parser(name)
+        x.add_argument("name")
+        x.set_defaults(func=fn)
+    x = s.add_parser("create")
+    x.add_argument("name")
+    x.add_argument("--description")
+    x.set_defaults(func=cmd_create)
+    x = s.add_parser("copy", aliases=["cp"])
+    x.add_argument("source")
+    x.add_argument("target")
+    x.set_defaults(func=cmd_copy)
+    x = s.add_parser("delete", aliases=["rm"])
+    x.add_argument("names", nargs="+")
+    x.set_defaults(func=cmd_delete)
+    x = s.add_parser("rename", aliases=["mv"])
+    x.add_argument("old")
+    x.add_argument("new")
+    x.set_defaults(func=cmd_rename)
+    x = s.add_parser("set")
+    x.add_argument("name")
+    x.add_argument("args", nargs="+")
+    x.set_defaults(func=cmd_set)
+    for name, fn in (("unset", cmd_unset), ("get", cmd_get)):
+        x = s.add_parser(name)
+        x.add_argument("name")
+        x.add_argument("key")
+        x.set_defaults(func=fn)
+    for name, fn in (("add", cmd_add), ("remove", cmd_remove)):
+        x = s.add_parser(name)
+        x.add_argument("instance")
+        x.add_argument("profile")
+        x.set_defaults(func=fn)
+    x = s.add_parser("assign", aliases=["apply"])
+    x.add_argument("instance")
+    x.add_argument("profiles", nargs="?", default="")
+    x.set_defaults(func=cmd_assign)
+    x = s.add_parser("device")
+    x.add_argument("verb", choices=("add", "remove", "rm", "list", "ls", "show", "set", "unset",
+                                    "get"))
+    x.add_argument("profile")
+    x.add_argument("rest", nargs="*")
+    x.set_defaults(func=cmd_device)

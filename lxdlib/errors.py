@@ -1,0 +1,139 @@
+"""Every failure lxdlib reports, as one tree: callers catch as broadly or narrowly as they like.
+
+No call returns ``False`` for failure: each raises one of these, with a message that says what,
+which object and why. Classes also derive from the matching builtin (``LookupError``,
+``ValueError``, ``FileExistsError``, ``OSError``) so plain ``except ValueError`` works.
+
+::
+
+    LxdlibError
+    ├── NotFound(LookupError)               an instance, image, profile, pool… that does not exist
+    ├── AlreadyExists(FileExistsError)      a name collision
+    ├── InvalidArgument(ValueError)         bad input, refused before anything changes
+    │   ├── InvalidName                     a name that breaks LXD's naming rules
+    │   └── InvalidConfig                   a config key/value (carries .key and .reason)
+    ├── InUse                               deleting what something else still uses
+    ├── ProfileApplyError                   a saved profile change some instances could not take
+    ├── WrongState                          start a running instance, delete without --force…
+    ├── Busy                                another process holds the object's lock too long
+    ├── StorageError(OSError)               a pool driver failed
+    │   └── QuotaExceeded                   the volume or pool ran out of space
+    ├── ImageError                          an image could not be read or stored
+    │   └── UnsafeImage                     a hostile tarball (traversal, links out, devices…)
+    ├── NetworkError                        bridges, DHCP, NAT
+    ├── LXCError                            liblxc refused; carries the tail of the instance's log
+    └── ToolMissing                         a host program lxdlib needs is absent (criu, zfs…)
+"""
+
+from __future__ import annotations
+
+
+class LxdlibError(Exception):
+    """Root of every lxdlib error."""
+
+
+class NotFound(LxdlibError, LookupError):
+    """The named object does not exist."""
+
+    def __init__(self, kind: str, name: str, detail: str = "") -> None:
+        self.kind = kind
+        self.name = name
+        msg = f"{kind} {name!r} not found"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+
+    def __str__(self) -> str:  # LookupError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class AlreadyExists(LxdlibError, FileExistsError):
+    """A name that is already taken."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(f"{kind} {name!r} already exists")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidArgument(LxdlibError, ValueError):
+    """Bad input; nothing was changed."""
+
+
+class InvalidName(InvalidArgument):
+    """A name that breaks the naming rules for its kind of object."""
+
+    def __init__(self, kind: str, name: str, reason: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.reason = reason
+        super().__init__(f"invalid {kind} name {name!r}: {reason}")
+
+
+class InvalidConfig(InvalidArgument):
+    """A configuration key or value that is refused, with the key and the reason."""
+
+    def __init__(self, key: str, reason: str, value: str | None = None) -> None:
+        self.key = key
+        self.reason = reason
+        self.value = value
+        super().__init__(f"invalid value for {key!r}: {reason}" if value is not None
+                         else f"invalid key {key!r}: {reason}")
+
+
+class InUse(LxdlibError):
+    """The object is still used by others and cannot be removed or changed that way."""
+
+
+class ProfileApplyError(LxdlibError):
+    """A profile change was saved, but these instances could not apply it (name -> reason)."""
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        self.failures = failures
+        detail = "; ".join(f"{k}: {v}" for k, v in sorted(failures.items()))
+        super().__init__("The following instances failed updating (profile change still "
+                         f"saved): {detail}")
+
+
+class WrongState(LxdlibError):
+    """The operation does not fit the object's current state."""
+
+
+class Busy(LxdlibError):
+    """Another process holds the object's lock and did not release it in time."""
+
+
+class StorageError(LxdlibError, OSError):
+    """A storage pool driver failed."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "storage error"
+
+
+class QuotaExceeded(StorageError):
+    """A volume or a pool is out of space."""
+
+
+class ImageError(LxdlibError):
+    """An image could not be read, verified or stored."""
+
+
+class UnsafeImage(ImageError):
+    """A tarball tried to write outside its volume or carried forbidden members."""
+
+
+class NetworkError(LxdlibError):
+    """A bridge, DHCP server or NAT rule could not be set up or removed."""
+
+
+class LXCError(LxdlibError):
+    """liblxc refused an operation. ``log_tail`` holds the last lines of the instance's log."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        self.log_tail = log_tail
+        super().__init__(f"{message}\n--- liblxc log ---\n{log_tail}" if log_tail else message)
+
+
+class ToolMissing(LxdlibError):
+    """A host program that this operation needs is not installed."""

@@ -1,0 +1,59 @@
+"""Lifecycle events, shared by every process that uses a root.
+
+With no daemon there is no socket to subscribe to: each event is one JSON line appended to
+``<root>/events.log`` (``O_APPEND`` writes of a line are atomic), and a watcher follows the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Iterator
+
+from .state import Paths
+
+MAX_SIZE = 4 << 20
+
+
+class Events:
+    def __init__(self, paths: Paths) -> None:
+        self.path = paths.root / "events.log"
+
+    def emit(self, action: str, source: str, **metadata: str) -> None:
+        line = json.dumps({"type": "lifecycle", "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+                           "metadata": {"action": action, "source": source, **metadata}})
+        try:
+            if self.path.stat().st_size > MAX_SIZE:
+                os.replace(self.path, self.path.with_suffix(".log.1"))
+        except FileNotFoundError:
+            pass
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def follow(self, poll: float = 0.1, from_start: bool = False) -> Iterator[dict[str, object]]:
+        """Yield events as they are written (from now on, unless ``from_start``)."""
+        pos = 0 if from_start else (self.path.stat().st_size if self.path.exists() else 0)
+        buf = b""
+        while True:
+            try:
+                with open(self.path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size < pos:
+                        pos = 0  # rotated
+                    f.seek(pos)
+                    data = f.read()
+                    pos += len(data)
+            except FileNotFoundError:
+                data = b""
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if line.strip():
+                    yield json.loads(line)
+            if not data:
+                time.sleep(poll)

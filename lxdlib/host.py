@@ -1,0 +1,559 @@
+"""``Host``: the public entry point — one root directory, its collections, and host facts.
+
+``Host()`` costs a few directory checks; pools, networks and images are touched only when an
+operation needs them. A fresh root that lacks a default pool, network or profile gets them on
+first use (``init --auto``), so ``Host(root=tmp).launch("busybox", "c1")`` works on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from . import idmap, record, runtime
+from .config import expand, limits, names, schema
+from .errors import AlreadyExists, InvalidArgument, InvalidConfig, NotFound
+from .events import Events
+from .imagestore.store import ImageRecord, ImageStore
+from .instance import Instance, create, recover_leftover
+from .profiles import ProfileStore
+from .state import Paths, lock, read_yaml, write_yaml
+from .storage.base import PoolDriver
+
+DEFAULT_NETWORK = "lxdbr0"
+DEFAULT_POOL = "default"
+
+_ADJ = ("able", "bold", "brave", "calm", "clever", "cosmic", "crisp", "eager", "fair", "fast",
+        "gentle", "grand", "happy", "immense", "jolly", "keen", "lively", "lucky", "mellow",
+        "noble", "proud", "quick", "quiet", "rapid", "sharp", "smart", "steady", "sunny", "swift",
+        "tidy", "vivid", "witty")
+_NOUN = ("albatross", "badger", "bison", "condor", "cougar", "crane", "dingo", "eagle", "falcon",
+         "ferret", "gecko", "heron", "ibex", "jackal", "koala", "lemur", "lynx", "marmot",
+         "narwhal", "ocelot", "osprey", "panda", "puffin", "quail", "raven", "salmon", "tapir",
+         "toucan", "walrus", "weasel", "yak", "zebra")
+
+
+@attrs.frozen
+class HostFacts:
+    cpus: int
+    mem_total: int
+    cgroup_version: int
+    lxcfs: bool
+    idmap: idmap.Allocation
+    swap_accounting: bool
+
+
+def _mem_total() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _swap_accounting() -> bool:
+    """Whether the memory controller has swap files (v1 ``memsw``, v2 ``memory.swap.max``)."""
+    return (Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+            or Path("/sys/fs/cgroup/init.scope/memory.swap.max").exists()
+            or any(Path("/sys/fs/cgroup").glob("*/memory.swap.max")))
+
+
+def _lxcfs_running() -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(" /var/lib/lxcfs " in line and "fuse.lxcfs" in line for line in f)
+
+
+class Instances:
+    """The instances of a host: ``host.instances["web"]``, ``in``, iteration, ``list()``."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def names(self) -> list[str]:
+        self.host._recover_leftovers()
+        return record.names(self.host.paths)
+
+    def get(self, name: str) -> Instance:
+        if not record.exists(self.host.paths, name):
+            raise NotFound("instance", name)
+        return Instance(self.host, name)
+
+    __getitem__ = get
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and record.exists(self.host.paths, name)
+
+    def __iter__(self) -> Iterator[Instance]:
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def list(self) -> list[Instance]:
+        return [Instance(self.host, n) for n in self.names()]
+
+    def _ipython_key_completions_(self) -> list[str]:
+        return self.names()
+
+    def _repr_html_(self) -> str:
+        from .notebook import instances_html
+        return instances_html(self.list())
+
+    def __repr__(self) -> str:
+        return f"<Instances {self.names()}>"
+
+
+class Images:
+    """The local image store, with LXD's ``image`` verbs."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.store = ImageStore(host.paths)
+
+    def get(self, ref: str) -> ImageRecord:
+        return self.store.get(ref)
+
+    __getitem__ = get
+
+    def __contains__(self, ref: object) -> bool:
+        if not isinstance(ref, str):
+            return False
+        try:
+            self.store.get(ref)
+            return True
+        except (NotFound, InvalidArgument):
+            return False
+
+    def list(self) -> list[ImageRecord]:
+        return self.store.list()
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        return len(self.list())
+
+    def import_file(self, path: str | os.PathLike[str], *, aliases: Sequence[str] = (),
+                    **kw: Any) -> ImageRecord:
+        img = self.store.import_file(path, aliases=aliases, **kw)
+        self.host.events.emit("image-imported", img.fingerprint)
+        return img
+
+    def build_busybox(self, alias: str | None = "busybox", *, compression: str = "gzip",
+                      busybox: str = "/bin/busybox") -> ImageRecord:
+        """Build the self-contained busybox image from the host's busybox-static and import it.
+
+        The build is deterministic, so building again finds the same fingerprint: the existing
+        image is returned (and the alias pointed at it).
+        """
+        import tempfile
+
+        from .errors import AlreadyExists as Exists
+        from .imagestore.busybox import build_busybox_image
+        with tempfile.TemporaryDirectory(dir=self.host.paths.run, prefix="build-") as tmp:
+            out = build_busybox_image(Path(tmp) / "busybox.tar.gz", busybox=busybox,
+                                      compression=compression)
+            try:
+                img = self.import_file(out, aliases=[alias] if alias else [])
+            except Exists:
+                import hashlib
+                h = hashlib.sha256()
+                with open(out, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                img = self.store.get(h.hexdigest())
+                if alias and alias not in self.store.aliases():
+                    self.store.alias_create(alias, img.fingerprint)
+                img = self.store.get(img.fingerprint)
+        return img
+
+    def delete(self, ref: str) -> None:
+        img = self.store.get(ref)
+        self.store.delete(img.fingerprint)
+        for pname in self.host.pool_names():
+            pool = self.host.pool(pname)
+            with contextlib.suppress(Exception):
+                pool.delete_image_volume(img.fingerprint)
+        self.host.events.emit("image-deleted", img.fingerprint)
+
+    def touch(self, fingerprint: str) -> None:
+        self.store.touch(fingerprint)
+
+    def _ipython_key_completions_(self) -> list[str]:
+        return sorted(self.store.aliases())
+
+    def _repr_html_(self) -> str:
+        from .notebook import images_html
+        return images_html(self.list())
+
+
+class Host:
+    """One lxdlib root: instances, images, profiles, pools and networks that live under it."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.paths = Paths.at(root)
+        self.paths.ensure()
+        self.events = Events(self.paths)
+        self.instances = Instances(self)
+        self.images = Images(self)
+        self.profiles = ProfileStore(self.paths, self._profile_users)
+        self._pools: dict[str, PoolDriver] = {}
+        self._networks: Any = None
+        self._recovered = False
+        self._traversable_checked = False
+
+    def __repr__(self) -> str:
+        return f"<Host root={str(self.paths.root)!r}>"
+
+    def _repr_html_(self) -> str:
+        from .notebook import host_html
+        return host_html(self)
+
+    # -- facts ------------------------------------------------------------------------------
+    @functools.cache  # noqa: B019 - one Host lives as long as its facts are true
+    def facts(self) -> HostFacts:
+        return HostFacts(cpus=os.cpu_count() or 1, mem_total=_mem_total(),
+                         cgroup_version=runtime.cgroup_version(), lxcfs=_lxcfs_running(),
+                         idmap=idmap.host_allocation(), swap_accounting=_swap_accounting())
+
+    def check_traversable(self, path: Path) -> None:
+        """An unprivileged container's root must be able to walk down to its rootfs.
+
+        liblxc fails with a terse "Permission denied" otherwise (e.g. a root under a 0700
+        directory such as pytest's or a home directory); this names the directory to fix.
+        """
+        if self._traversable_checked:
+            return
+        for parent in [*reversed(path.parents)]:
+            try:
+                mode = parent.stat().st_mode
+            except FileNotFoundError:
+                break
+            if not mode & 0o001:
+                from .errors import WrongState
+                raise WrongState(f"{parent} is not searchable by other users (mode "
+                                 f"{mode & 0o777:o}): unprivileged containers under it cannot "
+                                 "start; chmod o+x it or use a root elsewhere")
+        self._traversable_checked = True
+
+    # -- server config ----------------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, str]:
+        try:
+            data = read_yaml(self.paths.server_config) or {}
+        except FileNotFoundError:
+            return {}
+        return {str(k): str(v) for k, v in (data.get("config") or {}).items()}
+
+    def set_config(self, key: str, value: str | None) -> None:
+        """Server keys (``images.remote_cache_expiry`` …); ``None`` unsets."""
+        with lock(self.paths, "host", "config"):
+            cfg = self.config
+            if value is None:
+                cfg.pop(key, None)
+            else:
+                cfg[key] = value
+            cfg = schema.validate_server_config(cfg)
+            write_yaml(self.paths.server_config, {"config": cfg})
+
+    # -- storage ----------------------------------------------------------------------------
+    def pool(self, name: str) -> PoolDriver:
+        drv = self._pools.get(name)
+        if drv is None:
+            from .storage import load_pool
+            drv = load_pool(self.paths, name)
+            self._pools[name] = drv
+        return drv
+
+    def pool_names(self) -> list[str]:
+        from .storage import list_pools
+        return list_pools(self.paths)
+
+    def create_pool(self, name: str, driver: str, config: Mapping[str, str] | None = None,
+                    description: str = "") -> PoolDriver:
+        from .storage import create_pool
+        drv = create_pool(self.paths, name, driver, dict(config or {}), description)
+        self._pools[name] = drv
+        return drv
+
+    def delete_pool(self, name: str) -> None:
+        from .storage import delete_pool
+        users = [n for n in record.names(self.paths) if self._instance_pool(n) == name]
+        if users:
+            from .errors import InUse
+            raise InUse(f"storage pool {name!r} is used by instances: {', '.join(users)}")
+        for prof in self.profiles.list():
+            for dev in prof.devices.values():
+                if dev.get("type") == "disk" and dev.get("path") == "/" and \
+                        dev.get("pool") == name:
+                    from .errors import InUse
+                    raise InUse(f"storage pool {name!r} is used by profile {prof.name!r}")
+        delete_pool(self.paths, name)
+        self._pools.pop(name, None)
+
+    def _instance_pool(self, name: str) -> str:
+        try:
+            return record.load(self.paths, name).pool
+        except FileNotFoundError:
+            return ""
+
+    def _ensure_image_volume(self, pool: PoolDriver, fingerprint: str) -> None:
+        if pool.volume_exists("images", fingerprint):
+            return
+        with lock(self.paths, "image-volume", f"{pool.name}.{fingerprint}"):
+            if not pool.volume_exists("images", fingerprint):
+                pool.create_image_volume(
+                    fingerprint, lambda path: self.images.store.unpack(fingerprint, path))
+
+    # -- networks ---------------------------------------------------------------------------
+    @property
+    def networks(self) -> Any:
+        if self._networks is None:
+            from .network.manager import NetworkManager
+            self._networks = NetworkManager(self.paths)
+        return self._networks
+
+    def _nic_link(self, dev: Mapping[str, str]) -> str:
+        """The bridge a nic device plugs into; a managed network is brought up first."""
+        if dev.get("network"):
+            net = dev["network"]
+            self.networks.ensure_up(net)
+            return net
+        if dev.get("nictype") == "bridged" and dev.get("parent"):
+            parent = dev["parent"]
+            if Path(f"/sys/class/net/{parent}").exists():
+                return parent
+            raise NotFound("network", parent, "no such bridge on the host")
+        raise InvalidConfig("nictype", "lxdlib supports bridged nics (network= or "
+                            "nictype=bridged with parent=)")
+
+    def network_users(self, network: str) -> list[str]:
+        users = []
+        for n in record.names(self.paths):
+            try:
+                _, devs = Instance(self, n).expanded()
+            except Exception:
+                continue
+            if any(d.get("type") == "nic" and network in (d.get("network"), d.get("parent"))
+                   for d in devs.values()):
+                users.append(n)
+        for p in self.profiles.list():
+            if any(d.get("type") == "nic" and d.get("network") == network
+                   for d in p.devices.values()):
+                users.append(f"profile:{p.name}")
+        return users
+
+    def network_forget(self, instance: str) -> None:
+        """Drop static DHCP entries an instance had (no-op where there are none)."""
+
+    # -- profiles ---------------------------------------------------------------------------
+    def _profile_users(self, profile: str) -> list[str]:
+        out = []
+        for n in record.names(self.paths):
+            try:
+                if profile in record.load(self.paths, n).profiles:
+                    out.append(n)
+            except FileNotFoundError:
+                continue
+        return out
+
+    def update_profile(self, name: str, *, config: Mapping[str, str] | None = None,
+                       devices: Mapping[str, Mapping[str, str]] | None = None,
+                       description: str | None = None) -> None:
+        """Change a profile, then re-apply it to every instance that uses it.
+
+        Like LXD, the profile change is saved first; instances that cannot take it are listed in
+        the raised ``ProfileApplyError`` while the others (and the profile) keep the change.
+        Live keys reach running instances at once.
+        """
+        from .instance import Instance
+        old = self.profiles.get(name)
+        users = old.used_by
+        before = {u: Instance(self, u).expanded() for u in users}
+        new_devices = devices if devices is not None else old.devices
+        for u in users:
+            inst = Instance(self, u)
+            rec = inst.record()
+            profs = [self.profiles.get(p).data() if p != name else
+                     expand.ProfileData(name, config if config is not None else old.config,
+                                        new_devices) for p in rec.profiles]
+            _, devs = expand.expand(profs, rec.config, rec.devices)
+            root_name, root = expand.root_disk(devs)
+            if root.get("pool") != rec.pool:
+                raise InvalidConfig(f"devices.{root_name}.pool",
+                                    f"instance {u!r} relies on this profile's root disk pool")
+        self.profiles.save(name, config if config is not None else old.config, new_devices,
+                           description if description is not None else old.description)
+        failures: dict[str, str] = {}
+        for u in users:
+            inst = Instance(self, u)
+            try:
+                with lock(self.paths, "instance", u):
+                    rec = inst.record()
+                    new_cfg, new_devs = inst.expanded(rec)
+                    inst._apply_quota(new_devs, rec)
+                    inst._write_lxc_config(rec)
+                    if inst.state in ("RUNNING", "FROZEN"):
+                        inst._apply_live(before[u][0], new_cfg)
+            except Exception as e:  # collected: one instance must not stop the others
+                failures[u] = str(e)
+        if failures:
+            from .errors import ProfileApplyError
+            raise ProfileApplyError(failures)
+
+    def _check_profiles(self, profiles: Sequence[str]) -> list[str]:
+        out = expand.resolve_profile_list(list(profiles))
+        self.ensure_initialized(need_default="default" in out)
+        for p in out:
+            if not self.profiles.exists(p):
+                raise NotFound("profile", p, f"Requested profile {p!r} does not exist")
+        return out
+
+    def _expand(self, profiles: Sequence[str], config: Mapping[str, str],
+                devices: Mapping[str, Mapping[str, str]]
+                ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        datas = [self.profiles.get(p).data() for p in profiles]
+        return expand.expand(datas, config, devices)
+
+    # -- cpu balancing ----------------------------------------------------------------------
+    def _pick_cpus(self, name: str, cfg: Mapping[str, str]) -> list[int] | None:
+        """``limits.cpu: N`` means N CPUs, spread over the least used ones (LXD's balancing)."""
+        value = cfg.get("limits.cpu", "")
+        if not value.isdigit():
+            return None
+        usage: dict[int, int] = {}
+        for other in record.names(self.paths):
+            if other == name:
+                continue
+            cpuset = self._cpuset_of(other)
+            for cpu in cpuset:
+                usage[cpu] = usage.get(cpu, 0) + 1
+        return limits.pick_cpus(int(value), self.facts().cpus, usage)
+
+    def _cpuset_of(self, name: str) -> list[int]:
+        try:
+            with open(self.paths.instance_dir(name) / "config") as f:
+                for line in f:
+                    if line.startswith(("lxc.cgroup.cpuset.cpus", "lxc.cgroup2.cpuset.cpus")):
+                        return limits.parse_cpuset(line.split("=", 1)[1].strip())
+        except FileNotFoundError:
+            pass
+        return []
+
+    # -- initialisation ---------------------------------------------------------------------
+    def ensure_initialized(self, need_default: bool = True) -> None:
+        """Give a fresh root what ``lxd init --auto`` would: default pool, bridge, profile."""
+        if not need_default or self.profiles.exists("default"):
+            return
+        with lock(self.paths, "host", "init"):
+            if not self.profiles.exists("default"):
+                self.init_auto()
+
+    def init_auto(self, *, pool_driver: str = "btrfs", pool_size: str = "5GiB",
+                  network: bool = True) -> None:
+        """``lxd init --auto``: a loop-backed pool, a NAT bridge with DHCP, the default profile."""
+        devices: dict[str, dict[str, str]] = {}
+        if DEFAULT_POOL not in self.pool_names():
+            self.create_pool(DEFAULT_POOL, pool_driver, {"size": pool_size})
+        devices["root"] = {"type": "disk", "path": "/", "pool": DEFAULT_POOL}
+        if network:
+            if not any(n["name"] == DEFAULT_NETWORK for n in self.networks.list()):
+                self.networks.create(DEFAULT_NETWORK, {"ipv4.address": "auto",
+                                                       "ipv4.nat": "true"})
+            devices["eth0"] = {"type": "nic", "name": "eth0", "network": DEFAULT_NETWORK}
+        if self.profiles.exists("default"):
+            p = self.profiles.get("default")
+            merged = {**devices, **p.devices}
+            self.profiles.save("default", p.config, merged, p.description)
+        else:
+            self.profiles.create("default", {}, devices, "Default lxdlib profile")
+
+    def init_preseed(self, preseed: Mapping[str, Any]) -> None:
+        """Apply LXD's preseed shape: ``config``, ``storage_pools``, ``networks``, ``profiles``."""
+        known = {"config", "storage_pools", "networks", "profiles", "cluster", "projects"}
+        unknown = set(preseed) - known
+        if unknown:
+            raise InvalidArgument(f"unknown preseed keys: {', '.join(sorted(unknown))}")
+        for key, value in (preseed.get("config") or {}).items():
+            self.set_config(str(key), str(value))
+        for pool in preseed.get("storage_pools") or []:
+            if pool["name"] not in self.pool_names():
+                self.create_pool(pool["name"], pool.get("driver", "btrfs"),
+                                 {str(k): str(v) for k, v in (pool.get("config") or {}).items()},
+                                 pool.get("description", ""))
+        for net in preseed.get("networks") or []:
+            if net.get("type", "bridge") != "bridge":
+                raise InvalidArgument(f"network type {net.get('type')!r} is not supported")
+            if not any(n["name"] == net["name"] for n in self.networks.list()):
+                self.networks.create(net["name"], {str(k): str(v) for k, v in
+                                                   (net.get("config") or {}).items()},
+                                     net.get("description", ""))
+        for prof in preseed.get("profiles") or []:
+            cfg = {str(k): str(v) for k, v in (prof.get("config") or {}).items()}
+            devs = {str(k): {str(a): str(b) for a, b in v.items()}
+                    for k, v in (prof.get("devices") or {}).items()}
+            if self.profiles.exists(prof["name"]):
+                self.profiles.save(prof["name"], cfg, devs, prof.get("description", ""))
+            else:
+                self.profiles.create(prof["name"], cfg, devs, prof.get("description", ""))
+
+    # -- leftovers --------------------------------------------------------------------------
+    def _recover_leftovers(self) -> None:
+        """Finish deletes and undo creates that a killed process left (once per Host)."""
+        if self._recovered:
+            return
+        self._recovered = True
+        try:
+            entries = list(self.paths.lxcpath.iterdir())
+        except FileNotFoundError:
+            return
+        for d in entries:
+            if not d.is_dir() or (d / "instance.yaml").exists():
+                continue
+            try:
+                with lock(self.paths, "instance", d.name, timeout=0):
+                    recover_leftover(self, d.name)
+            except Exception:
+                continue  # someone is still working on it
+
+    # -- instances --------------------------------------------------------------------------
+    def _new_name(self) -> str:
+        for _ in range(100):
+            name = f"{random.choice(_ADJ)}-{random.choice(_NOUN)}"
+            if not record.exists(self.paths, name):
+                return name
+        raise AlreadyExists("instance", "random name")
+
+    def create(self, image: str | None, name: str | None = None, *,
+               profiles: Sequence[str] | None = None, config: Mapping[str, str] | None = None,
+               devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
+               ephemeral: bool = False, description: str = "") -> Instance:
+        """``lxc init``: create an instance from a local image (alias or fingerprint)."""
+        self._recover_leftovers()
+        if name is not None:
+            names.validate_instance_name(name)
+        return create(self, name or self._new_name(), image, profiles=profiles, config=config,
+                      devices=devices, pool=pool, ephemeral=ephemeral, description=description)
+
+    init = create
+
+    def launch(self, image: str | None, name: str | None = None, *,
+               profiles: Sequence[str] | None = None, config: Mapping[str, str] | None = None,
+               devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
+               ephemeral: bool = False, description: str = "") -> Instance:
+        """``lxc launch``: create and start; if the start fails the instance stays, stopped,
+        with the liblxc log in the error — as LXD leaves it."""
+        inst = self.create(image, name, profiles=profiles, config=config, devices=devices,
+                           pool=pool, ephemeral=ephemeral, description=description)
+        inst.start()
+        return inst
+
+    def copy(self, *_: Any, **__: Any) -> Instance:
+        raise NotImplementedError("copy arrives with snapshots/copy support")

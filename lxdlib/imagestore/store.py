@@ -1,0 +1,603 @@
+"""The local image store: tarballs by fingerprint, their records, and the alias table.
+
+Layout under ``paths.images``::
+
+    <fp>/image          the unified tarball (or a split image's metadata tarball), as uploaded
+    <fp>/image.rootfs   a split image's rootfs tarball
+    <fp>/image.yaml     the record: its presence is the commit point of an import
+    aliases.yaml        name -> {target, description}: the one source of truth for aliases
+    .import-<pid>-*     an import in progress (or the leftover of a killed one)
+
+An import copies the source into a temporary file while hashing it (so the fingerprint is the
+hash of exactly the bytes kept), validates it, renames it into ``<fp>/`` and writes the record
+last. A ``<fp>/`` without a record and an ``.import-`` file whose process is gone are leftovers of
+a ``kill -9``; the next import or listing removes them.
+
+Locks: ``image.<fp>`` around everything that changes one image; ``images.aliases`` around the
+alias table. Order is always image then aliases.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import attrs
+
+from ..errors import AlreadyExists, Busy, ImageError, InvalidArgument, InvalidName, NotFound
+from ..state import Paths, fsync_dir, lock, read_yaml, remove_stale_tmp, write_yaml
+from . import compression, tarball
+from .tarball import is_fingerprint
+
+__all__ = ["UNSET", "ImageRecord", "ImageStore", "validate_alias_name"]
+
+_ZERO_TIME = "0001-01-01T00:00:00Z"  # LXD's "no time" in API output
+_CHUNK = 1024 * 1024
+_IMPORT_PREFIX = ".import-"
+IMAGE_FILE: Final = "image"
+ROOTFS_FILE: Final = "image.rootfs"
+RECORD_FILE: Final = "image.yaml"
+ALIASES_FILE: Final = "aliases.yaml"
+
+Progress = Callable[[int, int], None]
+
+
+class _Unset(Enum):
+    UNSET = "UNSET"
+
+
+#: Default of ``update`` arguments where ``None`` is itself a value (``expires_at=None`` clears).
+UNSET: Final = _Unset.UNSET
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _fmt_time(value: datetime | None) -> str:
+    if value is None:
+        return _ZERO_TIME
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value is None or value == _ZERO_TIME or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@attrs.frozen
+class ImageRecord:
+    """One image in the store, in LXD's terms (``lxc image show`` / ``GET /1.0/images/<fp>``)."""
+
+    fingerprint: str
+    filename: str
+    size: int
+    architecture: str
+    created_at: datetime
+    uploaded_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    properties: dict[str, str]
+    aliases: list[dict[str, str]]
+    public: bool
+    auto_update: bool
+    cached: bool
+    type: str = "container"
+
+    def to_dict(self) -> dict[str, Any]:
+        """LXD's API shape; unset times are LXD's zero time ``0001-01-01T00:00:00Z``."""
+        return {
+            "fingerprint": self.fingerprint,
+            "filename": self.filename,
+            "size": self.size,
+            "architecture": self.architecture,
+            "type": self.type,
+            "public": self.public,
+            "auto_update": self.auto_update,
+            "cached": self.cached,
+            "properties": dict(self.properties),
+            "aliases": [dict(a) for a in self.aliases],
+            "created_at": _fmt_time(self.created_at),
+            "uploaded_at": _fmt_time(self.uploaded_at),
+            "last_used_at": _fmt_time(self.last_used_at),
+            "expires_at": _fmt_time(self.expires_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any],
+                  aliases: list[dict[str, str]] | None = None) -> ImageRecord:
+        """Rebuild a record from ``to_dict`` output (``aliases`` overrides the stored list)."""
+        try:
+            created = _parse_time(data["created_at"])
+            uploaded = _parse_time(data["uploaded_at"])
+            if created is None or uploaded is None:
+                raise ValueError("created_at and uploaded_at are required")
+            return cls(
+                fingerprint=str(data["fingerprint"]),
+                filename=str(data.get("filename", "")),
+                size=int(data["size"]),
+                architecture=str(data["architecture"]),
+                created_at=created,
+                uploaded_at=uploaded,
+                last_used_at=_parse_time(data.get("last_used_at")),
+                expires_at=_parse_time(data.get("expires_at")),
+                properties={str(k): str(v) for k, v in (data.get("properties") or {}).items()},
+                aliases=(aliases if aliases is not None
+                         else [dict(a) for a in data.get("aliases") or []]),
+                public=bool(data.get("public", False)),
+                auto_update=bool(data.get("auto_update", False)),
+                cached=bool(data.get("cached", False)),
+                type=str(data.get("type", "container")),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ImageError(f"corrupt image record: {e}") from None
+
+
+def validate_alias_name(name: str) -> None:
+    """LXD alias rules: non-empty, at most 255 characters, no whitespace or control characters,
+    no ``:`` (the remote separator). ``/`` is allowed (``debian/12``)."""
+    if not isinstance(name, str) or not name:
+        raise InvalidName("image alias", str(name), "must not be empty")
+    if len(name) > 255:
+        raise InvalidName("image alias", name, "must be at most 255 characters")
+    if ":" in name:
+        raise InvalidName("image alias", name, 'must not contain ":"')
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidName("image alias", name, "must not contain whitespace or control characters")
+
+
+def _check_fingerprint(fingerprint: str) -> str:
+    if not is_fingerprint(fingerprint):
+        raise InvalidArgument(f"invalid image fingerprint {fingerprint!r}: "
+                              "expected 64 lowercase hex digits")
+    return fingerprint
+
+
+def _check_properties(properties: Mapping[str, str] | None) -> dict[str, str]:
+    if properties is None:
+        return {}
+    if not isinstance(properties, Mapping):
+        raise InvalidArgument("image properties must be a mapping of strings")
+    for k, v in properties.items():
+        if not isinstance(k, str) or not k or not isinstance(v, str):
+            raise InvalidArgument(f"invalid image property {k!r}: keys and values are strings")
+    return dict(properties)
+
+
+def _check_bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{what} must be true or false, not {value!r}")
+    return value
+
+
+def _check_time(value: Any, what: str) -> datetime | None:
+    """A datetime, an ISO 8601 string (as ``image edit`` YAML holds) or None; naive means UTC."""
+    if isinstance(value, str):
+        try:
+            return _parse_time(value)
+        except ValueError:
+            raise InvalidArgument(f"{what} must be an ISO 8601 time, not {value!r}") from None
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidArgument(f"{what} must be a datetime or None")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _pid_alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+class ImageStore:
+    """Images on this host, by fingerprint and alias. Safe across processes and threads."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+
+    # -- paths ------------------------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return self.paths.images
+
+    def _dir(self, fingerprint: str) -> Path:
+        return self.root / _check_fingerprint(fingerprint)
+
+    def tarball_path(self, fingerprint: str) -> Path:
+        """The stored unified tarball (or a split image's metadata tarball)."""
+        return self._dir(fingerprint) / IMAGE_FILE
+
+    def rootfs_path(self, fingerprint: str) -> Path | None:
+        """A split image's rootfs tarball; ``None`` for a unified image."""
+        p = self._dir(fingerprint) / ROOTFS_FILE
+        return p if p.exists() else None
+
+    def exists(self, fingerprint: str) -> bool:
+        return (self._dir(fingerprint) / RECORD_FILE).is_file()
+
+    # -- housekeeping -----------------------------------------------------------------------------
+    def cleanup_leftovers(self) -> None:
+        """Remove what killed imports left: temp files of dead processes, ``<fp>/`` dirs with no
+        record (skipping any whose import is still running, i.e. whose lock is held)."""
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return
+        remove_stale_tmp(self.root)
+        for entry in entries:
+            name = entry.name
+            if name.startswith(_IMPORT_PREFIX):
+                pid = name[len(_IMPORT_PREFIX):].split("-", 1)[0]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    self._remove(Path(entry.path))
+            elif is_fingerprint(name) and not os.path.lexists(Path(entry.path, RECORD_FILE)):
+                try:
+                    with lock(self.paths, "image", name, timeout=0):
+                        if not os.path.lexists(Path(entry.path, RECORD_FILE)):
+                            self._remove(Path(entry.path))
+                except Busy:
+                    continue  # an import is committing it right now
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+    # -- records ----------------------------------------------------------------------------------
+    def _read_aliases(self) -> dict[str, dict[str, str]]:
+        try:
+            data = read_yaml(self.root / ALIASES_FILE)
+        except FileNotFoundError:
+            return {}
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ImageError(f"corrupt alias table {self.root / ALIASES_FILE}")
+        return {str(k): {"target": str(v.get("target", "")),
+                         "description": str(v.get("description", ""))}
+                for k, v in data.items() if isinstance(v, dict)}
+
+    def _write_aliases(self, table: dict[str, dict[str, str]]) -> None:
+        write_yaml(self.root / ALIASES_FILE, dict(sorted(table.items())))
+
+    @staticmethod
+    def _aliases_of(table: dict[str, dict[str, str]],
+                    fingerprint: str) -> builtins.list[dict[str, str]]:
+        return [{"name": name, "description": entry["description"]}
+                for name, entry in sorted(table.items()) if entry["target"] == fingerprint]
+
+    def _load(self, fingerprint: str, table: dict[str, dict[str, str]] | None = None
+              ) -> ImageRecord:
+        try:
+            data = read_yaml(self._dir(fingerprint) / RECORD_FILE)
+        except FileNotFoundError:
+            raise NotFound("image", fingerprint) from None
+        if not isinstance(data, dict):
+            raise ImageError(f"corrupt image record for {fingerprint}")
+        if table is None:
+            table = self._read_aliases()
+        return ImageRecord.from_dict(data, self._aliases_of(table, fingerprint))
+
+    def _save(self, record: ImageRecord) -> None:
+        data = record.to_dict()
+        del data["aliases"]  # aliases.yaml is the one place aliases live
+        remove_stale_tmp(self._dir(record.fingerprint))
+        write_yaml(self._dir(record.fingerprint) / RECORD_FILE, data)
+
+    def _fingerprints(self) -> builtins.list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names
+                      if is_fingerprint(n) and (self.root / n / RECORD_FILE).is_file())
+
+    def _resolve(self, ref: str, table: dict[str, dict[str, str]] | None = None) -> str:
+        """Alias name, then full fingerprint, then unique fingerprint prefix → fingerprint."""
+        if not isinstance(ref, str) or not ref:
+            raise InvalidArgument("No fingerprint prefix specified")
+        if table is None:
+            table = self._read_aliases()
+        if ref in table:
+            return table[ref]["target"]
+        if is_fingerprint(ref):
+            if (self.root / ref / RECORD_FILE).is_file():
+                return ref
+            raise NotFound("image", ref)
+        if all(c in "0123456789abcdef" for c in ref):
+            matches = [fp for fp in self._fingerprints() if fp.startswith(ref)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise InvalidArgument(f'More than one image matches "{ref}"')
+        raise NotFound("image", ref)
+
+    # -- queries ----------------------------------------------------------------------------------
+    def get(self, ref: str) -> ImageRecord:
+        """The image named by an alias, its full fingerprint or a unique fingerprint prefix."""
+        table = self._read_aliases()
+        return self._load(self._resolve(ref, table), table)
+
+    def list(self) -> builtins.list[ImageRecord]:
+        """Every image, oldest upload first."""
+        self.cleanup_leftovers()
+        table = self._read_aliases()
+        records = []
+        for fp in self._fingerprints():
+            with contextlib.suppress(NotFound):  # deleted while we listed
+                records.append(self._load(fp, table))
+        return sorted(records, key=lambda r: (r.uploaded_at, r.fingerprint))
+
+    # -- import -----------------------------------------------------------------------------------
+    def _copy_in(self, sources: builtins.list[Path], progress: Progress | None
+                 ) -> tuple[str, builtins.list[Path], int]:
+        """Copy each source into its own temp file in the store, hashing all of them in order."""
+        hasher = hashlib.sha256()
+        token = secrets.token_hex(6)
+        temps: builtins.list[Path] = []
+        try:
+            handles = [open(src, "rb") for src in sources]  # noqa: SIM115 - closed below
+        except FileNotFoundError as e:
+            raise NotFound("file", str(e.filename)) from None
+        except IsADirectoryError as e:
+            raise InvalidArgument(f"{e.filename} is a directory, not an image file") from None
+        try:
+            total = sum(os.fstat(h.fileno()).st_size for h in handles)
+            done = 0
+            buf = bytearray(_CHUNK)
+            view = memoryview(buf)
+            for i, h in enumerate(handles):
+                tmp = self.root / f"{_IMPORT_PREFIX}{os.getpid()}-{token}-{i}"
+                temps.append(tmp)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    while n := h.readinto(buf):
+                        chunk = view[:n]
+                        hasher.update(chunk)
+                        while chunk:
+                            chunk = chunk[os.write(fd, chunk):]
+                        done += n
+                        if progress is not None:
+                            progress(done, max(total, done))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            if progress is not None and done == 0:
+                progress(0, 0)
+            return hasher.hexdigest(), temps, done
+        except BaseException:
+            for tmp in temps:
+                self._remove(tmp)
+            raise
+        finally:
+            for h in handles:
+                h.close()
+
+    def import_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        rootfs_path: str | os.PathLike[str] | None = None,
+        aliases: Iterable[str] = (),
+        properties: Mapping[str, str] | None = None,
+        public: bool = False,
+        cached: bool = False,
+        auto_update: bool = False,
+        progress: Progress | None = None,
+    ) -> ImageRecord:
+        """Add an image file to the store and return its record.
+
+        ``path`` is a unified image tarball; with ``rootfs_path`` it is a split image's metadata
+        tarball and ``rootfs_path`` its rootfs tarball (fingerprint = sha256(meta || rootfs)).
+        Properties come from ``metadata.yaml`` and then ``properties``. ``progress(done, total)``
+        is called as bytes are copied. Raises ``AlreadyExists("image", fp)`` if the image is
+        already stored, ``AlreadyExists("image alias", name)`` if an alias is taken,
+        ``ImageError``/``UnsafeImage`` for a bad tarball; nothing is left behind on failure.
+        """
+        alias_names = [aliases] if isinstance(aliases, str) else list(aliases)
+        for name in alias_names:
+            validate_alias_name(name)
+        if len(set(alias_names)) != len(alias_names):
+            raise InvalidArgument("the same alias is given twice")
+        extra = _check_properties(properties)
+        public = _check_bool(public, "public")
+        cached = _check_bool(cached, "cached")
+        auto_update = _check_bool(auto_update, "auto_update")
+        sources = [Path(path)] + ([Path(rootfs_path)] if rootfs_path is not None else [])
+
+        self.paths.images.mkdir(parents=True, exist_ok=True)
+        self.cleanup_leftovers()
+        fingerprint, temps, size = self._copy_in(sources, progress)
+        try:
+            meta = tarball.read_metadata(temps[0])
+            if len(temps) > 1:
+                kind = compression.detect(temps[1])
+                if kind not in compression.TAR_KINDS:
+                    raise ImageError(f"Unsupported rootfs format: {kind} (a tarball is needed)")
+            now = _now()
+            record = ImageRecord(
+                fingerprint=fingerprint,
+                filename=sources[0].name,
+                size=size,
+                architecture=meta.architecture,
+                created_at=meta.creation_date,
+                uploaded_at=now,
+                last_used_at=now if cached else None,
+                expires_at=meta.expiry_date,
+                properties={**meta.properties, **extra},
+                aliases=[],
+                public=public,
+                auto_update=auto_update,
+                cached=cached,
+            )
+            with lock(self.paths, "image", fingerprint):
+                self._commit(record, temps, alias_names)
+        finally:
+            for tmp in temps:
+                self._remove(tmp)
+        return self._load(fingerprint)
+
+    def _commit(self, record: ImageRecord, temps: builtins.list[Path],
+                alias_names: builtins.list[str]) -> None:
+        fp = record.fingerprint
+        target = self._dir(fp)
+        if (target / RECORD_FILE).exists():
+            raise AlreadyExists("image", fp)
+        with lock(self.paths, "images", "aliases"):
+            table = self._read_aliases()
+            for name in alias_names:
+                if name in table:
+                    raise AlreadyExists("image alias", name)
+            if os.path.lexists(target):
+                self._remove(target)  # a killed import's leftover; we hold its lock
+            os.mkdir(target, 0o700)
+            try:
+                os.rename(temps[0], target / IMAGE_FILE)
+                if len(temps) > 1:
+                    os.rename(temps[1], target / ROOTFS_FILE)
+                fsync_dir(target)
+                fsync_dir(self.root)
+                self._save(record)  # commit point
+            except BaseException:
+                self._remove(target)
+                raise
+            if alias_names:
+                for name in alias_names:
+                    table[name] = {"target": fp, "description": ""}
+                self._write_aliases(table)
+
+    # -- changes ----------------------------------------------------------------------------------
+    def delete(self, ref: str) -> None:
+        """Remove an image and every alias pointing at it."""
+        fp = self._resolve(ref)
+        with lock(self.paths, "image", fp):
+            target = self._dir(fp)
+            if not (target / RECORD_FILE).exists():
+                raise NotFound("image", ref)
+            with lock(self.paths, "images", "aliases"):
+                table = self._read_aliases()
+                kept = {k: v for k, v in table.items() if v["target"] != fp}
+                if kept != table:
+                    self._write_aliases(kept)
+                os.unlink(target / RECORD_FILE)  # uncommit: the rest is now a leftover
+                fsync_dir(target)
+            self._remove(target)
+
+    def touch(self, fingerprint: str) -> None:
+        """Record a use of the image now (instance creation does this)."""
+        with lock(self.paths, "image", _check_fingerprint(fingerprint)):
+            record = self._load(fingerprint)
+            self._save(attrs.evolve(record, last_used_at=_now()))
+
+    def update(
+        self,
+        ref: str,
+        *,
+        properties: Mapping[str, str] | None = None,
+        public: bool | None = None,
+        auto_update: bool | None = None,
+        cached: bool | None = None,
+        expires_at: datetime | str | Literal[_Unset.UNSET] | None = UNSET,
+        last_used_at: datetime | str | Literal[_Unset.UNSET] | None = UNSET,
+    ) -> ImageRecord:
+        """Change the editable fields (``properties`` replaces the whole set). ``None`` leaves a
+        field alone, except the two times, where ``None`` (or LXD's zero time) clears and
+        ``UNSET`` leaves alone; times may be datetimes or ISO 8601 strings."""
+        changes: dict[str, Any] = {}
+        if properties is not None:
+            changes["properties"] = _check_properties(properties)
+        if public is not None:
+            changes["public"] = _check_bool(public, "public")
+        if auto_update is not None:
+            changes["auto_update"] = _check_bool(auto_update, "auto_update")
+        if cached is not None:
+            changes["cached"] = _check_bool(cached, "cached")
+        if expires_at is not UNSET:
+            changes["expires_at"] = _check_time(expires_at, "expires_at")
+        if last_used_at is not UNSET:
+            changes["last_used_at"] = _check_time(last_used_at, "last_used_at")
+        fp = self._resolve(ref)
+        with lock(self.paths, "image", fp):
+            record = self._load(fp)
+            if changes:
+                record = attrs.evolve(record, **changes)
+                self._save(record)
+        return record
+
+    def unpack(self, fingerprint: str, dest: str | os.PathLike[str]) -> None:
+        """Unpack the image into the existing empty directory ``dest`` (a pool's image volume):
+        ``metadata.yaml``, ``templates/``, ``rootfs/``. See ``tarball.unpack`` for the errors."""
+        image = self.tarball_path(fingerprint)
+        if not (image.parent / RECORD_FILE).is_file():
+            raise NotFound("image", fingerprint)
+        tarball.unpack(image, dest, rootfs=self.rootfs_path(fingerprint))
+
+    # -- aliases ----------------------------------------------------------------------------------
+    def aliases(self) -> dict[str, dict[str, str]]:
+        """Every alias: name -> ``{"target": fingerprint, "description": ...}``."""
+        return self._read_aliases()
+
+    def alias_create(self, name: str, target: str, description: str = "") -> None:
+        """Point a new alias at an image (``target``: fingerprint, prefix or another alias)."""
+        validate_alias_name(name)
+        if not isinstance(description, str):
+            raise InvalidArgument("alias description must be a string")
+        with lock(self.paths, "images", "aliases"):
+            table = self._read_aliases()
+            if name in table:
+                raise AlreadyExists("image alias", name)
+            fp = self._resolve(target, table)
+            table[name] = {"target": fp, "description": description}
+            self._write_aliases(table)
+
+    def alias_update(self, name: str, *, target: str | None = None,
+                     description: str | None = None) -> None:
+        """Move an alias to another image and/or change its description (auto-update uses it)."""
+        if description is not None and not isinstance(description, str):
+            raise InvalidArgument("alias description must be a string")
+        with lock(self.paths, "images", "aliases"):
+            table = self._read_aliases()
+            if name not in table:
+                raise NotFound("image alias", name)
+            entry = dict(table[name])
+            if target is not None:
+                entry["target"] = self._resolve(target, {k: v for k, v in table.items()
+                                                         if k != name})
+            if description is not None:
+                entry["description"] = description
+            table[name] = entry
+            self._write_aliases(table)
+
+    def alias_delete(self, name: str) -> None:
+        with lock(self.paths, "images", "aliases"):
+            table = self._read_aliases()
+            if name not in table:
+                raise NotFound("image alias", name)
+            del table[name]
+            self._write_aliases(table)
+
+    def alias_rename(self, old: str, new: str) -> None:
+        validate_alias_name(new)
+        with lock(self.paths, "images", "aliases"):
+            table = self._read_aliases()
+            if old not in table:
+                raise NotFound("image alias", old)
+            if new in table:
+                raise AlreadyExists("image alias", new)
+            table[new] = table.pop(old)
+            self._write_aliases(table)

@@ -1,0 +1,364 @@
+"""Image tarballs are hostile input: read their metadata without trusting them, unpack them safely.
+
+Two jobs, each shaped by a constraint:
+
+* ``read_metadata`` streams the archive through the decompressor and stops at the first
+  ``metadata.yaml``: import must not pay for a full decompression pass, and the member must be a
+  regular file (a symlink could make us read any host file, GHSA-j825-cg34-5fr5).
+* ``unpack`` must run at GNU tar's speed, so nothing is pre-scanned in Python (and Python's
+  ``tarfile`` filters both had bypasses and refuse the absolute symlinks every busybox image has).
+  GNU tar already drops leading ``/``, refuses members containing ``..`` and defers symlinks that
+  point outside until the end (so ``link/x`` cannot be written through them). We add: tar runs
+  without ``CAP_MKNOD`` (no device node can be created anywhere; ``rootfs/dev/*`` is skipped as
+  LXD does in user namespaces) or ``CAP_SYS_ADMIN`` (no ``trusted.*`` xattrs), with a scrubbed
+  environment; then post-checks that the top-level entries are what they claim to be (the 2026
+  rootfs/templates/metadata.yaml symlink CVEs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import yaml
+
+from ..errors import ImageError, InvalidArgument, QuotaExceeded, ToolMissing, UnsafeImage
+from . import compression
+
+#: Refuse metadata.yaml larger than this: it holds a few keys and a template list.
+MAX_METADATA_SIZE = 4 * 1024 * 1024
+
+#: Canonical architecture names (as ``uname -m`` prints them) and the other spellings accepted.
+ARCHITECTURES: dict[str, tuple[str, ...]] = {
+    "i686": ("i386", "i486", "i586", "386", "x86"),
+    "x86_64": ("amd64", "x64", "x86-64"),
+    "armv6l": ("armel",),
+    "armv7l": ("armhf", "arm", "armv7"),
+    "armv8l": (),
+    "aarch64": ("arm64", "armv8", "arm64v8"),
+    "ppc": ("powerpc",),
+    "ppc64": ("powerpc64",),
+    "ppc64le": ("ppc64el", "powerpc64le"),
+    "s390x": (),
+    "mips": ("mipsel", "mipsle"),
+    "mips64": ("mips64el", "mips64le"),
+    "riscv32": (),
+    "riscv64": (),
+    "loongarch64": ("loong64",),
+}
+_ARCH_LOOKUP = {alias: canon for canon, aliases in ARCHITECTURES.items()
+                for alias in (canon, *aliases)}
+
+TEMPLATE_TRIGGERS = ("create", "copy", "start", "rename")
+
+# Members tar must not extract: device nodes live in /dev, which liblxc populates itself.
+_ROOTFS_DEV_EXCLUDES = ("rootfs/dev/*", "./rootfs/dev/*")
+_DEV_EXCLUDES = ("dev/*", "./dev/*")
+# Capabilities tar keeps: enough to restore owners, modes (setuid too), file capabilities.
+_TAR_CAPS = "-all,+chown,+dac_override,+dac_read_search,+fowner,+fsetid,+setfcap"
+_SPACE_ERRORS = ("No space left on device", "Disk quota exceeded", "Wrote only")
+
+
+def normalise_architecture(name: str) -> str:
+    """The canonical name of an architecture (``amd64`` → ``x86_64``); ``ImageError`` if unknown."""
+    canon = _ARCH_LOOKUP.get(name.strip().lower()) if isinstance(name, str) else None
+    if canon is None:
+        raise ImageError(f"Unknown architecture {name!r}")
+    return canon
+
+
+@attrs.frozen
+class ImageMetadata:
+    """What an image's ``metadata.yaml`` says, checked and normalised."""
+
+    architecture: str
+    creation_date: datetime
+    expiry_date: datetime | None
+    properties: dict[str, str]
+    templates: dict[str, dict[str, Any]]
+
+
+def _epoch(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ImageError(f"Invalid metadata.yaml: {key} must be a unix timestamp, not {value!r}")
+    if value < 0:
+        raise ImageError(f"Invalid metadata.yaml: {key} must not be negative")
+    return int(value)
+
+
+def _scalar(value: Any, key: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ImageError(f"Invalid metadata.yaml: property {key!r} must be a string")
+
+
+def _check_templates(raw: Any) -> dict[str, dict[str, Any]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ImageError("Invalid metadata.yaml: templates must be a mapping")
+    out: dict[str, dict[str, Any]] = {}
+    for target, spec in raw.items():
+        if not isinstance(target, str) or not target.startswith("/") or "\0" in target:
+            raise ImageError(f"Invalid template target {target!r}: must be an absolute path")
+        if not isinstance(spec, dict):
+            raise ImageError(f"Invalid template for {target}: must be a mapping")
+        name = spec.get("template")
+        if (not isinstance(name, str) or not name or name.startswith("/") or "\0" in name
+                or ".." in name.split("/")):
+            raise ImageError(f"Invalid template file {name!r} for {target}")
+        when = spec.get("when", [])
+        if not isinstance(when, list) or any(w not in TEMPLATE_TRIGGERS for w in when):
+            raise ImageError(f"Invalid template triggers {when!r} for {target}: use "
+                             + ", ".join(TEMPLATE_TRIGGERS))
+        props = spec.get("properties") or {}
+        if not isinstance(props, dict):
+            raise ImageError(f"Invalid template properties for {target}")
+        out[target] = {
+            "template": name,
+            "when": list(when),
+            "create_only": bool(spec.get("create_only", False)),
+            "properties": {str(k): _scalar(v, str(k)) for k, v in props.items()},
+        }
+    return out
+
+
+def parse_metadata(data: bytes) -> ImageMetadata:
+    """Check the content of a ``metadata.yaml`` as LXD does (known architecture, non-zero date)."""
+    try:
+        doc = yaml.safe_load(data)
+    except yaml.YAMLError as e:
+        raise ImageError(f"Invalid metadata.yaml: {e}") from None
+    if not isinstance(doc, dict):
+        raise ImageError("Invalid metadata.yaml: not a mapping")
+    arch = doc.get("architecture")
+    if not arch:
+        raise ImageError("Missing architecture")
+    architecture = normalise_architecture(arch)
+    created = doc.get("creation_date")
+    if created is None or created == 0:
+        raise ImageError("Missing creation date")
+    creation = datetime.fromtimestamp(_epoch(created, "creation_date"), UTC)
+    expiry_raw = doc.get("expiry_date") or 0
+    expiry = (datetime.fromtimestamp(_epoch(expiry_raw, "expiry_date"), UTC)
+              if expiry_raw else None)
+    props = doc.get("properties") or {}
+    if not isinstance(props, dict):
+        raise ImageError("Invalid metadata.yaml: properties must be a mapping")
+    properties = {str(k): _scalar(v, str(k)) for k, v in props.items() if v is not None}
+    return ImageMetadata(architecture=architecture, creation_date=creation, expiry_date=expiry,
+                         properties=properties, templates=_check_templates(doc.get("templates")))
+
+
+def member_name(name: str) -> str:
+    """A member name as tar would write it: leading ``/`` and ``./`` removed."""
+    while True:
+        stripped = name.lstrip("/")
+        if stripped.startswith("./"):
+            stripped = stripped[2:]
+        if stripped == name:
+            return name
+        name = stripped
+
+
+@contextlib.contextmanager
+def _decompressed(path: Path) -> Iterator[tuple[IO[bytes], subprocess.Popen[bytes] | None]]:
+    """The tar stream inside ``path``; a decompressor child is killed on exit, however we leave."""
+    kind = compression.detect(path)
+    argv = compression.decompress_argv(kind)
+    if argv is None:
+        with open(path, "rb") as f:
+            yield f, None
+        return
+    with open(path, "rb") as src:  # on stdin, so messages name "stdin", not our temp file
+        proc = subprocess.Popen(argv, stdin=src, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=compression.tool_env())
+    assert proc.stdout is not None
+    try:
+        yield proc.stdout, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
+    """Stream the image (or split metadata tarball) at ``path`` until its ``metadata.yaml``."""
+    p = Path(path)
+    kind = compression.detect(p)
+    if kind not in compression.TAR_KINDS:
+        raise ImageError(f"Unsupported image format: {kind} (expected a tarball)")
+    data: bytes | None = None
+    failure = ""
+    with _decompressed(p) as (stream, proc):
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tf:
+                for member in tf:
+                    if member_name(member.name) != "metadata.yaml":
+                        continue
+                    if not member.isreg():
+                        raise ImageError('Cannot read non-regular file "metadata.yaml"')
+                    if member.size > MAX_METADATA_SIZE:
+                        raise ImageError("metadata.yaml is too large")
+                    f = tf.extractfile(member)
+                    assert f is not None
+                    data = f.read()
+                    break
+        except (tarfile.TarError, EOFError, OSError) as e:
+            failure = str(e) or type(e).__name__
+        if data is None and proc is not None:
+            _, err = proc.communicate()
+            if proc.returncode:
+                failure = err.decode(errors="replace").strip() or failure
+    if data is None:
+        if failure:
+            raise ImageError(f"Invalid image tarball: {failure}")
+        raise ImageError("Metadata tarball is missing metadata.yaml")
+    return parse_metadata(data)
+
+
+# -- unpack ---------------------------------------------------------------------------------------
+
+def _tail(text: str, lines: int = 8) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _out_of_space(dest: Path) -> bool:
+    """tar reports a short write without errno ("Wrote only 2048 of 10240 bytes"): judge by what
+    is left on the destination filesystem, as LXD does."""
+    try:
+        st = os.statvfs(dest)
+    except OSError:
+        return False
+    return st.f_bavail < 16 or st.f_favail == 0
+
+
+def _run_tar(archive: Path, dest: Path, excludes: tuple[str, ...]) -> None:
+    kind = compression.detect(archive)
+    flags = compression.tar_flags(kind)
+    setpriv = shutil.which("setpriv")
+    tar = shutil.which("tar")
+    if setpriv is None or tar is None:
+        raise ToolMissing("GNU tar and setpriv (util-linux) are needed to unpack images")
+    argv = [setpriv, f"--bounding-set={_TAR_CAPS}", "--", tar,
+            "--restrict", "--force-local", "--numeric-owner", "--same-owner",
+            "--same-permissions", "--xattrs-include=*", "--anchored", "--wildcards",
+            *(f"--exclude={pattern}" for pattern in excludes),
+            *flags, "-x", "-f", str(archive), "-C", str(dest)]
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, env=compression.tool_env(), check=False)
+    if proc.returncode == 0:
+        return
+    err = proc.stderr.decode(errors="replace").replace(f"{tar}:", "tar:")
+    if any(s in err for s in _SPACE_ERRORS) or _out_of_space(dest):
+        raise QuotaExceeded("Cannot unpack image, run out of disk space")
+    if "Cannot mknod" in err:
+        raise UnsafeImage("Image contains device nodes outside /dev: " + _tail(err, 3))
+    detail = "Unpack failed: " + (_tail(err) or f"tar exited with {proc.returncode}")
+    if "Member name contains '..'" in err:
+        raise UnsafeImage(detail)
+    raise ImageError(detail)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _real_dir(path: Path, what: str) -> bool:
+    """True if ``path`` is a directory, False if absent; ``UnsafeImage`` for anything else."""
+    st = _lstat(path)
+    if st is None:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeImage(f'Image "{what}" is not a directory (a symlink or a file)')
+    return True
+
+
+def _post_check(dest: Path) -> None:
+    meta = _lstat(dest / "metadata.yaml")
+    if meta is None:
+        raise ImageError("Metadata tarball is missing metadata.yaml")
+    if not stat.S_ISREG(meta.st_mode):
+        raise UnsafeImage('Cannot read non-regular file "metadata.yaml"')
+    if _real_dir(dest / "templates", "templates"):
+        for top, dirs, files in os.walk(dest / "templates"):
+            for entry in (*dirs, *files):
+                if os.path.islink(os.path.join(top, entry)):
+                    raise UnsafeImage(f'Image template "{entry}" is a symlink')
+    rootfs = dest / "rootfs"
+    if not _real_dir(rootfs, "rootfs"):
+        raise ImageError("Image is missing a rootfs")
+    with os.scandir(rootfs) as it:
+        if next(it, None) is None:
+            raise ImageError("Image is missing a rootfs")
+    if _lstat(rootfs / "dev") is None:
+        os.mkdir(rootfs / "dev", 0o755)
+
+
+def empty_dir(path: Path) -> None:
+    """Remove everything inside ``path`` without following any symlink found there."""
+    with contextlib.suppress(FileNotFoundError), os.scandir(path) as it:
+        entries = list(it)
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+
+
+def unpack(image: str | os.PathLike[str], dest: str | os.PathLike[str], *,
+           rootfs: str | os.PathLike[str] | None = None) -> None:
+    """Unpack an image into the existing empty directory ``dest``.
+
+    ``image`` is a unified tarball (``metadata.yaml``, ``rootfs/``, ``templates/``) or, with
+    ``rootfs``, the metadata tarball of a split image whose rootfs tarball is unpacked into
+    ``dest/rootfs``. On any failure ``dest`` is emptied again and a typed error raised:
+    ``UnsafeImage`` (hostile layout), ``QuotaExceeded`` (out of space) or ``ImageError``.
+    """
+    image_p, dest_p = Path(image), Path(dest)
+    st = _lstat(dest_p)
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        raise InvalidArgument(f"unpack destination {dest_p} is not a directory")
+    with os.scandir(dest_p) as it:
+        if next(it, None) is not None:
+            raise InvalidArgument(f"unpack destination {dest_p} is not empty")
+    try:
+        _run_tar(image_p, dest_p, _ROOTFS_DEV_EXCLUDES)
+        if rootfs is not None:
+            root = dest_p / "rootfs"
+            if not _real_dir(root, "rootfs"):
+                os.mkdir(root, 0o755)
+            _run_tar(Path(rootfs), root, _DEV_EXCLUDES)
+        _post_check(dest_p)
+    except BaseException:
+        empty_dir(dest_p)
+        raise
+    finally:
+        # A "./" member would otherwise hand the volume root's owner and mode to the image.
+        with contextlib.suppress(OSError):
+            os.chown(dest_p, st.st_uid, st.st_gid, follow_symlinks=False)
+            os.chmod(dest_p, stat.S_IMODE(st.st_mode))
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_fingerprint(value: str) -> bool:
+    """A full image fingerprint: 64 lowercase hex digits (the only form used in paths)."""
+    return isinstance(value, str) and _HEX64.fullmatch(value) is not None

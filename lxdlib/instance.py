@@ -1,0 +1,884 @@
+"""Instances: the model users hold, and the orchestration behind each verb.
+
+An ``Instance`` is a name plus a host: every property is read live (state from liblxc, config
+from the record), so nothing goes stale between calls — the most reported complaint about pylxd
+and docker-py. Every verb takes the instance's lock, so several processes can drive one root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import secrets
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from . import idmap, record, render, runtime, templates
+from .config import devices as devcfg
+from .config import expand, limits, names, schema
+from .config.units import parse_size
+from .errors import (
+    AlreadyExists,
+    InvalidArgument,
+    InvalidConfig,
+    LxdlibError,
+    NotFound,
+    WrongState,
+)
+from .record import InstanceRecord
+from .runtime import ExecResult
+from .state import atomic_write, lock, write_yaml
+
+if TYPE_CHECKING:
+    from .host import Host
+    from .storage.base import PoolDriver
+
+STATUS = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen",
+          "STARTING": "Running", "STOPPING": "Stopped", "ABORTING": "Error",
+          "FREEZING": "Frozen", "THAWED": "Running"}
+
+
+def _random_mac() -> str:
+    b = secrets.token_bytes(3)
+    return "00:16:3e:" + ":".join(f"{x:02x}" for x in b)
+
+
+class Instance:
+    """A container of one host. Cheap to make; all state is read when asked."""
+
+    def __init__(self, host: Host, name: str) -> None:
+        self.host = host
+        self.name = name
+
+    # -- identity and representation -------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"<Instance {self.name!r} {self.status.lower()}>"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Instance) and other.name == self.name
+                and other.host.paths == self.host.paths)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.host.paths.root))
+
+    def _repr_html_(self) -> str:
+        from .notebook import instance_html
+        return instance_html(self)
+
+    # -- internals --------------------------------------------------------------------------
+    @property
+    def _paths(self) -> Any:
+        return self.host.paths
+
+    @property
+    def _dir(self) -> Path:
+        path: Path = self._paths.instance_dir(self.name)
+        return path
+
+    def _c(self) -> Any:
+        return runtime.open_container(self._paths.lxcpath, self.name)
+
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        return lock(self._paths, "instance", self.name)
+
+    def record(self) -> InstanceRecord:
+        try:
+            return record.load(self._paths, self.name)
+        except FileNotFoundError:
+            raise NotFound("instance", self.name) from None
+
+    def _pool(self, rec: InstanceRecord | None = None) -> PoolDriver:
+        rec = rec or self.record()
+        return self.host.pool(rec.pool)
+
+    @property
+    def volume(self) -> Path:
+        path: Path = self._pool().volume_path("containers", self.name)
+        return path
+
+    # -- live properties --------------------------------------------------------------------
+    @property
+    def exists(self) -> bool:
+        return record.exists(self._paths, self.name)
+
+    @property
+    def state(self) -> str:
+        """liblxc's state: RUNNING, STOPPED, FROZEN, …"""
+        return runtime.state(self._c())
+
+    @property
+    def status(self) -> str:
+        """LXD's spelling: Running, Stopped, Frozen."""
+        return STATUS.get(self.state, self.state.title())
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("RUNNING", "FROZEN")
+
+    @property
+    def pid(self) -> int:
+        pid: int = self._c().init_pid
+        return pid
+
+    @property
+    def config(self) -> dict[str, str]:
+        return dict(self.record().config)
+
+    @property
+    def devices(self) -> dict[str, dict[str, str]]:
+        return {k: dict(v) for k, v in self.record().devices.items()}
+
+    @property
+    def profiles(self) -> list[str]:
+        return list(self.record().profiles)
+
+    @property
+    def description(self) -> str:
+        return self.record().description
+
+    @property
+    def ephemeral(self) -> bool:
+        return self.record().ephemeral
+
+    @property
+    def architecture(self) -> str:
+        return self.record().architecture
+
+    @property
+    def created_at(self) -> dt.datetime:
+        return self.record().created_at
+
+    def expanded(self, rec: InstanceRecord | None = None
+                 ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        rec = rec or self.record()
+        return self.host._expand(rec.profiles, rec.config, rec.devices)
+
+    @property
+    def expanded_config(self) -> dict[str, str]:
+        return self.expanded()[0]
+
+    @property
+    def expanded_devices(self) -> dict[str, dict[str, str]]:
+        return self.expanded()[1]
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start a stopped instance, or resume a frozen one (as ``lxc start`` does)."""
+        with self._lock():
+            c = self._c()
+            st = c.state
+            if st == "FROZEN":
+                runtime.unfreeze(c, self._paths.lxcpath)
+                return
+            if st != "STOPPED":
+                raise WrongState(f"The instance {self.name!r} is already running")
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        rec = self.record()
+        cfg, _ = self.expanded(rec)
+        if cfg.get("security.protection.start", "").lower() in ("true", "1", "yes", "on"):
+            raise WrongState(f"instance {self.name!r} is protected from starting "
+                             "(security.protection.start)")
+        self._check_kernel_modules(cfg)
+        self._write_lxc_config(rec)
+        vol = self._pool(rec).volume_path("containers", self.name)
+        meta = _read_metadata(vol)
+        trigger = rec.config.get("volatile.apply_template")
+        if meta.get("templates"):
+            for t in ([trigger] if trigger else []) + ["start"]:
+                templates.apply(vol, meta, t, self._template_context(rec), *self._root_owner(rec))
+        if trigger:
+            rec.config.pop("volatile.apply_template", None)
+        rec.config["volatile.last_state.power"] = "RUNNING"
+        rec.last_used_at = record.now()
+        record.save(self._paths, rec)
+        if not _truthy(cfg.get("security.privileged")):
+            self.host.check_traversable(vol / "rootfs")
+        # a fresh liblxc object: one made before the config was rewritten would start the old one
+        runtime.start(self._c(), self._paths.lxcpath)
+
+    def stop(self, force: bool = False, timeout: float = -1) -> None:
+        """Stop: ask init to halt and wait ``timeout`` s (<0: as long as it takes), or kill.
+
+        A graceful stop that times out leaves the instance running and raises ``WrongState``,
+        as LXD does; ``force=True`` kills at once.
+        """
+        with self._lock():
+            c = self._c()
+            if c.state == "STOPPED":
+                raise WrongState(f"The instance {self.name!r} is already stopped")
+            self._stop_locked(c, force, timeout)
+
+    def _stop_locked(self, c: Any, force: bool, timeout: float) -> None:
+        if force:
+            runtime.kill(c, self._paths.lxcpath)
+        elif not runtime.shutdown(c, self._paths.lxcpath, timeout):
+            raise WrongState(f"instance {self.name!r} did not stop within {timeout}s; "
+                             "use force to kill it")
+        rec = self.record()
+        rec.config["volatile.last_state.power"] = "STOPPED"
+        record.save(self._paths, rec)
+        if rec.ephemeral:
+            self._delete_locked(rec)
+
+    def restart(self, force: bool = False, timeout: float = -1) -> None:
+        with self._lock():
+            c = self._c()
+            if c.state == "STOPPED":
+                raise WrongState(f"The instance {self.name!r} is not running")
+            rec = self.record()
+            if rec.ephemeral:
+                # an ephemeral instance would be deleted by its own stop
+                rec.ephemeral = False
+                record.save(self._paths, rec)
+                try:
+                    self._stop_locked(c, force, timeout)
+                finally:
+                    rec = self.record()
+                    rec.ephemeral = True
+                    record.save(self._paths, rec)
+            else:
+                self._stop_locked(c, force, timeout)
+            self._start_locked()
+
+    def pause(self) -> None:
+        """Freeze every process (``lxc pause``); ``start`` resumes."""
+        with self._lock():
+            c = self._c()
+            if c.state != "RUNNING":
+                raise WrongState(f"instance {self.name!r} is not running")
+            runtime.freeze(c, self._paths.lxcpath)
+
+    freeze = pause
+
+    def resume(self) -> None:
+        with self._lock():
+            c = self._c()
+            if c.state != "FROZEN":
+                raise WrongState(f"instance {self.name!r} is not frozen")
+            runtime.unfreeze(c, self._paths.lxcpath)
+
+    unfreeze = resume
+
+    def delete(self, force: bool = False) -> None:
+        """Delete the instance, its volume and snapshots; a running one only with ``force``."""
+        with self._lock():
+            rec = self.record()
+            cfg, _ = self.expanded(rec)
+            if cfg.get("security.protection.delete", "").lower() in ("true", "1", "yes", "on"):
+                raise WrongState(f"instance {self.name!r} is protected from deletion "
+                                 "(security.protection.delete)")
+            c = self._c()
+            if c.state != "STOPPED":
+                if not force:
+                    raise WrongState(f"The instance {self.name!r} is running, stop it first "
+                                     "or use force")
+                runtime.kill(c, self._paths.lxcpath)
+            self._delete_locked(rec)
+
+    def _delete_locked(self, rec: InstanceRecord) -> None:
+        # Commit point: once the record is renamed away the instance no longer exists.
+        os.replace(self._paths.instance_record(self.name),
+                   record.marker(self._paths, self.name, record.DELETING))
+        finish_delete(self.host, self.name, rec.pool)
+
+    def rename(self, new: str) -> Instance:
+        """Rename a stopped instance with its snapshots (``lxc move old new``)."""
+        names.validate_instance_name(new)
+        with self._lock(), lock(self._paths, "instance", new):
+            if record.exists(self._paths, new) or self._paths.instance_dir(new).exists():
+                raise AlreadyExists("instance", new)
+            if self.state != "STOPPED":
+                raise WrongState("Renaming of running instance not allowed")
+            rec = self.record()
+            pool = self._pool(rec)
+            pool.rename_instance_volume(self.name, new)
+            try:
+                os.rename(self._dir, self._paths.instance_dir(new))
+            except BaseException:
+                pool.rename_instance_volume(new, self.name)
+                raise
+            rec.name = new
+            if _read_metadata(pool.volume_path("containers", new)).get("templates"):
+                rec.config["volatile.apply_template"] = "rename"
+            record.save(self._paths, rec)
+            other = Instance(self.host, new)
+            other._write_lxc_config(rec)
+            self.name = new
+            return other
+
+    # -- configuration ----------------------------------------------------------------------
+    def update(self, *, config: Mapping[str, str] | None = None,
+               devices: Mapping[str, Mapping[str, str]] | None = None,
+               profiles: Sequence[str] | None = None, description: str | None = None) -> None:
+        """Replace local config, devices, profiles or description (``lxc config edit``).
+
+        Everything is validated first; nothing changes on a bad value. Live keys are applied to a
+        running instance at once, the rest at its next start.
+        """
+        with self._lock():
+            rec = self.record()
+            old_cfg, _ = self.expanded(rec)
+            new = InstanceRecord.from_dict(rec.to_dict())
+            if config is not None:
+                volatile = {k: v for k, v in rec.config.items() if k.startswith("volatile.")}
+                user = {k: v for k, v in config.items() if not k.startswith("volatile.")}
+                new.config = {**schema.validate_instance_config(user), **volatile}
+            if devices is not None:
+                new.devices = {n: devcfg.validate_device(n, d) for n, d in devices.items()}
+            if profiles is not None:
+                new.profiles = self.host._check_profiles(profiles)
+            if description is not None:
+                if any(ch in description for ch in "\r\0"):
+                    raise InvalidArgument("description contains a carriage return or NUL")
+                new.description = description
+            new_cfg, new_devs = self.expanded(new)
+            root_name, root = expand.root_disk(new_devs)
+            if root.get("pool", rec.pool) != rec.pool:
+                raise InvalidConfig(f"devices.{root_name}.pool",
+                                    "the root disk's pool cannot change (use move -s)")
+            self._apply_quota(new_devs, rec)
+            record.save(self._paths, new)
+            self._write_lxc_config(new)
+            if self.state in ("RUNNING", "FROZEN"):
+                self._apply_live(old_cfg, new_cfg)
+
+    def set_config(self, key: str, value: str) -> None:
+        cfg = self.config
+        cfg[key] = value
+        self.update(config=cfg)
+
+    def unset_config(self, key: str) -> None:
+        cfg = self.config
+        if key not in cfg:
+            raise NotFound("config key", key, f"not set on instance {self.name!r}")
+        del cfg[key]
+        self.update(config=cfg)
+
+    def _apply_quota(self, devs: Mapping[str, Mapping[str, str]], rec: InstanceRecord) -> None:
+        _, root = expand.root_disk(devs)
+        size = root.get("size")
+        pool = self._pool(rec)
+        pool.set_quota("containers", self.name, parse_size(size) if size else None)
+
+    def _apply_live(self, old: Mapping[str, str], new: Mapping[str, str]) -> None:
+        """Write the cgroup changes of a config change to a running instance, in safe order."""
+        changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+        if not changed:
+            return
+        facts = self.host.facts()
+        writes = limits.live_settings(
+            new, changed, cgroup_version=facts.cgroup_version, host_cpus=facts.cpus,
+            mem_total=facts.mem_total, chosen_cpus=self.host._pick_cpus(self.name, new),
+            swap_accounting=facts.swap_accounting)
+        c = self._c()
+        for key, value in writes:
+            runtime.cgroup_set(c, self._paths.lxcpath, key, value)
+
+    def _check_kernel_modules(self, cfg: Mapping[str, str]) -> None:
+        mods = [m.strip() for m in cfg.get("linux.kernel_modules", "").split(",") if m.strip()]
+        if mods:
+            from .kmod import ensure_loaded
+            ensure_loaded(mods)
+
+    # -- liblxc config ----------------------------------------------------------------------
+    def _root_owner(self, rec: InstanceRecord) -> tuple[int, int]:
+        """Host uid/gid that container root owns files as on disk."""
+        pool = self._pool(rec)
+        if _truthy(self.expanded(rec)[0].get("security.privileged")) or \
+                pool.supports_idmapped_mounts:
+            return 0, 0
+        base = int(rec.config.get("volatile.idmap.base", "0"))
+        return base, base
+
+    def _template_context(self, rec: InstanceRecord) -> dict[str, Any]:
+        cfg, devs = self.expanded(rec)
+        inst = {"name": rec.name, "architecture": rec.architecture,
+                "privileged": _truthy(cfg.get("security.privileged")),
+                "ephemeral": rec.ephemeral, "type": "container"}
+        return {"container": inst, "instance": inst, "config": cfg, "devices": devs}
+
+    def _write_lxc_config(self, rec: InstanceRecord) -> None:
+        cfg, devs = self.expanded(rec)
+        pool = self._pool(rec)
+        pool.mount()
+        vol = pool.volume_path("containers", self.name)
+        privileged = _truthy(cfg.get("security.privileged"))
+        facts = self.host.facts()
+        idm: list[idmap.IdRange] = []
+        if not privileged:
+            base = int(rec.config.get("volatile.idmap.base", str(facts.idmap.base)))
+            size = int(rec.config.get("volatile.idmap.size", str(facts.idmap.size)))
+            idm = idmap.instance_map(base, size, cfg.get("raw.idmap", ""))
+        nics = []
+        for dname in sorted(devs):
+            dev = devs[dname]
+            if dev.get("type") != "nic":
+                continue
+            link = self.host._nic_link(dev)
+            nics.append(render.Nic(name=dev.get("name", dname), link=link,
+                                   hwaddr=dev.get("hwaddr") or
+                                   rec.config.get(f"volatile.{dname}.hwaddr") or _random_mac(),
+                                   mtu=dev.get("mtu"), host_name=dev.get("host_name")))
+        mounts = []
+        for dname in sorted(devs):
+            dev = devs[dname]
+            if dev.get("type") == "disk" and dev.get("path") != "/" and dev.get("source"):
+                src = dev["source"]
+                opts = "bind,create=" + ("dir" if os.path.isdir(src) else "file")
+                if _truthy(dev.get("readonly")):
+                    opts += ",ro"
+                if not _truthy(dev.get("required", "true")):
+                    opts += ",optional"
+                mounts.append(render.MountEntry(src, dev["path"], "none", opts))
+        seccomp = self._dir / "seccomp"
+        if not seccomp.exists():
+            atomic_write(seccomp, render.SECCOMP_POLICY.encode(), 0o644)
+        inp = render.RenderInput(
+            name=self.name, rootfs=vol / "rootfs", config=cfg,
+            log_file=self._dir / runtime.LOG_NAME, console_log=self._dir / "console.log",
+            seccomp_file=seccomp, idmap=idm,
+            idmapped_rootfs=pool.supports_idmapped_mounts, nics=nics, mounts=mounts,
+            cgroup_version=facts.cgroup_version, host_cpus=facts.cpus,
+            mem_total=facts.mem_total, chosen_cpus=self.host._pick_cpus(self.name, cfg),
+            architecture=rec.architecture, lxcfs=facts.lxcfs,
+            swap_accounting=facts.swap_accounting)
+        atomic_write(self._dir / "config", render.to_text(render.render(inp)).encode(), 0o640)
+
+    # -- exec -------------------------------------------------------------------------------
+    def _exec_env(self, env: Mapping[str, str] | None, uid: int) -> dict[str, str]:
+        cfg = self.expanded_config
+        out = {"PATH": render.DEFAULT_PATH, "LANG": "C.UTF-8"}
+        if uid == 0:
+            out.update({"HOME": "/root", "USER": "root"})
+        out.update({k[len("environment."):]: v for k, v in cfg.items()
+                    if k.startswith("environment.")})
+        out.update(env or {})
+        for k, v in out.items():
+            if "=" in k or any(ch in k + v for ch in "\0"):
+                raise InvalidArgument(f"invalid environment variable {k!r}")
+        return out
+
+    def exec(self, command: Sequence[str] | str, *, env: Mapping[str, str] | None = None,
+             cwd: str | None = None, user: int = 0, group: int = 0, input: bytes | None = None,
+             check: bool = False, timeout: float | None = None,
+             stdout: Callable[[bytes], None] | None = None,
+             stderr: Callable[[bytes], None] | None = None) -> ExecResult:
+        """Run a command inside and return its exit code and output.
+
+        A string is run with ``sh -c``. ``stdout``/``stderr`` callbacks stream output instead of
+        collecting it. Exit codes follow LXD: 126 not executable, 127 not found, 128+N signal N.
+        """
+        argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
+        if not argv:
+            raise InvalidArgument("empty command")
+        c = self._c()
+        result = runtime.run(c, argv, env=self._exec_env(env, user),
+                             cwd=cwd if cwd is not None else ("/root" if user == 0 else "/"),
+                             uid=user, gid=group, input=input, stdout_cb=stdout,
+                             stderr_cb=stderr, timeout=timeout)
+        return result.check() if check else result
+
+    execute = exec
+
+    def exec_interactive(self, command: Sequence[str], *, env: Mapping[str, str] | None = None,
+                         cwd: str | None = None, user: int = 0, group: int = 0) -> int:
+        """Run with this process's own stdin/stdout/stderr (terminals included)."""
+        return runtime.interactive(self._c(), command, env=self._exec_env(env, user),
+                                   cwd=cwd if cwd is not None else ("/root" if user == 0 else "/"),
+                                   uid=user, gid=group)
+
+    # -- state ------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """What ``lxc info`` shows: status, pid, addresses, resources, snapshots."""
+        rec = self.record()
+        c = self._c()
+        st = c.state
+        out: dict[str, Any] = {
+            "name": rec.name, "status": STATUS.get(st, st.title()),
+            "type": "container" + (" (ephemeral)" if rec.ephemeral else ""),
+            "architecture": rec.architecture, "created": rec.created_at.isoformat(),
+            "last_used": rec.last_used_at.isoformat() if rec.last_used_at else None,
+            "profiles": rec.profiles, "pool": rec.pool,
+            "snapshots": [{"name": s.name, "created_at": s.created_at.isoformat(),
+                           "expires_at": s.expires_at.isoformat() if s.expires_at else None,
+                           "stateful": s.stateful} for s in rec.snapshots],
+        }
+        if st in ("RUNNING", "FROZEN"):
+            out["pid"] = c.init_pid
+            out["resources"] = _usage(c)
+            out["network"] = self.network_state(c)
+        with contextlib.suppress(LxdlibError):
+            out["disk"] = {"root": {"usage": self._pool(rec).volume_usage("containers", rec.name)}}
+        return out
+
+    def network_state(self, c: Any | None = None) -> dict[str, Any]:
+        """Per-interface addresses and byte counters, read in the instance's network namespace."""
+        from .netstate import interfaces_of
+        c = c or self._c()
+        if c.state not in ("RUNNING", "FROZEN"):
+            return {}
+        return interfaces_of(c)
+
+    def addresses(self, family: str = "inet") -> list[str]:
+        return [a["address"] for nic in self.network_state().values()
+                for a in nic.get("addresses", []) if a["family"] == family and
+                a.get("scope") == "global"]
+
+    # -- snapshots --------------------------------------------------------------------------
+    @property
+    def snapshots(self) -> Snapshots:
+        return Snapshots(self)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0,
+                 interval: float = 0.05) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(interval)
+        return predicate()
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Wait until ``exec`` works (init has set up enough to run a shell)."""
+        return self.wait_for(lambda: self.exec(["true"]).returncode == 0, timeout)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("true", "1", "yes", "on")
+
+
+def _usage(c: Any) -> dict[str, Any]:
+    ver = runtime.cgroup_version()
+    def read(key: str) -> str | None:
+        return runtime.cgroup_get(c, key)
+    out: dict[str, Any] = {}
+    if ver == 2:
+        mem = read("memory.current")
+        cpu = read("cpu.stat")
+        out["memory_usage"] = int(mem) if mem and mem.strip().isdigit() else None
+        usec = None
+        for line in (cpu or "").splitlines():
+            if line.startswith("usage_usec"):
+                usec = int(line.split()[1])
+        out["cpu_usage_ns"] = usec * 1000 if usec is not None else None
+    else:
+        mem = read("memory.usage_in_bytes")
+        cpu = read("cpuacct.usage")
+        out["memory_usage"] = int(mem) if mem and mem.strip().isdigit() else None
+        out["cpu_usage_ns"] = int(cpu) if cpu and cpu.strip().isdigit() else None
+    procs = read("pids.current")
+    out["processes"] = int(procs) if procs and procs.strip().isdigit() else None
+    return out
+
+
+def _read_metadata(volume: Path) -> dict[str, Any]:
+    path = volume / "metadata.yaml"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise LxdlibError(f"cannot read {path}: {e.strerror} (a symlink is refused)") from None
+    with os.fdopen(fd, "rb") as f:
+        data = yaml.safe_load(f)
+    return data if isinstance(data, dict) else {}
+
+
+def finish_delete(host: Host, name: str, pool_name: str) -> None:
+    """Remove what is left of a deleted (or half-created) instance; idempotent."""
+    paths = host.paths
+    if pool_name:
+        try:
+            pool = host.pool(pool_name)
+            pool.delete_instance_volume(name)
+        except NotFound:
+            pass
+    with contextlib.suppress(FileNotFoundError):
+        host.network_forget(name)
+    shutil.rmtree(paths.instance_dir(name), ignore_errors=True)
+    host.events.emit("instance-deleted", name)
+
+
+def recover_leftover(host: Host, name: str) -> bool:
+    """Finish or undo an operation a killed process left on ``name``; True if one was found.
+
+    The caller holds the instance lock, so no live process is still working on it.
+    """
+    paths = host.paths
+    d = paths.instance_dir(name)
+    if not d.exists() or record.exists(paths, name):
+        return False
+    pool = ""
+    for which in (record.DELETING, record.PENDING):
+        m = d / which
+        if m.exists():
+            with contextlib.suppress(Exception):
+                data = yaml.safe_load(m.read_text()) or {}
+                pool = str(data.get("pool") or "")
+            break
+    c = runtime.open_container(paths.lxcpath, name)
+    if c.state != "STOPPED":
+        runtime.kill(c, paths.lxcpath)
+    finish_delete(host, name, pool)
+    return True
+
+
+def create(host: Host, name: str, image: str | None, *,
+           profiles: Sequence[str] | None = None, config: Mapping[str, str] | None = None,
+           devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
+           ephemeral: bool = False, description: str = "") -> Instance:
+    """Create an instance from a local image (or empty with ``image=None``), not started.
+
+    Order: validate everything → take the name → image volume (once per pool) → instance volume
+    (copy-on-write clone) → quota → templates → liblxc config → record (the commit point).
+    Any failure before the record undoes what was done; a kill -9 leaves a directory that the
+    next call on that name removes.
+    """
+    paths = host.paths
+    names.validate_instance_name(name)
+    if any(ch in description for ch in "\r\0"):
+        raise InvalidArgument("description contains a carriage return or NUL")
+    local_cfg = schema.validate_instance_config(dict(config or {}))
+    local_devs = {n: devcfg.validate_device(n, d) for n, d in (devices or {}).items()}
+    prof_names = host._check_profiles(expand.resolve_profile_list(profiles))
+    # root disk override for `-s pool`: copy the profile's root disk locally with the new pool
+    exp_cfg, exp_devs = host._expand(prof_names, local_cfg, local_devs)
+    try:
+        root_name, root = expand.root_disk(exp_devs)
+    except InvalidConfig:
+        if pool is None:
+            raise
+        root_name, root = "root", {"type": "disk", "path": "/", "pool": pool}
+        local_devs[root_name] = dict(root)
+    if pool is not None and root.get("pool") != pool:
+        local_devs[root_name] = {**root, "pool": pool}
+        exp_cfg, exp_devs = host._expand(prof_names, local_cfg, local_devs)
+        root_name, root = expand.root_disk(exp_devs)
+    pool_name = root.get("pool", "")
+    if not pool_name:
+        raise InvalidConfig(f"devices.{root_name}.pool", "the root disk names no storage pool")
+    pool_drv = host.pool(pool_name)
+    size = parse_size(root["size"]) if root.get("size") else None
+    img = host.images.get(image) if image is not None else None
+    for dev in exp_devs.values():
+        if dev.get("type") == "nic":
+            host._nic_link(dev)  # fails early on an unknown network
+
+    facts = host.facts()
+    volatile: dict[str, str] = {"volatile.uuid": str(uuid.uuid4())}
+    for dname, dev in exp_devs.items():
+        if dev.get("type") == "nic" and not dev.get("hwaddr"):
+            volatile[f"volatile.{dname}.hwaddr"] = _random_mac()
+    privileged = _truthy(exp_cfg.get("security.privileged"))
+
+    with lock(paths, "instance", name):
+        recover_leftover(host, name)
+        if record.exists(paths, name) or paths.instance_dir(name).exists():
+            raise AlreadyExists("instance", name)
+        inst_dir = paths.instance_dir(name)
+        inst_dir.mkdir(mode=0o700)
+        try:
+            write_yaml(inst_dir / record.PENDING, {"pool": pool_name, "pid": os.getpid()})
+            if not privileged:
+                base, isize = _choose_idmap(host, name, exp_cfg, facts.idmap)
+                volatile["volatile.idmap.base"] = str(base)
+                volatile["volatile.idmap.size"] = str(isize)
+            if img is not None:
+                volatile["volatile.base_image"] = img.fingerprint
+                host._ensure_image_volume(pool_drv, img.fingerprint)
+                vol = pool_drv.create_instance_volume(name, img.fingerprint)
+                host.images.touch(img.fingerprint)
+            else:
+                vol = pool_drv.create_instance_volume(name, None)
+                (vol / "rootfs").mkdir(exist_ok=True)
+            if size is not None:
+                pool_drv.set_quota("containers", name, size)
+            if not privileged and not pool_drv.supports_idmapped_mounts:
+                idmap.shift_tree(vol / "rootfs", int(volatile["volatile.idmap.base"]))
+            image_cfg = {f"image.{k}": str(v) for k, v in (img.properties if img else {}).items()
+                         if not any(ch in str(v) for ch in "\n\r\0")}
+            rec = InstanceRecord(
+                name=name, architecture=img.architecture if img else platform.machine(),
+                created_at=record.now(), pool=pool_name, profiles=prof_names,
+                config={**image_cfg, **local_cfg, **volatile}, devices=local_devs,
+                description=description, ephemeral=ephemeral)
+            inst = Instance(host, name)
+            meta = _read_metadata(vol)
+            if meta.get("templates"):
+                templates.apply(vol, meta, "create", inst._template_context(rec),
+                                *((0, 0) if privileged or pool_drv.supports_idmapped_mounts
+                                  else (int(volatile["volatile.idmap.base"]),) * 2))
+            inst._write_lxc_config(rec)
+            record.save(paths, rec)  # commit point
+            (inst_dir / record.PENDING).unlink()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                pool_drv.delete_instance_volume(name)
+            shutil.rmtree(inst_dir, ignore_errors=True)
+            raise
+    host.events.emit("instance-created", name)
+    return inst
+
+
+def _choose_idmap(host: Host, name: str, cfg: Mapping[str, str],
+                  alloc: idmap.Allocation) -> tuple[int, int]:
+    if not _truthy(cfg.get("security.idmap.isolated")):
+        if cfg.get("security.idmap.base"):
+            return int(cfg["security.idmap.base"]), alloc.size
+        return alloc.base, alloc.size
+    size = int(cfg.get("security.idmap.size") or idmap.MIN_SIZE)
+    if cfg.get("security.idmap.base"):
+        return int(cfg["security.idmap.base"]), size
+    used = {}
+    with lock(host.paths, "host", "idmap"):
+        for other in record.names(host.paths):
+            if other == name:
+                continue
+            try:
+                o = record.load(host.paths, other).config
+            except (FileNotFoundError, LxdlibError):
+                continue
+            if "volatile.idmap.base" in o and int(o["volatile.idmap.base"]) != alloc.base:
+                used[other] = (int(o["volatile.idmap.base"]),
+                               int(o.get("volatile.idmap.size", idmap.MIN_SIZE)))
+        return idmap.allocate_isolated(alloc, size, used), size
+
+
+class Snapshots:
+    """An instance's snapshots, taken by the pool driver (no stop, no liblxc snapshot API)."""
+
+    def __init__(self, inst: Instance) -> None:
+        self.inst = inst
+
+    def __repr__(self) -> str:
+        return f"<Snapshots of {self.inst.name!r}: {', '.join(self.names())}>"
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.inst.record().snapshots]
+
+    def __iter__(self) -> Iterator[record.SnapshotRecord]:
+        return iter(self.inst.record().snapshots)
+
+    def __len__(self) -> int:
+        return len(self.inst.record().snapshots)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def get(self, name: str) -> record.SnapshotRecord:
+        snap = self.inst.record().snapshot(name)
+        if snap is None:
+            raise NotFound("snapshot", f"{self.inst.name}/{name}")
+        return snap
+
+    __getitem__ = get
+
+    def create(self, name: str | None = None, *, stateful: bool = False, reuse: bool = False,
+               expires_at: dt.datetime | None = None, no_expiry: bool = False
+               ) -> record.SnapshotRecord:
+        from .config.snapshots import next_snapshot_name
+        from .config.units import parse_duration_expiry
+        if stateful:
+            from .errors import ToolMissing
+            raise ToolMissing("stateful snapshots need CRIU checkpointing, which lxdlib does not "
+                              "do yet")
+        inst = self.inst
+        with inst._lock():
+            rec = inst.record()
+            cfg, _ = inst.expanded(rec)
+            now = record.now()
+            existing = [s.name for s in rec.snapshots]
+            if name is None:
+                name = next_snapshot_name(cfg.get("snapshots.pattern", "snap%d"), existing, now)
+            names.validate_snapshot_name(name)
+            pool = inst._pool(rec)
+            if name in existing:
+                if not reuse:
+                    raise AlreadyExists("snapshot", f"{inst.name}/{name}")
+                pool.delete_snapshot(inst.name, name)
+                rec.snapshots = [s for s in rec.snapshots if s.name != name]
+            if expires_at is None and not no_expiry and cfg.get("snapshots.expiry"):
+                expires_at = now + parse_duration_expiry(cfg["snapshots.expiry"])
+            c = inst._c()
+            frozen = False
+            if pool.snapshot_needs_freeze and c.state == "RUNNING":
+                runtime.freeze(c, inst.host.paths.lxcpath)
+                frozen = True
+            try:
+                pool.create_snapshot(inst.name, name)
+            finally:
+                if frozen:
+                    runtime.unfreeze(c, inst.host.paths.lxcpath)
+            snap = record.SnapshotRecord(name=name, created_at=now, expires_at=expires_at,
+                                         config=dict(rec.config), devices=dict(rec.devices),
+                                         profiles=list(rec.profiles))
+            rec.snapshots.append(snap)
+            try:
+                record.save(inst.host.paths, rec)
+            except BaseException:
+                pool.delete_snapshot(inst.name, name)
+                raise
+        inst.host.events.emit("snapshot-created", f"{inst.name}/{name}")
+        return snap
+
+    def delete(self, name: str) -> None:
+        inst = self.inst
+        with inst._lock():
+            rec = inst.record()
+            if rec.snapshot(name) is None:
+                raise NotFound("snapshot", f"{inst.name}/{name}")
+            rec.snapshots = [s for s in rec.snapshots if s.name != name]
+            record.save(inst.host.paths, rec)  # commit: the snapshot is gone
+            inst._pool(rec).delete_snapshot(inst.name, name)
+        inst.host.events.emit("snapshot-deleted", f"{inst.name}/{name}")
+
+    def rename(self, old: str, new: str) -> None:
+        names.validate_snapshot_name(new)
+        inst = self.inst
+        with inst._lock():
+            rec = inst.record()
+            snap = rec.snapshot(old)
+            if snap is None:
+                raise NotFound("snapshot", f"{inst.name}/{old}")
+            if rec.snapshot(new) is not None:
+                raise AlreadyExists("snapshot", f"{inst.name}/{new}")
+            inst._pool(rec).rename_snapshot(inst.name, old, new)
+            snap.name = new
+            record.save(inst.host.paths, rec)
+
+    def restore(self, name: str) -> None:
+        """Make the instance what it was at the snapshot: volume, config, devices, profiles.
+
+        A running instance is stopped, restored and started again, as LXD does.
+        """
+        inst = self.inst
+        with inst._lock():
+            rec = inst.record()
+            snap = rec.snapshot(name)
+            if snap is None:
+                raise NotFound("snapshot", f"{inst.name}/{name}")
+            c = inst._c()
+            was_running = c.state != "STOPPED"
+            if was_running:
+                runtime.kill(c, inst.host.paths.lxcpath)
+            inst._pool(rec).restore_snapshot(inst.name, name)
+            keep = {k: v for k, v in rec.config.items() if k in ("volatile.uuid",)}
+            rec.config = {**snap.config, **keep}
+            rec.devices = {k: dict(v) for k, v in snap.devices.items()}
+            rec.profiles = list(snap.profiles)
+            record.save(inst.host.paths, rec)
+            inst._apply_quota(inst.expanded(rec)[1], rec)
+            inst._write_lxc_config(rec)
+            if was_running:
+                inst._start_locked()
+        inst.host.events.emit("snapshot-restored", f"{inst.name}/{name}")

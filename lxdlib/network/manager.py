@@ -1,0 +1,842 @@
+"""Managed networks: their records, their config rules, and the steps that make them real.
+
+A managed network is a Linux bridge plus, as needed, a dnsmasq (DHCP/DNS) and an nftables table
+(forwarding, NAT). Its record ``<root>/networks/<name>.yaml`` is the commit point: it is written
+once the bridge is up and configured, and anything this module made for a name without a record is
+a leftover that the next `NetworkManager.create` of that name (or `cleanup_leftovers`) removes.
+
+Ownership: a bridge made by this root carries the root's tag as its interface alias. A link with
+the network's name that carries another tag (or none) is a host interface, or another root's
+bridge, and is never touched. The one exception is a link created by this root that was killed
+before its alias was set: ``link-pending`` in the network's run directory marks that window.
+
+The first half of the module is pure (config validation, subnet choice); the rest has effects.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import random
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .. import state
+from ..errors import (
+    AlreadyExists,
+    InUse,
+    InvalidConfig,
+    InvalidName,
+    NetworkError,
+    NotFound,
+)
+from . import bridge, dnsmasq, nat
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPv4Range = tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]
+
+# -- pure: names and config --------------------------------------------------------------------
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_EXPIRY_RE = re.compile(r"(\d+)([smhdw]?)")
+_EXPIRY_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
+FALSE_WORDS = frozenset({"false", "no", "0", "off"})
+
+BOOL_KEYS = frozenset({"ipv4.nat", "ipv4.dhcp", "ipv6.nat", "ipv6.dhcp"})
+KNOWN_KEYS = frozenset({
+    "ipv4.address", "ipv4.nat", "ipv4.dhcp", "ipv4.dhcp.ranges", "ipv4.dhcp.expiry",
+    "ipv6.address", "ipv6.nat", "ipv6.dhcp",
+    "bridge.mtu", "bridge.hwaddr", "dns.domain", "dns.mode", "raw.dnsmasq",
+})
+DEFAULT_MTU = 1500
+
+
+def validate_name(name: object) -> str:
+    """A network name is a Linux interface name, limited to ``[A-Za-z0-9_.-]`` (1 to 15 chars,
+    starting with a letter or digit) so it is also safe in nft, dnsmasq and file names."""
+    if not isinstance(name, str):
+        raise InvalidName("network", repr(name), "must be a string")
+    if not 1 <= len(name) <= 15:
+        raise InvalidName("network", name, "must be 1 to 15 characters (a Linux interface name)")
+    if not _NAME_RE.fullmatch(name):
+        raise InvalidName("network", name, "may only hold letters, digits, '_', '.' and '-', and "
+                                           "must start with a letter or digit")
+    return name
+
+
+def parse_bool(key: str, value: str) -> bool:
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise InvalidConfig(key, "must be a boolean (true/false, yes/no, 1/0, on/off)", value)
+
+
+def _check_ipv4_interface(key: str, value: str) -> ipaddress.IPv4Interface:
+    if "/" not in value:
+        raise InvalidConfig(key, "must be auto, none or an address with prefix (a.b.c.d/nn)",
+                            value)
+    try:
+        iface = ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise InvalidConfig(key, "not an IPv4 address with prefix", value) from None
+    net = iface.network
+    if net.prefixlen > 30:
+        raise InvalidConfig(key, "the prefix must be /30 or shorter", value)
+    if iface.ip in (net.network_address, net.broadcast_address):
+        raise InvalidConfig(key, "must be a host address, not the network or broadcast address",
+                            value)
+    ip = iface.ip
+    if ip.is_loopback or ip.is_multicast or ip.is_link_local or ip.is_unspecified \
+            or ip.is_reserved:
+        raise InvalidConfig(key, "loopback, link-local, multicast and reserved addresses are "
+                                 "refused", value)
+    return iface
+
+
+def _check_ipv6_interface(key: str, value: str) -> ipaddress.IPv6Interface:
+    if "/" not in value:
+        raise InvalidConfig(key, "must be auto, none or an address with prefix (addr/nn)", value)
+    try:
+        iface = ipaddress.IPv6Interface(value)
+    except ValueError:
+        raise InvalidConfig(key, "not an IPv6 address with prefix", value) from None
+    if iface.network.prefixlen > 126:
+        raise InvalidConfig(key, "the prefix must be /126 or shorter", value)
+    if iface.ip == iface.network.network_address:
+        raise InvalidConfig(key, "must be a host address, not the subnet address", value)
+    ip = iface.ip
+    if ip.is_loopback or ip.is_multicast or ip.is_link_local or ip.is_unspecified \
+            or ip.ipv4_mapped is not None:
+        raise InvalidConfig(key, "loopback, link-local, multicast and mapped addresses are "
+                                 "refused", value)
+    return iface
+
+
+def parse_ranges(key: str, value: str) -> tuple[IPv4Range, ...]:
+    """``start-end[,start-end...]`` into address pairs (start <= end)."""
+    ranges: list[IPv4Range] = []
+    for part in value.split(","):
+        bounds = part.strip().split("-")
+        if len(bounds) != 2:
+            raise InvalidConfig(key, "must be start-end[,start-end...]", value)
+        try:
+            start = ipaddress.IPv4Address(bounds[0].strip())
+            end = ipaddress.IPv4Address(bounds[1].strip())
+        except ValueError:
+            raise InvalidConfig(key, "range bounds must be IPv4 addresses", value) from None
+        if start > end:
+            raise InvalidConfig(key, f"range {part.strip()} ends before it starts", value)
+        ranges.append((start, end))
+    return tuple(ranges)
+
+
+def parse_expiry(key: str, value: str) -> str:
+    if value == "infinite":
+        return value
+    m = _EXPIRY_RE.fullmatch(value)
+    if m is None:
+        raise InvalidConfig(key, "must be a duration like 1h, 30m, 3600 or 'infinite'", value)
+    if int(m.group(1)) * _EXPIRY_UNITS[m.group(2)] < 120:
+        raise InvalidConfig(key, "must be at least 2 minutes (dnsmasq's minimum)", value)
+    return value
+
+
+def _check_domain(key: str, value: str) -> None:
+    labels = value.split(".")
+    if len(value) > 253 or not all(_LABEL_RE.fullmatch(label) for label in labels):
+        raise InvalidConfig(key, "must be a DNS domain name (letters, digits, '-' and dots)",
+                            value)
+
+
+def _check_mac(key: str, value: str) -> None:
+    if not _MAC_RE.fullmatch(value):
+        raise InvalidConfig(key, "must be a MAC address like 02:00:00:aa:bb:cc", value)
+    first = int(value[:2], 16)
+    if first & 1:
+        raise InvalidConfig(key, "must be a unicast MAC address (even first octet)", value)
+    if value.replace(":", "") == "000000000000":
+        raise InvalidConfig(key, "must not be all zeros", value)
+
+
+def validate_config(config: object) -> dict[str, str]:
+    """Check every key and value on its own (no host lookups) and return a plain copy.
+
+    Unknown keys, non-string values and line breaks or NUL in values are refused (values end up
+    on command lines and in config files). ``raw.dnsmasq`` is the one key allowed to hold several
+    lines: it is dnsmasq config by definition.
+    """
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise InvalidConfig("config", "must be a mapping of keys to strings")
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise InvalidConfig(repr(key), "keys must be strings")
+        if not isinstance(value, str):
+            raise InvalidConfig(key, "values must be strings", repr(value))
+        forbidden = "\r\0" if key == "raw.dnsmasq" else "\n\r\0"
+        if any(ch in value for ch in forbidden):
+            raise InvalidConfig(key, "line breaks and NUL characters are not allowed", value)
+        if key.startswith("user."):
+            if len(key) == len("user.") or any(ch in key for ch in "\n\r\0"):
+                raise InvalidConfig(key, "user keys need a name after 'user.'")
+        elif key not in KNOWN_KEYS:
+            raise InvalidConfig(key, "unknown network config key")
+        elif key in BOOL_KEYS:
+            parse_bool(key, value)
+        elif key == "ipv4.address":
+            if value not in ("auto", "none"):
+                _check_ipv4_interface(key, value)
+        elif key == "ipv6.address":
+            if value not in ("auto", "none"):
+                _check_ipv6_interface(key, value)
+        elif key == "ipv4.dhcp.ranges":
+            parse_ranges(key, value)
+        elif key == "ipv4.dhcp.expiry":
+            parse_expiry(key, value)
+        elif key == "bridge.mtu":
+            if not value.isdigit() or not 68 <= int(value) <= 65535:
+                raise InvalidConfig(key, "must be an integer from 68 to 65535", value)
+        elif key == "bridge.hwaddr":
+            _check_mac(key, value)
+        elif key == "dns.domain":
+            _check_domain(key, value)
+        elif key == "dns.mode" and value not in ("managed", "none"):
+            raise InvalidConfig(key, "must be managed or none", value)
+        out[key] = value
+    return out
+
+
+def default_ranges(iface: ipaddress.IPv4Interface) -> tuple[IPv4Range, ...]:
+    """Every host address of the subnet except the gateway."""
+    net = iface.network
+    first = net.network_address + 1
+    last = net.broadcast_address - 1
+    gw = iface.ip
+    if gw == first:
+        return ((first + 1, last),) if first + 1 <= last else ()
+    if gw == last:
+        return ((first, last - 1),)
+    return ((first, gw - 1), (gw + 1, last))
+
+
+@attrs.frozen
+class NetworkSpec:
+    """The typed view of a network's resolved config (no ``auto`` left)."""
+
+    ipv4: ipaddress.IPv4Interface | None
+    ipv4_nat: bool
+    ipv4_dhcp: bool
+    ipv4_ranges: tuple[IPv4Range, ...]
+    ipv4_expiry: str
+    ipv6: ipaddress.IPv6Interface | None
+    ipv6_nat: bool
+    ipv6_dhcp: bool
+    mtu: int | None
+    hwaddr: str | None
+    dns_domain: str
+    dns_mode: str
+    raw_dnsmasq: str
+
+    @property
+    def addresses(self) -> list[bridge.IPInterface]:
+        found: list[bridge.IPInterface] = []
+        if self.ipv4 is not None:
+            found.append(self.ipv4)
+        if self.ipv6 is not None:
+            found.append(self.ipv6)
+        return found
+
+
+def parse_spec(config: dict[str, str]) -> NetworkSpec:
+    """Interpret a validated, resolved config and check the rules that span keys."""
+    v4 = config.get("ipv4.address", "none")
+    v6 = config.get("ipv6.address", "none")
+    if v4 == "auto" or v6 == "auto":
+        raise InvalidConfig("ipv4.address" if v4 == "auto" else "ipv6.address",
+                            "auto must be resolved before use", "auto")
+    ipv4 = None if v4 == "none" else _check_ipv4_interface("ipv4.address", v4)
+    ipv6 = None if v6 == "none" else _check_ipv6_interface("ipv6.address", v6)
+    ranges: tuple[IPv4Range, ...] = ()
+    if ipv4 is not None:
+        if "ipv4.dhcp.ranges" in config:
+            ranges = parse_ranges("ipv4.dhcp.ranges", config["ipv4.dhcp.ranges"])
+            net = ipv4.network
+            for start, end in ranges:
+                if start <= net.network_address or end >= net.broadcast_address \
+                        or start not in net or end not in net:
+                    raise InvalidConfig("ipv4.dhcp.ranges",
+                                        f"range {start}-{end} is not inside the host addresses "
+                                        f"of {net}", config["ipv4.dhcp.ranges"])
+                if start <= ipv4.ip <= end:
+                    raise InvalidConfig("ipv4.dhcp.ranges",
+                                        f"range {start}-{end} holds the gateway {ipv4.ip}",
+                                        config["ipv4.dhcp.ranges"])
+        else:
+            ranges = default_ranges(ipv4)
+    mtu = int(config["bridge.mtu"]) if "bridge.mtu" in config else None
+    if ipv6 is not None and mtu is not None and mtu < 1280:
+        raise InvalidConfig("bridge.mtu", "IPv6 needs an MTU of at least 1280",
+                            config["bridge.mtu"])
+
+    def flag(key: str, default: bool) -> bool:
+        return parse_bool(key, config[key]) if key in config else default
+
+    return NetworkSpec(
+        ipv4=ipv4,
+        ipv4_nat=flag("ipv4.nat", False),
+        ipv4_dhcp=flag("ipv4.dhcp", True),
+        ipv4_ranges=ranges,
+        ipv4_expiry=config.get("ipv4.dhcp.expiry", "1h"),
+        ipv6=ipv6,
+        ipv6_nat=flag("ipv6.nat", False),
+        ipv6_dhcp=flag("ipv6.dhcp", True),
+        mtu=mtu,
+        hwaddr=config["bridge.hwaddr"].lower() if "bridge.hwaddr" in config else None,
+        dns_domain=config.get("dns.domain", "lxd"),
+        dns_mode=config.get("dns.mode", "managed"),
+        raw_dnsmasq=config.get("raw.dnsmasq", ""),
+    )
+
+
+def pick_ipv4_subnet(used: Iterable[IPNetwork], rng: random.Random,
+                     attempts: int = 256) -> ipaddress.IPv4Interface:
+    """A ``10.x.y.1/24`` whose /24 overlaps none of ``used``: random first, then a full scan."""
+    taken = [n for n in used if isinstance(n, ipaddress.IPv4Network)]
+
+    def free(net: ipaddress.IPv4Network) -> bool:
+        return not any(net.overlaps(other) for other in taken)
+
+    for _ in range(attempts):
+        net = ipaddress.IPv4Network(((10 << 24) | (rng.randrange(65536) << 8), 24))
+        if free(net):
+            return ipaddress.IPv4Interface((int(net.network_address) + 1, 24))
+    for i in range(65536):
+        net = ipaddress.IPv4Network(((10 << 24) | (i << 8), 24))
+        if free(net):
+            return ipaddress.IPv4Interface((int(net.network_address) + 1, 24))
+    raise NetworkError("no free 10.x.y.0/24 subnet left on this host for ipv4.address=auto")
+
+
+def pick_ipv6_subnet(used: Iterable[IPNetwork], rng: random.Random,
+                     attempts: int = 256) -> ipaddress.IPv6Interface:
+    """A random unique local ``fdXX:XXXX:XXXX:XXXX::1/64`` that overlaps none of ``used``."""
+    taken = [n for n in used if isinstance(n, ipaddress.IPv6Network)]
+    for _ in range(attempts):
+        prefix = (0xFD << 56) | rng.getrandbits(56)
+        net = ipaddress.IPv6Network((prefix << 64, 64))
+        if not any(net.overlaps(other) for other in taken):
+            return ipaddress.IPv6Interface((int(net.network_address) + 1, 64))
+    raise NetworkError("no free fd00::/8 /64 subnet found for ipv6.address=auto")
+
+
+def bridge_mac(tag: str, name: str) -> str:
+    """A stable, locally administered unicast MAC for a bridge without ``bridge.hwaddr``.
+
+    A bridge with no MAC of its own takes its lowest port's and changes it as instances come and
+    go, which breaks the neighbours' ARP caches; a derived one stays the same across re-creation.
+    """
+    digest = hashlib.sha256(f"{tag}/{name}".encode()).digest()
+    octets = [(digest[0] & 0xFC) | 0x02, *digest[1:6]]
+    return ":".join(f"{b:02x}" for b in octets)
+
+
+# -- effects -----------------------------------------------------------------------------------
+PENDING = "link-pending"
+APPLIED = "applied"
+DHCP_HOSTS = "dhcp-hosts.yaml"
+
+
+class NetworkManager:
+    """Create, change, inspect and remove managed bridge networks under one lxdlib root."""
+
+    def __init__(self, paths: state.Paths) -> None:
+        self.paths = paths
+        self.tag = "lxdlib:" + hashlib.sha256(str(paths.root).encode()).hexdigest()[:16]
+        self._rng = random.SystemRandom()
+
+    # -- paths and records ---------------------------------------------------------------------
+    def _record_path(self, name: str) -> Path:
+        return self.paths.networks / f"{name}.yaml"
+
+    def run_dir(self, name: str) -> Path:
+        return self.paths.run / "networks" / name
+
+    @contextlib.contextmanager
+    def _global_lock(self) -> Iterator[None]:
+        with state.lock(self.paths, "networks", "all"):
+            yield
+
+    @contextlib.contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        with state.lock(self.paths, "network", name):
+            yield
+
+    def _read(self, name: str) -> dict[str, Any]:
+        validate_name(name)
+        try:
+            data = state.read_yaml(self._record_path(name))
+        except FileNotFoundError:
+            raise NotFound("network", name) from None
+        if not isinstance(data, dict):
+            raise NetworkError(f"network record {self._record_path(name)} is damaged")
+        data["name"] = name  # the file name is authoritative (rename moves the file first)
+        data["config"] = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
+        return data
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self.paths.networks.mkdir(parents=True, exist_ok=True)
+        state.write_yaml(self._record_path(record["name"]), record)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self._read(name)
+
+    def list(self) -> builtins.list[dict[str, Any]]:
+        if not self.paths.networks.is_dir():
+            return []
+        out = []
+        for path in sorted(self.paths.networks.glob("*.yaml")):
+            name = path.name[: -len(".yaml")]
+            if path.name.startswith(".") or not _NAME_RE.fullmatch(name):
+                continue
+            with contextlib.suppress(NotFound):
+                out.append(self._read(name))
+        return out
+
+    def _used_subnets(self, exclude: str | None) -> builtins.list[IPNetwork]:
+        used: builtins.list[IPNetwork] = []
+        for rec in self.list():
+            if rec["name"] == exclude:
+                continue
+            for key in ("ipv4.address", "ipv6.address"):
+                value = rec["config"].get(key, "none")
+                if value not in ("auto", "none"):
+                    with contextlib.suppress(ValueError):
+                        used.append(ipaddress.ip_interface(value).network)
+        return used
+
+    def _resolve(self, name: str, config: dict[str, str], *, creating: bool,
+                 previous: dict[str, str] | None = None) -> dict[str, str]:
+        """Fill create-time defaults, turn ``auto`` into real subnets, refuse overlaps."""
+        config = dict(config)
+        if creating:
+            config.setdefault("ipv4.address", "auto")
+            if config["ipv4.address"] == "auto":
+                config.setdefault("ipv4.nat", "true")
+            if config.get("ipv6.address") == "auto":
+                config.setdefault("ipv6.nat", "true")
+        others = self._used_subnets(exclude=name)
+        if config.get("ipv4.address") == "auto" or config.get("ipv6.address") == "auto":
+            used = [*bridge.host_networks(exclude=name), *others]
+            if config.get("ipv4.address") == "auto":
+                config["ipv4.address"] = str(pick_ipv4_subnet(used, self._rng))
+            if config.get("ipv6.address") == "auto":
+                config["ipv6.address"] = str(pick_ipv6_subnet(used, self._rng))
+        parse_spec(config)  # cross-key rules, before anything on the host changes
+        previous = previous or {}
+        host: builtins.list[IPNetwork] | None = None
+        for key in ("ipv4.address", "ipv6.address"):
+            value = config.get(key, "none")
+            if value == "none" or value == previous.get(key):
+                continue
+            net = ipaddress.ip_interface(value).network
+            for other in others:
+                if net.overlaps(other):
+                    raise InvalidConfig(key, f"overlaps {other}, used by another network", value)
+            if host is None:
+                host = bridge.host_networks(exclude=name, routes=False)
+            for other in host:
+                if net.overlaps(other):
+                    raise InvalidConfig(key, f"overlaps {other}, an address on the host", value)
+        return config
+
+    # -- runtime -------------------------------------------------------------------------------
+    def _dnsmasq_config(self, name: str, spec: NetworkSpec) -> dnsmasq.DnsmasqConfig:
+        run = self.run_dir(name)
+        user, group = dnsmasq.choose_user(run)
+        return dnsmasq.DnsmasqConfig(
+            bridge=name, run_dir=run, ipv4=spec.ipv4, ipv4_dhcp=spec.ipv4_dhcp,
+            ipv4_ranges=spec.ipv4_ranges, ipv4_expiry=spec.ipv4_expiry, ipv6=spec.ipv6,
+            ipv6_dhcp=spec.ipv6_dhcp, mtu=spec.mtu, dns_domain=spec.dns_domain,
+            dns_mode=spec.dns_mode, user=user, group=group)
+
+    def _nat_spec(self, name: str, spec: NetworkSpec) -> nat.TableSpec:
+        return nat.bridge_table(
+            name, name,
+            nat4=spec.ipv4.network if spec.ipv4 is not None and spec.ipv4_nat else None,
+            nat6=spec.ipv6.network if spec.ipv6 is not None and spec.ipv6_nat else None)
+
+    def _fingerprint(self, record: dict[str, Any]) -> str:
+        """What the runtime was built from; ``user.*`` keys change nothing on the host."""
+        config = {k: v for k, v in record["config"].items() if not k.startswith("user.")}
+        blob = json.dumps({"tag": self.tag, "config": config}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _owns_link(self, name: str) -> bool | None:
+        """True: our bridge. False: someone else's interface. None: no such link."""
+        current = bridge.alias(name)
+        if current is None:
+            return None
+        if current == self.tag:
+            return True
+        return current == "" and bridge.is_bridge(name) and (self.run_dir(name) / PENDING).exists()
+
+    def _is_ready(self, name: str, record: dict[str, Any], spec: NetworkSpec) -> bool:
+        run = self.run_dir(name)
+        try:
+            if (run / APPLIED).read_text() != self._fingerprint(record):
+                return False
+        except FileNotFoundError:
+            return False
+        if bridge.alias(name) != self.tag or not bridge.is_up(name):
+            return False
+        if not bridge.has_addresses(name, spec.addresses):
+            return False
+        if spec.ipv4 is not None and spec.ipv4_nat \
+                and Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() != "1":
+            return False
+        if spec.ipv6 is not None and spec.ipv6_nat \
+                and Path("/proc/sys/net/ipv6/conf/all/forwarding").read_text().strip() != "1":
+            return False
+        cfg = self._dnsmasq_config(name, spec)
+        if dnsmasq.needed(cfg):
+            if not dnsmasq.is_current(run, dnsmasq.build_argv(cfg)):
+                return False
+        elif dnsmasq.running_pid(run) is not None:
+            return False
+        return nat.table_exists(nat.table_name(name))
+
+    def _apply(self, name: str, record: dict[str, Any], spec: NetworkSpec) -> None:
+        """Make the host match the record (idempotent): bridge, addresses, NAT, dnsmasq.
+
+        dnsmasq is restarted only when its command line or the record changed since the last
+        apply, so clients keep being served while a flushed ruleset is put back.
+        """
+        run = self.run_dir(name)
+        run.mkdir(parents=True, exist_ok=True)
+        # An unprivileged dnsmasq re-reads its hosts file here: others may search, not list.
+        os.chmod(run.parent, 0o711)
+        os.chmod(run, 0o711)
+        fingerprint = self._fingerprint(record)
+        try:
+            changed = (run / APPLIED).read_text() != fingerprint
+            (run / APPLIED).unlink()
+        except FileNotFoundError:
+            changed = True
+        owned = self._owns_link(name)
+        if owned is False:
+            raise NetworkError(f"interface {name!r} exists on the host and is not a bridge of "
+                               "this lxdlib root")
+        if owned and bridge.alias(name) != self.tag:
+            bridge.delete(name)  # killed before its alias was set: start over
+            owned = None
+        if owned is None:
+            state.atomic_write(run / PENDING, b"")
+            try:
+                bridge.create(name, self.tag, hwaddr=spec.hwaddr or bridge_mac(self.tag, name))
+            finally:
+                # Once the alias is set (or the create failed) the marker must not vouch for a
+                # link of that name any more: it could be someone else's.
+                (run / PENDING).unlink()
+        bridge.configure(name, mtu=spec.mtu or DEFAULT_MTU,
+                         hwaddr=spec.hwaddr or bridge_mac(self.tag, name),
+                         addresses=spec.addresses)
+        if spec.ipv4 is not None and spec.ipv4_nat:
+            bridge.write_sysctl("net/ipv4/ip_forward", "1")
+        if spec.ipv6 is not None and spec.ipv6_nat:
+            bridge.write_sysctl("net/ipv6/conf/all/forwarding", "1")
+        nat.apply(self._nat_spec(name, spec))
+        cfg = self._dnsmasq_config(name, spec)
+        if dnsmasq.needed(cfg):
+            dnsmasq.reload_hosts(run, self._dhcp_hosts(name))
+            if changed or not dnsmasq.is_current(run, dnsmasq.build_argv(cfg)):
+                dnsmasq.start(cfg, spec.raw_dnsmasq)
+        else:
+            dnsmasq.stop(run)
+        state.atomic_write(run / APPLIED, fingerprint.encode())
+
+    def _teardown(self, name: str) -> None:
+        """Remove the runtime parts this root owns (dnsmasq, nft table, bridge); idempotent."""
+        run = self.run_dir(name)
+        with contextlib.suppress(FileNotFoundError):
+            (run / APPLIED).unlink()
+        if run.is_dir():
+            dnsmasq.stop(run)
+        owned = self._owns_link(name)
+        if owned is False:
+            return  # someone else's interface of that name: neither it nor its table are ours
+        nat.delete(name)
+        if owned:
+            bridge.delete(name)
+        with contextlib.suppress(FileNotFoundError):
+            (run / PENDING).unlink()
+
+    def _cleanup_leftover(self, name: str) -> None:
+        """Remove what an interrupted create/delete of ``name`` (no record) left behind."""
+        if self._record_path(name).exists():
+            return
+        run = self.run_dir(name)
+        if run.is_dir() or self._owns_link(name):
+            self._teardown(name)
+        if run.is_dir():
+            shutil.rmtree(run)
+
+    # -- public operations ---------------------------------------------------------------------
+    def create(self, name: str, config: dict[str, str] | None = None,
+               description: str = "") -> dict[str, Any]:
+        """Create the bridge and everything it serves; on any failure nothing is left."""
+        validate_name(name)
+        cfg = validate_config(config)
+        if not isinstance(description, str) or "\0" in description:
+            raise InvalidConfig("description", "must be a string without NUL")
+        self.paths.networks.mkdir(parents=True, exist_ok=True)
+        with self._global_lock():
+            state.remove_stale_tmp(self.paths.networks)
+            if self._record_path(name).exists():
+                raise AlreadyExists("network", name)
+            with self._lock(name):
+                self._cleanup_leftover(name)
+                if bridge.exists(name):
+                    raise AlreadyExists("interface", name)
+                resolved = self._resolve(name, cfg, creating=True)
+                spec = parse_spec(resolved)
+                record = {"name": name, "type": "bridge", "managed": True,
+                          "description": description, "config": resolved}
+                try:
+                    self._apply(name, record, spec)
+                    self._write(record)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        self._teardown(name)
+                    with contextlib.suppress(Exception):
+                        shutil.rmtree(self.run_dir(name))
+                    raise
+        return self._read(name)
+
+    def ensure_up(self, name: str) -> None:
+        """Make sure the network is up (after a host reboot, a crash, a flushed ruleset…).
+
+        Cheap when everything is in place: a few file reads and one netlink query.
+        """
+        record = self._read(name)
+        spec = parse_spec(record["config"])
+        if self._is_ready(name, record, spec):
+            return
+        with self._lock(name):
+            record = self._read(name)
+            spec = parse_spec(record["config"])
+            if not self._is_ready(name, record, spec):
+                self._apply(name, record, spec)
+
+    def update(self, name: str, config: dict[str, str],
+               description: str | None = None) -> dict[str, Any]:
+        """Replace the network's config with ``config`` and apply it live if the network is up.
+
+        Like LXD's ``PUT``: keys left out are unset (an empty value also unsets a key), so
+        ``update(name, {**get(name)["config"], "k": "v"})`` sets one key. ``auto`` addresses are
+        resolved to new subnets. If applying fails, the old record is put back and re-applied
+        before the error is raised; bad input changes nothing. ``description`` replaces the
+        description when given.
+        """
+        validate_name(name)
+        if not isinstance(config, dict):
+            raise InvalidConfig("config", "must be a mapping of keys to strings")
+        if description is not None and (not isinstance(description, str) or "\0" in description):
+            raise InvalidConfig("description", "must be a string without NUL")
+        with self._global_lock(), self._lock(name):
+            old = self._read(name)
+            merged = {key: value for key, value in config.items() if value != ""}
+            resolved = self._resolve(name, validate_config(merged), creating=False,
+                                     previous=old["config"])
+            spec = parse_spec(resolved)
+            record = {**old, "config": resolved}
+            if description is not None:
+                record["description"] = description
+            live = self._owns_link(name) is True  # a network that is down stays down
+            self._write(record)
+            if live:
+                try:
+                    self._apply(name, record, spec)
+                except BaseException:
+                    self._write(old)
+                    with contextlib.suppress(Exception):
+                        self._apply(name, old, parse_spec(old["config"]))
+                    raise
+        return self._read(name)
+
+    def delete(self, name: str, *, used_by: builtins.list[str] | None = None) -> None:
+        """Remove the network; ``used_by`` (instance names from the caller) must be empty."""
+        self._read(name)
+        if used_by:
+            raise InUse(f"network {name!r} is used by {', '.join(sorted(used_by))}")
+        with self._global_lock(), self._lock(name):
+            self._read(name)
+            self._teardown(name)
+            with contextlib.suppress(FileNotFoundError):
+                self._record_path(name).unlink()
+            state.fsync_dir(self.paths.networks)
+            shutil.rmtree(self.run_dir(name), ignore_errors=True)
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a network that nothing uses (the caller checks); it comes back up if it was."""
+        validate_name(new)
+        with self._global_lock():
+            record = self._read(old)
+            if old == new:
+                return
+            if self._record_path(new).exists():
+                raise AlreadyExists("network", new)
+            with self._lock(old), self._lock(new):
+                self._cleanup_leftover(new)
+                if bridge.exists(new):
+                    raise AlreadyExists("interface", new)
+                was_up = self._owns_link(old) is True
+                self._teardown(old)
+                src, dst = self.run_dir(old), self.run_dir(new)
+                if src.is_dir():
+                    with contextlib.suppress(FileNotFoundError):
+                        (src / dnsmasq.PIDFILE).unlink()
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(src, dst)
+                os.rename(self._record_path(old), self._record_path(new))  # commit point
+                state.fsync_dir(self.paths.networks)
+                record["name"] = new
+                self._write(record)
+                if was_up:
+                    self._apply(new, record, parse_spec(record["config"]))
+
+    def down(self, name: str) -> None:
+        """Remove the runtime parts (dnsmasq, nft table, bridge) but keep the record."""
+        self._read(name)
+        with self._lock(name):
+            self._teardown(name)
+
+    def stop_all(self) -> None:
+        """`down` every network of this root; the first failure is raised after trying all."""
+        errors: builtins.list[Exception] = []
+        for record in self.list():
+            try:
+                self.down(record["name"])
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def cleanup_leftovers(self) -> None:
+        """Remove run directories, bridges and daemons of networks that have no record."""
+        base = self.paths.run / "networks"
+        if not base.is_dir():
+            return
+        with self._global_lock():
+            for entry in sorted(base.iterdir()):
+                if entry.is_dir() and _NAME_RE.fullmatch(entry.name) \
+                        and not self._record_path(entry.name).exists():
+                    with self._lock(entry.name):
+                        self._cleanup_leftover(entry.name)
+
+    # -- inspection ----------------------------------------------------------------------------
+    def info(self, name: str) -> dict[str, Any]:
+        """Live state in LXD's shape: state, type, mtu, hwaddr, addresses, counters."""
+        self._read(name)
+        if self._owns_link(name) is not True:
+            return {"state": "down", "type": "broadcast", "mtu": 0, "hwaddr": "",
+                    "addresses": [], "counters": {"bytes_received": 0, "bytes_sent": 0,
+                                                  "packets_received": 0, "packets_sent": 0}}
+        return bridge.state(name)
+
+    def leases(self, name: str) -> builtins.list[dict[str, Any]]:
+        """Current DHCP leases: hwaddr, address, hostname, expiry (Unix time), type."""
+        self._read(name)
+        static = {str(e["hwaddr"]).lower() for e in self._dhcp_hosts(name).values()}
+        out = []
+        for lease in dnsmasq.read_leases(self.run_dir(name)):
+            lease["type"] = "static" if lease["hwaddr"] in static else "dynamic"
+            out.append(lease)
+        return out
+
+    # -- static DHCP hosts -----------------------------------------------------------------------
+    def _dhcp_hosts(self, name: str) -> dict[str, dict[str, Any]]:
+        try:
+            data = state.read_yaml(self.run_dir(name) / DHCP_HOSTS)
+        except FileNotFoundError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def dhcp_host_add(self, name: str, key: str, hwaddr: str, ipv4: str | None = None,
+                      hostname: str | None = None) -> None:
+        """Pin ``hwaddr`` to ``ipv4`` and/or ``hostname`` on this network (idempotent).
+
+        ``key`` identifies the owner (e.g. ``<instance>/<device>``); adding the same key again
+        replaces its entry. A running dnsmasq is told at once (SIGHUP).
+        """
+        record = self._read(name)
+        if not isinstance(key, str) or not key or any(ch in key for ch in "\n\r\0"):
+            raise InvalidConfig("key", "must be a non-empty single-line string", str(key))
+        _check_mac("hwaddr", hwaddr)
+        if hostname is not None and not _LABEL_RE.fullmatch(hostname):
+            raise InvalidConfig("hostname", "must be a DNS label", hostname)
+        spec = parse_spec(record["config"])
+        if ipv4 is not None:
+            try:
+                addr = ipaddress.IPv4Address(ipv4)
+            except ValueError:
+                raise InvalidConfig("ipv4.address", "not an IPv4 address", ipv4) from None
+            net = spec.ipv4.network if spec.ipv4 is not None else None
+            if net is None or addr not in net or addr in (net.network_address,
+                                                          net.broadcast_address):
+                raise InvalidConfig("ipv4.address", f"not a host address of network {name} "
+                                                    f"({net})", ipv4)
+            if spec.ipv4 is not None and addr == spec.ipv4.ip:
+                raise InvalidConfig("ipv4.address", "is the network's gateway address", ipv4)
+        with self._lock(name):
+            hosts = self._dhcp_hosts(name)
+            for other, entry in hosts.items():
+                if other == key:
+                    continue
+                if ipv4 is not None and entry.get("ipv4") == ipv4:
+                    raise InvalidConfig("ipv4.address", f"already assigned to {other}", ipv4)
+                if str(entry.get("hwaddr")).lower() == hwaddr.lower():
+                    raise InvalidConfig("hwaddr", f"already assigned to {other}", hwaddr)
+            hosts[key] = {"hwaddr": hwaddr.lower(), "ipv4": ipv4, "hostname": hostname}
+            self._store_hosts(name, hosts)
+
+    def dhcp_host_remove(self, name: str, key: str) -> None:
+        """Drop ``key``'s static entry (a missing one is fine)."""
+        self._read(name)
+        with self._lock(name):
+            hosts = self._dhcp_hosts(name)
+            if hosts.pop(key, None) is not None:
+                self._store_hosts(name, hosts)
+
+    def dhcp_hosts_forget(self, owner: str) -> None:
+        """Drop, on every network, the entries keyed ``owner`` or ``owner/<anything>`` (e.g. all
+        nics of a deleted instance)."""
+        for record in self.list():
+            name = record["name"]
+            with self._lock(name):
+                hosts = self._dhcp_hosts(name)
+                kept = {k: v for k, v in hosts.items()
+                        if k != owner and not k.startswith(owner + "/")}
+                if kept != hosts:
+                    self._store_hosts(name, kept)
+
+    def _store_hosts(self, name: str, hosts: dict[str, dict[str, Any]]) -> None:
+        run = self.run_dir(name)
+        run.mkdir(parents=True, exist_ok=True)
+        state.write_yaml(run / DHCP_HOSTS, hosts)
+        dnsmasq.reload_hosts(run, hosts)

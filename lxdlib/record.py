@@ -1,0 +1,126 @@
+"""An instance's record on disk: LXD's backup.yaml shape, lxdlib's source of truth.
+
+The record is the commit point of creation: an instance directory without ``instance.yaml`` is a
+leftover of a killed ``create`` (its ``.pending.yaml`` says which pool volume to remove), and one
+with ``.deleting.yaml`` instead is a ``delete`` to finish. Only local config and devices are
+stored; the expanded view is computed from the profiles each time, as LXD does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .state import Paths, read_yaml, write_yaml
+
+PENDING = ".pending.yaml"
+DELETING = ".deleting.yaml"
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _ts(value: Any) -> dt.datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(str(value))
+
+
+@attrs.define
+class SnapshotRecord:
+    name: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None = None
+    stateful: bool = False
+    description: str = ""
+    config: dict[str, str] = attrs.field(factory=dict)
+    devices: dict[str, dict[str, str]] = attrs.field(factory=dict)
+    profiles: list[str] = attrs.field(factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "created_at": self.created_at.isoformat(),
+                "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+                "stateful": self.stateful, "description": self.description,
+                "config": dict(self.config),
+                "devices": {k: dict(v) for k, v in self.devices.items()},
+                "profiles": list(self.profiles)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SnapshotRecord:
+        return cls(name=d["name"], created_at=_ts(d["created_at"]) or now(),
+                   expires_at=_ts(d.get("expires_at")), stateful=bool(d.get("stateful")),
+                   description=d.get("description") or "", config=dict(d.get("config") or {}),
+                   devices={k: dict(v) for k, v in (d.get("devices") or {}).items()},
+                   profiles=list(d.get("profiles") or []))
+
+
+@attrs.define
+class InstanceRecord:
+    name: str
+    architecture: str
+    created_at: dt.datetime
+    pool: str
+    profiles: list[str] = attrs.field(factory=list)
+    config: dict[str, str] = attrs.field(factory=dict)
+    devices: dict[str, dict[str, str]] = attrs.field(factory=dict)
+    description: str = ""
+    ephemeral: bool = False
+    last_used_at: dt.datetime | None = None
+    snapshots: list[SnapshotRecord] = attrs.field(factory=list)
+    type: str = "container"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "type": self.type, "architecture": self.architecture,
+            "created_at": self.created_at.isoformat(),
+            "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
+            "description": self.description, "ephemeral": self.ephemeral, "pool": self.pool,
+            "profiles": list(self.profiles), "config": dict(self.config),
+            "devices": {k: dict(v) for k, v in self.devices.items()},
+            "snapshots": [s.to_dict() for s in self.snapshots],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InstanceRecord:
+        return cls(name=d["name"], architecture=d.get("architecture") or "x86_64",
+                   created_at=_ts(d.get("created_at")) or now(), pool=d.get("pool") or "",
+                   profiles=list(d.get("profiles") or []),
+                   config={str(k): str(v) for k, v in (d.get("config") or {}).items()},
+                   devices={k: {str(a): str(b) for a, b in v.items()}
+                            for k, v in (d.get("devices") or {}).items()},
+                   description=d.get("description") or "", ephemeral=bool(d.get("ephemeral")),
+                   last_used_at=_ts(d.get("last_used_at")),
+                   snapshots=[SnapshotRecord.from_dict(s) for s in d.get("snapshots") or []],
+                   type=d.get("type") or "container")
+
+    def snapshot(self, name: str) -> SnapshotRecord | None:
+        return next((s for s in self.snapshots if s.name == name), None)
+
+
+def load(paths: Paths, name: str) -> InstanceRecord:
+    return InstanceRecord.from_dict(read_yaml(paths.instance_record(name)))
+
+
+def save(paths: Paths, rec: InstanceRecord) -> None:
+    write_yaml(paths.instance_record(rec.name), rec.to_dict())
+
+
+def exists(paths: Paths, name: str) -> bool:
+    return paths.instance_record(name).exists()
+
+
+def names(paths: Paths) -> list[str]:
+    try:
+        return sorted(p.parent.name for p in paths.lxcpath.glob("*/instance.yaml"))
+    except FileNotFoundError:
+        return []
+
+
+def marker(paths: Paths, name: str, which: str) -> Path:
+    return paths.instance_dir(name) / which

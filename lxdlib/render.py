@@ -1,0 +1,199 @@
+"""PURE: an expanded instance becomes an ordered list of liblxc keys.
+
+liblxc's defaults are not LXD's (no seccomp unless asked, all capabilities kept), so lxdlib writes
+the whole config itself: the security baseline LXD applies, the id map, limits, environment, network
+and mounts. A container described entirely by this file keeps its behaviour when the Python process
+that started it is gone, and ``lxc-*`` tools still work on it.
+
+Every value is checked once more for newline, carriage return and NUL right before it is written:
+one of those would let a value add arbitrary liblxc keys (``lxc.hook.*`` = code as host root).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import attrs
+
+from .config import limits
+from .errors import InvalidConfig
+from .idmap import IdRange
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+LXCFS_INCLUDE = Path("/usr/share/lxc/config/common.conf.d")
+
+# LXD's default seccomp denylist (errno 38 = ENOSYS), plus finit_module as liblxc's own policy does.
+SECCOMP_POLICY = """2
+denylist
+reject_force_umount  # comment this to allow umount -f;  not recommended
+[all]
+kexec_load errno 38
+open_by_handle_at errno 38
+init_module errno 38
+finit_module errno 38
+delete_module errno 38
+"""
+
+_ARCH_PERSONALITY = {"x86_64": "linux64", "aarch64": "linux64", "i686": "linux32",
+                     "armv7l": "linux32", "ppc64le": "linux64", "s390x": "linux64",
+                     "riscv64": "linux64"}
+
+PRIVILEGED_DEVICES = (
+    "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:229 rwm", "c 10:200 rwm",
+)
+
+
+@attrs.frozen
+class Nic:
+    """A nic device resolved against the host: which bridge, which MAC."""
+
+    name: str
+    link: str
+    hwaddr: str
+    mtu: str | None = None
+    host_name: str | None = None
+
+
+@attrs.frozen
+class MountEntry:
+    source: str
+    target: str  # relative to the rootfs
+    fstype: str = "none"
+    options: str = "bind,create=dir"
+
+
+@attrs.frozen
+class RenderInput:
+    name: str
+    rootfs: Path
+    config: Mapping[str, str]
+    log_file: Path
+    console_log: Path
+    seccomp_file: Path
+    idmap: Sequence[IdRange] = ()
+    idmapped_rootfs: bool = True
+    nics: Sequence[Nic] = ()
+    mounts: Sequence[MountEntry] = ()
+    hooks: Sequence[tuple[str, str]] = ()
+    cgroup_version: int = 1
+    host_cpus: int = 1
+    mem_total: int = 0
+    chosen_cpus: Sequence[int] | None = None
+    architecture: str = attrs.field(factory=platform.machine)
+    lxcfs: bool = False
+    swap_accounting: bool = True
+
+
+def _bool(config: Mapping[str, str], key: str) -> bool:
+    return config.get(key, "").lower() in ("true", "1", "yes", "on")
+
+
+def render(inp: RenderInput) -> list[tuple[str, str]]:
+    cfg = inp.config
+    privileged = _bool(cfg, "security.privileged")
+    out: list[tuple[str, str]] = []
+    add = out.append
+
+    add(("lxc.uts.name", inp.name))
+    add(("lxc.arch", _ARCH_PERSONALITY.get(inp.architecture, "linux64")))
+    add(("lxc.rootfs.path", f"dir:{inp.rootfs}"))
+    if not privileged and inp.idmapped_rootfs:
+        add(("lxc.rootfs.options", "idmap=container"))
+    add(("lxc.log.file", str(inp.log_file)))
+    add(("lxc.log.level", "WARN"))
+    add(("lxc.console.logfile", str(inp.console_log)))
+    add(("lxc.console.size", "auto"))
+    add(("lxc.autodev", "1"))
+    add(("lxc.pty.max", "1024"))
+    add(("lxc.tty.max", "0"))
+
+    if privileged:
+        add(("lxc.mount.auto", "proc:mixed sys:mixed cgroup:mixed"))
+        add(("lxc.cap.drop", "sys_time sys_module sys_rawio mac_admin mac_override"))
+        prefix = "lxc.cgroup2" if inp.cgroup_version == 2 else "lxc.cgroup"
+        add((f"{prefix}.devices.deny", "a"))
+        for rule in PRIVILEGED_DEVICES:
+            add((f"{prefix}.devices.allow", rule))
+    else:
+        cg = "cgroup:rw:force" if inp.cgroup_version == 2 else "cgroup:mixed"
+        add(("lxc.mount.auto", f"proc:rw sys:rw {cg}"))
+        for r in inp.idmap:
+            add(("lxc.idmap", r.lxc_value()))
+
+    if _bool(cfg, "security.nesting"):
+        add(("lxc.mount.entry", "proc dev/.lxc/proc proc create=dir,optional 0 0"))
+        add(("lxc.mount.entry", "sys dev/.lxc/sys sysfs create=dir,optional 0 0"))
+
+    if cfg.get("security.syscalls.deny_default", "true").lower() not in ("false", "0", "no", "off"):
+        add(("lxc.seccomp.profile", str(inp.seccomp_file)))
+
+    if inp.lxcfs:
+        add(("lxc.include", str(LXCFS_INCLUDE)))
+
+    # environment for init (exec merges it again per call)
+    add(("lxc.environment", f"PATH={DEFAULT_PATH}"))
+    for key in sorted(cfg):
+        if key.startswith("environment."):
+            add(("lxc.environment", f"{key[len('environment.'):]}={cfg[key]}"))
+
+    for key in sorted(cfg):
+        if key.startswith("linux.sysctl."):
+            add((f"lxc.sysctl.{key[len('linux.sysctl.'):]}", cfg[key]))
+    for res, value in sorted(limits.prlimits(cfg).items()):
+        add((f"lxc.prlimit.{res}", value))
+
+    prefix = "lxc.cgroup2" if inp.cgroup_version == 2 else "lxc.cgroup"
+    cgroup = limits.cgroup_settings(cfg, cgroup_version=inp.cgroup_version,
+                                    host_cpus=inp.host_cpus, mem_total=inp.mem_total,
+                                    chosen_cpus=list(inp.chosen_cpus) if inp.chosen_cpus else None,
+                                    swap_accounting=inp.swap_accounting)
+    for key, value in cgroup.items():
+        add((f"{prefix}.{key}", value))
+
+    if _bool(cfg, "boot.autostart"):
+        add(("lxc.start.auto", "1"))
+        add(("lxc.start.delay", cfg.get("boot.autostart.delay", "0")))
+        add(("lxc.start.order", cfg.get("boot.autostart.priority", "0")))
+
+    if not inp.nics:
+        add(("lxc.net.0.type", "empty"))
+    for i, nic in enumerate(inp.nics):
+        add((f"lxc.net.{i}.type", "veth"))
+        add((f"lxc.net.{i}.link", nic.link))
+        add((f"lxc.net.{i}.name", nic.name))
+        add((f"lxc.net.{i}.hwaddr", nic.hwaddr))
+        add((f"lxc.net.{i}.flags", "up"))
+        if nic.mtu:
+            add((f"lxc.net.{i}.mtu", nic.mtu))
+        if nic.host_name:
+            add((f"lxc.net.{i}.veth.pair", nic.host_name))
+
+    for m in inp.mounts:
+        add(("lxc.mount.entry", f"{m.source} {m.target.lstrip('/')} {m.fstype} {m.options} 0 0"))
+
+    for hook, cmd in inp.hooks:
+        add((f"lxc.hook.{hook}", cmd))
+
+    raw = cfg.get("raw.lxc", "")
+    for line in raw.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        add((key.strip(), value.strip()))
+    return out
+
+
+def to_text(lines: Sequence[tuple[str, str]]) -> str:
+    """The config file; refuses any key or value that could smuggle in another line."""
+    parts = []
+    for key, value in lines:
+        for what, text in (("key", key), ("value", value)):
+            if any(ch in text for ch in "\n\r\0"):
+                raise InvalidConfig(key, f"{what} contains a newline, carriage return or NUL",
+                                    value)
+        parts.append(f"{key} = {value}\n")
+    return "# Generated by lxdlib: changes are overwritten at the next start.\n" + "".join(parts)

@@ -1,0 +1,333 @@
+"""The only module that imports ``lxc``: python3-lxc made safe to call.
+
+python3-lxc reports failure as a bare ``False`` with the reason only in a log file, holds the GIL
+in ``wait``/``shutdown``/``stop``, and returns raw wait statuses from attach. This module turns
+every failure into ``LXCError`` carrying the log tail, never blocks in C while holding the GIL
+(waits are polling loops with ``time.sleep``), and turns attach results into LXD's exit codes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import lxc
+
+from .errors import LXCError, WrongState
+
+LOG_NAME = "lxc.log"
+
+_STATES = {"STOPPED", "STARTING", "RUNNING", "STOPPING", "ABORTING", "FREEZING", "FROZEN",
+           "THAWED"}
+
+
+@attrs.frozen
+class ExecResult:
+    """What a finished command left: its exit code (LXD's: 128+N for signal N) and output."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def check(self) -> ExecResult:
+        """Raise ``ExecError`` unless the command succeeded (as ``check_returncode`` does)."""
+        if self.returncode != 0:
+            raise ExecError(self)
+        return self
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+
+class ExecError(LXCError):
+    """A command run by ``exec(..., check=True)`` exited non-zero."""
+
+    def __init__(self, result: ExecResult) -> None:
+        self.result = result
+        tail = result.stderr.decode(errors="replace")[-2000:]
+        super().__init__(f"command exited with status {result.returncode}: {tail}".rstrip(": "))
+
+
+def open_container(lxcpath: Path, name: str) -> Any:
+    return lxc.Container(name, str(lxcpath))
+
+
+def log_tail(lxcpath: Path, name: str, lines: int = 20) -> str:
+    path = lxcpath / name / LOG_NAME
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 16384))
+            data = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    keep = [ln for ln in data.splitlines() if " ERROR " in ln or " WARN " not in ln]
+    return "\n".join(keep[-lines:])
+
+
+def rotate_log(lxcpath: Path, name: str) -> None:
+    """Keep one previous log: each start gets a fresh file, so the tail is about this start.
+
+    Copied then truncated, not renamed: liblxc may already hold the file open (O_APPEND), and a
+    rename would send this start's lines to the old file.
+    """
+    path = lxcpath / name / LOG_NAME
+    try:
+        if path.stat().st_size == 0:
+            return
+        shutil.copyfile(path, path.with_suffix(".log.old"))
+        os.truncate(path, 0)
+    except FileNotFoundError:
+        pass
+
+
+def state(c: Any) -> str:
+    s: str = c.state
+    return s
+
+
+def wait_state(c: Any, wanted: set[str], timeout: float) -> bool:
+    """Poll the state without holding the GIL (python3-lxc's ``wait`` holds it)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        if c.state in wanted:
+            return True
+        if timeout >= 0 and time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def start(c: Any, lxcpath: Path) -> None:
+    """Start the container (daemonized, with no inherited fds) and return once it runs."""
+    rotate_log(lxcpath, c.name)
+    if not c.start(close_fds=True):
+        raise LXCError(f"failed to start instance {c.name!r}", log_tail(lxcpath, c.name))
+    # start() waits for RUNNING itself, but an init that exits at once can already be gone.
+    if c.state not in ("RUNNING", "FROZEN"):
+        raise LXCError(f"instance {c.name!r} stopped right after starting (its init exited)",
+                       log_tail(lxcpath, c.name))
+
+
+def kill(c: Any, lxcpath: Path, timeout: float = 30.0) -> None:
+    """Stop at once (SIGKILL to init); unfreezes first so a frozen instance can die."""
+    if c.state == "FROZEN":
+        c.unfreeze()
+    if not c.stop() and c.state != "STOPPED":
+        raise LXCError(f"failed to stop instance {c.name!r}", log_tail(lxcpath, c.name))
+    if not wait_state(c, {"STOPPED"}, timeout):
+        raise LXCError(f"instance {c.name!r} did not stop", log_tail(lxcpath, c.name))
+
+
+def shutdown(c: Any, lxcpath: Path, timeout: float) -> bool:
+    """Ask init to halt (``lxc.signal.halt``) and wait up to ``timeout`` (<0: forever).
+
+    Returns False on timeout, leaving the instance running; the caller decides what follows.
+    """
+    if c.state == "FROZEN":
+        c.unfreeze()
+    c.shutdown(0)  # sends the signal and returns: never wait in C with the GIL held
+    return wait_state(c, {"STOPPED"}, timeout)
+
+
+def freeze(c: Any, lxcpath: Path) -> None:
+    if not c.freeze():
+        raise LXCError(f"failed to freeze instance {c.name!r}", log_tail(lxcpath, c.name))
+
+
+def unfreeze(c: Any, lxcpath: Path) -> None:
+    if not c.unfreeze():
+        raise LXCError(f"failed to unfreeze instance {c.name!r}", log_tail(lxcpath, c.name))
+
+
+def exit_code(status: int) -> int:
+    """A wait status as LXD reports it: the exit code, or 128+N when killed by signal N."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _attach_opts(env: Mapping[str, str], cwd: str | None, uid: int | None,
+                 gid: int | None) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "env_policy": lxc.LXC_ATTACH_CLEAR_ENV,
+        "extra_env_vars": [f"{k}={v}" for k, v in env.items()],
+    }
+    if cwd is not None:
+        opts["initial_cwd"] = cwd
+    if uid is not None:
+        opts["uid"] = uid
+    if gid is not None:
+        opts["gid"] = gid
+    return opts
+
+
+def spawn(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
+          uid: int | None = None, gid: int | None = None, stdin: int | None = None,
+          stdout: int | None = None, stderr: int | None = None) -> int:
+    """Start ``argv`` inside the container with the given fds; returns the host pid to wait on.
+
+    ``lxc.attach_run_command`` execs straight away in the child, so no Python runs after fork
+    (forking a multithreaded interpreter, e.g. a Jupyter kernel, is otherwise fragile).
+    """
+    if c.state == "FROZEN":
+        raise WrongState(f"instance {c.name!r} is frozen")
+    if c.state != "RUNNING":
+        raise WrongState(f"instance {c.name!r} is not running")
+    opts = _attach_opts(env, cwd, uid, gid)
+    for key, fd in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+        if fd is not None:
+            opts[key] = fd
+    pid: int = c.attach(lxc.attach_run_command, list(argv), **opts)
+    if pid < 0:
+        raise LXCError(f"failed to run {argv[0]!r} in instance {c.name!r}")
+    return pid
+
+
+def run(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
+        uid: int | None = None, gid: int | None = None, input: bytes | None = None,
+        stdout_cb: Callable[[bytes], None] | None = None,
+        stderr_cb: Callable[[bytes], None] | None = None, timeout: float | None = None
+        ) -> ExecResult:
+    """Run ``argv`` to completion, feeding ``input`` and collecting (or streaming) its output.
+
+    Output is read while the command runs (select loop), so a chatty command never blocks on a
+    full pipe. With ``timeout`` the command is killed (SIGKILL) when it runs too long.
+    """
+    in_r, in_w = os.pipe() if input is not None else (os.open(os.devnull, os.O_RDONLY), -1)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        pid = spawn(c, argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=in_r, stdout=out_w,
+                    stderr=err_w)
+    except BaseException:
+        for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
+            if fd >= 0:
+                os.close(fd)
+        raise
+    os.close(in_r)
+    os.close(out_w)
+    os.close(err_w)
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    cbs = {out_r: stdout_cb, err_r: stderr_cb}
+    pending = memoryview(input) if input is not None else None
+    readers = [out_r, err_r]
+    writers = [in_w] if in_w >= 0 else []
+    if pending is not None and not pending:
+        os.close(in_w)
+        writers = []
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    killed = False
+    try:
+        while readers or writers:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            r, w, _ = select.select(readers, writers, [], wait)
+            if not r and not w and deadline is not None and time.monotonic() >= deadline:
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+                deadline = None
+                continue
+            for fd in r:
+                data = os.read(fd, 65536)
+                if not data:
+                    readers.remove(fd)
+                    continue
+                cb = cbs[fd]
+                if cb is not None:
+                    cb(data)
+                else:
+                    chunks[fd].append(data)
+            for fd in w:
+                assert pending is not None
+                try:
+                    n = os.write(fd, pending[:65536])
+                except BrokenPipeError:
+                    n = len(pending)
+                pending = pending[n:]
+                if not pending:
+                    os.close(fd)
+                    writers.remove(fd)
+    finally:
+        for fd in (out_r, err_r, *writers):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    code = exit_code(status)
+    if killed:
+        code = 137
+    return ExecResult(code, b"".join(chunks[out_r]), b"".join(chunks[err_r]))
+
+
+def interactive(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
+                uid: int | None = None, gid: int | None = None,
+                stdin: IO[bytes] | int = 0, stdout: IO[bytes] | int = 1,
+                stderr: IO[bytes] | int = 2) -> int:
+    """Run with the caller's own fds (a terminal, or inherited pipes) and return the exit code."""
+    def fd(x: IO[bytes] | int) -> int:
+        return x if isinstance(x, int) else x.fileno()
+    pid = spawn(c, argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=fd(stdin), stdout=fd(stdout),
+                stderr=fd(stderr))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return exit_code(status)
+        except InterruptedError:
+            continue
+
+
+# -- cgroups -----------------------------------------------------------------------------------
+
+def cgroup_version() -> int:
+    """2 on a pure cgroup2 host; 1 where the v1 controllers are mounted (hybrid included)."""
+    return 2 if Path("/sys/fs/cgroup/cgroup.controllers").exists() else 1
+
+
+def cgroup_get(c: Any, key: str) -> str | None:
+    try:
+        value: str = c.get_cgroup_item(key)
+    except KeyError:
+        return None
+    return value
+
+
+def cgroup_set(c: Any, lxcpath: Path, key: str, value: str) -> None:
+    if not c.set_cgroup_item(key, value):
+        raise LXCError(f"failed to set cgroup {key}={value} on instance {c.name!r}",
+                       log_tail(lxcpath, c.name))
+
+
+def interfaces(c: Any) -> list[str]:
+    try:
+        return list(c.get_interfaces() or ())
+    except Exception:
+        return []
+
+
+def ips(c: Any, interface: str | None = None, family: str | None = None) -> list[str]:
+    try:
+        kwargs: dict[str, Any] = {}
+        if interface:
+            kwargs["interface"] = interface
+        if family:
+            kwargs["family"] = family
+        return list(c.get_ips(**kwargs) or ())
+    except Exception:
+        return []
+
+
+def list_running(lxcpath: Path) -> set[str]:
+    return set(lxc.list_containers(active=True, defined=False, config_path=str(lxcpath)))

@@ -1,0 +1,173 @@
+"""Records on disk: where each thing lives under a root, atomic writes, and cross-process locks.
+
+There is no daemon and no database: a YAML record written atomically (tmp + fsync + rename +
+directory fsync) is the commit point of every operation. Anything on disk without a record is a
+leftover of an interrupted operation and is removed by the next call that meets it.
+
+liblxc only locks inside one API call, so lxdlib takes its own ``flock`` per object (and one
+host-wide lock for invariants that span objects, such as name uniqueness or idmap allocation).
+``flock`` locks belong to the open file description, so they also serialise threads of one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from .errors import Busy, LxdlibError
+
+DEFAULT_ROOT = "/var/lib/lxdlib"
+
+
+@attrs.frozen
+class Paths:
+    """Every path lxdlib uses under one root; two roots never see each other."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str] | None = None) -> Paths:
+        chosen = root if root is not None else os.environ.get("LXDLIB_ROOT") or DEFAULT_ROOT
+        return cls(Path(chosen).absolute())
+
+    @property
+    def lxcpath(self) -> Path:
+        """liblxc's lxcpath: ``<lxcpath>/<name>/config`` and lxdlib's record beside it."""
+        return self.root / "containers"
+
+    def instance_dir(self, name: str) -> Path:
+        return self.lxcpath / name
+
+    def instance_record(self, name: str) -> Path:
+        return self.lxcpath / name / "instance.yaml"
+
+    @property
+    def profiles(self) -> Path:
+        return self.root / "profiles"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def pools(self) -> Path:
+        return self.root / "storage-pools"
+
+    @property
+    def networks(self) -> Path:
+        return self.root / "networks"
+
+    @property
+    def disks(self) -> Path:
+        """Loop files backing the default pools."""
+        return self.root / "disks"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def run(self) -> Path:
+        """Runtime files: pid files, sockets, dnsmasq leases."""
+        return self.root / "run"
+
+    @property
+    def server_config(self) -> Path:
+        return self.root / "server.yaml"
+
+    def ensure(self) -> None:
+        for d in (self.root, self.lxcpath, self.profiles, self.images, self.pools,
+                  self.networks, self.disks, self.locks, self.run):
+            d.mkdir(parents=True, exist_ok=True)
+        # Instance directories hold rootfs mount points and configs: keep other host users out.
+        os.chmod(self.root, 0o711)
+        os.chmod(self.lxcpath, 0o711)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data``: a crash leaves the old content or the new, never half."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, p)
+    fsync_dir(p.parent)
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, default_flow_style=False, sort_keys=False, allow_unicode=True)
+
+
+def write_yaml(path: str | os.PathLike[str], data: Any) -> None:
+    atomic_write(path, dump_yaml(data).encode())
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Read a record; a symlinked record is refused (it could point at any host file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise LxdlibError(f"refusing to read {path}: it is a symlink") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        return yaml.safe_load(f)
+
+
+def remove_stale_tmp(directory: Path) -> None:
+    """Remove ``.<name>.tmp<pid>`` files left by an atomic write whose process died."""
+    for entry in directory.glob(".*.tmp*"):
+        pid = entry.name.rsplit(".tmp", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+
+
+@contextlib.contextmanager
+def lock(paths: Paths, kind: str, name: str, timeout: float = 120.0) -> Iterator[None]:
+    """Hold the exclusive lock on one object (``kind``/``name``) across processes and threads."""
+    paths.locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.locks / f"{kind}.{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Busy(f"{kind} {name!r} is busy: another process holds its lock") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock

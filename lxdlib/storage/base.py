@@ -1,0 +1,165 @@
+"""The contract every pool driver keeps, so instances never care which filesystem holds them.
+
+A pool holds four kinds of volume, each a directory the driver can give a path for:
+
+- ``images/<fingerprint>``: an image unpacked once per pool, read-only after it is filled;
+- ``containers/<name>``: an instance's volume (``rootfs/``, ``metadata.yaml``, ``templates/``),
+  made as a copy-on-write clone of an image volume where the driver can;
+- ``containers-snapshots/<name>/<snap>``: read-only point-in-time copies of an instance volume;
+- ``custom/<name>``: user volumes (attached as disk devices).
+
+Every method that creates something is atomic from the caller's view: it either leaves the new
+volume complete at its final path or leaves nothing (a half-made volume is built under a temporary
+name and renamed into place last, or removed on failure). ``cleanup_leftovers`` removes temporary
+volumes that a killed process left behind.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+
+from ..state import Paths
+
+
+@attrs.define
+class PoolUsage:
+    """Space figures of a pool, in bytes (``None`` where the backend cannot say)."""
+
+    used: int | None
+    total: int | None
+
+
+class PoolDriver(abc.ABC):
+    """One storage pool. Construct with the pool's record; ``create()`` makes it on the host."""
+
+    driver: ClassVar[str]
+    #: liblxc can mount the instance rootfs with ``idmap=container`` (false on FUSE filesystems:
+    #: there the instance's rootfs ownership is shifted on disk instead).
+    supports_idmapped_mounts: ClassVar[bool] = True
+    #: snapshots of a running instance need no freeze (btrfs, zfs); ``dir`` freezes and copies.
+    snapshot_needs_freeze: ClassVar[bool] = False
+
+    def __init__(self, paths: Paths, name: str, config: dict[str, str]) -> None:
+        self.paths = paths
+        self.name = name
+        self.config = config
+
+    # -- pool lifecycle -------------------------------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def validate_config(cls, config: dict[str, str]) -> dict[str, str]:
+        """Check the pool keys (``source``, ``size``, driver keys), fill defaults, return them.
+
+        Raises ``InvalidConfig`` for unknown keys or bad values (keys of other drivers included).
+        """
+
+    @abc.abstractmethod
+    def create(self) -> None:
+        """Make the pool on the host (loop file + mkfs, a block device, an existing directory or
+        dataset) and mount it. On failure, undo everything this call did."""
+
+    @abc.abstractmethod
+    def delete(self) -> None:
+        """Unmount and remove the pool; loop files made by ``create`` are deleted."""
+
+    @abc.abstractmethod
+    def mount(self) -> None:
+        """Make sure the pool is mounted (idempotent; used on every first access after a reboot)."""
+
+    @abc.abstractmethod
+    def unmount(self) -> None:
+        """Unmount the pool and detach its loop device (idempotent)."""
+
+    @abc.abstractmethod
+    def usage(self) -> PoolUsage:
+        ...
+
+    @abc.abstractmethod
+    def cleanup_leftovers(self) -> None:
+        """Remove temporary volumes left by interrupted operations."""
+
+    # -- paths ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def volume_path(self, kind: str, name: str) -> Path:
+        """Where the volume is mounted or lives: ``kind`` is ``images``, ``containers``,
+        ``containers-snapshots`` (name ``inst/snap``) or ``custom``."""
+
+    @abc.abstractmethod
+    def volume_exists(self, kind: str, name: str) -> bool:
+        ...
+
+    # -- images ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_image_volume(self, fingerprint: str, fill: Callable[[Path], None]) -> Path:
+        """Make ``images/<fingerprint>``: create a temporary volume, call ``fill(path)`` to unpack
+        into it, make it read-only and rename it into place. If ``fill`` raises, nothing remains."""
+
+    @abc.abstractmethod
+    def delete_image_volume(self, fingerprint: str) -> None:
+        ...
+
+    # -- instances ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_instance_volume(self, name: str, image: str | None = None) -> Path:
+        """Make ``containers/<name>``: a writable copy-on-write clone of ``images/<image>``, or an
+        empty volume when ``image`` is None. Atomic."""
+
+    @abc.abstractmethod
+    def delete_instance_volume(self, name: str) -> None:
+        """Remove the instance volume and all its snapshots (idempotent)."""
+
+    @abc.abstractmethod
+    def rename_instance_volume(self, old: str, new: str) -> None:
+        """Rename the volume and its snapshots."""
+
+    @abc.abstractmethod
+    def copy_instance_volume(self, src: str, dst: str, snapshot: str | None = None) -> Path:
+        """Make ``containers/<dst>`` as a writable copy of ``src`` (or of its snapshot)."""
+
+    @abc.abstractmethod
+    def set_quota(self, kind: str, name: str, size: int | None) -> None:
+        """Limit the volume to ``size`` bytes (``None`` removes the limit). Past the limit a write
+        fails with EDQUOT/ENOSPC for the writer; nothing else is hurt."""
+
+    @abc.abstractmethod
+    def volume_usage(self, kind: str, name: str) -> int | None:
+        """Bytes the volume uses (``None`` where unknown, e.g. btrfs quotas off)."""
+
+    # -- snapshots ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_snapshot(self, name: str, snap: str) -> Path:
+        """Read-only snapshot ``containers-snapshots/<name>/<snap>``; works on a running instance."""
+
+    @abc.abstractmethod
+    def delete_snapshot(self, name: str, snap: str) -> None:
+        ...
+
+    @abc.abstractmethod
+    def rename_snapshot(self, name: str, old: str, new: str) -> None:
+        ...
+
+    @abc.abstractmethod
+    def restore_snapshot(self, name: str, snap: str) -> None:
+        """Make the instance volume equal to the snapshot, atomically: the live volume is set aside,
+        the snapshot cloned into place, the aside removed last (restored on failure)."""
+
+    @abc.abstractmethod
+    def list_snapshots(self, name: str) -> list[str]:
+        ...
+
+    # -- custom volumes -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_custom_volume(self, name: str, size: int | None = None) -> Path:
+        ...
+
+    @abc.abstractmethod
+    def delete_custom_volume(self, name: str) -> None:
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "driver": self.driver, "config": dict(self.config)}

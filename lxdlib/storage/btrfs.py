@@ -1,0 +1,312 @@
+"""The ``btrfs`` driver: subvolumes and snapshots through Debian's ``btrfsutil``, quotas through
+qgroups (the ``btrfs`` CLI, since btrfsutil has no qgroup limits).
+
+Every volume is a subvolume: an image is filled then made read-only, an instance is a writable
+snapshot of it (copy-on-write, so its cost does not grow with the image), a snapshot is a
+read-only snapshot. The pool lives on a loop file (default), a block device, or a directory of an
+existing btrfs filesystem.
+
+Known limits (as in LXD): snapshots do not descend into subvolumes nested inside a volume (they
+show up as empty directories), and a qgroup limit does not cover nested subvolumes either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+from pathlib import Path
+
+import btrfsutil
+
+from ..config.units import parse_size
+from ..errors import InvalidArgument, InvalidConfig, StorageError
+from ..state import lock
+from .base import PoolUsage
+from .dir import DirPool, check_keys
+from .loop import (
+    attach_loop,
+    create_sparse_file,
+    detach_loops,
+    fs_type,
+    is_mounted,
+    mount,
+    run,
+    storage_errors,
+    unmount,
+)
+
+DEFAULT_SIZE = "5GiB"
+DEFAULT_MOUNT_OPTIONS = "user_subvol_rm_allowed"
+#: mkfs.btrfs refuses devices much smaller than this.
+MIN_SIZE = 128 * 1024 * 1024
+_MOUNT_OPTION = re.compile(r"[A-Za-z0-9_.=:/+-]+")
+
+
+class BtrfsPool(DirPool):
+    """A btrfs filesystem (loop file, block device or existing directory) holding subvolumes."""
+
+    driver = "btrfs"
+    snapshot_needs_freeze = False
+    KEYS = frozenset({"source", "size", "btrfs.mount_options"})
+
+    # -- config ---------------------------------------------------------------------------------
+    @classmethod
+    def validate_config(cls, config: dict[str, str]) -> dict[str, str]:
+        check_keys(cls.driver, config, cls.KEYS)
+        source = config.get("source", "")
+        if source and not os.path.isabs(source):
+            raise InvalidConfig("source", "must be empty, a block device or an absolute path",
+                                source)
+        size = config.get("size", "")
+        if size:
+            if source:
+                raise InvalidConfig("size", "applies only to a loop-file pool (empty source)",
+                                    size)
+            try:
+                nbytes = parse_size(size)
+            except InvalidArgument as e:
+                raise InvalidConfig("size", str(e), size) from None
+            if nbytes < MIN_SIZE:
+                raise InvalidConfig("size", "a btrfs pool needs at least 128MiB", size)
+        options = config.get("btrfs.mount_options", DEFAULT_MOUNT_OPTIONS)
+        if options and not all(_MOUNT_OPTION.fullmatch(o) for o in options.split(",")):
+            raise InvalidConfig("btrfs.mount_options", "must be comma-separated mount options",
+                                options)
+        out = {"source": os.path.normpath(source) if source else ""}
+        if not source:
+            out["size"] = size or DEFAULT_SIZE
+        out["btrfs.mount_options"] = options
+        return out
+
+    # -- where things are -----------------------------------------------------------------------
+    @property
+    def source_kind(self) -> str:
+        """``loop`` (lxdlib's loop file), ``block`` (a device) or ``dir`` (inside a btrfs)."""
+        source = self.config.get("source", "")
+        if not source:
+            return "loop"
+        if source.startswith("/dev/"):
+            return "block"
+        try:
+            return "block" if stat.S_ISBLK(os.stat(source).st_mode) else "dir"
+        except FileNotFoundError:
+            return "dir"
+
+    @property
+    def owns_base(self) -> bool:
+        return False  # the mount point (or the user's directory) is never removed whole
+
+    @property
+    def mountpoint(self) -> Path:
+        return self.paths.pools / self.name
+
+    @property
+    def loop_file(self) -> Path:
+        return self.paths.disks / f"{self.name}.img"
+
+    @property
+    def base(self) -> Path:
+        if self.source_kind == "dir":
+            return Path(self.config["source"])
+        return self.mountpoint
+
+    @property
+    def _device(self) -> str:
+        return self.config["source"] if self.source_kind == "block" else attach_loop(
+            self.loop_file)
+
+    # -- primitives -----------------------------------------------------------------------------
+    def _make_volume(self, path: Path) -> None:
+        btrfsutil.create_subvolume(path)
+        os.chmod(path, 0o711)
+
+    def _clone(self, src: Path, dst: Path, read_only: bool) -> None:
+        btrfsutil.create_snapshot(src, dst, read_only=read_only)
+
+    def _set_read_only(self, path: Path) -> None:
+        btrfsutil.set_subvolume_read_only(path, True)
+
+    def _remove(self, path: Path) -> None:
+        """Delete subvolumes (nested ones too) and the plain directories that hold them."""
+        if not os.path.lexists(path):
+            return
+        if path.is_dir() and not path.is_symlink():
+            if btrfsutil.is_subvolume(path):
+                btrfsutil.delete_subvolume(path, recursive=True)
+                return
+            for entry in os.scandir(path):
+                self._remove(Path(entry.path))
+            os.rmdir(path)
+        else:
+            path.unlink()
+
+    def _stamp(self, path: Path) -> None:
+        """btrfs records each subvolume's creation time (otime) itself."""
+
+    def _created(self, path: Path) -> float:
+        """Subvolume ids only grow, so they order snapshots by creation (otime has whole
+        seconds only)."""
+        return float(btrfsutil.subvolume_id(path))
+
+    # -- quotas ---------------------------------------------------------------------------------
+    def _check_quota(self, size: int | None) -> None:
+        """btrfs can limit any subvolume."""
+
+    def _qgroup_row(self, path: Path) -> list[str] | None:
+        """The ``qgroup show`` row of ``path``'s own qgroup; None when quotas are off."""
+        proc = run(["btrfs", "qgroup", "show", "-re", "--raw", "-f", str(path)], check=False)
+        if proc.returncode != 0:
+            if "not enabled" in proc.stderr or "ENOENT" in proc.stderr:
+                return None
+            raise StorageError(f"btrfs qgroup show {path} failed: {proc.stderr.strip()}")
+        qgroup = f"0/{btrfsutil.subvolume_id(path)}"
+        for line in proc.stdout.splitlines():
+            fields = line.split()
+            if fields and fields[0] == qgroup:
+                return fields
+        return []
+
+    def _enable_quotas(self) -> None:
+        run(["btrfs", "quota", "enable", str(self.base)])
+        # Enabling starts a rescan; limits are only exact once it has finished.
+        run(["btrfs", "quota", "rescan", "-w", str(self.base)], check=False)
+
+    def _apply_quota(self, path: Path, size: int | None) -> None:
+        row = self._qgroup_row(path)
+        if size is None:
+            if row:
+                run(["btrfs", "qgroup", "limit", "none", str(path)])
+                run(["btrfs", "qgroup", "limit", "-e", "none", str(path)], check=False)
+            return
+        if row is None:
+            self._enable_quotas()
+            row = self._qgroup_row(path)
+        if not row:  # quotas on, but this subvolume has no qgroup yet
+            qgroup = f"0/{btrfsutil.subvolume_id(path)}"
+            run(["btrfs", "qgroup", "create", qgroup, str(self.base)])
+        # A referenced limit, as LXD sets: data shared with the image counts too.
+        run(["btrfs", "qgroup", "limit", str(size), str(path)])
+        run(["btrfs", "qgroup", "limit", "-e", "none", str(path)], check=False)
+
+    def _usage_of(self, path: Path) -> int | None:
+        """Referenced bytes of the volume's qgroup; None while quotas are off on the pool."""
+        with storage_errors(f"cannot sync {path}"):
+            btrfsutil.sync(path)  # qgroup numbers move at transaction commit
+        row = self._qgroup_row(path)
+        if not row:
+            return None
+        return int(row[1])
+
+    def quotas_enabled(self) -> bool:
+        return self._qgroup_row(self.base) is not None
+
+    # -- pool lifecycle -------------------------------------------------------------------------
+    def create(self) -> None:
+        kind = self.source_kind
+        if kind == "dir":
+            self._create_in_directory()
+            return
+        if kind == "block":
+            dev = self.config["source"]
+            if not os.path.exists(dev) or not stat.S_ISBLK(os.stat(dev).st_mode):
+                raise InvalidConfig("source", "is not a block device", dev)
+        with lock(self.paths, "storage-pool-mount", self.name):
+            try:
+                self._create_filesystem(kind)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._undo_create(kind)
+                raise
+
+    def _create_in_directory(self) -> None:
+        base = self.base
+        if not base.is_dir():
+            raise InvalidConfig("source", "is not an existing directory", str(base))
+        if fs_type(base) != "btrfs":
+            raise InvalidConfig("source", "is not on a btrfs filesystem", str(base))
+        if any(base.iterdir()):
+            raise InvalidConfig("source", "directory is not empty", str(base))
+        with storage_errors(f"cannot create storage pool {self.name!r}"):
+            try:
+                self._create_layout()
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    self._remove_layout()
+                raise
+
+    def _create_filesystem(self, kind: str) -> None:
+        with storage_errors(f"cannot create storage pool {self.name!r}"):
+            if kind == "loop":
+                # No record exists (create_pool checked under its lock): a loop file or mount
+                # of this name is debris of a create that died, so it goes.
+                self._undo_create(kind)
+                self.paths.disks.mkdir(mode=0o700, parents=True, exist_ok=True)
+                create_sparse_file(self.loop_file, parse_size(self.config["size"]))
+                run(["mkfs.btrfs", "-q", str(self.loop_file)])
+            else:
+                run(["mkfs.btrfs", "-q", self.config["source"]])
+            self.mountpoint.mkdir(mode=0o711, parents=True, exist_ok=True)
+            self._mount_filesystem()
+            self._create_layout()
+
+    def _undo_create(self, kind: str) -> None:
+        unmount(self.mountpoint)
+        if kind == "loop":
+            detach_loops(self.loop_file)
+            with contextlib.suppress(FileNotFoundError):
+                self.loop_file.unlink()
+        with contextlib.suppress(FileNotFoundError, OSError):
+            self.mountpoint.rmdir()
+
+    def _mount_filesystem(self) -> None:
+        dev = self._device
+        try:
+            mount(dev, self.mountpoint, "btrfs", self.config.get("btrfs.mount_options", ""))
+        except BaseException:
+            if self.source_kind == "loop":
+                detach_loops(self.loop_file)
+            raise
+
+    def delete(self) -> None:
+        kind = self.source_kind
+        with storage_errors(f"cannot delete storage pool {self.name!r}"):
+            if kind == "dir":
+                self._remove_layout()
+                return
+            with lock(self.paths, "storage-pool-mount", self.name):
+                if kind == "block" and is_mounted(self.mountpoint):
+                    self._remove_layout()  # the filesystem stays on the device: leave it empty
+                self._undo_create(kind)
+
+    def mount(self) -> None:
+        """Mount the pool if it is not (after a reboot); cheap when it already is."""
+        kind = self.source_kind
+        if kind == "dir":
+            super().mount()
+            return
+        if is_mounted(self.mountpoint):
+            return
+        with lock(self.paths, "storage-pool-mount", self.name):
+            if is_mounted(self.mountpoint):
+                return
+            if kind == "loop" and not self.loop_file.exists():
+                raise StorageError(
+                    f"storage pool {self.name!r}: loop file {self.loop_file} is missing")
+            with storage_errors(f"cannot mount storage pool {self.name!r}"):
+                self.mountpoint.mkdir(mode=0o711, parents=True, exist_ok=True)
+                self._mount_filesystem()
+
+    def unmount(self) -> None:
+        kind = self.source_kind
+        if kind == "dir":
+            return
+        with lock(self.paths, "storage-pool-mount", self.name):
+            unmount(self.mountpoint)
+            if kind == "loop":
+                detach_loops(self.loop_file)
+
+    def usage(self) -> PoolUsage:
+        with storage_errors(f"cannot read the usage of storage pool {self.name!r}"):
+            return super().usage()

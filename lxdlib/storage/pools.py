@@ -1,0 +1,162 @@
+"""Pool records: ``<root>/storage-pools/<name>.yaml`` says which driver holds a pool and how.
+
+The record is the commit point: ``create_pool`` makes the pool on the host first and writes the
+record last (undoing the driver's work if anything fails), and ``delete_pool`` removes the pool's
+data before the record, so a pool without a record is debris and a record always names a pool
+that was complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+from ..errors import AlreadyExists, InUse, InvalidConfig, InvalidName, NotFound, StorageError
+from ..state import Paths, lock, read_yaml, remove_stale_tmp, write_yaml
+from .base import PoolDriver
+from .btrfs import BtrfsPool
+from .dir import DirPool
+from .zfs import ZfsPool
+
+DRIVERS: dict[str, type[PoolDriver]] = {"dir": DirPool, "btrfs": BtrfsPool, "zfs": ZfsPool}
+
+POOL_NAME_MAX = 63
+
+
+def validate_pool_name(name: str) -> None:
+    """LXD's pool name rules: non-empty, no ``/`` or whitespace, not ``.``/``..``, no leading
+    ``.`` or ``-``, at most 63 characters."""
+    if not isinstance(name, str) or name == "":
+        raise InvalidName("storage pool", str(name), "name must not be empty")
+    if "/" in name:
+        raise InvalidName("storage pool", name, "name must not contain '/'")
+    if any(ch.isspace() for ch in name) or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise InvalidName("storage pool", name, "name must not contain whitespace or controls")
+    if name in (".", ".."):
+        raise InvalidName("storage pool", name, "name must not be '.' or '..'")
+    if name.startswith((".", "-")):
+        raise InvalidName("storage pool", name, "name must not start with '.' or '-'")
+    if len(name) > POOL_NAME_MAX:
+        raise InvalidName("storage pool", name, f"name must be at most {POOL_NAME_MAX} characters")
+
+
+def _record_path(paths: Paths, name: str) -> os.PathLike[str]:
+    return paths.pools / f"{name}.yaml"
+
+
+def _driver_class(driver: str) -> type[PoolDriver]:
+    cls = DRIVERS.get(driver)
+    if cls is None:
+        raise InvalidConfig("driver", f"unknown storage driver (known: {', '.join(DRIVERS)})",
+                            driver)
+    return cls
+
+
+def create_pool(paths: Paths, name: str, driver: str, config: dict[str, str] | None = None,
+                description: str = "") -> PoolDriver:
+    """Make a pool on the host and record it; on any failure nothing is left."""
+    validate_pool_name(name)
+    cls = _driver_class(driver)
+    checked = cls.validate_config(dict(config or {}))
+    if not isinstance(description, str):
+        raise InvalidConfig("description", "must be a string", repr(description))
+    paths.pools.mkdir(parents=True, exist_ok=True)
+    with lock(paths, "storage-pool", name):
+        if os.path.lexists(_record_path(paths, name)):
+            raise AlreadyExists("storage pool", name)
+        pool = cls(paths, name, checked)
+        pool.create()
+        try:
+            write_yaml(_record_path(paths, name), {
+                "name": name, "driver": driver, "description": description,
+                "config": dict(pool.config),
+            })
+        except BaseException:
+            with contextlib.suppress(Exception):
+                pool.delete()
+            raise
+    return pool
+
+
+def _read_record(paths: Paths, name: str) -> dict[str, Any]:
+    validate_pool_name(name)
+    try:
+        record = read_yaml(_record_path(paths, name))
+    except FileNotFoundError:
+        raise NotFound("storage pool", name) from None
+    if not isinstance(record, dict) or not isinstance(record.get("config", {}), dict):
+        raise StorageError(f"storage pool record {_record_path(paths, name)} is damaged")
+    return record
+
+
+def load_pool(paths: Paths, name: str) -> PoolDriver:
+    """The recorded pool, mounted (a no-op when it already is, e.g. not after a reboot)."""
+    pool = _make(paths, name)
+    pool.mount()
+    return pool
+
+
+def list_pools(paths: Paths) -> list[str]:
+    try:
+        entries = os.listdir(paths.pools)
+    except FileNotFoundError:
+        return []
+    return sorted(e[:-5] for e in entries if e.endswith(".yaml") and not e.startswith("."))
+
+
+def _volume_counts(pool: PoolDriver) -> dict[str, int]:
+    lister = getattr(pool, "list_volumes", None)
+    if lister is None:
+        return {}
+    counts = {kind: len(lister(kind)) for kind in ("images", "containers", "custom")}
+    counts["snapshots"] = sum(len(pool.list_snapshots(n)) for n in lister("containers"))
+    return counts
+
+
+def _make(paths: Paths, name: str) -> PoolDriver:
+    record = _read_record(paths, name)
+    cls = _driver_class(str(record.get("driver")))
+    config = {str(k): str(v) for k, v in (record.get("config") or {}).items()}
+    return cls(paths, name, config)
+
+
+def delete_pool(paths: Paths, name: str, *, force: bool = False) -> None:
+    """Remove a pool. Refused with ``InUse`` while instance or custom volumes exist on it;
+    image volumes (caches of the image store) go with the pool, as in LXD.
+
+    A pool that cannot be mounted any more (its loop file or device is gone) is refused with
+    the mount error unless ``force`` is given; then its record and what is left are removed.
+    """
+    with lock(paths, "storage-pool", name):
+        pool = _make(paths, name)
+        try:
+            pool.mount()
+            counts = _volume_counts(pool)
+        except StorageError:
+            if not force:
+                raise
+            counts = {}
+        if counts.get("containers") or counts.get("custom"):
+            raise InUse(
+                f"storage pool {name!r} is in use: {counts.get('containers', 0)} instance and "
+                f"{counts.get('custom', 0)} custom volume(s) remain on it")
+        pool.delete()
+        os.unlink(_record_path(paths, name))
+        remove_stale_tmp(paths.pools)
+
+
+def pool_info(paths: Paths, name: str) -> dict[str, Any]:
+    """What ``lxc storage info`` shows: driver, config, space and how many volumes of each kind."""
+    record = _read_record(paths, name)
+    pool = load_pool(paths, name)
+    usage = pool.usage()
+    return {
+        "name": name,
+        "driver": pool.driver,
+        "description": record.get("description", ""),
+        "config": dict(pool.config),
+        "used": usage.used,
+        "total": usage.total,
+        "volumes": _volume_counts(pool),
+    }

@@ -1,0 +1,684 @@
+"""The ``zfs`` driver, through the ``zfs``/``zpool`` commands (here served by the zfs-fuse daemon).
+
+Layout under the pool's root dataset ``R`` (a zpool lxdlib made on ``<root>/disks/<name>.img``,
+or an existing dataset named by ``source``), mounted at ``<root>/storage-pools/<name>/``; the
+volume datasets inherit their mount points from it:
+
+- ``R/images/<fp>`` with ``@readonly``: an image volume; instances are ``zfs clone``s of that
+  snapshot. Deleting an image that still has clones moves it to ``R/deleted/images/`` (as LXD
+  does); it is destroyed with its last clone (or by ``cleanup_leftovers``).
+- ``R/containers/<name>`` with ``@snapshot-<snap>``; ``R/custom/<name>``.
+
+Copies (``copy_instance_volume``) are full ``zfs send | zfs receive`` copies, never clones, so no
+instance ever depends on another one. zfs-fuse specifics: no idmapped mounts (FUSE), no ``.zfs``
+directory (snapshot contents are not browsable at ``volume_path('containers-snapshots', …)``), a
+dataset must be unmounted and not ``readonly`` to be renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..config.units import parse_bool, parse_size
+from ..errors import (
+    AlreadyExists,
+    InvalidArgument,
+    InvalidConfig,
+    NotFound,
+    StorageError,
+    ToolMissing,
+    WrongState,
+)
+from ..state import Paths, lock
+from .base import PoolDriver, PoolUsage
+from .dir import SNAPSHOTS, VOLUME_KINDS, check_keys, check_volume_name
+from .loop import (
+    TMP,
+    create_sparse_file,
+    is_mounted,
+    mounts,
+    parse_temp_name,
+    pid_alive,
+    run,
+    temp_name,
+)
+
+DEFAULT_SIZE = "5GiB"
+MIN_SIZE = 64 * 1024 * 1024  # ZFS refuses smaller vdevs
+SNAP_PREFIX = "snapshot-"
+DAEMON = "zfs-fuse"
+_ZPOOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*")
+_DATASET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*")
+_RESERVED_ZPOOLS = ("mirror", "raidz", "spare", "log", "cache")
+
+# -- the zfs-fuse daemon --------------------------------------------------------------------------
+
+
+def _daemon_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm", encoding="utf-8") as f:
+                    if f.read().strip() == DAEMON:
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def _daemon_answers() -> bool:
+    try:
+        proc = subprocess.run(["zpool", "list", "-H"], capture_output=True, timeout=30,
+                              check=False, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise ToolMissing("zpool is not installed (Debian package zfs-fuse)") from None
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.returncode == 0
+
+
+def _wait_ready(timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _daemon_answers():
+        if time.monotonic() > deadline:
+            raise StorageError("the zfs-fuse daemon does not answer zpool commands")
+        time.sleep(0.05)
+
+
+def ensure_zfs_daemon(paths: Paths, timeout: float = 30.0) -> int | None:
+    """Start zfs-fuse if no zfs-fuse process runs; return the pid started (None if one ran).
+
+    Without the daemon every zfs/zpool command fails. It is started with its pid file under
+    ``paths.run`` and without the kstat mount, and outlives this process like a system service.
+    """
+    if _daemon_pids():
+        _wait_ready(timeout)
+        return None
+    paths.run.mkdir(parents=True, exist_ok=True)
+    with lock(paths, "daemon", DAEMON):
+        if _daemon_pids():
+            _wait_ready(timeout)
+            return None
+        pidfile = paths.run / f"{DAEMON}.pid"
+        with contextlib.suppress(FileNotFoundError):
+            pidfile.unlink()  # zfs-fuse refuses to start over a stale pid file
+        proc = run([DAEMON, "--no-kstat-mount", "--pidfile", str(pidfile)], check=False)
+        deadline = time.monotonic() + timeout
+        pid: int | None = None
+        while pid is None and time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                pid = int(pidfile.read_text().strip())
+            if pid is None:
+                time.sleep(0.02)
+        if pid is None:
+            if _daemon_pids():  # another root's lxdlib started one at the same moment
+                _wait_ready(timeout)
+                return None
+            raise StorageError(f"zfs-fuse did not start: {proc.stderr.strip() or proc.stdout}")
+        _wait_ready(max(1.0, deadline - time.monotonic()))
+        return pid
+
+
+def stop_zfs_daemon(pid: int | None, timeout: float = 60.0) -> None:
+    """Stop the zfs-fuse started by :func:`ensure_zfs_daemon` (by its pid) and wait for it."""
+    if pid is None:
+        return
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
+            if f.read().strip() != DAEMON:
+                return  # that pid is no longer our daemon
+    except FileNotFoundError:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}"):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+        time.sleep(0.05)
+
+
+# -- the driver -----------------------------------------------------------------------------------
+
+
+class ZfsPool(PoolDriver):
+    """ZFS datasets under one root dataset, mounted below ``<root>/storage-pools/<name>/``."""
+
+    driver = "zfs"
+    supports_idmapped_mounts = False
+    snapshot_needs_freeze = False
+    KEYS = frozenset({"source", "size", "zfs.pool_name", "zfs.use_refquota",
+                      "zfs.remove_snapshots"})
+
+    # -- config ---------------------------------------------------------------------------------
+    @classmethod
+    def validate_config(cls, config: dict[str, str]) -> dict[str, str]:
+        check_keys(cls.driver, config, cls.KEYS)
+        out = dict(config)
+        source = config.get("source", "")
+        pool_name = config.get("zfs.pool_name", "")
+        if source:
+            if source.startswith("/"):
+                raise InvalidConfig("source", "must be empty (a loop file) or the name of an "
+                                    "existing zpool or dataset; devices are not supported",
+                                    source)
+            if not _DATASET_NAME.fullmatch(source):
+                raise InvalidConfig("source", "is not a valid zpool or dataset name", source)
+            if pool_name and pool_name != source:
+                raise InvalidConfig("zfs.pool_name", "must equal source when source is set",
+                                    pool_name)
+        if pool_name and not source:
+            cls._check_zpool_name("zfs.pool_name", pool_name)
+        size = config.get("size", "")
+        if size:
+            if source:
+                raise InvalidConfig("size", "applies only to a loop-file pool (empty source)",
+                                    size)
+            try:
+                nbytes = parse_size(size)
+            except InvalidArgument as e:
+                raise InvalidConfig("size", str(e), size) from None
+            if nbytes < MIN_SIZE:
+                raise InvalidConfig("size", "a zfs pool needs at least 64MiB", size)
+        elif not source:
+            out["size"] = DEFAULT_SIZE
+        for key in ("zfs.use_refquota", "zfs.remove_snapshots"):
+            if key in config:
+                try:
+                    parse_bool(config[key])
+                except InvalidArgument:
+                    raise InvalidConfig(key, "must be a boolean (true/false)",
+                                        config[key]) from None
+        out["source"] = source
+        return out
+
+    @staticmethod
+    def _check_zpool_name(key: str, name: str) -> None:
+        if not _ZPOOL_NAME.fullmatch(name) or name.startswith(_RESERVED_ZPOOLS) or (
+                len(name) > 1 and name[0] == "c" and name[1].isdigit()):
+            raise InvalidConfig(key, "is not a valid zpool name (a letter, then letters, digits "
+                                "and _ - . :; not mirror/raidz/spare/log/cache/c<digit>)", name)
+
+    # -- where things are -----------------------------------------------------------------------
+    @property
+    def owns_zpool(self) -> bool:
+        """True when lxdlib made the zpool (on its loop file) and so may export/destroy it."""
+        return not self.config.get("source")
+
+    @property
+    def root(self) -> str:
+        return (self.config.get("zfs.pool_name") or self.config.get("source")
+                or self.name)
+
+    @property
+    def mountpoint(self) -> Path:
+        return self.paths.pools / self.name
+
+    @property
+    def loop_file(self) -> Path:
+        return self.paths.disks / f"{self.name}.img"
+
+    def _flag(self, key: str) -> bool:
+        value = self.config.get(key, "")
+        return bool(value) and parse_bool(value)
+
+    def dataset(self, kind: str, name: str) -> str:
+        """The dataset (or ``dataset@snapshot``) that holds a volume."""
+        if kind == SNAPSHOTS:
+            inst, sep, snap = name.partition("/")
+            if not sep:
+                raise InvalidArgument(f"snapshot {name!r} must be given as '<instance>/<snap>'")
+            check_volume_name("containers", inst)
+            check_volume_name(SNAPSHOTS, snap)
+            return f"{self.root}/containers/{inst}@{SNAP_PREFIX}{snap}"
+        if kind not in VOLUME_KINDS:
+            raise InvalidArgument(f"unknown volume kind {kind!r}")
+        check_volume_name(kind, name)
+        return f"{self.root}/{kind}/{name}"
+
+    def volume_path(self, kind: str, name: str) -> Path:
+        """Mount point of a volume. Snapshots are not mounted on zfs-fuse (no ``.zfs``): their
+        path is where LXD would show them, and it stays empty."""
+        self.dataset(kind, name)  # validates
+        if kind == SNAPSHOTS:
+            return self.mountpoint / SNAPSHOTS / name
+        return self.mountpoint / kind / name
+
+    # -- running zfs ----------------------------------------------------------------------------
+    @staticmethod
+    def _zfs(*args: str) -> str:
+        return run(["zfs", *args]).stdout
+
+    @staticmethod
+    def _exists(ds: str) -> bool:
+        return run(["zfs", "list", "-H", "-o", "name", ds], check=False).returncode == 0
+
+    def _get(self, prop: str, ds: str) -> str:
+        return self._zfs("get", "-H", "-p", "-o", "value", prop, ds).strip()
+
+    def _rows(self, *props: str, kind: str = "filesystem") -> list[list[str]]:
+        out = self._zfs("list", "-H", "-t", kind, "-o", ",".join(props), "-r", self.root)
+        return [line.split("\t") for line in out.splitlines() if line]
+
+    def _require(self, kind: str, name: str) -> str:
+        ds = self.dataset(kind, name)
+        if not self._exists(ds):
+            label = {"images": "image volume", "containers": "instance volume",
+                     "custom": "custom volume", SNAPSHOTS: "snapshot"}[kind]
+            raise NotFound(label, name, f"in storage pool {self.name!r}")
+        return ds
+
+    def _destroy(self, ds: str) -> None:
+        if self._exists(ds):
+            self._zfs("destroy", "-r", ds)
+
+    def _discard(self, ds: str) -> None:
+        with contextlib.suppress(Exception):
+            self._destroy(ds)
+
+    def _rename(self, old: str, new: str) -> None:
+        """zfs-fuse renames only unmounted, writable datasets: unmount, rename, mount."""
+        if self._get("mounted", old) == "yes":
+            self._zfs("unmount", old)
+        try:
+            self._zfs("rename", old, new)
+        except StorageError:
+            if self._exists(new) and not self._exists(old):
+                pass  # the rename happened after all
+            else:
+                with contextlib.suppress(StorageError):
+                    self._mount_ds(old)
+                if self._exists(new):
+                    raise AlreadyExists("dataset", new) from None
+                raise
+        self._mount_ds(new)
+
+    def _mount_ds(self, ds: str) -> None:
+        if self._get("mountpoint", ds) not in ("none", "legacy") and \
+                self._get("mounted", ds) != "yes":
+            self._zfs("mount", ds)
+
+    def list_volumes(self, kind: str) -> list[str]:
+        if kind not in VOLUME_KINDS:
+            raise InvalidArgument(f"unknown volume kind {kind!r}")
+        out = run(["zfs", "list", "-H", "-o", "name", "-d", "1", f"{self.root}/{kind}"],
+                  check=False).stdout
+        prefix = f"{self.root}/{kind}/"
+        names = [line[len(prefix):] for line in out.splitlines() if line.startswith(prefix)]
+        return sorted(n for n in names if not n.startswith("."))
+
+    def volume_exists(self, kind: str, name: str) -> bool:
+        return self._exists(self.dataset(kind, name))
+
+    # -- pool lifecycle -------------------------------------------------------------------------
+    def create(self) -> None:
+        ensure_zfs_daemon(self.paths)
+        with lock(self.paths, "storage-pool-mount", self.name):
+            self.config["zfs.pool_name"] = self.root
+            if self.owns_zpool:
+                self._check_zpool_name("zfs.pool_name", self.root)
+                self._create_zpool()
+            else:
+                self._adopt_dataset()
+            try:
+                for kind in VOLUME_KINDS:
+                    self._zfs("create", f"{self.root}/{kind}")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._undo_create()
+                raise
+
+    def _zpool_vdevs(self, zpool: str) -> list[str]:
+        out = run(["zpool", "status", zpool], check=False).stdout
+        return [line.split()[0] for line in out.splitlines() if line.strip().startswith("/")]
+
+    def _create_zpool(self) -> None:
+        zpool = self.root
+        if run(["zpool", "list", "-H", zpool], check=False).returncode == 0:
+            if str(self.loop_file) not in self._zpool_vdevs(zpool):
+                raise InvalidConfig("zfs.pool_name", "a zpool of that name already exists",
+                                    zpool)
+            run(["zpool", "destroy", "-f", zpool])  # debris of a create that died
+        with contextlib.suppress(FileNotFoundError):
+            self.loop_file.unlink()
+        self.paths.disks.mkdir(mode=0o700, parents=True, exist_ok=True)
+        create_sparse_file(self.loop_file, parse_size(self.config["size"]))
+        self.mountpoint.mkdir(mode=0o711, parents=True, exist_ok=True)
+        try:
+            run(["zpool", "create", "-o", "cachefile=none", "-m", str(self.mountpoint),
+                 zpool, str(self.loop_file)])
+        except BaseException:
+            self.loop_file.unlink()
+            raise
+
+    def _adopt_dataset(self) -> None:
+        ds = self.root
+        if not self._exists(ds):
+            raise InvalidConfig("source", "no such zpool or dataset", ds)
+        children = run(["zfs", "list", "-H", "-o", "name", "-r", ds]).stdout.split()
+        if children != [ds]:
+            raise InvalidConfig("source", "dataset is not empty (it has child datasets)", ds)
+        self.mountpoint.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self._zfs("set", f"mountpoint={self.mountpoint}", ds)
+        self._mount_ds(ds)
+
+    def _undo_create(self) -> None:
+        if self.owns_zpool:
+            if run(["zpool", "list", "-H", self.root], check=False).returncode == 0:
+                run(["zpool", "destroy", "-f", self.root])
+            with contextlib.suppress(FileNotFoundError):
+                self.loop_file.unlink()
+        else:
+            for kind in (*VOLUME_KINDS, "deleted"):
+                self._destroy(f"{self.root}/{kind}")
+            if self._exists(self.root):
+                with contextlib.suppress(StorageError):
+                    self._zfs("unmount", self.root)
+                self._zfs("inherit", "mountpoint", self.root)
+        self._remove_mountpoint()
+
+    def _remove_mountpoint(self) -> None:
+        """Remove the (now empty) mount point tree unless something is still mounted in it."""
+        top = str(self.mountpoint)
+        if any(mp == top or mp.startswith(top + "/") for mp, _, _ in mounts()):
+            return
+        shutil.rmtree(self.mountpoint, ignore_errors=True)
+
+    def delete(self) -> None:
+        with lock(self.paths, "storage-pool-mount", self.name):
+            ensure_zfs_daemon(self.paths)
+            self._undo_create()
+
+    def mount(self) -> None:
+        """Import the zpool if needed (after a reboot or a daemon restart) and mount every
+        dataset; cheap when the pool's root is mounted already."""
+        if is_mounted(self.mountpoint):
+            return
+        with lock(self.paths, "storage-pool-mount", self.name):
+            if is_mounted(self.mountpoint):
+                return
+            ensure_zfs_daemon(self.paths)
+            if not self._exists(self.root):
+                zpool = self.root.split("/")[0]
+                cmd = ["zpool", "import"]
+                if self.owns_zpool:
+                    if not self.loop_file.exists():
+                        raise StorageError(f"storage pool {self.name!r}: loop file "
+                                           f"{self.loop_file} is missing")
+                    # Not in the host's zpool cache: a test root's pool must not come back
+                    # by itself when the daemon restarts.
+                    cmd += ["-o", "cachefile=none", "-d", str(self.paths.disks)]
+                run([*cmd, zpool])
+            self._mount_all()
+
+    def _mount_all(self) -> None:
+        for name, mountpoint, mounted in self._rows("name", "mountpoint", "mounted"):
+            if mounted != "yes" and mountpoint not in ("none", "legacy", "-"):
+                self._zfs("mount", name)
+
+    def unmount(self) -> None:
+        with lock(self.paths, "storage-pool-mount", self.name):
+            if not _daemon_pids() or not self._exists(self.root):
+                return
+            if self.owns_zpool:
+                run(["zpool", "export", self.root.split("/")[0]])
+                return
+            rows = self._rows("name", "mounted")
+            for name, mounted in sorted(rows, key=lambda r: -r[0].count("/")):
+                if mounted == "yes":
+                    self._zfs("unmount", name)
+
+    def usage(self) -> PoolUsage:
+        used, avail = self._zfs("get", "-H", "-p", "-o", "value", "used,available",
+                                self.root).split()
+        return PoolUsage(used=int(used), total=int(used) + int(avail))
+
+    def cleanup_leftovers(self) -> None:
+        """Destroy temporary datasets and snapshots of dead processes, finish image volumes
+        whose creator died between rename and read-only, drop unused deleted images, and
+        mount whatever is not."""
+        rows = self._rows("name", "origin", "readonly")
+        origins = {origin.split("@")[0] for _, origin, _ in rows if origin != "-"}
+        for name, _, readonly in rows:
+            parts = name[len(self.root) + 1:].split("/")
+            if len(parts) != 2:
+                continue
+            kind, leaf = parts
+            parsed = parse_temp_name(leaf)
+            if kind in VOLUME_KINDS and parsed is not None and not pid_alive(parsed[1]):
+                self._discard(name)
+            elif kind == "images" and parsed is None and readonly != "on":
+                self._zfs("set", "readonly=on", name)
+        for name, _, _ in rows:
+            if name.startswith(f"{self.root}/deleted/images/") and name not in origins:
+                self._discard(name)
+        for (snap,) in self._rows("name", kind="snapshot"):
+            parsed = parse_temp_name("." + snap.split("@", 1)[1])
+            if parsed is not None and not pid_alive(parsed[1]):
+                with contextlib.suppress(StorageError):
+                    self._zfs("destroy", snap)
+        self._mount_all()
+
+    # -- images ---------------------------------------------------------------------------------
+    def create_image_volume(self, fingerprint: str, fill: Callable[[Path], None]) -> Path:
+        final = self.dataset("images", fingerprint)
+        path = self.volume_path("images", fingerprint)
+        if self._exists(final):
+            return path
+        leaf = temp_name(TMP, fingerprint)
+        tmp = f"{self.root}/images/{leaf}"
+        self._zfs("create", tmp)
+        try:
+            self._mount_ds(tmp)
+            fill(self.mountpoint / "images" / leaf)
+            self._zfs("snapshot", f"{tmp}@readonly")
+            try:
+                self._rename(tmp, final)
+            except AlreadyExists:
+                self._discard(tmp)  # another process won the race: keep its volume
+                return path
+        except BaseException:
+            self._discard(tmp)
+            raise
+        self._zfs("set", "readonly=on", final)
+        return path
+
+    def _clones_of(self, ds: str) -> list[str]:
+        return [name for name, origin in self._rows("name", "origin")
+                if origin.split("@")[0] == ds]
+
+    def delete_image_volume(self, fingerprint: str) -> None:
+        """Destroy ``images/<fp>`` (idempotent); while instances are clones of it, move it to
+        ``deleted/images/`` instead, where the last clone's deletion destroys it."""
+        ds = self.dataset("images", fingerprint)
+        if not self._exists(ds):
+            return
+        if not self._clones_of(ds):
+            self._destroy(ds)
+            return
+        if not self._exists(f"{self.root}/deleted"):
+            run(["zfs", "create", "-o", "mountpoint=none", f"{self.root}/deleted"], check=False)
+        if not self._exists(f"{self.root}/deleted/images"):
+            run(["zfs", "create", f"{self.root}/deleted/images"], check=False)
+        self._zfs("set", "readonly=off", ds)
+        self._rename(ds, f"{self.root}/deleted/images/{temp_name('deleted', fingerprint)[1:]}")
+
+    # -- instances ------------------------------------------------------------------------------
+    def create_instance_volume(self, name: str, image: str | None = None) -> Path:
+        """``zfs clone`` of the image's ``@readonly`` (or an empty dataset): one atomic
+        command, so no temporary name is needed."""
+        final = self.dataset("containers", name)
+        if self._exists(final):
+            raise AlreadyExists("instance volume", name)
+        if image is not None:
+            src = self._require("images", image)
+            cmd = ["zfs", "clone", f"{src}@readonly", final]
+        else:
+            cmd = ["zfs", "create", final]
+        proc = run(cmd, check=False)
+        if proc.returncode != 0:
+            if "exists" in proc.stderr:
+                raise AlreadyExists("instance volume", name)
+            raise StorageError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
+        self._mount_ds(final)
+        return self.volume_path("containers", name)
+
+    def delete_instance_volume(self, name: str) -> None:
+        ds = self.dataset("containers", name)
+        if not self._exists(ds):
+            return
+        origin = self._get("origin", ds).split("@")[0]
+        self._zfs("destroy", "-r", ds)
+        if origin.startswith(f"{self.root}/deleted/") and not self._clones_of(origin):
+            self._discard(origin)
+
+    def rename_instance_volume(self, old: str, new: str) -> None:
+        src = self._require("containers", old)
+        dst = self.dataset("containers", new)
+        if self._exists(dst):
+            raise AlreadyExists("instance volume", new)
+        try:
+            self._rename(src, dst)
+        except AlreadyExists:
+            raise AlreadyExists("instance volume", new) from None
+
+    def copy_instance_volume(self, src: str, dst: str, snapshot: str | None = None) -> Path:
+        """A full ``send | receive`` copy (not a clone), so neither side depends on the other."""
+        source = self._require("containers", src)
+        final = self.dataset("containers", dst)
+        if self._exists(final):
+            raise AlreadyExists("instance volume", dst)
+        made_snap = None
+        if snapshot is None:
+            made_snap = f"{source}@{temp_name(TMP, 'copy')[1:]}"
+            self._zfs("snapshot", made_snap)
+            snap = made_snap
+        else:
+            snap = self._require(SNAPSHOTS, f"{src}/{snapshot}")
+        tmp = f"{self.root}/containers/{temp_name(TMP, dst)}"
+        try:
+            self._send_receive(snap, tmp)
+            self._zfs("destroy", f"{tmp}@{snap.split('@', 1)[1]}")
+            try:
+                self._rename(tmp, final)
+            except AlreadyExists:
+                raise AlreadyExists("instance volume", dst) from None
+        except BaseException:
+            self._discard(tmp)
+            raise
+        finally:
+            if made_snap is not None:
+                with contextlib.suppress(StorageError):
+                    self._zfs("destroy", made_snap)
+        return self.volume_path("containers", dst)
+
+    @staticmethod
+    def _send_receive(snap: str, target: str) -> None:
+        with subprocess.Popen(["zfs", "send", snap], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as send:
+            recv = subprocess.run(["zfs", "receive", "-u", target], stdin=send.stdout,
+                                  capture_output=True, check=False)
+            assert send.stdout is not None
+            send.stdout.close()
+            send_err = send.stderr.read() if send.stderr else b""
+            send.wait()
+        if send.returncode != 0 or recv.returncode != 0:
+            err = (send_err + recv.stderr).decode(errors="replace").strip()
+            raise StorageError(f"zfs send {snap} | zfs receive {target} failed: {err}")
+
+    def set_quota(self, kind: str, name: str, size: int | None) -> None:
+        """``quota`` (counts the volume's snapshots) or ``refquota`` with zfs.use_refquota."""
+        if kind == SNAPSHOTS:
+            raise InvalidArgument("snapshots are read-only: they take no quota")
+        if size is not None and size <= 0:
+            raise InvalidArgument(f"quota must be a positive number of bytes, not {size}")
+        ds = self._require(kind, name)
+        self._set_quota(ds, size)
+
+    def _set_quota(self, ds: str, size: int | None) -> None:
+        used, unused = ("refquota", "quota") if self._flag("zfs.use_refquota") else (
+            "quota", "refquota")
+        self._zfs("set", f"{unused}=none", ds)
+        self._zfs("set", f"{used}={size if size is not None else 'none'}", ds)
+
+    def volume_usage(self, kind: str, name: str) -> int | None:
+        prop = "referenced" if self._flag("zfs.use_refquota") or kind == SNAPSHOTS else "used"
+        return int(self._get(prop, self._require(kind, name)))
+
+    # -- snapshots ------------------------------------------------------------------------------
+    def create_snapshot(self, name: str, snap: str) -> Path:
+        self._require("containers", name)
+        ds = self.dataset(SNAPSHOTS, f"{name}/{snap}")
+        proc = run(["zfs", "snapshot", ds], check=False)
+        if proc.returncode != 0:
+            if "exists" in proc.stderr:
+                raise AlreadyExists("snapshot", f"{name}/{snap}")
+            raise StorageError(f"zfs snapshot {ds} failed: {proc.stderr.strip()}")
+        return self.volume_path(SNAPSHOTS, f"{name}/{snap}")
+
+    def delete_snapshot(self, name: str, snap: str) -> None:
+        self._zfs("destroy", self._require(SNAPSHOTS, f"{name}/{snap}"))
+
+    def rename_snapshot(self, name: str, old: str, new: str) -> None:
+        src = self._require(SNAPSHOTS, f"{name}/{old}")
+        dst = self.dataset(SNAPSHOTS, f"{name}/{new}")
+        if self._exists(dst):
+            raise AlreadyExists("snapshot", f"{name}/{new}")
+        self._zfs("rename", src, dst)
+
+    def _snapshot_names(self, ds: str) -> list[str]:
+        out = self._zfs("list", "-H", "-t", "snapshot", "-o", "name", "-s", "createtxg",
+                        "-d", "1", ds)
+        return [line.split("@", 1)[1] for line in out.splitlines() if "@" in line]
+
+    def restore_snapshot(self, name: str, snap: str) -> None:
+        """``zfs rollback``: atomic, but only to the latest snapshot unless
+        ``zfs.remove_snapshots=true``, which destroys the later ones (as in LXD)."""
+        ds = self._require("containers", name)
+        target = self._require(SNAPSHOTS, f"{name}/{snap}")
+        later = self._snapshot_names(ds)
+        later = later[later.index(target.split("@", 1)[1]) + 1:]
+        if later and not self._flag("zfs.remove_snapshots"):
+            shown = ", ".join(s.removeprefix(SNAP_PREFIX) for s in later)
+            raise WrongState(
+                f"snapshot {name}/{snap} cannot be restored: later snapshots exist ({shown}); "
+                "ZFS can only roll back to the latest one (set zfs.remove_snapshots=true on the "
+                "pool to destroy the later snapshots)")
+        self._zfs("rollback", *(["-r"] if later else []), target)
+
+    def list_snapshots(self, name: str) -> list[str]:
+        """Snapshot names, oldest first."""
+        ds = self._require("containers", name)
+        return [s[len(SNAP_PREFIX):] for s in self._snapshot_names(ds)
+                if s.startswith(SNAP_PREFIX)]
+
+    # -- custom volumes -------------------------------------------------------------------------
+    def create_custom_volume(self, name: str, size: int | None = None) -> Path:
+        if size is not None and size <= 0:
+            raise InvalidArgument(f"size must be a positive number of bytes, not {size}")
+        ds = self.dataset("custom", name)
+        cmd = ["zfs", "create"]
+        if size is not None:
+            prop = "refquota" if self._flag("zfs.use_refquota") else "quota"
+            cmd += ["-o", f"{prop}={size}"]
+        proc = run([*cmd, ds], check=False)
+        if proc.returncode != 0:
+            if "exists" in proc.stderr:
+                raise AlreadyExists("custom volume", name)
+            raise StorageError(f"zfs create {ds} failed: {proc.stderr.strip()}")
+        self._mount_ds(ds)
+        return self.volume_path("custom", name)
+
+    def delete_custom_volume(self, name: str) -> None:
+        self._zfs("destroy", "-r", self._require("custom", name))

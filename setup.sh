@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# lxdlib set-up on Debian 12, as root. Installs what is missing, then:
+#   ./setup.sh demo   - runs the demo (examples/demo.py) on the embedded defaults
+#   ./setup.sh test   - runs the whole test suite (pytest, ruff, mypy)
+#   ./setup.sh        - only installs
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "lxdlib manages containers, loop devices and bridges: run this as root" >&2
+    exit 1
+fi
+
+# Debian packages: liblxc and its Python binding, storage tools, networking tools, image tools.
+PACKAGES=(lxc python3-lxc python3-venv btrfs-progs python3-btrfsutil busybox-static
+          dnsmasq-base nftables iproute2 zfs-fuse xz-utils zstd gzip bzip2 tar criu
+          debootstrap util-linux)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "Installing Debian packages: ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# python3-lxc and python3-btrfsutil exist only for Debian's /usr/bin/python3, hence
+# --system-site-packages (the first python3 on PATH may be another interpreter).
+if ! .venv/bin/python -c 'import lxc, btrfsutil' 2>/dev/null; then
+    rm -rf .venv
+    /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+stamp=.venv/.lxdlib-installed
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
+    touch "$stamp"
+fi
+
+case "${1:-}" in
+    demo)
+        exec .venv/bin/python examples/demo.py ;;
+    test)
+        shift
+        .venv/bin/ruff check lxdlib tests bench examples
+        .venv/bin/mypy
+        exec .venv/bin/python -m pytest "$@" ;;
+    "")
+        echo "Set up: .venv/bin/lxdlib is the command." ;;
+    *)
+        echo "usage: $0 [demo|test]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,126 @@
+"""kill -9 during create/update/delete: afterwards the network is either fully there or fully
+gone once the next call (or cleanup_leftovers) has run, and nothing of it is left on the host."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.network_fixtures import (
+    NetEnv,
+    dnsmasq_pid,
+    free_subnet,
+    link_exists,
+    netenv_for,
+    nft_table_exists,
+    pid_alive,
+    run,
+    wait_dead,
+)
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def netenv(tmp_path: Path) -> Iterator[NetEnv]:
+    yield from netenv_for(tmp_path)
+
+
+CHILD = """
+import sys
+from lxdlib.network import NetworkManager
+from lxdlib.state import Paths
+m = NetworkManager(Paths.at(sys.argv[1]))
+op, name = sys.argv[2], sys.argv[3]
+if op == "create":
+    m.create(name, {"ipv4.address": sys.argv[4]})
+elif op == "update":
+    m.update(name, {"ipv4.address": sys.argv[4], "ipv4.nat": "true"})
+else:
+    m.delete(name)
+"""
+
+
+def _processes_of(root: Path) -> list[int]:
+    """Live processes whose command line names ``root`` (dnsmasq started for it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(root).encode() in cmd and pid_alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def _kill_after(env: NetEnv, delay: float, *args: str) -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(env.root), *args])
+    time.sleep(delay)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    # A dnsmasq that the child was starting finishes its start-up on its own; let it write its
+    # pid file so the recovery below can find it.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pending = [p for p in _processes_of(env.root)
+                   if not any(str(p) == f.read_text().strip()
+                              for f in env.root.rglob("dnsmasq.pid"))]
+        if not pending:
+            break
+        time.sleep(0.02)
+
+
+def _assert_consistent(env: NetEnv, name: str) -> None:
+    """Recover, then check the network is either complete or completely gone."""
+    rd = env.paths.run / "networks" / name
+    print(name, "record" if (env.paths.networks / f"{name}.yaml").exists() else "norec",
+          "link" if link_exists(name) else "nolink", sorted(p.name for p in rd.iterdir()) if rd.exists() else None)
+    env.manager.cleanup_leftovers()
+    if any(r["name"] == name for r in env.manager.list()):
+        env.manager.ensure_up(name)
+        assert link_exists(name)
+        assert nft_table_exists(f"lxdlib_{name}")
+        assert dnsmasq_pid(env.paths, name) is not None
+    else:
+        assert not link_exists(name)
+        assert not nft_table_exists(f"lxdlib_{name}")
+        assert not (env.paths.run / "networks" / name).exists()
+        for pid in _processes_of(env.root):
+            assert wait_dead(pid), f"process {pid} of a removed network still runs"
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.18, 0.2, 0.22, 0.25, 0.28, 0.3, 0.35, 0.4])
+def test_kill_during_create_update_delete(netenv: NetEnv, delay: float) -> None:
+    name = netenv.bridge_name()
+    netenv.root.mkdir(parents=True, exist_ok=True)
+
+    _kill_after(netenv, delay, "create", name, str(free_subnet()))
+    _assert_consistent(netenv, name)
+    if not any(r["name"] == name for r in netenv.manager.list()):
+        netenv.manager.create(name, {"ipv4.address": str(free_subnet())})
+
+    old = netenv.manager.get(name)["config"]["ipv4.address"]
+    new = str(free_subnet())
+    _kill_after(netenv, delay, "update", name, new)
+    _assert_consistent(netenv, name)
+    now = netenv.manager.get(name)["config"]["ipv4.address"]
+    assert now in (old, new)
+    live = run("ip", "-j", "-4", "addr", "show", "dev", name).stdout
+    assert now.split("/")[0] in live and (old == now or old.split("/")[0] not in live)
+
+    _kill_after(netenv, delay, "delete", name)
+    _assert_consistent(netenv, name)
+    if any(r["name"] == name for r in netenv.manager.list()):
+        netenv.manager.delete(name)
+    _assert_consistent(netenv, name)
+    assert not link_exists(name)
+    assert not os.path.exists(netenv.paths.networks / f"{name}.yaml")

@@ -1,0 +1,269 @@
+"""The zfs driver against real ZFS (the zfs-fuse daemon), on a loop file in the test's root."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lxdlib.errors import AlreadyExists, InUse, InvalidConfig, NotFound, WrongState
+from lxdlib.state import Paths
+from lxdlib.storage import create_pool, delete_pool, list_pools, load_pool, pool_info
+from lxdlib.storage.base import PoolDriver
+from lxdlib.storage.loop import is_mounted
+from lxdlib.storage.zfs import ZfsPool, stop_zfs_daemon
+
+try:
+    from .storage_fixtures import (
+        MiB,
+        ZfsDaemons,
+        fill_image,
+        kill9_during_fill,
+        make_zfs_pool,
+        needs_root,
+        paths,
+        teardown_pool,
+        write_bytes,
+        zfs_daemon,
+        zfs_daemons,
+        zfs_pool,
+    )
+except ImportError:
+    from storage_fixtures import (  # type: ignore[no-redef]
+        MiB,
+        ZfsDaemons,
+        fill_image,
+        kill9_during_fill,
+        make_zfs_pool,
+        needs_root,
+        paths,
+        teardown_pool,
+        write_bytes,
+        zfs_daemon,
+        zfs_daemons,
+        zfs_pool,
+    )
+
+__all__ = ["paths", "zfs_daemon", "zfs_daemons", "zfs_pool"]  # fixtures used by name
+
+pytestmark = [pytest.mark.root, needs_root]
+
+
+def as_zfs(pool: PoolDriver) -> ZfsPool:
+    assert isinstance(pool, ZfsPool)
+    return pool
+
+
+def zget(prop: str, ds: str) -> str:
+    return subprocess.run(["zfs", "get", "-H", "-o", "value", prop, ds], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def zpool_exists(name: str) -> bool:
+    return subprocess.run(["zpool", "list", "-H", name], capture_output=True,
+                          check=False).returncode == 0
+
+
+def test_core_flow(zfs_pool: PoolDriver) -> None:
+    pool = as_zfs(zfs_pool)
+    assert not pool.supports_idmapped_mounts
+    assert pool.loop_file.is_file() and zpool_exists(pool.root)
+    assert is_mounted(pool.mountpoint)
+
+    img = pool.create_image_volume("a" * 64, fill_image("from image"))
+    ds_img = pool.dataset("images", "a" * 64)
+    assert (img / "rootfs" / "hello").read_text() == "from image"
+    assert zget("readonly", ds_img) == "on"
+    with pytest.raises(OSError) as e:
+        (img / "rootfs" / "new").write_text("x")
+    assert e.value.errno == errno.EROFS
+
+    inst = pool.create_instance_volume("c1", "a" * 64)
+    assert zget("origin", pool.dataset("containers", "c1")) == f"{ds_img}@readonly"
+    (inst / "rootfs" / "hello").write_text("changed in instance")
+    assert (img / "rootfs" / "hello").read_text() == "from image"
+    with pytest.raises(AlreadyExists):
+        pool.create_instance_volume("c1", "a" * 64)
+
+    pool.create_snapshot("c1", "s0")
+    (inst / "rootfs" / "hello").write_text("v2")
+    (inst / "rootfs" / "later").write_text("after s0")
+    pool.restore_snapshot("c1", "s0")
+    assert (inst / "rootfs" / "hello").read_text() == "changed in instance"
+    assert not (inst / "rootfs" / "later").exists()
+    pool.create_snapshot("c1", "s1")
+    assert pool.list_snapshots("c1") == ["s0", "s1"]
+    with pytest.raises(WrongState, match="remove_snapshots"):
+        pool.restore_snapshot("c1", "s0")  # ZFS rolls back only to the latest snapshot
+    assert pool.list_snapshots("c1") == ["s0", "s1"]
+
+    pool.rename_snapshot("c1", "s1", "s9")
+    pool.rename_instance_volume("c1", "web")
+    assert pool.list_snapshots("web") == ["s0", "s9"]
+    web = pool.volume_path("containers", "web")
+    assert (web / "rootfs" / "hello").read_text() == "changed in instance"
+    copy = pool.copy_instance_volume("web", "copy", snapshot="s0")
+    assert (copy / "rootfs" / "hello").read_text() == "changed in instance"
+    assert zget("origin", pool.dataset("containers", "copy")) == "-"  # independent
+    assert pool.list_snapshots("copy") == []
+    copy2 = pool.copy_instance_volume("web", "copy2")
+    (copy2 / "rootfs" / "hello").write_text("own data")
+    assert (web / "rootfs" / "hello").read_text() == "changed in instance"
+    assert pool.list_snapshots("web") == ["s0", "s9"]  # the copy's temporary snapshot is gone
+
+    pool.delete_snapshot("web", "s0")
+    pool.delete_instance_volume("web")
+    pool.delete_instance_volume("web")
+    assert not pool.volume_exists("containers", "web")
+    assert pool.list_volumes("containers") == ["copy", "copy2"]
+
+
+def test_quota_hits_edquot_and_can_be_lifted(zfs_pool: PoolDriver) -> None:
+    pool = as_zfs(zfs_pool)
+    pool.create_image_volume("b" * 64, fill_image())
+    inst = pool.create_instance_volume("q1", "b" * 64)
+    pool.set_quota("containers", "q1", 20 * MiB)
+    assert zget("quota", pool.dataset("containers", "q1")) in ("20M", "20.0M")
+    with pytest.raises(OSError) as e:
+        write_bytes(inst / "big", 40 * MiB)
+    assert e.value.errno in (errno.EDQUOT, errno.ENOSPC)
+    used = pool.volume_usage("containers", "q1")
+    assert used is not None and 10 * MiB < used <= 21 * MiB
+
+    other = pool.create_custom_volume("data")
+    write_bytes(other / "big", 40 * MiB)  # the pool itself is fine
+
+    pool.set_quota("containers", "q1", None)
+    assert zget("quota", pool.dataset("containers", "q1")) == "none"
+    write_bytes(inst / "big", 40 * MiB)
+    assert (pool.volume_usage("containers", "q1") or 0) >= 40 * MiB
+    info = pool_info(pool.paths, pool.name)
+    assert info["used"] >= 80 * MiB and info["total"] > info["used"]
+    assert info["volumes"]["custom"] == 1
+
+    small = pool.create_custom_volume("small", size=5 * MiB)
+    with pytest.raises(OSError) as e:
+        write_bytes(small / "big", 10 * MiB)
+    assert e.value.errno in (errno.EDQUOT, errno.ENOSPC)
+
+
+def test_refquota_and_remove_snapshots(paths: Paths, zfs_daemon: ZfsDaemons) -> None:
+    name, zpool = make_zfs_pool(paths, {"zfs.use_refquota": "true",
+                                        "zfs.remove_snapshots": "true"})
+    try:
+        pool = as_zfs(load_pool(paths, name))
+        inst = pool.create_instance_volume("r1")
+        pool.set_quota("containers", "r1", 20 * MiB)
+        ds = pool.dataset("containers", "r1")
+        assert zget("quota", ds) == "none" and zget("refquota", ds) != "none"
+        (inst / "f").write_text("s0")
+        pool.create_snapshot("r1", "s0")
+        (inst / "f").write_text("s1")
+        pool.create_snapshot("r1", "s1")
+        pool.restore_snapshot("r1", "s0")  # allowed: the later snapshot is destroyed
+        assert (inst / "f").read_text() == "s0"
+        assert pool.list_snapshots("r1") == ["s0"]
+    finally:
+        teardown_pool(paths, name, (zpool,))
+
+
+def test_image_with_clones_is_moved_aside_then_destroyed(zfs_pool: PoolDriver) -> None:
+    pool = as_zfs(zfs_pool)
+    pool.create_image_volume("c" * 64, fill_image("shared"))
+    inst = pool.create_instance_volume("i1", "c" * 64)
+    pool.delete_image_volume("c" * 64)
+    assert not pool.volume_exists("images", "c" * 64)
+    origin = zget("origin", pool.dataset("containers", "i1"))
+    assert origin.startswith(f"{pool.root}/deleted/images/")
+    assert (inst / "rootfs" / "hello").read_text() == "shared"
+    pool.delete_instance_volume("i1")  # the last clone takes the deleted image with it
+    assert subprocess.run(["zfs", "list", origin.split("@")[0]], capture_output=True,
+                          check=False).returncode != 0
+    pool.create_image_volume("d" * 64, fill_image())
+    pool.delete_image_volume("d" * 64)  # no clones: destroyed at once
+    pool.delete_image_volume("d" * 64)
+    assert pool.list_volumes("images") == []
+
+
+def test_pool_delete_refused_in_use_then_removes_everything(paths: Paths,
+                                                            zfs_daemon: ZfsDaemons) -> None:
+    name, zpool = make_zfs_pool(paths)
+    try:
+        pool = as_zfs(load_pool(paths, name))
+        assert pool.config["zfs.pool_name"] == zpool
+        with pytest.raises(AlreadyExists):
+            create_pool(paths, name, "zfs", {"zfs.pool_name": zpool})
+        other = f"{name}x"
+        with pytest.raises(InvalidConfig, match="already exists"):  # the zpool name is taken
+            create_pool(paths, other, "zfs", {"zfs.pool_name": zpool})
+        assert other not in list_pools(paths)
+        pool.create_image_volume("e" * 64, fill_image())
+        pool.create_instance_volume("busy", "e" * 64)
+        with pytest.raises(InUse):
+            delete_pool(paths, name)
+        pool.delete_instance_volume("busy")
+
+        pool.unmount()  # zpool export, as at shutdown
+        assert not zpool_exists(zpool) and not is_mounted(pool.mountpoint)
+        again = as_zfs(load_pool(paths, name))  # imports it again
+        assert zpool_exists(zpool) and is_mounted(again.mountpoint)
+        assert again.list_volumes("images") == ["e" * 64]
+
+        loop_file = again.loop_file
+        delete_pool(paths, name)
+        assert not zpool_exists(zpool) and not loop_file.exists()
+        assert not again.mountpoint.exists() and list_pools(paths) == []
+    finally:
+        teardown_pool(paths, name, (zpool,))
+
+
+def test_daemon_restart_like_a_reboot(paths: Paths, zfs_daemon: ZfsDaemons) -> None:
+    if not zfs_daemon.started:
+        pytest.skip("zfs-fuse was already running before the tests: not ours to stop")
+    name, zpool = make_zfs_pool(paths)
+    try:
+        pool = as_zfs(load_pool(paths, name))
+        pool.create_image_volume("f" * 64, fill_image("survives"))
+        zfs_daemon.stop_ours()  # every dataset is unmounted, the zpool forgotten
+        assert not is_mounted(pool.mountpoint)
+        again = as_zfs(load_pool(paths, name))  # starts zfs-fuse, imports, mounts
+        zfs_daemon.adopt_from(paths)
+        assert zfs_daemon.started
+        img = again.volume_path("images", "f" * 64)
+        assert (img / "rootfs" / "hello").read_text() == "survives"
+    finally:
+        teardown_pool(paths, name, (zpool,))
+
+
+def test_leftovers_of_a_killed_or_failed_image_create(zfs_pool: PoolDriver) -> None:
+    pool = as_zfs(zfs_pool)
+
+    def bad_fill(d: Path) -> None:
+        (d / "rootfs").mkdir()
+        raise RuntimeError("unpack failed")
+
+    with pytest.raises(RuntimeError):
+        pool.create_image_volume("1" * 64, bad_fill)
+    assert subprocess.run(["zfs", "list", "-H", "-o", "name", "-d", "1", f"{pool.root}/images"],
+                          capture_output=True, text=True, check=True).stdout.split() == [
+                              f"{pool.root}/images"]
+
+    pid = kill9_during_fill(pool.paths, pool.name, "2" * 64)
+    children = subprocess.run(["zfs", "list", "-H", "-o", "name", "-r", f"{pool.root}/images"],
+                              capture_output=True, text=True, check=True).stdout.split()
+    assert any(f"-{pid}-" in c for c in children)
+    assert not pool.volume_exists("images", "2" * 64)
+    pool.cleanup_leftovers()
+    assert pool.list_volumes("images") == []
+    assert not [e for e in os.listdir(pool.mountpoint / "images") if e.startswith(".")]
+    with pytest.raises(NotFound):
+        pool.create_instance_volume("x", "2" * 64)
+
+
+def test_stop_zfs_daemon_ignores_foreign_pids() -> None:
+    stop_zfs_daemon(None)
+    stop_zfs_daemon(os.getpid())  # not a zfs-fuse process: left alone
+    assert os.path.exists(f"/proc/{os.getpid()}")

@@ -1,0 +1,96 @@
+"""state.py atomic writes and locks; CLI argument helpers and table output."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lxdlib import state
+from lxdlib.cli import output
+from lxdlib.cli.configcmd import _split_target_kv
+from lxdlib.cli.instances import parse_device_overrides, parse_kv
+from lxdlib.errors import Busy, InvalidArgument, LxdlibError
+
+
+def test_atomic_write_replaces_and_leaves_no_tmp(tmp_path: Path) -> None:
+    p = tmp_path / "rec.yaml"
+    state.write_yaml(p, {"a": 1})
+    state.write_yaml(p, {"a": 2})
+    assert state.read_yaml(p) == {"a": 2}
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["rec.yaml"]
+
+
+def test_read_yaml_refuses_symlink(tmp_path: Path) -> None:
+    (tmp_path / "target").write_text("a: 1\n")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    with pytest.raises(LxdlibError, match="symlink"):
+        state.read_yaml(tmp_path / "link")
+
+
+def test_stale_tmp_removed(tmp_path: Path) -> None:
+    (tmp_path / ".x.tmp999999999").write_text("half")
+    (tmp_path / f".y.tmp{os.getpid()}").write_text("mine")
+    state.remove_stale_tmp(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [f".y.tmp{os.getpid()}"]
+
+
+def test_lock_serialises_and_times_out(tmp_path: Path) -> None:
+    paths = state.Paths(tmp_path)
+    order: list[str] = []
+
+    def holder() -> None:
+        with state.lock(paths, "instance", "c1"):
+            order.append("a-in")
+            time.sleep(0.3)
+            order.append("a-out")
+
+    t = threading.Thread(target=holder)
+    t.start()
+    time.sleep(0.05)
+    with pytest.raises(Busy):
+        with state.lock(paths, "instance", "c1", timeout=0.05):
+            pass
+    with state.lock(paths, "instance", "c1"):
+        order.append("b")
+    t.join()
+    assert order == ["a-in", "a-out", "b"]
+
+
+def test_paths_env_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LXDLIB_ROOT", str(tmp_path))
+    assert state.Paths.at().root == tmp_path
+    assert state.Paths.at("/x").root == Path("/x")
+
+
+@pytest.mark.parametrize(("args", "target", "kv"), [
+    (["c1", "limits.memory", "256MB"], "c1", {"limits.memory": "256MB"}),
+    (["c1", "a=1", "b=2"], "c1", {"a": "1", "b": "2"}),
+    (["images.remote_cache_expiry", "5"], None, {"images.remote_cache_expiry": "5"}),
+    (["k=v"], None, {"k": "v"}),
+])
+def test_config_set_forms(args: list[str], target: str | None, kv: dict[str, str]) -> None:
+    assert _split_target_kv(args) == (target, kv)
+
+
+def test_kv_and_device_overrides() -> None:
+    assert parse_kv(["a=b=c"], "x") == {"a": "b=c"}
+    assert parse_device_overrides(["root,size=50MiB", "root,pool=p"]) == {
+        "root": {"size": "50MiB", "pool": "p"}}
+    with pytest.raises(InvalidArgument):
+        parse_kv(["novalue"], "config")
+    with pytest.raises(InvalidArgument):
+        parse_device_overrides(["root"])
+
+
+def test_table_layout() -> None:
+    t = output.table(["NAME", "STATE"], [["c1", "RUNNING"], ["long-name", "a\nb"]])
+    lines = t.splitlines()
+    assert lines[0] == "+-----------+---------+"
+    assert lines[1] == "|   NAME    |  STATE  |"
+    assert "| long-name | a       |" in lines and "|           | b       |" in lines
+    assert output.to_csv([["a", "b,c"]]) == 'a,"b,c"'
+    assert output.size(1536) == "1.50KiB"
