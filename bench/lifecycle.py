@@ -160,7 +160,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=15)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="lxdlib-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix="lxdlib-bench-", dir="/var/tmp"))
+    tmp.chmod(0o711)  # the containers' root user must reach its rootfs
     root = tmp / "root"
     try:
         host = lxdlib.Host(root)

@@ -7,6 +7,7 @@ first use (``init --auto``), so ``Host(root=tmp).launch("busybox", "c1")`` works
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 import os
@@ -24,7 +25,7 @@ from .events import Events
 from .imagestore.store import ImageRecord, ImageStore
 from .instance import Instance, create, recover_leftover
 from .profiles import ProfileStore
-from .state import Paths, lock, read_yaml, write_yaml
+from .state import Paths, atomic_write, lock, read_yaml, write_yaml
 from .storage.base import PoolDriver
 
 DEFAULT_NETWORK = "lxdbr0"
@@ -96,10 +97,10 @@ class Instances:
     def __len__(self) -> int:
         return len(self.names())
 
-    def list(self) -> list[Instance]:
+    def list(self) -> builtins.list[Instance]:
         return [Instance(self.host, n) for n in self.names()]
 
-    def _ipython_key_completions_(self) -> list[str]:
+    def _ipython_key_completions_(self) -> builtins.list[str]:
         return self.names()
 
     def _repr_html_(self) -> str:
@@ -131,7 +132,7 @@ class Images:
         except (NotFound, InvalidArgument):
             return False
 
-    def list(self) -> list[ImageRecord]:
+    def list(self) -> builtins.list[ImageRecord]:
         return self.store.list()
 
     def __iter__(self) -> Iterator[ImageRecord]:
@@ -186,7 +187,7 @@ class Images:
     def touch(self, fingerprint: str) -> None:
         self.store.touch(fingerprint)
 
-    def _ipython_key_completions_(self) -> list[str]:
+    def _ipython_key_completions_(self) -> builtins.list[str]:
         return sorted(self.store.aliases())
 
     def _repr_html_(self) -> str:
@@ -208,6 +209,7 @@ class Host:
         self._networks: Any = None
         self._recovered = False
         self._traversable_checked = False
+        self._seccomp_ok = False
 
     def __repr__(self) -> str:
         return f"<Host root={str(self.paths.root)!r}>"
@@ -222,6 +224,20 @@ class Host:
         return HostFacts(cpus=os.cpu_count() or 1, mem_total=_mem_total(),
                          cgroup_version=runtime.cgroup_version(), lxcfs=_lxcfs_running(),
                          idmap=idmap.host_allocation(), swap_accounting=_swap_accounting())
+
+    def seccomp_policy(self) -> Path:
+        """The seccomp policy file every instance of this root points at (written once)."""
+        path = self.paths.root / "seccomp.policy"
+        if not self._seccomp_ok:
+            from .render import SECCOMP_POLICY
+            try:
+                current = path.read_text()
+            except FileNotFoundError:
+                current = ""
+            if current != SECCOMP_POLICY:
+                atomic_write(path, SECCOMP_POLICY.encode(), 0o644)
+            self._seccomp_ok = True
+        return path
 
     def check_traversable(self, path: Path) -> None:
         """An unprivileged container's root must be able to walk down to its rootfs.
@@ -351,7 +367,9 @@ class Host:
         return users
 
     def network_forget(self, instance: str) -> None:
-        """Drop static DHCP entries an instance had (no-op where there are none)."""
+        """Drop the DHCP host entries an instance's nics had on managed networks."""
+        if any(self.paths.networks.glob("*.yaml")):
+            self.networks.dhcp_hosts_forget(instance)
 
     # -- profiles ---------------------------------------------------------------------------
     def _profile_users(self, profile: str) -> list[str]:
@@ -381,7 +399,7 @@ class Host:
         for u in users:
             inst = Instance(self, u)
             rec = inst.record()
-            profs = [self.profiles.get(p).data() if p != name else
+            profs = [self.profiles.data(p) if p != name else
                      expand.ProfileData(name, config if config is not None else old.config,
                                         new_devices) for p in rec.profiles]
             _, devs = expand.expand(profs, rec.config, rec.devices)
@@ -419,7 +437,7 @@ class Host:
     def _expand(self, profiles: Sequence[str], config: Mapping[str, str],
                 devices: Mapping[str, Mapping[str, str]]
                 ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-        datas = [self.profiles.get(p).data() for p in profiles]
+        datas = [self.profiles.data(p) for p in profiles]
         return expand.expand(datas, config, devices)
 
     # -- cpu balancing ----------------------------------------------------------------------

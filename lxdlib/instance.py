@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from . import idmap, record, render, runtime, templates
 from .config import devices as devcfg
 from .config import expand, limits, names, schema
@@ -35,7 +33,7 @@ from .errors import (
 )
 from .record import InstanceRecord
 from .runtime import ExecResult
-from .state import atomic_write, lock, write_yaml
+from .state import atomic_write, load_yaml, lock
 
 if TYPE_CHECKING:
     from .host import Host
@@ -200,7 +198,8 @@ class Instance:
             rec.config.pop("volatile.apply_template", None)
         rec.config["volatile.last_state.power"] = "RUNNING"
         rec.last_used_at = record.now()
-        record.save(self._paths, rec)
+        # durable only when templates changed the record; the power state is a hint
+        record.save(self._paths, rec, durable=bool(trigger))
         if not _truthy(cfg.get("security.privileged")):
             self.host.check_traversable(vol / "rootfs")
         # a fresh liblxc object: one made before the config was rewritten would start the old one
@@ -226,7 +225,7 @@ class Instance:
                              "use force to kill it")
         rec = self.record()
         rec.config["volatile.last_state.power"] = "STOPPED"
-        record.save(self._paths, rec)
+        record.save(self._paths, rec, durable=False)
         if rec.ephemeral:
             self._delete_locked(rec)
 
@@ -308,6 +307,7 @@ class Instance:
                 pool.rename_instance_volume(new, self.name)
                 raise
             rec.name = new
+            self.host.network_forget(self.name)
             if _read_metadata(pool.volume_path("containers", new)).get("templates"):
                 rec.config["volatile.apply_template"] = "rename"
             record.save(self._paths, rec)
@@ -425,9 +425,13 @@ class Instance:
             if dev.get("type") != "nic":
                 continue
             link = self.host._nic_link(dev)
-            nics.append(render.Nic(name=dev.get("name", dname), link=link,
-                                   hwaddr=dev.get("hwaddr") or
-                                   rec.config.get(f"volatile.{dname}.hwaddr") or _random_mac(),
+            hwaddr = (dev.get("hwaddr") or rec.config.get(f"volatile.{dname}.hwaddr")
+                      or _random_mac())
+            if dev.get("network"):
+                # the instance's name in the network's DNS, and a static ipv4.address honoured
+                self.host.networks.dhcp_host_add(dev["network"], f"{self.name}/{dname}", hwaddr,
+                                                 dev.get("ipv4.address"), self.name)
+            nics.append(render.Nic(name=dev.get("name", dname), link=link, hwaddr=hwaddr,
                                    mtu=dev.get("mtu"), host_name=dev.get("host_name")))
         mounts = []
         for dname in sorted(devs):
@@ -440,9 +444,7 @@ class Instance:
                 if not _truthy(dev.get("required", "true")):
                     opts += ",optional"
                 mounts.append(render.MountEntry(src, dev["path"], "none", opts))
-        seccomp = self._dir / "seccomp"
-        if not seccomp.exists():
-            atomic_write(seccomp, render.SECCOMP_POLICY.encode(), 0o644)
+        seccomp = self.host.seccomp_policy()
         inp = render.RenderInput(
             name=self.name, rootfs=vol / "rootfs", config=cfg,
             log_file=self._dir / runtime.LOG_NAME, console_log=self._dir / "console.log",
@@ -452,7 +454,14 @@ class Instance:
             mem_total=facts.mem_total, chosen_cpus=self.host._pick_cpus(self.name, cfg),
             architecture=rec.architecture, lxcfs=facts.lxcfs,
             swap_accounting=facts.swap_accounting)
-        atomic_write(self._dir / "config", render.to_text(render.render(inp)).encode(), 0o640)
+        text = render.to_text(render.render(inp)).encode()
+        path = self._dir / "config"
+        try:
+            if path.read_bytes() == text:
+                return  # unchanged: skip the two fsyncs of a rewrite
+        except FileNotFoundError:
+            pass
+        atomic_write(path, text, 0o640)
 
     # -- exec -------------------------------------------------------------------------------
     def _exec_env(self, env: Mapping[str, str] | None, uid: int) -> dict[str, str]:
@@ -590,7 +599,7 @@ def _read_metadata(volume: Path) -> dict[str, Any]:
     except OSError as e:
         raise LxdlibError(f"cannot read {path}: {e.strerror} (a symlink is refused)") from None
     with os.fdopen(fd, "rb") as f:
-        data = yaml.safe_load(f)
+        data = load_yaml(f.read())
     return data if isinstance(data, dict) else {}
 
 
@@ -619,16 +628,20 @@ def recover_leftover(host: Host, name: str) -> bool:
     if not d.exists() or record.exists(paths, name):
         return False
     pool = ""
-    for which in (record.DELETING, record.PENDING):
-        m = d / which
-        if m.exists():
-            with contextlib.suppress(Exception):
-                data = yaml.safe_load(m.read_text()) or {}
-                pool = str(data.get("pool") or "")
-            break
+    marker = d / record.DELETING
+    if marker.exists():
+        with contextlib.suppress(Exception):
+            pool = str((load_yaml(marker.read_text()) or {}).get("pool") or "")
     c = runtime.open_container(paths.lxcpath, name)
     if c.state != "STOPPED":
         runtime.kill(c, paths.lxcpath)
+    if not pool:
+        # a create killed before its record: the volume, if any, is in one of the pools
+        for pname in host.pool_names():
+            with contextlib.suppress(Exception):
+                if host.pool(pname).volume_exists("containers", name):
+                    pool = pname
+                    break
     finish_delete(host, name, pool)
     return True
 
@@ -688,7 +701,6 @@ def create(host: Host, name: str, image: str | None, *,
         inst_dir = paths.instance_dir(name)
         inst_dir.mkdir(mode=0o700)
         try:
-            write_yaml(inst_dir / record.PENDING, {"pool": pool_name, "pid": os.getpid()})
             if not privileged:
                 base, isize = _choose_idmap(host, name, exp_cfg, facts.idmap)
                 volatile["volatile.idmap.base"] = str(base)
@@ -720,7 +732,6 @@ def create(host: Host, name: str, image: str | None, *,
                                   else (int(volatile["volatile.idmap.base"]),) * 2))
             inst._write_lxc_config(rec)
             record.save(paths, rec)  # commit point
-            (inst_dir / record.PENDING).unlink()
         except BaseException:
             with contextlib.suppress(Exception):
                 pool_drv.delete_instance_volume(name)
@@ -787,7 +798,7 @@ class Snapshots:
                expires_at: dt.datetime | None = None, no_expiry: bool = False
                ) -> record.SnapshotRecord:
         from .config.snapshots import next_snapshot_name
-        from .config.units import parse_duration_expiry
+        from .config.units import expiry_date
         if stateful:
             from .errors import ToolMissing
             raise ToolMissing("stateful snapshots need CRIU checkpointing, which lxdlib does not "
@@ -808,7 +819,7 @@ class Snapshots:
                 pool.delete_snapshot(inst.name, name)
                 rec.snapshots = [s for s in rec.snapshots if s.name != name]
             if expires_at is None and not no_expiry and cfg.get("snapshots.expiry"):
-                expires_at = now + parse_duration_expiry(cfg["snapshots.expiry"])
+                expires_at = expiry_date(now, cfg["snapshots.expiry"])
             c = inst._c()
             frozen = False
             if pool.snapshot_needs_freeze and c.state == "RUNNING":

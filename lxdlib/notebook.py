@@ -63,7 +63,7 @@ def images_html(images: Sequence[ImageRecord]) -> str:
 
 
 def profile_html(p: Profile) -> str:
-    rows = [[k, v] for k, v in sorted(p.config.items())]
+    rows: list[list[Any]] = [[k, v] for k, v in sorted(p.config.items())]
     rows += [[f"device {n}", ", ".join(f"{k}={v}" for k, v in sorted(d.items()))]
              for n, d in sorted(p.devices.items())]
     return table(["key", "value"], rows, f"profile {p.name} (used by {len(p.used_by)})")
@@ -72,7 +72,8 @@ def profile_html(p: Profile) -> str:
 def host_html(host: Host) -> str:
     insts = host.instances.list()
     running = sum(1 for i in insts if i.status == "Running")
-    rows = [["root", str(host.paths.root)], ["instances", f"{len(insts)} ({running} running)"],
-            ["images", len(host.images.list())], ["profiles", ", ".join(host.profiles.names())],
-            ["storage pools", ", ".join(host.pool_names())]]
+    rows: list[list[Any]] = [
+        ["root", str(host.paths.root)], ["instances", f"{len(insts)} ({running} running)"],
+        ["images", len(host.images.list())], ["profiles", ", ".join(host.profiles.names())],
+        ["storage pools", ", ".join(host.pool_names())]]
     return table(["", ""], rows, "lxdlib host")

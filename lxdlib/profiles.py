@@ -8,6 +8,7 @@ derived from the instance records when asked, never stored twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -54,22 +55,32 @@ class ProfileStore:
         self._paths = paths
         self._users = users
 
-    def _path(self, name: str) -> Any:
+    def _path(self, name: str) -> Path:
         return self._paths.profiles / f"{name}.yaml"
 
     def exists(self, name: str) -> bool:
         return self._path(name).exists()
 
-    def get(self, name: str) -> Profile:
+    def _read(self, name: str) -> Profile:
         names.validate_profile_name(name)
         try:
             data = read_yaml(self._path(name))
         except FileNotFoundError:
             raise NotFound("profile", name) from None
         return Profile(name=name, description=data.get("description") or "",
-                       config=dict(data.get("config") or {}),
-                       devices={k: dict(v) for k, v in (data.get("devices") or {}).items()},
-                       used_by=self._users(name))
+                       config={str(k): str(v) for k, v in (data.get("config") or {}).items()},
+                       devices={str(k): {str(a): str(b) for a, b in v.items()}
+                                for k, v in (data.get("devices") or {}).items()})
+
+    def get(self, name: str) -> Profile:
+        """The profile with ``used_by`` filled in (reads every instance record)."""
+        p = self._read(name)
+        p.used_by = self._users(name)
+        return p
+
+    def data(self, name: str) -> ProfileData:
+        """Only what expansion needs: no ``used_by`` scan, so it stays cheap on hot paths."""
+        return self._read(name).data()
 
     def names(self) -> list[str]:
         return sorted(p.stem for p in self._paths.profiles.glob("*.yaml"))

@@ -1,8 +1,8 @@
 """An instance's record on disk: LXD's backup.yaml shape, lxdlib's source of truth.
 
 The record is the commit point of creation: an instance directory without ``instance.yaml`` is a
-leftover of a killed ``create`` (its ``.pending.yaml`` says which pool volume to remove), and one
-with ``.deleting.yaml`` instead is a ``delete`` to finish. Only local config and devices are
+leftover of a killed ``create`` (its volume, if any, is found by asking the pools), and one with
+``.deleting.yaml`` instead is a ``delete`` to finish. Only local config and devices are
 stored; the expanded view is computed from the profiles each time, as LXD does.
 """
 
@@ -16,7 +16,6 @@ import attrs
 
 from .state import Paths, read_yaml, write_yaml
 
-PENDING = ".pending.yaml"
 DELETING = ".deleting.yaml"
 
 
@@ -107,8 +106,8 @@ def load(paths: Paths, name: str) -> InstanceRecord:
     return InstanceRecord.from_dict(read_yaml(paths.instance_record(name)))
 
 
-def save(paths: Paths, rec: InstanceRecord) -> None:
-    write_yaml(paths.instance_record(rec.name), rec.to_dict())
+def save(paths: Paths, rec: InstanceRecord, durable: bool = True) -> None:
+    write_yaml(paths.instance_record(rec.name), rec.to_dict(), durable=durable)
 
 
 def exists(paths: Paths, name: str) -> bool:

@@ -91,6 +91,11 @@ def _bool(config: Mapping[str, str], key: str) -> bool:
     return config.get(key, "").lower() in ("true", "1", "yes", "on")
 
 
+def _fstab(path: str) -> str:
+    """fstab-style escaping: mount entries are split on whitespace."""
+    return (path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011"))
+
+
 def render(inp: RenderInput) -> list[tuple[str, str]]:
     cfg = inp.config
     privileged = _bool(cfg, "security.privileged")
@@ -172,7 +177,8 @@ def render(inp: RenderInput) -> list[tuple[str, str]]:
             add((f"lxc.net.{i}.veth.pair", nic.host_name))
 
     for m in inp.mounts:
-        add(("lxc.mount.entry", f"{m.source} {m.target.lstrip('/')} {m.fstype} {m.options} 0 0"))
+        add(("lxc.mount.entry", f"{_fstab(m.source)} {_fstab(m.target.lstrip('/'))} {m.fstype} "
+                                f"{m.options} 0 0"))
 
     for hook, cmd in inp.hooks:
         add((f"lxc.hook.{hook}", cmd))

@@ -135,8 +135,10 @@ def _confirm(prompt: str) -> bool:
 def cmd_move(host: Host, a: argparse.Namespace) -> int:
     src, dst = a.source, a.target
     if "/" in src:
+        if dst is None:
+            raise InvalidArgument("move needs a new snapshot name")
         inst, snap = src.split("/", 1)
-        dinst, _, dsnap = ([*dst.split("/", 1), ""])[:3] if "/" in dst else (inst, "", dst)
+        dinst, dsnap = dst.split("/", 1) if "/" in dst else (inst, dst)
         if dinst != inst:
             raise InvalidArgument("a snapshot can only be renamed within its instance")
         _instance(host, inst).snapshots.rename(snap, dsnap)
@@ -227,12 +229,12 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
 def cmd_info(host: Host, a: argparse.Namespace) -> int:
     if a.name is None:
         facts = host.facts()
-        info = {"root": str(host.paths.root), "driver": "lxc (liblxc via python3-lxc)",
+        summary = {"root": str(host.paths.root), "driver": "lxc (liblxc via python3-lxc)",
                 "cgroup_version": facts.cgroup_version, "cpus": facts.cpus,
                 "memory": facts.mem_total, "idmap": {"base": facts.idmap.base,
                                                      "size": facts.idmap.size},
                 "storage_pools": host.pool_names(), "profiles": host.profiles.names()}
-        sys.stdout.write(output.dump_yaml(info))
+        sys.stdout.write(output.dump_yaml(summary))
         return 0
     inst = _instance(host, a.name)
     info = inst.info()
@@ -289,8 +291,6 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
 # -- exec ---------------------------------------------------------------------------------------
 def cmd_exec(host: Host, a: argparse.Namespace) -> int:
     cmd = list(a.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
     if not cmd:
         raise InvalidArgument("exec needs a command")
     inst = _instance(host, a.name)
@@ -409,8 +409,9 @@ def register(sub: Any) -> None:
     p.add_argument("-t", "--force-interactive", dest="mode", action="store_const",
                    const="interactive")
     p.add_argument("-T", "--force-noninteractive", action="store_true")
-    p.add_argument("cmd", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_exec)
+    p.set_defaults(func=cmd_exec, cmd=[])  # the command is split off before parsing
+    p.usage = "lxdlib exec [-h] [--env K=V] [--cwd D] [--user U] [--group G] [-t|-T] " \
+              "<instance> [--] <command>…"
 
     p = sub.add_parser("snapshot", help="snapshot an instance")
     p.add_argument("instance")

@@ -59,9 +59,45 @@ def _help(parser: argparse.ArgumentParser, topic: Sequence[str]) -> int:
     return 0
 
 
+_GLOBAL_WITH_VALUE = {"--root"}
+_EXEC_WITH_VALUE = {"--env", "--cwd", "--user", "--group", "--mode"}
+
+
+def split_exec(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """Separate ``exec``'s command from lxdlib's own options, as LXD's client does.
+
+    Everything after ``--`` is the command; without ``--``, everything after the instance name
+    is (``lxdlib exec c1 sh -c 'echo hi'``).
+    """
+    argv = list(argv)
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in _GLOBAL_WITH_VALUE else 1
+    if i >= len(argv) or argv[i] != "exec":
+        return argv, None
+    rest = argv[i + 1:]
+
+    def skip_options(k: int) -> int:
+        while k < len(rest) and rest[k].startswith("-") and rest[k] != "--":
+            k += 2 if rest[k] in _EXEC_WITH_VALUE else 1
+        return k
+
+    name = skip_options(0)
+    if name < len(rest) and rest[name] == "--":  # no instance name before the separator
+        return argv[:i + 1] + rest[:name], rest[name + 1:]
+    start = skip_options(name + 1)
+    head = argv[:i + 1] + rest[:start]
+    if start < len(rest) and rest[start] == "--":
+        return head, rest[start + 1:]
+    return head, rest[start:]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    head, command = split_exec(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(head)
+    if command is not None:
+        args.cmd = command
     if args.command is None:
         parser.print_help()
         return 0

@@ -51,7 +51,7 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
 def cmd_leases(host: Host, a: argparse.Namespace) -> int:
     leases = host.networks.leases(a.name)
     rows = [[str(x.get("hostname", "")), str(x.get("hwaddr", "")), str(x.get("address", "")),
-             "DYNAMIC"] for x in leases]
+             str(x.get("type", "dynamic")).upper()] for x in leases]
     output.emit(a.format, ["HOSTNAME", "MAC ADDRESS", "IP ADDRESS", "TYPE"], rows, leases)
     return 0
 

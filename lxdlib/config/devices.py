@@ -555,16 +555,23 @@ def validate_device(name: str, device: Mapping[str, Any]) -> dict[str, str]:
 
 
 def validate_devices(devices: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
-    """Validate every device of a set and the rules across them: no two disks on one path."""
+    """Validate every device of a set and the rules across them: no two disks on one path, no
+    two NICs with one interface name."""
     if not isinstance(devices, Mapping):
         raise InvalidConfig("devices", "Devices must be a mapping of name to options")
     out = {name: validate_device(name, devices[name]) for name in sorted(devices, key=str)}
-    paths: dict[str, str] = {}
+    paths: set[str] = set()
+    nic_names: set[str] = set()
     for name, dev in out.items():
         if dev["type"] == "disk":
             path = dev["path"]
             if path in paths:
                 raise _err(name, "path",
                            f"More than one disk device uses the same path {path!r}", path)
-            paths[path] = name
+            paths.add(path)
+        elif dev["type"] == "nic" and dev.get("name", ""):
+            if dev["name"] in nic_names:
+                raise _err(name, "name", f"Duplicate NIC name detected {dev['name']!r}",
+                           dev["name"])
+            nic_names.add(dev["name"])
     return out

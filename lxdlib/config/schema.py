@@ -225,12 +225,14 @@ def is_syscall_list(value: str) -> None:
             raise _fail(f"Invalid syscall entry {entry!r}")
 
 
-def unsupported(feature: str, inner: Validator = is_any) -> Validator:
-    """A key LXD has and lxdlib cannot honour: accepted only when empty or false."""
+def unsupported(feature: str, inner: Validator = is_any, *, allow_false: bool = True
+                ) -> Validator:
+    """A key LXD has and lxdlib cannot honour: accepted only when empty (or, for boolean
+    switches, false)."""
 
     def check(value: str) -> None:
         inner(value)
-        if value == "" or (is_bool(value) and not is_true(value)):
+        if value == "" or (allow_false and is_bool(value) and not is_true(value)):
             return
         raise _fail(f"{feature} is not supported by lxdlib")
 
@@ -262,7 +264,7 @@ class IdmapEntry:
 _ID_MAX = 2**32 - 2  # 2**32-1 is (uid_t)-1
 
 
-def _id_range(r: str, line: str) -> tuple[int, int]:
+def _id_range(r: str) -> tuple[int, int]:
     base_s, dash, end_s = r.partition("-")
     if not _GO_UINT.fullmatch(base_s) or (dash and not _GO_UINT.fullmatch(end_s)):
         raise _fail(f"Invalid ID map range {r!r}")
@@ -290,8 +292,8 @@ def parse_raw_idmap(value: str) -> list[IdmapEntry]:
         kind = fields[0]
         if kind not in ("both", "uid", "gid"):
             raise _fail(f"Invalid ID map type {line!r}")
-        host, host_size = _id_range(fields[1], line)
-        ns, ns_size = _id_range(fields[2], line)
+        host, host_size = _id_range(fields[1])
+        ns, ns_size = _id_range(fields[2])
         if host_size != ns_size:
             raise _fail(f"The ID map ranges are of different sizes {line!r}")
         entry = IdmapEntry(kind, host, ns, host_size)
@@ -464,7 +466,8 @@ _SPECS: tuple[KeySpec, ...] = (
        "CPU share (50%, soft) or quota (25ms/100ms, hard)"),
     _k("limits.cpu.priority", optional(is_priority), True, "10",
        "CPU scheduling priority 0..10"),
-    _k("limits.cpu.nodes", unsupported("NUMA placement (limits.cpu.nodes)"), True, None,
+    _k("limits.cpu.nodes", unsupported("NUMA placement (limits.cpu.nodes)", is_cpuset,
+                                         allow_false=False), True, None,
        "NUMA nodes for the instance's CPUs"),
     _k("limits.disk.priority", optional(is_priority), True, "5", "I/O priority 0..10"),
     _k("limits.memory", optional(is_memory_limit), True, None,
@@ -563,6 +566,7 @@ VOLATILE_KEYS = frozenset({
     "volatile.last_state.power", "volatile.last_state.ready", "volatile.apply_quota",
     "volatile.uuid", "volatile.uuid.generation", "volatile.last_state.idmap",
     "volatile.idmap.base", "volatile.idmap.current", "volatile.idmap.next",
+    "volatile.idmap.size",  # lxdlib: the size of an isolated allocation
 })
 # volatile.<device>.<suffix>
 VOLATILE_DEVICE_SUFFIXES = (
@@ -583,7 +587,7 @@ for _key, _what in _UNSUPPORTED.items():
     _BY_KEY[_key] = KeySpec(_key, unsupported(_what, optional(is_bool_value)), False, "false",
                             f"{_what}: not supported by lxdlib")
 for _key, _what in _UNSUPPORTED_ANY.items():
-    _BY_KEY[_key] = KeySpec(_key, unsupported(_what), False, None,
+    _BY_KEY[_key] = KeySpec(_key, unsupported(_what, allow_false=False), False, None,
                             f"{_what}: not supported by lxdlib")
 
 def all_specs() -> list[KeySpec]:
@@ -708,6 +712,9 @@ def _coerce(key: str, value: Any) -> str:
 
 def validate_key(key: str, value: str, *, profile: bool = False) -> None:
     """Check one key and its value for an instance (or a profile)."""
+    if not isinstance(key, str):
+        raise InvalidConfig(repr(key), "Configuration keys must be strings")
+    value = _coerce(key, value)
     _check_key_text(key)
     if profile and key.startswith("volatile."):
         raise InvalidConfig(key, "Volatile keys can only be set on instances", value)

@@ -24,7 +24,6 @@ import shutil
 import stat
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -173,25 +172,35 @@ def member_name(name: str) -> str:
         name = stripped
 
 
-@contextlib.contextmanager
-def _decompressed(path: Path) -> Iterator[tuple[IO[bytes], subprocess.Popen[bytes] | None]]:
-    """The tar stream inside ``path``; a decompressor child is killed on exit, however we leave."""
-    kind = compression.detect(path)
-    argv = compression.decompress_argv(kind)
-    if argv is None:
-        with open(path, "rb") as f:
-            yield f, None
-        return
-    with open(path, "rb") as src:  # on stdin, so messages name "stdin", not our temp file
-        proc = subprocess.Popen(argv, stdin=src, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=compression.tool_env())
-    assert proc.stdout is not None
-    try:
-        yield proc.stdout, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+class _Decompressed:
+    """The tar stream inside an image file, from a decompressor child reading the file on stdin
+    (so its messages say "stdin", not our temp file name). ``close`` ends the child however far
+    the stream was read and keeps the child's own error, if it failed by itself."""
+
+    def __init__(self, path: Path) -> None:
+        argv = compression.decompress_argv(compression.detect(path))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.error = ""
+        if argv is None:
+            self.stream: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed in close()
+            return
+        with open(path, "rb") as src:
+            self.proc = subprocess.Popen(argv, stdin=src, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, env=compression.tool_env())
+        assert self.proc.stdout is not None
+        self.stream = self.proc.stdout
+
+    def close(self) -> None:
+        self.stream.close()  # a healthy decompressor now dies of SIGPIPE: nothing is buffered
+        if self.proc is None:
+            return
+        try:
+            _, err = self.proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        if self.proc.returncode > 0:
+            self.error = err.decode(errors="replace").strip()
 
 
 def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
@@ -202,27 +211,26 @@ def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
         raise ImageError(f"Unsupported image format: {kind} (expected a tarball)")
     data: bytes | None = None
     failure = ""
-    with _decompressed(p) as (stream, proc):
-        try:
-            with tarfile.open(fileobj=stream, mode="r|") as tf:
-                for member in tf:
-                    if member_name(member.name) != "metadata.yaml":
-                        continue
-                    if not member.isreg():
-                        raise ImageError('Cannot read non-regular file "metadata.yaml"')
-                    if member.size > MAX_METADATA_SIZE:
-                        raise ImageError("metadata.yaml is too large")
-                    f = tf.extractfile(member)
-                    assert f is not None
-                    data = f.read()
-                    break
-        except (tarfile.TarError, EOFError, OSError) as e:
-            failure = str(e) or type(e).__name__
-        if data is None and proc is not None:
-            _, err = proc.communicate()
-            if proc.returncode:
-                failure = err.decode(errors="replace").strip() or failure
+    source = _Decompressed(p)
+    try:
+        with tarfile.open(fileobj=source.stream, mode="r|") as tf:
+            for member in tf:
+                if member_name(member.name) != "metadata.yaml":
+                    continue
+                if not member.isreg():
+                    raise ImageError('Cannot read non-regular file "metadata.yaml"')
+                if member.size > MAX_METADATA_SIZE:
+                    raise ImageError("metadata.yaml is too large")
+                f = tf.extractfile(member)
+                assert f is not None
+                data = f.read()
+                break
+    except (tarfile.TarError, EOFError, OSError) as e:
+        failure = str(e) or type(e).__name__
+    finally:
+        source.close()
     if data is None:
+        failure = source.error or failure
         if failure:
             raise ImageError(f"Invalid image tarball: {failure}")
         raise ImageError("Metadata tarball is missing metadata.yaml")

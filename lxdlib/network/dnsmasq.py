@@ -195,6 +195,8 @@ def start(cfg: DnsmasqConfig, raw: str = "") -> int:
     _write(run / RAW, raw + ("\n" if raw and not raw.endswith("\n") else ""))
     if not (run / HOSTS).exists():
         _write(run / HOSTS, "")
+    with contextlib.suppress(FileNotFoundError):
+        (run / LOG).unlink()  # one log per daemon: restarts would otherwise grow it forever
     argv = build_argv(cfg, exe)
     with tempfile.TemporaryFile() as err:
         try:

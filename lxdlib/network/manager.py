@@ -357,6 +357,13 @@ def bridge_mac(tag: str, name: str) -> str:
 
 
 # -- effects -----------------------------------------------------------------------------------
+def _sysctl_on(path: str) -> bool:
+    try:
+        return (Path("/proc/sys") / path).read_text().strip() == "1"
+    except FileNotFoundError:
+        return False
+
+
 PENDING = "link-pending"
 APPLIED = "applied"
 DHCP_HOSTS = "dhcp-hosts.yaml"
@@ -507,11 +514,10 @@ class NetworkManager:
             return False
         if not bridge.has_addresses(name, spec.addresses):
             return False
-        if spec.ipv4 is not None and spec.ipv4_nat \
-                and Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() != "1":
+        if spec.ipv4 is not None and spec.ipv4_nat and not _sysctl_on("net/ipv4/ip_forward"):
             return False
         if spec.ipv6 is not None and spec.ipv6_nat \
-                and Path("/proc/sys/net/ipv6/conf/all/forwarding").read_text().strip() != "1":
+                and not _sysctl_on("net/ipv6/conf/all/forwarding"):
             return False
         cfg = self._dnsmasq_config(name, spec)
         if dnsmasq.needed(cfg):
@@ -532,6 +538,7 @@ class NetworkManager:
         # An unprivileged dnsmasq re-reads its hosts file here: others may search, not list.
         os.chmod(run.parent, 0o711)
         os.chmod(run, 0o711)
+        state.remove_stale_tmp(run)
         fingerprint = self._fingerprint(record)
         try:
             changed = (run / APPLIED).read_text() != fingerprint
@@ -812,7 +819,10 @@ class NetworkManager:
                     raise InvalidConfig("ipv4.address", f"already assigned to {other}", ipv4)
                 if str(entry.get("hwaddr")).lower() == hwaddr.lower():
                     raise InvalidConfig("hwaddr", f"already assigned to {other}", hwaddr)
-            hosts[key] = {"hwaddr": hwaddr.lower(), "ipv4": ipv4, "hostname": hostname}
+            entry = {"hwaddr": hwaddr.lower(), "ipv4": ipv4, "hostname": hostname}
+            if hosts.get(key) == entry:
+                return  # unchanged: no rewrite, no SIGHUP (this runs on every instance start)
+            hosts[key] = entry
             self._store_hosts(name, hosts)
 
     def dhcp_host_remove(self, name: str, key: str) -> None:

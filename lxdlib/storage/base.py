@@ -133,7 +133,7 @@ class PoolDriver(abc.ABC):
     # -- snapshots ------------------------------------------------------------------------------
     @abc.abstractmethod
     def create_snapshot(self, name: str, snap: str) -> Path:
-        """Read-only snapshot ``containers-snapshots/<name>/<snap>``; works on a running instance."""
+        """Read-only snapshot ``containers-snapshots/<name>/<snap>``, also of a running one."""
 
     @abc.abstractmethod
     def delete_snapshot(self, name: str, snap: str) -> None:

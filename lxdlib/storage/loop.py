@@ -77,6 +77,19 @@ def mounts() -> list[tuple[str, str, str]]:
     return result
 
 
+def mount_options(path: str | os.PathLike[str]) -> set[str]:
+    """Per-mount options (``rw``/``ro``, ``nosuid``…) of the mount exactly on ``path``; empty
+    when nothing is mounted there."""
+    target = os.path.realpath(path)
+    found: set[str] = set()
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split(" ")
+            if len(fields) > 5 and _unescape_mountinfo(fields[4]) == target:
+                found = set(fields[5].split(","))  # the last mount on top wins
+    return found
+
+
 def is_mounted(path: str | os.PathLike[str]) -> bool:
     """Whether something is mounted exactly on ``path`` (read from /proc/self/mountinfo)."""
     target = os.path.realpath(path)

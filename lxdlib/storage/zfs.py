@@ -149,6 +149,21 @@ def stop_zfs_daemon(pid: int | None, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def busy_retry(cmd: list[str], timeout: float = 10.0) -> None:
+    """Run a zfs/zpool command that zfs-fuse may refuse for a moment after an unmount ("dataset
+    is busy" while the kernel lets go of the FUSE mount): retry until it passes."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        proc = run(cmd, check=False)
+        if proc.returncode == 0:
+            return
+        if "busy" not in proc.stderr or time.monotonic() > deadline:
+            raise StorageError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
 # -- the driver -----------------------------------------------------------------------------------
 
 
@@ -261,6 +276,10 @@ class ZfsPool(PoolDriver):
         return run(["zfs", *args]).stdout
 
     @staticmethod
+    def _zfs_busy_retry(*args: str) -> None:
+        busy_retry(["zfs", *args])
+
+    @staticmethod
     def _exists(ds: str) -> bool:
         return run(["zfs", "list", "-H", "-o", "name", ds], check=False).returncode == 0
 
@@ -281,28 +300,36 @@ class ZfsPool(PoolDriver):
 
     def _destroy(self, ds: str) -> None:
         if self._exists(ds):
-            self._zfs("destroy", "-r", ds)
+            self._zfs_busy_retry("destroy", "-r", ds)
 
     def _discard(self, ds: str) -> None:
         with contextlib.suppress(Exception):
             self._destroy(ds)
 
-    def _rename(self, old: str, new: str) -> None:
-        """zfs-fuse renames only unmounted, writable datasets: unmount, rename, mount."""
+    def _rename(self, old: str, new: str, *, read_only: bool = False) -> None:
+        """zfs-fuse renames only unmounted, writable datasets: unmount, rename, (make
+        read-only: it takes effect at mount time only), mount."""
         if self._get("mounted", old) == "yes":
-            self._zfs("unmount", old)
+            self._zfs_busy_retry("unmount", old)
         try:
-            self._zfs("rename", old, new)
+            self._zfs_busy_retry("rename", old, new)
         except StorageError:
-            if self._exists(new) and not self._exists(old):
-                pass  # the rename happened after all
-            else:
+            if not (self._exists(new) and not self._exists(old)):  # else it did happen
                 with contextlib.suppress(StorageError):
                     self._mount_ds(old)
                 if self._exists(new):
                     raise AlreadyExists("dataset", new) from None
                 raise
+        if read_only:
+            self._zfs("set", "readonly=on", new)
         self._mount_ds(new)
+
+    def _read_only(self, ds: str) -> bool:
+        """zfs-fuse mounts a read-only dataset "rw" and then shows readonly as a "temporary"
+        off while it still refuses writes: that source means read-only too."""
+        value, source = self._zfs("get", "-H", "-o", "value,source", "readonly",
+                                  ds).split()
+        return value == "on" or source == "temporary"
 
     def _mount_ds(self, ds: str) -> None:
         if self._get("mountpoint", ds) not in ("none", "legacy") and \
@@ -349,7 +376,7 @@ class ZfsPool(PoolDriver):
             if str(self.loop_file) not in self._zpool_vdevs(zpool):
                 raise InvalidConfig("zfs.pool_name", "a zpool of that name already exists",
                                     zpool)
-            run(["zpool", "destroy", "-f", zpool])  # debris of a create that died
+            busy_retry(["zpool", "destroy", "-f", zpool])  # debris of a create that died
         with contextlib.suppress(FileNotFoundError):
             self.loop_file.unlink()
         self.paths.disks.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -376,7 +403,7 @@ class ZfsPool(PoolDriver):
     def _undo_create(self) -> None:
         if self.owns_zpool:
             if run(["zpool", "list", "-H", self.root], check=False).returncode == 0:
-                run(["zpool", "destroy", "-f", self.root])
+                busy_retry(["zpool", "destroy", "-f", self.root])
             with contextlib.suppress(FileNotFoundError):
                 self.loop_file.unlink()
         else:
@@ -384,7 +411,7 @@ class ZfsPool(PoolDriver):
                 self._destroy(f"{self.root}/{kind}")
             if self._exists(self.root):
                 with contextlib.suppress(StorageError):
-                    self._zfs("unmount", self.root)
+                    self._zfs_busy_retry("unmount", self.root)
                 self._zfs("inherit", "mountpoint", self.root)
         self._remove_mountpoint()
 
@@ -432,12 +459,12 @@ class ZfsPool(PoolDriver):
             if not _daemon_pids() or not self._exists(self.root):
                 return
             if self.owns_zpool:
-                run(["zpool", "export", self.root.split("/")[0]])
+                busy_retry(["zpool", "export", self.root.split("/")[0]])
                 return
             rows = self._rows("name", "mounted")
             for name, mounted in sorted(rows, key=lambda r: -r[0].count("/")):
                 if mounted == "yes":
-                    self._zfs("unmount", name)
+                    self._zfs_busy_retry("unmount", name)
 
     def usage(self) -> PoolUsage:
         used, avail = self._zfs("get", "-H", "-p", "-o", "value", "used,available",
@@ -448,9 +475,9 @@ class ZfsPool(PoolDriver):
         """Destroy temporary datasets and snapshots of dead processes, finish image volumes
         whose creator died between rename and read-only, drop unused deleted images, and
         mount whatever is not."""
-        rows = self._rows("name", "origin", "readonly")
-        origins = {origin.split("@")[0] for _, origin, _ in rows if origin != "-"}
-        for name, _, readonly in rows:
+        rows = self._rows("name", "origin")
+        origins = {origin.split("@")[0] for _, origin in rows if origin != "-"}
+        for name, _ in rows:
             parts = name[len(self.root) + 1:].split("/")
             if len(parts) != 2:
                 continue
@@ -458,16 +485,19 @@ class ZfsPool(PoolDriver):
             parsed = parse_temp_name(leaf)
             if kind in VOLUME_KINDS and parsed is not None and not pid_alive(parsed[1]):
                 self._discard(name)
-            elif kind == "images" and parsed is None and readonly != "on":
+            elif kind == "images" and parsed is None and not self._read_only(name):
+                # Its creator died between the rename and making it read-only.
                 self._zfs("set", "readonly=on", name)
-        for name, _, _ in rows:
+                if self._get("mounted", name) == "yes":
+                    self._zfs_busy_retry("unmount", name)  # remounted read-only below
+        for name, _ in rows:
             if name.startswith(f"{self.root}/deleted/images/") and name not in origins:
                 self._discard(name)
         for (snap,) in self._rows("name", kind="snapshot"):
             parsed = parse_temp_name("." + snap.split("@", 1)[1])
             if parsed is not None and not pid_alive(parsed[1]):
                 with contextlib.suppress(StorageError):
-                    self._zfs("destroy", snap)
+                    self._zfs_busy_retry("destroy", snap)
         self._mount_all()
 
     # -- images ---------------------------------------------------------------------------------
@@ -484,14 +514,13 @@ class ZfsPool(PoolDriver):
             fill(self.mountpoint / "images" / leaf)
             self._zfs("snapshot", f"{tmp}@readonly")
             try:
-                self._rename(tmp, final)
+                self._rename(tmp, final, read_only=True)
             except AlreadyExists:
                 self._discard(tmp)  # another process won the race: keep its volume
                 return path
         except BaseException:
             self._discard(tmp)
             raise
-        self._zfs("set", "readonly=on", final)
         return path
 
     def _clones_of(self, ds: str) -> list[str]:
@@ -511,7 +540,7 @@ class ZfsPool(PoolDriver):
             run(["zfs", "create", "-o", "mountpoint=none", f"{self.root}/deleted"], check=False)
         if not self._exists(f"{self.root}/deleted/images"):
             run(["zfs", "create", f"{self.root}/deleted/images"], check=False)
-        self._zfs("set", "readonly=off", ds)
+        self._zfs("set", "readonly=off", ds)  # zfs-fuse refuses to rename a read-only dataset
         self._rename(ds, f"{self.root}/deleted/images/{temp_name('deleted', fingerprint)[1:]}")
 
     # -- instances ------------------------------------------------------------------------------
@@ -539,7 +568,7 @@ class ZfsPool(PoolDriver):
         if not self._exists(ds):
             return
         origin = self._get("origin", ds).split("@")[0]
-        self._zfs("destroy", "-r", ds)
+        self._zfs_busy_retry("destroy", "-r", ds)
         if origin.startswith(f"{self.root}/deleted/") and not self._clones_of(origin):
             self._discard(origin)
 
@@ -569,7 +598,7 @@ class ZfsPool(PoolDriver):
         tmp = f"{self.root}/containers/{temp_name(TMP, dst)}"
         try:
             self._send_receive(snap, tmp)
-            self._zfs("destroy", f"{tmp}@{snap.split('@', 1)[1]}")
+            self._zfs_busy_retry("destroy", f"{tmp}@{snap.split('@', 1)[1]}")
             try:
                 self._rename(tmp, final)
             except AlreadyExists:
@@ -580,7 +609,7 @@ class ZfsPool(PoolDriver):
         finally:
             if made_snap is not None:
                 with contextlib.suppress(StorageError):
-                    self._zfs("destroy", made_snap)
+                    self._zfs_busy_retry("destroy", made_snap)
         return self.volume_path("containers", dst)
 
     @staticmethod
@@ -628,7 +657,7 @@ class ZfsPool(PoolDriver):
         return self.volume_path(SNAPSHOTS, f"{name}/{snap}")
 
     def delete_snapshot(self, name: str, snap: str) -> None:
-        self._zfs("destroy", self._require(SNAPSHOTS, f"{name}/{snap}"))
+        self._zfs_busy_retry("destroy", self._require(SNAPSHOTS, f"{name}/{snap}"))
 
     def rename_snapshot(self, name: str, old: str, new: str) -> None:
         src = self._require(SNAPSHOTS, f"{name}/{old}")
@@ -655,7 +684,7 @@ class ZfsPool(PoolDriver):
                 f"snapshot {name}/{snap} cannot be restored: later snapshots exist ({shown}); "
                 "ZFS can only roll back to the latest one (set zfs.remove_snapshots=true on the "
                 "pool to destroy the later snapshots)")
-        self._zfs("rollback", *(["-r"] if later else []), target)
+        self._zfs_busy_retry("rollback", *(["-r"] if later else []), target)
 
     def list_snapshots(self, name: str) -> list[str]:
         """Snapshot names, oldest first."""
@@ -681,4 +710,4 @@ class ZfsPool(PoolDriver):
         return self.volume_path("custom", name)
 
     def delete_custom_volume(self, name: str) -> None:
-        self._zfs("destroy", "-r", self._require("custom", name))
+        self._zfs_busy_retry("destroy", "-r", self._require("custom", name))

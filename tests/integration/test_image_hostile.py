@@ -4,6 +4,7 @@ leaves the destination empty."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import secrets
 import shutil
@@ -276,6 +277,7 @@ def test_corrupt_gzip(tmp_path: Path, outside: Path, where: str) -> None:
     assert isinstance(a.error, ImageError)
     if where == "header":
         assert a.import_error is not None
+        assert ".import-" not in str(a.import_error)  # names stdin, not our temp file
     a.check_nothing_outside()
 
 
@@ -295,3 +297,24 @@ def test_creation_date_zero(tmp_path: Path, outside: Path) -> None:
     assert isinstance(a.import_error, ImageError)
     assert "Missing creation date" in str(a.import_error)
     a.check_nothing_outside()
+
+
+def test_gzip_of_junk(tmp_path: Path, outside: Path) -> None:
+    a = Attempt(tmp_path, [], raw=gzip.compress(secrets.token_bytes(256 * 1024)))
+    assert isinstance(a.import_error, ImageError)
+    a.check_nothing_outside()
+
+
+def test_split_image_metadata_tarball_with_rootfs_symlink(tmp_path: Path, outside: Path) -> None:
+    store = make_store(tmp_path)
+    meta = make_image(tmp_path / "meta.tar.xz",
+                      [reg("metadata.yaml", METADATA), sym("rootfs", str(outside))],
+                      compression="xz")
+    rootfs = make_image(tmp_path / "rootfs.tar.xz", [reg("pwned", b"x")], compression="xz")
+    rec = store.import_file(meta, rootfs_path=rootfs)
+    dest = tmp_path / "vol"
+    dest.mkdir()
+    with pytest.raises(UnsafeImage, match="rootfs"):
+        store.unpack(rec.fingerprint, dest)
+    assert list(dest.iterdir()) == []
+    assert sorted(os.listdir(outside)) == ["victim"]

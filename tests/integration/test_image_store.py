@@ -88,6 +88,12 @@ def test_import_flags_and_record_persist(tmp_path: Path) -> None:
     assert again == rec
 
 
+def test_import_single_alias_string(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    rec = store.import_file(make_image(tmp_path / "img.tar.gz"), aliases="solo")
+    assert store.aliases() == {"solo": {"target": rec.fingerprint, "description": ""}}
+
+
 def test_import_progress(tmp_path: Path) -> None:
     members = good_members([reg("rootfs/big", os.urandom(3 * 1024 * 1024 + 17))])
     image = make_image(tmp_path / "img.tar", members, compression="none")

@@ -81,9 +81,6 @@ def _kill_after(env: NetEnv, delay: float, *args: str) -> None:
 
 def _assert_consistent(env: NetEnv, name: str) -> None:
     """Recover, then check the network is either complete or completely gone."""
-    rd = env.paths.run / "networks" / name
-    print(name, "record" if (env.paths.networks / f"{name}.yaml").exists() else "norec",
-          "link" if link_exists(name) else "nolink", sorted(p.name for p in rd.iterdir()) if rd.exists() else None)
     env.manager.cleanup_leftovers()
     if any(r["name"] == name for r in env.manager.list()):
         env.manager.ensure_up(name)
@@ -98,7 +95,7 @@ def _assert_consistent(env: NetEnv, name: str) -> None:
             assert wait_dead(pid), f"process {pid} of a removed network still runs"
 
 
-@pytest.mark.parametrize("delay", [0.15, 0.18, 0.2, 0.22, 0.25, 0.28, 0.3, 0.35, 0.4])
+@pytest.mark.parametrize("delay", [0.1, 0.18, 0.22, 0.26, 0.3, 0.4, 0.6])
 def test_kill_during_create_update_delete(netenv: NetEnv, delay: float) -> None:
     name = netenv.bridge_name()
     netenv.root.mkdir(parents=True, exist_ok=True)

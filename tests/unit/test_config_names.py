@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lxdlib.config.names import (
@@ -114,7 +114,8 @@ def test_alias_name_refused(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("ref", "expected"),
-    [("c1", ("c1", None)), ("c1/snap0", ("c1", "snap0")), ("web-1/before.up", ("web-1", "before.up"))],
+    [("c1", ("c1", None)), ("c1/snap0", ("c1", "snap0")),
+     ("web-1/before.up", ("web-1", "before.up"))],
 )
 def test_split_snapshot_ref(ref: str, expected: tuple[str, str | None]) -> None:
     assert split_snapshot_ref(ref) == expected
@@ -126,6 +127,7 @@ def test_split_snapshot_ref_refused(ref: str) -> None:
         split_snapshot_ref(ref)
 
 
+@settings(max_examples=40)
 @given(st.from_regex(r"[a-zA-Z][-a-zA-Z0-9]{0,61}[a-zA-Z0-9]", fullmatch=True),
        st.from_regex(r"[a-zA-Z0-9._-]{1,40}", fullmatch=True))
 def test_snapshot_ref_roundtrip(inst: str, snap: str) -> None:

@@ -13,6 +13,7 @@ from lxdlib import state
 from lxdlib.cli import output
 from lxdlib.cli.configcmd import _split_target_kv
 from lxdlib.cli.instances import parse_device_overrides, parse_kv
+from lxdlib.cli.main import split_exec
 from lxdlib.errors import Busy, InvalidArgument, LxdlibError
 
 
@@ -51,9 +52,8 @@ def test_lock_serialises_and_times_out(tmp_path: Path) -> None:
     t = threading.Thread(target=holder)
     t.start()
     time.sleep(0.05)
-    with pytest.raises(Busy):
-        with state.lock(paths, "instance", "c1", timeout=0.05):
-            pass
+    with pytest.raises(Busy), state.lock(paths, "instance", "c1", timeout=0.05):
+        pass
     with state.lock(paths, "instance", "c1"):
         order.append("b")
     t.join()
@@ -94,3 +94,18 @@ def test_table_layout() -> None:
     assert "| long-name | a       |" in lines and "|           | b       |" in lines
     assert output.to_csv([["a", "b,c"]]) == 'a,"b,c"'
     assert output.size(1536) == "1.50KiB"
+
+
+@pytest.mark.parametrize(("argv", "head", "cmd"), [
+    (["exec", "c1", "--", "sh", "-c", "x"], ["exec", "c1"], ["sh", "-c", "x"]),
+    (["exec", "c1", "sh", "-c", "x"], ["exec", "c1"], ["sh", "-c", "x"]),
+    (["--root", "/r", "exec", "--env", "A=b", "c1", "--", "env"],
+     ["--root", "/r", "exec", "--env", "A=b", "c1"], ["env"]),
+    (["exec", "c1", "--env", "A=b", "--cwd", "/tmp", "--", "pwd"],
+     ["exec", "c1", "--env", "A=b", "--cwd", "/tmp"], ["pwd"]),
+    (["exec", "-T", "c1", "ls", "--", "x"], ["exec", "-T", "c1"], ["ls", "--", "x"]),
+    (["exec", "c1", "-T", "ls", "-la"], ["exec", "c1", "-T"], ["ls", "-la"]),
+    (["list", "exec"], ["list", "exec"], None),
+])
+def test_split_exec(argv: list[str], head: list[str], cmd: list[str] | None) -> None:
+    assert split_exec(argv) == (head, cmd)

@@ -1,0 +1,131 @@
+"""The `lxdlib` command against real containers: the seed article's instance commands, one-line
+errors with non-zero exit codes, formats."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import lxdlib
+
+pytestmark = pytest.mark.root
+
+
+def run(host: lxdlib.Host, *args: str, input: str | None = None, check: bool = True
+        ) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "lxdlib.cli.main", "--root", str(host.paths.root), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=120)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{args} failed ({r.returncode}): {r.stderr}")
+    return r
+
+
+def test_seed_instance_commands(host: lxdlib.Host) -> None:
+    run(host, "launch", "busybox", "alpine-test")
+    run(host, "init", "busybox", "second")
+    out = run(host, "list").stdout
+    assert "| alpine-test | RUNNING |" in out and "| second      | STOPPED |" in out
+    fast = run(host, "list", "--fast").stdout.splitlines()[1]
+    assert all(h in fast for h in ("NAME", "STATE", "ARCHITECTURE", "CREATED AT", "PROFILES",
+                                   "TYPE"))
+    info = run(host, "info", "alpine-test").stdout
+    assert "Name: alpine-test" in info and "Status: RUNNING" in info and "PID:" in info
+    assert run(host, "exec", "alpine-test", "--", "sh", "-c", "echo hi; exit 3",
+               check=False).returncode == 3
+    r = run(host, "exec", "alpine-test", "sh", "-c", "cat", input="piped")
+    assert r.stdout == "piped"
+    run(host, "stop", "alpine-test", "--force")
+    run(host, "start", "alpine-test")
+    run(host, "restart", "alpine-test", "--force")
+    run(host, "pause", "alpine-test")
+    assert "FROZEN" in run(host, "list", "alpine-test", "-c", "ns", "-f", "csv").stdout
+    run(host, "start", "alpine-test")
+    run(host, "config", "set", "alpine-test", "limits.memory", "256MB")
+    assert run(host, "config", "get", "alpine-test", "limits.memory").stdout.strip() == "256MB"
+    shown = yaml.safe_load(run(host, "config", "show", "alpine-test").stdout)
+    assert shown["config"]["limits.memory"] == "256MB" and shown["profiles"] == ["default"]
+    expanded = yaml.safe_load(run(host, "config", "show", "--expanded", "alpine-test").stdout)
+    assert expanded["devices"]["root"]["path"] == "/"
+    run(host, "snapshot", "alpine-test")
+    run(host, "snapshot", "alpine-test", "named")
+    run(host, "restore", "alpine-test", "snap0")
+    run(host, "move", "alpine-test/named", "alpine-test/renamed")
+    assert "renamed" in run(host, "info", "alpine-test").stdout
+    run(host, "delete", "alpine-test/renamed")
+    data = json.loads(run(host, "list", "--format", "json").stdout)
+    assert {d["name"] for d in data} == {"alpine-test", "second"}
+    r = run(host, "delete", "alpine-test", check=False)
+    assert r.returncode == 1 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
+    run(host, "delete", "alpine-test", "--force")
+    run(host, "move", "second", "third")
+    run(host, "delete", "third")
+    assert json.loads(run(host, "list", "-f", "json").stdout) == []
+
+
+def test_config_edit_from_stdin(host: lxdlib.Host) -> None:
+    run(host, "init", "busybox", "c1")
+    doc = yaml.safe_load(run(host, "config", "show", "c1").stdout)
+    doc["config"]["user.note"] = "edited"
+    run(host, "config", "edit", "c1", input=yaml.safe_dump(doc))
+    assert host.instances["c1"].config["user.note"] == "edited"
+    bad = dict(doc)
+    bad["config"] = {**doc["config"], "environment.X": "a\nlxc.init.cmd=/bin/evil"}
+    r = run(host, "config", "edit", "c1", input=yaml.safe_dump(bad), check=False)
+    assert r.returncode == 1 and "Error:" in r.stderr
+    assert "environment.X" not in host.instances["c1"].config
+
+
+def test_user_errors_are_one_line(host: lxdlib.Host) -> None:
+    for args in (["start", "nope"], ["launch", "busybox", "bad_name"],
+                 ["launch", "no-such-image", "c1"], ["config", "set", "x", "k", "v"],
+                 ["launch", "busybox", "c2", "-c", "limits.memory=lots"]):
+        r = run(host, *args, check=False)
+        assert r.returncode == 1, args
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: "), (args, r.stderr)
+    assert run(host, "launch", check=False).returncode == 2  # usage error
+
+
+def test_image_and_storage_commands(host: lxdlib.Host, tmp_path: Path) -> None:
+    out = run(host, "image", "list").stdout
+    assert "busybox" in out
+    fp = host.images.get("busybox").fingerprint
+    run(host, "image", "alias", "create", "bb", fp[:12])
+    assert "bb" in run(host, "image", "alias", "list").stdout
+    assert f"Fingerprint: {fp}" in run(host, "image", "info", "bb").stdout
+    exported = tmp_path / "exp"
+    exported.mkdir()
+    run(host, "image", "export", "busybox", str(exported))
+    files = list(exported.iterdir())
+    assert len(files) == 1
+    assert files[0].read_bytes() == host.images.store.tarball_path(fp).read_bytes()
+    run(host, "image", "delete", "busybox")
+    r = run(host, "image", "import", str(files[0]), "--alias", "again")
+    assert fp in r.stdout
+    pools = run(host, "storage", "list").stdout
+    assert "| default |" in pools and "btrfs" in pools
+    info = yaml.safe_load(run(host, "storage", "info", "default").stdout)
+    assert info["info"]["driver"] == "btrfs"
+    run(host, "storage", "create", "extra", "dir")
+    assert run(host, "storage", "delete", "default", check=False).returncode == 1  # profile uses it
+    run(host, "launch", "again", "onextra", "-s", "extra")
+    assert host.instances["onextra"].record().pool == "extra"
+    assert run(host, "storage", "delete", "extra", check=False).returncode == 1
+    run(host, "delete", "onextra", "--force")
+    run(host, "storage", "delete", "extra")
+
+
+def test_launch_options(host: lxdlib.Host) -> None:
+    host.profiles.create("extra", {"user.from": "extra"}, {})
+    run(host, "launch", "busybox", "c1", "-p", "default", "-p", "extra", "-c", "user.x=1",
+        "-d", "root,size=64MiB")
+    c = host.instances["c1"]
+    assert c.profiles == ["default", "extra"]
+    assert c.expanded_config["user.from"] == "extra" and c.config["user.x"] == "1"
+    assert c.devices["root"]["size"] == "64MiB"
+    r = run(host, "exec", "c1", "--env", "A=b", "--cwd", "/tmp", "--", "sh", "-c", "echo $A; pwd")
+    assert r.stdout.split() == ["b", "/tmp"]
