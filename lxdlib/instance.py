@@ -15,7 +15,7 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from .errors import (
     AlreadyExists,
     InvalidArgument,
     InvalidConfig,
+    LXCError,
     LxdlibError,
     NotFound,
     WrongState,
@@ -36,7 +37,9 @@ from .runtime import ExecResult
 from .state import atomic_write, load_yaml, lock
 
 if TYPE_CHECKING:
+    from .devices import DeviceContext
     from .host import Host
+    from .snapshots import Snapshots
     from .storage.base import PoolDriver
 
 STATUS = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen",
@@ -203,7 +206,15 @@ class Instance:
         if not _truthy(cfg.get("security.privileged")):
             self.host.check_traversable(vol / "rootfs")
         # a fresh liblxc object: one made before the config was rewritten would start the old one
-        runtime.start(self._c(), self._paths.lxcpath)
+        try:
+            runtime.start(self._c(), self._paths.lxcpath)
+        except LXCError as e:
+            from .hooks import log_tail
+            tail = log_tail(self._paths.root, self.name)
+            if tail:
+                raise LXCError(f"failed to start instance {self.name!r}",
+                               f"{e.log_tail}\n--- lxdlib hooks ---\n{tail}") from None
+            raise
 
     def stop(self, force: bool = False, timeout: float = -1) -> None:
         """Stop: ask init to halt and wait ``timeout`` s (<0: as long as it takes), or kill.
@@ -327,7 +338,7 @@ class Instance:
         """
         with self._lock():
             rec = self.record()
-            old_cfg, _ = self.expanded(rec)
+            old_cfg, old_devs = self.expanded(rec)
             new = InstanceRecord.from_dict(rec.to_dict())
             if config is not None:
                 volatile = {k: v for k, v in rec.config.items() if k.startswith("volatile.")}
@@ -342,6 +353,10 @@ class Instance:
                     raise InvalidArgument("description contains a carriage return or NUL")
                 new.description = description
             new_cfg, new_devs = self.expanded(new)
+            for dname, dev in new_devs.items():
+                key = f"volatile.{dname}.hwaddr"
+                if dev.get("type") == "nic" and not dev.get("hwaddr") and key not in new.config:
+                    new.config[key] = _random_mac()  # a stable MAC from the first start on
             root_name, root = expand.root_disk(new_devs)
             if root.get("pool", rec.pool) != rec.pool:
                 raise InvalidConfig(f"devices.{root_name}.pool",
@@ -351,6 +366,7 @@ class Instance:
             self._write_lxc_config(new)
             if self.state in ("RUNNING", "FROZEN"):
                 self._apply_live(old_cfg, new_cfg)
+                self._apply_devices_live(old_devs, new_devs, new)
 
     def set_config(self, key: str, value: str) -> None:
         cfg = self.config
@@ -407,49 +423,59 @@ class Instance:
                 "ephemeral": rec.ephemeral, "type": "container"}
         return {"container": inst, "instance": inst, "config": cfg, "devices": devs}
 
-    def _write_lxc_config(self, rec: InstanceRecord) -> None:
+    def device_context(self, rec: InstanceRecord | None = None, pid: int | None = None
+                       ) -> DeviceContext:
+        from .devices import DeviceContext
+        rec = rec or self.record()
         cfg, devs = self.expanded(rec)
         pool = self._pool(rec)
+        privileged = _truthy(cfg.get("security.privileged"))
+        base = None if privileged else int(rec.config.get("volatile.idmap.base",
+                                                          str(self.host.facts().idmap.base)))
+        return DeviceContext(host=self.host, name=self.name, record=rec, config=cfg, devices=devs,
+                             volume=pool.volume_path("containers", self.name),
+                             root_uid=self._root_owner(rec)[0], idmap_base=base, pid=pid)
+
+    def _write_lxc_config(self, rec: InstanceRecord) -> None:
+        from . import hooks
+        from .devices import driver
+        pool = self._pool(rec)
         pool.mount()
-        vol = pool.volume_path("containers", self.name)
+        ctx = self.device_context(rec)
+        cfg = ctx.config
         privileged = _truthy(cfg.get("security.privileged"))
         facts = self.host.facts()
         idm: list[idmap.IdRange] = []
         if not privileged:
-            base = int(rec.config.get("volatile.idmap.base", str(facts.idmap.base)))
             size = int(rec.config.get("volatile.idmap.size", str(facts.idmap.size)))
-            idm = idmap.instance_map(base, size, cfg.get("raw.idmap", ""))
-        nics = []
-        for dname in sorted(devs):
-            dev = devs[dname]
-            if dev.get("type") != "nic":
-                continue
-            link = self.host._nic_link(dev)
-            hwaddr = (dev.get("hwaddr") or rec.config.get(f"volatile.{dname}.hwaddr")
-                      or _random_mac())
-            if dev.get("network"):
-                # the instance's name in the network's DNS, and a static ipv4.address honoured
-                self.host.networks.dhcp_host_add(dev["network"], f"{self.name}/{dname}", hwaddr,
-                                                 dev.get("ipv4.address"), self.name)
-            nics.append(render.Nic(name=dev.get("name", dname), link=link, hwaddr=hwaddr,
-                                   mtu=dev.get("mtu"), host_name=dev.get("host_name")))
-        mounts = []
-        for dname in sorted(devs):
-            dev = devs[dname]
-            if dev.get("type") == "disk" and dev.get("path") != "/" and dev.get("source"):
-                src = dev["source"]
-                opts = "bind,create=" + ("dir" if os.path.isdir(src) else "file")
-                if _truthy(dev.get("readonly")):
-                    opts += ",ro"
-                if not _truthy(dev.get("required", "true")):
-                    opts += ",optional"
-                mounts.append(render.MountEntry(src, dev["path"], "none", opts))
-        seccomp = self.host.seccomp_policy()
+            assert ctx.idmap_base is not None
+            idm = idmap.instance_map(ctx.idmap_base, size, cfg.get("raw.idmap", ""))
+        nics: list[render.Nic] = []
+        mounts: list[render.MountEntry] = []
+        extra: list[tuple[str, str]] = []
+        start_hook = stop_hook = rec.ephemeral
+        for dname in sorted(ctx.devices):
+            dev = ctx.devices[dname]
+            out = driver(dev["type"]).render(ctx, dname, dev)
+            nics += out.nics
+            mounts += out.mounts
+            extra += out.keys
+            start_hook = start_hook or out.start_hook
+            stop_hook = stop_hook or out.stop_hook or out.start_hook
+        hook_lines: list[tuple[str, str]] = []
+        if start_hook or stop_hook:
+            cmd = hooks.command(self._paths.root)
+            hook_lines = [("version", "1")]
+            if start_hook:
+                hook_lines.append(("start-host", cmd))
+            if stop_hook:
+                hook_lines.append(("post-stop", cmd))
         inp = render.RenderInput(
-            name=self.name, rootfs=vol / "rootfs", config=cfg,
+            name=self.name, rootfs=ctx.volume / "rootfs", config=cfg,
             log_file=self._dir / runtime.LOG_NAME, console_log=self._dir / "console.log",
-            seccomp_file=seccomp, idmap=idm,
+            seccomp_file=self.host.seccomp_policy(), idmap=idm,
             idmapped_rootfs=pool.supports_idmapped_mounts, nics=nics, mounts=mounts,
+            hooks=hook_lines, extra=extra,
             cgroup_version=facts.cgroup_version, host_cpus=facts.cpus,
             mem_total=facts.mem_total, chosen_cpus=self.host._pick_cpus(self.name, cfg),
             architecture=rec.architecture, lxcfs=facts.lxcfs,
@@ -462,6 +488,28 @@ class Instance:
         except FileNotFoundError:
             pass
         atomic_write(path, text, 0o640)
+
+    def _apply_devices_live(self, old: Mapping[str, Mapping[str, str]],
+                            new: Mapping[str, Mapping[str, str]], rec: InstanceRecord) -> None:
+        """Hot-plug: devices added, removed or changed on a running instance."""
+        from .devices import driver
+        ctx = self.device_context(rec, pid=self.pid)
+        for dname in sorted(set(old) - set(new)):
+            drv = driver(old[dname]["type"])
+            if drv.hotplug:
+                drv.stop(ctx, dname, old[dname])
+        for dname in sorted(new):
+            drv = driver(new[dname]["type"])
+            if not drv.hotplug:
+                continue
+            if dname not in old:
+                drv.start(ctx, dname, new[dname])
+            elif dict(old[dname]) != dict(new[dname]):
+                if old[dname].get("type") == new[dname].get("type"):
+                    drv.update(ctx, dname, old[dname], new[dname])
+                else:
+                    driver(old[dname]["type"]).stop(ctx, dname, old[dname])
+                    drv.start(ctx, dname, new[dname])
 
     # -- exec -------------------------------------------------------------------------------
     def _exec_env(self, env: Mapping[str, str] | None, uid: int) -> dict[str, str]:
@@ -546,6 +594,7 @@ class Instance:
     # -- snapshots --------------------------------------------------------------------------
     @property
     def snapshots(self) -> Snapshots:
+        from .snapshots import Snapshots
         return Snapshots(self)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0,
@@ -763,133 +812,3 @@ def _choose_idmap(host: Host, name: str, cfg: Mapping[str, str],
                 used[other] = (int(o["volatile.idmap.base"]),
                                int(o.get("volatile.idmap.size", idmap.MIN_SIZE)))
         return idmap.allocate_isolated(alloc, size, used), size
-
-
-class Snapshots:
-    """An instance's snapshots, taken by the pool driver (no stop, no liblxc snapshot API)."""
-
-    def __init__(self, inst: Instance) -> None:
-        self.inst = inst
-
-    def __repr__(self) -> str:
-        return f"<Snapshots of {self.inst.name!r}: {', '.join(self.names())}>"
-
-    def names(self) -> list[str]:
-        return [s.name for s in self.inst.record().snapshots]
-
-    def __iter__(self) -> Iterator[record.SnapshotRecord]:
-        return iter(self.inst.record().snapshots)
-
-    def __len__(self) -> int:
-        return len(self.inst.record().snapshots)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.names()
-
-    def get(self, name: str) -> record.SnapshotRecord:
-        snap = self.inst.record().snapshot(name)
-        if snap is None:
-            raise NotFound("snapshot", f"{self.inst.name}/{name}")
-        return snap
-
-    __getitem__ = get
-
-    def create(self, name: str | None = None, *, stateful: bool = False, reuse: bool = False,
-               expires_at: dt.datetime | None = None, no_expiry: bool = False
-               ) -> record.SnapshotRecord:
-        from .config.snapshots import next_snapshot_name
-        from .config.units import expiry_date
-        if stateful:
-            from .errors import ToolMissing
-            raise ToolMissing("stateful snapshots need CRIU checkpointing, which lxdlib does not "
-                              "do yet")
-        inst = self.inst
-        with inst._lock():
-            rec = inst.record()
-            cfg, _ = inst.expanded(rec)
-            now = record.now()
-            existing = [s.name for s in rec.snapshots]
-            if name is None:
-                name = next_snapshot_name(cfg.get("snapshots.pattern", "snap%d"), existing, now)
-            names.validate_snapshot_name(name)
-            pool = inst._pool(rec)
-            if name in existing:
-                if not reuse:
-                    raise AlreadyExists("snapshot", f"{inst.name}/{name}")
-                pool.delete_snapshot(inst.name, name)
-                rec.snapshots = [s for s in rec.snapshots if s.name != name]
-            if expires_at is None and not no_expiry and cfg.get("snapshots.expiry"):
-                expires_at = expiry_date(now, cfg["snapshots.expiry"])
-            c = inst._c()
-            frozen = False
-            if pool.snapshot_needs_freeze and c.state == "RUNNING":
-                runtime.freeze(c, inst.host.paths.lxcpath)
-                frozen = True
-            try:
-                pool.create_snapshot(inst.name, name)
-            finally:
-                if frozen:
-                    runtime.unfreeze(c, inst.host.paths.lxcpath)
-            snap = record.SnapshotRecord(name=name, created_at=now, expires_at=expires_at,
-                                         config=dict(rec.config), devices=dict(rec.devices),
-                                         profiles=list(rec.profiles))
-            rec.snapshots.append(snap)
-            try:
-                record.save(inst.host.paths, rec)
-            except BaseException:
-                pool.delete_snapshot(inst.name, name)
-                raise
-        inst.host.events.emit("snapshot-created", f"{inst.name}/{name}")
-        return snap
-
-    def delete(self, name: str) -> None:
-        inst = self.inst
-        with inst._lock():
-            rec = inst.record()
-            if rec.snapshot(name) is None:
-                raise NotFound("snapshot", f"{inst.name}/{name}")
-            rec.snapshots = [s for s in rec.snapshots if s.name != name]
-            record.save(inst.host.paths, rec)  # commit: the snapshot is gone
-            inst._pool(rec).delete_snapshot(inst.name, name)
-        inst.host.events.emit("snapshot-deleted", f"{inst.name}/{name}")
-
-    def rename(self, old: str, new: str) -> None:
-        names.validate_snapshot_name(new)
-        inst = self.inst
-        with inst._lock():
-            rec = inst.record()
-            snap = rec.snapshot(old)
-            if snap is None:
-                raise NotFound("snapshot", f"{inst.name}/{old}")
-            if rec.snapshot(new) is not None:
-                raise AlreadyExists("snapshot", f"{inst.name}/{new}")
-            inst._pool(rec).rename_snapshot(inst.name, old, new)
-            snap.name = new
-            record.save(inst.host.paths, rec)
-
-    def restore(self, name: str) -> None:
-        """Make the instance what it was at the snapshot: volume, config, devices, profiles.
-
-        A running instance is stopped, restored and started again, as LXD does.
-        """
-        inst = self.inst
-        with inst._lock():
-            rec = inst.record()
-            snap = rec.snapshot(name)
-            if snap is None:
-                raise NotFound("snapshot", f"{inst.name}/{name}")
-            c = inst._c()
-            was_running = c.state != "STOPPED"
-            if was_running:
-                runtime.kill(c, inst.host.paths.lxcpath)
-            inst._pool(rec).restore_snapshot(inst.name, name)
-            keep = {k: v for k, v in rec.config.items() if k in ("volatile.uuid",)}
-            rec.config = {**snap.config, **keep}
-            rec.devices = {k: dict(v) for k, v in snap.devices.items()}
-            rec.profiles = list(snap.profiles)
-            record.save(inst.host.paths, rec)
-            inst._apply_quota(inst.expanded(rec)[1], rec)
-            inst._write_lxc_config(rec)
-            if was_running:
-                inst._start_locked()
-        inst.host.events.emit("snapshot-restored", f"{inst.name}/{name}")

@@ -78,6 +78,7 @@ class RenderInput:
     nics: Sequence[Nic] = ()
     mounts: Sequence[MountEntry] = ()
     hooks: Sequence[tuple[str, str]] = ()
+    extra: Sequence[tuple[str, str]] = ()
     cgroup_version: int = 1
     host_cpus: int = 1
     mem_total: int = 0
@@ -169,7 +170,8 @@ def render(inp: RenderInput) -> list[tuple[str, str]]:
         add((f"lxc.net.{i}.type", "veth"))
         add((f"lxc.net.{i}.link", nic.link))
         add((f"lxc.net.{i}.name", nic.name))
-        add((f"lxc.net.{i}.hwaddr", nic.hwaddr))
+        if nic.hwaddr:
+            add((f"lxc.net.{i}.hwaddr", nic.hwaddr))
         add((f"lxc.net.{i}.flags", "up"))
         if nic.mtu:
             add((f"lxc.net.{i}.mtu", nic.mtu))
@@ -182,6 +184,7 @@ def render(inp: RenderInput) -> list[tuple[str, str]]:
 
     for hook, cmd in inp.hooks:
         add((f"lxc.hook.{hook}", cmd))
+    out.extend(inp.extra)
 
     raw = cfg.get("raw.lxc", "")
     for line in raw.splitlines():

@@ -1,1 +1,124 @@
-"""devices"""
+"""Device drivers: one module per device type, each answering the same four questions.
+
+- ``render``: what the device adds to the liblxc config (nics, mount entries, raw keys), and
+  whether it needs host-side work once the container's init exists (a ``start-host`` hook) or
+  when it stops (a ``post-stop`` hook);
+- ``start``: that host-side work, given the init pid (run from the liblxc hook, so it happens on
+  every start — also ``lxc-start`` or a reboot from inside — and on a live add);
+- ``stop``: undo ``start``; idempotent (run from the post-stop hook, and on a live remove);
+- ``update``: a running instance's device changed (default: stop the old, start the new).
+
+There is no daemon: hooks are how device behaviour follows the container through restarts that no
+lxdlib process sees. Drivers must not take the instance lock (the hook runs while the starting
+process holds it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from ..errors import InvalidConfig
+from ..render import MountEntry, Nic
+
+if TYPE_CHECKING:
+    from ..host import Host
+    from ..record import InstanceRecord
+
+
+@attrs.define
+class DeviceContext:
+    """What a driver may know about the instance it serves."""
+
+    host: Host
+    name: str
+    record: InstanceRecord
+    config: Mapping[str, str]  # expanded
+    devices: Mapping[str, Mapping[str, str]]  # expanded
+    volume: Path  # the instance volume (rootfs/ inside)
+    root_uid: int  # host uid of the container's root (0 when privileged or idmapped on disk)
+    idmap_base: int | None  # host id that container id 0 maps to (None: privileged)
+    pid: int | None = None  # init pid when running
+
+    @property
+    def instance_dir(self) -> Path:
+        path: Path = self.host.paths.instance_dir(self.name)
+        return path
+
+    @property
+    def device_dir(self) -> Path:
+        """Per-instance runtime files of devices (pid files, sockets, logs)."""
+        d = self.instance_dir / "devices"
+        d.mkdir(mode=0o700, exist_ok=True)
+        return d
+
+
+@attrs.define
+class Rendered:
+    nics: list[Nic] = attrs.field(factory=list)
+    mounts: list[MountEntry] = attrs.field(factory=list)
+    keys: list[tuple[str, str]] = attrs.field(factory=list)
+    start_hook: bool = False
+    stop_hook: bool = False
+
+
+class Driver(Protocol):
+    hotplug: bool
+
+    def render(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Rendered: ...
+
+    def start(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None: ...
+
+    def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None: ...
+
+    def update(self, ctx: DeviceContext, name: str, old: Mapping[str, str],
+               new: Mapping[str, str]) -> None: ...
+
+
+class BaseDriver:
+    """Defaults: nothing rendered, nothing to do on the host, live changes by stop + start."""
+
+    hotplug = False
+
+    def render(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Rendered:
+        return Rendered()
+
+    def start(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
+        return None
+
+    def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
+        return None
+
+    def update(self, ctx: DeviceContext, name: str, old: Mapping[str, str],
+               new: Mapping[str, str]) -> None:
+        self.stop(ctx, name, old)
+        self.start(ctx, name, new)
+
+
+class NoneDriver(BaseDriver):
+    """``type: none`` only masks a profile device of the same name."""
+
+    hotplug = True
+
+
+_MODULES = {"disk": "disk", "nic": "nic", "proxy": "proxy", "unix-char": "unix",
+            "unix-block": "unix"}
+_cache: dict[str, Any] = {"none": NoneDriver()}
+
+
+def driver(dtype: str) -> Driver:
+    """The driver of a device type (modules load on first use, keeping imports cheap)."""
+    if dtype in _cache:
+        d: Driver = _cache[dtype]
+        return d
+    module = _MODULES.get(dtype)
+    if module is None:
+        raise InvalidConfig("type", f"device type {dtype!r} is not supported by lxdlib")
+    mod = importlib.import_module(f"{__name__}.{module}")
+    d = mod.driver_for(dtype)
+    _cache[dtype] = d
+    return d

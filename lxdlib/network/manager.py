@@ -844,6 +844,31 @@ class NetworkManager:
                         if k != owner and not k.startswith(owner + "/")}
                 if kept != hosts:
                     self._store_hosts(name, kept)
+                    gone = {str(v.get("hwaddr", "")).lower() for k, v in hosts.items()
+                            if k not in kept}
+                    self._release_leases(name, record, gone)
+
+    def _release_leases(self, name: str, record: dict[str, Any], hwaddrs: set[str]) -> None:
+        """Forget the leases of MACs that left (as LXD does on instance delete), so their
+        addresses — a static one included — are free for the next instance at once.
+
+        dnsmasq reads its lease file only when it starts: stop it, drop the lines, start it.
+        """
+        run = self.run_dir(name)
+        path = run / dnsmasq.LEASES
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return
+        keep = [ln for ln in lines if len(ln.split()) < 2 or ln.split()[1].lower() not in hwaddrs]
+        if len(keep) == len(lines) or dnsmasq.running_pid(run) is None:
+            if len(keep) != len(lines):
+                state.atomic_write(path, "".join(f"{ln}\n" for ln in keep).encode(), 0o644)
+            return
+        spec = parse_spec(record["config"])
+        dnsmasq.stop(run)
+        state.atomic_write(path, "".join(f"{ln}\n" for ln in keep).encode(), 0o644)
+        dnsmasq.start(self._dnsmasq_config(name, spec), spec.raw_dnsmasq)
 
     def _store_hosts(self, name: str, hosts: dict[str, dict[str, Any]]) -> None:
         run = self.run_dir(name)

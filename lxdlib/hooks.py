@@ -1,0 +1,138 @@
+"""What liblxc runs at a container's start and stop: device work on the host, ephemeral cleanup.
+
+Written into the liblxc config as ``lxc.hook.start-host`` / ``lxc.hook.post-stop`` only for
+instances that need them (hooks cost a Python start each). Because liblxc runs them, they follow
+every start and stop — ``lxdlib start``, ``lxc-start``, a reboot or poweroff from inside — with no
+lxdlib process around. With ``lxc.hook.version = 1`` liblxc passes the facts in the environment
+(``LXC_NAME``, ``LXC_HOOK_TYPE``, ``LXC_PID`` for start-host, ``LXC_TARGET`` for post-stop).
+
+Hooks never take the instance lock: the process that started the container may hold it.
+A failing start-host hook makes liblxc abort the start; the reason is in ``hooks.log``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HOOK_LOG = "hooks.log"
+
+
+def command(root: Path) -> str:
+    return f"{sys.executable} -m lxdlib.hooks {root}"
+
+
+def _log(root: Path, name: str, text: str) -> None:
+    path = root / "containers" / name / HOOK_LOG
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        with open(path, "a") as f:
+            f.write(f"{stamp} {text}\n")
+    except OSError:
+        pass
+
+
+def log_tail(root: Path, name: str, lines: int = 15) -> str:
+    try:
+        return "\n".join((root / "containers" / name / HOOK_LOG).read_text().splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def start_host(root: Path, name: str, pid: int) -> None:
+    from .host import Host
+    from .instance import Instance
+    inst = Instance(Host(root), name)
+    ctx = inst.device_context(pid=pid)
+    started: list[tuple[str, dict[str, str]]] = []
+    from .devices import driver
+    try:
+        for dname, dev in sorted(ctx.devices.items()):
+            driver(dev["type"]).start(ctx, dname, dev)
+            started.append((dname, dict(dev)))
+    except BaseException:
+        for dname, dev in reversed(started):
+            try:
+                driver(dev["type"]).stop(ctx, dname, dev)
+            except Exception:
+                _log(root, name, f"start-host rollback of {dname}: {traceback.format_exc()}")
+        raise
+
+
+def post_stop(root: Path, name: str, target: str) -> None:
+    from .devices import driver
+    from .host import Host
+    from .instance import Instance
+    host = Host(root)
+    inst = Instance(host, name)
+    try:
+        ctx = inst.device_context(pid=None)
+    except Exception:
+        return  # deleted meanwhile: nothing of ours left to stop
+    for dname, dev in sorted(ctx.devices.items()):
+        try:
+            driver(dev["type"]).stop(ctx, dname, dev)
+        except Exception:
+            _log(root, name, f"post-stop of {dname}: {traceback.format_exc()}")
+    if ctx.record.ephemeral and target != "reboot":
+        # Deleting from inside liblxc's monitor would pull the floor from under it: a detached
+        # reaper waits for STOPPED, then deletes under the instance lock.
+        subprocess.Popen([sys.executable, "-m", "lxdlib.hooks", str(root), "reap", name],
+                         start_new_session=True, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
+
+
+def reap(root: Path, name: str) -> None:
+    """Delete an ephemeral instance once it has stopped (unless something restarted it)."""
+    from . import runtime
+    from .errors import LxdlibError
+    from .host import Host
+    from .instance import Instance
+    from .state import lock
+    host = Host(root)
+    c = runtime.open_container(host.paths.lxcpath, name)
+    deadline = time.monotonic() + 60
+    while c.state != "STOPPED" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        with lock(host.paths, "instance", name):
+            inst = Instance(host, name)
+            if not inst.exists or not inst.ephemeral or inst.state != "STOPPED":
+                return
+            inst._delete_locked(inst.record())
+    except LxdlibError as e:
+        _log(root, name, f"ephemeral delete: {e}")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 1:
+        sys.stderr.write("usage: python -m lxdlib.hooks <root> [reap <name>]\n")
+        return 2
+    root = Path(argv[0])
+    if len(argv) == 3 and argv[1] == "reap":
+        reap(root, argv[2])
+        return 0
+    name = os.environ.get("LXC_NAME", "")
+    hook = os.environ.get("LXC_HOOK_TYPE", "")
+    try:
+        if hook == "start-host":
+            start_host(root, name, int(os.environ["LXC_PID"]))
+        elif hook == "post-stop":
+            post_stop(root, name, os.environ.get("LXC_TARGET", "stop"))
+        else:
+            _log(root, name, f"unknown hook type {hook!r}")
+            return 1
+    except Exception as e:
+        _log(root, name, f"{hook} failed: {e}\n{traceback.format_exc()}")
+        sys.stderr.write(f"lxdlib {hook} hook failed: {e}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
