@@ -24,6 +24,7 @@ from .errors import (
     LxdlibError,
     NetworkError,
     NotFound,
+    ProfileApplyError,
     QuotaExceeded,
     StorageError,
     ToolMissing,
@@ -39,9 +40,26 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
-    "AlreadyExists", "Busy", "ExecResult", "Host", "ImageError", "InUse", "Instance",
-    "InvalidArgument", "InvalidConfig", "InvalidName", "LXCError", "LxdlibError", "NetworkError",
-    "NotFound", "QuotaExceeded", "StorageError", "ToolMissing", "UnsafeImage", "WrongState",
+    "AlreadyExists",
+    "Busy",
+    "ExecResult",
+    "Host",
+    "ImageError",
+    "InUse",
+    "Instance",
+    "InvalidArgument",
+    "InvalidConfig",
+    "InvalidName",
+    "LXCError",
+    "LxdlibError",
+    "NetworkError",
+    "NotFound",
+    "ProfileApplyError",
+    "QuotaExceeded",
+    "StorageError",
+    "ToolMissing",
+    "UnsafeImage",
+    "WrongState",
 ]
 
 _LAZY = {"Host": ".host", "Instance": ".instance", "ExecResult": ".runtime"}

@@ -210,6 +210,8 @@ class Host:
         self._recovered = False
         self._traversable_checked = False
         self._seccomp_ok = False
+        # profiles read once per bulk operation (update_profile) instead of once per expansion
+        self._profile_memo: dict[str, expand.ProfileData] | None = None
 
     def __repr__(self) -> str:
         return f"<Host root={str(self.paths.root)!r}>"
@@ -410,21 +412,31 @@ class Host:
         self.profiles.save(name, config if config is not None else old.config, new_devices,
                            description if description is not None else old.description)
         failures: dict[str, str] = {}
+        self._profile_memo = {}
+        try:
+            self._reapply(users, before, failures)
+        finally:
+            self._profile_memo = None
+        if failures:
+            from .errors import ProfileApplyError
+            raise ProfileApplyError(failures)
+
+    def _reapply(self, users: Sequence[str],
+                 before: Mapping[str, tuple[dict[str, str], dict[str, dict[str, str]]]],
+                 failures: dict[str, str]) -> None:
+        from .instance import Instance
         for u in users:
             inst = Instance(self, u)
             try:
                 with lock(self.paths, "instance", u):
                     rec = inst.record()
                     new_cfg, new_devs = inst.expanded(rec)
-                    inst._apply_quota(new_devs, rec)
+                    inst._apply_quota(new_devs, rec, before[u][1])
                     inst._write_lxc_config(rec)
                     if inst.state in ("RUNNING", "FROZEN"):
                         inst._apply_live(before[u][0], new_cfg)
             except Exception as e:  # collected: one instance must not stop the others
                 failures[u] = str(e)
-        if failures:
-            from .errors import ProfileApplyError
-            raise ProfileApplyError(failures)
 
     def _check_profiles(self, profiles: Sequence[str]) -> list[str]:
         out = expand.resolve_profile_list(list(profiles))
@@ -437,7 +449,12 @@ class Host:
     def _expand(self, profiles: Sequence[str], config: Mapping[str, str],
                 devices: Mapping[str, Mapping[str, str]]
                 ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-        datas = [self.profiles.data(p) for p in profiles]
+        memo = self._profile_memo
+        if memo is None:
+            datas = [self.profiles.data(p) for p in profiles]
+        else:
+            datas = [memo[p] if p in memo else memo.setdefault(p, self.profiles.data(p))
+                     for p in profiles]
         return expand.expand(datas, config, devices)
 
     # -- cpu balancing ----------------------------------------------------------------------
@@ -572,6 +589,50 @@ class Host:
                            pool=pool, ephemeral=ephemeral, description=description)
         inst.start()
         return inst
+
+    def autostart(self, *, attempts: int = 3, retry_delay: float = 5.0,
+                  sleep: Any = None) -> dict[str, str]:
+        """Start what LXD starts at boot: ``boot.autostart=true``, or unset with the instance
+        running when last seen; by ``boot.autostart.priority`` (high first), then name, waiting
+        ``boot.autostart.delay`` seconds after each. Returns name -> "started"/"failed: …".
+
+        Run it from the host's boot (e.g. a systemd unit): unlike ``lxc-autostart`` it mounts the
+        pools and brings up the networks the instances need first.
+        """
+        import time as _time
+        wait = sleep or _time.sleep
+        todo = []
+        for inst in self.instances.list():
+            try:
+                rec = inst.record()
+                cfg, _ = inst.expanded(rec)
+            except Exception:
+                continue
+            auto = cfg.get("boot.autostart", "")
+            if auto.lower() in ("false", "0", "no", "off"):
+                continue
+            if cfg.get("security.protection.start", "").lower() in ("true", "1", "yes", "on"):
+                continue
+            wanted = auto.lower() in ("true", "1", "yes", "on") or (
+                not auto and rec.config.get("volatile.last_state.power") == "RUNNING")
+            if wanted and inst.state == "STOPPED":
+                prio = int(cfg.get("boot.autostart.priority") or 0)
+                todo.append((-prio, inst.name, float(cfg.get("boot.autostart.delay") or 0)))
+        result: dict[str, str] = {}
+        for _, name, delay in sorted(todo):
+            inst = self.instances.get(name)
+            for attempt in range(attempts):
+                try:
+                    inst.start()
+                    result[name] = "started"
+                    break
+                except Exception as e:  # reported, then the next instance
+                    result[name] = f"failed: {e}"
+                    if attempt + 1 < attempts:
+                        wait(retry_delay)
+            if result.get(name) == "started" and delay:
+                wait(delay)
+        return result
 
     def copy(self, *_: Any, **__: Any) -> Instance:
         raise NotImplementedError("copy arrives with snapshots/copy support")

@@ -361,7 +361,7 @@ class Instance:
             if root.get("pool", rec.pool) != rec.pool:
                 raise InvalidConfig(f"devices.{root_name}.pool",
                                     "the root disk's pool cannot change (use move -s)")
-            self._apply_quota(new_devs, rec)
+            self._apply_quota(new_devs, rec, old_devs)
             record.save(self._paths, new)
             self._write_lxc_config(new)
             if self.state in ("RUNNING", "FROZEN"):
@@ -380,9 +380,13 @@ class Instance:
         del cfg[key]
         self.update(config=cfg)
 
-    def _apply_quota(self, devs: Mapping[str, Mapping[str, str]], rec: InstanceRecord) -> None:
+    def _apply_quota(self, devs: Mapping[str, Mapping[str, str]], rec: InstanceRecord,
+                     old: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        """Set the root volume's quota from the root disk's ``size`` (only when it changed)."""
         _, root = expand.root_disk(devs)
         size = root.get("size")
+        if old is not None and expand.root_disk(old)[1].get("size") == size:
+            return
         pool = self._pool(rec)
         pool.set_quota("containers", self.name, parse_size(size) if size else None)
 
@@ -484,10 +488,12 @@ class Instance:
         path = self._dir / "config"
         try:
             if path.read_bytes() == text:
-                return  # unchanged: skip the two fsyncs of a rewrite
+                return  # unchanged
         except FileNotFoundError:
             pass
-        atomic_write(path, text, 0o640)
+        # Derived from the (durable) record and re-rendered before every start, so a rename is
+        # enough: other processes never see half a file, and no fsync is paid per instance.
+        atomic_write(path, text, 0o640, durable=False)
 
     def _apply_devices_live(self, old: Mapping[str, Mapping[str, str]],
                             new: Mapping[str, Mapping[str, str]], rec: InstanceRecord) -> None:

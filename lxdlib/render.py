@@ -160,9 +160,10 @@ def render(inp: RenderInput) -> list[tuple[str, str]]:
         add((f"{prefix}.{key}", value))
 
     if _bool(cfg, "boot.autostart"):
+        # lxc-autostart starts low orders first; LXD starts high priorities first
         add(("lxc.start.auto", "1"))
-        add(("lxc.start.delay", cfg.get("boot.autostart.delay", "0")))
-        add(("lxc.start.order", cfg.get("boot.autostart.priority", "0")))
+        add(("lxc.start.delay", cfg.get("boot.autostart.delay") or "0"))
+        add(("lxc.start.order", str(-int(cfg.get("boot.autostart.priority") or 0))))
 
     if not inp.nics:
         add(("lxc.net.0.type", "empty"))
@@ -179,8 +180,14 @@ def render(inp: RenderInput) -> list[tuple[str, str]]:
             add((f"lxc.net.{i}.veth.pair", nic.host_name))
 
     for m in inp.mounts:
-        add(("lxc.mount.entry", f"{_fstab(m.source)} {_fstab(m.target.lstrip('/'))} {m.fstype} "
-                                f"{m.options} 0 0"))
+        target = m.target.lstrip("/")
+        opts = m.options
+        if target.startswith(("sys/", "proc/")) and "optional" not in opts.split(","):
+            # Kernel filesystems cannot create mount targets: masking a file the host's kernel
+            # lacks (the docker profile's AppArmor parameter on a kernel without AppArmor)
+            # degrades to nothing instead of failing the start.
+            opts += ",optional"
+        add(("lxc.mount.entry", f"{_fstab(m.source)} {_fstab(target)} {m.fstype} {opts} 0 0"))
 
     for hook, cmd in inp.hooks:
         add((f"lxc.hook.{hook}", cmd))

@@ -29,7 +29,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import configcmd, images, instances, networks, profiles, storage
+    from . import configcmd, hostcmd, images, instances, networks, profiles, storage
     p = Parser(prog="lxdlib", description="System containers the LXD way, with no daemon.")
     p.add_argument("--root", help="state directory (default $LXDLIB_ROOT or /var/lib/lxdlib)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     storage.register(sub)
     profiles.register(sub)
     networks.register(sub)
+    hostcmd.register(sub)
     h = sub.add_parser("help", help="show help for a command")
     h.add_argument("topic", nargs="*")
     h.set_defaults(func=None, no_host=True)

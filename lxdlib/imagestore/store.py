@@ -96,10 +96,13 @@ class ImageRecord:
     auto_update: bool
     cached: bool
     type: str = "container"
+    #: Where an image fetched by alias came from, for auto-update: ``server``, ``protocol``,
+    #: ``alias``, ``image_type`` (LXD's ``update_source``); ``None`` for local images.
+    update_source: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """LXD's API shape; unset times are LXD's zero time ``0001-01-01T00:00:00Z``."""
-        return {
+        out = {
             "fingerprint": self.fingerprint,
             "filename": self.filename,
             "size": self.size,
@@ -115,6 +118,9 @@ class ImageRecord:
             "last_used_at": _fmt_time(self.last_used_at),
             "expires_at": _fmt_time(self.expires_at),
         }
+        if self.update_source is not None:
+            out["update_source"] = dict(self.update_source)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any],
@@ -141,6 +147,8 @@ class ImageRecord:
                 auto_update=bool(data.get("auto_update", False)),
                 cached=bool(data.get("cached", False)),
                 type=str(data.get("type", "container")),
+                update_source=({str(k): str(v) for k, v in data["update_source"].items()}
+                               if data.get("update_source") else None),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ImageError(f"corrupt image record: {e}") from None
@@ -164,6 +172,15 @@ def _check_fingerprint(fingerprint: str) -> str:
         raise InvalidArgument(f"invalid image fingerprint {fingerprint!r}: "
                               "expected 64 lowercase hex digits")
     return fingerprint
+
+
+def _check_aliases(aliases: Iterable[str]) -> list[str]:
+    names = [aliases] if isinstance(aliases, str) else list(aliases)
+    for name in names:
+        validate_alias_name(name)
+    if len(set(names)) != len(names):
+        raise InvalidArgument("the same alias is given twice")
+    return names
 
 
 def _check_properties(properties: Mapping[str, str] | None) -> dict[str, str]:
@@ -409,11 +426,7 @@ class ImageStore:
         already stored, ``AlreadyExists("image alias", name)`` if an alias is taken,
         ``ImageError``/``UnsafeImage`` for a bad tarball; nothing is left behind on failure.
         """
-        alias_names = [aliases] if isinstance(aliases, str) else list(aliases)
-        for name in alias_names:
-            validate_alias_name(name)
-        if len(set(alias_names)) != len(alias_names):
-            raise InvalidArgument("the same alias is given twice")
+        alias_names = _check_aliases(aliases)
         extra = _check_properties(properties)
         public = _check_bool(public, "public")
         cached = _check_bool(cached, "cached")
@@ -422,34 +435,97 @@ class ImageStore:
 
         self.paths.images.mkdir(parents=True, exist_ok=True)
         self.cleanup_leftovers()
-        fingerprint, temps, size = self._copy_in(sources, progress)
+        fingerprint, temps, _ = self._copy_in(sources, progress)
         try:
             meta = tarball.read_metadata(temps[0])
-            if len(temps) > 1:
-                kind = compression.detect(temps[1])
-                if kind not in compression.TAR_KINDS:
-                    raise ImageError(f"Unsupported rootfs format: {kind} (a tarball is needed)")
-            now = _now()
-            record = ImageRecord(
-                fingerprint=fingerprint,
-                filename=sources[0].name,
-                size=size,
-                architecture=meta.architecture,
-                created_at=meta.creation_date,
-                uploaded_at=now,
-                last_used_at=now if cached else None,
-                expires_at=meta.expiry_date,
-                properties={**meta.properties, **extra},
-                aliases=[],
-                public=public,
-                auto_update=auto_update,
-                cached=cached,
-            )
-            with lock(self.paths, "image", fingerprint):
-                self._commit(record, temps, alias_names)
+            return self._adopt(temps, fingerprint, meta, filename=sources[0].name,
+                               alias_names=alias_names,
+                               properties={**meta.properties, **extra}, public=public,
+                               cached=cached, auto_update=auto_update)
         finally:
             for tmp in temps:
                 self._remove(tmp)
+
+    def temp_paths(self, count: int) -> builtins.list[Path]:
+        """Names for files that will become an image (a download, a publish): inside the store,
+        so committing is a rename, and named so that a killed writer's files are removed."""
+        self.paths.images.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(6)
+        return [self.root / f"{_IMPORT_PREFIX}{os.getpid()}-{token}-{i}" for i in range(count)]
+
+    def adopt(
+        self,
+        temps: builtins.list[Path],
+        fingerprint: str,
+        *,
+        filename: str,
+        aliases: Iterable[str] = (),
+        properties: Mapping[str, str] | None = None,
+        architecture: str | None = None,
+        created_at: datetime | None = None,
+        expires_at: datetime | Literal[_Unset.UNSET] | None = UNSET,
+        public: bool = False,
+        cached: bool = False,
+        auto_update: bool = False,
+        update_source: Mapping[str, str] | None = None,
+    ) -> ImageRecord:
+        """Commit files from ``temp_paths`` whose fingerprint the caller computed and verified
+        while writing them (a verified download, a publish). The metadata is still checked.
+
+        ``properties`` replaces those of ``metadata.yaml`` when given (a remote's catalogue is
+        what LXD records); ``architecture``, ``created_at`` and ``expires_at`` likewise. The
+        temp files are consumed (renamed or removed) in every case.
+        """
+        try:
+            _check_fingerprint(fingerprint)
+            alias_names = _check_aliases(aliases)
+            for tmp in temps:
+                if tmp.parent != self.root or not tmp.name.startswith(_IMPORT_PREFIX):
+                    raise InvalidArgument(f"{tmp} is not a temporary file of this store")
+            meta = tarball.read_metadata(temps[0])
+            return self._adopt(
+                temps, fingerprint, meta, filename=filename, alias_names=alias_names,
+                properties=(_check_properties(properties) if properties is not None
+                            else meta.properties),
+                public=_check_bool(public, "public"), cached=_check_bool(cached, "cached"),
+                auto_update=_check_bool(auto_update, "auto_update"),
+                architecture=architecture, created_at=created_at, expires_at=expires_at,
+                update_source=dict(update_source) if update_source is not None else None)
+        finally:
+            for tmp in temps:
+                self._remove(tmp)
+
+    def _adopt(self, temps: builtins.list[Path], fingerprint: str,
+               meta: tarball.ImageMetadata, *, filename: str, alias_names: builtins.list[str],
+               properties: dict[str, str], public: bool, cached: bool, auto_update: bool,
+               architecture: str | None = None, created_at: datetime | None = None,
+               expires_at: datetime | Literal[_Unset.UNSET] | None = UNSET,
+               update_source: dict[str, str] | None = None) -> ImageRecord:
+        if len(temps) > 1:
+            kind = compression.detect(temps[1])
+            if kind not in (*compression.TAR_KINDS, "squashfs"):
+                raise ImageError(f"Unsupported rootfs format: {kind} "
+                                 "(a tarball or a squashfs is needed)")
+        now = _now()
+        record = ImageRecord(
+            fingerprint=fingerprint,
+            filename=filename,
+            size=sum(os.stat(t).st_size for t in temps),
+            architecture=(tarball.normalise_architecture(architecture) if architecture
+                          else meta.architecture),
+            created_at=created_at or meta.creation_date,
+            uploaded_at=now,
+            last_used_at=now if cached else None,
+            expires_at=meta.expiry_date if expires_at is UNSET else expires_at,
+            properties=properties,
+            aliases=[],
+            public=public,
+            auto_update=auto_update,
+            cached=cached,
+            update_source=update_source,
+        )
+        with lock(self.paths, "image", fingerprint):
+            self._commit(record, temps, alias_names)
         return self._load(fingerprint)
 
     def _commit(self, record: ImageRecord, temps: builtins.list[Path],
