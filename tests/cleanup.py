@@ -32,6 +32,25 @@ def _containers(root: Path) -> None:
                 time.sleep(0.02)
 
 
+def _orphan_monitors(root: Path) -> None:
+    """Containers whose directory is gone are invisible to liblxc's listing, but their monitor
+    process names the lxcpath: kill their init (the monitor's child), which ends them."""
+    prefix = f"[lxc monitor] {root / 'containers'} ".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not (proc / "cmdline").read_bytes().startswith(prefix):
+                continue
+            children = (proc / "task" / proc.name / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(child), signal.SIGKILL)
+    time.sleep(0.1)
+
+
 def _pidfiles(root: Path) -> None:
     for pidfile in list(root.rglob("*.pid")):
         try:
@@ -91,6 +110,6 @@ def _zpools(root: Path) -> None:
 
 
 def teardown_root(root: Path) -> None:
-    for step in (_containers, _pidfiles, _networks, _zpools, _mounts, _loops):
+    for step in (_containers, _orphan_monitors, _pidfiles, _networks, _zpools, _mounts, _loops):
         with contextlib.suppress(Exception):
             step(root)

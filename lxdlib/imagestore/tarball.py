@@ -290,7 +290,7 @@ def _run_unsquashfs(archive: Path, dest: Path) -> None:
         raise ToolMissing("unsquashfs (Debian's squashfs-tools) is needed to unpack an image "
                           "whose rootfs is a squashfs")
     argv = [setpriv, f"--bounding-set={_TAR_CAPS}", "--", unsquashfs, "-f", "-n", "-q",
-            "-d", str(dest), str(archive), "-excludes", "dev/*"]
+            "-excludes", "-d", str(dest), str(archive), "dev/*"]
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, env=compression.tool_env(), check=False)
     if proc.returncode == 0:
@@ -298,6 +298,8 @@ def _run_unsquashfs(archive: Path, dest: Path) -> None:
     err = proc.stdout.decode(errors="replace")
     if any(s in err for s in _SPACE_ERRORS) or _out_of_space(dest):
         raise QuotaExceeded("Cannot unpack image, run out of disk space")
+    if "failed to create character device" in err or "failed to create block device" in err:
+        raise UnsafeImage("Image contains device nodes outside /dev: " + _tail(err, 3))
     raise ImageError("Unpack failed: " + (_tail(err) or f"unsquashfs exited with "
                                           f"{proc.returncode}"))
 

@@ -100,3 +100,30 @@ def test_to_text_refuses_line_breaks(key: str, value: str) -> None:
 def test_to_text_format() -> None:
     text = render.to_text([("lxc.uts.name", "c1"), ("lxc.autodev", "1")])
     assert text.splitlines()[1:] == ["lxc.uts.name = c1", "lxc.autodev = 1"]
+
+
+def test_autostart_maps_to_liblxc_order() -> None:
+    out = render.render(_inp(config={"boot.autostart": "true", "boot.autostart.priority": "7",
+                                     "boot.autostart.delay": "3"}))
+    assert keys(out, "lxc.start.auto") == ["1"]
+    assert keys(out, "lxc.start.order") == ["-7"]  # lxc-autostart: low first; LXD: high first
+    assert keys(out, "lxc.start.delay") == ["3"]
+    assert keys(render.render(_inp()), "lxc.start.auto") == []
+
+
+def test_masking_kernel_files_is_optional_and_paths_are_escaped() -> None:
+    out = render.render(_inp(mounts=[
+        render.MountEntry("/dev/null", "/sys/module/apparmor/parameters/enabled", "none",
+                          "bind,create=file"),
+        render.MountEntry("/srv/my data", "/mnt/my data", "none", "bind,create=dir")]))
+    assert keys(out, "lxc.mount.entry") == [
+        "/dev/null sys/module/apparmor/parameters/enabled none bind,create=file,optional 0 0",
+        "/srv/my\\040data mnt/my\\040data none bind,create=dir 0 0"]
+
+
+def test_hooks_and_extra_keys() -> None:
+    out = render.render(_inp(hooks=[("version", "1"), ("start-host", "/py -m lxdlib.hooks /r")],
+                             extra=[("lxc.cgroup.devices.allow", "c 10:200 rwm")]))
+    assert keys(out, "lxc.hook.version") == ["1"]
+    assert keys(out, "lxc.hook.start-host") == ["/py -m lxdlib.hooks /r"]
+    assert keys(out, "lxc.cgroup.devices.allow") == ["c 10:200 rwm"]

@@ -1,0 +1,631 @@
+"""The process that touches an instance's files, from inside the instance.
+
+``Files`` never resolves a container path on the host: it starts this script (``python -I -S``,
+stdlib only) with a socket, and the script first moves itself into the instance —
+
+* running instance: ``setns`` into the container's user namespace (so ids are the container's and
+  the idmapped rootfs maps them) and mount namespace (so ``/`` is the container's root with its
+  own mounts), from namespace fds the caller opened and checked against the init pid;
+* stopped instance: ``chroot`` into the rootfs (ids shifted by ``offset`` on FUSE pools);
+
+— and only then opens paths. Symlinks and ``..`` resolve as they would for a process in the
+container: the host is not in its world (LXD's ``forkfile``; canonical/lxd#789 was a pull that
+followed an absolute symlink to the host's /etc/shadow).
+
+Everything is imported before the move and the import system is then switched off, so nothing
+from the container's filesystem can ever be loaded as code. The same module holds the framing
+that both ends use: a message is a 4-byte big-endian length and JSON; a data stream is chunks of
+that length prefix and bytes, ended by a zero length (or ``ABORT``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import socket
+import stat
+import struct
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+CHUNK = 1 << 20
+MAX_MSG = 1 << 20
+ABORT = 0xFFFFFFFF
+_LEN = struct.Struct(">I")
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+PR_SET_DUMPABLE = 4
+OVERFLOW_ID = 65534
+
+
+class ProtocolError(Exception):
+    """The other end sent something that is not this protocol."""
+
+
+class Aborted(Exception):
+    """The sender gave up in the middle of a data stream."""
+
+
+class Channel:
+    """Messages and data streams over one stream socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray(CHUNK)
+        self.view = memoryview(self.buf)
+        self._len = bytearray(4)
+
+    def _recv_exact(self, view: memoryview) -> bool:
+        """Fill ``view``; False on EOF before the first byte, error on EOF inside."""
+        got = 0
+        while got < len(view):
+            n = self.sock.recv_into(view[got:])
+            if n == 0:
+                if got == 0:
+                    return False
+                raise ProtocolError("connection closed in the middle of a frame")
+            got += n
+        return True
+
+    def _recv_len(self) -> int | None:
+        if not self._recv_exact(memoryview(self._len)):
+            return None
+        n: int = _LEN.unpack(self._len)[0]
+        return n
+
+    def send(self, obj: dict[str, Any]) -> None:
+        data = json.dumps(obj).encode()
+        self.sock.sendall(_LEN.pack(len(data)) + data)
+
+    def recv(self) -> dict[str, Any]:
+        n = self._recv_len()
+        if n is None:
+            raise EOFError
+        if n > MAX_MSG:
+            raise ProtocolError(f"message of {n} bytes")
+        data = bytearray(n)
+        if n and not self._recv_exact(memoryview(data)):
+            raise ProtocolError("connection closed in the middle of a message")
+        obj = json.loads(data)
+        if not isinstance(obj, dict):
+            raise ProtocolError("message is not an object")
+        return obj
+
+    def send_chunk(self, data: bytes | bytearray | memoryview) -> None:
+        if len(data):
+            self.sock.sendall(_LEN.pack(len(data)))
+            self.sock.sendall(data)
+
+    def end(self) -> None:
+        self.sock.sendall(_LEN.pack(0))
+
+    def abort(self) -> None:
+        self.sock.sendall(_LEN.pack(ABORT))
+
+    def recv_chunk(self) -> memoryview | None:
+        """The next chunk (valid until the next call), or None at the end of the stream."""
+        n = self._recv_len()
+        if n is None:
+            raise ProtocolError("connection closed in the middle of a stream")
+        if n == 0:
+            return None
+        if n == ABORT:
+            raise Aborted
+        if n > CHUNK:
+            raise ProtocolError(f"chunk of {n} bytes")
+        view = self.view[:n]
+        if not self._recv_exact(view):
+            raise ProtocolError("connection closed in the middle of a chunk")
+        return view
+
+    def chunks(self) -> Iterator[memoryview]:
+        while (chunk := self.recv_chunk()) is not None:
+            yield chunk
+
+    def drain(self) -> None:
+        for _ in self.chunks():
+            pass
+
+    def send_fd(self, fd: int) -> int:
+        """Stream a file's contents from its current offset, then end the stream."""
+        total = 0
+        buf = bytearray(CHUNK)
+        while True:
+            n = os.readv(fd, [buf])
+            if n == 0:
+                break
+            self.send_chunk(memoryview(buf)[:n])
+            total += n
+        self.end()
+        return total
+
+    def recv_fd(self, fd: int) -> int:
+        """Write a whole incoming stream to ``fd``."""
+        total = 0
+        for chunk in self.chunks():
+            while chunk:
+                n = os.write(fd, chunk)
+                chunk = chunk[n:]
+                total += n
+        return total
+
+
+# -- the helper side ---------------------------------------------------------------------------
+
+def _error(e: OSError | ValueError) -> dict[str, Any]:
+    if isinstance(e, OSError):
+        code = e.errno or errno.EIO
+        return {"ok": False, "errno": code, "msg": os.strerror(code)}
+    return {"ok": False, "errno": errno.EINVAL, "msg": str(e)}
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "other"
+
+
+class Server:
+    def __init__(self, chan: Channel, offset: int) -> None:
+        self.chan = chan
+        self.offset = offset  # host id = container id + offset (stopped FUSE pools)
+
+    # ids ---------------------------------------------------------------------------------------
+    def _out(self, host_id: int) -> int:
+        cid = host_id - self.offset
+        return cid if cid >= 0 else OVERFLOW_ID
+
+    def _in(self, cid: int) -> int:
+        return cid + self.offset
+
+    def _stat(self, st: os.stat_result, target: str | None = None) -> dict[str, Any]:
+        out = {"type": _kind(st.st_mode), "mode": stat.S_IMODE(st.st_mode),
+               "uid": self._out(st.st_uid), "gid": self._out(st.st_gid), "size": st.st_size,
+               "mtime": st.st_mtime}
+        if target is not None:
+            out["target"] = target
+        return out
+
+    def _ids(self, uid: int | None, gid: int | None, created: bool) -> tuple[int, int]:
+        """Host ids to set (-1: leave). A file this process created is owned by container root,
+        which on a shifted (FUSE) rootfs is the offset, not host root."""
+        dflt = self.offset if created and self.offset else -1
+        return (self._in(uid) if uid is not None else dflt,
+                self._in(gid) if gid is not None else dflt)
+
+    def _chown(self, fd: int, uid: int | None, gid: int | None, ignore_unmapped: bool,
+               created: bool = True) -> None:
+        u, g = self._ids(uid, gid, created)
+        if u == -1 and g == -1:
+            return
+        try:
+            os.fchown(fd, u, g)
+        except OSError as e:
+            if not (ignore_unmapped and e.errno in (errno.EINVAL, errno.EPERM)):
+                raise
+
+    # path helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _check(path: object) -> str:
+        if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+            raise ValueError(f"not an absolute path: {path!r}")
+        return path
+
+    def _makedirs(self, path: str, mode: int, uid: int | None, gid: int | None) -> None:
+        """Create missing directories of ``path`` with ``mode`` and owner, like ``mkdir -p``."""
+        parts = [p for p in path.split("/") if p]
+        current = ""
+        for part in parts:
+            current += "/" + part
+            try:
+                st = os.stat(current)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(current, 0o700)
+                except FileExistsError:
+                    continue
+                fd = os.open(current, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                try:
+                    self._chown(fd, uid, gid, False)
+                    os.fchmod(fd, mode)
+                finally:
+                    os.close(fd)
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), current)
+
+    # operations --------------------------------------------------------------------------------
+    def op_stat(self, req: dict[str, Any]) -> None:
+        path = self._check(req["path"])
+        st = os.stat(path) if req.get("follow", True) else os.lstat(path)
+        target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+        self.chan.send({"ok": True, "stat": self._stat(st, target)})
+
+    def op_listdir(self, req: dict[str, Any]) -> None:
+        path = self._check(req["path"])
+        self.chan.send({"ok": True, "names": sorted(os.listdir(path))})
+
+    def _open_regular(self, path: str) -> tuple[int, os.stat_result]:
+        # O_NONBLOCK: a FIFO planted at the path must not hang us; then insist on a regular file
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError(f"{path} is not a regular file")
+            os.set_blocking(fd, True)
+            return fd, st
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def op_get(self, req: dict[str, Any]) -> None:
+        path = self._check(req["path"])
+        fd, st = self._open_regular(path)
+        try:
+            self.chan.send({"ok": True, "stat": self._stat(st)})
+            try:
+                self.chan.send_fd(fd)
+                trailer: dict[str, Any] = {"ok": True}
+            except OSError as e:
+                if isinstance(e, (BrokenPipeError, ConnectionError)):
+                    raise
+                self.chan.end()
+                trailer = _error(e)
+            self.chan.send(trailer)
+        finally:
+            os.close(fd)
+
+    def op_put(self, req: dict[str, Any]) -> None:
+        """Write a file from a stream: a new or plain file is replaced atomically (temp file +
+        rename), a symlink (followed inside the container) or hard-linked file in place.
+
+        Owner and mode: a new file gets ``uid``/``gid``/``mode`` (default root, 0644); an
+        existing one keeps its own unless the key is in ``force``.
+        """
+        path = self._check(req["path"]).rstrip("/") or "/"
+        uid, gid, mode = req.get("uid"), req.get("gid"), req.get("mode")
+        force = set(req.get("force", ()))
+        ignore = bool(req.get("ignore_unmapped"))
+        if req.get("parents"):
+            self._makedirs(os.path.dirname(path), 0o750, uid, gid)
+        into = req.get("into")
+        if into:
+            try:
+                if stat.S_ISDIR(os.stat(path).st_mode):
+                    path = os.path.join(path, self._name(into))
+            except FileNotFoundError:
+                pass
+        try:
+            old: os.stat_result | None = os.lstat(path)
+        except FileNotFoundError:
+            old = None
+        if old is not None and stat.S_ISDIR(old.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        tmp: str | None = None
+        if old is None or (stat.S_ISREG(old.st_mode) and old.st_nlink == 1):
+            tmp = os.path.join(os.path.dirname(path),
+                               f".{os.path.basename(path)}.lxdlib-{os.urandom(6).hex()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            existing = old
+        else:
+            try:
+                existing = os.stat(path)
+            except FileNotFoundError:
+                existing = None  # a dangling symlink: its target is created
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY, 0o600)
+        try:
+            if tmp is None:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise ValueError(f"{path} is not a regular file")
+                os.set_blocking(fd, True)
+            self.chan.send({"ok": True})
+            try:
+                if tmp is None:
+                    os.ftruncate(fd, 0)
+                failed = self._recv_to(fd)
+            except Aborted:
+                self.chan.send({"ok": False, "errno": errno.ECANCELED, "msg": "aborted"})
+                return
+            if failed is not None:
+                raise failed
+            def pick(key: str, given: int | None, current: int) -> int | None:
+                if given is not None and (existing is None or key in force):
+                    return given
+                return current if existing is not None and tmp is not None else None
+            if existing is not None:
+                want_uid = pick("uid", uid, self._out(existing.st_uid))
+                want_gid = pick("gid", gid, self._out(existing.st_gid))
+                want_mode = pick("mode", mode, stat.S_IMODE(existing.st_mode))
+            else:
+                want_uid, want_gid = uid, gid
+                want_mode = 0o644 if mode is None else mode
+            self._chown(fd, want_uid, want_gid, ignore, tmp is not None or existing is None)
+            if want_mode is not None:
+                os.fchmod(fd, want_mode & 0o7777)
+            if tmp is not None:
+                try:
+                    os.rename(tmp, path)
+                    tmp = None
+                except OSError as e:
+                    if e.errno not in (errno.EBUSY, errno.EXDEV):
+                        raise
+                    self._copy_over(fd, path)  # a bind-mounted file cannot be replaced
+        finally:
+            os.close(fd)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        self.chan.send({"ok": True, "path": path})
+
+    def _recv_to(self, fd: int) -> OSError | None:
+        """Write the incoming stream to ``fd``; after a write error keep reading (and dropping)
+        to the end of the stream so the channel stays in step, and return the error."""
+        failed: OSError | None = None
+        for chunk in self.chan.chunks():
+            if failed is not None:
+                continue
+            try:
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk):]
+            except OSError as e:
+                failed = e
+        return failed
+
+    @staticmethod
+    def _copy_over(src: int, path: str) -> None:
+        dst = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOCTTY)
+        try:
+            os.lseek(src, 0, os.SEEK_SET)
+            while True:
+                data = os.read(src, CHUNK)
+                if not data:
+                    break
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(dst, view):]
+        finally:
+            os.close(dst)
+
+    @staticmethod
+    def _name(name: object) -> str:
+        if not isinstance(name, str) or not name or "/" in name or name in (".", "..") \
+                or "\0" in name:
+            raise ValueError(f"invalid file name {name!r}")
+        return name
+
+    def op_mkdir(self, req: dict[str, Any]) -> None:
+        path = self._check(req["path"]).rstrip("/") or "/"
+        mode = int(req.get("mode", 0o755)) & 0o7777
+        uid, gid = req.get("uid"), req.get("gid")
+        if req.get("parents"):
+            self._makedirs(os.path.dirname(path), mode, uid, gid)
+        created = True
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            if not req.get("exist_ok") or not os.path.isdir(path):
+                raise
+            if not req.get("apply_existing"):
+                self.chan.send({"ok": True})
+                return
+            created = False
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            self._chown(fd, uid, gid, bool(req.get("ignore_unmapped")), created)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        self.chan.send({"ok": True})
+
+    def op_symlink(self, req: dict[str, Any]) -> None:
+        path = self._check(req["path"]).rstrip("/")
+        target = req["target"]
+        if not isinstance(target, str) or not target or "\0" in target:
+            raise ValueError(f"invalid symlink target {target!r}")
+        if req.get("replace"):
+            try:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+        os.symlink(target, path)
+        u, g = self._ids(req.get("uid"), req.get("gid"), True)
+        if u != -1 or g != -1:
+            try:
+                os.lchown(path, u, g)
+            except OSError as e:
+                if not (req.get("ignore_unmapped") and e.errno in (errno.EINVAL, errno.EPERM)):
+                    raise
+        self.chan.send({"ok": True})
+
+    def op_delete(self, req: dict[str, Any]) -> None:
+        path = self._check(req["path"]).rstrip("/")
+        if not path:
+            raise PermissionError(errno.EPERM, "refusing to delete /", "/")
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            if req.get("recursive"):
+                parent = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    _rmtree_at(parent, os.path.basename(path))
+                finally:
+                    os.close(parent)
+            else:
+                os.rmdir(path)
+        else:
+            os.unlink(path)
+        self.chan.send({"ok": True})
+
+    def op_walk(self, req: dict[str, Any]) -> None:
+        """Stream a whole tree, depth first, each entry before its children; files carry data."""
+        path = self._check(req["path"])
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode):
+            fd, st = self._open_regular(path)
+            try:
+                self.chan.send({"ok": True, "stat": self._stat(st)})
+                self.chan.send_fd(fd)
+            finally:
+                os.close(fd)
+            self.chan.send({"end": True, "ok": True})
+            return
+        dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self.chan.send({"ok": True, "stat": self._stat(st)})
+            try:
+                self._walk(dfd, "")
+                end: dict[str, Any] = {"end": True, "ok": True}
+            except OSError as e:
+                if isinstance(e, (BrokenPipeError, ConnectionError)):
+                    raise
+                end = {"end": True, **_error(e)}
+            self.chan.send(end)
+        finally:
+            os.close(dfd)
+
+    def _walk(self, dfd: int, rel: str) -> None:
+        with os.scandir(dfd) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            name = entry.name
+            child = f"{rel}/{name}" if rel else name
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                self.chan.send({"rel": child,
+                                "stat": self._stat(st, os.readlink(name, dir_fd=dfd))})
+            elif stat.S_ISREG(st.st_mode):
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY,
+                             dir_fd=dfd)
+                try:
+                    st = os.fstat(fd)
+                    self.chan.send({"rel": child, "stat": self._stat(st)})
+                    if stat.S_ISREG(st.st_mode):  # else it changed under us: an "other" entry
+                        os.set_blocking(fd, True)
+                        self.chan.send_fd(fd)
+                finally:
+                    os.close(fd)
+            elif stat.S_ISDIR(st.st_mode):
+                self.chan.send({"rel": child, "stat": self._stat(st)})
+                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
+                try:
+                    self._walk(sub, child)
+                finally:
+                    os.close(sub)
+            else:
+                self.chan.send({"rel": child, "stat": self._stat(st)})
+
+    def serve(self) -> None:
+        ops = {"stat": self.op_stat, "listdir": self.op_listdir, "get": self.op_get,
+               "put": self.op_put, "mkdir": self.op_mkdir, "symlink": self.op_symlink,
+               "delete": self.op_delete, "walk": self.op_walk}
+        while True:
+            try:
+                req = self.chan.recv()
+            except EOFError:
+                return
+            fn = ops.get(str(req.get("op")))
+            if fn is None:
+                self.chan.send({"ok": False, "errno": errno.ENOSYS, "msg": "unknown operation"})
+                continue
+            try:
+                fn(req)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                if isinstance(e, (BrokenPipeError, ConnectionError)):
+                    return
+                err = e if isinstance(e, (OSError, ValueError)) else ValueError(repr(e))
+                self.chan.send(_error(err))
+
+
+def _rmtree_at(parent: int, name: str) -> None:
+    dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    try:
+        with os.scandir(dfd) as it:
+            entries = list(it)
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                _rmtree_at(dfd, e.name)
+            else:
+                os.unlink(e.name, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+    os.rmdir(name, dir_fd=parent)
+
+
+def _enter(cfg: dict[str, Any]) -> int:
+    """Move this process into the instance; returns the id offset to apply."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # nothing in the container may ptrace or read us
+    os.setgroups([])
+    if cfg["mode"] == "ns":
+        userns = cfg.get("userns")
+        if userns is not None:
+            if libc.setns(int(userns), CLONE_NEWUSER) != 0:
+                e = ctypes.get_errno()
+                raise OSError(e, f"setns(user): {os.strerror(e)}")
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        if libc.setns(int(cfg["mntns"]), CLONE_NEWNS) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"setns(mnt): {os.strerror(e)}")
+        os.chdir("/")
+        return 0
+    os.chroot(cfg["rootfs"])
+    os.chdir("/")
+    return int(cfg.get("offset", 0))
+
+
+def _lock_imports() -> None:
+    """From here on no module can be imported: the filesystem is the container's."""
+    sys.meta_path[:] = []
+    sys.path_hooks[:] = []
+    sys.path[:] = []
+    sys.path_importer_cache.clear()
+
+
+def main(argv: list[str]) -> int:
+    cfg = json.loads(argv[1])
+    sock = socket.socket(fileno=int(cfg["sock"]))
+    chan = Channel(sock)
+    for fd in (cfg.get("userns"), cfg.get("mntns")):
+        if fd is not None:
+            os.set_inheritable(int(fd), False)
+    try:
+        os.umask(0o022)
+        offset = _enter(cfg)
+    except OSError as e:
+        chan.send(_error(e))
+        return 1
+    finally:
+        for fd in (cfg.get("userns"), cfg.get("mntns")):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(int(fd))
+    _lock_imports()
+    chan.send({"ok": True})
+    try:
+        Server(chan, offset).serve()
+    except (ProtocolError, ConnectionError):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv))
+    except BaseException as exc:  # no traceback: it would read source files in the container
+        if isinstance(exc, SystemExit):
+            raise
+        os.write(2, f"lxdlib file helper: {type(exc).__name__}: {exc}\n".encode(errors="replace"))
+        sys.exit(1)

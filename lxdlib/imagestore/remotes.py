@@ -1,0 +1,221 @@
+"""Image servers by name (``images:``, ``ubuntu:``…), as LXD's client keeps them in its config.
+
+LXD keeps remotes in the *client's* ``config.yml``; lxdlib has no separate client, so they live
+with the root they serve, in ``<root>/remotes.yaml``. The defaults are LXD's: ``local`` (this
+host), ``images`` (images.linuxcontainers.org) and the two Ubuntu streams, all simplestreams.
+``local``, ``ubuntu`` and ``ubuntu-daily`` are static, as in LXD: they cannot be removed,
+renamed or pointed elsewhere, and they are never written to the file (so a newer lxdlib can
+change them).
+
+Unlike LXD, an ``http://`` simplestreams remote is accepted (a local mirror): every file is still
+checked against the sha256 the catalogue gives, but the catalogue itself is then unauthenticated,
+so use ``https://`` for anything but a trusted network.
+"""
+
+from __future__ import annotations
+
+import builtins
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from ..errors import AlreadyExists, ImageError, InvalidArgument, InvalidName, NotFound, WrongState
+from ..state import Paths, lock, read_yaml, write_yaml
+
+__all__ = ["DEFAULT_REMOTES", "LOCAL", "Remote", "Remotes", "split_ref", "validate_remote_name",
+           "validate_url"]
+
+LOCAL: Final = "local"
+SIMPLESTREAMS: Final = "simplestreams"
+PROTOCOLS: Final = (SIMPLESTREAMS, "lxd")
+
+
+@attrs.frozen
+class Remote:
+    """One image server: ``addr`` is its base URL (``unix://`` for ``local``)."""
+
+    name: str
+    addr: str
+    protocol: str = SIMPLESTREAMS
+    public: bool = True
+    static: bool = False
+
+    @property
+    def is_local(self) -> bool:
+        return self.addr == "unix://"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "addr": self.addr, "protocol": self.protocol,
+                "public": self.public, "static": self.static}
+
+
+DEFAULT_REMOTES: Final[dict[str, Remote]] = {
+    LOCAL: Remote(LOCAL, "unix://", "lxd", public=False, static=True),
+    "images": Remote("images", "https://images.linuxcontainers.org"),
+    "ubuntu": Remote("ubuntu", "https://cloud-images.ubuntu.com/releases", static=True),
+    "ubuntu-daily": Remote("ubuntu-daily", "https://cloud-images.ubuntu.com/daily", static=True),
+}
+_FILE = "remotes.yaml"
+
+
+def validate_remote_name(name: str) -> None:
+    """Non-empty, printable, no ``:`` (it separates the remote from the image) and no ``/``."""
+    if not isinstance(name, str) or not name:
+        raise InvalidName("remote", str(name), "must not be empty")
+    if ":" in name or "/" in name:
+        raise InvalidName("remote", name, 'must not contain ":" or "/"')
+    if len(name) > 255 or any(c.isspace() or not c.isprintable() for c in name):
+        raise InvalidName("remote", name, "must be printable, without whitespace")
+
+
+def validate_url(url: str) -> str:
+    """An ``https://`` (or, for local mirrors, ``http://``) URL with a host, without the
+    trailing ``/``; anything else (``file://``, credentials, a fragment) is refused."""
+    if not isinstance(url, str) or any(not c.isprintable() or c.isspace() for c in url):
+        raise InvalidArgument(f"invalid remote URL {url!r}")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InvalidArgument(f"invalid remote URL {url!r}: an https:// (or http://) URL is "
+                              "needed")
+    if parts.username or parts.password or parts.fragment or parts.query:
+        raise InvalidArgument(f"invalid remote URL {url!r}: no credentials, query or fragment")
+    return url.rstrip("/")
+
+
+def split_ref(ref: str, default: str = LOCAL) -> tuple[str, str]:
+    """``"images:alpine/3.19"`` → ``("images", "alpine/3.19")``; with no ``remote:`` the default
+    remote. Aliases cannot hold ``:``, so the first one always ends the remote name."""
+    if not isinstance(ref, str):
+        raise InvalidArgument(f"invalid image reference {ref!r}")
+    remote, sep, rest = ref.partition(":")
+    if not sep:
+        return default, ref
+    return remote, rest
+
+
+class Remotes:
+    """The remotes of one root: the static defaults plus ``<root>/remotes.yaml``."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+
+    @property
+    def path(self) -> Any:
+        return self.paths.root / _FILE
+
+    # -- file ---------------------------------------------------------------------------------
+    def _read(self) -> tuple[str, dict[str, Remote]]:
+        try:
+            data = read_yaml(self.path) or {}
+        except FileNotFoundError:
+            data = None
+        if data is None:
+            return LOCAL, {k: v for k, v in DEFAULT_REMOTES.items() if not v.static}
+        if not isinstance(data, Mapping) or not isinstance(data.get("remotes") or {}, Mapping):
+            raise ImageError(f"corrupt remote list {self.path}")
+        remotes: dict[str, Remote] = {}
+        for name, entry in (data.get("remotes") or {}).items():
+            if not isinstance(entry, Mapping) or name in DEFAULT_REMOTES and \
+                    DEFAULT_REMOTES[name].static:
+                continue
+            remotes[str(name)] = Remote(str(name), str(entry.get("addr", "")),
+                                        str(entry.get("protocol", SIMPLESTREAMS)),
+                                        bool(entry.get("public", True)))
+        return str(data.get("default-remote") or LOCAL), remotes
+
+    def _write(self, default: str, remotes: Mapping[str, Remote]) -> None:
+        write_yaml(self.path, {
+            "default-remote": default,
+            "remotes": {n: {"addr": r.addr, "protocol": r.protocol, "public": r.public}
+                        for n, r in sorted(remotes.items()) if not r.static},
+        })
+
+    # -- queries ------------------------------------------------------------------------------
+    def list(self) -> builtins.list[Remote]:
+        _, remotes = self._read()
+        merged = {**remotes, **{k: v for k, v in DEFAULT_REMOTES.items() if v.static}}
+        return [merged[n] for n in sorted(merged)]
+
+    def get(self, name: str) -> Remote:
+        static = DEFAULT_REMOTES.get(name)
+        if static is not None and static.static:
+            return static
+        _, remotes = self._read()
+        try:
+            return remotes[name]
+        except KeyError:
+            raise NotFound("remote", name, f'The remote "{name}" does not exist') from None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(r.name == name for r in self.list())
+
+    @property
+    def default(self) -> str:
+        return self._read()[0]
+
+    # -- changes ------------------------------------------------------------------------------
+    def _mutable(self, name: str) -> None:
+        remote = self.get(name)
+        if remote.static:
+            raise WrongState(f"Remote {name} is static and cannot be modified")
+
+    def add(self, name: str, url: str, *, protocol: str = SIMPLESTREAMS,
+            public: bool = True) -> Remote:
+        """``remote add``: only simplestreams servers can be used (lxdlib speaks no LXD API)."""
+        validate_remote_name(name)
+        if protocol not in PROTOCOLS:
+            raise InvalidArgument(f"Invalid protocol: {protocol}")
+        if protocol != SIMPLESTREAMS:
+            raise InvalidArgument("lxdlib only reads simplestreams image servers "
+                                  "(protocol lxd needs an LXD daemon)")
+        addr = validate_url(url)
+        with lock(self.paths, "host", "remotes"):
+            default, remotes = self._read()
+            if name in remotes or name in DEFAULT_REMOTES and DEFAULT_REMOTES[name].static:
+                raise AlreadyExists("remote", name)
+            remote = Remote(name, addr, protocol, public)
+            remotes[name] = remote
+            self._write(default, remotes)
+        return remote
+
+    def remove(self, name: str) -> None:
+        self._mutable(name)
+        with lock(self.paths, "host", "remotes"):
+            default, remotes = self._read()
+            if name not in remotes:
+                raise NotFound("remote", name)
+            if name == default:
+                raise WrongState("Can't remove the default remote")
+            del remotes[name]
+            self._write(default, remotes)
+
+    def rename(self, old: str, new: str) -> None:
+        self._mutable(old)
+        validate_remote_name(new)
+        with lock(self.paths, "host", "remotes"):
+            default, remotes = self._read()
+            if old not in remotes:
+                raise NotFound("remote", old)
+            if new in remotes or new in DEFAULT_REMOTES and DEFAULT_REMOTES[new].static:
+                raise AlreadyExists("remote", new)
+            remotes[new] = attrs.evolve(remotes.pop(old), name=new)
+            self._write(new if default == old else default, remotes)
+
+    def set_url(self, name: str, url: str) -> None:
+        self._mutable(name)
+        addr = validate_url(url)
+        with lock(self.paths, "host", "remotes"):
+            default, remotes = self._read()
+            if name not in remotes:
+                raise NotFound("remote", name)
+            remotes[name] = attrs.evolve(remotes[name], addr=addr)
+            self._write(default, remotes)
+
+    def switch(self, name: str) -> None:
+        """Make ``name`` the remote used when a reference names none."""
+        self.get(name)
+        with lock(self.paths, "host", "remotes"):
+            _, remotes = self._read()
+            self._write(name, remotes)
