@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from .state import Paths
 
@@ -35,10 +35,27 @@ class Events:
         finally:
             os.close(fd)
 
-    def follow(self, poll: float = 0.1, from_start: bool = False) -> Iterator[dict[str, object]]:
+    def __call__(self, types: Iterable[str] | None = None, *, from_start: bool = False,
+                 timeout: float | None = None) -> Iterator[dict[str, object]]:
+        """``host.events()``: follow events of the given types (all by default) written by any
+        process on this root, from the moment of the call (not of the first ``next``); ends
+        after ``timeout`` seconds if one is given."""
+        wanted = set(types) if types is not None else None
+        events = self.follow(from_start=from_start, timeout=timeout)
+        return (ev for ev in events if wanted is None or ev.get("type") in wanted)
+
+    __iter__ = __call__
+
+    def follow(self, poll: float = 0.1, from_start: bool = False,
+               timeout: float | None = None) -> Iterator[dict[str, object]]:
         """Yield events as they are written (from now on, unless ``from_start``)."""
         pos = 0 if from_start else (self.path.stat().st_size if self.path.exists() else 0)
+        return self._follow(pos, poll, timeout)
+
+    def _follow(self, pos: int, poll: float, timeout: float | None
+                ) -> Iterator[dict[str, object]]:
         buf = b""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
                 with open(self.path, "rb") as f:
@@ -56,4 +73,6 @@ class Events:
                 if line.strip():
                     yield json.loads(line)
             if not data:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
                 time.sleep(poll)

@@ -112,11 +112,18 @@ class Instances:
 
 
 class Images:
-    """The local image store, with LXD's ``image`` verbs."""
+    """The local image store with LXD's ``image`` verbs, the remotes and the cache rules.
+
+    ``host.images["busybox"]`` (alias, fingerprint or unique prefix), ``import_file``,
+    ``copy("images:alpine/3.19")``, ``publish("c1")``, ``refresh``, ``housekeeping``…
+    """
 
     def __init__(self, host: Host) -> None:
+        from .imagestore.remotes import Remotes
         self.host = host
         self.store = ImageStore(host.paths)
+        self.remotes = Remotes(host.paths)
+        self._clients: dict[str, Any] = {}
 
     def get(self, ref: str) -> ImageRecord:
         return self.store.get(ref)
@@ -141,11 +148,24 @@ class Images:
     def __len__(self) -> int:
         return len(self.list())
 
+    def __repr__(self) -> str:
+        return f"<Images {len(self)} in {self.store.root}>"
+
     def import_file(self, path: str | os.PathLike[str], *, aliases: Sequence[str] = (),
                     **kw: Any) -> ImageRecord:
+        """``image import``: a unified tarball, or a split image with ``rootfs_path=``."""
         img = self.store.import_file(path, aliases=aliases, **kw)
         self.host.events.emit("image-imported", img.fingerprint)
         return img
+
+    def import_url(self, url: str, *, aliases: Sequence[str] = (),
+                   properties: Mapping[str, str] | None = None, public: bool = False,
+                   progress: Any = None) -> ImageRecord:
+        """``image import https://…``: LXD's URL protocol (``LXD-Image-URL``/``-Hash``) or a
+        plain download of the tarball."""
+        from .imagestore.fetch import download_image
+        return download_image(self.host, url, aliases=aliases, properties=properties,
+                              public=public, progress=progress)
 
     def build_busybox(self, alias: str | None = "busybox", *, compression: str = "gzip",
                       busybox: str = "/bin/busybox") -> ImageRecord:
@@ -176,16 +196,135 @@ class Images:
         return img
 
     def delete(self, ref: str) -> None:
+        """Remove the image, its aliases and its unpacked volumes in every pool."""
         img = self.store.get(ref)
         self.store.delete(img.fingerprint)
         for pname in self.host.pool_names():
-            pool = self.host.pool(pname)
             with contextlib.suppress(Exception):
-                pool.delete_image_volume(img.fingerprint)
+                self.host.pool(pname).delete_image_volume(img.fingerprint)
         self.host.events.emit("image-deleted", img.fingerprint)
 
     def touch(self, fingerprint: str) -> None:
         self.store.touch(fingerprint)
+
+    def update(self, ref: str, **changes: Any) -> ImageRecord:
+        """``image edit``: ``properties``, ``public``, ``auto_update``, ``expires_at``."""
+        return self.store.update(ref, **changes)
+
+    def export(self, ref: str, target: str | os.PathLike[str] = ".") -> builtins.list[Path]:
+        """``image export``: the file(s) exactly as imported. Into a directory they are named
+        ``<fp><ext>`` (unified) or ``meta-<fp><ext>`` + ``<fp><ext>`` (split), the extension
+        judged from the content; to a file path, the metadata goes there and a split image's
+        rootfs beside it as ``<path>.root``."""
+        from .imagestore import compression
+        img = self.store.get(ref)
+        fp = img.fingerprint
+        sources = [self.store.tarball_path(fp)]
+        rootfs = self.store.rootfs_path(fp)
+        if rootfs is not None:
+            sources.append(rootfs)
+        dest = Path(target)
+        if dest.is_dir():
+            exts = [compression.extension(compression.detect(s)) for s in sources]
+            names = ([f"{fp}{exts[0]}"] if rootfs is None
+                     else [f"meta-{fp}{exts[0]}", f"{fp}{exts[1]}"])
+            outs = [dest / n for n in names]
+        else:
+            outs = [dest] + ([dest.with_name(dest.name + ".root")] if rootfs is not None else [])
+        for src, out in zip(sources, outs, strict=True):
+            tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+            try:
+                import shutil
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, out)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        return outs
+
+    # -- remotes ------------------------------------------------------------------------------
+    def client(self, remote: str, *, fresh: bool = False) -> Any:
+        """The simplestreams client of a remote (by name or URL); ``fresh`` ignores the
+        one-hour catalogue cache (the stale copy is still used if the server is unreachable)."""
+        from .imagestore.simplestreams import Client
+        if "://" in remote:
+            url = remote
+        else:
+            r = self.remotes.get(remote)
+            if r.is_local:
+                raise InvalidArgument(f"{remote}: is this host, not an image server")
+            url = r.addr
+        url = url.rstrip("/")
+        cache = self.host.paths.root / "cache" / "simplestreams"
+        import hashlib
+        cache = cache / hashlib.sha256(url.encode()).hexdigest()[:16]
+        if fresh:
+            client = Client(url, cache, expiry=0)
+            self._clients[url] = client
+            return client
+        if url not in self._clients:
+            self._clients[url] = Client(url, cache)
+        return self._clients[url]
+
+    def _split(self, ref: str) -> tuple[Any, str]:
+        from .imagestore.remotes import split_ref
+        name, rest = split_ref(ref, self.remotes.default)
+        return self.remotes.get(name), rest
+
+    def remote_list(self, remote: str) -> builtins.list[Any]:
+        """``image list <remote>:``: the ``RemoteImage`` objects a server offers."""
+        return self.client(remote.rstrip(":")).images()  # type: ignore[no-any-return]
+
+    def remote_get(self, ref: str) -> Any:
+        """The ``RemoteImage`` an alias or fingerprint prefix on a remote names."""
+        remote, name = self._split(ref)
+        image, _ = self.client(remote.name).resolve(name or "default")
+        return image
+
+    def copy(self, ref: str, *, aliases: Sequence[str] = (), copy_aliases: bool = False,
+             auto_update: bool = False, public: bool = False, progress: Any = None
+             ) -> ImageRecord:
+        """``image copy <remote>:<alias> local:``: download (once, verified) into the store."""
+        from .imagestore import cache
+        remote, name = self._split(ref)
+        return cache.copy(self.host, remote, name, aliases=aliases, copy_aliases=copy_aliases,
+                          auto_update=auto_update, public=public, progress=progress)
+
+    def resolve(self, ref: str, progress: Any = None) -> str:
+        """The local reference an instance made from ``ref`` uses: a local alias/fingerprint as
+        is; a remote one (``images:alpine/3.19``, ``ubuntu:``) is downloaded and cached first,
+        or a cached copy used, by LXD's rules."""
+        from .imagestore import cache
+        remote, name = self._split(ref)
+        if remote.is_local:
+            return name
+        return cache.for_instance(self.host, remote, name, progress).fingerprint
+
+    def refresh(self, ref: str, progress: Any = None) -> tuple[ImageRecord, bool]:
+        """``image refresh``: ask the image's server now; (current image, whether it moved)."""
+        from .imagestore import cache
+        return cache.refresh(self.host, ref, progress=progress)
+
+    def prune(self, now: Any = None) -> builtins.list[str]:
+        """Delete cached images unused for ``images.remote_cache_expiry`` days."""
+        from .imagestore import cache
+        return cache.prune_expired(self.host, now)
+
+    def housekeeping(self, now: Any = None) -> dict[str, Any]:
+        """LXD's timers without a daemon: expiry, then auto-update (safe from cron)."""
+        from .imagestore import cache
+        return cache.housekeeping(self.host, now)
+
+    def publish(self, source: Any, *, aliases: Sequence[str] = (), compression: str | None = None,
+                properties: Mapping[str, str] | None = None, force: bool = False,
+                reuse: bool = False, public: bool = False, expires_at: Any = None,
+                progress: Any = None) -> ImageRecord:
+        """``publish``: an instance (``"c1"``, an ``Instance``) or a snapshot (``"c1/snap0"``)
+        as a unified image. See ``lxdlib.imagestore.publish``."""
+        from .imagestore.publish import publish
+        return publish(self.host, source, aliases=aliases, compression=compression,
+                       properties=properties, force=force, reuse=reuse, public=public,
+                       expires_at=expires_at, progress=progress)
 
     def _ipython_key_completions_(self) -> builtins.list[str]:
         return sorted(self.store.aliases())
@@ -287,6 +426,8 @@ class Host:
         if drv is None:
             from .storage import load_pool
             drv = load_pool(self.paths, name)
+            # once per Host: remove temporary volumes a killed process left in this pool
+            drv.cleanup_leftovers()
             self._pools[name] = drv
         return drv
 
@@ -550,7 +691,9 @@ class Host:
         except FileNotFoundError:
             return
         for d in entries:
-            if not d.is_dir() or (d / "instance.yaml").exists():
+            # a record without an intent file (``journal.PENDING``) is a settled instance
+            if not d.is_dir() or ((d / "instance.yaml").exists()
+                                  and not os.path.lexists(d / ".pending.yaml")):
                 continue
             try:
                 with lock(self.paths, "instance", d.name, timeout=0):
@@ -569,24 +712,34 @@ class Host:
     def create(self, image: str | None, name: str | None = None, *,
                profiles: Sequence[str] | None = None, config: Mapping[str, str] | None = None,
                devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
-               ephemeral: bool = False, description: str = "") -> Instance:
-        """``lxc init``: create an instance from a local image (alias or fingerprint)."""
+               ephemeral: bool = False, description: str = "", progress: Any = None
+               ) -> Instance:
+        """``lxc init``: create an instance from an image: a local alias or fingerprint, or
+        ``<remote>:<alias>`` (downloaded and cached first; ``progress(done, total)``)."""
         self._recover_leftovers()
         if name is not None:
             names.validate_instance_name(name)
+        if image is not None:
+            image = self.images.resolve(image, progress)
         return create(self, name or self._new_name(), image, profiles=profiles, config=config,
                       devices=devices, pool=pool, ephemeral=ephemeral, description=description)
 
     init = create
 
+    def publish(self, source: Any, **kw: Any) -> ImageRecord:
+        """``lxc publish``: see ``Images.publish``."""
+        return self.images.publish(source, **kw)
+
     def launch(self, image: str | None, name: str | None = None, *,
                profiles: Sequence[str] | None = None, config: Mapping[str, str] | None = None,
                devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
-               ephemeral: bool = False, description: str = "") -> Instance:
+               ephemeral: bool = False, description: str = "", progress: Any = None
+               ) -> Instance:
         """``lxc launch``: create and start; if the start fails the instance stays, stopped,
         with the liblxc log in the error — as LXD leaves it."""
         inst = self.create(image, name, profiles=profiles, config=config, devices=devices,
-                           pool=pool, ephemeral=ephemeral, description=description)
+                           pool=pool, ephemeral=ephemeral, description=description,
+                           progress=progress)
         inst.start()
         return inst
 
@@ -634,5 +787,20 @@ class Host:
                 wait(delay)
         return result
 
-    def copy(self, *_: Any, **__: Any) -> Instance:
-        raise NotImplementedError("copy arrives with snapshots/copy support")
+    def copy(self, source: str, name: str | None = None, **kw: Any) -> Instance:
+        """``lxc copy``: a new instance from an instance or ``instance/snapshot`` (see
+        ``lxdlib.copy.copy_instance`` for the options)."""
+        from .copy import copy_instance
+        return copy_instance(self, source, name, **kw)
+
+    def import_backup(self, path: str | os.PathLike[str], name: str | None = None, *,
+                      pool: str | None = None) -> Instance:
+        """``lxc import``: an instance (with its snapshots) from an ``export`` tarball."""
+        from .backup import import_backup
+        return import_backup(self, path, name, pool=pool)
+
+    def export_backup(self, name: str, path: str | os.PathLike[str] | None = None,
+                      **kw: Any) -> Path:
+        """``lxc export``: the instance as a backup tarball in LXD's format."""
+        from .backup import export_instance
+        return export_instance(self.instances.get(name), path, **kw)

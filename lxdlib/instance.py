@@ -15,7 +15,7 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,9 @@ from .state import atomic_write, load_yaml, lock
 
 if TYPE_CHECKING:
     from .devices import DeviceContext
+    from .files import Files
     from .host import Host
+    from .popen import Popen
     from .snapshots import Snapshots
     from .storage.base import PoolDriver
 
@@ -87,8 +89,13 @@ class Instance:
     def _c(self) -> Any:
         return runtime.open_container(self._paths.lxcpath, self.name)
 
-    def _lock(self) -> contextlib.AbstractContextManager[None]:
-        return lock(self._paths, "instance", self.name)
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with lock(self._paths, "instance", self.name):
+            from . import journal
+            if journal.pending(self._paths, self.name):  # a killed process's unfinished work
+                journal.recover(self.host, self.name)
+            yield
 
     def record(self) -> InstanceRecord:
         try:
@@ -178,6 +185,7 @@ class Instance:
             st = c.state
             if st == "FROZEN":
                 runtime.unfreeze(c, self._paths.lxcpath)
+                self.host.events.emit("instance-resumed", self.name)
                 return
             if st != "STOPPED":
                 raise WrongState(f"The instance {self.name!r} is already running")
@@ -192,6 +200,11 @@ class Instance:
         self._check_kernel_modules(cfg)
         self._write_lxc_config(rec)
         vol = self._pool(rec).volume_path("containers", self.name)
+        from . import criu
+        if criu.has_state(self):  # stopped with --stateful: bring the processes back
+            criu.restore_from_volume(self)
+            self.host.events.emit("instance-started", self.name)
+            return
         meta = _read_metadata(vol)
         trigger = rec.config.get("volatile.apply_template")
         if meta.get("templates"):
@@ -215,13 +228,20 @@ class Instance:
                 raise LXCError(f"failed to start instance {self.name!r}",
                                f"{e.log_tail}\n--- lxdlib hooks ---\n{tail}") from None
             raise
+        self.host.events.emit("instance-started", self.name)
 
-    def stop(self, force: bool = False, timeout: float = -1) -> None:
+    def stop(self, force: bool = False, timeout: float = -1, stateful: bool = False) -> None:
         """Stop: ask init to halt and wait ``timeout`` s (<0: as long as it takes), or kill.
 
         A graceful stop that times out leaves the instance running and raises ``WrongState``,
-        as LXD does; ``force=True`` kills at once.
+        as LXD does; ``force=True`` kills at once. ``stateful`` saves the processes with CRIU
+        for the next ``start`` (see ``lxdlib.criu``).
         """
+        if stateful:
+            from .criu import stop_stateful
+            stop_stateful(self)
+            self.host.events.emit("instance-stopped", self.name)
+            return
         with self._lock():
             c = self._c()
             if c.state == "STOPPED":
@@ -237,6 +257,7 @@ class Instance:
         rec = self.record()
         rec.config["volatile.last_state.power"] = "STOPPED"
         record.save(self._paths, rec, durable=False)
+        self.host.events.emit("instance-stopped", self.name)
         if rec.ephemeral:
             self._delete_locked(rec)
 
@@ -259,6 +280,7 @@ class Instance:
             else:
                 self._stop_locked(c, force, timeout)
             self._start_locked()
+        self.host.events.emit("instance-restarted", self.name)
 
     def pause(self) -> None:
         """Freeze every process (``lxc pause``); ``start`` resumes."""
@@ -267,6 +289,7 @@ class Instance:
             if c.state != "RUNNING":
                 raise WrongState(f"instance {self.name!r} is not running")
             runtime.freeze(c, self._paths.lxcpath)
+        self.host.events.emit("instance-paused", self.name)
 
     freeze = pause
 
@@ -276,6 +299,7 @@ class Instance:
             if c.state != "FROZEN":
                 raise WrongState(f"instance {self.name!r} is not frozen")
             runtime.unfreeze(c, self._paths.lxcpath)
+        self.host.events.emit("instance-resumed", self.name)
 
     unfreeze = resume
 
@@ -303,29 +327,8 @@ class Instance:
 
     def rename(self, new: str) -> Instance:
         """Rename a stopped instance with its snapshots (``lxc move old new``)."""
-        names.validate_instance_name(new)
-        with self._lock(), lock(self._paths, "instance", new):
-            if record.exists(self._paths, new) or self._paths.instance_dir(new).exists():
-                raise AlreadyExists("instance", new)
-            if self.state != "STOPPED":
-                raise WrongState("Renaming of running instance not allowed")
-            rec = self.record()
-            pool = self._pool(rec)
-            pool.rename_instance_volume(self.name, new)
-            try:
-                os.rename(self._dir, self._paths.instance_dir(new))
-            except BaseException:
-                pool.rename_instance_volume(new, self.name)
-                raise
-            rec.name = new
-            self.host.network_forget(self.name)
-            if _read_metadata(pool.volume_path("containers", new)).get("templates"):
-                rec.config["volatile.apply_template"] = "rename"
-            record.save(self._paths, rec)
-            other = Instance(self.host, new)
-            other._write_lxc_config(rec)
-            self.name = new
-            return other
+        from .copy import rename_instance
+        return rename_instance(self, new)
 
     # -- configuration ----------------------------------------------------------------------
     def update(self, *, config: Mapping[str, str] | None = None,
@@ -367,6 +370,7 @@ class Instance:
             if self.state in ("RUNNING", "FROZEN"):
                 self._apply_live(old_cfg, new_cfg)
                 self._apply_devices_live(old_devs, new_devs, new)
+        self.host.events.emit("instance-updated", self.name)
 
     def set_config(self, key: str, value: str) -> None:
         cfg = self.config
@@ -597,6 +601,16 @@ class Instance:
                 for a in nic.get("addresses", []) if a["family"] == family and
                 a.get("scope") == "global"]
 
+    @property
+    def files(self) -> Files:
+        from .files import Files
+        return Files(self)
+
+    def popen(self, command: Sequence[str] | str, **kw: Any) -> Popen:
+        """Start a command with pipes and return at once (see ``lxdlib.popen.Popen``)."""
+        from .popen import Popen
+        return Popen(self, command, **kw)
+
     # -- snapshots --------------------------------------------------------------------------
     @property
     def snapshots(self) -> Snapshots:
@@ -680,6 +694,11 @@ def recover_leftover(host: Host, name: str) -> bool:
     """
     paths = host.paths
     d = paths.instance_dir(name)
+    from . import journal
+    if journal.pending(paths, name):
+        done = journal.recover(host, name)
+        if record.exists(paths, name):
+            return done
     if not d.exists() or record.exists(paths, name):
         return False
     pool = ""
@@ -782,9 +801,8 @@ def create(host: Host, name: str, image: str | None, *,
             inst = Instance(host, name)
             meta = _read_metadata(vol)
             if meta.get("templates"):
-                templates.apply(vol, meta, "create", inst._template_context(rec),
-                                *((0, 0) if privileged or pool_drv.supports_idmapped_mounts
-                                  else (int(volatile["volatile.idmap.base"]),) * 2))
+                # as LXD (DeferTemplateApply): rendered at the first start, with the config then
+                rec.config["volatile.apply_template"] = "create"
             inst._write_lxc_config(rec)
             record.save(paths, rec)  # commit point
         except BaseException:

@@ -77,7 +77,12 @@ def recover(host: Host, name: str) -> bool:
     kind = op.get("op")
     handler = _HANDLERS.get(str(kind))
     if handler is not None:
-        handler(host, name, op)
+        try:
+            handler(host, name, op)
+        except Exception as e:  # kept for the next call; the caller's own verb goes on
+            from .hooks import _log
+            _log(paths.root, name, f"recovery of an interrupted {kind} failed: {e}")
+            return False
     end(paths, name)
     host.events.emit("instance-recovered", name, op=str(kind))
     return True
@@ -166,6 +171,9 @@ def _move_pool(host: Host, name: str, op: dict[str, Any]) -> None:
     here = _pool(host, current)
     if here is not None:
         here.cleanup_leftovers()
+    if rec is not None:  # the liblxc config may already name the other pool's volume
+        from .instance import Instance
+        Instance(host, name)._write_lxc_config(rec)
 
 
 def _new_instance(host: Host, name: str, op: dict[str, Any]) -> None:

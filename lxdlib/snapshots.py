@@ -3,24 +3,31 @@
 liblxc's own snapshots refuse running containers and restore by destroy-then-clone; lxdlib uses
 btrfs read-only snapshots / ``zfs snapshot`` (the ``dir`` pool freezes and copies) and keeps each
 snapshot's config, devices and profiles in the instance record, as LXD does.
+
+Each operation is journaled (:mod:`lxdlib.journal`) with the record as its commit point, so a
+``kill -9`` leaves the snapshot either complete and recorded or gone. Stateful snapshots dump the
+running processes with CRIU into the live volume, snapshot it, and remove the dump from the live
+volume again: the dump travels inside the snapshot.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from . import record, runtime
+from . import journal, record, runtime
 from .config import names
-from .errors import AlreadyExists, NotFound
+from .errors import AlreadyExists, InvalidArgument, NotFound, WrongState
 
 if TYPE_CHECKING:
+    from .host import Host
     from .instance import Instance
 
 
 class Snapshots:
-    """An instance's snapshots, taken by the pool driver (no stop, no liblxc snapshot API)."""
+    """An instance's snapshots: ``inst.snapshots.create()``, ``["snap0"]``, ``restore``…"""
 
     def __init__(self, inst: Instance) -> None:
         self.inst = inst
@@ -48,102 +55,245 @@ class Snapshots:
 
     __getitem__ = get
 
+    def list(self) -> list[record.SnapshotRecord]:
+        return list(self.inst.record().snapshots)
+
+    # -- verbs -------------------------------------------------------------------------------
     def create(self, name: str | None = None, *, stateful: bool = False, reuse: bool = False,
-               expires_at: dt.datetime | None = None, no_expiry: bool = False
-               ) -> record.SnapshotRecord:
-        from .config.snapshots import next_snapshot_name
-        from .config.units import expiry_date
-        if stateful:
-            from .errors import ToolMissing
-            raise ToolMissing("stateful snapshots need CRIU checkpointing, which lxdlib does not "
-                              "do yet")
+               expires_at: dt.datetime | None = None, no_expiry: bool = False,
+               description: str = "") -> record.SnapshotRecord:
+        """Take a snapshot (``lxc snapshot``) without stopping a running instance.
+
+        ``name`` defaults to the next ``snapshots.pattern`` name; ``reuse`` replaces an
+        existing snapshot of that name; the expiry comes from ``snapshots.expiry`` unless
+        ``expires_at`` or ``no_expiry`` is given. ``stateful`` also saves the running
+        processes (CRIU); where CRIU cannot, ``LXCError`` and nothing is left behind.
+        """
         inst = self.inst
         with inst._lock():
-            rec = inst.record()
-            cfg, _ = inst.expanded(rec)
-            now = record.now()
-            existing = [s.name for s in rec.snapshots]
-            if name is None:
-                name = next_snapshot_name(cfg.get("snapshots.pattern", "snap%d"), existing, now)
-            names.validate_snapshot_name(name)
-            pool = inst._pool(rec)
-            if name in existing:
-                if not reuse:
-                    raise AlreadyExists("snapshot", f"{inst.name}/{name}")
-                pool.delete_snapshot(inst.name, name)
-                rec.snapshots = [s for s in rec.snapshots if s.name != name]
-            if expires_at is None and not no_expiry and cfg.get("snapshots.expiry"):
-                expires_at = expiry_date(now, cfg["snapshots.expiry"])
-            c = inst._c()
-            frozen = False
-            if pool.snapshot_needs_freeze and c.state == "RUNNING":
-                runtime.freeze(c, inst.host.paths.lxcpath)
-                frozen = True
-            try:
-                pool.create_snapshot(inst.name, name)
-            finally:
-                if frozen:
-                    runtime.unfreeze(c, inst.host.paths.lxcpath)
-            snap = record.SnapshotRecord(name=name, created_at=now, expires_at=expires_at,
-                                         config=dict(rec.config), devices=dict(rec.devices),
-                                         profiles=list(rec.profiles))
-            rec.snapshots.append(snap)
-            try:
-                record.save(inst.host.paths, rec)
-            except BaseException:
-                pool.delete_snapshot(inst.name, name)
-                raise
-        inst.host.events.emit("snapshot-created", f"{inst.name}/{name}")
+            snap = create_locked(inst, name, stateful=stateful, reuse=reuse,
+                                 expires_at=expires_at, no_expiry=no_expiry,
+                                 description=description)
+        inst.host.events.emit("snapshot-created", f"{inst.name}/{snap.name}")
         return snap
 
     def delete(self, name: str) -> None:
         inst = self.inst
         with inst._lock():
-            rec = inst.record()
-            if rec.snapshot(name) is None:
-                raise NotFound("snapshot", f"{inst.name}/{name}")
-            rec.snapshots = [s for s in rec.snapshots if s.name != name]
-            record.save(inst.host.paths, rec)  # commit: the snapshot is gone
-            inst._pool(rec).delete_snapshot(inst.name, name)
+            delete_locked(inst, name)
         inst.host.events.emit("snapshot-deleted", f"{inst.name}/{name}")
 
     def rename(self, old: str, new: str) -> None:
+        """``lxc move inst/old inst/new``."""
         names.validate_snapshot_name(new)
         inst = self.inst
+        paths = inst.host.paths
         with inst._lock():
             rec = inst.record()
-            snap = rec.snapshot(old)
-            if snap is None:
+            if rec.snapshot(old) is None:
                 raise NotFound("snapshot", f"{inst.name}/{old}")
             if rec.snapshot(new) is not None:
                 raise AlreadyExists("snapshot", f"{inst.name}/{new}")
-            inst._pool(rec).rename_snapshot(inst.name, old, new)
-            snap.name = new
-            record.save(inst.host.paths, rec)
+            pool = inst._pool(rec)
+            pool.volume_path("containers-snapshots", f"{inst.name}/{new}")  # validates
+            journal.begin(paths, inst.name, "snapshot-rename", old=old, new=new)
+            try:
+                pool.rename_snapshot(inst.name, old, new)
+                snap = rec.snapshot(old)
+                assert snap is not None
+                snap.name = new
+                record.save(paths, rec)  # commit point
+            except BaseException:
+                journal.recover(inst.host, inst.name)  # puts the volume name back if needed
+                raise
+            journal.end(paths, inst.name)
+        inst.host.events.emit("snapshot-renamed", f"{inst.name}/{new}", old_name=old)
 
-    def restore(self, name: str) -> None:
-        """Make the instance what it was at the snapshot: volume, config, devices, profiles.
-
-        A running instance is stopped, restored and started again, as LXD does.
-        """
+    def set_expiry(self, name: str, expires_at: dt.datetime | None) -> None:
+        """Change when a snapshot expires (``None``: never), the one thing editable on it."""
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidArgument("expires_at must carry a time zone")
         inst = self.inst
         with inst._lock():
             rec = inst.record()
             snap = rec.snapshot(name)
             if snap is None:
                 raise NotFound("snapshot", f"{inst.name}/{name}")
+            snap.expires_at = expires_at
+            record.save(inst.host.paths, rec)
+
+    def restore(self, name: str, *, stateful: bool = False) -> None:
+        """Make the instance what it was at the snapshot: volume, config, devices, profiles.
+
+        A running instance is stopped, restored and started again, as LXD does; ``stateful``
+        brings the snapshot's processes back instead of a fresh start.
+        """
+        inst = self.inst
+        host = inst.host
+        with inst._lock():
+            rec = inst.record()
+            snap = rec.snapshot(name)
+            if snap is None:
+                raise NotFound("snapshot", f"{inst.name}/{name}")
+            if stateful and not snap.stateful:
+                raise WrongState("Stateful snapshot restore requested but snapshot is stateless")
+            host._check_profiles(snap.profiles)  # a profile deleted since: refuse up front
+            pool = inst._pool(rec)
+            _check_rollback(pool, inst.name, name)
             c = inst._c()
             was_running = c.state != "STOPPED"
+            journal.begin(host.paths, inst.name, "restore", snapshot=name)
             if was_running:
-                runtime.kill(c, inst.host.paths.lxcpath)
-            inst._pool(rec).restore_snapshot(inst.name, name)
-            keep = {k: v for k, v in rec.config.items() if k in ("volatile.uuid",)}
-            rec.config = {**snap.config, **keep}
-            rec.devices = {k: dict(v) for k, v in snap.devices.items()}
-            rec.profiles = list(snap.profiles)
-            record.save(inst.host.paths, rec)
-            inst._apply_quota(inst.expanded(rec)[1], rec)
-            inst._write_lxc_config(rec)
-            if was_running:
+                runtime.kill(c, host.paths.lxcpath)
+            apply_restore(host, inst.name, name, keep_state=stateful)
+            journal.end(host.paths, inst.name)
+            if stateful:
+                from . import criu
+                criu.restore_from_volume(inst)
+            elif was_running:
                 inst._start_locked()
-        inst.host.events.emit("snapshot-restored", f"{inst.name}/{name}")
+        host.events.emit("snapshot-restored", f"{inst.name}/{name}")
+
+    def copy(self, name: str, target: str | None = None, **kw: Any) -> Instance:
+        """A new instance from this snapshot (``lxc copy inst/snap new``)."""
+        from .copy import copy_instance
+        return copy_instance(self.inst.host, f"{self.inst.name}/{name}", target, **kw)
+
+
+# -- the work, under the instance lock --------------------------------------------------------------
+
+def create_locked(inst: Instance, name: str | None = None, *, stateful: bool = False,
+                  reuse: bool = False, expires_at: dt.datetime | None = None,
+                  no_expiry: bool = False, description: str = "") -> record.SnapshotRecord:
+    """Take a snapshot; the caller holds the instance lock (housekeeping uses this too)."""
+    from .config.snapshots import next_snapshot_name
+    from .config.units import expiry_date
+    host = inst.host
+    paths = host.paths
+    if any(ch in description for ch in "\r\0"):
+        raise InvalidArgument("description contains a carriage return or NUL")
+    rec = inst.record()
+    cfg, _ = inst.expanded(rec)
+    now = record.now()
+    existing = [s.name for s in rec.snapshots]
+    if name is None:
+        name = next_snapshot_name(cfg.get("snapshots.pattern", "snap%d"), existing, now)
+    names.validate_snapshot_name(name)
+    pool = inst._pool(rec)
+    pool.volume_path("containers-snapshots", f"{inst.name}/{name}")  # the pool's own name rules
+    if name in existing and not reuse:
+        raise AlreadyExists("snapshot", f"{inst.name}/{name}")
+    c = inst._c()
+    if stateful:
+        if c.state != "RUNNING":
+            raise WrongState("Unable to create a stateful snapshot. The instance isn't running")
+        from . import criu
+        criu.require()
+    if expires_at is None and not no_expiry and cfg.get("snapshots.expiry"):
+        expires_at = expiry_date(now, cfg["snapshots.expiry"])
+    if name in existing:
+        delete_locked(inst, name)
+        rec = inst.record()
+    snap = record.SnapshotRecord(
+        name=name, created_at=now, expires_at=expires_at, stateful=stateful,
+        description=description, config=dict(rec.config),
+        devices={k: dict(v) for k, v in rec.devices.items()}, profiles=list(rec.profiles))
+    volume = pool.volume_path("containers", inst.name)
+    journal.begin(paths, inst.name, "snapshot", snapshot=name, stateful=stateful)
+    made = False
+    try:
+        if stateful:
+            from . import criu
+            criu.dump(inst, volume / journal.STATE_DIR, stop=False)
+        frozen = False
+        if pool.snapshot_needs_freeze and c.state == "RUNNING":
+            runtime.freeze(c, paths.lxcpath)
+            frozen = True
+        try:
+            pool.create_snapshot(inst.name, name)
+            made = True
+        finally:
+            if frozen:
+                runtime.unfreeze(c, paths.lxcpath)
+        if stateful:
+            shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
+        rec.snapshots.append(snap)
+        record.save(paths, rec)  # commit point
+    except BaseException:
+        rec.snapshots = [s for s in rec.snapshots if s is not snap]
+        if stateful:
+            shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
+        if made:
+            pool.delete_snapshot(inst.name, name)
+        journal.end(paths, inst.name)
+        raise
+    journal.end(paths, inst.name)
+    return snap
+
+
+def delete_locked(inst: Instance, name: str) -> None:
+    """Delete a snapshot: the record first (the commit point), then its volume."""
+    paths = inst.host.paths
+    rec = inst.record()
+    if rec.snapshot(name) is None:
+        raise NotFound("snapshot", f"{inst.name}/{name}")
+    journal.begin(paths, inst.name, "snapshot", snapshot=name)
+    rec.snapshots = [s for s in rec.snapshots if s.name != name]
+    record.save(paths, rec)  # commit point: the snapshot is gone
+    try:
+        inst._pool(rec).delete_snapshot(inst.name, name)
+    except NotFound:
+        pass
+    journal.end(paths, inst.name)
+
+
+def apply_restore(host: Host, name: str, snapshot: str, *, keep_state: bool = False) -> None:
+    """The volume becomes the snapshot's, then the record takes the snapshot's config, devices
+    and profiles. Idempotent, so a restore that died is finished by running it again."""
+    from .instance import Instance
+    inst = Instance(host, name)
+    rec = inst.record()
+    snap = rec.snapshot(snapshot)
+    if snap is None:
+        raise NotFound("snapshot", f"{name}/{snapshot}")
+    pool = inst._pool(rec)
+    pool.restore_snapshot(name, snapshot)
+    volume = pool.volume_path("containers", name)
+    if not keep_state:  # a stateful snapshot restored without its processes
+        shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
+    # zfs rolls back by destroying later snapshots (zfs.remove_snapshots): forget them too
+    on_disk = set(pool.list_snapshots(name))
+    rec.snapshots = [s for s in rec.snapshots if s.name in on_disk]
+    keep = {k: v for k, v in rec.config.items() if k == "volatile.uuid"}
+    rec.config = {**{k: v for k, v in snap.config.items()
+                     if k not in ("volatile.last_state.power", "volatile.apply_template")},
+                  **keep}
+    if "volatile.last_state.power" in rec.config:
+        del rec.config["volatile.last_state.power"]
+    rec.devices = {k: dict(v) for k, v in snap.devices.items()}
+    rec.profiles = list(snap.profiles)
+    record.save(host.paths, rec)
+    inst._apply_quota(inst.expanded(rec)[1], rec)
+    inst._write_lxc_config(rec)
+
+
+def _check_rollback(pool: Any, name: str, snapshot: str) -> None:
+    """ZFS rolls back to the latest snapshot only (unless ``zfs.remove_snapshots``): refuse
+    before the instance is stopped, not after."""
+    if pool.driver != "zfs":
+        return
+    from .config.units import is_true
+    if is_true(pool.config.get("zfs.remove_snapshots")):
+        return
+    order = pool.list_snapshots(name)
+    later = order[order.index(snapshot) + 1:] if snapshot in order else []
+    if later:
+        raise WrongState(
+            f"snapshot {name}/{snapshot} cannot be restored: later snapshots exist "
+            f"({', '.join(later)}); ZFS can only roll back to the latest one (set "
+            "zfs.remove_snapshots=true on the pool to destroy the later snapshots)")
+
+
+def expired(rec: record.InstanceRecord, now: dt.datetime) -> list[str]:
+    """Names of the snapshots whose expiry date has passed at ``now``."""
+    return [s.name for s in rec.snapshots if s.expires_at is not None and s.expires_at <= now]

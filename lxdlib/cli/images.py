@@ -1,11 +1,13 @@
-"""``image``: import, build, list, info, show, edit, delete, export, alias."""
+"""``image`` (list, info, show, edit, import, export, copy, refresh, delete, alias, build,
+properties), ``publish`` and ``housekeeping``, as LXD's client spells them."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,68 +17,262 @@ from .configcmd import edit_text, load_mapping
 
 if TYPE_CHECKING:
     from ..host import Host
+    from ..imagestore.remotes import Remote
     from ..imagestore.store import ImageRecord
 
 
-def _local(ref: str) -> str:
-    if ref.startswith("local:"):
-        return ref[len("local:"):]
-    if ":" in ref.split("/", 1)[0]:
-        raise InvalidArgument(f"remote {ref.split(':', 1)[0]!r}: image servers are not "
-                              "supported yet")
-    return ref
+# -- helpers --------------------------------------------------------------------------------------
+
+class ProgressBar:
+    """LXD's one-line progress (``Retrieving image: 45% (3.20MB/s)``) on a terminal; silent
+    otherwise. Call it as a ``progress(done, total)`` callback; ``done()`` clears the line."""
+
+    def __init__(self, label: str, stream: Any = None, quiet: bool = False) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = not quiet and bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.width = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last < 0.1 and done != total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-3)
+        head = f"{done * 100 // total}%" if total else output.size(done)
+        text = f"{self.label}: {head} ({rate / 1e6:.2f}MB/s)"
+        self.stream.write("\r" + text.ljust(self.width))
+        self.width = len(text)
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
 
 
-def _matches(img: ImageRecord, filters: list[str]) -> bool:
+def _split(host: Host, ref: str) -> tuple[Remote, str]:
+    from ..imagestore.remotes import split_ref
+    name, rest = split_ref(ref, host.images.remotes.default)
+    return host.images.remotes.get(name), rest
+
+
+def _local(host: Host, ref: str) -> str:
+    remote, rest = _split(host, ref)
+    if not remote.is_local:
+        raise InvalidArgument(f"{remote.name}: is an image server (read-only): this verb "
+                              "works on local images")
+    return rest
+
+
+def _list_date(t: dt.datetime | None) -> str:
+    """``Jan 2, 2006 at 3:04pm (UTC)``, as ``lxc image list`` prints."""
+    if t is None:
+        return ""
+    t = t.astimezone(dt.UTC)
+    hour = t.hour % 12 or 12
+    return f"{t:%b} {t.day}, {t.year} at {hour}:{t:%M}{'am' if t.hour < 12 else 'pm'} (UTC)"
+
+
+def _info_date(t: dt.datetime | None) -> str:
+    """``2006/01/02 15:04 UTC``, as ``lxc image info`` prints."""
+    return t.astimezone(dt.UTC).strftime("%Y/%m/%d %H:%M UTC") if t else ""
+
+
+def _matches(aliases: Sequence[str], fingerprint: str, props: dict[str, str],
+             filters: Sequence[str]) -> bool:
     for f in filters:
-        f = _local(f) if f != "local:" else ""
         if not f:
             continue
         if "=" in f:
             k, v = f.split("=", 1)
-            if img.properties.get(k) != v:
+            if props.get(k) != v:
                 return False
-        elif not (img.fingerprint.startswith(f) or any(f in a["name"] for a in img.aliases)
-                  or f in img.properties.get("description", "")):
+        elif not (fingerprint.startswith(f) or any(f in a for a in aliases)
+                  or f in props.get("description", "")):
             return False
     return True
 
 
-def _date(t: dt.datetime | None) -> str:
-    return t.strftime("%b %d, %Y at %I:%M%p (UTC)") if t else ""
+def _split_props(items: Sequence[str], what: str) -> tuple[list[str], dict[str, str]]:
+    """Positional arguments: the ``key=value`` ones are properties (unless an existing file)."""
+    plain: list[str] = []
+    props: dict[str, str] = {}
+    for x in items:
+        if "=" in x and not Path(x).exists():
+            k, v = x.split("=", 1)
+            if not k:
+                raise InvalidArgument(f"invalid {what} {x!r}")
+            props[k] = v
+        else:
+            plain.append(x)
+    return plain, props
 
+
+# -- list / info / show / edit --------------------------------------------------------------------
 
 def cmd_list(host: Host, a: argparse.Namespace) -> int:
-    imgs = [i for i in host.images.list() if _matches(i, a.filters)]
+    filters = list(a.filters)
+    remote = host.images.remotes.get(host.images.remotes.default)
+    if filters and ":" in filters[0]:
+        remote, first = _split(host, filters[0])
+        filters[0] = first
+    headers = ["ALIAS", "FINGERPRINT", "PUBLIC", "DESCRIPTION", "ARCHITECTURE", "TYPE", "SIZE",
+               "UPLOAD DATE"]
+    if not remote.is_local:
+        imgs = [i for i in host.images.remote_list(remote.name)
+                if _matches(i.aliases, i.fingerprint, i.properties, filters)]
+        rows = [["\n".join(i.aliases), i.fingerprint[:12], "yes",
+                 i.properties.get("description", ""), i.architecture, "CONTAINER",
+                 output.size(i.size), _list_date(i.created_at)] for i in imgs]
+        output.emit(a.format, headers, rows, [i.to_dict() for i in imgs])
+        return 0
+    local = [i for i in host.images.list()
+             if _matches([x["name"] for x in i.aliases], i.fingerprint, i.properties, filters)]
     rows = [["\n".join(x["name"] for x in i.aliases), i.fingerprint[:12],
              "yes" if i.public else "no", i.properties.get("description", ""),
-             i.architecture, "CONTAINER", output.size(i.size).replace("iB", "iB"),
-             _date(i.uploaded_at)] for i in imgs]
-    output.emit(a.format, ["ALIAS", "FINGERPRINT", "PUBLIC", "DESCRIPTION", "ARCHITECTURE",
-                           "TYPE", "SIZE", "UPLOAD DATE"], rows, [i.to_dict() for i in imgs])
+             i.architecture, i.type.upper(), output.size(i.size), _list_date(i.uploaded_at)]
+            for i in local]
+    output.emit(a.format, headers, rows, [i.to_dict() for i in local])
     return 0
 
 
+def _record_or_remote(host: Host, ref: str) -> dict[str, Any]:
+    remote, rest = _split(host, ref)
+    if remote.is_local:
+        return host.images.get(rest).to_dict()
+    image, _ = host.images.client(remote.name).resolve(rest or "default")
+    data: dict[str, Any] = image.to_dict()
+    return data
+
+
+def cmd_info(host: Host, a: argparse.Namespace) -> int:
+    d = _record_or_remote(host, a.ref)
+
+    def when(key: str) -> dt.datetime | None:
+        v = d.get(key)
+        if not v or str(v).startswith("0001-01-01"):
+            return None
+        return dt.datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+
+    lines = [f"Fingerprint: {d['fingerprint']}", f"Size: {output.size(d['size'])}",
+             f"Architecture: {d['architecture']}", f"Type: {d.get('type', 'container')}",
+             f"Public: {'yes' if d['public'] else 'no'}", "Timestamps:"]
+    if when("created_at"):
+        lines.append(f"    Created: {_info_date(when('created_at'))}")
+    lines.append(f"    Uploaded: {_info_date(when('uploaded_at'))}")
+    lines.append(f"    Expires: {_info_date(when('expires_at')) or 'never'}")
+    lines.append(f"    Last used: {_info_date(when('last_used_at')) or 'never'}")
+    lines.append("Properties:")
+    lines += [f"    {k}: {v}" for k, v in sorted(d["properties"].items())]
+    lines.append("Aliases:")
+    lines += [f"    - {x['name']}" for x in d["aliases"]]
+    lines += [f"Cached: {'yes' if d['cached'] else 'no'}",
+              f"Auto update: {'enabled' if d['auto_update'] else 'disabled'}"]
+    src = d.get("update_source")
+    if src:
+        lines += ["Source:", f"    Server: {src.get('server', '')}",
+                  f"    Protocol: {src.get('protocol', '')}", f"    Alias: {src.get('alias', '')}"]
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_show(host: Host, a: argparse.Namespace) -> int:
+    sys.stdout.write(output.dump_yaml(_record_or_remote(host, a.ref)))
+    return 0
+
+
+def _editable(i: ImageRecord) -> dict[str, Any]:
+    """The part of an image ``image edit`` changes (LXD's ImagePut)."""
+    d = i.to_dict()
+    return {"auto_update": i.auto_update, "properties": dict(i.properties), "public": i.public,
+            "expires_at": d["expires_at"]}
+
+
+def _bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise InvalidArgument(f"{key} must be true or false, not {value!r}")
+
+
+def cmd_edit(host: Host, a: argparse.Namespace) -> int:
+    from ..imagestore.store import UNSET
+    i = host.images.get(_local(host, a.ref))
+    data = load_mapping(edit_text(output.dump_yaml(_editable(i))))
+    unknown = set(data) - {"auto_update", "properties", "public", "expires_at", "profiles"}
+    if unknown:
+        raise InvalidArgument(f"unknown image fields: {', '.join(sorted(map(str, unknown)))}")
+    props = data.get("properties")
+    if props is not None and not isinstance(props, dict):
+        raise InvalidArgument("properties must be a mapping")
+    expires: Any = UNSET
+    if "expires_at" in data:
+        expires = data["expires_at"]
+        if isinstance(expires, dt.datetime):
+            pass
+        elif expires is not None:
+            expires = str(expires)
+    host.images.update(
+        i.fingerprint,
+        properties=({str(k): "" if v is None else str(v) for k, v in props.items()}
+                    if props is not None else {}),
+        public=_bool(data.get("public", i.public), "public"),
+        auto_update=_bool(data.get("auto_update", i.auto_update), "auto_update"),
+        expires_at=expires)
+    return 0
+
+
+def cmd_get_property(host: Host, a: argparse.Namespace) -> int:
+    i = host.images.get(_local(host, a.ref))
+    print(i.properties.get(a.key, ""))
+    return 0
+
+
+def cmd_set_property(host: Host, a: argparse.Namespace) -> int:
+    i = host.images.get(_local(host, a.ref))
+    host.images.update(i.fingerprint, properties={**i.properties, a.key: a.value})
+    return 0
+
+
+def cmd_unset_property(host: Host, a: argparse.Namespace) -> int:
+    i = host.images.get(_local(host, a.ref))
+    props = dict(i.properties)
+    props.pop(a.key, None)
+    host.images.update(i.fingerprint, properties=props)
+    return 0
+
+
+# -- import / export / copy / refresh / delete ----------------------------------------------------
+
 def cmd_import(host: Host, a: argparse.Namespace) -> int:
-    props: dict[str, str] = {}
-    files = []
-    for x in a.files:
-        if "=" in x and not Path(x).exists():
-            k, v = x.split("=", 1)
-            props[k] = v
-        else:
-            files.append(x)
+    files, props = _split_props(a.files, "property")
+    if files and files[-1] in ("local:", "local"):
+        files = files[:-1]
     if not files or len(files) > 2:
         raise InvalidArgument("usage: image import <tarball>|<url> [<rootfs>] [key=value…]")
     src = files[0]
-    if src.startswith(("http://", "https://")):
-        from ..imagestore.fetch import download_image
-        img = download_image(host, src, aliases=a.alias, properties=props, public=a.public)
-    else:
-        kw: dict[str, Any] = {"aliases": a.alias, "properties": props, "public": a.public}
-        if len(files) == 2:
-            kw["rootfs_path"] = files[1]
-        img = host.images.import_file(src, **kw)
+    bar = ProgressBar("Transferring image", quiet=a.quiet)
+    try:
+        if src.startswith(("http://", "https://")):
+            if len(files) > 1:
+                raise InvalidArgument("a URL import takes no separate rootfs")
+            img = host.images.import_url(src, aliases=a.alias, properties=props,
+                                         public=a.public, progress=bar)
+        else:
+            kw: dict[str, Any] = {"aliases": a.alias, "properties": props, "public": a.public,
+                                  "progress": bar}
+            if len(files) == 2:
+                kw["rootfs_path"] = files[1]
+            img = host.images.import_file(src, **kw)
+    finally:
+        bar.done()
     if not a.quiet:
         print(f"Image imported with fingerprint: {img.fingerprint}")
     return 0
@@ -91,97 +287,132 @@ def cmd_build(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(host: Host, a: argparse.Namespace) -> int:
+    outs = host.images.export(_local(host, a.ref), a.target or ".")
+    if not a.quiet:
+        print(f"Image exported successfully to {', '.join(str(o) for o in outs)}")
+    return 0
+
+
+def cmd_copy(host: Host, a: argparse.Namespace) -> int:
+    target, rest = _split(host, a.target if ":" in a.target else a.target + ":")
+    if not target.is_local or rest:
+        raise InvalidArgument("images can only be copied to local: (image servers are "
+                              "read-only)")
+    source, name = _split(host, a.source)
+    bar = ProgressBar("Retrieving image", quiet=a.quiet)
+    try:
+        if source.is_local:
+            raise InvalidArgument("The source and the target are the same server (local:)")
+        host.images.copy(f"{source.name}:{name}", aliases=a.alias,
+                         copy_aliases=a.copy_aliases, auto_update=a.auto_update,
+                         public=a.public, progress=bar)
+    finally:
+        bar.done()
+    if not a.quiet:
+        print("Image copied successfully!")
+    return 0
+
+
+def cmd_refresh(host: Host, a: argparse.Namespace) -> int:
+    for ref in a.refs:
+        bar = ProgressBar("Retrieving image", quiet=a.quiet)
+        try:
+            _, changed = host.images.refresh(_local(host, ref), progress=bar)
+        finally:
+            bar.done()
+        if not a.quiet:
+            print("Image refreshed successfully!" if changed else "Image already up to date.")
+    return 0
+
+
 def cmd_delete(host: Host, a: argparse.Namespace) -> int:
     for ref in a.refs:
-        host.images.delete(_local(ref))
+        host.images.delete(_local(host, ref))
     return 0
 
 
-def cmd_info(host: Host, a: argparse.Namespace) -> int:
-    i = host.images.get(_local(a.ref))
-    lines = [f"Fingerprint: {i.fingerprint}", f"Size: {output.size(i.size)}",
-             f"Architecture: {i.architecture}", "Type: container",
-             f"Public: {'yes' if i.public else 'no'}", "Timestamps:",
-             f"    Created: {_date(i.created_at)}", f"    Uploaded: {_date(i.uploaded_at)}",
-             f"    Expires: {_date(i.expires_at) or 'never'}",
-             f"    Last used: {_date(i.last_used_at) or 'never'}", "Properties:"]
-    lines += [f"    {k}: {v}" for k, v in sorted(i.properties.items())]
-    lines.append("Aliases:")
-    lines += [f"    - {x['name']}" for x in i.aliases]
-    lines += [f"Cached: {'yes' if i.cached else 'no'}",
-              f"Auto update: {'enabled' if i.auto_update else 'disabled'}"]
-    print("\n".join(lines))
-    return 0
-
-
-def _editable(i: ImageRecord) -> dict[str, Any]:
-    return {"auto_update": i.auto_update, "properties": dict(i.properties), "public": i.public,
-            "expires_at": i.expires_at.isoformat() if i.expires_at else None}
-
-
-def cmd_show(host: Host, a: argparse.Namespace) -> int:
-    sys.stdout.write(output.dump_yaml(host.images.get(_local(a.ref)).to_dict()))
-    return 0
-
-
-def cmd_edit(host: Host, a: argparse.Namespace) -> int:
-    i = host.images.get(_local(a.ref))
-    data = load_mapping(edit_text(output.dump_yaml(_editable(i))))
-    host.images.store.update(i.fingerprint, properties={str(k): str(v) for k, v in
-                                                        (data.get("properties") or {}).items()},
-                             public=bool(data.get("public", i.public)),
-                             auto_update=bool(data.get("auto_update", i.auto_update)),
-                             expires_at=data.get("expires_at"))
-    return 0
-
-
-def cmd_export(host: Host, a: argparse.Namespace) -> int:
-    i = host.images.get(_local(a.ref))
-    src = host.images.store.tarball_path(i.fingerprint)
-    target = Path(a.target or ".")
-    dest = target / (i.fingerprint + "".join(Path(i.filename).suffixes[-2:]) if i.filename
-                     else i.fingerprint) if target.is_dir() else target
-    shutil.copyfile(src, dest)
-    rootfs = host.images.store.rootfs_path(i.fingerprint)
-    if rootfs is not None:
-        shutil.copyfile(rootfs, dest.with_name(dest.name + ".rootfs"))
-    if not a.quiet:
-        print(f"Image exported successfully to {dest}")
-    return 0
-
+# -- aliases --------------------------------------------------------------------------------------
 
 def cmd_alias(host: Host, a: argparse.Namespace) -> int:
     store = host.images.store
     if a.verb == "create":
         if len(a.args) != 2:
             raise InvalidArgument("usage: image alias create <alias> <fingerprint>")
-        store.alias_create(_local(a.args[0]), store.get(_local(a.args[1])).fingerprint,
+        store.alias_create(_local(host, a.args[0]), store.get(_local(host, a.args[1])).fingerprint,
                            a.description or "")
     elif a.verb in ("delete", "rm"):
+        if not a.args:
+            raise InvalidArgument("usage: image alias delete <alias>")
         for x in a.args:
-            store.alias_delete(_local(x))
+            store.alias_delete(_local(host, x))
     elif a.verb in ("rename", "mv"):
         if len(a.args) != 2:
             raise InvalidArgument("usage: image alias rename <old> <new>")
-        store.alias_rename(_local(a.args[0]), _local(a.args[1]))
+        store.alias_rename(_local(host, a.args[0]), _local(host, a.args[1]))
     else:
-        table = store.aliases()
-        rows = [[n, v["target"][:12], "CONTAINER", v.get("description", "")]
-                for n, v in sorted(table.items())
-                if not a.args or any(f in n for f in a.args)]
-        output.emit(a.format, ["ALIAS", "FINGERPRINT", "TYPE", "DESCRIPTION"], rows,
-                    [{"name": n, **v} for n, v in sorted(table.items())])
+        args = list(a.args)
+        remote = host.images.remotes.get(host.images.remotes.default)
+        if args and ":" in args[0]:
+            remote, first = _split(host, args[0])
+            args[0] = first
+        args = [x for x in args if x]
+        if remote.is_local:
+            entries = [{"name": n, "target": v["target"], "type": "container",
+                        "description": v.get("description", "")}
+                       for n, v in sorted(store.aliases().items())]
+        else:
+            entries = [{"name": e.name, "target": e.target, "type": e.type, "description": ""}
+                       for e in sorted(host.images.client(remote.name).aliases(),
+                                       key=lambda e: e.name)]
+        entries = [e for e in entries if not args or any(f in e["name"] for f in args)]
+        rows = [[e["name"], e["target"][:12], e["type"].upper(), e["description"]]
+                for e in entries]
+        output.emit(a.format, ["ALIAS", "FINGERPRINT", "TYPE", "DESCRIPTION"], rows, entries)
     return 0
+
+
+# -- publish / housekeeping -----------------------------------------------------------------------
+
+def cmd_publish(host: Host, a: argparse.Namespace) -> int:
+    rest, props = _split_props(a.args, "property")
+    for x in rest:
+        remote, name = _split(host, x if ":" in x else x + ":")
+        if not remote.is_local or name:
+            raise InvalidArgument(f"unexpected argument {x!r}: images are published to local:")
+    source = _local(host, a.source)
+    bar = ProgressBar("Publishing instance", quiet=a.quiet)
+    try:
+        img = host.images.publish(source, aliases=a.alias, compression=a.compression,
+                                  properties=props or None, force=a.force, reuse=a.reuse,
+                                  public=a.public, progress=bar)
+    finally:
+        bar.done()
+    if not a.quiet:
+        print(f"Instance published with fingerprint: {img.fingerprint}")
+    return 0
+
+
+def cmd_housekeeping(host: Host, a: argparse.Namespace) -> int:
+    report = host.images.housekeeping()
+    if not a.quiet:
+        for fp in report["pruned"]:
+            print(f"Expired cached image {fp} deleted")
+        for old, new in report["updated"].items():
+            print(f"Image {old} updated to {new}")
+    for fp, err in report["errors"].items():
+        sys.stderr.write(f"Error: auto-update of image {fp} failed: {err}\n")
+    return 1 if report["errors"] else 0
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("image", help="manage images")
     s = p.add_subparsers(dest="image_cmd", metavar="<verb>", required=True)
-    x = s.add_parser("list", aliases=["ls"])
+    x = s.add_parser("list", aliases=["ls"], help="list local images or a remote's images")
     x.add_argument("filters", nargs="*")
     x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
     x.set_defaults(func=cmd_list)
-    x = s.add_parser("import")
+    x = s.add_parser("import", help="import an image tarball (split: metadata + rootfs) or URL")
     x.add_argument("files", nargs="+")
     x.add_argument("--alias", action="append", default=[])
     x.add_argument("--public", action="store_true")
@@ -191,6 +422,17 @@ def register(sub: Any) -> None:
     x.add_argument("--alias")
     x.add_argument("--compression", default="gzip", choices=("gzip", "xz", "none"))
     x.set_defaults(func=cmd_build)
+    x = s.add_parser("copy", aliases=["cp"], help="copy an image from a remote into local:")
+    x.add_argument("source")
+    x.add_argument("target")
+    x.add_argument("--alias", action="append", default=[])
+    x.add_argument("--copy-aliases", action="store_true")
+    x.add_argument("--auto-update", action="store_true")
+    x.add_argument("--public", action="store_true")
+    x.set_defaults(func=cmd_copy)
+    x = s.add_parser("refresh", help="check images against their server now")
+    x.add_argument("refs", nargs="+")
+    x.set_defaults(func=cmd_refresh)
     x = s.add_parser("delete", aliases=["rm"])
     x.add_argument("refs", nargs="+")
     x.set_defaults(func=cmd_delete)
@@ -198,6 +440,19 @@ def register(sub: Any) -> None:
         x = s.add_parser(name)
         x.add_argument("ref")
         x.set_defaults(func=fn)
+    x = s.add_parser("get-property")
+    x.add_argument("ref")
+    x.add_argument("key")
+    x.set_defaults(func=cmd_get_property)
+    x = s.add_parser("set-property")
+    x.add_argument("ref")
+    x.add_argument("key")
+    x.add_argument("value")
+    x.set_defaults(func=cmd_set_property)
+    x = s.add_parser("unset-property")
+    x.add_argument("ref")
+    x.add_argument("key")
+    x.set_defaults(func=cmd_unset_property)
     x = s.add_parser("export")
     x.add_argument("ref")
     x.add_argument("target", nargs="?")
@@ -208,3 +463,22 @@ def register(sub: Any) -> None:
     x.add_argument("--description")
     x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
     x.set_defaults(func=cmd_alias)
+
+    x = sub.add_parser("publish", help="make an image from an instance or a snapshot")
+    x.add_argument("source", help="<instance>[/<snapshot>]")
+    x.add_argument("args", nargs="*", help="[local:] [key=value…]")
+    x.add_argument("--alias", action="append", default=[])
+    x.add_argument("--compression", help="gzip, xz, zstd, bzip2, lzma, none … "
+                   "(default images.compression_algorithm)")
+    x.add_argument("-f", "--force", action="store_true",
+                   help="stop a running instance, publish it and start it again")
+    x.add_argument("--reuse", action="store_true", help="move aliases that already exist")
+    x.add_argument("--public", action="store_true")
+    x.set_defaults(func=cmd_publish)
+
+    x = sub.add_parser("housekeeping", help="expire unused cached images and auto-update "
+                       "images (what LXD's daemon does on timers; run it from cron/systemd)")
+    x.set_defaults(func=cmd_housekeeping)
+
+
+__all__ = ["ProgressBar", "register"]

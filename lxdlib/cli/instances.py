@@ -19,14 +19,15 @@ if TYPE_CHECKING:
     from ..instance import Instance
 
 
-def _strip_remote(ref: str) -> str:
-    if ref.startswith("local:"):
-        return ref[len("local:"):]
-    if ":" in ref.split("/", 1)[0]:
-        remote = ref.split(":", 1)[0]
-        raise InvalidArgument(f"remote {remote!r}: image servers are not supported yet "
-                              "(import or build the image locally)")
-    return ref
+def _resolve_image(host: Host, ref: str, quiet: bool) -> str:
+    """A local alias or fingerprint as is; ``<remote>:<alias>`` (``ubuntu:`` = its ``default``
+    alias) is downloaded and cached first, with LXD's progress line on a terminal."""
+    from .images import ProgressBar
+    bar = ProgressBar("Retrieving image", quiet=quiet)
+    try:
+        return host.images.resolve(ref, progress=bar)
+    finally:
+        bar.done()
 
 
 def parse_kv(items: list[str], what: str) -> dict[str, str]:
@@ -51,7 +52,8 @@ def parse_device_overrides(items: list[str]) -> dict[str, dict[str, str]]:
 
 
 def _create(host: Host, args: argparse.Namespace, start: bool) -> int:
-    image = _strip_remote(args.image) if args.image else None
+    image = _resolve_image(host, args.image, args.quiet) if args.image and not args.empty \
+        else None
     if args.empty:
         image = None
     elif image is None:

@@ -29,7 +29,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import configcmd, hostcmd, images, instances, networks, profiles, storage
+    from . import configcmd, hostcmd, images, instances, networks, profiles, remotes, storage
     p = Parser(prog="lxdlib", description="System containers the LXD way, with no daemon.")
     p.add_argument("--root", help="state directory (default $LXDLIB_ROOT or /var/lib/lxdlib)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -42,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     storage.register(sub)
     profiles.register(sub)
     networks.register(sub)
+    remotes.register(sub)
     hostcmd.register(sub)
+    from ..completion import register as register_completion
+    from . import console as console_cmd
+    from . import files as files_cmd
+    files_cmd.register(sub)
+    console_cmd.register(sub)
+    register_completion(sub)
     h = sub.add_parser("help", help="show help for a command")
     h.add_argument("topic", nargs="*")
     h.set_defaults(func=None, no_host=True)
@@ -104,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "help":
         return _help(parser, args.topic)
+    if getattr(args, "no_host", False):  # e.g. `completion`: no root, no root privileges
+        return int(args.func(None, args) or 0)
     if os.geteuid() != 0:
         sys.stderr.write("Error: lxdlib manages containers and storage: run it as root\n")
         return 1

@@ -60,6 +60,10 @@ DEFAULT_REMOTES: Final[dict[str, Remote]] = {
 _FILE = "remotes.yaml"
 
 
+def _is_static(name: str) -> bool:
+    return name in DEFAULT_REMOTES and DEFAULT_REMOTES[name].static
+
+
 def validate_remote_name(name: str) -> None:
     """Non-empty, printable, no ``:`` (it separates the remote from the image) and no ``/``."""
     if not isinstance(name, str) or not name:
@@ -117,8 +121,7 @@ class Remotes:
             raise ImageError(f"corrupt remote list {self.path}")
         remotes: dict[str, Remote] = {}
         for name, entry in (data.get("remotes") or {}).items():
-            if not isinstance(entry, Mapping) or name in DEFAULT_REMOTES and \
-                    DEFAULT_REMOTES[name].static:
+            if not isinstance(entry, Mapping) or _is_static(str(name)):
                 continue
             remotes[str(name)] = Remote(str(name), str(entry.get("addr", "")),
                                         str(entry.get("protocol", SIMPLESTREAMS)),
@@ -173,7 +176,7 @@ class Remotes:
         addr = validate_url(url)
         with lock(self.paths, "host", "remotes"):
             default, remotes = self._read()
-            if name in remotes or name in DEFAULT_REMOTES and DEFAULT_REMOTES[name].static:
+            if name in remotes or _is_static(name):
                 raise AlreadyExists("remote", name)
             remote = Remote(name, addr, protocol, public)
             remotes[name] = remote
@@ -198,7 +201,7 @@ class Remotes:
             default, remotes = self._read()
             if old not in remotes:
                 raise NotFound("remote", old)
-            if new in remotes or new in DEFAULT_REMOTES and DEFAULT_REMOTES[new].static:
+            if new in remotes or _is_static(new):
                 raise AlreadyExists("remote", new)
             remotes[new] = attrs.evolve(remotes.pop(old), name=new)
             self._write(new if default == old else default, remotes)

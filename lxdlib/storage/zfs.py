@@ -5,8 +5,11 @@ or an existing dataset named by ``source``), mounted at ``<root>/storage-pools/<
 volume datasets inherit their mount points from it:
 
 - ``R/images/<fp>`` with ``@readonly``: an image volume; instances are ``zfs clone``s of that
-  snapshot. Deleting an image that still has clones moves it to ``R/deleted/images/`` (as LXD
-  does); it is destroyed with its last clone (or by ``cleanup_leftovers``).
+  snapshot. Deleting an image that still has clones only marks it (``lxdlib:deleted=yes``,
+  unmounted, ``canmount=noauto``): it no longer counts as a volume and is destroyed with its
+  last clone (or by ``cleanup_leftovers``); creating the same fingerprint again revives it. LXD
+  renames such an image to ``R/deleted/…`` instead, but zfs-fuse keeps answering "dataset is
+  busy" to renaming a dataset whose clones are mounted, so lxdlib never renames an origin.
 - ``R/containers/<name>`` with ``@snapshot-<snap>``; ``R/custom/<name>``.
 
 Copies (``copy_instance_volume``) are full ``zfs send | zfs receive`` copies, never clones, so no
@@ -54,6 +57,7 @@ from .loop import (
 DEFAULT_SIZE = "5GiB"
 MIN_SIZE = 64 * 1024 * 1024  # ZFS refuses smaller vdevs
 SNAP_PREFIX = "snapshot-"
+DELETED_PROP = "lxdlib:deleted"
 DAEMON = "zfs-fuse"
 _ZPOOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*")
 _DATASET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*")
@@ -292,7 +296,7 @@ class ZfsPool(PoolDriver):
 
     def _require(self, kind: str, name: str) -> str:
         ds = self.dataset(kind, name)
-        if not self._exists(ds):
+        if not self.volume_exists(kind, name):
             label = {"images": "image volume", "containers": "instance volume",
                      "custom": "custom volume", SNAPSHOTS: "snapshot"}[kind]
             raise NotFound(label, name, f"in storage pool {self.name!r}")
@@ -343,22 +347,32 @@ class ZfsPool(PoolDriver):
                   check=False).stdout
         prefix = f"{self.root}/{kind}/"
         names = [line[len(prefix):] for line in out.splitlines() if line.startswith(prefix)]
-        return sorted(n for n in names if not n.startswith("."))
+        names = [n for n in names if not n.startswith(".")]
+        if kind == "images" and names:
+            gone = {row[0] for row in self._rows("name", DELETED_PROP) if row[1] == "yes"}
+            names = [n for n in names if f"{prefix}{n}" not in gone]
+        return sorted(names)
 
     def volume_exists(self, kind: str, name: str) -> bool:
-        return self._exists(self.dataset(kind, name))
+        ds = self.dataset(kind, name)
+        return self._exists(ds) and not (kind == "images" and self._deleted(ds))
 
     # -- pool lifecycle -------------------------------------------------------------------------
     def create(self) -> None:
         ensure_zfs_daemon(self.paths)
         with lock(self.paths, "storage-pool-mount", self.name):
             self.config["zfs.pool_name"] = self.root
+            # Refusals first, while nothing has been touched.
             if self.owns_zpool:
                 self._check_zpool_name("zfs.pool_name", self.root)
-                self._create_zpool()
+                self._check_zpool_free()
             else:
-                self._adopt_dataset()
+                self._check_dataset()
             try:
+                if self.owns_zpool:
+                    self._create_zpool()
+                else:
+                    self._adopt_dataset()
                 for kind in VOLUME_KINDS:
                     self._zfs("create", f"{self.root}/{kind}")
             except BaseException:
@@ -370,32 +384,36 @@ class ZfsPool(PoolDriver):
         out = run(["zpool", "status", zpool], check=False).stdout
         return [line.split()[0] for line in out.splitlines() if line.strip().startswith("/")]
 
+    def _check_zpool_free(self) -> None:
+        """A zpool of that name is refused unless it is on this pool's own loop file (then it
+        is debris of a create that died before writing the record, and is replaced)."""
+        zpool = self.root
+        if run(["zpool", "list", "-H", zpool], check=False).returncode == 0 and \
+                str(self.loop_file) not in self._zpool_vdevs(zpool):
+            raise InvalidConfig("zfs.pool_name", "a zpool of that name already exists", zpool)
+
     def _create_zpool(self) -> None:
         zpool = self.root
         if run(["zpool", "list", "-H", zpool], check=False).returncode == 0:
-            if str(self.loop_file) not in self._zpool_vdevs(zpool):
-                raise InvalidConfig("zfs.pool_name", "a zpool of that name already exists",
-                                    zpool)
-            busy_retry(["zpool", "destroy", "-f", zpool])  # debris of a create that died
+            busy_retry(["zpool", "destroy", "-f", zpool])  # our debris (_check_zpool_free)
         with contextlib.suppress(FileNotFoundError):
             self.loop_file.unlink()
         self.paths.disks.mkdir(mode=0o700, parents=True, exist_ok=True)
         create_sparse_file(self.loop_file, parse_size(self.config["size"]))
         self.mountpoint.mkdir(mode=0o711, parents=True, exist_ok=True)
-        try:
-            run(["zpool", "create", "-o", "cachefile=none", "-m", str(self.mountpoint),
-                 zpool, str(self.loop_file)])
-        except BaseException:
-            self.loop_file.unlink()
-            raise
+        run(["zpool", "create", "-o", "cachefile=none", "-m", str(self.mountpoint),
+             zpool, str(self.loop_file)])
 
-    def _adopt_dataset(self) -> None:
+    def _check_dataset(self) -> None:
         ds = self.root
         if not self._exists(ds):
             raise InvalidConfig("source", "no such zpool or dataset", ds)
         children = run(["zfs", "list", "-H", "-o", "name", "-r", ds]).stdout.split()
         if children != [ds]:
             raise InvalidConfig("source", "dataset is not empty (it has child datasets)", ds)
+
+    def _adopt_dataset(self) -> None:
+        ds = self.root
         self.mountpoint.mkdir(mode=0o711, parents=True, exist_ok=True)
         self._zfs("set", f"mountpoint={self.mountpoint}", ds)
         self._mount_ds(ds)
@@ -407,7 +425,7 @@ class ZfsPool(PoolDriver):
             with contextlib.suppress(FileNotFoundError):
                 self.loop_file.unlink()
         else:
-            for kind in (*VOLUME_KINDS, "deleted"):
+            for kind in VOLUME_KINDS:
                 self._destroy(f"{self.root}/{kind}")
             if self._exists(self.root):
                 with contextlib.suppress(StorageError):
@@ -450,8 +468,9 @@ class ZfsPool(PoolDriver):
             self._mount_all()
 
     def _mount_all(self) -> None:
-        for name, mountpoint, mounted in self._rows("name", "mountpoint", "mounted"):
-            if mounted != "yes" and mountpoint not in ("none", "legacy", "-"):
+        for name, mountpoint, mounted, canmount in self._rows("name", "mountpoint", "mounted",
+                                                               "canmount"):
+            if mounted != "yes" and canmount == "on" and mountpoint not in ("none", "legacy"):
                 self._zfs("mount", name)
 
     def unmount(self) -> None:
@@ -473,11 +492,11 @@ class ZfsPool(PoolDriver):
 
     def cleanup_leftovers(self) -> None:
         """Destroy temporary datasets and snapshots of dead processes, finish image volumes
-        whose creator died between rename and read-only, drop unused deleted images, and
+        whose creator died between rename and read-only, drop deleted images without clones, and
         mount whatever is not."""
-        rows = self._rows("name", "origin")
-        origins = {origin.split("@")[0] for _, origin in rows if origin != "-"}
-        for name, _ in rows:
+        rows = self._rows("name", "origin", DELETED_PROP)
+        origins = {origin.split("@")[0] for _, origin, _ in rows if origin != "-"}
+        for name, _, deleted in rows:
             parts = name[len(self.root) + 1:].split("/")
             if len(parts) != 2:
                 continue
@@ -485,14 +504,14 @@ class ZfsPool(PoolDriver):
             parsed = parse_temp_name(leaf)
             if kind in VOLUME_KINDS and parsed is not None and not pid_alive(parsed[1]):
                 self._discard(name)
+            elif kind == "images" and deleted == "yes":
+                if name not in origins:
+                    self._discard(name)
             elif kind == "images" and parsed is None and not self._read_only(name):
                 # Its creator died between the rename and making it read-only.
                 self._zfs("set", "readonly=on", name)
                 if self._get("mounted", name) == "yes":
                     self._zfs_busy_retry("unmount", name)  # remounted read-only below
-        for name, _ in rows:
-            if name.startswith(f"{self.root}/deleted/images/") and name not in origins:
-                self._discard(name)
         for (snap,) in self._rows("name", kind="snapshot"):
             parsed = parse_temp_name("." + snap.split("@", 1)[1])
             if parsed is not None and not pid_alive(parsed[1]):
@@ -505,6 +524,7 @@ class ZfsPool(PoolDriver):
         final = self.dataset("images", fingerprint)
         path = self.volume_path("images", fingerprint)
         if self._exists(final):
+            self._revive(final)
             return path
         leaf = temp_name(TMP, fingerprint)
         tmp = f"{self.root}/images/{leaf}"
@@ -517,6 +537,7 @@ class ZfsPool(PoolDriver):
                 self._rename(tmp, final, read_only=True)
             except AlreadyExists:
                 self._discard(tmp)  # another process won the race: keep its volume
+                self._revive(final)
                 return path
         except BaseException:
             self._discard(tmp)
@@ -527,21 +548,30 @@ class ZfsPool(PoolDriver):
         return [name for name, origin in self._rows("name", "origin")
                 if origin.split("@")[0] == ds]
 
+    def _deleted(self, ds: str) -> bool:
+        return self._get(DELETED_PROP, ds) == "yes"
+
+    def _revive(self, ds: str) -> None:
+        """Take back an image volume marked deleted (same fingerprint, same content)."""
+        if self._deleted(ds):
+            self._zfs("inherit", DELETED_PROP, ds)
+            self._zfs("set", "canmount=on", ds)
+            self._mount_ds(ds)
+
     def delete_image_volume(self, fingerprint: str) -> None:
-        """Destroy ``images/<fp>`` (idempotent); while instances are clones of it, move it to
-        ``deleted/images/`` instead, where the last clone's deletion destroys it."""
+        """Destroy ``images/<fp>`` (idempotent); while instances are clones of it, only mark it
+        deleted: the last clone's deletion destroys it."""
         ds = self.dataset("images", fingerprint)
         if not self._exists(ds):
             return
         if not self._clones_of(ds):
             self._destroy(ds)
             return
-        if not self._exists(f"{self.root}/deleted"):
-            run(["zfs", "create", "-o", "mountpoint=none", f"{self.root}/deleted"], check=False)
-        if not self._exists(f"{self.root}/deleted/images"):
-            run(["zfs", "create", f"{self.root}/deleted/images"], check=False)
-        self._zfs("set", "readonly=off", ds)  # zfs-fuse refuses to rename a read-only dataset
-        self._rename(ds, f"{self.root}/deleted/images/{temp_name('deleted', fingerprint)[1:]}")
+        self._zfs("set", f"{DELETED_PROP}=yes", ds)
+        self._zfs("set", "canmount=noauto", ds)
+        if self._get("mounted", ds) == "yes":
+            with contextlib.suppress(StorageError):  # still mounted is harmless
+                self._zfs_busy_retry("unmount", ds)
 
     # -- instances ------------------------------------------------------------------------------
     def create_instance_volume(self, name: str, image: str | None = None) -> Path:
@@ -569,7 +599,7 @@ class ZfsPool(PoolDriver):
             return
         origin = self._get("origin", ds).split("@")[0]
         self._zfs_busy_retry("destroy", "-r", ds)
-        if origin.startswith(f"{self.root}/deleted/") and not self._clones_of(origin):
+        if origin != "-" and self._deleted(origin) and not self._clones_of(origin):
             self._discard(origin)
 
     def rename_instance_volume(self, old: str, new: str) -> None:

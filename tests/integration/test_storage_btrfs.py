@@ -14,6 +14,7 @@ from lxdlib.errors import (
     InUse,
     InvalidConfig,
     NotFound,
+    StorageError,
 )
 from lxdlib.state import Paths
 from lxdlib.storage import create_pool, delete_pool, list_pools, load_pool, pool_info
@@ -35,7 +36,7 @@ try:
         write_bytes,
     )
 except ImportError:
-    from storage_fixtures import (  # type: ignore[no-redef]
+    from storage_fixtures import (  # type: ignore[no-redef,import-not-found]
         MiB,
         btrfs_pool,
         dead_pid,
@@ -324,3 +325,20 @@ def test_set_quota_bad_input(btrfs_pool: PoolDriver) -> None:
     with pytest.raises(ValueError):
         pool.set_quota("containers", "../z1", 10 * MiB)
     assert not pool.quotas_enabled()  # bad input changed nothing
+
+
+def test_pool_whose_loop_file_is_gone(paths: Paths) -> None:
+    name = unique("bt")
+    pool = as_btrfs(create_pool(paths, name, "btrfs", {"size": "1GiB"}))
+    try:
+        pool.unmount()
+        pool.loop_file.unlink()
+        with pytest.raises(StorageError, match="missing"):
+            load_pool(paths, name)
+        with pytest.raises(StorageError):
+            delete_pool(paths, name)
+        assert list_pools(paths) == [name]
+        delete_pool(paths, name, force=True)
+        assert list_pools(paths) == [] and not pool.mountpoint.exists()
+    finally:
+        teardown_pool(paths, name)

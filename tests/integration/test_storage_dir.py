@@ -25,7 +25,7 @@ try:
         unique,
     )
 except ImportError:
-    from storage_fixtures import (  # type: ignore[no-redef]
+    from storage_fixtures import (  # type: ignore[no-redef,import-not-found]
         MiB,
         dir_pool,
         fill_image,

@@ -32,7 +32,7 @@ try:
         zfs_pool,
     )
 except ImportError:
-    from storage_fixtures import (  # type: ignore[no-redef]
+    from storage_fixtures import (  # type: ignore[no-redef,import-not-found]
         MiB,
         ZfsDaemons,
         fill_image,
@@ -171,17 +171,32 @@ def test_refquota_and_remove_snapshots(paths: Paths, zfs_daemon: ZfsDaemons) -> 
         teardown_pool(paths, name, (zpool,))
 
 
-def test_image_with_clones_is_moved_aside_then_destroyed(zfs_pool: PoolDriver) -> None:
+def test_image_with_clones_is_marked_then_destroyed_with_its_last_clone(
+        zfs_pool: PoolDriver) -> None:
     pool = as_zfs(zfs_pool)
-    pool.create_image_volume("c" * 64, fill_image("shared"))
-    inst = pool.create_instance_volume("i1", "c" * 64)
-    pool.delete_image_volume("c" * 64)
-    assert not pool.volume_exists("images", "c" * 64)
-    origin = zget("origin", pool.dataset("containers", "i1"))
-    assert origin.startswith(f"{pool.root}/deleted/images/")
+    fp = "c" * 64
+    pool.create_image_volume(fp, fill_image("shared"))
+    inst = pool.create_instance_volume("i1", fp)
+    pool.create_instance_volume("i2", fp)
+    pool.delete_image_volume(fp)
+    ds_img = pool.dataset("images", fp)
+    assert not pool.volume_exists("images", fp) and pool.list_volumes("images") == []
+    assert zget("lxdlib:deleted", ds_img) == "yes"  # kept while clones need it
     assert (inst / "rootfs" / "hello").read_text() == "shared"
-    pool.delete_instance_volume("i1")  # the last clone takes the deleted image with it
-    assert subprocess.run(["zfs", "list", origin.split("@")[0]], capture_output=True,
+    with pytest.raises(NotFound):
+        pool.create_instance_volume("i3", fp)
+
+    # The same fingerprint again: the marked volume is taken back, nothing is refilled.
+    assert pool.create_image_volume(fp, lambda d: pytest.fail("refilled")) == \
+        pool.volume_path("images", fp)
+    assert pool.volume_exists("images", fp)
+    assert (pool.volume_path("images", fp) / "rootfs" / "hello").read_text() == "shared"
+
+    pool.delete_image_volume(fp)
+    pool.delete_instance_volume("i1")
+    assert zget("lxdlib:deleted", ds_img) == "yes"  # i2 still uses it
+    pool.delete_instance_volume("i2")  # the last clone takes the image with it
+    assert subprocess.run(["zfs", "list", ds_img], capture_output=True,
                           check=False).returncode != 0
     pool.create_image_volume("d" * 64, fill_image())
     pool.delete_image_volume("d" * 64)  # no clones: destroyed at once
@@ -268,3 +283,33 @@ def test_stop_zfs_daemon_ignores_foreign_pids() -> None:
     stop_zfs_daemon(None)
     stop_zfs_daemon(os.getpid())  # not a zfs-fuse process: left alone
     assert os.path.exists(f"/proc/{os.getpid()}")
+
+
+def test_pool_on_an_existing_dataset(zfs_pool: PoolDriver) -> None:
+    outer = as_zfs(zfs_pool)
+    parent = f"{outer.root}/byhand"
+    subprocess.run(["zfs", "create", "-o", "mountpoint=none", parent], check=True)
+    subprocess.run(["zfs", "create", f"{parent}/child"], check=True)
+    name = f"{outer.name}d"
+    with pytest.raises(InvalidConfig, match="not empty"):
+        create_pool(outer.paths, name, "zfs", {"source": parent})
+    with pytest.raises(InvalidConfig, match="no such"):
+        create_pool(outer.paths, name, "zfs", {"source": f"{parent}/missing"})
+    assert zget("mountpoint", parent) == "none"  # refusals touched nothing
+    source = f"{parent}/child"
+    try:
+        inner = as_zfs(create_pool(outer.paths, name, "zfs", {"source": source}))
+        assert inner.config["zfs.pool_name"] == source and not inner.owns_zpool
+        inner.create_image_volume("4" * 64, fill_image("inner"))
+        inst = inner.create_instance_volume("i1", "4" * 64)
+        assert (inst / "rootfs" / "hello").read_text() == "inner"
+        assert zget("origin", f"{source}/containers/i1") == f"{source}/images/{'4' * 64}@readonly"
+        inner.delete_instance_volume("i1")
+        delete_pool(outer.paths, name)
+        assert subprocess.run(["zfs", "list", "-H", "-o", "name", "-r", source],
+                              capture_output=True, text=True, check=True).stdout.split() == [
+                                  source]
+        assert zpool_exists(outer.root)  # the zpool is not ours to destroy here
+    finally:
+        teardown_pool(outer.paths, name)
+        subprocess.run(["zfs", "destroy", "-r", parent], capture_output=True, check=False)

@@ -1,0 +1,711 @@
+"""``lxc export`` and ``lxc import``: an instance with its snapshots as one tarball, in LXD's
+backup format, so backups travel between lxdlib and LXD.
+
+Layout: ``backup/index.yaml`` (name, backend, pool, snapshot list, and the instance's and
+snapshots' config in LXD's shape, plus lxdlib's own record for an exact round trip),
+``backup/container/`` (the volume: ``rootfs/``, ``metadata.yaml``, ``templates/``) and
+``backup/snapshots/<snap>/``; with ``optimized`` storage, btrfs send streams instead:
+``backup/container.bin`` and ``backup/snapshots/<snap>.bin``, each sent against the previous
+snapshot. Owners in the tarball are the container's own ids (a FUSE pool's shifted ids are mapped
+back), so a backup does not depend on the host's idmap.
+
+An archive to import is hostile input. Before anything changes, every member is checked: names
+under ``backup/`` only, no ``..``, no absolute names, nothing below a symlink member, hard links
+inside their own volume, no device nodes outside ``rootfs/dev`` (skipped anyway), a regular
+``index.yaml`` of sane size naming valid instance and snapshot names. Extraction then runs GNU tar
+without the capability to make device nodes, volume by volume, and btrfs streams are received
+confined to a temporary directory; what arrives is checked again (a ``rootfs`` must be a real
+directory) before it is used. The new instance's record is the commit point, as for a create.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tarfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import attrs
+
+from . import journal, record, transfer
+from .config import devices as devcfg
+from .config import expand, names, schema
+from .config.units import parse_size
+from .errors import (
+    AlreadyExists,
+    ImageError,
+    InvalidArgument,
+    LxdlibError,
+    NotFound,
+    QuotaExceeded,
+    ToolMissing,
+    UnsafeImage,
+)
+from .imagestore import compression
+from .imagestore.tarball import empty_dir
+from .instance import Instance, _choose_idmap, _truthy
+from .record import InstanceRecord, SnapshotRecord
+from .state import dump_yaml, load_yaml, lock
+from .storage.dir import SNAPSHOTS
+from .storage.loop import TMP, rename_noreplace, storage_errors, temp_name
+
+if TYPE_CHECKING:
+    from .host import Host
+    from .storage.base import PoolDriver
+
+INDEX = "backup/index.yaml"
+MAX_INDEX_SIZE = 4 * 1024 * 1024
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+# tar keeps owners, modes (setuid too), file capabilities; it cannot make device nodes.
+_TAR_CAPS = "-all,+chown,+dac_override,+dac_read_search,+fowner,+fsetid,+setfcap"
+_SPACE_ERRORS = ("No space left on device", "Disk quota exceeded", "Wrote only")
+_SED_SPECIAL = re.compile(r"([\\.\[\]*^$])")
+
+
+# -- export -----------------------------------------------------------------------------------------
+
+def _lxd_time(t: dt.datetime | None) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else _ZERO_TIME
+
+
+def _index(inst: Instance, rec: InstanceRecord, snaps: Sequence[SnapshotRecord],
+           pool: PoolDriver, optimized: bool) -> dict[str, Any]:
+    """index.yaml: LXD's fields (so ``lxc import`` on LXD reads it) and lxdlib's record."""
+    cfg, devs = inst.expanded(rec)
+
+    def snapshot(s: SnapshotRecord) -> dict[str, Any]:
+        scfg, sdevs = inst.host._expand(s.profiles, s.config, s.devices) \
+            if all(inst.host.profiles.exists(p) for p in s.profiles) else (s.config, s.devices)
+        return {"name": s.name, "architecture": rec.architecture, "config": dict(s.config),
+                "devices": {k: dict(v) for k, v in s.devices.items()},
+                "ephemeral": False, "profiles": list(s.profiles), "stateful": s.stateful,
+                "description": s.description, "created_at": _lxd_time(s.created_at),
+                "expires_at": _lxd_time(s.expires_at), "last_used_at": _ZERO_TIME,
+                "expanded_config": dict(scfg), "expanded_devices": dict(sdevs), "size": -1}
+
+    own = rec.to_dict()
+    own["snapshots"] = [s.to_dict() for s in snaps]
+    return {
+        "name": rec.name, "backend": pool.driver, "pool": pool.name, "optimized": optimized,
+        "optimized_header": False, "type": "container",
+        "snapshots": [s.name for s in snaps],
+        "config": {
+            "container": {
+                "name": rec.name, "architecture": rec.architecture, "type": "container",
+                "config": dict(rec.config), "devices": {k: dict(v) for k, v in
+                                                        rec.devices.items()},
+                "ephemeral": rec.ephemeral, "profiles": list(rec.profiles), "stateful": False,
+                "description": rec.description, "created_at": _lxd_time(rec.created_at),
+                "last_used_at": _lxd_time(rec.last_used_at), "expanded_config": cfg,
+                "expanded_devices": devs, "status": inst.status, "location": "none",
+                "project": "default"},
+            "snapshots": [snapshot(s) for s in snaps],
+            "pool": {"name": pool.name, "driver": pool.driver, "config": dict(pool.config),
+                     "description": "", "status": "Created", "locations": ["none"]},
+            "volume": {"name": rec.name, "type": "container", "content_type": "filesystem",
+                       "config": {}, "description": "", "location": "none"},
+        },
+        "lxdlib": {"record": own},
+    }
+
+
+def _sed(text: str) -> str:
+    return _SED_SPECIAL.sub(r"\\\1", text)
+
+
+def _sed_repl(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("&", "\\&")
+
+
+def _owner_maps(work: Path, trees: Sequence[Path], base: int) -> list[str]:
+    """``--owner-map``/``--group-map`` files that turn a FUSE pool's shifted owners back into
+    the container's own ids."""
+    uids: set[int] = set()
+    gids: set[int] = set()
+    for tree in trees:
+        for top, dirs, files in os.walk(tree):
+            for entry in (*dirs, *files, ""):
+                st = os.lstat(os.path.join(top, entry) if entry else top)
+                uids.add(st.st_uid)
+                gids.add(st.st_gid)
+    out = []
+    for kind, ids in (("owner", uids), ("group", gids)):
+        path = work / f"{kind}.map"
+        path.write_text("".join(f"+{i} +{i - base}\n" for i in sorted(ids) if i >= base))
+        out.append(f"--{kind}-map={path}")
+    return out
+
+
+def export_instance(inst: Instance, path: str | os.PathLike[str] | None = None, *,
+                    instance_only: bool = False, optimized: bool = False,
+                    compression_algorithm: str = "gzip") -> Path:
+    """Write ``inst`` (and its snapshots unless ``instance_only``) to ``path`` (default
+    ``<name>.tar.gz`` etc.); a running instance is read at one point in time. The file appears
+    complete or not at all."""
+    if compression_algorithm == "none":
+        compress = None
+        ext = ".tar"
+    else:
+        compress = compression.compress_argv(compression_algorithm)
+        ext = compression.extension(compression.kind_of_algorithm(compression_algorithm))
+    out = Path(path) if path is not None else Path(f"{inst.name}{ext}")
+    out = out.absolute()
+    if out.is_dir():
+        out = out / f"{inst.name}{ext}"
+    if not out.parent.is_dir():
+        raise NotFound("directory", str(out.parent))
+    host = inst.host
+    paths = host.paths
+    with inst._lock():
+        rec = inst.record()
+        pool = inst._pool(rec)
+        if optimized and not transfer.is_btrfs(pool):
+            raise InvalidArgument("optimized storage backups are made from btrfs pools only "
+                                  f"(pool {pool.name!r} is {pool.driver})")
+        snaps = [] if instance_only else list(rec.snapshots)
+        running = inst.state != "STOPPED"
+        tmp_out = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        work = paths.instance_dir(inst.name) / temp_name(TMP, "export")
+        journal.begin(paths, inst.name, "temp-snapshot", files=[str(tmp_out)],
+                      dirs=[str(work)])
+        try:
+            (work / "backup" / "snapshots").mkdir(parents=True, mode=0o700)
+            (work / "backup" / "index.yaml").write_text(
+                dump_yaml(_index(inst, rec, snaps, pool, optimized)))
+            with contextlib.ExitStack() as stack:
+                if optimized:
+                    members = _optimized_streams(stack, pool, inst.name, snaps, work)
+                    pairs: list[tuple[Path, str]] = []
+                else:
+                    members = []
+                    pairs = [(stack.enter_context(transfer.readable_snapshot(pool, inst.name,
+                                                                             s.name)),
+                              f"backup/snapshots/{s.name}") for s in snaps]
+                    from .copy import _frozen
+                    pairs.append((stack.enter_context(transfer.readable_live(
+                        pool, inst.name, running, lambda: _frozen(host, inst.name))),
+                        "backup/container"))
+                base = 0 if _truthy(inst.expanded(rec)[0].get("security.privileged")) or \
+                    pool.supports_idmapped_mounts else int(rec.config.get(
+                        "volatile.idmap.base", "0"))
+                maps = _owner_maps(work, [p for p, _ in pairs], base) if base else []
+                _write_tar(tmp_out, work, members, pairs, maps, compress)
+            os.replace(tmp_out, out)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_out.unlink()
+            shutil.rmtree(work, ignore_errors=True)
+            journal.end(paths, inst.name)
+    host.events.emit("instance-exported", inst.name, path=str(out))
+    return out
+
+
+def _optimized_streams(stack: contextlib.ExitStack, pool: PoolDriver, name: str,
+                       snaps: Sequence[SnapshotRecord], work: Path) -> list[str]:
+    """btrfs send streams, each against the previous snapshot (LXD's optimized layout)."""
+    members = []
+    parent: Path | None = None
+    for s in snaps:
+        snap = pool.volume_path(SNAPSHOTS, f"{name}/{s.name}")
+        transfer.run_to_file(transfer.btrfs_send_argv(snap, parent),
+                             work / "backup" / "snapshots" / f"{s.name}.bin")
+        members.append(f"backup/snapshots/{s.name}.bin")
+        parent = snap
+    live = stack.enter_context(transfer.btrfs_temp_snapshot(pool, name))
+    transfer.run_to_file(transfer.btrfs_send_argv(live, parent), work / "backup" /
+                         "container.bin")
+    members.append("backup/container.bin")
+    return members
+
+
+def _write_tar(out: Path, work: Path, members: Sequence[str], pairs: Sequence[tuple[Path, str]],
+               maps: Sequence[str], compress: Sequence[str] | None) -> None:
+    tar = shutil.which("tar")
+    if tar is None:
+        raise ToolMissing("GNU tar is needed to export instances")
+    transforms = [f"--transform=s\x01^{_sed(str(p).lstrip('/'))}\x01{_sed_repl(prefix)}\x01S"
+                  for p, prefix in sorted(pairs, key=lambda x: -len(str(x[0])))]
+    argv = [tar, "-c", "-f", "-", "--numeric-owner", "--xattrs", "--xattrs-include=*",
+            "--sparse", *maps, *transforms, "-C", str(work), "backup/index.yaml", *members]
+    for p, _ in pairs:
+        argv += ["-C", "/", str(p).lstrip("/")]
+    with open(out, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        env = compression.tool_env()
+        if compress is None:
+            proc = subprocess.run(argv, stdout=f, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                  env=env, check=False)
+            err, code = proc.stderr, proc.returncode
+            zerr, zcode = b"", 0
+        else:
+            with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  stdin=subprocess.DEVNULL, env=env) as tp:
+                assert tp.stdout is not None
+                zp = subprocess.run(list(compress), stdin=tp.stdout, stdout=f,
+                                    stderr=subprocess.PIPE, env=env, check=False)
+                tp.stdout.close()
+                err = tp.stderr.read() if tp.stderr else b""
+                tp.wait()
+            code, zerr, zcode = tp.returncode, zp.stderr, zp.returncode
+        f.flush()
+        os.fsync(f.fileno())
+    # tar exits 1 when a file changed while read (a running dir pool is frozen, so: sockets)
+    if code not in (0, 1) or zcode != 0:
+        detail = (err + zerr).decode(errors="replace").strip()
+        if any(s in detail for s in _SPACE_ERRORS):
+            raise QuotaExceeded(f"cannot write the backup {out}: out of space")
+        raise LxdlibError(f"cannot write the backup: {detail[-2000:]}")
+
+
+# -- reading an archive -----------------------------------------------------------------------------
+
+@attrs.frozen
+class BackupIndex:
+    """What an archive holds, checked: its index and which volumes it carries."""
+
+    name: str
+    pool: str
+    backend: str
+    optimized: bool
+    snapshots: tuple[str, ...]
+    record: InstanceRecord
+
+
+def _member(name: str) -> str:
+    """The member name as tar would use it; refuse anything that could land outside."""
+    if "\0" in name or name.startswith("/"):
+        raise UnsafeImage(f"backup member {name!r}: absolute or NUL in its name")
+    while name.startswith("./"):
+        name = name[2:]
+    name = name.rstrip("/")
+    parts = name.split("/")
+    if any(p == ".." for p in parts):
+        raise UnsafeImage(f"backup member {name!r} contains '..'")
+    return "/".join(p for p in parts if p not in ("", "."))
+
+
+class _Stream:
+    """The tar stream of an archive, decompressed by a child process where needed."""
+
+    def __init__(self, path: Path) -> None:
+        kind = compression.detect(path)
+        if kind not in compression.TAR_KINDS:
+            raise ImageError(f"{path} is not a (compressed) tarball")
+        argv = compression.decompress_argv(kind)
+        self.proc: subprocess.Popen[bytes] | None = None
+        if argv is None:
+            self.stream: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed in close()
+            return
+        with open(path, "rb") as src:
+            self.proc = subprocess.Popen(argv, stdin=src, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, env=compression.tool_env())
+        assert self.proc.stdout is not None
+        self.stream = self.proc.stdout
+
+    def close(self) -> None:
+        self.stream.close()
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _part(name: str) -> str:
+    """Which volume a member belongs to: ``container``, ``snapshots/<s>``, or the member
+    itself for the top-level files."""
+    parts = name.split("/")
+    if parts[1:2] == ["container"]:
+        return "container"
+    if parts[1:2] == ["snapshots"] and len(parts) >= 3:
+        return f"snapshots/{parts[2]}"
+    return name
+
+
+def scan(path: str | os.PathLike[str]) -> BackupIndex:
+    """Check every member of the archive at ``path`` and read its index; nothing is written."""
+    p = Path(path)
+    if not p.is_file():
+        raise NotFound("backup file", str(p))
+    index: bytes | None = None
+    links: set[str] = set()
+    dirs: set[str] = set()
+    seen: set[str] = set()
+    source = _Stream(p)
+    try:
+        with tarfile.open(fileobj=source.stream, mode="r|") as tf:
+            for m in tf:
+                name = _member(m.name)
+                if name in ("", "backup"):
+                    continue
+                if not name.startswith("backup/"):
+                    raise UnsafeImage(f"backup member {name!r} is outside backup/")
+                parts = name.split("/")
+                for i in range(1, len(parts)):
+                    if "/".join(parts[:i]) in links:
+                        raise UnsafeImage(f"backup member {name!r} lies below a symlink")
+                part = _part(name)
+                top = parts[1]
+                if top not in ("index.yaml", "container", "snapshots", "container.bin"):
+                    raise UnsafeImage(f"unexpected backup member {name!r}")
+                if top == "snapshots" and len(parts) >= 3:
+                    snap = parts[2][:-4] if len(parts) == 3 and parts[2].endswith(".bin") \
+                        and m.isreg() else parts[2]
+                    names.validate_snapshot_name(snap)
+                if name == INDEX:
+                    if not m.isreg():
+                        raise UnsafeImage("backup/index.yaml is not a regular file")
+                    if m.size > MAX_INDEX_SIZE:
+                        raise UnsafeImage("backup/index.yaml is too large")
+                    f = tf.extractfile(m)
+                    assert f is not None
+                    index = f.read()
+                    continue
+                if name.endswith(".bin") and part == name and not m.isreg():
+                    raise UnsafeImage(f"backup member {name!r} is not a regular file")
+                if part == name and not name.endswith(".bin") and not m.isdir() and \
+                        name != "backup/snapshots":
+                    raise UnsafeImage(f"backup member {name!r} must be a directory")
+                if name in ("backup/snapshots",) and not m.isdir():
+                    raise UnsafeImage("backup/snapshots must be a directory")
+                if m.issym():
+                    links.add(name)
+                elif m.islnk():
+                    target = _member(m.linkname)
+                    if _part(target) != part or not target.startswith("backup/"):
+                        raise UnsafeImage(f"hard link {name!r} points outside its volume")
+                elif m.ischr() or m.isblk():
+                    if "/rootfs/dev/" not in name:
+                        raise UnsafeImage(f"backup member {name!r} is a device node")
+                elif m.isdir():
+                    dirs.add(name)
+                seen.add(part)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise ImageError(f"cannot read the backup {p}: {e}") from None
+    finally:
+        source.close()
+    if index is None:
+        raise ImageError("the backup has no backup/index.yaml")
+    return _parse_index(index, seen)
+
+
+def _parse_index(data: bytes, seen: set[str]) -> BackupIndex:
+    try:
+        doc = load_yaml(data)
+    except Exception as e:
+        raise ImageError(f"backup/index.yaml is not valid YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise ImageError("backup/index.yaml must be a mapping")
+    name = doc.get("name")
+    if not isinstance(name, str):
+        raise ImageError("backup/index.yaml names no instance")
+    names.validate_instance_name(name)
+    if doc.get("type", "container") != "container":
+        raise ImageError(f"backups of type {doc.get('type')!r} are not supported")
+    snaps = doc.get("snapshots") or []
+    if not isinstance(snaps, list) or not all(isinstance(s, str) for s in snaps):
+        raise ImageError("backup/index.yaml: snapshots must be a list of names")
+    for s in snaps:
+        names.validate_snapshot_name(s)
+    if len(set(snaps)) != len(snaps):
+        raise ImageError("backup/index.yaml lists a snapshot twice")
+    optimized = bool(doc.get("optimized"))
+    suffix = ".bin" if optimized else ""
+    want = {f"backup/container{suffix}" if optimized else "container"} | {
+        f"backup/snapshots/{s}.bin" if optimized else f"snapshots/{s}" for s in snaps}
+    have = {x for x in seen if x not in ("backup/snapshots", INDEX)}
+    if want - have:
+        raise ImageError("the backup lacks " + ", ".join(sorted(want - have)))
+    if have - want:
+        raise UnsafeImage("the backup holds volumes its index does not list: "
+                          + ", ".join(sorted(have - want)))
+    rec = _record_from_index(doc, name, snaps)
+    return BackupIndex(name=name, pool=str(doc.get("pool") or ""),
+                       backend=str(doc.get("backend") or ""), optimized=optimized,
+                       snapshots=tuple(snaps), record=rec)
+
+
+def _time(value: Any) -> dt.datetime | None:
+    if value in (None, "", _ZERO_TIME) or str(value).startswith("0001-01-01"):
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    try:
+        t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ImageError(f"backup/index.yaml: bad time {value!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def _strings(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ImageError(f"backup/index.yaml: {what} must be a mapping")
+    return {str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in value.items()}
+
+
+def _devices(value: Any) -> dict[str, dict[str, str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ImageError("backup/index.yaml: devices must be a mapping")
+    return {str(k): _strings(v, f"device {k}") for k, v in value.items()}
+
+
+def _record_from_index(doc: dict[str, Any], name: str, snaps: list[str]) -> InstanceRecord:
+    """lxdlib's own record when the backup is lxdlib's, else LXD's instance shape."""
+    own = (doc.get("lxdlib") or {}).get("record") if isinstance(doc.get("lxdlib"), dict) \
+        else None
+    try:
+        if isinstance(own, dict):
+            rec = InstanceRecord.from_dict(own)
+        else:
+            cfg = (doc.get("config") or {}) if isinstance(doc.get("config"), dict) else {}
+            inst = cfg.get("container") or cfg.get("instance") or {}
+            if not isinstance(inst, dict):
+                raise ImageError("backup/index.yaml: config.container must be a mapping")
+            rec = InstanceRecord(
+                name=name, architecture=str(inst.get("architecture") or "x86_64"),
+                created_at=_time(inst.get("created_at")) or record.now(),
+                pool=str(doc.get("pool") or ""), profiles=[str(p) for p in
+                                                            inst.get("profiles") or []],
+                config=_strings(inst.get("config"), "config"),
+                devices=_devices(inst.get("devices")),
+                description=str(inst.get("description") or ""),
+                ephemeral=bool(inst.get("ephemeral")),
+                last_used_at=_time(inst.get("last_used_at")))
+            by_name = {str(s.get("name", "")).split("/")[-1]: s
+                       for s in cfg.get("snapshots") or [] if isinstance(s, dict)}
+            for s in snaps:
+                d = by_name.get(s, {})
+                rec.snapshots.append(SnapshotRecord(
+                    name=s, created_at=_time(d.get("created_at")) or record.now(),
+                    expires_at=_time(d.get("expires_at")), stateful=bool(d.get("stateful")),
+                    description=str(d.get("description") or ""),
+                    config=_strings(d.get("config"), "snapshot config"),
+                    devices=_devices(d.get("devices")),
+                    profiles=[str(p) for p in d.get("profiles") or rec.profiles]))
+    except LxdlibError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ImageError(f"backup/index.yaml: malformed instance config: {e}") from None
+    if [s.name for s in rec.snapshots] != snaps:
+        by = {s.name: s for s in rec.snapshots}
+        rec.snapshots = [by.get(s) or SnapshotRecord(name=s, created_at=record.now(),
+                                                     config=dict(rec.config),
+                                                     devices=dict(rec.devices),
+                                                     profiles=list(rec.profiles))
+                         for s in snaps]
+    for s in rec.snapshots:
+        names.validate_snapshot_name(s.name)
+    return rec
+
+
+# -- import -----------------------------------------------------------------------------------------
+
+def _choose_pool(host: Host, idx: BackupIndex, pool: str | None) -> str:
+    if pool is not None:
+        host.pool(pool)  # NotFound
+        return pool
+    have = host.pool_names()
+    if idx.pool in have:
+        return idx.pool
+    try:
+        _, devs = host._expand(idx.record.profiles, {}, {})
+        root = expand.root_disk(devs)[1].get("pool", "")
+    except LxdlibError:
+        root = ""
+    if root in have:
+        return root
+    if "default" in have:
+        return "default"
+    raise NotFound("storage pool", idx.pool or "default",
+                   "the backup's pool does not exist here and there is no default pool")
+
+
+def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = None, *,
+                  pool: str | None = None) -> Instance:
+    """``lxc import <file> [<name>]``: a new instance from a backup made by ``export`` (here
+    or by LXD). Everything is checked first; on any refusal nothing has changed."""
+    host._recover_leftovers()
+    archive = Path(path).absolute()
+    idx = scan(archive)
+    target = name or idx.name
+    names.validate_instance_name(target)
+    rec = idx.record
+    prof = host._check_profiles(rec.profiles)
+    local_cfg = schema.validate_instance_config(
+        {k: v for k, v in rec.config.items() if not k.startswith("volatile.")})
+    local_devs = {n: devcfg.validate_device(n, d) for n, d in rec.devices.items()}
+    pool_name = _choose_pool(host, idx, pool)
+    from .copy import _root_override
+    exp_cfg, exp_devs, pool_name = _root_override(host, prof, local_cfg, local_devs, pool_name)
+    dst_pool = host.pool(pool_name)
+    if idx.optimized and not transfer.is_btrfs(dst_pool):
+        raise InvalidArgument(f"an optimized {idx.backend} backup can only be imported into a "
+                              f"btrfs pool (pool {pool_name!r} is {dst_pool.driver})")
+    _, root = expand.root_disk(exp_devs)
+    size = parse_size(root["size"]) if root.get("size") else None
+    volatile = {k: v for k, v in rec.config.items() if k.startswith("volatile.")
+                and not k.startswith(("volatile.idmap.", "volatile.last_state."))
+                and k != "volatile.apply_template"}
+    paths = host.paths
+    with lock(paths, "instance", target):
+        from .instance import recover_leftover
+        recover_leftover(host, target)
+        if record.exists(paths, target) or paths.instance_dir(target).exists():
+            raise AlreadyExists("instance", target)
+        inst_dir = paths.instance_dir(target)
+        inst_dir.mkdir(mode=0o700)
+        try:
+            journal.begin(paths, target, "import", pools=[pool_name])
+            if not _truthy(exp_cfg.get("security.privileged")):
+                base, isize = _choose_idmap(host, target, exp_cfg, host.facts().idmap)
+                volatile["volatile.idmap.base"] = str(base)
+                volatile["volatile.idmap.size"] = str(isize)
+            shift = 0 if _truthy(exp_cfg.get("security.privileged")) or \
+                dst_pool.supports_idmapped_mounts else int(volatile["volatile.idmap.base"])
+            if idx.optimized:
+                _receive_optimized(archive, idx, dst_pool, target, inst_dir)
+            else:
+                _extract_volumes(archive, idx, dst_pool, target, shift)
+            if size is not None:
+                dst_pool.set_quota("containers", target, size)
+            new = InstanceRecord(
+                name=target, architecture=rec.architecture, created_at=rec.created_at,
+                pool=pool_name, profiles=prof, config={**local_cfg, **volatile},
+                devices=local_devs, description=rec.description, ephemeral=rec.ephemeral,
+                last_used_at=rec.last_used_at,
+                snapshots=[SnapshotRecord(
+                    name=s.name, created_at=s.created_at, expires_at=s.expires_at,
+                    stateful=s.stateful, description=s.description,
+                    config={**{k: v for k, v in s.config.items()
+                               if not k.startswith("volatile.idmap.")},
+                            **{k: v for k, v in volatile.items()
+                               if k.startswith("volatile.idmap.")}},
+                    devices=s.devices, profiles=s.profiles) for s in rec.snapshots])
+            inst = Instance(host, target)
+            inst._write_lxc_config(new)
+            record.save(paths, new)  # commit point
+            journal.end(paths, target)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                dst_pool.delete_instance_volume(target)
+            shutil.rmtree(inst_dir, ignore_errors=True)
+            raise
+    host.events.emit("instance-created", target, source=str(archive))
+    return inst
+
+
+def _tar_extract(archive: Path, dest: Path, member: str, strip: int) -> None:
+    """Extract one volume of the archive into ``dest`` (GNU tar, no device nodes possible)."""
+    setpriv, tar = shutil.which("setpriv"), shutil.which("tar")
+    if setpriv is None or tar is None:
+        raise ToolMissing("GNU tar and setpriv (util-linux) are needed to import backups")
+    kind = compression.detect(archive)
+    argv = [setpriv, f"--bounding-set={_TAR_CAPS}", "--", tar, "-x", "-f", str(archive),
+            *compression.tar_flags(kind), "--restrict", "--force-local", "--numeric-owner",
+            "--same-owner", "--same-permissions", "--xattrs", "--xattrs-include=*",
+            "--anchored", "--wildcards", f"--exclude={member}/rootfs/dev/*",
+            f"--strip-components={strip}", "-C", str(dest), "--no-wildcards", member]
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, env=compression.tool_env(), check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        if any(s in err for s in _SPACE_ERRORS):
+            raise QuotaExceeded(f"cannot import the backup: out of space ({err[-300:]})")
+        if "Cannot mknod" in err:
+            raise UnsafeImage("the backup holds device nodes: " + err[-300:])
+        raise ImageError(f"cannot extract {member} from the backup: {err[-1000:]}")
+
+
+def _check_volume(path: Path, what: str) -> None:
+    """What arrived must look like a volume: ``rootfs`` a real directory, no symlinked
+    metadata or templates (they would be read or written by the host)."""
+    st = _lstat(path / "rootfs")
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        raise UnsafeImage(f"{what}: rootfs is missing or not a directory")
+    for entry in ("metadata.yaml", "templates"):
+        st = _lstat(path / entry)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise UnsafeImage(f"{what}: {entry} is a symlink")
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _extract_volumes(archive: Path, idx: BackupIndex, pool: PoolDriver, target: str,
+                     shift: int) -> None:
+    volume = pool.create_instance_volume(target, None)
+    for s in idx.snapshots:
+        empty_dir(volume)
+        _tar_extract(archive, volume, f"backup/snapshots/{s}", 3)
+        _check_volume(volume, f"snapshot {s}")
+        _ensure_dev(volume)
+        transfer.shift_rootfs(volume, shift)
+        pool.create_snapshot(target, s)
+    empty_dir(volume)
+    _tar_extract(archive, volume, "backup/container", 2)
+    _check_volume(volume, "the instance volume")
+    _ensure_dev(volume)
+    transfer.shift_rootfs(volume, shift)
+
+
+def _ensure_dev(volume: Path) -> None:
+    dev = volume / "rootfs" / "dev"
+    if _lstat(dev) is None:
+        os.mkdir(dev, 0o755)
+
+
+def _receive_optimized(archive: Path, idx: BackupIndex, pool: PoolDriver, target: str,
+                       inst_dir: Path) -> None:
+    """btrfs streams: received one by one, confined to a temporary directory of the pool."""
+    import btrfsutil
+    d: Any = pool
+    staging = inst_dir / temp_name(TMP, "streams")
+    staging.mkdir(mode=0o700)
+    recv = d.base / SNAPSHOTS / temp_name(TMP, f"recv-{target}")
+    with storage_errors("cannot prepare a btrfs receive"):
+        recv.mkdir(mode=0o700)
+    try:
+        for s in idx.snapshots:
+            _tar_extract(archive, staging, f"backup/snapshots/{s}.bin", 2)
+            received = transfer.receive_btrfs(None, recv, staging / f"{s}.bin")
+            os.unlink(staging / f"{s}.bin")
+            _check_volume(received, f"snapshot {s}")
+            final = pool.volume_path(SNAPSHOTS, f"{target}/{s}")
+            with storage_errors(f"cannot place snapshot {target}/{s}"):
+                final.parent.mkdir(mode=0o700, exist_ok=True)
+                rename_noreplace(received, final)
+        _tar_extract(archive, staging, "backup/container.bin", 1)
+        received = transfer.receive_btrfs(None, recv, staging / "container.bin")
+        _check_volume(received, "the instance volume")
+
+        def make(tmp: Path) -> None:
+            with storage_errors(f"cannot create instance volume {target!r}"):
+                btrfsutil.create_snapshot(received, tmp, read_only=False)
+
+        d._build(pool.volume_path("containers", target), make, "instance volume", target)
+    finally:
+        with contextlib.suppress(Exception):
+            d._remove(recv)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield

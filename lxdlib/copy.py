@@ -1,0 +1,407 @@
+"""``lxc copy`` and ``lxc move``: new instances from instances or snapshots, renames, and moves
+between pools — each with one commit point and an intent record for the way back.
+
+A copy gets the source's config, devices and profiles (or the snapshot's), its snapshots unless
+``instance_only``, and fresh identity: a new ``volatile.uuid``, new MAC addresses, a new isolated
+idmap block where ``security.idmap.isolated`` asks for one, and the ``copy`` template trigger for
+its first start. The volumes move as :mod:`lxdlib.transfer` sees fit (clones, send/receive
+streams, or files). The new instance's record is the commit point, as for a create.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import journal, record, runtime, transfer
+from .config import devices as devcfg
+from .config import expand, names, schema
+from .config.units import parse_size
+from .errors import (
+    AlreadyExists,
+    InvalidArgument,
+    InvalidConfig,
+    NotFound,
+    WrongState,
+)
+from .instance import Instance, _choose_idmap, _random_mac, _read_metadata, _truthy
+from .instance import recover_leftover as _recover_dir
+from .record import InstanceRecord, SnapshotRecord
+from .state import lock
+
+if TYPE_CHECKING:
+    from .host import Host
+    from .storage.base import PoolDriver
+
+@contextlib.contextmanager
+def locked(host: Host, *instance_names: str) -> Iterator[None]:
+    """Hold several instance locks (in name order: two copies a→b and b→a cannot deadlock),
+    finishing what a killed process left on each."""
+    with contextlib.ExitStack() as stack:
+        for n in sorted(set(instance_names)):
+            stack.enter_context(lock(host.paths, "instance", n))
+            if record.exists(host.paths, n):
+                if journal.pending(host.paths, n):
+                    journal.recover(host, n)
+            else:
+                _recover_dir(host, n)
+        yield
+
+
+def disk_base(pool: PoolDriver, config: Mapping[str, str]) -> int:
+    """The host uid that container root owns files as on disk in ``pool``."""
+    if _truthy(config.get("security.privileged")) or pool.supports_idmapped_mounts:
+        return 0
+    return int(config.get("volatile.idmap.base", "0"))
+
+
+def _frozen(host: Host, name: str) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def frozen() -> Iterator[None]:
+        c = runtime.open_container(host.paths.lxcpath, name)
+        if c.state != "RUNNING":
+            yield
+            return
+        runtime.freeze(c, host.paths.lxcpath)
+        try:
+            yield
+        finally:
+            runtime.unfreeze(c, host.paths.lxcpath)
+    return frozen()
+
+
+def _root_override(host: Host, profiles: Sequence[str], config: Mapping[str, str],
+                   devices: dict[str, dict[str, str]], pool: str | None
+                   ) -> tuple[dict[str, str], dict[str, dict[str, str]], str]:
+    """Expanded config and devices, with the root disk put on ``pool`` when one is given
+    (a local copy of the profile's root disk, as ``-s`` does for a create)."""
+    exp_cfg, exp_devs = host._expand(profiles, config, devices)
+    try:
+        root_name, root = expand.root_disk(exp_devs)
+    except InvalidConfig:
+        if pool is None:
+            raise
+        root_name, root = "root", {"type": "disk", "path": "/", "pool": pool}
+        devices[root_name] = dict(root)
+    if pool is not None and root.get("pool") != pool:
+        devices[root_name] = {**root, "pool": pool}
+        exp_cfg, exp_devs = host._expand(profiles, config, devices)
+        root_name, root = expand.root_disk(exp_devs)
+    if not root.get("pool"):
+        raise InvalidConfig(f"devices.{root_name}.pool", "the root disk names no storage pool")
+    return exp_cfg, exp_devs, root["pool"]
+
+
+def _fresh_identity(host: Host, name: str, config: dict[str, str],
+                    exp_cfg: Mapping[str, str], exp_devs: Mapping[str, Mapping[str, str]]
+                    ) -> None:
+    """Drop the source's volatile keys (all but ``volatile.base_image``) and give ``config`` a
+    new uuid, new MACs and, where the instance is isolated, a new idmap block."""
+    for key in [k for k in config if k.startswith("volatile.") and k != "volatile.base_image"]:
+        del config[key]
+    config["volatile.uuid"] = str(uuid.uuid4())
+    for dname, dev in exp_devs.items():
+        if dev.get("type") == "nic" and not dev.get("hwaddr"):
+            config[f"volatile.{dname}.hwaddr"] = _random_mac()
+    if not _truthy(exp_cfg.get("security.privileged")):
+        base, size = _choose_idmap(host, name, exp_cfg, host.facts().idmap)
+        config["volatile.idmap.base"] = str(base)
+        config["volatile.idmap.size"] = str(size)
+
+
+def _snapshot_copy(snap: SnapshotRecord, identity: Mapping[str, str]) -> SnapshotRecord:
+    """The copy's own record of a copied snapshot: the snapshot's settings, the copy's
+    identity (a restore must not bring the source's MAC or idmap back)."""
+    cfg = {k: v for k, v in snap.config.items()
+           if not k.startswith("volatile.") or k == "volatile.base_image"}
+    cfg.update({k: v for k, v in identity.items() if k != "volatile.apply_template"})
+    return SnapshotRecord(name=snap.name, created_at=snap.created_at,
+                          expires_at=snap.expires_at, stateful=snap.stateful,
+                          description=snap.description, config=cfg,
+                          devices={k: dict(v) for k, v in snap.devices.items()},
+                          profiles=list(snap.profiles))
+
+
+def copy_instance(host: Host, source: str, target: str | None = None, *,
+                  instance_only: bool = False, ephemeral: bool = False,
+                  profiles: Sequence[str] | None = None,
+                  config: Mapping[str, str] | None = None,
+                  devices: Mapping[str, Mapping[str, str]] | None = None,
+                  pool: str | None = None, refresh: bool = False,
+                  description: str | None = None) -> Instance:
+    """``lxc copy <source> [<target>]``: ``source`` is an instance or ``instance/snapshot``.
+
+    ``profiles`` replaces the source's list, ``config`` sets keys on top of its local config,
+    ``devices`` adds or replaces whole local devices, ``pool`` puts the root disk elsewhere.
+    ``refresh`` brings an existing copy up to date (its identity kept) instead of failing.
+    """
+    host._recover_leftovers()
+    src_name, src_snap = names.split_snapshot_ref(source)
+    if src_snap is not None and instance_only:
+        raise InvalidArgument("--instance-only can't be used when the source is a snapshot")
+    if src_snap is not None and refresh:
+        raise InvalidArgument("--refresh can't be used when the source is a snapshot")
+    if target is None:
+        target = host._new_name()
+    names.validate_instance_name(target)
+    if target == src_name:
+        raise AlreadyExists("instance", target)
+    if description is not None and any(ch in description for ch in "\r\0"):
+        raise InvalidArgument("description contains a carriage return or NUL")
+    extra_cfg = schema.validate_instance_config(
+        {k: v for k, v in (config or {}).items() if not k.startswith("volatile.")})
+    extra_devs = {n: devcfg.validate_device(n, d) for n, d in (devices or {}).items()}
+    paths = host.paths
+    with locked(host, src_name, target):
+        src_inst = Instance(host, src_name)
+        src_rec = src_inst.record()
+        if src_snap is not None:
+            snap = src_rec.snapshot(src_snap)
+            if snap is None:
+                raise NotFound("snapshot", source)
+            base_cfg, base_devs, base_profiles = snap.config, snap.devices, snap.profiles
+            snapshots: list[SnapshotRecord] = []
+        else:
+            base_cfg, base_devs, base_profiles = src_rec.config, src_rec.devices, \
+                src_rec.profiles
+            snapshots = [] if instance_only else list(src_rec.snapshots)
+        prof = host._check_profiles(profiles if profiles is not None else base_profiles)
+        new_cfg = {**base_cfg, **extra_cfg}
+        new_cfg = {**schema.validate_instance_config(
+            {k: v for k, v in new_cfg.items() if not k.startswith("volatile.")}),
+                   **{k: v for k, v in new_cfg.items() if k.startswith("volatile.")}}
+        new_devs = {**{n: dict(d) for n, d in base_devs.items()}, **extra_devs}
+        exp_cfg, exp_devs, dst_pool_name = _root_override(host, prof, new_cfg, new_devs, pool)
+        for dev in exp_devs.values():
+            if dev.get("type") == "nic":
+                host._nic_link(dev)
+        if refresh and record.exists(paths, target):
+            return _refresh(host, src_inst, src_rec, target, prof, new_cfg, new_devs,
+                            dst_pool_name, snapshots, description)
+        if record.exists(paths, target) or paths.instance_dir(target).exists():
+            raise AlreadyExists("instance", target)
+        src_pool = src_inst._pool(src_rec)
+        dst_pool = host.pool(dst_pool_name)
+        _, root = expand.root_disk(exp_devs)
+        size = parse_size(root["size"]) if root.get("size") else None
+        inst_dir = paths.instance_dir(target)
+        inst_dir.mkdir(mode=0o700)
+        try:
+            journal.begin(paths, target, "copy", pools=sorted({src_pool.name, dst_pool.name}))
+            _fresh_identity(host, target, new_cfg, exp_cfg, exp_devs)
+            shift = disk_base(dst_pool, {**exp_cfg, **new_cfg}) - \
+                disk_base(src_pool, {**src_inst.expanded(src_rec)[0], **src_rec.config})
+            running = src_inst.state != "STOPPED"
+            transfer.copy_volume(src_pool, src_name, dst_pool, target,
+                                 snapshots=[s.name for s in snapshots], from_snapshot=src_snap,
+                                 shift=shift, running=running,
+                                 freeze=lambda: _frozen(host, src_name))
+            volume = dst_pool.volume_path("containers", target)
+            shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
+            if size is not None:
+                dst_pool.set_quota("containers", target, size)
+            if _read_metadata(volume).get("templates"):
+                new_cfg["volatile.apply_template"] = "copy"
+            identity = {k: v for k, v in new_cfg.items() if k.startswith("volatile.")}
+            rec = InstanceRecord(
+                name=target, architecture=src_rec.architecture, created_at=record.now(),
+                pool=dst_pool_name, profiles=prof, config=new_cfg, devices=new_devs,
+                description=src_rec.description if description is None else description,
+                ephemeral=ephemeral,
+                snapshots=[_snapshot_copy(s, identity) for s in snapshots])
+            inst = Instance(host, target)
+            inst._write_lxc_config(rec)
+            record.save(paths, rec)  # commit point
+            journal.end(paths, target)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                dst_pool.delete_instance_volume(target)
+            shutil.rmtree(inst_dir, ignore_errors=True)
+            raise
+    host.events.emit("instance-created", target, source=source)
+    return inst
+
+
+# -- refresh ----------------------------------------------------------------------------------------
+
+def _refresh_volume(target: str) -> str:
+    return f"refresh-{os.getpid()}-{target}"
+
+
+def _refresh(host: Host, src_inst: Instance, src_rec: InstanceRecord, target: str,
+             prof: list[str], new_cfg: dict[str, str], new_devs: dict[str, dict[str, str]],
+             dst_pool_name: str, snapshots: list[SnapshotRecord],
+             description: str | None) -> Instance:
+    """Bring an existing (stopped) copy up to date: a complete new volume is built beside the
+    target's, then swapped in; the target keeps its identity (uuid, MACs, idmap)."""
+    paths = host.paths
+    dst = Instance(host, target)
+    dst_rec = dst.record()
+    if dst.state != "STOPPED":
+        raise WrongState(f"The instance {target!r} must be stopped to be refreshed")
+    if dst_rec.pool != dst_pool_name:
+        raise InvalidArgument(f"instance {target!r} is on pool {dst_rec.pool!r}: a refresh "
+                              "cannot move it")
+    dst_pool = host.pool(dst_rec.pool)
+    src_pool = src_inst._pool(src_rec)
+    identity = {k: v for k, v in dst_rec.config.items()
+                if k.startswith("volatile.") and k != "volatile.apply_template"}
+    cfg = {**{k: v for k, v in new_cfg.items() if not k.startswith("volatile.")}, **identity}
+    if "volatile.base_image" in new_cfg:
+        cfg["volatile.base_image"] = new_cfg["volatile.base_image"]
+    rec = InstanceRecord(
+        name=target, architecture=src_rec.architecture, created_at=dst_rec.created_at,
+        pool=dst_rec.pool, profiles=prof, config=cfg, devices=new_devs,
+        description=src_rec.description if description is None else description,
+        ephemeral=dst_rec.ephemeral, last_used_at=dst_rec.last_used_at,
+        snapshots=[_snapshot_copy(s, identity) for s in snapshots])
+    tmp = _refresh_volume(target)
+    journal.begin(paths, target, "refresh", stage="transfer", volume=tmp,
+                  record=rec.to_dict())
+    try:
+        shift = disk_base(dst_pool, {**dst.expanded(rec)[0], **cfg}) - \
+            disk_base(src_pool, {**src_inst.expanded(src_rec)[0], **src_rec.config})
+        transfer.copy_volume(src_pool, src_inst.name, dst_pool, tmp,
+                             snapshots=[s.name for s in snapshots], shift=shift,
+                             running=src_inst.state != "STOPPED",
+                             freeze=lambda: _frozen(host, src_inst.name))
+    except BaseException:
+        journal.recover(host, target)
+        raise
+    journal.begin(paths, target, "refresh", stage="swap", volume=tmp, record=rec.to_dict())
+    finish_refresh(host, target, journal.read(paths, target) or {})
+    journal.end(paths, target)
+    host.events.emit("instance-updated", target, source=src_inst.name)
+    return dst
+
+
+def finish_refresh(host: Host, name: str, op: Mapping[str, Any]) -> None:
+    """Before the swap a refresh is undone (its new volume dropped), after it finished."""
+    rec_data = op.get("record")
+    tmp = str(op.get("volume") or "")
+    if not rec_data or not tmp:
+        return
+    rec = InstanceRecord.from_dict(dict(rec_data))
+    pool = host.pool(rec.pool)
+    if op.get("stage") != "swap":
+        pool.delete_instance_volume(tmp)
+        pool.cleanup_leftovers()
+        return
+    if pool.volume_exists("containers", tmp):
+        pool.delete_instance_volume(name)
+        pool.rename_instance_volume(tmp, name)
+    shutil.rmtree(pool.volume_path("containers", name) / journal.STATE_DIR, ignore_errors=True)
+    inst = Instance(host, name)
+    _, devs = inst.expanded(rec)
+    inst._apply_quota(devs, rec)
+    inst._write_lxc_config(rec)
+    record.save(host.paths, rec)
+    pool.cleanup_leftovers()
+
+
+# -- rename -----------------------------------------------------------------------------------------
+
+def rename_instance(inst: Instance, new: str) -> Instance:
+    """``lxc move old new``: a stopped instance with its snapshots, under both names' locks."""
+    host = inst.host
+    paths = host.paths
+    old = inst.name
+    names.validate_instance_name(new)
+    with locked(host, old, new):
+        rec = inst.record()
+        if record.exists(paths, new) or paths.instance_dir(new).exists():
+            raise AlreadyExists("instance", new)
+        if inst.state != "STOPPED":
+            raise WrongState("Renaming of running instance not allowed")
+        pool = inst._pool(rec)
+        journal.begin(paths, old, "rename", old=old, new=new, pool=rec.pool)
+        try:
+            pool.rename_instance_volume(old, new)
+            try:
+                os.rename(paths.instance_dir(old), paths.instance_dir(new))
+            except BaseException:
+                pool.rename_instance_volume(new, old)
+                raise
+        except BaseException:
+            journal.end(paths, old)
+            raise
+        finish_rename(host, new, old, new, rec.pool)
+        journal.end(paths, new)
+    host.events.emit("instance-renamed", new, old_name=old)
+    inst.name = new
+    return Instance(host, new)
+
+
+def finish_rename(host: Host, here: str, old: str, new: str, pool_name: str) -> None:
+    """Forward once the directory carries the new name, back before that."""
+    paths = host.paths
+    pool = host.pool(pool_name) if pool_name else None
+    if here == old:
+        if pool is not None and pool.volume_exists("containers", new) and \
+                not pool.volume_exists("containers", old):
+            pool.rename_instance_volume(new, old)
+        return
+    rec = record.load(paths, new)
+    if pool is not None and pool.volume_exists("containers", old) and \
+            not pool.volume_exists("containers", new):
+        pool.rename_instance_volume(old, new)
+    if rec.name != new:
+        rec.name = new
+        if pool is not None and _read_metadata(pool.volume_path("containers", new)).get(
+                "templates"):
+            rec.config["volatile.apply_template"] = "rename"
+        record.save(paths, rec)
+    with contextlib.suppress(FileNotFoundError):
+        host.network_forget(old)
+    Instance(host, new)._write_lxc_config(rec)
+
+
+# -- move between pools -----------------------------------------------------------------------------
+
+def move_to_pool(host: Host, name: str, pool: str) -> Instance:
+    """``lxc move <name> -s <pool>``: a stopped instance and its snapshots to another pool.
+
+    The copy on the new pool is complete before the record names it (the commit point); the
+    old pool's volumes are removed after.
+    """
+    paths = host.paths
+    inst = Instance(host, name)
+    with locked(host, name):
+        rec = inst.record()
+        if rec.pool == pool:
+            raise InvalidArgument(f"instance {name!r} is already on storage pool {pool!r}")
+        if inst.state != "STOPPED":
+            raise WrongState("Moving a running instance between storage pools is not "
+                             "allowed: stop it first")
+        src_pool = inst._pool(rec)
+        dst_pool = host.pool(pool)
+        devices = {k: dict(v) for k, v in rec.devices.items()}
+        exp_cfg, exp_devs, _ = _root_override(host, rec.profiles, rec.config, devices, pool)
+        _, root = expand.root_disk(exp_devs)
+        size = parse_size(root["size"]) if root.get("size") else None
+        shift = disk_base(dst_pool, {**exp_cfg, **rec.config}) - \
+            disk_base(src_pool, {**exp_cfg, **rec.config})
+        journal.begin(paths, name, "move-pool", source=rec.pool, target=pool)
+        try:
+            transfer.copy_volume(src_pool, name, dst_pool, name,
+                                 snapshots=[s.name for s in rec.snapshots], shift=shift)
+            if size is not None:
+                dst_pool.set_quota("containers", name, size)
+            new = InstanceRecord.from_dict(rec.to_dict())
+            new.pool = pool
+            new.devices = devices
+            inst._write_lxc_config(new)
+            record.save(paths, new)  # commit point
+        except BaseException:
+            with contextlib.suppress(Exception):
+                inst._write_lxc_config(rec)
+            journal.recover(host, name)
+            raise
+        src_pool.delete_instance_volume(name)
+        journal.end(paths, name)
+    host.events.emit("instance-updated", name, pool=pool)
+    return inst

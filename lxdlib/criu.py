@@ -1,0 +1,153 @@
+"""Stateful snapshots, stops and starts: the running processes saved and brought back by CRIU.
+
+python3-lxc has no binding for liblxc's ``migrate``; liblxc's own ``lxc-checkpoint`` tool drives
+CRIU for us (``-D dir`` dumps, ``-s`` stops after the dump, ``-r`` restores and starts). The dump
+lives in ``<volume>/state`` beside ``rootfs/``, out of the guest's view: a stateful snapshot carries
+it inside the snapshot, a stateful stop leaves it for the next ``start``.
+
+CRIU often cannot dump a container (kernel features, vDSO layouts, nested namespaces); every failure
+becomes an ``LXCError`` whose message names CRIU and whose tail is CRIU's own log, and the
+partial dump is removed, so nothing half-made remains.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import journal, record, runtime
+from .errors import LXCError, ToolMissing, WrongState
+
+if TYPE_CHECKING:
+    from .instance import Instance
+
+COMPLETE = ".complete"
+_TIMEOUT = 600.0
+
+
+def require() -> None:
+    """CRIU and liblxc's ``lxc-checkpoint`` must be installed."""
+    if shutil.which("criu") is None:
+        raise ToolMissing("stateful operations need CRIU, which is not installed "
+                          "(Debian package criu)")
+    if shutil.which("lxc-checkpoint") is None:
+        raise ToolMissing("stateful operations need lxc-checkpoint (Debian package lxc)")
+
+
+@functools.cache
+def check() -> str | None:
+    """``None`` when ``criu check`` passes on this host, else what it printed (why not)."""
+    if shutil.which("criu") is None:
+        return "criu is not installed"
+    try:
+        proc = subprocess.run(["criu", "check"], capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"criu check could not run: {e}"
+    if proc.returncode == 0:
+        return None
+    return (proc.stdout + proc.stderr).strip() or f"criu check exited with {proc.returncode}"
+
+
+def _log_tail(directory: Path, names: tuple[str, ...], lines: int = 12) -> str:
+    for name in names:
+        try:
+            text = (directory / name).read_text(errors="replace")
+        except OSError:
+            continue
+        keep = [ln for ln in text.splitlines() if "Error" in ln or "error" in ln] or \
+            text.splitlines()
+        return "\n".join(keep[-lines:])
+    return ""
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT,
+                              stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(argv, 124, "", f"timed out after {_TIMEOUT:.0f}s")
+
+
+def dump(inst: Instance, directory: Path, *, stop: bool) -> None:
+    """Dump the running instance's processes into the new directory ``directory``.
+
+    On failure the directory is removed and ``LXCError`` says that CRIU failed, with its log.
+    """
+    require()
+    paths = inst.host.paths
+    directory.mkdir(mode=0o700)
+    argv = ["lxc-checkpoint", "-n", inst.name, "-P", str(paths.lxcpath), "-D", str(directory),
+            "-v", "-o", str(directory / "lxc-checkpoint.log")]
+    if stop:
+        argv.append("-s")
+    proc = _run(argv)
+    if proc.returncode != 0 or not any(directory.glob("*.img")):
+        tail = _log_tail(directory, ("dump.log", "lxc-checkpoint.log")) or proc.stderr.strip()
+        shutil.rmtree(directory, ignore_errors=True)
+        hint = check()
+        if hint:
+            tail += f"\n--- criu check ---\n{hint}"
+        raise LXCError(f"CRIU could not checkpoint instance {inst.name!r} (stateful "
+                       "operations need CRIU to dump its processes)", tail.strip())
+    (directory / COMPLETE).touch()
+
+
+def restore(inst: Instance, directory: Path) -> None:
+    """Start the instance from a dump made by :func:`dump`."""
+    require()
+    paths = inst.host.paths
+    proc = _run(["lxc-checkpoint", "-r", "-n", inst.name, "-P", str(paths.lxcpath),
+                 "-D", str(directory), "-v", "-o", str(directory / "lxc-restore.log")])
+    if proc.returncode != 0 or not runtime.wait_state(inst._c(), {"RUNNING"}, 30):
+        tail = _log_tail(directory, ("restore.log", "lxc-restore.log")) or proc.stderr.strip()
+        raise LXCError(f"CRIU could not restore instance {inst.name!r}", tail.strip())
+
+
+def restore_from_volume(inst: Instance) -> None:
+    """Bring back the processes a stateful snapshot or stop saved in the live volume; the
+    dump is removed whatever happens (a dump is good for one restore)."""
+    state = inst.volume / journal.STATE_DIR
+    try:
+        inst._write_lxc_config(inst.record())
+        restore(inst, state)
+        rec = inst.record()
+        rec.config["volatile.last_state.power"] = "RUNNING"
+        rec.last_used_at = record.now()
+        record.save(inst.host.paths, rec, durable=False)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def has_state(inst: Instance) -> bool:
+    """Whether a stateful stop left a complete dump for the next start."""
+    return (inst.volume / journal.STATE_DIR / COMPLETE).exists()
+
+
+def stop_stateful(inst: Instance) -> None:
+    """``lxc stop --stateful``: dump the processes and stop; ``start`` brings them back."""
+    paths = inst.host.paths
+    with inst._lock():
+        c = inst._c()
+        if c.state != "RUNNING":
+            raise WrongState(f"The instance {inst.name!r} is not running")
+        rec = inst.record()
+        if rec.ephemeral:
+            raise WrongState("Stateful stop of an ephemeral instance is not allowed: it "
+                             "would be deleted once stopped")
+        require()
+        state = inst.volume / journal.STATE_DIR
+        if os.path.lexists(state):
+            shutil.rmtree(state, ignore_errors=True)
+        journal.begin(paths, inst.name, "stop-stateful")
+        try:
+            dump(inst, state, stop=True)
+        finally:
+            journal.end(paths, inst.name)
+        runtime.wait_state(c, {"STOPPED"}, 30)
+        rec.config["volatile.last_state.power"] = "STOPPED"
+        record.save(paths, rec, durable=False)

@@ -1,0 +1,232 @@
+"""Mount a host file or directory into a running container, and take it out again.
+
+liblxc only mounts at start (``lxc.mount.entry``), and its child does so with the container
+root's credentials, so it cannot even reach a source under a 0700 directory. Here the host side
+does the work with the new mount API, in a forked child:
+
+1. ``open_tree(OPEN_TREE_CLONE)`` makes a detached copy of the source while still host root (so
+   any source the host can reach works), and ``mount_setattr`` makes it read-only and, for an
+   unprivileged container, idmapped through the container's user namespace (host root's files
+   show as the container's root, files the container makes land as its mapped ids);
+2. ``setns`` into the container's mount namespace and then its user namespace (becoming the
+   container's root), so the mount point is created and resolved exactly as the container's own
+   root would: symlinks cannot lead out of the container and nothing is created with host rights;
+3. ``move_mount`` attaches the detached tree there.
+
+The child is forked because ``setns`` into a user namespace needs a single-threaded process and
+must not change the caller. Errors come back through a pipe as text.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import LxdlibError
+
+_SYS_OPEN_TREE = 428  # the new mount API has one syscall number on every architecture
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
+
+OPEN_TREE_CLONE = 0x1
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_IDMAP = 0x00100000
+MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+
+PROPAGATION = {"private": 1 << 18, "slave": 1 << 19, "shared": 1 << 20, "unbindable": 1 << 17}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def in_start_hook() -> bool:
+    """Whether this process is liblxc's start-host hook (liblxc sets ``LXC_HOOK_TYPE``): then
+    liblxc has just made the config's mounts and nics, and a driver's ``start`` only adds what
+    the config could not; on a live add, ``start`` must do everything itself."""
+    return os.environ.get("LXC_HOOK_TYPE") == "start-host"
+
+
+def _check(ret: int, what: str, path: str = "") -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path or None)
+    return ret
+
+
+def open_tree(path: str, recursive: bool) -> int:
+    flags = OPEN_TREE_CLONE | os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    return _check(int(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, os.fsencode(path), flags)),
+                  "open_tree", path)
+
+
+def mount_setattr(dirfd: int, path: str, flags: int, *, attr_set: int = 0,
+                  propagation: int = 0, userns_fd: int = 0) -> None:
+    attr = struct.pack("QQQQ", attr_set, 0, propagation, userns_fd)
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    _check(int(_libc.syscall(_SYS_MOUNT_SETATTR, dirfd, os.fsencode(path), flags, buf,
+                             len(attr))), "mount_setattr", path)
+
+
+def move_mount(fd: int, target: str) -> None:
+    _check(int(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, os.fsencode(target),
+                             MOVE_MOUNT_F_EMPTY_PATH)), "move_mount", target)
+
+
+def _setns(fd: int, nstype: int) -> None:
+    _check(int(_libc.setns(fd, nstype)), "setns")
+
+
+def _umount(target: str) -> None:
+    _check(int(_libc.umount2(os.fsencode(target), MNT_DETACH | UMOUNT_NOFOLLOW)), "umount",
+           target)
+
+
+def _in_child(work: Callable[[], None]) -> None:
+    """Run ``work`` in a forked child; its exception (as text) is raised here."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            os.close(r)
+            work()
+        except BaseException as e:
+            code = 1
+            try:
+                os.write(w, str(e).encode(errors="replace")[:4000])
+            except OSError:
+                pass
+        os._exit(code)
+    os.close(w)
+    try:
+        chunks = []
+        while chunk := os.read(r, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise LxdlibError(b"".join(chunks).decode(errors="replace") or
+                          f"mount helper died with status {status}")
+
+
+def _enter(pid: int, as_container_root: bool) -> None:
+    """Join the container's mount namespace (root and cwd become its root), then, for an
+    unprivileged container, its user namespace as its root."""
+    mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    user = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC) \
+        if as_container_root else -1
+    _setns(mnt, CLONE_NEWNS)
+    os.chdir("/")
+    if user >= 0:
+        _setns(user, CLONE_NEWUSER)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+
+
+def _make_mountpoint(target: str, is_dir: bool) -> None:
+    parent = os.path.dirname(target)
+    os.makedirs(parent, mode=0o755, exist_ok=True)
+    if is_dir:
+        try:
+            os.mkdir(target, 0o755)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(target).st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory",
+                                         target) from None
+        return
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o000)
+    except IsADirectoryError:
+        raise IsADirectoryError(errno.EISDIR, "a directory is in the way of a file mount",
+                                target) from None
+    os.close(fd)
+
+
+def _userns_of(pid: int) -> bool:
+    """Whether the process runs in a user namespace other than the host's."""
+    return os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
+
+
+def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: bool = False,
+           recursive: bool = False, propagation: str = "") -> None:
+    """Mount host ``source`` at ``target`` (absolute, inside the container whose init is
+    ``pid``), creating the mount point like ``create=dir|file``."""
+    src = os.fspath(source)
+    is_dir = os.path.isdir(src)
+    unpriv = _userns_of(pid)
+
+    def work() -> None:
+        fd = open_tree(src, recursive)
+        attrs = MOUNT_ATTR_RDONLY if readonly else 0
+        userns = -1
+        if idmap and unpriv:
+            attrs |= MOUNT_ATTR_IDMAP
+            userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        if attrs:
+            mount_setattr(fd, "", AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0),
+                          attr_set=attrs, userns_fd=max(userns, 0))
+        _enter(pid, unpriv)
+        _make_mountpoint(target, is_dir)
+        move_mount(fd, target)
+        if propagation:
+            kind = propagation.removeprefix("r")
+            mount_setattr(AT_FDCWD, target, AT_SYMLINK_NOFOLLOW |
+                          (AT_RECURSIVE if propagation.startswith("r") else 0),
+                          propagation=PROPAGATION[kind])
+
+    try:
+        _in_child(work)
+    except LxdlibError as e:
+        raise LxdlibError(f"cannot mount {src} at {target} in the instance: {e}") from None
+
+
+def detach(pid: int, target: str, *, remove: bool = False) -> None:
+    """Unmount ``target`` inside the container (lazily, as a busy mount must still go); with
+    ``remove``, delete the mount point the attach created. A target that is not mounted is fine."""
+    unpriv = _userns_of(pid)
+
+    def work() -> None:
+        _enter(pid, unpriv)
+        try:
+            _umount(target)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOENT):
+                raise
+        if remove:
+            try:
+                if not os.path.ismount(target):
+                    os.unlink(target)
+            except (FileNotFoundError, IsADirectoryError):
+                pass
+
+    _in_child(work)
+
+
+def is_mounted(pid: int, target: str) -> bool:
+    """Whether something is mounted exactly at ``target`` in the container's mount table."""
+    want = os.path.normpath("/" + target.lstrip("/"))
+    try:
+        with open(f"/proc/{pid}/mountinfo") as f:
+            for line in f:
+                point = line.split(" ", 5)[4]
+                point = (point.replace("\\040", " ").replace("\\011", "\t")
+                         .replace("\\012", "\n").replace("\\134", "\\"))
+                if point == want:
+                    return True
+    except FileNotFoundError:
+        return False
+    return False

@@ -1,0 +1,690 @@
+"""``instance.files``: read and write an instance's files, never reaching the host through them.
+
+Every operation talks to a helper process (``filehelper.py``) that has moved itself into the
+instance first: the running container's user and mount namespaces, or a ``chroot`` into a
+stopped one's rootfs (under the instance lock, so it cannot start meanwhile). Paths are resolved
+there, as the container would; data streams over a socket in 1 MiB chunks, so files of any size
+pass without being held in memory. One helper serves all the operations of a ``session()``, so
+tree copies cost one process, not one per file.
+
+Ownership is the container's view: ``uid=1000`` means uid 1000 inside (host uid base+1000 on disk
+for an unprivileged instance, whatever the pool does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import socket
+import stat as stat_mod
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
+
+import attrs
+
+from . import filehelper
+from .errors import (
+    AlreadyExists,
+    InvalidArgument,
+    LXCError,
+    LxdlibError,
+    NotFound,
+    QuotaExceeded,
+    WrongState,
+)
+from .filehelper import CHUNK, Channel
+
+if TYPE_CHECKING:
+    from .instance import Instance
+
+HELPER = Path(filehelper.__file__)
+
+Source = bytes | bytearray | memoryview | IO[bytes]
+
+
+@attrs.frozen
+class FileStat:
+    """A file as the container sees it (ids are container ids)."""
+
+    type: str  # file, directory, symlink, other
+    mode: int  # permission bits, setuid/setgid/sticky included
+    uid: int
+    gid: int
+    size: int
+    mtime: float
+    target: str | None = None  # symlinks only
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> FileStat:
+        return cls(type=str(d["type"]), mode=int(d["mode"]), uid=int(d["uid"]),
+                   gid=int(d["gid"]), size=int(d["size"]), mtime=float(d["mtime"]),
+                   target=d.get("target"))
+
+
+def _norm(path: str | os.PathLike[str]) -> str:
+    p = os.fspath(path)
+    if not p or "\0" in p:
+        raise InvalidArgument(f"invalid path {p!r}")
+    return p if p.startswith("/") else "/" + p
+
+
+def _chunks_of(data: Source) -> Iterator[bytes | memoryview]:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        view = memoryview(data).cast("B")
+        for i in range(0, len(view), CHUNK):
+            yield view[i:i + CHUNK]
+        return
+    readinto = getattr(data, "readinto", None)
+    if readinto is not None:
+        buf = bytearray(CHUNK)
+        mv = memoryview(buf)
+        while True:
+            n = readinto(buf)
+            if not n:
+                return
+            yield mv[:n]
+    else:
+        while True:
+            chunk = data.read(CHUNK)
+            if not chunk:
+                return
+            if not isinstance(chunk, (bytes, bytearray)):
+                raise InvalidArgument("the source must give bytes (open it in binary mode)")
+            yield chunk
+
+
+class Session:
+    """One helper process inside the instance; every method is one request on its socket."""
+
+    def __init__(self, inst: Instance | None, *, rootfs: Path | None = None,
+                 offset: int = 0) -> None:
+        """For ``inst``; or (tests, tools) for a bare ``rootfs`` whose ids are shifted by
+        ``offset`` on disk."""
+        self.inst = inst
+        self.label = inst.name if inst is not None else str(rootfs)
+        self._rootfs, self._offset = rootfs, offset
+        self._stack = contextlib.ExitStack()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- process -------------------------------------------------------------------------------
+    def _start(self) -> None:
+        fds: list[int] = []
+        try:
+            cfg = self._config(fds)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._sock = ours
+            fds.append(theirs.detach())
+            cfg["sock"] = fds[-1]
+            exe = sys.executable or "/usr/bin/python3"
+            self._proc = subprocess.Popen(
+                [exe, "-I", "-S", str(HELPER), json.dumps(cfg)], pass_fds=fds,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.chan = Channel(self._sock)
+        try:
+            hello = self.chan.recv()
+        except (EOFError, filehelper.ProtocolError, OSError):
+            hello = {"ok": False, "errno": errno.EIO, "msg": "the file helper exited"}
+        if not hello.get("ok"):
+            detail = self._stderr()
+            raise LXCError(f"cannot enter {self.label!r} for file access: {hello.get('msg')}",
+                           detail)
+
+    def _config(self, fds: list[int]) -> dict[str, Any]:
+        inst = self.inst
+        if inst is None:
+            return {"mode": "root", "rootfs": str(self._rootfs), "offset": self._offset}
+        c = inst._c()
+        state = c.state
+        if state in ("RUNNING", "FROZEN"):
+            return self._ns_config(c, fds)
+        if state != "STOPPED":
+            raise WrongState(f"instance {inst.name!r} is {state.lower()}")
+        self._stack.enter_context(inst._lock())  # it cannot start while we are in its rootfs
+        if inst._c().state != "STOPPED":
+            raise WrongState(f"instance {inst.name!r} started while its files were being "
+                             "opened; try again")
+        rec = inst.record()
+        pool = inst._pool(rec)
+        pool.mount()
+        rootfs = pool.volume_path("containers", inst.name) / "rootfs"
+        return {"mode": "root", "rootfs": str(rootfs), "offset": inst._root_owner(rec)[0]}
+
+    def _ns_config(self, c: Any, fds: list[int]) -> dict[str, Any]:
+        name = self.label
+        pid = int(c.init_pid)
+        try:
+            mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            fds.append(mnt)
+            user = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+            fds.append(user)
+        except FileNotFoundError:
+            raise WrongState(f"instance {name!r} stopped") from None
+        # the namespaces must be those of this instance's init, not of a recycled pid
+        if c.init_pid != pid or c.state not in ("RUNNING", "FROZEN"):
+            raise WrongState(f"instance {name!r} stopped")
+        ours = os.stat("/proc/self/ns/user")
+        theirs = os.fstat(user)
+        same_user = (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino)
+        return {"mode": "ns", "mntns": mnt, "userns": None if same_user else user}
+
+    def _stderr(self) -> str:
+        proc = self._proc
+        if proc is None:
+            return ""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        if proc.stderr is None or proc.returncode is None:
+            return ""
+        return proc.stderr.read().decode(errors="replace").strip()
+
+    def close(self) -> None:
+        """End the helper (it exits when its socket closes) and release the instance lock."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+        proc = self._proc
+        if proc is not None:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # our own child, by pid
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+            self._proc = None
+        self._stack.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests ------------------------------------------------------------------------------
+    def _where(self, path: str) -> str:
+        return f"{self.label}{path}"
+
+    def _fail(self, reply: dict[str, Any], path: str) -> LxdlibError:
+        code = int(reply.get("errno") or errno.EIO)
+        msg = str(reply.get("msg") or os.strerror(code))
+        where = self._where(path)
+        if code == errno.ENOENT:
+            return NotFound("file", where)
+        if code == errno.EEXIST:
+            return AlreadyExists("file", where)
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            return QuotaExceeded(f"{where}: {msg}")
+        if code in (errno.EISDIR, errno.ENOTDIR, errno.EINVAL, errno.ELOOP, errno.ENOTEMPTY,
+                    errno.ENAMETOOLONG):
+            return InvalidArgument(f"{where}: {msg}")
+        return LxdlibError(f"{where}: {msg}")
+
+    def _recv(self, path: str) -> dict[str, Any]:
+        try:
+            reply = self.chan.recv()
+        except (EOFError, filehelper.ProtocolError, OSError) as e:
+            raise LXCError(f"file access to {self._where(path)} failed: the helper stopped "
+                           f"({e or type(e).__name__})", self._stderr()) from None
+        if reply.get("ok") is False:
+            raise self._fail(reply, path)
+        return reply
+
+    def _call(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.chan.send(req)
+        return self._recv(str(req["path"]))
+
+    def stat(self, path: str, follow: bool = True) -> FileStat:
+        return FileStat.from_wire(self._call({"op": "stat", "path": path, "follow": follow})
+                                  ["stat"])
+
+    def listdir(self, path: str) -> list[str]:
+        return [str(n) for n in self._call({"op": "listdir", "path": path})["names"]]
+
+    def get_into(self, path: str, write: Callable[[memoryview], object]) -> FileStat:
+        """Stream a file's contents to ``write`` chunk by chunk."""
+        st = FileStat.from_wire(self._call({"op": "get", "path": path})["stat"])
+        failed: BaseException | None = None
+        for chunk in self.chan.chunks():
+            if failed is None:
+                try:
+                    write(chunk)
+                except BaseException as e:  # keep reading: the channel must stay in step
+                    failed = e
+        self._recv(path)
+        if failed is not None:
+            raise failed
+        return st
+
+    def put(self, path: str, data: Source, *, mode: int | None = None, uid: int | None = None,
+            gid: int | None = None, force: Iterable[str] = ("mode", "uid", "gid"),
+            parents: bool = False, into: str | None = None,
+            ignore_unmapped: bool = False) -> str:
+        """Write ``data`` to ``path``; returns the path written (``into`` a directory: inside)."""
+        self._call({"op": "put", "path": path, "mode": mode, "uid": uid, "gid": gid,
+                    "force": [f for f in force if {"mode": mode, "uid": uid,
+                                                   "gid": gid}[f] is not None],
+                    "parents": parents, "into": into, "ignore_unmapped": ignore_unmapped})
+        try:
+            for chunk in _chunks_of(data):
+                self.chan.send_chunk(chunk)
+        except BaseException:
+            self.chan.abort()
+            with contextlib.suppress(LxdlibError):
+                self._recv(path)
+            raise
+        self.chan.end()
+        return str(self._recv(path)["path"])
+
+    def mkdir(self, path: str, mode: int = 0o755, *, uid: int | None = None,
+              gid: int | None = None, parents: bool = False, exist_ok: bool = False,
+              apply_existing: bool = False, ignore_unmapped: bool = False) -> None:
+        self._call({"op": "mkdir", "path": path, "mode": mode, "uid": uid, "gid": gid,
+                    "parents": parents, "exist_ok": exist_ok, "apply_existing": apply_existing,
+                    "ignore_unmapped": ignore_unmapped})
+
+    def symlink(self, path: str, target: str, *, uid: int | None = None,
+                gid: int | None = None, replace: bool = False,
+                ignore_unmapped: bool = False) -> None:
+        self._call({"op": "symlink", "path": path, "target": target, "uid": uid, "gid": gid,
+                    "replace": replace, "ignore_unmapped": ignore_unmapped})
+
+    def delete(self, path: str, recursive: bool = False) -> None:
+        self._call({"op": "delete", "path": path, "recursive": recursive})
+
+    def walk(self, path: str) -> Iterator[tuple[str, FileStat, Iterator[memoryview] | None]]:
+        """The tree at ``path``, depth first: (relative path, stat, chunks for regular files).
+
+        The root comes first with relative path ``""``. A file's chunks must be used before
+        the next item is asked for (they are drained otherwise).
+        """
+        first = self._call({"op": "walk", "path": path})
+        root = FileStat.from_wire(first["stat"])
+        if root.type == "file":
+            chunks = self.chan.chunks()
+            yield "", root, chunks
+            for _ in chunks:
+                pass
+        else:
+            yield "", root, None
+        while True:
+            msg = self._recv(path)
+            if msg.get("end"):
+                return
+            rel = str(msg["rel"])
+            st = FileStat.from_wire(msg["stat"])
+            if st.type == "file":
+                chunks = self.chan.chunks()
+                yield rel, st, chunks
+                for _ in chunks:
+                    pass
+            else:
+                yield rel, st, None
+
+
+class _Reader(io.RawIOBase):
+    """A remote file opened for reading: chunks arrive as they are read."""
+
+    def __init__(self, session: Session, path: str) -> None:
+        self._session = session
+        self._path = path
+        self.stat = FileStat.from_wire(session._call({"op": "get", "path": path})["stat"])
+        self._pending = memoryview(b"")
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        out = memoryview(b).cast("B")
+        while not self._pending and not self._eof:
+            chunk = self._session.chan.recv_chunk()
+            if chunk is None:
+                self._eof = True
+                self._session._recv(self._path)
+            else:
+                self._pending = chunk
+        n = min(len(out), len(self._pending))
+        out[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._session.close()  # an unfinished stream ends with the helper
+        super().close()
+
+
+class _Writer(io.RawIOBase):
+    """A remote file opened for writing: the file appears, whole, when it is closed.
+
+    Leaving a ``with`` block by an exception discards what was written.
+    """
+
+    def __init__(self, session: Session, path: str, req: dict[str, Any]) -> None:
+        self._session = session
+        self._path = path
+        session._call(req)
+        self._buf = bytearray()
+        self.written_to = path
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        self._buf += view
+        while len(self._buf) >= CHUNK:
+            self._session.chan.send_chunk(memoryview(self._buf)[:CHUNK])
+            del self._buf[:CHUNK]
+        return len(view)
+
+    def abort(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(OSError, LxdlibError):
+                self._session.chan.abort()
+                self._session._recv(self._path)
+            self._session.close()
+            super().close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self._buf:
+                self._session.chan.send_chunk(self._buf)
+                self._buf.clear()
+            self._session.chan.end()
+            self.written_to = str(self._session._recv(self._path)["path"])
+        finally:
+            self._session.close()
+            super().close()
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+class Files:
+    """The files of one instance (``inst.files``); paths are absolute inside the instance."""
+
+    def __init__(self, inst: Instance) -> None:
+        self.inst = inst
+
+    def __repr__(self) -> str:
+        return f"<Files of {self.inst.name!r}>"
+
+    def session(self) -> Session:
+        """One helper for many operations: ``with inst.files.session() as s: s.put(…)…``."""
+        return Session(self.inst)
+
+    def _emit(self, action: str, path: str) -> None:
+        self.inst.host.events.emit(action, self.inst.name, path=path)
+
+    # -- single files --------------------------------------------------------------------------
+    def get(self, path: str | os.PathLike[str]) -> bytes:
+        """The whole file (use ``get_to`` or ``open`` for big ones)."""
+        out = bytearray()
+        self.get_to(path, out)
+        return bytes(out)
+
+    def get_to(self, path: str | os.PathLike[str], dest: BinaryIO | bytearray | int
+               ) -> FileStat:
+        """Stream the file into ``dest`` (a binary file object, a bytearray or an fd)."""
+        p = _norm(path)
+        write: Callable[[memoryview], object]
+        if isinstance(dest, bytearray):
+            write = dest.extend
+        elif isinstance(dest, int):
+            fd = dest
+
+            def write(chunk: memoryview) -> None:
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk):]
+        else:
+            write = dest.write
+        with self.session() as s:
+            st = s.get_into(p, write)
+        self._emit("instance-file-retrieved", p)
+        return st
+
+    def put(self, path: str | os.PathLike[str], data: Source, *, mode: int | None = None,
+            uid: int | None = None, gid: int | None = None, parents: bool = False) -> None:
+        """Write a file from bytes or a binary file object (streamed), atomically.
+
+        A new file gets ``mode`` (default 0644) and ``uid``/``gid`` (default root); an existing
+        one keeps its owner and mode unless they are given. ``parents`` creates missing
+        directories (mode 0750, as ``file push -p``).
+        """
+        p = _norm(path)
+        with self.session() as s:
+            s.put(p, data, mode=mode, uid=uid, gid=gid, parents=parents)
+        self._emit("instance-file-pushed", p)
+
+    put_from = put
+
+    def open(self, path: str | os.PathLike[str], mode: str = "rb", *,
+             file_mode: int | None = None, uid: int | None = None, gid: int | None = None,
+             parents: bool = False) -> Any:
+        """A streaming file object: ``"rb"`` (buffered reader) or ``"wb"`` (the file is
+        replaced when it is closed; an exception inside ``with`` leaves the old one)."""
+        p = _norm(path)
+        if mode not in ("rb", "wb"):
+            raise InvalidArgument(f"mode must be 'rb' or 'wb', not {mode!r}")
+        s = self.session()
+        try:
+            if mode == "rb":
+                return io.BufferedReader(_Reader(s, p), CHUNK)
+            return _Writer(s, p, {"op": "put", "path": p, "mode": file_mode, "uid": uid,
+                                  "gid": gid, "force": [k for k, v in (("mode", file_mode),
+                                                                       ("uid", uid),
+                                                                       ("gid", gid))
+                                                        if v is not None],
+                                  "parents": parents})
+        except BaseException:
+            s.close()
+            raise
+
+    def exists(self, path: str | os.PathLike[str]) -> bool:
+        try:
+            self.stat(path, follow=False)
+            return True
+        except NotFound:
+            return False
+
+    def stat(self, path: str | os.PathLike[str], follow: bool = True) -> FileStat:
+        with self.session() as s:
+            return s.stat(_norm(path), follow)
+
+    def listdir(self, path: str | os.PathLike[str]) -> list[str]:
+        with self.session() as s:
+            return s.listdir(_norm(path))
+
+    def delete(self, path: str | os.PathLike[str], recursive: bool = False) -> None:
+        """Remove a file, a symlink or an empty directory (any directory with ``recursive``)."""
+        p = _norm(path)
+        with self.session() as s:
+            s.delete(p, recursive)
+        self._emit("instance-file-deleted", p)
+
+    def mkdir(self, path: str | os.PathLike[str], mode: int = 0o755, *, uid: int | None = None,
+              gid: int | None = None, parents: bool = False, exist_ok: bool = False) -> None:
+        with self.session() as s:
+            s.mkdir(_norm(path), mode, uid=uid, gid=gid, parents=parents,
+                    exist_ok=exist_ok or parents)
+
+    def symlink(self, path: str | os.PathLike[str], target: str, *, uid: int | None = None,
+                gid: int | None = None) -> None:
+        with self.session() as s:
+            s.symlink(_norm(path), target, uid=uid, gid=gid)
+
+    # -- trees ---------------------------------------------------------------------------------
+    def push_tree(self, host_dir: str | os.PathLike[str], path: str | os.PathLike[str], *,
+                  parents: bool = False, owner: bool = True) -> int:
+        """Copy a host directory to ``path`` (created or merged into): modes, symlinks and,
+        with ``owner``, uid/gid (ids the instance cannot map are left as root). Returns the
+        number of entries copied."""
+        src = Path(host_dir)
+        dest = _norm(path).rstrip("/") or "/"
+        if not src.is_dir():
+            raise InvalidArgument(f"{src} is not a directory")
+        with self.session() as s:
+            count = push_tree(s, src, dest, parents=parents, owner=owner)
+        self._emit("instance-file-pushed", dest)
+        return count
+
+    def pull_tree(self, path: str | os.PathLike[str], host_dir: str | os.PathLike[str], *,
+                  parents: bool = False) -> int:
+        """Copy ``path`` (a directory or a file) to ``host_dir`` on the host: modes (setuid and
+        setgid dropped: the host must not get the container's setuid files), symlinks as they
+        are, file mtimes. Returns the number of entries copied."""
+        with self.session() as s:
+            count = pull_tree(s, _norm(path), Path(host_dir), parents=parents)
+        self._emit("instance-file-retrieved", _norm(path))
+        return count
+
+
+# -- tree copies (used by Files and the CLI) ---------------------------------------------------
+
+def push_tree(s: Session, src: Path, dest: str, *, parents: bool = False,
+              owner: bool = True) -> int:
+    st = src.stat()
+    ids: dict[str, Any] = {"uid": st.st_uid, "gid": st.st_gid} if owner else {}
+    s.mkdir(dest, stat_mod.S_IMODE(st.st_mode), parents=parents, exist_ok=True,
+            apply_existing=True, ignore_unmapped=True, **ids)
+    return 1 + _push_dir(s, src, dest, owner)
+
+
+def _push_dir(s: Session, src: Path, dest: str, owner: bool) -> int:
+    count = 0
+    with os.scandir(src) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        target = f"{dest.rstrip('/')}/{e.name}"
+        st = e.stat(follow_symlinks=False)
+        ids: dict[str, Any] = {"uid": st.st_uid, "gid": st.st_gid} if owner else {}
+        mode = stat_mod.S_IMODE(st.st_mode)
+        if e.is_symlink():
+            s.symlink(target, os.readlink(e.path), replace=True, ignore_unmapped=True, **ids)
+        elif e.is_dir(follow_symlinks=False):
+            s.mkdir(target, mode, exist_ok=True, apply_existing=True, ignore_unmapped=True,
+                    **ids)
+            count += _push_dir(s, Path(e.path), target, owner)
+        elif e.is_file(follow_symlinks=False):
+            fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb", buffering=0) as f:
+                s.put(target, f, mode=mode, ignore_unmapped=True, **ids)
+        else:
+            continue  # devices, fifos, sockets are not copied
+        count += 1
+    return count
+
+
+def _safe_name(name: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise LxdlibError(f"refusing file name {name!r} from the instance")
+    return name
+
+
+def _clear(dirfd: int, name: str, keep_dir: bool) -> bool:
+    """Make room for ``name`` in ``dirfd``; True if a directory that may stay is there."""
+    try:
+        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if stat_mod.S_ISDIR(st.st_mode):
+        if keep_dir:
+            return True
+        raise InvalidArgument(f"cannot replace the directory {name!r} with a file")
+    os.unlink(name, dir_fd=dirfd)  # a symlink is removed, never followed
+    return False
+
+
+def _write_host_file(dirfd: int, name: str, st: FileStat, chunks: Iterator[memoryview]) -> None:
+    tmp = f".{name}.lxdlib-{os.urandom(6).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=dirfd)
+    try:
+        for chunk in chunks:
+            while chunk:
+                chunk = chunk[os.write(fd, chunk):]
+        os.fchmod(fd, st.mode & 0o777)
+        os.utime(fd, (st.mtime, st.mtime))
+        _clear(dirfd, name, keep_dir=False)
+        os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dirfd)
+        raise
+    finally:
+        os.close(fd)
+
+
+def pull_tree(s: Session, path: str, dest: Path, *, parents: bool = False) -> int:
+    """Write the instance's tree at ``path`` to ``dest``. Names from the instance are checked
+    and every host-side step is relative to a directory fd with ``O_NOFOLLOW``, so a symlink
+    pulled earlier (or planted) is replaced, never followed."""
+    dest = Path(os.path.realpath(dest))  # the caller's own path: its symlinks are meant
+    count = 0
+    stack: list[tuple[str, int]] = []
+    try:
+        for rel, st, chunks in s.walk(path):
+            if rel == "":
+                parent = dest.parent
+                if parents:
+                    parent.mkdir(parents=True, exist_ok=True)
+                pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                stack.append(("\0parent", pfd))
+                name = dest.name
+                prefix = ""
+            else:
+                *dirs, name = rel.split("/")
+                for part in (*dirs, name):
+                    _safe_name(part)
+                prefix = "/".join(dirs)
+                while stack and stack[-1][0] != prefix:
+                    os.close(stack.pop()[1])
+                if not stack:
+                    raise LxdlibError(f"entry {rel!r} came before its directory")
+            dirfd = stack[-1][1]
+            if st.type == "directory":
+                if not _clear(dirfd, name, keep_dir=True):
+                    os.mkdir(name, 0o700, dir_fd=dirfd)
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=dirfd)
+                os.fchmod(fd, st.mode & 0o777)
+                stack.append((rel, fd))
+            elif st.type == "file":
+                assert chunks is not None
+                _write_host_file(dirfd, name, st, chunks)
+            elif st.type == "symlink":
+                assert st.target is not None
+                _clear(dirfd, name, keep_dir=False)
+                os.symlink(st.target, name, dir_fd=dirfd)
+            else:
+                continue
+            count += 1
+            if rel == "" and st.type == "directory":
+                # children name their parent by path relative to the root: ""
+                stack[-1] = ("", stack[-1][1])
+    finally:
+        for _, fd in stack:
+            os.close(fd)
+    return count

@@ -1,0 +1,827 @@
+"""The proxy device's forwarder: one detached process per proxy device of a running instance.
+
+``devices/proxy.py`` starts it (from the start-host hook, or on a live device add) as
+``python -m lxdlib.forwarder --root ROOT --instance NAME --device DEV …``; the root in the argv
+lets a clean-up tell its processes apart. The forwarder
+
+1. forks away from its starter (the starter may be a short-lived hook) and writes its pid file;
+2. opens a pidfd on the container's init and exits when it becomes readable, so it never outlives
+   the container, however the container stopped (hook, ``kill -9``, poweroff from inside);
+3. creates the listening sockets in the listening side's namespaces — the network namespace, and
+   the mount namespace for a unix path — and gives unix sockets their owner and mode;
+4. moves into the connecting side's namespaces and drops to ``security.uid``/``security.gid``;
+5. tells its starter ``ready`` or ``error <reason>`` over a pipe, so a busy listen address fails
+   the start or the device add at once;
+6. relays: streams through a kernel pipe with splice(2) (no copy through Python), UDP per client
+   address with an idle timeout, a stream to UDP one datagram per read.
+
+Everything runs in one thread: ``setns`` of a mount namespace needs a single-threaded process, and
+an epoll loop over splice keeps up with the kernel without threads. All imports happen at the top:
+once in a container's mount namespace, the host's Python files are out of reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import encodings.idna  # noqa: F401  (loaded now: later the mount namespace may be the container's)
+import errno
+import fcntl
+import ipaddress
+import os
+import resource
+import select
+import signal
+import socket
+import stat
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .config.devices import ProxyAddress, parse_proxy_address
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20  # bytes a splice pipe may hold (the default pipe-max-size)
+COPY_BUF = 256 * 1024  # the buffer of the copy path (where splice cannot be used)
+ROUNDS = 16  # splice rounds per event before other connections get their turn
+UDP_IDLE = 30 * 60.0  # LXD's idle timeout of a UDP session
+MAX_DGRAM = 65535
+STREAM_TO_DGRAM_BACKLOG = 4 << 20  # datagram bytes queued for a slow stream before dropping
+SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+
+IN = select.EPOLLIN
+OUT = select.EPOLLOUT
+ERR = select.EPOLLERR
+HUP = select.EPOLLHUP
+
+Address = tuple[Any, ...] | str
+
+
+class SetupError(Exception):
+    """A reason the forwarder cannot serve; sent to the starter as ``error <reason>``."""
+
+
+def log(msg: str) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    with contextlib.suppress(OSError):
+        sys.stderr.write(f"{stamp} [{os.getpid()}] {msg}\n")
+        sys.stderr.flush()
+
+
+# -- namespaces --------------------------------------------------------------------------------
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def setns(fd: int, nstype: int) -> None:
+    if _libc.setns(fd, nstype) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+class Namespaces:
+    """Handles on the forwarder's own (host) namespaces and the instance's, opened at once so
+    that the instance's stay valid for the forwarder's life."""
+
+    KINDS = {"net": CLONE_NEWNET, "mnt": CLONE_NEWNS}
+
+    def __init__(self, init_pid: int) -> None:
+        self.fds: dict[tuple[str, str], int] = {}
+        self.current = {"net": "host", "mnt": "host"}
+        try:
+            for kind in self.KINDS:
+                self.fds[("host", kind)] = os.open(f"/proc/self/ns/{kind}",
+                                                   os.O_RDONLY | os.O_CLOEXEC)
+                self.fds[("instance", kind)] = os.open(f"/proc/{init_pid}/ns/{kind}",
+                                                       os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            self.close()
+            raise SetupError(f"Cannot open the namespaces of the instance's init {init_pid}: "
+                             f"{e.strerror}") from None
+
+    def enter(self, side: str, *, mnt: bool) -> None:
+        """Network namespace of ``side``; its mount namespace too when a unix path is used."""
+        self._set("net", side)
+        self._set("mnt", side if mnt else "host")
+
+    def _set(self, kind: str, side: str) -> None:
+        if self.current[kind] != side:
+            setns(self.fds[(side, kind)], self.KINDS[kind])
+            self.current[kind] = side
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds.clear()
+
+
+# -- addresses ---------------------------------------------------------------------------------
+def family_of(a: ProxyAddress) -> socket.AddressFamily:
+    if a.proto == "unix":
+        return socket.AF_UNIX
+    return socket.AF_INET6 if a.host and ipaddress.ip_address(a.host).version == 6 \
+        else socket.AF_INET
+
+
+def kind_of(a: ProxyAddress) -> socket.SocketKind:
+    return socket.SOCK_DGRAM if a.proto == "udp" else socket.SOCK_STREAM
+
+
+def sockaddrs(a: ProxyAddress) -> list[Address]:
+    """The socket address of each port of ``a`` (one for a unix socket)."""
+    if a.proto == "unix":
+        assert a.path is not None
+        return ["\0" + a.path[1:] if a.abstract else a.path]
+    host = a.host or "0.0.0.0"
+    return [(host, p) for p in a.ports or ()]
+
+
+def targets(listen: ProxyAddress, connect: ProxyAddress) -> list[Address]:
+    """The connect address for each listen address: port i to port i, or all to the one port."""
+    n = len(sockaddrs(listen))
+    dest = sockaddrs(connect)
+    if len(dest) == 1:
+        return dest * n
+    if len(dest) != n:
+        raise SetupError("Mismatch between listen port(s) and connect port(s) count")
+    return dest
+
+
+def describe(addr: Address) -> str:
+    if isinstance(addr, str):
+        return "@" + addr[1:] if addr.startswith("\0") else addr
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def proxy_header(family: int, peer: Address, local: Address) -> bytes:
+    """HAProxy's PROXY protocol v1 line for a connection from ``peer`` to ``local``."""
+    if family == socket.AF_UNIX or isinstance(peer, str) or isinstance(local, str):
+        return b"PROXY UNKNOWN\r\n"
+    src, dst = ipaddress.ip_address(peer[0]), ipaddress.ip_address(local[0])
+    if isinstance(src, ipaddress.IPv6Address) and src.ipv4_mapped is not None:
+        src = src.ipv4_mapped
+    if isinstance(dst, ipaddress.IPv6Address) and dst.ipv4_mapped is not None:
+        dst = dst.ipv4_mapped
+    if src.version != dst.version:
+        return b"PROXY UNKNOWN\r\n"
+    proto = "TCP4" if src.version == 4 else "TCP6"
+    return f"PROXY {proto} {src} {dst} {peer[1]} {local[1]}\r\n".encode()
+
+
+def idle_keys(last_seen: Mapping[Any, float], now: float, idle: float) -> list[Any]:
+    """The sessions not heard from for ``idle`` seconds."""
+    return [k for k, t in last_seen.items() if now - t >= idle]
+
+
+# -- listening sockets -------------------------------------------------------------------------
+class UnixPath:
+    """A unix socket file the forwarder made: removed at exit through a handle on its
+    directory, whichever mount namespace the forwarder is in by then."""
+
+    def __init__(self, path: str) -> None:
+        parent, self.name = os.path.split(path)
+        try:
+            self.dirfd = os.open(parent or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise SetupError(f"Failed listening on {path}: {e.strerror}") from None
+        self.ino = -1
+
+    def clear_stale(self, path: str) -> None:
+        """A socket file left by a killed forwarder is removed; a live one means in use."""
+        try:
+            st = os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise SetupError(f"Failed listening on {path}: the path exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(self.name, dir_fd=self.dirfd)
+            return
+        except OSError:
+            pass
+        finally:
+            probe.close()
+        raise SetupError(f"Failed listening on {path}: Address already in use")
+
+    def remember(self) -> None:
+        self.ino = os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False).st_ino
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            if os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False).st_ino == self.ino:
+                os.unlink(self.name, dir_fd=self.dirfd)
+        with contextlib.suppress(OSError):
+            os.close(self.dirfd)
+
+
+def make_listener(a: ProxyAddress, addr: Address, *, mode: int, uid: int | None,
+                  gid: int | None) -> tuple[socket.socket, UnixPath | None]:
+    s = socket.socket(family_of(a), kind_of(a) | socket.SOCK_CLOEXEC)
+    made: UnixPath | None = None
+    try:
+        if a.proto == "unix" and not a.abstract:
+            assert isinstance(addr, str)
+            made = UnixPath(addr)
+            made.clear_stale(addr)
+            old = os.umask(0o777)  # nobody may connect before the mode is set
+            try:
+                s.bind(addr)
+            finally:
+                os.umask(old)
+            made.remember()
+            os.chmod(made.name, mode, dir_fd=made.dirfd, follow_symlinks=True)
+            if uid is not None or gid is not None:
+                os.chown(made.name, -1 if uid is None else uid, -1 if gid is None else gid,
+                         dir_fd=made.dirfd, follow_symlinks=False)
+        else:
+            if a.proto != "unix":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if s.family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind(addr)
+        if s.type == socket.SOCK_STREAM:
+            s.listen(socket.SOMAXCONN)
+        s.setblocking(False)
+    except SetupError:
+        s.close()
+        raise
+    except OSError as e:
+        s.close()
+        if made is not None and made.ino >= 0:
+            made.remove()
+        raise SetupError(f"Failed listening on {describe(addr)}: {e.strerror or e}") from None
+    return s, made
+
+
+def connect_socket(family: int, kind: int, addr: Address) -> socket.socket:
+    """A non-blocking connect (streams) or a connected datagram socket."""
+    s = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        if family != socket.AF_UNIX and kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = s.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS):
+            raise OSError(err, os.strerror(err))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+# -- event loop --------------------------------------------------------------------------------
+Handler = Callable[[int], None]
+
+
+class Loop:
+    def __init__(self) -> None:
+        self.ep = select.epoll()
+        self.handlers: dict[int, Handler] = {}
+        self.masks: dict[int, int] = {}
+        self.running = True
+
+    def add(self, fd: int, mask: int, handler: Handler) -> None:
+        self.ep.register(fd, mask)
+        self.handlers[fd] = handler
+        self.masks[fd] = mask
+
+    def set(self, fd: int, mask: int) -> None:
+        if self.masks.get(fd) != mask and fd in self.handlers:
+            self.ep.modify(fd, mask)
+            self.masks[fd] = mask
+
+    def remove(self, fd: int) -> None:
+        if self.handlers.pop(fd, None) is not None:
+            self.masks.pop(fd, None)
+            with contextlib.suppress(OSError, ValueError):
+                self.ep.unregister(fd)
+
+    def run(self, tick: Callable[[], float | None]) -> None:
+        while self.running:
+            timeout = tick()
+            for fd, ev in self.ep.poll(-1 if timeout is None else timeout, 512):
+                handler = self.handlers.get(fd)
+                if handler is not None:
+                    handler(ev)
+                if not self.running:
+                    break
+
+
+# -- stream relay ------------------------------------------------------------------------------
+class Pump:
+    """One direction of a stream relay: ``src`` → a kernel pipe → ``dst`` with splice(2), or
+    through a buffer where the kernel refuses to splice."""
+
+    def __init__(self, src: socket.socket, dst: socket.socket) -> None:
+        self.src, self.dst = src, dst
+        self.sfd, self.dfd = src.fileno(), dst.fileno()
+        self.pipe: tuple[int, int] | None = None
+        self.buf: memoryview | None = memoryview(bytearray(COPY_BUF)) if os.environ.get("FWD_COPY") else None
+        self.start = self.end = 0
+        self.pending = 0
+        self.eof = False
+        self.done = False
+        self.want_in, self.want_out = True, False
+
+    def close(self) -> None:
+        if self.pipe is not None:
+            for fd in self.pipe:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self.pipe = None
+
+    def step(self) -> None:
+        """Move what can move now; raises OSError when the connection is broken."""
+        if self.done:
+            return
+        for _ in range(ROUNDS):
+            if self.pending and not self._flush():
+                self.want_in, self.want_out = False, True
+                return
+            if self.eof:
+                with contextlib.suppress(OSError):
+                    self.dst.shutdown(socket.SHUT_WR)
+                self.done = True
+                self.want_in = self.want_out = False
+                self.close()
+                return
+            if not self._fill():
+                self.want_in, self.want_out = True, False
+                return
+        self.want_in, self.want_out = not self.pending, bool(self.pending)
+
+    def _fill(self) -> bool:
+        if self.buf is None:
+            if self.pipe is None:
+                self.pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(self.pipe[1], F_SETPIPE_SZ, PIPE_SIZE)
+            try:
+                n = os.splice(self.sfd, self.pipe[1], PIPE_SIZE, flags=SPLICE_FLAGS)
+            except BlockingIOError:
+                return False
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                self.close()  # this pair of sockets cannot splice: copy instead
+                self.buf = memoryview(bytearray(COPY_BUF))
+                return self._fill()
+        else:
+            try:
+                n = os.readv(self.sfd, [self.buf])
+            except BlockingIOError:
+                return False
+            self.start, self.end = 0, n
+        if n == 0:
+            self.eof = True
+        self.pending = n
+        return True
+
+    def _flush(self) -> bool:
+        while self.pending:
+            try:
+                if self.buf is None:
+                    assert self.pipe is not None
+                    m = os.splice(self.pipe[0], self.dfd, self.pending, flags=SPLICE_FLAGS)
+                else:
+                    m = os.write(self.dfd, self.buf[self.start:self.end])
+                    self.start += m
+            except BlockingIOError:
+                return False
+            self.pending -= m
+        return True
+
+
+class StreamPair:
+    """An accepted stream and its connection to the target."""
+
+    def __init__(self, fwd: Forwarder, client: socket.socket, upstream: socket.socket,
+                 header: bytes) -> None:
+        self.fwd, self.loop = fwd, fwd.loop
+        self.a, self.b = client, upstream
+        self.header = header
+        self.connecting = True
+        self.ab = Pump(client, upstream)
+        self.ba = Pump(upstream, client)
+        self.closed = False
+        fwd.conns.add(self)
+        self.loop.add(upstream.fileno(), OUT, self._on_b)
+        self.loop.add(client.fileno(), 0, self._on_a)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.fwd.conns.discard(self)
+        for s in (self.a, self.b):
+            self.loop.remove(s.fileno())
+            s.close()
+        self.ab.close()
+        self.ba.close()
+
+    def _connected(self) -> bool:
+        err = self.b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            log(f"connect failed: {os.strerror(err)}")
+            self.close()
+            return False
+        self.connecting = False
+        if self.header and os.write(self.b.fileno(), self.header) != len(self.header):
+            log("could not send the PROXY header")
+            self.close()
+            return False
+        return True
+
+    def _on_a(self, ev: int) -> None:
+        if self.connecting:  # only HUP/ERR are asked for until the target answers
+            self.close()
+            return
+        self._on(ev, self.a, self.ab, self.ba)
+
+    def _on_b(self, ev: int) -> None:
+        if self.connecting:
+            if not self._connected():
+                return
+            ev |= IN
+        self._on(ev, self.b, self.ba, self.ab)
+
+    def _on(self, ev: int, sock: socket.socket, reader: Pump, writer: Pump) -> None:
+        if ev & ERR and not ev & IN:
+            self.close()
+            return
+        try:
+            if ev & (IN | HUP | ERR):
+                reader.step()
+            if ev & OUT:
+                writer.step()
+        except OSError:
+            self.close()
+            return
+        if self.ab.done and self.ba.done:
+            self.close()
+            return
+        amask = (IN if self.ab.want_in else 0) | (OUT if self.ba.want_out else 0)
+        bmask = (IN if self.ba.want_in else 0) | (OUT if self.ab.want_out else 0)
+        if ev & HUP and (amask if sock is self.a else bmask) == 0:
+            self.close()  # both directions of this socket are shut: nothing more can move
+            return
+        self.loop.set(self.a.fileno(), amask)
+        self.loop.set(self.b.fileno(), bmask)
+
+
+class StreamToDgram:
+    """An accepted stream relayed to a UDP target: each read becomes one datagram and each
+    datagram is written back to the stream."""
+
+    def __init__(self, fwd: Forwarder, client: socket.socket, upstream: socket.socket) -> None:
+        self.fwd, self.loop = fwd, fwd.loop
+        self.a, self.b = client, upstream
+        self.out = bytearray()
+        self.closed = False
+        fwd.conns.add(self)
+        self.loop.add(client.fileno(), IN, self._on_a)
+        self.loop.add(upstream.fileno(), IN, self._on_b)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.fwd.conns.discard(self)
+        for s in (self.a, self.b):
+            self.loop.remove(s.fileno())
+            s.close()
+
+    def _on_a(self, ev: int) -> None:
+        try:
+            if ev & OUT:
+                self._flush()
+            if ev & (IN | HUP | ERR):
+                data = self.a.recv(MAX_DGRAM)
+                if not data:
+                    self.close()
+                    return
+                with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+                    self.b.send(data)
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.close()
+
+    def _on_b(self, ev: int) -> None:
+        for _ in range(64):
+            try:
+                data = self.b.recv(MAX_DGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue  # ICMP errors of earlier datagrams
+            if len(self.out) + len(data) <= STREAM_TO_DGRAM_BACKLOG:
+                self.out += data
+        try:
+            self._flush()
+        except OSError:
+            self.close()
+
+    def _flush(self) -> None:
+        while self.out:
+            try:
+                n = self.a.send(self.out)
+            except BlockingIOError:
+                break
+            del self.out[:n]
+        if not self.closed:
+            self.loop.set(self.a.fileno(), IN | (OUT if self.out else 0))
+
+
+# -- listeners ---------------------------------------------------------------------------------
+class StreamListener:
+    def __init__(self, fwd: Forwarder, sock: socket.socket, target: Address) -> None:
+        self.fwd, self.sock, self.target = fwd, sock, target
+        fwd.loop.add(sock.fileno(), IN, self.on_event)
+
+    def on_event(self, ev: int) -> None:
+        for _ in range(64):
+            try:
+                conn, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log(f"accept: {e.strerror}")
+                    return
+                continue
+            conn.setblocking(False)
+            self.fwd.open_stream(conn, peer, self)
+
+
+class UdpSession:
+    def __init__(self, listener: UdpListener, peer: Address, sock: socket.socket) -> None:
+        self.listener, self.peer, self.sock = listener, peer, sock
+        listener.fwd.loop.add(sock.fileno(), IN, self.on_event)
+
+    def send(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.send(data)
+
+    def on_event(self, ev: int) -> None:
+        for _ in range(256):
+            try:
+                data = self.sock.recv(MAX_DGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # ICMP errors of earlier datagrams
+            self.listener.last_seen[self.peer] = time.monotonic()
+            with contextlib.suppress(OSError):
+                self.listener.sock.sendto(data, self.peer)
+
+    def close(self) -> None:
+        self.listener.fwd.loop.remove(self.sock.fileno())
+        self.sock.close()
+
+
+class UdpListener:
+    """A UDP listen socket: one connected socket towards the target per client address."""
+
+    def __init__(self, fwd: Forwarder, sock: socket.socket, target: Address) -> None:
+        self.fwd, self.sock, self.target = fwd, sock, target
+        self.sessions: dict[Address, UdpSession] = {}
+        self.last_seen: dict[Address, float] = {}
+        fwd.loop.add(sock.fileno(), IN, self.on_event)
+
+    def on_event(self, ev: int) -> None:
+        for _ in range(256):
+            try:
+                data, peer = self.sock.recvfrom(MAX_DGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            session = self.sessions.get(peer)
+            if session is None:
+                try:
+                    up = connect_socket(self.fwd.connect_family, socket.SOCK_DGRAM, self.target)
+                except OSError as e:
+                    log(f"udp connect to {describe(self.target)}: {e.strerror}")
+                    continue
+                session = self.sessions[peer] = UdpSession(self, peer, up)
+            self.last_seen[peer] = time.monotonic()
+            session.send(data)
+
+    def expire(self, now: float, idle: float) -> None:
+        for peer in idle_keys(self.last_seen, now, idle):
+            self.sessions.pop(peer).close()
+            del self.last_seen[peer]
+
+    def close(self) -> None:
+        for s in self.sessions.values():
+            s.close()
+        self.sessions.clear()
+
+
+# -- the forwarder -----------------------------------------------------------------------------
+class Forwarder:
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.args = a
+        self.listen = parse_proxy_address(a.listen)
+        self.connect = parse_proxy_address(a.connect)
+        if self.listen.proto == "udp" and self.connect.proto != "udp":
+            raise SetupError("Proxying from udp to non-udp protocol is not supported")
+        self.connect_family = family_of(self.connect)
+        self.loop = Loop()
+        self.conns: set[StreamPair | StreamToDgram] = set()
+        self.listeners: list[StreamListener | UdpListener] = []
+        self.sockets: list[socket.socket] = []
+        self.unix_paths: list[UnixPath] = []
+        self.ns: Namespaces | None = None
+        self.pidfd = -1
+        self.sig_r = -1
+
+    # setup ------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        a = self.args
+        try:
+            self.pidfd = os.pidfd_open(a.init_pid)
+        except OSError:
+            raise SetupError(f"The instance's init (pid {a.init_pid}) is gone") from None
+        self.ns = Namespaces(a.init_pid)
+        listen_side = a.bind
+        connect_side = "host" if listen_side == "instance" else "instance"
+        addrs = sockaddrs(self.listen)
+        dests = targets(self.listen, self.connect)
+        self.ns.enter(listen_side, mnt=self.listen.proto == "unix" and not self.listen.abstract)
+        for addr in addrs:
+            s, made = make_listener(self.listen, addr, mode=int(a.mode, 8), uid=a.uid,
+                                    gid=a.gid)
+            self.sockets.append(s)
+            if made is not None:
+                self.unix_paths.append(made)
+        self.ns.enter(connect_side,
+                      mnt=self.connect.proto == "unix" and not self.connect.abstract)
+        self.ns.close()
+        if a.security_gid is not None or a.security_uid is not None:
+            os.setgroups([])
+            if a.security_gid is not None:
+                os.setgid(a.security_gid)
+            if a.security_uid is not None:
+                os.setuid(a.security_uid)
+        for s, dest in zip(self.sockets, dests, strict=True):
+            if self.listen.proto == "udp":
+                self.listeners.append(UdpListener(self, s, dest))
+            else:
+                self.listeners.append(StreamListener(self, s, dest))
+        self.loop.add(self.pidfd, IN, self._init_died)
+        self.sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(sig_w)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.loop.add(self.sig_r, IN, self._signalled)
+
+    def _init_died(self, ev: int) -> None:
+        log("the instance's init exited: stopping")
+        self.loop.running = False
+
+    def _signalled(self, ev: int) -> None:
+        try:
+            data = os.read(self.sig_r, 64)
+        except BlockingIOError:
+            return
+        if any(b in (signal.SIGTERM, signal.SIGINT) for b in data):
+            self.loop.running = False
+
+    # connections ------------------------------------------------------------------------------
+    def open_stream(self, conn: socket.socket, peer: Address, listener: StreamListener) -> None:
+        if conn.family != socket.AF_UNIX:
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        kind = kind_of(self.connect)
+        try:
+            up = connect_socket(self.connect_family, kind, listener.target)
+        except OSError as e:
+            log(f"connect to {describe(listener.target)}: {e.strerror}")
+            conn.close()
+            return
+        if kind == socket.SOCK_DGRAM:
+            StreamToDgram(self, conn, up)
+            return
+        for x, o, env in ((conn, socket.SO_RCVBUF, "FWD_CR"), (conn, socket.SO_SNDBUF, "FWD_CS"), (up, socket.SO_RCVBUF, "FWD_UR"), (up, socket.SO_SNDBUF, "FWD_US")):
+            if os.environ.get(env):
+                x.setsockopt(socket.SOL_SOCKET, o, int(os.environ[env]))
+        header = b""
+        if self.args.proxy_protocol:
+            header = proxy_header(conn.family, peer, conn.getsockname())
+        StreamPair(self, conn, up, header)
+
+    # run --------------------------------------------------------------------------------------
+    def _tick(self) -> float | None:
+        udp = [x for x in self.listeners if isinstance(x, UdpListener)]
+        if not udp:
+            return None
+        now = time.monotonic()
+        for x in udp:
+            x.expire(now, self.args.udp_idle)
+        return min(self.args.udp_idle / 4, 30.0)
+
+    def run(self) -> None:
+        try:
+            self.loop.run(self._tick)
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        for c in list(self.conns):
+            c.close()
+        for x in self.listeners:
+            if isinstance(x, UdpListener):
+                x.close()
+        for s in self.sockets:
+            s.close()
+        for p in self.unix_paths:
+            p.remove()
+        if self.ns is not None:
+            self.ns.close()
+
+
+# -- entry point -------------------------------------------------------------------------------
+def parse_args(argv: Iterable[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m lxdlib.forwarder")
+    p.add_argument("--root", required=True)
+    p.add_argument("--instance", required=True)
+    p.add_argument("--device", required=True)
+    p.add_argument("--init-pid", type=int, required=True)
+    p.add_argument("--listen", required=True)
+    p.add_argument("--connect", required=True)
+    p.add_argument("--bind", choices=("host", "instance"), default="host")
+    p.add_argument("--uid", type=int)
+    p.add_argument("--gid", type=int)
+    p.add_argument("--mode", default="0644")
+    p.add_argument("--security-uid", type=int)
+    p.add_argument("--security-gid", type=int)
+    p.add_argument("--proxy-protocol", action="store_true")
+    p.add_argument("--udp-idle", type=float, default=UDP_IDLE)
+    p.add_argument("--pidfile", required=True)
+    p.add_argument("--status-fd", type=int, required=True)
+    return p.parse_args(list(argv))
+
+
+def _report(fd: int, line: str) -> None:
+    data = (line.replace("\n", " ") + "\n").encode()
+    os.write(fd, data)
+
+
+def _write_pidfile(path: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: list[str]) -> int:
+    a = parse_args(argv)
+    if os.fork() > 0:
+        os._exit(0)  # the starter reaps this one at once; the forwarder is the grandchild
+    try:
+        _write_pidfile(a.pidfile)
+        _raise_nofile()
+        fwd = Forwarder(a)
+        fwd.setup()
+    except (SetupError, ValueError) as e:
+        log(f"error: {e}")
+        with contextlib.suppress(OSError):
+            _report(a.status_fd, f"error {e}")
+        return 1
+    except Exception as e:
+        log(f"error: {traceback.format_exc()}")
+        with contextlib.suppress(OSError):
+            _report(a.status_fd, f"error {type(e).__name__}: {e}")
+        return 1
+    try:
+        _report(a.status_fd, "ready")
+        os.close(a.status_fd)
+    except OSError:
+        return 1  # the starter is gone: it will not know of us, so do not serve
+    log(f"serving {a.listen} -> {a.connect} (bind={a.bind})")
+    fwd.run()
+    log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,180 @@
+"""Traffic limits of a nic, applied with tc (pyroute2) on the host end of its veth pair.
+
+The host veth is the one place the instance cannot reach, so the limits hold whatever runs
+inside. Directions are the instance's, as in LXD:
+
+- ``limits.ingress`` (traffic *into* the instance) leaves the host through the veth: an ``htb``
+  root qdisc ``1:0`` whose default class ``1:10`` has the rate;
+- ``limits.egress`` (traffic *out of* the instance) arrives on the host veth. LXD polices it
+  there (``ingress`` qdisc + ``police``), but kernels built without ``act_police`` (this one has
+  no ``act_police`` nor ``act_gact``) cannot drop by rate in tc. lxdlib redirects it instead
+  (``ingress`` qdisc + u32 match-all + ``mirred`` redirect) to an ``ifb`` device named after the
+  veth, whose root ``htb`` shapes it: a queue rather than drops, which TCP follows smoothly.
+- ``limits.max`` sets both.
+
+The veth's qdiscs disappear with the veth; the ifb does not, so ``clear`` (run at stop) deletes
+it, and ``apply`` replaces whatever an earlier run left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from .config.units import parse_bit_rate
+from .errors import InvalidConfig, NetworkError
+
+ROOT = 0x10000  # 1:0
+CLASS = 0x10010  # 1:10, the default class every packet falls into
+INGRESS = 0xFFFF0000  # ffff:0
+ETH_P_ALL = 0x0003
+#: htb's rate field holds bytes/s in 32 bits; faster limits are capped (about 34 Gbit/s).
+MAX_RATE_BYTES = 2**32 - 1
+IFB_PREFIX = "lxdifb"
+
+
+@attrs.frozen
+class Limits:
+    """Rates in bit/s; ``None`` is unlimited."""
+
+    ingress: int | None = None
+    egress: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.ingress or self.egress)
+
+
+def nic_limits(dev: Mapping[str, str]) -> Limits:
+    """The limits a nic device asks for (``limits.max`` stands for both directions)."""
+    def rate(key: str) -> int | None:
+        value = dev.get(key, "")
+        if value == "":
+            return None
+        bits = parse_bit_rate(value)
+        if bits <= 0:
+            raise InvalidConfig(key, "a rate limit must be positive", value)
+        return bits
+
+    both = rate("limits.max")
+    if both is not None:
+        return Limits(both, both)
+    return Limits(rate("limits.ingress"), rate("limits.egress"))
+
+
+def ifb_name(veth: str) -> str:
+    """The ifb device that shapes ``veth``'s incoming traffic: 15 characters, stable."""
+    return IFB_PREFIX + hashlib.sha256(veth.encode()).hexdigest()[:9]
+
+
+def rate_bytes(bits: int) -> int:
+    return max(1, min(bits // 8, MAX_RATE_BYTES))
+
+
+@contextlib.contextmanager
+def _iproute() -> Iterator[Any]:
+    from pyroute2 import IPRoute
+
+    ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def _index(ipr: Any, name: str) -> int | None:
+    try:
+        links = ipr.link_lookup(ifname=name)
+    except Exception as e:
+        raise NetworkError(f"cannot look up {name}: {e}") from e
+    return int(links[0]) if links else None
+
+
+def _quiet(fn: Any, *args: Any, **kwargs: Any) -> None:
+    """Delete something that may well not be there."""
+    try:
+        fn(*args, **kwargs)
+    except Exception as e:
+        if getattr(e, "code", None) not in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
+            raise
+
+
+def _htb(ipr: Any, index: int, bits: int) -> None:
+    ipr.tc("add", "htb", index, ROOT, default=CLASS & 0xFFFF)
+    b = rate_bytes(bits)
+    ipr.tc("add-class", "htb", index, CLASS, parent=ROOT, rate=b, ceil=b)
+
+
+def _clear(ipr: Any, index: int | None, ifb: str) -> None:
+    if index is not None:
+        _quiet(ipr.tc, "del", "htb", index, ROOT)
+        _quiet(ipr.tc, "del", "ingress", index, INGRESS)
+    ifb_index = _index(ipr, ifb)
+    if ifb_index is not None:
+        _quiet(ipr.link, "del", index=ifb_index)
+
+
+def exists(veth: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{veth}")
+
+
+def apply(veth: str, limits: Limits, ifb: str | None = None) -> None:
+    """Make ``veth``'s limits exactly ``limits`` (earlier ones are replaced). All or nothing.
+
+    ``ifb`` names the device that shapes traffic arriving from the veth (default: from the veth).
+    """
+    ifb = ifb or ifb_name(veth)
+    with _iproute() as ipr:
+        index = _index(ipr, veth)
+        if index is None:
+            raise NetworkError(f"cannot limit traffic of {veth}: no such interface")
+        _clear(ipr, index, ifb)
+        try:
+            if limits.ingress:
+                _htb(ipr, index, limits.ingress)
+            if limits.egress:
+                ipr.link("add", ifname=ifb, kind="ifb")
+                ifb_index = _index(ipr, ifb)
+                assert ifb_index is not None
+                ipr.link("set", index=ifb_index, state="up")
+                _htb(ipr, ifb_index, limits.egress)
+                ipr.tc("add", "ingress", index, INGRESS)
+                ipr.tc("add-filter", "u32", index, parent=INGRESS, protocol=ETH_P_ALL, prio=1,
+                       target=CLASS, keys=["0x0/0x0+0"],
+                       action={"kind": "mirred", "direction": "egress", "action": "redirect",
+                               "ifindex": ifb_index})
+        except Exception as e:
+            with contextlib.suppress(Exception):
+                _clear(ipr, index, ifb)
+            raise NetworkError(f"cannot limit traffic of {veth}: {e}") from e
+
+
+def clear(veth: str, ifb: str | None = None) -> None:
+    """Remove every limit of ``veth`` and its ifb (idempotent; the veth may be gone)."""
+    with _iproute() as ipr:
+        _clear(ipr, _index(ipr, veth), ifb or ifb_name(veth))
+
+
+def _class_rate(ipr: Any, index: int | None) -> int | None:
+    if index is None:
+        return None
+    for msg in ipr.get_classes(index=index):
+        if msg.get_attr("TCA_KIND") != "htb" or msg["handle"] != CLASS:
+            continue
+        parms = (msg.get_attr("TCA_OPTIONS") or {}).get_attr("TCA_HTB_PARMS")
+        if parms:
+            return int(parms["rate"]) * 8
+    return None
+
+
+def read(veth: str, ifb: str | None = None) -> Limits:
+    """The limits in force on ``veth`` as the kernel reports them (bit/s)."""
+    with _iproute() as ipr:
+        ingress = _class_rate(ipr, _index(ipr, veth))
+        egress = _class_rate(ipr, _index(ipr, ifb or ifb_name(veth)))
+    return Limits(ingress, egress)
