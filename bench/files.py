@@ -51,7 +51,8 @@ def main() -> None:
     root.mkdir()
     try:
         host = lxdlib.Host(root)
-        host.create_pool("default", "btrfs", {"size": f"{max(2, 3 * args.size_mib // 1024 + 1)}GiB"})
+        pool_gib = max(2, 3 * args.size_mib // 1024 + 1)
+        host.create_pool("default", "btrfs", {"size": f"{pool_gib}GiB"})
         host.profiles.create("default", {}, {"root": {"type": "disk", "path": "/",
                                                       "pool": "default"}})
         host.images.import_file(build_busybox_image(base / "busybox.tar.gz"), aliases=["bb"])

@@ -28,7 +28,8 @@ import shutil
 import stat
 import subprocess
 import tarfile
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -54,7 +55,7 @@ from .instance import Instance, _choose_idmap, _truthy
 from .record import InstanceRecord, SnapshotRecord
 from .state import dump_yaml, load_yaml, lock
 from .storage.dir import SNAPSHOTS
-from .storage.loop import TMP, rename_noreplace, storage_errors, temp_name
+from .storage.loop import TMP, storage_errors, temp_name
 
 if TYPE_CHECKING:
     from .host import Host
@@ -69,7 +70,7 @@ _SPACE_ERRORS = ("No space left on device", "Disk quota exceeded", "Wrote only")
 _SED_SPECIAL = re.compile(r"([\\.\[\]*^$])")
 
 
-# -- export -----------------------------------------------------------------------------------------
+# -- export ----------------------------------------------------------------------------------------
 
 def _lxd_time(t: dt.datetime | None) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else _ZERO_TIME
@@ -196,7 +197,8 @@ def export_instance(inst: Instance, path: str | os.PathLike[str] | None = None, 
                     pool.supports_idmapped_mounts else int(rec.config.get(
                         "volatile.idmap.base", "0"))
                 maps = _owner_maps(work, [p for p, _ in pairs], base) if base else []
-                _write_tar(tmp_out, work, members, pairs, maps, compress)
+                _write_tar(tmp_out, work, members, pairs, maps, compress,
+                           xattrs=not transfer.is_zfs(pool))
             os.replace(tmp_out, out)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -226,45 +228,49 @@ def _optimized_streams(stack: contextlib.ExitStack, pool: PoolDriver, name: str,
 
 
 def _write_tar(out: Path, work: Path, members: Sequence[str], pairs: Sequence[tuple[Path, str]],
-               maps: Sequence[str], compress: Sequence[str] | None) -> None:
+               maps: Sequence[str], compress: Sequence[str] | None, xattrs: bool) -> None:
     tar = shutil.which("tar")
     if tar is None:
         raise ToolMissing("GNU tar is needed to export instances")
     transforms = [f"--transform=s\x01^{_sed(str(p).lstrip('/'))}\x01{_sed_repl(prefix)}\x01S"
                   for p, prefix in sorted(pairs, key=lambda x: -len(str(x[0])))]
-    argv = [tar, "-c", "-f", "-", "--numeric-owner", "--xattrs", "--xattrs-include=*",
-            "--sparse", *maps, *transforms, "-C", str(work), "backup/index.yaml", *members]
+    argv = [tar, "-c", "-f", "-", "--numeric-owner", "--sparse",
+            *(["--xattrs", "--xattrs-include=*"] if xattrs else []), *maps, *transforms,
+            "-C", str(work), "backup/index.yaml", *members]
     for p, _ in pairs:
         argv += ["-C", "/", str(p).lstrip("/")]
-    with open(out, "wb") as f:
+    env = compression.tool_env()
+    # stderr into files: tar warns once per file on some filesystems, and a full pipe would
+    # stop it for good
+    with open(out, "wb") as f, tempfile.TemporaryFile() as terr, \
+            tempfile.TemporaryFile() as zerr:
         os.fchmod(f.fileno(), 0o600)
-        env = compression.tool_env()
         if compress is None:
-            proc = subprocess.run(argv, stdout=f, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                  env=env, check=False)
-            err, code = proc.stderr, proc.returncode
-            zerr, zcode = b"", 0
+            code = subprocess.run(argv, stdout=f, stderr=terr, stdin=subprocess.DEVNULL,
+                                  env=env, check=False).returncode
+            zcode = 0
         else:
-            with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=terr,
                                   stdin=subprocess.DEVNULL, env=env) as tp:
                 assert tp.stdout is not None
-                zp = subprocess.run(list(compress), stdin=tp.stdout, stdout=f,
-                                    stderr=subprocess.PIPE, env=env, check=False)
+                zcode = subprocess.run(list(compress), stdin=tp.stdout, stdout=f, stderr=zerr,
+                                       env=env, check=False).returncode
                 tp.stdout.close()
-                err = tp.stderr.read() if tp.stderr else b""
                 tp.wait()
-            code, zerr, zcode = tp.returncode, zp.stderr, zp.returncode
+            code = tp.returncode
         f.flush()
         os.fsync(f.fileno())
-    # tar exits 1 when a file changed while read (a running dir pool is frozen, so: sockets)
-    if code not in (0, 1) or zcode != 0:
-        detail = (err + zerr).decode(errors="replace").strip()
-        if any(s in detail for s in _SPACE_ERRORS):
-            raise QuotaExceeded(f"cannot write the backup {out}: out of space")
-        raise LxdlibError(f"cannot write the backup: {detail[-2000:]}")
+        # tar exits 1 when a file changed while read (sockets, logs of a frozen dir pool)
+        if code not in (0, 1) or zcode != 0:
+            terr.seek(0)
+            zerr.seek(0)
+            detail = (terr.read()[-3000:] + zerr.read()[-1000:]).decode(errors="replace")
+            if any(s in detail for s in _SPACE_ERRORS):
+                raise QuotaExceeded(f"cannot write the backup {out}: out of space")
+            raise LxdlibError(f"cannot write the backup: {detail.strip()}")
 
 
-# -- reading an archive -----------------------------------------------------------------------------
+# -- reading an archive ----------------------------------------------------------------------------
 
 @attrs.frozen
 class BackupIndex:
@@ -319,15 +325,49 @@ class _Stream:
                 self.proc.wait()
 
 
-def _part(name: str) -> str:
-    """Which volume a member belongs to: ``container``, ``snapshots/<s>``, or the member
-    itself for the top-level files."""
+def _part(name: str, member: tarfile.TarInfo | None = None) -> str:
+    """Which volume a member belongs to: ``container``, ``snapshots/<s>``, a stream's own
+    name (``backup/container.bin``, ``backup/snapshots/<s>.bin``), or ``""`` for the
+    ``backup/snapshots`` directory itself."""
     parts = name.split("/")
+    if name == "backup/container.bin" or (len(parts) == 3 and parts[1] == "snapshots"
+                                          and parts[2].endswith(".bin")
+                                          and (member is None or member.isreg())):
+        return name
     if parts[1:2] == ["container"]:
         return "container"
-    if parts[1:2] == ["snapshots"] and len(parts) >= 3:
-        return f"snapshots/{parts[2]}"
-    return name
+    if parts[1:2] == ["snapshots"]:
+        return f"snapshots/{parts[2]}" if len(parts) >= 3 else ""
+    raise UnsafeImage(f"unexpected backup member {name!r}")
+
+
+def _check_member(m: tarfile.TarInfo, name: str, part: str, links: set[str]) -> None:
+    parts = name.split("/")
+    for i in range(1, len(parts)):
+        if "/".join(parts[:i]) in links:
+            raise UnsafeImage(f"backup member {name!r} lies below a symlink")
+    if part.startswith("snapshots/"):
+        names.validate_snapshot_name(part.split("/", 1)[1])
+    elif part.endswith(".bin") and part != "backup/container.bin":
+        names.validate_snapshot_name(parts[2][:-4])
+    top_of_volume = name in ("backup/container", "backup/snapshots") or (
+        part.startswith("snapshots/") and len(parts) == 3)
+    if top_of_volume and not m.isdir():
+        raise UnsafeImage(f"backup member {name!r} must be a directory")
+    if part.endswith(".bin") and not m.isreg():
+        raise UnsafeImage(f"backup member {name!r} is not a regular file")
+    if m.islnk():
+        target = _member(m.linkname)
+        if not target.startswith("backup/") or _part(target) != part:
+            raise UnsafeImage(f"hard link {name!r} points outside its volume")
+        tparts = target.split("/")
+        if any("/".join(tparts[:i]) in links for i in range(1, len(tparts) + 1)):
+            raise UnsafeImage(f"hard link {name!r} points through a symlink")
+    elif (m.ischr() or m.isblk()) and "/rootfs/dev/" not in name:
+        raise UnsafeImage(f"backup member {name!r} is a device node")
+    elif not (m.isreg() or m.isdir() or m.issym() or m.islnk() or m.isfifo() or m.ischr()
+              or m.isblk()):
+        raise UnsafeImage(f"backup member {name!r} has an unknown type")
 
 
 def scan(path: str | os.PathLike[str]) -> BackupIndex:
@@ -337,7 +377,6 @@ def scan(path: str | os.PathLike[str]) -> BackupIndex:
         raise NotFound("backup file", str(p))
     index: bytes | None = None
     links: set[str] = set()
-    dirs: set[str] = set()
     seen: set[str] = set()
     source = _Stream(p)
     try:
@@ -348,46 +387,23 @@ def scan(path: str | os.PathLike[str]) -> BackupIndex:
                     continue
                 if not name.startswith("backup/"):
                     raise UnsafeImage(f"backup member {name!r} is outside backup/")
-                parts = name.split("/")
-                for i in range(1, len(parts)):
-                    if "/".join(parts[:i]) in links:
-                        raise UnsafeImage(f"backup member {name!r} lies below a symlink")
-                part = _part(name)
-                top = parts[1]
-                if top not in ("index.yaml", "container", "snapshots", "container.bin"):
-                    raise UnsafeImage(f"unexpected backup member {name!r}")
-                if top == "snapshots" and len(parts) >= 3:
-                    snap = parts[2][:-4] if len(parts) == 3 and parts[2].endswith(".bin") \
-                        and m.isreg() else parts[2]
-                    names.validate_snapshot_name(snap)
                 if name == INDEX:
                     if not m.isreg():
                         raise UnsafeImage("backup/index.yaml is not a regular file")
                     if m.size > MAX_INDEX_SIZE:
                         raise UnsafeImage("backup/index.yaml is too large")
+                    if index is not None:
+                        raise UnsafeImage("the backup holds backup/index.yaml twice")
                     f = tf.extractfile(m)
                     assert f is not None
                     index = f.read()
                     continue
-                if name.endswith(".bin") and part == name and not m.isreg():
-                    raise UnsafeImage(f"backup member {name!r} is not a regular file")
-                if part == name and not name.endswith(".bin") and not m.isdir() and \
-                        name != "backup/snapshots":
-                    raise UnsafeImage(f"backup member {name!r} must be a directory")
-                if name in ("backup/snapshots",) and not m.isdir():
-                    raise UnsafeImage("backup/snapshots must be a directory")
+                part = _part(name, m)
+                _check_member(m, name, part, links)
                 if m.issym():
                     links.add(name)
-                elif m.islnk():
-                    target = _member(m.linkname)
-                    if _part(target) != part or not target.startswith("backup/"):
-                        raise UnsafeImage(f"hard link {name!r} points outside its volume")
-                elif m.ischr() or m.isblk():
-                    if "/rootfs/dev/" not in name:
-                        raise UnsafeImage(f"backup member {name!r} is a device node")
-                elif m.isdir():
-                    dirs.add(name)
-                seen.add(part)
+                if part:
+                    seen.add(part)
     except (tarfile.TarError, EOFError, OSError) as e:
         raise ImageError(f"cannot read the backup {p}: {e}") from None
     finally:
@@ -418,10 +434,11 @@ def _parse_index(data: bytes, seen: set[str]) -> BackupIndex:
     if len(set(snaps)) != len(snaps):
         raise ImageError("backup/index.yaml lists a snapshot twice")
     optimized = bool(doc.get("optimized"))
-    suffix = ".bin" if optimized else ""
-    want = {f"backup/container{suffix}" if optimized else "container"} | {
-        f"backup/snapshots/{s}.bin" if optimized else f"snapshots/{s}" for s in snaps}
-    have = {x for x in seen if x not in ("backup/snapshots", INDEX)}
+    if optimized:
+        want = {"backup/container.bin"} | {f"backup/snapshots/{s}.bin" for s in snaps}
+    else:
+        want = {"container"} | {f"snapshots/{s}" for s in snaps}
+    have = set(seen)
     if want - have:
         raise ImageError("the backup lacks " + ", ".join(sorted(want - have)))
     if have - want:
@@ -500,18 +517,18 @@ def _record_from_index(doc: dict[str, Any], name: str, snaps: list[str]) -> Inst
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ImageError(f"backup/index.yaml: malformed instance config: {e}") from None
     if [s.name for s in rec.snapshots] != snaps:
-        by = {s.name: s for s in rec.snapshots}
-        rec.snapshots = [by.get(s) or SnapshotRecord(name=s, created_at=record.now(),
+        by = {x.name: x for x in rec.snapshots}
+        rec.snapshots = [by.get(n) or SnapshotRecord(name=n, created_at=record.now(),
                                                      config=dict(rec.config),
                                                      devices=dict(rec.devices),
                                                      profiles=list(rec.profiles))
-                         for s in snaps]
-    for s in rec.snapshots:
-        names.validate_snapshot_name(s.name)
+                         for n in snaps]
+    for x in rec.snapshots:
+        names.validate_snapshot_name(x.name)
     return rec
 
 
-# -- import -----------------------------------------------------------------------------------------
+# -- import ----------------------------------------------------------------------------------------
 
 def _choose_pool(host: Host, idx: BackupIndex, pool: str | None) -> str:
     if pool is not None:
@@ -603,7 +620,7 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
                 dst_pool.delete_instance_volume(target)
             shutil.rmtree(inst_dir, ignore_errors=True)
             raise
-    host.events.emit("instance-created", target, source=str(archive))
+    host.events.emit("instance-created", target, origin=str(archive))
     return inst
 
 
@@ -616,7 +633,8 @@ def _tar_extract(archive: Path, dest: Path, member: str, strip: int) -> None:
     argv = [setpriv, f"--bounding-set={_TAR_CAPS}", "--", tar, "-x", "-f", str(archive),
             *compression.tar_flags(kind), "--restrict", "--force-local", "--numeric-owner",
             "--same-owner", "--same-permissions", "--xattrs", "--xattrs-include=*",
-            "--anchored", "--wildcards", f"--exclude={member}/rootfs/dev/*",
+            "--anchored", "--wildcards", "--exclude=backup/container/rootfs/dev/*",
+            "--exclude=backup/snapshots/*/rootfs/dev/*",
             f"--strip-components={strip}", "-C", str(dest), "--no-wildcards", member]
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, env=compression.tool_env(), check=False)
@@ -684,13 +702,13 @@ def _receive_optimized(archive: Path, idx: BackupIndex, pool: PoolDriver, target
     try:
         for s in idx.snapshots:
             _tar_extract(archive, staging, f"backup/snapshots/{s}.bin", 2)
-            received = transfer.receive_btrfs(None, recv, staging / f"{s}.bin")
+            final = pool.volume_path(SNAPSHOTS, f"{target}/{s}")
+            with storage_errors(f"cannot prepare snapshot {target}/{s}"):
+                final.parent.mkdir(mode=0o700, exist_ok=True)
+            received = transfer.receive_btrfs(None, final.parent, staging / f"{s}.bin")
             os.unlink(staging / f"{s}.bin")
             _check_volume(received, f"snapshot {s}")
-            final = pool.volume_path(SNAPSHOTS, f"{target}/{s}")
-            with storage_errors(f"cannot place snapshot {target}/{s}"):
-                final.parent.mkdir(mode=0o700, exist_ok=True)
-                rename_noreplace(received, final)
+            transfer.place_received(received, final)
         _tar_extract(archive, staging, "backup/container.bin", 1)
         received = transfer.receive_btrfs(None, recv, staging / "container.bin")
         _check_volume(received, "the instance volume")
@@ -705,7 +723,3 @@ def _receive_optimized(archive: Path, idx: BackupIndex, pool: PoolDriver, target
             d._remove(recv)
         shutil.rmtree(staging, ignore_errors=True)
 
-
-@contextlib.contextmanager
-def _nothing() -> Iterator[None]:
-    yield

@@ -222,11 +222,11 @@ def copy_instance(host: Host, source: str, target: str | None = None, *,
                 dst_pool.delete_instance_volume(target)
             shutil.rmtree(inst_dir, ignore_errors=True)
             raise
-    host.events.emit("instance-created", target, source=source)
+    host.events.emit("instance-created", target, origin=source)
     return inst
 
 
-# -- refresh ----------------------------------------------------------------------------------------
+# -- refresh ---------------------------------------------------------------------------------------
 
 def _refresh_volume(target: str) -> str:
     return f"refresh-{os.getpid()}-{target}"
@@ -275,7 +275,7 @@ def _refresh(host: Host, src_inst: Instance, src_rec: InstanceRecord, target: st
     journal.begin(paths, target, "refresh", stage="swap", volume=tmp, record=rec.to_dict())
     finish_refresh(host, target, journal.read(paths, target) or {})
     journal.end(paths, target)
-    host.events.emit("instance-updated", target, source=src_inst.name)
+    host.events.emit("instance-updated", target, origin=src_inst.name)
     return dst
 
 
@@ -303,7 +303,7 @@ def finish_refresh(host: Host, name: str, op: Mapping[str, Any]) -> None:
     pool.cleanup_leftovers()
 
 
-# -- rename -----------------------------------------------------------------------------------------
+# -- rename ----------------------------------------------------------------------------------------
 
 def rename_instance(inst: Instance, new: str) -> Instance:
     """``lxc move old new``: a stopped instance with its snapshots, under both names' locks."""
@@ -360,7 +360,7 @@ def finish_rename(host: Host, here: str, old: str, new: str, pool_name: str) -> 
     Instance(host, new)._write_lxc_config(rec)
 
 
-# -- move between pools -----------------------------------------------------------------------------
+# -- move between pools ----------------------------------------------------------------------------
 
 def move_to_pool(host: Host, name: str, pool: str) -> Instance:
     """``lxc move <name> -s <pool>``: a stopped instance and its snapshots to another pool.

@@ -164,6 +164,13 @@ def _error(e: OSError | ValueError) -> dict[str, Any]:
     return {"ok": False, "errno": errno.EINVAL, "msg": str(e)}
 
 
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISREG(mode):
         return "file"
@@ -287,11 +294,12 @@ class Server:
             os.close(fd)
 
     def op_put(self, req: dict[str, Any]) -> None:
-        """Write a file from a stream: a new or plain file is replaced atomically (temp file +
-        rename), a symlink (followed inside the container) or hard-linked file in place.
+        """Write a file from a stream, atomically: a temporary file renamed over the target.
 
-        Owner and mode: a new file gets ``uid``/``gid``/``mode`` (default root, 0644); an
-        existing one keeps its own unless the key is in ``force``.
+        A symlink at the path is followed (inside the container: ``realpath`` runs in this
+        process's root) and its target replaced; only a hard-linked file is rewritten in place,
+        so its other names see the change. A new file gets ``uid``/``gid``/``mode`` (default
+        root, 0644); an existing one keeps its own unless the key is in ``force``.
         """
         path = self._check(req["path"]).rstrip("/") or "/"
         uid, gid, mode = req.get("uid"), req.get("gid"), req.get("mode")
@@ -306,28 +314,25 @@ class Server:
                     path = os.path.join(path, self._name(into))
             except FileNotFoundError:
                 pass
-        try:
-            old: os.stat_result | None = os.lstat(path)
-        except FileNotFoundError:
-            old = None
+        old = _lstat(path)
+        if old is not None and stat.S_ISLNK(old.st_mode):
+            path = os.path.realpath(path)
+            old = _lstat(path)
         if old is not None and stat.S_ISDIR(old.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if old is not None and not stat.S_ISREG(old.st_mode):
+            raise ValueError(f"{path} is not a regular file")
         tmp: str | None = None
-        if old is None or (stat.S_ISREG(old.st_mode) and old.st_nlink == 1):
+        if old is None or old.st_nlink == 1:
             tmp = os.path.join(os.path.dirname(path),
                                f".{os.path.basename(path)}.lxdlib-{os.urandom(6).hex()}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            existing = old
         else:
-            try:
-                existing = os.stat(path)
-            except FileNotFoundError:
-                existing = None  # a dangling symlink: its target is created
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+        aborted = False
         try:
             if tmp is None:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
                     raise ValueError(f"{path} is not a regular file")
                 os.set_blocking(fd, True)
             self.chan.send({"ok": True})
@@ -336,24 +341,21 @@ class Server:
                     os.ftruncate(fd, 0)
                 failed = self._recv_to(fd)
             except Aborted:
-                self.chan.send({"ok": False, "errno": errno.ECANCELED, "msg": "aborted"})
+                aborted = True
                 return
             if failed is not None:
                 raise failed
-            def pick(key: str, given: int | None, current: int) -> int | None:
-                if given is not None and (existing is None or key in force):
-                    return given
-                return current if existing is not None and tmp is not None else None
-            if existing is not None:
-                want_uid = pick("uid", uid, self._out(existing.st_uid))
-                want_gid = pick("gid", gid, self._out(existing.st_gid))
-                want_mode = pick("mode", mode, stat.S_IMODE(existing.st_mode))
+            if old is not None:  # replacing: keep what is not forced
+                want_uid = uid if uid is not None and "uid" in force else self._out(old.st_uid)
+                want_gid = gid if gid is not None and "gid" in force else self._out(old.st_gid)
+                want_mode = mode if mode is not None and "mode" in force else \
+                    stat.S_IMODE(old.st_mode)
             else:
                 want_uid, want_gid = uid, gid
                 want_mode = 0o644 if mode is None else mode
-            self._chown(fd, want_uid, want_gid, ignore, tmp is not None or existing is None)
-            if want_mode is not None:
-                os.fchmod(fd, want_mode & 0o7777)
+            if tmp is not None or {"uid", "gid"} & force:
+                self._chown(fd, want_uid, want_gid, ignore)
+            os.fchmod(fd, want_mode & 0o7777)  # after chown, which clears setuid bits
             if tmp is not None:
                 try:
                     os.rename(tmp, path)
@@ -367,6 +369,8 @@ class Server:
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+            if aborted:  # answered only once the temporary file is gone
+                self.chan.send({"ok": False, "errno": errno.ECANCELED, "msg": "aborted"})
         self.chan.send({"ok": True, "path": path})
 
     def _recv_to(self, fd: int) -> OSError | None:

@@ -29,6 +29,7 @@ import encodings.idna  # noqa: F401  (loaded now: later the mount namespace may 
 import errno
 import fcntl
 import ipaddress
+import json
 import os
 import resource
 import select
@@ -42,12 +43,20 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .config.devices import ProxyAddress, parse_proxy_address
+from .network import nat
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
 F_SETPIPE_SZ = 1031
-PIPE_SIZE = 1 << 20  # bytes a splice pipe may hold (the default pipe-max-size)
+PIPE_SIZE = int(os.environ.get("FWD_PIPE", 1 << 20))
 COPY_BUF = 256 * 1024  # the buffer of the copy path (where splice cannot be used)
+# Receive buffer of a TCP socket whose peer is on this host. Autotuning would let megabytes
+# queue up before the relay when it is not scheduled at once; the data then falls out of the
+# caches before the far end copies it, and a local stream through the proxy ran at half the
+# speed of a direct one (bench/proxy.py). A local peer has no bandwidth-delay product to cover;
+# remote peers keep autotuning.
+LOCAL_RCVBUF = int(os.environ.get("FWD_RCV", 256 * 1024))
 ROUNDS = 16  # splice rounds per event before other connections get their turn
 UDP_IDLE = 30 * 60.0  # LXD's idle timeout of a UDP session
 MAX_DGRAM = 65535
@@ -87,7 +96,7 @@ class Namespaces:
     """Handles on the forwarder's own (host) namespaces and the instance's, opened at once so
     that the instance's stay valid for the forwarder's life."""
 
-    KINDS = {"net": CLONE_NEWNET, "mnt": CLONE_NEWNS}
+    KINDS = {"user": CLONE_NEWUSER, "net": CLONE_NEWNET, "mnt": CLONE_NEWNS}
 
     def __init__(self, init_pid: int) -> None:
         self.fds: dict[tuple[str, str], int] = {}
@@ -102,11 +111,26 @@ class Namespaces:
             self.close()
             raise SetupError(f"Cannot open the namespaces of the instance's init {init_pid}: "
                              f"{e.strerror}") from None
+        host_user = os.fstat(self.fds[("host", "user")]).st_ino
+        self.own_userns = os.fstat(self.fds[("instance", "user")]).st_ino != host_user
 
     def enter(self, side: str, *, mnt: bool) -> None:
         """Network namespace of ``side``; its mount namespace too when a unix path is used."""
         self._set("net", side)
         self._set("mnt", side if mnt else "host")
+
+    def become_instance_root(self, *, mnt: bool) -> None:
+        """Join the instance as its root: user namespace first (it owns the others), then
+        mount and network. Only for a throw-away child: there is no way back."""
+        if self.own_userns:
+            setns(self.fds[("instance", "user")], CLONE_NEWUSER)
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            with contextlib.suppress(OSError):
+                os.setgroups([])
+        if mnt:
+            setns(self.fds[("instance", "mnt")], CLONE_NEWNS)
+        setns(self.fds[("instance", "net")], CLONE_NEWNET)
 
     def _set(self, kind: str, side: str) -> None:
         if self.current[kind] != side:
@@ -192,6 +216,13 @@ class UnixPath:
             raise SetupError(f"Failed listening on {path}: {e.strerror}") from None
         self.ino = -1
 
+    @classmethod
+    def adopt(cls, dirfd: int, name: str, ino: int) -> UnixPath:
+        """One made by another process, known by a handle on its directory."""
+        self = cls.__new__(cls)
+        self.dirfd, self.name, self.ino = dirfd, name, ino
+        return self
+
     def clear_stale(self, path: str) -> None:
         """A socket file left by a killed forwarder is removed; a live one means in use."""
         try:
@@ -263,10 +294,35 @@ def make_listener(a: ProxyAddress, addr: Address, *, mode: int, uid: int | None,
     return s, made
 
 
-def connect_socket(family: int, kind: int, addr: Address) -> socket.socket:
+def is_local(peer: Address, local: Address) -> bool:
+    """Whether a TCP peer is on this host: a loopback address, or the socket's own address."""
+    if isinstance(peer, str) or isinstance(local, str):
+        return False
+    return peer[0] == local[0] or ipaddress.ip_address(peer[0]).is_loopback or \
+        peer[0].startswith("::ffff:127.")
+
+
+def target_is_local(addr: Address) -> bool:
+    """Whether a connect address is on this host (in the current network namespace)."""
+    if isinstance(addr, str):
+        return False
+    if ipaddress.ip_address(addr[0]).is_loopback:
+        return True
+    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((addr[0], 0))
+        except OSError:
+            return False
+    return True
+
+
+def connect_socket(family: int, kind: int, addr: Address, rcvbuf: int = 0) -> socket.socket:
     """A non-blocking connect (streams) or a connected datagram socket."""
     s = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
+        if rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if family != socket.AF_UNIX and kind == socket.SOCK_STREAM:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = s.connect_ex(addr)
@@ -283,6 +339,10 @@ Handler = Callable[[int], None]
 
 
 class Loop:
+    """epoll, level-triggered. A socket with nothing to wait for is taken out of the set
+    (parked): epoll reports HUP and ERR whatever the mask, and a half-closed socket whose data
+    waits for the other side would otherwise wake the loop forever."""
+
     def __init__(self) -> None:
         self.ep = select.epoll()
         self.handlers: dict[int, Handler] = {}
@@ -290,18 +350,24 @@ class Loop:
         self.running = True
 
     def add(self, fd: int, mask: int, handler: Handler) -> None:
-        self.ep.register(fd, mask)
         self.handlers[fd] = handler
-        self.masks[fd] = mask
+        self.masks[fd] = 0
+        self.set(fd, mask)
 
     def set(self, fd: int, mask: int) -> None:
-        if self.masks.get(fd) != mask and fd in self.handlers:
+        old = self.masks.get(fd)
+        if old is None or old == mask:
+            return
+        if mask == 0:
+            self.ep.unregister(fd)
+        elif old == 0:
+            self.ep.register(fd, mask)
+        else:
             self.ep.modify(fd, mask)
-            self.masks[fd] = mask
+        self.masks[fd] = mask
 
     def remove(self, fd: int) -> None:
-        if self.handlers.pop(fd, None) is not None:
-            self.masks.pop(fd, None)
+        if self.handlers.pop(fd, None) is not None and self.masks.pop(fd, 0):
             with contextlib.suppress(OSError, ValueError):
                 self.ep.unregister(fd)
 
@@ -325,7 +391,7 @@ class Pump:
         self.src, self.dst = src, dst
         self.sfd, self.dfd = src.fileno(), dst.fileno()
         self.pipe: tuple[int, int] | None = None
-        self.buf: memoryview | None = memoryview(bytearray(COPY_BUF)) if os.environ.get("FWD_COPY") else None
+        self.buf: memoryview | None = None
         self.start = self.end = 0
         self.pending = 0
         self.eof = False
@@ -445,16 +511,17 @@ class StreamPair:
         if self.connecting:  # only HUP/ERR are asked for until the target answers
             self.close()
             return
-        self._on(ev, self.a, self.ab, self.ba)
+        self._on(ev, self.ab, self.ba)
 
     def _on_b(self, ev: int) -> None:
         if self.connecting:
             if not self._connected():
                 return
             ev |= IN
-        self._on(ev, self.b, self.ba, self.ab)
+        self._on(ev, self.ba, self.ab)
 
-    def _on(self, ev: int, sock: socket.socket, reader: Pump, writer: Pump) -> None:
+    def _on(self, ev: int, reader: Pump, writer: Pump) -> None:
+        """``reader`` reads from the socket the event is for, ``writer`` writes to it."""
         if ev & ERR and not ev & IN:
             self.close()
             return
@@ -469,13 +536,10 @@ class StreamPair:
         if self.ab.done and self.ba.done:
             self.close()
             return
-        amask = (IN if self.ab.want_in else 0) | (OUT if self.ba.want_out else 0)
-        bmask = (IN if self.ba.want_in else 0) | (OUT if self.ab.want_out else 0)
-        if ev & HUP and (amask if sock is self.a else bmask) == 0:
-            self.close()  # both directions of this socket are shut: nothing more can move
-            return
-        self.loop.set(self.a.fileno(), amask)
-        self.loop.set(self.b.fileno(), bmask)
+        self.loop.set(self.a.fileno(), (IN if self.ab.want_in and not self.ab.done else 0)
+                      | (OUT if self.ba.want_out else 0))
+        self.loop.set(self.b.fileno(), (IN if self.ba.want_in and not self.ba.done else 0)
+                      | (OUT if self.ab.want_out else 0))
 
 
 class StreamToDgram:
@@ -546,6 +610,7 @@ class StreamToDgram:
 class StreamListener:
     def __init__(self, fwd: Forwarder, sock: socket.socket, target: Address) -> None:
         self.fwd, self.sock, self.target = fwd, sock, target
+        self.local_target = target_is_local(target)  # asked in the connecting namespace
         fwd.loop.add(sock.fileno(), IN, self.on_event)
 
     def on_event(self, ev: int) -> None:
@@ -628,43 +693,149 @@ class UdpListener:
         self.sessions.clear()
 
 
-# -- the forwarder -----------------------------------------------------------------------------
-class Forwarder:
+# -- the processes -----------------------------------------------------------------------------
+class PidFile:
+    """The pid file, written and removed through a handle on its directory (the forwarder may
+    be in another mount namespace when it exits)."""
+
+    def __init__(self, path: str) -> None:
+        parent, self.name = os.path.split(path)
+        self.dirfd = os.open(parent or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        tmp = f".{self.name}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644,
+                     dir_fd=self.dirfd)
+        try:
+            os.write(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.name, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd)
+
+    def remove(self) -> None:
+        """Only while it still names this process (and only while allowed to: a forwarder
+        that dropped privileges leaves it to the next start or stop)."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fd = os.open(self.name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.dirfd)
+            try:
+                pid = int(os.read(fd, 64).split()[0])
+            finally:
+                os.close(fd)
+            if pid == os.getpid():
+                os.unlink(self.name, dir_fd=self.dirfd)
+
+
+class Watcher:
+    """Waits for the instance's init to die (or for SIGTERM) — the common part of the
+    forwarder and of the NAT-mode watcher."""
+
     def __init__(self, a: argparse.Namespace) -> None:
         self.args = a
+        self.loop = Loop()
+        self.pidfd = -1
+        self.sig_r = -1
+        self.init_died = False
+
+    def watch(self) -> None:
+        try:
+            self.pidfd = os.pidfd_open(self.args.init_pid)
+        except OSError:
+            raise SetupError(f"The instance's init (pid {self.args.init_pid}) is gone") from None
+
+    def arm(self) -> None:
+        """Start listening for init's death and for signals (last step of a setup)."""
+        self.loop.add(self.pidfd, IN, self._init_exited)
+        self.sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(sig_w)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.loop.add(self.sig_r, IN, self._signalled)
+
+    def _init_exited(self, ev: int) -> None:
+        log("the instance's init exited: stopping")
+        self.init_died = True
+        self.loop.running = False
+
+    def _signalled(self, ev: int) -> None:
+        try:
+            data = os.read(self.sig_r, 64)
+        except BlockingIOError:
+            return
+        if any(b in (signal.SIGTERM, signal.SIGINT) for b in data):
+            self.loop.running = False
+
+    def setup(self) -> None:
+        self.watch()
+        self.arm()
+
+    def describe(self) -> str:
+        return "watching"
+
+    def run(self) -> None:
+        try:
+            self.loop.run(self.tick)
+        finally:
+            self.shutdown()
+
+    def tick(self) -> float | None:
+        return None
+
+    def shutdown(self) -> None:
+        pass
+
+
+class NatWatcher(Watcher):
+    """NAT mode has no relay: this only removes the device's nftables table when the instance's
+    init dies, for an instance whose liblxc monitor runs no post-stop hook (the device was
+    added while it ran)."""
+
+    def describe(self) -> str:
+        return f"watching for NAT table lxdlib_{self.args.nat_table}"
+
+    def shutdown(self) -> None:
+        if self.init_died:
+            try:
+                nat.delete(self.args.nat_table)
+            except Exception as e:
+                log(f"could not delete the NAT table: {e}")
+
+
+class Forwarder(Watcher):
+    def __init__(self, a: argparse.Namespace) -> None:
+        super().__init__(a)
         self.listen = parse_proxy_address(a.listen)
         self.connect = parse_proxy_address(a.connect)
         if self.listen.proto == "udp" and self.connect.proto != "udp":
             raise SetupError("Proxying from udp to non-udp protocol is not supported")
         self.connect_family = family_of(self.connect)
-        self.loop = Loop()
         self.conns: set[StreamPair | StreamToDgram] = set()
         self.listeners: list[StreamListener | UdpListener] = []
         self.sockets: list[socket.socket] = []
         self.unix_paths: list[UnixPath] = []
         self.ns: Namespaces | None = None
-        self.pidfd = -1
-        self.sig_r = -1
+
+    def describe(self) -> str:
+        a = self.args
+        return f"serving {a.listen} -> {a.connect} (bind={a.bind})"
 
     # setup ------------------------------------------------------------------------------------
     def setup(self) -> None:
         a = self.args
-        try:
-            self.pidfd = os.pidfd_open(a.init_pid)
-        except OSError:
-            raise SetupError(f"The instance's init (pid {a.init_pid}) is gone") from None
+        self.watch()
         self.ns = Namespaces(a.init_pid)
         listen_side = a.bind
         connect_side = "host" if listen_side == "instance" else "instance"
         addrs = sockaddrs(self.listen)
         dests = targets(self.listen, self.connect)
-        self.ns.enter(listen_side, mnt=self.listen.proto == "unix" and not self.listen.abstract)
-        for addr in addrs:
-            s, made = make_listener(self.listen, addr, mode=int(a.mode, 8), uid=a.uid,
-                                    gid=a.gid)
-            self.sockets.append(s)
-            if made is not None:
-                self.unix_paths.append(made)
+        unix_path = self.listen.proto == "unix" and not self.listen.abstract
+        if listen_side == "host":
+            for addr in addrs:
+                s, made = make_listener(self.listen, addr, mode=int(a.mode, 8), uid=a.uid,
+                                        gid=a.gid)
+                self.sockets.append(s)
+                if made is not None:
+                    self.unix_paths.append(made)
+        else:
+            self._listen_as_instance(addrs, unix_path)
         self.ns.enter(connect_side,
                       mnt=self.connect.proto == "unix" and not self.connect.abstract)
         self.ns.close()
@@ -679,25 +850,53 @@ class Forwarder:
                 self.listeners.append(UdpListener(self, s, dest))
             else:
                 self.listeners.append(StreamListener(self, s, dest))
-        self.loop.add(self.pidfd, IN, self._init_died)
-        self.sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(sig_w)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: None)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        self.loop.add(self.sig_r, IN, self._signalled)
+        self.arm()
 
-    def _init_died(self, ev: int) -> None:
-        log("the instance's init exited: stopping")
-        self.loop.running = False
-
-    def _signalled(self, ev: int) -> None:
+    def _listen_as_instance(self, addrs: list[Address], unix_path: bool) -> None:
+        """Listening sockets made by the instance's root in a forked child (entering a user
+        namespace is one way), handed back over a socketpair. Files it creates are then owned
+        by the instance's ids, as idmapped root filesystems require."""
+        assert self.ns is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                ours.close()
+                self.ns.become_instance_root(mnt=unix_path)
+                fds: list[int] = []
+                meta: list[Any] = []
+                for addr in addrs:
+                    s, made = make_listener(self.listen, addr, mode=int(self.args.mode, 8),
+                                            uid=self.args.uid, gid=self.args.gid)
+                    fds.append(s.fileno())
+                    if made is not None:
+                        fds.append(made.dirfd)
+                        meta = [made.name, made.ino]
+                socket.send_fds(theirs, [b"ok " + json.dumps(meta).encode()], fds)
+                code = 0
+            except SetupError as e:
+                theirs.sendall(f"error {e}".encode())
+            except BaseException as e:
+                theirs.sendall(f"error {type(e).__name__}: {e}".encode())
+            finally:
+                os._exit(code)
+        theirs.close()
         try:
-            data = os.read(self.sig_r, 64)
-        except BlockingIOError:
-            return
-        if any(b in (signal.SIGTERM, signal.SIGINT) for b in data):
-            self.loop.running = False
+            msg, fds, _flags, _addr = socket.recv_fds(ours, 65536, len(addrs) + 1)
+        finally:
+            ours.close()
+            os.waitpid(pid, 0)
+        text = msg.decode(errors="replace")
+        if not text.startswith("ok "):
+            for fd in fds:
+                os.close(fd)
+            raise SetupError(text.removeprefix("error ") or "the listening child died")
+        meta = json.loads(text[3:])
+        for fd in fds[:len(addrs)]:
+            self.sockets.append(socket.socket(fileno=fd))
+        if meta:
+            self.unix_paths.append(UnixPath.adopt(fds[len(addrs)], meta[0], meta[1]))
 
     # connections ------------------------------------------------------------------------------
     def open_stream(self, conn: socket.socket, peer: Address, listener: StreamListener) -> None:
@@ -706,7 +905,8 @@ class Forwarder:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         kind = kind_of(self.connect)
         try:
-            up = connect_socket(self.connect_family, kind, listener.target)
+            up = connect_socket(self.connect_family, kind, listener.target,
+                                rcvbuf=LOCAL_RCVBUF if listener.local_target else 0)
         except OSError as e:
             log(f"connect to {describe(listener.target)}: {e.strerror}")
             conn.close()
@@ -714,29 +914,22 @@ class Forwarder:
         if kind == socket.SOCK_DGRAM:
             StreamToDgram(self, conn, up)
             return
-        for x, o, env in ((conn, socket.SO_RCVBUF, "FWD_CR"), (conn, socket.SO_SNDBUF, "FWD_CS"), (up, socket.SO_RCVBUF, "FWD_UR"), (up, socket.SO_SNDBUF, "FWD_US")):
-            if os.environ.get(env):
-                x.setsockopt(socket.SOL_SOCKET, o, int(os.environ[env]))
+        if is_local(peer, conn.getsockname()):
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LOCAL_RCVBUF)
         header = b""
         if self.args.proxy_protocol:
             header = proxy_header(conn.family, peer, conn.getsockname())
         StreamPair(self, conn, up, header)
 
     # run --------------------------------------------------------------------------------------
-    def _tick(self) -> float | None:
+    def tick(self) -> float | None:
         udp = [x for x in self.listeners if isinstance(x, UdpListener)]
         if not udp:
             return None
         now = time.monotonic()
         for x in udp:
             x.expire(now, self.args.udp_idle)
-        return min(self.args.udp_idle / 4, 30.0)
-
-    def run(self) -> None:
-        try:
-            self.loop.run(self._tick)
-        finally:
-            self.shutdown()
+        return min(float(self.args.udp_idle) / 4, 30.0)
 
     def shutdown(self) -> None:
         for c in list(self.conns):
@@ -759,8 +952,9 @@ def parse_args(argv: Iterable[str]) -> argparse.Namespace:
     p.add_argument("--instance", required=True)
     p.add_argument("--device", required=True)
     p.add_argument("--init-pid", type=int, required=True)
-    p.add_argument("--listen", required=True)
-    p.add_argument("--connect", required=True)
+    p.add_argument("--listen", default="")
+    p.add_argument("--connect", default="")
+    p.add_argument("--nat-table", default="", help="NAT mode: only remove this table at the end")
     p.add_argument("--bind", choices=("host", "instance"), default="host")
     p.add_argument("--uid", type=int)
     p.add_argument("--gid", type=int)
@@ -779,13 +973,6 @@ def _report(fd: int, line: str) -> None:
     os.write(fd, data)
 
 
-def _write_pidfile(path: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
-
-
 def _raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -797,29 +984,33 @@ def main(argv: list[str]) -> int:
     a = parse_args(argv)
     if os.fork() > 0:
         os._exit(0)  # the starter reaps this one at once; the forwarder is the grandchild
+    pidfile: PidFile | None = None
     try:
-        _write_pidfile(a.pidfile)
+        pidfile = PidFile(a.pidfile)
         _raise_nofile()
-        fwd = Forwarder(a)
-        fwd.setup()
-    except (SetupError, ValueError) as e:
-        log(f"error: {e}")
-        with contextlib.suppress(OSError):
-            _report(a.status_fd, f"error {e}")
-        return 1
+        proc = NatWatcher(a) if a.nat_table else Forwarder(a)
+        proc.setup()
     except Exception as e:
-        log(f"error: {traceback.format_exc()}")
+        reason = str(e) if isinstance(e, SetupError | ValueError) else \
+            f"{type(e).__name__}: {e}"
+        log(f"error: {reason}" if isinstance(e, SetupError | ValueError)
+            else f"error: {traceback.format_exc()}")
         with contextlib.suppress(OSError):
-            _report(a.status_fd, f"error {type(e).__name__}: {e}")
+            _report(a.status_fd, f"error {reason}")
+        if pidfile is not None:
+            pidfile.remove()
         return 1
     try:
         _report(a.status_fd, "ready")
         os.close(a.status_fd)
     except OSError:
         return 1  # the starter is gone: it will not know of us, so do not serve
-    log(f"serving {a.listen} -> {a.connect} (bind={a.bind})")
-    fwd.run()
-    log("stopped")
+    log(proc.describe())
+    try:
+        proc.run()
+    finally:
+        pidfile.remove()
+        log("stopped")
     return 0
 
 

@@ -14,7 +14,7 @@ import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -27,6 +27,9 @@ from .instance import Instance, create, recover_leftover
 from .profiles import ProfileStore
 from .state import Paths, atomic_write, lock, read_yaml, write_yaml
 from .storage.base import PoolDriver
+
+if TYPE_CHECKING:
+    from .views import Pools
 
 DEFAULT_NETWORK = "lxdbr0"
 DEFAULT_POOL = "default"
@@ -231,10 +234,10 @@ class Images:
             outs = [dest / n for n in names]
         else:
             outs = [dest] + ([dest.with_name(dest.name + ".root")] if rootfs is not None else [])
+        import shutil
         for src, out in zip(sources, outs, strict=True):
             tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
             try:
-                import shutil
                 shutil.copyfile(src, tmp)
                 os.replace(tmp, out)
             except BaseException:
@@ -430,6 +433,12 @@ class Host:
             drv.cleanup_leftovers()
             self._pools[name] = drv
         return drv
+
+    @property
+    def pools(self) -> Pools:
+        """The storage pools as a collection (``host.pools["default"]``, notebook table)."""
+        from .views import Pools
+        return Pools(self)
 
     def pool_names(self) -> list[str]:
         from .storage import list_pools

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import platform
 import secrets
@@ -365,11 +366,19 @@ class Instance:
                 raise InvalidConfig(f"devices.{root_name}.pool",
                                     "the root disk's pool cannot change (use move -s)")
             self._apply_quota(new_devs, rec, old_devs)
+            self._write_lxc_config(new)  # renders the devices: a missing source fails unsaved
             record.save(self._paths, new)
-            self._write_lxc_config(new)
             if self.state in ("RUNNING", "FROZEN"):
                 self._apply_live(old_cfg, new_cfg)
-                self._apply_devices_live(old_devs, new_devs, new)
+                try:
+                    self._apply_devices_live(old_devs, new_devs, new)
+                except BaseException:
+                    # as LXD: a device change the running instance refused is not kept
+                    with contextlib.suppress(Exception):
+                        self._apply_live(new_cfg, old_cfg)
+                    record.save(self._paths, rec)
+                    self._write_lxc_config(rec)
+                    raise
         self.host.events.emit("instance-updated", self.name)
 
     def set_config(self, key: str, value: str) -> None:
@@ -501,25 +510,42 @@ class Instance:
 
     def _apply_devices_live(self, old: Mapping[str, Mapping[str, str]],
                             new: Mapping[str, Mapping[str, str]], rec: InstanceRecord) -> None:
-        """Hot-plug: devices added, removed or changed on a running instance."""
+        """Hot-plug: devices added, removed or changed on a running instance. If one fails,
+        the ones already done are undone (the failing driver leaves nothing of its own)."""
         from .devices import driver
         ctx = self.device_context(rec, pid=self.pid)
-        for dname in sorted(set(old) - set(new)):
-            drv = driver(old[dname]["type"])
-            if drv.hotplug:
-                drv.stop(ctx, dname, old[dname])
-        for dname in sorted(new):
-            drv = driver(new[dname]["type"])
-            if not drv.hotplug:
-                continue
-            if dname not in old:
-                drv.start(ctx, dname, new[dname])
-            elif dict(old[dname]) != dict(new[dname]):
-                if old[dname].get("type") == new[dname].get("type"):
-                    drv.update(ctx, dname, old[dname], new[dname])
-                else:
-                    driver(old[dname]["type"]).stop(ctx, dname, old[dname])
-                    drv.start(ctx, dname, new[dname])
+        undo: list[Callable[[], None]] = []
+        try:
+            for dname in sorted(set(old) - set(new)):
+                od = old[dname]
+                drv = driver(od["type"])
+                if drv.hotplug:
+                    drv.stop(ctx, dname, od)
+                    undo.append(functools.partial(drv.start, ctx, dname, od))
+            for dname in sorted(new):
+                nd = new[dname]
+                drv = driver(nd["type"])
+                if not drv.hotplug:
+                    continue
+                if dname not in old:
+                    drv.start(ctx, dname, nd)
+                    undo.append(functools.partial(drv.stop, ctx, dname, nd))
+                elif dict(old[dname]) != dict(nd):
+                    od = old[dname]
+                    if od.get("type") == nd.get("type"):
+                        drv.update(ctx, dname, od, nd)
+                        undo.append(functools.partial(drv.update, ctx, dname, nd, od))
+                    else:
+                        odrv = driver(od["type"])
+                        odrv.stop(ctx, dname, od)
+                        undo.append(functools.partial(odrv.start, ctx, dname, od))
+                        drv.start(ctx, dname, nd)
+                        undo.append(functools.partial(drv.stop, ctx, dname, nd))
+        except BaseException:
+            for step in reversed(undo):
+                with contextlib.suppress(Exception):
+                    step()
+            raise
 
     # -- exec -------------------------------------------------------------------------------
     def _exec_env(self, env: Mapping[str, str] | None, uid: int) -> dict[str, str]:

@@ -88,7 +88,7 @@ def recover(host: Host, name: str) -> bool:
     return True
 
 
-# -- handlers ---------------------------------------------------------------------------------------
+# -- handlers --------------------------------------------------------------------------------------
 
 def _record(host: Host, name: str) -> record.InstanceRecord | None:
     try:
@@ -206,6 +206,8 @@ def _temp_snapshot(host: Host, name: str, op: dict[str, Any]) -> None:
     for extra in op.get("files") or []:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             os.unlink(str(extra))
+    for extra in op.get("dirs") or []:
+        shutil.rmtree(str(extra), ignore_errors=True)
 
 
 def _stop_stateful(host: Host, name: str, op: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ derived from the instance records when asked, never stored twice.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,18 @@ class ProfileStore:
 
     def __iter__(self) -> Iterator[Profile]:
         return iter(self.list())
+
+    __getitem__ = get
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.names()
+
+    def _ipython_key_completions_(self) -> builtins.list[str]:
+        return self.names()
+
+    def _repr_html_(self) -> str:
+        from .notebook import profiles_html
+        return profiles_html(self.list())
 
     def _write(self, p: Profile) -> None:
         write_yaml(self._path(p.name), {"name": p.name, "description": p.description,

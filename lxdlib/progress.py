@@ -18,7 +18,7 @@ class TqdmProgress:
 
     def __init__(self, desc: str = "", *, unit: str = "B", **tqdm_kw: Any) -> None:
         try:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
         except ImportError:
             raise ImportError("progress bars need tqdm: pip install tqdm") from None
         self._tqdm = tqdm

@@ -12,6 +12,8 @@ volume again: the dump travels inside the snapshot.
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import datetime as dt
 import shutil
 from collections.abc import Iterator
@@ -57,6 +59,13 @@ class Snapshots:
 
     def list(self) -> list[record.SnapshotRecord]:
         return list(self.inst.record().snapshots)
+
+    def _ipython_key_completions_(self) -> builtins.list[str]:
+        return self.names()
+
+    def _repr_html_(self) -> str:
+        from .notebook import snapshots_html
+        return snapshots_html(self.inst.name, self.list())
 
     # -- verbs -------------------------------------------------------------------------------
     def create(self, name: str | None = None, *, stateful: bool = False, reuse: bool = False,
@@ -160,7 +169,7 @@ class Snapshots:
         return copy_instance(self.inst.host, f"{self.inst.name}/{name}", target, **kw)
 
 
-# -- the work, under the instance lock --------------------------------------------------------------
+# -- the work, under the instance lock -------------------------------------------------------------
 
 def create_locked(inst: Instance, name: str | None = None, *, stateful: bool = False,
                   reuse: bool = False, expires_at: dt.datetime | None = None,
@@ -240,10 +249,8 @@ def delete_locked(inst: Instance, name: str) -> None:
     journal.begin(paths, inst.name, "snapshot", snapshot=name)
     rec.snapshots = [s for s in rec.snapshots if s.name != name]
     record.save(paths, rec)  # commit point: the snapshot is gone
-    try:
+    with contextlib.suppress(NotFound):
         inst._pool(rec).delete_snapshot(inst.name, name)
-    except NotFound:
-        pass
     journal.end(paths, inst.name)
 
 

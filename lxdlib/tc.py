@@ -13,7 +13,8 @@ inside. Directions are the instance's, as in LXD:
 - ``limits.max`` sets both.
 
 The veth's qdiscs disappear with the veth; the ifb does not, so ``clear`` (run at stop) deletes
-it, and ``apply`` replaces whatever an earlier run left.
+it, ``apply`` replaces whatever an earlier run left, and ``collect_orphans`` removes ifbs whose
+veth is gone (each ifb's alias names its veth).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import attrs
 
 from .config.units import parse_bit_rate
-from .errors import InvalidConfig, NetworkError
+from .errors import InvalidArgument, InvalidConfig, NetworkError
 
 ROOT = 0x10000  # 1:0
 CLASS = 0x10010  # 1:10, the default class every packet falls into
@@ -56,7 +57,10 @@ def nic_limits(dev: Mapping[str, str]) -> Limits:
         value = dev.get(key, "")
         if value == "":
             return None
-        bits = parse_bit_rate(value)
+        try:
+            bits = parse_bit_rate(value)
+        except InvalidArgument as e:
+            raise InvalidConfig(key, str(e), value) from None
         if bits <= 0:
             raise InvalidConfig(key, "a rate limit must be positive", value)
         return bits
@@ -141,7 +145,7 @@ def apply(veth: str, limits: Limits, ifb: str | None = None) -> None:
                 ipr.link("add", ifname=ifb, kind="ifb")
                 ifb_index = _index(ipr, ifb)
                 assert ifb_index is not None
-                ipr.link("set", index=ifb_index, state="up")
+                ipr.link("set", index=ifb_index, state="up", ifalias=veth)
                 _htb(ipr, ifb_index, limits.egress)
                 ipr.tc("add", "ingress", index, INGRESS)
                 ipr.tc("add-filter", "u32", index, parent=INGRESS, protocol=ETH_P_ALL, prio=1,
@@ -160,13 +164,43 @@ def clear(veth: str, ifb: str | None = None) -> None:
         _clear(ipr, _index(ipr, veth), ifb or ifb_name(veth))
 
 
+def collect_orphans() -> list[str]:
+    """Delete lxdlib ifbs whose veth is gone; return their names.
+
+    An ifb outlives its veth when nothing ran ``clear`` at the stop (limits added to a running
+    instance whose liblxc config had no post-stop hook yet, or a killed monitor). Each ifb
+    carries its veth's name as its alias, so orphans are found with a few sysfs reads.
+    """
+    orphans = []
+    try:
+        names = [n for n in os.listdir("/sys/class/net") if n.startswith(IFB_PREFIX)]
+    except FileNotFoundError:
+        return []
+    for name in names:
+        try:
+            with open(f"/sys/class/net/{name}/ifalias") as f:
+                veth = f.read().strip()
+        except OSError:
+            continue
+        if veth and not exists(veth):
+            orphans.append(name)
+    if orphans:
+        with _iproute() as ipr:
+            for name in orphans:
+                index = _index(ipr, name)
+                if index is not None:
+                    _quiet(ipr.link, "del", index=index)
+    return orphans
+
+
 def _class_rate(ipr: Any, index: int | None) -> int | None:
     if index is None:
         return None
     for msg in ipr.get_classes(index=index):
         if msg.get_attr("TCA_KIND") != "htb" or msg["handle"] != CLASS:
             continue
-        parms = (msg.get_attr("TCA_OPTIONS") or {}).get_attr("TCA_HTB_PARMS")
+        options = msg.get_attr("TCA_OPTIONS")
+        parms = options.get_attr("TCA_HTB_PARMS") if options is not None else None
         if parms:
             return int(parms["rate"]) * 8
     return None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ def is_zfs(pool: PoolDriver) -> bool:
     return pool.driver == "zfs"
 
 
-# -- reading volumes --------------------------------------------------------------------------------
+# -- reading volumes -------------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def readable_snapshot(pool: PoolDriver, name: str, snap: str) -> Iterator[Path]:
@@ -132,21 +133,34 @@ def shift_rootfs(volume: Path, delta: int) -> None:
             idmap.shift_tree(volume / "rootfs", delta)
 
 
-# -- streams ----------------------------------------------------------------------------------------
+# -- streams ---------------------------------------------------------------------------------------
 
 def pipe(producer: Sequence[str], consumer: Sequence[str], what: str) -> None:
-    """``producer | consumer``; a failure of either raises ``StorageError`` with both stderrs."""
-    with subprocess.Popen(list(producer), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          stdin=subprocess.DEVNULL) as prod:
-        assert prod.stdout is not None
-        cons = subprocess.run(list(consumer), stdin=prod.stdout, capture_output=True,
-                              check=False)
-        prod.stdout.close()
-        err = prod.stderr.read() if prod.stderr else b""
-        prod.wait()
-    if prod.returncode != 0 or cons.returncode != 0:
-        detail = (err + cons.stderr).decode(errors="replace").strip()
-        raise StorageError(f"{what} failed: {detail}")
+    """``producer | consumer``; a failure of either raises ``StorageError`` with both stderrs
+    (collected in files: a chatty producer must never block on a full stderr pipe)."""
+    with tempfile.TemporaryFile() as perr, tempfile.TemporaryFile() as cerr:
+        with subprocess.Popen(list(producer), stdout=subprocess.PIPE, stderr=perr,
+                              stdin=subprocess.DEVNULL) as prod:
+            assert prod.stdout is not None
+            cons = subprocess.run(list(consumer), stdin=prod.stdout, stdout=subprocess.DEVNULL,
+                                  stderr=cerr, check=False)
+            prod.stdout.close()
+            prod.wait()
+        if prod.returncode != 0 or cons.returncode != 0:
+            perr.seek(0)
+            cerr.seek(0)
+            detail = (perr.read()[-2000:] + cerr.read()[-2000:]).decode(errors="replace")
+            raise StorageError(f"{what} failed: {detail.strip()}")
+
+
+def run_to_file(argv: Sequence[str], out: Path) -> None:
+    """Run a stream producer (``btrfs send``) into the new file ``out``."""
+    with open(out, "xb") as f:
+        proc = subprocess.run(list(argv), stdout=f, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, check=False)
+    if proc.returncode != 0:
+        raise StorageError(f"{' '.join(argv)} failed: "
+                           f"{proc.stderr.decode(errors='replace').strip()}")
 
 
 def btrfs_send_argv(snapshot: Path, parent: Path | None = None) -> list[str]:
@@ -158,7 +172,7 @@ def zfs_send_argv(snapshot: str, previous: str | None = None) -> list[str]:
             snapshot]
 
 
-# -- copying volumes --------------------------------------------------------------------------------
+# -- copying volumes -------------------------------------------------------------------------------
 
 def copy_volume(src_pool: PoolDriver, src: str, dst_pool: PoolDriver, dst: str, *,
                 snapshots: Sequence[str] = (), from_snapshot: str | None = None,
@@ -235,6 +249,9 @@ def _zfs_chain(src_pool: PoolDriver, src: str, dst_pool: PoolDriver, dst: str,
 
 def _btrfs_chain(src_pool: PoolDriver, src: str, dst_pool: PoolDriver, dst: str,
                  snapshots: Sequence[str], from_snapshot: str | None) -> None:
+    """Snapshots are received straight into their final directory (a read-only subvolume
+    cannot move to another directory); the live volume is a writable clone of its received
+    copy. A receive cut short leaves only names the caller's intent record removes."""
     import btrfsutil
     d: Any = dst_pool
     recv = d.base / SNAPSHOTS / temp_name(TMP, f"recv-{dst}")
@@ -244,11 +261,10 @@ def _btrfs_chain(src_pool: PoolDriver, src: str, dst_pool: PoolDriver, dst: str,
         parent: Path | None = None
         for snap in snapshots:
             source = src_pool.volume_path(SNAPSHOTS, f"{src}/{snap}")
-            received = receive_btrfs(btrfs_send_argv(source, parent), recv)
             final = dst_pool.volume_path(SNAPSHOTS, f"{dst}/{snap}")
-            with storage_errors(f"cannot place snapshot {dst}/{snap}"):
+            with storage_errors(f"cannot prepare snapshot {dst}/{snap}"):
                 final.parent.mkdir(mode=0o700, exist_ok=True)
-                rename_noreplace(received, final)
+            place_received(receive_btrfs(btrfs_send_argv(source, parent), final.parent), final)
             parent = source
         with contextlib.ExitStack() as stack:
             if from_snapshot is not None:
@@ -265,6 +281,13 @@ def _btrfs_chain(src_pool: PoolDriver, src: str, dst_pool: PoolDriver, dst: str,
     finally:
         with contextlib.suppress(Exception):
             d._remove(recv)
+
+
+def place_received(received: Path, final: Path) -> None:
+    """Give a received subvolume its final name (a rename within its own directory)."""
+    if received != final:
+        with storage_errors(f"cannot place snapshot {final.name!r}"):
+            rename_noreplace(received, final)
 
 
 def receive_btrfs(send: Sequence[str] | None, into: Path, stream: Path | None = None) -> Path:

@@ -252,7 +252,7 @@ def cmd_unset_property(host: Host, a: argparse.Namespace) -> int:
 # -- import / export / copy / refresh / delete ----------------------------------------------------
 
 def cmd_import(host: Host, a: argparse.Namespace) -> int:
-    files, props = _split_props(a.files, "property")
+    files, props = _split_props([a.source, *_rest(a, _import_options)], "property")
     if files and files[-1] in ("local:", "local"):
         files = files[:-1]
     if not files or len(files) > 2:
@@ -374,8 +374,45 @@ def cmd_alias(host: Host, a: argparse.Namespace) -> int:
 
 # -- publish / housekeeping -----------------------------------------------------------------------
 
+def _publish_options(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    d: Any = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
+    p.add_argument("--alias", action="append", default=d([]))
+    p.add_argument("--compression", default=d(None),
+                   help="gzip, xz, zstd, bzip2, lzma, none … (default "
+                   "images.compression_algorithm)")
+    p.add_argument("-f", "--force", action="store_true", default=d(False),
+                   help="stop a running instance, publish it and start it again")
+    p.add_argument("--reuse", action="store_true", default=d(False),
+                   help="move aliases that already exist")
+    p.add_argument("--public", action="store_true", default=d(False))
+
+
+def _import_options(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    d: Any = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
+    p.add_argument("--alias", action="append", default=d([]))
+    p.add_argument("--public", action="store_true", default=d(False))
+
+
+def _rest(a: argparse.Namespace, options: Any) -> list[str]:
+    """Options may follow ``key=value`` arguments (``publish c1 k=v --alias x``): argparse cannot
+    mix them after a subcommand, so the remainder is parsed again here."""
+    p = argparse.ArgumentParser(prog="lxdlib", add_help=False, exit_on_error=False)
+    options(p, defaults=False)
+    p.add_argument("args", nargs="*")
+    try:
+        extra = p.parse_intermixed_args(a.rest)
+    except (argparse.ArgumentError, SystemExit) as e:
+        raise InvalidArgument(str(e)) from None
+    for key, value in vars(extra).items():
+        if key == "args":
+            continue
+        current = getattr(a, key, None)
+        setattr(a, key, current + value if isinstance(current, list) else value)
+    return list(extra.args)
+
+
 def cmd_publish(host: Host, a: argparse.Namespace) -> int:
-    rest, props = _split_props(a.args, "property")
+    rest, props = _split_props(_rest(a, _publish_options), "property")
     for x in rest:
         remote, name = _split(host, x if ":" in x else x + ":")
         if not remote.is_local or name:
@@ -413,9 +450,9 @@ def register(sub: Any) -> None:
     x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
     x.set_defaults(func=cmd_list)
     x = s.add_parser("import", help="import an image tarball (split: metadata + rootfs) or URL")
-    x.add_argument("files", nargs="+")
-    x.add_argument("--alias", action="append", default=[])
-    x.add_argument("--public", action="store_true")
+    x.add_argument("source", help="<tarball>|<URL>")
+    x.add_argument("rest", nargs=argparse.REMAINDER, help="[<rootfs>] [key=value…] [options]")
+    _import_options(x)
     x.set_defaults(func=cmd_import)
     x = s.add_parser("build", help="build an image locally (busybox)")
     x.add_argument("kind")
@@ -466,14 +503,8 @@ def register(sub: Any) -> None:
 
     x = sub.add_parser("publish", help="make an image from an instance or a snapshot")
     x.add_argument("source", help="<instance>[/<snapshot>]")
-    x.add_argument("args", nargs="*", help="[local:] [key=value…]")
-    x.add_argument("--alias", action="append", default=[])
-    x.add_argument("--compression", help="gzip, xz, zstd, bzip2, lzma, none … "
-                   "(default images.compression_algorithm)")
-    x.add_argument("-f", "--force", action="store_true",
-                   help="stop a running instance, publish it and start it again")
-    x.add_argument("--reuse", action="store_true", help="move aliases that already exist")
-    x.add_argument("--public", action="store_true")
+    x.add_argument("rest", nargs=argparse.REMAINDER, help="[local:] [key=value…] [options]")
+    _publish_options(x)
     x.set_defaults(func=cmd_publish)
 
     x = sub.add_parser("housekeeping", help="expire unused cached images and auto-update "

@@ -105,6 +105,8 @@ def cmd_start(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_stop(host: Host, a: argparse.Namespace) -> int:
+    if a.stateful:
+        return _each(host, a.names, lambda i: i.stop(stateful=True))
     return _each(host, a.names, lambda i: i.stop(force=a.force, timeout=a.timeout))
 
 
@@ -145,9 +147,43 @@ def cmd_move(host: Host, a: argparse.Namespace) -> int:
             raise InvalidArgument("a snapshot can only be renamed within its instance")
         _instance(host, inst).snapshots.rename(snap, dsnap)
         return 0
-    if dst is None:
-        raise InvalidArgument("move needs a new name (moving between pools is not supported yet)")
-    _instance(host, src).rename(dst)
+    if dst is None and not a.storage:
+        raise InvalidArgument("move needs a new name or a storage pool (-s)")
+    inst = _instance(host, src)
+    if dst is not None and dst != src:
+        inst = inst.rename(dst)
+    if a.storage:
+        from ..copy import move_to_pool
+        move_to_pool(host, inst.name, a.storage)
+    return 0
+
+
+def cmd_copy(host: Host, a: argparse.Namespace) -> int:
+    """``copy <source>[/<snapshot>] [<target>]`` with LXD's options."""
+    from ..config import expand
+    src_name = a.source.split("/", 1)[0]
+    src = _instance(host, src_name)
+    profiles = [] if a.no_profiles else (a.profile or None)
+    config = parse_kv(a.config, "config")
+    devices: dict[str, dict[str, str]] = {}
+    overrides = parse_device_overrides(a.device)
+    if overrides:
+        # like LXD: the source's expanded device, with the given keys changed, made local
+        rec = src.record()
+        prof = host._check_profiles(expand.resolve_profile_list(
+            profiles if profiles is not None else rec.profiles))
+        _, exp = host._expand(prof, rec.config, rec.devices)
+        for dname, kv in overrides.items():
+            if dname not in exp:
+                raise NotFound("device", dname, f"not in instance {src_name!r}")
+            devices[dname] = {**exp[dname], **kv}
+    inst = host.copy(a.source, a.target, instance_only=a.instance_only,
+                     ephemeral=a.ephemeral, profiles=profiles, config=config,
+                     devices=devices, pool=a.storage, refresh=a.refresh)
+    if a.target is None and not a.quiet:
+        print(f"Instance name is: {inst.name}")
+    if a.start:
+        inst.start()
     return 0
 
 
@@ -313,7 +349,7 @@ def cmd_snapshot(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_restore(host: Host, a: argparse.Namespace) -> int:
-    _instance(host, a.instance).snapshots.restore(a.snapshot)
+    _instance(host, a.instance).snapshots.restore(a.snapshot, stateful=a.stateful)
     return 0
 
 
@@ -375,6 +411,9 @@ def register(sub: Any) -> None:
         p.add_argument("names", nargs="+")
         p.add_argument("-f", "--force", action="store_true")
         p.add_argument("--timeout", type=float, default=-1)
+        if name == "stop":
+            p.add_argument("--stateful", action="store_true",
+                           help="save the running processes (CRIU) for the next start")
         p.set_defaults(func=fn)
 
     p = sub.add_parser("delete", aliases=["rm"], help="delete instances or snapshots")
@@ -383,10 +422,28 @@ def register(sub: Any) -> None:
     p.add_argument("-i", "--interactive", action="store_true")
     p.set_defaults(func=cmd_delete)
 
-    p = sub.add_parser("move", aliases=["mv"], help="rename an instance or a snapshot")
+    p = sub.add_parser("move", aliases=["mv"],
+                       help="rename an instance or a snapshot, or move it to another pool")
     p.add_argument("source")
     p.add_argument("target", nargs="?")
+    p.add_argument("-s", "--storage", help="move the instance to this storage pool")
     p.set_defaults(func=cmd_move)
+
+    p = sub.add_parser("copy", aliases=["cp"],
+                       help="copy an instance (or make one from a snapshot)")
+    p.add_argument("source", help="<instance> or <instance>/<snapshot>")
+    p.add_argument("target", nargs="?")
+    p.add_argument("--instance-only", action="store_true", help="without the snapshots")
+    p.add_argument("-e", "--ephemeral", action="store_true")
+    p.add_argument("-p", "--profile", action="append", default=[])
+    p.add_argument("--no-profiles", action="store_true")
+    p.add_argument("-c", "--config", action="append", default=[])
+    p.add_argument("-d", "--device", action="append", default=[])
+    p.add_argument("-s", "--storage")
+    p.add_argument("--refresh", action="store_true",
+                   help="update an existing copy instead of failing")
+    p.add_argument("--start", action="store_true", help="start the copy")
+    p.set_defaults(func=cmd_copy)
 
     p = sub.add_parser("list", aliases=["ls"], help="list instances")
     p.add_argument("filters", nargs="*")

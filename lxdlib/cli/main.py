@@ -29,6 +29,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import backup as backup_cmd
     from . import configcmd, hostcmd, images, instances, networks, profiles, remotes, storage
     p = Parser(prog="lxdlib", description="System containers the LXD way, with no daemon.")
     p.add_argument("--root", help="state directory (default $LXDLIB_ROOT or /var/lib/lxdlib)")
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     networks.register(sub)
     remotes.register(sub)
     hostcmd.register(sub)
+    backup_cmd.register(sub)  # after images: it joins the image store's housekeeping command
     from ..completion import register as register_completion
     from . import console as console_cmd
     from . import files as files_cmd
@@ -100,9 +102,25 @@ def split_exec(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
     return head, rest[start:]
 
 
+_CONFIG_VERBS = {"set", "unset", "get", "show", "edit", "device", "-h", "--help"}
+
+
+def fix_config_shorthand(argv: Sequence[str]) -> list[str]:
+    """``config <instance> <key> <value>`` (the seed article's typo) means ``config set``."""
+    argv = list(argv)
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in _GLOBAL_WITH_VALUE else 1
+    rest = argv[i + 1:]
+    if i < len(argv) and argv[i] == "config" and len(rest) == 3 and rest[0] not in _CONFIG_VERBS:
+        sys.stderr.write(f"(taking `config {' '.join(rest)}` as `config set {' '.join(rest)}`)\n")
+        return [*argv[:i + 1], "set", *rest]
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    head, command = split_exec(sys.argv[1:] if argv is None else argv)
+    head, command = split_exec(fix_config_shorthand(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(head)
     if command is not None:
         args.cmd = command

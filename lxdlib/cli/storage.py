@@ -1,4 +1,4 @@
-"""``storage``: create, list, show, info, delete pools."""
+"""``storage``: create, list, show, info, delete pools; ``storage volume …`` for custom volumes."""
 
 from __future__ import annotations
 
@@ -76,9 +76,125 @@ def cmd_delete(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+# -- volumes ------------------------------------------------------------------------------------
+def _volumes(host: Host) -> Any:
+    from ..volumes import Volumes
+    return Volumes(host)
+
+
+def cmd_volume_create(host: Host, a: argparse.Namespace) -> int:
+    _volumes(host).create(a.pool, a.volume, parse_kv(a.config, "volume config"),
+                          a.description or "")
+    if not host_quiet(a):
+        print(f"Storage volume {a.volume} created")
+    return 0
+
+
+def cmd_volume_list(host: Host, a: argparse.Namespace) -> int:
+    from .. import record
+    vols = _volumes(host).list(a.pool)
+    rows = [["custom", v["name"], v["description"], v["content_type"], str(len(v["used_by"]))]
+            for v in vols]
+    data = list(vols)
+    for n in record.names(host.paths):
+        if host._instance_pool(n) == a.pool:
+            rows.append(["container", n, "", "filesystem", "1"])
+            data.append({"name": n, "type": "container", "content_type": "filesystem",
+                         "pool": a.pool, "used_by": [f"/1.0/instances/{n}"]})
+    output.emit(a.format, ["TYPE", "NAME", "DESCRIPTION", "CONTENT-TYPE", "USED BY"], rows, data)
+    return 0
+
+
+def cmd_volume_show(host: Host, a: argparse.Namespace) -> int:
+    v = _volumes(host).get(a.pool, a.volume)
+    v.pop("pool", None)
+    sys.stdout.write(output.dump_yaml(v))
+    return 0
+
+
+def cmd_volume_delete(host: Host, a: argparse.Namespace) -> int:
+    _volumes(host).delete(a.pool, a.volume)
+    if not host_quiet(a):
+        print(f"Storage volume {a.volume} deleted")
+    return 0
+
+
+def cmd_volume_attach(host: Host, a: argparse.Namespace) -> int:
+    """``attach <pool> <vol> <instance> [<device>] <path>``."""
+    from ..errors import InvalidArgument
+    if len(a.rest) == 1:
+        device, path = None, a.rest[0]
+    elif len(a.rest) == 2:
+        device, path = a.rest
+    else:
+        raise InvalidArgument("usage: storage volume attach <pool> <volume> <instance> "
+                              "[<device>] <path>")
+    _volumes(host).attach(a.pool, a.volume, a.instance, path, device)
+    return 0
+
+
+def cmd_volume_detach(host: Host, a: argparse.Namespace) -> int:
+    _volumes(host).detach(a.pool, a.volume, a.instance, a.device)
+    return 0
+
+
+def cmd_volume_set(host: Host, a: argparse.Namespace) -> int:
+    from ..errors import InvalidArgument
+    if all("=" in x for x in a.args):
+        kv = parse_kv(a.args, "volume config")
+    elif len(a.args) == 2:
+        kv = {a.args[0]: a.args[1]}
+    else:
+        raise InvalidArgument("usage: storage volume set <pool> <volume> <key> <value>")
+    vols = _volumes(host)
+    cfg = vols.get(a.pool, a.volume)["config"]
+    vols.update(a.pool, a.volume, {**cfg, **kv})
+    return 0
+
+
+def cmd_volume_unset(host: Host, a: argparse.Namespace) -> int:
+    _volumes(host).unset(a.pool, a.volume, a.key)
+    return 0
+
+
+def cmd_volume_get(host: Host, a: argparse.Namespace) -> int:
+    print(_volumes(host).get(a.pool, a.volume)["config"].get(a.key, ""))
+    return 0
+
+
+def _register_volume(s: Any) -> None:
+    v = s.add_parser("volume", help="manage custom storage volumes")
+    vs = v.add_subparsers(dest="volume_cmd", metavar="<verb>", required=True)
+
+    def verb(name: str, fn: Any, *args: str, aliases: tuple[str, ...] = ()) -> Any:
+        x = vs.add_parser(name, aliases=list(aliases))
+        x.add_argument("pool")
+        for arg in args:
+            x.add_argument(arg)
+        x.set_defaults(func=fn)
+        return x
+
+    x = verb("create", cmd_volume_create, "volume")
+    x.add_argument("config", nargs="*", help="key=value (size=…, user.*)")
+    x.add_argument("--description")
+    x = verb("list", cmd_volume_list, aliases=("ls",))
+    x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    verb("show", cmd_volume_show, "volume")
+    verb("delete", cmd_volume_delete, "volume", aliases=("rm",))
+    x = verb("attach", cmd_volume_attach, "volume", "instance")
+    x.add_argument("rest", nargs="+", metavar="[<device>] <path>")
+    x = verb("detach", cmd_volume_detach, "volume", "instance")
+    x.add_argument("device", nargs="?")
+    x = verb("set", cmd_volume_set, "volume")
+    x.add_argument("args", nargs="+", metavar="<key> <value> | key=value")
+    verb("unset", cmd_volume_unset, "volume", "key")
+    verb("get", cmd_volume_get, "volume", "key")
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("storage", help="manage storage pools")
     s = p.add_subparsers(dest="storage_cmd", metavar="<verb>", required=True)
+    _register_volume(s)
     x = s.add_parser("create")
     x.add_argument("name")
     x.add_argument("driver", choices=("btrfs", "zfs", "dir"))

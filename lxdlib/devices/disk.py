@@ -1,38 +1,183 @@
-"""``disk`` devices: the root disk (handled by the pool) and host paths bind-mounted inside."""
+"""``disk`` devices: the root disk (the pool's volume itself) and host paths or custom volumes
+mounted inside.
+
+At start, liblxc mounts what its child can reach: a ``lxc.mount.entry`` bind, ``idmap=container``
+for an unprivileged instance so that host root's files show as the container's root and files
+the container writes land with the ids it wrote them as (no chown of the source). liblxc's child
+runs as the container's root, so a source below a directory it cannot search (a custom volume of
+a pool, a 0700 home) is mounted from the start-host hook instead, by ``hotmount`` with host rights;
+so is a non-recursive bind of a directory with mounts below it, which the kernel refuses to a
+user namespace (it would uncover what those mounts hide).
+On a running instance, disks are added, changed and removed live through ``hotmount`` too.
+
+Ownership is mapped only where the source's filesystem supports idmapped mounts; elsewhere (FUSE,
+procfs…) the files keep their host ids, as in LXD. Custom volumes of pools without idmapped
+mounts are shifted on disk to the instance's map before they are mounted.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
 
 from ..errors import NotFound
 from ..render import MountEntry
-from . import BaseDriver, DeviceContext, Rendered
+from . import BaseDriver, DeviceContext, Rendered, hotmount
+
+#: Filesystems that support idmapped mounts on current kernels (``devtmpfs``, FUSE, procfs,
+#: sysfs… do not; there the files keep their host ids).
+IDMAP_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay",
+                               "f2fs", "vfat", "erofs", "squashfs", "zfs"})
 
 
 def _truthy(v: str | None) -> bool:
     return (v or "").lower() in ("true", "1", "yes", "on")
 
 
+def fs_type(path: str | os.PathLike[str]) -> str:
+    """The type of the filesystem ``path`` lives on (the last mount covering it)."""
+    real = os.path.realpath(path)
+    best, kind = "", ""
+    for point, fstype in hotmount.mounts():
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and \
+                len(point) >= len(best):
+            best, kind = point, fstype
+    return kind
+
+
+def supports_idmap(path: str | os.PathLike[str]) -> bool:
+    """Whether an idmapped bind of ``path`` works: a directory or a regular file on a
+    filesystem that allows it (a device node has nothing to map)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return (stat.S_ISDIR(mode) or stat.S_ISREG(mode)) and fs_type(path) in IDMAP_FILESYSTEMS
+
+
+def has_submounts(path: str | os.PathLike[str]) -> bool:
+    """Whether anything is mounted below ``path`` in this mount namespace."""
+    prefix = os.path.realpath(path).rstrip("/") + "/"
+    return any(p.startswith(prefix) for p, _ in hotmount.mounts())
+
+
+def reachable_by_others(path: str | os.PathLike[str]) -> bool:
+    """Whether a user with no special rights may search every directory above ``path``."""
+    for parent in Path(path).parents:
+        try:
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+@attrs.frozen
+class Plan:
+    """How one disk device is mounted in one instance."""
+
+    source: str
+    path: str  # absolute, inside the instance
+    idmap: bool
+    readonly: bool
+    recursive: bool
+    propagation: str
+    required: bool
+    by_liblxc: bool  # a mount entry liblxc makes at start; else the start-host hook mounts it
+
+
+def plan(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Plan | None:
+    """``None`` for the root disk and for an optional source that is absent."""
+    source = dev.get("source", "")
+    if not source:
+        return None
+    required = _truthy(dev.get("required", "true"))
+    pool = dev.get("pool", "")
+    pool_idmap = True
+    if pool:
+        from ..volumes import Volumes
+        vols = Volumes(ctx.host)
+        try:
+            src = vols.path(pool, source)
+        except NotFound:
+            raise NotFound("storage volume", source,
+                           f"in pool {pool!r} (device {name!r} of instance {ctx.name!r}, key "
+                           "'source')") from None
+        pool_idmap = ctx.host.pool(pool).supports_idmapped_mounts
+        if not pool_idmap:
+            vols.prepare_for(pool, source, ctx.name, ctx.idmap_base)
+    else:
+        src = Path(source)
+        if not os.path.exists(src):
+            if required:
+                raise NotFound("disk source", source,
+                               f"device {name!r} of instance {ctx.name!r}, key 'source' "
+                               "(required=false lets the instance start without it)")
+            return None
+    unprivileged = ctx.idmap_base is not None
+    return Plan(source=str(src), path="/" + dev["path"].strip("/"),
+                idmap=unprivileged and pool_idmap and supports_idmap(src),
+                readonly=_truthy(dev.get("readonly")), recursive=_truthy(dev.get("recursive")),
+                propagation=dev.get("propagation", ""), required=required,
+                by_liblxc=not unprivileged or (reachable_by_others(src) and (
+                    _truthy(dev.get("recursive")) or not has_submounts(src))))
+
+
+def mount_entry(p: Plan) -> MountEntry:
+    opts = ["rbind" if p.recursive else "bind",
+            "create=dir" if os.path.isdir(p.source) else "create=file"]
+    if p.readonly:
+        opts.append("ro")
+    if p.propagation:
+        opts.append(p.propagation)
+    if p.idmap:
+        opts.append("idmap=container")
+    if not p.required:
+        opts.append("optional")
+    return MountEntry(p.source, p.path, "none", ",".join(opts))
+
+
 class DiskDriver(BaseDriver):
-    hotplug = False
+    hotplug = True
 
     def render(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Rendered:
-        if dev.get("path") == "/" and not dev.get("source"):
-            return Rendered()  # the root disk: the pool volume itself
-        src = dev.get("source", "")
-        if not src:
+        p = plan(ctx, name, dev)
+        if p is None:
             return Rendered()
-        required = _truthy(dev.get("required", "true"))
-        if not os.path.exists(src) and required:
-            raise NotFound("disk source", src, f"device {name!r} of instance {ctx.name!r}")
-        opts = "bind,create=" + ("dir" if os.path.isdir(src) else "file")
-        if _truthy(dev.get("readonly")):
-            opts += ",ro"
-        if not required:
-            opts += ",optional"
-        return Rendered(mounts=[MountEntry(src, dev["path"], "none", opts)])
+        if p.by_liblxc:
+            return Rendered(mounts=[mount_entry(p)])
+        return Rendered(start_hook=True)
 
+    def start(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
+        if ctx.pid is None:
+            return
+        p = plan(ctx, name, dev)
+        if p is None or (p.by_liblxc and hotmount.in_start_hook()):
+            return  # nothing to mount, or liblxc has just mounted it
+        hotmount.attach(ctx.pid, p.source, p.path, idmap=p.idmap, readonly=p.readonly,
+                        recursive=p.recursive, propagation=p.propagation)
+
+    def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
+        if ctx.pid is None or not dev.get("source"):
+            return  # stopped: the instance's mounts went with its mount namespace
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            hotmount.detach(ctx.pid, "/" + dev["path"].strip("/"))
+
+    def update(self, ctx: DeviceContext, name: str, old: Mapping[str, str],
+               new: Mapping[str, str]) -> None:
+        """Stop the old, start the new; if the new fails, the old comes back."""
+        self.stop(ctx, name, old)
+        try:
+            self.start(ctx, name, new)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.start(ctx, name, old)
+            raise
 
 def driver_for(dtype: str) -> DiskDriver:
     return DiskDriver()

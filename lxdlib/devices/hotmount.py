@@ -19,6 +19,7 @@ must not change the caller. Errors come back through a pipe as text.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -27,7 +28,7 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import LxdlibError
+from ..errors import StorageError
 
 _SYS_OPEN_TREE = 428  # the new mount API has one syscall number on every architecture
 _SYS_MOVE_MOUNT = 429
@@ -105,10 +106,8 @@ def _in_child(work: Callable[[], None]) -> None:
             work()
         except BaseException as e:
             code = 1
-            try:
+            with contextlib.suppress(OSError):
                 os.write(w, str(e).encode(errors="replace")[:4000])
-            except OSError:
-                pass
         os._exit(code)
     os.close(w)
     try:
@@ -119,7 +118,7 @@ def _in_child(work: Callable[[], None]) -> None:
         os.close(r)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise LxdlibError(b"".join(chunks).decode(errors="replace") or
+        raise StorageError(b"".join(chunks).decode(errors="replace") or
                           f"mount helper died with status {status}")
 
 
@@ -190,8 +189,8 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
 
     try:
         _in_child(work)
-    except LxdlibError as e:
-        raise LxdlibError(f"cannot mount {src} at {target} in the instance: {e}") from None
+    except StorageError as e:
+        raise StorageError(f"cannot mount {src} at {target} in the instance: {e}") from None
 
 
 def detach(pid: int, target: str, *, remove: bool = False) -> None:
@@ -216,17 +215,17 @@ def detach(pid: int, target: str, *, remove: bool = False) -> None:
     _in_child(work)
 
 
-def is_mounted(pid: int, target: str) -> bool:
-    """Whether something is mounted exactly at ``target`` in the container's mount table."""
-    want = os.path.normpath("/" + target.lstrip("/"))
+def mounts(pid: int | str = "self") -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of a process's mount namespace, in mount order."""
+    out = []
     try:
         with open(f"/proc/{pid}/mountinfo") as f:
             for line in f:
-                point = line.split(" ", 5)[4]
+                left, _, right = line.partition(" - ")
+                point = left.split(" ")[4]
                 point = (point.replace("\\040", " ").replace("\\011", "\t")
                          .replace("\\012", "\n").replace("\\134", "\\"))
-                if point == want:
-                    return True
+                out.append((point, right.split(" ", 1)[0]))
     except FileNotFoundError:
-        return False
-    return False
+        pass
+    return out

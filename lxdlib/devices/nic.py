@@ -21,19 +21,26 @@ from . import BaseDriver, DeviceContext, Rendered
 from .hotmount import in_start_hook
 
 
-def _identity(ctx: DeviceContext, name: str) -> str:
-    key = f"{ctx.host.paths.root}\0{ctx.name}\0{name}".encode()
-    return hashlib.sha256(key).hexdigest()
+def _identity(root: object, instance: str, device: str) -> str:
+    return hashlib.sha256(f"{root}\0{instance}\0{device}".encode()).hexdigest()
+
+
+def default_host_name(root: object, instance: str, device: str) -> str:
+    return "veth" + _identity(root, instance, device)[:8]
+
+
+def ifb_for(root: object, instance: str, device: str) -> str:
+    """The ifb that shapes a nic's outgoing traffic (stable even if ``host_name`` changes)."""
+    return tc.IFB_PREFIX + _identity(root, instance, device)[:9]
 
 
 def host_veth(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> str:
     """The host end of the nic's veth (at most 15 characters)."""
-    return dev.get("host_name") or "veth" + _identity(ctx, name)[:8]
+    return dev.get("host_name") or default_host_name(ctx.host.paths.root, ctx.name, name)
 
 
 def host_ifb(ctx: DeviceContext, name: str) -> str:
-    """The ifb that shapes the nic's outgoing traffic (stable even if ``host_name`` changes)."""
-    return tc.IFB_PREFIX + _identity(ctx, name)[:9]
+    return ifb_for(ctx.host.paths.root, ctx.name, name)
 
 
 class NicDriver(BaseDriver):
@@ -47,6 +54,7 @@ class NicDriver(BaseDriver):
             ctx.host.networks.dhcp_host_add(dev["network"], f"{ctx.name}/{name}", hwaddr,
                                             dev.get("ipv4.address"), ctx.name)
         limits = tc.nic_limits(dev)  # a bad rate fails here, before the start
+        tc.collect_orphans()  # sysfs reads only, unless an earlier stop left an ifb behind
         return Rendered(nics=[Nic(name=dev.get("name", name), link=link, hwaddr=hwaddr,
                                   mtu=dev.get("mtu"), host_name=host_veth(ctx, name, dev))],
                         start_hook=bool(limits))

@@ -24,7 +24,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..config.devices import ProxyAddress, validate_proxy
@@ -75,28 +75,32 @@ def forwarder_argv(ctx: DeviceContext, name: str, dev: Mapping[str, str], status
     assert ctx.pid is not None
     side = side_of(dev)
     listen_in = side == "instance"
-    base = ctx.idmap_base
     argv = [sys.executable, "-m", FORWARDER, "--root", str(ctx.host.paths.root),
             "--instance", ctx.name, "--device", name, "--init-pid", str(ctx.pid),
             "--listen", dev["listen"], "--connect", dev["connect"], "--bind", side,
             "--mode", dev.get("mode") or "0644", "--pidfile", str(pid_path),
             "--status-fd", str(status_fd)]
-    uid = _host_id(dev.get("uid"), instance_side=listen_in, base=base)
-    gid = _host_id(dev.get("gid"), instance_side=listen_in, base=base)
-    if listen_in and base is not None and dev["listen"].startswith("unix:/"):
-        # made by the instance's root, as when LXD creates it inside the instance's userns
-        uid = base if uid is None else uid
-        gid = base if gid is None else gid
-    for flag, value in (("--uid", uid), ("--gid", gid)):
-        if value is not None:
-            argv += [flag, str(value)]
+    # the owner of a unix listen socket: ids of the side that listens (the instance's own ids
+    # there: the forwarder creates that socket as the instance's root)
+    for flag, key in (("--uid", "uid"), ("--gid", "gid")):
+        if dev.get(key):
+            argv += [flag, dev[key]]
     for flag, key in (("--security-uid", "security.uid"), ("--security-gid", "security.gid")):
-        value = _host_id(dev.get(key), instance_side=not listen_in, base=base)
+        # the forwarder stays in the host's user namespace: an instance-side id is shifted
+        value = _host_id(dev.get(key), instance_side=not listen_in, base=ctx.idmap_base)
         if value is not None:
             argv += [flag, str(value)]
     if is_true(dev.get("proxy_protocol")):
         argv.append("--proxy-protocol")
     return argv
+
+
+def nat_watcher_argv(ctx: DeviceContext, name: str, status_fd: int, pid_path: Path) -> list[str]:
+    assert ctx.pid is not None
+    return [sys.executable, "-m", FORWARDER, "--root", str(ctx.host.paths.root),
+            "--instance", ctx.name, "--device", name, "--init-pid", str(ctx.pid),
+            "--nat-table", nat_table_key(ctx.host.paths.root, ctx.name, name),
+            "--pidfile", str(pid_path), "--status-fd", str(status_fd)]
 
 
 def is_forwarder(cmdline: bytes, root: str, instance: str, device: str) -> bool:
@@ -171,9 +175,10 @@ def _log_tail(path: Path, lines: int = 5) -> str:
         return ""
 
 
-def spawn_forwarder(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
+def spawn_forwarder(ctx: DeviceContext, name: str,
+                    make_argv: Callable[[int, Path], list[str]]) -> None:
     """Start the forwarder detached (its own session, re-parented away from us) and wait for
-    its ``ready``; raise with its reason otherwise."""
+    its ``ready``; raise with its reason otherwise. ``make_argv(status_fd, pidfile)``."""
     pid_path = pidfile(ctx, name)
     log_path = logfile(ctx, name)
     with contextlib.suppress(FileNotFoundError):
@@ -181,7 +186,7 @@ def spawn_forwarder(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> No
             log_path.unlink()
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
-        argv = forwarder_argv(ctx, name, dev, w, pid_path)
+        argv = make_argv(w, pid_path)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     pass_fds=(w,), start_new_session=True, cwd="/")
@@ -335,11 +340,20 @@ class ProxyDriver(BaseDriver):
         listen, connect = validate_proxy(name, dev)
         # whatever a crash, a kill -9 or an earlier run left is cleared first
         kill_forwarder(ctx, name)
-        if is_true(dev.get("nat")):
-            nat_start(ctx, name, listen, connect)
-        else:
-            nat.delete(nat_table_key(ctx.host.paths.root, ctx.name, name))
-            spawn_forwarder(ctx, name, dev)
+        key = nat_table_key(ctx.host.paths.root, ctx.name, name)
+        if not is_true(dev.get("nat")):
+            nat.delete(key)
+            spawn_forwarder(ctx, name, lambda fd, pid: forwarder_argv(ctx, name, dev, fd, pid))
+            return
+        nat_start(ctx, name, listen, connect)
+        if os.environ.get("LXC_HOOK_TYPE") != "start-host":
+            # added to a running instance whose liblxc monitor may run no post-stop hook (it
+            # had none when it started): a watcher removes the table when the init dies
+            try:
+                spawn_forwarder(ctx, name, lambda fd, pid: nat_watcher_argv(ctx, name, fd, pid))
+            except BaseException:
+                nat.delete(key)
+                raise
 
     def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
         kill_forwarder(ctx, name)

@@ -142,7 +142,11 @@ def copy(host: Host, remote: Remote, ref: str, *, aliases: Iterable[str] = (),
     rec = download(host, client, image, alias, cached=False, auto_update=auto_update,
                    public=public, user_requested=True, progress=progress)
     if copy_aliases:
-        names += [a for a in image.aliases if a not in names]
+        for name in image.aliases:
+            with contextlib.suppress(InvalidArgument):  # a server's name we cannot hold
+                validate_alias_name(name)
+                if name not in names:
+                    names.append(name)
     if names:
         _set_aliases(host, names, rec.fingerprint)
         rec = host.images.store.get(rec.fingerprint)

@@ -40,10 +40,13 @@ def _open(url: str, method: str = "GET") -> Any:
         raise InvalidArgument(f"unsupported URL {url!r} (https:// or http:// only)")
     req = urllib.request.Request(url, method=method, headers={"User-Agent": "lxdlib"})
     try:
-        return urllib.request.urlopen(req, context=_context(), timeout=60)
+        from .simplestreams import NoDowngrade
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=_context()), NoDowngrade())
+        return opener.open(req, timeout=60)
     except urllib.error.HTTPError as e:
         raise ImageError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, ValueError) as e:
         raise ImageError(f"{url}: {getattr(e, 'reason', e)}") from None
 
 
@@ -75,7 +78,9 @@ def download_image(host: Host, url: str, *, aliases: Sequence[str] = (),
         with tempfile.TemporaryDirectory(dir=host.paths.run, prefix="download-") as tmp:
             dest = Path(tmp) / "image"
             if image_url:
-                if expected is not None and not _HEX64.match(expected):
+                if expected is None:
+                    raise ImageError(f"{url}: Missing LXD-Image-Hash header")
+                if not _HEX64.match(expected):
                     raise ImageError(f"{url}: LXD-Image-Hash is not a sha256: {expected!r}")
                 with _open(image_url) as inner:
                     got = _download(inner, dest, progress)
@@ -83,7 +88,9 @@ def download_image(host: Host, url: str, *, aliases: Sequence[str] = (),
                 got = _download(resp, dest, progress)
             if expected is not None and got != expected:
                 raise ImageError(f"{url}: hash mismatch (expected {expected}, got {got})")
-            name = Path(urllib.request.url2pathname(url.split("?", 1)[0])).name or "image"
+            name = Path(urllib.request.url2pathname(url.split("?", 1)[0])).name
+            if name in ("", ".", ".."):
+                name = "image"
             final = Path(tmp) / name
             os.replace(dest, final)
             return host.images.import_file(final, aliases=aliases,

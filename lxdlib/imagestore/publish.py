@@ -232,7 +232,9 @@ def write_tarball(volume: Path, metadata: bytes, metadata_mtime: float, dest: Pa
             raise
         finally:
             os.close(fd)
-        for p, program in zip(procs, (argv[0], *(compress or [])[:1]), strict=False):
+        # the compressor's own complaint first: tar then only died of a broken pipe
+        for p, program in reversed(list(zip(procs, (argv[0], *(compress or [])[:1]),
+                                            strict=False))):
             if p.returncode != 0:
                 msg = errors.get(p.pid, b"").decode(errors="replace").strip()
                 raise ImageError(f"Publish failed: {Path(program).name} exited with "

@@ -321,7 +321,7 @@ def find_image(images: Sequence[RemoteImage], prefix: str) -> RemoteImage:
 
 # -- transport ------------------------------------------------------------------------------------
 
-class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+class NoDowngrade(urllib.request.HTTPRedirectHandler):
     """Follow redirects, except from https to anything else."""
 
     def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
@@ -342,7 +342,7 @@ def open_url(url: str, timeout: float) -> Any:
     if not url.startswith(("https://", "http://")):
         raise InvalidArgument(f"unsupported URL {url!r} (https:// or http:// only)")
     opener = urllib.request.build_opener(
-        urllib.request.HTTPSHandler(context=ssl_context()), _NoDowngrade())
+        urllib.request.HTTPSHandler(context=ssl_context()), NoDowngrade())
     req = urllib.request.Request(url, headers={"User-Agent": "lxdlib"})
     try:
         return opener.open(req, timeout=timeout)
@@ -388,21 +388,21 @@ class Client:
         """A catalogue file: the cached copy while younger than ``expiry``, else a fresh one,
         else (server unreachable or failing) the stale copy."""
         cache = self._cache_file(path)
-        stale: bytes | None = None
+        stale: Any = None
         if cache is not None:
             try:
                 age = time.time() - cache.stat().st_mtime
-                stale = cache.read_bytes()
-                if age <= self.expiry:
-                    return self._decode(stale, path)
-            except FileNotFoundError:
-                pass
+                stale = self._decode(cache.read_bytes(), path)
+            except (FileNotFoundError, ImageError):  # none yet, or damaged: fetch it again
+                stale = None
+            if stale is not None and age <= self.expiry:
+                return stale
         try:
             data = self._fetch_catalogue(path)
             doc = self._decode(data, path)
         except ImageError:
             if stale is not None:
-                return self._decode(stale, path)
+                return stale
             raise
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)

@@ -100,6 +100,10 @@ class ImageRecord:
     #: ``alias``, ``image_type`` (LXD's ``update_source``); ``None`` for local images.
     update_source: dict[str, str] | None = None
 
+    def _repr_html_(self) -> str:
+        from ..notebook import images_html
+        return images_html([self])
+
     def to_dict(self) -> dict[str, Any]:
         """LXD's API shape; unset times are LXD's zero time ``0001-01-01T00:00:00Z``."""
         out = {

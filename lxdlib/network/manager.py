@@ -413,6 +413,15 @@ class NetworkManager:
     def get(self, name: str) -> dict[str, Any]:
         return self._read(name)
 
+    __getitem__ = get
+
+    def _ipython_key_completions_(self) -> builtins.list[str]:
+        return [n["name"] for n in self.list()]
+
+    def _repr_html_(self) -> str:
+        from ..notebook import networks_html
+        return networks_html(self.list())
+
     def list(self) -> builtins.list[dict[str, Any]]:
         if not self.paths.networks.is_dir():
             return []

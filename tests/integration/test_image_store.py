@@ -462,15 +462,25 @@ def test_split_image(tmp_path: Path) -> None:
     assert list((dest / "rootfs/dev").iterdir()) == []
 
 
-def test_split_image_squashfs_rootfs_refused(tmp_path: Path) -> None:
+def test_split_image_rootfs_formats(tmp_path: Path) -> None:
+    """A squashfs rootfs is accepted (unpacked by unsquashfs; a corrupt one fails there and
+    leaves the volume empty); a VM disk is refused at import."""
     meta = make_image(tmp_path / "meta.tar.xz", [reg("metadata.yaml", METADATA)],
                       compression="xz")
+    qcow = tmp_path / "disk.qcow2"
+    qcow.write_bytes(b"QFI\xfb" + bytes(8188))
+    store = make_store(tmp_path)
+    with pytest.raises(ImageError, match="Unsupported rootfs format: qcow2"):
+        store.import_file(meta, rootfs_path=qcow)
+    assert store_entries(store) == []
     rootfs = tmp_path / "rootfs.squashfs"
     rootfs.write_bytes(b"hsqs" + bytes(8188))
-    store = make_store(tmp_path)
-    with pytest.raises(ImageError, match="Unsupported rootfs format: squashfs"):
-        store.import_file(meta, rootfs_path=rootfs)
-    assert store_entries(store) == []
+    rec = store.import_file(meta, rootfs_path=rootfs)
+    dest = tmp_path / "vol"
+    dest.mkdir()
+    with pytest.raises(ImageError, match="Unpack failed"):
+        store.unpack(rec.fingerprint, dest)
+    assert list(dest.iterdir()) == []
 
 
 # -- unpack -------------------------------------------------------------------------------------

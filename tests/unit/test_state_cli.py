@@ -13,7 +13,7 @@ from lxdlib import state
 from lxdlib.cli import output
 from lxdlib.cli.configcmd import _split_target_kv
 from lxdlib.cli.instances import parse_device_overrides, parse_kv
-from lxdlib.cli.main import split_exec
+from lxdlib.cli.main import fix_config_shorthand, split_exec
 from lxdlib.errors import Busy, InvalidArgument, LxdlibError
 
 
@@ -109,3 +109,11 @@ def test_table_layout() -> None:
 ])
 def test_split_exec(argv: list[str], head: list[str], cmd: list[str] | None) -> None:
     assert split_exec(argv) == (head, cmd)
+
+
+def test_config_shorthand_from_the_seed() -> None:
+    assert fix_config_shorthand(["config", "xsw-u", "limits.cpu", "1"]) == [
+        "config", "set", "xsw-u", "limits.cpu", "1"]
+    assert fix_config_shorthand(["config", "set", "c", "k", "v"]) == ["config", "set", "c", "k",
+                                                                     "v"]
+    assert fix_config_shorthand(["config", "show", "c", "--expanded"])[1] == "show"

@@ -1,0 +1,171 @@
+"""What LXD's daemon does on its minute ticker, for a host with no daemon: ``lxdlib
+housekeeping`` takes the scheduled snapshots that are due (``snapshots.schedule``) and removes
+the expired ones; ``lxdlib recover`` puts a root back in order after crashes.
+
+Housekeeping is meant for cron or a systemd timer every minute. It is idempotent: each instance
+records when it was last looked at (``<instance dir>/housekeeping.yaml``), and a snapshot is due
+only if a scheduled minute lies between that time and now, so two runs in one minute take one
+snapshot, and a run after a pause takes one (not one per missed minute). An instance another
+process is busy with is skipped and caught up on the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+from typing import TYPE_CHECKING
+
+import attrs
+
+from . import journal, record
+from .config.snapshots import schedule_due
+from .config.units import is_true
+from .errors import Busy, LxdlibError, NotFound
+from .instance import Instance, recover_leftover
+from .snapshots import create_locked, delete_locked, expired
+from .state import lock, read_yaml, write_yaml
+
+if TYPE_CHECKING:
+    from .host import Host
+
+LAST_RUN = "housekeeping.yaml"
+_REFRESH_VOLUME = re.compile(r"refresh-(\d+)-.+")
+
+
+@attrs.define
+class Report:
+    """What one run did: ``inst/snap`` names created and removed, instances skipped (why)."""
+
+    created: list[str] = attrs.field(factory=list)
+    expired: list[str] = attrs.field(factory=list)
+    recovered: list[str] = attrs.field(factory=list)
+    skipped: dict[str, str] = attrs.field(factory=dict)
+
+
+def last_run(host: Host, name: str) -> dt.datetime | None:
+    try:
+        data = read_yaml(host.paths.instance_dir(name) / LAST_RUN) or {}
+        return dt.datetime.fromisoformat(str(data["last_run"]))
+    except (FileNotFoundError, KeyError, TypeError, ValueError, LxdlibError):
+        return None
+
+
+def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
+        lock_timeout: float = 5.0) -> Report:
+    """One pass over every instance: expired snapshots deleted, due scheduled snapshots taken.
+
+    ``startup`` is the pass at host start, where ``@startup`` schedules fire.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.UTC)
+    report = Report()
+    for name in host.instances.names():
+        try:
+            with lock(host.paths, "instance", name, timeout=lock_timeout):
+                if journal.pending(host.paths, name) and journal.recover(host, name):
+                    report.recovered.append(name)
+                _one(host, name, now, startup, report)
+        except Busy:
+            report.skipped[name] = "busy"
+        except NotFound:
+            continue  # deleted meanwhile
+        except LxdlibError as e:
+            report.skipped[name] = str(e)
+    return report
+
+
+def _one(host: Host, name: str, now: dt.datetime, startup: bool, report: Report) -> None:
+    inst = Instance(host, name)
+    rec = inst.record()
+    for snap in expired(rec, now):
+        delete_locked(inst, snap)
+        report.expired.append(f"{name}/{snap}")
+        host.events.emit("snapshot-deleted", f"{name}/{snap}", reason="expired")
+    cfg, _ = inst.expanded(rec)
+    spec = cfg.get("snapshots.schedule", "")
+    if spec:
+        since = last_run(host, name) or rec.created_at
+        if schedule_due(spec, since, now, subject=name, at_startup=startup) and (
+                inst.state != "STOPPED" or is_true(cfg.get("snapshots.schedule.stopped"))):
+            taken = create_locked(inst)
+            report.created.append(f"{name}/{taken.name}")
+            host.events.emit("snapshot-created", f"{name}/{taken.name}", reason="scheduled")
+    write_yaml(host.paths.instance_dir(name) / LAST_RUN, {"last_run": now.isoformat()},
+               durable=False)
+
+
+# -- recover ---------------------------------------------------------------------------------------
+
+def recover(host: Host) -> Report:
+    """Put a root back in order after crashes (``lxdlib recover``): interrupted operations
+    finished or undone, temporary volumes of dead processes removed, snapshot volumes matched
+    with the records, volumes no record names removed. Safe while other processes work: what
+    they hold locked is left alone."""
+    report = Report()
+    paths = host.paths
+    with contextlib.suppress(FileNotFoundError):
+        for d in sorted(paths.lxcpath.iterdir()):
+            if not d.is_dir():
+                continue
+            try:
+                with lock(paths, "instance", d.name, timeout=0):
+                    if recover_leftover(host, d.name):
+                        report.recovered.append(d.name)
+                    if record.exists(paths, d.name):
+                        _reconcile_snapshots(host, d.name, report)
+            except Busy:
+                report.skipped[d.name] = "busy"
+            except LxdlibError as e:
+                report.skipped[d.name] = str(e)
+    for pname in host.pool_names():
+        try:
+            pool = host.pool(pname)
+            pool.cleanup_leftovers()
+            _orphans(host, pool, report)
+        except LxdlibError as e:
+            report.skipped[f"pool:{pname}"] = str(e)
+    return report
+
+
+def _reconcile_snapshots(host: Host, name: str, report: Report) -> None:
+    rec = record.load(host.paths, name)
+    pool = host.pool(rec.pool)
+    if not pool.volume_exists("containers", name):
+        report.skipped[name] = f"its volume is missing from storage pool {rec.pool!r}"
+        return
+    on_disk = set(pool.list_snapshots(name))
+    recorded = {s.name for s in rec.snapshots}
+    for extra in sorted(on_disk - recorded):
+        pool.delete_snapshot(name, extra)
+        report.recovered.append(f"{name}/{extra}")
+    if recorded - on_disk:
+        rec.snapshots = [s for s in rec.snapshots if s.name in on_disk]
+        record.save(host.paths, rec)
+        report.recovered += [f"{name}/{s}" for s in sorted(recorded - on_disk)]
+
+
+def _orphans(host: Host, pool: object, report: Report) -> None:
+    """Instance volumes that no instance directory or record claims on this pool."""
+    from .storage.base import PoolDriver
+    assert isinstance(pool, PoolDriver)
+    lister = getattr(pool, "list_volumes", None)
+    if lister is None:
+        return
+    paths = host.paths
+    for vol in lister("containers"):
+        m = _REFRESH_VOLUME.fullmatch(vol)
+        if m is not None and os.path.exists(f"/proc/{m.group(1)}"):
+            continue  # a refresh still at work
+        try:
+            with lock(paths, "instance", vol, timeout=0):
+                if paths.instance_dir(vol).exists() and (
+                        not record.exists(paths, vol)
+                        or record.load(paths, vol).pool == pool.name):
+                    continue
+                pool.delete_instance_volume(vol)
+                report.recovered.append(f"{pool.name}:{vol}")
+        except Busy:
+            continue

@@ -1,0 +1,318 @@
+"""Custom storage volumes: ``storage volume create|list|show|set|delete|attach|detach``.
+
+A pool driver makes the volume (a btrfs subvolume, a ZFS dataset, a directory); this module keeps
+LXD's view of it — config (``size``, ``user.*``), description, who uses it — in a record at
+``<root>/storage-volumes/<pool>/<name>.yaml``. The record is the commit point: ``create`` makes
+the volume first and writes the record last, ``delete`` removes the record first; a volume with no
+record is debris from a killed process, removed by the next ``create`` or ``list`` of that pool.
+
+Instances use a volume through a disk device ``pool=<pool> source=<name> path=<path>``; a volume
+that any instance or profile names cannot be deleted.
+
+Pools whose filesystem has no idmapped mounts (zfs-fuse) cannot map ownership at mount time: there
+the volume's files are shifted on disk to the instance's map before it is mounted, and the map
+they carry is remembered in ``volatile.idmap.last`` (as LXD does).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import idmap, record
+from .config.units import parse_size
+from .errors import (
+    AlreadyExists,
+    InUse,
+    InvalidArgument,
+    InvalidConfig,
+    InvalidName,
+    NotFound,
+    WrongState,
+)
+from .state import lock, read_yaml, remove_stale_tmp, write_yaml
+
+if TYPE_CHECKING:
+    from .host import Host
+    from .storage.base import PoolDriver
+
+_NAME = re.compile(r"[a-zA-Z0-9_][-a-zA-Z0-9_.:]{0,62}")
+_KEYS = ("size",)
+IDMAP_LAST = "volatile.idmap.last"
+
+
+def validate_name(name: str) -> None:
+    """1-63 characters of letters, digits, ``-_.:``; not starting with ``-`` or ``.``."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidName("storage volume", str(name),
+                          "use 1-63 letters, digits, '-', '_', '.' or ':', not starting with "
+                          "'-' or '.'")
+
+
+def strip_type(name: str) -> str:
+    """LXD accepts ``custom/<name>``; other volume types are not managed here."""
+    kind, sep, rest = name.partition("/")
+    if not sep:
+        return name
+    if kind != "custom":
+        raise InvalidName("storage volume", name, "only custom volumes can be managed")
+    return rest
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidConfig(str(key), "volume keys and values must be strings")
+        if any(ch in key + value for ch in "\n\r\0"):
+            raise InvalidConfig(key, "must not contain a newline, carriage return or NUL", value)
+        if key == "size" and value != "":
+            try:
+                positive = parse_size(value) > 0
+            except InvalidArgument as e:
+                raise InvalidConfig(key, str(e), value) from None
+            if not positive:
+                raise InvalidConfig(key, "a size must be positive", value)
+        elif key != "size" and not key.startswith("user.") and key != IDMAP_LAST:
+            raise InvalidConfig(key, "unknown custom volume key (known: size, user.*)", value)
+        out[key] = value
+    return out
+
+
+class Volumes:
+    """The custom volumes of one host's pools."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.paths = host.paths
+
+    # -- records --------------------------------------------------------------------------------
+    def _dir(self, pool: str) -> Path:
+        return self.paths.root / "storage-volumes" / pool
+
+    def _record(self, pool: str, name: str) -> Path:
+        return self._dir(pool) / f"{name}.yaml"
+
+    def _lock(self, pool: str, name: str) -> contextlib.AbstractContextManager[None]:
+        return lock(self.paths, "storage-volume", f"{pool}.{name}")
+
+    def _read(self, pool: str, name: str) -> dict[str, Any]:
+        try:
+            data = read_yaml(self._record(pool, name))
+        except FileNotFoundError:
+            raise NotFound("storage volume", name, f"in storage pool {pool!r}") from None
+        return data if isinstance(data, dict) else {}
+
+    def _pool(self, pool: str) -> PoolDriver:
+        return self.host.pool(pool)  # NotFound for an unknown pool
+
+    def exists(self, pool: str, name: str) -> bool:
+        return self._record(pool, strip_type(name)).exists()
+
+    def path(self, pool: str, name: str) -> Path:
+        """Where the volume's files are on the host (it must exist)."""
+        name = strip_type(name)
+        self._read(pool, name)
+        path: Path = self._pool(pool).volume_path("custom", name)
+        return path
+
+    # -- verbs ----------------------------------------------------------------------------------
+    def create(self, pool: str, name: str, config: Mapping[str, str] | None = None,
+               description: str = "") -> dict[str, Any]:
+        """Make an empty volume (``size`` sets its quota). All or nothing."""
+        name = strip_type(name)
+        validate_name(name)
+        cfg = validate_config(dict(config or {}))
+        cfg.pop(IDMAP_LAST, None)
+        if any(ch in description for ch in "\r\0"):
+            raise InvalidConfig("description", "must not contain a carriage return or NUL")
+        drv = self._pool(pool)
+        drv.volume_path("custom", name)  # the driver's own name rules
+        size = parse_size(cfg["size"]) if cfg.get("size") else None
+        self._dir(pool).mkdir(parents=True, exist_ok=True)
+        with self._lock(pool, name):
+            if self._record(pool, name).exists():
+                raise AlreadyExists("storage volume", name)
+            if drv.volume_exists("custom", name):
+                drv.delete_custom_volume(name)  # debris of a create or delete that was killed
+            drv.create_custom_volume(name, size)
+            try:
+                write_yaml(self._record(pool, name), {
+                    "name": name, "type": "custom", "content_type": "filesystem",
+                    "description": description, "config": cfg,
+                    "created_at": dt.datetime.now(dt.UTC).isoformat()})
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    drv.delete_custom_volume(name)
+                raise
+        return self.get(pool, name)
+
+    def get(self, pool: str, name: str) -> dict[str, Any]:
+        """``storage volume show``: name, type, config, description, used_by, location."""
+        name = strip_type(name)
+        data = self._read(pool, name)
+        cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
+        return {"name": name, "type": "custom", "content_type": "filesystem",
+                "description": str(data.get("description") or ""), "config": cfg,
+                "created_at": data.get("created_at"), "pool": pool, "location": "none",
+                "used_by": self.used_by(pool, name)}
+
+    def names(self, pool: str) -> builtins.list[str]:
+        self._pool(pool)
+        self._cleanup(pool)
+        try:
+            entries = os.listdir(self._dir(pool))
+        except FileNotFoundError:
+            return []
+        return sorted(e[:-5] for e in entries if e.endswith(".yaml") and not e.startswith("."))
+
+    def list(self, pool: str) -> builtins.list[dict[str, Any]]:
+        return [self.get(pool, n) for n in self.names(pool)]
+
+    def update(self, pool: str, name: str, config: Mapping[str, str] | None = None,
+               description: str | None = None) -> None:
+        """Replace config and/or description; a changed ``size`` re-sets the quota at once."""
+        name = strip_type(name)
+        with self._lock(pool, name):
+            data = self._read(pool, name)
+            old = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
+            if config is not None:
+                new = validate_config(dict(config))
+                new.pop(IDMAP_LAST, None)
+                if IDMAP_LAST in old:
+                    new[IDMAP_LAST] = old[IDMAP_LAST]
+                if new.get("size", "") != old.get("size", ""):
+                    size = parse_size(new["size"]) if new.get("size") else None
+                    self._pool(pool).set_quota("custom", name, size)
+                data["config"] = new
+            if description is not None:
+                if any(ch in description for ch in "\r\0"):
+                    raise InvalidConfig("description", "must not contain a carriage return or NUL")
+                data["description"] = description
+            write_yaml(self._record(pool, name), data)
+
+    def set(self, pool: str, name: str, key: str, value: str) -> None:
+        cfg = self.get(pool, name)["config"]
+        cfg[key] = value
+        self.update(pool, name, cfg)
+
+    def unset(self, pool: str, name: str, key: str) -> None:
+        cfg = self.get(pool, name)["config"]
+        if key not in cfg:
+            raise NotFound("volume key", key, f"not set on storage volume {name!r}")
+        del cfg[key]
+        self.update(pool, name, cfg)
+
+    def delete(self, pool: str, name: str) -> None:
+        """Remove the volume and its data; refused while an instance or profile uses it."""
+        name = strip_type(name)
+        with self._lock(pool, name):
+            self._read(pool, name)
+            users = self.used_by(pool, name)
+            if users:
+                raise InUse(f"storage volume {name!r} is still in use by: {', '.join(users)}")
+            os.unlink(self._record(pool, name))  # commit point
+            self._pool(pool).delete_custom_volume(name)
+
+    # -- users ----------------------------------------------------------------------------------
+    @staticmethod
+    def _uses(devices: Mapping[str, Mapping[str, str]], pool: str, name: str) -> bool:
+        return any(d.get("type") == "disk" and d.get("pool") == pool and
+                   strip_type(d.get("source", "")) == name and d.get("path") != "/"
+                   for d in devices.values())
+
+    def used_by(self, pool: str, name: str) -> builtins.list[str]:
+        """LXD's ``used_by``: the instances and profiles whose devices name the volume."""
+        out = []
+        for inst in record.names(self.paths):
+            try:
+                rec = record.load(self.paths, inst)
+            except FileNotFoundError:
+                continue
+            if self._uses(rec.devices, pool, name):
+                out.append(f"/1.0/instances/{inst}")
+        for prof in self.host.profiles.list():
+            if self._uses(prof.devices, pool, name):
+                out.append(f"/1.0/profiles/{prof.name}")
+        return out
+
+    def attach(self, pool: str, name: str, instance: str, path: str,
+               device: str | None = None) -> None:
+        """Add a disk device for the volume to the instance (hot-plugged when running)."""
+        name = strip_type(name)
+        self._read(pool, name)
+        inst = self.host.instances.get(instance)
+        devs = inst.devices
+        dname = device or name
+        if dname in devs:
+            raise AlreadyExists("device", dname)
+        devs[dname] = {"type": "disk", "pool": pool, "source": name, "path": path}
+        inst.update(devices=devs)
+
+    def detach(self, pool: str, name: str, instance: str, device: str | None = None) -> None:
+        """Remove the instance's disk device(s) for the volume (unmounted when running)."""
+        name = strip_type(name)
+        inst = self.host.instances.get(instance)
+        devs = inst.devices
+        found = [d for d, dev in devs.items() if self._uses({d: dev}, pool, name)
+                 and (device is None or d == device)]
+        if not found:
+            raise NotFound("device", device or name,
+                           f"no disk device of instance {instance!r} uses volume {name!r}")
+        for d in found:
+            del devs[d]
+        inst.update(devices=devs)
+
+    # -- ownership on pools without idmapped mounts ---------------------------------------------
+    def prepare_for(self, pool: str, name: str, instance: str, base: int | None) -> None:
+        """Shift the volume's files to the instance's map where the pool cannot idmap mounts.
+
+        Refused when another running instance uses the volume with a different map."""
+        name = strip_type(name)
+        drv = self._pool(pool)
+        if drv.supports_idmapped_mounts:
+            return
+        want = base or 0
+        with self._lock(pool, name):
+            data = self._read(pool, name)
+            cfg = data.setdefault("config", {})
+            last = int(cfg.get(IDMAP_LAST, "0"))
+            if last == want:
+                return
+            for other in record.names(self.paths):
+                if other == instance:
+                    continue
+                try:
+                    inst = self.host.instances.get(other)
+                    devices = inst.expanded_devices
+                except NotFound:
+                    continue
+                if self._uses(devices, pool, name) and inst.running:
+                    raise WrongState(f"storage volume {name!r} is in use by running instance "
+                                     f"{other!r} with a different id map")
+            idmap.shift_tree(drv.volume_path("custom", name), want - last)
+            cfg[IDMAP_LAST] = str(want)
+            write_yaml(self._record(pool, name), data)
+
+    def _cleanup(self, pool: str) -> None:
+        """Remove volumes a killed create or delete left without a record."""
+        directory = self._dir(pool)
+        if directory.is_dir():
+            remove_stale_tmp(directory)
+        drv = self._pool(pool)
+        lister = getattr(drv, "list_volumes", None)
+        if lister is None:
+            return
+        for vol in lister("custom"):
+            if self._record(pool, vol).exists():
+                continue
+            with contextlib.suppress(Exception), \
+                    lock(self.paths, "storage-volume", f"{pool}.{vol}", timeout=0):
+                if not self._record(pool, vol).exists():
+                    drv.delete_custom_volume(vol)

@@ -1,0 +1,105 @@
+"""The consistency a root must have after any crash and the next lxdlib call (crash tests).
+
+Every instance record has its volume and liblxc config; every snapshot record has exactly one
+read-only volume and no snapshot volume lacks a record; no volume lacks its instance; no
+temporary names, intent records or half-made directories are left; no lock is still held.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+from pathlib import Path
+
+import lxdlib
+from lxdlib import record
+from lxdlib.journal import PENDING, STATE_DIR
+from lxdlib.storage.base import PoolDriver
+
+
+def _read_only(pool: PoolDriver, inst: str, snap: str) -> bool:
+    if pool.driver == "btrfs":
+        import btrfsutil
+        return bool(btrfsutil.get_subvolume_read_only(
+            pool.volume_path("containers-snapshots", f"{inst}/{snap}")))
+    return True  # zfs snapshots are immutable; dir snapshots have no flag root respects
+
+
+def _temporary(pool: PoolDriver) -> list[str]:
+    found: list[str] = []
+    if pool.driver == "zfs":
+        z = pool
+        out = subprocess.run(["zfs", "list", "-H", "-t", "all", "-o", "name", "-r",
+                              z.root],  # type: ignore[attr-defined]
+                             capture_output=True, text=True, check=True).stdout.split()
+        for name in out:
+            leaf = name.rsplit("/", 1)[-1]
+            snap = leaf.split("@", 1)[1] if "@" in leaf else ""
+            if leaf.startswith(".") or snap.startswith(("tmp-", "aside-", ".")):
+                found.append(name)
+        return found
+    base: Path = pool.base  # type: ignore[attr-defined]
+    for kind in ("images", "containers", "custom", "containers-snapshots"):
+        d = base / kind
+        if not d.is_dir():
+            continue
+        for entry in os.listdir(d):
+            if entry.startswith("."):
+                found.append(f"{kind}/{entry}")
+            elif kind == "containers-snapshots":
+                found += [f"{kind}/{entry}/{e}" for e in os.listdir(d / entry)
+                          if e.startswith(".")]
+    return found
+
+
+def check(host: lxdlib.Host) -> None:
+    """Assert the invariants (raise AssertionError naming the first broken one)."""
+    paths = host.paths
+    names = record.names(paths)
+    by_pool: dict[str, set[str]] = {p: set() for p in host.pool_names()}
+    for entry in os.listdir(paths.lxcpath):
+        d = paths.lxcpath / entry
+        if not d.is_dir():
+            continue
+        assert (d / "instance.yaml").is_file(), f"instance directory {entry} has no record"
+        assert not os.path.lexists(d / PENDING), f"instance {entry} has an intent left"
+        assert not os.path.lexists(d / record.DELETING), f"instance {entry} is half-deleted"
+        assert not [e for e in os.listdir(d) if e.startswith(".tmp")], \
+            f"instance {entry} has temporary files: {os.listdir(d)}"
+    for name in names:
+        rec = record.load(paths, name)
+        assert rec.name == name, f"record of {name} names {rec.name}"
+        assert (paths.instance_dir(name) / "config").is_file(), f"{name} has no liblxc config"
+        pool = host.pool(rec.pool)
+        assert pool.volume_exists("containers", name), f"{name} has no volume on {rec.pool}"
+        vol = pool.volume_path("containers", name)
+        assert (vol / "rootfs").is_dir(), f"{name}'s volume has no rootfs"
+        assert not (vol / STATE_DIR).exists(), f"{name}'s volume holds a CRIU dump"
+        on_disk = pool.list_snapshots(name)
+        recorded = [s.name for s in rec.snapshots]
+        assert sorted(on_disk) == sorted(recorded), \
+            f"{name}: snapshot volumes {on_disk} != records {recorded}"
+        for snap in recorded:
+            assert _read_only(pool, name, snap), f"snapshot {name}/{snap} is writable"
+        by_pool[rec.pool].add(name)
+    for pname, owned in by_pool.items():
+        pool = host.pool(pname)
+        vols = set(pool.list_volumes("containers"))  # type: ignore[attr-defined]
+        assert vols == owned, f"pool {pname}: volumes {sorted(vols)} != instances {sorted(owned)}"
+        if pool.driver != "zfs":
+            snapdirs = pool.base / "containers-snapshots"  # type: ignore[attr-defined]
+            stray = {e for e in os.listdir(snapdirs) if not e.startswith(".")} - owned \
+                if snapdirs.is_dir() else set()
+            stray = {e for e in stray if os.listdir(snapdirs / e)}
+            assert not stray, f"pool {pname}: snapshots of no instance: {sorted(stray)}"
+        temp = _temporary(pool)
+        assert not temp, f"pool {pname}: temporary volumes left: {temp}"
+    for lockfile in paths.locks.glob("*.lock"):
+        fd = os.open(lockfile, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AssertionError(f"lock {lockfile.name} is still held") from None
+        finally:
+            os.close(fd)

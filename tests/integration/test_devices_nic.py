@@ -1,0 +1,195 @@
+"""nic devices on a bridge the test creates: limits.* measured by real transfers between the host
+and the container (the only traffic is host <-> that container over that bridge), live limit
+changes, the host end's name, MTU and MAC, and what ``info`` reports."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import lxdlib
+from lxdlib import tc
+from lxdlib.devices.nic import default_host_name, ifb_for
+
+pytestmark = pytest.mark.root
+
+RATE = 8_000_000  # bit/s
+
+
+@pytest.fixture
+def net(host: lxdlib.Host) -> Iterator[tuple[str, str]]:
+    """A managed bridge without NAT; yields (name, gateway address). The instances' ifbs are
+    removed afterwards even if a post-stop hook never ran."""
+    name = f"lxt{secrets.token_hex(3)}"
+    host.networks.create(name, {"ipv4.address": "auto", "ipv4.nat": "false"})
+    gw = host.networks.get(name)["config"]["ipv4.address"].split("/")[0]
+    try:
+        yield name, gw
+    finally:
+        for inst in host.instances.list():
+            with contextlib.suppress(Exception):
+                inst.delete(force=True)
+        for line in subprocess.run(["ip", "-o", "link", "show"], capture_output=True,
+                                   text=True).stdout.splitlines():
+            ifname = line.split(":")[1].strip().split("@")[0]
+            if ifname.startswith(tc.IFB_PREFIX) and ifname in _ifbs(host):
+                subprocess.run(["ip", "link", "del", ifname], capture_output=True)
+
+
+def _ifbs(host: lxdlib.Host) -> set[str]:
+    return {ifb_for(host.paths.root, i, d) for i in ("c1", "c2") for d in ("eth0", "eth1")}
+
+
+def _link_exists(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
+
+
+def measure_into(c: lxdlib.Instance, address: str, nbytes: int) -> float:
+    """bit/s of a host -> container stream, timed until the container reports what it got."""
+    c.exec(["sh", "-c", "nc -l -p 5001 -e wc -c >/dev/null 2>&1 &"])
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            s = socket.create_connection((address, 5001), timeout=5)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    with s:
+        s.settimeout(60)
+        chunk = b"\0" * 65536
+        start = time.monotonic()
+        sent = 0
+        while sent < nbytes:
+            s.sendall(chunk)
+            sent += len(chunk)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while data := s.recv(100):
+            reply += data
+        elapsed = time.monotonic() - start
+    received = int(reply.split()[0])
+    assert received == sent
+    return received * 8 / elapsed
+
+
+def measure_out_of(c: lxdlib.Instance, gateway: str, nbytes: int) -> float:
+    """bit/s of a container -> host stream, timed at the host from first to last byte."""
+    with socket.socket() as ls:
+        ls.bind((gateway, 0))
+        ls.listen(1)
+        ls.settimeout(30)
+        port = ls.getsockname()[1]
+        c.exec(["sh", "-c", f"dd if=/dev/zero bs=65536 count={nbytes // 65536} 2>/dev/null | "
+                            f"nc {gateway} {port} >/dev/null 2>&1 &"])
+        conn, _ = ls.accept()
+        with conn:
+            conn.settimeout(60)
+            got = 0
+            first = last = 0.0
+            while data := conn.recv(65536):
+                last = time.monotonic()
+                if not got:
+                    first = last
+                got += len(data)
+    assert got == nbytes // 65536 * 65536
+    return got * 8 / (last - first)
+
+
+def within(measured: float, wanted: int, tolerance: float = 0.2) -> bool:
+    return abs(measured - wanted) <= tolerance * wanted
+
+
+def test_limits_measured_at_start_and_live(host: lxdlib.Host, net: tuple[str, str]) -> None:
+    name, gw = net
+    static = gw.rsplit(".", 1)[0] + ".61"
+    nic = {"type": "nic", "network": name, "name": "eth0", "ipv4.address": static}
+    c = host.launch("busybox", "c1", devices={"eth0": {**nic, "limits.ingress": "8Mbit",
+                                                       "limits.egress": "8Mbit"}})
+    veth = default_host_name(host.paths.root, "c1", "eth0")
+    ifb = ifb_for(host.paths.root, "c1", "eth0")
+    assert tc.read(veth, ifb) == tc.Limits(RATE, RATE)
+    assert c.wait_for(lambda: static in c.addresses(), timeout=20), c.network_state()
+
+    into = measure_into(c, static, 2_000_000)
+    out = measure_out_of(c, gw, 2_000_000)
+    print(f"limit 8Mbit: into {into / 1e6:.2f} Mbit/s, out of {out / 1e6:.2f} Mbit/s")
+    assert within(into, RATE), into
+    assert within(out, RATE), out
+
+    # live: limits.max sets both directions at once
+    c.update(devices={"eth0": {**nic, "limits.max": "16Mbit"}})
+    assert tc.read(veth, ifb) == tc.Limits(2 * RATE, 2 * RATE)
+    out = measure_out_of(c, gw, 4_000_000)
+    print(f"limit 16Mbit (live): out of {out / 1e6:.2f} Mbit/s")
+    assert within(out, 2 * RATE), out
+
+    # a restart re-applies them from the start-host hook
+    c.restart(force=True)
+    assert tc.read(veth, ifb) == tc.Limits(2 * RATE, 2 * RATE)
+
+    # live removal of the limits: no qdisc, no ifb, and the stream is far faster
+    c.update(devices={"eth0": dict(nic)})
+    assert tc.read(veth, ifb) == tc.Limits()
+    assert not _link_exists(ifb)
+    assert c.wait_for(lambda: static in c.addresses(), timeout=20)
+    assert measure_into(c, static, 8_000_000) > 4 * RATE
+
+    # the ifb goes with the instance's stop (post-stop hook)
+    c.update(devices={"eth0": {**nic, "limits.egress": "8Mbit"}})
+    assert _link_exists(ifb)
+    c.stop(force=True)
+    assert not _link_exists(ifb) and not _link_exists(veth)
+
+
+def test_nic_options_and_info(host: lxdlib.Host, net: tuple[str, str]) -> None:
+    name, _ = net
+    veth = f"lxh{secrets.token_hex(4)}"
+    c = host.launch("busybox", "c1", devices={
+        "eth0": {"type": "nic", "nictype": "bridged", "parent": name, "name": "eth0",
+                 "mtu": "1400", "hwaddr": "00:16:3e:aa:bb:cc", "host_name": veth}})
+    link = c.exec(["ip", "link", "show", "eth0"]).text
+    assert "mtu 1400" in link and "00:16:3e:aa:bb:cc" in link
+    master = subprocess.run(["ip", "-o", "link", "show", veth], capture_output=True,
+                            text=True).stdout
+    assert f"master {name}" in master and "mtu 1400" in master
+    assert c.wait_for(lambda: bool(c.addresses()), timeout=20), c.network_state()
+    state = c.info()["network"]
+    eth0 = state["eth0"]
+    assert eth0["host_name"] == veth and eth0["mtu"] == 1400
+    assert eth0["hwaddr"] == "00:16:3e:aa:bb:cc" and eth0["state"] == "up"
+    inet = [a for a in eth0["addresses"] if a["family"] == "inet"]
+    assert inet and inet[0]["netmask"] == "24" and inet[0]["scope"] == "global"
+    assert eth0["counters"]["bytes_received"] > 0 and eth0["counters"]["packets_sent"] > 0
+    assert state["lo"]["addresses"][0]["scope"] == "local"
+
+    # limits added live to an instance started without hooks: its stop cannot clear the ifb
+    # (liblxc runs the hooks of the config it started with); the next config write collects it
+    eth0_dev = c.devices["eth0"]
+    c.update(devices={**c.devices, "eth0": {**eth0_dev, "limits.egress": "2Mbit"}})
+    ifb = ifb_for(host.paths.root, "c1", "eth0")
+    assert tc.read(veth, ifb).egress == 2_000_000
+    c.stop(force=True)
+    assert _link_exists(ifb)
+    c.update(devices={**c.devices, "eth0": eth0_dev})
+    assert not _link_exists(ifb)
+    c.start()
+
+    # a nic added live waits for the next start; a bad rate is refused naming device and key
+    c.update(devices={**c.devices, "eth1": {"type": "nic", "network": name, "name": "eth1",
+                                            "limits.ingress": "1Mbit"}})
+    assert "eth1" not in c.network_state()
+    c.restart(force=True)
+    assert "eth1" in c.network_state()
+    assert tc.read(default_host_name(host.paths.root, "c1", "eth1")).ingress == 1_000_000
+    before = c.devices
+    with pytest.raises(lxdlib.InvalidConfig, match=r"eth1.*limits\.egress"):
+        c.update(devices={**before, "eth1": {**before["eth1"], "limits.egress": "fast"}})
+    assert c.devices == before

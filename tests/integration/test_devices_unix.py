@@ -1,0 +1,92 @@
+"""unix-char / unix-block devices against real containers: the node inside (type, numbers,
+owner, mode), that it works, hot-plug both ways, restarts, optional and missing sources, the
+devices cgroup of a privileged instance, and ``none`` masking a profile's device."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import lxdlib
+from lxdlib.devices import driver
+
+pytestmark = pytest.mark.root
+
+
+def node(c: lxdlib.Instance, path: str) -> str:
+    """type major:minor uid:gid mode, as the instance sees the node."""
+    out = c.exec(["stat", "-c", "%F %t:%T %u:%g %a", path], check=True).text.split()
+    return f"{out[0][0]} {int(out[-3].split(':')[0], 16)}:{int(out[-3].split(':')[1], 16)} " \
+           f"{out[-2]} {out[-1]}"
+
+
+def test_unix_devices_unprivileged(host: lxdlib.Host) -> None:
+    c = host.launch("busybox", "c1", devices={
+        "null": {"type": "unix-char", "source": "/dev/null", "path": "/dev/mynull",
+                 "uid": "1000", "gid": "1001", "mode": "0620"},
+        "opt": {"type": "unix-char", "source": "/dev/nonexistent", "required": "false"},
+    })
+    assert node(c, "/dev/mynull") == "c 1:3 1000:1001 620"
+    assert c.exec(["sh", "-c", "echo x > /dev/mynull"]).returncode == 0
+    assert c.exec(["test", "-e", "/dev/nonexistent"]).returncode != 0
+
+    # hot-plug by numbers, and a block node
+    devs = c.devices
+    c.update(devices={**devs, "zero": {"type": "unix-char", "major": "1", "minor": "5",
+                                       "path": "/dev/myzero"},
+                      "blk": {"type": "unix-block", "major": "7", "minor": "250",
+                              "path": "/dev/myblk"}})
+    assert node(c, "/dev/myzero") == "c 1:5 0:0 660"
+    assert c.exec(["sh", "-c", "head -c 5 /dev/myzero | wc -c"]).text.strip() == "5"
+    assert node(c, "/dev/myblk") == "b 7:250 0:0 660"
+    host_node = driver("unix-char").host_node(c.device_context(), "zero")  # type: ignore[attr-defined]
+    assert os.path.exists(host_node)
+
+    c.restart(force=True)
+    assert node(c, "/dev/myzero") == "c 1:5 0:0 660"
+    assert node(c, "/dev/mynull") == "c 1:3 1000:1001 620"
+
+    c.update(devices=devs)  # hot-unplug
+    assert c.exec(["test", "-e", "/dev/myzero"]).returncode != 0
+    assert c.exec(["test", "-e", "/dev/myblk"]).returncode != 0
+    assert not os.path.exists(host_node)
+
+    # refused with the device named, nothing kept
+    with pytest.raises(lxdlib.NotFound, match="'gone'"):
+        c.update(devices={**devs, "gone": {"type": "unix-char", "source": "/dev/nonexistent"}})
+    with pytest.raises(lxdlib.InvalidConfig, match=r"'wrong'.*source"):
+        c.update(devices={**devs, "wrong": {"type": "unix-block", "source": "/dev/null"}})
+    with pytest.raises(lxdlib.InvalidConfig, match=r"'nomap'.*uid"):
+        c.update(devices={**devs, "nomap": {"type": "unix-char", "source": "/dev/null",
+                                            "uid": "4000000000"}})
+    assert c.devices == devs
+
+
+def test_unix_device_privileged_cgroup(host: lxdlib.Host) -> None:
+    """A privileged instance's devices cgroup denies unknown devices: the device allows its own."""
+    st = os.stat("/dev/btrfs-control")
+    numbers = {"major": str(os.major(st.st_rdev)), "minor": str(os.minor(st.st_rdev))}
+    c = host.launch("busybox", "c1", config={"security.privileged": "true"})
+    probe = ["sh", "-c", "mknod /dev/probe c {major} {minor} 2>/dev/null; "
+                         "exec 3< /dev/probe".format(**numbers)]
+    assert c.exec(probe).returncode != 0  # the default allow-list does not have it
+    devs = c.devices
+    c.update(devices={**devs, "ctl": {"type": "unix-char", "source": "/dev/btrfs-control",
+                                      "path": "/dev/ctl"}})
+    assert c.exec(["sh", "-c", "exec 3< /dev/ctl"]).returncode == 0
+    c.restart(force=True)  # from the config this time
+    assert c.exec(["sh", "-c", "exec 3< /dev/ctl"]).returncode == 0
+    c.update(devices=devs)
+    assert c.exec(probe).returncode != 0  # and denied again once removed
+
+
+def test_none_masks_profile_device(host: lxdlib.Host) -> None:
+    host.profiles.create("withnull", {}, {"null2": {"type": "unix-char", "source": "/dev/null",
+                                                    "path": "/dev/null2"}})
+    c = host.launch("busybox", "c1", profiles=["default", "withnull"])
+    assert node(c, "/dev/null2").startswith("c 1:3")
+    c.update(devices={**c.devices, "null2": {"type": "none"}})
+    assert c.exec(["test", "-e", "/dev/null2"]).returncode != 0
+    c.restart(force=True)
+    assert c.exec(["test", "-e", "/dev/null2"]).returncode != 0
