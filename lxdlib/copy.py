@@ -248,8 +248,7 @@ def _refresh(host: Host, src_inst: Instance, src_rec: InstanceRecord, target: st
                               "cannot move it")
     dst_pool = host.pool(dst_rec.pool)
     src_pool = src_inst._pool(src_rec)
-    identity = {k: v for k, v in dst_rec.config.items()
-                if k.startswith("volatile.") and k != "volatile.apply_template"}
+    identity = {k: v for k, v in dst_rec.config.items() if k.startswith("volatile.")}
     cfg = {**{k: v for k, v in new_cfg.items() if not k.startswith("volatile.")}, **identity}
     if "volatile.base_image" in new_cfg:
         cfg["volatile.base_image"] = new_cfg["volatile.base_image"]

@@ -88,20 +88,35 @@ def post_stop(root: Path, name: str, target: str) -> None:
 
 
 def reap(root: Path, name: str) -> None:
-    """Delete an ephemeral instance once it has stopped (unless something restarted it)."""
-    from . import runtime
+    """Delete an ephemeral instance once it has stopped (unless something restarted it).
+
+    liblxc runs post-stop while the container is STOPPING; STOPPED follows. Seeing it running
+    again means a restart (``restart``, a restore) won the race: nothing to do then. A root
+    deleted meanwhile is not recreated.
+    """
+    from . import record, runtime
     from .errors import LxdlibError
-    from .host import Host
-    from .instance import Instance
-    from .state import lock
-    host = Host(root)
-    c = runtime.open_container(host.paths.lxcpath, name)
+    from .state import Paths, lock
+    paths = Paths.at(root)
+    if not record.exists(paths, name):
+        return
+    c = runtime.open_container(paths.lxcpath, name)
     deadline = time.monotonic() + 60
-    while c.state != "STOPPED" and time.monotonic() < deadline:
+    while True:
+        state = c.state
+        if state == "STOPPED":
+            break
+        if state in ("RUNNING", "STARTING", "FROZEN", "FREEZING", "THAWED") or \
+                time.monotonic() > deadline:
+            return
         time.sleep(0.05)
+    if not paths.lxcpath.is_dir():
+        return
     try:
-        with lock(host.paths, "instance", name):
-            inst = Instance(host, name)
+        from .host import Host
+        from .instance import Instance
+        with lock(paths, "instance", name):
+            inst = Instance(Host(root), name)
             if not inst.exists or not inst.ephemeral or inst.state != "STOPPED":
                 return
             inst._delete_locked(inst.record())

@@ -128,23 +128,42 @@ class Remotes:
                                         bool(entry.get("public", True)))
         return str(data.get("default-remote") or LOCAL), remotes
 
-    def _write(self, default: str, remotes: Mapping[str, Remote]) -> None:
+    def _mirrors(self) -> dict[str, str]:
+        """URL overrides for the static image remotes (local mirrors; LXD has none)."""
+        try:
+            data = read_yaml(self.path) or {}
+        except FileNotFoundError:
+            return {}
+        mirrors = data.get("mirrors") if isinstance(data, Mapping) else None
+        if not isinstance(mirrors, Mapping):
+            return {}
+        return {str(k): str(v) for k, v in mirrors.items() if _is_static(str(k)) and k != LOCAL}
+
+    def _static(self, name: str) -> Remote:
+        remote = DEFAULT_REMOTES[name]
+        addr = self._mirrors().get(name)
+        return attrs.evolve(remote, addr=addr) if addr else remote
+
+    def _write(self, default: str, remotes: Mapping[str, Remote],
+               mirrors: Mapping[str, str] | None = None) -> None:
         write_yaml(self.path, {
             "default-remote": default,
             "remotes": {n: {"addr": r.addr, "protocol": r.protocol, "public": r.public}
                         for n, r in sorted(remotes.items()) if not r.static},
+            "mirrors": dict(sorted((self._mirrors() if mirrors is None else mirrors).items())),
         })
 
     # -- queries ------------------------------------------------------------------------------
     def list(self) -> builtins.list[Remote]:
         _, remotes = self._read()
-        merged = {**remotes, **{k: v for k, v in DEFAULT_REMOTES.items() if v.static}}
+        merged = {**remotes, **{k: self._static(k) for k, v in DEFAULT_REMOTES.items()
+                                if v.static}}
         return [merged[n] for n in sorted(merged)]
 
     def get(self, name: str) -> Remote:
         static = DEFAULT_REMOTES.get(name)
         if static is not None and static.static:
-            return static
+            return self._static(name)
         _, remotes = self._read()
         try:
             return remotes[name]
@@ -207,6 +226,17 @@ class Remotes:
             self._write(new if default == old else default, remotes)
 
     def set_url(self, name: str, url: str) -> None:
+        """Change a remote's URL. Unlike LXD, the static ``ubuntu``/``ubuntu-daily`` remotes can
+        be pointed at a local mirror (air-gapped hosts); ``local`` cannot change."""
+        if _is_static(name) and name != LOCAL:
+            addr = validate_url(url)
+            with lock(self.paths, "host", "remotes"):
+                default, remotes = self._read()
+                mirrors = {**self._mirrors(), name: addr}
+                if addr == DEFAULT_REMOTES[name].addr:
+                    del mirrors[name]
+                self._write(default, remotes, mirrors)
+            return
         self._mutable(name)
         addr = validate_url(url)
         with lock(self.paths, "host", "remotes"):
