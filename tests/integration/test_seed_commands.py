@@ -158,7 +158,7 @@ def test_every_seed_command(host: lxdlib.Host, catalogue: Tree, busybox_tarball:
         lxc("lxc move xsw-copy xsw-moved")
         assert "xsw-moved" in host.instances and "xsw-copy" not in host.instances
 
-        # -- remote images --------------------------------------------------------------------------
+        # -- remote images -------------------------------------------------------------------------
         assert "ubuntu" in lxc("lxc image list ubuntu:").stdout
         assert "gentoo" in lxc("lxc image list images:").stdout
 
@@ -167,7 +167,7 @@ def test_every_seed_command(host: lxdlib.Host, catalogue: Tree, busybox_tarball:
         lxc("lxc config set xsw-u limits.memory 256MB")
         assert host.instances["xsw-u"].config["limits.memory"] == "256MB"
 
-        # -- image management -------------------------------------------------------------------------
+        # -- image management ----------------------------------------------------------------------
         lxc("lxc image copy ubuntu:14.04 local:")
         lxc("lxc image copy ubuntu:12.04 local: --alias old-ubuntu")
         lxc("lxc image copy ubuntu:15.10 local: --copy-aliases")
