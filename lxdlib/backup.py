@@ -354,6 +354,12 @@ def _check_member(m: tarfile.TarInfo, name: str, part: str, links: set[str]) -> 
         part.startswith("snapshots/") and len(parts) == 3)
     if top_of_volume and not m.isdir():
         raise UnsafeImage(f"backup member {name!r} must be a directory")
+    depth = 3 if part == "container" else 4
+    if part and not part.endswith(".bin") and len(parts) == depth:
+        if parts[-1] in ("rootfs", "templates") and not m.isdir():
+            raise UnsafeImage(f"backup member {name!r} must be a directory")
+        if parts[-1] == "metadata.yaml" and not m.isreg():
+            raise UnsafeImage(f"backup member {name!r} must be a regular file")
     if part.endswith(".bin") and not m.isreg():
         raise UnsafeImage(f"backup member {name!r} is not a regular file")
     if m.islnk():
@@ -585,7 +591,7 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
         inst_dir = paths.instance_dir(target)
         inst_dir.mkdir(mode=0o700)
         try:
-            journal.begin(paths, target, "import", pools=[pool_name])
+            journal.begin(paths, target, "import", pools=[pool_name], target_pool=pool_name)
             if not _truthy(exp_cfg.get("security.privileged")):
                 base, isize = _choose_idmap(host, target, exp_cfg, host.facts().idmap)
                 volatile["volatile.idmap.base"] = str(base)

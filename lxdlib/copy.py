@@ -191,7 +191,8 @@ def copy_instance(host: Host, source: str, target: str | None = None, *,
         inst_dir = paths.instance_dir(target)
         inst_dir.mkdir(mode=0o700)
         try:
-            journal.begin(paths, target, "copy", pools=sorted({src_pool.name, dst_pool.name}))
+            journal.begin(paths, target, "copy", pools=sorted({src_pool.name, dst_pool.name}),
+                          target_pool=dst_pool.name)
             _fresh_identity(host, target, new_cfg, exp_cfg, exp_devs)
             shift = disk_base(dst_pool, {**exp_cfg, **new_cfg}) - \
                 disk_base(src_pool, {**src_inst.expanded(src_rec)[0], **src_rec.config})

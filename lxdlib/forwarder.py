@@ -7,13 +7,19 @@ lets a clean-up tell its processes apart. The forwarder
 1. forks away from its starter (the starter may be a short-lived hook) and writes its pid file;
 2. opens a pidfd on the container's init and exits when it becomes readable, so it never outlives
    the container, however the container stopped (hook, ``kill -9``, poweroff from inside);
-3. creates the listening sockets in the listening side's namespaces — the network namespace, and
-   the mount namespace for a unix path — and gives unix sockets their owner and mode;
-4. moves into the connecting side's namespaces and drops to ``security.uid``/``security.gid``;
+3. creates the listening sockets: on the host in its own namespaces; in the instance through a
+   forked child that joins the instance's user, mount (for a unix path) and network namespaces
+   as the instance's root — an idmapped rootfs takes no file from the host's root — and hands
+   the sockets back over a socketpair; unix sockets get their owner and mode;
+4. moves into the connecting side's network (and, for a unix path, mount) namespace and drops
+   to ``security.uid``/``security.gid``;
 5. tells its starter ``ready`` or ``error <reason>`` over a pipe, so a busy listen address fails
    the start or the device add at once;
 6. relays: streams through a kernel pipe with splice(2) (no copy through Python), UDP per client
    address with an idle timeout, a stream to UDP one datagram per read.
+
+With ``--nat-table`` it relays nothing and only removes that nftables table when the init dies
+(NAT-mode devices added to a running instance whose liblxc monitor has no post-stop hook).
 
 Everything runs in one thread: ``setns`` of a mount namespace needs a single-threaded process, and
 an epoll loop over splice keeps up with the kernel without threads. All imports happen at the top:
@@ -49,14 +55,14 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 F_SETPIPE_SZ = 1031
-PIPE_SIZE = int(os.environ.get("FWD_PIPE", 1 << 20))
+PIPE_SIZE = 1 << 20  # bytes a splice pipe may hold (the default pipe-max-size)
 COPY_BUF = 256 * 1024  # the buffer of the copy path (where splice cannot be used)
 # Receive buffer of a TCP socket whose peer is on this host. Autotuning would let megabytes
 # queue up before the relay when it is not scheduled at once; the data then falls out of the
 # caches before the far end copies it, and a local stream through the proxy ran at half the
 # speed of a direct one (bench/proxy.py). A local peer has no bandwidth-delay product to cover;
 # remote peers keep autotuning.
-LOCAL_RCVBUF = int(os.environ.get("FWD_RCV", 256 * 1024))
+LOCAL_RCVBUF = 256 * 1024
 ROUNDS = 16  # splice rounds per event before other connections get their turn
 UDP_IDLE = 30 * 60.0  # LXD's idle timeout of a UDP session
 MAX_DGRAM = 65535
@@ -247,6 +253,13 @@ class UnixPath:
     def remember(self) -> None:
         self.ino = os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False).st_ino
 
+    def chown(self, uid: int, gid: int) -> None:
+        """Give the socket its owner; never through a link put in its place."""
+        st = os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False)
+        if st.st_ino != self.ino or not stat.S_ISSOCK(st.st_mode):
+            raise SetupError(f"the socket {self.name!r} was replaced while being set up")
+        os.chown(self.name, uid, gid, dir_fd=self.dirfd, follow_symlinks=False)
+
     def remove(self) -> None:
         with contextlib.suppress(OSError):
             if os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False).st_ino == self.ino:
@@ -264,16 +277,16 @@ def make_listener(a: ProxyAddress, addr: Address, *, mode: int, uid: int | None,
             assert isinstance(addr, str)
             made = UnixPath(addr)
             made.clear_stale(addr)
-            old = os.umask(0o777)  # nobody may connect before the mode is set
+            # The mode comes from the umask at bind: a chmod afterwards would follow whatever
+            # a user of a shared directory put in the socket's place meanwhile.
+            old = os.umask(~mode & 0o777)
             try:
                 s.bind(addr)
             finally:
                 os.umask(old)
             made.remember()
-            os.chmod(made.name, mode, dir_fd=made.dirfd, follow_symlinks=True)
             if uid is not None or gid is not None:
-                os.chown(made.name, -1 if uid is None else uid, -1 if gid is None else gid,
-                         dir_fd=made.dirfd, follow_symlinks=False)
+                made.chown(-1 if uid is None else uid, -1 if gid is None else gid)
         else:
             if a.proto != "unix":
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -283,13 +296,12 @@ def make_listener(a: ProxyAddress, addr: Address, *, mode: int, uid: int | None,
         if s.type == socket.SOCK_STREAM:
             s.listen(socket.SOMAXCONN)
         s.setblocking(False)
-    except SetupError:
+    except (SetupError, OSError) as e:
         s.close()
-        raise
-    except OSError as e:
-        s.close()
-        if made is not None and made.ino >= 0:
+        if made is not None:
             made.remove()
+        if isinstance(e, SetupError):
+            raise
         raise SetupError(f"Failed listening on {describe(addr)}: {e.strerror or e}") from None
     return s, made
 
@@ -377,7 +389,11 @@ class Loop:
             for fd, ev in self.ep.poll(-1 if timeout is None else timeout, 512):
                 handler = self.handlers.get(fd)
                 if handler is not None:
-                    handler(ev)
+                    try:
+                        handler(ev)
+                    except Exception:  # a bug in one connection must not end the others
+                        log(f"unexpected error:\n{traceback.format_exc()}")
+                        self.remove(fd)
                 if not self.running:
                     break
 
@@ -501,7 +517,11 @@ class StreamPair:
             self.close()
             return False
         self.connecting = False
-        if self.header and os.write(self.b.fileno(), self.header) != len(self.header):
+        try:
+            sent = os.write(self.b.fileno(), self.header) if self.header else 0
+        except OSError:
+            sent = -1
+        if sent != len(self.header):  # a fresh socket takes a hundred bytes at once
             log("could not send the PROXY header")
             self.close()
             return False
@@ -812,6 +832,7 @@ class Forwarder(Watcher):
         self.sockets: list[socket.socket] = []
         self.unix_paths: list[UnixPath] = []
         self.ns: Namespaces | None = None
+        self.next_sweep = 0.0
 
     def describe(self) -> str:
         a = self.args
@@ -923,13 +944,16 @@ class Forwarder(Watcher):
 
     # run --------------------------------------------------------------------------------------
     def tick(self) -> float | None:
+        """Expire idle UDP sessions now and then; the time until the next sweep."""
         udp = [x for x in self.listeners if isinstance(x, UdpListener)]
         if not udp:
             return None
         now = time.monotonic()
-        for x in udp:
-            x.expire(now, self.args.udp_idle)
-        return min(float(self.args.udp_idle) / 4, 30.0)
+        if now >= self.next_sweep:
+            for x in udp:
+                x.expire(now, self.args.udp_idle)
+            self.next_sweep = now + min(float(self.args.udp_idle) / 4, 30.0)
+        return self.next_sweep - now
 
     def shutdown(self) -> None:
         for c in list(self.conns):

@@ -802,6 +802,18 @@ class Host:
         from .copy import copy_instance
         return copy_instance(self, source, name, **kw)
 
+    def move(self, name: str, new_name: str | None = None, *, pool: str | None = None
+             ) -> Instance:
+        """``lxc move``: rename a stopped instance and/or move it to another storage pool,
+        with its snapshots."""
+        inst = self.instances.get(name)
+        if new_name is not None and new_name != name:
+            inst = inst.rename(new_name)
+        if pool is not None:
+            from .copy import move_to_pool
+            inst = move_to_pool(self, inst.name, pool)
+        return inst
+
     def import_backup(self, path: str | os.PathLike[str], name: str | None = None, *,
                       pool: str | None = None) -> Instance:
         """``lxc import``: an instance (with its snapshots) from an ``export`` tarball."""

@@ -25,7 +25,7 @@ from .config.units import is_true
 from .errors import Busy, LxdlibError, NotFound
 from .instance import Instance, recover_leftover
 from .snapshots import create_locked, delete_locked, expired
-from .state import lock, read_yaml, write_yaml
+from .state import lock, read_yaml, remove_stale_tmp, write_yaml
 
 if TYPE_CHECKING:
     from .host import Host
@@ -114,6 +114,8 @@ def recover(host: Host) -> Report:
                 with lock(paths, "instance", d.name, timeout=0):
                     if recover_leftover(host, d.name):
                         report.recovered.append(d.name)
+                    with contextlib.suppress(FileNotFoundError):
+                        remove_stale_tmp(d)
                     if record.exists(paths, d.name):
                         _reconcile_snapshots(host, d.name, report)
             except Busy:

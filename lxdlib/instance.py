@@ -511,7 +511,8 @@ class Instance:
     def _apply_devices_live(self, old: Mapping[str, Mapping[str, str]],
                             new: Mapping[str, Mapping[str, str]], rec: InstanceRecord) -> None:
         """Hot-plug: devices added, removed or changed on a running instance. If one fails,
-        the ones already done are undone (the failing driver leaves nothing of its own)."""
+        what was done is undone: a device being added is stopped too (``stop`` is idempotent,
+        so a half-done start is cleaned); a failing ``update`` must restore the old itself."""
         from .devices import driver
         ctx = self.device_context(rec, pid=self.pid)
         undo: list[Callable[[], None]] = []
@@ -528,8 +529,8 @@ class Instance:
                 if not drv.hotplug:
                     continue
                 if dname not in old:
-                    drv.start(ctx, dname, nd)
                     undo.append(functools.partial(drv.stop, ctx, dname, nd))
+                    drv.start(ctx, dname, nd)
                 elif dict(old[dname]) != dict(nd):
                     od = old[dname]
                     if od.get("type") == nd.get("type"):
@@ -539,8 +540,8 @@ class Instance:
                         odrv = driver(od["type"])
                         odrv.stop(ctx, dname, od)
                         undo.append(functools.partial(odrv.start, ctx, dname, od))
-                        drv.start(ctx, dname, nd)
                         undo.append(functools.partial(drv.stop, ctx, dname, nd))
+                        drv.start(ctx, dname, nd)
         except BaseException:
             for step in reversed(undo):
                 with contextlib.suppress(Exception):

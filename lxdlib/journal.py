@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import record
 from .errors import LxdlibError, NotFound
-from .state import Paths, lock, read_yaml, write_yaml
+from .state import Paths, lock, read_yaml, remove_stale_tmp, write_yaml
 
 if TYPE_CHECKING:
     from .host import Host
@@ -84,6 +84,8 @@ def recover(host: Host, name: str) -> bool:
             _log(paths.root, name, f"recovery of an interrupted {kind} failed: {e}")
             return False
     end(paths, name)
+    with contextlib.suppress(FileNotFoundError):
+        remove_stale_tmp(paths.instance_dir(name))  # a record write cut short
     host.events.emit("instance-recovered", name, op=str(kind))
     return True
 
@@ -177,8 +179,12 @@ def _move_pool(host: Host, name: str, op: dict[str, Any]) -> None:
 
 
 def _new_instance(host: Host, name: str, op: dict[str, Any]) -> None:
-    """A copy or an import into a new instance: temporary volumes of the dead process go (the
-    instance directory and final-named volume are removed by the caller, as for a create)."""
+    """A copy or an import into a new instance that has no record yet: what it made on the
+    target pool (snapshots first, so the caller's search for the live volume may miss them)
+    and the temporary volumes of the dead process go; the caller removes the directory."""
+    target = _pool(host, str(op.get("target_pool") or ""))
+    if target is not None and _record(host, name) is None:
+        target.delete_instance_volume(name)
     for pname in op.get("pools") or []:
         pool = _pool(host, str(pname))
         if pool is not None:

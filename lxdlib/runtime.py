@@ -113,9 +113,68 @@ def wait_state(c: Any, wanted: set[str], timeout: float) -> bool:
         delay = min(delay * 2, 0.05)
 
 
+def _cgroup_dirs() -> list[Path]:
+    """Where liblxc puts monitor cgroups: each hierarchy's root and this process's own cgroup."""
+    own: dict[str, str] = {}
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for ctrl in controllers.split(",") or [""]:
+                own[ctrl] = path
+    except (OSError, ValueError):
+        pass
+    dirs: list[Path] = []
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return dirs
+    for line in mounts:
+        fields = line.split()
+        sep = fields.index("-") if "-" in fields else -1
+        if sep < 0 or fields[sep + 1] not in ("cgroup", "cgroup2"):
+            continue
+        mountpoint = Path(fields[4])
+        dirs.append(mountpoint)
+        if fields[sep + 1] == "cgroup2":
+            sub = own.get("", "/")
+        else:
+            opts = fields[sep + 3].split(",")
+            sub = next((own[o] for o in opts if o in own), "/")
+        if sub not in ("", "/"):
+            dirs.append(mountpoint / sub.lstrip("/"))
+    return dirs
+
+
+def reap_monitor_cgroups(name: str) -> int:
+    """Remove the empty ``lxc.monitor.<name>[-N]`` cgroups earlier runs left behind.
+
+    liblxc 5.0 cannot remove a monitor's cgroup while the monitor is still in it, so each start
+    leaks one, and after 999 leaks a container of that name can no longer start ("Failed to
+    create monitor cgroup"). ``rmdir`` only succeeds on an empty cgroup, so a running container's
+    monitor (of any lxcpath) is never touched. Returns how many were removed.
+    """
+    import re
+    pattern = re.compile(rf"^lxc\.monitor\.{re.escape(name)}(-\d+)?$")
+    removed = 0
+    for d in _cgroup_dirs():
+        try:
+            entries = os.listdir(d)
+        except OSError:
+            continue
+        for entry in entries:
+            if pattern.match(entry):
+                try:
+                    os.rmdir(d / entry)
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
+
+
 def start(c: Any, lxcpath: Path) -> None:
     """Start the container (daemonized, with no inherited fds) and return once it runs."""
     rotate_log(lxcpath, c.name)
+    reap_monitor_cgroups(c.name)
     if not c.start(close_fds=True):
         raise LXCError(f"failed to start instance {c.name!r}", log_tail(lxcpath, c.name))
     # start() waits for RUNNING itself, but an init that exits at once can already be gone.

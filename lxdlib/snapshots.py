@@ -148,13 +148,13 @@ class Snapshots:
                 raise WrongState("Stateful snapshot restore requested but snapshot is stateless")
             host._check_profiles(snap.profiles)  # a profile deleted since: refuse up front
             pool = inst._pool(rec)
-            _check_rollback(pool, inst.name, name)
+            _check_rollback(pool, inst.name, name, rec.snapshots[-1].name)
             c = inst._c()
             was_running = c.state != "STOPPED"
             journal.begin(host.paths, inst.name, "restore", snapshot=name)
             if was_running:
                 runtime.kill(c, host.paths.lxcpath)
-            apply_restore(host, inst.name, name, keep_state=stateful)
+            apply_restore(host, inst.name, name, keep_state=stateful, rec=rec)
             journal.end(host.paths, inst.name)
             if stateful:
                 from . import criu
@@ -254,23 +254,26 @@ def delete_locked(inst: Instance, name: str) -> None:
     journal.end(paths, inst.name)
 
 
-def apply_restore(host: Host, name: str, snapshot: str, *, keep_state: bool = False) -> None:
+def apply_restore(host: Host, name: str, snapshot: str, *, keep_state: bool = False,
+                  rec: record.InstanceRecord | None = None) -> None:
     """The volume becomes the snapshot's, then the record takes the snapshot's config, devices
     and profiles. Idempotent, so a restore that died is finished by running it again."""
     from .instance import Instance
     inst = Instance(host, name)
-    rec = inst.record()
+    rec = rec or inst.record()
     snap = rec.snapshot(snapshot)
     if snap is None:
         raise NotFound("snapshot", f"{name}/{snapshot}")
     pool = inst._pool(rec)
+    size_before = _root_size(inst, rec)
     pool.restore_snapshot(name, snapshot)
     volume = pool.volume_path("containers", name)
     if not keep_state:  # a stateful snapshot restored without its processes
         shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
     # zfs rolls back by destroying later snapshots (zfs.remove_snapshots): forget them too
-    on_disk = set(pool.list_snapshots(name))
-    rec.snapshots = [s for s in rec.snapshots if s.name in on_disk]
+    if rec.snapshots[-1].name != snapshot:
+        on_disk = set(pool.list_snapshots(name))
+        rec.snapshots = [s for s in rec.snapshots if s.name in on_disk]
     keep = {k: v for k, v in rec.config.items() if k == "volatile.uuid"}
     rec.config = {**{k: v for k, v in snap.config.items()
                      if k not in ("volatile.last_state.power", "volatile.apply_template")},
@@ -280,14 +283,23 @@ def apply_restore(host: Host, name: str, snapshot: str, *, keep_state: bool = Fa
     rec.devices = {k: dict(v) for k, v in snap.devices.items()}
     rec.profiles = list(snap.profiles)
     record.save(host.paths, rec)
-    inst._apply_quota(inst.expanded(rec)[1], rec)
+    if _root_size(inst, rec) != size_before or size_before is not None:
+        inst._apply_quota(inst.expanded(rec)[1], rec)  # the snapshot's own root disk size
     inst._write_lxc_config(rec)
 
 
-def _check_rollback(pool: Any, name: str, snapshot: str) -> None:
+def _root_size(inst: Instance, rec: record.InstanceRecord) -> str | None:
+    from .config import expand
+    try:
+        return expand.root_disk(inst.expanded(rec)[1])[1].get("size")
+    except Exception:
+        return None
+
+
+def _check_rollback(pool: Any, name: str, snapshot: str, latest: str) -> None:
     """ZFS rolls back to the latest snapshot only (unless ``zfs.remove_snapshots``): refuse
     before the instance is stopped, not after."""
-    if pool.driver != "zfs":
+    if pool.driver != "zfs" or snapshot == latest:
         return
     from .config.units import is_true
     if is_true(pool.config.get("zfs.remove_snapshots")):

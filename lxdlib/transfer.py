@@ -222,15 +222,16 @@ def _clone_within(pool: DirPool, src: str, dst: str, snapshots: Sequence[str],
 
 def _zfs_chain(src_pool: PoolDriver, src: str, dst_pool: PoolDriver, dst: str,
                snapshots: Sequence[str], from_snapshot: str | None) -> None:
+    """Received straight under the final name (zfs-fuse renames are slow and a dataset cut
+    short there is removed by the caller's intent record, as for every copy)."""
     zs: Any = src_pool
     zd: Any = dst_pool
     final = zd.dataset("containers", dst)
-    tmp = f"{zd.root}/containers/{temp_name(TMP, dst)}"
     previous: str | None = None
     try:
         for snap in snapshots:
             current = zs.dataset(SNAPSHOTS, f"{src}/{snap}")
-            pipe(zfs_send_argv(current, previous), ["zfs", "receive", "-u", tmp],
+            pipe(zfs_send_argv(current, previous), ["zfs", "receive", "-u", final],
                  f"zfs send {current} | zfs receive")
             previous = current
         with contextlib.ExitStack() as stack:
@@ -238,12 +239,12 @@ def _zfs_chain(src_pool: PoolDriver, src: str, dst_pool: PoolDriver, dst: str,
                 live = zs.dataset(SNAPSHOTS, f"{src}/{from_snapshot}")
             else:
                 live = stack.enter_context(zfs_temp_snapshot(zs, src))
-            pipe(zfs_send_argv(live, previous), ["zfs", "receive", "-u", tmp],
+            pipe(zfs_send_argv(live, previous), ["zfs", "receive", "-u", final],
                  f"zfs send {live} | zfs receive")
-            zd._zfs_busy_retry("destroy", f"{tmp}@{live.split('@', 1)[1]}")
-        zd._rename(tmp, final)
+            zd._zfs_busy_retry("destroy", f"{final}@{live.split('@', 1)[1]}")
+        zd._mount_ds(final)
     except BaseException:
-        zd._discard(tmp)
+        zd._discard(final)
         raise
 
 

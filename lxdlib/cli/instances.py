@@ -149,12 +149,7 @@ def cmd_move(host: Host, a: argparse.Namespace) -> int:
         return 0
     if dst is None and not a.storage:
         raise InvalidArgument("move needs a new name or a storage pool (-s)")
-    inst = _instance(host, src)
-    if dst is not None and dst != src:
-        inst = inst.rename(dst)
-    if a.storage:
-        from ..copy import move_to_pool
-        move_to_pool(host, inst.name, a.storage)
+    host.move(src, dst, pool=a.storage or None)
     return 0
 
 

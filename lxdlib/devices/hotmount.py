@@ -95,19 +95,21 @@ def _umount(target: str) -> None:
            target)
 
 
-def _in_child(work: Callable[[], None]) -> None:
-    """Run ``work`` in a forked child; its exception (as text) is raised here."""
+def _in_child(work: Callable[[], str]) -> str:
+    """Run ``work`` in a forked child and return its result; its exception (as text) is raised
+    here."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 0
         try:
             os.close(r)
-            work()
+            out = b"R" + work().encode()
         except BaseException as e:
             code = 1
-            with contextlib.suppress(OSError):
-                os.write(w, str(e).encode(errors="replace")[:4000])
+            out = b"E" + str(e).encode(errors="replace")[:4000]
+        with contextlib.suppress(OSError):
+            os.write(w, out)
         os._exit(code)
     os.close(w)
     try:
@@ -117,9 +119,11 @@ def _in_child(work: Callable[[], None]) -> None:
     finally:
         os.close(r)
     _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise StorageError(b"".join(chunks).decode(errors="replace") or
+    reply = b"".join(chunks)
+    if os.waitstatus_to_exitcode(status) != 0 or not reply.startswith(b"R"):
+        raise StorageError(reply[1:].decode(errors="replace") or
                           f"mount helper died with status {status}")
+    return reply[1:].decode()
 
 
 def _enter(pid: int, as_container_root: bool) -> None:
@@ -136,23 +140,32 @@ def _enter(pid: int, as_container_root: bool) -> None:
         os.setresuid(0, 0, 0)
 
 
-def _make_mountpoint(target: str, is_dir: bool) -> None:
+def _make_mountpoint(target: str, is_dir: bool) -> bool:
+    """Create what ``target`` needs to be mounted on; True if this call created it."""
     parent = os.path.dirname(target)
     os.makedirs(parent, mode=0o755, exist_ok=True)
     if is_dir:
         try:
             os.mkdir(target, 0o755)
+            return True
         except FileExistsError:
             if not stat.S_ISDIR(os.lstat(target).st_mode):
                 raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory",
                                          target) from None
-        return
+            return False
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o000)
-    except IsADirectoryError:
-        raise IsADirectoryError(errno.EISDIR, "a directory is in the way of a file mount",
-                                target) from None
+        fd = os.open(target, flags | os.O_CREAT | os.O_EXCL, 0o000)
+        created = True
+    except FileExistsError:
+        try:
+            fd = os.open(target, flags)
+        except IsADirectoryError:
+            raise IsADirectoryError(errno.EISDIR, "a directory is in the way of a file mount",
+                                    target) from None
+        created = False
     os.close(fd)
+    return created
 
 
 def _userns_of(pid: int) -> bool:
@@ -161,14 +174,15 @@ def _userns_of(pid: int) -> bool:
 
 
 def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: bool = False,
-           recursive: bool = False, propagation: str = "") -> None:
+           recursive: bool = False, propagation: str = "") -> bool:
     """Mount host ``source`` at ``target`` (absolute, inside the container whose init is
-    ``pid``), creating the mount point like ``create=dir|file``."""
+    ``pid``), creating the mount point like ``create=dir|file``. All or nothing; True if the
+    mount point was created here (so that ``detach(remove=True)`` may delete it later)."""
     src = os.fspath(source)
     is_dir = os.path.isdir(src)
     unpriv = _userns_of(pid)
 
-    def work() -> None:
+    def work() -> str:
         fd = open_tree(src, recursive)
         attrs = MOUNT_ATTR_RDONLY if readonly else 0
         userns = -1
@@ -179,26 +193,39 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
             mount_setattr(fd, "", AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0),
                           attr_set=attrs, userns_fd=max(userns, 0))
         _enter(pid, unpriv)
-        _make_mountpoint(target, is_dir)
-        move_mount(fd, target)
+        created = _make_mountpoint(target, is_dir)
+        try:
+            move_mount(fd, target)
+        except BaseException:
+            if created:
+                with contextlib.suppress(OSError):
+                    (os.rmdir if is_dir else os.unlink)(target)
+            raise
         if propagation:
             kind = propagation.removeprefix("r")
-            mount_setattr(AT_FDCWD, target, AT_SYMLINK_NOFOLLOW |
-                          (AT_RECURSIVE if propagation.startswith("r") else 0),
-                          propagation=PROPAGATION[kind])
+            try:
+                mount_setattr(AT_FDCWD, target, AT_SYMLINK_NOFOLLOW |
+                              (AT_RECURSIVE if propagation.startswith("r") else 0),
+                              propagation=PROPAGATION[kind])
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    _umount(target)
+                raise
+        return "created" if created else ""
 
     try:
-        _in_child(work)
+        return _in_child(work) == "created"
     except StorageError as e:
         raise StorageError(f"cannot mount {src} at {target} in the instance: {e}") from None
 
 
 def detach(pid: int, target: str, *, remove: bool = False) -> None:
     """Unmount ``target`` inside the container (lazily, as a busy mount must still go); with
-    ``remove``, delete the mount point the attach created. A target that is not mounted is fine."""
+    ``remove``, delete the mount point (only say so when ``attach`` created it). A target that
+    is not mounted is fine."""
     unpriv = _userns_of(pid)
 
-    def work() -> None:
+    def work() -> str:
         _enter(pid, unpriv)
         try:
             _umount(target)
@@ -211,6 +238,7 @@ def detach(pid: int, target: str, *, remove: bool = False) -> None:
                     os.unlink(target)
             except (FileNotFoundError, IsADirectoryError):
                 pass
+        return ""
 
     _in_child(work)
 

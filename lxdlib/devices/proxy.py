@@ -3,13 +3,21 @@
 There is no daemon to own the forwarders, so they follow the container through liblxc hooks:
 the start-host hook starts one per device with the init pid (every start: ``lxdlib start``,
 ``lxc-start``, a reboot from inside), the post-stop hook stops it, and the forwarder itself exits
-when the init it watches dies — so none outlives its container, whoever stopped it.
+when the init it watches dies — so none outlives its container, whoever stopped it, even when
+the device was added while the container ran and its liblxc monitor (which read the config at
+start) runs no hooks. For the same case, a NAT-mode device added live gets a small watcher
+process that removes its table when the init dies.
 :func:`start` waits for the forwarder to say ``ready`` or why not, so a listen address in use
 fails the start or the live device add at once with that reason.
 
 Runtime files live in the instance's device dir: ``proxy.<dev>.pid`` (the forwarder's pid; its
 argv names the root, the instance and the device, checked before any signal) and
 ``proxy.<dev>.log``. NAT mode keeps a per-device table ``inet lxdlib_p_<hash>``.
+
+Ids: ``uid``/``gid`` of a unix listen socket are ids of the listening side (the instance's own
+ids with ``bind=instance``); ``security.uid``/``security.gid`` are ids of the connecting side,
+shifted by the instance's idmap when that side is an unprivileged instance (the forwarder stays
+in the host's user namespace). ``raw.idmap`` exceptions are not applied to them.
 """
 
 from __future__ import annotations

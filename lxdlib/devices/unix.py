@@ -155,8 +155,11 @@ class UnixDriver(BaseDriver):
             c = runtime.open_container(ctx.host.paths.lxcpath, ctx.name)
             runtime.cgroup_set(c, ctx.host.paths.lxcpath, "devices.allow",
                                node.rule)
+        made = f"{path}.made"
         try:
-            hotmount.attach(ctx.pid, path, node.path, idmap=False)
+            if hotmount.attach(ctx.pid, path, node.path, idmap=False):
+                with open(made, "w"):
+                    pass  # the mount point is ours: remove it with the device
         except BaseException:
             if c is not None and not self._still_allowed(ctx, name, node):
                 with contextlib.suppress(Exception):
@@ -180,9 +183,10 @@ class UnixDriver(BaseDriver):
 
     def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
         path = "/" + (dev.get("path") or dev.get("source") or "").strip("/")
+        made = f"{self.host_node(ctx, name)}.made"
         if ctx.pid is not None and path != "/":
             with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                hotmount.detach(ctx.pid, path, remove=True)
+                hotmount.detach(ctx.pid, path, remove=os.path.exists(made))
             if self._privileged(ctx):
                 with contextlib.suppress(NotFound):
                     node = node_spec(self.dtype, name, dev)
@@ -190,8 +194,9 @@ class UnixDriver(BaseDriver):
                         c = runtime.open_container(ctx.host.paths.lxcpath, ctx.name)
                         runtime.cgroup_set(c, ctx.host.paths.lxcpath,
                                            "devices.deny", node.rule)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.host_node(ctx, name))
+        for leftover in (self.host_node(ctx, name), made):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
 
     def update(self, ctx: DeviceContext, name: str, old: Mapping[str, str],
                new: Mapping[str, str]) -> None:

@@ -65,7 +65,7 @@ def check(host: lxdlib.Host) -> None:
         assert (d / "instance.yaml").is_file(), f"instance directory {entry} has no record"
         assert not os.path.lexists(d / PENDING), f"instance {entry} has an intent left"
         assert not os.path.lexists(d / record.DELETING), f"instance {entry} is half-deleted"
-        assert not [e for e in os.listdir(d) if e.startswith(".tmp")], \
+        assert not [e for e in os.listdir(d) if e.startswith(".") and ".tmp" in e], \
             f"instance {entry} has temporary files: {os.listdir(d)}"
     for name in names:
         rec = record.load(paths, name)

@@ -146,7 +146,7 @@ def test_copy_between_pools_and_move(host: lxdlib.Host, zfs_daemon: ZfsDaemons) 
     moved = move_to_pool(host, "src", "zp")
     assert "src" not in host.pool("default").list_volumes("containers")  # type: ignore
     verify(moved, "zp")
-    back = move_to_pool(host, "src", "bt2")
+    back = host.move("src", pool="bt2")
     verify(back, "bt2")
     back.start()
     with pytest.raises(lxdlib.WrongState):

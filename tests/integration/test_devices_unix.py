@@ -47,9 +47,16 @@ def test_unix_devices_unprivileged(host: lxdlib.Host) -> None:
     assert node(c, "/dev/myzero") == "c 1:5 0:0 660"
     assert node(c, "/dev/mynull") == "c 1:3 1000:1001 620"
 
+    # over an existing file: hidden while the device is there, back (not deleted) after
+    c.exec(["sh", "-c", "echo keep > /etc/motd-x"], check=True)
+    c.update(devices={**c.devices, "over": {"type": "unix-char", "source": "/dev/null",
+                                            "path": "/etc/motd-x"}})
+    assert c.exec(["cat", "/etc/motd-x"]).text == ""
+
     c.update(devices=devs)  # hot-unplug
     assert c.exec(["test", "-e", "/dev/myzero"]).returncode != 0
     assert c.exec(["test", "-e", "/dev/myblk"]).returncode != 0
+    assert c.exec(["cat", "/etc/motd-x"]).text == "keep\n"
     assert not os.path.exists(host_node)
 
     # refused with the device named, nothing kept

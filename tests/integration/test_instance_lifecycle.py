@@ -284,3 +284,20 @@ def test_kill_9_during_delete_finishes_on_next_use(host: lxdlib.Host) -> None:
     assert fresh.instances.names() == []
     assert not vol.exists()
     assert not host.paths.instance_dir("d1").exists()
+
+
+def test_restarts_do_not_pile_up_monitor_cgroups(host: lxdlib.Host) -> None:
+    """liblxc leaks one monitor cgroup per start; past 999 a name could never start again."""
+    from lxdlib import runtime
+
+    def leaked() -> int:
+        pattern = "lxc.monitor.cgleak"
+        return sum(1 for d in runtime._cgroup_dirs() if d.is_dir()
+                   for e in os.listdir(d) if e == pattern or e.startswith(pattern + "-"))
+
+    c = host.launch("busybox", "cgleak")
+    for _ in range(6):
+        c.stop(force=True)
+        c.start()
+    hierarchies = sum(1 for d in runtime._cgroup_dirs() if d.is_dir())
+    assert leaked() <= 2 * hierarchies  # at most the running monitor's and one leftover each

@@ -159,25 +159,31 @@ while True:
 
 
 # -- tcp: the seed's CLI form and the forwarder's lifecycle ------------------------------------
+def unique(prefix: str) -> str:
+    """Instance names differ per test run: liblxc's monitor cgroups are named after them."""
+    return f"{prefix}{os.urandom(3).hex()}"
+
+
 def test_tcp_proxy_lifecycle(host: lxdlib.Host) -> None:
     root = host.paths.root
-    c = host.launch("busybox", "c1")
+    name = unique("px")
+    c = host.launch("busybox", name)
     serve(c, "nc -ll -p 5000 -e cat", 5000)
     port = free_port()
     r = subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root", str(root), "config",
-                        "device", "add", "c1", "sshport", "proxy",
+                        "device", "add", name, "sshport", "proxy",
                         f"listen=tcp:127.0.0.1:{port}", "connect=tcp:127.0.0.1:5000"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert talk(("127.0.0.1", port)) == b"hello\n"
-    first = fwd_pid(host, "c1", "sshport")
+    first = fwd_pid(host, name, "sshport")
     assert forwarders(root) == [first]
 
     # a restart brings a new forwarder up with the container
     c.restart(force=True)
     serve(c, "nc -ll -p 5000 -e cat", 5000)
     assert talk(("127.0.0.1", port)) == b"hello\n"
-    second = fwd_pid(host, "c1", "sshport")
+    second = fwd_pid(host, name, "sshport")
     assert second != first and forwarders(root) == [second]
 
     # device set connect … retargets the running instance
@@ -188,7 +194,7 @@ def test_tcp_proxy_lifecycle(host: lxdlib.Host) -> None:
     assert talk(("127.0.0.1", port)) == b"second\n"
 
     # kill -9 of the forwarder: the port closes, the next start works
-    os.kill(fwd_pid(host, "c1", "sshport"), signal.SIGKILL)
+    os.kill(fwd_pid(host, name, "sshport"), signal.SIGKILL)
     assert wait(lambda: not forwarders(root))
     with pytest.raises(ConnectionRefusedError):
         talk(("127.0.0.1", port))
@@ -204,7 +210,7 @@ def test_tcp_proxy_lifecycle(host: lxdlib.Host) -> None:
         busy_port = busy.getsockname()[1]
         before = c.devices
         clash = proxy(f"tcp:127.0.0.1:{busy_port}", "tcp:127.0.0.1:5000")
-        with pytest.raises(NetworkError, match="(?i)address already in use"):
+        with pytest.raises(NetworkError, match=r"(?i)address already in use"):
             add(c, clash=clash)
         assert c.devices == before and "clash" not in c.expanded_devices
         assert len(forwarders(root)) == 1
@@ -212,7 +218,7 @@ def test_tcp_proxy_lifecycle(host: lxdlib.Host) -> None:
         c.stop(force=True)
         assert wait(lambda: not forwarders(root))
         add(c, clash=clash)
-        with pytest.raises(LXCError, match="(?i)address already in use"):
+        with pytest.raises(LXCError, match=r"(?i)address already in use"):
             c.start()
         assert c.state == "STOPPED" and not forwarders(root)
     c.start()
@@ -224,7 +230,7 @@ def test_tcp_proxy_lifecycle(host: lxdlib.Host) -> None:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
-    assert not (host.paths.instance_dir("c1") / "devices" / "proxy.sshport.pid").exists()
+    assert not (host.paths.instance_dir(name) / "devices" / "proxy.sshport.pid").exists()
     add(c, sshport=proxy(f"tcp:127.0.0.1:{port}", "tcp:127.0.0.1:5000"))
     serve(c, "nc -ll -p 5000 -e cat", 5000)
     assert talk(("127.0.0.1", port), b"again\n") == b"again\n"
@@ -255,7 +261,7 @@ def test_tcp_proxy_lifecycle(host: lxdlib.Host) -> None:
     c.exec(["poweroff"])
     assert c.wait_for(lambda: c.state == "STOPPED", timeout=30)
     assert wait(lambda: not forwarders(root))
-    assert not list((host.paths.instance_dir("c1") / "devices").glob("*.pid"))
+    assert not list((host.paths.instance_dir(name) / "devices").glob("*.pid"))
 
 
 def p_in_use(port: int) -> bool:
@@ -278,7 +284,8 @@ def share(root: Path) -> Iterator[Path]:
 
 def test_udp_unix_instance_side_and_header(host: lxdlib.Host, share: Path) -> None:
     root = host.paths.root
-    c = host.launch("busybox", "c2", devices={
+    name = unique("pu")
+    c = host.launch("busybox", name, devices={
         "share": {"type": "disk", "source": str(share), "path": "/mnt/share"}})
     base = int(c.config["volatile.idmap.base"])
     serve(c, "nc -ll -p 5000 -e cat", 5000)
@@ -292,7 +299,7 @@ def test_udp_unix_instance_side_and_header(host: lxdlib.Host, share: Path) -> No
                          **{"security.uid": "1000", "security.gid": "1001"}))
         assert udp_talk(udp_port, b"ping") == b"udp:ping"
         assert udp_talk(udp_port, b"pong") == b"udp:pong"
-        status = Path(f"/proc/{fwd_pid(host, 'c2', 'udp')}/status").read_text()
+        status = Path(f"/proc/{fwd_pid(host, name, 'udp')}/status").read_text()
         uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()
         gids = next(line for line in status.splitlines() if line.startswith("Gid:")).split()
         assert uids[1:] == [str(base + 1000)] * 4 and gids[1:] == [str(base + 1001)] * 4
@@ -376,13 +383,14 @@ def nft_has(table: str) -> bool:
 def test_nat_mode(host: lxdlib.Host, bridge: str) -> None:
     gw = host.networks.get(bridge)["config"]["ipv4.address"].split("/")[0]
     static = gw.rsplit(".", 1)[0] + ".77"
-    c = host.launch("busybox", "n1", devices={"eth0": {
+    name = unique("pn")
+    c = host.launch("busybox", name, devices={"eth0": {
         "type": "nic", "name": "eth0", "network": bridge, "ipv4.address": static}})
     assert c.wait_for(lambda: static in c.addresses(), timeout=20), c.addresses()
     serve(c, "nc -ll -p 80 -e cat", 80)
     serve(c, "nc -ll -p 81 -e echo hairpin", 81)
     port = free_port()
-    table = nat_table(host, "n1", "web")
+    table = nat_table(host, name, "web")
     try:
         add(c, web=proxy(f"tcp:{gw}:{port}-{port + 1}", f"tcp:{static}:80-81", nat="true"))
         assert nft_has(table)
@@ -394,7 +402,7 @@ def test_nat_mode(host: lxdlib.Host, bridge: str) -> None:
         before = c.devices
         with pytest.raises(InvalidConfig, match="must be one of the instance's static IPv4"):
             add(c, bad=proxy(f"tcp:{gw}:{port + 5}", "tcp:10.250.0.9:80", nat="true"))
-        assert c.devices == before and not nft_has(nat_table(host, "n1", "bad"))
+        assert c.devices == before and not nft_has(nat_table(host, name, "bad"))
         # the table follows the container: gone at stop, back at start, gone with the device
         c.stop(force=True)
         assert wait(lambda: not nft_has(table))
@@ -459,14 +467,15 @@ MATRIX: list[tuple[dict[str, str], str]] = [
 
 
 def test_validation_matrix(host: lxdlib.Host) -> None:
-    c = host.create("busybox", "v1")
-    record = host.paths.instance_record("v1").read_bytes()
+    name = unique("pv")
+    c = host.create("busybox", name)
+    record = host.paths.instance_record(name).read_bytes()
     for dev, message in MATRIX:
         with pytest.raises(InvalidConfig) as e:
             c.update(devices={**c.devices, "p": {"type": "proxy", **dev}})
         assert message in str(e.value), (dev, str(e.value))
         assert "'p'" in str(e.value)
-        assert host.paths.instance_record("v1").read_bytes() == record
+        assert host.paths.instance_record(name).read_bytes() == record
     # the allowed combinations pass: tcp → udp, unix → udp, unix with owner and mode
     for dev in ({"listen": "tcp:127.0.0.1:80", "connect": "udp:127.0.0.1:53"},
                 {"listen": "unix:/run/x.sock", "connect": "udp:127.0.0.1:53"},
