@@ -573,6 +573,7 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
     pool_name = _choose_pool(host, idx, pool)
     from .copy import _root_override
     exp_cfg, exp_devs, pool_name = _root_override(host, prof, local_cfg, local_devs, pool_name)
+    devcfg.validate_devices(exp_devs)
     dst_pool = host.pool(pool_name)
     if idx.optimized and not transfer.is_btrfs(dst_pool):
         raise InvalidArgument(f"an optimized {idx.backend} backup can only be imported into a "

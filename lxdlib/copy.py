@@ -176,6 +176,7 @@ def copy_instance(host: Host, source: str, target: str | None = None, *,
                    **{k: v for k, v in new_cfg.items() if k.startswith("volatile.")}}
         new_devs = {**{n: dict(d) for n, d in base_devs.items()}, **extra_devs}
         exp_cfg, exp_devs, dst_pool_name = _root_override(host, prof, new_cfg, new_devs, pool)
+        devcfg.validate_devices(exp_devs)  # rules across devices (one disk per path…)
         for dev in exp_devs.values():
             if dev.get("type") == "nic":
                 host._nic_link(dev)

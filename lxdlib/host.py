@@ -30,6 +30,7 @@ from .storage.base import PoolDriver
 
 if TYPE_CHECKING:
     from .views import Pools
+    from .volumes import Volumes
 
 DEFAULT_NETWORK = "lxdbr0"
 DEFAULT_POOL = "default"
@@ -440,6 +441,12 @@ class Host:
         from .views import Pools
         return Pools(self)
 
+    @property
+    def volumes(self) -> Volumes:
+        """Custom storage volumes (``storage volume …``)."""
+        from .volumes import Volumes
+        return Volumes(self)
+
     def pool_names(self) -> list[str]:
         from .storage import list_pools
         return list_pools(self.paths)
@@ -585,6 +592,7 @@ class Host:
                     inst._write_lxc_config(rec)
                     if inst.state in ("RUNNING", "FROZEN"):
                         inst._apply_live(before[u][0], new_cfg)
+                        inst._apply_devices_live(before[u][1], new_devs, rec)
             except Exception as e:  # collected: one instance must not stop the others
                 failures[u] = str(e)
 

@@ -357,6 +357,7 @@ class Instance:
                     raise InvalidArgument("description contains a carriage return or NUL")
                 new.description = description
             new_cfg, new_devs = self.expanded(new)
+            devcfg.validate_devices(new_devs)  # rules across devices: one disk per path…
             for dname, dev in new_devs.items():
                 key = f"volatile.{dname}.hwaddr"
                 if dev.get("type") == "nic" and not dev.get("hwaddr") and key not in new.config:
@@ -767,6 +768,7 @@ def create(host: Host, name: str, image: str | None, *,
     prof_names = host._check_profiles(expand.resolve_profile_list(profiles))
     # root disk override for `-s pool`: copy the profile's root disk locally with the new pool
     exp_cfg, exp_devs = host._expand(prof_names, local_cfg, local_devs)
+    devcfg.validate_devices(exp_devs)
     try:
         root_name, root = expand.root_disk(exp_devs)
     except InvalidConfig:

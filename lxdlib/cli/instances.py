@@ -297,10 +297,18 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
             lines.append("  Network usage:")
             for ifname, v in net.items():
                 lines.append(f"    {ifname}:")
+                for label, key in (("Type", "type"), ("State", "state"),
+                                   ("Host interface", "host_name"), ("MAC address", "hwaddr"),
+                                   ("MTU", "mtu")):
+                    if v.get(key) not in (None, ""):
+                        value = v[key].upper() if key == "state" else v[key]
+                        lines.append(f"      {label}: {value}")
                 if v["addresses"]:
                     lines.append("      IP addresses:")
                     for ad in v["addresses"]:
-                        lines.append(f"        {ad['family']}:  {ad['address']} ({ad['scope']})")
+                        mask = f"/{ad['netmask']}" if ad.get("netmask") else ""
+                        lines.append(f"        {ad['family']}:  {ad['address']}{mask} "
+                                     f"({ad['scope']})")
                 cnt = v.get("counters") or {}
                 if cnt:
                     lines += [f"      Bytes received: {output.size(cnt['bytes_received'])}",
