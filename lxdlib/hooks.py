@@ -82,9 +82,9 @@ def post_stop(root: Path, name: str, target: str) -> None:
     if ctx.record.ephemeral and target != "reboot":
         # Deleting from inside liblxc's monitor would pull the floor from under it: a detached
         # reaper waits for STOPPED, then deletes under the instance lock.
-        subprocess.Popen([sys.executable, "-m", "lxdlib.hooks", str(root), "reap", name],
-                         start_new_session=True, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
+        subprocess.run(["setsid", "--fork", sys.executable, "-m", "lxdlib.hooks", str(root),
+                        "reap", name], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, close_fds=True, check=False)
 
 
 def reap(root: Path, name: str) -> None:
@@ -124,6 +124,44 @@ def reap(root: Path, name: str) -> None:
         _log(root, name, f"ephemeral delete: {e}")
 
 
+def watch(root: Path, name: str, pid: int) -> None:
+    """Stand in for the post-stop hook of a container started without one.
+
+    liblxc reads its hooks once, at start: a device hot-plugged later that needs stop-time work
+    gets this watcher instead. It waits (pidfd, no polling) for the init it was given to exit and
+    then does what post-stop would have done.
+    """
+    import select
+    pidfile = root / "containers" / name / "devices" / "stop-watcher.pid"
+    pidfile.parent.mkdir(mode=0o700, exist_ok=True)
+    pidfile.write_text(f"{os.getpid()}\n")
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        fd = -1
+    if fd >= 0:
+        select.select([fd], [], [])
+        os.close(fd)
+    post_stop(root, name, "stop")
+
+
+def spawn_watcher(root: Path, name: str, pid: int) -> None:
+    """Start one detached watcher per container run (a pid file keeps it to one)."""
+    pidfile = root / "containers" / name / "devices" / "stop-watcher.pid"
+    try:
+        old = int(pidfile.read_text().split()[0])
+        if f"hooks {root} watch {name} ".encode() in Path(f"/proc/{old}/cmdline").read_bytes() \
+                .replace(b"\0", b" "):
+            return
+    except (OSError, ValueError, IndexError):
+        pass
+    # `setsid --fork` detaches it from us (reparented to init: no zombie in the caller); it
+    # writes its own pid file.
+    subprocess.run(["setsid", "--fork", sys.executable, "-m", "lxdlib.hooks", str(root), "watch",
+                    name, str(pid)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, close_fds=True, check=True)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 1:
         sys.stderr.write("usage: python -m lxdlib.hooks <root> [reap <name>]\n")
@@ -131,6 +169,9 @@ def main(argv: list[str]) -> int:
     root = Path(argv[0])
     if len(argv) == 3 and argv[1] == "reap":
         reap(root, argv[2])
+        return 0
+    if len(argv) == 4 and argv[1] == "watch":
+        watch(root, argv[2], int(argv[3]))
         return 0
     name = os.environ.get("LXC_NAME", "")
     hook = os.environ.get("LXC_HOOK_TYPE", "")

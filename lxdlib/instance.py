@@ -509,6 +509,21 @@ class Instance:
         # enough: other processes never see half a file, and no fsync is paid per instance.
         atomic_write(path, text, 0o640, durable=False)
 
+    def _ensure_stop_work(self, ctx: DeviceContext,
+                          devices: Mapping[str, Mapping[str, str]]) -> None:
+        """Devices hot-plugged into a container started without a post-stop hook still get
+        their stop-time work: liblxc read its hooks at start, so a watcher stands in."""
+        from . import hooks
+        from .devices import driver
+        needs = any(driver(d["type"]).hotplug and
+                    (out := driver(d["type"]).render(ctx, n, d)).stop_hook | out.start_hook
+                    for n, d in devices.items())
+        if not needs or ctx.pid is None:
+            return
+        if runtime.running_item(self._c(), "lxc.hook.post-stop"):
+            return
+        hooks.spawn_watcher(self._paths.root, self.name, ctx.pid)
+
     def _apply_devices_live(self, old: Mapping[str, Mapping[str, str]],
                             new: Mapping[str, Mapping[str, str]], rec: InstanceRecord) -> None:
         """Hot-plug: devices added, removed or changed on a running instance. If one fails,
@@ -516,6 +531,7 @@ class Instance:
         so a half-done start is cleaned); a failing ``update`` must restore the old itself."""
         from .devices import driver
         ctx = self.device_context(rec, pid=self.pid)
+        self._ensure_stop_work(ctx, new)
         undo: list[Callable[[], None]] = []
         try:
             for dname in sorted(set(old) - set(new)):

@@ -369,6 +369,15 @@ def cgroup_set(c: Any, lxcpath: Path, key: str, value: str) -> None:
                        log_tail(lxcpath, c.name))
 
 
+def running_item(c: Any, key: str) -> str | None:
+    """A key of the config the running container was started with (None when unset)."""
+    try:
+        value = c.get_running_config_item(key)
+    except (KeyError, ValueError):
+        return None
+    return str(value) if value else None
+
+
 def interfaces(c: Any) -> list[str]:
     try:
         return list(c.get_interfaces() or ())

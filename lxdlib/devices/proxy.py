@@ -28,6 +28,7 @@ import ipaddress
 import os
 import select
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -220,14 +221,27 @@ def spawn_forwarder(ctx: DeviceContext, name: str,
 
 
 def _remove_host_socket(dev: Mapping[str, str]) -> None:
-    """A host-side unix listen socket goes with its device (a regular file is never touched)."""
+    """A host-side unix listen socket left by the device's forwarder goes with it. Only a dead
+    one: the path may as well be another program's live socket (a device that failed to start
+    because of it is stopped too), and a regular file is never touched."""
     listen = dev.get("listen", "")
     if side_of(dev) != "host" or not listen.startswith("unix:/"):
         return
     path = listen[len("unix:"):]
-    with contextlib.suppress(OSError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return
+    except OSError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        except OSError:
+            pass
 
 
 # -- NAT mode -----------------------------------------------------------------------------------

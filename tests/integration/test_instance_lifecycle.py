@@ -301,3 +301,28 @@ def test_restarts_do_not_pile_up_monitor_cgroups(host: lxdlib.Host) -> None:
         c.start()
     hierarchies = sum(1 for d in runtime._cgroup_dirs() if d.is_dir())
     assert leaked() <= 2 * hierarchies  # at most the running monitor's and one leftover each
+
+
+def test_hot_plugged_device_gets_stop_work_without_a_post_stop_hook(host: lxdlib.Host) -> None:
+    import socket as socket_
+    import time as time_
+    c = host.launch("busybox", "hp1")  # started with no hooks in its liblxc config
+    assert "lxc.hook" not in (host.paths.instance_dir("hp1") / "config").read_text()
+    with socket_.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    devs = c.devices
+    devs["web"] = {"type": "proxy", "listen": f"tcp:127.0.0.1:{port}",
+                   "connect": "tcp:127.0.0.1:80"}
+    c.update(devices=devs)
+    pidfile = host.paths.instance_dir("hp1") / "devices" / "stop-watcher.pid"
+    deadline = time_.monotonic() + 15
+    while not pidfile.exists() and time_.monotonic() < deadline:
+        time_.sleep(0.05)
+    watcher = int(pidfile.read_text())
+    assert Path(f"/proc/{watcher}").exists()
+    c.stop(force=True)
+    deadline = time_.monotonic() + 15
+    while Path(f"/proc/{watcher}").exists() and time_.monotonic() < deadline:
+        time_.sleep(0.05)
+    assert not Path(f"/proc/{watcher}").exists()

@@ -311,6 +311,14 @@ def test_udp_unix_instance_side_and_header(host: lxdlib.Host, share: Path) -> No
     st = os.stat(lsock)
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1234, 2345, 0o660)
     assert talk(lsock, b"via unix\n") == b"via unix\n"
+    # another program's live socket is neither taken over nor removed by the failed add
+    with socket.socket(socket.AF_UNIX) as other:
+        busy = str(share.parent / "busy.sock")
+        other.bind(busy)
+        other.listen()
+        with pytest.raises(NetworkError, match="Address already in use"):
+            add(c, busy=proxy(f"unix:{busy}", "tcp:127.0.0.1:5000"))
+        assert Path(busy).is_socket() and "busy" not in c.devices
 
     # tcp → unix: the path is resolved in the container's mount namespace (it exists only
     # there, under the bind mount), and unix → unix
