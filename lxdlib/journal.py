@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import record
 from .errors import LxdlibError, NotFound
-from .state import Paths, lock, read_yaml, remove_stale_tmp, write_yaml
+from .state import Paths, atomic_write, dump_yaml, lock, read_yaml, remove_stale_tmp
 
 if TYPE_CHECKING:
     from .host import Host
@@ -37,8 +37,25 @@ def path(paths: Paths, name: str) -> Path:
 
 
 def begin(paths: Paths, name: str, op: str, **details: Any) -> None:
-    """Record the intent of ``op`` on instance ``name`` before its first change."""
-    write_yaml(path(paths, name), {"op": op, "pid": os.getpid(), **details}, durable=False)
+    """Record the intent of ``op`` on instance ``name`` before its first change.
+
+    A first intent is written in place with one ``write`` and ends with ``end: true``: cut
+    short, it lacks that line and means "nothing started yet". A later stage of the same
+    operation replaces the file atomically, so the earlier stage stays readable until then.
+    """
+    text = dump_yaml({"op": op, "pid": os.getpid(), **details, "end": True}).encode()
+    target = path(paths, name)
+    if os.path.lexists(target):
+        atomic_write(target, text, durable=False)
+        return
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        view = memoryview(text)
+        while view:  # "end: true" comes last: any prefix of the text reads as cut short
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def end(paths: Paths, name: str) -> None:
@@ -57,7 +74,9 @@ def read(paths: Paths, name: str) -> dict[str, Any] | None:
         return None
     except Exception:  # half-written: the process died while writing the intent itself
         return {"op": "unknown"}
-    return data if isinstance(data, dict) else {"op": "unknown"}
+    if not isinstance(data, dict) or data.get("end") is not True:
+        return {"op": "unknown"}  # cut short before its first change: nothing to undo
+    return data
 
 
 def pending(paths: Paths, name: str) -> bool:
