@@ -12,6 +12,7 @@ A failing start-host hook makes liblxc abort the start; the reason is in ``hooks
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -139,10 +140,14 @@ def watch(root: Path, name: str, pid: int) -> None:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         fd = -1
-    if fd >= 0:
-        select.select([fd], [], [])
-        os.close(fd)
-    post_stop(root, name, "stop")
+    try:
+        if fd >= 0:
+            select.select([fd], [], [])
+            os.close(fd)
+        post_stop(root, name, "stop")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            pidfile.unlink()
 
 
 def spawn_watcher(root: Path, name: str, pid: int) -> None:

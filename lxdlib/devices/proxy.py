@@ -161,6 +161,28 @@ def kill_forwarder(ctx: DeviceContext, name: str) -> None:
     path.unlink(missing_ok=True)
 
 
+def _wait_no_forwarder(ctx: DeviceContext, name: str) -> None:
+    """After a failed start: a forwarder that reported an error may have dropped its pid file
+    while still exiting; return only when no process of this device is left (its ports free)."""
+    root = str(ctx.host.paths.root)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        alive = False
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                if is_forwarder((d / "cmdline").read_bytes(), root, ctx.name, name) and \
+                        (d / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive = True
+                    break
+            except (OSError, IndexError):
+                continue
+        if not alive:
+            return
+        time.sleep(0.02)
+
+
 def _read_status(fd: int, timeout: float) -> str | None:
     """The forwarder's first status line, or None if it said nothing in time."""
     buf = b""
@@ -214,6 +236,7 @@ def spawn_forwarder(ctx: DeviceContext, name: str,
     if status == "ready":
         return
     kill_forwarder(ctx, name)
+    _wait_no_forwarder(ctx, name)
     if status is not None and status.startswith("error "):
         raise NetworkError(f'Failed to start device "{name}": {status[len("error "):]}')
     raise NetworkError(f'Failed to start device "{name}": the forwarder did not report ready '

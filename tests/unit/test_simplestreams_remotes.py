@@ -50,12 +50,26 @@ def test_add_rename_set_url_switch_remove(remotes: Remotes) -> None:
     assert Remotes(remotes.paths).default == "local"  # persisted
 
 
-@pytest.mark.parametrize("verb", ["remove", "rename", "set_url"])
-@pytest.mark.parametrize("name", ["local", "ubuntu", "ubuntu-daily"])
+@pytest.mark.parametrize(("verb", "name"), [
+    ("remove", "local"), ("remove", "ubuntu"), ("remove", "ubuntu-daily"),
+    ("rename", "local"), ("rename", "ubuntu"), ("rename", "ubuntu-daily"),
+    ("set_url", "local"),
+])
 def test_static_remotes_cannot_change(remotes: Remotes, verb: str, name: str) -> None:
     args = {"remove": (name,), "rename": (name, "x"), "set_url": (name, "https://x.example")}
     with pytest.raises(WrongState, match="static"):
         getattr(remotes, verb)(*args[verb])
+
+
+@pytest.mark.parametrize("name", ["ubuntu", "ubuntu-daily"])
+def test_static_image_remotes_can_use_a_local_mirror(remotes: Remotes, name: str) -> None:
+    default = remotes.get(name).addr
+    remotes.set_url(name, "http://mirror.example/ubuntu")
+    assert Remotes(remotes.paths).get(name).addr == "http://mirror.example/ubuntu"
+    assert Remotes(remotes.paths).get(name).static
+    assert any(r.name == name and r.addr.startswith("http://mirror") for r in remotes.list())
+    remotes.set_url(name, default)  # back to the real server: the override disappears
+    assert remotes.get(name).addr == default
 
 
 @pytest.mark.parametrize("name", ["", "a:b", "a/b", "a b", "x\n"])
