@@ -199,6 +199,32 @@ class Images:
                 img = self.store.get(img.fingerprint)
         return img
 
+    def build_debian(self, alias: str | None = "debian", *, release: str = "bookworm",
+                     variant: str = "minbase", mirror: str = "http://deb.debian.org/debian",
+                     compression: str = "xz", progress: Any = None,
+                     cache_dir: str | os.PathLike[str] | None = None) -> ImageRecord:
+        """``image build debian``: debootstrap ``release`` into a systemd image and import it
+        (``alias`` moves to the new image if it existed). ``progress(step)`` gets coarse steps;
+        ``cache_dir`` reuses an earlier identical debootstrap (see ``build_debian_image``)."""
+        import tempfile
+
+        from .imagestore.debootstrap import build_debian_image
+        from .imagestore.store import validate_alias_name
+        if alias:
+            validate_alias_name(alias)
+        with tempfile.TemporaryDirectory(dir=self.host.paths.run, prefix="build-") as tmp:
+            out = build_debian_image(Path(tmp) / "debian.tar", release=release,
+                                     variant=variant, mirror=mirror, compression=compression,
+                                     progress=progress, cache_dir=cache_dir)
+            img = self.import_file(out)
+        if alias:
+            if alias in self.store.aliases():
+                self.store.alias_update(alias, target=img.fingerprint)
+            else:
+                self.store.alias_create(alias, img.fingerprint)
+            img = self.store.get(img.fingerprint)
+        return img
+
     def delete(self, ref: str) -> None:
         """Remove the image, its aliases and its unpacked volumes in every pool."""
         img = self.store.get(ref)

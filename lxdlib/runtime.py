@@ -151,23 +151,25 @@ def reap_monitor_cgroups(name: str) -> int:
     liblxc 5.0 cannot remove a monitor's cgroup while the monitor is still in it, so each start
     leaks one, and after 999 leaks a container of that name can no longer start ("Failed to
     create monitor cgroup"). ``rmdir`` only succeeds on an empty cgroup, so a running container's
-    monitor (of any lxcpath) is never touched. Returns how many were removed.
+    monitor (of any lxcpath) is never touched. liblxc takes the lowest free suffix, so probing
+    ``<name>``, ``<name>-1``, … until a few are missing finds them without listing directories.
+    Returns how many were removed.
     """
-    import re
-    pattern = re.compile(rf"^lxc\.monitor\.{re.escape(name)}(-\d+)?$")
     removed = 0
     for d in _cgroup_dirs():
-        try:
-            entries = os.listdir(d)
-        except OSError:
-            continue
-        for entry in entries:
-            if pattern.match(entry):
-                try:
-                    os.rmdir(d / entry)
-                    removed += 1
-                except OSError:
-                    pass
+        misses = 0
+        k = 0
+        while misses < 3:
+            entry = d / (f"lxc.monitor.{name}" if k == 0 else f"lxc.monitor.{name}-{k}")
+            k += 1
+            try:
+                os.rmdir(entry)
+                removed += 1
+                misses = 0
+            except FileNotFoundError:
+                misses += 1
+            except OSError:
+                misses = 0  # busy: a running monitor holds it; later ones may be stale
     return removed
 
 

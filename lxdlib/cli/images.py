@@ -279,9 +279,24 @@ def cmd_import(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_build(host: Host, a: argparse.Namespace) -> int:
-    if a.kind != "busybox":
-        raise InvalidArgument(f"unknown image builder {a.kind!r} (known: busybox)")
-    img = host.images.build_busybox(a.alias or "busybox", compression=a.compression)
+    if a.kind == "busybox":
+        if a.compression not in (None, "gzip", "xz", "none"):
+            raise InvalidArgument("the busybox builder compresses with gzip, xz or none")
+        for opt in ("release", "variant", "mirror"):
+            if getattr(a, opt) is not None:
+                raise InvalidArgument(f"--{opt} is for the debian builder")
+        img = host.images.build_busybox(a.alias or "busybox", compression=a.compression or "gzip")
+    elif a.kind == "debian":
+        def step(text: str) -> None:
+            if not a.quiet:
+                print(text, file=sys.stderr, flush=True)
+
+        img = host.images.build_debian(
+            a.alias or "debian", release=a.release or "bookworm",
+            variant=a.variant or "minbase", mirror=a.mirror or "http://deb.debian.org/debian",
+            compression=a.compression or "xz", progress=step, cache_dir=a.cache_dir)
+    else:
+        raise InvalidArgument(f"unknown image builder {a.kind!r} (known: busybox, debian)")
     if not a.quiet:
         print(f"Image built with fingerprint: {img.fingerprint}")
     return 0
@@ -454,10 +469,16 @@ def register(sub: Any) -> None:
     x.add_argument("rest", nargs=argparse.REMAINDER, help="[<rootfs>] [key=value…] [options]")
     _import_options(x)
     x.set_defaults(func=cmd_import)
-    x = s.add_parser("build", help="build an image locally (busybox)")
-    x.add_argument("kind")
+    x = s.add_parser("build", help="build an image locally (busybox, debian)")
+    x.add_argument("kind", help="busybox or debian")
     x.add_argument("--alias")
-    x.add_argument("--compression", default="gzip", choices=("gzip", "xz", "none"))
+    x.add_argument("--compression", choices=("gzip", "xz", "zstd", "none"),
+                   help="default: gzip for busybox, xz for debian")
+    x.add_argument("--release", help="debian: the suite to debootstrap (default bookworm)")
+    x.add_argument("--variant", help="debian: debootstrap's --variant (default minbase)")
+    x.add_argument("--mirror", help="debian: the archive (default http://deb.debian.org/debian)")
+    # Internal (tests, repeated builds): reuse an identical earlier debootstrap kept here.
+    x.add_argument("--cache-dir", help=argparse.SUPPRESS)
     x.set_defaults(func=cmd_build)
     x = s.add_parser("copy", aliases=["cp"], help="copy an image from a remote into local:")
     x.add_argument("source")

@@ -45,6 +45,9 @@ def paths(tmp_path: Path) -> Iterator[Paths]:
         yield p
     finally:
         force_cleanup(p)
+        # a zfs-fuse that a pool's mount() had to start under this root goes with it
+        from tests.cleanup import _pidfiles
+        _pidfiles(p.root)
 
 
 def force_cleanup(paths: Paths, zpools: tuple[str, ...] = ()) -> None:
