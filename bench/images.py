@@ -7,7 +7,12 @@ directory, then times, as the median of 3 runs each:
 * ``ImageStore.import_file`` (copy + sha256 + metadata check) and ``ImageStore.unpack``
   (GNU tar with dropped capabilities + post-checks).
 
-Run as root: ``.venv/bin/python bench/images.py [--size-mb 200] [--dir /var/tmp]``.
+With ``--launch`` it also builds a Debian image with debootstrap (needs the Debian mirror) and
+compares, against the busybox image, the first launch (image unpacked into the pool) with later
+launches (a snapshot of the cached image volume): time for ``launch()`` to return, and time until
+the system is up (busybox: ``exec`` works; Debian: ``systemctl is-system-running --wait``).
+
+Run as root: ``.venv/bin/python bench/images.py [--size-mb 200] [--dir /var/tmp] [--launch]``.
 Everything it makes is removed at the end, also on failure or Ctrl-C.
 """
 
@@ -26,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import lxdlib
 from lxdlib.imagestore import ImageStore
 from lxdlib.state import Paths
 
@@ -101,10 +107,73 @@ def time_lxdlib(image: Path, work: Path) -> tuple[float, float, float]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+LAUNCHES = 3
+
+
+def _booted(inst: lxdlib.Instance, systemd: bool) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if systemd:
+            r = inst.exec(["timeout", "60", "systemctl", "is-system-running", "--wait"])
+            if r.stdout.strip() in (b"running", b"degraded"):
+                return
+        elif inst.exec(["true"]).returncode == 0:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{inst.name} did not come up")
+
+
+def bench_launch(directory: str, cache_dir: str | None) -> None:
+    """First and later launches of the debootstrap image against the busybox image."""
+    from lxdlib.imagestore.busybox import build_busybox_image
+    from lxdlib.imagestore.debootstrap import build_debian_image
+    from tests.cleanup import teardown_root
+    base = Path(tempfile.mkdtemp(prefix="lxdlib-bench-launch-", dir=directory))
+    base.chmod(0o711)  # the containers' root user must reach its rootfs
+    root = base / "root"
+    try:
+        t = time.perf_counter()
+        debian = build_debian_image(base / "debian.tar.xz", compression="xz",
+                                    cache_dir=cache_dir)
+        print(f"\ndebian image: {debian.stat().st_size / 1e6:.0f} MB xz, built "
+              f"({'cached ' if cache_dir else ''}debootstrap + pack) in "
+              f"{time.perf_counter() - t:.1f} s")
+        busybox = build_busybox_image(base / "busybox.tar.gz")
+        root.mkdir()
+        _launches(root, busybox, debian)
+    finally:
+        if root.exists():
+            teardown_root(root)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _launches(root: Path, busybox: Path, debian: Path) -> None:
+    host = lxdlib.Host(root)
+    host.create_pool("default", "btrfs", {"size": "3GiB"})
+    host.profiles.create("default", {}, {"root": {"type": "disk", "path": "/",
+                                                  "pool": "default"}})
+    host.images.import_file(busybox, aliases=["busybox"])
+    host.images.import_file(debian, aliases=["debian"])
+    print(f"{'image':8} {'launch':>20} {'launch() s':>10} {'up s':>8}")
+    for alias in ("busybox", "debian"):
+        for n in range(1 + LAUNCHES):
+            t0 = time.perf_counter()
+            inst = host.launch(alias, f"{alias}{n}")
+            t1 = time.perf_counter()
+            _booted(inst, systemd=alias == "debian")
+            t2 = time.perf_counter()
+            kind = "first (unpack)" if n == 0 else f"later #{n} (snapshot)"
+            print(f"{alias:8} {kind:>20} {t1 - t0:10.2f} {t2 - t0:8.2f}")
+            inst.delete(force=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--dir", default="/var/tmp", help="where the temporary files go")
+    parser.add_argument("--launch", action="store_true",
+                        help="also time launches of a debootstrap image against busybox")
+    parser.add_argument("--cache-dir", help="keep/reuse the debootstrap output here")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root (unpack restores ownership)", file=sys.stderr)
@@ -135,6 +204,8 @@ def main() -> int:
         tc, lc = statistics.median(tar_cpu), statistics.median(lxd_cpu)
         print(f"CPU time: tar {tc * 1000:.0f} ms, import + unpack {lc * 1000:.0f} ms "
               f"({lc / tc:.2f}x)")
+        if args.launch:
+            bench_launch(args.dir, args.cache_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -24,7 +24,6 @@ from .config.units import parse_size
 from .errors import (
     AlreadyExists,
     InvalidArgument,
-    InvalidConfig,
     NotFound,
     WrongState,
 )
@@ -77,22 +76,9 @@ def _frozen(host: Host, name: str) -> contextlib.AbstractContextManager[None]:
 def _root_override(host: Host, profiles: Sequence[str], config: Mapping[str, str],
                    devices: dict[str, dict[str, str]], pool: str | None
                    ) -> tuple[dict[str, str], dict[str, dict[str, str]], str]:
-    """Expanded config and devices, with the root disk put on ``pool`` when one is given
-    (a local copy of the profile's root disk, as ``-s`` does for a create)."""
-    exp_cfg, exp_devs = host._expand(profiles, config, devices)
-    try:
-        root_name, root = expand.root_disk(exp_devs)
-    except InvalidConfig:
-        if pool is None:
-            raise
-        root_name, root = "root", {"type": "disk", "path": "/", "pool": pool}
-        devices[root_name] = dict(root)
-    if pool is not None and root.get("pool") != pool:
-        devices[root_name] = {**root, "pool": pool}
-        exp_cfg, exp_devs = host._expand(profiles, config, devices)
-        root_name, root = expand.root_disk(exp_devs)
-    if not root.get("pool"):
-        raise InvalidConfig(f"devices.{root_name}.pool", "the root disk names no storage pool")
+    """Expanded config and devices and the root disk's pool (``instance.expand_with_root``)."""
+    from .instance import expand_with_root
+    exp_cfg, exp_devs, root = expand_with_root(host, profiles, config, devices, pool)
     return exp_cfg, exp_devs, root["pool"]
 
 

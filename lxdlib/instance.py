@@ -764,6 +764,32 @@ def recover_leftover(host: Host, name: str) -> bool:
     return True
 
 
+def expand_with_root(host: Host, profiles: Sequence[str], config: Mapping[str, str],
+                     devices: dict[str, dict[str, str]], pool: str | None
+                     ) -> tuple[dict[str, str], dict[str, dict[str, str]], dict[str, str]]:
+    """Expanded config and devices and the root disk, put on ``pool`` when one is given.
+
+    ``-s pool`` copies the profile's root disk into ``devices`` with the new pool (or adds a
+    root disk when the profiles have none), as LXD does; ``devices`` is updated in place.
+    """
+    exp_cfg, exp_devs = host._expand(profiles, config, devices)
+    devcfg.validate_devices(exp_devs)  # rules across devices: one disk per path…
+    try:
+        root_name, root = expand.root_disk(exp_devs)
+    except InvalidConfig:
+        if pool is None:
+            raise
+        root_name, root = "root", {"type": "disk", "path": "/", "pool": pool}
+        devices[root_name] = dict(root)
+    if pool is not None and root.get("pool") != pool:
+        devices[root_name] = {**root, "pool": pool}
+        exp_cfg, exp_devs = host._expand(profiles, config, devices)
+        root_name, root = expand.root_disk(exp_devs)
+    if not root.get("pool"):
+        raise InvalidConfig(f"devices.{root_name}.pool", "the root disk names no storage pool")
+    return exp_cfg, exp_devs, root
+
+
 def create(host: Host, name: str, image: str | None, *,
            profiles: Sequence[str] | None = None, config: Mapping[str, str] | None = None,
            devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
@@ -782,23 +808,8 @@ def create(host: Host, name: str, image: str | None, *,
     local_cfg = schema.validate_instance_config(dict(config or {}))
     local_devs = {n: devcfg.validate_device(n, d) for n, d in (devices or {}).items()}
     prof_names = host._check_profiles(expand.resolve_profile_list(profiles))
-    # root disk override for `-s pool`: copy the profile's root disk locally with the new pool
-    exp_cfg, exp_devs = host._expand(prof_names, local_cfg, local_devs)
-    devcfg.validate_devices(exp_devs)
-    try:
-        root_name, root = expand.root_disk(exp_devs)
-    except InvalidConfig:
-        if pool is None:
-            raise
-        root_name, root = "root", {"type": "disk", "path": "/", "pool": pool}
-        local_devs[root_name] = dict(root)
-    if pool is not None and root.get("pool") != pool:
-        local_devs[root_name] = {**root, "pool": pool}
-        exp_cfg, exp_devs = host._expand(prof_names, local_cfg, local_devs)
-        root_name, root = expand.root_disk(exp_devs)
-    pool_name = root.get("pool", "")
-    if not pool_name:
-        raise InvalidConfig(f"devices.{root_name}.pool", "the root disk names no storage pool")
+    exp_cfg, exp_devs, root = expand_with_root(host, prof_names, local_cfg, local_devs, pool)
+    pool_name = root["pool"]
     pool_drv = host.pool(pool_name)
     size = parse_size(root["size"]) if root.get("size") else None
     img = host.images.get(image) if image is not None else None

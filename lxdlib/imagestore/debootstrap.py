@@ -31,8 +31,10 @@ from . import compression as comp
 __all__ = ["COMPRESSIONS", "DEFAULT_INCLUDE", "build_debian_image"]
 
 COMPRESSIONS = ("gzip", "xz", "zstd", "none")
-#: Packages added to the variant: systemd as init (its networkd does DHCP), ``ip`` for users.
-DEFAULT_INCLUDE = ("systemd-sysv", "iproute2")
+#: Packages added to the variant: systemd as init (its networkd does DHCP), udev (networkd
+#: waits for udev to initialise a link whenever /sys is writable, as it is in an unprivileged
+#: container), ``ip`` for users.
+DEFAULT_INCLUDE = ("systemd-sysv", "udev", "iproute2")
 
 #: ``progress(step)``: coarse, human-readable build steps.
 Progress = Callable[[str], None]
