@@ -6,7 +6,8 @@
 - ``start``: that host-side work, given the init pid (run from the liblxc hook, so it happens on
   every start — also ``lxc-start`` or a reboot from inside — and on a live add);
 - ``stop``: undo ``start``; idempotent (run from the post-stop hook, and on a live remove);
-- ``update``: a running instance's device changed (default: stop the old, start the new).
+- ``update``: a running instance's device changed (default: stop the old, start the new, and
+  bring the old back if the new cannot start).
 
 There is no daemon: hooks are how device behaviour follows the container through restarts that no
 lxdlib process sees. Drivers must not take the instance lock (the hook runs while the starting
@@ -15,6 +16,7 @@ process holds it).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -95,8 +97,14 @@ class BaseDriver:
 
     def update(self, ctx: DeviceContext, name: str, old: Mapping[str, str],
                new: Mapping[str, str]) -> None:
+        """Stop the old, start the new; if the new cannot start, the old comes back."""
         self.stop(ctx, name, old)
-        self.start(ctx, name, new)
+        try:
+            self.start(ctx, name, new)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.start(ctx, name, old)
+            raise
 
 
 class NoneDriver(BaseDriver):

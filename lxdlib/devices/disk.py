@@ -168,16 +168,6 @@ class DiskDriver(BaseDriver):
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             hotmount.detach(ctx.pid, "/" + dev["path"].strip("/"))
 
-    def update(self, ctx: DeviceContext, name: str, old: Mapping[str, str],
-               new: Mapping[str, str]) -> None:
-        """Stop the old, start the new; if the new fails, the old comes back."""
-        self.stop(ctx, name, old)
-        try:
-            self.start(ctx, name, new)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.start(ctx, name, old)
-            raise
 
 def driver_for(dtype: str) -> DiskDriver:
     return DiskDriver()

@@ -198,16 +198,6 @@ class UnixDriver(BaseDriver):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
 
-    def update(self, ctx: DeviceContext, name: str, old: Mapping[str, str],
-               new: Mapping[str, str]) -> None:
-        """Stop the old, start the new; if the new fails, the old comes back."""
-        self.stop(ctx, name, old)
-        try:
-            self.start(ctx, name, new)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.start(ctx, name, old)
-            raise
 
 def driver_for(dtype: str) -> UnixDriver:
     return UnixDriver(dtype)
