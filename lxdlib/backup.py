@@ -51,7 +51,14 @@ from .errors import (
 )
 from .imagestore import compression
 from .imagestore.tarball import empty_dir
-from .instance import Instance, _choose_idmap, _truthy
+from .instance import (
+    Instance,
+    _choose_idmap,
+    _truthy,
+    commit_instance,
+    expand_with_root,
+    new_instance_dir,
+)
 from .record import InstanceRecord, SnapshotRecord
 from .state import dump_yaml, load_yaml, lock
 from .storage.dir import SNAPSHOTS
@@ -571,14 +578,12 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
         {k: v for k, v in rec.config.items() if not k.startswith("volatile.")})
     local_devs = {n: devcfg.validate_device(n, d) for n, d in rec.devices.items()}
     pool_name = _choose_pool(host, idx, pool)
-    from .copy import _root_override
-    exp_cfg, exp_devs, pool_name = _root_override(host, prof, local_cfg, local_devs, pool_name)
-    devcfg.validate_devices(exp_devs)
+    exp_cfg, _, root = expand_with_root(host, prof, local_cfg, local_devs, pool_name)
+    pool_name = root["pool"]
     dst_pool = host.pool(pool_name)
     if idx.optimized and not transfer.is_btrfs(dst_pool):
         raise InvalidArgument(f"an optimized {idx.backend} backup can only be imported into a "
                               f"btrfs pool (pool {pool_name!r} is {dst_pool.driver})")
-    _, root = expand.root_disk(exp_devs)
     size = parse_size(root["size"]) if root.get("size") else None
     volatile = {k: v for k, v in rec.config.items() if k.startswith("volatile.")
                 and not k.startswith(("volatile.idmap.", "volatile.last_state."))
@@ -589,9 +594,7 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
         recover_leftover(host, target)
         if record.exists(paths, target) or paths.instance_dir(target).exists():
             raise AlreadyExists("instance", target)
-        inst_dir = paths.instance_dir(target)
-        inst_dir.mkdir(mode=0o700)
-        try:
+        with new_instance_dir(host, target, dst_pool) as inst_dir:
             journal.begin(paths, target, "import", pools=[pool_name], target_pool=pool_name)
             if not _truthy(exp_cfg.get("security.privileged")):
                 base, isize = _choose_idmap(host, target, exp_cfg, host.facts().idmap)
@@ -618,15 +621,7 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
                             **{k: v for k, v in volatile.items()
                                if k.startswith("volatile.idmap.")}},
                     devices=s.devices, profiles=s.profiles) for s in rec.snapshots])
-            inst = Instance(host, target)
-            inst._write_lxc_config(new)
-            record.save(paths, new)  # commit point
-            journal.end(paths, target)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                dst_pool.delete_instance_volume(target)
-            shutil.rmtree(inst_dir, ignore_errors=True)
-            raise
+            inst = commit_instance(host, new)
     host.events.emit("instance-created", target, origin=str(archive))
     return inst
 

@@ -27,7 +27,16 @@ from .errors import (
     NotFound,
     WrongState,
 )
-from .instance import Instance, _choose_idmap, _random_mac, _read_metadata, _truthy
+from .instance import (
+    Instance,
+    _choose_idmap,
+    _random_mac,
+    _read_metadata,
+    _truthy,
+    commit_instance,
+    expand_with_root,
+    new_instance_dir,
+)
 from .instance import recover_leftover as _recover_dir
 from .record import InstanceRecord, SnapshotRecord
 from .state import lock
@@ -71,15 +80,6 @@ def _frozen(host: Host, name: str) -> contextlib.AbstractContextManager[None]:
         finally:
             runtime.unfreeze(c, host.paths.lxcpath)
     return frozen()
-
-
-def _root_override(host: Host, profiles: Sequence[str], config: Mapping[str, str],
-                   devices: dict[str, dict[str, str]], pool: str | None
-                   ) -> tuple[dict[str, str], dict[str, dict[str, str]], str]:
-    """Expanded config and devices and the root disk's pool (``instance.expand_with_root``)."""
-    from .instance import expand_with_root
-    exp_cfg, exp_devs, root = expand_with_root(host, profiles, config, devices, pool)
-    return exp_cfg, exp_devs, root["pool"]
 
 
 def _fresh_identity(host: Host, name: str, config: dict[str, str],
@@ -161,8 +161,8 @@ def copy_instance(host: Host, source: str, target: str | None = None, *,
             {k: v for k, v in new_cfg.items() if not k.startswith("volatile.")}),
                    **{k: v for k, v in new_cfg.items() if k.startswith("volatile.")}}
         new_devs = {**{n: dict(d) for n, d in base_devs.items()}, **extra_devs}
-        exp_cfg, exp_devs, dst_pool_name = _root_override(host, prof, new_cfg, new_devs, pool)
-        devcfg.validate_devices(exp_devs)  # rules across devices (one disk per path…)
+        exp_cfg, exp_devs, root = expand_with_root(host, prof, new_cfg, new_devs, pool)
+        dst_pool_name = root["pool"]
         for dev in exp_devs.values():
             if dev.get("type") == "nic":
                 host._nic_link(dev)
@@ -173,11 +173,8 @@ def copy_instance(host: Host, source: str, target: str | None = None, *,
             raise AlreadyExists("instance", target)
         src_pool = src_inst._pool(src_rec)
         dst_pool = host.pool(dst_pool_name)
-        _, root = expand.root_disk(exp_devs)
         size = parse_size(root["size"]) if root.get("size") else None
-        inst_dir = paths.instance_dir(target)
-        inst_dir.mkdir(mode=0o700)
-        try:
+        with new_instance_dir(host, target, dst_pool):
             journal.begin(paths, target, "copy", pools=sorted({src_pool.name, dst_pool.name}),
                           target_pool=dst_pool.name)
             _fresh_identity(host, target, new_cfg, exp_cfg, exp_devs)
@@ -201,15 +198,7 @@ def copy_instance(host: Host, source: str, target: str | None = None, *,
                 description=src_rec.description if description is None else description,
                 ephemeral=ephemeral,
                 snapshots=[_snapshot_copy(s, identity) for s in snapshots])
-            inst = Instance(host, target)
-            inst._write_lxc_config(rec)
-            record.save(paths, rec)  # commit point
-            journal.end(paths, target)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                dst_pool.delete_instance_volume(target)
-            shutil.rmtree(inst_dir, ignore_errors=True)
-            raise
+            inst = commit_instance(host, rec)
     host.events.emit("instance-created", target, origin=source)
     return inst
 
@@ -367,7 +356,7 @@ def move_to_pool(host: Host, name: str, pool: str) -> Instance:
         src_pool = inst._pool(rec)
         dst_pool = host.pool(pool)
         devices = {k: dict(v) for k, v in rec.devices.items()}
-        exp_cfg, exp_devs, _ = _root_override(host, rec.profiles, rec.config, devices, pool)
+        exp_cfg, exp_devs, _ = expand_with_root(host, rec.profiles, rec.config, devices, pool)
         _, root = expand.root_disk(exp_devs)
         size = parse_size(root["size"]) if root.get("size") else None
         shift = disk_base(dst_pool, {**exp_cfg, **rec.config}) - \

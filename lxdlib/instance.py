@@ -790,6 +790,31 @@ def expand_with_root(host: Host, profiles: Sequence[str], config: Mapping[str, s
     return exp_cfg, exp_devs, root
 
 
+@contextlib.contextmanager
+def new_instance_dir(host: Host, name: str, pool: PoolDriver) -> Iterator[Path]:
+    """The directory of an instance being made (create, copy, import; the caller holds the
+    name's lock). Until ``commit_instance``, any failure removes its volume and directory."""
+    inst_dir = host.paths.instance_dir(name)
+    inst_dir.mkdir(mode=0o700)
+    try:
+        yield inst_dir
+    except BaseException:
+        with contextlib.suppress(Exception):
+            pool.delete_instance_volume(name)
+        shutil.rmtree(inst_dir, ignore_errors=True)
+        raise
+
+
+def commit_instance(host: Host, rec: InstanceRecord) -> Instance:
+    """Write the liblxc config, then the record — the commit point — and forget the intent."""
+    from . import journal
+    inst = Instance(host, rec.name)
+    inst._write_lxc_config(rec)
+    record.save(host.paths, rec)
+    journal.end(host.paths, rec.name)
+    return inst
+
+
 def create(host: Host, name: str, image: str | None, *,
            profiles: Sequence[str] | None = None, config: Mapping[str, str] | None = None,
            devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
@@ -828,9 +853,7 @@ def create(host: Host, name: str, image: str | None, *,
         recover_leftover(host, name)
         if record.exists(paths, name) or paths.instance_dir(name).exists():
             raise AlreadyExists("instance", name)
-        inst_dir = paths.instance_dir(name)
-        inst_dir.mkdir(mode=0o700)
-        try:
+        with new_instance_dir(host, name, pool_drv):
             if not privileged:
                 base, isize = _choose_idmap(host, name, exp_cfg, facts.idmap)
                 volatile["volatile.idmap.base"] = str(base)
@@ -854,18 +877,10 @@ def create(host: Host, name: str, image: str | None, *,
                 created_at=record.now(), pool=pool_name, profiles=prof_names,
                 config={**image_cfg, **local_cfg, **volatile}, devices=local_devs,
                 description=description, ephemeral=ephemeral)
-            inst = Instance(host, name)
-            meta = _read_metadata(vol)
-            if meta.get("templates"):
+            if _read_metadata(vol).get("templates"):
                 # as LXD (DeferTemplateApply): rendered at the first start, with the config then
                 rec.config["volatile.apply_template"] = "create"
-            inst._write_lxc_config(rec)
-            record.save(paths, rec)  # commit point
-        except BaseException:
-            with contextlib.suppress(Exception):
-                pool_drv.delete_instance_volume(name)
-            shutil.rmtree(inst_dir, ignore_errors=True)
-            raise
+            inst = commit_instance(host, rec)
     host.events.emit("instance-created", name)
     return inst
 
