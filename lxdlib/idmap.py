@@ -98,9 +98,19 @@ def host_allocation(register: bool = True) -> Allocation:
             return Allocation(base, end - base)
     if register and _shadow_tools():
         with _subid_lock():
-            for path in (SUBUID, SUBGID):
-                _register_fallback(path)
+            # never give root ids another user has (their containers' files would be ours);
+            # a start then explains what to do (check_newuidmap)
+            if not any(_others_in_fallback(p) for p in (SUBUID, SUBGID)):
+                for path in (SUBUID, SUBGID):
+                    _register_fallback(path)
     return Allocation(FALLBACK_BASE, FALLBACK_SIZE)
+
+
+def _others_in_fallback(path: Path) -> list[str]:
+    """Entries of users other than root that overlap lxdlib's fallback range."""
+    return [f"{owner}:{s}:{n} in {path}" for owner, s, n in subid_entries(path)
+            if owner not in ("root", "0")
+            and s < FALLBACK_BASE + FALLBACK_SIZE and s + n > FALLBACK_BASE]
 
 
 def _shadow_tools() -> bool:
@@ -188,9 +198,7 @@ def check_newuidmap(name: str, ranges: Sequence[IdRange]) -> None:
         missing = _missing(ranges)  # again, inside the lock
         if missing and all(covered([fallback], r.hostid, r.size) for r in missing):
             for path in sorted({_files(r.kind) for r in missing}):
-                others += [f"{owner}:{s}:{n} in {path}" for owner, s, n in subid_entries(path)
-                           if owner not in ("root", "0")
-                           and s < FALLBACK_BASE + FALLBACK_SIZE and s + n > FALLBACK_BASE]
+                others += _others_in_fallback(path)
             if not others:
                 for path in sorted({_files(r.kind) for r in missing}):
                     _register_fallback(path)
