@@ -135,5 +135,10 @@ class LXCError(LxdlibError):
         super().__init__(f"{message}\n--- liblxc log ---\n{log_tail}" if log_tail else message)
 
 
+class IdmapNotAllowed(LxdlibError):
+    """The host's ``/etc/subuid``/``/etc/subgid`` do not give root the ids an instance maps to,
+    so ``newuidmap`` would refuse to start it. The message says which ids and what to run."""
+
+
 class ToolMissing(LxdlibError):
     """A host program that this operation needs is not installed."""

@@ -200,6 +200,8 @@ class Instance:
                              "(security.protection.start)")
         self._check_kernel_modules(cfg)
         self._write_lxc_config(rec)
+        # the host's subuid/subgid may have changed since the instance was made
+        idmap.check_newuidmap(self.name, idmap.parse_lxc_idmap((self._dir / "config").read_text()))
         vol = self._pool(rec).volume_path("containers", self.name)
         from . import criu
         if criu.has_state(self):  # stopped with --stateful: bring the processes back
