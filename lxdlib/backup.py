@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
-from . import journal, record, transfer
+from . import journal, record, sendstream, transfer
 from .config import devices as devcfg
 from .config import expand, names, schema
 from .config.units import parse_size
@@ -48,6 +48,8 @@ from .errors import (
     QuotaExceeded,
     ToolMissing,
     UnsafeImage,
+    UnsafeStream,
+    UnsupportedBackup,
 )
 from .imagestore import compression
 from .imagestore.tarball import empty_dir
@@ -62,7 +64,7 @@ from .instance import (
 from .record import InstanceRecord, SnapshotRecord
 from .state import dump_yaml, load_yaml, lock
 from .storage.dir import SNAPSHOTS
-from .storage.loop import TMP, storage_errors, temp_name
+from .storage.loop import TMP, run, storage_errors, temp_name
 
 if TYPE_CHECKING:
     from .host import Host
@@ -570,6 +572,12 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
     host._recover_leftovers()
     archive = Path(path).absolute()
     idx = scan(archive)
+    if idx.optimized and idx.backend != "btrfs":
+        # a zfs stream carries dataset properties (mountpoint, setuid, devices…) that would be
+        # set on the host; only btrfs streams are checked (sendstream) and received
+        raise UnsupportedBackup(f"optimized {idx.backend or 'unknown'} backups cannot be "
+                                "imported (only optimized btrfs backups are); export it again "
+                                "without --optimized-storage")
     target = name or idx.name
     names.validate_instance_name(target)
     rec = idx.record
@@ -693,7 +701,8 @@ def _ensure_dev(volume: Path) -> None:
 
 def _receive_optimized(archive: Path, idx: BackupIndex, pool: PoolDriver, target: str,
                        inst_dir: Path) -> None:
-    """btrfs streams: received one by one, confined to a temporary directory of the pool."""
+    """btrfs streams: each checked (:mod:`lxdlib.sendstream`) before it is received, then
+    received one by one, confined to a temporary directory of the pool."""
     import btrfsutil
     d: Any = pool
     staging = inst_dir / temp_name(TMP, "streams")
@@ -701,18 +710,24 @@ def _receive_optimized(archive: Path, idx: BackupIndex, pool: PoolDriver, target
     recv = d.base / SNAPSHOTS / temp_name(TMP, f"recv-{target}")
     with storage_errors("cannot prepare a btrfs receive"):
         recv.mkdir(mode=0o700)
+    ours: dict[str, Path] = {}  # the sender's uuid of each stream -> what it made here
     try:
         for s in idx.snapshots:
             _tar_extract(archive, staging, f"backup/snapshots/{s}.bin", 2)
+            info = _check_stream(staging / f"{s}.bin", ours, f"snapshot {s}")
             final = pool.volume_path(SNAPSHOTS, f"{target}/{s}")
             with storage_errors(f"cannot prepare snapshot {target}/{s}"):
                 final.parent.mkdir(mode=0o700, exist_ok=True)
             received = transfer.receive_btrfs(None, final.parent, staging / f"{s}.bin")
             os.unlink(staging / f"{s}.bin")
+            _check_received(received, info, ours, f"snapshot {s}")
             _check_volume(received, f"snapshot {s}")
             transfer.place_received(received, final)
+            ours[info.uuid] = final
         _tar_extract(archive, staging, "backup/container.bin", 1)
+        info = _check_stream(staging / "container.bin", ours, "the instance volume")
         received = transfer.receive_btrfs(None, recv, staging / "container.bin")
+        _check_received(received, info, ours, "the instance volume")
         _check_volume(received, "the instance volume")
 
         def make(tmp: Path) -> None:
@@ -720,8 +735,42 @@ def _receive_optimized(archive: Path, idx: BackupIndex, pool: PoolDriver, target
                 btrfsutil.create_snapshot(received, tmp, read_only=False)
 
         d._build(pool.volume_path("containers", target), make, "instance volume", target)
+        for snap in ours.values():
+            _forget_origin(snap)
     finally:
         with contextlib.suppress(Exception):
             d._remove(recv)
         shutil.rmtree(staging, ignore_errors=True)
 
+
+def _forget_origin(snapshot: Path) -> None:
+    """Clear a received snapshot's received uuid (``ro false`` with force does it), so that a
+    later import of the same backup finds only its own snapshots as parents."""
+    import btrfsutil
+    with storage_errors(f"cannot settle the received snapshot {snapshot.name!r}"):
+        run(["btrfs", "property", "set", "-f", "-ts", str(snapshot), "ro", "false"])
+        btrfsutil.set_subvolume_read_only(snapshot, True)
+
+
+def _check_stream(path: Path, ours: dict[str, Path], what: str) -> sendstream.StreamInfo:
+    """Refuse a stream that would do more than an unprivileged unpack (before receiving)."""
+    try:
+        with open(path, "rb") as f:
+            return sendstream.check(f, ours)
+    except UnsafeStream as e:
+        raise UnsafeStream(f"{what}: {e}") from None
+
+
+def _check_received(received: Path, info: sendstream.StreamInfo, ours: dict[str, Path],
+                    what: str) -> None:
+    """``btrfs receive`` finds a stream's parent by uuid anywhere on the pool: make sure the
+    snapshot it made starts from the subvolume this backup made, not from another one that
+    claims the same origin."""
+    import btrfsutil
+    if info.parent is None:
+        return
+    got = btrfsutil.subvolume_info(received).parent_uuid
+    want = btrfsutil.subvolume_info(ours[info.parent]).uuid
+    if got != want:
+        raise UnsafeStream(f"{what}: the btrfs stream started from a subvolume outside the "
+                           "backup")
