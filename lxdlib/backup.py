@@ -43,6 +43,7 @@ from .errors import (
     AlreadyExists,
     ImageError,
     InvalidArgument,
+    InvalidConfig,
     LxdlibError,
     NotFound,
     QuotaExceeded,
@@ -582,9 +583,11 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
     names.validate_instance_name(target)
     rec = idx.record
     prof = host._check_profiles(rec.profiles)
-    local_cfg = schema.validate_instance_config(
-        {k: v for k, v in rec.config.items() if not k.startswith("volatile.")})
+    _check_description(rec.description, "the instance")
+    checked = _archive_config(rec.config)
+    local_cfg = {k: v for k, v in checked.items() if not k.startswith("volatile.")}
     local_devs = {n: devcfg.validate_device(n, d) for n, d in rec.devices.items()}
+    snapshots = [_archive_snapshot(host, s) for s in rec.snapshots]
     pool_name = _choose_pool(host, idx, pool)
     exp_cfg, _, root = expand_with_root(host, prof, local_cfg, local_devs, pool_name)
     pool_name = root["pool"]
@@ -593,7 +596,7 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
         raise InvalidArgument(f"an optimized {idx.backend} backup can only be imported into a "
                               f"btrfs pool (pool {pool_name!r} is {dst_pool.driver})")
     size = parse_size(root["size"]) if root.get("size") else None
-    volatile = {k: v for k, v in rec.config.items() if k.startswith("volatile.")
+    volatile = {k: v for k, v in checked.items() if k.startswith("volatile.")
                 and not k.startswith(("volatile.idmap.", "volatile.last_state."))
                 and k != "volatile.apply_template"}
     paths = host.paths
@@ -621,17 +624,63 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
                 pool=pool_name, profiles=prof, config={**local_cfg, **volatile},
                 devices=local_devs, description=rec.description, ephemeral=rec.ephemeral,
                 last_used_at=rec.last_used_at,
-                snapshots=[SnapshotRecord(
-                    name=s.name, created_at=s.created_at, expires_at=s.expires_at,
-                    stateful=s.stateful, description=s.description,
-                    config={**{k: v for k, v in s.config.items()
-                               if not k.startswith("volatile.idmap.")},
-                            **{k: v for k, v in volatile.items()
-                               if k.startswith("volatile.idmap.")}},
-                    devices=s.devices, profiles=s.profiles) for s in rec.snapshots])
+                snapshots=[attrs.evolve(s, config={
+                    **s.config, **{k: v for k, v in volatile.items()
+                                   if k.startswith("volatile.idmap.")}})
+                    for s in snapshots])
             inst = commit_instance(host, new)
     host.events.emit("instance-created", target, origin=str(archive))
     return inst
+
+
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+
+
+def _archive_config(config: dict[str, str]) -> dict[str, str]:
+    """A config from the archive, checked as a user's: its own keys by the schema; volatile
+    keys kept only when the schema knows them (else another LXD's internal state: dropped) and
+    their values pass it (no line breaks; a MAC where liblxc is given one)."""
+    out = schema.validate_instance_config(
+        {k: v for k, v in config.items() if not k.startswith("volatile.")})
+    for key, value in config.items():
+        if not key.startswith("volatile."):
+            continue
+        try:
+            schema.spec_for(key)
+        except InvalidConfig:
+            continue
+        out.update(schema.validate_instance_config({key: value}))
+        if key.endswith(".hwaddr") and value and not _MAC.fullmatch(value):
+            raise InvalidConfig(key, "Invalid MAC address, must be 6 bytes of hex separated "
+                                "by colons", value)
+    return out
+
+
+def _check_description(text: str, what: str) -> None:
+    if any(ch in text for ch in "\r\0"):
+        raise InvalidArgument(f"{what}: the description contains a carriage return or NUL")
+
+
+def _archive_snapshot(host: Host, snap: SnapshotRecord) -> SnapshotRecord:
+    """A snapshot's record from the archive, checked as ``restore`` will use it: profiles that
+    exist, config and devices valid on their own and together (one root disk, one disk per
+    path…). The new instance's id map replaces the snapshot's."""
+    what = f"snapshot {snap.name!r} of the backup"
+    try:
+        profiles = host._check_profiles(snap.profiles)
+    except NotFound as e:
+        raise NotFound(e.kind, e.name, f"{what} uses it") from None
+    try:
+        _check_description(snap.description, what)
+        config = _archive_config({k: v for k, v in snap.config.items()
+                                  if not k.startswith("volatile.idmap.")})
+        devices = {n: devcfg.validate_device(n, d) for n, d in snap.devices.items()}
+        _, exp_devs = host._expand(profiles, config, devices)
+        devcfg.validate_devices(exp_devs)
+        expand.root_disk(exp_devs)
+    except InvalidConfig as e:
+        raise InvalidConfig(f"{what}: {e.key}", e.reason, e.value) from None
+    return attrs.evolve(snap, profiles=profiles, config=config, devices=devices)
 
 
 def _tar_extract(archive: Path, dest: Path, member: str, strip: int) -> None:
