@@ -41,6 +41,7 @@ from .config import expand, names, schema
 from .config.units import parse_size
 from .errors import (
     AlreadyExists,
+    CorruptArchive,
     ImageError,
     InvalidArgument,
     InvalidConfig,
@@ -53,7 +54,7 @@ from .errors import (
     UnsupportedBackup,
 )
 from .imagestore import compression
-from .imagestore.tarball import empty_dir
+from .imagestore.tarball import empty_dir, tar_failure
 from .instance import (
     Instance,
     _choose_idmap,
@@ -421,7 +422,7 @@ def scan(path: str | os.PathLike[str]) -> BackupIndex:
                 if part:
                     seen.add(part)
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise ImageError(f"cannot read the backup {p}: {e}") from None
+        raise CorruptArchive(f"cannot read the backup {p}: {e}") from None
     finally:
         source.close()
     if index is None:
@@ -699,11 +700,9 @@ def _tar_extract(archive: Path, dest: Path, member: str, strip: int) -> None:
                           stderr=subprocess.PIPE, env=compression.tool_env(), check=False)
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip()
-        if any(s in err for s in _SPACE_ERRORS):
-            raise QuotaExceeded(f"cannot import the backup: out of space ({err[-300:]})")
-        if "Cannot mknod" in err:
-            raise UnsafeImage("the backup holds device nodes: " + err[-300:])
-        raise ImageError(f"cannot extract {member} from the backup: {err[-1000:]}")
+        raise tar_failure(err or f"tar exited with {proc.returncode}", dest,
+                          f"cannot extract {member} from the backup",
+                          full="cannot import the backup: out of space")
 
 
 def _check_volume(path: Path, what: str) -> None:
