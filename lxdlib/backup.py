@@ -12,16 +12,21 @@ back), so a backup does not depend on the host's idmap.
 An archive to import is hostile input. Before anything changes, every member is checked: names
 under ``backup/`` only, no ``..``, no absolute names, nothing below a symlink member, hard links
 inside their own volume, no device nodes outside ``rootfs/dev`` (skipped anyway), a regular
-``index.yaml`` of sane size naming valid instance and snapshot names. Extraction then runs GNU tar
-without the capability to make device nodes, volume by volume, and btrfs streams are received
-confined to a temporary directory; what arrives is checked again (a ``rootfs`` must be a real
-directory) before it is used. The new instance's record is the commit point, as for a create.
+``index.yaml`` of sane size naming valid instance and snapshot names; every config in it (the
+instance's and each snapshot's, devices and volatile keys included) is checked as user input.
+Extraction then runs GNU tar without the capability to make device nodes, volume by volume. A
+btrfs stream is parsed and refused if it does more than such an unpack may (:mod:`.sendstream`:
+device nodes, ``trusted.*`` xattrs, subvolumes outside the backup…) before it is received,
+confined to a temporary directory; optimized zfs backups are refused (their streams set dataset
+properties on the host). What arrives is checked again (a ``rootfs`` must be a real directory)
+before it is used. The new instance's record is the commit point, as for a create.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import re
 import shutil
@@ -71,6 +76,8 @@ from .storage.loop import TMP, run, storage_errors, temp_name
 if TYPE_CHECKING:
     from .host import Host
     from .storage.base import PoolDriver
+
+_log = logging.getLogger("lxdlib.backup")
 
 INDEX = "backup/index.yaml"
 MAX_INDEX_SIZE = 4 * 1024 * 1024
@@ -795,6 +802,7 @@ def _forget_origin(snapshot: Path) -> None:
     """Clear a received snapshot's received uuid (``ro false`` with force does it), so that a
     later import of the same backup finds only its own snapshots as parents."""
     import btrfsutil
+    _log.debug("clearing the received uuid of %s", snapshot)
     with storage_errors(f"cannot settle the received snapshot {snapshot.name!r}"):
         run(["btrfs", "property", "set", "-f", "-ts", str(snapshot), "ro", "false"])
         btrfsutil.set_subvolume_read_only(snapshot, True)
