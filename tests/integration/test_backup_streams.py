@@ -15,6 +15,7 @@ import io
 import os
 import stat
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -126,8 +127,15 @@ def _mknod_block(host: lxdlib.Host) -> Callable[[Path], None]:
 def test_block_device_in_stream_is_refused(host: lxdlib.Host, tmp_path: Path) -> None:
     with _crafted(host, _mknod_block(host)) as sub:
         stream = _send(sub, tmp_path / "container.bin")
-    err = _refused(host, _archive(tmp_path / "b.tar.gz", {"backup/container.bin": stream}))
+    archive = _archive(tmp_path / "b.tar.gz", {"backup/container.bin": stream})
+    err = _refused(host, archive)
     assert isinstance(err, UnsafeStream) and "device node" in str(err)
+    cli = subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root",
+                          str(host.paths.root), "import", str(archive), "victim"],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1 and "device node" in cli.stderr
+    assert "Traceback" not in cli.stderr
+    assert _devices_under(_pool_base(host)) == []
 
 
 def test_char_device_in_rootfs_dev_is_refused(host: lxdlib.Host, tmp_path: Path) -> None:
