@@ -19,7 +19,13 @@ which object and why. Classes also derive from the matching builtin (``LookupErr
     ├── StorageError(OSError)               a pool driver failed
     │   └── QuotaExceeded                   the volume or pool ran out of space
     ├── ImageError                          an image could not be read or stored
-    │   └── UnsafeImage                     a hostile tarball (traversal, links out, devices…)
+    │   ├── UnsafeImage                     a hostile tarball (traversal, links out, devices…)
+    │   │   ├── UnsafeMemberName            a member name with ".." (tar refuses it)
+    │   │   ├── UnsafeLink                  a hard link tar refused (outside or through links)
+    │   │   ├── DeviceNode                  a device node where no unpack may make one
+    │   │   └── UnsafeStream                a btrfs send stream doing more than an unpack may
+    │   ├── CorruptArchive                  a truncated or corrupt archive
+    │   └── UnsupportedBackup(ValueError)   a backup this host cannot import (optimized zfs)
     ├── NetworkError                        bridges, DHCP, NAT
     ├── LXCError                            liblxc refused; carries the tail of the instance's log
     └── ToolMissing                         a host program lxdlib needs is absent (criu, zfs…)
@@ -121,6 +127,32 @@ class ImageError(LxdlibError):
 
 class UnsafeImage(ImageError):
     """A tarball tried to write outside its volume or carried forbidden members."""
+
+
+class UnsafeMemberName(UnsafeImage):
+    """A member whose name climbs out with ``..``."""
+
+
+class UnsafeLink(UnsafeImage):
+    """A hard link that points outside the archive's volume (or through a symlink)."""
+
+
+class DeviceNode(UnsafeImage):
+    """A device node where an unprivileged unpack may not make one."""
+
+
+class UnsafeStream(UnsafeImage):
+    """A btrfs send stream that does more than an unprivileged unpack may (device nodes,
+    ``trusted.*`` xattrs, the volume's own directory given away, other subvolumes)."""
+
+
+class CorruptArchive(ImageError):
+    """An archive that is truncated or not readable to its end."""
+
+
+class UnsupportedBackup(ImageError, ValueError):
+    """A backup this host does not import (an optimized zfs backup: its streams could set
+    host-side dataset properties)."""
 
 
 class NetworkError(LxdlibError):

@@ -260,10 +260,16 @@ class BtrfsPool(DirPool):
         with contextlib.suppress(FileNotFoundError, OSError):
             self.mountpoint.rmdir()
 
+    def _mount_options(self) -> str:
+        """The pool's options plus ``nodev``, always: no device node on the pool opens anything
+        (containers get their own /dev from liblxc), whatever a stream or a bug left there."""
+        options = [o for o in self.config.get("btrfs.mount_options", "").split(",") if o]
+        return ",".join([o for o in options if o != "dev"] + ["nodev"])
+
     def _mount_filesystem(self) -> None:
         dev = self._device
         try:
-            mount(dev, self.mountpoint, "btrfs", self.config.get("btrfs.mount_options", ""))
+            mount(dev, self.mountpoint, "btrfs", self._mount_options())
         except BaseException:
             if self.source_kind == "loop":
                 detach_loops(self.loop_file)
