@@ -22,7 +22,8 @@ which object and why. Classes also derive from the matching builtin (``LookupErr
     │   └── UnsafeImage                     a hostile tarball (traversal, links out, devices…)
     ├── NetworkError                        bridges, DHCP, NAT
     ├── LXCError                            liblxc refused; carries the tail of the instance's log
-    └── ToolMissing                         a host program lxdlib needs is absent (criu, zfs…)
+    ├── ToolMissing                         a host program lxdlib needs is absent (criu, zfs…)
+    └── CorruptRecord                       a record on disk that cannot be read back
 """
 
 from __future__ import annotations
@@ -137,3 +138,16 @@ class LXCError(LxdlibError):
 
 class ToolMissing(LxdlibError):
     """A host program that this operation needs is not installed."""
+
+
+class CorruptRecord(LxdlibError):
+    """A record file on disk that cannot be parsed (hand-edited, truncated by a full disk…).
+
+    Listings show the object as ``ERROR`` with this message instead of failing as a whole."""
+
+    def __init__(self, kind: str, name: str, path: object, reason: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.path = path
+        self.reason = reason
+        super().__init__(f"the record of {kind} {name!r} ({path}) is unreadable: {reason}")

@@ -120,8 +120,25 @@ class Instance:
 
     @property
     def state(self) -> str:
-        """liblxc's state: RUNNING, STOPPED, FROZEN, …"""
-        return runtime.state(self._c())
+        """liblxc's state: RUNNING, STOPPED, FROZEN, …; ERROR when liblxc cannot load the
+        instance's config (``error`` says why), so a listing never fails on one instance."""
+        try:
+            c = self._c()
+        except LXCError:
+            return "ERROR"
+        return runtime.state(c)
+
+    @property
+    def error(self) -> str | None:
+        """Why the instance is unusable (unreadable record, config liblxc refuses), or None."""
+        try:
+            self.record()
+            self._c()
+        except NotFound:
+            raise
+        except LxdlibError as e:
+            return str(e)
+        return None
 
     @property
     def status(self) -> str:
@@ -312,8 +329,14 @@ class Instance:
             if cfg.get("security.protection.delete", "").lower() in ("true", "1", "yes", "on"):
                 raise WrongState(f"instance {self.name!r} is protected from deletion "
                                  "(security.protection.delete)")
-            c = self._c()
-            if c.state != "STOPPED":
+            try:
+                c = self._c()
+            except LXCError:
+                # a broken instance can still be deleted, once nothing of it runs
+                if self.name in runtime.list_running(self._paths.lxcpath):
+                    raise
+                c = None
+            if c is not None and c.state != "STOPPED":
                 if not force:
                     raise WrongState(f"The instance {self.name!r} is running, stop it first "
                                      "or use force")
@@ -455,6 +478,34 @@ class Instance:
                              root_uid=self._root_owner(rec)[0], idmap_base=base, pid=pid)
 
     def _write_lxc_config(self, rec: InstanceRecord) -> None:
+        """Render the liblxc config and write it when it changed, after liblxc itself has
+        loaded it (``runtime.check_config``): a file liblxc refuses would make the instance
+        unusable, so it is refused before anything is saved."""
+        lines, text = self._render_lxc_config(rec)
+        path = self._dir / "config"
+        try:
+            if path.read_bytes() == text:
+                return  # unchanged
+        except FileNotFoundError:
+            pass
+        self._check_lxc_config(rec, lines)
+        # Derived from the (durable) record and re-rendered before every start, so a rename is
+        # enough: other processes never see half a file, and no fsync is paid per instance.
+        atomic_write(path, text, 0o640, durable=False)
+
+    def _check_lxc_config(self, rec: InstanceRecord, lines: Sequence[tuple[str, str]]) -> None:
+        """``runtime.check_config``, naming ``raw.lxc`` when the refused line came from it."""
+        try:
+            runtime.check_config(self._paths.lxcpath, lines)
+        except InvalidConfig as e:
+            raw = self.expanded(rec)[0].get("raw.lxc", "")
+            if raw and (e.key, e.value) in schema.parse_raw_lxc(raw):
+                raise InvalidConfig("raw.lxc", f"liblxc refuses the line {e.key} = {e.value}",
+                                    raw) from None
+            raise
+
+    def _render_lxc_config(self, rec: InstanceRecord) -> tuple[list[tuple[str, str]], bytes]:
+        """The liblxc config of ``rec``: its keys and the file's bytes."""
         from . import hooks
         from .devices import driver
         pool = self._pool(rec)
@@ -498,16 +549,8 @@ class Instance:
             mem_total=facts.mem_total, chosen_cpus=self.host._pick_cpus(self.name, cfg),
             architecture=rec.architecture, lxcfs=facts.lxcfs,
             swap_accounting=facts.swap_accounting)
-        text = render.to_text(render.render(inp)).encode()
-        path = self._dir / "config"
-        try:
-            if path.read_bytes() == text:
-                return  # unchanged
-        except FileNotFoundError:
-            pass
-        # Derived from the (durable) record and re-rendered before every start, so a rename is
-        # enough: other processes never see half a file, and no fsync is paid per instance.
-        atomic_write(path, text, 0o640, durable=False)
+        lines = render.render(inp)
+        return lines, render.to_text(lines).encode()
 
     def _ensure_stop_work(self, ctx: DeviceContext,
                           devices: Mapping[str, Mapping[str, str]]) -> None:
@@ -612,8 +655,12 @@ class Instance:
     def info(self) -> dict[str, Any]:
         """What ``lxc info`` shows: status, pid, addresses, resources, snapshots."""
         rec = self.record()
-        c = self._c()
-        st = c.state
+        error = None
+        try:
+            c = self._c()
+            st = c.state
+        except LXCError as e:  # shown, as LXD shows a broken instance, rather than raised
+            error, st = str(e), "ERROR"
         out: dict[str, Any] = {
             "name": rec.name, "status": STATUS.get(st, st.title()),
             "type": "container" + (" (ephemeral)" if rec.ephemeral else ""),
@@ -624,7 +671,9 @@ class Instance:
                            "expires_at": s.expires_at.isoformat() if s.expires_at else None,
                            "stateful": s.stateful} for s in rec.snapshots],
         }
-        if st in ("RUNNING", "FROZEN"):
+        if error is not None:
+            out["error"] = error
+        elif st in ("RUNNING", "FROZEN"):
             out["pid"] = c.init_pid
             out["resources"] = _usage(c)
             out["network"] = self.network_state(c)
