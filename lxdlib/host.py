@@ -384,6 +384,8 @@ class Host:
         self.events = Events(self.paths)
         self.instances = Instances(self)
         self.images = Images(self)
+        # what killed image imports left, cleared by any command (one small directory)
+        self.images.store.cleanup_imports()
         self.profiles = ProfileStore(self.paths, self._profile_users)
         self._pools: dict[str, PoolDriver] = {}
         self._networks: Any = None

@@ -618,8 +618,11 @@ class Instance:
                     if k.startswith("environment.")})
         out.update(env or {})
         for k, v in out.items():
-            if "=" in k or any(ch in k + v for ch in "\0"):
-                raise InvalidArgument(f"invalid environment variable {k!r}")
+            if not k or "=" in k or any(ch in k + v for ch in "\0\n\r"):
+                # as for environment.* keys: no variable may carry a line break or NUL
+                raise InvalidArgument(f"invalid environment variable {k!r}: names cannot be "
+                                      "empty or hold \"=\"; no newline, carriage return or "
+                                      "NUL in names or values")
         return out
 
     def exec(self, command: Sequence[str] | str, *, env: Mapping[str, str] | None = None,
