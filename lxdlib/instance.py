@@ -31,6 +31,7 @@ from .errors import (
     LXCError,
     LxdlibError,
     NotFound,
+    StorageError,
     WrongState,
 )
 from .record import InstanceRecord
@@ -218,6 +219,9 @@ class Instance:
         self._check_kernel_modules(cfg)
         self._write_lxc_config(rec)
         vol = self._pool(rec).volume_path("containers", self.name)
+        if not vol.is_dir():  # said plainly, not as liblxc's "Failed to prepare rootfs"
+            raise StorageError(f"cannot start instance {self.name!r}: its volume is missing "
+                               f"from storage pool {rec.pool!r} ({vol})")
         from . import criu
         if criu.has_state(self):  # stopped with --stateful: bring the processes back
             criu.restore_from_volume(self)

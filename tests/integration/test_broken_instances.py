@@ -130,3 +130,19 @@ def test_corrupt_record_shows_as_error(host: lxdlib.Host) -> None:
         assert host.pool("default").volume_exists("containers", "bad")  # its data is kept
         assert host.autostart(sleep=lambda s: None) == {}
         ok(cli(host, "storage", "volume", "list", "default"))
+
+
+def test_missing_volume_does_not_break_listings(host: lxdlib.Host) -> None:
+    host.launch("busybox", "good")
+    host.create("busybox", "novol")
+    subprocess.run(["btrfs", "subvolume", "delete",
+                    str(host.pool("default").volume_path("containers", "novol"))],
+                   check=True, capture_output=True)
+    assert ok(cli(host, "list", "-f", "csv", "-c", "ns")).split() == ["good,RUNNING",
+                                                                      "novol,STOPPED"]
+    ok(cli(host, "info", "novol"))
+    assert "Status: RUNNING" in ok(cli(host, "info", "good"))
+    assert "volume is missing" in housekeeping.recover(host).skipped["novol"]
+    assert "volume is missing" in refused(cli(host, "start", "novol"))
+    ok(cli(host, "delete", "novol"))
+    assert host.instances.names() == ["good"]
