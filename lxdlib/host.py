@@ -632,7 +632,7 @@ class Host:
         (checked before the profile is saved). Other render failures (a missing disk source,
         a network gone) are left to the re-apply, which reports them per instance."""
         try:
-            lines, _ = inst._render_lxc_config(rec)
+            lines, _, _ = inst._render_lxc_config(rec)
         except InvalidConfig:
             raise
         except LxdlibError:

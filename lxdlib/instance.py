@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from .snapshots import Snapshots
     from .storage.base import PoolDriver
 
+SECCOMP_FILE = "seccomp.policy"  # an instance's own policy (security.syscalls.*, raw.seccomp)
+
 STATUS = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen",
           "STARTING": "Running", "STOPPING": "Stopped", "ABORTING": "Error",
           "FREEZING": "Frozen", "THAWED": "Running"}
@@ -485,14 +487,24 @@ class Instance:
         """Render the liblxc config and write it when it changed, after liblxc itself has
         loaded it (``runtime.check_config``): a file liblxc refuses would make the instance
         unusable, so it is refused before anything is saved."""
-        lines, text = self._render_lxc_config(rec)
+        lines, text, policy = self._render_lxc_config(rec)
         path = self._dir / "config"
         try:
-            if path.read_bytes() == text:
-                return  # unchanged
+            unchanged = path.read_bytes() == text
         except FileNotFoundError:
-            pass
-        self._check_lxc_config(rec, lines)
+            unchanged = False
+        if not unchanged:
+            self._check_lxc_config(rec, lines)
+        if policy is not None:  # its own seccomp policy, read by liblxc at each start
+            ppath = self._dir / SECCOMP_FILE
+            try:
+                same = ppath.read_bytes() == policy
+            except FileNotFoundError:
+                same = False
+            if not same:
+                atomic_write(ppath, policy, 0o600, durable=False)
+        if unchanged:
+            return
         # Derived from the (durable) record and re-rendered before every start, so a rename is
         # enough: other processes never see half a file, and no fsync is paid per instance.
         atomic_write(path, text, 0o640, durable=False)
@@ -508,8 +520,10 @@ class Instance:
                                     raw) from None
             raise
 
-    def _render_lxc_config(self, rec: InstanceRecord) -> tuple[list[tuple[str, str]], bytes]:
-        """The liblxc config of ``rec``: its keys and the file's bytes."""
+    def _render_lxc_config(self, rec: InstanceRecord
+                           ) -> tuple[list[tuple[str, str]], bytes, bytes | None]:
+        """The liblxc config of ``rec``: its keys, the file's bytes, and the instance's own
+        seccomp policy (None: the root's shared one)."""
         from . import hooks
         from .devices import driver
         pool = self._pool(rec)
@@ -543,10 +557,12 @@ class Instance:
                 hook_lines.append(("start-host", cmd))
             if stop_hook:
                 hook_lines.append(("post-stop", cmd))
+        policy = render.seccomp_policy(cfg)
         inp = render.RenderInput(
             name=self.name, rootfs=ctx.volume / "rootfs", config=cfg,
             log_file=self._dir / runtime.LOG_NAME, console_log=self._dir / "console.log",
-            seccomp_file=self.host.seccomp_policy(), idmap=idm,
+            seccomp_file=self._dir / SECCOMP_FILE if policy is not None
+            else self.host.seccomp_policy(), idmap=idm,
             idmapped_rootfs=pool.supports_idmapped_mounts, nics=nics, mounts=mounts,
             hooks=hook_lines, extra=extra,
             cgroup_version=facts.cgroup_version, host_cpus=facts.cpus,
@@ -554,7 +570,8 @@ class Instance:
             architecture=rec.architecture, lxcfs=facts.lxcfs,
             swap_accounting=facts.swap_accounting)
         lines = render.render(inp)
-        return lines, render.to_text(lines).encode()
+        return lines, render.to_text(lines).encode(), \
+            policy.encode() if policy is not None else None
 
     def _ensure_stop_work(self, ctx: DeviceContext,
                           devices: Mapping[str, Mapping[str, str]]) -> None:

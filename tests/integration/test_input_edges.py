@@ -166,3 +166,17 @@ def test_full_disk_is_a_typed_error(full_root: tuple[lxdlib.Host, Path],
         h.images.import_file(other)
     assert [i.fingerprint for i in h.images.list()] == [h.images["busybox"].fingerprint]
     assert os.listdir(h.paths.images / ".import") == []
+
+
+def test_syscalls_deny_takes_effect(host: lxdlib.Host) -> None:
+    """A name that is checked must also be enforced: the deny list reaches the policy."""
+    c = host.launch("busybox", "c1", config={"security.syscalls.deny": "mkdir,mkdirat"})
+    assert c.exec(["mkdir", "/tmp/x"]).returncode == 128 + signal.SIGSYS
+    policy = (host.paths.instance_dir("c1") / "seccomp.policy").read_text()
+    assert policy.splitlines()[-2:] == ["mkdir", "mkdirat"] and "kexec_load errno 38" in policy
+    c.stop(force=True)
+    c.unset_config("security.syscalls.deny")
+    c.start()
+    assert c.exec(["mkdir", "/tmp/x"]).returncode == 0
+    assert f"lxc.seccomp.profile = {host.paths.root / 'seccomp.policy'}" in \
+        (host.paths.instance_dir("c1") / "config").read_text()
