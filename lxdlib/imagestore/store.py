@@ -6,13 +6,13 @@ Layout under ``paths.images``::
     <fp>/image.rootfs   a split image's rootfs tarball
     <fp>/image.yaml     the record: its presence is the commit point of an import
     aliases.yaml        name -> {target, description}: the one source of truth for aliases
-    .import/<pid>-*     an import in progress (or the leftover of a killed one)
 
 An import copies the source into a temporary file while hashing it (so the fingerprint is the
 hash of exactly the bytes kept), validates it, renames it into ``<fp>/`` and writes the record
-last. A ``<fp>/`` without a record and an ``.import/`` file whose process is gone are leftovers
-of a ``kill -9``; the next import or listing removes them, and every ``Host`` clears
-``.import/`` once when it opens the root (one small directory: its cost does not grow with the
+last. Temp files live in ``<root>/run/image-imports/<pid>-…`` (same filesystem: committing is a
+rename). A ``<fp>/`` without a record and a temp file whose process is gone are leftovers of a
+``kill -9``; the next import or listing removes them, and every ``Host`` clears the temp
+directory once when it opens the root (one small directory: its cost does not grow with the
 number of images).
 
 Locks: ``image.<fp>`` around everything that changes one image; ``images.aliases`` around the
@@ -53,7 +53,7 @@ __all__ = ["UNSET", "ImageRecord", "ImageStore", "validate_alias_name"]
 _ZERO_TIME = "0001-01-01T00:00:00Z"  # LXD's "no time" in API output
 _CHUNK = 1024 * 1024
 _IMPORT_PREFIX = ".import-"  # temp files of older versions, directly under images/
-_IMPORT_DIR = ".import"
+_IMPORT_DIR = "image-imports"  # under paths.run
 IMAGE_FILE: Final = "image"
 ROOTFS_FILE: Final = "image.rootfs"
 RECORD_FILE: Final = "image.yaml"
@@ -267,17 +267,17 @@ class ImageStore:
 
     # -- housekeeping -----------------------------------------------------------------------------
     def _import_dir(self) -> Path:
-        path = self.root / _IMPORT_DIR
-        path.mkdir(mode=0o700, exist_ok=True)
+        path = self.paths.run / _IMPORT_DIR
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         return path
 
     def cleanup_imports(self) -> None:
         """Remove the temp files of imports, downloads and publishes whose process is gone.
 
-        Cheap enough for every ``Host`` to run once: it reads only ``.import/``, which holds
-        nothing but the files of imports running now or killed."""
+        Cheap enough for every ``Host`` to run once: it reads only ``run/image-imports/``,
+        which holds nothing but the files of imports running now or killed."""
         try:
-            entries = list(os.scandir(self.root / _IMPORT_DIR))
+            entries = list(os.scandir(self.paths.run / _IMPORT_DIR))
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             return
         for entry in entries:
@@ -524,7 +524,7 @@ class ImageStore:
             _check_fingerprint(fingerprint)
             alias_names = _check_aliases(aliases)
             for tmp in temps:
-                if tmp.parent != self.root / _IMPORT_DIR:
+                if tmp.parent != self.paths.run / _IMPORT_DIR:
                     raise InvalidArgument(f"{tmp} is not a temporary file of this store")
             meta = tarball.read_metadata(temps[0])
             return self._adopt(

@@ -122,14 +122,14 @@ def make_store(tmp_path: Path) -> ImageStore:
 
 
 def store_entries(store: ImageStore) -> list[str]:
-    """What the images directory holds besides the alias table (a failed import leaves nothing);
-    files in the temp directory ``.import/`` count as ``.import/<name>``, the directory not."""
+    """What the images directory holds besides the alias table (a failed import leaves nothing),
+    and the temp files of imports (``run/image-imports/<name>``) as ``.import/<name>``."""
     try:
-        names = [n for n in os.listdir(store.root) if n not in ("aliases.yaml", ".import")]
+        names = [n for n in os.listdir(store.root) if n != "aliases.yaml"]
     except FileNotFoundError:
         return []
     with contextlib.suppress(FileNotFoundError):
-        names += [f".import/{n}" for n in os.listdir(store.root / ".import")]
+        names += [f".import/{n}" for n in os.listdir(store.paths.run / "image-imports")]
     return sorted(names)
 
 

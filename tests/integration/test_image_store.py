@@ -372,9 +372,9 @@ def test_leftovers_are_cleaned(tmp_path: Path) -> None:
     orphan = root / ("c" * 64)
     orphan.mkdir()
     (orphan / "image").write_bytes(b"half")
-    live = root / ".import" / f"{os.getpid()}-live-0"
+    live = store.paths.run / "image-imports" / f"{os.getpid()}-live-0"
     live.write_bytes(b"in progress")
-    (root / ".import" / f"{dead}-abc-0").write_bytes(b"partial")
+    (live.parent / f"{dead}-abc-0").write_bytes(b"partial")
     busy = root / ("d" * 64)
     busy.mkdir()
     with lock(store.paths, "image", "d" * 64):  # an import committing right now

@@ -88,12 +88,10 @@ def test_killed_import_temp_cleared_by_any_command(root: Path, tmp_path: Path) -
                           cwd=REPO, check=False)
     assert proc.returncode == -signal.SIGKILL
 
-    def temps() -> list[str]:
-        images = root / "images"
-        out = [n for n in os.listdir(images) if n.startswith(".import")
-               and not (images / n).is_dir()]
+    def temps() -> list[str]:  # where today's imports and older versions keep temp files
+        out = [n for n in os.listdir(root / "images") if n.startswith(".import")]
         with contextlib.suppress(FileNotFoundError):
-            out += os.listdir(images / ".import")
+            out += os.listdir(root / "run" / "image-imports")
         return out
 
     assert temps()  # the torn copy
@@ -165,7 +163,8 @@ def test_full_disk_is_a_typed_error(full_root: tuple[lxdlib.Host, Path],
     with pytest.raises(DiskFull):
         h.images.import_file(other)
     assert [i.fingerprint for i in h.images.list()] == [h.images["busybox"].fingerprint]
-    assert os.listdir(h.paths.images / ".import") == []
+    assert os.listdir(h.paths.run / "image-imports") == []
+    assert not [n for n in os.listdir(h.paths.images) if n.startswith(".")]
 
 
 def test_syscalls_deny_takes_effect(host: lxdlib.Host) -> None:
