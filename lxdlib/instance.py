@@ -26,6 +26,7 @@ from .config import expand, limits, names, schema
 from .config.units import parse_size
 from .errors import (
     AlreadyExists,
+    CorruptRecord,
     InvalidArgument,
     InvalidConfig,
     LXCError,
@@ -328,9 +329,22 @@ class Instance:
     unfreeze = resume
 
     def delete(self, force: bool = False) -> None:
-        """Delete the instance, its volume and snapshots; a running one only with ``force``."""
+        """Delete the instance, its volume and snapshots; a running one only with ``force``.
+
+        An instance whose record cannot be read is deleted only with ``force`` (its record may
+        be worth repairing); its volume is then found by asking the pools."""
         with self._lock():
-            rec = self.record()
+            try:
+                rec = self.record()
+            except CorruptRecord as e:
+                if not force:
+                    raise WrongState(f"{e}; repair it, or delete the instance with force") from None
+                if self.name in runtime.list_running(self._paths.lxcpath):
+                    raise WrongState(f"{e}; the instance is running: stop it first") from None
+                os.replace(self._paths.instance_record(self.name),
+                           record.marker(self._paths, self.name, record.DELETING))
+                recover_leftover(self.host, self.name)  # finds its volume in the pools
+                return
             cfg, _ = self.expanded(rec)
             if cfg.get("security.protection.delete", "").lower() in ("true", "1", "yes", "on"):
                 raise WrongState(f"instance {self.name!r} is protected from deletion "

@@ -130,6 +130,10 @@ def test_corrupt_record_shows_as_error(host: lxdlib.Host) -> None:
         assert host.pool("default").volume_exists("containers", "bad")  # its data is kept
         assert host.autostart(sleep=lambda s: None) == {}
         ok(cli(host, "storage", "volume", "list", "default"))
+    assert "repair it" in refused(cli(host, "delete", "bad"))  # its record may be worth fixing
+    ok(cli(host, "delete", "bad", "--force"))
+    assert host.instances.names() == ["good"]
+    assert not host.pool("default").volume_exists("containers", "bad")
 
 
 def test_missing_volume_does_not_break_listings(host: lxdlib.Host) -> None:
