@@ -18,6 +18,7 @@ which object and why. Classes also derive from the matching builtin (``LookupErr
     ├── Busy                                another process holds the object's lock too long
     ├── StorageError(OSError)               a pool driver failed
     │   └── QuotaExceeded                   the volume or pool ran out of space
+    │       └── DiskFull                        a write failed with ENOSPC/EDQUOT (carries .path)
     ├── ImageError                          an image could not be read or stored
     │   ├── UnsafeImage                     a hostile tarball (traversal, links out, devices…)
     │   │   ├── UnsafeMemberName            a member name with ".." (tar refuses it)
@@ -28,7 +29,8 @@ which object and why. Classes also derive from the matching builtin (``LookupErr
     │   └── UnsupportedBackup(ValueError)   a backup this host cannot import (optimized zfs)
     ├── NetworkError                        bridges, DHCP, NAT
     ├── LXCError                            liblxc refused; carries the tail of the instance's log
-    └── ToolMissing                         a host program lxdlib needs is absent (criu, zfs…)
+    ├── ToolMissing                         a host program lxdlib needs is absent (criu, zfs…)
+    └── CorruptRecord                       a record on disk that cannot be read back
 """
 
 from __future__ import annotations
@@ -174,3 +176,33 @@ class IdmapNotAllowed(LxdlibError):
 
 class ToolMissing(LxdlibError):
     """A host program that this operation needs is not installed."""
+
+
+class CorruptRecord(LxdlibError):
+    """A record file on disk that cannot be parsed (hand-edited, truncated by a full disk…).
+
+    Listings show the object as ``ERROR`` with this message instead of failing as a whole."""
+
+    def __init__(self, kind: str, name: str, path: object, reason: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.path = path
+        self.reason = reason
+        super().__init__(f"the record of {kind} {name!r} ({path}) is unreadable: {reason}")
+
+
+class DiskFull(QuotaExceeded):
+    """A write failed because the filesystem (or a quota) is full; nothing half-written is kept.
+
+    ``path`` is the file that could not be written, so the message says which disk to free."""
+
+    def __init__(self, path: object, what: str = "") -> None:
+        self.path = path
+        super().__init__(f"no space left on the device holding {path}"
+                         + (f" ({what})" if what else "") + ": free some space and retry")
+
+    @staticmethod
+    def is_full(e: OSError) -> bool:
+        """Whether ``e`` is the kernel saying the disk or a quota is full."""
+        import errno
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)

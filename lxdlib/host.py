@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
+import logging
 import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,17 +21,27 @@ import attrs
 
 from . import idmap, record, runtime
 from .config import expand, limits, names, schema
-from .errors import AlreadyExists, InvalidArgument, InvalidConfig, NotFound
+from .errors import (
+    AlreadyExists,
+    CorruptRecord,
+    InvalidArgument,
+    InvalidConfig,
+    LxdlibError,
+    NotFound,
+)
 from .events import Events
 from .imagestore.store import ImageRecord, ImageStore
 from .instance import Instance, create, recover_leftover
 from .profiles import ProfileStore
+from .record import InstanceRecord
 from .state import Paths, atomic_write, lock, read_yaml, write_yaml
 from .storage.base import PoolDriver
 
 if TYPE_CHECKING:
     from .views import Pools
     from .volumes import Volumes
+
+log = logging.getLogger(__name__)
 
 DEFAULT_NETWORK = "lxdbr0"
 DEFAULT_POOL = "default"
@@ -373,6 +384,8 @@ class Host:
         self.events = Events(self.paths)
         self.instances = Instances(self)
         self.images = Images(self)
+        # what killed image imports left, cleared by any command (one small directory)
+        self.images.store.cleanup_imports()
         self.profiles = ProfileStore(self.paths, self._profile_users)
         self._pools: dict[str, PoolDriver] = {}
         self._networks: Any = None
@@ -502,7 +515,7 @@ class Host:
     def _instance_pool(self, name: str) -> str:
         try:
             return record.load(self.paths, name).pool
-        except FileNotFoundError:
+        except (FileNotFoundError, CorruptRecord):
             return ""
 
     def _ensure_image_volume(self, pool: PoolDriver, fingerprint: str) -> None:
@@ -565,6 +578,9 @@ class Host:
                     out.append(n)
             except FileNotFoundError:
                 continue
+            except CorruptRecord as e:
+                log.warning("%s", e)  # its profiles are unknown: listed elsewhere as ERROR
+                continue
         return out
 
     def update_profile(self, name: str, *, config: Mapping[str, str] | None = None,
@@ -581,17 +597,24 @@ class Host:
         users = old.used_by
         before = {u: Instance(self, u).expanded() for u in users}
         new_devices = devices if devices is not None else old.devices
-        for u in users:
-            inst = Instance(self, u)
-            rec = inst.record()
-            profs = [self.profiles.data(p) if p != name else
-                     expand.ProfileData(name, config if config is not None else old.config,
-                                        new_devices) for p in rec.profiles]
-            _, devs = expand.expand(profs, rec.config, rec.devices)
-            root_name, root = expand.root_disk(devs)
-            if root.get("pool") != rec.pool:
-                raise InvalidConfig(f"devices.{root_name}.pool",
-                                    f"instance {u!r} relies on this profile's root disk pool")
+        new_data = expand.ProfileData(name, config if config is not None else old.config,
+                                      new_devices)
+        self._profile_memo = {name: new_data}
+        try:
+            for u in users:
+                inst = Instance(self, u)
+                try:
+                    rec = inst.record()
+                except CorruptRecord:
+                    continue  # reported by the re-apply below; it cannot block the others
+                _, devs = inst.expanded(rec)
+                root_name, root = expand.root_disk(devs)
+                if root.get("pool") != rec.pool:
+                    raise InvalidConfig(f"devices.{root_name}.pool",
+                                        f"instance {u!r} relies on this profile's root disk pool")
+                self._check_user_config(inst, rec)
+        finally:
+            self._profile_memo = None
         self.profiles.save(name, config if config is not None else old.config, new_devices,
                            description if description is not None else old.description)
         failures: dict[str, str] = {}
@@ -603,6 +626,22 @@ class Host:
         if failures:
             from .errors import ProfileApplyError
             raise ProfileApplyError(failures)
+
+    def _check_user_config(self, inst: Instance, rec: InstanceRecord) -> None:
+        """The liblxc config ``inst`` would get from the profile change must load in liblxc
+        (checked before the profile is saved). Other render failures (a missing disk source,
+        a network gone) are left to the re-apply, which reports them per instance."""
+        try:
+            lines, _, _ = inst._render_lxc_config(rec)
+        except InvalidConfig:
+            raise
+        except LxdlibError:
+            return
+        try:
+            inst._check_lxc_config(rec, lines)
+        except InvalidConfig as e:
+            raise InvalidConfig(e.key, f"{e.reason} (in instance {inst.name!r})",
+                                e.value) from None
 
     def _reapply(self, users: Sequence[str],
                  before: Mapping[str, tuple[dict[str, str], dict[str, dict[str, str]]]],
@@ -811,7 +850,7 @@ class Host:
                 continue
             wanted = auto.lower() in ("true", "1", "yes", "on") or (
                 not auto and rec.config.get("volatile.last_state.power") == "RUNNING")
-            if wanted and inst.state == "STOPPED":
+            if wanted and inst.state in ("STOPPED", "ERROR"):  # a broken one is reported
                 prio = int(cfg.get("boot.autostart.priority") or 0)
                 todo.append((-prio, inst.name, float(cfg.get("boot.autostart.delay") or 0)))
         result: dict[str, str] = {}

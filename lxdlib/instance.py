@@ -26,11 +26,13 @@ from .config import expand, limits, names, schema
 from .config.units import parse_size
 from .errors import (
     AlreadyExists,
+    CorruptRecord,
     InvalidArgument,
     InvalidConfig,
     LXCError,
     LxdlibError,
     NotFound,
+    StorageError,
     WrongState,
 )
 from .record import InstanceRecord
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
     from .popen import Popen
     from .snapshots import Snapshots
     from .storage.base import PoolDriver
+
+SECCOMP_FILE = "seccomp.policy"  # an instance's own policy (security.syscalls.*, raw.seccomp)
 
 STATUS = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen",
           "STARTING": "Running", "STOPPING": "Stopped", "ABORTING": "Error",
@@ -120,8 +124,25 @@ class Instance:
 
     @property
     def state(self) -> str:
-        """liblxc's state: RUNNING, STOPPED, FROZEN, …"""
-        return runtime.state(self._c())
+        """liblxc's state: RUNNING, STOPPED, FROZEN, …; ERROR when liblxc cannot load the
+        instance's config (``error`` says why), so a listing never fails on one instance."""
+        try:
+            c = self._c()
+        except LXCError:
+            return "ERROR"
+        return runtime.state(c)
+
+    @property
+    def error(self) -> str | None:
+        """Why the instance is unusable (unreadable record, config liblxc refuses), or None."""
+        try:
+            self.record()
+            self._c()
+        except NotFound:
+            raise
+        except LxdlibError as e:
+            return str(e)
+        return None
 
     @property
     def status(self) -> str:
@@ -203,6 +224,9 @@ class Instance:
         # the host's subuid/subgid may have changed since the instance was made
         idmap.check_newuidmap(self.name, idmap.parse_lxc_idmap((self._dir / "config").read_text()))
         vol = self._pool(rec).volume_path("containers", self.name)
+        if not vol.is_dir():  # said plainly, not as liblxc's "Failed to prepare rootfs"
+            raise StorageError(f"cannot start instance {self.name!r}: its volume is missing "
+                               f"from storage pool {rec.pool!r} ({vol})")
         from . import criu
         if criu.has_state(self):  # stopped with --stateful: bring the processes back
             criu.restore_from_volume(self)
@@ -307,15 +331,34 @@ class Instance:
     unfreeze = resume
 
     def delete(self, force: bool = False) -> None:
-        """Delete the instance, its volume and snapshots; a running one only with ``force``."""
+        """Delete the instance, its volume and snapshots; a running one only with ``force``.
+
+        An instance whose record cannot be read is deleted only with ``force`` (its record may
+        be worth repairing); its volume is then found by asking the pools."""
         with self._lock():
-            rec = self.record()
+            try:
+                rec = self.record()
+            except CorruptRecord as e:
+                if not force:
+                    raise WrongState(f"{e}; repair it, or delete the instance with force") from None
+                if self.name in runtime.list_running(self._paths.lxcpath):
+                    raise WrongState(f"{e}; the instance is running: stop it first") from None
+                os.replace(self._paths.instance_record(self.name),
+                           record.marker(self._paths, self.name, record.DELETING))
+                recover_leftover(self.host, self.name)  # finds its volume in the pools
+                return
             cfg, _ = self.expanded(rec)
             if cfg.get("security.protection.delete", "").lower() in ("true", "1", "yes", "on"):
                 raise WrongState(f"instance {self.name!r} is protected from deletion "
                                  "(security.protection.delete)")
-            c = self._c()
-            if c.state != "STOPPED":
+            try:
+                c = self._c()
+            except LXCError:
+                # a broken instance can still be deleted, once nothing of it runs
+                if self.name in runtime.list_running(self._paths.lxcpath):
+                    raise
+                c = None
+            if c is not None and c.state != "STOPPED":
                 if not force:
                     raise WrongState(f"The instance {self.name!r} is running, stop it first "
                                      "or use force")
@@ -457,6 +500,46 @@ class Instance:
                              root_uid=self._root_owner(rec)[0], idmap_base=base, pid=pid)
 
     def _write_lxc_config(self, rec: InstanceRecord) -> None:
+        """Render the liblxc config and write it when it changed, after liblxc itself has
+        loaded it (``runtime.check_config``): a file liblxc refuses would make the instance
+        unusable, so it is refused before anything is saved."""
+        lines, text, policy = self._render_lxc_config(rec)
+        path = self._dir / "config"
+        try:
+            unchanged = path.read_bytes() == text
+        except FileNotFoundError:
+            unchanged = False
+        if not unchanged:
+            self._check_lxc_config(rec, lines)
+        if policy is not None:  # its own seccomp policy, read by liblxc at each start
+            ppath = self._dir / SECCOMP_FILE
+            try:
+                same = ppath.read_bytes() == policy
+            except FileNotFoundError:
+                same = False
+            if not same:
+                atomic_write(ppath, policy, 0o600, durable=False)
+        if unchanged:
+            return
+        # Derived from the (durable) record and re-rendered before every start, so a rename is
+        # enough: other processes never see half a file, and no fsync is paid per instance.
+        atomic_write(path, text, 0o640, durable=False)
+
+    def _check_lxc_config(self, rec: InstanceRecord, lines: Sequence[tuple[str, str]]) -> None:
+        """``runtime.check_config``, naming ``raw.lxc`` when the refused line came from it."""
+        try:
+            runtime.check_config(self._paths.lxcpath, lines)
+        except InvalidConfig as e:
+            raw = self.expanded(rec)[0].get("raw.lxc", "")
+            if raw and (e.key, e.value) in schema.parse_raw_lxc(raw):
+                raise InvalidConfig("raw.lxc", f"liblxc refuses the line {e.key} = {e.value}",
+                                    raw) from None
+            raise
+
+    def _render_lxc_config(self, rec: InstanceRecord
+                           ) -> tuple[list[tuple[str, str]], bytes, bytes | None]:
+        """The liblxc config of ``rec``: its keys, the file's bytes, and the instance's own
+        seccomp policy (None: the root's shared one)."""
         from . import hooks
         from .devices import driver
         pool = self._pool(rec)
@@ -490,26 +573,21 @@ class Instance:
                 hook_lines.append(("start-host", cmd))
             if stop_hook:
                 hook_lines.append(("post-stop", cmd))
+        policy = render.seccomp_policy(cfg)
         inp = render.RenderInput(
             name=self.name, rootfs=ctx.volume / "rootfs", config=cfg,
             log_file=self._dir / runtime.LOG_NAME, console_log=self._dir / "console.log",
-            seccomp_file=self.host.seccomp_policy(), idmap=idm,
+            seccomp_file=self._dir / SECCOMP_FILE if policy is not None
+            else self.host.seccomp_policy(), idmap=idm,
             idmapped_rootfs=pool.supports_idmapped_mounts, nics=nics, mounts=mounts,
             hooks=hook_lines, extra=extra,
             cgroup_version=facts.cgroup_version, host_cpus=facts.cpus,
             mem_total=facts.mem_total, chosen_cpus=self.host._pick_cpus(self.name, cfg),
             architecture=rec.architecture, lxcfs=facts.lxcfs,
             swap_accounting=facts.swap_accounting)
-        text = render.to_text(render.render(inp)).encode()
-        path = self._dir / "config"
-        try:
-            if path.read_bytes() == text:
-                return  # unchanged
-        except FileNotFoundError:
-            pass
-        # Derived from the (durable) record and re-rendered before every start, so a rename is
-        # enough: other processes never see half a file, and no fsync is paid per instance.
-        atomic_write(path, text, 0o640, durable=False)
+        lines = render.render(inp)
+        return lines, render.to_text(lines).encode(), \
+            policy.encode() if policy is not None else None
 
     def _ensure_stop_work(self, ctx: DeviceContext,
                           devices: Mapping[str, Mapping[str, str]]) -> None:
@@ -577,8 +655,11 @@ class Instance:
                     if k.startswith("environment.")})
         out.update(env or {})
         for k, v in out.items():
-            if "=" in k or any(ch in k + v for ch in "\0"):
-                raise InvalidArgument(f"invalid environment variable {k!r}")
+            if not k or "=" in k or any(ch in k + v for ch in "\0\n\r"):
+                # as for environment.* keys: no variable may carry a line break or NUL
+                raise InvalidArgument(f"invalid environment variable {k!r}: names cannot be "
+                                      "empty or hold \"=\"; no newline, carriage return or "
+                                      "NUL in names or values")
         return out
 
     def exec(self, command: Sequence[str] | str, *, env: Mapping[str, str] | None = None,
@@ -614,8 +695,12 @@ class Instance:
     def info(self) -> dict[str, Any]:
         """What ``lxc info`` shows: status, pid, addresses, resources, snapshots."""
         rec = self.record()
-        c = self._c()
-        st = c.state
+        error = None
+        try:
+            c = self._c()
+            st = c.state
+        except LXCError as e:  # shown, as LXD shows a broken instance, rather than raised
+            error, st = str(e), "ERROR"
         out: dict[str, Any] = {
             "name": rec.name, "status": STATUS.get(st, st.title()),
             "type": "container" + (" (ephemeral)" if rec.ephemeral else ""),
@@ -626,7 +711,9 @@ class Instance:
                            "expires_at": s.expires_at.isoformat() if s.expires_at else None,
                            "stateful": s.stateful} for s in rec.snapshots],
         }
-        if st in ("RUNNING", "FROZEN"):
+        if error is not None:
+            out["error"] = error
+        elif st in ("RUNNING", "FROZEN"):
             out["pid"] = c.init_pid
             out["resources"] = _usage(c)
             out["network"] = self.network_state(c)

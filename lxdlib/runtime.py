@@ -23,7 +23,7 @@ from typing import IO, Any
 import attrs
 import lxc
 
-from .errors import LXCError, WrongState
+from .errors import InvalidConfig, LXCError, WrongState
 
 LOG_NAME = "lxc.log"
 
@@ -70,7 +70,8 @@ class ExecError(LXCError):
 
 
 def open_container(lxcpath: Path, name: str) -> Any:
-    """A liblxc container object that is freed as soon as the caller drops it.
+    """A liblxc container object that is freed as soon as the caller drops it; ``LXCError``
+    (not a bare ``RuntimeError``) when liblxc cannot load its config file, naming the line.
 
     Loading the container's config makes liblxc open its ``lxc.log.file``; the fd is closed only
     when the object is freed. python3-lxc's ``Container`` keeps a ``network`` helper that points
@@ -79,6 +80,15 @@ def open_container(lxcpath: Path, name: str) -> Any:
     collection. Dropping the helper (lxdlib never uses it) lets reference counting free the
     object, and close the fd, the moment the last reference goes.
     """
+    try:
+        return _container(lxcpath, name)
+    except RuntimeError:
+        raise LXCError(f"instance {name!r} is broken: "
+                       f"{config_fault(lxcpath, name)}") from None
+
+
+def _container(lxcpath: Path, name: str) -> Any:
+    """``lxc.Container`` without its self-referencing ``network`` helper (see above)."""
     c = lxc.Container(name, str(lxcpath))
     with contextlib.suppress(AttributeError):
         del c.network
@@ -506,3 +516,88 @@ def ips(c: Any, interface: str | None = None, family: str | None = None) -> list
 
 def list_running(lxcpath: Path) -> set[str]:
     return set(lxc.list_containers(active=True, defined=False, config_path=str(lxcpath)))
+
+
+# -- config check ------------------------------------------------------------------------------
+
+# A name no instance can have (instance names are hostnames): the scratch container object the
+# check loads into never gets a directory, only liblxc's lock file next to the real instances'.
+_CHECK_NAME = ".lxdlib-config-check"
+# Opened by liblxc as soon as the key is loaded: the check must not touch the instance's log
+# (nor hold an fd to it until garbage collection). lxdlib writes this key itself, never raw.lxc.
+_CHECK_SKIP = frozenset({"lxc.log.file"})
+
+
+def _loads(lxcpath: Path, lines: Sequence[tuple[str, str]]) -> int:
+    """Load ``lines`` into a fresh scratch container object, one ``load_config`` call per
+    batch; returns the index of the first line liblxc refuses, or -1 when all load.
+
+    The text goes through a memfd, so nothing is written to disk. Lines are appended one at
+    a time only after the whole text failed (rare), to name the line at fault.
+    """
+    fd = os.memfd_create("lxdlib-config-check", os.MFD_CLOEXEC)
+    try:
+        src = f"/proc/self/fd/{fd}"
+
+        def load(c: Any, batch: Sequence[tuple[str, str]]) -> bool:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, "".join(f"{k} = {v}\n" for k, v in batch).encode(), 0)
+            return bool(c.load_config(src))
+
+        c = _container(lxcpath, _CHECK_NAME)
+        try:
+            if load(c, lines):
+                return -1
+        finally:
+            del c
+        c = _container(lxcpath, _CHECK_NAME)
+        try:
+            for i, line in enumerate(lines):
+                if not load(c, [line]):
+                    return i
+        finally:
+            del c
+        return len(lines) - 1 if lines else -1
+    finally:
+        os.close(fd)
+
+
+def check_config(lxcpath: Path, lines: Sequence[tuple[str, str]]) -> None:
+    """Have liblxc itself load a rendered config before it is saved.
+
+    liblxc's parsers are stricter than lxdlib's schema in places (``lxc.environment`` needs a
+    ``=``, ``lxc.idmap`` four fields …), and a config file liblxc cannot load makes the
+    instance unusable: every ``lxc.Container`` of it fails to construct. Loading into a
+    throwaway container object (no directory, no files; about 0.2 ms) is the ground truth.
+    Raises ``InvalidConfig`` naming the refused line; callers run it only when the rendered
+    text changed, so starts with an unchanged config do not pay for it.
+    """
+    checked = [(k, v) for k, v in lines if k not in _CHECK_SKIP]
+    bad = _loads(lxcpath, checked)
+    if bad >= 0:
+        key, value = checked[bad]
+        raise InvalidConfig(key, "liblxc refuses to load this line of the instance's config",
+                            value)
+
+
+def config_fault(lxcpath: Path, name: str) -> str:
+    """Why liblxc cannot load an instance's config file (for an error or a listing)."""
+    path = lxcpath / name / "config"
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return f"its liblxc config {path} is missing"
+    except OSError as e:
+        return f"cannot read its liblxc config {path}: {e.strerror}"
+    lines = []
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped and not stripped.startswith("#"):
+            key, _, value = stripped.partition("=")
+            lines.append((key.strip(), value.strip()))
+    checked = [(k, v) for k, v in lines if k not in _CHECK_SKIP]
+    bad = _loads(lxcpath, checked)
+    if bad >= 0:
+        key, value = checked[bad]
+        return f"liblxc refuses the line {key} = {value!r} of {path}"
+    return f"liblxc cannot load {path}"

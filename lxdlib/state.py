@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import yaml
 
-from .errors import Busy, LxdlibError
+from .errors import Busy, DiskFull, LxdlibError
 
 DEFAULT_ROOT = "/var/lib/lxdlib"
 
@@ -115,7 +115,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
     """
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if DiskFull.is_full(e):
+            raise DiskFull(p) from None
+        raise
     try:
         view = memoryview(data)
         while view:
@@ -123,10 +128,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
             view = view[n:]
         if durable:
             os.fsync(fd)
-    except BaseException:
+    except BaseException as e:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and DiskFull.is_full(e):
+            raise DiskFull(p) from None  # the old content is still in place
         raise
     os.close(fd)
     os.replace(tmp, p)

@@ -353,6 +353,10 @@ def validate_device_name(name: str) -> None:
     1-63 characters of ``[-.:_a-zA-Z0-9]``, not starting with ``.``."""
     if not isinstance(name, str) or not 1 <= len(name) <= DEVICE_NAME_MAX:
         raise InvalidConfig("devices", "Name must be 1-63 characters long", str(name))
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        # said first: a name carrying a newline must not get another rule's message
+        raise InvalidConfig("devices", "Name cannot contain control characters (such as a "
+                            "newline)", name)
     if name.startswith("."):
         raise InvalidConfig("devices", 'Name must not start with "." character', name)
     if "/" in name:
