@@ -226,3 +226,21 @@ def test_volume_owner_follows_the_id_map(host: lxdlib.Host) -> None:
     c.start()
     assert owner() == (0o100, base, 0)
     assert as_user(["/bin/ls", str(c.volume / "rootfs")]).returncode != 0
+
+
+def test_a_root_made_open_is_closed_again(host: lxdlib.Host) -> None:
+    """A root and pool left with the old modes (or opened by hand) are closed by the next
+    ``Host`` on it, and the instance's volume at its next start."""
+    c = host.launch("busybox", "old")
+    c.stop(force=True)
+    base = host.pool("default").volume_path("containers", "old").parent.parent
+    opened = [host.paths.images, host.paths.disks, base / "images", base / SNAPSHOTS]
+    for d in opened:
+        os.chmod(d, 0o755)
+    os.chmod(c.volume, 0o711)
+    again = lxdlib.Host(host.paths.root)
+    again.pool("default")
+    assert {str(d): os.lstat(d).st_mode & 0o777 for d in opened} == \
+        {str(d): 0o700 for d in opened}
+    again.instances.get("old").start()
+    assert os.lstat(c.volume).st_mode & 0o7777 == 0o100
