@@ -25,6 +25,7 @@ volumes that a killed process left behind.
 from __future__ import annotations
 
 import abc
+import logging
 import os
 import stat
 from collections.abc import Callable
@@ -35,6 +36,8 @@ import attrs
 
 from ..errors import StorageError
 from ..state import Paths
+
+log = logging.getLogger(__name__)
 
 #: Instance, snapshot and image volume directories: search only, for their owner only (LXD's
 #: per-volume mode). Instance volumes are owned by the container root's host uid, the others
@@ -57,11 +60,14 @@ def close_volume_dir(path: Path, owner: int) -> None:
                            ) from e
     if not stat.S_ISDIR(st.st_mode):
         raise StorageError(f"volume {path} is not a directory")
+    if stat.S_IMODE(st.st_mode) == VOLUME_MODE and (st.st_uid, st.st_gid) == (owner, 0):
+        return
+    log.debug("volume %s: mode %o owner %d:%d -> mode %o owner %d:0", path,
+              stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, VOLUME_MODE, owner)
     try:
         if (st.st_uid, st.st_gid) != (owner, 0):
             os.chown(path, owner, 0, follow_symlinks=False)
-        if stat.S_IMODE(st.st_mode) != VOLUME_MODE or (st.st_uid, st.st_gid) != (owner, 0):
-            os.chmod(path, VOLUME_MODE)
+        os.chmod(path, VOLUME_MODE)  # also after a chown, which may clear bits
     except OSError as e:
         err = StorageError(f"cannot close volume {path} to other users: {e.strerror or e}")
         err.errno = e.errno
@@ -138,8 +144,11 @@ class PoolDriver(abc.ABC):
     def secure_instance_volume(self, name: str, owner: int) -> None:
         """Close ``containers/<name>`` to everyone but host root and ``owner``, the host uid of
         the instance's root (0 when privileged). Called whenever the instance's liblxc config is
-        written (create, copy, import, restore, every start), so a changed id map follows."""
-        close_volume_dir(self.volume_path("containers", name), owner)
+        written (create, copy, import, restore, every start), so a changed id map follows.
+        A missing volume is left alone: there is nothing to close, and starting says so."""
+        path = self.volume_path("containers", name)
+        if os.path.lexists(path):
+            close_volume_dir(path, owner)
 
     # -- images ---------------------------------------------------------------------------------
     @abc.abstractmethod
