@@ -70,6 +70,7 @@ from .instance import (
 )
 from .record import InstanceRecord, SnapshotRecord
 from .state import dump_yaml, load_yaml, lock
+from .storage.base import close_volume_dir
 from .storage.dir import SNAPSHOTS
 from .storage.loop import TMP, run, storage_errors, temp_name
 
@@ -737,12 +738,14 @@ def _extract_volumes(archive: Path, idx: BackupIndex, pool: PoolDriver, target: 
     for s in idx.snapshots:
         empty_dir(volume)
         _tar_extract(archive, volume, f"backup/snapshots/{s}", 3)
+        close_volume_dir(volume, 0)  # tar may have applied the archive's mode to it
         _check_volume(volume, f"snapshot {s}")
         _ensure_dev(volume)
         transfer.shift_rootfs(volume, shift)
         pool.create_snapshot(target, s)
     empty_dir(volume)
     _tar_extract(archive, volume, "backup/container", 2)
+    close_volume_dir(volume, 0)
     _check_volume(volume, "the instance volume")
     _ensure_dev(volume)
     transfer.shift_rootfs(volume, shift)
@@ -788,6 +791,7 @@ def _receive_optimized(archive: Path, idx: BackupIndex, pool: PoolDriver, target
         def make(tmp: Path) -> None:
             with storage_errors(f"cannot create instance volume {target!r}"):
                 btrfsutil.create_snapshot(received, tmp, read_only=False)
+            close_volume_dir(tmp, 0)  # the stream's mode for it is not to be trusted
 
         d._build(pool.volume_path("containers", target), make, "instance volume", target)
         for snap in ours.values():

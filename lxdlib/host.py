@@ -424,7 +424,8 @@ class Host:
         return path
 
     def check_traversable(self, path: Path) -> None:
-        """An unprivileged container's root must be able to walk down to its rootfs.
+        """An unprivileged container's root must be able to walk down to ``path`` (its
+        volume's directory, which is its own: mode 0100, see ``storage.base``).
 
         liblxc fails with a terse "Permission denied" otherwise (e.g. a root under a 0700
         directory such as pytest's or a home directory); this names the directory to fix.

@@ -268,6 +268,14 @@ def instance_map(base: int, size: int, raw: str = "") -> list[IdRange]:
     return sorted(ranges, key=lambda r: (r.kind, r.nsid))
 
 
+def host_root(ranges: Iterable[IdRange]) -> int:
+    """The host uid that the container's root runs as (0 for an empty map: privileged)."""
+    for r in ranges:
+        if r.kind == "u" and r.nsid <= 0 < r.nsid + r.size:
+            return r.hostid - r.nsid
+    return 0
+
+
 def allocate_isolated(alloc: Allocation, size: int, used: Mapping[str, tuple[int, int]]) -> int:
     """First gap of ``size`` ids above the shared first block, avoiding other isolated blocks."""
     taken = sorted(used.values())

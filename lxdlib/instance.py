@@ -244,7 +244,7 @@ class Instance:
         # durable only when templates changed the record; the power state is a hint
         record.save(self._paths, rec, durable=bool(trigger))
         if not _truthy(cfg.get("security.privileged")):
-            self.host.check_traversable(vol / "rootfs")
+            self.host.check_traversable(vol)
         # a fresh liblxc object: one made before the config was rewritten would start the old one
         try:
             runtime.start(self._c(), self._paths.lxcpath)
@@ -553,6 +553,10 @@ class Instance:
             size = int(rec.config.get("volatile.idmap.size", str(facts.idmap.size)))
             assert ctx.idmap_base is not None
             idm = idmap.instance_map(ctx.idmap_base, size, cfg.get("raw.idmap", ""))
+        # Closed to host users, searchable by the container's root only: liblxc opens the
+        # rootfs as that uid on pools without idmapped mounts. Redone with every config write,
+        # so the owner follows a changed map (isolated, copied, privileged toggled).
+        pool.secure_instance_volume(self.name, idmap.host_root(idm))
         nics: list[render.Nic] = []
         mounts: list[render.MountEntry] = []
         extra: list[tuple[str, str]] = []

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,13 +90,22 @@ class Paths:
     def server_config(self) -> Path:
         return self.root / "server.yaml"
 
+    def dir_modes(self) -> dict[Path, int]:
+        """The mode of each directory ``ensure`` makes: searchable (0711, never listable) only
+        where someone other than host root must pass — an unprivileged container's root on
+        its way to its rootfs (the root, ``storage-pools/``), the unprivileged dnsmasq
+        (``run/``), liblxc (the lxcpath); everything else is host root's alone (0700)."""
+        return {self.root: 0o711, self.lxcpath: 0o711, self.pools: 0o711, self.run: 0o711,
+                self.profiles: 0o700, self.images: 0o700, self.networks: 0o700,
+                self.disks: 0o700, self.locks: 0o700}
+
     def ensure(self) -> None:
-        for d in (self.root, self.lxcpath, self.profiles, self.images, self.pools,
-                  self.networks, self.disks, self.locks, self.run):
-            d.mkdir(parents=True, exist_ok=True)
-        # Instance directories hold rootfs mount points and configs: keep other host users out.
-        os.chmod(self.root, 0o711)
-        os.chmod(self.lxcpath, 0o711)
+        """Make the root's directories and (re)apply their modes, so a root made by an older
+        version is closed too."""
+        for d, mode in self.dir_modes().items():
+            d.mkdir(mode=mode, parents=True, exist_ok=True)
+            if stat.S_IMODE(os.lstat(d).st_mode) != mode:
+                os.chmod(d, mode)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -476,7 +476,7 @@ class ImageStore:
         auto_update = _check_bool(auto_update, "auto_update")
         sources = [Path(path)] + ([Path(rootfs_path)] if rootfs_path is not None else [])
 
-        self.paths.images.mkdir(parents=True, exist_ok=True)
+        self.paths.images.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.cleanup_leftovers()
         fingerprint, temps, _ = self._copy_in(sources, progress)
         try:
@@ -492,7 +492,7 @@ class ImageStore:
     def temp_paths(self, count: int) -> builtins.list[Path]:
         """Names for files that will become an image (a download, a publish): inside the store,
         so committing is a rename, and named so that a killed writer's files are removed."""
-        self.paths.images.mkdir(parents=True, exist_ok=True)
+        self.paths.images.mkdir(mode=0o700, parents=True, exist_ok=True)
         token = secrets.token_hex(6)
         tmpdir = self._import_dir()
         return [tmpdir / f"{os.getpid()}-{token}-{i}" for i in range(count)]

@@ -23,7 +23,7 @@ import btrfsutil
 from ..config.units import parse_size
 from ..errors import InvalidArgument, InvalidConfig, StorageError
 from ..state import lock
-from .base import PoolUsage
+from .base import VOLUME_MODE, PoolUsage
 from .dir import DirPool, check_keys
 from .loop import (
     attach_loop,
@@ -118,9 +118,9 @@ class BtrfsPool(DirPool):
             self.loop_file)
 
     # -- primitives -----------------------------------------------------------------------------
-    def _make_volume(self, path: Path) -> None:
+    def _make_volume(self, path: Path, mode: int = VOLUME_MODE) -> None:
         btrfsutil.create_subvolume(path)
-        os.chmod(path, 0o711)
+        os.chmod(path, mode)
 
     def _clone(self, src: Path, dst: Path, read_only: bool) -> None:
         btrfsutil.create_snapshot(src, dst, read_only=read_only)
