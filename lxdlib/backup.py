@@ -40,7 +40,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
-from . import journal, record, sendstream, transfer
+from . import idmap, journal, record, sendstream, transfer
 from .config import devices as devcfg
 from .config import expand, names, schema
 from .config.units import parse_size
@@ -815,8 +815,9 @@ def _forget_origin(snapshot: Path) -> None:
 def _check_stream(path: Path, ours: dict[str, Path], what: str) -> sendstream.StreamInfo:
     """Refuse a stream that would do more than an unprivileged unpack (before receiving)."""
     try:
+        alloc = idmap.host_allocation(register=False)
         with open(path, "rb") as f:
-            return sendstream.check(f, ours)
+            return sendstream.check(f, ours, range(alloc.base, alloc.base + alloc.size))
     except UnsafeStream as e:
         raise UnsafeStream(f"{what}: {e}") from None
 

@@ -169,9 +169,11 @@ def _path(raw: bytes, what: str) -> str:
     return text.strip("/").replace("//", "/") if text not in ("", ".") else ""
 
 
-def check(f: BinaryIO, known: Collection[str] = ()) -> StreamInfo:
+def check(f: BinaryIO, known: Collection[str] = (), root_owners: range = range(0)) -> StreamInfo:
     """Check the stream in ``f``; ``known`` are the uuids of the streams of the same backup
-    received before it, the only subvolumes it may start from or clone from."""
+    received before it, the only subvolumes it may start from or clone from; ``root_owners``
+    the host uids besides 0 that may own the volume's own directory (the range lxdlib maps
+    containers' ids into)."""
     info: StreamInfo | None = None
     for c in commands(f):
         if info is None:
@@ -188,12 +190,13 @@ def check(f: BinaryIO, known: Collection[str] = ()) -> StreamInfo:
                                        "the backup")
             info = StreamInfo(name, _uuid(c.attrs[A_UUID]), parent)
             continue
-        _check_command(c, info, known)
+        _check_command(c, info, known, root_owners)
     assert info is not None  # commands() ends with END, and END cannot come first
     return info
 
 
-def _check_command(c: Command, info: StreamInfo, known: Collection[str]) -> None:
+def _check_command(c: Command, info: StreamInfo, known: Collection[str],
+                   root_owners: range) -> None:
     a = c.attrs
     if c.cmd in (SUBVOL, SNAPSHOT):
         raise UnsafeStream("a btrfs stream in a backup must make one subvolume")
@@ -217,7 +220,10 @@ def _check_command(c: Command, info: StreamInfo, known: Collection[str]) -> None
         if path == "" and _u64(a[A_MODE], "mode") & _ROOT_FORBIDDEN_MODE:
             raise UnsafeStream("the btrfs stream opens the volume's own directory to others")
     elif c.cmd == CHOWN:
-        if path == "" and (_u64(a[A_UID], "uid"), _u64(a[A_GID], "gid")) != (0, 0):
+        # A volume's own directory belongs to host root or, so that it can traverse it, to
+        # the container's root host uid (group root): any other owner is a host user's.
+        uid, gid = _u64(a[A_UID], "uid"), _u64(a[A_GID], "gid")
+        if path == "" and (gid != 0 or (uid != 0 and uid not in root_owners)):
             raise UnsafeStream("the btrfs stream gives the volume's own directory away")
     elif c.cmd == SET_XATTR:
         name = a[A_XATTR_NAME].decode("utf-8", "replace")

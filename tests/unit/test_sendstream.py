@@ -46,6 +46,9 @@ def path(p: str) -> bytes:
     return attr(ss.A_PATH, p)
 
 
+#: lxdlib's fallback range: the host uids containers' ids map into.
+CONTAINER_IDS = range(1000000, 1000000 + 1000000000)
+
 CASES: dict[str, tuple[list[bytes], str | None]] = {
     "empty": ([], None),
     "files": ([cmd(ss.MKDIR, path("rootfs"), attr(ss.A_INO, 257)),
@@ -86,6 +89,10 @@ CASES: dict[str, tuple[list[bytes], str | None]] = {
     "root-setgid": ([cmd(ss.CHMOD, path(""), attr(ss.A_MODE, 0o2711))], "own directory"),
     "root-chown": ([cmd(ss.CHOWN, path(""), attr(ss.A_UID, 1000), attr(ss.A_GID, 0))],
                    "own directory"),
+    "root-chown-container-root": ([cmd(ss.CHOWN, path(""), attr(ss.A_UID, 1000000),
+                                       attr(ss.A_GID, 0))], None),
+    "root-chown-container-root-group": ([cmd(ss.CHOWN, path(""), attr(ss.A_UID, 1000000),
+                                             attr(ss.A_GID, 1000000))], "own directory"),
     "dotdot": ([cmd(ss.MKFILE, path("rootfs/../../x"))], "leaves the volume"),
     "absolute": ([cmd(ss.MKFILE, path("/etc/x"))], "leaves the volume"),
     "rename-out": ([cmd(ss.RENAME, path("a"), attr(ss.A_PATH_TO, "../a"))],
@@ -116,11 +123,11 @@ def test_commands(case: str) -> None:
     cmds, refusal = CASES[case]
     s = stream(*cmds)
     if refusal is None:
-        info = ss.check(s, {str(PARENT)})
+        info = ss.check(s, {str(PARENT)}, CONTAINER_IDS)
         assert info == ss.StreamInfo("vol", str(OWN), None)
     else:
         with pytest.raises(UnsafeStream, match=refusal):
-            ss.check(s, {str(PARENT)})
+            ss.check(s, {str(PARENT)}, CONTAINER_IDS)
 
 
 def _snapshot(parent: uuid.UUID, name: str = "vol") -> bytes:
