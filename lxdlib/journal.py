@@ -1,11 +1,13 @@
 """Intent records: how a multi-step operation on one instance survives a ``kill -9``.
 
 Before its first change, an operation that touches several things (a snapshot: a pool volume and
-the record; a restore: the volume swap and the record; a move between pools; a copy or an import
-into a new instance) writes ``<instance dir>/.pending.yaml`` saying what it is about to do, and
-removes it after its commit point. A process killed in between leaves the file behind; the next
-call that takes the instance's lock (every verb), lists the instances, or ``lxdlib recover`` reads
-it and finishes or undoes the operation — whichever gives a consistent state, old or new.
+the record; a restore: the stop, the volume swap, the record and the start again; a move between
+pools; a copy or an import into a new instance; a config or device change of a running instance:
+the record, then the live cgroups and devices; a profile edit, on each instance using it) writes
+``<instance dir>/.pending.yaml`` saying what it is about to do, and removes it after its last
+step. A process killed in between leaves the file behind; the next call that takes the
+instance's lock (every verb), lists the instances, or ``lxdlib recover`` reads it and finishes or
+undoes the operation — whichever gives a consistent state, old or new, power state included.
 
 The file is written without fsync: it has to outlive a process, not the machine (after a power
 loss ``lxdlib recover`` compares the pools with the records instead). Recovery runs with the

@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime as dt
+import logging
 import shutil
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -164,7 +165,11 @@ class Snapshots:
             if was_running or stateful:
                 journal.begin(host.paths, inst.name, "restore", stage="start", **intent)
                 journal.crashpoint("restore.starting")
-                _restart(inst, stateful)
+                try:
+                    _restart(inst, stateful)
+                except Exception:  # restored; the start's own error is the caller's to see
+                    journal.end(host.paths, inst.name)
+                    raise
                 journal.crashpoint("restore.started")
             journal.end(host.paths, inst.name)
         host.events.emit("snapshot-restored", f"{inst.name}/{name}")
@@ -323,7 +328,11 @@ def _recover_restore(host: Host, name: str, op: dict[str, Any]) -> None:
         pool.cleanup_leftovers()  # an aside volume of a swap that died is put back first
         apply_restore(host, name, snap, keep_state=bool(op.get("stateful")))
     if (op.get("running") or op.get("stateful")) and inst._c().state == "STOPPED":
-        _restart(inst, bool(op.get("stateful")))
+        try:
+            _restart(inst, bool(op.get("stateful")))
+        except Exception as e:  # restored and consistent: a start that fails is not retried
+            logging.getLogger("lxdlib").warning(
+                "instance %s: restored, but it does not start again: %s", name, e)
 
 
 journal.register("restore", _recover_restore)

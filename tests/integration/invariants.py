@@ -128,7 +128,8 @@ def forwarders(host: lxdlib.Host, name: str) -> set[tuple[str, str]]:
 def check_live(host: lxdlib.Host) -> None:
     """Record and live state agree for every instance: each proxy device of a running
     instance has its forwarder on its listen address and no other forwarder runs (none for a
-    stopped one); a live ``limits.processes`` is the cgroup's ``pids.max``."""
+    stopped one); each host-path disk is mounted once; a live ``limits.processes`` is the
+    cgroup's ``pids.max``."""
     from lxdlib import runtime
     for name in record.names(host.paths):
         inst = host.instances[name]
@@ -139,6 +140,12 @@ def check_live(host: lxdlib.Host) -> None:
         have = forwarders(host, name)
         assert have == want, f"{name}: forwarders {sorted(have)} != devices {sorted(want)}"
         if running:
+            from lxdlib.devices.hotmount import mounts
+            points = [m for m, _ in mounts(inst.pid)]
+            for d, dev in devs.items():
+                if dev.get("type") == "disk" and dev.get("source") and dev["path"] != "/":
+                    n = points.count("/" + dev["path"].strip("/"))
+                    assert n == 1, f"{name}: disk {d} is mounted {n} times at {dev['path']}"
             pids = runtime.cgroup_get(inst._c(), "pids.max")
             assert pids == (cfg.get("limits.processes") or "max"), \
                 f"{name}: pids.max {pids} but limits.processes {cfg.get('limits.processes')}"

@@ -55,6 +55,21 @@ LOOPS = {
     x.snapshots.create("extra")
     x.delete()
 """,
+    "restore-running": """
+    if c.state == "STOPPED":
+        c.start()
+    c.snapshots.restore("s0" if i % 2 else "s1")
+""",
+    "device-running": """
+    if c.state == "STOPPED":
+        c.start()
+    devs = c.devices
+    port = sys.argv[2].split(",")[i % 2]
+    if devs.pop("p", None) is None:
+        devs["p"] = {"type": "proxy", "listen": f"tcp:127.0.0.1:{port}",
+                     "connect": "tcp:127.0.0.1:1"}
+    c.update(devices=devs)
+""",
     "rename-move": """
     c = c.rename("c2" if c.name == "c1" else "c1")
     from lxdlib.copy import move_to_pool
@@ -82,7 +97,8 @@ def test_kill_9_leaves_old_or_new(host: lxdlib.Host, tmp_path: Path, op: str,
     (vol / "rootfs" / "root" / "f").write_text("one\n")
     c.snapshots.create("s1")
     backup = host.export_backup("c1", tmp_path / "c1.tar.gz") if op == "import" else Path()
-    p = _spawn(host.paths.root, op, str(backup))
+    extra = f"{_free_port()},{_free_port()}" if op == "device-running" else str(backup)
+    p = _spawn(host.paths.root, op, extra)
     try:
         assert p.stdout is not None
         line = p.stdout.readline()
@@ -95,6 +111,7 @@ def test_kill_9_leaves_old_or_new(host: lxdlib.Host, tmp_path: Path, op: str,
     fresh = lxdlib.Host(host.paths.root)
     names = fresh.instances.names()  # the next call: finishes or undoes what was cut short
     invariants.check(fresh)
+    invariants.check_live(fresh)  # record and live agree: devices, limits, power
     assert set(names) & {"c1", "c2"}, names
     main = fresh.instances["c1" if "c1" in names else "c2"]
     assert set(main.snapshots.names()) >= {"s0", "s1"} if op != "snapshot" else True
@@ -104,6 +121,7 @@ def test_kill_9_leaves_old_or_new(host: lxdlib.Host, tmp_path: Path, op: str,
         text = (fresh.pool(inst.record().pool).volume_path("containers", name) /
                 "rootfs" / "root" / "f").read_text()
         assert text in ("zero\n", "one\n")
+    main.update(devices={})  # a copy must not take the same listen address
     main.snapshots.create("after")
     fresh.copy(main.name, "final")
     fresh.instances["final"].start()
@@ -192,7 +210,19 @@ def _proxy(port: int) -> dict[str, str]:
 
 def test_crash_points_device_add_update_remove(host: lxdlib.Host) -> None:
     c = host.launch("busybox", "c1")
+    src = host.paths.root / "src"
+    src.mkdir(mode=0o755)
     i = 0
+    for point in UPDATE_BEFORE + UPDATE_AFTER:  # a host directory hot-plugged as a disk
+        i += 1
+        c.update(devices={})
+        want = {"d": {"type": "disk", "source": str(src), "path": "/mnt/d"}}
+        _die_at(host, point, f"c.update(devices={want!r})")
+        fresh = _next_call(host, i)  # check_live: mounted once if recorded
+        assert fresh.instances["c1"].devices == (want if point in UPDATE_AFTER else {}), point
+        mounted = c.exec(["grep", "-c", " /mnt/d ", "/proc/mounts"]).text.strip()
+        assert mounted == ("1" if point in UPDATE_AFTER else "0"), point
+    c.update(devices={})
     for op in ("add", "update", "remove"):
         for point in UPDATE_BEFORE + UPDATE_AFTER:
             i += 1
