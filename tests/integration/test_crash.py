@@ -56,13 +56,9 @@ LOOPS = {
     x.delete()
 """,
     "restore-running": """
-    if c.state == "STOPPED":
-        c.start()
     c.snapshots.restore("s0" if i % 2 else "s1")
 """,
     "device-running": """
-    if c.state == "STOPPED":
-        c.start()
     devs = c.devices
     port = sys.argv[2].split(",")[i % 2]
     if devs.pop("p", None) is None:
@@ -97,6 +93,8 @@ def test_kill_9_leaves_old_or_new(host: lxdlib.Host, tmp_path: Path, op: str,
     (vol / "rootfs" / "root" / "f").write_text("one\n")
     c.snapshots.create("s1")
     backup = host.export_backup("c1", tmp_path / "c1.tar.gz") if op == "import" else Path()
+    if op.endswith("-running"):
+        c.start()
     extra = f"{_free_port()},{_free_port()}" if op == "device-running" else str(backup)
     p = _spawn(host.paths.root, op, extra)
     try:
@@ -159,7 +157,7 @@ def test_recover_repairs_what_no_intent_names(host: lxdlib.Host) -> None:
 _STEP = """
 import sys, lxdlib
 h = lxdlib.Host(sys.argv[1])
-c = h.instances["c1"]
+c = h.instances[sys.argv[3]] if sys.argv[3] else None
 exec(sys.argv[2])
 """
 
@@ -167,10 +165,16 @@ UPDATE_BEFORE = ["update.begun", "update.config-written", "update.saved"]  # old
 UPDATE_AFTER = ["update.live", "update.live-config", "update.device"]  # the new is finished
 
 
-def _die_at(host: lxdlib.Host, point: str, code: str) -> None:
-    """Run ``code`` in a subprocess that SIGKILLs itself at ``point`` (which it must reach)."""
+def _unique(prefix: str) -> str:
+    """Instance names differ per run: liblxc names its monitor cgroups after them."""
+    return f"{prefix}{os.urandom(3).hex()}"
+
+
+def _die_at(host: lxdlib.Host, point: str, code: str, name: str = "") -> None:
+    """Run ``code`` (``c`` is instance ``name``) in a subprocess that SIGKILLs itself at
+    ``point``, which it must reach."""
     env = {**os.environ, "LXDLIB_CRASHPOINT": point}
-    r = subprocess.run([sys.executable, "-c", _STEP, str(host.paths.root), code], env=env,
+    r = subprocess.run([sys.executable, "-c", _STEP, str(host.paths.root), code, name], env=env,
                        capture_output=True, text=True, timeout=120, start_new_session=True)
     assert r.returncode == -signal.SIGKILL, f"{point} not reached: {r.returncode} {r.stderr}"
 
@@ -209,7 +213,8 @@ def _proxy(port: int) -> dict[str, str]:
 
 
 def test_crash_points_device_add_update_remove(host: lxdlib.Host) -> None:
-    c = host.launch("busybox", "c1")
+    n = _unique("j")
+    c = host.launch("busybox", n)
     src = host.paths.root / "src"
     src.mkdir(mode=0o755)
     i = 0
@@ -217,9 +222,9 @@ def test_crash_points_device_add_update_remove(host: lxdlib.Host) -> None:
         i += 1
         c.update(devices={})
         want = {"d": {"type": "disk", "source": str(src), "path": "/mnt/d"}}
-        _die_at(host, point, f"c.update(devices={want!r})")
+        _die_at(host, point, f"c.update(devices={want!r})", n)
         fresh = _next_call(host, i)  # check_live: mounted once if recorded
-        assert fresh.instances["c1"].devices == (want if point in UPDATE_AFTER else {}), point
+        assert fresh.instances[n].devices == (want if point in UPDATE_AFTER else {}), point
         mounted = c.exec(["grep", "-c", " /mnt/d ", "/proc/mounts"]).text.strip()
         assert mounted == ("1" if point in UPDATE_AFTER else "0"), point
     c.update(devices={})
@@ -233,30 +238,32 @@ def test_crash_points_device_add_update_remove(host: lxdlib.Host) -> None:
             c.update(devices=devs)
             want = {**devs, "p": _proxy(new_port)} if op != "remove" else \
                 {k: v for k, v in devs.items() if k != "p"}
-            _die_at(host, point, f"c.update(devices={want!r})")
+            _die_at(host, point, f"c.update(devices={want!r})", n)
             fresh = _next_call(host, i)
             forward = point in UPDATE_AFTER
-            got = fresh.instances["c1"].devices
+            got = fresh.instances[n].devices
             assert got == (want if forward else devs), (op, point, got)
             assert _listening(old_port) == (op != "add" and not forward), (op, point)
             assert _listening(new_port) == (op != "remove" and forward), (op, point)
-            assert fresh.instances["c1"].state == "RUNNING"
+            assert fresh.instances[n].state == "RUNNING"
 
 
 def test_crash_points_live_config(host: lxdlib.Host) -> None:
-    c = host.launch("busybox", "c1")
+    n = _unique("j")
+    c = host.launch("busybox", n)
     for i, point in enumerate(["update.saved", "update.live", "update.live-config"]):
         c.set_config("limits.processes", "100")
-        _die_at(host, point, f"c.set_config('limits.processes', '{200 + i}')")
+        _die_at(host, point, f"c.set_config('limits.processes', '{200 + i}')", n)
         fresh = _next_call(host, i)  # check_live: pids.max is what the record says
-        assert fresh.instances["c1"].config["limits.processes"] == \
+        assert fresh.instances[n].config["limits.processes"] == \
             ("100" if point == "update.saved" else str(200 + i))
 
 
 def test_crash_points_restore_running(host: lxdlib.Host) -> None:
     """A restore of a running instance is stop → swap → start: wherever it dies, the
     instance ends restored and RUNNING again."""
-    c = host.launch("busybox", "c1")
+    n = _unique("j")
+    c = host.launch("busybox", n)
     c.set_config("user.v", "snap")
     c.exec("echo snap > /root/f", check=True)
     c.snapshots.create("s0")
@@ -265,9 +272,9 @@ def test_crash_points_restore_running(host: lxdlib.Host) -> None:
     for i, point in enumerate(points):
         c.set_config("user.v", "later")
         c.exec("echo later > /root/f", check=True)
-        _die_at(host, point, "c.snapshots.restore('s0')")
+        _die_at(host, point, "c.snapshots.restore('s0')", n)
         fresh = _next_call(host, i)
-        inst = fresh.instances["c1"]
+        inst = fresh.instances[n]
         assert inst.state == "RUNNING", point
         assert inst.config["user.v"] == "snap", point
         assert inst.wait_ready()
@@ -276,24 +283,25 @@ def test_crash_points_restore_running(host: lxdlib.Host) -> None:
 
 
 def test_crash_points_rename(host: lxdlib.Host) -> None:
-    host.create("busybox", "c1")
+    a, b = _unique("ja"), _unique("jb")
+    host.create("busybox", a)
     for i, point in enumerate(["rename.begun", "rename.volume", "rename.directory",
                                "rename.saved"]):
-        _die_at(host, point, "c.rename('c2')")
+        _die_at(host, point, f"c.rename({b!r})", a)
         fresh = _next_call(host, i)
         names = fresh.instances.names()
-        assert names == (["c1"] if point in ("rename.begun", "rename.volume") else ["c2"]), point
-        if names == ["c2"]:
-            fresh.instances["c2"].rename("c1")
-    fresh.instances["c1"].start()
+        assert names == ([a] if point in ("rename.begun", "rename.volume") else [b]), point
+        if names == [b]:
+            fresh.instances[b].rename(a)
+    fresh.instances[a].start()
 
 
 def test_crash_points_profile_apply(host: lxdlib.Host) -> None:
     """A profile edit re-applied to a running and a stopped user: all of them follow the
     profile file, saved or not."""
     host.profiles.create("pp", {}, {})
-    host.launch("busybox", "c1", profiles=["default", "pp"])
-    host.create("busybox", "c2", profiles=["default", "pp"])
+    host.launch("busybox", _unique("ja"), profiles=["default", "pp"])
+    host.create("busybox", _unique("jb"), profiles=["default", "pp"])
     for i, point in enumerate(["profile.begun", "profile.saved", "profile.applied-one",
                                "update.device"]):
         old_port, new_port = _free_port(), _free_port()
