@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from . import idmap, record, runtime
+from . import snapshots as _snapshots  # noqa: F401  (registers its journal recoverer)
 from .config import expand, limits, names, schema
 from .errors import (
     AlreadyExists,
@@ -593,37 +594,58 @@ class Host:
         the raised ``ProfileApplyError`` while the others (and the profile) keep the change.
         Live keys reach running instances at once.
         """
+        from . import journal
         from .instance import Instance
         old = self.profiles.get(name)
         users = old.used_by
-        before = {u: Instance(self, u).expanded() for u in users}
-        new_devices = devices if devices is not None else old.devices
-        new_data = expand.ProfileData(name, config if config is not None else old.config,
-                                      new_devices)
-        self._profile_memo = {name: new_data}
-        try:
-            for u in users:
-                inst = Instance(self, u)
-                try:
-                    rec = inst.record()
-                except CorruptRecord:
-                    continue  # reported by the re-apply below; it cannot block the others
-                _, devs = inst.expanded(rec)
-                root_name, root = expand.root_disk(devs)
-                if root.get("pool") != rec.pool:
-                    raise InvalidConfig(f"devices.{root_name}.pool",
-                                        f"instance {u!r} relies on this profile's root disk pool")
-                self._check_user_config(inst, rec)
-        finally:
-            self._profile_memo = None
-        self.profiles.save(name, config if config is not None else old.config, new_devices,
-                           description if description is not None else old.description)
         failures: dict[str, str] = {}
-        self._profile_memo = {}
-        try:
-            self._reapply(users, before, failures)
-        finally:
-            self._profile_memo = None
+        with contextlib.ExitStack() as held:
+            # every user's lock for the whole change (in name order), each with an intent
+            # naming what it ran with: a kill after the profile is saved leaves them to be
+            # brought to it by their next call, one before it leaves them as they were
+            for u in sorted(users):
+                held.enter_context(Instance(self, u)._lock())
+            before = {u: Instance(self, u).expanded() for u in users}
+            new_devices = devices if devices is not None else old.devices
+            new_data = expand.ProfileData(name, config if config is not None else old.config,
+                                          new_devices)
+            # every user's new config must pass (liblxc loads it) before the profile is saved
+            self._profile_memo = {name: new_data}
+            try:
+                for u in users:
+                    inst = Instance(self, u)
+                    try:
+                        rec = inst.record()
+                    except CorruptRecord:
+                        continue  # reported by the re-apply below; it cannot block the others
+                    _, devs = inst.expanded(rec)
+                    root_name, root = expand.root_disk(devs)
+                    if root.get("pool") != rec.pool:
+                        raise InvalidConfig(f"devices.{root_name}.pool",
+                                            f"instance {u!r} relies on this profile's root "
+                                            "disk pool")
+                    self._check_user_config(inst, rec)
+            finally:
+                self._profile_memo = None
+            for u in users:
+                journal.begin(self.paths, u, "profile-apply", profile=name,
+                              before={"config": before[u][0], "devices": before[u][1]})
+            try:
+                journal.crashpoint("profile.begun")
+                self.profiles.save(name, config if config is not None else old.config,
+                                   new_devices,
+                                   description if description is not None else old.description)
+                journal.crashpoint("profile.saved")
+                self._profile_memo = {}
+                try:
+                    self._reapply(users, before, failures)
+                finally:
+                    self._profile_memo = None
+            except BaseException:  # the profile saved or not: each user follows what is on disk
+                for u in users:
+                    if journal.pending(self.paths, u):
+                        journal.recover(self, u)
+                raise
         if failures:
             from .errors import ProfileApplyError
             raise ProfileApplyError(failures)
@@ -647,20 +669,23 @@ class Host:
     def _reapply(self, users: Sequence[str],
                  before: Mapping[str, tuple[dict[str, str], dict[str, dict[str, str]]]],
                  failures: dict[str, str]) -> None:
+        """The caller holds the users' locks."""
+        from . import journal
         from .instance import Instance
         for u in users:
             inst = Instance(self, u)
             try:
-                with lock(self.paths, "instance", u):
-                    rec = inst.record()
-                    new_cfg, new_devs = inst.expanded(rec)
-                    inst._apply_quota(new_devs, rec, before[u][1])
-                    inst._write_lxc_config(rec)
-                    if inst.state in ("RUNNING", "FROZEN"):
-                        inst._apply_live(before[u][0], new_cfg)
-                        inst._apply_devices_live(before[u][1], new_devs, rec)
+                rec = inst.record()
+                new_cfg, new_devs = inst.expanded(rec)
+                inst._apply_quota(new_devs, rec, before[u][1])
+                inst._write_lxc_config(rec)
+                if inst.state in ("RUNNING", "FROZEN"):
+                    inst._apply_live(before[u][0], new_cfg)
+                    inst._apply_devices_live(before[u][1], new_devs, rec)
             except Exception as e:  # collected: one instance must not stop the others
                 failures[u] = str(e)
+            journal.end(self.paths, u)
+            journal.crashpoint("profile.applied-one")
 
     def _check_profiles(self, profiles: Sequence[str]) -> list[str]:
         out = expand.resolve_profile_list(list(profiles))

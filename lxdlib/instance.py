@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import idmap, record, render, runtime, templates
+from . import idmap, journal, record, render, runtime, templates
 from .config import devices as devcfg
 from .config import expand, limits, names, schema
 from .config.units import parse_size
@@ -411,12 +411,28 @@ class Instance:
             if root.get("pool", rec.pool) != rec.pool:
                 raise InvalidConfig(f"devices.{root_name}.pool",
                                     "the root disk's pool cannot change (use move -s)")
-            self._apply_quota(new_devs, rec, old_devs)
-            self._write_lxc_config(new)  # renders the devices: a missing source fails unsaved
-            record.save(self._paths, new)
+            # the intent: before the record (the commit point) the old record comes back;
+            # after it, the running instance is brought to the new one (see _recover_update)
+            intent = {"old": rec.to_dict(), "before": {"config": old_cfg, "devices": old_devs}}
+            journal.begin(self._paths, self.name, "update", stage="prepare", **intent)
+            try:
+                journal.crashpoint("update.begun")
+                self._apply_quota(new_devs, rec, old_devs)
+                self._write_lxc_config(new)  # renders the devices: a missing source fails unsaved
+                journal.crashpoint("update.config-written")
+                record.save(self._paths, new)
+                journal.crashpoint("update.saved")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._write_lxc_config(rec)
+                journal.end(self._paths, self.name)
+                raise
             if self.state in ("RUNNING", "FROZEN"):
-                self._apply_live(old_cfg, new_cfg)
+                journal.begin(self._paths, self.name, "update", stage="live", **intent)
+                journal.crashpoint("update.live")
                 try:
+                    self._apply_live(old_cfg, new_cfg)
+                    journal.crashpoint("update.live-config")
                     self._apply_devices_live(old_devs, new_devs, new)
                 except BaseException:
                     # as LXD: a device change the running instance refused is not kept
@@ -424,7 +440,9 @@ class Instance:
                         self._apply_live(new_cfg, old_cfg)
                     record.save(self._paths, rec)
                     self._write_lxc_config(rec)
+                    journal.end(self._paths, self.name)
                     raise
+            journal.end(self._paths, self.name)
         self.host.events.emit("instance-updated", self.name)
 
     def set_config(self, key: str, value: str) -> None:
@@ -643,11 +661,37 @@ class Instance:
                         undo.append(functools.partial(odrv.start, ctx, dname, od))
                         undo.append(functools.partial(drv.stop, ctx, dname, nd))
                         drv.start(ctx, dname, nd)
+                journal.crashpoint("update.device")
         except BaseException:
             for step in reversed(undo):
                 with contextlib.suppress(Exception):
                     step()
             raise
+
+    def _converge_live(self, before: tuple[Mapping[str, str], Mapping[str, Mapping[str, str]]],
+                       after: tuple[Mapping[str, str], Mapping[str, Mapping[str, str]]],
+                       rec: InstanceRecord) -> None:
+        """Bring a running instance whose live state is anywhere between ``before`` and
+        ``after`` (expanded config and devices) to ``after``: what a killed process left half
+        done. Cgroup values are absolute, so writing them again is safe; each changed device is
+        stopped in both versions (``stop`` is idempotent: a half-started one is cleaned, and
+        none is plugged twice), then started as it is now."""
+        from .devices import driver
+        if self.state not in ("RUNNING", "FROZEN"):
+            return  # the next start renders everything from the record
+        self._apply_live(before[0], after[0])
+        old, new = before[1], after[1]
+        ctx = self.device_context(rec, pid=self.pid)
+        self._ensure_stop_work(ctx, new)
+        for dname in sorted(set(old) | set(new)):
+            od, nd = old.get(dname), new.get(dname)
+            if od is not None and nd is not None and dict(od) == dict(nd):
+                continue
+            for dev in (od, nd):
+                if dev is not None and driver(dev["type"]).hotplug:
+                    driver(dev["type"]).stop(ctx, dname, dev)
+            if nd is not None and driver(nd["type"]).hotplug:
+                driver(nd["type"]).start(ctx, dname, nd)
 
     # -- exec -------------------------------------------------------------------------------
     def _exec_env(self, env: Mapping[str, str] | None, uid: int) -> dict[str, str]:
@@ -807,6 +851,58 @@ def _read_metadata(volume: Path) -> dict[str, Any]:
     with os.fdopen(fd, "rb") as f:
         data = load_yaml(f.read())
     return data if isinstance(data, dict) else {}
+
+
+def _expansion(data: Any) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    data = data if isinstance(data, dict) else {}
+    return ({str(k): str(v) for k, v in (data.get("config") or {}).items()},
+            {str(k): {str(a): str(b) for a, b in v.items()}
+             for k, v in (data.get("devices") or {}).items()})
+
+
+def _recover_update(host: Host, name: str, op: dict[str, Any]) -> None:
+    """A config/device change that died. Before its record was saved (``prepare``) the old
+    record comes back (a kill right after the save lands here too: nothing live changed yet);
+    once saved (``live``) the running instance is brought to the record — and if it refuses
+    now (a port taken meanwhile), back to the old record and its live state, as a live
+    change that fails in the call itself."""
+    inst = Instance(host, name)
+    old = InstanceRecord.from_dict(dict(op["old"]))
+    before = _expansion(op.get("before"))
+    if op.get("stage") != "live":
+        inst._apply_quota(before[1], old, inst.expanded()[1])
+        inst._write_lxc_config(old)
+        record.save(host.paths, old)
+        return
+    rec = inst.record()
+    after = inst.expanded(rec)
+    try:
+        inst._write_lxc_config(rec)
+        inst._converge_live(before, after, rec)
+    except Exception as e:
+        import logging
+        logging.getLogger("lxdlib").warning(
+            "instance %s: an interrupted change cannot be applied live (%s): undone", name, e)
+        inst._apply_quota(before[1], old, after[1])
+        inst._write_lxc_config(old)
+        record.save(host.paths, old)
+        inst._converge_live(after, before, old)
+
+
+def _recover_profile_apply(host: Host, name: str, op: dict[str, Any]) -> None:
+    """A profile change that died before it reached this instance: the profile file decides
+    (saved or not), the running instance is brought from what it had to what that gives."""
+    inst = Instance(host, name)
+    rec = inst.record()
+    before = _expansion(op.get("before"))
+    after = inst.expanded(rec)
+    inst._apply_quota(after[1], rec, before[1])
+    inst._write_lxc_config(rec)
+    inst._converge_live(before, after, rec)
+
+
+journal.register("update", _recover_update)
+journal.register("profile-apply", _recover_profile_apply)
 
 
 def finish_delete(host: Host, name: str, pool_name: str) -> None:
