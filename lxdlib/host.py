@@ -12,7 +12,7 @@ import contextlib
 import functools
 import os
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from .errors import AlreadyExists, InvalidArgument, InvalidConfig, NotFound
 from .events import Events
 from .imagestore.store import ImageRecord, ImageStore
 from .instance import Instance, create, recover_leftover
-from .profiles import ProfileStore
+from .profiles import Profile, ProfileStore
 from .state import Paths, atomic_write, lock, read_yaml, write_yaml
 from .storage.base import PoolDriver
 
@@ -240,6 +240,10 @@ class Images:
     def update(self, ref: str, **changes: Any) -> ImageRecord:
         """``image edit``: ``properties``, ``public``, ``auto_update``, ``expires_at``."""
         return self.store.update(ref, **changes)
+
+    def set_properties(self, ref: str, values: Mapping[str, str | None]) -> ImageRecord:
+        """Set (``None``: unset) some properties under the image's lock."""
+        return self.store.set_properties(ref, values)
 
     def export(self, ref: str, target: str | os.PathLike[str] = ".") -> builtins.list[Path]:
         """``image export``: the file(s) exactly as imported. Into a directory they are named
@@ -574,8 +578,29 @@ class Host:
 
         Like LXD, the profile change is saved first; instances that cannot take it are listed in
         the raised ``ProfileApplyError`` while the others (and the profile) keep the change.
-        Live keys reach running instances at once.
+        Live keys reach running instances at once. The profile's lock is held throughout, so
+        what is kept of the old profile is what it holds now, not what a caller read earlier.
         """
+        with lock(self.paths, "profile", name):
+            self._update_profile_locked(name, config, devices, description)
+
+    def modify_profile(self, name: str, change: Callable[[Profile], None]) -> None:
+        """Read-modify-write of a profile: ``change`` edits a copy read under the profile's lock
+        (config, devices, description), then it is saved and re-applied as ``update_profile``
+        does. Concurrent ``profile set``s each keep the others' keys."""
+        with lock(self.paths, "profile", name):
+            old = self.profiles.get(name)
+            draft = Profile(name=name, description=old.description, config=dict(old.config),
+                            devices={k: dict(v) for k, v in old.devices.items()})
+            change(draft)
+            self._update_profile_locked(
+                name, draft.config if draft.config != old.config else None,
+                draft.devices if draft.devices != old.devices else None,
+                draft.description if draft.description != old.description else None)
+
+    def _update_profile_locked(self, name: str, config: Mapping[str, str] | None,
+                               devices: Mapping[str, Mapping[str, str]] | None,
+                               description: str | None) -> None:
         from .instance import Instance
         old = self.profiles.get(name)
         users = old.used_by
