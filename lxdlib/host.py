@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import random
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -383,8 +384,10 @@ class Host:
         self._recovered = False
         self._traversable_checked = False
         self._seccomp_ok = False
-        # profiles read once per bulk operation (update_profile) instead of once per expansion
-        self._profile_memo: dict[str, expand.ProfileData] | None = None
+        # profiles read once per bulk operation (update_profile) instead of once per expansion;
+        # per thread (one Host may serve many), and an entry counts only while the file is the
+        # one it was read from (another process may change that profile meanwhile)
+        self._memo = threading.local()
 
     def __repr__(self) -> str:
         return f"<Host root={str(self.paths.root)!r}>"
@@ -619,31 +622,43 @@ class Host:
                                     f"instance {u!r} relies on this profile's root disk pool")
         self.profiles.save(name, config if config is not None else old.config, new_devices,
                            description if description is not None else old.description)
+        # an instance that took this profile on since ``users`` was read (under its own lock
+        # only) may have expanded the old content: it is brought up to date too
+        users = [*users, *(u for u in self._profile_users(name) if u not in users)]
         failures: dict[str, str] = {}
-        self._profile_memo = {}
+        self._memo.profiles = {}
         try:
-            self._reapply(users, before, failures)
+            self._reapply(users, before, failures, old_profile=old.data())
         finally:
-            self._profile_memo = None
+            self._memo.profiles = None
         if failures:
             from .errors import ProfileApplyError
             raise ProfileApplyError(failures)
 
     def _reapply(self, users: Sequence[str],
                  before: Mapping[str, tuple[dict[str, str], dict[str, dict[str, str]]]],
-                 failures: dict[str, str]) -> None:
+                 failures: dict[str, str],
+                 old_profile: expand.ProfileData | None = None) -> None:
+        """Bring each user of a changed profile to its new expansion. With ``old_profile``, the
+        view before is recomputed from the record read under the instance's lock (a change
+        made to the instance since ``before`` was taken is then not applied twice)."""
         from .instance import Instance
         for u in users:
             inst = Instance(self, u)
             try:
                 with lock(self.paths, "instance", u):
                     rec = inst.record()
+                    old_cfg, old_devs = before.get(u) or inst.expanded(rec)
+                    if old_profile is not None:
+                        old_cfg, old_devs = expand.expand(
+                            [old_profile if p == old_profile.name else self.profiles.data(p)
+                             for p in rec.profiles], rec.config, rec.devices)
                     new_cfg, new_devs = inst.expanded(rec)
-                    inst._apply_quota(new_devs, rec, before[u][1])
+                    inst._apply_quota(new_devs, rec, old_devs)
                     inst._write_lxc_config(rec)
                     if inst.state in ("RUNNING", "FROZEN"):
-                        inst._apply_live(before[u][0], new_cfg)
-                        inst._apply_devices_live(before[u][1], new_devs, rec)
+                        inst._apply_live(old_cfg, new_cfg)
+                        inst._apply_devices_live(old_devs, new_devs, rec)
             except Exception as e:  # collected: one instance must not stop the others
                 failures[u] = str(e)
 
@@ -658,12 +673,22 @@ class Host:
     def _expand(self, profiles: Sequence[str], config: Mapping[str, str],
                 devices: Mapping[str, Mapping[str, str]]
                 ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-        memo = self._profile_memo
+        memo: dict[str, tuple[tuple[int, int, int], expand.ProfileData]] | None = getattr(
+            self._memo, "profiles", None)
         if memo is None:
             datas = [self.profiles.data(p) for p in profiles]
         else:
-            datas = [memo[p] if p in memo else memo.setdefault(p, self.profiles.data(p))
-                     for p in profiles]
+            datas = []
+            for p in profiles:
+                try:
+                    st = os.stat(self.paths.profiles / f"{p}.yaml")
+                    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+                except OSError:
+                    stamp = (0, 0, 0)
+                hit = memo.get(p)
+                if hit is None or hit[0] != stamp:
+                    hit = memo[p] = (stamp, self.profiles.data(p))
+                datas.append(hit[1])
         return expand.expand(datas, config, devices)
 
     # -- cpu balancing ----------------------------------------------------------------------
@@ -712,12 +737,13 @@ class Host:
                 self.networks.create(DEFAULT_NETWORK, {"ipv4.address": "auto",
                                                        "ipv4.nat": "true"})
             devices["eth0"] = {"type": "nic", "name": "eth0", "network": DEFAULT_NETWORK}
-        if self.profiles.exists("default"):
-            p = self.profiles.get("default")
-            merged = {**devices, **p.devices}
-            self.profiles.save("default", p.config, merged, p.description)
-        else:
-            self.profiles.create("default", {}, devices, "Default lxdlib profile")
+        with lock(self.paths, "profile", "default"):  # read it under its lock: merged, not lost
+            if self.profiles.exists("default"):
+                p = self.profiles.get("default")
+                merged = {**devices, **p.devices}
+                self.profiles.save("default", p.config, merged, p.description)
+            else:
+                self.profiles.create("default", {}, devices, "Default lxdlib profile")
 
     def init_preseed(self, preseed: Mapping[str, Any]) -> None:
         """Apply LXD's preseed shape: ``config``, ``storage_pools``, ``networks``, ``profiles``."""
