@@ -111,6 +111,32 @@ def test_parallel_disk_adds_on_a_running_instance(host: lxdlib.Host) -> None:
     assert not any(f" /mnt/d{i} " in mounts for i in range(6))
 
 
+def test_profile_and_instance_devices_at_once_on_a_running_instance(host: lxdlib.Host) -> None:
+    """Disks added to the instance and to its profile at the same time: all are recorded in
+    the expanded view and all are mounted inside."""
+    host.profiles.create("pd")
+    c = host.launch("busybox", "cp", profiles=["default", "pd"])
+    srcs = []
+    for i in range(6):
+        d = host.paths.root / f"src{i}"
+        d.mkdir(mode=0o755)
+        (d / "id").write_text(f"{i}\n")
+        srcs.append(d)
+
+    def add(i: int, j: int) -> None:
+        dev = {"type": "disk", "source": str(srcs[i]), "path": f"/mnt/d{i}"}
+        if i % 2:
+            c.modify(lambda rec: rec.devices.update({f"d{i}": dev}))
+        else:
+            host.modify_profile("pd", lambda p: p.devices.update({f"d{i}": dev}))
+    in_threads(add, n=6, m=1)
+    assert {f"d{i}" for i in range(6)} <= set(c.expanded_devices)
+    mounts = c.exec(["cat", "/proc/mounts"], check=True).text
+    for i in range(6):
+        assert f" /mnt/d{i} " in mounts
+        assert c.exec(["cat", f"/mnt/d{i}/id"], check=True).text == f"{i}\n"
+
+
 def test_profile_from_processes_and_threads(host: lxdlib.Host) -> None:
     host.profiles.create("pp")
     in_processes(host, lambda i, j: ["profile", "set", "pp", f"user.p{i}.{j}", f"{i}-{j}"])
