@@ -12,16 +12,21 @@ back), so a backup does not depend on the host's idmap.
 An archive to import is hostile input. Before anything changes, every member is checked: names
 under ``backup/`` only, no ``..``, no absolute names, nothing below a symlink member, hard links
 inside their own volume, no device nodes outside ``rootfs/dev`` (skipped anyway), a regular
-``index.yaml`` of sane size naming valid instance and snapshot names. Extraction then runs GNU tar
-without the capability to make device nodes, volume by volume, and btrfs streams are received
-confined to a temporary directory; what arrives is checked again (a ``rootfs`` must be a real
-directory) before it is used. The new instance's record is the commit point, as for a create.
+``index.yaml`` of sane size naming valid instance and snapshot names; every config in it (the
+instance's and each snapshot's, devices and volatile keys included) is checked as user input.
+Extraction then runs GNU tar without the capability to make device nodes, volume by volume. A
+btrfs stream is parsed and refused if it does more than such an unpack may (:mod:`.sendstream`:
+device nodes, ``trusted.*`` xattrs, subvolumes outside the backup…) before it is received,
+confined to a temporary directory; optimized zfs backups are refused (their streams set dataset
+properties on the host). What arrives is checked again (a ``rootfs`` must be a real directory)
+before it is used. The new instance's record is the commit point, as for a create.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import re
 import shutil
@@ -35,22 +40,26 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
-from . import journal, record, transfer
+from . import idmap, journal, record, sendstream, transfer
 from .config import devices as devcfg
 from .config import expand, names, schema
 from .config.units import parse_size
 from .errors import (
     AlreadyExists,
+    CorruptArchive,
     ImageError,
     InvalidArgument,
+    InvalidConfig,
     LxdlibError,
     NotFound,
     QuotaExceeded,
     ToolMissing,
     UnsafeImage,
+    UnsafeStream,
+    UnsupportedBackup,
 )
 from .imagestore import compression
-from .imagestore.tarball import empty_dir
+from .imagestore.tarball import empty_dir, tar_failure
 from .instance import (
     Instance,
     _choose_idmap,
@@ -61,12 +70,15 @@ from .instance import (
 )
 from .record import InstanceRecord, SnapshotRecord
 from .state import dump_yaml, load_yaml, lock
+from .storage.base import close_volume_dir
 from .storage.dir import SNAPSHOTS
-from .storage.loop import TMP, storage_errors, temp_name
+from .storage.loop import TMP, run, storage_errors, temp_name
 
 if TYPE_CHECKING:
     from .host import Host
     from .storage.base import PoolDriver
+
+_log = logging.getLogger("lxdlib.backup")
 
 INDEX = "backup/index.yaml"
 MAX_INDEX_SIZE = 4 * 1024 * 1024
@@ -418,7 +430,7 @@ def scan(path: str | os.PathLike[str]) -> BackupIndex:
                 if part:
                     seen.add(part)
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise ImageError(f"cannot read the backup {p}: {e}") from None
+        raise CorruptArchive(f"cannot read the backup {p}: {e}") from None
     finally:
         source.close()
     if index is None:
@@ -570,13 +582,21 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
     host._recover_leftovers()
     archive = Path(path).absolute()
     idx = scan(archive)
+    if idx.optimized and idx.backend != "btrfs":
+        # a zfs stream carries dataset properties (mountpoint, setuid, devices…) that would be
+        # set on the host; only btrfs streams are checked (sendstream) and received
+        raise UnsupportedBackup(f"optimized {idx.backend or 'unknown'} backups cannot be "
+                                "imported (only optimized btrfs backups are); export it again "
+                                "without --optimized-storage")
     target = name or idx.name
     names.validate_instance_name(target)
     rec = idx.record
     prof = host._check_profiles(rec.profiles)
-    local_cfg = schema.validate_instance_config(
-        {k: v for k, v in rec.config.items() if not k.startswith("volatile.")})
+    _check_description(rec.description, "the instance")
+    checked = _archive_config(rec.config)
+    local_cfg = {k: v for k, v in checked.items() if not k.startswith("volatile.")}
     local_devs = {n: devcfg.validate_device(n, d) for n, d in rec.devices.items()}
+    snapshots = [_archive_snapshot(host, s) for s in rec.snapshots]
     pool_name = _choose_pool(host, idx, pool)
     exp_cfg, _, root = expand_with_root(host, prof, local_cfg, local_devs, pool_name)
     pool_name = root["pool"]
@@ -585,7 +605,7 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
         raise InvalidArgument(f"an optimized {idx.backend} backup can only be imported into a "
                               f"btrfs pool (pool {pool_name!r} is {dst_pool.driver})")
     size = parse_size(root["size"]) if root.get("size") else None
-    volatile = {k: v for k, v in rec.config.items() if k.startswith("volatile.")
+    volatile = {k: v for k, v in checked.items() if k.startswith("volatile.")
                 and not k.startswith(("volatile.idmap.", "volatile.last_state."))
                 and k != "volatile.apply_template"}
     paths = host.paths
@@ -613,17 +633,63 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
                 pool=pool_name, profiles=prof, config={**local_cfg, **volatile},
                 devices=local_devs, description=rec.description, ephemeral=rec.ephemeral,
                 last_used_at=rec.last_used_at,
-                snapshots=[SnapshotRecord(
-                    name=s.name, created_at=s.created_at, expires_at=s.expires_at,
-                    stateful=s.stateful, description=s.description,
-                    config={**{k: v for k, v in s.config.items()
-                               if not k.startswith("volatile.idmap.")},
-                            **{k: v for k, v in volatile.items()
-                               if k.startswith("volatile.idmap.")}},
-                    devices=s.devices, profiles=s.profiles) for s in rec.snapshots])
+                snapshots=[attrs.evolve(s, config={
+                    **s.config, **{k: v for k, v in volatile.items()
+                                   if k.startswith("volatile.idmap.")}})
+                    for s in snapshots])
             inst = commit_instance(host, new)
     host.events.emit("instance-created", target, origin=str(archive))
     return inst
+
+
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+
+
+def _archive_config(config: dict[str, str]) -> dict[str, str]:
+    """A config from the archive, checked as a user's: its own keys by the schema; volatile
+    keys kept only when the schema knows them (else another LXD's internal state: dropped) and
+    their values pass it (no line breaks; a MAC where liblxc is given one)."""
+    out = schema.validate_instance_config(
+        {k: v for k, v in config.items() if not k.startswith("volatile.")})
+    for key, value in config.items():
+        if not key.startswith("volatile."):
+            continue
+        try:
+            schema.spec_for(key)
+        except InvalidConfig:
+            continue
+        out.update(schema.validate_instance_config({key: value}))
+        if key.endswith(".hwaddr") and value and not _MAC.fullmatch(value):
+            raise InvalidConfig(key, "Invalid MAC address, must be 6 bytes of hex separated "
+                                "by colons", value)
+    return out
+
+
+def _check_description(text: str, what: str) -> None:
+    if any(ch in text for ch in "\r\0"):
+        raise InvalidArgument(f"{what}: the description contains a carriage return or NUL")
+
+
+def _archive_snapshot(host: Host, snap: SnapshotRecord) -> SnapshotRecord:
+    """A snapshot's record from the archive, checked as ``restore`` will use it: profiles that
+    exist, config and devices valid on their own and together (one root disk, one disk per
+    path…). The new instance's id map replaces the snapshot's."""
+    what = f"snapshot {snap.name!r} of the backup"
+    try:
+        profiles = host._check_profiles(snap.profiles)
+    except NotFound as e:
+        raise NotFound(e.kind, e.name, f"{what} uses it") from None
+    try:
+        _check_description(snap.description, what)
+        config = _archive_config({k: v for k, v in snap.config.items()
+                                  if not k.startswith("volatile.idmap.")})
+        devices = {n: devcfg.validate_device(n, d) for n, d in snap.devices.items()}
+        _, exp_devs = host._expand(profiles, config, devices)
+        devcfg.validate_devices(exp_devs)
+        expand.root_disk(exp_devs)
+    except InvalidConfig as e:
+        raise InvalidConfig(f"{what}: {e.key}", e.reason, e.value) from None
+    return attrs.evolve(snap, profiles=profiles, config=config, devices=devices)
 
 
 def _tar_extract(archive: Path, dest: Path, member: str, strip: int) -> None:
@@ -642,11 +708,9 @@ def _tar_extract(archive: Path, dest: Path, member: str, strip: int) -> None:
                           stderr=subprocess.PIPE, env=compression.tool_env(), check=False)
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip()
-        if any(s in err for s in _SPACE_ERRORS):
-            raise QuotaExceeded(f"cannot import the backup: out of space ({err[-300:]})")
-        if "Cannot mknod" in err:
-            raise UnsafeImage("the backup holds device nodes: " + err[-300:])
-        raise ImageError(f"cannot extract {member} from the backup: {err[-1000:]}")
+        raise tar_failure(err or f"tar exited with {proc.returncode}", dest,
+                          f"cannot extract {member} from the backup",
+                          full="cannot import the backup: out of space")
 
 
 def _check_volume(path: Path, what: str) -> None:
@@ -674,12 +738,14 @@ def _extract_volumes(archive: Path, idx: BackupIndex, pool: PoolDriver, target: 
     for s in idx.snapshots:
         empty_dir(volume)
         _tar_extract(archive, volume, f"backup/snapshots/{s}", 3)
+        close_volume_dir(volume, 0)  # tar may have applied the archive's mode to it
         _check_volume(volume, f"snapshot {s}")
         _ensure_dev(volume)
         transfer.shift_rootfs(volume, shift)
         pool.create_snapshot(target, s)
     empty_dir(volume)
     _tar_extract(archive, volume, "backup/container", 2)
+    close_volume_dir(volume, 0)
     _check_volume(volume, "the instance volume")
     _ensure_dev(volume)
     transfer.shift_rootfs(volume, shift)
@@ -693,7 +759,8 @@ def _ensure_dev(volume: Path) -> None:
 
 def _receive_optimized(archive: Path, idx: BackupIndex, pool: PoolDriver, target: str,
                        inst_dir: Path) -> None:
-    """btrfs streams: received one by one, confined to a temporary directory of the pool."""
+    """btrfs streams: each checked (:mod:`lxdlib.sendstream`) before it is received, then
+    received one by one, confined to a temporary directory of the pool."""
     import btrfsutil
     d: Any = pool
     staging = inst_dir / temp_name(TMP, "streams")
@@ -701,27 +768,70 @@ def _receive_optimized(archive: Path, idx: BackupIndex, pool: PoolDriver, target
     recv = d.base / SNAPSHOTS / temp_name(TMP, f"recv-{target}")
     with storage_errors("cannot prepare a btrfs receive"):
         recv.mkdir(mode=0o700)
+    ours: dict[str, Path] = {}  # the sender's uuid of each stream -> what it made here
     try:
         for s in idx.snapshots:
             _tar_extract(archive, staging, f"backup/snapshots/{s}.bin", 2)
+            info = _check_stream(staging / f"{s}.bin", ours, f"snapshot {s}")
             final = pool.volume_path(SNAPSHOTS, f"{target}/{s}")
             with storage_errors(f"cannot prepare snapshot {target}/{s}"):
                 final.parent.mkdir(mode=0o700, exist_ok=True)
             received = transfer.receive_btrfs(None, final.parent, staging / f"{s}.bin")
             os.unlink(staging / f"{s}.bin")
+            _check_received(received, info, ours, f"snapshot {s}")
             _check_volume(received, f"snapshot {s}")
             transfer.place_received(received, final)
+            ours[info.uuid] = final
         _tar_extract(archive, staging, "backup/container.bin", 1)
+        info = _check_stream(staging / "container.bin", ours, "the instance volume")
         received = transfer.receive_btrfs(None, recv, staging / "container.bin")
+        _check_received(received, info, ours, "the instance volume")
         _check_volume(received, "the instance volume")
 
         def make(tmp: Path) -> None:
             with storage_errors(f"cannot create instance volume {target!r}"):
                 btrfsutil.create_snapshot(received, tmp, read_only=False)
+            close_volume_dir(tmp, 0)  # the stream's mode for it is not to be trusted
 
         d._build(pool.volume_path("containers", target), make, "instance volume", target)
+        for snap in ours.values():
+            _forget_origin(snap)
     finally:
         with contextlib.suppress(Exception):
             d._remove(recv)
         shutil.rmtree(staging, ignore_errors=True)
 
+
+def _forget_origin(snapshot: Path) -> None:
+    """Clear a received snapshot's received uuid (``ro false`` with force does it), so that a
+    later import of the same backup finds only its own snapshots as parents."""
+    import btrfsutil
+    _log.debug("clearing the received uuid of %s", snapshot)
+    with storage_errors(f"cannot settle the received snapshot {snapshot.name!r}"):
+        run(["btrfs", "property", "set", "-f", "-ts", str(snapshot), "ro", "false"])
+        btrfsutil.set_subvolume_read_only(snapshot, True)
+
+
+def _check_stream(path: Path, ours: dict[str, Path], what: str) -> sendstream.StreamInfo:
+    """Refuse a stream that would do more than an unprivileged unpack (before receiving)."""
+    try:
+        alloc = idmap.host_allocation(register=False)
+        with open(path, "rb") as f:
+            return sendstream.check(f, ours, range(alloc.base, alloc.base + alloc.size))
+    except UnsafeStream as e:
+        raise UnsafeStream(f"{what}: {e}") from None
+
+
+def _check_received(received: Path, info: sendstream.StreamInfo, ours: dict[str, Path],
+                    what: str) -> None:
+    """``btrfs receive`` finds a stream's parent by uuid anywhere on the pool: make sure the
+    snapshot it made starts from the subvolume this backup made, not from another one that
+    claims the same origin."""
+    import btrfsutil
+    if info.parent is None:
+        return
+    got = btrfsutil.subvolume_info(received).parent_uuid
+    want = btrfsutil.subvolume_info(ours[info.parent]).uuid
+    if got != want:
+        raise UnsafeStream(f"{what}: the btrfs stream started from a subvolume outside the "
+                           "backup")

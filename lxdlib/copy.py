@@ -296,7 +296,9 @@ def rename_instance(inst: Instance, new: str) -> Instance:
         pool = inst._pool(rec)
         journal.begin(paths, old, "rename", old=old, new=new, pool=rec.pool)
         try:
+            journal.crashpoint("rename.begun")
             pool.rename_instance_volume(old, new)
+            journal.crashpoint("rename.volume")
             try:
                 os.rename(paths.instance_dir(old), paths.instance_dir(new))
             except BaseException:
@@ -305,7 +307,9 @@ def rename_instance(inst: Instance, new: str) -> Instance:
         except BaseException:
             journal.end(paths, old)
             raise
+        journal.crashpoint("rename.directory")
         finish_rename(host, new, old, new, rec.pool)
+        journal.crashpoint("rename.saved")
         journal.end(paths, new)
     host.events.emit("instance-renamed", new, old_name=old)
     inst.name = new

@@ -18,11 +18,19 @@ which object and why. Classes also derive from the matching builtin (``LookupErr
     ├── Busy                                another process holds the object's lock too long
     ├── StorageError(OSError)               a pool driver failed
     │   └── QuotaExceeded                   the volume or pool ran out of space
+    │       └── DiskFull                        a write failed with ENOSPC/EDQUOT (carries .path)
     ├── ImageError                          an image could not be read or stored
-    │   └── UnsafeImage                     a hostile tarball (traversal, links out, devices…)
+    │   ├── UnsafeImage                     a hostile tarball (traversal, links out, devices…)
+    │   │   ├── UnsafeMemberName            a member name with ".." (tar refuses it)
+    │   │   ├── UnsafeLink                  a hard link tar refused (outside or through links)
+    │   │   ├── DeviceNode                  a device node where no unpack may make one
+    │   │   └── UnsafeStream                a btrfs send stream doing more than an unpack may
+    │   ├── CorruptArchive                  a truncated or corrupt archive
+    │   └── UnsupportedBackup(ValueError)   a backup this host cannot import (optimized zfs)
     ├── NetworkError                        bridges, DHCP, NAT
     ├── LXCError                            liblxc refused; carries the tail of the instance's log
-    └── ToolMissing                         a host program lxdlib needs is absent (criu, zfs…)
+    ├── ToolMissing                         a host program lxdlib needs is absent (criu, zfs…)
+    └── CorruptRecord                       a record on disk that cannot be read back
 """
 
 from __future__ import annotations
@@ -123,6 +131,32 @@ class UnsafeImage(ImageError):
     """A tarball tried to write outside its volume or carried forbidden members."""
 
 
+class UnsafeMemberName(UnsafeImage):
+    """A member whose name climbs out with ``..``."""
+
+
+class UnsafeLink(UnsafeImage):
+    """A hard link that points outside the archive's volume (or through a symlink)."""
+
+
+class DeviceNode(UnsafeImage):
+    """A device node where an unprivileged unpack may not make one."""
+
+
+class UnsafeStream(UnsafeImage):
+    """A btrfs send stream that does more than an unprivileged unpack may (device nodes,
+    ``trusted.*`` xattrs, the volume's own directory given away, other subvolumes)."""
+
+
+class CorruptArchive(ImageError):
+    """An archive that is truncated or not readable to its end."""
+
+
+class UnsupportedBackup(ImageError, ValueError):
+    """A backup this host does not import (an optimized zfs backup: its streams could set
+    host-side dataset properties)."""
+
+
 class NetworkError(LxdlibError):
     """A bridge, DHCP server or NAT rule could not be set up or removed."""
 
@@ -135,5 +169,40 @@ class LXCError(LxdlibError):
         super().__init__(f"{message}\n--- liblxc log ---\n{log_tail}" if log_tail else message)
 
 
+class IdmapNotAllowed(LxdlibError):
+    """The host's ``/etc/subuid``/``/etc/subgid`` do not give root the ids an instance maps to,
+    so ``newuidmap`` would refuse to start it. The message says which ids and what to run."""
+
+
 class ToolMissing(LxdlibError):
     """A host program that this operation needs is not installed."""
+
+
+class CorruptRecord(LxdlibError):
+    """A record file on disk that cannot be parsed (hand-edited, truncated by a full disk…).
+
+    Listings show the object as ``ERROR`` with this message instead of failing as a whole."""
+
+    def __init__(self, kind: str, name: str, path: object, reason: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.path = path
+        self.reason = reason
+        super().__init__(f"the record of {kind} {name!r} ({path}) is unreadable: {reason}")
+
+
+class DiskFull(QuotaExceeded):
+    """A write failed because the filesystem (or a quota) is full; nothing half-written is kept.
+
+    ``path`` is the file that could not be written, so the message says which disk to free."""
+
+    def __init__(self, path: object, what: str = "") -> None:
+        self.path = path
+        super().__init__(f"no space left on the device holding {path}"
+                         + (f" ({what})" if what else "") + ": free some space and retry")
+
+    @staticmethod
+    def is_full(e: OSError) -> bool:
+        """Whether ``e`` is the kernel saying the disk or a quota is full."""
+        import errno
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -181,6 +181,15 @@ def _kind(mode: int) -> str:
     return "other"
 
 
+def _special(mode: int) -> str:
+    """What an ``other`` entry is, in words (for messages: "is a FIFO, not a regular file")."""
+    for test, word in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return word
+    return "special file"
+
+
 class Server:
     def __init__(self, chan: Channel, offset: int) -> None:
         self.chan = chan
@@ -200,6 +209,8 @@ class Server:
                "mtime": st.st_mtime}
         if target is not None:
             out["target"] = target
+        if out["type"] == "other":
+            out["special"] = _special(st.st_mode)
         return out
 
     def _ids(self, uid: int | None, gid: int | None, created: bool) -> tuple[int, int]:
@@ -269,7 +280,7 @@ class Server:
             if stat.S_ISDIR(st.st_mode):
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
             if not stat.S_ISREG(st.st_mode):
-                raise ValueError(f"{path} is not a regular file")
+                raise ValueError(f"{path} is a {_special(st.st_mode)}, not a regular file")
             os.set_blocking(fd, True)
             return fd, st
         except BaseException:

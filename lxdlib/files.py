@@ -59,12 +59,18 @@ class FileStat:
     size: int
     mtime: float
     target: str | None = None  # symlinks only
+    special: str | None = None  # "other" only: FIFO, socket, character device, block device
+
+    @property
+    def kind(self) -> str:
+        """The type in words, for messages ("FIFO" rather than "other")."""
+        return self.special or self.type
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> FileStat:
         return cls(type=str(d["type"]), mode=int(d["mode"]), uid=int(d["uid"]),
                    gid=int(d["gid"]), size=int(d["size"]), mtime=float(d["mtime"]),
-                   target=d.get("target"))
+                   target=d.get("target"), special=d.get("special"))
 
 
 def _norm(path: str | os.PathLike[str]) -> str:

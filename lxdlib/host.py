@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
+import logging
 import os
 import random
 import threading
@@ -20,18 +21,29 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from . import idmap, record, runtime
+from . import snapshots as _snapshots  # noqa: F401  (registers its journal recoverer)
 from .config import expand, limits, names, schema
-from .errors import AlreadyExists, InvalidArgument, InvalidConfig, NotFound
+from .errors import (
+    AlreadyExists,
+    CorruptRecord,
+    InvalidArgument,
+    InvalidConfig,
+    LxdlibError,
+    NotFound,
+)
 from .events import Events
 from .imagestore.store import ImageRecord, ImageStore
 from .instance import Instance, create, recover_leftover
 from .profiles import Profile, ProfileStore
+from .record import InstanceRecord
 from .state import Paths, atomic_write, lock, read_yaml, write_yaml
 from .storage.base import PoolDriver
 
 if TYPE_CHECKING:
     from .views import Pools
     from .volumes import Volumes
+
+log = logging.getLogger(__name__)
 
 DEFAULT_NETWORK = "lxdbr0"
 DEFAULT_POOL = "default"
@@ -378,6 +390,8 @@ class Host:
         self.events = Events(self.paths)
         self.instances = Instances(self)
         self.images = Images(self)
+        # what killed image imports left, cleared by any command (one small directory)
+        self.images.store.cleanup_imports()
         self.profiles = ProfileStore(self.paths, self._profile_users)
         self._pools: dict[str, PoolDriver] = {}
         self._networks: Any = None
@@ -385,8 +399,7 @@ class Host:
         self._traversable_checked = False
         self._seccomp_ok = False
         # profiles read once per bulk operation (update_profile) instead of once per expansion;
-        # per thread (one Host may serve many), and an entry counts only while the file is the
-        # one it was read from (another process may change that profile meanwhile)
+        # per thread (one Host may serve many threads), see ``_profile_memo``
         self._memo = threading.local()
 
     def __repr__(self) -> str:
@@ -418,7 +431,8 @@ class Host:
         return path
 
     def check_traversable(self, path: Path) -> None:
-        """An unprivileged container's root must be able to walk down to its rootfs.
+        """An unprivileged container's root must be able to walk down to ``path`` (its
+        volume's directory, which is its own: mode 0100, see ``storage.base``).
 
         liblxc fails with a terse "Permission denied" otherwise (e.g. a root under a 0700
         directory such as pytest's or a home directory); this names the directory to fix.
@@ -509,7 +523,7 @@ class Host:
     def _instance_pool(self, name: str) -> str:
         try:
             return record.load(self.paths, name).pool
-        except FileNotFoundError:
+        except (FileNotFoundError, CorruptRecord):
             return ""
 
     def _ensure_image_volume(self, pool: PoolDriver, fingerprint: str) -> None:
@@ -572,6 +586,9 @@ class Host:
                     out.append(n)
             except FileNotFoundError:
                 continue
+            except CorruptRecord as e:
+                log.warning("%s", e)  # its profiles are unknown: listed elsewhere as ERROR
+                continue
         return out
 
     def update_profile(self, name: str, *, config: Mapping[str, str] | None = None,
@@ -604,63 +621,116 @@ class Host:
     def _update_profile_locked(self, name: str, config: Mapping[str, str] | None,
                                devices: Mapping[str, Mapping[str, str]] | None,
                                description: str | None) -> None:
+        from . import journal
         from .instance import Instance
         old = self.profiles.get(name)
-        users = old.used_by
-        before = {u: Instance(self, u).expanded() for u in users}
-        new_devices = devices if devices is not None else old.devices
-        for u in users:
-            inst = Instance(self, u)
-            rec = inst.record()
-            profs = [self.profiles.data(p) if p != name else
-                     expand.ProfileData(name, config if config is not None else old.config,
-                                        new_devices) for p in rec.profiles]
-            _, devs = expand.expand(profs, rec.config, rec.devices)
-            root_name, root = expand.root_disk(devs)
-            if root.get("pool") != rec.pool:
-                raise InvalidConfig(f"devices.{root_name}.pool",
-                                    f"instance {u!r} relies on this profile's root disk pool")
-        self.profiles.save(name, config if config is not None else old.config, new_devices,
-                           description if description is not None else old.description)
-        # an instance that took this profile on since ``users`` was read (under its own lock
-        # only) may have expanded the old content: it is brought up to date too
-        users = [*users, *(u for u in self._profile_users(name) if u not in users)]
         failures: dict[str, str] = {}
-        self._memo.profiles = {}
-        try:
-            self._reapply(users, before, failures, old_profile=old.data())
-        finally:
-            self._memo.profiles = None
+        with contextlib.ExitStack() as held:
+            # every user's lock for the whole change (in name order), each with an intent
+            # naming what it ran with: a kill after the profile is saved leaves them to be
+            # brought to it by their next call, one before it leaves them as they were
+            users = self._lock_profile_users(name, held)
+            before = {u: Instance(self, u).expanded() for u in users}
+            new_devices = devices if devices is not None else old.devices
+            new_data = expand.ProfileData(name, config if config is not None else old.config,
+                                          new_devices)
+            # every user's new config must pass (liblxc loads it) before the profile is saved
+            self._profile_memo = {name: new_data}
+            try:
+                for u in users:
+                    inst = Instance(self, u)
+                    try:
+                        rec = inst.record()
+                    except CorruptRecord:
+                        continue  # reported by the re-apply below; it cannot block the others
+                    _, devs = inst.expanded(rec)
+                    root_name, root = expand.root_disk(devs)
+                    if root.get("pool") != rec.pool:
+                        raise InvalidConfig(f"devices.{root_name}.pool",
+                                            f"instance {u!r} relies on this profile's root "
+                                            "disk pool")
+                    self._check_user_config(inst, rec)
+            finally:
+                self._profile_memo = None
+            for u in users:
+                journal.begin(self.paths, u, "profile-apply", profile=name,
+                              before={"config": before[u][0], "devices": before[u][1]})
+            try:
+                journal.crashpoint("profile.begun")
+                self.profiles.save(name, config if config is not None else old.config,
+                                   new_devices,
+                                   description if description is not None else old.description)
+                journal.crashpoint("profile.saved")
+                self._profile_memo = {}
+                try:
+                    self._reapply(users, before, failures)
+                finally:
+                    self._profile_memo = None
+            except BaseException:  # the profile saved or not: each user follows what is on disk
+                for u in users:
+                    if journal.pending(self.paths, u):
+                        journal.recover(self, u)
+                raise
         if failures:
             from .errors import ProfileApplyError
             raise ProfileApplyError(failures)
 
+    def _lock_profile_users(self, name: str, held: contextlib.ExitStack) -> list[str]:
+        """Take the lock of every instance using profile ``name`` (in name order) and return
+        them. The users are read again once locked: an instance that took the profile on in
+        between (under its own lock only) is locked and brought to the new content too."""
+        from .instance import Instance
+        while True:
+            users = sorted(self._profile_users(name))
+            stack = contextlib.ExitStack()
+            try:
+                for u in users:
+                    stack.enter_context(Instance(self, u)._lock())
+                again = sorted(self._profile_users(name))
+            except BaseException:
+                stack.close()
+                raise
+            if again == users:
+                held.enter_context(stack)
+                return users
+            stack.close()
+
+    def _check_user_config(self, inst: Instance, rec: InstanceRecord) -> None:
+        """The liblxc config ``inst`` would get from the profile change must load in liblxc
+        (checked before the profile is saved). Other render failures (a missing disk source,
+        a network gone) are left to the re-apply, which reports them per instance."""
+        try:
+            lines, _, _ = inst._render_lxc_config(rec)
+        except InvalidConfig:
+            raise
+        except LxdlibError:
+            return
+        try:
+            inst._check_lxc_config(rec, lines)
+        except InvalidConfig as e:
+            raise InvalidConfig(e.key, f"{e.reason} (in instance {inst.name!r})",
+                                e.value) from None
+
     def _reapply(self, users: Sequence[str],
                  before: Mapping[str, tuple[dict[str, str], dict[str, dict[str, str]]]],
-                 failures: dict[str, str],
-                 old_profile: expand.ProfileData | None = None) -> None:
-        """Bring each user of a changed profile to its new expansion. With ``old_profile``, the
-        view before is recomputed from the record read under the instance's lock (a change
-        made to the instance since ``before`` was taken is then not applied twice)."""
+                 failures: dict[str, str]) -> None:
+        """The caller holds the users' locks."""
+        from . import journal
         from .instance import Instance
         for u in users:
             inst = Instance(self, u)
             try:
-                with lock(self.paths, "instance", u):
-                    rec = inst.record()
-                    old_cfg, old_devs = before.get(u) or inst.expanded(rec)
-                    if old_profile is not None:
-                        old_cfg, old_devs = expand.expand(
-                            [old_profile if p == old_profile.name else self.profiles.data(p)
-                             for p in rec.profiles], rec.config, rec.devices)
-                    new_cfg, new_devs = inst.expanded(rec)
-                    inst._apply_quota(new_devs, rec, old_devs)
-                    inst._write_lxc_config(rec)
-                    if inst.state in ("RUNNING", "FROZEN"):
-                        inst._apply_live(old_cfg, new_cfg)
-                        inst._apply_devices_live(old_devs, new_devs, rec)
+                rec = inst.record()
+                new_cfg, new_devs = inst.expanded(rec)
+                inst._apply_quota(new_devs, rec, before[u][1])
+                inst._write_lxc_config(rec)
+                if inst.state in ("RUNNING", "FROZEN"):
+                    inst._apply_live(before[u][0], new_cfg)
+                    inst._apply_devices_live(before[u][1], new_devs, rec)
             except Exception as e:  # collected: one instance must not stop the others
                 failures[u] = str(e)
+            journal.end(self.paths, u)
+            journal.crashpoint("profile.applied-one")
 
     def _check_profiles(self, profiles: Sequence[str]) -> list[str]:
         out = expand.resolve_profile_list(list(profiles))
@@ -670,24 +740,42 @@ class Host:
                 raise NotFound("profile", p, f"Requested profile {p!r} does not exist")
         return out
 
+    @property
+    def _profile_memo(self) -> dict[str, expand.ProfileData] | None:
+        """This thread's profile overrides during a bulk operation (``None``: none running).
+        Setting a dict starts one (its entries are used as given, e.g. a profile's content
+        before it is saved); profiles read from disk meanwhile are cached beside it, each only
+        while its file is the one it was read from (another process may change it)."""
+        memo: dict[str, expand.ProfileData] | None = getattr(self._memo, "overrides", None)
+        return memo
+
+    @_profile_memo.setter
+    def _profile_memo(self, value: dict[str, expand.ProfileData] | None) -> None:
+        self._memo.overrides = value
+        self._memo.cache = {} if value is not None else None
+
     def _expand(self, profiles: Sequence[str], config: Mapping[str, str],
                 devices: Mapping[str, Mapping[str, str]]
                 ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-        memo: dict[str, tuple[tuple[int, int, int], expand.ProfileData]] | None = getattr(
-            self._memo, "profiles", None)
-        if memo is None:
+        overrides = self._profile_memo
+        cache: dict[str, tuple[tuple[int, int, int], expand.ProfileData]] | None = getattr(
+            self._memo, "cache", None)
+        if overrides is None or cache is None:
             datas = [self.profiles.data(p) for p in profiles]
         else:
             datas = []
             for p in profiles:
+                if p in overrides:
+                    datas.append(overrides[p])
+                    continue
                 try:
                     st = os.stat(self.paths.profiles / f"{p}.yaml")
                     stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
                 except OSError:
                     stamp = (0, 0, 0)
-                hit = memo.get(p)
+                hit = cache.get(p)
                 if hit is None or hit[0] != stamp:
-                    hit = memo[p] = (stamp, self.profiles.data(p))
+                    hit = cache[p] = (stamp, self.profiles.data(p))
                 datas.append(hit[1])
         return expand.expand(datas, config, devices)
 
@@ -862,7 +950,7 @@ class Host:
                 continue
             wanted = auto.lower() in ("true", "1", "yes", "on") or (
                 not auto and rec.config.get("volatile.last_state.power") == "RUNNING")
-            if wanted and inst.state == "STOPPED":
+            if wanted and inst.state in ("STOPPED", "ERROR"):  # a broken one is reported
                 prio = int(cfg.get("boot.autostart.priority") or 0)
                 todo.append((-prio, inst.name, float(cfg.get("boot.autostart.delay") or 0)))
         result: dict[str, str] = {}

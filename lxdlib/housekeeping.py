@@ -22,10 +22,10 @@ import attrs
 from . import journal, record
 from .config.snapshots import schedule_due
 from .config.units import is_true
-from .errors import Busy, LxdlibError, NotFound
+from .errors import Busy, CorruptRecord, LxdlibError, NotFound
 from .instance import Instance, recover_leftover
 from .snapshots import create_locked, delete_locked, expired
-from .state import lock, read_yaml, remove_stale_tmp, write_yaml
+from .state import Paths, lock, read_yaml, remove_stale_tmp, write_yaml
 
 if TYPE_CHECKING:
     from .host import Host
@@ -149,6 +149,15 @@ def _reconcile_snapshots(host: Host, name: str, report: Report) -> None:
         report.recovered += [f"{name}/{s}" for s in sorted(recorded - on_disk)]
 
 
+def _claims(paths: Paths, name: str, pool: str) -> bool:
+    """Whether the record of ``name`` places it on ``pool``; an unreadable record is taken to
+    claim it (its data is kept until the record is repaired or the instance deleted)."""
+    try:
+        return record.load(paths, name).pool == pool
+    except CorruptRecord:
+        return True
+
+
 def _orphans(host: Host, pool: object, report: Report) -> None:
     """Instance volumes that no instance directory or record claims on this pool."""
     from .storage.base import PoolDriver
@@ -164,8 +173,7 @@ def _orphans(host: Host, pool: object, report: Report) -> None:
         try:
             with lock(paths, "instance", vol, timeout=0):
                 if paths.instance_dir(vol).exists() and (
-                        not record.exists(paths, vol)
-                        or record.load(paths, vol).pool == pool.name):
+                        not record.exists(paths, vol) or _claims(paths, vol, pool.name)):
                     continue
                 pool.delete_instance_volume(vol)
                 report.recovered.append(f"{pool.name}:{vol}")

@@ -6,28 +6,42 @@ whenever it is installed (the ``uidmap`` package, which ``lxc`` recommends), and
 refuses ranges not listed for root — so lxdlib registers the fallback range for root when it has to
 use it, rather than failing at the first start.
 
+The host can change under existing instances: an instance made while root had no entry (and no
+``newuidmap``) keeps LXD's fallback range after ``uidmap`` is installed and root is given some
+other range (installing LXD or podman does that). Before each start ``check_newuidmap`` makes
+sure ``newuidmap`` will accept the instance's map: it registers the fallback for root again when
+the missing ids are lxdlib's fallback and no other user was given any of them, and otherwise
+refuses with an error naming the ids and the lines to add.
+
 Non-isolated instances share the whole range; ``security.idmap.isolated`` instances get a block of
 their own (default 65536), found in the gaps between the blocks other isolated instances use.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
 import shutil
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import attrs
 
-from .errors import InvalidConfig, LxdlibError
+from .errors import IdmapNotAllowed, InvalidConfig, LxdlibError
 from .state import atomic_write
+
+log = logging.getLogger("lxdlib")
 
 FALLBACK_BASE = 1_000_000
 FALLBACK_SIZE = 1_000_000_000
 MIN_SIZE = 65536
 SUBUID = Path("/etc/subuid")
 SUBGID = Path("/etc/subgid")
+# Serialises lxdlib's own edits of /etc/subuid and /etc/subgid across processes and roots.
+SUBID_LOCK = Path("/run/lock/lxdlib-subid.lock")
 
 
 @attrs.frozen
@@ -49,7 +63,8 @@ class Allocation:
     size: int
 
 
-def read_subids(path: Path, user: str = "root") -> list[tuple[int, int]]:
+def subid_entries(path: Path) -> list[tuple[str, int, int]]:
+    """Every ``owner:start:count`` line of a subordinate-id file (malformed lines skipped)."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -57,10 +72,14 @@ def read_subids(path: Path, user: str = "root") -> list[tuple[int, int]]:
     out = []
     for line in text.splitlines():
         parts = line.strip().split(":")
-        if len(parts) == 3 and parts[0] in (user, "0") and parts[1].isdigit() \
-                and parts[2].isdigit():
-            out.append((int(parts[1]), int(parts[2])))
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            out.append((parts[0], int(parts[1]), int(parts[2])))
     return out
+
+
+def read_subids(path: Path, user: str = "root") -> list[tuple[int, int]]:
+    return [(start, count) for owner, start, count in subid_entries(path)
+            if owner in (user, "0")]
 
 
 def _largest(ranges: Iterable[tuple[int, int]]) -> tuple[int, int] | None:
@@ -77,14 +96,124 @@ def host_allocation(register: bool = True) -> Allocation:
         end = min(uid[0] + uid[1], gid[0] + gid[1])
         if end - base >= MIN_SIZE:
             return Allocation(base, end - base)
-    if register and shutil.which("newuidmap"):
-        for path in (SUBUID, SUBGID):
-            existing = path.read_text() if path.exists() else ""
-            if not existing.endswith("\n") and existing:
-                existing += "\n"
-            atomic_write(path, f"{existing}root:{FALLBACK_BASE}:{FALLBACK_SIZE}\n".encode(),
-                         mode=0o644)
+    if register and _shadow_tools():
+        with _subid_lock():
+            # never give root ids another user has (their containers' files would be ours);
+            # a start then explains what to do (check_newuidmap)
+            if not any(_others_in_fallback(p) for p in (SUBUID, SUBGID)):
+                for path in (SUBUID, SUBGID):
+                    _register_fallback(path)
     return Allocation(FALLBACK_BASE, FALLBACK_SIZE)
+
+
+def _others_in_fallback(path: Path) -> list[str]:
+    """Entries of users other than root that overlap lxdlib's fallback range."""
+    return [f"{owner}:{s}:{n} in {path}" for owner, s, n in subid_entries(path)
+            if owner not in ("root", "0")
+            and s < FALLBACK_BASE + FALLBACK_SIZE and s + n > FALLBACK_BASE]
+
+
+def _shadow_tools() -> bool:
+    """Whether liblxc will hand the map to ``newuidmap``/``newgidmap`` (it does when both are
+    installed) instead of writing it itself."""
+    return bool(shutil.which("newuidmap") and shutil.which("newgidmap"))
+
+
+@contextlib.contextmanager
+def _subid_lock() -> Iterator[None]:
+    SUBID_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(SUBID_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _register_fallback(path: Path) -> bool:
+    """Add ``root:<fallback>`` to ``path`` unless it is there (under ``_subid_lock``)."""
+    if (FALLBACK_BASE, FALLBACK_SIZE) in read_subids(path):
+        return False
+    existing = path.read_text() if path.exists() else ""
+    if existing and not existing.endswith("\n"):
+        existing += "\n"
+    atomic_write(path, f"{existing}root:{FALLBACK_BASE}:{FALLBACK_SIZE}\n".encode(), mode=0o644)
+    log.warning("registered root:%d:%d in %s so that newuidmap accepts lxdlib's id range",
+                FALLBACK_BASE, FALLBACK_SIZE, path)
+    return True
+
+
+def covered(ranges: Iterable[tuple[int, int]], start: int, count: int) -> bool:
+    """Whether ``start``..``start+count`` lies in the union of ``ranges`` (as newuidmap checks
+    it: adjacent entries may together cover one map line)."""
+    ranges = list(ranges)
+    end = start + count
+    while start < end:
+        reach = max((s + n for s, n in ranges if s <= start < s + n), default=None)
+        if reach is None:
+            return False
+        start = reach
+    return True
+
+
+def parse_lxc_idmap(config_text: str) -> list[IdRange]:
+    """The ``lxc.idmap`` lines of a rendered liblxc config: exactly what liblxc will map."""
+    out = []
+    for line in config_text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep or key.strip() != "lxc.idmap":
+            continue
+        parts = value.split()
+        if len(parts) == 4 and parts[0] in ("u", "g") and all(p.isdigit() for p in parts[1:]):
+            out.append(IdRange(parts[0], int(parts[1]), int(parts[2]), int(parts[3])))
+    return out
+
+
+def _files(kind: str) -> Path:
+    return SUBUID if kind == "u" else SUBGID
+
+
+def _missing(ranges: Sequence[IdRange]) -> list[IdRange]:
+    return [r for r in ranges if not covered(read_subids(_files(r.kind)), r.hostid, r.size)]
+
+
+def check_newuidmap(name: str, ranges: Sequence[IdRange]) -> None:
+    """Make sure ``newuidmap``/``newgidmap`` will accept instance ``name``'s map, before start.
+
+    Nothing to do when liblxc writes the map itself: no shadow tools installed, or the map
+    includes host uid 0 (liblxc then writes it directly). Ids missing from root's entries are
+    registered for root when they are all lxdlib's fallback range and no other user was given
+    any of it (the host changed after the instance was made). Otherwise ``IdmapNotAllowed``
+    says which ids are missing and what to add.
+    """
+    if not ranges or not _shadow_tools():
+        return
+    if any(r.kind == "u" and r.hostid <= 0 < r.hostid + r.size for r in ranges):
+        return
+    if not _missing(ranges):
+        return
+    fallback = (FALLBACK_BASE, FALLBACK_SIZE)
+    others: list[str] = []
+    with _subid_lock():
+        missing = _missing(ranges)  # again, inside the lock
+        if missing and all(covered([fallback], r.hostid, r.size) for r in missing):
+            for path in sorted({_files(r.kind) for r in missing}):
+                others += _others_in_fallback(path)
+            if not others:
+                for path in sorted({_files(r.kind) for r in missing}):
+                    _register_fallback(path)
+                missing = _missing(ranges)
+    if not missing:
+        return
+    lines = sorted({f"root:{r.hostid}:{r.size} >> {_files(r.kind)}" for r in missing})
+    ids = ", ".join(f"host {'uids' if r.kind == 'u' else 'gids'} {r.hostid}-"
+                    f"{r.hostid + r.size - 1}" for r in missing)
+    why = (f"; lxdlib did not add them for root because other users were given some of them "
+           f"({', '.join(others)}): move those first" if others else "")
+    raise IdmapNotAllowed(
+        f"instance {name!r} maps its ids to {ids}, which /etc/subuid or /etc/subgid do not "
+        f"give to root, so newuidmap (package uidmap) refuses to start it{why}. To allow them, "
+        f"run: {'; '.join('echo ' + ln for ln in lines)}")
 
 
 def parse_raw_idmap(text: str) -> list[IdRange]:
@@ -137,6 +266,14 @@ def instance_map(base: int, size: int, raw: str = "") -> list[IdRange]:
         ranges = _punch(ranges, extra)
         ranges.append(extra)
     return sorted(ranges, key=lambda r: (r.kind, r.nsid))
+
+
+def host_root(ranges: Iterable[IdRange]) -> int:
+    """The host uid that the container's root runs as (0 for an empty map: privileged)."""
+    for r in ranges:
+        if r.kind == "u" and r.nsid <= 0 < r.nsid + r.size:
+            return r.hostid - r.nsid
+    return 0
 
 
 def allocate_isolated(alloc: Allocation, size: int, used: Mapping[str, tuple[int, int]]) -> int:

@@ -20,17 +20,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import idmap, record, render, runtime, templates
+from . import idmap, journal, record, render, runtime, templates
 from .config import devices as devcfg
 from .config import expand, limits, names, schema
 from .config.units import parse_size
 from .errors import (
     AlreadyExists,
+    CorruptRecord,
     InvalidArgument,
     InvalidConfig,
     LXCError,
     LxdlibError,
     NotFound,
+    StorageError,
     WrongState,
 )
 from .record import InstanceRecord
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
     from .popen import Popen
     from .snapshots import Snapshots
     from .storage.base import PoolDriver
+
+SECCOMP_FILE = "seccomp.policy"  # an instance's own policy (security.syscalls.*, raw.seccomp)
 
 STATUS = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen",
           "STARTING": "Running", "STOPPING": "Stopped", "ABORTING": "Error",
@@ -122,8 +126,25 @@ class Instance:
 
     @property
     def state(self) -> str:
-        """liblxc's state: RUNNING, STOPPED, FROZEN, …"""
-        return runtime.state(self._c())
+        """liblxc's state: RUNNING, STOPPED, FROZEN, …; ERROR when liblxc cannot load the
+        instance's config (``error`` says why), so a listing never fails on one instance."""
+        try:
+            c = self._c()
+        except LXCError:
+            return "ERROR"
+        return runtime.state(c)
+
+    @property
+    def error(self) -> str | None:
+        """Why the instance is unusable (unreadable record, config liblxc refuses), or None."""
+        try:
+            self.record()
+            self._c()
+        except NotFound:
+            raise
+        except LxdlibError as e:
+            return str(e)
+        return None
 
     @property
     def status(self) -> str:
@@ -202,7 +223,12 @@ class Instance:
                              "(security.protection.start)")
         self._check_kernel_modules(cfg)
         self._write_lxc_config(rec)
+        # the host's subuid/subgid may have changed since the instance was made
+        idmap.check_newuidmap(self.name, idmap.parse_lxc_idmap((self._dir / "config").read_text()))
         vol = self._pool(rec).volume_path("containers", self.name)
+        if not vol.is_dir():  # said plainly, not as liblxc's "Failed to prepare rootfs"
+            raise StorageError(f"cannot start instance {self.name!r}: its volume is missing "
+                               f"from storage pool {rec.pool!r} ({vol})")
         from . import criu
         if criu.has_state(self):  # stopped with --stateful: bring the processes back
             criu.restore_from_volume(self)
@@ -220,7 +246,7 @@ class Instance:
         # durable only when templates changed the record; the power state is a hint
         record.save(self._paths, rec, durable=bool(trigger))
         if not _truthy(cfg.get("security.privileged")):
-            self.host.check_traversable(vol / "rootfs")
+            self.host.check_traversable(vol)
         # a fresh liblxc object: one made before the config was rewritten would start the old one
         try:
             runtime.start(self._c(), self._paths.lxcpath)
@@ -307,15 +333,34 @@ class Instance:
     unfreeze = resume
 
     def delete(self, force: bool = False) -> None:
-        """Delete the instance, its volume and snapshots; a running one only with ``force``."""
+        """Delete the instance, its volume and snapshots; a running one only with ``force``.
+
+        An instance whose record cannot be read is deleted only with ``force`` (its record may
+        be worth repairing); its volume is then found by asking the pools."""
         with self._lock():
-            rec = self.record()
+            try:
+                rec = self.record()
+            except CorruptRecord as e:
+                if not force:
+                    raise WrongState(f"{e}; repair it, or delete the instance with force") from None
+                if self.name in runtime.list_running(self._paths.lxcpath):
+                    raise WrongState(f"{e}; the instance is running: stop it first") from None
+                os.replace(self._paths.instance_record(self.name),
+                           record.marker(self._paths, self.name, record.DELETING))
+                recover_leftover(self.host, self.name)  # finds its volume in the pools
+                return
             cfg, _ = self.expanded(rec)
             if cfg.get("security.protection.delete", "").lower() in ("true", "1", "yes", "on"):
                 raise WrongState(f"instance {self.name!r} is protected from deletion "
                                  "(security.protection.delete)")
-            c = self._c()
-            if c.state != "STOPPED":
+            try:
+                c = self._c()
+            except LXCError:
+                # a broken instance can still be deleted, once nothing of it runs
+                if self.name in runtime.list_running(self._paths.lxcpath):
+                    raise
+                c = None
+            if c is not None and c.state != "STOPPED":
                 if not force:
                     raise WrongState(f"The instance {self.name!r} is running, stop it first "
                                      "or use force")
@@ -368,12 +413,28 @@ class Instance:
             if root.get("pool", rec.pool) != rec.pool:
                 raise InvalidConfig(f"devices.{root_name}.pool",
                                     "the root disk's pool cannot change (use move -s)")
-            self._apply_quota(new_devs, rec, old_devs)
-            self._write_lxc_config(new)  # renders the devices: a missing source fails unsaved
-            record.save(self._paths, new)
+            # the intent: before the record (the commit point) the old record comes back;
+            # after it, the running instance is brought to the new one (see _recover_update)
+            intent = {"old": rec.to_dict(), "before": {"config": old_cfg, "devices": old_devs}}
+            journal.begin(self._paths, self.name, "update", stage="prepare", **intent)
+            try:
+                journal.crashpoint("update.begun")
+                self._apply_quota(new_devs, rec, old_devs)
+                self._write_lxc_config(new)  # renders the devices: a missing source fails unsaved
+                journal.crashpoint("update.config-written")
+                record.save(self._paths, new)
+                journal.crashpoint("update.saved")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._write_lxc_config(rec)
+                journal.end(self._paths, self.name)
+                raise
             if self.state in ("RUNNING", "FROZEN"):
-                self._apply_live(old_cfg, new_cfg)
+                journal.begin(self._paths, self.name, "update", stage="live", **intent)
+                journal.crashpoint("update.live")
                 try:
+                    self._apply_live(old_cfg, new_cfg)
+                    journal.crashpoint("update.live-config")
                     self._apply_devices_live(old_devs, new_devs, new)
                 except BaseException:
                     # as LXD: a device change the running instance refused is not kept
@@ -381,7 +442,9 @@ class Instance:
                         self._apply_live(new_cfg, old_cfg)
                     record.save(self._paths, rec)
                     self._write_lxc_config(rec)
+                    journal.end(self._paths, self.name)
                     raise
+            journal.end(self._paths, self.name)
         self.host.events.emit("instance-updated", self.name)
 
     def modify(self, change: Callable[[InstanceRecord], None]) -> None:
@@ -472,6 +535,46 @@ class Instance:
                              root_uid=self._root_owner(rec)[0], idmap_base=base, pid=pid)
 
     def _write_lxc_config(self, rec: InstanceRecord) -> None:
+        """Render the liblxc config and write it when it changed, after liblxc itself has
+        loaded it (``runtime.check_config``): a file liblxc refuses would make the instance
+        unusable, so it is refused before anything is saved."""
+        lines, text, policy = self._render_lxc_config(rec)
+        path = self._dir / "config"
+        try:
+            unchanged = path.read_bytes() == text
+        except FileNotFoundError:
+            unchanged = False
+        if not unchanged:
+            self._check_lxc_config(rec, lines)
+        if policy is not None:  # its own seccomp policy, read by liblxc at each start
+            ppath = self._dir / SECCOMP_FILE
+            try:
+                same = ppath.read_bytes() == policy
+            except FileNotFoundError:
+                same = False
+            if not same:
+                atomic_write(ppath, policy, 0o600, durable=False)
+        if unchanged:
+            return
+        # Derived from the (durable) record and re-rendered before every start, so a rename is
+        # enough: other processes never see half a file, and no fsync is paid per instance.
+        atomic_write(path, text, 0o640, durable=False)
+
+    def _check_lxc_config(self, rec: InstanceRecord, lines: Sequence[tuple[str, str]]) -> None:
+        """``runtime.check_config``, naming ``raw.lxc`` when the refused line came from it."""
+        try:
+            runtime.check_config(self._paths.lxcpath, lines)
+        except InvalidConfig as e:
+            raw = self.expanded(rec)[0].get("raw.lxc", "")
+            if raw and (e.key, e.value) in schema.parse_raw_lxc(raw):
+                raise InvalidConfig("raw.lxc", f"liblxc refuses the line {e.key} = {e.value}",
+                                    raw) from None
+            raise
+
+    def _render_lxc_config(self, rec: InstanceRecord
+                           ) -> tuple[list[tuple[str, str]], bytes, bytes | None]:
+        """The liblxc config of ``rec``: its keys, the file's bytes, and the instance's own
+        seccomp policy (None: the root's shared one)."""
         from . import hooks
         from .devices import driver
         pool = self._pool(rec)
@@ -485,6 +588,10 @@ class Instance:
             size = int(rec.config.get("volatile.idmap.size", str(facts.idmap.size)))
             assert ctx.idmap_base is not None
             idm = idmap.instance_map(ctx.idmap_base, size, cfg.get("raw.idmap", ""))
+        # Closed to host users, searchable by the container's root only: liblxc opens the
+        # rootfs as that uid on pools without idmapped mounts. Redone with every config write,
+        # so the owner follows a changed map (isolated, copied, privileged toggled).
+        pool.secure_instance_volume(self.name, idmap.host_root(idm))
         nics: list[render.Nic] = []
         mounts: list[render.MountEntry] = []
         extra: list[tuple[str, str]] = []
@@ -505,26 +612,21 @@ class Instance:
                 hook_lines.append(("start-host", cmd))
             if stop_hook:
                 hook_lines.append(("post-stop", cmd))
+        policy = render.seccomp_policy(cfg)
         inp = render.RenderInput(
             name=self.name, rootfs=ctx.volume / "rootfs", config=cfg,
             log_file=self._dir / runtime.LOG_NAME, console_log=self._dir / "console.log",
-            seccomp_file=self.host.seccomp_policy(), idmap=idm,
+            seccomp_file=self._dir / SECCOMP_FILE if policy is not None
+            else self.host.seccomp_policy(), idmap=idm,
             idmapped_rootfs=pool.supports_idmapped_mounts, nics=nics, mounts=mounts,
             hooks=hook_lines, extra=extra,
             cgroup_version=facts.cgroup_version, host_cpus=facts.cpus,
             mem_total=facts.mem_total, chosen_cpus=self.host._pick_cpus(self.name, cfg),
             architecture=rec.architecture, lxcfs=facts.lxcfs,
             swap_accounting=facts.swap_accounting)
-        text = render.to_text(render.render(inp)).encode()
-        path = self._dir / "config"
-        try:
-            if path.read_bytes() == text:
-                return  # unchanged
-        except FileNotFoundError:
-            pass
-        # Derived from the (durable) record and re-rendered before every start, so a rename is
-        # enough: other processes never see half a file, and no fsync is paid per instance.
-        atomic_write(path, text, 0o640, durable=False)
+        lines = render.render(inp)
+        return lines, render.to_text(lines).encode(), \
+            policy.encode() if policy is not None else None
 
     def _ensure_stop_work(self, ctx: DeviceContext,
                           devices: Mapping[str, Mapping[str, str]]) -> None:
@@ -576,11 +678,37 @@ class Instance:
                         undo.append(functools.partial(odrv.start, ctx, dname, od))
                         undo.append(functools.partial(drv.stop, ctx, dname, nd))
                         drv.start(ctx, dname, nd)
+                journal.crashpoint("update.device")
         except BaseException:
             for step in reversed(undo):
                 with contextlib.suppress(Exception):
                     step()
             raise
+
+    def _converge_live(self, before: tuple[Mapping[str, str], Mapping[str, Mapping[str, str]]],
+                       after: tuple[Mapping[str, str], Mapping[str, Mapping[str, str]]],
+                       rec: InstanceRecord) -> None:
+        """Bring a running instance whose live state is anywhere between ``before`` and
+        ``after`` (expanded config and devices) to ``after``: what a killed process left half
+        done. Cgroup values are absolute, so writing them again is safe; each changed device is
+        stopped in both versions (``stop`` is idempotent: a half-started one is cleaned, and
+        none is plugged twice), then started as it is now."""
+        from .devices import driver
+        if self.state not in ("RUNNING", "FROZEN"):
+            return  # the next start renders everything from the record
+        self._apply_live(before[0], after[0])
+        old, new = before[1], after[1]
+        ctx = self.device_context(rec, pid=self.pid)
+        self._ensure_stop_work(ctx, new)
+        for dname in sorted(set(old) | set(new)):
+            od, nd = old.get(dname), new.get(dname)
+            if od is not None and nd is not None and dict(od) == dict(nd):
+                continue
+            for dev in (od, nd):
+                if dev is not None and driver(dev["type"]).hotplug:
+                    driver(dev["type"]).stop(ctx, dname, dev)
+            if nd is not None and driver(nd["type"]).hotplug:
+                driver(nd["type"]).start(ctx, dname, nd)
 
     # -- exec -------------------------------------------------------------------------------
     def _exec_env(self, env: Mapping[str, str] | None, uid: int) -> dict[str, str]:
@@ -592,8 +720,11 @@ class Instance:
                     if k.startswith("environment.")})
         out.update(env or {})
         for k, v in out.items():
-            if "=" in k or any(ch in k + v for ch in "\0"):
-                raise InvalidArgument(f"invalid environment variable {k!r}")
+            if not k or "=" in k or any(ch in k + v for ch in "\0\n\r"):
+                # as for environment.* keys: no variable may carry a line break or NUL
+                raise InvalidArgument(f"invalid environment variable {k!r}: names cannot be "
+                                      "empty or hold \"=\"; no newline, carriage return or "
+                                      "NUL in names or values")
         return out
 
     def exec(self, command: Sequence[str] | str, *, env: Mapping[str, str] | None = None,
@@ -629,8 +760,12 @@ class Instance:
     def info(self) -> dict[str, Any]:
         """What ``lxc info`` shows: status, pid, addresses, resources, snapshots."""
         rec = self.record()
-        c = self._c()
-        st = c.state
+        error = None
+        try:
+            c = self._c()
+            st = c.state
+        except LXCError as e:  # shown, as LXD shows a broken instance, rather than raised
+            error, st = str(e), "ERROR"
         out: dict[str, Any] = {
             "name": rec.name, "status": STATUS.get(st, st.title()),
             "type": "container" + (" (ephemeral)" if rec.ephemeral else ""),
@@ -641,7 +776,9 @@ class Instance:
                            "expires_at": s.expires_at.isoformat() if s.expires_at else None,
                            "stateful": s.stateful} for s in rec.snapshots],
         }
-        if st in ("RUNNING", "FROZEN"):
+        if error is not None:
+            out["error"] = error
+        elif st in ("RUNNING", "FROZEN"):
             out["pid"] = c.init_pid
             out["resources"] = _usage(c)
             out["network"] = self.network_state(c)
@@ -731,6 +868,58 @@ def _read_metadata(volume: Path) -> dict[str, Any]:
     with os.fdopen(fd, "rb") as f:
         data = load_yaml(f.read())
     return data if isinstance(data, dict) else {}
+
+
+def _expansion(data: Any) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    data = data if isinstance(data, dict) else {}
+    return ({str(k): str(v) for k, v in (data.get("config") or {}).items()},
+            {str(k): {str(a): str(b) for a, b in v.items()}
+             for k, v in (data.get("devices") or {}).items()})
+
+
+def _recover_update(host: Host, name: str, op: dict[str, Any]) -> None:
+    """A config/device change that died. Before its record was saved (``prepare``) the old
+    record comes back (a kill right after the save lands here too: nothing live changed yet);
+    once saved (``live``) the running instance is brought to the record — and if it refuses
+    now (a port taken meanwhile), back to the old record and its live state, as a live
+    change that fails in the call itself."""
+    inst = Instance(host, name)
+    old = InstanceRecord.from_dict(dict(op["old"]))
+    before = _expansion(op.get("before"))
+    if op.get("stage") != "live":
+        inst._apply_quota(before[1], old, inst.expanded()[1])
+        inst._write_lxc_config(old)
+        record.save(host.paths, old)
+        return
+    rec = inst.record()
+    after = inst.expanded(rec)
+    try:
+        inst._write_lxc_config(rec)
+        inst._converge_live(before, after, rec)
+    except Exception as e:
+        import logging
+        logging.getLogger("lxdlib").warning(
+            "instance %s: an interrupted change cannot be applied live (%s): undone", name, e)
+        inst._apply_quota(before[1], old, after[1])
+        inst._write_lxc_config(old)
+        record.save(host.paths, old)
+        inst._converge_live(after, before, old)
+
+
+def _recover_profile_apply(host: Host, name: str, op: dict[str, Any]) -> None:
+    """A profile change that died before it reached this instance: the profile file decides
+    (saved or not), the running instance is brought from what it had to what that gives."""
+    inst = Instance(host, name)
+    rec = inst.record()
+    before = _expansion(op.get("before"))
+    after = inst.expanded(rec)
+    inst._apply_quota(after[1], rec, before[1])
+    inst._write_lxc_config(rec)
+    inst._converge_live(before, after, rec)
+
+
+journal.register("update", _recover_update)
+journal.register("profile-apply", _recover_profile_apply)
 
 
 def finish_delete(host: Host, name: str, pool_name: str) -> None:

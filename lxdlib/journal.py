@@ -1,11 +1,13 @@
 """Intent records: how a multi-step operation on one instance survives a ``kill -9``.
 
 Before its first change, an operation that touches several things (a snapshot: a pool volume and
-the record; a restore: the volume swap and the record; a move between pools; a copy or an import
-into a new instance) writes ``<instance dir>/.pending.yaml`` saying what it is about to do, and
-removes it after its commit point. A process killed in between leaves the file behind; the next
-call that takes the instance's lock (every verb), lists the instances, or ``lxdlib recover`` reads
-it and finishes or undoes the operation — whichever gives a consistent state, old or new.
+the record; a restore: the stop, the volume swap, the record and the start again; a move between
+pools; a copy or an import into a new instance; a config or device change of a running instance:
+the record, then the live cgroups and devices; a profile edit, on each instance using it) writes
+``<instance dir>/.pending.yaml`` saying what it is about to do, and removes it after its last
+step. A process killed in between leaves the file behind; the next call that takes the
+instance's lock (every verb), lists the instances, or ``lxdlib recover`` reads it and finishes or
+undoes the operation — whichever gives a consistent state, old or new, power state included.
 
 The file is written without fsync: it has to outlive a process, not the machine (after a power
 loss ``lxdlib recover`` compares the pools with the records instead). Recovery runs with the
@@ -15,8 +17,11 @@ instance lock held, so it never calls a verb that takes the lock again.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +32,33 @@ from .state import Paths, atomic_write, dump_yaml, lock, read_yaml, remove_stale
 if TYPE_CHECKING:
     from .host import Host
 
+_logger = logging.getLogger("lxdlib")
+
 PENDING = ".pending.yaml"
 #: Where a CRIU dump lives inside an instance volume (beside ``rootfs/``, out of the guest's view).
 STATE_DIR = "state"
+
+#: Test-only: the step boundary at which this process kills itself (``LXDLIB_CRASHPOINT``), read
+#: once at import so that an unset variable costs one comparison per boundary.
+_CRASHPOINT = os.environ.get("LXDLIB_CRASHPOINT") or None
+
+Recoverer = Callable[["Host", str, dict[str, Any]], None]
+
+
+def crashpoint(name: str) -> None:
+    """A step boundary of a multi-step operation: with ``LXDLIB_CRASHPOINT=name`` the process
+    dies here by ``SIGKILL``, as a ``kill -9`` would, so crash tests hit exact points."""
+    if _CRASHPOINT is not None and name == _CRASHPOINT:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def register(kind: str, recoverer: Recoverer) -> None:
+    """Let the module that defines an operation say how to finish or undo it after a kill.
+
+    The journal sits below the operations and never imports them: ``lxdlib.host`` imports every
+    module that registers, so the table is full wherever a ``Host`` exists to recover with.
+    """
+    _HANDLERS[kind] = recoverer
 
 
 def path(paths: Paths, name: str) -> Path:
@@ -95,6 +124,9 @@ def recover(host: Host, name: str) -> bool:
         return False
     kind = op.get("op")
     handler = _HANDLERS.get(str(kind))
+    if handler is None and kind != "unknown":  # kept: a recoverer that was not registered
+        _logger.error("instance %s: no recovery is registered for an interrupted %s", name, kind)
+        return False
     if handler is not None:
         try:
             handler(host, name, op)
@@ -159,18 +191,6 @@ def _snapshot_rename(host: Host, name: str, op: dict[str, Any]) -> None:
     have = set(pool.list_snapshots(name))
     if new in have and old not in have:
         pool.rename_snapshot(name, new, old)
-
-
-def _restore(host: Host, name: str, op: dict[str, Any]) -> None:
-    """Roll a restore forward: the volume becomes the snapshot again, then the record."""
-    from .snapshots import apply_restore
-    rec = _record(host, name)
-    if rec is None or rec.snapshot(str(op["snapshot"])) is None:
-        return
-    pool = _pool(host, rec.pool)
-    if pool is not None:
-        pool.cleanup_leftovers()  # an aside volume of a swap that died is put back first
-    apply_restore(host, name, str(op["snapshot"]))
 
 
 def _rename(host: Host, name: str, op: dict[str, Any]) -> None:
@@ -248,10 +268,9 @@ def _stop_stateful(host: Host, name: str, op: dict[str, Any]) -> None:
         _remove_state(vol)
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Recoverer] = {
     "snapshot": _snapshot,
     "snapshot-rename": _snapshot_rename,
-    "restore": _restore,
     "rename": _rename,
     "move-pool": _move_pool,
     "copy": _new_instance,

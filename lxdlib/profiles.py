@@ -14,10 +14,11 @@ from typing import Any
 
 import attrs
 
+from . import runtime
 from .config import devices as devcfg
 from .config import names, schema
 from .config.expand import ProfileData
-from .errors import AlreadyExists, InUse, InvalidArgument, NotFound
+from .errors import AlreadyExists, InUse, InvalidArgument, InvalidConfig, NotFound
 from .state import Paths, lock, read_yaml, write_yaml
 
 
@@ -47,6 +48,19 @@ def validate_profile(config: Mapping[str, str], devices: Mapping[str, Mapping[st
     cfg = schema.validate_instance_config(dict(config), profile=True)
     devs = {name: devcfg.validate_device(name, dict(dev)) for name, dev in devices.items()}
     return cfg, devs
+
+
+def check_raw_lxc(lxcpath: Path, config: Mapping[str, str]) -> None:
+    """A profile's ``raw.lxc`` must load in liblxc on its own, so even a profile no instance
+    uses yet cannot carry a line that would make its future users unusable."""
+    raw = config.get("raw.lxc", "")
+    if not raw:
+        return
+    try:
+        runtime.check_config(lxcpath, schema.parse_raw_lxc(raw))
+    except InvalidConfig as e:
+        raise InvalidConfig("raw.lxc", f"liblxc refuses the line {e.key} = {e.value}",
+                            raw) from None
 
 
 class ProfileStore:
@@ -115,6 +129,7 @@ class ProfileStore:
         if any(ch in description for ch in "\r\0"):
             raise InvalidArgument("description contains a carriage return or NUL")
         cfg, devs = validate_profile(config or {}, devices or {})
+        check_raw_lxc(self._paths.lxcpath, cfg)
         with lock(self._paths, "profile", name):
             if self.exists(name):
                 raise AlreadyExists("profile", name)
@@ -126,6 +141,7 @@ class ProfileStore:
              description: str) -> Profile:
         """Replace a profile's content (the caller re-applies it to the instances using it)."""
         cfg, devs = validate_profile(config, devices)
+        check_raw_lxc(self._paths.lxcpath, cfg)
         with lock(self._paths, "profile", name):
             if not self.exists(name):
                 raise NotFound("profile", name)

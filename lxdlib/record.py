@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import yaml
 
+from .errors import CorruptRecord
 from .state import Paths, read_yaml, write_yaml
 
 DELETING = ".deleting.yaml"
@@ -103,7 +105,21 @@ class InstanceRecord:
 
 
 def load(paths: Paths, name: str) -> InstanceRecord:
-    return InstanceRecord.from_dict(read_yaml(paths.instance_record(name)))
+    """The record; ``CorruptRecord`` when the file holds something else than a record (so a
+    caller walking every instance can report this one and go on), ``FileNotFoundError`` when
+    there is none."""
+    path = paths.instance_record(name)
+    try:
+        data = read_yaml(path)
+    except yaml.YAMLError as e:
+        reason = "not YAML: " + " ".join(str(e).split())
+        raise CorruptRecord("instance", name, path, reason) from None
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"a mapping was expected, not {type(data).__name__}")
+        return InstanceRecord.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CorruptRecord("instance", name, path, f"{type(e).__name__}: {e}") from None
 
 
 def save(paths: Paths, rec: InstanceRecord, durable: bool = True) -> None:

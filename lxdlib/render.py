@@ -133,7 +133,7 @@ def render(inp: RenderInput) -> list[tuple[str, str]]:
         add(("lxc.mount.entry", "proc dev/.lxc/proc proc create=dir,optional 0 0"))
         add(("lxc.mount.entry", "sys dev/.lxc/sys sysfs create=dir,optional 0 0"))
 
-    if cfg.get("security.syscalls.deny_default", "true").lower() not in ("false", "0", "no", "off"):
+    if seccomp_policy(cfg) is not None or _deny_default(cfg):
         add(("lxc.seccomp.profile", str(inp.seccomp_file)))
 
     if inp.lxcfs:
@@ -201,6 +201,37 @@ def render(inp: RenderInput) -> list[tuple[str, str]]:
         key, _, value = line.partition("=")
         add((key.strip(), value.strip()))
     return out
+
+
+def _deny_default(cfg: Mapping[str, str]) -> bool:
+    return cfg.get("security.syscalls.deny_default", "true").lower() not in ("false", "0", "no",
+                                                                             "off")
+
+
+def _syscall_lines(value: str) -> list[str]:
+    """``security.syscalls.*`` entries (newline- or comma-separated), one policy line each."""
+    return [e.strip() for e in value.replace(",", "\n").split("\n") if e.strip()]
+
+
+def seccomp_policy(cfg: Mapping[str, str]) -> str | None:
+    """The instance's own seccomp policy (liblxc's format), or None when the root's shared
+    default policy (``SECCOMP_POLICY``) or none at all applies.
+
+    As LXD: ``raw.seccomp`` is the whole policy; ``security.syscalls.allow`` makes an
+    allowlist; ``security.syscalls.deny`` entries are added to the denylist, after the default
+    entries unless ``security.syscalls.deny_default`` is false.
+    """
+    raw = cfg.get("raw.seccomp", "")
+    if raw:
+        return raw if raw.endswith("\n") else raw + "\n"
+    allow = _syscall_lines(cfg.get("security.syscalls.allow", ""))
+    if allow:
+        return "2\nallowlist\n[all]\n" + "".join(f"{line}\n" for line in allow)
+    deny = _syscall_lines(cfg.get("security.syscalls.deny", ""))
+    if not deny:
+        return None
+    head = SECCOMP_POLICY if _deny_default(cfg) else "2\ndenylist\n[all]\n"
+    return head + "".join(f"{line}\n" for line in deny)
 
 
 def to_text(lines: Sequence[tuple[str, str]]) -> str:

@@ -9,6 +9,8 @@ every failure into ``LXCError`` carrying the log tail, never blocks in C while h
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import logging
 import os
 import select
 import shutil
@@ -21,9 +23,15 @@ from typing import IO, Any
 import attrs
 import lxc
 
-from .errors import LXCError, WrongState
+from .errors import InvalidConfig, LXCError, WrongState
 
 LOG_NAME = "lxc.log"
+
+log = logging.getLogger("lxdlib")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+# kcmp(2)'s number where it is known (x86-64; the generic table of arm64 and riscv64).
+_KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272}.get(os.uname().machine)
 
 _STATES = {"STOPPED", "STARTING", "RUNNING", "STOPPING", "ABORTING", "FREEZING", "FROZEN",
            "THAWED"}
@@ -62,7 +70,29 @@ class ExecError(LXCError):
 
 
 def open_container(lxcpath: Path, name: str) -> Any:
-    return lxc.Container(name, str(lxcpath))
+    """A liblxc container object that is freed as soon as the caller drops it; ``LXCError``
+    (not a bare ``RuntimeError``) when liblxc cannot load its config file, naming the line.
+
+    Loading the container's config makes liblxc open its ``lxc.log.file``; the fd is closed only
+    when the object is freed. python3-lxc's ``Container`` keeps a ``network`` helper that points
+    back at the container, a reference cycle that only the cyclic garbage collector breaks, so
+    every object (one per state query, exec, …) kept its log fd open until some later
+    collection. Dropping the helper (lxdlib never uses it) lets reference counting free the
+    object, and close the fd, the moment the last reference goes.
+    """
+    try:
+        return _container(lxcpath, name)
+    except RuntimeError:
+        raise LXCError(f"instance {name!r} is broken: "
+                       f"{config_fault(lxcpath, name)}") from None
+
+
+def _container(lxcpath: Path, name: str) -> Any:
+    """``lxc.Container`` without its self-referencing ``network`` helper (see above)."""
+    c = lxc.Container(name, str(lxcpath))
+    with contextlib.suppress(AttributeError):
+        del c.network
+    return c
 
 
 def log_tail(lxcpath: Path, name: str, lines: int = 20) -> str:
@@ -253,10 +283,87 @@ def spawn(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | Non
     for key, fd in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
         if fd is not None:
             opts[key] = fd
-    pid: int = c.attach(lxc.attach_run_command, list(argv), **opts)
+    pid = _attach_closing_leaks(c, list(argv), opts)
     if pid < 0:
         raise LXCError(f"failed to run {argv[0]!r} in instance {c.name!r}")
     return pid
+
+
+def _attach_closing_leaks(c: Any, argv: list[str], opts: dict[str, Any]) -> int:
+    """``c.attach``, then close the pidfd liblxc leaves behind in this process.
+
+    liblxc 5.0's attach asks the monitor for a pidfd on the container's init (the monitor sends
+    its own, over the command socket) and never closes it in the caller: ``put_attach_context``
+    closes every other fd it opened. So each exec left one ``anon_inode:[pidfd]`` open.
+
+    Only that copy is closed, proven by identity rather than guessed by type: a new fd (not
+    open before the call) that is the *same open file* as a pidfd the init's parent (the
+    monitor) holds, compared with ``kcmp(KCMP_FILE)``. A pidfd this process opens itself with
+    ``pidfd_open`` is a different file and is never touched; python3-lxc exposes no call that
+    hands out the monitor's pidfd, and it holds the GIL through every liblxc call that talks to
+    the monitor, so no other thread is using such a copy while this Python code runs.
+    """
+    before = set(os.listdir("/proc/self/fd"))
+    pid: int = c.attach(lxc.attach_run_command, argv, **opts)
+    try:
+        _close_monitor_pidfds(before)
+    except OSError as e:  # a leak is better than failing the exec
+        log.debug("could not check for leaked pidfds: %s", e)
+    return pid
+
+
+def _fdinfo_pid(path: str) -> int:
+    with open(path) as f:
+        for line in f:
+            if line.startswith("Pid:"):
+                return int(line.split()[1])
+    return -1
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _kcmp_same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
+    if _KCMP is None:
+        return False
+    return bool(_libc.syscall(_KCMP, pid1, pid2, 0, fd1, fd2) == 0)  # 0: KCMP_FILE
+
+
+def _close_monitor_pidfds(before: set[str]) -> None:
+    me = os.getpid()
+    for name in os.listdir("/proc/self/fd"):
+        if name in before:
+            continue
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") != "anon_inode:[pidfd]":
+                continue
+            target = _fdinfo_pid(f"/proc/self/fdinfo/{name}")
+            if target <= 0:
+                continue
+            monitor = _ppid(target)
+            for theirs in os.listdir(f"/proc/{monitor}/fd"):
+                if _kcmp_same_file(me, int(name), monitor, int(theirs)):
+                    os.close(int(name))
+                    break
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to judge
+
+
+def _wait_io(readers: list[int], writers: list[int], timeout: float | None
+             ) -> tuple[list[int], list[int]]:
+    """Which fds are ready. ``poll``, not ``select``: a long-lived process may well hold fds
+    numbered above 1023, which ``select`` refuses. Hang-up and error count as ready, so the
+    read sees EOF and the write sees EPIPE."""
+    p = select.poll()
+    for fd in readers:
+        p.register(fd, select.POLLIN)
+    for fd in writers:
+        p.register(fd, select.POLLOUT)
+    ms = None if timeout is None else int(timeout * 1000) + (timeout > 0)
+    ready = dict(p.poll(ms))
+    return [fd for fd in readers if fd in ready], [fd for fd in writers if fd in ready]
 
 
 def run(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
@@ -296,7 +403,7 @@ def run(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None 
     try:
         while readers or writers:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            r, w, _ = select.select(readers, writers, [], wait)
+            r, w = _wait_io(readers, writers, wait)
             if not r and not w and deadline is not None and time.monotonic() >= deadline:
                 os.kill(pid, signal.SIGKILL)
                 killed = True
@@ -322,6 +429,14 @@ def run(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None 
                 if not pending:
                     os.close(fd)
                     writers.remove(fd)
+    except BaseException:
+        # A raising callback or Ctrl-C: end the command and reap it, as subprocess.run does,
+        # rather than leave it running with nobody reading its output, and a zombie after it.
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.waitpid(pid, 0)
+        raise
     finally:
         for fd in (out_r, err_r, *writers):
             with contextlib.suppress(OSError):
@@ -401,3 +516,88 @@ def ips(c: Any, interface: str | None = None, family: str | None = None) -> list
 
 def list_running(lxcpath: Path) -> set[str]:
     return set(lxc.list_containers(active=True, defined=False, config_path=str(lxcpath)))
+
+
+# -- config check ------------------------------------------------------------------------------
+
+# A name no instance can have (instance names are hostnames): the scratch container object the
+# check loads into never gets a directory, only liblxc's lock file next to the real instances'.
+_CHECK_NAME = ".lxdlib-config-check"
+# Opened by liblxc as soon as the key is loaded: the check must not touch the instance's log
+# (nor hold an fd to it until garbage collection). lxdlib writes this key itself, never raw.lxc.
+_CHECK_SKIP = frozenset({"lxc.log.file"})
+
+
+def _loads(lxcpath: Path, lines: Sequence[tuple[str, str]]) -> int:
+    """Load ``lines`` into a fresh scratch container object, one ``load_config`` call per
+    batch; returns the index of the first line liblxc refuses, or -1 when all load.
+
+    The text goes through a memfd, so nothing is written to disk. Lines are appended one at
+    a time only after the whole text failed (rare), to name the line at fault.
+    """
+    fd = os.memfd_create("lxdlib-config-check", os.MFD_CLOEXEC)
+    try:
+        src = f"/proc/self/fd/{fd}"
+
+        def load(c: Any, batch: Sequence[tuple[str, str]]) -> bool:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, "".join(f"{k} = {v}\n" for k, v in batch).encode(), 0)
+            return bool(c.load_config(src))
+
+        c = _container(lxcpath, _CHECK_NAME)
+        try:
+            if load(c, lines):
+                return -1
+        finally:
+            del c
+        c = _container(lxcpath, _CHECK_NAME)
+        try:
+            for i, line in enumerate(lines):
+                if not load(c, [line]):
+                    return i
+        finally:
+            del c
+        return len(lines) - 1 if lines else -1
+    finally:
+        os.close(fd)
+
+
+def check_config(lxcpath: Path, lines: Sequence[tuple[str, str]]) -> None:
+    """Have liblxc itself load a rendered config before it is saved.
+
+    liblxc's parsers are stricter than lxdlib's schema in places (``lxc.environment`` needs a
+    ``=``, ``lxc.idmap`` four fields …), and a config file liblxc cannot load makes the
+    instance unusable: every ``lxc.Container`` of it fails to construct. Loading into a
+    throwaway container object (no directory, no files; about 0.2 ms) is the ground truth.
+    Raises ``InvalidConfig`` naming the refused line; callers run it only when the rendered
+    text changed, so starts with an unchanged config do not pay for it.
+    """
+    checked = [(k, v) for k, v in lines if k not in _CHECK_SKIP]
+    bad = _loads(lxcpath, checked)
+    if bad >= 0:
+        key, value = checked[bad]
+        raise InvalidConfig(key, "liblxc refuses to load this line of the instance's config",
+                            value)
+
+
+def config_fault(lxcpath: Path, name: str) -> str:
+    """Why liblxc cannot load an instance's config file (for an error or a listing)."""
+    path = lxcpath / name / "config"
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return f"its liblxc config {path} is missing"
+    except OSError as e:
+        return f"cannot read its liblxc config {path}: {e.strerror}"
+    lines = []
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped and not stripped.startswith("#"):
+            key, _, value = stripped.partition("=")
+            lines.append((key.strip(), value.strip()))
+    checked = [(k, v) for k, v in lines if k not in _CHECK_SKIP]
+    bad = _loads(lxcpath, checked)
+    if bad >= 0:
+        key, value = checked[bad]
+        return f"liblxc refuses the line {key} = {value!r} of {path}"
+    return f"liblxc cannot load {path}"

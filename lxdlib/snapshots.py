@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime as dt
+import logging
 import shutil
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -151,16 +152,26 @@ class Snapshots:
             _check_rollback(pool, inst.name, name, rec.snapshots[-1].name)
             c = inst._c()
             was_running = c.state != "STOPPED"
-            journal.begin(host.paths, inst.name, "restore", snapshot=name)
+            # the intent names the power state to end in: a kill after the stop must not leave
+            # a running instance stopped (stage "start" once the volume and record are swapped)
+            intent = {"snapshot": name, "running": was_running, "stateful": stateful}
+            journal.begin(host.paths, inst.name, "restore", stage="swap", **intent)
+            journal.crashpoint("restore.begun")
             if was_running:
                 runtime.kill(c, host.paths.lxcpath)
+            journal.crashpoint("restore.stopped")
             apply_restore(host, inst.name, name, keep_state=stateful, rec=rec)
+            journal.crashpoint("restore.swapped")
+            if was_running or stateful:
+                journal.begin(host.paths, inst.name, "restore", stage="start", **intent)
+                journal.crashpoint("restore.starting")
+                try:
+                    _restart(inst, stateful)
+                except Exception:  # restored; the start's own error is the caller's to see
+                    journal.end(host.paths, inst.name)
+                    raise
+                journal.crashpoint("restore.started")
             journal.end(host.paths, inst.name)
-            if stateful:
-                from . import criu
-                criu.restore_from_volume(inst)
-            elif was_running:
-                inst._start_locked()
         host.events.emit("snapshot-restored", f"{inst.name}/{name}")
 
     def copy(self, name: str, target: str | None = None, **kw: Any) -> Instance:
@@ -286,6 +297,45 @@ def apply_restore(host: Host, name: str, snapshot: str, *, keep_state: bool = Fa
     if _root_size(inst, rec) != size_before or size_before is not None:
         inst._apply_quota(inst.expanded(rec)[1], rec)  # the snapshot's own root disk size
     inst._write_lxc_config(rec)
+
+
+def _restart(inst: Instance, stateful: bool) -> None:
+    """The last step of a restore: the snapshot's processes (stateful) or a fresh start."""
+    if stateful:
+        from . import criu
+        criu.restore_from_volume(inst)
+    else:
+        inst._start_locked()
+
+
+def _recover_restore(host: Host, name: str, op: dict[str, Any]) -> None:
+    """Roll a restore forward: the instance stopped, the volume and record become the
+    snapshot's (again: ``apply_restore`` is idempotent), then it runs if it ran before."""
+    from .instance import Instance
+    try:
+        rec = record.load(host.paths, name)
+    except FileNotFoundError:
+        return
+    snap = str(op.get("snapshot") or "")
+    inst = Instance(host, name)
+    if op.get("stage") != "start":
+        if rec.snapshot(snap) is None:
+            return  # the snapshot is gone: nothing was swapped (its delete is a commit point)
+        c = inst._c()
+        if c.state != "STOPPED":  # killed before or during the stop
+            runtime.kill(c, host.paths.lxcpath)
+        pool = inst._pool(rec)
+        pool.cleanup_leftovers()  # an aside volume of a swap that died is put back first
+        apply_restore(host, name, snap, keep_state=bool(op.get("stateful")))
+    if (op.get("running") or op.get("stateful")) and inst._c().state == "STOPPED":
+        try:
+            _restart(inst, bool(op.get("stateful")))
+        except Exception as e:  # restored and consistent: a start that fails is not retried
+            logging.getLogger("lxdlib").warning(
+                "instance %s: restored, but it does not start again: %s", name, e)
+
+
+journal.register("restore", _recover_restore)
 
 
 def _root_size(inst: Instance, rec: record.InstanceRecord) -> str | None:

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from typing import Any
 import attrs
 import yaml
 
-from .errors import Busy, LxdlibError
+from .errors import Busy, DiskFull, LxdlibError
 
 DEFAULT_ROOT = "/var/lib/lxdlib"
 
@@ -90,13 +91,22 @@ class Paths:
     def server_config(self) -> Path:
         return self.root / "server.yaml"
 
+    def dir_modes(self) -> dict[Path, int]:
+        """The mode of each directory ``ensure`` makes: searchable (0711, never listable) only
+        where someone other than host root must pass — an unprivileged container's root on
+        its way to its rootfs (the root, ``storage-pools/``), the unprivileged dnsmasq
+        (``run/``), liblxc (the lxcpath); everything else is host root's alone (0700)."""
+        return {self.root: 0o711, self.lxcpath: 0o711, self.pools: 0o711, self.run: 0o711,
+                self.profiles: 0o700, self.images: 0o700, self.networks: 0o700,
+                self.disks: 0o700, self.locks: 0o700}
+
     def ensure(self) -> None:
-        for d in (self.root, self.lxcpath, self.profiles, self.images, self.pools,
-                  self.networks, self.disks, self.locks, self.run):
-            d.mkdir(parents=True, exist_ok=True)
-        # Instance directories hold rootfs mount points and configs: keep other host users out.
-        os.chmod(self.root, 0o711)
-        os.chmod(self.lxcpath, 0o711)
+        """Make the root's directories and (re)apply their modes, so a root made by an older
+        version is closed too."""
+        for d, mode in self.dir_modes().items():
+            d.mkdir(mode=mode, parents=True, exist_ok=True)
+            if stat.S_IMODE(os.lstat(d).st_mode) != mode:
+                os.chmod(d, mode)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -116,7 +126,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
     """
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if DiskFull.is_full(e):
+            raise DiskFull(p) from None
+        raise
     try:
         view = memoryview(data)
         while view:
@@ -124,10 +139,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
             view = view[n:]
         if durable:
             os.fsync(fd)
-    except BaseException:
+    except BaseException as e:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and DiskFull.is_full(e):
+            raise DiskFull(p) from None  # the old content is still in place
         raise
     os.close(fd)
     os.replace(tmp, p)

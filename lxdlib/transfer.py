@@ -29,7 +29,7 @@ from typing import Any
 from . import idmap
 from .errors import StorageError
 from .imagestore.tarball import empty_dir
-from .storage.base import PoolDriver
+from .storage.base import PoolDriver, close_volume_dir
 from .storage.dir import SNAPSHOTS, DirPool
 from .storage.loop import TMP, rename_noreplace, run, storage_errors, temp_name
 
@@ -277,6 +277,7 @@ def _btrfs_chain(src_pool: PoolDriver, src: str, dst_pool: PoolDriver, dst: str,
         def make(tmp: Path) -> None:
             with storage_errors(f"cannot create instance volume {dst!r}"):
                 btrfsutil.create_snapshot(received, tmp, read_only=False)
+            close_volume_dir(tmp, 0)  # its owner is set at the copy's commit
 
         d._build(dst_pool.volume_path("containers", dst), make, "instance volume", dst)
     finally:

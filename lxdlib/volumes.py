@@ -29,6 +29,7 @@ from . import idmap, record
 from .config.units import parse_size
 from .errors import (
     AlreadyExists,
+    CorruptRecord,
     InUse,
     InvalidArgument,
     InvalidConfig,
@@ -245,7 +246,7 @@ class Volumes:
         for inst in record.names(self.paths):
             try:
                 rec = record.load(self.paths, inst)
-            except FileNotFoundError:
+            except (FileNotFoundError, CorruptRecord):
                 continue
             if self._uses(rec.devices, pool, name):
                 out.append(f"/1.0/instances/{inst}")
@@ -303,7 +304,7 @@ class Volumes:
                 try:
                     inst = self.host.instances.get(other)
                     devices = inst.expanded_devices
-                except NotFound:
+                except (NotFound, CorruptRecord):
                     continue
                 if self._uses(devices, pool, name) and inst.running:
                     raise WrongState(f"storage volume {name!r} is in use by running instance "

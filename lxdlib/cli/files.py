@@ -130,7 +130,7 @@ def cmd_pull(host: Host, a: argparse.Namespace) -> int:
             st = s.stat(path)
             if to_stdout:
                 if st.type != "file":
-                    raise InvalidArgument(f"{name}{path} is a {st.type}, not a file")
+                    raise InvalidArgument(f"{name}{path} is a {st.kind}, not a regular file")
                 out = sys.stdout.buffer
                 s.get_into(path, out.write)
                 out.flush()
@@ -143,7 +143,7 @@ def cmd_pull(host: Host, a: argparse.Namespace) -> int:
             elif st.type == "file":
                 _write_file(target, st, s, path)
             else:
-                raise InvalidArgument(f"{name}{path} is a {st.type}, not a file")
+                raise InvalidArgument(f"{name}{path} is a {st.kind}, not a regular file")
         host.events.emit("instance-file-retrieved", name, path=path)
     return 0
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ..errors import InvalidArgument, NotFound
+from ..errors import InvalidArgument, LxdlibError, NotFound
 from . import output
 
 if TYPE_CHECKING:
@@ -215,47 +215,81 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
     data: list[dict[str, Any]] = []
     for inst in host.instances.list():
         try:
-            rec = inst.record()
+            entry = _list_entry(inst, columns, a)
         except NotFound:
             continue  # deleted meanwhile
-        if a.filters and not _filter(inst.name, rec.config, a.filters):
-            continue
-        c = inst._c()
-        state = c.state
-        running = state in ("RUNNING", "FROZEN")
-        need_net = running and any(ch in columns for ch in "46")
-        net = inst.network_state(c) if need_net else {}
-        usage: dict[str, Any] = {}
-        if running and any(ch in columns for ch in "Nmu"):
-            from ..instance import _usage
-            usage = _usage(c)
-
-        def addrs(family: str, net: dict[str, Any] = net) -> str:
-            return "\n".join(f"{x['address']} ({n})" for n, v in net.items() if n != "lo"
-                             for x in v["addresses"] if x["family"] == family)
-        cell = {
-            "n": inst.name, "s": state,
-            "4": addrs("inet"), "6": addrs("inet6"),
-            "t": "CONTAINER" + (" (EPHEMERAL)" if rec.ephemeral else ""),
-            "S": str(len(rec.snapshots)), "a": rec.architecture,
-            "c": _fmt_time(rec.created_at), "l": _fmt_time(rec.last_used_at),
-            "p": str(c.init_pid) if running else "", "P": "\n".join(rec.profiles),
-            "b": rec.pool, "d": rec.description,
-            "N": str(usage.get("processes") or ""),
-            "m": output.size(usage.get("memory_usage")) if usage else "",
-            "u": f"{(usage.get('cpu_usage_ns') or 0) / 1e9:.0f}s" if usage else "",
-            "e": "default",
-        }
-        rows.append([cell[ch] for ch in columns])
-        if a.format in ("json", "yaml"):
-            cfg, devs = inst.expanded(rec)
-            d = rec.to_dict()
-            d.update({"status": inst.status, "expanded_config": cfg, "expanded_devices": devs})
-            if running:
-                d["state"] = {"pid": c.init_pid, "network": inst.network_state(c)}
-            data.append(d)
+        except LxdlibError as e:
+            # one broken instance must not hide the others: shown as ERROR, as LXD does
+            print(f"Warning: instance {inst.name!r}: {e}", file=sys.stderr)
+            entry = _broken_entry(inst, columns, a, str(e))
+        if entry is not None:
+            rows.append(entry[0])
+            data.append(entry[1])
     output.emit(a.format, [COLUMNS[ch] for ch in columns], rows, data)
     return 0
+
+
+def _broken_entry(inst: Instance, columns: str, a: argparse.Namespace, error: str
+                  ) -> tuple[list[str], dict[str, Any]] | None:
+    """The row of an instance whose record or liblxc config cannot be read."""
+    try:
+        rec = inst.record()
+    except LxdlibError:
+        rec = None
+    if a.filters and not _filter(inst.name, rec.config if rec else {}, a.filters):
+        return None
+    cell = dict.fromkeys(COLUMNS, "")
+    cell.update({"n": inst.name, "s": "ERROR", "e": "default"})
+    d: dict[str, Any] = {"name": inst.name}
+    if rec is not None:
+        cell.update({"t": "CONTAINER" + (" (EPHEMERAL)" if rec.ephemeral else ""),
+                     "S": str(len(rec.snapshots)), "a": rec.architecture,
+                     "c": _fmt_time(rec.created_at), "l": _fmt_time(rec.last_used_at),
+                     "P": "\n".join(rec.profiles), "b": rec.pool, "d": rec.description})
+        d = rec.to_dict()
+    d.update({"status": "Error", "error": error})
+    return [cell[ch] for ch in columns], d
+
+
+def _list_entry(inst: Instance, columns: str, a: argparse.Namespace
+                ) -> tuple[list[str], dict[str, Any]] | None:
+    rec = inst.record()
+    if a.filters and not _filter(inst.name, rec.config, a.filters):
+        return None
+    c = inst._c()
+    state = c.state
+    running = state in ("RUNNING", "FROZEN")
+    need_net = running and any(ch in columns for ch in "46")
+    net = inst.network_state(c) if need_net else {}
+    usage: dict[str, Any] = {}
+    if running and any(ch in columns for ch in "Nmu"):
+        from ..instance import _usage
+        usage = _usage(c)
+
+    def addrs(family: str, net: dict[str, Any] = net) -> str:
+        return "\n".join(f"{x['address']} ({n})" for n, v in net.items() if n != "lo"
+                         for x in v["addresses"] if x["family"] == family)
+    cell = {
+        "n": inst.name, "s": state,
+        "4": addrs("inet"), "6": addrs("inet6"),
+        "t": "CONTAINER" + (" (EPHEMERAL)" if rec.ephemeral else ""),
+        "S": str(len(rec.snapshots)), "a": rec.architecture,
+        "c": _fmt_time(rec.created_at), "l": _fmt_time(rec.last_used_at),
+        "p": str(c.init_pid) if running else "", "P": "\n".join(rec.profiles),
+        "b": rec.pool, "d": rec.description,
+        "N": str(usage.get("processes") or ""),
+        "m": output.size(usage.get("memory_usage")) if usage else "",
+        "u": f"{(usage.get('cpu_usage_ns') or 0) / 1e9:.0f}s" if usage else "",
+        "e": "default",
+    }
+    d: dict[str, Any] = {}
+    if a.format in ("json", "yaml"):
+        cfg, devs = inst.expanded(rec)
+        d = rec.to_dict()
+        d.update({"status": inst.status, "expanded_config": cfg, "expanded_devices": devs})
+        if running:
+            d["state"] = {"pid": c.init_pid, "network": inst.network_state(c)}
+    return [cell[ch] for ch in columns], d
 
 
 # -- info ---------------------------------------------------------------------------------------
@@ -273,6 +307,8 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
     info = inst.info()
     lines = [f"Name: {info['name']}", f"Status: {info['status'].upper()}",
              f"Type: {info['type']}", f"Architecture: {info['architecture']}"]
+    if info.get("error"):
+        lines.append(f"Error: {info['error']}")
     if "pid" in info:
         lines.append(f"PID: {info['pid']}")
     created = dt.datetime.fromisoformat(info["created"])

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LxdlibError
+from ..errors import DiskFull, LxdlibError
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -145,6 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         msg = str(e)
         sys.stderr.write(f"Error: {msg}\n")
+        return 1
+    except OSError as e:
+        if args.debug or not DiskFull.is_full(e):
+            raise
+        # a full disk is the host's state, not a bug: say it in one line wherever it struck
+        where = e.filename or args.root or "the lxdlib root"
+        sys.stderr.write(f"Error: {DiskFull(where)}\n")
         return 1
     except KeyboardInterrupt:
         return 130

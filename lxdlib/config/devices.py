@@ -291,14 +291,20 @@ _NIC_RULES: dict[str, Check] = {
     "limits.max": _opt(_bit_rate),
     "limits.priority": _opt(_uint32),
     "security.mac_filtering": _opt(_bool),
+    "security.ipv4_filtering": _opt(_bool),
+    "security.ipv6_filtering": _opt(_bool),
+    "security.port_isolation": _opt(_bool),
     "vlan": _opt(_vlan),
     "boot.priority": _opt(_uint32),
 }
 _NIC_COMMON = ("nictype", "name", "hwaddr", "mtu", "boot.priority")
 _NIC_LIMITS = ("limits.ingress", "limits.egress", "limits.max", "limits.priority")
+# Bridged nics only: enforced on the host (nftables bridge rules, the bridge port's isolated flag)
+NIC_SECURITY_KEYS = ("security.mac_filtering", "security.ipv4_filtering",
+                     "security.ipv6_filtering", "security.port_isolation")
 NIC_OPTIONS: dict[str, frozenset[str]] = {
     "bridged": frozenset((*_NIC_COMMON, "network", "parent", "host_name", *_NIC_LIMITS,
-                          "ipv4.address", "ipv6.address", "security.mac_filtering", "vlan")),
+                          "ipv4.address", "ipv6.address", *NIC_SECURITY_KEYS, "vlan")),
     "macvlan": frozenset((*_NIC_COMMON, "network", "parent", "vlan")),
     "p2p": frozenset((*_NIC_COMMON, "host_name", *_NIC_LIMITS)),
     "physical": frozenset((*_NIC_COMMON, "network", "parent", "vlan")),
@@ -347,6 +353,10 @@ def validate_device_name(name: str) -> None:
     1-63 characters of ``[-.:_a-zA-Z0-9]``, not starting with ``.``."""
     if not isinstance(name, str) or not 1 <= len(name) <= DEVICE_NAME_MAX:
         raise InvalidConfig("devices", "Name must be 1-63 characters long", str(name))
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        # said first: a name carrying a newline must not get another rule's message
+        raise InvalidConfig("devices", "Name cannot contain control characters (such as a "
+                            "newline)", name)
     if name.startswith("."):
         raise InvalidConfig("devices", 'Name must not start with "." character', name)
     if "/" in name:
@@ -456,6 +466,17 @@ def _validate_nic(name: str, d: Mapping[str, str]) -> None:
                                                         and not d.get("network", ""))
     if needs_parent and d.get("parent", "") == "" and d.get("network", "") == "":
         raise _err(name, "parent", 'Invalid value for device option "parent": Required value')
+    for v in ("4", "6"):
+        key = f"security.ipv{v}_filtering"
+        if not is_true(d.get(key)):
+            continue
+        # Which addresses are the nic's own must be known: a managed network allocates one (or
+        # blocks the family when it serves none); on a host bridge it has to be given.
+        if not d.get("network", "") and not d.get(f"ipv{v}.address", ""):
+            raise _err(name, key, f"IPv{v} filtering requires a manually specified "
+                                  f"ipv{v}.address when using an unmanaged parent bridge", d[key])
+        if d.get("vlan", ""):
+            raise _err(name, key, "IP filtering cannot be used with VLAN filtering", d[key])
 
 
 def validate_proxy(name: str, d: Mapping[str, str]) -> tuple[ProxyAddress, ProxyAddress]:

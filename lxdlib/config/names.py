@@ -84,11 +84,18 @@ def validate_profile_name(name: str) -> None:
 
 def validate_alias_name(name: str) -> None:
     """Image alias: non-empty, no whitespace or control characters, no ``:`` (the CLI reads
-    ``remote:alias``); ``/`` is allowed (``debian/12/amd64``)."""
+    ``remote:alias``); ``/`` is allowed (``debian/12/amd64``) as LXD allows it, but no
+    ``/``-separated part may be empty, ``.`` or ``..``.
+
+    Aliases live only in ``images/aliases.yaml`` and never become a path component here, so
+    ``/`` is harmless; ``.``/``..`` parts are refused because an alias also goes into URLs
+    (``/1.0/images/aliases/<name>`` of a remote), where such a part names another alias."""
     if not isinstance(name, str):
         raise InvalidName("alias", repr(name), "Alias name must be a string")
     if name == "":
         raise InvalidName("alias", name, "Alias name missing")
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise InvalidName("alias", name, 'No "/"-separated part may be empty, "." or ".."')
     if ":" in name:
         raise InvalidName("alias", name, 'Cannot contain ":"')
     if _has_control(name) or any(ch.isspace() for ch in name):

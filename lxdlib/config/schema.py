@@ -29,6 +29,7 @@ import yaml
 from ..errors import InvalidArgument, InvalidConfig
 from . import limits as _limits
 from .snapshots import validate_pattern, validate_schedule
+from .syscalls import is_syscall
 from .units import INT64_MAX, is_bool, is_true, parse_expiry, parse_size
 
 Validator = Callable[[str], None]
@@ -223,6 +224,9 @@ def is_syscall_list(value: str) -> None:
         entry = line.strip()
         if entry and not re.fullmatch(r"[A-Za-z0-9_]+(?:\s.*)?", entry):
             raise _fail(f"Invalid syscall entry {entry!r}")
+        name = entry.split()[0] if entry else ""
+        if name and not is_syscall(name):
+            raise _fail(f"Unknown syscall {name!r} (not a syscall name libseccomp knows)")
 
 
 def unsupported(feature: str, inner: Validator = is_any, *, allow_false: bool = True

@@ -7,15 +7,27 @@ end itself (``host_name``, or ``veth`` + a hash of root, instance and device) so
 
 ``limits.*`` are applied with tc on that host end from the start-host hook (so they follow every
 start, ``lxc-start`` and reboots included) and at once when they change on a running instance.
-Other nic changes take effect at the next start, as in LXD for a bridged nic's plumbing.
+So are the ``security.*`` keys: MAC/IPv4/IPv6 spoofing filters (nftables bridge rules matching
+that host end, see `lxdlib.network.filtering`) and the bridge port's ``isolated`` flag; they are
+removed when the instance stops or the nic is removed. As in LXD, IP filtering implies MAC
+filtering, and ``security.ipv4_filtering`` without a static ``ipv4.address`` pins the address the
+network gave the nic (or a free one) as a static DHCP entry, so the allowed address cannot drift.
+Removing a nic that has ``security.*`` keys from a running instance unplugs it at once (its host
+end is deleted): it must not keep its link without its filter. Other nic changes take effect at
+the next start, as in LXD for a bridged nic's plumbing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import logging
+import subprocess
 from collections.abc import Mapping
 
 from .. import tc
+from ..config.units import is_true
+from ..network import filtering
 from ..render import Nic
 from . import BaseDriver, DeviceContext, Rendered
 from .hotmount import in_start_hook
@@ -43,6 +55,71 @@ def host_ifb(ctx: DeviceContext, name: str) -> str:
     return ifb_for(ctx.host.paths.root, ctx.name, name)
 
 
+log = logging.getLogger("lxdlib.devices.nic")
+
+_FILTER_KEYS = ("security.mac_filtering", "security.ipv4_filtering", "security.ipv6_filtering")
+
+
+_LINK_LOCAL = ipaddress.IPv6Network("fe80::/64")
+
+
+def _filtered(dev: Mapping[str, str]) -> bool:
+    return any(is_true(dev.get(k)) for k in _FILTER_KEYS)
+
+
+def _isolated(dev: Mapping[str, str]) -> bool:
+    return is_true(dev.get("security.port_isolation"))
+
+
+def _secured(dev: Mapping[str, str]) -> bool:
+    return _filtered(dev) or _isolated(dev)
+
+
+def _bridge(dev: Mapping[str, str]) -> str:
+    return dev.get("network") or dev.get("parent") or ""
+
+
+def _hwaddr(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> str:
+    return dev.get("hwaddr") or ctx.record.config.get(f"volatile.{name}.hwaddr") or ""
+
+
+def _wants_pinned_ipv4(dev: Mapping[str, str]) -> bool:
+    return bool(dev.get("network")) and is_true(dev.get("security.ipv4_filtering")) \
+        and not dev.get("ipv4.address")
+
+
+def nic_filter(ctx: DeviceContext, name: str, plugged: Mapping[str, str],
+               policy: Mapping[str, str]) -> filtering.NicFilter:
+    """The filter of a nic plugged as ``plugged`` (bridge, host end, MAC) under the security
+    keys and addresses of ``policy`` (the same config, except during a live update)."""
+    hwaddr = _hwaddr(ctx, name, plugged)
+    network = plugged.get("network") or ""
+    ipv4: tuple[ipaddress.IPv4Network, ...] | None = None
+    ipv6: tuple[ipaddress.IPv6Network, ...] | None = None
+    if is_true(policy.get("security.ipv4_filtering")):
+        if policy.get("ipv4.address"):
+            ipv4 = (ipaddress.IPv4Network(policy["ipv4.address"]),)
+        else:
+            pinned = ctx.host.networks.dhcp_host_allocate(network, f"{ctx.name}/{name}",
+                                                          hwaddr, ctx.name)
+            ipv4 = (ipaddress.IPv4Network(pinned),) if pinned else ()
+    if is_true(policy.get("security.ipv6_filtering")):
+        if policy.get("ipv6.address"):
+            ipv6 = (ipaddress.IPv6Network(policy["ipv6.address"]),)
+        else:
+            _, subnet = ctx.host.networks.nic_filter_subnets(network)
+            if subnet is not None and subnet.prefixlen == 64:
+                ipv6 = (ipaddress.IPv6Network(filtering.eui64(subnet, hwaddr)),)
+            else:
+                ipv6 = ()  # the network gives no IPv6 address (SLAAC needs a /64): none allowed
+    if ipv6:
+        # and its own link-local address (derived from its MAC, so nobody else's): without it
+        # neighbour discovery towards the router's link-local address fails
+        ipv6 = (*ipv6, ipaddress.IPv6Network(filtering.eui64(_LINK_LOCAL, hwaddr)))
+    return filtering.NicFilter(bridge=_bridge(plugged), veth=host_veth(ctx, name, plugged),
+                               hwaddr=hwaddr, ipv4=ipv4, ipv6=ipv6)
+
+
 class NicDriver(BaseDriver):
     hotplug = True  # only limits.* change live; the rest waits for the next start
 
@@ -50,35 +127,62 @@ class NicDriver(BaseDriver):
         link = ctx.host._nic_link(dev)
         hwaddr = dev.get("hwaddr") or ctx.record.config.get(f"volatile.{name}.hwaddr") or ""
         if dev.get("network") and hwaddr:
-            # the instance's name in the network's DNS, and a static ipv4.address honoured
-            ctx.host.networks.dhcp_host_add(dev["network"], f"{ctx.name}/{name}", hwaddr,
-                                            dev.get("ipv4.address"), ctx.name)
+            if _wants_pinned_ipv4(dev):
+                # the address the nic will be held to, pinned before its DHCP client asks
+                ctx.host.networks.dhcp_host_allocate(dev["network"], f"{ctx.name}/{name}",
+                                                     hwaddr, ctx.name)
+            else:
+                # the instance's name in the network's DNS, and a static ipv4.address honoured
+                ctx.host.networks.dhcp_host_add(dev["network"], f"{ctx.name}/{name}", hwaddr,
+                                                dev.get("ipv4.address"), ctx.name)
         limits = tc.nic_limits(dev)  # a bad rate fails here, before the start
         tc.collect_orphans()  # sysfs reads only, unless an earlier stop left an ifb behind
         return Rendered(nics=[Nic(name=dev.get("name", name), link=link, hwaddr=hwaddr,
                                   mtu=dev.get("mtu"), host_name=host_veth(ctx, name, dev))],
-                        start_hook=bool(limits))
+                        start_hook=bool(limits) or _secured(dev))
 
     def start(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
         limits = tc.nic_limits(dev)
-        if ctx.pid is None or not limits:
+        if ctx.pid is None or not (limits or _secured(dev)):
             return
         veth = host_veth(ctx, name, dev)
         if not in_start_hook() and not tc.exists(veth):
             return  # a nic added to a running instance: it is plugged at the next start
-        tc.apply(veth, limits, ifb=host_ifb(ctx, name))
+        if _filtered(dev):
+            filtering.install(nic_filter(ctx, name, dev, dev))
+        if _isolated(dev):
+            filtering.set_isolated(veth, True)
+        if limits:
+            tc.apply(veth, limits, ifb=host_ifb(ctx, name))
 
     def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
+        veth = host_veth(ctx, name, dev)
+        if _secured(dev) and ctx.pid is not None and not in_start_hook() and tc.exists(veth):
+            # removed from a running instance: unplug it rather than leave it unfiltered
+            subprocess.run(["ip", "link", "del", "dev", veth], capture_output=True, check=False)
+            log.info("nic %s of %s unplugged (host end %s deleted)", name, ctx.name, veth)
         if tc.nic_limits(dev):
-            tc.clear(host_veth(ctx, name, dev), ifb=host_ifb(ctx, name))
+            tc.clear(veth, ifb=host_ifb(ctx, name))
+        if _filtered(dev):
+            filtering.remove(_bridge(dev), veth)
 
     def update(self, ctx: DeviceContext, name: str, old: Mapping[str, str],
                new: Mapping[str, str]) -> None:
-        before, after = tc.nic_limits(old), tc.nic_limits(new)
-        if before == after:
-            return
+        """Live: limits and the security keys. The nic stays plugged as it started (``old``'s
+        bridge, host end and MAC) until the next start; only what it may send changes."""
         veth = host_veth(ctx, name, old)  # the running veth keeps the name it started with
         if not tc.exists(veth):
+            return
+        if _filtered(new):
+            want = nic_filter(ctx, name, old, new)
+            if not _filtered(old) or want != nic_filter(ctx, name, old, old):
+                filtering.install(want)
+        elif _filtered(old):
+            filtering.remove(_bridge(old), veth)
+        if _isolated(old) != _isolated(new):
+            filtering.set_isolated(veth, _isolated(new))
+        before, after = tc.nic_limits(old), tc.nic_limits(new)
+        if before == after:
             return
         if after:
             tc.apply(veth, after, ifb=host_ifb(ctx, name))

@@ -6,12 +6,14 @@ Layout under ``paths.images``::
     <fp>/image.rootfs   a split image's rootfs tarball
     <fp>/image.yaml     the record: its presence is the commit point of an import
     aliases.yaml        name -> {target, description}: the one source of truth for aliases
-    .import-<pid>-*     an import in progress (or the leftover of a killed one)
 
 An import copies the source into a temporary file while hashing it (so the fingerprint is the
 hash of exactly the bytes kept), validates it, renames it into ``<fp>/`` and writes the record
-last. A ``<fp>/`` without a record and an ``.import-`` file whose process is gone are leftovers of
-a ``kill -9``; the next import or listing removes them.
+last. Temp files live in ``<root>/run/image-imports/<pid>-…`` (same filesystem: committing is a
+rename). A ``<fp>/`` without a record and a temp file whose process is gone are leftovers of a
+``kill -9``; the next import or listing removes them, and every ``Host`` clears the temp
+directory once when it opens the root (one small directory: its cost does not grow with the
+number of images).
 
 Locks: ``image.<fp>`` around everything that changes one image; ``images.aliases`` around the
 alias table. Order is always image then aliases.
@@ -33,7 +35,15 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from ..errors import AlreadyExists, Busy, ImageError, InvalidArgument, InvalidName, NotFound
+from ..errors import (
+    AlreadyExists,
+    Busy,
+    DiskFull,
+    ImageError,
+    InvalidArgument,
+    InvalidName,
+    NotFound,
+)
 from ..state import Paths, fsync_dir, lock, read_yaml, remove_stale_tmp, write_yaml
 from . import compression, tarball
 from .tarball import is_fingerprint
@@ -42,7 +52,8 @@ __all__ = ["UNSET", "ImageRecord", "ImageStore", "validate_alias_name"]
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"  # LXD's "no time" in API output
 _CHUNK = 1024 * 1024
-_IMPORT_PREFIX = ".import-"
+_IMPORT_PREFIX = ".import-"  # temp files of older versions, directly under images/
+_IMPORT_DIR = "image-imports"  # under paths.run
 IMAGE_FILE: Final = "image"
 ROOTFS_FILE: Final = "image.rootfs"
 RECORD_FILE: Final = "image.yaml"
@@ -160,9 +171,15 @@ class ImageRecord:
 
 def validate_alias_name(name: str) -> None:
     """LXD alias rules: non-empty, at most 255 characters, no whitespace or control characters,
-    no ``:`` (the remote separator). ``/`` is allowed (``debian/12``)."""
+    no ``:`` (the remote separator). ``/`` is allowed (``debian/12``), as LXD allows it: an
+    alias is only a key of ``aliases.yaml``, never a path component. A ``/``-separated part
+    that is empty, ``.`` or ``..`` is refused (in a remote's URL it would name another alias).
+    """
     if not isinstance(name, str) or not name:
         raise InvalidName("image alias", str(name), "must not be empty")
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise InvalidName("image alias", name,
+                          'no "/"-separated part may be empty, "." or ".."')
     if len(name) > 255:
         raise InvalidName("image alias", name, "must be at most 255 characters")
     if ":" in name:
@@ -249,6 +266,25 @@ class ImageStore:
         return (self._dir(fingerprint) / RECORD_FILE).is_file()
 
     # -- housekeeping -----------------------------------------------------------------------------
+    def _import_dir(self) -> Path:
+        path = self.paths.run / _IMPORT_DIR
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
+
+    def cleanup_imports(self) -> None:
+        """Remove the temp files of imports, downloads and publishes whose process is gone.
+
+        Cheap enough for every ``Host`` to run once: it reads only ``run/image-imports/``,
+        which holds nothing but the files of imports running now or killed."""
+        try:
+            entries = list(os.scandir(self.paths.run / _IMPORT_DIR))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            return
+        for entry in entries:
+            pid = entry.name.split("-", 1)[0]
+            if not pid.isdigit() or not _pid_alive(int(pid)):
+                self._remove(Path(entry.path))
+
     def cleanup_leftovers(self) -> None:
         """Remove what killed imports left: temp files of dead processes, ``<fp>/`` dirs with no
         record (skipping any whose import is still running, i.e. whose lock is held)."""
@@ -257,6 +293,7 @@ class ImageStore:
         except FileNotFoundError:
             return
         remove_stale_tmp(self.root)
+        self.cleanup_imports()
         for entry in entries:
             name = entry.name
             if name.startswith(_IMPORT_PREFIX):
@@ -383,7 +420,7 @@ class ImageStore:
             buf = bytearray(_CHUNK)
             view = memoryview(buf)
             for i, h in enumerate(handles):
-                tmp = self.root / f"{_IMPORT_PREFIX}{os.getpid()}-{token}-{i}"
+                tmp = self._import_dir() / f"{os.getpid()}-{token}-{i}"
                 temps.append(tmp)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 try:
@@ -401,9 +438,11 @@ class ImageStore:
             if progress is not None and done == 0:
                 progress(0, 0)
             return hasher.hexdigest(), temps, done
-        except BaseException:
+        except BaseException as e:
             for tmp in temps:
                 self._remove(tmp)
+            if isinstance(e, OSError) and DiskFull.is_full(e):
+                raise DiskFull(self.root, "while copying the image in") from None
             raise
         finally:
             for h in handles:
@@ -437,7 +476,7 @@ class ImageStore:
         auto_update = _check_bool(auto_update, "auto_update")
         sources = [Path(path)] + ([Path(rootfs_path)] if rootfs_path is not None else [])
 
-        self.paths.images.mkdir(parents=True, exist_ok=True)
+        self.paths.images.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.cleanup_leftovers()
         fingerprint, temps, _ = self._copy_in(sources, progress)
         try:
@@ -453,9 +492,10 @@ class ImageStore:
     def temp_paths(self, count: int) -> builtins.list[Path]:
         """Names for files that will become an image (a download, a publish): inside the store,
         so committing is a rename, and named so that a killed writer's files are removed."""
-        self.paths.images.mkdir(parents=True, exist_ok=True)
+        self.paths.images.mkdir(mode=0o700, parents=True, exist_ok=True)
         token = secrets.token_hex(6)
-        return [self.root / f"{_IMPORT_PREFIX}{os.getpid()}-{token}-{i}" for i in range(count)]
+        tmpdir = self._import_dir()
+        return [tmpdir / f"{os.getpid()}-{token}-{i}" for i in range(count)]
 
     def adopt(
         self,
@@ -484,7 +524,7 @@ class ImageStore:
             _check_fingerprint(fingerprint)
             alias_names = _check_aliases(aliases)
             for tmp in temps:
-                if tmp.parent != self.root or not tmp.name.startswith(_IMPORT_PREFIX):
+                if tmp.parent != self.paths.run / _IMPORT_DIR:
                     raise InvalidArgument(f"{tmp} is not a temporary file of this store")
             meta = tarball.read_metadata(temps[0])
             return self._adopt(

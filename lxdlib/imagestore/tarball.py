@@ -31,7 +31,18 @@ from typing import IO, Any
 import attrs
 import yaml
 
-from ..errors import ImageError, InvalidArgument, QuotaExceeded, ToolMissing, UnsafeImage
+from ..errors import (
+    CorruptArchive,
+    DeviceNode,
+    ImageError,
+    InvalidArgument,
+    LxdlibError,
+    QuotaExceeded,
+    ToolMissing,
+    UnsafeImage,
+    UnsafeLink,
+    UnsafeMemberName,
+)
 from . import compression
 
 #: Refuse metadata.yaml larger than this: it holds a few keys and a template list.
@@ -232,7 +243,7 @@ def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
     if data is None:
         failure = source.error or failure
         if failure:
-            raise ImageError(f"Invalid image tarball: {failure}")
+            raise CorruptArchive(f"Invalid image tarball: {failure}")
         raise ImageError("Metadata tarball is missing metadata.yaml")
     return parse_metadata(data)
 
@@ -245,12 +256,40 @@ def _tail(text: str, lines: int = 8) -> str:
 
 def _out_of_space(dest: Path) -> bool:
     """tar reports a short write without errno ("Wrote only 2048 of 10240 bytes"): judge by what
-    is left on the destination filesystem, as LXD does."""
+    is left on the destination filesystem, as LXD does. A filesystem without an inode count
+    (btrfs reports ``f_files == 0``) never runs out of inodes."""
     try:
         st = os.statvfs(dest)
     except OSError:
         return False
-    return st.f_bavail < 16 or st.f_favail == 0
+    return st.f_bavail < 16 or (st.f_files > 0 and st.f_favail == 0)
+
+
+_CORRUPT = ("Unexpected EOF in archive", "unexpected end of file", "does not look like a tar",
+            "Skipping to next header", "invalid compressed data", "corrupt input",
+            "Error is not recoverable", "premature end", "Truncated input")
+
+
+def tar_failure(err: str, dest: Path, prefix: str,
+                full: str = "Cannot unpack image, run out of disk space") -> LxdlibError:
+    """The typed error for a failed GNU tar extraction into ``dest`` (its stderr ``err``):
+    out of space, a ``..`` member, a refused hard link, a device node, a truncated or corrupt
+    archive — each its own class, checked in that order — else a plain ``ImageError``.
+    ``full`` is the message when the filesystem is full."""
+    detail = f"{prefix}: " + _tail(err)
+    if any(s in err for s in _SPACE_ERRORS):
+        return QuotaExceeded(full)
+    if "Member name contains '..'" in err:
+        return UnsafeMemberName(detail)
+    if "Cannot hard link to" in err:
+        return UnsafeLink(detail)
+    if "Cannot mknod" in err:
+        return DeviceNode(f"{prefix}: device nodes outside /dev: " + _tail(err, 3))
+    if any(s in err for s in _CORRUPT):
+        return CorruptArchive(f"{prefix}: the archive is truncated or corrupt: " + _tail(err, 3))
+    if _out_of_space(dest):
+        return QuotaExceeded(full)
+    return ImageError(detail)
 
 
 def _run_tar(archive: Path, dest: Path, excludes: tuple[str, ...]) -> None:
@@ -270,14 +309,7 @@ def _run_tar(archive: Path, dest: Path, excludes: tuple[str, ...]) -> None:
     if proc.returncode == 0:
         return
     err = proc.stderr.decode(errors="replace").replace(f"{tar}:", "tar:")
-    if any(s in err for s in _SPACE_ERRORS) or _out_of_space(dest):
-        raise QuotaExceeded("Cannot unpack image, run out of disk space")
-    if "Cannot mknod" in err:
-        raise UnsafeImage("Image contains device nodes outside /dev: " + _tail(err, 3))
-    detail = "Unpack failed: " + (_tail(err) or f"tar exited with {proc.returncode}")
-    if "Member name contains '..'" in err:
-        raise UnsafeImage(detail)
-    raise ImageError(detail)
+    raise tar_failure(err or f"tar exited with {proc.returncode}", dest, "Unpack failed")
 
 
 def _run_unsquashfs(archive: Path, dest: Path) -> None:

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import logging
 import os
 import random
 import re
@@ -42,6 +43,8 @@ from ..errors import (
 from . import bridge, dnsmasq, nat
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+log = logging.getLogger("lxdlib.network")
+
 IPv4Range = tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]
 
 # -- pure: names and config --------------------------------------------------------------------
@@ -844,6 +847,70 @@ class NetworkManager:
                 return  # unchanged: no rewrite, no SIGHUP (this runs on every instance start)
             hosts[key] = entry
             self._store_hosts(name, hosts)
+
+    def nic_filter_subnets(self, name: str) -> tuple[ipaddress.IPv4Network | None,
+                                                     ipaddress.IPv6Network | None]:
+        """The subnets from which this network hands out addresses to nics: IPv4 when it runs
+        DHCPv4, IPv6 (SLAAC) when it has an IPv6 subnet. None: the family is not served, so
+        IP filtering blocks it (as LXD does)."""
+        spec = parse_spec(self._read(name)["config"])
+        v4 = spec.ipv4.network if spec.ipv4 is not None and spec.ipv4_dhcp else None
+        v6 = spec.ipv6.network if spec.ipv6 is not None else None
+        return v4, v6
+
+    def dhcp_host_allocate(self, name: str, key: str, hwaddr: str,
+                           hostname: str | None = None) -> str | None:
+        """Pin ``hwaddr`` to an IPv4 address of its own (what ``security.ipv4_filtering`` without
+        a static ``ipv4.address`` needs, as in LXD): the one already pinned for ``key``, else the
+        address the MAC holds a lease on, else the first free one of the DHCP ranges. None when
+        the network runs no DHCPv4. Idempotent; dnsmasq is told (SIGHUP) when it changes."""
+        record = self._read(name)
+        _check_mac("hwaddr", hwaddr)
+        spec = parse_spec(record["config"])
+        if spec.ipv4 is None or not spec.ipv4_dhcp:
+            return None
+        net = spec.ipv4.network
+        mac = hwaddr.lower()
+        with self._lock(name):
+            hosts = self._dhcp_hosts(name)
+            current = hosts.get(key, {})
+            pinned = current.get("ipv4")
+            if pinned and str(current.get("hwaddr", "")).lower() == mac:
+                if current.get("hostname") != hostname:
+                    hosts[key] = {**current, "hostname": hostname}
+                    self._store_hosts(name, hosts)
+                return str(pinned)
+            taken = {str(e.get("ipv4")) for k, e in hosts.items() if k != key and e.get("ipv4")}
+            taken.add(str(spec.ipv4.ip))
+            leases = dnsmasq.read_leases(self.run_dir(name))
+            choice = None
+            for lease in leases:
+                addr = ipaddress.ip_address(lease["address"])
+                if lease["hwaddr"] == mac and addr in net and str(addr) not in taken \
+                        and addr not in (net.network_address, net.broadcast_address):
+                    choice = str(addr)
+                    break
+            if choice is None:
+                taken |= {lease["address"] for lease in leases}
+                for start, end in spec.ipv4_ranges:
+                    addr4 = start
+                    while addr4 <= end:
+                        if str(addr4) not in taken:
+                            choice = str(addr4)
+                            break
+                        addr4 += 1
+                    if choice is not None:
+                        break
+            if choice is None:
+                raise NetworkError(f"no free IPv4 address left on network {name} to pin for "
+                                   f"{key} (security.ipv4_filtering)")
+            for other, entry in hosts.items():
+                if other != key and str(entry.get("hwaddr")).lower() == mac:
+                    raise InvalidConfig("hwaddr", f"already assigned to {other}", hwaddr)
+            hosts[key] = {"hwaddr": mac, "ipv4": choice, "hostname": hostname}
+            self._store_hosts(name, hosts)
+            log.info("network %s: pinned %s to %s (%s)", name, choice, mac, key)
+            return choice
 
     def dhcp_host_remove(self, name: str, key: str) -> None:
         """Drop ``key``'s static entry (a missing one is fine)."""

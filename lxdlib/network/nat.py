@@ -1,5 +1,8 @@
 """nftables for managed networks: one ``inet`` table per network, replaced as a whole.
 
+(The per-nic filters of ``security.*_filtering`` live in a ``bridge`` table of the same name, see
+`lxdlib.network.filtering`; `delete` removes both.)
+
 Each network owns the table ``lxdlib_<network>``. The table is rendered from a `TableSpec` (a list
 of chains, each a hook declaration plus rules) and loaded with ``nft -f -`` in one transaction that
 creates, flushes by deletion and re-creates it, so a reader never sees half a rule set and a
@@ -96,6 +99,11 @@ def render(spec: TableSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load(script: str) -> None:
+    """Run an ``nft -f`` script (one kernel transaction: all of it or nothing)."""
+    _nft(script)
+
+
 def _nft(script: str) -> None:
     exe = shutil.which("nft")
     if exe is None:
@@ -112,11 +120,12 @@ def apply(spec: TableSpec) -> None:
 
 
 def delete(network: str) -> None:
-    """Remove the network's table; a missing table is fine."""
+    """Remove the network's tables (``inet``, and the ``bridge`` one of nic filters that
+    `lxdlib.network.filtering` keeps under the same name); a missing table is fine."""
     name = table_name(network)
-    if not table_exists(name):
-        return
-    _nft(f"table {FAMILY} {name} {{}}\ndelete table {FAMILY} {name}\n")
+    for family in (FAMILY, "bridge"):
+        if table_exists(name, family):
+            _nft(f"table {family} {name} {{}}\ndelete table {family} {name}\n")
 
 
 # -- kernel query over NETLINK_NETFILTER -------------------------------------------------------
@@ -129,28 +138,31 @@ _NLM_F_REQUEST = 0x1
 _NLM_F_ACK = 0x4
 _NLMSG_ERROR = 0x2
 _NFPROTO_INET = 1
+_NFPROTO_BRIDGE = 7
+_FAMILIES = {"inet": _NFPROTO_INET, "bridge": _NFPROTO_BRIDGE}
 _NLA_HDR = struct.Struct("=HH")
 _NLMSG_HDR = struct.Struct("=IHHII")
 
 
-def _gettable_request(name: str, seq: int) -> bytes:
+def _gettable_request(name: str, seq: int, family: int = _NFPROTO_INET) -> bytes:
     value = name.encode() + b"\0"
     attr = _NLA_HDR.pack(_NLA_HDR.size + len(value), _NFTA_TABLE_NAME) + value
     attr += b"\0" * (-len(attr) % 4)
-    nfgen = struct.pack("=BBH", _NFPROTO_INET, 0, 0)
+    nfgen = struct.pack("=BBH", family, 0, 0)
     body = nfgen + attr
     msg_type = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_GETTABLE
     return _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), msg_type, _NLM_F_REQUEST | _NLM_F_ACK,
                            seq, 0) + body
 
 
-def table_exists(name: str) -> bool:
-    """Whether the ``inet`` table ``name`` exists, asked of the kernel in one netlink round trip."""
+def table_exists(name: str, family: str = FAMILY) -> bool:
+    """Whether the table ``name`` (``inet`` or ``bridge``) exists, asked of the kernel in one
+    netlink round trip."""
     seq = int.from_bytes(os.urandom(4), "little") or 1
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER) as sock:
         sock.bind((0, 0))
         sock.settimeout(5.0)
-        sock.send(_gettable_request(name, seq))
+        sock.send(_gettable_request(name, seq, _FAMILIES[family]))
         found = False
         while True:
             data = sock.recv(65536)

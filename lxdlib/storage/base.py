@@ -8,6 +8,14 @@ A pool holds four kinds of volume, each a directory the driver can give a path f
 - ``containers-snapshots/<name>/<snap>``: read-only point-in-time copies of an instance volume;
 - ``custom/<name>``: user volumes (attached as disk devices).
 
+Who may reach a volume: nobody but host root and the instance's own root. Unprivileged
+instances are stored unshifted on idmapped pools, so a file that is root's inside the container is
+real uid 0's on disk: one searchable directory on the way would let any host user run the
+container's setuid-root files. So every volume directory is closed (:data:`VOLUME_MODE`), the
+instance's one owned by the host uid of the container's root — liblxc opens the rootfs as that
+uid where the pool has no idmapped mounts (zfs-fuse) — and the directories holding image, custom
+and snapshot volumes are 0700 (``LAYOUT_MODES`` in ``dir``).
+
 Every method that creates something is atomic from the caller's view: it either leaves the new
 volume complete at its final path or leaves nothing (a half-made volume is built under a temporary
 name and renamed into place last, or removed on failure). ``cleanup_leftovers`` removes temporary
@@ -17,13 +25,53 @@ volumes that a killed process left behind.
 from __future__ import annotations
 
 import abc
+import logging
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 
+from ..errors import StorageError
 from ..state import Paths
+
+log = logging.getLogger(__name__)
+
+#: Instance, snapshot and image volume directories: search only, for their owner only (LXD's
+#: per-volume mode). Instance volumes are owned by the container root's host uid, the others
+#: by root.
+VOLUME_MODE = 0o100
+#: A custom volume's directory is the top of what the instance sees when it is attached; its
+#: parent ``custom/`` (0700) keeps host users out.
+CUSTOM_VOLUME_MODE = 0o711
+
+
+def close_volume_dir(path: Path, owner: int) -> None:
+    """Make ``path`` (a volume's directory) mode :data:`VOLUME_MODE`, owned by ``owner``:root.
+
+    Only root writes the directory above it, so the path cannot be swapped for a symlink
+    between the ``lstat`` and the changes."""
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        raise StorageError(f"cannot close volume {path} to other users: {e.strerror or e}"
+                           ) from e
+    if not stat.S_ISDIR(st.st_mode):
+        raise StorageError(f"volume {path} is not a directory")
+    if stat.S_IMODE(st.st_mode) == VOLUME_MODE and (st.st_uid, st.st_gid) == (owner, 0):
+        return
+    log.debug("volume %s: mode %o owner %d:%d -> mode %o owner %d:0", path,
+              stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, VOLUME_MODE, owner)
+    try:
+        if (st.st_uid, st.st_gid) != (owner, 0):
+            os.chown(path, owner, 0, follow_symlinks=False)
+        os.chmod(path, VOLUME_MODE)  # also after a chown, which may clear bits
+    except OSError as e:
+        err = StorageError(f"cannot close volume {path} to other users: {e.strerror or e}")
+        err.errno = e.errno
+        raise err from e
 
 
 @attrs.define
@@ -92,6 +140,15 @@ class PoolDriver(abc.ABC):
     @abc.abstractmethod
     def volume_exists(self, kind: str, name: str) -> bool:
         ...
+
+    def secure_instance_volume(self, name: str, owner: int) -> None:
+        """Close ``containers/<name>`` to everyone but host root and ``owner``, the host uid of
+        the instance's root (0 when privileged). Called whenever the instance's liblxc config is
+        written (create, copy, import, restore, every start), so a changed id map follows.
+        A missing volume is left alone: there is nothing to close, and starting says so."""
+        path = self.volume_path("containers", name)
+        if os.path.lexists(path):
+            close_volume_dir(path, owner)
 
     # -- images ---------------------------------------------------------------------------------
     @abc.abstractmethod

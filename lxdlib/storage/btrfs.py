@@ -23,7 +23,7 @@ import btrfsutil
 from ..config.units import parse_size
 from ..errors import InvalidArgument, InvalidConfig, StorageError
 from ..state import lock
-from .base import PoolUsage
+from .base import VOLUME_MODE, PoolUsage
 from .dir import DirPool, check_keys
 from .loop import (
     attach_loop,
@@ -118,9 +118,9 @@ class BtrfsPool(DirPool):
             self.loop_file)
 
     # -- primitives -----------------------------------------------------------------------------
-    def _make_volume(self, path: Path) -> None:
+    def _make_volume(self, path: Path, mode: int = VOLUME_MODE) -> None:
         btrfsutil.create_subvolume(path)
-        os.chmod(path, 0o711)
+        os.chmod(path, mode)
 
     def _clone(self, src: Path, dst: Path, read_only: bool) -> None:
         btrfsutil.create_snapshot(src, dst, read_only=read_only)
@@ -260,10 +260,16 @@ class BtrfsPool(DirPool):
         with contextlib.suppress(FileNotFoundError, OSError):
             self.mountpoint.rmdir()
 
+    def _mount_options(self) -> str:
+        """The pool's options plus ``nodev``, always: no device node on the pool opens anything
+        (containers get their own /dev from liblxc), whatever a stream or a bug left there."""
+        options = [o for o in self.config.get("btrfs.mount_options", "").split(",") if o]
+        return ",".join([o for o in options if o != "dev"] + ["nodev"])
+
     def _mount_filesystem(self) -> None:
         dev = self._device
         try:
-            mount(dev, self.mountpoint, "btrfs", self.config.get("btrfs.mount_options", ""))
+            mount(dev, self.mountpoint, "btrfs", self._mount_options())
         except BaseException:
             if self.source_kind == "loop":
                 detach_loops(self.loop_file)

@@ -23,7 +23,7 @@ from ..errors import (
     NotFound,
     StorageError,
 )
-from .base import PoolDriver, PoolUsage
+from .base import CUSTOM_VOLUME_MODE, VOLUME_MODE, PoolDriver, PoolUsage, close_volume_dir
 from .loop import (
     ASIDE,
     TMP,
@@ -37,9 +37,12 @@ from .loop import (
 
 VOLUME_KINDS = ("images", "containers", "custom")
 SNAPSHOTS = "containers-snapshots"
-#: Modes of the layout directories, as LXD keeps them: instances traversable, the rest private.
+#: Modes of the layout directories, as LXD keeps them: ``containers/`` searchable (an instance's
+#: root passes it on its way to its rootfs; each volume in it is closed, see ``base``), the rest
+#: host root's only.
 LAYOUT_MODES = {"images": 0o700, "containers": 0o711, SNAPSHOTS: 0o700, "custom": 0o700}
-VOLUME_MODE = 0o711
+#: The pool's own directory: searchable on the way to ``containers/``, never listable.
+BASE_MODE = 0o711
 
 #: Which driver owns a key prefix, to say "that is a zfs key" instead of just "unknown key".
 _DRIVER_PREFIXES = {"btrfs.": "btrfs", "zfs.": "zfs", "lvm.": "lvm", "ceph.": "ceph",
@@ -157,9 +160,9 @@ class DirPool(PoolDriver):
         return path
 
     # -- primitives (btrfs overrides these) -----------------------------------------------------
-    def _make_volume(self, path: Path) -> None:
-        path.mkdir(mode=VOLUME_MODE)
-        os.chmod(path, VOLUME_MODE)
+    def _make_volume(self, path: Path, mode: int = VOLUME_MODE) -> None:
+        path.mkdir(mode=mode)
+        os.chmod(path, mode)
 
     def _clone(self, src: Path, dst: Path, read_only: bool) -> None:
         run(["cp", "-a", "--reflink=auto", "--no-target-directory", str(src), str(dst)])
@@ -226,10 +229,19 @@ class DirPool(PoolDriver):
             self._remove(aside)
 
     def _create_layout(self) -> None:
+        os.chmod(self.base, BASE_MODE)
         for kind, mode in LAYOUT_MODES.items():
             d = self.base / kind
             d.mkdir(mode=mode, exist_ok=True)
             os.chmod(d, mode)
+
+    def _secure_layout(self) -> None:
+        """Put the layout modes back on a pool made by an older lxdlib (or changed by hand)."""
+        for d, mode in [(self.base, BASE_MODE),
+                        *((self.base / kind, m) for kind, m in LAYOUT_MODES.items())]:
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_IMODE(os.lstat(d).st_mode) != mode:
+                    os.chmod(d, mode)
 
     def _remove_layout(self) -> None:
         for kind in LAYOUT_MODES:
@@ -244,7 +256,7 @@ class DirPool(PoolDriver):
             if self.owns_base:
                 if os.path.lexists(base):  # debris of a create that died before its record
                     self._remove(base)
-                base.mkdir(mode=0o711, parents=True)
+                base.mkdir(mode=BASE_MODE, parents=True)
             else:
                 if not base.is_dir():
                     raise InvalidConfig("source", "is not an existing directory", str(base))
@@ -281,6 +293,8 @@ class DirPool(PoolDriver):
         return PoolUsage(used=total - st.f_bfree * st.f_frsize, total=total)
 
     def cleanup_leftovers(self) -> None:
+        with storage_errors(f"cannot set the modes of storage pool {self.name!r}"):
+            self._secure_layout()
         dirs = [self.base / kind for kind in (*VOLUME_KINDS, SNAPSHOTS)]
         with contextlib.suppress(FileNotFoundError):
             dirs += [self.base / SNAPSHOTS / e for e in os.listdir(self.base / SNAPSHOTS)
@@ -299,6 +313,7 @@ class DirPool(PoolDriver):
             with storage_errors(f"cannot create image volume {fingerprint!r}"):
                 self._make_volume(tmp)
             fill(tmp)
+            close_volume_dir(tmp, 0)  # whatever the unpack did to it
             with storage_errors(f"cannot make image volume {fingerprint!r} read-only"):
                 self._set_read_only(tmp)
 
@@ -321,6 +336,7 @@ class DirPool(PoolDriver):
                     self._make_volume(tmp)
                 else:
                     self._clone(src, tmp, read_only=False)
+            close_volume_dir(tmp, 0)  # an image volume of an older lxdlib may be open
 
         return self._build(final, make, "instance volume", name)
 
@@ -358,6 +374,7 @@ class DirPool(PoolDriver):
         def make(tmp: Path) -> None:
             with storage_errors(f"cannot copy instance volume {src!r} to {dst!r}"):
                 self._clone(source, tmp, read_only=False)
+            close_volume_dir(tmp, 0)  # the new instance's own owner is set at its commit
 
         return self._build(final, make, "instance volume", dst)
 
@@ -411,6 +428,8 @@ class DirPool(PoolDriver):
         try:
             with storage_errors(f"cannot restore {name} from snapshot {snap!r}"):
                 self._clone(source, new, read_only=False)
+                # the live volume's owner (the instance root's host uid) stays
+                close_volume_dir(new, os.lstat(live).st_uid)
                 if not rename_exchange(new, live):
                     self._swap_aside(live, new)
         finally:
@@ -448,7 +467,7 @@ class DirPool(PoolDriver):
 
         def make(tmp: Path) -> None:
             with storage_errors(f"cannot create custom volume {name!r}"):
-                self._make_volume(tmp)
+                self._make_volume(tmp, CUSTOM_VOLUME_MODE)
                 if size is not None:
                     self._apply_quota(tmp, size)
 

@@ -41,8 +41,8 @@ from ..errors import (
     WrongState,
 )
 from ..state import Paths, lock
-from .base import PoolDriver, PoolUsage
-from .dir import SNAPSHOTS, VOLUME_KINDS, check_keys, check_volume_name
+from .base import PoolDriver, PoolUsage, close_volume_dir
+from .dir import BASE_MODE, LAYOUT_MODES, SNAPSHOTS, VOLUME_KINDS, check_keys, check_volume_name
 from .loop import (
     TMP,
     create_sparse_file,
@@ -375,10 +375,25 @@ class ZfsPool(PoolDriver):
                     self._adopt_dataset()
                 for kind in VOLUME_KINDS:
                     self._zfs("create", f"{self.root}/{kind}")
+                    self._mount_ds(f"{self.root}/{kind}")
+                self._secure_layout()
             except BaseException:
                 with contextlib.suppress(Exception):
                     self._undo_create()
                 raise
+
+    def _secure_layout(self) -> None:
+        """A new dataset's top directory is 0755: give the pool's and the layout datasets'
+        the layout modes (``dir.LAYOUT_MODES``), also on pools an older lxdlib made."""
+        for d, mode in [(self.mountpoint, BASE_MODE),
+                        *((self.mountpoint / kind, LAYOUT_MODES[kind]) for kind in VOLUME_KINDS)]:
+            try:
+                if os.stat(d).st_mode & 0o7777 != mode:
+                    os.chmod(d, mode)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise StorageError(f"cannot set the mode of {d}: {e.strerror or e}") from e
 
     def _zpool_vdevs(self, zpool: str) -> list[str]:
         out = run(["zpool", "status", zpool], check=False).stdout
@@ -518,6 +533,7 @@ class ZfsPool(PoolDriver):
                 with contextlib.suppress(StorageError):
                     self._zfs_busy_retry("destroy", snap)
         self._mount_all()
+        self._secure_layout()
 
     # -- images ---------------------------------------------------------------------------------
     def create_image_volume(self, fingerprint: str, fill: Callable[[Path], None]) -> Path:
@@ -532,6 +548,7 @@ class ZfsPool(PoolDriver):
         try:
             self._mount_ds(tmp)
             fill(self.mountpoint / "images" / leaf)
+            close_volume_dir(self.mountpoint / "images" / leaf, 0)  # whatever the unpack did
             self._zfs("snapshot", f"{tmp}@readonly")
             try:
                 self._rename(tmp, final, read_only=True)
@@ -591,7 +608,9 @@ class ZfsPool(PoolDriver):
                 raise AlreadyExists("instance volume", name)
             raise StorageError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
         self._mount_ds(final)
-        return self.volume_path("containers", name)
+        path = self.volume_path("containers", name)
+        close_volume_dir(path, 0)  # an image volume of an older lxdlib may be open
+        return path
 
     def delete_instance_volume(self, name: str) -> None:
         ds = self.dataset("containers", name)
@@ -640,7 +659,9 @@ class ZfsPool(PoolDriver):
             if made_snap is not None:
                 with contextlib.suppress(StorageError):
                     self._zfs_busy_retry("destroy", made_snap)
-        return self.volume_path("containers", dst)
+        path = self.volume_path("containers", dst)
+        close_volume_dir(path, os.lstat(path).st_uid)  # the copy's owner is set at its commit
+        return path
 
     @staticmethod
     def _send_receive(snap: str, target: str) -> None:
@@ -714,7 +735,10 @@ class ZfsPool(PoolDriver):
                 f"snapshot {name}/{snap} cannot be restored: later snapshots exist ({shown}); "
                 "ZFS can only roll back to the latest one (set zfs.remove_snapshots=true on the "
                 "pool to destroy the later snapshots)")
+        path = self.volume_path("containers", name)
+        owner = os.lstat(path).st_uid  # the instance root's host uid, which the snapshot
         self._zfs_busy_retry("rollback", *(["-r"] if later else []), target)
+        close_volume_dir(path, owner)  # may not have had (an id map changed since, or older)
 
     def list_snapshots(self, name: str) -> list[str]:
         """Snapshot names, oldest first."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import io
 import lzma
@@ -121,11 +122,15 @@ def make_store(tmp_path: Path) -> ImageStore:
 
 
 def store_entries(store: ImageStore) -> list[str]:
-    """What the images directory holds besides the alias table (a failed import leaves nothing)."""
+    """What the images directory holds besides the alias table (a failed import leaves nothing),
+    and the temp files of imports (``run/image-imports/<name>``) as ``.import/<name>``."""
     try:
-        return sorted(n for n in os.listdir(store.root) if n != "aliases.yaml")
+        names = [n for n in os.listdir(store.root) if n != "aliases.yaml"]
     except FileNotFoundError:
         return []
+    with contextlib.suppress(FileNotFoundError):
+        names += [f".import/{n}" for n in os.listdir(store.paths.run / "image-imports")]
+    return sorted(names)
 
 
 def tree(path: Path) -> dict[str, Any]:

@@ -103,3 +103,49 @@ def check(host: lxdlib.Host) -> None:
             raise AssertionError(f"lock {lockfile.name} is still held") from None
         finally:
             os.close(fd)
+
+
+def forwarders(host: lxdlib.Host, name: str) -> set[tuple[str, str]]:
+    """(device, listen address) of the live proxy forwarders of instance ``name`` (by argv)."""
+    root = str(host.paths.root)
+    found: set[tuple[str, str]] = set()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            args = [a.decode() for a in (d / "cmdline").read_bytes().split(b"\0")]
+            zombie = (d / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except (OSError, IndexError, UnicodeDecodeError):
+            continue
+        if zombie or "lxdlib.forwarder" not in args or "--listen" not in args:
+            continue
+        opt = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--")}
+        if opt.get("--root") == root and opt.get("--instance") == name:
+            found.add((opt["--device"], opt["--listen"]))
+    return found
+
+
+def check_live(host: lxdlib.Host) -> None:
+    """Record and live state agree for every instance: each proxy device of a running
+    instance has its forwarder on its listen address and no other forwarder runs (none for a
+    stopped one); each host-path disk is mounted once; a live ``limits.processes`` is the
+    cgroup's ``pids.max``."""
+    from lxdlib import runtime
+    for name in record.names(host.paths):
+        inst = host.instances[name]
+        cfg, devs = inst.expanded()
+        running = inst.state in ("RUNNING", "FROZEN")
+        want = {(d, dev["listen"]) for d, dev in devs.items()
+                if running and dev.get("type") == "proxy" and dev.get("nat") != "true"}
+        have = forwarders(host, name)
+        assert have == want, f"{name}: forwarders {sorted(have)} != devices {sorted(want)}"
+        if running:
+            from lxdlib.devices.hotmount import mounts
+            points = [m for m, _ in mounts(inst.pid)]
+            for d, dev in devs.items():
+                if dev.get("type") == "disk" and dev.get("source") and dev["path"] != "/":
+                    n = points.count("/" + dev["path"].strip("/"))
+                    assert n == 1, f"{name}: disk {d} is mounted {n} times at {dev['path']}"
+            pids = runtime.cgroup_get(inst._c(), "pids.max")
+            assert pids == (cfg.get("limits.processes") or "max"), \
+                f"{name}: pids.max {pids} but limits.processes {cfg.get('limits.processes')}"

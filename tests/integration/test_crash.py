@@ -55,6 +55,17 @@ LOOPS = {
     x.snapshots.create("extra")
     x.delete()
 """,
+    "restore-running": """
+    c.snapshots.restore("s0" if i % 2 else "s1")
+""",
+    "device-running": """
+    devs = c.devices
+    port = sys.argv[2].split(",")[i % 2]
+    if devs.pop("p", None) is None:
+        devs["p"] = {"type": "proxy", "listen": f"tcp:127.0.0.1:{port}",
+                     "connect": "tcp:127.0.0.1:1"}
+    c.update(devices=devs)
+""",
     "rename-move": """
     c = c.rename("c2" if c.name == "c1" else "c1")
     from lxdlib.copy import move_to_pool
@@ -82,7 +93,10 @@ def test_kill_9_leaves_old_or_new(host: lxdlib.Host, tmp_path: Path, op: str,
     (vol / "rootfs" / "root" / "f").write_text("one\n")
     c.snapshots.create("s1")
     backup = host.export_backup("c1", tmp_path / "c1.tar.gz") if op == "import" else Path()
-    p = _spawn(host.paths.root, op, str(backup))
+    if op.endswith("-running"):
+        c.start()
+    extra = f"{_free_port()},{_free_port()}" if op == "device-running" else str(backup)
+    p = _spawn(host.paths.root, op, extra)
     try:
         assert p.stdout is not None
         line = p.stdout.readline()
@@ -95,6 +109,7 @@ def test_kill_9_leaves_old_or_new(host: lxdlib.Host, tmp_path: Path, op: str,
     fresh = lxdlib.Host(host.paths.root)
     names = fresh.instances.names()  # the next call: finishes or undoes what was cut short
     invariants.check(fresh)
+    invariants.check_live(fresh)  # record and live agree: devices, limits, power
     assert set(names) & {"c1", "c2"}, names
     main = fresh.instances["c1" if "c1" in names else "c2"]
     assert set(main.snapshots.names()) >= {"s0", "s1"} if op != "snapshot" else True
@@ -104,6 +119,7 @@ def test_kill_9_leaves_old_or_new(host: lxdlib.Host, tmp_path: Path, op: str,
         text = (fresh.pool(inst.record().pool).volume_path("containers", name) /
                 "rootfs" / "root" / "f").read_text()
         assert text in ("zero\n", "one\n")
+    main.update(devices={})  # a copy must not take the same listen address
     main.snapshots.create("after")
     fresh.copy(main.name, "final")
     fresh.instances["final"].start()
@@ -131,3 +147,170 @@ def test_recover_repairs_what_no_intent_names(host: lxdlib.Host) -> None:
     invariants.check(host)
     assert c.snapshots.names() == ["s0"]
     assert recover(host).recovered == []  # idempotent
+
+
+# -- exact crash points: each operation that changes a running instance ----------------------------
+# ``LXDLIB_CRASHPOINT=<point>`` makes lxdlib SIGKILL itself at that step boundary
+# (``journal.crashpoint``); the next call — ``lxdlib recover`` or any listing — must leave the
+# instance old or new, with record and live state agreeing (``invariants.check_live``).
+
+_STEP = """
+import sys, lxdlib
+h = lxdlib.Host(sys.argv[1])
+c = h.instances[sys.argv[3]] if sys.argv[3] else None
+exec(sys.argv[2])
+"""
+
+UPDATE_BEFORE = ["update.begun", "update.config-written", "update.saved"]  # old comes back
+UPDATE_AFTER = ["update.live", "update.live-config", "update.device"]  # the new is finished
+
+
+def _unique(prefix: str) -> str:
+    """Instance names differ per run: liblxc names its monitor cgroups after them."""
+    return f"{prefix}{os.urandom(3).hex()}"
+
+
+def _die_at(host: lxdlib.Host, point: str, code: str, name: str = "") -> None:
+    """Run ``code`` (``c`` is instance ``name``) in a subprocess that SIGKILLs itself at
+    ``point``, which it must reach."""
+    env = {**os.environ, "LXDLIB_CRASHPOINT": point}
+    r = subprocess.run([sys.executable, "-c", _STEP, str(host.paths.root), code, name], env=env,
+                       capture_output=True, text=True, timeout=120, start_new_session=True)
+    assert r.returncode == -signal.SIGKILL, f"{point} not reached: {r.returncode} {r.stderr}"
+
+
+def _next_call(host: lxdlib.Host, i: int) -> lxdlib.Host:
+    """The call after the crash: ``lxdlib recover`` or, every other time, a plain listing."""
+    if i % 2:
+        r = subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root",
+                            str(host.paths.root), "recover"], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "Nothing to recover" not in r.stdout
+    fresh = lxdlib.Host(host.paths.root)
+    fresh.instances.names()
+    invariants.check(fresh)
+    invariants.check_live(fresh)
+    return fresh
+
+
+def _listening(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _proxy(port: int) -> dict[str, str]:
+    return {"type": "proxy", "listen": f"tcp:127.0.0.1:{port}", "connect": "tcp:127.0.0.1:1"}
+
+
+def test_crash_points_device_add_update_remove(host: lxdlib.Host) -> None:
+    n = _unique("j")
+    c = host.launch("busybox", n)
+    src = host.paths.root / "src"
+    src.mkdir(mode=0o755)
+    i = 0
+    for point in UPDATE_BEFORE + UPDATE_AFTER:  # a host directory hot-plugged as a disk
+        i += 1
+        c.update(devices={})
+        want = {"d": {"type": "disk", "source": str(src), "path": "/mnt/d"}}
+        _die_at(host, point, f"c.update(devices={want!r})", n)
+        fresh = _next_call(host, i)  # check_live: mounted once if recorded
+        assert fresh.instances[n].devices == (want if point in UPDATE_AFTER else {}), point
+        mounted = c.exec(["grep", "-c", " /mnt/d ", "/proc/mounts"]).text.strip()
+        assert mounted == ("1" if point in UPDATE_AFTER else "0"), point
+    c.update(devices={})
+    for op in ("add", "update", "remove"):
+        for point in UPDATE_BEFORE + UPDATE_AFTER:
+            i += 1
+            old_port, new_port = _free_port(), _free_port()
+            devs = {k: v for k, v in c.devices.items() if k != "p"}
+            if op != "add":
+                devs["p"] = _proxy(old_port)
+            c.update(devices=devs)
+            want = {**devs, "p": _proxy(new_port)} if op != "remove" else \
+                {k: v for k, v in devs.items() if k != "p"}
+            _die_at(host, point, f"c.update(devices={want!r})", n)
+            fresh = _next_call(host, i)
+            forward = point in UPDATE_AFTER
+            got = fresh.instances[n].devices
+            assert got == (want if forward else devs), (op, point, got)
+            assert _listening(old_port) == (op != "add" and not forward), (op, point)
+            assert _listening(new_port) == (op != "remove" and forward), (op, point)
+            assert fresh.instances[n].state == "RUNNING"
+
+
+def test_crash_points_live_config(host: lxdlib.Host) -> None:
+    n = _unique("j")
+    c = host.launch("busybox", n)
+    for i, point in enumerate(["update.saved", "update.live", "update.live-config"]):
+        c.set_config("limits.processes", "100")
+        _die_at(host, point, f"c.set_config('limits.processes', '{200 + i}')", n)
+        fresh = _next_call(host, i)  # check_live: pids.max is what the record says
+        assert fresh.instances[n].config["limits.processes"] == \
+            ("100" if point == "update.saved" else str(200 + i))
+
+
+def test_crash_points_restore_running(host: lxdlib.Host) -> None:
+    """A restore of a running instance is stop → swap → start: wherever it dies, the
+    instance ends restored and RUNNING again."""
+    n = _unique("j")
+    c = host.launch("busybox", n)
+    c.set_config("user.v", "snap")
+    c.exec("echo snap > /root/f", check=True)
+    c.snapshots.create("s0")
+    points = ["restore.begun", "restore.stopped", "restore.swapped", "restore.starting",
+              "restore.started"]
+    for i, point in enumerate(points):
+        c.set_config("user.v", "later")
+        c.exec("echo later > /root/f", check=True)
+        _die_at(host, point, "c.snapshots.restore('s0')", n)
+        fresh = _next_call(host, i)
+        inst = fresh.instances[n]
+        assert inst.state == "RUNNING", point
+        assert inst.config["user.v"] == "snap", point
+        assert inst.wait_ready()
+        assert inst.exec(["cat", "/root/f"]).text == "snap\n", point
+        c = inst
+
+
+def test_crash_points_rename(host: lxdlib.Host) -> None:
+    a, b = _unique("ja"), _unique("jb")
+    host.create("busybox", a)
+    for i, point in enumerate(["rename.begun", "rename.volume", "rename.directory",
+                               "rename.saved"]):
+        _die_at(host, point, f"c.rename({b!r})", a)
+        fresh = _next_call(host, i)
+        names = fresh.instances.names()
+        assert names == ([a] if point in ("rename.begun", "rename.volume") else [b]), point
+        if names == [b]:
+            fresh.instances[b].rename(a)
+    fresh.instances[a].start()
+
+
+def test_crash_points_profile_apply(host: lxdlib.Host) -> None:
+    """A profile edit re-applied to a running and a stopped user: all of them follow the
+    profile file, saved or not."""
+    host.profiles.create("pp", {}, {})
+    host.launch("busybox", _unique("ja"), profiles=["default", "pp"])
+    host.create("busybox", _unique("jb"), profiles=["default", "pp"])
+    for i, point in enumerate(["profile.begun", "profile.saved", "profile.applied-one",
+                               "update.device"]):
+        old_port, new_port = _free_port(), _free_port()
+        host.update_profile("pp", config={"limits.processes": "100"},
+                            devices={"p": _proxy(old_port)})
+        _die_at(host, point, f"h.update_profile('pp', config={{'limits.processes': '{300 + i}'}},"
+                             f" devices={{'p': {_proxy(new_port)!r}}})")
+        fresh = _next_call(host, i)
+        forward = point != "profile.begun"
+        assert fresh.profiles.get("pp").config["limits.processes"] == \
+            (str(300 + i) if forward else "100")
+        assert _listening(old_port) != forward and _listening(new_port) == forward, point

@@ -372,15 +372,17 @@ def test_leftovers_are_cleaned(tmp_path: Path) -> None:
     orphan = root / ("c" * 64)
     orphan.mkdir()
     (orphan / "image").write_bytes(b"half")
-    live = root / f".import-{os.getpid()}-live-0"
+    live = store.paths.run / "image-imports" / f"{os.getpid()}-live-0"
     live.write_bytes(b"in progress")
+    (live.parent / f"{dead}-abc-0").write_bytes(b"partial")
     busy = root / ("d" * 64)
     busy.mkdir()
     with lock(store.paths, "image", "d" * 64):  # an import committing right now
         assert store.list() == [rec]
         assert busy.exists()
     assert live.exists()
-    assert sorted(store_entries(store)) == sorted([rec.fingerprint, live.name, busy.name])
+    assert sorted(store_entries(store)) == sorted([rec.fingerprint, f".import/{live.name}",
+                                                  busy.name])
     live.unlink()
     store.list()
     assert store_entries(store) == [rec.fingerprint]
@@ -404,7 +406,7 @@ def test_kill_during_import_leaves_no_image(tmp_path: Path) -> None:
     proc = subprocess.run([PYTHON, "-c", _KILLER.format(at=2 * 1024 * 1024),
                            str(store.paths.root), str(image)], cwd=REPO, check=False)
     assert proc.returncode == -signal.SIGKILL
-    assert any(n.startswith(".import-") for n in store_entries(store))  # the torn copy
+    assert any(n.startswith(".import/") for n in store_entries(store))  # the torn copy
     assert store.list() == []
     assert store_entries(store) == []
     assert store.import_file(image, aliases=["x"]).fingerprint == sha256(image)

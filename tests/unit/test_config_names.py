@@ -106,7 +106,8 @@ def test_alias_name_ok(name: str) -> None:
     validate_alias_name(name)
 
 
-@pytest.mark.parametrize("name", ["", "images:debian", "a b", "a\nb", "x" * 256])
+@pytest.mark.parametrize("name", ["", "images:debian", "a b", "a\nb", "x" * 256, ".", "..",
+                                  "a/../b", "a//b", "/a", "a/"])
 def test_alias_name_refused(name: str) -> None:
     with pytest.raises(InvalidName):
         validate_alias_name(name)

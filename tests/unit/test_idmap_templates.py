@@ -21,6 +21,13 @@ def test_raw_idmap_punches_a_hole() -> None:
                  IdRange("u", 1001, 1001001, 64535)]
 
 
+def test_host_root_is_the_uid_container_root_runs_as() -> None:
+    assert idmap.host_root(idmap.instance_map(1000000, 65536)) == 1000000
+    assert idmap.host_root(idmap.instance_map(1065536, 65536, "both 1000 0")) == 1000
+    assert idmap.host_root(idmap.instance_map(1000000, 65536, "uid 5 1")) == 1000000
+    assert idmap.host_root([]) == 0  # privileged
+
+
 def test_raw_idmap_ranges_and_kinds() -> None:
     assert idmap.parse_raw_idmap("uid 5000-5009 100-109\n\ngid 7 7") == [
         IdRange("u", 100, 5000, 10), IdRange("g", 7, 7, 1)]

@@ -80,6 +80,7 @@ def test_alias_names_ok(name: str) -> None:
 @pytest.mark.parametrize(("name", "reason"), [
     ("", "empty"), ("a b", "whitespace"), ("a\tb", "whitespace"), ("a\nb", "whitespace"),
     ("images:debian", ":"), ("a" * 256, "255"), ("a\x7f", "control"), ("a\x00", "control"),
+    ("..", '"\\.\\."'), (".", "empty"), ("a/../b", "empty"), ("a//b", "empty"),
 ])
 def test_alias_names_refused(name: str, reason: str) -> None:
     with pytest.raises(InvalidName, match=reason):

@@ -61,6 +61,20 @@ def test_seccomp_can_be_turned_off() -> None:
     assert keys(out, "lxc.seccomp.profile") == []
 
 
+def test_instance_seccomp_policy() -> None:
+    assert render.seccomp_policy({}) is None
+    deny = render.seccomp_policy({"security.syscalls.deny": "mount\nreboot, bpf"})
+    assert deny is not None and deny.startswith(render.SECCOMP_POLICY)
+    assert deny.endswith("mount\nreboot\nbpf\n")
+    only = {"security.syscalls.deny": "mount", "security.syscalls.deny_default": "false"}
+    assert render.seccomp_policy(only) == "2\ndenylist\n[all]\nmount\n"
+    assert keys(render.render(_inp(config=only)), "lxc.seccomp.profile") == ["/r/c1/seccomp"]
+    assert render.seccomp_policy({"security.syscalls.allow": "read\nwrite"}) == \
+        "2\nallowlist\n[all]\nread\nwrite\n"
+    assert render.seccomp_policy({"raw.seccomp": "2\ndenylist\n[all]\nbpf"}) == \
+        "2\ndenylist\n[all]\nbpf\n"
+
+
 def test_environment_sysctl_prlimit_memory() -> None:
     cfg = {"environment.FOO": "bar baz", "linux.sysctl.net.ipv4.ip_forward": "1",
            "limits.kernel.nofile": "1000:2000", "limits.memory": "256MiB",

@@ -1,0 +1,152 @@
+"""Issue 10 case 4: a config liblxc cannot load is refused before anything is saved, and one
+broken instance (a config liblxc refuses, a record that is not a record) never makes commands
+that walk every instance fail: it shows as ERROR with the reason."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import lxdlib
+from lxdlib import housekeeping
+from lxdlib.errors import CorruptRecord, InvalidConfig
+
+pytestmark = pytest.mark.root
+
+BAD = "lxc.environment=A"  # no "=" in the value: liblxc 5.0 refuses to load the file
+
+
+def cli(host: lxdlib.Host, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root",
+                           str(host.paths.root), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def ok(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    return r.stdout
+
+
+def refused(r: subprocess.CompletedProcess[str]) -> str:
+    # liblxc itself prints "Failed to load config for <name>" before lxdlib's one-line error
+    assert r.returncode == 1 and r.stderr.splitlines()[-1].startswith("Error: "), r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    return r.stderr
+
+
+def test_config_set_of_raw_lxc_liblxc_refuses_is_not_saved_cli(host: lxdlib.Host) -> None:
+    host.create("busybox", "c1")
+    host.create("busybox", "c2")
+    config_before = (host.paths.instance_dir("c1") / "config").read_bytes()
+    err = refused(cli(host, "config", "set", "c1", "raw.lxc", BAD))
+    assert "raw.lxc" in err and "lxc.environment" in err
+    assert "raw.lxc" not in host.instances["c1"].config
+    assert (host.paths.instance_dir("c1") / "config").read_bytes() == config_before
+    out = ok(cli(host, "list", "-f", "csv", "-c", "ns"))
+    assert out.split() == ["c1,STOPPED", "c2,STOPPED"]
+    assert "Status: STOPPED" in ok(cli(host, "info", "c1"))
+    ok(cli(host, "start", "c1"))
+    ok(cli(host, "config", "set", "c1", "raw.lxc", "lxc.environment=A=1"))  # valid: accepted
+    ok(cli(host, "config", "show", "c1"))
+
+
+def test_liblxc_check_covers_create_update_devices_and_profiles(host: lxdlib.Host) -> None:
+    with pytest.raises(InvalidConfig, match=r"raw\.lxc"):
+        host.create("busybox", "bad", config={"raw.lxc": BAD})
+    assert "bad" not in host.instances and not host.paths.instance_dir("bad").exists()
+    c = host.launch("busybox", "c1")
+    with pytest.raises(InvalidConfig, match=r"raw\.lxc"):
+        c.set_config("raw.lxc", "lxc.idmap = u 0 1000000 x")  # three numbers needed
+    with pytest.raises(InvalidConfig):
+        c.update(config={"raw.lxc": BAD}, devices={})
+    assert "raw.lxc" not in c.config and c.status == "Running"
+    # a profile edit reaches every user: refused before the profile is saved
+    with pytest.raises(InvalidConfig, match=r"raw\.lxc"):
+        host.update_profile("default", config={"raw.lxc": BAD})
+    assert host.profiles.get("default").config == {}
+    # a profile nobody uses yet is checked too (its future users would break)
+    host.profiles.create("spare")
+    with pytest.raises(InvalidConfig, match=r"raw\.lxc"):
+        host.update_profile("spare", config={"raw.lxc": BAD})
+    with pytest.raises(InvalidConfig, match=r"raw\.lxc"):
+        host.profiles.create("bad", {"raw.lxc": BAD})
+    assert "bad" not in host.profiles.names()
+    refused(cli(host, "profile", "set", "default", "raw.lxc", BAD))
+    assert [i.status for i in host.instances.list()] == ["Running"]
+
+
+def test_unloadable_liblxc_config_shows_as_error(host: lxdlib.Host) -> None:
+    """A root written before the check (or a hand-edited config) keeps working around it."""
+    good = host.launch("busybox", "good")
+    broken = host.create("busybox", "broken", config={"boot.autostart": "true"})
+    cfg = host.paths.instance_dir("broken") / "config"
+    cfg.write_text(cfg.read_text() + "lxc.environment = A\n")
+
+    out = ok(cli(host, "list", "-f", "csv", "-c", "ns"))
+    assert out.split() == ["broken,ERROR", "good,RUNNING"]
+    data = json.loads(ok(cli(host, "list", "-f", "json")))
+    assert data[0]["status"] == "Error" and "lxc.environment" in data[0]["error"]
+    assert broken.status == "Error" and "lxc.environment" in (broken.error or "")
+    assert good.error is None
+    assert [i.status for i in host.instances.list()] == ["Error", "Running"]
+    info = ok(cli(host, "info", "broken"))
+    assert "Status: ERROR" in info and "lxc.environment" in info
+    assert "Status: RUNNING" in ok(cli(host, "info", "good"))
+    assert "/1.0/instances/broken" in ok(cli(host, "profile", "show", "default"))
+    housekeeping.run(host)
+    housekeeping.recover(host)
+    assert "failed" in host.autostart(attempts=1, sleep=lambda s: None)["broken"]
+    refused(cli(host, "start", "broken"))
+    # repairing the record rewrites a config liblxc loads
+    ok(cli(host, "config", "set", "broken", "user.fixed", "yes"))
+    cfg.write_text(cfg.read_text() + "lxc.environment = A\n")
+    ok(cli(host, "delete", "broken"))  # a broken instance can still be deleted
+    assert host.instances.names() == ["good"]
+
+
+def test_corrupt_record_shows_as_error(host: lxdlib.Host) -> None:
+    host.launch("busybox", "good")
+    host.create("busybox", "bad")
+    rec = host.paths.instance_record("bad")
+    for garbage in ("{{{ not yaml", "[1, 2]", "name: bad\nconfig: 7\n"):
+        rec.write_text(garbage)
+        out = ok(cli(host, "list", "-f", "csv", "-c", "ns"))
+        assert out.split() == ["bad,ERROR", "good,RUNNING"], garbage
+        assert "bad" in cli(host, "list").stderr
+        data = json.loads(ok(cli(host, "list", "-f", "json")))
+        assert data[0]["status"] == "Error" and "unreadable" in data[0]["error"]
+        with pytest.raises(CorruptRecord):
+            host.instances["bad"].record()
+        assert host.instances["bad"].error is not None
+        assert "Status: RUNNING" in ok(cli(host, "info", "good"))
+        assert "/1.0/instances/good" in ok(cli(host, "profile", "show", "default"))
+        assert "unreadable" in refused(cli(host, "info", "bad"))
+        housekeeping.run(host)
+        report = housekeeping.recover(host)
+        assert "bad" in report.skipped
+        assert host.pool("default").volume_exists("containers", "bad")  # its data is kept
+        assert host.autostart(sleep=lambda s: None) == {}
+        ok(cli(host, "storage", "volume", "list", "default"))
+    assert "repair it" in refused(cli(host, "delete", "bad"))  # its record may be worth fixing
+    ok(cli(host, "delete", "bad", "--force"))
+    assert host.instances.names() == ["good"]
+    assert not host.pool("default").volume_exists("containers", "bad")
+
+
+def test_missing_volume_does_not_break_listings(host: lxdlib.Host) -> None:
+    host.launch("busybox", "good")
+    host.create("busybox", "novol")
+    subprocess.run(["btrfs", "subvolume", "delete",
+                    str(host.pool("default").volume_path("containers", "novol"))],
+                   check=True, capture_output=True)
+    assert ok(cli(host, "list", "-f", "csv", "-c", "ns")).split() == ["good,RUNNING",
+                                                                      "novol,STOPPED"]
+    ok(cli(host, "info", "novol"))
+    assert "Status: RUNNING" in ok(cli(host, "info", "good"))
+    assert "volume is missing" in housekeeping.recover(host).skipped["novol"]
+    assert "volume is missing" in refused(cli(host, "start", "novol"))
+    ok(cli(host, "delete", "novol"))
+    assert host.instances.names() == ["good"]

@@ -1,0 +1,181 @@
+"""Issue 10 case 14: small input edges, each its own test — alias names, a device name with a
+newline, pulling a FIFO, a killed import's temp files, unknown syscall names, exec environment
+with a newline, a full disk."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import lxdlib
+from lxdlib.errors import DiskFull, InvalidArgument, InvalidConfig, InvalidName
+from tests.cleanup import teardown_root
+from tests.integration.image_fixtures import good_members, make_image, reg
+
+pytestmark = pytest.mark.root
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(root: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root", str(root), *args],
+                          capture_output=True, text=True, input=input, timeout=120, cwd=REPO)
+
+
+def refused(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 1 and r.stderr.startswith("Error: "), r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    return r.stderr
+
+
+def test_alias_dot_parts_refused_slashes_kept(host: lxdlib.Host) -> None:
+    root = host.paths.root
+    for bad in ("..", ".", "a/../b", "a//b", "/a", "a/"):
+        assert "may be empty" in refused(cli(root, "image", "alias", "create", bad, "busybox"))
+        with pytest.raises(InvalidName):
+            host.images.store.alias_create(bad, host.images["busybox"].fingerprint)
+    # as LXD: slashes are fine; an alias is a key of aliases.yaml, never a path
+    assert cli(root, "image", "alias", "create", "a/b", "busybox").returncode == 0
+    assert host.images["a/b"].fingerprint == host.images["busybox"].fingerprint
+    assert not (host.paths.images / "a").exists()
+
+
+def test_device_name_with_newline_gets_its_own_message(host: lxdlib.Host) -> None:
+    c = host.create("busybox", "c1")
+    for name in ("x\ny", "x/\n", "../x\n"):
+        with pytest.raises(InvalidConfig, match="control characters") as e:
+            c.update(devices={name: {"type": "disk", "source": "/tmp", "path": "/mnt"}})
+        assert '"/"' not in str(e.value)
+    err = refused(cli(host.paths.root, "config", "device", "add", "c1", "a/\nb", "disk",
+                      "source=/tmp", "path=/mnt"))
+    assert "control characters" in err
+
+
+def test_pull_fifo_says_fifo(host: lxdlib.Host) -> None:
+    c = host.launch("busybox", "c1")
+    c.exec(["mkfifo", "/tmp/fifo"], check=True)
+    for dest in ("-", str(host.paths.root.parent / "out")):
+        err = refused(cli(host.paths.root, "file", "pull", "c1/tmp/fifo", dest))
+        assert "is a FIFO, not a regular file" in err
+    with pytest.raises(Exception, match="is a FIFO, not a regular file"):
+        c.files.get("/tmp/fifo")
+
+
+_KILLED_IMPORT = textwrap.dedent("""
+    import os, signal, sys
+    import lxdlib
+    def progress(done, total):
+        if done >= 1024 * 1024:
+            os.kill(os.getpid(), signal.SIGKILL)
+    lxdlib.Host(sys.argv[1]).images.import_file(sys.argv[2], progress=progress)
+""")
+
+
+def test_killed_import_temp_cleared_by_any_command(root: Path, tmp_path: Path) -> None:
+    image = make_image(tmp_path / "img.tar", good_members([reg("rootfs/big",
+                                                               os.urandom(3 << 20))]),
+                       compression="none")
+    proc = subprocess.run([sys.executable, "-c", _KILLED_IMPORT, str(root), str(image)],
+                          cwd=REPO, check=False)
+    assert proc.returncode == -signal.SIGKILL
+
+    def temps() -> list[str]:  # where today's imports and older versions keep temp files
+        out = [n for n in os.listdir(root / "images") if n.startswith(".import")]
+        with contextlib.suppress(FileNotFoundError):
+            out += os.listdir(root / "run" / "image-imports")
+        return out
+
+    assert temps()  # the torn copy
+    assert cli(root, "list").returncode == 0  # not an image command
+    assert temps() == []
+
+
+def test_unknown_syscall_name_refused(host: lxdlib.Host) -> None:
+    c = host.create("busybox", "c1")
+    with pytest.raises(InvalidConfig, match="Unknown syscall 'no_such_call'"):
+        c.set_config("security.syscalls.deny", "kexec_load\nno_such_call")
+    assert "Unknown syscall" in refused(cli(host.paths.root, "config", "set", "c1",
+                                            "security.syscalls.deny", "reboot,frobnicate"))
+    c.set_config("security.syscalls.deny", "kexec_load\nreboot")  # real names still work
+    assert "security.syscalls.deny" in c.config
+
+
+def test_exec_env_newline_refused(host: lxdlib.Host) -> None:
+    c = host.launch("busybox", "c1")
+    for env in ({"A": "x\ny"}, {"A": "x\ry"}, {"A\nB": "1"}):
+        with pytest.raises(InvalidArgument, match="newline"):
+            c.exec(["true"], env=env)
+    err = refused(cli(host.paths.root, "exec", "c1", "--env", "A=x\ny", "--", "true"))
+    assert "newline" in err
+    assert c.exec(["sh", "-c", "echo $A"], env={"A": "x y"}).text == "x y\n"
+
+
+@pytest.fixture
+def full_root(busybox_tarball: Path) -> Iterator[tuple[lxdlib.Host, Path]]:
+    """A root on a small tmpfs with a dir pool, an image and an instance, then filled up."""
+    base = Path(tempfile.mkdtemp(prefix="lxdlib-full-", dir="/var/tmp"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0711", "tmpfs", str(base)],
+                   check=True)
+    root = base / "root"
+    try:
+        root.mkdir()
+        h = lxdlib.Host(root)
+        h.create_pool("default", "dir", {})
+        h.profiles.create("default", {}, {"root": {"type": "disk", "path": "/",
+                                                   "pool": "default"}})
+        h.images.import_file(busybox_tarball, aliases=["busybox"])
+        h.create("busybox", "c1")
+        for name, chunk in (("fill", 1 << 20), ("fill2", 512)):
+            with contextlib.suppress(OSError), open(base / name, "wb", buffering=0) as f:
+                while True:
+                    f.write(b"\0" * chunk)
+        yield h, base
+    finally:
+        with contextlib.suppress(Exception):
+            teardown_root(root)
+        subprocess.run(["umount", "-l", str(base)], check=False)
+        os.rmdir(base)
+
+
+def test_full_disk_is_a_typed_error(full_root: tuple[lxdlib.Host, Path],
+                                    busybox_tarball: Path, tmp_path: Path) -> None:
+    h, _ = full_root
+    big = "x" * 100_000
+    before = h.paths.instance_record("c1").read_bytes()
+    with pytest.raises(DiskFull, match="no space left"):
+        h.instances["c1"].set_config("user.big", big)
+    assert h.paths.instance_record("c1").read_bytes() == before
+    err = refused(cli(h.paths.root, "config", "set", "c1", "user.big", big))
+    assert "no space left" in err and str(h.paths.root) in err
+    other = tmp_path / "other.tar.gz"  # another fingerprint: the copy itself must fail
+    other.write_bytes(busybox_tarball.read_bytes() + b"\0" * 1024)
+    err = refused(cli(h.paths.root, "image", "import", str(other), "--alias", "b2"))
+    assert "no space left" in err
+    with pytest.raises(DiskFull):
+        h.images.import_file(other)
+    assert [i.fingerprint for i in h.images.list()] == [h.images["busybox"].fingerprint]
+    assert os.listdir(h.paths.run / "image-imports") == []
+    assert not [n for n in os.listdir(h.paths.images) if n.startswith(".")]
+
+
+def test_syscalls_deny_takes_effect(host: lxdlib.Host) -> None:
+    """A name that is checked must also be enforced: the deny list reaches the policy."""
+    c = host.launch("busybox", "c1", config={"security.syscalls.deny": "mkdir,mkdirat"})
+    assert c.exec(["mkdir", "/tmp/x"]).returncode == 128 + signal.SIGSYS
+    policy = (host.paths.instance_dir("c1") / "seccomp.policy").read_text()
+    assert policy.splitlines()[-2:] == ["mkdir", "mkdirat"] and "kexec_load errno 38" in policy
+    c.stop(force=True)
+    c.unset_config("security.syscalls.deny")
+    c.start()
+    assert c.exec(["mkdir", "/tmp/x"]).returncode == 0
+    assert f"lxc.seccomp.profile = {host.paths.root / 'seccomp.policy'}" in \
+        (host.paths.instance_dir("c1") / "config").read_text()

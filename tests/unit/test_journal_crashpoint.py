@@ -1,0 +1,46 @@
+"""The test-only crash points: a process dies by SIGKILL exactly at the named step boundary, and
+every operation kind that writes an intent has a recoverer once ``lxdlib.host`` is imported."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+CODE = """
+from lxdlib import journal
+journal.crashpoint("first")
+print("past first", flush=True)
+journal.crashpoint("second")
+print("past second", flush=True)
+"""
+
+
+def _run(point: str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "LXDLIB_CRASHPOINT"}
+    if point is not None:
+        env["LXDLIB_CRASHPOINT"] = point
+    return subprocess.run([sys.executable, "-c", CODE], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_crashpoint_kills_at_its_name_only() -> None:
+    r = _run("second")
+    assert r.returncode == -signal.SIGKILL
+    assert r.stdout == "past first\n"
+
+
+def test_crashpoint_unset_or_unknown_does_nothing() -> None:
+    for point in (None, "", "elsewhere"):
+        r = _run(point)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "past first\npast second\n"
+
+
+def test_every_intent_kind_has_a_recoverer() -> None:
+    code = ("import lxdlib.host, lxdlib.journal as j; "
+            "print(' '.join(sorted(j._HANDLERS)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    kinds = set(r.stdout.split())
+    assert {"update", "profile-apply", "restore", "rename", "snapshot", "move-pool"} <= kinds
