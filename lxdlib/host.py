@@ -13,7 +13,8 @@ import functools
 import logging
 import os
 import random
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from .errors import (
 from .events import Events
 from .imagestore.store import ImageRecord, ImageStore
 from .instance import Instance, create, recover_leftover
-from .profiles import ProfileStore
+from .profiles import Profile, ProfileStore
 from .record import InstanceRecord
 from .state import Paths, atomic_write, lock, read_yaml, write_yaml
 from .storage.base import PoolDriver
@@ -253,6 +254,10 @@ class Images:
         """``image edit``: ``properties``, ``public``, ``auto_update``, ``expires_at``."""
         return self.store.update(ref, **changes)
 
+    def set_properties(self, ref: str, values: Mapping[str, str | None]) -> ImageRecord:
+        """Set (``None``: unset) some properties under the image's lock."""
+        return self.store.set_properties(ref, values)
+
     def export(self, ref: str, target: str | os.PathLike[str] = ".") -> builtins.list[Path]:
         """``image export``: the file(s) exactly as imported. Into a directory they are named
         ``<fp><ext>`` (unified) or ``meta-<fp><ext>`` + ``<fp><ext>`` (split), the extension
@@ -393,8 +398,9 @@ class Host:
         self._recovered = False
         self._traversable_checked = False
         self._seccomp_ok = False
-        # profiles read once per bulk operation (update_profile) instead of once per expansion
-        self._profile_memo: dict[str, expand.ProfileData] | None = None
+        # profiles read once per bulk operation (update_profile) instead of once per expansion;
+        # per thread (one Host may serve many threads), see ``_profile_memo``
+        self._memo = threading.local()
 
     def __repr__(self) -> str:
         return f"<Host root={str(self.paths.root)!r}>"
@@ -592,19 +598,38 @@ class Host:
 
         Like LXD, the profile change is saved first; instances that cannot take it are listed in
         the raised ``ProfileApplyError`` while the others (and the profile) keep the change.
-        Live keys reach running instances at once.
+        Live keys reach running instances at once. The profile's lock is held throughout, so
+        what is kept of the old profile is what it holds now, not what a caller read earlier.
         """
+        with lock(self.paths, "profile", name):
+            self._update_profile_locked(name, config, devices, description)
+
+    def modify_profile(self, name: str, change: Callable[[Profile], None]) -> None:
+        """Read-modify-write of a profile: ``change`` edits a copy read under the profile's lock
+        (config, devices, description), then it is saved and re-applied as ``update_profile``
+        does. Concurrent ``profile set``s each keep the others' keys."""
+        with lock(self.paths, "profile", name):
+            old = self.profiles.get(name)
+            draft = Profile(name=name, description=old.description, config=dict(old.config),
+                            devices={k: dict(v) for k, v in old.devices.items()})
+            change(draft)
+            self._update_profile_locked(
+                name, draft.config if draft.config != old.config else None,
+                draft.devices if draft.devices != old.devices else None,
+                draft.description if draft.description != old.description else None)
+
+    def _update_profile_locked(self, name: str, config: Mapping[str, str] | None,
+                               devices: Mapping[str, Mapping[str, str]] | None,
+                               description: str | None) -> None:
         from . import journal
         from .instance import Instance
         old = self.profiles.get(name)
-        users = old.used_by
         failures: dict[str, str] = {}
         with contextlib.ExitStack() as held:
             # every user's lock for the whole change (in name order), each with an intent
             # naming what it ran with: a kill after the profile is saved leaves them to be
             # brought to it by their next call, one before it leaves them as they were
-            for u in sorted(users):
-                held.enter_context(Instance(self, u)._lock())
+            users = self._lock_profile_users(name, held)
             before = {u: Instance(self, u).expanded() for u in users}
             new_devices = devices if devices is not None else old.devices
             new_data = expand.ProfileData(name, config if config is not None else old.config,
@@ -649,6 +674,26 @@ class Host:
         if failures:
             from .errors import ProfileApplyError
             raise ProfileApplyError(failures)
+
+    def _lock_profile_users(self, name: str, held: contextlib.ExitStack) -> list[str]:
+        """Take the lock of every instance using profile ``name`` (in name order) and return
+        them. The users are read again once locked: an instance that took the profile on in
+        between (under its own lock only) is locked and brought to the new content too."""
+        from .instance import Instance
+        while True:
+            users = sorted(self._profile_users(name))
+            stack = contextlib.ExitStack()
+            try:
+                for u in users:
+                    stack.enter_context(Instance(self, u)._lock())
+                again = sorted(self._profile_users(name))
+            except BaseException:
+                stack.close()
+                raise
+            if again == users:
+                held.enter_context(stack)
+                return users
+            stack.close()
 
     def _check_user_config(self, inst: Instance, rec: InstanceRecord) -> None:
         """The liblxc config ``inst`` would get from the profile change must load in liblxc
@@ -695,15 +740,43 @@ class Host:
                 raise NotFound("profile", p, f"Requested profile {p!r} does not exist")
         return out
 
+    @property
+    def _profile_memo(self) -> dict[str, expand.ProfileData] | None:
+        """This thread's profile overrides during a bulk operation (``None``: none running).
+        Setting a dict starts one (its entries are used as given, e.g. a profile's content
+        before it is saved); profiles read from disk meanwhile are cached beside it, each only
+        while its file is the one it was read from (another process may change it)."""
+        memo: dict[str, expand.ProfileData] | None = getattr(self._memo, "overrides", None)
+        return memo
+
+    @_profile_memo.setter
+    def _profile_memo(self, value: dict[str, expand.ProfileData] | None) -> None:
+        self._memo.overrides = value
+        self._memo.cache = {} if value is not None else None
+
     def _expand(self, profiles: Sequence[str], config: Mapping[str, str],
                 devices: Mapping[str, Mapping[str, str]]
                 ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-        memo = self._profile_memo
-        if memo is None:
+        overrides = self._profile_memo
+        cache: dict[str, tuple[tuple[int, int, int], expand.ProfileData]] | None = getattr(
+            self._memo, "cache", None)
+        if overrides is None or cache is None:
             datas = [self.profiles.data(p) for p in profiles]
         else:
-            datas = [memo[p] if p in memo else memo.setdefault(p, self.profiles.data(p))
-                     for p in profiles]
+            datas = []
+            for p in profiles:
+                if p in overrides:
+                    datas.append(overrides[p])
+                    continue
+                try:
+                    st = os.stat(self.paths.profiles / f"{p}.yaml")
+                    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+                except OSError:
+                    stamp = (0, 0, 0)
+                hit = cache.get(p)
+                if hit is None or hit[0] != stamp:
+                    hit = cache[p] = (stamp, self.profiles.data(p))
+                datas.append(hit[1])
         return expand.expand(datas, config, devices)
 
     # -- cpu balancing ----------------------------------------------------------------------
@@ -752,12 +825,13 @@ class Host:
                 self.networks.create(DEFAULT_NETWORK, {"ipv4.address": "auto",
                                                        "ipv4.nat": "true"})
             devices["eth0"] = {"type": "nic", "name": "eth0", "network": DEFAULT_NETWORK}
-        if self.profiles.exists("default"):
-            p = self.profiles.get("default")
-            merged = {**devices, **p.devices}
-            self.profiles.save("default", p.config, merged, p.description)
-        else:
-            self.profiles.create("default", {}, devices, "Default lxdlib profile")
+        with lock(self.paths, "profile", "default"):  # read it under its lock: merged, not lost
+            if self.profiles.exists("default"):
+                p = self.profiles.get("default")
+                merged = {**devices, **p.devices}
+                self.profiles.save("default", p.config, merged, p.description)
+            else:
+                self.profiles.create("default", {}, devices, "Default lxdlib profile")
 
     def init_preseed(self, preseed: Mapping[str, Any]) -> None:
         """Apply LXD's preseed shape: ``config``, ``storage_pools``, ``networks``, ``profiles``."""

@@ -37,7 +37,7 @@ from .errors import (
 )
 from .record import InstanceRecord
 from .runtime import ExecResult
-from .state import atomic_write, load_yaml, lock
+from .state import atomic_write, held, load_yaml, lock
 
 if TYPE_CHECKING:
     from .devices import DeviceContext
@@ -96,9 +96,11 @@ class Instance:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
+        nested = held(self._paths, "instance", self.name)
         with lock(self._paths, "instance", self.name):
             from . import journal
-            if journal.pending(self._paths, self.name):  # a killed process's unfinished work
+            # a killed process's unfinished work; when nested, any pending intent is our own
+            if not nested and journal.pending(self._paths, self.name):
                 journal.recover(self.host, self.name)
             yield
 
@@ -445,17 +447,32 @@ class Instance:
             journal.end(self._paths, self.name)
         self.host.events.emit("instance-updated", self.name)
 
+    def modify(self, change: Callable[[InstanceRecord], None]) -> None:
+        """Read-modify-write: ``change`` edits a copy of the record read under the lock (its
+        config, devices, profiles, description), then ``update`` validates, saves and applies
+        it live. Two concurrent ``modify`` calls therefore both land: neither writes back a copy
+        read before the other's change (the lost update of ``inst.config`` … ``update``)."""
+        with self._lock():
+            rec = self.record()
+            draft = InstanceRecord.from_dict(rec.to_dict())
+            change(draft)
+            self.update(config=draft.config if draft.config != rec.config else None,
+                        devices=draft.devices if draft.devices != rec.devices else None,
+                        profiles=draft.profiles if draft.profiles != rec.profiles else None,
+                        description=(draft.description
+                                     if draft.description != rec.description else None))
+
     def set_config(self, key: str, value: str) -> None:
-        cfg = self.config
-        cfg[key] = value
-        self.update(config=cfg)
+        def change(rec: InstanceRecord) -> None:
+            rec.config[key] = value
+        self.modify(change)
 
     def unset_config(self, key: str) -> None:
-        cfg = self.config
-        if key not in cfg:
-            raise NotFound("config key", key, f"not set on instance {self.name!r}")
-        del cfg[key]
-        self.update(config=cfg)
+        def change(rec: InstanceRecord) -> None:
+            if key not in rec.config:
+                raise NotFound("config key", key, f"not set on instance {self.name!r}")
+            del rec.config[key]
+        self.modify(change)
 
     def _apply_quota(self, devs: Mapping[str, Mapping[str, str]], rec: InstanceRecord,
                      old: Mapping[str, Mapping[str, str]] | None = None) -> None:

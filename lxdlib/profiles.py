@@ -165,7 +165,8 @@ class ProfileStore:
         if old == "default":
             raise InvalidArgument('The "default" profile cannot be renamed')
         names.validate_profile_name(new)
-        with lock(self._paths, "profile", old):
+        first, second = sorted((old, new))  # one order for everyone: no deadlock
+        with lock(self._paths, "profile", first), lock(self._paths, "profile", second):
             p = self.get(old)
             if p.used_by:
                 raise InUse(f"Profile is currently in use by: {', '.join(p.used_by)}")

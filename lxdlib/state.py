@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,11 +186,51 @@ def remove_stale_tmp(directory: Path) -> None:
                 entry.unlink()
 
 
+# Locks this thread holds, by lock file: a nested ``lock`` of the same object in the same thread
+# (a read-modify-write that calls a method which locks again) re-enters instead of waiting on
+# itself until the timeout.
+_held = threading.local()
+
+
+def _held_counts() -> dict[str, int]:
+    counts: dict[str, int] | None = getattr(_held, "counts", None)
+    if counts is None:
+        counts = _held.counts = {}
+    return counts
+
+
+def _lock_path(paths: Paths, kind: str, name: str) -> Path:
+    return paths.locks / f"{kind}.{name}.lock"
+
+
+def held(paths: Paths, kind: str, name: str) -> bool:
+    """Whether this thread already holds the lock of ``kind``/``name``."""
+    return _held_counts().get(str(_lock_path(paths, kind, name)), 0) > 0
+
+
 @contextlib.contextmanager
 def lock(paths: Paths, kind: str, name: str, timeout: float = 120.0) -> Iterator[None]:
-    """Hold the exclusive lock on one object (``kind``/``name``) across processes and threads."""
+    """Hold the exclusive lock on one object (``kind``/``name``) across processes and threads.
+
+    Every acquisition opens its own file description, so two threads of one process exclude each
+    other as two processes do. Re-entrant within one thread: whoever reads a record under the lock
+    can call a method that locks the same object again to write it.
+    """
+    path = _lock_path(paths, kind, name)
+    key = str(path)
+    counts = _held_counts()
+    if counts.get(key, 0) > 0:
+        if timeout <= 0:
+            # a probe ("is anyone working on it?") answers yes: this thread is
+            raise Busy(f"{kind} {name!r} is busy: this thread holds its lock")
+        counts[key] += 1
+        try:
+            yield
+        finally:
+            counts[key] -= 1
+        return
     paths.locks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.locks / f"{kind}.{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         deadline = time.monotonic() + timeout
         delay = 0.001
@@ -202,6 +243,10 @@ def lock(paths: Paths, kind: str, name: str, timeout: float = 120.0) -> Iterator
                     raise Busy(f"{kind} {name!r} is busy: another process holds its lock") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
-        yield
+        counts[key] = 1
+        try:
+            yield
+        finally:
+            counts.pop(key, None)
     finally:
         os.close(fd)  # closing releases the flock

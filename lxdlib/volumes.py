@@ -41,6 +41,7 @@ from .state import lock, read_yaml, remove_stale_tmp, write_yaml
 
 if TYPE_CHECKING:
     from .host import Host
+    from .record import InstanceRecord
     from .storage.base import PoolDriver
 
 _NAME = re.compile(r"[a-zA-Z0-9_][-a-zA-Z0-9_.:]{0,62}")
@@ -199,16 +200,27 @@ class Volumes:
             write_yaml(self._record(pool, name), data)
 
     def set(self, pool: str, name: str, key: str, value: str) -> None:
-        cfg = self.get(pool, name)["config"]
-        cfg[key] = value
-        self.update(pool, name, cfg)
+        self.set_many(pool, name, {key: value})
+
+    def set_many(self, pool: str, name: str, values: Mapping[str, str | None]) -> None:
+        """Set (``None``: unset) some keys, reading the config under the volume's lock so that
+        concurrent ``set``s each keep the others' keys."""
+        with self._lock(pool, strip_type(name)):
+            cfg = self.get(pool, name)["config"]
+            for key, value in values.items():
+                if value is None:
+                    cfg.pop(key, None)
+                else:
+                    cfg[key] = value
+            self.update(pool, name, cfg)
 
     def unset(self, pool: str, name: str, key: str) -> None:
-        cfg = self.get(pool, name)["config"]
-        if key not in cfg:
-            raise NotFound("volume key", key, f"not set on storage volume {name!r}")
-        del cfg[key]
-        self.update(pool, name, cfg)
+        with self._lock(pool, strip_type(name)):
+            cfg = self.get(pool, name)["config"]
+            if key not in cfg:
+                raise NotFound("volume key", key, f"not set on storage volume {name!r}")
+            del cfg[key]
+            self.update(pool, name, cfg)
 
     def delete(self, pool: str, name: str) -> None:
         """Remove the volume and its data; refused while an instance or profile uses it."""
@@ -248,27 +260,27 @@ class Volumes:
         """Add a disk device for the volume to the instance (hot-plugged when running)."""
         name = strip_type(name)
         self._read(pool, name)
-        inst = self.host.instances.get(instance)
-        devs = inst.devices
         dname = device or name
-        if dname in devs:
-            raise AlreadyExists("device", dname)
-        devs[dname] = {"type": "disk", "pool": pool, "source": name, "path": path}
-        inst.update(devices=devs)
+
+        def change(rec: InstanceRecord) -> None:
+            if dname in rec.devices:
+                raise AlreadyExists("device", dname)
+            rec.devices[dname] = {"type": "disk", "pool": pool, "source": name, "path": path}
+        self.host.instances.get(instance).modify(change)  # read under the instance's lock
 
     def detach(self, pool: str, name: str, instance: str, device: str | None = None) -> None:
         """Remove the instance's disk device(s) for the volume (unmounted when running)."""
         name = strip_type(name)
-        inst = self.host.instances.get(instance)
-        devs = inst.devices
-        found = [d for d, dev in devs.items() if self._uses({d: dev}, pool, name)
-                 and (device is None or d == device)]
-        if not found:
-            raise NotFound("device", device or name,
-                           f"no disk device of instance {instance!r} uses volume {name!r}")
-        for d in found:
-            del devs[d]
-        inst.update(devices=devs)
+
+        def change(rec: InstanceRecord) -> None:
+            found = [d for d, dev in rec.devices.items() if self._uses({d: dev}, pool, name)
+                     and (device is None or d == device)]
+            if not found:
+                raise NotFound("device", device or name,
+                               f"no disk device of instance {instance!r} uses volume {name!r}")
+            for d in found:
+                del rec.devices[d]
+        self.host.instances.get(instance).modify(change)
 
     # -- ownership on pools without idmapped mounts ---------------------------------------------
     def prepare_for(self, pool: str, name: str, instance: str, base: int | None) -> None:

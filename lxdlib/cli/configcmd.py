@@ -17,6 +17,7 @@ from . import output
 if TYPE_CHECKING:
     from ..host import Host
     from ..instance import Instance
+    from ..record import InstanceRecord
 
 
 def edit_text(text: str) -> str:
@@ -90,9 +91,10 @@ def cmd_set(host: Host, a: argparse.Namespace) -> int:
             host.set_config(k, v)
         return 0
     inst = host.instances.get(target)
-    cfg = inst.config
-    cfg.update(kv)
-    inst.update(config=cfg)
+
+    def change(rec: InstanceRecord) -> None:
+        rec.config.update(kv)
+    inst.modify(change)  # read under the instance's lock: parallel `config set`s all land
     return 0
 
 
@@ -162,67 +164,73 @@ def device_add(devices: dict[str, dict[str, str]], name: str, dtype: str,
 
 def cmd_device(host: Host, a: argparse.Namespace) -> int:
     inst = host.instances.get(a.instance)
-    devs = inst.devices
     verb = a.verb
     rest = a.rest
     if verb == "list":
+        devs = inst.devices
         for n in sorted(inst.expanded_devices if a.expanded else devs):
             print(n)
         return 0
     if verb == "show":
-        sys.stdout.write(output.dump_yaml(inst.expanded_devices if a.expanded else devs))
+        sys.stdout.write(output.dump_yaml(inst.expanded_devices if a.expanded else inst.devices))
         return 0
     if not rest:
         raise InvalidArgument(f"usage: config device {verb} <instance> <device> …")
     name, rest = rest[0], rest[1:]
-    if verb == "add":
-        if not rest:
-            raise InvalidArgument("usage: config device add <instance> <device> <type> [k=v…]")
-        from .instances import parse_kv
-        device_add(devs, name, rest[0], parse_kv(rest[1:], "device property"))
-    elif verb == "remove":
-        for n in [name, *rest]:
-            if n not in devs:
-                if n in inst.expanded_devices:
-                    raise InvalidArgument(f"device {n!r} comes from a profile; override it "
-                                          "with type=none instead")
-                raise NotFound("device", n)
-            del devs[n]
-    elif verb == "override":
-        from .instances import parse_kv
-        exp = inst.expanded_devices
-        if name in devs:
-            raise AlreadyExists("local device", name)
-        if name not in exp:
-            raise NotFound("device", name, "not in the instance's profiles")
-        devs[name] = {**exp[name], **parse_kv(rest, "device property")}
-    elif verb in ("set", "unset", "get"):
-        if name not in devs:
-            if name in inst.expanded_devices and verb != "get":
-                raise InvalidArgument(f"device {name!r} comes from a profile: use "
-                                      "`config device override` first")
-            source = inst.expanded_devices if verb == "get" else devs
-            if name not in source:
-                raise NotFound("device", name)
-            devs = {name: dict(source[name])}
-        if verb == "get":
-            if len(rest) != 1:
-                raise InvalidArgument("usage: config device get <instance> <device> <key>")
-            print(devs[name].get(rest[0], ""))
-            return 0
-        if verb == "set":
-            from .instances import parse_kv
-            kv = (parse_kv(rest, "device property") if all("=" in r for r in rest)
-                  else {rest[0]: rest[1]} if len(rest) == 2 else None)
-            if not kv:
-                raise InvalidArgument("usage: config device set <instance> <device> <key> <value>")
-            devs[name].update(kv)
-        else:
-            for k in rest:
-                devs[name].pop(k, None)
-    else:
+    if verb == "get":
+        devs = inst.devices
+        source = devs if name in devs else inst.expanded_devices
+        if name not in source:
+            raise NotFound("device", name)
+        if len(rest) != 1:
+            raise InvalidArgument("usage: config device get <instance> <device> <key>")
+        print(source[name].get(rest[0], ""))
+        return 0
+    if verb not in ("add", "remove", "override", "set", "unset"):
         raise InvalidArgument(f"unknown device verb {verb!r}")
-    inst.update(devices=devs)
+    from .instances import parse_kv
+    if verb == "add" and not rest:
+        raise InvalidArgument("usage: config device add <instance> <device> <type> [k=v…]")
+    kv: dict[str, str] | None = None
+    if verb == "set":
+        kv = (parse_kv(rest, "device property") if all("=" in r for r in rest)
+              else {rest[0]: rest[1]} if len(rest) == 2 else None)
+        if not kv:
+            raise InvalidArgument("usage: config device set <instance> <device> <key> <value>")
+
+    def change(rec: InstanceRecord) -> None:
+        """Runs under the instance's lock on the record read there (see Instance.modify)."""
+        devs = rec.devices
+        if verb == "add":
+            device_add(devs, name, rest[0], parse_kv(rest[1:], "device property"))
+        elif verb == "remove":
+            for n in [name, *rest]:
+                if n not in devs:
+                    if n in inst.expanded(rec)[1]:
+                        raise InvalidArgument(f"device {n!r} comes from a profile; override it "
+                                              "with type=none instead")
+                    raise NotFound("device", n)
+                del devs[n]
+        elif verb == "override":
+            exp = inst.expanded(rec)[1]
+            if name in devs:
+                raise AlreadyExists("local device", name)
+            if name not in exp:
+                raise NotFound("device", name, "not in the instance's profiles")
+            devs[name] = {**exp[name], **parse_kv(rest, "device property")}
+        else:
+            if name not in devs:
+                if name in inst.expanded(rec)[1]:
+                    raise InvalidArgument(f"device {name!r} comes from a profile: use "
+                                          "`config device override` first")
+                raise NotFound("device", name)
+            if kv is not None:
+                devs[name].update(kv)
+            else:
+                for k in rest:
+                    devs[name].pop(k, None)
+
+    inst.modify(change)
     return 0
 
 

@@ -237,15 +237,13 @@ def cmd_get_property(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_set_property(host: Host, a: argparse.Namespace) -> int:
     i = host.images.get(_local(host, a.ref))
-    host.images.update(i.fingerprint, properties={**i.properties, a.key: a.value})
+    host.images.set_properties(i.fingerprint, {a.key: a.value})  # read under the image's lock
     return 0
 
 
 def cmd_unset_property(host: Host, a: argparse.Namespace) -> int:
     i = host.images.get(_local(host, a.ref))
-    props = dict(i.properties)
-    props.pop(a.key, None)
-    host.images.update(i.fingerprint, properties=props)
+    host.images.set_properties(i.fingerprint, {a.key: None})
     return 0
 
 

@@ -14,6 +14,7 @@ from .instances import parse_kv
 
 if TYPE_CHECKING:
     from ..host import Host
+    from ..record import InstanceRecord
 
 
 def cmd_create(host: Host, a: argparse.Namespace) -> int:
@@ -57,19 +58,16 @@ def cmd_leases(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_set(host: Host, a: argparse.Namespace) -> int:
-    cfg = dict(host.networks.get(a.name).get("config", {}))
     if len(a.args) == 2 and "=" not in a.args[0]:
-        cfg[a.args[0]] = a.args[1]
+        kv = {a.args[0]: a.args[1]}
     else:
-        cfg.update(parse_kv(a.args, "network config"))
-    host.networks.update(a.name, cfg)
+        kv = parse_kv(a.args, "network config")
+    host.networks.modify(a.name, lambda cfg: cfg.update(kv))  # read under the network's lock
     return 0
 
 
 def cmd_unset(host: Host, a: argparse.Namespace) -> int:
-    cfg = dict(host.networks.get(a.name).get("config", {}))
-    cfg.pop(a.key, None)
-    host.networks.update(a.name, cfg)
+    host.networks.modify(a.name, lambda cfg: cfg.pop(a.key, None))
     return 0
 
 
@@ -102,26 +100,25 @@ def cmd_rename(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_attach(host: Host, a: argparse.Namespace) -> int:
-    inst = host.instances.get(a.instance)
-    devs = inst.devices
     dev = a.device or a.name
-    if dev in devs:
-        raise InvalidArgument(f"device {dev!r} already exists on {a.instance}")
-    devs[dev] = {"type": "nic", "network": a.name, "name": a.ifname or dev}
-    inst.update(devices=devs)
+
+    def change(rec: InstanceRecord) -> None:
+        if dev in rec.devices:
+            raise InvalidArgument(f"device {dev!r} already exists on {a.instance}")
+        rec.devices[dev] = {"type": "nic", "network": a.name, "name": a.ifname or dev}
+    host.instances.get(a.instance).modify(change)  # read under the instance's lock
     return 0
 
 
 def cmd_detach(host: Host, a: argparse.Namespace) -> int:
-    inst = host.instances.get(a.instance)
-    devs = inst.devices
-    names = [n for n, d in devs.items() if d.get("type") == "nic" and d.get("network") == a.name
-             and (a.device is None or n == a.device)]
-    if not names:
-        raise InvalidArgument(f"no nic of {a.instance} is attached to {a.name}")
-    for n in names:
-        del devs[n]
-    inst.update(devices=devs)
+    def change(rec: InstanceRecord) -> None:
+        names = [n for n, d in rec.devices.items() if d.get("type") == "nic"
+                 and d.get("network") == a.name and (a.device is None or n == a.device)]
+        if not names:
+            raise InvalidArgument(f"no nic of {a.instance} is attached to {a.name}")
+        for n in names:
+            del rec.devices[n]
+    host.instances.get(a.instance).modify(change)
     return 0
 
 

@@ -14,6 +14,8 @@ from .instances import parse_kv
 
 if TYPE_CHECKING:
     from ..host import Host
+    from ..profiles import Profile
+    from ..record import InstanceRecord
 
 
 def cmd_list(host: Host, a: argparse.Namespace) -> int:
@@ -68,22 +70,23 @@ def cmd_rename(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_set(host: Host, a: argparse.Namespace) -> int:
-    p = host.profiles.get(a.name)
     if len(a.args) == 2 and "=" not in a.args[0]:
         kv = {a.args[0]: a.args[1]}
     else:
         kv = parse_kv(a.args, "config")
-    host.update_profile(a.name, config={**p.config, **kv})
+
+    def change(p: Profile) -> None:
+        p.config.update(kv)
+    host.modify_profile(a.name, change)  # read under the profile's lock
     return 0
 
 
 def cmd_unset(host: Host, a: argparse.Namespace) -> int:
-    p = host.profiles.get(a.name)
-    if a.key not in p.config:
-        raise NotFound("config key", a.key, f"not set in profile {a.name!r}")
-    cfg = dict(p.config)
-    del cfg[a.key]
-    host.update_profile(a.name, config=cfg)
+    def change(p: Profile) -> None:
+        if a.key not in p.config:
+            raise NotFound("config key", a.key, f"not set in profile {a.name!r}")
+        del p.config[a.key]
+    host.modify_profile(a.name, change)
     return 0
 
 
@@ -97,18 +100,20 @@ def _set_profiles(host: Host, inst_name: str, profiles: list[str]) -> None:
 
 
 def cmd_add(host: Host, a: argparse.Namespace) -> int:
-    inst = host.instances.get(a.instance)
-    if a.profile in inst.profiles:
-        raise AlreadyExists("profile", f"{a.profile} on {a.instance}")
-    _set_profiles(host, a.instance, [*inst.profiles, a.profile])
+    def change(rec: InstanceRecord) -> None:
+        if a.profile in rec.profiles:
+            raise AlreadyExists("profile", f"{a.profile} on {a.instance}")
+        rec.profiles.append(a.profile)
+    host.instances.get(a.instance).modify(change)  # read under the instance's lock
     return 0
 
 
 def cmd_remove(host: Host, a: argparse.Namespace) -> int:
-    inst = host.instances.get(a.instance)
-    if a.profile not in inst.profiles:
-        raise NotFound("profile", a.profile, f"not applied to {a.instance}")
-    _set_profiles(host, a.instance, [p for p in inst.profiles if p != a.profile])
+    def change(rec: InstanceRecord) -> None:
+        if a.profile not in rec.profiles:
+            raise NotFound("profile", a.profile, f"not applied to {a.instance}")
+        rec.profiles[:] = [p for p in rec.profiles if p != a.profile]
+    host.instances.get(a.instance).modify(change)
     return 0
 
 
@@ -119,46 +124,54 @@ def cmd_assign(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_device(host: Host, a: argparse.Namespace) -> int:
-    p = host.profiles.get(a.profile)
-    devs = {k: dict(v) for k, v in p.devices.items()}
     verb = {"rm": "remove", "ls": "list"}.get(a.verb, a.verb)
-    if verb == "list":
-        for n in sorted(devs):
-            print(n)
-        return 0
-    if verb == "show":
-        sys.stdout.write(output.dump_yaml(devs))
+    if verb in ("list", "show", "get"):
+        devs = host.profiles.get(a.profile).devices
+        if verb == "list":
+            for n in sorted(devs):
+                print(n)
+        elif verb == "show":
+            sys.stdout.write(output.dump_yaml(devs))
+        else:
+            if not a.rest:
+                raise InvalidArgument("usage: profile device get <profile> <device> <key>")
+            if a.rest[0] not in devs:
+                raise NotFound("device", a.rest[0])
+            print(devs[a.rest[0]].get(a.rest[1] if len(a.rest) > 1 else "", ""))
         return 0
     if not a.rest:
         raise InvalidArgument(f"usage: profile device {verb} <profile> <device> …")
     name, rest = a.rest[0], a.rest[1:]
-    if verb == "add":
-        if not rest:
-            raise InvalidArgument("usage: profile device add <profile> <device> <type> [k=v…]")
-        if name in devs:
-            raise AlreadyExists("device", name)
-        devs[name] = {"type": rest[0], **parse_kv(rest[1:], "device property")}
-    elif verb == "remove":
-        for n in [name, *rest]:
-            if n not in devs:
-                raise NotFound("device", n)
-            del devs[n]
-    else:
-        if name not in devs:
-            raise NotFound("device", name)
-        if verb == "get":
-            print(devs[name].get(rest[0] if rest else "", ""))
-            return 0
-        if verb == "set":
-            kv = (parse_kv(rest, "device property") if all("=" in r for r in rest)
-                  else {rest[0]: rest[1]} if len(rest) == 2 else {})
-            if not kv:
-                raise InvalidArgument("usage: profile device set <profile> <device> <key> <value>")
-            devs[name].update(kv)
-        elif verb == "unset":
-            for k in rest:
-                devs[name].pop(k, None)
-    host.update_profile(a.profile, devices=devs)
+    if verb == "add" and not rest:
+        raise InvalidArgument("usage: profile device add <profile> <device> <type> [k=v…]")
+    kv: dict[str, str] = {}
+    if verb == "set":
+        kv = (parse_kv(rest, "device property") if all("=" in r for r in rest)
+              else {rest[0]: rest[1]} if len(rest) == 2 else {})
+        if not kv:
+            raise InvalidArgument("usage: profile device set <profile> <device> <key> <value>")
+
+    def change(p: Profile) -> None:
+        """Runs under the profile's lock on the profile read there."""
+        devs = p.devices
+        if verb == "add":
+            if name in devs:
+                raise AlreadyExists("device", name)
+            devs[name] = {"type": rest[0], **parse_kv(rest[1:], "device property")}
+        elif verb == "remove":
+            for n in [name, *rest]:
+                if n not in devs:
+                    raise NotFound("device", n)
+                del devs[n]
+        else:
+            if name not in devs:
+                raise NotFound("device", name)
+            if verb == "set":
+                devs[name].update(kv)
+            elif verb == "unset":
+                for k in rest:
+                    devs[name].pop(k, None)
+    host.modify_profile(a.profile, change)
     return 0
 
 

@@ -146,9 +146,7 @@ def cmd_volume_set(host: Host, a: argparse.Namespace) -> int:
         kv = {a.args[0]: a.args[1]}
     else:
         raise InvalidArgument("usage: storage volume set <pool> <volume> <key> <value>")
-    vols = _volumes(host)
-    cfg = vols.get(a.pool, a.volume)["config"]
-    vols.update(a.pool, a.volume, {**cfg, **kv})
+    _volumes(host).set_many(a.pool, a.volume, kv)  # read under the volume's lock
     return 0
 
 

@@ -659,6 +659,19 @@ class ImageStore:
                 self._save(record)
         return record
 
+    def set_properties(self, ref: str, values: Mapping[str, str | None]) -> ImageRecord:
+        """Set (``None``: unset) some properties, reading the record under the image's lock so
+        that concurrent ``set-property`` calls each keep the others' keys."""
+        fp = self._resolve(ref)
+        with lock(self.paths, "image", fp):
+            props = dict(self._load(fp).properties)
+            for key, value in values.items():
+                if value is None:
+                    props.pop(key, None)
+                else:
+                    props[key] = value
+            return self.update(fp, properties=props)
+
     def unpack(self, fingerprint: str, dest: str | os.PathLike[str]) -> None:
         """Unpack the image into the existing empty directory ``dest`` (a pool's image volume):
         ``metadata.yaml``, ``templates/``, ``rootfs/``. See ``tarball.unpack`` for the errors."""

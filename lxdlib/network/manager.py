@@ -25,7 +25,7 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -697,6 +697,17 @@ class NetworkManager:
                         self._apply(name, old, parse_spec(old["config"]))
                     raise
         return self._read(name)
+
+    def modify(self, name: str, change: Callable[[dict[str, str]], None]) -> dict[str, Any]:
+        """Read-modify-write of a network's config: ``change`` edits a copy of the config read
+        under the network's lock, then ``update`` validates and applies it. Concurrent
+        ``network set``s each keep the others' keys (``update`` alone replaces the whole
+        config with what the caller read before)."""
+        validate_name(name)
+        with self._global_lock(), self._lock(name):
+            cfg = dict(self._read(name)["config"])
+            change(cfg)
+            return self.update(name, cfg)
 
     def delete(self, name: str, *, used_by: builtins.list[str] | None = None) -> None:
         """Remove the network; ``used_by`` (instance names from the caller) must be empty."""
