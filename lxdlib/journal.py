@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import record
-from .errors import LxdlibError, NotFound
+from .errors import DiskFull, LxdlibError, NotFound
 from .state import Paths, atomic_write, dump_yaml, lock, read_yaml, remove_stale_tmp
 
 if TYPE_CHECKING:
@@ -83,7 +83,13 @@ def begin(paths: Paths, name: str, op: str, **details: Any) -> None:
         view = memoryview(text)
         while view:  # "end: true" comes last: any prefix of the text reads as cut short
             view = view[os.write(fd, view):]
-    finally:
+    except OSError as e:
+        os.close(fd)
+        os.unlink(target)  # a cut-short intent means "nothing started": nothing to keep
+        if DiskFull.is_full(e):
+            raise DiskFull(target, "the operation's intent record") from None
+        raise
+    else:
         os.close(fd)
 
 
