@@ -125,7 +125,9 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
     but a power loss may bring back the old content. For hints such as the last power state.
     """
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    # one temp file per thread: two threads of one process writing the same path (outside a
+    # lock) must not write into, or rename away, each other's half-written file
+    tmp = p.with_name(f".{p.name}.{threading.get_native_id()}.tmp{os.getpid()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     except OSError as e:
@@ -178,7 +180,8 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
 
 
 def remove_stale_tmp(directory: Path) -> None:
-    """Remove ``.<name>.tmp<pid>`` files left by an atomic write whose process died."""
+    """Remove ``.<name>[.<thread>].tmp<pid>`` files left by an atomic write whose process
+    died."""
     for entry in directory.glob(".*.tmp*"):
         pid = entry.name.rsplit(".tmp", 1)[-1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
@@ -188,14 +191,16 @@ def remove_stale_tmp(directory: Path) -> None:
 
 # Locks this thread holds, by lock file: a nested ``lock`` of the same object in the same thread
 # (a read-modify-write that calls a method which locks again) re-enters instead of waiting on
-# itself until the timeout.
+# itself until the timeout. Kept per process id: a child forked while a lock is held inherits
+# this memory, but it must take the lock itself, not believe it already holds it.
 _held = threading.local()
 
 
 def _held_counts() -> dict[str, int]:
     counts: dict[str, int] | None = getattr(_held, "counts", None)
-    if counts is None:
+    if counts is None or getattr(_held, "pid", None) != os.getpid():
         counts = _held.counts = {}
+        _held.pid = os.getpid()
     return counts
 
 

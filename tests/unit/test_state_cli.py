@@ -25,6 +25,29 @@ def test_atomic_write_replaces_and_leaves_no_tmp(tmp_path: Path) -> None:
     assert sorted(x.name for x in tmp_path.iterdir()) == ["rec.yaml"]
 
 
+def test_atomic_write_from_threads_never_collides(tmp_path: Path) -> None:
+    """Threads of one process writing the same file each use their own temp file: every
+    write lands whole, none fails, no temp file is left."""
+    p = tmp_path / "rec.yaml"
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        try:
+            for _ in range(50):
+                state.write_yaml(p, {"writer": i, "pad": "x" * 4096}, durable=False)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert state.read_yaml(p)["pad"] == "x" * 4096
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["rec.yaml"]
+
+
 def test_read_yaml_refuses_symlink(tmp_path: Path) -> None:
     (tmp_path / "target").write_text("a: 1\n")
     (tmp_path / "link").symlink_to(tmp_path / "target")
@@ -58,6 +81,48 @@ def test_lock_serialises_and_times_out(tmp_path: Path) -> None:
         order.append("b")
     t.join()
     assert order == ["a-in", "a-out", "b"]
+
+
+def test_lock_reenters_in_one_thread_only(tmp_path: Path) -> None:
+    """The same thread re-enters (no deadlock), other threads still wait, a probe still sees
+    Busy, and the lock is released only by the outermost exit."""
+    paths = state.Paths(tmp_path)
+    other: list[bool] = []
+
+    def try_other() -> None:
+        try:
+            with state.lock(paths, "instance", "c1", timeout=0.05):
+                other.append(True)
+        except Busy:
+            other.append(False)
+
+    with state.lock(paths, "instance", "c1"):
+        assert state.held(paths, "instance", "c1")
+        with state.lock(paths, "instance", "c1", timeout=0.05):  # re-entered at once
+            t = threading.Thread(target=try_other)
+            t.start()
+            t.join()
+        with pytest.raises(Busy), state.lock(paths, "instance", "c1", timeout=0):
+            pass  # "is anyone working on it?": yes, this thread
+        t = threading.Thread(target=try_other)
+        t.start()
+        t.join()  # still held after the inner exit
+    assert other == [False, False]
+    assert not state.held(paths, "instance", "c1")
+    try_other()
+    assert other[-1] is True
+
+
+def test_forked_child_does_not_inherit_reentry(tmp_path: Path) -> None:
+    """A child forked while the lock is held (hot-mount helpers, forwarders) must not think it
+    holds the lock: it would enter the critical section beside its parent."""
+    paths = state.Paths(tmp_path)
+    with state.lock(paths, "instance", "c1"):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if not state.held(paths, "instance", "c1") else 1)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_paths_env_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
