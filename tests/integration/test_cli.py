@@ -150,6 +150,9 @@ def test_info_shows_host_root_mapping(host: lxdlib.Host) -> None:
     assert "security.privileged=true" in run(host, "info", "priv").stdout
     assert host.instances["priv"].maps_host_root
     assert "container uid 1000 is host uid 0" in run(host, "info", "other").stdout
+    run(host, "init", "busybox", "based", "-c", "security.idmap.base=0")
+    assert "container uid 0 is host uid 0 (the instance's id map)" in \
+        run(host, "info", "based").stdout
 
     # a running instance is judged by the map its init really has
     c = host.instances["rooted"]
