@@ -112,14 +112,25 @@ def test_host_path_disk_not_shifted_by_default(host: lxdlib.Host, src: Path) -> 
     hidden.chmod(0o777)
     hidden.parent.chmod(0o700)
     (hidden / "hello").write_text("hi\n")
+    nested = host.paths.root / "nested"  # recursive (and a propagation) still mount
+    (nested / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "lxu", str(nested / "sub")],
+                   check=True)
+    (nested / "sub" / "inner").write_text("inner\n")
     base = host.facts().idmap.base
     c = host.launch("busybox", "c1", devices={
         "data": {"type": "disk", "source": str(src), "path": "/mnt/data"},
+        "rec": {"type": "disk", "source": str(nested), "path": "/mnt/rec", "recursive": "true",
+                "propagation": "rslave"},
         "hid": {"type": "disk", "source": str(hidden), "path": "/srv/hidden",
                 "shift": "false"},
     })
     _check_unshifted(c, src, "/mnt/data", base)
     _check_unshifted(c, hidden, "/srv/hidden", base)
+    assert c.exec(["cat", "/mnt/rec/sub/inner"]).text == "inner\n"
+    assert owner(c, "/mnt/rec/sub/inner") == "65534:65534"
+    assert c.exec(["sh", "-c", "echo x > /mnt/rec/new"]).returncode != 0  # host root's dir
+    assert "idmapped" not in c.exec(["grep", " /mnt/rec", "/proc/self/mountinfo"]).text
     c.update(devices={**c.devices, "hot": {"type": "disk", "source": str(src),
                                            "path": "/mnt/hot"}})
     _check_unshifted(c, src, "/mnt/hot", base)
