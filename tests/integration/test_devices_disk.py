@@ -131,6 +131,8 @@ def test_host_path_disk_not_shifted_by_default(host: lxdlib.Host, src: Path) -> 
     assert owner(c, "/mnt/rec/sub/inner") == "65534:65534"
     assert c.exec(["sh", "-c", "echo x > /mnt/rec/new"]).returncode != 0  # host root's dir
     assert "idmapped" not in c.exec(["grep", " /mnt/rec", "/proc/self/mountinfo"]).text
+    c.restart(force=True)  # both paths again at the next start
+    assert owner(c, "/mnt/data/hello") == owner(c, "/srv/hidden/hello") == "65534:65534"
     c.update(devices={**c.devices, "hot": {"type": "disk", "source": str(src),
                                            "path": "/mnt/hot"}})
     _check_unshifted(c, src, "/mnt/hot", base)
