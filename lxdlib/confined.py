@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -67,18 +68,53 @@ def makedirs_in_root(root: Path, path: str, mode: int = 0o755) -> None:
             os.close(parent)
 
 
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return name
+    return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
+
+
 def write_in_root(root: Path, path: str, data: bytes, mode: int = 0o644,
                   uid: int | None = None, gid: int | None = None) -> None:
-    """Write a whole file inside the rootfs; a directory at the target is refused."""
+    """Write a whole file inside the rootfs; anything but a regular file (or nothing) at the
+    target is refused with ``InvalidArgument``.
+
+    The rootfs belongs to the container's root, which may plant a FIFO or a device node where
+    we write: opening a FIFO for writing blocks until a reader comes (forever, at a start), and
+    opening a device runs its driver. So the target is checked without opening it (``O_PATH``),
+    then opened ``O_NONBLOCK`` without ``O_TRUNC`` and checked again on the descriptor (it may
+    have been swapped in between); only a regular file is truncated and written."""
     makedirs_in_root(root, os.path.dirname(path) or "/")
     try:
-        fd = open_in_root(root, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
-                          mode)
+        fd = open_in_root(root, path, os.O_PATH | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        pass
+    else:
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidArgument(f"{path!r} is {file_kind(st.st_mode)} in the container, not "
+                                  "a regular file")
+    try:
+        fd = open_in_root(root, path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK |
+                          os.O_NOCTTY, mode)
     except OSError as e:
-        if e.errno in (errno.EISDIR, errno.ELOOP):
+        if e.errno in (errno.EISDIR, errno.ELOOP, errno.ENXIO):  # ENXIO: a FIFO, no reader
             raise InvalidArgument(f"{path!r} is not a regular file in the container") from None
         raise
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidArgument(f"{path!r} is {file_kind(st.st_mode)} in the container, not "
+                                  "a regular file")
+        os.set_blocking(fd, True)
+        os.ftruncate(fd, 0)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

@@ -26,7 +26,8 @@ which object and why. Classes also derive from the matching builtin (``LookupErr
     │   │   ├── DeviceNode                  a device node where no unpack may make one
     │   │   └── UnsafeStream                a btrfs send stream doing more than an unpack may
     │   ├── CorruptArchive                  a truncated or corrupt archive
-    │   └── UnsupportedBackup(ValueError)   a backup this host cannot import (optimized zfs)
+    │   ├── UnsupportedBackup(ValueError)   a backup this host cannot import (optimized zfs)
+    │   └── TemplateError                   a template's source or target is not a regular file…
     ├── NetworkError                        bridges, DHCP, NAT
     ├── LXCError                            liblxc refused; carries the tail of the instance's log
     ├── ToolMissing                         a host program lxdlib needs is absent (criu, zfs…)
@@ -125,6 +126,12 @@ class QuotaExceeded(StorageError):
 
 class ImageError(LxdlibError):
     """An image could not be read, verified or stored."""
+
+
+class TemplateError(ImageError):
+    """An image template could not be applied: its source in the image or its target in the
+    rootfs is not a regular file (a FIFO would block the start forever), or it does not parse.
+    The operation that triggered it (a start, a copy…) fails, as in LXD."""
 
 
 class UnsafeImage(ImageError):

@@ -784,6 +784,49 @@ class Instance:
             out["network"] = self.network_state(c)
         with contextlib.suppress(LxdlibError):
             out["disk"] = {"root": {"usage": self._pool(rec).volume_usage("containers", rec.name)}}
+        mapping = self.host_root_mapping(rec, c.init_pid if "pid" in out else None)
+        out["maps_host_root"] = bool(mapping)
+        out["host_root_mapping"] = mapping
+        return out
+
+    @property
+    def maps_host_root(self) -> bool:
+        """Whether the instance's root (or any of its ids) is host uid or gid 0: privileged, or
+        an id map that includes host id 0 (``raw.idmap``, ``security.idmap.base=0``). Such an
+        instance's root is host root; see ``host_root_mapping`` for why."""
+        return bool(self.host_root_mapping())
+
+    def host_root_mapping(self, rec: InstanceRecord | None = None, pid: int | None = None
+                          ) -> list[str]:
+        """Why the instance's ids include host id 0, one line per reason; empty if they do not.
+
+        ``raw.idmap`` may map any container id onto any host id (LXD allows it too: ``raw.*``
+        keys are for host root only). A running instance is judged by the map its init really
+        has (``/proc/<pid>/uid_map``); a stopped one by the map its next start will use."""
+        rec = rec or self.record()
+        cfg, _ = self.expanded(rec)
+        if _truthy(cfg.get("security.privileged")):
+            return ["security.privileged=true: the container's ids are the host's, its root is "
+                    "host root"]
+        ranges: list[idmap.IdRange] = []
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                for kind, fname in (("u", "uid_map"), ("g", "gid_map")):
+                    text = Path(f"/proc/{pid}/{fname}").read_text()
+                    for line in text.splitlines():
+                        ns, hst, size = (int(x) for x in line.split())
+                        ranges.append(idmap.IdRange(kind, ns, hst, size))
+        if not ranges:
+            facts = self.host.facts()
+            base = int(rec.config.get("volatile.idmap.base", str(facts.idmap.base)))
+            size = int(rec.config.get("volatile.idmap.size", str(facts.idmap.size)))
+            ranges = idmap.instance_map(base, size, cfg.get("raw.idmap", ""))
+        source = "raw.idmap" if cfg.get("raw.idmap", "").strip() else "the instance's id map"
+        out = []
+        for r in ranges:
+            if r.hostid <= 0 < r.hostid + r.size:
+                what = "uid" if r.kind == "u" else "gid"
+                out.append(f"container {what} {r.nsid - r.hostid} is host {what} 0 ({source})")
         return out
 
     def network_state(self, c: Any | None = None) -> dict[str, Any]:

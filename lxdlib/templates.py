@@ -5,19 +5,23 @@ authors use: ``{{ expression }}`` with dotted lookups (``container.name``, ``con
 ``properties.x``), ``config_get("key", "default")``, string literals, the ``default`` filter,
 and ``{% if expr %}…{% else %}…{% endif %}``. ``include`` and anything that reads files is not
 supported, so a template cannot pull host files into the container. Targets are written through
-``confined`` so a symlink in the rootfs cannot redirect them onto the host.
+``confined`` so a symlink in the rootfs cannot redirect them onto the host, and a FIFO or device
+planted there by the container's root is refused (``TemplateError``, the start fails naming the
+file, as in LXD) instead of blocking the start forever.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from . import confined
-from .errors import ImageError
+from .errors import ImageError, InvalidArgument, TemplateError
 
 _TOKEN = re.compile(r"({{.*?}}|{%.*?%})", re.S)
 _CALL = re.compile(r"""^config_get\(\s*(['"])(.*?)\1\s*(?:,\s*(['"])(.*?)\3\s*)?\)$""")
@@ -93,6 +97,28 @@ def render(text: str, ctx: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+def _read_source(path: Path, name: str, target: str) -> str:
+    """The text of a template file of the image. ``O_NONBLOCK`` and a type check on the open
+    descriptor: a FIFO shipped as a template would otherwise block the start forever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY |
+                     os.O_CLOEXEC)
+    except OSError as e:
+        raise TemplateError(f"template {name!r} (for {target!r}) cannot be read: "
+                            f"{e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise TemplateError(f"template {name!r} (for {target!r}) is "
+                                f"{confined.file_kind(mode)} in the image, not a regular file")
+        os.set_blocking(fd, True)
+        raw = f.read()
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as e:
+        raise TemplateError(f"template {name!r} (for {target!r}) is not UTF-8: {e}") from None
+
+
 def apply(volume: Path, metadata: Mapping[str, Any], trigger: str, ctx: Mapping[str, Any],
           uid: int = 0, gid: int = 0) -> list[str]:
     """Render every template whose ``when`` has ``trigger``; returns the paths written."""
@@ -110,16 +136,19 @@ def apply(volume: Path, metadata: Mapping[str, Any], trigger: str, ctx: Mapping[
         tdir = volume / "templates"
         if tdir.is_symlink():
             raise ImageError("the image's templates directory is a symlink")
-        try:
-            fd = os.open(tdir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as e:
-            raise ImageError(f"template {name!r} cannot be read: {e.strerror}") from None
-        with os.fdopen(fd, "rb") as f:
-            text = f.read().decode()
+        text = _read_source(tdir / name, name, target)
         local = dict(ctx)
         local["path"] = target
         local["trigger"] = trigger
         local["properties"] = spec.get("properties") or {}
-        confined.write_in_root(rootfs, target, render(text, local).encode(), 0o644, uid, gid)
+        data = render(text, local).encode()
+        try:
+            confined.write_in_root(rootfs, target, data, 0o644, uid, gid)
+        except (InvalidArgument, OSError) as e:
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # a full pool is not the template's fault
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise TemplateError(f"cannot apply template {name!r} to {target!r} "
+                                f"({trigger}): {reason}") from None
         written.append(target)
     return written

@@ -311,6 +311,9 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
         lines.append(f"Error: {info['error']}")
     if "pid" in info:
         lines.append(f"PID: {info['pid']}")
+    if info.get("maps_host_root"):  # said plainly: this container's root is host root
+        lines.append("Maps host root: YES (the container's root can act as host root)")
+        lines += [f"  {why}" for why in info.get("host_root_mapping", [])]
     created = dt.datetime.fromisoformat(info["created"])
     lines.append(f"Created: {_fmt_time(created)}")
     if info.get("last_used"):

@@ -1,18 +1,27 @@
 """``disk`` devices: the root disk (the pool's volume itself) and host paths or custom volumes
 mounted inside.
 
-At start, liblxc mounts what its child can reach: a ``lxc.mount.entry`` bind, ``idmap=container``
-for an unprivileged instance so that host root's files show as the container's root and files
-the container writes land with the ids it wrote them as (no chown of the source). liblxc's child
-runs as the container's root, so a source below a directory it cannot search (a custom volume of
-a pool, a 0700 home) is mounted from the start-host hook instead, by ``hotmount`` with host rights;
-so is a non-recursive bind of a directory with mounts below it, which the kernel refuses to a
-user namespace (it would uncover what those mounts hide).
+Ids, as in LXD: a host path is bound into an unprivileged instance *without* an id shift by
+default. The kernel then shows files of host ids outside the instance's map as ``nobody``/
+``nogroup`` (65534) inside, and what the container writes lands with its mapped host ids (its
+root becomes, e.g., host uid 1000000). So the container's root has no more rights in a shared
+host directory than that unprivileged host uid: it cannot make files owned by host root there,
+let alone setuid-root ones. ``shift=true`` on the device opts into an idmapped bind
+(``idmap=container``), where host root's files are the container root's and the container's
+root acts as host root in that directory: a root-equivalent grant, for trusted containers only.
+Custom volumes of a pool belong to the instances that mount them and are always shifted (as LXD
+does): idmapped where the pool allows it, else shifted on disk to the instance's map.
+
+At start, liblxc mounts what its child can reach: a ``lxc.mount.entry`` bind (``idmap=container``
+only when shifted). liblxc's child runs as the container's root, so a source below a directory
+it cannot search (a custom volume of a pool, a 0700 home) is mounted from the start-host hook
+instead, by ``hotmount`` with host rights; so is a non-recursive bind of a directory with mounts
+below it, which the kernel refuses to a user namespace (it would uncover what those mounts hide).
 On a running instance, disks are added, changed and removed live through ``hotmount`` too.
 
-Ownership is mapped only where the source's filesystem supports idmapped mounts; elsewhere (FUSE,
-procfs…) the files keep their host ids, as in LXD. Custom volumes of pools without idmapped
-mounts are shifted on disk to the instance's map before they are mounted.
+Ownership can be shifted only where the source's filesystem supports idmapped mounts; a
+``shift=true`` host path elsewhere (FUSE, procfs…) is refused at start rather than silently
+left unshifted.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from pathlib import Path
 
 import attrs
 
-from ..errors import NotFound
+from ..errors import NotFound, StorageError
 from ..render import MountEntry
 from . import BaseDriver, DeviceContext, Rendered, hotmount
 
@@ -120,8 +129,15 @@ def plan(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Plan | None:
                                "(required=false lets the instance start without it)")
             return None
     unprivileged = ctx.idmap_base is not None
-    return Plan(source=str(src), path="/" + dev["path"].strip("/"),
-                idmap=unprivileged and pool_idmap and supports_idmap(src),
+    if pool:  # the instance's own volume: always shifted, like its rootfs
+        idmap = unprivileged and pool_idmap and supports_idmap(src)
+    else:  # a host path: host ids unless the device opts in (root-equivalent, see above)
+        idmap = unprivileged and _truthy(dev.get("shift"))
+        if idmap and not supports_idmap(src):
+            raise StorageError(
+                f"device {name!r} of instance {ctx.name!r} sets shift=true but {source!r} "
+                f"(filesystem {fs_type(src) or 'unknown'!r}) does not support idmapped mounts")
+    return Plan(source=str(src), path="/" + dev["path"].strip("/"), idmap=idmap,
                 readonly=_truthy(dev.get("readonly")), recursive=_truthy(dev.get("recursive")),
                 propagation=dev.get("propagation", ""), required=required,
                 by_liblxc=not unprivileged or (reachable_by_others(src) and (

@@ -5,9 +5,11 @@ root's credentials, so it cannot even reach a source under a 0700 directory. Her
 does the work with the new mount API, in a forked child:
 
 1. ``open_tree(OPEN_TREE_CLONE)`` makes a detached copy of the source while still host root (so
-   any source the host can reach works), and ``mount_setattr`` makes it read-only and, for an
-   unprivileged container, idmapped through the container's user namespace (host root's files
-   show as the container's root, files the container makes land as its mapped ids);
+   any source the host can reach works), and ``mount_setattr`` makes it read-only and, when the
+   caller asks for a shift (a custom volume, or a disk with ``shift=true``) in an unprivileged
+   container, idmapped through the container's user namespace (host root's files show as the
+   container's root). Unshifted, host ids stay as they are: ids outside the container's map
+   show as nobody inside, and what the container writes lands as its mapped host ids;
 2. ``setns`` into the container's mount namespace and then its user namespace (becoming the
    container's root), so the mount point is created and resolved exactly as the container's own
    root would: symlinks cannot lead out of the container and nothing is created with host rights;

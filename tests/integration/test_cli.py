@@ -129,3 +129,36 @@ def test_launch_options(host: lxdlib.Host) -> None:
     assert c.devices["root"]["size"] == "64MiB"
     r = run(host, "exec", "c1", "--env", "A=b", "--cwd", "/tmp", "--", "sh", "-c", "echo $A; pwd")
     assert r.stdout.split() == ["b", "/tmp"]
+
+
+def test_info_shows_host_root_mapping(host: lxdlib.Host) -> None:
+    """Issue 10 case 8: an id map that includes host id 0 (raw.idmap, privileged) is kept, as
+    in LXD, but ``info`` and the API say plainly that the container's root is host root."""
+    run(host, "init", "busybox", "plain")
+    run(host, "init", "busybox", "rooted", "-c", "raw.idmap=both 0 0")
+    run(host, "init", "busybox", "priv", "-c", "security.privileged=true")
+    run(host, "init", "busybox", "other", "-c", "raw.idmap=uid 0 1000")  # host 0 -> ns 1000
+    assert "host root" not in run(host, "info", "plain").stdout
+    assert not host.instances["plain"].maps_host_root
+    assert host.instances["plain"].info()["maps_host_root"] is False
+
+    out = run(host, "info", "rooted").stdout
+    assert "Maps host root: YES" in out
+    assert "container uid 0 is host uid 0 (raw.idmap)" in out
+    assert "container gid 0 is host gid 0 (raw.idmap)" in out
+    assert host.instances["rooted"].maps_host_root
+    assert "security.privileged=true" in run(host, "info", "priv").stdout
+    assert host.instances["priv"].maps_host_root
+    assert "container uid 1000 is host uid 0" in run(host, "info", "other").stdout
+    run(host, "init", "busybox", "based", "-c", "security.idmap.base=0")
+    assert "container uid 0 is host uid 0 (the instance's id map)" in \
+        run(host, "info", "based").stdout
+
+    # a running instance is judged by the map its init really has
+    c = host.instances["rooted"]
+    c.start()
+    assert c.exec(["cat", "/proc/self/uid_map"]).text.split()[:3] == ["0", "0", "1"]
+    info = c.info()
+    assert info["maps_host_root"] and "pid" in info
+    assert "container uid 0 is host uid 0 (raw.idmap)" in info["host_root_mapping"]
+    assert "Maps host root: YES" in run(host, "info", "rooted").stdout

@@ -45,15 +45,16 @@ def test_host_path_disks(host: lxdlib.Host, src: Path) -> None:
                    check=True)
     (nested / "sub" / "inner").write_text("inner\n")
     c = host.launch("busybox", "c1", devices={
-        "data": {"type": "disk", "source": str(src), "path": "/mnt/data"},
+        "data": {"type": "disk", "source": str(src), "path": "/mnt/data", "shift": "true"},
         "ro": {"type": "disk", "source": str(src), "path": "/mnt/ro", "readonly": "true"},
-        "rec": {"type": "disk", "source": str(nested), "path": "/mnt/rec", "recursive": "true"},
+        "rec": {"type": "disk", "source": str(nested), "path": "/mnt/rec", "recursive": "true",
+                "shift": "true"},
         "flat": {"type": "disk", "source": str(nested), "path": "/mnt/flat"},
-        "hid": {"type": "disk", "source": str(hidden), "path": "/srv/hidden"},
+        "hid": {"type": "disk", "source": str(hidden), "path": "/srv/hidden", "shift": "true"},
         "opt": {"type": "disk", "source": str(src / "absent"), "path": "/mnt/opt",
                 "required": "false"},
     })
-    # host root's files are the container root's; what the container writes keeps its ids
+    # shift=true: host root's files are the container root's; what it writes keeps its ids
     assert owner(c, "/mnt/data/hello") == "0:0"
     c.exec(["sh", "-c", "echo x > /mnt/data/by-root && "
                         "mkdir /mnt/data/u && chown 1000:1000 /mnt/data/u"], check=True)
@@ -66,6 +67,7 @@ def test_host_path_disks(host: lxdlib.Host, src: Path) -> None:
 
     r = c.exec(["sh", "-c", "echo z > /mnt/ro/nope"])
     assert r.returncode != 0 and "Read-only" in r.text + r.stderr.decode()
+    assert owner(c, "/mnt/ro/hello") == "65534:65534"  # not shifted
     assert c.exec(["cat", "/mnt/rec/sub/inner"]).text == "inner\n"
     assert owner(c, "/mnt/rec/sub/inner") == "0:0"
     assert c.exec(["cat", "/mnt/flat/sub/inner"]).returncode != 0  # not recursive
@@ -80,10 +82,81 @@ def test_host_path_disks(host: lxdlib.Host, src: Path) -> None:
     assert owner(c, "/mnt/data/hello") == "0:0"
 
 
+def _check_unshifted(c: lxdlib.Instance, share: Path, inside: str, base: int) -> None:
+    """A host directory bound without shift: host root's files are nobody's inside, the
+    container's root is its mapped host uid there, and cannot make a setuid-root file."""
+    assert owner(c, f"{inside}/hello") == "65534:65534"
+    assert c.exec(["cat", f"{inside}/hello"]).text == "hi\n"
+    assert c.exec(["sh", "-c", f"echo no >> {inside}/hello"]).returncode != 0  # host root's
+    assert c.exec(["grep", f" {inside} ", "/proc/self/mountinfo"]).text.count("idmapped") == 0
+    name = f"suid-{c.name}-{inside.rsplit('/', 1)[-1]}"
+    c.exec(["sh", "-c", f"cp /bin/busybox {inside}/{name} && chown 0:0 {inside}/{name} && "
+                        f"chmod 4755 {inside}/{name}"], check=True)
+    st = os.stat(share / name)
+    assert (st.st_uid, st.st_gid) == (base, base)  # the mapped root, never host root
+    assert st.st_uid != 0
+    assert st.st_mode & 0o4000  # the bit is kept: the file is setuid to the mapped root only
+    c.exec(["sh", "-c", f"mkdir {inside}/u-{name} && chown 1000:1000 {inside}/u-{name}"],
+           check=True)
+    c.exec(["sh", "-c", f"echo y > {inside}/u-{name}/f"], user=1000, group=1000, check=True)
+    st = os.stat(share / f"u-{name}" / "f")
+    assert (st.st_uid, st.st_gid) == (base + 1000, base + 1000)
+
+
+def test_host_path_disk_not_shifted_by_default(host: lxdlib.Host, src: Path) -> None:
+    """Issue 10 case 3: without shift=true a shared host directory keeps host ids, at start (by
+    liblxc and by the start-host hook) and on hot-plug."""
+    src.chmod(0o777)  # writable for the container's mapped root, as a shared dir would be
+    hidden = host.paths.root / "hidden" / "in"  # below a 0700 dir: mounted by the hook
+    hidden.mkdir(parents=True)
+    hidden.chmod(0o777)
+    hidden.parent.chmod(0o700)
+    (hidden / "hello").write_text("hi\n")
+    nested = host.paths.root / "nested"  # recursive (and a propagation) still mount
+    (nested / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "lxu", str(nested / "sub")],
+                   check=True)
+    (nested / "sub" / "inner").write_text("inner\n")
+    base = host.facts().idmap.base
+    c = host.launch("busybox", "c1", devices={
+        "data": {"type": "disk", "source": str(src), "path": "/mnt/data"},
+        "rec": {"type": "disk", "source": str(nested), "path": "/mnt/rec", "recursive": "true",
+                "propagation": "rslave"},
+        "hid": {"type": "disk", "source": str(hidden), "path": "/srv/hidden",
+                "shift": "false"},
+    })
+    _check_unshifted(c, src, "/mnt/data", base)
+    _check_unshifted(c, hidden, "/srv/hidden", base)
+    assert c.exec(["cat", "/mnt/rec/sub/inner"]).text == "inner\n"
+    assert owner(c, "/mnt/rec/sub/inner") == "65534:65534"
+    assert c.exec(["sh", "-c", "echo x > /mnt/rec/new"]).returncode != 0  # host root's dir
+    assert "idmapped" not in c.exec(["grep", " /mnt/rec", "/proc/self/mountinfo"]).text
+    c.restart(force=True)  # both paths again at the next start
+    assert owner(c, "/mnt/data/hello") == owner(c, "/srv/hidden/hello") == "65534:65534"
+    c.update(devices={**c.devices, "hot": {"type": "disk", "source": str(src),
+                                           "path": "/mnt/hot"}})
+    _check_unshifted(c, src, "/mnt/hot", base)
+    # shift=true on the live device switches to the idmapped bind
+    c.update(devices={**c.devices, "hot": {"type": "disk", "source": str(src),
+                                           "path": "/mnt/hot", "shift": "true"}})
+    assert owner(c, "/mnt/hot/hello") == "0:0"
+    assert "idmapped" in c.exec(["grep", " /mnt/hot ", "/proc/self/mountinfo"]).text
+    # shift=true where no idmapped mount is possible is refused, not silently left unshifted
+    before = c.devices
+    with pytest.raises(lxdlib.StorageError, match="idmapped"):
+        c.update(devices={**before, "proc": {"type": "disk", "source": "/proc/sys/kernel",
+                                             "path": "/mnt/proc", "shift": "true"}})
+    assert c.devices == before
+    with pytest.raises(lxdlib.InvalidConfig, match="shift"):
+        c.update(devices={**c.devices, "bad": {"type": "disk", "source": str(src),
+                                               "path": "/mnt/bad", "shift": "maybe"}})
+
+
 def test_disk_hotplug_and_refusals(host: lxdlib.Host, src: Path) -> None:
     c = host.launch("busybox", "c1")
     devs = c.devices
-    c.update(devices={**devs, "data": {"type": "disk", "source": str(src), "path": "/mnt/d"}})
+    c.update(devices={**devs, "data": {"type": "disk", "source": str(src), "path": "/mnt/d",
+                                       "shift": "true"}})
     assert c.exec(["cat", "/mnt/d/hello"]).text == "hi\n"
     assert owner(c, "/mnt/d/hello") == "0:0"
     # changed live: now read-only

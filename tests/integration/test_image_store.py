@@ -571,3 +571,83 @@ def test_unpack_out_of_space(tmp_path: Path) -> None:
 
 def test_tar_bytes_helper_is_sane() -> None:
     assert len(tar_bytes(good_members())) % 512 == 0
+
+
+# -- templates against a running container (issue 10 case 9) -------------------------------------
+
+MOTD_TEMPLATES = {"/etc/motd": {"when": ["start"], "template": "motd.tpl"}}
+
+
+def _templated_image(busybox: Path, out: Path, fifo_source: bool) -> Path:
+    """The busybox image with a ``start`` template for /etc/motd; its source a FIFO if asked."""
+    import io
+
+    import yaml
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    with tarfile.open(busybox) as tf:
+        for m in tf.getmembers():
+            data = tf.extractfile(m).read() if m.isreg() else None  # type: ignore[union-attr]
+            if m.name.lstrip("./") == "metadata.yaml":
+                meta = yaml.safe_load(data or b"")
+                meta["templates"] = {**(meta.get("templates") or {}), **MOTD_TEMPLATES}
+                data = yaml.safe_dump(meta).encode()
+                m.size = len(data)
+            members.append((m, data))
+    if fifo_source:
+        fifo = tarfile.TarInfo("templates/motd.tpl")
+        fifo.type, fifo.mode = tarfile.FIFOTYPE, 0o644
+        members.append((fifo, None))
+    else:
+        members.append(reg("templates/motd.tpl", b"hello {{ container.name }}\n"))
+    with tarfile.open(out, "w:gz") as tf:
+        for m, data in members:
+            tf.addfile(m, io.BytesIO(data) if data is not None else None)
+    return out
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a child, bounded: a hang fails the test instead of wedging the suite."""
+    return subprocess.run([PYTHON, "-m", "lxdlib.cli.main", "--root", str(root), *args],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+def test_template_fifo_source_fails_start(host, busybox_tarball: Path,  # type: ignore[no-untyped-def]
+                                          tmp_path: Path) -> None:
+    """A FIFO shipped as a template's source: the start fails at once, naming the template."""
+    img = _templated_image(busybox_tarball, tmp_path / "fifo.tar.gz", fifo_source=True)
+    host.images.import_file(img, aliases=["fifo-src"])
+    r = _cli(host.paths.root, "launch", "fifo-src", "c1")
+    assert r.returncode != 0
+    assert r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
+    assert "'motd.tpl'" in r.stderr and "FIFO" in r.stderr, r.stderr
+    assert host.instances["c1"].status == "Stopped"
+
+
+def test_template_fifo_target_planted_by_container(host,  # type: ignore[no-untyped-def]
+                                                   busybox_tarball: Path,
+                                                   tmp_path: Path) -> None:
+    """The container's root replaces a ``start`` template's target by a FIFO: the next start
+    fails with an error naming the target (as LXD does) and does not hang; a regular file
+    there again lets it start."""
+    from lxdlib.errors import TemplateError
+    img = _templated_image(busybox_tarball, tmp_path / "ok.tar.gz", fifo_source=False)
+    host.images.import_file(img, aliases=["tpl"])
+    c = host.launch("tpl", "c1")
+    assert c.exec(["cat", "/etc/motd"]).text == "hello c1\n"
+    c.exec(["sh", "-c", "rm /etc/motd && mkfifo /etc/motd"], check=True)
+    c.stop(force=True)
+    r = _cli(host.paths.root, "start", "c1")
+    assert r.returncode != 0
+    assert r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
+    assert "'/etc/motd'" in r.stderr and "FIFO" in r.stderr, r.stderr
+    assert c.status == "Stopped"
+    with pytest.raises(TemplateError, match="/etc/motd"):
+        c.start()
+    # a directory there is refused the same way
+    (host.pool("default").volume_path("containers", "c1") / "rootfs/etc/motd").unlink()
+    (host.pool("default").volume_path("containers", "c1") / "rootfs/etc/motd").mkdir()
+    with pytest.raises(TemplateError, match="directory"):
+        c.start()
+    (host.pool("default").volume_path("containers", "c1") / "rootfs/etc/motd").rmdir()
+    c.start()
+    assert c.exec(["cat", "/etc/motd"]).text == "hello c1\n"

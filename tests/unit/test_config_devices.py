@@ -102,6 +102,8 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
      "not one of"),
     ({"type": "disk", "path": "/", "pool": "p", "readonly": "maybe"}, "readonly",
      "Invalid value for a boolean"),
+    ({"type": "disk", "path": "/m", "source": "/s", "shift": "maybe"}, "shift",
+     "Invalid value for a boolean"),
     ({"type": "disk", "path": "/", "pool": "p", "io.bus": "nvme"}, "io.bus",
      "Invalid device option 'io.bus'"),
     ({"type": "disk", "path": "/", "pool": "p", "initial.zfs.blocksize": "8KiB"},
