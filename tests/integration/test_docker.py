@@ -235,6 +235,24 @@ def test_docker_unprivileged_then_privileged(dhost: lxdlib.Host) -> None:
                 c.delete(force=True)
 
 
+def test_missing_kernel_module_is_named_at_start(dhost: lxdlib.Host) -> None:
+    """A kernel without a module the docker profile asks for: the start fails at once, naming
+    the module, and leaves the instance stopped, not a half-started Docker host."""
+    r = subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root",
+                        str(dhost.paths.root), "launch", "debian-docker", "nomod", "-p",
+                        "default", "-p", "docker", "-c",
+                        "linux.kernel_modules=overlay,nf_nat,lxdlibnomod"],
+                       capture_output=True, text=True, timeout=120)
+    try:
+        assert r.returncode != 0 and "'lxdlibnomod'" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+        if "nomod" in dhost.instances:
+            assert dhost.instances["nomod"].state == "STOPPED"
+    finally:
+        with contextlib.suppress(Exception):
+            dhost.instances["nomod"].delete(force=True)
+
+
 def test_docker_overlay2_on_a_dir_pool(dhost: lxdlib.Host) -> None:
     """On a pool that is not btrfs (or zfs), Docker falls through to overlay2: the kernel
     (>= 5.11) lets an unprivileged user namespace mount overlayfs, on top of the idmapped
