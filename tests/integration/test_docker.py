@@ -229,6 +229,12 @@ def test_docker_unprivileged_then_privileged(dhost: lxdlib.Host) -> None:
         wait_dockerd(c)
         priv = docker_checks(c, 8082)
         print(f"[docker] privileged: {priv}")
+        # Docker's btrfs driver made subvolumes inside the rootfs: delete takes them too
+        import btrfsutil
+        nested = list(btrfsutil.SubvolumeIterator(str(c.volume)))
+        assert any("var/lib/docker/btrfs/subvolumes/" in p for p, _ in nested), nested
+        c.delete(force=True)
+        assert "dk" not in dhost.instances
     finally:
         if c is not None:
             with contextlib.suppress(Exception):
@@ -269,6 +275,8 @@ def test_docker_overlay2_on_a_dir_pool(dhost: lxdlib.Host) -> None:
         got = docker_checks(c, 8090)
         print(f"\n[docker] dir pool: dockerd answering {up:.1f} s after start returned; {got}")
         assert got["driver"] == "overlay2", got
+        c.delete(force=True)
+        assert "dkdir" not in dhost.instances
     finally:
         if c is not None:
             with contextlib.suppress(Exception):
