@@ -3,10 +3,10 @@ docker"): the seed's ``docker`` profile (overlay + nf_nat modules, ``security.ne
 AppArmor mask disk device), a Debian image with ``docker.io`` installed by the host (the instance
 never touches a network), ``dockerd`` started by systemd, ``docker import`` of a busybox rootfs the
 test builds, ``docker run``, a port Docker publishes, Docker back after ``lxdlib restart``; then
-the same with ``security.privileged=true``, the seed's second variant. Last, liblxc inside the
-instance (``lxc-execute``) with ``security.nesting=true``: lxdlib inside lxdlib at the liblxc level.
+the same with ``security.privileged=true``, the seed's second variant. Last, containers inside
+an instance with ``security.nesting=true``: plain liblxc (``lxc-execute``), and lxdlib itself.
 
-The image is built once per module (one debootstrap with ``--packages docker.io,lxc``) and
+The image is built once per module (one debootstrap with ``--packages docker.io,lxc,…``) and
 removed with its downloaded packages afterwards. Every wait is bounded; a daemon that does not come
 up fails with its own journal in the message.
 """
@@ -56,7 +56,9 @@ DOCKER_PROFILE = textwrap.dedent("""\
     name: docker
 """)
 
-PACKAGES = ("docker.io", "lxc")
+#: Docker; liblxc and what lxdlib needs to run inside an instance (test_lxdlib_inside_lxdlib).
+PACKAGES = ("docker.io", "lxc", "python3-lxc", "python3-yaml", "python3-attr", "python3-pyroute2",
+            "python3-btrfsutil", "busybox-static")
 
 
 def cli(host: lxdlib.Host, *args: str, input: str | None = None,
@@ -339,6 +341,49 @@ def test_liblxc_inside_lxdlib(dhost: lxdlib.Host) -> None:
         assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
         # pid 1 is liblxc's init (lxc-execute), the command its child
         assert r.text.split() == ["pid=2", "host=inner", "init=lxc-execute"], r.text
+    finally:
+        with contextlib.suppress(Exception):
+            c.delete(force=True)
+
+
+LXDLIB_INSIDE = r"""
+set -e
+L="python3 -m lxdlib.cli.main --root /srv/lx"
+$L storage create default dir
+$L profile create default
+$L profile device add default root disk path=/ pool=default
+$L image build busybox --alias busybox
+$L launch busybox inner1 -c security.privileged=true
+$L exec inner1 -- sh -c 'echo host=$(hostname) pid1=$(cat /proc/1/comm)'
+$L list -c ns -f csv
+$L delete -f inner1
+test -z "$($L list -c n -f csv)" && echo inner-deleted
+"""
+
+
+def test_lxdlib_inside_lxdlib(dhost: lxdlib.Host) -> None:
+    """lxdlib, run inside an unprivileged lxdlib instance with ``security.nesting=true``, makes a
+    dir pool, builds its busybox image and launches, execs in and deletes a container of its own.
+
+    The inner container is ``security.privileged=true`` from the inner lxdlib's point of view:
+    it shares the outer instance's user namespace, so on the host it is as unprivileged as the
+    outer one. An inner *unprivileged* container is refused at its start: the dir pool's
+    idmapped rootfs mount needs privilege over the outer filesystem, which a user namespace lacks
+    (liblxc: "Failed to create detached idmapped mount"). The cgroup mounts are the same
+    host-specific step as in test_liblxc_inside_lxdlib."""
+    name = f"outer{secrets.token_hex(2)}"
+    c = dhost.launch("debian-docker", name, config={"security.nesting": "true"})
+    try:
+        # lxdlib's own package, as installed on the host, where the instance's python3 finds it
+        c.files.push_tree(Path(lxdlib.__file__).parent,
+                          "/usr/local/lib/python3.11/dist-packages/lxdlib", parents=True,
+                          owner=False)
+        r = c.exec(["unshare", "-m", "sh", "-c", CGROUP_MOUNTS + LXDLIB_INSIDE], timeout=240)
+        out = r.stdout.decode()
+        assert r.returncode == 0, out + r.stderr.decode()
+        assert "host=inner1 pid1=init" in out, out
+        assert "inner1,RUNNING" in out, out
+        assert out.rstrip().endswith("inner-deleted"), out
     finally:
         with contextlib.suppress(Exception):
             c.delete(force=True)
