@@ -215,10 +215,12 @@ class Images:
     def build_debian(self, alias: str | None = "debian", *, release: str = "bookworm",
                      variant: str = "minbase", mirror: str = "http://deb.debian.org/debian",
                      compression: str = "xz", progress: Any = None,
-                     cache_dir: str | os.PathLike[str] | None = None) -> ImageRecord:
+                     cache_dir: str | os.PathLike[str] | None = None,
+                     packages: Sequence[str] = ()) -> ImageRecord:
         """``image build debian``: debootstrap ``release`` into a systemd image and import it
         (``alias`` moves to the new image if it existed). ``progress(step)`` gets coarse steps;
-        ``cache_dir`` reuses an earlier identical debootstrap (see ``build_debian_image``)."""
+        ``cache_dir`` reuses an earlier identical debootstrap; ``packages`` are installed into
+        the image by the host, e.g. ``["docker.io"]`` (see ``build_debian_image``)."""
         import tempfile
 
         from .imagestore.debootstrap import build_debian_image
@@ -228,7 +230,8 @@ class Images:
         with tempfile.TemporaryDirectory(dir=self.host.paths.run, prefix="build-") as tmp:
             out = build_debian_image(Path(tmp) / "debian.tar", release=release,
                                      variant=variant, mirror=mirror, compression=compression,
-                                     progress=progress, cache_dir=cache_dir)
+                                     progress=progress, cache_dir=cache_dir,
+                                     packages=packages)
             img = self.import_file(out)
         if alias:
             if alias in self.store.aliases():

@@ -280,7 +280,7 @@ def cmd_build(host: Host, a: argparse.Namespace) -> int:
     if a.kind == "busybox":
         if a.compression not in (None, "gzip", "xz", "none"):
             raise InvalidArgument("the busybox builder compresses with gzip, xz or none")
-        for opt in ("release", "variant", "mirror"):
+        for opt in ("release", "variant", "mirror", "packages"):
             if getattr(a, opt) is not None:
                 raise InvalidArgument(f"--{opt} is for the debian builder")
         img = host.images.build_busybox(a.alias or "busybox", compression=a.compression or "gzip")
@@ -292,7 +292,8 @@ def cmd_build(host: Host, a: argparse.Namespace) -> int:
         img = host.images.build_debian(
             a.alias or "debian", release=a.release or "bookworm",
             variant=a.variant or "minbase", mirror=a.mirror or "http://deb.debian.org/debian",
-            compression=a.compression or "xz", progress=step, cache_dir=a.cache_dir)
+            compression=a.compression or "xz", progress=step, cache_dir=a.cache_dir,
+            packages=[p for arg in a.packages or () for p in arg.replace(",", " ").split()])
     else:
         raise InvalidArgument(f"unknown image builder {a.kind!r} (known: busybox, debian)")
     if not a.quiet:
@@ -475,6 +476,9 @@ def register(sub: Any) -> None:
     x.add_argument("--release", help="debian: the suite to debootstrap (default bookworm)")
     x.add_argument("--variant", help="debian: debootstrap's --variant (default minbase)")
     x.add_argument("--mirror", help="debian: the archive (default http://deb.debian.org/debian)")
+    x.add_argument("--packages", action="append", metavar="PKG[,PKG…]",
+                   help="debian: more packages to install into the image (downloaded by the "
+                        "host, e.g. docker.io); repeatable")
     # Internal (tests, repeated builds): reuse an identical earlier debootstrap kept here.
     x.add_argument("--cache-dir", help=argparse.SUPPRESS)
     x.set_defaults(func=cmd_build)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -35,6 +36,10 @@ COMPRESSIONS = ("gzip", "xz", "zstd", "none")
 #: waits for udev to initialise a link whenever /sys is writable, as it is in an unprivileged
 #: container), ``ip`` for users.
 DEFAULT_INCLUDE = ("systemd-sysv", "udev", "iproute2")
+
+#: A Debian package name (policy 5.6.1), optionally with an architecture qualifier: nothing that
+#: debootstrap could read as an option, a list separator or a second line.
+_PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?")
 
 #: ``progress(step)``: coarse, human-readable build steps.
 Progress = Callable[[str], None]
@@ -173,19 +178,24 @@ def _customize(rootfs: Path) -> None:
     (rootfs / "var/log/bootstrap.log").unlink(missing_ok=True)
 
 
-def _metadata(release: str, variant: str, arch: str, now: int) -> dict[str, object]:
+def _metadata(release: str, variant: str, arch: str, now: int,
+              packages: Sequence[str] = ()) -> dict[str, object]:
     date = time.strftime("%Y%m%d_%H:%M", time.gmtime(now))
+    props: dict[str, str] = {
+        "architecture": arch,
+        "description": f"Debian {release} ({arch}) ({date})",
+        "os": "debian",
+        "release": release,
+        "variant": variant,
+        "serial": date,
+    }
+    if packages:
+        # `image list`/`image info` show what was added on top of the plain system
+        props["packages"] = " ".join(packages)
     return {
         "architecture": arch,
         "creation_date": now,
-        "properties": {
-            "architecture": arch,
-            "description": f"Debian {release} ({arch}) ({date})",
-            "os": "debian",
-            "release": release,
-            "variant": variant,
-            "serial": date,
-        },
+        "properties": props,
         "templates": {
             "/etc/hostname": {"when": _WHEN, "template": "hostname.tpl"},
             "/etc/hosts": {"when": _WHEN, "template": "hosts.tpl"},
@@ -247,8 +257,14 @@ def build_debian_image(out: str | os.PathLike[str], *, release: str = "bookworm"
                        variant: str = "minbase", mirror: str = "http://deb.debian.org/debian",
                        include: Sequence[str] = DEFAULT_INCLUDE, compression: str = "xz",
                        progress: Progress | None = None,
-                       cache_dir: str | os.PathLike[str] | None = None) -> Path:
+                       cache_dir: str | os.PathLike[str] | None = None,
+                       packages: Sequence[str] = ()) -> Path:
     """Debootstrap ``release`` and write it to ``out`` as a unified image; return ``out``.
+
+    ``packages`` are installed on top of ``include`` (with their dependencies, not their
+    recommendations) by the same debootstrap run: the host downloads them, so the image carries
+    software such as ``docker.io`` and instances never need a network to install it. The
+    downloaded .debs live in the work directory and go with it.
 
     ``compression`` is gzip, xz, zstd or none. ``cache_dir`` (internal: tests and repeated
     builds) keeps the plain debootstrap output per (release, variant, mirror, include, arch) and
@@ -261,8 +277,12 @@ def build_debian_image(out: str | os.PathLike[str], *, release: str = "bookworm"
             raise InvalidArgument(f"invalid {name} {value!r}")
     if not mirror.startswith(("http://", "https://", "file:/")):
         raise InvalidArgument(f"invalid mirror {mirror!r} (http://, https:// or file:/)")
-    if any(not p or "," in p or p.startswith("-") for p in include):
-        raise InvalidArgument(f"invalid package list {list(include)!r}")
+    for what, names in (("package list", include), ("packages", packages)):
+        if isinstance(names, str) or any(not isinstance(p, str) or not _PACKAGE_RE.fullmatch(p)
+                                         for p in names):
+            raise InvalidArgument(f"invalid {what} {list(names)!r}: Debian package names "
+                                  "are lower-case letters, digits and + - .")
+    include = list(dict.fromkeys([*include, *packages]))
     if shutil.which("debootstrap") is None:
         raise ToolMissing("debootstrap not found: install Debian's debootstrap")
     if os.geteuid() != 0:
@@ -276,7 +296,7 @@ def build_debian_image(out: str | os.PathLike[str], *, release: str = "bookworm"
                      Path(cache_dir) if cache_dir is not None else None, arch, progress)
         _step(progress, "Configuring the rootfs for containers")
         _customize(rootfs)
-        meta = _metadata(release, variant, arch, int(time.time()))
+        meta = _metadata(release, variant, arch, int(time.time()), packages)
         (work / "metadata.yaml").write_text(yaml.safe_dump(meta, sort_keys=True))
         templates = work / "templates"
         templates.mkdir()

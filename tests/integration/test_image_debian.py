@@ -90,7 +90,9 @@ def test_tarball_layout(debian: Built) -> None:
 
 def test_refuses_bad_arguments(tmp_path: Path) -> None:
     for kw in ({"compression": "zip"}, {"release": "../x"}, {"mirror": "ftp://x"},
-               {"include": ("a,b",)}):
+               {"include": ("a,b",)}, {"packages": ("docker.io\nx",)},
+               {"packages": ("--no-check-gpg",)}, {"packages": ("Docker",)},
+               {"packages": ("",)}, {"packages": "docker.io"}):
         with pytest.raises(InvalidArgument):
             build_debian_image(tmp_path / "x", **kw)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
@@ -158,3 +160,19 @@ def test_cli_build(host: lxdlib.Host, debian: Built) -> None:
     img = host.images["deb"]
     assert img.properties["os"] == "debian" and img.properties["release"] == "bookworm"
     assert not list(host.paths.run.glob("build-*"))
+
+
+def test_cli_packages_option_is_checked_first(host: lxdlib.Host) -> None:
+    """``--packages`` is split on commas and blanks; a bad name or a builder that takes no
+    packages is a one-line error before anything is downloaded or created."""
+    base = [sys.executable, "-m", "lxdlib.cli.main", "--root", str(host.paths.root), "image",
+            "build"]
+    for args, msg in ((["debian", "--packages", "docker.io,Bad_Name"], "invalid packages"),
+                      (["debian", "--packages", "docker.io", "--packages=-x"],
+                       "invalid packages"),
+                      (["busybox", "--packages", "docker.io"], "--packages is for the debian")):
+        r = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and msg in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    assert not list(host.paths.run.glob("build-*"))
+    assert [i.fingerprint for i in host.images.list()] == [host.images["busybox"].fingerprint]
