@@ -808,26 +808,35 @@ class Instance:
         if _truthy(cfg.get("security.privileged")):
             return ["security.privileged=true: the container's ids are the host's, its root is "
                     "host root"]
-        ranges: list[idmap.IdRange] = []
+        running: list[idmap.IdRange] = []
         if pid is not None:
             with contextlib.suppress(OSError):
                 for kind, fname in (("u", "uid_map"), ("g", "gid_map")):
                     text = Path(f"/proc/{pid}/{fname}").read_text()
                     for line in text.splitlines():
                         ns, hst, size = (int(x) for x in line.split())
-                        ranges.append(idmap.IdRange(kind, ns, hst, size))
-        if not ranges:
-            facts = self.host.facts()
-            base = int(rec.config.get("volatile.idmap.base", str(facts.idmap.base)))
-            size = int(rec.config.get("volatile.idmap.size", str(facts.idmap.size)))
-            ranges = idmap.instance_map(base, size, cfg.get("raw.idmap", ""))
+                        running.append(idmap.IdRange(kind, ns, hst, size))
+        facts = self.host.facts()
+        base = int(rec.config.get("volatile.idmap.base", str(facts.idmap.base)))
+        size = int(rec.config.get("volatile.idmap.size", str(facts.idmap.size)))
+        planned = idmap.instance_map(base, size, cfg.get("raw.idmap", ""))
         source = "raw.idmap" if cfg.get("raw.idmap", "").strip() else "the instance's id map"
-        out = []
-        for r in ranges:
-            if r.hostid <= 0 < r.hostid + r.size:
-                what = "uid" if r.kind == "u" else "gid"
-                out.append(f"container {what} {r.nsid - r.hostid} is host {what} 0 ({source})")
-        return out
+
+        def host_zero(ranges: list[idmap.IdRange]) -> list[str]:
+            out = []
+            for r in ranges:
+                if r.hostid <= 0 < r.hostid + r.size:
+                    what = "uid" if r.kind == "u" else "gid"
+                    out.append(f"container {what} {r.nsid - r.hostid} is host {what} 0 "
+                               f"({source})")
+            return out
+
+        if not running:
+            return host_zero(planned)
+        # a changed map takes effect at the next start: say both, so neither surprises
+        now = host_zero(running)
+        later = [f"from its next start: {why}" for why in host_zero(planned) if why not in now]
+        return now + later
 
     def network_state(self, c: Any | None = None) -> dict[str, Any]:
         """Per-interface addresses and byte counters, read in the instance's network namespace."""

@@ -312,8 +312,13 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
     if "pid" in info:
         lines.append(f"PID: {info['pid']}")
     if info.get("maps_host_root"):  # said plainly: this container's root is host root
-        lines.append("Maps host root: YES (the container's root can act as host root)")
-        lines += [f"  {why}" for why in info.get("host_root_mapping", [])]
+        why = info.get("host_root_mapping", [])
+        if why and all(w.startswith("from its next start") for w in why):
+            lines.append("Maps host root: YES from its next start (its root will act as host "
+                         "root)")
+        else:
+            lines.append("Maps host root: YES (the container's root can act as host root)")
+        lines += [f"  {w}" for w in why]
     created = dt.datetime.fromisoformat(info["created"])
     lines.append(f"Created: {_fmt_time(created)}")
     if info.get("last_used"):

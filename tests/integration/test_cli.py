@@ -162,3 +162,11 @@ def test_info_shows_host_root_mapping(host: lxdlib.Host) -> None:
     assert info["maps_host_root"] and "pid" in info
     assert "container uid 0 is host uid 0 (raw.idmap)" in info["host_root_mapping"]
     assert "Maps host root: YES" in run(host, "info", "rooted").stdout
+
+    # a map changed while running takes effect at the next start: info says so beforehand
+    p = host.instances["plain"]
+    p.start()
+    run(host, "config", "set", "plain", "raw.idmap", "both 0 0")
+    out = run(host, "info", "plain").stdout
+    assert "Maps host root: YES from its next start" in out
+    assert "from its next start: container uid 0 is host uid 0 (raw.idmap)" in out
