@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ import pytest
 
 import lxdlib
 from tests.cleanup import teardown_root
+from tests.integration.seed_profiles import DOCKER_PROFILE
 
 pytestmark = [
     pytest.mark.root,
@@ -41,20 +41,6 @@ pytestmark = [
     # the first test also builds the image (~2.5 min here, downloads included)
     pytest.mark.timeout(900),
 ]
-
-#: The seed's profile, verbatim apart from indentation.
-DOCKER_PROFILE = textwrap.dedent("""\
-    config:
-      linux.kernel_modules: overlay, nf_nat
-      security.nesting: "true"
-    description: Profile supporting docker in containers
-    devices:
-      aadisable:
-        path: /sys/module/apparmor/parameters/enabled
-        source: /dev/null
-        type: disk
-    name: docker
-""")
 
 #: Docker; liblxc and what lxdlib needs to run inside an instance (test_lxdlib_inside_lxdlib).
 PACKAGES = ("docker.io", "lxc", "python3-lxc", "python3-yaml", "python3-attr", "python3-pyroute2",

@@ -12,6 +12,7 @@ import yaml
 
 import lxdlib
 from lxdlib import runtime
+from tests.integration.seed_profiles import DOCKER_PROFILE
 
 pytestmark = pytest.mark.root
 
@@ -124,18 +125,7 @@ def test_profile_change_failure_is_reported_per_instance(host: lxdlib.Host) -> N
 
 
 def test_seed_docker_profile_runs_a_nested_container(host: lxdlib.Host) -> None:
-    seed = textwrap.dedent("""
-        config:
-          linux.kernel_modules: overlay, nf_nat
-          security.nesting: "true"
-        description: Profile supporting docker in containers
-        devices:
-          aadisable:
-            path: /sys/module/apparmor/parameters/enabled
-            source: /dev/null
-            type: disk
-        name: docker
-    """)
+    seed = DOCKER_PROFILE
     cli(host, "profile", "create", "docker")
     cli(host, "profile", "edit", "docker", input=seed)
     cli(host, "launch", "busybox", "docker", "-p", "default", "-p", "docker")

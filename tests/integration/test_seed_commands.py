@@ -13,12 +13,12 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 import lxdlib
+from tests.integration.seed_profiles import DOCKER_PROFILE
 from tests.integration.simplestreams_fixtures import (
     NATIVE_ARCH,
     ImageFactory,
@@ -29,20 +29,6 @@ from tests.integration.simplestreams_fixtures import (
 )
 
 pytestmark = pytest.mark.root
-
-DOCKER_PROFILE = textwrap.dedent("""
-    config:
-      linux.kernel_modules: overlay, nf_nat
-      security.nesting: "true"
-    description: Profile supporting docker in containers
-    devices:
-      aadisable:
-        path: /sys/module/apparmor/parameters/enabled
-        source: /dev/null
-        type: disk
-    name: docker
-""")
-
 
 class Seed:
     def __init__(self, root: Path, cwd: Path) -> None:
