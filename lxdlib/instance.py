@@ -539,6 +539,12 @@ class Instance:
         loaded it (``runtime.check_config``): a file liblxc refuses would make the instance
         unusable, so it is refused before anything is saved."""
         lines, text, policy = self._render_lxc_config(rec)
+        # Closed to host users, searchable by the container's root only: liblxc opens the
+        # rootfs as that uid on pools without idmapped mounts. Redone with every config write,
+        # so the owner follows a changed map (isolated, copied, privileged toggled). Here, not
+        # in the render, which also serves checks that must change nothing.
+        root_uid = idmap.host_root(idmap.parse_lxc_idmap(text.decode()))
+        self._pool(rec).secure_instance_volume(self.name, root_uid)
         path = self._dir / "config"
         try:
             unchanged = path.read_bytes() == text
@@ -588,10 +594,6 @@ class Instance:
             size = int(rec.config.get("volatile.idmap.size", str(facts.idmap.size)))
             assert ctx.idmap_base is not None
             idm = idmap.instance_map(ctx.idmap_base, size, cfg.get("raw.idmap", ""))
-        # Closed to host users, searchable by the container's root only: liblxc opens the
-        # rootfs as that uid on pools without idmapped mounts. Redone with every config write,
-        # so the owner follows a changed map (isolated, copied, privileged toggled).
-        pool.secure_instance_volume(self.name, idmap.host_root(idm))
         nics: list[render.Nic] = []
         mounts: list[render.MountEntry] = []
         extra: list[tuple[str, str]] = []
