@@ -10,7 +10,6 @@ import secrets
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import yaml
 import lxdlib
 from lxdlib.backup import scan
 from tests.integration import invariants
+from tests.integration.archive_fixtures import rewrite_index
 from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons
 
 pytestmark = pytest.mark.root
@@ -95,7 +95,7 @@ def test_round_trips(host: lxdlib.Host, tmp_path: Path) -> None:
     _check_copy(host, src, "r3", [])
     # an index as LXD writes it (no lxdlib record): the LXD-shaped config is used
     lxd = tmp_path / "lxd.tar.gz"
-    _rewrite_index(out, lxd, lambda d: d.pop("lxdlib"))
+    rewrite_index(out, lxd, lambda d: d.pop("lxdlib"))
     host.import_backup(lxd, "r4")
     _check_copy(host, src, "r4", ["s0", "s1"])
     with pytest.raises(lxdlib.InvalidArgument):
@@ -241,14 +241,3 @@ def test_scan_accepts_what_export_writes(host: lxdlib.Host, tmp_path: Path) -> N
     assert idx.name == "c1" and idx.snapshots == ("s.0-a",) and not idx.optimized
 
 
-def _rewrite_index(src: Path, dst: Path, change: Callable[[dict[str, object]], object]) -> None:
-    with tarfile.open(src) as tin, tarfile.open(dst, "w:gz") as tout:
-        for m in tin:
-            data = tin.extractfile(m) if m.isreg() else None
-            if m.name == "backup/index.yaml":
-                doc = yaml.safe_load(data.read())  # type: ignore[union-attr]
-                change(doc)
-                raw = yaml.safe_dump(doc).encode()
-                m.size = len(raw)
-                data = io.BytesIO(raw)  # type: ignore[assignment]
-            tout.addfile(m, data)

@@ -5,36 +5,20 @@ half-way through a later ``restore``."""
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 import lxdlib
 from tests.integration import invariants
+from tests.integration.archive_fixtures import rewrite_index
 
 pytestmark = pytest.mark.root
 
 Doc = dict[str, Any]
-
-
-def _rewrite_index(src: Path, dst: Path, change: Callable[[Doc], object]) -> Path:
-    with tarfile.open(src) as tin, tarfile.open(dst, "w:gz") as tout:
-        for m in tin:
-            data = tin.extractfile(m) if m.isreg() else None
-            if m.name == "backup/index.yaml":
-                doc = yaml.safe_load(data.read())  # type: ignore[union-attr]
-                change(doc)
-                raw = yaml.safe_dump(doc).encode()
-                m.size = len(raw)
-                data = io.BytesIO(raw)  # type: ignore[assignment]
-            tout.addfile(m, data)
-    return dst
 
 
 def _own_snapshot(doc: Doc) -> Doc:
@@ -77,7 +61,7 @@ def test_bad_config_in_archive_is_refused(host: lxdlib.Host, tmp_path: Path,
     c = host.create("busybox", "c1")
     c.snapshots.create("s0")
     good = host.export_backup("c1", tmp_path / "good.tar.gz")
-    bad = _rewrite_index(good, tmp_path / "bad.tar.gz", CASES[case])
+    bad = rewrite_index(good, tmp_path / "bad.tar.gz", CASES[case])
     before = sorted(os.listdir(host.paths.lxcpath))
     vols = host.pool("default").list_volumes("containers")  # type: ignore[attr-defined]
     with pytest.raises((lxdlib.InvalidArgument, lxdlib.NotFound)) as err:
