@@ -48,7 +48,7 @@ def log_tail(root: Path, name: str, lines: int = 15) -> str:
 def start_host(root: Path, name: str, pid: int) -> None:
     from .host import Host
     from .instance import Instance
-    inst = Instance(Host(root), name)
+    inst = Instance(Host(root, create=False), name)
     ctx = inst.device_context(pid=pid)
     started: list[tuple[str, dict[str, str]]] = []
     from .devices import driver
@@ -69,12 +69,11 @@ def post_stop(root: Path, name: str, target: str) -> None:
     from .devices import driver
     from .host import Host
     from .instance import Instance
-    host = Host(root)
-    inst = Instance(host, name)
     try:
+        inst = Instance(Host(root, create=False), name)
         ctx = inst.device_context(pid=None)
     except Exception:
-        return  # deleted meanwhile: nothing of ours left to stop
+        return  # the instance (or its whole root) deleted meanwhile: nothing left to stop
     for dname, dev in sorted(ctx.devices.items()):
         try:
             driver(dev["type"]).stop(ctx, dname, dev)
@@ -117,7 +116,7 @@ def reap(root: Path, name: str) -> None:
         from .host import Host
         from .instance import Instance
         with lock(paths, "instance", name):
-            inst = Instance(Host(root), name)
+            inst = Instance(Host(root, create=False), name)
             if not inst.exists or not inst.ephemeral or inst.state != "STOPPED":
                 return
             inst._delete_locked(inst.record())

@@ -387,8 +387,14 @@ class Images:
 class Host:
     """One lxdlib root: instances, images, profiles, pools and networks that live under it."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, *,
+                 create: bool = True) -> None:
+        """``create=False`` opens only a root that exists (``NotFound`` otherwise): what runs
+        on its own later — liblxc's hooks, the ephemeral reaper — must never bring back a
+        root that was deleted meanwhile."""
         self.paths = Paths.at(root)
+        if not create and not self.paths.lxcpath.is_dir():
+            raise NotFound("lxdlib root", str(self.paths.root), "it does not exist")
         self.paths.ensure()
         self.events = Events(self.paths)
         self.instances = Instances(self)
