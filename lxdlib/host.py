@@ -108,6 +108,10 @@ class Instances:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and record.exists(self.host.paths, name)
 
+    def pool_of(self, name: str) -> str:
+        """The pool holding an instance's root volume ("" when its record is unreadable)."""
+        return self.host._instance_pool(name)
+
     def __iter__(self) -> Iterator[Instance]:
         return iter(self.list())
 
@@ -762,6 +766,14 @@ class Host:
     def _profile_memo(self, value: dict[str, expand.ProfileData] | None) -> None:
         self._memo.overrides = value
         self._memo.cache = {} if value is not None else None
+
+    def expand(self, profiles: Sequence[str] | None, config: Mapping[str, str],
+               devices: Mapping[str, Mapping[str, str]]
+               ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """What an instance with these profiles and local settings would get (config, devices):
+        ``None`` means the default profile; a missing profile raises NotFound."""
+        return self._expand(self._check_profiles(expand.resolve_profile_list(profiles)),
+                            config, devices)
 
     def _expand(self, profiles: Sequence[str], config: Mapping[str, str],
                 devices: Mapping[str, Mapping[str, str]]

@@ -94,6 +94,15 @@ class Instance:
     def _c(self) -> Any:
         return runtime.open_container(self._paths.lxcpath, self.name)
 
+    def handle(self) -> Any:
+        """liblxc's view of this instance, opened once for several reads (state, pid, cgroup
+        counters) that should agree with each other, as a listing needs."""
+        return self._c()
+
+    def usage(self, handle: Any | None = None) -> dict[str, Any]:
+        """Memory, CPU time and process count from the instance's cgroup (running only)."""
+        return _usage(handle or self._c())
+
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         nested = held(self._paths, "instance", self.name)
