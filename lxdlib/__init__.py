@@ -35,7 +35,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .host import Host
-    from .instance import Instance
+    from .instances import Instance
     from .runtime import ExecResult
 
 __version__ = "0.1.0"

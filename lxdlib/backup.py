@@ -61,12 +61,12 @@ from .errors import (
 from .imagestore import compression
 from .imagestore.tarball import empty_dir, tar_failure
 from .instance import (
-    Instance,
-    _choose_idmap,
-    _truthy,
+    InstanceCore,
+    choose_idmap,
     commit_instance,
     expand_with_root,
     new_instance_dir,
+    truthy,
 )
 from .record import InstanceRecord, SnapshotRecord
 from .state import dump_yaml, load_yaml, lock
@@ -75,7 +75,7 @@ from .storage.dir import SNAPSHOTS
 from .storage.loop import TMP, run, storage_errors, temp_name
 
 if TYPE_CHECKING:
-    from .host import Host
+    from .context import Context
     from .storage.base import PoolDriver
 
 _log = logging.getLogger("lxdlib.backup")
@@ -95,14 +95,14 @@ def _lxd_time(t: dt.datetime | None) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else _ZERO_TIME
 
 
-def _index(inst: Instance, rec: InstanceRecord, snaps: Sequence[SnapshotRecord],
+def _index(inst: InstanceCore, rec: InstanceRecord, snaps: Sequence[SnapshotRecord],
            pool: PoolDriver, optimized: bool) -> dict[str, Any]:
     """index.yaml: LXD's fields (so ``lxc import`` on LXD reads it) and lxdlib's record."""
     cfg, devs = inst.expanded(rec)
 
     def snapshot(s: SnapshotRecord) -> dict[str, Any]:
-        scfg, sdevs = inst.host._expand(s.profiles, s.config, s.devices) \
-            if all(inst.host.profiles.exists(p) for p in s.profiles) else (s.config, s.devices)
+        scfg, sdevs = inst.ctx.expand(s.profiles, s.config, s.devices) \
+            if all(inst.ctx.profiles.exists(p) for p in s.profiles) else (s.config, s.devices)
         return {"name": s.name, "architecture": rec.architecture, "config": dict(s.config),
                 "devices": {k: dict(v) for k, v in s.devices.items()},
                 "ephemeral": False, "profiles": list(s.profiles), "stateful": s.stateful,
@@ -163,7 +163,7 @@ def _owner_maps(work: Path, trees: Sequence[Path], base: int) -> list[str]:
     return out
 
 
-def export_instance(inst: Instance, path: str | os.PathLike[str] | None = None, *,
+def export_instance(inst: InstanceCore, path: str | os.PathLike[str] | None = None, *,
                     instance_only: bool = False, optimized: bool = False,
                     compression_algorithm: str = "gzip") -> Path:
     """Write ``inst`` (and its snapshots unless ``instance_only``) to ``path`` (default
@@ -181,8 +181,8 @@ def export_instance(inst: Instance, path: str | os.PathLike[str] | None = None, 
         out = out / f"{inst.name}{ext}"
     if not out.parent.is_dir():
         raise NotFound("directory", str(out.parent))
-    host = inst.host
-    paths = host.paths
+    ctx = inst.ctx
+    paths = ctx.paths
     with inst._lock():
         rec = inst.record()
         pool = inst._pool(rec)
@@ -208,11 +208,11 @@ def export_instance(inst: Instance, path: str | os.PathLike[str] | None = None, 
                     pairs = [(stack.enter_context(transfer.readable_snapshot(pool, inst.name,
                                                                              s.name)),
                               f"backup/snapshots/{s.name}") for s in snaps]
-                    from .copy import _frozen
+                    from .copy import frozen_for_copy
                     pairs.append((stack.enter_context(transfer.readable_live(
-                        pool, inst.name, running, lambda: _frozen(host, inst.name))),
+                        pool, inst.name, running, lambda: frozen_for_copy(ctx, inst.name))),
                         "backup/container"))
-                base = 0 if _truthy(inst.expanded(rec)[0].get("security.privileged")) or \
+                base = 0 if truthy(inst.expanded(rec)[0].get("security.privileged")) or \
                     pool.supports_idmapped_mounts else int(rec.config.get(
                         "volatile.idmap.base", "0"))
                 maps = _owner_maps(work, [p for p, _ in pairs], base) if base else []
@@ -224,7 +224,7 @@ def export_instance(inst: Instance, path: str | os.PathLike[str] | None = None, 
                 tmp_out.unlink()
             shutil.rmtree(work, ignore_errors=True)
             journal.end(paths, inst.name)
-    host.events.emit("instance-exported", inst.name, path=str(out))
+    ctx.events.emit("instance-exported", inst.name, path=str(out))
     return out
 
 
@@ -555,15 +555,15 @@ def _record_from_index(doc: dict[str, Any], name: str, snaps: list[str]) -> Inst
 
 # -- import ----------------------------------------------------------------------------------------
 
-def _choose_pool(host: Host, idx: BackupIndex, pool: str | None) -> str:
+def _choose_pool(ctx: Context, idx: BackupIndex, pool: str | None) -> str:
     if pool is not None:
-        host.pool(pool)  # NotFound
+        ctx.pool(pool)  # NotFound
         return pool
-    have = host.pool_names()
+    have = ctx.pool_names()
     if idx.pool in have:
         return idx.pool
     try:
-        _, devs = host._expand(idx.record.profiles, {}, {})
+        _, devs = ctx.expand(idx.record.profiles, {}, {})
         root = expand.root_disk(devs)[1].get("pool", "")
     except LxdlibError:
         root = ""
@@ -575,11 +575,11 @@ def _choose_pool(host: Host, idx: BackupIndex, pool: str | None) -> str:
                    "the backup's pool does not exist here and there is no default pool")
 
 
-def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = None, *,
-                  pool: str | None = None) -> Instance:
+def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None = None, *,
+                  pool: str | None = None) -> InstanceCore:
     """``lxc import <file> [<name>]``: a new instance from a backup made by ``export`` (here
     or by LXD). Everything is checked first; on any refusal nothing has changed."""
-    host._recover_leftovers()
+    ctx.recover_leftovers()
     archive = Path(path).absolute()
     idx = scan(archive)
     if idx.optimized and idx.backend != "btrfs":
@@ -591,16 +591,16 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
     target = name or idx.name
     names.validate_instance_name(target)
     rec = idx.record
-    prof = host._check_profiles(rec.profiles)
+    prof = ctx.check_profiles(rec.profiles)
     _check_description(rec.description, "the instance")
     checked = _archive_config(rec.config)
     local_cfg = {k: v for k, v in checked.items() if not k.startswith("volatile.")}
     local_devs = {n: devcfg.validate_device(n, d) for n, d in rec.devices.items()}
-    snapshots = [_archive_snapshot(host, s) for s in rec.snapshots]
-    pool_name = _choose_pool(host, idx, pool)
-    exp_cfg, _, root = expand_with_root(host, prof, local_cfg, local_devs, pool_name)
+    snapshots = [_archive_snapshot(ctx, s) for s in rec.snapshots]
+    pool_name = _choose_pool(ctx, idx, pool)
+    exp_cfg, _, root = expand_with_root(ctx, prof, local_cfg, local_devs, pool_name)
     pool_name = root["pool"]
-    dst_pool = host.pool(pool_name)
+    dst_pool = ctx.pool(pool_name)
     if idx.optimized and not transfer.is_btrfs(dst_pool):
         raise InvalidArgument(f"an optimized {idx.backend} backup can only be imported into a "
                               f"btrfs pool (pool {pool_name!r} is {dst_pool.driver})")
@@ -608,19 +608,19 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
     volatile = {k: v for k, v in checked.items() if k.startswith("volatile.")
                 and not k.startswith(("volatile.idmap.", "volatile.last_state."))
                 and k != "volatile.apply_template"}
-    paths = host.paths
+    paths = ctx.paths
     with lock(paths, "instance", target):
         from .instance import recover_leftover
-        recover_leftover(host, target)
+        recover_leftover(ctx, target)
         if record.exists(paths, target) or paths.instance_dir(target).exists():
             raise AlreadyExists("instance", target)
-        with new_instance_dir(host, target, dst_pool) as inst_dir:
+        with new_instance_dir(ctx, target, dst_pool) as inst_dir:
             journal.begin(paths, target, "import", pools=[pool_name], target_pool=pool_name)
-            if not _truthy(exp_cfg.get("security.privileged")):
-                base, isize = _choose_idmap(host, target, exp_cfg, host.facts().idmap)
+            if not truthy(exp_cfg.get("security.privileged")):
+                base, isize = choose_idmap(ctx, target, exp_cfg, ctx.facts().idmap)
                 volatile["volatile.idmap.base"] = str(base)
                 volatile["volatile.idmap.size"] = str(isize)
-            shift = 0 if _truthy(exp_cfg.get("security.privileged")) or \
+            shift = 0 if truthy(exp_cfg.get("security.privileged")) or \
                 dst_pool.supports_idmapped_mounts else int(volatile["volatile.idmap.base"])
             if idx.optimized:
                 _receive_optimized(archive, idx, dst_pool, target, inst_dir)
@@ -637,8 +637,8 @@ def import_backup(host: Host, path: str | os.PathLike[str], name: str | None = N
                     **s.config, **{k: v for k, v in volatile.items()
                                    if k.startswith("volatile.idmap.")}})
                     for s in snapshots])
-            inst = commit_instance(host, new)
-    host.events.emit("instance-created", target, origin=str(archive))
+            inst = commit_instance(ctx, new)
+    ctx.events.emit("instance-created", target, origin=str(archive))
     return inst
 
 
@@ -670,13 +670,13 @@ def _check_description(text: str, what: str) -> None:
         raise InvalidArgument(f"{what}: the description contains a carriage return or NUL")
 
 
-def _archive_snapshot(host: Host, snap: SnapshotRecord) -> SnapshotRecord:
+def _archive_snapshot(ctx: Context, snap: SnapshotRecord) -> SnapshotRecord:
     """A snapshot's record from the archive, checked as ``restore`` will use it: profiles that
     exist, config and devices valid on their own and together (one root disk, one disk per
     path…). The new instance's id map replaces the snapshot's."""
     what = f"snapshot {snap.name!r} of the backup"
     try:
-        profiles = host._check_profiles(snap.profiles)
+        profiles = ctx.check_profiles(snap.profiles)
     except NotFound as e:
         raise NotFound(e.kind, e.name, f"{what} uses it") from None
     try:
@@ -684,7 +684,7 @@ def _archive_snapshot(host: Host, snap: SnapshotRecord) -> SnapshotRecord:
         config = _archive_config({k: v for k, v in snap.config.items()
                                   if not k.startswith("volatile.idmap.")})
         devices = {n: devcfg.validate_device(n, d) for n, d in snap.devices.items()}
-        _, exp_devs = host._expand(profiles, config, devices)
+        _, exp_devs = ctx.expand(profiles, config, devices)
         devcfg.validate_devices(exp_devs)
         expand.root_disk(exp_devs)
     except InvalidConfig as e:

@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING
 from .errors import ToolMissing, WrongState
 
 if TYPE_CHECKING:
-    from .instance import Instance
+    from .instance import InstanceCore
 
 
-def exec_pty(inst: Instance, command: Sequence[str], *, env: Mapping[str, str] | None = None,
+def exec_pty(inst: InstanceCore, command: Sequence[str], *, env: Mapping[str, str] | None = None,
              cwd: str | None = None, user: int = 0, group: int = 0) -> int:
     tool = shutil.which("lxc-attach")
     if tool is None:
         raise ToolMissing("lxc-attach (Debian package lxc) is needed for interactive exec")
     if inst.state != "RUNNING":
         raise WrongState(f"instance {inst.name!r} is not running")
-    argv = [tool, "-P", str(inst.host.paths.lxcpath), "-n", inst.name, "--clear-env",
+    argv = [tool, "-P", str(inst.ctx.paths.lxcpath), "-n", inst.name, "--clear-env",
             "-u", str(user), "-g", str(group)]
     for k, v in inst._exec_env(env, user).items():
         argv += ["-v", f"{k}={v}"]

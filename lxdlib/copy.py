@@ -28,61 +28,62 @@ from .errors import (
     WrongState,
 )
 from .instance import (
-    Instance,
-    _choose_idmap,
-    _random_mac,
-    _read_metadata,
-    _truthy,
+    InstanceCore,
+    choose_idmap,
     commit_instance,
     expand_with_root,
     new_instance_dir,
+    random_mac,
+    read_metadata,
+    truthy,
 )
 from .instance import recover_leftover as _recover_dir
 from .record import InstanceRecord, SnapshotRecord
+from .recovery import pool_or_none, record_or_none
 from .state import lock
 
 if TYPE_CHECKING:
-    from .host import Host
+    from .context import Context
     from .storage.base import PoolDriver
 
 @contextlib.contextmanager
-def locked(host: Host, *instance_names: str) -> Iterator[None]:
+def locked(ctx: Context, *instance_names: str) -> Iterator[None]:
     """Hold several instance locks (in name order: two copies a→b and b→a cannot deadlock),
     finishing what a killed process left on each."""
     with contextlib.ExitStack() as stack:
         for n in sorted(set(instance_names)):
-            stack.enter_context(lock(host.paths, "instance", n))
-            if record.exists(host.paths, n):
-                if journal.pending(host.paths, n):
-                    journal.recover(host, n)
+            stack.enter_context(lock(ctx.paths, "instance", n))
+            if record.exists(ctx.paths, n):
+                if journal.pending(ctx.paths, n):
+                    journal.recover(ctx, n)
             else:
-                _recover_dir(host, n)
+                _recover_dir(ctx, n)
         yield
 
 
 def disk_base(pool: PoolDriver, config: Mapping[str, str]) -> int:
     """The host uid that container root owns files as on disk in ``pool``."""
-    if _truthy(config.get("security.privileged")) or pool.supports_idmapped_mounts:
+    if truthy(config.get("security.privileged")) or pool.supports_idmapped_mounts:
         return 0
     return int(config.get("volatile.idmap.base", "0"))
 
 
-def _frozen(host: Host, name: str) -> contextlib.AbstractContextManager[None]:
+def frozen_for_copy(ctx: Context, name: str) -> contextlib.AbstractContextManager[None]:
     @contextlib.contextmanager
     def frozen() -> Iterator[None]:
-        c = runtime.open_container(host.paths.lxcpath, name)
+        c = runtime.open_container(ctx.paths.lxcpath, name)
         if c.state != "RUNNING":
             yield
             return
-        runtime.freeze(c, host.paths.lxcpath)
+        runtime.freeze(c, ctx.paths.lxcpath)
         try:
             yield
         finally:
-            runtime.unfreeze(c, host.paths.lxcpath)
+            runtime.unfreeze(c, ctx.paths.lxcpath)
     return frozen()
 
 
-def _fresh_identity(host: Host, name: str, config: dict[str, str],
+def _fresh_identity(ctx: Context, name: str, config: dict[str, str],
                     exp_cfg: Mapping[str, str], exp_devs: Mapping[str, Mapping[str, str]]
                     ) -> None:
     """Drop the source's volatile keys (all but ``volatile.base_image``) and give ``config`` a
@@ -92,9 +93,9 @@ def _fresh_identity(host: Host, name: str, config: dict[str, str],
     config["volatile.uuid"] = str(uuid.uuid4())
     for dname, dev in exp_devs.items():
         if dev.get("type") == "nic" and not dev.get("hwaddr"):
-            config[f"volatile.{dname}.hwaddr"] = _random_mac()
-    if not _truthy(exp_cfg.get("security.privileged")):
-        base, size = _choose_idmap(host, name, exp_cfg, host.facts().idmap)
+            config[f"volatile.{dname}.hwaddr"] = random_mac()
+    if not truthy(exp_cfg.get("security.privileged")):
+        base, size = choose_idmap(ctx, name, exp_cfg, ctx.facts().idmap)
         config["volatile.idmap.base"] = str(base)
         config["volatile.idmap.size"] = str(size)
 
@@ -112,27 +113,27 @@ def _snapshot_copy(snap: SnapshotRecord, identity: Mapping[str, str]) -> Snapsho
                           profiles=list(snap.profiles))
 
 
-def copy_instance(host: Host, source: str, target: str | None = None, *,
+def copy_instance(ctx: Context, source: str, target: str | None = None, *,
                   instance_only: bool = False, ephemeral: bool = False,
                   profiles: Sequence[str] | None = None,
                   config: Mapping[str, str] | None = None,
                   devices: Mapping[str, Mapping[str, str]] | None = None,
                   pool: str | None = None, refresh: bool = False,
-                  description: str | None = None) -> Instance:
+                  description: str | None = None) -> InstanceCore:
     """``lxc copy <source> [<target>]``: ``source`` is an instance or ``instance/snapshot``.
 
     ``profiles`` replaces the source's list, ``config`` sets keys on top of its local config,
     ``devices`` adds or replaces whole local devices, ``pool`` puts the root disk elsewhere.
     ``refresh`` brings an existing copy up to date (its identity kept) instead of failing.
     """
-    host._recover_leftovers()
+    ctx.recover_leftovers()
     src_name, src_snap = names.split_snapshot_ref(source)
     if src_snap is not None and instance_only:
         raise InvalidArgument("--instance-only can't be used when the source is a snapshot")
     if src_snap is not None and refresh:
         raise InvalidArgument("--refresh can't be used when the source is a snapshot")
     if target is None:
-        target = host._new_name()
+        target = ctx.new_name()
     names.validate_instance_name(target)
     if target == src_name:
         raise AlreadyExists("instance", target)
@@ -141,9 +142,9 @@ def copy_instance(host: Host, source: str, target: str | None = None, *,
     extra_cfg = schema.validate_instance_config(
         {k: v for k, v in (config or {}).items() if not k.startswith("volatile.")})
     extra_devs = {n: devcfg.validate_device(n, d) for n, d in (devices or {}).items()}
-    paths = host.paths
-    with locked(host, src_name, target):
-        src_inst = Instance(host, src_name)
+    paths = ctx.paths
+    with locked(ctx, src_name, target):
+        src_inst = InstanceCore(ctx, src_name)
         src_rec = src_inst.record()
         if src_snap is not None:
             snap = src_rec.snapshot(src_snap)
@@ -155,41 +156,41 @@ def copy_instance(host: Host, source: str, target: str | None = None, *,
             base_cfg, base_devs, base_profiles = src_rec.config, src_rec.devices, \
                 src_rec.profiles
             snapshots = [] if instance_only else list(src_rec.snapshots)
-        prof = host._check_profiles(profiles if profiles is not None else base_profiles)
+        prof = ctx.check_profiles(profiles if profiles is not None else base_profiles)
         new_cfg = {**base_cfg, **extra_cfg}
         new_cfg = {**schema.validate_instance_config(
             {k: v for k, v in new_cfg.items() if not k.startswith("volatile.")}),
                    **{k: v for k, v in new_cfg.items() if k.startswith("volatile.")}}
         new_devs = {**{n: dict(d) for n, d in base_devs.items()}, **extra_devs}
-        exp_cfg, exp_devs, root = expand_with_root(host, prof, new_cfg, new_devs, pool)
+        exp_cfg, exp_devs, root = expand_with_root(ctx, prof, new_cfg, new_devs, pool)
         dst_pool_name = root["pool"]
         for dev in exp_devs.values():
             if dev.get("type") == "nic":
-                host._nic_link(dev)
+                ctx.nic_link(dev)
         if refresh and record.exists(paths, target):
-            return _refresh(host, src_inst, src_rec, target, prof, new_cfg, new_devs,
+            return _refresh(ctx, src_inst, src_rec, target, prof, new_cfg, new_devs,
                             dst_pool_name, snapshots, description)
         if record.exists(paths, target) or paths.instance_dir(target).exists():
             raise AlreadyExists("instance", target)
         src_pool = src_inst._pool(src_rec)
-        dst_pool = host.pool(dst_pool_name)
+        dst_pool = ctx.pool(dst_pool_name)
         size = parse_size(root["size"]) if root.get("size") else None
-        with new_instance_dir(host, target, dst_pool):
+        with new_instance_dir(ctx, target, dst_pool):
             journal.begin(paths, target, "copy", pools=sorted({src_pool.name, dst_pool.name}),
                           target_pool=dst_pool.name)
-            _fresh_identity(host, target, new_cfg, exp_cfg, exp_devs)
+            _fresh_identity(ctx, target, new_cfg, exp_cfg, exp_devs)
             shift = disk_base(dst_pool, {**exp_cfg, **new_cfg}) - \
                 disk_base(src_pool, {**src_inst.expanded(src_rec)[0], **src_rec.config})
             running = src_inst.state != "STOPPED"
             transfer.copy_volume(src_pool, src_name, dst_pool, target,
                                  snapshots=[s.name for s in snapshots], from_snapshot=src_snap,
                                  shift=shift, running=running,
-                                 freeze=lambda: _frozen(host, src_name))
+                                 freeze=lambda: frozen_for_copy(ctx, src_name))
             volume = dst_pool.volume_path("containers", target)
             shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
             if size is not None:
                 dst_pool.set_quota("containers", target, size)
-            if _read_metadata(volume).get("templates"):
+            if read_metadata(volume).get("templates"):
                 new_cfg["volatile.apply_template"] = "copy"
             identity = {k: v for k, v in new_cfg.items() if k.startswith("volatile.")}
             rec = InstanceRecord(
@@ -198,8 +199,8 @@ def copy_instance(host: Host, source: str, target: str | None = None, *,
                 description=src_rec.description if description is None else description,
                 ephemeral=ephemeral,
                 snapshots=[_snapshot_copy(s, identity) for s in snapshots])
-            inst = commit_instance(host, rec)
-    host.events.emit("instance-created", target, origin=source)
+            inst = commit_instance(ctx, rec)
+    ctx.events.emit("instance-created", target, origin=source)
     return inst
 
 
@@ -209,21 +210,21 @@ def _refresh_volume(target: str) -> str:
     return f"refresh-{os.getpid()}-{target}"
 
 
-def _refresh(host: Host, src_inst: Instance, src_rec: InstanceRecord, target: str,
+def _refresh(ctx: Context, src_inst: InstanceCore, src_rec: InstanceRecord, target: str,
              prof: list[str], new_cfg: dict[str, str], new_devs: dict[str, dict[str, str]],
              dst_pool_name: str, snapshots: list[SnapshotRecord],
-             description: str | None) -> Instance:
+             description: str | None) -> InstanceCore:
     """Bring an existing (stopped) copy up to date: a complete new volume is built beside the
     target's, then swapped in; the target keeps its identity (uuid, MACs, idmap)."""
-    paths = host.paths
-    dst = Instance(host, target)
+    paths = ctx.paths
+    dst = InstanceCore(ctx, target)
     dst_rec = dst.record()
     if dst.state != "STOPPED":
         raise WrongState(f"The instance {target!r} must be stopped to be refreshed")
     if dst_rec.pool != dst_pool_name:
         raise InvalidArgument(f"instance {target!r} is on pool {dst_rec.pool!r}: a refresh "
                               "cannot move it")
-    dst_pool = host.pool(dst_rec.pool)
+    dst_pool = ctx.pool(dst_rec.pool)
     src_pool = src_inst._pool(src_rec)
     identity = {k: v for k, v in dst_rec.config.items() if k.startswith("volatile.")}
     cfg = {**{k: v for k, v in new_cfg.items() if not k.startswith("volatile.")}, **identity}
@@ -244,25 +245,25 @@ def _refresh(host: Host, src_inst: Instance, src_rec: InstanceRecord, target: st
         transfer.copy_volume(src_pool, src_inst.name, dst_pool, tmp,
                              snapshots=[s.name for s in snapshots], shift=shift,
                              running=src_inst.state != "STOPPED",
-                             freeze=lambda: _frozen(host, src_inst.name))
+                             freeze=lambda: frozen_for_copy(ctx, src_inst.name))
     except BaseException:
-        journal.recover(host, target)
+        journal.recover(ctx, target)
         raise
     journal.begin(paths, target, "refresh", stage="swap", volume=tmp, record=rec.to_dict())
-    finish_refresh(host, target, journal.read(paths, target) or {})
+    finish_refresh(ctx, target, journal.read(paths, target) or {})
     journal.end(paths, target)
-    host.events.emit("instance-updated", target, origin=src_inst.name)
+    ctx.events.emit("instance-updated", target, origin=src_inst.name)
     return dst
 
 
-def finish_refresh(host: Host, name: str, op: Mapping[str, Any]) -> None:
+def finish_refresh(ctx: Context, name: str, op: Mapping[str, Any]) -> None:
     """Before the swap a refresh is undone (its new volume dropped), after it finished."""
     rec_data = op.get("record")
     tmp = str(op.get("volume") or "")
     if not rec_data or not tmp:
         return
     rec = InstanceRecord.from_dict(dict(rec_data))
-    pool = host.pool(rec.pool)
+    pool = ctx.pool(rec.pool)
     if op.get("stage") != "swap":
         pool.delete_instance_volume(tmp)
         pool.cleanup_leftovers()
@@ -271,23 +272,23 @@ def finish_refresh(host: Host, name: str, op: Mapping[str, Any]) -> None:
         pool.delete_instance_volume(name)
         pool.rename_instance_volume(tmp, name)
     shutil.rmtree(pool.volume_path("containers", name) / journal.STATE_DIR, ignore_errors=True)
-    inst = Instance(host, name)
+    inst = InstanceCore(ctx, name)
     _, devs = inst.expanded(rec)
     inst._apply_quota(devs, rec)
     inst._write_lxc_config(rec)
-    record.save(host.paths, rec)
+    record.save(ctx.paths, rec)
     pool.cleanup_leftovers()
 
 
 # -- rename ----------------------------------------------------------------------------------------
 
-def rename_instance(inst: Instance, new: str) -> Instance:
+def rename_instance(inst: InstanceCore, new: str) -> InstanceCore:
     """``lxc move old new``: a stopped instance with its snapshots, under both names' locks."""
-    host = inst.host
-    paths = host.paths
+    ctx = inst.ctx
+    paths = ctx.paths
     old = inst.name
     names.validate_instance_name(new)
-    with locked(host, old, new):
+    with locked(ctx, old, new):
         rec = inst.record()
         if record.exists(paths, new) or paths.instance_dir(new).exists():
             raise AlreadyExists("instance", new)
@@ -308,18 +309,18 @@ def rename_instance(inst: Instance, new: str) -> Instance:
             journal.end(paths, old)
             raise
         journal.crashpoint("rename.directory")
-        finish_rename(host, new, old, new, rec.pool)
+        finish_rename(ctx, new, old, new, rec.pool)
         journal.crashpoint("rename.saved")
         journal.end(paths, new)
-    host.events.emit("instance-renamed", new, old_name=old)
+    ctx.events.emit("instance-renamed", new, old_name=old)
     inst.name = new
-    return Instance(host, new)
+    return InstanceCore(ctx, new)
 
 
-def finish_rename(host: Host, here: str, old: str, new: str, pool_name: str) -> None:
+def finish_rename(ctx: Context, here: str, old: str, new: str, pool_name: str) -> None:
     """Forward once the directory carries the new name, back before that."""
-    paths = host.paths
-    pool = host.pool(pool_name) if pool_name else None
+    paths = ctx.paths
+    pool = ctx.pool(pool_name) if pool_name else None
     if here == old:
         if pool is not None and pool.volume_exists("containers", new) and \
                 not pool.volume_exists("containers", old):
@@ -331,26 +332,26 @@ def finish_rename(host: Host, here: str, old: str, new: str, pool_name: str) -> 
         pool.rename_instance_volume(old, new)
     if rec.name != new:
         rec.name = new
-        if pool is not None and _read_metadata(pool.volume_path("containers", new)).get(
+        if pool is not None and read_metadata(pool.volume_path("containers", new)).get(
                 "templates"):
             rec.config["volatile.apply_template"] = "rename"
         record.save(paths, rec)
     with contextlib.suppress(FileNotFoundError):
-        host.network_forget(old)
-    Instance(host, new)._write_lxc_config(rec)
+        ctx.network_forget(old)
+    InstanceCore(ctx, new)._write_lxc_config(rec)
 
 
 # -- move between pools ----------------------------------------------------------------------------
 
-def move_to_pool(host: Host, name: str, pool: str) -> Instance:
+def move_to_pool(ctx: Context, name: str, pool: str) -> InstanceCore:
     """``lxc move <name> -s <pool>``: a stopped instance and its snapshots to another pool.
 
     The copy on the new pool is complete before the record names it (the commit point); the
     old pool's volumes are removed after.
     """
-    paths = host.paths
-    inst = Instance(host, name)
-    with locked(host, name):
+    paths = ctx.paths
+    inst = InstanceCore(ctx, name)
+    with locked(ctx, name):
         rec = inst.record()
         if rec.pool == pool:
             raise InvalidArgument(f"instance {name!r} is already on storage pool {pool!r}")
@@ -358,9 +359,9 @@ def move_to_pool(host: Host, name: str, pool: str) -> Instance:
             raise WrongState("Moving a running instance between storage pools is not "
                              "allowed: stop it first")
         src_pool = inst._pool(rec)
-        dst_pool = host.pool(pool)
+        dst_pool = ctx.pool(pool)
         devices = {k: dict(v) for k, v in rec.devices.items()}
-        exp_cfg, exp_devs, _ = expand_with_root(host, rec.profiles, rec.config, devices, pool)
+        exp_cfg, exp_devs, _ = expand_with_root(ctx, rec.profiles, rec.config, devices, pool)
         _, root = expand.root_disk(exp_devs)
         size = parse_size(root["size"]) if root.get("size") else None
         shift = disk_base(dst_pool, {**exp_cfg, **rec.config}) - \
@@ -379,9 +380,40 @@ def move_to_pool(host: Host, name: str, pool: str) -> Instance:
         except BaseException:
             with contextlib.suppress(Exception):
                 inst._write_lxc_config(rec)
-            journal.recover(host, name)
+            journal.recover(ctx, name)
             raise
         src_pool.delete_instance_volume(name)
         journal.end(paths, name)
-    host.events.emit("instance-updated", name, pool=pool)
+    ctx.events.emit("instance-updated", name, pool=pool)
     return inst
+
+
+def _recover_rename(ctx: Context, name: str, op: dict[str, Any]) -> None:
+    """An instance rename: forward once the directory moved, back before that."""
+    finish_rename(ctx, name, str(op["old"]), str(op["new"]), str(op.get("pool") or ""))
+
+
+def _recover_move_pool(ctx: Context, name: str, op: dict[str, Any]) -> None:
+    """The record names the pool that holds the instance; the other one's copy goes."""
+    rec = record_or_none(ctx, name)
+    src, dst = str(op["source"]), str(op["target"])
+    current = rec.pool if rec is not None else src
+    other = dst if current == src else src
+    pool = pool_or_none(ctx, other)
+    if pool is not None:
+        pool.delete_instance_volume(name)
+        pool.cleanup_leftovers()
+    here = pool_or_none(ctx, current)
+    if here is not None:
+        here.cleanup_leftovers()
+    if rec is not None:  # the liblxc config may already name the other pool's volume
+        InstanceCore(ctx, name)._write_lxc_config(rec)
+
+
+def _recover_refresh(ctx: Context, name: str, op: dict[str, Any]) -> None:
+    finish_refresh(ctx, name, op)
+
+
+journal.register("rename", _recover_rename)
+journal.register("move-pool", _recover_move_pool)
+journal.register("refresh", _recover_refresh)

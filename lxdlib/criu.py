@@ -13,17 +13,12 @@ partial dump is removed, so nothing half-made remains.
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from . import journal, record, runtime
-from .errors import LXCError, ToolMissing, WrongState
-
-if TYPE_CHECKING:
-    from .instance import Instance
+from . import runtime
+from .errors import LXCError, ToolMissing
 
 COMPLETE = ".complete"
 _TIMEOUT = 600.0
@@ -73,15 +68,14 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.CompletedProcess(argv, 124, "", f"timed out after {_TIMEOUT:.0f}s")
 
 
-def dump(inst: Instance, directory: Path, *, stop: bool) -> None:
-    """Dump the running instance's processes into the new directory ``directory``.
+def dump(lxcpath: Path, name: str, directory: Path, *, stop: bool) -> None:
+    """Dump the running container's processes into the new directory ``directory``.
 
     On failure the directory is removed and ``LXCError`` says that CRIU failed, with its log.
     """
     require()
-    paths = inst.host.paths
     directory.mkdir(mode=0o700)
-    argv = ["lxc-checkpoint", "-n", inst.name, "-P", str(paths.lxcpath), "-D", str(directory),
+    argv = ["lxc-checkpoint", "-n", name, "-P", str(lxcpath), "-D", str(directory),
             "-v", "-o", str(directory / "lxc-checkpoint.log")]
     if stop:
         argv.append("-s")
@@ -92,62 +86,17 @@ def dump(inst: Instance, directory: Path, *, stop: bool) -> None:
         hint = check()
         if hint:
             tail += f"\n--- criu check ---\n{hint}"
-        raise LXCError(f"CRIU could not checkpoint instance {inst.name!r} (stateful "
+        raise LXCError(f"CRIU could not checkpoint instance {name!r} (stateful "
                        "operations need CRIU to dump its processes)", tail.strip())
     (directory / COMPLETE).touch()
 
 
-def restore(inst: Instance, directory: Path) -> None:
-    """Start the instance from a dump made by :func:`dump`."""
+def restore(lxcpath: Path, name: str, directory: Path) -> None:
+    """Start the container from a dump made by :func:`dump`."""
     require()
-    paths = inst.host.paths
-    proc = _run(["lxc-checkpoint", "-r", "-n", inst.name, "-P", str(paths.lxcpath),
+    proc = _run(["lxc-checkpoint", "-r", "-n", name, "-P", str(lxcpath),
                  "-D", str(directory), "-v", "-o", str(directory / "lxc-restore.log")])
-    if proc.returncode != 0 or not runtime.wait_state(inst._c(), {"RUNNING"}, 30):
+    if proc.returncode != 0 or not runtime.wait_state(runtime.open_container(lxcpath, name),
+                                                      {"RUNNING"}, 30):
         tail = _log_tail(directory, ("restore.log", "lxc-restore.log")) or proc.stderr.strip()
-        raise LXCError(f"CRIU could not restore instance {inst.name!r}", tail.strip())
-
-
-def restore_from_volume(inst: Instance) -> None:
-    """Bring back the processes a stateful snapshot or stop saved in the live volume; the
-    dump is removed whatever happens (a dump is good for one restore)."""
-    state = inst.volume / journal.STATE_DIR
-    try:
-        inst._write_lxc_config(inst.record())
-        restore(inst, state)
-        rec = inst.record()
-        rec.config["volatile.last_state.power"] = "RUNNING"
-        rec.last_used_at = record.now()
-        record.save(inst.host.paths, rec, durable=False)
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
-
-
-def has_state(inst: Instance) -> bool:
-    """Whether a stateful stop left a complete dump for the next start."""
-    return (inst.volume / journal.STATE_DIR / COMPLETE).exists()
-
-
-def stop_stateful(inst: Instance) -> None:
-    """``lxc stop --stateful``: dump the processes and stop; ``start`` brings them back."""
-    paths = inst.host.paths
-    with inst._lock():
-        c = inst._c()
-        if c.state != "RUNNING":
-            raise WrongState(f"The instance {inst.name!r} is not running")
-        rec = inst.record()
-        if rec.ephemeral:
-            raise WrongState("Stateful stop of an ephemeral instance is not allowed: it "
-                             "would be deleted once stopped")
-        require()
-        state = inst.volume / journal.STATE_DIR
-        if os.path.lexists(state):
-            shutil.rmtree(state, ignore_errors=True)
-        journal.begin(paths, inst.name, "stop-stateful")
-        try:
-            dump(inst, state, stop=True)
-        finally:
-            journal.end(paths, inst.name)
-        runtime.wait_state(c, {"STOPPED"}, 30)
-        rec.config["volatile.last_state.power"] = "STOPPED"
-        record.save(paths, rec, durable=False)
+        raise LXCError(f"CRIU could not restore instance {name!r}", tail.strip())

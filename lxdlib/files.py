@@ -41,7 +41,7 @@ from .errors import (
 from .filehelper import CHUNK, Channel
 
 if TYPE_CHECKING:
-    from .instance import Instance
+    from .instance import InstanceCore
 
 HELPER = Path(filehelper.__file__)
 
@@ -108,7 +108,7 @@ def _chunks_of(data: Source) -> Iterator[bytes | memoryview]:
 class Session:
     """One helper process inside the instance; every method is one request on its socket."""
 
-    def __init__(self, inst: Instance | None, *, rootfs: Path | None = None,
+    def __init__(self, inst: InstanceCore | None, *, rootfs: Path | None = None,
                  offset: int = 0) -> None:
         """For ``inst``; or (tests, tools) for a bare ``rootfs`` whose ids are shifted by
         ``offset`` on disk."""
@@ -431,7 +431,7 @@ class _Writer(io.RawIOBase):
 class Files:
     """The files of one instance (``inst.files``); paths are absolute inside the instance."""
 
-    def __init__(self, inst: Instance) -> None:
+    def __init__(self, inst: InstanceCore) -> None:
         self.inst = inst
 
     def __repr__(self) -> str:
@@ -442,7 +442,7 @@ class Files:
         return Session(self.inst)
 
     def _emit(self, action: str, path: str) -> None:
-        self.inst.host.events.emit(action, self.inst.name, path=path)
+        self.inst.ctx.events.emit(action, self.inst.name, path=path)
 
     # -- single files --------------------------------------------------------------------------
     def get(self, path: str | os.PathLike[str]) -> bytes:

@@ -13,7 +13,6 @@ A failing start-host hook makes liblxc abort the start; the reason is in ``hooks
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -21,65 +20,46 @@ import time
 import traceback
 from pathlib import Path
 
-HOOK_LOG = "hooks.log"
+from .hooklog import HOOK_LOG, command, log_tail, spawn_watcher, write_log
 
-
-def command(root: Path) -> str:
-    return f"{sys.executable} -m lxdlib.hooks {root}"
-
-
-def _log(root: Path, name: str, text: str) -> None:
-    path = root / "containers" / name / HOOK_LOG
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    try:
-        with open(path, "a") as f:
-            f.write(f"{stamp} {text}\n")
-    except OSError:
-        pass
-
-
-def log_tail(root: Path, name: str, lines: int = 15) -> str:
-    try:
-        return "\n".join((root / "containers" / name / HOOK_LOG).read_text().splitlines()[-lines:])
-    except FileNotFoundError:
-        return ""
+__all__ = ["HOOK_LOG", "command", "log_tail", "main", "post_stop", "spawn_watcher", "start_host"]
 
 
 def start_host(root: Path, name: str, pid: int) -> None:
     from .host import Host
-    from .instance import Instance
-    inst = Instance(Host(root, create=False), name)
-    ctx = inst.device_context(pid=pid)
+    from .instances import Instance
+    inst = Instance(Host(root, create=False).ctx, name)
+    dctx = inst.device_context(pid=pid)
     started: list[tuple[str, dict[str, str]]] = []
     from .devices import driver
     try:
-        for dname, dev in sorted(ctx.devices.items()):
-            driver(dev["type"]).start(ctx, dname, dev)
+        for dname, dev in sorted(dctx.devices.items()):
+            driver(dev["type"]).start(dctx, dname, dev)
             started.append((dname, dict(dev)))
     except BaseException:
         for dname, dev in reversed(started):
             try:
-                driver(dev["type"]).stop(ctx, dname, dev)
+                driver(dev["type"]).stop(dctx, dname, dev)
             except Exception:
-                _log(root, name, f"start-host rollback of {dname}: {traceback.format_exc()}")
+                write_log(root, name, f"start-host rollback of {dname}: {traceback.format_exc()}")
         raise
 
 
 def post_stop(root: Path, name: str, target: str) -> None:
     from .devices import driver
     from .host import Host
-    from .instance import Instance
+    from .instances import Instance
     try:
-        inst = Instance(Host(root, create=False), name)
-        ctx = inst.device_context(pid=None)
+        inst = Instance(Host(root, create=False).ctx, name)
+        dctx = inst.device_context(pid=None)
     except Exception:
         return  # the instance (or its whole root) deleted meanwhile: nothing left to stop
-    for dname, dev in sorted(ctx.devices.items()):
+    for dname, dev in sorted(dctx.devices.items()):
         try:
-            driver(dev["type"]).stop(ctx, dname, dev)
+            driver(dev["type"]).stop(dctx, dname, dev)
         except Exception:
-            _log(root, name, f"post-stop of {dname}: {traceback.format_exc()}")
-    if ctx.record.ephemeral and target != "reboot":
+            write_log(root, name, f"post-stop of {dname}: {traceback.format_exc()}")
+    if dctx.record.ephemeral and target != "reboot":
         # Deleting from inside liblxc's monitor would pull the floor from under it: a detached
         # reaper waits for STOPPED, then deletes under the instance lock.
         subprocess.run(["setsid", "--fork", sys.executable, "-m", "lxdlib.hooks", str(root),
@@ -114,14 +94,14 @@ def reap(root: Path, name: str) -> None:
         return
     try:
         from .host import Host
-        from .instance import Instance
+        from .instances import Instance
         with lock(paths, "instance", name):
-            inst = Instance(Host(root, create=False), name)
+            inst = Instance(Host(root, create=False).ctx, name)
             if not inst.exists or not inst.ephemeral or inst.state != "STOPPED":
                 return
             inst._delete_locked(inst.record())
     except LxdlibError as e:
-        _log(root, name, f"ephemeral delete: {e}")
+        write_log(root, name, f"ephemeral delete: {e}")
 
 
 def watch(root: Path, name: str, pid: int) -> None:
@@ -149,23 +129,6 @@ def watch(root: Path, name: str, pid: int) -> None:
             pidfile.unlink()
 
 
-def spawn_watcher(root: Path, name: str, pid: int) -> None:
-    """Start one detached watcher per container run (a pid file keeps it to one)."""
-    pidfile = root / "containers" / name / "devices" / "stop-watcher.pid"
-    try:
-        old = int(pidfile.read_text().split()[0])
-        if f"hooks {root} watch {name} ".encode() in Path(f"/proc/{old}/cmdline").read_bytes() \
-                .replace(b"\0", b" "):
-            return
-    except (OSError, ValueError, IndexError):
-        pass
-    # `setsid --fork` detaches it from us (reparented to init: no zombie in the caller); it
-    # writes its own pid file.
-    subprocess.run(["setsid", "--fork", sys.executable, "-m", "lxdlib.hooks", str(root), "watch",
-                    name, str(pid)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, close_fds=True, check=True)
-
-
 def main(argv: list[str]) -> int:
     if len(argv) < 1:
         sys.stderr.write("usage: python -m lxdlib.hooks <root> [reap <name>]\n")
@@ -185,10 +148,10 @@ def main(argv: list[str]) -> int:
         elif hook == "post-stop":
             post_stop(root, name, os.environ.get("LXC_TARGET", "stop"))
         else:
-            _log(root, name, f"unknown hook type {hook!r}")
+            write_log(root, name, f"unknown hook type {hook!r}")
             return 1
     except Exception as e:
-        _log(root, name, f"{hook} failed: {e}\n{traceback.format_exc()}")
+        write_log(root, name, f"{hook} failed: {e}\n{traceback.format_exc()}")
         sys.stderr.write(f"lxdlib {hook} hook failed: {e}\n")
         return 1
     return 0

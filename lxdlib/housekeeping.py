@@ -23,7 +23,8 @@ from . import journal, record
 from .config.snapshots import schedule_due
 from .config.units import is_true
 from .errors import Busy, CorruptRecord, LxdlibError, NotFound
-from .instance import Instance, recover_leftover
+from .instance import recover_leftover
+from .instances import Instance
 from .snapshots import create_locked, delete_locked, expired
 from .state import Paths, lock, read_yaml, remove_stale_tmp, write_yaml
 
@@ -78,7 +79,7 @@ def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
 
 
 def _one(host: Host, name: str, now: dt.datetime, startup: bool, report: Report) -> None:
-    inst = Instance(host, name)
+    inst = Instance(host.ctx, name)
     rec = inst.record()
     for snap in expired(rec, now):
         delete_locked(inst, snap)
@@ -112,7 +113,7 @@ def recover(host: Host) -> Report:
                 continue
             try:
                 with lock(paths, "instance", d.name, timeout=0):
-                    if recover_leftover(host, d.name):
+                    if recover_leftover(host.ctx, d.name):
                         report.recovered.append(d.name)
                     with contextlib.suppress(FileNotFoundError):
                         remove_stale_tmp(d)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import idmap, journal, record, render, runtime, templates
+from . import criu, idmap, journal, record, render, runtime, templates
 from .config import devices as devcfg
 from .config import expand, limits, names, schema
 from .config.units import parse_size
@@ -40,11 +40,8 @@ from .runtime import ExecResult
 from .state import atomic_write, held, load_yaml, lock
 
 if TYPE_CHECKING:
+    from .context import Context
     from .devices import DeviceContext
-    from .files import Files
-    from .host import Host
-    from .popen import Popen
-    from .snapshots import Snapshots
     from .storage.base import PoolDriver
 
 SECCOMP_FILE = "seccomp.policy"  # an instance's own policy (security.syscalls.*, raw.seccomp)
@@ -54,16 +51,16 @@ STATUS = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen",
           "FREEZING": "Frozen", "THAWED": "Running"}
 
 
-def _random_mac() -> str:
+def random_mac() -> str:
     b = secrets.token_bytes(3)
     return "00:16:3e:" + ":".join(f"{x:02x}" for x in b)
 
 
-class Instance:
+class InstanceCore:
     """A container of one host. Cheap to make; all state is read when asked."""
 
-    def __init__(self, host: Host, name: str) -> None:
-        self.host = host
+    def __init__(self, ctx: Context, name: str) -> None:
+        self.ctx = ctx
         self.name = name
 
     # -- identity and representation -------------------------------------------------------
@@ -71,11 +68,11 @@ class Instance:
         return f"<Instance {self.name!r} {self.status.lower()}>"
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Instance) and other.name == self.name
-                and other.host.paths == self.host.paths)
+        return (isinstance(other, InstanceCore) and other.name == self.name
+                and other.ctx.paths == self.ctx.paths)
 
     def __hash__(self) -> int:
-        return hash((self.name, self.host.paths.root))
+        return hash((self.name, self.ctx.paths.root))
 
     def _repr_html_(self) -> str:
         from .notebook import instance_html
@@ -84,7 +81,7 @@ class Instance:
     # -- internals --------------------------------------------------------------------------
     @property
     def _paths(self) -> Any:
-        return self.host.paths
+        return self.ctx.paths
 
     @property
     def _dir(self) -> Path:
@@ -101,7 +98,7 @@ class Instance:
 
     def usage(self, handle: Any | None = None) -> dict[str, Any]:
         """Memory, CPU time and process count from the instance's cgroup (running only)."""
-        return _usage(handle or self._c())
+        return cgroup_usage(handle or self._c())
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -110,7 +107,7 @@ class Instance:
             from . import journal
             # a killed process's unfinished work; when nested, any pending intent is our own
             if not nested and journal.pending(self._paths, self.name):
-                journal.recover(self.host, self.name)
+                journal.recover(self.ctx, self.name)
             yield
 
     def record(self) -> InstanceRecord:
@@ -121,7 +118,7 @@ class Instance:
 
     def _pool(self, rec: InstanceRecord | None = None) -> PoolDriver:
         rec = rec or self.record()
-        return self.host.pool(rec.pool)
+        return self.ctx.pool(rec.pool)
 
     @property
     def volume(self) -> Path:
@@ -200,7 +197,7 @@ class Instance:
     def expanded(self, rec: InstanceRecord | None = None
                  ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
         rec = rec or self.record()
-        return self.host._expand(rec.profiles, rec.config, rec.devices)
+        return self.ctx.expand(rec.profiles, rec.config, rec.devices)
 
     @property
     def expanded_config(self) -> dict[str, str]:
@@ -218,7 +215,7 @@ class Instance:
             st = c.state
             if st == "FROZEN":
                 runtime.unfreeze(c, self._paths.lxcpath)
-                self.host.events.emit("instance-resumed", self.name)
+                self.ctx.events.emit("instance-resumed", self.name)
                 return
             if st != "STOPPED":
                 raise WrongState(f"The instance {self.name!r} is already running")
@@ -238,12 +235,11 @@ class Instance:
         if not vol.is_dir():  # said plainly, not as liblxc's "Failed to prepare rootfs"
             raise StorageError(f"cannot start instance {self.name!r}: its volume is missing "
                                f"from storage pool {rec.pool!r} ({vol})")
-        from . import criu
-        if criu.has_state(self):  # stopped with --stateful: bring the processes back
-            criu.restore_from_volume(self)
-            self.host.events.emit("instance-started", self.name)
+        if self.has_saved_state():  # stopped with --stateful: bring the processes back
+            self.restore_saved_state()
+            self.ctx.events.emit("instance-started", self.name)
             return
-        meta = _read_metadata(vol)
+        meta = read_metadata(vol)
         trigger = rec.config.get("volatile.apply_template")
         if meta.get("templates"):
             for t in ([trigger] if trigger else []) + ["start"]:
@@ -254,19 +250,19 @@ class Instance:
         rec.last_used_at = record.now()
         # durable only when templates changed the record; the power state is a hint
         record.save(self._paths, rec, durable=bool(trigger))
-        if not _truthy(cfg.get("security.privileged")):
-            self.host.check_traversable(vol)
+        if not truthy(cfg.get("security.privileged")):
+            self.ctx.check_traversable(vol)
         # a fresh liblxc object: one made before the config was rewritten would start the old one
         try:
             runtime.start(self._c(), self._paths.lxcpath)
         except LXCError as e:
-            from .hooks import log_tail
+            from .hooklog import log_tail
             tail = log_tail(self._paths.root, self.name)
             if tail:
                 raise LXCError(f"failed to start instance {self.name!r}",
                                f"{e.log_tail}\n--- lxdlib hooks ---\n{tail}") from None
             raise
-        self.host.events.emit("instance-started", self.name)
+        self.ctx.events.emit("instance-started", self.name)
 
     def stop(self, force: bool = False, timeout: float = -1, stateful: bool = False) -> None:
         """Stop: ask init to halt and wait ``timeout`` s (<0: as long as it takes), or kill.
@@ -276,15 +272,57 @@ class Instance:
         for the next ``start`` (see ``lxdlib.criu``).
         """
         if stateful:
-            from .criu import stop_stateful
-            stop_stateful(self)
-            self.host.events.emit("instance-stopped", self.name)
+            self._stop_stateful()
+            self.ctx.events.emit("instance-stopped", self.name)
             return
         with self._lock():
             c = self._c()
             if c.state == "STOPPED":
                 raise WrongState(f"The instance {self.name!r} is already stopped")
             self._stop_locked(c, force, timeout)
+
+    # -- stateful stop and start (CRIU) -------------------------------------------------------
+    def has_saved_state(self) -> bool:
+        """Whether a stateful stop left a complete dump for the next start."""
+        return (self.volume / journal.STATE_DIR / criu.COMPLETE).exists()
+
+    def restore_saved_state(self) -> None:
+        """Bring back the processes a stateful snapshot or stop saved in the live volume (the
+        caller holds the lock); the dump is removed whatever happens (good for one restore)."""
+        state = self.volume / journal.STATE_DIR
+        try:
+            self._write_lxc_config(self.record())
+            criu.restore(self._paths.lxcpath, self.name, state)
+            rec = self.record()
+            rec.config["volatile.last_state.power"] = "RUNNING"
+            rec.last_used_at = record.now()
+            record.save(self._paths, rec, durable=False)
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
+
+    def _stop_stateful(self) -> None:
+        """``lxc stop --stateful``: dump the processes and stop; ``start`` brings them back."""
+        paths = self._paths
+        with self._lock():
+            c = self._c()
+            if c.state != "RUNNING":
+                raise WrongState(f"The instance {self.name!r} is not running")
+            rec = self.record()
+            if rec.ephemeral:
+                raise WrongState("Stateful stop of an ephemeral instance is not allowed: it "
+                                 "would be deleted once stopped")
+            criu.require()
+            state = self.volume / journal.STATE_DIR
+            if os.path.lexists(state):
+                shutil.rmtree(state, ignore_errors=True)
+            journal.begin(paths, self.name, "stop-stateful")
+            try:
+                criu.dump(paths.lxcpath, self.name, state, stop=True)
+            finally:
+                journal.end(paths, self.name)
+            runtime.wait_state(c, {"STOPPED"}, 30)
+            rec.config["volatile.last_state.power"] = "STOPPED"
+            record.save(paths, rec, durable=False)
 
     def _stop_locked(self, c: Any, force: bool, timeout: float) -> None:
         if force:
@@ -295,7 +333,7 @@ class Instance:
         rec = self.record()
         rec.config["volatile.last_state.power"] = "STOPPED"
         record.save(self._paths, rec, durable=False)
-        self.host.events.emit("instance-stopped", self.name)
+        self.ctx.events.emit("instance-stopped", self.name)
         if rec.ephemeral:
             self._delete_locked(rec)
 
@@ -318,7 +356,7 @@ class Instance:
             else:
                 self._stop_locked(c, force, timeout)
             self._start_locked()
-        self.host.events.emit("instance-restarted", self.name)
+        self.ctx.events.emit("instance-restarted", self.name)
 
     def pause(self) -> None:
         """Freeze every process (``lxc pause``); ``start`` resumes."""
@@ -327,7 +365,7 @@ class Instance:
             if c.state != "RUNNING":
                 raise WrongState(f"instance {self.name!r} is not running")
             runtime.freeze(c, self._paths.lxcpath)
-        self.host.events.emit("instance-paused", self.name)
+        self.ctx.events.emit("instance-paused", self.name)
 
     freeze = pause
 
@@ -337,7 +375,7 @@ class Instance:
             if c.state != "FROZEN":
                 raise WrongState(f"instance {self.name!r} is not frozen")
             runtime.unfreeze(c, self._paths.lxcpath)
-        self.host.events.emit("instance-resumed", self.name)
+        self.ctx.events.emit("instance-resumed", self.name)
 
     unfreeze = resume
 
@@ -356,7 +394,7 @@ class Instance:
                     raise WrongState(f"{e}; the instance is running: stop it first") from None
                 os.replace(self._paths.instance_record(self.name),
                            record.marker(self._paths, self.name, record.DELETING))
-                recover_leftover(self.host, self.name)  # finds its volume in the pools
+                recover_leftover(self.ctx, self.name)  # finds its volume in the pools
                 return
             cfg, _ = self.expanded(rec)
             if cfg.get("security.protection.delete", "").lower() in ("true", "1", "yes", "on"):
@@ -380,12 +418,7 @@ class Instance:
         # Commit point: once the record is renamed away the instance no longer exists.
         os.replace(self._paths.instance_record(self.name),
                    record.marker(self._paths, self.name, record.DELETING))
-        finish_delete(self.host, self.name, rec.pool)
-
-    def rename(self, new: str) -> Instance:
-        """Rename a stopped instance with its snapshots (``lxc move old new``)."""
-        from .copy import rename_instance
-        return rename_instance(self, new)
+        finish_delete(self.ctx, self.name, rec.pool)
 
     # -- configuration ----------------------------------------------------------------------
     def update(self, *, config: Mapping[str, str] | None = None,
@@ -407,7 +440,7 @@ class Instance:
             if devices is not None:
                 new.devices = {n: devcfg.validate_device(n, d) for n, d in devices.items()}
             if profiles is not None:
-                new.profiles = self.host._check_profiles(profiles)
+                new.profiles = self.ctx.check_profiles(profiles)
             if description is not None:
                 if any(ch in description for ch in "\r\0"):
                     raise InvalidArgument("description contains a carriage return or NUL")
@@ -417,7 +450,7 @@ class Instance:
             for dname, dev in new_devs.items():
                 key = f"volatile.{dname}.hwaddr"
                 if dev.get("type") == "nic" and not dev.get("hwaddr") and key not in new.config:
-                    new.config[key] = _random_mac()  # a stable MAC from the first start on
+                    new.config[key] = random_mac()  # a stable MAC from the first start on
             root_name, root = expand.root_disk(new_devs)
             if root.get("pool", rec.pool) != rec.pool:
                 raise InvalidConfig(f"devices.{root_name}.pool",
@@ -454,7 +487,7 @@ class Instance:
                     journal.end(self._paths, self.name)
                     raise
             journal.end(self._paths, self.name)
-        self.host.events.emit("instance-updated", self.name)
+        self.ctx.events.emit("instance-updated", self.name)
 
     def modify(self, change: Callable[[InstanceRecord], None]) -> None:
         """Read-modify-write: ``change`` edits a copy of the record read under the lock (its
@@ -498,10 +531,10 @@ class Instance:
         changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
         if not changed:
             return
-        facts = self.host.facts()
+        facts = self.ctx.facts()
         writes = limits.live_settings(
             new, changed, cgroup_version=facts.cgroup_version, host_cpus=facts.cpus,
-            mem_total=facts.mem_total, chosen_cpus=self.host._pick_cpus(self.name, new),
+            mem_total=facts.mem_total, chosen_cpus=self.ctx.pick_cpus(self.name, new),
             swap_accounting=facts.swap_accounting)
         c = self._c()
         for key, value in writes:
@@ -517,7 +550,7 @@ class Instance:
     def _root_owner(self, rec: InstanceRecord) -> tuple[int, int]:
         """Host uid/gid that container root owns files as on disk."""
         pool = self._pool(rec)
-        if _truthy(self.expanded(rec)[0].get("security.privileged")) or \
+        if truthy(self.expanded(rec)[0].get("security.privileged")) or \
                 pool.supports_idmapped_mounts:
             return 0, 0
         base = int(rec.config.get("volatile.idmap.base", "0"))
@@ -526,7 +559,7 @@ class Instance:
     def _template_context(self, rec: InstanceRecord) -> dict[str, Any]:
         cfg, devs = self.expanded(rec)
         inst = {"name": rec.name, "architecture": rec.architecture,
-                "privileged": _truthy(cfg.get("security.privileged")),
+                "privileged": truthy(cfg.get("security.privileged")),
                 "ephemeral": rec.ephemeral, "type": "container"}
         return {"container": inst, "instance": inst, "config": cfg, "devices": devs}
 
@@ -536,10 +569,10 @@ class Instance:
         rec = rec or self.record()
         cfg, devs = self.expanded(rec)
         pool = self._pool(rec)
-        privileged = _truthy(cfg.get("security.privileged"))
+        privileged = truthy(cfg.get("security.privileged"))
         base = None if privileged else int(rec.config.get("volatile.idmap.base",
-                                                          str(self.host.facts().idmap.base)))
-        return DeviceContext(host=self.host, name=self.name, record=rec, config=cfg, devices=devs,
+                                                          str(self.ctx.facts().idmap.base)))
+        return DeviceContext(host=self.ctx, name=self.name, record=rec, config=cfg, devices=devs,
                              volume=pool.volume_path("containers", self.name),
                              root_uid=self._root_owner(rec)[0], idmap_base=base, pid=pid)
 
@@ -590,26 +623,26 @@ class Instance:
                            ) -> tuple[list[tuple[str, str]], bytes, bytes | None]:
         """The liblxc config of ``rec``: its keys, the file's bytes, and the instance's own
         seccomp policy (None: the root's shared one)."""
-        from . import hooks
+        from . import hooklog as hooks
         from .devices import driver
         pool = self._pool(rec)
         pool.mount()
-        ctx = self.device_context(rec)
-        cfg = ctx.config
-        privileged = _truthy(cfg.get("security.privileged"))
-        facts = self.host.facts()
+        dctx = self.device_context(rec)
+        cfg = dctx.config
+        privileged = truthy(cfg.get("security.privileged"))
+        facts = self.ctx.facts()
         idm: list[idmap.IdRange] = []
         if not privileged:
             size = int(rec.config.get("volatile.idmap.size", str(facts.idmap.size)))
-            assert ctx.idmap_base is not None
-            idm = idmap.instance_map(ctx.idmap_base, size, cfg.get("raw.idmap", ""))
+            assert dctx.idmap_base is not None
+            idm = idmap.instance_map(dctx.idmap_base, size, cfg.get("raw.idmap", ""))
         nics: list[render.Nic] = []
         mounts: list[render.MountEntry] = []
         extra: list[tuple[str, str]] = []
         start_hook = stop_hook = rec.ephemeral
-        for dname in sorted(ctx.devices):
-            dev = ctx.devices[dname]
-            out = driver(dev["type"]).render(ctx, dname, dev)
+        for dname in sorted(dctx.devices):
+            dev = dctx.devices[dname]
+            out = driver(dev["type"]).render(dctx, dname, dev)
             nics += out.nics
             mounts += out.mounts
             extra += out.keys
@@ -625,34 +658,34 @@ class Instance:
                 hook_lines.append(("post-stop", cmd))
         policy = render.seccomp_policy(cfg)
         inp = render.RenderInput(
-            name=self.name, rootfs=ctx.volume / "rootfs", config=cfg,
+            name=self.name, rootfs=dctx.volume / "rootfs", config=cfg,
             log_file=self._dir / runtime.LOG_NAME, console_log=self._dir / "console.log",
             seccomp_file=self._dir / SECCOMP_FILE if policy is not None
-            else self.host.seccomp_policy(), idmap=idm,
+            else self.ctx.seccomp_policy(), idmap=idm,
             idmapped_rootfs=pool.supports_idmapped_mounts, nics=nics, mounts=mounts,
             hooks=hook_lines, extra=extra,
             cgroup_version=facts.cgroup_version, host_cpus=facts.cpus,
-            mem_total=facts.mem_total, chosen_cpus=self.host._pick_cpus(self.name, cfg),
+            mem_total=facts.mem_total, chosen_cpus=self.ctx.pick_cpus(self.name, cfg),
             architecture=rec.architecture, lxcfs=facts.lxcfs,
             swap_accounting=facts.swap_accounting)
         lines = render.render(inp)
         return lines, render.to_text(lines).encode(), \
             policy.encode() if policy is not None else None
 
-    def _ensure_stop_work(self, ctx: DeviceContext,
+    def _ensure_stop_work(self, dctx: DeviceContext,
                           devices: Mapping[str, Mapping[str, str]]) -> None:
         """Devices hot-plugged into a container started without a post-stop hook still get
         their stop-time work: liblxc read its hooks at start, so a watcher stands in."""
-        from . import hooks
+        from . import hooklog as hooks
         from .devices import driver
         needs = any(driver(d["type"]).hotplug and
-                    (out := driver(d["type"]).render(ctx, n, d)).stop_hook | out.start_hook
+                    (out := driver(d["type"]).render(dctx, n, d)).stop_hook | out.start_hook
                     for n, d in devices.items())
-        if not needs or ctx.pid is None:
+        if not needs or dctx.pid is None:
             return
         if runtime.running_item(self._c(), "lxc.hook.post-stop"):
             return
-        hooks.spawn_watcher(self._paths.root, self.name, ctx.pid)
+        hooks.spawn_watcher(self._paths.root, self.name, dctx.pid)
 
     def _apply_devices_live(self, old: Mapping[str, Mapping[str, str]],
                             new: Mapping[str, Mapping[str, str]], rec: InstanceRecord) -> None:
@@ -660,35 +693,35 @@ class Instance:
         what was done is undone: a device being added is stopped too (``stop`` is idempotent,
         so a half-done start is cleaned); a failing ``update`` must restore the old itself."""
         from .devices import driver
-        ctx = self.device_context(rec, pid=self.pid)
-        self._ensure_stop_work(ctx, new)
+        dctx = self.device_context(rec, pid=self.pid)
+        self._ensure_stop_work(dctx, new)
         undo: list[Callable[[], None]] = []
         try:
             for dname in sorted(set(old) - set(new)):
                 od = old[dname]
                 drv = driver(od["type"])
                 if drv.hotplug:
-                    drv.stop(ctx, dname, od)
-                    undo.append(functools.partial(drv.start, ctx, dname, od))
+                    drv.stop(dctx, dname, od)
+                    undo.append(functools.partial(drv.start, dctx, dname, od))
             for dname in sorted(new):
                 nd = new[dname]
                 drv = driver(nd["type"])
                 if not drv.hotplug:
                     continue
                 if dname not in old:
-                    undo.append(functools.partial(drv.stop, ctx, dname, nd))
-                    drv.start(ctx, dname, nd)
+                    undo.append(functools.partial(drv.stop, dctx, dname, nd))
+                    drv.start(dctx, dname, nd)
                 elif dict(old[dname]) != dict(nd):
                     od = old[dname]
                     if od.get("type") == nd.get("type"):
-                        drv.update(ctx, dname, od, nd)
-                        undo.append(functools.partial(drv.update, ctx, dname, nd, od))
+                        drv.update(dctx, dname, od, nd)
+                        undo.append(functools.partial(drv.update, dctx, dname, nd, od))
                     else:
                         odrv = driver(od["type"])
-                        odrv.stop(ctx, dname, od)
-                        undo.append(functools.partial(odrv.start, ctx, dname, od))
-                        undo.append(functools.partial(drv.stop, ctx, dname, nd))
-                        drv.start(ctx, dname, nd)
+                        odrv.stop(dctx, dname, od)
+                        undo.append(functools.partial(odrv.start, dctx, dname, od))
+                        undo.append(functools.partial(drv.stop, dctx, dname, nd))
+                        drv.start(dctx, dname, nd)
                 journal.crashpoint("update.device")
         except BaseException:
             for step in reversed(undo):
@@ -709,17 +742,17 @@ class Instance:
             return  # the next start renders everything from the record
         self._apply_live(before[0], after[0])
         old, new = before[1], after[1]
-        ctx = self.device_context(rec, pid=self.pid)
-        self._ensure_stop_work(ctx, new)
+        dctx = self.device_context(rec, pid=self.pid)
+        self._ensure_stop_work(dctx, new)
         for dname in sorted(set(old) | set(new)):
             od, nd = old.get(dname), new.get(dname)
             if od is not None and nd is not None and dict(od) == dict(nd):
                 continue
             for dev in (od, nd):
                 if dev is not None and driver(dev["type"]).hotplug:
-                    driver(dev["type"]).stop(ctx, dname, dev)
+                    driver(dev["type"]).stop(dctx, dname, dev)
             if nd is not None and driver(nd["type"]).hotplug:
-                driver(nd["type"]).start(ctx, dname, nd)
+                driver(nd["type"]).start(dctx, dname, nd)
 
     # -- exec -------------------------------------------------------------------------------
     def _exec_env(self, env: Mapping[str, str] | None, uid: int) -> dict[str, str]:
@@ -791,7 +824,7 @@ class Instance:
             out["error"] = error
         elif st in ("RUNNING", "FROZEN"):
             out["pid"] = c.init_pid
-            out["resources"] = _usage(c)
+            out["resources"] = cgroup_usage(c)
             out["network"] = self.network_state(c)
         with contextlib.suppress(LxdlibError):
             out["disk"] = {"root": {"usage": self._pool(rec).volume_usage("containers", rec.name)}}
@@ -816,7 +849,7 @@ class Instance:
         has (``/proc/<pid>/uid_map``); a stopped one by the map its next start will use."""
         rec = rec or self.record()
         cfg, _ = self.expanded(rec)
-        if _truthy(cfg.get("security.privileged")):
+        if truthy(cfg.get("security.privileged")):
             return ["security.privileged=true: the container's ids are the host's, its root is "
                     "host root"]
         running: list[idmap.IdRange] = []
@@ -827,7 +860,7 @@ class Instance:
                     for line in text.splitlines():
                         ns, hst, size = (int(x) for x in line.split())
                         running.append(idmap.IdRange(kind, ns, hst, size))
-        facts = self.host.facts()
+        facts = self.ctx.facts()
         base = int(rec.config.get("volatile.idmap.base", str(facts.idmap.base)))
         size = int(rec.config.get("volatile.idmap.size", str(facts.idmap.size)))
         planned = idmap.instance_map(base, size, cfg.get("raw.idmap", ""))
@@ -862,22 +895,6 @@ class Instance:
                 for a in nic.get("addresses", []) if a["family"] == family and
                 a.get("scope") == "global"]
 
-    @property
-    def files(self) -> Files:
-        from .files import Files
-        return Files(self)
-
-    def popen(self, command: Sequence[str] | str, **kw: Any) -> Popen:
-        """Start a command with pipes and return at once (see ``lxdlib.popen.Popen``)."""
-        from .popen import Popen
-        return Popen(self, command, **kw)
-
-    # -- snapshots --------------------------------------------------------------------------
-    @property
-    def snapshots(self) -> Snapshots:
-        from .snapshots import Snapshots
-        return Snapshots(self)
-
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0,
                  interval: float = 0.05) -> bool:
         deadline = time.monotonic() + timeout
@@ -892,11 +909,18 @@ class Instance:
         return self.wait_for(lambda: self.exec(["true"]).returncode == 0, timeout)
 
 
-def _truthy(value: str | None) -> bool:
+def get_instance(ctx: Context, name: str) -> InstanceCore:
+    """The instance ``name`` of the context's root; ``NotFound`` if there is none."""
+    if not record.exists(ctx.paths, name):
+        raise NotFound("instance", name)
+    return InstanceCore(ctx, name)
+
+
+def truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes", "on")
 
 
-def _usage(c: Any) -> dict[str, Any]:
+def cgroup_usage(c: Any) -> dict[str, Any]:
     ver = runtime.cgroup_version()
     def read(key: str) -> str | None:
         return runtime.cgroup_get(c, key)
@@ -920,7 +944,7 @@ def _usage(c: Any) -> dict[str, Any]:
     return out
 
 
-def _read_metadata(volume: Path) -> dict[str, Any]:
+def read_metadata(volume: Path) -> dict[str, Any]:
     path = volume / "metadata.yaml"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -933,26 +957,26 @@ def _read_metadata(volume: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _expansion(data: Any) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+def expansion(data: Any) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     data = data if isinstance(data, dict) else {}
     return ({str(k): str(v) for k, v in (data.get("config") or {}).items()},
             {str(k): {str(a): str(b) for a, b in v.items()}
              for k, v in (data.get("devices") or {}).items()})
 
 
-def _recover_update(host: Host, name: str, op: dict[str, Any]) -> None:
+def _recover_update(ctx: Context, name: str, op: dict[str, Any]) -> None:
     """A config/device change that died. Before its record was saved (``prepare``) the old
     record comes back (a kill right after the save lands here too: nothing live changed yet);
     once saved (``live``) the running instance is brought to the record — and if it refuses
     now (a port taken meanwhile), back to the old record and its live state, as a live
     change that fails in the call itself."""
-    inst = Instance(host, name)
+    inst = InstanceCore(ctx, name)
     old = InstanceRecord.from_dict(dict(op["old"]))
-    before = _expansion(op.get("before"))
+    before = expansion(op.get("before"))
     if op.get("stage") != "live":
         inst._apply_quota(before[1], old, inst.expanded()[1])
         inst._write_lxc_config(old)
-        record.save(host.paths, old)
+        record.save(ctx.paths, old)
         return
     rec = inst.record()
     after = inst.expanded(rec)
@@ -965,16 +989,16 @@ def _recover_update(host: Host, name: str, op: dict[str, Any]) -> None:
             "instance %s: an interrupted change cannot be applied live (%s): undone", name, e)
         inst._apply_quota(before[1], old, after[1])
         inst._write_lxc_config(old)
-        record.save(host.paths, old)
+        record.save(ctx.paths, old)
         inst._converge_live(after, before, old)
 
 
-def _recover_profile_apply(host: Host, name: str, op: dict[str, Any]) -> None:
+def _recover_profile_apply(ctx: Context, name: str, op: dict[str, Any]) -> None:
     """A profile change that died before it reached this instance: the profile file decides
     (saved or not), the running instance is brought from what it had to what that gives."""
-    inst = Instance(host, name)
+    inst = InstanceCore(ctx, name)
     rec = inst.record()
-    before = _expansion(op.get("before"))
+    before = expansion(op.get("before"))
     after = inst.expanded(rec)
     inst._apply_quota(after[1], rec, before[1])
     inst._write_lxc_config(rec)
@@ -985,31 +1009,31 @@ journal.register("update", _recover_update)
 journal.register("profile-apply", _recover_profile_apply)
 
 
-def finish_delete(host: Host, name: str, pool_name: str) -> None:
+def finish_delete(ctx: Context, name: str, pool_name: str) -> None:
     """Remove what is left of a deleted (or half-created) instance; idempotent."""
-    paths = host.paths
+    paths = ctx.paths
     if pool_name:
         try:
-            pool = host.pool(pool_name)
+            pool = ctx.pool(pool_name)
             pool.delete_instance_volume(name)
         except NotFound:
             pass
     with contextlib.suppress(FileNotFoundError):
-        host.network_forget(name)
+        ctx.network_forget(name)
     shutil.rmtree(paths.instance_dir(name), ignore_errors=True)
-    host.events.emit("instance-deleted", name)
+    ctx.events.emit("instance-deleted", name)
 
 
-def recover_leftover(host: Host, name: str) -> bool:
+def recover_leftover(ctx: Context, name: str) -> bool:
     """Finish or undo an operation a killed process left on ``name``; True if one was found.
 
     The caller holds the instance lock, so no live process is still working on it.
     """
-    paths = host.paths
+    paths = ctx.paths
     d = paths.instance_dir(name)
     from . import journal
     if journal.pending(paths, name):
-        done = journal.recover(host, name)
+        done = journal.recover(ctx, name)
         if record.exists(paths, name):
             return done
     if not d.exists() or record.exists(paths, name):
@@ -1024,16 +1048,16 @@ def recover_leftover(host: Host, name: str) -> bool:
         runtime.kill(c, paths.lxcpath)
     if not pool:
         # a create killed before its record: the volume, if any, is in one of the pools
-        for pname in host.pool_names():
+        for pname in ctx.pool_names():
             with contextlib.suppress(Exception):
-                if host.pool(pname).volume_exists("containers", name):
+                if ctx.pool(pname).volume_exists("containers", name):
                     pool = pname
                     break
-    finish_delete(host, name, pool)
+    finish_delete(ctx, name, pool)
     return True
 
 
-def expand_with_root(host: Host, profiles: Sequence[str], config: Mapping[str, str],
+def expand_with_root(ctx: Context, profiles: Sequence[str], config: Mapping[str, str],
                      devices: dict[str, dict[str, str]], pool: str | None
                      ) -> tuple[dict[str, str], dict[str, dict[str, str]], dict[str, str]]:
     """Expanded config and devices and the root disk, put on ``pool`` when one is given.
@@ -1041,7 +1065,7 @@ def expand_with_root(host: Host, profiles: Sequence[str], config: Mapping[str, s
     ``-s pool`` copies the profile's root disk into ``devices`` with the new pool (or adds a
     root disk when the profiles have none), as LXD does; ``devices`` is updated in place.
     """
-    exp_cfg, exp_devs = host._expand(profiles, config, devices)
+    exp_cfg, exp_devs = ctx.expand(profiles, config, devices)
     devcfg.validate_devices(exp_devs)  # rules across devices: one disk per path…
     try:
         root_name, root = expand.root_disk(exp_devs)
@@ -1052,7 +1076,7 @@ def expand_with_root(host: Host, profiles: Sequence[str], config: Mapping[str, s
         devices[root_name] = dict(root)
     if pool is not None and root.get("pool") != pool:
         devices[root_name] = {**root, "pool": pool}
-        exp_cfg, exp_devs = host._expand(profiles, config, devices)
+        exp_cfg, exp_devs = ctx.expand(profiles, config, devices)
         root_name, root = expand.root_disk(exp_devs)
     if not root.get("pool"):
         raise InvalidConfig(f"devices.{root_name}.pool", "the root disk names no storage pool")
@@ -1060,10 +1084,10 @@ def expand_with_root(host: Host, profiles: Sequence[str], config: Mapping[str, s
 
 
 @contextlib.contextmanager
-def new_instance_dir(host: Host, name: str, pool: PoolDriver) -> Iterator[Path]:
+def new_instance_dir(ctx: Context, name: str, pool: PoolDriver) -> Iterator[Path]:
     """The directory of an instance being made (create, copy, import; the caller holds the
     name's lock). Until ``commit_instance``, any failure removes its volume and directory."""
-    inst_dir = host.paths.instance_dir(name)
+    inst_dir = ctx.paths.instance_dir(name)
     inst_dir.mkdir(mode=0o700)
     try:
         yield inst_dir
@@ -1074,20 +1098,20 @@ def new_instance_dir(host: Host, name: str, pool: PoolDriver) -> Iterator[Path]:
         raise
 
 
-def commit_instance(host: Host, rec: InstanceRecord) -> Instance:
+def commit_instance(ctx: Context, rec: InstanceRecord) -> InstanceCore:
     """Write the liblxc config, then the record — the commit point — and forget the intent."""
     from . import journal
-    inst = Instance(host, rec.name)
+    inst = InstanceCore(ctx, rec.name)
     inst._write_lxc_config(rec)
-    record.save(host.paths, rec)
-    journal.end(host.paths, rec.name)
+    record.save(ctx.paths, rec)
+    journal.end(ctx.paths, rec.name)
     return inst
 
 
-def create(host: Host, name: str, image: str | None, *,
+def create(ctx: Context, name: str, image: str | None, *,
            profiles: Sequence[str] | None = None, config: Mapping[str, str] | None = None,
            devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
-           ephemeral: bool = False, description: str = "") -> Instance:
+           ephemeral: bool = False, description: str = "") -> InstanceCore:
     """Create an instance from a local image (or empty with ``image=None``), not started.
 
     Order: validate everything → take the name → image volume (once per pool) → instance volume
@@ -1095,43 +1119,43 @@ def create(host: Host, name: str, image: str | None, *,
     Any failure before the record undoes what was done; a kill -9 leaves a directory that the
     next call on that name removes.
     """
-    paths = host.paths
+    paths = ctx.paths
     names.validate_instance_name(name)
     if any(ch in description for ch in "\r\0"):
         raise InvalidArgument("description contains a carriage return or NUL")
     local_cfg = schema.validate_instance_config(dict(config or {}))
     local_devs = {n: devcfg.validate_device(n, d) for n, d in (devices or {}).items()}
-    prof_names = host._check_profiles(expand.resolve_profile_list(profiles))
-    exp_cfg, exp_devs, root = expand_with_root(host, prof_names, local_cfg, local_devs, pool)
+    prof_names = ctx.check_profiles(expand.resolve_profile_list(profiles))
+    exp_cfg, exp_devs, root = expand_with_root(ctx, prof_names, local_cfg, local_devs, pool)
     pool_name = root["pool"]
-    pool_drv = host.pool(pool_name)
+    pool_drv = ctx.pool(pool_name)
     size = parse_size(root["size"]) if root.get("size") else None
-    img = host.images.get(image) if image is not None else None
+    img = ctx.images.get(image) if image is not None else None
     for dev in exp_devs.values():
         if dev.get("type") == "nic":
-            host._nic_link(dev)  # fails early on an unknown network
+            ctx.nic_link(dev)  # fails early on an unknown network
 
-    facts = host.facts()
+    facts = ctx.facts()
     volatile: dict[str, str] = {"volatile.uuid": str(uuid.uuid4())}
     for dname, dev in exp_devs.items():
         if dev.get("type") == "nic" and not dev.get("hwaddr"):
-            volatile[f"volatile.{dname}.hwaddr"] = _random_mac()
-    privileged = _truthy(exp_cfg.get("security.privileged"))
+            volatile[f"volatile.{dname}.hwaddr"] = random_mac()
+    privileged = truthy(exp_cfg.get("security.privileged"))
 
     with lock(paths, "instance", name):
-        recover_leftover(host, name)
+        recover_leftover(ctx, name)
         if record.exists(paths, name) or paths.instance_dir(name).exists():
             raise AlreadyExists("instance", name)
-        with new_instance_dir(host, name, pool_drv):
+        with new_instance_dir(ctx, name, pool_drv):
             if not privileged:
-                base, isize = _choose_idmap(host, name, exp_cfg, facts.idmap)
+                base, isize = choose_idmap(ctx, name, exp_cfg, facts.idmap)
                 volatile["volatile.idmap.base"] = str(base)
                 volatile["volatile.idmap.size"] = str(isize)
             if img is not None:
                 volatile["volatile.base_image"] = img.fingerprint
-                host._ensure_image_volume(pool_drv, img.fingerprint)
+                ctx.ensure_image_volume(pool_drv, img.fingerprint)
                 vol = pool_drv.create_instance_volume(name, img.fingerprint)
-                host.images.touch(img.fingerprint)
+                ctx.images.touch(img.fingerprint)
             else:
                 vol = pool_drv.create_instance_volume(name, None)
                 (vol / "rootfs").mkdir(exist_ok=True)
@@ -1146,17 +1170,17 @@ def create(host: Host, name: str, image: str | None, *,
                 created_at=record.now(), pool=pool_name, profiles=prof_names,
                 config={**image_cfg, **local_cfg, **volatile}, devices=local_devs,
                 description=description, ephemeral=ephemeral)
-            if _read_metadata(vol).get("templates"):
+            if read_metadata(vol).get("templates"):
                 # as LXD (DeferTemplateApply): rendered at the first start, with the config then
                 rec.config["volatile.apply_template"] = "create"
-            inst = commit_instance(host, rec)
-    host.events.emit("instance-created", name)
+            inst = commit_instance(ctx, rec)
+    ctx.events.emit("instance-created", name)
     return inst
 
 
-def _choose_idmap(host: Host, name: str, cfg: Mapping[str, str],
+def choose_idmap(ctx: Context, name: str, cfg: Mapping[str, str],
                   alloc: idmap.Allocation) -> tuple[int, int]:
-    if not _truthy(cfg.get("security.idmap.isolated")):
+    if not truthy(cfg.get("security.idmap.isolated")):
         if cfg.get("security.idmap.base"):
             return int(cfg["security.idmap.base"]), alloc.size
         return alloc.base, alloc.size
@@ -1164,15 +1188,18 @@ def _choose_idmap(host: Host, name: str, cfg: Mapping[str, str],
     if cfg.get("security.idmap.base"):
         return int(cfg["security.idmap.base"]), size
     used = {}
-    with lock(host.paths, "host", "idmap"):
-        for other in record.names(host.paths):
+    with lock(ctx.paths, "host", "idmap"):
+        for other in record.names(ctx.paths):
             if other == name:
                 continue
             try:
-                o = record.load(host.paths, other).config
+                o = record.load(ctx.paths, other).config
             except (FileNotFoundError, LxdlibError):
                 continue
             if "volatile.idmap.base" in o and int(o["volatile.idmap.base"]) != alloc.base:
                 used[other] = (int(o["volatile.idmap.base"]),
                                int(o.get("volatile.idmap.size", idmap.MIN_SIZE)))
         return idmap.allocate_isolated(alloc, size, used), size
+
+
+journal.register_leftover(recover_leftover)

@@ -9,15 +9,10 @@ from __future__ import annotations
 import functools
 import html
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .host import Host
-    from .imagestore.store import ImageRecord
-    from .instance import Instance
-    from .profiles import Profile
-    from .record import SnapshotRecord
-    from .storage.base import PoolDriver
+# The renderers take the models duck-typed (``Any``): this module sits at the bottom of the house
+# so that every layer's models can use it for ``_repr_html_`` without it importing them.
 
 _STATE_COLOUR = {"Running": "#2e7d32", "Stopped": "#757575", "Frozen": "#1565c0"}
 _STYLE = "border-collapse:collapse;font-size:0.9em"
@@ -53,9 +48,9 @@ def _safe(fn: Callable[[], Any], default: Any = "") -> Any:
         return default
 
 
-def _status(inst: Instance) -> str:
+def _status(inst: Any) -> str:
     try:
-        return inst.status
+        return str(inst.status)
     except Exception:
         return "Error"
 
@@ -82,7 +77,7 @@ def _kv(d: Mapping[str, Any]) -> str:
 
 
 # -- instances ---------------------------------------------------------------------------------
-def _row(inst: Instance) -> list[Any]:
+def _row(inst: Any) -> list[Any]:
     try:
         status = inst.status
         running = status in ("Running", "Frozen")
@@ -98,14 +93,14 @@ def _row(inst: Instance) -> list[Any]:
         return [inst.name, _state("Error"), str(e), "", "", "", ""]
 
 
-def instances_html(instances: Sequence[Instance]) -> str:
+def instances_html(instances: Sequence[Any]) -> str:
     running = sum(1 for i in instances if _status(i) == "Running")
     return table(["name", "state", "IPv4", "memory", "profiles", "snapshots", "created"],
                  (_row(i) for i in instances),
                  f"{len(instances)} instances ({running} running)")
 
 
-def instance_html(inst: Instance) -> str:
+def instance_html(inst: Any) -> str:
     """One instance: its state and key figures, then its local config and devices."""
     try:
         info = inst.info()
@@ -131,7 +126,7 @@ def instance_html(inst: Instance) -> str:
     return table(["", ""], rows, f"instance {inst.name}")
 
 
-def snapshots_html(owner: str, snaps: Sequence[SnapshotRecord]) -> str:
+def snapshots_html(owner: str, snaps: Sequence[Any]) -> str:
     rows = ([s.name, s.created_at.strftime("%Y-%m-%d %H:%M"),
              s.expires_at.strftime("%Y-%m-%d %H:%M") if s.expires_at else "",
              "yes" if s.stateful else "no", s.description] for s in snaps)
@@ -140,7 +135,7 @@ def snapshots_html(owner: str, snaps: Sequence[SnapshotRecord]) -> str:
 
 
 # -- images, profiles, pools, networks ---------------------------------------------------------
-def images_html(images: Sequence[ImageRecord]) -> str:
+def images_html(images: Sequence[Any]) -> str:
     rows = ([", ".join(a["name"] for a in img.aliases), img.fingerprint[:12],
              img.properties.get("description", ""), img.architecture, size(img.size),
              img.uploaded_at.strftime("%Y-%m-%d %H:%M")] for img in images)
@@ -149,20 +144,20 @@ def images_html(images: Sequence[ImageRecord]) -> str:
                  f"{len(images)} images ({size(total)})")
 
 
-def profile_html(p: Profile) -> str:
+def profile_html(p: Any) -> str:
     rows: list[list[Any]] = [[k, v] for k, v in sorted(p.config.items())]
     rows += [[f"device {n}", _kv(d)] for n, d in sorted(p.devices.items())]
     return table(["key", "value"], rows, f"profile {p.name} (used by {len(p.used_by)})")
 
 
-def profiles_html(profiles: Sequence[Profile]) -> str:
+def profiles_html(profiles: Sequence[Any]) -> str:
     rows = ([p.name, p.description, _kv(p.config), ", ".join(sorted(p.devices)),
              ", ".join(p.used_by)] for p in profiles)
     return table(["name", "description", "config", "devices", "used by"], rows,
                  f"{len(profiles)} profiles")
 
 
-def _pool_row(name: str, pool: Callable[[], PoolDriver]) -> list[Any]:
+def _pool_row(name: str, pool: Callable[[], Any]) -> list[Any]:
     try:
         drv = pool()
         usage = _safe(drv.usage, None)
@@ -173,7 +168,7 @@ def _pool_row(name: str, pool: Callable[[], PoolDriver]) -> list[Any]:
         return [name, "", str(e), "", ""]
 
 
-def pools_html(host: Host) -> str:
+def pools_html(host: Any) -> str:
     names = _safe(host.pool_names, [])
     return table(["name", "driver", "source", "used", "total"],
                  (_pool_row(n, functools.partial(host.pool, n)) for n in names),
@@ -189,7 +184,7 @@ def networks_html(networks: Sequence[Mapping[str, Any]]) -> str:
                  f"{len(networks)} networks")
 
 
-def host_html(host: Host) -> str:
+def host_html(host: Any) -> str:
     insts = _safe(host.instances.list, [])
     running = sum(1 for i in insts if _status(i) == "Running")
     images = _safe(host.images.list, [])

@@ -22,7 +22,7 @@ from . import runtime
 from .errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from .instance import Instance
+    from .instance import InstanceCore
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
@@ -35,7 +35,7 @@ class Popen:
     """A running command: ``stdin``/``stdout``/``stderr`` are binary file objects for
     ``PIPE`` streams (None otherwise), ``returncode`` is None until it has been waited for."""
 
-    def __init__(self, inst: Instance, command: Sequence[str] | str, *, stdin: Stream = PIPE,
+    def __init__(self, inst: InstanceCore, command: Sequence[str] | str, *, stdin: Stream = PIPE,
                  stdout: Stream = PIPE, stderr: Stream = PIPE,
                  env: Mapping[str, str] | None = None, cwd: str | None = None, user: int = 0,
                  group: int = 0, bufsize: int = -1) -> None:

@@ -25,14 +25,14 @@ from .config import names
 from .errors import AlreadyExists, InvalidArgument, NotFound, WrongState
 
 if TYPE_CHECKING:
-    from .host import Host
-    from .instance import Instance
+    from .context import Context
+    from .instance import InstanceCore
 
 
 class Snapshots:
     """An instance's snapshots: ``inst.snapshots.create()``, ``["snap0"]``, ``restore``…"""
 
-    def __init__(self, inst: Instance) -> None:
+    def __init__(self, inst: InstanceCore) -> None:
         self.inst = inst
 
     def __repr__(self) -> str:
@@ -84,20 +84,20 @@ class Snapshots:
             snap = create_locked(inst, name, stateful=stateful, reuse=reuse,
                                  expires_at=expires_at, no_expiry=no_expiry,
                                  description=description)
-        inst.host.events.emit("snapshot-created", f"{inst.name}/{snap.name}")
+        inst.ctx.events.emit("snapshot-created", f"{inst.name}/{snap.name}")
         return snap
 
     def delete(self, name: str) -> None:
         inst = self.inst
         with inst._lock():
             delete_locked(inst, name)
-        inst.host.events.emit("snapshot-deleted", f"{inst.name}/{name}")
+        inst.ctx.events.emit("snapshot-deleted", f"{inst.name}/{name}")
 
     def rename(self, old: str, new: str) -> None:
         """``lxc move inst/old inst/new``."""
         names.validate_snapshot_name(new)
         inst = self.inst
-        paths = inst.host.paths
+        paths = inst.ctx.paths
         with inst._lock():
             rec = inst.record()
             if rec.snapshot(old) is None:
@@ -114,10 +114,10 @@ class Snapshots:
                 snap.name = new
                 record.save(paths, rec)  # commit point
             except BaseException:
-                journal.recover(inst.host, inst.name)  # puts the volume name back if needed
+                journal.recover(inst.ctx, inst.name)  # puts the volume name back if needed
                 raise
             journal.end(paths, inst.name)
-        inst.host.events.emit("snapshot-renamed", f"{inst.name}/{new}", old_name=old)
+        inst.ctx.events.emit("snapshot-renamed", f"{inst.name}/{new}", old_name=old)
 
     def set_expiry(self, name: str, expires_at: dt.datetime | None) -> None:
         """Change when a snapshot expires (``None``: never), the one thing editable on it."""
@@ -130,7 +130,7 @@ class Snapshots:
             if snap is None:
                 raise NotFound("snapshot", f"{inst.name}/{name}")
             snap.expires_at = expires_at
-            record.save(inst.host.paths, rec)
+            record.save(inst.ctx.paths, rec)
 
     def restore(self, name: str, *, stateful: bool = False) -> None:
         """Make the instance what it was at the snapshot: volume, config, devices, profiles.
@@ -139,7 +139,7 @@ class Snapshots:
         brings the snapshot's processes back instead of a fresh start.
         """
         inst = self.inst
-        host = inst.host
+        ctx = inst.ctx
         with inst._lock():
             rec = inst.record()
             snap = rec.snapshot(name)
@@ -147,7 +147,7 @@ class Snapshots:
                 raise NotFound("snapshot", f"{inst.name}/{name}")
             if stateful and not snap.stateful:
                 raise WrongState("Stateful snapshot restore requested but snapshot is stateless")
-            host._check_profiles(snap.profiles)  # a profile deleted since: refuse up front
+            ctx.check_profiles(snap.profiles)  # a profile deleted since: refuse up front
             pool = inst._pool(rec)
             _check_rollback(pool, inst.name, name, rec.snapshots[-1].name)
             c = inst._c()
@@ -155,41 +155,41 @@ class Snapshots:
             # the intent names the power state to end in: a kill after the stop must not leave
             # a running instance stopped (stage "start" once the volume and record are swapped)
             intent = {"snapshot": name, "running": was_running, "stateful": stateful}
-            journal.begin(host.paths, inst.name, "restore", stage="swap", **intent)
+            journal.begin(ctx.paths, inst.name, "restore", stage="swap", **intent)
             journal.crashpoint("restore.begun")
             if was_running:
-                runtime.kill(c, host.paths.lxcpath)
+                runtime.kill(c, ctx.paths.lxcpath)
             journal.crashpoint("restore.stopped")
-            apply_restore(host, inst.name, name, keep_state=stateful, rec=rec)
+            apply_restore(ctx, inst.name, name, keep_state=stateful, rec=rec)
             journal.crashpoint("restore.swapped")
             if was_running or stateful:
-                journal.begin(host.paths, inst.name, "restore", stage="start", **intent)
+                journal.begin(ctx.paths, inst.name, "restore", stage="start", **intent)
                 journal.crashpoint("restore.starting")
                 try:
                     _restart(inst, stateful)
                 except Exception:  # restored; the start's own error is the caller's to see
-                    journal.end(host.paths, inst.name)
+                    journal.end(ctx.paths, inst.name)
                     raise
                 journal.crashpoint("restore.started")
-            journal.end(host.paths, inst.name)
-        host.events.emit("snapshot-restored", f"{inst.name}/{name}")
+            journal.end(ctx.paths, inst.name)
+        ctx.events.emit("snapshot-restored", f"{inst.name}/{name}")
 
-    def copy(self, name: str, target: str | None = None, **kw: Any) -> Instance:
+    def copy(self, name: str, target: str | None = None, **kw: Any) -> InstanceCore:
         """A new instance from this snapshot (``lxc copy inst/snap new``)."""
         from .copy import copy_instance
-        return copy_instance(self.inst.host, f"{self.inst.name}/{name}", target, **kw)
+        return copy_instance(self.inst.ctx, f"{self.inst.name}/{name}", target, **kw)
 
 
 # -- the work, under the instance lock -------------------------------------------------------------
 
-def create_locked(inst: Instance, name: str | None = None, *, stateful: bool = False,
+def create_locked(inst: InstanceCore, name: str | None = None, *, stateful: bool = False,
                   reuse: bool = False, expires_at: dt.datetime | None = None,
                   no_expiry: bool = False, description: str = "") -> record.SnapshotRecord:
     """Take a snapshot; the caller holds the instance lock (housekeeping uses this too)."""
     from .config.snapshots import next_snapshot_name
     from .config.units import expiry_date
-    host = inst.host
-    paths = host.paths
+    ctx = inst.ctx
+    paths = ctx.paths
     if any(ch in description for ch in "\r\0"):
         raise InvalidArgument("description contains a carriage return or NUL")
     rec = inst.record()
@@ -224,7 +224,7 @@ def create_locked(inst: Instance, name: str | None = None, *, stateful: bool = F
     try:
         if stateful:
             from . import criu
-            criu.dump(inst, volume / journal.STATE_DIR, stop=False)
+            criu.dump(inst.ctx.paths.lxcpath, inst.name, volume / journal.STATE_DIR, stop=False)
         frozen = False
         if pool.snapshot_needs_freeze and c.state == "RUNNING":
             runtime.freeze(c, paths.lxcpath)
@@ -251,9 +251,9 @@ def create_locked(inst: Instance, name: str | None = None, *, stateful: bool = F
     return snap
 
 
-def delete_locked(inst: Instance, name: str) -> None:
+def delete_locked(inst: InstanceCore, name: str) -> None:
     """Delete a snapshot: the record first (the commit point), then its volume."""
-    paths = inst.host.paths
+    paths = inst.ctx.paths
     rec = inst.record()
     if rec.snapshot(name) is None:
         raise NotFound("snapshot", f"{inst.name}/{name}")
@@ -265,12 +265,12 @@ def delete_locked(inst: Instance, name: str) -> None:
     journal.end(paths, inst.name)
 
 
-def apply_restore(host: Host, name: str, snapshot: str, *, keep_state: bool = False,
+def apply_restore(ctx: Context, name: str, snapshot: str, *, keep_state: bool = False,
                   rec: record.InstanceRecord | None = None) -> None:
     """The volume becomes the snapshot's, then the record takes the snapshot's config, devices
     and profiles. Idempotent, so a restore that died is finished by running it again."""
-    from .instance import Instance
-    inst = Instance(host, name)
+    from .instance import InstanceCore
+    inst = InstanceCore(ctx, name)
     rec = rec or inst.record()
     snap = rec.snapshot(snapshot)
     if snap is None:
@@ -293,40 +293,39 @@ def apply_restore(host: Host, name: str, snapshot: str, *, keep_state: bool = Fa
         del rec.config["volatile.last_state.power"]
     rec.devices = {k: dict(v) for k, v in snap.devices.items()}
     rec.profiles = list(snap.profiles)
-    record.save(host.paths, rec)
+    record.save(ctx.paths, rec)
     if _root_size(inst, rec) != size_before or size_before is not None:
         inst._apply_quota(inst.expanded(rec)[1], rec)  # the snapshot's own root disk size
     inst._write_lxc_config(rec)
 
 
-def _restart(inst: Instance, stateful: bool) -> None:
+def _restart(inst: InstanceCore, stateful: bool) -> None:
     """The last step of a restore: the snapshot's processes (stateful) or a fresh start."""
     if stateful:
-        from . import criu
-        criu.restore_from_volume(inst)
+        inst.restore_saved_state()
     else:
         inst._start_locked()
 
 
-def _recover_restore(host: Host, name: str, op: dict[str, Any]) -> None:
+def _recover_restore(ctx: Context, name: str, op: dict[str, Any]) -> None:
     """Roll a restore forward: the instance stopped, the volume and record become the
     snapshot's (again: ``apply_restore`` is idempotent), then it runs if it ran before."""
-    from .instance import Instance
+    from .instance import InstanceCore
     try:
-        rec = record.load(host.paths, name)
+        rec = record.load(ctx.paths, name)
     except FileNotFoundError:
         return
     snap = str(op.get("snapshot") or "")
-    inst = Instance(host, name)
+    inst = InstanceCore(ctx, name)
     if op.get("stage") != "start":
         if rec.snapshot(snap) is None:
             return  # the snapshot is gone: nothing was swapped (its delete is a commit point)
         c = inst._c()
         if c.state != "STOPPED":  # killed before or during the stop
-            runtime.kill(c, host.paths.lxcpath)
+            runtime.kill(c, ctx.paths.lxcpath)
         pool = inst._pool(rec)
         pool.cleanup_leftovers()  # an aside volume of a swap that died is put back first
-        apply_restore(host, name, snap, keep_state=bool(op.get("stateful")))
+        apply_restore(ctx, name, snap, keep_state=bool(op.get("stateful")))
     if (op.get("running") or op.get("stateful")) and inst._c().state == "STOPPED":
         try:
             _restart(inst, bool(op.get("stateful")))
@@ -338,7 +337,7 @@ def _recover_restore(host: Host, name: str, op: dict[str, Any]) -> None:
 journal.register("restore", _recover_restore)
 
 
-def _root_size(inst: Instance, rec: record.InstanceRecord) -> str | None:
+def _root_size(inst: InstanceCore, rec: record.InstanceRecord) -> str | None:
     from .config import expand
     try:
         return expand.root_disk(inst.expanded(rec)[1])[1].get("size")

@@ -14,21 +14,21 @@ from typing import TYPE_CHECKING
 from .errors import NotFound
 
 if TYPE_CHECKING:
-    from .host import Host
+    from .context import Context
     from .storage.base import PoolDriver
 
 
 class Pools:
-    def __init__(self, host: Host) -> None:
-        self.host = host
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
 
     def names(self) -> list[str]:
-        return self.host.pool_names()
+        return self.ctx.pool_names()
 
     def get(self, name: str) -> PoolDriver:
         if name not in self.names():
             raise NotFound("storage pool", name)
-        return self.host.pool(name)
+        return self.ctx.pool(name)
 
     __getitem__ = get
 
@@ -42,14 +42,14 @@ class Pools:
         return len(self.names())
 
     def list(self) -> list[PoolDriver]:
-        return [self.host.pool(n) for n in self.names()]
+        return [self.ctx.pool(n) for n in self.names()]
 
     def _ipython_key_completions_(self) -> builtins.list[str]:
         return self.names()
 
     def _repr_html_(self) -> str:
         from .notebook import pools_html
-        return pools_html(self.host)
+        return pools_html(self.ctx)
 
     def __repr__(self) -> str:
         return f"<Pools {self.names()}>"

@@ -21,11 +21,11 @@ import contextlib
 import datetime as dt
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import idmap, record
+from . import idmap, record, runtime
 from .config.units import parse_size
 from .errors import (
     AlreadyExists,
@@ -40,7 +40,7 @@ from .errors import (
 from .state import lock, read_yaml, remove_stale_tmp, write_yaml
 
 if TYPE_CHECKING:
-    from .host import Host
+    from .context import Context
     from .record import InstanceRecord
     from .storage.base import PoolDriver
 
@@ -90,9 +90,20 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, str]:
 class Volumes:
     """The custom volumes of one host's pools."""
 
-    def __init__(self, host: Host) -> None:
-        self.host = host
-        self.paths = host.paths
+    def __init__(self, ctx: Context,
+                 modify_instance: Callable[[str, Callable[[InstanceRecord], None]], None]
+                 | None = None) -> None:
+        """``modify_instance(name, change)`` edits an instance's record under its lock (the
+        instance layer's ``Instance.modify``, given by ``Host``: volumes sit below instances,
+        as devices need them); without it ``attach``/``detach`` are refused."""
+        self.ctx = ctx
+        self.paths = ctx.paths
+        self._modify_instance = modify_instance
+
+    def _modify(self, instance: str, change: Callable[[InstanceRecord], None]) -> None:
+        if self._modify_instance is None:
+            raise WrongState("attaching volumes needs a Host (lxdlib.Host(...).volumes)")
+        self._modify_instance(instance, change)
 
     # -- records --------------------------------------------------------------------------------
     def _dir(self, pool: str) -> Path:
@@ -112,7 +123,7 @@ class Volumes:
         return data if isinstance(data, dict) else {}
 
     def _pool(self, pool: str) -> PoolDriver:
-        return self.host.pool(pool)  # NotFound for an unknown pool
+        return self.ctx.pool(pool)  # NotFound for an unknown pool
 
     def exists(self, pool: str, name: str) -> bool:
         return self._record(pool, strip_type(name)).exists()
@@ -250,7 +261,7 @@ class Volumes:
                 continue
             if self._uses(rec.devices, pool, name):
                 out.append(f"/1.0/instances/{inst}")
-        for prof in self.host.profiles.list():
+        for prof in self.ctx.profiles.list():
             if self._uses(prof.devices, pool, name):
                 out.append(f"/1.0/profiles/{prof.name}")
         return out
@@ -266,7 +277,7 @@ class Volumes:
             if dname in rec.devices:
                 raise AlreadyExists("device", dname)
             rec.devices[dname] = {"type": "disk", "pool": pool, "source": name, "path": path}
-        self.host.instances.get(instance).modify(change)  # read under the instance's lock
+        self._modify(instance, change)  # read under the instance's lock
 
     def detach(self, pool: str, name: str, instance: str, device: str | None = None) -> None:
         """Remove the instance's disk device(s) for the volume (unmounted when running)."""
@@ -280,7 +291,7 @@ class Volumes:
                                f"no disk device of instance {instance!r} uses volume {name!r}")
             for d in found:
                 del rec.devices[d]
-        self.host.instances.get(instance).modify(change)
+        self._modify(instance, change)
 
     # -- ownership on pools without idmapped mounts ---------------------------------------------
     def prepare_for(self, pool: str, name: str, instance: str, base: int | None) -> None:
@@ -302,11 +313,13 @@ class Volumes:
                 if other == instance:
                     continue
                 try:
-                    inst = self.host.instances.get(other)
-                    devices = inst.expanded_devices
-                except (NotFound, CorruptRecord):
+                    rec = record.load(self.paths, other)
+                    _, devices = self.ctx.expand(rec.profiles, rec.config, rec.devices)
+                except (FileNotFoundError, NotFound, CorruptRecord):
                     continue
-                if self._uses(devices, pool, name) and inst.running:
+                if self._uses(devices, pool, name) and runtime.state(
+                        runtime.open_container(self.paths.lxcpath, other)) in ("RUNNING",
+                                                                               "FROZEN"):
                     raise WrongState(f"storage volume {name!r} is in use by running instance "
                                      f"{other!r} with a different id map")
             idmap.shift_tree(drv.volume_path("custom", name), want - last)

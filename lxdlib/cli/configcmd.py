@@ -16,7 +16,7 @@ from . import output
 
 if TYPE_CHECKING:
     from ..host import Host
-    from ..instance import Instance
+    from ..instances import Instance
     from ..record import InstanceRecord
 
 

@@ -22,7 +22,7 @@ from ..files import FileStat, Session, pull_tree, push_tree
 
 if TYPE_CHECKING:
     from ..host import Host
-    from ..instance import Instance
+    from ..instances import Instance
 
 
 def split_target(ref: str) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from . import output
 
 if TYPE_CHECKING:
     from ..host import Host
-    from ..instance import Instance
+    from ..instances import Instance
 
 
 def _resolve_image(host: Host, ref: str, quiet: bool) -> str:
@@ -68,9 +68,7 @@ def _create(host: Host, args: argparse.Namespace, start: bool) -> int:
     overrides = parse_device_overrides(args.device)
     if overrides:
         # LXD copies the expanded profile device and overrides keys on it
-        from ..config import expand
-        prof = host._check_profiles(expand.resolve_profile_list(profiles))
-        _, exp = host._expand(prof, config, {})
+        _, exp = host.expand(profiles, config, {})
         for dname, kv in overrides.items():
             if dname not in exp:
                 raise NotFound("device", dname, "not in the instance's profiles")
@@ -155,7 +153,6 @@ def cmd_move(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_copy(host: Host, a: argparse.Namespace) -> int:
     """``copy <source>[/<snapshot>] [<target>]`` with LXD's options."""
-    from ..config import expand
     src_name = a.source.split("/", 1)[0]
     src = _instance(host, src_name)
     profiles = [] if a.no_profiles else (a.profile or None)
@@ -165,9 +162,8 @@ def cmd_copy(host: Host, a: argparse.Namespace) -> int:
     if overrides:
         # like LXD: the source's expanded device, with the given keys changed, made local
         rec = src.record()
-        prof = host._check_profiles(expand.resolve_profile_list(
-            profiles if profiles is not None else rec.profiles))
-        _, exp = host._expand(prof, rec.config, rec.devices)
+        _, exp = host.expand(profiles if profiles is not None else rec.profiles,
+                             rec.config, rec.devices)
         for dname, kv in overrides.items():
             if dname not in exp:
                 raise NotFound("device", dname, f"not in instance {src_name!r}")
@@ -256,15 +252,14 @@ def _list_entry(inst: Instance, columns: str, a: argparse.Namespace
     rec = inst.record()
     if a.filters and not _filter(inst.name, rec.config, a.filters):
         return None
-    c = inst._c()
+    c = inst.handle()
     state = c.state
     running = state in ("RUNNING", "FROZEN")
     need_net = running and any(ch in columns for ch in "46")
     net = inst.network_state(c) if need_net else {}
     usage: dict[str, Any] = {}
     if running and any(ch in columns for ch in "Nmu"):
-        from ..instance import _usage
-        usage = _usage(c)
+        usage = inst.usage(c)
 
     def addrs(family: str, net: dict[str, Any] = net) -> str:
         return "\n".join(f"{x['address']} ({n})" for n, v in net.items() if n != "lo"

@@ -28,7 +28,7 @@ from ..errors import InvalidConfig
 from ..render import MountEntry, Nic
 
 if TYPE_CHECKING:
-    from ..host import Host
+    from ..context import Context
     from ..record import InstanceRecord
 
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 class DeviceContext:
     """What a driver may know about the instance it serves."""
 
-    host: Host
+    host: Context
     name: str
     record: InstanceRecord
     config: Mapping[str, str]  # expanded

@@ -44,7 +44,7 @@ IDMAP_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", 
                                "f2fs", "vfat", "erofs", "squashfs", "zfs"})
 
 
-def _truthy(v: str | None) -> bool:
+def truthy(v: str | None) -> bool:
     return (v or "").lower() in ("true", "1", "yes", "on")
 
 
@@ -105,7 +105,7 @@ def plan(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Plan | None:
     source = dev.get("source", "")
     if not source:
         return None
-    required = _truthy(dev.get("required", "true"))
+    required = truthy(dev.get("required", "true"))
     pool = dev.get("pool", "")
     pool_idmap = True
     if pool:
@@ -132,16 +132,16 @@ def plan(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Plan | None:
     if pool:  # the instance's own volume: always shifted, like its rootfs
         idmap = unprivileged and pool_idmap and supports_idmap(src)
     else:  # a host path: host ids unless the device opts in (root-equivalent, see above)
-        idmap = unprivileged and _truthy(dev.get("shift"))
+        idmap = unprivileged and truthy(dev.get("shift"))
         if idmap and not supports_idmap(src):
             raise StorageError(
                 f"device {name!r} of instance {ctx.name!r} sets shift=true but {source!r} "
                 f"(filesystem {fs_type(src) or 'unknown'!r}) does not support idmapped mounts")
     return Plan(source=str(src), path="/" + dev["path"].strip("/"), idmap=idmap,
-                readonly=_truthy(dev.get("readonly")), recursive=_truthy(dev.get("recursive")),
+                readonly=truthy(dev.get("readonly")), recursive=truthy(dev.get("recursive")),
                 propagation=dev.get("propagation", ""), required=required,
                 by_liblxc=not unprivileged or (reachable_by_others(src) and (
-                    _truthy(dev.get("recursive")) or not has_submounts(src))))
+                    truthy(dev.get("recursive")) or not has_submounts(src))))
 
 
 def mount_entry(p: Plan) -> MountEntry:

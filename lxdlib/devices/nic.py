@@ -124,7 +124,7 @@ class NicDriver(BaseDriver):
     hotplug = True  # only limits.* change live; the rest waits for the next start
 
     def render(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Rendered:
-        link = ctx.host._nic_link(dev)
+        link = ctx.host.nic_link(dev)
         hwaddr = dev.get("hwaddr") or ctx.record.config.get(f"volatile.{name}.hwaddr") or ""
         if dev.get("network") and hwaddr:
             if _wants_pinned_ipv4(dev):

@@ -24,7 +24,7 @@ from ..render import PRIVILEGED_DEVICES
 from . import BaseDriver, DeviceContext, Rendered, hotmount
 
 
-def _truthy(v: str | None) -> bool:
+def truthy(v: str | None) -> bool:
     return (v or "").lower() in ("true", "1", "yes", "on")
 
 
@@ -61,7 +61,7 @@ def node_spec(dtype: str, name: str, dev: Mapping[str, str]) -> Node | None:
         try:
             st = os.stat(source)
         except FileNotFoundError:
-            if _truthy(dev.get("required", "true")):
+            if truthy(dev.get("required", "true")):
                 raise NotFound("unix device", source,
                                f"device {name!r}, key 'source' (required=false lets the "
                                "instance start without it)") from None

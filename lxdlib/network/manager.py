@@ -698,7 +698,7 @@ class NetworkManager:
                     raise
         return self._read(name)
 
-    def modify(self, name: str, change: Callable[[dict[str, str]], None]) -> dict[str, Any]:
+    def modify(self, name: str, change: Callable[[dict[str, str]], object]) -> dict[str, Any]:
         """Read-modify-write of a network's config: ``change`` edits a copy of the config read
         under the network's lock, then ``update`` validates and applies it. Concurrent
         ``network set``s each keep the others' keys (``update`` alone replaces the whole

@@ -257,7 +257,7 @@ def test_big_file_streams_without_memory(c1: lxdlib.Instance, tmp_path: Path) ->
         import hashlib, os, resource, sys, time
         sys.path.insert(0, {str(Path(lxdlib.__file__).parents[1])!r})
         import lxdlib
-        inst = lxdlib.Host({str(c1.host.paths.root)!r}).instances["c1"]
+        inst = lxdlib.Host({str(c1.ctx.paths.root)!r}).instances["c1"]
         src = {str(tmp_path / "src")!r}
         with open(src, "wb") as f:
             block = os.urandom(1 << 20)

@@ -38,17 +38,18 @@ from ..errors import (
     ImageError,
     InvalidArgument,
     LxdlibError,
+    NotFound,
     ToolMissing,
     WrongState,
 )
-from . import compression as comp
-from .store import ImageRecord, validate_alias_name
+from ..imagestore import compression as comp
+from ..imagestore.store import ImageRecord, validate_alias_name
+from ..instance import InstanceCore, get_instance
 
 __all__ = ["build_metadata", "compressor", "publish", "write_tarball"]
 
 if TYPE_CHECKING:
-    from ..host import Host
-    from ..instance import Instance
+    from ..context import Context
     from ..record import InstanceRecord
     from ..storage.base import PoolDriver
 
@@ -75,26 +76,25 @@ def compressor(algorithm: str) -> list[str] | None:
     return [*comp.compress_argv(fields[0]), *fields[1:]]
 
 
-def _resolve_source(host: Host, source: Any) -> tuple[Instance, str | None]:
-    from ..instance import Instance
+def _resolve_source(ctx: Context, source: Any) -> tuple[InstanceCore, str | None]:
     snap: str | None = None
     if isinstance(source, tuple) and len(source) == 2:
         inst, snap = source
         if isinstance(inst, str):
-            inst = host.instances.get(inst)
-    elif isinstance(source, Instance):
+            inst = get_instance(ctx, inst)
+    elif isinstance(source, InstanceCore):
         inst = source
     elif isinstance(source, str):
         name, sep, snap_name = source.partition("/")
         if sep and not snap_name:
             raise InvalidArgument(f"invalid publish source {source!r}")
-        inst = host.instances.get(name)
+        inst = get_instance(ctx, name)
         snap = snap_name or None
     else:
         raise InvalidArgument("publish takes an Instance, 'name', 'name/snapshot' or "
                               f"(instance, snapshot), not {type(source).__name__}")
-    if snap is not None:
-        inst.snapshots.get(snap)  # NotFound if missing
+    if snap is not None and inst.record().snapshot(snap) is None:
+        raise NotFound("snapshot", f"{inst.name}/{snap}")
     return inst, snap
 
 
@@ -242,7 +242,7 @@ def write_tarball(volume: Path, metadata: bytes, metadata_mtime: float, dest: Pa
     return hasher.hexdigest()
 
 
-def _volume(inst: Instance, rec: InstanceRecord, snap: str | None, pool: PoolDriver
+def _volume(inst: InstanceCore, rec: InstanceRecord, snap: str | None, pool: PoolDriver
             ) -> tuple[Path, Callable[[], None]]:
     """The volume to read, and a cleanup. A snapshot that the pool cannot show as a directory
     (zfs-fuse has no ``.zfs``) is cloned to a temporary volume first."""
@@ -260,7 +260,7 @@ def _volume(inst: Instance, rec: InstanceRecord, snap: str | None, pool: PoolDri
     return clone, cleanup
 
 
-def publish(host: Host, source: Any, *, aliases: Iterable[str] = (),
+def publish(ctx: Context, source: Any, *, aliases: Iterable[str] = (),
             compression: str | None = None, properties: Mapping[str, str] | None = None,
             force: bool = False, reuse: bool = False, public: bool = False,
             expires_at: datetime | None = None, progress: Progress | None = None
@@ -273,7 +273,7 @@ def publish(host: Host, source: Any, *, aliases: Iterable[str] = (),
     fingerprint) is already stored ("The image already exists") or an alias is taken without
     ``reuse`` — in every failure nothing is added to the store.
     """
-    store = host.images.store
+    store = ctx.images
     names = [aliases] if isinstance(aliases, str) else list(aliases)
     for name in names:
         validate_alias_name(name)
@@ -285,7 +285,7 @@ def publish(host: Host, source: Any, *, aliases: Iterable[str] = (),
         if bad:
             raise InvalidArgument(f"image properties must be strings: {bad}")
     algorithm = compression if compression is not None else \
-        (host.config.get("images.compression_algorithm") or "gzip")
+        (ctx.config.get("images.compression_algorithm") or "gzip")
     compress = compressor(algorithm)
     kind = comp.kind_of_algorithm(algorithm.split()[0])
     table = store.aliases()
@@ -293,7 +293,7 @@ def publish(host: Host, source: Any, *, aliases: Iterable[str] = (),
         for name in names:
             if name in table:
                 raise AlreadyExists("image alias", name)
-    inst, snap = _resolve_source(host, source)
+    inst, snap = _resolve_source(ctx, source)
     restart = False
     if snap is None and inst.state != "STOPPED":
         if not force:
@@ -302,24 +302,24 @@ def publish(host: Host, source: Any, *, aliases: Iterable[str] = (),
         inst.stop(force=True)
         restart = True
     try:
-        rec = _publish_locked(host, inst, snap, compress, kind, properties, expires_at,
+        rec = _publish_locked(ctx, inst, snap, compress, kind, properties, expires_at,
                               names if not reuse else [], public, progress)
     finally:
         if restart:
             inst.start()
     if reuse and names:
-        from .cache import _set_aliases
-        _set_aliases(host, names, rec.fingerprint)
+        from .cache import set_aliases
+        set_aliases(ctx, names, rec.fingerprint)
         rec = store.get(rec.fingerprint)
-    host.events.emit("image-published", rec.fingerprint)
+    ctx.events.emit("image-published", rec.fingerprint)
     return rec
 
 
-def _publish_locked(host: Host, inst: Instance, snap: str | None, compress: list[str] | None,
+def _publish_locked(ctx: Context, inst: InstanceCore, snap: str | None, compress: list[str] | None,
                     kind: str, properties: Mapping[str, str] | None,
                     expires_at: datetime | None, aliases: list[str], public: bool,
                     progress: Progress | None) -> ImageRecord:
-    store = host.images.store
+    store = ctx.images
     with inst._lock():
         if snap is None and inst.state != "STOPPED":
             raise WrongState(f"The instance {inst.name!r} was started while publishing")

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..config.schema import SERVER_DEFAULTS
 from ..errors import InvalidArgument, LxdlibError, NotFound
+from ..imagestore.remotes import SIMPLESTREAMS, Remote
+from ..imagestore.simplestreams import Client, RemoteImage
+from ..imagestore.store import ImageRecord
 from ..state import lock, read_yaml, write_yaml
-from .remotes import SIMPLESTREAMS, Remote
-from .simplestreams import Client, RemoteImage
-from .store import ImageRecord
 
 if TYPE_CHECKING:
-    from ..host import Host
+    from ..context import Context
 
 Progress = Callable[[int, int], None]
 
@@ -46,19 +46,19 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def setting(host: Host, key: str) -> str:
-    return host.config.get(key) or SERVER_DEFAULTS[key]
+def setting(ctx: Context, key: str) -> str:
+    return ctx.config.get(key) or SERVER_DEFAULTS[key]
 
 
-def setting_int(host: Host, key: str) -> int:
+def setting_int(ctx: Context, key: str) -> int:
     try:
-        return int(setting(host, key))
+        return int(setting(ctx, key))
     except ValueError:
         return int(SERVER_DEFAULTS[key])
 
 
-def setting_bool(host: Host, key: str) -> bool:
-    return setting(host, key).lower() in ("true", "1", "yes", "on")
+def setting_bool(ctx: Context, key: str) -> bool:
+    return setting(ctx, key).lower() in ("true", "1", "yes", "on")
 
 
 def _source(client: Client, alias: str) -> dict[str, str]:
@@ -66,13 +66,13 @@ def _source(client: Client, alias: str) -> dict[str, str]:
             "image_type": "container", "certificate": ""}
 
 
-def cached_by_source(host: Host, server: str, alias: str) -> ImageRecord | None:
+def cached_by_source(ctx: Context, server: str, alias: str) -> ImageRecord | None:
     """A cached image fetched earlier from ``server`` by ``alias`` for an architecture this host
     runs (the newest if several)."""
-    from .simplestreams import PERSONALITIES, native_architecture
+    from ..imagestore.simplestreams import PERSONALITIES, native_architecture
     native = native_architecture()
     archs = (native, *PERSONALITIES.get(native, ()))
-    found = [r for r in host.images.store.list()
+    found = [r for r in ctx.images.list()
              if r.cached and r.update_source is not None and r.architecture in archs
              and r.update_source.get("server") == server.rstrip("/")
              and r.update_source.get("alias") == alias
@@ -80,13 +80,13 @@ def cached_by_source(host: Host, server: str, alias: str) -> ImageRecord | None:
     return max(found, key=lambda r: r.uploaded_at) if found else None
 
 
-def download(host: Host, client: Client, image: RemoteImage, alias: str | None, *,
+def download(ctx: Context, client: Client, image: RemoteImage, alias: str | None, *,
              cached: bool, auto_update: bool, public: bool, user_requested: bool,
              progress: Progress | None = None) -> ImageRecord:
     """The image in the local store: downloaded (verified, committed) unless already there."""
-    store = host.images.store
+    store = ctx.images
     fp = image.fingerprint
-    with lock(host.paths, "image-download", fp, timeout=DOWNLOAD_LOCK_TIMEOUT):
+    with lock(ctx.paths, "image-download", fp, timeout=DOWNLOAD_LOCK_TIMEOUT):
         if store.exists(fp):
             rec = store.get(fp)
             changes: dict[str, Any] = {}
@@ -110,14 +110,14 @@ def download(host: Host, client: Client, image: RemoteImage, alias: str | None, 
         finally:
             for t in temps:
                 t.unlink(missing_ok=True)
-    _mark_checked(host, fp)
-    host.events.emit("image-downloaded", fp)
+    _mark_checked(ctx, fp)
+    ctx.events.emit("image-downloaded", fp)
     return rec
 
 
-def _set_aliases(host: Host, names: Iterable[str], fingerprint: str) -> None:
+def set_aliases(ctx: Context, names: Iterable[str], fingerprint: str) -> None:
     """Point each alias at the image, replacing an alias of that name (``ensureImageAliases``)."""
-    store = host.images.store
+    store = ctx.images
     table = store.aliases()
     for name in dict.fromkeys(names):
         if name in table:
@@ -127,19 +127,19 @@ def _set_aliases(host: Host, names: Iterable[str], fingerprint: str) -> None:
             store.alias_create(name, fingerprint)
 
 
-def copy(host: Host, remote: Remote, ref: str, *, aliases: Iterable[str] = (),
+def copy(ctx: Context, remote: Remote, ref: str, *, aliases: Iterable[str] = (),
          copy_aliases: bool = False, auto_update: bool = False, public: bool = False,
          progress: Progress | None = None) -> ImageRecord:
     """``image copy <remote>:<ref> local:``: an explicit copy (never marked cached)."""
-    from .store import validate_alias_name
+    from ..imagestore.store import validate_alias_name
     names = [aliases] if isinstance(aliases, str) else list(aliases)
     for name in names:
         validate_alias_name(name)
     if remote.is_local:
         raise InvalidArgument("The source and the target are the same server (local:)")
-    client = host.images.client(remote.addr)
+    client = ctx.client(remote.addr)
     image, alias = client.resolve(ref or "default")
-    rec = download(host, client, image, alias, cached=False, auto_update=auto_update,
+    rec = download(ctx, client, image, alias, cached=False, auto_update=auto_update,
                    public=public, user_requested=True, progress=progress)
     if copy_aliases:
         for name in image.aliases:
@@ -148,54 +148,54 @@ def copy(host: Host, remote: Remote, ref: str, *, aliases: Iterable[str] = (),
                 if name not in names:
                     names.append(name)
     if names:
-        _set_aliases(host, names, rec.fingerprint)
-        rec = host.images.store.get(rec.fingerprint)
+        set_aliases(ctx, names, rec.fingerprint)
+        rec = ctx.images.get(rec.fingerprint)
     return rec
 
 
-def for_instance(host: Host, remote: Remote, ref: str,
+def for_instance(ctx: Context, remote: Remote, ref: str,
                  progress: Progress | None = None) -> ImageRecord:
     """The local image an instance made from ``<remote>:<ref>`` uses (cached, maybe stale)."""
-    client = host.images.client(remote.addr)
+    client = ctx.client(remote.addr)
     image, alias = client.resolve(ref or "default")
-    if alias and setting_int(host, "images.auto_update_interval") > 0:
-        found = cached_by_source(host, client.url, alias)
+    if alias and setting_int(ctx, "images.auto_update_interval") > 0:
+        found = cached_by_source(ctx, client.url, alias)
         if found is not None:
             return found
-    return download(host, client, image, alias, cached=True,
-                    auto_update=setting_bool(host, "images.auto_update_cached"), public=False,
+    return download(ctx, client, image, alias, cached=True,
+                    auto_update=setting_bool(ctx, "images.auto_update_cached"), public=False,
                     user_requested=False, progress=progress)
 
 
 # -- expiry ---------------------------------------------------------------------------------------
 
-def prune_expired(host: Host, now: datetime | None = None) -> list[str]:
+def prune_expired(ctx: Context, now: datetime | None = None) -> list[str]:
     """Delete cached images unused for ``images.remote_cache_expiry`` days; their fingerprints."""
-    days = setting_int(host, "images.remote_cache_expiry")
+    days = setting_int(ctx, "images.remote_cache_expiry")
     if days <= 0:
         return []
     now = now or _now()
     pruned = []
-    for rec in host.images.store.list():
+    for rec in ctx.images.list():
         if not rec.cached:
             continue
         if (rec.last_used_at or rec.uploaded_at) + timedelta(days=days) > now:
             continue
         with contextlib.suppress(NotFound):  # someone else pruned or deleted it
-            host.images.delete(rec.fingerprint)
+            ctx.delete_image(rec.fingerprint)
             pruned.append(rec.fingerprint)
     return pruned
 
 
 # -- auto-update ----------------------------------------------------------------------------------
 
-def _checks_path(host: Host) -> Any:
-    return host.paths.root / "cache" / _CHECKS_FILE
+def _checks_path(ctx: Context) -> Any:
+    return ctx.paths.root / "cache" / _CHECKS_FILE
 
 
-def _read_checks(host: Host) -> dict[str, datetime]:
+def _read_checks(ctx: Context) -> dict[str, datetime]:
     try:
-        data = read_yaml(_checks_path(host)) or {}
+        data = read_yaml(_checks_path(ctx)) or {}
     except (FileNotFoundError, LxdlibError):
         return {}
     out = {}
@@ -206,19 +206,19 @@ def _read_checks(host: Host) -> dict[str, datetime]:
     return out
 
 
-def _mark_checked(host: Host, fingerprint: str, when: datetime | None = None) -> None:
+def _mark_checked(ctx: Context, fingerprint: str, when: datetime | None = None) -> None:
     """Remember when an image was last compared with its server (the interval counts from it)."""
-    path = _checks_path(host)
+    path = _checks_path(ctx)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with lock(host.paths, "images", "update-checks"):
-        checks = _read_checks(host)
+    with lock(ctx.paths, "images", "update-checks"):
+        checks = _read_checks(ctx)
         checks[fingerprint] = when or _now()
-        known = set(host.images.store._fingerprints())
+        known = set(ctx.images._fingerprints())
         write_yaml(path, {fp: t.isoformat() for fp, t in sorted(checks.items()) if fp in known},
                    durable=False)
 
 
-def refresh(host: Host, ref: str, *, progress: Progress | None = None,
+def refresh(ctx: Context, ref: str, *, progress: Progress | None = None,
             fresh: bool = True) -> tuple[ImageRecord, bool]:
     """Compare one image with the server it came from and move to a newer one if there is one.
 
@@ -226,17 +226,17 @@ def refresh(host: Host, ref: str, *, progress: Progress | None = None,
     (imported, published, fetched by fingerprint) is returned unchanged. ``fresh`` bypasses the
     one-hour catalogue cache (``image refresh`` asks the server now).
     """
-    store = host.images.store
+    store = ctx.images
     old = store.get(ref)
     src = old.update_source
     if not src or src.get("protocol") != SIMPLESTREAMS or not src.get("alias"):
         return old, False
-    client = host.images.client(src["server"], fresh=fresh)
+    client = ctx.client(src["server"], fresh=fresh)
     image, alias = client.resolve(src["alias"])
     if image.fingerprint == old.fingerprint:
-        _mark_checked(host, old.fingerprint)
+        _mark_checked(ctx, old.fingerprint)
         return old, False
-    new = download(host, client, image, alias, cached=old.cached, auto_update=True,
+    new = download(ctx, client, image, alias, cached=old.cached, auto_update=True,
                    public=old.public, user_requested=False, progress=progress)
     new = store.update(new.fingerprint, cached=old.cached, auto_update=True,
                        last_used_at=old.last_used_at)
@@ -244,30 +244,30 @@ def refresh(host: Host, ref: str, *, progress: Progress | None = None,
         with contextlib.suppress(NotFound):
             store.alias_update(entry["name"], target=new.fingerprint)
     with contextlib.suppress(NotFound):
-        host.images.delete(old.fingerprint)
-    host.events.emit("image-refreshed", f"{old.fingerprint} {new.fingerprint}")
+        ctx.delete_image(old.fingerprint)
+    ctx.events.emit("image-refreshed", f"{old.fingerprint} {new.fingerprint}")
     return store.get(new.fingerprint), True
 
 
-def auto_update(host: Host, now: datetime | None = None,
+def auto_update(ctx: Context, now: datetime | None = None,
                 progress: Progress | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """Refresh every ``auto_update`` image not checked for ``images.auto_update_interval``
     hours. Returns ``({old: new}, {fingerprint: error})``; one failure does not stop the rest."""
-    hours = setting_int(host, "images.auto_update_interval")
+    hours = setting_int(ctx, "images.auto_update_interval")
     if hours <= 0:
         return {}, {}
     now = now or _now()
-    checks = _read_checks(host)
+    checks = _read_checks(ctx)
     updated: dict[str, str] = {}
     errors: dict[str, str] = {}
-    for rec in host.images.store.list():
+    for rec in ctx.images.list():
         if not rec.auto_update or not rec.update_source:
             continue
         last = checks.get(rec.fingerprint, rec.uploaded_at)
         if now - last < timedelta(hours=hours):
             continue
         try:
-            new, changed = refresh(host, rec.fingerprint, progress=progress, fresh=False)
+            new, changed = refresh(ctx, rec.fingerprint, progress=progress, fresh=False)
         except LxdlibError as e:
             errors[rec.fingerprint] = str(e)
             continue
@@ -276,9 +276,9 @@ def auto_update(host: Host, now: datetime | None = None,
     return updated, errors
 
 
-def housekeeping(host: Host, now: datetime | None = None) -> dict[str, Any]:
+def housekeeping(ctx: Context, now: datetime | None = None) -> dict[str, Any]:
     """What LXD's daemon does on its timers: prune expired cached images, then auto-update.
     Idempotent; safe to run from cron or a systemd timer while other processes work."""
-    pruned = prune_expired(host, now)
-    updated, errors = auto_update(host, now)
+    pruned = prune_expired(ctx, now)
+    updated, errors = auto_update(ctx, now)
     return {"pruned": pruned, "updated": updated, "errors": errors}

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ImageError, InvalidArgument
 
 if TYPE_CHECKING:
-    from ..host import Host
-    from .store import ImageRecord
+    from ..context import Context
+    from ..imagestore.store import ImageRecord
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
@@ -40,7 +40,7 @@ def _open(url: str, method: str = "GET") -> Any:
         raise InvalidArgument(f"unsupported URL {url!r} (https:// or http:// only)")
     req = urllib.request.Request(url, method=method, headers={"User-Agent": "lxdlib"})
     try:
-        from .simplestreams import NoDowngrade
+        from ..imagestore.simplestreams import NoDowngrade
         opener = urllib.request.build_opener(
             urllib.request.HTTPSHandler(context=_context()), NoDowngrade())
         return opener.open(req, timeout=60)
@@ -69,13 +69,13 @@ def _download(resp: Any, dest: Path, progress: Callable[[int, int], None] | None
     return h.hexdigest()
 
 
-def download_image(host: Host, url: str, *, aliases: Sequence[str] = (),
+def download_image(ctx: Context, url: str, *, aliases: Sequence[str] = (),
                    properties: Mapping[str, str] | None = None, public: bool = False,
                    progress: Callable[[int, int], None] | None = None) -> ImageRecord:
     with _open(url) as resp:
         image_url = resp.headers.get("LXD-Image-URL")
         expected = (resp.headers.get("LXD-Image-Hash") or "").lower() or None
-        with tempfile.TemporaryDirectory(dir=host.paths.run, prefix="download-") as tmp:
+        with tempfile.TemporaryDirectory(dir=ctx.paths.run, prefix="download-") as tmp:
             dest = Path(tmp) / "image"
             if image_url:
                 if expected is None:
@@ -93,5 +93,5 @@ def download_image(host: Host, url: str, *, aliases: Sequence[str] = (),
                 name = "image"
             final = Path(tmp) / name
             os.replace(dest, final)
-            return host.images.import_file(final, aliases=aliases,
+            return ctx.import_image(final, aliases=aliases,
                                            properties=dict(properties or {}), public=public)

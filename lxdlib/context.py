@@ -1,0 +1,474 @@
+"""The context: what the layers below ``Host`` may know about the root they work in.
+
+``Host`` is the façade users hold; the services and drivers under it (instances, snapshots,
+copies, backups, devices, the image cache) receive this object instead. It holds the root's paths
+and event log, the stores (profiles, images, remotes) and the lookups they share: a pool driver by
+name, the bridge a nic plugs into, the host's facts, one composition of profiles and local
+settings. Nothing here imports a service, so the services can import it without a circle.
+
+It is frozen: a context is made once per ``Host`` and passed down; the caches it keeps (pool
+drivers, simplestreams clients, the facts) live in one private holder and never change what a
+lookup answers, only how fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from . import idmap, journal, record, runtime
+from .config import expand, limits, schema
+from .errors import AlreadyExists, CorruptRecord, InvalidArgument, InvalidConfig, NotFound
+from .events import Events
+from .imagestore.remotes import Remotes
+from .imagestore.store import ImageRecord, ImageStore
+from .profiles import ProfileStore
+from .state import Paths, atomic_write, lock, read_yaml
+
+if TYPE_CHECKING:
+    from .imagestore.simplestreams import Client
+    from .network.manager import NetworkManager
+    from .storage.base import PoolDriver
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NETWORK = "lxdbr0"
+DEFAULT_POOL = "default"
+
+_ADJ = ("able", "bold", "brave", "calm", "clever", "cosmic", "crisp", "eager", "fair", "fast",
+        "gentle", "grand", "happy", "immense", "jolly", "keen", "lively", "lucky", "mellow",
+        "noble", "proud", "quick", "quiet", "rapid", "sharp", "smart", "steady", "sunny", "swift",
+        "tidy", "vivid", "witty")
+_NOUN = ("albatross", "badger", "bison", "condor", "cougar", "crane", "dingo", "eagle", "falcon",
+         "ferret", "gecko", "heron", "ibex", "jackal", "koala", "lemur", "lynx", "marmot",
+         "narwhal", "ocelot", "osprey", "panda", "puffin", "quail", "raven", "salmon", "tapir",
+         "toucan", "walrus", "weasel", "yak", "zebra")
+
+
+@attrs.frozen
+class HostFacts:
+    """What the machine offers, read once per context: limits and id maps depend on it."""
+
+    cpus: int
+    mem_total: int
+    cgroup_version: int
+    lxcfs: bool
+    idmap: idmap.Allocation
+    swap_accounting: bool
+
+
+def _mem_total() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _swap_accounting() -> bool:
+    """Whether the memory controller has swap files (v1 ``memsw``, v2 ``memory.swap.max``)."""
+    return (Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+            or Path("/sys/fs/cgroup/init.scope/memory.swap.max").exists()
+            or any(Path("/sys/fs/cgroup").glob("*/memory.swap.max")))
+
+
+def _lxcfs_running() -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(" /var/lib/lxcfs " in line and "fuse.lxcfs" in line for line in f)
+
+
+def read_facts() -> HostFacts:
+    return HostFacts(cpus=os.cpu_count() or 1, mem_total=_mem_total(),
+                     cgroup_version=runtime.cgroup_version(), lxcfs=_lxcfs_running(),
+                     idmap=idmap.host_allocation(), swap_accounting=_swap_accounting())
+
+
+class _Caches:
+    """The mutable part behind a frozen context: answers computed once, never different ones."""
+
+    def __init__(self) -> None:
+        self.facts: HostFacts | None = None
+        self.pools: dict[str, PoolDriver] = {}
+        self.networks: NetworkManager | None = None
+        self.clients: dict[str, Client] = {}
+        self.recovered = False
+        self.traversable_checked = False
+        self.seccomp_ok = False
+        # profiles read once per bulk operation (a profile edit re-applied to its users) rather
+        # than once per composition; per thread, as one Host may serve many threads
+        self.memo = threading.local()
+
+
+@attrs.frozen(eq=False)
+class Context:
+    """One root's paths, stores and shared lookups, for everything below the ``Host`` façade."""
+
+    paths: Paths
+    events: Events
+    profiles: ProfileStore
+    images: ImageStore
+    remotes: Remotes
+    _caches: _Caches = attrs.field(factory=_Caches, init=False, repr=False)
+
+    @classmethod
+    def open(cls, paths: Paths) -> Context:
+        """The context of an existing root (its layout made complete)."""
+        paths.ensure()
+        images = ImageStore(paths)
+        # what killed image imports left, cleared by any command (one small directory)
+        images.cleanup_imports()
+        return cls(paths=paths, events=Events(paths),
+                   profiles=ProfileStore(paths, lambda p: profile_users(paths, p)),
+                   images=images, remotes=Remotes(paths))
+
+    # -- host facts ---------------------------------------------------------------------------
+    def facts(self) -> HostFacts:
+        if self._caches.facts is None:
+            self._caches.facts = read_facts()
+        return self._caches.facts
+
+    def seccomp_policy(self) -> Path:
+        """The seccomp policy file every instance of this root points at (written once)."""
+        path = self.paths.root / "seccomp.policy"
+        if not self._caches.seccomp_ok:
+            from .render import SECCOMP_POLICY
+            try:
+                current = path.read_text()
+            except FileNotFoundError:
+                current = ""
+            if current != SECCOMP_POLICY:
+                atomic_write(path, SECCOMP_POLICY.encode(), 0o644)
+            self._caches.seccomp_ok = True
+        return path
+
+    def check_traversable(self, path: Path) -> None:
+        """An unprivileged container's root must be able to walk down to ``path`` (its
+        volume's directory, which is its own: mode 0100, see ``storage.base``).
+
+        liblxc fails with a terse "Permission denied" otherwise (e.g. a root under a 0700
+        directory such as pytest's or a home directory); this names the directory to fix.
+        """
+        if self._caches.traversable_checked:
+            return
+        for parent in [*reversed(path.parents)]:
+            try:
+                mode = parent.stat().st_mode
+            except FileNotFoundError:
+                break
+            if not mode & 0o001:
+                from .errors import WrongState
+                raise WrongState(f"{parent} is not searchable by other users (mode "
+                                 f"{mode & 0o777:o}): unprivileged containers under it cannot "
+                                 "start; chmod o+x it or use a root elsewhere")
+        self._caches.traversable_checked = True
+
+    # -- server config ------------------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, str]:
+        """Server keys (``images.*``, ``core.*``) as saved."""
+        try:
+            data = read_yaml(self.paths.server_config) or {}
+        except FileNotFoundError:
+            return {}
+        return {str(k): str(v) for k, v in (data.get("config") or {}).items()}
+
+    def set_config(self, key: str, value: str | None) -> None:
+        """Set a server key (``None`` unsets), under the config's lock."""
+        from .state import write_yaml
+        with lock(self.paths, "host", "config"):
+            cfg = self.config
+            if value is None:
+                cfg.pop(key, None)
+            else:
+                cfg[key] = value
+            cfg = schema.validate_server_config(cfg)
+            write_yaml(self.paths.server_config, {"config": cfg})
+            log.info("server config %s set to %r", key, value)
+
+    # -- storage ------------------------------------------------------------------------------
+    def pool(self, name: str) -> PoolDriver:
+        """A pool's driver, loaded once per context (its leftovers cleared then)."""
+        drv = self._caches.pools.get(name)
+        if drv is None:
+            from .storage import load_pool
+            drv = load_pool(self.paths, name)
+            # once per context: remove temporary volumes a killed process left in this pool
+            drv.cleanup_leftovers()
+            self._caches.pools[name] = drv
+        return drv
+
+    def pool_names(self) -> list[str]:
+        from .storage import list_pools
+        return list_pools(self.paths)
+
+    def create_pool(self, name: str, driver: str, config: Mapping[str, str] | None = None,
+                    description: str = "") -> PoolDriver:
+        from .storage import create_pool
+        drv = create_pool(self.paths, name, driver, dict(config or {}), description)
+        self._caches.pools[name] = drv
+        return drv
+
+    def forget_pool(self, name: str) -> None:
+        self._caches.pools.pop(name, None)
+
+    def instance_pool(self, name: str) -> str:
+        """The pool of an instance's root volume ("" when its record is unreadable)."""
+        try:
+            return record.load(self.paths, name).pool
+        except (FileNotFoundError, CorruptRecord):
+            return ""
+
+    def ensure_image_volume(self, pool: PoolDriver, fingerprint: str) -> None:
+        """The image unpacked once per pool, as the parent instances are cloned from."""
+        if pool.volume_exists("images", fingerprint):
+            return
+        with lock(self.paths, "image-volume", f"{pool.name}.{fingerprint}"):
+            if not pool.volume_exists("images", fingerprint):
+                pool.create_image_volume(
+                    fingerprint, lambda path: self.images.unpack(fingerprint, path))
+
+    def delete_image(self, ref: str) -> str:
+        """Remove an image, its aliases and its unpacked volume in every pool; its fingerprint."""
+        img = self.images.get(ref)
+        self.images.delete(img.fingerprint)
+        for pname in self.pool_names():
+            try:
+                self.pool(pname).delete_image_volume(img.fingerprint)
+            except Exception as e:  # an unusable pool must not keep the image listed
+                log.warning("image %s: volume in pool %s not removed: %s",
+                            img.fingerprint[:12], pname, e)
+        self.events.emit("image-deleted", img.fingerprint)
+        return img.fingerprint
+
+    def import_image(self, path: str | os.PathLike[str], *, aliases: Sequence[str] = (),
+                     **kw: Any) -> ImageRecord:
+        """``image import``: a unified tarball, or a split image with ``rootfs_path=``."""
+        img = self.images.import_file(path, aliases=aliases, **kw)
+        self.events.emit("image-imported", img.fingerprint)
+        log.info("image %s imported", img.fingerprint[:12])
+        return img
+
+    # -- image servers ------------------------------------------------------------------------
+    def client(self, remote: str, *, fresh: bool = False) -> Client:
+        """The simplestreams client of a remote (by name or URL); ``fresh`` ignores the
+        one-hour catalogue cache (the stale copy is still used if the server is unreachable)."""
+        from .imagestore.simplestreams import Client
+        if "://" in remote:
+            url = remote
+        else:
+            r = self.remotes.get(remote)
+            if r.is_local:
+                raise InvalidArgument(f"{remote}: is this host, not an image server")
+            url = r.addr
+        url = url.rstrip("/")
+        cache = self.paths.root / "cache" / "simplestreams"
+        cache = cache / hashlib.sha256(url.encode()).hexdigest()[:16]
+        clients = self._caches.clients
+        if fresh:
+            clients[url] = Client(url, cache, expiry=0)
+        elif url not in clients:
+            clients[url] = Client(url, cache)
+        return clients[url]
+
+    # -- networks -----------------------------------------------------------------------------
+    @property
+    def networks(self) -> NetworkManager:
+        if self._caches.networks is None:
+            from .network.manager import NetworkManager
+            self._caches.networks = NetworkManager(self.paths)
+        return self._caches.networks
+
+    def nic_link(self, dev: Mapping[str, str]) -> str:
+        """The bridge a nic device plugs into; a managed network is brought up first."""
+        if dev.get("network"):
+            net = dev["network"]
+            self.networks.ensure_up(net)
+            return net
+        if dev.get("nictype") == "bridged" and dev.get("parent"):
+            parent = dev["parent"]
+            if Path(f"/sys/class/net/{parent}").exists():
+                return parent
+            raise NotFound("network", parent, "no such bridge on the host")
+        raise InvalidConfig("nictype", "lxdlib supports bridged nics (network= or "
+                            "nictype=bridged with parent=)")
+
+    def network_forget(self, instance: str) -> None:
+        """Drop the DHCP host entries an instance's nics had on managed networks."""
+        if any(self.paths.networks.glob("*.yaml")):
+            self.networks.dhcp_hosts_forget(instance)
+
+    # -- composition: profiles + local settings -----------------------------------------------
+    def check_profiles(self, profiles: Sequence[str]) -> list[str]:
+        """The profile list validated, each profile present (a fresh root gets its default)."""
+        out = expand.resolve_profile_list(list(profiles))
+        self.ensure_initialized(need_default="default" in out)
+        for p in out:
+            if not self.profiles.exists(p):
+                raise NotFound("profile", p, f"Requested profile {p!r} does not exist")
+        return out
+
+    def profile_memo(self) -> dict[str, expand.ProfileData] | None:
+        """This thread's profile overrides during a bulk operation (``None``: none running)."""
+        memo: dict[str, expand.ProfileData] | None = getattr(self._caches.memo, "overrides",
+                                                             None)
+        return memo
+
+    def set_profile_memo(self, value: dict[str, expand.ProfileData] | None) -> None:
+        """Start (a dict) or end (``None``) a bulk operation on this thread: the given entries
+        are used as they are (e.g. a profile's content before it is saved); profiles read from
+        disk meanwhile are cached beside them, each only while its file is the one it was read
+        from (another process may change it)."""
+        self._caches.memo.overrides = value
+        self._caches.memo.cache = {} if value is not None else None
+
+    def expand(self, profiles: Sequence[str], config: Mapping[str, str],
+               devices: Mapping[str, Mapping[str, str]]
+               ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """The one composition step: profiles in order, then local settings (LXD's rules in
+        ``config.expand``). Everything that needs an expanded view calls this once per
+        operation and passes the result on."""
+        overrides = self.profile_memo()
+        cache: dict[str, tuple[tuple[int, int, int], expand.ProfileData]] | None = getattr(
+            self._caches.memo, "cache", None)
+        if overrides is None or cache is None:
+            datas = [self.profiles.data(p) for p in profiles]
+        else:
+            datas = []
+            for p in profiles:
+                if p in overrides:
+                    datas.append(overrides[p])
+                    continue
+                try:
+                    st = os.stat(self.paths.profiles / f"{p}.yaml")
+                    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+                except OSError:
+                    stamp = (0, 0, 0)
+                hit = cache.get(p)
+                if hit is None or hit[0] != stamp:
+                    hit = cache[p] = (stamp, self.profiles.data(p))
+                datas.append(hit[1])
+        return expand.expand(datas, config, devices)
+
+    # -- cpu balancing ------------------------------------------------------------------------
+    def pick_cpus(self, name: str, cfg: Mapping[str, str]) -> list[int] | None:
+        """``limits.cpu: N`` means N CPUs, spread over the least used ones (LXD's balancing)."""
+        value = cfg.get("limits.cpu", "")
+        if not value.isdigit():
+            return None
+        usage: dict[int, int] = {}
+        for other in record.names(self.paths):
+            if other == name:
+                continue
+            for cpu in self._cpuset_of(other):
+                usage[cpu] = usage.get(cpu, 0) + 1
+        return limits.pick_cpus(int(value), self.facts().cpus, usage)
+
+    def _cpuset_of(self, name: str) -> list[int]:
+        try:
+            with open(self.paths.instance_dir(name) / "config") as f:
+                for line in f:
+                    if line.startswith(("lxc.cgroup.cpuset.cpus", "lxc.cgroup2.cpuset.cpus")):
+                        return limits.parse_cpuset(line.split("=", 1)[1].strip())
+        except FileNotFoundError:
+            pass
+        return []
+
+    # -- initialisation -----------------------------------------------------------------------
+    def ensure_initialized(self, need_default: bool = True) -> None:
+        """Give a fresh root what ``lxd init --auto`` would: default pool, bridge, profile."""
+        if not need_default or self.profiles.exists("default"):
+            return
+        with lock(self.paths, "host", "init"):
+            if not self.profiles.exists("default"):
+                self.init_auto()
+
+    def init_auto(self, *, pool_driver: str = "btrfs", pool_size: str = "5GiB",
+                  network: bool = True) -> None:
+        """``lxd init --auto``: a loop-backed pool, a NAT bridge with DHCP, the default profile."""
+        devices: dict[str, dict[str, str]] = {}
+        if DEFAULT_POOL not in self.pool_names():
+            self.create_pool(DEFAULT_POOL, pool_driver, {"size": pool_size})
+        devices["root"] = {"type": "disk", "path": "/", "pool": DEFAULT_POOL}
+        if network:
+            if not any(n["name"] == DEFAULT_NETWORK for n in self.networks.list()):
+                self.networks.create(DEFAULT_NETWORK, {"ipv4.address": "auto",
+                                                       "ipv4.nat": "true"})
+            devices["eth0"] = {"type": "nic", "name": "eth0", "network": DEFAULT_NETWORK}
+        with lock(self.paths, "profile", "default"):  # read it under its lock: merged, not lost
+            if self.profiles.exists("default"):
+                p = self.profiles.get("default")
+                merged = {**devices, **p.devices}
+                self.profiles.save("default", p.config, merged, p.description)
+            else:
+                self.profiles.create("default", {}, devices, "Default lxdlib profile")
+        log.info("root %s initialised: pool %s, network %s, default profile",
+                 self.paths.root, DEFAULT_POOL, DEFAULT_NETWORK if network else "none")
+
+    # -- leftovers ----------------------------------------------------------------------------
+    def recover_leftovers(self) -> None:
+        """Finish deletes and undo creates that a killed process left (once per context)."""
+        if self._caches.recovered:
+            return
+        self._caches.recovered = True
+        try:
+            entries = list(self.paths.lxcpath.iterdir())
+        except FileNotFoundError:
+            return
+        for d in entries:
+            # a record without an intent file (``journal.PENDING``) is a settled instance
+            if not d.is_dir() or ((d / "instance.yaml").exists()
+                                  and not os.path.lexists(d / journal.PENDING)):
+                continue
+            try:
+                with lock(self.paths, "instance", d.name, timeout=0):
+                    journal.recover_leftover(self, d.name)
+            except Exception as e:
+                log.debug("leftover %s not recovered now: %s", d.name, e)
+
+    def new_name(self) -> str:
+        """A random free ``adjective-animal`` name, as LXD gives an unnamed instance."""
+        for _ in range(100):
+            name = f"{random.choice(_ADJ)}-{random.choice(_NOUN)}"
+            if not record.exists(self.paths, name):
+                return name
+        raise AlreadyExists("instance", "random name")
+
+
+def profile_users(paths: Paths, profile: str) -> list[str]:
+    """The instances whose record names ``profile`` (unreadable records are skipped)."""
+    out = []
+    for n in record.names(paths):
+        try:
+            if profile in record.load(paths, n).profiles:
+                out.append(n)
+        except FileNotFoundError:
+            continue
+        except CorruptRecord as e:
+            log.warning("%s", e)  # its profiles are unknown: listed elsewhere as ERROR
+            continue
+    return out
+
+
+def suppress_logged(what: str) -> contextlib.AbstractContextManager[None]:
+    """``contextlib.suppress(Exception)`` that leaves a warning saying what was skipped."""
+    return _Logged(what)
+
+
+class _Logged(contextlib.AbstractContextManager[None]):
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
+        if value is not None and isinstance(value, Exception):
+            log.warning("%s: %s", self.what, value)
+            return True
+        return False

@@ -1,0 +1,55 @@
+"""How liblxc calls lxdlib back: the hook command line, the per-instance hook log, the stop watcher.
+
+These sit low in the house because the instance layer writes them into liblxc configs and reads
+the log when a start fails; ``lxdlib.hooks`` (the top layer) is what then runs in that process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+HOOK_LOG = "hooks.log"
+
+
+def command(root: Path) -> str:
+    """What liblxc runs for a hook of an instance of ``root`` (see ``lxdlib.hooks``)."""
+    return f"{sys.executable} -m lxdlib.hooks {root}"
+
+
+def write_log(root: Path, name: str, text: str) -> None:
+    """One stamped line in the instance's hook log (hooks have no caller to report to)."""
+    path = root / "containers" / name / HOOK_LOG
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        with open(path, "a") as f:
+            f.write(f"{stamp} {text}\n")
+    except OSError:
+        pass
+
+
+def log_tail(root: Path, name: str, lines: int = 15) -> str:
+    """The last lines of the hook log, shown with a start that liblxc aborted."""
+    try:
+        return "\n".join((root / "containers" / name / HOOK_LOG).read_text().splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def spawn_watcher(root: Path, name: str, pid: int) -> None:
+    """Start one detached watcher per container run (a pid file keeps it to one)."""
+    pidfile = root / "containers" / name / "devices" / "stop-watcher.pid"
+    try:
+        old = int(pidfile.read_text().split()[0])
+        if f"hooks {root} watch {name} ".encode() in Path(f"/proc/{old}/cmdline").read_bytes() \
+                .replace(b"\0", b" "):
+            return
+    except (OSError, ValueError, IndexError):
+        pass
+    # `setsid --fork` detaches it from us (reparented to init: no zombie in the caller); it
+    # writes its own pid file.
+    subprocess.run(["setsid", "--fork", sys.executable, "-m", "lxdlib.hooks", str(root), "watch",
+                    name, str(pid)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, close_fds=True, check=True)

@@ -1,0 +1,8 @@
+"""The images service: ``Images`` (``host.images``), the remote-image cache, URL downloads and
+``publish``. Below it, ``lxdlib.imagestore`` keeps the tarballs; above it, ``Host``."""
+
+from __future__ import annotations
+
+from .collection import Images
+
+__all__ = ["Images"]

@@ -1,0 +1,250 @@
+"""``host.images``: the local image store with LXD's ``image`` verbs, remotes and cache rules.
+
+The store itself (``lxdlib.imagestore``) is a driver that knows tarballs and aliases; this
+collection adds what needs the rest of the root: downloads from image servers, the cache's expiry
+and auto-update, publishing an instance, removing an image's volumes from the pools.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidArgument, NotFound
+from ..imagestore.store import ImageRecord
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..imagestore.simplestreams import Client
+
+
+class Images:
+    """The local image store with LXD's ``image`` verbs, the remotes and the cache rules.
+
+    ``host.images["busybox"]`` (alias, fingerprint or unique prefix), ``import_file``,
+    ``copy("images:alpine/3.19")``, ``publish("c1")``, ``refresh``, ``housekeeping``…
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.store = ctx.images
+        self.remotes = ctx.remotes
+
+    def get(self, ref: str) -> ImageRecord:
+        return self.store.get(ref)
+
+    __getitem__ = get
+
+    def __contains__(self, ref: object) -> bool:
+        if not isinstance(ref, str):
+            return False
+        try:
+            self.store.get(ref)
+            return True
+        except (NotFound, InvalidArgument):
+            return False
+
+    def list(self) -> builtins.list[ImageRecord]:
+        return self.store.list()
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        return len(self.list())
+
+    def __repr__(self) -> str:
+        return f"<Images {len(self)} in {self.store.root}>"
+
+    def import_file(self, path: str | os.PathLike[str], *, aliases: Sequence[str] = (),
+                    **kw: Any) -> ImageRecord:
+        """``image import``: a unified tarball, or a split image with ``rootfs_path=``."""
+        return self.ctx.import_image(path, aliases=aliases, **kw)
+
+    def import_url(self, url: str, *, aliases: Sequence[str] = (),
+                   properties: Mapping[str, str] | None = None, public: bool = False,
+                   progress: Any = None) -> ImageRecord:
+        """``image import https://…``: LXD's URL protocol (``LXD-Image-URL``/``-Hash``) or a
+        plain download of the tarball."""
+        from .fetch import download_image
+        return download_image(self.ctx, url, aliases=aliases, properties=properties,
+                              public=public, progress=progress)
+
+    def build_busybox(self, alias: str | None = "busybox", *, compression: str = "gzip",
+                      busybox: str = "/bin/busybox") -> ImageRecord:
+        """Build the self-contained busybox image from the host's busybox-static and import it.
+
+        The build is deterministic, so building again finds the same fingerprint: the existing
+        image is returned (and the alias pointed at it).
+        """
+        import tempfile
+
+        from ..errors import AlreadyExists as Exists
+        from ..imagestore.busybox import build_busybox_image
+        with tempfile.TemporaryDirectory(dir=self.ctx.paths.run, prefix="build-") as tmp:
+            out = build_busybox_image(Path(tmp) / "busybox.tar.gz", busybox=busybox,
+                                      compression=compression)
+            try:
+                img = self.import_file(out, aliases=[alias] if alias else [])
+            except Exists:
+                import hashlib
+                h = hashlib.sha256()
+                with open(out, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                img = self.store.get(h.hexdigest())
+                if alias and alias not in self.store.aliases():
+                    self.store.alias_create(alias, img.fingerprint)
+                img = self.store.get(img.fingerprint)
+        return img
+
+    def build_debian(self, alias: str | None = "debian", *, release: str = "bookworm",
+                     variant: str = "minbase", mirror: str = "http://deb.debian.org/debian",
+                     compression: str = "xz", progress: Any = None,
+                     cache_dir: str | os.PathLike[str] | None = None,
+                     packages: Sequence[str] = ()) -> ImageRecord:
+        """``image build debian``: debootstrap ``release`` into a systemd image and import it
+        (``alias`` moves to the new image if it existed). ``progress(step)`` gets coarse steps;
+        ``cache_dir`` reuses an earlier identical debootstrap; ``packages`` are installed into
+        the image by the host, e.g. ``["docker.io"]`` (see ``build_debian_image``)."""
+        import tempfile
+
+        from ..imagestore.debootstrap import build_debian_image
+        from ..imagestore.store import validate_alias_name
+        if alias:
+            validate_alias_name(alias)
+        with tempfile.TemporaryDirectory(dir=self.ctx.paths.run, prefix="build-") as tmp:
+            out = build_debian_image(Path(tmp) / "debian.tar", release=release,
+                                     variant=variant, mirror=mirror, compression=compression,
+                                     progress=progress, cache_dir=cache_dir,
+                                     packages=packages)
+            img = self.import_file(out)
+        if alias:
+            if alias in self.store.aliases():
+                self.store.alias_update(alias, target=img.fingerprint)
+            else:
+                self.store.alias_create(alias, img.fingerprint)
+            img = self.store.get(img.fingerprint)
+        return img
+
+    def delete(self, ref: str) -> None:
+        """Remove the image, its aliases and its unpacked volumes in every pool."""
+        self.ctx.delete_image(ref)
+
+    def touch(self, fingerprint: str) -> None:
+        self.store.touch(fingerprint)
+
+    def update(self, ref: str, **changes: Any) -> ImageRecord:
+        """``image edit``: ``properties``, ``public``, ``auto_update``, ``expires_at``."""
+        return self.store.update(ref, **changes)
+
+    def set_properties(self, ref: str, values: Mapping[str, str | None]) -> ImageRecord:
+        """Set (``None``: unset) some properties under the image's lock."""
+        return self.store.set_properties(ref, values)
+
+    def export(self, ref: str, target: str | os.PathLike[str] = ".") -> builtins.list[Path]:
+        """``image export``: the file(s) exactly as imported. Into a directory they are named
+        ``<fp><ext>`` (unified) or ``meta-<fp><ext>`` + ``<fp><ext>`` (split), the extension
+        judged from the content; to a file path, the metadata goes there and a split image's
+        rootfs beside it as ``<path>.root``."""
+        from ..imagestore import compression
+        img = self.store.get(ref)
+        fp = img.fingerprint
+        sources = [self.store.tarball_path(fp)]
+        rootfs = self.store.rootfs_path(fp)
+        if rootfs is not None:
+            sources.append(rootfs)
+        dest = Path(target)
+        if dest.is_dir():
+            exts = [compression.extension(compression.detect(s)) for s in sources]
+            names = ([f"{fp}{exts[0]}"] if rootfs is None
+                     else [f"meta-{fp}{exts[0]}", f"{fp}{exts[1]}"])
+            outs = [dest / n for n in names]
+        else:
+            outs = [dest] + ([dest.with_name(dest.name + ".root")] if rootfs is not None else [])
+        import shutil
+        for src, out in zip(sources, outs, strict=True):
+            tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+            try:
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, out)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        return outs
+
+    # -- remotes ------------------------------------------------------------------------------
+    def client(self, remote: str, *, fresh: bool = False) -> Client:
+        """The simplestreams client of a remote (by name or URL); ``fresh`` ignores the
+        one-hour catalogue cache (the stale copy is still used if the server is unreachable)."""
+        return self.ctx.client(remote, fresh=fresh)
+
+    def _split(self, ref: str) -> tuple[Any, str]:
+        from ..imagestore.remotes import split_ref
+        name, rest = split_ref(ref, self.remotes.default)
+        return self.remotes.get(name), rest
+
+    def remote_list(self, remote: str) -> builtins.list[Any]:
+        """``image list <remote>:``: the ``RemoteImage`` objects a server offers."""
+        return self.client(remote.rstrip(":")).images()  # type: ignore[no-any-return]
+
+    def remote_get(self, ref: str) -> Any:
+        """The ``RemoteImage`` an alias or fingerprint prefix on a remote names."""
+        remote, name = self._split(ref)
+        image, _ = self.client(remote.name).resolve(name or "default")
+        return image
+
+    def copy(self, ref: str, *, aliases: Sequence[str] = (), copy_aliases: bool = False,
+             auto_update: bool = False, public: bool = False, progress: Any = None
+             ) -> ImageRecord:
+        """``image copy <remote>:<alias> local:``: download (once, verified) into the store."""
+        from . import cache
+        remote, name = self._split(ref)
+        return cache.copy(self.ctx, remote, name, aliases=aliases, copy_aliases=copy_aliases,
+                          auto_update=auto_update, public=public, progress=progress)
+
+    def resolve(self, ref: str, progress: Any = None) -> str:
+        """The local reference an instance made from ``ref`` uses: a local alias/fingerprint as
+        is; a remote one (``images:alpine/3.19``, ``ubuntu:``) is downloaded and cached first,
+        or a cached copy used, by LXD's rules."""
+        from . import cache
+        remote, name = self._split(ref)
+        if remote.is_local:
+            return name
+        return cache.for_instance(self.ctx, remote, name, progress).fingerprint
+
+    def refresh(self, ref: str, progress: Any = None) -> tuple[ImageRecord, bool]:
+        """``image refresh``: ask the image's server now; (current image, whether it moved)."""
+        from . import cache
+        return cache.refresh(self.ctx, ref, progress=progress)
+
+    def prune(self, now: Any = None) -> builtins.list[str]:
+        """Delete cached images unused for ``images.remote_cache_expiry`` days."""
+        from . import cache
+        return cache.prune_expired(self.ctx, now)
+
+    def housekeeping(self, now: Any = None) -> dict[str, Any]:
+        """LXD's timers without a daemon: expiry, then auto-update (safe from cron)."""
+        from . import cache
+        return cache.housekeeping(self.ctx, now)
+
+    def publish(self, source: Any, *, aliases: Sequence[str] = (), compression: str | None = None,
+                properties: Mapping[str, str] | None = None, force: bool = False,
+                reuse: bool = False, public: bool = False, expires_at: Any = None,
+                progress: Any = None) -> ImageRecord:
+        """``publish``: an instance (``"c1"``, an ``Instance``) or a snapshot (``"c1/snap0"``)
+        as a unified image. See ``lxdlib.imagestore.publish``."""
+        from .publish import publish
+        return publish(self.ctx, source, aliases=aliases, compression=compression,
+                       properties=properties, force=force, reuse=reuse, public=public,
+                       expires_at=expires_at, progress=progress)
+
+    def _ipython_key_completions_(self) -> builtins.list[str]:
+        return sorted(self.store.aliases())
+
+    def _repr_html_(self) -> str:
+        from ..notebook import images_html
+        return images_html(self.list())

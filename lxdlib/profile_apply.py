@@ -1,0 +1,180 @@
+"""Profile changes that reach their users: ``update_profile`` and ``modify_profile``.
+
+A profile is a record in ``ProfileStore``; what makes an edit more than a file write is that every
+instance using the profile must be able to take it (checked before saving), and then takes it —
+live where LXD applies live — with an intent per instance so a kill leaves each either as it was
+or brought to the saved profile. That needs the instance engine, hence a service of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from . import journal, record
+from .config import expand
+from .context import profile_users
+from .errors import CorruptRecord, InvalidConfig, LxdlibError
+from .instance import InstanceCore
+from .profiles import Profile
+from .record import InstanceRecord
+from .state import lock
+
+if TYPE_CHECKING:
+    from .context import Context
+
+
+def update_profile(ctx: Context, name: str, *, config: Mapping[str, str] | None = None,
+                   devices: Mapping[str, Mapping[str, str]] | None = None,
+                   description: str | None = None) -> None:
+    """Change a profile, then re-apply it to every instance that uses it.
+
+    Like LXD, the profile change is saved first; instances that cannot take it are listed in
+    the raised ``ProfileApplyError`` while the others (and the profile) keep the change.
+    Live keys reach running instances at once. The profile's lock is held throughout, so
+    what is kept of the old profile is what it holds now, not what a caller read earlier.
+    """
+    with lock(ctx.paths, "profile", name):
+        _update_locked(ctx, name, config, devices, description)
+
+def modify_profile(ctx: Context, name: str, change: Callable[[Profile], None]) -> None:
+    """Read-modify-write of a profile: ``change`` edits a copy read under the profile's lock
+    (config, devices, description), then it is saved and re-applied as ``update_profile``
+    does. Concurrent ``profile set``s each keep the others' keys."""
+    with lock(ctx.paths, "profile", name):
+        old = ctx.profiles.get(name)
+        draft = Profile(name=name, description=old.description, config=dict(old.config),
+                        devices={k: dict(v) for k, v in old.devices.items()})
+        change(draft)
+        _update_locked(ctx,
+            name, draft.config if draft.config != old.config else None,
+            draft.devices if draft.devices != old.devices else None,
+            draft.description if draft.description != old.description else None)
+
+def _update_locked(ctx: Context, name: str, config: Mapping[str, str] | None,
+                           devices: Mapping[str, Mapping[str, str]] | None,
+                           description: str | None) -> None:
+    old = ctx.profiles.get(name)
+    failures: dict[str, str] = {}
+    with contextlib.ExitStack() as held:
+        # every user's lock for the whole change (in name order), each with an intent
+        # naming what it ran with: a kill after the profile is saved leaves them to be
+        # brought to it by their next call, one before it leaves them as they were
+        users = _lock_users(ctx, name, held)
+        before = {u: InstanceCore(ctx, u).expanded() for u in users}
+        new_devices = devices if devices is not None else old.devices
+        new_data = expand.ProfileData(name, config if config is not None else old.config,
+                                      new_devices)
+        # every user's new config must pass (liblxc loads it) before the profile is saved
+        ctx.set_profile_memo({name: new_data})
+        try:
+            for u in users:
+                inst = InstanceCore(ctx, u)
+                try:
+                    rec = inst.record()
+                except CorruptRecord:
+                    continue  # reported by the re-apply below; it cannot block the others
+                _, devs = inst.expanded(rec)
+                root_name, root = expand.root_disk(devs)
+                if root.get("pool") != rec.pool:
+                    raise InvalidConfig(f"devices.{root_name}.pool",
+                                        f"instance {u!r} relies on this profile's root "
+                                        "disk pool")
+                _check_user_config(inst, rec)
+        finally:
+            ctx.set_profile_memo(None)
+        for u in users:
+            journal.begin(ctx.paths, u, "profile-apply", profile=name,
+                          before={"config": before[u][0], "devices": before[u][1]})
+        try:
+            journal.crashpoint("profile.begun")
+            ctx.profiles.save(name, config if config is not None else old.config,
+                               new_devices,
+                               description if description is not None else old.description)
+            journal.crashpoint("profile.saved")
+            ctx.set_profile_memo({})
+            try:
+                _reapply(ctx, users, before, failures)
+            finally:
+                ctx.set_profile_memo(None)
+        except BaseException:  # the profile saved or not: each user follows what is on disk
+            for u in users:
+                if journal.pending(ctx.paths, u):
+                    journal.recover(ctx, u)
+            raise
+    if failures:
+        from .errors import ProfileApplyError
+        raise ProfileApplyError(failures)
+
+def _lock_users(ctx: Context, name: str, held: contextlib.ExitStack) -> list[str]:
+    """Take the lock of every instance using profile ``name`` (in name order) and return
+    them. The users are read again once locked: an instance that took the profile on in
+    between (under its own lock only) is locked and brought to the new content too."""
+    while True:
+        users = sorted(profile_users(ctx.paths, name))
+        stack = contextlib.ExitStack()
+        try:
+            for u in users:
+                stack.enter_context(InstanceCore(ctx, u)._lock())
+            again = sorted(profile_users(ctx.paths, name))
+        except BaseException:
+            stack.close()
+            raise
+        if again == users:
+            held.enter_context(stack)
+            return users
+        stack.close()
+
+def _check_user_config(inst: InstanceCore, rec: InstanceRecord) -> None:
+    """The liblxc config ``inst`` would get from the profile change must load in liblxc
+    (checked before the profile is saved). Other render failures (a missing disk source,
+    a network gone) are left to the re-apply, which reports them per instance."""
+    try:
+        lines, _, _ = inst._render_lxc_config(rec)
+    except InvalidConfig:
+        raise
+    except LxdlibError:
+        return
+    try:
+        inst._check_lxc_config(rec, lines)
+    except InvalidConfig as e:
+        raise InvalidConfig(e.key, f"{e.reason} (in instance {inst.name!r})",
+                            e.value) from None
+
+def _reapply(ctx: Context, users: Sequence[str],
+             before: Mapping[str, tuple[dict[str, str], dict[str, dict[str, str]]]],
+             failures: dict[str, str]) -> None:
+    """The caller holds the users' locks."""
+    for u in users:
+        inst = InstanceCore(ctx, u)
+        try:
+            rec = inst.record()
+            new_cfg, new_devs = inst.expanded(rec)
+            inst._apply_quota(new_devs, rec, before[u][1])
+            inst._write_lxc_config(rec)
+            if inst.state in ("RUNNING", "FROZEN"):
+                inst._apply_live(before[u][0], new_cfg)
+                inst._apply_devices_live(before[u][1], new_devs, rec)
+        except Exception as e:  # collected: one instance must not stop the others
+            failures[u] = str(e)
+        journal.end(ctx.paths, u)
+        journal.crashpoint("profile.applied-one")
+
+
+def network_users(ctx: Context, network: str) -> list[str]:
+    """The instances (by expanded devices) and profiles whose nics use ``network``."""
+    users = []
+    for n in record.names(ctx.paths):
+        try:
+            _, devs = InstanceCore(ctx, n).expanded()
+        except Exception:
+            continue
+        if any(d.get("type") == "nic" and network in (d.get("network"), d.get("parent"))
+               for d in devs.values()):
+            users.append(n)
+    for p in ctx.profiles.list():
+        if any(d.get("type") == "nic" and d.get("network") == network
+               for d in p.devices.values()):
+            users.append(f"profile:{p.name}")
+    return users
