@@ -30,6 +30,7 @@ from pathlib import Path
 
 import attrs
 
+from .config.idrange import IdRange as IdRange
 from .errors import IdmapNotAllowed, InvalidConfig, LxdlibError
 from .state import atomic_write
 
@@ -42,17 +43,6 @@ SUBUID = Path("/etc/subuid")
 SUBGID = Path("/etc/subgid")
 # Serialises lxdlib's own edits of /etc/subuid and /etc/subgid across processes and roots.
 SUBID_LOCK = Path("/run/lock/lxdlib-subid.lock")
-
-
-@attrs.frozen
-class IdRange:
-    kind: str  # "u" or "g"
-    nsid: int
-    hostid: int
-    size: int
-
-    def lxc_value(self) -> str:
-        return f"{self.kind} {self.nsid} {self.hostid} {self.size}"
 
 
 @attrs.frozen

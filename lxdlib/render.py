@@ -18,8 +18,8 @@ from pathlib import Path
 import attrs
 
 from .config import limits
+from .config.idrange import IdRange
 from .errors import InvalidConfig
-from .idmap import IdRange
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LXCFS_INCLUDE = Path("/usr/share/lxc/config/common.conf.d")
