@@ -13,6 +13,7 @@ import yaml
 
 from ..errors import InvalidArgument, LxdlibError, NotFound
 from . import output
+from .common import ProgressBar, parse_kv
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -22,22 +23,11 @@ if TYPE_CHECKING:
 def _resolve_image(host: Host, ref: str, quiet: bool) -> str:
     """A local alias or fingerprint as is; ``<remote>:<alias>`` (``ubuntu:`` = its ``default``
     alias) is downloaded and cached first, with LXD's progress line on a terminal."""
-    from .images import ProgressBar
     bar = ProgressBar("Retrieving image", quiet=quiet)
     try:
         return host.images.resolve(ref, progress=bar)
     finally:
         bar.done()
-
-
-def parse_kv(items: list[str], what: str) -> dict[str, str]:
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise InvalidArgument(f"{what} must be key=value, got {it!r}")
-        k, v = it.split("=", 1)
-        out[k] = v
-    return out
 
 
 def parse_device_overrides(items: list[str]) -> dict[str, dict[str, str]]:
@@ -68,9 +58,7 @@ def _create(host: Host, args: argparse.Namespace, start: bool) -> int:
     overrides = parse_device_overrides(args.device)
     if overrides:
         # LXD copies the expanded profile device and overrides keys on it
-        from ..config import expand
-        prof = host._check_profiles(expand.resolve_profile_list(profiles))
-        _, exp = host._expand(prof, config, {})
+        _, exp = host.expand(profiles, config, {})
         for dname, kv in overrides.items():
             if dname not in exp:
                 raise NotFound("device", dname, "not in the instance's profiles")
@@ -155,7 +143,6 @@ def cmd_move(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_copy(host: Host, a: argparse.Namespace) -> int:
     """``copy <source>[/<snapshot>] [<target>]`` with LXD's options."""
-    from ..config import expand
     src_name = a.source.split("/", 1)[0]
     src = _instance(host, src_name)
     profiles = [] if a.no_profiles else (a.profile or None)
@@ -165,9 +152,8 @@ def cmd_copy(host: Host, a: argparse.Namespace) -> int:
     if overrides:
         # like LXD: the source's expanded device, with the given keys changed, made local
         rec = src.record()
-        prof = host._check_profiles(expand.resolve_profile_list(
-            profiles if profiles is not None else rec.profiles))
-        _, exp = host._expand(prof, rec.config, rec.devices)
+        _, exp = host.expand(profiles if profiles is not None else rec.profiles, rec.config,
+                             rec.devices)
         for dname, kv in overrides.items():
             if dname not in exp:
                 raise NotFound("device", dname, f"not in instance {src_name!r}")
@@ -256,15 +242,14 @@ def _list_entry(inst: Instance, columns: str, a: argparse.Namespace
     rec = inst.record()
     if a.filters and not _filter(inst.name, rec.config, a.filters):
         return None
-    c = inst._c()
+    c = inst.handle()
     state = c.state
     running = state in ("RUNNING", "FROZEN")
     need_net = running and any(ch in columns for ch in "46")
     net = inst.network_state(c) if need_net else {}
     usage: dict[str, Any] = {}
     if running and any(ch in columns for ch in "Nmu"):
-        from ..instance import _usage
-        usage = _usage(c)
+        usage = inst.usage(c)
 
     def addrs(family: str, net: dict[str, Any] = net) -> str:
         return "\n".join(f"{x['address']} ({n})" for n, v in net.items() if n != "lo"

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from . import output
-from .instances import parse_kv
+from .common import parse_kv
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -27,7 +27,7 @@ def host_quiet(a: argparse.Namespace) -> bool:
 def _used_by(host: Host, pool: str) -> list[str]:
     from .. import record
     users = [f"/1.0/instances/{n}" for n in record.names(host.paths)
-             if host._instance_pool(n) == pool]
+             if host.instances.pool_of(n) == pool]
     users += [f"/1.0/profiles/{p.name}" for p in host.profiles.list()
               if any(d.get("pool") == pool for d in p.devices.values())]
     return users
@@ -97,7 +97,7 @@ def cmd_volume_list(host: Host, a: argparse.Namespace) -> int:
             for v in vols]
     data = list(vols)
     for n in record.names(host.paths):
-        if host._instance_pool(n) == a.pool:
+        if host.instances.pool_of(n) == a.pool:
             rows.append(["container", n, "", "filesystem", "1"])
             data.append({"name": n, "type": "container", "content_type": "filesystem",
                          "pool": a.pool, "used_by": [f"/1.0/instances/{n}"]})
