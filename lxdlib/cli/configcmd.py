@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from ..errors import AlreadyExists, InvalidArgument, NotFound
 from . import output
+from .common import devices_map, edit_text, load_mapping, parse_kv, str_map
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -20,50 +16,7 @@ if TYPE_CHECKING:
     from ..record import InstanceRecord
 
 
-def edit_text(text: str) -> str:
-    """New content for an ``edit`` verb: stdin when it is not a terminal, else ``$EDITOR``."""
-    if not sys.stdin.isatty():
-        return sys.stdin.read()
-    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-    with tempfile.NamedTemporaryFile("w+", suffix=".yaml", delete=False) as f:
-        f.write(text)
-        path = f.name
-    try:
-        subprocess.call([*editor.split(), path])
-        with open(path) as f:
-            return f.read()
-    finally:
-        os.unlink(path)
-
-
-def load_mapping(text: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise InvalidArgument(f"invalid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise InvalidArgument("expected a YAML mapping")
-    return data
-
-
-def _str_map(d: Any, what: str) -> dict[str, str]:
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise InvalidArgument(f"{what} must be a mapping")
-    return {str(k): ("true" if v is True else "false" if v is False else str(v))
-            for k, v in d.items()}
-
-
-def _devices(d: Any) -> dict[str, dict[str, str]]:
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise InvalidArgument("devices must be a mapping")
-    return {str(k): _str_map(v, f"device {k}") for k, v in d.items()}
-
-
-def _split_target_kv(args: list[str]) -> tuple[str | None, dict[str, str]]:
+def split_target_kv(args: list[str]) -> tuple[str | None, dict[str, str]]:
     """``set [<instance>] <key> <value>`` or ``set [<instance>] <key>=<value>…``."""
     if len(args) >= 2 and all("=" in x for x in args[1:]) and "=" not in args[0]:
         return args[0], dict(x.split("=", 1) for x in args[1:])
@@ -85,7 +38,7 @@ def show_dict(inst: Instance, expanded: bool) -> dict[str, Any]:
 
 
 def cmd_set(host: Host, a: argparse.Namespace) -> int:
-    target, kv = _split_target_kv(a.args)
+    target, kv = split_target_kv(a.args)
     if target is None:
         for k, v in kv.items():
             host.set_config(k, v)
@@ -136,7 +89,7 @@ def cmd_show(host: Host, a: argparse.Namespace) -> int:
 def cmd_edit(host: Host, a: argparse.Namespace) -> int:
     if a.name is None:
         data = load_mapping(edit_text(output.dump_yaml({"config": host.config})))
-        new = _str_map(data.get("config"), "config")
+        new = str_map(data.get("config"), "config")
         for k in set(host.config) - set(new):
             host.set_config(k, None)
         for k, v in new.items():
@@ -147,8 +100,8 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
     profiles = data.get("profiles")
     if profiles is not None and not isinstance(profiles, list):
         raise InvalidArgument("profiles must be a list")
-    inst.update(config=_str_map(data.get("config"), "config"),
-                devices=_devices(data.get("devices")),
+    inst.update(config=str_map(data.get("config"), "config"),
+                devices=devices_map(data.get("devices")),
                 profiles=[str(p) for p in profiles] if profiles is not None else None,
                 description=str(data.get("description") or ""))
     return 0
@@ -188,7 +141,6 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
         return 0
     if verb not in ("add", "remove", "override", "set", "unset"):
         raise InvalidArgument(f"unknown device verb {verb!r}")
-    from .instances import parse_kv
     if verb == "add" and not rest:
         raise InvalidArgument("usage: config device add <instance> <device> <type> [k=v…]")
     kv: dict[str, str] | None = None

@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
 from . import output
-from .configcmd import edit_text, load_mapping
+from .common import ProgressBar, edit_text, load_mapping
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -22,39 +21,6 @@ if TYPE_CHECKING:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-class ProgressBar:
-    """LXD's one-line progress (``Retrieving image: 45% (3.20MB/s)``) on a terminal; silent
-    otherwise. Call it as a ``progress(done, total)`` callback; ``done()`` clears the line."""
-
-    def __init__(self, label: str, stream: Any = None, quiet: bool = False) -> None:
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = not quiet and bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.monotonic()
-        self.last = 0.0
-        self.width = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self.last < 0.1 and done != total:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-3)
-        head = f"{done * 100 // total}%" if total else output.size(done)
-        text = f"{self.label}: {head} ({rate / 1e6:.2f}MB/s)"
-        self.stream.write("\r" + text.ljust(self.width))
-        self.width = len(text)
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.enabled and self.width:
-            self.stream.write("\r" + " " * self.width + "\r")
-            self.stream.flush()
-            self.width = 0
-
 
 def _split(host: Host, ref: str) -> tuple[Remote, str]:
     from ..imagestore.remotes import split_ref
@@ -535,4 +501,4 @@ def register(sub: Any) -> None:
     x.set_defaults(func=cmd_housekeeping)
 
 
-__all__ = ["ProgressBar", "register"]
+__all__ = ["register"]

@@ -13,6 +13,7 @@ import yaml
 
 from ..errors import InvalidArgument, LxdlibError, NotFound
 from . import output
+from .common import ProgressBar, parse_kv
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -22,22 +23,11 @@ if TYPE_CHECKING:
 def _resolve_image(host: Host, ref: str, quiet: bool) -> str:
     """A local alias or fingerprint as is; ``<remote>:<alias>`` (``ubuntu:`` = its ``default``
     alias) is downloaded and cached first, with LXD's progress line on a terminal."""
-    from .images import ProgressBar
     bar = ProgressBar("Retrieving image", quiet=quiet)
     try:
         return host.images.resolve(ref, progress=bar)
     finally:
         bar.done()
-
-
-def parse_kv(items: list[str], what: str) -> dict[str, str]:
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise InvalidArgument(f"{what} must be key=value, got {it!r}")
-        k, v = it.split("=", 1)
-        out[k] = v
-    return out
 
 
 def parse_device_overrides(items: list[str]) -> dict[str, dict[str, str]]:
@@ -162,8 +152,8 @@ def cmd_copy(host: Host, a: argparse.Namespace) -> int:
     if overrides:
         # like LXD: the source's expanded device, with the given keys changed, made local
         rec = src.record()
-        _, exp = host.expand(profiles if profiles is not None else rec.profiles,
-                             rec.config, rec.devices)
+        _, exp = host.expand(profiles if profiles is not None else rec.profiles, rec.config,
+                             rec.devices)
         for dname, kv in overrides.items():
             if dname not in exp:
                 raise NotFound("device", dname, f"not in instance {src_name!r}")

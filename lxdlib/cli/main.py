@@ -3,11 +3,17 @@
 Each subcommand lives in the module named for what it manages; this module builds the parser,
 opens the ``Host`` and turns every lxdlib error into one ``Error: …`` line with exit status 1 (a
 traceback only with ``--debug``), as the ``lxc`` client does.
+
+The library only logs (under the ``lxdlib`` logger) and never decides where that goes; this
+command does: ``--verbose`` shows its INFO messages on stderr and ``--debug`` its DEBUG ones,
+like ``lxc --verbose`` and ``lxc --debug``. Without either nothing is configured, so warnings
+reach stderr as Python prints them by default.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -30,10 +36,16 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from . import backup as backup_cmd
+    from . import completion as completion_cmd
     from . import configcmd, hostcmd, images, instances, networks, profiles, remotes, storage
+    from . import console as console_cmd
+    from . import files as files_cmd
     p = Parser(prog="lxdlib", description="System containers the LXD way, with no daemon.")
     p.add_argument("--root", help="state directory (default $LXDLIB_ROOT or /var/lib/lxdlib)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--debug", action="store_true",
+                   help="show the library's debug messages, and tracebacks of errors")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show the library's information messages")
     p.add_argument("-q", "--quiet", action="store_true", help="print less")
     p.add_argument("--version", action="version", version="lxdlib 0.1.0")
     sub = p.add_subparsers(dest="command", metavar="<command>", parser_class=Parser)
@@ -46,12 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     remotes.register(sub)
     hostcmd.register(sub)
     backup_cmd.register(sub)  # after images: it joins the image store's housekeeping command
-    from ..completion import register as register_completion
-    from . import console as console_cmd
-    from . import files as files_cmd
     files_cmd.register(sub)
     console_cmd.register(sub)
-    register_completion(sub)
+    completion_cmd.register(sub, p)
     h = sub.add_parser("help", help="show help for a command")
     h.add_argument("topic", nargs="*")
     h.set_defaults(func=None, no_host=True)
@@ -118,10 +127,24 @@ def fix_config_shorthand(argv: Sequence[str]) -> list[str]:
     return argv
 
 
+def setup_logging(debug: bool, verbose: bool) -> None:
+    """Send the ``lxdlib`` logger's records to stderr at DEBUG (``--debug``) or INFO
+    (``--verbose``). Only the command does this: the library never adds handlers."""
+    if not (debug or verbose):
+        return
+    logger = logging.getLogger("lxdlib")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(levelname)-7s [%(asctime)s] %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     head, command = split_exec(fix_config_shorthand(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(head)
+    setup_logging(args.debug, args.verbose)
     if command is not None:
         args.cmd = command
     if args.command is None:

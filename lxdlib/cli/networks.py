@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InUse, InvalidArgument
 from . import output
-from .configcmd import _str_map, edit_text, load_mapping
-from .instances import parse_kv
+from .common import edit_text, load_mapping, parse_kv, str_map
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -80,7 +79,7 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
     n = host.networks.get(a.name)
     data = load_mapping(edit_text(output.dump_yaml({"config": n.get("config", {}),
                                                     "description": n.get("description", "")})))
-    host.networks.update(a.name, _str_map(data.get("config"), "config"))
+    host.networks.update(a.name, str_map(data.get("config"), "config"))
     return 0
 
 

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AlreadyExists, InvalidArgument, NotFound
 from . import output
-from .configcmd import _devices, _str_map, edit_text, load_mapping
-from .instances import parse_kv
+from .common import devices_map, edit_text, load_mapping, parse_kv, str_map
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -52,8 +51,8 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
     data = load_mapping(edit_text(output.dump_yaml(shown)))
     if data.get("name") not in (None, a.name):
         raise InvalidArgument("the profile name cannot be changed by edit (use rename)")
-    host.update_profile(a.name, config=_str_map(data.get("config"), "config"),
-                        devices=_devices(data.get("devices")),
+    host.update_profile(a.name, config=str_map(data.get("config"), "config"),
+                        devices=devices_map(data.get("devices")),
                         description=str(data.get("description") or ""))
     return 0
 

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from . import output
-from .instances import parse_kv
+from .common import parse_kv
 
 if TYPE_CHECKING:
     from ..host import Host

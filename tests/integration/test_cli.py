@@ -45,6 +45,10 @@ def test_seed_instance_commands(host: lxdlib.Host) -> None:
     run(host, "pause", "alpine-test")
     assert "FROZEN" in run(host, "list", "alpine-test", "-c", "ns", "-f", "csv").stdout
     run(host, "start", "alpine-test")
+    # the columns read from liblxc and the cgroup: PID, processes, memory, CPU time
+    row = run(host, "list", "alpine-test", "-c", "npNmu", "-f", "csv").stdout.strip().split(",")
+    assert row[0] == "alpine-test" and int(row[1]) > 1 and int(row[2]) >= 1, row
+    assert row[3].endswith("B") and row[4].endswith("s"), row
     run(host, "config", "set", "alpine-test", "limits.memory", "256MB")
     assert run(host, "config", "get", "alpine-test", "limits.memory").stdout.strip() == "256MB"
     shown = yaml.safe_load(run(host, "config", "show", "alpine-test").stdout)

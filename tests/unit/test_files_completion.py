@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from lxdlib.cli.completion import bash_script, spec
 from lxdlib.cli.main import build_parser
-from lxdlib.completion import bash_script, spec
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 

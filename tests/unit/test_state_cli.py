@@ -11,8 +11,9 @@ import pytest
 
 from lxdlib import state
 from lxdlib.cli import output
-from lxdlib.cli.configcmd import _split_target_kv
-from lxdlib.cli.instances import parse_device_overrides, parse_kv
+from lxdlib.cli.common import parse_kv
+from lxdlib.cli.configcmd import split_target_kv
+from lxdlib.cli.instances import parse_device_overrides
 from lxdlib.cli.main import fix_config_shorthand, split_exec
 from lxdlib.errors import Busy, InvalidArgument, LxdlibError
 
@@ -138,7 +139,7 @@ def test_paths_env_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     (["k=v"], None, {"k": "v"}),
 ])
 def test_config_set_forms(args: list[str], target: str | None, kv: dict[str, str]) -> None:
-    assert _split_target_kv(args) == (target, kv)
+    assert split_target_kv(args) == (target, kv)
 
 
 def test_kv_and_device_overrides() -> None:

@@ -10,6 +10,7 @@ Python start.
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 from collections.abc import Iterator
 
@@ -21,8 +22,16 @@ INSTANCE_COMMANDS = frozenset({
 _INSTANCE_DESTS = frozenset({"name", "names", "source", "target", "args", "filters"})
 
 
+# argparse has no public way to list a parser's arguments or find its subcommands: the two
+# functions below are the only places that read its internals (``_actions`` and the
+# ``_SubParsersAction`` class), stable since Python 3.2 and read the same way by shtab and
+# argcomplete.
+def _actions(p: argparse.ArgumentParser) -> list[argparse.Action]:
+    return list(p._actions)
+
+
 def _subparsers(p: argparse.ArgumentParser) -> argparse._SubParsersAction | None:  # type: ignore[type-arg]
-    for action in p._actions:
+    for action in _actions(p):
         if isinstance(action, argparse._SubParsersAction):
             return action
     return None
@@ -62,8 +71,8 @@ def spec(parser: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
         opts: list[str] = []
         valued: list[str] = []
         kinds: list[str] = []
-        for action in p._actions:
-            if isinstance(action, argparse._SubParsersAction):
+        for action in _actions(p):
+            if action is sub:
                 continue
             if action.option_strings:
                 if action.help == argparse.SUPPRESS:
@@ -161,14 +170,18 @@ def bash_script(parser: argparse.ArgumentParser) -> str:
     return "\n".join(lines) + "\n" + _FUNCTION.lstrip("\n")
 
 
-def _cmd_completion(_host: object, args: argparse.Namespace) -> int:
-    from .cli.main import build_parser
-    print(bash_script(build_parser()), end="")
+def _cmd_completion(parser: argparse.ArgumentParser, _host: object,
+                    args: argparse.Namespace) -> int:
+    print(bash_script(parser), end="")
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+             parser: argparse.ArgumentParser) -> None:
+    """Add the ``completion`` command to ``sub``; it prints the script made from ``parser``
+    (the whole command's parser, complete by the time the command runs). Taking the parser
+    rather than building it keeps this module below the one that assembles the command."""
     p = sub.add_parser("completion", help="print the shell completion script "
                        "(source <(lxdlib completion bash))")
     p.add_argument("shell", choices=("bash",))
-    p.set_defaults(func=_cmd_completion, no_host=True)
+    p.set_defaults(func=functools.partial(_cmd_completion, parser), no_host=True)
