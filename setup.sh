@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # lxdlib set-up on Debian 12, as root. Installs what is missing, then:
 #   ./setup.sh demo   - runs the demo (examples/demo.py) on the embedded defaults
-#   ./setup.sh test   - runs the whole test suite (pytest, ruff, mypy)
+#   ./setup.sh test   - runs the whole test suite (ruff, mypy, the layers contract, pytest)
 #   ./setup.sh        - only installs
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -44,6 +44,7 @@ case "${1:-}" in
         shift
         .venv/bin/ruff check lxdlib tests bench examples
         .venv/bin/mypy
+        .venv/bin/lint-imports --no-cache   # the layers contract in .importlinter
         exec .venv/bin/python -m pytest "$@" ;;
     "")
         echo "Set up: .venv/bin/lxdlib is the command." ;;
