@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 SECCOMP_FILE = "seccomp.policy"  # an instance's own policy (security.syscalls.*, raw.seccomp)
 
+#: An instance's config and devices composed from its profiles and local settings.
+Expanded = tuple[dict[str, str], dict[str, dict[str, str]]]
+
 STATUS = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen",
           "STARTING": "Running", "STOPPING": "Stopped", "ABORTING": "Error",
           "FREEZING": "Frozen", "THAWED": "Running"}
@@ -462,7 +465,8 @@ class InstanceCore:
             try:
                 journal.crashpoint("update.begun")
                 self._apply_quota(new_devs, rec, old_devs)
-                self._write_lxc_config(new)  # renders the devices: a missing source fails unsaved
+                # renders the devices: a missing source fails unsaved
+                self._write_lxc_config(new, (new_cfg, new_devs))
                 journal.crashpoint("update.config-written")
                 record.save(self._paths, new)
                 journal.crashpoint("update.saved")
@@ -477,7 +481,7 @@ class InstanceCore:
                 try:
                     self._apply_live(old_cfg, new_cfg)
                     journal.crashpoint("update.live-config")
-                    self._apply_devices_live(old_devs, new_devs, new)
+                    self._apply_devices_live(old_devs, new_devs, new, new_cfg)
                 except BaseException:
                     # as LXD: a device change the running instance refused is not kept
                     with contextlib.suppress(Exception):
@@ -532,9 +536,11 @@ class InstanceCore:
         if not changed:
             return
         facts = self.ctx.facts()
+        # choosing CPUs reads the other instances' configs: only when the count changed
+        cpus = self.ctx.pick_cpus(self.name, new) if "limits.cpu" in changed else None
         writes = limits.live_settings(
             new, changed, cgroup_version=facts.cgroup_version, host_cpus=facts.cpus,
-            mem_total=facts.mem_total, chosen_cpus=self.ctx.pick_cpus(self.name, new),
+            mem_total=facts.mem_total, chosen_cpus=cpus,
             swap_accounting=facts.swap_accounting)
         c = self._c()
         for key, value in writes:
@@ -563,11 +569,13 @@ class InstanceCore:
                 "ephemeral": rec.ephemeral, "type": "container"}
         return {"container": inst, "instance": inst, "config": cfg, "devices": devs}
 
-    def device_context(self, rec: InstanceRecord | None = None, pid: int | None = None
-                       ) -> DeviceContext:
+    def device_context(self, rec: InstanceRecord | None = None, pid: int | None = None,
+                       expanded: Expanded | None = None) -> DeviceContext:
+        """What the device drivers know of this instance; ``expanded`` is ``rec``'s composed
+        config and devices when the caller already has them (composed once per operation)."""
         from .devices import DeviceContext
         rec = rec or self.record()
-        cfg, devs = self.expanded(rec)
+        cfg, devs = expanded if expanded is not None else self.expanded(rec)
         pool = self._pool(rec)
         privileged = truthy(cfg.get("security.privileged"))
         base = None if privileged else int(rec.config.get("volatile.idmap.base",
@@ -576,11 +584,11 @@ class InstanceCore:
                              volume=pool.volume_path("containers", self.name),
                              root_uid=self._root_owner(rec)[0], idmap_base=base, pid=pid)
 
-    def _write_lxc_config(self, rec: InstanceRecord) -> None:
+    def _write_lxc_config(self, rec: InstanceRecord, expanded: Expanded | None = None) -> None:
         """Render the liblxc config and write it when it changed, after liblxc itself has
         loaded it (``runtime.check_config``): a file liblxc refuses would make the instance
         unusable, so it is refused before anything is saved."""
-        lines, text, policy = self._render_lxc_config(rec)
+        lines, text, policy = self._render_lxc_config(rec, expanded)
         # Closed to host users, searchable by the container's root only: liblxc opens the
         # rootfs as that uid on pools without idmapped mounts. Redone with every config write,
         # so the owner follows a changed map (isolated, copied, privileged toggled). Here, not
@@ -593,7 +601,7 @@ class InstanceCore:
         except FileNotFoundError:
             unchanged = False
         if not unchanged:
-            self._check_lxc_config(rec, lines)
+            self._check_lxc_config(rec, lines, expanded)
         if policy is not None:  # its own seccomp policy, read by liblxc at each start
             ppath = self._dir / SECCOMP_FILE
             try:
@@ -608,18 +616,19 @@ class InstanceCore:
         # enough: other processes never see half a file, and no fsync is paid per instance.
         atomic_write(path, text, 0o640, durable=False)
 
-    def _check_lxc_config(self, rec: InstanceRecord, lines: Sequence[tuple[str, str]]) -> None:
+    def _check_lxc_config(self, rec: InstanceRecord, lines: Sequence[tuple[str, str]],
+                          expanded: Expanded | None = None) -> None:
         """``runtime.check_config``, naming ``raw.lxc`` when the refused line came from it."""
         try:
             runtime.check_config(self._paths.lxcpath, lines)
         except InvalidConfig as e:
-            raw = self.expanded(rec)[0].get("raw.lxc", "")
+            raw = (expanded or self.expanded(rec))[0].get("raw.lxc", "")
             if raw and (e.key, e.value) in schema.parse_raw_lxc(raw):
                 raise InvalidConfig("raw.lxc", f"liblxc refuses the line {e.key} = {e.value}",
                                     raw) from None
             raise
 
-    def _render_lxc_config(self, rec: InstanceRecord
+    def _render_lxc_config(self, rec: InstanceRecord, expanded: Expanded | None = None
                            ) -> tuple[list[tuple[str, str]], bytes, bytes | None]:
         """The liblxc config of ``rec``: its keys, the file's bytes, and the instance's own
         seccomp policy (None: the root's shared one)."""
@@ -627,7 +636,7 @@ class InstanceCore:
         from .devices import driver
         pool = self._pool(rec)
         pool.mount()
-        dctx = self.device_context(rec)
+        dctx = self.device_context(rec, expanded=expanded)
         cfg = dctx.config
         privileged = truthy(cfg.get("security.privileged"))
         facts = self.ctx.facts()
@@ -688,12 +697,16 @@ class InstanceCore:
         hooks.spawn_watcher(self._paths.root, self.name, dctx.pid)
 
     def _apply_devices_live(self, old: Mapping[str, Mapping[str, str]],
-                            new: Mapping[str, Mapping[str, str]], rec: InstanceRecord) -> None:
+                            new: Mapping[str, Mapping[str, str]], rec: InstanceRecord,
+                            config: Mapping[str, str] | None = None) -> None:
         """Hot-plug: devices added, removed or changed on a running instance. If one fails,
         what was done is undone: a device being added is stopped too (``stop`` is idempotent,
         so a half-done start is cleaned); a failing ``update`` must restore the old itself."""
         from .devices import driver
-        dctx = self.device_context(rec, pid=self.pid)
+        if {k: dict(v) for k, v in old.items()} == {k: dict(v) for k, v in new.items()}:
+            return  # a config-only change: no device to touch, no device context to build
+        dctx = self.device_context(rec, pid=self.pid, expanded=None if config is None else (
+            dict(config), {k: dict(v) for k, v in new.items()}))
         self._ensure_stop_work(dctx, new)
         undo: list[Callable[[], None]] = []
         try:
@@ -742,7 +755,8 @@ class InstanceCore:
             return  # the next start renders everything from the record
         self._apply_live(before[0], after[0])
         old, new = before[1], after[1]
-        dctx = self.device_context(rec, pid=self.pid)
+        dctx = self.device_context(rec, pid=self.pid, expanded=(
+            dict(after[0]), {k: dict(v) for k, v in new.items()}))
         self._ensure_stop_work(dctx, new)
         for dname in sorted(set(old) | set(new)):
             od, nd = old.get(dname), new.get(dname)

@@ -152,10 +152,10 @@ def _reapply(ctx: Context, users: Sequence[str],
             rec = inst.record()
             new_cfg, new_devs = inst.expanded(rec)
             inst._apply_quota(new_devs, rec, before[u][1])
-            inst._write_lxc_config(rec)
+            inst._write_lxc_config(rec, (new_cfg, new_devs))  # composed once, used throughout
             if inst.state in ("RUNNING", "FROZEN"):
                 inst._apply_live(before[u][0], new_cfg)
-                inst._apply_devices_live(before[u][1], new_devs, rec)
+                inst._apply_devices_live(before[u][1], new_devs, rec, new_cfg)
         except Exception as e:  # collected: one instance must not stop the others
             failures[u] = str(e)
         journal.end(ctx.paths, u)
