@@ -236,7 +236,7 @@ class Images:
                 reuse: bool = False, public: bool = False, expires_at: Any = None,
                 progress: Any = None) -> ImageRecord:
         """``publish``: an instance (``"c1"``, an ``Instance``) or a snapshot (``"c1/snap0"``)
-        as a unified image. See ``lxdlib.imagestore.publish``."""
+        as a unified image. See ``lxdlib.images.publish``."""
         from .publish import publish
         return publish(self.ctx, source, aliases=aliases, compression=compression,
                        properties=properties, force=force, reuse=reuse, public=public,
