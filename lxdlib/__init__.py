@@ -5,7 +5,11 @@
     web = host.launch("busybox", "web", config={"limits.memory": "256MiB"})
     print(web.exec("echo hi").text)
 
-Heavy modules (liblxc, pyroute2) load on first use, so ``import lxdlib`` stays cheap.
+Every collection (``host.instances``, ``images``, ``profiles``, ``networks``, ``pools``,
+``volumes``, ``inst.snapshots``) and every model has one shape: see ``lxdlib.model``.
+
+Heavy modules (liblxc, pyroute2) load on first use, so ``import lxdlib`` stays cheap: the models
+and collections below are imported when first named.
 """
 
 from __future__ import annotations
@@ -15,6 +19,13 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     AlreadyExists,
     Busy,
+    CorruptArchive,
+    CorruptRecord,
+    DeviceNode,
+    DiskFull,
+    ExecError,
+    ExecTimeout,
+    IdmapNotAllowed,
     ImageError,
     InUse,
     InvalidArgument,
@@ -28,43 +39,90 @@ from .errors import (
     QuotaExceeded,
     StorageError,
     TemplateError,
+    Timeout,
     ToolMissing,
     UnsafeImage,
+    UnsafeLink,
+    UnsafeMemberName,
+    UnsafeStream,
+    UnsupportedBackup,
     WrongState,
 )
 
 if TYPE_CHECKING:
     from .host import Host
-    from .instances import Instance
+    from .images import Image, Images
+    from .instances import Instance, Instances
+    from .networks import Network, Networks
+    from .profile_apply import Profile, Profiles
     from .runtime import ExecResult
+    from .snapshots import Snapshot, Snapshots
+    from .views import Pool, Pools
+    from .volumes import Volume, Volumes
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyExists",
     "Busy",
+    "CorruptArchive",
+    "CorruptRecord",
+    "DeviceNode",
+    "DiskFull",
+    "ExecError",
     "ExecResult",
+    "ExecTimeout",
     "Host",
+    "IdmapNotAllowed",
+    "Image",
     "ImageError",
+    "Images",
     "InUse",
     "Instance",
+    "Instances",
     "InvalidArgument",
     "InvalidConfig",
     "InvalidName",
     "LXCError",
     "LxdlibError",
+    "Network",
     "NetworkError",
+    "Networks",
     "NotFound",
+    "Pool",
+    "Pools",
+    "Profile",
     "ProfileApplyError",
+    "Profiles",
     "QuotaExceeded",
+    "Snapshot",
+    "Snapshots",
     "StorageError",
     "TemplateError",
+    "Timeout",
     "ToolMissing",
     "UnsafeImage",
+    "UnsafeLink",
+    "UnsafeMemberName",
+    "UnsafeStream",
+    "UnsupportedBackup",
+    "Volume",
+    "Volumes",
     "WrongState",
 ]
 
-_LAZY = {"Host": ".host", "Instance": ".instance", "ExecResult": ".runtime"}
+# what users receive, by the module that defines it (imported on first use)
+_LAZY = {
+    "Host": ".host",
+    "Instance": ".instances", "Instances": ".instances",
+    "Image": ".images", "Images": ".images",
+    "Profile": ".profile_apply", "Profiles": ".profile_apply",
+    "Network": ".networks", "Networks": ".networks",
+    "Pool": ".views", "Pools": ".views",
+    "Volume": ".volumes", "Volumes": ".volumes",
+    "Snapshot": ".snapshots", "Snapshots": ".snapshots",
+    "ExecResult": ".runtime",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -72,3 +130,7 @@ def __getattr__(name: str) -> Any:
         import importlib
         return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'lxdlib' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

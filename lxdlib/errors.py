@@ -30,11 +30,17 @@ which object and why. Classes also derive from the matching builtin (``LookupErr
     │   └── TemplateError                   a template's source or target is not a regular file…
     ├── NetworkError                        bridges, DHCP, NAT
     ├── LXCError                            liblxc refused; carries the tail of the instance's log
+    │   └── ExecError                       ``exec(..., check=True)``: the command exited non-zero
+    ├── Timeout(TimeoutError)               an operation ran past the time it was given
+    │   └── ExecTimeout                     ``exec(..., timeout=…)``: the command was killed
     ├── ToolMissing                         a host program lxdlib needs is absent (criu, zfs…)
     └── CorruptRecord                       a record on disk that cannot be read back
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
 
 
 class LxdlibError(Exception):
@@ -174,6 +180,66 @@ class LXCError(LxdlibError):
     def __init__(self, message: str, log_tail: str = "") -> None:
         self.log_tail = log_tail
         super().__init__(f"{message}\n--- liblxc log ---\n{log_tail}" if log_tail else message)
+
+
+class ExecOutcome(Protocol):
+    """What a finished command left (``lxdlib.runtime.ExecResult`` has this shape)."""
+
+    @property
+    def returncode(self) -> int: ...
+
+    @property
+    def stdout(self) -> bytes: ...
+
+    @property
+    def stderr(self) -> bytes: ...
+
+
+def _command_text(command: Sequence[str] | str) -> str:
+    import shlex
+    return command if isinstance(command, str) else shlex.join(command)
+
+
+class ExecError(LXCError):
+    """A command run by ``exec(..., check=True)`` exited non-zero.
+
+    ``result`` holds its exit code and output; ``instance`` and ``command`` say what ran where,
+    so a failure in a loop over many instances says which one failed. The message ends with the
+    tail of the command's stderr."""
+
+    def __init__(self, result: ExecOutcome, instance: str = "",
+                 command: Sequence[str] | str = ()) -> None:
+        self.result = result
+        self.instance = instance
+        self.command = command if isinstance(command, str) else list(command)
+        what = f"command {_command_text(command)!r}" if command else "command"
+        where = f" in instance {instance!r}" if instance else ""
+        tail = result.stderr.decode(errors="replace")[-2000:].rstrip()
+        msg = f"{what}{where} exited with status {result.returncode}"
+        super().__init__(f"{msg}: {tail}" if tail else msg)
+
+
+class Timeout(LxdlibError, TimeoutError):
+    """An operation ran past the time it was given; what it had started was stopped first.
+
+    Also a builtin ``TimeoutError``, so ``except TimeoutError`` catches it."""
+
+    def __str__(self) -> str:  # OSError would otherwise print its args tuple for several args
+        return str(self.args[0]) if self.args else "timed out"
+
+
+class ExecTimeout(Timeout):
+    """``exec(..., timeout=…)``: the command ran longer than ``timeout`` seconds and was killed
+    (SIGKILL) before this was raised. ``result`` holds the output it wrote until then."""
+
+    def __init__(self, result: ExecOutcome, instance: str, command: Sequence[str] | str,
+                 timeout: float) -> None:
+        self.result = result
+        self.instance = instance
+        self.command = command if isinstance(command, str) else list(command)
+        self.timeout = timeout
+        super().__init__(f"command {_command_text(command)!r} in instance {instance!r} ran "
+                         f"longer than {timeout:g}s and was killed")
 
 
 class IdmapNotAllowed(LxdlibError):

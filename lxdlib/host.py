@@ -15,21 +15,21 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import profile_apply, record
+from . import profile_apply
 from . import recovery as _recovery  # noqa: F401  (registers its journal recoverers)
 from . import snapshots as _snapshots  # noqa: F401  (registers its journal recoverer)
 from .context import DEFAULT_NETWORK, DEFAULT_POOL, Context, HostFacts
 from .errors import InvalidArgument, NotFound
-from .images import Images
-from .imagestore.store import ImageRecord
-from .instance import create
+from .images import Image, Images
 from .instances import Instance, Instances
-from .profiles import Profile, ProfileStore
+from .profile_apply import Profiles
+from .profiles import ProfileRecord
 from .state import Paths
 from .storage.base import PoolDriver
 
 if TYPE_CHECKING:
-    from .network.manager import NetworkManager
+    from .networks import Networks
+    from .record import InstanceRecord
     from .views import Pools
     from .volumes import Volumes
 
@@ -39,7 +39,11 @@ log = logging.getLogger(__name__)
 
 
 class Host:
-    """One lxdlib root: instances, images, profiles, pools and networks that live under it."""
+    """One lxdlib root: instances, images, profiles, pools and networks that live under it.
+
+    Each collection has the one shape of ``lxdlib.model`` (``host.profiles["web"]``, ``in``,
+    iteration, ``len``, ``get``, ``create``…) and hands out live models. Custom volumes are
+    ``host.volumes["<pool>/<name>"]``, or ``host.pools["<pool>"].volumes["<name>"]``."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *,
                  create: bool | None = None) -> None:
@@ -63,7 +67,7 @@ class Host:
         self.events = self.ctx.events
         self.instances = Instances(self.ctx)
         self.images = Images(self.ctx)
-        self.profiles: ProfileStore = self.ctx.profiles
+        self.profiles = Profiles(self.ctx)
 
     def __repr__(self) -> str:
         return f"<Host root={str(self.paths.root)!r}>"
@@ -94,17 +98,23 @@ class Host:
         """A storage pool's driver by name."""
         return self.ctx.pool(name)
 
+    def _modify_instance(self, name: str, change: Callable[[InstanceRecord], None]) -> None:
+        """What volumes need to attach themselves: an instance's read-modify-write (they sit
+        below the instance engine, as devices use them)."""
+        self.instances.get(name).modify(change)
+
     @property
     def pools(self) -> Pools:
         """The storage pools as a collection (``host.pools["default"]``, notebook table)."""
         from .views import Pools
-        return Pools(self.ctx)
+        return Pools(self.ctx, self._modify_instance)
 
     @property
     def volumes(self) -> Volumes:
-        """Custom storage volumes (``storage volume …``)."""
+        """Custom storage volumes of every pool, keyed ``<pool>/<name>``
+        (``host.volumes["default/data"]``); ``host.pools["default"].volumes`` has one pool's."""
         from .volumes import Volumes
-        return Volumes(self.ctx, lambda name, change: self.instances.get(name).modify(change))
+        return Volumes(self.ctx, self._modify_instance)
 
     def pool_names(self) -> list[str]:
         return self.ctx.pool_names()
@@ -114,26 +124,16 @@ class Host:
         return self.ctx.create_pool(name, driver, config, description)
 
     def delete_pool(self, name: str) -> None:
-        from .storage import delete_pool
-        users = [n for n in record.names(self.paths) if self.ctx.instance_pool(n) == name]
-        if users:
-            from .errors import InUse
-            raise InUse(f"storage pool {name!r} is used by instances: {', '.join(users)}")
-        for prof in self.profiles.list():
-            for dev in prof.devices.values():
-                if dev.get("type") == "disk" and dev.get("path") == "/" and \
-                        dev.get("pool") == name:
-                    from .errors import InUse
-                    raise InUse(f"storage pool {name!r} is used by profile {prof.name!r}")
-        delete_pool(self.paths, name)
-        self.ctx.forget_pool(name)
-
+        """Remove a pool nothing uses (see ``Pool.delete``)."""
+        from .views import delete_pool
+        delete_pool(self.ctx, name)
 
     # -- networks -----------------------------------------------------------------------------
     @property
-    def networks(self) -> NetworkManager:
-        """The managed networks (bridges with DHCP/DNS and NAT)."""
-        return self.ctx.networks
+    def networks(self) -> Networks:
+        """The managed networks (bridges with DHCP/DNS and NAT): ``host.networks["lxdbr0"]``."""
+        from .networks import Networks
+        return Networks(self.ctx)
 
     def network_users(self, network: str) -> list[str]:
         """Instances and profiles whose nics use ``network``."""
@@ -151,7 +151,7 @@ class Host:
         profile_apply.update_profile(self.ctx, name, config=config, devices=devices,
                                      description=description)
 
-    def modify_profile(self, name: str, change: Callable[[Profile], None]) -> None:
+    def modify_profile(self, name: str, change: Callable[[ProfileRecord], None]) -> None:
         """Read-modify-write of a profile under its lock, re-applied to its users."""
         profile_apply.modify_profile(self.ctx, name, change)
 
@@ -190,7 +190,7 @@ class Host:
         for net in preseed.get("networks") or []:
             if net.get("type", "bridge") != "bridge":
                 raise InvalidArgument(f"network type {net.get('type')!r} is not supported")
-            if not any(n["name"] == net["name"] for n in self.networks.list()):
+            if net["name"] not in self.networks:
                 self.networks.create(net["name"], {str(k): str(v) for k, v in
                                                    (net.get("config") or {}).items()},
                                      net.get("description", ""))
@@ -198,8 +198,9 @@ class Host:
             cfg = {str(k): str(v) for k, v in (prof.get("config") or {}).items()}
             devs = {str(k): {str(a): str(b) for a, b in v.items()}
                     for k, v in (prof.get("devices") or {}).items()}
-            if self.profiles.exists(prof["name"]):
-                self.profiles.save(prof["name"], cfg, devs, prof.get("description", ""))
+            if prof["name"] in self.profiles:  # re-applied to the instances using it
+                self.profiles.update(prof["name"], config=cfg, devices=devs,
+                                     description=prof.get("description", ""))
             else:
                 self.profiles.create(prof["name"], cfg, devs, prof.get("description", ""))
 
@@ -211,20 +212,13 @@ class Host:
                ) -> Instance:
         """``lxc init``: create an instance from an image: a local alias or fingerprint, or
         ``<remote>:<alias>`` (downloaded and cached first; ``progress(done, total)``)."""
-        self.ctx.recover_leftovers()
-        if name is not None:
-            from .config import names
-            names.validate_instance_name(name)
-        if image is not None:
-            image = self.images.resolve(image, progress)
-        made = create(self.ctx, name or self.ctx.new_name(), image, profiles=profiles,
-                      config=config, devices=devices, pool=pool, ephemeral=ephemeral,
-                      description=description)
-        return Instance(self.ctx, made.name)
+        return self.instances.create(image, name, profiles=profiles, config=config,
+                                     devices=devices, pool=pool, ephemeral=ephemeral,
+                                     description=description, progress=progress)
 
     init = create
 
-    def publish(self, source: Any, **kw: Any) -> ImageRecord:
+    def publish(self, source: Any, **kw: Any) -> Image:
         """``lxc publish``: see ``Images.publish``."""
         return self.images.publish(source, **kw)
 

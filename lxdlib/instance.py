@@ -27,6 +27,7 @@ from .config.units import parse_size
 from .errors import (
     AlreadyExists,
     CorruptRecord,
+    ExecError,
     InvalidArgument,
     InvalidConfig,
     LXCError,
@@ -794,6 +795,9 @@ class InstanceCore:
 
         A string is run with ``sh -c``. ``stdout``/``stderr`` callbacks stream output instead of
         collecting it. Exit codes follow LXD: 126 not executable, 127 not found, 128+N signal N.
+        ``check=True`` raises ``ExecError`` (naming this instance and the command) on a non-zero
+        exit; a command still running after ``timeout`` seconds is killed with everything it
+        started, and ``ExecTimeout`` (a ``Timeout``, and a builtin ``TimeoutError``) is raised.
         """
         argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
         if not argv:
@@ -803,7 +807,9 @@ class InstanceCore:
                              cwd=cwd if cwd is not None else ("/root" if user == 0 else "/"),
                              uid=user, gid=group, input=input, stdout_cb=stdout,
                              stderr_cb=stderr, timeout=timeout)
-        return result.check() if check else result
+        if check and not result.ok:
+            raise ExecError(result, self.name, argv)
+        return result
 
     execute = exec
 

@@ -9,14 +9,15 @@ the core would make it import its own users.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import record
+from .config import names
 from .copy import rename_instance
-from .errors import NotFound
 from .files import Files
-from .instance import InstanceCore
+from .instance import InstanceCore, create
+from .model import Collection
 from .popen import Popen
 from .snapshots import Snapshots
 
@@ -25,7 +26,11 @@ if TYPE_CHECKING:
 
 
 class Instance(InstanceCore):
-    """One container of a root. Cheap to make; every property is read live when asked."""
+    """One container of a root. Cheap to make; every property is read live when asked.
+
+    The model shape of ``lxdlib.model``: read-only properties (``state``, ``config``,
+    ``devices``…), ``record()`` for one consistent read, ``update(...)`` (applied live to a
+    running instance where LXD does), ``delete()``, and a table in Jupyter."""
 
     @property
     def files(self) -> Files:
@@ -46,46 +51,47 @@ class Instance(InstanceCore):
         return Instance(self.ctx, rename_instance(self, new).name)
 
 
-class Instances:
-    """The instances of a root: ``host.instances["web"]``, ``in``, iteration, ``get``."""
+class Instances(Collection[Instance]):
+    """The instances of a root: ``host.instances["web"]``, ``in``, iteration, ``create``."""
+
+    kind = "instance"
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
         self.ctx.recover_leftovers()
         return record.names(self.ctx.paths)
 
-    def get(self, name: str) -> Instance:
-        """The instance called ``name``; ``NotFound`` if there is none."""
-        if not record.exists(self.ctx.paths, name):
-            raise NotFound("instance", name)
+    def _exists(self, name: str) -> bool:
+        return record.exists(self.ctx.paths, name)
+
+    def _model(self, name: str) -> Instance:
         return Instance(self.ctx, name)
 
-    __getitem__ = get
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and record.exists(self.ctx.paths, name)
+    def create(self, image: str | None, name: str | None = None, *,
+               profiles: Sequence[str] | None = None, config: Mapping[str, str] | None = None,
+               devices: Mapping[str, Mapping[str, str]] | None = None, pool: str | None = None,
+               ephemeral: bool = False, description: str = "", progress: Any = None
+               ) -> Instance:
+        """``lxc init``: a new, stopped instance from an image — a local alias or fingerprint,
+        or ``<remote>:<alias>`` (downloaded and cached first; ``progress(done, total)``) —
+        or an empty one with ``image=None``. ``name`` defaults to a random free one."""
+        from .images import Images
+        self.ctx.recover_leftovers()
+        if name is not None:
+            names.validate_instance_name(name)
+        if image is not None:
+            image = Images(self.ctx).resolve(image, progress)
+        made = create(self.ctx, name or self.ctx.new_name(), image, profiles=profiles,
+                      config=config, devices=devices, pool=pool, ephemeral=ephemeral,
+                      description=description)
+        return Instance(self.ctx, made.name)
 
     def pool_of(self, name: str) -> str:
         """The pool holding an instance's root volume ("" when its record is unreadable)."""
         return self.ctx.instance_pool(name)
 
-    def __iter__(self) -> Iterator[Instance]:
-        return iter(self.list())
-
-    def __len__(self) -> int:
-        return len(self.names())
-
-    def list(self) -> builtins.list[Instance]:
-        return [Instance(self.ctx, n) for n in self.names()]
-
-    def _ipython_key_completions_(self) -> builtins.list[str]:
-        return self.names()
-
     def _repr_html_(self) -> str:
         from .notebook import instances_html
         return instances_html(self.list())
-
-    def __repr__(self) -> str:
-        return f"<Instances {self.names()}>"

@@ -168,14 +168,24 @@ def _pool_row(name: str, pool: Callable[[], Any]) -> list[Any]:
         return [name, "", str(e), "", ""]
 
 
-def pools_html(host: Any) -> str:
-    names = _safe(host.pool_names, [])
+def pools_html(host: Any, names: Sequence[str] | None = None) -> str:
+    """``host`` has ``pool_names()`` and ``pool(name)`` (a driver); ``names`` narrows it."""
+    names = list(names) if names is not None else _safe(host.pool_names, [])
     return table(["name", "driver", "source", "used", "total"],
                  (_pool_row(n, functools.partial(host.pool, n)) for n in names),
                  f"{len(names)} storage pools")
 
 
-def networks_html(networks: Sequence[Mapping[str, Any]]) -> str:
+def volumes_html(volumes: Sequence[Mapping[str, Any]]) -> str:
+    """Custom volumes in ``storage volume show``'s dict shape."""
+    rows = ([v.get("pool", ""), v.get("name", ""), (v.get("config") or {}).get("size", ""),
+             v.get("description", ""), len(v.get("used_by") or [])] for v in volumes)
+    return table(["pool", "name", "size", "description", "used by"], rows,
+                 f"{len(volumes)} storage volumes")
+
+
+def networks_html(networks: Sequence[Any]) -> str:
+    """Networks as dicts (or anything with a dict's ``get``)."""
     rows = ([n.get("name"), n.get("type", "bridge"),
              (n.get("config") or {}).get("ipv4.address", ""),
              (n.get("config") or {}).get("ipv6.address", ""), n.get("description", "")]

@@ -1,23 +1,28 @@
-"""Profile changes that reach their users: ``update_profile`` and ``modify_profile``.
+"""Profiles as users hold them — ``Profile`` and ``host.profiles`` (``Profiles``) — and the
+changes that reach their users: ``update_profile`` and ``modify_profile``.
 
 A profile is a record in ``ProfileStore``; what makes an edit more than a file write is that every
 instance using the profile must be able to take it (checked before saving), and then takes it —
 live where LXD applies live — with an intent per instance so a kill leaves each either as it was
-or brought to the saved profile. That needs the instance engine, hence a service of its own.
+or brought to the saved profile. That needs the instance engine, hence a service of its own; and
+so every public way to change a profile (``Profile.update``, ``host.profiles.update``,
+``Host.update_profile``) goes through it.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import journal, record
-from .config import expand
+from .config import expand, names
 from .context import profile_users
 from .errors import CorruptRecord, InvalidConfig, LxdlibError
 from .instance import InstanceCore
-from .profiles import Profile
+from .model import Collection, Model
+from .profiles import ProfileRecord
 from .record import InstanceRecord
 from .state import lock
 
@@ -38,13 +43,14 @@ def update_profile(ctx: Context, name: str, *, config: Mapping[str, str] | None 
     with lock(ctx.paths, "profile", name):
         _update_locked(ctx, name, config, devices, description)
 
-def modify_profile(ctx: Context, name: str, change: Callable[[Profile], None]) -> None:
+
+def modify_profile(ctx: Context, name: str, change: Callable[[ProfileRecord], None]) -> None:
     """Read-modify-write of a profile: ``change`` edits a copy read under the profile's lock
     (config, devices, description), then it is saved and re-applied as ``update_profile``
     does. Concurrent ``profile set``s each keep the others' keys."""
     with lock(ctx.paths, "profile", name):
         old = ctx.profiles.get(name)
-        draft = Profile(name=name, description=old.description, config=dict(old.config),
+        draft = ProfileRecord(name=name, description=old.description, config=dict(old.config),
                         devices={k: dict(v) for k, v in old.devices.items()})
         change(draft)
         _update_locked(ctx,
@@ -178,3 +184,140 @@ def network_users(ctx: Context, network: str) -> list[str]:
                for d in p.devices.values()):
             users.append(f"profile:{p.name}")
     return users
+
+
+# -- what users hold ---------------------------------------------------------------------------
+
+class Profile(Model):
+    """One profile: ``host.profiles["web"]``. Attributes are read from its file when asked;
+    ``update``/``modify`` re-apply the change to every instance using it (live where LXD
+    applies live), as ``Host.update_profile`` does."""
+
+    kind = "profile"
+
+    def __init__(self, ctx: Context, name: str) -> None:
+        self._ctx = ctx
+        self._name = name
+
+    def _identity(self) -> tuple[Any, ...]:
+        return (self._ctx.paths.root, self._name)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _repr_html_(self) -> str:
+        from .notebook import profile_html
+        return profile_html(self.record())
+
+    def record(self) -> ProfileRecord:
+        """The profile as stored now, with ``used_by`` (reads every instance record)."""
+        return self._ctx.profiles.get(self._name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """LXD's shape: name, description, config, devices, used_by (instance names)."""
+        return self.record().to_dict()
+
+    @property
+    def exists(self) -> bool:
+        return self._ctx.profiles.exists(self._name)
+
+    @property
+    def description(self) -> str:
+        return self._ctx.profiles.read(self._name).description
+
+    @property
+    def config(self) -> dict[str, str]:
+        return dict(self._ctx.profiles.read(self._name).config)
+
+    @property
+    def devices(self) -> dict[str, dict[str, str]]:
+        return {k: dict(v) for k, v in self._ctx.profiles.read(self._name).devices.items()}
+
+    @property
+    def used_by(self) -> builtins.list[str]:
+        """The instances whose record names this profile."""
+        self._ctx.profiles.read(self._name)  # NotFound for a deleted profile
+        return profile_users(self._ctx.paths, self._name)
+
+    def update(self, *, config: Mapping[str, str] | None = None,
+               devices: Mapping[str, Mapping[str, str]] | None = None,
+               description: str | None = None) -> None:
+        """Replace the config, devices and/or description (``None`` keeps that part), then
+        re-apply to every instance using the profile; see ``update_profile`` for what happens
+        when some cannot take it."""
+        update_profile(self._ctx, self._name, config=config, devices=devices,
+                       description=description)
+
+    def modify(self, change: Callable[[ProfileRecord], None]) -> None:
+        """Read-modify-write under the profile's lock, re-applied like ``update``."""
+        modify_profile(self._ctx, self._name, change)
+
+    def set_config(self, key: str, value: str) -> None:
+        self.modify(lambda p: p.config.__setitem__(key, value))
+
+    def unset_config(self, key: str) -> None:
+        def change(p: ProfileRecord) -> None:
+            if key not in p.config:
+                from .errors import NotFound
+                raise NotFound("config key", key, f"not set in profile {self._name!r}")
+            del p.config[key]
+        self.modify(change)
+
+    def delete(self) -> None:
+        """Refused for ``default`` and while an instance uses the profile (LXD's rules)."""
+        self._ctx.profiles.delete(self._name)
+
+    def rename(self, new: str) -> Profile:
+        """Refused for ``default`` and while an instance uses the profile."""
+        self._ctx.profiles.rename(self._name, new)
+        return Profile(self._ctx, new)
+
+
+class Profiles(Collection[Profile]):
+    """The profiles of a root: ``host.profiles["web"]``, ``in``, iteration, ``create``."""
+
+    kind = "profile"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def names(self) -> builtins.list[str]:
+        return self.ctx.profiles.names()
+
+    def _exists(self, name: str) -> bool:
+        names.validate_profile_name(name)  # no path outside the profiles directory
+        return self.ctx.profiles.exists(name)
+
+    def _model(self, name: str) -> Profile:
+        return Profile(self.ctx, name)
+
+    def exists(self, name: str) -> bool:
+        return name in self
+
+    def create(self, name: str, config: Mapping[str, str] | None = None,
+               devices: Mapping[str, Mapping[str, str]] | None = None,
+               description: str = "") -> Profile:
+        """A new profile (validated: a config liblxc would refuse is refused now)."""
+        self.ctx.profiles.create(name, config, devices, description)
+        return Profile(self.ctx, name)
+
+    def update(self, name: str, *, config: Mapping[str, str] | None = None,
+               devices: Mapping[str, Mapping[str, str]] | None = None,
+               description: str | None = None) -> None:
+        """``Profile.update`` by name: saved, then re-applied to the instances using it."""
+        update_profile(self.ctx, name, config=config, devices=devices, description=description)
+
+    def modify(self, name: str, change: Callable[[ProfileRecord], None]) -> None:
+        modify_profile(self.ctx, name, change)
+
+    def delete(self, name: str) -> None:
+        self.ctx.profiles.delete(name)
+
+    def rename(self, old: str, new: str) -> Profile:
+        self.ctx.profiles.rename(old, new)
+        return Profile(self.ctx, new)
+
+    def _repr_html_(self) -> str:
+        from .notebook import profiles_html
+        return profiles_html(self.ctx.profiles.list())

@@ -1,14 +1,17 @@
-"""Profiles: named bundles of config and devices that instances stack in order.
+"""The profile store: named bundles of config and devices that instances stack in order.
 
 One YAML file per profile in ``lxc profile show``'s shape. The ``default`` profile cannot be
 deleted or renamed, and a profile in use cannot be deleted (LXD's rules). Who uses a profile is
 derived from the instance records when asked, never stored twice.
+
+This is the raw store the layers below the instance engine read (expansion, init). Users hold
+``lxdlib.Profile`` and ``host.profiles`` (``lxdlib.profile_apply``), whose changes reach the
+instances using the profile; the store's ``save`` alone does not, and only that service calls it.
 """
 
 from __future__ import annotations
 
-import builtins
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,9 @@ from .state import Paths, lock, read_yaml, write_yaml
 
 
 @attrs.define
-class Profile:
+class ProfileRecord:
+    """A profile's content as read once (or a draft being edited under the profile's lock)."""
+
     name: str
     description: str = ""
     config: dict[str, str] = attrs.field(factory=dict)
@@ -76,22 +81,26 @@ class ProfileStore:
     def exists(self, name: str) -> bool:
         return self._path(name).exists()
 
-    def _read(self, name: str) -> Profile:
+    def _read(self, name: str) -> ProfileRecord:
         names.validate_profile_name(name)
         try:
             data = read_yaml(self._path(name))
         except FileNotFoundError:
             raise NotFound("profile", name) from None
-        return Profile(name=name, description=data.get("description") or "",
+        return ProfileRecord(name=name, description=data.get("description") or "",
                        config={str(k): str(v) for k, v in (data.get("config") or {}).items()},
                        devices={str(k): {str(a): str(b) for a, b in v.items()}
                                 for k, v in (data.get("devices") or {}).items()})
 
-    def get(self, name: str) -> Profile:
+    def get(self, name: str) -> ProfileRecord:
         """The profile with ``used_by`` filled in (reads every instance record)."""
         p = self._read(name)
         p.used_by = self._users(name)
         return p
+
+    def read(self, name: str) -> ProfileRecord:
+        """The profile's content without ``used_by``: one file read."""
+        return self._read(name)
 
     def data(self, name: str) -> ProfileData:
         """Only what expansion needs: no ``used_by`` scan, so it stays cheap on hot paths."""
@@ -100,31 +109,16 @@ class ProfileStore:
     def names(self) -> list[str]:
         return sorted(p.stem for p in self._paths.profiles.glob("*.yaml"))
 
-    def list(self) -> list[Profile]:
+    def list(self) -> list[ProfileRecord]:
         return [self.get(n) for n in self.names()]
 
-    def __iter__(self) -> Iterator[Profile]:
-        return iter(self.list())
-
-    __getitem__ = get
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self.names()
-
-    def _ipython_key_completions_(self) -> builtins.list[str]:
-        return self.names()
-
-    def _repr_html_(self) -> str:
-        from .notebook import profiles_html
-        return profiles_html(self.list())
-
-    def _write(self, p: Profile) -> None:
+    def _write(self, p: ProfileRecord) -> None:
         write_yaml(self._path(p.name), {"name": p.name, "description": p.description,
                                         "config": p.config, "devices": p.devices})
 
     def create(self, name: str, config: Mapping[str, str] | None = None,
                devices: Mapping[str, Mapping[str, str]] | None = None,
-               description: str = "") -> Profile:
+               description: str = "") -> ProfileRecord:
         names.validate_profile_name(name)
         if any(ch in description for ch in "\r\0"):
             raise InvalidArgument("description contains a carriage return or NUL")
@@ -133,19 +127,23 @@ class ProfileStore:
         with lock(self._paths, "profile", name):
             if self.exists(name):
                 raise AlreadyExists("profile", name)
-            p = Profile(name=name, description=description, config=cfg, devices=devs)
+            p = ProfileRecord(name=name, description=description, config=cfg, devices=devs)
             self._write(p)
         return p
 
     def save(self, name: str, config: Mapping[str, str], devices: Mapping[str, Mapping[str, str]],
-             description: str) -> Profile:
-        """Replace a profile's content (the caller re-applies it to the instances using it)."""
+             description: str) -> ProfileRecord:
+        """Replace a profile's content, without re-applying it to the instances using it.
+
+        Internal: only the profile service (``lxdlib.profile_apply``), which checks every user
+        first and re-applies after, and initialisation on a root with no instances call it.
+        Users go through ``host.profiles.update`` / ``Profile.update``."""
         cfg, devs = validate_profile(config, devices)
         check_raw_lxc(self._paths.lxcpath, cfg)
         with lock(self._paths, "profile", name):
             if not self.exists(name):
                 raise NotFound("profile", name)
-            p = Profile(name=name, description=description, config=cfg, devices=devs)
+            p = ProfileRecord(name=name, description=description, config=cfg, devices=devs)
             self._write(p)
         p.used_by = self._users(name)
         return p

@@ -14,7 +14,6 @@ import logging
 import os
 import select
 import shutil
-import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import IO, Any
 import attrs
 import lxc
 
-from .errors import InvalidConfig, LXCError, WrongState
+from . import proctree
+from .errors import ExecError, ExecTimeout, InvalidConfig, LXCError, WrongState
 
 LOG_NAME = "lxc.log"
 
@@ -58,15 +58,6 @@ class ExecResult:
     @property
     def text(self) -> str:
         return self.stdout.decode(errors="replace")
-
-
-class ExecError(LXCError):
-    """A command run by ``exec(..., check=True)`` exited non-zero."""
-
-    def __init__(self, result: ExecResult) -> None:
-        self.result = result
-        tail = result.stderr.decode(errors="replace")[-2000:]
-        super().__init__(f"command exited with status {result.returncode}: {tail}".rstrip(": "))
 
 
 def open_container(lxcpath: Path, name: str) -> Any:
@@ -374,7 +365,8 @@ def run(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None 
     """Run ``argv`` to completion, feeding ``input`` and collecting (or streaming) its output.
 
     Output is read while the command runs (select loop), so a chatty command never blocks on a
-    full pipe. With ``timeout`` the command is killed (SIGKILL) when it runs too long.
+    full pipe. With ``timeout`` the command is killed (SIGKILL) when it runs too long, then
+    ``ExecTimeout`` is raised.
     """
     in_r, in_w = os.pipe() if input is not None else (os.open(os.devnull, os.O_RDONLY), -1)
     out_r, out_w = os.pipe()
@@ -405,7 +397,7 @@ def run(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None 
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             r, w = _wait_io(readers, writers, wait)
             if not r and not w and deadline is not None and time.monotonic() >= deadline:
-                os.kill(pid, signal.SIGKILL)
+                proctree.kill_tree(pid)  # with what it started: they hold the pipes too
                 killed = True
                 deadline = None
                 continue
@@ -433,7 +425,7 @@ def run(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None 
         # A raising callback or Ctrl-C: end the command and reap it, as subprocess.run does,
         # rather than leave it running with nobody reading its output, and a zombie after it.
         with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+            proctree.kill_tree(pid)
         with contextlib.suppress(OSError):
             os.waitpid(pid, 0)
         raise
@@ -442,10 +434,10 @@ def run(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None 
             with contextlib.suppress(OSError):
                 os.close(fd)
     _, status = os.waitpid(pid, 0)
-    code = exit_code(status)
+    result = ExecResult(exit_code(status), b"".join(chunks[out_r]), b"".join(chunks[err_r]))
     if killed:
-        code = 137
-    return ExecResult(code, b"".join(chunks[out_r]), b"".join(chunks[err_r]))
+        raise ExecTimeout(result, c.name, argv, timeout or 0)
+    return result
 
 
 def interactive(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,

@@ -15,22 +15,134 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime as dt
+import enum
 import logging
 import shutil
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import journal, record, runtime
 from .config import names
 from .errors import AlreadyExists, InvalidArgument, NotFound, WrongState
+from .model import Collection, Model
 
 if TYPE_CHECKING:
     from .context import Context
     from .instance import InstanceCore
 
 
-class Snapshots:
+
+class Keep(enum.Enum):
+    """``Snapshot.update``'s "not given": ``None`` is a value there (never expires)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+class Snapshot(Model):
+    """One snapshot of an instance: ``inst.snapshots["snap0"]``. Its attributes are read from the
+    instance's record when asked (``record()`` reads them all at once)."""
+
+    kind = "snapshot"
+
+    def __init__(self, inst: InstanceCore, name: str) -> None:
+        self._inst = inst
+        self._name = name
+
+    def _identity(self) -> tuple[Any, ...]:
+        return (self._inst.ctx.paths.root, self._inst.name, self._name)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def instance(self) -> str:
+        """The name of the instance the snapshot belongs to."""
+        return self._inst.name
+
+    def __repr__(self) -> str:
+        return f"<Snapshot {self._inst.name}/{self._name}>"
+
+    def _repr_html_(self) -> str:
+        from .notebook import snapshots_html
+        return snapshots_html(self._inst.name, [self.record()])
+
+    def record(self) -> record.SnapshotRecord:
+        """The snapshot's record as stored now; ``NotFound`` once it is deleted."""
+        snap = self._inst.record().snapshot(self._name)
+        if snap is None:
+            raise NotFound("snapshot", f"{self._inst.name}/{self._name}")
+        return snap
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.record().to_dict()
+
+    @property
+    def exists(self) -> bool:
+        try:
+            return self._inst.record().snapshot(self._name) is not None
+        except NotFound:
+            return False
+
+    @property
+    def created_at(self) -> dt.datetime:
+        return self.record().created_at
+
+    @property
+    def expires_at(self) -> dt.datetime | None:
+        return self.record().expires_at
+
+    @property
+    def stateful(self) -> bool:
+        return self.record().stateful
+
+    @property
+    def description(self) -> str:
+        return self.record().description
+
+    @property
+    def config(self) -> dict[str, str]:
+        """The instance's local config when the snapshot was taken."""
+        return dict(self.record().config)
+
+    @property
+    def devices(self) -> dict[str, dict[str, str]]:
+        return {k: dict(v) for k, v in self.record().devices.items()}
+
+    @property
+    def profiles(self) -> list[str]:
+        return list(self.record().profiles)
+
+    def update(self, *, expires_at: dt.datetime | Keep | None = KEEP) -> None:
+        """Change what LXD lets change on a snapshot: when it expires (``None``: never)."""
+        if expires_at is not KEEP:
+            if expires_at is not None and not isinstance(expires_at, dt.datetime):
+                raise InvalidArgument("expires_at must be a datetime or None")
+            Snapshots(self._inst).set_expiry(self._name, expires_at)
+
+    def delete(self) -> None:
+        Snapshots(self._inst).delete(self._name)
+
+    def rename(self, new: str) -> Snapshot:
+        """``lxc move inst/old inst/new``; the snapshot under its new name."""
+        Snapshots(self._inst).rename(self._name, new)
+        return Snapshot(self._inst, new)
+
+    def restore(self, *, stateful: bool = False) -> None:
+        """Make the instance what it was at this snapshot (see ``Snapshots.restore``)."""
+        Snapshots(self._inst).restore(self._name, stateful=stateful)
+
+    def copy(self, target: str | None = None, **kw: Any) -> InstanceCore:
+        """A new instance from this snapshot (``lxc copy inst/snap new``)."""
+        return Snapshots(self._inst).copy(self._name, target, **kw)
+
+
+class Snapshots(Collection[Snapshot]):
     """An instance's snapshots: ``inst.snapshots.create()``, ``["snap0"]``, ``restore``…"""
+
+    kind = "snapshot"
 
     def __init__(self, inst: InstanceCore) -> None:
         self.inst = inst
@@ -38,40 +150,24 @@ class Snapshots:
     def __repr__(self) -> str:
         return f"<Snapshots of {self.inst.name!r}: {', '.join(self.names())}>"
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
+        """In the order they were taken (the record's order), as LXD lists them."""
         return [s.name for s in self.inst.record().snapshots]
 
-    def __iter__(self) -> Iterator[record.SnapshotRecord]:
-        return iter(self.inst.record().snapshots)
+    def _model(self, name: str) -> Snapshot:
+        return Snapshot(self.inst, name)
 
-    def __len__(self) -> int:
-        return len(self.inst.record().snapshots)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.names()
-
-    def get(self, name: str) -> record.SnapshotRecord:
-        snap = self.inst.record().snapshot(name)
-        if snap is None:
-            raise NotFound("snapshot", f"{self.inst.name}/{name}")
-        return snap
-
-    __getitem__ = get
-
-    def list(self) -> list[record.SnapshotRecord]:
-        return list(self.inst.record().snapshots)
-
-    def _ipython_key_completions_(self) -> builtins.list[str]:
-        return self.names()
+    def _not_found(self, name: str) -> NotFound:
+        return NotFound("snapshot", f"{self.inst.name}/{name}")
 
     def _repr_html_(self) -> str:
         from .notebook import snapshots_html
-        return snapshots_html(self.inst.name, self.list())
+        return snapshots_html(self.inst.name, self.inst.record().snapshots)
 
     # -- verbs -------------------------------------------------------------------------------
     def create(self, name: str | None = None, *, stateful: bool = False, reuse: bool = False,
                expires_at: dt.datetime | None = None, no_expiry: bool = False,
-               description: str = "") -> record.SnapshotRecord:
+               description: str = "") -> Snapshot:
         """Take a snapshot (``lxc snapshot``) without stopping a running instance.
 
         ``name`` defaults to the next ``snapshots.pattern`` name; ``reuse`` replaces an
@@ -85,7 +181,7 @@ class Snapshots:
                                  expires_at=expires_at, no_expiry=no_expiry,
                                  description=description)
         inst.ctx.events.emit("snapshot-created", f"{inst.name}/{snap.name}")
-        return snap
+        return Snapshot(inst, snap.name)
 
     def delete(self, name: str) -> None:
         inst = self.inst

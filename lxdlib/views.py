@@ -1,55 +1,168 @@
-"""Collection views over objects that live elsewhere: storage pools.
+"""Storage pools as users hold them: ``Pool`` and the ``host.pools`` collection.
 
-Pools are loaded one by one through ``Host.pool(name)`` (drivers are cached per Host); this
-gives them the same collection face as instances and images — ``host.pools["default"]``,
-``in``, iteration, a notebook table and key completion.
+A pool's driver (``PoolDriver``, loaded once per root through ``Context.pool``) does the work on
+disk; a ``Pool`` is the name plus the questions users ask — driver, config, description, space,
+who uses it, its custom volumes (``pool.volumes["data"]``) — each read when asked.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from .errors import NotFound
+from . import record
+from .errors import InUse, InvalidConfig
+from .model import Collection, Model
+from .volumes import ModifyInstance, Volumes
 
 if TYPE_CHECKING:
     from .context import Context
-    from .storage.base import PoolDriver
+    from .storage.base import PoolDriver, PoolUsage
 
 
-class Pools:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+def instance_users(ctx: Context, pool: str) -> builtins.list[str]:
+    """The instances whose root volume is on ``pool``."""
+    return [n for n in record.names(ctx.paths) if ctx.instance_pool(n) == pool]
 
-    def names(self) -> list[str]:
-        return self.ctx.pool_names()
 
-    def get(self, name: str) -> PoolDriver:
-        if name not in self.names():
-            raise NotFound("storage pool", name)
-        return self.ctx.pool(name)
+def delete_pool(ctx: Context, name: str) -> None:
+    """Remove a pool that no instance and no profile's root disk uses (``InUse`` otherwise);
+    its image volumes go with it, custom volumes keep it (the driver refuses)."""
+    from .storage import delete_pool as remove
+    users = instance_users(ctx, name)
+    if users:
+        raise InUse(f"storage pool {name!r} is used by instances: {', '.join(users)}")
+    for prof in ctx.profiles.list():
+        for dev in prof.devices.values():
+            if dev.get("type") == "disk" and dev.get("path") == "/" and dev.get("pool") == name:
+                raise InUse(f"storage pool {name!r} is used by profile {prof.name!r}")
+    remove(ctx.paths, name)
+    ctx.forget_pool(name)
 
-    __getitem__ = get
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self.names()
+class Pool(Model):
+    """One storage pool (btrfs, zfs or dir). ``driver_object()`` is the driver itself."""
 
-    def __iter__(self) -> Iterator[PoolDriver]:
-        return iter(self.list())
+    kind = "storage pool"
 
-    def __len__(self) -> int:
-        return len(self.names())
+    def __init__(self, ctx: Context, name: str,
+                 modify_instance: ModifyInstance | None = None) -> None:
+        self._ctx = ctx
+        self._name = name
+        self._modify_instance = modify_instance
 
-    def list(self) -> list[PoolDriver]:
-        return [self.ctx.pool(n) for n in self.names()]
+    def _identity(self) -> tuple[Any, ...]:
+        return (self._ctx.paths.root, self._name)
 
-    def _ipython_key_completions_(self) -> builtins.list[str]:
-        return self.names()
+    @property
+    def name(self) -> str:
+        return self._name
 
     def _repr_html_(self) -> str:
         from .notebook import pools_html
-        return pools_html(self.ctx)
+        return pools_html(self._ctx, [self._name])
 
-    def __repr__(self) -> str:
-        return f"<Pools {self.names()}>"
+    def record(self) -> dict[str, Any]:
+        """The pool's record as stored: name, driver, description, config."""
+        from .storage.pools import pool_record
+        return pool_record(self._ctx.paths, self._name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """LXD's shape (``storage show``): name, driver, description, config, used_by."""
+        rec = self.record()
+        return {"name": self._name, "driver": rec.get("driver", ""),
+                "description": rec.get("description", ""),
+                "config": {str(k): str(v) for k, v in (rec.get("config") or {}).items()},
+                "used_by": self.used_by}
+
+    def driver_object(self) -> PoolDriver:
+        """The pool's driver (mounted), for the volume-level operations."""
+        return self._ctx.pool(self._name)
+
+    # -- live attributes ----------------------------------------------------------------------
+    @property
+    def exists(self) -> bool:
+        return self._name in self._ctx.pool_names()
+
+    @property
+    def driver(self) -> str:
+        return str(self.record().get("driver", ""))
+
+    @property
+    def description(self) -> str:
+        return str(self.record().get("description") or "")
+
+    @property
+    def config(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in (self.record().get("config") or {}).items()}
+
+    @property
+    def used_by(self) -> builtins.list[str]:
+        """LXD's ``/1.0/instances/<name>`` and ``/1.0/profiles/<name>`` of what keeps data on
+        the pool (instances' root volumes, profiles' disks)."""
+        self.record()  # NotFound for a deleted pool
+        users = [f"/1.0/instances/{n}" for n in instance_users(self._ctx, self._name)]
+        users += [f"/1.0/profiles/{p.name}" for p in self._ctx.profiles.list()
+                  if any(d.get("pool") == self._name for d in p.devices.values())]
+        return users
+
+    def usage(self) -> PoolUsage:
+        """Space used and total, in bytes."""
+        return self._ctx.pool(self._name).usage()
+
+    @property
+    def volumes(self) -> Volumes:
+        """The pool's custom volumes, by name: ``pool.volumes["data"]``."""
+        return Volumes(self._ctx, self._modify_instance, pool=self._name)
+
+    # -- verbs --------------------------------------------------------------------------------
+    def update(self, *, config: Mapping[str, str] | None = None,
+               description: str | None = None) -> None:
+        """Change the description. The config says where and how the data is kept, so it
+        cannot change once the pool is made: a ``config`` that differs is refused."""
+        if config is not None:
+            current = self.config
+            changed = sorted(set(config.items()) ^ set(current.items()))
+            if changed:
+                key = changed[0][0]
+                raise InvalidConfig(key, "a storage pool's config cannot change after it is "
+                                         "made", config.get(key))
+        if description is not None:
+            from .storage.pools import set_pool_description
+            set_pool_description(self._ctx.paths, self._name, description)
+
+    def delete(self) -> None:
+        """Remove the pool; refused while an instance, a profile's root disk or a custom
+        volume uses it."""
+        delete_pool(self._ctx, self._name)
+
+
+class Pools(Collection[Pool]):
+    """The storage pools of a root: ``host.pools["default"]``, ``in``, iteration, ``create``."""
+
+    kind = "storage pool"
+
+    def __init__(self, ctx: Context, modify_instance: ModifyInstance | None = None) -> None:
+        self.ctx = ctx
+        self._modify_instance = modify_instance
+
+    def names(self) -> builtins.list[str]:
+        return self.ctx.pool_names()
+
+    def _model(self, name: str) -> Pool:
+        return Pool(self.ctx, name, self._modify_instance)
+
+    def create(self, name: str, driver: str = "btrfs", config: Mapping[str, str] | None = None,
+               description: str = "") -> Pool:
+        """Make the pool on the host (a loop file, a device, a directory or a dataset, as
+        ``config`` says) and record it; on any failure nothing is left."""
+        self.ctx.create_pool(name, driver, config, description)
+        return self._model(name)
+
+    def delete(self, name: str) -> None:
+        self.get(name).delete()
+
+    def _repr_html_(self) -> str:
+        from .notebook import pools_html
+        return pools_html(self.ctx, self.names())

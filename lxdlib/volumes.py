@@ -9,6 +9,10 @@ record is debris from a killed process, removed by the next ``create`` or ``list
 Instances use a volume through a disk device ``pool=<pool> source=<name> path=<path>``; a volume
 that any instance or profile names cannot be deleted.
 
+Users hold ``Volume`` models: ``host.volumes["default/data"]`` (keys ``<pool>/<name>``, every
+pool) or ``host.pools["default"].volumes["data"]`` (one pool, keys are the names) — one
+``Volumes`` collection class, scoped to a pool or not.
+
 Pools whose filesystem has no idmapped mounts (zfs-fuse) cannot map ownership at mount time: there
 the volume's files are shifted on disk to the instance's map before it is mounted, and the map
 they carry is remembered in ``volatile.idmap.last`` (as LXD does).
@@ -37,6 +41,7 @@ from .errors import (
     NotFound,
     WrongState,
 )
+from .model import Collection, Model
 from .state import lock, read_yaml, remove_stale_tmp, write_yaml
 
 if TYPE_CHECKING:
@@ -87,8 +92,11 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-class Volumes:
-    """The custom volumes of one host's pools."""
+class VolumeStore:
+    """The custom volumes of one root's pools, by pool and name, in the records' dict shape.
+
+    The store the device layer and the CLI's verbs use; users hold ``Volume`` models through
+    ``host.volumes`` / ``pool.volumes`` (``Volumes``, below)."""
 
     def __init__(self, ctx: Context,
                  modify_instance: Callable[[str, Callable[[InstanceRecord], None]], None]
@@ -342,3 +350,176 @@ class Volumes:
                     lock(self.paths, "storage-volume", f"{pool}.{vol}", timeout=0):
                 if not self._record(pool, vol).exists():
                     drv.delete_custom_volume(vol)
+
+
+# -- what users hold ---------------------------------------------------------------------------
+
+ModifyInstance = Callable[[str, Callable[["InstanceRecord"], None]], None]
+
+
+class Volume(Model):
+    """One custom storage volume. Attributes are read from its record when asked; a changed
+    ``size`` re-sets the quota at once."""
+
+    kind = "storage volume"
+
+    def __init__(self, store: VolumeStore, pool: str, name: str) -> None:
+        self._store = store
+        self._pool = pool
+        self._name = name
+
+    def _identity(self) -> tuple[Any, ...]:
+        return (self._store.paths.root, self._pool, self._name)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def pool(self) -> str:
+        return self._pool
+
+    @property
+    def key(self) -> str:
+        """``<pool>/<name>``: the volume's key in ``host.volumes``."""
+        return f"{self._pool}/{self._name}"
+
+    def __repr__(self) -> str:
+        return f"<Volume {self.key}>"
+
+    def _repr_html_(self) -> str:
+        from .notebook import volumes_html
+        return volumes_html([self.record()])
+
+    def record(self) -> dict[str, Any]:
+        """``storage volume show``'s shape: name, type, config, description, used_by…"""
+        return self._store.get(self._pool, self._name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.record()
+
+    @property
+    def exists(self) -> bool:
+        return self._store.exists(self._pool, self._name)
+
+    @property
+    def type(self) -> str:
+        return "custom"
+
+    @property
+    def content_type(self) -> str:
+        return "filesystem"
+
+    @property
+    def description(self) -> str:
+        return str(self.record()["description"])
+
+    @property
+    def config(self) -> dict[str, str]:
+        return dict(self.record()["config"])
+
+    @property
+    def created_at(self) -> Any:
+        return self.record()["created_at"]
+
+    @property
+    def used_by(self) -> builtins.list[str]:
+        """LXD's ``/1.0/instances/<name>`` and ``/1.0/profiles/<name>`` of what names it."""
+        used: builtins.list[str] = self.record()["used_by"]
+        return used
+
+    @property
+    def path(self) -> Path:
+        """Where the volume's files are on the host."""
+        return self._store.path(self._pool, self._name)
+
+    def update(self, *, config: Mapping[str, str] | None = None,
+               description: str | None = None) -> None:
+        """Replace the config and/or description (``None`` keeps that part); a changed
+        ``size`` re-sets the quota at once."""
+        self._store.update(self._pool, self._name, config, description)
+
+    def set_config(self, key: str, value: str) -> None:
+        self._store.set_many(self._pool, self._name, {key: value})
+
+    def unset_config(self, key: str) -> None:
+        self._store.unset(self._pool, self._name, key)
+
+    def delete(self) -> None:
+        """Remove the volume and its data; refused while an instance or profile uses it."""
+        self._store.delete(self._pool, self._name)
+
+    def attach(self, instance: str, path: str, device: str | None = None) -> None:
+        """Add a disk device for the volume to the instance (hot-plugged when running)."""
+        self._store.attach(self._pool, self._name, instance, path, device)
+
+    def detach(self, instance: str, device: str | None = None) -> None:
+        """Remove the instance's disk device(s) for the volume (unmounted when running)."""
+        self._store.detach(self._pool, self._name, instance, device)
+
+
+class Volumes(Collection[Volume]):
+    """Custom volumes: of every pool, keyed ``<pool>/<name>`` (``host.volumes``), or of one
+    pool, keyed by name (``host.pools["default"].volumes``)."""
+
+    kind = "storage volume"
+
+    def __init__(self, ctx: Context, modify_instance: ModifyInstance | None = None,
+                 pool: str | None = None) -> None:
+        self.store = VolumeStore(ctx, modify_instance)
+        self.pool = pool
+
+    def _split(self, key: str) -> tuple[str, str]:
+        if self.pool is not None:
+            return self.pool, strip_type(key)
+        pool, sep, name = key.partition("/")
+        if not sep or not pool:
+            raise InvalidName("storage volume", key, "give it as <pool>/<name> "
+                              "(or use host.pools[<pool>].volumes)")
+        return pool, strip_type(name)
+
+    def _key(self, pool: str, name: str) -> str:
+        return name if self.pool is not None else f"{pool}/{name}"
+
+    def names(self) -> builtins.list[str]:
+        pools = [self.pool] if self.pool is not None else self.store.ctx.pool_names()
+        return [self._key(p, n) for p in pools for n in self.store.names(p)]
+
+    def _exists(self, key: str) -> bool:
+        pool, name = self._split(key)
+        validate_name(name)
+        return self.store.exists(pool, name)
+
+    def _model(self, key: str) -> Volume:
+        pool, name = self._split(key)
+        return Volume(self.store, pool, name)
+
+    def _not_found(self, key: str) -> NotFound:
+        try:
+            pool, name = self._split(key)
+        except InvalidName:
+            return NotFound("storage volume", key)
+        return NotFound("storage volume", name, f"in storage pool {pool!r}")
+
+    def get(self, key: str) -> Volume:
+        """The volume; ``NotFound`` when there is none, ``InvalidName`` for a key without its
+        pool (``host.volumes`` needs ``<pool>/<name>``)."""
+        if isinstance(key, str):
+            self._split(key)
+        return super().get(key)
+
+    def create(self, key: str, config: Mapping[str, str] | None = None,
+               description: str = "") -> Volume:
+        """An empty volume (``size`` sets its quota); all or nothing."""
+        pool, name = self._split(key)
+        self.store.create(pool, name, config, description)
+        return Volume(self.store, pool, name)
+
+    def __repr__(self) -> str:
+        where = f" in {self.pool!r}" if self.pool is not None else ""
+        return f"<Volumes{where} {self.names()}>"
+
+    def _repr_html_(self) -> str:
+        from .notebook import volumes_html
+        pools = [self.pool] if self.pool is not None else self.store.ctx.pool_names()
+        return volumes_html([v for p in pools for v in self.store.list(p)])

@@ -98,7 +98,7 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
                  output.size(i.size), _list_date(i.created_at)] for i in imgs]
         output.emit(a.format, headers, rows, [i.to_dict() for i in imgs])
         return 0
-    local = [i for i in host.images.list()
+    local = [i for i in (img.record() for img in host.images.list())
              if _matches([x["name"] for x in i.aliases], i.fingerprint, i.properties, filters)]
     rows = [["\n".join(x["name"] for x in i.aliases), i.fingerprint[:12],
              "yes" if i.public else "no", i.properties.get("description", ""),
@@ -170,7 +170,7 @@ def _bool(value: Any, key: str) -> bool:
 
 def cmd_edit(host: Host, a: argparse.Namespace) -> int:
     from ..imagestore.store import UNSET
-    i = host.images.get(_local(host, a.ref))
+    i = host.images.get(_local(host, a.ref)).record()
     data = load_mapping(edit_text(output.dump_yaml(_editable(i))))
     unknown = set(data) - {"auto_update", "properties", "public", "expires_at", "profiles"}
     if unknown:

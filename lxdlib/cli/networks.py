@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InUse, InvalidArgument
+from ..errors import InvalidArgument
 from . import output
 from .common import edit_text, load_mapping, parse_kv, str_map
 
@@ -24,7 +24,7 @@ def cmd_create(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_list(host: Host, a: argparse.Namespace) -> int:
-    nets = host.networks.list()
+    nets = [n.record() for n in host.networks.list()]
     rows = []
     for n in nets:
         cfg = n.get("config", {})
@@ -37,7 +37,7 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_show(host: Host, a: argparse.Namespace) -> int:
-    n = dict(host.networks.get(a.name))
+    n = host.networks.get(a.name).record()
     n["used_by"] = host.network_users(a.name)
     sys.stdout.write(output.dump_yaml(n))
     return 0
@@ -71,12 +71,12 @@ def cmd_unset(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_get(host: Host, a: argparse.Namespace) -> int:
-    print(host.networks.get(a.name).get("config", {}).get(a.key, ""))
+    print(host.networks.get(a.name).config.get(a.key, ""))
     return 0
 
 
 def cmd_edit(host: Host, a: argparse.Namespace) -> int:
-    n = host.networks.get(a.name)
+    n = host.networks.get(a.name).record()
     data = load_mapping(edit_text(output.dump_yaml({"config": n.get("config", {}),
                                                     "description": n.get("description", "")})))
     host.networks.update(a.name, str_map(data.get("config"), "config"))
@@ -84,17 +84,14 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_delete(host: Host, a: argparse.Namespace) -> int:
-    host.networks.delete(a.name, used_by=host.network_users(a.name))
+    host.networks.delete(a.name)  # refused while an instance or profile uses it
     if not a.quiet:
         print(f"Network {a.name} deleted")
     return 0
 
 
 def cmd_rename(host: Host, a: argparse.Namespace) -> int:
-    users = host.network_users(a.old)
-    if users:
-        raise InUse(f"network {a.old!r} is in use by: {', '.join(users)}")
-    host.networks.rename(a.old, a.new)
+    host.networks.rename(a.old, a.new)  # refused while an instance or profile uses it
     return 0
 
 

@@ -13,19 +13,19 @@ from .common import devices_map, edit_text, load_mapping, parse_kv, str_map
 
 if TYPE_CHECKING:
     from ..host import Host
-    from ..profiles import Profile
+    from ..profiles import ProfileRecord
     from ..record import InstanceRecord
 
 
 def cmd_list(host: Host, a: argparse.Namespace) -> int:
-    profs = host.profiles.list()
+    profs = [p.record() for p in host.profiles.list()]  # one read each, used_by included
     rows = [[p.name, p.description, str(len(p.used_by))] for p in profs]
     output.emit(a.format, ["NAME", "DESCRIPTION", "USED BY"], rows, [p.to_dict() for p in profs])
     return 0
 
 
 def cmd_show(host: Host, a: argparse.Namespace) -> int:
-    p = host.profiles.get(a.name)
+    p = host.profiles.get(a.name).record()
     d = p.to_dict()
     d["used_by"] = [f"/1.0/instances/{n}" for n in p.used_by]
     sys.stdout.write(output.dump_yaml(d))
@@ -40,13 +40,13 @@ def cmd_create(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_copy(host: Host, a: argparse.Namespace) -> int:
-    src = host.profiles.get(a.source)
+    src = host.profiles.get(a.source).record()
     host.profiles.create(a.target, src.config, src.devices, src.description)
     return 0
 
 
 def cmd_edit(host: Host, a: argparse.Namespace) -> int:
-    p = host.profiles.get(a.name)
+    p = host.profiles.get(a.name).record()
     shown = {"config": p.config, "description": p.description, "devices": p.devices}
     data = load_mapping(edit_text(output.dump_yaml(shown)))
     if data.get("name") not in (None, a.name):
@@ -74,14 +74,14 @@ def cmd_set(host: Host, a: argparse.Namespace) -> int:
     else:
         kv = parse_kv(a.args, "config")
 
-    def change(p: Profile) -> None:
+    def change(p: ProfileRecord) -> None:
         p.config.update(kv)
     host.modify_profile(a.name, change)  # read under the profile's lock
     return 0
 
 
 def cmd_unset(host: Host, a: argparse.Namespace) -> int:
-    def change(p: Profile) -> None:
+    def change(p: ProfileRecord) -> None:
         if a.key not in p.config:
             raise NotFound("config key", a.key, f"not set in profile {a.name!r}")
         del p.config[a.key]
@@ -150,7 +150,7 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
         if not kv:
             raise InvalidArgument("usage: profile device set <profile> <device> <key> <value>")
 
-    def change(p: Profile) -> None:
+    def change(p: ProfileRecord) -> None:
         """Runs under the profile's lock on the profile read there."""
         devs = p.devices
         if verb == "add":

@@ -78,7 +78,8 @@ def cmd_delete(host: Host, a: argparse.Namespace) -> int:
 
 # -- volumes ------------------------------------------------------------------------------------
 def _volumes(host: Host) -> Any:
-    return host.volumes
+    """The volume store: the CLI's verbs take the pool and the name apart, as LXD's do."""
+    return host.volumes.store
 
 
 def cmd_volume_create(host: Host, a: argparse.Namespace) -> int:

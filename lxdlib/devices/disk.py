@@ -109,8 +109,8 @@ def plan(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Plan | None:
     pool = dev.get("pool", "")
     pool_idmap = True
     if pool:
-        from ..volumes import Volumes
-        vols = Volumes(ctx.host)
+        from ..volumes import VolumeStore
+        vols = VolumeStore(ctx.host)
         try:
             src = vols.path(pool, source)
         except NotFound:

@@ -4,5 +4,6 @@
 from __future__ import annotations
 
 from .collection import Images
+from .image import Image
 
-__all__ = ["Images"]
+__all__ = ["Image", "Images"]

@@ -9,72 +9,86 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument, NotFound
 from ..imagestore.store import ImageRecord
+from ..model import Collection
+from .image import Image
 
 if TYPE_CHECKING:
     from ..context import Context
     from ..imagestore.simplestreams import Client
 
 
-class Images:
+class Images(Collection[Image]):
     """The local image store with LXD's ``image`` verbs, the remotes and the cache rules.
 
-    ``host.images["busybox"]`` (alias, fingerprint or unique prefix), ``import_file``,
-    ``copy("images:alpine/3.19")``, ``publish("c1")``, ``refresh``, ``housekeeping``…
+    ``host.images["busybox"]`` (alias, fingerprint or unique prefix) is an ``Image``;
+    ``create`` (``import_file``/``import_url``), ``copy("images:alpine/3.19")``,
+    ``publish("c1")``, ``refresh``, ``housekeeping``… The names are the fingerprints, oldest
+    upload first.
     """
+
+    kind = "image"
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.store = ctx.images
         self.remotes = ctx.remotes
 
-    def get(self, ref: str) -> ImageRecord:
-        return self.store.get(ref)
+    def _image(self, record: ImageRecord) -> Image:
+        return Image(self.ctx, record.fingerprint)
 
-    __getitem__ = get
+    def get(self, ref: str) -> Image:
+        """The image an alias, a fingerprint or a unique fingerprint prefix names."""
+        return self._image(self.store.get(ref))
 
-    def __contains__(self, ref: object) -> bool:
-        if not isinstance(ref, str):
-            return False
+    def _exists(self, ref: str) -> bool:
         try:
             self.store.get(ref)
-            return True
         except (NotFound, InvalidArgument):
             return False
+        return True
 
-    def list(self) -> builtins.list[ImageRecord]:
-        return self.store.list()
+    def _model(self, name: str) -> Image:
+        return Image(self.ctx, name)
 
-    def __iter__(self) -> Iterator[ImageRecord]:
-        return iter(self.list())
+    def names(self) -> builtins.list[str]:
+        return [r.fingerprint for r in self.store.list()]
 
-    def __len__(self) -> int:
-        return len(self.list())
+    def list(self) -> builtins.list[Image]:
+        return [self._image(r) for r in self.store.list()]
 
     def __repr__(self) -> str:
         return f"<Images {len(self)} in {self.store.root}>"
 
+    def create(self, source: str | os.PathLike[str], *, aliases: Sequence[str] = (),
+               **kw: Any) -> Image:
+        """``image import``: a file (``import_file``) or an ``http(s)://`` URL
+        (``import_url``); the keywords are theirs."""
+        if isinstance(source, str) and source.startswith(("http://", "https://")):
+            return self.import_url(source, aliases=aliases, **kw)
+        return self.import_file(source, aliases=aliases, **kw)
+
     def import_file(self, path: str | os.PathLike[str], *, aliases: Sequence[str] = (),
-                    **kw: Any) -> ImageRecord:
+                    **kw: Any) -> Image:
         """``image import``: a unified tarball, or a split image with ``rootfs_path=``."""
-        return self.ctx.import_image(path, aliases=aliases, **kw)
+        return self._image(self.ctx.import_image(path, aliases=aliases, **kw))
 
     def import_url(self, url: str, *, aliases: Sequence[str] = (),
                    properties: Mapping[str, str] | None = None, public: bool = False,
-                   progress: Any = None) -> ImageRecord:
+                   progress: Any = None) -> Image:
         """``image import https://…``: LXD's URL protocol (``LXD-Image-URL``/``-Hash``) or a
         plain download of the tarball."""
         from .fetch import download_image
-        return download_image(self.ctx, url, aliases=aliases, properties=properties,
-                              public=public, progress=progress)
+        return self._image(download_image(self.ctx, url, aliases=aliases, properties=properties,
+                                          public=public, progress=progress))
 
     def build_busybox(self, alias: str | None = "busybox", *, compression: str = "gzip",
-                      busybox: str = "/bin/busybox") -> ImageRecord:
+                      busybox: str = "/bin/busybox") -> Image:
         """Build the self-contained busybox image from the host's busybox-static and import it.
 
         The build is deterministic, so building again finds the same fingerprint: the existing
@@ -95,17 +109,16 @@ class Images:
                 with open(out, "rb") as f:
                     for chunk in iter(lambda: f.read(1 << 20), b""):
                         h.update(chunk)
-                img = self.store.get(h.hexdigest())
+                img = self.get(h.hexdigest())
                 if alias and alias not in self.store.aliases():
                     self.store.alias_create(alias, img.fingerprint)
-                img = self.store.get(img.fingerprint)
         return img
 
     def build_debian(self, alias: str | None = "debian", *, release: str = "bookworm",
                      variant: str = "minbase", mirror: str = "http://deb.debian.org/debian",
                      compression: str = "xz", progress: Any = None,
                      cache_dir: str | os.PathLike[str] | None = None,
-                     packages: Sequence[str] = ()) -> ImageRecord:
+                     packages: Sequence[str] = ()) -> Image:
         """``image build debian``: debootstrap ``release`` into a systemd image and import it
         (``alias`` moves to the new image if it existed). ``progress(step)`` gets coarse steps;
         ``cache_dir`` reuses an earlier identical debootstrap; ``packages`` are installed into
@@ -127,7 +140,6 @@ class Images:
                 self.store.alias_update(alias, target=img.fingerprint)
             else:
                 self.store.alias_create(alias, img.fingerprint)
-            img = self.store.get(img.fingerprint)
         return img
 
     def delete(self, ref: str) -> None:
@@ -137,13 +149,14 @@ class Images:
     def touch(self, fingerprint: str) -> None:
         self.store.touch(fingerprint)
 
-    def update(self, ref: str, **changes: Any) -> ImageRecord:
-        """``image edit``: ``properties``, ``public``, ``auto_update``, ``expires_at``."""
-        return self.store.update(ref, **changes)
+    def update(self, ref: str, **changes: Any) -> Image:
+        """``image edit``: ``properties``, ``public``, ``auto_update``, ``expires_at`` (see
+        ``Image.update``)."""
+        return self._image(self.store.update(ref, **changes))
 
-    def set_properties(self, ref: str, values: Mapping[str, str | None]) -> ImageRecord:
+    def set_properties(self, ref: str, values: Mapping[str, str | None]) -> Image:
         """Set (``None``: unset) some properties under the image's lock."""
-        return self.store.set_properties(ref, values)
+        return self._image(self.store.set_properties(ref, values))
 
     def export(self, ref: str, target: str | os.PathLike[str] = ".") -> builtins.list[Path]:
         """``image export``: the file(s) exactly as imported. Into a directory they are named
@@ -199,12 +212,13 @@ class Images:
 
     def copy(self, ref: str, *, aliases: Sequence[str] = (), copy_aliases: bool = False,
              auto_update: bool = False, public: bool = False, progress: Any = None
-             ) -> ImageRecord:
+             ) -> Image:
         """``image copy <remote>:<alias> local:``: download (once, verified) into the store."""
         from . import cache
         remote, name = self._split(ref)
-        return cache.copy(self.ctx, remote, name, aliases=aliases, copy_aliases=copy_aliases,
-                          auto_update=auto_update, public=public, progress=progress)
+        return self._image(cache.copy(self.ctx, remote, name, aliases=aliases,
+                                      copy_aliases=copy_aliases, auto_update=auto_update,
+                                      public=public, progress=progress))
 
     def resolve(self, ref: str, progress: Any = None) -> str:
         """The local reference an instance made from ``ref`` uses: a local alias/fingerprint as
@@ -216,10 +230,11 @@ class Images:
             return name
         return cache.for_instance(self.ctx, remote, name, progress).fingerprint
 
-    def refresh(self, ref: str, progress: Any = None) -> tuple[ImageRecord, bool]:
+    def refresh(self, ref: str, progress: Any = None) -> tuple[Image, bool]:
         """``image refresh``: ask the image's server now; (current image, whether it moved)."""
         from . import cache
-        return cache.refresh(self.ctx, ref, progress=progress)
+        record, moved = cache.refresh(self.ctx, ref, progress=progress)
+        return self._image(record), moved
 
     def prune(self, now: Any = None) -> builtins.list[str]:
         """Delete cached images unused for ``images.remote_cache_expiry`` days."""
@@ -234,17 +249,19 @@ class Images:
     def publish(self, source: Any, *, aliases: Sequence[str] = (), compression: str | None = None,
                 properties: Mapping[str, str] | None = None, force: bool = False,
                 reuse: bool = False, public: bool = False, expires_at: Any = None,
-                progress: Any = None) -> ImageRecord:
+                progress: Any = None) -> Image:
         """``publish``: an instance (``"c1"``, an ``Instance``) or a snapshot (``"c1/snap0"``)
         as a unified image. See ``lxdlib.images.publish``."""
         from .publish import publish
-        return publish(self.ctx, source, aliases=aliases, compression=compression,
-                       properties=properties, force=force, reuse=reuse, public=public,
-                       expires_at=expires_at, progress=progress)
+        return self._image(publish(self.ctx, source, aliases=aliases, compression=compression,
+                                   properties=properties, force=force, reuse=reuse,
+                                   public=public, expires_at=expires_at, progress=progress))
 
     def _ipython_key_completions_(self) -> builtins.list[str]:
-        return sorted(self.store.aliases())
+        """The aliases, then the fingerprints of images that have none."""
+        records = self.store.list()
+        return sorted(self.store.aliases()) + [r.fingerprint for r in records if not r.aliases]
 
     def _repr_html_(self) -> str:
         from ..notebook import images_html
-        return images_html(self.list())
+        return images_html(self.store.list())

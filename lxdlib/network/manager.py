@@ -698,16 +698,17 @@ class NetworkManager:
                     raise
         return self._read(name)
 
-    def modify(self, name: str, change: Callable[[dict[str, str]], object]) -> dict[str, Any]:
+    def modify(self, name: str, change: Callable[[dict[str, str]], object],
+               description: str | None = None) -> dict[str, Any]:
         """Read-modify-write of a network's config: ``change`` edits a copy of the config read
-        under the network's lock, then ``update`` validates and applies it. Concurrent
-        ``network set``s each keep the others' keys (``update`` alone replaces the whole
-        config with what the caller read before)."""
+        under the network's lock, then ``update`` validates and applies it (with
+        ``description`` when given). Concurrent ``network set``s each keep the others' keys
+        (``update`` alone replaces the whole config with what the caller read before)."""
         validate_name(name)
         with self._global_lock(), self._lock(name):
             cfg = dict(self._read(name)["config"])
             change(cfg)
-            return self.update(name, cfg)
+            return self.update(name, cfg, description)
 
     def delete(self, name: str, *, used_by: builtins.list[str] | None = None) -> None:
         """Remove the network; ``used_by`` (instance names from the caller) must be empty."""

@@ -90,6 +90,22 @@ def _read_record(paths: Paths, name: str) -> dict[str, Any]:
     return record
 
 
+def pool_record(paths: Paths, name: str) -> dict[str, Any]:
+    """The pool's record as stored: name, driver, description, config (no mount)."""
+    return _read_record(paths, name)
+
+
+def set_pool_description(paths: Paths, name: str, description: str) -> None:
+    """Change the description, the one part of a pool's record that may change after it is
+    made (its driver keys say where and how its data is kept)."""
+    if not isinstance(description, str) or any(ch in description for ch in "\r\0"):
+        raise InvalidConfig("description", "must be a string without carriage return or NUL")
+    with lock(paths, "storage-pool", name):
+        record = _read_record(paths, name)
+        record["description"] = description
+        write_yaml(_record_path(paths, name), record)
+
+
 def load_pool(paths: Paths, name: str) -> PoolDriver:
     """The recorded pool, mounted (a no-op when it already is, e.g. not after a reboot)."""
     pool = _make(paths, name)

@@ -177,10 +177,10 @@ def test_image_properties_aliases_and_volume(host: lxdlib.Host) -> None:
         f"p{i}.{j}": f"{i}-{j}" for i in range(N) for j in range(M)}
     assert {f"a{i}.{j}" for i in range(N) for j in range(M)} <= set(host.images.store.aliases())
 
-    host.volumes.create("default", "vv")
+    vol = host.volumes.create("default/vv")
     in_processes(host, lambda i, j: ["storage", "volume", "set", "default", "vv",
                                      f"user.p{i}.{j}", f"{i}-{j}"])
-    in_threads(lambda i, j: host.volumes.set("default", "vv", f"user.t{i}.{j}", f"{i}-{j}"))
-    cfg = host.volumes.get("default", "vv")["config"]
+    in_threads(lambda i, j: vol.set_config(f"user.t{i}.{j}", f"{i}-{j}"))
+    cfg = host.pools["default"].volumes["vv"].config
     assert user_keys(cfg, "p") == expected("p")
     assert user_keys(cfg, "t") == expected("t")

@@ -54,9 +54,12 @@ def test_exec_exit_codes(host: lxdlib.Host, command: list[str], code: int) -> No
 
 def test_exec_check_and_timeout(host: lxdlib.Host) -> None:
     c = host.launch("busybox", "c1")
-    with pytest.raises(lxdlib.LXCError, match="status 2"):
+    with pytest.raises(lxdlib.ExecError, match="status 2") as err:
         c.exec(["sh", "-c", "echo bad >&2; exit 2"], check=True)
-    assert c.exec(["sleep", "30"], timeout=0.5).returncode == 137
+    assert "'c1'" in str(err.value) and "exit 2" in str(err.value)
+    assert err.value.result.returncode == 2 and err.value.result.stderr == b"bad\n"
+    with pytest.raises(lxdlib.Timeout):
+        c.exec(["sleep", "30"], timeout=0.5)
     chunks: list[bytes] = []
     r = c.exec(["sh", "-c", "for i in 1 2 3; do echo $i; done"], stdout=chunks.append)
     assert r.returncode == 0 and b"".join(chunks) == b"1\n2\n3\n" and r.stdout == b""

@@ -1,0 +1,152 @@
+"""``Image``: one image of the local store as users hold it (``host.images["busybox"]``).
+
+An image is known by its fingerprint, which never changes; everything else (aliases, properties,
+``public``, the cache times) is read from the store when asked, so an ``Image`` kept across an
+``image edit`` or an alias move by another process shows what is true now.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NotFound
+from ..imagestore.store import UNSET, ImageRecord
+from ..model import Model
+
+if TYPE_CHECKING:
+    from ..context import Context
+
+
+class Image(Model):
+    """One image; ``record()`` reads all of it at once (an ``ImageRecord``)."""
+
+    kind = "image"
+
+    def __init__(self, ctx: Context, fingerprint: str) -> None:
+        self._ctx = ctx
+        self._fingerprint = fingerprint
+
+    def _identity(self) -> tuple[Any, ...]:
+        return (self._ctx.paths.root, self._fingerprint)
+
+    @property
+    def name(self) -> str:
+        """The fingerprint: the one name an image always has (``host.images[img.name]``)."""
+        return self._fingerprint
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        try:
+            aliases = [a["name"] for a in self.record().aliases]
+        except NotFound:
+            return f"<Image {self._fingerprint[:12]} (deleted)>"
+        return f"<Image {self._fingerprint[:12]}{' ' + ', '.join(aliases) if aliases else ''}>"
+
+    def _repr_html_(self) -> str:
+        from ..notebook import images_html
+        return images_html([self.record()])
+
+    def record(self) -> ImageRecord:
+        """The image as stored now; ``NotFound`` once it is deleted."""
+        return self._ctx.images.get(self._fingerprint)
+
+    def to_dict(self) -> dict[str, Any]:
+        """LXD's API shape (``lxc image show``)."""
+        return self.record().to_dict()
+
+    @property
+    def exists(self) -> bool:
+        return self._ctx.images.exists(self._fingerprint)
+
+    # -- live attributes ----------------------------------------------------------------------
+    @property
+    def aliases(self) -> builtins.list[dict[str, str]]:
+        """``[{"name": …, "description": …}]``, as LXD lists them."""
+        return self.record().aliases
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return dict(self.record().properties)
+
+    @property
+    def description(self) -> str:
+        return self.record().properties.get("description", "")
+
+    @property
+    def architecture(self) -> str:
+        return self.record().architecture
+
+    @property
+    def type(self) -> str:
+        return self.record().type
+
+    @property
+    def filename(self) -> str:
+        return self.record().filename
+
+    @property
+    def size(self) -> int:
+        return self.record().size
+
+    @property
+    def public(self) -> bool:
+        return self.record().public
+
+    @property
+    def auto_update(self) -> bool:
+        return self.record().auto_update
+
+    @property
+    def cached(self) -> bool:
+        """Downloaded to make an instance (expires when unused), not copied on purpose."""
+        return self.record().cached
+
+    @property
+    def created_at(self) -> datetime:
+        return self.record().created_at
+
+    @property
+    def uploaded_at(self) -> datetime:
+        return self.record().uploaded_at
+
+    @property
+    def last_used_at(self) -> datetime | None:
+        return self.record().last_used_at
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return self.record().expires_at
+
+    @property
+    def update_source(self) -> dict[str, str] | None:
+        src = self.record().update_source
+        return dict(src) if src is not None else None
+
+    # -- verbs --------------------------------------------------------------------------------
+    def update(self, *, properties: Mapping[str, str] | None = None, public: bool | None = None,
+               auto_update: bool | None = None, expires_at: Any = UNSET) -> None:
+        """``image edit``: ``properties`` replaces the whole set; ``None`` leaves a field alone,
+        except ``expires_at``, where ``None`` clears it (left alone when not given)."""
+        self._ctx.images.update(self._fingerprint, properties=properties, public=public,
+                                auto_update=auto_update, expires_at=expires_at)
+
+    def set_properties(self, values: Mapping[str, str | None]) -> None:
+        """Set (``None``: unset) some properties, read and written under the image's lock."""
+        self._ctx.images.set_properties(self._fingerprint, values)
+
+    def delete(self) -> None:
+        """Remove the image, its aliases and its unpacked volumes in every pool."""
+        self._ctx.delete_image(self._fingerprint)
+
+    def export(self, target: str | os.PathLike[str] = ".") -> builtins.list[Path]:
+        """``image export``: the file(s) exactly as imported (see ``Images.export``)."""
+        from .collection import Images
+        return Images(self._ctx).export(self._fingerprint, target)
