@@ -42,6 +42,7 @@ from .filehelper import CHUNK, Channel
 
 if TYPE_CHECKING:
     from .instance import Instance
+    from .runtime import Container
 
 HELPER = Path(filehelper.__file__)
 
@@ -170,7 +171,7 @@ class Session:
         rootfs = pool.volume_path("containers", inst.name) / "rootfs"
         return {"mode": "root", "rootfs": str(rootfs), "offset": inst._root_owner(rec)[0]}
 
-    def _ns_config(self, c: Any, fds: list[int]) -> dict[str, Any]:
+    def _ns_config(self, c: Container, fds: list[int]) -> dict[str, Any]:
         name = self.label
         pid = int(c.init_pid)
         try:

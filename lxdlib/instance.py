@@ -91,15 +91,15 @@ class Instance:
         path: Path = self._paths.instance_dir(self.name)
         return path
 
-    def _c(self) -> Any:
+    def _c(self) -> runtime.Container:
         return runtime.open_container(self._paths.lxcpath, self.name)
 
-    def handle(self) -> Any:
+    def handle(self) -> runtime.Container:
         """liblxc's view of this instance, opened once for several reads (state, pid, cgroup
         counters) that should agree with each other, as a listing needs."""
         return self._c()
 
-    def usage(self, handle: Any | None = None) -> dict[str, Any]:
+    def usage(self, handle: runtime.Container | None = None) -> dict[str, Any]:
         """Memory, CPU time and process count from the instance's cgroup (running only)."""
         return _usage(handle or self._c())
 
@@ -286,7 +286,7 @@ class Instance:
                 raise WrongState(f"The instance {self.name!r} is already stopped")
             self._stop_locked(c, force, timeout)
 
-    def _stop_locked(self, c: Any, force: bool, timeout: float) -> None:
+    def _stop_locked(self, c: runtime.Container, force: bool, timeout: float) -> None:
         if force:
             runtime.kill(c, self._paths.lxcpath)
         elif not runtime.shutdown(c, self._paths.lxcpath, timeout):
@@ -774,7 +774,7 @@ class Instance:
         error = None
         try:
             c = self._c()
-            st = c.state
+            st: str = c.state
         except LXCError as e:  # shown, as LXD shows a broken instance, rather than raised
             error, st = str(e), "ERROR"
         out: dict[str, Any] = {
@@ -849,7 +849,7 @@ class Instance:
         later = [f"from its next start: {why}" for why in host_zero(planned) if why not in now]
         return now + later
 
-    def network_state(self, c: Any | None = None) -> dict[str, Any]:
+    def network_state(self, c: runtime.Container | None = None) -> dict[str, Any]:
         """Per-interface addresses and byte counters, read in the instance's network namespace."""
         from .netstate import interfaces_of
         c = c or self._c()
@@ -896,7 +896,7 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes", "on")
 
 
-def _usage(c: Any) -> dict[str, Any]:
+def _usage(c: runtime.Container) -> dict[str, Any]:
     ver = runtime.cgroup_version()
     def read(key: str) -> str | None:
         return runtime.cgroup_get(c, key)
