@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .runtime import Container
 
 _SCOPES = {"host": "local", "link": "link", "global": "global", "site": "site"}
 
@@ -77,6 +80,6 @@ def interfaces(pid: int) -> dict[str, Any]:
     return parse(links if isinstance(links, list) else [])
 
 
-def interfaces_of(c: Any) -> dict[str, Any]:
+def interfaces_of(c: Container) -> dict[str, Any]:
     pid = c.init_pid
     return interfaces(pid) if pid and pid > 0 else {}

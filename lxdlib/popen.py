@@ -77,7 +77,7 @@ class Popen:
             else:
                 err_fd, err_mine = fd_of(stderr, 2, False)
             self.pid = runtime.spawn(
-                inst._c(), self.args, env=inst._exec_env(env, user),
+                inst.handle(), self.args, env=inst._exec_env(env, user),
                 cwd=cwd if cwd is not None else ("/root" if user == 0 else "/"), uid=user,
                 gid=group, stdin=in_fd, stdout=out_fd, stderr=err_fd)
         except BaseException:

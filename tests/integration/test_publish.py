@@ -16,8 +16,8 @@ import pytest
 
 import lxdlib
 from lxdlib.errors import AlreadyExists, InvalidArgument, InvalidConfig, WrongState
-from lxdlib.imagestore import compression
 from lxdlib.images.publish import build_metadata, compressor
+from lxdlib.imagestore import compression
 from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons  # noqa: F401
 
 pytestmark = pytest.mark.root
