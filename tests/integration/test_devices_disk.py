@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 import lxdlib
-from lxdlib.volumes import Volumes
 from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons  # noqa: F401
 
 pytestmark = pytest.mark.root
@@ -189,7 +188,7 @@ def test_disk_hotplug_and_refusals(host: lxdlib.Host, src: Path) -> None:
 
 
 def test_custom_volumes(host: lxdlib.Host) -> None:
-    vols = Volumes(host)
+    vols = host.volumes
     vols.create("default", "vol1", {"size": "64MiB", "user.note": "x"}, "first")
     with pytest.raises(lxdlib.AlreadyExists):
         vols.create("default", "vol1")
@@ -231,7 +230,7 @@ def test_custom_volumes(host: lxdlib.Host) -> None:
 def test_custom_volume_leftover_is_cleaned(host: lxdlib.Host) -> None:
     """A create killed between the volume and its record leaves debris the next call removes."""
     host.pool("default").create_custom_volume("debris")
-    vols = Volumes(host)
+    vols = host.volumes
     assert vols.names("default") == []
     assert not host.pool("default").volume_exists("custom", "debris")
     vols.create("default", "debris")
@@ -272,7 +271,7 @@ def test_custom_volume_on_zfs_is_shifted(host: lxdlib.Host,
     instance that mounts it, once."""
     zpool = f"lxdz{secrets.token_hex(3)}"
     host.create_pool("zp", "zfs", {"size": "512MiB", "zfs.pool_name": zpool})
-    vols = Volumes(host)
+    vols = host.volumes
     try:
         vols.create("zp", "zv")
         (vols.path("zp", "zv") / "from-host").write_text("h\n")

@@ -240,7 +240,7 @@ def test_refresh_auto_update_and_expiry(host: lxdlib.Host, factory: ImageFactory
         # housekeeping refreshes only images not checked for images.auto_update_interval hours
         product.versions.append(Version(NEWER, v3))
         tree.write()
-        host.images._clients.clear()
+        host = lxdlib.Host(host.paths.root)  # a new Host: no catalogue held in memory
         for f in (host.paths.root / "cache" / "simplestreams").rglob("*.json"):
             os.utime(f, (time.time() - 7200,) * 2)
         now = datetime.now(UTC)

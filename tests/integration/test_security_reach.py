@@ -31,7 +31,6 @@ import pytest
 
 import lxdlib
 from lxdlib.storage.dir import SNAPSHOTS
-from lxdlib.volumes import Volumes
 from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons  # noqa: F401
 
 pytestmark = pytest.mark.root
@@ -104,7 +103,7 @@ def pool(request: pytest.FixtureRequest, host: lxdlib.Host) -> Iterator[str]:
     finally:
         for inst in host.instances.list():
             inst.delete(force=True)
-        vols = Volumes(host)
+        vols = host.volumes
         for v in vols.names("sr"):
             vols.delete("sr", v)
         host.delete_pool("sr")
@@ -127,7 +126,7 @@ def test_host_user_reaches_no_volume_file(host: lxdlib.Host, pool: str, busybox_
                      config={"security.idmap.isolated": "true"})
     c1.files.put("/planted", HOST_ID.read_bytes(), mode=0o755)
     c1.exec(["sh", "-c", "chown 0:0 /planted && chmod 4755 /planted"], check=True)
-    vols = Volumes(host)
+    vols = host.volumes
     vols.create(pool, "cv")
     vols.attach(pool, "cv", "c1", "/srv/cv")  # an attached custom volume still works
     c1.exec(["sh", "-c", "cp /planted /srv/cv/planted && chmod 4755 /srv/cv/planted"],
