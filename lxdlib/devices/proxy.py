@@ -159,7 +159,8 @@ def kill_forwarder(ctx: DeviceContext, name: str) -> None:
                     signal.pidfd_send_signal(pidfd, sig)
                 if _wait_exit(pidfd, STOP_TIMEOUT):
                     log.debug("proxy %s of %s: forwarder (pid %d) stopped by %s", name,
-                              ctx.name, pid, signal.Signals(sig).name)
+                              ctx.name, pid, sig.name)
+
                     break
             else:
                 log.warning("proxy %s of %s: forwarder (pid %d) still runs after SIGKILL",
@@ -422,7 +423,6 @@ class ProxyDriver(BaseDriver):
                 raise
             log.debug("proxy %s of %s: watcher started to remove %s when the instance stops",
                       name, ctx.name, nat.table_name(key))
-
 
     def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
         kill_forwarder(ctx, name)
