@@ -898,7 +898,7 @@ class InstanceCore:
 
     def network_state(self, c: runtime.Container | None = None) -> dict[str, Any]:
         """Per-interface addresses and byte counters, read in the instance's network namespace."""
-        from .netstate import interfaces_of
+        from .network.netstate import interfaces_of
         c = c or self._c()
         if c.state not in ("RUNNING", "FROZEN"):
             return {}

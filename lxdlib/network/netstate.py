@@ -9,12 +9,15 @@ interface's peer ifindex, which the kernel reports in the host's numbering.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .runtime import Container
+
+log = logging.getLogger(__name__)
 
 _SCOPES = {"host": "local", "link": "link", "global": "global", "site": "site"}
 
@@ -69,14 +72,19 @@ def interfaces(pid: int) -> dict[str, Any]:
     try:
         r = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "--", "ip", "-json",
                             "-stats", "addr", "show"], capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.debug("cannot read the interfaces of pid %d: %s", pid, e)
         return {}
     if r.returncode != 0:
+        log.debug("cannot read the interfaces of pid %d: %s", pid,
+                  r.stderr.decode(errors="replace").strip())
         return {}
     try:
         links = json.loads(r.stdout or b"[]")
-    except ValueError:
+    except ValueError as e:
+        log.warning("ip -json printed something that is not JSON for pid %d: %s", pid, e)
         return {}
+
     return parse(links if isinstance(links, list) else [])
 
 
