@@ -15,7 +15,7 @@ import subprocess
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .runtime import Container
+    from ..runtime import Container
 
 log = logging.getLogger(__name__)
 
