@@ -50,7 +50,7 @@ def main() -> None:
     root = base / "root"
     root.mkdir()
     try:
-        host = lxdlib.Host(root)
+        host = lxdlib.Host(root, create=True)
         pool_gib = max(2, 3 * args.size_mib // 1024 + 1)
         host.create_pool("default", "btrfs", {"size": f"{pool_gib}GiB"})
         host.profiles.create("default", {}, {"root": {"type": "disk", "path": "/",

@@ -148,7 +148,7 @@ def bench_launch(directory: str, cache_dir: str | None) -> None:
 
 
 def _launches(root: Path, busybox: Path, debian: Path) -> None:
-    host = lxdlib.Host(root)
+    host = lxdlib.Host(root, create=True)
     host.create_pool("default", "btrfs", {"size": "3GiB"})
     host.profiles.create("default", {}, {"root": {"type": "disk", "path": "/",
                                                   "pool": "default"}})

@@ -170,7 +170,7 @@ def main() -> int:
     tmp.chmod(0o711)  # the containers' root user must reach its rootfs
     root = tmp / "root"
     try:
-        host = lxdlib.Host(root)
+        host = lxdlib.Host(root, create=True)
         host.create_pool("default", "btrfs", {"size": "2GiB"})
         host.profiles.create("default", {}, {"root": {"type": "disk", "path": "/",
                                                       "pool": "default"}})

@@ -29,7 +29,7 @@ def main() -> int:
     tmp.chmod(0o711)
     root = tmp / "root"
     try:
-        host = lxdlib.Host(root)
+        host = lxdlib.Host(root, create=True)
         host.create_pool("default", "btrfs", {"size": "4GiB"})
         host.profiles.create("default", {}, {"root": {"type": "disk", "path": "/",
                                                       "pool": "default"}})

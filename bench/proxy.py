@@ -99,7 +99,7 @@ def main() -> None:
     root.mkdir()
     sinks: list[subprocess.Popen[str]] = []
     try:
-        host = lxdlib.Host(root)
+        host = lxdlib.Host(root, create=True)
         host.create_pool("default", "btrfs", {"size": "2GiB"})
         host.profiles.create("default", {}, {"root": {"type": "disk", "path": "/",
                                                       "pool": "default"}})

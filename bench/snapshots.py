@@ -139,7 +139,7 @@ def main() -> int:
     zfs_pid = None
     try:
         from lxdlib.imagestore.busybox import build_busybox_image
-        host = lxdlib.Host(root)
+        host = lxdlib.Host(root, create=True)
         host.create_pool("default", "btrfs", {"size": f"{args.big_mb * 3 + 1024}MiB"})
         host.profiles.create("default", {}, {"root": {"type": "disk", "path": "/",
                                                       "pool": "default"}})
@@ -167,7 +167,7 @@ def main() -> int:
             report("zfs (zfs-fuse), busybox rootfs", ours(host, "z", args.rounds, "z"),
                    raw_zfs(ds, base, args.rounds))
     finally:
-        h = lxdlib.Host(root)
+        h = lxdlib.Host(root, create=True)
         for inst in h.instances.list():
             try:
                 inst.delete(force=True)

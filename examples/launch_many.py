@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--prefix", default=f"many-{secrets.token_hex(2)}")
     ap.add_argument("--keep", action="store_true", help="leave the instances running")
     args = ap.parse_args()
-    host = lxdlib.Host(args.root)
+    host = lxdlib.Host(args.root, create=True)
     names = [f"{args.prefix}-{i}" for i in range(args.count)]
     failed = 0
     try:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import stat
 import struct
 from pathlib import Path
 
 from .errors import InvalidArgument
+
+log = logging.getLogger(__name__)
 
 _SYS_OPENAT2 = 437  # same number on every architecture that has it
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -62,6 +65,7 @@ def makedirs_in_root(root: Path, path: str, mode: int = 0o755) -> None:
         parent = open_in_root(root, os.path.dirname(current) or "/", os.O_PATH | os.O_DIRECTORY)
         try:
             os.mkdir(part, mode, dir_fd=parent)
+            log.debug("made directory %s in %s", current, root)
         except FileExistsError:
             pass
         finally:
@@ -122,6 +126,10 @@ def write_in_root(root: Path, path: str, data: bytes, mode: int = 0o644,
             os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
     finally:
         os.close(fd)
+    log.debug("wrote %s in %s (%d bytes, creation mode %o, owner %s:%s)", path, root,
+              len(data), mode, uid, gid)
+
+
 
 
 def exists_in_root(root: Path, path: str) -> bool:

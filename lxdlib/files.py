@@ -42,6 +42,7 @@ from .filehelper import CHUNK, Channel
 
 if TYPE_CHECKING:
     from .instance import InstanceCore
+    from .runtime import Container
 
 HELPER = Path(filehelper.__file__)
 
@@ -154,14 +155,14 @@ class Session:
         inst = self.inst
         if inst is None:
             return {"mode": "root", "rootfs": str(self._rootfs), "offset": self._offset}
-        c = inst._c()
+        c = inst.handle()
         state = c.state
         if state in ("RUNNING", "FROZEN"):
             return self._ns_config(c, fds)
         if state != "STOPPED":
             raise WrongState(f"instance {inst.name!r} is {state.lower()}")
         self._stack.enter_context(inst._lock())  # it cannot start while we are in its rootfs
-        if inst._c().state != "STOPPED":
+        if inst.handle().state != "STOPPED":
             raise WrongState(f"instance {inst.name!r} started while its files were being "
                              "opened; try again")
         rec = inst.record()
@@ -170,7 +171,7 @@ class Session:
         rootfs = pool.volume_path("containers", inst.name) / "rootfs"
         return {"mode": "root", "rootfs": str(rootfs), "offset": inst._root_owner(rec)[0]}
 
-    def _ns_config(self, c: Any, fds: list[int]) -> dict[str, Any]:
+    def _ns_config(self, c: Container, fds: list[int]) -> dict[str, Any]:
         name = self.label
         pid = int(c.init_pid)
         try:

@@ -36,6 +36,7 @@ import errno
 import fcntl
 import ipaddress
 import json
+import logging
 import os
 import resource
 import select
@@ -44,7 +45,6 @@ import socket
 import stat
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -81,11 +81,20 @@ class SetupError(Exception):
     """A reason the forwarder cannot serve; sent to the starter as ``error <reason>``."""
 
 
-def log(msg: str) -> None:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-    with contextlib.suppress(OSError):
-        sys.stderr.write(f"{stamp} [{os.getpid()}] {msg}\n")
-        sys.stderr.flush()
+log = logging.getLogger(__name__)
+
+
+def log_to_stderr() -> None:
+    """The forwarder is a program of its own: its records (and those of the modules it uses)
+    go to its stderr, which its starter points at the device's ``proxy.<dev>.log``. The
+    handler holds an open stream, so it keeps working after the forwarder changed its mount
+    namespace."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(message)s",
+                                           "%Y-%m-%dT%H:%M:%S"))
+    top = logging.getLogger("lxdlib")
+    top.addHandler(handler)
+    top.setLevel(logging.INFO)
 
 
 # -- namespaces --------------------------------------------------------------------------------
@@ -392,7 +401,7 @@ class Loop:
                     try:
                         handler(ev)
                     except Exception:  # a bug in one connection must not end the others
-                        log(f"unexpected error:\n{traceback.format_exc()}")
+                        log.exception("unexpected error")
                         self.remove(fd)
                 if not self.running:
                     break
@@ -513,7 +522,7 @@ class StreamPair:
     def _connected(self) -> bool:
         err = self.b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            log(f"connect failed: {os.strerror(err)}")
+            log.warning("connect failed: %s", os.strerror(err))
             self.close()
             return False
         self.connecting = False
@@ -522,7 +531,7 @@ class StreamPair:
         except OSError:
             sent = -1
         if sent != len(self.header):  # a fresh socket takes a hundred bytes at once
-            log("could not send the PROXY header")
+            log.warning("could not send the PROXY header")
             self.close()
             return False
         return True
@@ -641,7 +650,7 @@ class StreamListener:
                 return
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log(f"accept: {e.strerror}")
+                    log.warning("accept: %s", e.strerror)
                     return
                 continue
             conn.setblocking(False)
@@ -696,7 +705,7 @@ class UdpListener:
                 try:
                     up = connect_socket(self.fwd.connect_family, socket.SOCK_DGRAM, self.target)
                 except OSError as e:
-                    log(f"udp connect to {describe(self.target)}: {e.strerror}")
+                    log.warning("udp connect to %s: %s", describe(self.target), e.strerror)
                     continue
                 session = self.sessions[peer] = UdpSession(self, peer, up)
             self.last_seen[peer] = time.monotonic()
@@ -771,7 +780,7 @@ class Watcher:
         self.loop.add(self.sig_r, IN, self._signalled)
 
     def _init_exited(self, ev: int) -> None:
-        log("the instance's init exited: stopping")
+        log.info("the instance's init exited: stopping")
         self.init_died = True
         self.loop.running = False
 
@@ -816,7 +825,7 @@ class NatWatcher(Watcher):
             try:
                 nat.delete(self.args.nat_table)
             except Exception as e:
-                log(f"could not delete the NAT table: {e}")
+                log.warning("could not delete the NAT table: %s", e)
 
 
 class Forwarder(Watcher):
@@ -929,7 +938,7 @@ class Forwarder(Watcher):
             up = connect_socket(self.connect_family, kind, listener.target,
                                 rcvbuf=LOCAL_RCVBUF if listener.local_target else 0)
         except OSError as e:
-            log(f"connect to {describe(listener.target)}: {e.strerror}")
+            log.warning("connect to %s: %s", describe(listener.target), e.strerror)
             conn.close()
             return
         if kind == socket.SOCK_DGRAM:
@@ -1006,6 +1015,7 @@ def _raise_nofile() -> None:
 
 def main(argv: list[str]) -> int:
     a = parse_args(argv)
+    log_to_stderr()
     if os.fork() > 0:
         os._exit(0)  # the starter reaps this one at once; the forwarder is the grandchild
     pidfile: PidFile | None = None
@@ -1017,8 +1027,8 @@ def main(argv: list[str]) -> int:
     except Exception as e:
         reason = str(e) if isinstance(e, SetupError | ValueError) else \
             f"{type(e).__name__}: {e}"
-        log(f"error: {reason}" if isinstance(e, SetupError | ValueError)
-            else f"error: {traceback.format_exc()}")
+        log.error("error: %s", reason,
+                  exc_info=not isinstance(e, SetupError | ValueError))
         with contextlib.suppress(OSError):
             _report(a.status_fd, f"error {reason}")
         if pidfile is not None:
@@ -1029,12 +1039,13 @@ def main(argv: list[str]) -> int:
         os.close(a.status_fd)
     except OSError:
         return 1  # the starter is gone: it will not know of us, so do not serve
-    log(proc.describe())
+    log.info("%s", proc.describe())
     try:
         proc.run()
     finally:
         pidfile.remove()
-        log("stopped")
+        log.info("stopped")
+
     return 0
 
 

@@ -66,7 +66,7 @@ def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
     for name in host.instances.names():
         try:
             with lock(host.paths, "instance", name, timeout=lock_timeout):
-                if journal.pending(host.paths, name) and journal.recover(host, name):
+                if journal.pending(host.paths, name) and journal.recover(host.ctx, name):
                     report.recovered.append(name)
                 _one(host, name, now, startup, report)
         except Busy:

@@ -92,15 +92,15 @@ class InstanceCore:
         path: Path = self._paths.instance_dir(self.name)
         return path
 
-    def _c(self) -> Any:
+    def _c(self) -> runtime.Container:
         return runtime.open_container(self._paths.lxcpath, self.name)
 
-    def handle(self) -> Any:
+    def handle(self) -> runtime.Container:
         """liblxc's view of this instance, opened once for several reads (state, pid, cgroup
         counters) that should agree with each other, as a listing needs."""
         return self._c()
 
-    def usage(self, handle: Any | None = None) -> dict[str, Any]:
+    def usage(self, handle: runtime.Container | None = None) -> dict[str, Any]:
         """Memory, CPU time and process count from the instance's cgroup (running only)."""
         return cgroup_usage(handle or self._c())
 
@@ -328,7 +328,7 @@ class InstanceCore:
             rec.config["volatile.last_state.power"] = "STOPPED"
             record.save(paths, rec, durable=False)
 
-    def _stop_locked(self, c: Any, force: bool, timeout: float) -> None:
+    def _stop_locked(self, c: runtime.Container, force: bool, timeout: float) -> None:
         if force:
             runtime.kill(c, self._paths.lxcpath)
         elif not runtime.shutdown(c, self._paths.lxcpath, timeout):
@@ -827,7 +827,7 @@ class InstanceCore:
         error = None
         try:
             c = self._c()
-            st = c.state
+            st: str = c.state
         except LXCError as e:  # shown, as LXD shows a broken instance, rather than raised
             error, st = str(e), "ERROR"
         out: dict[str, Any] = {
@@ -902,9 +902,9 @@ class InstanceCore:
         later = [f"from its next start: {why}" for why in host_zero(planned) if why not in now]
         return now + later
 
-    def network_state(self, c: Any | None = None) -> dict[str, Any]:
+    def network_state(self, c: runtime.Container | None = None) -> dict[str, Any]:
         """Per-interface addresses and byte counters, read in the instance's network namespace."""
-        from .netstate import interfaces_of
+        from .network.netstate import interfaces_of
         c = c or self._c()
         if c.state not in ("RUNNING", "FROZEN"):
             return {}
@@ -940,7 +940,7 @@ def truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes", "on")
 
 
-def cgroup_usage(c: Any) -> dict[str, Any]:
+def cgroup_usage(c: runtime.Container) -> dict[str, Any]:
     ver = runtime.cgroup_version()
     def read(key: str) -> str | None:
         return runtime.cgroup_get(c, key)

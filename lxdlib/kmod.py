@@ -9,6 +9,7 @@ loads it.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import re
 import shutil
@@ -17,6 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import InvalidConfig, ToolMissing
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -77,3 +80,5 @@ def ensure_loaded(modules: Iterable[str]) -> None:
         if r.returncode != 0:
             raise InvalidConfig("linux.kernel_modules",
                                 f"failed to load kernel module {m!r}: {r.stderr.strip()}", m)
+        log.info("kernel module %s loaded (modprobe -b)", m)
+

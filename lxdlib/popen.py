@@ -10,6 +10,7 @@ in the container, but it is a child of this process, so waiting and signalling a
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import selectors
 import signal
@@ -23,6 +24,8 @@ from .errors import InvalidArgument
 
 if TYPE_CHECKING:
     from .instance import InstanceCore
+
+log = logging.getLogger(__name__)
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
@@ -77,7 +80,7 @@ class Popen:
             else:
                 err_fd, err_mine = fd_of(stderr, 2, False)
             self.pid = runtime.spawn(
-                inst._c(), self.args, env=inst._exec_env(env, user),
+                inst.handle(), self.args, env=inst._exec_env(env, user),
                 cwd=cwd if cwd is not None else ("/root" if user == 0 else "/"), uid=user,
                 gid=group, stdin=in_fd, stdout=out_fd, stderr=err_fd)
         except BaseException:
@@ -85,6 +88,8 @@ class Popen:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             raise
+        log.debug("popen in %s: %s (host pid %d, uid %d, gid %d)", inst.name, self.args,
+                  self.pid, user, group)
         for fd in child:
             os.close(fd)
         if in_mine is not None:
@@ -188,6 +193,9 @@ class Popen:
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:  # never signal a pid that may have been reused
             os.kill(self.pid, sig)
+            log.debug("popen pid %d: sent signal %d", self.pid, sig)
+
+
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)

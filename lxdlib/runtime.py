@@ -4,6 +4,10 @@ python3-lxc reports failure as a bare ``False`` with the reason only in a log fi
 in ``wait``/``shutdown``/``stop``, and returns raw wait statuses from attach. This module turns
 every failure into ``LXCError`` carrying the log tail, never blocks in C while holding the GIL
 (waits are polling loops with ``time.sleep``), and turns attach results into LXD's exit codes.
+
+Other modules hold a ``Container`` handle, never the raw ``lxc.Container``, so none of them can
+bypass those checks; each effect is logged at DEBUG on this module's logger with the container's
+name.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import ctypes
 import logging
 import os
 import select
+import shlex
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import attrs
 import lxc
@@ -27,15 +32,11 @@ from .errors import ExecError, ExecTimeout, InvalidConfig, LXCError, WrongState
 
 LOG_NAME = "lxc.log"
 
-log = logging.getLogger("lxdlib")
+log = logging.getLogger(__name__)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # kcmp(2)'s number where it is known (x86-64; the generic table of arm64 and riscv64).
 _KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272}.get(os.uname().machine)
-
-_STATES = {"STOPPED", "STARTING", "RUNNING", "STOPPING", "ABORTING", "FREEZING", "FROZEN",
-           "THAWED"}
-
 
 @attrs.frozen
 class ExecResult:
@@ -60,26 +61,220 @@ class ExecResult:
         return self.stdout.decode(errors="replace")
 
 
-def open_container(lxcpath: Path, name: str) -> Any:
-    """A liblxc container object that is freed as soon as the caller drops it; ``LXCError``
-    (not a bare ``RuntimeError``) when liblxc cannot load its config file, naming the line.
+State = Literal["STOPPED", "STARTING", "RUNNING", "STOPPING", "ABORTING", "FREEZING", "FROZEN",
+                "THAWED"]
+"""liblxc's state names; a ``Literal`` so that mypy (strict equality) flags a misspelt one."""
+
+
+class Container:
+    """One instance as liblxc sees it: the only way lxdlib reaches a ``lxc.Container``.
+
+    The raw object stays private so that every effect goes through the checks above (failures
+    raise ``LXCError`` with the log tail, waits poll instead of holding the GIL) and is logged.
+    Members keep python3-lxc's names, but effects raise rather than return ``False``. A handle
+    is cheap (one config load) and reads live state on every access, so open one per
+    operation, or one for several reads that should agree (a listing's state, pid, counters).
+
+    A container that does not exist (no config file) opens fine: it is ``STOPPED``, not
+    ``defined``, and every effect on it fails; a config file liblxc cannot load raises
+    ``LXCError`` naming the refused line.
+    """
+
+    __slots__ = ("_c", "_lxcpath", "_name")
+
+    def __init__(self, lxcpath: Path, name: str) -> None:
+        try:
+            self._c = _container(lxcpath, name)
+        except RuntimeError:
+            raise LXCError(f"instance {name!r} is broken: "
+                           f"{config_fault(lxcpath, name)}") from None
+        self._lxcpath = lxcpath
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<runtime.Container {self._name!r} in {str(self._lxcpath)!r}>"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def lxcpath(self) -> Path:
+        return self._lxcpath
+
+    # -- live reads (each asks liblxc afresh) -------------------------------------------------
+    @property
+    def state(self) -> State:
+        s: State = self._c.state
+        return s
+
+    @property
+    def init_pid(self) -> int:
+        """The host pid of the container's init; -1 when it is not running."""
+        pid: int = self._c.init_pid
+        return pid
+
+    @property
+    def running(self) -> bool:
+        return bool(self._c.running)
+
+    @property
+    def defined(self) -> bool:
+        """Whether its config file exists (a container can be opened without one)."""
+        return bool(self._c.defined)
+
+    def _fail(self, what: str) -> LXCError:
+        return LXCError(f"{what} instance {self._name!r}", log_tail(self._lxcpath, self._name))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start it (daemonized, with no inherited fds) and return once it runs."""
+        name, lxcpath = self._name, self._lxcpath
+        log.debug("starting %s", name)
+        rotate_log(lxcpath, name)
+        reaped = reap_monitor_cgroups(name)
+        if reaped:
+            log.debug("removed %d stale monitor cgroups of %s", reaped, name)
+        if not self._c.start(close_fds=True):
+            raise self._fail("failed to start")
+        # start() waits for RUNNING itself, but an init that exits at once can already be gone.
+        if self._c.state not in ("RUNNING", "FROZEN"):
+            raise LXCError(f"instance {name!r} stopped right after starting (its init exited)",
+                           log_tail(lxcpath, name))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop at once (SIGKILL to init) and wait until it is stopped; a frozen instance is
+        unfrozen first so that it can die."""
+        log.debug("killing %s", self._name)
+        if self._c.state == "FROZEN":
+            self._c.unfreeze()
+        if not self._c.stop() and self._c.state != "STOPPED":
+            raise self._fail("failed to stop")
+        if not self.wait("STOPPED", timeout):
+            raise LXCError(f"instance {self._name!r} did not stop",
+                           log_tail(self._lxcpath, self._name))
+
+    def shutdown(self, timeout: float) -> bool:
+        """Ask init to halt (``lxc.signal.halt``) and wait up to ``timeout`` (<0: forever).
+
+        Returns False on timeout, leaving the instance running; the caller decides what follows.
+        """
+        log.debug("asking %s to shut down (timeout %s)", self._name, timeout)
+        if self._c.state == "FROZEN":
+            self._c.unfreeze()
+        self._c.shutdown(0)  # sends the signal and returns: never wait in C with the GIL held
+        return self.wait("STOPPED", timeout)
+
+    def freeze(self) -> None:
+        log.debug("freezing %s", self._name)
+        if not self._c.freeze():
+            raise self._fail("failed to freeze")
+
+    def unfreeze(self) -> None:
+        log.debug("unfreezing %s", self._name)
+        if not self._c.unfreeze():
+            raise self._fail("failed to unfreeze")
+
+    def wait(self, state: str | Collection[str], timeout: float = -1) -> bool:
+        """Poll until the state is ``state`` (or one of several); False after ``timeout``
+        seconds (<0: never). Polls without holding the GIL, which python3-lxc's ``wait``
+        holds throughout."""
+        wanted = {state} if isinstance(state, str) else state
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            if self._c.state in wanted:
+                return True
+            if timeout >= 0 and time.monotonic() > deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    # -- commands -------------------------------------------------------------------------------
+    def attach(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
+               uid: int | None = None, gid: int | None = None, stdin: int | None = None,
+               stdout: int | None = None, stderr: int | None = None) -> int:
+        """Start ``argv`` inside with the given fds (``None``: this process's own); returns the
+        host pid to wait on. ``WrongState`` unless it is running.
+
+        Always python3-lxc's ``attach_run_command``, which execs straight away in the child,
+        so no Python runs after fork (forking a multithreaded interpreter, e.g. a Jupyter
+        kernel, is otherwise fragile).
+        """
+        st = self._c.state
+        if st != "RUNNING":
+            raise WrongState(f"instance {self._name!r} is "
+                             f"{'frozen' if st == 'FROZEN' else 'not running'}")
+        opts = _attach_opts(env, cwd, uid, gid)
+        for key, fd in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
+            if fd is not None:
+                opts[key] = fd
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("exec in %s: %s (cwd %s, uid %s, gid %s)", self._name, shlex.join(argv),
+                      cwd, uid, gid)
+        pid = _attach_closing_leaks(self._c, list(argv), opts)
+        if pid < 0:
+            raise LXCError(f"failed to run {argv[0]!r} in instance {self._name!r}")
+        return pid
+
+    # -- cgroups and running config ----------------------------------------------------------------
+    def get_cgroup_item(self, key: str) -> str | None:
+        """A cgroup file's content; None when it is not running or has no such file."""
+        try:
+            value: str = self._c.get_cgroup_item(key)
+        except KeyError:
+            return None
+        return value
+
+    def set_cgroup_item(self, key: str, value: str) -> None:
+        log.debug("cgroup of %s: %s = %s", self._name, key, value)
+        if not self._c.set_cgroup_item(key, value):
+            raise self._fail(f"failed to set cgroup {key}={value} on")
+
+    def get_running_config_item(self, key: str) -> str | None:
+        """A key of the config the running container was started with (None when unset)."""
+        try:
+            value = self._c.get_running_config_item(key)
+        except (KeyError, ValueError):
+            return None
+        return str(value) if value else None
+
+    # -- network (as liblxc sees it from inside) ------------------------------------------------
+    def get_interfaces(self) -> list[str]:
+        """Interface names inside; empty when it is not running or liblxc cannot tell."""
+        try:
+            return list(self._c.get_interfaces() or ())
+        except Exception:
+            return []
+
+    def get_ips(self, interface: str | None = None, family: str | None = None) -> list[str]:
+        try:
+            kwargs: dict[str, Any] = {}
+            if interface:
+                kwargs["interface"] = interface
+            if family:
+                kwargs["family"] = family
+            return list(self._c.get_ips(**kwargs) or ())
+        except Exception:
+            return []
+
+
+def open_container(lxcpath: Path, name: str) -> Container:
+    """The handle of one container (see ``Container``); ``LXCError`` (not a bare
+    ``RuntimeError``) when liblxc cannot load its config file, naming the line."""
+    return Container(lxcpath, name)
+
+
+def _container(lxcpath: Path, name: str) -> Any:
+    """``lxc.Container`` without its self-referencing ``network`` helper.
 
     Loading the container's config makes liblxc open its ``lxc.log.file``; the fd is closed only
     when the object is freed. python3-lxc's ``Container`` keeps a ``network`` helper that points
     back at the container, a reference cycle that only the cyclic garbage collector breaks, so
     every object (one per state query, exec, …) kept its log fd open until some later
     collection. Dropping the helper (lxdlib never uses it) lets reference counting free the
-    object, and close the fd, the moment the last reference goes.
+    object, and close the fd, the moment the last reference (its ``Container`` handle) goes.
     """
-    try:
-        return _container(lxcpath, name)
-    except RuntimeError:
-        raise LXCError(f"instance {name!r} is broken: "
-                       f"{config_fault(lxcpath, name)}") from None
-
-
-def _container(lxcpath: Path, name: str) -> Any:
-    """``lxc.Container`` without its self-referencing ``network`` helper (see above)."""
     c = lxc.Container(name, str(lxcpath))
     with contextlib.suppress(AttributeError):
         del c.network
@@ -116,22 +311,15 @@ def rotate_log(lxcpath: Path, name: str) -> None:
         pass
 
 
-def state(c: Any) -> str:
-    s: str = c.state
-    return s
+# -- module-level spellings of the handle's methods, as lxdlib's callers use them ---------------
+
+def state(c: Container) -> State:
+    return c.state
 
 
-def wait_state(c: Any, wanted: set[str], timeout: float) -> bool:
-    """Poll the state without holding the GIL (python3-lxc's ``wait`` holds it)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while True:
-        if c.state in wanted:
-            return True
-        if timeout >= 0 and time.monotonic() > deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+def wait_state(c: Container, wanted: set[str], timeout: float) -> bool:
+    """``c.wait``: poll the state without holding the GIL (python3-lxc's ``wait`` holds it)."""
+    return c.wait(wanted, timeout)
 
 
 def _cgroup_dirs() -> list[Path]:
@@ -194,47 +382,27 @@ def reap_monitor_cgroups(name: str) -> int:
     return removed
 
 
-def start(c: Any, lxcpath: Path) -> None:
-    """Start the container (daemonized, with no inherited fds) and return once it runs."""
-    rotate_log(lxcpath, c.name)
-    reap_monitor_cgroups(c.name)
-    if not c.start(close_fds=True):
-        raise LXCError(f"failed to start instance {c.name!r}", log_tail(lxcpath, c.name))
-    # start() waits for RUNNING itself, but an init that exits at once can already be gone.
-    if c.state not in ("RUNNING", "FROZEN"):
-        raise LXCError(f"instance {c.name!r} stopped right after starting (its init exited)",
-                       log_tail(lxcpath, c.name))
+def start(c: Container, lxcpath: Path) -> None:
+    """``c.start()``; ``lxcpath`` is the handle's own (kept for existing callers)."""
+    c.start()
 
 
-def kill(c: Any, lxcpath: Path, timeout: float = 30.0) -> None:
-    """Stop at once (SIGKILL to init); unfreezes first so a frozen instance can die."""
-    if c.state == "FROZEN":
-        c.unfreeze()
-    if not c.stop() and c.state != "STOPPED":
-        raise LXCError(f"failed to stop instance {c.name!r}", log_tail(lxcpath, c.name))
-    if not wait_state(c, {"STOPPED"}, timeout):
-        raise LXCError(f"instance {c.name!r} did not stop", log_tail(lxcpath, c.name))
+def kill(c: Container, lxcpath: Path, timeout: float = 30.0) -> None:
+    """``c.stop(timeout)``: SIGKILL to init, unfreezing first so a frozen instance can die."""
+    c.stop(timeout)
 
 
-def shutdown(c: Any, lxcpath: Path, timeout: float) -> bool:
-    """Ask init to halt (``lxc.signal.halt``) and wait up to ``timeout`` (<0: forever).
-
-    Returns False on timeout, leaving the instance running; the caller decides what follows.
-    """
-    if c.state == "FROZEN":
-        c.unfreeze()
-    c.shutdown(0)  # sends the signal and returns: never wait in C with the GIL held
-    return wait_state(c, {"STOPPED"}, timeout)
+def shutdown(c: Container, lxcpath: Path, timeout: float) -> bool:
+    """``c.shutdown(timeout)``: False on timeout, leaving the instance running."""
+    return c.shutdown(timeout)
 
 
-def freeze(c: Any, lxcpath: Path) -> None:
-    if not c.freeze():
-        raise LXCError(f"failed to freeze instance {c.name!r}", log_tail(lxcpath, c.name))
+def freeze(c: Container, lxcpath: Path) -> None:
+    c.freeze()
 
 
-def unfreeze(c: Any, lxcpath: Path) -> None:
-    if not c.unfreeze():
-        raise LXCError(f"failed to unfreeze instance {c.name!r}", log_tail(lxcpath, c.name))
+def unfreeze(c: Container, lxcpath: Path) -> None:
+    c.unfreeze()
 
 
 def exit_code(status: int) -> int:
@@ -258,26 +426,12 @@ def _attach_opts(env: Mapping[str, str], cwd: str | None, uid: int | None,
     return opts
 
 
-def spawn(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
+def spawn(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
           uid: int | None = None, gid: int | None = None, stdin: int | None = None,
           stdout: int | None = None, stderr: int | None = None) -> int:
-    """Start ``argv`` inside the container with the given fds; returns the host pid to wait on.
-
-    ``lxc.attach_run_command`` execs straight away in the child, so no Python runs after fork
-    (forking a multithreaded interpreter, e.g. a Jupyter kernel, is otherwise fragile).
-    """
-    if c.state == "FROZEN":
-        raise WrongState(f"instance {c.name!r} is frozen")
-    if c.state != "RUNNING":
-        raise WrongState(f"instance {c.name!r} is not running")
-    opts = _attach_opts(env, cwd, uid, gid)
-    for key, fd in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
-        if fd is not None:
-            opts[key] = fd
-    pid = _attach_closing_leaks(c, list(argv), opts)
-    if pid < 0:
-        raise LXCError(f"failed to run {argv[0]!r} in instance {c.name!r}")
-    return pid
+    """``c.attach``: start ``argv`` inside with the given fds; the host pid to wait on."""
+    return c.attach(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=stdin, stdout=stdout,
+                    stderr=stderr)
 
 
 def _attach_closing_leaks(c: Any, argv: list[str], opts: dict[str, Any]) -> int:
@@ -357,7 +511,7 @@ def _wait_io(readers: list[int], writers: list[int], timeout: float | None
     return [fd for fd in readers if fd in ready], [fd for fd in writers if fd in ready]
 
 
-def run(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
+def run(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
         uid: int | None = None, gid: int | None = None, input: bytes | None = None,
         stdout_cb: Callable[[bytes], None] | None = None,
         stderr_cb: Callable[[bytes], None] | None = None, timeout: float | None = None
@@ -372,8 +526,8 @@ def run(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None 
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        pid = spawn(c, argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=in_r, stdout=out_w,
-                    stderr=err_w)
+        pid = c.attach(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=in_r, stdout=out_w,
+                       stderr=err_w)
     except BaseException:
         for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
             if fd >= 0:
@@ -440,15 +594,15 @@ def run(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None 
     return result
 
 
-def interactive(c: Any, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
-                uid: int | None = None, gid: int | None = None,
+def interactive(c: Container, argv: Sequence[str], *, env: Mapping[str, str],
+                cwd: str | None = None, uid: int | None = None, gid: int | None = None,
                 stdin: IO[bytes] | int = 0, stdout: IO[bytes] | int = 1,
                 stderr: IO[bytes] | int = 2) -> int:
     """Run with the caller's own fds (a terminal, or inherited pipes) and return the exit code."""
     def fd(x: IO[bytes] | int) -> int:
         return x if isinstance(x, int) else x.fileno()
-    pid = spawn(c, argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=fd(stdin), stdout=fd(stdout),
-                stderr=fd(stderr))
+    pid = c.attach(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=fd(stdin),
+                   stdout=fd(stdout), stderr=fd(stderr))
     while True:
         try:
             _, status = os.waitpid(pid, 0)
@@ -464,46 +618,25 @@ def cgroup_version() -> int:
     return 2 if Path("/sys/fs/cgroup/cgroup.controllers").exists() else 1
 
 
-def cgroup_get(c: Any, key: str) -> str | None:
-    try:
-        value: str = c.get_cgroup_item(key)
-    except KeyError:
-        return None
-    return value
+def cgroup_get(c: Container, key: str) -> str | None:
+    return c.get_cgroup_item(key)
 
 
-def cgroup_set(c: Any, lxcpath: Path, key: str, value: str) -> None:
-    if not c.set_cgroup_item(key, value):
-        raise LXCError(f"failed to set cgroup {key}={value} on instance {c.name!r}",
-                       log_tail(lxcpath, c.name))
+def cgroup_set(c: Container, lxcpath: Path, key: str, value: str) -> None:
+    c.set_cgroup_item(key, value)
 
 
-def running_item(c: Any, key: str) -> str | None:
+def running_item(c: Container, key: str) -> str | None:
     """A key of the config the running container was started with (None when unset)."""
-    try:
-        value = c.get_running_config_item(key)
-    except (KeyError, ValueError):
-        return None
-    return str(value) if value else None
+    return c.get_running_config_item(key)
 
 
-def interfaces(c: Any) -> list[str]:
-    try:
-        return list(c.get_interfaces() or ())
-    except Exception:
-        return []
+def interfaces(c: Container) -> list[str]:
+    return c.get_interfaces()
 
 
-def ips(c: Any, interface: str | None = None, family: str | None = None) -> list[str]:
-    try:
-        kwargs: dict[str, Any] = {}
-        if interface:
-            kwargs["interface"] = interface
-        if family:
-            kwargs["family"] = family
-        return list(c.get_ips(**kwargs) or ())
-    except Exception:
-        return []
+def ips(c: Container, interface: str | None = None, family: str | None = None) -> list[str]:
+    return c.get_ips(interface, family)
 
 
 def list_running(lxcpath: Path) -> set[str]:
@@ -565,6 +698,7 @@ def check_config(lxcpath: Path, lines: Sequence[tuple[str, str]]) -> None:
     text changed, so starts with an unchanged config do not pay for it.
     """
     checked = [(k, v) for k, v in lines if k not in _CHECK_SKIP]
+    log.debug("checking %d config lines with liblxc", len(checked))
     bad = _loads(lxcpath, checked)
     if bad >= 0:
         key, value = checked[bad]

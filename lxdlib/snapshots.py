@@ -246,7 +246,7 @@ class Snapshots(Collection[Snapshot]):
             ctx.check_profiles(snap.profiles)  # a profile deleted since: refuse up front
             pool = inst._pool(rec)
             _check_rollback(pool, inst.name, name, rec.snapshots[-1].name)
-            c = inst._c()
+            c = inst.handle()
             was_running = c.state != "STOPPED"
             # the intent names the power state to end in: a kill after the stop must not leave
             # a running instance stopped (stage "start" once the volume and record are swapped)
@@ -299,7 +299,7 @@ def create_locked(inst: InstanceCore, name: str | None = None, *, stateful: bool
     pool.volume_path("containers-snapshots", f"{inst.name}/{name}")  # the pool's own name rules
     if name in existing and not reuse:
         raise AlreadyExists("snapshot", f"{inst.name}/{name}")
-    c = inst._c()
+    c = inst.handle()
     if stateful:
         if c.state != "RUNNING":
             raise WrongState("Unable to create a stateful snapshot. The instance isn't running")
@@ -416,13 +416,13 @@ def _recover_restore(ctx: Context, name: str, op: dict[str, Any]) -> None:
     if op.get("stage") != "start":
         if rec.snapshot(snap) is None:
             return  # the snapshot is gone: nothing was swapped (its delete is a commit point)
-        c = inst._c()
+        c = inst.handle()
         if c.state != "STOPPED":  # killed before or during the stop
             runtime.kill(c, ctx.paths.lxcpath)
         pool = inst._pool(rec)
         pool.cleanup_leftovers()  # an aside volume of a swap that died is put back first
         apply_restore(ctx, name, snap, keep_state=bool(op.get("stateful")))
-    if (op.get("running") or op.get("stateful")) and inst._c().state == "STOPPED":
+    if (op.get("running") or op.get("stateful")) and inst.handle().state == "STOPPED":
         try:
             _restart(inst, bool(op.get("stateful")))
         except Exception as e:  # restored and consistent: a start that fails is not retried

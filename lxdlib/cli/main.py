@@ -159,7 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         from ..host import Host
-        host = Host(args.root)
+        # `init` sets a root up, so it may make the directory; every other verb refuses a
+        # --root that does not exist rather than starting an empty root beside the real one
+        host = Host(args.root, create=True if args.command == "init" else None)
         func: Handler = args.func
         rc = func(host, args)
         return int(rc or 0)

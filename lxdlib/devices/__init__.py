@@ -16,8 +16,8 @@ process holds it).
 
 from __future__ import annotations
 
-import contextlib
 import importlib
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,6 +30,8 @@ from ..render import MountEntry, Nic
 if TYPE_CHECKING:
     from ..context import Context
     from ..record import InstanceRecord
+
+log = logging.getLogger(__name__)
 
 
 @attrs.define
@@ -102,9 +104,13 @@ class BaseDriver:
         try:
             self.start(ctx, name, new)
         except BaseException:
-            with contextlib.suppress(Exception):
+            try:
                 self.start(ctx, name, old)
+            except Exception:
+                log.warning("device %s of %s: the new config did not start and the old one "
+                            "did not come back", name, ctx.name, exc_info=True)
             raise
+
 
 
 class NoneDriver(BaseDriver):

@@ -26,7 +26,7 @@ left unshifted.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -37,6 +37,8 @@ import attrs
 from ..errors import NotFound, StorageError
 from ..render import MountEntry
 from . import BaseDriver, DeviceContext, Rendered, hotmount
+
+log = logging.getLogger(__name__)
 
 #: Filesystems that support idmapped mounts on current kernels (``devtmpfs``, FUSE, procfs,
 #: sysfs… do not; there the files keep their host ids).
@@ -181,8 +183,12 @@ class DiskDriver(BaseDriver):
     def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
         if ctx.pid is None or not dev.get("source"):
             return  # stopped: the instance's mounts went with its mount namespace
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        try:
             hotmount.detach(ctx.pid, "/" + dev["path"].strip("/"))
+        except (FileNotFoundError, ProcessLookupError) as e:
+            log.debug("disk %s of %s: nothing to unmount, the instance is gone (%s)", name,
+                      ctx.name, e)
+
 
 
 def driver_for(dtype: str) -> DiskDriver:

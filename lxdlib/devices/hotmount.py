@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import logging
 import os
 import stat
 import struct
@@ -31,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import StorageError
+
+log = logging.getLogger(__name__)
 
 _SYS_OPEN_TREE = 428  # the new mount API has one syscall number on every architecture
 _SYS_MOVE_MOUNT = 429
@@ -99,7 +102,8 @@ def _umount(target: str) -> None:
 
 def _in_child(work: Callable[[], str]) -> str:
     """Run ``work`` in a forked child and return its result; its exception (as text) is raised
-    here."""
+    here. ``work`` must not log: the child may run in the container's mount namespace, where a
+    handler that opens its file late would open the container's."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -216,9 +220,18 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
         return "created" if created else ""
 
     try:
-        return _in_child(work) == "created"
+        created = _in_child(work) == "created"
     except StorageError as e:
         raise StorageError(f"cannot mount {src} at {target} in the instance: {e}") from None
+    if log.isEnabledFor(logging.DEBUG):
+        how = ["idmapped" if idmap and unpriv else "not shifted"]
+        how += [word for on, word in ((readonly, "read-only"), (recursive, "recursive"),
+                                      (bool(propagation), propagation),
+                                      (created, "mount point created")) if on]
+        log.debug("mounted %s at %s in the instance of pid %d (%s)", src, target, pid,
+                  ", ".join(how))
+    return created
+
 
 
 def detach(pid: int, target: str, *, remove: bool = False) -> None:
@@ -243,6 +256,9 @@ def detach(pid: int, target: str, *, remove: bool = False) -> None:
         return ""
 
     _in_child(work)
+    log.debug("unmounted %s in the instance of pid %d%s", target, pid,
+              " (mount point removed)" if remove else "")
+
 
 
 def mounts(pid: int | str = "self") -> list[tuple[str, str]]:

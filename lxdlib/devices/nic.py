@@ -25,9 +25,8 @@ import logging
 import subprocess
 from collections.abc import Mapping
 
-from .. import tc
 from ..config.units import is_true
-from ..network import filtering
+from ..network import filtering, tc
 from ..render import Nic
 from . import BaseDriver, DeviceContext, Rendered
 from .hotmount import in_start_hook
@@ -55,7 +54,7 @@ def host_ifb(ctx: DeviceContext, name: str) -> str:
     return ifb_for(ctx.host.paths.root, ctx.name, name)
 
 
-log = logging.getLogger("lxdlib.devices.nic")
+log = logging.getLogger(__name__)
 
 _FILTER_KEYS = ("security.mac_filtering", "security.ipv4_filtering", "security.ipv6_filtering")
 
@@ -159,8 +158,14 @@ class NicDriver(BaseDriver):
         veth = host_veth(ctx, name, dev)
         if _secured(dev) and ctx.pid is not None and not in_start_hook() and tc.exists(veth):
             # removed from a running instance: unplug it rather than leave it unfiltered
-            subprocess.run(["ip", "link", "del", "dev", veth], capture_output=True, check=False)
-            log.info("nic %s of %s unplugged (host end %s deleted)", name, ctx.name, veth)
+            r = subprocess.run(["ip", "link", "del", "dev", veth], capture_output=True,
+                               check=False)
+            if r.returncode != 0:
+                log.warning("nic %s of %s: cannot delete its host end %s: %s", name, ctx.name,
+                            veth, r.stderr.decode(errors="replace").strip())
+            else:
+                log.info("nic %s of %s unplugged (host end %s deleted)", name, ctx.name, veth)
+
         if tc.nic_limits(dev):
             tc.clear(veth, ifb=host_ifb(ctx, name))
         if _filtered(dev):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import logging
 import os
 import select
 import signal
@@ -41,6 +42,8 @@ from ..config.units import is_true
 from ..errors import InvalidConfig, NetworkError
 from ..network import nat
 from . import BaseDriver, DeviceContext, Rendered
+
+log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 15.0  # seconds a forwarder may take to report
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL, and after SIGKILL
@@ -155,7 +158,13 @@ def kill_forwarder(ctx: DeviceContext, name: str) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     signal.pidfd_send_signal(pidfd, sig)
                 if _wait_exit(pidfd, STOP_TIMEOUT):
+                    log.debug("proxy %s of %s: forwarder (pid %d) stopped by %s", name,
+                              ctx.name, pid, sig.name)
+
                     break
+            else:
+                log.warning("proxy %s of %s: forwarder (pid %d) still runs after SIGKILL",
+                            name, ctx.name, pid)
     finally:
         os.close(pidfd)
     path.unlink(missing_ok=True)
@@ -261,8 +270,11 @@ def _remove_host_socket(dev: Mapping[str, str]) -> None:
         try:
             probe.connect(path)
         except ConnectionRefusedError:
-            with contextlib.suppress(OSError):
+            try:
                 os.unlink(path)
+                log.debug("removed the dead proxy socket %s", path)
+            except OSError as e:
+                log.warning("cannot remove the dead proxy socket %s: %s", path, e)
         except OSError:
             pass
 
@@ -350,8 +362,13 @@ def _hairpin(pid: int, bridge: str) -> None:
                 if link.get_attr("IFLA_LINK_NETNSID") != nsid:
                     continue
                 port = Path(f"/sys/class/net/{link.get_attr('IFLA_IFNAME')}/brport/hairpin_mode")
-                with contextlib.suppress(OSError):
+                try:
                     port.write_text("1")
+                    log.debug("bridge %s: hairpin mode on for port %s", bridge,
+                              link.get_attr("IFLA_IFNAME"))
+                except OSError as e:
+                    log.warning("bridge %s: cannot set hairpin mode on port %s: %s", bridge,
+                                link.get_attr("IFLA_IFNAME"), e)
     finally:
         os.close(fd)
 
@@ -389,8 +406,13 @@ class ProxyDriver(BaseDriver):
         if not is_true(dev.get("nat")):
             nat.delete(key)
             spawn_forwarder(ctx, name, lambda fd, pid: forwarder_argv(ctx, name, dev, fd, pid))
+            log.debug("proxy %s of %s: forwarder started (%s -> %s, bind=%s, log %s)", name,
+                      ctx.name, dev["listen"], dev["connect"], side_of(dev),
+                      logfile(ctx, name))
             return
         nat_start(ctx, name, listen, connect)
+        log.debug("proxy %s of %s: NAT table %s loaded (%s -> %s)", name, ctx.name,
+                  nat.table_name(key), dev["listen"], dev["connect"])
         if os.environ.get("LXC_HOOK_TYPE") != "start-host":
             # added to a running instance whose liblxc monitor may run no post-stop hook (it
             # had none when it started): a watcher removes the table when the init dies
@@ -399,6 +421,8 @@ class ProxyDriver(BaseDriver):
             except BaseException:
                 nat.delete(key)
                 raise
+            log.debug("proxy %s of %s: watcher started to remove %s when the instance stops",
+                      name, ctx.name, nat.table_name(key))
 
     def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
         kill_forwarder(ctx, name)

@@ -12,6 +12,7 @@ cgroup denies devices by default).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ from .. import idmap, runtime
 from ..errors import InvalidConfig, NotFound
 from ..render import PRIVILEGED_DEVICES
 from . import BaseDriver, DeviceContext, Rendered, hotmount
+
+log = logging.getLogger(__name__)
 
 
 def truthy(v: str | None) -> bool:
@@ -141,6 +144,8 @@ class UnixDriver(BaseDriver):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        log.debug("%s %s of %s: node %s made (%s %d:%d, mode %o)", self.dtype, name, ctx.name,
+                  final, node.kind, node.major, node.minor, node.mode)
         return final
 
     def start(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
@@ -155,6 +160,8 @@ class UnixDriver(BaseDriver):
             c = runtime.open_container(ctx.host.paths.lxcpath, ctx.name)
             runtime.cgroup_set(c, ctx.host.paths.lxcpath, "devices.allow",
                                node.rule)
+            log.debug("%s %s of %s: cgroup devices.allow %s", self.dtype, name, ctx.name,
+                      node.rule)
         made = f"{path}.made"
         try:
             if hotmount.attach(ctx.pid, path, node.path, idmap=False):
@@ -162,9 +169,12 @@ class UnixDriver(BaseDriver):
                     pass  # the mount point is ours: remove it with the device
         except BaseException:
             if c is not None and not self._still_allowed(ctx, name, node):
-                with contextlib.suppress(Exception):
+                try:
                     runtime.cgroup_set(c, ctx.host.paths.lxcpath,
                                        "devices.deny", node.rule)
+                except Exception as e:
+                    log.warning("%s %s of %s: cannot take back the cgroup rule %s: %s",
+                                self.dtype, name, ctx.name, node.rule, e)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             raise
@@ -185,18 +195,28 @@ class UnixDriver(BaseDriver):
         path = "/" + (dev.get("path") or dev.get("source") or "").strip("/")
         made = f"{self.host_node(ctx, name)}.made"
         if ctx.pid is not None and path != "/":
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            try:
                 hotmount.detach(ctx.pid, path, remove=os.path.exists(made))
+            except (FileNotFoundError, ProcessLookupError) as e:
+                log.debug("%s %s of %s: nothing to unmount, the instance is gone (%s)",
+                          self.dtype, name, ctx.name, e)
             if self._privileged(ctx):
-                with contextlib.suppress(NotFound):
+                try:
                     node = node_spec(self.dtype, name, dev)
                     if node is not None and not self._still_allowed(ctx, name, node):
                         c = runtime.open_container(ctx.host.paths.lxcpath, ctx.name)
                         runtime.cgroup_set(c, ctx.host.paths.lxcpath,
                                            "devices.deny", node.rule)
+                        log.debug("%s %s of %s: cgroup devices.deny %s", self.dtype, name,
+                                  ctx.name, node.rule)
+                except NotFound as e:
+                    log.warning("%s %s of %s: its cgroup rule is left in place, the source "
+                                "is gone: %s", self.dtype, name, ctx.name, e)
         for leftover in (self.host_node(ctx, name), made):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
+                log.debug("%s %s of %s: removed %s", self.dtype, name, ctx.name, leftover)
+
 
 
 def driver_for(dtype: str) -> UnixDriver:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import lzma
 import os
 import re
@@ -26,6 +27,8 @@ from typing import IO, cast
 import yaml
 
 from ..errors import ImageError, InvalidArgument, ToolMissing
+
+log = logging.getLogger(__name__)
 
 COMPRESSIONS = ("gzip", "xz", "none")
 
@@ -226,4 +229,7 @@ def build_busybox_image(out: str | os.PathLike[str], *, busybox: str = "/bin/bus
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    log.debug("busybox image packed from %s into %s (%s, %d members)", busybox, out_p,
+              compression, len(entries))
     return out_p
+

@@ -13,8 +13,8 @@ The work directory is always removed, also on failure or Ctrl-C; the output appe
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -30,6 +30,8 @@ from ..errors import ImageError, InvalidArgument, ToolMissing
 from . import compression as comp
 
 __all__ = ["COMPRESSIONS", "DEFAULT_INCLUDE", "build_debian_image"]
+
+log = logging.getLogger(__name__)
 
 COMPRESSIONS = ("gzip", "xz", "zstd", "none")
 #: Packages added to the variant: systemd as init (its networkd does DHCP), udev (networkd
@@ -80,6 +82,7 @@ _CACHE_MARK = ".complete"
 
 
 def _step(progress: Progress | None, text: str) -> None:
+    log.debug("debian image: %s", text)
     if progress is not None:
         progress(text)
 
@@ -96,6 +99,7 @@ def _run(argv: Sequence[str], what: str, timeout: float | None = None) -> str:
     if r.returncode != 0:
         tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-5:])
         raise ImageError(f"{what} failed (exit {r.returncode}): {tail}")
+    log.debug("ran %s (%s)", " ".join(argv), what)
     return r.stdout
 
 
@@ -239,6 +243,7 @@ def _pack(work: Path, out: Path, compression: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    log.debug("packed %s into %s (%s)", work, out, compression)
 
 
 def _remove(work: Path) -> None:
@@ -248,9 +253,17 @@ def _remove(work: Path) -> None:
     with open("/proc/self/mounts") as f:
         points = [line.split()[1].replace("\\040", " ") for line in f]
     for mp in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", mp], capture_output=True, check=False)
-    with contextlib.suppress(OSError):
+        r = subprocess.run(["umount", "-l", mp], capture_output=True, check=False)
+        if r.returncode != 0:
+            log.warning("cannot unmount %s left by debootstrap: %s", mp,
+                        r.stderr.decode(errors="replace").strip())
+        else:
+            log.debug("unmounted %s left by debootstrap", mp)
+    try:
         shutil.rmtree(work)
+    except OSError as e:
+        log.warning("cannot remove the work directory %s: %s", work, e)
+
 
 
 def build_debian_image(out: str | os.PathLike[str], *, release: str = "bookworm",

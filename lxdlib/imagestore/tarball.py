@@ -18,6 +18,7 @@ Two jobs, each shaped by a constraint:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -44,6 +45,8 @@ from ..errors import (
     UnsafeMemberName,
 )
 from . import compression
+
+log = logging.getLogger(__name__)
 
 #: Refuse metadata.yaml larger than this: it holds a few keys and a template list.
 MAX_METADATA_SIZE = 4 * 1024 * 1024
@@ -376,14 +379,18 @@ def _post_check(dest: Path) -> None:
 
 def empty_dir(path: Path) -> None:
     """Remove everything inside ``path`` without following any symlink found there."""
+    entries: list[os.DirEntry[str]] = []
     with contextlib.suppress(FileNotFoundError), os.scandir(path) as it:
         entries = list(it)
+
     for entry in entries:
-        with contextlib.suppress(OSError):
+        try:
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)
             else:
                 os.unlink(entry.path)
+        except OSError as e:
+            log.warning("cannot remove %s while emptying %s: %s", entry.path, path, e)
 
 
 def unpack(image: str | os.PathLike[str], dest: str | os.PathLike[str], *,
@@ -402,6 +409,8 @@ def unpack(image: str | os.PathLike[str], dest: str | os.PathLike[str], *,
     with os.scandir(dest_p) as it:
         if next(it, None) is not None:
             raise InvalidArgument(f"unpack destination {dest_p} is not empty")
+    log.debug("unpacking %s%s into %s", image_p,
+              f" with rootfs {rootfs}" if rootfs is not None else "", dest_p)
     try:
         _run_tar(image_p, dest_p, _ROOTFS_DEV_EXCLUDES)
         if rootfs is not None:
@@ -413,14 +422,19 @@ def unpack(image: str | os.PathLike[str], dest: str | os.PathLike[str], *,
             else:
                 _run_tar(Path(rootfs), root, _DEV_EXCLUDES)
         _post_check(dest_p)
-    except BaseException:
+    except BaseException as e:
+        log.debug("unpacking %s failed (%s): emptying %s", image_p, e, dest_p)
         empty_dir(dest_p)
         raise
     finally:
         # A "./" member would otherwise hand the volume root's owner and mode to the image.
-        with contextlib.suppress(OSError):
+        try:
             os.chown(dest_p, st.st_uid, st.st_gid, follow_symlinks=False)
             os.chmod(dest_p, stat.S_IMODE(st.st_mode))
+        except OSError as e:
+            log.warning("cannot give %s its owner and mode back after unpacking: %s", dest_p, e)
+    log.debug("unpacked %s into %s", image_p, dest_p)
+
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import ipaddress
+import logging
 import socket
 import struct
 from collections.abc import Iterable, Iterator
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AlreadyExists, NetworkError
+
+log = logging.getLogger(__name__)
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -139,6 +142,7 @@ def write_sysctl(path: str, value: str) -> None:
         return
     if current != value:
         p.write_text(value)
+        log.debug("sysctl %s: %s -> %s", path, current, value)
 
 
 # -- changes -------------------------------------------------------------------------------------
@@ -157,9 +161,13 @@ def create(name: str, owner: str, *, hwaddr: str) -> None:
         try:
             ipr.link("set", index=idx, ifalias=owner)
         except Exception as exc:
-            with contextlib.suppress(Exception):
+            try:
                 ipr.link("del", index=idx)
+            except Exception as undo:
+                log.warning("bridge %s: cannot delete it after its alias failed: %s", name,
+                            undo)
             raise _netlink_error("setting the alias of", name, exc) from exc
+    log.info("bridge %s created (hwaddr %s, alias %s)", name, hwaddr, owner)
 
 
 def delete(name: str) -> None:
@@ -174,6 +182,7 @@ def delete(name: str) -> None:
             if getattr(exc, "code", None) == errno.ENODEV:
                 return
             raise _netlink_error("deleting", name, exc) from exc
+    log.info("bridge %s deleted", name)
 
 
 def configure(name: str, *, mtu: int, hwaddr: str | None,
@@ -201,6 +210,7 @@ def configure(name: str, *, mtu: int, hwaddr: str | None,
                 changes["address"] = hwaddr.lower()
             if changes:
                 ipr.link("set", index=idx, **changes)
+                log.debug("bridge %s: set %s", name, changes)
             current: set[IPInterface] = set()
             for msg in ipr.get_addr(index=idx):
                 if msg["scope"] != _RT_SCOPE_UNIVERSE:
@@ -210,6 +220,7 @@ def configure(name: str, *, mtu: int, hwaddr: str | None,
             for stale in current - set(addresses):
                 ipr.addr("del", index=idx, address=str(stale.ip),
                          prefixlen=stale.network.prefixlen)
+                log.debug("bridge %s: address %s removed", name, stale)
             for want in addresses:
                 if want in current:
                     continue
@@ -220,8 +231,11 @@ def configure(name: str, *, mtu: int, hwaddr: str | None,
                 else:
                     ipr.addr("add", index=idx, address=str(want.ip),
                              prefixlen=want.network.prefixlen, flags=_IFA_F_NODAD)
+                log.debug("bridge %s: address %s added", name, want)
             if not link["flags"] & _IFF_UP:
                 ipr.link("set", index=idx, state="up")
+                log.debug("bridge %s: set up", name)
+
         except NetworkError:
             raise
         except Exception as exc:

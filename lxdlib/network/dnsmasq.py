@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import ipaddress
+import logging
 import os
 import pwd
 import shutil
@@ -36,6 +37,8 @@ import attrs
 
 from ..errors import NetworkError, ToolMissing
 from ..state import atomic_write
+
+log = logging.getLogger(__name__)
 
 PIDFILE = "dnsmasq.pid"
 LEASES = "dnsmasq.leases"
@@ -211,6 +214,8 @@ def start(cfg: DnsmasqConfig, raw: str = "") -> int:
     pid = running_pid(run)
     if pid is None:
         raise NetworkError(f"dnsmasq for {cfg.bridge} exited right after it started: {message}")
+    log.debug("dnsmasq for %s started (pid %d, user %s): %s", cfg.bridge, pid, cfg.user,
+              " ".join(argv[1:]))
     return pid
 
 
@@ -221,10 +226,13 @@ def stop(run_dir: Path, timeout: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         if not _wait_gone(pid, timeout):
+            log.warning("dnsmasq (pid %d, %s) ignored SIGTERM for %.0fs: killing it", pid,
+                        run_dir, timeout)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             if not _wait_gone(pid, timeout):
                 raise NetworkError(f"dnsmasq (pid {pid}) did not exit")
+        log.debug("dnsmasq (pid %d, %s) stopped", pid, run_dir)
     with contextlib.suppress(FileNotFoundError):
         (run_dir / PIDFILE).unlink()
 
@@ -243,10 +251,15 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 def reload_hosts(run_dir: Path, entries: dict[str, dict[str, Any]]) -> None:
     """Rewrite the static hosts file and make a running dnsmasq re-read it (SIGHUP)."""
     _write(run_dir / HOSTS, render_hosts(entries))
+    log.debug("dnsmasq hosts file %s written: %s", run_dir / HOSTS,
+              ", ".join(sorted(entries)) or "no hosts")
+
     pid = running_pid(run_dir)
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGHUP)
+            log.debug("dnsmasq (pid %d) told to re-read its hosts", pid)
+
 
 
 def _write(path: Path, text: str) -> None:

@@ -31,7 +31,7 @@ import attrs
 from ..errors import NetworkError
 from . import nat
 
-log = logging.getLogger("lxdlib.network.filtering")
+log = logging.getLogger(__name__)
 
 FAMILY = "bridge"
 PRIORITY = -200
@@ -118,7 +118,7 @@ def render(f: NicFilter) -> str:
 def install(f: NicFilter) -> None:
     """Put the nic's filter in place (replacing an older version of it atomically)."""
     nat.load(render(f))
-    log.info("nic filter for %s on %s installed (ipv4=%s ipv6=%s)", f.veth, f.bridge,
+    log.debug("nic filter for %s on %s installed (ipv4=%s ipv6=%s)", f.veth, f.bridge,
              f.ipv4, f.ipv6)
 
 
@@ -134,8 +134,10 @@ def remove(bridge: str, veth: str) -> None:
     except NetworkError:
         if nat.table_exists(table, FAMILY):
             raise
+        log.debug("nic filter for %s on %s: its table went meanwhile", veth, bridge)
         return
-    log.info("nic filter for %s on %s removed", veth, bridge)
+
+    log.debug("nic filter for %s on %s removed", veth, bridge)
 
 
 def installed(bridge: str, veth: str) -> bool:
@@ -159,7 +161,7 @@ def set_isolated(veth: str, on: bool) -> None:
     if proc.returncode != 0:
         raise NetworkError(f"cannot set port isolation on {veth}: "
                            f"{proc.stderr.decode(errors='replace').strip()}")
-    log.info("bridge port %s isolated=%s", veth, on)
+    log.debug("bridge port %s isolated=%s", veth, on)
 
 
 def eui64(network: ipaddress.IPv6Network, hwaddr: str) -> ipaddress.IPv6Address:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import os
 import shutil
 import socket
@@ -26,6 +27,8 @@ import subprocess
 import attrs
 
 from ..errors import NetworkError, ToolMissing
+
+log = logging.getLogger(__name__)
 
 TABLE_PREFIX = "lxdlib_"
 FAMILY = "inet"
@@ -102,6 +105,7 @@ def render(spec: TableSpec) -> str:
 def load(script: str) -> None:
     """Run an ``nft -f`` script (one kernel transaction: all of it or nothing)."""
     _nft(script)
+    log.debug("nft script loaded:\n%s", script)
 
 
 def _nft(script: str) -> None:
@@ -117,6 +121,8 @@ def _nft(script: str) -> None:
 def apply(spec: TableSpec) -> None:
     """Load the table, replacing any previous version in one transaction."""
     _nft(render(spec))
+    log.debug("nft table %s %s loaded (chains: %s)", FAMILY, spec.name,
+              ", ".join(c.name for c in spec.chains) or "none")
 
 
 def delete(network: str) -> None:
@@ -126,6 +132,8 @@ def delete(network: str) -> None:
     for family in (FAMILY, "bridge"):
         if table_exists(name, family):
             _nft(f"table {family} {name} {{}}\ndelete table {family} {name}\n")
+            log.debug("nft table %s %s deleted", family, name)
+
 
 
 # -- kernel query over NETLINK_NETFILTER -------------------------------------------------------

@@ -13,6 +13,8 @@ show up as empty directories), and a qgroup limit does not cover nested subvolum
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import re
 import stat
@@ -36,6 +38,8 @@ from .loop import (
     storage_errors,
     unmount,
 )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = "5GiB"
 DEFAULT_MOUNT_OPTIONS = "user_subvol_rm_allowed"
@@ -120,13 +124,17 @@ class BtrfsPool(DirPool):
     # -- primitives -----------------------------------------------------------------------------
     def _make_volume(self, path: Path, mode: int = VOLUME_MODE) -> None:
         btrfsutil.create_subvolume(path)
+        log.debug("btrfs pool %s: created subvolume %s", self.name, path)
         os.chmod(path, mode)
 
     def _clone(self, src: Path, dst: Path, read_only: bool) -> None:
         btrfsutil.create_snapshot(src, dst, read_only=read_only)
+        log.debug("btrfs pool %s: snapshot of subvolume %s created at %s (%s)", self.name, src,
+                  dst, "read-only" if read_only else "writable")
 
     def _set_read_only(self, path: Path) -> None:
         btrfsutil.set_subvolume_read_only(path, True)
+        log.debug("btrfs pool %s: subvolume %s made read-only", self.name, path)
 
     def _remove(self, path: Path) -> None:
         """Delete subvolumes (nested ones too) and the plain directories that hold them."""
@@ -135,6 +143,7 @@ class BtrfsPool(DirPool):
         if path.is_dir() and not path.is_symlink():
             if btrfsutil.is_subvolume(path):
                 btrfsutil.delete_subvolume(path, recursive=True)
+                log.debug("btrfs pool %s: deleted subvolume %s", self.name, path)
                 return
             for entry in os.scandir(path):
                 self._remove(Path(entry.path))
@@ -170,6 +179,7 @@ class BtrfsPool(DirPool):
 
     def _enable_quotas(self) -> None:
         run(["btrfs", "quota", "enable", str(self.base)])
+        log.info("btrfs pool %s: quotas enabled on %s", self.name, self.base)
         # Enabling starts a rescan; limits are only exact once it has finished.
         run(["btrfs", "quota", "rescan", "-w", str(self.base)], check=False)
 
@@ -179,6 +189,7 @@ class BtrfsPool(DirPool):
             if row:
                 run(["btrfs", "qgroup", "limit", "none", str(path)])
                 run(["btrfs", "qgroup", "limit", "-e", "none", str(path)], check=False)
+                log.debug("btrfs pool %s: qgroup limit of %s removed", self.name, path)
             return
         if row is None:
             self._enable_quotas()
@@ -186,9 +197,11 @@ class BtrfsPool(DirPool):
         if not row:  # quotas on, but this subvolume has no qgroup yet
             qgroup = f"0/{btrfsutil.subvolume_id(path)}"
             run(["btrfs", "qgroup", "create", qgroup, str(self.base)])
+            log.debug("btrfs pool %s: created qgroup %s for %s", self.name, qgroup, path)
         # A referenced limit, as LXD sets: data shared with the image counts too.
         run(["btrfs", "qgroup", "limit", str(size), str(path)])
         run(["btrfs", "qgroup", "limit", "-e", "none", str(path)], check=False)
+        log.debug("btrfs pool %s: qgroup limit of %s set to %d bytes", self.name, path, size)
 
     def _usage_of(self, path: Path) -> int | None:
         """Referenced bytes of the volume's qgroup; None while quotas are off on the pool."""
@@ -216,8 +229,11 @@ class BtrfsPool(DirPool):
             try:
                 self._create_filesystem(kind)
             except BaseException:
-                with contextlib.suppress(Exception):
+                try:
                     self._undo_create(kind)
+                except Exception:
+                    log.warning("btrfs pool %s: undoing its creation failed", self.name,
+                                exc_info=True)
                 raise
 
     def _create_in_directory(self) -> None:
@@ -232,9 +248,13 @@ class BtrfsPool(DirPool):
             try:
                 self._create_layout()
             except BaseException:
-                with contextlib.suppress(OSError):
+                try:
                     self._remove_layout()
+                except OSError as e:
+                    log.warning("btrfs pool %s: cannot undo its layout in %s: %s", self.name,
+                                base, e)
                 raise
+        log.debug("btrfs pool %s: layout created in %s", self.name, base)
 
     def _create_filesystem(self, kind: str) -> None:
         with storage_errors(f"cannot create storage pool {self.name!r}"):
@@ -245,8 +265,12 @@ class BtrfsPool(DirPool):
                 self.paths.disks.mkdir(mode=0o700, parents=True, exist_ok=True)
                 create_sparse_file(self.loop_file, parse_size(self.config["size"]))
                 run(["mkfs.btrfs", "-q", str(self.loop_file)])
+                log.debug("btrfs pool %s: filesystem made on loop file %s", self.name,
+                          self.loop_file)
             else:
                 run(["mkfs.btrfs", "-q", self.config["source"]])
+                log.debug("btrfs pool %s: filesystem made on %s", self.name,
+                          self.config["source"])
             self.mountpoint.mkdir(mode=0o711, parents=True, exist_ok=True)
             self._mount_filesystem()
             self._create_layout()
@@ -257,8 +281,14 @@ class BtrfsPool(DirPool):
             detach_loops(self.loop_file)
             with contextlib.suppress(FileNotFoundError):
                 self.loop_file.unlink()
-        with contextlib.suppress(FileNotFoundError, OSError):
+                log.debug("btrfs pool %s: removed loop file %s", self.name, self.loop_file)
+        try:
             self.mountpoint.rmdir()
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                log.warning("btrfs pool %s: cannot remove mount point %s: %s", self.name,
+                            self.mountpoint, e)
+
 
     def _mount_options(self) -> str:
         """The pool's options plus ``nodev``, always: no device node on the pool opens anything

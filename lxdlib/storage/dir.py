@@ -8,6 +8,7 @@ subvolume operations.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import stat
@@ -34,6 +35,8 @@ from .loop import (
     storage_errors,
     temp_name,
 )
+
+log = logging.getLogger(__name__)
 
 VOLUME_KINDS = ("images", "containers", "custom")
 SNAPSHOTS = "containers-snapshots"
@@ -194,12 +197,16 @@ class DirPool(PoolDriver):
     def _discard(self, path: Path) -> None:
         """Best-effort removal of a temporary volume; what stays is left to cleanup_leftovers."""
         if os.path.lexists(path):
-            with contextlib.suppress(OSError):
+            try:
                 self._remove(path)
+            except OSError as e:
+                log.warning("%s pool %s: cannot remove temporary volume %s (left to the next "
+                            "clean-up): %s", self.driver, self.name, path, e)
 
     def _build(self, final: Path, make: Callable[[Path], None], label: str, name: str,
-               *, existing_ok: bool = False) -> Path:
-        """Run ``make(tmp)`` on a temporary name beside ``final`` and rename it into place."""
+               *, existing_ok: bool = False, detail: str = "") -> Path:
+        """Run ``make(tmp)`` on a temporary name beside ``final`` and rename it into place
+        (``detail`` only goes to the log: where the volume came from)."""
         if os.path.lexists(final):
             if existing_ok:
                 return final
@@ -214,9 +221,12 @@ class DirPool(PoolDriver):
                     if not existing_ok:
                         raise AlreadyExists(label, name) from None
                     self._discard(tmp)  # another process won the race: keep its volume
+                    return final
         except BaseException:
             self._discard(tmp)
             raise
+        log.debug("%s pool %s: created %s %s%s at %s", self.driver, self.name, label, name,
+                  f" {detail}" if detail else "", final)
         return final
 
     def _retire(self, path: Path) -> None:
@@ -227,6 +237,7 @@ class DirPool(PoolDriver):
         with storage_errors(f"cannot remove {path}"):
             os.rename(path, aside)
             self._remove(aside)
+        log.debug("%s pool %s: removed %s", self.driver, self.name, path)
 
     def _create_layout(self) -> None:
         os.chmod(self.base, BASE_MODE)
@@ -242,6 +253,8 @@ class DirPool(PoolDriver):
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_IMODE(os.lstat(d).st_mode) != mode:
                     os.chmod(d, mode)
+                    log.debug("%s pool %s: mode of %s set to %o", self.driver, self.name, d,
+                              mode)
 
     def _remove_layout(self) -> None:
         for kind in LAYOUT_MODES:
@@ -265,12 +278,16 @@ class DirPool(PoolDriver):
             try:
                 self._create_layout()
             except BaseException:
-                with contextlib.suppress(OSError):
+                try:
                     if self.owns_base:
                         self._remove(base)
                     else:
                         self._remove_layout()
+                except OSError as e:
+                    log.warning("dir pool %s: cannot undo its layout in %s: %s", self.name,
+                                base, e)
                 raise
+        log.debug("dir pool %s: layout created in %s", self.name, base)
 
     def delete(self) -> None:
         with storage_errors(f"cannot delete storage pool {self.name!r}"):
@@ -279,6 +296,8 @@ class DirPool(PoolDriver):
                     self._remove(self.base)
             else:
                 self._remove_layout()
+        log.debug("dir pool %s: %s removed", self.name,
+                  self.base if self.owns_base else f"layout in {self.base}")
 
     def mount(self) -> None:
         if not self.base.is_dir():
@@ -304,8 +323,12 @@ class DirPool(PoolDriver):
                 with storage_errors(f"cannot clean up {path}"):
                     if prefix == ASIDE and not os.path.lexists(d / final):
                         os.rename(path, d / final)  # a restore died before its swap: undo it
+                        log.debug("%s pool %s: put back %s set aside by a dead process",
+                                  self.driver, self.name, d / final)
                     else:
                         self._remove(path)
+                        log.debug("%s pool %s: removed leftover %s of a dead process",
+                                  self.driver, self.name, path)
 
     # -- images ---------------------------------------------------------------------------------
     def create_image_volume(self, fingerprint: str, fill: Callable[[Path], None]) -> Path:
@@ -338,7 +361,8 @@ class DirPool(PoolDriver):
                     self._clone(src, tmp, read_only=False)
             close_volume_dir(tmp, 0)  # an image volume of an older lxdlib may be open
 
-        return self._build(final, make, "instance volume", name)
+        return self._build(final, make, "instance volume", name,
+                           detail=f"from image {image}" if image is not None else "")
 
     def delete_instance_volume(self, name: str) -> None:
         self._retire(self.volume_path("containers", name))
@@ -363,6 +387,8 @@ class DirPool(PoolDriver):
                 except BaseException:
                     os.rename(dst, src)
                     raise
+        log.debug("%s pool %s: renamed instance volume %s to %s", self.driver, self.name, old,
+                  new)
 
     def copy_instance_volume(self, src: str, dst: str, snapshot: str | None = None) -> Path:
         if snapshot is None:
@@ -376,7 +402,8 @@ class DirPool(PoolDriver):
                 self._clone(source, tmp, read_only=False)
             close_volume_dir(tmp, 0)  # the new instance's own owner is set at its commit
 
-        return self._build(final, make, "instance volume", dst)
+        return self._build(final, make, "instance volume", dst, detail=(
+            f"as a copy of {src}" + (f" snapshot {snapshot}" if snapshot is not None else "")))
 
     def set_quota(self, kind: str, name: str, size: int | None) -> None:
         if kind == SNAPSHOTS:
@@ -386,6 +413,8 @@ class DirPool(PoolDriver):
         path = self._require(kind, name)
         self._check_quota(size)
         self._apply_quota(path, size)
+        log.debug("%s pool %s: quota of %s %s set to %s", self.driver, self.name, kind, name,
+                  "none" if size is None else f"{size} bytes")
 
     def volume_usage(self, kind: str, name: str) -> int | None:
         return self._usage_of(self._require(kind, name))
@@ -420,6 +449,8 @@ class DirPool(PoolDriver):
                 rename_noreplace(src, dst)
             except FileExistsError:
                 raise AlreadyExists("snapshot", f"{name}/{new}") from None
+        log.debug("%s pool %s: renamed snapshot %s/%s to %s", self.driver, self.name, name, old,
+                  new)
 
     def restore_snapshot(self, name: str, snap: str) -> None:
         live = self._require("containers", name)
@@ -435,6 +466,9 @@ class DirPool(PoolDriver):
         finally:
             # After the exchange ``new`` holds the old volume; before it, the unused clone.
             self._discard(new)
+        log.debug("%s pool %s: restored instance volume %s from snapshot %s", self.driver,
+                  self.name, name, snap)
+
 
     def _swap_aside(self, live: Path, new: Path) -> None:
         """Fallback without RENAME_EXCHANGE: live aside, new into place, aside removed last;

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import logging
 import os
 import secrets
 import subprocess
@@ -19,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import StorageError, ToolMissing
+
+log = logging.getLogger(__name__)
 
 # -- running host tools ---------------------------------------------------------------------------
 
@@ -112,12 +115,14 @@ def mount(source: str, target: str | os.PathLike[str], fstype: str, options: str
     if options:
         cmd += ["-o", options]
     run([*cmd, source, os.fspath(target)])
+    log.debug("mounted %s on %s (%s, options %r)", source, target, fstype, options)
 
 
 def unmount(target: str | os.PathLike[str]) -> None:
     """Unmount ``target`` if mounted (idempotent); a busy mount raises ``StorageError``."""
     while is_mounted(target):
         run(["umount", os.fspath(target)])
+        log.debug("unmounted %s", target)
 
 
 # -- loop files -----------------------------------------------------------------------------------
@@ -135,6 +140,7 @@ def create_sparse_file(path: str | os.PathLike[str], size: int) -> None:
             os.unlink(path)
         raise
     os.close(fd)
+    log.debug("created sparse file %s of %d bytes", path, size)
 
 
 def find_loops(path: str | os.PathLike[str]) -> list[str]:
@@ -150,7 +156,9 @@ def attach_loop(path: str | os.PathLike[str]) -> str:
     existing = find_loops(path)
     if existing:
         return existing[0]
-    return run(["losetup", "--find", "--show", os.fspath(path)]).stdout.strip()
+    dev = run(["losetup", "--find", "--show", os.fspath(path)]).stdout.strip()
+    log.debug("attached %s to loop device %s", path, dev)
+    return dev
 
 
 def detach_loops(path: str | os.PathLike[str]) -> None:
@@ -159,6 +167,7 @@ def detach_loops(path: str | os.PathLike[str]) -> None:
         proc = run(["losetup", "-d", dev], check=False)
         if proc.returncode != 0 and dev in find_loops(path):
             raise StorageError(f"cannot detach {dev} from {path}: {proc.stderr.strip()}")
+        log.debug("detached loop device %s from %s", dev, path)
 
 
 # -- renames --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ that was complete.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 from typing import Any
 
@@ -18,6 +18,8 @@ from .base import PoolDriver
 from .btrfs import BtrfsPool
 from .dir import DirPool
 from .zfs import ZfsPool
+
+log = logging.getLogger(__name__)
 
 DRIVERS: dict[str, type[PoolDriver]] = {"dir": DirPool, "btrfs": BtrfsPool, "zfs": ZfsPool}
 
@@ -73,9 +75,13 @@ def create_pool(paths: Paths, name: str, driver: str, config: dict[str, str] | N
                 "config": dict(pool.config),
             })
         except BaseException:
-            with contextlib.suppress(Exception):
+            try:
                 pool.delete()
+            except Exception:
+                log.warning("storage pool %s: undoing its creation failed; what is left "
+                            "is debris", name, exc_info=True)
             raise
+    log.info("storage pool %s created (driver %s, config %s)", name, driver, pool.config)
     return pool
 
 
@@ -149,10 +155,13 @@ def delete_pool(paths: Paths, name: str, *, force: bool = False) -> None:
         try:
             pool.mount()
             counts = _volume_counts(pool)
-        except StorageError:
+        except StorageError as e:
             if not force:
                 raise
+            log.warning("storage pool %s cannot be mounted (%s): forced delete of what is "
+                        "left", name, e)
             counts = {}
+
         if counts.get("containers") or counts.get("custom"):
             raise InUse(
                 f"storage pool {name!r} is in use: {counts.get('containers', 0)} instance and "
@@ -160,6 +169,7 @@ def delete_pool(paths: Paths, name: str, *, force: bool = False) -> None:
         pool.delete()
         os.unlink(_record_path(paths, name))
         remove_stale_tmp(paths.pools)
+    log.info("storage pool %s deleted", name)
 
 
 def pool_info(paths: Paths, name: str) -> dict[str, Any]:

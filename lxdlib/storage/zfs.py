@@ -21,13 +21,14 @@ dataset must be unmounted and not ``readonly`` to be renamed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..config.units import parse_bool, parse_size
@@ -54,6 +55,8 @@ from .loop import (
     temp_name,
 )
 
+log = logging.getLogger(__name__)
+
 DEFAULT_SIZE = "5GiB"
 MIN_SIZE = 64 * 1024 * 1024  # ZFS refuses smaller vdevs
 SNAP_PREFIX = "snapshot-"
@@ -62,6 +65,15 @@ DAEMON = "zfs-fuse"
 _ZPOOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*")
 _DATASET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*")
 _RESERVED_ZPOOLS = ("mirror", "raidz", "spare", "log", "cache")
+#: zfs/zpool subcommands that change something (the rest only read): each one run is logged.
+_CHANGES = frozenset({"create", "destroy", "snapshot", "clone", "rename", "set", "inherit",
+                      "mount", "unmount", "rollback", "receive", "import", "export"})
+
+
+def _logged(cmd: Sequence[str]) -> None:
+    """Log a zfs/zpool command that has just changed something (reads are not logged)."""
+    if len(cmd) > 1 and cmd[1] in _CHANGES:
+        log.debug("ran %s", " ".join(cmd))
 
 # -- the zfs-fuse daemon --------------------------------------------------------------------------
 
@@ -129,6 +141,7 @@ def ensure_zfs_daemon(paths: Paths, timeout: float = 30.0) -> int | None:
                 return None
             raise StorageError(f"zfs-fuse did not start: {proc.stderr.strip() or proc.stdout}")
         _wait_ready(max(1.0, deadline - time.monotonic()))
+        log.info("started the zfs-fuse daemon (pid %d, pid file %s)", pid, pidfile)
         return pid
 
 
@@ -147,10 +160,12 @@ def stop_zfs_daemon(pid: int | None, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while os.path.exists(f"/proc/{pid}"):
         if time.monotonic() > deadline:
+            log.warning("zfs-fuse (pid %d) did not stop within %.0fs: killing it", pid, timeout)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
         time.sleep(0.05)
+    log.info("stopped the zfs-fuse daemon (pid %d)", pid)
 
 
 def busy_retry(cmd: list[str], timeout: float = 10.0) -> None:
@@ -161,6 +176,7 @@ def busy_retry(cmd: list[str], timeout: float = 10.0) -> None:
     while True:
         proc = run(cmd, check=False)
         if proc.returncode == 0:
+            _logged(cmd)
             return
         if "busy" not in proc.stderr or time.monotonic() > deadline:
             raise StorageError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
@@ -277,7 +293,9 @@ class ZfsPool(PoolDriver):
     # -- running zfs ----------------------------------------------------------------------------
     @staticmethod
     def _zfs(*args: str) -> str:
-        return run(["zfs", *args]).stdout
+        out = run(["zfs", *args]).stdout
+        _logged(["zfs", *args])
+        return out
 
     @staticmethod
     def _zfs_busy_retry(*args: str) -> None:
@@ -307,8 +325,11 @@ class ZfsPool(PoolDriver):
             self._zfs_busy_retry("destroy", "-r", ds)
 
     def _discard(self, ds: str) -> None:
-        with contextlib.suppress(Exception):
+        try:
             self._destroy(ds)
+        except Exception as e:
+            log.warning("zfs pool %s: cannot destroy %s (left to the next clean-up): %s",
+                        self.name, ds, e)
 
     def _rename(self, old: str, new: str, *, read_only: bool = False) -> None:
         """zfs-fuse renames only unmounted, writable datasets: unmount, rename, (make
@@ -319,8 +340,11 @@ class ZfsPool(PoolDriver):
             self._zfs_busy_retry("rename", old, new)
         except StorageError:
             if not (self._exists(new) and not self._exists(old)):  # else it did happen
-                with contextlib.suppress(StorageError):
+                try:
                     self._mount_ds(old)
+                except StorageError as e:
+                    log.warning("zfs pool %s: cannot mount %s again after a failed rename: %s",
+                                self.name, old, e)
                 if self._exists(new):
                     raise AlreadyExists("dataset", new) from None
                 raise
@@ -378,8 +402,11 @@ class ZfsPool(PoolDriver):
                     self._mount_ds(f"{self.root}/{kind}")
                 self._secure_layout()
             except BaseException:
-                with contextlib.suppress(Exception):
+                try:
                     self._undo_create()
+                except Exception:
+                    log.warning("zfs pool %s: undoing its creation failed", self.name,
+                                exc_info=True)
                 raise
 
     def _secure_layout(self) -> None:
@@ -390,6 +417,7 @@ class ZfsPool(PoolDriver):
             try:
                 if os.stat(d).st_mode & 0o7777 != mode:
                     os.chmod(d, mode)
+                    log.debug("zfs pool %s: mode of %s set to %o", self.name, d, mode)
             except FileNotFoundError:
                 continue
             except OSError as e:
@@ -416,8 +444,10 @@ class ZfsPool(PoolDriver):
         self.paths.disks.mkdir(mode=0o700, parents=True, exist_ok=True)
         create_sparse_file(self.loop_file, parse_size(self.config["size"]))
         self.mountpoint.mkdir(mode=0o711, parents=True, exist_ok=True)
-        run(["zpool", "create", "-o", "cachefile=none", "-m", str(self.mountpoint),
-             zpool, str(self.loop_file)])
+        cmd = ["zpool", "create", "-o", "cachefile=none", "-m", str(self.mountpoint),
+               zpool, str(self.loop_file)]
+        run(cmd)
+        _logged(cmd)
 
     def _check_dataset(self) -> None:
         ds = self.root
@@ -439,12 +469,16 @@ class ZfsPool(PoolDriver):
                 busy_retry(["zpool", "destroy", "-f", self.root])
             with contextlib.suppress(FileNotFoundError):
                 self.loop_file.unlink()
+                log.debug("zfs pool %s: removed loop file %s", self.name, self.loop_file)
         else:
             for kind in VOLUME_KINDS:
                 self._destroy(f"{self.root}/{kind}")
             if self._exists(self.root):
-                with contextlib.suppress(StorageError):
+                try:
                     self._zfs_busy_retry("unmount", self.root)
+                except StorageError as e:
+                    log.warning("zfs pool %s: cannot unmount dataset %s: %s", self.name,
+                                self.root, e)
                 self._zfs("inherit", "mountpoint", self.root)
         self._remove_mountpoint()
 
@@ -452,8 +486,12 @@ class ZfsPool(PoolDriver):
         """Remove the (now empty) mount point tree unless something is still mounted in it."""
         top = str(self.mountpoint)
         if any(mp == top or mp.startswith(top + "/") for mp, _, _ in mounts()):
+            log.warning("zfs pool %s: mount point %s kept: something is still mounted in it",
+                        self.name, top)
             return
         shutil.rmtree(self.mountpoint, ignore_errors=True)
+        if os.path.lexists(self.mountpoint):
+            log.warning("zfs pool %s: cannot remove mount point %s", self.name, top)
 
     def delete(self) -> None:
         with lock(self.paths, "storage-pool-mount", self.name):
@@ -480,6 +518,7 @@ class ZfsPool(PoolDriver):
                     # by itself when the daemon restarts.
                     cmd += ["-o", "cachefile=none", "-d", str(self.paths.disks)]
                 run([*cmd, zpool])
+                _logged([*cmd, zpool])
             self._mount_all()
 
     def _mount_all(self) -> None:
@@ -530,8 +569,11 @@ class ZfsPool(PoolDriver):
         for (snap,) in self._rows("name", kind="snapshot"):
             parsed = parse_temp_name("." + snap.split("@", 1)[1])
             if parsed is not None and not pid_alive(parsed[1]):
-                with contextlib.suppress(StorageError):
+                try:
                     self._zfs_busy_retry("destroy", snap)
+                except StorageError as e:
+                    log.warning("zfs pool %s: cannot destroy leftover snapshot %s: %s",
+                                self.name, snap, e)
         self._mount_all()
         self._secure_layout()
 
@@ -587,8 +629,10 @@ class ZfsPool(PoolDriver):
         self._zfs("set", f"{DELETED_PROP}=yes", ds)
         self._zfs("set", "canmount=noauto", ds)
         if self._get("mounted", ds) == "yes":
-            with contextlib.suppress(StorageError):  # still mounted is harmless
+            try:
                 self._zfs_busy_retry("unmount", ds)
+            except StorageError as e:  # still mounted is harmless
+                log.debug("zfs pool %s: deleted image %s stays mounted: %s", self.name, ds, e)
 
     # -- instances ------------------------------------------------------------------------------
     def create_instance_volume(self, name: str, image: str | None = None) -> Path:
@@ -607,6 +651,7 @@ class ZfsPool(PoolDriver):
             if "exists" in proc.stderr:
                 raise AlreadyExists("instance volume", name)
             raise StorageError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
+        _logged(cmd)
         self._mount_ds(final)
         path = self.volume_path("containers", name)
         close_volume_dir(path, 0)  # an image volume of an older lxdlib may be open
@@ -657,8 +702,11 @@ class ZfsPool(PoolDriver):
             raise
         finally:
             if made_snap is not None:
-                with contextlib.suppress(StorageError):
+                try:
                     self._zfs_busy_retry("destroy", made_snap)
+                except StorageError as e:
+                    log.warning("zfs pool %s: cannot destroy the temporary snapshot %s (left "
+                                "to the next clean-up): %s", self.name, made_snap, e)
         path = self.volume_path("containers", dst)
         close_volume_dir(path, os.lstat(path).st_uid)  # the copy's owner is set at its commit
         return path
@@ -676,6 +724,7 @@ class ZfsPool(PoolDriver):
         if send.returncode != 0 or recv.returncode != 0:
             err = (send_err + recv.stderr).decode(errors="replace").strip()
             raise StorageError(f"zfs send {snap} | zfs receive {target} failed: {err}")
+        log.debug("ran zfs send %s | zfs receive -u %s", snap, target)
 
     def set_quota(self, kind: str, name: str, size: int | None) -> None:
         """``quota`` (counts the volume's snapshots) or ``refquota`` with zfs.use_refquota."""
@@ -705,6 +754,7 @@ class ZfsPool(PoolDriver):
             if "exists" in proc.stderr:
                 raise AlreadyExists("snapshot", f"{name}/{snap}")
             raise StorageError(f"zfs snapshot {ds} failed: {proc.stderr.strip()}")
+        _logged(["zfs", "snapshot", ds])
         return self.volume_path(SNAPSHOTS, f"{name}/{snap}")
 
     def delete_snapshot(self, name: str, snap: str) -> None:
@@ -760,6 +810,8 @@ class ZfsPool(PoolDriver):
             if "exists" in proc.stderr:
                 raise AlreadyExists("custom volume", name)
             raise StorageError(f"zfs create {ds} failed: {proc.stderr.strip()}")
+        _logged([*cmd, ds])
+
         self._mount_ds(ds)
         return self.volume_path("custom", name)
 

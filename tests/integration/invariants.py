@@ -146,6 +146,6 @@ def check_live(host: lxdlib.Host) -> None:
                 if dev.get("type") == "disk" and dev.get("source") and dev["path"] != "/":
                     n = points.count("/" + dev["path"].strip("/"))
                     assert n == 1, f"{name}: disk {d} is mounted {n} times at {dev['path']}"
-            pids = runtime.cgroup_get(inst._c(), "pids.max")
+            pids = runtime.cgroup_get(inst.handle(), "pids.max")
             assert pids == (cfg.get("limits.processes") or "max"), \
                 f"{name}: pids.max {pids} but limits.processes {cfg.get('limits.processes')}"

@@ -99,7 +99,7 @@ def c1(host: lxdlib.Host) -> lxdlib.Instance:
 
 def test_exec_on_a_terminal(c1: lxdlib.Instance, tmux: Tmux, tmp_path: Path) -> None:
     rc = tmp_path / "rc"
-    tmux.start(lxdlib_cmd(c1.host, "exec", "c1", "--", "sh"), rc)
+    tmux.start(lxdlib_cmd(c1.ctx, "exec", "c1", "--", "sh"), rc)
     tmux.wait_for("#")
     tmux.keys("tty; stty size", "Enter")
     screen = tmux.wait_for("24 80")
@@ -119,7 +119,7 @@ def test_exec_on_a_terminal(c1: lxdlib.Instance, tmux: Tmux, tmp_path: Path) -> 
     # -T forbids the pty: no terminal inside even on a terminal
     rc2 = tmp_path / "rc2"
     tmux.kill()
-    tmux.start(lxdlib_cmd(c1.host, "exec", "-T", "c1", "--", "sh", "-c",
+    tmux.start(lxdlib_cmd(c1.ctx, "exec", "-T", "c1", "--", "sh", "-c",
                           "tty > /root/tty-T; exit 3"), rc2)
     assert wait_until(rc2.exists) and rc2.read_text().strip() == "rc=3"
     assert c1.files.get("/root/tty-T") == b"not a tty\n"
@@ -129,7 +129,7 @@ def test_file_edit_on_a_terminal_uses_the_editor(c1: lxdlib.Instance, tmux: Tmux
                                                   tmp_path: Path) -> None:
     c1.files.put("/root/conf", b"colour=red\n", mode=0o600, uid=7)
     rc = tmp_path / "rc"
-    argv = ["env", "EDITOR=sed -i s/red/blue/", *lxdlib_cmd(c1.host, "file", "edit",
+    argv = ["env", "EDITOR=sed -i s/red/blue/", *lxdlib_cmd(c1.ctx, "file", "edit",
                                                             "c1/root/conf")]
     tmux.start(argv, rc)
     assert wait_until(rc.exists) and rc.read_text().strip() == "rc=0"
@@ -141,9 +141,9 @@ def test_file_edit_on_a_terminal_uses_the_editor(c1: lxdlib.Instance, tmux: Tmux
 def test_console_attach_and_log(c1: lxdlib.Instance, tmux: Tmux, tmp_path: Path) -> None:
     word = f"console-{secrets.token_hex(4)}"
     c1.exec(f"echo {word} > /dev/console", check=True)
-    assert wait_until(lambda: word in run_cli(c1.host, "console", "c1", "--show-log").stdout)
+    assert wait_until(lambda: word in run_cli(c1.ctx, "console", "c1", "--show-log").stdout)
     rc = tmp_path / "rc"
-    tmux.start(lxdlib_cmd(c1.host, "console", "c1"), rc)
+    tmux.start(lxdlib_cmd(c1.ctx, "console", "c1"), rc)
     tmux.wait_for("<ctrl>+a q")
     live = f"live-{secrets.token_hex(4)}"
     time.sleep(0.5)
@@ -151,7 +151,7 @@ def test_console_attach_and_log(c1: lxdlib.Instance, tmux: Tmux, tmp_path: Path)
     tmux.wait_for(live)
     tmux.keys("C-a", "q")
     assert wait_until(rc.exists) and rc.read_text().strip() == "rc=0"
-    r = subprocess.run(lxdlib_cmd(c1.host, "console", "c1"), capture_output=True, text=True,
+    r = subprocess.run(lxdlib_cmd(c1.ctx, "console", "c1"), capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL)
     assert r.returncode == 1 and "needs a terminal" in r.stderr
 

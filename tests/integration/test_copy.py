@@ -142,15 +142,15 @@ def test_copy_between_pools_and_move(host: lxdlib.Host, zfs_daemon: ZfsDaemons) 
     # move between pools: a stopped instance with its snapshots; the old pool keeps nothing
     src.stop(force=True)
     with pytest.raises(lxdlib.InvalidArgument):
-        move_to_pool(host, "src", "default")
-    moved = move_to_pool(host, "src", "zp")
+        move_to_pool(host.ctx, "src", "default")
+    moved = move_to_pool(host.ctx, "src", "zp")
     assert "src" not in host.pool("default").list_volumes("containers")  # type: ignore
     verify(moved, "zp")
     back = host.move("src", pool="bt2")
     verify(back, "bt2")
     back.start()
     with pytest.raises(lxdlib.WrongState):
-        move_to_pool(host, "src", "default")
+        move_to_pool(host.ctx, "src", "default")
     back.stop(force=True)
     invariants.check(host)
 

@@ -69,7 +69,7 @@ LOOPS = {
     "rename-move": """
     c = c.rename("c2" if c.name == "c1" else "c1")
     from lxdlib.copy import move_to_pool
-    move_to_pool(h, c.name, "dp" if c.record().pool == "default" else "default")
+    move_to_pool(h.ctx, c.name, "dp" if c.record().pool == "default" else "default")
 """,
 }
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 import lxdlib
-from lxdlib import tc
 from lxdlib.devices.nic import default_host_name, ifb_for
+from lxdlib.network import tc
 
 pytestmark = pytest.mark.root
 

@@ -44,7 +44,7 @@ pytestmark = [
 
 #: Docker; liblxc and what lxdlib needs to run inside an instance (test_lxdlib_inside_lxdlib).
 PACKAGES = ("docker.io", "lxc", "python3-lxc", "python3-yaml", "python3-attr", "python3-pyroute2",
-            "python3-btrfsutil", "busybox-static")
+            "python3-jinja2", "python3-btrfsutil", "busybox-static")
 
 
 def cli(host: lxdlib.Host, *args: str, input: str | None = None,

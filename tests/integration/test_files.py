@@ -318,7 +318,7 @@ def cli(host: lxdlib.Host, *args: str, input: bytes | None = None, check: bool =
 
 
 def test_cli_file_commands(c1: lxdlib.Instance, tmp_path: Path) -> None:
-    host = c1.host
+    host = c1.ctx
     sh(c1, "echo 127.0.0.1 localhost > /etc/hosts; echo one > /root/1.txt")
     assert cli(host, "file", "pull", "c1/etc/hosts", "-").stdout == b"127.0.0.1 localhost\n"
     cli(host, "file", "pull", "c1/root/1.txt", ".", cwd=tmp_path)

@@ -142,12 +142,12 @@ def test_live_memory_limit(host: lxdlib.Host) -> None:
     c.set_config("limits.memory", "64MiB")
     from lxdlib import runtime
     key = "memory.max" if runtime.cgroup_version() == 2 else "memory.limit_in_bytes"
-    assert runtime.cgroup_get(c._c(), key) == str(64 * 1024 * 1024)
+    assert runtime.cgroup_get(c.handle(), key) == str(64 * 1024 * 1024)
     # a process that goes past the limit is killed
     r = c.exec(["sh", "-c", "x=$(head -c 150000000 /dev/zero | tr '\\0' a); echo done"])
     assert r.returncode != 0 and b"done" not in r.stdout
     c.unset_config("limits.memory")
-    assert runtime.cgroup_get(c._c(), key) not in (None, str(64 * 1024 * 1024))
+    assert runtime.cgroup_get(c.handle(), key) not in (None, str(64 * 1024 * 1024))
 
 
 @pytest.mark.parametrize("name", ["", "-abc", "abc-", "1234", "foo.bar", "a_b", "a" * 64,

@@ -16,7 +16,7 @@ CPUS = os.cpu_count() or 1
 
 
 def cg(c: lxdlib.Instance, key: str) -> str | None:
-    return runtime.cgroup_get(c._c(), key)
+    return runtime.cgroup_get(c.handle(), key)
 
 
 def v1() -> bool:

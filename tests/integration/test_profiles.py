@@ -29,7 +29,7 @@ def cli(host: lxdlib.Host, *args: str, input: str | None = None, check: bool = T
 
 def mem(c: lxdlib.Instance) -> str | None:
     key = "memory.limit_in_bytes" if runtime.cgroup_version() == 1 else "memory.max"
-    return runtime.cgroup_get(c._c(), key)
+    return runtime.cgroup_get(c.handle(), key)
 
 
 def test_profile_cli_verbs_and_rules(host: lxdlib.Host) -> None:
@@ -159,8 +159,8 @@ def test_autostart_in_priority_order(host: lxdlib.Host) -> None:
     assert "lxc.start.auto = 1" in (host.paths.instance_dir("high") / "config").read_text()
     assert "lxc.start.order = -9" in (host.paths.instance_dir("high") / "config").read_text()
     for name in ("low", "high", "never"):
-        runtime.kill(host.instances[name]._c(), host.paths.lxcpath)  # as a host crash would
-    runtime.kill(last._c(), host.paths.lxcpath)
+        runtime.kill(host.instances[name].handle(), host.paths.lxcpath)  # as a host crash would
+    runtime.kill(last.handle(), host.paths.lxcpath)
     result = host.autostart(sleep=lambda s: None)
     assert list(result) == ["high", "low", "was-running"]
     assert set(result.values()) == {"started"}

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from lxdlib import netstate, tc
 from lxdlib.devices import disk, unix
 from lxdlib.devices.nic import default_host_name, ifb_for
 from lxdlib.errors import InvalidConfig, InvalidName, NotFound
+from lxdlib.network import netstate, tc
 from lxdlib.volumes import strip_type, validate_config, validate_name
 
 

@@ -9,9 +9,15 @@ interface's peer ifindex, which the kernel reports in the host's numbering.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..runtime import Container
+
+log = logging.getLogger(__name__)
 
 _SCOPES = {"host": "local", "link": "link", "global": "global", "site": "site"}
 
@@ -66,17 +72,22 @@ def interfaces(pid: int) -> dict[str, Any]:
     try:
         r = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "--", "ip", "-json",
                             "-stats", "addr", "show"], capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.debug("cannot read the interfaces of pid %d: %s", pid, e)
         return {}
     if r.returncode != 0:
+        log.debug("cannot read the interfaces of pid %d: %s", pid,
+                  r.stderr.decode(errors="replace").strip())
         return {}
     try:
         links = json.loads(r.stdout or b"[]")
-    except ValueError:
+    except ValueError as e:
+        log.warning("ip -json printed something that is not JSON for pid %d: %s", pid, e)
         return {}
+
     return parse(links if isinstance(links, list) else [])
 
 
-def interfaces_of(c: Any) -> dict[str, Any]:
+def interfaces_of(c: Container) -> dict[str, Any]:
     pid = c.init_pid
     return interfaces(pid) if pid and pid > 0 else {}

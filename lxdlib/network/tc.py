@@ -22,14 +22,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
 
-from .config.units import parse_bit_rate
-from .errors import InvalidArgument, InvalidConfig, NetworkError
+from ..config.units import parse_bit_rate
+from ..errors import InvalidArgument, InvalidConfig, NetworkError
+
+log = logging.getLogger(__name__)
 
 ROOT = 0x10000  # 1:0
 CLASS = 0x10010  # 1:10, the default class every packet falls into
@@ -108,7 +111,13 @@ def _quiet(fn: Any, *args: Any, **kwargs: Any) -> None:
             raise
 
 
+def _handle(h: int) -> str:
+    """A tc handle as tc prints it (``1:10``)."""
+    return f"{h >> 16:x}:{h & 0xFFFF:x}"
+
+
 def _htb(ipr: Any, index: int, bits: int) -> None:
+
     ipr.tc("add", "htb", index, ROOT, default=CLASS & 0xFFFF)
     b = rate_bytes(bits)
     ipr.tc("add-class", "htb", index, CLASS, parent=ROOT, rate=b, ceil=b)
@@ -121,6 +130,7 @@ def _clear(ipr: Any, index: int | None, ifb: str) -> None:
     ifb_index = _index(ipr, ifb)
     if ifb_index is not None:
         _quiet(ipr.link, "del", index=ifb_index)
+        log.debug("ifb %s deleted", ifb)
 
 
 def exists(veth: str) -> bool:
@@ -153,15 +163,26 @@ def apply(veth: str, limits: Limits, ifb: str | None = None) -> None:
                        action={"kind": "mirred", "direction": "egress", "action": "redirect",
                                "ifindex": ifb_index})
         except Exception as e:
-            with contextlib.suppress(Exception):
+            try:
                 _clear(ipr, index, ifb)
+            except Exception as undo:
+                log.warning("%s: cannot take back the half-applied limits: %s", veth, undo)
             raise NetworkError(f"cannot limit traffic of {veth}: {e}") from e
+    if limits.ingress:
+        log.debug("%s: htb root qdisc %s, class %s at %d bit/s (limits.ingress)", veth,
+                  _handle(ROOT), _handle(CLASS), limits.ingress)
+    if limits.egress:
+        log.debug("%s: ingress qdisc with a u32 filter redirecting to ifb %s, whose htb "
+                  "runs at %d bit/s (limits.egress)", veth, ifb, limits.egress)
+    if not limits:
+        log.debug("%s: no traffic limits", veth)
 
 
 def clear(veth: str, ifb: str | None = None) -> None:
     """Remove every limit of ``veth`` and its ifb (idempotent; the veth may be gone)."""
     with _iproute() as ipr:
         _clear(ipr, _index(ipr, veth), ifb or ifb_name(veth))
+    log.debug("%s: traffic limits cleared", veth)
 
 
 def collect_orphans() -> list[str]:
@@ -190,6 +211,8 @@ def collect_orphans() -> list[str]:
                 index = _index(ipr, name)
                 if index is not None:
                     _quiet(ipr.link, "del", index=index)
+                    log.debug("orphan ifb %s deleted (its veth is gone)", name)
+
     return orphans
 
 

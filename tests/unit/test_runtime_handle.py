@@ -1,0 +1,209 @@
+"""``runtime.Container``, the typed handle that is lxdlib's only way to a liblxc container.
+
+Everything here uses containers that are never started (a missing one, a defined one, a broken
+one), so no root and no kernel features are needed: what a started container does is covered
+by the integration suite. What is checked is what the handle promises on top of python3-lxc:
+failures raise instead of returning ``False``, waits time out, a broken config names its line,
+the log fd closes when the handle goes, effects are logged, and no other module imports lxc.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import os
+import re
+import time
+import typing
+from pathlib import Path
+
+import pytest
+
+import lxdlib
+from lxdlib import runtime
+from lxdlib.errors import LXCError, WrongState
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def lxcpath(tmp_path: Path) -> Path:
+    path = tmp_path / "containers"
+    path.mkdir()
+    return path
+
+
+def _define(lxcpath: Path, name: str, *lines: str) -> Path:
+    d = lxcpath / name
+    d.mkdir()
+    (d / "config").write_text("".join(f"{line}\n" for line in (f"lxc.uts.name = {name}",
+                                                                 *lines)))
+    return d
+
+
+def test_a_missing_container_opens_stopped_and_undefined(lxcpath: Path) -> None:
+    c = runtime.open_container(lxcpath, "nothere")
+    assert isinstance(c, runtime.Container)
+    assert (c.name, c.lxcpath) == ("nothere", lxcpath)
+    assert c.state == "STOPPED"
+    assert c.state in typing.get_args(runtime.State)
+    assert not c.defined
+    assert not c.running
+    assert c.init_pid == -1
+    assert "nothere" in repr(c)
+
+
+def test_a_defined_container_is_defined(lxcpath: Path) -> None:
+    _define(lxcpath, "c1")
+    c = runtime.open_container(lxcpath, "c1")
+    assert c.defined and not c.running and c.state == "STOPPED"
+
+
+def test_the_raw_object_is_not_reachable_by_a_public_name(lxcpath: Path) -> None:
+    c = runtime.open_container(lxcpath, "c1")
+    assert not hasattr(c, "__dict__")  # __slots__: no stray attributes, no per-object dict
+    with pytest.raises(AttributeError):
+        c.network = None  # type: ignore[attr-defined]
+    public = [getattr(c, n) for n in dir(c) if not n.startswith("_")]
+    assert not any(type(v).__module__ == "lxc" or type(v).__name__ == "_lxc.Container"
+                   for v in public)
+    with pytest.raises(AttributeError):
+        c.name = "other"  # type: ignore[misc]
+
+
+def test_effects_on_a_missing_container_raise(lxcpath: Path) -> None:
+    c = runtime.open_container(lxcpath, "nothere")
+    with pytest.raises(LXCError, match="failed to start instance 'nothere'"):
+        c.start()
+    with pytest.raises(LXCError, match="failed to freeze"):
+        c.freeze()
+    with pytest.raises(LXCError, match="failed to unfreeze"):
+        c.unfreeze()
+    with pytest.raises(LXCError, match=r"failed to set cgroup pids.max=5 on instance 'nothere'"):
+        c.set_cgroup_item("pids.max", "5")
+    # the module-level spellings are the same calls
+    with pytest.raises(LXCError, match="failed to start"):
+        runtime.start(c, lxcpath)
+    with pytest.raises(LXCError, match="failed to set cgroup"):
+        runtime.cgroup_set(c, lxcpath, "pids.max", "5")
+
+
+def test_a_failed_start_raises_with_the_log_tail(lxcpath: Path) -> None:
+    d = _define(lxcpath, "c1", f"lxc.rootfs.path = dir:{lxcpath}/no-such-rootfs",
+                f"lxc.log.file = {lxcpath}/c1/{runtime.LOG_NAME}", "lxc.log.level = ERROR")
+    c = runtime.open_container(lxcpath, "c1")
+    with pytest.raises(LXCError) as e:
+        c.start()
+    assert "instance 'c1'" in str(e.value)
+    assert (d / runtime.LOG_NAME).exists()
+    assert c.state == "STOPPED"
+
+
+def test_stopping_what_is_stopped_is_not_an_error(lxcpath: Path) -> None:
+    c = runtime.open_container(lxcpath, "nothere")
+    c.stop(timeout=1)
+    runtime.kill(c, lxcpath, timeout=1)
+    assert c.shutdown(1) is True
+
+
+def test_reads_of_a_stopped_container_are_empty_not_errors(lxcpath: Path) -> None:
+    _define(lxcpath, "c1")
+    c = runtime.open_container(lxcpath, "c1")
+    assert c.get_cgroup_item("pids.current") is None
+    assert runtime.cgroup_get(c, "memory.current") is None
+    assert c.get_running_config_item("lxc.hook.post-stop") is None
+    assert runtime.running_item(c, "lxc.uts.name") is None
+    assert c.get_interfaces() == [] and c.get_ips() == [] and c.get_ips("eth0", "inet") == []
+
+
+def test_wait_polls_and_times_out(lxcpath: Path) -> None:
+    c = runtime.open_container(lxcpath, "nothere")
+    assert c.wait("STOPPED", 0)
+    assert c.wait({"RUNNING", "STOPPED"}, 0)
+    assert runtime.wait_state(c, {"STOPPED"}, 0)
+    t = time.monotonic()
+    assert not c.wait("RUNNING", 0.1)
+    assert not c.wait({"RUNNING", "FROZEN"}, 0)
+    assert time.monotonic() - t >= 0.1
+
+
+def test_commands_need_a_running_container(lxcpath: Path) -> None:
+    c = runtime.open_container(lxcpath, "nothere")
+    before = _fds()
+    with pytest.raises(WrongState, match="is not running"):
+        c.attach(["true"], env={})
+    with pytest.raises(WrongState, match="is not running"):
+        runtime.spawn(c, ["true"], env={})
+    with pytest.raises(WrongState):
+        runtime.run(c, ["cat"], env={}, input=b"x")
+    with pytest.raises(WrongState):
+        runtime.interactive(c, ["true"], env={})
+    assert _fds() == before  # run's pipes are closed when the spawn is refused
+
+
+def test_a_config_liblxc_refuses_names_its_line(lxcpath: Path) -> None:
+    _define(lxcpath, "bad", "lxc.no.such.key = 1")
+    with pytest.raises(LXCError, match=r"instance 'bad' is broken: .*lxc\.no\.such\.key"):
+        runtime.open_container(lxcpath, "bad")
+    with pytest.raises(LXCError, match="is broken"):
+        runtime.Container(lxcpath, "bad")
+
+
+def test_dropping_the_handle_closes_liblxc_log_fd(lxcpath: Path) -> None:
+    """liblxc opens ``lxc.log.file`` when it loads the config and closes it only when the
+    object is freed: reference counting must free it, not a later garbage collection."""
+    _define(lxcpath, "c1", f"lxc.log.file = {lxcpath}/c1/{runtime.LOG_NAME}",
+            "lxc.log.level = DEBUG")
+    before = _fds()
+    c = runtime.open_container(lxcpath, "c1")
+    assert c.state == "STOPPED"
+    opened = _fds() - before
+    del c
+    assert _fds() == before, f"{opened} fd(s) opened, not all closed"
+
+
+def test_effects_are_logged_at_debug_with_the_name(lxcpath: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    c = runtime.open_container(lxcpath, "logme")
+    caplog.set_level(logging.DEBUG, logger="lxdlib.runtime")
+    for effect in (c.start, c.freeze, c.unfreeze, lambda: c.set_cgroup_item("pids.max", "7")):
+        with pytest.raises(LXCError):
+            effect()
+    c.stop(1)
+    c.shutdown(0)
+    records = [r for r in caplog.records if r.name == "lxdlib.runtime"]
+    assert all(r.levelno == logging.DEBUG for r in records)
+    messages = [r.getMessage() for r in records]
+    for pattern in (r"^starting logme$", r"^freezing logme$", r"^unfreezing logme$",
+                    r"^killing logme$", r"^asking logme to shut down", r"logme: pids.max = 7$"):
+        assert any(re.search(pattern, m) for m in messages), (pattern, messages)
+
+
+def test_nothing_is_logged_above_debug_by_default(lxcpath: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="lxdlib")
+    c = runtime.open_container(lxcpath, "quiet")
+    with pytest.raises(LXCError):
+        c.start()
+    assert not [r for r in caplog.records if r.name.startswith("lxdlib")]
+
+
+def test_no_other_module_imports_lxc() -> None:
+    """The handle is the only way to liblxc only while no other module can import it."""
+    root = Path(lxdlib.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "runtime.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(n == "lxc" or n.startswith("lxc.") or n == "_lxc" for n in names):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
