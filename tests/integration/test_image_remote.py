@@ -189,7 +189,7 @@ def test_launch_over_https_caches_and_prefers_cached(host: lxdlib.Host, factory:
         c1 = host.launch("ss:testos/1", "c1")
         assert c1.exec(["cat", "/etc/serial"]).text == f"{OLD} old\n"
         c1.stop(force=True)
-        img = host.images.get(fp_of(old))
+        img = host.images.get(fp_of(old)).record()  # as it is now: the model reads live
         assert img.cached and img.auto_update and img.last_used_at is not None
         assert img.update_source == {"server": srv.url, "protocol": "simplestreams",
                                      "alias": "testos/1", "image_type": "container",
@@ -226,7 +226,7 @@ def test_refresh_auto_update_and_expiry(host: lxdlib.Host, factory: ImageFactory
     tree.write()
     with serving(tree.root) as srv:
         host.images.remotes.add("ss", srv.url)
-        rec = host.images.copy("ss:testos/1", aliases=["mine"], auto_update=True)
+        rec = host.images.copy("ss:testos/1", aliases=["mine"], auto_update=True).record()
         assert rec.auto_update and rec.update_source is not None
         assert host.images.refresh("mine") == (host.images.get(fp_of(v1)), False)
         product.versions.append(Version(NEW, v2))
