@@ -62,7 +62,8 @@ class Collection(Generic[M]):
     kind: ClassVar[str] = "object"
 
     def names(self) -> builtins.list[str]:
-        """The names (keys) of what exists now, sorted."""
+        """The names (keys) of what exists now: sorted, unless the collection has an order of
+        its own (snapshots as taken, images as uploaded)."""
         raise NotImplementedError
 
     def _model(self, name: str) -> M:

@@ -271,9 +271,11 @@ class Snapshots(Collection[Snapshot]):
         ctx.events.emit("snapshot-restored", f"{inst.name}/{name}")
 
     def copy(self, name: str, target: str | None = None, **kw: Any) -> InstanceCore:
-        """A new instance from this snapshot (``lxc copy inst/snap new``)."""
+        """A new instance from this snapshot (``lxc copy inst/snap new``), of the same class as
+        the instance it came from (an ``Instance`` when reached through one)."""
         from .copy import copy_instance
-        return copy_instance(self.inst.ctx, f"{self.inst.name}/{name}", target, **kw)
+        made = copy_instance(self.inst.ctx, f"{self.inst.name}/{name}", target, **kw)
+        return type(self.inst)(self.inst.ctx, made.name)
 
 
 # -- the work, under the instance lock -------------------------------------------------------------

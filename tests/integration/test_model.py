@@ -5,6 +5,7 @@ to a running instance, and an exec that runs out of time is killed with what it 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import time
 
@@ -139,3 +140,25 @@ def test_exec_timeout_raises_after_killing_what_the_command_started(host: lxdlib
     assert c.exec(["true"], timeout=10).ok  # in time: a plain result
     with pytest.raises(lxdlib.ExecError, match=r"command 'false' in instance 'mdl-t1'"):
         c.exec(["false"], check=True, timeout=10)
+
+
+def test_snapshot_model(host: lxdlib.Host) -> None:
+    c = host.launch("busybox", "mdl-s1")
+    s = c.snapshots.create("s0", description="first")
+    assert isinstance(s, lxdlib.Snapshot) and s == c.snapshots["s0"] == c.snapshots.get("s0")
+    assert "s0" in c.snapshots and len(c.snapshots) == 1 and list(c.snapshots) == [s]
+    assert s.instance == "mdl-s1" and s.description == "first" and s.expires_at is None
+    when = dt.datetime(2040, 1, 1, tzinfo=dt.UTC)
+    s.update(expires_at=when)
+    assert c.snapshots["s0"].expires_at == when and s.record().expires_at == when
+    s.update()  # nothing given: nothing changes
+    assert s.expires_at == when
+    moved = s.rename("s1")
+    assert not s.exists and moved.exists and c.snapshots.names() == ["s1"]
+    copy = moved.copy("mdl-s2")
+    assert isinstance(copy, lxdlib.Instance) and copy.snapshots.names() == []
+    copy.delete(force=True)
+    moved.delete()
+    assert len(c.snapshots) == 0
+    with pytest.raises(lxdlib.NotFound, match="mdl-s1/s1"):
+        c.snapshots["s1"]
