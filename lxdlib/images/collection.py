@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidArgument, NotFound
 from ..imagestore.store import ImageRecord
 from ..model import Collection
-from .image import Image
+from .image import Image, export_image
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -159,35 +159,8 @@ class Images(Collection[Image]):
         return self._image(self.store.set_properties(ref, values))
 
     def export(self, ref: str, target: str | os.PathLike[str] = ".") -> builtins.list[Path]:
-        """``image export``: the file(s) exactly as imported. Into a directory they are named
-        ``<fp><ext>`` (unified) or ``meta-<fp><ext>`` + ``<fp><ext>`` (split), the extension
-        judged from the content; to a file path, the metadata goes there and a split image's
-        rootfs beside it as ``<path>.root``."""
-        from ..imagestore import compression
-        img = self.store.get(ref)
-        fp = img.fingerprint
-        sources = [self.store.tarball_path(fp)]
-        rootfs = self.store.rootfs_path(fp)
-        if rootfs is not None:
-            sources.append(rootfs)
-        dest = Path(target)
-        if dest.is_dir():
-            exts = [compression.extension(compression.detect(s)) for s in sources]
-            names = ([f"{fp}{exts[0]}"] if rootfs is None
-                     else [f"meta-{fp}{exts[0]}", f"{fp}{exts[1]}"])
-            outs = [dest / n for n in names]
-        else:
-            outs = [dest] + ([dest.with_name(dest.name + ".root")] if rootfs is not None else [])
-        import shutil
-        for src, out in zip(sources, outs, strict=True):
-            tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-            try:
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, out)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-        return outs
+        """``image export``: the file(s) exactly as imported (see ``image.export_image``)."""
+        return export_image(self.store, ref, target)
 
     # -- remotes ------------------------------------------------------------------------------
     def client(self, remote: str, *, fresh: bool = False) -> Client:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
-from ..imagestore.store import UNSET, ImageRecord
+from ..imagestore.store import UNSET, ImageRecord, ImageStore
 from ..model import Model
 
 if TYPE_CHECKING:
@@ -148,5 +148,37 @@ class Image(Model):
 
     def export(self, target: str | os.PathLike[str] = ".") -> builtins.list[Path]:
         """``image export``: the file(s) exactly as imported (see ``Images.export``)."""
-        from .collection import Images
-        return Images(self._ctx).export(self._fingerprint, target)
+        return export_image(self._ctx.images, self._fingerprint, target)
+
+
+def export_image(store: ImageStore, ref: str, target: str | os.PathLike[str] = "."
+                 ) -> builtins.list[Path]:
+    """``image export``: the file(s) exactly as imported. Into a directory they are named
+    ``<fp><ext>`` (unified) or ``meta-<fp><ext>`` + ``<fp><ext>`` (split), the extension
+    judged from the content; to a file path, the metadata goes there and a split image's
+    rootfs beside it as ``<path>.root``."""
+    from ..imagestore import compression
+    img = store.get(ref)
+    fp = img.fingerprint
+    sources = [store.tarball_path(fp)]
+    rootfs = store.rootfs_path(fp)
+    if rootfs is not None:
+        sources.append(rootfs)
+    dest = Path(target)
+    if dest.is_dir():
+        exts = [compression.extension(compression.detect(s)) for s in sources]
+        names = ([f"{fp}{exts[0]}"] if rootfs is None
+                 else [f"meta-{fp}{exts[0]}", f"{fp}{exts[1]}"])
+        outs = [dest / n for n in names]
+    else:
+        outs = [dest] + ([dest.with_name(dest.name + ".root")] if rootfs is not None else [])
+    import shutil
+    for src, out in zip(sources, outs, strict=True):
+        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return outs
