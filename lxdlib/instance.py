@@ -227,12 +227,13 @@ class InstanceCore:
 
     def _start_locked(self) -> None:
         rec = self.record()
-        cfg, _ = self.expanded(rec)
+        expanded = self.expanded(rec)
+        cfg = expanded[0]
         if cfg.get("security.protection.start", "").lower() in ("true", "1", "yes", "on"):
             raise WrongState(f"instance {self.name!r} is protected from starting "
                              "(security.protection.start)")
         self._check_kernel_modules(cfg)
-        self._write_lxc_config(rec)
+        self._write_lxc_config(rec, expanded)
         # the host's subuid/subgid may have changed since the instance was made
         idmap.check_newuidmap(self.name, idmap.parse_lxc_idmap((self._dir / "config").read_text()))
         vol = self._pool(rec).volume_path("containers", self.name)
@@ -554,11 +555,15 @@ class InstanceCore:
             ensure_loaded(mods)
 
     # -- liblxc config ----------------------------------------------------------------------
-    def _root_owner(self, rec: InstanceRecord) -> tuple[int, int]:
-        """Host uid/gid that container root owns files as on disk."""
+    def _root_owner(self, rec: InstanceRecord, config: Mapping[str, str] | None = None
+                    ) -> tuple[int, int]:
+        """Host uid/gid that container root owns files as on disk (``config``: ``rec``'s
+        expanded config, when the caller has it)."""
         pool = self._pool(rec)
-        if truthy(self.expanded(rec)[0].get("security.privileged")) or \
-                pool.supports_idmapped_mounts:
+        if pool.supports_idmapped_mounts:
+            return 0, 0
+        if truthy((config if config is not None else self.expanded(rec)[0]).get(
+                "security.privileged")):
             return 0, 0
         base = int(rec.config.get("volatile.idmap.base", "0"))
         return base, base
@@ -583,7 +588,7 @@ class InstanceCore:
                                                           str(self.ctx.facts().idmap.base)))
         return DeviceContext(host=self.ctx, name=self.name, record=rec, config=cfg, devices=devs,
                              volume=pool.volume_path("containers", self.name),
-                             root_uid=self._root_owner(rec)[0], idmap_base=base, pid=pid)
+                             root_uid=self._root_owner(rec, cfg)[0], idmap_base=base, pid=pid)
 
     def _write_lxc_config(self, rec: InstanceRecord, expanded: Expanded | None = None) -> None:
         """Render the liblxc config and write it when it changed, after liblxc itself has
