@@ -1122,6 +1122,7 @@ def new_instance_dir(ctx: Context, name: str, pool: PoolDriver) -> Iterator[Path
     inst_dir = ctx.paths.instance_dir(name)
     inst_dir.mkdir(mode=0o700)
     try:
+        journal.prepare(ctx.paths, name)
         yield inst_dir
     except BaseException:
         with contextlib.suppress(Exception):

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import DiskFull, LxdlibError
-from .state import Paths, atomic_write, dump_yaml, lock, read_yaml, remove_stale_tmp
+from .record import to_yaml
+from .state import Paths, atomic_write, lock, read_yaml, remove_stale_tmp
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def begin(paths: Paths, name: str, op: str, **details: Any) -> None:
     of the same operation replaces the file atomically, so the earlier stage stays readable
     until then. The caller holds the instance's lock, so no other intent is written meanwhile.
     """
-    text = dump_yaml({"op": op, "pid": os.getpid(), **details, "end": True}).encode()
+    text = to_yaml({"op": op, "pid": os.getpid(), **details, "end": True})
     target = path(paths, name)
     if os.path.lexists(target):
         atomic_write(target, text, durable=False)
@@ -128,6 +129,14 @@ def begin(paths: Paths, name: str, op: str, **details: Any) -> None:
     os.close(fd)
     if written is spare:
         os.rename(spare, target)
+
+
+def prepare(paths: Paths, name: str) -> None:
+    """Give a new instance's directory the file its intents are written into (``SPARE``), made
+    with the directory rather than by its first snapshot, restore or copy."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path(paths, name).with_name(SPARE), os.O_WRONLY | os.O_CREAT |
+                         os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
 
 
 def end(paths: Paths, name: str) -> None:
