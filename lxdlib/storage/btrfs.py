@@ -185,13 +185,10 @@ class BtrfsPool(DirPool):
 
     def _snapshot_into_place(self, src: Path, final: Path, read_only: bool, label: str,
                              name: str, detail: str) -> Path:
+        if os.path.lexists(final):
+            raise AlreadyExists(label, name)
         with storage_errors(f"cannot create {label} {name!r}"):
-            try:
-                btrfsutil.create_snapshot(src, final, read_only=read_only)
-            except btrfsutil.BtrfsUtilError as e:
-                if e.errno == errno.EEXIST:
-                    raise AlreadyExists(label, name) from None
-                raise
+            btrfsutil.create_snapshot(src, final, read_only=read_only)
         if not read_only:
             try:
                 close_volume_dir(final, 0)  # its owner is set when its liblxc config is written
