@@ -33,12 +33,12 @@ import ipaddress
 import logging
 import os
 import pwd
+import select
 import shutil
 import signal
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -246,32 +246,48 @@ def start(cfg: DnsmasqConfig, raw: str = "") -> int:
 
 
 def stop(run_dir: Path, timeout: float = 10.0) -> None:
-    """Stop this network's dnsmasq (verified by pid file and command line); idempotent."""
+    """Stop this network's dnsmasq (verified by pid file and command line); idempotent.
+
+    Returns once the process has finished exiting, sockets closed, so a new dnsmasq can bind
+    the same addresses at once. The wait is on a pidfd, which becomes readable only then: an
+    empty ``/proc/<pid>/cmdline`` comes earlier (the memory goes first), and closing dnsmasq's
+    inotify instance (it watches the hosts directory) can hold its other descriptors open for a
+    while after that. The pidfd also keeps the signals from reaching a recycled pid.
+    """
     pid = running_pid(run_dir)
     if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        if not _wait_gone(pid, timeout):
-            log.warning("dnsmasq (pid %d, %s) ignored SIGTERM for %.0fs: killing it", pid,
-                        run_dir, timeout)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            if not _wait_gone(pid, timeout):
-                raise NetworkError(f"dnsmasq (pid {pid}) did not exit")
+        try:
+            pidfd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pidfd = None
+        if pidfd is not None:
+            try:
+                if running_pid(run_dir) == pid:  # the pidfd pins it: still our dnsmasq
+                    _end(pidfd, pid, run_dir, timeout)
+            finally:
+                os.close(pidfd)
         log.debug("dnsmasq (pid %d, %s) stopped", pid, run_dir)
     with contextlib.suppress(FileNotFoundError):
         (run_dir / PIDFILE).unlink()
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while time.monotonic() < deadline:
-        if _cmdline(pid) is None:
-            return True
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    return _cmdline(pid) is None
+def _end(pidfd: int, pid: int, run_dir: Path, timeout: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+    if _exited(pidfd, timeout):
+        return
+    log.warning("dnsmasq (pid %d, %s) ignored SIGTERM for %.0fs: killing it", pid, run_dir,
+                timeout)
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    if not _exited(pidfd, timeout):
+        raise NetworkError(f"dnsmasq (pid {pid}) did not exit")
+
+
+def _exited(pidfd: int, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(int(timeout * 1000)))
 
 
 def reread_hosts(run_dir: Path) -> None:
