@@ -134,7 +134,8 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
     ``devices`` adds or replaces whole local devices, ``pool`` puts the root disk elsewhere.
     ``refresh`` brings an existing copy up to date (its identity kept) instead of failing.
     """
-    ctx.recover_leftovers()
+    # what killed processes left on the two names is settled under their locks (``locked``);
+    # other instances' leftovers are not this copy's to scan for
     src_name, src_snap = names.split_snapshot_ref(source)
     if src_snap is not None and instance_only:
         raise InvalidArgument("--instance-only can't be used when the source is a snapshot")
