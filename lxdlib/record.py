@@ -16,9 +16,18 @@ import attrs
 import yaml
 
 from .errors import CorruptRecord
-from .state import Paths, read_yaml, write_yaml
+from .state import ParsedCache, Paths, write_yaml
 
 DELETING = ".deleting.yaml"
+
+# The instance records this process has parsed, reused while their file is unchanged: a second
+# listing of a thousand instances parses only what changed (see ``state.ParsedCache``).
+_parsed = ParsedCache()
+
+
+def clear_cache() -> None:
+    """Forget the parsed records (the next reads parse every file again, as a new process)."""
+    _parsed.clear()
 
 
 def now() -> dt.datetime:
@@ -110,7 +119,7 @@ def load(paths: Paths, name: str) -> InstanceRecord:
     there is none."""
     path = paths.instance_record(name)
     try:
-        data = read_yaml(path)
+        data = _parsed.read(path)
     except yaml.YAMLError as e:
         reason = "not YAML: " + " ".join(str(e).split())
         raise CorruptRecord("instance", name, path, reason) from None

@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ..errors import InvalidArgument, LxdlibError, NotFound
+from ..listing import global_addresses
 from . import output
 from .common import ProgressBar, parse_kv
 
 if TYPE_CHECKING:
     from ..host import Host
     from ..instances import Instance
+    from ..listing import Listed
+    from ..record import InstanceRecord
 
 
 def _resolve_image(host: Host, ref: str, quiet: bool) -> str:
@@ -193,87 +196,91 @@ def _fmt_time(t: dt.datetime | None) -> str:
 
 
 def cmd_list(host: Host, a: argparse.Namespace) -> int:
+    """``lxc list``: state, pid and addresses of every instance come from one listing
+    (``host.instances.list_state()``: no process per instance); only the resource columns
+    (processes, memory, CPU) ask each running instance's cgroup through liblxc."""
     columns = "nsacPt" if a.fast else (a.columns or "ns46tS")
     for ch in columns:
         if ch not in COLUMNS:
             raise InvalidArgument(f"unknown column {ch!r}")
+    full = a.format in ("json", "yaml")
+    listing = host.instances.list_state(network=full or any(ch in columns for ch in "46"))
     rows: list[list[str]] = []
     data: list[dict[str, Any]] = []
-    for inst in host.instances.list():
+    for entry in listing:
+        if entry.error is not None:
+            # one broken instance must not hide the others: shown as ERROR, as LXD does
+            print(f"Warning: instance {entry.name!r}: {entry.error}", file=sys.stderr)
+        rec = entry.record
+        if a.filters and not _filter(entry.name, rec.config if rec else {}, a.filters):
+            continue
         try:
-            entry = _list_entry(inst, columns, a)
+            row, d = (_broken_entry(entry, columns, entry.error) if entry.state == "ERROR"
+                      else _list_entry(host, entry, columns, full))
         except NotFound:
             continue  # deleted meanwhile
         except LxdlibError as e:
-            # one broken instance must not hide the others: shown as ERROR, as LXD does
-            print(f"Warning: instance {inst.name!r}: {e}", file=sys.stderr)
-            entry = _broken_entry(inst, columns, a, str(e))
-        if entry is not None:
-            rows.append(entry[0])
-            data.append(entry[1])
+            print(f"Warning: instance {entry.name!r}: {e}", file=sys.stderr)
+            row, d = _broken_entry(entry, columns, str(e))
+        rows.append(row)
+        data.append(d)
     output.emit(a.format, [COLUMNS[ch] for ch in columns], rows, data)
     return 0
 
 
-def _broken_entry(inst: Instance, columns: str, a: argparse.Namespace, error: str
-                  ) -> tuple[list[str], dict[str, Any]] | None:
+def _record_cells(rec: InstanceRecord) -> dict[str, str]:
+    return {"t": "CONTAINER" + (" (EPHEMERAL)" if rec.ephemeral else ""),
+            "S": str(len(rec.snapshots)), "a": rec.architecture,
+            "c": _fmt_time(rec.created_at), "l": _fmt_time(rec.last_used_at),
+            "P": "\n".join(rec.profiles), "b": rec.pool, "d": rec.description}
+
+
+def _broken_entry(entry: Listed, columns: str, error: str | None
+                  ) -> tuple[list[str], dict[str, Any]]:
     """The row of an instance whose record or liblxc config cannot be read."""
-    try:
-        rec = inst.record()
-    except LxdlibError:
-        rec = None
-    if a.filters and not _filter(inst.name, rec.config if rec else {}, a.filters):
-        return None
+    rec = entry.record
     cell = dict.fromkeys(COLUMNS, "")
-    cell.update({"n": inst.name, "s": "ERROR", "e": "default"})
-    d: dict[str, Any] = {"name": inst.name}
+    cell.update({"n": entry.name, "s": "ERROR", "e": "default"})
+    d: dict[str, Any] = {"name": entry.name}
     if rec is not None:
-        cell.update({"t": "CONTAINER" + (" (EPHEMERAL)" if rec.ephemeral else ""),
-                     "S": str(len(rec.snapshots)), "a": rec.architecture,
-                     "c": _fmt_time(rec.created_at), "l": _fmt_time(rec.last_used_at),
-                     "P": "\n".join(rec.profiles), "b": rec.pool, "d": rec.description})
+        cell.update(_record_cells(rec))
         d = rec.to_dict()
     d.update({"status": "Error", "error": error})
     return [cell[ch] for ch in columns], d
 
 
-def _list_entry(inst: Instance, columns: str, a: argparse.Namespace
-                ) -> tuple[list[str], dict[str, Any]] | None:
-    rec = inst.record()
-    if a.filters and not _filter(inst.name, rec.config, a.filters):
-        return None
-    c = inst.handle()
-    state = c.state
-    running = state in ("RUNNING", "FROZEN")
-    need_net = running and any(ch in columns for ch in "46")
-    net = inst.network_state(c) if need_net else {}
+def _list_entry(host: Host, entry: Listed, columns: str, full: bool
+                ) -> tuple[list[str], dict[str, Any]]:
+    rec = entry.record
+    assert rec is not None  # only ERROR entries lack a record
+    inst = host.instances.get(entry.name)
+    net = entry.network
+    if entry.running and net is None and (full or any(ch in columns for ch in "46")):
+        net = inst.network_state()  # its namespace could not be read with the others
     usage: dict[str, Any] = {}
-    if running and any(ch in columns for ch in "Nmu"):
-        usage = inst.usage(c)
+    if entry.running and any(ch in columns for ch in "Nmu"):
+        usage = inst.usage()
 
-    def addrs(family: str, net: dict[str, Any] = net) -> str:
-        return "\n".join(f"{x['address']} ({n})" for n, v in net.items() if n != "lo"
-                         for x in v["addresses"] if x["family"] == family)
+    def addrs(family: str) -> str:
+        return "\n".join(f"{addr} ({ifname})"
+                         for addr, ifname in global_addresses(net or {}, family))
     cell = {
-        "n": inst.name, "s": state,
+        "n": entry.name, "s": entry.state,
         "4": addrs("inet"), "6": addrs("inet6"),
-        "t": "CONTAINER" + (" (EPHEMERAL)" if rec.ephemeral else ""),
-        "S": str(len(rec.snapshots)), "a": rec.architecture,
-        "c": _fmt_time(rec.created_at), "l": _fmt_time(rec.last_used_at),
-        "p": str(c.init_pid) if running else "", "P": "\n".join(rec.profiles),
-        "b": rec.pool, "d": rec.description,
+        **_record_cells(rec),
+        "p": str(entry.pid) if entry.running else "",
         "N": str(usage.get("processes") or ""),
         "m": output.size(usage.get("memory_usage")) if usage else "",
         "u": f"{(usage.get('cpu_usage_ns') or 0) / 1e9:.0f}s" if usage else "",
         "e": "default",
     }
     d: dict[str, Any] = {}
-    if a.format in ("json", "yaml"):
+    if full:
         cfg, devs = inst.expanded(rec)
         d = rec.to_dict()
-        d.update({"status": inst.status, "expanded_config": cfg, "expanded_devices": devs})
-        if running:
-            d["state"] = {"pid": c.init_pid, "network": inst.network_state(c)}
+        d.update({"status": entry.status, "expanded_config": cfg, "expanded_devices": devs})
+        if entry.running:
+            d["state"] = {"pid": entry.pid, "network": net or {}}
     return [cell[ch] for ch in columns], d
 
 
