@@ -25,6 +25,8 @@ machine: run it under the integration tests' lock (``flock /work/wt/itest.lock â
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import random
 import secrets
 import shutil
 import statistics
@@ -40,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import lxdlib
 from lxdlib import record
 from tests.cleanup import teardown_root
+from tests.integration.network_fixtures import host_subnets
 
 
 def median_ms(fn: Callable[[], object], rounds: int) -> float:
@@ -51,12 +54,25 @@ def median_ms(fn: Callable[[], object], rounds: int) -> float:
     return statistics.median(times)
 
 
+def free_subnet(prefix: int) -> str:
+    """A 10.x.y.1/<prefix> that overlaps nothing on the host (``auto`` gives a /24: too small
+    for more than ~250 DHCP clients)."""
+    used = [net for net in host_subnets() if net.version == 4]
+    for _ in range(1000):
+        net = ipaddress.IPv4Network(f"10.{random.randrange(256)}.{random.randrange(0, 256, 16)}"
+                                    f".0/{prefix}", strict=False)
+        if not any(net.overlaps(u) for u in used):
+            return f"{net.network_address + 1}/{prefix}"
+    raise SystemExit("no free 10.x.y.0/20 subnet")
+
+
 def prepare(root: Path, n: int, prefix: str) -> lxdlib.Host:
     host = lxdlib.Host(root, create=True)
     host.create_pool("default", "btrfs", {"size": f"{max(2, n // 100 + 1)}GiB"})
     net = f"lb{secrets.token_hex(3)}"
-    host.networks.create(net, {"ipv4.address": "auto", "ipv4.nat": "false",
-                               "ipv6.address": "auto", "ipv6.nat": "false"})
+    host.networks.create(net, {"ipv4.address": free_subnet(20) if n > 200 else "auto",
+                               "ipv4.nat": "false", "ipv6.address": "auto",
+                               "ipv6.nat": "false"})
     host.profiles.create("default", {}, {
         "root": {"type": "disk", "path": "/", "pool": "default"},
         "eth0": {"type": "nic", "name": "eth0", "network": net}})

@@ -97,7 +97,8 @@ class Instances(Collection[Instance]):
         instances at once, where asking each ``Instance`` would take seconds. The addresses
         are those inside the instance, as ``inst.network_state()`` reads them; ``network=False``
         skips them. A snapshot: take another for a newer view (see ``lxdlib.listing``)."""
-        return take(self.ctx, self.names() if names is None else names, network=network)
+        return take(self.ctx.paths, self.names() if names is None else names,
+                    network=network)
 
     def pool_of(self, name: str) -> str:
         """The pool holding an instance's root volume ("" when its record is unreadable)."""

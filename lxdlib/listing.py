@@ -29,17 +29,21 @@ import attrs
 
 from . import livestate, record, runtime
 from .errors import LXCError, LxdlibError
-from .instance import STATUS
 from .model import Collection
 from .network import netstate
 
 if TYPE_CHECKING:
-    from .context import Context
     from .record import InstanceRecord
+    from .state import Paths
 
 log = logging.getLogger(__name__)
 
 ACTIVE = ("RUNNING", "FROZEN", "FREEZING")
+
+#: LXD's spelling of liblxc's states (``inst.status``, ``lxc list``'s JSON ``status``).
+STATUS = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen",
+          "STARTING": "Running", "STOPPING": "Stopped", "ABORTING": "Error",
+          "FREEZING": "Frozen", "THAWED": "Running"}
 
 
 def global_addresses(network: Mapping[str, Any], family: str) -> list[tuple[str, str]]:
@@ -114,10 +118,10 @@ class Listing(Collection[Listed]):
         return f"<Listing {[(e.name, e.state) for e in self._entries.values()]}>"
 
 
-def _liblxc_view(ctx: Context, name: str) -> tuple[str, int, str | None]:
+def _liblxc_view(paths: Paths, name: str) -> tuple[str, int, str | None]:
     """State, pid and error as liblxc sees one instance (the exact, slower way)."""
     try:
-        c = runtime.open_container(ctx.paths.lxcpath, name)
+        c = runtime.open_container(paths.lxcpath, name)
         state = runtime.state(c)
         pid = c.init_pid if state in ACTIVE else -1
     except LXCError as e:
@@ -125,22 +129,23 @@ def _liblxc_view(ctx: Context, name: str) -> tuple[str, int, str | None]:
     return state, pid, None
 
 
-def _config_error(ctx: Context, name: str) -> str | None:
+def _config_error(paths: Paths, name: str) -> str | None:
     """Why liblxc cannot load a (stopped) instance's config, or None."""
     try:
-        runtime.open_container(ctx.paths.lxcpath, name)
+        runtime.open_container(paths.lxcpath, name)
     except LXCError as e:
         return str(e)
     return None
 
 
-def take(ctx: Context, names: Iterable[str], *, network: bool = True) -> Listing:
-    """The listing of ``names`` (instances that vanish meanwhile are left out)."""
-    lxcpath = ctx.paths.lxcpath
+def take(paths: Paths, names: Iterable[str], *, network: bool = True) -> Listing:
+    """The listing of the instances ``names`` of the root at ``paths`` (those that vanish
+    meanwhile are left out)."""
+    lxcpath = paths.lxcpath
     records: dict[str, InstanceRecord | LxdlibError] = {}
     for name in names:
         try:
-            records[name] = record.load(ctx.paths, name)
+            records[name] = record.load(paths, name)
         except FileNotFoundError:
             continue  # deleted meanwhile
         except LxdlibError as e:  # CorruptRecord, a symlinked record
@@ -160,9 +165,9 @@ def take(ctx: Context, names: Iterable[str], *, network: bool = True) -> Listing
         if seen is not None:
             state, pid, error = seen.state, seen.pid, None
         elif active is None or name in active:
-            state, pid, error = _liblxc_view(ctx, name)
+            state, pid, error = _liblxc_view(paths, name)
         else:
-            error = _config_error(ctx, name)
+            error = _config_error(paths, name)
             state, pid = ("ERROR" if error else "STOPPED"), -1
         entries[name] = Listed(name, state, pid, rec, error,
                                {} if network and state not in ACTIVE else None)

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from lxdlib import listing, livestate, record
 from lxdlib.errors import LxdlibError
 from lxdlib.network import netstate
-from lxdlib.state import ParsedCache, Paths, write_yaml
+from lxdlib.state import ParsedCache, Paths, dump_yaml, load_record_yaml, write_yaml
 
 # -- livestate --------------------------------------------------------------------------------
 
@@ -341,3 +342,67 @@ def test_listing_has_the_collections_shape() -> None:
     assert lst["b"].status == "Stopped" and lst["b"].pid == -1
     with pytest.raises(LookupError):
         lst["zz"]
+
+
+# -- the fast record loader -------------------------------------------------------------------
+
+DOCS = [
+    "",
+    "null\n",
+    "name: c1\nephemeral: false\nlast_used_at: null\nprofiles:\n- default\nconfig: {}\n",
+    "config:\n  limits.cpu: '2'\n  volatile.idmap.current: '[{\"Isuid\":true}]'\n  a: yes\n",
+    "n: 12\nf: 1.5\no: 0o17\nx: 0x1F\nneg: -3\ninf: .inf\ns: '12'\n",
+    "t: 2026-12-04 10:00:00\nd: 2026-12-04\nq: '2026-12-04T10:00:00+00:00'\n",
+    "b: [true, True, TRUE, false, 'true', ~, Null]\n",
+    "base: &b {x: 1, y: [1, 2]}\nother:\n  <<: *b\n  z: 3\n",
+    "a: &l [1, 2]\nb: *l\n",
+    "a: &s text\nb: *s\n",
+    "? [1, 2]\n: unhashable\n",
+    "dup: 1\ndup: 2\n",
+    "bin: !!binary aGk=\nset: !!set {a, b}\nstr: !!str 12\n",
+    "snapshots:\n- name: s0\n  created_at: '2026-01-01T00:00:00+00:00'\n  devices: {}\n",
+    "- 1\n- [a, {b: c}]\n",
+    "just a string\n",
+    "unicode: \"caf\\u00e9 \\U0001F600\"\nempty: ''\nmulti: |\n  line1\n  line2\n",
+]
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_record_loader_gives_what_safe_loader_gives(doc: str) -> None:
+    try:
+        expected = yaml.load(doc, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        with pytest.raises(yaml.YAMLError):
+            load_record_yaml(doc.encode())
+        assert e
+        return
+    got = load_record_yaml(doc.encode())
+    assert got == expected and type(got) is type(expected)
+    assert load_record_yaml(doc.encode()) == expected  # again, from the resolver's memory
+    if isinstance(expected, dict) and "b" in expected and "a" in expected \
+            and isinstance(expected["a"], list):
+        assert got["a"] is got["b"]  # an alias stays one object, as PyYAML makes it
+
+
+@pytest.mark.parametrize("doc", ["a: [1\n", "a: 1\n---\nb: 2\n", "{a: 1, a\n", "\t- x\n"])
+def test_record_loader_refuses_what_safe_loader_refuses(doc: str) -> None:
+    with pytest.raises(yaml.YAMLError):
+        yaml.load(doc, Loader=yaml.SafeLoader)
+    with pytest.raises(yaml.YAMLError):
+        load_record_yaml(doc.encode())
+
+
+def test_record_loader_on_a_real_record() -> None:
+    rec = record.InstanceRecord(
+        name="c1", architecture="x86_64", created_at=record.now(), pool="default",
+        profiles=["default", "x"], config={"volatile.eth0.hwaddr": "00:16:3e:00:00:01",
+                                           "limits.memory": "1GiB", "user.n": "12"},
+        devices={"eth0": {"type": "nic", "network": "lxdbr0"}}, ephemeral=True,
+        snapshots=[record.SnapshotRecord(name="s0", created_at=record.now())])
+    text = dump_yaml(rec.to_dict())
+    assert load_record_yaml(text.encode()) == yaml_safe(text)
+    assert record.InstanceRecord.from_dict(load_record_yaml(text.encode())) == rec
+
+
+def yaml_safe(text: str) -> Any:
+    return yaml.load(text, Loader=yaml.SafeLoader)
