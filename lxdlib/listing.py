@@ -23,7 +23,7 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -61,9 +61,11 @@ class Listed:
 
     ``state`` is liblxc's spelling (RUNNING, STOPPED, FROZEN, …, or ERROR when its record or
     its liblxc config cannot be read — ``error`` says why); ``pid`` its init's host pid, -1
-    when it is not running; ``network`` LXD's per-interface state (``inst.network_state()``'s
-    shape), ``{}`` when not running, ``None`` when it was not read (``network=False``, or its
-    namespace could not be entered)."""
+    when it is not running; ``network`` its interfaces in the shape of
+    ``inst.network_state()`` — with every key when listed with ``network="full"``, with
+    ``addresses`` alone (and only interfaces that have one) by default — ``{}`` when it is not
+    running, ``None`` when it was not read (``network=False``, or its namespace could not be
+    entered)."""
 
     name: str
     state: str
@@ -138,9 +140,13 @@ def _config_error(paths: Paths, name: str) -> str | None:
     return None
 
 
-def take(paths: Paths, names: Iterable[str], *, network: bool = True) -> Listing:
+def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] = True
+         ) -> Listing:
     """The listing of the instances ``names`` of the root at ``paths`` (those that vanish
-    meanwhile are left out)."""
+    meanwhile are left out). ``network``: ``True`` reads each running instance's addresses
+    (``Listed.network`` holds ``{ifname: {"addresses": [...]}}``), ``"full"`` everything
+    ``inst.network_state()`` gives (MAC, MTU, state, counters, host end of the veth),
+    ``False`` nothing."""
     lxcpath = paths.lxcpath
     records: dict[str, InstanceRecord | LxdlibError] = {}
     for name in names:
@@ -173,6 +179,7 @@ def take(paths: Paths, names: Iterable[str], *, network: bool = True) -> Listing
                                {} if network and state not in ACTIVE else None)
     if network:
         pids = {e.pid: e.name for e in entries.values() if e.state in ACTIVE and e.pid > 0}
-        for pid, nics in netstate.interfaces_many(pids).items():
+        read = netstate.interfaces_many if network == "full" else netstate.addresses_many
+        for pid, nics in read(pids).items():
             entries[pids[pid]] = attrs.evolve(entries[pids[pid]], network=nics)
     return Listing(entries.values())

@@ -166,12 +166,19 @@ def _first_pid(procs: bytes) -> int:
     return int(head) if head.isdigit() else -1
 
 
+# (payload cgroup, its inode, init pid) already tied to this lxcpath's monitor, by this process:
+# while the cgroup directory is the same one (a restart makes a new one) and that pid is still
+# the first in it, it is the same init, and the two /proc reads are skipped.
+_verified: dict[tuple[str, int, int], bytes] = {}
+
+
 def _init_of(cgroup: str, expected: bytes) -> int:
     """The pid of the container's init if ``cgroup`` is the payload of the container whose
     monitor's command line is ``expected``; -1 otherwise. The first pid of ``cgroup.procs``
     (or, when the payload itself is empty, of its first non-empty child: an init that moved
     itself, as systemd does) is taken, and must be a child of that monitor."""
     try:
+        ino = os.stat(cgroup).st_ino
         pid = _first_pid(_read(cgroup + "/cgroup.procs"))
         if pid < 0:
             with os.scandir(cgroup) as it:
@@ -182,13 +189,20 @@ def _init_of(cgroup: str, expected: bytes) -> int:
                             break
         if pid < 0:
             return -1
+        if _verified.get((cgroup, ino, pid)) == expected:
+            return pid
         ppid = parse_ppid(_read(f"/proc/{pid}/stat"))
         if ppid <= 0:
             return -1
         cmdline = _read(f"/proc/{ppid}/cmdline").rstrip(b"\0").replace(b"\0", b" ")
     except (OSError, ValueError):
         return -1
-    return pid if cmdline.rstrip() == expected else -1
+    if cmdline.rstrip() != expected:
+        return -1
+    if len(_verified) > 20000:
+        _verified.clear()
+    _verified[(cgroup, ino, pid)] = expected
+    return pid
 
 
 def read(lxcpath: Path, running: Iterable[str], where: Layout | None = None

@@ -204,7 +204,8 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
         if ch not in COLUMNS:
             raise InvalidArgument(f"unknown column {ch!r}")
     full = a.format in ("json", "yaml")
-    listing = host.instances.list_state(network=full or any(ch in columns for ch in "46"))
+    listing = host.instances.list_state(
+        network="full" if full else any(ch in columns for ch in "46"))
     rows: list[list[str]] = []
     data: list[dict[str, Any]] = []
     for entry in listing:

@@ -28,13 +28,15 @@ import socket
 import struct
 import subprocess
 import threading
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ..runtime import Container
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _SCOPES = {"host": "local", "link": "link", "global": "global", "site": "site"}
 
@@ -128,18 +130,29 @@ _IFINFOMSG = struct.Struct("=BxHiII")   # struct ifinfomsg
 _IFADDRMSG = struct.Struct("=BBBBI")    # struct ifaddrmsg
 _STATS64 = struct.Struct("=8Q")         # the first fields of struct rtnl_link_stats64
 _IP_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
+_COUNTER_KEYS = ("bytes_received", "bytes_sent", "packets_received", "packets_sent",
+                 "errors_received", "errors_sent", "packets_dropped_inbound",
+                 "packets_dropped_outbound")
 _FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
+_LINK_ATTRS = frozenset({_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_LINK, _IFLA_STATS64,
+                         _IFLA_LINK_NETNSID})
+_NAME_ONLY = frozenset({_IFLA_IFNAME})
+_ADDR_ATTRS = frozenset({_IFA_ADDRESS, _IFA_LOCAL})
 
 
-def _rtattrs(buf: bytes, off: int) -> dict[int, bytes]:
-    """The route attributes of one message from ``off`` on (the last one of a type wins)."""
+def _rtattrs(buf: bytes, off: int, wanted: frozenset[int]) -> dict[int, bytes]:
+    """The route attributes of types ``wanted`` in one message from ``off`` on (only those are
+    copied: a link message carries some forty attributes, and a listing reads thousands)."""
     out: dict[int, bytes] = {}
     end = len(buf)
+    unpack = _RTATTR.unpack_from
     while off + 4 <= end:
-        length, kind = _RTATTR.unpack_from(buf, off)
+        length, kind = unpack(buf, off)
         if length < 4:
             break
-        out[kind & 0x3FFF] = buf[off + 4:off + length]  # without NLA_F_NESTED / BYTEORDER
+        kind &= 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
+        if kind in wanted:
+            out[kind] = buf[off + 4:off + length]
         off += (length + 3) & ~3
     return out
 
@@ -176,57 +189,97 @@ def _mac(raw: bytes | None) -> str:
     return ":".join(f"{b:02x}" for b in raw) if raw else ""
 
 
-def links_from_netlink(links: list[tuple[int, bytes]], addrs: list[tuple[int, bytes]]
-                       ) -> list[dict[str, Any]]:
-    """``RTM_NEWLINK`` and ``RTM_NEWADDR`` payloads → what ``ip -json -stats addr`` prints
-    (the keys ``parse`` reads), links in the kernel's order, each with its addresses."""
-    out: dict[int, dict[str, Any]] = {}
-    for mtype, m in links:
-        if mtype != _RTM_NEWLINK or len(m) < _IFINFOMSG.size:
-            continue
-        _fam, arphrd, index, flags, _change = _IFINFOMSG.unpack_from(m)
-        a = _rtattrs(m, _IFINFOMSG.size)
-        link: dict[str, Any] = {
-            "ifindex": index,
-            "ifname": a.get(_IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(errors="replace"),
-            "flags": ["UP"] if flags & _IFF_UP else [],
-            "mtu": struct.unpack_from("=I", a[_IFLA_MTU])[0] if _IFLA_MTU in a else 0,
-            "link_type": "loopback" if arphrd == _ARPHRD_LOOPBACK else "ether",
-            "address": _mac(a.get(_IFLA_ADDRESS)),
-            "addr_info": [],
-        }
-        if _IFLA_LINK in a:
-            peer = struct.unpack_from("=I", a[_IFLA_LINK])[0]
-            if peer and peer != index:
-                link["link_index"] = peer
-        if _IFLA_LINK_NETNSID in a:
-            link["link_netnsid"] = struct.unpack_from("=i", a[_IFLA_LINK_NETNSID])[0]
-        raw = a.get(_IFLA_STATS64)
-        if raw is not None and len(raw) >= _STATS64.size:
-            rxp, txp, rxb, txb, rxe, txe, rxd, txd = _STATS64.unpack_from(raw)
-            link["stats64"] = {"rx": {"bytes": rxb, "packets": rxp, "errors": rxe,
-                                      "dropped": rxd},
-                               "tx": {"bytes": txb, "packets": txp, "errors": txe,
-                                      "dropped": txd}}
-        out[index] = link
+def _name(raw: bytes | None) -> str:
+    return (raw or b"").split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _addresses(addrs: list[tuple[int, bytes]]) -> dict[int, list[dict[str, str]]]:
+    """``RTM_NEWADDR`` payloads → the addresses of each ifindex in LXD's shape, in the
+    kernel's order."""
+    out: dict[int, list[dict[str, str]]] = {}
     for mtype, m in addrs:
         if mtype != _RTM_NEWADDR or len(m) < _IFADDRMSG.size:
             continue
         family, prefixlen, _flags, scope, index = _IFADDRMSG.unpack_from(m)
-        a = _rtattrs(m, _IFADDRMSG.size)
+        a = _rtattrs(m, _IFADDRMSG.size, _ADDR_ATTRS)
         raw = a.get(_IFA_LOCAL) or a.get(_IFA_ADDRESS)  # ip's "local": IFA_LOCAL, else ADDRESS
-        if family not in _FAMILIES or raw is None or index not in out:
+        if family not in _FAMILIES or raw is None:
             continue
-        out[index]["addr_info"].append({
-            "family": _FAMILIES[family], "local": socket.inet_ntop(family, raw),
-            "prefixlen": prefixlen, "scope": _IP_SCOPES.get(scope, str(scope))})
-    return list(out.values())
+        ip_scope = _IP_SCOPES.get(scope, str(scope))
+        out.setdefault(index, []).append({
+            "family": _FAMILIES[family], "address": socket.inet_ntop(family, raw),
+            "netmask": str(prefixlen), "scope": _SCOPES.get(ip_scope, ip_scope)})
+    return out
 
 
-def _read_netlink(sock: socket.socket) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+def state_from_netlink(links: list[tuple[int, bytes]], addrs: list[tuple[int, bytes]]
+                       ) -> dict[str, Any]:
+    """``RTM_NEWLINK`` and ``RTM_NEWADDR`` payloads of one namespace → ``{ifname: state}``,
+    what ``parse`` makes of ``ip -json -stats addr``. Called in the host's namespace: the host
+    end of a veth is named from its ifindex there."""
+    by_index = _addresses(addrs)
+    out: dict[str, Any] = {}
+    for mtype, m in links:
+        if mtype != _RTM_NEWLINK or len(m) < _IFINFOMSG.size:
+            continue
+        _fam, arphrd, index, flags, _change = _IFINFOMSG.unpack_from(m)
+        a = _rtattrs(m, _IFINFOMSG.size, _LINK_ATTRS)
+        name = _name(a.get(_IFLA_IFNAME))
+        if not name:
+            continue
+        loopback = arphrd == _ARPHRD_LOOPBACK
+        host_name = ""
+        if _IFLA_LINK_NETNSID in a and _IFLA_LINK in a:
+            peer = struct.unpack_from("=I", a[_IFLA_LINK])[0]
+            if peer and peer != index:
+                with contextlib.suppress(OSError):
+                    host_name = socket.if_indextoname(peer)
+        counters = dict.fromkeys(_COUNTER_KEYS, 0)
+        raw = a.get(_IFLA_STATS64)
+        if raw is not None and len(raw) >= _STATS64.size:
+            rxp, txp, rxb, txb, rxe, txe, rxd, txd = _STATS64.unpack_from(raw)
+            counters = {"bytes_received": rxb, "bytes_sent": txb, "packets_received": rxp,
+                        "packets_sent": txp, "errors_received": rxe, "errors_sent": txe,
+                        "packets_dropped_inbound": rxd, "packets_dropped_outbound": txd}
+        out[name] = {
+            "addresses": by_index.get(index, []),
+            "counters": counters,
+            "hwaddr": "" if loopback else _mac(a.get(_IFLA_ADDRESS)),
+            "host_name": host_name,
+            "mtu": struct.unpack_from("=I", a[_IFLA_MTU])[0] if _IFLA_MTU in a else 0,
+            "state": "up" if flags & _IFF_UP else "down",
+            "type": "loopback" if loopback else "broadcast",
+        }
+    return dict(sorted(out.items()))
+
+
+def _read_full(sock: socket.socket) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+    """The raw link and address dumps (parsed by the caller, back in the host's namespace:
+    the host end of a veth is named there)."""
     links = _dump(sock, _RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), 1)
     addrs = _dump(sock, _RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), 2)
     return links, addrs
+
+
+def _read_addresses(sock: socket.socket) -> dict[str, Any]:
+    """Only the addresses, by interface name: the address dump, and the link dump read for
+    the names alone (an IPv4 label is not proof of the name: the instance's root may set
+    any label)."""
+    addrs = _dump(sock, _RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), 1)
+    by_index = _addresses(addrs)
+    if not by_index:
+        return {}
+    links = _dump(sock, _RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), 2)
+    out: dict[str, Any] = {}
+    for mtype, m in links:
+        if mtype != _RTM_NEWLINK or len(m) < _IFINFOMSG.size:
+            continue
+        index = _IFINFOMSG.unpack_from(m)[2]
+        if index in by_index:
+            name = _name(_rtattrs(m, _IFINFOMSG.size, _NAME_ONLY).get(_IFLA_IFNAME))
+            if name:
+                out[name] = {"addresses": by_index[index]}
+    return dict(sorted(out.items()))
 
 
 def _setns_function() -> Any:
@@ -243,20 +296,21 @@ def _setns_function() -> Any:
     return call
 
 
-def interfaces_many(pids: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """``interfaces(pid)`` for many pids at once, read in-process: {pid: {ifname: state}}.
+def _in_each_namespace(pids: Iterable[int], read: Callable[[socket.socket], T]
+                       ) -> dict[int, T]:
+    """``read(sock)`` with a netlink socket made in the network namespace of each pid, from a
+    private thread: {pid: result} for the pids whose namespace could be entered.
 
-    A pid that is gone (or whose namespace cannot be entered, e.g. without CAP_SYS_ADMIN) is
-    missing from the result rather than empty, so a caller can tell "no interfaces" from
-    "not read". Only the private thread changes namespace; it returns to this process's
-    namespace before it ends, and nothing but the netlink calls runs while it is away (no
-    logging: a handler opening a socket there would open it in the instance's namespace).
+    Only that thread changes namespace; it returns to this process's namespace before it
+    ends. Nothing but ``read`` runs while it is away, and ``read`` must neither log (a handler
+    opening a socket would open it in the instance's namespace) nor ask the kernel anything
+    by name or index outside netlink (``if_indextoname`` would answer for the instance).
     """
     wanted = [p for p in dict.fromkeys(pids) if p > 0]
-    raw: dict[int, tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]] = {}
+    out: dict[int, T] = {}
     failures: list[tuple[int, OSError]] = []
     if not wanted:
-        return {}
+        return out
 
     def work() -> None:
         try:
@@ -276,7 +330,7 @@ def interfaces_many(pids: Iterable[int]) -> dict[int, dict[str, Any]]:
                     setns(fd)
                     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                        socket.NETLINK_ROUTE) as sock:
-                        raw[pid] = _read_netlink(sock)
+                        out[pid] = read(sock)
                 except OSError as e:
                     failures.append((pid, e))
                     if e.errno in (errno.EPERM, errno.EACCES):
@@ -293,7 +347,22 @@ def interfaces_many(pids: Iterable[int]) -> dict[int, dict[str, Any]]:
     thread.join()
     for pid, err in failures:
         log.debug("cannot read the interfaces of pid %d in-process: %s", pid, err)
-    out: dict[int, dict[str, Any]] = {}
-    for pid, (links, addrs) in raw.items():
-        out[pid] = parse(links_from_netlink(links, addrs))
     return out
+
+
+def interfaces_many(pids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """``interfaces(pid)`` for many pids at once, read in-process with no subprocess:
+    {pid: {ifname: state}}, each state as ``interfaces`` gives it (links, addresses, counters).
+
+    A pid that is gone (or whose namespace cannot be entered, e.g. without CAP_SYS_ADMIN) is
+    missing from the result rather than empty, so a caller can tell "no interfaces" from
+    "not read"."""
+    raw = _in_each_namespace(pids, _read_full)
+    return {pid: state_from_netlink(links, addrs) for pid, (links, addrs) in raw.items()}
+
+
+def addresses_many(pids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """The addresses alone, cheaper than ``interfaces_many`` (one small dump per namespace):
+    {pid: {ifname: {"addresses": [...]}}}, the ``addresses`` lists being those
+    ``interfaces`` gives; interfaces without an address are left out."""
+    return _in_each_namespace(pids, _read_addresses)

@@ -184,40 +184,58 @@ def _addr(index: int, family: int, address: str, prefix: int, scope: int,
     return 20, body
 
 
-def test_links_from_netlink_gives_what_ip_json_prints() -> None:
-    links = [_link(1, "lo", 772, 0x1 | 0x8, 65536, b"\0" * 6, stats=(1, 1, 5, 5)),
-             _link(7, "eth0", 1, 0x1 | 0x2, 1500, bytes.fromhex("00163e010203"), peer=9,
-                   netnsid=0, stats=(3, 2, 300, 200, 1, 0, 4, 0)),
-             _link(8, "eth1", 1, 0x2, 1400, bytes.fromhex("00163e0a0b0c")),
-             (3, b"")]  # NLMSG_DONE-like noise is ignored
-    addrs = [_addr(1, socket.AF_INET, "127.0.0.1", 8, 254),
-             _addr(7, socket.AF_INET, "10.1.2.3", 24, 0),
-             _addr(1, socket.AF_INET6, "::1", 128, 254, local=False),
-             _addr(7, socket.AF_INET6, "fd42::5", 64, 0, local=False),
-             _addr(7, socket.AF_INET6, "fe80::216:3eff:fe01:203", 64, 253, local=False),
-             _addr(99, socket.AF_INET, "10.9.9.9", 24, 0)]  # a link that vanished
-    got = netstate.links_from_netlink(links, addrs)
-    assert [x["ifname"] for x in got] == ["lo", "eth0", "eth1"]
-    lo, eth0, eth1 = got
-    assert lo["link_type"] == "loopback" and lo["flags"] == ["UP"] and lo["mtu"] == 65536
-    assert eth0["address"] == "00:16:3e:01:02:03" and eth0["link_index"] == 9
-    assert eth0["link_netnsid"] == 0
-    assert eth0["stats64"] == {"rx": {"bytes": 300, "packets": 3, "errors": 1, "dropped": 4},
-                               "tx": {"bytes": 200, "packets": 2, "errors": 0, "dropped": 0}}
-    assert eth0["addr_info"] == [
-        {"family": "inet", "local": "10.1.2.3", "prefixlen": 24, "scope": "global"},
-        {"family": "inet6", "local": "fd42::5", "prefixlen": 64, "scope": "global"},
-        {"family": "inet6", "local": "fe80::216:3eff:fe01:203", "prefixlen": 64,
-         "scope": "link"}]
-    assert eth1["flags"] == [] and eth1["addr_info"] == [] and "link_index" not in eth1
-    state = netstate.parse(got)
-    assert state["eth1"]["state"] == "down" and state["lo"]["type"] == "loopback"
-    assert state["eth0"]["counters"]["packets_dropped_inbound"] == 4
+LINKS = [_link(1, "lo", 772, 0x1 | 0x8, 65536, b"\0" * 6, stats=(1, 1, 5, 5)),
+         _link(7, "eth0", 1, 0x1 | 0x2, 1500, bytes.fromhex("00163e010203"), peer=1,
+               netnsid=0, stats=(3, 2, 300, 200, 1, 0, 4, 0)),
+         _link(8, "eth1", 1, 0x2, 1400, bytes.fromhex("00163e0a0b0c")),
+         (3, b"")]  # anything but RTM_NEWLINK is skipped
+ADDRS = [_addr(1, socket.AF_INET, "127.0.0.1", 8, 254),
+         _addr(7, socket.AF_INET, "10.1.2.3", 24, 0),
+         _addr(1, socket.AF_INET6, "::1", 128, 254, local=False),
+         _addr(7, socket.AF_INET6, "fd42::5", 64, 0, local=False),
+         _addr(7, socket.AF_INET6, "fe80::216:3eff:fe01:203", 64, 253, local=False),
+         _addr(99, socket.AF_INET, "10.9.9.9", 24, 0)]  # a link that vanished meanwhile
+
+
+def test_state_from_netlink_gives_what_parse_gives_from_ip_json() -> None:
+    got = netstate.state_from_netlink(LINKS, ADDRS)
+    # the same interfaces as `ip -json -stats addr` would print them, through `parse`
+    ip_json = [
+        {"ifname": "lo", "flags": ["LOOPBACK", "UP"], "mtu": 65536, "link_type": "loopback",
+         "address": "00:00:00:00:00:00",
+         "addr_info": [{"family": "inet", "local": "127.0.0.1", "prefixlen": 8,
+                        "scope": "host"},
+                       {"family": "inet6", "local": "::1", "prefixlen": 128, "scope": "host"}],
+         "stats64": {"rx": {"bytes": 5, "packets": 1}, "tx": {"bytes": 5, "packets": 1}}},
+        {"ifname": "eth0", "flags": ["BROADCAST", "UP"], "mtu": 1500, "link_type": "ether",
+         "address": "00:16:3e:01:02:03", "link_index": 1, "link_netnsid": 0,
+         "addr_info": [
+             {"family": "inet", "local": "10.1.2.3", "prefixlen": 24, "scope": "global"},
+             {"family": "inet6", "local": "fd42::5", "prefixlen": 64, "scope": "global"},
+             {"family": "inet6", "local": "fe80::216:3eff:fe01:203", "prefixlen": 64,
+              "scope": "link"}],
+         "stats64": {"rx": {"bytes": 300, "packets": 3, "errors": 1, "dropped": 4},
+                     "tx": {"bytes": 200, "packets": 2, "errors": 0, "dropped": 0}}},
+        {"ifname": "eth1", "flags": ["BROADCAST"], "mtu": 1400, "link_type": "ether",
+         "address": "00:16:3e:0a:0b:0c", "addr_info": []},
+    ]
+    assert got == netstate.parse(ip_json)
+    assert list(got) == ["eth0", "eth1", "lo"]
+    assert got["eth0"]["host_name"] == socket.if_indextoname(1)  # the peer, named here
+    assert got["eth1"]["state"] == "down" and got["lo"]["hwaddr"] == ""
+
+
+def test_attribute_walk_takes_only_what_is_asked() -> None:
+    _, body = _link(7, "eth0", 1, 1, 1500, b"\1" * 6, peer=3)
+    assert netstate._rtattrs(body, 16, frozenset({3})) == {3: b"eth0\0"}
+    assert netstate._rtattrs(body + b"\x02\x00", 16, frozenset({5})) == {
+        5: struct.pack("=I", 3)}  # a truncated attribute at the end is ignored
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="entering a namespace needs root")
-def test_interfaces_many_agrees_with_ip_in_the_namespace() -> None:
-    """Read in-process or by ``ip`` in the namespace: the same dict."""
+def test_reading_in_process_agrees_with_ip_in_the_namespace() -> None:
+    """Read in-process or by ``ip`` in the namespace: the same dict; the addresses alone are
+    the same addresses."""
     script = ("ip link set lo up; ip addr add 10.77.0.1/24 dev lo; "
               "ip addr add fd77::1/64 dev lo; exec sleep 30")
     procs = [subprocess.Popen(["unshare", "--net", "sh", "-c", script]) for _ in range(3)]
@@ -225,12 +243,14 @@ def test_interfaces_many_agrees_with_ip_in_the_namespace() -> None:
         deadline = time.monotonic() + 10
         pids = [p.pid for p in procs]
         while time.monotonic() < deadline and not all(
-                "10.77.0.1" in str(netstate.interfaces(p)) for p in pids):
+                "fd77::1" in str(netstate.interfaces(p)) for p in pids):
             time.sleep(0.05)
         many = netstate.interfaces_many([*pids, 2 ** 22 + 1])  # the last pid does not exist
-        assert sorted(many) == sorted(pids)
+        addrs = netstate.addresses_many([*pids, 2 ** 22 + 1])
+        assert sorted(many) == sorted(addrs) == sorted(pids)
         for p in pids:
             assert many[p] == netstate.interfaces(p)
+            assert addrs[p] == {"lo": {"addresses": many[p]["lo"]["addresses"]}}
             assert [a["address"] for a in many[p]["lo"]["addresses"]] == [
                 "127.0.0.1", "10.77.0.1", "fd77::1", "::1"]
     finally:
