@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +30,7 @@ import attrs
 
 from . import livestate, record, runtime
 from .errors import LXCError, LxdlibError
+from .journal import PENDING
 from .model import Collection
 from .network import netstate
 
@@ -138,6 +140,28 @@ def _config_error(paths: Paths, name: str) -> str | None:
     except LXCError as e:
         return str(e)
     return None
+
+
+def scan(paths: Paths) -> tuple[list[str], list[str]]:
+    """The instances of a root, in name order, and the directories an interrupted operation
+    left (no record, or a change not finished: ``journal.PENDING``), which opening a ``Host``
+    finishes or undoes. A read-only listing of the first needs no ``Host``: only while the
+    second is empty (``lxdlib list`` opens one otherwise, as every other command does)."""
+    names: list[str] = []
+    leftovers: list[str] = []
+    base = os.fspath(paths.lxcpath)
+    try:
+        with os.scandir(base) as it:
+            dirs = [e.name for e in it if e.is_dir()]
+    except FileNotFoundError:
+        return [], []
+    for name in sorted(dirs):
+        d = f"{base}/{name}"
+        if os.path.exists(f"{d}/instance.yaml") and not os.path.lexists(f"{d}/{PENDING}"):
+            names.append(name)
+        else:
+            leftovers.append(name)
+    return names, leftovers
 
 
 def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] = True

@@ -7,12 +7,14 @@ import argparse
 import datetime as dt
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from ..errors import InvalidArgument, LxdlibError, NotFound
-from ..listing import global_addresses
+from ..listing import global_addresses, scan, take
+from ..state import Paths
 from . import output
 from .common import ProgressBar, parse_kv
 
@@ -195,17 +197,31 @@ def _fmt_time(t: dt.datetime | None) -> str:
     return t.strftime("%Y/%m/%d %H:%M %Z") if t else ""
 
 
-def cmd_list(host: Host, a: argparse.Namespace) -> int:
+def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
     """``lxc list``: state, pid and addresses of every instance come from one listing
-    (``host.instances.list_state()``: no process per instance); only the resource columns
-    (processes, memory, CPU) ask each running instance's cgroup through liblxc."""
+    (``lxdlib.listing``: no process per instance). Called without a ``Host`` (``opens_root``):
+    the table needs only the root's records and the kernel's view, so the whole library is
+    imported only for what needs it — JSON/YAML (expanded config), the resource columns
+    (liblxc per instance), a root to set up or with leftovers to recover."""
     columns = "nsacPt" if a.fast else (a.columns or "ns46tS")
     for ch in columns:
         if ch not in COLUMNS:
             raise InvalidArgument(f"unknown column {ch!r}")
     full = a.format in ("json", "yaml")
-    listing = host.instances.list_state(
-        network="full" if full else any(ch in columns for ch in "46"))
+    network: bool | Literal["full"] = "full" if full else any(ch in columns for ch in "46")
+    opened = [host] if host is not None else []
+
+    def the_host() -> Host:
+        if not opened:
+            from ..host import Host
+            opened.append(Host(a.root))
+        return opened[0]
+    paths = Paths.at(a.root)
+    names, leftovers = scan(paths) if host is None and paths.lxcpath.is_dir() else ([], ["?"])
+    if full or leftovers or any(ch in columns for ch in "Nmu"):
+        listing = the_host().instances.list_state(network=network)
+    else:
+        listing = take(paths, names, network=network)
     rows: list[list[str]] = []
     data: list[dict[str, Any]] = []
     for entry in listing:
@@ -217,7 +233,7 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
             continue
         try:
             row, d = (_broken_entry(entry, columns, entry.error) if entry.state == "ERROR"
-                      else _list_entry(host, entry, columns, full))
+                      else _list_entry(the_host, entry, columns, full))
         except NotFound:
             continue  # deleted meanwhile
         except LxdlibError as e:
@@ -250,17 +266,21 @@ def _broken_entry(entry: Listed, columns: str, error: str | None
     return [cell[ch] for ch in columns], d
 
 
-def _list_entry(host: Host, entry: Listed, columns: str, full: bool
+def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full: bool
                 ) -> tuple[list[str], dict[str, Any]]:
+    """The row (and JSON object) of a readable instance; ``the_host()`` opens the Host for
+    what the listing does not hold (expanded config, cgroup counters)."""
     rec = entry.record
     assert rec is not None  # only ERROR entries lack a record
-    inst = host.instances.get(entry.name)
     net = entry.network
-    if entry.running and net is None and (full or any(ch in columns for ch in "46")):
-        net = inst.network_state()  # its namespace could not be read with the others
     usage: dict[str, Any] = {}
-    if entry.running and any(ch in columns for ch in "Nmu"):
-        usage = inst.usage()
+    wants_net = full or any(ch in columns for ch in "46")
+    if entry.running and ((net is None and wants_net) or any(ch in columns for ch in "Nmu")):
+        inst = the_host().instances.get(entry.name)
+        if net is None and wants_net:
+            net = inst.network_state()  # its namespace could not be read with the others
+        if any(ch in columns for ch in "Nmu"):
+            usage = inst.usage()
 
     def addrs(family: str) -> str:
         return "\n".join(f"{addr} ({ifname})"
@@ -277,7 +297,7 @@ def _list_entry(host: Host, entry: Listed, columns: str, full: bool
     }
     d: dict[str, Any] = {}
     if full:
-        cfg, devs = inst.expanded(rec)
+        cfg, devs = the_host().instances.get(entry.name).expanded(rec)
         d = rec.to_dict()
         d.update({"status": entry.status, "expanded_config": cfg, "expanded_devices": devs})
         if entry.running:
@@ -490,7 +510,7 @@ def register(sub: Any) -> None:
     p.add_argument("--fast", action="store_true")
     p.add_argument("-c", "--columns")
     p.add_argument("-f", "--format", choices=output.FORMATS, default="table")
-    p.set_defaults(func=cmd_list)
+    p.set_defaults(func=cmd_list, opens_root=True)
 
     p = sub.add_parser("info", help="show an instance (or the host)")
     p.add_argument("name", nargs="?")
