@@ -172,6 +172,11 @@ def _first_pid(procs: bytes) -> int:
 _verified: dict[tuple[str, int, int], bytes] = {}
 
 
+def clear_cache() -> None:
+    """Forget which inits were tied to their monitor (the next read checks each again)."""
+    _verified.clear()
+
+
 def _init_of(cgroup: str, expected: bytes) -> int:
     """The pid of the container's init if ``cgroup`` is the payload of the container whose
     monitor's command line is ``expected``; -1 otherwise. The first pid of ``cgroup.procs``
