@@ -9,6 +9,7 @@ stored; the expanded view is computed from the profiles each time, as LXD does.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +141,15 @@ def exists(paths: Paths, name: str) -> bool:
 
 
 def names(paths: Paths) -> list[str]:
+    """The instances of a root: the directories holding a record (one directory scan and one
+    ``stat`` each: a listing of a thousand instances starts here)."""
+    base = os.fspath(paths.lxcpath)
     try:
-        return sorted(p.parent.name for p in paths.lxcpath.glob("*/instance.yaml"))
+        with os.scandir(base) as it:
+            dirs = [e.name for e in it if e.is_dir()]
     except FileNotFoundError:
         return []
+    return sorted(d for d in dirs if os.path.exists(f"{base}/{d}/instance.yaml"))
 
 
 def marker(paths: Paths, name: str, which: str) -> Path:
