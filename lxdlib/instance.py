@@ -36,6 +36,7 @@ from .errors import (
     StorageError,
     WrongState,
 )
+from .listing import STATUS
 from .record import InstanceRecord
 from .runtime import ExecResult
 from .state import atomic_write, held, load_yaml, lock
@@ -50,9 +51,6 @@ SECCOMP_FILE = "seccomp.policy"  # an instance's own policy (security.syscalls.*
 #: An instance's config and devices composed from its profiles and local settings.
 Expanded = tuple[dict[str, str], dict[str, dict[str, str]]]
 
-STATUS = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen",
-          "STARTING": "Running", "STOPPING": "Stopped", "ABORTING": "Error",
-          "FREEZING": "Frozen", "THAWED": "Running"}
 
 
 def random_mac() -> str:
