@@ -2,14 +2,15 @@
 
 Every running container takes a few things the kernel counts host-wide, and liblxc fails half
 way through a start when one runs out, with a message that names none of them ("Disk quota
-exceeded - Failed to create kernel keyring", "No space left on device" from a veth enslave,
-"Failed to allocate a pty"). These are read here from the kernel's own counters and compared
-with what the instances about to start need, so a launch that cannot succeed is refused before
-anything is made, with ``HostLimit`` naming the setting and the value to give it:
+exceeded - Failed to create kernel keyring", "Exchange full - Failed to attach ... to bridge").
+These are read here from the kernel's own counters and compared with what the instances about
+to start need, so a launch that cannot succeed is refused before anything is made, with
+``HostLimit`` naming the setting and the value to give it:
 
-* **bridge ports**: a Linux bridge takes at most 1,024 ports (``BR_MAX_PORTS`` in the kernel);
-  each nic of a running instance is one. More instances need several bridges (networks),
-  e.g. one profile per network. Read from ``/sys/class/net/<bridge>/brif`` (one directory).
+* **bridge ports**: a Linux bridge takes at most 1,023 ports (its port numbers run from 1 to
+  the kernel's ``BR_MAX_PORTS`` - 1); each nic of a running instance is one. More instances
+  need several bridges (networks), e.g. one profile per network. Read from
+  ``/sys/class/net/<bridge>/brif`` (one directory).
 * **session keyrings**: liblxc gives each container a new session keyring
   (``lxc.keyring.session``), charged to the host uid the container's root maps to. Instances
   that share the default id map share one uid, so the non-root quota ``kernel.keys.maxkeys``
@@ -18,12 +19,12 @@ anything is made, with ``HostLimit`` naming the setting and the value to give it
 * **ptys**: a container's console is a pty of its own devpts instance; those may use at most
   ``kernel.pty.max - kernel.pty.reserve`` ptys together. Read from ``/proc/sys/kernel/pty/nr``.
 
-What the instances' own programs use later (inotify instances of systemd, ptys of getty and
-ssh sessions) is not knowable at launch; ``advice`` lists those settings with values that
-suit a number of instances, for documentation and the scale benchmark.
+What the instances' own programs use later (inotify instances of systemd, more keys, ptys of
+getty and ssh sessions) is not knowable at launch; ``advice`` lists those settings with values
+that suit a number of instances, for the documentation and the scale benchmark.
 
-Each check costs a few small reads (about 0.1 ms with 1,000 ports on a bridge), so it runs on
-every start, not only on bulk launches.
+A check costs a few small reads (about 0.1 ms, counting 1,000 ports of a bridge included), so
+it runs before every start, not only before bulk launches.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from .errors import HostLimit
 
 log = logging.getLogger(__name__)
 
-BR_MAX_PORTS = 1024  # the kernel's fixed number of ports per bridge (net/bridge/br_private.h)
+# A bridge numbers its ports 1..BR_MAX_PORTS-1 (BR_MAX_PORTS is 1024 in net/bridge/br_private.h,
+# port 0 is reserved): the 1,024th port is refused with EXFULL ("Exchange full"), measured.
+BRIDGE_PORTS_MAX = 1023
 PTYS_PER_INSTANCE = 1  # the console; lxdlib renders lxc.tty.max = 0
 KEYS_PER_INSTANCE = 1  # the session keyring liblxc makes for the container's init
 
@@ -132,9 +135,9 @@ def read(bridges: Iterable[str] = ()) -> Readings:
         bridge_ports={b: bridge_port_count(b) for b in set(bridges)})
 
 
-# Bytes one session keyring charges to its owner's quota: its description
-# ("_ses" or "_ses.<name>" for liblxc's) plus the kernel's fixed part, rounded up.
-KEYRING_BYTES = 100
+# Bytes one session keyring charges to its owner's quota: its description, "_ses" and its NUL
+# (measured: 65 busybox containers took 65 keys and 325 bytes of uid 1000000's quota).
+KEYRING_BYTES = 5
 
 
 def problems(need: Need, now: Readings) -> list[HostLimit]:
@@ -142,10 +145,10 @@ def problems(need: Need, now: Readings) -> list[HostLimit]:
     found: list[HostLimit] = []
     for bridge, add in sorted(need.bridge_ports.items()):
         have = now.bridge_ports.get(bridge, 0)
-        if add and have + add > BR_MAX_PORTS:
+        if add and have + add > BRIDGE_PORTS_MAX:
             found.append(HostLimit(
-                f"bridge {bridge} ports", BR_MAX_PORTS, have, add,
-                f"a Linux bridge takes at most {BR_MAX_PORTS} ports; put the instances on "
+                f"bridge {bridge} ports", BRIDGE_PORTS_MAX, have, add,
+                f"a Linux bridge takes at most {BRIDGE_PORTS_MAX} ports; put the instances on "
                 "several networks (e.g. a profile per network: `lxdlib network create br1`, "
                 "a profile whose eth0 has network=br1, and `-p` that profile for some of them)"))
     if need.instances:
@@ -179,8 +182,8 @@ def problems(need: Need, now: Readings) -> list[HostLimit]:
             found.append(HostLimit(
                 "kernel.keys.maxbytes" if uid else "kernel.keys.root_maxbytes", maxbytes,
                 used_bytes, add_bytes,
-                f"the session keyrings of host uid {uid} take about {KEYRING_BYTES} bytes "
-                f"each: sysctl -w kernel.keys.{'maxbytes' if uid else 'root_maxbytes'}="
+                f"the session keyrings of host uid {uid} take {KEYRING_BYTES} bytes each: "
+                "sysctl -w kernel.keys.{'maxbytes' if uid else 'root_maxbytes'}="
                 f"{_round_up(used_bytes + add_bytes)}"))
     return found
 

@@ -40,12 +40,12 @@ def test_full_bridge_refused_with_how_to_spread() -> None:
     with pytest.raises(HostLimit) as e:
         hostlimits.check(need, readings(bridge_ports={"br0": 1020}))
     assert e.value.limit == "bridge br0 ports"
-    assert (e.value.value, e.value.in_use, e.value.needed) == (1024, 1020, 10)
+    assert (e.value.value, e.value.in_use, e.value.needed) == (1023, 1020, 10)
     assert "several networks" in str(e.value) and "profile" in str(e.value)
 
 
 def test_bridge_exactly_full_is_allowed() -> None:
-    need = Need(instances=4, bridge_ports={"br0": 4})
+    need = Need(instances=3, bridge_ports={"br0": 3})
     hostlimits.check(need, readings(bridge_ports={"br0": 1020}))
 
 
@@ -83,7 +83,7 @@ def test_root_keys_use_root_quota_names() -> None:
 
 
 def test_bytes_quota_checked_too() -> None:
-    users = {BASE: KeyUse(10, 100000, 19950, 20000)}
+    users = {BASE: KeyUse(10, 100000, 19990, 20000)}
     with pytest.raises(HostLimit) as e:
         hostlimits.check(Need(instances=5, key_owners={BASE: 5}), readings(key_users=users))
     assert e.value.limit == "kernel.keys.maxbytes"
