@@ -296,7 +296,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--max", type=int, default=1000)
     ap.add_argument("--steps", default="10,100,250,500,1000")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="launch_many's workers (default: its own choice, 2 per CPU)")
     ap.add_argument("--extra", type=int, default=5,
                     help="instances that measure each operation at each step")
     ap.add_argument("--pool-size", default="8GiB")
@@ -309,7 +310,7 @@ def main() -> int:
         return 2
     # SIGTERM ends the run like Ctrl-C: the cleanup below runs either way
     signal.signal(signal.SIGTERM, interrupted)
-    print(f"scale benchmark: steps {steps}, {args.workers} launch workers, "
+    print(f"scale benchmark: steps {steps}, {args.workers or 'default'} launch workers, "
           f"{os.cpu_count()} CPUs, {settle_memory() / 2**30:.1f} GiB available")
     advice = hostlimits.advice(steps[-1] + 2 * args.extra)
     old_limits: dict[str, str] = {}
@@ -387,8 +388,8 @@ def main() -> int:
                    "with_ip": with_ip, "mem_per": per_inst,
                    "pss_per": pss / monitors if monitors else 0.0, "monitors": monitors}
             rows.append(row)
-            print(f"\n== N = {step} running (filled {add} in {fill:.1f} s with "
-                  f"launch_many, {args.workers} workers; {filled_s:.1f} s in all so far)")
+            print(f"\n== N = {step} running (filled {add} in {fill:.1f} s with launch_many, "
+                  f"{args.workers or 'default'} workers; {filled_s:.1f} s in all so far)")
             print(f"launch rate: serial {ser_rate:.1f}/s, parallel {par_rate:.1f}/s "
                   f"({par_rate / ser_rate:.2f}x serial; goal 0.8 x {os.cpu_count()} CPUs = "
                   f"{0.8 * (os.cpu_count() or 1):.1f}x)")
@@ -422,7 +423,7 @@ def main() -> int:
     return 0
 
 
-def print_table(rows: list[dict[str, Any]], workers: int) -> None:
+def print_table(rows: list[dict[str, Any]], workers: int | None) -> None:
     """The markdown table the README quotes."""
     print("\n| N running | " + " | ".join(str(r["n"]) for r in rows) + " |")
     print("|---|" + "---|" * len(rows))
@@ -436,7 +437,8 @@ def print_table(rows: list[dict[str, Any]], workers: int) -> None:
     line("list: `lxdlib list` ms", lambda r: fmt(r["list_cli"]))
     line("list: `lxdlib list --fast` ms", lambda r: fmt(r["list_fast"]))
     line("launch/s serial", lambda r: f"{r['ser_rate']:.0f}")
-    line(f"launch/s `launch_many` ({workers} workers)", lambda r: f"{r['par_rate']:.0f}")
+    line(f"launch/s `launch_many` ({workers or 'default'} workers)",
+         lambda r: f"{r['par_rate']:.0f}")
     line("memory per instance MiB", lambda r: f"{r['mem_per'] / 2**20:.2f}")
     line("liblxc monitor PSS MiB", lambda r: f"{r['pss_per'] / 2**20:.2f}")
 

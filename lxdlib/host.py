@@ -250,8 +250,8 @@ class Host:
                     on_done: Callable[[str, str | None], None] | None = None
                     ) -> list[Instance]:
         """``launch`` for many instances at once, over ``workers`` processes (default: two
-        per CPU, as a start waits on liblxc's processes about half of its time; 1 launches
-        here, one after the other).
+        per CPU, as a start waits on liblxc's processes about half of its time, fewer for a
+        small batch; 1 launches here, one after the other).
 
         ``items``: a count (named ``<prefix>1``, ``<prefix>2``…), or a list of names and/or
         mappings ``{"name": …, "config": …, "devices": …, "profiles": …, "image": …, "pool":
@@ -274,9 +274,13 @@ class Host:
                                     ephemeral=ephemeral, description=description, start=start)
         if not specs:
             return []
-        specs = launcher.prepare(self.ctx, specs, progress)
-        return launcher.run(self.ctx, specs, workers=workers or 2 * self.facts().cpus,
-                            keep_going=keep_going, on_done=on_done)
+        count = launcher.worker_count(len(specs), workers, self.facts().cpus)
+        if count == 1:
+            specs = launcher.prepare(self.ctx, specs, progress)
+            return launcher.run(self.ctx, specs, None, keep_going=keep_going, on_done=on_done)
+        with launcher.Workers(self.ctx, count) as pool_:  # starting while the batch is checked
+            specs = launcher.prepare(self.ctx, specs, progress)
+            return launcher.run(self.ctx, specs, pool_, keep_going=keep_going, on_done=on_done)
 
     def autostart(self, *, attempts: int = 3, retry_delay: float = 5.0,
                   sleep: Any = None) -> dict[str, str]:

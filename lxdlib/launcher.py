@@ -183,13 +183,27 @@ def _failure(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def run(ctx: Context, specs: Sequence[Spec], *, workers: int, keep_going: bool,
+# What starting a worker costs (an interpreter and lxdlib's launch path: ~0.2 s of CPU) is
+# worth about eight launches, so a small batch gets fewer workers.
+LAUNCHES_PER_WORKER = 8
+
+
+def worker_count(batch: int, asked: int | None, cpus: int) -> int:
+    """Workers for a batch: as many as asked (at most one per launch), else two per CPU —
+    a start waits on liblxc's processes about half of its time — but no more than the batch
+    repays; 1 means launching in the caller, one after the other."""
+    if asked is not None:
+        return max(1, min(asked, batch))
+    return max(1, min(2 * cpus, batch // LAUNCHES_PER_WORKER))
+
+
+def run(ctx: Context, specs: Sequence[Spec], workers: Workers | None, *, keep_going: bool,
         on_done: Callable[[str, str | None], None] | None = None) -> list[Instance]:
-    """Launch ``specs`` (already ``prepare``d) over ``workers`` processes; the instances in the
-    order given, or ``BulkError`` naming what failed and why (failed ones leave nothing)."""
+    """Launch ``specs`` (already ``prepare``d) over ``workers`` (None: here, one after the
+    other); the instances in the order given, or ``BulkError`` naming what failed and why
+    (failed ones leave nothing)."""
     results: dict[str, str | None] = {}
-    workers = max(1, min(workers, len(specs)))
-    if workers == 1:
+    if workers is None:
         for s in specs:
             try:
                 launch_one(ctx, s)
@@ -201,7 +215,7 @@ def run(ctx: Context, specs: Sequence[Spec], *, workers: int, keep_going: bool,
             if results[s.name] is not None and not keep_going:
                 break
     else:
-        _Pool(ctx, workers, keep_going, on_done).run(specs, results)
+        workers.run(specs, results, keep_going, on_done)
     for s in specs:
         results.setdefault(s.name, "not attempted: the batch stopped at the first failure")
     failures = {n: why for n, why in results.items() if why is not None}
@@ -211,26 +225,46 @@ def run(ctx: Context, specs: Sequence[Spec], *, workers: int, keep_going: bool,
     return done
 
 
-class _Pool:
-    """Worker processes fed from one queue; a parent thread per worker writes its next spec
-    and reads the answer (the threads only wait on pipes)."""
+class Workers:
+    """Worker processes fed from one queue; a thread here per worker writes its next spec and
+    reads the answer (the threads only wait on pipes). Started when made, so that their
+    start-up overlaps the batch's checks; ``close`` (or leaving the ``with``) ends them."""
 
-    def __init__(self, ctx: Context, workers: int, keep_going: bool,
-                 on_done: Callable[[str, str | None], None] | None) -> None:
+    def __init__(self, ctx: Context, count: int) -> None:
         self.ctx = ctx
-        self.workers = workers
-        self.keep_going = keep_going
-        self.on_done = on_done
         self.stop = threading.Event()
         self.mutex = threading.Lock()
+        self.procs: list[subprocess.Popen[str]] = []
+        try:
+            for _ in range(count):
+                self.procs.append(self._spawn())
+        except BaseException:
+            self.close()
+            raise
 
-    def run(self, specs: Sequence[Spec], results: dict[str, str | None]) -> None:
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the workers: each finishes what it is doing, then sees its input end."""
+        for p in self.procs:
+            with contextlib.suppress(OSError):
+                if p.stdin:
+                    p.stdin.close()
+        for p in self.procs:
+            p.wait()
+
+    def run(self, specs: Sequence[Spec], results: dict[str, str | None], keep_going: bool,
+            on_done: Callable[[str, str | None], None] | None) -> None:
         todo: queue.SimpleQueue[Spec] = queue.SimpleQueue()
         for s in specs:
             todo.put(s)
-        procs = [self._spawn() for _ in range(self.workers)]
-        threads = [threading.Thread(target=self._feed, args=(p, todo, results), daemon=True,
-                                    name=f"lxdlib-launch-{i}") for i, p in enumerate(procs)]
+        threads = [threading.Thread(target=self._feed, daemon=True, name=f"lxdlib-launch-{i}",
+                                    args=(p, todo, results, keep_going, on_done))
+                   for i, p in enumerate(self.procs)]
         for t in threads:
             t.start()
         try:
@@ -238,16 +272,10 @@ class _Pool:
                 while t.is_alive():
                     t.join(0.2)  # joined in steps, so Ctrl-C reaches this thread
         except BaseException:
-            self.stop.set()  # each worker finishes the launch it is in, then sees its EOF
+            self.stop.set()  # each worker finishes the launch it is in; no new one is given
             for t in threads:
                 t.join()
             raise
-        finally:
-            for p in procs:
-                with contextlib.suppress(OSError):
-                    if p.stdin:
-                        p.stdin.close()
-                p.wait()
 
     def _spawn(self) -> subprocess.Popen[str]:
         env = dict(os.environ)
@@ -264,7 +292,8 @@ class _Pool:
             start_new_session=True)
 
     def _feed(self, proc: subprocess.Popen[str], todo: queue.SimpleQueue[Spec],
-              results: dict[str, str | None]) -> None:
+              results: dict[str, str | None], keep_going: bool,
+              on_done: Callable[[str, str | None], None] | None) -> None:
         assert proc.stdin is not None and proc.stdout is not None
         while not self.stop.is_set():
             try:
@@ -276,10 +305,10 @@ class _Pool:
                 undo_leftover(self.ctx, spec.name)
             with self.mutex:
                 results[spec.name] = why
-            if self.on_done:
-                self.on_done(spec.name, why)
+            if on_done:
+                on_done(spec.name, why)
             if why is not None:
-                if not self.keep_going:
+                if not keep_going:
                     self.stop.set()
                 if why.startswith("worker exited"):
                     return

@@ -172,3 +172,13 @@ def test_bad_batches_refused(items: object) -> None:
         make_specs(items, image=None, prefix="c", profiles=None,  # type: ignore[arg-type]
                    config=None, devices=None, pool=None, ephemeral=False, description="",
                    start=True)
+
+
+def test_worker_count_fits_the_batch() -> None:
+    from lxdlib.launcher import worker_count
+    assert worker_count(10, None, 2) == 1  # starting workers would cost more than it saves
+    assert worker_count(20, None, 2) == 2
+    assert worker_count(1000, None, 2) == 4
+    assert worker_count(1000, 3, 2) == 3
+    assert worker_count(2, 8, 2) == 2
+    assert worker_count(5, 0, 2) == 1
