@@ -302,7 +302,9 @@ class Context:
                             "nictype=bridged with parent=)")
 
     def network_forget(self, instance: str) -> None:
-        """Drop the DHCP host entries an instance's nics had on managed networks."""
+        """Drop the DHCP host entries an instance's nics had on managed networks and release
+        their leases, so the addresses are free at once (each network looks up only this
+        instance's own file: the cost does not grow with the number of instances)."""
         if any(self.paths.networks.glob("*.yaml")):
             self.networks.dhcp_hosts_forget(instance)
 

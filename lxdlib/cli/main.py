@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import console as console_cmd
     from . import files as files_cmd
     p = Parser(prog="lxdlib", description="System containers the LXD way, with no daemon.")
-    p.add_argument("--root", help="state directory (default $LXDLIB_ROOT or /var/lib/lxdlib)")
+    p.add_argument("--root", help="state directory (default $LXDLIB_ROOT or /var/lib/lxdlib, "
+                   "made when missing); a --root must exist unless the command is init")
     p.add_argument("--debug", action="store_true",
                    help="show the library's debug messages, and tracebacks of errors")
     p.add_argument("-v", "--verbose", action="store_true",
