@@ -10,7 +10,8 @@ rate), then a few extra instances measure, one at a time in this process, the me
 launch, exec, info, snapshot, stop, restore, copy, start and delete — beside the raw floor
 (python3-lxc + btrfsutil doing the same work, as bench/lifecycle.py) on the same bridge. Then
 the listing (API with state and IPv4, ``lxdlib list``, ``lxdlib list --fast``) and the memory:
-MemAvailable's drop per instance, and the PSS of the liblxc monitors per instance.
+MemAvailable's drop per instance, and the PSS of what runs on the host for each instance (the
+liblxc monitor and the like, bench/memory.py's ``measure``) beside the container's own.
 
 ``--raise-limits`` raises, for the run only, the host settings ``lxdlib.hostlimits.advice``
 names for N instances (keyrings, ptys, inotify, neighbour table), and restores them at the end.
@@ -43,6 +44,7 @@ import lxc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lxdlib
+from bench.memory import measure as measure_memory
 from lxdlib import hostlimits
 from tests.cleanup import teardown_root
 
@@ -66,28 +68,6 @@ def settle_memory() -> int:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
     time.sleep(0.5)
     return mem_available()
-
-
-def monitor_pss(lxcpath: Path) -> tuple[int, int]:
-    """(total PSS in bytes, count) of the ``[lxc monitor]`` processes of ``lxcpath``.
-
-    TODO(lead): switch to bench/memory.py's ``measure(host, names)`` once it is merged."""
-    prefix = f"[lxc monitor] {lxcpath} ".encode()
-    total = count = 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if not (proc / "cmdline").read_bytes().startswith(prefix):
-                continue
-            for line in (proc / "smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-                    count += 1
-                    break
-        except OSError:
-            continue
-    return total, count
 
 
 @contextlib.contextmanager
@@ -380,13 +360,12 @@ def main() -> int:
             t_fast = run_ms([*cli(root), "list", "--fast", "--format", "csv"])
             mem = settle_memory()
             per_inst = (mem_filled0 - mem) / count
-            pss, monitors = monitor_pss(host.paths.lxcpath)
+            m = measure_memory(host, [f"s{i:04d}" for i in range(1, count + 1)])
             row = {"n": step, "fill_s": fill, "par_rate": par_rate, "ser_rate": ser_rate,
                    "ops": {op: statistics.median(v) for op, v in lib.items()},
                    "raw": {op: statistics.median(v) for op, v in rawt.items()} if rawt else {},
                    "list_api": t_api, "list_cli": t_cli, "list_fast": t_fast,
-                   "with_ip": with_ip, "mem_per": per_inst,
-                   "pss_per": pss / monitors if monitors else 0.0, "monitors": monitors}
+                   "with_ip": with_ip, "mem_per": per_inst, "memory": m}
             rows.append(row)
             print(f"\n== N = {step} running (filled {add} in {fill:.1f} s with launch_many, "
                   f"{args.workers or 'default'} workers; {filled_s:.1f} s in all so far)")
@@ -400,9 +379,12 @@ def main() -> int:
                 print(f"{op:<10}{fmt(m):>11}" + (f"{fmt(f):>9}{m / f:>7.2f}x" if f else ""))
             print(f"list: API (state + IPv4) {fmt(t_api)} ms ({with_ip}/{step + 1} with an "
                   f"IPv4), CLI {fmt(t_cli)} ms, CLI --fast {fmt(t_fast)} ms")
-            print(f"memory: {per_inst / 2**20:.2f} MiB per instance (MemAvailable drop / N); "
-                  f"liblxc monitor PSS {row['pss_per'] / 2**20:.2f} MiB each ({monitors} "
-                  "monitors)")
+            exe = ", ".join(map(str, m["monitor_exe"]))  # type: ignore[call-overload]
+            print(f"memory per instance: {per_inst / 2**20:.2f} MiB of MemAvailable; "
+                  f"overhead PSS {m['pss']:.2f} MB (liblxc monitor {m['monitor_pss']:.2f} MB, "
+                  f"monitors run {exe}; other host processes "
+                  f"{m['other_pss']:.2f} MB); the container's own processes "
+                  f"{m['container_pss']:.2f} MB")
             if step <= 250:
                 print("LXD: " + ("installed, but its comparison is not written yet" if lxd
                                  else "not installed on this machine: its column is skipped"))
@@ -439,8 +421,11 @@ def print_table(rows: list[dict[str, Any]], workers: int | None) -> None:
     line("launch/s serial", lambda r: f"{r['ser_rate']:.0f}")
     line(f"launch/s `launch_many` ({workers or 'default'} workers)",
          lambda r: f"{r['par_rate']:.0f}")
-    line("memory per instance MiB", lambda r: f"{r['mem_per'] / 2**20:.2f}")
-    line("liblxc monitor PSS MiB", lambda r: f"{r['pss_per'] / 2**20:.2f}")
+    line("memory per instance: MemAvailable drop MiB", lambda r: f"{r['mem_per'] / 2**20:.2f}")
+    line("memory per instance: monitor + host-side PSS MB",
+         lambda r: f"{r['memory']['pss']:.2f}")
+    line("memory per instance: container's processes PSS MB",
+         lambda r: f"{r['memory']['container_pss']:.2f}")
 
 
 if __name__ == "__main__":
