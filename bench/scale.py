@@ -360,12 +360,12 @@ def main() -> int:
             t_fast = run_ms([*cli(root), "list", "--fast", "--format", "csv"])
             mem = settle_memory()
             per_inst = (mem_filled0 - mem) / count
-            m = measure_memory(host, [f"s{i:04d}" for i in range(1, count + 1)])
+            over = measure_memory(host, [f"s{i:04d}" for i in range(1, count + 1)])
             row = {"n": step, "fill_s": fill, "par_rate": par_rate, "ser_rate": ser_rate,
                    "ops": {op: statistics.median(v) for op, v in lib.items()},
                    "raw": {op: statistics.median(v) for op, v in rawt.items()} if rawt else {},
                    "list_api": t_api, "list_cli": t_cli, "list_fast": t_fast,
-                   "with_ip": with_ip, "mem_per": per_inst, "memory": m}
+                   "with_ip": with_ip, "mem_per": per_inst, "memory": over}
             rows.append(row)
             print(f"\n== N = {step} running (filled {add} in {fill:.1f} s with launch_many, "
                   f"{args.workers or 'default'} workers; {filled_s:.1f} s in all so far)")
@@ -379,12 +379,13 @@ def main() -> int:
                 print(f"{op:<10}{fmt(m):>11}" + (f"{fmt(f):>9}{m / f:>7.2f}x" if f else ""))
             print(f"list: API (state + IPv4) {fmt(t_api)} ms ({with_ip}/{step + 1} with an "
                   f"IPv4), CLI {fmt(t_cli)} ms, CLI --fast {fmt(t_fast)} ms")
-            exe = ", ".join(map(str, m["monitor_exe"]))  # type: ignore[call-overload]
+            exe = ", ".join(map(str, over["monitor_exe"]))  # type: ignore[call-overload]
             print(f"memory per instance: {per_inst / 2**20:.2f} MiB of MemAvailable; "
-                  f"overhead PSS {m['pss']:.2f} MB (liblxc monitor {m['monitor_pss']:.2f} MB, "
+                  f"overhead PSS {over['pss']:.2f} MB (liblxc monitor "
+                  f"{over['monitor_pss']:.2f} MB, "
                   f"monitors run {exe}; other host processes "
-                  f"{m['other_pss']:.2f} MB); the container's own processes "
-                  f"{m['container_pss']:.2f} MB")
+                  f"{over['other_pss']:.2f} MB); the container's own processes "
+                  f"{over['container_pss']:.2f} MB")
             if step <= 250:
                 print("LXD: " + ("installed, but its comparison is not written yet" if lxd
                                  else "not installed on this machine: its column is skipped"))
