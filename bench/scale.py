@@ -52,11 +52,24 @@ OPS = ("launch", "exec", "info", "snapshot", "stop", "restore", "copy", "start",
 RAW_OPS = ("launch", "exec", "info", "snapshot", "stop", "restore", "copy", "start", "delete")
 
 
-def mem_available() -> int:
+def meminfo(key: str = "MemAvailable") -> int:
     with open("/proc/meminfo") as f:
         for line in f:
-            if line.startswith("MemAvailable:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
+    return 0
+
+
+def mem_available() -> int:
+    return meminfo("MemAvailable")
+
+
+def memory_cgroups() -> int:
+    """Memory cgroups alive, dying ones included (they hold memory until reclaimed)."""
+    with open("/proc/cgroups") as f:
+        for line in f:
+            if line.startswith("memory\t"):
+                return int(line.split()[2])
     return 0
 
 
@@ -155,6 +168,10 @@ class Raw:
         if (self.snaps / name).exists():
             btrfsutil.delete_subvolume(str(self.snaps / name))
         shutil.rmtree(self.lxcpath / name)
+        # a monitor forked from python-lxc leaves its (empty) cgroups behind on cgroup v1
+        for d in Path("/sys/fs/cgroup").glob(f"*/lxc.monitor.{name}"):
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
 
 def measure_raw(raw: Raw, names: list[str]) -> dict[str, list[float]]:
@@ -302,7 +319,7 @@ def main() -> int:
               "for the run):")
         for a in advice:
             print(f"  {a.sysctl} = {a.current}, suggested {a.suggested}: {a.why}")
-    mem0 = settle_memory()
+    mem0, slab0, cg0 = settle_memory(), meminfo("SUnreclaim"), memory_cgroups()
     tmp = Path(tempfile.mkdtemp(prefix="lxdlib-scale-", dir="/var/tmp"))
     tmp.chmod(0o711)
     root = tmp / "root"
@@ -398,8 +415,15 @@ def main() -> int:
         restore_limits(old_limits)
         clean_s = time.perf_counter() - t_clean
         mem1 = settle_memory()
+        for _ in range(10):  # the kernel frees what dead containers held in the background
+            if mem1 >= mem0 - 64 * 2**20:
+                break
+            time.sleep(2)
+            mem1 = settle_memory()
         print(f"\ncleanup: {clean_s:.1f} s; MemAvailable {mem0 / 2**20:.0f} MiB before the "
-              f"run, {mem1 / 2**20:.0f} MiB after ({(mem1 - mem0) / 2**20:+.0f} MiB); "
+              f"run, {mem1 / 2**20:.0f} MiB after ({(mem1 - mem0) / 2**20:+.0f} MiB; "
+              f"unreclaimable slab {(meminfo('SUnreclaim') - slab0) / 2**20:+.0f} MiB, "
+              f"memory cgroups {memory_cgroups() - cg0:+d}); "
               f"whole run {time.perf_counter() - t_start:.0f} s")
     if rows:
         print_table(rows, args.workers)
