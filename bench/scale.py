@@ -248,6 +248,53 @@ def lxd_available() -> bool:
         ["lxc", "info"], capture_output=True).returncode == 0
 
 
+class Lxd:
+    """LXD's CLI on the same image, filled to the same N (steps up to ``LXD_MAX`` only: its
+    launches are slow). Its instances are named ``lxdscale-…`` and all deleted at the end."""
+
+    IMAGE = "lxdscale-busybox"
+
+    def __init__(self, tmp: Path) -> None:
+        from lxdlib.imagestore.busybox import build_busybox_image
+        tarball = build_busybox_image(tmp / "busybox-lxd.tar.gz")
+        self.lxc("image", "import", str(tarball), "--alias", self.IMAGE)
+        self.count = 0
+
+    @staticmethod
+    def lxc(*argv: str) -> None:
+        subprocess.run(["lxc", *argv], check=True, capture_output=True)
+
+    def fill(self, n: int) -> None:
+        while self.count < n:
+            self.count += 1
+            self.lxc("launch", self.IMAGE, f"lxdscale-{self.count}")
+
+    def measure(self, names: list[str]) -> dict[str, list[float]]:
+        t: dict[str, list[float]] = {op: [] for op in OPS}
+        steps = [("launch", ("launch", self.IMAGE, "{n}")), ("exec", ("exec", "{n}", "--", "true")),
+                 ("info", ("info", "{n}")), ("snapshot", ("snapshot", "{n}", "s0")),
+                 ("stop", ("stop", "--force", "{n}")), ("restore", ("restore", "{n}", "s0")),
+                 ("copy", ("copy", "{n}", "{n}c")), ("start", ("start", "{n}")),
+                 ("delete", ("delete", "--force", "{n}"))]
+        for name in names:
+            for op, argv in steps:
+                with clock(t[op]):
+                    self.lxc(*(a.format(n=name) for a in argv))
+            self.lxc("delete", "--force", f"{name}c")
+        return t
+
+    def cleanup(self) -> None:
+        r = subprocess.run(["lxc", "list", "--format", "csv", "-c", "n"], capture_output=True,
+                           text=True)
+        for name in r.stdout.split():
+            if name.startswith("lxdscale-"):
+                subprocess.run(["lxc", "delete", "--force", name], capture_output=True)
+        subprocess.run(["lxc", "image", "delete", self.IMAGE], capture_output=True)
+
+
+LXD_MAX = 250
+
+
 def raise_limits(n: int) -> dict[str, str]:
     """Apply ``hostlimits.advice(n)`` for this run; the old values, to restore."""
     old: dict[str, str] = {}
@@ -324,6 +371,7 @@ def main() -> int:
     tmp.chmod(0o711)
     root = tmp / "root"
     rows: list[dict[str, Any]] = []
+    lxd: Lxd | None = None
     t_start = time.perf_counter()
     filled_s = 0.0
     try:
@@ -345,7 +393,7 @@ def main() -> int:
         raw = Raw(raw_dir, image_vol, raw_lxc, alloc.base, alloc.size, host.seccomp_policy(),
                   net)
         count = 0
-        lxd = lxd_available()
+        lxd = Lxd(tmp) if lxd_available() else None
         mem_filled0 = settle_memory()
         for step in steps:
             add = step - count
@@ -403,13 +451,20 @@ def main() -> int:
                   f"monitors run {exe}; other host processes "
                   f"{over['other_pss']:.2f} MB); the container's own processes "
                   f"{over['container_pss']:.2f} MB")
-            if step <= 250:
-                print("LXD: " + ("installed, but its comparison is not written yet" if lxd
-                                 else "not installed on this machine: its column is skipped"))
+            if step <= LXD_MAX and lxd is not None:
+                lxd.fill(step)
+                lt = lxd.measure([f"lxdscale-x{step}n{i}" for i in range(args.extra)])
+                row["lxd"] = {op: statistics.median(v) for op, v in lt.items()}
+                print(f"LXD at N = {step} (ms): " + ", ".join(
+                    f"{op} {fmt(row['lxd'][op])}" for op in OPS))
+            elif step <= LXD_MAX:
+                print("LXD: not installed on this machine: its figures are skipped")
     except KeyboardInterrupt:
         print("\ninterrupted: cleaning up")
     finally:
         t_clean = time.perf_counter()
+        if lxd is not None:
+            lxd.cleanup()
         teardown_root(root)
         shutil.rmtree(tmp, ignore_errors=True)
         restore_limits(old_limits)
@@ -440,6 +495,9 @@ def print_table(rows: list[dict[str, Any]], workers: int | None) -> None:
     for op in OPS:
         line(f"{op} ms (raw)", lambda r, op=op: fmt(r["ops"][op]) + (
             f" ({fmt(r['raw'][op])})" if r["raw"].get(op) else ""))
+    if any("lxd" in r for r in rows):
+        for op in OPS:
+            line(f"{op} ms, LXD", lambda r, op=op: fmt(r["lxd"][op]) if "lxd" in r else "")
     line("list: API with state + IPv4 ms", lambda r: fmt(r["list_api"]))
     line("list: `lxdlib list` ms", lambda r: fmt(r["list_cli"]))
     line("list: `lxdlib list --fast` ms", lambda r: fmt(r["list_fast"]))
