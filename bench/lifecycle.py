@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -85,14 +86,23 @@ def clock(into: list[float]) -> Iterator[None]:
 
 
 class Raw:
-    """The floor: what any program must do at least, written straight against the bindings."""
+    """The floor: what any program must do at least, written straight against the bindings.
+    ``bridge``: each container gets a veth on it (as instances with a nic do); none without.
+    bench/scale.py measures the same floor."""
 
     def __init__(self, pool_dir: Path, image_vol: Path, lxcpath: Path, base: int,
-                 size: int, seccomp: Path) -> None:
+                 size: int, seccomp: Path, bridge: str | None = None) -> None:
         self.pool_dir, self.image, self.lxcpath = pool_dir, image_vol, lxcpath
-        self.base, self.size, self.seccomp = base, size, seccomp
+        self.base, self.size, self.seccomp, self.bridge = base, size, seccomp, bridge
         self.snaps = pool_dir / "snapshots"
         self.snaps.mkdir(exist_ok=True)
+
+    def _net(self) -> str:
+        if self.bridge is None:
+            return "lxc.net.0.type = empty\n"
+        mac = "00:16:3e:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+        return (f"lxc.net.0.type = veth\nlxc.net.0.link = {self.bridge}\nlxc.net.0.flags = up\n"
+                f"lxc.net.0.name = eth0\nlxc.net.0.hwaddr = {mac}\n")
 
     def config(self, name: str) -> str:
         d = self.lxcpath / name
@@ -101,7 +111,7 @@ class Raw:
             "lxc.rootfs.options = idmap=container\n"
             f"lxc.idmap = u 0 {self.base} {self.size}\nlxc.idmap = g 0 {self.base} {self.size}\n"
             "lxc.mount.auto = proc:rw sys:rw cgroup:mixed\nlxc.autodev = 1\n"
-            "lxc.net.0.type = empty\n"
+            f"{self._net()}"
             # the same security baseline lxdlib writes, so both sides ask liblxc the same work
             f"lxc.seccomp.profile = {self.seccomp}\nlxc.pty.max = 1024\nlxc.tty.max = 0\n"
             f"lxc.console.logfile = {d}/console.log\nlxc.console.size = auto\n"
@@ -165,6 +175,10 @@ class Raw:
     def drop(self, name: str) -> None:
         btrfsutil.delete_subvolume(str(self.pool_dir / name))
         shutil.rmtree(self.lxcpath / name)
+        # a monitor forked from python-lxc leaves its (empty) cgroups behind on cgroup v1
+        for d in Path("/sys/fs/cgroup").glob(f"*/lxc.monitor.{name}"):
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
     @staticmethod
     def start(c: lxc.Container) -> None:

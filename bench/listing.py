@@ -27,7 +27,6 @@ machine: run it under the integration tests' lock (``flock /work/wt/itest.lock â
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import random
 import secrets
@@ -44,8 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lxdlib
 from lxdlib import livestate, record
+from lxdlib.network.bridge import host_networks
+from lxdlib.network.manager import pick_ipv4_subnet
 from tests.cleanup import teardown_root
-from tests.integration.network_fixtures import host_subnets
 
 
 def median_ms(fn: Callable[[], object], rounds: int) -> float:
@@ -60,13 +60,7 @@ def median_ms(fn: Callable[[], object], rounds: int) -> float:
 def free_subnet(prefix: int) -> str:
     """A 10.x.y.1/<prefix> that overlaps nothing on the host (``auto`` gives a /24: too small
     for more than ~250 DHCP clients)."""
-    used = [net for net in host_subnets() if net.version == 4]
-    for _ in range(1000):
-        net = ipaddress.IPv4Network(f"10.{random.randrange(256)}.{random.randrange(0, 256, 16)}"
-                                    f".0/{prefix}", strict=False)
-        if not any(net.overlaps(u) for u in used):
-            return f"{net.network_address + 1}/{prefix}"
-    raise SystemExit("no free 10.x.y.0/20 subnet")
+    return str(pick_ipv4_subnet(host_networks(), random.Random(), prefix=prefix))
 
 
 def prepare(root: Path, n: int, prefix: str) -> lxdlib.Host:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -34,22 +35,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import btrfsutil
-import lxc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lxdlib
+from bench.lifecycle import Raw, clock
 from bench.memory import measure as measure_memory
 from lxdlib import hostlimits
+from lxdlib.network.bridge import host_networks
+from lxdlib.network.manager import pick_ipv4_subnet
 from tests.cleanup import teardown_root
 
 OPS = ("launch", "exec", "info", "snapshot", "stop", "restore", "copy", "start", "delete")
-RAW_OPS = ("launch", "exec", "info", "snapshot", "stop", "restore", "copy", "start", "delete")
 
 
 def meminfo(key: str = "MemAvailable") -> int:
@@ -83,99 +83,8 @@ def settle_memory() -> int:
     return mem_available()
 
 
-@contextlib.contextmanager
-def clock(into: list[float]) -> Iterator[None]:
-    t = time.perf_counter()
-    yield
-    into.append((time.perf_counter() - t) * 1000)
-
-
-class Raw:
-    """The floor, as bench/lifecycle.py's, with a veth on the same bridge (the instances
-    have one): what any program must do at least, straight against the bindings."""
-
-    def __init__(self, pool_dir: Path, image_vol: Path, lxcpath: Path, base: int, size: int,
-                 seccomp: Path, bridge: str) -> None:
-        self.pool_dir, self.image, self.lxcpath = pool_dir, image_vol, lxcpath
-        self.base, self.size, self.seccomp, self.bridge = base, size, seccomp, bridge
-        self.snaps = pool_dir / "snaps"
-        self.snaps.mkdir(exist_ok=True)
-
-    def _define(self, name: str) -> None:
-        d = self.lxcpath / name
-        d.mkdir()
-        vol = self.pool_dir / name
-        mac = "00:16:3e:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
-        (d / "config").write_text(
-            f"lxc.uts.name = {name}\nlxc.rootfs.path = dir:{vol}/rootfs\n"
-            "lxc.rootfs.options = idmap=container\n"
-            f"lxc.idmap = u 0 {self.base} {self.size}\nlxc.idmap = g 0 {self.base} {self.size}\n"
-            "lxc.mount.auto = proc:rw sys:rw cgroup:mixed\nlxc.autodev = 1\n"
-            f"lxc.net.0.type = veth\nlxc.net.0.link = {self.bridge}\nlxc.net.0.flags = up\n"
-            f"lxc.net.0.name = eth0\nlxc.net.0.hwaddr = {mac}\n"
-            f"lxc.seccomp.profile = {self.seccomp}\nlxc.pty.max = 1024\nlxc.tty.max = 0\n"
-            f"lxc.console.logfile = {d}/console.log\nlxc.console.size = auto\n"
-            "lxc.environment = PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
-            f"lxc.log.file = {d}/lxc.log\nlxc.log.level = WARN\n")
-
-    def launch(self, name: str) -> lxc.Container:
-        btrfsutil.create_snapshot(str(self.image), str(self.pool_dir / name))
-        btrfsutil.set_subvolume_read_only(str(self.pool_dir / name), False)
-        self._define(name)
-        c = lxc.Container(name, str(self.lxcpath))
-        assert c.start(close_fds=True)
-        return c
-
-    @staticmethod
-    def exec_true(c: lxc.Container) -> None:
-        pid = c.attach(lxc.attach_run_command, ["true"], env_policy=lxc.LXC_ATTACH_CLEAR_ENV)
-        os.waitpid(pid, 0)
-
-    @staticmethod
-    def info(c: lxc.Container) -> None:
-        c.state, c.init_pid, c.get_ips(family="inet")
-
-    def snapshot(self, c: lxc.Container) -> None:
-        btrfsutil.create_snapshot(str(self.pool_dir / c.name), str(self.snaps / c.name),
-                                  read_only=True)
-
-    @staticmethod
-    def stop(c: lxc.Container) -> None:
-        c.stop()
-        while c.state != "STOPPED":
-            time.sleep(0.001)
-
-    def restore(self, c: lxc.Container) -> None:
-        vol = self.pool_dir / c.name
-        btrfsutil.delete_subvolume(str(vol))
-        btrfsutil.create_snapshot(str(self.snaps / c.name), str(vol))
-
-    def copy(self, c: lxc.Container) -> str:
-        new = c.name + "c"
-        btrfsutil.create_snapshot(str(self.pool_dir / c.name), str(self.pool_dir / new))
-        self._define(new)
-        return new
-
-    @staticmethod
-    def start(c: lxc.Container) -> None:
-        assert c.start(close_fds=True)
-
-    def delete(self, name: str) -> None:
-        c = lxc.Container(name, str(self.lxcpath))
-        if c.running:
-            self.stop(c)
-        btrfsutil.delete_subvolume(str(self.pool_dir / name))
-        if (self.snaps / name).exists():
-            btrfsutil.delete_subvolume(str(self.snaps / name))
-        shutil.rmtree(self.lxcpath / name)
-        # a monitor forked from python-lxc leaves its (empty) cgroups behind on cgroup v1
-        for d in Path("/sys/fs/cgroup").glob(f"*/lxc.monitor.{name}"):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-
-
 def measure_raw(raw: Raw, names: list[str]) -> dict[str, list[float]]:
-    t: dict[str, list[float]] = {op: [] for op in RAW_OPS}
+    t: dict[str, list[float]] = {op: [] for op in OPS}
     for name in names:
         with clock(t["launch"]):
             c = raw.launch(name)
@@ -190,12 +99,12 @@ def measure_raw(raw: Raw, names: list[str]) -> dict[str, list[float]]:
         with clock(t["restore"]):
             raw.restore(c)
         with clock(t["copy"]):
-            copy = raw.copy(c)
+            raw.copy(c, f"{name}c")
         with clock(t["start"]):
             raw.start(c)
         with clock(t["delete"]):
-            raw.delete(name)
-        raw.delete(copy)
+            raw.delete(c)
+        raw.drop(f"{name}c")
     return t
 
 
@@ -317,15 +226,10 @@ def restore_limits(old: dict[str, str]) -> None:
 def make_network(host: lxdlib.Host) -> str:
     """A /20 bridge (4,093 addresses) on a free 10.x.y.0/20, no NAT: traffic stays on it."""
     name = f"lxs{secrets.token_hex(3)}"
-    for _ in range(20):
-        a, b = secrets.randbelow(256), secrets.randbelow(16) * 16
-        try:
-            host.networks.create(name, {"ipv4.address": f"10.{a}.{b}.1/20",
-                                        "ipv4.nat": "false", "ipv6.address": "none"})
-            return name
-        except lxdlib.LxdlibError:
-            continue  # that subnet is in use here
-    raise SystemExit("no free /20 found for the benchmark's bridge")
+    subnet = pick_ipv4_subnet(host_networks(), random.Random(), prefix=20)
+    host.networks.create(name, {"ipv4.address": str(subnet), "ipv4.nat": "false",
+                                "ipv6.address": "none"})
+    return name
 
 
 def interrupted(signum: int, frame: object) -> None:

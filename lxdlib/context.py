@@ -13,7 +13,6 @@ lookup answers, only how fast.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -473,19 +472,3 @@ def profile_users(paths: Paths, profile: str) -> list[str]:
             log.warning("%s", e)  # its profiles are unknown: listed elsewhere as ERROR
             continue
     return out
-
-
-def suppress_logged(what: str) -> contextlib.AbstractContextManager[None]:
-    """``contextlib.suppress(Exception)`` that leaves a warning saying what was skipped."""
-    return _Logged(what)
-
-
-class _Logged(contextlib.AbstractContextManager[None]):
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
-        if value is not None and isinstance(value, Exception):
-            log.warning("%s: %s", self.what, value)
-            return True
-        return False

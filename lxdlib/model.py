@@ -24,11 +24,21 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterator
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from .errors import InvalidArgument, NotFound
 
 M = TypeVar("M")
+
+
+class Rooted(Protocol):
+    """What a root-wide model needs of its context: where the root is (its identity)."""
+
+    @property
+    def paths(self) -> Any: ...
+
+
+C = TypeVar("C", bound=Rooted)
 
 
 class Model:
@@ -53,6 +63,22 @@ class Model:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+class RootModel(Model, Generic[C]):
+    """A model that is one name in a root (a profile, a network, a pool, an image): the context
+    it was looked up in and the name are all it holds."""
+
+    def __init__(self, ctx: C, name: str) -> None:
+        self._ctx = ctx
+        self._name = name
+
+    def _identity(self) -> tuple[Any, ...]:
+        return (self._ctx.paths.root, self._name)
+
+    @property
+    def name(self) -> str:
+        return self._name
 
 
 class Collection(Generic[M]):

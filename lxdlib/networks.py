@@ -14,35 +14,24 @@ import builtins
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .context import Context
 from .errors import InUse, NotFound
-from .model import Collection, Model
+from .model import Collection, RootModel
 from .profile_apply import network_users
 
 if TYPE_CHECKING:
-    from .context import Context
     from .network.manager import NetworkManager
 
 
-class Network(Model):
+class Network(RootModel[Context]):
     """One managed network (a bridge with DHCP/DNS and NAT as configured). Attributes are read
     from its record when asked; ``update`` applies to the running bridge at once."""
 
     kind = "network"
 
-    def __init__(self, ctx: Context, name: str) -> None:
-        self._ctx = ctx
-        self._name = name
-
     @property
     def _manager(self) -> NetworkManager:
         return self._ctx.networks
-
-    def _identity(self) -> tuple[Any, ...]:
-        return (self._ctx.paths.root, self._name)
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     def _repr_html_(self) -> str:
         from .notebook import networks_html

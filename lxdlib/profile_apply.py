@@ -14,20 +14,17 @@ from __future__ import annotations
 import builtins
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import journal, record
 from .config import expand, names
-from .context import profile_users
+from .context import Context, profile_users
 from .errors import CorruptRecord, InvalidConfig, LxdlibError
 from .instance import InstanceCore
-from .model import Collection, Model
+from .model import Collection, RootModel
 from .profiles import ProfileRecord
 from .record import InstanceRecord
 from .state import lock
-
-if TYPE_CHECKING:
-    from .context import Context
 
 
 def update_profile(ctx: Context, name: str, *, config: Mapping[str, str] | None = None,
@@ -188,23 +185,12 @@ def network_users(ctx: Context, network: str) -> list[str]:
 
 # -- what users hold ---------------------------------------------------------------------------
 
-class Profile(Model):
+class Profile(RootModel[Context]):
     """One profile: ``host.profiles["web"]``. Attributes are read from its file when asked;
     ``update``/``modify`` re-apply the change to every instance using it (live where LXD
     applies live), as ``Host.update_profile`` does."""
 
     kind = "profile"
-
-    def __init__(self, ctx: Context, name: str) -> None:
-        self._ctx = ctx
-        self._name = name
-
-    def _identity(self) -> tuple[Any, ...]:
-        return (self._ctx.paths.root, self._name)
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     def _repr_html_(self) -> str:
         from .notebook import profile_html

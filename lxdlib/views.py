@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import record
+from .context import Context
 from .errors import InUse, InvalidConfig
-from .model import Collection, Model
+from .model import Collection, RootModel
 from .volumes import ModifyInstance, Volumes
 
 if TYPE_CHECKING:
-    from .context import Context
     from .storage.base import PoolDriver, PoolUsage
 
 
@@ -41,23 +41,15 @@ def delete_pool(ctx: Context, name: str) -> None:
     ctx.forget_pool(name)
 
 
-class Pool(Model):
+class Pool(RootModel[Context]):
     """One storage pool (btrfs, zfs or dir). ``driver_object()`` is the driver itself."""
 
     kind = "storage pool"
 
     def __init__(self, ctx: Context, name: str,
                  modify_instance: ModifyInstance | None = None) -> None:
-        self._ctx = ctx
-        self._name = name
+        super().__init__(ctx, name)
         self._modify_instance = modify_instance
-
-    def _identity(self) -> tuple[Any, ...]:
-        return (self._ctx.paths.root, self._name)
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     def _repr_html_(self) -> str:
         from .notebook import pools_html

@@ -14,41 +14,32 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..context import Context
 from ..errors import NotFound
 from ..imagestore.store import UNSET, ImageRecord, ImageStore
-from ..model import Model
+from ..model import RootModel
 
 if TYPE_CHECKING:
-    from ..context import Context
+    pass
 
 
-class Image(Model):
+class Image(RootModel[Context]):
     """One image; ``record()`` reads all of it at once (an ``ImageRecord``)."""
 
     kind = "image"
 
-    def __init__(self, ctx: Context, fingerprint: str) -> None:
-        self._ctx = ctx
-        self._fingerprint = fingerprint
-
-    def _identity(self) -> tuple[Any, ...]:
-        return (self._ctx.paths.root, self._fingerprint)
-
-    @property
-    def name(self) -> str:
-        """The fingerprint: the one name an image always has (``host.images[img.name]``)."""
-        return self._fingerprint
+    # the name is the fingerprint: the one name an image always has (``host.images[img.name]``)
 
     @property
     def fingerprint(self) -> str:
-        return self._fingerprint
+        return self._name
 
     def __repr__(self) -> str:
         try:
             aliases = [a["name"] for a in self.record().aliases]
         except NotFound:
-            return f"<Image {self._fingerprint[:12]} (deleted)>"
-        return f"<Image {self._fingerprint[:12]}{' ' + ', '.join(aliases) if aliases else ''}>"
+            return f"<Image {self._name[:12]} (deleted)>"
+        return f"<Image {self._name[:12]}{' ' + ', '.join(aliases) if aliases else ''}>"
 
     def _repr_html_(self) -> str:
         from ..notebook import images_html
@@ -56,7 +47,7 @@ class Image(Model):
 
     def record(self) -> ImageRecord:
         """The image as stored now; ``NotFound`` once it is deleted."""
-        return self._ctx.images.get(self._fingerprint)
+        return self._ctx.images.get(self._name)
 
     def to_dict(self) -> dict[str, Any]:
         """LXD's API shape (``lxc image show``)."""
@@ -64,7 +55,7 @@ class Image(Model):
 
     @property
     def exists(self) -> bool:
-        return self._ctx.images.exists(self._fingerprint)
+        return self._ctx.images.exists(self._name)
 
     # -- live attributes ----------------------------------------------------------------------
     @property
@@ -135,20 +126,20 @@ class Image(Model):
                auto_update: bool | None = None, expires_at: Any = UNSET) -> None:
         """``image edit``: ``properties`` replaces the whole set; ``None`` leaves a field alone,
         except ``expires_at``, where ``None`` clears it (left alone when not given)."""
-        self._ctx.images.update(self._fingerprint, properties=properties, public=public,
+        self._ctx.images.update(self._name, properties=properties, public=public,
                                 auto_update=auto_update, expires_at=expires_at)
 
     def set_properties(self, values: Mapping[str, str | None]) -> None:
         """Set (``None``: unset) some properties, read and written under the image's lock."""
-        self._ctx.images.set_properties(self._fingerprint, values)
+        self._ctx.images.set_properties(self._name, values)
 
     def delete(self) -> None:
         """Remove the image, its aliases and its unpacked volumes in every pool."""
-        self._ctx.delete_image(self._fingerprint)
+        self._ctx.delete_image(self._name)
 
     def export(self, target: str | os.PathLike[str] = ".") -> builtins.list[Path]:
         """``image export``: the file(s) exactly as imported (see ``Images.export``)."""
-        return export_image(self._ctx.images, self._fingerprint, target)
+        return export_image(self._ctx.images, self._name, target)
 
 
 def export_image(store: ImageStore, ref: str, target: str | os.PathLike[str] = "."

@@ -38,7 +38,9 @@ _SIOCGIFNETMASK = 0x891B
 
 
 @contextlib.contextmanager
-def _iproute() -> Iterator[Any]:
+def iproute() -> Iterator[Any]:
+    """A netlink socket (pyroute2's ``IPRoute``), closed after use; pyroute2 is imported here,
+    on first use, not when lxdlib is (it costs tens of ms)."""
     from pyroute2 import IPRoute
 
     ipr = IPRoute()
@@ -148,7 +150,7 @@ def write_sysctl(path: str, value: str) -> None:
 # -- changes -------------------------------------------------------------------------------------
 def create(name: str, owner: str, *, hwaddr: str) -> None:
     """Create a bridge link named ``name`` carrying ``owner`` as its alias (left down)."""
-    with _iproute() as ipr:
+    with iproute() as ipr:
         try:
             ipr.link("add", ifname=name, kind="bridge", address=hwaddr)
         except Exception as exc:
@@ -172,7 +174,7 @@ def create(name: str, owner: str, *, hwaddr: str) -> None:
 
 def delete(name: str) -> None:
     """Remove the link; a missing link is fine."""
-    with _iproute() as ipr:
+    with iproute() as ipr:
         idx = _index(ipr, name)
         if idx is None:
             return
@@ -197,7 +199,7 @@ def configure(name: str, *, mtu: int, hwaddr: str | None,
     # sends: it is the router.
     for key, value in (("accept_ra", "0"), ("autoconf", "0")):
         write_sysctl(f"net/ipv6/conf/{name}/{key}", value)
-    with _iproute() as ipr:
+    with iproute() as ipr:
         idx = _index(ipr, name)
         if idx is None:
             raise NetworkError(f"bridge {name} does not exist")
@@ -246,7 +248,7 @@ def configure(name: str, *, mtu: int, hwaddr: str | None,
 def state(name: str) -> dict[str, Any]:
     """LXD's network state shape: state, mtu, hwaddr, addresses, counters."""
     empty = {"bytes_received": 0, "bytes_sent": 0, "packets_received": 0, "packets_sent": 0}
-    with _iproute() as ipr:
+    with iproute() as ipr:
         idx = _index(ipr, name)
         if idx is None:
             return {"state": "down", "type": "broadcast", "mtu": 0, "hwaddr": "",
@@ -289,7 +291,7 @@ def host_networks(exclude: str | None = None, *, routes: bool = True) -> list[IP
     subnet is being chosen again.
     """
     found: list[IPNetwork] = []
-    with _iproute() as ipr:
+    with iproute() as ipr:
         try:
             skip = _index(ipr, exclude) if exclude is not None else None
             for msg in ipr.get_addr():

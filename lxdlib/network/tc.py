@@ -19,18 +19,18 @@ veth is gone (each ifb's alias names its veth).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from ..config.units import parse_bit_rate
 from ..errors import InvalidArgument, InvalidConfig, NetworkError
+from .bridge import iproute
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +83,6 @@ def rate_bytes(bits: int) -> int:
     return max(1, min(bits // 8, MAX_RATE_BYTES))
 
 
-@contextlib.contextmanager
-def _iproute() -> Iterator[Any]:
-    from pyroute2 import IPRoute
-
-    ipr = IPRoute()
-    try:
-        yield ipr
-    finally:
-        ipr.close()
-
-
 def _index(ipr: Any, name: str) -> int | None:
     try:
         links = ipr.link_lookup(ifname=name)
@@ -143,7 +132,7 @@ def apply(veth: str, limits: Limits, ifb: str | None = None) -> None:
     ``ifb`` names the device that shapes traffic arriving from the veth (default: from the veth).
     """
     ifb = ifb or ifb_name(veth)
-    with _iproute() as ipr:
+    with iproute() as ipr:
         index = _index(ipr, veth)
         if index is None:
             raise NetworkError(f"cannot limit traffic of {veth}: no such interface")
@@ -180,7 +169,7 @@ def apply(veth: str, limits: Limits, ifb: str | None = None) -> None:
 
 def clear(veth: str, ifb: str | None = None) -> None:
     """Remove every limit of ``veth`` and its ifb (idempotent; the veth may be gone)."""
-    with _iproute() as ipr:
+    with iproute() as ipr:
         _clear(ipr, _index(ipr, veth), ifb or ifb_name(veth))
     log.debug("%s: traffic limits cleared", veth)
 
@@ -206,7 +195,7 @@ def collect_orphans() -> list[str]:
         if veth and not exists(veth):
             orphans.append(name)
     if orphans:
-        with _iproute() as ipr:
+        with iproute() as ipr:
             for name in orphans:
                 index = _index(ipr, name)
                 if index is not None:
@@ -231,7 +220,7 @@ def _class_rate(ipr: Any, index: int | None) -> int | None:
 
 def read(veth: str, ifb: str | None = None) -> Limits:
     """The limits in force on ``veth`` as the kernel reports them (bit/s)."""
-    with _iproute() as ipr:
+    with iproute() as ipr:
         ingress = _class_rate(ipr, _index(ipr, veth))
         egress = _class_rate(ipr, _index(ipr, ifb or ifb_name(veth)))
     return Limits(ingress, egress)

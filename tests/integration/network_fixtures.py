@@ -71,14 +71,16 @@ def host_subnets() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return nets
 
 
-def free_subnet() -> ipaddress.IPv4Interface:
-    """A random 10.a.b.1/24 that overlaps nothing on the host."""
+def free_subnet(prefix: int = 24) -> ipaddress.IPv4Interface:
+    """A random 10.a.b.1/<prefix> that overlaps nothing on the host (picked here, not by the
+    code under test)."""
     used = [n for n in host_subnets() if n.version == 4]
     for _ in range(1000):
-        net = ipaddress.IPv4Network(f"10.{random.randrange(256)}.{random.randrange(256)}.0/24")
+        net = ipaddress.IPv4Network(((10 << 24) | random.randrange(1 << (prefix - 8))
+                                     << (32 - prefix), prefix))
         if not any(net.overlaps(u) for u in used):
-            return ipaddress.IPv4Interface(f"{net.network_address + 1}/24")
-    raise RuntimeError("no free test subnet")
+            return ipaddress.IPv4Interface((int(net.network_address) + 1, prefix))
+    raise RuntimeError(f"no free /{prefix} test subnet")
 
 
 def pid_alive(pid: int) -> bool:

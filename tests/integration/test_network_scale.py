@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import random
 import secrets
 import statistics
 import time
@@ -18,27 +17,18 @@ import pytest
 
 import lxdlib
 from lxdlib.network import NetworkManager, dnsmasq
-from tests.integration.network_fixtures import host_subnets
+from tests.integration.network_fixtures import free_subnet
 
 pytestmark = pytest.mark.root
 
 COUNT = int(os.environ.get("LXDLIB_TEST_DHCP_SCALE", "300"))
 
 
-def free_subnet22() -> ipaddress.IPv4Interface:
-    """A random 10.a.b.1/22 (1,022 hosts, more than a /24 holds) that overlaps nothing here."""
-    used = [n for n in host_subnets() if n.version == 4]
-    for _ in range(1000):
-        net = ipaddress.IPv4Network((0x0A000000 | random.randrange(1 << 14) << 10, 22))
-        if not any(net.overlaps(u) for u in used):
-            return ipaddress.IPv4Interface((int(net.network_address) + 1, 22))
-    raise RuntimeError("no free /22 test subnet")
-
-
 @pytest.fixture
 def net(host: lxdlib.Host) -> Iterator[str]:
     name = f"lxt{secrets.token_hex(3)}"
-    host.networks.create(name, {"ipv4.address": str(free_subnet22()), "ipv4.nat": "false",
+    # a /22: 1,022 hosts, more than a /24 holds
+    host.networks.create(name, {"ipv4.address": str(free_subnet(22)), "ipv4.nat": "false",
                                 "ipv6.address": "none"})
     p = host.profiles.get("default")
     host.update_profile("default", devices={**p.devices, "eth0": {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lxdlib.errors import InvalidConfig, InvalidName, NetworkError
+from lxdlib.errors import InvalidArgument, InvalidConfig, InvalidName, NetworkError
 from lxdlib.network import dnsmasq, nat
 from lxdlib.network.manager import (
     bridge_mac,
@@ -199,6 +199,33 @@ def test_pick_ipv4_falls_back_to_a_scan() -> None:
             V4("10.255.224.0/20"), V4("10.255.240.0/21"), V4("10.255.248.0/22"),
             V4("10.255.252.0/23"), V4("10.255.255.0/24")]
     assert str(pick_ipv4_subnet(used, random.Random(1), attempts=3)) == "10.255.254.1/24"
+
+
+@pytest.mark.parametrize("prefix", [20, 22, 24, 28])
+def test_pick_ipv4_of_a_given_size(prefix: int) -> None:
+    used = [V4("10.0.0.0/9"), V4("10.200.0.0/16")]
+    for seed in range(20):
+        iface = pick_ipv4_subnet(used, random.Random(seed), prefix=prefix)
+        assert iface.network.prefixlen == prefix
+        assert iface.ip == iface.network.network_address + 1
+        assert iface.network.subnet_of(V4("10.0.0.0/8"))
+        assert not any(iface.network.overlaps(u) for u in used)
+
+
+def test_pick_ipv4_of_a_given_size_scans_too() -> None:
+    # one /22 left free in 10/8 (10.255.252.0/22): found by the scan after random misses
+    used = [V4("10.0.0.0/9"), V4("10.128.0.0/10"), V4("10.192.0.0/11"), V4("10.224.0.0/12"),
+            V4("10.240.0.0/13"), V4("10.248.0.0/14"), V4("10.252.0.0/15"), V4("10.254.0.0/16"),
+            V4("10.255.0.0/17"), V4("10.255.128.0/18"), V4("10.255.192.0/19"),
+            V4("10.255.224.0/20"), V4("10.255.240.0/21"), V4("10.255.248.0/22")]
+    assert str(pick_ipv4_subnet(used, random.Random(1), attempts=2, prefix=22)) == \
+        "10.255.252.1/22"
+
+
+@pytest.mark.parametrize("prefix", [8, 31])
+def test_pick_ipv4_refuses_odd_sizes(prefix: int) -> None:
+    with pytest.raises(InvalidArgument):
+        pick_ipv4_subnet([], random.Random(0), prefix=prefix)
 
 
 def test_pick_ipv4_full() -> None:
