@@ -1,8 +1,8 @@
 """Host-wide kernel limits that many instances run into, checked before a launch.
 
 Every running container takes a few things the kernel counts host-wide, and liblxc fails half
-way through a start when one runs out, with a message that names none of them ("Disk quota
-exceeded - Failed to create kernel keyring", "Exchange full - Failed to attach ... to bridge").
+way through a start when one runs out, with a message that names none of them ("Exchange full
+- Failed to attach ... to bridge").
 These are read here from the kernel's own counters and compared with what the instances about
 to start need, so a launch that cannot succeed is refused before anything is made, with
 ``HostLimit`` naming the setting and the value to give it:
@@ -11,17 +11,17 @@ to start need, so a launch that cannot succeed is refused before anything is mad
   the kernel's ``BR_MAX_PORTS`` - 1); each nic of a running instance is one. More instances
   need several bridges (networks), e.g. one profile per network. Read from
   ``/sys/class/net/<bridge>/brif`` (one directory).
-* **session keyrings**: liblxc gives each container a new session keyring
-  (``lxc.keyring.session``), charged to the host uid the container's root maps to. Instances
-  that share the default id map share one uid, so the non-root quota ``kernel.keys.maxkeys``
-  (200 by default) and ``kernel.keys.maxbytes`` cap them all together. Read from
-  ``/proc/key-users`` (one line per uid that holds keys).
 * **ptys**: a container's console is a pty of its own devpts instance; those may use at most
   ``kernel.pty.max - kernel.pty.reserve`` ptys together. Read from ``/proc/sys/kernel/pty/nr``.
 
-What the instances' own programs use later (inotify instances of systemd, more keys, ptys of
-getty and ssh sessions) is not knowable at launch; ``advice`` lists those settings with values
-that suit a number of instances, for the documentation and the scale benchmark.
+What does not stop a start is left to ``advice``, which lists those settings with values that
+suit a number of instances (for the documentation and the scale benchmark): what the instances'
+own programs use later (inotify instances of systemd, ptys of getty and ssh sessions), and the
+key quota. liblxc gives each container a session keyring (``lxc.keyring.session``), charged to
+the host uid of the container's root — one uid for every instance on the default id map — but
+the kernel lets session keyrings overrun ``kernel.keys.maxkeys`` (200): measured, a container
+whose uid had its 200 keys started, its keyring the 201st. Past the quota only programs inside
+those containers that add keys of their own get EDQUOT.
 
 A check costs a few small reads (about 0.1 ms, counting 1,000 ports of a bridge included), so
 it runs before every start, not only before bulk launches.
@@ -45,20 +45,12 @@ log = logging.getLogger(__name__)
 BRIDGE_PORTS_MAX = 1023
 PTYS_PER_INSTANCE = 1  # the console; lxdlib renders lxc.tty.max = 0
 KEYS_PER_INSTANCE = 1  # the session keyring liblxc makes for the container's init
+# Bytes one session keyring charges to its owner's quota: its description, "_ses" and its NUL
+# (measured: 65 busybox containers took 65 keys and 325 bytes of uid 1000000's quota).
+KEYRING_BYTES = 5
 
 PROC_SYS = Path("/proc/sys")
-KEY_USERS = Path("/proc/key-users")
 SYS_NET = Path("/sys/class/net")
-
-
-@attrs.frozen
-class KeyUse:
-    """One line of ``/proc/key-users``: keys and bytes a uid holds, against its quota."""
-
-    keys: int
-    maxkeys: int
-    bytes: int
-    maxbytes: int
 
 
 @attrs.frozen
@@ -68,23 +60,16 @@ class Readings:
     pty_nr: int
     pty_max: int
     pty_reserve: int
-    maxkeys: int
-    maxbytes: int
-    key_users: Mapping[int, KeyUse]
     bridge_ports: Mapping[str, int]
 
 
 @attrs.frozen
 class Need:
-    """What the instances about to start will take.
-
-    ``instances`` start; ``bridge_ports`` maps a bridge to the nics that plug into it;
-    ``key_owners`` maps a host uid to the instances whose session keyring it will be charged
-    (the host uid of their root; isolated id maps each have their own and are left out)."""
+    """What the instances about to start will take: ``instances`` start, ``bridge_ports`` maps
+    a bridge to the nics that plug into it."""
 
     instances: int = 0
     bridge_ports: Mapping[str, int] = attrs.field(factory=dict)
-    key_owners: Mapping[int, int] = attrs.field(factory=dict)
 
 
 def _int(path: Path, default: int) -> int:
@@ -103,41 +88,13 @@ def bridge_port_count(bridge: str) -> int:
         return 0
 
 
-def read_key_users(text: str) -> dict[int, KeyUse]:
-    """``/proc/key-users`` parsed: ``uid: usage nkeys/ninstantiated qnkeys/maxkeys
-    qnbytes/maxbytes``."""
-    out: dict[int, KeyUse] = {}
-    for line in text.splitlines():
-        try:
-            uid, rest = line.split(":", 1)
-            fields = rest.split()
-            qkeys, maxkeys = fields[2].split("/")
-            qbytes, maxbytes = fields[3].split("/")
-            out[int(uid)] = KeyUse(int(qkeys), int(maxkeys), int(qbytes), int(maxbytes))
-        except (ValueError, IndexError):
-            continue
-    return out
-
-
 def read(bridges: Iterable[str] = ()) -> Readings:
     """The counters now, with the port counts of ``bridges``."""
-    try:
-        key_users = read_key_users(KEY_USERS.read_text())
-    except OSError:
-        key_users = {}
     return Readings(
         pty_nr=_int(PROC_SYS / "kernel/pty/nr", 0),
         pty_max=_int(PROC_SYS / "kernel/pty/max", 4096),
         pty_reserve=_int(PROC_SYS / "kernel/pty/reserve", 1024),
-        maxkeys=_int(PROC_SYS / "kernel/keys/maxkeys", 200),
-        maxbytes=_int(PROC_SYS / "kernel/keys/maxbytes", 20000),
-        key_users=key_users,
         bridge_ports={b: bridge_port_count(b) for b in set(bridges)})
-
-
-# Bytes one session keyring charges to its owner's quota: its description, "_ses" and its NUL
-# (measured: 65 busybox containers took 65 keys and 325 bytes of uid 1000000's quota).
-KEYRING_BYTES = 5
 
 
 def problems(need: Need, now: Readings) -> list[HostLimit]:
@@ -160,31 +117,6 @@ def problems(need: Need, now: Readings) -> list[HostLimit]:
                 "kernel.pty.max", now.pty_max, now.pty_nr, add,
                 f"containers may use kernel.pty.max - kernel.pty.reserve ({usable}) ptys "
                 f"together: sysctl -w kernel.pty.max={_round_up(target)}"))
-    for uid, count in sorted(need.key_owners.items()):
-        if not count:
-            continue
-        use = now.key_users.get(uid)
-        maxkeys = use.maxkeys if use else now.maxkeys
-        maxbytes = use.maxbytes if use else now.maxbytes
-        keys = use.keys if use else 0
-        used_bytes = use.bytes if use else 0
-        add_keys = count * KEYS_PER_INSTANCE
-        if keys + add_keys > maxkeys:
-            found.append(HostLimit(
-                "kernel.keys.maxkeys" if uid else "kernel.keys.root_maxkeys", maxkeys, keys,
-                add_keys,
-                f"liblxc gives each container a session keyring, charged to host uid {uid} "
-                "(the root of instances on the default id map): sysctl -w "
-                f"kernel.keys.{'maxkeys' if uid else 'root_maxkeys'}="
-                f"{_round_up(keys + add_keys)}"))
-        add_bytes = add_keys * KEYRING_BYTES
-        if used_bytes + add_bytes > maxbytes:
-            found.append(HostLimit(
-                "kernel.keys.maxbytes" if uid else "kernel.keys.root_maxbytes", maxbytes,
-                used_bytes, add_bytes,
-                f"the session keyrings of host uid {uid} take {KEYRING_BYTES} bytes each: "
-                "sysctl -w kernel.keys.{'maxbytes' if uid else 'root_maxbytes'}="
-                f"{_round_up(used_bytes + add_bytes)}"))
     return found
 
 
@@ -231,8 +163,10 @@ def advice(instances: int) -> list[Advice]:
     n = max(instances, 1)
     rows = [
         ("kernel.keys.maxkeys", (n + 50) * KEYS_PER_INSTANCE,
-         "a session keyring per container on the shared id map"),
-        ("kernel.keys.maxbytes", (n + 50) * KEYRING_BYTES, "the bytes of those keyrings"),
+         "a session keyring per container, all charged to one uid; past the quota, programs "
+         "inside that add keys fail"),
+        ("kernel.keys.maxbytes", (n + 50) * KEYRING_BYTES * 4,
+         "the bytes of those keyrings and some keys of their own"),
         ("kernel.pty.max", 1024 + n * 4, "a console per container, and room for shells"),
         ("fs.inotify.max_user_instances", n * 16,
          "systemd-based containers take several each, all charged to root's quota"),
@@ -249,23 +183,6 @@ def advice(instances: int) -> list[Advice]:
     return out
 
 
-def _key_owner(cfg: Mapping[str, str], default_uid: int) -> int | None:
-    """The host uid a container's session keyring is charged to (None: one of its own, or no
-    keyring at all)."""
-    raw = cfg.get("raw.lxc", "")
-    if "lxc.keyring.session" in raw:
-        for line in raw.splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "lxc.keyring.session" and value.strip() in ("0", "false"):
-                return None
-    if cfg.get("security.privileged", "").lower() in ("true", "1", "yes", "on"):
-        return 0
-    if cfg.get("security.idmap.isolated", "").lower() in ("true", "1", "yes", "on"):
-        return None  # a range of its own: its quota is its own too
-    base = cfg.get("security.idmap.base", "")
-    return int(base) if base.isdigit() else default_uid
-
-
 def bridge_of(dev: Mapping[str, str]) -> str | None:
     """The bridge a nic device plugs into (a managed network's bridge has its name)."""
     if dev.get("type") != "nic":
@@ -277,20 +194,15 @@ def bridge_of(dev: Mapping[str, str]) -> str | None:
     return None
 
 
-def need_for(expanded: Iterable[tuple[Mapping[str, str], Mapping[str, Mapping[str, str]]]],
-             default_uid: int) -> Need:
-    """What instances with these expanded (config, devices) take when they start;
-    ``default_uid`` is the host uid of the root of instances on the shared id map."""
+def need_for(expanded: Iterable[tuple[Mapping[str, str], Mapping[str, Mapping[str, str]]]]
+             ) -> Need:
+    """What instances with these expanded (config, devices) take when they start."""
     count = 0
     ports: dict[str, int] = {}
-    owners: dict[int, int] = {}
-    for cfg, devs in expanded:
+    for _, devs in expanded:
         count += 1
         for dev in devs.values():
             bridge = bridge_of(dev)
             if bridge:
                 ports[bridge] = ports.get(bridge, 0) + 1
-        uid = _key_owner(cfg, default_uid)
-        if uid is not None:
-            owners[uid] = owners.get(uid, 0) + 1
-    return Need(instances=count, bridge_ports=ports, key_owners=owners)
+    return Need(instances=count, bridge_ports=ports)

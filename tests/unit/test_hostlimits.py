@@ -9,29 +9,18 @@ import pytest
 
 from lxdlib import hostlimits
 from lxdlib.errors import HostLimit, InvalidArgument
-from lxdlib.hostlimits import KeyUse, Need, Readings
+from lxdlib.hostlimits import Need, Readings
 from lxdlib.launcher import make_specs
-
-BASE = 1000000
 
 
 def readings(**kw: object) -> Readings:
-    values: dict[str, object] = dict(pty_nr=0, pty_max=4096, pty_reserve=1024, maxkeys=200,
-                                     maxbytes=20000, key_users={}, bridge_ports={})
+    values: dict[str, object] = dict(pty_nr=0, pty_max=4096, pty_reserve=1024, bridge_ports={})
     values.update(kw)
     return Readings(**values)  # type: ignore[arg-type]
 
 
-def test_key_users_parsed() -> None:
-    text = ("    0:     9 8/8 3/1000000 40/25000000\n"
-            "1000000:   150 150/150 150/200 13500/20000\n")
-    users = hostlimits.read_key_users(text)
-    assert users[0] == KeyUse(3, 1000000, 40, 25000000)
-    assert users[BASE] == KeyUse(150, 200, 13500, 20000)
-
-
 def test_nothing_to_say_when_everything_fits() -> None:
-    need = Need(instances=100, bridge_ports={"br0": 100}, key_owners={BASE: 100})
+    need = Need(instances=100, bridge_ports={"br0": 100})
     assert hostlimits.problems(need, readings(bridge_ports={"br0": 900})) == []
 
 
@@ -58,44 +47,13 @@ def test_ptys_counted_against_max_minus_reserve() -> None:
     assert "sysctl -w kernel.pty.max=" in e.value.fix
 
 
-def test_keyrings_of_the_shared_uid() -> None:
-    users = {BASE: KeyUse(150, 200, 13500, 20000)}
-    hostlimits.check(Need(instances=50, key_owners={BASE: 50}),
-                     readings(key_users=users))
-    with pytest.raises(HostLimit) as e:
-        hostlimits.check(Need(instances=51, key_owners={BASE: 51}),
-                         readings(key_users=users))
-    assert e.value.limit == "kernel.keys.maxkeys"
-    assert str(BASE) in e.value.fix and "kernel.keys.maxkeys=" in e.value.fix
-
-
-def test_a_uid_without_keys_yet_gets_the_sysctl_default() -> None:
-    with pytest.raises(HostLimit) as e:
-        hostlimits.check(Need(instances=250, key_owners={BASE: 250}), readings())
-    assert e.value.limit == "kernel.keys.maxkeys" and e.value.value == 200
-
-
-def test_root_keys_use_root_quota_names() -> None:
-    users = {0: KeyUse(10, 20, 0, 10**9)}
-    with pytest.raises(HostLimit) as e:
-        hostlimits.check(Need(instances=20, key_owners={0: 20}), readings(key_users=users))
-    assert e.value.limit == "kernel.keys.root_maxkeys"
-
-
-def test_bytes_quota_checked_too() -> None:
-    users = {BASE: KeyUse(10, 100000, 19990, 20000)}
-    with pytest.raises(HostLimit) as e:
-        hostlimits.check(Need(instances=5, key_owners={BASE: 5}), readings(key_users=users))
-    assert e.value.limit == "kernel.keys.maxbytes"
-
-
 def test_every_limit_crossed_is_in_the_message() -> None:
-    need = Need(instances=300, bridge_ports={"br0": 300}, key_owners={BASE: 300})
+    need = Need(instances=300, bridge_ports={"br0": 300})
     with pytest.raises(HostLimit) as e:
         hostlimits.check(need, readings(bridge_ports={"br0": 800}, pty_nr=2900))
     assert e.value.limit == "bridge br0 ports"
-    assert {o.limit for o in e.value.others} >= {"kernel.pty.max", "kernel.keys.maxkeys"}
-    for name in ("br0", "kernel.pty.max", "kernel.keys.maxkeys"):
+    assert [o.limit for o in e.value.others] == ["kernel.pty.max"]
+    for name in ("br0", "kernel.pty.max"):
         assert name in str(e.value)
 
 
@@ -106,13 +64,10 @@ def test_need_from_expanded_instances() -> None:
     need = hostlimits.need_for([
         ({}, {"eth0": nic, "root": disk}),
         ({"security.privileged": "true"}, {"eth0": nic, "eth1": parent}),
-        ({"security.idmap.isolated": "true"}, {}),
-        ({"security.idmap.base": "2000000"}, {}),
-        ({"raw.lxc": "lxc.keyring.session = 0\n"}, {}),
-    ], BASE)
-    assert need.instances == 5
+        ({}, {}),
+    ])
+    assert need.instances == 3
     assert need.bridge_ports == {"lxdbr0": 2, "br9": 1}
-    assert need.key_owners == {BASE: 1, 0: 1, 2000000: 1}
 
 
 def test_bridge_ports_counted_from_brif(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
