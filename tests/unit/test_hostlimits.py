@@ -40,9 +40,10 @@ def test_bridge_exactly_full_is_allowed() -> None:
 
 def test_ptys_counted_against_max_minus_reserve() -> None:
     need = Need(instances=100)
-    hostlimits.check(need, readings(pty_nr=2972))  # 3072 usable by containers
+    # the kernel refuses a container's pty once all ptys would reach 4096 - 1024
+    hostlimits.check(need, readings(pty_nr=2971))
     with pytest.raises(HostLimit) as e:
-        hostlimits.check(need, readings(pty_nr=2973))
+        hostlimits.check(need, readings(pty_nr=2972))
     assert e.value.limit == "kernel.pty.max"
     assert "sysctl -w kernel.pty.max=" in e.value.fix
 
