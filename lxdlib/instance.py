@@ -36,6 +36,7 @@ from .errors import (
     StorageError,
     WrongState,
 )
+from .listing import STATUS
 from .record import InstanceRecord
 from .runtime import ExecResult
 from .state import atomic_write, held, load_yaml, lock
@@ -50,9 +51,6 @@ SECCOMP_FILE = "seccomp.policy"  # an instance's own policy (security.syscalls.*
 #: An instance's config and devices composed from its profiles and local settings.
 Expanded = tuple[dict[str, str], dict[str, dict[str, str]]]
 
-STATUS = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen",
-          "STARTING": "Running", "STOPPING": "Stopped", "ABORTING": "Error",
-          "FREEZING": "Frozen", "THAWED": "Running"}
 
 
 def random_mac() -> str:
@@ -227,14 +225,15 @@ class InstanceCore:
 
     def _start_locked(self) -> None:
         rec = self.record()
-        cfg, devs = self.expanded(rec)
+        expanded = self.expanded(rec)
+        cfg, devs = expanded
         if cfg.get("security.protection.start", "").lower() in ("true", "1", "yes", "on"):
             raise WrongState(f"instance {self.name!r} is protected from starting "
                              "(security.protection.start)")
         self._check_kernel_modules(cfg)
         # a host-wide limit (bridge ports, ptys) named, not failed on inside liblxc
         hostlimits.check(hostlimits.need_for([(cfg, devs)]))
-        self._write_lxc_config(rec)
+        self._write_lxc_config(rec, expanded)
         # the host's subuid/subgid may have changed since the instance was made
         idmap.check_newuidmap(self.name, idmap.parse_lxc_idmap((self._dir / "config").read_text()))
         vol = self._pool(rec).volume_path("containers", self.name)
@@ -1123,6 +1122,7 @@ def new_instance_dir(ctx: Context, name: str, pool: PoolDriver) -> Iterator[Path
     inst_dir = ctx.paths.instance_dir(name)
     inst_dir.mkdir(mode=0o700)
     try:
+        journal.prepare(ctx.paths, name)
         yield inst_dir
     except BaseException:
         with contextlib.suppress(Exception):
