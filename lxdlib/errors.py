@@ -124,7 +124,7 @@ class Busy(LxdlibError):
 class HostLimit(LxdlibError):
     """Starting these instances would cross a host-wide kernel limit, so nothing was started.
 
-    ``limit`` names it (a sysctl such as ``kernel.keys.maxkeys``, or a bridge's ports),
+    ``limit`` names it (a sysctl such as ``kernel.pty.max``, or a bridge's ports),
     ``value`` is the limit now, ``in_use`` what is taken, ``needed`` what the launch would add
     and ``fix`` what to change; ``others`` holds further limits the same launch would cross."""
 

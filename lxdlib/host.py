@@ -229,7 +229,7 @@ class Host:
                ) -> Instance:
         """``lxc launch``: create and start; if the start fails the instance stays, stopped,
         with the liblxc log in the error — as LXD leaves it. A launch that would cross a host
-        limit (bridge ports, keyrings, ptys: ``HostLimit``) is refused before anything is made.
+        limit (bridge ports, ptys: ``HostLimit``) is refused before anything is made.
         """
         from .launcher import check_limits
         check_limits(self.ctx, profiles, config, devices, pool)
@@ -260,7 +260,7 @@ class Host:
 
         All or report: the whole batch is checked before anything is made (names free and
         unique, profiles, config, devices, the image — a remote one is downloaded once — and
-        the host's limits, ``HostLimit``: bridge ports, keyrings, ptys); a launch that fails
+        the host's limits, ``HostLimit``: bridge ports, ptys); a launch that fails
         after that is undone (its instance deleted) and ``BulkError`` says which failed and
         why, with the launched instances in ``.done``. Unless ``keep_going``, no launch is
         begun after the first failure (those are reported as not attempted).

@@ -1,8 +1,8 @@
 """Host-wide kernel limits that many instances run into, checked before a launch.
 
 Every running container takes a few things the kernel counts host-wide, and liblxc fails half
-way through a start when one runs out, with a message that names none of them ("Disk quota
-exceeded - Failed to create kernel keyring", "Exchange full - Failed to attach ... to bridge").
+way through a start when one runs out, with a message that names none of them ("Exchange full
+- Failed to attach ... to bridge").
 These are read here from the kernel's own counters and compared with what the instances about
 to start need, so a launch that cannot succeed is refused before anything is made, with
 ``HostLimit`` naming the setting and the value to give it:
@@ -11,17 +11,18 @@ to start need, so a launch that cannot succeed is refused before anything is mad
   the kernel's ``BR_MAX_PORTS`` - 1); each nic of a running instance is one. More instances
   need several bridges (networks), e.g. one profile per network. Read from
   ``/sys/class/net/<bridge>/brif`` (one directory).
-* **session keyrings**: liblxc gives each container a new session keyring
-  (``lxc.keyring.session``), charged to the host uid the container's root maps to. Instances
-  that share the default id map share one uid, so the non-root quota ``kernel.keys.maxkeys``
-  (200 by default) and ``kernel.keys.maxbytes`` cap them all together. Read from
-  ``/proc/key-users`` (one line per uid that holds keys).
-* **ptys**: a container's console is a pty of its own devpts instance; those may use at most
-  ``kernel.pty.max - kernel.pty.reserve`` ptys together. Read from ``/proc/sys/kernel/pty/nr``.
+* **ptys**: a container's console is a pty of its own devpts instance; those are refused once
+  all ptys together would reach ``kernel.pty.max - kernel.pty.reserve`` (3,072 by default).
+  Read from ``/proc/sys/kernel/pty/nr``.
 
-What the instances' own programs use later (inotify instances of systemd, more keys, ptys of
-getty and ssh sessions) is not knowable at launch; ``advice`` lists those settings with values
-that suit a number of instances, for the documentation and the scale benchmark.
+What does not stop a start is left to ``advice``, which lists those settings with values that
+suit a number of instances (for the documentation and the scale benchmark): what the instances'
+own programs use later (inotify instances of systemd, ptys of getty and ssh sessions), and the
+key quota. liblxc gives each container a session keyring (``lxc.keyring.session``), charged to
+the host uid of the container's root — one uid for every instance on the default id map — but
+the kernel lets session keyrings overrun ``kernel.keys.maxkeys`` (200): measured, a container
+whose uid had its 200 keys started, its keyring the 201st. Past the quota only programs inside
+those containers that add keys of their own get EDQUOT.
 
 A check costs a few small reads (about 0.1 ms, counting 1,000 ports of a bridge included), so
 it runs before every start, not only before bulk launches.
@@ -45,20 +46,12 @@ log = logging.getLogger(__name__)
 BRIDGE_PORTS_MAX = 1023
 PTYS_PER_INSTANCE = 1  # the console; lxdlib renders lxc.tty.max = 0
 KEYS_PER_INSTANCE = 1  # the session keyring liblxc makes for the container's init
+# Bytes one session keyring charges to its owner's quota: its description, "_ses" and its NUL
+# (measured: 65 busybox containers took 65 keys and 325 bytes of uid 1000000's quota).
+KEYRING_BYTES = 5
 
 PROC_SYS = Path("/proc/sys")
-KEY_USERS = Path("/proc/key-users")
 SYS_NET = Path("/sys/class/net")
-
-
-@attrs.frozen
-class KeyUse:
-    """One line of ``/proc/key-users``: keys and bytes a uid holds, against its quota."""
-
-    keys: int
-    maxkeys: int
-    bytes: int
-    maxbytes: int
 
 
 @attrs.frozen
@@ -68,23 +61,16 @@ class Readings:
     pty_nr: int
     pty_max: int
     pty_reserve: int
-    maxkeys: int
-    maxbytes: int
-    key_users: Mapping[int, KeyUse]
     bridge_ports: Mapping[str, int]
 
 
 @attrs.frozen
 class Need:
-    """What the instances about to start will take.
-
-    ``instances`` start; ``bridge_ports`` maps a bridge to the nics that plug into it;
-    ``key_owners`` maps a host uid to the instances whose session keyring it will be charged
-    (the host uid of their root; isolated id maps each have their own and are left out)."""
+    """What the instances about to start will take: ``instances`` start, ``bridge_ports`` maps
+    a bridge to the nics that plug into it."""
 
     instances: int = 0
     bridge_ports: Mapping[str, int] = attrs.field(factory=dict)
-    key_owners: Mapping[int, int] = attrs.field(factory=dict)
 
 
 def _int(path: Path, default: int) -> int:
@@ -103,41 +89,13 @@ def bridge_port_count(bridge: str) -> int:
         return 0
 
 
-def read_key_users(text: str) -> dict[int, KeyUse]:
-    """``/proc/key-users`` parsed: ``uid: usage nkeys/ninstantiated qnkeys/maxkeys
-    qnbytes/maxbytes``."""
-    out: dict[int, KeyUse] = {}
-    for line in text.splitlines():
-        try:
-            uid, rest = line.split(":", 1)
-            fields = rest.split()
-            qkeys, maxkeys = fields[2].split("/")
-            qbytes, maxbytes = fields[3].split("/")
-            out[int(uid)] = KeyUse(int(qkeys), int(maxkeys), int(qbytes), int(maxbytes))
-        except (ValueError, IndexError):
-            continue
-    return out
-
-
 def read(bridges: Iterable[str] = ()) -> Readings:
     """The counters now, with the port counts of ``bridges``."""
-    try:
-        key_users = read_key_users(KEY_USERS.read_text())
-    except OSError:
-        key_users = {}
     return Readings(
         pty_nr=_int(PROC_SYS / "kernel/pty/nr", 0),
         pty_max=_int(PROC_SYS / "kernel/pty/max", 4096),
         pty_reserve=_int(PROC_SYS / "kernel/pty/reserve", 1024),
-        maxkeys=_int(PROC_SYS / "kernel/keys/maxkeys", 200),
-        maxbytes=_int(PROC_SYS / "kernel/keys/maxbytes", 20000),
-        key_users=key_users,
         bridge_ports={b: bridge_port_count(b) for b in set(bridges)})
-
-
-# Bytes one session keyring charges to its owner's quota: its description, "_ses" and its NUL
-# (measured: 65 busybox containers took 65 keys and 325 bytes of uid 1000000's quota).
-KEYRING_BYTES = 5
 
 
 def problems(need: Need, now: Readings) -> list[HostLimit]:
@@ -152,19 +110,18 @@ def problems(need: Need, now: Readings) -> list[HostLimit]:
                 "several networks (e.g. a profile per network: `lxdlib network create br1`, "
                 "a profile whose eth0 has network=br1, and `-p` that profile for some of them)"))
     if need.instances:
-        usable = now.pty_max - now.pty_reserve  # containers' own devpts may not use the rest
+        # A pty of a container's own devpts is refused once the count of all ptys would reach
+        # kernel.pty.max - kernel.pty.reserve (measured: with 3,071 of 4,096 - 1,024 in use, a
+        # start failed "Failed to allocate console from container's devpts instance").
+        usable = now.pty_max - now.pty_reserve - 1
         add = need.instances * PTYS_PER_INSTANCE
         if now.pty_nr + add > usable:
             target = now.pty_nr + add + now.pty_reserve
             found.append(HostLimit(
                 "kernel.pty.max", now.pty_max, now.pty_nr, add,
-                f"containers may use kernel.pty.max - kernel.pty.reserve ({usable}) ptys "
-                f"together: sysctl -w kernel.pty.max={_round_up(target)}"))
-    # The kernel key quota (kernel.keys.maxkeys, 200 for a non-root uid on Debian) is advice
-    # only (``advice``), never refused: a container starts with that quota full (measured: a
-    # uid holding 200/200 keys, the container came up RUNNING), so refusing would be a ceiling
-    # of ~200 instances per id map that liblxc does not have. Programs inside that add keys of
-    # their own fail once it is full, hence the advice.
+                f"containers' consoles and shells may use {usable} ptys together "
+                "(kernel.pty.max - kernel.pty.reserve - 1): sysctl -w "
+                f"kernel.pty.max={_round_up(target)}"))
     return found
 
 
@@ -211,8 +168,10 @@ def advice(instances: int) -> list[Advice]:
     n = max(instances, 1)
     rows = [
         ("kernel.keys.maxkeys", (n + 50) * KEYS_PER_INSTANCE,
-         "a session keyring per container on the shared id map"),
-        ("kernel.keys.maxbytes", (n + 50) * KEYRING_BYTES, "the bytes of those keyrings"),
+         "a session keyring per container, all charged to one uid; past the quota, programs "
+         "inside that add keys fail"),
+        ("kernel.keys.maxbytes", (n + 50) * KEYRING_BYTES * 4,
+         "the bytes of those keyrings and some keys of their own"),
         ("kernel.pty.max", 1024 + n * 4, "a console per container, and room for shells"),
         ("fs.inotify.max_user_instances", n * 16,
          "systemd-based containers take several each, all charged to root's quota"),
@@ -229,23 +188,6 @@ def advice(instances: int) -> list[Advice]:
     return out
 
 
-def _key_owner(cfg: Mapping[str, str], default_uid: int) -> int | None:
-    """The host uid a container's session keyring is charged to (None: one of its own, or no
-    keyring at all)."""
-    raw = cfg.get("raw.lxc", "")
-    if "lxc.keyring.session" in raw:
-        for line in raw.splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "lxc.keyring.session" and value.strip() in ("0", "false"):
-                return None
-    if cfg.get("security.privileged", "").lower() in ("true", "1", "yes", "on"):
-        return 0
-    if cfg.get("security.idmap.isolated", "").lower() in ("true", "1", "yes", "on"):
-        return None  # a range of its own: its quota is its own too
-    base = cfg.get("security.idmap.base", "")
-    return int(base) if base.isdigit() else default_uid
-
-
 def bridge_of(dev: Mapping[str, str]) -> str | None:
     """The bridge a nic device plugs into (a managed network's bridge has its name)."""
     if dev.get("type") != "nic":
@@ -257,20 +199,15 @@ def bridge_of(dev: Mapping[str, str]) -> str | None:
     return None
 
 
-def need_for(expanded: Iterable[tuple[Mapping[str, str], Mapping[str, Mapping[str, str]]]],
-             default_uid: int) -> Need:
-    """What instances with these expanded (config, devices) take when they start;
-    ``default_uid`` is the host uid of the root of instances on the shared id map."""
+def need_for(expanded: Iterable[tuple[Mapping[str, str], Mapping[str, Mapping[str, str]]]]
+             ) -> Need:
+    """What instances with these expanded (config, devices) take when they start."""
     count = 0
     ports: dict[str, int] = {}
-    owners: dict[int, int] = {}
-    for cfg, devs in expanded:
+    for _, devs in expanded:
         count += 1
         for dev in devs.values():
             bridge = bridge_of(dev)
             if bridge:
                 ports[bridge] = ports.get(bridge, 0) + 1
-        uid = _key_owner(cfg, default_uid)
-        if uid is not None:
-            owners[uid] = owners.get(uid, 0) + 1
-    return Need(instances=count, bridge_ports=ports, key_owners=owners)
+    return Need(instances=count, bridge_ports=ports)

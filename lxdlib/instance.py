@@ -231,8 +231,8 @@ class InstanceCore:
             raise WrongState(f"instance {self.name!r} is protected from starting "
                              "(security.protection.start)")
         self._check_kernel_modules(cfg)
-        # a host-wide limit (bridge ports, keyrings, ptys) named, not failed on inside liblxc
-        hostlimits.check(hostlimits.need_for([(cfg, devs)], self.ctx.facts().idmap.base))
+        # a host-wide limit (bridge ports, ptys) named, not failed on inside liblxc
+        hostlimits.check(hostlimits.need_for([(cfg, devs)]))
         self._write_lxc_config(rec, expanded)
         # the host's subuid/subgid may have changed since the instance was made
         idmap.check_newuidmap(self.name, idmap.parse_lxc_idmap((self._dir / "config").read_text()))

@@ -144,7 +144,7 @@ def prepare(ctx: Context, specs: Sequence[Spec], progress: Any = None) -> list[S
             expanded.append((cfg, devs))
         if s.image is not None:
             pools.setdefault(pool_name, set()).add(fingerprints[s.image])
-    hostlimits.check(hostlimits.need_for(expanded, ctx.facts().idmap.base))
+    hostlimits.check(hostlimits.need_for(expanded))
     for pool_name, fps in pools.items():
         drv = ctx.pool(pool_name)
         for fp in fps:
@@ -362,4 +362,4 @@ def check_limits(ctx: Context, profiles: Sequence[str] | None, config: Mapping[s
         cfg, devs, _ = expand_with_root(ctx, prof, dict(config or {}), local_devs, pool)
     except LxdlibError:
         return
-    hostlimits.check(hostlimits.need_for([(cfg, devs)], ctx.facts().idmap.base))
+    hostlimits.check(hostlimits.need_for([(cfg, devs)]))

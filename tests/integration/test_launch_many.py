@@ -3,9 +3,11 @@ limits refused before anything is made — on a real bridge filled up to the ker
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,3 +153,59 @@ def test_a_full_bridge_is_refused_before_anything_is_made(host: lxdlib.Host,
     with pytest.raises(lxdlib.HostLimit):  # a single launch is refused before it creates
         host.launch("busybox", "two", devices=nic)
     assert _made(host)["instances"] == ["one"]
+
+
+_FILL_PTYS = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+mnt = sys.argv[1]
+if libc.mount(b"devpts", mnt.encode(), b"devpts", 0, b"newinstance,ptmxmode=0600") != 0:
+    sys.exit("mount: " + os.strerror(ctypes.get_errno()))
+fds = []
+try:
+    while True:
+        fds.append(os.open(os.path.join(mnt, "ptmx"), os.O_RDWR | os.O_NOCTTY))
+except OSError as e:
+    print(len(fds), e.errno, flush=True)
+sys.stdin.read()  # held until the test closes our stdin (or dies)
+"""
+
+
+@contextlib.contextmanager
+def ptys_used_up(mnt: Path) -> Iterator[int]:
+    """Every pty a container's devpts may still take, held by a process in a mount namespace
+    of its own (a devpts instance there counts against the same host-wide limit) until the
+    block ends; the host's own ptys (the initial instance, with its reserve) are untouched."""
+    mnt.mkdir()
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", sys.executable,
+                             "-c", _FILL_PTYS, str(mnt)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        held, errno_ = map(int, proc.stdout.readline().split())
+        assert errno_ == 28  # ENOSPC: the limit, not something else
+        yield held
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_no_pty_left_is_refused_before_anything_is_made(host: lxdlib.Host,
+                                                        tmp_path: Path) -> None:
+    stopped = host.create("busybox", "stopped")
+    before = _made(host)
+    with ptys_used_up(tmp_path / "pts") as held:
+        assert held > 0
+        with pytest.raises(lxdlib.HostLimit) as e:
+            host.launch_many(3, image="busybox", workers=2)
+        assert e.value.limit == "kernel.pty.max"
+        assert "sysctl -w kernel.pty.max=" in str(e.value)
+        assert _made(host) == before
+        with pytest.raises(lxdlib.HostLimit):
+            host.launch("busybox", "one")
+        assert _made(host) == before
+        with pytest.raises(lxdlib.HostLimit):  # a plain start asks too
+            stopped.start()
+        assert stopped.state == "STOPPED"
+    stopped.start()  # the ptys given back, it starts
+    assert stopped.state == "RUNNING"
