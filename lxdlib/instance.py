@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import criu, idmap, journal, record, render, runtime, templates
+from . import criu, hostlimits, idmap, journal, record, render, runtime, templates
 from .config import devices as devcfg
 from .config import expand, limits, names, schema
 from .config.units import parse_size
@@ -36,6 +36,7 @@ from .errors import (
     StorageError,
     WrongState,
 )
+from .listing import STATUS
 from .record import InstanceRecord
 from .runtime import ExecResult
 from .state import atomic_write, held, load_yaml, lock
@@ -50,9 +51,6 @@ SECCOMP_FILE = "seccomp.policy"  # an instance's own policy (security.syscalls.*
 #: An instance's config and devices composed from its profiles and local settings.
 Expanded = tuple[dict[str, str], dict[str, dict[str, str]]]
 
-STATUS = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen",
-          "STARTING": "Running", "STOPPING": "Stopped", "ABORTING": "Error",
-          "FREEZING": "Frozen", "THAWED": "Running"}
 
 
 def random_mac() -> str:
@@ -228,11 +226,13 @@ class InstanceCore:
     def _start_locked(self) -> None:
         rec = self.record()
         expanded = self.expanded(rec)
-        cfg = expanded[0]
+        cfg, devs = expanded
         if cfg.get("security.protection.start", "").lower() in ("true", "1", "yes", "on"):
             raise WrongState(f"instance {self.name!r} is protected from starting "
                              "(security.protection.start)")
         self._check_kernel_modules(cfg)
+        # a host-wide limit (bridge ports, keyrings, ptys) named, not failed on inside liblxc
+        hostlimits.check(hostlimits.need_for([(cfg, devs)], self.ctx.facts().idmap.base))
         self._write_lxc_config(rec, expanded)
         # the host's subuid/subgid may have changed since the instance was made
         idmap.check_newuidmap(self.name, idmap.parse_lxc_idmap((self._dir / "config").read_text()))

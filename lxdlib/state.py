@@ -154,6 +154,74 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
         fsync_dir(p.parent)
 
 
+class _Fallback(Exception):
+    """A node the fast constructor leaves to PyYAML's own (merge keys, aliases, odd keys)."""
+
+
+_TAG = "tag:yaml.org,2002:"
+_STR, _MAP, _SEQ, _MERGE = _TAG + "str", _TAG + "map", _TAG + "seq", _TAG + "merge"
+_resolved: dict[tuple[Any, ...], str] = {}
+
+
+class _RecordLoader(_Loader):  # type: ignore[misc]
+    """libyaml's parser with two shortcuts for lxdlib's own records, which are mappings of
+    strings, lists, booleans and nulls: implicit tags are resolved once per distinct scalar
+    (the same keys and values recur in every record), and mappings, sequences and strings are
+    built directly instead of through the generic constructor. Both give what ``SafeLoader``
+    gives; anything else (timestamps, numbers, merge keys, anchors) goes to the generic code."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        key = (kind, value, implicit)
+        try:
+            return _resolved[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable ``implicit``: not seen from libyaml, but be safe
+            return str(super().resolve(kind, value, implicit))
+        tag = str(super().resolve(kind, value, implicit))
+        if len(_resolved) > 20000:
+            _resolved.clear()
+        _resolved[key] = tag
+        return tag
+
+
+def _build(node: Any, loader: Any, seen: set[int]) -> Any:
+    tag = node.tag
+    if tag == _STR:
+        return node.value
+    if tag in (_MAP, _SEQ):
+        if id(node) in seen:  # an alias: the generic code shares (or refuses) it right
+            raise _Fallback
+        seen.add(id(node))
+        if tag == _SEQ:
+            return [_build(item, loader, seen) for item in node.value]
+        out: dict[Any, Any] = {}
+        for k, v in node.value:
+            if k.tag == _MERGE:
+                raise _Fallback
+            try:
+                out[_build(k, loader, seen)] = _build(v, loader, seen)
+            except TypeError:  # an unhashable key: the generic code says so
+                raise _Fallback from None
+        return out
+    return loader.construct_object(node, deep=True)
+
+
+def load_record_yaml(data: bytes | str) -> Any:
+    """``load_yaml``'s result, faster on lxdlib's own records (see ``_RecordLoader``)."""
+    loader = _RecordLoader(data)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            return _build(node, loader, set())
+        except _Fallback:
+            return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def dump_yaml(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, default_flow_style=False, sort_keys=False,
                      allow_unicode=True)
@@ -167,16 +235,74 @@ def write_yaml(path: str | os.PathLike[str], data: Any, durable: bool = True) ->
     atomic_write(path, dump_yaml(data).encode(), durable=durable)
 
 
-def read_yaml(path: str | os.PathLike[str]) -> Any:
-    """Read a record; a symlinked record is refused (it could point at any host file)."""
+def _open_record(path: str | os.PathLike[str]) -> int:
+    """Open a record for reading; a symlinked record is refused (it could point at any host
+    file)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise LxdlibError(f"refusing to read {path}: it is a symlink") from None
         raise
-    with os.fdopen(fd, "rb") as f:
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Read a record; a symlinked record is refused (it could point at any host file)."""
+    with os.fdopen(_open_record(path), "rb") as f:
         return yaml.load(f.read(), Loader=_Loader)
+
+
+class ParsedCache:
+    """YAML records parsed once per process, reused while the file is unchanged.
+
+    Parsing is what a listing of many instances spends its time on (~0.15 ms a record with
+    libyaml), and between two listings almost no record changes. Each entry is keyed by the
+    file's identity and change times — device, inode, size, mtime and ctime, read with
+    ``fstat`` on the descriptor that is then read, so key and content belong together. Every
+    write is a rename of a new file (``atomic_write``), which changes the inode and the times.
+    A file changed within the last second is not kept: two writes inside one tick of the
+    filesystem's clock could otherwise leave equal keys (an inode freed and reused at once).
+
+    Nothing is shared between processes and nothing is written: each process keeps its own.
+    The parsed values are shared between callers, who must copy before changing them.
+    """
+
+    RECENT_NS = 1_000_000_000
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._entries: dict[str, tuple[tuple[int, ...], Any]] = {}
+        self._mutex = threading.Lock()
+
+    def read(self, path: str | os.PathLike[str]) -> Any:
+        """The parsed content of ``path`` (as ``read_yaml``, from memory when unchanged)."""
+        key = os.fspath(path)
+        fd = _open_record(path)
+        try:
+            st = os.fstat(fd)
+            ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            hit = self._entries.get(key)
+            if hit is not None and hit[0] == ident:
+                return hit[1]
+            chunks = []
+            while chunk := os.read(fd, max(st.st_size + 1, 4096)):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        value = load_record_yaml(b"".join(chunks))
+        with self._mutex:
+            if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > self.RECENT_NS:
+                self._entries.pop(key, None)  # re-inserted last: the oldest go first
+                self._entries[key] = (ident, value)
+                while len(self._entries) > self._limit:
+                    del self._entries[next(iter(self._entries))]
+            else:
+                self._entries.pop(key, None)
+        return value
+
+    def clear(self) -> None:
+        with self._mutex:
+            self._entries.clear()
 
 
 def remove_stale_tmp(directory: Path) -> None:

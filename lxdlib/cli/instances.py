@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from ..errors import InvalidArgument, LxdlibError, NotFound
+from ..listing import global_addresses, scan, take
+from ..state import Paths
 from . import output
 from .common import ProgressBar, parse_kv
 
 if TYPE_CHECKING:
     from ..host import Host
     from ..instances import Instance
+    from ..listing import Listed
+    from ..record import InstanceRecord
 
 
 def _resolve_image(host: Host, ref: str, quiet: bool) -> str:
@@ -192,88 +198,126 @@ def _fmt_time(t: dt.datetime | None) -> str:
     return t.strftime("%Y/%m/%d %H:%M %Z") if t else ""
 
 
-def cmd_list(host: Host, a: argparse.Namespace) -> int:
+def _killed_imports(paths: Paths) -> bool:
+    """Whether temp files of image imports are present (one small directory, and the images
+    directory's dot-files of older versions): every command clears those of dead imports."""
+    for directory, prefix in ((paths.run / "image-imports", ""), (paths.images, ".import")):
+        try:
+            with os.scandir(directory) as it:
+                if any(e.name.startswith(prefix) for e in it):
+                    return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
+    """``lxc list``: state, pid and addresses of every instance come from one listing
+    (``lxdlib.listing``: no process per instance). Called without a ``Host`` (``opens_root``):
+    the table needs only the root's records and the kernel's view, so the whole library is
+    imported only for what needs it — JSON/YAML (expanded config), the resource columns
+    (liblxc per instance), a root to set up or with leftovers to recover."""
     columns = "nsacPt" if a.fast else (a.columns or "ns46tS")
     for ch in columns:
         if ch not in COLUMNS:
             raise InvalidArgument(f"unknown column {ch!r}")
+    full = a.format in ("json", "yaml")
+    network: bool | Literal["full"] = "full" if full else any(ch in columns for ch in "46")
+    opened = [host] if host is not None else []
+
+    def the_host() -> Host:
+        if not opened:
+            from ..host import Host
+            opened.append(Host(a.root))
+        return opened[0]
+    paths = Paths.at(a.root)
+    names, leftovers = scan(paths) if host is None and paths.lxcpath.is_dir() else ([], ["?"])
+    if not leftovers and _killed_imports(paths):
+        leftovers = ["?"]  # what a killed image import left is cleared by opening a Host
+    if full or leftovers or any(ch in columns for ch in "Nmu"):
+        listing = the_host().instances.list_state(network=network)
+    else:
+        listing = take(paths, names, network=network)
     rows: list[list[str]] = []
     data: list[dict[str, Any]] = []
-    for inst in host.instances.list():
+    for entry in listing:
+        if entry.error is not None:
+            # one broken instance must not hide the others: shown as ERROR, as LXD does
+            print(f"Warning: instance {entry.name!r}: {entry.error}", file=sys.stderr)
+        rec = entry.record
+        if a.filters and not _filter(entry.name, rec.config if rec else {}, a.filters):
+            continue
         try:
-            entry = _list_entry(inst, columns, a)
+            row, d = (_broken_entry(entry, columns, entry.error) if entry.state == "ERROR"
+                      else _list_entry(the_host, entry, columns, full))
         except NotFound:
             continue  # deleted meanwhile
         except LxdlibError as e:
-            # one broken instance must not hide the others: shown as ERROR, as LXD does
-            print(f"Warning: instance {inst.name!r}: {e}", file=sys.stderr)
-            entry = _broken_entry(inst, columns, a, str(e))
-        if entry is not None:
-            rows.append(entry[0])
-            data.append(entry[1])
+            print(f"Warning: instance {entry.name!r}: {e}", file=sys.stderr)
+            row, d = _broken_entry(entry, columns, str(e))
+        rows.append(row)
+        data.append(d)
     output.emit(a.format, [COLUMNS[ch] for ch in columns], rows, data)
     return 0
 
 
-def _broken_entry(inst: Instance, columns: str, a: argparse.Namespace, error: str
-                  ) -> tuple[list[str], dict[str, Any]] | None:
+def _record_cells(rec: InstanceRecord) -> dict[str, str]:
+    return {"t": "CONTAINER" + (" (EPHEMERAL)" if rec.ephemeral else ""),
+            "S": str(len(rec.snapshots)), "a": rec.architecture,
+            "c": _fmt_time(rec.created_at), "l": _fmt_time(rec.last_used_at),
+            "P": "\n".join(rec.profiles), "b": rec.pool, "d": rec.description}
+
+
+def _broken_entry(entry: Listed, columns: str, error: str | None
+                  ) -> tuple[list[str], dict[str, Any]]:
     """The row of an instance whose record or liblxc config cannot be read."""
-    try:
-        rec = inst.record()
-    except LxdlibError:
-        rec = None
-    if a.filters and not _filter(inst.name, rec.config if rec else {}, a.filters):
-        return None
+    rec = entry.record
     cell = dict.fromkeys(COLUMNS, "")
-    cell.update({"n": inst.name, "s": "ERROR", "e": "default"})
-    d: dict[str, Any] = {"name": inst.name}
+    cell.update({"n": entry.name, "s": "ERROR", "e": "default"})
+    d: dict[str, Any] = {"name": entry.name}
     if rec is not None:
-        cell.update({"t": "CONTAINER" + (" (EPHEMERAL)" if rec.ephemeral else ""),
-                     "S": str(len(rec.snapshots)), "a": rec.architecture,
-                     "c": _fmt_time(rec.created_at), "l": _fmt_time(rec.last_used_at),
-                     "P": "\n".join(rec.profiles), "b": rec.pool, "d": rec.description})
+        cell.update(_record_cells(rec))
         d = rec.to_dict()
     d.update({"status": "Error", "error": error})
     return [cell[ch] for ch in columns], d
 
 
-def _list_entry(inst: Instance, columns: str, a: argparse.Namespace
-                ) -> tuple[list[str], dict[str, Any]] | None:
-    rec = inst.record()
-    if a.filters and not _filter(inst.name, rec.config, a.filters):
-        return None
-    c = inst.handle()
-    state = c.state
-    running = state in ("RUNNING", "FROZEN")
-    need_net = running and any(ch in columns for ch in "46")
-    net = inst.network_state(c) if need_net else {}
+def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full: bool
+                ) -> tuple[list[str], dict[str, Any]]:
+    """The row (and JSON object) of a readable instance; ``the_host()`` opens the Host for
+    what the listing does not hold (expanded config, cgroup counters)."""
+    rec = entry.record
+    assert rec is not None  # only ERROR entries lack a record
+    net = entry.network
     usage: dict[str, Any] = {}
-    if running and any(ch in columns for ch in "Nmu"):
-        usage = inst.usage(c)
+    wants_net = full or any(ch in columns for ch in "46")
+    if entry.running and ((net is None and wants_net) or any(ch in columns for ch in "Nmu")):
+        inst = the_host().instances.get(entry.name)
+        if net is None and wants_net:
+            net = inst.network_state()  # its namespace could not be read with the others
+        if any(ch in columns for ch in "Nmu"):
+            usage = inst.usage()
 
-    def addrs(family: str, net: dict[str, Any] = net) -> str:
-        return "\n".join(f"{x['address']} ({n})" for n, v in net.items() if n != "lo"
-                         for x in v["addresses"] if x["family"] == family)
+    def addrs(family: str) -> str:
+        return "\n".join(f"{addr} ({ifname})"
+                         for addr, ifname in global_addresses(net or {}, family))
     cell = {
-        "n": inst.name, "s": state,
+        "n": entry.name, "s": entry.state,
         "4": addrs("inet"), "6": addrs("inet6"),
-        "t": "CONTAINER" + (" (EPHEMERAL)" if rec.ephemeral else ""),
-        "S": str(len(rec.snapshots)), "a": rec.architecture,
-        "c": _fmt_time(rec.created_at), "l": _fmt_time(rec.last_used_at),
-        "p": str(c.init_pid) if running else "", "P": "\n".join(rec.profiles),
-        "b": rec.pool, "d": rec.description,
+        **_record_cells(rec),
+        "p": str(entry.pid) if entry.running else "",
         "N": str(usage.get("processes") or ""),
         "m": output.size(usage.get("memory_usage")) if usage else "",
         "u": f"{(usage.get('cpu_usage_ns') or 0) / 1e9:.0f}s" if usage else "",
         "e": "default",
     }
     d: dict[str, Any] = {}
-    if a.format in ("json", "yaml"):
-        cfg, devs = inst.expanded(rec)
+    if full:
+        cfg, devs = the_host().instances.get(entry.name).expanded(rec)
         d = rec.to_dict()
-        d.update({"status": inst.status, "expanded_config": cfg, "expanded_devices": devs})
-        if running:
-            d["state"] = {"pid": c.init_pid, "network": inst.network_state(c)}
+        d.update({"status": entry.status, "expanded_config": cfg, "expanded_devices": devs})
+        if entry.running:
+            d["state"] = {"pid": entry.pid, "network": net or {}}
     return [cell[ch] for ch in columns], d
 
 
@@ -482,7 +526,7 @@ def register(sub: Any) -> None:
     p.add_argument("--fast", action="store_true")
     p.add_argument("-c", "--columns")
     p.add_argument("-f", "--format", choices=output.FORMATS, default="table")
-    p.set_defaults(func=cmd_list)
+    p.set_defaults(func=cmd_list, opens_root=True)
 
     p = sub.add_parser("info", help="show an instance (or the host)")
     p.add_argument("name", nargs="?")

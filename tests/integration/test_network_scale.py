@@ -91,7 +91,10 @@ def test_hundreds_of_instances_get_addresses(host: lxdlib.Host, net: str) -> Non
         if i in (10, COUNT - 1):
             costs[i] = timed_host_steps(manager, net)
         name = f"s{i:03d}"
-        inst = host.launch("busybox", name)
+        # each on an id map of its own: instances on the default map share one host uid and so
+        # one kernel key quota (kernel.keys.maxkeys, 200 on Debian), which lxdlib refuses to
+        # exceed (HostLimit) rather than let liblxc fail half-way
+        inst = host.launch("busybox", name, config={"security.idmap.isolated": "true"})
         macs[inst.config["volatile.eth0.hwaddr"]] = name
     launched = time.monotonic() - t0
 
@@ -132,6 +135,5 @@ def test_hundreds_of_instances_get_addresses(host: lxdlib.Host, net: str) -> Non
     for n, c in ((10, few), (COUNT - 1, many)):
         print(f"DHCP host step at {n} instances, ms wall/CPU: add {c['add']:.2f}/"
               f"{c['add cpu']:.2f}, forget {c['forget']:.2f}/{c['forget cpu']:.2f}")
-    # flat, not growing with the network: this process's own work (generous margins)
-    assert many["add cpu"] < 2 * few["add cpu"] + 2
-    assert many["forget cpu"] < 2 * few["forget cpu"] + 2
+    # printed, not asserted (speed is measured, not asserted): that one instance's step touches
+    # only its own files is what tests/unit/test_dhcphosts.py checks

@@ -1,0 +1,209 @@
+"""Every instance's state, pid and addresses in one pass: what ``lxc list`` shows.
+
+Asking each instance in turn (``inst.state``, ``inst.pid``, ``inst.network_state()``) costs a
+liblxc config load and a monitor round trip per instance, and an ``ip`` process in each
+namespace: seconds for a thousand instances. A ``Listing`` reads the same facts in bulk:
+
+- records: parsed once per process while unchanged (``record.clear_cache``);
+- which run: liblxc's list of active containers (one call for the whole lxcpath);
+- state and init pid of those: the kernel's view (``livestate``: cgroup files and ``/proc``);
+  an instance it cannot prove is asked through liblxc, as before;
+- addresses and interfaces: one netlink dump inside each running instance's network namespace,
+  in-process (``netstate.interfaces_many``) — the same data, in the same shape, that
+  ``inst.network_state()`` reads with one ``ip`` process per instance, including addresses set
+  inside the instance without DHCP;
+- an instance that is not running is checked the way liblxc would load it, so a config liblxc
+  refuses shows as ``ERROR`` (a running one is shown as running: it is).
+
+It is a snapshot: taken at once, never refreshed; take another for a newer view.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from . import livestate, record, runtime
+from .errors import LXCError, LxdlibError
+from .journal import PENDING
+from .model import Collection
+from .network import netstate
+
+if TYPE_CHECKING:
+    from .record import InstanceRecord
+    from .state import Paths
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("RUNNING", "FROZEN", "FREEZING")
+
+#: LXD's spelling of liblxc's states (``inst.status``, ``lxc list``'s JSON ``status``).
+STATUS = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen",
+          "STARTING": "Running", "STOPPING": "Stopped", "ABORTING": "Error",
+          "FREEZING": "Frozen", "THAWED": "Running"}
+
+
+def global_addresses(network: Mapping[str, Any], family: str) -> list[tuple[str, str]]:
+    """(address, interface) of the global addresses of ``family`` in a network state (the
+    shape of ``inst.network_state()``): what LXD's ``lxc list`` shows in its IPV4 and IPV6
+    columns — no loopback, no link-local (``fe80::``, ``169.254.``) address."""
+    return [(a["address"], ifname) for ifname, nic in network.items() if ifname != "lo"
+            for a in nic.get("addresses", ())
+            if a.get("family") == family and a.get("scope") == "global"]
+
+
+@attrs.frozen
+class Listed:
+    """One instance in a ``Listing``: its record and what it was doing when the listing ran.
+
+    ``state`` is liblxc's spelling (RUNNING, STOPPED, FROZEN, …, or ERROR when its record or
+    its liblxc config cannot be read — ``error`` says why); ``pid`` its init's host pid, -1
+    when it is not running; ``network`` its interfaces in the shape of
+    ``inst.network_state()`` — with every key when listed with ``network="full"``, with
+    ``addresses`` alone (and only interfaces that have one) by default — ``{}`` when it is not
+    running, ``None`` when it was not read (``network=False``, or its namespace could not be
+    entered)."""
+
+    name: str
+    state: str
+    pid: int = -1
+    record: InstanceRecord | None = None
+    error: str | None = None
+    network: dict[str, Any] | None = None
+
+    @property
+    def status(self) -> str:
+        """LXD's spelling: Running, Stopped, Frozen, Error."""
+        return STATUS.get(self.state, self.state.title())
+
+    @property
+    def running(self) -> bool:
+        return self.state in ACTIVE
+
+    def addresses(self, family: str = "inet") -> list[tuple[str, str]]:
+        """(address, interface) of each global address of ``family`` (``inet``/``inet6``),
+        as ``lxc list`` shows them: no loopback, no link-local (``fe80::``) addresses."""
+        return global_addresses(self.network or {}, family)
+
+    @property
+    def ipv4(self) -> list[str]:
+        return [a for a, _ in self.addresses("inet")]
+
+    @property
+    def ipv6(self) -> list[str]:
+        return [a for a, _ in self.addresses("inet6")]
+
+
+class Listing(Collection[Listed]):
+    """The instances of a root at one moment, in the collections' shape: ``listing["web"]``,
+    ``"web" in listing``, iteration over the entries in name order, ``names()``, ``len``.
+    Made by ``host.instances.list_state()``."""
+
+    kind = "instance"
+
+    def __init__(self, entries: Iterable[Listed]) -> None:
+        self._entries = {e.name: e for e in sorted(entries, key=lambda e: e.name)}
+
+    def names(self) -> builtins.list[str]:
+        return list(self._entries)
+
+    def _exists(self, name: str) -> bool:
+        return name in self._entries
+
+    def _model(self, name: str) -> Listed:
+        return self._entries[name]
+
+    def __repr__(self) -> str:
+        return f"<Listing {[(e.name, e.state) for e in self._entries.values()]}>"
+
+
+def _liblxc_view(paths: Paths, name: str) -> tuple[str, int, str | None]:
+    """State, pid and error as liblxc sees one instance (the exact, slower way)."""
+    try:
+        c = runtime.open_container(paths.lxcpath, name)
+        state = runtime.state(c)
+        pid = c.init_pid if state in ACTIVE else -1
+    except LXCError as e:
+        return "ERROR", -1, str(e)
+    return state, pid, None
+
+
+def _config_error(paths: Paths, name: str) -> str | None:
+    """Why liblxc cannot load a (stopped) instance's config, or None."""
+    try:
+        runtime.open_container(paths.lxcpath, name)
+    except LXCError as e:
+        return str(e)
+    return None
+
+
+def scan(paths: Paths) -> tuple[list[str], list[str]]:
+    """The instances of a root, in name order, and the directories an interrupted operation
+    left (no record, or a change not finished: ``journal.PENDING``), which opening a ``Host``
+    finishes or undoes. A read-only listing of the first needs no ``Host``: only while the
+    second is empty (``lxdlib list`` opens one otherwise, as every other command does)."""
+    names: list[str] = []
+    leftovers: list[str] = []
+    base = os.fspath(paths.lxcpath)
+    try:
+        with os.scandir(base) as it:
+            dirs = [e.name for e in it if e.is_dir()]
+    except FileNotFoundError:
+        return [], []
+    for name in sorted(dirs):
+        d = f"{base}/{name}"
+        if os.path.exists(f"{d}/instance.yaml") and not os.path.lexists(f"{d}/{PENDING}"):
+            names.append(name)
+        else:
+            leftovers.append(name)
+    return names, leftovers
+
+
+def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] = True
+         ) -> Listing:
+    """The listing of the instances ``names`` of the root at ``paths`` (those that vanish
+    meanwhile are left out). ``network``: ``True`` reads each running instance's addresses
+    (``Listed.network`` holds ``{ifname: {"addresses": [...]}}``), ``"full"`` everything
+    ``inst.network_state()`` gives (MAC, MTU, state, counters, host end of the veth),
+    ``False`` nothing."""
+    lxcpath = paths.lxcpath
+    records: dict[str, InstanceRecord | LxdlibError] = {}
+    for name in names:
+        try:
+            records[name] = record.load(paths, name)
+        except FileNotFoundError:
+            continue  # deleted meanwhile
+        except LxdlibError as e:  # CorruptRecord, a symlinked record
+            records[name] = e
+    try:
+        active = runtime.list_running(lxcpath) & records.keys()
+    except Exception as e:  # liblxc could not list: ask each instance instead
+        log.debug("liblxc cannot list the active containers of %s: %s", lxcpath, e)
+        active = None
+    live = livestate.read(lxcpath, sorted(active)) if active else {}
+    entries: dict[str, Listed] = {}
+    for name, rec in records.items():
+        if isinstance(rec, LxdlibError):
+            entries[name] = Listed(name, "ERROR", error=str(rec))
+            continue
+        seen = live.get(name)
+        if seen is not None:
+            state, pid, error = seen.state, seen.pid, None
+        elif active is None or name in active:
+            state, pid, error = _liblxc_view(paths, name)
+        else:
+            error = _config_error(paths, name)
+            state, pid = ("ERROR" if error else "STOPPED"), -1
+        entries[name] = Listed(name, state, pid, rec, error,
+                               {} if network and state not in ACTIVE else None)
+    if network:
+        pids = {e.pid: e.name for e in entries.values() if e.state in ACTIVE and e.pid > 0}
+        read = netstate.interfaces_many if network == "full" else netstate.addresses_many
+        for pid, nics in read(pids).items():
+            entries[pids[pid]] = attrs.evolve(entries[pids[pid]], network=nics)
+    return Listing(entries.values())

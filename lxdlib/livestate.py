@@ -1,0 +1,249 @@
+"""Which containers run, their init pid and whether they are frozen, read from what the kernel
+shows (cgroupfs and ``/proc``) instead of asking each container's monitor through liblxc.
+
+Asking liblxc costs a config load and a round trip to the monitor per container, and a listing
+of a thousand instances would spend most of its time there. The kernel already knows:
+
+- liblxc puts a container's processes in a cgroup named ``lxc.payload.<name>`` (``-<n>`` added
+  when that name is taken, e.g. by a container of the same name in another lxcpath), under the
+  hierarchy's root or under the cgroup of the process that started it;
+- the container's init is a child of its monitor, whose command line is
+  ``[lxc monitor] <lxcpath> <name>``: that is what ties a cgroup to *this* lxcpath's container;
+- the freezer says frozen or not (v1 ``freezer.state``, v2 ``cgroup.events``).
+
+``read`` answers only what it can prove this way, one pass over the cgroup directory and a few
+small reads per running container; for the rest (a cgroup it cannot find, an init it cannot
+tie to the monitor) it answers ``None`` and the caller asks liblxc, which is always right.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import attrs
+
+log = logging.getLogger(__name__)
+
+PAYLOAD = "lxc.payload."
+MONITOR = b"[lxc monitor] "
+
+
+@attrs.frozen
+class Live:
+    """A running container as the kernel shows it: liblxc's state name and its init's pid."""
+
+    state: str  # RUNNING, FROZEN or FREEZING, spelt as liblxc does
+    pid: int
+
+
+@attrs.frozen
+class Layout:
+    """Where liblxc's payload cgroups may be, and which freezer interface they have."""
+
+    version: int  # 1: the v1 freezer hierarchy; 2: the unified hierarchy
+    bases: tuple[Path, ...]
+
+
+def parse_mountinfo(text: str) -> dict[str, Path]:
+    """``/proc/self/mountinfo`` → the mount point of the v1 ``freezer`` hierarchy
+    (key ``"freezer"``) and of the unified hierarchy (key ``""``), where mounted."""
+    out: dict[str, Path] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        if len(fields) < sep + 4:
+            continue
+        fstype, options = fields[sep + 1], fields[sep + 3].split(",")
+        if fstype == "cgroup2":
+            out.setdefault("", Path(fields[4]))
+        elif fstype == "cgroup" and "freezer" in options:
+            out.setdefault("freezer", Path(fields[4]))
+    return out
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """``/proc/<pid>/cgroup`` → {controller: path}; the unified hierarchy's key is ``""``."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        for ctrl in parts[1].split(",") if parts[1] else [""]:
+            out[ctrl] = parts[2]
+    return out
+
+
+def layout_from(mounts: Mapping[str, Path], own: Mapping[str, str]) -> Layout | None:
+    """The hierarchy liblxc's freezer state is read from: v1 ``freezer`` where it is mounted
+    (hybrid hosts), else the unified one; its root and this process's own cgroup in it."""
+    if "freezer" in mounts:
+        version, mount, sub = 1, mounts["freezer"], own.get("freezer", "/")
+    elif "" in mounts:
+        version, mount, sub = 2, mounts[""], own.get("", "/")
+    else:
+        return None
+    bases = [mount]
+    if sub not in ("", "/"):
+        bases.append(mount / sub.lstrip("/"))
+    return Layout(version, tuple(bases))
+
+
+def layout() -> Layout | None:
+    try:
+        mounts = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+        own = parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
+    except OSError:
+        return None
+    return layout_from(mounts, own)
+
+
+def payload_key(dirname: str) -> str | None:
+    """``lxc.payload.web`` and ``lxc.payload.web-2`` → ``web`` … as candidates: the key is
+    the directory name without the prefix; callers match ``name`` and ``name-<n>``."""
+    return dirname[len(PAYLOAD):] if dirname.startswith(PAYLOAD) else None
+
+
+def candidates(entries: Iterable[str], names: Iterable[str]) -> dict[str, list[str]]:
+    """The payload directory names (among ``entries``) that may belong to each of ``names``:
+    ``lxc.payload.<name>`` first, then ``lxc.payload.<name>-<n>``. Instance names never
+    contain a dot, so splitting the suffix off at the last ``-`` is unambiguous only together
+    with the check against the monitor, which the caller makes."""
+    wanted = set(names)
+    out: dict[str, list[str]] = {}
+    for entry in entries:
+        key = payload_key(entry)
+        if key is None:
+            continue
+        if key in wanted:
+            out.setdefault(key, []).insert(0, entry)
+        base, dash, num = key.rpartition("-")
+        if dash and num.isdigit() and base in wanted:
+            out.setdefault(base, []).append(entry)
+    return out
+
+
+def parse_freezer(version: int, text: str) -> str:
+    """liblxc's state of a running container from its freezer file (v1 ``freezer.state``, v2
+    ``cgroup.events``)."""
+    if version == 1:
+        value = text.strip()
+        return {"FROZEN": "FROZEN", "FREEZING": "FREEZING"}.get(value, "RUNNING")
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "frozen":
+            return "FROZEN" if value.strip() == "1" else "RUNNING"
+    return "RUNNING"
+
+
+def parse_ppid(stat: bytes) -> int:
+    """The parent pid from ``/proc/<pid>/stat`` (the command name may hold spaces and
+    parentheses: the fields after the last ``)`` are safe)."""
+    fields = stat.rpartition(b")")[2].split()
+    return int(fields[1]) if len(fields) > 1 else -1
+
+
+def monitor_cmdline(lxcpath: Path, name: str) -> bytes:
+    """What ``/proc/<monitor>/cmdline`` holds for this container's monitor (without the NULs
+    liblxc pads it with)."""
+    return MONITOR + os.fsencode(str(lxcpath)) + b" " + os.fsencode(name)
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+def _first_pid(procs: bytes) -> int:
+    head = procs.split(b"\n", 1)[0].strip()
+    return int(head) if head.isdigit() else -1
+
+
+# (payload cgroup, its inode, init pid) already tied to this lxcpath's monitor, by this process:
+# while the cgroup directory is the same one (a restart makes a new one) and that pid is still
+# the first in it, it is the same init, and the two /proc reads are skipped.
+_verified: dict[tuple[str, int, int], bytes] = {}
+
+
+def clear_cache() -> None:
+    """Forget which inits were tied to their monitor (the next read checks each again)."""
+    _verified.clear()
+
+
+def _init_of(cgroup: str, expected: bytes) -> int:
+    """The pid of the container's init if ``cgroup`` is the payload of the container whose
+    monitor's command line is ``expected``; -1 otherwise. The first pid of ``cgroup.procs``
+    (or, when the payload itself is empty, of its first non-empty child: an init that moved
+    itself, as systemd does) is taken, and must be a child of that monitor."""
+    try:
+        ino = os.stat(cgroup).st_ino
+        pid = _first_pid(_read(cgroup + "/cgroup.procs"))
+        if pid < 0:
+            with os.scandir(cgroup) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        pid = _first_pid(_read(entry.path + "/cgroup.procs"))
+                        if pid > 0:
+                            break
+        if pid < 0:
+            return -1
+        if _verified.get((cgroup, ino, pid)) == expected:
+            return pid
+        ppid = parse_ppid(_read(f"/proc/{pid}/stat"))
+        if ppid <= 0:
+            return -1
+        cmdline = _read(f"/proc/{ppid}/cmdline").rstrip(b"\0").replace(b"\0", b" ")
+    except (OSError, ValueError):
+        return -1
+    if cmdline.rstrip() != expected:
+        return -1
+    if len(_verified) > 20000:
+        _verified.clear()
+    _verified[(cgroup, ino, pid)] = expected
+    return pid
+
+
+def read(lxcpath: Path, running: Iterable[str], where: Layout | None = None
+         ) -> dict[str, Live | None]:
+    """State and init pid of each running container of ``lxcpath`` (``running``: the names
+    liblxc lists as active), ``None`` where the kernel's view cannot prove it."""
+    names = list(running)
+    out: dict[str, Live | None] = dict.fromkeys(names)
+    where = where or layout()
+    if where is None or not names:
+        return out
+    found: dict[str, list[str]] = {}
+    for base in where.bases:
+        try:
+            with os.scandir(base) as it:
+                entries = [e.name for e in it if e.name.startswith(PAYLOAD)]
+        except OSError:
+            continue
+        for name, dirs in candidates(entries, names).items():
+            found.setdefault(name, []).extend(f"{base}/{d}" for d in dirs)
+    freezer = "freezer.state" if where.version == 1 else "cgroup.events"
+    for name in names:
+        expected = monitor_cmdline(lxcpath, name)
+        for cgroup in found.get(name, ()):
+            pid = _init_of(cgroup, expected)
+            if pid < 0:
+                continue
+            try:
+                state = parse_freezer(where.version,
+                                      _read(f"{cgroup}/{freezer}").decode(errors="replace"))
+            except OSError:
+                break  # gone meanwhile: liblxc will say what it is now
+            out[name] = Live(state, pid)
+            break
+    unknown = [n for n, v in out.items() if v is None]
+    if unknown:
+        log.debug("cgroups do not show the state of %d running containers (%s…): asking liblxc",
+                  len(unknown), unknown[0])
+    return out

@@ -1,0 +1,140 @@
+"""The one-pass listing (``host.instances.list_state()``, ``lxdlib list``) against the exact
+per-instance view, on real containers with DHCP on a managed bridge: running, frozen, stopped,
+and an address set inside an instance without DHCP. The listing starts no process."""
+
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+import os
+import secrets
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+import lxdlib
+from lxdlib.state import ParsedCache
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def net(host: lxdlib.Host) -> str:
+    name = f"lxt{secrets.token_hex(3)}"
+    host.networks.create(name, {"ipv4.address": "auto", "ipv4.nat": "false",
+                                "ipv6.address": "auto", "ipv6.nat": "false"})
+    p = host.profiles.get("default")
+    host.update_profile("default", devices={**p.devices, "eth0": {
+        "type": "nic", "name": "eth0", "network": name}})
+    return name
+
+
+def cli(host: lxdlib.Host, *args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root", str(host.paths.root),
+                        *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def without_counters(network: dict[str, Any]) -> dict[str, Any]:
+    return {n: {k: v for k, v in nic.items() if k != "counters"} for n, nic in network.items()}
+
+
+def forbid_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to start a process in this Python process fails the test."""
+    def refuse(*a: Any, **kw: Any) -> Any:
+        raise AssertionError(f"the listing started a process: {a[:2]}")
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    for fn in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "execv", "execve"):
+        if hasattr(os, fn):
+            monkeypatch.setattr(os, fn, refuse)
+
+
+def test_listing_agrees_with_the_exact_view(host: lxdlib.Host, net: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    run = host.launch("busybox", "run")
+    frozen = host.launch("busybox", "frozen")
+    static = host.launch("busybox", "static")
+    host.create("busybox", "stopped")
+    for c in (run, frozen, static):
+        assert c.wait_for(lambda c=c: bool(c.addresses()), timeout=30), c.network_state()
+    # an address the host's DHCP server knows nothing about, set inside the instance
+    gw = ipaddress.ip_interface(host.networks.get(net)["config"]["ipv4.address"])
+    extra = str(gw.network.network_address + 250)
+    static.exec(["ip", "addr", "add", f"{extra}/{gw.network.prefixlen}", "dev", "eth0"]).check()
+    for c in (run, frozen, static):  # SLAAC from the bridge's router advertisements
+        assert c.wait_for(lambda c=c: bool(c.addresses("inet6")), timeout=30), c.network_state()
+    frozen.pause()
+
+    with monkeypatch.context() as m:
+        forbid_processes(m)
+        listing = host.instances.list_state()
+        full = host.instances.list_state(network="full")
+    assert listing.names() == full.names() == ["frozen", "run", "static", "stopped"]
+    assert [e.state for e in listing] == ["FROZEN", "RUNNING", "RUNNING", "STOPPED"]
+    for e in listing:
+        inst = host.instances[e.name]
+        assert e.state == inst.state and e.status == inst.status and e.error is None
+        assert e.record is not None and e.record.to_dict() == inst.record().to_dict()
+        if e.running:
+            assert e.pid == full[e.name].pid == inst.pid > 0
+            exact = inst.network_state()
+            assert without_counters(full[e.name].network or {}) == without_counters(exact)
+            assert full[e.name].network["eth0"]["host_name"]  # type: ignore[index]
+            # by default, the same addresses alone
+            assert e.network == {n: {"addresses": nic["addresses"]}
+                                 for n, nic in exact.items() if nic["addresses"]}
+            assert e.ipv4 == inst.addresses("inet")
+            assert e.ipv6 == inst.addresses("inet6") and e.ipv6
+            assert not [a for a in e.ipv6 if a.startswith("fe80:")]
+        else:
+            assert e.pid == -1 and e.network == {} and e.ipv4 == []
+    assert extra in listing["static"].ipv4
+    leases = {le["address"] for le in host.networks.leases(net)}
+    assert extra not in leases  # only the in-namespace read can know it
+
+    # the command shows the same, one line per address, no link-local IPv6
+    out = cli(host, "list", "-f", "csv", "-c", "ns46p")
+    rows = {r[0]: r[1:] for r in csv.reader(io.StringIO(out))}
+    assert sorted(rows) == listing.names()
+    for e in listing:
+        state, v4, v6, pid = rows[e.name]
+        assert state == e.state
+        assert v4.splitlines() == [f"{a} ({n})" for a, n in e.addresses("inet")]
+        assert v6.splitlines() == [f"{a} ({n})" for a, n in e.addresses("inet6")]
+        assert "fe80:" not in v6
+        assert pid == (str(e.pid) if e.running else "")
+
+    # a listing without addresses reads no namespace; a second listing parses no record
+    assert all(e.network is None for e in host.instances.list_state(network=False))
+    monkeypatch.setattr(ParsedCache, "RECENT_NS", -1)
+    host.instances.list_state(network=False)  # every record parsed once more, now kept
+
+    def no_parsing(*a: Any, **kw: Any) -> Any:
+        raise AssertionError("a record was parsed again")
+    with monkeypatch.context() as m:
+        forbid_processes(m)
+        m.setattr("lxdlib.state.yaml.load", no_parsing)
+        again = host.instances.list_state()
+    assert [e.state for e in again] == [e.state for e in listing]
+    frozen.resume()
+    assert host.instances.list_state()["frozen"].state == "RUNNING"
+    run.stop(force=True)
+    after = host.instances.list_state(["run", "static"])
+    assert after.names() == ["run", "static"] and after["run"].state == "STOPPED"
+    assert after["run"].pid == -1 and after["static"].running
+
+
+def test_listing_falls_back_to_liblxc_when_the_cgroup_is_unknown(
+        host: lxdlib.Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel's view cannot be tied to the instance, liblxc is asked: same answer."""
+    c = host.launch("busybox", "c1")
+    host.create("busybox", "c2")
+    monkeypatch.setattr("lxdlib.livestate.layout", lambda: None)
+    listing = host.instances.list_state()
+    assert listing["c1"].state == "RUNNING" and listing["c1"].pid == c.pid
+    assert listing["c1"].network is not None and "lo" in listing["c1"].network
+    assert listing["c2"].state == "STOPPED"
