@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from pathlib import Path
 
 import btrfsutil
@@ -19,7 +20,7 @@ from lxdlib.errors import (
 from lxdlib.state import Paths
 from lxdlib.storage import create_pool, delete_pool, list_pools, load_pool, pool_info
 from lxdlib.storage.base import PoolDriver
-from lxdlib.storage.btrfs import BtrfsPool
+from lxdlib.storage.btrfs import BtrfsPool, sysfs_dir
 from lxdlib.storage.loop import find_loops, is_mounted, temp_name
 
 try:
@@ -310,6 +311,24 @@ def test_pool_on_an_existing_btrfs_directory(btrfs_pool: PoolDriver) -> None:
         assert source.is_dir() and list(source.iterdir()) == []
     finally:
         teardown_pool(outer.paths, name)
+
+
+def test_usage_read_in_process_is_what_btrfs_reports(btrfs_pool: PoolDriver) -> None:
+    """Qgroups are read from sysfs (no ``btrfs`` run per ``info``); the numbers are the ones
+    ``btrfs qgroup show`` prints, and the pool's mount is seen without the mount table."""
+    pool = as_btrfs(btrfs_pool)
+    vol = pool.create_instance_volume("u1", None)
+    assert sysfs_dir(vol) is not None  # the in-process path is the one taken here
+    assert pool.volume_usage("containers", "u1") is None  # quotas off: nothing synced or run
+    pool.set_quota("containers", "u1", 50 * MiB)
+    write_bytes(vol / "data", 3 * MiB)
+    used = pool.volume_usage("containers", "u1")
+    shown = subprocess.run(["btrfs", "qgroup", "show", "-re", "--raw", "-f", str(vol)],
+                           capture_output=True, text=True, check=True).stdout
+    qgroup = f"0/{btrfsutil.subvolume_id(vol)}"
+    row = next(line.split() for line in shown.splitlines() if line.startswith(qgroup + " "))
+    assert used == int(row[1]) and used >= 3 * MiB
+    assert pool._mounted_here() and is_mounted(pool.mountpoint)
 
 
 def test_set_quota_bad_input(btrfs_pool: PoolDriver) -> None:
