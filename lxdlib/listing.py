@@ -186,24 +186,27 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
         log.debug("liblxc cannot list the active containers of %s: %s", lxcpath, e)
         active = None
     live = livestate.read(lxcpath, sorted(active)) if active else {}
-    entries: dict[str, Listed] = {}
+    states: dict[str, tuple[str, int, str | None]] = {}
     for name, rec in records.items():
-        if isinstance(rec, LxdlibError):
-            entries[name] = Listed(name, "ERROR", error=str(rec))
-            continue
         seen = live.get(name)
-        if seen is not None:
-            state, pid, error = seen.state, seen.pid, None
+        if isinstance(rec, LxdlibError):
+            states[name] = ("ERROR", -1, str(rec))
+        elif seen is not None:
+            states[name] = (seen.state, seen.pid, None)
         elif active is None or name in active:
-            state, pid, error = _liblxc_view(paths, name)
+            states[name] = _liblxc_view(paths, name)
         else:
             error = _config_error(paths, name)
-            state, pid = ("ERROR" if error else "STOPPED"), -1
-        entries[name] = Listed(name, state, pid, rec, error,
-                               {} if network and state not in ACTIVE else None)
+            states[name] = ("ERROR" if error else "STOPPED", -1, error)
+    nets: dict[int, dict[str, Any]] = {}
     if network:
-        pids = {e.pid: e.name for e in entries.values() if e.state in ACTIVE and e.pid > 0}
+        pids = [pid for state, pid, _ in states.values() if state in ACTIVE and pid > 0]
         read = netstate.interfaces_many if network == "full" else netstate.addresses_many
-        for pid, nics in read(pids).items():
-            entries[pids[pid]] = attrs.evolve(entries[pids[pid]], network=nics)
-    return Listing(entries.values())
+        nets = read(pids)
+    entries = []
+    for name, (state, pid, error) in states.items():
+        rec = records[name]
+        entries.append(Listed(
+            name, state, pid, None if isinstance(rec, LxdlibError) else rec, error,
+            None if not network or (state in ACTIVE and pid not in nets) else nets.get(pid, {})))
+    return Listing(entries)

@@ -305,6 +305,10 @@ def test_parsed_cache_is_bounded_and_refuses_symlinks(tmp_path: Path, monkeypatc
     (tmp_path / "link.yaml").symlink_to(paths[0])
     with pytest.raises(LxdlibError, match="symlink"):
         cache.read(tmp_path / "link.yaml")
+    # a cached record replaced by a symlink is refused too, not served from memory
+    os.replace(tmp_path / "link.yaml", paths[-1])
+    with pytest.raises(LxdlibError, match="symlink"):
+        cache.read(paths[-1])
     with pytest.raises(FileNotFoundError):
         cache.read(tmp_path / "missing.yaml")
 
