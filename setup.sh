@@ -13,7 +13,7 @@ fi
 
 # Debian packages: liblxc and its Python binding, storage tools, networking tools, image tools.
 PACKAGES=(lxc python3-lxc python3-venv btrfs-progs python3-btrfsutil busybox-static
-          dnsmasq-base nftables iproute2 zfs-fuse xz-utils zstd gzip bzip2 tar criu
+          dnsmasq-base dnsmasq-utils nftables iproute2 zfs-fuse xz-utils zstd gzip bzip2 tar criu
           debootstrap util-linux tmux squashfs-tools openssl uidmap)
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AlreadyExists,
+    BulkError,
     Busy,
     CorruptArchive,
     CorruptRecord,
@@ -25,6 +26,7 @@ from .errors import (
     DiskFull,
     ExecError,
     ExecTimeout,
+    HostLimit,
     IdmapNotAllowed,
     ImageError,
     InUse,
@@ -64,6 +66,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyExists",
+    "BulkError",
     "Busy",
     "CorruptArchive",
     "CorruptRecord",
@@ -73,6 +76,7 @@ __all__ = [
     "ExecResult",
     "ExecTimeout",
     "Host",
+    "HostLimit",
     "IdmapNotAllowed",
     "Image",
     "ImageError",

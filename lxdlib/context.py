@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_NETWORK = "lxdbr0"
+#: A file changed more recently than this is not trusted to keep a cached parse valid (its
+#: identity could repeat within one tick of the filesystem's clock).
+_RECENT_NS = 1_000_000_000
 DEFAULT_POOL = "default"
 
 _ADJ = ("able", "bold", "brave", "calm", "clever", "cosmic", "crisp", "eager", "fair", "fast",
@@ -103,9 +107,11 @@ class _Caches:
         self.recovered = False
         self.traversable_checked = False
         self.seccomp_ok = False
-        # profiles read once per bulk operation (a profile edit re-applied to its users) rather
-        # than once per composition; per thread, as one Host may serve many threads
+        # a profile edit re-applied to its users composes with the edited profile before it is
+        # saved: per thread, as one Host may serve many threads
         self.memo = threading.local()
+        # profiles as composition reads them, by name: (file identity, content)
+        self.profiles: dict[str, tuple[tuple[int, ...], expand.ProfileData]] = {}
 
 
 @attrs.frozen(eq=False)
@@ -302,7 +308,9 @@ class Context:
                             "nictype=bridged with parent=)")
 
     def network_forget(self, instance: str) -> None:
-        """Drop the DHCP host entries an instance's nics had on managed networks."""
+        """Drop the DHCP host entries an instance's nics had on managed networks and release
+        their leases, so the addresses are free at once (each network looks up only this
+        instance's own file: the cost does not grow with the number of instances)."""
         if any(self.paths.networks.glob("*.yaml")):
             self.networks.dhcp_hosts_forget(instance)
 
@@ -324,11 +332,38 @@ class Context:
 
     def set_profile_memo(self, value: dict[str, expand.ProfileData] | None) -> None:
         """Start (a dict) or end (``None``) a bulk operation on this thread: the given entries
-        are used as they are (e.g. a profile's content before it is saved); profiles read from
-        disk meanwhile are cached beside them, each only while its file is the one it was read
-        from (another process may change it)."""
+        are used as they are (e.g. a profile's content before it is saved); every other
+        profile is read as usual (see ``profile_data``)."""
         self._caches.memo.overrides = value
-        self._caches.memo.cache = {} if value is not None else None
+
+    def profile_data(self, name: str) -> expand.ProfileData:
+        """A profile as composition needs it, parsed once per context while its file stays the
+        same (an unknown one raises ``NotFound``).
+
+        Every operation composes its instance's profiles at least once, and a profile changes
+        rarely: reading and parsing its YAML each time was most of what a composition cost.
+        The file's identity — device, inode, size, modification and change times, from one
+        ``lstat`` — says whether the parsed copy is still the file's content: every write is a
+        rename of a new file (``state.atomic_write``), which changes the inode and the times. A
+        file changed within the last second is parsed but not kept, since two writes inside one
+        tick of the filesystem's clock could otherwise leave equal identities (an inode freed
+        and reused at once). Another process's edit is therefore seen by the next composition.
+        """
+        try:
+            st = os.lstat(self.paths.profiles / f"{name}.yaml")
+        except (FileNotFoundError, ValueError):  # a bad name: the store says what is wrong
+            return self.profiles.data(name)
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        cache = self._caches.profiles
+        hit = cache.get(name)
+        if hit is not None and hit[0] == ident:
+            return hit[1]
+        data = self.profiles.data(name)
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RECENT_NS:
+            cache[name] = (ident, data)
+        else:
+            cache.pop(name, None)
+        return data
 
     def expand(self, profiles: Sequence[str], config: Mapping[str, str],
                devices: Mapping[str, Mapping[str, str]]
@@ -336,26 +371,8 @@ class Context:
         """The one composition step: profiles in order, then local settings (LXD's rules in
         ``config.expand``). Everything that needs an expanded view calls this once per
         operation and passes the result on."""
-        overrides = self.profile_memo()
-        cache: dict[str, tuple[tuple[int, int, int], expand.ProfileData]] | None = getattr(
-            self._caches.memo, "cache", None)
-        if overrides is None or cache is None:
-            datas = [self.profiles.data(p) for p in profiles]
-        else:
-            datas = []
-            for p in profiles:
-                if p in overrides:
-                    datas.append(overrides[p])
-                    continue
-                try:
-                    st = os.stat(self.paths.profiles / f"{p}.yaml")
-                    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-                except OSError:
-                    stamp = (0, 0, 0)
-                hit = cache.get(p)
-                if hit is None or hit[0] != stamp:
-                    hit = cache[p] = (stamp, self.profiles.data(p))
-                datas.append(hit[1])
+        overrides = self.profile_memo() or {}
+        datas = [overrides[p] if p in overrides else self.profile_data(p) for p in profiles]
         return expand.expand(datas, config, devices)
 
     # -- cpu balancing ------------------------------------------------------------------------

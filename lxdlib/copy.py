@@ -68,6 +68,14 @@ def disk_base(pool: PoolDriver, config: Mapping[str, str]) -> int:
     return int(config.get("volatile.idmap.base", "0"))
 
 
+def source_disk_base(inst: InstanceCore, rec: InstanceRecord, pool: PoolDriver) -> int:
+    """``disk_base`` of a copy's source; its profiles are read only where the pool stores
+    ownership shifted (no idmapped mounts), the one case where its config matters."""
+    if pool.supports_idmapped_mounts:
+        return 0
+    return disk_base(pool, {**inst.expanded(rec)[0], **rec.config})
+
+
 def frozen_for_copy(ctx: Context, name: str) -> contextlib.AbstractContextManager[None]:
     @contextlib.contextmanager
     def frozen() -> Iterator[None]:
@@ -126,7 +134,8 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
     ``devices`` adds or replaces whole local devices, ``pool`` puts the root disk elsewhere.
     ``refresh`` brings an existing copy up to date (its identity kept) instead of failing.
     """
-    ctx.recover_leftovers()
+    # what killed processes left on the two names is settled under their locks (``locked``);
+    # other instances' leftovers are not this copy's to scan for
     src_name, src_snap = names.split_snapshot_ref(source)
     if src_snap is not None and instance_only:
         raise InvalidArgument("--instance-only can't be used when the source is a snapshot")
@@ -180,11 +189,10 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
                           target_pool=dst_pool.name)
             _fresh_identity(ctx, target, new_cfg, exp_cfg, exp_devs)
             shift = disk_base(dst_pool, {**exp_cfg, **new_cfg}) - \
-                disk_base(src_pool, {**src_inst.expanded(src_rec)[0], **src_rec.config})
-            running = src_inst.state != "STOPPED"
+                source_disk_base(src_inst, src_rec, src_pool)
             transfer.copy_volume(src_pool, src_name, dst_pool, target,
                                  snapshots=[s.name for s in snapshots], from_snapshot=src_snap,
-                                 shift=shift, running=running,
+                                 shift=shift, running=lambda: src_inst.state != "STOPPED",
                                  freeze=lambda: frozen_for_copy(ctx, src_name))
             volume = dst_pool.volume_path("containers", target)
             shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
@@ -241,10 +249,10 @@ def _refresh(ctx: Context, src_inst: InstanceCore, src_rec: InstanceRecord, targ
                   record=rec.to_dict())
     try:
         shift = disk_base(dst_pool, {**dst.expanded(rec)[0], **cfg}) - \
-            disk_base(src_pool, {**src_inst.expanded(src_rec)[0], **src_rec.config})
+            source_disk_base(src_inst, src_rec, src_pool)
         transfer.copy_volume(src_pool, src_inst.name, dst_pool, tmp,
                              snapshots=[s.name for s in snapshots], shift=shift,
-                             running=src_inst.state != "STOPPED",
+                             running=lambda: src_inst.state != "STOPPED",
                              freeze=lambda: frozen_for_copy(ctx, src_inst.name))
     except BaseException:
         journal.recover(ctx, target)

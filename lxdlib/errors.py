@@ -16,6 +16,8 @@ which object and why. Classes also derive from the matching builtin (``LookupErr
     ├── ProfileApplyError                   a saved profile change some instances could not take
     ├── WrongState                          start a running instance, delete without --force…
     ├── Busy                                another process holds the object's lock too long
+    ├── HostLimit                           a kernel limit the launch would cross (sysctl, value)
+    ├── BulkError                           some items of a bulk operation failed (which, why)
     ├── StorageError(OSError)               a pool driver failed
     │   └── QuotaExceeded                   the volume or pool ran out of space
     │       └── DiskFull                        a write failed with ENOSPC/EDQUOT (carries .path)
@@ -117,6 +119,40 @@ class WrongState(LxdlibError):
 
 class Busy(LxdlibError):
     """Another process holds the object's lock and did not release it in time."""
+
+
+class HostLimit(LxdlibError):
+    """Starting these instances would cross a host-wide kernel limit, so nothing was started.
+
+    ``limit`` names it (a sysctl such as ``kernel.keys.maxkeys``, or a bridge's ports),
+    ``value`` is the limit now, ``in_use`` what is taken, ``needed`` what the launch would add
+    and ``fix`` what to change; ``others`` holds further limits the same launch would cross."""
+
+    def __init__(self, limit: str, value: int, in_use: int, needed: int, fix: str, *,
+                 others: Sequence[HostLimit] = ()) -> None:
+        self.limit = limit
+        self.value = value
+        self.in_use = in_use
+        self.needed = needed
+        self.fix = fix
+        self.others = list(others)
+        msg = "; ".join(f"{e.limit} is {e.value}, {e.in_use} in use, this needs {e.needed} "
+                        f"more: {e.fix}" for e in [self, *self.others])
+        super().__init__(f"host limit reached: {msg}")
+
+
+class BulkError(LxdlibError):
+    """Some items of a bulk operation (``Host.launch_many``) failed; the others succeeded.
+
+    ``failures`` maps each failed item's name to why, ``done`` holds what succeeded (for a
+    launch, the instances, running). Failed items left nothing behind."""
+
+    def __init__(self, what: str, failures: dict[str, str], done: Sequence[object]) -> None:
+        self.failures = failures
+        self.done = list(done)
+        detail = "; ".join(f"{k}: {v}" for k, v in failures.items())
+        super().__init__(f"{what}: {len(failures)} failed, {len(self.done)} succeeded: "
+                         f"{detail}")
 
 
 class StorageError(LxdlibError, OSError):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import criu, idmap, journal, record, render, runtime, templates
+from . import criu, hostlimits, idmap, journal, record, render, runtime, templates
 from .config import devices as devcfg
 from .config import expand, limits, names, schema
 from .config.units import parse_size
@@ -225,12 +225,15 @@ class InstanceCore:
 
     def _start_locked(self) -> None:
         rec = self.record()
-        cfg, _ = self.expanded(rec)
+        expanded = self.expanded(rec)
+        cfg, devs = expanded
         if cfg.get("security.protection.start", "").lower() in ("true", "1", "yes", "on"):
             raise WrongState(f"instance {self.name!r} is protected from starting "
                              "(security.protection.start)")
         self._check_kernel_modules(cfg)
-        self._write_lxc_config(rec)
+        # a host-wide limit (bridge ports, keyrings, ptys) named, not failed on inside liblxc
+        hostlimits.check(hostlimits.need_for([(cfg, devs)], self.ctx.facts().idmap.base))
+        self._write_lxc_config(rec, expanded)
         # the host's subuid/subgid may have changed since the instance was made
         idmap.check_newuidmap(self.name, idmap.parse_lxc_idmap((self._dir / "config").read_text()))
         vol = self._pool(rec).volume_path("containers", self.name)
@@ -453,6 +456,9 @@ class InstanceCore:
                 key = f"volatile.{dname}.hwaddr"
                 if dev.get("type") == "nic" and not dev.get("hwaddr") and key not in new.config:
                     new.config[key] = random_mac()  # a stable MAC from the first start on
+            # the balancer reads the other instances' configs: once, for the render and the live
+            # write, and only for a CPU count
+            cpus = self.ctx.pick_cpus(self.name, new_cfg)
             root_name, root = expand.root_disk(new_devs)
             if root.get("pool", rec.pool) != rec.pool:
                 raise InvalidConfig(f"devices.{root_name}.pool",
@@ -465,7 +471,7 @@ class InstanceCore:
                 journal.crashpoint("update.begun")
                 self._apply_quota(new_devs, rec, old_devs)
                 # renders the devices: a missing source fails unsaved
-                self._write_lxc_config(new, (new_cfg, new_devs))
+                self._write_lxc_config(new, (new_cfg, new_devs), cpus)
                 journal.crashpoint("update.config-written")
                 record.save(self._paths, new)
                 journal.crashpoint("update.saved")
@@ -478,7 +484,7 @@ class InstanceCore:
                 journal.begin(self._paths, self.name, "update", stage="live", **intent)
                 journal.crashpoint("update.live")
                 try:
-                    self._apply_live(old_cfg, new_cfg)
+                    self._apply_live(old_cfg, new_cfg, cpus)
                     journal.crashpoint("update.live-config")
                     self._apply_devices_live(old_devs, new_devs, new, new_cfg)
                 except BaseException:
@@ -529,14 +535,16 @@ class InstanceCore:
         pool = self._pool(rec)
         pool.set_quota("containers", self.name, parse_size(size) if size else None)
 
-    def _apply_live(self, old: Mapping[str, str], new: Mapping[str, str]) -> None:
+    def _apply_live(self, old: Mapping[str, str], new: Mapping[str, str],
+                    cpus: list[int] | None = None) -> None:
         """Write the cgroup changes of a config change to a running instance, in safe order."""
         changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
         if not changed:
             return
         facts = self.ctx.facts()
         # choosing CPUs reads the other instances' configs: only when the count changed
-        cpus = self.ctx.pick_cpus(self.name, new) if "limits.cpu" in changed else None
+        if cpus is None and "limits.cpu" in changed:
+            cpus = self.ctx.pick_cpus(self.name, new)
         writes = limits.live_settings(
             new, changed, cgroup_version=facts.cgroup_version, host_cpus=facts.cpus,
             mem_total=facts.mem_total, chosen_cpus=cpus,
@@ -552,10 +560,13 @@ class InstanceCore:
             ensure_loaded(mods)
 
     # -- liblxc config ----------------------------------------------------------------------
-    def _root_owner(self, rec: InstanceRecord) -> tuple[int, int]:
-        """Host uid/gid that container root owns files as on disk."""
+    def _root_owner(self, rec: InstanceRecord, config: Mapping[str, str] | None = None
+                    ) -> tuple[int, int]:
+        """Host uid/gid that container root owns files as on disk (``config``: the expanded
+        config when the caller has it)."""
         pool = self._pool(rec)
-        if truthy(self.expanded(rec)[0].get("security.privileged")) or \
+        cfg = config if config is not None else self.expanded(rec)[0]
+        if truthy(cfg.get("security.privileged")) or \
                 pool.supports_idmapped_mounts:
             return 0, 0
         base = int(rec.config.get("volatile.idmap.base", "0"))
@@ -581,13 +592,14 @@ class InstanceCore:
                                                           str(self.ctx.facts().idmap.base)))
         return DeviceContext(host=self.ctx, name=self.name, record=rec, config=cfg, devices=devs,
                              volume=pool.volume_path("containers", self.name),
-                             root_uid=self._root_owner(rec)[0], idmap_base=base, pid=pid)
+                             root_uid=self._root_owner(rec, cfg)[0], idmap_base=base, pid=pid)
 
-    def _write_lxc_config(self, rec: InstanceRecord, expanded: Expanded | None = None) -> None:
+    def _write_lxc_config(self, rec: InstanceRecord, expanded: Expanded | None = None,
+                          cpus: list[int] | None = None) -> None:
         """Render the liblxc config and write it when it changed, after liblxc itself has
         loaded it (``runtime.check_config``): a file liblxc refuses would make the instance
         unusable, so it is refused before anything is saved."""
-        lines, text, policy = self._render_lxc_config(rec, expanded)
+        lines, text, policy = self._render_lxc_config(rec, expanded, cpus)
         # Closed to host users, searchable by the container's root only: liblxc opens the
         # rootfs as that uid on pools without idmapped mounts. Redone with every config write,
         # so the owner follows a changed map (isolated, copied, privileged toggled). Here, not
@@ -627,7 +639,8 @@ class InstanceCore:
                                     raw) from None
             raise
 
-    def _render_lxc_config(self, rec: InstanceRecord, expanded: Expanded | None = None
+    def _render_lxc_config(self, rec: InstanceRecord, expanded: Expanded | None = None,
+                           cpus: list[int] | None = None
                            ) -> tuple[list[tuple[str, str]], bytes, bytes | None]:
         """The liblxc config of ``rec``: its keys, the file's bytes, and the instance's own
         seccomp policy (None: the root's shared one)."""
@@ -673,7 +686,8 @@ class InstanceCore:
             idmapped_rootfs=pool.supports_idmapped_mounts, nics=nics, mounts=mounts,
             hooks=hook_lines, extra=extra,
             cgroup_version=facts.cgroup_version, host_cpus=facts.cpus,
-            mem_total=facts.mem_total, chosen_cpus=self.ctx.pick_cpus(self.name, cfg),
+            mem_total=facts.mem_total,
+            chosen_cpus=cpus if cpus is not None else self.ctx.pick_cpus(self.name, cfg),
             architecture=rec.architecture, lxcfs=facts.lxcfs,
             swap_accounting=facts.swap_accounting)
         lines = render.render(inp)
@@ -1108,6 +1122,7 @@ def new_instance_dir(ctx: Context, name: str, pool: PoolDriver) -> Iterator[Path
     inst_dir = ctx.paths.instance_dir(name)
     inst_dir.mkdir(mode=0o700)
     try:
+        journal.prepare(ctx.paths, name)
         yield inst_dir
     except BaseException:
         with contextlib.suppress(Exception):

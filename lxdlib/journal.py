@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import DiskFull, LxdlibError
-from .state import Paths, atomic_write, dump_yaml, lock, read_yaml, remove_stale_tmp
+from .record import to_yaml
+from .state import Paths, atomic_write, lock, read_yaml, remove_stale_tmp
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ class Site(Protocol):
     def events(self) -> Any: ...
 
 PENDING = ".pending.yaml"
+#: The file of the last intent that ended, rewritten by the next one instead of a new file:
+#: making a file allocates an inode, which on a busy ext4 costs up to a millisecond — more than
+#: everything else an intent costs, paid by every snapshot, restore and copy.
+SPARE = ".pending.spare"
 #: Where a CRIU dump lives inside an instance volume (beside ``rootfs/``, out of the guest's view).
 STATE_DIR = "state"
 
@@ -92,35 +97,59 @@ def path(paths: Paths, name: str) -> Path:
 def begin(paths: Paths, name: str, op: str, **details: Any) -> None:
     """Record the intent of ``op`` on instance ``name`` before its first change.
 
-    A first intent is written in place with one ``write`` and ends with ``end: true``: cut
-    short, it lacks that line and means "nothing started yet". A later stage of the same
-    operation replaces the file atomically, so the earlier stage stays readable until then.
+    A first intent is written whole into the file the last one left (``SPARE``) and renamed
+    into place; where there is none yet it is written in place with one ``write`` and ends with
+    ``end: true``: cut short, it lacks that line and means "nothing started yet". A later stage
+    of the same operation replaces the file atomically, so the earlier stage stays readable
+    until then. The caller holds the instance's lock, so no other intent is written meanwhile.
     """
-    text = dump_yaml({"op": op, "pid": os.getpid(), **details, "end": True}).encode()
+    text = to_yaml({"op": op, "pid": os.getpid(), **details, "end": True})
     target = path(paths, name)
     if os.path.lexists(target):
         atomic_write(target, text, durable=False)
         return
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
+    spare = target.with_name(SPARE)
+    try:
+        fd = os.open(spare, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+        written = spare
+    except OSError:  # none yet (or not a plain file): a new one
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW |
+                     os.O_CLOEXEC, 0o600)
+        written = target
     try:
         view = memoryview(text)
         while view:  # "end: true" comes last: any prefix of the text reads as cut short
             view = view[os.write(fd, view):]
     except OSError as e:
         os.close(fd)
-        os.unlink(target)  # a cut-short intent means "nothing started": nothing to keep
+        os.unlink(written)  # a cut-short intent means "nothing started": nothing to keep
         if DiskFull.is_full(e):
             raise DiskFull(target, "the operation's intent record") from None
         raise
-    else:
-        os.close(fd)
+    os.close(fd)
+    if written is spare:
+        os.rename(spare, target)
+
+
+def prepare(paths: Paths, name: str) -> None:
+    """Give a new instance's directory the file its intents are written into (``SPARE``), made
+    with the directory rather than by its first snapshot, restore or copy."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path(paths, name).with_name(SPARE), os.O_WRONLY | os.O_CREAT |
+                         os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
 
 
 def end(paths: Paths, name: str) -> None:
-    """The operation reached its commit point (or undid itself): forget the intent."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path(paths, name))
+    """The operation reached its commit point (or undid itself): forget the intent, keeping
+    its file as the next intent's ``SPARE``."""
+    target = path(paths, name)
+    try:
+        os.replace(target, target.with_name(SPARE))
+    except FileNotFoundError:
+        pass
+    except OSError:  # the spare's name is taken by something else: drop the intent instead
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
 
 
 def read(paths: Paths, name: str) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import journal, record, runtime
 from .config import names
-from .errors import AlreadyExists, InvalidArgument, NotFound, WrongState
+from .errors import AlreadyExists, InvalidArgument, LxdlibError, NotFound, WrongState
 from .model import Collection, Model
 
 if TYPE_CHECKING:
@@ -256,7 +256,9 @@ class Snapshots(Collection[Snapshot]):
             if was_running:
                 runtime.kill(c, ctx.paths.lxcpath)
             journal.crashpoint("restore.stopped")
-            apply_restore(ctx, inst.name, name, keep_state=stateful, rec=rec)
+            # an instance started again gets its liblxc config rendered by that start
+            apply_restore(ctx, inst.name, name, keep_state=stateful, rec=rec,
+                          render=not (was_running or stateful))
             journal.crashpoint("restore.swapped")
             if was_running or stateful:
                 journal.begin(ctx.paths, inst.name, "restore", stage="start", **intent)
@@ -301,8 +303,11 @@ def create_locked(inst: InstanceCore, name: str | None = None, *, stateful: bool
     pool.volume_path("containers-snapshots", f"{inst.name}/{name}")  # the pool's own name rules
     if name in existing and not reuse:
         raise AlreadyExists("snapshot", f"{inst.name}/{name}")
-    c = inst.handle()
+    # liblxc's view is needed only to dump the processes or to freeze them while a pool that
+    # copies files reads the volume: a btrfs or zfs snapshot of a running instance is atomic
+    c = inst.handle() if stateful or pool.snapshot_needs_freeze else None
     if stateful:
+        assert c is not None
         if c.state != "RUNNING":
             raise WrongState("Unable to create a stateful snapshot. The instance isn't running")
         from . import criu
@@ -324,7 +329,7 @@ def create_locked(inst: InstanceCore, name: str | None = None, *, stateful: bool
             from . import criu
             criu.dump(inst.ctx.paths.lxcpath, inst.name, volume / journal.STATE_DIR, stop=False)
         frozen = False
-        if pool.snapshot_needs_freeze and c.state == "RUNNING":
+        if c is not None and pool.snapshot_needs_freeze and c.state == "RUNNING":
             runtime.freeze(c, paths.lxcpath)
             frozen = True
         try:
@@ -332,6 +337,7 @@ def create_locked(inst: InstanceCore, name: str | None = None, *, stateful: bool
             made = True
         finally:
             if frozen:
+                assert c is not None
                 runtime.unfreeze(c, paths.lxcpath)
         if stateful:
             shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
@@ -364,9 +370,10 @@ def delete_locked(inst: InstanceCore, name: str) -> None:
 
 
 def apply_restore(ctx: Context, name: str, snapshot: str, *, keep_state: bool = False,
-                  rec: record.InstanceRecord | None = None) -> None:
+                  rec: record.InstanceRecord | None = None, render: bool = True) -> None:
     """The volume becomes the snapshot's, then the record takes the snapshot's config, devices
-    and profiles. Idempotent, so a restore that died is finished by running it again."""
+    and profiles, then (with ``render``) the liblxc config follows the record. Idempotent, so a
+    restore that died is finished by running it again."""
     from .instance import InstanceCore
     inst = InstanceCore(ctx, name)
     rec = rec or inst.record()
@@ -374,7 +381,10 @@ def apply_restore(ctx: Context, name: str, snapshot: str, *, keep_state: bool = 
     if snap is None:
         raise NotFound("snapshot", f"{name}/{snapshot}")
     pool = inst._pool(rec)
-    size_before = _root_size(inst, rec)
+    try:
+        size_before = _root_size(inst.expanded(rec))
+    except LxdlibError:  # e.g. a profile of the current record gone: the snapshot's decides
+        size_before = None
     pool.restore_snapshot(name, snapshot)
     volume = pool.volume_path("containers", name)
     if not keep_state:  # a stateful snapshot restored without its processes
@@ -392,9 +402,11 @@ def apply_restore(ctx: Context, name: str, snapshot: str, *, keep_state: bool = 
     rec.devices = {k: dict(v) for k, v in snap.devices.items()}
     rec.profiles = list(snap.profiles)
     record.save(ctx.paths, rec)
-    if _root_size(inst, rec) != size_before or size_before is not None:
-        inst._apply_quota(inst.expanded(rec)[1], rec)  # the snapshot's own root disk size
-    inst._write_lxc_config(rec)
+    after = inst.expanded(rec)
+    if _root_size(after) != size_before or size_before is not None:
+        inst._apply_quota(after[1], rec)  # the snapshot's own root disk size
+    if render:
+        inst._write_lxc_config(rec, after)
 
 
 def _restart(inst: InstanceCore, stateful: bool) -> None:
@@ -435,11 +447,12 @@ def _recover_restore(ctx: Context, name: str, op: dict[str, Any]) -> None:
 journal.register("restore", _recover_restore)
 
 
-def _root_size(inst: InstanceCore, rec: record.InstanceRecord) -> str | None:
+def _root_size(expanded: tuple[dict[str, str], dict[str, dict[str, str]]]) -> str | None:
+    """The root disk's ``size`` in an expanded view (None: no limit, or no root disk)."""
     from .config import expand
     try:
-        return expand.root_disk(inst.expanded(rec)[1])[1].get("size")
-    except Exception:
+        return expand.root_disk(expanded[1])[1].get("size")
+    except LxdlibError:
         return None
 
 

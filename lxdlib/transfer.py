@@ -34,6 +34,13 @@ from .storage.dir import SNAPSHOTS, DirPool
 from .storage.loop import TMP, rename_noreplace, run, storage_errors, temp_name
 
 Freeze = Callable[[], contextlib.AbstractContextManager[None]]
+#: Whether the source instance runs: a value, or a question asked only by the copy methods whose
+#: result depends on it (a clone within a btrfs pool does not; asking liblxc costs an open).
+Running = bool | Callable[[], bool]
+
+
+def _asked(running: Running) -> bool:
+    return running() if callable(running) else running
 
 
 def _nothing() -> contextlib.AbstractContextManager[None]:
@@ -176,7 +183,7 @@ def zfs_send_argv(snapshot: str, previous: str | None = None) -> list[str]:
 
 def copy_volume(src_pool: PoolDriver, src: str, dst_pool: PoolDriver, dst: str, *,
                 snapshots: Sequence[str] = (), from_snapshot: str | None = None,
-                shift: int = 0, running: bool = False, freeze: Freeze = _nothing) -> None:
+                shift: int = 0, running: Running = False, freeze: Freeze = _nothing) -> None:
     """Make ``containers/<dst>`` on ``dst_pool`` with ``snapshots`` (oldest first, same names)
     from ``src`` on ``src_pool`` — its live volume, or ``from_snapshot`` (then no snapshots).
 
@@ -201,7 +208,7 @@ def copy_volume(src_pool: PoolDriver, src: str, dst_pool: PoolDriver, dst: str, 
 
 
 def _clone_within(pool: DirPool, src: str, dst: str, snapshots: Sequence[str],
-                  from_snapshot: str | None, running: bool, freeze: Freeze) -> None:
+                  from_snapshot: str | None, running: Running, freeze: Freeze) -> None:
     for snap in snapshots:
         source = pool.volume_path(SNAPSHOTS, f"{src}/{snap}")
         final = pool.volume_path(SNAPSHOTS, f"{dst}/{snap}")
@@ -216,7 +223,7 @@ def _clone_within(pool: DirPool, src: str, dst: str, snapshots: Sequence[str],
     if from_snapshot is not None:
         pool.copy_instance_volume(src, dst, snapshot=from_snapshot)
         return
-    with freeze() if running and pool.snapshot_needs_freeze else _nothing():
+    with freeze() if pool.snapshot_needs_freeze and _asked(running) else _nothing():
         pool.copy_instance_volume(src, dst)
 
 
@@ -309,7 +316,7 @@ def receive_btrfs(send: Sequence[str] | None, into: Path, stream: Path | None = 
 
 
 def _by_files(src_pool: PoolDriver, src: str, dst_pool: PoolDriver, dst: str,
-              snapshots: Sequence[str], from_snapshot: str | None, shift: int, running: bool,
+              snapshots: Sequence[str], from_snapshot: str | None, shift: int, running: Running,
               freeze: Freeze) -> None:
     volume = dst_pool.create_instance_volume(dst, None)
     for snap in snapshots:
@@ -321,6 +328,6 @@ def _by_files(src_pool: PoolDriver, src: str, dst_pool: PoolDriver, dst: str,
         with readable_snapshot(src_pool, src, from_snapshot) as path:
             fill(path, volume)
     else:
-        with readable_live(src_pool, src, running, freeze) as path:
+        with readable_live(src_pool, src, _asked(running), freeze) as path:
             fill(path, volume)
     shift_rootfs(volume, shift)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -197,6 +198,19 @@ def _fmt_time(t: dt.datetime | None) -> str:
     return t.strftime("%Y/%m/%d %H:%M %Z") if t else ""
 
 
+def _killed_imports(paths: Paths) -> bool:
+    """Whether temp files of image imports are present (one small directory, and the images
+    directory's dot-files of older versions): every command clears those of dead imports."""
+    for directory, prefix in ((paths.run / "image-imports", ""), (paths.images, ".import")):
+        try:
+            with os.scandir(directory) as it:
+                if any(e.name.startswith(prefix) for e in it):
+                    return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
     """``lxc list``: state, pid and addresses of every instance come from one listing
     (``lxdlib.listing``: no process per instance). Called without a ``Host`` (``opens_root``):
@@ -218,6 +232,8 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
         return opened[0]
     paths = Paths.at(a.root)
     names, leftovers = scan(paths) if host is None and paths.lxcpath.is_dir() else ([], ["?"])
+    if not leftovers and _killed_imports(paths):
+        leftovers = ["?"]  # what a killed image import left is cleared by opening a Host
     if full or leftovers or any(ch in columns for ch in "Nmu"):
         listing = the_host().instances.list_state(network=network)
     else:

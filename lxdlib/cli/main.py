@@ -51,7 +51,8 @@ def command_word(argv: Sequence[str]) -> str | None:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or only of ``command``'s module for those in ``_ALONE``."""
     p = Parser(prog="lxdlib", description="System containers the LXD way, with no daemon.")
-    p.add_argument("--root", help="state directory (default $LXDLIB_ROOT or /var/lib/lxdlib)")
+    p.add_argument("--root", help="state directory (default $LXDLIB_ROOT or /var/lib/lxdlib, "
+                   "made when missing); a --root must exist unless the command is init")
     p.add_argument("--debug", action="store_true",
                    help="show the library's debug messages, and tracebacks of errors")
     p.add_argument("-v", "--verbose", action="store_true",

@@ -39,8 +39,9 @@ from ..errors import (
     InvalidName,
     NetworkError,
     NotFound,
+    ToolMissing,
 )
-from . import bridge, dnsmasq, nat
+from . import bridge, dhcphosts, dnsmasq, nat
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 log = logging.getLogger("lxdlib.network")
@@ -359,6 +360,24 @@ def bridge_mac(tag: str, name: str) -> str:
     return ":".join(f"{b:02x}" for b in octets)
 
 
+def probe_order(ranges: tuple[IPv4Range, ...],
+                 hwaddr: str) -> Iterator[ipaddress.IPv4Address]:
+    """Every address of ``ranges`` once, starting at a point derived from ``hwaddr`` and
+    wrapping around: pins spread over the ranges, so finding a free one takes few tries."""
+    sizes = [int(end) - int(start) + 1 for start, end in ranges]
+    total = sum(sizes)
+    if total == 0:
+        return
+    first = int.from_bytes(hashlib.sha256(hwaddr.lower().encode()).digest()[:8], "big") % total
+    for step in range(total):
+        offset = (first + step) % total
+        for (start, _), size in zip(ranges, sizes, strict=True):
+            if offset < size:
+                yield start + offset
+                break
+            offset -= size
+
+
 # -- effects -----------------------------------------------------------------------------------
 def _sysctl_on(path: str) -> bool:
     try:
@@ -369,7 +388,7 @@ def _sysctl_on(path: str) -> bool:
 
 PENDING = "link-pending"
 APPLIED = "applied"
-DHCP_HOSTS = "dhcp-hosts.yaml"
+DHCP_HOSTS = "dhcp-hosts.yaml"  # older roots: every static host in one file (moved on start)
 
 
 class NetworkManager:
@@ -517,6 +536,8 @@ class NetworkManager:
 
     def _is_ready(self, name: str, record: dict[str, Any], spec: NetworkSpec) -> bool:
         run = self.run_dir(name)
+        if (run / DHCP_HOSTS).exists():
+            return False  # an older root's hosts file: `_apply` moves it (and restarts dnsmasq)
         try:
             if (run / APPLIED).read_text() != self._fingerprint(record):
                 return False
@@ -582,7 +603,9 @@ class NetworkManager:
         nat.apply(self._nat_spec(name, spec))
         cfg = self._dnsmasq_config(name, spec)
         if dnsmasq.needed(cfg):
-            dnsmasq.reload_hosts(run, self._dhcp_hosts(name))
+            self._hosts(name)  # an older root's single hosts file moves to the directory first
+            with contextlib.suppress(FileNotFoundError):
+                (run / dnsmasq.LEGACY_HOSTS).unlink()  # its rendering: no daemon reads it now
             if changed or not dnsmasq.is_current(run, dnsmasq.build_argv(cfg)):
                 dnsmasq.start(cfg, spec.raw_dnsmasq)
         else:
@@ -793,27 +816,44 @@ class NetworkManager:
     def leases(self, name: str) -> builtins.list[dict[str, Any]]:
         """Current DHCP leases: hwaddr, address, hostname, expiry (Unix time), type."""
         self._read(name)
-        static = {str(e["hwaddr"]).lower() for e in self._dhcp_hosts(name).values()}
+        run = self.run_dir(name)
+        if (run / DHCP_HOSTS).exists():
+            with self._lock(name):
+                self._hosts(name)
+        static = {h.hwaddr for h in dhcphosts.HostStore(run).all_hosts().values()}
         out = []
-        for lease in dnsmasq.read_leases(self.run_dir(name)):
+        for lease in dnsmasq.read_leases(run):
             lease["type"] = "static" if lease["hwaddr"] in static else "dynamic"
             out.append(lease)
         return out
 
     # -- static DHCP hosts -----------------------------------------------------------------------
-    def _dhcp_hosts(self, name: str) -> dict[str, dict[str, Any]]:
-        try:
-            data = state.read_yaml(self.run_dir(name) / DHCP_HOSTS)
-        except FileNotFoundError:
-            return {}
-        return data if isinstance(data, dict) else {}
+    # Each step touches one owner's file and the index files of the MAC and address it claims
+    # (see `lxdlib.network.dhcphosts`): its cost does not depend on how many instances the
+    # network serves. dnsmasq picks up new files itself; after a removal or a change it is told
+    # to re-read (SIGHUP), as it never drops a record on its own.
+    def _hosts(self, name: str) -> dhcphosts.HostStore:
+        """The network's static hosts, with an older root's single ``dhcp-hosts.yaml`` moved in
+        first (once). The caller holds the network's lock."""
+        run = self.run_dir(name)
+        store = dhcphosts.HostStore(run)
+        legacy = run / DHCP_HOSTS
+        if legacy.exists():
+            store.migrate(legacy)
+        return store
+
+    def _put_host(self, name: str, store: dhcphosts.HostStore, host: dhcphosts.StaticHost) -> None:
+        if store.put(host):
+            dnsmasq.reread_hosts(self.run_dir(name))
 
     def dhcp_host_add(self, name: str, key: str, hwaddr: str, ipv4: str | None = None,
                       hostname: str | None = None) -> None:
         """Pin ``hwaddr`` to ``ipv4`` and/or ``hostname`` on this network (idempotent).
 
         ``key`` identifies the owner (e.g. ``<instance>/<device>``); adding the same key again
-        replaces its entry. A running dnsmasq is told at once (SIGHUP).
+        replaces its entry. A running dnsmasq sees a new entry by itself and is told of a
+        changed one (SIGHUP). This runs on every start of an instance: an unchanged entry costs
+        one small file read.
         """
         record = self._read(name)
         if not isinstance(key, str) or not key or any(ch in key for ch in "\n\r\0"):
@@ -834,20 +874,20 @@ class NetworkManager:
                                                     f"({net})", ipv4)
             if spec.ipv4 is not None and addr == spec.ipv4.ip:
                 raise InvalidConfig("ipv4.address", "is the network's gateway address", ipv4)
+            ipv4 = str(addr)
+        host = dhcphosts.StaticHost(key=key, hwaddr=hwaddr.lower(), ipv4=ipv4, hostname=hostname)
         with self._lock(name):
-            hosts = self._dhcp_hosts(name)
-            for other, entry in hosts.items():
-                if other == key:
-                    continue
-                if ipv4 is not None and entry.get("ipv4") == ipv4:
+            store = self._hosts(name)
+            if store.get(key) == host:
+                return  # unchanged: no write, no SIGHUP (this runs on every instance start)
+            if ipv4 is not None:
+                other = store.holder_of_ipv4(ipv4)
+                if other not in (None, key):
                     raise InvalidConfig("ipv4.address", f"already assigned to {other}", ipv4)
-                if str(entry.get("hwaddr")).lower() == hwaddr.lower():
-                    raise InvalidConfig("hwaddr", f"already assigned to {other}", hwaddr)
-            entry = {"hwaddr": hwaddr.lower(), "ipv4": ipv4, "hostname": hostname}
-            if hosts.get(key) == entry:
-                return  # unchanged: no rewrite, no SIGHUP (this runs on every instance start)
-            hosts[key] = entry
-            self._store_hosts(name, hosts)
+            other = store.holder_of_mac(host.hwaddr)
+            if other not in (None, key):
+                raise InvalidConfig("hwaddr", f"already assigned to {other}", hwaddr)
+            self._put_host(name, store, host)
 
     def nic_filter_subnets(self, name: str) -> tuple[ipaddress.IPv4Network | None,
                                                      ipaddress.IPv6Network | None]:
@@ -863,53 +903,48 @@ class NetworkManager:
                            hostname: str | None = None) -> str | None:
         """Pin ``hwaddr`` to an IPv4 address of its own (what ``security.ipv4_filtering`` without
         a static ``ipv4.address`` needs, as in LXD): the one already pinned for ``key``, else the
-        address the MAC holds a lease on, else the first free one of the DHCP ranges. None when
-        the network runs no DHCPv4. Idempotent; dnsmasq is told (SIGHUP) when it changes."""
+        address the MAC holds a lease on, else a free one of the DHCP ranges. None when the
+        network runs no DHCPv4. Idempotent; dnsmasq is told when it changes.
+
+        The search for a free address starts at a point derived from the MAC (as dnsmasq's own
+        choice does), so it meets few taken addresses however many are pinned; each try is one
+        index lookup and one search of the lease file, read once.
+        """
         record = self._read(name)
         _check_mac("hwaddr", hwaddr)
         spec = parse_spec(record["config"])
         if spec.ipv4 is None or not spec.ipv4_dhcp:
             return None
-        net = spec.ipv4.network
+        gateway = spec.ipv4
+        net = gateway.network
         mac = hwaddr.lower()
         with self._lock(name):
-            hosts = self._dhcp_hosts(name)
-            current = hosts.get(key, {})
-            pinned = current.get("ipv4")
-            if pinned and str(current.get("hwaddr", "")).lower() == mac:
-                if current.get("hostname") != hostname:
-                    hosts[key] = {**current, "hostname": hostname}
-                    self._store_hosts(name, hosts)
-                return str(pinned)
-            taken = {str(e.get("ipv4")) for k, e in hosts.items() if k != key and e.get("ipv4")}
-            taken.add(str(spec.ipv4.ip))
-            leases = dnsmasq.read_leases(self.run_dir(name))
-            choice = None
-            for lease in leases:
-                addr = ipaddress.ip_address(lease["address"])
-                if lease["hwaddr"] == mac and addr in net and str(addr) not in taken \
-                        and addr not in (net.network_address, net.broadcast_address):
-                    choice = str(addr)
-                    break
+            store = self._hosts(name)
+            current = store.get(key)
+            if current is not None and current.ipv4 and current.hwaddr == mac:
+                if current.hostname != hostname:
+                    self._put_host(name, store, attrs.evolve(current, hostname=hostname))
+                return current.ipv4
+            other = store.holder_of_mac(mac)
+            if other not in (None, key):
+                raise InvalidConfig("hwaddr", f"already assigned to {other}", hwaddr)
+
+            def pinnable(addr: ipaddress.IPv4Address) -> bool:
+                return addr in net and addr not in (net.network_address, net.broadcast_address,
+                                                    gateway.ip) \
+                    and store.holder_of_ipv4(str(addr)) in (None, key)
+
+            leases = dnsmasq.LeaseFile.read(self.run_dir(name))
+            leased = leases.address_of(mac)
+            choice = leased if leased and pinnable(ipaddress.IPv4Address(leased)) else None
             if choice is None:
-                taken |= {lease["address"] for lease in leases}
-                for start, end in spec.ipv4_ranges:
-                    addr4 = start
-                    while addr4 <= end:
-                        if str(addr4) not in taken:
-                            choice = str(addr4)
-                            break
-                        addr4 += 1
-                    if choice is not None:
-                        break
+                choice = next((str(a) for a in probe_order(spec.ipv4_ranges, mac)
+                               if pinnable(a) and not leases.holds(str(a))), None)
             if choice is None:
                 raise NetworkError(f"no free IPv4 address left on network {name} to pin for "
                                    f"{key} (security.ipv4_filtering)")
-            for other, entry in hosts.items():
-                if other != key and str(entry.get("hwaddr")).lower() == mac:
-                    raise InvalidConfig("hwaddr", f"already assigned to {other}", hwaddr)
-            hosts[key] = {"hwaddr": mac, "ipv4": choice, "hostname": hostname}
-            self._store_hosts(name, hosts)
+            self._put_host(name, store, dhcphosts.StaticHost(key=key, hwaddr=mac, ipv4=choice,
+                                                       hostname=hostname))
             log.info("network %s: pinned %s to %s (%s)", name, choice, mac, key)
             return choice
 
@@ -917,49 +952,60 @@ class NetworkManager:
         """Drop ``key``'s static entry (a missing one is fine)."""
         self._read(name)
         with self._lock(name):
-            hosts = self._dhcp_hosts(name)
-            if hosts.pop(key, None) is not None:
-                self._store_hosts(name, hosts)
+            gone = self._hosts(name).remove(key)
+            if any(h.line for h in gone):
+                dnsmasq.reread_hosts(self.run_dir(name))
 
     def dhcp_hosts_forget(self, owner: str) -> None:
         """Drop, on every network, the entries keyed ``owner`` or ``owner/<anything>`` (e.g. all
-        nics of a deleted instance)."""
+        nics of a deleted instance), and release their leases so their addresses are free at
+        once. Per network this is a look for the owner's one file, and, when it is there, that
+        file, its index files, and one read of the lease file."""
         for record in self.list():
             name = record["name"]
+            run = self.run_dir(name)
+            probe = dhcphosts.HostStore(run).owner_path(dhcphosts.owner_of(owner))
+            if not probe.exists() and not (run / DHCP_HOSTS).exists():
+                continue
             with self._lock(name):
-                hosts = self._dhcp_hosts(name)
-                kept = {k: v for k, v in hosts.items()
-                        if k != owner and not k.startswith(owner + "/")}
-                if kept != hosts:
-                    self._store_hosts(name, kept)
-                    gone = {str(v.get("hwaddr", "")).lower() for k, v in hosts.items()
-                            if k not in kept}
-                    self._release_leases(name, record, gone)
+                gone = self._hosts(name).forget(owner)
+                if not gone:
+                    continue
+                if any(h.line for h in gone):
+                    dnsmasq.reread_hosts(run)
+                self._release_leases(name, record, {h.hwaddr for h in gone})
 
     def _release_leases(self, name: str, record: dict[str, Any], hwaddrs: set[str]) -> None:
-        """Forget the leases of MACs that left (as LXD does on instance delete), so their
+        """Free the leases of MACs that left (as LXD does on instance delete), so their
         addresses — a static one included — are free for the next instance at once.
 
-        dnsmasq reads its lease file only when it starts: stop it, drop the lines, start it.
+        A running dnsmasq is sent a DHCPRELEASE per lease (`dnsmasq.release`): it needs the
+        address, which only the lease file knows (a dynamic lease is dnsmasq's choice); the file
+        is read once and searched per MAC. A stopped dnsmasq reads the lease file when it
+        starts, so the lines are dropped from the file. Without ``dhcp_release`` the daemon is
+        restarted around that edit instead.
         """
         run = self.run_dir(name)
-        path = run / dnsmasq.LEASES
+        leases = dnsmasq.LeaseFile.read(run)
+        held = {mac: addr for mac in sorted(hwaddrs) if (addr := leases.address_of(mac))}
+        if not held:
+            return
+        if dnsmasq.running_pid(run) is None:
+            self._drop_lease_lines(run, hwaddrs)
+            return
         try:
-            lines = path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return
-        keep = [ln for ln in lines if len(ln.split()) < 2 or ln.split()[1].lower() not in hwaddrs]
-        if len(keep) == len(lines) or dnsmasq.running_pid(run) is None:
-            if len(keep) != len(lines):
-                state.atomic_write(path, "".join(f"{ln}\n" for ln in keep).encode(), 0o644)
-            return
-        spec = parse_spec(record["config"])
-        dnsmasq.stop(run)
-        state.atomic_write(path, "".join(f"{ln}\n" for ln in keep).encode(), 0o644)
-        dnsmasq.start(self._dnsmasq_config(name, spec), spec.raw_dnsmasq)
+            dnsmasq.release(name, held)
+        except ToolMissing as exc:
+            log.warning("%s: restarting dnsmasq of %s to drop the leases of %s", exc, name,
+                        ", ".join(sorted(held)))
+            spec = parse_spec(record["config"])
+            dnsmasq.stop(run)
+            self._drop_lease_lines(run, hwaddrs)
+            dnsmasq.start(self._dnsmasq_config(name, spec), spec.raw_dnsmasq)
 
-    def _store_hosts(self, name: str, hosts: dict[str, dict[str, Any]]) -> None:
-        run = self.run_dir(name)
-        run.mkdir(parents=True, exist_ok=True)
-        state.write_yaml(run / DHCP_HOSTS, hosts)
-        dnsmasq.reload_hosts(run, hosts)
+    @staticmethod
+    def _drop_lease_lines(run: Path, hwaddrs: set[str]) -> None:
+        """Remove the leases of ``hwaddrs`` from the lease file of a dnsmasq that is stopped."""
+        data = dnsmasq.LeaseFile.read(run).without(hwaddrs)
+        if data is not None:
+            state.atomic_write(run / dnsmasq.LEASES, data, 0o644)

@@ -334,6 +334,7 @@ def test_liblxc_inside_lxdlib(dhost: lxdlib.Host) -> None:
 
 LXDLIB_INSIDE = r"""
 set -e
+mkdir -p /srv/lx
 L="python3 -m lxdlib.cli.main --root /srv/lx"
 $L storage create default dir
 $L profile create default

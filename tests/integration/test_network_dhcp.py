@@ -7,11 +7,14 @@ import ipaddress
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from lxdlib import state
+from lxdlib.errors import InvalidConfig
 from tests.integration.network_fixtures import (
     NetEnv,
     dnsmasq_pid,
@@ -86,8 +89,97 @@ def test_static_entry_change_reaches_running_dnsmasq(netenv: NetEnv) -> None:
     assert dnsmasq_pid(netenv.paths, name) == pid  # re-read on SIGHUP, not restarted
 
     netenv.manager.dhcp_host_remove(name, "c2/eth0")
-    assert "c2" not in (netenv.paths.run / "networks" / name / "dnsmasq.hosts").read_text()
+    assert not (netenv.paths.run / "networks" / name / "hosts.d" / "c2").exists()
     assert netenv.manager.leases(name)[0]["type"] == "dynamic"
+
+
+def wait_lease_gone(netenv: NetEnv, name: str, mac: str, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(lease["hwaddr"] != mac for lease in netenv.manager.leases(name)):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_forget_releases_leases_at_once(netenv: NetEnv) -> None:
+    gw = free_subnet()
+    name = netenv.bridge_name()
+    netenv.manager.create(name, {"ipv4.address": str(gw)})
+    pid = dnsmasq_pid(netenv.paths, name)
+    run = netenv.paths.run / "networks" / name
+    fixed = str(gw.network.network_address + 40)
+    mac_a, mac_b = "02:00:00:00:0a:01", "02:00:00:00:0b:01"
+    netenv.manager.dhcp_host_add(name, "ca/eth0", mac_a, fixed, "ca")
+    ns_a, _ = netenv.plug(name, mac=mac_a)
+    assert netenv.dhcp(ns_a) == fixed
+    # a dynamic lease of the same instance's second nic goes too
+    mac_a2 = "02:00:00:00:0a:02"
+    netenv.manager.dhcp_host_add(name, "ca/eth1", mac_a2, None, "ca")
+    ns_a2, _ = netenv.plug(name, mac=mac_a2)
+    dynamic = netenv.dhcp(ns_a2)
+    assert dynamic is not None and dynamic != fixed
+
+    netenv.manager.dhcp_hosts_forget("ca")
+
+    assert not (run / "hosts.d" / "ca").exists()
+    assert wait_lease_gone(netenv, name, mac_a) and wait_lease_gone(netenv, name, mac_a2)
+    assert mac_a not in (run / "dnsmasq.leases").read_text()
+    assert dnsmasq_pid(netenv.paths, name) == pid  # released through dnsmasq, not a restart
+    # and dnsmasq dropped the pin (it keeps a removed file's records until told to re-read):
+    # that MAC now gets an address of dnsmasq's own choice
+    again = netenv.dhcp(ns_a)
+    assert again is not None and again != fixed
+    # the address is free at once: another MAC pinned to it gets it (dnsmasq refuses an
+    # address another client holds a lease on)
+    netenv.manager.dhcp_host_add(name, "cb/eth0", mac_b, fixed, "cb")
+    ns_b, _ = netenv.plug(name, mac=mac_b)
+    assert netenv.dhcp(ns_b) == fixed
+
+    # a network that is down: its lease file is edited (dnsmasq reads it when it starts)
+    netenv.manager.down(name)
+    assert mac_b in (run / "dnsmasq.leases").read_text()
+    netenv.manager.dhcp_hosts_forget("cb")
+    assert mac_b not in (run / "dnsmasq.leases").read_text()
+    netenv.manager.ensure_up(name)
+    assert all(lease["hwaddr"] != mac_b for lease in netenv.manager.leases(name))
+
+
+def test_old_hosts_file_is_migrated(netenv: NetEnv) -> None:
+    """A root made before the hosts directory kept every entry in ``dhcp-hosts.yaml``
+    (rendered to one ``--dhcp-hostsfile``): the next ensure_up moves them, once."""
+    gw = free_subnet()
+    name = netenv.bridge_name()
+    netenv.manager.create(name, {"ipv4.address": str(gw)})
+    run = netenv.paths.run / "networks" / name
+    for live in (True, False):
+        n = 1 if live else 2
+        mac, fixed = f"02:00:00:00:0c:{n}1", str(gw.network.network_address + 30 + n)
+        if not live:
+            netenv.manager.down(name)
+        # what an older lxdlib left
+        state.write_yaml(run / "dhcp-hosts.yaml", {
+            f"old{n}/eth0": {"hwaddr": mac, "ipv4": fixed, "hostname": f"old{n}"},
+            f"other{n}/eth0": {"hwaddr": f"02:00:00:00:0c:{n}2", "ipv4": None,
+                               "hostname": f"other{n}"}})
+        (run / "dnsmasq.hosts").write_text(f"{mac},{fixed},old{n}\n")
+
+        netenv.manager.ensure_up(name)
+
+        assert not (run / "dhcp-hosts.yaml").exists()
+        assert not (run / "dnsmasq.hosts").exists()
+        assert {f"old{n}", f"other{n}"} <= {p.name for p in (run / "hosts.d").iterdir()}
+        cmd = Path(f"/proc/{dnsmasq_pid(netenv.paths, name)}/cmdline").read_bytes()
+        assert f"--dhcp-hostsdir={run / 'hosts.d'}".encode() in cmd.split(b"\0")
+        ns, _ = netenv.plug(name, mac=mac)
+        assert netenv.dhcp(ns) == fixed  # dnsmasq serves the moved entry
+        assert [le["type"] for le in netenv.manager.leases(name) if le["hwaddr"] == mac] == \
+            ["static"]
+        netenv.manager.dhcp_hosts_forget(f"old{n}")
+        assert wait_lease_gone(netenv, name, mac)
+    # a moved entry still counts: another key cannot take its MAC
+    with pytest.raises(InvalidConfig, match="already assigned to other1/eth0"):
+        netenv.manager.dhcp_host_add(name, "new/eth0", "02:00:00:00:0c:12")
 
 
 def test_dnsmasq_drops_privileges_when_it_can_read_its_files() -> None:
@@ -107,9 +199,13 @@ def test_dnsmasq_drops_privileges_when_it_can_read_its_files() -> None:
         assert uid != 0
         mac = "02:00:00:00:00:88"
         fixed = str(gw.network.network_address + 70)
-        env.manager.dhcp_host_add(name, "c3/eth0", mac, fixed)  # re-read as that user
+        env.manager.dhcp_host_add(name, "c3/eth0", mac, fixed)  # read as that user
         ns, _ = env.plug(name, mac=mac)
         assert env.dhcp(ns) == fixed
+        env.manager.dhcp_hosts_forget("c3")  # SIGHUP: the directory is re-read as that user
+        again = env.dhcp(ns)
+        assert again is not None and again != fixed
+        assert dnsmasq_pid(env.paths, name) == pid
     finally:
         leaks = env.cleanup()
         shutil.rmtree(base, ignore_errors=True)

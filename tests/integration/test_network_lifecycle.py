@@ -335,7 +335,7 @@ def test_rename(netenv: NetEnv) -> None:
         netenv.manager.get(old)
     assert nft_table_exists(f"lxdlib_{new}")
     assert dnsmasq_pid(netenv.paths, new) is not None
-    hosts = (netenv.paths.run / "networks" / new / "dnsmasq.hosts").read_text()
+    hosts = (netenv.paths.run / "networks" / new / "hosts.d" / "c1").read_text()
     assert mac in hosts
 
 

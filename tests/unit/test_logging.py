@@ -14,7 +14,7 @@ import pytest
 
 import lxdlib
 from lxdlib import confined
-from lxdlib.network import dnsmasq, tc
+from lxdlib.network import dhcphosts, dnsmasq, tc
 from lxdlib.state import Paths
 from lxdlib.storage import create_pool, delete_pool, load_pool
 from lxdlib.storage.dir import DirPool
@@ -98,13 +98,15 @@ def test_swallowed_cleanup_failure_is_a_warning(paths: Paths,
 
 def test_dnsmasq_host_records_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="lxdlib")
-    dnsmasq.reload_hosts(tmp_path, {
-        "c1/eth0": {"hwaddr": "00:16:3e:00:00:01", "ipv4": "10.0.0.5", "hostname": "c1"},
-        "c2/eth0": {"hwaddr": "00:16:3e:00:00:02", "hostname": "c2"},
-    })
-    assert ("lxdlib.network.dnsmasq", logging.DEBUG,
-            f"dnsmasq hosts file {tmp_path / dnsmasq.HOSTS} written: c1/eth0, c2/eth0"
-            ) in records(caplog, "lxdlib.network")
+    store = dhcphosts.HostStore(tmp_path)
+    store.put(dhcphosts.StaticHost("c1/eth0", "00:16:3e:00:00:01", "10.0.0.5", "c1"))
+    store.put(dhcphosts.StaticHost("c1/eth1", "00:16:3e:00:00:02", None, "c1"))
+    store.forget("c1")
+    got = [m for n, lvl, m in records(caplog, "lxdlib.network") if lvl == logging.DEBUG]
+    path = tmp_path / dnsmasq.HOSTS_DIR / "c1"
+    assert got == [f"dnsmasq hosts file {path} written: c1/eth0",
+                   f"dnsmasq hosts file {path} written: c1/eth0, c1/eth1",
+                   f"dnsmasq hosts file {path} removed"]
 
 
 def test_confined_write_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

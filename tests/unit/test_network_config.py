@@ -15,15 +15,18 @@ from lxdlib.network.manager import (
     bridge_mac,
     default_ranges,
     parse_bool,
+    parse_ranges,
     parse_spec,
     pick_ipv4_subnet,
     pick_ipv6_subnet,
+    probe_order,
     validate_config,
     validate_name,
 )
 
 V4 = ipaddress.IPv4Network
 V6 = ipaddress.IPv6Network
+V4A = ipaddress.IPv4Address
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -247,14 +250,35 @@ def test_argv_ipv4_dhcp_dns() -> None:
                 "--dhcp-authoritative", "--no-resolv", "--no-hosts",
                 f"--conf-file={RUN}/dnsmasq.raw", f"--pid-file={RUN}/dnsmasq.pid",
                 f"--dhcp-leasefile={RUN}/dnsmasq.leases",
-                f"--dhcp-hostsfile={RUN}/dnsmasq.hosts",
+                f"--dhcp-hostsdir={RUN}/hosts.d", "--dhcp-lease-max=254",
                 "--user=dnsmasq", "--group=nogroup",
                 "--listen-address=10.0.3.1", "--dhcp-range=10.0.3.2,10.0.3.254,1h",
                 "--dhcp-option-force=26,1400", "--domain=example", "--local=/example/",
                 "--interface-name=_gateway.example,br0"]:
         assert arg in argv
-    assert not any(a.startswith("--port") or a == "--enable-ra" for a in argv)
+    assert not any(a.startswith("--port") or a == "--enable-ra" or
+                   a.startswith("--dhcp-hostsfile") for a in argv)
     assert dnsmasq.needed(cfg)
+
+
+@pytest.mark.parametrize(("config", "want"), [
+    ({"ipv4.address": "10.0.0.1/24"}, 254),
+    ({"ipv4.address": "10.0.0.1/20"}, 4094),  # > dnsmasq's default of 1000
+    ({"ipv4.address": "10.0.0.1/16"}, 65534),
+    ({"ipv4.address": "10.0.0.1/30"}, 2),
+    # a static address may lie outside narrow ranges: the subnet is the bound
+    ({"ipv4.address": "10.0.0.1/22", "ipv4.dhcp.ranges": "10.0.0.10-10.0.0.20"}, 1022),
+    ({"ipv4.address": "10.0.0.1/24", "ipv4.dhcp": "false"}, None),
+    ({"ipv6.address": "fd42::1/64"}, None),
+])
+def test_lease_max_fits_the_subnet(config: dict[str, str], want: int | None) -> None:
+    spec = parse_spec(config)
+    cfg = dnsmasq.DnsmasqConfig(bridge="br0", run_dir=RUN, ipv4=spec.ipv4,
+                                ipv4_dhcp=spec.ipv4_dhcp, ipv4_ranges=spec.ipv4_ranges,
+                                ipv6=spec.ipv6)
+    assert dnsmasq.lease_max(cfg) == want
+    got = [a for a in dnsmasq.build_argv(cfg) if a.startswith("--dhcp-lease-max")]
+    assert got == ([] if want is None else [f"--dhcp-lease-max={want}"])
 
 
 def test_argv_variants() -> None:
@@ -306,15 +330,38 @@ def test_parse_leases() -> None:
     assert dnsmasq.parse_leases("") == []
 
 
-def test_render_hosts() -> None:
-    entries: dict[str, dict[str, str | None]] = {
-        "b/eth0": {"hwaddr": "02:00:00:00:00:0B", "ipv4": "10.0.0.11", "hostname": "b"},
-        "a/eth0": {"hwaddr": "02:00:00:00:00:0a", "ipv4": None, "hostname": "a"},
-        "c/eth0": {"hwaddr": "02:00:00:00:00:0c", "ipv4": "10.0.0.12", "hostname": None},
-        "d/eth0": {"hwaddr": "02:00:00:00:00:0d", "ipv4": None, "hostname": None},
-    }
-    assert dnsmasq.render_hosts(entries) == (
-        "02:00:00:00:00:0a,a\n02:00:00:00:00:0b,10.0.0.11,b\n02:00:00:00:00:0c,10.0.0.12\n")
+def test_host_line() -> None:
+    assert dnsmasq.host_line("02:00:00:00:00:0B", "10.0.0.11", "b") == \
+        "02:00:00:00:00:0b,10.0.0.11,b"
+    assert dnsmasq.host_line("02:00:00:00:00:0a", None, "a") == "02:00:00:00:00:0a,a"
+    assert dnsmasq.host_line("02:00:00:00:00:0c", "10.0.0.12", None) == \
+        "02:00:00:00:00:0c,10.0.0.12"
+    assert dnsmasq.host_line("02:00:00:00:00:0d", None, None) is None
+
+
+def test_lease_file_search() -> None:
+    leases = dnsmasq.LeaseFile(LEASES.encode())
+    assert leases.address_of("02:00:00:aa:bb:cc") == "10.0.3.17"
+    assert leases.address_of("02:00:00:AA:BB:DD") == "10.0.3.18"  # any case, either side
+    assert leases.address_of("02:00:00:aa:bb:ee") is None  # its line has no address
+    assert leases.address_of("02:00:00:aa:bb:ff") is None
+    assert leases.holds("10.0.3.17") and leases.holds("10.0.3.18")
+    assert not leases.holds("10.0.3.1") and not leases.holds("10.0.3.170")
+    kept = leases.without({"02:00:00:aa:bb:dd"})
+    assert kept is not None
+    assert kept.decode() == LEASES.replace("0 02:00:00:AA:BB:DD 10.0.3.18 * *\n", "")
+    assert leases.without({"02:00:00:00:00:01"}) is None
+    assert dnsmasq.LeaseFile(b"").address_of("02:00:00:aa:bb:cc") is None
+
+
+def testprobe_order_covers_every_address_once() -> None:
+    ranges = parse_ranges("r", "10.0.0.10-10.0.0.12,10.0.0.30-10.0.0.31")
+    got = list(probe_order(ranges, "02:00:00:00:00:01"))
+    assert sorted(got) == [V4A(a) for a in ("10.0.0.10", "10.0.0.11", "10.0.0.12",
+                                             "10.0.0.30", "10.0.0.31")]
+    starts = {next(probe_order(ranges, f"02:00:00:00:00:{i:02x}")) for i in range(64)}
+    assert len(starts) > 1  # spread by MAC, not always the first free address
+    assert list(probe_order((), "02:00:00:00:00:01")) == []
 
 
 # -- nft -----------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import ast
 import logging
 import os
 import re
+import shutil
 import time
 import typing
 from pathlib import Path
@@ -90,15 +91,36 @@ def test_effects_on_a_missing_container_raise(lxcpath: Path) -> None:
         runtime.cgroup_set(c, lxcpath, "pids.max", "5")
 
 
-def test_a_failed_start_raises_with_the_log_tail(lxcpath: Path) -> None:
+@pytest.mark.parametrize("through", ["lxc-start", "in-process"])
+def test_a_failed_start_raises_with_the_log_tail(lxcpath: Path, through: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    if through == "in-process":  # what a host without Debian's lxc package gets
+        monkeypatch.setattr(runtime, "_lxc_start_tool", lambda: None)
+    elif shutil.which("lxc-start") is None:
+        pytest.skip("lxc-start is not installed")
     d = _define(lxcpath, "c1", f"lxc.rootfs.path = dir:{lxcpath}/no-such-rootfs",
                 f"lxc.log.file = {lxcpath}/c1/{runtime.LOG_NAME}", "lxc.log.level = ERROR")
     c = runtime.open_container(lxcpath, "c1")
     with pytest.raises(LXCError) as e:
         c.start()
-    assert "instance 'c1'" in str(e.value)
+    assert "failed to start instance 'c1'" in str(e.value)
     assert (d / runtime.LOG_NAME).exists()
     assert c.state == "STOPPED"
+    if through == "lxc-start":
+        assert e.value.log_tail and " ERROR " in e.value.log_tail
+        assert not (d / "c1.log").exists()  # the tool opened no log of its own
+
+
+def test_without_a_log_file_the_error_has_what_lxc_start_said(lxcpath: Path) -> None:
+    """No ``lxc.log.file``: the reason is what the tool printed, minus its generic advice."""
+    if shutil.which("lxc-start") is None:
+        pytest.skip("lxc-start is not installed")
+    _define(lxcpath, "c1", f"lxc.rootfs.path = dir:{lxcpath}/no-such-rootfs")
+    c = runtime.open_container(lxcpath, "c1")
+    with pytest.raises(LXCError) as e:
+        c.start()
+    assert e.value.log_tail.strip()
+    assert "foreground" not in e.value.log_tail and "--logfile" not in e.value.log_tail
 
 
 def test_stopping_what_is_stopped_is_not_an_error(lxcpath: Path) -> None:

@@ -1,0 +1,515 @@
+"""Scale: what each operation costs with many instances running, up to 1,000 by default.
+
+    sudo .venv/bin/python bench/scale.py [--max 1000] [--steps 10,100,250,500,1000]
+                                         [--workers N] [--extra 5] [--raise-limits]
+
+One root of its own under /var/tmp: a loop-backed btrfs pool, a managed bridge on a /20 (room
+for 4,000 addresses), the busybox image, a default profile with a root disk and eth0 on that
+bridge. At each step the instances are filled up to N with ``launch_many`` (the parallel launch
+rate), then a few extra instances measure, one at a time in this process, the median latency of
+launch, exec, info, snapshot, stop, restore, copy, start and delete — beside the raw floor
+(python3-lxc + btrfsutil doing the same work, as bench/lifecycle.py) on the same bridge. Then
+the listing (API with state and IPv4, ``lxdlib list``, ``lxdlib list --fast``) and the memory:
+MemAvailable's drop per instance, and the PSS of what runs on the host for each instance (the
+liblxc monitor and the like, bench/memory.py's ``measure``) beside the container's own.
+
+``--raise-limits`` raises, for the run only, the host settings ``lxdlib.hostlimits.advice``
+names for N instances (keyrings, ptys, inotify, neighbour table), and restores them at the end.
+Without it a step the host cannot take stops with the ``HostLimit`` that says what to set.
+
+Everything is deleted at the end — also after a failure or Ctrl-C — and MemAvailable is compared
+with its value before the run. A markdown table for the README closes the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import btrfsutil
+import lxc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import lxdlib
+from bench.memory import measure as measure_memory
+from lxdlib import hostlimits
+from tests.cleanup import teardown_root
+
+OPS = ("launch", "exec", "info", "snapshot", "stop", "restore", "copy", "start", "delete")
+RAW_OPS = ("launch", "exec", "info", "snapshot", "stop", "restore", "copy", "start", "delete")
+
+
+def meminfo(key: str = "MemAvailable") -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def mem_available() -> int:
+    return meminfo("MemAvailable")
+
+
+def memory_cgroups() -> int:
+    """Memory cgroups alive, dying ones included (they hold memory until reclaimed)."""
+    with open("/proc/cgroups") as f:
+        for line in f:
+            if line.startswith("memory\t"):
+                return int(line.split()[2])
+    return 0
+
+
+def settle_memory() -> int:
+    """MemAvailable once the page cache has been asked to drop what it can (so files read by
+    the run do not count as memory the instances took)."""
+    os.sync()
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    time.sleep(0.5)
+    return mem_available()
+
+
+@contextlib.contextmanager
+def clock(into: list[float]) -> Iterator[None]:
+    t = time.perf_counter()
+    yield
+    into.append((time.perf_counter() - t) * 1000)
+
+
+class Raw:
+    """The floor, as bench/lifecycle.py's, with a veth on the same bridge (the instances
+    have one): what any program must do at least, straight against the bindings."""
+
+    def __init__(self, pool_dir: Path, image_vol: Path, lxcpath: Path, base: int, size: int,
+                 seccomp: Path, bridge: str) -> None:
+        self.pool_dir, self.image, self.lxcpath = pool_dir, image_vol, lxcpath
+        self.base, self.size, self.seccomp, self.bridge = base, size, seccomp, bridge
+        self.snaps = pool_dir / "snaps"
+        self.snaps.mkdir(exist_ok=True)
+
+    def _define(self, name: str) -> None:
+        d = self.lxcpath / name
+        d.mkdir()
+        vol = self.pool_dir / name
+        mac = "00:16:3e:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+        (d / "config").write_text(
+            f"lxc.uts.name = {name}\nlxc.rootfs.path = dir:{vol}/rootfs\n"
+            "lxc.rootfs.options = idmap=container\n"
+            f"lxc.idmap = u 0 {self.base} {self.size}\nlxc.idmap = g 0 {self.base} {self.size}\n"
+            "lxc.mount.auto = proc:rw sys:rw cgroup:mixed\nlxc.autodev = 1\n"
+            f"lxc.net.0.type = veth\nlxc.net.0.link = {self.bridge}\nlxc.net.0.flags = up\n"
+            f"lxc.net.0.name = eth0\nlxc.net.0.hwaddr = {mac}\n"
+            f"lxc.seccomp.profile = {self.seccomp}\nlxc.pty.max = 1024\nlxc.tty.max = 0\n"
+            f"lxc.console.logfile = {d}/console.log\nlxc.console.size = auto\n"
+            "lxc.environment = PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+            f"lxc.log.file = {d}/lxc.log\nlxc.log.level = WARN\n")
+
+    def launch(self, name: str) -> lxc.Container:
+        btrfsutil.create_snapshot(str(self.image), str(self.pool_dir / name))
+        btrfsutil.set_subvolume_read_only(str(self.pool_dir / name), False)
+        self._define(name)
+        c = lxc.Container(name, str(self.lxcpath))
+        assert c.start(close_fds=True)
+        return c
+
+    @staticmethod
+    def exec_true(c: lxc.Container) -> None:
+        pid = c.attach(lxc.attach_run_command, ["true"], env_policy=lxc.LXC_ATTACH_CLEAR_ENV)
+        os.waitpid(pid, 0)
+
+    @staticmethod
+    def info(c: lxc.Container) -> None:
+        c.state, c.init_pid, c.get_ips(family="inet")
+
+    def snapshot(self, c: lxc.Container) -> None:
+        btrfsutil.create_snapshot(str(self.pool_dir / c.name), str(self.snaps / c.name),
+                                  read_only=True)
+
+    @staticmethod
+    def stop(c: lxc.Container) -> None:
+        c.stop()
+        while c.state != "STOPPED":
+            time.sleep(0.001)
+
+    def restore(self, c: lxc.Container) -> None:
+        vol = self.pool_dir / c.name
+        btrfsutil.delete_subvolume(str(vol))
+        btrfsutil.create_snapshot(str(self.snaps / c.name), str(vol))
+
+    def copy(self, c: lxc.Container) -> str:
+        new = c.name + "c"
+        btrfsutil.create_snapshot(str(self.pool_dir / c.name), str(self.pool_dir / new))
+        self._define(new)
+        return new
+
+    @staticmethod
+    def start(c: lxc.Container) -> None:
+        assert c.start(close_fds=True)
+
+    def delete(self, name: str) -> None:
+        c = lxc.Container(name, str(self.lxcpath))
+        if c.running:
+            self.stop(c)
+        btrfsutil.delete_subvolume(str(self.pool_dir / name))
+        if (self.snaps / name).exists():
+            btrfsutil.delete_subvolume(str(self.snaps / name))
+        shutil.rmtree(self.lxcpath / name)
+        # a monitor forked from python-lxc leaves its (empty) cgroups behind on cgroup v1
+        for d in Path("/sys/fs/cgroup").glob(f"*/lxc.monitor.{name}"):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+def measure_raw(raw: Raw, names: list[str]) -> dict[str, list[float]]:
+    t: dict[str, list[float]] = {op: [] for op in RAW_OPS}
+    for name in names:
+        with clock(t["launch"]):
+            c = raw.launch(name)
+        with clock(t["exec"]):
+            raw.exec_true(c)
+        with clock(t["info"]):
+            raw.info(c)
+        with clock(t["snapshot"]):
+            raw.snapshot(c)
+        with clock(t["stop"]):
+            raw.stop(c)
+        with clock(t["restore"]):
+            raw.restore(c)
+        with clock(t["copy"]):
+            copy = raw.copy(c)
+        with clock(t["start"]):
+            raw.start(c)
+        with clock(t["delete"]):
+            raw.delete(name)
+        raw.delete(copy)
+    return t
+
+
+def measure_lxdlib(host: lxdlib.Host, names: list[str]) -> dict[str, list[float]]:
+    t: dict[str, list[float]] = {op: [] for op in OPS}
+    for name in names:
+        with clock(t["launch"]):
+            inst = host.launch("busybox", name)
+        with clock(t["exec"]):
+            inst.exec(["true"])
+        with clock(t["info"]):
+            inst.info()
+        with clock(t["snapshot"]):
+            inst.snapshots.create("s0")
+        with clock(t["stop"]):
+            inst.stop(force=True)
+        with clock(t["restore"]):
+            inst.snapshots.restore("s0")
+        with clock(t["copy"]):
+            copy = host.copy(name, name + "c")
+        with clock(t["start"]):
+            inst.start()
+        with clock(t["delete"]):
+            inst.delete(force=True)
+        copy.delete(force=True)
+    return t
+
+
+def cli(root: Path) -> list[str]:
+    script = Path(sys.executable).parent / "lxdlib"
+    if script.exists():
+        return [str(script), "--root", str(root)]
+    return [sys.executable, "-c", "import sys; from lxdlib.cli.main import main; "
+            "sys.exit(main())", "--root", str(root)]
+
+
+def run_ms(argv: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True)
+    return (time.perf_counter() - t) * 1000
+
+
+def list_api(host: lxdlib.Host) -> int:
+    rows = [(i.name, i.state, i.addresses("inet")) for i in host.instances.list()]
+    return sum(1 for r in rows if r[2])
+
+
+def lxd_available() -> bool:
+    return bool(shutil.which("lxc")) and subprocess.run(
+        ["lxc", "info"], capture_output=True).returncode == 0
+
+
+class Lxd:
+    """LXD's CLI on the same image, filled to the same N (steps up to ``LXD_MAX`` only: its
+    launches are slow). Its instances are named ``lxdscale-…`` and all deleted at the end."""
+
+    IMAGE = "lxdscale-busybox"
+
+    def __init__(self, tmp: Path) -> None:
+        from lxdlib.imagestore.busybox import build_busybox_image
+        tarball = build_busybox_image(tmp / "busybox-lxd.tar.gz")
+        self.lxc("image", "import", str(tarball), "--alias", self.IMAGE)
+        self.count = 0
+
+    @staticmethod
+    def lxc(*argv: str) -> None:
+        subprocess.run(["lxc", *argv], check=True, capture_output=True)
+
+    def fill(self, n: int) -> None:
+        while self.count < n:
+            self.count += 1
+            self.lxc("launch", self.IMAGE, f"lxdscale-{self.count}")
+
+    def measure(self, names: list[str]) -> dict[str, list[float]]:
+        t: dict[str, list[float]] = {op: [] for op in OPS}
+        steps = [("launch", ("launch", self.IMAGE, "{n}")), ("exec", ("exec", "{n}", "--", "true")),
+                 ("info", ("info", "{n}")), ("snapshot", ("snapshot", "{n}", "s0")),
+                 ("stop", ("stop", "--force", "{n}")), ("restore", ("restore", "{n}", "s0")),
+                 ("copy", ("copy", "{n}", "{n}c")), ("start", ("start", "{n}")),
+                 ("delete", ("delete", "--force", "{n}"))]
+        for name in names:
+            for op, argv in steps:
+                with clock(t[op]):
+                    self.lxc(*(a.format(n=name) for a in argv))
+            self.lxc("delete", "--force", f"{name}c")
+        return t
+
+    def cleanup(self) -> None:
+        r = subprocess.run(["lxc", "list", "--format", "csv", "-c", "n"], capture_output=True,
+                           text=True)
+        for name in r.stdout.split():
+            if name.startswith("lxdscale-"):
+                subprocess.run(["lxc", "delete", "--force", name], capture_output=True)
+        subprocess.run(["lxc", "image", "delete", self.IMAGE], capture_output=True)
+
+
+LXD_MAX = 250
+
+
+def raise_limits(n: int) -> dict[str, str]:
+    """Apply ``hostlimits.advice(n)`` for this run; the old values, to restore."""
+    old: dict[str, str] = {}
+    for a in hostlimits.advice(n):
+        path = Path("/proc/sys") / a.sysctl.replace(".", "/")
+        old[a.sysctl] = path.read_text().strip()
+        path.write_text(f"{a.suggested}\n")
+        print(f"  {a.sysctl}: {old[a.sysctl]} -> {a.suggested} for this run ({a.why})")
+    return old
+
+
+def restore_limits(old: dict[str, str]) -> None:
+    for key, value in old.items():
+        with contextlib.suppress(OSError):
+            (Path("/proc/sys") / key.replace(".", "/")).write_text(value + "\n")
+    if old:
+        print(f"host settings restored: {', '.join(f'{k}={v}' for k, v in old.items())}")
+
+
+def make_network(host: lxdlib.Host) -> str:
+    """A /20 bridge (4,093 addresses) on a free 10.x.y.0/20, no NAT: traffic stays on it."""
+    name = f"lxs{secrets.token_hex(3)}"
+    for _ in range(20):
+        a, b = secrets.randbelow(256), secrets.randbelow(16) * 16
+        try:
+            host.networks.create(name, {"ipv4.address": f"10.{a}.{b}.1/20",
+                                        "ipv4.nat": "false", "ipv6.address": "none"})
+            return name
+        except lxdlib.LxdlibError:
+            continue  # that subnet is in use here
+    raise SystemExit("no free /20 found for the benchmark's bridge")
+
+
+def interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def fmt(ms: float) -> str:
+    return f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--max", type=int, default=1000)
+    ap.add_argument("--steps", default="10,100,250,500,1000")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="launch_many's workers (default: its own choice, 2 per CPU)")
+    ap.add_argument("--extra", type=int, default=5,
+                    help="instances that measure each operation at each step")
+    ap.add_argument("--pool-size", default="8GiB")
+    ap.add_argument("--raise-limits", action="store_true")
+    ap.add_argument("--no-raw", action="store_true")
+    args = ap.parse_args()
+    steps = sorted({int(s) for s in args.steps.split(",") if 0 < int(s) <= args.max})
+    if os.geteuid() != 0:
+        print("run as root", file=sys.stderr)
+        return 2
+    # SIGTERM ends the run like Ctrl-C: the cleanup below runs either way
+    signal.signal(signal.SIGTERM, interrupted)
+    print(f"scale benchmark: steps {steps}, {args.workers or 'default'} launch workers, "
+          f"{os.cpu_count()} CPUs, {settle_memory() / 2**30:.1f} GiB available")
+    advice = hostlimits.advice(steps[-1] + 2 * args.extra)
+    old_limits: dict[str, str] = {}
+    if advice and args.raise_limits:
+        print("raising host settings for the run:")
+        old_limits = raise_limits(steps[-1] + 2 * args.extra)
+    elif advice:
+        print("host settings below what this many instances need (--raise-limits sets them "
+              "for the run):")
+        for a in advice:
+            print(f"  {a.sysctl} = {a.current}, suggested {a.suggested}: {a.why}")
+    mem0, slab0, cg0 = settle_memory(), meminfo("SUnreclaim"), memory_cgroups()
+    tmp = Path(tempfile.mkdtemp(prefix="lxdlib-scale-", dir="/var/tmp"))
+    tmp.chmod(0o711)
+    root = tmp / "root"
+    rows: list[dict[str, Any]] = []
+    lxd: Lxd | None = None
+    t_start = time.perf_counter()
+    filled_s = 0.0
+    try:
+        host = lxdlib.Host(root, create=True)
+        host.create_pool("default", "btrfs", {"size": args.pool_size})
+        net = make_network(host)
+        host.profiles.create("default", {}, {
+            "root": {"type": "disk", "path": "/", "pool": "default"},
+            "eth0": {"type": "nic", "name": "eth0", "network": net}})
+        host.images.build_busybox("busybox")
+        host.launch("busybox", "warmup").delete(force=True)  # the image volume, unpacked once
+        pool = host.pool("default")
+        image_vol = pool.volume_path("images", host.images.get("busybox").fingerprint)
+        raw_dir = pool.volume_path("containers", "x").parent.parent / "raw-bench"
+        raw_dir.mkdir(exist_ok=True)
+        raw_lxc = root / "raw-lxc"
+        raw_lxc.mkdir(exist_ok=True)
+        alloc = host.facts().idmap
+        raw = Raw(raw_dir, image_vol, raw_lxc, alloc.base, alloc.size, host.seccomp_policy(),
+                  net)
+        count = 0
+        lxd = Lxd(tmp) if lxd_available() else None
+        mem_filled0 = settle_memory()
+        for step in steps:
+            add = step - count
+            t = time.perf_counter()
+            try:
+                host.launch_many([f"s{i:04d}" for i in range(count + 1, step + 1)],
+                                 image="busybox", workers=args.workers)
+            except lxdlib.HostLimit as e:
+                print(f"\nstep {step}: refused before launching anything: {e}")
+                break
+            except lxdlib.BulkError as e:
+                print(f"\nstep {step}: {len(e.failures)} launches failed, e.g. "
+                      f"{next(iter(e.failures.items()))}")
+                break
+            fill = time.perf_counter() - t
+            filled_s += fill
+            count = step
+            par_rate = add / fill
+            extra = [f"x{step}n{i}" for i in range(args.extra)]
+            lib = measure_lxdlib(host, extra)
+            rawt = None if args.no_raw else measure_raw(raw, [f"r{step}n{i}"
+                                                              for i in range(args.extra)])
+            ser_rate = 1000 / statistics.median(lib["launch"])
+            time.sleep(2)  # DHCP for the last ones of the batch
+            t = time.perf_counter()
+            with_ip = list_api(host)
+            t_api = (time.perf_counter() - t) * 1000
+            t_cli = run_ms([*cli(root), "list", "--format", "csv"])
+            t_fast = run_ms([*cli(root), "list", "--fast", "--format", "csv"])
+            mem = settle_memory()
+            per_inst = (mem_filled0 - mem) / count
+            over = measure_memory(host, [f"s{i:04d}" for i in range(1, count + 1)])
+            row = {"n": step, "fill_s": fill, "par_rate": par_rate, "ser_rate": ser_rate,
+                   "ops": {op: statistics.median(v) for op, v in lib.items()},
+                   "raw": {op: statistics.median(v) for op, v in rawt.items()} if rawt else {},
+                   "list_api": t_api, "list_cli": t_cli, "list_fast": t_fast,
+                   "with_ip": with_ip, "mem_per": per_inst, "memory": over}
+            rows.append(row)
+            print(f"\n== N = {step} running (filled {add} in {fill:.1f} s with launch_many, "
+                  f"{args.workers or 'default'} workers; {filled_s:.1f} s in all so far)")
+            print(f"launch rate: serial {ser_rate:.1f}/s, parallel {par_rate:.1f}/s "
+                  f"({par_rate / ser_rate:.2f}x serial; goal 0.8 x {os.cpu_count()} CPUs = "
+                  f"{0.8 * (os.cpu_count() or 1):.1f}x)")
+            print(f"{'operation':<10}{'lxdlib ms':>11}{'raw ms':>9}{'ratio':>8}")
+            for op in OPS:
+                m = row["ops"][op]
+                f = row["raw"].get(op)
+                print(f"{op:<10}{fmt(m):>11}" + (f"{fmt(f):>9}{m / f:>7.2f}x" if f else ""))
+            print(f"list: API (state + IPv4) {fmt(t_api)} ms ({with_ip}/{step + 1} with an "
+                  f"IPv4), CLI {fmt(t_cli)} ms, CLI --fast {fmt(t_fast)} ms")
+            exe = ", ".join(map(str, over["monitor_exe"]))  # type: ignore[call-overload]
+            print(f"memory per instance: {per_inst / 2**20:.2f} MiB of MemAvailable; "
+                  f"overhead PSS {over['pss']:.2f} MB (liblxc monitor "
+                  f"{over['monitor_pss']:.2f} MB, "
+                  f"monitors run {exe}; other host processes "
+                  f"{over['other_pss']:.2f} MB); the container's own processes "
+                  f"{over['container_pss']:.2f} MB")
+            if step <= LXD_MAX and lxd is not None:
+                lxd.fill(step)
+                lt = lxd.measure([f"lxdscale-x{step}n{i}" for i in range(args.extra)])
+                row["lxd"] = {op: statistics.median(v) for op, v in lt.items()}
+                print(f"LXD at N = {step} (ms): " + ", ".join(
+                    f"{op} {fmt(row['lxd'][op])}" for op in OPS))
+            elif step <= LXD_MAX:
+                print("LXD: not installed on this machine: its figures are skipped")
+    except KeyboardInterrupt:
+        print("\ninterrupted: cleaning up")
+    finally:
+        t_clean = time.perf_counter()
+        if lxd is not None:
+            lxd.cleanup()
+        teardown_root(root)
+        shutil.rmtree(tmp, ignore_errors=True)
+        restore_limits(old_limits)
+        clean_s = time.perf_counter() - t_clean
+        mem1 = settle_memory()
+        for _ in range(10):  # the kernel frees what dead containers held in the background
+            if mem1 >= mem0 - 64 * 2**20:
+                break
+            time.sleep(2)
+            mem1 = settle_memory()
+        print(f"\ncleanup: {clean_s:.1f} s; MemAvailable {mem0 / 2**20:.0f} MiB before the "
+              f"run, {mem1 / 2**20:.0f} MiB after ({(mem1 - mem0) / 2**20:+.0f} MiB; "
+              f"unreclaimable slab {(meminfo('SUnreclaim') - slab0) / 2**20:+.0f} MiB, "
+              f"memory cgroups {memory_cgroups() - cg0:+d}); "
+              f"whole run {time.perf_counter() - t_start:.0f} s")
+    if rows:
+        print_table(rows, args.workers)
+    return 0
+
+
+def print_table(rows: list[dict[str, Any]], workers: int | None) -> None:
+    """The markdown table the README quotes."""
+    print("\n| N running | " + " | ".join(str(r["n"]) for r in rows) + " |")
+    print("|---|" + "---|" * len(rows))
+
+    def line(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
+        print(f"| {label} | " + " | ".join(cell(r) for r in rows) + " |")
+    for op in OPS:
+        line(f"{op} ms (raw)", lambda r, op=op: fmt(r["ops"][op]) + (
+            f" ({fmt(r['raw'][op])})" if r["raw"].get(op) else ""))
+    if any("lxd" in r for r in rows):
+        for op in OPS:
+            line(f"{op} ms, LXD", lambda r, op=op: fmt(r["lxd"][op]) if "lxd" in r else "")
+    line("list: API with state + IPv4 ms", lambda r: fmt(r["list_api"]))
+    line("list: `lxdlib list` ms", lambda r: fmt(r["list_cli"]))
+    line("list: `lxdlib list --fast` ms", lambda r: fmt(r["list_fast"]))
+    line("launch/s serial", lambda r: f"{r['ser_rate']:.0f}")
+    line(f"launch/s `launch_many` ({workers or 'default'} workers)",
+         lambda r: f"{r['par_rate']:.0f}")
+    line("memory per instance: MemAvailable drop MiB", lambda r: f"{r['mem_per'] / 2**20:.2f}")
+    line("memory per instance: monitor + host-side PSS MB",
+         lambda r: f"{r['memory']['pss']:.2f}")
+    line("memory per instance: container's processes PSS MB",
+         lambda r: f"{r['memory']['container_pss']:.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""A managed network's static DHCP hosts: one small file per owner, in a directory dnsmasq watches.
+
+An entry pins a MAC to an IPv4 address and/or a host name; its key names its owner and, after a
+``/``, whatever distinguishes the owner's entries (``<instance>/<nic>``). All entries of one owner
+live in one file, ``hosts.d/<owner>``, that dnsmasq reads as a ``--dhcp-hostsdir`` file: adding,
+changing or forgetting an instance's entries reads and writes that file and nothing that lists
+every instance, so the cost does not grow with the network. The file holds dnsmasq's lines and,
+on ``#`` comment lines that dnsmasq skips, the entries themselves as JSON (key included): the
+one atomic write of the file commits both.
+
+The rules that span entries (a MAC, and a static address, belong to one key at most) are checked
+through an index, ``dhcp-index/mac-<hex>`` and ``dhcp-index/ip-<address>``, each naming the key
+that holds it. The owner files are the truth: an index file is believed only when the entry it
+names says the same, so one left behind by a crash between two writes (or by an entry that moved
+on) is ignored and later overwritten. The index is written before the owner file and pruned
+after it, so an entry always has its index files.
+
+Callers hold the network's lock around every change (a read-modify-write of one owner's file and
+the index files it claims); `HostStore` itself takes no lock.
+
+Older roots kept every entry in one ``dhcp-hosts.yaml`` (rendered to one ``dnsmasq.hosts``);
+`HostStore.migrate` moves them here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .. import state
+from . import dnsmasq
+
+log = logging.getLogger(__name__)
+
+INDEX_DIR = "dhcp-index"
+HEADER = "# lxdlib static DHCP hosts of one owner: each '#{...}' line is the entry of the line " \
+         "after it\n"
+
+# An owner that is a plain name (an instance name) names its file as it is, which keeps the
+# directory readable; anything else is hashed. Plain names never start with '_', hashed ones
+# always do, so the two never meet; none starts with '.', which dnsmasq would skip.
+_PLAIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+
+@attrs.frozen
+class StaticHost:
+    """One static entry: ``hwaddr`` (lower case) pinned to ``ipv4`` and/or ``hostname``."""
+
+    key: str
+    hwaddr: str
+    ipv4: str | None = None
+    hostname: str | None = None
+
+    @property
+    def line(self) -> str | None:
+        return dnsmasq.host_line(self.hwaddr, self.ipv4, self.hostname)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"hwaddr": self.hwaddr, "ipv4": self.ipv4, "hostname": self.hostname}
+
+
+def owner_of(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
+def file_name(owner: str) -> str:
+    """The file of ``owner``'s entries in the hosts directory (derived from the owner alone)."""
+    if _PLAIN_RE.fullmatch(owner):
+        return owner
+    return "_" + hashlib.sha256(owner.encode()).hexdigest()[:32]
+
+
+def render(hosts: Iterable[StaticHost]) -> str:
+    out = [HEADER]
+    for host in sorted(hosts, key=lambda h: h.key):
+        out.append("#" + json.dumps({"key": host.key, **host.as_dict()}, sort_keys=True) + "\n")
+        if host.line is not None:
+            out.append(host.line + "\n")
+    return "".join(out)
+
+
+def parse(text: str) -> dict[str, StaticHost]:
+    """The entries of one owner file (its ``#{...}`` lines; dnsmasq's lines follow from them)."""
+    found: dict[str, StaticHost] = {}
+    for line in text.splitlines():
+        if not line.startswith("#{"):
+            continue
+        try:
+            data = json.loads(line[1:])
+            host = StaticHost(key=str(data["key"]), hwaddr=str(data["hwaddr"]).lower(),
+                        ipv4=str(data["ipv4"]) if data.get("ipv4") else None,
+                        hostname=str(data["hostname"]) if data.get("hostname") else None)
+        except (ValueError, KeyError, TypeError):
+            log.warning("skipping a damaged DHCP host entry: %r", line)
+            continue
+        found[host.key] = host
+    return found
+
+
+class HostStore:
+    """The static hosts of the network whose run directory is ``run_dir``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.hosts_dir = run_dir / dnsmasq.HOSTS_DIR
+        self.index_dir = run_dir / INDEX_DIR
+
+    # -- reading ------------------------------------------------------------------------------
+    def owner_path(self, owner: str) -> Path:
+        return self.hosts_dir / file_name(owner)
+
+    def owner_hosts(self, owner: str) -> dict[str, StaticHost]:
+        try:
+            text = self.owner_path(owner).read_text(errors="replace")
+        except FileNotFoundError:
+            return {}
+        return parse(text)
+
+    def get(self, key: str) -> StaticHost | None:
+        return self.owner_hosts(owner_of(key)).get(key)
+
+    def _index_path(self, kind: str, value: str) -> Path:
+        name = value.replace(":", "") if kind == "mac" else value
+        return self.index_dir / f"{kind}-{name}"
+
+    def _indexed(self, kind: str, value: str) -> str | None:
+        try:
+            return self._index_path(kind, value).read_text()
+        except FileNotFoundError:
+            return None
+
+    def holder_of_mac(self, hwaddr: str) -> str | None:
+        """The key whose entry has ``hwaddr``, if any (one index read, one owner file read)."""
+        mac = hwaddr.lower()
+        key = self._indexed("mac", mac)
+        if key is None:
+            return None
+        host = self.get(key)
+        return key if host is not None and host.hwaddr == mac else None
+
+    def holder_of_ipv4(self, address: str) -> str | None:
+        """The key whose entry pins ``address``, if any."""
+        key = self._indexed("ip", address)
+        if key is None:
+            return None
+        host = self.get(key)
+        return key if host is not None and host.ipv4 == address else None
+
+    # -- changing (under the network's lock) ----------------------------------------------------
+    def put(self, host: StaticHost) -> bool:
+        """Add or replace ``host`` (by key). Returns whether dnsmasq must re-read its hosts:
+        it reads a new file by itself, but a file it has read must not change under it.
+        Unchanged entries cost a read and no write."""
+        owner = owner_of(host.key)
+        hosts = self.owner_hosts(owner)
+        old = hosts.get(host.key)
+        if old == host:
+            return False
+        self._claim("mac", host.hwaddr, host.key)
+        if host.ipv4:
+            self._claim("ip", host.ipv4, host.key)
+        had_lines = any(h.line for h in hosts.values())
+        hosts[host.key] = host
+        self._write_owner(owner, hosts)
+        if old is not None:
+            self._unclaim(old, host)
+        return had_lines
+
+    def remove(self, key: str) -> list[StaticHost]:
+        """Drop ``key``'s entry (a missing one is fine); the dropped entry, if any."""
+        return self._drop(owner_of(key), {key})
+
+    def forget(self, owner: str) -> list[StaticHost]:
+        """Drop the entries keyed ``owner`` or ``owner/<anything>``; the dropped entries."""
+        hosts = self.owner_hosts(owner_of(owner))
+        keys = {k for k in hosts if k == owner or k.startswith(owner + "/")}
+        return self._drop(owner_of(owner), keys)
+
+    def _drop(self, owner: str, keys: set[str]) -> list[StaticHost]:
+        hosts = self.owner_hosts(owner)
+        gone = [hosts.pop(k) for k in sorted(keys) if k in hosts]
+        if not gone:
+            return []
+        if hosts:
+            self._write_owner(owner, hosts)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.owner_path(owner).unlink()
+            state.fsync_dir(self.hosts_dir)
+            log.debug("dnsmasq hosts file %s removed", self.owner_path(owner))
+        for host in gone:
+            self._unclaim(host, None)
+        return gone
+
+    def _write_owner(self, owner: str, hosts: dict[str, StaticHost]) -> None:
+        self.hosts_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path = self.owner_path(owner)
+        # readable by others: an unprivileged dnsmasq reads it
+        state.atomic_write(path, render(hosts.values()).encode(), mode=0o644)
+        log.debug("dnsmasq hosts file %s written: %s", path, ", ".join(sorted(hosts)))
+
+    def _claim(self, kind: str, value: str, key: str) -> None:
+        if self._indexed(kind, value) == key:
+            return
+        self.index_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state.atomic_write(self._index_path(kind, value), key.encode())
+
+    def _unclaim(self, old: StaticHost, new: StaticHost | None) -> None:
+        """Remove the index files ``old`` claimed that ``new`` (same key) no longer does."""
+        claims = [("mac", old.hwaddr)] + ([("ip", old.ipv4)] if old.ipv4 else [])
+        for kind, value in claims:
+            if new is not None and value in (new.hwaddr, new.ipv4):
+                continue
+            if self._indexed(kind, value) == old.key:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._index_path(kind, value))
+
+    # -- all entries (listing and the one-time migration) ---------------------------------------
+    def all_hosts(self) -> dict[str, StaticHost]:
+        """Every entry; reads the whole directory (for listings, not for one instance's step)."""
+        found: dict[str, StaticHost] = {}
+        if not self.hosts_dir.is_dir():
+            return found
+        for path in sorted(self.hosts_dir.iterdir()):
+            if path.name.startswith("."):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                found.update(parse(path.read_text(errors="replace")))
+        return found
+
+    def migrate(self, legacy: Path) -> int:
+        """Move the entries of an older root's single ``dhcp-hosts.yaml`` (``legacy``) here, then
+        remove it; returns how many were moved. An entry already here is newer and is kept, so
+        a migration cut short by a crash simply runs again."""
+        try:
+            data = state.read_yaml(legacy)
+        except FileNotFoundError:
+            return 0
+        moved = 0
+        for key, entry in (data if isinstance(data, dict) else {}).items():
+            if not isinstance(entry, dict) or not entry.get("hwaddr"):
+                continue
+            host = StaticHost(key=str(key), hwaddr=str(entry["hwaddr"]).lower(),
+                        ipv4=str(entry["ipv4"]) if entry.get("ipv4") else None,
+                        hostname=str(entry["hostname"]) if entry.get("hostname") else None)
+            if self.get(host.key) is None:
+                self.put(host)
+                moved += 1
+        legacy.unlink()
+        state.fsync_dir(legacy.parent)
+        log.info("moved %d static DHCP hosts from %s to %s", moved, legacy, self.hosts_dir)
+        return moved
