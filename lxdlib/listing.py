@@ -172,20 +172,25 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
     ``inst.network_state()`` gives (MAC, MTU, state, counters, host end of the veth),
     ``False`` nothing."""
     lxcpath = paths.lxcpath
+    wanted = list(names)
+    # which run, and their pids, first: the namespaces are then read in a thread (mostly in
+    # the kernel) while this one parses the records
+    try:
+        active: set[str] | None = runtime.list_running(lxcpath) & set(wanted)
+    except Exception as e:  # liblxc could not list: ask each instance instead
+        log.debug("liblxc cannot list the active containers of %s: %s", lxcpath, e)
+        active = None
+    live = livestate.read(lxcpath, sorted(active)) if active else {}
+    wait = (netstate.start_reading([v.pid for v in live.values() if v is not None],
+                                   full=network == "full") if network else None)
     records: dict[str, InstanceRecord | LxdlibError] = {}
-    for name in names:
+    for name in wanted:
         try:
             records[name] = record.load(paths, name)
         except FileNotFoundError:
             continue  # deleted meanwhile
         except LxdlibError as e:  # CorruptRecord, a symlinked record
             records[name] = e
-    try:
-        active = runtime.list_running(lxcpath) & records.keys()
-    except Exception as e:  # liblxc could not list: ask each instance instead
-        log.debug("liblxc cannot list the active containers of %s: %s", lxcpath, e)
-        active = None
-    live = livestate.read(lxcpath, sorted(active)) if active else {}
     states: dict[str, tuple[str, int, str | None]] = {}
     for name, rec in records.items():
         seen = live.get(name)
@@ -198,11 +203,11 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
         else:
             error = _config_error(paths, name)
             states[name] = ("ERROR" if error else "STOPPED", -1, error)
-    nets: dict[int, dict[str, Any]] = {}
-    if network:
-        pids = [pid for state, pid, _ in states.values() if state in ACTIVE and pid > 0]
-        read = netstate.interfaces_many if network == "full" else netstate.addresses_many
-        nets = read(pids)
+    nets: dict[int, dict[str, Any]] = wait() if wait is not None else {}
+    late = [pid for state, pid, _ in states.values()  # asked liblxc: not read yet
+            if state in ACTIVE and pid > 0 and pid not in nets]
+    if late and network:
+        nets.update(netstate.start_reading(late, full=network == "full")())
     entries = []
     for name, (state, pid, error) in states.items():
         rec = records[name]

@@ -304,9 +304,11 @@ def _setns_function() -> Any:
 
 
 def _in_each_namespace(pids: Iterable[int], read: Callable[[socket.socket, int], T]
-                       ) -> dict[int, T]:
-    """``read(sock, pid)`` with a netlink socket made in the network namespace of each pid, from a
-    private thread: {pid: result} for the pids whose namespace could be entered.
+                       ) -> Callable[[], dict[int, T]]:
+    """Start ``read(sock, pid)`` with a netlink socket made in the network namespace of each
+    pid, in a private thread; returns the function that waits for it and gives {pid: result}
+    for the pids whose namespace could be entered. The caller may work meanwhile: the thread
+    spends its time in the kernel, without the GIL.
 
     Only that thread changes namespace; it returns to this process's namespace before it
     ends. Nothing but ``read`` runs while it is away, and ``read`` must not log (a handler
@@ -316,8 +318,6 @@ def _in_each_namespace(pids: Iterable[int], read: Callable[[socket.socket, int],
     wanted = [p for p in dict.fromkeys(pids) if p > 0]
     out: dict[int, T] = {}
     failures: list[tuple[int, OSError]] = []
-    if not wanted:
-        return out
 
     def work() -> None:
         try:
@@ -351,27 +351,48 @@ def _in_each_namespace(pids: Iterable[int], read: Callable[[socket.socket, int],
                 setns(home)
             os.close(home)
 
-    thread = threading.Thread(target=work, name="lxdlib-netns-read", daemon=True)
-    thread.start()
-    thread.join()
-    for pid, err in failures:
-        log.debug("cannot read the interfaces of pid %d in-process: %s", pid, err)
-    return out
+    thread = None
+    if wanted:
+        thread = threading.Thread(target=work, name="lxdlib-netns-read", daemon=True)
+        thread.start()
+
+    def wait() -> dict[int, T]:
+        if thread is not None:
+            thread.join()
+        for pid, err in failures:
+            log.debug("cannot read the interfaces of pid %d in-process: %s", pid, err)
+        failures.clear()
+        return out
+    return wait
 
 
-def interfaces_many(pids: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """``interfaces(pid)`` for many pids at once, read in-process with no subprocess:
-    {pid: {ifname: state}}, each state as ``interfaces`` gives it (links, addresses, counters).
+def start_reading(pids: Iterable[int], *, full: bool = False
+                  ) -> Callable[[], dict[int, dict[str, Any]]]:
+    """Start reading the interfaces of many pids' namespaces in-process (no subprocess);
+    returns the function that waits and gives {pid: {ifname: state}}: with ``full``, each
+    state as ``interfaces`` gives it (links, addresses, counters); otherwise
+    ``{"addresses": [...]}`` alone (one small dump per namespace), for the interfaces that
+    have an address.
 
     A pid that is gone (or whose namespace cannot be entered, e.g. without CAP_SYS_ADMIN) is
     missing from the result rather than empty, so a caller can tell "no interfaces" from
     "not read"."""
-    raw = _in_each_namespace(pids, _read_full)
-    return {pid: state_from_netlink(links, addrs) for pid, (links, addrs) in raw.items()}
+    if not full:
+        return _in_each_namespace(pids, _read_addresses)
+    wait = _in_each_namespace(pids, _read_full)
+
+    def parsed() -> dict[int, dict[str, Any]]:  # here, in this thread's (the host's) namespace
+        return {pid: state_from_netlink(links, addrs) for pid, (links, addrs) in wait().items()}
+    return parsed
+
+
+def interfaces_many(pids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """``interfaces(pid)`` for many pids at once, read in-process: {pid: {ifname: state}}
+    (see ``start_reading``)."""
+    return start_reading(pids, full=True)()
 
 
 def addresses_many(pids: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """The addresses alone, cheaper than ``interfaces_many`` (one small dump per namespace):
-    {pid: {ifname: {"addresses": [...]}}}, the ``addresses`` lists being those
-    ``interfaces`` gives; interfaces without an address are left out."""
-    return _in_each_namespace(pids, _read_addresses)
+    """The addresses alone, cheaper than ``interfaces_many``: {pid: {ifname: {"addresses":
+    [...]}}}, the lists being those ``interfaces`` gives (see ``start_reading``)."""
+    return start_reading(pids)()
