@@ -2,16 +2,18 @@
 
 Asking each instance in turn (``inst.state``, ``inst.pid``, ``inst.network_state()``) costs a
 liblxc config load and a monitor round trip per instance, and an ``ip`` process in each
-namespace: seconds for a thousand instances. A ``Listing`` reads the same facts in bulk:
+namespace: seconds for a thousand instances. A ``Listing`` reads the same facts in bulk, and
+starts no process:
 
-- records: parsed once per process while unchanged (``record.clear_cache``);
+- records: parsed once per process while their file is unchanged (``record.clear_cache``);
 - which run: liblxc's list of active containers (one call for the whole lxcpath);
 - state and init pid of those: the kernel's view (``livestate``: cgroup files and ``/proc``);
   an instance it cannot prove is asked through liblxc, as before;
-- addresses and interfaces: one netlink dump inside each running instance's network namespace,
-  in-process (``netstate.interfaces_many``) — the same data, in the same shape, that
-  ``inst.network_state()`` reads with one ``ip`` process per instance, including addresses set
-  inside the instance without DHCP;
+- addresses: a netlink dump inside each running instance's network namespace, in-process, in a
+  thread that works while the records are parsed (``netstate.start_reading``) — the addresses
+  ``inst.network_state()`` reads with one ``ip`` process per instance, in the same shape, so
+  also those set inside the instance without DHCP (static, SLAAC), which the host's DHCP
+  leases would miss; ``network="full"`` adds MAC, MTU, state and counters;
 - an instance that is not running is checked the way liblxc would load it, so a config liblxc
   refuses shows as ``ERROR`` (a running one is shown as running: it is).
 
