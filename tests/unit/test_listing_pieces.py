@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import yaml
 
@@ -329,6 +330,37 @@ def test_record_load_returns_a_private_copy(tmp_path: Path, monkeypatch: Any) ->
     b = record.load(paths, "c1")
     assert b.config == {"k": "v"} and b.devices == {"d": {"type": "none"}}
     assert b.profiles == ["default"]
+    # the second load was copied from the record built at the first: a copy as deep
+    b.config["k"] = "again"
+    b.devices["d"]["x"] = "y"
+    c = record.load(paths, "c1")
+    assert c == record.InstanceRecord.from_dict(rec.to_dict()) and c is not b
+
+
+def test_record_copy_shares_nothing_mutable() -> None:
+    rec = record.InstanceRecord(
+        name="c1", architecture="x86_64", created_at=record.now(), pool="p",
+        config={"k": "v"}, devices={"d": {"type": "none"}}, profiles=["default"],
+        snapshots=[record.SnapshotRecord(name="s0", created_at=record.now(),
+                                         config={"a": "b"}, devices={"e": {"f": "g"}},
+                                         profiles=["x"])])
+    copy = record._copy(rec)
+    assert copy == rec
+    copy.snapshots[0].config["a"] = "changed"
+    copy.snapshots[0].devices["e"]["f"] = "changed"
+    copy.snapshots[0].profiles.append("y")
+    copy.snapshots.append(copy.snapshots[0])
+    copy.devices["d"]["type"] = "changed"
+    assert rec.snapshots[0].config == {"a": "b"} and rec.snapshots[0].devices == {
+        "e": {"f": "g"}} and rec.snapshots[0].profiles == ["x"] and len(rec.snapshots) == 1
+    assert rec.devices == {"d": {"type": "none"}}
+    fields = {f.name for f in attrs.fields(record.InstanceRecord)}
+    assert fields == {"name", "architecture", "created_at", "pool", "profiles", "config",
+                      "devices", "description", "ephemeral", "last_used_at", "snapshots",
+                      "type"}, "a new field: copy it in record._copy too"
+    assert {f.name for f in attrs.fields(record.SnapshotRecord)} == {
+        "name", "created_at", "expires_at", "stateful", "description", "config", "devices",
+        "profiles"}, "a new field: copy it in record._copy too"
 
 
 # -- the address columns ----------------------------------------------------------------------
