@@ -93,7 +93,36 @@ def prepare(root: Path, n: int, prefix: str) -> lxdlib.Host:
         if time.monotonic() > deadline:
             raise SystemExit(f"only {len(leased)} of {n} instances got a DHCP lease")
         time.sleep(0.5)
+    deadline = time.monotonic() + 120  # the addresses applied inside, not only leased
+    while sum(1 for e in host.instances.list_state() if e.ipv4) < n:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    settle()
     return host
+
+
+def idle_share(seconds: float = 1.0) -> float:
+    """The share of CPU time spent idle over ``seconds`` (from /proc/stat)."""
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+    idle0, total0 = sample()
+    time.sleep(seconds)
+    idle1, total1 = sample()
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def settle(limit: float = 90) -> None:
+    """Wait until the machine is mostly idle again: N instances just started keep the CPUs busy
+    for a while (DHCP, router solicitations, the kernel's own work), which would be timed with
+    the listing otherwise. Gives up after ``limit`` seconds, saying so."""
+    t = time.monotonic()
+    while (share := idle_share()) < 0.8:
+        if time.monotonic() - t > limit:
+            print(f"the machine is still busy ({share:.0%} idle): timing anyway", flush=True)
+            return
+    print(f"settled in {time.monotonic() - t:.0f} s ({share:.0%} idle)", flush=True)
 
 
 def exact_view(host: lxdlib.Host, limit: int) -> None:
