@@ -130,18 +130,28 @@ def test_read_ties_the_cgroup_to_this_lxcpaths_monitor(tmp_path: Path) -> None:
                             "print(c.pid, flush=True)\nc.wait()\n")
         monitor.stdin.close()
         child = int(monitor.stdout.readline())
-        for d, pids, freezer in (("lxc.payload.web", f"{child}\n", "FROZEN\n"),
-                                 ("lxc.payload.db", f"{child}\n", "THAWED\n"),
-                                 ("lxc.payload.empty", "", "THAWED\n")):
+        for d, pids, freezer in (
+                # a same-named container of another lxcpath holds the plain name: ours is "-1"
+                ("lxc.payload.web", f"{os.getpid()}\n", "THAWED\n"),
+                ("lxc.payload.web-1", f"{child}\n", "FROZEN\n"),
+                ("lxc.payload.db", f"{child}\n", "THAWED\n"),
+                ("lxc.payload.empty", "", "THAWED\n")):
             (base / d).mkdir(parents=True)
             (base / d / "cgroup.procs").write_text(pids)
             (base / d / "freezer.state").write_text(freezer)
         where = livestate.Layout(1, (base,))
+        livestate.clear_cache()
         out = livestate.read(lxcpath, ["web", "db", "empty", "gone"], where)
         assert out == {"web": livestate.Live("FROZEN", child), "db": None, "empty": None,
                        "gone": None}
+        (base / "lxc.payload.web-1" / "freezer.state").write_text("THAWED\n")
+        again = livestate.read(lxcpath, ["web"], where)  # from memory: same cgroup, alive
+        assert again == {"web": livestate.Live("RUNNING", child)}
         # the same names in another lxcpath are not this monitor's
         assert livestate.read(tmp_path / "other", ["web"], where) == {"web": None}
+        os.kill(child, signal.SIGKILL)  # the init is gone: not remembered any more
+        monitor.wait(timeout=10)
+        assert livestate.read(lxcpath, ["web"], where) == {"web": None}
     finally:
         if child > 0:
             with contextlib.suppress(ProcessLookupError):
