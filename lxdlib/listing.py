@@ -2,16 +2,18 @@
 
 Asking each instance in turn (``inst.state``, ``inst.pid``, ``inst.network_state()``) costs a
 liblxc config load and a monitor round trip per instance, and an ``ip`` process in each
-namespace: seconds for a thousand instances. A ``Listing`` reads the same facts in bulk:
+namespace: seconds for a thousand instances. A ``Listing`` reads the same facts in bulk, and
+starts no process:
 
-- records: parsed once per process while unchanged (``record.clear_cache``);
+- records: parsed once per process while their file is unchanged (``record.clear_cache``);
 - which run: liblxc's list of active containers (one call for the whole lxcpath);
 - state and init pid of those: the kernel's view (``livestate``: cgroup files and ``/proc``);
   an instance it cannot prove is asked through liblxc, as before;
-- addresses and interfaces: one netlink dump inside each running instance's network namespace,
-  in-process (``netstate.interfaces_many``) — the same data, in the same shape, that
-  ``inst.network_state()`` reads with one ``ip`` process per instance, including addresses set
-  inside the instance without DHCP;
+- addresses: a netlink dump inside each running instance's network namespace, in-process, in a
+  thread that works while the records are parsed (``netstate.start_reading``) — the addresses
+  ``inst.network_state()`` reads with one ``ip`` process per instance, in the same shape, so
+  also those set inside the instance without DHCP (static, SLAAC), which the host's DHCP
+  leases would miss; ``network="full"`` adds MAC, MTU, state and counters;
 - an instance that is not running is checked the way liblxc would load it, so a config liblxc
   refuses shows as ``ERROR`` (a running one is shown as running: it is).
 
@@ -172,38 +174,46 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
     ``inst.network_state()`` gives (MAC, MTU, state, counters, host end of the veth),
     ``False`` nothing."""
     lxcpath = paths.lxcpath
+    wanted = list(names)
+    # which run, and their pids, first: the namespaces are then read in a thread (mostly in
+    # the kernel) while this one parses the records
+    try:
+        active: set[str] | None = runtime.list_running(lxcpath) & set(wanted)
+    except Exception as e:  # liblxc could not list: ask each instance instead
+        log.debug("liblxc cannot list the active containers of %s: %s", lxcpath, e)
+        active = None
+    live = livestate.read(lxcpath, sorted(active)) if active else {}
+    wait = (netstate.start_reading([v.pid for v in live.values() if v is not None],
+                                   full=network == "full") if network else None)
     records: dict[str, InstanceRecord | LxdlibError] = {}
-    for name in names:
+    for name in wanted:
         try:
             records[name] = record.load(paths, name)
         except FileNotFoundError:
             continue  # deleted meanwhile
         except LxdlibError as e:  # CorruptRecord, a symlinked record
             records[name] = e
-    try:
-        active = runtime.list_running(lxcpath) & records.keys()
-    except Exception as e:  # liblxc could not list: ask each instance instead
-        log.debug("liblxc cannot list the active containers of %s: %s", lxcpath, e)
-        active = None
-    live = livestate.read(lxcpath, sorted(active)) if active else {}
-    entries: dict[str, Listed] = {}
+    states: dict[str, tuple[str, int, str | None]] = {}
     for name, rec in records.items():
-        if isinstance(rec, LxdlibError):
-            entries[name] = Listed(name, "ERROR", error=str(rec))
-            continue
         seen = live.get(name)
-        if seen is not None:
-            state, pid, error = seen.state, seen.pid, None
+        if isinstance(rec, LxdlibError):
+            states[name] = ("ERROR", -1, str(rec))
+        elif seen is not None:
+            states[name] = (seen.state, seen.pid, None)
         elif active is None or name in active:
-            state, pid, error = _liblxc_view(paths, name)
+            states[name] = _liblxc_view(paths, name)
         else:
             error = _config_error(paths, name)
-            state, pid = ("ERROR" if error else "STOPPED"), -1
-        entries[name] = Listed(name, state, pid, rec, error,
-                               {} if network and state not in ACTIVE else None)
-    if network:
-        pids = {e.pid: e.name for e in entries.values() if e.state in ACTIVE and e.pid > 0}
-        read = netstate.interfaces_many if network == "full" else netstate.addresses_many
-        for pid, nics in read(pids).items():
-            entries[pids[pid]] = attrs.evolve(entries[pids[pid]], network=nics)
-    return Listing(entries.values())
+            states[name] = ("ERROR" if error else "STOPPED", -1, error)
+    nets: dict[int, dict[str, Any]] = wait() if wait is not None else {}
+    late = [pid for state, pid, _ in states.values()  # asked liblxc: not read yet
+            if state in ACTIVE and pid > 0 and pid not in nets]
+    if late and network:
+        nets.update(netstate.start_reading(late, full=network == "full")())
+    entries = []
+    for name, (state, pid, error) in states.items():
+        rec = records[name]
+        entries.append(Listed(
+            name, state, pid, None if isinstance(rec, LxdlibError) else rec, error,
+            None if not network or (state in ACTIVE and pid not in nets) else nets.get(pid, {})))
+    return Listing(entries)

@@ -166,15 +166,27 @@ def _first_pid(procs: bytes) -> int:
     return int(head) if head.isdigit() else -1
 
 
-# (payload cgroup, its inode, init pid) already tied to this lxcpath's monitor, by this process:
-# while the cgroup directory is the same one (a restart makes a new one) and that pid is still
-# the first in it, it is the same init, and the two /proc reads are skipped.
-_verified: dict[tuple[str, int, int], bytes] = {}
+# Inits already tied to this lxcpath's monitor by this process: (payload cgroup, its inode) ->
+# (monitor command line, init pid). While the cgroup directory is the same one (a restart makes
+# a new one, with a new inode) and that pid is alive, it is the same init: its pid cannot be
+# taken by another process while it lives, nor while it is a zombie its monitor has not reaped,
+# and the monitor removes the cgroup right after reaping it. The three reads are then skipped.
+_verified: dict[tuple[str, int], tuple[bytes, int]] = {}
 
 
 def clear_cache() -> None:
     """Forget which inits were tied to their monitor (the next read checks each again)."""
     _verified.clear()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _init_of(cgroup: str, expected: bytes) -> int:
@@ -184,6 +196,9 @@ def _init_of(cgroup: str, expected: bytes) -> int:
     itself, as systemd does) is taken, and must be a child of that monitor."""
     try:
         ino = os.stat(cgroup).st_ino
+        known = _verified.get((cgroup, ino))
+        if known is not None and known[0] == expected and _alive(known[1]):
+            return known[1]
         pid = _first_pid(_read(cgroup + "/cgroup.procs"))
         if pid < 0:
             with os.scandir(cgroup) as it:
@@ -194,8 +209,6 @@ def _init_of(cgroup: str, expected: bytes) -> int:
                             break
         if pid < 0:
             return -1
-        if _verified.get((cgroup, ino, pid)) == expected:
-            return pid
         ppid = parse_ppid(_read(f"/proc/{pid}/stat"))
         if ppid <= 0:
             return -1
@@ -206,7 +219,7 @@ def _init_of(cgroup: str, expected: bytes) -> int:
         return -1
     if len(_verified) > 20000:
         _verified.clear()
-    _verified[(cgroup, ino, pid)] = expected
+    _verified[(cgroup, ino)] = (expected, pid)
     return pid
 
 
@@ -219,19 +232,11 @@ def read(lxcpath: Path, running: Iterable[str], where: Layout | None = None
     where = where or layout()
     if where is None or not names:
         return out
-    found: dict[str, list[str]] = {}
-    for base in where.bases:
-        try:
-            with os.scandir(base) as it:
-                entries = [e.name for e in it if e.name.startswith(PAYLOAD)]
-        except OSError:
-            continue
-        for name, dirs in candidates(entries, names).items():
-            found.setdefault(name, []).extend(f"{base}/{d}" for d in dirs)
     freezer = "freezer.state" if where.version == 1 else "cgroup.events"
-    for name in names:
+
+    def settle(name: str, cgroups: Iterable[str]) -> None:
         expected = monitor_cmdline(lxcpath, name)
-        for cgroup in found.get(name, ()):
+        for cgroup in cgroups:
             pid = _init_of(cgroup, expected)
             if pid < 0:
                 continue
@@ -239,9 +244,29 @@ def read(lxcpath: Path, running: Iterable[str], where: Layout | None = None
                 state = parse_freezer(where.version,
                                       _read(f"{cgroup}/{freezer}").decode(errors="replace"))
             except OSError:
-                break  # gone meanwhile: liblxc will say what it is now
+                return  # gone meanwhile: liblxc will say what it is now
             out[name] = Live(state, pid)
-            break
+            return
+
+    # the usual place first (the cgroup named after the container, under the hierarchy's
+    # root); the whole directory, with the ``-<n>`` names and the other bases, only for the
+    # rest: it also holds every monitor's cgroup, thousands of entries
+    for name in names:
+        settle(name, [f"{where.bases[0]}/{PAYLOAD}{name}"])
+    rest = [n for n, v in out.items() if v is None]
+    if rest:
+        found: dict[str, list[str]] = {}
+        for base in where.bases:
+            try:
+                with os.scandir(base) as it:
+                    entries = [e.name for e in it if e.name.startswith(PAYLOAD)]
+            except OSError:
+                continue
+            for name, dirs in candidates(entries, rest).items():
+                found.setdefault(name, []).extend(f"{base}/{d}" for d in dirs)
+        for name in rest:
+            settle(name, (c for c in found.get(name, ())
+                          if c != f"{where.bases[0]}/{PAYLOAD}{name}"))
     unknown = [n for n, v in out.items() if v is None]
     if unknown:
         log.debug("cgroups do not show the state of %d running containers (%s…): asking liblxc",

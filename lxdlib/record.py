@@ -9,6 +9,7 @@ stored; the expanded view is computed from the profiles each time, as LXD does.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 from pathlib import Path
@@ -30,6 +31,7 @@ _parsed = ParsedCache()
 def clear_cache() -> None:
     """Forget the parsed records (the next reads parse every file again, as a new process)."""
     _parsed.clear()
+    _built.clear()
 
 
 def now() -> dt.datetime:
@@ -115,22 +117,54 @@ class InstanceRecord:
         return next((s for s in self.snapshots if s.name == name), None)
 
 
+@functools.lru_cache(maxsize=64)
+def _lxcpath(paths: Paths) -> str:
+    return os.fspath(paths.lxcpath)
+
+
+# The record last built from each cached parse (the very object ``_parsed`` returns while the
+# file is unchanged): a listing copies it rather than converting the parsed data again.
+_built: dict[str, tuple[Any, InstanceRecord]] = {}
+
+
+def _copy(rec: InstanceRecord) -> InstanceRecord:
+    """A record sharing nothing mutable with ``rec`` (its datetimes and strings are immutable)."""
+    return InstanceRecord(
+        name=rec.name, architecture=rec.architecture, created_at=rec.created_at, pool=rec.pool,
+        profiles=list(rec.profiles), config=dict(rec.config),
+        devices={k: dict(v) for k, v in rec.devices.items()}, description=rec.description,
+        ephemeral=rec.ephemeral, last_used_at=rec.last_used_at,
+        snapshots=[SnapshotRecord(
+            name=s.name, created_at=s.created_at, expires_at=s.expires_at, stateful=s.stateful,
+            description=s.description, config=dict(s.config),
+            devices={k: dict(v) for k, v in s.devices.items()}, profiles=list(s.profiles))
+            for s in rec.snapshots],
+        type=rec.type)
+
+
 def load(paths: Paths, name: str) -> InstanceRecord:
     """The record; ``CorruptRecord`` when the file holds something else than a record (so a
     caller walking every instance can report this one and go on), ``FileNotFoundError`` when
-    there is none."""
-    path = paths.instance_record(name)
+    there is none. Each call returns a record of its own, free to change."""
+    path = f"{_lxcpath(paths)}/{name}/instance.yaml"  # paths.instance_record, without pathlib
     try:
         data = _parsed.read(path)
     except yaml.YAMLError as e:
         reason = "not YAML: " + " ".join(str(e).split())
         raise CorruptRecord("instance", name, path, reason) from None
+    built = _built.get(path)
+    if built is not None and built[0] is data:
+        return _copy(built[1])
     try:
         if not isinstance(data, dict):
             raise TypeError(f"a mapping was expected, not {type(data).__name__}")
-        return InstanceRecord.from_dict(data)
+        rec = InstanceRecord.from_dict(data)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CorruptRecord("instance", name, path, f"{type(e).__name__}: {e}") from None
+    if len(_built) > 8192:
+        _built.clear()
+    _built[path] = (data, _copy(rec))
+    return rec
 
 
 def save(paths: Paths, rec: InstanceRecord, durable: bool = True) -> None:

@@ -277,6 +277,13 @@ class ParsedCache:
     def read(self, path: str | os.PathLike[str]) -> Any:
         """The parsed content of ``path`` (as ``read_yaml``, from memory when unchanged)."""
         key = os.fspath(path)
+        hit = self._entries.get(key)
+        if hit is not None:
+            # one lstat tells an unchanged file (a symlink put in its place has another inode,
+            # and is refused below as ever)
+            st = os.lstat(key)
+            if hit[0] == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                return hit[1]
         fd = _open_record(path)
         try:
             st = os.fstat(fd)

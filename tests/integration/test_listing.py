@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import ipaddress
+import json
 import os
 import secrets
 import subprocess
@@ -138,3 +139,28 @@ def test_listing_falls_back_to_liblxc_when_the_cgroup_is_unknown(
     assert listing["c1"].state == "RUNNING" and listing["c1"].pid == c.pid
     assert listing["c1"].network is not None and "lo" in listing["c1"].network
     assert listing["c2"].state == "STOPPED"
+
+
+def test_cli_list_opens_no_host_unless_needed(host: lxdlib.Host) -> None:
+    """A table of a settled root is read without the façade (a fast start); a leftover of a
+    killed operation makes it open the Host, which finishes or undoes it first, as any
+    command does; JSON (expanded config) opens it too."""
+    host.launch("busybox", "c1")
+
+    def imports(*args: str) -> tuple[str, str]:
+        r = subprocess.run([sys.executable, "-X", "importtime", "-m", "lxdlib.cli.main",
+                            "--root", str(host.paths.root), *args],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout, r.stderr
+
+    out, trace = imports("list", "-f", "csv", "-c", "ns")
+    assert out.split() == ["c1,RUNNING"]
+    assert "lxdlib.host" not in trace and "lxdlib.images" not in trace
+    ghost = host.paths.instance_dir("ghost")  # a create killed before its record
+    ghost.mkdir()
+    out, trace = imports("list", "-f", "csv", "-c", "ns")
+    assert out.split() == ["c1,RUNNING"] and "lxdlib.host" in trace
+    assert not ghost.exists()  # undone by the Host it opened
+    out, trace = imports("list", "-f", "json")
+    assert "lxdlib.host" in trace and json.loads(out)[0]["expanded_devices"]["root"]

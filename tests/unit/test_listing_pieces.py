@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import yaml
 
@@ -129,18 +130,28 @@ def test_read_ties_the_cgroup_to_this_lxcpaths_monitor(tmp_path: Path) -> None:
                             "print(c.pid, flush=True)\nc.wait()\n")
         monitor.stdin.close()
         child = int(monitor.stdout.readline())
-        for d, pids, freezer in (("lxc.payload.web", f"{child}\n", "FROZEN\n"),
-                                 ("lxc.payload.db", f"{child}\n", "THAWED\n"),
-                                 ("lxc.payload.empty", "", "THAWED\n")):
+        for d, pids, freezer in (
+                # a same-named container of another lxcpath holds the plain name: ours is "-1"
+                ("lxc.payload.web", f"{os.getpid()}\n", "THAWED\n"),
+                ("lxc.payload.web-1", f"{child}\n", "FROZEN\n"),
+                ("lxc.payload.db", f"{child}\n", "THAWED\n"),
+                ("lxc.payload.empty", "", "THAWED\n")):
             (base / d).mkdir(parents=True)
             (base / d / "cgroup.procs").write_text(pids)
             (base / d / "freezer.state").write_text(freezer)
         where = livestate.Layout(1, (base,))
+        livestate.clear_cache()
         out = livestate.read(lxcpath, ["web", "db", "empty", "gone"], where)
         assert out == {"web": livestate.Live("FROZEN", child), "db": None, "empty": None,
                        "gone": None}
+        (base / "lxc.payload.web-1" / "freezer.state").write_text("THAWED\n")
+        again = livestate.read(lxcpath, ["web"], where)  # from memory: same cgroup, alive
+        assert again == {"web": livestate.Live("RUNNING", child)}
         # the same names in another lxcpath are not this monitor's
         assert livestate.read(tmp_path / "other", ["web"], where) == {"web": None}
+        os.kill(child, signal.SIGKILL)  # the init is gone: not remembered any more
+        monitor.wait(timeout=10)
+        assert livestate.read(lxcpath, ["web"], where) == {"web": None}
     finally:
         if child > 0:
             with contextlib.suppress(ProcessLookupError):
@@ -305,6 +316,10 @@ def test_parsed_cache_is_bounded_and_refuses_symlinks(tmp_path: Path, monkeypatc
     (tmp_path / "link.yaml").symlink_to(paths[0])
     with pytest.raises(LxdlibError, match="symlink"):
         cache.read(tmp_path / "link.yaml")
+    # a cached record replaced by a symlink is refused too, not served from memory
+    os.replace(tmp_path / "link.yaml", paths[-1])
+    with pytest.raises(LxdlibError, match="symlink"):
+        cache.read(paths[-1])
     with pytest.raises(FileNotFoundError):
         cache.read(tmp_path / "missing.yaml")
 
@@ -325,6 +340,37 @@ def test_record_load_returns_a_private_copy(tmp_path: Path, monkeypatch: Any) ->
     b = record.load(paths, "c1")
     assert b.config == {"k": "v"} and b.devices == {"d": {"type": "none"}}
     assert b.profiles == ["default"]
+    # the second load was copied from the record built at the first: a copy as deep
+    b.config["k"] = "again"
+    b.devices["d"]["x"] = "y"
+    c = record.load(paths, "c1")
+    assert c == record.InstanceRecord.from_dict(rec.to_dict()) and c is not b
+
+
+def test_record_copy_shares_nothing_mutable() -> None:
+    rec = record.InstanceRecord(
+        name="c1", architecture="x86_64", created_at=record.now(), pool="p",
+        config={"k": "v"}, devices={"d": {"type": "none"}}, profiles=["default"],
+        snapshots=[record.SnapshotRecord(name="s0", created_at=record.now(),
+                                         config={"a": "b"}, devices={"e": {"f": "g"}},
+                                         profiles=["x"])])
+    copy = record._copy(rec)
+    assert copy == rec
+    copy.snapshots[0].config["a"] = "changed"
+    copy.snapshots[0].devices["e"]["f"] = "changed"
+    copy.snapshots[0].profiles.append("y")
+    copy.snapshots.append(copy.snapshots[0])
+    copy.devices["d"]["type"] = "changed"
+    assert rec.snapshots[0].config == {"a": "b"} and rec.snapshots[0].devices == {
+        "e": {"f": "g"}} and rec.snapshots[0].profiles == ["x"] and len(rec.snapshots) == 1
+    assert rec.devices == {"d": {"type": "none"}}
+    fields = {f.name for f in attrs.fields(record.InstanceRecord)}
+    assert fields == {"name", "architecture", "created_at", "pool", "profiles", "config",
+                      "devices", "description", "ephemeral", "last_used_at", "snapshots",
+                      "type"}, "a new field: copy it in record._copy too"
+    assert {f.name for f in attrs.fields(record.SnapshotRecord)} == {
+        "name", "created_at", "expires_at", "stateful", "description", "config", "devices",
+        "profiles"}, "a new field: copy it in record._copy too"
 
 
 # -- the address columns ----------------------------------------------------------------------
