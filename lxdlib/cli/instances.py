@@ -412,8 +412,19 @@ def cmd_exec(host: Host, a: argparse.Namespace) -> int:
     if a.mode == "interactive" or (a.mode == "auto" and sys.stdin.isatty() and
                                    sys.stdout.isatty() and not a.force_noninteractive):
         from ..console import exec_pty
-        return exec_pty(inst, cmd, env=env, cwd=a.cwd, user=a.user, group=a.group)
-    return inst.exec_interactive(cmd, env=env, cwd=a.cwd, user=a.user, group=a.group)
+        rc = exec_pty(inst, cmd, env=env, cwd=a.cwd, user=a.user, group=a.group)
+    else:
+        rc = inst.exec_interactive(cmd, env=env, cwd=a.cwd, user=a.user, group=a.group)
+    message = EXEC_ERRORS.get(rc)
+    if message is not None:
+        print(f"Error: {message}", file=sys.stderr)
+    return rc
+
+
+#: What ``lxc exec`` says for the two exit codes LXD turns into errors (the status stays the
+#: command's): 127 from a shell or ``execvp`` that found nothing to run, 126 from a file found
+#: but not executable. LXD says it for any command exiting so, and so does lxdlib.
+EXEC_ERRORS = {127: "Command not found", 126: "Command not executable"}
 
 
 # -- snapshots ----------------------------------------------------------------------------------
