@@ -36,7 +36,7 @@ from .errors import (
     StorageError,
     WrongState,
 )
-from .listing import STATUS
+from .listing import STATUS, global_addresses
 from .record import InstanceRecord
 from .runtime import ExecResult
 from .state import atomic_write, held, load_yaml, lock
@@ -929,9 +929,9 @@ class InstanceCore:
         return state if state is not None else interfaces_of(c)
 
     def addresses(self, family: str = "inet") -> list[str]:
-        return [a["address"] for nic in self.network_state().values()
-                for a in nic.get("addresses", []) if a["family"] == family and
-                a.get("scope") == "global"]
+        """The instance's routable addresses of ``family`` (``inet``/``inet6``), as ``lxc list``
+        shows them: no loopback, no link-local ``fe80::`` (``listing.global_addresses``)."""
+        return [a for a, _ in global_addresses(self.network_state(), family)]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0,
                  interval: float = 0.05) -> bool:
