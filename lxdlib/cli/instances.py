@@ -331,7 +331,7 @@ _COUNTERS = ("bytes_received", "bytes_sent", "packets_received", "packets_sent",
 _NIC_KEYS = ("hwaddr", "host_name", "mtu", "state", "type")
 
 
-def _api_time(t: dt.datetime | None, never: str) -> str:
+def api_time(t: dt.datetime | None, never: str) -> str:
     """A time as LXD's JSON has it (RFC 3339 in UTC, ``Z``), ``never`` when unset."""
     if t is None:
         return never
@@ -402,9 +402,9 @@ def instance_full(host: Host, entry: Listed, rec: InstanceRecord,
     for snap in rec.snapshots:
         scfg, sdevs = _shown(host, snap.profiles, snap.config, snap.devices)
         snapshots.append({
-            "expires_at": _api_time(snap.expires_at, ZERO_TIME),
+            "expires_at": api_time(snap.expires_at, ZERO_TIME),
             "architecture": rec.architecture, "config": dict(sorted(snap.config.items())),
-            "created_at": _api_time(snap.created_at, ZERO_TIME),
+            "created_at": api_time(snap.created_at, ZERO_TIME),
             "devices": _sorted_devices(snap.devices), "ephemeral": False,
             "expanded_config": dict(sorted(scfg.items())),
             "expanded_devices": _sorted_devices(sdevs), "last_used_at": ZERO_TIME,
@@ -415,10 +415,10 @@ def instance_full(host: Host, entry: Listed, rec: InstanceRecord,
         "architecture": rec.architecture, "config": dict(sorted(rec.config.items())),
         "devices": _sorted_devices(rec.devices), "ephemeral": rec.ephemeral,
         "profiles": list(rec.profiles), "stateful": False, "description": rec.description,
-        "created_at": _api_time(rec.created_at, ZERO_TIME),
+        "created_at": api_time(rec.created_at, ZERO_TIME),
         "expanded_config": dict(sorted(cfg.items())), "expanded_devices": _sorted_devices(devs),
         "name": rec.name, "status": status, "status_code": STATUS_CODES.get(status, 112),
-        "last_used_at": _api_time(rec.last_used_at, NEVER_USED), "location": "none",
+        "last_used_at": api_time(rec.last_used_at, NEVER_USED), "location": "none",
         "type": rec.type, "project": "default", "backups": None,
         "state": instance_state(host, entry, rec, net, usage),
         "snapshots": snapshots or None,
