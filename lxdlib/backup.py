@@ -34,7 +34,6 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -612,8 +611,8 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
                 and k != "volatile.apply_template"}
     paths = ctx.paths
     # a second instance from the backup of one that still exists (``import b.tar new``) gets
-    # its own identity: the original's MACs (and uuid) would clash with it on the network.
-    # A restore (the original's name free again) keeps them, and with them its DHCP lease.
+    # its own MACs: the original's would clash with it on the network. A restore (the
+    # original's name free again) keeps them, and with them its DHCP lease.
     fresh = target != idx.name and record.exists(paths, idx.name)
     if fresh:
         volatile = _fresh_volatile(volatile)
@@ -656,21 +655,14 @@ _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 
 
 def _identity_key(key: str) -> bool:
-    """The volatile keys that say which instance this is on the network and to the user."""
-    return key == "volatile.uuid" or (key.startswith("volatile.") and key.endswith(".hwaddr"))
+    """The volatile keys that would clash with the original's on the network: its MACs."""
+    return key.startswith("volatile.") and key.endswith(".hwaddr")
 
 
 def _fresh_volatile(volatile: dict[str, str]) -> dict[str, str]:
-    """The archive's volatile keys for a second instance beside the original: a new uuid and a
-    new MAC for each nic that had one, no other per-instance state (a veth name), the rest
-    (``volatile.base_image``) kept."""
-    out = {k: v for k, v in volatile.items()
-           if k == "volatile.base_image" or not k.startswith("volatile.")}
-    out["volatile.uuid"] = str(uuid.uuid4())
-    for key in volatile:
-        if key.endswith(".hwaddr"):
-            out[key] = random_mac()
-    return out
+    """The archive's volatile keys for a second instance beside the original: a new MAC for
+    each nic that had one; the rest (its uuid, as LXD keeps it on import) as they are."""
+    return {k: random_mac() if _identity_key(k) else v for k, v in volatile.items()}
 
 
 def _archive_config(config: dict[str, str]) -> dict[str, str]:
