@@ -48,12 +48,21 @@ def edit_text(text: str) -> str:
         os.unlink(path)
 
 
+#: Said when an ``edit`` verb reads nothing: an edit replaces the whole object, so an empty
+#: document (``config edit c < /dev/null``, an emptied editor buffer) would wipe it.
+EMPTY_EDIT = "the new content is empty: nothing was changed (give the whole YAML, e.g. the " \
+    "output of the matching show command)"
+
+
 def load_mapping(text: str) -> dict[str, Any]:
-    """The YAML mapping an ``edit`` verb got back; anything else is the user's mistake."""
+    """The YAML mapping an ``edit`` verb got back; anything else is the user's mistake, and so
+    is an empty document (only comments, or nothing): it is refused, not applied as a wipe."""
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise InvalidArgument(f"invalid YAML: {e}") from None
+    if data is None:
+        raise InvalidArgument(EMPTY_EDIT)
     if not isinstance(data, dict):
         raise InvalidArgument("expected a YAML mapping")
     return data

@@ -82,7 +82,8 @@ class Images(Collection[Image]):
                    properties: Mapping[str, str] | None = None, public: bool = False,
                    progress: Any = None) -> Image:
         """``image import https://…``: LXD's URL protocol (``LXD-Image-URL``/``-Hash``) or a
-        plain download of the tarball."""
+        plain download of the tarball. An image already stored is not an error, as in LXD:
+        it only gets ``aliases`` (``AlreadyExists`` if one names another image)."""
         from .fetch import download_image
         return self._image(download_image(self.ctx, url, aliases=aliases, properties=properties,
                                           public=public, progress=progress))
