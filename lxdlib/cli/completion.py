@@ -258,10 +258,32 @@ def preamble(shell: str) -> str:
     return listers + (_ZSH if shell == "zsh" else _BASH)
 
 
+def _zsh_rest(text: str) -> str:
+    """shtab gives a ``nargs="+"``/``"*"`` positional zsh's ``"(*):…"`` spec, which completes
+    only its first word (``lxdlib start web1 w<TAB>`` offered nothing). Where it is a
+    command's last positional, ``"*:…"`` (every further word) is what it means."""
+    lines = text.split("\n")
+    block: list[int] = []  # the positional specs of the options array being read
+    for i, line in enumerate(lines):
+        if line.endswith("_options=("):
+            block = []
+        elif line == ")" and block:
+            last = block[-1]
+            for prefix in ('  "(*)::', '  "(*):'):
+                if lines[last].startswith(prefix):
+                    lines[last] = '  "*:' + lines[last][len(prefix):]
+                    break
+            block = []
+        elif line.startswith(('  "(*)', '  ":', '  "*', '  "(-)')):
+            block.append(i)
+    return "\n".join(lines)
+
+
 def script(shell: str, parser: argparse.ArgumentParser) -> str:
     """The completion script of ``parser`` (the whole ``lxdlib`` parser) for ``shell``."""
     import shtab
-    return str(shtab.complete(mark(parser), shell=shell, preamble=preamble(shell)))
+    text = str(shtab.complete(mark(parser), shell=shell, preamble=preamble(shell)))
+    return _zsh_rest(text) if shell == "zsh" else text
 
 
 def bash_script(parser: argparse.ArgumentParser) -> str:

@@ -117,9 +117,53 @@ def test_completion_command_prints_scripts(capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr().out.startswith("#compdef lxdlib")
 
 
-@pytest.mark.skipif(shutil.which("zsh") is None, reason="needs zsh")
-def test_zsh_script_parses(tmp_path: Path) -> None:
-    path = tmp_path / "_lxdlib"
-    path.write_text(script("zsh", build_parser("*")))
-    r = subprocess.run(["zsh", "-n", str(path)], capture_output=True, text=True)
+needs_zsh = pytest.mark.skipif(shutil.which("zsh") is None, reason="needs zsh")
+
+# An interactive zsh in a pseudo-terminal (zsh/zpty) with compinit and the script on $fpath,
+# as a user has it; `compadd` is wrapped to write the matches it adds to a file; the line is
+# typed with a TAB after it.
+_ZPTY = r"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PS1='%% '; fpath=($1 \$fpath); autoload -Uz compinit; compinit -u -D; \
+compadd() { builtin compadd -O __m \"\$@\"; print -l -- \$__m >> $2; builtin compadd \"\$@\"; }"
+zpty -w z "print READY"
+zpty -r z line '*READY*'
+zpty -r z line '*READY*'
+zpty -n -w z "$3"$'\t'
+for i in {1..50}; do [[ -s $2 ]] && break; sleep 0.1; done
+sleep 0.3
+zpty -d z
+"""
+
+
+@pytest.fixture(scope="module")
+def zsh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("zsh")
+    (d / "_lxdlib").write_text(script("zsh", build_parser("*")))
+    (d / "run.zsh").write_text(_ZPTY)
+    return d
+
+
+@needs_zsh
+def test_zsh_script_parses(zsh_dir: Path) -> None:
+    r = subprocess.run(["zsh", "-n", str(zsh_dir / "_lxdlib")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+@needs_zsh
+@pytest.mark.parametrize(("line", "expected"), [
+    ("lxdlib lau", ["launch"]),
+    ("lxdlib start web1 w", ["web1", "web2"]),  # every word of a nargs="+" positional
+    ("lxdlib file pull we", ["web1", "web2"]),  # added with a / suffix
+    ("lxdlib profile show ", ["default", "small"]),
+    ("lxdlib config set db limits.m", ["limits.memory", "limits.memory.enforce",
+                                       "limits.memory.swap", "limits.memory.swap.priority"]),
+])
+def test_zsh_completes(zsh_dir: Path, root: Path, tmp_path: Path, line: str,
+                       expected: list[str]) -> None:
+    out = tmp_path / "matches"
+    subprocess.run(["zsh", "-f", str(zsh_dir / "run.zsh"), str(zsh_dir), str(out), line],
+                   capture_output=True, timeout=60, check=True,
+                   env={"PATH": "/usr/bin:/bin", "LXDLIB_ROOT": str(root)})
+    assert sorted(set(out.read_text().split())) == expected
