@@ -75,6 +75,31 @@ VERBS: dict[str, str] = {
     "remote switch": "make a remote the default",
 }
 
+# "<command path>" -> its usage line, where argparse's (built from the argument names) does
+# not say what the words are
+USAGE: dict[str, str] = {
+    "init": "%(prog)s [<image>] [<instance>] [options] | --auto | --minimal | --preseed",
+    "launch": "%(prog)s <image> [<instance>] [-p <profile>]… [-c <key>=<value>]… "
+              "[-d <device>,<key>=<value>]… [-s <pool>] [-e]",
+    "copy": "%(prog)s <instance>[/<snapshot>] [<new instance>] [options]",
+    "move": "%(prog)s <instance>[/<snapshot>] [<new name>] [-s <pool>]",
+    "snapshot": "%(prog)s <instance> [<snapshot>] [--stateful] [--reuse] [--no-expiry]",
+    "restore": "%(prog)s <instance> <snapshot> [--stateful]",
+    "list": "%(prog)s [<filter>…] [--fast] [-c <columns>] [-f <format>]",
+    "config set": "%(prog)s [<instance>] <key> <value> | [<instance>] <key>=<value>…",
+    "config unset": "%(prog)s [<instance>] <key>",
+    "config get": "%(prog)s [<instance>] <key> [-e]",
+    "config device": "%(prog)s add|remove|list|show|set|unset|get|override <instance> "
+                     "[<device>] [<type>|<key>] [<key>=<value>…]",
+    "profile set": "%(prog)s <profile> <key> <value> | <profile> <key>=<value>…",
+    "profile device": "%(prog)s add|remove|list|show|set|unset|get <profile> [<device>] "
+                      "[<type>|<key>] [<key>=<value>…]",
+    "network set": "%(prog)s <network> <key> <value> | <network> <key>=<value>…",
+    "image alias": "%(prog)s create|delete|rename|list [<alias>] [<fingerprint>|<new name>]",
+    "storage volume set": "%(prog)s <pool> <volume> <key> <value> | <pool> <volume> "
+                          "<key>=<value>…",
+}
+
 # "<command path>" -> examples shown at the end of its --help
 EXAMPLES: dict[str, str] = {
     "init": """

@@ -177,6 +177,7 @@ def _describe(parser: argparse.ArgumentParser) -> None:
             line = COMMANDS[action.dest][1] if not path and action.dest in COMMANDS \
                 else str(action.help or "")
             child.description = child.description or line[:1].upper() + line[1:]
+            child.usage = child.usage or helptext.USAGE.get(key)
             examples = helptext.EXAMPLES.get(key)
             if examples and not child.epilog:
                 child.epilog = "Examples:\n" + examples.strip("\n")

@@ -65,6 +65,7 @@ def test_helptext_names_existing_commands(full: argparse.ArgumentParser) -> None
     paths = {" ".join(path) for path, _ in walk(full)}
     assert set(helptext.VERBS) - paths == set()
     assert set(helptext.EXAMPLES) - paths == set()
+    assert set(helptext.USAGE) - paths == set()
     for word in ("launch", "exec", "list", "config", "snapshot", "file", "image", "profile",
                  "network", "storage"):
         assert word in helptext.EXAMPLES
