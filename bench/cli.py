@@ -1,6 +1,7 @@
 """The ``lxdlib`` command, verb by verb, against ``python3 -c pass`` and LXD's ``lxc`` client.
 
     sudo .venv/bin/python bench/cli.py [--rounds 11] [--exe .venv/bin/lxdlib] [--no-lxd]
+                                       [--before /other/checkout/.venv/bin/lxdlib]
 
 Each figure is a whole command as a user runs it: a new process, from its start to its exit,
 with Python's bytecode cache on (as an installed lxdlib has it: ``setup.sh`` compiles it; this
@@ -17,9 +18,11 @@ What is timed, the median of ``--rounds`` rounds, every verb once per round, lxd
 The lxdlib side makes its own roots under /var/tmp (a loop-backed btrfs pool, the busybox
 image built offline, a default profile with only a root disk). The lxc side runs when ``lxc`` is
 installed and ``lxc image info busybox`` works, on LXD's ``default`` pool with no profile
-(``--no-profiles -s default``: a root disk, no NIC, as on the lxdlib side). Everything made is
-removed at the end, also on failure. Container names are global on a machine: run it under
-the integration tests' lock (``flock /work/wt/itest.lock …``).
+(``--no-profiles -s default``: a root disk, no NIC, as on the lxdlib side). ``--before`` adds
+a column for another lxdlib command (an older checkout's), run in turn with the others, on
+instances of its own in the same root. Everything made is removed at the end, also on
+failure. Container names are global on a machine: run it under the integration tests' lock
+(``flock /work/wt/itest.lock …``).
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--exe", default=str(Path(sys.executable).parent / "lxdlib"))
     ap.add_argument("--no-lxd", action="store_true", help="lxdlib's column only")
+    ap.add_argument("--before", help="another lxdlib command to time beside --exe")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: lxdlib manages containers, loop devices and mounts")
@@ -107,15 +111,21 @@ def main() -> int:
     tag = secrets.token_hex(3)
     prefix = f"clib{tag}"
     tmp = Path(tempfile.mkdtemp(prefix="lxdlib-bench-cli-", dir="/var/tmp"))
+    tmp.chmod(0o711)  # unprivileged containers below it must reach their rootfs
     empty, full = tmp / "empty", tmp / "full"
     lx = [a.exe]
     py = [sys.executable, "-c", "pass"]
     times: dict[str, dict[str, list[float]]] = {}
     lxd_made: list[str] = []
 
-    def both(label: str, ours: list[str], theirs: list[str] | None) -> None:
-        row = times.setdefault(label, {"lxdlib": [], "lxc": []})
-        row["lxdlib"].append(timed(ours, environ))
+    def both(label: str, ours: list[str], theirs: list[str] | None,
+             old: list[str] | None = None) -> None:
+        """One run of each side; ``old``: the ``--before`` command's words (by default
+        ``ours``'s), on its own instance where the verb changes one."""
+        row = times.setdefault(label, {"lxdlib": [], "lxc": [], "before": []})
+        if a.before:
+            row["before"].append(timed([a.before, *(old or ours)], environ))
+        row["lxdlib"].append(timed([*lx, *ours], environ))
         if lxd and theirs is not None:
             row["lxc"].append(timed(theirs, environ))
 
@@ -130,24 +140,25 @@ def main() -> int:
                 subprocess.run(["lxc", "launch", "busybox", f"{prefix}f{i}", "--no-profiles",
                                 "-s", "default"], check=True, capture_output=True)
         for r in range(a.rounds):
-            times.setdefault("python3 -c pass", {"lxdlib": [], "lxc": []})["lxdlib"].append(
-                timed(py, environ))
-            both("--version", [*lx, "--version"], ["lxc", "--version"])
-            both("--help", [*lx, "--help"], ["lxc", "--help"])
-            both("list (empty)", [*lx, "--root", str(empty), "list", prefix],
+            base_row = times.setdefault("python3 -c pass", {"lxdlib": [], "lxc": [], "before": []})
+            base_row["lxdlib"].append(timed(py, environ))
+            both("--version", ["--version"], ["lxc", "--version"])
+            both("--help", ["--help"], ["lxc", "--help"])
+            both("list (empty)", ["--root", str(empty), "list", prefix],
                  ["lxc", "list", f"{prefix}none"])
-            both(f"list ({FEW} running)", [*lx, "--root", str(full), "list", f"{prefix}f"],
+            both(f"list ({FEW} running)", ["--root", str(full), "list", f"{prefix}f"],
                  ["lxc", "list", f"{prefix}f"])
             n = f"{prefix}r{r}"
             lxd_made += [n, f"{n}-copy"]
-            for label, words in verbs(n):
-                ours = [*lx, "--root", str(full), *[w for w in words if w != "{lxd}"]]
+            for (label, words), (_, old) in zip(verbs(n), verbs(f"{n}b"), strict=True):
                 theirs = ["lxc", *[w for w in words if w != "{lxd}"]]
                 if "{lxd}" in words:
                     theirs += ["--no-profiles", "-s", "default"]
-                both(label, ours, theirs)
+                both(label, ["--root", str(full), *[w for w in words if w != "{lxd}"]], theirs,
+                     ["--root", str(full), *[w for w in old if w != "{lxd}"]])
                 if label == "copy":
-                    timed([*lx, "--root", str(full), "delete", f"{n}-copy"], environ)
+                    for name in ([n, f"{n}b"] if a.before else [n]):
+                        timed([*lx, "--root", str(full), "delete", f"{name}-copy"], environ)
                     if lxd:
                         timed(["lxc", "delete", f"{n}-copy"], environ)
     finally:
@@ -160,13 +171,16 @@ def main() -> int:
     base = statistics.median(times["python3 -c pass"]["lxdlib"])
     print(f"median ms of {a.rounds} interleaved rounds; bytecode cached; "
           f"`python3 -c pass` ({sys.executable}): {base:.1f} ms")
-    head = f"{'verb':<20}{'lxdlib':>9}{'/pass':>7}"
+    head = f"{'verb':<20}" + (f"{'before':>9}" if a.before else "") + f"{'lxdlib':>9}{'/pass':>7}"
     print(head + (f"{'lxc':>9}{'lxdlib/lxc':>12}" if lxd else ""))
     for label, row in times.items():
         if label == "python3 -c pass":
             continue
         ours = statistics.median(row["lxdlib"])
-        line = f"{label:<20}{ours:>9.1f}{ours / base:>6.1f}x"
+        line = f"{label:<20}"
+        if a.before:
+            line += f"{statistics.median(row['before']):>9.1f}"
+        line += f"{ours:>9.1f}{ours / base:>6.1f}x"
         if lxd and row["lxc"]:
             theirs = statistics.median(row["lxc"])
             line += f"{theirs:>9.1f}{ours / theirs:>11.2f}x"
