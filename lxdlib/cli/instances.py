@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InvalidArgument, LxdlibError, NotFound
-from ..state import Paths
 from . import output
 from .common import ProgressBar, parse_kv
 
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
     from ..instances import Instance
     from ..listing import Listed
     from ..record import InstanceRecord
+    from ..state import Paths
 
 
 def _resolve_image(host: Host, ref: str, quiet: bool) -> str:
@@ -237,6 +237,7 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
             from ..host import Host
             opened.append(Host(a.root))
         return opened[0]
+    from ..state import Paths  # here: the other verbs' start needs none of it (YAML, attrs)
     paths = Paths.at(a.root)
     names, leftovers = _scan(paths) if host is None and paths.lxcpath.is_dir() else ([], ["?"])
     if not leftovers and _killed_imports(paths):
