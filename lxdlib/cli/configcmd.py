@@ -6,7 +6,6 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ..config import expand
 from ..errors import AlreadyExists, InvalidArgument, NotFound
 from . import output
 from .common import devices_map, edit_text, load_mapping, parse_kv, str_map
@@ -34,6 +33,8 @@ def shown_devices(host: Host, rec: InstanceRecord) -> dict[str, dict[str, str]]:
     """The expanded devices as LXD shows them (``show --expanded``, ``expanded_devices``): a
     ``none`` device that masks a profile's device stays, as ``type: none``, so the user sees
     why the profile's device is absent. The runtime's composition drops them."""
+    from ..config import expand
+
     profiles = [host.ctx.profile_data(p) for p in rec.profiles]
     return expand.expand_devices(profiles, rec.devices, keep_none=True)
 

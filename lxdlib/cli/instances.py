@@ -12,11 +12,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
 from ..errors import InvalidArgument, LxdlibError, NotFound
-from ..listing import global_addresses, scan, take
-from ..state import Paths
 from . import output
 from .common import ProgressBar, parse_kv
 
@@ -25,6 +21,7 @@ if TYPE_CHECKING:
     from ..instances import Instance
     from ..listing import Listed
     from ..record import InstanceRecord
+    from ..state import Paths
 
 
 def _resolve_image(host: Host, ref: str, quiet: bool) -> str:
@@ -212,6 +209,16 @@ def _killed_imports(paths: Paths) -> bool:
     return False
 
 
+def _scan(paths: Paths) -> tuple[list[str], list[str]]:
+    """``listing.scan``, without importing the listing (liblxc, records) for a root that has
+    no instance directory at all."""
+    with os.scandir(paths.lxcpath) as it:
+        if next(it, None) is None:
+            return [], []
+    from ..listing import scan
+    return scan(paths)
+
+
 def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
     """``lxc list``: state, pid and addresses of every instance come from one listing
     (``lxdlib.listing``: no process per instance). Called without a ``Host`` (``opens_root``):
@@ -231,13 +238,18 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
             from ..host import Host
             opened.append(Host(a.root))
         return opened[0]
+    from ..state import Paths  # here: the other verbs' start needs none of it (YAML, attrs)
     paths = Paths.at(a.root)
-    names, leftovers = scan(paths) if host is None and paths.lxcpath.is_dir() else ([], ["?"])
+    names, leftovers = _scan(paths) if host is None and paths.lxcpath.is_dir() else ([], ["?"])
     if not leftovers and _killed_imports(paths):
         leftovers = ["?"]  # what a killed image import left is cleared by opening a Host
+    listing: Any
     if full or leftovers or any(ch in columns for ch in "Nmu"):
         listing = the_host().instances.list_state(network=network)
+    elif not names:
+        listing = []  # an empty root: nothing to read, no need to load the listing's code
     else:
+        from ..listing import take
         listing = take(paths, names, network=network)
     rows: list[list[str]] = []
     data: list[dict[str, Any]] = []
@@ -299,6 +311,8 @@ def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full:
             net = inst.network_state()  # its namespace could not be read with the others
         if wants_usage:
             usage = inst.usage()
+
+    from ..listing import global_addresses
 
     def addrs(family: str) -> str:
         return "\n".join(f"{addr} ({ifname})"
@@ -571,6 +585,7 @@ def cmd_restore(host: Host, a: argparse.Namespace) -> int:
 def cmd_init(host: Host, a: argparse.Namespace) -> int:
     if a.image is None:
         if a.preseed:
+            import yaml
             data = yaml.safe_load(sys.stdin.read()) or {}
             if not isinstance(data, dict):
                 raise InvalidArgument("the preseed must be a YAML mapping")

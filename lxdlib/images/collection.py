@@ -198,10 +198,10 @@ class Images(Collection[Image]):
         """The local reference an instance made from ``ref`` uses: a local alias/fingerprint as
         is; a remote one (``images:alpine/3.19``, ``ubuntu:``) is downloaded and cached first,
         or a cached copy used, by LXD's rules."""
-        from . import cache
         remote, name = self._split(ref)
         if remote.is_local:
             return name
+        from . import cache  # the remote-image code (HTTP, TLS): only for a remote ref
         return cache.for_instance(self.ctx, remote, name, progress).fingerprint
 
     def refresh(self, ref: str, progress: Any = None) -> tuple[Image, bool]:
