@@ -80,6 +80,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     backup_cmd.register(sub)  # after images: it joins the image store's housekeeping command
     files_cmd.register(sub)
     console_cmd.register(sub)
+    from . import extras
+    extras.register(sub)  # rename, version, alias, operation, project, warning
     completion_cmd.register(sub, p)
     h = sub.add_parser("help", help="show help for a command")
     h.add_argument("topic", nargs="*")
@@ -161,7 +163,9 @@ def setup_logging(debug: bool, verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    head, command = split_exec(fix_config_shorthand(sys.argv[1:] if argv is None else argv))
+    from .useraliases import expand_argv  # the user's aliases, before any parsing, as lxc
+    head, command = split_exec(fix_config_shorthand(expand_argv(sys.argv[1:] if argv is None
+                                                                 else argv)))
     parser = build_parser(command_word(head))
     args = parser.parse_args(head)
     setup_logging(args.debug, args.verbose)

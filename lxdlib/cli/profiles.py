@@ -178,7 +178,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("profile", help="manage profiles")
     s = p.add_subparsers(dest="profile_cmd", metavar="<verb>", required=True)
     x = s.add_parser("list", aliases=["ls"])
-    x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    output.add_format(x)
     x.set_defaults(func=cmd_list)
     for name, fn in (("show", cmd_show), ("edit", cmd_edit)):
         x = s.add_parser(name)
