@@ -13,6 +13,8 @@ uses it, and ``Sampled`` feeds it for work that reports no progress of its own.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 
@@ -159,3 +161,39 @@ class Sampled:
         if self._thread.is_alive():
             self._thread.join()
         self.bar.done()
+
+
+def growing_files(directory: str | os.PathLike[str], prefix: str, suffix: str) -> int:
+    """Bytes so far in the files of ``directory`` named ``prefix…suffix`` (the temporary files
+    an export writes before renaming them into place): a ``Sampled`` measure of its work."""
+    total = 0
+    with os.scandir(directory) as it:
+        for e in it:
+            if e.name.startswith(prefix) and e.name.endswith(suffix):
+                with contextlib.suppress(FileNotFoundError):
+                    total += e.stat(follow_symlinks=False).st_size
+    return total
+
+
+def read_position(path: str | os.PathLike[str]) -> int:
+    """How far this process or any of its children has read ``path`` (the furthest offset of
+    a descriptor open on it, from ``/proc``): a ``Sampled`` measure for work that reads one
+    file through child processes (``tar``, a decompressor)."""
+    target = os.path.realpath(path)
+    best = 0
+    todo = [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") != target:
+                        continue
+                    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                        pos = int(f.readline().split()[1])  # "pos:\t<offset>"
+                    best = max(best, pos)
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as f:
+                    todo += [int(x) for x in f.read().split()]
+    return best

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from ..host import Host
     from ..imagestore.remotes import Remote
     from ..imagestore.store import ImageRecord
+
+log = logging.getLogger(__name__)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -303,9 +306,20 @@ def cmd_build(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_export(host: Host, a: argparse.Namespace) -> int:
-    outs = host.images.export(_local(host, a.ref), a.target or ".")
+    import os
+
+    from ..progress import Sampled, growing_files
+    ref = _local(host, a.ref)
+    target = a.target or "."
+    where = target if Path(target).is_dir() else (os.path.dirname(target) or ".")
+    total = host.images.get(ref).record().size
+    # the export writes ``.<name>.tmp<pid>`` files and renames them: their growth is its progress
+    with Sampled(ProgressBar("Exporting the image", quiet=a.quiet),
+                 lambda: (growing_files(where, ".", f".tmp{os.getpid()}"), total)):
+        outs = host.images.export(ref, target)
+    log.info("image %s exported to %s", a.ref, ", ".join(str(o) for o in outs))
     if not a.quiet:
-        print(f"Image exported successfully to {', '.join(str(o) for o in outs)}")
+        print("Image exported successfully!")
     return 0
 
 
@@ -315,7 +329,7 @@ def cmd_copy(host: Host, a: argparse.Namespace) -> int:
         raise InvalidArgument("images can only be copied to local: (image servers are "
                               "read-only)")
     source, name = _split(host, a.source)
-    bar = ProgressBar("Retrieving image", quiet=a.quiet)
+    bar = ProgressBar("Copying the image", quiet=a.quiet)
     try:
         if source.is_local:
             raise InvalidArgument("The source and the target are the same server (local:)")
@@ -331,7 +345,7 @@ def cmd_copy(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_refresh(host: Host, a: argparse.Namespace) -> int:
     for ref in a.refs:
-        bar = ProgressBar("Retrieving image", quiet=a.quiet)
+        bar = ProgressBar("Refreshing the image", quiet=a.quiet)
         try:
             _, changed = host.images.refresh(_local(host, ref), progress=bar)
         finally:
@@ -440,8 +454,7 @@ def cmd_publish(host: Host, a: argparse.Namespace) -> int:
                                   public=a.public, progress=bar)
     finally:
         bar.done()
-    if not a.quiet:
-        print(f"Instance published with fingerprint: {img.fingerprint}")
+    print(f"Instance published with fingerprint: {img.fingerprint}")  # even with -q, as lxc
     return 0
 
 

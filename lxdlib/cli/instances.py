@@ -439,7 +439,7 @@ def cmd_init(host: Host, a: argparse.Namespace) -> int:
         elif a.auto or a.minimal:
             host.init_auto(pool_driver=a.storage_backend or "btrfs",
                            pool_size=a.storage_create_loop or "5GiB",
-                           network=not a.minimal)
+                           network=not a.minimal, network_name=a.network_name)
         else:
             raise InvalidArgument("init needs an image, or --auto, --minimal or --preseed to "
                                   "initialise the host")
@@ -470,6 +470,8 @@ def register(sub: Any) -> None:
     p.add_argument("--preseed", action="store_true")
     p.add_argument("--storage-backend")
     p.add_argument("--storage-create-loop")
+    p.add_argument("--network-name", help="the default bridge (default lxdbr0, or the first "
+                   "free lxdbr<N> when the host has an lxdbr0)")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("launch", help="create and start an instance")

@@ -92,6 +92,8 @@ def cmd_delete(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_rename(host: Host, a: argparse.Namespace) -> int:
     host.networks.rename(a.old, a.new)  # refused while an instance or profile uses it
+    if not a.quiet:
+        print(f"Network {a.old} renamed to {a.new}")
     return 0
 
 
