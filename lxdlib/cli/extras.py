@@ -178,7 +178,7 @@ def default_project(host: Host) -> dict[str, Any]:
     for pool in host.pool_names():
         used += [f"/1.0/storage-pools/{pool}/volumes/custom/{v['name']}"
                  for v in host.volumes.store.list(pool)]
-    used += [f"/1.0/networks/{n['name']}" for n in host.networks.list()]
+    used += [f"/1.0/networks/{n}" for n in host.networks.names()]
     return {"config": dict.fromkeys(sorted(PROJECT_FEATURES), "true"),
             "description": "Default LXD project", "name": "default", "used_by": used}
 

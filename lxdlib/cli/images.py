@@ -281,6 +281,11 @@ def cmd_import(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_build(host: Host, a: argparse.Namespace) -> int:
+    if a.name is not None:  # `image build busybox NAME`: the alias, as a user first tries
+        if a.alias is not None and a.alias != a.name:
+            raise InvalidArgument(f"two aliases given ({a.name!r} and --alias {a.alias!r}): "
+                                  "give one")
+        a.alias = a.name
     if a.kind == "busybox":
         if a.compression not in (None, "gzip", "xz", "none"):
             raise InvalidArgument("the busybox builder compresses with gzip, xz or none")
@@ -486,9 +491,15 @@ def register(sub: Any) -> None:
     x.add_argument("rest", nargs=argparse.REMAINDER, help="[<rootfs>] [key=value…] [options]")
     _import_options(x)
     x.set_defaults(func=cmd_import)
-    x = s.add_parser("build", help="build an image locally (busybox, debian)")
+    x = s.add_parser("build", help="build an image locally (busybox, debian)",
+                     usage="lxdlib image build [-h] {busybox,debian} [<alias>] [options]",
+                     description="Build an image here and add it to the local store under "
+                     "<alias> (default: busybox or debian), e.g. `lxdlib image build busybox "
+                     "bb` then `lxdlib launch bb c1`.")
     x.add_argument("kind", help="busybox or debian")
-    x.add_argument("--alias")
+    x.add_argument("name", nargs="?", metavar="<alias>",
+                   help="the image's alias (the same as --alias)")
+    x.add_argument("--alias", help="the image's alias (default: the builder's name)")
     x.add_argument("--compression", choices=("gzip", "xz", "zstd", "none"),
                    help="default: gzip for busybox, xz for debian")
     x.add_argument("--release", help="debian: the suite to debootstrap (default bookworm)")
