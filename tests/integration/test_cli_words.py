@@ -86,7 +86,7 @@ def test_rename_version_project_operation_warning(host: lxdlib.Host) -> None:
         "Server version: unreachable"
 
     table = run(root, "project", "list").stdout
-    assert "| NAME" in table and "STORAGE VOLUMES" in table and "default (current)" in table
+    assert " NAME " in table and "STORAGE VOLUMES" in table and "default (current)" in table
     p = yaml.safe_load(run(root, "project", "show", "default").stdout)
     assert p["name"] == "default" and p["description"] == "Default LXD project"
     assert "/1.0/instances/c2" in p["used_by"] and "/1.0/profiles/default" in p["used_by"]
