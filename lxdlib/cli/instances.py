@@ -217,10 +217,9 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
     the table needs only the root's records and the kernel's view, so the whole library is
     imported only for what needs it — JSON/YAML (expanded config), the resource columns
     (liblxc per instance), a root to set up or with leftovers to recover."""
-    columns = "nsacPt" if a.fast else (a.columns or "ns46tS")
-    for ch in columns:
-        if ch not in COLUMNS:
-            raise InvalidArgument(f"unknown column {ch!r}")
+    columns = "nsacPt" if a.fast else "".join(output.columns(a.columns or "ns46tS",
+                                                             list(COLUMNS)))
+    output.check_format(a.format)  # LXD's refusals, before anything is read
     full = a.format in ("json", "yaml")
     network: bool | Literal["full"] = "full" if full else any(ch in columns for ch in "46")
     opened = [host] if host is not None else []
@@ -527,7 +526,7 @@ def register(sub: Any) -> None:
     p.add_argument("filters", nargs="*")
     p.add_argument("--fast", action="store_true")
     p.add_argument("-c", "--columns")
-    p.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    output.add_format(p)
     p.set_defaults(func=cmd_list, opens_root=True)
 
     p = sub.add_parser("info", help="show an instance (or the host)")

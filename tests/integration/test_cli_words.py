@@ -167,6 +167,16 @@ def test_every_list_takes_lxds_formats(host: lxdlib.Host, words: list[str],
     assert (r.returncode, r.stderr) == (1, 'Error: Invalid format "xml"\n')
 
 
+def test_instance_list_columns_as_lxd_reads_them(host: lxdlib.Host) -> None:
+    root = host.paths.root
+    run(root, "init", "busybox", "c1")
+    assert rows(run(root, "list", "-c", "n,s", "-f", "csv").stdout) == [["c1", "STOPPED"]]
+    r = run(root, "list", "-c", "nq", check=False)
+    assert (r.returncode, r.stderr) == (1, "Error: Unknown column shorthand char 'q' in 'nq'\n")
+    r = run(root, "list", "-f", "xml", check=False)
+    assert (r.returncode, r.stderr) == (1, 'Error: Invalid format "xml"\n')
+
+
 def test_storage_volume_list_columns(host: lxdlib.Host) -> None:
     root = host.paths.root
     run(root, "storage", "volume", "create", "default", "v1")
