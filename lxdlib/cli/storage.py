@@ -39,10 +39,11 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
         pool = host.pool(name)
         d = pool.describe()
         users = _used_by(host, name)
-        rows.append([name, d["driver"], d["config"].get("source", ""), str(len(users)),
-                     "CREATED"])
+        rows.append([name, d["driver"], d["config"].get("source", ""),
+                     d.get("description", ""), str(len(users)), "CREATED"])
         data.append({**d, "used_by": users, "status": "Created"})
-    output.emit(a.format, ["NAME", "DRIVER", "SOURCE", "USED BY", "STATE"], rows, data)
+    output.emit(a.format, ["NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY", "STATE"],
+                rows, data)
     return 0
 
 
@@ -110,13 +111,20 @@ def cmd_volume_list(host: Host, a: argparse.Namespace) -> int:
     cols = volume_columns(a.columns)
     output.check_format(a.format)
     vols = _volumes(host).list(a.pool)
+
+    def usage(kind: str, name: str) -> str:
+        """LXD's ``U`` column (IEC units); read only when asked for, as LXD does."""
+        if "U" not in cols:
+            return ""
+        used = host.pool(a.pool).volume_usage(kind, name)
+        return output.size(used) if used is not None else ""
     cells = [{"t": "custom", "n": v["name"], "d": v["description"], "c": v["content_type"],
-              "u": str(len(v["used_by"])), "U": ""} for v in vols]
+              "u": str(len(v["used_by"])), "U": usage("custom", v["name"])} for v in vols]
     data = list(vols)
     for n in record.names(host.paths):
         if host.instances.pool_of(n) == a.pool:
             cells.append({"t": "container", "n": n, "d": "", "c": "filesystem", "u": "1",
-                          "U": ""})
+                          "U": usage("containers", n)})
             data.append({"name": n, "type": "container", "content_type": "filesystem",
                          "pool": a.pool, "used_by": [f"/1.0/instances/{n}"]})
     rows = [[c[k] for k in cols] for c in cells]

@@ -150,6 +150,12 @@ def test_image_list_columns(host: lxdlib.Host) -> None:
     assert (r.returncode, r.stderr) == (1, "Error: Unknown column shorthand char 'z' in 'lz'\n")
 
 
+def test_storage_list_has_lxds_columns(host: lxdlib.Host) -> None:
+    header = run(host.paths.root, "storage", "list").stdout.splitlines()[1]
+    assert [h.strip() for h in header.strip("|").split("|")] == [
+        "NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY", "STATE"]
+
+
 @pytest.mark.parametrize("words", [
     ["profile", "list"], ["storage", "list"], ["storage", "volume", "list", "default"],
     ["remote", "list"], ["image", "alias", "list"], ["image", "list"], ["project", "list"],
@@ -183,6 +189,9 @@ def test_storage_volume_list_columns(host: lxdlib.Host) -> None:
     run(root, "init", "busybox", "c1")
     assert rows(run(root, "storage", "volume", "list", "default", "-c", "tn", "-f",
                     "csv").stdout) == [["container", "c1"], ["custom", "v1"]]
+    for name, used in rows(run(root, "storage", "volume", "list", "default", "-c", "nU", "-f",
+                               "csv").stdout):
+        assert used == "" or used.endswith("B"), (name, used)  # btrfs: known with quotas on
     r = run(root, "storage", "volume", "list", "default", "-c", "nL", check=False)
     assert r.returncode == 1 and "Can't specify column L when not clustered" in r.stderr
     run(root, "storage", "volume", "delete", "default", "v1")
