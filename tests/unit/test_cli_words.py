@@ -143,7 +143,9 @@ def test_new_words_parse(argv: list[str]) -> None:
 
 
 def test_operation_and_warning_lists_are_lxds_empty_ones(
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LXDLIB_CONF", str(tmp_path))  # no alias of the user's in the way
     assert main(["operation", "list"]) == 0
     assert capsys.readouterr().out == (
         "+----+------+-------------+--------+------------+---------+\n"
