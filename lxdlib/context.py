@@ -407,18 +407,62 @@ class Context:
             if not self.profiles.exists("default"):
                 self.init_auto()
 
+    def default_network_name(self, wanted: str | None = None) -> str:
+        """The bridge a fresh root's default profile uses, chosen before anything is made.
+
+        ``wanted`` (``init --network-name``) is used as given: this root's own network, or a
+        name no interface of the host has; an interface another LXD or lxdlib root owns is
+        refused, naming the ways to choose another. Without it: this root's ``lxdbr<N>`` if it
+        has one, else ``lxdbr0`` or, when the host already has that interface, the first free
+        ``lxdbr1``, ``lxdbr2``… (logged as a warning, so the command says which).
+        """
+        from .network import bridge
+        own = {n["name"] for n in self.networks.list()}
+        if wanted is not None:
+            if wanted not in own and bridge.exists(wanted):
+                raise InvalidArgument(f"the host already has an interface named {wanted!r} "
+                                      "(another LXD or lxdlib root's bridge?): choose another "
+                                      "name with `init --auto --network-name <name>` or in "
+                                      "`init --preseed`")
+            return wanted
+        for n in range(100):
+            if f"lxdbr{n}" in own:
+                return f"lxdbr{n}"
+        for n in range(100):
+            name = f"lxdbr{n}"
+            if not bridge.exists(name):
+                if n:
+                    log.warning("the host already has an interface named %s (another LXD or "
+                                "lxdlib root's bridge): this root's default bridge is %s",
+                                DEFAULT_NETWORK, name)
+                return name
+        raise InvalidArgument("no free default bridge name (lxdbr0 to lxdbr99 exist): choose "
+                              "one with `init --auto --network-name <name>` or in "
+                              "`init --preseed`")
+
     def init_auto(self, *, pool_driver: str = "btrfs", pool_size: str = "5GiB",
-                  network: bool = True) -> None:
-        """``lxd init --auto``: a loop-backed pool, a NAT bridge with DHCP, the default profile."""
+                  network: bool = True, network_name: str | None = None) -> None:
+        """``lxd init --auto``: a loop-backed pool, a NAT bridge with DHCP, the default profile.
+
+        The bridge's name is settled first (see ``default_network_name``) and a pool made here
+        is removed again if the bridge cannot be made: a refused init leaves nothing behind.
+        """
         devices: dict[str, dict[str, str]] = {}
+        net = self.default_network_name(network_name) if network else None
+        made_pool = False
         if DEFAULT_POOL not in self.pool_names():
             self.create_pool(DEFAULT_POOL, pool_driver, {"size": pool_size})
+            made_pool = True
         devices["root"] = {"type": "disk", "path": "/", "pool": DEFAULT_POOL}
-        if network:
-            if not any(n["name"] == DEFAULT_NETWORK for n in self.networks.list()):
-                self.networks.create(DEFAULT_NETWORK, {"ipv4.address": "auto",
-                                                       "ipv4.nat": "true"})
-            devices["eth0"] = {"type": "nic", "name": "eth0", "network": DEFAULT_NETWORK}
+        if net is not None:
+            try:
+                if not any(n["name"] == net for n in self.networks.list()):
+                    self.networks.create(net, {"ipv4.address": "auto", "ipv4.nat": "true"})
+            except BaseException:
+                if made_pool:
+                    self._remove_pool(DEFAULT_POOL)
+                raise
+            devices["eth0"] = {"type": "nic", "name": "eth0", "network": net}
         with lock(self.paths, "profile", "default"):  # read it under its lock: merged, not lost
             if self.profiles.exists("default"):
                 p = self.profiles.get("default")
@@ -427,7 +471,17 @@ class Context:
             else:
                 self.profiles.create("default", {}, devices, "Default lxdlib profile")
         log.info("root %s initialised: pool %s, network %s, default profile",
-                 self.paths.root, DEFAULT_POOL, DEFAULT_NETWORK if network else "none")
+                 self.paths.root, DEFAULT_POOL, net or "none")
+
+    def _remove_pool(self, name: str) -> None:
+        """Undo a pool this init made (unmounted, its loop file gone); a failure is logged:
+        the error that made the init fail is the one to report."""
+        from .storage import delete_pool
+        try:
+            delete_pool(self.paths, name)
+        except Exception as e:
+            log.warning("could not remove pool %s after a failed init: %s", name, e)
+        self.forget_pool(name)
 
     # -- leftovers ----------------------------------------------------------------------------
     def recover_leftovers(self) -> None:

@@ -170,9 +170,12 @@ class Host:
         self.ctx.ensure_initialized(need_default)
 
     def init_auto(self, *, pool_driver: str = "btrfs", pool_size: str = "5GiB",
-                  network: bool = True) -> None:
-        """``lxd init --auto``: a loop-backed pool, a NAT bridge with DHCP, the default profile."""
-        self.ctx.init_auto(pool_driver=pool_driver, pool_size=pool_size, network=network)
+                  network: bool = True, network_name: str | None = None) -> None:
+        """``lxd init --auto``: a loop-backed pool, a NAT bridge with DHCP, the default profile.
+        The bridge is ``network_name``, else ``lxdbr0`` or the first free ``lxdbr<N>`` when
+        the host already has an ``lxdbr0`` (see ``Context.default_network_name``)."""
+        self.ctx.init_auto(pool_driver=pool_driver, pool_size=pool_size, network=network,
+                           network_name=network_name)
 
     def init_preseed(self, preseed: Mapping[str, Any]) -> None:
         """Apply LXD's preseed shape: ``config``, ``storage_pools``, ``networks``, ``profiles``."""
@@ -180,6 +183,9 @@ class Host:
         unknown = set(preseed) - known
         if unknown:
             raise InvalidArgument(f"unknown preseed keys: {', '.join(sorted(unknown))}")
+        for net in preseed.get("networks") or []:  # refused before anything is made
+            if isinstance(net, dict) and "name" in net and net["name"] not in self.networks:
+                self.ctx.default_network_name(str(net["name"]))
         for key, value in (preseed.get("config") or {}).items():
             self.set_config(str(key), str(value))
         for pool in preseed.get("storage_pools") or []:

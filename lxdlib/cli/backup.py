@@ -3,26 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..host import Host
 
+log = logging.getLogger(__name__)
+
 
 def cmd_export(host: Host, a: argparse.Namespace) -> int:
+    import os
+
     from ..backup import export_instance
-    out = export_instance(host.instances.get(a.instance), a.file,
-                          instance_only=a.instance_only, optimized=a.optimized_storage,
-                          compression_algorithm=a.compression)
+    from ..progress import LineProgress, Sampled, growing_files
+    where = a.file if a.file and os.path.isdir(a.file) else \
+        (os.path.dirname(a.file) if a.file else "") or "."
+    # the backup is written as ``.<name>.tmp<pid>`` and renamed: its growth is the progress
+    with Sampled(LineProgress("Backing up instance", quiet=a.quiet),
+                 lambda: (growing_files(where, ".", f".tmp{os.getpid()}"), 0)):
+        out = export_instance(host.instances.get(a.instance), a.file,
+                              instance_only=a.instance_only, optimized=a.optimized_storage,
+                              compression_algorithm=a.compression)
+    log.info("backup of %s written to %s", a.instance, out)
     if not a.quiet:
-        print(f"Backup exported successfully to {out}")
+        print("Backup exported successfully!")
     return 0
 
 
 def cmd_import(host: Host, a: argparse.Namespace) -> int:
-    inst = host.import_backup(a.file, a.name, pool=a.storage)
-    if not a.quiet:
-        print(f"Instance {inst.name} imported")
+    import os
+
+    from ..progress import LineProgress, Sampled, read_position
+    total = os.stat(a.file).st_size if os.path.isfile(a.file) else 0
+    # the archive is read by tar and a decompressor: how far they are in it is the progress
+    with Sampled(LineProgress("Importing instance", quiet=a.quiet),
+                 lambda: (read_position(a.file), total)):
+        inst = host.import_backup(a.file, a.name, pool=a.storage)
+    log.info("instance %s imported from %s", inst.name, a.file)  # lxc import says nothing
     return 0
 
 

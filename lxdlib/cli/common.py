@@ -1,5 +1,5 @@
 """Helpers several command modules share: ``key=value`` arguments, the ``edit`` verbs' editor
-round trip and the YAML they read back, LXD's one-line progress, and the walk over a built
+round trip and the YAML they read back, and the walk over a built
 parser's subcommands (for help, suggestions and completion).
 
 They live here, below every command module, so that no command module has to import another
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -89,40 +88,6 @@ def devices_map(d: Any) -> dict[str, dict[str, str]]:
     if not isinstance(d, dict):
         raise InvalidArgument("devices must be a mapping")
     return {str(k): str_map(v, f"device {k}") for k, v in d.items()}
-
-
-class ProgressBar:
-    """LXD's one-line progress (``Retrieving image: 45% (3.20MB/s)``) on a terminal; silent
-    otherwise. Call it as a ``progress(done, total)`` callback; ``done()`` clears the line."""
-
-    def __init__(self, label: str, stream: Any = None, quiet: bool = False) -> None:
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = not quiet and bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.monotonic()
-        self.last = 0.0
-        self.width = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self.last < 0.1 and done != total:
-            return
-        self.last = now
-        from . import output
-        rate = done / max(now - self.start, 1e-3)
-        head = f"{done * 100 // total}%" if total else output.size(done)
-        text = f"{self.label}: {head} ({rate / 1e6:.2f}MB/s)"
-        self.stream.write("\r" + text.ljust(self.width))
-        self.width = len(text)
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.enabled and self.width:
-            self.stream.write("\r" + " " * self.width + "\r")
-            self.stream.flush()
-            self.width = 0
 
 
 # argparse has no public way to list a parser's subcommands: the three functions below are the

@@ -196,6 +196,12 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
                     devs[name].pop(k, None)
 
     inst.modify(change)
+    if not a.quiet:  # LXD's words for the verbs that print
+        said = {"add": f"Device {name} added to {a.instance}",
+                "remove": f"Device {', '.join([name, *rest])} removed from {a.instance}",
+                "override": f"Device {name} overridden for {a.instance}"}.get(verb)
+        if said:
+            print(said)
     return 0
 
 

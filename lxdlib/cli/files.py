@@ -15,10 +15,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from ..errors import InvalidArgument, NotFound
 from ..files import FileStat, Session, pull_tree, push_tree
+from ..progress import LineProgress
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -59,6 +60,19 @@ def _basename(path: str) -> str:
 
 
 # -- push ---------------------------------------------------------------------------------------
+class _Counted:
+    """A host file read for ``put`` that reports each chunk to LXD's progress line."""
+
+    def __init__(self, f: Any, total: int, bar: LineProgress) -> None:
+        self.f, self.total, self.bar, self.done = f, total, bar, 0
+
+    def readinto(self, buf: Any) -> int:
+        n = int(self.f.readinto(buf) or 0)
+        self.done += n
+        self.bar(self.done, self.total)
+        return n
+
+
 def cmd_push(host: Host, a: argparse.Namespace) -> int:
     name, dest = split_target(a.target)
     inst = _instance(host, name)
@@ -84,9 +98,11 @@ def cmd_push(host: Host, a: argparse.Namespace) -> int:
                 push_tree(s, sp, target, parents=a.create_dirs)
                 continue
             target = f"{dest.rstrip('/')}/{sp.name}" if into_dir else dest
-            with open(sp, "rb", buffering=0) as f:
+            with open(sp, "rb", buffering=0) as f, \
+                    LineProgress(f"Pushing {src} to {target}", quiet=a.quiet) as bar:
                 # like LXD: a new file takes the source's mode and owner, flags override
-                s.put(target, f, mode=mode if mode is not None else stat.S_IMODE(st.st_mode),
+                s.put(target, cast(IO[bytes], _Counted(f, st.st_size, bar)),
+                      mode=mode if mode is not None else stat.S_IMODE(st.st_mode),
                       uid=uid if uid is not None else st.st_uid,
                       gid=gid if gid is not None else st.st_gid, force=explicit,
                       parents=a.create_dirs, into=None if into_dir else sp.name,
@@ -103,12 +119,20 @@ def _is_dir(s: Session, path: str) -> bool:
 
 
 # -- pull ---------------------------------------------------------------------------------------
-def _write_file(dest: Path, st: FileStat, s: Session, path: str) -> None:
+def _write_file(dest: Path, st: FileStat, s: Session, path: str, quiet: bool = False) -> None:
     dest = Path(os.path.realpath(dest))
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            got = s.get_into(path, f.write)
+        with os.fdopen(fd, "wb") as f, \
+                LineProgress(f"Pulling {dest} from {path}", quiet=quiet) as bar:
+            done = 0
+
+            def write(chunk: memoryview) -> None:
+                nonlocal done
+                f.write(chunk)
+                done += len(chunk)
+                bar(done, 0)  # LXD's pull line counts bytes, with no total
+            got = s.get_into(path, write)
             os.fchmod(f.fileno(), got.mode & 0o777)  # never the container's setuid bits
         os.replace(tmp, dest)
     except BaseException:
@@ -141,7 +165,7 @@ def cmd_pull(host: Host, a: argparse.Namespace) -> int:
                     raise InvalidArgument(f"{name}{path} is a directory (use -r)")
                 pull_tree(s, path, target)
             elif st.type == "file":
-                _write_file(target, st, s, path)
+                _write_file(target, st, s, path, a.quiet)
             else:
                 raise InvalidArgument(f"{name}{path} is a {st.kind}, not a regular file")
         host.events.emit("instance-file-retrieved", name, path=path)

@@ -10,6 +10,22 @@ from __future__ import annotations
 
 # "<command> <verb>" -> its line in the group's --help (and its description)
 VERBS: dict[str, str] = {
+    "alias add": "add a command alias",
+    "alias list": "list your command aliases",
+    "alias rename": "rename a command alias",
+    "alias remove": "remove a command alias",
+    "operation list": "list background operations (always empty: lxdlib runs none)",
+    "operation show": "show a background operation",
+    "operation delete": "cancel a background operation",
+    "project list": "list the projects (the default project)",
+    "project show": "print a project as YAML",
+    "project get": "print a project's config key",
+    "project switch": "make a project the current one (only default)",
+    "project get-current": "print the current project",
+    "warning list": "list the warnings (always empty)",
+    "warning show": "show a warning",
+    "warning acknowledge": "acknowledge a warning",
+    "warning delete": "delete a warning",
     "config set": "set instance keys (or host keys, without an instance)",
     "config unset": "remove instance keys (or host keys, without an instance)",
     "config get": "print the value of an instance key (or a host key)",

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
+from ..progress import LineProgress as ProgressBar
 from . import output
-from .common import ProgressBar, edit_text, load_mapping
+from .common import edit_text, load_mapping
 
 if TYPE_CHECKING:
     from ..host import Host
     from ..imagestore.remotes import Remote
     from ..imagestore.store import ImageRecord
+
+log = logging.getLogger(__name__)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -82,30 +86,65 @@ def _split_props(items: Sequence[str], what: str) -> tuple[list[str], dict[str, 
 
 # -- list / info / show / edit --------------------------------------------------------------------
 
+#: ``image list -c`` letters and their headers, as LXD 5.0's ``lxc image list``
+IMAGE_COLUMNS = {"l": "ALIAS", "L": "ALIASES", "f": "FINGERPRINT", "F": "FINGERPRINT",
+                 "p": "PUBLIC", "d": "DESCRIPTION", "a": "ARCHITECTURE", "s": "SIZE",
+                 "u": "UPLOAD DATE", "t": "TYPE"}
+IMAGE_DEFAULT_COLUMNS = "lfpdatsu"
+
+
+def _shortest(aliases: Sequence[str]) -> str:
+    """LXD's ``l`` column: the shortest alias, and how many others there are."""
+    if not aliases:
+        return ""
+    short = min(aliases, key=len)
+    return f"{short} ({len(aliases) - 1} more)" if len(aliases) > 1 else short
+
+
+def image_cells(aliases: Sequence[str], fingerprint: str, public: bool, description: str,
+                architecture: str, kind: str, size: int,
+                uploaded: dt.datetime | None) -> dict[str, str]:
+    """Every ``image list`` column of one image (LXD prints sizes in MiB written ``MB``)."""
+    return {"l": _shortest(aliases), "L": "\n".join(sorted(aliases)),
+            "f": fingerprint[:12], "F": fingerprint, "p": "yes" if public else "no",
+            "d": description, "a": architecture, "s": f"{size / 1024 / 1024:.2f}MB",
+            "u": _list_date(uploaded), "t": (kind or "container").upper()}
+
+
 def cmd_list(host: Host, a: argparse.Namespace) -> int:
+    cols = output.columns(a.columns, list(IMAGE_COLUMNS))
+    output.check_format(a.format)
     filters = list(a.filters)
     remote = host.images.remotes.get(host.images.remotes.default)
     if filters and ":" in filters[0]:
         remote, first = _split(host, filters[0])
         filters[0] = first
-    headers = ["ALIAS", "FINGERPRINT", "PUBLIC", "DESCRIPTION", "ARCHITECTURE", "TYPE", "SIZE",
-               "UPLOAD DATE"]
+    headers = [IMAGE_COLUMNS[c] for c in cols]
+    cells: list[dict[str, str]] = []
+    data: list[dict[str, Any]] = []
     if not remote.is_local:
-        imgs = [i for i in host.images.remote_list(remote.name)
-                if _matches(i.aliases, i.fingerprint, i.properties, filters)]
-        rows = [["\n".join(i.aliases), i.fingerprint[:12], "yes",
-                 i.properties.get("description", ""), i.architecture, "CONTAINER",
-                 output.size(i.size), _list_date(i.created_at)] for i in imgs]
-        output.emit(a.format, headers, rows, [i.to_dict() for i in imgs])
-        return 0
-    local = [i for i in (img.record() for img in host.images.list())
-             if _matches([x["name"] for x in i.aliases], i.fingerprint, i.properties, filters)]
-    rows = [["\n".join(x["name"] for x in i.aliases), i.fingerprint[:12],
-             "yes" if i.public else "no", i.properties.get("description", ""),
-             i.architecture, i.type.upper(), output.size(i.size), _list_date(i.uploaded_at)]
-            for i in local]
-    output.emit(a.format, headers, rows, [i.to_dict() for i in local])
+        for i in host.images.remote_list(remote.name):
+            if _matches(i.aliases, i.fingerprint, i.properties, filters):
+                cells.append(image_cells(i.aliases, i.fingerprint, True,
+                                         i.properties.get("description", ""), i.architecture,
+                                         "container", i.size, i.created_at))
+                data.append(i.to_dict())
+    else:
+        for r in (img.record() for img in host.images.list()):
+            names = [x["name"] for x in r.aliases]
+            if _matches(names, r.fingerprint, r.properties, filters):
+                cells.append(image_cells(names, r.fingerprint, r.public,
+                                         r.properties.get("description", ""), r.architecture,
+                                         r.type, r.size, r.uploaded_at))
+                data.append(r.to_dict())
+    rows = sorted(([c[k] for k in cols] for c in cells), key=_row_key)
+    output.emit(a.format, headers, rows, data)
     return 0
+
+
+def _row_key(row: Sequence[str]) -> tuple[tuple[bool, str], ...]:
+    """LXD sorts the rows by their cells, empty cells last."""
+    return tuple((cell == "", cell) for cell in row)
 
 
 def _record_or_remote(host: Host, ref: str) -> dict[str, Any]:
@@ -254,6 +293,11 @@ def cmd_import(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_build(host: Host, a: argparse.Namespace) -> int:
+    if a.name is not None:  # `image build busybox NAME`: the alias, as a user first tries
+        if a.alias is not None and a.alias != a.name:
+            raise InvalidArgument(f"two aliases given ({a.name!r} and --alias {a.alias!r}): "
+                                  "give one")
+        a.alias = a.name
     if a.kind == "busybox":
         if a.compression not in (None, "gzip", "xz", "none"):
             raise InvalidArgument("the busybox builder compresses with gzip, xz or none")
@@ -279,9 +323,20 @@ def cmd_build(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_export(host: Host, a: argparse.Namespace) -> int:
-    outs = host.images.export(_local(host, a.ref), a.target or ".")
+    import os
+
+    from ..progress import Sampled, growing_files
+    ref = _local(host, a.ref)
+    target = a.target or "."
+    where = target if Path(target).is_dir() else (os.path.dirname(target) or ".")
+    total = host.images.get(ref).record().size
+    # the export writes ``.<name>.tmp<pid>`` files and renames them: their growth is its progress
+    with Sampled(ProgressBar("Exporting the image", quiet=a.quiet),
+                 lambda: (growing_files(where, ".", f".tmp{os.getpid()}"), total)):
+        outs = host.images.export(ref, target)
+    log.info("image %s exported to %s", a.ref, ", ".join(str(o) for o in outs))
     if not a.quiet:
-        print(f"Image exported successfully to {', '.join(str(o) for o in outs)}")
+        print("Image exported successfully!")
     return 0
 
 
@@ -291,7 +346,7 @@ def cmd_copy(host: Host, a: argparse.Namespace) -> int:
         raise InvalidArgument("images can only be copied to local: (image servers are "
                               "read-only)")
     source, name = _split(host, a.source)
-    bar = ProgressBar("Retrieving image", quiet=a.quiet)
+    bar = ProgressBar("Copying the image", quiet=a.quiet)
     try:
         if source.is_local:
             raise InvalidArgument("The source and the target are the same server (local:)")
@@ -307,7 +362,7 @@ def cmd_copy(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_refresh(host: Host, a: argparse.Namespace) -> int:
     for ref in a.refs:
-        bar = ProgressBar("Retrieving image", quiet=a.quiet)
+        bar = ProgressBar("Refreshing the image", quiet=a.quiet)
         try:
             _, changed = host.images.refresh(_local(host, ref), progress=bar)
         finally:
@@ -416,8 +471,7 @@ def cmd_publish(host: Host, a: argparse.Namespace) -> int:
                                   public=a.public, progress=bar)
     finally:
         bar.done()
-    if not a.quiet:
-        print(f"Instance published with fingerprint: {img.fingerprint}")
+    print(f"Instance published with fingerprint: {img.fingerprint}")  # even with -q, as lxc
     return 0
 
 
@@ -438,16 +492,26 @@ def register(sub: Any) -> None:
     s = p.add_subparsers(dest="image_cmd", metavar="<verb>", required=True)
     x = s.add_parser("list", aliases=["ls"], help="list local images or a remote's images")
     x.add_argument("filters", nargs="*")
-    x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    output.add_columns(x, IMAGE_DEFAULT_COLUMNS, {
+        "l": "shortest alias", "L": "all aliases", "f": "fingerprint", "F": "full fingerprint",
+        "p": "public", "d": "description", "a": "architecture", "s": "size",
+        "u": "upload date", "t": "type"})
+    output.add_format(x)
     x.set_defaults(func=cmd_list)
     x = s.add_parser("import", help="import an image tarball (split: metadata + rootfs) or URL")
     x.add_argument("source", help="<tarball>|<URL>")
     x.add_argument("rest", nargs=argparse.REMAINDER, help="[<rootfs>] [key=value…] [options]")
     _import_options(x)
     x.set_defaults(func=cmd_import)
-    x = s.add_parser("build", help="build an image locally (busybox, debian)")
+    x = s.add_parser("build", help="build an image locally (busybox, debian)",
+                     usage="lxdlib image build [-h] {busybox,debian} [<alias>] [options]",
+                     description="Build an image here and add it to the local store under "
+                     "<alias> (default: busybox or debian), e.g. `lxdlib image build busybox "
+                     "bb` then `lxdlib launch bb c1`.")
     x.add_argument("kind", help="busybox or debian")
-    x.add_argument("--alias")
+    x.add_argument("name", nargs="?", metavar="<alias>",
+                   help="the image's alias (the same as --alias)")
+    x.add_argument("--alias", help="the image's alias (default: the builder's name)")
     x.add_argument("--compression", choices=("gzip", "xz", "zstd", "none"),
                    help="default: gzip for busybox, xz for debian")
     x.add_argument("--release", help="debian: the suite to debootstrap (default bookworm)")
@@ -498,7 +562,7 @@ def register(sub: Any) -> None:
     x.add_argument("verb", choices=("create", "delete", "rm", "rename", "mv", "list", "ls"))
     x.add_argument("args", nargs="*")
     x.add_argument("--description")
-    x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    output.add_format(x)
     x.set_defaults(func=cmd_alias)
 
     x = sub.add_parser("publish", help="make an image from an instance or a snapshot")

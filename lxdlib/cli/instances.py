@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InvalidArgument, LxdlibError, NotFound
+from ..progress import LineProgress as ProgressBar
 from . import output
-from .common import ProgressBar, parse_kv
+from .common import parse_kv
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -225,10 +226,9 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
     the table needs only the root's records and the kernel's view, so the whole library is
     imported only for what needs it — JSON/YAML (expanded config), the resource columns
     (liblxc per instance), a root to set up or with leftovers to recover."""
-    columns = "nsacPt" if a.fast else (a.columns or "ns46tS")
-    for ch in columns:
-        if ch not in COLUMNS:
-            raise InvalidArgument(f"unknown column {ch!r}")
+    columns = "nsacPt" if a.fast else "".join(output.columns(a.columns or "ns46tS",
+                                                             list(COLUMNS)))
+    output.check_format(a.format)  # LXD's refusals, before anything is read
     full = a.format in ("json", "yaml")
     network: bool | Literal["full"] = "full" if full else any(ch in columns for ch in "46")
     opened = [host] if host is not None else []
@@ -593,7 +593,7 @@ def cmd_init(host: Host, a: argparse.Namespace) -> int:
         elif a.auto or a.minimal:
             host.init_auto(pool_driver=a.storage_backend or "btrfs",
                            pool_size=a.storage_create_loop or "5GiB",
-                           network=not a.minimal)
+                           network=not a.minimal, network_name=a.network_name)
         else:
             raise InvalidArgument("init needs an image, or --auto, --minimal or --preseed to "
                                   "initialise the host")
@@ -624,6 +624,8 @@ def register(sub: Any) -> None:
     p.add_argument("--preseed", action="store_true")
     p.add_argument("--storage-backend")
     p.add_argument("--storage-create-loop")
+    p.add_argument("--network-name", help="the default bridge (default lxdbr0, or the first "
+                   "free lxdbr<N> when the host has an lxdbr0)")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("launch", help="create and start an instance")
@@ -679,7 +681,7 @@ def register(sub: Any) -> None:
     p.add_argument("filters", nargs="*")
     p.add_argument("--fast", action="store_true")
     p.add_argument("-c", "--columns")
-    p.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    output.add_format(p)
     p.set_defaults(func=cmd_list, opens_root=True)
 
     p = sub.add_parser("info", help="show an instance (or the host)")

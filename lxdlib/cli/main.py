@@ -39,7 +39,7 @@ VERSION = "lxdlib 0.1.0"
 # The command modules, in the order the whole parser registers them (``backup`` after
 # ``images``: it joins the image store's ``housekeeping`` command).
 MODULES = ("instances", "configcmd", "images", "storage", "profiles", "networks", "remotes",
-           "hostcmd", "backup", "files", "console", "completion")
+           "hostcmd", "backup", "files", "console", "extras", "completion")
 
 # Every command word: the modules that register it, and the line ``lxdlib --help`` shows for
 # it. A command added to a module needs its line here (tests/unit/test_cli_table.py holds the
@@ -75,6 +75,12 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "file": (("files",), "Copy files into and out of instances, edit and delete them"),
     "console": (("console",), "Attach to an instance's console, or show its log"),
     "monitor": (("console",), "Follow lifecycle events on this root"),
+    "rename": (("extras",), "Rename an instance or a snapshot"),
+    "version": (("extras",), "Show the client and server versions"),
+    "alias": (("extras",), "Manage your command aliases"),
+    "operation": (("extras",), "List background operations (lxdlib runs none)"),
+    "project": (("extras",), "Show the projects (only the default project)"),
+    "warning": (("extras",), "List warnings (none are kept)"),
     "completion": (("completion",), "Print the shell completion script (bash, zsh)"),
     "help": ((), "Show the help of a command"),
 }
@@ -310,10 +316,12 @@ def setup_logging(debug: bool, verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    head, command = split_exec(fix_config_shorthand(sys.argv[1:] if argv is None else argv))
-    if head == ["--version"]:  # the one answer that needs no parser at all
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if raw == ["--version"]:  # the one answer that needs no parser at all
         print(VERSION)
         return 0
+    from .useraliases import expand_argv  # the user's aliases, before any parsing, as lxc
+    head, command = split_exec(fix_config_shorthand(expand_argv(raw)))
     word = command_word(head)
     if word is not None and word not in COMMANDS and word not in ALIASES:
         return unknown_command(word, "lxdlib", sorted(COMMANDS))

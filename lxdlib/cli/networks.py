@@ -94,6 +94,8 @@ def cmd_delete(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_rename(host: Host, a: argparse.Namespace) -> int:
     host.networks.rename(a.old, a.new)  # refused while an instance or profile uses it
+    if not a.quiet:
+        print(f"Network {a.old} renamed to {a.new}")
     return 0
 
 
@@ -130,7 +132,7 @@ def register(sub: Any) -> None:
     x.add_argument("-t", "--type", default="bridge", choices=("bridge",))
     x.set_defaults(func=cmd_create)
     x = s.add_parser("list", aliases=["ls"])
-    x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    output.add_format(x)
     x.set_defaults(func=cmd_list)
     for name, fn in (("show", cmd_show), ("info", cmd_info), ("delete", cmd_delete),
                      ("edit", cmd_edit)):
@@ -139,7 +141,7 @@ def register(sub: Any) -> None:
         x.set_defaults(func=fn)
     x = s.add_parser("list-leases")
     x.add_argument("name")
-    x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    output.add_format(x)
     x.set_defaults(func=cmd_leases)
     x = s.add_parser("set")
     x.add_argument("name")

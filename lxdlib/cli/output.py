@@ -9,7 +9,44 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import InvalidArgument
+
 FORMATS = ("table", "csv", "json", "yaml", "compact")
+
+
+def add_format(p: Any) -> None:
+    """``-f/--format`` as ``lxc`` has it: any word is accepted here and a wrong one is refused
+    by ``emit`` as ``Invalid format "x"`` (exit 1, as LXD), not by the parser (exit 2)."""
+    p.add_argument("-f", "--format", default="table", metavar="csv|json|table|yaml|compact",
+                   help="output format (default table)")
+
+
+def add_columns(p: Any, default: str, letters: dict[str, str]) -> None:
+    """``-c/--columns`` with its letters listed in the help, as ``lxc`` describes them."""
+    legend = ", ".join(f"{k} {v}" for k, v in letters.items())
+    p.add_argument("-c", "--columns", default=default, metavar="COLUMNS",
+                   help=f"column letters, optionally comma-separated (default {default}): "
+                        f"{legend}")
+
+
+def columns(spec: str, known: Sequence[str]) -> list[str]:
+    """The column letters of a ``-c`` value, in order, as LXD reads them: comma-separated
+    groups of letters, none empty, each letter one of ``known``."""
+    out: list[str] = []
+    for entry in spec.split(","):
+        if entry == "":
+            raise InvalidArgument("Empty column entry (redundant, leading or trailing command) "
+                                  f"in '{spec}'")
+        for ch in entry:
+            if ch not in known:
+                raise InvalidArgument(f"Unknown column shorthand char '{ch}' in '{entry}'")
+            out.append(ch)
+    return out
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise InvalidArgument(f'Invalid format "{fmt}"')
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -58,6 +95,7 @@ def to_csv(rows: Sequence[Sequence[str]]) -> str:
 
 def emit(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], data: Any) -> None:
     """Print rows in ``fmt``; json/yaml print ``data`` (the full objects, as LXD does)."""
+    check_format(fmt)
     if fmt == "json":
         print(json.dumps(data, default=str))
     elif fmt == "yaml":

@@ -60,11 +60,15 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
 def cmd_delete(host: Host, a: argparse.Namespace) -> int:
     for n in a.names:
         host.profiles.delete(n)
+        if not a.quiet:
+            print(f"Profile {n} deleted")
     return 0
 
 
 def cmd_rename(host: Host, a: argparse.Namespace) -> int:
     host.profiles.rename(a.old, a.new)
+    if not a.quiet:
+        print(f"Profile {a.old} renamed to {a.new}")
     return 0
 
 
@@ -104,6 +108,8 @@ def cmd_add(host: Host, a: argparse.Namespace) -> int:
             raise AlreadyExists("profile", f"{a.profile} on {a.instance}")
         rec.profiles.append(a.profile)
     host.instances.get(a.instance).modify(change)  # read under the instance's lock
+    if not a.quiet:
+        print(f"Profile {a.profile} added to {a.instance}")
     return 0
 
 
@@ -113,12 +119,16 @@ def cmd_remove(host: Host, a: argparse.Namespace) -> int:
             raise NotFound("profile", a.profile, f"not applied to {a.instance}")
         rec.profiles[:] = [p for p in rec.profiles if p != a.profile]
     host.instances.get(a.instance).modify(change)
+    if not a.quiet:
+        print(f"Profile {a.profile} removed from {a.instance}")
     return 0
 
 
 def cmd_assign(host: Host, a: argparse.Namespace) -> int:
     names = [p for p in a.profiles.split(",") if p] if a.profiles else []
     _set_profiles(host, a.instance, names)
+    if not a.quiet:
+        print(f"Profiles {a.profiles or '(none)'} applied to {a.instance}")
     return 0
 
 
@@ -171,6 +181,12 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
                 for k in rest:
                     devs[name].pop(k, None)
     host.modify_profile(a.profile, change)
+    if a.quiet:
+        return 0
+    if verb == "add":
+        print(f"Device {name} added to {a.profile}")
+    elif verb == "remove":
+        print(f"Device {', '.join([name, *rest])} removed from {a.profile}")
     return 0
 
 
@@ -178,7 +194,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("profile", help="manage profiles")
     s = p.add_subparsers(dest="profile_cmd", metavar="<verb>", required=True)
     x = s.add_parser("list", aliases=["ls"])
-    x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    output.add_format(x)
     x.set_defaults(func=cmd_list)
     for name, fn in (("show", cmd_show), ("edit", cmd_edit)):
         x = s.add_parser(name)

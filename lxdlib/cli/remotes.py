@@ -58,7 +58,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("remote", help="manage image servers (simplestreams remotes)")
     s = p.add_subparsers(dest="remote_cmd", metavar="<verb>", required=True)
     x = s.add_parser("list", aliases=["ls"])
-    x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    output.add_format(x)
     x.set_defaults(func=cmd_list)
     x = s.add_parser("add", help="add a simplestreams server (https://, or http:// for a mirror)")
     x.add_argument("name")

@@ -39,10 +39,11 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
         pool = host.pool(name)
         d = pool.describe()
         users = _used_by(host, name)
-        rows.append([name, d["driver"], d["config"].get("source", ""), str(len(users)),
-                     "CREATED"])
+        rows.append([name, d["driver"], d["config"].get("source", ""),
+                     d.get("description", ""), str(len(users)), "CREATED"])
         data.append({**d, "used_by": users, "status": "Created"})
-    output.emit(a.format, ["NAME", "DRIVER", "SOURCE", "USED BY", "STATE"], rows, data)
+    output.emit(a.format, ["NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY", "STATE"],
+                rows, data)
     return 0
 
 
@@ -102,18 +103,46 @@ def cmd_volume_create(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+#: ``storage volume list -c`` letters, as LXD 5.0's (``e`` project and ``L`` location are
+#: dropped from the default as LXD drops them outside a cluster and without --all-projects)
+VOLUME_COLUMNS = {"t": "TYPE", "n": "NAME", "d": "DESCRIPTION", "c": "CONTENT-TYPE",
+                  "u": "USED BY", "U": "USAGE"}
+VOLUME_DEFAULT_COLUMNS = "etndcuL"
+
+
+def volume_columns(spec: str) -> list[str]:
+    """The ``-c`` letters of ``storage volume list`` with LXD's refusals."""
+    from ..errors import InvalidArgument
+    if spec != VOLUME_DEFAULT_COLUMNS and "L" in spec:
+        raise InvalidArgument("Can't specify column L when not clustered")
+    return output.columns(spec.replace("L", "").replace("e", ""), list(VOLUME_COLUMNS))
+
+
 def cmd_volume_list(host: Host, a: argparse.Namespace) -> int:
     from .. import record
+    cols = volume_columns(a.columns)
+    output.check_format(a.format)
     vols = _volumes(host).list(a.pool)
-    rows = [["custom", v["name"], v["description"], v["content_type"], str(len(v["used_by"]))]
-            for v in vols]
+
+    def usage(kind: str, name: str) -> str:
+        """LXD's ``U`` column (IEC units); read only when asked for, as LXD does."""
+        if "U" not in cols:
+            return ""
+        used = host.pool(a.pool).volume_usage(kind, name)
+        return output.size(used) if used is not None else ""
+    cells = [{"t": "custom", "n": v["name"], "d": v["description"], "c": v["content_type"],
+              "u": str(len(v["used_by"])), "U": usage("custom", v["name"])} for v in vols]
     data = list(vols)
     for n in record.names(host.paths):
         if host.instances.pool_of(n) == a.pool:
-            rows.append(["container", n, "", "filesystem", "1"])
+            cells.append({"t": "container", "n": n, "d": "", "c": "filesystem", "u": "1",
+                          "U": usage("containers", n)})
             data.append({"name": n, "type": "container", "content_type": "filesystem",
                          "pool": a.pool, "used_by": [f"/1.0/instances/{n}"]})
-    output.emit(a.format, ["TYPE", "NAME", "DESCRIPTION", "CONTENT-TYPE", "USED BY"], rows, data)
+    rows = [[c[k] for k in cols] for c in cells]
+    if len(cols) >= 2:  # LXD: by type, then by the second column
+        rows.sort(key=lambda r: (r[0], r[1] == "", r[1]))
+    output.emit(a.format, [VOLUME_COLUMNS[k] for k in cols], rows, data)
     return 0
 
 
@@ -201,7 +230,10 @@ def _register_volume(s: Any) -> None:
     x.add_argument("config", nargs="*", help="key=value (size=…, user.*)")
     x.add_argument("--description")
     x = verb("list", cmd_volume_list, aliases=("ls",))
-    x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    output.add_columns(x, VOLUME_DEFAULT_COLUMNS, {
+        "c": "content type", "d": "description", "n": "name", "t": "type", "u": "used by",
+        "U": "disk usage"})
+    output.add_format(x)
     verb("show", cmd_volume_show, "volume")
     verb("delete", cmd_volume_delete, "volume", aliases=("rm",))
     x = verb("attach", cmd_volume_attach, "volume", "instance")
@@ -226,7 +258,7 @@ def register(sub: Any) -> None:
     x.add_argument("--description")
     x.set_defaults(func=cmd_create)
     x = s.add_parser("list", aliases=["ls"])
-    x.add_argument("-f", "--format", choices=output.FORMATS, default="table")
+    output.add_format(x)
     x.set_defaults(func=cmd_list)
     for name, fn in (("show", cmd_show), ("info", cmd_info), ("delete", cmd_delete)):
         x = s.add_parser(name, aliases=["rm"] if name == "delete" else [])

@@ -74,7 +74,9 @@ def test_remote_images_from_the_command_line(host: lxdlib.Host, busybox_tarball:
     with serving(tree.root) as srv:
         run(root, "remote", "add", "ss", srv.url)
         out = run(root, "image", "list", "ss:").stdout
-        assert "testos/1" in out and "testos 1" in out and "CONTAINER" in out
+        # LXD's ALIAS column is the shortest alias and how many more; -c L lists them all
+        assert "default (" in out and "testos 1" in out and "CONTAINER" in out
+        assert "testos/1" in run(root, "image", "list", "ss:", "-c", "L").stdout
         assert run(root, "image", "list", "ss:", "nomatch").stdout.count("\n") == 3
         listed = json.loads(run(root, "image", "list", "ss:testos", "-f", "json").stdout)
         assert len(listed) == 2 and listed[0]["properties"]["type"] == "squashfs"

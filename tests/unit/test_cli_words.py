@@ -1,0 +1,199 @@
+"""The `lxdlib` words LXD's `lxc` has (issue 13): alias expansion, `-c` columns, formats, the
+progress line and the parsers of the new commands — without a root."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lxdlib.cli import output, useraliases
+from lxdlib.cli.images import IMAGE_DEFAULT_COLUMNS, image_cells
+from lxdlib.cli.main import build_parser, main
+from lxdlib.cli.storage import volume_columns
+from lxdlib.errors import InvalidArgument
+from lxdlib.progress import LineProgress, byte_size
+
+# -- alias expansion ----------------------------------------------------------------------------
+
+
+def test_alias_appends_the_rest_when_it_has_no_args_marker() -> None:
+    assert useraliases.expand(["ll", "c1"], {"ll": "list -c ns46S"}) == \
+        ["list", "-c", "ns46S", "c1"]
+
+
+def test_alias_args_and_numbered_args() -> None:
+    aliases = {"cg": "config get @ARG1@ limits.@ARG2@", "sh2": "exec @ARGS@ -- sh"}
+    assert useraliases.expand(["cg", "c1", "memory", "x"], aliases) == \
+        ["config", "get", "c1", "limits.memory", "x"]
+    assert useraliases.expand(["sh2", "c1"], aliases) == ["exec", "c1", "--", "sh"]
+
+
+def test_alias_keeps_leading_options_and_their_values() -> None:
+    assert useraliases.expand(["--root", "/r", "-q", "ll"], {"ll": "list"}) == \
+        ["--root", "/r", "-q", "list"]
+    # a --root value that looks like an alias is not one
+    assert useraliases.expand(["--root", "ll", "list"], {"ll": "version"}) is None
+
+
+def test_alias_multi_word_keys_prefer_the_longest() -> None:
+    aliases = {"image": "version", "image ls": "image list -c lf"}
+    assert useraliases.expand(["image", "ls", "x"], aliases) == \
+        ["image", "list", "-c", "lf", "x"]
+
+
+def test_builtin_shell_alias_and_user_override() -> None:
+    assert useraliases.expand(["shell", "c1"], {}) == ["exec", "c1", "--", "su", "-l"]
+    assert useraliases.expand(["shell", "c1"], {"shell": "exec @ARGS@ -- sh"}) == \
+        ["exec", "c1", "--", "sh"]
+    assert useraliases.expand(["list"], {}) is None
+
+
+def test_alias_referring_past_the_arguments_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match='Found alias "two" references an argument'):
+        useraliases.expand(["two", "a"], {"two": "config get @ARG1@ @ARG2@"})
+
+
+def test_alias_file_round_trip_keeps_other_keys(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LXDLIB_CONF", str(tmp_path / "conf"))
+    assert useraliases.config_path() == tmp_path / "conf" / "config.yml"
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yml").write_text("default-remote: local\n")
+    useraliases.save({"ll": "list"})
+    data = yaml.safe_load((tmp_path / "conf" / "config.yml").read_text())
+    assert data == {"default-remote": "local", "aliases": {"ll": "list"}}
+    assert useraliases.load() == {"ll": "list"}
+    monkeypatch.setenv("LXDLIB_CONF", str(tmp_path / "mine.yaml"))
+    assert useraliases.config_path() == tmp_path / "mine.yaml"
+
+
+def test_alias_commands_and_expansion_through_main(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LXDLIB_CONF", str(tmp_path))
+    assert main(["alias", "add", "v", "version"]) == 0
+    assert main(["alias", "add", "v", "list"]) == 1
+    assert capsys.readouterr().err == "Error: Alias v already exists\n"
+    assert main(["alias", "list", "-f", "csv"]) == 0
+    assert capsys.readouterr().out == "v,version\n"
+    assert main(["v"]) == 0  # expanded before parsing
+    assert capsys.readouterr().out.startswith("Client version: ")
+    assert main(["alias", "rename", "v", "w"]) == 0
+    assert main(["alias", "remove", "v"]) == 1
+    assert capsys.readouterr().err == "Error: Alias v doesn't exist\n"
+    assert main(["alias", "rm", "w"]) == 0
+    assert useraliases.load() == {}
+
+
+# -- columns and formats ------------------------------------------------------------------------
+
+
+def test_columns_as_lxd_reads_them() -> None:
+    assert output.columns("lf", "lLf") == ["l", "f"]
+    assert output.columns("l,f", "lLf") == ["l", "f"]
+    with pytest.raises(InvalidArgument, match="Empty column entry"):
+        output.columns("l,", "lf")
+    with pytest.raises(InvalidArgument, match="Unknown column shorthand char 'x' in 'lx'"):
+        output.columns("f,lx", "lf")
+
+
+def test_a_wrong_format_is_refused_with_lxds_words() -> None:
+    with pytest.raises(InvalidArgument, match=r'^Invalid format "xml"$'):
+        output.emit("xml", ["A"], [["1"]], [])
+
+
+def test_image_cells_match_lxd() -> None:
+    cells = image_cells(["busybox", "bb", "busybox/amd64"], "ab" * 32, False, "BusyBox",
+                        "x86_64", "container", 3 * 1024 * 1024 + 1024 * 20, None)
+    assert cells["l"] == "bb (2 more)"
+    assert cells["L"] == "bb\nbusybox\nbusybox/amd64"
+    assert cells["f"] == "ab" * 6 and cells["F"] == "ab" * 32
+    assert cells["p"] == "no" and cells["t"] == "CONTAINER" and cells["s"] == "3.02MB"
+    assert list(IMAGE_DEFAULT_COLUMNS) == ["l", "f", "p", "d", "a", "t", "s", "u"]
+
+
+def test_storage_volume_columns() -> None:
+    assert volume_columns("etndcuL") == ["t", "n", "d", "c", "u"]
+    assert volume_columns("nU") == ["n", "U"]
+    with pytest.raises(InvalidArgument, match="Can't specify column L when not clustered"):
+        volume_columns("nL")
+
+
+def test_image_list_parses_columns_and_format() -> None:
+    a = build_parser("*").parse_args(["image", "list", "-c", "lf", "--format", "csv"])
+    assert (a.columns, a.format) == ("lf", "csv")
+    a = build_parser("*").parse_args(["image", "ls"])
+    assert (a.columns, a.format) == ("lfpdatsu", "table")
+
+
+@pytest.mark.parametrize("argv", [
+    ["rename", "a", "b"], ["version"], ["version", "images:"], ["alias", "ls"],
+    ["operation", "list", "-f", "json"], ["operation", "show", "x"], ["operation", "rm", "x"],
+    ["project", "list", "-f", "yaml"], ["project", "show", "default"],
+    ["warning", "list", "-c", "us", "-f", "csv"], ["profile", "list", "-f", "compact"],
+    ["network", "list", "-f", "json"], ["storage", "list", "-f", "csv"],
+    ["storage", "volume", "list", "default", "-c", "nt", "-f", "csv"],
+    ["remote", "list", "-f", "yaml"], ["image", "alias", "list", "-f", "csv"],
+])
+def test_new_words_parse(argv: list[str]) -> None:
+    assert build_parser("*").parse_args(argv).func is not None
+
+
+def test_operation_and_warning_lists_are_lxds_empty_ones(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LXDLIB_CONF", str(tmp_path))  # no alias of the user's in the way
+    assert main(["operation", "list"]) == 0
+    assert capsys.readouterr().out == (
+        "+----+------+-------------+--------+------------+---------+\n"
+        "| ID | TYPE | DESCRIPTION | STATUS | CANCELABLE | CREATED |\n"
+        "+----+------+-------------+--------+------------+---------+\n")
+    assert main(["operation", "list", "-f", "json"]) == 0
+    assert capsys.readouterr().out == "[]\n"
+    assert main(["operation", "show", "abc"]) == 1
+    assert capsys.readouterr().err == "Error: Operation not found\n"
+    assert main(["warning", "list", "-f", "csv"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["warning", "list", "-c", "L"]) == 1
+    assert "Can't specify column L" in capsys.readouterr().err
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_byte_size_is_lxds_decimal_units() -> None:
+    assert byte_size(999) == "999B"
+    assert byte_size(12_300_000) == "12.30MB"
+    assert byte_size(1500) == "1.50kB"
+
+
+def test_progress_line_on_a_terminal_only() -> None:
+    piped = io.StringIO()
+    bar = LineProgress("Pushing a to /a", stream=piped)
+    bar(50, 100)
+    bar.done()
+    assert piped.getvalue() == ""
+    tty = _Tty()
+    bar = LineProgress("Pushing a to /a", stream=tty)
+    bar(100, 100)
+    assert tty.getvalue().startswith("\rPushing a to /a: 100% (")
+    assert tty.getvalue().endswith("B/s)")
+    bar.done()
+    assert tty.getvalue().endswith("\r")
+    quiet = _Tty()
+    LineProgress("x", stream=quiet, quiet=True)(1, 2)
+    assert quiet.getvalue() == ""
+
+
+def test_progress_text_without_a_total() -> None:
+    bar = LineProgress("Pulling /tmp/x from /x", stream=io.StringIO())
+    assert bar.text(12_300_000, 0, 1.0) == "Pulling /tmp/x from /x: 12.30MB (12.30MB/s)"
+    assert bar.text(45, 100, 1.0) == "Pulling /tmp/x from /x: 45% (45B/s)"
