@@ -17,7 +17,7 @@ description:
   - Instances need a POSIX shell for Ansible's bookkeeping and a Python for its modules;
     C(ansible.builtin.raw) needs only the shell.
 author:
-  - lxdlib developers
+  - lxdlib developers (@lxdlib)
 extends_documentation_fragment:
   - connection_pipelining
 options:

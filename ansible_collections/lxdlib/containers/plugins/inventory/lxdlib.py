@@ -20,7 +20,7 @@ description:
     group carries C(lxdlib_inventory_ms), how long listing that source took.
   - The inventory file's name must end in C(lxdlib.yml) or C(lxdlib.yaml).
 author:
-  - lxdlib developers
+  - lxdlib developers (@lxdlib)
 extends_documentation_fragment:
   - constructed
 options:
@@ -144,8 +144,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         command += ["list", "--format", "json"]
         if not source.get("ssh"):
             return command
-        ssh = shlex.split(self.get_option("ssh_command")) + shlex.split(source.get("ssh_args")
-                                                                         or "")
+        ssh = shlex.split(self.get_option("ssh_command"))
+        ssh += shlex.split(source.get("ssh_args") or "")
         return ssh + [source["ssh"], "--", " ".join(shlex.quote(a) for a in command)]
 
     def _listing(self, source):
@@ -154,7 +154,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         start = time.monotonic()
         try:
             proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=self.get_option("timeout"))
+                                  timeout=self.get_option("timeout"), check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise AnsibleParserError("cannot list %s: %s" % (source.get("name"), to_native(e)))
         took = (time.monotonic() - start) * 1000.0

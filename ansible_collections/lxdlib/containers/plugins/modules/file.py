@@ -16,7 +16,7 @@ description:
   - To run Ansible's own modules inside an instance instead, use the C(lxdlib.containers.lxdlib)
     connection plugin.
 author:
-  - lxdlib developers
+  - lxdlib developers (@lxdlib)
 extends_documentation_fragment:
   - lxdlib.containers.root
 options:

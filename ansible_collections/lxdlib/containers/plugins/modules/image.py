@@ -15,7 +15,7 @@ description:
     that is already stored changes nothing; only the aliases are moved if they point
     elsewhere.
 author:
-  - lxdlib developers
+  - lxdlib developers (@lxdlib)
 extends_documentation_fragment:
   - lxdlib.containers.root
 options:
@@ -75,6 +75,7 @@ attributes:
       fetched (assumed to change when its aliases are missing).
   diff_mode:
     support: none
+    description: The image module shows no diff; RV(actions) lists what changed.
 notes:
   - Building needs Debian's C(busybox-static) on the target host.
 seealso:

@@ -16,7 +16,7 @@ description:
   - The image (O(source)), storage pool and O(ephemeral) are used when the instance is made;
     an existing instance is never re-created to match them.
 author:
-  - lxdlib developers
+  - lxdlib developers (@lxdlib)
 extends_documentation_fragment:
   - lxdlib.containers.root
 options:

@@ -12,7 +12,7 @@ description:
   - Creates, changes and deletes a managed network of an lxdlib root on the target host. A
     network that is up takes a change at once.
 author:
-  - lxdlib developers
+  - lxdlib developers (@lxdlib)
 extends_documentation_fragment:
   - lxdlib.containers.root
 options:

@@ -13,7 +13,7 @@ description:
   - A change is applied to every instance that uses the profile, live where lxdlib applies
     live (as C(lxdlib profile edit) does).
 author:
-  - lxdlib developers
+  - lxdlib developers (@lxdlib)
 extends_documentation_fragment:
   - lxdlib.containers.root
 options:

@@ -12,7 +12,7 @@ description:
   - Manages one snapshot of an instance of an lxdlib root on the target host. A running
     instance is snapshotted without being stopped.
 author:
-  - lxdlib developers
+  - lxdlib developers (@lxdlib)
 extends_documentation_fragment:
   - lxdlib.containers.root
 options:
@@ -61,6 +61,7 @@ attributes:
     description: Reports what would be taken, changed, restored or deleted.
   diff_mode:
     support: none
+    description: No diff is shown; RV(actions) lists what changed.
 notes:
   - Without O(expires_in), O(expires_at) or O(no_expiry), a new snapshot gets the expiry of the
     instance's C(snapshots.expiry) and an existing one keeps its own.

@@ -14,7 +14,7 @@ description:
   - A pool's config says where and how its data is kept, so it cannot change once the pool is
     made; a task whose O(config) differs from an existing pool's fails rather than pretending.
 author:
-  - lxdlib developers
+  - lxdlib developers (@lxdlib)
 extends_documentation_fragment:
   - lxdlib.containers.root
 options:
@@ -48,6 +48,7 @@ attributes:
     description: Reports whether the pool would be created, described or deleted.
   diff_mode:
     support: none
+    description: No diff is shown; RV(actions) lists what changed.
 """
 
 EXAMPLES = r"""
@@ -94,6 +95,12 @@ pool:
     config: {"size": "20GiB"}
     description: ""
     used_by: []
+actions:
+  description: What the task did (create, describe, delete).
+  returned: always
+  type: list
+  elements: str
+  sample: [create]
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -12,7 +12,7 @@ description:
   - Creates, changes and deletes a custom volume in a storage pool of an lxdlib root on the
     target host, and attaches it to instances as a disk device.
 author:
-  - lxdlib developers
+  - lxdlib developers (@lxdlib)
 extends_documentation_fragment:
   - lxdlib.containers.root
 options:
@@ -120,6 +120,11 @@ def describe(vol):
             "used_by": list(rec.get("used_by") or [])}
 
 
+def strip(desc):
+    """What the diff shows."""
+    return {k: v for k, v in desc.items() if k in ("config", "description")}
+
+
 def attached(host, instance, pool, name, path):
     """Whether the instance has a disk device for this volume at ``path``."""
     devices = host.instances[instance].devices
@@ -193,7 +198,6 @@ def main():
         raise
     result = {"changed": bool(actions), "actions": actions, "volume": plain(after)}
     if module._diff:
-        strip = lambda d: {k: v for k, v in d.items() if k in ("config", "description")}
         result["diff"] = {"before": plain(strip(before)), "after": plain(strip(after))}
     module.exit_json(**result)
 
