@@ -284,3 +284,42 @@ def test_teardown_removes_everything_then_changes_nothing(converged: Fleet) -> N
     for h in HOSTS:
         assert json.loads(f.lxdlib(h, "list", "--format", "json")) == []
         assert "ansible-py" not in f.lxdlib(h, "profile", "list")
+
+
+GET_PIP_STAND_IN = '''\
+# ansible-test bootstraps pip in its throwaway environments with a script from ansible's CI
+# file server, which this machine cannot reach: the interpreter's own ensurepip does that part,
+# then pip installs what ansible-test asked for from the package index.
+import ensurepip
+import subprocess
+import sys
+
+ensurepip.bootstrap(upgrade=True)
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
+sys.exit(subprocess.call([sys.executable, "-m", "pip", "install"] + args))
+'''
+
+
+@pytest.mark.slow
+def test_ansible_test_sanity(tmp_path: Path) -> None:
+    """``ansible-test sanity`` on the collection, every test of this ansible-core, in the
+    layout it needs (a copy at .../ansible_collections/lxdlib/containers, outside git), with
+    each test's requirements in throwaway environments (``--venv``)."""
+    import ansible_test  # noqa: F401  (ships with ansible-core)
+    copy = tmp_path / "ansible_collections" / "lxdlib" / "containers"
+    shutil.copytree(REPO / "ansible_collections" / "lxdlib" / "containers", copy,
+                    ignore=shutil.ignore_patterns("__pycache__", "output"))
+    home = tmp_path / "home"
+    cache = home / ".ansible" / "test" / "cache"
+    cache.mkdir(parents=True)
+    # the pip that ansible-core 2.19's ansible-test bootstraps (named in the script's file name)
+    (cache / "get_pip_24_2.py").write_text(GET_PIP_STAND_IN)
+    env = dict(os.environ, HOME=str(home), LC_ALL="C.UTF-8")
+    r = subprocess.run([str(BIN / "ansible-test"), "sanity", "--venv", "--python",
+                        f"{sys.version_info.major}.{sys.version_info.minor}", "--color", "no"],
+                       cwd=copy, capture_output=True, text=True, env=env, timeout=1500)
+    ran = re.findall(r'Running sanity test "([^"]+)"', r.stdout + r.stderr)
+    print(f"\nansible-test sanity ran {len(ran)} tests: {', '.join(ran)}")
+    assert r.returncode == 0, (r.stdout[-8000:], r.stderr[-4000:])
+    assert {"validate-modules", "pylint", "pep8", "import", "compile", "ansible-doc",
+            "yamllint", "runtime-metadata"} <= set(ran)
