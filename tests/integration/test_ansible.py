@@ -275,6 +275,83 @@ def test_restore_brings_the_snapshot_back(converged: Fleet) -> None:
         assert (f.fetched / f"{h}-restored.txt").read_text() == f"written inside {name} of {h}\n"
 
 
+def adhoc(f: Fleet, host: str, module: str, args: dict[str, object]) -> tuple[str, dict]:
+    """One module run with ``ansible`` (ad hoc): its status word and its JSON result."""
+    r = subprocess.run([str(BIN / "ansible"), host, "-i", str(f.inventory), "-m", module,
+                        "-a", json.dumps(args)],
+                       capture_output=True, text=True, env=f.env, timeout=300)
+    m = re.search(r"^\S+ \| (\w+)!?(?: \| rc=\d+)? => (\{.*)", r.stdout, re.M | re.S)
+    assert m, r.stdout + r.stderr
+    return m.group(1), json.loads(m.group(2))
+
+
+def test_instance_power_states(converged: Fleet) -> None:
+    f = converged
+    root = str(f.roots["hostA"])
+    args = {"name": "ansit-hosta", "root": root}
+    for state, status, changes in (("frozen", "Frozen", True), ("frozen", "Frozen", False),
+                                   ("started", "Running", True), ("stopped", "Stopped", True),
+                                   ("stopped", "Stopped", False), ("restarted", "Running", True),
+                                   ("started", "Running", False)):
+        word, result = adhoc(f, "hostA", "lxdlib.containers.instance", {**args, "state": state})
+        assert word == ("CHANGED" if changes else "SUCCESS"), (state, result)
+        assert result["instance"]["status"] == status, (state, result)
+        assert f.lxdlib("hostA", "list", "ansit-hosta", "-c", "s", "-f", "csv").strip() == \
+            status.upper(), state
+    # a missing instance without an image is an error with lxdlib's own words
+    word, result = adhoc(f, "hostA", "lxdlib.containers.instance",
+                         {"name": "ansit-nothere", "root": root})
+    assert word == "FAILED" and "give source" in result["msg"], result
+    word, result = adhoc(f, "hostA", "lxdlib.containers.profile",
+                         {"name": "ansible-py", "state": "absent", "root": root})
+    assert word == "FAILED" and result["error"] in ("InUse", "WrongState"), result
+
+
+def test_image_from_a_file_and_a_url(converged: Fleet, tmp_path: Path) -> None:
+    """The image that site.yml built, imported again from a file and from an http URL (a
+    server on 127.0.0.1): the same fingerprint, so only aliases and properties change."""
+    import functools
+    import http.server
+    import threading
+
+    from lxdlib.imagestore.busybox import build_busybox_image
+    f = converged
+    tarball = build_busybox_image(tmp_path / "busybox.tar.gz")
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler,
+                                            directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/busybox.tar.gz"
+        play = tmp_path / "images.yml"
+        play.write_text(yaml.safe_dump([{
+            "hosts": "hostA", "gather_facts": False,
+            "module_defaults": {"group/lxdlib.containers.all": {"root": "{{ lxdlib_root }}"}},
+            "tasks": [
+                {"lxdlib.containers.image": {"source": str(tarball), "aliases": ["bb-file"],
+                                             "properties": {"user.origin": "file"}},
+                 "register": "from_file"},
+                {"lxdlib.containers.image": {"source": url, "aliases": ["bb-url"]},
+                 "register": "from_url"},
+                {"ansible.builtin.assert": {"that": [
+                    "from_file.image.fingerprint == from_url.image.fingerprint",
+                    "'busybox' in from_url.image.aliases"]}},
+            ]}]))
+        cmd = [str(BIN / "ansible-playbook"), "-i", str(f.inventory), str(play)]
+        first = subprocess.run(cmd, capture_output=True, text=True, env=f.env, timeout=300)
+        assert first.returncode == 0, first.stdout[-5000:]
+        assert recap(first.stdout)["hostA"]["changed"] == 2, first.stdout[-3000:]
+        second = subprocess.run(cmd, capture_output=True, text=True, env=f.env, timeout=300)
+        assert second.returncode == 0, second.stdout[-5000:]
+        assert recap(second.stdout)["hostA"]["changed"] == 0, second.stdout[-3000:]
+    finally:
+        server.shutdown()
+        server.server_close()
+    aliases = f.lxdlib("hostA", "image", "alias", "list")
+    assert "bb-file" in aliases and "bb-url" in aliases
+
+
 def test_teardown_removes_everything_then_changes_nothing(converged: Fleet) -> None:
     f = converged
     _, counts = f.playbook("teardown.yml")
