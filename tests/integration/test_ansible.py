@@ -352,6 +352,48 @@ def test_image_from_a_file_and_a_url(converged: Fleet, tmp_path: Path) -> None:
     assert "bb-file" in aliases and "bb-url" in aliases
 
 
+def test_image_copied_from_a_remote(converged: Fleet, busybox_tarball: Path,
+                                    tmp_path: Path) -> None:
+    """``source: <remote>:<alias>`` copies from a simplestreams server (on 127.0.0.1) once; a
+    second run finds the alias and fetches nothing."""
+    import lxdlib
+    from tests.integration.simplestreams_fixtures import (
+        NATIVE_ARCH,
+        ImageFactory,
+        Product,
+        Tree,
+        Version,
+        serving,
+    )
+    f = converged
+    built = ImageFactory(busybox_tarball, tmp_path).build("20240101_0000", marker="ansible")
+    tree = Tree(tmp_path / "srv")
+    tree.add(Product("testos", "1", NATIVE_ARCH, ["testos/1"],
+                     versions=[Version("20240101_0000", built)]))
+    tree.write()
+    play = tmp_path / "remote.yml"
+    play.write_text(yaml.safe_dump([{
+        "hosts": "hostA", "gather_facts": False,
+        "tasks": [{"lxdlib.containers.image": {"root": "{{ lxdlib_root }}",
+                                               "source": "ansit-ss:testos/1",
+                                               "aliases": ["from-remote"]},
+                   "register": "copied"},
+                  {"ansible.builtin.debug": {"var": "copied.actions"}}]}]))
+    cmd = [str(BIN / "ansible-playbook"), "-i", str(f.inventory), str(play)]
+    with serving(tree.root) as srv:
+        lxdlib.Host(f.roots["hostA"]).images.remotes.add("ansit-ss", srv.url)
+        first = subprocess.run(cmd, capture_output=True, text=True, env=f.env, timeout=300)
+        assert first.returncode == 0, first.stdout[-5000:]
+        assert recap(first.stdout)["hostA"]["changed"] == 1
+        assert '"copy"' in first.stdout and '"alias from-remote"' in first.stdout
+        second = subprocess.run(cmd, capture_output=True, text=True, env=f.env, timeout=300)
+        assert second.returncode == 0, second.stdout[-5000:]
+        assert recap(second.stdout)["hostA"]["changed"] == 0, second.stdout[-3000:]
+    image = lxdlib.Host(f.roots["hostA"]).images["from-remote"]
+    assert image.properties["serial"] == "20240101_0000"
+    image.delete()  # teardown.yml removes the busybox image only
+
+
 def test_teardown_removes_everything_then_changes_nothing(converged: Fleet) -> None:
     f = converged
     _, counts = f.playbook("teardown.yml")
