@@ -5,7 +5,9 @@ plugin runs Ansible's own modules inside them. site.yml must change nothing on i
 run; teardown.yml likewise.
 
 The playbooks are tests/integration/ansible/*.yml; ansible-core comes from the project's
-environment (the ``test`` extras)."""
+environment (the ``test`` extras). CROSS-HOST MOVE: site.yml has a marked place for the play that
+moves an instance from hostA to hostB; ``test_site_builds_then_changes_nothing`` then checks
+where each instance lives (``set(listed) == {name}``) and must follow the move."""
 
 from __future__ import annotations
 
