@@ -309,6 +309,17 @@ def test_instance_power_states(converged: Fleet) -> None:
     assert word == "FAILED" and result["error"] in ("InUse", "WrongState"), result
 
 
+def test_missing_instance_is_unreachable(converged: Fleet) -> None:
+    f = converged
+    r = subprocess.run([str(BIN / "ansible"), "ghost", "-i", "ghost,", "-c",
+                        "lxdlib.containers.lxdlib", "-e", f"lxdlib_root={f.roots['hostA']}",
+                        "-e", f"lxdlib_command={BIN / 'lxdlib'}", "-m", "ansible.builtin.raw",
+                        "-a", "true"], capture_output=True, text=True, timeout=120,
+                       env=dict(f.env, ANSIBLE_INVENTORY_ENABLED="host_list"))
+    assert r.returncode == 4, r.stdout + r.stderr  # 4: unreachable
+    assert "ghost | UNREACHABLE!" in r.stdout and "no instance 'ghost'" in r.stdout
+
+
 def test_image_from_a_file_and_a_url(converged: Fleet, tmp_path: Path) -> None:
     """The image that site.yml built, imported again from a file and from an http URL (a
     server on 127.0.0.1): the same fingerprint, so only aliases and properties change."""

@@ -171,6 +171,12 @@ class Connection(ConnectionBase):
             # ssh's own failure, not the command's exit status
             raise AnsibleConnectionFailure("ssh to %s failed: %s"
                                            % (self.get_option("lxdlib_host"), to_native(err)))
+        if rc == 1 and not out and err.strip() == to_bytes(
+                "Error: instance %r not found" % self._instance()):
+            # lxdlib's own word that there is no such instance: the host is unreachable,
+            # which Ansible reports as such rather than as a failed command
+            raise AnsibleConnectionFailure("no instance %r in lxdlib root %s" % (
+                self._instance(), self.get_option("lxdlib_root") or "(default)"))
         return rc, out, err
 
     def _target(self, path):
