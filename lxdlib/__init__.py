@@ -4,6 +4,7 @@
     host = lxdlib.Host()                       # or Host(root=...) for an isolated store
     web = host.launch("busybox", "web", config={"limits.memory": "256MiB"})
     print(web.exec("echo hi").text)
+    h2 = lxdlib.connect("ssh://root@host2")  # another host's lxdlib, over ssh (same verbs)
 
 Every collection (``host.instances``, ``images``, ``profiles``, ``networks``, ``pools``,
 ``volumes``, ``inst.snapshots``) and every model has one shape: see ``lxdlib.model``.
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from .profile_apply import Profile, Profiles
     from .runtime import ExecResult
     from .snapshots import Snapshot, Snapshots
+    from .sshhost import connect
     from .views import Pool, Pools
     from .volumes import Volume, Volumes
 
@@ -113,6 +115,7 @@ __all__ = [
     "Volume",
     "Volumes",
     "WrongState",
+    "connect",
 ]
 
 # what users receive, by the module that defines it (imported on first use)
@@ -126,6 +129,7 @@ _LAZY = {
     "Volume": ".volumes", "Volumes": ".volumes",
     "Snapshot": ".snapshots", "Snapshots": ".snapshots",
     "ExecResult": ".runtime",
+    "connect": ".sshhost",
 }
 
 

@@ -161,7 +161,12 @@ def setup_logging(debug: bool, verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    head, command = split_exec(fix_config_shorthand(sys.argv[1:] if argv is None else argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from .forward import maybe_forward  # `h2:c1`: the command runs on that host, over ssh
+    forwarded = maybe_forward(argv)
+    if forwarded is not None:
+        return forwarded
+    head, command = split_exec(fix_config_shorthand(argv))
     parser = build_parser(command_word(head))
     args = parser.parse_args(head)
     setup_logging(args.debug, args.verbose)
