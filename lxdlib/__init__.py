@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from .sshhost import connect
     from .views import Pool, Pools
     from .volumes import Volume, Volumes
+    from .wire import ConnectionLost, ProtocolError
 
 __version__ = "0.1.0"
 
@@ -70,6 +71,7 @@ __all__ = [
     "AlreadyExists",
     "BulkError",
     "Busy",
+    "ConnectionLost",
     "CorruptArchive",
     "CorruptRecord",
     "DeviceNode",
@@ -100,6 +102,7 @@ __all__ = [
     "Profile",
     "ProfileApplyError",
     "Profiles",
+    "ProtocolError",
     "QuotaExceeded",
     "Snapshot",
     "Snapshots",
@@ -130,6 +133,7 @@ _LAZY = {
     "Snapshot": ".snapshots", "Snapshots": ".snapshots",
     "ExecResult": ".runtime",
     "connect": ".sshhost",
+    "ConnectionLost": ".wire", "ProtocolError": ".wire",
 }
 
 

@@ -109,7 +109,7 @@ class _Channel:
 
     def __init__(self, argv: Sequence[str], label: str) -> None:
         self.label = label
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # call() holds it around exchange()
         self.next_id = 0
         self.closed = False
         self.err_tail: collections.deque[str] = collections.deque(maxlen=20)
@@ -182,16 +182,18 @@ class _Channel:
     def call(self, verb: str, args: Mapping[str, Any] | None = None, *,
              upload: Iterable[bytes] | None = None,
              on_data: Callable[[bytes, bytes], None] | None = None) -> Any:
-        self.next_id += 1
-        msg: dict[str, Any] = {"id": self.next_id, "verb": verb,
-                               "args": {k: v for k, v in (args or {}).items() if v is not None}}
-        if upload is not None:
-            msg["upload"] = True
-        reply = self.exchange(msg, upload, on_data)
-        if reply.get("id") != self.next_id:
+        with self.lock:  # one request at a time on the channel, whatever the threads
+            self.next_id += 1
+            rid = self.next_id
+            msg: dict[str, Any] = {"id": rid, "verb": verb,
+                                   "args": {k: v for k, v in (args or {}).items()
+                                            if v is not None}}
+            if upload is not None:
+                msg["upload"] = True
+            reply = self.exchange(msg, upload, on_data)
+        if reply.get("id") != rid:
             self.close()
-            raise ProtocolError(f"reply to request {reply.get('id')!r}, expected "
-                                f"{self.next_id}")
+            raise ProtocolError(f"reply to request {reply.get('id')!r}, expected {rid}")
         if not reply.get("ok"):
             raise wire.decode_error(reply.get("error"))
         return reply.get("result")
