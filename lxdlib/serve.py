@@ -22,7 +22,9 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+import select
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 
 from . import wire
@@ -377,7 +379,8 @@ class Server:
             req.args = args
             handler = VERBS[verb][0]
             log.debug("serve: %s %s", verb, args.get("name", ""))
-            result = handler(self.host, req)
+            with self.watch(verb):
+                result = handler(self.host, req)
             req.drain_upload()
             reply: dict[str, Any] = {"id": rid, "ok": True, "result": _jsonable(result)}
         except wire.ConnectionLost:
@@ -389,6 +392,37 @@ class Server:
                 req.drain_upload()
             reply = {"id": rid, "ok": False, "error": wire.encode_error(e)}
         wire.write_json(self.out, reply)
+
+    @contextlib.contextmanager
+    def watch(self, verb: str) -> Iterator[None]:
+        """While a request runs, watch the channel: a client that hung up gets no reply, so an
+        ``exec`` it started is killed (with what it started) rather than left to run to its
+        end. Other verbs finish: stopping a start or a snapshot halfway would leave more to
+        clean up than letting it complete."""
+        try:
+            fd = self.inp.fileno()
+        except (AttributeError, OSError, ValueError):  # not a real channel (tests)
+            yield
+            return
+        done = threading.Event()
+
+        def watcher() -> None:
+            poller = select.poll()
+            poller.register(fd, select.POLLRDHUP)  # POLLHUP/POLLERR are always reported
+            while not done.is_set():
+                if poller.poll(200):
+                    log.debug("serve: the client hung up during %s", verb)
+                    if verb == "instance.exec":
+                        _kill_children()
+                    return
+
+        t = threading.Thread(target=watcher, name="lxdlib-serve-hangup", daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            done.set()
+            t.join()
 
     @staticmethod
     def check(msg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -412,6 +446,22 @@ class Server:
                 continue
             _check(verb, name, args[name], t)
         return verb, dict(args)
+
+
+def _kill_children() -> None:
+    """Kill this process's children with their descendants: an ``exec`` attach's command
+    (liblxc makes it our child) and whatever it started."""
+    from . import proctree
+    me = os.getpid()
+    for pid in proctree.descendants(me):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError):
+            continue
+        if ppid == me:
+            proctree.kill_tree(pid)
 
 
 def serve_stdio(host: Host, *, keep_stderr: bool = False) -> int:

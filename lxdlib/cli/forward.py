@@ -13,7 +13,10 @@ to a ``file push -``/``file pull … -`` there. ``copy``/``move`` between hosts 
 here (they need both sides at once); a command naming two hosts is refused.
 
 When ``remote switch h2`` made an SSH remote the default, unprefixed commands go there too, as
-``lxc`` sends them to its default remote; ``local:`` names this host explicitly.
+``lxc`` sends them to its default remote; ``local:`` names this host explicitly. A forwarded
+command carries the hidden global flag ``--no-forward``, taken off here before parsing, so the
+far side runs it on its own root whatever its own default remote is (a remote pointing back at
+this root would otherwise send the command round for ever).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from ..imagestore.remotes import Remote
 
-__all__ = ["FORWARDED", "maybe_forward", "plan"]
+__all__ = ["FORWARDED", "NO_FORWARD", "maybe_forward", "plan"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ FORWARDED: Final = frozenset({
     "list", "ls", "launch", "init", "info", "start", "stop", "restart", "pause", "delete", "rm",
     "exec", "console", "file", "snapshot", "restore", "config", "image", "publish", "monitor"})
 _GLOBAL_FLAGS: Final = frozenset({"--debug", "-v", "--verbose", "-q", "--quiet"})
+NO_FORWARD: Final = "--no-forward"
 _EXEC_WITH_VALUE: Final = frozenset({"--env", "--cwd", "--user", "--group", "--mode"})
 
 
@@ -65,6 +69,8 @@ def _split_global(argv: Sequence[str]) -> tuple[str | None, list[str], list[str]
             root = a.split("=", 1)[1]
         elif a in _GLOBAL_FLAGS:
             flags.append(a)
+        elif a == NO_FORWARD:
+            pass
         i += 1
     return root, flags, list(argv[i:])
 
@@ -83,6 +89,8 @@ def _name_part(args: list[str], command: str) -> int:
 def plan(argv: Sequence[str]) -> Plan | None:
     """The forwarding a command line asks for, or None to run it here."""
     root, flags, rest = _split_global(argv)
+    if NO_FORWARD in argv[:len(argv) - len(rest)]:
+        return None
     if not rest or rest[0] not in FORWARDED:
         return None
     command, args = rest[0], rest[1:]
@@ -121,7 +129,7 @@ def plan(argv: Sequence[str]) -> Plan | None:
         if default is None or not default.is_ssh:
             return None
         target = default
-    return Plan(target, [*flags, command, *out], command)
+    return Plan(target, [NO_FORWARD, *flags, command, *out], command)
 
 
 def _may_have_ssh_default(root: str | None) -> bool:
@@ -135,14 +143,17 @@ def _may_have_ssh_default(root: str | None) -> bool:
     return b"ssh://" in data
 
 
-def maybe_forward(argv: Sequence[str]) -> int | None:
-    """Run the command on its remote host and return the exit status, or None to run it here.
-    A refused command line (two hosts named) prints ``Error: …`` and returns 1."""
+def maybe_forward(argv: Sequence[str]) -> int | list[str]:
+    """Run the command on its remote host and return the exit status, or return the command
+    line to run here (without ``--no-forward``). A refused command line (two hosts named)
+    prints ``Error: …`` and returns 1."""
     from ..errors import LxdlibError
     try:
         p = plan(argv)
         if p is None:
-            return None
+            _, _, rest = _split_global(argv)
+            head = list(argv[:len(argv) - len(rest)])
+            return [a for a in head if a != NO_FORWARD] + rest
         if p.command == "file" and len(p.args) > 1 and p.args[1] in ("push", "pull"):
             return _file_transfer(p)
         return _run(p.remote, p.args, tty=p.command in ("exec", "console"))
@@ -176,7 +187,7 @@ def _run(remote: Remote, args: Sequence[str], *, tty: bool = False,
 def _file_transfer(p: Plan) -> int:
     """``file push``/``file pull`` of single files, streamed through ssh."""
     from ..errors import InvalidArgument
-    flags = [a for a in p.args[:p.args.index("file")]]
+    flags = p.args[:p.args.index("file")]
     verb, rest = p.args[p.args.index("file") + 1], p.args[p.args.index("file") + 2:]
     opts: list[str] = []
     paths: list[str] = []

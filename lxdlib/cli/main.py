@@ -164,8 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     from .forward import maybe_forward  # `h2:c1`: the command runs on that host, over ssh
     forwarded = maybe_forward(argv)
-    if forwarded is not None:
+    if isinstance(forwarded, int):
         return forwarded
+    argv = forwarded
     head, command = split_exec(fix_config_shorthand(argv))
     parser = build_parser(command_word(head))
     args = parser.parse_args(head)

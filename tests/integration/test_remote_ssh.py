@@ -192,7 +192,7 @@ def test_dropped_connection(host: lxdlib.Host, sshd_server: SshServer) -> None:
 
         def run() -> None:
             try:
-                inst.exec(["sleep", "2"])
+                inst.exec(["sleep", "300"])
             except BaseException as e:
                 errs.append(e)
 
@@ -205,8 +205,10 @@ def test_dropped_connection(host: lxdlib.Host, sshd_server: SshServer) -> None:
         assert "lost" in str(errs[0])
         with pytest.raises(lxdlib.ConnectionLost):
             remote.instances.names()
-        # the server finishes what it was doing, sees the channel gone and exits
+        # the server sees the channel gone, kills the command it was running, and exits
         assert _gone(pid), "lxdlib serve still running after its channel closed"
+        ps = host.instances["rssh3"].exec(["ps", "-o", "args"]).text
+        assert "sleep 300" not in ps
     finally:
         remote.close()
         with contextlib.suppress(lxdlib.LxdlibError):

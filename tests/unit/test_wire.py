@@ -197,18 +197,19 @@ def test_ssh_remotes_are_stored_with_their_options(tmp_path: Path) -> None:
 
 
 def test_forward_plan(tmp_path: Path) -> None:
-    from lxdlib.cli.forward import plan
+    from lxdlib.cli.forward import maybe_forward, plan
     root = ["--root", str(tmp_path)]
     assert plan([*root, "list"]) is None
     rs = Remotes(Paths.at(tmp_path))
     rs.add("h2", "ssh://root@host2")
     p = plan([*root, "--debug", "launch", "images:alpine/3.19", "h2:c1", "-c", "a=b:c"])
     assert p is not None and p.remote.name == "h2"
-    assert p.args == ["--debug", "launch", "images:alpine/3.19", "c1", "-c", "a=b:c"]
+    assert p.args == ["--no-forward", "--debug", "launch", "images:alpine/3.19", "c1", "-c",
+                      "a=b:c"]
     p = plan([*root, "list", "h2:"])
-    assert p is not None and p.args == ["list"]
+    assert p is not None and p.args == ["--no-forward", "list"]
     p = plan([*root, "exec", "h2:c1", "--", "echo", "h2:x"])
-    assert p is not None and p.args == ["exec", "c1", "--", "echo", "h2:x"]
+    assert p is not None and p.args == ["--no-forward", "exec", "c1", "--", "echo", "h2:x"]
     assert plan([*root, "exec", "c1", "--", "echo", "h2:x"]) is None
     assert plan([*root, "remote", "list", "h2:"]) is None  # not an instance command
     assert plan([*root, "list", "local:"]) is None
@@ -216,4 +217,8 @@ def test_forward_plan(tmp_path: Path) -> None:
         plan([*root, "image", "copy", "local:bb", "h2:"])
     rs.switch("h2")
     p = plan([*root, "list"])
-    assert p is not None and p.remote.name == "h2" and p.args == ["list"]
+    assert p is not None and p.remote.name == "h2" and p.args == ["--no-forward", "list"]
+    # what arrives on the far side runs there, whatever that root's default remote is
+    assert plan([*root, "--no-forward", "list"]) is None
+    assert maybe_forward([*root, "--no-forward", "list", "-f", "csv"]) == [
+        *root, "list", "-f", "csv"]
