@@ -395,34 +395,37 @@ class Server:
 
     @contextlib.contextmanager
     def watch(self, verb: str) -> Iterator[None]:
-        """While a request runs, watch the channel: a client that hung up gets no reply, so an
-        ``exec`` it started is killed (with what it started) rather than left to run to its
-        end. Other verbs finish: stopping a start or a snapshot halfway would leave more to
-        clean up than letting it complete."""
+        """While an ``exec`` runs, watch the channel: a client that hung up gets no reply, so
+        the command it started is killed (with what it started) rather than left to run to its
+        end. Other verbs are short or must not stop halfway (a start, a snapshot), so they
+        finish, and the server exits when it next reads."""
         try:
             fd = self.inp.fileno()
         except (AttributeError, OSError, ValueError):  # not a real channel (tests)
+            fd = -1
+        if verb != "instance.exec" or fd < 0:
             yield
             return
-        done = threading.Event()
+        wake_r, wake_w = os.pipe()
 
         def watcher() -> None:
             poller = select.poll()
             poller.register(fd, select.POLLRDHUP)  # POLLHUP/POLLERR are always reported
-            while not done.is_set():
-                if poller.poll(200):
-                    log.debug("serve: the client hung up during %s", verb)
-                    if verb == "instance.exec":
-                        _kill_children()
-                    return
+            poller.register(wake_r, select.POLLIN)
+            events = dict(poller.poll())
+            if fd in events:
+                log.debug("serve: the client hung up during %s: killing it", verb)
+                _kill_children()
 
         t = threading.Thread(target=watcher, name="lxdlib-serve-hangup", daemon=True)
         t.start()
         try:
             yield
         finally:
-            done.set()
+            os.write(wake_w, b"x")
             t.join()
+            os.close(wake_r)
+            os.close(wake_w)
 
     @staticmethod
     def check(msg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
