@@ -222,3 +222,16 @@ def test_forward_plan(tmp_path: Path) -> None:
     assert plan([*root, "--no-forward", "list"]) is None
     assert maybe_forward([*root, "--no-forward", "list", "-f", "csv"]) == [
         *root, "list", "-f", "csv"]
+
+
+def test_an_ssh_remote_is_no_image_server(tmp_path: Path) -> None:
+    from lxdlib.context import Context
+    from lxdlib.images import Images
+    images = Images(Context.open(Paths.at(tmp_path)))
+    images.remotes.add("h2", "ssh://root@host2")
+    with pytest.raises(errors.InvalidArgument, match="not an image server"):
+        images.resolve("h2:busybox")
+    with pytest.raises(errors.InvalidArgument, match="not an image server"):
+        images.remote_list("h2:")
+    images.remotes.switch("h2")  # as the default, unprefixed images are this host's own
+    assert images.resolve("busybox") == "busybox"
