@@ -169,15 +169,35 @@ class _Channel:
         """Send one message (and its upload) and read the reply."""
         if self.closed:
             raise ConnectionLost(f"connection to {self.label} is closed")
+        failed: list[BaseException] = []
+
+        def guarded(kind: bytes, data: bytes) -> None:
+            # a failing callback must not leave the rest of the reply unread on the channel
+            if on_data is None:
+                raise ProtocolError(f"unexpected {kind.decode()} frame")
+            if not failed:
+                try:
+                    on_data(kind, data)
+                except Exception as e:
+                    failed.append(e)
+
         with self.lock:
             try:
                 self._send(msg, upload)
-                return wire.read_json(self.inp, on_data)
+                reply = wire.read_json(self.inp, guarded)
             except (BrokenPipeError, ConnectionLost) as e:
                 raise self.lost(str(e) or "broken pipe") from None
             except ProtocolError:
                 self.close()  # the stream is out of step: nothing after this can be trusted
                 raise
+            except BaseException:
+                # interrupted mid-request (Ctrl-C): the channel is out of step, so it is
+                # dropped, and the remote server kills a command it was running for us
+                self.abort()
+                raise
+        if failed:
+            raise failed[0]
+        return reply
 
     def call(self, verb: str, args: Mapping[str, Any] | None = None, *,
              upload: Iterable[bytes] | None = None,
@@ -197,6 +217,16 @@ class _Channel:
         if not reply.get("ok"):
             raise wire.decode_error(reply.get("error"))
         return reply.get("result")
+
+    def abort(self) -> None:
+        """Drop the channel at once (kill ssh): the remote server sees it hang up."""
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.out, self.inp):
+            with contextlib.suppress(OSError):
+                f.close()
 
     def close(self) -> None:
         """Close the channel: the remote server sees its input end and exits."""

@@ -220,6 +220,38 @@ def test_dropped_connection(host: lxdlib.Host, sshd_server: SshServer) -> None:
     assert _gone(pid)
 
 
+def test_streamed_output_and_failing_callbacks(host: lxdlib.Host,
+                                               sshd_server: SshServer) -> None:
+    remote = _connect(sshd_server, host.paths.root)
+    inst = remote.launch("busybox", "rssh4")
+    try:
+        chunks: list[bytes] = []
+        r = inst.exec(["sh", "-c", "echo a; sleep 0.2; echo b"], stdout=chunks.append)
+        assert b"".join(chunks) == b"a\nb\n" and r.stdout == b"" and r.returncode == 0
+
+        def bad(b: bytes) -> None:
+            raise ValueError("callback")
+
+        with pytest.raises(ValueError, match="callback"):
+            inst.exec(["echo", "x"], stdout=bad)
+        assert inst.exec(["echo", "still"]).stdout == b"still\n"  # the channel stayed in step
+
+        pid = remote.server_pid
+
+        def interrupt(b: bytes) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            inst.exec(["sh", "-c", "echo go; sleep 300"], stdout=interrupt)
+        assert remote.closed
+        assert _gone(pid)
+        assert "sleep 300" not in host.instances["rssh4"].exec(["ps", "-o", "args"]).text
+    finally:
+        remote.close()
+        with contextlib.suppress(lxdlib.LxdlibError):
+            host.instances["rssh4"].delete(force=True)
+
+
 def test_round_trip_time(host: lxdlib.Host, sshd_server: SshServer) -> None:
     t0 = time.monotonic()
     remote = _connect(sshd_server, host.paths.root)
