@@ -130,6 +130,9 @@ def test_remote_cli(host: lxdlib.Host, sshd_server: SshServer, tmp_path: Path) -
         assert (p.returncode, p.stdout) == (0, b"hi\n"), p.stderr
         p = _cli(root, "exec", "h2:rssh2", "--", "sh", "-c", "echo 'a b' >&2; exit 7")
         assert (p.returncode, p.stderr) == (7, b"a b\n")
+        p = _cli(root, "exec", "h2:rssh2", "--", "sh", "-c", "cat; echo \"$0\"", "x y",
+                 input=b"piped\n")
+        assert p.stdout == b"piped\nx y\n", p.stderr  # stdin relayed; words stay words
 
         src = tmp_path / "pushed"
         src.write_bytes(b"over ssh\n")
@@ -140,6 +143,7 @@ def test_remote_cli(host: lxdlib.Host, sshd_server: SshServer, tmp_path: Path) -
         p = _cli(root, "file", "pull", "h2:rssh2/root/pushed", str(back))
         assert p.returncode == 0, p.stderr
         assert back.read_bytes() == b"over ssh\n"
+        assert _cli(root, "file", "pull", "h2:rssh2/root/pushed", "-").stdout == b"over ssh\n"
         assert host.instances["rssh2"].files.stat("/root/pushed").mode & 0o777 == 0o640
 
         assert _cli(root, "snapshot", "h2:rssh2", "snap0").returncode == 0
