@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -164,6 +163,8 @@ def maybe_forward(argv: Sequence[str]) -> int | list[str]:
 
 def _run(remote: Remote, args: Sequence[str], *, tty: bool = False,
          stdin: int | None = None, stdout: int | None = None) -> int:
+    import subprocess  # here: a command run on this host does not pay for the import
+
     from ..sshhost import ssh_command
     argv = ssh_command(remote, args)
     if tty and sys.stdin.isatty() and stdin is None and "-T" not in args and \
