@@ -167,9 +167,8 @@ def _run(remote: Remote, args: Sequence[str], *, tty: bool = False,
 
     from ..sshhost import ssh_command
     argv = ssh_command(remote, args)
-    if tty and sys.stdin.isatty() and stdin is None and "-T" not in args and \
-            "--force-noninteractive" not in args:
-        argv[1] = "-t"
+    if tty and stdin is None:
+        argv[1] = _terminal(args)
     log.debug("forwarding to %s: %s", remote.name, argv)
     try:
         rc = subprocess.call(argv, stdin=stdin, stdout=stdout)
@@ -183,6 +182,21 @@ def _run(remote: Remote, args: Sequence[str], *, tty: bool = False,
                          "over ssh\n")
         return 1
     return rc
+
+
+def _terminal(args: Sequence[str]) -> str:
+    """ssh's terminal flag for ``exec``/``console``: a terminal there when the command would
+    get one here (both ends of ours are terminals, or ``--mode interactive``), so the remote
+    lxdlib makes the same choice; ``-T`` (bytes as they are) otherwise."""
+    words: list[str] = []
+    for w in args[:args.index("--")] if "--" in args else args:
+        words += w.split("=", 1) if w.startswith("--mode=") else [w]
+    mode = words[words.index("--mode") + 1] if "--mode" in words[:-1] else "auto"
+    if mode == "non-interactive" or "-T" in words or "--force-noninteractive" in words:
+        return "-T"
+    if mode == "interactive":
+        return "-tt"  # even without a terminal here, as asked
+    return "-t" if sys.stdin.isatty() and sys.stdout.isatty() else "-T"
 
 
 def _file_transfer(p: Plan) -> int:

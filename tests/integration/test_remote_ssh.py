@@ -173,6 +173,43 @@ def test_remote_cli(host: lxdlib.Host, sshd_server: SshServer, tmp_path: Path) -
     assert b"h3" not in _cli(root, "remote", "list").stdout
 
 
+def test_forwarded_exec_gets_a_terminal(host: lxdlib.Host, sshd_server: SshServer) -> None:
+    """``lxdlib exec h2:c -- sh`` from a terminal gets one there (``ssh -t``)."""
+    import select
+    root = host.paths.root
+    assert _cli(root, "remote", "add", "h2", sshd_server.url(root), "--ssh-config",
+                str(sshd_server.ssh_config), "--command", LXDLIB).returncode == 0
+    host.launch("busybox", "rssh5")
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen([LXDLIB, "--root", str(root), "exec", "h2:rssh5", "--", "sh",
+                                 "-c", "test -t 0 && test -t 1 && echo TTY-YES"],
+                                stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        slave = -1
+        out = b""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 1)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: every holder of the terminal's other end is gone
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+        assert proc.wait(30) == 0, out
+        assert b"TTY-YES" in out, out
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+        with contextlib.suppress(lxdlib.LxdlibError):
+            host.instances["rssh5"].delete(force=True)
+
+
 def test_unreachable_remote_is_a_clear_error(host: lxdlib.Host, sshd_server: SshServer) -> None:
     with pytest.raises(lxdlib.ConnectionLost, match="ssh exited"):
         lxdlib.connect(sshd_server.url(host.paths.root), ssh_config=sshd_server.ssh_config,

@@ -235,3 +235,16 @@ def test_an_ssh_remote_is_no_image_server(tmp_path: Path) -> None:
         images.remote_list("h2:")
     images.remotes.switch("h2")  # as the default, unprefixed images are this host's own
     assert images.resolve("busybox") == "busybox"
+
+
+def test_forwarded_exec_terminal_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lxdlib.cli import forward
+    monkeypatch.setattr(forward.sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(forward.sys.stdout, "isatty", lambda: True, raising=False)
+    assert forward._terminal(["exec", "c1", "--", "sh"]) == "-t"
+    assert forward._terminal(["exec", "-T", "c1", "--", "sh"]) == "-T"
+    assert forward._terminal(["exec", "--mode=non-interactive", "c1"]) == "-T"
+    assert forward._terminal(["exec", "c1", "--", "sh", "-T"]) == "-t"  # the command's own -T
+    monkeypatch.setattr(forward.sys.stdout, "isatty", lambda: False, raising=False)
+    assert forward._terminal(["exec", "c1", "--", "sh"]) == "-T"
+    assert forward._terminal(["exec", "--mode", "interactive", "c1", "--", "sh"]) == "-tt"
