@@ -4,6 +4,7 @@
     host = lxdlib.Host()                       # or Host(root=...) for an isolated store
     web = host.launch("busybox", "web", config={"limits.memory": "256MiB"})
     print(web.exec("echo hi").text)
+    h2 = lxdlib.connect("ssh://root@host2")  # another host's lxdlib, over ssh (same verbs)
 
 Every collection (``host.instances``, ``images``, ``profiles``, ``networks``, ``pools``,
 ``volumes``, ``inst.snapshots``) and every model has one shape: see ``lxdlib.model``.
@@ -59,8 +60,10 @@ if TYPE_CHECKING:
     from .profile_apply import Profile, Profiles
     from .runtime import ExecResult
     from .snapshots import Snapshot, Snapshots
+    from .sshhost import connect
     from .views import Pool, Pools
     from .volumes import Volume, Volumes
+    from .wire import ConnectionLost, ProtocolError
 
 __version__ = "0.1.0"
 
@@ -68,6 +71,7 @@ __all__ = [
     "AlreadyExists",
     "BulkError",
     "Busy",
+    "ConnectionLost",
     "CorruptArchive",
     "CorruptRecord",
     "DeviceNode",
@@ -98,6 +102,7 @@ __all__ = [
     "Profile",
     "ProfileApplyError",
     "Profiles",
+    "ProtocolError",
     "QuotaExceeded",
     "Snapshot",
     "Snapshots",
@@ -113,6 +118,7 @@ __all__ = [
     "Volume",
     "Volumes",
     "WrongState",
+    "connect",
 ]
 
 # what users receive, by the module that defines it (imported on first use)
@@ -126,6 +132,8 @@ _LAZY = {
     "Volume": ".volumes", "Volumes": ".volumes",
     "Snapshot": ".snapshots", "Snapshots": ".snapshots",
     "ExecResult": ".runtime",
+    "connect": ".sshhost",
+    "ConnectionLost": ".wire", "ProtocolError": ".wire",
 }
 
 

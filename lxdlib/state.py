@@ -26,8 +26,7 @@ import attrs
 import yaml
 
 from .errors import Busy, DiskFull, LxdlibError
-
-DEFAULT_ROOT = "/var/lib/lxdlib"
+from .rootdir import root_path
 
 # libyaml's C loader and dumper are ~10x faster than the pure-Python ones, and records are read
 # on every call (there is no daemon to cache them).
@@ -43,8 +42,7 @@ class Paths:
 
     @classmethod
     def at(cls, root: str | os.PathLike[str] | None = None) -> Paths:
-        chosen = root if root is not None else os.environ.get("LXDLIB_ROOT") or DEFAULT_ROOT
-        return cls(Path(chosen).absolute())
+        return cls(root_path(root))
 
     @property
     def lxcpath(self) -> Path:

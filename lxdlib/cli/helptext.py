@@ -84,6 +84,7 @@ VERBS: dict[str, str] = {
     "network rename": "rename a network no instance or profile uses",
     "network attach": "give an instance a NIC on a network",
     "network detach": "remove an instance's NIC on a network",
+    "remote show": "print a remote's settings as YAML",
     "remote list": "list the image servers",
     "remote remove": "remove an image server",
     "remote rename": "rename an image server",

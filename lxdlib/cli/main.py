@@ -83,7 +83,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "warning": (("extras",), "List warnings (none are kept)"),
     "completion": (("completion",), "Print the shell completion script (bash, zsh)"),
     "help": ((), "Show the help of a command"),
+    "serve": (("remotes",), "Answer lxdlib's remote protocol on stdin/stdout (run over ssh)"),
 }
+# commands other programs run, not people: left out of ``lxdlib --help``
+HIDDEN = frozenset({"serve"})
 ALIASES = {"ls": "list", "rm": "delete", "mv": "move", "cp": "copy"}
 
 _DESCRIPTION = """System containers the LXD way, with no daemon: LXD's `lxc` commands on lxdlib.
@@ -123,7 +126,8 @@ def command_word(argv: Sequence[str]) -> str | None:
 
 def _command_list() -> str:
     width = max(len(w) for w in COMMANDS) + 2
-    return "\n".join(f"{w.ljust(width)}{desc}" for w, (_, desc) in sorted(COMMANDS.items()))
+    return "\n".join(f"{w.ljust(width)}{desc}" for w, (_, desc) in sorted(COMMANDS.items())
+                     if w not in HIDDEN)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -321,7 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(VERSION)
         return 0
     from .useraliases import expand_argv  # the user's aliases, before any parsing, as lxc
-    head, command = split_exec(fix_config_shorthand(expand_argv(raw)))
+    expanded = expand_argv(raw)
+    from .forward import maybe_forward  # `h2:c1`: the command runs on that host, over ssh
+    forwarded = maybe_forward(expanded)
+    if isinstance(forwarded, int):
+        return forwarded
+    head, command = split_exec(fix_config_shorthand(forwarded))
     word = command_word(head)
     if word is not None and word not in COMMANDS and word not in ALIASES:
         return unknown_command(word, "lxdlib", sorted(COMMANDS))

@@ -170,13 +170,27 @@ class Images(Collection[Image]):
         return self.ctx.client(remote, fresh=fresh)
 
     def _split(self, ref: str) -> tuple[Any, str]:
-        from ..imagestore.remotes import split_ref
+        """The image server and the reference on it. An lxdlib host over ssh is no image
+        server: named explicitly it is refused; as the default remote (``remote switch``, which
+        the CLI honours by running commands there) this host's own store is meant."""
+        from ..imagestore.remotes import LOCAL, split_ref
         name, rest = split_ref(ref, self.remotes.default)
-        return self.remotes.get(name), rest
+        remote = self.remotes.get(name)
+        if remote.is_ssh:
+            if ":" not in ref:
+                return self.remotes.get(LOCAL), rest
+            raise InvalidArgument(f"{name}: is an lxdlib host over ssh, not an image server "
+                                  f"(its images are used there: `lxdlib launch {rest} "
+                                  f"{name}:<instance>`)")
+        return remote, rest
 
     def remote_list(self, remote: str) -> builtins.list[Any]:
         """``image list <remote>:``: the ``RemoteImage`` objects a server offers."""
-        return self.client(remote.rstrip(":")).images()  # type: ignore[no-any-return]
+        name = remote.rstrip(":")
+        if "://" not in name and self.remotes.get(name).is_ssh:
+            raise InvalidArgument(f"{name}: is an lxdlib host over ssh, not an image server "
+                                  f"(`lxdlib image list {name}:` lists its images there)")
+        return self.client(name).images()  # type: ignore[no-any-return]
 
     def remote_get(self, ref: str) -> Any:
         """The ``RemoteImage`` an alias or fingerprint prefix on a remote names."""

@@ -7,6 +7,11 @@ host), ``images`` (images.linuxcontainers.org) and the two Ubuntu streams, all s
 renamed or pointed elsewhere, and they are never written to the file (so a newer lxdlib can
 change them).
 
+An ``ssh://[user@]host[:port][/root]`` remote (protocol ``lxdlib``) is another host running
+lxdlib, reached by running lxdlib there over SSH (see ``lxdlib.sshhost``): instance and image
+commands take ``<remote>:`` names for it, as ``lxc`` does for an LXD remote. Its entry also keeps
+the command to run there and the ssh options (identity, config file, ``-o`` options).
+
 Unlike LXD, an ``http://`` simplestreams remote is accepted (a local mirror): every file is still
 checked against the sha256 the catalogue gives, but the catalogue itself is then unauthenticated,
 so use ``https://`` for anything but a trusted network.
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import builtins
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -24,12 +29,13 @@ import attrs
 from ..errors import AlreadyExists, ImageError, InvalidArgument, InvalidName, NotFound, WrongState
 from ..state import Paths, lock, read_yaml, write_yaml
 
-__all__ = ["DEFAULT_REMOTES", "LOCAL", "Remote", "Remotes", "split_ref", "validate_remote_name",
-           "validate_url"]
+__all__ = ["DEFAULT_REMOTES", "LOCAL", "LXDLIB", "Remote", "Remotes", "SshAddress",
+           "parse_ssh_url", "split_ref", "validate_remote_name", "validate_url"]
 
 LOCAL: Final = "local"
 SIMPLESTREAMS: Final = "simplestreams"
-PROTOCOLS: Final = (SIMPLESTREAMS, "lxd")
+LXDLIB: Final = "lxdlib"
+PROTOCOLS: Final = (SIMPLESTREAMS, "lxd", LXDLIB, "ssh")
 
 
 @attrs.frozen
@@ -41,14 +47,64 @@ class Remote:
     protocol: str = SIMPLESTREAMS
     public: bool = True
     static: bool = False
+    command: str = ""  # ssh remotes: the lxdlib command there ("" is ``lxdlib``)
+    identity: str = ""  # ssh remotes: a private key file (``ssh -i``)
+    ssh_config: str = ""  # ssh remotes: a config file (``ssh -F``)
+    ssh_options: tuple[str, ...] = ()  # ssh remotes: ``-o Key=Value`` options
 
     @property
     def is_local(self) -> bool:
         return self.addr == "unix://"
 
+    @property
+    def is_ssh(self) -> bool:
+        """Another lxdlib host reached over SSH (not an image server)."""
+        return self.protocol == LXDLIB
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "addr": self.addr, "protocol": self.protocol,
-                "public": self.public, "static": self.static}
+        out = {"name": self.name, "addr": self.addr, "protocol": self.protocol,
+               "public": self.public, "static": self.static}
+        if self.is_ssh:
+            out.update(command=self.command or "lxdlib", identity=self.identity,
+                       ssh_config=self.ssh_config, ssh_options=list(self.ssh_options))
+        return out
+
+
+@attrs.frozen
+class SshAddress:
+    """The parts of an ``ssh://`` remote URL."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+    root: str | None = None  # the lxdlib root there (``--root``); None: its default
+
+
+def parse_ssh_url(url: str) -> SshAddress:
+    """``ssh://[user@]host[:port][/path/to/root]``; no password, query or fragment (keys come
+    from ssh itself), and nothing ssh could read as an option."""
+    if not isinstance(url, str) or any(not c.isprintable() or c.isspace() for c in url):
+        raise InvalidArgument(f"invalid remote URL {url!r}")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "ssh" or not parts.hostname:
+        raise InvalidArgument(f"invalid remote URL {url!r}: ssh://[user@]host[:port][/root] "
+                              "is needed")
+    if parts.password is not None or parts.query or parts.fragment:
+        raise InvalidArgument(f"invalid remote URL {url!r}: no password, query or fragment "
+                              "(ssh's keys are the credentials)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidArgument(f"invalid remote URL {url!r}: bad port") from None
+    user = urllib.parse.unquote(parts.username) if parts.username else None
+    host = parts.hostname
+    if host.startswith("-") or (user or "").startswith("-") or "@" in (user or ""):
+        raise InvalidArgument(f"invalid remote URL {url!r}")
+    path = urllib.parse.unquote(parts.path)
+    root = path.rstrip("/") or None if path else None
+    if path and not path.startswith("/"):
+        raise InvalidArgument(f"invalid remote URL {url!r}: the root must be an absolute path")
+    return SshAddress(host, user, port, root)
 
 
 DEFAULT_REMOTES: Final[dict[str, Remote]] = {
@@ -58,6 +114,25 @@ DEFAULT_REMOTES: Final[dict[str, Remote]] = {
     "ubuntu-daily": Remote("ubuntu-daily", "https://cloud-images.ubuntu.com/daily", static=True),
 }
 _FILE = "remotes.yaml"
+
+
+def _entry(r: Remote) -> dict[str, Any]:
+    """A remote as ``remotes.yaml`` keeps it (ssh settings only where set)."""
+    out: dict[str, Any] = {"addr": r.addr, "protocol": r.protocol, "public": r.public}
+    for key in ("command", "identity", "ssh_config"):
+        if getattr(r, key):
+            out[key] = getattr(r, key)
+    if r.ssh_options:
+        out["ssh_options"] = list(r.ssh_options)
+    return out
+
+
+def _check_ssh_option(opt: str) -> str:
+    """A ``Key=Value`` for ``ssh -o``."""
+    key, sep, _ = opt.partition("=")
+    if not sep or not key.isalnum() or any(not c.isprintable() for c in opt):
+        raise InvalidArgument(f"invalid ssh option {opt!r}: Key=Value is needed")
+    return opt
 
 
 def _is_static(name: str) -> bool:
@@ -123,9 +198,15 @@ class Remotes:
         for name, entry in (data.get("remotes") or {}).items():
             if not isinstance(entry, Mapping) or _is_static(str(name)):
                 continue
+            opts = entry.get("ssh_options") or []
             remotes[str(name)] = Remote(str(name), str(entry.get("addr", "")),
                                         str(entry.get("protocol", SIMPLESTREAMS)),
-                                        bool(entry.get("public", True)))
+                                        bool(entry.get("public", True)),
+                                        command=str(entry.get("command") or ""),
+                                        identity=str(entry.get("identity") or ""),
+                                        ssh_config=str(entry.get("ssh_config") or ""),
+                                        ssh_options=tuple(str(o) for o in opts)
+                                        if isinstance(opts, list) else ())
         return str(data.get("default-remote") or LOCAL), remotes
 
     def _mirrors(self) -> dict[str, str]:
@@ -148,8 +229,7 @@ class Remotes:
                mirrors: Mapping[str, str] | None = None) -> None:
         write_yaml(self.path, {
             "default-remote": default,
-            "remotes": {n: {"addr": r.addr, "protocol": r.protocol, "public": r.public}
-                        for n, r in sorted(remotes.items()) if not r.static},
+            "remotes": {n: _entry(r) for n, r in sorted(remotes.items()) if not r.static},
             "mirrors": dict(sorted((self._mirrors() if mirrors is None else mirrors).items())),
         })
 
@@ -183,21 +263,36 @@ class Remotes:
         if remote.static:
             raise WrongState(f"Remote {name} is static and cannot be modified")
 
-    def add(self, name: str, url: str, *, protocol: str = SIMPLESTREAMS,
-            public: bool = True) -> Remote:
-        """``remote add``: only simplestreams servers can be used (lxdlib speaks no LXD API)."""
+    def add(self, name: str, url: str, *, protocol: str | None = None,
+            public: bool = True, command: str = "", identity: str = "", ssh_config: str = "",
+            ssh_options: Sequence[str] = ()) -> Remote:
+        """``remote add``: a simplestreams image server, or (``ssh://`` URL, protocol
+        ``lxdlib``) another lxdlib host over SSH with the command to run there and ssh's
+        options. An LXD daemon (protocol ``lxd``) cannot be used: lxdlib speaks no LXD API."""
         validate_remote_name(name)
+        if protocol is None:
+            protocol = LXDLIB if url.startswith("ssh://") else SIMPLESTREAMS
         if protocol not in PROTOCOLS:
             raise InvalidArgument(f"Invalid protocol: {protocol}")
-        if protocol != SIMPLESTREAMS:
-            raise InvalidArgument("lxdlib only reads simplestreams image servers "
-                                  "(protocol lxd needs an LXD daemon)")
-        addr = validate_url(url)
+        if protocol == "ssh":
+            protocol = LXDLIB
+        if protocol == "lxd":
+            raise InvalidArgument("lxdlib reads simplestreams image servers and reaches other "
+                                  "lxdlib hosts over ssh:// (protocol lxd needs an LXD daemon)")
+        if protocol == LXDLIB:
+            parse_ssh_url(url)
+            addr = url.rstrip("/")
+            opts = tuple(_check_ssh_option(o) for o in ssh_options)
+        else:
+            if command or identity or ssh_config or ssh_options:
+                raise InvalidArgument("ssh settings are only for ssh:// remotes")
+            addr, opts = validate_url(url), ()
         with lock(self.paths, "host", "remotes"):
             default, remotes = self._read()
             if name in remotes or _is_static(name):
                 raise AlreadyExists("remote", name)
-            remote = Remote(name, addr, protocol, public)
+            remote = Remote(name, addr, protocol, public, command=command, identity=identity,
+                            ssh_config=ssh_config, ssh_options=opts)
             remotes[name] = remote
             self._write(default, remotes)
         return remote
@@ -238,11 +333,15 @@ class Remotes:
                 self._write(default, remotes, mirrors)
             return
         self._mutable(name)
-        addr = validate_url(url)
         with lock(self.paths, "host", "remotes"):
             default, remotes = self._read()
             if name not in remotes:
                 raise NotFound("remote", name)
+            if remotes[name].is_ssh:
+                parse_ssh_url(url)
+                addr = url.rstrip("/")
+            else:
+                addr = validate_url(url)
             remotes[name] = attrs.evolve(remotes[name], addr=addr)
             self._write(default, remotes)
 

@@ -1,0 +1,273 @@
+"""``lxdlib list h2:``, ``lxdlib exec h2:c1 -- …``: commands for another host, run there.
+
+An instance or image command whose names carry an SSH remote's prefix (``h2:c1``, ``h2:``) is
+not run here: the whole command line, with the prefix taken off, runs as the remote host's own
+``lxdlib`` over ``ssh`` (``lxdlib.sshhost.ssh_command``), with this process's stdin, stdout and
+stderr, and its exit status becomes ours. So every option of every forwarded verb behaves
+exactly as it does there, the output is the remote's own, and an interactive ``exec``/
+``console`` gets a terminal (``ssh -t``) when ours is one. A ``--root`` given here is this
+host's and is not sent: the remote's root is the one in its URL.
+
+``file push``/``file pull`` move a local file: each file is streamed through ssh's stdin/stdout
+to a ``file push -``/``file pull … -`` there. ``copy``/``move`` between hosts are not handled
+here (they need both sides at once); a command naming two hosts is refused.
+
+When ``remote switch h2`` made an SSH remote the default, unprefixed commands go there too, as
+``lxc`` sends them to its default remote; ``local:`` names this host explicitly. A forwarded
+command carries the hidden global flag ``--no-forward``, taken off here before parsing, so the
+far side runs it on its own root whatever its own default remote is (a remote pointing back at
+this root would otherwise send the command round for ever).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ..imagestore.remotes import Remote
+
+__all__ = ["FORWARDED", "NO_FORWARD", "maybe_forward", "plan"]
+
+log = logging.getLogger(__name__)
+
+# the commands whose names may carry a remote: instance and image commands
+FORWARDED: Final = frozenset({
+    "list", "ls", "launch", "init", "info", "start", "stop", "restart", "pause", "delete", "rm",
+    "exec", "console", "file", "snapshot", "restore", "config", "image", "publish", "monitor"})
+_GLOBAL_FLAGS: Final = frozenset({"--debug", "-v", "--verbose", "-q", "--quiet"})
+NO_FORWARD: Final = "--no-forward"
+_EXEC_WITH_VALUE: Final = frozenset({"--env", "--cwd", "--user", "--group", "--mode"})
+
+
+class Plan:
+    """What a command line means for forwarding: the remote, and the argv to run there."""
+
+    def __init__(self, remote: Remote, args: list[str], command: str) -> None:
+        self.remote = remote
+        self.args = args
+        self.command = command
+
+
+def _split_global(argv: Sequence[str]) -> tuple[str | None, list[str], list[str]]:
+    """(--root, the global flags to pass on, the command and what follows)."""
+    root, flags = None, []
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        a = argv[i]
+        if a == "--root" and i + 1 < len(argv):
+            root = argv[i + 1]
+            i += 2
+            continue
+        if a.startswith("--root="):
+            root = a.split("=", 1)[1]
+        elif a in _GLOBAL_FLAGS:
+            flags.append(a)
+        elif a == NO_FORWARD:
+            pass
+        i += 1
+    return root, flags, list(argv[i:])
+
+
+def _name_part(args: list[str], command: str) -> int:
+    """How many of ``args`` (after the command word) may hold names: for ``exec``, up to the
+    instance (the command after it is the instance's business)."""
+    if command != "exec":
+        return len(args)
+    k = 0
+    while k < len(args) and args[k].startswith("-") and args[k] != "--":
+        k += 2 if args[k] in _EXEC_WITH_VALUE else 1
+    return min(k + 1, len(args))
+
+
+def plan(argv: Sequence[str]) -> Plan | None:
+    """The forwarding a command line asks for, or None to run it here."""
+    root, flags, rest = _split_global(argv)
+    if NO_FORWARD in argv[:len(argv) - len(rest)]:
+        return None
+    if not rest or rest[0] not in FORWARDED:
+        return None
+    command, args = rest[0], rest[1:]
+    if not any(":" in a for a in args) and not _may_have_ssh_default(root):
+        return None  # the common case decided without reading anything
+    from ..errors import InvalidArgument
+    from ..imagestore.remotes import LOCAL, Remotes
+    from ..state import Paths
+    remotes = Remotes(Paths.at(root))
+    try:
+        known = {r.name: r for r in remotes.list()}
+    except Exception:  # an unreadable remote list: the command here reports it, if it needs it
+        return None
+    n = _name_part(args, command)
+    used: set[str] = set()
+    out: list[str] = []
+    for i, a in enumerate(args):
+        name, sep, tail = a.partition(":")
+        if i < n and sep and not a.startswith("-") and name in known:
+            r = known[name]
+            if name == LOCAL or r.is_ssh:
+                used.add(name)
+                if tail:
+                    out.append(tail)
+                continue
+        out.append(a)
+    if len(used) > 1:
+        raise InvalidArgument(f"{command}: one command names several hosts "
+                              f"({', '.join(sorted(used))}); between hosts, use copy/move")
+    if used == {LOCAL}:
+        return None  # this host, named explicitly: run here
+    if used:
+        target = known[used.pop()]
+    else:
+        default = known.get(remotes.default)
+        if default is None or not default.is_ssh:
+            return None
+        target = default
+    return Plan(target, [NO_FORWARD, *flags, command, *out], command)
+
+
+def _may_have_ssh_default(root: str | None) -> bool:
+    """Whether the remote list could make an SSH remote the default: the file names one at
+    all (read as bytes; the common ``lxdlib list`` pays no YAML parse)."""
+    from ..rootdir import root_path
+    try:
+        data = (root_path(root) / "remotes.yaml").read_bytes()
+    except OSError:
+        return False
+    return b"ssh://" in data
+
+
+def maybe_forward(argv: Sequence[str]) -> int | list[str]:
+    """Run the command on its remote host and return the exit status, or return the command
+    line to run here (without ``--no-forward``). A refused command line (two hosts named)
+    prints ``Error: …`` and returns 1."""
+    from ..errors import LxdlibError
+    try:
+        p = plan(argv)
+        if p is None:
+            _, _, rest = _split_global(argv)
+            head = list(argv[:len(argv) - len(rest)])
+            return [a for a in head if a != NO_FORWARD] + rest
+        if p.command == "file" and len(p.args) > 1 and p.args[1] in ("push", "pull"):
+            return _file_transfer(p)
+        return _run(p.remote, p.args, tty=p.command in ("exec", "console"))
+    except LxdlibError as e:
+        sys.stderr.write(f"Error: {e}\n")
+        return 1
+
+
+def _run(remote: Remote, args: Sequence[str], *, tty: bool = False,
+         stdin: int | None = None, stdout: int | None = None) -> int:
+    import subprocess  # here: a command run on this host does not pay for the import
+
+    from ..sshhost import ssh_command
+    argv = ssh_command(remote, args)
+    if tty and stdin is None:
+        argv[1] = _terminal(args)
+    log.debug("forwarding to %s: %s", remote.name, argv)
+    try:
+        rc = subprocess.call(argv, stdin=stdin, stdout=stdout)
+    except FileNotFoundError:
+        sys.stderr.write("Error: ssh is not installed (openssh-client)\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if rc == 255 and args and args[0] != "exec":
+        sys.stderr.write(f"Error: could not reach remote {remote.name!r} ({remote.addr}) "
+                         "over ssh\n")
+        return 1
+    return rc
+
+
+def _terminal(args: Sequence[str]) -> str:
+    """ssh's terminal flag for ``exec``/``console``: a terminal there when the command would
+    get one here (both ends of ours are terminals, or ``--mode interactive``), so the remote
+    lxdlib makes the same choice; ``-T`` (bytes as they are) otherwise."""
+    words: list[str] = []
+    for w in args[:args.index("--")] if "--" in args else args:
+        words += w.split("=", 1) if w.startswith("--mode=") else [w]
+    mode = words[words.index("--mode") + 1] if "--mode" in words[:-1] else "auto"
+    if mode == "non-interactive" or "-T" in words or "--force-noninteractive" in words:
+        return "-T"
+    if mode == "interactive":
+        return "-tt"  # even without a terminal here, as asked
+    return "-t" if sys.stdin.isatty() and sys.stdout.isatty() else "-T"
+
+
+def _file_transfer(p: Plan) -> int:
+    """``file push``/``file pull`` of single files, streamed through ssh."""
+    from ..errors import InvalidArgument
+    flags = p.args[:p.args.index("file")]
+    verb, rest = p.args[p.args.index("file") + 1], p.args[p.args.index("file") + 2:]
+    opts: list[str] = []
+    paths: list[str] = []
+    i = 0
+    mode: str | None = None
+    while i < len(rest):
+        a = rest[i]
+        if a in ("-r", "--recursive"):
+            raise InvalidArgument("file push/pull -r to or from an ssh remote is not supported: "
+                                  "stream a tar through `exec` instead")
+        if a in ("-p", "--create-dirs"):
+            opts.append(a)
+        elif a in ("--uid", "--gid", "--mode") and i + 1 < len(rest):
+            if a == "--mode":
+                mode = rest[i + 1]
+            else:
+                opts += [a, rest[i + 1]]
+            i += 1
+        elif a.startswith("-") and a != "-":
+            raise InvalidArgument(f"file {verb}: option {a} is not supported to an ssh remote")
+        else:
+            paths.append(a)
+        i += 1
+    if len(paths) < 2:
+        raise InvalidArgument(f"file {verb}: a source and a target are needed")
+    *sources, target = paths
+    if verb == "push":
+        into_dir = target.endswith("/") or len(sources) > 1
+        for src in sources:
+            if src == "-":
+                rc = _run(p.remote, [*flags, "file", "push", *opts,
+                                     *(["--mode", mode] if mode else []), "-", target])
+            else:
+                st = os.stat(src)
+                if stat.S_ISDIR(st.st_mode):
+                    raise InvalidArgument(f"{src} is a directory (-r is not supported to an "
+                                          "ssh remote)")
+                where = f"{target.rstrip('/')}/{Path(src).name}" if into_dir else target
+                m = mode or f"{stat.S_IMODE(st.st_mode):04o}"
+                with open(src, "rb") as f:
+                    rc = _run(p.remote, [*flags, "file", "push", *opts, "--mode", m, "-", where],
+                              stdin=f.fileno())
+            if rc:
+                return rc
+        return 0
+    if opts and opts != ["-p"] and opts != ["--create-dirs"]:
+        raise InvalidArgument("file pull: only -p is supported from an ssh remote")
+    for src in sources:
+        if target == "-":
+            rc = _run(p.remote, [*flags, "file", "pull", src, "-"])
+        else:
+            dest = Path(target)
+            if dest.is_dir() or target.endswith("/") or len(sources) > 1:
+                if opts:
+                    dest.mkdir(parents=True, exist_ok=True)
+                dest = dest / Path(src).name
+            elif opts:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.lxdlib-pull")
+            with open(tmp, "wb") as f:
+                rc = _run(p.remote, [*flags, "file", "pull", src, "-"], stdout=f.fileno())
+            if rc:
+                tmp.unlink(missing_ok=True)
+            else:
+                tmp.replace(dest)
+        if rc:
+            return rc
+    return 0
