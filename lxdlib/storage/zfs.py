@@ -102,12 +102,17 @@ def _daemon_answers() -> bool:
     return proc.returncode == 0
 
 
-def _wait_ready(timeout: float) -> None:
+def _wait_ready(timeout: float) -> bool:
+    """Wait until the running zfs-fuse answers (True), or until none runs any more (False: one
+    that was stopping, e.g. a service being shut down, must not leave us waiting for nothing)."""
     deadline = time.monotonic() + timeout
     while not _daemon_answers():
+        if not _daemon_pids():
+            return False
         if time.monotonic() > deadline:
             raise StorageError("the zfs-fuse daemon does not answer zpool commands")
         time.sleep(0.05)
+    return True
 
 
 def ensure_zfs_daemon(paths: Paths, timeout: float = 30.0) -> int | None:
@@ -116,13 +121,11 @@ def ensure_zfs_daemon(paths: Paths, timeout: float = 30.0) -> int | None:
     Without the daemon every zfs/zpool command fails. It is started with its pid file under
     ``paths.run`` and without the kstat mount, and outlives this process like a system service.
     """
-    if _daemon_pids():
-        _wait_ready(timeout)
+    if _daemon_pids() and _wait_ready(timeout):
         return None
     paths.run.mkdir(parents=True, exist_ok=True)
     with lock(paths, "daemon", DAEMON):
-        if _daemon_pids():
-            _wait_ready(timeout)
+        if _daemon_pids() and _wait_ready(timeout):
             return None
         pidfile = paths.run / f"{DAEMON}.pid"
         with contextlib.suppress(FileNotFoundError):
@@ -139,13 +142,13 @@ def ensure_zfs_daemon(paths: Paths, timeout: float = 30.0) -> int | None:
             if pid is None:
                 time.sleep(0.02)
         if pid is None:
-            if _daemon_pids():  # another root's lxdlib started one at the same moment
-                _wait_ready(timeout)
+            if _daemon_pids() and _wait_ready(timeout):  # another root's lxdlib started one
                 return None
             why = (proc.stderr or proc.stdout or "").strip() or (
                 f"exit status {proc.returncode}; it reports to syslog only")
             raise StorageError(f"zfs-fuse did not start: {why}")
-        _wait_ready(max(1.0, deadline - time.monotonic()))
+        if not _wait_ready(max(1.0, deadline - time.monotonic())):
+            raise StorageError(f"zfs-fuse (pid {pid}) exited as it started; it reports to syslog")
         log.info("started the zfs-fuse daemon (pid %d, pid file %s)", pid, pidfile)
         return pid
 
