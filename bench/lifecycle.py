@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import os
+import pstats
 import secrets
 import shutil
 import statistics
@@ -78,11 +80,21 @@ def timed(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - t) * 1000
 
 
+#: ``--profile OP``: the lxdlib side's operations profiled with cProfile (one profile each,
+#: over every round), printed after the table; the clock still runs, so their times rise.
+PROFILES: dict[str, cProfile.Profile] = {}
+
+
 @contextlib.contextmanager
-def clock(into: list[float]) -> Iterator[None]:
+def clock(into: list[float], profile: str | None = None) -> Iterator[None]:
+    prof = PROFILES.get(profile) if profile is not None else None
+    if prof is not None:
+        prof.enable()
     t = time.perf_counter()
     yield
     into.append((time.perf_counter() - t) * 1000)
+    if prof is not None:
+        prof.disable()
 
 
 class Raw:
@@ -231,26 +243,26 @@ def run_lxdlib(host: lxdlib.Host, rounds: int, offset: int = 0) -> dict[str, lis
     times: dict[str, list[float]] = {op: [] for op in OPS}
     for i in range(rounds):
         name = f"lib{offset + i}"
-        with clock(times["launch"]):
+        with clock(times["launch"], "launch"):
             c = host.launch("busybox", name)
-        with clock(times["exec true"]):
+        with clock(times["exec true"], "exec true"):
             c.exec(["true"])
-        with clock(times["snapshot"]):
+        with clock(times["snapshot"], "snapshot"):
             c.snapshots.create("snap0")
-        with clock(times["info"]):
+        with clock(times["info"], "info"):
             c.info()
         time.sleep(SETTLE)
-        with clock(times["stop --force"]):
+        with clock(times["stop --force"], "stop --force"):
             c.stop(force=True)
-        with clock(times["restore"]):
+        with clock(times["restore"], "restore"):
             c.snapshots.restore("snap0")
-        with clock(times["copy"]):
+        with clock(times["copy"], "copy"):
             copied = host.copy(name, f"{name}-copy", instance_only=True)
         copied.delete()
-        with clock(times["start"]):
+        with clock(times["start"], "start"):
             c.start()
         time.sleep(SETTLE)
-        with clock(times["delete --force"]):
+        with clock(times["delete --force"], "delete --force"):
             c.delete(force=True)
     return times
 
@@ -304,7 +316,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--population", type=int, default=0,
                     help="stopped instances made first (untimed), to see the cost at scale")
+    ap.add_argument("--profile", action="append", default=[], choices=OPS, metavar="OP",
+                    help="profile lxdlib's side of OP (repeatable): cProfile after the table")
     args = ap.parse_args()
+    PROFILES.update({op: cProfile.Profile() for op in args.profile})
     tmp = Path(tempfile.mkdtemp(prefix="lxdlib-bench-", dir="/var/tmp"))
     tmp.chmod(0o711)  # the containers' root user must reach its rootfs
     root = tmp / "root"
@@ -344,6 +359,9 @@ def main() -> int:
             print("(LXD is not installed here: the LXD column is omitted; see DESIGN.md for "
                   "LXD 5.0.2's figures on this kind of machine)")
         print(f"import lxdlib: {import_time():.1f} ms")
+        for op, prof in PROFILES.items():
+            print(f"--- profile of lxdlib's {op} ({args.rounds} rounds)")
+            pstats.Stats(prof, stream=sys.stdout).sort_stats("cumulative").print_stats(40)
     finally:
         stop_raw(root / "raw-lxc")  # the floor's containers live outside the root's lxcpath
         teardown_root(root)

@@ -39,7 +39,7 @@ from .errors import (
 from .listing import STATUS
 from .record import InstanceRecord
 from .runtime import ExecResult
-from .state import atomic_write, held, load_yaml, lock
+from .state import atomic_write, held, load_yaml, lock, swap_write
 
 if TYPE_CHECKING:
     from .context import Context
@@ -620,12 +620,21 @@ class InstanceCore:
             except FileNotFoundError:
                 same = False
             if not same:
-                atomic_write(ppath, policy, 0o600, durable=False)
+                self._replace(ppath, policy, 0o600)
         if unchanged:
             return
         # Derived from the (durable) record and re-rendered before every start, so a rename is
         # enough: other processes never see half a file, and no fsync is paid per instance.
-        atomic_write(path, text, 0o640, durable=False)
+        self._replace(path, text, 0o640)
+
+    def _replace(self, path: Path, data: bytes, mode: int) -> None:
+        """Replace a file of the instance's directory (not durable: derived from the record);
+        through its spare file (``swap_write``: no inode made per write) under the instance's
+        lock, which every writer holds."""
+        if held(self._paths, "instance", self.name):
+            swap_write(path, data, mode, durable=False)
+        else:
+            atomic_write(path, data, mode, durable=False)
 
     def _check_lxc_config(self, rec: InstanceRecord, lines: Sequence[tuple[str, str]],
                           expanded: Expanded | None = None) -> None:

@@ -19,7 +19,7 @@ import attrs
 import yaml
 
 from .errors import CorruptRecord
-from .state import ParsedCache, Paths, atomic_write, dump_yaml
+from .state import ParsedCache, Paths, atomic_write, dump_yaml, held, swap_write
 
 DELETING = ".deleting.yaml"
 
@@ -168,8 +168,16 @@ def load(paths: Paths, name: str) -> InstanceRecord:
 
 
 def save(paths: Paths, rec: InstanceRecord, durable: bool = True) -> None:
-    """Write the record atomically (the commit point; ``durable`` also survives a power loss)."""
-    atomic_write(paths.instance_record(rec.name), to_yaml(rec.to_dict()), durable=durable)
+    """Write the record atomically (the commit point; ``durable`` also survives a power loss).
+
+    Under the instance's lock (every verb) through the record's spare file (``swap_write``),
+    which makes and frees no inode per save; otherwise as a new file renamed into place."""
+    path = paths.instance_record(rec.name)
+    data = to_yaml(rec.to_dict())
+    if held(paths, "instance", rec.name):
+        swap_write(path, data, durable=durable)
+    else:
+        atomic_write(path, data, durable=durable)
 
 
 # -- the record's YAML, written without PyYAML's representer ---------------------------------------
