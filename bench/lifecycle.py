@@ -316,6 +316,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--population", type=int, default=0,
                     help="stopped instances made first (untimed), to see the cost at scale")
+    ap.add_argument("--no-lxd", action="store_true", help="leave LXD out even where installed")
     ap.add_argument("--profile", action="append", default=[], choices=OPS, metavar="OP",
                     help="profile lxdlib's side of OP (repeatable): cProfile after the table")
     args = ap.parse_args()
@@ -338,7 +339,7 @@ def main() -> int:
             for side, fn in ((raw, run_raw), (lib, run_lxdlib)):
                 for op, values in fn(host, 1, offset=i).items():
                     side[op] += values
-        lxd = run_lxd(args.rounds)
+        lxd = None if args.no_lxd else run_lxd(args.rounds)
         print(f"median ms over {args.rounds} rounds (busybox, btrfs loop pool, unprivileged"
               f"{f', {args.population} other instances' if args.population else ''})")
         head = f"{'operation':<16}{'raw floor':>10}{'lxdlib':>10}{'ratio':>8}  {'':<6}"
@@ -355,7 +356,7 @@ def main() -> int:
         ok = [op for op in OPS if statistics.median(lib[op]) / statistics.median(raw[op]) <= GOAL]
         print(f"within {GOAL}x of the floor: {len(ok)}/{len(OPS)}; "
               f"within {LIMIT}x: {'all' if worst <= LIMIT else 'not all'} (worst {worst:.2f}x)")
-        if not lxd:
+        if not lxd and not args.no_lxd:
             print("(LXD is not installed here: the LXD column is omitted; see DESIGN.md for "
                   "LXD 5.0.2's figures on this kind of machine)")
         print(f"import lxdlib: {import_time():.1f} ms")

@@ -172,12 +172,16 @@ def save(paths: Paths, rec: InstanceRecord, durable: bool = True) -> None:
 
     Under the instance's lock (every verb) through the record's spare file (``swap_write``),
     which makes and frees no inode per save; otherwise as a new file renamed into place."""
-    path = paths.instance_record(rec.name)
-    data = to_yaml(rec.to_dict())
+    path = f"{_lxcpath(paths)}/{rec.name}/instance.yaml"  # as ``load`` names it
+    data = rec.to_dict()
+    raw = to_yaml(data)
     if held(paths, "instance", rec.name):
-        swap_write(path, data, durable=durable)
+        swap_write(path, raw, durable=durable)
     else:
-        atomic_write(path, data, durable=durable)
+        atomic_write(path, raw, durable=durable)
+    # the next load (this verb's, or the next verb's) reads these bytes without parsing them
+    # (``to_yaml`` reads back as the very mapping: tests/unit/test_record_yaml.py)
+    _parsed.remember(path, raw, data)
 
 
 # -- the record's YAML, written without PyYAML's representer ---------------------------------------

@@ -366,9 +366,14 @@ class ParsedCache:
     libyaml), and between two listings almost no record changes. Each entry is keyed by the
     file's identity and change times — device, inode, size, mtime and ctime, read with
     ``fstat`` on the descriptor that is then read, so key and content belong together. Every
-    write is a rename of a new file (``atomic_write``), which changes the inode and the times.
-    A file changed within the last second is not kept: two writes inside one tick of the
-    filesystem's clock could otherwise leave equal keys (an inode freed and reused at once).
+    write gives the file new times (a new file renamed into place, ``atomic_write``, or the
+    spare rewritten and swapped in, ``swap_write``). A file changed within the last second is
+    not trusted by its identity: two writes inside one tick of the filesystem's clock could
+    otherwise leave equal keys (an inode freed and reused at once, or swapped back).
+
+    Such a recent file is read again, and its parse reused only if its bytes are the ones
+    parsed (or written: ``remember``) before. A verb whose record was just saved — by the
+    previous verb, or by this one's own intent — therefore reads it without parsing it.
 
     Nothing is shared between processes and nothing is written: each process keeps its own.
     The parsed values are shared between callers, who must copy before changing them.
@@ -378,41 +383,52 @@ class ParsedCache:
 
     def __init__(self, limit: int = 4096) -> None:
         self._limit = limit
-        self._entries: dict[str, tuple[tuple[int, ...], Any]] = {}
+        # path -> (identity, when trusted; the bytes, while not; the parsed value)
+        self._entries: dict[str, tuple[tuple[int, ...] | None, bytes | None, Any]] = {}
         self._mutex = threading.Lock()
 
     def read(self, path: str | os.PathLike[str]) -> Any:
         """The parsed content of ``path`` (as ``read_yaml``, from memory when unchanged)."""
         key = os.fspath(path)
         hit = self._entries.get(key)
-        if hit is not None:
+        if hit is not None and hit[0] is not None:
             # one lstat tells an unchanged file (a symlink put in its place has another inode,
             # and is refused below as ever)
             st = os.lstat(key)
             if hit[0] == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-                return hit[1]
+                return hit[2]
         fd = _open_record(path)
         try:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             hit = self._entries.get(key)
             if hit is not None and hit[0] == ident:
-                return hit[1]
+                return hit[2]
             chunks = []
             while chunk := os.read(fd, max(st.st_size + 1, 4096)):
                 chunks.append(chunk)
         finally:
             os.close(fd)
-        value = load_record_yaml(b"".join(chunks))
-        with self._mutex:
-            if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > self.RECENT_NS:
-                self._entries.pop(key, None)  # re-inserted last: the oldest go first
-                self._entries[key] = (ident, value)
-                while len(self._entries) > self._limit:
-                    del self._entries[next(iter(self._entries))]
-            else:
-                self._entries.pop(key, None)
+        raw = b"".join(chunks)
+        if hit is not None and hit[1] is not None and hit[1] == raw:
+            value = hit[2]  # the bytes parsed (or written) before: their parse stands
+        else:
+            value = load_record_yaml(raw)
+        recent = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) <= self.RECENT_NS
+        self._put(key, (None, raw, value) if recent else (ident, None, value))
         return value
+
+    def remember(self, path: str | os.PathLike[str], raw: bytes, value: Any) -> None:
+        """``path`` was just written with ``raw``, whose parse is ``value`` (which the caller
+        no longer changes): the next ``read`` that finds these bytes there takes ``value``."""
+        self._put(os.fspath(path), (None, raw, value))
+
+    def _put(self, key: str, entry: tuple[tuple[int, ...] | None, bytes | None, Any]) -> None:
+        with self._mutex:
+            self._entries.pop(key, None)  # re-inserted last: the oldest go first
+            self._entries[key] = entry
+            while len(self._entries) > self._limit:
+                del self._entries[next(iter(self._entries))]
 
     def clear(self) -> None:
         with self._mutex:
