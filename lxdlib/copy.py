@@ -29,6 +29,7 @@ from .errors import (
 )
 from .instance import (
     InstanceCore,
+    cached_metadata,
     choose_idmap,
     commit_instance,
     expand_with_root,
@@ -184,7 +185,7 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
         src_pool = src_inst._pool(src_rec)
         dst_pool = ctx.pool(dst_pool_name)
         size = parse_size(root["size"]) if root.get("size") else None
-        with new_instance_dir(ctx, target, dst_pool):
+        with new_instance_dir(ctx, target, dst_pool, spare_intent=False):
             journal.begin(paths, target, "copy", pools=sorted({src_pool.name, dst_pool.name}),
                           target_pool=dst_pool.name)
             _fresh_identity(ctx, target, new_cfg, exp_cfg, exp_devs)
@@ -198,7 +199,11 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
             shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
             if size is not None:
                 dst_pool.set_quota("containers", target, size)
-            if read_metadata(volume).get("templates"):
+            # the copy's metadata is its source's: the live volume's is parsed once while it
+            # stays the same (a snapshot's, rarely copied, and none found: read from the copy)
+            meta = (cached_metadata(src_pool.volume_path("containers", src_name))
+                    if src_snap is None else None) or read_metadata(volume)
+            if meta.get("templates"):
                 new_cfg["volatile.apply_template"] = "copy"
             identity = {k: v for k, v in new_cfg.items() if k.startswith("volatile.")}
             rec = InstanceRecord(

@@ -39,7 +39,15 @@ from .errors import (
 from .listing import STATUS, global_addresses
 from .record import InstanceRecord
 from .runtime import ExecResult
-from .state import atomic_write, held, load_yaml, lock
+from .state import (
+    ParsedCache,
+    atomic_write,
+    held,
+    load_record_yaml,
+    load_yaml,
+    lock,
+    swap_write,
+)
 
 if TYPE_CHECKING:
     from .context import Context
@@ -620,18 +628,27 @@ class InstanceCore:
             except FileNotFoundError:
                 same = False
             if not same:
-                atomic_write(ppath, policy, 0o600, durable=False)
+                self._replace(ppath, policy, 0o600)
         if unchanged:
             return
         # Derived from the (durable) record and re-rendered before every start, so a rename is
         # enough: other processes never see half a file, and no fsync is paid per instance.
-        atomic_write(path, text, 0o640, durable=False)
+        self._replace(path, text, 0o640)
+
+    def _replace(self, path: Path, data: bytes, mode: int) -> None:
+        """Replace a file of the instance's directory (not durable: derived from the record);
+        through its spare file (``swap_write``: no inode made per write) under the instance's
+        lock, which every writer holds."""
+        if held(self._paths, "instance", self.name):
+            swap_write(path, data, mode, durable=False)
+        else:
+            atomic_write(path, data, mode, durable=False)
 
     def _check_lxc_config(self, rec: InstanceRecord, lines: Sequence[tuple[str, str]],
                           expanded: Expanded | None = None) -> None:
         """``runtime.check_config``, naming ``raw.lxc`` when the refused line came from it."""
         try:
-            runtime.check_config(self._paths.lxcpath, lines)
+            runtime.check_config(self._paths.lxcpath, lines, self.name)
         except InvalidConfig as e:
             raw = (expanded or self.expanded(rec))[0].get("raw.lxc", "")
             if raw and (e.key, e.value) in schema.parse_raw_lxc(raw):
@@ -1002,6 +1019,24 @@ def cgroup_usage(c: runtime.Container) -> dict[str, Any]:
     return out
 
 
+#: Image metadata of volumes that stay (a copy's source), parsed once while unchanged.
+_metadata = ParsedCache(limit=1024)
+
+
+def cached_metadata(volume: Path) -> dict[str, Any]:
+    """``read_metadata`` of a volume whose ``metadata.yaml`` is read again and again (the
+    source of copies), parsed once per process while the file is unchanged. The result is
+    shared: read it, do not change it."""
+    path = volume / "metadata.yaml"
+    try:
+        data = _metadata.read(path)
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise LxdlibError(f"cannot read {path}: {e.strerror}") from None
+    return data if isinstance(data, dict) else {}
+
+
 def read_metadata(volume: Path) -> dict[str, Any]:
     path = volume / "metadata.yaml"
     try:
@@ -1011,7 +1046,7 @@ def read_metadata(volume: Path) -> dict[str, Any]:
     except OSError as e:
         raise LxdlibError(f"cannot read {path}: {e.strerror} (a symlink is refused)") from None
     with os.fdopen(fd, "rb") as f:
-        data = load_yaml(f.read())
+        data = load_record_yaml(f.read())  # SafeLoader's result, faster (read at every start)
     return data if isinstance(data, dict) else {}
 
 
@@ -1142,13 +1177,19 @@ def expand_with_root(ctx: Context, profiles: Sequence[str], config: Mapping[str,
 
 
 @contextlib.contextmanager
-def new_instance_dir(ctx: Context, name: str, pool: PoolDriver) -> Iterator[Path]:
+def new_instance_dir(ctx: Context, name: str, pool: PoolDriver, *,
+                     spare_intent: bool = True) -> Iterator[Path]:
     """The directory of an instance being made (create, copy, import; the caller holds the
-    name's lock). Until ``commit_instance``, any failure removes its volume and directory."""
+    name's lock). Until ``commit_instance``, any failure removes its volume and directory.
+
+    ``spare_intent``: give it the file its later intents are written into (``journal.prepare``);
+    a caller that writes an intent at once passes False (that intent's file becomes the spare
+    when it ends: one file made instead of two steps)."""
     inst_dir = ctx.paths.instance_dir(name)
     inst_dir.mkdir(mode=0o700)
     try:
-        journal.prepare(ctx.paths, name)
+        if spare_intent:
+            journal.prepare(ctx.paths, name)
         yield inst_dir
     except BaseException:
         with contextlib.suppress(Exception):

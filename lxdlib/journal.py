@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from .errors import DiskFull, LxdlibError
 from .record import to_yaml
-from .state import Paths, atomic_write, lock, read_yaml, remove_stale_tmp
+from .state import Paths, atomic_write, lock, read_yaml, remove_stale_tmp, rename_exchange
 
 log = logging.getLogger(__name__)
 
@@ -100,34 +100,53 @@ def begin(paths: Paths, name: str, op: str, **details: Any) -> None:
     A first intent is written whole into the file the last one left (``SPARE``) and renamed
     into place; where there is none yet it is written in place with one ``write`` and ends with
     ``end: true``: cut short, it lacks that line and means "nothing started yet". A later stage
-    of the same operation replaces the file atomically, so the earlier stage stays readable
-    until then. The caller holds the instance's lock, so no other intent is written meanwhile.
+    of the same operation is written into the spare and swapped with the earlier stage in one
+    ``rename`` (``RENAME_EXCHANGE``), so the earlier stage stays readable until then. The
+    caller holds the instance's lock, so no other intent is written meanwhile.
     """
     text = to_yaml({"op": op, "pid": os.getpid(), **details, "end": True})
     target = path(paths, name)
-    if os.path.lexists(target):
-        atomic_write(target, text, durable=False)
-        return
     spare = target.with_name(SPARE)
-    try:
-        fd = os.open(spare, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+    later = os.path.lexists(target)
+    if later:  # a later stage: written into the spare, then swapped with the earlier one
+        try:
+            fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:  # not a plain file: a new file renamed over the earlier stage
+            atomic_write(target, text, durable=False)
+            return
         written = spare
-    except OSError:  # none yet (or not a plain file): a new one
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW |
-                     os.O_CLOEXEC, 0o600)
-        written = target
+    else:
+        try:
+            fd = os.open(spare, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            written = spare
+        except OSError:  # none yet (or not a plain file): a new one
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW |
+                         os.O_CLOEXEC, 0o600)
+            written = target
     try:
+        # The spare is overwritten in place and cut to the new length, not emptied first:
+        # emptying frees its block, which ext4 journals (measured: a third of a millisecond
+        # while the last commit is written). The spare is read by no one until it is renamed.
+        size = os.fstat(fd).st_size if written is spare else 0
         view = memoryview(text)
-        while view:  # "end: true" comes last: any prefix of the text reads as cut short
-            view = view[os.write(fd, view):]
+        offset = 0
+        while offset < len(text):  # "end: true" comes last: any prefix reads as cut short
+            offset += os.pwrite(fd, view[offset:], offset)
+        if size > len(text):
+            os.ftruncate(fd, len(text))
     except OSError as e:
         os.close(fd)
-        os.unlink(written)  # a cut-short intent means "nothing started": nothing to keep
+        # a cut-short first intent means "nothing started": nothing to keep; a later stage
+        # leaves the earlier one in place
+        os.unlink(written)
         if DiskFull.is_full(e):
             raise DiskFull(target, "the operation's intent record") from None
         raise
     os.close(fd)
-    if written is spare:
+    if later:
+        if not rename_exchange(spare, target):
+            os.replace(spare, target)
+    elif written is spare:
         os.rename(spare, target)
 
 

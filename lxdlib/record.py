@@ -19,7 +19,7 @@ import attrs
 import yaml
 
 from .errors import CorruptRecord
-from .state import ParsedCache, Paths, atomic_write, dump_yaml
+from .state import ParsedCache, Paths, atomic_write, dump_yaml, held, swap_write
 
 DELETING = ".deleting.yaml"
 
@@ -168,8 +168,20 @@ def load(paths: Paths, name: str) -> InstanceRecord:
 
 
 def save(paths: Paths, rec: InstanceRecord, durable: bool = True) -> None:
-    """Write the record atomically (the commit point; ``durable`` also survives a power loss)."""
-    atomic_write(paths.instance_record(rec.name), to_yaml(rec.to_dict()), durable=durable)
+    """Write the record atomically (the commit point; ``durable`` also survives a power loss).
+
+    Under the instance's lock (every verb) through the record's spare file (``swap_write``),
+    which makes and frees no inode per save; otherwise as a new file renamed into place."""
+    path = f"{_lxcpath(paths)}/{rec.name}/instance.yaml"  # as ``load`` names it
+    data = rec.to_dict()
+    raw = to_yaml(data)
+    if held(paths, "instance", rec.name):
+        swap_write(path, raw, durable=durable)
+    else:
+        atomic_write(path, raw, durable=durable)
+    # the next load (this verb's, or the next verb's) reads these bytes without parsing them
+    # (``to_yaml`` reads back as the very mapping: tests/unit/test_record_yaml.py)
+    _parsed.remember(path, raw, data)
 
 
 # -- the record's YAML, written without PyYAML's representer ---------------------------------------

@@ -17,6 +17,7 @@ import ctypes
 import functools
 import logging
 import os
+import re
 import select
 import shlex
 import shutil
@@ -744,7 +745,45 @@ def _loads(lxcpath: Path, lines: Sequence[tuple[str, str]]) -> int:
         os.close(fd)
 
 
-def check_config(lxcpath: Path, lines: Sequence[tuple[str, str]]) -> None:
+#: The shapes (``_shape``) of the configs liblxc loaded in this process: a config of the same
+#: shape loads alike, so it is not loaded again (a copy, or a new instance from one image and
+#: profile, differs from the last one only in its name and MACs). Bounded: cleared when full.
+_LOADED: dict[tuple[tuple[str, str], ...], None] = {}
+_LOADED_MAX = 512
+#: Keys whose value liblxc keeps as given when it loads a config (a host name, a path), checking
+#: only its length: the instance's name inside them does not decide whether the line loads.
+_NAME_KEYS = frozenset({"lxc.uts.name", "lxc.rootfs.path", "lxc.console.logfile",
+                        "lxc.seccomp.profile"})
+#: A MAC as lxdlib writes one (liblxc keeps it as given too; ``x`` digits it would fill in).
+_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
+#: Room left under liblxc's path limit (PATH_MAX) for any instance name (at most 63 characters).
+_PATH_ROOM = 4096 - 128
+
+
+def _shape(lines: Sequence[tuple[str, str]], name: str | None) -> tuple[tuple[str, str], ...]:
+    """``lines`` with what liblxc loads alike whatever its value left out: the instance's
+    ``name`` (a valid instance name) where it is the host name or a whole component of a path
+    — only while no other name could push the path over the length liblxc takes — and MAC
+    addresses of the form lxdlib writes."""
+    if not name:
+        return tuple(lines)
+    seg = f"/{name}/"
+    out = []
+    for key, value in lines:
+        if key in _NAME_KEYS:
+            if key == "lxc.uts.name":
+                if value == name:
+                    value = "\0name"
+            elif seg in value and len(value) + 64 * value.count(seg) < _PATH_ROOM:
+                value = value.replace(seg, "/\0name/")
+        elif key.startswith("lxc.net.") and key.endswith(".hwaddr") and _MAC.match(value):
+            value = "\0mac"
+        out.append((key, value))
+    return tuple(out)
+
+
+def check_config(lxcpath: Path, lines: Sequence[tuple[str, str]],
+                 name: str | None = None) -> None:
     """Have liblxc itself load a rendered config before it is saved.
 
     liblxc's parsers are stricter than lxdlib's schema in places (``lxc.environment`` needs a
@@ -753,14 +792,23 @@ def check_config(lxcpath: Path, lines: Sequence[tuple[str, str]]) -> None:
     throwaway container object (no directory, no files; about 0.2 ms) is the ground truth.
     Raises ``InvalidConfig`` naming the refused line; callers run it only when the rendered
     text changed, so starts with an unchanged config do not pay for it.
+
+    ``name``: the instance's name; a config that differs from one loaded before in this
+    process only by that name and by MACs (see ``_shape``) is not loaded again.
     """
     checked = [(k, v) for k, v in lines if k not in _CHECK_SKIP]
+    shape = _shape(checked, name)
+    if shape in _LOADED:
+        return
     log.debug("checking %d config lines with liblxc", len(checked))
     bad = _loads(lxcpath, checked)
     if bad >= 0:
         key, value = checked[bad]
         raise InvalidConfig(key, "liblxc refuses to load this line of the instance's config",
                             value)
+    if len(_LOADED) >= _LOADED_MAX:
+        _LOADED.clear()
+    _LOADED[shape] = None
 
 
 def config_fault(lxcpath: Path, name: str) -> str:

@@ -258,7 +258,7 @@ class Snapshots(Collection[Snapshot]):
             journal.crashpoint("restore.stopped")
             # an instance started again gets its liblxc config rendered by that start
             apply_restore(ctx, inst.name, name, keep_state=stateful, rec=rec,
-                          render=not (was_running or stateful))
+                          render=not (was_running or stateful), render_unchanged=False)
             journal.crashpoint("restore.swapped")
             if was_running or stateful:
                 journal.begin(ctx.paths, inst.name, "restore", stage="start", **intent)
@@ -370,10 +370,16 @@ def delete_locked(inst: InstanceCore, name: str) -> None:
 
 
 def apply_restore(ctx: Context, name: str, snapshot: str, *, keep_state: bool = False,
-                  rec: record.InstanceRecord | None = None, render: bool = True) -> None:
+                  rec: record.InstanceRecord | None = None, render: bool = True,
+                  render_unchanged: bool = True) -> None:
     """The volume becomes the snapshot's, then the record takes the snapshot's config, devices
     and profiles, then (with ``render``) the liblxc config follows the record. Idempotent, so a
-    restore that died is finished by running it again."""
+    restore that died is finished by running it again.
+
+    ``render_unchanged=False``: no render when the restore leaves everything the render reads
+    as it was (config but the power-state hint, devices, profiles), as when a snapshot is
+    restored right after it was taken; the config file then stays what it was. Recovery
+    renders always: a restore killed before its render left the file behind its record."""
     from .instance import InstanceCore
     inst = InstanceCore(ctx, name)
     rec = rec or inst.record()
@@ -381,10 +387,16 @@ def apply_restore(ctx: Context, name: str, snapshot: str, *, keep_state: bool = 
     if snap is None:
         raise NotFound("snapshot", f"{name}/{snapshot}")
     pool = inst._pool(rec)
-    try:
-        size_before = _root_size(inst.expanded(rec))
-    except LxdlibError:  # e.g. a profile of the current record gone: the snapshot's decides
-        size_before = None
+    before = _rendered_part(rec)
+    # the root disk's size comes from the devices and profiles only: unchanged by the restore,
+    # the composition after it tells the size before it too
+    same_devices = rec.devices == snap.devices and rec.profiles == snap.profiles
+    size_before: str | None = None
+    if not same_devices:
+        try:
+            size_before = _root_size(inst.expanded(rec))
+        except LxdlibError:  # e.g. a profile of the current record gone: the snapshot's decides
+            size_before = None
     pool.restore_snapshot(name, snapshot)
     volume = pool.volume_path("containers", name)
     if not keep_state:  # a stateful snapshot restored without its processes
@@ -403,10 +415,19 @@ def apply_restore(ctx: Context, name: str, snapshot: str, *, keep_state: bool = 
     rec.profiles = list(snap.profiles)
     record.save(ctx.paths, rec)
     after = inst.expanded(rec)
+    if same_devices:
+        size_before = _root_size(after)
     if _root_size(after) != size_before or size_before is not None:
         inst._apply_quota(after[1], rec)  # the snapshot's own root disk size
-    if render:
+    if render and (render_unchanged or _rendered_part(rec) != before):
         inst._write_lxc_config(rec, after)
+
+
+def _rendered_part(rec: record.InstanceRecord) -> tuple[Any, ...]:
+    """What of a record a restore changes and the liblxc config is rendered from: the config
+    (less ``volatile.last_state.power``, a hint no render reads), devices and profiles."""
+    return ({k: v for k, v in rec.config.items() if k != "volatile.last_state.power"},
+            rec.devices, list(rec.profiles))
 
 
 def _restart(inst: InstanceCore, stateful: bool) -> None:

@@ -9,9 +9,6 @@ which command failed and what it printed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import errno
 import logging
 import os
 import secrets
@@ -20,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import StorageError, ToolMissing
+from ..state import rename_exchange as rename_exchange
+from ..state import rename_noreplace as rename_noreplace
 
 log = logging.getLogger(__name__)
 
@@ -172,40 +171,8 @@ def detach_loops(path: str | os.PathLike[str]) -> None:
 
 # -- renames --------------------------------------------------------------------------------------
 
-_RENAME_NOREPLACE = 1
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _renameat2(src: str | os.PathLike[str], dst: str | os.PathLike[str], flags: int) -> None:
-    rc = _libc.renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags)
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), os.fspath(src), None, os.fspath(dst))
-
-
-def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-    """Rename that fails with ``FileExistsError`` instead of replacing an (empty) ``dst``."""
-    try:
-        _renameat2(src, dst, _RENAME_NOREPLACE)
-    except OSError as e:
-        if e.errno != errno.EINVAL:  # the filesystem has no RENAME_NOREPLACE
-            raise
-        if os.path.lexists(dst):
-            raise FileExistsError(errno.EEXIST, "File exists", os.fspath(dst)) from None
-        os.rename(src, dst)
-
-
-def rename_exchange(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """Swap two paths in one step; False where the filesystem cannot (the caller falls back)."""
-    try:
-        _renameat2(a, b, _RENAME_EXCHANGE)
-    except OSError as e:
-        if e.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-            return False
-        raise
-    return True
+# ``renameat2`` (``rename_noreplace``, ``rename_exchange``) lives with the records in
+# ``lxdlib.state``, which swap files with it too; the pool drivers take it from here as before.
 
 
 # -- temporary names ------------------------------------------------------------------------------

@@ -288,9 +288,19 @@ def test_parsed_cache_reuses_only_unchanged_files(tmp_path: Path, monkeypatch: A
     cache = ParsedCache()
     path = tmp_path / "r.yaml"
     write_yaml(path, {"a": 1})
-    # just written: read, but not kept (a rewrite within the clock's tick could look alike)
+    # just written: read again each time (a rewrite within the clock's tick could look
+    # alike), its parse reused only while the bytes are the same
     assert cache.read(path) == {"a": 1}
-    assert cache.read(path) is not cache.read(path)
+    assert cache.read(path) is cache.read(path)
+    path.write_text("a: 5\n")  # same size, within the tick
+    assert cache.read(path) == {"a": 5}
+    cache.remember(path, b"a: 6\n", {"a": 6})  # what a writer says it wrote ...
+    assert cache.read(path) == {"a": 5}  # ... is taken only if the file holds those bytes
+    path.write_text("a: 6\n")
+    remembered = {"a": 6}
+    cache.remember(path, b"a: 6\n", remembered)
+    assert cache.read(path) is remembered
+    write_yaml(path, {"a": 1})
     monkeypatch.setattr(ParsedCache, "RECENT_NS", -1)  # as if written long ago
     first = cache.read(path)
     assert cache.read(path) is first  # parsed once

@@ -1,0 +1,82 @@
+"""state.swap_write: a file replaced through its spare (RENAME_EXCHANGE), as an instance's record
+and liblxc config are under the instance lock; record.save picks it only with the lock held."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+from pathlib import Path
+
+from lxdlib import record, state
+
+
+def test_first_write_makes_the_file_and_no_spare(tmp_path: Path) -> None:
+    p = tmp_path / "rec"
+    state.swap_write(p, b"one\n")
+    assert p.read_bytes() == b"one\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["rec"]
+
+
+def test_later_writes_swap_with_the_spare(tmp_path: Path) -> None:
+    p = tmp_path / "rec"
+    state.swap_write(p, b"one, a longer first content\n")
+    state.swap_write(p, b"two\n")
+    spare = Path(state.spare_path(p))
+    assert p.read_bytes() == b"two\n"
+    assert spare.read_bytes() == b"one, a longer first content\n"
+    first_inodes = {p.stat().st_ino, spare.stat().st_ino}
+    state.swap_write(p, b"three\n")  # into the old content's file, cut to the new length
+    assert p.read_bytes() == b"three\n"
+    assert spare.read_bytes() == b"two\n"
+    assert {p.stat().st_ino, spare.stat().st_ino} == first_inodes  # no inode made
+
+
+def test_mode_is_kept_on_both_files(tmp_path: Path) -> None:
+    p = tmp_path / "config"
+    for text in (b"a\n", b"b\n", b"c\n"):
+        state.swap_write(p, text, 0o640, durable=False)
+        assert stat.S_IMODE(p.stat().st_mode) == 0o640
+    Path(state.spare_path(p)).chmod(0o666)
+    state.swap_write(p, b"d\n", 0o640, durable=False)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o640
+
+
+def test_a_half_written_spare_is_rewritten_whole(tmp_path: Path) -> None:
+    p = tmp_path / "rec"
+    state.swap_write(p, b"one\n")
+    Path(state.spare_path(p)).write_bytes(b"debris of a killed write, longer than the rest\n")
+    state.swap_write(p, b"two\n")
+    assert p.read_bytes() == b"two\n"
+
+
+def test_a_symlinked_spare_is_not_followed(tmp_path: Path) -> None:
+    p = tmp_path / "rec"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep\n")
+    state.swap_write(p, b"one\n")
+    os.symlink(target, state.spare_path(p))
+    state.swap_write(p, b"two\n")
+    assert p.read_bytes() == b"two\n"
+    assert target.read_bytes() == b"keep\n"
+
+
+def _rec(name: str, description: str) -> record.InstanceRecord:
+    return record.InstanceRecord(name=name, architecture="x86_64",
+                                 created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                                 pool="default", description=description)
+
+
+def test_record_save_uses_the_spare_only_under_the_lock(tmp_path: Path) -> None:
+    paths = state.Paths.at(tmp_path)
+    paths.instance_dir("c1").mkdir(parents=True)
+    spare = Path(state.spare_path(paths.instance_record("c1")))
+    record.save(paths, _rec("c1", "a"))
+    record.save(paths, _rec("c1", "b"))
+    assert not spare.exists()  # no lock held: a new file each time, as atomic_write
+    with state.lock(paths, "instance", "c1"):
+        record.save(paths, _rec("c1", "c"))
+        record.save(paths, _rec("c1", "d"))
+    assert spare.exists()
+    assert record.load(paths, "c1").description == "d"
+    assert record.names(paths) == ["c1"]
