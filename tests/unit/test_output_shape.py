@@ -159,3 +159,20 @@ def test_differences(fmt: str, lxd: dict[str, Any], ours: dict[str, Any],
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError):
         shape(run("x"), "csv")
+
+
+# -- the recorded data matches the script that the shape test runs ------------------------------
+
+def test_recording_matches_the_seed_script() -> None:
+    """A changed step (tests/seed_steps.py) needs a new recording (tests/data/lxd/record.py)."""
+    import json
+    from pathlib import Path
+
+    from tests.seed_steps import STEPS
+    data = Path(__file__).resolve().parents[1] / "data" / "lxd" / "seed"
+    rec = json.loads((data / "recording.json").read_text())
+    assert [(s["id"], s["line"]) for s in rec["steps"]] == [
+        (s.id, s.line.format(**rec["values"])) for s in STEPS]
+    known = json.loads((data / "known-differences.json").read_text())["differences"]
+    assert set(known) - {"*"} <= {s.id for s in STEPS}
+    assert all(d["reason"].strip() for entries in known.values() for d in entries)
