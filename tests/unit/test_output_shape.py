@@ -134,7 +134,11 @@ DIFFERENCES = [
     (TABLE, run(TABLE_TEXT), run(TABLE_TEXT.replace(
         "| b    | STOPPED |                      |      |",
         "| b    | STOPPED |                      | fe80 |")),
-     ["row 2 IPV6: empty in LXD, filled in lxdlib"]),
+     ["rows with IPV4 empty: LXD 0, lxdlib 1", "rows with IPV4, IPV6 empty: LXD 1, lxdlib 0"]),
+    # rows are compared whatever their order (names, some generated at random, sort them)
+    (TABLE, run(TABLE_TEXT), run("+---+---+---+---+\n| NAME | STATE | IPV4 | IPV6 |\n"
+                                 "+---+---+---+---+\n| a | STOPPED | | |\n+---+---+---+---+\n"
+                                 "| b | RUNNING | 10.0.0.1 | |\n+---+---+---+---+\n"), []),
     (TABLE, run(TABLE_TEXT), run("NAME STATE\n"), ["stdout kind: LXD ['columns', 'filled'], "
                                                    "lxdlib ['table']"]),
     (YAML, run("a: 1\nb: {c: x}\n"), run("b: {c: y}\na: 2\n"), []),
