@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
@@ -39,6 +40,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_for_addresses(timeout: float = 30) -> None:
+    """Until every running instance has its DHCP lease, so that ``list`` and ``info`` show the
+    addresses (the shape test waits the same way on lxdlib's side)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = json.loads(lxc("list", "--format", "json").stdout or "[]")
+        if all(any(a["family"] == "inet" and a["scope"] == "global"
+                   for nic in (i["state"]["network"] or {}).values() for a in nic["addresses"])
+               for i in listed if i["status"] == "Running"):
+            return
+        time.sleep(0.2)
 
 
 def clear(default_profile: str | None) -> None:
@@ -75,6 +89,8 @@ def main() -> int:
             for step in STEPS:
                 if step.before is not None:
                     step.before(cwd)
+                if step.id in ("list", "info"):
+                    wait_for_addresses()
                 line = step.line.format(**values)
                 stdin = step.stdin(results) if callable(step.stdin) else step.stdin
                 argv = shlex.split(line)
