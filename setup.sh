@@ -36,6 +36,8 @@ if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$sta
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
     touch "$stamp"
 fi
+# bytecode for every module, so that `lxdlib` starts fast where Python may not write it itself
+.venv/bin/python -m compileall -q lxdlib >/dev/null
 
 case "${1:-}" in
     demo)

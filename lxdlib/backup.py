@@ -66,6 +66,7 @@ from .instance import (
     commit_instance,
     expand_with_root,
     new_instance_dir,
+    random_mac,
     truthy,
 )
 from .record import InstanceRecord, SnapshotRecord
@@ -609,6 +610,12 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
                 and not k.startswith(("volatile.idmap.", "volatile.last_state."))
                 and k != "volatile.apply_template"}
     paths = ctx.paths
+    # a second instance from the backup of one that still exists (``import b.tar new``) gets
+    # its own MACs: the original's would clash with it on the network. A restore (the
+    # original's name free again) keeps them, and with them its DHCP lease.
+    fresh = target != idx.name and record.exists(paths, idx.name)
+    if fresh:
+        volatile = _fresh_volatile(volatile)
     with lock(paths, "instance", target):
         from .instance import recover_leftover
         recover_leftover(ctx, target)
@@ -634,8 +641,10 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
                 devices=local_devs, description=rec.description, ephemeral=rec.ephemeral,
                 last_used_at=rec.last_used_at,
                 snapshots=[attrs.evolve(s, config={
-                    **s.config, **{k: v for k, v in volatile.items()
-                                   if k.startswith("volatile.idmap.")}})
+                    **({k: v for k, v in s.config.items() if not _identity_key(k)} if fresh
+                       else s.config),
+                    **{k: v for k, v in volatile.items()
+                       if k.startswith("volatile.idmap.") or (fresh and _identity_key(k))}})
                     for s in snapshots])
             inst = commit_instance(ctx, new)
     ctx.events.emit("instance-created", target, origin=str(archive))
@@ -643,6 +652,17 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
 
 
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+
+
+def _identity_key(key: str) -> bool:
+    """The volatile keys that would clash with the original's on the network: its MACs."""
+    return key.startswith("volatile.") and key.endswith(".hwaddr")
+
+
+def _fresh_volatile(volatile: dict[str, str]) -> dict[str, str]:
+    """The archive's volatile keys for a second instance beside the original: a new MAC for
+    each nic that had one; the rest (its uuid, as LXD keeps it on import) as they are."""
+    return {k: random_mac() if _identity_key(k) else v for k, v in volatile.items()}
 
 
 def _archive_config(config: dict[str, str]) -> dict[str, str]:

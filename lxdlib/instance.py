@@ -36,7 +36,7 @@ from .errors import (
     StorageError,
     WrongState,
 )
-from .listing import STATUS
+from .listing import STATUS, global_addresses
 from .record import InstanceRecord
 from .runtime import ExecResult
 from .state import atomic_write, held, load_yaml, lock
@@ -929,9 +929,9 @@ class InstanceCore:
         return state if state is not None else interfaces_of(c)
 
     def addresses(self, family: str = "inet") -> list[str]:
-        return [a["address"] for nic in self.network_state().values()
-                for a in nic.get("addresses", []) if a["family"] == family and
-                a.get("scope") == "global"]
+        """The instance's routable addresses of ``family`` (``inet``/``inet6``), as ``lxc list``
+        shows them: no loopback, no link-local ``fe80::`` (``listing.global_addresses``)."""
+        return [a for a, _ in global_addresses(self.network_state(), family)]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0,
                  interval: float = 0.05) -> bool:
@@ -959,14 +959,24 @@ def truthy(value: str | None) -> bool:
 
 
 def cgroup_usage(c: runtime.Container) -> dict[str, Any]:
+    """Memory (``memory_usage``, its peak ``memory_usage_peak``, ``swap_usage``,
+    ``swap_usage_peak``), CPU time (``cpu_usage_ns``) and ``processes`` from the cgroup, each
+    ``None`` where the kernel does not keep it (a v2 peak needs ``memory.peak``, Linux 5.19)."""
     ver = runtime.cgroup_version()
     def read(key: str) -> str | None:
         return runtime.cgroup_get(c, key)
+
+    def number(key: str) -> int | None:
+        value = read(key)
+        return int(value) if value and value.strip().isdigit() else None
     out: dict[str, Any] = {}
     if ver == 2:
         mem = read("memory.current")
         cpu = read("cpu.stat")
         out["memory_usage"] = int(mem) if mem and mem.strip().isdigit() else None
+        out["memory_usage_peak"] = number("memory.peak")
+        out["swap_usage"] = number("memory.swap.current")
+        out["swap_usage_peak"] = number("memory.swap.peak")
         usec = None
         for line in (cpu or "").splitlines():
             if line.startswith("usage_usec"):
@@ -977,6 +987,16 @@ def cgroup_usage(c: runtime.Container) -> dict[str, Any]:
         cpu = read("cpuacct.usage")
         out["memory_usage"] = int(mem) if mem and mem.strip().isdigit() else None
         out["cpu_usage_ns"] = int(cpu) if cpu and cpu.strip().isdigit() else None
+        peak = number("memory.max_usage_in_bytes")
+        out["memory_usage_peak"] = peak
+        # v1 counts memory and swap together (memsw): swap is the difference, as LXD reads it
+        memsw, memsw_peak = number("memory.memsw.usage_in_bytes"), \
+            number("memory.memsw.max_usage_in_bytes")
+        mem_now = out["memory_usage"]
+        out["swap_usage"] = memsw - mem_now if memsw is not None and mem_now is not None \
+            else None
+        out["swap_usage_peak"] = memsw_peak - peak if memsw_peak is not None and \
+            peak is not None else None
     procs = read("pids.current")
     out["processes"] = int(procs) if procs and procs.strip().isdigit() else None
     return out

@@ -50,13 +50,23 @@ STATUS = {"RUNNING": "Running", "STOPPED": "Stopped", "FROZEN": "Frozen",
           "FREEZING": "Frozen", "THAWED": "Running"}
 
 
+#: Address scopes an instance's address list leaves out, as LXD's ``lxc list`` does: ``link``
+#: (``fe80::…``, and ``169.254.…`` where the kernel gives it that scope) and ``local`` (the
+#: kernel's ``host``: loopback addresses).
+HIDDEN_SCOPES = frozenset({"link", "local"})
+
+
 def global_addresses(network: Mapping[str, Any], family: str) -> list[tuple[str, str]]:
-    """(address, interface) of the global addresses of ``family`` in a network state (the
+    """(address, interface) of the routable addresses of ``family`` in a network state (the
     shape of ``inst.network_state()``): what LXD's ``lxc list`` shows in its IPV4 and IPV6
-    columns — no loopback, no link-local (``fe80::``, ``169.254.``) address."""
-    return [(a["address"], ifname) for ifname, nic in network.items() if ifname != "lo"
-            for a in nic.get("addresses", ())
-            if a.get("family") == family and a.get("scope") == "global"]
+    columns — no loopback interface, no link-local or host-scope address — in its order (the
+    ``"<address> (<interface>)"`` texts sorted in reverse). The one place that decides it:
+    ``inst.addresses()``, ``Listed.ipv4``/``ipv6`` and the CLI's columns all ask here."""
+    found = [(a["address"], ifname) for ifname, nic in network.items()
+             if ifname != "lo" and nic.get("type") != "loopback"
+             for a in nic.get("addresses", ())
+             if a.get("family") == family and a.get("scope") not in HIDDEN_SCOPES]
+    return sorted(found, key=lambda x: f"{x[0]} ({x[1]})", reverse=True)
 
 
 @attrs.frozen

@@ -1,24 +1,24 @@
 """Helpers several command modules share: ``key=value`` arguments, the ``edit`` verbs' editor
-round trip and the YAML they read back, and LXD's one-line progress.
+round trip and the YAML they read back, LXD's one-line progress, and the walk over a built
+parser's subcommands (for help, suggestions and completion).
 
 They live here, below every command module, so that no command module has to import another
 (``config``, ``profile``, ``network``, ``storage``, ``image`` and the instance verbs all parse
-``key=value`` lists and edit YAML the same way).
+``key=value`` lists and edit YAML the same way). Every command imports this module, so it
+imports nothing heavy at its top: YAML, ``subprocess`` and ``tempfile`` load in the helpers
+that use them.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import yaml
-
 from ..errors import InvalidArgument
-from . import output
 
 
 def parse_kv(items: list[str], what: str) -> dict[str, str]:
@@ -36,6 +36,8 @@ def edit_text(text: str) -> str:
     """New content for an ``edit`` verb: stdin when it is not a terminal, else ``$EDITOR``."""
     if not sys.stdin.isatty():
         return sys.stdin.read()
+    import subprocess
+    import tempfile
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
     with tempfile.NamedTemporaryFile("w+", suffix=".yaml", delete=False) as f:
         f.write(text)
@@ -48,12 +50,22 @@ def edit_text(text: str) -> str:
         os.unlink(path)
 
 
+#: Said when an ``edit`` verb reads nothing: an edit replaces the whole object, so an empty
+#: document (``config edit c < /dev/null``, an emptied editor buffer) would wipe it.
+EMPTY_EDIT = "the new content is empty: nothing was changed (give the whole YAML, e.g. the " \
+    "output of the matching show command)"
+
+
 def load_mapping(text: str) -> dict[str, Any]:
-    """The YAML mapping an ``edit`` verb got back; anything else is the user's mistake."""
+    """The YAML mapping an ``edit`` verb got back; anything else is the user's mistake, and so
+    is an empty document (only comments, or nothing): it is refused, not applied as a wipe."""
+    import yaml
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise InvalidArgument(f"invalid YAML: {e}") from None
+    if data is None:
+        raise InvalidArgument(EMPTY_EDIT)
     if not isinstance(data, dict):
         raise InvalidArgument("expected a YAML mapping")
     return data
@@ -98,6 +110,7 @@ class ProgressBar:
         if now - self.last < 0.1 and done != total:
             return
         self.last = now
+        from . import output
         rate = done / max(now - self.start, 1e-3)
         head = f"{done * 100 // total}%" if total else output.size(done)
         text = f"{self.label}: {head} ({rate / 1e6:.2f}MB/s)"
@@ -110,3 +123,59 @@ class ProgressBar:
             self.stream.write("\r" + " " * self.width + "\r")
             self.stream.flush()
             self.width = 0
+
+
+# argparse has no public way to list a parser's subcommands: the three functions below are the
+# only places that read its internals (``_actions``, ``_SubParsersAction`` and its
+# ``_choices_actions``), stable since Python 3.2 and read the same way by shtab and argcomplete.
+def subparsers_action(p: argparse.ArgumentParser) -> Any:
+    """The ``add_subparsers`` action of ``p`` (its ``choices`` maps each word, aliases too, to
+    its parser), or None."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return None
+
+
+def verb_helps(p: argparse.ArgumentParser) -> list[Any]:
+    """The actions that ``p``'s help lists as its verbs (one per verb, not per alias): their
+    ``dest`` is the verb, their ``help`` its one-line description, which can be filled in."""
+    sub = subparsers_action(p)
+    return list(sub._choices_actions) if sub is not None else []
+
+
+def fill_verb_helps(p: argparse.ArgumentParser, describe: Callable[[str], str | None]) -> None:
+    """Give each verb of ``p`` that its module registered without ``help=`` the line
+    ``describe(verb)`` returns, so that ``p``'s help lists every verb with its description
+    (argparse lists only those registered with one)."""
+    sub = subparsers_action(p)
+    if sub is None:
+        return
+    have = {a.dest: a for a in sub._choices_actions}
+    names: dict[int, list[str]] = {}
+    for name, child in sub.choices.items():
+        names.setdefault(id(child), []).append(name)
+    listed = []
+    for main, *aliases in names.values():
+        action = have.get(main)
+        if action is None:
+            action = sub._ChoicesPseudoAction(main, aliases, describe(main) or "")
+        elif not action.help:
+            action.help = describe(main) or ""
+        listed.append(action)
+    sub._choices_actions[:] = listed
+
+
+def walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+         ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every parser under ``parser`` with its command path (``("image", "delete")``); an alias
+    (``image rm``) is visited once, under its main word."""
+    yield path, parser
+    sub = subparsers_action(parser)
+    if sub is None:
+        return
+    seen: set[int] = set()
+    for name, child in sub.choices.items():
+        if id(child) not in seen:
+            seen.add(id(child))
+            yield from walk(child, (*path, name))

@@ -29,12 +29,24 @@ def split_target_kv(args: list[str]) -> tuple[str | None, dict[str, str]]:
     raise InvalidArgument("usage: config set [<instance>] <key> <value>")
 
 
-def show_dict(inst: Instance, expanded: bool) -> dict[str, Any]:
+def shown_devices(host: Host, rec: InstanceRecord) -> dict[str, dict[str, str]]:
+    """The expanded devices as LXD shows them (``show --expanded``, ``expanded_devices``): a
+    ``none`` device that masks a profile's device stays, as ``type: none``, so the user sees
+    why the profile's device is absent. The runtime's composition drops them."""
+    from ..config import expand
+
+    profiles = [host.ctx.profile_data(p) for p in rec.profiles]
+    return expand.expand_devices(profiles, rec.devices, keep_none=True)
+
+
+def show_dict(host: Host, inst: Instance, expanded: bool) -> dict[str, Any]:
     rec = inst.record()
-    cfg, devs = inst.expanded(rec) if expanded else (rec.config, rec.devices)
+    cfg, devs = ((inst.expanded(rec)[0], shown_devices(host, rec)) if expanded
+                 else (rec.config, rec.devices))
     return {"architecture": rec.architecture, "config": dict(sorted(cfg.items())),
-            "devices": devs, "ephemeral": rec.ephemeral, "profiles": rec.profiles,
-            "stateful": False, "description": rec.description}
+            "devices": {n: dict(sorted(d.items())) for n, d in sorted(devs.items())},
+            "ephemeral": rec.ephemeral, "profiles": rec.profiles, "stateful": False,
+            "description": rec.description}
 
 
 def cmd_set(host: Host, a: argparse.Namespace) -> int:
@@ -82,7 +94,7 @@ def cmd_show(host: Host, a: argparse.Namespace) -> int:
         snap = host.instances.get(iname).snapshots.get(sname)
         sys.stdout.write(output.dump_yaml(snap.to_dict()))
         return 0
-    sys.stdout.write(output.dump_yaml(show_dict(host.instances.get(a.name), a.expanded)))
+    sys.stdout.write(output.dump_yaml(show_dict(host, host.instances.get(a.name), a.expanded)))
     return 0
 
 
@@ -96,7 +108,7 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
             host.set_config(k, v)
         return 0
     inst = host.instances.get(a.name)
-    data = load_mapping(edit_text(output.dump_yaml(show_dict(inst, False))))
+    data = load_mapping(edit_text(output.dump_yaml(show_dict(host, inst, False))))
     profiles = data.get("profiles")
     if profiles is not None and not isinstance(profiles, list):
         raise InvalidArgument("profiles must be a list")
@@ -119,13 +131,14 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
     inst = host.instances.get(a.instance)
     verb = a.verb
     rest = a.rest
-    if verb == "list":
-        devs = inst.devices
-        for n in sorted(inst.expanded_devices if a.expanded else devs):
-            print(n)
-        return 0
-    if verb == "show":
-        sys.stdout.write(output.dump_yaml(inst.expanded_devices if a.expanded else inst.devices))
+    if verb in ("list", "show"):
+        rec = inst.record()
+        devs = shown_devices(host, rec) if a.expanded else rec.devices
+        if verb == "list":
+            for n in sorted(devs):
+                print(n)
+        else:
+            sys.stdout.write(output.dump_yaml(devs))
         return 0
     if not rest:
         raise InvalidArgument(f"usage: config device {verb} <instance> <device> …")

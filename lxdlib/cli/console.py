@@ -10,8 +10,6 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from ..errors import InvalidArgument, ToolMissing, WrongState
 
 if TYPE_CHECKING:
@@ -56,6 +54,7 @@ def format_event(ev: dict[str, Any], fmt: str) -> str:
         extra = " ".join(f"{k}={v}" for k, v in meta.items() if k not in ("action", "source"))
         return f"{ev.get('timestamp')} {ev.get('type')} {meta.get('action')} " \
                f"{meta.get('source')}{' ' + extra if extra else ''}"
+    import yaml
     return yaml.safe_dump(ev, sort_keys=False, default_flow_style=False) + "\n"
 
 

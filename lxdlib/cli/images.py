@@ -168,11 +168,20 @@ def _bool(value: Any, key: str) -> bool:
     raise InvalidArgument(f"{key} must be true or false, not {value!r}")
 
 
+#: The fields ``image edit`` changes (LXD's ImagePut) and those it ignores (the rest of what
+#: ``image show`` prints, LXD's or lxdlib's).
+_EDITABLE = frozenset({"auto_update", "properties", "public", "expires_at", "profiles"})
+_READ_ONLY = frozenset({"aliases", "architecture", "cached", "filename", "fingerprint", "size",
+                        "type", "update_source", "created_at", "last_used_at", "uploaded_at"})
+
+
 def cmd_edit(host: Host, a: argparse.Namespace) -> int:
     from ..imagestore.store import UNSET
     i = host.images.get(_local(host, a.ref)).record()
     data = load_mapping(edit_text(output.dump_yaml(_editable(i))))
-    unknown = set(data) - {"auto_update", "properties", "public", "expires_at", "profiles"}
+    # what ``image show`` prints is accepted back: its read-only fields are ignored, as LXD
+    # ignores them; only a field no image has (a typo) is refused
+    unknown = set(data) - _EDITABLE - _READ_ONLY
     if unknown:
         raise InvalidArgument(f"unknown image fields: {', '.join(sorted(map(str, unknown)))}")
     props = data.get("properties")
@@ -185,6 +194,8 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
             pass
         elif expires is not None:
             expires = str(expires)
+        if str(expires).startswith("0001-01-01"):  # LXD's zero time leaves it as it is
+            expires = UNSET
     host.images.update(
         i.fingerprint,
         properties=({str(k): "" if v is None else str(v) for k, v in props.items()}

@@ -4,18 +4,15 @@ snapshot, restore."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
 from ..errors import InvalidArgument, LxdlibError, NotFound
-from ..listing import global_addresses, scan, take
-from ..state import Paths
 from . import output
 from .common import ProgressBar, parse_kv
 
@@ -24,6 +21,7 @@ if TYPE_CHECKING:
     from ..instances import Instance
     from ..listing import Listed
     from ..record import InstanceRecord
+    from ..state import Paths
 
 
 def _resolve_image(host: Host, ref: str, quiet: bool) -> str:
@@ -211,6 +209,16 @@ def _killed_imports(paths: Paths) -> bool:
     return False
 
 
+def _scan(paths: Paths) -> tuple[list[str], list[str]]:
+    """``listing.scan``, without importing the listing (liblxc, records) for a root that has
+    no instance directory at all."""
+    with os.scandir(paths.lxcpath) as it:
+        if next(it, None) is None:
+            return [], []
+    from ..listing import scan
+    return scan(paths)
+
+
 def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
     """``lxc list``: state, pid and addresses of every instance come from one listing
     (``lxdlib.listing``: no process per instance). Called without a ``Host`` (``opens_root``):
@@ -230,13 +238,18 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
             from ..host import Host
             opened.append(Host(a.root))
         return opened[0]
+    from ..state import Paths  # here: the other verbs' start needs none of it (YAML, attrs)
     paths = Paths.at(a.root)
-    names, leftovers = scan(paths) if host is None and paths.lxcpath.is_dir() else ([], ["?"])
+    names, leftovers = _scan(paths) if host is None and paths.lxcpath.is_dir() else ([], ["?"])
     if not leftovers and _killed_imports(paths):
         leftovers = ["?"]  # what a killed image import left is cleared by opening a Host
+    listing: Any
     if full or leftovers or any(ch in columns for ch in "Nmu"):
         listing = the_host().instances.list_state(network=network)
+    elif not names:
+        listing = []  # an empty root: nothing to read, no need to load the listing's code
     else:
+        from ..listing import take
         listing = take(paths, names, network=network)
     rows: list[list[str]] = []
     data: list[dict[str, Any]] = []
@@ -278,7 +291,7 @@ def _broken_entry(entry: Listed, columns: str, error: str | None
     if rec is not None:
         cell.update(_record_cells(rec))
         d = rec.to_dict()
-    d.update({"status": "Error", "error": error})
+    d.update({"status": "Error", "status_code": STATUS_CODES["Error"], "error": error})
     return [cell[ch] for ch in columns], d
 
 
@@ -291,12 +304,15 @@ def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full:
     net = entry.network
     usage: dict[str, Any] = {}
     wants_net = full or any(ch in columns for ch in "46")
-    if entry.running and ((net is None and wants_net) or any(ch in columns for ch in "Nmu")):
+    wants_usage = full or any(ch in columns for ch in "Nmu")
+    if entry.running and ((net is None and wants_net) or wants_usage):
         inst = the_host().instances.get(entry.name)
         if net is None and wants_net:
             net = inst.network_state()  # its namespace could not be read with the others
-        if any(ch in columns for ch in "Nmu"):
+        if wants_usage:
             usage = inst.usage()
+
+    from ..listing import global_addresses
 
     def addrs(family: str) -> str:
         return "\n".join(f"{addr} ({ifname})"
@@ -311,14 +327,116 @@ def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full:
         "u": f"{(usage.get('cpu_usage_ns') or 0) / 1e9:.0f}s" if usage else "",
         "e": "default",
     }
-    d: dict[str, Any] = {}
-    if full:
-        cfg, devs = the_host().instances.get(entry.name).expanded(rec)
-        d = rec.to_dict()
-        d.update({"status": entry.status, "expanded_config": cfg, "expanded_devices": devs})
-        if entry.running:
-            d["state"] = {"pid": entry.pid, "network": net or {}}
+    d = instance_full(the_host(), entry, rec, net, usage) if full else {}
     return [cell[ch] for ch in columns], d
+
+
+# -- LXD's instance object (``list --format json|yaml``) ----------------------------------------
+#: LXD's status codes (``api.StatusCode``) of the statuses an instance can have.
+STATUS_CODES = {"Stopped": 102, "Running": 103, "Starting": 106, "Stopping": 107,
+                "Aborting": 108, "Freezing": 109, "Frozen": 110, "Thawed": 111, "Error": 112}
+#: LXD's times for "never": an instance's ``last_used_at`` before its first start, and the
+#: zero time of Go (a snapshot's unset expiry and last use).
+NEVER_USED = "1970-01-01T00:00:00Z"
+ZERO_TIME = "0001-01-01T00:00:00Z"
+_COUNTERS = ("bytes_received", "bytes_sent", "packets_received", "packets_sent",
+             "errors_received", "errors_sent", "packets_dropped_outbound",
+             "packets_dropped_inbound")
+_NIC_KEYS = ("hwaddr", "host_name", "mtu", "state", "type")
+
+
+def api_time(t: dt.datetime | None, never: str) -> str:
+    """A time as LXD's JSON has it (RFC 3339 in UTC, ``Z``), ``never`` when unset."""
+    if t is None:
+        return never
+    return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _sorted_devices(devs: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    return {n: dict(sorted(d.items())) for n, d in sorted(devs.items())}
+
+
+def _shown(host: Host, profiles: list[str], config: Mapping[str, str],
+           devices: Mapping[str, Mapping[str, str]]
+           ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Expanded config and devices as LXD shows them (a masking ``none`` device kept); the
+    local ones where a profile is gone (a snapshot may name one deleted since)."""
+    from ..config import expand  # not at import: a plain ``list`` table needs no config code
+    try:
+        datas = [host.ctx.profile_data(p) for p in profiles]
+    except LxdlibError:
+        return dict(config), {n: dict(d) for n, d in devices.items()}
+    return (expand.expand_config(datas, config),
+            expand.expand_devices(datas, devices, keep_none=True))
+
+
+def _network_state(net: Mapping[str, Any]) -> dict[str, Any]:
+    """Interfaces with LXD's keys in LXD's order (``api.InstanceStateNetwork``)."""
+    out: dict[str, Any] = {}
+    for ifname, nic in net.items():
+        counters = nic.get("counters") or {}
+        out[ifname] = {"addresses": [dict(a) for a in nic.get("addresses", ())],
+                       "counters": {k: int(counters.get(k, 0)) for k in _COUNTERS},
+                       **{k: nic.get(k, 0 if k == "mtu" else "") for k in _NIC_KEYS}}
+    return out
+
+
+def instance_state(host: Host, entry: Listed, rec: InstanceRecord,
+                   net: Mapping[str, Any] | None, usage: Mapping[str, Any]) -> dict[str, Any]:
+    """LXD's ``api.InstanceState``: the counters of a running instance, zeros (and no network)
+    for a stopped one; the root disk's usage either way, where the pool can say it."""
+    from ..config import expand
+    status = entry.status
+    disk: dict[str, Any] = {}
+    with contextlib.suppress(LxdlibError, OSError):
+        root_name = expand.root_disk(host.instances.get(rec.name).expanded(rec)[1])[0]
+        used = host.pool(rec.pool).volume_usage("containers", rec.name)
+        if used is not None:
+            disk[root_name] = {"usage": used}
+    running = entry.running
+
+    def num(key: str) -> int:
+        return int(usage.get(key) or 0) if running else 0
+    return {
+        "status": status, "status_code": STATUS_CODES.get(status, 112), "disk": disk,
+        "memory": {"usage": num("memory_usage"), "usage_peak": num("memory_usage_peak"),
+                   "swap_usage": num("swap_usage"), "swap_usage_peak": num("swap_usage_peak")},
+        "network": _network_state(net or {}) if running else None,
+        "pid": entry.pid if running else 0, "processes": num("processes"),
+        "cpu": {"usage": num("cpu_usage_ns")},
+    }
+
+
+def instance_full(host: Host, entry: Listed, rec: InstanceRecord,
+                  net: Mapping[str, Any] | None, usage: Mapping[str, Any]) -> dict[str, Any]:
+    """One instance as LXD's ``lxc list --format json`` prints it (``api.InstanceFull``): the
+    same keys in the same order, ``snapshots`` and ``backups`` null when there are none."""
+    cfg, devs = _shown(host, rec.profiles, rec.config, rec.devices)
+    snapshots = []
+    for snap in rec.snapshots:
+        scfg, sdevs = _shown(host, snap.profiles, snap.config, snap.devices)
+        snapshots.append({
+            "expires_at": api_time(snap.expires_at, ZERO_TIME),
+            "architecture": rec.architecture, "config": dict(sorted(snap.config.items())),
+            "created_at": api_time(snap.created_at, ZERO_TIME),
+            "devices": _sorted_devices(snap.devices), "ephemeral": False,
+            "expanded_config": dict(sorted(scfg.items())),
+            "expanded_devices": _sorted_devices(sdevs), "last_used_at": ZERO_TIME,
+            "name": snap.name, "profiles": list(snap.profiles), "stateful": snap.stateful,
+            "size": -1})
+    status = entry.status
+    return {
+        "architecture": rec.architecture, "config": dict(sorted(rec.config.items())),
+        "devices": _sorted_devices(rec.devices), "ephemeral": rec.ephemeral,
+        "profiles": list(rec.profiles), "stateful": False, "description": rec.description,
+        "created_at": api_time(rec.created_at, ZERO_TIME),
+        "expanded_config": dict(sorted(cfg.items())), "expanded_devices": _sorted_devices(devs),
+        "name": rec.name, "status": status, "status_code": STATUS_CODES.get(status, 112),
+        "last_used_at": api_time(rec.last_used_at, NEVER_USED), "location": "none",
+        "type": rec.type, "project": "default", "backups": None,
+        "state": instance_state(host, entry, rec, net, usage),
+        "snapshots": snapshots or None,
+    }
 
 
 # -- info ---------------------------------------------------------------------------------------
@@ -353,45 +471,12 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
     if info.get("last_used"):
         lines.append(f"Last Used: {_fmt_time(dt.datetime.fromisoformat(info['last_used']))}")
     res = info.get("resources")
-    if res:
-        lines += ["", "Resources:"]
-        if res.get("processes") is not None:
-            lines.append(f"  Processes: {res['processes']}")
-        if info.get("disk", {}).get("root", {}).get("usage") is not None:
-            lines += ["  Disk usage:", f"    root: {output.size(info['disk']['root']['usage'])}"]
-        if res.get("cpu_usage_ns") is not None:
-            lines += ["  CPU usage:",
-                      f"    CPU usage (in seconds): {res['cpu_usage_ns'] // 1_000_000_000}"]
-        if res.get("memory_usage") is not None:
-            lines += ["  Memory usage:",
-                      f"    Memory (current): {output.size(res['memory_usage'])}"]
-        net = info.get("network") or {}
-        if net:
-            lines.append("  Network usage:")
-            for ifname, v in net.items():
-                lines.append(f"    {ifname}:")
-                for label, key in (("Type", "type"), ("State", "state"),
-                                   ("Host interface", "host_name"), ("MAC address", "hwaddr"),
-                                   ("MTU", "mtu")):
-                    if v.get(key) not in (None, ""):
-                        value = v[key].upper() if key == "state" else v[key]
-                        lines.append(f"      {label}: {value}")
-                if v["addresses"]:
-                    lines.append("      IP addresses:")
-                    for ad in v["addresses"]:
-                        mask = f"/{ad['netmask']}" if ad.get("netmask") else ""
-                        lines.append(f"        {ad['family']}:  {ad['address']}{mask} "
-                                     f"({ad['scope']})")
-                cnt = v.get("counters") or {}
-                if cnt:
-                    lines += [f"      Bytes received: {output.size(cnt['bytes_received'])}",
-                              f"      Bytes sent: {output.size(cnt['bytes_sent'])}",
-                              f"      Packets received: {cnt['packets_received']}",
-                              f"      Packets sent: {cnt['packets_sent']}"]
+    if res is not None and info.get("pid"):
+        lines += ["", "Resources:", *_resource_lines(info, res)]
     if info["snapshots"]:
         lines += ["", "Snapshots:"]
         rows = [[s["name"], _fmt_time(dt.datetime.fromisoformat(s["created_at"])),
-                 _fmt_time(dt.datetime.fromisoformat(s["expires_at"])) if s["expires_at"] else "",
+                 _fmt_time(dt.datetime.fromisoformat(s["expires_at"])) if s["expires_at"] else " ",
                  "YES" if s["stateful"] else "NO"] for s in info["snapshots"]]
         lines.append(output.table(["NAME", "TAKEN AT", "EXPIRES AT", "STATEFUL"], rows))
     print("\n".join(lines))
@@ -400,6 +485,63 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
         print("\nLog:\n")
         print(runtime.log_tail(host.paths.lxcpath, inst.name, 200))
     return 0
+
+
+def si_size(n: int) -> str:
+    """Bytes in SI units with two decimals (``2.30kB``): how ``lxc info`` prints network
+    counters (its memory and disk figures are IEC: ``output.size``)."""
+    if n < 1000:
+        return f"{n}B"
+    value = float(n)
+    for unit in ("kB", "MB", "GB", "TB", "PB"):
+        value /= 1000
+        if value < 1000:
+            return f"{value:.2f}{unit}"
+    return f"{value / 1000:.2f}EB"
+
+
+def _resource_lines(info: Mapping[str, Any], res: Mapping[str, Any]) -> list[str]:
+    """The ``Resources:`` part of ``lxc info`` in LXD's order and units: processes; disk, CPU
+    and memory figures only where non-zero (memory and disk in IEC units); then each interface
+    with its counters (SI units) before its addresses."""
+    lines = [f"  Processes: {res.get('processes') or 0}"]
+    disk = [f"    {name}: {output.size(d['usage'])}"
+            for name, d in (info.get("disk") or {}).items() if d.get("usage")]
+    if disk:
+        lines += ["  Disk usage:", *disk]
+    if res.get("cpu_usage_ns"):
+        lines += ["  CPU usage:",
+                  f"    CPU usage (in seconds): {res['cpu_usage_ns'] // 1_000_000_000}"]
+    memory = [f"    {label}: {output.size(res[key])}"
+              for label, key in (("Memory (current)", "memory_usage"),
+                                 ("Memory (peak)", "memory_usage_peak"),
+                                 ("Swap (current)", "swap_usage"),
+                                 ("Swap (peak)", "swap_usage_peak")) if res.get(key)]
+    if memory:
+        lines += ["  Memory usage:", *memory]
+    net = info.get("network") or {}
+    if net:
+        lines.append("  Network usage:")
+    for ifname, v in net.items():
+        cnt = v.get("counters") or {}
+        lines += [f"    {ifname}:", f"      Type: {v.get('type', '')}",
+                  f"      State: {str(v.get('state', '')).upper()}"]
+        if v.get("host_name"):
+            lines.append(f"      Host interface: {v['host_name']}")
+        if v.get("hwaddr"):
+            lines.append(f"      MAC address: {v['hwaddr']}")
+        if v.get("mtu"):
+            lines.append(f"      MTU: {v['mtu']}")
+        lines += [f"      Bytes received: {si_size(int(cnt.get('bytes_received', 0)))}",
+                  f"      Bytes sent: {si_size(int(cnt.get('bytes_sent', 0)))}",
+                  f"      Packets received: {cnt.get('packets_received', 0)}",
+                  f"      Packets sent: {cnt.get('packets_sent', 0)}",
+                  "      IP addresses:"]
+        for ad in v.get("addresses") or ():
+            pad = "  " if ad["family"] == "inet" else " "
+            lines.append(f"        {ad['family']}:{pad}{ad['address']}/{ad['netmask']} "
+                         f"({ad['scope']})")
+    return lines
 
 
 # -- exec ---------------------------------------------------------------------------------------
@@ -412,8 +554,19 @@ def cmd_exec(host: Host, a: argparse.Namespace) -> int:
     if a.mode == "interactive" or (a.mode == "auto" and sys.stdin.isatty() and
                                    sys.stdout.isatty() and not a.force_noninteractive):
         from ..console import exec_pty
-        return exec_pty(inst, cmd, env=env, cwd=a.cwd, user=a.user, group=a.group)
-    return inst.exec_interactive(cmd, env=env, cwd=a.cwd, user=a.user, group=a.group)
+        rc = exec_pty(inst, cmd, env=env, cwd=a.cwd, user=a.user, group=a.group)
+    else:
+        rc = inst.exec_interactive(cmd, env=env, cwd=a.cwd, user=a.user, group=a.group)
+    message = EXEC_ERRORS.get(rc)
+    if message is not None:
+        print(f"Error: {message}", file=sys.stderr)
+    return rc
+
+
+#: What ``lxc exec`` says for the two exit codes LXD turns into errors (the status stays the
+#: command's): 127 from a shell or ``execvp`` that found nothing to run, 126 from a file found
+#: but not executable. LXD says it for any command exiting so, and so does lxdlib.
+EXEC_ERRORS = {127: "Command not found", 126: "Command not executable"}
 
 
 # -- snapshots ----------------------------------------------------------------------------------
@@ -432,6 +585,7 @@ def cmd_restore(host: Host, a: argparse.Namespace) -> int:
 def cmd_init(host: Host, a: argparse.Namespace) -> int:
     if a.image is None:
         if a.preseed:
+            import yaml
             data = yaml.safe_load(sys.stdin.read()) or {}
             if not isinstance(data, dict):
                 raise InvalidArgument("the preseed must be a YAML mapping")

@@ -4,6 +4,13 @@ Each subcommand lives in the module named for what it manages; this module build
 opens the ``Host`` and turns every lxdlib error into one ``Error: …`` line with exit status 1 (a
 traceback only with ``--debug``), as the ``lxc`` client does.
 
+A command line builds only the parser of its own command: ``COMMANDS`` says which module
+registers each command word, so ``lxdlib list`` imports the instance verbs and nothing of the
+images, networks or storage verbs (nor what those import), and ``lxdlib --help`` lists every
+command from the table without importing any. Building every parser and importing every
+module cost about 125 ms of each invocation; the whole parser is built only where all of it
+is needed (shell completion, the tests that hold the table to it).
+
 The library only logs (under the ``lxdlib`` logger) and never decides where that goes; this
 command does: ``--verbose`` shows its INFO messages on stderr and ``--debug`` its DEBUG ones,
 like ``lxc --verbose`` and ``lxc --debug``. Without either nothing is configured, so warnings
@@ -13,31 +20,91 @@ reach stderr as Python prints them by default.
 from __future__ import annotations
 
 import argparse
-import logging
+import functools
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DiskFull, LxdlibError
+from .common import fill_verb_helps, subparsers_action, verb_helps, walk
 
 if TYPE_CHECKING:
     from ..host import Host
 
 Handler = Callable[["Host", argparse.Namespace], int | None]
+VERSION = "lxdlib 0.1.0"
+
+# The command modules, in the order the whole parser registers them (``backup`` after
+# ``images``: it joins the image store's ``housekeeping`` command).
+MODULES = ("instances", "configcmd", "images", "storage", "profiles", "networks", "remotes",
+           "hostcmd", "backup", "files", "console", "completion")
+
+# Every command word: the modules that register it, and the line ``lxdlib --help`` shows for
+# it. A command added to a module needs its line here (tests/unit/test_cli_table.py holds the
+# table to what the modules register).
+COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "init": (("instances",), "Create an instance from an image, or set this host up"),
+    "launch": (("instances",), "Create an instance from an image and start it"),
+    "start": (("instances",), "Start stopped instances, or resume frozen ones"),
+    "stop": (("instances",), "Stop running instances"),
+    "restart": (("instances",), "Stop and start running instances again"),
+    "pause": (("instances",), "Freeze the processes of running instances"),
+    "delete": (("instances",), "Delete instances or snapshots"),
+    "move": (("instances",), "Rename an instance or a snapshot, or move it to another pool"),
+    "copy": (("instances",), "Copy an instance, or make one from a snapshot"),
+    "list": (("instances",), "List the instances, with their state and addresses"),
+    "info": (("instances",), "Show the state and resources of an instance, or of the host"),
+    "exec": (("instances",), "Run a command inside an instance"),
+    "snapshot": (("instances",), "Take a snapshot of an instance"),
+    "restore": (("instances",), "Bring an instance back to one of its snapshots"),
+    "config": (("configcmd",), "Read and change instance and host settings and devices"),
+    "image": (("images",), "Manage the local images and get images from remotes"),
+    "publish": (("images",), "Make an image from an instance or a snapshot"),
+    "housekeeping": (("images", "backup"),
+                     "Run the periodic upkeep: scheduled snapshots, image expiry and updates"),
+    "storage": (("storage",), "Manage storage pools and custom volumes"),
+    "profile": (("profiles",), "Manage profiles and which instances use them"),
+    "network": (("networks",), "Manage bridges and attach instances to them"),
+    "remote": (("remotes",), "Manage the image servers (remotes) images come from"),
+    "autostart": (("hostcmd",), "Start the instances marked to start with the host"),
+    "export": (("backup",), "Write an instance (and its snapshots) to a backup file"),
+    "import": (("backup",), "Make an instance from a backup file"),
+    "recover": (("backup",), "Finish or undo operations a crash interrupted"),
+    "file": (("files",), "Copy files into and out of instances, edit and delete them"),
+    "console": (("console",), "Attach to an instance's console, or show its log"),
+    "monitor": (("console",), "Follow lifecycle events on this root"),
+    "completion": (("completion",), "Print the shell completion script (bash, zsh)"),
+    "help": ((), "Show the help of a command"),
+}
+ALIASES = {"ls": "list", "rm": "delete", "mv": "move", "cp": "copy"}
+
+_DESCRIPTION = """System containers the LXD way, with no daemon: LXD's `lxc` commands on lxdlib.
+
+The state lives in one directory (the root): --root, else $LXDLIB_ROOT, else /var/lib/lxdlib."""
+_EPILOG = """Examples:
+  lxdlib init --auto                      # a storage pool, a bridge, the default profile
+  lxdlib image build busybox --alias busybox
+  lxdlib launch busybox c1
+  lxdlib exec c1 -- sh -c 'echo hi'
+
+Run `lxdlib help <command>` (or `lxdlib <command> --help`) for a command's options and
+examples."""
 
 
 class Parser(argparse.ArgumentParser):
+    """argparse's parser with LXD's ``Error: …`` line, and descriptions and examples printed
+    as written (their line breaks are the layout)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> Any:  # argparse's own exit code 2 and usage line
         self.print_usage(sys.stderr)
         sys.stderr.write(f"Error: {message}\n")
         raise SystemExit(2)
-
-
-# Commands built alone: their parser holds only their own module's verbs, so they start without
-# importing every other command (and what it uses) and building ~100 subparsers. For ``list``,
-# which is run often and on many instances, that is most of its time.
-_ALONE = {"list": "instances", "ls": "instances"}
 
 
 def command_word(argv: Sequence[str]) -> str | None:
@@ -48,9 +115,16 @@ def command_word(argv: Sequence[str]) -> str | None:
     return argv[i] if i < len(argv) else None
 
 
+def _command_list() -> str:
+    width = max(len(w) for w in COMMANDS) + 2
+    return "\n".join(f"{w.ljust(width)}{desc}" for w, (_, desc) in sorted(COMMANDS.items()))
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every command, or only of ``command``'s module for those in ``_ALONE``."""
-    p = Parser(prog="lxdlib", description="System containers the LXD way, with no daemon.")
+    """The parser of ``command`` alone (the parsers its modules register), of no command
+    (``None``: lxdlib's own options and the list of commands, for ``--help``), or of every
+    command (``"*"``: completion and tests)."""
+    p = Parser(prog="lxdlib", description=_DESCRIPTION, epilog=_EPILOG)
     p.add_argument("--root", help="state directory (default $LXDLIB_ROOT or /var/lib/lxdlib, "
                    "made when missing); a --root must exist unless the command is init")
     p.add_argument("--debug", action="store_true",
@@ -58,39 +132,113 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show the library's information messages")
     p.add_argument("-q", "--quiet", action="store_true", help="print less")
-    p.add_argument("--version", action="version", version="lxdlib 0.1.0")
-    sub = p.add_subparsers(dest="command", metavar="<command>", parser_class=Parser)
-    if _ALONE.get(command or "") == "instances":
-        from . import instances
-        instances.register(sub)
+    p.add_argument("--version", action="version", version=VERSION)
+    sub = p.add_subparsers(dest="command", metavar="<command>", parser_class=Parser,
+                           title="commands", description=_command_list(),
+                           help="one of the commands above")
+    if command is None:
         return p
-    from . import backup as backup_cmd
-    from . import completion as completion_cmd
-    from . import configcmd, hostcmd, images, instances, networks, profiles, remotes, storage
-    from . import console as console_cmd
-    from . import files as files_cmd
-    instances.register(sub)
-    configcmd.register(sub)
-    images.register(sub)
-    storage.register(sub)
-    profiles.register(sub)
-    networks.register(sub)
-    remotes.register(sub)
-    hostcmd.register(sub)
-    backup_cmd.register(sub)  # after images: it joins the image store's housekeeping command
-    files_cmd.register(sub)
-    console_cmd.register(sub)
-    completion_cmd.register(sub, p)
-    h = sub.add_parser("help", help="show help for a command")
-    h.add_argument("topic", nargs="*")
-    h.set_defaults(func=None, no_host=True)
+    word = ALIASES.get(command, command)
+    wanted = set(MODULES) if command == "*" else set(COMMANDS[word][0]) if word in COMMANDS \
+        else set()
+    for name in MODULES:
+        if name not in wanted:
+            continue
+        module = importlib.import_module(f"{__package__}.{name}")
+        if name == "completion":
+            module.register(sub, lambda: build_parser("*"))
+        else:
+            module.register(sub)
+    if command == "*" or word == "help":
+        h = sub.add_parser("help", help=COMMANDS["help"][1])
+        h.add_argument("topic", nargs="*", metavar="<command>")
+        h.set_defaults(func=None, no_host=True)
+    _describe(p)
     return p
 
 
-def _help(parser: argparse.ArgumentParser, topic: Sequence[str]) -> int:
+def _verb_line(path: tuple[str, ...], verb: str) -> str | None:
+    """The line a group's help shows for a verb its module registered without one."""
+    from . import helptext
+    return COMMANDS[verb][1] if not path else helptext.VERBS.get(" ".join((*path, verb)))
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Give every command its one-line description and examples: a module's own ``help=``
+    stays; what is missing comes from ``COMMANDS`` (commands) and ``helptext`` (their verbs),
+    so that a group's ``--help`` lists each verb with a line, as ``lxc`` does."""
+    from . import helptext
+    for path, p in walk(parser):
+        fill_verb_helps(p, functools.partial(_verb_line, path))
+        sub = subparsers_action(p)
+        for action in verb_helps(p):
+            child = sub.choices[action.dest]
+            key = " ".join((*path, action.dest))
+            line = COMMANDS[action.dest][1] if not path and action.dest in COMMANDS \
+                else str(action.help or "")
+            child.description = child.description or line[:1].upper() + line[1:]
+            child.usage = child.usage or helptext.USAGE.get(key)
+            examples = helptext.EXAMPLES.get(key)
+            if examples and not child.epilog:
+                child.epilog = "Examples:\n" + examples.strip("\n")
+
+
+def suggest(word: str, choices: Sequence[str]) -> list[str]:
+    """What a mistyped command may have meant: the words it begins, then close spellings."""
+    import difflib
+    low = word.lower()
+    near = [c for c in choices if c.startswith(low)]
+    near += difflib.get_close_matches(low, choices, n=3, cutoff=0.6)
+    return list(dict.fromkeys(near))
+
+
+def unknown_command(word: str, where: str, choices: Sequence[str]) -> int:
+    """LXD's reply to an unknown command, with the nearest ones; exit status 1."""
+    msg = f'Error: unknown command "{word}" for "{where}"\n'
+    near = suggest(word, choices)
+    if near:
+        msg += "\nDid you mean this?\n" + "".join(f"\t{n}\n" for n in near)
+    sys.stderr.write(msg)
+    return 1
+
+
+def _check_verbs(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int | None:
+    """Refuse an unknown verb of a group (``lxdlib image lsit``) the way an unknown command
+    is refused, rather than with argparse's list of every choice."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in _GLOBAL_WITH_VALUE else 1
+    path = ["lxdlib"]
+    p = parser
+    while True:
+        sub = subparsers_action(p)
+        if sub is None or (i < len(argv) and argv[i].startswith("-")):
+            return None
+        if i == len(argv):  # a group without its verb (`lxdlib image`): its help, as lxc does
+            if len(path) == 1:
+                return None
+            p.print_help()
+            return 0
+        if argv[i] not in sub.choices:
+            names = [a.dest for a in verb_helps(p)] or list(sub.choices)
+            return unknown_command(argv[i], " ".join(path), names)
+        path.append(argv[i])
+        p = sub.choices[argv[i]]
+        i += 1
+    return None
+
+
+def _help(topic: Sequence[str]) -> int:
     if not topic:
-        parser.print_help()
+        build_parser(None).print_help()
         return 0
+    word = ALIASES.get(topic[0], topic[0])
+    if word not in COMMANDS:
+        return unknown_command(topic[0], "lxdlib", sorted(COMMANDS))
+    parser = build_parser(word)
+    rc = _check_verbs(parser, topic)
+    if rc is not None:
+        return rc
     try:
         parser.parse_args([*topic, "--help"])
     except SystemExit as e:
@@ -152,6 +300,7 @@ def setup_logging(debug: bool, verbose: bool) -> None:
     (``--verbose``). Only the command does this: the library never adds handlers."""
     if not (debug or verbose):
         return
+    import logging
     logger = logging.getLogger("lxdlib")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
@@ -162,7 +311,16 @@ def setup_logging(debug: bool, verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     head, command = split_exec(fix_config_shorthand(sys.argv[1:] if argv is None else argv))
-    parser = build_parser(command_word(head))
+    if head == ["--version"]:  # the one answer that needs no parser at all
+        print(VERSION)
+        return 0
+    word = command_word(head)
+    if word is not None and word not in COMMANDS and word not in ALIASES:
+        return unknown_command(word, "lxdlib", sorted(COMMANDS))
+    parser = build_parser(word)
+    rc = _check_verbs(parser, head)
+    if rc is not None:
+        return rc
     args = parser.parse_args(head)
     setup_logging(args.debug, args.verbose)
     if command is not None:
@@ -171,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     if args.command == "help":
-        return _help(parser, args.topic)
+        return _help(args.topic)
     if getattr(args, "no_host", False):  # e.g. `completion`: no root, no root privileges
         return int(args.func(None, args) or 0)
     if os.geteuid() != 0:

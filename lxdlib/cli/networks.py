@@ -79,7 +79,9 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
     n = host.networks.get(a.name).record()
     data = load_mapping(edit_text(output.dump_yaml({"config": n.get("config", {}),
                                                     "description": n.get("description", "")})))
-    host.networks.update(a.name, str_map(data.get("config"), "config"))
+    host.networks.update(a.name, str_map(data.get("config"), "config"),
+                         description=str(data["description"] or "") if "description" in data
+                         else None)
     return 0
 
 

@@ -9,8 +9,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import yaml
-
 FORMATS = ("table", "csv", "json", "yaml", "compact")
 
 
@@ -63,6 +61,7 @@ def emit(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], data: 
     if fmt == "json":
         print(json.dumps(data, default=str))
     elif fmt == "yaml":
+        import yaml  # here, not at the top: a table needs none of it (start-up time)
         sys.stdout.write(yaml.safe_dump(data, default_flow_style=False, sort_keys=False))
     elif fmt == "csv":
         if rows:
@@ -74,6 +73,7 @@ def emit(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], data: 
 
 
 def dump_yaml(data: Any) -> str:
+    import yaml
     return yaml.safe_dump(data, default_flow_style=False, sort_keys=False, allow_unicode=True)
 
 

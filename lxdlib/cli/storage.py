@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from . import output
-from .common import parse_kv
+from .common import edit_text, load_mapping, parse_kv, str_map
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -50,6 +50,18 @@ def cmd_show(host: Host, a: argparse.Namespace) -> int:
     d = host.pool(a.name).describe()
     d["used_by"] = _used_by(host, a.name)
     sys.stdout.write(output.dump_yaml(d))
+    return 0
+
+
+def cmd_edit(host: Host, a: argparse.Namespace) -> int:
+    """``storage edit <pool>``: what ``storage show`` prints is accepted back (``name``,
+    ``driver``, ``used_by``… are ignored, as LXD ignores them); the description may change, the
+    config only stay the same (it says where the data is)."""
+    pool = host.pools[a.name]
+    data = load_mapping(edit_text(output.dump_yaml({"config": pool.config,
+                                                    "description": pool.description})))
+    pool.update(config=str_map(data["config"], "config") if "config" in data else None,
+                description=str(data["description"] or "") if "description" in data else None)
     return 0
 
 
@@ -109,6 +121,19 @@ def cmd_volume_show(host: Host, a: argparse.Namespace) -> int:
     v = _volumes(host).get(a.pool, a.volume)
     v.pop("pool", None)
     sys.stdout.write(output.dump_yaml(v))
+    return 0
+
+
+def cmd_volume_edit(host: Host, a: argparse.Namespace) -> int:
+    """``storage volume edit <pool> <volume>``: config and description change; the rest of what
+    ``storage volume show`` prints is ignored."""
+    v = _volumes(host).get(a.pool, a.volume)
+    data = load_mapping(edit_text(output.dump_yaml({"config": v["config"],
+                                                    "description": v["description"]})))
+    _volumes(host).update(
+        a.pool, a.volume,
+        str_map(data["config"], "config") if "config" in data else None,
+        str(data["description"] or "") if "description" in data else None)
     return 0
 
 
@@ -187,6 +212,7 @@ def _register_volume(s: Any) -> None:
     x.add_argument("args", nargs="+", metavar="<key> <value> | key=value")
     verb("unset", cmd_volume_unset, "volume", "key")
     verb("get", cmd_volume_get, "volume", "key")
+    verb("edit", cmd_volume_edit, "volume")
 
 
 def register(sub: Any) -> None:
@@ -206,3 +232,6 @@ def register(sub: Any) -> None:
         x = s.add_parser(name, aliases=["rm"] if name == "delete" else [])
         x.add_argument("name")
         x.set_defaults(func=fn)
+    x = s.add_parser("edit", help="edit a storage pool's description (YAML on stdin or $EDITOR)")
+    x.add_argument("name")
+    x.set_defaults(func=cmd_edit)

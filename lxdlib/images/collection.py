@@ -82,7 +82,8 @@ class Images(Collection[Image]):
                    properties: Mapping[str, str] | None = None, public: bool = False,
                    progress: Any = None) -> Image:
         """``image import https://…``: LXD's URL protocol (``LXD-Image-URL``/``-Hash``) or a
-        plain download of the tarball."""
+        plain download of the tarball. An image already stored is not an error, as in LXD:
+        it only gets ``aliases`` (``AlreadyExists`` if one names another image)."""
         from .fetch import download_image
         return self._image(download_image(self.ctx, url, aliases=aliases, properties=properties,
                                           public=public, progress=progress))
@@ -197,10 +198,10 @@ class Images(Collection[Image]):
         """The local reference an instance made from ``ref`` uses: a local alias/fingerprint as
         is; a remote one (``images:alpine/3.19``, ``ubuntu:``) is downloaded and cached first,
         or a cached copy used, by LXD's rules."""
-        from . import cache
         remote, name = self._split(ref)
         if remote.is_local:
             return name
+        from . import cache  # the remote-image code (HTTP, TLS): only for a remote ref
         return cache.for_instance(self.ctx, remote, name, progress).fingerprint
 
     def refresh(self, ref: str, progress: Any = None) -> tuple[Image, bool]:

@@ -10,6 +10,7 @@ complete and verified. TLS uses the system CA store, or ``SSL_CERT_FILE``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import ssl
@@ -20,11 +21,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ImageError, InvalidArgument
+from ..errors import AlreadyExists, ImageError, InvalidArgument
 
 if TYPE_CHECKING:
     from ..context import Context
     from ..imagestore.store import ImageRecord
+
+log = logging.getLogger(__name__)
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
@@ -69,12 +72,32 @@ def _download(resp: Any, dest: Path, progress: Callable[[int, int], None] | None
     return h.hexdigest()
 
 
+def _have(ctx: Context, fingerprint: str, aliases: Sequence[str]) -> ImageRecord:
+    """A URL import of an image already stored is LXD's "already have it": the image stays as
+    it is and gets the new aliases. An alias that names another image is refused before any is
+    added; one that already names this image is fine (importing twice is not an error)."""
+    store = ctx.images
+    table = store.aliases()
+    for name in aliases:
+        if name in table and table[name]["target"] != fingerprint:
+            raise AlreadyExists("image alias", name)
+    for name in aliases:
+        if name not in table:
+            store.alias_create(name, fingerprint)
+    log.debug("image %s is already stored: aliases %s added", fingerprint[:12], list(aliases))
+    return store.get(fingerprint)
+
+
 def download_image(ctx: Context, url: str, *, aliases: Sequence[str] = (),
                    properties: Mapping[str, str] | None = None, public: bool = False,
                    progress: Callable[[int, int], None] | None = None) -> ImageRecord:
+    """Download the image at ``url`` and import it; one already stored (known by the hash the
+    server announces, or by the downloaded file's) only gets ``aliases``, as LXD does."""
     with _open(url) as resp:
         image_url = resp.headers.get("LXD-Image-URL")
         expected = (resp.headers.get("LXD-Image-Hash") or "").lower() or None
+        if image_url and expected and _HEX64.match(expected) and ctx.images.exists(expected):
+            return _have(ctx, expected, aliases)  # nothing to download
         with tempfile.TemporaryDirectory(dir=ctx.paths.run, prefix="download-") as tmp:
             dest = Path(tmp) / "image"
             if image_url:
@@ -88,6 +111,8 @@ def download_image(ctx: Context, url: str, *, aliases: Sequence[str] = (),
                 got = _download(resp, dest, progress)
             if expected is not None and got != expected:
                 raise ImageError(f"{url}: hash mismatch (expected {expected}, got {got})")
+            if ctx.images.exists(got):
+                return _have(ctx, got, aliases)
             name = Path(urllib.request.url2pathname(url.split("?", 1)[0])).name
             if name in ("", ".", ".."):
                 name = "image"

@@ -127,6 +127,9 @@ def ensure_zfs_daemon(paths: Paths, timeout: float = 30.0) -> int | None:
         pidfile = paths.run / f"{DAEMON}.pid"
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()  # zfs-fuse refuses to start over a stale pid file
+        # zfs-fuse takes its lock in /var/lock/zfs and exits when it cannot; /var/lock points
+        # into /run, which only systemd-tmpfiles fills at boot (absent on minimal systems)
+        os.makedirs(os.path.realpath("/var/lock"), mode=0o755, exist_ok=True)
         proc = run([DAEMON, "--no-kstat-mount", "--pidfile", str(pidfile)], check=False)
         deadline = time.monotonic() + timeout
         pid: int | None = None
@@ -139,7 +142,9 @@ def ensure_zfs_daemon(paths: Paths, timeout: float = 30.0) -> int | None:
             if _daemon_pids():  # another root's lxdlib started one at the same moment
                 _wait_ready(timeout)
                 return None
-            raise StorageError(f"zfs-fuse did not start: {proc.stderr.strip() or proc.stdout}")
+            why = (proc.stderr or proc.stdout or "").strip() or (
+                f"exit status {proc.returncode}; it reports to syslog only")
+            raise StorageError(f"zfs-fuse did not start: {why}")
         _wait_ready(max(1.0, deadline - time.monotonic()))
         log.info("started the zfs-fuse daemon (pid %d, pid file %s)", pid, pidfile)
         return pid

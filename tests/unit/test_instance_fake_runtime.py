@@ -61,13 +61,20 @@ def test_a_config_liblxc_refuses_reads_as_error(tmp_path: Path,
 
 @pytest.mark.parametrize(("version", "items", "expected"), [
     (2, {"memory.current": "1048576\n", "cpu.stat": "usage_usec 1500\nuser_usec 1000\n",
-         "pids.current": "3\n"},
-     {"memory_usage": 1048576, "cpu_usage_ns": 1500000, "processes": 3}),
-    (2, {}, {"memory_usage": None, "cpu_usage_ns": None, "processes": None}),
-    (1, {"memory.usage_in_bytes": "2048", "cpuacct.usage": "77", "pids.current": "1"},
-     {"memory_usage": 2048, "cpu_usage_ns": 77, "processes": 1}),
+         "pids.current": "3\n", "memory.peak": "4194304\n", "memory.swap.current": "0\n"},
+     {"memory_usage": 1048576, "cpu_usage_ns": 1500000, "processes": 3,
+      "memory_usage_peak": 4194304, "swap_usage": 0, "swap_usage_peak": None}),
+    (2, {}, {"memory_usage": None, "cpu_usage_ns": None, "processes": None,
+             "memory_usage_peak": None, "swap_usage": None, "swap_usage_peak": None}),
+    # v1: swap is memsw minus memory, for the current figure and for the peak
+    (1, {"memory.usage_in_bytes": "2048", "cpuacct.usage": "77", "pids.current": "1",
+         "memory.max_usage_in_bytes": "8192", "memory.memsw.usage_in_bytes": "3072",
+         "memory.memsw.max_usage_in_bytes": "10240"},
+     {"memory_usage": 2048, "cpu_usage_ns": 77, "processes": 1, "memory_usage_peak": 8192,
+      "swap_usage": 1024, "swap_usage_peak": 2048}),
     (2, {"memory.current": "garbage", "pids.current": ""},
-     {"memory_usage": None, "cpu_usage_ns": None, "processes": None}),
+     {"memory_usage": None, "cpu_usage_ns": None, "processes": None,
+      "memory_usage_peak": None, "swap_usage": None, "swap_usage_peak": None}),
 ])
 def test_cgroup_usage(monkeypatch: pytest.MonkeyPatch, version: int, items: dict[str, str],
                       expected: dict[str, Any]) -> None:

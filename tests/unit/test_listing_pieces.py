@@ -382,7 +382,10 @@ NET = {
         {"family": "inet6", "address": "fd42::5", "netmask": "64", "scope": "global"},
         {"family": "inet6", "address": "fe80::1", "netmask": "64", "scope": "link"}]},
     "eth1": {"addresses": [
-        {"family": "inet", "address": "192.168.1.9", "netmask": "24", "scope": "global"}]},
+        {"family": "inet", "address": "192.168.1.9", "netmask": "24", "scope": "global"},
+        {"family": "inet6", "address": "fe80::2", "netmask": "64", "scope": "link"}]},
+    "lo0": {"type": "loopback", "addresses": [
+        {"family": "inet6", "address": "fd00::1", "netmask": "128", "scope": "global"}]},
     "lo": {"addresses": [
         {"family": "inet", "address": "127.0.0.1", "netmask": "8", "scope": "local"},
         {"family": "inet", "address": "10.9.9.9", "netmask": "32", "scope": "global"}]},
@@ -390,7 +393,8 @@ NET = {
 
 
 @pytest.mark.parametrize(("family", "expected"), [
-    ("inet", [("10.0.0.5", "eth0"), ("192.168.1.9", "eth1")]),
+    # LXD's order: the "<address> (<interface>)" texts in reverse
+    ("inet", [("192.168.1.9", "eth1"), ("10.0.0.5", "eth0")]),
     ("inet6", [("fd42::5", "eth0")]),  # no fe80::
 ])
 def test_global_addresses(family: str, expected: list[tuple[str, str]]) -> None:

@@ -1,0 +1,98 @@
+"""What each command line imports: nothing it does not use. Start-up time is what a CLI
+invocation mostly costs, and it is set by the imports, so these tests pin them (and time
+nothing): ``--version`` and ``--help`` import no command module, ``list`` on an empty root
+neither the façade nor the listing, and a ``launch`` from a local image no remote-image code
+(HTTP, TLS, simplestreams)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REMOTE = {"ssl", "http.client", "urllib.request", "lxdlib.imagestore.simplestreams",
+          "lxdlib.images.cache"}
+COMMAND_MODULES = {f"lxdlib.cli.{m}" for m in (
+    "instances", "configcmd", "images", "storage", "profiles", "networks", "remotes",
+    "hostcmd", "backup", "files", "console", "completion")}
+
+# runs main() in a fresh interpreter and prints the modules it imported, as JSON
+_RUN = """
+import json, sys
+from lxdlib.cli import main as m
+{patch}
+try:
+    rc = m.main(sys.argv[1:])
+except SystemExit as e:
+    rc = e.code
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def imported(*argv: str, patch: str = "") -> set[str]:
+    r = subprocess.run([sys.executable, "-c", _RUN.format(patch=patch), *argv],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return set(json.loads(r.stdout.splitlines()[-1]))
+
+
+def lxdlib_modules(mods: set[str]) -> set[str]:
+    return {m for m in mods if m.startswith("lxdlib")}
+
+
+def test_version_imports_nothing_more() -> None:
+    mods = imported("--version")
+    assert lxdlib_modules(mods) <= {"lxdlib", "lxdlib.errors", "lxdlib.cli", "lxdlib.cli.main",
+                                    "lxdlib.cli.common"}
+    assert not mods & (REMOTE | {"yaml", "attrs", "logging"})
+
+
+@pytest.mark.parametrize("argv", [["--help"], [], ["help"]])
+def test_help_imports_no_command(argv: list[str]) -> None:
+    mods = imported(*argv)
+    assert not mods & (REMOTE | COMMAND_MODULES | {"yaml", "attrs", "lxdlib.host"})
+
+
+@pytest.mark.parametrize(("command", "module"), [
+    ("profile", "profiles"), ("image", "images"), ("config", "configcmd"), ("file", "files"),
+    ("network", "networks"), ("storage", "storage"), ("remote", "remotes"),
+    ("console", "console"), ("launch", "instances")])
+def test_one_command_imports_its_module_only(command: str, module: str) -> None:
+    """A command's help needs its own module; none imports the Host, YAML or remote code at
+    its top (they are imported by the verbs that use them)."""
+    mods = imported(command, "--help")
+    assert mods & COMMAND_MODULES == {f"lxdlib.cli.{module}"}
+    assert not mods & (REMOTE | {"lxdlib.host", "yaml"})
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the command runs as root")
+
+
+@needs_root
+def test_list_of_empty_root(tmp_path: Path) -> None:
+    (tmp_path / "containers").mkdir()
+    mods = imported("--root", str(tmp_path), "list")
+    assert mods & COMMAND_MODULES == {"lxdlib.cli.instances"}
+    assert not mods & (REMOTE | {"lxdlib.host", "lxdlib.listing", "lxc"})
+
+
+@needs_root
+def test_local_launch_imports_no_remote_code(tmp_path: Path) -> None:
+    """Everything a local ``launch`` runs before creating the instance: the parser, the
+    Host, the image reference resolved. The creation itself is cut off here (it needs
+    liblxc and a pool: the integration tests run it)."""
+    patch = """
+import lxdlib.host
+def create(self, image, name, **kw):
+    assert image == "busybox", image
+    raise SystemExit(0)
+lxdlib.host.Host.create = create
+"""
+    mods = imported("--root", str(tmp_path), "launch", "busybox", "c1", "-q", patch=patch)
+    assert {"lxdlib.images.collection", "lxdlib.imagestore.store"} <= mods  # it resolved
+    assert not mods & REMOTE
+    assert mods & COMMAND_MODULES == {"lxdlib.cli.instances"}

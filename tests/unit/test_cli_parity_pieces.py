@@ -1,0 +1,66 @@
+"""The pure pieces of the CLI's LXD parity (issue 13): empty edits refused, LXD's SI units for
+network counters, exec's messages, the instance state's shape for a stopped instance."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from lxdlib.cli import common
+from lxdlib.cli import instances as cli
+from lxdlib.errors import InvalidArgument
+from lxdlib.listing import Listed
+from lxdlib.record import InstanceRecord
+
+
+@pytest.mark.parametrize("text", ["", "\n", "   \n", "# only a comment\n", "---\n"])
+def test_an_empty_edit_is_refused(text: str) -> None:
+    with pytest.raises(InvalidArgument, match="empty"):
+        common.load_mapping(text)
+
+
+def test_an_explicit_empty_mapping_is_still_a_mapping() -> None:
+    assert common.load_mapping("{}") == {}
+    assert common.load_mapping("config: {}\n") == {"config": {}}
+    with pytest.raises(InvalidArgument, match="mapping"):
+        common.load_mapping("- a\n")
+
+
+@pytest.mark.parametrize(("n", "text"), [
+    (0, "0B"), (999, "999B"), (1000, "1.00kB"), (2304, "2.30kB"), (1_500_000, "1.50MB"),
+    (999_999_999, "1000.00MB"), (3 * 10**12, "3.00TB"),
+])
+def test_si_size_matches_lxds_counters(n: int, text: str) -> None:
+    assert cli.si_size(n) == text
+
+
+def test_exec_messages_are_lxds() -> None:
+    assert cli.EXEC_ERRORS == {127: "Command not found", 126: "Command not executable"}
+
+
+class _NoPool:
+    """A host whose pool cannot say the disk usage (``instance_state`` then leaves it out)."""
+
+    class instances:  # stands in for the collection
+        @staticmethod
+        def get(name: str) -> Any:
+            raise OSError("no such instance here")
+
+
+def test_stopped_instance_state_has_lxds_zeros() -> None:
+    rec = InstanceRecord(name="c1", architecture="x86_64",
+                         created_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC), pool="default")
+    state = cli.instance_state(_NoPool(), Listed("c1", "STOPPED", -1, rec),  # type: ignore[arg-type]
+                               rec, None, {"memory_usage": 5})
+    assert state == {"status": "Stopped", "status_code": 102, "disk": {},
+                     "memory": {"usage": 0, "usage_peak": 0, "swap_usage": 0,
+                                "swap_usage_peak": 0},
+                     "network": None, "pid": 0, "processes": 0, "cpu": {"usage": 0}}
+
+
+def test_api_times_are_utc_with_z() -> None:
+    t = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert cli.api_time(t, cli.ZERO_TIME) == "2026-01-02T01:04:05Z"
+    assert cli.api_time(None, cli.NEVER_USED) == "1970-01-01T00:00:00Z"
