@@ -80,6 +80,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     backup_cmd.register(sub)  # after images: it joins the image store's housekeeping command
     files_cmd.register(sub)
     console_cmd.register(sub)
+    __import__(f"{__package__}.migratecmd", fromlist=["register"]).register(sub)  # hidden
     completion_cmd.register(sub, p)
     h = sub.add_parser("help", help="show help for a command")
     h.add_argument("topic", nargs="*")
