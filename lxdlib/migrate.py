@@ -249,7 +249,7 @@ _TYPED_ERRORS = {c.__name__: c for c in (NotFound, AlreadyExists, errors.Invalid
                                           errors.InvalidName, errors.IdmapNotAllowed)}
 
 
-def _error_doc(e: BaseException) -> dict[str, str]:
+def error_doc(e: BaseException) -> dict[str, str]:
     return {"type": type(e).__name__, "message": str(e)}
 
 
@@ -508,7 +508,7 @@ def receive_instance(ctx: Context, inp: BinaryIO, out: BinaryIO, name: str | Non
     except BaseException as e:
         if not isinstance(e, ChannelClosed):
             with contextlib.suppress(Exception):
-                ch.send({"error": _error_doc(e)})
+                ch.send({"error": error_doc(e)})
         raise
 
 
@@ -783,30 +783,35 @@ def _receive_stream(part: _Part, into: Path, ours: dict[str, Path], owners: rang
     before = set(os.listdir(into))
     with tempfile.TemporaryFile() as err, subprocess.Popen(
             ["btrfs", "receive", "-q", "-e", "-C", str(into)], stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL, stderr=err) as proc:
+            stdout=subprocess.DEVNULL, stderr=err, bufsize=CHUNK) as proc:
         assert proc.stdin is not None
-        feed = io.BufferedWriter(proc.stdin, CHUNK)  # type: ignore[arg-type]
+
+        def failed() -> errors.StorageError:
+            proc.kill()
+            proc.wait()
+            _remove_new(into, before)
+            err.seek(0)
+            return errors.StorageError(f"btrfs receive of {what} failed: "
+                                       f"{err.read()[-2000:].decode(errors='replace').strip()}")
+
         try:
             info = sendstream.check(io.BufferedReader(part, CHUNK), ours, owners,
-                                    forward=feed)  # type: ignore[arg-type]
-            feed.flush()
+                                    forward=proc.stdin)  # type: ignore[arg-type]
             proc.stdin.close()
         except UnsafeStream as e:
             proc.kill()
             proc.wait()
             _remove_new(into, before)
             raise UnsafeStream(f"{what}: {e}") from None
+        except BrokenPipeError:  # btrfs receive gave up: its error says why
+            raise failed() from None
         except BaseException:
             proc.kill()
             proc.wait()
             _remove_new(into, before)
             raise
-        code = proc.wait()
-        if code != 0:
-            err.seek(0)
-            _remove_new(into, before)
-            raise errors.StorageError(f"btrfs receive of {what} failed: "
-                                      f"{err.read()[-2000:].decode(errors='replace').strip()}")
+        if proc.wait() != 0:
+            raise failed()
     new = sorted(set(os.listdir(into)) - before)
     if len(new) != 1:
         raise errors.StorageError(f"a btrfs stream made {len(new)} subvolumes, expected one")
