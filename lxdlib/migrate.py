@@ -148,8 +148,23 @@ class Channel:
             if payload:
                 self.out.write(payload)
         except (BrokenPipeError, ConnectionResetError) as e:
-            raise ChannelClosed(f"the other side closed the connection: {e}") from None
+            raise self._why(e) from None
         self.sent += _FRAME.size + len(payload)
+
+    def _why(self, e: OSError) -> LxdlibError:
+        """The other side stopped reading: the error it said before it went, if it did (it
+        closes its end only when it exits, so what it wrote can be read to the end)."""
+        closed = ChannelClosed(f"the other side closed the connection: {e}")
+        try:
+            while True:
+                kind, size = self.frame()
+                payload = self._exact(size)
+                if kind == b"J":
+                    msg = json.loads(payload)
+                    if isinstance(msg, dict) and "error" in msg:
+                        return _error_from(msg["error"])
+        except Exception:
+            return closed
 
     def send(self, message: dict[str, Any]) -> None:
         self._write(b"J", json.dumps(message).encode())
@@ -165,7 +180,7 @@ class Channel:
         try:
             self.out.flush()
         except (BrokenPipeError, ConnectionResetError) as e:
-            raise ChannelClosed(f"the other side closed the connection: {e}") from None
+            raise self._why(e) from None
 
     def _exact(self, n: int) -> bytes:
         data = self.inp.read(n)
@@ -350,12 +365,9 @@ def send_instance(ctx: Context, name: str, inp: BinaryIO, out: BinaryIO, *,
         with locked(ctx, name):
             rec = inst.record()
             pool = inst._pool(rec)
-            try:
-                ack = _send_locked(ctx, ch, inst, rec, pool, instance_only=instance_only,
-                                   refresh=refresh, move=move, start=stopped_here,
-                                   running=running)
-            except ChannelClosed as e:
-                raise _peer_error(ch, e) from None
+            ack = _send_locked(ctx, ch, inst, rec, pool, instance_only=instance_only,
+                               refresh=refresh, move=move, start=stopped_here,
+                               running=running)
             if move:
                 inst._delete_locked(rec)
                 ctx.events.emit("instance-moved", name, to=str(ack.get("name")))
@@ -365,20 +377,6 @@ def send_instance(ctx: Context, name: str, inp: BinaryIO, out: BinaryIO, *,
                 inst.start()
         raise
     return Outcome(str(ack.get("name") or name), bool(ack.get("started")), ch.sent)
-
-
-def _peer_error(ch: Channel, closed: ChannelClosed) -> LxdlibError:
-    """Why the receiver hung up, when it said so before it went (else ``closed``)."""
-    try:
-        while True:
-            kind, size = ch.frame()
-            payload = ch._exact(size)
-            if kind == b"J":
-                msg = json.loads(payload)
-                if isinstance(msg, dict) and "error" in msg:
-                    return _error_from(msg["error"])
-    except Exception:
-        return closed
 
 
 def _send_locked(ctx: Context, ch: Channel, inst: InstanceCore, rec: InstanceRecord,
@@ -787,8 +785,7 @@ def _receive_stream(part: _Part, into: Path, ours: dict[str, Path], owners: rang
         assert proc.stdin is not None
 
         def failed() -> errors.StorageError:
-            proc.kill()
-            proc.wait()
+            _abort(proc)
             _remove_new(into, before)
             err.seek(0)
             return errors.StorageError(f"btrfs receive of {what} failed: "
@@ -799,15 +796,13 @@ def _receive_stream(part: _Part, into: Path, ours: dict[str, Path], owners: rang
                                     forward=proc.stdin)  # type: ignore[arg-type]
             proc.stdin.close()
         except UnsafeStream as e:
-            proc.kill()
-            proc.wait()
+            _abort(proc)
             _remove_new(into, before)
             raise UnsafeStream(f"{what}: {e}") from None
         except BrokenPipeError:  # btrfs receive gave up: its error says why
             raise failed() from None
         except BaseException:
-            proc.kill()
-            proc.wait()
+            _abort(proc)
             _remove_new(into, before)
             raise
         if proc.wait() != 0:
@@ -816,6 +811,16 @@ def _receive_stream(part: _Part, into: Path, ours: dict[str, Path], owners: rang
     if len(new) != 1:
         raise errors.StorageError(f"a btrfs stream made {len(new)} subvolumes, expected one")
     return into / new[0], info
+
+
+def _abort(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a consumer and drop what is still buffered for it (closing its stdin later would
+    try to write that and fail)."""
+    proc.kill()
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    proc.wait()
 
 
 def _remove_new(into: Path, before: set[str]) -> None:
@@ -868,9 +873,11 @@ def _extract(part: _Part, dest: Path, what: str) -> None:
                 proc.stdin.write(chunk)
             proc.stdin.close()
         except BrokenPipeError:  # tar gave up: its error says why
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
             part.drain()
         except BaseException:
-            proc.kill()
+            _abort(proc)
             raise
         code = proc.wait()
         if code != 0:

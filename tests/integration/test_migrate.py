@@ -102,7 +102,7 @@ def _clean(h: lxdlib.Host, name: str) -> None:
     fresh = _fresh(h)
     fresh.instances.list()  # the first call of a process recovers leftovers
     assert not fresh.ctx.paths.instance_dir(name).exists()
-    for pool in ("default", "dp"):
+    for pool in fresh.pool_names():
         assert not _volume(fresh, name, pool).exists()
         assert not _snapdir(fresh, name, pool).exists()
     leftovers = [e for e in os.listdir(_snapdir(fresh, "x").parent) if e.startswith(".")]
