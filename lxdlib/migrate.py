@@ -40,6 +40,7 @@ owners land in the receiving instance's id map; a copy gets a fresh identity (uu
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import json
@@ -107,7 +108,7 @@ from .record import InstanceRecord
 from .state import lock
 from .storage.base import PoolDriver, close_volume_dir
 from .storage.dir import SNAPSHOTS
-from .storage.loop import TMP, storage_errors, temp_name
+from .storage.loop import TMP, run, storage_errors, temp_name
 
 if TYPE_CHECKING:
     from .context import Context
@@ -175,6 +176,38 @@ class Channel:
 
     def end_part(self) -> None:
         self._write(b"E", b"")
+
+    def raw(self, data: bytes | memoryview) -> None:
+        """Bytes outside any frame: a btrfs stream, which ends itself (its ``end`` command)."""
+        try:
+            self.out.write(data)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise self._why(e) from None
+        self.sent += len(data)
+
+    def copy_from(self, fd: int) -> None:
+        """Everything readable from the pipe ``fd`` as raw bytes, spliced in the kernel when
+        the channel is a file descriptor (no copy through this process)."""
+        self.flush()
+        try:
+            dst: int | None = self.out.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            dst = None
+        while dst is not None:
+            try:
+                n = os.splice(fd, dst, CHUNK)
+            except (BrokenPipeError, ConnectionResetError) as e:
+                raise self._why(e) from None
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                dst = None  # not spliceable: copied below
+                break
+            if n == 0:
+                return
+            self.sent += n
+        while chunk := os.read(fd, CHUNK):
+            self.raw(chunk)
 
     def flush(self) -> None:
         try:
@@ -439,6 +472,25 @@ def _pump(ch: Channel, argv: Sequence[str], what: str) -> None:
     ch.end_part()
 
 
+def _pump_raw(ch: Channel, argv: Sequence[str], what: str) -> None:
+    """Run ``btrfs send`` into the channel as it is (the stream delimits itself). A failure
+    cuts the stream short, which the receiver refuses; the error is raised here."""
+    with tempfile.TemporaryFile() as err, subprocess.Popen(
+            list(argv), stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        try:
+            ch.copy_from(proc.stdout.fileno())
+        except BaseException:
+            proc.kill()
+            raise
+        proc.stdout.close()
+        if proc.wait() != 0:
+            err.seek(0)
+            raise LxdlibError(f"{what} failed: "
+                              f"{err.read()[-2000:].decode(errors='replace').strip()}")
+    ch.flush()
+
+
 def _send_btrfs(ch: Channel, pool: PoolDriver, name: str, snaps: Sequence[str],
                 reuse: set[str]) -> None:
     parent: Path | None = None
@@ -446,12 +498,12 @@ def _send_btrfs(ch: Channel, pool: PoolDriver, name: str, snaps: Sequence[str],
         path = pool.volume_path(SNAPSHOTS, f"{name}/{s}")
         ch.send({"part": "snapshot", "name": s, "reuse": s in reuse})
         if s not in reuse:
-            _pump(ch, transfer.btrfs_send_argv(path, parent), f"btrfs send of {name}/{s}")
+            _pump_raw(ch, transfer.btrfs_send_argv(path, parent), f"btrfs send of {name}/{s}")
             journal.crashpoint("migrate.snapshot-sent")
         parent = path
     with transfer.btrfs_temp_snapshot(pool, name) as live:
         ch.send({"part": "live"})
-        _pump(ch, transfer.btrfs_send_argv(live, parent), f"btrfs send of {name}")
+        _pump_raw(ch, transfer.btrfs_send_argv(live, parent), f"btrfs send of {name}")
 
 
 def _send_tar(ctx: Context, ch: Channel, pool: PoolDriver, name: str, snaps: Sequence[str],
@@ -738,8 +790,7 @@ def _receive_btrfs(ctx: Context, ch: Channel, plan: _Plan, vol: str) -> dict[str
                     btrfsutil.set_subvolume_read_only(final, True)
                 ours[str(ident["uuid"])] = final
                 continue
-            received, info = _receive_stream(ch.part(), final.parent, ours, owners,
-                                             f"snapshot {s}")
+            received, info = _receive_stream(ch, final.parent, ours, owners, f"snapshot {s}")
             made.append(received)
             check_received(received, info, ours, f"snapshot {s}")
             check_volume(received, f"snapshot {s}")
@@ -748,13 +799,17 @@ def _receive_btrfs(ctx: Context, ch: Channel, plan: _Plan, vol: str) -> dict[str
             ours[info.uuid] = final
             journal.crashpoint("migrate.snapshot-received")
         _next_part(ch, "live")
-        received, info = _receive_stream(ch.part(), recv, ours, owners, "the instance volume")
+        received, info = _receive_stream(ch, recv, ours, owners, "the instance volume")
         check_received(received, info, ours, "the instance volume")
         check_volume(received, "the instance volume")
 
         def make(tmp: Path) -> None:
+            # the received subvolume itself becomes the volume: writable (which also drops its
+            # received uuid) and moved, rather than snapshotted, which would first write back
+            # everything just received
             with storage_errors(f"cannot create instance volume {vol!r}"):
-                btrfsutil.create_snapshot(received, tmp, read_only=False)
+                run(["btrfs", "property", "set", "-f", "-ts", str(received), "ro", "false"])
+                os.rename(received, tmp)
             close_volume_dir(tmp, 0)  # the stream's mode for it is not to be trusted
 
         d._build(pool.volume_path("containers", vol), make, "instance volume", vol)
@@ -775,9 +830,23 @@ def _receive_btrfs(ctx: Context, ch: Channel, plan: _Plan, vol: str) -> dict[str
             d._remove(recv)
 
 
-def _receive_stream(part: _Part, into: Path, ours: dict[str, Path], owners: range,
+class _FdWriter:
+    """Writes straight to a pipe (each checked command once, no buffer to copy it into)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        return len(data)
+
+
+def _receive_stream(ch: Channel, into: Path, ours: dict[str, Path], owners: range,
                     what: str) -> tuple[Path, sendstream.StreamInfo]:
-    """One btrfs stream into ``into``: each command checked before ``btrfs receive`` gets it."""
+    """One btrfs stream from the channel into ``into``: each command is checked before
+    ``btrfs receive`` gets it."""
     before = set(os.listdir(into))
     with tempfile.TemporaryFile() as err, subprocess.Popen(
             ["btrfs", "receive", "-q", "-e", "-C", str(into)], stdin=subprocess.PIPE,
@@ -792,8 +861,8 @@ def _receive_stream(part: _Part, into: Path, ours: dict[str, Path], owners: rang
                                        f"{err.read()[-2000:].decode(errors='replace').strip()}")
 
         try:
-            info = sendstream.check(io.BufferedReader(part, CHUNK), ours, owners,
-                                    forward=proc.stdin)  # type: ignore[arg-type]
+            info = sendstream.check(ch.inp, ours, owners, alone=False,
+                                    forward=_FdWriter(proc.stdin.fileno()))  # type: ignore
             proc.stdin.close()
         except UnsafeStream as e:
             _abort(proc)
@@ -912,7 +981,7 @@ def _other_side(argv: Sequence[str]) -> Iterator[subprocess.Popen[bytes]]:
     closed (it sees the end of the conversation, or a write that fails) and it is waited for."""
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=err)
+                                stderr=err, bufsize=CHUNK)
         try:
             yield proc
         finally:

@@ -99,12 +99,14 @@ def _read(f: BinaryIO, n: int, what: str) -> bytes:
     return data
 
 
-def commands(f: BinaryIO, forward: BinaryIO | None = None) -> Iterator[Command]:
+def commands(f: BinaryIO, forward: BinaryIO | None = None, *,
+             alone: bool = True) -> Iterator[Command]:
     """The commands of the stream in ``f`` up to and including ``end``; ``UnsafeStream`` for a
     stream that is truncated, has data after ``end`` or anything this parser does not know.
 
     With ``forward``, each command's bytes are written there once the consumer asks for the next
-    one (it accepted this one): a receiver fed this way only ever sees checked commands."""
+    one (it accepted this one): a receiver fed this way only ever sees checked commands.
+    ``alone=False``: ``f`` goes on after the stream (a channel), so reading stops at ``end``."""
     head = _read(f, len(MAGIC), "header")
     if head != MAGIC:
         raise UnsafeStream("not a btrfs send stream")
@@ -127,7 +129,7 @@ def commands(f: BinaryIO, forward: BinaryIO | None = None) -> Iterator[Command]:
             forward.write(raw_head)
             forward.write(body)
         if cmd == END:
-            if f.read(1):
+            if alone and f.read(1):
                 raise UnsafeStream("data after the end of the btrfs stream")
             return
 
@@ -181,13 +183,13 @@ def _path(raw: bytes, what: str) -> str:
 
 
 def check(f: BinaryIO, known: Collection[str] = (), root_owners: range = range(0),
-          forward: BinaryIO | None = None) -> StreamInfo:
+          forward: BinaryIO | None = None, *, alone: bool = True) -> StreamInfo:
     """Check the stream in ``f``; ``known`` are the uuids of the streams of the same backup
     received before it, the only subvolumes it may start from or clone from; ``root_owners``
     the host uids besides 0 that may own the volume's own directory (the range lxdlib maps
-    containers' ids into). ``forward`` gets each command once it passed (see ``commands``)."""
+    containers' ids into). ``forward`` and ``alone`` as for ``commands``."""
     info: StreamInfo | None = None
-    for c in commands(f, forward):
+    for c in commands(f, forward, alone=alone):
         if info is None:
             if c.cmd not in (SUBVOL, SNAPSHOT):
                 raise UnsafeStream(f"a btrfs stream must begin with a subvolume, not {c.name}")

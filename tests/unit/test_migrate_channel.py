@@ -70,3 +70,18 @@ def test_wrong_frames_are_refused() -> None:
         _reader(b"Q\x00\x00\x00\x00").receive()
     with pytest.raises(UnsafeStream):
         _reader(b"J\x00\x00\x00\x02[]").receive()
+
+
+def test_copy_from_a_pipe_into_a_buffer() -> None:
+    """Where the channel is no file descriptor, the bytes are copied (else spliced)."""
+    import os
+    r, w = os.pipe()
+    os.write(w, b"btrfs-stream\0" * 100)
+    os.close(w)
+    ch, out = _pair()
+    try:
+        ch.copy_from(r)
+    finally:
+        os.close(r)
+    assert out.getvalue() == b"btrfs-stream\0" * 100
+    assert ch.sent == len(out.getvalue())
