@@ -7,7 +7,10 @@ commands): ``[sys.executable, "-m", "lxdlib", "--root", R]`` on this machine, or
 lxdlib --root R`` — its stdin and stdout are the channel. :func:`copy_between` starts the sides.
 
 The channel carries frames (one type byte, a 4-byte length, the payload): ``J`` a JSON message,
-``D`` a chunk of volume data, ``E`` the end of one volume's data. The conversation:
+``D`` a chunk of a volume's tar stream, ``E`` the end of that volume. A btrfs send stream goes
+unframed right after its part's message (it ends itself with its ``end`` command, and the
+receiver parses every command anyway): the sender splices it from ``btrfs send`` into the
+channel without copying it through Python. The conversation:
 
 1. sender → ``header``: protocol version, the instance's record (config, devices, profiles,
    snapshots), its pool's driver, ``refresh``/``move``/``start`` and, from btrfs, each snapshot's
