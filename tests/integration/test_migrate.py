@@ -17,6 +17,7 @@ import io
 import os
 import secrets
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
@@ -501,8 +502,11 @@ def test_sender_killed_mid_stream(host: lxdlib.Host, other: lxdlib.Host) -> None
     _clean(host, "mig-dst")
 
 
-def test_dropped_pipe(host: lxdlib.Host, other: lxdlib.Host) -> None:
-    """Both sides are processes; the connection between them is cut after 64 KiB of data."""
+@pytest.mark.parametrize("how", ["dropped-pipe", "kill-receiver", "kill-sender"])
+def test_cut_mid_stream(host: lxdlib.Host, other: lxdlib.Host, how: str) -> None:
+    """Both sides are processes talking through this test, which cuts the connection after
+    64 KiB of volume data, or kills one side there with SIGKILL (a move: the source must
+    stay)."""
     _source(host, big=4 * 1024 * 1024)
     send = subprocess.Popen(migrate.send_argv(_argv(host), A_NAME, move=True),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -511,9 +515,7 @@ def test_dropped_pipe(host: lxdlib.Host, other: lxdlib.Host) -> None:
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     assert send.stdout and send.stdin and recv.stdout and recv.stdin
-    # the receiver's answers reach the sender whole; the sender's data is cut
-    header = _frames(send.stdout, recv.stdin, 1)
-    assert header
+    assert _frames(send.stdout, recv.stdin, 1)  # header
     _frames(recv.stdout, send.stdin, 1)  # accept
     copied = 0
     while copied < 64 * 1024:
@@ -521,13 +523,25 @@ def test_dropped_pipe(host: lxdlib.Host, other: lxdlib.Host) -> None:
         if not chunk:
             break
         recv.stdin.write(chunk)
+        recv.stdin.flush()
         copied += len(chunk)
+    assert copied >= 64 * 1024
+    if how == "kill-receiver":
+        os.kill(recv.pid, signal.SIGKILL)
+        recv.wait()
+    elif how == "kill-sender":
+        os.kill(send.pid, signal.SIGKILL)
+        send.wait()
     for f in (recv.stdin, send.stdout, send.stdin, recv.stdout):
         with contextlib.suppress(Exception):
             f.close()
     assert send.wait(timeout=60) != 0
     assert recv.wait(timeout=60) != 0
     _intact(host)
+    _fresh(host).instances.list()  # the source's next call settles what its sender left
+    assert not (host.ctx.paths.instance_dir(A_NAME) / ".pending.yaml").exists()
+    leftovers = [e for e in os.listdir(_snapdir(host, A_NAME)) if e.startswith(".")]
+    assert leftovers == []
     _nothing_visible(other, A_NAME)
     _clean(other, A_NAME)
 
