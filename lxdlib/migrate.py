@@ -387,11 +387,14 @@ def send_instance(ctx: Context, name: str, inp: BinaryIO, out: BinaryIO, *,
     """
     ch = Channel(inp, out)
     inst = InstanceCore(ctx, name)
-    inst.record()  # NotFound before anything is said
+    first = inst.record()  # NotFound before anything is said
     running = inst.state != "STOPPED"
     if running and not stateless:
         raise WrongState(f"The instance {name!r} is running: live migration is not supported, "
                          "use --stateless (a move stops it, sends it and starts it there)")
+    if running and move and first.ephemeral:
+        raise WrongState(f"The instance {name!r} is ephemeral: stopping it for the move would "
+                         "delete it; copy it (--stateless) instead")
     stopped_here = False
     if move and running:
         inst.stop(timeout=30)
@@ -603,6 +606,8 @@ def _plan(ctx: Context, header: dict[str, Any], target: str, pool_name: str | No
         src_base = int(header.get("disk_base") or 0)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ImageError(f"migration header: malformed: {e}") from None
+    if rec.type != "container":
+        raise ImageError(f"migration header: instances of type {rec.type!r} are not supported")
     if [s.name for s in rec.snapshots] != snap_names or len(set(snap_names)) != len(snap_names):
         raise ImageError("migration header: the snapshot list does not match the record")
     for s in snap_names:

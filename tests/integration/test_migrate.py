@@ -157,6 +157,15 @@ def test_copy_instance_only(host: lxdlib.Host, other: lxdlib.Host) -> None:
     assert not _snapdir(other, A_NAME).exists() or not os.listdir(_snapdir(other, A_NAME))
 
 
+def test_both_sides_elsewhere(host: lxdlib.Host, other: lxdlib.Host) -> None:
+    """Neither root is this process's: the two sides talk through two pipes."""
+    _source(host, snaps=1)
+    migrate.copy_between(host.ctx, _argv(host), _argv(other), A_NAME, "mig-relay")
+    assert [s.name for s in _fresh(other).instances.get("mig-relay").snapshots.list()] == \
+        ["s0"]
+    _intact(host, snaps=1)
+
+
 def test_refresh_sends_less(host: lxdlib.Host, other: lxdlib.Host) -> None:
     _source(host, big=32 * 1024 * 1024)
     full = migrate.copy_between(host.ctx, None, _argv(other), A_NAME)
@@ -248,6 +257,21 @@ def test_move_running_needs_stateless(host: lxdlib.Host, other: lxdlib.Host) -> 
         for h in (host, other):
             with contextlib.suppress(LxdlibError):
                 _fresh(h).instances.get(A_NAME).stop(force=True)
+
+
+def test_running_ephemeral_is_not_moved(host: lxdlib.Host, other: lxdlib.Host) -> None:
+    """Its stop would delete it: refused before anything happens."""
+    eph = host.create("busybox", "mig-eph", ephemeral=True)
+    eph.start()
+    try:
+        with pytest.raises(WrongState, match="ephemeral"):
+            migrate.copy_between(host.ctx, None, _argv(other), "mig-eph", move=True,
+                                 stateless=True)
+        assert _fresh(host).instances.get("mig-eph").state == "RUNNING"
+        _nothing_visible(other, "mig-eph")
+    finally:
+        with contextlib.suppress(LxdlibError):
+            _fresh(host).instances.get("mig-eph").stop(force=True)
 
 
 # -- hostile streams -------------------------------------------------------------------------------
