@@ -760,6 +760,13 @@ def _receive_volumes(ctx: Context, ch: Channel, plan: _Plan, vol: str) -> dict[s
     done = ch.receive()
     if not done.get("done"):
         raise UnsafeStream("migration stream: data after the live volume")
+    # a CRIU dump is never taken along: it belongs to the source's processes, and the next
+    # start would hand whatever the stream put there to CRIU as host root
+    state = plan.pool.volume_path("containers", vol) / journal.STATE_DIR
+    if state.is_symlink() or state.is_file():
+        state.unlink()
+    else:
+        shutil.rmtree(state, ignore_errors=True)
     if plan.size is not None:
         plan.pool.set_quota("containers", vol, plan.size)
     return origins

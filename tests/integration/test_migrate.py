@@ -343,6 +343,34 @@ def _member(name: str, kind: bytes = tarfile.DIRTYPE, mode: int = 0o755, data: b
     return info, data
 
 
+def test_a_criu_dump_is_not_taken_along(other: lxdlib.Host) -> None:
+    """A ``state/`` dump in the stream (even a symlink) would be handed to CRIU at the next
+    start: it never arrives."""
+    data = _tar([*VOLUME, _member("./state"),
+                 _member("./state/.complete", tarfile.REGTYPE, 0o644, b"x")])
+    _deliver(other, "dumped", data)
+    assert not os.path.lexists(_volume(other, "dumped", "dp") / "state")
+    link = tarfile.TarInfo("./state")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+    _deliver(other, "linked", _tar([*VOLUME, (link, b"")]))
+    assert not os.path.lexists(_volume(other, "linked", "dp") / "state")
+
+
+def _deliver(other: lxdlib.Host, name: str, data: bytes) -> None:
+    proc = subprocess.Popen(migrate.receive_argv(_argv(other), name, "dp"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    ch = migrate.Channel(proc.stdout, proc.stdin)  # type: ignore[arg-type]
+    ch.send(_header("dir"))
+    assert ch.receive()["format"] == "tar"
+    ch.send({"part": "live"})
+    _volume_data(ch, "tar", data)
+    ch.send({"done": True})
+    assert ch.receive()["committed"]
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0
+
+
 VOLUME = [_member("./"), _member("./rootfs"), _member("./rootfs/dev"),
           _member("./metadata.yaml", tarfile.REGTYPE, 0o644, b"{}\n")]
 
