@@ -85,7 +85,7 @@ INDEX = "backup/index.yaml"
 MAX_INDEX_SIZE = 4 * 1024 * 1024
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 # tar keeps owners, modes (setuid too), file capabilities; it cannot make device nodes.
-_TAR_CAPS = "-all,+chown,+dac_override,+dac_read_search,+fowner,+fsetid,+setfcap"
+TAR_CAPS = "-all,+chown,+dac_override,+dac_read_search,+fowner,+fsetid,+setfcap"
 _SPACE_ERRORS = ("No space left on device", "Disk quota exceeded", "Wrote only")
 _SED_SPECIAL = re.compile(r"([\\.\[\]*^$])")
 
@@ -145,7 +145,7 @@ def _sed_repl(text: str) -> str:
     return text.replace("\\", "\\\\").replace("&", "\\&")
 
 
-def _owner_maps(work: Path, trees: Sequence[Path], base: int) -> list[str]:
+def owner_maps(work: Path, trees: Sequence[Path], base: int) -> list[str]:
     """``--owner-map``/``--group-map`` files that turn a FUSE pool's shifted owners back into
     the container's own ids."""
     uids: set[int] = set()
@@ -216,7 +216,7 @@ def export_instance(inst: InstanceCore, path: str | os.PathLike[str] | None = No
                 base = 0 if truthy(inst.expanded(rec)[0].get("security.privileged")) or \
                     pool.supports_idmapped_mounts else int(rec.config.get(
                         "volatile.idmap.base", "0"))
-                maps = _owner_maps(work, [p for p, _ in pairs], base) if base else []
+                maps = owner_maps(work, [p for p, _ in pairs], base) if base else []
                 _write_tar(tmp_out, work, members, pairs, maps, compress,
                            xattrs=not transfer.is_zfs(pool))
             os.replace(tmp_out, out)
@@ -593,11 +593,11 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
     names.validate_instance_name(target)
     rec = idx.record
     prof = ctx.check_profiles(rec.profiles)
-    _check_description(rec.description, "the instance")
-    checked = _archive_config(rec.config)
+    check_description(rec.description, "the instance")
+    checked = archive_config(rec.config)
     local_cfg = {k: v for k, v in checked.items() if not k.startswith("volatile.")}
     local_devs = {n: devcfg.validate_device(n, d) for n, d in rec.devices.items()}
-    snapshots = [_archive_snapshot(ctx, s) for s in rec.snapshots]
+    snapshots = [archive_snapshot(ctx, s) for s in rec.snapshots]
     pool_name = _choose_pool(ctx, idx, pool)
     exp_cfg, _, root = expand_with_root(ctx, prof, local_cfg, local_devs, pool_name)
     pool_name = root["pool"]
@@ -665,7 +665,7 @@ def _fresh_volatile(volatile: dict[str, str]) -> dict[str, str]:
     return {k: random_mac() if _identity_key(k) else v for k, v in volatile.items()}
 
 
-def _archive_config(config: dict[str, str]) -> dict[str, str]:
+def archive_config(config: dict[str, str]) -> dict[str, str]:
     """A config from the archive, checked as a user's: its own keys by the schema; volatile
     keys kept only when the schema knows them (else another LXD's internal state: dropped) and
     their values pass it (no line breaks; a MAC where liblxc is given one)."""
@@ -685,12 +685,12 @@ def _archive_config(config: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _check_description(text: str, what: str) -> None:
+def check_description(text: str, what: str) -> None:
     if any(ch in text for ch in "\r\0"):
         raise InvalidArgument(f"{what}: the description contains a carriage return or NUL")
 
 
-def _archive_snapshot(ctx: Context, snap: SnapshotRecord) -> SnapshotRecord:
+def archive_snapshot(ctx: Context, snap: SnapshotRecord) -> SnapshotRecord:
     """A snapshot's record from the archive, checked as ``restore`` will use it: profiles that
     exist, config and devices valid on their own and together (one root disk, one disk per
     path…). The new instance's id map replaces the snapshot's."""
@@ -700,8 +700,8 @@ def _archive_snapshot(ctx: Context, snap: SnapshotRecord) -> SnapshotRecord:
     except NotFound as e:
         raise NotFound(e.kind, e.name, f"{what} uses it") from None
     try:
-        _check_description(snap.description, what)
-        config = _archive_config({k: v for k, v in snap.config.items()
+        check_description(snap.description, what)
+        config = archive_config({k: v for k, v in snap.config.items()
                                   if not k.startswith("volatile.idmap.")})
         devices = {n: devcfg.validate_device(n, d) for n, d in snap.devices.items()}
         _, exp_devs = ctx.expand(profiles, config, devices)
@@ -718,7 +718,7 @@ def _tar_extract(archive: Path, dest: Path, member: str, strip: int) -> None:
     if setpriv is None or tar is None:
         raise ToolMissing("GNU tar and setpriv (util-linux) are needed to import backups")
     kind = compression.detect(archive)
-    argv = [setpriv, f"--bounding-set={_TAR_CAPS}", "--", tar, "-x", "-f", str(archive),
+    argv = [setpriv, f"--bounding-set={TAR_CAPS}", "--", tar, "-x", "-f", str(archive),
             *compression.tar_flags(kind), "--restrict", "--force-local", "--numeric-owner",
             "--same-owner", "--same-permissions", "--xattrs", "--xattrs-include=*",
             "--anchored", "--wildcards", "--exclude=backup/container/rootfs/dev/*",
@@ -733,7 +733,7 @@ def _tar_extract(archive: Path, dest: Path, member: str, strip: int) -> None:
                           full="cannot import the backup: out of space")
 
 
-def _check_volume(path: Path, what: str) -> None:
+def check_volume(path: Path, what: str) -> None:
     """What arrived must look like a volume: ``rootfs`` a real directory, no symlinked
     metadata or templates (they would be read or written by the host)."""
     st = _lstat(path / "rootfs")
@@ -759,19 +759,19 @@ def _extract_volumes(archive: Path, idx: BackupIndex, pool: PoolDriver, target: 
         empty_dir(volume)
         _tar_extract(archive, volume, f"backup/snapshots/{s}", 3)
         close_volume_dir(volume, 0)  # tar may have applied the archive's mode to it
-        _check_volume(volume, f"snapshot {s}")
-        _ensure_dev(volume)
+        check_volume(volume, f"snapshot {s}")
+        ensure_dev(volume)
         transfer.shift_rootfs(volume, shift)
         pool.create_snapshot(target, s)
     empty_dir(volume)
     _tar_extract(archive, volume, "backup/container", 2)
     close_volume_dir(volume, 0)
-    _check_volume(volume, "the instance volume")
-    _ensure_dev(volume)
+    check_volume(volume, "the instance volume")
+    ensure_dev(volume)
     transfer.shift_rootfs(volume, shift)
 
 
-def _ensure_dev(volume: Path) -> None:
+def ensure_dev(volume: Path) -> None:
     dev = volume / "rootfs" / "dev"
     if _lstat(dev) is None:
         os.mkdir(dev, 0o755)
@@ -798,15 +798,15 @@ def _receive_optimized(archive: Path, idx: BackupIndex, pool: PoolDriver, target
                 final.parent.mkdir(mode=0o700, exist_ok=True)
             received = transfer.receive_btrfs(None, final.parent, staging / f"{s}.bin")
             os.unlink(staging / f"{s}.bin")
-            _check_received(received, info, ours, f"snapshot {s}")
-            _check_volume(received, f"snapshot {s}")
+            check_received(received, info, ours, f"snapshot {s}")
+            check_volume(received, f"snapshot {s}")
             transfer.place_received(received, final)
             ours[info.uuid] = final
         _tar_extract(archive, staging, "backup/container.bin", 1)
         info = _check_stream(staging / "container.bin", ours, "the instance volume")
         received = transfer.receive_btrfs(None, recv, staging / "container.bin")
-        _check_received(received, info, ours, "the instance volume")
-        _check_volume(received, "the instance volume")
+        check_received(received, info, ours, "the instance volume")
+        check_volume(received, "the instance volume")
 
         def make(tmp: Path) -> None:
             with storage_errors(f"cannot create instance volume {target!r}"):
@@ -815,14 +815,14 @@ def _receive_optimized(archive: Path, idx: BackupIndex, pool: PoolDriver, target
 
         d._build(pool.volume_path("containers", target), make, "instance volume", target)
         for snap in ours.values():
-            _forget_origin(snap)
+            forget_origin(snap)
     finally:
         with contextlib.suppress(Exception):
             d._remove(recv)
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _forget_origin(snapshot: Path) -> None:
+def forget_origin(snapshot: Path) -> None:
     """Clear a received snapshot's received uuid (``ro false`` with force does it), so that a
     later import of the same backup finds only its own snapshots as parents."""
     import btrfsutil
@@ -842,7 +842,7 @@ def _check_stream(path: Path, ours: dict[str, Path], what: str) -> sendstream.St
         raise UnsafeStream(f"{what}: {e}") from None
 
 
-def _check_received(received: Path, info: sendstream.StreamInfo, ours: dict[str, Path],
+def check_received(received: Path, info: sendstream.StreamInfo, ours: dict[str, Path],
                     what: str) -> None:
     """``btrfs receive`` finds a stream's parent by uuid anywhere on the pool: make sure the
     snapshot it made starts from the subvolume this backup made, not from another one that

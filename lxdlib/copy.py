@@ -92,7 +92,7 @@ def frozen_for_copy(ctx: Context, name: str) -> contextlib.AbstractContextManage
     return frozen()
 
 
-def _fresh_identity(ctx: Context, name: str, config: dict[str, str],
+def fresh_identity(ctx: Context, name: str, config: dict[str, str],
                     exp_cfg: Mapping[str, str], exp_devs: Mapping[str, Mapping[str, str]]
                     ) -> None:
     """Drop the source's volatile keys (all but ``volatile.base_image``) and give ``config`` a
@@ -109,7 +109,7 @@ def _fresh_identity(ctx: Context, name: str, config: dict[str, str],
         config["volatile.idmap.size"] = str(size)
 
 
-def _snapshot_copy(snap: SnapshotRecord, identity: Mapping[str, str]) -> SnapshotRecord:
+def snapshot_copy(snap: SnapshotRecord, identity: Mapping[str, str]) -> SnapshotRecord:
     """The copy's own record of a copied snapshot: the snapshot's settings, the copy's
     identity (a restore must not bring the source's MAC or idmap back)."""
     cfg = {k: v for k, v in snap.config.items()
@@ -188,7 +188,7 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
         with new_instance_dir(ctx, target, dst_pool, spare_intent=False):
             journal.begin(paths, target, "copy", pools=sorted({src_pool.name, dst_pool.name}),
                           target_pool=dst_pool.name)
-            _fresh_identity(ctx, target, new_cfg, exp_cfg, exp_devs)
+            fresh_identity(ctx, target, new_cfg, exp_cfg, exp_devs)
             shift = disk_base(dst_pool, {**exp_cfg, **new_cfg}) - \
                 source_disk_base(src_inst, src_rec, src_pool)
             transfer.copy_volume(src_pool, src_name, dst_pool, target,
@@ -211,7 +211,7 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
                 pool=dst_pool_name, profiles=prof, config=new_cfg, devices=new_devs,
                 description=src_rec.description if description is None else description,
                 ephemeral=ephemeral,
-                snapshots=[_snapshot_copy(s, identity) for s in snapshots])
+                snapshots=[snapshot_copy(s, identity) for s in snapshots])
             inst = commit_instance(ctx, rec)
     ctx.events.emit("instance-created", target, origin=source)
     return inst
@@ -219,7 +219,7 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
 
 # -- refresh ---------------------------------------------------------------------------------------
 
-def _refresh_volume(target: str) -> str:
+def refresh_volume(target: str) -> str:
     return f"refresh-{os.getpid()}-{target}"
 
 
@@ -248,8 +248,8 @@ def _refresh(ctx: Context, src_inst: InstanceCore, src_rec: InstanceRecord, targ
         pool=dst_rec.pool, profiles=prof, config=cfg, devices=new_devs,
         description=src_rec.description if description is None else description,
         ephemeral=dst_rec.ephemeral, last_used_at=dst_rec.last_used_at,
-        snapshots=[_snapshot_copy(s, identity) for s in snapshots])
-    tmp = _refresh_volume(target)
+        snapshots=[snapshot_copy(s, identity) for s in snapshots])
+    tmp = refresh_volume(target)
     journal.begin(paths, target, "refresh", stage="transfer", volume=tmp,
                   record=rec.to_dict())
     try:

@@ -99,24 +99,37 @@ def _read(f: BinaryIO, n: int, what: str) -> bytes:
     return data
 
 
-def commands(f: BinaryIO) -> Iterator[Command]:
+def commands(f: BinaryIO, forward: BinaryIO | None = None, *,
+             alone: bool = True) -> Iterator[Command]:
     """The commands of the stream in ``f`` up to and including ``end``; ``UnsafeStream`` for a
-    stream that is truncated, has data after ``end`` or anything this parser does not know."""
-    if _read(f, len(MAGIC), "header") != MAGIC:
+    stream that is truncated, has data after ``end`` or anything this parser does not know.
+
+    With ``forward``, each command's bytes are written there once the consumer asks for the next
+    one (it accepted this one): a receiver fed this way only ever sees checked commands.
+    ``alone=False``: ``f`` goes on after the stream (a channel), so reading stops at ``end``."""
+    head = _read(f, len(MAGIC), "header")
+    if head != MAGIC:
         raise UnsafeStream("not a btrfs send stream")
-    (version,) = struct.unpack("<I", _read(f, 4, "header"))
+    raw_version = _read(f, 4, "header")
+    (version,) = struct.unpack("<I", raw_version)
     if version not in VERSIONS:
         raise UnsafeStream(f"btrfs send stream version {version} is not supported")
+    if forward is not None:
+        forward.write(head + raw_version)
     while True:
-        length, cmd, _crc = struct.unpack("<IHI", _read(f, 10, "command header"))
+        raw_head = _read(f, 10, "command header")
+        length, cmd, _crc = struct.unpack("<IHI", raw_head)
         if length > MAX_COMMAND:
             raise UnsafeStream(f"a btrfs stream command of {length} bytes")
         if cmd == 0 or cmd > _MAX_COMMAND[version]:
             raise UnsafeStream(f"unknown btrfs stream command {cmd}")
         body = _read(f, length, COMMAND_NAMES[cmd])
         yield Command(cmd, _attributes(body, version, cmd))
+        if forward is not None:
+            forward.write(raw_head)
+            forward.write(body)
         if cmd == END:
-            if f.read(1):
+            if alone and f.read(1):
                 raise UnsafeStream("data after the end of the btrfs stream")
             return
 
@@ -169,13 +182,14 @@ def _path(raw: bytes, what: str) -> str:
     return text.strip("/").replace("//", "/") if text not in ("", ".") else ""
 
 
-def check(f: BinaryIO, known: Collection[str] = (), root_owners: range = range(0)) -> StreamInfo:
+def check(f: BinaryIO, known: Collection[str] = (), root_owners: range = range(0),
+          forward: BinaryIO | None = None, *, alone: bool = True) -> StreamInfo:
     """Check the stream in ``f``; ``known`` are the uuids of the streams of the same backup
     received before it, the only subvolumes it may start from or clone from; ``root_owners``
     the host uids besides 0 that may own the volume's own directory (the range lxdlib maps
-    containers' ids into)."""
+    containers' ids into). ``forward`` and ``alone`` as for ``commands``."""
     info: StreamInfo | None = None
-    for c in commands(f):
+    for c in commands(f, forward, alone=alone):
         if info is None:
             if c.cmd not in (SUBVOL, SNAPSHOT):
                 raise UnsafeStream(f"a btrfs stream must begin with a subvolume, not {c.name}")

@@ -39,7 +39,7 @@ VERSION = "lxdlib 0.1.0"
 # The command modules, in the order the whole parser registers them (``backup`` after
 # ``images``: it joins the image store's ``housekeeping`` command).
 MODULES = ("instances", "configcmd", "images", "storage", "profiles", "networks", "remotes",
-           "hostcmd", "backup", "files", "console", "extras", "completion")
+           "hostcmd", "backup", "files", "console", "extras", "migratecmd", "completion")
 
 # Every command word: the modules that register it, and the line ``lxdlib --help`` shows for
 # it. A command added to a module needs its line here (tests/unit/test_cli_table.py holds the
@@ -84,9 +84,11 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "completion": (("completion",), "Print the shell completion script (bash, zsh)"),
     "help": ((), "Show the help of a command"),
     "serve": (("remotes",), "Answer lxdlib's remote protocol on stdin/stdout (run over ssh)"),
+    "migrate-send": (("migratecmd",), "Send an instance to a copy or move between hosts"),
+    "migrate-receive": (("migratecmd",), "Receive an instance of a copy or move between hosts"),
 }
 # commands other programs run, not people: left out of ``lxdlib --help``
-HIDDEN = frozenset({"serve"})
+HIDDEN = frozenset({"serve", "migrate-send", "migrate-receive"})
 ALIASES = {"ls": "list", "rm": "delete", "mv": "move", "cp": "copy"}
 
 _DESCRIPTION = """System containers the LXD way, with no daemon: LXD's `lxc` commands on lxdlib.
