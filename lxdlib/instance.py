@@ -12,7 +12,6 @@ import datetime as dt
 import functools
 import os
 import platform
-import secrets
 import shutil
 import time
 import uuid
@@ -54,6 +53,7 @@ Expanded = tuple[dict[str, str], dict[str, dict[str, str]]]
 
 
 def random_mac() -> str:
+    import secrets  # here: secrets loads OpenSSL (~2 ms at start-up), for new MACs only
     b = secrets.token_bytes(3)
     return "00:16:3e:" + ":".join(f"{x:02x}" for x in b)
 

@@ -14,7 +14,6 @@ import ctypes.util
 import errno
 import logging
 import os
-import secrets
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -219,6 +218,7 @@ ASIDE = "aside"
 
 
 def temp_name(prefix: str, name: str) -> str:
+    import secrets  # here: secrets loads OpenSSL (~2 ms at start-up)
     return f".{prefix}-{os.getpid()}-{secrets.token_hex(4)}-{name}"
 
 
