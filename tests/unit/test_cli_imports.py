@@ -101,7 +101,7 @@ lxdlib.host.Host.create = create
 # what a verb on one instance that renders no image template, copies nothing and touches no image
 # must not import: each of these loads only in the functions that use it
 NOT_FOR_ONE_INSTANCE = {"jinja2", "markupsafe", "lxdlib.jinjasandbox", "lxdlib.files", "hashlib",
-                        "secrets"}
+                        "secrets", "lxdlib.hostlimits"}
 
 
 @needs_root
