@@ -13,7 +13,6 @@ lookup answers, only how fast.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -276,6 +275,7 @@ class Context:
             url = r.addr
         url = url.rstrip("/")
         cache = self.paths.root / "cache" / "simplestreams"
+        import hashlib  # here: OpenSSL's start costs ~2 ms, which no local command needs
         cache = cache / hashlib.sha256(url.encode()).hexdigest()[:16]
         clients = self._caches.clients
         if fresh:

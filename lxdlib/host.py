@@ -25,11 +25,11 @@ from .instances import Instance, Instances
 from .profile_apply import Profiles
 from .profiles import ProfileRecord
 from .state import Paths
-from .storage.base import PoolDriver
 
 if TYPE_CHECKING:
     from .networks import Networks
     from .record import InstanceRecord
+    from .storage.base import PoolDriver  # the drivers load when a pool is opened
     from .views import Pools
     from .volumes import Volumes
 

@@ -12,7 +12,6 @@ import datetime as dt
 import functools
 import os
 import platform
-import secrets
 import shutil
 import time
 import uuid
@@ -20,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import criu, hostlimits, idmap, journal, record, render, runtime, templates
+from . import criu, idmap, journal, record, render, runtime, templates
 from .config import devices as devcfg
 from .config import expand, limits, names, schema
 from .config.units import parse_size
@@ -62,6 +61,7 @@ Expanded = tuple[dict[str, str], dict[str, dict[str, str]]]
 
 
 def random_mac() -> str:
+    import secrets  # here: secrets loads OpenSSL (~2 ms at start-up), for new MACs only
     b = secrets.token_bytes(3)
     return "00:16:3e:" + ":".join(f"{x:02x}" for x in b)
 
@@ -240,6 +240,7 @@ class InstanceCore:
                              "(security.protection.start)")
         self._check_kernel_modules(cfg)
         # a host-wide limit (bridge ports, ptys) named, not failed on inside liblxc
+        from . import hostlimits  # here: only a start reads the host's limits
         hostlimits.check(hostlimits.need_for([(cfg, devs)]))
         self._write_lxc_config(rec, expanded)
         # the host's subuid/subgid may have changed since the instance was made

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import record
 from .config import names
-from .copy import rename_instance
-from .files import Files
+from .copy import rename_instance  # also registers copy's journal recoverers
 from .instance import InstanceCore, create
 from .listing import Listing, take
 from .model import Collection
@@ -24,6 +23,7 @@ from .snapshots import Snapshots
 
 if TYPE_CHECKING:
     from .context import Context
+    from .files import Files
 
 
 class Instance(InstanceCore):
@@ -36,6 +36,7 @@ class Instance(InstanceCore):
     @property
     def files(self) -> Files:
         """Read and write files inside the instance (``inst.files.push(...)``)."""
+        from .files import Files  # here: only file commands pay for its imports (start-up time)
         return Files(self)
 
     def popen(self, command: Sequence[str] | str, **kw: Any) -> Popen:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -159,7 +158,9 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
 _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the process's own symbols, libc's among them: find_library("c") would run ldconfig, ~5 ms
+# at the start of every command that writes a record
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _renameat2(src: str | os.PathLike[str], dst: str | os.PathLike[str], flags: int) -> None:

@@ -14,7 +14,6 @@ aliases ``@hourly @daily @midnight @weekly @monthly @annually @yearly @startup @
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -461,6 +460,7 @@ def _obfuscated(subject: str | int | None) -> tuple[int, int]:
     out (LXD does the same with a different generator)."""
     if subject is None:
         return 0, 0
+    import hashlib  # here: OpenSSL's start costs ~2 ms, which a config without schedules skips
     digest = hashlib.sha256(str(subject).encode()).digest()
     return digest[0] % 60, digest[1] % 24
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -405,6 +403,8 @@ class ImageStore:
     def _copy_in(self, sources: builtins.list[Path], progress: Progress | None
                  ) -> tuple[str, builtins.list[Path], int]:
         """Copy each source into its own temp file in the store, hashing all of them in order."""
+        import hashlib  # here: OpenSSL's start (~2 ms) is for imports into the store only
+        import secrets
         hasher = hashlib.sha256()
         token = secrets.token_hex(6)
         temps: builtins.list[Path] = []
@@ -493,6 +493,7 @@ class ImageStore:
         """Names for files that will become an image (a download, a publish): inside the store,
         so committing is a rename, and named so that a killed writer's files are removed."""
         self.paths.images.mkdir(mode=0o700, parents=True, exist_ok=True)
+        import secrets  # here: secrets loads OpenSSL (~2 ms at start-up)
         token = secrets.token_hex(6)
         tmpdir = self._import_dir()
         return [tmpdir / f"{os.getpid()}-{token}-{i}" for i in range(count)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -186,7 +185,9 @@ ASIDE = "aside"
 
 
 def temp_name(prefix: str, name: str) -> str:
-    return f".{prefix}-{os.getpid()}-{secrets.token_hex(4)}-{name}"
+    # os.urandom is what secrets.token_hex reads; importing secrets would load OpenSSL (~2-3 ms)
+    # in every snapshot, restore, copy and delete
+    return f".{prefix}-{os.getpid()}-{os.urandom(4).hex()}-{name}"
 
 
 def parse_temp_name(entry: str) -> tuple[str, int, str] | None:

@@ -54,7 +54,7 @@ def test_version_imports_nothing_more() -> None:
 @pytest.mark.parametrize("argv", [["--help"], [], ["help"]])
 def test_help_imports_no_command(argv: list[str]) -> None:
     mods = imported(*argv)
-    assert not mods & (REMOTE | COMMAND_MODULES | {"yaml", "attrs", "lxdlib.host"})
+    assert not mods & (REMOTE | COMMAND_MODULES | {"yaml", "attrs", "lxdlib.host", "logging"})
 
 
 @pytest.mark.parametrize(("command", "module"), [
@@ -96,3 +96,22 @@ lxdlib.host.Host.create = create
     assert {"lxdlib.images.collection", "lxdlib.imagestore.store"} <= mods  # it resolved
     assert not mods & REMOTE
     assert mods & COMMAND_MODULES == {"lxdlib.cli.instances"}
+
+
+# what a verb on one instance that renders no image template, copies nothing and touches no image
+# must not import: each of these loads only in the functions that use it
+NOT_FOR_ONE_INSTANCE = {"jinja2", "markupsafe", "lxdlib.jinjasandbox", "lxdlib.files", "hashlib",
+                        "secrets", "lxdlib.hostlimits"}
+
+
+@needs_root
+@pytest.mark.parametrize("argv", [
+    ["info", "c1"], ["exec", "c1", "--", "true"], ["config", "set", "c1", "limits.memory", "1GiB"]])
+def test_instance_verb_imports_no_template_engine(tmp_path: Path, argv: list[str]) -> None:
+    """``info``, ``exec`` and ``config set`` open the root and look the instance up (here it
+    does not exist: the imports are those of the command up to its work, liblxc's included),
+    without loading what only other verbs use, such as Jinja2 for image templates."""
+    (tmp_path / "containers").mkdir()
+    mods = imported("--root", str(tmp_path), *argv)
+    assert {"lxdlib.host", "lxdlib.instance"} <= mods  # it did open the root
+    assert not mods & (NOT_FOR_ONE_INSTANCE | REMOTE)

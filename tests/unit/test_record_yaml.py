@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import yaml
@@ -64,3 +65,19 @@ def test_a_record_reads_back_and_stays_readable() -> None:
 def test_values_it_does_not_write_go_through_pyyaml() -> None:
     data = {"n": 3, "f": 1.5, "nested": [[1]], 7: "int key"}
     assert load_yaml(record.to_yaml(data)) == data
+
+
+# what a double-quoted scalar may hold as it is, as the writer was first written (the
+# complement of the characters it escapes, which it now lists instead: faster to compile)
+KEPT = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e\xa0-\u2027\u202a-\ud7ff"
+                  r"\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+
+
+def test_escapes_exactly_the_characters_not_kept() -> None:
+    """Every code point of the basic plane and a sample of the others (lone surrogates cannot be
+    written at all): written as it is where ``KEPT`` holds it, escaped otherwise."""
+    points = [*range(0xD800), *range(0xE000, 0x10000), *range(0x10000, 0x110000, 97), 0x10FFFF]
+    for code in points:
+        c = chr(code)
+        kept = record.to_yaml({"k": " " + c}) == f'k: " {c}"\n'.encode()
+        assert kept == bool(KEPT.match(c)), hex(code)
