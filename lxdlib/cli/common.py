@@ -124,7 +124,10 @@ def fill_verb_helps(p: argparse.ArgumentParser, describe: Callable[[str], str | 
     for main, *aliases in names.values():
         action = have.get(main)
         if action is None:
-            action = sub._ChoicesPseudoAction(main, aliases, describe(main) or "")
+            line = describe(main)
+            if line is None and not aliases:  # a hidden command: not listed
+                continue
+            action = sub._ChoicesPseudoAction(main, aliases, line or "")
         elif not action.help:
             action.help = describe(main) or ""
         listed.append(action)

@@ -172,7 +172,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def _verb_line(path: tuple[str, ...], verb: str) -> str | None:
     """The line a group's help shows for a verb its module registered without one."""
     from . import helptext
-    return COMMANDS[verb][1] if not path else helptext.VERBS.get(" ".join((*path, verb)))
+    if not path:  # a hidden command stays out of the list (None: not listed)
+        return None if verb in HIDDEN else COMMANDS[verb][1]
+    return helptext.VERBS.get(" ".join((*path, verb)))
 
 
 def _describe(parser: argparse.ArgumentParser) -> None:

@@ -43,7 +43,8 @@ def cmd_migrate_receive(host: Host, a: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("migrate-send")
+    p = sub.add_parser("migrate-send", description="send an instance to the other side of a "
+                       "copy or move between hosts, on stdin/stdout (run by lxdlib, not people)")
     p.add_argument("instance")
     p.add_argument("--instance-only", action="store_true")
     p.add_argument("--refresh", action="store_true")
@@ -51,7 +52,8 @@ def register(sub: Any) -> None:
     p.add_argument("--stateless", action="store_true")
     p.set_defaults(func=cmd_migrate_send)
 
-    p = sub.add_parser("migrate-receive")
+    p = sub.add_parser("migrate-receive", description="receive an instance from the other "
+                       "side of a copy or move between hosts (run by lxdlib, not people)")
     p.add_argument("name")
     p.add_argument("-s", "--storage")
     p.set_defaults(func=cmd_migrate_receive)

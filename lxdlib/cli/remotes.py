@@ -43,7 +43,7 @@ def cmd_show(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_add(host: Host, a: argparse.Namespace) -> int:
     host.images.remotes.add(a.name, a.url, protocol=a.protocol, public=True,
-                            command=a.command or "", identity=a.identity or "",
+                            command=a.remote_command or "", identity=a.identity or "",
                             ssh_config=a.ssh_config or "", ssh_options=a.ssh_option or ())
     return 0
 
@@ -94,7 +94,8 @@ def register(sub: Any) -> None:
     x.add_argument("--protocol", default=None,
                    help="simplestreams, or lxdlib for ssh:// (default: from the URL)")
     x.add_argument("--public", action="store_true", help="accepted for LXD compatibility")
-    x.add_argument("--command", help="ssh remotes: the lxdlib command there (default lxdlib)")
+    x.add_argument("--command", dest="remote_command",  # not `command`: the top level's
+                   help="ssh remotes: the lxdlib command there (default lxdlib)")
     x.add_argument("--identity", help="ssh remotes: a private key file (ssh -i)")
     x.add_argument("--ssh-config", help="ssh remotes: an ssh config file (ssh -F)")
     x.add_argument("--ssh-option", action="append", metavar="KEY=VALUE",
