@@ -130,6 +130,10 @@ def _confirm(prompt: str) -> bool:
 
 
 def cmd_move(host: Host, a: argparse.Namespace) -> int:
+    from .crosshost import between_hosts
+    rc = between_hosts(host, a, move=True)  # `move c1 h2:c1`: to another host
+    if rc is not None:
+        return rc
     src, dst = a.source, a.target
     if "/" in src:
         if dst is None:
@@ -148,6 +152,10 @@ def cmd_move(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_copy(host: Host, a: argparse.Namespace) -> int:
     """``copy <source>[/<snapshot>] [<target>]`` with LXD's options."""
+    from .crosshost import between_hosts
+    rc = between_hosts(host, a, move=False)  # `copy c1 h2:c1`: to or from another host
+    if rc is not None:
+        return rc
     src_name = a.source.split("/", 1)[0]
     src = _instance(host, src_name)
     profiles = [] if a.no_profiles else (a.profile or None)
@@ -659,6 +667,10 @@ def register(sub: Any) -> None:
     p.add_argument("source")
     p.add_argument("target", nargs="?")
     p.add_argument("-s", "--storage", help="move the instance to this storage pool")
+    p.add_argument("--instance-only", action="store_true",
+                   help="between hosts: without the snapshots")
+    p.add_argument("--stateless", action="store_true",
+                   help="between hosts: a running instance is stopped, sent and started there")
     p.set_defaults(func=cmd_move)
 
     p = sub.add_parser("copy", aliases=["cp"],
@@ -674,6 +686,8 @@ def register(sub: Any) -> None:
     p.add_argument("-s", "--storage")
     p.add_argument("--refresh", action="store_true",
                    help="update an existing copy instead of failing")
+    p.add_argument("--stateless", action="store_true",
+                   help="between hosts: copy a running instance from a snapshot of it")
     p.add_argument("--start", action="store_true", help="start the copy")
     p.set_defaults(func=cmd_copy)
 

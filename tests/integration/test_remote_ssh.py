@@ -307,3 +307,63 @@ def test_round_trip_time(host: lxdlib.Host, sshd_server: SshServer) -> None:
         remote.close()
     print(f"\nssh remote: connect {connect_s:.2f}s, one request {rtt_ms:.2f}ms")
     assert rtt_ms < 100
+
+
+def test_copy_and_move_between_hosts_from_the_command_line(
+        host: lxdlib.Host, sshd_server: SshServer, busybox_tarball: Path) -> None:
+    """`copy c1 h2:c1`, `move c1 h2:c2`, `copy h2:c2 back` with the CLI, the far root reached
+    through the real sshd; the far side checks the stream as it would a hostile backup."""
+    import shutil
+    import tempfile
+
+    from tests.cleanup import teardown_root
+    base = Path(tempfile.mkdtemp(prefix="lxdlib-test-far-", dir="/var/tmp"))
+    base.chmod(0o711)
+    far_root = base / "root"
+    far_root.mkdir()
+    far = lxdlib.Host(far_root)
+    root = host.paths.root
+    try:
+        far.create_pool("default", "btrfs", {"size": "1GiB"})
+        far.profiles.create("default", {}, {"root": {"type": "disk", "path": "/",
+                                                     "pool": "default"}})
+        assert _cli(root, "remote", "add", "far", sshd_server.url(far_root), "--ssh-config",
+                    str(sshd_server.ssh_config), "--command", LXDLIB).returncode == 0
+        c1 = host.create("busybox", "xh1")
+        c1.files.put("/marker", b"from here\n")
+        c1.snapshots.create("s0")
+
+        p = _cli(root, "copy", "xh1", "far:xh1")
+        assert p.returncode == 0, p.stderr
+        got = far.instances["xh1"]
+        assert got.files.get("/marker") == b"from here\n"
+        assert got.snapshots.names() == ["s0"]
+        assert got.config.get("volatile.eth0.hwaddr") is None or \
+            got.config.get("volatile.eth0.hwaddr") != c1.config.get("volatile.eth0.hwaddr")
+
+        p = _cli(root, "copy", "xh1", "far:xh1")  # already there: refused, nothing changed
+        assert p.returncode == 1 and p.stderr.startswith(b"Error: "), p
+        p = _cli(root, "copy", "xh1", "far:xh9", "--profile", "x")
+        assert p.returncode == 1 and b"between hosts" in p.stderr, p
+        p = _cli(root, "copy", "xh1", "far:bad;name")
+        assert p.returncode == 1 and "bad;name" not in far.instances.names()
+
+        p = _cli(root, "move", "xh1", "far:xh2", "--instance-only")
+        assert p.returncode == 0, p.stderr
+        assert "xh1" not in host.instances and "xh2" in far.instances
+        assert far.instances["xh2"].snapshots.names() == []
+
+        p = _cli(root, "copy", "far:xh2", "back")
+        assert p.returncode == 0, p.stderr
+        assert host.instances["back"].files.get("/marker") == b"from here\n"
+        assert "xh2" in far.instances  # a copy leaves the source
+    finally:
+        for h in (far, host):
+            for inst in h.instances.list():
+                with contextlib.suppress(Exception):
+                    inst.delete(force=True)
+        for name in far.pool_names():
+            with contextlib.suppress(Exception):
+                far.pool(name).unmount()
+        teardown_root(far_root)
+        shutil.rmtree(base, ignore_errors=True)
