@@ -309,6 +309,28 @@ def test_instance_power_states(converged: Fleet) -> None:
     assert word == "FAILED" and result["error"] in ("InUse", "WrongState"), result
 
 
+def test_move_between_hosts_then_changes_nothing(converged: Fleet) -> None:
+    """move.yml moves an instance from hostA's root to hostB's (lxdlib.containers.migrate),
+    its file with it; run again it finds the move done and changes nothing."""
+    f = converged
+    f.lxdlib("hostA", "init", "busybox", "ansit-mover")
+    try:
+        subprocess.run([str(BIN / "lxdlib"), "--root", str(f.roots["hostA"]), "file", "push",
+                        "-", "ansit-mover/root/carried.txt"], input="carried from hostA\n",
+                       capture_output=True, text=True, check=True, timeout=120, env=f.env)
+        _, counts = f.playbook("move.yml")
+        assert counts["hostA"]["changed"] == 2 and counts["hostA"]["failed"] == 0, counts
+        assert "ansit-mover" not in f.lxdlib("hostA", "list", "-c", "n", "-f", "csv").split()
+        assert "ansit-mover" in f.lxdlib("hostB", "list", "-c", "n", "-f", "csv").split()
+        assert (f.fetched / "moved.txt").read_text() == "carried from hostA\n"
+        _, counts = f.playbook("move.yml")
+        assert counts["hostA"]["changed"] == 0 and counts["hostA"]["failed"] == 0, counts
+    finally:
+        for h in HOSTS:
+            subprocess.run([str(BIN / "lxdlib"), "--root", str(f.roots[h]), "delete", "--force",
+                            "ansit-mover"], capture_output=True, timeout=120, env=f.env)
+
+
 def test_missing_instance_is_unreachable(converged: Fleet) -> None:
     f = converged
     r = subprocess.run([str(BIN / "ansible"), "ghost", "-i", "ghost,", "-c",
