@@ -53,12 +53,12 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .execresult import ExecResult
     from .host import Host
     from .images import Image, Images
     from .instances import Instance, Instances
     from .networks import Network, Networks
     from .profile_apply import Profile, Profiles
-    from .runtime import ExecResult
     from .snapshots import Snapshot, Snapshots
     from .sshhost import connect
     from .views import Pool, Pools
@@ -131,7 +131,7 @@ _LAZY = {
     "Pool": ".views", "Pools": ".views",
     "Volume": ".volumes", "Volumes": ".volumes",
     "Snapshot": ".snapshots", "Snapshots": ".snapshots",
-    "ExecResult": ".runtime",
+    "ExecResult": ".execresult",
     "connect": ".sshhost",
     "ConnectionLost": ".wire", "ProtocolError": ".wire",
 }

@@ -219,7 +219,7 @@ class LXCError(LxdlibError):
 
 
 class ExecOutcome(Protocol):
-    """What a finished command left (``lxdlib.runtime.ExecResult`` has this shape)."""
+    """What a finished command left (``lxdlib.ExecResult`` has this shape)."""
 
     @property
     def returncode(self) -> int: ...

@@ -35,9 +35,9 @@ from .errors import (
     StorageError,
     WrongState,
 )
+from .execresult import ExecResult
 from .listing import STATUS, global_addresses
 from .record import InstanceRecord
-from .runtime import ExecResult
 from .state import (
     ParsedCache,
     atomic_write,

@@ -27,11 +27,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
-import attrs
 import lxc
 
 from . import proctree
-from .errors import ExecError, ExecTimeout, InvalidConfig, LXCError, WrongState
+from .errors import ExecError as ExecError  # still importable from here
+from .errors import ExecTimeout, InvalidConfig, LXCError, WrongState
+from .execresult import ExecResult as ExecResult  # still importable from here
 
 LOG_NAME = "lxc.log"
 
@@ -40,29 +41,6 @@ log = logging.getLogger(__name__)
 _libc = ctypes.CDLL(None, use_errno=True)
 # kcmp(2)'s number where it is known (x86-64; the generic table of arm64 and riscv64).
 _KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272}.get(os.uname().machine)
-
-@attrs.frozen
-class ExecResult:
-    """What a finished command left: its exit code (LXD's: 128+N for signal N) and output."""
-
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    def check(self) -> ExecResult:
-        """Raise ``ExecError`` unless the command succeeded (as ``check_returncode`` does)."""
-        if self.returncode != 0:
-            raise ExecError(self)
-        return self
-
-    @property
-    def text(self) -> str:
-        return self.stdout.decode(errors="replace")
-
 
 State = Literal["STOPPED", "STARTING", "RUNNING", "STOPPING", "ABORTING", "FREEZING", "FROZEN",
                 "THAWED"]

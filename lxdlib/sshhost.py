@@ -35,6 +35,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from . import wire
 from .errors import ExecError, InvalidArgument, NotFound
+from .execresult import ExecResult
 from .imagestore.remotes import LXDLIB, Remote, parse_ssh_url
 from .wire import ConnectionLost, ProtocolError
 
@@ -506,30 +507,8 @@ class RemoteInstances(_Collection):
         return RemoteInstance(self.host, str(made))
 
 
-class RemoteExecResult:
-    """What a remote command left, with the shape of ``lxdlib.runtime.ExecResult``."""
-
-    def __init__(self, returncode: int, stdout: bytes, stderr: bytes) -> None:
-        self.returncode = returncode
-        self.stdout = stdout
-        self.stderr = stderr
-
-    def __repr__(self) -> str:
-        return (f"RemoteExecResult(returncode={self.returncode}, stdout={self.stdout!r}, "
-                f"stderr={self.stderr!r})")
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    def check(self) -> RemoteExecResult:
-        if self.returncode != 0:
-            raise ExecError(self)
-        return self
-
-    @property
-    def text(self) -> str:
-        return self.stdout.decode(errors="replace")
+#: a remote command's result: the same class as a local one's
+RemoteExecResult = ExecResult
 
 
 class RemoteInstance:

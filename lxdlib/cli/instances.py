@@ -497,15 +497,9 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
 
 def si_size(n: int) -> str:
     """Bytes in SI units with two decimals (``2.30kB``): how ``lxc info`` prints network
-    counters (its memory and disk figures are IEC: ``output.size``)."""
-    if n < 1000:
-        return f"{n}B"
-    value = float(n)
-    for unit in ("kB", "MB", "GB", "TB", "PB"):
-        value /= 1000
-        if value < 1000:
-            return f"{value:.2f}{unit}"
-    return f"{value / 1000:.2f}EB"
+    counters (its memory and disk figures are IEC: ``output.size``), as its progress lines do."""
+    from ..progress import byte_size
+    return byte_size(n)
 
 
 def _resource_lines(info: Mapping[str, Any], res: Mapping[str, Any]) -> list[str]:

@@ -19,7 +19,7 @@ import pytest
 import lxdlib
 from lxdlib import proctree
 from lxdlib.errors import ExecError, ExecTimeout, LxdlibError, NotFound, Timeout
-from lxdlib.runtime import ExecResult
+from lxdlib.execresult import ExecResult
 
 COLLECTIONS = ["Instances", "Images", "Profiles", "Networks", "Pools", "Volumes", "Snapshots"]
 COLLECTION_API = ["get", "__getitem__", "__contains__", "__iter__", "__len__", "create", "list",
