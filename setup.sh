@@ -14,7 +14,8 @@ fi
 # Debian packages: liblxc and its Python binding, storage tools, networking tools, image tools.
 PACKAGES=(lxc python3-lxc python3-venv btrfs-progs python3-btrfsutil busybox-static
           dnsmasq-base dnsmasq-utils nftables iproute2 zfs-fuse xz-utils zstd gzip bzip2 tar criu
-          debootstrap util-linux tmux squashfs-tools openssl uidmap openssh-server openssh-client)
+          debootstrap util-linux tmux squashfs-tools openssl uidmap openssh-server openssh-client
+          zsh)  # zsh: its completion script is tested in a real zsh
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
