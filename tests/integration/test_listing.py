@@ -64,7 +64,9 @@ def test_listing_agrees_with_the_exact_view(host: lxdlib.Host, net: str,
         assert c.wait_for(lambda c=c: bool(c.addresses()), timeout=30), c.network_state()
     # an address the host's DHCP server knows nothing about, set inside the instance
     gw = ipaddress.ip_interface(host.networks.get(net)["config"]["ipv4.address"])
-    extra = str(gw.network.network_address + 250)
+    taken = set(static.addresses("inet"))  # DHCP may have handed out .250 itself
+    extra = next(str(gw.network.network_address + k) for k in (250, 251, 252)
+                 if str(gw.network.network_address + k) not in taken)
     static.exec(["ip", "addr", "add", f"{extra}/{gw.network.prefixlen}", "dev", "eth0"]).check()
     for c in (run, frozen, static):  # SLAAC from the bridge's router advertisements
         assert c.wait_for(lambda c=c: bool(c.addresses("inet6")), timeout=30), c.network_state()

@@ -265,7 +265,10 @@ def test_tcp_proxy_lifecycle(host: lxdlib.Host) -> None:
 
 
 def p_in_use(port: int) -> bool:
+    """Whether something listens on the port. SO_REUSEADDR: a connection the forwarder closed
+    may leave the port in TIME_WAIT for a minute, which is not someone listening."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
