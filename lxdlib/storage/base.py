@@ -96,6 +96,11 @@ class PoolDriver(abc.ABC):
         self.paths = paths
         self.name = name
         self.config = config
+        #: ``<root>/storage-pools/<name>``, joined once: every operation asks for paths under
+        #: it several times, and each ``Path`` join costs microseconds.
+        self.home = paths.pools / name
+        #: ``(base, base / kind)`` per volume kind, for drivers that keep volumes in directories
+        self._kind_dirs: dict[str, tuple[Path, Path]] = {}
 
     # -- pool lifecycle -------------------------------------------------------------------------
     @classmethod

@@ -130,7 +130,7 @@ class BtrfsPool(DirPool):
 
     @property
     def mountpoint(self) -> Path:
-        return self.paths.pools / self.name
+        return self.home
 
     @property
     def loop_file(self) -> Path:
