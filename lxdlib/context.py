@@ -13,6 +13,7 @@ lookup answers, only how fast.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -26,7 +27,14 @@ import attrs
 
 from . import idmap, journal, record, runtime
 from .config import expand, limits, schema
-from .errors import AlreadyExists, CorruptRecord, InvalidArgument, InvalidConfig, NotFound
+from .errors import (
+    AlreadyExists,
+    CorruptRecord,
+    InvalidArgument,
+    InvalidConfig,
+    LxdlibError,
+    NotFound,
+)
 from .events import Events
 from .imagestore.remotes import Remotes
 from .imagestore.store import ImageRecord, ImageStore
@@ -322,6 +330,17 @@ class Context:
             if not self.profiles.exists(p):
                 raise NotFound("profile", p, f"Requested profile {p!r} does not exist")
         return out
+
+    def new_instance_profiles(self, requested: Sequence[str] | None,
+                              image: str | None) -> list[str]:
+        """The profiles of a new instance, checked (``check_profiles``): those ``requested``;
+        when none are (``None``, as opposed to ``[]``), the image's own list (LXD's image
+        ``profiles``, ``["default"]`` unless edited); without a local image, ``default``."""
+        if requested is None and image is not None:
+            # not (yet) a local image: ``default``, and creation says what is wrong with it
+            with contextlib.suppress(LxdlibError):
+                requested = self.images.get(image).profiles
+        return self.check_profiles(expand.resolve_profile_list(requested))
 
     def profile_memo(self) -> dict[str, expand.ProfileData] | None:
         """This thread's profile overrides during a bulk operation (``None``: none running)."""

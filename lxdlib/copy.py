@@ -100,6 +100,8 @@ def fresh_identity(ctx: Context, name: str, config: dict[str, str],
     for key in [k for k in config if k.startswith("volatile.") and k != "volatile.base_image"]:
         del config[key]
     config["volatile.uuid"] = str(uuid.uuid4())
+    # a copy is another machine to cloud-init: it runs its first-boot steps again (as LXD)
+    config["volatile.cloud-init.instance-id"] = str(uuid.uuid4())
     for dname, dev in exp_devs.items():
         if dev.get("type") == "nic" and not dev.get("hwaddr"):
             config[f"volatile.{dname}.hwaddr"] = random_mac()

@@ -238,7 +238,7 @@ class Host:
         limit (bridge ports, ptys: ``HostLimit``) is refused before anything is made.
         """
         from .launcher import check_limits
-        check_limits(self.ctx, profiles, config, devices, pool)
+        check_limits(self.ctx, profiles, config, devices, pool, image)
         inst = self.create(image, name, profiles=profiles, config=config, devices=devices,
                            pool=pool, ephemeral=ephemeral, description=description,
                            progress=progress)

@@ -1226,18 +1226,21 @@ def create(ctx: Context, name: str, image: str | None, *,
         raise InvalidArgument("description contains a carriage return or NUL")
     local_cfg = schema.validate_instance_config(dict(config or {}))
     local_devs = {n: devcfg.validate_device(n, d) for n, d in (devices or {}).items()}
-    prof_names = ctx.check_profiles(expand.resolve_profile_list(profiles))
+    img = ctx.images.get(image) if image is not None else None
+    prof_names = ctx.new_instance_profiles(
+        profiles, img.fingerprint if img is not None else None)
     exp_cfg, exp_devs, root = expand_with_root(ctx, prof_names, local_cfg, local_devs, pool)
     pool_name = root["pool"]
     pool_drv = ctx.pool(pool_name)
     size = parse_size(root["size"]) if root.get("size") else None
-    img = ctx.images.get(image) if image is not None else None
     for dev in exp_devs.values():
         if dev.get("type") == "nic":
             ctx.nic_link(dev)  # fails early on an unknown network
 
     facts = ctx.facts()
-    volatile: dict[str, str] = {"volatile.uuid": str(uuid.uuid4())}
+    # the instance's identity, and the id cloud-init inside keys its first boot on (LXD's)
+    volatile: dict[str, str] = {"volatile.uuid": str(uuid.uuid4()),
+                                "volatile.cloud-init.instance-id": str(uuid.uuid4())}
     for dname, dev in exp_devs.items():
         if dev.get("type") == "nic" and not dev.get("hwaddr"):
             volatile[f"volatile.{dname}.hwaddr"] = random_mac()

@@ -38,7 +38,7 @@ import attrs
 
 from . import hostlimits, record
 from .config import devices as devcfg
-from .config import expand, names, schema
+from .config import names, schema
 from .context import Context
 from .errors import AlreadyExists, BulkError, InvalidArgument, LxdlibError
 from .instance import expand_with_root, recover_leftover
@@ -129,11 +129,13 @@ def prepare(ctx: Context, specs: Sequence[Spec], progress: Any = None) -> list[S
     pools: dict[str, set[str]] = {}
     bridges: set[str] = set()
     for s in specs:
-        key = json.dumps([s.profiles, s.config, s.devices, s.pool], sort_keys=True)
+        # no profiles named: the image's own list (each image may have another)
+        key = json.dumps([s.profiles, s.config, s.devices, s.pool,
+                          s.image if s.profiles is None else None], sort_keys=True)
         if key not in composed:
             local_cfg = schema.validate_instance_config(dict(s.config))
             local_devs = {n: devcfg.validate_device(n, d) for n, d in s.devices.items()}
-            prof = ctx.check_profiles(expand.resolve_profile_list(s.profiles))
+            prof = ctx.new_instance_profiles(s.profiles, s.image)
             cfg, devs, root = expand_with_root(ctx, prof, local_cfg, local_devs, s.pool)
             composed[key] = (cfg, devs, root["pool"])
             for dev in devs.values():
@@ -353,12 +355,13 @@ def worker_main() -> None:
 
 
 def check_limits(ctx: Context, profiles: Sequence[str] | None, config: Mapping[str, str] | None,
-                 devices: Mapping[str, Mapping[str, str]] | None, pool: str | None) -> None:
+                 devices: Mapping[str, Mapping[str, str]] | None, pool: str | None,
+                 image: str | None = None) -> None:
     """``HostLimit`` if one more instance so composed would cross a host limit (``launch``
     asks before it creates anything). Bad input is left for ``create`` to refuse."""
     try:
         local_devs = {n: dict(d) for n, d in (devices or {}).items()}
-        prof = ctx.check_profiles(expand.resolve_profile_list(profiles))
+        prof = ctx.new_instance_profiles(profiles, image)
         cfg, devs, _ = expand_with_root(ctx, prof, dict(config or {}), local_devs, pool)
     except LxdlibError:
         return

@@ -183,6 +183,9 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
     if src:
         lines += ["Source:", f"    Server: {src.get('server', '')}",
                   f"    Protocol: {src.get('protocol', '')}", f"    Alias: {src.get('alias', '')}"]
+    if "profiles" in d:  # a local image's (a remote catalogue has none)
+        lines += ["Profiles:", *(f"    - {p}" for p in d["profiles"])] if d["profiles"] \
+            else ["Profiles: []"]
     print("\n".join(lines))
     return 0
 
@@ -196,7 +199,7 @@ def _editable(i: ImageRecord) -> dict[str, Any]:
     """The part of an image ``image edit`` changes (LXD's ImagePut)."""
     d = i.to_dict()
     return {"auto_update": i.auto_update, "properties": dict(i.properties), "public": i.public,
-            "expires_at": d["expires_at"]}
+            "expires_at": d["expires_at"], "profiles": list(i.profiles)}
 
 
 def _bool(value: Any, key: str) -> bool:
@@ -235,8 +238,14 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
             expires = str(expires)
         if str(expires).startswith("0001-01-01"):  # LXD's zero time leaves it as it is
             expires = UNSET
+    profiles = data.get("profiles")
+    if profiles is not None and (not isinstance(profiles, list) or
+                                 not all(isinstance(p, str) for p in profiles)):
+        raise InvalidArgument("profiles must be a list of profile names")
     host.images.update(
         i.fingerprint,
+        # LXD's edit replaces the list; one left out (or null) means ``default`` alone
+        profiles=profiles if profiles is not None else ["default"],
         properties=({str(k): "" if v is None else str(v) for k, v in props.items()}
                     if props is not None else {}),
         public=_bool(data.get("public", i.public), "public"),

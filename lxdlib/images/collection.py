@@ -151,8 +151,10 @@ class Images(Collection[Image]):
         self.store.touch(fingerprint)
 
     def update(self, ref: str, **changes: Any) -> Image:
-        """``image edit``: ``properties``, ``public``, ``auto_update``, ``expires_at`` (see
-        ``Image.update``)."""
+        """``image edit``: ``properties``, ``public``, ``auto_update``, ``expires_at``,
+        ``profiles`` (see ``Image.update``); each profile named must exist."""
+        if changes.get("profiles") is not None:
+            changes["profiles"] = self.ctx.check_profiles(changes["profiles"])
         return self._image(self.store.update(ref, **changes))
 
     def set_properties(self, ref: str, values: Mapping[str, str | None]) -> Image:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,11 +123,22 @@ class Image(RootModel[Context]):
 
     # -- verbs --------------------------------------------------------------------------------
     def update(self, *, properties: Mapping[str, str] | None = None, public: bool | None = None,
-               auto_update: bool | None = None, expires_at: Any = UNSET) -> None:
-        """``image edit``: ``properties`` replaces the whole set; ``None`` leaves a field alone,
-        except ``expires_at``, where ``None`` clears it (left alone when not given)."""
+               auto_update: bool | None = None, expires_at: Any = UNSET,
+               profiles: Sequence[str] | None = None) -> None:
+        """``image edit``: ``properties`` replaces the whole set, ``profiles`` the profiles an
+        instance made from the image gets when its creator names none (``[]``: none); ``None``
+        leaves a field alone, except ``expires_at``, where ``None`` clears it (left alone when
+        not given)."""
+        if profiles is not None:
+            profiles = self._ctx.check_profiles(profiles)
         self._ctx.images.update(self._name, properties=properties, public=public,
-                                auto_update=auto_update, expires_at=expires_at)
+                                auto_update=auto_update, expires_at=expires_at,
+                                profiles=profiles)
+
+    @property
+    def profiles(self) -> list[str]:
+        """The profiles an instance made from this image gets when none are named."""
+        return list(self.record().profiles)
 
     def set_properties(self, values: Mapping[str, str | None]) -> None:
         """Set (``None``: unset) some properties, read and written under the image's lock."""

@@ -25,7 +25,7 @@ import builtins
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -33,6 +33,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from ..config.expand import resolve_profile_list
 from ..errors import (
     AlreadyExists,
     Busy,
@@ -108,6 +109,9 @@ class ImageRecord:
     #: Where an image fetched by alias came from, for auto-update: ``server``, ``protocol``,
     #: ``alias``, ``image_type`` (LXD's ``update_source``); ``None`` for local images.
     update_source: dict[str, str] | None = None
+    #: The profiles an instance made from this image gets when its creator names none (LXD's
+    #: image ``profiles``): ``["default"]`` unless ``image edit`` changed it; ``[]`` gives none.
+    profiles: list[str] = attrs.field(factory=lambda: ["default"])
 
     def _repr_html_(self) -> str:
         from ..notebook import images_html
@@ -130,6 +134,7 @@ class ImageRecord:
             "uploaded_at": _fmt_time(self.uploaded_at),
             "last_used_at": _fmt_time(self.last_used_at),
             "expires_at": _fmt_time(self.expires_at),
+            "profiles": list(self.profiles),
         }
         if self.update_source is not None:
             out["update_source"] = dict(self.update_source)
@@ -162,6 +167,9 @@ class ImageRecord:
                 type=str(data.get("type", "container")),
                 update_source=({str(k): str(v) for k, v in data["update_source"].items()}
                                if data.get("update_source") else None),
+                # none stored (a record older than the field, or LXD's nil): ``default`` only
+                profiles=(["default"] if data.get("profiles") is None
+                          else [str(p) for p in data["profiles"]]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ImageError(f"corrupt image record: {e}") from None
@@ -635,11 +643,16 @@ class ImageStore:
         cached: bool | None = None,
         expires_at: datetime | str | Literal[_Unset.UNSET] | None = UNSET,
         last_used_at: datetime | str | Literal[_Unset.UNSET] | None = UNSET,
+        profiles: Sequence[str] | None = None,
     ) -> ImageRecord:
         """Change the editable fields (``properties`` replaces the whole set). ``None`` leaves a
         field alone, except the two times, where ``None`` (or LXD's zero time) clears and
-        ``UNSET`` leaves alone; times may be datetimes or ISO 8601 strings."""
+        ``UNSET`` leaves alone; times may be datetimes or ISO 8601 strings. ``profiles`` is
+        checked for names here; that they exist is the caller's to check (the store does not
+        know the root's profiles)."""
         changes: dict[str, Any] = {}
+        if profiles is not None:
+            changes["profiles"] = resolve_profile_list(profiles)
         if properties is not None:
             changes["properties"] = _check_properties(properties)
         if public is not None:

@@ -291,3 +291,39 @@ def test_ipv6_column_and_api_hide_link_local(host: lxdlib.Host, net: str) -> Non
     assert listing[c].ipv6 == ["fd42:7c::5"]
     # info, as LXD's, still lists every address with its scope
     assert "(link)" in run(host, "info", c).stdout
+
+
+def test_an_images_profiles_are_what_a_launch_without_profiles_gets(host: lxdlib.Host) -> None:
+    """LXD's image ``profiles``: shown by ``image show``/``info``, changed by ``image edit``,
+    given to an instance whose creator names no profile; ``-p`` still overrides them."""
+    host.profiles.create("extra", {"user.from": "extra"})
+    shown = yaml.safe_load(run(host, "image", "show", "busybox").stdout)
+    assert shown["profiles"] == ["default"]
+    info = run(host, "image", "info", "busybox").stdout
+    assert info.endswith("Profiles:\n    - default\n")
+    shown["profiles"] = ["default", "extra"]
+    run(host, "image", "edit", "busybox", input=yaml.safe_dump(shown))
+    assert host.images["busybox"].profiles == ["default", "extra"]
+    assert run(host, "image", "info", "busybox").stdout.endswith(
+        "Profiles:\n    - default\n    - extra\n")
+    c1, c2, c3 = name("ip"), name("ip"), name("ip")
+    run(host, "init", "busybox", c1)
+    assert host.instances[c1].profiles == ["default", "extra"]
+    assert host.instances[c1].expanded_config["user.from"] == "extra"
+    run(host, "init", "busybox", c2, "-p", "default")
+    assert host.instances[c2].profiles == ["default"]
+    host.create("busybox", c3)  # the API, too
+    assert host.instances[c3].profiles == ["default", "extra"]
+    # a profile that does not exist is refused, and nothing changes
+    shown["profiles"] = ["default", "nope"]
+    r = run(host, "image", "edit", "busybox", input=yaml.safe_dump(shown), check=False)
+    assert r.returncode == 1 and "nope" in r.stderr
+    assert host.images["busybox"].profiles == ["default", "extra"]
+    # an empty list is kept as such (no profile at all), a missing one means `default`
+    shown["profiles"] = []
+    run(host, "image", "edit", "busybox", input=yaml.safe_dump(shown))
+    assert host.images["busybox"].profiles == []
+    assert run(host, "image", "info", "busybox").stdout.endswith("Profiles: []\n")
+    del shown["profiles"]
+    run(host, "image", "edit", "busybox", input=yaml.safe_dump(shown))
+    assert host.images["busybox"].profiles == ["default"]

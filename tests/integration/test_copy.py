@@ -8,6 +8,7 @@ import contextlib
 import secrets
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 
 import btrfsutil
@@ -58,6 +59,9 @@ def test_copy_running_instance_same_pool(host: lxdlib.Host, bridge: str) -> None
     assert c.snapshots["s1"].created_at == src.snapshots["s1"].created_at
     sc, cc = src.config, c.config
     assert cc["volatile.uuid"] != sc["volatile.uuid"]
+    # a new machine to cloud-init too; both ids made at creation, as LXD makes them
+    assert cc["volatile.cloud-init.instance-id"] != sc["volatile.cloud-init.instance-id"]
+    assert uuid.UUID(sc["volatile.cloud-init.instance-id"]) != uuid.UUID(sc["volatile.uuid"])
     assert cc["volatile.eth0.hwaddr"] != sc["volatile.eth0.hwaddr"]
     assert cc["volatile.base_image"] == sc["volatile.base_image"]
     assert "volatile.last_state.power" not in cc

@@ -30,8 +30,9 @@ def test_to_dict_has_lxd_keys() -> None:
     d = _record().to_dict()
     assert set(d) == {"fingerprint", "filename", "size", "architecture", "type", "public",
                       "auto_update", "cached", "properties", "aliases", "created_at",
-                      "uploaded_at", "last_used_at", "expires_at"}
+                      "uploaded_at", "last_used_at", "expires_at", "profiles"}
     assert d["type"] == "container"
+    assert d["profiles"] == ["default"]
     assert d["created_at"] == "2024-01-02T03:04:05Z"
     assert d["uploaded_at"] == "2024-02-03T04:05:06.789000Z"
     assert d["last_used_at"] == "0001-01-01T00:00:00Z"
@@ -85,3 +86,19 @@ def test_alias_names_ok(name: str) -> None:
 def test_alias_names_refused(name: str, reason: str) -> None:
     with pytest.raises(InvalidName, match=reason):
         validate_alias_name(name)
+
+
+@pytest.mark.parametrize(("stored", "profiles"), [
+    (None, ["default"]),  # a record older than the field, or LXD's nil: default alone
+    ([], []),  # none at all
+    (["default", "web"], ["default", "web"]),
+])
+def test_profiles_round_trip_and_default(stored: list[str] | None, profiles: list[str]) -> None:
+    data = _record().to_dict()
+    if stored is None:
+        del data["profiles"]
+    else:
+        data["profiles"] = stored
+    rec = ImageRecord.from_dict(data)
+    assert rec.profiles == profiles
+    assert ImageRecord.from_dict(rec.to_dict()) == rec
