@@ -261,6 +261,9 @@ class InstanceCore:
         if trigger:
             rec.config.pop("volatile.apply_template", None)
         rec.config["volatile.last_state.power"] = "RUNNING"
+        from .devices.nic import running_host_names  # here: only a start names its veths
+        _forget_host_names(rec)
+        rec.config.update(running_host_names(self._paths.root, self.name, devs))
         rec.last_used_at = record.now()
         # durable only when templates changed the record; the power state is a hint
         record.save(self._paths, rec, durable=bool(trigger))
@@ -309,6 +312,10 @@ class InstanceCore:
             criu.restore(self._paths.lxcpath, self.name, state)
             rec = self.record()
             rec.config["volatile.last_state.power"] = "RUNNING"
+            from .devices.nic import running_host_names
+            _forget_host_names(rec)
+            rec.config.update(running_host_names(self._paths.root, self.name,
+                                                 self.expanded(rec)[1]))
             rec.last_used_at = record.now()
             record.save(self._paths, rec, durable=False)
         finally:
@@ -336,6 +343,7 @@ class InstanceCore:
                 journal.end(paths, self.name)
             runtime.wait_state(c, {"STOPPED"}, 30)
             rec.config["volatile.last_state.power"] = "STOPPED"
+            _forget_host_names(rec)
             record.save(paths, rec, durable=False)
 
     def _stop_locked(self, c: runtime.Container, force: bool, timeout: float) -> None:
@@ -346,6 +354,7 @@ class InstanceCore:
                              "use force to kill it")
         rec = self.record()
         rec.config["volatile.last_state.power"] = "STOPPED"
+        _forget_host_names(rec)
         record.save(self._paths, rec, durable=False)
         self.ctx.events.emit("instance-stopped", self.name)
         if rec.ephemeral:
@@ -1197,6 +1206,13 @@ def new_instance_dir(ctx: Context, name: str, pool: PoolDriver, *,
             pool.delete_instance_volume(name)
         shutil.rmtree(inst_dir, ignore_errors=True)
         raise
+
+
+def _forget_host_names(rec: InstanceRecord) -> None:
+    """Drop ``volatile.<nic>.host_name``: a stopped instance has no veth (LXD drops it too)."""
+    for key in [k for k in rec.config if k.startswith("volatile.") and
+                k.endswith(".host_name")]:
+        del rec.config[key]
 
 
 def commit_instance(ctx: Context, rec: InstanceRecord) -> InstanceCore:

@@ -45,6 +45,15 @@ def ifb_for(root: object, instance: str, device: str) -> str:
     return tc.IFB_PREFIX + _identity(root, instance, device)[:9]
 
 
+def running_host_names(root: object, instance: str,
+                       devices: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """``volatile.<nic>.host_name`` of each nic a start gives a veth (LXD's key, set while the
+    instance runs): where scripts find the host end, e.g. for ``tc`` or a capture."""
+    return {f"volatile.{dname}.host_name": dev.get("host_name") or
+            default_host_name(root, instance, dname)
+            for dname, dev in devices.items() if dev.get("type") == "nic"}
+
+
 def host_veth(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> str:
     """The host end of the nic's veth (at most 15 characters)."""
     return dev.get("host_name") or default_host_name(ctx.host.paths.root, ctx.name, name)

@@ -327,3 +327,24 @@ def test_an_images_profiles_are_what_a_launch_without_profiles_gets(host: lxdlib
     del shown["profiles"]
     run(host, "image", "edit", "busybox", input=yaml.safe_dump(shown))
     assert host.images["busybox"].profiles == ["default"]
+
+
+def test_a_running_nic_names_its_host_veth_in_volatile(host: lxdlib.Host, net: str) -> None:
+    """LXD's ``volatile.<nic>.host_name``: the host end of the running instance's veth (on the
+    instance's bridge), gone once it stops, and never brought back by a restore."""
+    c = name("hn")
+    inst = host.launch("busybox", c, devices={"eth0": {"type": "nic", "network": net,
+                                                      "name": "eth0"}})
+    veth = inst.config["volatile.eth0.host_name"]
+    link = subprocess.run(["ip", "-json", "link", "show", "dev", veth], capture_output=True,
+                          text=True, check=True)
+    assert json.loads(link.stdout)[0]["master"] == net
+    shown = yaml.safe_load(run(host, "config", "show", c).stdout)
+    assert shown["config"]["volatile.eth0.host_name"] == veth
+    inst.snapshots.create("s0")
+    inst.stop(force=True)
+    assert "volatile.eth0.host_name" not in host.instances[c].config
+    inst.snapshots.restore("s0")
+    assert "volatile.eth0.host_name" not in host.instances[c].config
+    inst.start()
+    assert host.instances[c].config["volatile.eth0.host_name"] == veth
