@@ -10,7 +10,9 @@ written for ``lxc`` get LXD's answers here too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import json
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -219,6 +221,72 @@ def cmd_project_switch(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+#: ``project info``'s resources, in LXD 5.0's order (its table, and the keys of its YAML).
+PROJECT_RESOURCES = ("containers", "cpu", "disk", "instances", "memory", "networks",
+                     "processes", "virtual-machines")
+
+
+def project_usage(host: Host) -> dict[str, int]:
+    """What the instances of the (only) project take, as LXD's ``project info`` counts it: the
+    CPUs, memory and processes their limits ask for (the expanded ``limits.cpu``,
+    ``limits.memory``, ``limits.processes``; an instance without one counts 0), the sizes of
+    their root disks and of the custom volumes, and the managed networks. An instance whose
+    record cannot be read counts as an instance and nothing more."""
+    from ..config import limits
+    from ..config.units import parse_size
+    usage = dict.fromkeys(PROJECT_RESOURCES, 0)
+    mem_total = host.facts().mem_total
+    for inst in host.instances.list():
+        usage["containers"] += 1
+        usage["instances"] += 1
+        try:
+            cfg, devs = inst.expanded_config, inst.expanded_devices
+        except LxdlibError:
+            continue
+        with contextlib.suppress(LxdlibError, ValueError):
+            cpu = limits.cpu_limit(cfg["limits.cpu"]) if cfg.get("limits.cpu") else 0
+            usage["cpu"] += cpu if isinstance(cpu, int) else len(cpu)
+        with contextlib.suppress(LxdlibError, ValueError):
+            if cfg.get("limits.memory"):
+                usage["memory"] += limits.memory_limit_bytes(cfg["limits.memory"], mem_total)
+        with contextlib.suppress(ValueError):
+            usage["processes"] += int(cfg.get("limits.processes") or 0)
+        root = next((d for d in devs.values()
+                     if d.get("type") == "disk" and d.get("path") == "/"), {})
+        with contextlib.suppress(LxdlibError, ValueError):
+            usage["disk"] += parse_size(root["size"]) if root.get("size") else 0
+    for pool in host.pool_names():
+        for vol in host.volumes.store.list(pool):
+            with contextlib.suppress(LxdlibError, ValueError, KeyError, TypeError):
+                size = vol.get("config", {}).get("size")
+                usage["disk"] += parse_size(size) if size else 0
+    usage["networks"] = len(host.networks.names())
+    return usage
+
+
+def cmd_project_info(host: Host, a: argparse.Namespace) -> int:
+    output.check_format(a.format)
+    _project(host, a.project)
+    usage = project_usage(host)
+    if a.format == "json":  # LXD's JSON keeps its Go field names, capitalised
+        print(json.dumps({"resources": {k: {"Limit": -1, "Usage": v}
+                                        for k, v in usage.items()}}, separators=(",", ":")))
+        return 0
+    rows = [[k.upper(), "UNLIMITED",
+             output.size(v) if k in ("disk", "memory") else str(v)] for k, v in usage.items()]
+    output.emit(a.format, ["RESOURCE", "LIMIT", "USAGE"], rows,
+                {"resources": {k: {"limit": -1, "usage": v} for k, v in usage.items()}})
+    return 0
+
+
+@_says_errors
+def cmd_project_single(host: Host | None, a: argparse.Namespace) -> int:
+    """The verbs that would make, change or remove a project: lxdlib has the default one."""
+    raise InvalidArgument(f"lxdlib has one project, \"default\", which cannot be "
+                          f"{'created' if a.project_cmd == 'create' else 'changed or removed'}"
+                          f" (project {a.project_cmd})")
+
+
 # -- warning --------------------------------------------------------------------------------------
 WARNING_COLUMNS = {"c": "COUNT", "f": "FIRST SEEN", "l": "LAST SEEN", "p": "PROJECT",
                    "s": "SEVERITY", "S": "STATUS", "t": "TYPE", "u": "UUID"}
@@ -298,6 +366,19 @@ def register(sub: Any) -> None:
     x.set_defaults(func=cmd_project_switch)
     x = s.add_parser("get-current", help="show the current project")
     x.set_defaults(func=cmd_project_current, no_host=True)
+    x = s.add_parser("info", help="show the project's resource usage")
+    x.add_argument("project")
+    output.add_format(x)
+    x.set_defaults(func=cmd_project_info)
+    for verb, what in (("create", "create a project (refused: only default exists)"),
+                       ("delete", "delete a project (refused)"),
+                       ("edit", "edit a project (refused)"),
+                       ("rename", "rename a project (refused)"),
+                       ("set", "set a project option (refused)"),
+                       ("unset", "unset a project option (refused)")):
+        x = s.add_parser(verb, help=what)
+        x.add_argument("rest", nargs=argparse.REMAINDER)
+        x.set_defaults(func=cmd_project_single, no_host=True)
 
     p = sub.add_parser("warning", help="manage warnings (lxdlib logs them instead)")
     s = p.add_subparsers(dest="warning_cmd", metavar="<verb>", required=True)

@@ -22,6 +22,7 @@ VERBS: dict[str, str] = {
     "project get": "print a project's config key",
     "project switch": "make a project the current one (only default)",
     "project get-current": "print the current project",
+    "project info": "show what the instances' limits, disks and the networks take",
     "warning list": "list the warnings (always empty)",
     "warning show": "show a warning",
     "warning acknowledge": "acknowledge a warning",

@@ -96,6 +96,24 @@ def test_rename_version_project_operation_warning(host: lxdlib.Host) -> None:
                        str(len(p["used_by"]))]]
     r = run(root, "project", "show", "other", check=False)
     assert (r.returncode, r.stderr) == (1, "Error: Project not found\n")
+    # info: what the instances' limits and root disks ask for, in LXD's units and shapes
+    run(root, "init", "busybox", "pi1", "-c", "limits.memory=64MiB", "-c", "limits.cpu=1",
+        "-c", "limits.processes=100")
+    usage = {r[0]: r[1:] for r in rows(run(root, "project", "info", "default", "-f",
+                                           "csv").stdout)}
+    instances = len(host.instances.names())
+    assert usage["CONTAINERS"] == usage["INSTANCES"] == ["UNLIMITED", str(instances)]
+    assert usage["MEMORY"] == ["UNLIMITED", "64.00MiB"] and usage["CPU"][1] == "1"
+    assert usage["PROCESSES"][1] == "100" and usage["VIRTUAL-MACHINES"][1] == "0"
+    assert list(usage) == ["CONTAINERS", "CPU", "DISK", "INSTANCES", "MEMORY", "NETWORKS",
+                           "PROCESSES", "VIRTUAL-MACHINES"]
+    as_json = json.loads(run(root, "project", "info", "default", "-f", "json").stdout)
+    assert as_json["resources"]["memory"] == {"Limit": -1, "Usage": 64 << 20}
+    as_yaml = yaml.safe_load(run(root, "project", "info", "default", "-f", "yaml").stdout)
+    assert as_yaml["resources"]["processes"] == {"limit": -1, "usage": 100}
+    for verb in ("create", "delete", "set", "rename"):
+        r = run(root, "project", verb, "p2", check=False)
+        assert r.returncode == 1 and "one project" in r.stderr, verb
 
     assert json.loads(run(root, "operation", "list", "-f", "json").stdout) == []
     assert "| ID | TYPE | DESCRIPTION | STATUS | CANCELABLE | CREATED |" in \
