@@ -24,6 +24,7 @@ from .snapshots import Snapshots
 if TYPE_CHECKING:
     from .context import Context
     from .files import Files
+    from .instancemeta import Templates
 
 
 class Instance(InstanceCore):
@@ -47,6 +48,23 @@ class Instance(InstanceCore):
     def snapshots(self) -> Snapshots:
         """The instance's snapshots (``inst.snapshots.create()``, ``["snap0"]``…)."""
         return Snapshots(self)
+
+    @property
+    def templates(self) -> Templates:
+        """The templates its starts render (``lxc config template``): ``.names()``,
+        ``["hostname.tpl"]``, ``.create(name, text)``, ``.update``, ``.delete``."""
+        from .instancemeta import Templates
+        return Templates(self)
+
+    def metadata(self) -> dict[str, Any]:
+        """Its image metadata (``lxc config metadata show``): what names its templates."""
+        from .instancemeta import read_metadata
+        return read_metadata(self)
+
+    def set_metadata(self, data: Mapping[str, Any]) -> None:
+        """Replace its image metadata (``lxc config metadata edit``), checked first."""
+        from .instancemeta import write_metadata
+        write_metadata(self, data)
 
     def rename(self, new: str) -> Instance:
         """Rename a stopped instance with its snapshots (``lxc move old new``)."""

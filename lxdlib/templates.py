@@ -48,24 +48,25 @@ def render(text: str, ctx: Mapping[str, Any], *, name: str = "<template>",
     from . import jinjasandbox  # here, not at the top: Jinja2 loads only when a template renders
 
     def include(template: str) -> str | None:
-        if templates_dir is None or not _plain_name(template):
+        if templates_dir is None or not plain_name(template):
             return None
         path = templates_dir / template
         if not os.path.lexists(path):
             return None
-        return _read_source(path, template, None)
+        return read_source(path, template, None)
 
     return jinjasandbox.render(text, ctx, name=name, include=include)
 
 
-def _plain_name(name: str) -> bool:
+def plain_name(name: str) -> bool:
+    """A template's name: one path component (templates live in one flat directory)."""
     return bool(name) and "/" not in name and "\0" not in name and name not in (".", "..")
 
 
 # ---------------------------------------------------------------------------------------------
 # applying an image's templates
 
-def _read_source(path: Path, name: str, target: str | None) -> str:
+def read_source(path: Path, name: str, target: str | None) -> str:
     """The text of a template file of the image. ``O_NONBLOCK`` and a type check on the open
     descriptor: a FIFO shipped as a template would otherwise block the start forever."""
     what = f"template {name!r}" + (f" (for {target!r})" if target else "")
@@ -109,11 +110,11 @@ def apply(volume: Path, metadata: Mapping[str, Any], trigger: str, ctx: Mapping[
         if spec.get("create_only") and confined.exists_in_root(rootfs, target):
             continue
         name = str(spec.get("template", ""))
-        if not _plain_name(name):
+        if not plain_name(name):
             raise ImageError(f"invalid template name {name!r} for {target}")
         if tdir.is_symlink():
             raise ImageError("the image's templates directory is a symlink")
-        text = _read_source(tdir / name, name, target)
+        text = read_source(tdir / name, name, target)
         local = dict(ctx)
         for key in ("container", "instance"):
             if key in local:

@@ -232,6 +232,52 @@ def register(sub: Any) -> None:
     d.add_argument("rest", nargs="*")
     d.add_argument("-e", "--expanded", action="store_true")
     d.set_defaults(func=lambda h, a: cmd_device(h, _norm_verb(a)))
+    m = cs.add_parser("metadata", help="show or edit an instance's image metadata")
+    m.add_argument("verb", choices=("show", "edit"))
+    m.add_argument("instance")
+    m.set_defaults(func=cmd_metadata)
+    t = cs.add_parser("template", help="list, show, create, edit or delete an instance's "
+                                       "file templates")
+    t.add_argument("verb", choices=("list", "ls", "show", "create", "edit", "delete", "rm"))
+    t.add_argument("instance")
+    t.add_argument("template", nargs="?")
+    output.add_format(t)
+    t.set_defaults(func=cmd_template)
+
+
+# -- metadata and templates (the instance's own copy of its image's) ---------------------------
+def cmd_metadata(host: Host, a: argparse.Namespace) -> int:
+    inst = host.instances.get(a.instance)
+    if a.verb == "show":
+        sys.stdout.write(output.dump_yaml(inst.metadata()))
+        return 0
+    inst.set_metadata(load_mapping(edit_text(output.dump_yaml(inst.metadata()))))
+    return 0
+
+
+def cmd_template(host: Host, a: argparse.Namespace) -> int:
+    inst = host.instances.get(a.instance)
+    verb = {"ls": "list", "rm": "delete"}.get(a.verb, a.verb)
+    if verb == "list":
+        output.check_format(a.format)
+        names = inst.templates.names()
+        output.emit(a.format, ["FILENAME"], [[n] for n in names], names)
+        return 0
+    if a.template is None:
+        raise InvalidArgument(f"Missing template name: config template {verb} <instance> "
+                              "<template>")
+    if verb == "show":
+        sys.stdout.write(inst.templates[a.template])
+    elif verb == "create":
+        inst.templates.create(a.template)  # empty, as LXD makes it: fill it with `edit`
+    elif verb == "edit":
+        text = edit_text(inst.templates[a.template])
+        if not text.strip():  # as every edit: nothing back is a mistake, not a wipe
+            raise InvalidArgument("the new content is empty: nothing was changed")
+        inst.templates.update(a.template, text)
+    else:
+        inst.templates.delete(a.template)
+    return 0
 
 
 def _norm_verb(a: argparse.Namespace) -> argparse.Namespace:

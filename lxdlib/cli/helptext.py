@@ -33,6 +33,8 @@ VERBS: dict[str, str] = {
     "config show": "print an instance's configuration as YAML (--expanded: with its profiles)",
     "config edit": "edit an instance's configuration as YAML (stdin when not a terminal)",
     "config device": "add, remove, list, show, set, unset, get or override instance devices",
+    "config metadata": "show or edit the image metadata an instance keeps (its templates' list)",
+    "config template": "list, show, create, edit or delete the templates its starts render",
     "image delete": "delete images",
     "image info": "show an image's properties, aliases and sizes",
     "image show": "print an image's record as YAML",

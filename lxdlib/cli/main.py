@@ -293,7 +293,8 @@ def split_exec(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
     return head, rest[start:]
 
 
-_CONFIG_VERBS = {"set", "unset", "get", "show", "edit", "device", "-h", "--help"}
+_CONFIG_VERBS = {"set", "unset", "get", "show", "edit", "device", "metadata", "template", "-h",
+                 "--help"}
 
 
 def fix_config_shorthand(argv: Sequence[str]) -> list[str]:

@@ -26,14 +26,17 @@ pytestmark = pytest.mark.root
 
 
 def run(root: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
-        tty_stderr: bool = False) -> subprocess.CompletedProcess[str]:
-    """The command on ``root``; with ``tty_stderr`` its stderr is a terminal (a pty), as when a
-    user runs it, and what it wrote there is returned as ``stderr``."""
+        tty_stderr: bool = False, input: str | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    """The command on ``root`` (``input``: its stdin); with ``tty_stderr`` its stderr is a
+    terminal (a pty), as when a user runs it, and what it wrote there is returned as
+    ``stderr``."""
     cmd = [sys.executable, "-m", "lxdlib.cli.main", "--root", str(root), *args]
     full_env = {**os.environ, **(env or {})}
     if not tty_stderr:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=full_env,
-                           stdin=subprocess.DEVNULL)
+                           **({"input": input} if input is not None
+                              else {"stdin": subprocess.DEVNULL}))
     else:
         master, slave = pty.openpty()
         try:
@@ -378,3 +381,53 @@ def test_second_root_picks_a_free_default_bridge(root: Path) -> None:
         for r_ in others:
             teardown_root(r_)
             subprocess.run(["rm", "-rf", str(r_.parent)], check=False)
+
+
+def test_config_metadata_and_templates(host: lxdlib.Host) -> None:
+    """``config metadata show|edit`` and ``config template list|show|create|edit|delete``: a
+    template added to one instance renders at its next start; bad names and metadata a start
+    could not use are refused and change nothing; host users cannot read the templates."""
+    root = host.paths.root
+    run(root, "init", "busybox", "tp1")
+    meta = yaml.safe_load(run(root, "config", "metadata", "show", "tp1").stdout)
+    assert meta["architecture"] and isinstance(meta.get("templates", {}), dict)
+    shipped = rows(run(root, "config", "template", "list", "tp1", "-f", "csv").stdout)
+    assert shipped == [[n] for n in host.instances["tp1"].templates.names()]
+    run(root, "config", "template", "create", "tp1", "hello.tpl")
+    assert rows(run(root, "config", "template", "list", "tp1", "-f", "csv").stdout) == \
+        sorted([*shipped, ["hello.tpl"]])
+    assert run(root, "config", "template", "show", "tp1", "hello.tpl").stdout == ""
+    r = run(root, "config", "template", "create", "tp1", "hello.tpl", check=False)
+    assert r.returncode == 1 and "already exists" in r.stderr
+    run(root, "config", "template", "edit", "tp1", "hello.tpl",
+        input="hello {{ instance.name }} {{ properties.who }}\n")
+    meta.setdefault("templates", {})["/etc/hello"] = {
+        "template": "hello.tpl", "when": ["start"], "properties": {"who": "there"}}
+    run(root, "config", "metadata", "edit", "tp1", input=yaml.safe_dump(meta))
+    before = run(root, "config", "metadata", "show", "tp1").stdout
+    for bad in ({"template": "../../etc/shadow", "when": ["start"]},
+                {"template": "hello.tpl", "when": ["boot"]},
+                {"template": "hello.tpl", "when": ["start"], "create_only": "yes"}):
+        wrong = {**meta, "templates": {**meta["templates"], "/etc/x": bad}}
+        r = run(root, "config", "metadata", "edit", "tp1", input=yaml.safe_dump(wrong),
+                check=False)
+        assert r.returncode == 1 and r.stderr.startswith("Error: "), bad
+    for bad_name in ("../x", "a/b", "."):
+        r = run(root, "config", "template", "create", "tp1", bad_name, check=False)
+        assert r.returncode == 1 and "invalid template name" in r.stderr, bad_name
+    r = run(root, "config", "template", "edit", "tp1", "hello.tpl", input="", check=False)
+    assert r.returncode == 1 and "empty" in r.stderr
+    assert run(root, "config", "metadata", "show", "tp1").stdout == before
+    assert run(root, "config", "template", "show", "tp1", "hello.tpl").stdout.startswith("hello")
+    tdir = host.instances["tp1"].volume / "templates"
+    denied = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             "cat", str(tdir / "hello.tpl")], capture_output=True)
+    assert denied.returncode != 0
+    run(root, "start", "tp1")
+    out = run(root, "exec", "tp1", "--", "cat", "/etc/hello").stdout
+    assert out == "hello tp1 there\n"
+    run(root, "config", "template", "delete", "tp1", "hello.tpl")
+    assert rows(run(root, "config", "template", "list", "tp1", "-f", "csv").stdout) == shipped
+    r = run(root, "config", "template", "show", "tp1", "hello.tpl", check=False)
+    assert r.returncode == 1 and r.stderr.startswith("Error: ")
+    run(root, "delete", "--force", "tp1")
