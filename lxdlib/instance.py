@@ -42,9 +42,9 @@ from .state import (
     ParsedCache,
     atomic_write,
     held,
-    load_record_yaml,
     load_yaml,
     lock,
+    parse_record,
     swap_write,
 )
 
@@ -1021,7 +1021,7 @@ def cgroup_usage(c: runtime.Container) -> dict[str, Any]:
 
 
 #: Image metadata of volumes that stay (a copy's source), parsed once while unchanged.
-_metadata = ParsedCache(limit=1024)
+_metadata = ParsedCache(limit=1024, parse=load_yaml)
 
 
 def cached_metadata(volume: Path) -> dict[str, Any]:
@@ -1047,7 +1047,7 @@ def read_metadata(volume: Path) -> dict[str, Any]:
     except OSError as e:
         raise LxdlibError(f"cannot read {path}: {e.strerror} (a symlink is refused)") from None
     with os.fdopen(fd, "rb") as f:
-        data = load_record_yaml(f.read())  # SafeLoader's result, faster (read at every start)
+        data = load_yaml(f.read())  # the image's YAML, from elsewhere: the safe loader
     return data if isinstance(data, dict) else {}
 
 
@@ -1136,7 +1136,7 @@ def recover_leftover(ctx: Context, name: str) -> bool:
     marker = d / record.DELETING
     if marker.exists():
         with contextlib.suppress(Exception):
-            pool = str((load_yaml(marker.read_text()) or {}).get("pool") or "")
+            pool = str((parse_record(marker.read_bytes()) or {}).get("pool") or "")
     c = runtime.open_container(paths.lxcpath, name)
     if c.state != "STOPPED":
         runtime.kill(c, paths.lxcpath)
