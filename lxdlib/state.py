@@ -295,7 +295,9 @@ def encode_record(data: Any) -> bytes:
     turned into a string that reads back as something else — the records' ``to_dict`` give
     their times as ISO 8601 strings. A lone surrogate cannot be encoded and raises too."""
     text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
-    return _YAML_UNSAFE.sub(_escape, text).encode()
+    if not text.isascii() or "\x7f" in text:  # most records are ASCII without DEL: no regex
+        text = _YAML_UNSAFE.sub(_escape, text)
+    return text.encode()
 
 
 def _one_line(text: str) -> str:
