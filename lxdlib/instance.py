@@ -43,6 +43,7 @@ from .state import (
     atomic_write,
     held,
     load_yaml,
+    load_yaml_kept,
     lock,
     parse_record,
     swap_write,
@@ -253,7 +254,7 @@ class InstanceCore:
             self.restore_saved_state()
             self.ctx.events.emit("instance-started", self.name)
             return
-        meta = read_metadata(vol)
+        meta = read_metadata(vol, self._dir / record.METADATA_MEMO)
         trigger = rec.config.get("volatile.apply_template")
         if meta.get("templates"):
             for t in ([trigger] if trigger else []) + ["start"]:
@@ -1038,7 +1039,9 @@ def cached_metadata(volume: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def read_metadata(volume: Path) -> dict[str, Any]:
+def read_metadata(volume: Path, memo: Path | None = None) -> dict[str, Any]:
+    """The image's metadata.yaml in ``volume``; with ``memo`` (a file of the instance's own,
+    given by ``start``), parsed once while it is unchanged (``state.load_yaml_kept``)."""
     path = volume / "metadata.yaml"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -1047,7 +1050,8 @@ def read_metadata(volume: Path) -> dict[str, Any]:
     except OSError as e:
         raise LxdlibError(f"cannot read {path}: {e.strerror} (a symlink is refused)") from None
     with os.fdopen(fd, "rb") as f:
-        data = load_yaml(f.read())  # the image's YAML, from elsewhere: the safe loader
+        # the image's YAML, from elsewhere: the safe loader
+        data = load_yaml(f.read()) if memo is None else load_yaml_kept(f, path, memo)
     return data if isinstance(data, dict) else {}
 
 

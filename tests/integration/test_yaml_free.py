@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -41,3 +42,23 @@ def test_everyday_commands_do_not_import_yaml(host: lxdlib.Host) -> None:
     assert rec["config"]["volatile.last_state.power"] == "STOPPED"
     # LXD's YAML stays YAML: ``show`` prints it
     assert "yaml" in run(host, "config", "show", "c1")
+
+
+def test_a_start_parses_the_image_metadata_once(host: lxdlib.Host) -> None:
+    """A start reads the image's metadata.yaml (LXD's YAML) for its templates: parsed by the
+    safe loader once, then kept as JSON beside the record while the file is unchanged."""
+    run(host, "init", "busybox", "c1")
+    time.sleep(1.1)  # a file changed within the last second is not known by its times
+    assert "yaml" in run(host, "start", "c1")
+    memo = host.paths.instance_dir("c1") / ".metadata.json"
+    kept = json.loads(memo.read_bytes())["value"]
+    assert kept["templates"]["/etc/hostname"]["template"] == "hostname.tpl"
+    run(host, "stop", "c1", "--force")
+    assert "yaml" not in run(host, "start", "c1")
+    assert host.instances["c1"].exec(["cat", "/etc/hostname"]).text == "c1\n"
+    # a changed metadata.yaml is parsed again
+    vol = host.pool("default").volume_path("containers", "c1")
+    meta = (vol / "metadata.yaml").read_text()
+    (vol / "metadata.yaml").write_text(meta.replace("hostname.tpl", "hostname.tpl\n# edited"))
+    run(host, "stop", "c1", "--force")
+    assert "yaml" in run(host, "start", "c1")

@@ -16,7 +16,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lxdlib import journal, record
+from lxdlib import journal, record, state
 from lxdlib.errors import CorruptRecord
 from lxdlib.imagestore.remotes import Remotes
 from lxdlib.imagestore.store import ImageRecord, ImageStore
@@ -28,6 +28,7 @@ from lxdlib.state import (
     RecordSyntaxError,
     dump_yaml,
     encode_record,
+    load_yaml_kept,
     parse_record,
     read_record,
     write_record,
@@ -317,3 +318,49 @@ def test_importing_the_library_does_not_import_yaml() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- an image's metadata.yaml, parsed once per change ------------------------------------------
+
+def _kept(path: Path, memo: Path) -> Any:
+    with path.open("rb") as f:
+        return load_yaml_kept(f, path, memo)
+
+
+def test_yaml_from_elsewhere_is_parsed_once_while_unchanged(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    meta, memo = tmp_path / "metadata.yaml", tmp_path / ".metadata.json"
+    meta.write_text("architecture: x86_64\ntemplates:\n  /etc/hostname:\n"
+                    "    when: [create, copy]\n    template: hostname.tpl\n")
+    expected = yaml.safe_load(meta.read_text())
+    assert _kept(meta, memo) == expected and not memo.exists()  # just written: not trusted
+    monkeypatch.setattr(state, "RECENT_NS", -1)  # as if written long ago
+    assert _kept(meta, memo) == expected and memo.exists()
+
+    def no_parsing(*a: Any, **kw: Any) -> Any:
+        raise AssertionError("parsed again")
+    with monkeypatch.context() as m:
+        m.setattr(state, "load_yaml", no_parsing)
+        assert _kept(meta, memo) == expected
+    meta.write_text(meta.read_text().replace("copy", "rename"))  # changed: parsed again
+    assert _kept(meta, memo)["templates"]["/etc/hostname"]["when"] == ["create", "rename"]
+    assert json.loads(memo.read_bytes())["value"]["templates"]["/etc/hostname"]["when"] == \
+        ["create", "rename"]
+    memo.write_bytes(b'{"key": ')  # a memo cut short: parsed again, and rewritten
+    assert _kept(meta, memo) == _kept(meta, memo)
+    assert json.loads(memo.read_bytes())["value"]["architecture"] == "x86_64"
+
+
+@pytest.mark.parametrize("doc", ["creation_date: 2026-12-04 10:00:00\n", "1: one\n",
+                                 "b: !!binary aGk=\n", "f: .nan\n"])
+def test_yaml_json_does_not_carry_exactly_is_not_kept(tmp_path: Path, doc: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state, "RECENT_NS", -1)
+    meta, memo = tmp_path / "metadata.yaml", tmp_path / ".metadata.json"
+    meta.write_text(doc)
+    expected = yaml.safe_load(doc)
+    got = _kept(meta, memo)
+    assert not memo.exists()
+    if doc != "f: .nan\n":
+        assert got == expected
