@@ -403,7 +403,7 @@ def load_yaml_kept(f: BinaryIO, path: str | os.PathLike[str],
             raw = encode_record({"key": key, "value": value})
             if json.loads(raw)["value"] == value:  # exactly what the safe loader gave
                 atomic_write(memo, raw, durable=False)
-        except (TypeError, ValueError, OSError):  # not JSON's, or not writable: parse again
+        except (TypeError, ValueError, RecursionError, OSError):  # not JSON's, or not writable
             pass
     return value
 
@@ -412,7 +412,7 @@ class ParsedCache:
     """Records parsed once per process, reused while the file is unchanged.
 
     Parsing is what a listing of many instances spends its time on (~0.1 ms a record with
-    libyaml, ~0.02 ms as JSON), and between two listings almost no record changes. Each entry
+    libyaml, ~0.01 ms as JSON), and between two listings almost no record changes. Each entry
     is keyed by the file's identity and change times — device, inode, size, mtime and ctime,
     read with ``fstat`` on the descriptor that is then read, so key and content belong
     together. Every write gives the file new times (a new file renamed into place,
