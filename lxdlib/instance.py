@@ -42,9 +42,10 @@ from .state import (
     ParsedCache,
     atomic_write,
     held,
-    load_record_yaml,
     load_yaml,
+    load_yaml_kept,
     lock,
+    parse_record,
     swap_write,
 )
 
@@ -253,7 +254,7 @@ class InstanceCore:
             self.restore_saved_state()
             self.ctx.events.emit("instance-started", self.name)
             return
-        meta = read_metadata(vol)
+        meta = read_metadata(vol, self._dir / record.METADATA_MEMO)
         trigger = rec.config.get("volatile.apply_template")
         if meta.get("templates"):
             for t in ([trigger] if trigger else []) + ["start"]:
@@ -1030,7 +1031,7 @@ def cgroup_usage(c: runtime.Container) -> dict[str, Any]:
 
 
 #: Image metadata of volumes that stay (a copy's source), parsed once while unchanged.
-_metadata = ParsedCache(limit=1024)
+_metadata = ParsedCache(limit=1024, parse=load_yaml)
 
 
 def cached_metadata(volume: Path) -> dict[str, Any]:
@@ -1047,7 +1048,9 @@ def cached_metadata(volume: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def read_metadata(volume: Path) -> dict[str, Any]:
+def read_metadata(volume: Path, memo: Path | None = None) -> dict[str, Any]:
+    """The image's metadata.yaml in ``volume``; with ``memo`` (a file of the instance's own,
+    given by ``start``), parsed once while it is unchanged (``state.load_yaml_kept``)."""
     path = volume / "metadata.yaml"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -1056,7 +1059,8 @@ def read_metadata(volume: Path) -> dict[str, Any]:
     except OSError as e:
         raise LxdlibError(f"cannot read {path}: {e.strerror} (a symlink is refused)") from None
     with os.fdopen(fd, "rb") as f:
-        data = load_record_yaml(f.read())  # SafeLoader's result, faster (read at every start)
+        # the image's YAML, from elsewhere: the safe loader
+        data = load_yaml(f.read()) if memo is None else load_yaml_kept(f, path, memo)
     return data if isinstance(data, dict) else {}
 
 
@@ -1145,7 +1149,7 @@ def recover_leftover(ctx: Context, name: str) -> bool:
     marker = d / record.DELETING
     if marker.exists():
         with contextlib.suppress(Exception):
-            pool = str((load_yaml(marker.read_text()) or {}).get("pool") or "")
+            pool = str((parse_record(marker.read_bytes()) or {}).get("pool") or "")
     c = runtime.open_container(paths.lxcpath, name)
     if c.state != "STOPPED":
         runtime.kill(c, paths.lxcpath)

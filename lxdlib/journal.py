@@ -25,8 +25,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import DiskFull, LxdlibError
-from .record import to_yaml
-from .state import Paths, atomic_write, lock, read_yaml, remove_stale_tmp, rename_exchange
+from .state import (
+    Paths,
+    atomic_write,
+    encode_record,
+    lock,
+    read_record,
+    remove_stale_tmp,
+    rename_exchange,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +105,15 @@ def begin(paths: Paths, name: str, op: str, **details: Any) -> None:
     """Record the intent of ``op`` on instance ``name`` before its first change.
 
     A first intent is written whole into the file the last one left (``SPARE``) and renamed
-    into place; where there is none yet it is written in place with one ``write`` and ends with
-    ``end: true``: cut short, it lacks that line and means "nothing started yet". A later stage
+    into place; where there is none yet it is written in place with one ``write``, as JSON
+    (``state.encode_record``) ending with ``"end": true}``: cut short, it is neither JSON nor
+    YAML (an unclosed flow mapping) and means "nothing started yet" (as does an intent of an
+    older version, written as YAML, that lacks its last line ``end: true``). A later stage
     of the same operation is written into the spare and swapped with the earlier stage in one
     ``rename`` (``RENAME_EXCHANGE``), so the earlier stage stays readable until then. The
     caller holds the instance's lock, so no other intent is written meanwhile.
     """
-    text = to_yaml({"op": op, "pid": os.getpid(), **details, "end": True})
+    text = encode_record({"op": op, "pid": os.getpid(), **details, "end": True})
     target = path(paths, name)
     spare = target.with_name(SPARE)
     later = os.path.lexists(target)
@@ -130,7 +139,7 @@ def begin(paths: Paths, name: str, op: str, **details: Any) -> None:
         size = os.fstat(fd).st_size if written is spare else 0
         view = memoryview(text)
         offset = 0
-        while offset < len(text):  # "end: true" comes last: any prefix reads as cut short
+        while offset < len(text):  # the closing brace comes last: any prefix reads as cut short
             offset += os.pwrite(fd, view[offset:], offset)
         if size > len(text):
             os.ftruncate(fd, len(text))
@@ -173,7 +182,7 @@ def end(paths: Paths, name: str) -> None:
 
 def read(paths: Paths, name: str) -> dict[str, Any] | None:
     try:
-        data = read_yaml(path(paths, name))
+        data = read_record(path(paths, name))
     except FileNotFoundError:
         return None
     except LxdlibError:  # a symlink planted in place of the file: drop it

@@ -1,8 +1,9 @@
 """The profile store: named bundles of config and devices that instances stack in order.
 
-One YAML file per profile in ``lxc profile show``'s shape. The ``default`` profile cannot be
-deleted or renamed, and a profile in use cannot be deleted (LXD's rules). Who uses a profile is
-derived from the instance records when asked, never stored twice.
+One record per profile in ``lxc profile show``'s shape (``<name>.yaml``, written as JSON like
+every record: ``state.write_record``). The ``default`` profile cannot be deleted or renamed,
+and a profile in use cannot be deleted (LXD's rules). Who uses a profile is derived from the
+instance records when asked, never stored twice.
 
 This is the raw store the layers below the instance engine read (expansion, init). Users hold
 ``lxdlib.Profile`` and ``host.profiles`` (``lxdlib.profile_apply``), whose changes reach the
@@ -22,7 +23,7 @@ from .config import devices as devcfg
 from .config import names, schema
 from .config.expand import ProfileData
 from .errors import AlreadyExists, InUse, InvalidArgument, InvalidConfig, NotFound
-from .state import Paths, lock, read_yaml, write_yaml
+from .state import Paths, lock, read_record, write_record
 
 
 @attrs.define
@@ -84,7 +85,7 @@ class ProfileStore:
     def _read(self, name: str) -> ProfileRecord:
         names.validate_profile_name(name)
         try:
-            data = read_yaml(self._path(name))
+            data = read_record(self._path(name))
         except FileNotFoundError:
             raise NotFound("profile", name) from None
         return ProfileRecord(name=name, description=data.get("description") or "",
@@ -113,8 +114,8 @@ class ProfileStore:
         return [self.get(n) for n in self.names()]
 
     def _write(self, p: ProfileRecord) -> None:
-        write_yaml(self._path(p.name), {"name": p.name, "description": p.description,
-                                        "config": p.config, "devices": p.devices})
+        write_record(self._path(p.name), {"name": p.name, "description": p.description,
+                                          "config": p.config, "devices": p.devices})
 
     def create(self, name: str, config: Mapping[str, str] | None = None,
                devices: Mapping[str, Mapping[str, str]] | None = None,

@@ -1,5 +1,8 @@
 """An instance's record on disk: LXD's backup.yaml shape, lxdlib's source of truth.
 
+``instance.yaml`` holds the record as JSON (``state.encode_record``): every YAML reader reads
+it, and one an older version wrote as YAML is still read, and saved as JSON the next time.
+
 The record is the commit point of creation: an instance directory without ``instance.yaml`` is a
 leftover of a killed ``create`` (its volume, if any, is found by asking the pools), and one with
 ``.deleting.yaml`` instead is a ``delete`` to finish. Only local config and devices are
@@ -11,17 +14,25 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import attrs
-import yaml
 
 from .errors import CorruptRecord
-from .state import ParsedCache, Paths, atomic_write, dump_yaml, held, swap_write
+from .state import (
+    ParsedCache,
+    Paths,
+    RecordSyntaxError,
+    atomic_write,
+    encode_record,
+    held,
+    swap_write,
+)
 
 DELETING = ".deleting.yaml"
+#: The instance's image metadata as its last start parsed it (``state.load_yaml_kept``).
+METADATA_MEMO = ".metadata.json"
 
 # The instance records this process has parsed, reused while their file is unchanged: a second
 # listing of a thousand instances parses only what changed (see ``state.ParsedCache``).
@@ -149,9 +160,8 @@ def load(paths: Paths, name: str) -> InstanceRecord:
     path = f"{_lxcpath(paths)}/{name}/instance.yaml"  # paths.instance_record, without pathlib
     try:
         data = _parsed.read(path)
-    except yaml.YAMLError as e:
-        reason = "not YAML: " + " ".join(str(e).split())
-        raise CorruptRecord("instance", name, path, reason) from None
+    except RecordSyntaxError as e:
+        raise CorruptRecord("instance", name, path, e.reason) from None
     built = _built.get(path)
     if built is not None and built[0] is data:
         return _copy(built[1])
@@ -174,113 +184,14 @@ def save(paths: Paths, rec: InstanceRecord, durable: bool = True) -> None:
     which makes and frees no inode per save; otherwise as a new file renamed into place."""
     path = f"{_lxcpath(paths)}/{rec.name}/instance.yaml"  # as ``load`` names it
     data = rec.to_dict()
-    raw = to_yaml(data)
+    raw = encode_record(data)
     if held(paths, "instance", rec.name):
         swap_write(path, raw, durable=durable)
     else:
         atomic_write(path, raw, durable=durable)
     # the next load (this verb's, or the next verb's) reads these bytes without parsing them
-    # (``to_yaml`` reads back as the very mapping: tests/unit/test_record_yaml.py)
+    # (JSON reads back as the very mapping: tests/unit/test_record_yaml.py)
     _parsed.remember(path, raw, data)
-
-
-# -- the record's YAML, written without PyYAML's representer ---------------------------------------
-# Every verb saves the record, and PyYAML's pure-Python representer spent a quarter of a
-# millisecond on each (and as much on each intent record of ``lxdlib.journal``). The record holds
-# only mappings, lists, strings, integers, booleans and nulls, so it is written here directly, in
-# the block style PyYAML uses: a string stays plain where no YAML reader could take it for
-# anything else, and is double-quoted (with escapes) otherwise. Any other value goes through
-# PyYAML. tests/unit/test_record_yaml.py checks that every text reads back as written.
-
-#: Plain scalars: a letter or "_" first (nothing that YAML 1.1 resolves to a number, date or
-#: merge key starts so), then no space, colon, "#" or other indicator.
-_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*\Z")
-#: Words a YAML 1.1 reader resolves to booleans or null, whatever their case.
-_NOT_PLAIN = frozenset({"y", "n", "yes", "no", "true", "false", "on", "off", "null"})
-#: What a double-quoted scalar must escape: everything but printable characters other than the
-#: quote and the backslash, line breaks included (NEL, LS and PS are ones for YAML 1.1). Written
-#: as the characters escaped, not as the complement of those kept: compiling the complement of
-#: ranges up to U+10FFFF took ~5 ms at every command's start (tests/unit/test_record_yaml.py
-#: checks that the two are the same set).
-_ESCAPED = re.compile(r'[\x00-\x1f"\\\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff]')
-_NAMED = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
-
-
-class _Unsupported(Exception):
-    """A value the direct writer does not handle: PyYAML writes the record instead."""
-
-
-def _escape(m: re.Match[str]) -> str:
-    ch = m.group()
-    named = _NAMED.get(ch)
-    if named is not None:
-        return named
-    code = ord(ch)
-    if 0xD800 <= code <= 0xDFFF:
-        return ch  # a lone surrogate has no UTF-8 form: encoding the text refuses it
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, str):
-        if _PLAIN.match(value) and value.lower() not in _NOT_PLAIN:
-            return value
-        return '"' + _ESCAPED.sub(_escape, value) + '"'
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if type(value) is int:
-        return str(value)
-    raise _Unsupported(type(value).__name__)
-
-
-def _mapping(out: list[str], data: dict[Any, Any], indent: str) -> None:
-    for key, value in data.items():
-        if not isinstance(key, str):
-            raise _Unsupported(type(key).__name__)
-        head = f"{indent}{_scalar(key)}:"
-        if isinstance(value, dict):
-            if value:
-                out.append(head)
-                _mapping(out, value, indent + "  ")
-            else:
-                out.append(head + " {}")
-        elif isinstance(value, list):
-            if value:
-                out.append(head)
-                _sequence(out, value, indent)
-            else:
-                out.append(head + " []")
-        else:
-            out.append(f"{head} {_scalar(value)}")
-
-
-def _sequence(out: list[str], items: list[Any], indent: str) -> None:
-    for item in items:
-        if isinstance(item, dict) and item:
-            lines: list[str] = []
-            _mapping(lines, item, indent + "  ")
-            lines[0] = f"{indent}- {lines[0][len(indent) + 2:]}"
-            out += lines
-        elif isinstance(item, (dict, list)):
-            if item:
-                raise _Unsupported("a list in a list")
-            out.append(f"{indent}- {'{}' if isinstance(item, dict) else '[]'}")
-        else:
-            out.append(f"{indent}- {_scalar(item)}")
-
-
-def to_yaml(data: dict[str, Any]) -> bytes:
-    """A record's mapping as YAML, read back by any YAML reader as the same mapping."""
-    out: list[str] = []
-    try:
-        _mapping(out, data, "")
-    except _Unsupported:
-        return dump_yaml(data).encode()
-    return ("\n".join(out) + "\n").encode() if out else b"{}\n"
 
 
 def exists(paths: Paths, name: str) -> bool:

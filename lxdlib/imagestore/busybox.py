@@ -24,8 +24,6 @@ import tarfile
 from pathlib import Path
 from typing import IO, cast
 
-import yaml
-
 from ..errors import ImageError, InvalidArgument, ToolMissing
 
 log = logging.getLogger(__name__)
@@ -130,6 +128,7 @@ def _busybox_info(busybox: Path) -> tuple[str, list[str]]:
 
 def _entries(busybox: Path, arch: str) -> tuple[list[tuple[str, str, int, bytes | str]], int]:
     """(member name, kind d/f/l, mode, data or link target) for every member, and the mtime."""
+    import yaml  # here: only building the image writes its (LXD's) metadata.yaml
     version, applets = _busybox_info(busybox)
     binary = busybox.read_bytes()
     mtime = int(busybox.stat().st_mtime)

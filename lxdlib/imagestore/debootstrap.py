@@ -24,8 +24,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import yaml
-
 from ..errors import ImageError, InvalidArgument, ToolMissing
 from . import compression as comp
 
@@ -310,6 +308,7 @@ def build_debian_image(out: str | os.PathLike[str], *, release: str = "bookworm"
         _step(progress, "Configuring the rootfs for containers")
         _customize(rootfs)
         meta = _metadata(release, variant, arch, int(time.time()), packages)
+        import yaml  # here: only building an image writes (LXD's) metadata.yaml
         (work / "metadata.yaml").write_text(yaml.safe_dump(meta, sort_keys=True))
         templates = work / "templates"
         templates.mkdir()

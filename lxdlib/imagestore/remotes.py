@@ -27,7 +27,7 @@ from typing import Any, Final
 import attrs
 
 from ..errors import AlreadyExists, ImageError, InvalidArgument, InvalidName, NotFound, WrongState
-from ..state import Paths, lock, read_yaml, write_yaml
+from ..state import Paths, lock, read_record, write_record
 
 __all__ = ["DEFAULT_REMOTES", "LOCAL", "LXDLIB", "Remote", "Remotes", "SshAddress",
            "parse_ssh_url", "split_ref", "validate_remote_name", "validate_url"]
@@ -187,7 +187,7 @@ class Remotes:
     # -- file ---------------------------------------------------------------------------------
     def _read(self) -> tuple[str, dict[str, Remote]]:
         try:
-            data = read_yaml(self.path) or {}
+            data = read_record(self.path) or {}
         except FileNotFoundError:
             data = None
         if data is None:
@@ -212,7 +212,7 @@ class Remotes:
     def _mirrors(self) -> dict[str, str]:
         """URL overrides for the static image remotes (local mirrors; LXD has none)."""
         try:
-            data = read_yaml(self.path) or {}
+            data = read_record(self.path) or {}
         except FileNotFoundError:
             return {}
         mirrors = data.get("mirrors") if isinstance(data, Mapping) else None
@@ -227,7 +227,7 @@ class Remotes:
 
     def _write(self, default: str, remotes: Mapping[str, Remote],
                mirrors: Mapping[str, str] | None = None) -> None:
-        write_yaml(self.path, {
+        write_record(self.path, {
             "default-remote": default,
             "remotes": {n: _entry(r) for n, r in sorted(remotes.items()) if not r.static},
             "mirrors": dict(sorted((self._mirrors() if mirrors is None else mirrors).items())),

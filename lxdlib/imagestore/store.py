@@ -43,7 +43,7 @@ from ..errors import (
     InvalidName,
     NotFound,
 )
-from ..state import Paths, fsync_dir, lock, read_yaml, remove_stale_tmp, write_yaml
+from ..state import Paths, fsync_dir, lock, read_record, remove_stale_tmp, write_record
 from . import compression, tarball
 from .tarball import is_fingerprint
 
@@ -325,7 +325,7 @@ class ImageStore:
     # -- records ----------------------------------------------------------------------------------
     def _read_aliases(self) -> dict[str, dict[str, str]]:
         try:
-            data = read_yaml(self.root / ALIASES_FILE)
+            data = read_record(self.root / ALIASES_FILE)
         except FileNotFoundError:
             return {}
         if data is None:
@@ -337,7 +337,7 @@ class ImageStore:
                 for k, v in data.items() if isinstance(v, dict)}
 
     def _write_aliases(self, table: dict[str, dict[str, str]]) -> None:
-        write_yaml(self.root / ALIASES_FILE, dict(sorted(table.items())))
+        write_record(self.root / ALIASES_FILE, dict(sorted(table.items())))
 
     @staticmethod
     def _aliases_of(table: dict[str, dict[str, str]],
@@ -348,7 +348,7 @@ class ImageStore:
     def _load(self, fingerprint: str, table: dict[str, dict[str, str]] | None = None
               ) -> ImageRecord:
         try:
-            data = read_yaml(self._dir(fingerprint) / RECORD_FILE)
+            data = read_record(self._dir(fingerprint) / RECORD_FILE)
         except FileNotFoundError:
             raise NotFound("image", fingerprint) from None
         if not isinstance(data, dict):
@@ -361,7 +361,7 @@ class ImageStore:
         data = record.to_dict()
         del data["aliases"]  # aliases.yaml is the one place aliases live
         remove_stale_tmp(self._dir(record.fingerprint))
-        write_yaml(self._dir(record.fingerprint) / RECORD_FILE, data)
+        write_record(self._dir(record.fingerprint) / RECORD_FILE, data)
 
     def _fingerprints(self) -> builtins.list[str]:
         try:

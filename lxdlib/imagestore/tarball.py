@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import attrs
-import yaml
 
 from ..errors import (
     CorruptArchive,
@@ -150,6 +149,7 @@ def _check_templates(raw: Any) -> dict[str, dict[str, Any]]:
 
 def parse_metadata(data: bytes) -> ImageMetadata:
     """Check the content of a ``metadata.yaml`` as LXD does (known architecture, non-zero date)."""
+    import yaml  # here: only an image import reads a tarball's metadata.yaml (safe loader)
     try:
         doc = yaml.safe_load(data)
     except yaml.YAMLError as e:

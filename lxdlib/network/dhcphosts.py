@@ -242,7 +242,7 @@ class HostStore:
         remove it; returns how many were moved. An entry already here is newer and is kept, so
         a migration cut short by a crash simply runs again."""
         try:
-            data = state.read_yaml(legacy)
+            data = state.read_record(legacy)
         except FileNotFoundError:
             return 0
         moved = 0

@@ -428,7 +428,7 @@ class NetworkManager:
     def _read(self, name: str) -> dict[str, Any]:
         validate_name(name)
         try:
-            data = state.read_yaml(self._record_path(name))
+            data = state.read_record(self._record_path(name))
         except FileNotFoundError:
             raise NotFound("network", name) from None
         if not isinstance(data, dict):
@@ -439,7 +439,7 @@ class NetworkManager:
 
     def _write(self, record: dict[str, Any]) -> None:
         self.paths.networks.mkdir(parents=True, exist_ok=True)
-        state.write_yaml(self._record_path(record["name"]), record)
+        state.write_record(self._record_path(record["name"]), record)
 
     def get(self, name: str) -> dict[str, Any]:
         return self._read(name)

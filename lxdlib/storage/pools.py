@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from ..errors import AlreadyExists, InUse, InvalidConfig, InvalidName, NotFound, StorageError
-from ..state import Paths, lock, read_yaml, remove_stale_tmp, write_yaml
+from ..state import Paths, lock, read_record, remove_stale_tmp, write_record
 from .base import PoolDriver
 from .btrfs import BtrfsPool
 from .dir import DirPool
@@ -70,7 +70,7 @@ def create_pool(paths: Paths, name: str, driver: str, config: dict[str, str] | N
         pool = cls(paths, name, checked)
         pool.create()
         try:
-            write_yaml(_record_path(paths, name), {
+            write_record(_record_path(paths, name), {
                 "name": name, "driver": driver, "description": description,
                 "config": dict(pool.config),
             })
@@ -88,7 +88,7 @@ def create_pool(paths: Paths, name: str, driver: str, config: dict[str, str] | N
 def _read_record(paths: Paths, name: str) -> dict[str, Any]:
     validate_pool_name(name)
     try:
-        record = read_yaml(_record_path(paths, name))
+        record = read_record(_record_path(paths, name))
     except FileNotFoundError:
         raise NotFound("storage pool", name) from None
     if not isinstance(record, dict) or not isinstance(record.get("config", {}), dict):
@@ -109,7 +109,7 @@ def set_pool_description(paths: Paths, name: str, description: str) -> None:
     with lock(paths, "storage-pool", name):
         record = _read_record(paths, name)
         record["description"] = description
-        write_yaml(_record_path(paths, name), record)
+        write_record(_record_path(paths, name), record)
 
 
 def load_pool(paths: Paths, name: str) -> PoolDriver:

@@ -157,11 +157,11 @@ def test_old_hosts_file_is_migrated(netenv: NetEnv) -> None:
         mac, fixed = f"02:00:00:00:0c:{n}1", str(gw.network.network_address + 30 + n)
         if not live:
             netenv.manager.down(name)
-        # what an older lxdlib left
-        state.write_yaml(run / "dhcp-hosts.yaml", {
+        # what an older lxdlib left (as YAML: older versions wrote records so)
+        (run / "dhcp-hosts.yaml").write_text(state.dump_yaml({
             f"old{n}/eth0": {"hwaddr": mac, "ipv4": fixed, "hostname": f"old{n}"},
             f"other{n}/eth0": {"hwaddr": f"02:00:00:00:0c:{n}2", "ipv4": None,
-                               "hostname": f"other{n}"}})
+                               "hostname": f"other{n}"}}))
         (run / "dnsmasq.hosts").write_text(f"{mac},{fixed},old{n}\n")
 
         netenv.manager.ensure_up(name)

@@ -161,12 +161,12 @@ def test_owner_step_reads_no_other_file(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_migrate_legacy_file(tmp_path: Path) -> None:
     legacy = tmp_path / "dhcp-hosts.yaml"
-    state.write_yaml(legacy, {
+    legacy.write_text(state.dump_yaml({  # older versions wrote it as YAML
         "c1/eth0": {"hwaddr": "02:00:00:00:00:01", "ipv4": "10.0.0.5", "hostname": "c1"},
         "c2/eth0": {"hwaddr": "02:00:00:00:00:02", "ipv4": None, "hostname": "c2"},
         "c3/eth0": {"hwaddr": "02:00:00:00:00:03", "ipv4": None, "hostname": None},
         "odd key": {"hwaddr": "02:00:00:00:00:04", "ipv4": None, "hostname": "x"},
-    })
+    }))
     store = HostStore(tmp_path)
     # an entry made after the upgrade but before the migration is newer: kept
     store.put(StaticHost("c2/eth0", "02:00:00:00:00:22", None, "c2"))

@@ -22,7 +22,14 @@ import yaml
 from lxdlib import listing, livestate, record
 from lxdlib.errors import LxdlibError
 from lxdlib.network import netstate
-from lxdlib.state import ParsedCache, Paths, dump_yaml, load_record_yaml, write_yaml
+from lxdlib.state import (
+    ParsedCache,
+    Paths,
+    RecordSyntaxError,
+    dump_yaml,
+    parse_record,
+    write_record,
+)
 
 # -- livestate --------------------------------------------------------------------------------
 
@@ -287,7 +294,7 @@ def _age(path: Path, seconds: float = 5) -> None:
 def test_parsed_cache_reuses_only_unchanged_files(tmp_path: Path, monkeypatch: Any) -> None:
     cache = ParsedCache()
     path = tmp_path / "r.yaml"
-    write_yaml(path, {"a": 1})
+    write_record(path, {"a": 1})
     # just written: read again each time (a rewrite within the clock's tick could look
     # alike), its parse reused only while the bytes are the same
     assert cache.read(path) == {"a": 1}
@@ -300,11 +307,11 @@ def test_parsed_cache_reuses_only_unchanged_files(tmp_path: Path, monkeypatch: A
     remembered = {"a": 6}
     cache.remember(path, b"a: 6\n", remembered)
     assert cache.read(path) is remembered
-    write_yaml(path, {"a": 1})
+    write_record(path, {"a": 1})
     monkeypatch.setattr(ParsedCache, "RECENT_NS", -1)  # as if written long ago
     first = cache.read(path)
     assert cache.read(path) is first  # parsed once
-    write_yaml(path, {"a": 2})  # a new file under the name: another key
+    write_record(path, {"a": 2})  # a new file under the name: another key
     assert cache.read(path) == {"a": 2}
     path.write_text("a: 3\n")  # even an in-place rewrite of the same size
     assert cache.read(path) == {"a": 3}
@@ -319,7 +326,7 @@ def test_parsed_cache_is_bounded_and_refuses_symlinks(tmp_path: Path, monkeypatc
     paths = []
     for i in range(5):
         p = tmp_path / f"r{i}.yaml"
-        write_yaml(p, {"i": i})
+        write_record(p, {"i": i})
         paths.append(p)
         cache.read(p)
     assert len(cache._entries) == 3 and str(paths[-1]) in cache._entries
@@ -424,7 +431,7 @@ def test_listing_has_the_collections_shape() -> None:
         lst["zz"]
 
 
-# -- the fast record loader -------------------------------------------------------------------
+# -- records an older version wrote as YAML ---------------------------------------------------
 
 DOCS = [
     "",
@@ -448,31 +455,30 @@ DOCS = [
 
 
 @pytest.mark.parametrize("doc", DOCS)
-def test_record_loader_gives_what_safe_loader_gives(doc: str) -> None:
+def test_yaml_records_read_as_the_safe_loader_reads_them(doc: str) -> None:
     try:
         expected = yaml.load(doc, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
-        with pytest.raises(yaml.YAMLError):
-            load_record_yaml(doc.encode())
+        with pytest.raises(RecordSyntaxError):
+            parse_record(doc.encode())
         assert e
         return
-    got = load_record_yaml(doc.encode())
+    got = parse_record(doc.encode())
     assert got == expected and type(got) is type(expected)
-    assert load_record_yaml(doc.encode()) == expected  # again, from the resolver's memory
     if isinstance(expected, dict) and "b" in expected and "a" in expected \
             and isinstance(expected["a"], list):
         assert got["a"] is got["b"]  # an alias stays one object, as PyYAML makes it
 
 
 @pytest.mark.parametrize("doc", ["a: [1\n", "a: 1\n---\nb: 2\n", "{a: 1, a\n", "\t- x\n"])
-def test_record_loader_refuses_what_safe_loader_refuses(doc: str) -> None:
+def test_record_reader_refuses_what_safe_loader_refuses(doc: str) -> None:
     with pytest.raises(yaml.YAMLError):
         yaml.load(doc, Loader=yaml.SafeLoader)
-    with pytest.raises(yaml.YAMLError):
-        load_record_yaml(doc.encode())
+    with pytest.raises(RecordSyntaxError, match=r"not JSON .*, and not YAML either"):
+        parse_record(doc.encode())
 
 
-def test_record_loader_on_a_real_record() -> None:
+def test_an_older_yaml_record_reads_as_written() -> None:
     rec = record.InstanceRecord(
         name="c1", architecture="x86_64", created_at=record.now(), pool="default",
         profiles=["default", "x"], config={"volatile.eth0.hwaddr": "00:16:3e:00:00:01",
@@ -480,8 +486,8 @@ def test_record_loader_on_a_real_record() -> None:
         devices={"eth0": {"type": "nic", "network": "lxdbr0"}}, ephemeral=True,
         snapshots=[record.SnapshotRecord(name="s0", created_at=record.now())])
     text = dump_yaml(rec.to_dict())
-    assert load_record_yaml(text.encode()) == yaml_safe(text)
-    assert record.InstanceRecord.from_dict(load_record_yaml(text.encode())) == rec
+    assert parse_record(text.encode()) == yaml_safe(text)
+    assert record.InstanceRecord.from_dict(parse_record(text.encode())) == rec
 
 
 def yaml_safe(text: str) -> Any:

@@ -1,30 +1,50 @@
-"""The record's own YAML writer: whatever a record holds reads back exactly as written."""
+"""lxdlib's records on disk: written as JSON, read back exactly as written (by lxdlib and by any
+YAML reader), and records an older version wrote as YAML still read and saved as JSON."""
 
 from __future__ import annotations
 
 import datetime as dt
-import re
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lxdlib import record
+from lxdlib import journal, record, state
+from lxdlib.errors import CorruptRecord
+from lxdlib.imagestore.remotes import Remotes
+from lxdlib.imagestore.store import ImageRecord, ImageStore
+from lxdlib.network.manager import NetworkManager
+from lxdlib.profiles import ProfileStore
 from lxdlib.record import InstanceRecord, SnapshotRecord
-from lxdlib.state import load_yaml
+from lxdlib.state import (
+    Paths,
+    RecordSyntaxError,
+    dump_yaml,
+    encode_record,
+    load_yaml_kept,
+    parse_record,
+    read_record,
+    write_record,
+)
+from lxdlib.storage import pools
 
 # any text a Python str can hold and UTF-8 can encode (lone surrogates cannot be written at all)
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
-TRICKY = st.sampled_from(["", "yes", "No", "ON", "off", "y", "N", "true", "False", "null", "~",
-                          "NULL", "1", "0x1f", "1_000", "1:20", "1e3", ".inf", "-.5", "2026-12-04",
-                          "2026-12-04T15:43:17+00:00", "<<", "=", "- a", "a: b", "a #b", "#x",
-                          "'q'", '"q"', "@x", "`x", "!x", "&x", "*x", "%x", "|", ">", "[a]",
-                          "{a}", "a,b", "?", "-", " lead", "trail ", "tab\there", "nl\nx",
-                          "cr\rx", "nel\x85x", "ls\u2028x", "ps\u2029x", "bom\ufeffx",
-                          "del\x7fx", "c1\x9bx", "nul\x00x", "\ufffe", "\uffff", "😀",
-                          "back\\slash", "é", "a/b.c-d_e"])
-STR = st.one_of(TEXT, TRICKY)
+TRICKY = ["", "yes", "No", "ON", "off", "y", "N", "true", "False", "null", "~", "NULL", "1",
+          "0x1f", "1_000", "1:20", "1e3", "1.5", ".inf", "-.5", "NaN", "2026-12-04",
+          "2026-12-04T15:43:17+00:00", "<<", "=", "- a", "a: b", "a #b", "#x", "'q'", '"q"',
+          "@x", "`x", "!x", "&x", "*x", "%x", "|", ">", "[a]", "{a}", "a,b", "?", "-", " lead",
+          "trail ", "tab\there", "nl\nx", "cr\rx", "crlf\r\nx", "nel\x85x", "ls\u2028x",
+          "ps\u2029x", "bom\ufeffx", "del\x7fx", "c1\x9bx", "nul\x00x", "\ufffe", "\uffff",
+          "😀", "back\\slash", "é", "a/b.c-d_e", "/", "\\u0041", "}", "]", "\"}"]
+STR = st.one_of(TEXT, st.sampled_from(TRICKY))
 SCALAR = st.one_of(STR, st.none(), st.booleans(), st.integers())
 
 
@@ -33,51 +53,314 @@ def values(depth: int) -> st.SearchStrategy[Any]:
         return SCALAR
     inner = values(depth - 1)
     return st.one_of(SCALAR, st.dictionaries(STR, inner, max_size=4),
-                     st.lists(st.one_of(SCALAR, st.dictionaries(STR, inner, max_size=3)),
-                              max_size=3))
+                     st.lists(inner, max_size=3))
+
+
+def read_back(raw: bytes) -> list[Any]:
+    """``raw`` as lxdlib reads it, and as both of PyYAML's readers read it."""
+    return [parse_record(raw), yaml.load(raw, Loader=yaml.CSafeLoader),
+            yaml.safe_load(raw.decode())]
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.dictionaries(STR, values(3), max_size=6))
 def test_any_mapping_reads_back_as_written(data: dict[str, Any]) -> None:
-    text = record.to_yaml(data)
-    assert load_yaml(text) == data
-    assert yaml.safe_load(text.decode()) == data  # the pure-Python reader agrees
+    raw = encode_record(data)
+    assert raw.lstrip().startswith(b"{")
+    for got in read_back(raw):
+        assert got == data
+        assert list(got) == list(data)  # keys in the order written
 
 
-def test_a_record_reads_back_and_stays_readable() -> None:
-    rec = InstanceRecord(
-        name="web", architecture="x86_64", created_at=dt.datetime(2026, 12, 4, tzinfo=dt.UTC),
-        pool="default", profiles=["default", "yes"],
-        config={"image.description": "busybox 1.35.0 (x86_64)", "limits.cpu": "2",
-                "user.note": "line\nbreak", "volatile.idmap.base": "1000000"},
-        devices={"eth0": {"type": "nic", "network": "lxdbr0"}},
-        snapshots=[SnapshotRecord(name="snap0", created_at=dt.datetime(2026, 12, 4,
-                                                                       tzinfo=dt.UTC))])
-    text = record.to_yaml(rec.to_dict())
-    assert InstanceRecord.from_dict(load_yaml(text)) == rec
-    lines = text.decode().splitlines()
-    assert "name: web" in lines and "  limits.cpu: \"2\"" in lines
-    assert "- default" in lines and '- "yes"' in lines
-    assert "- name: snap0" in lines and "  stateful: false" in lines
+@pytest.mark.parametrize("text", TRICKY)
+def test_every_tricky_string_reads_back_as_written(text: str) -> None:
+    data = {text: text, "list": [text, {text: [text]}]}
+    for got in read_back(encode_record(data)):
+        assert got == data
 
 
-def test_values_it_does_not_write_go_through_pyyaml() -> None:
-    data = {"n": 3, "f": 1.5, "nested": [[1]], 7: "int key"}
-    assert load_yaml(record.to_yaml(data)) == data
+def test_the_format_is_indented_json() -> None:
+    data = {"name": "c1", "config": {}, "devices": {"eth0": {"type": "nic"}}, "profiles": [],
+            "ephemeral": False, "last_used_at": None, "note": "é\n"}
+    raw = encode_record(data)
+    assert json.loads(raw) == data
+    assert raw.decode().splitlines()[:4] == ['{', '  "name": "c1",', '  "config": {},',
+                                             '  "devices": {']
+    assert '"note": "é\\n"' in raw.decode()  # UTF-8 as it is; control characters escaped
 
 
-# what a double-quoted scalar may hold as it is, as the writer was first written (the
-# complement of the characters it escapes, which it now lists instead: faster to compile)
-KEPT = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e\xa0-\u2027\u202a-\ud7ff"
-                  r"\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+@pytest.mark.parametrize("value", [dt.datetime(2026, 1, 1, tzinfo=dt.UTC), {1, 2}, b"x",
+                                   float("nan"), object()])
+def test_what_json_cannot_hold_is_refused(value: Any) -> None:
+    """A value the records' ``to_dict`` should have made a string is refused, not written as
+    something that reads back differently."""
+    with pytest.raises((TypeError, ValueError)):
+        encode_record({"k": value})
 
 
-def test_escapes_exactly_the_characters_not_kept() -> None:
-    """Every code point of the basic plane and a sample of the others (lone surrogates cannot be
-    written at all): written as it is where ``KEPT`` holds it, escaped otherwise."""
-    points = [*range(0xD800), *range(0xE000, 0x10000), *range(0x10000, 0x110000, 97), 0x10FFFF]
-    for code in points:
-        c = chr(code)
-        kept = record.to_yaml({"k": " " + c}) == f'k: " {c}"\n'.encode()
-        assert kept == bool(KEPT.match(c)), hex(code)
+def test_a_lone_surrogate_is_refused() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        encode_record({"k": "\ud800"})
+
+
+# -- every kind of record, saved and read back ---------------------------------------------------
+
+T0 = dt.datetime(2026, 12, 4, 15, 43, 17, tzinfo=dt.UTC)
+T1 = dt.datetime(2026, 12, 5, 1, 2, 3, 456789, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+ODD = {"yes": "no", "null": "null", "n": "1e3", "empty": "", "multi": "a\nb\r\n", "u": "é😀",
+       "on": "~", "t": "2026-12-04", "c1": "\x85\u2028"}
+
+
+def _instance(**changes: Any) -> InstanceRecord:
+    fields: dict[str, Any] = dict(
+        name="c1", architecture="x86_64", created_at=T0, pool="default",
+        profiles=["default", "yes", "null"], config=dict(ODD),
+        devices={"eth0": {"type": "nic", "network": "lxdbr0"}, "empty": {}},
+        description="line1\nline2 ünï", ephemeral=True, last_used_at=T1,
+        snapshots=[SnapshotRecord(name="s0", created_at=T0, expires_at=T1, stateful=True,
+                                  description="no", config=dict(ODD),
+                                  devices={"d": {"type": "disk", "path": "/"}},
+                                  profiles=["default"]),
+                   SnapshotRecord(name="s1", created_at=T1)])
+    fields.update(changes)
+    return InstanceRecord(**fields)
+
+
+INSTANCES = [
+    _instance(),
+    _instance(last_used_at=None, snapshots=[], config={}, devices={}, profiles=[],
+              description=""),
+    _instance(type="virtual-machine", ephemeral=False),
+]
+
+
+@pytest.mark.parametrize("rec", INSTANCES)
+def test_instance_records_round_trip(tmp_path: Path, rec: InstanceRecord) -> None:
+    paths = Paths(tmp_path)
+    paths.instance_dir(rec.name).mkdir(parents=True)
+    record.save(paths, rec, durable=False)
+    record.clear_cache()  # as a new process: parsed from the file
+    assert record.load(paths, rec.name) == rec
+    raw = paths.instance_record(rec.name).read_bytes()
+    assert json.loads(raw) == rec.to_dict()  # times exactly as ``to_dict`` writes them
+    assert json.loads(raw)["created_at"] == "2026-12-04T15:43:17+00:00"
+    for got in read_back(raw):
+        assert InstanceRecord.from_dict(got) == rec
+
+
+def test_intent_records_round_trip(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    paths.instance_dir("c1").mkdir(parents=True)
+    journal.prepare(paths, "c1")
+    details = {"old": INSTANCES[0].to_dict(), "stage": "prepare", "odd": ODD, "none": None,
+               "empty": [], "n": 3}
+    journal.begin(paths, "c1", "update", **details)
+    got = journal.read(paths, "c1")
+    assert got == {"op": "update", "pid": os.getpid(), **details, "end": True}
+    journal.begin(paths, "c1", "update", **{**details, "stage": "live"})  # a later stage
+    assert (journal.read(paths, "c1") or {})["stage"] == "live"
+    raw = journal.path(paths, "c1").read_bytes()
+    for cut in (1, len(raw) // 2, len(raw) - 1):  # killed while writing: "nothing started"
+        journal.path(paths, "c1").write_bytes(raw[:cut])
+        assert journal.read(paths, "c1") == {"op": "unknown"}
+
+
+def test_profile_records_round_trip(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    paths.ensure()
+    store = ProfileStore(paths, lambda name: [])
+    config = {"user.a": "yes", "user.b": "null", "user.c": "1e3",
+              "cloud-init.user-data": "#cloud-config\nx: y\n"}
+    store.create("p1", config, {"root": {"type": "disk", "path": "/", "pool": "p"}},
+                 description="é\nnull")
+    got = store.read("p1")
+    assert got.config == config
+    assert got.devices == {"root": {"type": "disk", "path": "/", "pool": "p"}}
+    assert got.description == "é\nnull"
+    raw = (paths.profiles / "p1.yaml").read_bytes()
+    assert json.loads(raw)["config"]["user.a"] == "yes"
+
+
+def test_network_records_round_trip(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    paths.ensure()
+    mgr = NetworkManager(paths)
+    rec = {"name": "br0", "type": "bridge", "managed": True, "description": "yes\n",
+           "config": {"ipv4.address": "10.0.0.1/24", "ipv6.address": "none", "user.x": "no"}}
+    mgr._write(dict(rec))
+    assert mgr._read("br0") == rec
+    assert json.loads((paths.networks / "br0.yaml").read_bytes()) == rec
+
+
+def test_pool_image_and_remote_records_round_trip(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    paths.ensure()
+    pool = {"name": "p", "driver": "dir", "description": "",
+            "config": {"source": "/x y/é", "size": "1e3"}}
+    write_record(paths.pools / "p.yaml", pool)
+    assert pools.pool_record(paths, "p") == pool
+
+    images = ImageStore(paths)
+    img = ImageRecord(fingerprint="ab" * 32, filename="f.tar.xz", size=12345,
+                      architecture="x86_64", created_at=T0, uploaded_at=T0.replace(second=0),
+                      last_used_at=None, expires_at=T0, properties=dict(ODD), aliases=[],
+                      public=False, auto_update=True, cached=True,
+                      update_source={"server": "https://x", "alias": "yes"})
+    (images.root / img.fingerprint).mkdir(parents=True)
+    images._save(img)
+    assert images._load(img.fingerprint) == img
+    images._write_aliases({"null": {"target": img.fingerprint, "description": "no"}})
+    assert images._read_aliases() == {"null": {"target": img.fingerprint, "description": "no"}}
+
+    remotes = Remotes(paths)
+    remotes.add("r1", "https://example.invalid:8443", protocol="simplestreams")
+    assert read_record(remotes.path)["remotes"]["r1"]["addr"] == "https://example.invalid:8443"
+    assert remotes.get("r1").addr == "https://example.invalid:8443"
+
+
+# -- roots made by earlier versions: YAML records ----------------------------------------------
+
+def test_an_older_yaml_instance_record_is_read_and_saved_as_json(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    paths.instance_dir("c1").mkdir(parents=True)
+    rec = INSTANCES[0]
+    # as earlier versions wrote it (PyYAML's block style; times as quoted strings)
+    paths.instance_record("c1").write_text(dump_yaml(rec.to_dict()))
+    record.clear_cache()
+    assert record.load(paths, "c1") == rec
+    record.save(paths, record.load(paths, "c1"))
+    raw = paths.instance_record("c1").read_bytes()
+    assert json.loads(raw) == rec.to_dict()
+    record.clear_cache()
+    assert record.load(paths, "c1") == rec
+
+
+def test_an_older_yaml_record_with_yaml_timestamps_is_read(tmp_path: Path) -> None:
+    """A hand-written record may hold YAML timestamps (datetimes, not strings)."""
+    paths = Paths(tmp_path)
+    paths.instance_dir("c1").mkdir(parents=True)
+    paths.instance_record("c1").write_text(
+        "name: c1\narchitecture: x86_64\npool: default\ncreated_at: 2026-12-04 15:43:17\n"
+        "config:\n  limits.cpu: 2\n  user.a: yes\nsnapshots:\n"
+        "- name: s0\n  created_at: 2026-12-04T15:43:17+00:00\n")
+    record.clear_cache()
+    rec = record.load(paths, "c1")
+    assert rec.created_at == T0 and rec.snapshots[0].created_at == T0
+    assert rec.config == {"limits.cpu": "2", "user.a": "True"}  # YAML 1.1 read it so
+    record.save(paths, rec)
+    assert json.loads(paths.instance_record("c1").read_bytes())["created_at"] == \
+        "2026-12-04T15:43:17+00:00"
+
+
+def test_an_older_yaml_profile_is_read_and_saved_as_json(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    paths.ensure()
+    (paths.profiles / "p1.yaml").write_text(
+        "name: p1\ndescription: old one\nconfig:\n  user.a: 'yes'\ndevices:\n"
+        "  root:\n    path: /\n    pool: default\n    type: disk\n")
+    store = ProfileStore(paths, lambda name: [])
+    old = store.read("p1")
+    assert old.config == {"user.a": "yes"} and old.description == "old one"
+    store.save("p1", old.config, old.devices, old.description)
+    raw = (paths.profiles / "p1.yaml").read_bytes()
+    assert json.loads(raw) == {"name": "p1", "description": "old one",
+                               "config": {"user.a": "yes"},
+                               "devices": {"root": {"path": "/", "pool": "default",
+                                                    "type": "disk"}}}
+    assert store.read("p1") == old
+
+
+def test_an_older_yaml_intent_is_read_and_the_next_is_json(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    paths.instance_dir("c1").mkdir(parents=True)
+    journal.path(paths, "c1").write_text(
+        "op: snapshot\npid: 1\nsnapshot: s0\nstage: volume\nend: true\n")
+    assert journal.read(paths, "c1") == {"op": "snapshot", "pid": 1, "snapshot": "s0",
+                                         "stage": "volume", "end": True}
+    journal.path(paths, "c1").write_text("op: snapshot\npid: 1\nsnapshot: s0\n")  # cut short
+    assert journal.read(paths, "c1") == {"op": "unknown"}
+    journal.begin(paths, "c1", "snapshot", snapshot="s0", stage="record")
+    assert json.loads(journal.path(paths, "c1").read_bytes())["stage"] == "record"
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b'{"name": "c1",\n  "pool": ', r"not JSON \(.*\), and not YAML either \(.*\)"),
+    (b"name: [c1\n", r"not JSON \(.*\), and not YAML either \(.*\)"),
+    (b"\xff\xfe\x00garbage: [", r"not JSON .*, and not YAML either"),
+    (b"- a list\n", "TypeError: a mapping was expected, not list"),
+    (b'{"architecture": "x86_64"}', "KeyError: 'name'"),
+    (b'{"name": "c1", "created_at": "not a time"}', "ValueError: Invalid isoformat"),
+])
+def test_a_corrupt_record_says_why(tmp_path: Path, content: bytes, reason: str) -> None:
+    paths = Paths(tmp_path)
+    paths.instance_dir("c1").mkdir(parents=True)
+    paths.instance_record("c1").write_bytes(content)
+    record.clear_cache()
+    with pytest.raises(CorruptRecord, match=reason) as e:
+        record.load(paths, "c1")
+    assert e.value.name == "c1" and "\n" not in e.value.reason
+
+
+def test_parse_record_names_both_parsers() -> None:
+    with pytest.raises(RecordSyntaxError) as e:
+        parse_record(b"{: [")
+    assert e.value.reason.startswith("not JSON (") and "not YAML either (" in e.value.reason
+    assert parse_record(b"") is None  # an empty file, as YAML reads it
+
+
+# -- start-up ---------------------------------------------------------------------------------
+
+def test_importing_the_library_does_not_import_yaml() -> None:
+    """PyYAML costs ~14 ms to import; lxdlib's own records are JSON and need none of it."""
+    code = "import sys, lxdlib.host, lxdlib.cli.main; print('yaml' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+# -- an image's metadata.yaml, parsed once per change ------------------------------------------
+
+def _kept(path: Path, memo: Path) -> Any:
+    with path.open("rb") as f:
+        return load_yaml_kept(f, path, memo)
+
+
+def test_yaml_from_elsewhere_is_parsed_once_while_unchanged(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    meta, memo = tmp_path / "metadata.yaml", tmp_path / ".metadata.json"
+    meta.write_text("architecture: x86_64\ntemplates:\n  /etc/hostname:\n"
+                    "    when: [create, copy]\n    template: hostname.tpl\n")
+    expected = yaml.safe_load(meta.read_text())
+    assert _kept(meta, memo) == expected and not memo.exists()  # just written: not trusted
+    monkeypatch.setattr(state, "RECENT_NS", -1)  # as if written long ago
+    assert _kept(meta, memo) == expected and memo.exists()
+
+    def no_parsing(*a: Any, **kw: Any) -> Any:
+        raise AssertionError("parsed again")
+    with monkeypatch.context() as m:
+        m.setattr(state, "load_yaml", no_parsing)
+        assert _kept(meta, memo) == expected
+    meta.write_text(meta.read_text().replace("copy", "rename"))  # changed: parsed again
+    assert _kept(meta, memo)["templates"]["/etc/hostname"]["when"] == ["create", "rename"]
+    assert json.loads(memo.read_bytes())["value"]["templates"]["/etc/hostname"]["when"] == \
+        ["create", "rename"]
+    memo.write_bytes(b'{"key": ')  # a memo cut short: parsed again, and rewritten
+    assert _kept(meta, memo) == _kept(meta, memo)
+    assert json.loads(memo.read_bytes())["value"]["architecture"] == "x86_64"
+
+
+@pytest.mark.parametrize("doc", ["creation_date: 2026-12-04 10:00:00\n", "1: one\n",
+                                 "b: !!binary aGk=\n", "f: .nan\n"])
+def test_yaml_json_does_not_carry_exactly_is_not_kept(tmp_path: Path, doc: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state, "RECENT_NS", -1)
+    meta, memo = tmp_path / "metadata.yaml", tmp_path / ".metadata.json"
+    meta.write_text(doc)
+    expected = yaml.safe_load(doc)
+    got = _kept(meta, memo)
+    assert not memo.exists()
+    if doc != "f: .nan\n":
+        assert got == expected

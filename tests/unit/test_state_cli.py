@@ -20,9 +20,9 @@ from lxdlib.errors import Busy, InvalidArgument, LxdlibError
 
 def test_atomic_write_replaces_and_leaves_no_tmp(tmp_path: Path) -> None:
     p = tmp_path / "rec.yaml"
-    state.write_yaml(p, {"a": 1})
-    state.write_yaml(p, {"a": 2})
-    assert state.read_yaml(p) == {"a": 2}
+    state.write_record(p, {"a": 1})
+    state.write_record(p, {"a": 2})
+    assert state.read_record(p) == {"a": 2}
     assert sorted(x.name for x in tmp_path.iterdir()) == ["rec.yaml"]
 
 
@@ -35,7 +35,7 @@ def test_atomic_write_from_threads_never_collides(tmp_path: Path) -> None:
     def writer(i: int) -> None:
         try:
             for _ in range(50):
-                state.write_yaml(p, {"writer": i, "pad": "x" * 4096}, durable=False)
+                state.write_record(p, {"writer": i, "pad": "x" * 4096}, durable=False)
         except BaseException as e:
             errors.append(e)
 
@@ -45,15 +45,15 @@ def test_atomic_write_from_threads_never_collides(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors
-    assert state.read_yaml(p)["pad"] == "x" * 4096
+    assert state.read_record(p)["pad"] == "x" * 4096
     assert sorted(x.name for x in tmp_path.iterdir()) == ["rec.yaml"]
 
 
-def test_read_yaml_refuses_symlink(tmp_path: Path) -> None:
+def test_read_record_refuses_symlink(tmp_path: Path) -> None:
     (tmp_path / "target").write_text("a: 1\n")
     (tmp_path / "link").symlink_to(tmp_path / "target")
     with pytest.raises(LxdlibError, match="symlink"):
-        state.read_yaml(tmp_path / "link")
+        state.read_record(tmp_path / "link")
 
 
 def test_stale_tmp_removed(tmp_path: Path) -> None:
