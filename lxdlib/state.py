@@ -36,7 +36,6 @@ import attrs
 from .errors import Busy, DiskFull, LxdlibError
 from .rootdir import root_path
 
-
 #: The root's directories, each joined once when a ``Paths`` is made (its post-init).
 _UNDER = {"lxcpath": "containers", "profiles": "profiles", "images": "images",
           "pools": "storage-pools", "networks": "networks", "disks": "disks", "locks": "locks",
