@@ -32,11 +32,15 @@ if ! .venv/bin/python -c 'import lxc, btrfsutil' 2>/dev/null; then
     rm -rf .venv
     /usr/bin/python3 -m venv --system-site-packages .venv
 fi
-# Editable in setuptools' compat mode: a plain path in a .pth file. The default mode installs an
-# import hook instead, which every start of the venv's Python loads (pathlib, importlib.util…):
-# ~11 ms of each `lxdlib` command and of `python -c pass` (23 ms instead of 12). The path is the
-# checkout, so tests/, bench/ and ansible_collections/ are importable too, as pytest makes them.
-# The stamp holds the mode: a venv installed with the hook is reinstalled once.
+# lxdlib is installed editable without the import hook of setuptools' default editable mode:
+# every start of the venv's Python loads that hook (pathlib, importlib.util...), ~11 ms of each
+# `lxdlib` command (`python -c pass`: 23 ms instead of 12). Compat mode puts a plain path in a
+# .pth file instead, but that path is the checkout, which holds more than lxdlib (tests/, bench/,
+# ansible_collections/) and which a program that drops its own directory from sys.path loses when
+# started in the checkout (Ansible's pipelined modules: "Failed to import ... lxdlib"). So the
+# .pth is pointed at .venv/lxdlib-path, holding only a link to ./lxdlib (a new module is seen at
+# once, as with any editable install). The stamp holds the mode: a venv with the hook is
+# reinstalled once.
 stamp=.venv/.lxdlib-installed
 mode=compat
 if [ "$(cat "$stamp" 2>/dev/null)" != "$mode" ] || [ setup.cfg -nt "$stamp" ] \
@@ -45,6 +49,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$mode" ] || [ setup.cfg -nt "$stamp" ] \
         --config-settings editable_mode="$mode"
     echo "$mode" > "$stamp"
 fi
+mkdir -p .venv/lxdlib-path
+ln -sfn "$PWD/lxdlib" .venv/lxdlib-path/lxdlib
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+for pth in "$site"/__editable__.lxdlib-*.pth; do
+    echo "$PWD/.venv/lxdlib-path" > "$pth"
+done
 # bytecode for every module, so that `lxdlib` starts fast where Python may not write it itself
 .venv/bin/python -m compileall -q lxdlib >/dev/null
 
