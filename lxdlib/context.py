@@ -7,8 +7,9 @@ name, the bridge a nic plugs into, the host's facts, one composition of profiles
 settings. Nothing here imports a service, so the services can import it without a circle.
 
 It is frozen: a context is made once per ``Host`` and passed down; the caches it keeps (pool
-drivers, simplestreams clients, the facts) live in one private holder and never change what a
-lookup answers, only how fast.
+drivers, simplestreams clients, the facts, the image store and remotes, made on first use so that
+a command that touches no image does not import their code) live in one private holder and never
+change what a lookup answers, only how fast.
 """
 
 from __future__ import annotations
