@@ -33,9 +33,10 @@ if ! .venv/bin/python -c 'import lxc, btrfsutil' 2>/dev/null; then
     /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 # lxdlib is installed editable without the import hook of setuptools' default editable mode:
-# every start of the venv's Python loads that hook (pathlib, importlib.util...), ~11 ms of each
-# `lxdlib` command (`python -c pass`: 23 ms instead of 12). Compat mode puts a plain path in a
-# .pth file instead, but that path is the checkout, which holds more than lxdlib (tests/, bench/,
+# every start of the venv's Python loads that hook (pathlib, importlib.util...): `python -c pass`
+# takes 20 ms instead of 10, `lxdlib --version` 25 instead of 22 (a command that opens a root
+# imports pathlib itself and gains 0-3 ms). Compat mode puts a plain path in a .pth file instead,
+# but that path is the checkout, which holds more than lxdlib (tests/, bench/,
 # ansible_collections/) and which a program that drops its own directory from sys.path loses when
 # started in the checkout (Ansible's pipelined modules: "Failed to import ... lxdlib"). So the
 # .pth is pointed at .venv/lxdlib-path, holding only a link to ./lxdlib (a new module is seen at
