@@ -7,8 +7,9 @@ name, the bridge a nic plugs into, the host's facts, one composition of profiles
 settings. Nothing here imports a service, so the services can import it without a circle.
 
 It is frozen: a context is made once per ``Host`` and passed down; the caches it keeps (pool
-drivers, simplestreams clients, the facts) live in one private holder and never change what a
-lookup answers, only how fast.
+drivers, simplestreams clients, the facts, the image store and remotes, made on first use so that
+a command that touches no image does not import their code) live in one private holder and never
+change what a lookup answers, only how fast.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from . import idmap, journal, record, runtime
+from . import journal, record
 from .config import expand, limits, schema
 from .errors import (
     AlreadyExists,
@@ -36,13 +36,17 @@ from .errors import (
     NotFound,
 )
 from .events import Events
-from .imagestore.remotes import Remotes
-from .imagestore.store import ImageRecord, ImageStore
 from .profiles import ProfileStore
 from .state import Paths, atomic_write, lock, read_yaml
 
 if TYPE_CHECKING:
+    # loaded where first used (``images``, ``remotes``, ``pool``, ``networks``, ``client``):
+    # most commands touch no image and no remote, and the store's modules bring tarfile, gzip
+    # and lzma, the remotes' urllib.parse
+    from . import idmap
+    from .imagestore.remotes import Remotes
     from .imagestore.simplestreams import Client
+    from .imagestore.store import ImageRecord, ImageStore
     from .network.manager import NetworkManager
     from .storage.base import PoolDriver
 
@@ -53,6 +57,9 @@ DEFAULT_NETWORK = "lxdbr0"
 #: identity could repeat within one tick of the filesystem's clock).
 _RECENT_NS = 1_000_000_000
 DEFAULT_POOL = "default"
+#: Where the image store keeps the temp files of imports running now or killed (under
+#: ``paths.run``; the store's own name for it, held equal by tests/unit/test_lazy_imports.py).
+IMAGE_IMPORTS = "image-imports"
 
 _ADJ = ("able", "bold", "brave", "calm", "clever", "cosmic", "crisp", "eager", "fair", "fast",
         "gentle", "grand", "happy", "immense", "jolly", "keen", "lively", "lucky", "mellow",
@@ -97,6 +104,7 @@ def _lxcfs_running() -> bool:
 
 
 def read_facts() -> HostFacts:
+    from . import idmap, runtime  # here: a context that asks no facts needs neither
     return HostFacts(cpus=os.cpu_count() or 1, mem_total=_mem_total(),
                      cgroup_version=runtime.cgroup_version(), lxcfs=_lxcfs_running(),
                      idmap=idmap.host_allocation(), swap_accounting=_swap_accounting())
@@ -109,6 +117,8 @@ class _Caches:
         self.facts: HostFacts | None = None
         self.pools: dict[str, PoolDriver] = {}
         self.networks: NetworkManager | None = None
+        self.images: ImageStore | None = None
+        self.remotes: Remotes | None = None
         self.clients: dict[str, Client] = {}
         self.recovered = False
         self.traversable_checked = False
@@ -127,20 +137,41 @@ class Context:
     paths: Paths
     events: Events
     profiles: ProfileStore
-    images: ImageStore
-    remotes: Remotes
     _caches: _Caches = attrs.field(factory=_Caches, init=False, repr=False)
 
     @classmethod
     def open(cls, paths: Paths) -> Context:
         """The context of an existing root (its layout made complete)."""
         paths.ensure()
-        images = ImageStore(paths)
-        # what killed image imports left, cleared by any command (one small directory)
-        images.cleanup_imports()
-        return cls(paths=paths, events=Events(paths),
-                   profiles=ProfileStore(paths, lambda p: profile_users(paths, p)),
-                   images=images, remotes=Remotes(paths))
+        ctx = cls(paths=paths, events=Events(paths),
+                  profiles=ProfileStore(paths, lambda p: profile_users(paths, p)))
+        # what killed image imports left, cleared by any command; the directory is empty but
+        # while an import runs or after one was killed, so the store is loaded only then
+        try:
+            with os.scandir(paths.run / IMAGE_IMPORTS) as it:
+                pending = any(True for _ in it)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            pending = False
+        if pending:
+            ctx.images.cleanup_imports()
+        return ctx
+
+    # -- stores loaded on first use -----------------------------------------------------------
+    @property
+    def images(self) -> ImageStore:
+        """The local image store (``<root>/images``)."""
+        if self._caches.images is None:
+            from .imagestore.store import ImageStore
+            self._caches.images = ImageStore(self.paths)
+        return self._caches.images
+
+    @property
+    def remotes(self) -> Remotes:
+        """The image servers and other hosts this root knows by name (``remotes.yaml``)."""
+        if self._caches.remotes is None:
+            from .imagestore.remotes import Remotes
+            self._caches.remotes = Remotes(self.paths)
+        return self._caches.remotes
 
     # -- host facts ---------------------------------------------------------------------------
     def facts(self) -> HostFacts:
@@ -525,6 +556,7 @@ class Context:
 
     def new_name(self) -> str:
         """A random free ``adjective-animal`` name, as LXD gives an unnamed instance."""
+        import random  # here: only an unnamed create needs it
         for _ in range(100):
             name = f"{random.choice(_ADJ)}-{random.choice(_NOUN)}"
             if not record.exists(self.paths, name):

@@ -20,13 +20,13 @@ from . import recovery as _recovery  # noqa: F401  (registers its journal recove
 from . import snapshots as _snapshots  # noqa: F401  (registers its journal recoverer)
 from .context import DEFAULT_NETWORK, DEFAULT_POOL, Context, HostFacts
 from .errors import InvalidArgument, NotFound
-from .images import Image, Images
 from .instances import Instance, Instances
 from .profile_apply import Profiles
 from .profiles import ProfileRecord
 from .state import Paths
 
 if TYPE_CHECKING:
+    from .images import Image, Images  # loaded by ``Host.images``: most commands use no image
     from .networks import Networks
     from .record import InstanceRecord
     from .storage.base import PoolDriver  # the drivers load when a pool is opened
@@ -66,11 +66,21 @@ class Host:
         self.paths = paths
         self.events = self.ctx.events
         self.instances = Instances(self.ctx)
-        self.images = Images(self.ctx)
         self.profiles = Profiles(self.ctx)
+        self._images: Images | None = None
 
     def __repr__(self) -> str:
         return f"<Host root={str(self.paths.root)!r}>"
+
+    @property
+    def images(self) -> Images:
+        """The local images (``host.images["busybox"]``), and those of remotes by
+        ``<remote>:<alias>``. Made on first use: the image code and the store's modules
+        (tarfile, compressors) are no part of the commands that use no image."""
+        if self._images is None:
+            from .images import Images
+            self._images = Images(self.ctx)
+        return self._images
 
     def _repr_html_(self) -> str:
         from .notebook import host_html

@@ -28,7 +28,6 @@ from typing import Any
 
 from . import idmap
 from .errors import StorageError
-from .imagestore.tarball import empty_dir
 from .storage.base import PoolDriver, close_volume_dir
 from .storage.dir import SNAPSHOTS, DirPool
 from .storage.loop import TMP, rename_noreplace, run, storage_errors, temp_name
@@ -130,6 +129,7 @@ def zfs_temp_snapshot(z: Any, name: str) -> Iterator[str]:
 def fill(src: Path, dst: Path) -> None:
     """Make the existing directory ``dst`` hold exactly what ``src`` holds (owners, modes,
     xattrs, hard links kept; reflinked where the filesystem can)."""
+    from .imagestore.tarball import empty_dir  # here: tarfile is no part of a copy's import
     empty_dir(dst)
     run(["cp", "-a", "--reflink=auto", "--no-target-directory", f"{src}", f"{dst}"])
 

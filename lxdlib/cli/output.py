@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import sys
@@ -86,6 +85,7 @@ def compact(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def to_csv(rows: Sequence[Sequence[str]]) -> str:
+    import csv  # here: only --format csv needs it, and every table verb imports this module
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     for r in rows:

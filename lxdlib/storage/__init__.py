@@ -1,20 +1,29 @@
-"""Storage pools: the drivers (dir, btrfs, zfs) and the records that say which pools exist."""
+"""Storage pools: the drivers (dir, btrfs, zfs) and the records that say which pools exist.
+
+The names below load on first use: a module that needs only ``storage.base`` (what a pool
+driver is) or one driver does not import the others nor the pool records, and a command that
+touches no pool imports none of them (see ``tests/unit/test_cli_imports.py``).
+"""
 
 from __future__ import annotations
 
-from .base import PoolDriver, PoolUsage
-from .btrfs import BtrfsPool
-from .dir import DirPool
-from .pools import (
-    DRIVERS,
-    create_pool,
-    delete_pool,
-    list_pools,
-    load_pool,
-    pool_info,
-    validate_pool_name,
-)
-from .zfs import ZfsPool, ensure_zfs_daemon, stop_zfs_daemon
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .base import PoolDriver, PoolUsage
+    from .btrfs import BtrfsPool
+    from .dir import DirPool
+    from .pools import (
+        DRIVERS,
+        create_pool,
+        delete_pool,
+        list_pools,
+        load_pool,
+        pool_info,
+        validate_pool_name,
+    )
+    from .zfs import ZfsPool, ensure_zfs_daemon, stop_zfs_daemon
 
 __all__ = [
     "DRIVERS",
@@ -32,3 +41,23 @@ __all__ = [
     "stop_zfs_daemon",
     "validate_pool_name",
 ]
+
+# each public name, by the submodule that defines it
+_WHERE = {
+    "PoolDriver": "base", "PoolUsage": "base", "BtrfsPool": "btrfs", "DirPool": "dir",
+    "ZfsPool": "zfs", "ensure_zfs_daemon": "zfs", "stop_zfs_daemon": "zfs",
+    "DRIVERS": "pools", "create_pool": "pools", "delete_pool": "pools", "list_pools": "pools",
+    "load_pool": "pools", "pool_info": "pools", "validate_pool_name": "pools",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value  # looked up once
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

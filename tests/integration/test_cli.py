@@ -174,3 +174,38 @@ def test_info_shows_host_root_mapping(host: lxdlib.Host) -> None:
     out = run(host, "info", "plain").stdout
     assert "Maps host root: YES from its next start" in out
     assert "from its next start: container uid 0 is host uid 0 (raw.idmap)" in out
+
+
+# runs the command in a fresh interpreter, then prints the modules it imported (after its output)
+_MODULES = """
+import json, sys
+from lxdlib.cli import main as m
+try:
+    rc = m.main(sys.argv[1:])
+except SystemExit as e:
+    rc = e.code
+print("\\n" + json.dumps({"rc": rc, "modules": sorted(sys.modules)}))
+"""
+# what a verb on an existing instance imports only when it uses it: the image store and its
+# tarballs, the remotes, and other hosts' code (HTTP, TLS, ssh, migration)
+NOT_FOR_AN_INSTANCE_VERB = {
+    "lxdlib.images", "lxdlib.imagestore.store", "lxdlib.imagestore.remotes",
+    "lxdlib.imagestore.tarball", "lxdlib.imagestore.busybox", "lxdlib.imagestore.simplestreams",
+    "tarfile", "ssl", "http.client", "urllib.request", "lxdlib.migrate", "lxdlib.sshhost",
+    "lxdlib.wire", "lxdlib.sendstream", "lxdlib.serve", "lxdlib.launcher", "lxdlib.backup"}
+
+
+def test_verbs_on_an_instance_import_no_image_or_remote_code(host: lxdlib.Host) -> None:
+    """The unit tests pin the imports up to an instance's lookup; here the verbs do their
+    work on a real instance (its pool opened, liblxc asked), still without the image store."""
+    run(host, "launch", "busybox", "imp")
+    for argv in (["info", "imp"], ["exec", "imp", "--", "true"],
+                 ["config", "set", "imp", "limits.memory", "256MB"], ["snapshot", "imp"],
+                 ["stop", "imp", "--force"], ["start", "imp"]):
+        r = subprocess.run([sys.executable, "-c", _MODULES, "--root", str(host.paths.root),
+                            *argv], capture_output=True, text=True, timeout=120)
+        out = json.loads(r.stdout.splitlines()[-1])
+        assert out["rc"] == 0, (argv, r.stderr)
+        mods = set(out["modules"])
+        assert "lxdlib.storage.base" in mods or argv[0] == "exec", argv  # it did its work
+        assert not mods & NOT_FOR_AN_INSTANCE_VERB, (argv, mods & NOT_FOR_AN_INSTANCE_VERB)

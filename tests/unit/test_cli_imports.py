@@ -1,8 +1,9 @@
 """What each command line imports: nothing it does not use. Start-up time is what a CLI
 invocation mostly costs, and it is set by the imports, so these tests pin them (and time
 nothing): ``--version`` and ``--help`` import no command module, ``list`` on an empty root
-neither the façade nor the listing, and a ``launch`` from a local image no remote-image code
-(HTTP, TLS, simplestreams)."""
+neither the façade nor the listing, a ``launch`` from a local image no remote-image code
+(HTTP, TLS, simplestreams), and opening a root (``lxdlib.Host``, every verb on an instance) none
+of the image store, the pool records and drivers, the networks' manager or other hosts' code."""
 
 from __future__ import annotations
 
@@ -20,7 +21,20 @@ COMMAND_MODULES = {f"lxdlib.cli.{m}" for m in (
     "instances", "configcmd", "images", "storage", "profiles", "networks", "remotes",
     "hostcmd", "backup", "files", "console", "completion")}
 
-# runs main() in a fresh interpreter and prints the modules it imported, as JSON
+# What opening a root must not import (``Host(root)``, and every verb on one instance up to its
+# work): each is loaded where an operation uses it. The image store and its tarballs (tarfile,
+# gzip) by ``host.images`` and the commands on images; the pool records and the drivers when a
+# pool is opened (only that pool's driver); the networks' manager when a nic or network is
+# touched; the migration, ssh and wire code only for another host.
+OFF_THE_ROOT_PATH = REMOTE | {
+    "tarfile", "gzip", "jinja2", "lxdlib.jinjasandbox",
+    "lxdlib.images", "lxdlib.imagestore.store", "lxdlib.imagestore.remotes",
+    "lxdlib.imagestore.tarball", "lxdlib.imagestore.busybox", "lxdlib.imagestore.simplestreams",
+    "lxdlib.storage.pools", "lxdlib.storage.btrfs", "lxdlib.storage.zfs",
+    "lxdlib.network.manager", "pyroute2", "lxdlib.devices", "lxdlib.launcher", "lxdlib.backup",
+    "lxdlib.migrate", "lxdlib.sshhost", "lxdlib.wire", "lxdlib.sendstream", "lxdlib.serve"}
+
+# runs main() in a fresh interpreter and prints its exit status and the modules it imported
 _RUN = """
 import json, sys
 from lxdlib.cli import main as m
@@ -29,15 +43,20 @@ try:
     rc = m.main(sys.argv[1:])
 except SystemExit as e:
     rc = e.code
-print(json.dumps(sorted(sys.modules)))
+print(json.dumps({{"rc": rc, "modules": sorted(sys.modules)}}))
 """
 
 
-def imported(*argv: str, patch: str = "") -> set[str]:
+def imported(*argv: str, patch: str = "", rc: int | None = None) -> set[str]:
+    """The modules a command line imported; ``rc``: the exit status it must have (checked, so
+    that a mistyped command line fails here instead of importing less than it should)."""
     r = subprocess.run([sys.executable, "-c", _RUN.format(patch=patch), *argv],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    return set(json.loads(r.stdout.splitlines()[-1]))
+    out = json.loads(r.stdout.splitlines()[-1])
+    if rc is not None:
+        assert out["rc"] == rc, r.stderr
+    return set(out["modules"])
 
 
 def lxdlib_modules(mods: set[str]) -> set[str]:
@@ -92,7 +111,7 @@ def create(self, image, name, **kw):
     raise SystemExit(0)
 lxdlib.host.Host.create = create
 """
-    mods = imported("--root", str(tmp_path), "launch", "busybox", "c1", "-q", patch=patch)
+    mods = imported("--root", str(tmp_path), "-q", "launch", "busybox", "c1", patch=patch, rc=0)
     assert {"lxdlib.images.collection", "lxdlib.imagestore.store"} <= mods  # it resolved
     assert not mods & REMOTE
     assert mods & COMMAND_MODULES == {"lxdlib.cli.instances"}
@@ -106,12 +125,32 @@ NOT_FOR_ONE_INSTANCE = {"jinja2", "markupsafe", "lxdlib.jinjasandbox", "lxdlib.f
 
 @needs_root
 @pytest.mark.parametrize("argv", [
-    ["info", "c1"], ["exec", "c1", "--", "true"], ["config", "set", "c1", "limits.memory", "1GiB"]])
+    ["info", "c1"], ["exec", "c1", "--", "true"], ["config", "set", "c1", "limits.memory", "1GiB"],
+    ["snapshot", "c1"], ["start", "c1"], ["stop", "c1"], ["delete", "c1"], ["copy", "c1", "c2"]])
 def test_instance_verb_imports_no_template_engine(tmp_path: Path, argv: list[str]) -> None:
-    """``info``, ``exec`` and ``config set`` open the root and look the instance up (here it
+    """``info``, ``exec``, ``config set``… open the root and look the instance up (here it
     does not exist: the imports are those of the command up to its work, liblxc's included),
-    without loading what only other verbs use, such as Jinja2 for image templates."""
+    without loading what only other verbs use, such as Jinja2 for image templates, nor the
+    image store, pool drivers, networks or other hosts' code."""
     (tmp_path / "containers").mkdir()
-    mods = imported("--root", str(tmp_path), *argv)
+    mods = imported("--root", str(tmp_path), *argv, rc=1)  # "Error: … not found"
     assert {"lxdlib.host", "lxdlib.instance"} <= mods  # it did open the root
-    assert not mods & (NOT_FOR_ONE_INSTANCE | REMOTE)
+    assert not mods & (NOT_FOR_ONE_INSTANCE | OFF_THE_ROOT_PATH)
+
+
+# opens a root in a fresh interpreter and prints the modules imported
+_OPEN = """
+import json, sys
+import lxdlib
+host = lxdlib.Host(sys.argv[1])
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_opening_a_root_imports_only_the_root_path(tmp_path: Path) -> None:
+    """``import lxdlib.host`` and ``Host(root)``: what every command on a root pays first."""
+    r = subprocess.run([sys.executable, "-c", _OPEN, str(tmp_path)], capture_output=True,
+                       text=True, timeout=60, check=True)
+    mods = set(json.loads(r.stdout.splitlines()[-1]))
+    assert {"lxdlib.host", "lxdlib.context"} <= mods
+    assert not mods & (NOT_FOR_ONE_INSTANCE | OFF_THE_ROOT_PATH)
