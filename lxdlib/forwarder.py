@@ -725,7 +725,14 @@ class UdpListener:
 # -- the processes -----------------------------------------------------------------------------
 class PidFile:
     """The pid file, written and removed through a handle on its directory (the forwarder may
-    be in another mount namespace when it exits)."""
+    be in another mount namespace when it exits).
+
+    A forwarder removes it only when it ends on its own (the instance's init died). Stopped by a
+    signal, it leaves the file to the side that stopped it (``kill_forwarder``), which removes
+    it once the process is gone: a forwarder that removed it while exiting on the SIGTERM of a
+    stop that was itself killed mid-way still held its ports for a moment with no file naming
+    it, and the recovery of that stop, finding none, returned while it ran. A file left behind
+    is never trusted as it is: ``kill_forwarder`` checks the pid and the process's argv."""
 
     def __init__(self, path: str) -> None:
         parent, self.name = os.path.split(path)
@@ -1018,7 +1025,6 @@ def main(argv: list[str]) -> int:
     log_to_stderr()
     if os.fork() > 0:
         os._exit(0)  # the starter reaps this one at once; the forwarder is the grandchild
-    pidfile: PidFile | None = None
     try:
         pidfile = PidFile(a.pidfile)
         _raise_nofile()
@@ -1031,9 +1037,7 @@ def main(argv: list[str]) -> int:
                   exc_info=not isinstance(e, SetupError | ValueError))
         with contextlib.suppress(OSError):
             _report(a.status_fd, f"error {reason}")
-        if pidfile is not None:
-            pidfile.remove()
-        return 1
+        return 1  # the pid file stays for the starter's ``kill_forwarder`` (see ``PidFile``)
     try:
         _report(a.status_fd, "ready")
         os.close(a.status_fd)
@@ -1043,7 +1047,8 @@ def main(argv: list[str]) -> int:
     try:
         proc.run()
     finally:
-        pidfile.remove()
+        if proc.init_died:  # ended on its own: no stopper will come for the file
+            pidfile.remove()
         log.info("stopped")
 
     return 0
