@@ -18,6 +18,8 @@ from . import output
 from .common import parse_kv
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..host import Host
     from ..instances import Instance
     from ..listing import Listed
@@ -205,10 +207,10 @@ def _fmt_time(t: dt.datetime | None) -> str:
     return t.strftime("%Y/%m/%d %H:%M %Z") if t else ""
 
 
-def _killed_imports(paths: Paths) -> bool:
+def _killed_imports(root: Path) -> bool:
     """Whether temp files of image imports are present (one small directory, and the images
     directory's dot-files of older versions): every command clears those of dead imports."""
-    for directory, prefix in ((paths.run / "image-imports", ""), (paths.images, ".import")):
+    for directory, prefix in ((root / "run" / "image-imports", ""), (root / "images", ".import")):
         try:
             with os.scandir(directory) as it:
                 if any(e.name.startswith(prefix) for e in it):
@@ -216,6 +218,15 @@ def _killed_imports(paths: Paths) -> bool:
         except FileNotFoundError:
             continue
     return False
+
+
+def _no_instance_dir(root: Path) -> bool:
+    """The root's lxcpath exists and holds nothing (not even a leftover to settle)."""
+    try:
+        with os.scandir(root / "containers") as it:
+            return next(it, None) is None
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def _scan(paths: Paths) -> tuple[list[str], list[str]]:
@@ -246,10 +257,17 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
             from ..host import Host
             opened.append(Host(a.root))
         return opened[0]
-    from ..state import Paths  # here: the other verbs' start needs none of it (YAML, attrs)
-    paths = Paths.at(a.root)
+    from ..rootdir import root_path
+    root = root_path(a.root)
+    if host is None and _no_instance_dir(root) and not _killed_imports(root):
+        # a root without instances: the empty table, before importing the records' code
+        # (``state`` and attrs cost more than the rest of the command)
+        output.emit(a.format, [COLUMNS[ch] for ch in columns], [], [])
+        return 0
+    from ..state import Paths  # here: the other verbs' start needs none of it (attrs)
+    paths = Paths.at(root)
     names, leftovers = _scan(paths) if host is None and paths.lxcpath.is_dir() else ([], ["?"])
-    if not leftovers and _killed_imports(paths):
+    if not leftovers and _killed_imports(root):
         leftovers = ["?"]  # what a killed image import left is cleared by opening a Host
     listing: Any
     if full or leftovers or any(ch in columns for ch in "Nmu"):
