@@ -337,6 +337,17 @@ class Context:
             net = dev["network"]
             self.networks.ensure_up(net)
             return net
+        return self.nic_check(dev)
+
+    def nic_check(self, dev: Mapping[str, str]) -> str:
+        """``nic_link`` without bringing a network up: for a creation or a copy, which must
+        fail on an unknown network before they make anything, and whose rendering of the nic
+        brings the network up (``nic_link``) — its readiness checked once, not twice (~0.6 ms:
+        the bridge, dnsmasq and the NAT table)."""
+        if dev.get("network"):
+            net = dev["network"]
+            self.networks.get(net)  # NotFound for an unknown network
+            return net
         if dev.get("nictype") == "bridged" and dev.get("parent"):
             parent = dev["parent"]
             if Path(f"/sys/class/net/{parent}").exists():

@@ -178,7 +178,7 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
         dst_pool_name = root["pool"]
         for dev in exp_devs.values():
             if dev.get("type") == "nic":
-                ctx.nic_link(dev)
+                ctx.nic_check(dev)  # fails early (the render brings it up)
         if refresh and record.exists(paths, target):
             return _refresh(ctx, src_inst, src_rec, target, prof, new_cfg, new_devs,
                             dst_pool_name, snapshots, description)

@@ -1255,7 +1255,7 @@ def create(ctx: Context, name: str, image: str | None, *,
     size = parse_size(root["size"]) if root.get("size") else None
     for dev in exp_devs.values():
         if dev.get("type") == "nic":
-            ctx.nic_link(dev)  # fails early on an unknown network
+            ctx.nic_check(dev)  # fails early on an unknown network (brought up at render)
 
     facts = ctx.facts()
     # the instance's identity, and the id cloud-init inside keys its first boot on (LXD's)

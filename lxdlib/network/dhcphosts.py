@@ -204,8 +204,12 @@ class HostStore:
     def _write_owner(self, owner: str, hosts: dict[str, StaticHost]) -> None:
         self.hosts_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         path = self.owner_path(owner)
-        # readable by others: an unprivileged dnsmasq reads it
-        state.atomic_write(path, render(hosts.values()).encode(), mode=0o644)
+        # readable by others: an unprivileged dnsmasq reads it. Not fsync'd: the entries are
+        # derived from instance records (every start adds its nics' entries again), and the
+        # index files a new entry claims are durable before it is written, so after a power
+        # loss an owner file is its old self or the new one, never an entry without its index
+        # (removals stay durable: a pin of a deleted instance must not come back)
+        state.atomic_write(path, render(hosts.values()).encode(), mode=0o644, durable=False)
         log.debug("dnsmasq hosts file %s written: %s", path, ", ".join(sorted(hosts)))
 
     def _claim(self, kind: str, value: str, key: str) -> None:
