@@ -7,7 +7,7 @@ One root of its own under /var/tmp: a loop-backed btrfs pool, a managed bridge o
 for 4,000 addresses), the busybox image, a default profile with a root disk and eth0 on that
 bridge. At each step the instances are filled up to N with ``launch_many`` (the parallel launch
 rate), then a few extra instances measure, one at a time in this process, the median latency of
-launch, exec, info, snapshot, stop, restore, copy, start and delete — beside the raw floor
+launch, exec, info, snapshot, stop, restore, copy (`--instance-only` on every side), start and delete — beside the raw floor
 (python3-lxc + btrfsutil doing the same work, as bench/lifecycle.py) on the same bridge. Then
 the listing (API with state and IPv4, ``lxdlib list``, ``lxdlib list --fast``) and the memory:
 MemAvailable's drop per instance, and the PSS of what runs on the host for each instance (the
@@ -125,7 +125,7 @@ def measure_lxdlib(host: lxdlib.Host, names: list[str]) -> dict[str, list[float]
         with clock(t["restore"]):
             inst.snapshots.restore("s0")
         with clock(t["copy"]):
-            copy = host.copy(name, name + "c")
+            copy = host.copy(name, name + "c", instance_only=True)  # as the floor: no snapshots
         with clock(t["start"]):
             inst.start()
         with clock(t["delete"]):
@@ -195,7 +195,8 @@ class Lxd:
         steps = [("launch", ("launch", self.IMAGE, "{n}")), ("exec", ("exec", "{n}", "--", "true")),
                  ("info", ("info", "{n}")), ("snapshot", ("snapshot", "{n}", "s0")),
                  ("stop", ("stop", "--force", "{n}")), ("restore", ("restore", "{n}", "s0")),
-                 ("copy", ("copy", "{n}", "{n}c")), ("start", ("start", "{n}")),
+                 ("copy", ("copy", "{n}", "{n}c", "--instance-only")),
+                 ("start", ("start", "{n}")),
                  ("delete", ("delete", "--force", "{n}"))]
         for name in names:
             for op, argv in steps:
