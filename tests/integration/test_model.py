@@ -126,10 +126,12 @@ def _container_processes(c: lxdlib.Instance) -> list[str]:
 
 def test_exec_timeout_raises_after_killing_what_the_command_started(host: lxdlib.Host) -> None:
     c = host.launch("busybox", "mdl-t1")
-    assert len(_container_processes(c)) == 1  # init alone
+    # init alone (what its boot runs has ended)
+    assert c.wait_for(lambda: len(_container_processes(c)) == 1, timeout=10)
     start = time.monotonic()
     with pytest.raises(TimeoutError) as err:
-        c.exec(["sh", "-c", "echo started; sleep 300 & sleep 301; echo never"], timeout=1)
+        # 3 s: room for the shell to say "started" on a loaded machine (it once did not in 1)
+        c.exec(["sh", "-c", "echo started; sleep 300 & sleep 301; echo never"], timeout=3)
     assert time.monotonic() - start < 15  # the sleeps held the pipes: they had to go too
     assert isinstance(err.value, lxdlib.Timeout) and isinstance(err.value, lxdlib.ExecTimeout)
     assert err.value.instance == "mdl-t1" and err.value.result.stdout == b"started\n"
