@@ -36,7 +36,7 @@ import tarfile
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import attrs
 
@@ -592,12 +592,7 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
     target = name or idx.name
     names.validate_instance_name(target)
     rec = idx.record
-    prof = ctx.check_profiles(rec.profiles)
-    check_description(rec.description, "the instance")
-    checked = archive_config(rec.config)
-    local_cfg = {k: v for k, v in checked.items() if not k.startswith("volatile.")}
-    local_devs = {n: devcfg.validate_device(n, d) for n, d in rec.devices.items()}
-    snapshots = [archive_snapshot(ctx, s) for s in rec.snapshots]
+    prof, checked, local_cfg, local_devs, snapshots = check_archived(ctx, rec)
     pool_name = _choose_pool(ctx, idx, pool)
     exp_cfg, _, root = expand_with_root(ctx, prof, local_cfg, local_devs, pool_name)
     pool_name = root["pool"]
@@ -683,6 +678,33 @@ def archive_config(config: dict[str, str]) -> dict[str, str]:
             raise InvalidConfig(key, "Invalid MAC address, must be 6 bytes of hex separated "
                                 "by colons", value)
     return out
+
+
+class CheckedRecord(NamedTuple):
+    """An instance record from elsewhere, checked (``check_archived``)."""
+
+    profiles: list[str]
+    #: every key that passed, volatile ones included
+    config: dict[str, str]
+    #: ``config`` without its volatile keys: what the new instance is given as its own
+    local_config: dict[str, str]
+    devices: dict[str, dict[str, str]]
+    snapshots: list[SnapshotRecord]
+
+
+def check_archived(ctx: Context, rec: InstanceRecord) -> CheckedRecord:
+    """An instance record that came from elsewhere — a backup's index, a migration stream's
+    header — checked as a user's input before anything is made from it: its profiles exist,
+    its description, config (``archive_config``), devices and snapshots (``archive_snapshot``)
+    are valid. The one place both imports check what they are given."""
+    profiles = ctx.check_profiles(rec.profiles)
+    check_description(rec.description, "the instance")
+    checked = archive_config(rec.config)
+    return CheckedRecord(
+        profiles=profiles, config=checked,
+        local_config={k: v for k, v in checked.items() if not k.startswith("volatile.")},
+        devices={n: devcfg.validate_device(n, d) for n, d in rec.devices.items()},
+        snapshots=[archive_snapshot(ctx, s) for s in rec.snapshots])
 
 
 def check_description(text: str, what: str) -> None:

@@ -37,7 +37,8 @@ from .errors import (
 )
 from .events import Events
 from .profiles import ProfileStore
-from .state import Paths, atomic_write, lock, read_yaml
+from .rootdir import imports_pending
+from .state import Paths, atomic_write, lock, read_record
 
 if TYPE_CHECKING:
     # loaded where first used (``images``, ``remotes``, ``pool``, ``networks``, ``client``):
@@ -57,9 +58,6 @@ DEFAULT_NETWORK = "lxdbr0"
 #: identity could repeat within one tick of the filesystem's clock).
 _RECENT_NS = 1_000_000_000
 DEFAULT_POOL = "default"
-#: Where the image store keeps the temp files of imports running now or killed (under
-#: ``paths.run``; the store's own name for it, held equal by tests/unit/test_lazy_imports.py).
-IMAGE_IMPORTS = "image-imports"
 
 _ADJ = ("able", "bold", "brave", "calm", "clever", "cosmic", "crisp", "eager", "fair", "fast",
         "gentle", "grand", "happy", "immense", "jolly", "keen", "lively", "lucky", "mellow",
@@ -145,14 +143,9 @@ class Context:
         paths.ensure()
         ctx = cls(paths=paths, events=Events(paths),
                   profiles=ProfileStore(paths, lambda p: profile_users(paths, p)))
-        # what killed image imports left, cleared by any command; the directory is empty but
-        # while an import runs or after one was killed, so the store is loaded only then
-        try:
-            with os.scandir(paths.run / IMAGE_IMPORTS) as it:
-                pending = any(True for _ in it)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            pending = False
-        if pending:
+        # what killed image imports left, cleared by any command: the store is loaded only
+        # when there is something to clear
+        if imports_pending(paths.root):
             ctx.images.cleanup_imports()
         return ctx
 
@@ -219,14 +212,14 @@ class Context:
     def config(self) -> dict[str, str]:
         """Server keys (``images.*``, ``core.*``) as saved."""
         try:
-            data = read_yaml(self.paths.server_config) or {}
+            data = read_record(self.paths.server_config) or {}
         except FileNotFoundError:
             return {}
         return {str(k): str(v) for k, v in (data.get("config") or {}).items()}
 
     def set_config(self, key: str, value: str | None) -> None:
         """Set a server key (``None`` unsets), under the config's lock."""
-        from .state import write_yaml
+        from .state import write_record
         with lock(self.paths, "host", "config"):
             cfg = self.config
             if value is None:
@@ -234,7 +227,7 @@ class Context:
             else:
                 cfg[key] = value
             cfg = schema.validate_server_config(cfg)
-            write_yaml(self.paths.server_config, {"config": cfg})
+            write_record(self.paths.server_config, {"config": cfg})
             log.info("server config %s set to %r", key, value)
 
     # -- storage ------------------------------------------------------------------------------

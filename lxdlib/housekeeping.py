@@ -26,7 +26,7 @@ from .errors import Busy, CorruptRecord, LxdlibError, NotFound
 from .instance import recover_leftover
 from .instances import Instance
 from .snapshots import create_locked, delete_locked, expired
-from .state import Paths, lock, read_yaml, remove_stale_tmp, write_yaml
+from .state import Paths, lock, read_record, remove_stale_tmp, write_record
 
 if TYPE_CHECKING:
     from .host import Host
@@ -47,7 +47,7 @@ class Report:
 
 def last_run(host: Host, name: str) -> dt.datetime | None:
     try:
-        data = read_yaml(host.paths.instance_dir(name) / LAST_RUN) or {}
+        data = read_record(host.paths.instance_dir(name) / LAST_RUN) or {}
         return dt.datetime.fromisoformat(str(data["last_run"]))
     except (FileNotFoundError, KeyError, TypeError, ValueError, LxdlibError):
         return None
@@ -94,7 +94,7 @@ def _one(host: Host, name: str, now: dt.datetime, startup: bool, report: Report)
             taken = create_locked(inst)
             report.created.append(f"{name}/{taken.name}")
             host.events.emit("snapshot-created", f"{name}/{taken.name}", reason="scheduled")
-    write_yaml(host.paths.instance_dir(name) / LAST_RUN, {"last_run": now.isoformat()},
+    write_record(host.paths.instance_dir(name) / LAST_RUN, {"last_run": now.isoformat()},
                durable=False)
 
 

@@ -261,11 +261,7 @@ class InstanceCore:
                 templates.apply(vol, meta, t, self._template_context(rec), *self._root_owner(rec))
         if trigger:
             rec.config.pop("volatile.apply_template", None)
-        rec.config["volatile.last_state.power"] = "RUNNING"
-        from .devices.nic import running_host_names  # here: only a start names its veths
-        _forget_host_names(rec)
-        rec.config.update(running_host_names(self._paths.root, self.name, devs))
-        rec.last_used_at = record.now()
+        _mark_running(rec, self._paths.root, devs)
         # durable only when templates changed the record; the power state is a hint
         record.save(self._paths, rec, durable=bool(trigger))
         if not truthy(cfg.get("security.privileged")):
@@ -312,12 +308,7 @@ class InstanceCore:
             self._write_lxc_config(self.record())
             criu.restore(self._paths.lxcpath, self.name, state)
             rec = self.record()
-            rec.config["volatile.last_state.power"] = "RUNNING"
-            from .devices.nic import running_host_names
-            _forget_host_names(rec)
-            rec.config.update(running_host_names(self._paths.root, self.name,
-                                                 self.expanded(rec)[1]))
-            rec.last_used_at = record.now()
+            _mark_running(rec, self._paths.root, self.expanded(rec)[1])
             record.save(self._paths, rec, durable=False)
         finally:
             shutil.rmtree(state, ignore_errors=True)
@@ -343,8 +334,7 @@ class InstanceCore:
             finally:
                 journal.end(paths, self.name)
             runtime.wait_state(c, {"STOPPED"}, 30)
-            rec.config["volatile.last_state.power"] = "STOPPED"
-            _forget_host_names(rec)
+            _mark_stopped(rec)
             record.save(paths, rec, durable=False)
 
     def _stop_locked(self, c: runtime.Container, force: bool, timeout: float) -> None:
@@ -354,8 +344,7 @@ class InstanceCore:
             raise WrongState(f"instance {self.name!r} did not stop within {timeout}s; "
                              "use force to kill it")
         rec = self.record()
-        rec.config["volatile.last_state.power"] = "STOPPED"
-        _forget_host_names(rec)
+        _mark_stopped(rec)
         record.save(self._paths, rec, durable=False)
         self.ctx.events.emit("instance-stopped", self.name)
         if rec.ephemeral:
@@ -1212,10 +1201,22 @@ def new_instance_dir(ctx: Context, name: str, pool: PoolDriver, *,
         raise
 
 
-def _forget_host_names(rec: InstanceRecord) -> None:
-    """Drop ``volatile.<nic>.host_name``: a stopped instance has no veth (LXD drops it too)."""
-    for key in [k for k in rec.config if k.startswith("volatile.") and
-                k.endswith(".host_name")]:
+def _mark_running(rec: InstanceRecord, root: Path,
+                  devices: Mapping[str, Mapping[str, str]]) -> None:
+    """What a start records (the caller saves): the power state, the use time, and the host
+    end of each nic's veth in ``volatile.<nic>.host_name`` (LXD's keys)."""
+    from .devices.nic import running_host_names  # here: only a start names its veths
+    _mark_stopped(rec)
+    rec.config["volatile.last_state.power"] = "RUNNING"
+    rec.config.update(running_host_names(root, rec.name, devices))
+    rec.last_used_at = record.now()
+
+
+def _mark_stopped(rec: InstanceRecord) -> None:
+    """What a stop records (the caller saves): the power state, and no veth names (a stopped
+    instance has none; LXD drops them too)."""
+    rec.config["volatile.last_state.power"] = "STOPPED"
+    for key in [k for k in rec.config if record.is_veth_key(k)]:
         del rec.config[key]
 
 

@@ -64,16 +64,13 @@ import attrs
 from . import errors, idmap, journal, record, sendstream, transfer
 from .backup import (
     TAR_CAPS,
-    archive_config,
-    archive_snapshot,
-    check_description,
+    check_archived,
     check_received,
     check_volume,
     ensure_dev,
     forget_origin,
     owner_maps,
 )
-from .config import devices as devcfg
 from .config import names
 from .config.units import parse_size
 from .copy import (
@@ -613,12 +610,7 @@ def _plan(ctx: Context, header: dict[str, Any], target: str, pool_name: str | No
     for s in snap_names:
         names.validate_snapshot_name(s)
     rec.architecture = normalise_architecture(rec.architecture)
-    prof = ctx.check_profiles(rec.profiles)
-    check_description(rec.description, "the instance")
-    checked = archive_config(rec.config)
-    local_cfg = {k: v for k, v in checked.items() if not k.startswith("volatile.")}
-    local_devs = {n: devcfg.validate_device(n, d) for n, d in rec.devices.items()}
-    snapshots = [archive_snapshot(ctx, s) for s in rec.snapshots]
+    prof, checked, local_cfg, local_devs, snapshots = check_archived(ctx, rec)
     paths = ctx.paths
     refresh = bool(header.get("refresh")) and record.exists(paths, target)
     move = bool(header.get("move"))

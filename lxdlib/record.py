@@ -39,6 +39,12 @@ METADATA_MEMO = ".metadata.json"
 _parsed = ParsedCache()
 
 
+def is_veth_key(key: str) -> bool:
+    """``volatile.<nic>.host_name``: the host end of a nic's veth, recorded while the instance
+    runs (LXD's key); a stopped instance, and a snapshot's restore, have none."""
+    return key.startswith("volatile.") and key.endswith(".host_name")
+
+
 def clear_cache() -> None:
     """Forget the parsed records (the next reads parse every file again, as a new process)."""
     _parsed.clear()

@@ -408,7 +408,7 @@ def apply_restore(ctx: Context, name: str, snapshot: str, *, keep_state: bool = 
     keep = {k: v for k, v in rec.config.items() if k == "volatile.uuid"}
     rec.config = {**{k: v for k, v in snap.config.items()
                      if k not in ("volatile.last_state.power", "volatile.apply_template")
-                     and not _is_host_name(k)},
+                     and not record.is_veth_key(k)},
                   **keep}
     if "volatile.last_state.power" in rec.config:
         del rec.config["volatile.last_state.power"]
@@ -429,14 +429,9 @@ def _rendered_part(rec: record.InstanceRecord) -> tuple[Any, ...]:
     (less ``volatile.last_state.power`` and the veth names, which no render reads), devices
     and profiles."""
     return ({k: v for k, v in rec.config.items()
-             if k != "volatile.last_state.power" and not _is_host_name(k)},
+             if k != "volatile.last_state.power" and not record.is_veth_key(k)},
             rec.devices, list(rec.profiles))
 
-
-def _is_host_name(key: str) -> bool:
-    """``volatile.<nic>.host_name``: set while running (a snapshot of a running instance
-    holds it), never rendered, never restored."""
-    return key.startswith("volatile.") and key.endswith(".host_name")
 
 
 def _restart(inst: InstanceCore, stateful: bool) -> None:

@@ -357,12 +357,6 @@ def read_record(path: str | os.PathLike[str]) -> Any:
         return parse_record(f.read())
 
 
-#: The names the records' functions had while records were written as YAML, still used by
-#: some modules: a record is JSON, which is YAML too.
-read_yaml = read_record
-write_yaml = write_record
-
-
 #: A file changed this recently is not known by its identity and times alone: two writes within
 #: one tick of the filesystem's clock could leave the same (see ``ParsedCache``).
 RECENT_NS = 1_000_000_000

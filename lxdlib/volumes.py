@@ -42,7 +42,7 @@ from .errors import (
     WrongState,
 )
 from .model import Collection, Model
-from .state import lock, read_yaml, remove_stale_tmp, write_yaml
+from .state import lock, read_record, remove_stale_tmp, write_record
 
 if TYPE_CHECKING:
     from .context import Context
@@ -125,7 +125,7 @@ class VolumeStore:
 
     def _read(self, pool: str, name: str) -> dict[str, Any]:
         try:
-            data = read_yaml(self._record(pool, name))
+            data = read_record(self._record(pool, name))
         except FileNotFoundError:
             raise NotFound("storage volume", name, f"in storage pool {pool!r}") from None
         return data if isinstance(data, dict) else {}
@@ -164,7 +164,7 @@ class VolumeStore:
                 drv.delete_custom_volume(name)  # debris of a create or delete that was killed
             drv.create_custom_volume(name, size)
             try:
-                write_yaml(self._record(pool, name), {
+                write_record(self._record(pool, name), {
                     "name": name, "type": "custom", "content_type": "filesystem",
                     "description": description, "config": cfg,
                     "created_at": dt.datetime.now(dt.UTC).isoformat()})
@@ -216,7 +216,7 @@ class VolumeStore:
                 if any(ch in description for ch in "\r\0"):
                     raise InvalidConfig("description", "must not contain a carriage return or NUL")
                 data["description"] = description
-            write_yaml(self._record(pool, name), data)
+            write_record(self._record(pool, name), data)
 
     def set(self, pool: str, name: str, key: str, value: str) -> None:
         self.set_many(pool, name, {key: value})
@@ -332,7 +332,7 @@ class VolumeStore:
                                      f"{other!r} with a different id map")
             idmap.shift_tree(drv.volume_path("custom", name), want - last)
             cfg[IDMAP_LAST] = str(want)
-            write_yaml(self._record(pool, name), data)
+            write_record(self._record(pool, name), data)
 
     def _cleanup(self, pool: str) -> None:
         """Remove volumes a killed create or delete left without a record."""

@@ -240,7 +240,7 @@ def project_usage(host: Host) -> dict[str, int]:
         usage["containers"] += 1
         usage["instances"] += 1
         try:
-            cfg, devs = inst.expanded_config, inst.expanded_devices
+            cfg, devs = inst.expanded()  # one record read and composition for both
         except LxdlibError:
             continue
         with contextlib.suppress(LxdlibError, ValueError):

@@ -207,19 +207,6 @@ def _fmt_time(t: dt.datetime | None) -> str:
     return t.strftime("%Y/%m/%d %H:%M %Z") if t else ""
 
 
-def _killed_imports(root: Path) -> bool:
-    """Whether temp files of image imports are present (one small directory, and the images
-    directory's dot-files of older versions): every command clears those of dead imports."""
-    for directory, prefix in ((root / "run" / "image-imports", ""), (root / "images", ".import")):
-        try:
-            with os.scandir(directory) as it:
-                if any(e.name.startswith(prefix) for e in it):
-                    return True
-        except FileNotFoundError:
-            continue
-    return False
-
-
 def _no_instance_dir(root: Path) -> bool:
     """The root's lxcpath exists and holds nothing (not even a leftover to settle)."""
     try:
@@ -257,9 +244,9 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
             from ..host import Host
             opened.append(Host(a.root))
         return opened[0]
-    from ..rootdir import root_path
+    from ..rootdir import imports_pending, root_path
     root = root_path(a.root)
-    if host is None and _no_instance_dir(root) and not _killed_imports(root):
+    if host is None and _no_instance_dir(root) and not imports_pending(root):
         # a root without instances: the empty table, before importing the records' code
         # (``state`` and attrs cost more than the rest of the command)
         output.emit(a.format, [COLUMNS[ch] for ch in columns], [], [])
@@ -267,7 +254,7 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
     from ..state import Paths  # here: the other verbs' start needs none of it (attrs)
     paths = Paths.at(root)
     names, leftovers = _scan(paths) if host is None and paths.lxcpath.is_dir() else ([], ["?"])
-    if not leftovers and _killed_imports(root):
+    if not leftovers and imports_pending(root):
         leftovers = ["?"]  # what a killed image import left is cleared by opening a Host
     listing: Any
     if full or leftovers or any(ch in columns for ch in "Nmu"):

@@ -30,7 +30,7 @@ from ..errors import InvalidArgument, LxdlibError, NotFound
 from ..imagestore.remotes import SIMPLESTREAMS, Remote
 from ..imagestore.simplestreams import Client, RemoteImage
 from ..imagestore.store import ImageRecord
-from ..state import lock, read_yaml, write_yaml
+from ..state import lock, read_record, write_record
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -195,7 +195,7 @@ def _checks_path(ctx: Context) -> Any:
 
 def _read_checks(ctx: Context) -> dict[str, datetime]:
     try:
-        data = read_yaml(_checks_path(ctx)) or {}
+        data = read_record(_checks_path(ctx)) or {}
     except (FileNotFoundError, LxdlibError):
         return {}
     out = {}
@@ -214,7 +214,7 @@ def _mark_checked(ctx: Context, fingerprint: str, when: datetime | None = None) 
         checks = _read_checks(ctx)
         checks[fingerprint] = when or _now()
         known = set(ctx.images._fingerprints())
-        write_yaml(path, {fp: t.isoformat() for fp, t in sorted(checks.items()) if fp in known},
+        write_record(path, {fp: t.isoformat() for fp, t in sorted(checks.items()) if fp in known},
                    durable=False)
 
 

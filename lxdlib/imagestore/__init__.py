@@ -11,8 +11,9 @@ The names below load on first use: importing one submodule (``imagestore.remotes
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazyexports import exports
 
 if TYPE_CHECKING:
     from .busybox import build_busybox_image
@@ -46,14 +47,4 @@ _WHERE = {
     "read_metadata": "tarball", "unpack": "tarball",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value  # looked up once
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = exports(__name__, _WHERE, globals())

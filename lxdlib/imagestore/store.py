@@ -43,6 +43,7 @@ from ..errors import (
     InvalidName,
     NotFound,
 )
+from ..rootdir import IMAGE_IMPORTS
 from ..state import Paths, fsync_dir, lock, read_record, remove_stale_tmp, write_record
 from . import compression, tarball
 from .tarball import is_fingerprint
@@ -52,7 +53,7 @@ __all__ = ["UNSET", "ImageRecord", "ImageStore", "validate_alias_name"]
 _ZERO_TIME = "0001-01-01T00:00:00Z"  # LXD's "no time" in API output
 _CHUNK = 1024 * 1024
 _IMPORT_PREFIX = ".import-"  # temp files of older versions, directly under images/
-_IMPORT_DIR = "image-imports"  # under paths.run
+_IMPORT_DIR = IMAGE_IMPORTS  # under paths.run
 IMAGE_FILE: Final = "image"
 ROOTFS_FILE: Final = "image.rootfs"
 RECORD_FILE: Final = "image.yaml"

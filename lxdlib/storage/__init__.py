@@ -7,8 +7,9 @@ touches no pool imports none of them (see ``tests/unit/test_cli_imports.py``).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazyexports import exports
 
 if TYPE_CHECKING:
     from .base import PoolDriver, PoolUsage
@@ -50,14 +51,4 @@ _WHERE = {
     "load_pool": "pools", "pool_info": "pools", "validate_pool_name": "pools",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value  # looked up once
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = exports(__name__, _WHERE, globals())

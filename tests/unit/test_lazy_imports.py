@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import lxdlib
-from lxdlib.context import IMAGE_IMPORTS
+from lxdlib.rootdir import IMAGE_IMPORTS
 
 
 @pytest.mark.parametrize("package", ["lxdlib.storage", "lxdlib.imagestore"])
