@@ -77,6 +77,17 @@ def forwarders(root: Path) -> list[int]:
     return sorted(out)
 
 
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has finished exiting: absent or a zombie. A process being killed
+    loses its cmdline before it closes its files, so a forwarder missing from ``forwarders``
+    may still hold its listening socket for a moment; only this state says it no longer does."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
 def fwd_pid(host: lxdlib.Host, name: str, dev: str) -> int:
     return int((host.paths.instance_dir(name) / "devices" / f"proxy.{dev}.pid").read_text())
 
@@ -194,8 +205,9 @@ def test_tcp_proxy_lifecycle(host: lxdlib.Host) -> None:
     assert talk(("127.0.0.1", port)) == b"second\n"
 
     # kill -9 of the forwarder: the port closes, the next start works
-    os.kill(fwd_pid(host, name, "sshport"), signal.SIGKILL)
-    assert wait(lambda: not forwarders(root))
+    killed = fwd_pid(host, name, "sshport")
+    os.kill(killed, signal.SIGKILL)
+    assert wait(lambda: gone(killed)) and not forwarders(root)
     with pytest.raises(ConnectionRefusedError):
         talk(("127.0.0.1", port))
     c.restart(force=True)
