@@ -29,7 +29,6 @@ from .errors import (
 )
 from .instance import (
     InstanceCore,
-    cached_metadata,
     choose_idmap,
     commit_instance,
     expand_with_root,
@@ -201,10 +200,10 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
             shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
             if size is not None:
                 dst_pool.set_quota("containers", target, size)
-            # the copy's metadata is its source's: the live volume's is parsed once while it
-            # stays the same (a snapshot's, rarely copied, and none found: read from the copy)
-            meta = (cached_metadata(src_pool.volume_path("containers", src_name))
-                    if src_snap is None else None) or read_metadata(volume)
+            # the copy's metadata is its source's text: taken from the source's memo (no
+            # parsing, no PyYAML), and kept as the copy's own for its first start
+            meta = read_metadata(volume, paths.instance_dir(target) / record.METADATA_MEMO,
+                                 seeds=[paths.instance_dir(src_name) / record.METADATA_MEMO])
             if meta.get("templates"):
                 new_cfg["volatile.apply_template"] = "copy"
             identity = {k: v for k, v in new_cfg.items() if k.startswith("volatile.")}

@@ -39,7 +39,6 @@ from .execresult import ExecResult
 from .listing import STATUS, global_addresses
 from .record import InstanceRecord
 from .state import (
-    ParsedCache,
     atomic_write,
     held,
     load_yaml,
@@ -1019,27 +1018,11 @@ def cgroup_usage(c: runtime.Container) -> dict[str, Any]:
     return out
 
 
-#: Image metadata of volumes that stay (a copy's source), parsed once while unchanged.
-_metadata = ParsedCache(limit=1024, parse=load_yaml)
-
-
-def cached_metadata(volume: Path) -> dict[str, Any]:
-    """``read_metadata`` of a volume whose ``metadata.yaml`` is read again and again (the
-    source of copies), parsed once per process while the file is unchanged. The result is
-    shared: read it, do not change it."""
-    path = volume / "metadata.yaml"
-    try:
-        data = _metadata.read(path)
-    except FileNotFoundError:
-        return {}
-    except OSError as e:
-        raise LxdlibError(f"cannot read {path}: {e.strerror}") from None
-    return data if isinstance(data, dict) else {}
-
-
-def read_metadata(volume: Path, memo: Path | None = None) -> dict[str, Any]:
-    """The image's metadata.yaml in ``volume``; with ``memo`` (a file of the instance's own,
-    given by ``start``), parsed once while it is unchanged (``state.load_yaml_kept``)."""
+def read_metadata(volume: Path, memo: Path | None = None,
+                  seeds: Sequence[Path] = ()) -> dict[str, Any]:
+    """The image's metadata.yaml in ``volume``; with ``memo`` (a file of the instance's own),
+    parsed once while its text is unchanged, or taken from a ``seeds`` memo of the same text
+    (``state.load_yaml_kept``)."""
     path = volume / "metadata.yaml"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -1048,8 +1031,9 @@ def read_metadata(volume: Path, memo: Path | None = None) -> dict[str, Any]:
     except OSError as e:
         raise LxdlibError(f"cannot read {path}: {e.strerror} (a symlink is refused)") from None
     with os.fdopen(fd, "rb") as f:
-        # the image's YAML, from elsewhere: the safe loader
-        data = load_yaml(f.read()) if memo is None else load_yaml_kept(f, path, memo)
+        raw = f.read()
+    # the image's YAML, from elsewhere: the safe loader
+    data = load_yaml(raw) if memo is None else load_yaml_kept(raw, memo, seeds)
     return data if isinstance(data, dict) else {}
 
 
@@ -1271,7 +1255,7 @@ def create(ctx: Context, name: str, image: str | None, *,
         recover_leftover(ctx, name)
         if record.exists(paths, name) or paths.instance_dir(name).exists():
             raise AlreadyExists("instance", name)
-        with new_instance_dir(ctx, name, pool_drv):
+        with new_instance_dir(ctx, name, pool_drv) as inst_dir:
             if not privileged:
                 base, isize = choose_idmap(ctx, name, exp_cfg, facts.idmap)
                 volatile["volatile.idmap.base"] = str(base)
@@ -1295,7 +1279,7 @@ def create(ctx: Context, name: str, image: str | None, *,
                 created_at=record.now(), pool=pool_name, profiles=prof_names,
                 config={**image_cfg, **local_cfg, **volatile}, devices=local_devs,
                 description=description, ephemeral=ephemeral)
-            if read_metadata(vol).get("templates"):
+            if read_metadata(vol, inst_dir / record.METADATA_MEMO).get("templates"):
                 # as LXD (DeferTemplateApply): rendered at the first start, with the config then
                 rec.config["volatile.apply_template"] = "create"
             inst = commit_instance(ctx, rec)

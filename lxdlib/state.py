@@ -27,9 +27,9 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import attrs
 
@@ -362,32 +362,48 @@ def read_record(path: str | os.PathLike[str]) -> Any:
 RECENT_NS = 1_000_000_000
 
 
-def load_yaml_kept(f: BinaryIO, path: str | os.PathLike[str],
-                   memo: str | os.PathLike[str]) -> Any:
-    """``load_yaml`` of ``path``, open as ``f`` (YAML from elsewhere: an image's metadata.yaml,
-    which every start reads for its templates), parsed once: the value is kept as JSON in
-    ``memo``, a file of lxdlib's own, with the file's path, identity and change times, and
-    read from there while they are the same — so a later command imports no PyYAML (~8 ms of
-    a ~140 ms start). A value JSON does not carry exactly (a YAML timestamp, binary, a number
-    as a key) is not kept; neither is a file changed within ``RECENT_NS``."""
-    st = os.fstat(f.fileno())
-    key = [os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+def load_yaml_kept(raw: bytes, memo: str | os.PathLike[str],
+                   seeds: Sequence[str | os.PathLike[str]] = ()) -> Any:
+    """``load_yaml`` of ``raw`` (YAML from elsewhere: an image's metadata.yaml, which every
+    create, start and copy reads for its templates), parsed once: the value is kept as JSON in
+    ``memo``, a file of lxdlib's own, beside the exact text it was parsed from, and taken from
+    there while the text is the same — so a later command imports no PyYAML (~8 ms of a
+    ~140 ms start) and parses nothing (~0.5 ms).
+
+    The key is the text itself, not the file's identity and times: a file rewritten within one
+    tick of the filesystem's clock keeps its times, and a snapshot or copy of a volume keeps
+    them too, so only the content says the memo is still right. ``seeds`` are other memos that
+    may hold the same text (a copy's source): one that matches is taken and kept in ``memo``.
+    A value JSON does not carry exactly (a YAML timestamp, binary, a number as a key), and a
+    text that is not UTF-8, are not kept."""
     try:
-        with os.fdopen(_open_record(memo), "rb") as m:
-            kept = json.loads(m.read())
-        if isinstance(kept, dict) and kept.get("key") == key and "value" in kept:
-            return kept["value"]
-    except (OSError, ValueError, LxdlibError):  # none yet, a symlink, cut short: parse
-        pass
-    value = load_yaml(f.read())
-    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RECENT_NS:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return load_yaml(raw)
+    for i, path in enumerate([memo, *seeds]):
         try:
-            raw = encode_record({"key": key, "value": value})
-            if json.loads(raw)["value"] == value:  # exactly what the safe loader gave
-                atomic_write(memo, raw, durable=False)
-        except (TypeError, ValueError, RecursionError, OSError):  # not JSON's, or not writable
-            pass
+            with os.fdopen(_open_record(path), "rb") as m:
+                kept = json.loads(m.read())
+        except (OSError, ValueError, LxdlibError):  # none yet, a symlink, cut short
+            continue
+        if isinstance(kept, dict) and kept.get("source") == text and "value" in kept:
+            if i:
+                _keep(memo, text, kept["value"])
+            return kept["value"]
+    value = load_yaml(raw)
+    _keep(memo, text, value)
     return value
+
+
+def _keep(memo: str | os.PathLike[str], text: str, value: Any) -> None:
+    """Write a memo (not durable: it is only ever a shortcut), when JSON carries ``value``
+    exactly as the safe loader gave it."""
+    try:
+        data = encode_record({"source": text, "value": value})
+        if json.loads(data)["value"] == value:
+            atomic_write(memo, data, durable=False)
+    except (TypeError, ValueError, RecursionError, OSError):  # not JSON's, or not writable
+        pass
 
 
 class ParsedCache:

@@ -322,41 +322,59 @@ def test_importing_the_library_does_not_import_yaml() -> None:
 
 # -- an image's metadata.yaml, parsed once per change ------------------------------------------
 
-def _kept(path: Path, memo: Path) -> Any:
-    with path.open("rb") as f:
-        return load_yaml_kept(f, path, memo)
+def _kept(path: Path, memo: Path, *seeds: Path) -> Any:
+    return load_yaml_kept(path.read_bytes(), memo, seeds)
 
 
-def test_yaml_from_elsewhere_is_parsed_once_while_unchanged(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch
-                                                            ) -> None:
+def test_yaml_from_elsewhere_is_parsed_once_per_text(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     meta, memo = tmp_path / "metadata.yaml", tmp_path / ".metadata.json"
     meta.write_text("architecture: x86_64\ntemplates:\n  /etc/hostname:\n"
                     "    when: [create, copy]\n    template: hostname.tpl\n")
     expected = yaml.safe_load(meta.read_text())
-    assert _kept(meta, memo) == expected and not memo.exists()  # just written: not trusted
-    monkeypatch.setattr(state, "RECENT_NS", -1)  # as if written long ago
-    assert _kept(meta, memo) == expected and memo.exists()
+    assert _kept(meta, memo) == expected and memo.exists()  # kept at once: the text is the key
 
     def no_parsing(*a: Any, **kw: Any) -> Any:
         raise AssertionError("parsed again")
     with monkeypatch.context() as m:
         m.setattr(state, "load_yaml", no_parsing)
         assert _kept(meta, memo) == expected
-    meta.write_text(meta.read_text().replace("copy", "rename"))  # changed: parsed again
-    assert _kept(meta, memo)["templates"]["/etc/hostname"]["when"] == ["create", "rename"]
+    # changed at once, same size, times kept: parsed again all the same
+    before = meta.stat()
+    meta.write_text(meta.read_text().replace("copy", "copX"))
+    os.utime(meta, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert meta.stat().st_size == before.st_size
+    assert _kept(meta, memo)["templates"]["/etc/hostname"]["when"] == ["create", "copX"]
     assert json.loads(memo.read_bytes())["value"]["templates"]["/etc/hostname"]["when"] == \
-        ["create", "rename"]
-    memo.write_bytes(b'{"key": ')  # a memo cut short: parsed again, and rewritten
+        ["create", "copX"]
+    memo.write_bytes(b'{"source": ')  # a memo cut short: parsed again, and rewritten
     assert _kept(meta, memo) == _kept(meta, memo)
     assert json.loads(memo.read_bytes())["value"]["architecture"] == "x86_64"
 
 
+def test_a_seed_memo_of_the_same_text_is_taken_and_kept(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy's metadata comes from its source's memo, never from one of another text."""
+    src_meta, src_memo = tmp_path / "src.yaml", tmp_path / "src.json"
+    meta, memo = tmp_path / "metadata.yaml", tmp_path / "own.json"
+    src_meta.write_text("a: 1\n")
+    _kept(src_meta, src_memo)
+    meta.write_text("a: 2\n")  # another text: the seed is not taken
+    assert _kept(meta, memo, src_memo) == {"a": 2}
+    memo.unlink()
+    meta.write_text("a: 1\n")
+    with monkeypatch.context() as m:
+        m.setattr(state, "load_yaml", lambda *a: pytest.fail("parsed"))
+        assert _kept(meta, memo, src_memo) == {"a": 1}
+        assert json.loads(memo.read_bytes()) == json.loads(src_memo.read_bytes())
+    symlinked = tmp_path / "link.json"
+    symlinked.symlink_to(src_memo)  # a symlinked memo is not read
+    assert _kept(meta, tmp_path / "third.json", symlinked) == {"a": 1}
+
+
 @pytest.mark.parametrize("doc", ["creation_date: 2026-12-04 10:00:00\n", "1: one\n",
                                  "b: !!binary aGk=\n", "f: .nan\n"])
-def test_yaml_json_does_not_carry_exactly_is_not_kept(tmp_path: Path, doc: str,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state, "RECENT_NS", -1)
+def test_yaml_json_does_not_carry_exactly_is_not_kept(tmp_path: Path, doc: str) -> None:
     meta, memo = tmp_path / "metadata.yaml", tmp_path / ".metadata.json"
     meta.write_text(doc)
     expected = yaml.safe_load(doc)
