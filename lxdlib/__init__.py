@@ -15,8 +15,6 @@ and collections below are imported when first named.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from .errors import (
     AlreadyExists,
     BulkError,
@@ -52,7 +50,11 @@ from .errors import (
     WrongState,
 )
 
+TYPE_CHECKING = False  # ``typing``'s, without importing it: see ``errors.TYPE_CHECKING``
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from .execresult import ExecResult
     from .host import Host
     from .images import Image, Images

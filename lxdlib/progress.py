@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
+
+from .errors import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class TqdmProgress:

@@ -7,7 +7,10 @@ host? is the root empty?) before it may afford importing ``state`` and its YAML 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+TYPE_CHECKING = False  # ``typing``'s (see ``errors.TYPE_CHECKING``)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 DEFAULT_ROOT = "/var/lib/lxdlib"
 #: Where the image store keeps the temp files of the imports, downloads and publishes running
@@ -18,15 +21,24 @@ IMAGE_IMPORTS = "image-imports"
 
 def root_path(root: str | os.PathLike[str] | None = None) -> Path:
     """The absolute root directory ``root`` (or the environment, or the default) names."""
-    chosen = root if root is not None else os.environ.get("LXDLIB_ROOT") or DEFAULT_ROOT
-    return Path(chosen).absolute()
+    from pathlib import Path  # here: ``root_dir`` answers the empty ``list`` without it
+    return Path(_chosen(root)).absolute()
 
 
-def imports_pending(root: Path) -> bool:
+def root_dir(root: str | os.PathLike[str] | None = None) -> str:
+    """``root_path`` as a string (what the command checks before importing ``pathlib``)."""
+    return os.path.abspath(_chosen(root))
+
+
+def _chosen(root: str | os.PathLike[str] | None) -> str | os.PathLike[str]:
+    return root if root is not None else os.environ.get("LXDLIB_ROOT") or DEFAULT_ROOT
+
+
+def imports_pending(root: str | os.PathLike[str]) -> bool:
     """Whether ``run/image-imports/`` holds anything: an import running, or one killed whose
     temp files the next ``Host`` clears (the directory is empty otherwise)."""
     try:
-        with os.scandir(root / "run" / IMAGE_IMPORTS) as it:
+        with os.scandir(os.path.join(root, "run", IMAGE_IMPORTS)) as it:
             return next(it, None) is not None
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return False

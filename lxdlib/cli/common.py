@@ -15,9 +15,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
 
-from ..errors import InvalidArgument
+from ..errors import TYPE_CHECKING, InvalidArgument
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def parse_kv(items: list[str], what: str) -> dict[str, str]:

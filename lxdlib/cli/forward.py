@@ -25,10 +25,12 @@ import os
 import stat
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Final
+
+from ..errors import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import Final
+
     from ..imagestore.remotes import Remote
 
 __all__ = ["FORWARDED", "NO_FORWARD", "maybe_forward", "plan"]
@@ -132,9 +134,10 @@ def plan(argv: Sequence[str]) -> Plan | None:
 def _may_have_ssh_default(root: str | None) -> bool:
     """Whether the remote list could make an SSH remote the default: the file names one at
     all (read as bytes; the common ``lxdlib list`` pays no YAML parse)."""
-    from ..rootdir import root_path
+    from ..rootdir import root_dir
     try:
-        data = (root_path(root) / "remotes.yaml").read_bytes()
+        with open(os.path.join(root_dir(root), "remotes.yaml"), "rb") as f:
+            data = f.read()
     except OSError:
         return False
     return b"ssh://" in data
@@ -200,6 +203,8 @@ def _terminal(args: Sequence[str]) -> str:
 
 def _file_transfer(p: Plan) -> int:
     """``file push``/``file pull`` of single files, streamed through ssh."""
+    from pathlib import Path
+
     from ..errors import InvalidArgument
     flags = p.args[:p.args.index("file")]
     verb, rest = p.args[p.args.index("file") + 1], p.args[p.args.index("file") + 2:]

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import os
 import re
 import sys
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import InvalidArgument, LxdlibError, NotFound
+from ..errors import TYPE_CHECKING, InvalidArgument, LxdlibError, NotFound
 from ..progress import LineProgress as ProgressBar
 from . import output
 from .common import parse_kv
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    import datetime as dt
+    from typing import Any, Literal
 
     from ..host import Host
     from ..instances import Instance
@@ -207,10 +206,10 @@ def _fmt_time(t: dt.datetime | None) -> str:
     return t.strftime("%Y/%m/%d %H:%M %Z") if t else ""
 
 
-def _no_instance_dir(root: Path) -> bool:
+def _no_instance_dir(root: str) -> bool:
     """The root's lxcpath exists and holds nothing (not even a leftover to settle)."""
     try:
-        with os.scandir(root / "containers") as it:
+        with os.scandir(os.path.join(root, "containers")) as it:
             return next(it, None) is None
     except (FileNotFoundError, NotADirectoryError):
         return False
@@ -244,15 +243,16 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
             from ..host import Host
             opened.append(Host(a.root))
         return opened[0]
-    from ..rootdir import imports_pending, root_path
-    root = root_path(a.root)
-    if host is None and _no_instance_dir(root) and not imports_pending(root):
+    from ..rootdir import imports_pending, root_dir
+    if host is None and _no_instance_dir(root_dir(a.root)) and \
+            not imports_pending(root_dir(a.root)):
         # a root without instances: the empty table, before importing the records' code
         # (``state`` and attrs cost more than the rest of the command)
         output.emit(a.format, [COLUMNS[ch] for ch in columns], [], [])
         return 0
     from ..state import Paths  # here: the other verbs' start needs none of it (attrs)
-    paths = Paths.at(root)
+    paths = Paths.at(a.root)
+    root = paths.root
     names, leftovers = _scan(paths) if host is None and paths.lxcpath.is_dir() else ([], ["?"])
     if not leftovers and imports_pending(root):
         leftovers = ["?"]  # what a killed image import left is cleared by opening a Host
@@ -362,6 +362,7 @@ def api_time(t: dt.datetime | None, never: str) -> str:
     """A time as LXD's JSON has it (RFC 3339 in UTC, ``Z``), ``never`` when unset."""
     if t is None:
         return never
+    import datetime as dt
     return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -479,6 +480,7 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
         else:
             lines.append("Maps host root: YES (the container's root can act as host root)")
         lines += [f"  {w}" for w in why]
+    import datetime as dt  # here: the other verbs need none of it (start-up time)
     created = dt.datetime.fromisoformat(info["created"])
     lines.append(f"Created: {_fmt_time(created)}")
     if info.get("last_used"):

@@ -25,12 +25,13 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
-from ..errors import DiskFull, LxdlibError
+from ..errors import TYPE_CHECKING, DiskFull, LxdlibError
 from .common import fill_verb_helps, subparsers_action, verb_helps, walk
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..host import Host
 
 Handler = Callable[["Host", argparse.Namespace], int | None]
@@ -104,12 +105,39 @@ Run `lxdlib help <command>` (or `lxdlib <command> --help`) for a command's optio
 examples."""
 
 
+@functools.cache
+def _terminal_width() -> int:
+    """``shutil.get_terminal_size().columns``, asked once: argparse makes a formatter for every
+    argument it adds (to check its metavar), and each asked again, and imported ``shutil``
+    (with bz2 and lzma) into every command for it."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns if columns > 0 else 80) - 2
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples printed as written (their line breaks are the layout), at the
+    terminal's width (``_terminal_width``)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _terminal_width() if width is None else width)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse's parser with LXD's ``Error: …`` line, and descriptions and examples printed
     as written (their line breaks are the layout)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("formatter_class", Formatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:  # argparse's own exit code 2 and usage line
@@ -130,6 +158,35 @@ def _command_list() -> str:
     width = max(len(w) for w in COMMANDS) + 2
     return "\n".join(f"{w.ljust(width)}{desc}" for w, (_, desc) in sorted(COMMANDS.items())
                      if w not in HIDDEN)
+
+
+class _Unbuilt:
+    """What ``OneCommand`` gives for another command's parser: every call on it (adding
+    arguments, groups, sub-commands, defaults) does nothing and answers itself."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self._ignore
+
+    def _ignore(self, *args: Any, **kwargs: Any) -> _Unbuilt:
+        return self
+
+
+class OneCommand:
+    """The commands' sub-parsers as a module's ``register`` sees them when one command runs:
+    only that command's parser is built (a module registers a dozen, and every argument costs
+    argparse a formatter: ~3 ms of each command's start-up); the others are ``_Unbuilt``."""
+
+    def __init__(self, sub: Any, names: set[str]) -> None:
+        self._sub = sub
+        self._names = names
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if name in self._names or self._names & set(kwargs.get("aliases", ())):
+            return self._sub.add_parser(name, **kwargs)
+        return _Unbuilt()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sub, name)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -153,6 +210,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     word = ALIASES.get(command, command)
     wanted = set(MODULES) if command == "*" else set(COMMANDS[word][0]) if word in COMMANDS \
         else set()
+    only = sub if command == "*" else OneCommand(sub, {command, word})
     for name in MODULES:
         if name not in wanted:
             continue
@@ -160,7 +218,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if name == "completion":
             module.register(sub, lambda: build_parser("*"))
         else:
-            module.register(sub)
+            module.register(only)
     if command == "*" or word == "help":
         h = sub.add_parser("help", help=COMMANDS["help"][1])
         h.add_argument("topic", nargs="*", metavar="<command>")

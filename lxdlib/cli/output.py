@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from ..errors import InvalidArgument
+from ..errors import TYPE_CHECKING, InvalidArgument
+
+if TYPE_CHECKING:
+    from typing import Any
 
 FORMATS = ("table", "csv", "json", "yaml", "compact")
 
@@ -97,6 +98,7 @@ def emit(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], data: 
     """Print rows in ``fmt``; json/yaml print ``data`` (the full objects, as LXD does)."""
     check_format(fmt)
     if fmt == "json":
+        import json  # here: only --format json needs it
         print(json.dumps(data, default=str))
     elif fmt == "yaml":
         import yaml  # here, not at the top: a table needs none of it (start-up time)

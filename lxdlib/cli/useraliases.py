@@ -16,9 +16,11 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-from ..errors import InvalidArgument
+from ..errors import TYPE_CHECKING, InvalidArgument
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: Aliases every user has unless they define their own of the same name (as ``lxc``'s).
 DEFAULT_ALIASES = {"shell": "exec @ARGS@ -- su -l"}
@@ -26,20 +28,27 @@ DEFAULT_ALIASES = {"shell": "exec @ARGS@ -- su -l"}
 _NUMBERED = re.compile(r"@ARG(\d+)@")
 
 
-def config_path() -> Path:
-    """Where the user's aliases are kept (see the module's docstring)."""
+def config_file() -> str:
+    """Where the user's aliases are kept (see the module's docstring); a string, as every
+    command asks this before anything else: ``pathlib`` is not imported for it."""
     conf = os.environ.get("LXDLIB_CONF")
     if conf:
-        p = Path(conf)
-        return p if p.suffix in (".yml", ".yaml") else p / "config.yml"
-    return Path.home() / ".config" / "lxdlib" / "config.yml"
+        return conf if conf.endswith((".yml", ".yaml")) else os.path.join(conf, "config.yml")
+    return os.path.join(os.path.expanduser("~"), ".config", "lxdlib", "config.yml")
 
 
-def load(path: Path | None = None) -> dict[str, str]:
+def config_path() -> Path:
+    """``config_file`` as a path."""
+    from pathlib import Path
+    return Path(config_file())
+
+
+def load(path: Path | str | None = None) -> dict[str, str]:
     """The user's aliases ({} without a config file)."""
-    path = path or config_path()
+    path = path or config_file()
     try:
-        text = path.read_text()
+        with open(path) as f:
+            text = f.read()
     except FileNotFoundError:
         return {}
     import yaml
