@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import os
 import re
 import shutil
@@ -69,6 +68,7 @@ from .instance import (
     random_mac,
     truthy,
 )
+from .logs import get_logger
 from .record import InstanceRecord, SnapshotRecord
 from .state import dump_yaml, load_yaml, lock
 from .storage.base import close_volume_dir
@@ -79,7 +79,7 @@ if TYPE_CHECKING:
     from .context import Context
     from .storage.base import PoolDriver
 
-_log = logging.getLogger("lxdlib.backup")
+_log = get_logger("lxdlib.backup")
 
 INDEX = "backup/index.yaml"
 MAX_INDEX_SIZE = 4 * 1024 * 1024

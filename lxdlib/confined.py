@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import logging
 import os
 import stat
 import struct
 from pathlib import Path
 
 from .errors import InvalidArgument
+from .logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _SYS_OPENAT2 = 437  # same number on every architecture that has it
 RESOLVE_NO_MAGICLINKS = 0x02

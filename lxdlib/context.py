@@ -15,7 +15,6 @@ change what a lookup answers, only how fast.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 import time
@@ -36,6 +35,7 @@ from .errors import (
     NotFound,
 )
 from .events import Events
+from .logs import get_logger
 from .profiles import ProfileStore
 from .rootdir import imports_pending
 from .state import Paths, atomic_write, lock, read_record
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from .network.manager import NetworkManager
     from .storage.base import PoolDriver
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_NETWORK = "lxdbr0"
 #: A file changed more recently than this is not trusted to keep a cached parse valid (its

@@ -9,7 +9,6 @@ first use (``init --auto``), so ``Host(root=tmp).launch("busybox", "c1")`` works
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from . import snapshots as _snapshots  # noqa: F401  (registers its journal reco
 from .context import DEFAULT_NETWORK, DEFAULT_POOL, Context, HostFacts
 from .errors import InvalidArgument, NotFound
 from .instances import Instance, Instances
+from .logs import get_logger
 from .profile_apply import Profiles
 from .profiles import ProfileRecord
 from .state import Paths
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_NETWORK", "DEFAULT_POOL", "Host", "HostFacts"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Host:

@@ -30,7 +30,6 @@ it runs before every start, not only before bulk launches.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -38,8 +37,9 @@ from pathlib import Path
 import attrs
 
 from .errors import HostLimit
+from .logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # A bridge numbers its ports 1..BR_MAX_PORTS-1 (BR_MAX_PORTS is 1024 in net/bridge/br_private.h,
 # port 0 is reserved): the 1,024th port is refused with EXFULL ("Exchange full"), measured.

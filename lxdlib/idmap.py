@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import shutil
 import stat
@@ -32,9 +31,10 @@ import attrs
 
 from .config.idrange import IdRange as IdRange
 from .errors import IdmapNotAllowed, InvalidConfig, LxdlibError
+from .logs import get_logger
 from .state import atomic_write
 
-log = logging.getLogger("lxdlib")
+log = get_logger("lxdlib")
 
 FALLBACK_BASE = 1_000_000
 FALLBACK_SIZE = 1_000_000_000

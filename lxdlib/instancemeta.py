@@ -15,7 +15,6 @@ container cannot reach it, and a symlink found there in place of ``templates/`` 
 from __future__ import annotations
 
 import builtins
-import logging
 import os
 import stat
 from collections.abc import Iterator, Mapping
@@ -24,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from . import templates
 from .errors import AlreadyExists, InvalidArgument, LxdlibError, NotFound
+from .logs import get_logger
 from .state import atomic_write, lock
 
 if TYPE_CHECKING:
     from .instance import InstanceCore
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: What may trigger a template (LXD's ``when``).
 TRIGGERS = ("create", "copy", "start", "rename")

@@ -17,7 +17,6 @@ instance lock held, so it never calls a verb that takes the lock again.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import DiskFull, LxdlibError
+from .logs import get_logger
 from .state import (
     Paths,
     atomic_write,
@@ -35,7 +35,7 @@ from .state import (
     rename_exchange,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Site(Protocol):

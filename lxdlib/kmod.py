@@ -9,7 +9,6 @@ loads it.
 from __future__ import annotations
 
 import gzip
-import logging
 import os
 import re
 import shutil
@@ -18,8 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import InvalidConfig, ToolMissing
+from .logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 

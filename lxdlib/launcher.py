@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import queue
 import subprocess
@@ -43,9 +42,10 @@ from .context import Context
 from .errors import AlreadyExists, BulkError, InvalidArgument, LxdlibError
 from .instance import expand_with_root, recover_leftover
 from .instances import Instance, Instances
+from .logs import get_logger
 from .state import lock
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @attrs.frozen

@@ -23,7 +23,6 @@ It is a snapshot: taken at once, never refreshed; take another for a newer view.
 from __future__ import annotations
 
 import builtins
-import logging
 import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,6 +32,7 @@ import attrs
 from . import livestate, record, runtime
 from .errors import LXCError, LxdlibError
 from .journal import PENDING
+from .logs import get_logger
 from .model import Collection
 from .network import netstate
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .record import InstanceRecord
     from .state import Paths
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 ACTIVE = ("RUNNING", "FROZEN", "FREEZING")
 

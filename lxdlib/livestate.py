@@ -18,14 +18,15 @@ tie to the monitor) it answers ``None`` and the caller asks liblxc, which is alw
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import attrs
 
-log = logging.getLogger(__name__)
+from .logs import get_logger
+
+log = get_logger(__name__)
 
 PAYLOAD = "lxc.payload."
 MONITOR = b"[lxc monitor] "

@@ -47,7 +47,6 @@ import errno
 import fcntl
 import io
 import json
-import logging
 import os
 import shutil
 import struct
@@ -104,6 +103,7 @@ from .instance import (
     read_metadata,
     truthy,
 )
+from .logs import get_logger
 from .record import InstanceRecord
 from .state import lock
 from .storage.base import PoolDriver, close_volume_dir
@@ -113,7 +113,7 @@ from .storage.loop import TMP, run, storage_errors, temp_name
 if TYPE_CHECKING:
     from .context import Context
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PROTOCOL = "lxdlib-migrate"
 VERSION = 1

@@ -10,7 +10,6 @@ in the container, but it is a child of this process, so waiting and signalling a
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import selectors
 import signal
@@ -21,11 +20,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 from . import runtime
 from .errors import InvalidArgument
+from .logs import get_logger
 
 if TYPE_CHECKING:
     from .instance import InstanceCore
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL

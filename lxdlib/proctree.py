@@ -14,11 +14,12 @@ stop — a daemon that double-forked — is not found, as with any process-group
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 
-log = logging.getLogger(__name__)
+from .logs import get_logger
+
+log = get_logger(__name__)
 
 _ROUNDS = 50  # re-reads of the tree until it stops growing (a fork racing the SIGSTOP)
 

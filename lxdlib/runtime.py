@@ -13,14 +13,11 @@ name.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
-import logging
 import os
 import re
 import select
 import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -33,12 +30,12 @@ from . import proctree
 from .errors import ExecError as ExecError  # still importable from here
 from .errors import ExecTimeout, InvalidConfig, LXCError, WrongState
 from .execresult import ExecResult as ExecResult  # still importable from here
+from .logs import DEBUG, get_logger
 
 LOG_NAME = "lxc.log"
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
-_libc = ctypes.CDLL(None, use_errno=True)
 # kcmp(2)'s number where it is known (x86-64; the generic table of arm64 and riscv64).
 _KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272}.get(os.uname().machine)
 
@@ -208,7 +205,7 @@ class Container:
         for key, fd in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
             if fd is not None:
                 opts[key] = fd
-        if log.isEnabledFor(logging.DEBUG):
+        if log.isEnabledFor(DEBUG):
             log.debug("exec in %s: %s (cwd %s, uid %s, gid %s)", self._name, shlex.join(argv),
                       cwd, uid, gid)
         pid = _attach_closing_leaks(self._c, list(argv), opts)
@@ -261,6 +258,7 @@ class Container:
 @functools.cache
 def _lxc_start_tool() -> str | None:
     """Where liblxc's ``lxc-start`` is (looked up once), or None when it is not installed."""
+    import shutil  # here: with bz2 and lzma, ~1.5 ms of every command's start
     return shutil.which("lxc-start") or shutil.which("lxc-start", path=os.defpath)
 
 
@@ -341,6 +339,7 @@ def rotate_log(lxcpath: Path, name: str) -> None:
     try:
         if path.stat().st_size == 0:
             return
+        import shutil
         shutil.copyfile(path, path.with_suffix(".log.old"))
         os.truncate(path, 0)
     except FileNotFoundError:
@@ -509,7 +508,15 @@ def _ppid(pid: int) -> int:
 def _kcmp_same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     if _KCMP is None:
         return False
-    return bool(_libc.syscall(_KCMP, pid1, pid2, 0, fd1, fd2) == 0)  # 0: KCMP_FILE
+    return bool(_libc().syscall(_KCMP, pid1, pid2, 0, fd1, fd2) == 0)  # 0: KCMP_FILE
+
+
+@functools.cache
+def _libc() -> Any:
+    """The process's own symbols (libc's among them); ctypes is imported here, by the one
+    use, which most commands never reach."""
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _close_monitor_pidfds(before: set[str]) -> None:

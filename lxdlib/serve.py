@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import select
 import threading
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 
 from . import wire
 from .errors import LxdlibError
+from .logs import get_logger
 from .wire import ProtocolError
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["VERBS", "Server", "serve_stdio"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 VERSION: Final = "0.1.0"
 

@@ -16,13 +16,13 @@ import builtins
 import contextlib
 import datetime as dt
 import enum
-import logging
 import shutil
 from typing import TYPE_CHECKING, Any
 
 from . import journal, record, runtime
 from .config import names
 from .errors import AlreadyExists, InvalidArgument, LxdlibError, NotFound, WrongState
+from .logs import get_logger
 from .model import Collection, Model
 
 if TYPE_CHECKING:
@@ -465,7 +465,7 @@ def _recover_restore(ctx: Context, name: str, op: dict[str, Any]) -> None:
         try:
             _restart(inst, bool(op.get("stateful")))
         except Exception as e:  # restored and consistent: a start that fails is not retried
-            logging.getLogger("lxdlib").warning(
+            get_logger("lxdlib").warning(
                 "instance %s: restored, but it does not start again: %s", name, e)
 
 

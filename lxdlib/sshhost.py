@@ -25,7 +25,6 @@ from __future__ import annotations
 import builtins
 import collections
 import contextlib
-import logging
 import os
 import shlex
 import subprocess
@@ -37,11 +36,12 @@ from . import wire
 from .errors import ExecError, InvalidArgument, NotFound
 from .execresult import ExecResult
 from .imagestore.remotes import LXDLIB, Remote, parse_ssh_url
+from .logs import get_logger
 from .wire import ConnectionLost, ProtocolError
 
 __all__ = ["RemoteExecResult", "RemoteHost", "RemoteInstance", "connect", "ssh_command"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # A dropped network is noticed within about a minute (4 unanswered probes 15 s apart) rather
 # than when TCP gives up; the user's ssh config can override both.

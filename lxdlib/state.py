@@ -18,9 +18,9 @@ importing it took ~14 ms at every start of every command.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
+import functools
 import json
 import os
 import re
@@ -148,13 +148,20 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
 _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
-# the process's own symbols, libc's among them: find_library("c") would run ldconfig, ~5 ms
-# at the start of every command that writes a record
-_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@functools.cache
+def _libc() -> Any:
+    """The process's own symbols, libc's among them (``find_library("c")`` would run
+    ldconfig, ~5 ms at the start of every command that writes a record)."""
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _renameat2(src: str | os.PathLike[str], dst: str | os.PathLike[str], flags: int) -> None:
-    rc = _libc.renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags)
+    # ctypes here, not at the top: the commands that only read records need none of it
+    import ctypes
+    rc = _libc().renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags)
     if rc != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), os.fspath(src), None, os.fspath(dst))

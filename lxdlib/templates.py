@@ -25,7 +25,6 @@ the start fails naming the file, as in LXD) instead of blocking the start foreve
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -34,8 +33,9 @@ from typing import Any
 
 from . import confined
 from .errors import ImageError, InvalidArgument, TemplateError
+from .logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def render(text: str, ctx: Mapping[str, Any], *, name: str = "<template>",

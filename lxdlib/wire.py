@@ -26,19 +26,19 @@ possibly preceded by data frames that belong to it. An error names its class in
 from __future__ import annotations
 
 import json
-import logging
 import struct
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, Final
 
 from . import errors
 from .errors import LxdlibError
+from .logs import get_logger
 
 __all__ = ["CHUNK", "DATA", "JSON", "MAX_FRAME", "PROTOCOL_VERSION", "STDERR", "STDOUT",
            "ConnectionLost", "ProtocolError", "decode_error", "encode_error", "hello",
            "pick_version", "read_frame", "read_json", "write_frame", "write_json"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PROTOCOL_VERSION: Final = 1
 SUPPORTED: Final = (1,)

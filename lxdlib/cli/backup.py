@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import TYPE_CHECKING, Any
+
+from ..logs import get_logger
 
 if TYPE_CHECKING:
     from ..host import Host
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def cmd_export(host: Host, a: argparse.Namespace) -> int:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
+from ..logs import get_logger
 from ..progress import LineProgress as ProgressBar
 from . import output
 from .common import edit_text, load_mapping
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..imagestore.remotes import Remote
     from ..imagestore.store import ImageRecord
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 # -- helpers --------------------------------------------------------------------------------------

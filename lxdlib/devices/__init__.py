@@ -17,7 +17,6 @@ process holds it).
 from __future__ import annotations
 
 import importlib
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,13 +24,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from ..errors import InvalidConfig
+from ..logs import get_logger
 from ..render import MountEntry, Nic
 
 if TYPE_CHECKING:
     from ..context import Context
     from ..record import InstanceRecord
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @attrs.define

@@ -26,7 +26,6 @@ left unshifted.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -35,10 +34,11 @@ from pathlib import Path
 import attrs
 
 from ..errors import NotFound, StorageError
+from ..logs import get_logger
 from ..render import MountEntry
 from . import BaseDriver, DeviceContext, Rendered, hotmount
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Filesystems that support idmapped mounts on current kernels (``devtmpfs``, FUSE, procfs,
 #: sysfs… do not; there the files keep their host ids).

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import logging
 import os
 import stat
 import struct
@@ -32,8 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import StorageError
+from ..logs import DEBUG, get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _SYS_OPEN_TREE = 428  # the new mount API has one syscall number on every architecture
 _SYS_MOVE_MOUNT = 429
@@ -223,7 +223,7 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
         created = _in_child(work) == "created"
     except StorageError as e:
         raise StorageError(f"cannot mount {src} at {target} in the instance: {e}") from None
-    if log.isEnabledFor(logging.DEBUG):
+    if log.isEnabledFor(DEBUG):
         how = ["idmapped" if idmap and unpriv else "not shifted"]
         how += [word for on, word in ((readonly, "read-only"), (recursive, "recursive"),
                                       (bool(propagation), propagation),

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import logging
 import subprocess
 from collections.abc import Mapping
 
 from ..config.units import is_true
+from ..logs import get_logger
 from ..network import filtering, tc
 from ..render import Nic
 from . import BaseDriver, DeviceContext, Rendered
@@ -63,7 +63,7 @@ def host_ifb(ctx: DeviceContext, name: str) -> str:
     return ifb_for(ctx.host.paths.root, ctx.name, name)
 
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _FILTER_KEYS = ("security.mac_filtering", "security.ipv4_filtering", "security.ipv6_filtering")
 

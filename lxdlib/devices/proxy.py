@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
-import logging
 import os
 import select
 import signal
@@ -40,10 +39,11 @@ from pathlib import Path
 from ..config.devices import ProxyAddress, validate_proxy
 from ..config.units import is_true
 from ..errors import InvalidConfig, NetworkError
+from ..logs import get_logger
 from ..network import nat
 from . import BaseDriver, DeviceContext, Rendered
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 READY_TIMEOUT = 15.0  # seconds a forwarder may take to report
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL, and after SIGKILL

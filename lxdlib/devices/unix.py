@@ -12,7 +12,6 @@ cgroup denies devices by default).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -21,10 +20,11 @@ import attrs
 
 from .. import idmap, runtime
 from ..errors import InvalidConfig, NotFound
+from ..logs import get_logger
 from ..render import PRIVILEGED_DEVICES
 from . import BaseDriver, DeviceContext, Rendered, hotmount
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def truthy(v: str | None) -> bool:

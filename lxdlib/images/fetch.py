@@ -10,7 +10,6 @@ complete and verified. TLS uses the system CA store, or ``SSL_CERT_FILE``.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import ssl
@@ -22,12 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AlreadyExists, ImageError, InvalidArgument
+from ..logs import get_logger
 
 if TYPE_CHECKING:
     from ..context import Context
     from ..imagestore.store import ImageRecord
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20

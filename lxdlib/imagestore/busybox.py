@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import logging
 import lzma
 import os
 import re
@@ -25,8 +24,9 @@ from pathlib import Path
 from typing import IO, cast
 
 from ..errors import ImageError, InvalidArgument, ToolMissing
+from ..logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 COMPRESSIONS = ("gzip", "xz", "none")
 

@@ -14,7 +14,6 @@ The work directory is always removed, also on failure or Ctrl-C; the output appe
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import shutil
@@ -25,11 +24,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import ImageError, InvalidArgument, ToolMissing
+from ..logs import get_logger
 from . import compression as comp
 
 __all__ = ["COMPRESSIONS", "DEFAULT_INCLUDE", "build_debian_image"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 COMPRESSIONS = ("gzip", "xz", "zstd", "none")
 #: Packages added to the variant: systemd as init (its networkd does DHCP), udev (networkd

@@ -18,7 +18,6 @@ Two jobs, each shaped by a constraint:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import shutil
@@ -43,9 +42,10 @@ from ..errors import (
     UnsafeLink,
     UnsafeMemberName,
 )
+from ..logs import get_logger
 from . import compression
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Refuse metadata.yaml larger than this: it holds a few keys and a template list.
 MAX_METADATA_SIZE = 4 * 1024 * 1024

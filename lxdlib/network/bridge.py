@@ -15,7 +15,6 @@ import contextlib
 import errno
 import fcntl
 import ipaddress
-import logging
 import socket
 import struct
 from collections.abc import Iterable, Iterator
@@ -23,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AlreadyExists, NetworkError
+from ..logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

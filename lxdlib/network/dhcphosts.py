@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import re
 from collections.abc import Iterable
@@ -37,9 +36,10 @@ from typing import Any
 import attrs
 
 from .. import state
+from ..logs import get_logger
 from . import dnsmasq
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 INDEX_DIR = "dhcp-index"
 HEADER = "# lxdlib static DHCP hosts of one owner: each '#{...}' line is the entry of the line " \

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import grp
 import ipaddress
-import logging
 import os
 import pwd
 import select
@@ -46,9 +45,10 @@ from typing import Any
 import attrs
 
 from ..errors import NetworkError, ToolMissing
+from ..logs import get_logger
 from ..state import atomic_write
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PIDFILE = "dnsmasq.pid"
 LEASES = "dnsmasq.leases"

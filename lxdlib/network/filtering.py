@@ -21,7 +21,6 @@ address list blocks that family entirely (the network serves no addresses of it)
 from __future__ import annotations
 
 import ipaddress
-import logging
 import re
 import shutil
 import subprocess
@@ -29,9 +28,10 @@ import subprocess
 import attrs
 
 from ..errors import NetworkError
+from ..logs import get_logger
 from . import nat
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FAMILY = "bridge"
 PRIORITY = -200

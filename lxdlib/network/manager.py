@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import ipaddress
 import json
-import logging
 import os
 import random
 import re
@@ -42,10 +41,11 @@ from ..errors import (
     NotFound,
     ToolMissing,
 )
+from ..logs import get_logger
 from . import bridge, dhcphosts, dnsmasq, nat
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-log = logging.getLogger("lxdlib.network")
+log = get_logger("lxdlib.network")
 
 IPv4Range = tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]
 

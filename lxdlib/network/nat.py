@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import logging
 import os
 import shutil
 import socket
@@ -27,8 +26,9 @@ import subprocess
 import attrs
 
 from ..errors import NetworkError, ToolMissing
+from ..logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 TABLE_PREFIX = "lxdlib_"
 FAMILY = "inet"

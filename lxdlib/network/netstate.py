@@ -23,7 +23,6 @@ import contextlib
 import errno
 import fcntl
 import json
-import logging
 import os
 import socket
 import struct
@@ -32,10 +31,12 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..logs import get_logger
+
 if TYPE_CHECKING:
     from ..runtime import Container
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 T = TypeVar("T")
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -30,9 +29,10 @@ import attrs
 
 from ..config.units import parse_bit_rate
 from ..errors import InvalidArgument, InvalidConfig, NetworkError
+from ..logs import get_logger
 from .bridge import iproute
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 ROOT = 0x10000  # 1:0
 CLASS = 0x10010  # 1:10, the default class every packet falls into

@@ -25,7 +25,6 @@ volumes that a killed process left behind.
 from __future__ import annotations
 
 import abc
-import logging
 import os
 import stat
 from collections.abc import Callable
@@ -35,9 +34,10 @@ from typing import Any, ClassVar
 import attrs
 
 from ..errors import StorageError
+from ..logs import get_logger
 from ..state import Paths
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Instance, snapshot and image volume directories: search only, for their owner only (LXD's
 #: per-volume mode). Instance volumes are owned by the container root's host uid, the others

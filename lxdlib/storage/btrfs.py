@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import re
 import stat
@@ -26,6 +25,7 @@ import btrfsutil
 
 from ..config.units import parse_size
 from ..errors import AlreadyExists, InvalidArgument, InvalidConfig, StorageError
+from ..logs import get_logger
 from ..state import lock
 from .base import VOLUME_MODE, PoolUsage, close_volume_dir
 from .dir import SNAPSHOTS, DirPool, check_keys
@@ -41,7 +41,7 @@ from .loop import (
     unmount,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_SIZE = "5GiB"
 DEFAULT_MOUNT_OPTIONS = "user_subvol_rm_allowed"

@@ -8,7 +8,6 @@ subvolume operations.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import stat
@@ -24,6 +23,7 @@ from ..errors import (
     NotFound,
     StorageError,
 )
+from ..logs import get_logger
 from .base import CUSTOM_VOLUME_MODE, VOLUME_MODE, PoolDriver, PoolUsage, close_volume_dir
 from .loop import (
     ASIDE,
@@ -36,7 +36,7 @@ from .loop import (
     temp_name,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 VOLUME_KINDS = ("images", "containers", "custom")
 SNAPSHOTS = "containers-snapshots"

@@ -9,17 +9,17 @@ which command failed and what it printed.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import StorageError, ToolMissing
+from ..logs import get_logger
 from ..state import rename_exchange as rename_exchange
 from ..state import rename_noreplace as rename_noreplace
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # -- running host tools ---------------------------------------------------------------------------
 

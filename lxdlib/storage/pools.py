@@ -8,18 +8,18 @@ that was complete.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 from ..errors import AlreadyExists, InUse, InvalidConfig, InvalidName, NotFound, StorageError
+from ..logs import get_logger
 from ..state import Paths, lock, read_record, remove_stale_tmp, write_record
 from .base import PoolDriver
 from .btrfs import BtrfsPool
 from .dir import DirPool
 from .zfs import ZfsPool
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DRIVERS: dict[str, type[PoolDriver]] = {"dir": DirPool, "btrfs": BtrfsPool, "zfs": ZfsPool}
 

@@ -21,7 +21,6 @@ dataset must be unmounted and not ``readonly`` to be renamed.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import shutil
@@ -41,6 +40,7 @@ from ..errors import (
     ToolMissing,
     WrongState,
 )
+from ..logs import get_logger
 from ..state import Paths, lock
 from .base import PoolDriver, PoolUsage, close_volume_dir
 from .dir import BASE_MODE, LAYOUT_MODES, SNAPSHOTS, VOLUME_KINDS, check_keys, check_volume_name
@@ -55,7 +55,7 @@ from .loop import (
     temp_name,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_SIZE = "5GiB"
 MIN_SIZE = 64 * 1024 * 1024  # ZFS refuses smaller vdevs
