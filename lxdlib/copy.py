@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import journal, record, runtime, transfer
+from . import journal, record, runtime
 from .config import devices as devcfg
 from .config import expand, names, schema
 from .config.units import parse_size
@@ -98,6 +96,7 @@ def fresh_identity(ctx: Context, name: str, config: dict[str, str],
     new uuid, new MACs and, where the instance is isolated, a new idmap block."""
     for key in [k for k in config if k.startswith("volatile.") and k != "volatile.base_image"]:
         del config[key]
+    import uuid
     config["volatile.uuid"] = str(uuid.uuid4())
     # a copy is another machine to cloud-init: it runs its first-boot steps again (as LXD)
     config["volatile.cloud-init.instance-id"] = str(uuid.uuid4())
@@ -192,11 +191,13 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
             fresh_identity(ctx, target, new_cfg, exp_cfg, exp_devs)
             shift = disk_base(dst_pool, {**exp_cfg, **new_cfg}) - \
                 source_disk_base(src_inst, src_rec, src_pool)
+            from . import transfer
             transfer.copy_volume(src_pool, src_name, dst_pool, target,
                                  snapshots=[s.name for s in snapshots], from_snapshot=src_snap,
                                  shift=shift, running=lambda: src_inst.state != "STOPPED",
                                  freeze=lambda: frozen_for_copy(ctx, src_name))
             volume = dst_pool.volume_path("containers", target)
+            import shutil
             shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
             if size is not None:
                 dst_pool.set_quota("containers", target, size)
@@ -256,6 +257,7 @@ def _refresh(ctx: Context, src_inst: InstanceCore, src_rec: InstanceRecord, targ
     try:
         shift = disk_base(dst_pool, {**dst.expanded(rec)[0], **cfg}) - \
             source_disk_base(src_inst, src_rec, src_pool)
+        from . import transfer
         transfer.copy_volume(src_pool, src_inst.name, dst_pool, tmp,
                              snapshots=[s.name for s in snapshots], shift=shift,
                              running=lambda: src_inst.state != "STOPPED",
@@ -285,6 +287,7 @@ def finish_refresh(ctx: Context, name: str, op: Mapping[str, Any]) -> None:
     if pool.volume_exists("containers", tmp):
         pool.delete_instance_volume(name)
         pool.rename_instance_volume(tmp, name)
+    import shutil
     shutil.rmtree(pool.volume_path("containers", name) / journal.STATE_DIR, ignore_errors=True)
     inst = InstanceCore(ctx, name)
     _, devs = inst.expanded(rec)
@@ -382,6 +385,7 @@ def move_to_pool(ctx: Context, name: str, pool: str) -> InstanceCore:
             disk_base(src_pool, {**exp_cfg, **rec.config})
         journal.begin(paths, name, "move-pool", source=rec.pool, target=pool)
         try:
+            from . import transfer
             transfer.copy_volume(src_pool, name, dst_pool, name,
                                  snapshots=[s.name for s in rec.snapshots], shift=shift)
             if size is not None:

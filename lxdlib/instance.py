@@ -12,14 +12,12 @@ import datetime as dt
 import functools
 import os
 import platform
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import criu, idmap, journal, record, render, runtime, templates
+from . import criu, idmap, journal, record, render, runtime
 from .config import devices as devcfg
 from .config import expand, limits, names, schema
 from .config.units import parse_size
@@ -256,6 +254,7 @@ class InstanceCore:
         meta = read_metadata(vol, self._dir / record.METADATA_MEMO)
         trigger = rec.config.get("volatile.apply_template")
         if meta.get("templates"):
+            from . import templates  # here: Jinja2 and the confined writer load for templates
             for t in ([trigger] if trigger else []) + ["start"]:
                 templates.apply(vol, meta, t, self._template_context(rec), *self._root_owner(rec))
         if trigger:
@@ -310,6 +309,7 @@ class InstanceCore:
             _mark_running(rec, self._paths.root, self.expanded(rec)[1])
             record.save(self._paths, rec, durable=False)
         finally:
+            import shutil
             shutil.rmtree(state, ignore_errors=True)
 
     def _stop_stateful(self) -> None:
@@ -326,6 +326,7 @@ class InstanceCore:
             criu.require()
             state = self.volume / journal.STATE_DIR
             if os.path.lexists(state):
+                import shutil
                 shutil.rmtree(state, ignore_errors=True)
             journal.begin(paths, self.name, "stop-stateful")
             try:
@@ -1100,6 +1101,7 @@ def finish_delete(ctx: Context, name: str, pool_name: str) -> None:
             pass
     with contextlib.suppress(FileNotFoundError):
         ctx.network_forget(name)
+    import shutil
     shutil.rmtree(paths.instance_dir(name), ignore_errors=True)
     ctx.events.emit("instance-deleted", name)
 
@@ -1181,6 +1183,7 @@ def new_instance_dir(ctx: Context, name: str, pool: PoolDriver, *,
     except BaseException:
         with contextlib.suppress(Exception):
             pool.delete_instance_volume(name)
+        import shutil
         shutil.rmtree(inst_dir, ignore_errors=True)
         raise
 
@@ -1244,6 +1247,7 @@ def create(ctx: Context, name: str, image: str | None, *,
 
     facts = ctx.facts()
     # the instance's identity, and the id cloud-init inside keys its first boot on (LXD's)
+    import uuid
     volatile: dict[str, str] = {"volatile.uuid": str(uuid.uuid4()),
                                 "volatile.cloud-init.instance-id": str(uuid.uuid4())}
     for dname, dev in exp_devs.items():

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -98,6 +97,7 @@ def is_size(value: str) -> None:
 
 
 def is_uuid(value: str) -> None:
+    import uuid  # here: the one use (~0.6 ms of every command's start)
     try:
         uuid.UUID(value)
     except ValueError:
