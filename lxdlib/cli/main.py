@@ -105,6 +105,21 @@ Run `lxdlib help <command>` (or `lxdlib <command> --help`) for a command's optio
 examples."""
 
 
+def _untranslated_argparse() -> None:
+    """argparse asks gettext for every message it formats, and gettext looks for a dozen
+    catalog files each time (~1 ms of a command). Where the default domain has no catalog —
+    Python ships none for argparse's messages — the messages stay as written, so they are
+    left as written without the lookups."""
+    import gettext
+    if gettext.find(gettext.textdomain()) is None:
+        setattr(argparse, "_", lambda message: message)  # noqa: B010 (argparse's private name)
+        setattr(argparse, "ngettext",  # noqa: B010
+                lambda singular, plural, n: singular if n == 1 else plural)
+
+
+_untranslated_argparse()
+
+
 @functools.cache
 def _terminal_width() -> int:
     """``shutil.get_terminal_size().columns``, asked once: argparse makes a formatter for every
