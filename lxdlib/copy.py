@@ -201,10 +201,8 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
             shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
             if size is not None:
                 dst_pool.set_quota("containers", target, size)
-            # the copy's metadata is its source's text: taken from the source's memo (no
-            # parsing, no PyYAML), and kept as the copy's own for its first start
-            meta = read_metadata(volume, paths.instance_dir(target) / record.METADATA_MEMO,
-                                 seeds=[paths.instance_dir(src_name) / record.METADATA_MEMO])
+            # the copy's metadata is its source's text, parsed when its source was made
+            meta = read_metadata(volume, paths.metadata_memos)
             if meta.get("templates"):
                 new_cfg["volatile.apply_template"] = "copy"
             identity = {k: v for k, v in new_cfg.items() if k.startswith("volatile.")}

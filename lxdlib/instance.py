@@ -251,7 +251,7 @@ class InstanceCore:
             self.restore_saved_state()
             self.ctx.events.emit("instance-started", self.name)
             return
-        meta = read_metadata(vol, self._dir / record.METADATA_MEMO)
+        meta = read_metadata(vol, self._paths.metadata_memos)
         trigger = rec.config.get("volatile.apply_template")
         if meta.get("templates"):
             from . import templates  # here: Jinja2 and the confined writer load for templates
@@ -1019,11 +1019,9 @@ def cgroup_usage(c: runtime.Container) -> dict[str, Any]:
     return out
 
 
-def read_metadata(volume: Path, memo: Path | None = None,
-                  seeds: Sequence[Path] = ()) -> dict[str, Any]:
-    """The image's metadata.yaml in ``volume``; with ``memo`` (a file of the instance's own),
-    parsed once while its text is unchanged, or taken from a ``seeds`` memo of the same text
-    (``state.load_yaml_kept``)."""
+def read_metadata(volume: Path, memos: Path | None = None) -> dict[str, Any]:
+    """The image's metadata.yaml in ``volume``; with ``memos`` (the root's directory of them,
+    ``Paths.metadata_memos``), parsed once per text (``state.load_yaml_kept``)."""
     path = volume / "metadata.yaml"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -1034,7 +1032,7 @@ def read_metadata(volume: Path, memo: Path | None = None,
     with os.fdopen(fd, "rb") as f:
         raw = f.read()
     # the image's YAML, from elsewhere: the safe loader
-    data = load_yaml(raw) if memo is None else load_yaml_kept(raw, memo, seeds)
+    data = load_yaml(raw) if memos is None else load_yaml_kept(raw, memos)
     return data if isinstance(data, dict) else {}
 
 
@@ -1259,7 +1257,7 @@ def create(ctx: Context, name: str, image: str | None, *,
         recover_leftover(ctx, name)
         if record.exists(paths, name) or paths.instance_dir(name).exists():
             raise AlreadyExists("instance", name)
-        with new_instance_dir(ctx, name, pool_drv) as inst_dir:
+        with new_instance_dir(ctx, name, pool_drv):
             if not privileged:
                 base, isize = choose_idmap(ctx, name, exp_cfg, facts.idmap)
                 volatile["volatile.idmap.base"] = str(base)
@@ -1283,7 +1281,7 @@ def create(ctx: Context, name: str, image: str | None, *,
                 created_at=record.now(), pool=pool_name, profiles=prof_names,
                 config={**image_cfg, **local_cfg, **volatile}, devices=local_devs,
                 description=description, ephemeral=ephemeral)
-            if read_metadata(vol, inst_dir / record.METADATA_MEMO).get("templates"):
+            if read_metadata(vol, paths.metadata_memos).get("templates"):
                 # as LXD (DeferTemplateApply): rendered at the first start, with the config then
                 rec.config["volatile.apply_template"] = "create"
             inst = commit_instance(ctx, rec)

@@ -31,8 +31,6 @@ from .state import (
 )
 
 DELETING = ".deleting.yaml"
-#: The instance's image metadata as its last start parsed it (``state.load_yaml_kept``).
-METADATA_MEMO = ".metadata.json"
 
 # The instance records this process has parsed, reused while their file is unchanged: a second
 # listing of a thousand instances parses only what changed (see ``state.ParsedCache``).

@@ -27,7 +27,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from .rootdir import root_path
 #: The root's directories, each joined once when a ``Paths`` is made (its post-init).
 _UNDER = {"lxcpath": "containers", "profiles": "profiles", "images": "images",
           "pools": "storage-pools", "networks": "networks", "disks": "disks", "locks": "locks",
-          "run": "run"}
+          "run": "run", "metadata_memos": "run/image-metadata"}
 
 
 @attrs.frozen
@@ -61,6 +61,8 @@ class Paths:
     locks: Path = attrs.field(init=False, eq=False, repr=False)
     #: Runtime files: pid files, sockets, dnsmasq leases.
     run: Path = attrs.field(init=False, eq=False, repr=False)
+    #: Images' metadata.yaml as parsed, one file per text (``load_yaml_kept``); host root's.
+    metadata_memos: Path = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         for attr, leaf in _UNDER.items():
@@ -369,48 +371,44 @@ def read_record(path: str | os.PathLike[str]) -> Any:
 RECENT_NS = 1_000_000_000
 
 
-def load_yaml_kept(raw: bytes, memo: str | os.PathLike[str],
-                   seeds: Sequence[str | os.PathLike[str]] = ()) -> Any:
+def load_yaml_kept(raw: bytes, memos: str | os.PathLike[str]) -> Any:
     """``load_yaml`` of ``raw`` (YAML from elsewhere: an image's metadata.yaml, which every
-    create, start and copy reads for its templates), parsed once: the value is kept as JSON in
-    ``memo``, a file of lxdlib's own, beside the exact text it was parsed from, and taken from
-    there while the text is the same — so a later command imports no PyYAML (~8 ms of a
-    ~140 ms start) and parses nothing (~0.5 ms).
+    create, start and copy reads for its templates), parsed once per text: the value is kept
+    as JSON in a file of the directory ``memos`` (lxdlib's own), beside the exact text it was
+    parsed from, and taken from there while the text is the same — so a later command imports
+    no PyYAML (~8 ms of a command) and parses nothing (~0.5 ms of a copy).
 
-    The key is the text itself, not the file's identity and times: a file rewritten within one
-    tick of the filesystem's clock keeps its times, and a snapshot or copy of a volume keeps
-    them too, so only the content says the memo is still right. ``seeds`` are other memos that
-    may hold the same text (a copy's source): one that matches is taken and kept in ``memo``.
-    A value JSON does not carry exactly (a YAML timestamp, binary, a number as a key), and a
-    text that is not UTF-8, are not kept."""
+    The key is the text itself, not a file's identity and times (a file rewritten within one
+    tick of the filesystem's clock keeps its times; a snapshot or copy keeps them too). The
+    file is named by the text's CRC-32 and length, a name only: its content is used only when
+    its text is the same, so a collision is a miss, never a wrong value. Every instance made
+    from one image has the same text, hence one memo. A value JSON does not carry exactly (a
+    YAML timestamp, binary, a number as a key), and a text that is not UTF-8, are not kept."""
+    import zlib
     try:
         text = raw.decode()
     except UnicodeDecodeError:
         return load_yaml(raw)
-    for i, path in enumerate([memo, *seeds]):
-        try:
-            with os.fdopen(_open_record(path), "rb") as m:
-                kept = json.loads(m.read())
-        except (OSError, ValueError, LxdlibError):  # none yet, a symlink, cut short
-            continue
+    path = os.path.join(memos, f"{zlib.crc32(raw):08x}-{len(raw)}.json")
+    try:
+        with os.fdopen(_open_record(path), "rb") as m:
+            kept = json.loads(m.read())
         if isinstance(kept, dict) and kept.get("source") == text and "value" in kept:
-            if i:
-                _keep(memo, text, kept["value"])
             return kept["value"]
+    except (OSError, ValueError, LxdlibError):  # none yet, a symlink, cut short: parse
+        pass
     value = load_yaml(raw)
-    _keep(memo, text, value)
-    return value
-
-
-def _keep(memo: str | os.PathLike[str], text: str, value: Any) -> None:
-    """Write a memo (not durable: it is only ever a shortcut), when JSON carries ``value``
-    exactly as the safe loader gave it."""
     try:
         data = encode_record({"source": text, "value": value})
-        if json.loads(data)["value"] == value:
-            atomic_write(memo, data, durable=False)
+        if json.loads(data)["value"] == value:  # exactly what the safe loader gave
+            try:
+                atomic_write(path, data, durable=False)  # only ever a shortcut
+            except FileNotFoundError:  # the directory's first memo
+                os.makedirs(memos, mode=0o700, exist_ok=True)
+                atomic_write(path, data, durable=False)
     except (TypeError, ValueError, RecursionError, OSError):  # not JSON's, or not writable
         pass
+    return value
 
 
 class ParsedCache:

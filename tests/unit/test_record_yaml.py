@@ -322,63 +322,66 @@ def test_importing_the_library_does_not_import_yaml() -> None:
 
 # -- an image's metadata.yaml, parsed once per change ------------------------------------------
 
-def _kept(path: Path, memo: Path, *seeds: Path) -> Any:
-    return load_yaml_kept(path.read_bytes(), memo, seeds)
+def _kept(path: Path, memos: Path) -> Any:
+    return load_yaml_kept(path.read_bytes(), memos)
+
+
+def _memo(memos: Path) -> dict[str, Any]:
+    [only] = memos.iterdir()
+    data: dict[str, Any] = json.loads(only.read_bytes())
+    return data
 
 
 def test_yaml_from_elsewhere_is_parsed_once_per_text(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    meta, memo = tmp_path / "metadata.yaml", tmp_path / ".metadata.json"
+    meta, memos = tmp_path / "metadata.yaml", tmp_path / "memos"
     meta.write_text("architecture: x86_64\ntemplates:\n  /etc/hostname:\n"
                     "    when: [create, copy]\n    template: hostname.tpl\n")
     expected = yaml.safe_load(meta.read_text())
-    assert _kept(meta, memo) == expected and memo.exists()  # kept at once: the text is the key
+    assert _kept(meta, memos) == expected  # kept at once: the text is the key
+    assert _memo(memos)["value"] == expected and memos.stat().st_mode & 0o777 == 0o700
 
     def no_parsing(*a: Any, **kw: Any) -> Any:
         raise AssertionError("parsed again")
     with monkeypatch.context() as m:
         m.setattr(state, "load_yaml", no_parsing)
-        assert _kept(meta, memo) == expected
+        assert _kept(meta, memos) == expected
+        other = tmp_path / "other.yaml"  # another file of the same text: the same memo
+        other.write_bytes(meta.read_bytes())
+        assert _kept(other, memos) == expected
     # changed at once, same size, times kept: parsed again all the same
     before = meta.stat()
     meta.write_text(meta.read_text().replace("copy", "copX"))
     os.utime(meta, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert meta.stat().st_size == before.st_size
-    assert _kept(meta, memo)["templates"]["/etc/hostname"]["when"] == ["create", "copX"]
-    assert json.loads(memo.read_bytes())["value"]["templates"]["/etc/hostname"]["when"] == \
-        ["create", "copX"]
-    memo.write_bytes(b'{"source": ')  # a memo cut short: parsed again, and rewritten
-    assert _kept(meta, memo) == _kept(meta, memo)
-    assert json.loads(memo.read_bytes())["value"]["architecture"] == "x86_64"
+    assert _kept(meta, memos)["templates"]["/etc/hostname"]["when"] == ["create", "copX"]
+    assert len(list(memos.iterdir())) == 2
+    for f in memos.iterdir():  # memos cut short: parsed again, and rewritten
+        f.write_bytes(b'{"source": ')
+    assert _kept(meta, memos) == _kept(meta, memos)
 
 
-def test_a_seed_memo_of_the_same_text_is_taken_and_kept(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A copy's metadata comes from its source's memo, never from one of another text."""
-    src_meta, src_memo = tmp_path / "src.yaml", tmp_path / "src.json"
-    meta, memo = tmp_path / "metadata.yaml", tmp_path / "own.json"
-    src_meta.write_text("a: 1\n")
-    _kept(src_meta, src_memo)
-    meta.write_text("a: 2\n")  # another text: the seed is not taken
-    assert _kept(meta, memo, src_memo) == {"a": 2}
-    memo.unlink()
+def test_a_memo_of_another_text_under_the_same_name_is_not_taken(tmp_path: Path) -> None:
+    """The file's name is a checksum: a collision (or a planted file) is a miss, not a value."""
+    meta, memos = tmp_path / "metadata.yaml", tmp_path / "memos"
     meta.write_text("a: 1\n")
-    with monkeypatch.context() as m:
-        m.setattr(state, "load_yaml", lambda *a: pytest.fail("parsed"))
-        assert _kept(meta, memo, src_memo) == {"a": 1}
-        assert json.loads(memo.read_bytes()) == json.loads(src_memo.read_bytes())
-    symlinked = tmp_path / "link.json"
-    symlinked.symlink_to(src_memo)  # a symlinked memo is not read
-    assert _kept(meta, tmp_path / "third.json", symlinked) == {"a": 1}
+    _kept(meta, memos)
+    [path] = memos.iterdir()
+    path.write_text(json.dumps({"source": "a: 2\n", "value": {"a": 2}}))
+    assert _kept(meta, memos) == {"a": 1}
+    path.unlink()
+    path.symlink_to(tmp_path / "elsewhere.json")  # a symlinked memo is not read
+    (tmp_path / "elsewhere.json").write_text(json.dumps({"source": "a: 1\n", "value": 7}))
+    assert _kept(meta, memos) == {"a": 1}
 
 
 @pytest.mark.parametrize("doc", ["creation_date: 2026-12-04 10:00:00\n", "1: one\n",
                                  "b: !!binary aGk=\n", "f: .nan\n"])
 def test_yaml_json_does_not_carry_exactly_is_not_kept(tmp_path: Path, doc: str) -> None:
-    meta, memo = tmp_path / "metadata.yaml", tmp_path / ".metadata.json"
+    meta, memos = tmp_path / "metadata.yaml", tmp_path / "memos"
     meta.write_text(doc)
     expected = yaml.safe_load(doc)
-    got = _kept(meta, memo)
-    assert not memo.exists()
+    got = _kept(meta, memos)
+    assert not memos.exists() or not list(memos.iterdir())
     if doc != "f: .nan\n":
         assert got == expected
