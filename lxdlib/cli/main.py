@@ -107,9 +107,9 @@ examples."""
 
 def _untranslated_argparse() -> None:
     """argparse asks gettext for every message it formats, and gettext looks for a dozen
-    catalog files each time (~1 ms of a command). Where the default domain has no catalog —
-    Python ships none for argparse's messages — the messages stay as written, so they are
-    left as written without the lookups."""
+    catalog files each time (~1 ms of a command). Where the default domain has no catalog
+    (Python ships none for argparse's messages), gettext would return every message unchanged:
+    argparse is given functions that do so without the lookups."""
     import gettext
     if gettext.find(gettext.textdomain()) is None:
         setattr(argparse, "_", lambda message: message)  # noqa: B010 (argparse's private name)
