@@ -38,7 +38,7 @@ from .events import Events
 from .logs import get_logger
 from .profiles import ProfileStore
 from .rootdir import imports_pending
-from .state import Paths, atomic_write, lock, read_record
+from .state import RECENT_NS, Paths, atomic_write, lock, read_record
 
 if TYPE_CHECKING:
     # loaded where first used (``images``, ``remotes``, ``pool``, ``networks``, ``client``):
@@ -54,9 +54,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 DEFAULT_NETWORK = "lxdbr0"
-#: A file changed more recently than this is not trusted to keep a cached parse valid (its
-#: identity could repeat within one tick of the filesystem's clock).
-_RECENT_NS = 1_000_000_000
 DEFAULT_POOL = "default"
 
 _ADJ = ("able", "bold", "brave", "calm", "clever", "cosmic", "crisp", "eager", "fair", "fast",
@@ -412,7 +409,7 @@ class Context:
         if hit is not None and hit[0] == ident:
             return hit[1]
         data = self.profiles.data(name)
-        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RECENT_NS:
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RECENT_NS:
             cache[name] = (ident, data)
         else:
             cache.pop(name, None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -197,7 +198,6 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
                                  shift=shift, running=lambda: src_inst.state != "STOPPED",
                                  freeze=lambda: frozen_for_copy(ctx, src_name))
             volume = dst_pool.volume_path("containers", target)
-            import shutil
             shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
             if size is not None:
                 dst_pool.set_quota("containers", target, size)
@@ -285,7 +285,6 @@ def finish_refresh(ctx: Context, name: str, op: Mapping[str, Any]) -> None:
     if pool.volume_exists("containers", tmp):
         pool.delete_instance_volume(name)
         pool.rename_instance_volume(tmp, name)
-    import shutil
     shutil.rmtree(pool.volume_path("containers", name) / journal.STATE_DIR, ignore_errors=True)
     inst = InstanceCore(ctx, name)
     _, devs = inst.expanded(rec)

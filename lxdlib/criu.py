@@ -13,6 +13,7 @@ partial dump is removed, so nothing half-made remains.
 from __future__ import annotations
 
 import functools
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -25,7 +26,6 @@ _TIMEOUT = 600.0
 
 def require() -> None:
     """CRIU and liblxc's ``lxc-checkpoint`` must be installed."""
-    import shutil
     if shutil.which("criu") is None:
         raise ToolMissing("stateful operations need CRIU, which is not installed "
                           "(Debian package criu)")
@@ -36,7 +36,6 @@ def require() -> None:
 @functools.cache
 def check() -> str | None:
     """``None`` when ``criu check`` passes on this host, else what it printed (why not)."""
-    import shutil
     if shutil.which("criu") is None:
         return "criu is not installed"
     try:
@@ -83,7 +82,6 @@ def dump(lxcpath: Path, name: str, directory: Path, *, stop: bool) -> None:
     proc = _run(argv)
     if proc.returncode != 0 or not any(directory.glob("*.img")):
         tail = _log_tail(directory, ("dump.log", "lxc-checkpoint.log")) or proc.stderr.strip()
-        import shutil
         shutil.rmtree(directory, ignore_errors=True)
         hint = check()
         if hint:

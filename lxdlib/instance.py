@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -309,7 +310,6 @@ class InstanceCore:
             _mark_running(rec, self._paths.root, self.expanded(rec)[1])
             record.save(self._paths, rec, durable=False)
         finally:
-            import shutil
             shutil.rmtree(state, ignore_errors=True)
 
     def _stop_stateful(self) -> None:
@@ -326,7 +326,6 @@ class InstanceCore:
             criu.require()
             state = self.volume / journal.STATE_DIR
             if os.path.lexists(state):
-                import shutil
                 shutil.rmtree(state, ignore_errors=True)
             journal.begin(paths, self.name, "stop-stateful")
             try:
@@ -1099,7 +1098,6 @@ def finish_delete(ctx: Context, name: str, pool_name: str) -> None:
             pass
     with contextlib.suppress(FileNotFoundError):
         ctx.network_forget(name)
-    import shutil
     shutil.rmtree(paths.instance_dir(name), ignore_errors=True)
     ctx.events.emit("instance-deleted", name)
 
@@ -1181,7 +1179,6 @@ def new_instance_dir(ctx: Context, name: str, pool: PoolDriver, *,
     except BaseException:
         with contextlib.suppress(Exception):
             pool.delete_instance_volume(name)
-        import shutil
         shutil.rmtree(inst_dir, ignore_errors=True)
         raise
 
@@ -1191,7 +1188,7 @@ def _mark_running(rec: InstanceRecord, root: Path,
     """What a start records (the caller saves): the power state, the use time, and the host
     end of each nic's veth in ``volatile.<nic>.host_name`` (LXD's keys)."""
     from .devices.nic import running_host_names  # here: only a start names its veths
-    _mark_stopped(rec)
+    _forget_veths(rec)  # those of an earlier start, which may have had other nics
     rec.config["volatile.last_state.power"] = "RUNNING"
     rec.config.update(running_host_names(root, rec.name, devices))
     rec.last_used_at = record.now()
@@ -1201,6 +1198,10 @@ def _mark_stopped(rec: InstanceRecord) -> None:
     """What a stop records (the caller saves): the power state, and no veth names (a stopped
     instance has none; LXD drops them too)."""
     rec.config["volatile.last_state.power"] = "STOPPED"
+    _forget_veths(rec)
+
+
+def _forget_veths(rec: InstanceRecord) -> None:
     for key in [k for k in rec.config if record.is_veth_key(k)]:
         del rec.config[key]
 

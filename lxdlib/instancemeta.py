@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import templates
 from .errors import AlreadyExists, InvalidArgument, LxdlibError, NotFound
 from .logs import get_logger
-from .state import atomic_write, lock
+from .state import atomic_write, dump_yaml, lock
 
 if TYPE_CHECKING:
     from .instance import InstanceCore
@@ -77,9 +77,7 @@ def check_metadata(data: Any) -> dict[str, Any]:
 
 def write_metadata(inst: InstanceCore, data: Any) -> None:
     """Replace the instance's ``metadata.yaml`` with ``data`` (checked first)."""
-    import yaml  # here: only this verb writes YAML of this kind
-    clean = check_metadata(data)
-    text = yaml.safe_dump(clean, default_flow_style=False, sort_keys=False).encode()
+    text = dump_yaml(check_metadata(data)).encode()
     with lock(inst.ctx.paths, "instance", inst.name):
         volume = _volume(inst)
         atomic_write(volume / "metadata.yaml", text, 0o644)

@@ -508,15 +508,8 @@ def _ppid(pid: int) -> int:
 def _kcmp_same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     if _KCMP is None:
         return False
-    return bool(_libc().syscall(_KCMP, pid1, pid2, 0, fd1, fd2) == 0)  # 0: KCMP_FILE
-
-
-@functools.cache
-def _libc() -> Any:
-    """The process's own symbols (libc's among them); ctypes is imported here, by the one
-    use, which most commands never reach."""
-    import ctypes
-    return ctypes.CDLL(None, use_errno=True)
+    from .state import libc  # ctypes: loaded by the first call
+    return bool(libc().syscall(_KCMP, pid1, pid2, 0, fd1, fd2) == 0)  # 0: KCMP_FILE
 
 
 def _close_monitor_pidfds(before: set[str]) -> None:

@@ -27,7 +27,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +153,10 @@ _AT_FDCWD = -100
 
 
 @functools.cache
-def _libc() -> Any:
-    """The process's own symbols, libc's among them (``find_library("c")`` would run
-    ldconfig, ~5 ms at the start of every command that writes a record)."""
+def libc() -> Any:
+    """The process's own symbols, libc's among them, for the calls Python's ``os`` lacks
+    (``renameat2``, ``kcmp``, ``setns`` before 3.12). ``find_library("c")`` would run ldconfig,
+    ~5 ms; ctypes is imported at the first call, which most commands never make."""
     import ctypes
     return ctypes.CDLL(None, use_errno=True)
 
@@ -163,7 +164,7 @@ def _libc() -> Any:
 def _renameat2(src: str | os.PathLike[str], dst: str | os.PathLike[str], flags: int) -> None:
     # ctypes here, not at the top: the commands that only read records need none of it
     import ctypes
-    rc = _libc().renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags)
+    rc = libc().renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags)
     if rc != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), os.fspath(src), None, os.fspath(dst))
@@ -367,7 +368,8 @@ def read_record(path: str | os.PathLike[str]) -> Any:
 
 
 #: A file changed this recently is not known by its identity and times alone: two writes within
-#: one tick of the filesystem's clock could leave the same (see ``ParsedCache``).
+#: one tick of the filesystem's clock could leave the same (``ParsedCache``, and the profiles'
+#: composition cache of ``context``).
 RECENT_NS = 1_000_000_000
 
 
@@ -434,12 +436,8 @@ class ParsedCache:
 
     RECENT_NS = RECENT_NS
 
-    def __init__(self, limit: int = 4096,
-                 parse: Callable[[bytes], Any] = parse_record) -> None:
-        """``parse`` makes a file's bytes into its value: lxdlib's records by default
-        (``parse_record``); ``load_yaml`` for YAML that may come from elsewhere."""
+    def __init__(self, limit: int = 4096) -> None:
         self._limit = limit
-        self._parse = parse
         # path -> (identity, when trusted; the bytes, while not; the parsed value)
         self._entries: dict[str, tuple[tuple[int, ...] | None, bytes | None, Any]] = {}
         self._mutex = threading.Lock()
@@ -470,7 +468,7 @@ class ParsedCache:
         if hit is not None and hit[1] is not None and hit[1] == raw:
             value = hit[2]  # the bytes parsed (or written) before: their parse stands
         else:
-            value = self._parse(raw)
+            value = parse_record(raw)
         recent = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) <= self.RECENT_NS
         self._put(key, (None, raw, value) if recent else (ident, None, value))
         return value

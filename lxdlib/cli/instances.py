@@ -244,8 +244,8 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
             opened.append(Host(a.root))
         return opened[0]
     from ..rootdir import imports_pending, root_dir
-    if host is None and _no_instance_dir(root_dir(a.root)) and \
-            not imports_pending(root_dir(a.root)):
+    where = root_dir(a.root)
+    if host is None and _no_instance_dir(where) and not imports_pending(where):
         # a root without instances: the empty table, before importing the records' code
         # (``state`` and attrs cost more than the rest of the command)
         output.emit(a.format, [COLUMNS[ch] for ch in columns], [], [])

@@ -105,19 +105,18 @@ Run `lxdlib help <command>` (or `lxdlib <command> --help`) for a command's optio
 examples."""
 
 
+@functools.cache
 def _untranslated_argparse() -> None:
     """argparse asks gettext for every message it formats, and gettext looks for a dozen
     catalog files each time (~1 ms of a command). Where the default domain has no catalog
     (Python ships none for argparse's messages), gettext would return every message unchanged:
-    argparse is given functions that do so without the lookups."""
+    argparse is given functions that do so without the lookups. Asked by ``build_parser``:
+    ``--version``, which builds none, imports neither gettext's lookup nor ``locale``."""
     import gettext
     if gettext.find(gettext.textdomain()) is None:
         setattr(argparse, "_", lambda message: message)  # noqa: B010 (argparse's private name)
         setattr(argparse, "ngettext",  # noqa: B010
                 lambda singular, plural, n: singular if n == 1 else plural)
-
-
-_untranslated_argparse()
 
 
 @functools.cache
@@ -208,6 +207,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of ``command`` alone (the parsers its modules register), of no command
     (``None``: lxdlib's own options and the list of commands, for ``--help``), or of every
     command (``"*"``: completion and tests)."""
+    _untranslated_argparse()
     p = Parser(prog="lxdlib", description=_DESCRIPTION, epilog=_EPILOG)
     p.add_argument("--root", help="state directory (default $LXDLIB_ROOT or /var/lib/lxdlib, "
                    "made when missing); a --root must exist unless the command is init")

@@ -295,10 +295,11 @@ def _setns_function() -> Any:
     if setns is not None:
         return lambda fd: setns(fd, _CLONE_NEWNET)
     import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
+
+    from ..state import libc
 
     def call(fd: int) -> None:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
+        if libc().setns(fd, _CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
     return call

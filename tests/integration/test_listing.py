@@ -122,7 +122,7 @@ def test_listing_agrees_with_the_exact_view(host: lxdlib.Host, net: str,
         raise AssertionError("a record was parsed again")
     with monkeypatch.context() as m:
         forbid_processes(m)
-        m.setattr("lxdlib.record._parsed._parse", no_parsing)
+        m.setattr("lxdlib.state.parse_record", no_parsing)
         again = host.instances.list_state()
     assert [e.state for e in again] == [e.state for e in listing]
     frozen.resume()
