@@ -635,7 +635,7 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
                 pool=pool_name, profiles=prof, config={**local_cfg, **volatile},
                 devices=local_devs, description=rec.description, ephemeral=rec.ephemeral,
                 last_used_at=rec.last_used_at,
-                snapshots=[attrs.evolve(s, config={
+                snapshots=[s.evolve(config={
                     **({k: v for k, v in s.config.items() if not _identity_key(k)} if fresh
                        else s.config),
                     **{k: v for k, v in volatile.items()
@@ -731,7 +731,7 @@ def archive_snapshot(ctx: Context, snap: SnapshotRecord) -> SnapshotRecord:
         expand.root_disk(exp_devs)
     except InvalidConfig as e:
         raise InvalidConfig(f"{what}: {e.key}", e.reason, e.value) from None
-    return attrs.evolve(snap, profiles=profiles, config=config, devices=devices)
+    return snap.evolve(profiles=profiles, config=config, devices=devices)
 
 
 def _tar_extract(archive: Path, dest: Path, member: str, strip: int) -> None:

@@ -7,18 +7,23 @@ remote host's results has no use for.
 
 from __future__ import annotations
 
-import attrs
-
 from .errors import ExecError
+from .values import Value
 
 
-@attrs.frozen
-class ExecResult:
-    """A command's exit code (LXD's: 128+N for signal N) and its output."""
+class ExecResult(Value, frozen=True):
+    """A command's exit code (LXD's: 128+N for signal N) and its output. (A ``Value``, not an
+    attrs class: a listing imports ``runtime``, which returns these; see ``lxdlib.values``.)"""
+
+    _fields = ("returncode", "stdout", "stderr")
+    __slots__ = _fields
 
     returncode: int
     stdout: bytes
     stderr: bytes
+
+    def __init__(self, returncode: int, stdout: bytes, stderr: bytes) -> None:
+        self._init(returncode=returncode, stdout=stdout, stderr=stderr)
 
     @property
     def ok(self) -> bool:

@@ -27,14 +27,13 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-import attrs
-
 from . import livestate, record, runtime
 from .errors import LXCError, LxdlibError
 from .journal import PENDING
 from .logs import get_logger
 from .model import Collection
 from .network import netstate
+from .values import Value
 
 if TYPE_CHECKING:
     from .record import InstanceRecord
@@ -69,8 +68,7 @@ def global_addresses(network: Mapping[str, Any], family: str) -> list[tuple[str,
     return sorted(found, key=lambda x: f"{x[0]} ({x[1]})", reverse=True)
 
 
-@attrs.frozen
-class Listed:
+class Listed(Value, frozen=True):
     """One instance in a ``Listing``: its record and what it was doing when the listing ran.
 
     ``state`` is liblxc's spelling (RUNNING, STOPPED, FROZEN, …, or ERROR when its record or
@@ -81,12 +79,21 @@ class Listed:
     running, ``None`` when it was not read (``network=False``, or its namespace could not be
     entered)."""
 
+    _fields = ("name", "state", "pid", "record", "error", "network")
+    __slots__ = _fields
+
     name: str
     state: str
-    pid: int = -1
-    record: InstanceRecord | None = None
-    error: str | None = None
-    network: dict[str, Any] | None = None
+    pid: int
+    record: InstanceRecord | None
+    error: str | None
+    network: dict[str, Any] | None
+
+    def __init__(self, name: str, state: str, pid: int = -1,
+                 record: InstanceRecord | None = None, error: str | None = None,
+                 network: dict[str, Any] | None = None) -> None:
+        self._init(name=name, state=state, pid=pid, record=record, error=error,
+                   network=network)
 
     @property
     def status(self) -> str:

@@ -22,9 +22,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import attrs
-
 from .logs import get_logger
+from .values import Value
 
 log = get_logger(__name__)
 
@@ -32,20 +31,30 @@ PAYLOAD = "lxc.payload."
 MONITOR = b"[lxc monitor] "
 
 
-@attrs.frozen
-class Live:
+class Live(Value, frozen=True):
     """A running container as the kernel shows it: liblxc's state name and its init's pid."""
+
+    _fields = ("state", "pid")
+    __slots__ = _fields
 
     state: str  # RUNNING, FROZEN or FREEZING, spelt as liblxc does
     pid: int
 
+    def __init__(self, state: str, pid: int) -> None:
+        self._init(state=state, pid=pid)
 
-@attrs.frozen
-class Layout:
+
+class Layout(Value, frozen=True):
     """Where liblxc's payload cgroups may be, and which freezer interface they have."""
+
+    _fields = ("version", "bases")
+    __slots__ = _fields
 
     version: int  # 1: the v1 freezer hierarchy; 2: the unified hierarchy
     bases: tuple[Path, ...]
+
+    def __init__(self, version: int, bases: tuple[Path, ...]) -> None:
+        self._init(version=version, bases=bases)
 
 
 def parse_mountinfo(text: str) -> dict[str, Path]:

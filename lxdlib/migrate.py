@@ -661,7 +661,7 @@ def _plan(ctx: Context, header: dict[str, Any], target: str, pool_name: str | No
                 cfg["volatile.idmap.base"] = str(base)
                 cfg["volatile.idmap.size"] = str(isize)
             identity = {k: v for k, v in cfg.items() if k.startswith("volatile.idmap.")}
-            snaps = [attrs.evolve(s, config={**s.config, **identity}) for s in snapshots]
+            snaps = [s.evolve(config={**s.config, **identity}) for s in snapshots]
         else:
             fresh_identity(ctx, target, cfg, exp_cfg, exp_devs)
             identity = {k: v for k, v in cfg.items() if k.startswith("volatile.")}

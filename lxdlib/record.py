@@ -17,8 +17,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from .errors import CorruptRecord
 from .state import (
     ParsedCache,
@@ -29,6 +27,7 @@ from .state import (
     held,
     swap_write,
 )
+from .values import Value
 
 DELETING = ".deleting.yaml"
 
@@ -61,16 +60,33 @@ def _ts(value: Any) -> dt.datetime | None:
     return dt.datetime.fromisoformat(str(value))
 
 
-@attrs.define
-class SnapshotRecord:
+class SnapshotRecord(Value):
+    """One snapshot in an instance's record: its local config, devices and profiles as they
+    were when it was taken. (A ``Value``, not an attrs class: see ``lxdlib.values``.)"""
+
+    _fields = ("name", "created_at", "expires_at", "stateful", "description", "config",
+                 "devices", "profiles")
+    __slots__ = _fields
+
     name: str
     created_at: dt.datetime
-    expires_at: dt.datetime | None = None
-    stateful: bool = False
-    description: str = ""
-    config: dict[str, str] = attrs.field(factory=dict)
-    devices: dict[str, dict[str, str]] = attrs.field(factory=dict)
-    profiles: list[str] = attrs.field(factory=list)
+    expires_at: dt.datetime | None
+    stateful: bool
+    description: str
+    config: dict[str, str]
+    devices: dict[str, dict[str, str]]
+    profiles: list[str]
+
+    def __init__(self, name: str, created_at: dt.datetime,
+                 expires_at: dt.datetime | None = None, stateful: bool = False,
+                 description: str = "", config: dict[str, str] | None = None,
+                 devices: dict[str, dict[str, str]] | None = None,
+                 profiles: list[str] | None = None) -> None:
+        self.name, self.created_at, self.expires_at = name, created_at, expires_at
+        self.stateful, self.description = stateful, description
+        self.config = {} if config is None else config
+        self.devices = {} if devices is None else devices
+        self.profiles = [] if profiles is None else profiles
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "created_at": self.created_at.isoformat(),
@@ -89,20 +105,42 @@ class SnapshotRecord:
                    profiles=list(d.get("profiles") or []))
 
 
-@attrs.define
-class InstanceRecord:
+class InstanceRecord(Value):
+    """An instance's record (LXD's backup.yaml shape): its local config, devices and profiles,
+    its pool and its snapshots. (A ``Value``, not an attrs class: see ``lxdlib.values``.)"""
+
+    _fields = ("name", "architecture", "created_at", "pool", "profiles", "config", "devices",
+                 "description", "ephemeral", "last_used_at", "snapshots", "type")
+    __slots__ = _fields
+
     name: str
     architecture: str
     created_at: dt.datetime
     pool: str
-    profiles: list[str] = attrs.field(factory=list)
-    config: dict[str, str] = attrs.field(factory=dict)
-    devices: dict[str, dict[str, str]] = attrs.field(factory=dict)
-    description: str = ""
-    ephemeral: bool = False
-    last_used_at: dt.datetime | None = None
-    snapshots: list[SnapshotRecord] = attrs.field(factory=list)
-    type: str = "container"
+    profiles: list[str]
+    config: dict[str, str]
+    devices: dict[str, dict[str, str]]
+    description: str
+    ephemeral: bool
+    last_used_at: dt.datetime | None
+    snapshots: list[SnapshotRecord]
+    type: str
+
+    def __init__(self, name: str, architecture: str, created_at: dt.datetime, pool: str,
+                 profiles: list[str] | None = None, config: dict[str, str] | None = None,
+                 devices: dict[str, dict[str, str]] | None = None, description: str = "",
+                 ephemeral: bool = False, last_used_at: dt.datetime | None = None,
+                 snapshots: list[SnapshotRecord] | None = None,
+                 type: str = "container") -> None:
+        self.name, self.architecture, self.created_at, self.pool = (
+            name, architecture, created_at, pool)
+        self.profiles = [] if profiles is None else profiles
+        self.config = {} if config is None else config
+        self.devices = {} if devices is None else devices
+        self.description, self.ephemeral, self.last_used_at = (
+            description, ephemeral, last_used_at)
+        self.snapshots = [] if snapshots is None else snapshots
+        self.type = type
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -31,42 +31,44 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from .errors import Busy, DiskFull, LxdlibError
 from .rootdir import root_path
+from .values import Value
 
-#: The root's directories, each joined once when a ``Paths`` is made (its post-init).
+#: The root's directories, each joined once when a ``Paths`` is made.
 _UNDER = {"lxcpath": "containers", "profiles": "profiles", "images": "images",
           "pools": "storage-pools", "networks": "networks", "disks": "disks", "locks": "locks",
           "run": "run", "metadata_memos": "run/image-metadata"}
 
 
-@attrs.frozen
-class Paths:
+class Paths(Value, frozen=True):
     """Every path lxdlib uses under one root; two roots never see each other.
 
     The root's directories are joined once, when the ``Paths`` is made: every operation asks for
-    several of them, and a ``Path`` join costs microseconds (a copy asked for ~40)."""
+    several of them, and a ``Path`` join costs microseconds (a copy asked for ~40). Equal,
+    hashed and shown by ``root`` alone. (A ``Value``, not an attrs class: every command makes
+    one, see ``lxdlib.values``.)"""
+
+    __slots__ = ("root", *_UNDER)
+    _fields = ("root",)
 
     root: Path
     #: liblxc's lxcpath: ``<lxcpath>/<name>/config`` and lxdlib's record beside it.
-    lxcpath: Path = attrs.field(init=False, eq=False, repr=False)
-    profiles: Path = attrs.field(init=False, eq=False, repr=False)
-    images: Path = attrs.field(init=False, eq=False, repr=False)
-    pools: Path = attrs.field(init=False, eq=False, repr=False)
-    networks: Path = attrs.field(init=False, eq=False, repr=False)
+    lxcpath: Path
+    profiles: Path
+    images: Path
+    pools: Path
+    networks: Path
     #: Loop files backing the default pools.
-    disks: Path = attrs.field(init=False, eq=False, repr=False)
-    locks: Path = attrs.field(init=False, eq=False, repr=False)
+    disks: Path
+    locks: Path
     #: Runtime files: pid files, sockets, dnsmasq leases.
-    run: Path = attrs.field(init=False, eq=False, repr=False)
+    run: Path
     #: Images' metadata.yaml as parsed, one file per text (``load_yaml_kept``); host root's.
-    metadata_memos: Path = attrs.field(init=False, eq=False, repr=False)
+    metadata_memos: Path
 
-    def __attrs_post_init__(self) -> None:
-        for attr, leaf in _UNDER.items():
-            object.__setattr__(self, attr, self.root / leaf)
+    def __init__(self, root: Path) -> None:
+        self._init(root=root, **{attr: root / leaf for attr, leaf in _UNDER.items()})
 
     @classmethod
     def at(cls, root: str | os.PathLike[str] | None = None) -> Paths:

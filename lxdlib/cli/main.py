@@ -111,9 +111,21 @@ def _untranslated_argparse() -> None:
     catalog files each time (~1 ms of a command). Where the default domain has no catalog
     (Python ships none for argparse's messages), gettext would return every message unchanged:
     argparse is given functions that do so without the lookups. Asked by ``build_parser``:
-    ``--version``, which builds none, imports neither gettext's lookup nor ``locale``."""
-    import gettext
-    if gettext.find(gettext.textdomain()) is None:
+    ``--version``, which builds none, imports neither gettext's lookup nor ``locale``. In the
+    C locale (the languages ``gettext.find`` would try, from the same variables, are all C or
+    POSIX) there is nothing to look for: not even ``locale`` is imported (~1 ms)."""
+    for var in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):  # gettext.find's order
+        value = os.environ.get(var)
+        if value:
+            untranslated = all(lang in ("C", "POSIX") or lang.startswith("C.")
+                               for lang in value.split(":"))
+            break
+    else:
+        untranslated = True
+    if not untranslated:
+        import gettext
+        untranslated = gettext.find(gettext.textdomain()) is None
+    if untranslated:
         setattr(argparse, "_", lambda message: message)  # noqa: B010 (argparse's private name)
         setattr(argparse, "ngettext",  # noqa: B010
                 lambda singular, plural, n: singular if n == 1 else plural)

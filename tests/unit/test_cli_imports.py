@@ -47,11 +47,13 @@ print(json.dumps({{"rc": rc, "modules": sorted(sys.modules)}}))
 """
 
 
-def imported(*argv: str, patch: str = "", rc: int | None = None) -> set[str]:
+def imported(*argv: str, patch: str = "", rc: int | None = None,
+             env: dict[str, str] | None = None) -> set[str]:
     """The modules a command line imported; ``rc``: the exit status it must have (checked, so
-    that a mistyped command line fails here instead of importing less than it should)."""
+    that a mistyped command line fails here instead of importing less than it should);
+    ``env``: its environment, if not this process's."""
     r = subprocess.run([sys.executable, "-c", _RUN.format(patch=patch), *argv],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.splitlines()[-1])
     if rc is not None:
@@ -75,6 +77,24 @@ def test_help_imports_no_command(argv: list[str]) -> None:
     mods = imported(*argv)
     assert not mods & (REMOTE | COMMAND_MODULES | {"yaml", "attrs", "lxdlib.host", "logging"})
     assert not mods & STDLIB_LATER
+
+
+def _locale_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")}
+    return {**env, **values}
+
+
+@pytest.mark.parametrize(("values", "looked"), [
+    ({}, False), ({"LANG": "C.UTF-8"}, False), ({"LC_ALL": "POSIX", "LANG": "de_DE.UTF-8"}, False),
+    ({"LANGUAGE": "C:POSIX"}, False), ({"LANG": "de_DE.UTF-8"}, True),
+    ({"LANGUAGE": "fr:C", "LANG": "C"}, True)])
+def test_help_in_c_locale_looks_for_no_catalog(values: dict[str, str], looked: bool) -> None:
+    """argparse's messages can only be translated outside the C locale: there, no catalog is
+    looked for and ``locale`` is not imported (the languages are read as ``gettext.find``
+    reads them: the first variable set wins)."""
+    mods = imported("list", "--help", env=_locale_env(**values), rc=0)
+    assert ("locale" in mods) is looked
 
 
 @pytest.mark.parametrize(("command", "module"), [
@@ -105,6 +125,20 @@ def test_list_of_empty_root(tmp_path: Path) -> None:
     assert mods & COMMAND_MODULES == {"lxdlib.cli.instances"}
     assert not mods & (REMOTE | {"lxdlib.host", "lxdlib.listing", "lxc", "attrs"})
     assert not mods & STDLIB_LATER
+
+
+@needs_root
+def test_list_imports_no_attrs(tmp_path: Path) -> None:
+    """A listing's classes are ``lxdlib.values.Value`` classes, not attrs ones: attrs (with
+    ``inspect``) would cost every ``list`` ~12 ms of its start (see ``lxdlib.values``)."""
+    from lxdlib import record, state
+    paths = state.Paths.at(tmp_path)
+    paths.ensure()
+    paths.instance_dir("c1").mkdir()
+    record.save(paths, record.InstanceRecord("c1", "x86_64", record.now(), "default"))
+    mods = imported("--root", str(tmp_path), "list", "--format", "csv", rc=0)
+    assert {"lxdlib.listing", "lxdlib.record", "lxdlib.livestate", "lxc"} <= mods  # it listed
+    assert not mods & {"attr", "attrs", "inspect", "lxdlib.host"}
 
 
 @needs_root

@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import yaml
 
-from lxdlib import listing, livestate, record
+from lxdlib import listing, livestate, record, values
 from lxdlib.errors import LxdlibError
 from lxdlib.network import netstate
 from lxdlib.state import (
@@ -381,11 +380,11 @@ def test_record_copy_shares_nothing_mutable() -> None:
     assert rec.snapshots[0].config == {"a": "b"} and rec.snapshots[0].devices == {
         "e": {"f": "g"}} and rec.snapshots[0].profiles == ["x"] and len(rec.snapshots) == 1
     assert rec.devices == {"d": {"type": "none"}}
-    fields = {f.name for f in attrs.fields(record.InstanceRecord)}
+    fields = set(values.fields(record.InstanceRecord))
     assert fields == {"name", "architecture", "created_at", "pool", "profiles", "config",
                       "devices", "description", "ephemeral", "last_used_at", "snapshots",
                       "type"}, "a new field: copy it in record._copy too"
-    assert {f.name for f in attrs.fields(record.SnapshotRecord)} == {
+    assert set(values.fields(record.SnapshotRecord)) == {
         "name", "created_at", "expires_at", "stateful", "description", "config", "devices",
         "profiles"}, "a new field: copy it in record._copy too"
 
