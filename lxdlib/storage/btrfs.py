@@ -18,7 +18,6 @@ import fcntl
 import os
 import re
 import stat
-import uuid
 from pathlib import Path
 
 import btrfsutil
@@ -70,6 +69,7 @@ def sysfs_dir(path: Path) -> Path | None:
         return None
     finally:
         os.close(fd)
+    import uuid  # here, its one use: ~1 ms of each command that opens a btrfs pool
     d = _SYSFS / str(uuid.UUID(bytes=bytes(args[16:32])))
     return d if d.is_dir() else None
 

@@ -15,13 +15,20 @@ from ..errors import AlreadyExists, InUse, InvalidConfig, InvalidName, NotFound,
 from ..logs import get_logger
 from ..state import Paths, lock, read_record, remove_stale_tmp, write_record
 from .base import PoolDriver
-from .btrfs import BtrfsPool
-from .dir import DirPool
-from .zfs import ZfsPool
 
 log = get_logger(__name__)
 
-DRIVERS: dict[str, type[PoolDriver]] = {"dir": DirPool, "btrfs": BtrfsPool, "zfs": ZfsPool}
+# each driver's module and class, imported when a pool of that driver is opened or made: a
+# command on a btrfs pool loads neither the zfs nor (for a dir pool) the btrfs driver
+_DRIVER_CLASSES = {"dir": ("dir", "DirPool"), "btrfs": ("btrfs", "BtrfsPool"),
+                   "zfs": ("zfs", "ZfsPool")}
+
+
+def __getattr__(name: str) -> Any:
+    """``DRIVERS``, {driver name: class}, with every driver imported."""
+    if name == "DRIVERS":
+        return {driver: _driver_class(driver) for driver in _DRIVER_CLASSES}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 POOL_NAME_MAX = 63
 
@@ -48,10 +55,13 @@ def _record_path(paths: Paths, name: str) -> os.PathLike[str]:
 
 
 def _driver_class(driver: str) -> type[PoolDriver]:
-    cls = DRIVERS.get(driver)
-    if cls is None:
-        raise InvalidConfig("driver", f"unknown storage driver (known: {', '.join(DRIVERS)})",
-                            driver)
+    where = _DRIVER_CLASSES.get(driver)
+    if where is None:
+        raise InvalidConfig(
+            "driver", f"unknown storage driver (known: {', '.join(_DRIVER_CLASSES)})", driver)
+    import importlib
+    cls: type[PoolDriver] = getattr(importlib.import_module(f".{where[0]}", __package__),
+                                    where[1])
     return cls
 
 

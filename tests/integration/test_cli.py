@@ -187,8 +187,9 @@ except SystemExit as e:
 print("\\n" + json.dumps({"rc": rc, "modules": sorted(sys.modules)}))
 """
 # what a verb on an existing instance imports only when it uses it: the image store and its
-# tarballs, the remotes, and other hosts' code (HTTP, TLS, ssh, migration)
-NOT_FOR_AN_INSTANCE_VERB = {
+# tarballs, the remotes, other hosts' code (HTTP, TLS, ssh, migration), and the drivers of
+# pools it does not touch (the instance is on btrfs)
+NOT_FOR_AN_INSTANCE_VERB = {"lxdlib.storage.zfs",
     "lxdlib.images", "lxdlib.imagestore.store", "lxdlib.imagestore.remotes",
     "lxdlib.imagestore.tarball", "lxdlib.imagestore.busybox", "lxdlib.imagestore.simplestreams",
     "tarfile", "ssl", "http.client", "urllib.request", "lxdlib.migrate", "lxdlib.sshhost",
