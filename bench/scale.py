@@ -75,6 +75,23 @@ def memory_cgroups() -> int:
     return 0
 
 
+def daemon_rss(comm: str = "lxd") -> int | None:
+    """Resident bytes of the processes named ``comm`` (LXD's daemon), None when none runs: the
+    MemAvailable compared after the cleanup counts what the daemon kept of the run."""
+    total, found = 0, False
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if Path(entry.path, "comm").read_text().strip() != comm:
+                continue
+            for line in Path(entry.path, "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    found = True
+    return total if found else None
+
+
 def settle_memory() -> int:
     """MemAvailable once the page cache has been asked to drop what it can (so files read by
     the run do not count as memory the instances took)."""
@@ -286,6 +303,7 @@ def main() -> int:
         for a in advice:
             print(f"  {a.sysctl} = {a.current}, suggested {a.suggested}: {a.why}")
     mem0, slab0, cg0 = settle_memory(), meminfo("SUnreclaim"), memory_cgroups()
+    lxd_rss0 = daemon_rss()
     tmp = Path(tempfile.mkdtemp(prefix="lxdlib-scale-", dir="/var/tmp"))
     tmp.chmod(0o711)
     root = tmp / "root"
@@ -413,6 +431,11 @@ def main() -> int:
               f"unreclaimable slab {(meminfo('SUnreclaim') - slab0) / 2**20:+.0f} MiB, "
               f"memory cgroups {memory_cgroups() - cg0:+d}); "
               f"whole run {time.perf_counter() - t_start:.0f} s")
+        lxd_rss1 = daemon_rss()
+        if lxd_rss0 is not None and lxd_rss1 is not None:
+            print(f"LXD's daemon, running beside: {lxd_rss0 / 2**20:.0f} MiB resident before "
+                  f"the run, {lxd_rss1 / 2**20:.0f} MiB after (counted in MemAvailable; it "
+                  f"returns when LXD stops)")
     if rows:
         print_table(rows, args.workers)
     return 0
