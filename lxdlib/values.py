@@ -3,10 +3,10 @@
 lxdlib's value classes are attrs classes, except these: the root's paths (``state.Paths``), the
 instance and snapshot records (``record``), a listed instance (``listing.Listed``), a container's
 state as the kernel shows it (``livestate``) and a command's result (``execresult``). A listing
-needs nothing else, and importing attrs costs every command about 12 ms of its start on this
-2-core VM — attrs imports ``inspect`` (with ``ast``, ``dis``, ``tokenize``) and compiles the
-methods of each class it builds — measured A/B on ``lxdlib list`` of 250 running instances:
-112 → 100 ms, the margin by which it is (or is not) faster than ``lxc list --fast``.
+needs nothing else, and attrs costs every command 12 to 19 ms of its start on this 2-core VM —
+attrs imports ``inspect`` (with ``ast``, ``dis``, ``tokenize``) and compiles the methods of
+each class it builds — measured A/B on ``lxdlib list`` of 250 running instances: 105 → 86 ms,
+the margin by which it is (or is not) faster than LXD's ``lxc list --fast`` (~105 ms).
 
 A ``Value`` subclass declares ``_fields`` (its ``__init__``'s arguments, in order), its
 ``__slots__`` (the fields, and any it computes), the annotations of its fields and a typed

@@ -130,7 +130,7 @@ def test_list_of_empty_root(tmp_path: Path) -> None:
 @needs_root
 def test_list_imports_no_attrs(tmp_path: Path) -> None:
     """A listing's classes are ``lxdlib.values.Value`` classes, not attrs ones: attrs (with
-    ``inspect``) would cost every ``list`` ~12 ms of its start (see ``lxdlib.values``)."""
+    ``inspect``) would cost every ``list`` 12 to 19 ms of its start (see ``lxdlib.values``)."""
     from lxdlib import record, state
     paths = state.Paths.at(tmp_path)
     paths.ensure()
