@@ -16,6 +16,7 @@ and collections below are imported when first named.
 from __future__ import annotations
 
 from .errors import (
+    TYPE_CHECKING,
     AlreadyExists,
     BulkError,
     Busy,
@@ -49,8 +50,6 @@ from .errors import (
     UnsupportedBackup,
     WrongState,
 )
-
-TYPE_CHECKING = False  # ``typing``'s, without importing it: see ``errors.TYPE_CHECKING``
 
 if TYPE_CHECKING:
     from typing import Any

@@ -8,7 +8,7 @@ remote host's results has no use for.
 from __future__ import annotations
 
 from .errors import ExecError
-from .values import Value
+from .values import Value, assign
 
 
 class ExecResult(Value, frozen=True):
@@ -23,7 +23,9 @@ class ExecResult(Value, frozen=True):
     stderr: bytes
 
     def __init__(self, returncode: int, stdout: bytes, stderr: bytes) -> None:
-        self._init(returncode=returncode, stdout=stdout, stderr=stderr)
+        assign(self, "returncode", returncode)
+        assign(self, "stdout", stdout)
+        assign(self, "stderr", stderr)
 
     @property
     def ok(self) -> bool:

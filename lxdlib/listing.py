@@ -33,7 +33,7 @@ from .journal import PENDING
 from .logs import get_logger
 from .model import Collection
 from .network import netstate
-from .values import Value
+from .values import Value, assign
 
 if TYPE_CHECKING:
     from .record import InstanceRecord
@@ -92,8 +92,12 @@ class Listed(Value, frozen=True):
     def __init__(self, name: str, state: str, pid: int = -1,
                  record: InstanceRecord | None = None, error: str | None = None,
                  network: dict[str, Any] | None = None) -> None:
-        self._init(name=name, state=state, pid=pid, record=record, error=error,
-                   network=network)
+        assign(self, "name", name)
+        assign(self, "state", state)
+        assign(self, "pid", pid)
+        assign(self, "record", record)
+        assign(self, "error", error)
+        assign(self, "network", network)
 
     @property
     def status(self) -> str:

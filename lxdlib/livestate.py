@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .logs import get_logger
-from .values import Value
+from .values import Value, assign
 
 log = get_logger(__name__)
 
@@ -41,7 +41,8 @@ class Live(Value, frozen=True):
     pid: int
 
     def __init__(self, state: str, pid: int) -> None:
-        self._init(state=state, pid=pid)
+        assign(self, "state", state)
+        assign(self, "pid", pid)
 
 
 class Layout(Value, frozen=True):
@@ -54,7 +55,8 @@ class Layout(Value, frozen=True):
     bases: tuple[Path, ...]
 
     def __init__(self, version: int, bases: tuple[Path, ...]) -> None:
-        self._init(version=version, bases=bases)
+        assign(self, "version", version)
+        assign(self, "bases", bases)
 
 
 def parse_mountinfo(text: str) -> dict[str, Path]:

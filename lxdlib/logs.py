@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 DEBUG = 10
 INFO = 20
 WARNING = 30
+ERROR = 40
 
 
 class Logger:
@@ -46,33 +47,32 @@ class Logger:
             return False
         return self._real().isEnabledFor(level)
 
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+    def _emit(self, level: int, msg: object, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> None:
+        """The one check, then the stdlib's ``log``; the record names the caller of the public
+        method (two frames up from here), as the stdlib logger's own would."""
         if level < WARNING and "logging" not in sys.modules:
             return
-        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1  # the caller, not this frame
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 2
         self._real().log(level, msg, *args, **kwargs)
 
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._emit(level, msg, args, kwargs)
+
     def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        if "logging" in sys.modules:
-            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-            self._real().debug(msg, *args, **kwargs)
+        self._emit(DEBUG, msg, args, kwargs)
 
     def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        if "logging" in sys.modules:
-            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-            self._real().info(msg, *args, **kwargs)
+        self._emit(INFO, msg, args, kwargs)
 
     def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        self._real().warning(msg, *args, **kwargs)
+        self._emit(WARNING, msg, args, kwargs)
 
     def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        self._real().error(msg, *args, **kwargs)
+        self._emit(ERROR, msg, args, kwargs)
 
-    def exception(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        self._real().exception(msg, *args, **kwargs)
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        self._emit(ERROR, msg, args, {**kwargs, "exc_info": exc_info})
 
 
 def get_logger(name: str) -> Logger:

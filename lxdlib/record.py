@@ -65,7 +65,7 @@ class SnapshotRecord(Value):
     were when it was taken. (A ``Value``, not an attrs class: see ``lxdlib.values``.)"""
 
     _fields = ("name", "created_at", "expires_at", "stateful", "description", "config",
-                 "devices", "profiles")
+               "devices", "profiles")
     __slots__ = _fields
 
     name: str
@@ -110,7 +110,7 @@ class InstanceRecord(Value):
     its pool and its snapshots. (A ``Value``, not an attrs class: see ``lxdlib.values``.)"""
 
     _fields = ("name", "architecture", "created_at", "pool", "profiles", "config", "devices",
-                 "description", "ephemeral", "last_used_at", "snapshots", "type")
+               "description", "ephemeral", "last_used_at", "snapshots", "type")
     __slots__ = _fields
 
     name: str

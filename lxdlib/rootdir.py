@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-TYPE_CHECKING = False  # ``typing``'s (see ``errors.TYPE_CHECKING``)
+from .errors import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from pathlib import Path
 

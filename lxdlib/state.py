@@ -33,7 +33,7 @@ from typing import Any
 
 from .errors import Busy, DiskFull, LxdlibError
 from .rootdir import root_path
-from .values import Value
+from .values import Value, assign
 
 #: The root's directories, each joined once when a ``Paths`` is made.
 _UNDER = {"lxcpath": "containers", "profiles": "profiles", "images": "images",
@@ -68,7 +68,9 @@ class Paths(Value, frozen=True):
     metadata_memos: Path
 
     def __init__(self, root: Path) -> None:
-        self._init(root=root, **{attr: root / leaf for attr, leaf in _UNDER.items()})
+        assign(self, "root", root)
+        for attr, leaf in _UNDER.items():
+            assign(self, attr, root / leaf)
 
     @classmethod
     def at(cls, root: str | os.PathLike[str] | None = None) -> Paths:

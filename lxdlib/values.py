@@ -10,7 +10,8 @@ the margin by which it is (or is not) faster than LXD's ``lxc list --fast`` (~10
 
 A ``Value`` subclass declares ``_fields`` (its ``__init__``'s arguments, in order), its
 ``__slots__`` (the fields, and any it computes), the annotations of its fields and a typed
-``__init__``; ``Value`` gives what attrs would have: equality and ``repr`` over the fields, a
+``__init__`` (a frozen one sets its fields with ``assign``); ``Value`` gives what attrs would
+have: equality and ``repr`` over the fields, a
 hash and immutability when ``frozen=True``, ``evolve`` (a copy with some fields changed, made
 through ``__init__`` as ``attrs.evolve`` does) and pickling. Everything else in lxdlib keeps
 using attrs.
@@ -24,32 +25,32 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn, Self
 
 
+#: Set a field of a value, also of a frozen one: for its ``__init__`` (as fast as the
+#: ``__init__`` attrs generates; a listing makes two values per instance).
+assign = object.__setattr__
+
+
 class FrozenError(AttributeError):
     """A field of a frozen value was assigned or deleted (attrs' ``FrozenInstanceError``)."""
 
 
 class Value:
     """Equality, ``repr``, hash (when frozen), ``evolve`` and pickling over ``_fields``: the
-    arguments of ``__init__``, by default every slot."""
+    arguments of ``__init__``, which every subclass names."""
 
     __slots__ = ()
     _fields: tuple[str, ...] = ()
 
     def __init_subclass__(cls, *, frozen: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "_fields" not in cls.__dict__:
-            cls._fields = tuple(cls.__dict__.get("__slots__", ()))
+        if "_fields" not in cls.__dict__:  # else equal would compare nothing
+            raise TypeError(f"{cls.__qualname__} names no _fields")
         if frozen:
             cls.__setattr__ = _refuse  # type: ignore[method-assign,assignment]
             cls.__delattr__ = _refuse  # type: ignore[method-assign,assignment]
             cls.__hash__ = Value._hash  # type: ignore[method-assign,assignment]
         else:  # mutable: equal values may stop being equal, so no hash (as attrs.define)
             cls.__hash__ = None  # type: ignore[assignment]
-
-    def _init(self, **values: Any) -> None:
-        """Set fields from ``__init__`` (also those of a frozen value)."""
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, f) for f in self._fields)
@@ -78,7 +79,8 @@ class Value:
         return {s: getattr(self, s) for s in slots if hasattr(self, s)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._init(**state)
+        for name, value in state.items():
+            assign(self, name, value)
 
 
 def _refuse(self: Value, name: str, *value: Any) -> NoReturn:

@@ -77,3 +77,10 @@ def test_records_are_mutable_unhashable_and_evolve() -> None:
     assert b.config == {} and a.profiles is not b.profiles
     assert pickle.loads(pickle.dumps(rec)) == rec
     assert values.fields(InstanceRecord)[:4] == ("name", "architecture", "created_at", "pool")
+
+
+def test_a_value_must_name_its_fields() -> None:
+    """Without ``_fields`` equality and ``repr`` would see nothing: refused at class creation."""
+    with pytest.raises(TypeError, match="names no _fields"):
+        class Nameless(values.Value):
+            __slots__ = ("a",)
