@@ -540,20 +540,13 @@ class Context:
         if self._caches.recovered:
             return
         self._caches.recovered = True
-        try:
-            entries = list(self.paths.lxcpath.iterdir())
-        except FileNotFoundError:
-            return
-        for d in entries:
-            # a record without an intent file (``journal.PENDING``) is a settled instance
-            if not d.is_dir() or ((d / "instance.yaml").exists()
-                                  and not os.path.lexists(d / journal.PENDING)):
-                continue
+        # the first listing of a thousand instances pays this scan: strings, not pathlib
+        for name in record.scan(self.paths)[1]:
             try:
-                with lock(self.paths, "instance", d.name, timeout=0):
-                    journal.recover_leftover(self, d.name)
+                with lock(self.paths, "instance", name, timeout=0):
+                    journal.recover_leftover(self, name)
             except Exception as e:
-                log.debug("leftover %s not recovered now: %s", d.name, e)
+                log.debug("leftover %s not recovered now: %s", name, e)
 
     def new_name(self) -> str:
         """A random free ``adjective-animal`` name, as LXD gives an unnamed instance."""

@@ -117,8 +117,11 @@ class Instances(Collection[Instance]):
         the instance, as ``inst.network_state()`` reads them; ``network="full"`` adds the rest
         of that view (MAC, MTU, counters…) in ``e.network``, ``network=False`` skips it all.
         A snapshot: take another for a newer view (see ``lxdlib.listing``)."""
-        return take(self.ctx.paths, self.names() if names is None else names,
-                    network=network)
+        if names is None:
+            self.ctx.recover_leftovers()
+            # those without a record are left out as the listing reads the records
+            names = record.directories(self.ctx.paths)
+        return take(self.ctx.paths, names, network=network)
 
     def pool_of(self, name: str) -> str:
         """The pool holding an instance's root volume ("" when its record is unreadable)."""

@@ -6,7 +6,8 @@ namespace: seconds for a thousand instances. A ``Listing`` reads the same facts 
 starts no process:
 
 - records: parsed once per process while their file is unchanged (``record.clear_cache``);
-- which run: liblxc's list of active containers (one call for the whole lxcpath);
+- which run: the monitors listening on their command sockets, read from ``/proc/net/unix``
+  as liblxc reads them (``runtime.list_running``: one read for the whole lxcpath);
 - state and init pid of those: the kernel's view (``livestate``: cgroup files and ``/proc``);
   an instance it cannot prove is asked through liblxc, as before;
 - addresses: a netlink dump inside each running instance's network namespace, in-process, in a
@@ -29,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import livestate, record, runtime
 from .errors import LXCError, LxdlibError
-from .journal import PENDING
 from .logs import get_logger
 from .model import Collection
 from .network import netstate
@@ -165,28 +165,6 @@ def _config_error(paths: Paths, name: str) -> str | None:
     return None
 
 
-def scan(paths: Paths) -> tuple[list[str], list[str]]:
-    """The instances of a root, in name order, and the directories an interrupted operation
-    left (no record, or a change not finished: ``journal.PENDING``), which opening a ``Host``
-    finishes or undoes. A read-only listing of the first needs no ``Host``: only while the
-    second is empty (``lxdlib list`` opens one otherwise, as every other command does)."""
-    names: list[str] = []
-    leftovers: list[str] = []
-    base = os.fspath(paths.lxcpath)
-    try:
-        with os.scandir(base) as it:
-            dirs = [e.name for e in it if e.is_dir()]
-    except FileNotFoundError:
-        return [], []
-    for name in sorted(dirs):
-        d = f"{base}/{name}"
-        if os.path.exists(f"{d}/instance.yaml") and not os.path.lexists(f"{d}/{PENDING}"):
-            names.append(name)
-        else:
-            leftovers.append(name)
-    return names, leftovers
-
-
 def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] = True
          ) -> Listing:
     """The listing of the instances ``names`` of the root at ``paths`` (those that vanish
@@ -207,9 +185,10 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
     wait = (netstate.start_reading([v.pid for v in live.values() if v is not None],
                                    full=network == "full") if network else None)
     records: dict[str, InstanceRecord | LxdlibError] = {}
+    base = os.fspath(lxcpath)
     for name in wanted:
         try:
-            records[name] = record.load(paths, name)
+            records[name] = record.load_file(f"{base}/{name}/instance.yaml", name)
         except FileNotFoundError:
             continue  # deleted meanwhile
         except LxdlibError as e:  # CorruptRecord, a symlinked record

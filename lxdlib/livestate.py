@@ -246,8 +246,10 @@ def read(lxcpath: Path, running: Iterable[str], where: Layout | None = None
         return out
     freezer = "freezer.state" if where.version == 1 else "cgroup.events"
 
+    monitor = monitor_cmdline(lxcpath, "")  # the same for all but the name: joined once
+
     def settle(name: str, cgroups: Iterable[str]) -> None:
-        expected = monitor_cmdline(lxcpath, name)
+        expected = monitor + os.fsencode(name)
         for cgroup in cgroups:
             pid = _init_of(cgroup, expected)
             if pid < 0:

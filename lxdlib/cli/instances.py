@@ -216,12 +216,12 @@ def _no_instance_dir(root: str) -> bool:
 
 
 def _scan(paths: Paths) -> tuple[list[str], list[str]]:
-    """``listing.scan``, without importing the listing (liblxc, records) for a root that has
-    no instance directory at all."""
+    """``record.scan``, without importing the records' module for a root that has no instance
+    directory at all."""
     with os.scandir(paths.lxcpath) as it:
         if next(it, None) is None:
             return [], []
-    from ..listing import scan
+    from ..record import scan
     return scan(paths)
 
 

@@ -148,6 +148,25 @@ def test_listing_falls_back_to_liblxc_when_the_cgroup_is_unknown(
     assert listing["c2"].state == "STOPPED"
 
 
+def test_running_instances_are_those_liblxc_lists(host: lxdlib.Host) -> None:
+    """``runtime.list_running`` reads the monitors' sockets as liblxc does: same answer, for
+    running, frozen and stopped instances, and after a stop."""
+    import lxc
+
+    from lxdlib import runtime
+
+    lxcpath = host.paths.lxcpath
+
+    def liblxc() -> set[str]:
+        return set(lxc.list_containers(active=True, defined=False, config_path=str(lxcpath)))
+    a = host.launch("busybox", "a")
+    host.launch("busybox", "b").freeze()
+    host.create("busybox", "c")
+    assert runtime.list_running(lxcpath) == liblxc() == {"a", "b"}
+    a.stop(force=True)
+    assert runtime.list_running(lxcpath) == liblxc() == {"b"}
+
+
 def test_cli_list_opens_no_host_unless_needed(host: lxdlib.Host) -> None:
     """A table of a settled root is read without the façade (a fast start); a leftover of a
     killed operation makes it open the Host, which finishes or undoes it first, as any

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lxdlib import listing, livestate, record, values
+from lxdlib import listing, livestate, record, runtime, values
 from lxdlib.errors import LxdlibError
 from lxdlib.network import netstate
 from lxdlib.state import (
@@ -119,6 +119,63 @@ def test_parse_freezer(version: int, text: str, state: str) -> None:
 ])
 def test_parse_ppid(stat: bytes, ppid: int) -> None:
     assert livestate.parse_ppid(stat) == ppid
+
+
+UNIX_HEAD = b"Num       RefCount Protocol Flags    Type St Inode Path\n"
+
+
+def unix_line(path: bytes, inode: int = 1000) -> bytes:
+    return b"0000000000000000: 00000002 00000000 00010000 0001 01 %d %s\n" % (inode, path)
+
+
+@pytest.mark.parametrize("lines, expected", [
+    ([], set()),
+    ([unix_line(b"@/r/containers/web/command"), unix_line(b"@/r/containers/db/command")],
+     {"web", "db"}),
+    # another root's monitors, a root whose path starts like this one, other sockets of ours
+    ([unix_line(b"@/other/containers/web/command"), unix_line(b"@/r/containers2/x/command"),
+      unix_line(b"@/r/containers/web/console"), unix_line(b"/run/systemd/notify"),
+      unix_line(b"@/r/containers/a/b/command"), b"0000000000000000: 00000003 0 0 0001 03 12\n"],
+     set()),
+    # a socket listed twice (two listening descriptions) names one container
+    ([unix_line(b"@/r/containers/web/command", 1), unix_line(b"@/r/containers/web/command", 2)],
+     {"web"}),
+    # a name liblxc hashed (a path past what a socket name holds): only liblxc can resolve it
+    ([unix_line(b"@/r/containers/web/command"), unix_line(b"@lxc/0123456789abcdef/command")],
+     None),
+])
+def test_running_from_sockets(lines: list[bytes], expected: set[str] | None) -> None:
+    table = UNIX_HEAD + b"".join(lines)
+    assert runtime.running_from_sockets(table, "/r/containers") == expected
+    assert runtime.running_from_sockets(table, "/r/containers/") == expected
+
+
+def test_running_from_sockets_reads_this_hosts_table() -> None:
+    """The live table parses, and a socket bound here by the test is found as liblxc's would
+    be (an abstract name, as a monitor's)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        lxcpath = f"/lxdlib-test-{os.getpid()}/containers"
+        s.bind(f"\0{lxcpath}/probe/command")
+        s.listen()
+        with open(runtime.PROC_NET_UNIX, "rb") as f:
+            assert runtime.running_from_sockets(f.read(), lxcpath) == {"probe"}
+        assert runtime.list_running(Path(lxcpath)) == {"probe"}
+
+
+def test_directories_and_scan(tmp_path: Path) -> None:
+    """``directories``: every instance directory in name order; ``scan`` parts them into
+    settled instances and leftovers (no record, or an intent not finished)."""
+    paths = Paths(tmp_path)
+    assert record.directories(paths) == [] and record.scan(paths) == ([], [])
+    for name, files in {"b": ["instance.yaml"], "a": ["instance.yaml"], "c": [],
+                        "d": ["instance.yaml", ".pending.yaml"]}.items():
+        (paths.lxcpath / name).mkdir(parents=True)
+        for f in files:
+            (paths.lxcpath / name / f).write_text("{}")
+    (paths.lxcpath / "file").write_text("")
+    assert record.directories(paths) == ["a", "b", "c", "d"]
+    assert record.scan(paths) == (["a", "b"], ["c", "d"])
+    assert record.names(paths) == ["a", "b", "d"]
 
 
 def test_read_ties_the_cgroup_to_this_lxcpaths_monitor(tmp_path: Path) -> None:
