@@ -37,8 +37,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-import attrs
-
 from . import idmap, journal, record, sendstream, transfer
 from .config import devices as devcfg
 from .config import expand, names, schema
@@ -74,6 +72,7 @@ from .state import dump_yaml, load_yaml, lock
 from .storage.base import close_volume_dir
 from .storage.dir import SNAPSHOTS
 from .storage.loop import TMP, run, storage_errors, temp_name
+from .values import Value, assign
 
 if TYPE_CHECKING:
     from .context import Context
@@ -292,9 +291,11 @@ def _write_tar(out: Path, work: Path, members: Sequence[str], pairs: Sequence[tu
 
 # -- reading an archive ----------------------------------------------------------------------------
 
-@attrs.frozen
-class BackupIndex:
+class BackupIndex(Value, frozen=True):
     """What an archive holds, checked: its index and which volumes it carries."""
+
+    _fields = ("name", "pool", "backend", "optimized", "snapshots", "record")
+    __slots__ = _fields
 
     name: str
     pool: str
@@ -302,6 +303,15 @@ class BackupIndex:
     optimized: bool
     snapshots: tuple[str, ...]
     record: InstanceRecord
+
+    def __init__(self, name: str, pool: str, backend: str, optimized: bool,
+                 snapshots: tuple[str, ...], record: InstanceRecord) -> None:
+        assign(self, "name", name)
+        assign(self, "pool", pool)
+        assign(self, "backend", backend)
+        assign(self, "optimized", optimized)
+        assign(self, "snapshots", snapshots)
+        assign(self, "record", record)
 
 
 def _member(name: str) -> str:

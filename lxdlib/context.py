@@ -22,8 +22,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from . import journal, record
 from .config import expand, limits, schema
 from .errors import (
@@ -39,12 +37,14 @@ from .logs import get_logger
 from .profiles import ProfileStore
 from .rootdir import imports_pending
 from .state import RECENT_NS, Paths, atomic_write, lock, read_record
+from .values import FrozenError, Value, assign
 
 if TYPE_CHECKING:
     # loaded where first used (``images``, ``remotes``, ``pool``, ``networks``, ``client``):
     # most commands touch no image and no remote, and the store's modules bring tarfile, gzip
     # and lzma, the remotes' urllib.parse
     from . import idmap
+    from .idmap import Allocation
     from .imagestore.remotes import Remotes
     from .imagestore.simplestreams import Client
     from .imagestore.store import ImageRecord, ImageStore
@@ -66,9 +66,11 @@ _NOUN = ("albatross", "badger", "bison", "condor", "cougar", "crane", "dingo", "
          "toucan", "walrus", "weasel", "yak", "zebra")
 
 
-@attrs.frozen
-class HostFacts:
+class HostFacts(Value, frozen=True):
     """What the machine offers, read once per context: limits and id maps depend on it."""
+
+    _fields = ("cpus", "mem_total", "cgroup_version", "lxcfs", "idmap", "swap_accounting")
+    __slots__ = _fields
 
     cpus: int
     mem_total: int
@@ -76,6 +78,15 @@ class HostFacts:
     lxcfs: bool
     idmap: idmap.Allocation
     swap_accounting: bool
+
+    def __init__(self, cpus: int, mem_total: int, cgroup_version: int, lxcfs: bool,
+                 idmap: Allocation, swap_accounting: bool) -> None:
+        assign(self, "cpus", cpus)
+        assign(self, "mem_total", mem_total)
+        assign(self, "cgroup_version", cgroup_version)
+        assign(self, "lxcfs", lxcfs)
+        assign(self, "idmap", idmap)
+        assign(self, "swap_accounting", swap_accounting)
 
 
 def _mem_total() -> int:
@@ -125,14 +136,34 @@ class _Caches:
         self.profiles: dict[str, tuple[tuple[int, ...], expand.ProfileData]] = {}
 
 
-@attrs.frozen(eq=False)
 class Context:
-    """One root's paths, stores and shared lookups, for everything below the ``Host`` façade."""
+    """One root's paths, stores and shared lookups, for everything below the ``Host`` façade.
+
+    Its fields never change (what it learns goes into its caches); two contexts are equal only
+    when they are the same object: each holds caches of its own."""
+
+    __slots__ = ("_caches", "events", "paths", "profiles")
 
     paths: Paths
     events: Events
     profiles: ProfileStore
-    _caches: _Caches = attrs.field(factory=_Caches, init=False, repr=False)
+    _caches: _Caches
+
+    def __init__(self, paths: Paths, events: Events, profiles: ProfileStore) -> None:
+        assign(self, "paths", paths)
+        assign(self, "events", events)
+        assign(self, "profiles", profiles)
+        assign(self, "_caches", _Caches())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenError(f"Context is frozen: cannot change {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenError(f"Context is frozen: cannot change {name!r}")
+
+    def __repr__(self) -> str:
+        return f"Context(paths={self.paths!r}, events={self.events!r}, " \
+            f"profiles={self.profiles!r})"
 
     @classmethod
     def open(cls, paths: Paths) -> Context:

@@ -26,8 +26,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-import attrs
-
 from . import filehelper
 from .errors import (
     AlreadyExists,
@@ -39,6 +37,7 @@ from .errors import (
     WrongState,
 )
 from .filehelper import CHUNK, Channel
+from .values import Value, assign
 
 if TYPE_CHECKING:
     from .instance import InstanceCore
@@ -49,9 +48,11 @@ HELPER = Path(filehelper.__file__)
 Source = bytes | bytearray | memoryview | IO[bytes]
 
 
-@attrs.frozen
-class FileStat:
+class FileStat(Value, frozen=True):
     """A file as the container sees it (ids are container ids)."""
+
+    _fields = ("type", "mode", "uid", "gid", "size", "mtime", "target", "special")
+    __slots__ = _fields
 
     type: str  # file, directory, symlink, other
     mode: int  # permission bits, setuid/setgid/sticky included
@@ -59,8 +60,19 @@ class FileStat:
     gid: int
     size: int
     mtime: float
-    target: str | None = None  # symlinks only
-    special: str | None = None  # "other" only: FIFO, socket, character device, block device
+    target: str | None  # symlinks only
+    special: str | None  # "other" only: FIFO, socket, character device, block device
+
+    def __init__(self, type: str, mode: int, uid: int, gid: int, size: int, mtime: float,
+                 target: str | None = None, special: str | None = None) -> None:
+        assign(self, "type", type)
+        assign(self, "mode", mode)
+        assign(self, "uid", uid)
+        assign(self, "gid", gid)
+        assign(self, "size", size)
+        assign(self, "mtime", mtime)
+        assign(self, "target", target)
+        assign(self, "special", special)
 
     @property
     def kind(self) -> str:

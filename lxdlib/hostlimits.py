@@ -34,10 +34,9 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import attrs
-
 from .errors import HostLimit
 from .logs import get_logger
+from .values import Value, assign
 
 log = get_logger(__name__)
 
@@ -54,23 +53,39 @@ PROC_SYS = Path("/proc/sys")
 SYS_NET = Path("/sys/class/net")
 
 
-@attrs.frozen
-class Readings:
+class Readings(Value, frozen=True):
     """The counters the checks compare against, read at one moment (tests build their own)."""
+
+    _fields = ("pty_nr", "pty_max", "pty_reserve", "bridge_ports")
+    __slots__ = _fields
 
     pty_nr: int
     pty_max: int
     pty_reserve: int
     bridge_ports: Mapping[str, int]
 
+    def __init__(self, pty_nr: int, pty_max: int, pty_reserve: int,
+                 bridge_ports: Mapping[str, int]) -> None:
+        assign(self, "pty_nr", pty_nr)
+        assign(self, "pty_max", pty_max)
+        assign(self, "pty_reserve", pty_reserve)
+        assign(self, "bridge_ports", bridge_ports)
 
-@attrs.frozen
-class Need:
+
+class Need(Value, frozen=True):
     """What the instances about to start will take: ``instances`` start, ``bridge_ports`` maps
     a bridge to the nics that plug into it."""
 
-    instances: int = 0
-    bridge_ports: Mapping[str, int] = attrs.field(factory=dict)
+    _fields = ("instances", "bridge_ports")
+    __slots__ = _fields
+
+    instances: int
+    bridge_ports: Mapping[str, int]
+
+    def __init__(self, instances: int = 0, bridge_ports: Mapping[str, int] | None = None
+                 ) -> None:
+        assign(self, "instances", instances)
+        assign(self, "bridge_ports", {} if bridge_ports is None else bridge_ports)
 
 
 def _int(path: Path, default: int) -> int:
@@ -148,14 +163,22 @@ def _round_up(n: int) -> int:
     return v
 
 
-@attrs.frozen
-class Advice:
+class Advice(Value, frozen=True):
     """A host setting, its value now and one that suits the number of instances asked for."""
+
+    _fields = ("sysctl", "current", "suggested", "why")
+    __slots__ = _fields
 
     sysctl: str
     current: int
     suggested: int
     why: str
+
+    def __init__(self, sysctl: str, current: int, suggested: int, why: str) -> None:
+        assign(self, "sysctl", sysctl)
+        assign(self, "current", current)
+        assign(self, "suggested", suggested)
+        assign(self, "why", why)
 
 
 def advice(instances: int) -> list[Advice]:

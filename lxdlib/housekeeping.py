@@ -17,8 +17,6 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-import attrs
-
 from . import journal, record
 from .config.snapshots import schedule_due
 from .config.units import is_true
@@ -27,6 +25,7 @@ from .instance import recover_leftover
 from .instances import Instance
 from .snapshots import create_locked, delete_locked, expired
 from .state import Paths, lock, read_record, remove_stale_tmp, write_record
+from .values import Value
 
 if TYPE_CHECKING:
     from .host import Host
@@ -35,14 +34,24 @@ LAST_RUN = "housekeeping.yaml"
 _REFRESH_VOLUME = re.compile(r"refresh-(\d+)-.+")
 
 
-@attrs.define
-class Report:
+class Report(Value):
     """What one run did: ``inst/snap`` names created and removed, instances skipped (why)."""
 
-    created: list[str] = attrs.field(factory=list)
-    expired: list[str] = attrs.field(factory=list)
-    recovered: list[str] = attrs.field(factory=list)
-    skipped: dict[str, str] = attrs.field(factory=dict)
+    _fields = ("created", "expired", "recovered", "skipped")
+    __slots__ = _fields
+
+    created: list[str]
+    expired: list[str]
+    recovered: list[str]
+    skipped: dict[str, str]
+
+    def __init__(self, created: list[str] | None = None, expired: list[str] | None = None,
+                 recovered: list[str] | None = None,
+                 skipped: dict[str, str] | None = None) -> None:
+        self.created = [] if created is None else created
+        self.expired = [] if expired is None else expired
+        self.recovered = [] if recovered is None else recovered
+        self.skipped = {} if skipped is None else skipped
 
 
 def last_run(host: Host, name: str) -> dt.datetime | None:

@@ -27,12 +27,11 @@ import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-import attrs
-
 from .config.idrange import IdRange as IdRange
 from .errors import IdmapNotAllowed, InvalidConfig, LxdlibError
 from .logs import get_logger
 from .state import atomic_write
+from .values import Value, assign
 
 log = get_logger("lxdlib")
 
@@ -45,12 +44,18 @@ SUBGID = Path("/etc/subgid")
 SUBID_LOCK = Path("/run/lock/lxdlib-subid.lock")
 
 
-@attrs.frozen
-class Allocation:
+class Allocation(Value, frozen=True):
     """The host range lxdlib may hand out (same base and size for uids and gids)."""
+
+    _fields = ("base", "size")
+    __slots__ = _fields
 
     base: int
     size: int
+
+    def __init__(self, base: int, size: int) -> None:
+        assign(self, "base", base)
+        assign(self, "size", size)
 
 
 def subid_entries(path: Path) -> list[tuple[str, int, int]]:

@@ -33,8 +33,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import attrs
-
 from . import hostlimits, record
 from .config import devices as devcfg
 from .config import names, schema
@@ -44,26 +42,49 @@ from .instance import expand_with_root, recover_leftover
 from .instances import Instance, Instances
 from .logs import get_logger
 from .state import lock
+from .values import Value, assign
 
 log = get_logger(__name__)
 
 
-@attrs.frozen
-class Spec:
+class Spec(Value, frozen=True):
     """One instance of a batch: what ``Host.launch`` takes, with the image resolved."""
+
+    _fields = ("name", "image", "profiles", "config", "devices", "pool", "ephemeral", "description",
+               "start")
+    __slots__ = _fields
 
     name: str
     image: str | None
-    profiles: list[str] | None = None
-    config: dict[str, str] = attrs.field(factory=dict)
-    devices: dict[str, dict[str, str]] = attrs.field(factory=dict)
-    pool: str | None = None
-    ephemeral: bool = False
-    description: str = ""
-    start: bool = True
+    profiles: list[str] | None
+    config: dict[str, str]
+    devices: dict[str, dict[str, str]]
+    pool: str | None
+    ephemeral: bool
+    description: str
+    start: bool
+
+    def __init__(self, name: str, image: str | None, profiles: list[str] | None = None,
+                 config: dict[str, str] | None = None,
+                 devices: dict[str, dict[str, str]] | None = None, pool: str | None = None,
+                 ephemeral: bool = False, description: str = "", start: bool = True) -> None:
+        assign(self, "name", name)
+        assign(self, "image", image)
+        assign(self, "profiles", profiles)
+        assign(self, "config", {} if config is None else config)
+        assign(self, "devices", {} if devices is None else devices)
+        assign(self, "pool", pool)
+        assign(self, "ephemeral", ephemeral)
+        assign(self, "description", description)
+        assign(self, "start", start)
 
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        """The spec as JSON's types, sharing nothing mutable with it (for a worker process)."""
+        out = {f: getattr(self, f) for f in self._fields}
+        out["profiles"] = None if self.profiles is None else list(self.profiles)
+        out["config"] = dict(self.config)
+        out["devices"] = {k: dict(v) for k, v in self.devices.items()}
+        return out
 
 
 Item = str | Mapping[str, Any]
@@ -151,7 +172,7 @@ def prepare(ctx: Context, specs: Sequence[Spec], progress: Any = None) -> list[S
         drv = ctx.pool(pool_name)
         for fp in fps:
             ctx.ensure_image_volume(drv, fp)
-    return [attrs.evolve(s, image=fingerprints[s.image] if s.image is not None else None)
+    return [s.evolve(image=fingerprints[s.image] if s.image is not None else None)
             for s in specs]
 
 

@@ -58,8 +58,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-import attrs
-
 from . import errors, idmap, journal, record, sendstream, transfer
 from .backup import (
     TAR_CAPS,
@@ -109,6 +107,7 @@ from .state import lock
 from .storage.base import PoolDriver, close_volume_dir
 from .storage.dir import SNAPSHOTS
 from .storage.loop import TMP, run, storage_errors, temp_name
+from .values import Value, assign
 
 if TYPE_CHECKING:
     from .context import Context
@@ -363,13 +362,20 @@ def _read_origins(ctx: Context, name: str) -> dict[str, dict[str, Any]]:
 
 # -- sending --------------------------------------------------------------------------------------
 
-@attrs.frozen
-class Outcome:
+class Outcome(Value, frozen=True):
     """What a transfer did: the new instance's name, whether it runs, bytes sent."""
+
+    _fields = ("name", "started", "sent_bytes")
+    __slots__ = _fields
 
     name: str
     started: bool
     sent_bytes: int
+
+    def __init__(self, name: str, started: bool, sent_bytes: int) -> None:
+        assign(self, "name", name)
+        assign(self, "started", started)
+        assign(self, "sent_bytes", sent_bytes)
 
 
 def send_instance(ctx: Context, name: str, inp: BinaryIO, out: BinaryIO, *,
@@ -533,9 +539,12 @@ def _send_tar(ctx: Context, ch: Channel, pool: PoolDriver, name: str, snaps: Seq
 
 # -- receiving ------------------------------------------------------------------------------------
 
-@attrs.frozen
-class _Plan:
+class _Plan(Value, frozen=True):
     """A checked header: what will be made, where, in which format."""
+
+    _fields = ("target", "pool", "record", "snapshots", "fmt", "shift", "refresh", "move", "start",
+               "identities", "reuse", "size")
+    __slots__ = _fields
 
     target: str
     pool: PoolDriver
@@ -549,6 +558,23 @@ class _Plan:
     identities: dict[str, dict[str, Any]]
     reuse: frozenset[str]
     size: int | None
+
+    def __init__(self, target: str, pool: PoolDriver, record: InstanceRecord,
+                 snapshots: tuple[str, ...], fmt: str, shift: int, refresh: bool, move: bool,
+                 start: bool, identities: dict[str, dict[str, Any]], reuse: frozenset[str],
+                 size: int | None) -> None:
+        assign(self, "target", target)
+        assign(self, "pool", pool)
+        assign(self, "record", record)
+        assign(self, "snapshots", snapshots)
+        assign(self, "fmt", fmt)
+        assign(self, "shift", shift)
+        assign(self, "refresh", refresh)
+        assign(self, "move", move)
+        assign(self, "start", start)
+        assign(self, "identities", identities)
+        assign(self, "reuse", reuse)
+        assign(self, "size", size)
 
 
 def receive_instance(ctx: Context, inp: BinaryIO, out: BinaryIO, name: str | None = None, *,

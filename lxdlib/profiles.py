@@ -16,25 +16,35 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from . import runtime
 from .config import devices as devcfg
 from .config import names, schema
 from .config.expand import ProfileData
 from .errors import AlreadyExists, InUse, InvalidArgument, InvalidConfig, NotFound
 from .state import Paths, lock, read_record, write_record
+from .values import Value
 
 
-@attrs.define
-class ProfileRecord:
+class ProfileRecord(Value):
     """A profile's content as read once (or a draft being edited under the profile's lock)."""
 
+    _fields = ("name", "description", "config", "devices", "used_by")
+    __slots__ = _fields
+
     name: str
-    description: str = ""
-    config: dict[str, str] = attrs.field(factory=dict)
-    devices: dict[str, dict[str, str]] = attrs.field(factory=dict)
-    used_by: list[str] = attrs.field(factory=list)
+    description: str
+    config: dict[str, str]
+    devices: dict[str, dict[str, str]]
+    used_by: list[str]
+
+    def __init__(self, name: str, description: str = "", config: dict[str, str] | None = None,
+                 devices: dict[str, dict[str, str]] | None = None,
+                 used_by: list[str] | None = None) -> None:
+        self.name = name
+        self.description = description
+        self.config = {} if config is None else config
+        self.devices = {} if devices is None else devices
+        self.used_by = [] if used_by is None else used_by
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "config": dict(self.config),

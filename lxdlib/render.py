@@ -15,11 +15,10 @@ import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import attrs
-
 from .config import limits
 from .config.idrange import IdRange
 from .errors import InvalidConfig
+from .values import Value, assign
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LXCFS_INCLUDE = Path("/usr/share/lxc/config/common.conf.d")
@@ -46,46 +45,104 @@ PRIVILEGED_DEVICES = (
 )
 
 
-@attrs.frozen
-class Nic:
+class Nic(Value, frozen=True):
     """A nic device resolved against the host: which bridge, which MAC."""
+
+    _fields = ("name", "link", "hwaddr", "mtu", "host_name")
+    __slots__ = _fields
 
     name: str
     link: str
     hwaddr: str
-    mtu: str | None = None
-    host_name: str | None = None
+    mtu: str | None
+    host_name: str | None
+
+    def __init__(self, name: str, link: str, hwaddr: str, mtu: str | None = None,
+                 host_name: str | None = None) -> None:
+        assign(self, "name", name)
+        assign(self, "link", link)
+        assign(self, "hwaddr", hwaddr)
+        assign(self, "mtu", mtu)
+        assign(self, "host_name", host_name)
 
 
-@attrs.frozen
-class MountEntry:
+class MountEntry(Value, frozen=True):
+    """One ``lxc.mount.entry``: a host path onto a path inside the rootfs."""
+
+    _fields = ("source", "target", "fstype", "options")
+    __slots__ = _fields
+
     source: str
     target: str  # relative to the rootfs
-    fstype: str = "none"
-    options: str = "bind,create=dir"
+    fstype: str
+    options: str
+
+    def __init__(self, source: str, target: str, fstype: str = "none",
+                 options: str = "bind,create=dir") -> None:
+        assign(self, "source", source)
+        assign(self, "target", target)
+        assign(self, "fstype", fstype)
+        assign(self, "options", options)
 
 
-@attrs.frozen
-class RenderInput:
+class RenderInput(Value, frozen=True):
+    """Everything one liblxc config is rendered from (``architecture``: the host's when not
+    given)."""
+
+    _fields = ("name", "rootfs", "config", "log_file", "console_log", "seccomp_file", "idmap",
+               "idmapped_rootfs", "nics", "mounts", "hooks", "extra", "cgroup_version",
+               "host_cpus", "mem_total", "chosen_cpus", "architecture", "lxcfs",
+               "swap_accounting")
+    __slots__ = _fields
+
     name: str
     rootfs: Path
     config: Mapping[str, str]
     log_file: Path
     console_log: Path
     seccomp_file: Path
-    idmap: Sequence[IdRange] = ()
-    idmapped_rootfs: bool = True
-    nics: Sequence[Nic] = ()
-    mounts: Sequence[MountEntry] = ()
-    hooks: Sequence[tuple[str, str]] = ()
-    extra: Sequence[tuple[str, str]] = ()
-    cgroup_version: int = 1
-    host_cpus: int = 1
-    mem_total: int = 0
-    chosen_cpus: Sequence[int] | None = None
-    architecture: str = attrs.field(factory=platform.machine)
-    lxcfs: bool = False
-    swap_accounting: bool = True
+    idmap: Sequence[IdRange]
+    idmapped_rootfs: bool
+    nics: Sequence[Nic]
+    mounts: Sequence[MountEntry]
+    hooks: Sequence[tuple[str, str]]
+    extra: Sequence[tuple[str, str]]
+    cgroup_version: int
+    host_cpus: int
+    mem_total: int
+    chosen_cpus: Sequence[int] | None
+    architecture: str
+    lxcfs: bool
+    swap_accounting: bool
+
+    def __init__(self, name: str, rootfs: Path, config: Mapping[str, str], log_file: Path,
+                 console_log: Path, seccomp_file: Path, idmap: Sequence[IdRange] = (),
+                 idmapped_rootfs: bool = True, nics: Sequence[Nic] = (),
+                 mounts: Sequence[MountEntry] = (), hooks: Sequence[tuple[str, str]] = (),
+                 extra: Sequence[tuple[str, str]] = (), cgroup_version: int = 1,
+                 host_cpus: int = 1, mem_total: int = 0,
+                 chosen_cpus: Sequence[int] | None = None, architecture: str | None = None,
+                 lxcfs: bool = False, swap_accounting: bool = True) -> None:
+        assign(self, "name", name)
+        assign(self, "rootfs", rootfs)
+        assign(self, "config", config)
+        assign(self, "log_file", log_file)
+        assign(self, "console_log", console_log)
+        assign(self, "seccomp_file", seccomp_file)
+        assign(self, "idmap", idmap)
+        assign(self, "idmapped_rootfs", idmapped_rootfs)
+        assign(self, "nics", nics)
+        assign(self, "mounts", mounts)
+        assign(self, "hooks", hooks)
+        assign(self, "extra", extra)
+        assign(self, "cgroup_version", cgroup_version)
+        assign(self, "host_cpus", host_cpus)
+        assign(self, "mem_total", mem_total)
+        assign(self, "chosen_cpus", chosen_cpus)
+        assign(self, "architecture", platform.machine() if architecture is None
+               else architecture)
+        assign(self, "lxcfs", lxcfs)
+        assign(self, "swap_accounting", swap_accounting)
 
 
 def _bool(config: Mapping[str, str], key: str) -> bool:

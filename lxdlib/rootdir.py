@@ -1,7 +1,7 @@
 """Where a root is: ``--root``, else ``$LXDLIB_ROOT``, else ``/var/lib/lxdlib``.
 
 Its own tiny module because the command decides some things (is this command for another
-host? is the root empty?) before it may afford importing ``state`` and its YAML and attrs.
+host? is the root empty?) before it may afford importing ``state`` and ``pathlib``.
 """
 
 from __future__ import annotations

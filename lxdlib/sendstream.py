@@ -25,9 +25,8 @@ import uuid as uuidlib
 from collections.abc import Collection, Iterator
 from typing import BinaryIO
 
-import attrs
-
 from .errors import UnsafeStream
+from .values import Value, assign
 
 MAGIC = b"btrfs-stream\0"
 VERSIONS = (1, 2)
@@ -70,26 +69,39 @@ _XATTR_PREFIXES = ("user.", "security.", "system.posix_acl_access", "system.posi
 _ROOT_FORBIDDEN_MODE = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | 0o022
 
 
-@attrs.frozen
-class Command:
+class Command(Value, frozen=True):
     """One command of a stream: its number and its attributes (type → raw value)."""
+
+    _fields = ("cmd", "attrs")
+    __slots__ = _fields
 
     cmd: int
     attrs: dict[int, bytes]
+
+    def __init__(self, cmd: int, attrs: dict[int, bytes]) -> None:
+        assign(self, "cmd", cmd)
+        assign(self, "attrs", attrs)
 
     @property
     def name(self) -> str:
         return COMMAND_NAMES.get(self.cmd, f"command {self.cmd}")
 
 
-@attrs.frozen
-class StreamInfo:
+class StreamInfo(Value, frozen=True):
     """What a checked stream makes: one subvolume ``name`` with the sender's ``uuid``, based on
     the earlier stream ``parent`` (a ``snapshot`` stream) or on nothing."""
+
+    _fields = ("name", "uuid", "parent")
+    __slots__ = _fields
 
     name: str
     uuid: str
     parent: str | None
+
+    def __init__(self, name: str, uuid: str, parent: str | None) -> None:
+        assign(self, "name", name)
+        assign(self, "uuid", uuid)
+        assign(self, "parent", parent)
 
 
 def _read(f: BinaryIO, n: int, what: str) -> bytes:

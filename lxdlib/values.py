@@ -1,20 +1,21 @@
-"""Value classes without attrs, for the few records every ``lxdlib`` command loads.
+"""Value classes: what lxdlib uses where a dataclass or an attrs class would do.
 
-lxdlib's value classes are attrs classes, except these: the root's paths (``state.Paths``), the
-instance and snapshot records (``record``), a listed instance (``listing.Listed``), a container's
-state as the kernel shows it (``livestate``) and a command's result (``execresult``). A listing
-needs nothing else, and attrs costs every command 12 to 19 ms of its start on this 2-core VM —
-attrs imports ``inspect`` (with ``ast``, ``dis``, ``tokenize``) and compiles the methods of
-each class it builds — measured A/B on ``lxdlib list`` of 250 running instances: 105 → 86 ms,
-the margin by which it is (or is not) faster than LXD's ``lxc list --fast`` (~105 ms).
+Every command pays for what its value classes cost to import and build, and attrs costs most
+of that: it imports ``inspect`` (with ``ast``, ``dis``, ``tokenize``) and compiles each
+class's methods when the class is made. Measured on this 2-core VM, A/B with the same root:
+``lxdlib info`` 87 -> 62 ms and ``lxdlib exec`` 84 -> 62 ms once no module on their way
+imported attrs (the listing's classes went first: ``lxdlib list`` of 250 running instances
+105 -> 86 ms). So no lxdlib module imports attrs (``tests/unit/test_cli_imports.py``) — the
+design card named it; it stays a dependency of the tests only. ``dataclasses`` would bring
+``inspect`` back.
 
 A ``Value`` subclass declares ``_fields`` (its ``__init__``'s arguments, in order), its
 ``__slots__`` (the fields, and any it computes), the annotations of its fields and a typed
-``__init__`` (a frozen one sets its fields with ``assign``); ``Value`` gives what attrs would
-have: equality and ``repr`` over the fields, a
-hash and immutability when ``frozen=True``, ``evolve`` (a copy with some fields changed, made
-through ``__init__`` as ``attrs.evolve`` does) and pickling. Everything else in lxdlib keeps
-using attrs.
+``__init__`` (a frozen one sets its fields with ``assign``; a default that must be a fresh
+list or dict is ``None`` in the signature, made in the body). ``Value`` gives what attrs gave:
+equality and ``repr`` over the fields, a hash and immutability when ``frozen=True``,
+``evolve`` (a copy with some fields changed, made through ``__init__`` as ``attrs.evolve``
+does) and pickling.
 """
 
 from __future__ import annotations

@@ -18,9 +18,8 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import attrs
-
 from ..errors import InvalidArgument, InvalidConfig
+from ..values import Value, assign
 from .units import is_bool, is_true, parse_bit_rate, parse_size
 
 Check = Callable[[str], None]
@@ -157,17 +156,27 @@ def _opt(check: Check) -> Check:
 # Proxy addresses
 
 
-@attrs.frozen
-class ProxyAddress:
+class ProxyAddress(Value, frozen=True):
     """A parsed proxy ``listen``/``connect``: ``tcp:1.2.3.4:80-82``, ``udp:[::1]:53``,
     ``unix:/run/x.sock``, ``unix:@abstract``. ``host`` is "" for a wildcard-by-omission and None
     for unix sockets; ``ports`` is None for unix sockets."""
+
+    _fields = ("proto", "host", "ports", "path", "abstract")
+    __slots__ = _fields
 
     proto: str
     host: str | None
     ports: tuple[int, ...] | None
     path: str | None
     abstract: bool
+
+    def __init__(self, proto: str, host: str | None, ports: tuple[int, ...] | None,
+                 path: str | None, abstract: bool) -> None:
+        assign(self, "proto", proto)
+        assign(self, "host", host)
+        assign(self, "ports", ports)
+        assign(self, "path", path)
+        assign(self, "abstract", abstract)
 
     @property
     def ip_version(self) -> int | None:

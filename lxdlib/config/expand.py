@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-import attrs
-
 from ..errors import AlreadyExists, InvalidArgument, InvalidConfig, NotFound
+from ..values import Value, assign
 from .names import validate_profile_name
 
 DEFAULT_PROFILE = "default"
@@ -26,14 +25,21 @@ def _frozen_devices(value: Mapping[str, Mapping[str, str]]) -> Mapping[str, Mapp
     return {name: dict(dev) for name, dev in value.items()}
 
 
-@attrs.frozen
-class ProfileData:
+class ProfileData(Value, frozen=True):
     """What expansion needs from a profile (the store keeps the rest: description, used_by)."""
 
+    _fields = ("name", "config", "devices")
+    __slots__ = _fields
+
     name: str
-    config: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_config)
-    devices: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict,
-                                                           converter=_frozen_devices)
+    config: Mapping[str, str]
+    devices: Mapping[str, Mapping[str, str]]
+
+    def __init__(self, name: str, config: Mapping[str, str] | None = None,
+                 devices: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        assign(self, "name", name)
+        assign(self, "config", _frozen_config(config or {}))
+        assign(self, "devices", _frozen_devices(devices or {}))
 
 
 def resolve_profile_list(requested: Sequence[str] | None) -> list[str]:

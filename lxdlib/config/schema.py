@@ -22,9 +22,8 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import attrs
-
 from ..errors import InvalidArgument, InvalidConfig
+from ..values import Value, assign
 from . import limits as _limits
 from .snapshots import validate_pattern, validate_schedule
 from .syscalls import is_syscall
@@ -247,14 +246,22 @@ def unsupported(feature: str, inner: Validator = is_any, *, allow_false: bool = 
 # raw.idmap
 
 
-@attrs.frozen
-class IdmapEntry:
+class IdmapEntry(Value, frozen=True):
     """One ``raw.idmap`` line: map ``size`` host ids from ``host`` to ``ns`` in the container."""
+
+    _fields = ("kind", "host", "ns", "size")
+    __slots__ = _fields
 
     kind: str  # "both" | "uid" | "gid"
     host: int
     ns: int
     size: int
+
+    def __init__(self, kind: str, host: int, ns: int, size: int) -> None:
+        assign(self, "kind", kind)
+        assign(self, "host", host)
+        assign(self, "ns", ns)
+        assign(self, "size", size)
 
     @property
     def uid(self) -> bool:
@@ -413,16 +420,27 @@ def is_raw_lxc(value: str) -> None:
 # The schema
 
 
-@attrs.frozen
-class KeySpec:
+class KeySpec(Value, frozen=True):
     """One instance option. A ``key`` ending in ``.`` is a prefix (``user.``, ``environment.``)."""
+
+    _fields = ("key", "validate", "live", "default", "description", "multiline")
+    __slots__ = _fields
 
     key: str
     validate: Validator
     live: bool
-    default: str | None = None
-    description: str = ""
-    multiline: bool = False
+    default: str | None
+    description: str
+    multiline: bool
+
+    def __init__(self, key: str, validate: Validator, live: bool, default: str | None = None,
+                 description: str = "", multiline: bool = False) -> None:
+        assign(self, "key", key)
+        assign(self, "validate", validate)
+        assign(self, "live", live)
+        assign(self, "default", default)
+        assign(self, "description", description)
+        assign(self, "multiline", multiline)
 
     @property
     def is_prefix(self) -> bool:

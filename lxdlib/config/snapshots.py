@@ -18,9 +18,8 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
-import attrs
-
 from ..errors import InvalidConfig, InvalidName
+from ..values import Value, assign
 from .names import validate_snapshot_name
 
 DEFAULT_PATTERN = "snap%d"
@@ -336,9 +335,11 @@ class _CronError(ValueError):
     pass
 
 
-@attrs.frozen
-class CronSpec:
+class CronSpec(Value, frozen=True):
     """One 5-field cron expression, expanded to the sets of values it allows."""
+
+    _fields = ("minutes", "hours", "days", "months", "weekdays", "days_star", "weekdays_star")
+    __slots__ = _fields
 
     minutes: frozenset[int]
     hours: frozenset[int]
@@ -347,6 +348,17 @@ class CronSpec:
     weekdays: frozenset[int]  # 0 = Sunday
     days_star: bool
     weekdays_star: bool
+
+    def __init__(self, minutes: frozenset[int], hours: frozenset[int], days: frozenset[int],
+                 months: frozenset[int], weekdays: frozenset[int], days_star: bool,
+                 weekdays_star: bool) -> None:
+        assign(self, "minutes", minutes)
+        assign(self, "hours", hours)
+        assign(self, "days", days)
+        assign(self, "months", months)
+        assign(self, "weekdays", weekdays)
+        assign(self, "days_star", days_star)
+        assign(self, "weekdays_star", weekdays_star)
 
     def day_matches(self, t: datetime) -> bool:
         dom = t.day in self.days
@@ -365,12 +377,18 @@ class CronSpec:
         )
 
 
-@attrs.frozen
-class Schedule:
+class Schedule(Value, frozen=True):
     """A parsed ``snapshots.schedule``: cron specs plus whether ``@startup`` was given."""
+
+    _fields = ("crons", "startup")
+    __slots__ = _fields
 
     crons: tuple[CronSpec, ...]
     startup: bool
+
+    def __init__(self, crons: tuple[CronSpec, ...], startup: bool) -> None:
+        assign(self, "crons", crons)
+        assign(self, "startup", startup)
 
 
 def _parse_int(s: str, names: dict[str, int]) -> int:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
-import attrs
-
 from ..errors import InvalidArgument
+from ..values import Value, assign
 
 INT64_MAX = 2**63 - 1
 
@@ -155,21 +154,33 @@ def is_false(s: str | None) -> bool:
 # snapshots.expiry: "<n>(S|M|H|d|w|m|y)" fields separated by single spaces
 
 
-@attrs.frozen
-class ExpiryDelta:
+class ExpiryDelta(Value, frozen=True):
     """A parsed ``snapshots.expiry``; months and years are calendar units, not fixed spans."""
 
-    years: int = 0
-    months: int = 0
-    weeks: int = 0
-    days: int = 0
-    hours: int = 0
-    minutes: int = 0
-    seconds: int = 0
+    _fields = ("years", "months", "weeks", "days", "hours", "minutes", "seconds")
+    __slots__ = _fields
+
+    years: int
+    months: int
+    weeks: int
+    days: int
+    hours: int
+    minutes: int
+    seconds: int
+
+    def __init__(self, years: int = 0, months: int = 0, weeks: int = 0, days: int = 0,
+                 hours: int = 0, minutes: int = 0, seconds: int = 0) -> None:
+        assign(self, "years", years)
+        assign(self, "months", months)
+        assign(self, "weeks", weeks)
+        assign(self, "days", days)
+        assign(self, "hours", hours)
+        assign(self, "minutes", minutes)
+        assign(self, "seconds", seconds)
 
     @property
     def is_zero(self) -> bool:
-        return not any(attrs.astuple(self))
+        return not any(self._values())
 
 
 _EXPIRY_FIELD = re.compile(r"(\d+)([SMHdwmy])")

@@ -21,11 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import attrs
-
 from ..errors import InvalidConfig
 from ..logs import get_logger
 from ..render import MountEntry, Nic
+from ..values import Value
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -34,9 +33,12 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
-@attrs.define
-class DeviceContext:
+class DeviceContext(Value):
     """What a driver may know about the instance it serves."""
+
+    _fields = ("host", "name", "record", "config", "devices", "volume", "root_uid",
+               "idmap_base", "pid")
+    __slots__ = _fields
 
     host: Context
     name: str
@@ -46,7 +48,21 @@ class DeviceContext:
     volume: Path  # the instance volume (rootfs/ inside)
     root_uid: int  # host uid of the container's root (0 when privileged or idmapped on disk)
     idmap_base: int | None  # host id that container id 0 maps to (None: privileged)
-    pid: int | None = None  # init pid when running
+    pid: int | None  # init pid when running
+
+    def __init__(self, host: Context, name: str, record: InstanceRecord,
+                 config: Mapping[str, str], devices: Mapping[str, Mapping[str, str]],
+                 volume: Path, root_uid: int, idmap_base: int | None,
+                 pid: int | None = None) -> None:
+        self.host = host
+        self.name = name
+        self.record = record
+        self.config = config
+        self.devices = devices
+        self.volume = volume
+        self.root_uid = root_uid
+        self.idmap_base = idmap_base
+        self.pid = pid
 
     @property
     def instance_dir(self) -> Path:
@@ -61,13 +77,26 @@ class DeviceContext:
         return d
 
 
-@attrs.define
-class Rendered:
-    nics: list[Nic] = attrs.field(factory=list)
-    mounts: list[MountEntry] = attrs.field(factory=list)
-    keys: list[tuple[str, str]] = attrs.field(factory=list)
-    start_hook: bool = False
-    stop_hook: bool = False
+class Rendered(Value):
+    """What a device adds to the liblxc config, and whether it needs the start or stop hook."""
+
+    _fields = ("nics", "mounts", "keys", "start_hook", "stop_hook")
+    __slots__ = _fields
+
+    nics: list[Nic]
+    mounts: list[MountEntry]
+    keys: list[tuple[str, str]]
+    start_hook: bool
+    stop_hook: bool
+
+    def __init__(self, nics: list[Nic] | None = None, mounts: list[MountEntry] | None = None,
+                 keys: list[tuple[str, str]] | None = None, start_hook: bool = False,
+                 stop_hook: bool = False) -> None:
+        self.nics = [] if nics is None else nics
+        self.mounts = [] if mounts is None else mounts
+        self.keys = [] if keys is None else keys
+        self.start_hook = start_hook
+        self.stop_hook = stop_hook
 
 
 class Driver(Protocol):

@@ -31,11 +31,10 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-import attrs
-
 from ..errors import NotFound, StorageError
 from ..logs import get_logger
 from ..render import MountEntry
+from ..values import Value, assign
 from . import BaseDriver, DeviceContext, Rendered, hotmount
 
 log = get_logger(__name__)
@@ -88,9 +87,12 @@ def reachable_by_others(path: str | os.PathLike[str]) -> bool:
     return True
 
 
-@attrs.frozen
-class Plan:
+class Plan(Value, frozen=True):
     """How one disk device is mounted in one instance."""
+
+    _fields = ("source", "path", "idmap", "readonly", "recursive", "propagation", "required",
+               "by_liblxc")
+    __slots__ = _fields
 
     source: str
     path: str  # absolute, inside the instance
@@ -100,6 +102,17 @@ class Plan:
     propagation: str
     required: bool
     by_liblxc: bool  # a mount entry liblxc makes at start; else the start-host hook mounts it
+
+    def __init__(self, source: str, path: str, idmap: bool, readonly: bool, recursive: bool,
+                 propagation: str, required: bool, by_liblxc: bool) -> None:
+        assign(self, "source", source)
+        assign(self, "path", path)
+        assign(self, "idmap", idmap)
+        assign(self, "readonly", readonly)
+        assign(self, "recursive", recursive)
+        assign(self, "propagation", propagation)
+        assign(self, "required", required)
+        assign(self, "by_liblxc", by_liblxc)
 
 
 def plan(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Plan | None:

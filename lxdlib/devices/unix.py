@@ -16,12 +16,11 @@ import os
 import stat
 from collections.abc import Mapping
 
-import attrs
-
 from .. import idmap, runtime
 from ..errors import InvalidConfig, NotFound
 from ..logs import get_logger
 from ..render import PRIVILEGED_DEVICES
+from ..values import Value, assign
 from . import BaseDriver, DeviceContext, Rendered, hotmount
 
 log = get_logger(__name__)
@@ -37,8 +36,12 @@ def _err(device: str, key: str, reason: str, value: str | None = None) -> Invali
     return e
 
 
-@attrs.frozen
-class Node:
+class Node(Value, frozen=True):
+    """A device node one unix-char or unix-block device makes inside the instance."""
+
+    _fields = ("kind", "major", "minor", "path", "uid", "gid", "mode")
+    __slots__ = _fields
+
     kind: str  # "c" or "b"
     major: int
     minor: int
@@ -46,6 +49,16 @@ class Node:
     uid: int  # inside the instance
     gid: int
     mode: int
+
+    def __init__(self, kind: str, major: int, minor: int, path: str, uid: int, gid: int,
+                 mode: int) -> None:
+        assign(self, "kind", kind)
+        assign(self, "major", major)
+        assign(self, "minor", minor)
+        assign(self, "path", path)
+        assign(self, "uid", uid)
+        assign(self, "gid", gid)
+        assign(self, "mode", mode)
 
     @property
     def rule(self) -> str:

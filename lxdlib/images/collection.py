@@ -20,6 +20,7 @@ from .image import Image, export_image
 
 if TYPE_CHECKING:
     from ..context import Context
+    from ..imagestore.remotes import Remotes
     from ..imagestore.simplestreams import Client
 
 
@@ -37,7 +38,12 @@ class Images(Collection[Image]):
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.store = ctx.images
-        self.remotes = ctx.remotes
+
+    @property
+    def remotes(self) -> Remotes:
+        """The image servers this root knows (loaded when first asked: a local launch does
+        not read them, nor import their code)."""
+        return self.ctx.remotes
 
     def _image(self, record: ImageRecord) -> Image:
         return Image(self.ctx, record.fingerprint)

@@ -24,10 +24,9 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-import attrs
-
 from ..errors import AlreadyExists, ImageError, InvalidArgument, InvalidName, NotFound, WrongState
 from ..state import Paths, lock, read_record, write_record
+from ..values import Value, assign
 
 __all__ = ["DEFAULT_REMOTES", "LOCAL", "LXDLIB", "Remote", "Remotes", "SshAddress",
            "parse_ssh_url", "split_ref", "validate_remote_name", "validate_url"]
@@ -38,19 +37,35 @@ LXDLIB: Final = "lxdlib"
 PROTOCOLS: Final = (SIMPLESTREAMS, "lxd", LXDLIB, "ssh")
 
 
-@attrs.frozen
-class Remote:
+class Remote(Value, frozen=True):
     """One image server: ``addr`` is its base URL (``unix://`` for ``local``)."""
+
+    _fields = ("name", "addr", "protocol", "public", "static", "command", "identity",
+               "ssh_config", "ssh_options")
+    __slots__ = _fields
 
     name: str
     addr: str
-    protocol: str = SIMPLESTREAMS
-    public: bool = True
-    static: bool = False
-    command: str = ""  # ssh remotes: the lxdlib command there ("" is ``lxdlib``)
-    identity: str = ""  # ssh remotes: a private key file (``ssh -i``)
-    ssh_config: str = ""  # ssh remotes: a config file (``ssh -F``)
-    ssh_options: tuple[str, ...] = ()  # ssh remotes: ``-o Key=Value`` options
+    protocol: str
+    public: bool
+    static: bool
+    command: str  # ssh remotes: the lxdlib command there ("" is ``lxdlib``)
+    identity: str  # ssh remotes: a private key file (``ssh -i``)
+    ssh_config: str  # ssh remotes: a config file (``ssh -F``)
+    ssh_options: tuple[str, ...]  # ssh remotes: ``-o Key=Value`` options
+
+    def __init__(self, name: str, addr: str, protocol: str = SIMPLESTREAMS, public: bool = True,
+                 static: bool = False, command: str = "", identity: str = "",
+                 ssh_config: str = "", ssh_options: tuple[str, ...] = ()) -> None:
+        assign(self, "name", name)
+        assign(self, "addr", addr)
+        assign(self, "protocol", protocol)
+        assign(self, "public", public)
+        assign(self, "static", static)
+        assign(self, "command", command)
+        assign(self, "identity", identity)
+        assign(self, "ssh_config", ssh_config)
+        assign(self, "ssh_options", ssh_options)
 
     @property
     def is_local(self) -> bool:
@@ -70,14 +85,23 @@ class Remote:
         return out
 
 
-@attrs.frozen
-class SshAddress:
+class SshAddress(Value, frozen=True):
     """The parts of an ``ssh://`` remote URL."""
 
+    _fields = ("host", "user", "port", "root")
+    __slots__ = _fields
+
     host: str
-    user: str | None = None
-    port: int | None = None
-    root: str | None = None  # the lxdlib root there (``--root``); None: its default
+    user: str | None
+    port: int | None
+    root: str | None  # the lxdlib root there (``--root``); None: its default
+
+    def __init__(self, host: str, user: str | None = None, port: int | None = None,
+                 root: str | None = None) -> None:
+        assign(self, "host", host)
+        assign(self, "user", user)
+        assign(self, "port", port)
+        assign(self, "root", root)
 
 
 def parse_ssh_url(url: str) -> SshAddress:
@@ -223,7 +247,7 @@ class Remotes:
     def _static(self, name: str) -> Remote:
         remote = DEFAULT_REMOTES[name]
         addr = self._mirrors().get(name)
-        return attrs.evolve(remote, addr=addr) if addr else remote
+        return remote.evolve(addr=addr) if addr else remote
 
     def _write(self, default: str, remotes: Mapping[str, Remote],
                mirrors: Mapping[str, str] | None = None) -> None:
@@ -317,7 +341,7 @@ class Remotes:
                 raise NotFound("remote", old)
             if new in remotes or _is_static(new):
                 raise AlreadyExists("remote", new)
-            remotes[new] = attrs.evolve(remotes.pop(old), name=new)
+            remotes[new] = remotes.pop(old).evolve(name=new)
             self._write(new if default == old else default, remotes)
 
     def set_url(self, name: str, url: str) -> None:
@@ -342,7 +366,7 @@ class Remotes:
                 addr = url.rstrip("/")
             else:
                 addr = validate_url(url)
-            remotes[name] = attrs.evolve(remotes[name], addr=addr)
+            remotes[name] = remotes[name].evolve(addr=addr)
             self._write(default, remotes)
 
     def switch(self, name: str) -> None:

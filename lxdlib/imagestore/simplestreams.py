@@ -39,10 +39,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-import attrs
-
 from ..errors import ImageError, InvalidArgument, NotFound
 from ..state import atomic_write
+from ..values import Value, assign
 from .tarball import is_fingerprint, normalise_architecture
 
 __all__ = ["AliasEntry", "Client", "RemoteImage", "StreamFile", "apply_aliases", "find_image",
@@ -80,18 +79,28 @@ def native_architecture() -> str:
     return normalise_architecture(os.uname().machine)
 
 
-@attrs.frozen
-class StreamFile:
+class StreamFile(Value, frozen=True):
     """One file a server offers: its URL path below the server, sha256 and announced size."""
+
+    _fields = ("path", "sha256", "size")
+    __slots__ = _fields
 
     path: str
     sha256: str
     size: int
 
+    def __init__(self, path: str, sha256: str, size: int) -> None:
+        assign(self, "path", path)
+        assign(self, "sha256", sha256)
+        assign(self, "size", size)
 
-@attrs.frozen
-class RemoteImage:
+
+class RemoteImage(Value, frozen=True):
     """An image on a simplestreams server, in LXD's terms."""
+
+    _fields = ("fingerprint", "architecture", "created_at", "expires_at", "properties", "filename",
+               "size", "meta", "rootfs", "product_aliases", "aliases", "type")
+    __slots__ = _fields
 
     fingerprint: str
     architecture: str
@@ -102,9 +111,27 @@ class RemoteImage:
     size: int
     meta: StreamFile
     rootfs: StreamFile | None
-    product_aliases: tuple[str, ...] = ()
-    aliases: tuple[str, ...] = ()
-    type: str = "container"
+    product_aliases: tuple[str, ...]
+    aliases: tuple[str, ...]
+    type: str
+
+    def __init__(self, fingerprint: str, architecture: str, created_at: datetime,
+                 expires_at: datetime | None, properties: dict[str, str], filename: str, size: int,
+                 meta: StreamFile, rootfs: StreamFile | None,
+                 product_aliases: tuple[str, ...] = (), aliases: tuple[str, ...] = (),
+                 type: str = "container") -> None:
+        assign(self, "fingerprint", fingerprint)
+        assign(self, "architecture", architecture)
+        assign(self, "created_at", created_at)
+        assign(self, "expires_at", expires_at)
+        assign(self, "properties", properties)
+        assign(self, "filename", filename)
+        assign(self, "size", size)
+        assign(self, "meta", meta)
+        assign(self, "rootfs", rootfs)
+        assign(self, "product_aliases", product_aliases)
+        assign(self, "aliases", aliases)
+        assign(self, "type", type)
 
     @property
     def root_type(self) -> str:
@@ -125,12 +152,20 @@ class RemoteImage:
         }
 
 
-@attrs.frozen
-class AliasEntry:
+class AliasEntry(Value, frozen=True):
+    _fields = ("name", "target", "architecture", "type")
+    __slots__ = _fields
+
     name: str
     target: str
     architecture: str
-    type: str = "container"
+    type: str
+
+    def __init__(self, name: str, target: str, architecture: str, type: str = "container") -> None:
+        assign(self, "name", name)
+        assign(self, "target", target)
+        assign(self, "architecture", architecture)
+        assign(self, "type", type)
 
 
 # -- parsing (pure) -------------------------------------------------------------------------------
@@ -292,7 +327,7 @@ def apply_aliases(images: Iterable[RemoteImage], *, native: str, url: str = "",
             medium = add(f"{name}/{img.properties.get('architecture', '')}", img)
             if medium is not None:
                 held.append(medium)
-        out.append(attrs.evolve(img, aliases=tuple(held)))
+        out.append(img.evolve(aliases=tuple(held)))
     return out, entries
 
 

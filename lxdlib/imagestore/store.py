@@ -31,8 +31,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import attrs
-
 from ..config.expand import resolve_profile_list
 from ..errors import (
     AlreadyExists,
@@ -45,6 +43,7 @@ from ..errors import (
 )
 from ..rootdir import IMAGE_IMPORTS
 from ..state import Paths, fsync_dir, lock, read_record, remove_stale_tmp, write_record
+from ..values import Value, assign
 from . import compression, tarball
 from .tarball import is_fingerprint
 
@@ -89,9 +88,19 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-@attrs.frozen
-class ImageRecord:
-    """One image in the store, in LXD's terms (``lxc image show`` / ``GET /1.0/images/<fp>``)."""
+class ImageRecord(Value, frozen=True):
+    """One image in the store, in LXD's terms (``lxc image show`` / ``GET /1.0/images/<fp>``).
+
+    ``update_source``: where an image fetched by alias came from, for auto-update: ``server``,
+    ``protocol``, ``alias``, ``image_type`` (LXD's ``update_source``); ``None`` for local
+    images. ``profiles``: those an instance made from this image gets when its creator names
+    none (LXD's image ``profiles``): ``["default"]`` unless ``image edit`` changed it; ``[]``
+    gives none."""
+
+    _fields = ("fingerprint", "filename", "size", "architecture", "created_at", "uploaded_at",
+               "last_used_at", "expires_at", "properties", "aliases", "public", "auto_update",
+               "cached", "type", "update_source", "profiles")
+    __slots__ = _fields
 
     fingerprint: str
     filename: str
@@ -106,13 +115,32 @@ class ImageRecord:
     public: bool
     auto_update: bool
     cached: bool
-    type: str = "container"
-    #: Where an image fetched by alias came from, for auto-update: ``server``, ``protocol``,
-    #: ``alias``, ``image_type`` (LXD's ``update_source``); ``None`` for local images.
-    update_source: dict[str, str] | None = None
-    #: The profiles an instance made from this image gets when its creator names none (LXD's
-    #: image ``profiles``): ``["default"]`` unless ``image edit`` changed it; ``[]`` gives none.
-    profiles: list[str] = attrs.field(factory=lambda: ["default"])
+    type: str
+    update_source: dict[str, str] | None
+    profiles: list[str]
+
+    def __init__(self, fingerprint: str, filename: str, size: int, architecture: str,
+                 created_at: datetime, uploaded_at: datetime, last_used_at: datetime | None,
+                 expires_at: datetime | None, properties: dict[str, str],
+                 aliases: list[dict[str, str]], public: bool, auto_update: bool, cached: bool,
+                 type: str = "container", update_source: dict[str, str] | None = None,
+                 profiles: list[str] | None = None) -> None:
+        assign(self, "fingerprint", fingerprint)
+        assign(self, "filename", filename)
+        assign(self, "size", size)
+        assign(self, "architecture", architecture)
+        assign(self, "created_at", created_at)
+        assign(self, "uploaded_at", uploaded_at)
+        assign(self, "last_used_at", last_used_at)
+        assign(self, "expires_at", expires_at)
+        assign(self, "properties", properties)
+        assign(self, "aliases", aliases)
+        assign(self, "public", public)
+        assign(self, "auto_update", auto_update)
+        assign(self, "cached", cached)
+        assign(self, "type", type)
+        assign(self, "update_source", update_source)
+        assign(self, "profiles", ["default"] if profiles is None else profiles)
 
     def _repr_html_(self) -> str:
         from ..notebook import images_html
@@ -632,7 +660,7 @@ class ImageStore:
         """Record a use of the image now (instance creation does this)."""
         with lock(self.paths, "image", _check_fingerprint(fingerprint)):
             record = self._load(fingerprint)
-            self._save(attrs.evolve(record, last_used_at=_now()))
+            self._save(record.evolve(last_used_at=_now()))
 
     def update(
         self,
@@ -670,7 +698,7 @@ class ImageStore:
         with lock(self.paths, "image", fp):
             record = self._load(fp)
             if changes:
-                record = attrs.evolve(record, **changes)
+                record = record.evolve(**changes)
                 self._save(record)
         return record
 

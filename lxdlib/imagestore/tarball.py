@@ -28,8 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-import attrs
-
 from ..errors import (
     CorruptArchive,
     DeviceNode,
@@ -43,6 +41,7 @@ from ..errors import (
     UnsafeMemberName,
 )
 from ..logs import get_logger
+from ..values import Value, assign
 from . import compression
 
 log = get_logger(__name__)
@@ -89,15 +88,26 @@ def normalise_architecture(name: str) -> str:
     return canon
 
 
-@attrs.frozen
-class ImageMetadata:
+class ImageMetadata(Value, frozen=True):
     """What an image's ``metadata.yaml`` says, checked and normalised."""
+
+    _fields = ("architecture", "creation_date", "expiry_date", "properties", "templates")
+    __slots__ = _fields
 
     architecture: str
     creation_date: datetime
     expiry_date: datetime | None
     properties: dict[str, str]
     templates: dict[str, dict[str, Any]]
+
+    def __init__(self, architecture: str, creation_date: datetime,
+                 expiry_date: datetime | None, properties: dict[str, str],
+                 templates: dict[str, dict[str, Any]]) -> None:
+        assign(self, "architecture", architecture)
+        assign(self, "creation_date", creation_date)
+        assign(self, "expiry_date", expiry_date)
+        assign(self, "properties", properties)
+        assign(self, "templates", templates)
 
 
 def _epoch(value: Any, key: str) -> int:

@@ -33,10 +33,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from .. import state
 from ..logs import get_logger
+from ..values import Value, assign
 from . import dnsmasq
 
 log = get_logger(__name__)
@@ -51,14 +50,23 @@ HEADER = "# lxdlib static DHCP hosts of one owner: each '#{...}' line is the ent
 _PLAIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 
 
-@attrs.frozen
-class StaticHost:
+class StaticHost(Value, frozen=True):
     """One static entry: ``hwaddr`` (lower case) pinned to ``ipv4`` and/or ``hostname``."""
+
+    _fields = ("key", "hwaddr", "ipv4", "hostname")
+    __slots__ = _fields
 
     key: str
     hwaddr: str
-    ipv4: str | None = None
-    hostname: str | None = None
+    ipv4: str | None
+    hostname: str | None
+
+    def __init__(self, key: str, hwaddr: str, ipv4: str | None = None,
+                 hostname: str | None = None) -> None:
+        assign(self, "key", key)
+        assign(self, "hwaddr", hwaddr)
+        assign(self, "ipv4", ipv4)
+        assign(self, "hostname", hostname)
 
     @property
     def line(self) -> str | None:

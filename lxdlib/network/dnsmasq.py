@@ -42,11 +42,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from ..errors import NetworkError, ToolMissing
 from ..logs import get_logger
 from ..state import atomic_write
+from ..values import Value, assign
 
 log = get_logger(__name__)
 
@@ -60,23 +59,45 @@ LOG = "dnsmasq.log"
 IPv4Range = tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]
 
 
-@attrs.frozen
-class DnsmasqConfig:
+class DnsmasqConfig(Value, frozen=True):
     """Everything that goes on dnsmasq's command line for one network."""
+
+    _fields = ("bridge", "run_dir", "ipv4", "ipv4_dhcp", "ipv4_ranges", "ipv4_expiry", "ipv6",
+               "ipv6_dhcp", "mtu", "dns_domain", "dns_mode", "user", "group")
+    __slots__ = _fields
 
     bridge: str
     run_dir: Path
-    ipv4: ipaddress.IPv4Interface | None = None
-    ipv4_dhcp: bool = True
-    ipv4_ranges: tuple[IPv4Range, ...] = ()
-    ipv4_expiry: str = "1h"
-    ipv6: ipaddress.IPv6Interface | None = None
-    ipv6_dhcp: bool = True
-    mtu: int | None = None
-    dns_domain: str = "lxd"
-    dns_mode: str = "managed"
-    user: str = "root"
-    group: str = "root"
+    ipv4: ipaddress.IPv4Interface | None
+    ipv4_dhcp: bool
+    ipv4_ranges: tuple[IPv4Range, ...]
+    ipv4_expiry: str
+    ipv6: ipaddress.IPv6Interface | None
+    ipv6_dhcp: bool
+    mtu: int | None
+    dns_domain: str
+    dns_mode: str
+    user: str
+    group: str
+
+    def __init__(self, bridge: str, run_dir: Path, ipv4: ipaddress.IPv4Interface | None = None,
+                 ipv4_dhcp: bool = True, ipv4_ranges: tuple[IPv4Range, ...] = (),
+                 ipv4_expiry: str = "1h", ipv6: ipaddress.IPv6Interface | None = None,
+                 ipv6_dhcp: bool = True, mtu: int | None = None, dns_domain: str = "lxd",
+                 dns_mode: str = "managed", user: str = "root", group: str = "root") -> None:
+        assign(self, "bridge", bridge)
+        assign(self, "run_dir", run_dir)
+        assign(self, "ipv4", ipv4)
+        assign(self, "ipv4_dhcp", ipv4_dhcp)
+        assign(self, "ipv4_ranges", ipv4_ranges)
+        assign(self, "ipv4_expiry", ipv4_expiry)
+        assign(self, "ipv6", ipv6)
+        assign(self, "ipv6_dhcp", ipv6_dhcp)
+        assign(self, "mtu", mtu)
+        assign(self, "dns_domain", dns_domain)
+        assign(self, "dns_mode", dns_mode)
+        assign(self, "user", user)
+        assign(self, "group", group)
 
 
 def needed(cfg: DnsmasqConfig) -> bool:

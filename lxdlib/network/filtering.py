@@ -25,10 +25,9 @@ import re
 import shutil
 import subprocess
 
-import attrs
-
 from ..errors import NetworkError
 from ..logs import get_logger
+from ..values import Value, assign
 from . import nat
 
 log = get_logger(__name__)
@@ -47,15 +46,26 @@ def chain_name(veth: str) -> str:
     return f"nic_{veth}" if _PLAIN.fullmatch(veth) else f"nic_x{veth.encode().hex()}"
 
 
-@attrs.frozen
-class NicFilter:
+class NicFilter(Value, frozen=True):
     """What one nic may send. ``ipv4``/``ipv6``: None = not filtered, () = family blocked."""
+
+    _fields = ("bridge", "veth", "hwaddr", "ipv4", "ipv6")
+    __slots__ = _fields
 
     bridge: str
     veth: str
     hwaddr: str
-    ipv4: tuple[ipaddress.IPv4Network, ...] | None = None
-    ipv6: tuple[ipaddress.IPv6Network, ...] | None = None
+    ipv4: tuple[ipaddress.IPv4Network, ...] | None
+    ipv6: tuple[ipaddress.IPv6Network, ...] | None
+
+    def __init__(self, bridge: str, veth: str, hwaddr: str,
+                 ipv4: tuple[ipaddress.IPv4Network, ...] | None = None,
+                 ipv6: tuple[ipaddress.IPv6Network, ...] | None = None) -> None:
+        assign(self, "bridge", bridge)
+        assign(self, "veth", veth)
+        assign(self, "hwaddr", hwaddr)
+        assign(self, "ipv4", ipv4)
+        assign(self, "ipv6", ipv6)
 
 
 def rules(f: NicFilter) -> list[str]:

@@ -28,8 +28,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from .. import state
 from ..errors import (
     AlreadyExists,
@@ -42,6 +40,7 @@ from ..errors import (
     ToolMissing,
 )
 from ..logs import get_logger
+from ..values import Value, assign
 from . import bridge, dhcphosts, dnsmasq, nat
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -240,9 +239,12 @@ def default_ranges(iface: ipaddress.IPv4Interface) -> tuple[IPv4Range, ...]:
     return ((first, gw - 1), (gw + 1, last))
 
 
-@attrs.frozen
-class NetworkSpec:
+class NetworkSpec(Value, frozen=True):
     """The typed view of a network's resolved config (no ``auto`` left)."""
+
+    _fields = ("ipv4", "ipv4_nat", "ipv4_dhcp", "ipv4_ranges", "ipv4_expiry", "ipv6",
+               "ipv6_nat", "ipv6_dhcp", "mtu", "hwaddr", "dns_domain", "dns_mode", "raw_dnsmasq")
+    __slots__ = _fields
 
     ipv4: ipaddress.IPv4Interface | None
     ipv4_nat: bool
@@ -257,6 +259,25 @@ class NetworkSpec:
     dns_domain: str
     dns_mode: str
     raw_dnsmasq: str
+
+    def __init__(self, ipv4: ipaddress.IPv4Interface | None, ipv4_nat: bool, ipv4_dhcp: bool,
+                 ipv4_ranges: tuple[IPv4Range, ...], ipv4_expiry: str,
+                 ipv6: ipaddress.IPv6Interface | None, ipv6_nat: bool, ipv6_dhcp: bool,
+                 mtu: int | None, hwaddr: str | None, dns_domain: str, dns_mode: str,
+                 raw_dnsmasq: str) -> None:
+        assign(self, "ipv4", ipv4)
+        assign(self, "ipv4_nat", ipv4_nat)
+        assign(self, "ipv4_dhcp", ipv4_dhcp)
+        assign(self, "ipv4_ranges", ipv4_ranges)
+        assign(self, "ipv4_expiry", ipv4_expiry)
+        assign(self, "ipv6", ipv6)
+        assign(self, "ipv6_nat", ipv6_nat)
+        assign(self, "ipv6_dhcp", ipv6_dhcp)
+        assign(self, "mtu", mtu)
+        assign(self, "hwaddr", hwaddr)
+        assign(self, "dns_domain", dns_domain)
+        assign(self, "dns_mode", dns_mode)
+        assign(self, "raw_dnsmasq", raw_dnsmasq)
 
     @property
     def addresses(self) -> list[bridge.IPInterface]:
@@ -932,7 +953,7 @@ class NetworkManager:
             current = store.get(key)
             if current is not None and current.ipv4 and current.hwaddr == mac:
                 if current.hostname != hostname:
-                    self._put_host(name, store, attrs.evolve(current, hostname=hostname))
+                    self._put_host(name, store, current.evolve(hostname=hostname))
                 return current.ipv4
             other = store.holder_of_mac(mac)
             if other not in (None, key):

@@ -23,10 +23,9 @@ import socket
 import struct
 import subprocess
 
-import attrs
-
 from ..errors import NetworkError, ToolMissing
 from ..logs import get_logger
+from ..values import Value, assign
 
 log = get_logger(__name__)
 
@@ -40,21 +39,39 @@ def table_name(network: str) -> str:
     return f"{TABLE_PREFIX}{network}"
 
 
-@attrs.frozen
-class Chain:
+class Chain(Value, frozen=True):
     """A base chain: ``type <kind> hook <hook> priority <priority>`` and its rules, in order."""
+
+    _fields = ("name", "kind", "hook", "priority", "rules")
+    __slots__ = _fields
 
     name: str
     kind: str  # "nat" | "filter"
     hook: str  # "postrouting" | "prerouting" | "forward" | "input" | "output"
     priority: int
-    rules: tuple[str, ...] = ()
+    rules: tuple[str, ...]
+
+    def __init__(self, name: str, kind: str, hook: str, priority: int,
+                 rules: tuple[str, ...] = ()) -> None:
+        assign(self, "name", name)
+        assign(self, "kind", kind)
+        assign(self, "hook", hook)
+        assign(self, "priority", priority)
+        assign(self, "rules", rules)
 
 
-@attrs.frozen
-class TableSpec:
+class TableSpec(Value, frozen=True):
+    """An nftables table lxdlib owns: its name and base chains."""
+
+    _fields = ("name", "chains")
+    __slots__ = _fields
+
     name: str
-    chains: tuple[Chain, ...] = ()
+    chains: tuple[Chain, ...]
+
+    def __init__(self, name: str, chains: tuple[Chain, ...] = ()) -> None:
+        assign(self, "name", name)
+        assign(self, "chains", chains)
 
 
 def _quote(ifname: str) -> str:

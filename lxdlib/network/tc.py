@@ -25,11 +25,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
-
 from ..config.units import parse_bit_rate
 from ..errors import InvalidArgument, InvalidConfig, NetworkError
 from ..logs import get_logger
+from ..values import Value, assign
 from .bridge import iproute
 
 log = get_logger(__name__)
@@ -43,12 +42,18 @@ MAX_RATE_BYTES = 2**32 - 1
 IFB_PREFIX = "lxdifb"
 
 
-@attrs.frozen
-class Limits:
+class Limits(Value, frozen=True):
     """Rates in bit/s; ``None`` is unlimited."""
 
-    ingress: int | None = None
-    egress: int | None = None
+    _fields = ("ingress", "egress")
+    __slots__ = _fields
+
+    ingress: int | None
+    egress: int | None
+
+    def __init__(self, ingress: int | None = None, egress: int | None = None) -> None:
+        assign(self, "ingress", ingress)
+        assign(self, "egress", egress)
 
     def __bool__(self) -> bool:
         return bool(self.ingress or self.egress)

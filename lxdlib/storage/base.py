@@ -31,11 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-import attrs
-
 from ..errors import StorageError
 from ..logs import get_logger
 from ..state import Paths
+from ..values import Value
 
 log = get_logger(__name__)
 
@@ -74,12 +73,18 @@ def close_volume_dir(path: Path, owner: int) -> None:
         raise err from e
 
 
-@attrs.define
-class PoolUsage:
+class PoolUsage(Value):
     """Space figures of a pool, in bytes (``None`` where the backend cannot say)."""
+
+    _fields = ("used", "total")
+    __slots__ = _fields
 
     used: int | None
     total: int | None
+
+    def __init__(self, used: int | None, total: int | None) -> None:
+        self.used = used
+        self.total = total
 
 
 class PoolDriver(abc.ABC):

@@ -193,7 +193,9 @@ NOT_FOR_AN_INSTANCE_VERB = {"lxdlib.storage.zfs",
     "lxdlib.images", "lxdlib.imagestore.store", "lxdlib.imagestore.remotes",
     "lxdlib.imagestore.tarball", "lxdlib.imagestore.busybox", "lxdlib.imagestore.simplestreams",
     "tarfile", "ssl", "http.client", "urllib.request", "lxdlib.migrate", "lxdlib.sshhost",
-    "lxdlib.wire", "lxdlib.sendstream", "lxdlib.serve", "lxdlib.launcher", "lxdlib.backup"}
+    "lxdlib.wire", "lxdlib.sendstream", "lxdlib.serve", "lxdlib.launcher", "lxdlib.backup",
+    # nor attrs with inspect: lxdlib's value classes are ``lxdlib.values.Value`` classes
+    "attr", "attrs", "inspect"}
 
 
 def test_verbs_on_an_instance_import_no_image_or_remote_code(host: lxdlib.Host) -> None:

@@ -141,6 +141,22 @@ def test_list_imports_no_attrs(tmp_path: Path) -> None:
     assert not mods & {"attr", "attrs", "inspect", "lxdlib.host"}
 
 
+def test_lxdlib_imports_no_attrs() -> None:
+    """No lxdlib module imports attrs (at any depth: in a function too): its value classes are
+    ``lxdlib.values.Value`` classes, since attrs with ``inspect`` cost each command 20 to 25 ms
+    of its start (``lxdlib.values``)."""
+    import ast
+    root = Path(__file__).resolve().parents[2] / "lxdlib"
+    found = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(root)}: {n}" for n in names
+                      if n.split(".")[0] in ("attr", "attrs", "dataclasses")]
+    assert found == []
+
+
 @needs_root
 def test_local_launch_imports_no_remote_code(tmp_path: Path) -> None:
     """Everything a local ``launch`` runs before creating the instance: the parser, the
