@@ -44,6 +44,7 @@ from .state import (
     load_yaml_kept,
     lock,
     parse_record,
+    read_fd,
     swap_write,
 )
 
@@ -1028,8 +1029,7 @@ def read_metadata(volume: Path, memos: Path | None = None) -> dict[str, Any]:
         return {}
     except OSError as e:
         raise LxdlibError(f"cannot read {path}: {e.strerror} (a symlink is refused)") from None
-    with os.fdopen(fd, "rb") as f:
-        raw = f.read()
+    raw = read_fd(fd)
     # the image's YAML, from elsewhere: the safe loader
     data = load_yaml(raw) if memos is None else load_yaml_kept(raw, memos)
     return data if isinstance(data, dict) else {}

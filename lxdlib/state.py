@@ -367,8 +367,20 @@ def _open_record(path: str | os.PathLike[str]) -> int:
 def read_record(path: str | os.PathLike[str]) -> Any:
     """Read a record (``parse_record``); a symlinked record is refused (it could point at any
     host file)."""
-    with os.fdopen(_open_record(path), "rb") as f:
-        return parse_record(f.read())
+    return parse_record(read_fd(_open_record(path)))
+
+
+def read_fd(fd: int) -> bytes:
+    """All of a small file open as ``fd``, which is closed: plain ``read`` calls (a buffered
+    file object adds an ``ioctl``, two ``lseek`` and an ``fstat`` to each of the several
+    small files a verb reads)."""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 #: A file changed this recently is not known by its identity and times alone: two writes within
@@ -395,11 +407,14 @@ def load_yaml_kept(raw: bytes, memos: str | os.PathLike[str]) -> Any:
         text = raw.decode()
     except UnicodeDecodeError:
         return load_yaml(raw)
+    seen = _KEPT.get(raw)  # this process parsed it already: its JSON, parsed afresh
+    if seen is not None:
+        return json.loads(seen)
     path = os.path.join(memos, f"{zlib.crc32(raw):08x}-{len(raw)}.json")
     try:
-        with os.fdopen(_open_record(path), "rb") as m:
-            kept = json.loads(m.read())
+        kept = json.loads(read_fd(_open_record(path)))
         if isinstance(kept, dict) and kept.get("source") == text and "value" in kept:
+            _keep(raw, kept["value"])
             return kept["value"]
     except (OSError, ValueError, LxdlibError):  # none yet, a symlink, cut short: parse
         pass
@@ -407,6 +422,7 @@ def load_yaml_kept(raw: bytes, memos: str | os.PathLike[str]) -> Any:
     try:
         data = encode_record({"source": text, "value": value})
         if json.loads(data)["value"] == value:  # exactly what the safe loader gave
+            _keep(raw, value)
             try:
                 atomic_write(path, data, durable=False)  # only ever a shortcut
             except FileNotFoundError:  # the directory's first memo
@@ -415,6 +431,22 @@ def load_yaml_kept(raw: bytes, memos: str | os.PathLike[str]) -> Any:
     except (TypeError, ValueError, RecursionError, OSError):  # not JSON's, or not writable
         pass
     return value
+
+
+#: ``load_yaml_kept``'s texts as this process parsed them (the value as JSON: each caller gets
+#: a value of its own): a long-lived process (a notebook, a tool) reads no memo file again.
+_KEPT: dict[bytes, bytes] = {}
+
+
+def forget_kept() -> None:
+    """Forget the texts this process parsed (the next ``load_yaml_kept`` reads the memos)."""
+    _KEPT.clear()
+
+
+def _keep(raw: bytes, value: Any) -> None:
+    if len(_KEPT) >= 256:
+        _KEPT.clear()
+    _KEPT[raw] = json.dumps(value).encode()
 
 
 class ParsedCache:

@@ -323,7 +323,29 @@ def test_importing_the_library_does_not_import_yaml() -> None:
 # -- an image's metadata.yaml, parsed once per change ------------------------------------------
 
 def _kept(path: Path, memos: Path) -> Any:
+    """As a new process reads it: from the memo files, not from this process's memory."""
+    state.forget_kept()
     return load_yaml_kept(path.read_bytes(), memos)
+
+
+def test_a_text_parsed_once_in_this_process_is_not_read_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second call finds the text in this process's memory: no memo read, no parse, and
+    a value of its own to change."""
+    meta, memos = tmp_path / "metadata.yaml", tmp_path / "memos"
+    meta.write_text("templates:\n  /etc/hostname:\n    when: [create]\n")
+    first = _kept(meta, memos)
+    for f in memos.iterdir():
+        f.unlink()
+
+    def no_parsing(*a: Any, **kw: Any) -> Any:
+        raise AssertionError("parsed again")
+    monkeypatch.setattr(state, "load_yaml", no_parsing)
+    again = load_yaml_kept(meta.read_bytes(), memos)
+    assert again == first and again is not first
+    again["templates"]["/etc/hostname"]["when"].append("copy")
+    assert load_yaml_kept(meta.read_bytes(), memos) == first
+    assert not list(memos.iterdir())  # nothing written either
 
 
 def _memo(memos: Path) -> dict[str, Any]:
