@@ -11,7 +11,6 @@ import contextlib
 import datetime as dt
 import functools
 import os
-import platform
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -1278,7 +1277,7 @@ def create(ctx: Context, name: str, image: str | None, *,
             image_cfg = {f"image.{k}": str(v) for k, v in (img.properties if img else {}).items()
                          if not any(ch in str(v) for ch in "\n\r\0")}
             rec = InstanceRecord(
-                name=name, architecture=img.architecture if img else platform.machine(),
+                name=name, architecture=img.architecture if img else os.uname().machine,
                 created_at=record.now(), pool=pool_name, profiles=prof_names,
                 config={**image_cfg, **local_cfg, **volatile}, devices=local_devs,
                 description=description, ephemeral=ephemeral)

@@ -11,7 +11,7 @@ one of those would let a value add arbitrary liblxc keys (``lxc.hook.*`` = code 
 
 from __future__ import annotations
 
-import platform
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -139,7 +139,7 @@ class RenderInput(Value, frozen=True):
         assign(self, "host_cpus", host_cpus)
         assign(self, "mem_total", mem_total)
         assign(self, "chosen_cpus", chosen_cpus)
-        assign(self, "architecture", platform.machine() if architecture is None
+        assign(self, "architecture", os.uname().machine if architecture is None
                else architecture)
         assign(self, "lxcfs", lxcfs)
         assign(self, "swap_accounting", swap_accounting)

@@ -177,3 +177,13 @@ def test_bad_input_to_create_pool_changes_nothing(tmp_path: Path) -> None:
 ])
 def test_mountinfo_unescape(raw: str, path: str) -> None:
     assert _unescape_mountinfo(raw) == path
+
+
+@pytest.mark.parametrize("raw", [bytes(16), bytes(range(16)), b"\xff" * 16,
+                                 bytes.fromhex("0123456789abcdefFEDCBA9876543210")])
+def test_uuid_text_is_what_uuid_prints(raw: bytes) -> None:
+    """The sysfs directory of a btrfs filesystem is named by its UUID as ``uuid`` prints it."""
+    import uuid
+
+    from lxdlib.storage.btrfs import uuid_text
+    assert uuid_text(raw) == str(uuid.UUID(bytes=raw))
