@@ -37,7 +37,7 @@ from .logs import get_logger
 from .profiles import ProfileStore
 from .rootdir import imports_pending
 from .state import RECENT_NS, Paths, atomic_write, lock, read_record
-from .values import FrozenError, Value, assign
+from .values import Value, assign
 
 if TYPE_CHECKING:
     # loaded where first used (``images``, ``remotes``, ``pool``, ``networks``, ``client``):
@@ -136,13 +136,14 @@ class _Caches:
         self.profiles: dict[str, tuple[tuple[int, ...], expand.ProfileData]] = {}
 
 
-class Context:
+class Context(Value, frozen=True, eq=False):
     """One root's paths, stores and shared lookups, for everything below the ``Host`` façade.
 
     Its fields never change (what it learns goes into its caches); two contexts are equal only
     when they are the same object: each holds caches of its own."""
 
-    __slots__ = ("_caches", "events", "paths", "profiles")
+    _fields = ("paths", "events", "profiles")
+    __slots__ = (*_fields, "_caches")
 
     paths: Paths
     events: Events
@@ -154,16 +155,6 @@ class Context:
         assign(self, "events", events)
         assign(self, "profiles", profiles)
         assign(self, "_caches", _Caches())
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise FrozenError(f"Context is frozen: cannot change {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenError(f"Context is frozen: cannot change {name!r}")
-
-    def __repr__(self) -> str:
-        return f"Context(paths={self.paths!r}, events={self.events!r}, " \
-            f"profiles={self.profiles!r})"
 
     @classmethod
     def open(cls, paths: Paths) -> Context:

@@ -266,12 +266,7 @@ def scan(paths: Paths) -> tuple[list[str], list[str]]:
     names: list[str] = []
     leftovers: list[str] = []
     base = os.fspath(paths.lxcpath)
-    try:
-        with os.scandir(base) as it:
-            dirs = [e.name for e in it if e.is_dir()]
-    except FileNotFoundError:
-        return [], []
-    for name in sorted(dirs):
+    for name in directories(paths):
         d = f"{base}/{name}"
         if os.path.exists(f"{d}/instance.yaml") and not os.path.lexists(f"{d}/{PENDING}"):
             names.append(name)
@@ -284,12 +279,7 @@ def names(paths: Paths) -> list[str]:
     """The instances of a root: the directories holding a record (one directory scan and one
     ``stat`` each: a listing of a thousand instances starts here)."""
     base = os.fspath(paths.lxcpath)
-    try:
-        with os.scandir(base) as it:
-            dirs = [e.name for e in it if e.is_dir()]
-    except FileNotFoundError:
-        return []
-    return sorted(d for d in dirs if os.path.exists(f"{base}/{d}/instance.yaml"))
+    return [d for d in directories(paths) if os.path.exists(f"{base}/{d}/instance.yaml")]
 
 
 def marker(paths: Paths, name: str, which: str) -> Path:

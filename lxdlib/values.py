@@ -13,7 +13,8 @@ A ``Value`` subclass declares ``_fields`` (its ``__init__``'s arguments, in orde
 ``__slots__`` (the fields, and any it computes), the annotations of its fields and a typed
 ``__init__`` (a frozen one sets its fields with ``assign``; a default that must be a fresh
 list or dict is ``None`` in the signature, made in the body). ``Value`` gives what attrs gave:
-equality and ``repr`` over the fields, a hash and immutability when ``frozen=True``,
+equality and ``repr`` over the fields, a hash and immutability when ``frozen=True``, equality
+and hash by identity with ``eq=False`` (an object that holds caches of its own),
 ``evolve`` (a copy with some fields changed, made through ``__init__`` as ``attrs.evolve``
 does) and pickling.
 """
@@ -42,13 +43,18 @@ class Value:
     __slots__ = ()
     _fields: tuple[str, ...] = ()
 
-    def __init_subclass__(cls, *, frozen: bool = False, **kwargs: Any) -> None:
+    def __init_subclass__(cls, *, frozen: bool = False, eq: bool = True,
+                          **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "_fields" not in cls.__dict__:  # else equal would compare nothing
             raise TypeError(f"{cls.__qualname__} names no _fields")
         if frozen:
             cls.__setattr__ = _refuse  # type: ignore[method-assign,assignment]
             cls.__delattr__ = _refuse  # type: ignore[method-assign,assignment]
+        if not eq:  # equal only to itself, hashed by identity (as attrs' eq=False)
+            cls.__eq__ = object.__eq__  # type: ignore[method-assign,assignment]
+            cls.__hash__ = object.__hash__  # type: ignore[method-assign,assignment]
+        elif frozen:
             cls.__hash__ = Value._hash  # type: ignore[method-assign,assignment]
         else:  # mutable: equal values may stop being equal, so no hash (as attrs.define)
             cls.__hash__ = None  # type: ignore[assignment]

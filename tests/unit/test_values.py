@@ -84,3 +84,15 @@ def test_a_value_must_name_its_fields() -> None:
     with pytest.raises(TypeError, match="names no _fields"):
         class Nameless(values.Value):
             __slots__ = ("a",)
+
+
+def test_a_context_is_frozen_and_equal_only_to_itself(tmp_path: Path) -> None:
+    """``eq=False``: two contexts of one root are two sets of caches, never equal; each is
+    hashable by identity and as frozen as any value."""
+    from lxdlib.context import Context
+    paths = Paths(tmp_path)
+    a, b = Context.open(paths), Context.open(paths)
+    assert a == a and a != b and len({a, b, a}) == 2 and hash(a) == object.__hash__(a)
+    with pytest.raises(values.FrozenError):
+        a.paths = Paths(tmp_path / "x")  # type: ignore[misc]
+    assert repr(a).startswith(f"Context(paths={paths!r}, events=")
