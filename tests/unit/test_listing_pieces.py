@@ -306,10 +306,71 @@ def test_attribute_walk_takes_only_what_is_asked() -> None:
         5: struct.pack("=I", 3)}  # a truncated attribute at the end is ignored
 
 
+def _datagram(*messages: tuple[int, bytes]) -> bytes:
+    out = b""
+    for kind, body in messages:
+        out += struct.pack("=IHHII", 16 + len(body), kind, 2, 1, 0) + body
+        out += b"\0" * (-len(out) % 4)
+    return out
+
+
+ODD_SCOPES = [_addr(3, socket.AF_INET, "10.5.0.1", 16, 255),  # "nowhere"
+              _addr(3, socket.AF_INET, "10.6.0.1", 16, 100),  # a number ip has no name for
+              (20, bytes([17]) + _addr(3, socket.AF_INET, "10.7.0.1", 16, 0)[1][1:])]
+# the last: a family that is not IP, skipped
+
+
+@pytest.mark.parametrize("datagrams", [
+    [ADDRS + ODD_SCOPES + [(3, b"\0" * 4)]],  # everything, then NLMSG_DONE, in one datagram
+    [ADDRS[:2], [(2, struct.pack("=i", 0))], ADDRS[2:] + ODD_SCOPES, [(3, b"\0" * 4)]],
+    [[(18, b"")], ADDRS + ODD_SCOPES, [(3, b"\0" * 4)]],  # not an address: skipped
+], ids=["one datagram", "an ack between", "another message"])
+def test_the_address_dump_read_as_it_arrives_is_what_the_messages_say(
+        datagrams: list[list[tuple[int, bytes]]]) -> None:
+    """The listing's reader parses the dump in place; it must give what the general parser
+    gives for the same messages, whatever the kernel puts in each datagram."""
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with ours, kernel:
+        for messages in datagrams:
+            kernel.send(_datagram(*messages))
+        got = netstate._dump_addresses(ours)
+        assert len(kernel.recv(4096)) == 24  # the request: a header and an ifaddrmsg
+    assert got == netstate._addresses(ADDRS + ODD_SCOPES)
+    assert [a["scope"] for a in got[3]] == ["nowhere", "100"]
+    assert got[1][0] == {"family": "inet", "address": "127.0.0.1", "netmask": "8",
+                         "scope": "local"}
+
+
+def test_an_error_in_the_address_dump_is_raised() -> None:
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with ours, kernel:
+        kernel.send(_datagram(ADDRS[0], (2, struct.pack("=i", -13))))
+        with pytest.raises(OSError) as e:
+            netstate._dump_addresses(ours)
+    assert e.value.errno == 13
+
+
+def _refusing_pidfds(setns: Any) -> Any:
+    """A setns as a kernel before 5.8 has it: a pidfd is refused with EINVAL."""
+    def call(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]":
+            raise OSError(22, "Invalid argument")
+        setns(fd)
+    return call
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="entering a namespace needs root")
-def test_reading_in_process_agrees_with_ip_in_the_namespace() -> None:
+@pytest.mark.parametrize("how", ["pidfd", "no pidfd_open", "setns refuses pidfds"])
+def test_reading_in_process_agrees_with_ip_in_the_namespace(
+        how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Read in-process or by ``ip`` in the namespace: the same dict; the addresses alone are
-    the same addresses."""
+    the same addresses. The namespace is entered by pidfd, or by its /proc path where pidfds
+    are unknown or refused."""
+    if how == "no pidfd_open":
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    elif how == "setns refuses pidfds":
+        real = netstate._setns_function
+        monkeypatch.setattr(netstate, "_setns_function", lambda: _refusing_pidfds(real()))
     script = ("ip link set lo up; ip addr add 10.77.0.1/24 dev lo; "
               "ip addr add fd77::1/64 dev lo; exec sleep 30")
     procs = [subprocess.Popen(["unshare", "--net", "sh", "-c", script]) for _ in range(3)]
