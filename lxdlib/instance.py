@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import criu, idmap, journal, record, render, runtime
+from . import criu, idmap, journal, livestate, record, render, runtime
 from .config import devices as devcfg
 from .config import expand, limits, names, schema
 from .config.units import parse_size
@@ -107,7 +107,8 @@ class InstanceCore:
 
     def usage(self, handle: runtime.Container | None = None) -> dict[str, Any]:
         """Memory, CPU time and process count from the instance's cgroup (running only)."""
-        return cgroup_usage(handle or self._c())
+        c = handle or self._c()
+        return cgroup_usage(c, c.init_pid)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -871,12 +872,12 @@ class InstanceCore:
         if error is not None:
             out["error"] = error
         elif st in ("RUNNING", "FROZEN"):
-            out["pid"] = c.init_pid
-            out["resources"] = cgroup_usage(c)
-            out["network"] = self.network_state(c)
+            pid = out["pid"] = c.init_pid  # asked once: each ask is a round trip to the monitor
+            out["resources"] = cgroup_usage(c, pid)
+            out["network"] = _interfaces(c, pid)
         with contextlib.suppress(LxdlibError):
             out["disk"] = {"root": {"usage": self._pool(rec).volume_usage("containers", rec.name)}}
-        mapping = self.host_root_mapping(rec, c.init_pid if "pid" in out else None)
+        mapping = self.host_root_mapping(rec, out.get("pid"))
         out["maps_host_root"] = bool(mapping)
         out["host_root_mapping"] = mapping
         return out
@@ -934,15 +935,10 @@ class InstanceCore:
         """Per-interface addresses and byte counters, read in the instance's network namespace:
         in-process over netlink (an ``ip`` run in the namespace cost more than the rest of
         ``info``), through ``ip`` where this process cannot enter the namespace."""
-        from .network.netstate import interfaces_many, interfaces_of
         c = c or self._c()
         if c.state not in ("RUNNING", "FROZEN"):
             return {}
-        pid = c.init_pid
-        if pid <= 0:
-            return {}
-        state = interfaces_many([pid]).get(pid)
-        return state if state is not None else interfaces_of(c)
+        return _interfaces(c, c.init_pid)
 
     def addresses(self, family: str = "inet") -> list[str]:
         """The instance's routable addresses of ``family`` (``inet``/``inet6``), as ``lxc list``
@@ -963,6 +959,15 @@ class InstanceCore:
         return self.wait_for(lambda: self.exec(["true"]).returncode == 0, timeout)
 
 
+def _interfaces(c: runtime.Container, pid: int) -> dict[str, Any]:
+    """``network_state`` of a running container whose init is ``pid``."""
+    if pid <= 0:
+        return {}
+    from .network.netstate import interfaces_many, interfaces_of
+    state = interfaces_many([pid]).get(pid)
+    return state if state is not None else interfaces_of(c)
+
+
 def get_instance(ctx: Context, name: str) -> InstanceCore:
     """The instance ``name`` of the context's root; ``NotFound`` if there is none."""
     if not record.exists(ctx.paths, name):
@@ -974,12 +979,23 @@ def truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes", "on")
 
 
-def cgroup_usage(c: runtime.Container) -> dict[str, Any]:
+def cgroup_usage(c: runtime.Container, pid: int = -1) -> dict[str, Any]:
     """Memory (``memory_usage``, its peak ``memory_usage_peak``, ``swap_usage``,
     ``swap_usage_peak``), CPU time (``cpu_usage_ns``) and ``processes`` from the cgroup, each
-    ``None`` where the kernel does not keep it (a v2 peak needs ``memory.peak``, Linux 5.19)."""
+    ``None`` where the kernel does not keep it (a v2 peak needs ``memory.peak``, Linux 5.19).
+    With the init's ``pid``, the files are read where ``/proc/<pid>/cgroup`` shows them
+    (``livestate.counters_of``); liblxc is asked for the rest (one round trip to the monitor
+    each)."""
     ver = runtime.cgroup_version()
+    dirs = livestate.counters_of(pid, c.name) if pid > 0 else {}
+
     def read(key: str) -> str | None:
+        where = dirs.get("" if ver == 2 else key.partition(".")[0])
+        if where is not None:
+            try:
+                return livestate.read_counter(where, key)
+            except OSError:
+                pass  # gone meanwhile, or refused: liblxc says what it can
         return runtime.cgroup_get(c, key)
 
     def number(key: str) -> int | None:

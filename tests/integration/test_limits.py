@@ -153,3 +153,37 @@ def test_raw_lxc_refused_keys(host: lxdlib.Host) -> None:
             host.create("busybox", "c1", config={"raw.lxc": raw})
     c = host.launch("busybox", "c1", config={"raw.lxc": "lxc.environment = FROM_RAW=yes\n"})
     assert b"FROM_RAW=yes" in c.exec(["cat", "/proc/1/environ"]).stdout
+
+
+def test_usage_is_read_from_the_cgroup_files_liblxc_reads(
+        host: lxdlib.Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``info`` and ``usage()`` read the counters from the payload cgroup's files that
+    ``/proc/<init>/cgroup`` shows: the figures liblxc gives (asking the monitor per file)."""
+    from lxdlib.instance import cgroup_usage
+    c = host.launch("busybox", "c1")
+    two_sleeps = "for i in 1 2; do setsid sleep 60 </dev/null >/dev/null 2>&1 & done"
+    c.exec(["sh", "-c", two_sleeps]).check()
+    handle = c.handle()
+    pid = handle.init_pid
+    by_liblxc = cgroup_usage(handle)
+    asked: list[str] = []
+    real_get = runtime.cgroup_get
+
+    def counted(h: runtime.Container, key: str) -> str | None:
+        asked.append(key)
+        return real_get(h, key)
+    monkeypatch.setattr(runtime, "cgroup_get", counted)
+    by_files = cgroup_usage(handle, pid)
+    assert asked == []  # every counter came from a file (or is not kept by this kernel)
+    assert by_files["processes"] == by_liblxc["processes"] == 3
+    assert set(by_files) == set(by_liblxc)
+    for key in ("memory_usage", "memory_usage_peak", "cpu_usage_ns"):
+        assert (by_files[key] is None) == (by_liblxc[key] is None), key
+    assert by_files["memory_usage"] > 0 and by_files["cpu_usage_ns"] > 0
+    # the instance's API and info agree, with no liblxc round trip for the counters
+    assert c.usage()["processes"] == 3 and c.info()["resources"]["processes"] == 3
+    assert asked == []
+    # a pid that is not this container's init: no file is trusted, liblxc answers
+    assert cgroup_usage(handle, os.getpid())["processes"] == 3
+    assert asked
+    c.exec(["sh", "-c", "pkill sleep; true"])

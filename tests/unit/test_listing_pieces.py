@@ -46,6 +46,44 @@ PURE_V2 = """\
 COMBINED_V1 = "30 23 0:27 / /cg/cpu,freezer rw - cgroup cgroup rw,cpu,freezer\n"
 
 
+def test_parse_hierarchies_names_every_controller() -> None:
+    assert livestate.parse_hierarchies(HYBRID + COMBINED_V1) == {
+        "cpu": "/sys/fs/cgroup/cpu", "freezer": "/sys/fs/cgroup/freezer",
+        "name=systemd": "/sys/fs/cgroup/systemd", "": "/sys/fs/cgroup/unified"}
+    assert livestate.parse_hierarchies(PURE_V2) == {"": "/sys/fs/cgroup"}
+    assert livestate.parse_hierarchies("garbage\n1 2 3 - cgroup\n") == {}
+
+
+MOUNTS = {"memory": "/cg/memory", "pids": "/cg/pids", "cpuacct": "/cg/cpuacct",
+          "": "/cg/unified/"}
+
+
+@pytest.mark.parametrize(("text", "name", "expected"), [
+    ("4:memory:/lxc.payload.c1\n2:cpuacct:/lxc.payload.c1\n0::/lxc.payload.c1\n", "c1",
+     {"memory": "/cg/memory/lxc.payload.c1", "cpuacct": "/cg/cpuacct/lxc.payload.c1",
+      "": "/cg/unified/lxc.payload.c1"}),
+    # under the monitor's own cgroup; the init moved itself into a child (systemd)
+    ("4:memory:/user.slice/lxc.payload.c1/init.scope\n", "c1",
+     {"memory": "/cg/memory/user.slice/lxc.payload.c1"}),
+    # the name liblxc takes when lxc.payload.<name> is in use; a deeper payload name is the
+    # container's own doing: the first one counts
+    ("8:pids:/lxc.payload.web-2/lxc.payload.db\n", "web", {"pids": "/cg/pids/lxc.payload.web-2"}),
+    ("8:pids:/lxc.payload.web-x\n", "web", {}),
+    ("8:pids:/lxc.payload.other\n", "web", {}),  # not this container's payload
+    ("8:pids:/user.slice\n", "web", {}),  # no payload at all
+    ("5:devices:/lxc.payload.c1\n", "c1", {}),  # a hierarchy not asked for
+    # a cgroup named with a newline (its root may name its own as it likes) makes up a line:
+    # a hierarchy shown twice is not trusted
+    ("4:memory:/lxc.payload.c1/x\n2:cpuacct:/lxc.payload.c1-7\n2:cpuacct:/lxc.payload.c1\n"
+     "8:pids:/lxc.payload.c1\n", "c1",
+     {"memory": "/cg/memory/lxc.payload.c1", "pids": "/cg/pids/lxc.payload.c1"}),
+    ("", "c1", {}),
+    ("garbage\n::\n", "c1", {}),
+])
+def test_payload_dirs(text: str, name: str, expected: dict[str, str]) -> None:
+    assert livestate.payload_dirs(text, name, MOUNTS) == expected
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     (HYBRID, {"freezer": Path("/sys/fs/cgroup/freezer"), "": Path("/sys/fs/cgroup/unified")}),
     (PURE_V2, {"": Path("/sys/fs/cgroup")}),
