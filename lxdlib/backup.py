@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -67,6 +66,7 @@ from .instance import (
     truthy,
 )
 from .logs import get_logger
+from .patterns import Pattern
 from .record import InstanceRecord, SnapshotRecord
 from .state import dump_yaml, load_yaml, lock
 from .storage.base import close_volume_dir
@@ -86,7 +86,7 @@ _ZERO_TIME = "0001-01-01T00:00:00Z"
 # tar keeps owners, modes (setuid too), file capabilities; it cannot make device nodes.
 TAR_CAPS = "-all,+chown,+dac_override,+dac_read_search,+fowner,+fsetid,+setfcap"
 _SPACE_ERRORS = ("No space left on device", "Disk quota exceeded", "Wrote only")
-_SED_SPECIAL = re.compile(r"([\\.\[\]*^$])")
+_SED_SPECIAL = Pattern(r"([\\.\[\]*^$])")
 
 
 # -- export ----------------------------------------------------------------------------------------
@@ -656,7 +656,7 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
     return inst
 
 
-_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+_MAC = Pattern(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 
 
 def _identity_key(key: str) -> bool:

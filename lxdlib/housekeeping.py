@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import re
 from typing import TYPE_CHECKING
 
 from . import journal, record
@@ -23,6 +22,7 @@ from .config.units import is_true
 from .errors import Busy, CorruptRecord, LxdlibError, NotFound
 from .instance import recover_leftover
 from .instances import Instance
+from .patterns import Pattern
 from .snapshots import create_locked, delete_locked, expired
 from .state import Paths, lock, read_record, remove_stale_tmp, write_record
 from .values import Value
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .host import Host
 
 LAST_RUN = "housekeeping.yaml"
-_REFRESH_VOLUME = re.compile(r"refresh-(\d+)-.+")
+_REFRESH_VOLUME = Pattern(r"refresh-(\d+)-.+")
 
 
 class Report(Value):

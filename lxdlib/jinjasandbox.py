@@ -46,7 +46,6 @@ bounded, and the output is capped at ``MAX_OUTPUT`` characters. Loops are not bo
 
 from __future__ import annotations
 
-import re
 import traceback
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -58,6 +57,7 @@ from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
+from .patterns import Pattern
 
 MAX_OUTPUT = 64 * 1024 * 1024
 """Characters one template may produce; a bigger file is refused as an error."""
@@ -67,10 +67,10 @@ _FILENAME = "<image template {}>"  # the filename compiled code carries, to find
 # ---------------------------------------------------------------------------------------------
 # pongo2 syntax → Jinja2 syntax
 
-_OPENERS = re.compile(r"\{\{|\{%|\{#")
+_OPENERS = Pattern(r"\{\{|\{%|\{#")
 _CLOSERS = {"{{": "}}", "{%": "%}", "{#": "#}"}
-_FILTER_COLON = re.compile(r"\|\s*([A-Za-z_]\w*)\s*:\s*")
-_ARG = re.compile(r"-?\d+(?:\.\d+)?|[A-Za-z_][\w.]*")
+_FILTER_COLON = Pattern(r"\|\s*([A-Za-z_]\w*)\s*:\s*")
+_ARG = Pattern(r"-?\d+(?:\.\d+)?|[A-Za-z_][\w.]*")
 
 
 def _string_end(s: str, start: int) -> int:

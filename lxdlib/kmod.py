@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -18,10 +17,11 @@ from pathlib import Path
 
 from .errors import InvalidConfig, ToolMissing
 from .logs import get_logger
+from .patterns import Pattern
 
 log = get_logger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_NAME = Pattern(r"^[A-Za-z0-9_-]+$")
 
 
 def _norm(name: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import select
 import shlex
 import subprocess
@@ -31,6 +30,7 @@ from .errors import ExecError as ExecError  # still importable from here
 from .errors import ExecTimeout, InvalidConfig, LXCError, WrongState
 from .execresult import ExecResult as ExecResult  # still importable from here
 from .logs import DEBUG, get_logger
+from .patterns import Pattern
 
 LOG_NAME = "lxc.log"
 
@@ -767,7 +767,7 @@ _LOADED_MAX = 512
 _NAME_KEYS = frozenset({"lxc.uts.name", "lxc.rootfs.path", "lxc.console.logfile",
                         "lxc.seccomp.profile"})
 #: A MAC as lxdlib writes one (liblxc keeps it as given too; ``x`` digits it would fill in).
-_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
+_MAC = Pattern(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
 #: Room left under liblxc's path limit (PATH_MAX) for any instance name (at most 63 characters).
 _PATH_ROOM = 4096 - 128
 

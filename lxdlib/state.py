@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Busy, DiskFull, LxdlibError
+from .patterns import Pattern
 from .rootdir import root_path
 from .values import Value, assign
 
@@ -281,7 +282,7 @@ class RecordSyntaxError(ValueError):
 #: YAML reads too. They occur only inside strings (JSON's own syntax is ASCII). Characters
 #: beyond U+FFFF stay as they are: escaped they would be surrogate pairs, which YAML readers
 #: take for two lone surrogates.
-_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+_YAML_UNSAFE = Pattern("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
 
 
 def _escape(m: re.Match[str]) -> str:

@@ -24,7 +24,6 @@ import builtins
 import contextlib
 import datetime as dt
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +41,7 @@ from .errors import (
     WrongState,
 )
 from .model import Collection, Model
+from .patterns import Pattern
 from .state import lock, read_record, remove_stale_tmp, write_record
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from .record import InstanceRecord
     from .storage.base import PoolDriver
 
-_NAME = re.compile(r"[a-zA-Z0-9_][-a-zA-Z0-9_.:]{0,62}")
+_NAME = Pattern(r"[a-zA-Z0-9_][-a-zA-Z0-9_.:]{0,62}")
 _KEYS = ("size",)
 IDMAP_LAST = "volatile.idmap.last"
 

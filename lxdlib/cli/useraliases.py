@@ -13,11 +13,11 @@ file is read (with PyYAML) only when it exists.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 
 from ..errors import TYPE_CHECKING, InvalidArgument
+from ..patterns import Pattern
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 #: Aliases every user has unless they define their own of the same name (as ``lxc``'s).
 DEFAULT_ALIASES = {"shell": "exec @ARGS@ -- su -l"}
 
-_NUMBERED = re.compile(r"@ARG(\d+)@")
+_NUMBERED = Pattern(r"@ARG(\d+)@")
 
 
 def config_file() -> str:

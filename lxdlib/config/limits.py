@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..errors import InvalidArgument, InvalidConfig
+from ..patterns import Pattern
 from .units import is_false, parse_size
 
 MAX_CPUS = 8192  # the kernel's NR_CPUS ceiling; anything above is a typo, not a CPU
@@ -30,7 +31,7 @@ PRLIMIT_RESOURCES = frozenset({
 })
 RLIM_MAX = 2**64 - 2  # RLIM_INFINITY is 2**64-1 and is spelled "unlimited"
 
-_CPUSET_RE = re.compile(r"^(?:[0-9]+(?:[,-][0-9]+)?)(?:,[0-9]+(?:[,-][0-9]+)*)?$")
+_CPUSET_RE = Pattern(r"^(?:[0-9]+(?:[,-][0-9]+)?)(?:,[0-9]+(?:[,-][0-9]+)*)?$")
 
 # ------------------------------------------------------------------------------------------------
 # CPU sets

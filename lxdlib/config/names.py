@@ -9,14 +9,14 @@ no ``/``, no control characters, a length cap. Every failure raises
 
 from __future__ import annotations
 
-import re
 import unicodedata
 
 from ..errors import InvalidName
+from ..patterns import Pattern
 
 SNAPSHOT_DELIMITER = "/"
 
-_HOSTNAME_CHARS = re.compile(r"[-a-zA-Z0-9]+")
+_HOSTNAME_CHARS = Pattern(r"[-a-zA-Z0-9]+")
 SNAPSHOT_NAME_MAX = 255
 PROFILE_NAME_MAX = 63
 ALIAS_NAME_MAX = 255

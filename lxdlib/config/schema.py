@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import InvalidArgument, InvalidConfig
+from ..patterns import Pattern
 from ..values import Value, assign
 from . import limits as _limits
 from .snapshots import validate_pattern, validate_schedule
@@ -39,8 +40,8 @@ def _fail(reason: str) -> InvalidArgument:
     return InvalidArgument(reason)
 
 
-_GO_INT = re.compile(r"[+-]?[0-9]+")
-_GO_UINT = re.compile(r"[0-9]+")
+_GO_INT = Pattern(r"[+-]?[0-9]+")
+_GO_UINT = Pattern(r"[0-9]+")
 
 
 def is_any(value: str) -> None:
@@ -192,7 +193,7 @@ def is_user_ssh_key(value: str) -> None:
         raise _fail("User part must not be empty")
 
 
-_MODULE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_MODULE_NAME = Pattern(r"[A-Za-z0-9_-]+")
 
 
 def is_kernel_modules(value: str) -> None:
@@ -362,7 +363,7 @@ LXC_NET_SUBKEYS = frozenset({
     "script.up", "type", "vlan.id", "veth.mode", "veth.n_rxqueues", "veth.n_txqueues",
     "veth.pair", "veth.ipv4.route", "veth.ipv6.route", "veth.vlan.id", "veth.vlan.tagged.id",
 })
-_LXC_NET = re.compile(r"lxc\.net\.([0-9]+)(?:\.(.+))?")
+_LXC_NET = Pattern(r"lxc\.net\.([0-9]+)(?:\.(.+))?")
 
 
 def is_lxc_key(key: str) -> bool:
@@ -678,8 +679,8 @@ def _printable_name(s: str) -> bool:
                            for ch in s)
 
 
-_SYSCTL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*")
-_ENV_FORBIDDEN = re.compile(r"[=\s]")
+_SYSCTL_NAME = Pattern(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*")
+_ENV_FORBIDDEN = Pattern(r"[=\s]")
 
 
 def _check_key_text(key: str) -> None:
@@ -806,7 +807,7 @@ SERVER_DEFAULTS: dict[str, str] = {
 COMPRESSION_ALGORITHMS = ("bzip2", "gzip", "lzma", "pigz", "pzstd", "squashfs", "xz", "zstd")
 ARCHITECTURES = ("i686", "x86_64", "armv6l", "armv7l", "armv8l", "aarch64", "ppc", "ppc64",
                  "ppc64le", "s390x", "mips", "mips64", "riscv32", "riscv64", "loongarch64")
-_COMPRESSION_ARG = re.compile(r"-(?:[0-9]+|T[0-9]+|-fast|-best)")
+_COMPRESSION_ARG = Pattern(r"-(?:[0-9]+|T[0-9]+|-fast|-best)")
 
 
 def is_compression_algorithm(value: str) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from ..errors import InvalidConfig, InvalidName
+from ..patterns import Pattern
 from ..values import Value, assign
 from .names import validate_snapshot_name
 
@@ -194,8 +195,8 @@ def go_time_format(t: datetime, layout: str) -> str:
 # ------------------------------------------------------------------------------------------------
 # Pattern rendering and the next name
 
-_TEMPLATE_EXPR = re.compile(r"\{\{(.*?)\}\}", re.S)
-_DATE_FILTER = re.compile(
+_TEMPLATE_EXPR = Pattern(r"\{\{(.*?)\}\}", re.S)
+_DATE_FILTER = Pattern(
     r"""\s*creation_date\s*\|\s*date\s*:\s*(?:"([^"]*)"|'([^']*)')\s*""", re.S
 )
 
@@ -224,7 +225,7 @@ def render_pattern(pattern: str, now: datetime) -> str:
     return rendered
 
 
-_GO_INT = re.compile(r"[+-]?[0-9]+")
+_GO_INT = Pattern(r"[+-]?[0-9]+")
 
 
 def _scan_index(name: str, pattern: str) -> int | None:

@@ -8,10 +8,10 @@ Every failure raises :class:`~lxdlib.errors.InvalidArgument`.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 
 from ..errors import InvalidArgument
+from ..patterns import Pattern
 from ..values import Value, assign
 
 INT64_MAX = 2**63 - 1
@@ -183,7 +183,7 @@ class ExpiryDelta(Value, frozen=True):
         return not any(self._values())
 
 
-_EXPIRY_FIELD = re.compile(r"(\d+)([SMHdwmy])")
+_EXPIRY_FIELD = Pattern(r"(\d+)([SMHdwmy])")
 _EXPIRY_NAMES = {
     "S": "seconds",
     "M": "minutes",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import ssl
 import tempfile
 import urllib.error
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AlreadyExists, ImageError, InvalidArgument
 from ..logs import get_logger
+from ..patterns import Pattern
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = Pattern(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from ..errors import ImageError, InvalidArgument, ToolMissing
 from ..logs import get_logger
+from ..patterns import Pattern
 from . import compression as comp
 
 __all__ = ["COMPRESSIONS", "DEFAULT_INCLUDE", "build_debian_image"]
@@ -39,7 +39,7 @@ DEFAULT_INCLUDE = ("systemd-sysv", "udev", "iproute2")
 
 #: A Debian package name (policy 5.6.1), optionally with an architecture qualifier: nothing that
 #: debootstrap could read as an option, a list separator or a second line.
-_PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?")
+_PACKAGE_RE = Pattern(r"[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?")
 
 #: ``progress(step)``: coarse, human-readable build steps.
 Progress = Callable[[str], None]

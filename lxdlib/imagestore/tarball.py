@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -41,6 +40,7 @@ from ..errors import (
     UnsafeMemberName,
 )
 from ..logs import get_logger
+from ..patterns import Pattern
 from ..values import Value, assign
 from . import compression
 
@@ -447,7 +447,7 @@ def unpack(image: str | os.PathLike[str], dest: str | os.PathLike[str], *,
 
 
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX64 = Pattern(r"[0-9a-f]{64}")
 
 
 def is_fingerprint(value: str) -> bool:

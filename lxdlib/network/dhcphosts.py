@@ -28,13 +28,13 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .. import state
 from ..logs import get_logger
+from ..patterns import Pattern
 from ..values import Value, assign
 from . import dnsmasq
 
@@ -47,7 +47,7 @@ HEADER = "# lxdlib static DHCP hosts of one owner: each '#{...}' line is the ent
 # An owner that is a plain name (an instance name) names its file as it is, which keeps the
 # directory readable; anything else is hashed. Plain names never start with '_', hashed ones
 # always do, so the two never meet; none starts with '.', which dnsmasq would skip.
-_PLAIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+_PLAIN_RE = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 
 
 class StaticHost(Value, frozen=True):

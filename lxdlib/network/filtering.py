@@ -21,12 +21,12 @@ address list blocks that family entirely (the network serves no addresses of it)
 from __future__ import annotations
 
 import ipaddress
-import re
 import shutil
 import subprocess
 
 from ..errors import NetworkError
 from ..logs import get_logger
+from ..patterns import Pattern
 from ..values import Value, assign
 from . import nat
 
@@ -34,7 +34,7 @@ log = get_logger(__name__)
 
 FAMILY = "bridge"
 PRIORITY = -200
-_PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_PLAIN = Pattern(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 def table_name(bridge: str) -> str:

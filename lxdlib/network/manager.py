@@ -22,7 +22,6 @@ import ipaddress
 import json
 import os
 import random
-import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -40,6 +39,7 @@ from ..errors import (
     ToolMissing,
 )
 from ..logs import get_logger
+from ..patterns import Pattern
 from ..values import Value, assign
 from . import bridge, dhcphosts, dnsmasq, nat
 
@@ -49,10 +49,10 @@ log = get_logger("lxdlib.network")
 IPv4Range = tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]
 
 # -- pure: names and config --------------------------------------------------------------------
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
-_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
-_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_EXPIRY_RE = re.compile(r"(\d+)([smhdw]?)")
+_NAME_RE = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+_MAC_RE = Pattern(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+_LABEL_RE = Pattern(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_EXPIRY_RE = Pattern(r"(\d+)([smhdw]?)")
 _EXPIRY_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 TRUE_WORDS = frozenset({"true", "yes", "1", "on"})

@@ -16,7 +16,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import stat
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import btrfsutil
 from ..config.units import parse_size
 from ..errors import AlreadyExists, InvalidArgument, InvalidConfig, StorageError
 from ..logs import get_logger
+from ..patterns import Pattern
 from ..state import lock
 from .base import VOLUME_MODE, PoolUsage, close_volume_dir
 from .dir import SNAPSHOTS, DirPool, check_keys
@@ -52,7 +52,7 @@ SUBVOLUME_ROOT_INO = 256
 #: filesystem's UUID at offset 16), which names the filesystem's directory in sysfs.
 _IOC_FS_INFO = 0x8400941F
 _SYSFS = Path("/sys/fs/btrfs")
-_MOUNT_OPTION = re.compile(r"[A-Za-z0-9_.=:/+-]+")
+_MOUNT_OPTION = Pattern(r"[A-Za-z0-9_.=:/+-]+")
 
 
 def sysfs_dir(path: Path) -> Path | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -41,6 +40,7 @@ from ..errors import (
     WrongState,
 )
 from ..logs import get_logger
+from ..patterns import Pattern
 from ..state import Paths, lock
 from .base import PoolDriver, PoolUsage, close_volume_dir
 from .dir import BASE_MODE, LAYOUT_MODES, SNAPSHOTS, VOLUME_KINDS, check_keys, check_volume_name
@@ -62,8 +62,8 @@ MIN_SIZE = 64 * 1024 * 1024  # ZFS refuses smaller vdevs
 SNAP_PREFIX = "snapshot-"
 DELETED_PROP = "lxdlib:deleted"
 DAEMON = "zfs-fuse"
-_ZPOOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*")
-_DATASET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*")
+_ZPOOL_NAME = Pattern(r"[A-Za-z][A-Za-z0-9_.:-]*")
+_DATASET_NAME = Pattern(r"[A-Za-z][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*")
 _RESERVED_ZPOOLS = ("mirror", "raidz", "spare", "log", "cache")
 #: zfs/zpool subcommands that change something (the rest only read): each one run is logged.
 _CHANGES = frozenset({"create", "destroy", "snapshot", "clone", "rename", "set", "inherit",
