@@ -310,7 +310,10 @@ def _dump_addresses(sock: socket.socket) -> dict[int, list[dict[str, str]]]:
                 name = _FAMILIES.get(family)
                 raw = None
                 at, stop = off + fsize, off + length
-                while name is not None and at + 4 <= stop:  # ip's "local": IFA_LOCAL, else ADDRESS
+                # ip's "local": IFA_LOCAL, else IFA_ADDRESS. The kernel puts them first, side by
+                # side (IPv4: ADDRESS then LOCAL; IPv6: LOCAL then the peer's ADDRESS, or
+                # ADDRESS alone): the walk ends at the first other attribute after them
+                while name is not None and at + 4 <= stop:
                     alen, akind = rtattr(data, at)
                     if alen < 4:
                         break
@@ -320,6 +323,8 @@ def _dump_addresses(sock: socket.socket) -> dict[int, list[dict[str, str]]]:
                         break
                     if akind == _IFA_ADDRESS:
                         raw = data[at + 4:at + alen]
+                    elif raw is not None:
+                        break
                     at += (alen + 3) & ~3
                 if name is not None and raw is not None:
                     out.setdefault(index, []).append({

@@ -354,8 +354,13 @@ def _datagram(*messages: tuple[int, bytes]) -> bytes:
 
 ODD_SCOPES = [_addr(3, socket.AF_INET, "10.5.0.1", 16, 255),  # "nowhere"
               _addr(3, socket.AF_INET, "10.6.0.1", 16, 100),  # a number ip has no name for
-              (20, bytes([17]) + _addr(3, socket.AF_INET, "10.7.0.1", 16, 0)[1][1:])]
-# the last: a family that is not IP, skipped
+              (20, bytes([17]) + _addr(3, socket.AF_INET, "10.7.0.1", 16, 0)[1][1:]),
+              # what the kernel puts after the addresses: a label, flags, cache info
+              (20, _addr(4, socket.AF_INET, "10.8.0.1", 16, 0)[1] + _rta(3, b"eth3\0")
+               + _rta(8, struct.pack("=I", 0x80)) + _rta(6, b"\0" * 16)),
+              (20, _addr(4, socket.AF_INET6, "fd08::1", 64, 0, local=False)[1]
+               + _rta(8, struct.pack("=I", 0x80)) + _rta(6, b"\0" * 16))]
+# the third: a family that is not IP, skipped
 
 
 @pytest.mark.parametrize("datagrams", [
@@ -375,6 +380,7 @@ def test_the_address_dump_read_as_it_arrives_is_what_the_messages_say(
         assert len(kernel.recv(4096)) == 24  # the request: a header and an ifaddrmsg
     assert got == netstate._addresses(ADDRS + ODD_SCOPES)
     assert [a["scope"] for a in got[3]] == ["nowhere", "100"]
+    assert [a["address"] for a in got[4]] == ["10.8.0.1", "fd08::1"]
     assert got[1][0] == {"family": "inet", "address": "127.0.0.1", "netmask": "8",
                          "scope": "local"}
 
