@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,7 @@ from .instance import (
 from .instance import recover_leftover as _recover_dir
 from .record import InstanceRecord, SnapshotRecord
 from .recovery import pool_or_none, record_or_none
-from .state import lock
+from .state import lock, remove_tree
 
 if TYPE_CHECKING:
     from .context import Context
@@ -198,7 +197,7 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
                                  shift=shift, running=lambda: src_inst.state != "STOPPED",
                                  freeze=lambda: frozen_for_copy(ctx, src_name))
             volume = dst_pool.volume_path("containers", target)
-            shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
+            remove_tree(volume / journal.STATE_DIR)
             if size is not None:
                 dst_pool.set_quota("containers", target, size)
             # the copy's metadata is its source's text, parsed when its source was made
@@ -285,7 +284,7 @@ def finish_refresh(ctx: Context, name: str, op: Mapping[str, Any]) -> None:
     if pool.volume_exists("containers", tmp):
         pool.delete_instance_volume(name)
         pool.rename_instance_volume(tmp, name)
-    shutil.rmtree(pool.volume_path("containers", name) / journal.STATE_DIR, ignore_errors=True)
+    remove_tree(pool.volume_path("containers", name) / journal.STATE_DIR)
     inst = InstanceCore(ctx, name)
     _, devs = inst.expanded(rec)
     inst._apply_quota(devs, rec)

@@ -13,12 +13,12 @@ partial dump is removed, so nothing half-made remains.
 from __future__ import annotations
 
 import functools
-import shutil
 import subprocess
 from pathlib import Path
 
 from . import runtime
 from .errors import LXCError, ToolMissing
+from .state import remove_tree
 
 COMPLETE = ".complete"
 _TIMEOUT = 600.0
@@ -26,6 +26,7 @@ _TIMEOUT = 600.0
 
 def require() -> None:
     """CRIU and liblxc's ``lxc-checkpoint`` must be installed."""
+    import shutil  # here: it loads bz2 and lzma, which most commands never use
     if shutil.which("criu") is None:
         raise ToolMissing("stateful operations need CRIU, which is not installed "
                           "(Debian package criu)")
@@ -36,6 +37,7 @@ def require() -> None:
 @functools.cache
 def check() -> str | None:
     """``None`` when ``criu check`` passes on this host, else what it printed (why not)."""
+    import shutil
     if shutil.which("criu") is None:
         return "criu is not installed"
     try:
@@ -82,7 +84,7 @@ def dump(lxcpath: Path, name: str, directory: Path, *, stop: bool) -> None:
     proc = _run(argv)
     if proc.returncode != 0 or not any(directory.glob("*.img")):
         tail = _log_tail(directory, ("dump.log", "lxc-checkpoint.log")) or proc.stderr.strip()
-        shutil.rmtree(directory, ignore_errors=True)
+        remove_tree(directory)
         hint = check()
         if hint:
             tail += f"\n--- criu check ---\n{hint}"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -111,6 +110,7 @@ def _others_in_fallback(path: Path) -> list[str]:
 def _shadow_tools() -> bool:
     """Whether liblxc will hand the map to ``newuidmap``/``newgidmap`` (it does when both are
     installed) instead of writing it itself."""
+    import shutil  # here: it loads bz2 and lzma, which most commands never use
     return bool(shutil.which("newuidmap") and shutil.which("newgidmap"))
 
 

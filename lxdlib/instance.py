@@ -11,7 +11,6 @@ import contextlib
 import datetime as dt
 import functools
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -44,6 +43,7 @@ from .state import (
     lock,
     parse_record,
     read_fd,
+    remove_tree,
     swap_write,
 )
 
@@ -311,7 +311,7 @@ class InstanceCore:
             _mark_running(rec, self._paths.root, self.expanded(rec)[1])
             record.save(self._paths, rec, durable=False)
         finally:
-            shutil.rmtree(state, ignore_errors=True)
+            remove_tree(state)
 
     def _stop_stateful(self) -> None:
         """``lxc stop --stateful``: dump the processes and stop; ``start`` brings them back."""
@@ -327,7 +327,7 @@ class InstanceCore:
             criu.require()
             state = self.volume / journal.STATE_DIR
             if os.path.lexists(state):
-                shutil.rmtree(state, ignore_errors=True)
+                remove_tree(state)
             journal.begin(paths, self.name, "stop-stateful")
             try:
                 criu.dump(paths.lxcpath, self.name, state, stop=True)
@@ -1113,7 +1113,7 @@ def finish_delete(ctx: Context, name: str, pool_name: str) -> None:
             pass
     with contextlib.suppress(FileNotFoundError):
         ctx.network_forget(name)
-    shutil.rmtree(paths.instance_dir(name), ignore_errors=True)
+    remove_tree(paths.instance_dir(name))
     ctx.events.emit("instance-deleted", name)
 
 
@@ -1194,7 +1194,7 @@ def new_instance_dir(ctx: Context, name: str, pool: PoolDriver, *,
     except BaseException:
         with contextlib.suppress(Exception):
             pool.delete_instance_volume(name)
-        shutil.rmtree(inst_dir, ignore_errors=True)
+        remove_tree(inst_dir)
         raise
 
 

@@ -29,10 +29,10 @@ from .state import (
     Paths,
     atomic_write,
     encode_record,
+    exchange_if_loaded,
     lock,
     read_record,
     remove_stale_tmp,
-    rename_exchange,
 )
 
 log = get_logger(__name__)
@@ -153,7 +153,7 @@ def begin(paths: Paths, name: str, op: str, **details: Any) -> None:
         raise
     os.close(fd)
     if later:
-        if not rename_exchange(spare, target):
+        if not exchange_if_loaded(spare, target):
             os.replace(spare, target)
     elif written is spare:
         os.rename(spare, target)

@@ -32,7 +32,6 @@ from . import livestate, record, runtime
 from .errors import LXCError, LxdlibError
 from .logs import get_logger
 from .model import Collection
-from .network import netstate
 from .values import Value, assign
 
 if TYPE_CHECKING:
@@ -172,6 +171,7 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
     (``Listed.network`` holds ``{ifname: {"addresses": [...]}}``), ``"full"`` everything
     ``inst.network_state()`` gives (MAC, MTU, state, counters, host end of the veth),
     ``False`` nothing."""
+    from .network import netstate  # here: the verbs on one instance (exec, config) need none
     lxcpath = paths.lxcpath
     wanted = list(names)
     # which run, and their pids, first: the namespaces are then read in a thread (mostly in

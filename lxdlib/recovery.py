@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import journal, record, runtime
 from .errors import LxdlibError, NotFound
 from .journal import STATE_DIR
+from .state import remove_tree
 
 if TYPE_CHECKING:
     from .context import Context
@@ -41,7 +41,7 @@ def pool_or_none(ctx: Context, pool: str) -> Any:
 def _remove_state(volume: Path) -> None:
     target = volume / STATE_DIR
     if os.path.lexists(target) and not target.is_symlink():
-        shutil.rmtree(target, ignore_errors=True)
+        remove_tree(target)
 
 
 def _snapshot(ctx: Context, name: str, op: dict[str, Any]) -> None:
@@ -104,7 +104,7 @@ def _temp_snapshot(ctx: Context, name: str, op: dict[str, Any]) -> None:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             os.unlink(str(extra))
     for extra in op.get("dirs") or []:
-        shutil.rmtree(str(extra), ignore_errors=True)
+        remove_tree(str(extra))
 
 
 def _stop_stateful(ctx: Context, name: str, op: dict[str, Any]) -> None:

@@ -16,7 +16,6 @@ import builtins
 import contextlib
 import datetime as dt
 import enum
-import shutil
 from typing import TYPE_CHECKING, Any
 
 from . import journal, record, runtime
@@ -24,6 +23,7 @@ from .config import names
 from .errors import AlreadyExists, InvalidArgument, LxdlibError, NotFound, WrongState
 from .logs import get_logger
 from .model import Collection, Model
+from .state import remove_tree
 
 if TYPE_CHECKING:
     from .context import Context
@@ -340,13 +340,13 @@ def create_locked(inst: InstanceCore, name: str | None = None, *, stateful: bool
                 assert c is not None
                 runtime.unfreeze(c, paths.lxcpath)
         if stateful:
-            shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
+            remove_tree(volume / journal.STATE_DIR)
         rec.snapshots.append(snap)
         record.save(paths, rec)  # commit point
     except BaseException:
         rec.snapshots = [s for s in rec.snapshots if s is not snap]
         if stateful:
-            shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
+            remove_tree(volume / journal.STATE_DIR)
         if made:
             pool.delete_snapshot(inst.name, name)
         journal.end(paths, inst.name)
@@ -400,7 +400,7 @@ def apply_restore(ctx: Context, name: str, snapshot: str, *, keep_state: bool = 
     pool.restore_snapshot(name, snapshot)
     volume = pool.volume_path("containers", name)
     if not keep_state:  # a stateful snapshot restored without its processes
-        shutil.rmtree(volume / journal.STATE_DIR, ignore_errors=True)
+        remove_tree(volume / journal.STATE_DIR)
     # zfs rolls back by destroying later snapshots (zfs.remove_snapshots): forget them too
     if rec.snapshots[-1].name != snapshot:
         on_disk = set(pool.list_snapshots(name))

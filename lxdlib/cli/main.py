@@ -445,12 +445,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "opens_root", False):  # `list`: opens a Host only if it needs one
             return int(args.func(None, args) or 0)
+        from .. import state
         from ..host import Host
         # `init` sets a root up, so it may make the directory; every other verb refuses a
         # --root that does not exist rather than starting an empty root beside the real one
         host = Host(args.root, create=True if args.command == "init" else None)
         func: Handler = args.func
-        rc = func(host, args)
+        # the process's own command line: it exits when the verb returns (a caller passing
+        # ``argv`` goes on, and needs what a long-lived process needs)
+        short_lived, state.SHORT_LIVED = state.SHORT_LIVED, argv is None
+        try:
+            rc = func(host, args)
+        finally:
+            state.SHORT_LIVED = short_lived
         return int(rc or 0)
     except LxdlibError as e:
         if args.debug:

@@ -22,13 +22,14 @@ must not change the caller. Errors come back through a pipe as text.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
+import functools
 import os
 import stat
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..errors import StorageError
 from ..logs import DEBUG, get_logger
@@ -54,8 +55,15 @@ CLONE_NEWUSER = 0x10000000
 
 PROPAGATION = {"private": 1 << 18, "slave": 1 << 19, "shared": 1 << 20, "unbindable": 1 << 17}
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+@functools.cache
+def _libc() -> Any:
+    """libc, for the mount API's syscalls (``os`` has none of them). Loaded at the first call:
+    ctypes costs a command ~2.5 ms to import, and rendering a disk device imports this module
+    without mounting anything (``config set``, ``start``)."""
+    import ctypes
+    lib = ctypes.CDLL(None, use_errno=True)
+    lib.syscall.restype = ctypes.c_long
+    return lib
 
 
 def in_start_hook() -> bool:
@@ -67,6 +75,7 @@ def in_start_hook() -> bool:
 
 def _check(ret: int, what: str, path: str = "") -> int:
     if ret < 0:
+        import ctypes
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}", path or None)
     return ret
@@ -74,29 +83,30 @@ def _check(ret: int, what: str, path: str = "") -> int:
 
 def open_tree(path: str, recursive: bool) -> int:
     flags = OPEN_TREE_CLONE | os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)
-    return _check(int(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, os.fsencode(path), flags)),
+    return _check(int(_libc().syscall(_SYS_OPEN_TREE, AT_FDCWD, os.fsencode(path), flags)),
                   "open_tree", path)
 
 
 def mount_setattr(dirfd: int, path: str, flags: int, *, attr_set: int = 0,
                   propagation: int = 0, userns_fd: int = 0) -> None:
     attr = struct.pack("QQQQ", attr_set, 0, propagation, userns_fd)
+    import ctypes
     buf = ctypes.create_string_buffer(attr, len(attr))
-    _check(int(_libc.syscall(_SYS_MOUNT_SETATTR, dirfd, os.fsencode(path), flags, buf,
+    _check(int(_libc().syscall(_SYS_MOUNT_SETATTR, dirfd, os.fsencode(path), flags, buf,
                              len(attr))), "mount_setattr", path)
 
 
 def move_mount(fd: int, target: str) -> None:
-    _check(int(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, os.fsencode(target),
+    _check(int(_libc().syscall(_SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, os.fsencode(target),
                              MOVE_MOUNT_F_EMPTY_PATH)), "move_mount", target)
 
 
 def _setns(fd: int, nstype: int) -> None:
-    _check(int(_libc.setns(fd, nstype)), "setns")
+    _check(int(_libc().setns(fd, nstype)), "setns")
 
 
 def _umount(target: str) -> None:
-    _check(int(_libc.umount2(os.fsencode(target), MNT_DETACH | UMOUNT_NOFOLLOW)), "umount",
+    _check(int(_libc().umount2(os.fsencode(target), MNT_DETACH | UMOUNT_NOFOLLOW)), "umount",
            target)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -184,6 +183,7 @@ class DirPool(PoolDriver):
 
     def _remove(self, path: Path) -> None:
         if path.is_dir() and not path.is_symlink():
+            import shutil  # here: it loads bz2 and lzma, which most commands never use
             shutil.rmtree(path)
         else:
             path.unlink()

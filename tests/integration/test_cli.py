@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import lxdlib
+from lxdlib import runtime
 
 pytestmark = pytest.mark.root
 
@@ -196,6 +197,40 @@ NOT_FOR_AN_INSTANCE_VERB = {"lxdlib.storage.zfs",
     "lxdlib.wire", "lxdlib.sendstream", "lxdlib.serve", "lxdlib.launcher", "lxdlib.backup",
     # nor attrs with inspect: lxdlib's value classes are ``lxdlib.values.Value`` classes
     "attr", "attrs", "inspect"}
+
+
+_ENTRY = """
+import atexit, json, sys
+atexit.register(lambda: print("\\n" + json.dumps(sorted(sys.modules))))
+from lxdlib.cli.main import main
+sys.argv[0] = "lxdlib"
+sys.exit(main())
+"""
+
+
+def test_the_command_skips_what_only_a_long_lived_process_needs(host: lxdlib.Host) -> None:
+    """Run as the process's own command (``main()``: the process exits after the verb),
+    ``exec`` leaves liblxc's leaked pidfd to the exit and ``config set`` writes its files
+    anew rather than through the spare (the exchange needs ctypes): neither loads ctypes, nor
+    shutil (with bz2 and lzma); each still does its work. Called with ``argv`` (a caller that
+    goes on), the library does both, as a long-lived process needs."""
+    run(host, "launch", "busybox", "imp")
+    for argv in (["exec", "imp", "--", "true"], ["config", "set", "imp", "limits.memory",
+                                                 "300MB"]):
+        r = subprocess.run([sys.executable, "-c", _ENTRY, "--root", str(host.paths.root),
+                            *argv], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (argv, r.stderr)
+        mods = set(json.loads(r.stdout.splitlines()[-1]))
+        assert "lxc" in mods and not mods & {"ctypes", "shutil", "bz2", "lzma"}, argv
+    inst = host.instances["imp"]
+    assert inst.config["limits.memory"] == "300MB"
+    limit = runtime.cgroup_get(inst.handle(), "memory.limit_in_bytes" if
+                               runtime.cgroup_version() == 1 else "memory.max")
+    assert abs(int(limit or 0) - 300 * 10**6) < 4096  # applied live (to the page)
+    from lxdlib import state
+    from lxdlib.cli.main import main
+    assert main(["--root", str(host.paths.root), "exec", "imp", "--", "true"]) == 0
+    assert state.SHORT_LIVED is False
 
 
 def test_verbs_on_an_instance_import_no_image_or_remote_code(host: lxdlib.Host) -> None:

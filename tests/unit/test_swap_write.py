@@ -6,7 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
+import sys
 from pathlib import Path
+
+import pytest
 
 from lxdlib import record, state
 
@@ -80,3 +83,26 @@ def test_record_save_uses_the_spare_only_under_the_lock(tmp_path: Path) -> None:
     assert spare.exists()
     assert record.load(paths, "c1").description == "d"
     assert record.names(paths) == ["c1"]
+
+
+def test_a_short_lived_command_without_ctypes_renames_the_spare_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``lxdlib`` command (``state.SHORT_LIVED``) that has not loaded ctypes renames the
+    written spare over the file instead of exchanging them: the same content, atomically, and
+    no ctypes; the next write makes a spare again. With ctypes loaded, the exchange as ever."""
+    import ctypes
+    p = tmp_path / "rec"
+    state.swap_write(p, b"one\n")
+    state.swap_write(p, b"two\n")
+    spare = Path(state.spare_path(p))
+    monkeypatch.setattr(state, "SHORT_LIVED", True)
+    monkeypatch.delitem(sys.modules, "ctypes")
+    written = spare.stat().st_ino
+    state.swap_write(p, b"three\n")
+    assert p.read_bytes() == b"three\n" and p.stat().st_ino == written
+    assert not spare.exists() and "ctypes" not in sys.modules
+    state.swap_write(p, b"four\n")  # the first write again: a new spare, renamed in
+    assert p.read_bytes() == b"four\n" and not spare.exists()
+    monkeypatch.setitem(sys.modules, "ctypes", ctypes)  # loaded: the exchange costs no more
+    state.swap_write(p, b"five\n")
+    assert p.read_bytes() == b"five\n" and spare.read_bytes() == b"four\n"
