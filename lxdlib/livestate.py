@@ -62,20 +62,8 @@ class Layout(Value, frozen=True):
 def parse_mountinfo(text: str) -> dict[str, Path]:
     """``/proc/self/mountinfo`` → the mount point of the v1 ``freezer`` hierarchy
     (key ``"freezer"``) and of the unified hierarchy (key ``""``), where mounted."""
-    out: dict[str, Path] = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if "-" not in fields:
-            continue
-        sep = fields.index("-")
-        if len(fields) < sep + 4:
-            continue
-        fstype, options = fields[sep + 1], fields[sep + 3].split(",")
-        if fstype == "cgroup2":
-            out.setdefault("", Path(fields[4]))
-        elif fstype == "cgroup" and "freezer" in options:
-            out.setdefault("freezer", Path(fields[4]))
-    return out
+    found = parse_hierarchies(text)
+    return {key: Path(found[key]) for key in ("freezer", "") if key in found}
 
 
 def parse_hierarchies(text: str) -> dict[str, str]:
