@@ -409,6 +409,13 @@ def setup_logging(debug: bool, verbose: bool) -> None:
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
+def exits_after(argv: Sequence[str] | None, args: argparse.Namespace) -> bool:
+    """Whether this process ends when the verb returns (``state.SHORT_LIVED``): it runs the
+    process's own command line (a caller passing ``argv`` goes on), and the verb is not a
+    session of many requests (``serve``, whose execs must not leave a pidfd each)."""
+    return argv is None and not getattr(args, "long_lived", False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else list(argv)
     if raw == ["--version"]:  # the one answer that needs no parser at all
@@ -451,9 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # --root that does not exist rather than starting an empty root beside the real one
         host = Host(args.root, create=True if args.command == "init" else None)
         func: Handler = args.func
-        # the process's own command line: it exits when the verb returns (a caller passing
-        # ``argv`` goes on, and needs what a long-lived process needs)
-        short_lived, state.SHORT_LIVED = state.SHORT_LIVED, argv is None
+        short_lived, state.SHORT_LIVED = state.SHORT_LIVED, exits_after(argv, args)
         try:
             rc = func(host, args)
         finally:

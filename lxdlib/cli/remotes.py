@@ -124,4 +124,5 @@ def register(sub: Any) -> None:
     x = sub.add_parser("serve", description="answer lxdlib's remote protocol on stdin/stdout "
                        "(what an ssh:// remote runs; not for interactive use)")
     x.add_argument("--stdio", action="store_true", help="speak on stdin/stdout")
-    x.set_defaults(func=cmd_serve)
+    # a session of many requests: it needs what a long-lived process needs (state.SHORT_LIVED)
+    x.set_defaults(func=cmd_serve, long_lived=True)

@@ -213,3 +213,20 @@ def test_opening_a_root_imports_only_the_root_path(tmp_path: Path) -> None:
     mods = set(json.loads(r.stdout.splitlines()[-1]))
     assert {"lxdlib.host", "lxdlib.context"} <= mods
     assert not mods & (NOT_FOR_ONE_INSTANCE | OFF_THE_ROOT_PATH)
+
+
+@pytest.mark.parametrize(("argv", "command", "expected"), [
+    (None, ["exec", "c1", "--", "true"], True),  # the process's own command line: it exits
+    (None, ["config", "set", "c1", "limits.memory", "1GB"], True),
+    (["exec", "c1", "--", "true"], ["exec", "c1", "--", "true"], False),  # a caller goes on
+    (None, ["serve", "--stdio"], False),  # a session of many requests: a long-lived process
+])
+def test_only_a_one_verb_process_skips_long_lived_work(
+        argv: list[str] | None, command: list[str], expected: bool) -> None:
+    """``state.SHORT_LIVED`` (no exchange through ctypes, liblxc's leaked pidfd left to the
+    exit) holds only for a process that ends with its verb: never for ``serve``, whose every
+    exec would otherwise leave a pidfd behind for the whole ssh session."""
+    from lxdlib.cli.main import build_parser, exits_after, split_exec
+    head, _ = split_exec(command)
+    args = build_parser(command[0]).parse_args(head)
+    assert exits_after(argv, args) is expected
