@@ -7,13 +7,13 @@ One root of its own under /var/tmp: a loop-backed btrfs pool, a managed bridge o
 for 4,000 addresses), the busybox image, a default profile with a root disk and eth0 on that
 bridge. At each step the instances are filled up to N with ``launch_many`` (the parallel launch
 rate); once each holds its DHCP lease (the fill's last addresses take a core for tens of seconds
-at 1,000, which is not the cost of N running), a few extra instances measure, one at a time in this process, the median latency of
-launch, exec, info, snapshot, stop, restore, copy (without snapshots, on every side), start and
-delete — beside the raw floor (python3-lxc + btrfsutil doing the same work, as
-bench/lifecycle.py) on the same bridge. Then
-the listing (API with state and IPv4, ``lxdlib list``, ``lxdlib list --fast``) and the memory:
-MemAvailable's drop per instance, and the PSS of what runs on the host for each instance (the
-liblxc monitor and the like, bench/memory.py's ``measure``) beside the container's own.
+at 1,000, which is not the cost of N running), a few extra instances measure, one at a time in
+this process, the median latency of launch, exec, info, snapshot, stop, restore, copy (without
+snapshots, on every side), start and delete — beside the raw floor (python3-lxc + btrfsutil
+doing the same work, as bench/lifecycle.py) on the same bridge. Then the listing (API with state
+and IPv4, ``lxdlib list``, ``lxdlib list --fast``) and the memory: MemAvailable's drop per
+instance, and the PSS of what runs on the host for each instance (the liblxc monitor and the
+like, bench/memory.py's ``measure``) beside the container's own.
 
 ``--raise-limits`` raises, for the run only, the host settings ``lxdlib.hostlimits.advice``
 names for N instances (keyrings, ptys, inotify, neighbour table), and restores them at the end.
