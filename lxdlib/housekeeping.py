@@ -139,6 +139,8 @@ def recover(host: Host) -> Report:
             _orphans(host, pool, report)
         except LxdlibError as e:
             report.skipped[f"pool:{pname}"] = str(e)
+    from .network import tc  # ifbs that outlived their veths, whichever instance made them
+    report.recovered += [f"ifb:{name}" for name in tc.collect_orphans()]
     return report
 
 

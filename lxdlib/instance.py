@@ -409,7 +409,7 @@ class InstanceCore:
                            record.marker(self._paths, self.name, record.DELETING))
                 recover_leftover(self.ctx, self.name)  # finds its volume in the pools
                 return
-            cfg, _ = self.expanded(rec)
+            cfg, devs = self.expanded(rec)
             if cfg.get("security.protection.delete", "").lower() in ("true", "1", "yes", "on"):
                 raise WrongState(f"instance {self.name!r} is protected from deletion "
                                  "(security.protection.delete)")
@@ -425,6 +425,7 @@ class InstanceCore:
                     raise WrongState(f"The instance {self.name!r} is running, stop it first "
                                      "or use force")
                 runtime.kill(c, self._paths.lxcpath)
+            _collect_ifbs(self.ctx, self.name, devs)
             self._delete_locked(rec)
 
     def _delete_locked(self, rec: InstanceRecord) -> None:
@@ -1100,6 +1101,18 @@ def _recover_profile_apply(ctx: Context, name: str, op: dict[str, Any]) -> None:
 
 journal.register("update", _recover_update)
 journal.register("profile-apply", _recover_profile_apply)
+
+
+def _collect_ifbs(ctx: Context, name: str, devices: Mapping[str, Mapping[str, str]]) -> None:
+    """The ifbs of the instance's nics that outlived their veths (limits added to it while it
+    ran without a post-stop hook, or a killed monitor) go with it; ``lxdlib recover`` finds
+    any other."""
+    nics = [dname for dname, dev in devices.items() if dev.get("type") == "nic"]
+    if nics:
+        from .devices.nic import ifb_for
+        from .network import tc
+        for dname in nics:
+            tc.collect_orphan(ifb_for(ctx.paths.root, name, dname))
 
 
 def finish_delete(ctx: Context, name: str, pool_name: str) -> None:

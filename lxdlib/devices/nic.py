@@ -144,7 +144,7 @@ class NicDriver(BaseDriver):
                 ctx.host.networks.dhcp_host_add(dev["network"], f"{ctx.name}/{name}", hwaddr,
                                                 dev.get("ipv4.address"), ctx.name)
         limits = tc.nic_limits(dev)  # a bad rate fails here, before the start
-        tc.collect_orphans()  # sysfs reads only, unless an earlier stop left an ifb behind
+        tc.collect_orphan(host_ifb(ctx, name))  # unless an earlier stop left it behind: reads
         return Rendered(nics=[Nic(name=dev.get("name", name), link=link, hwaddr=hwaddr,
                                   mtu=dev.get("mtu"), host_name=host_veth(ctx, name, dev))],
                         start_hook=bool(limits) or _secured(dev))

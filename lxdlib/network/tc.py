@@ -179,26 +179,44 @@ def clear(veth: str, ifb: str | None = None) -> None:
     log.debug("%s: traffic limits cleared", veth)
 
 
+def _orphaned(ifb: str) -> bool:
+    """Whether ``ifb`` exists and the veth named in its alias does not."""
+    try:
+        with open(f"/sys/class/net/{ifb}/ifalias") as f:
+            veth = f.read().strip()
+    except OSError:
+        return False
+    return bool(veth) and not exists(veth)
+
+
+def collect_orphan(ifb: str) -> bool:
+    """``collect_orphans`` for one nic's ifb (``ifb_for``): two sysfs reads, however many links
+    the host has. A nic's render and its instance's deletion call this; listing
+    ``/sys/class/net`` for every render cost ~0.5 ms with 1,000 instances' veths there."""
+    if not _orphaned(ifb):
+        return False
+    _delete_links([ifb])
+    return True
+
+
 def collect_orphans() -> list[str]:
-    """Delete lxdlib ifbs whose veth is gone; return their names.
+    """Delete every lxdlib ifb whose veth is gone; return their names (``lxdlib recover``).
 
     An ifb outlives its veth when nothing ran ``clear`` at the stop (limits added to a running
     instance whose liblxc config had no post-stop hook yet, or a killed monitor). Each ifb
-    carries its veth's name as its alias, so orphans are found with a few sysfs reads.
+    carries its veth's name as its alias, so orphans are found with a few sysfs reads, after
+    one listing of the host's links.
     """
-    orphans = []
     try:
         names = [n for n in os.listdir("/sys/class/net") if n.startswith(IFB_PREFIX)]
     except FileNotFoundError:
         return []
-    for name in names:
-        try:
-            with open(f"/sys/class/net/{name}/ifalias") as f:
-                veth = f.read().strip()
-        except OSError:
-            continue
-        if veth and not exists(veth):
-            orphans.append(name)
+    orphans = [name for name in names if _orphaned(name)]
+    _delete_links(orphans)
+    return orphans
+
+
+def _delete_links(orphans: list[str]) -> None:
     if orphans:
         with iproute() as ipr:
             for name in orphans:
@@ -206,8 +224,6 @@ def collect_orphans() -> list[str]:
                 if index is not None:
                     _quiet(ipr.link, "del", index=index)
                     log.debug("orphan ifb %s deleted (its veth is gone)", name)
-
-    return orphans
 
 
 def _class_rate(ipr: Any, index: int | None) -> int | None:

@@ -193,3 +193,39 @@ def test_nic_options_and_info(host: lxdlib.Host, net: tuple[str, str]) -> None:
     with pytest.raises(lxdlib.InvalidConfig, match=r"eth1.*limits\.egress"):
         c.update(devices={**before, "eth1": {**before["eth1"], "limits.egress": "fast"}})
     assert c.devices == before
+
+
+def _orphan_ifb(name: str, veth: str) -> None:
+    """An ifb as a stop that never ran its hook leaves it: lxdlib's name, its veth's alias."""
+    subprocess.run(["ip", "link", "add", name, "type", "ifb"], check=True)
+    subprocess.run(["ip", "link", "set", "dev", name, "alias", veth], check=True)
+
+
+def test_orphan_ifbs_go_with_their_nic_and_with_recover(host: lxdlib.Host,
+                                                        net: tuple[str, str]) -> None:
+    """A render (create, config, start) and a delete each look at their own nics' ifbs only —
+    two sysfs reads, however many links the host has — and ``recover`` at every ifb: an ifb
+    whose veth is gone is deleted, one whose veth lives is kept."""
+    from lxdlib.housekeeping import recover
+    name, _ = net
+    ours = ifb_for(host.paths.root, "c1", "eth0")
+    foreign = f"{tc.IFB_PREFIX}{secrets.token_hex(4)}"
+    alive = f"{tc.IFB_PREFIX}{secrets.token_hex(4)}"
+    try:
+        _orphan_ifb(ours, "vethgone0c1")
+        _orphan_ifb(foreign, "vethgone0xx")
+        _orphan_ifb(alive, "lo")  # its "veth" exists: not an orphan
+        c = host.create("busybox", "c1", devices={"eth0": {"type": "nic", "network": name,
+                                                           "name": "eth0"}})
+        assert not _link_exists(ours)  # the create's render collected its own
+        assert _link_exists(foreign) and _link_exists(alive)  # and nobody else's
+        _orphan_ifb(ours, "vethgone0c1")
+        c.delete()
+        assert not _link_exists(ours)  # the delete collected its own
+        assert _link_exists(foreign)
+        report = recover(host)
+        assert f"ifb:{foreign}" in report.recovered
+        assert not _link_exists(foreign) and _link_exists(alive)
+    finally:
+        for ifb in (ours, foreign, alive):
+            subprocess.run(["ip", "link", "del", ifb], capture_output=True)
