@@ -222,6 +222,7 @@ def exchange_if_loaded(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> 
         return False
     return rename_exchange(a, b)
 
+
 #: The file beside ``<name>`` that ``swap_write`` writes into: the previous content, once swapped.
 SPARE_SUFFIX = ".spare"
 

@@ -133,15 +133,14 @@ _RTATTR = struct.Struct("=HH")          # struct rtattr
 _IFINFOMSG = struct.Struct("=BxHiII")   # struct ifinfomsg
 _IFADDRMSG = struct.Struct("=BBBBI")    # struct ifaddrmsg
 _STATS64 = struct.Struct("=8Q")         # the first fields of struct rtnl_link_stats64
-_IP_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
-_KERNEL_SCOPES = {k: _SCOPES.get(v, v) for k, v in _IP_SCOPES.items()}  # as LXD names them
+#: The kernel's address scopes, named as LXD names them (``ip``'s "host" is LXD's "local").
+_KERNEL_SCOPES = {0: "global", 200: "site", 253: "link", 254: "local", 255: "nowhere"}
 _COUNTER_KEYS = ("bytes_received", "bytes_sent", "packets_received", "packets_sent",
                  "errors_received", "errors_sent", "packets_dropped_inbound",
                  "packets_dropped_outbound")
 _FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
 _LINK_ATTRS = frozenset({_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_LINK, _IFLA_STATS64,
                          _IFLA_LINK_NETNSID})
-_ADDR_ATTRS = frozenset({_IFA_ADDRESS, _IFA_LOCAL})
 
 
 def _rtattrs(buf: bytes, off: int, wanted: frozenset[int]) -> dict[int, bytes]:
@@ -197,30 +196,12 @@ def _name(raw: bytes | None) -> str:
     return (raw or b"").split(b"\0", 1)[0].decode(errors="replace")
 
 
-def _addresses(addrs: list[tuple[int, bytes]]) -> dict[int, list[dict[str, str]]]:
-    """``RTM_NEWADDR`` payloads → the addresses of each ifindex in LXD's shape, in the
-    kernel's order."""
-    out: dict[int, list[dict[str, str]]] = {}
-    for mtype, m in addrs:
-        if mtype != _RTM_NEWADDR or len(m) < _IFADDRMSG.size:
-            continue
-        family, prefixlen, _flags, scope, index = _IFADDRMSG.unpack_from(m)
-        a = _rtattrs(m, _IFADDRMSG.size, _ADDR_ATTRS)
-        raw = a.get(_IFA_LOCAL) or a.get(_IFA_ADDRESS)  # ip's "local": IFA_LOCAL, else ADDRESS
-        if family not in _FAMILIES or raw is None:
-            continue
-        out.setdefault(index, []).append({
-            "family": _FAMILIES[family], "address": socket.inet_ntop(family, raw),
-            "netmask": str(prefixlen), "scope": _KERNEL_SCOPES.get(scope) or str(scope)})
-    return out
-
-
-def state_from_netlink(links: list[tuple[int, bytes]], addrs: list[tuple[int, bytes]]
-                       ) -> dict[str, Any]:
-    """``RTM_NEWLINK`` and ``RTM_NEWADDR`` payloads of one namespace → ``{ifname: state}``,
-    what ``parse`` makes of ``ip -json -stats addr``. Called in the host's namespace: the host
-    end of a veth is named from its ifindex there."""
-    by_index = _addresses(addrs)
+def state_from_netlink(links: list[tuple[int, bytes]],
+                       by_index: dict[int, list[dict[str, str]]]) -> dict[str, Any]:
+    """``RTM_NEWLINK`` payloads of one namespace and its addresses by ifindex
+    (``_dump_addresses``) → ``{ifname: state}``, what ``parse`` makes of ``ip -json -stats
+    addr``. Called in the host's namespace: the host end of a veth is named from its ifindex
+    there."""
     out: dict[str, Any] = {}
     for mtype, m in links:
         if mtype != _RTM_NEWLINK or len(m) < _IFINFOMSG.size:
@@ -257,12 +238,11 @@ def state_from_netlink(links: list[tuple[int, bytes]], addrs: list[tuple[int, by
 
 
 def _read_full(sock: socket.socket, pid: int
-               ) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
-    """The raw link and address dumps (parsed by the caller, back in the host's namespace:
-    the host end of a veth is named there)."""
+               ) -> tuple[list[tuple[int, bytes]], dict[int, list[dict[str, str]]]]:
+    """The raw link dump (parsed by the caller, back in the host's namespace: the host end of
+    a veth is named there) and the addresses by ifindex."""
     links = _dump(sock, _RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), 1)
-    addrs = _dump(sock, _RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), 2)
-    return links, addrs
+    return links, _dump_addresses(sock)
 
 
 _SIOCGIFNAME = 0x8910
@@ -285,9 +265,10 @@ _ADDR_REQUEST = (_NLMSG.pack(_NLMSG.size + _IFADDRMSG.size, _RTM_GETADDR,
 
 
 def _dump_addresses(sock: socket.socket) -> dict[int, list[dict[str, str]]]:
-    """The address dump, read as it arrives: what ``_addresses(_dump(...))`` gives, without
-    copying each message and its attributes first. A listing reads a thousand namespaces in
-    one thread, and each step of Python there is taken from the caller's GIL time."""
+    """The address dump, read as it arrives, by ifindex, each address in LXD's shape: no copy
+    of each message and its attributes first (as ``_dump`` makes). A listing reads a thousand
+    namespaces in one thread, and each step of Python there is taken from the caller's GIL
+    time."""
     sock.send(_ADDR_REQUEST)
     out: dict[int, list[dict[str, str]]] = {}
     header, ifaddr, rtattr = _NLMSG.unpack_from, _IFADDRMSG.unpack_from, _RTATTR.unpack_from

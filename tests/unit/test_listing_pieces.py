@@ -309,8 +309,19 @@ ADDRS = [_addr(1, socket.AF_INET, "127.0.0.1", 8, 254),
          _addr(99, socket.AF_INET, "10.9.9.9", 24, 0)]  # a link that vanished meanwhile
 
 
+def _dumped(*datagrams: list[tuple[int, bytes]]) -> dict[int, list[dict[str, str]]]:
+    """``_dump_addresses`` reading ``datagrams`` as the kernel would send them."""
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with ours, kernel:
+        for messages in datagrams:
+            kernel.send(_datagram(*messages))
+        got = netstate._dump_addresses(ours)
+        assert len(kernel.recv(4096)) == 24  # the request: a header and an ifaddrmsg
+    return got
+
+
 def test_state_from_netlink_gives_what_parse_gives_from_ip_json() -> None:
-    got = netstate.state_from_netlink(LINKS, ADDRS)
+    got = netstate.state_from_netlink(LINKS, _dumped([*ADDRS, (3, b"\0" * 4)]))
     # the same interfaces as `ip -json -stats addr` would print them, through `parse`
     ip_json = [
         {"ifname": "lo", "flags": ["LOOPBACK", "UP"], "mtu": 65536, "link_type": "loopback",
@@ -370,19 +381,18 @@ ODD_SCOPES = [_addr(3, socket.AF_INET, "10.5.0.1", 16, 255),  # "nowhere"
 ], ids=["one datagram", "an ack between", "another message"])
 def test_the_address_dump_read_as_it_arrives_is_what_the_messages_say(
         datagrams: list[list[tuple[int, bytes]]]) -> None:
-    """The listing's reader parses the dump in place; it must give what the general parser
-    gives for the same messages, whatever the kernel puts in each datagram."""
-    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    with ours, kernel:
-        for messages in datagrams:
-            kernel.send(_datagram(*messages))
-        got = netstate._dump_addresses(ours)
-        assert len(kernel.recv(4096)) == 24  # the request: a header and an ifaddrmsg
-    assert got == netstate._addresses(ADDRS + ODD_SCOPES)
-    assert [a["scope"] for a in got[3]] == ["nowhere", "100"]
-    assert [a["address"] for a in got[4]] == ["10.8.0.1", "fd08::1"]
-    assert got[1][0] == {"family": "inet", "address": "127.0.0.1", "netmask": "8",
-                         "scope": "local"}
+    """The listing's reader parses the dump in place, whatever the kernel puts in each
+    datagram: IFA_LOCAL where there is one, else IFA_ADDRESS; LXD's scope names; the
+    addresses of each ifindex in the kernel's order; what is not an IP address skipped."""
+    def a(family: str, address: str, netmask: str, scope: str) -> dict[str, str]:
+        return {"family": family, "address": address, "netmask": netmask, "scope": scope}
+    assert _dumped(*datagrams) == {
+        1: [a("inet", "127.0.0.1", "8", "local"), a("inet6", "::1", "128", "local")],
+        7: [a("inet", "10.1.2.3", "24", "global"), a("inet6", "fd42::5", "64", "global"),
+            a("inet6", "fe80::216:3eff:fe01:203", "64", "link")],
+        99: [a("inet", "10.9.9.9", "24", "global")],
+        3: [a("inet", "10.5.0.1", "16", "nowhere"), a("inet", "10.6.0.1", "16", "100")],
+        4: [a("inet", "10.8.0.1", "16", "global"), a("inet6", "fd08::1", "64", "global")]}
 
 
 def test_an_error_in_the_address_dump_is_raised() -> None:
