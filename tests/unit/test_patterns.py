@@ -42,8 +42,9 @@ def test_a_bad_pattern_fails_when_used() -> None:
 
 
 IMPORT_ALL = """
-import pkgutil, re, sys, importlib, traceback
+import os, pkgutil, re, sys, importlib
 import lxdlib
+package = os.path.dirname(lxdlib.__file__) + os.sep  # a checkout may be named lxdlib too
 compiled = []
 real = re._compile
 def spy(pattern, flags):
@@ -51,7 +52,8 @@ def spy(pattern, flags):
         frame = sys._getframe(1)
         while frame and frame.f_code.co_filename.endswith(("re/__init__.py", "patterns.py")):
             frame = frame.f_back
-        if frame and "/lxdlib/" in frame.f_code.co_filename and frame.f_code.co_name == "<module>":
+        if frame and frame.f_code.co_filename.startswith(package) \
+                and frame.f_code.co_name == "<module>":
             compiled.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {pattern!r}")
     return real(pattern, flags)
 re._compile = spy
