@@ -288,14 +288,22 @@ def run_lxd(rounds: int) -> dict[str, list[float]] | None:
             "stop --force": ["stop", "--force", "{n}"], "restore": ["restore", "{n}", "snap0"],
             "copy": ["copy", "{n}", "{n}-copy", "--instance-only"], "start": ["start", "{n}"],
             "delete --force": ["delete", "--force", "{n}"]}
+    def lxc(argv: list[str]) -> None:
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode != 0:  # LXD's own words, not only its exit status
+            raise RuntimeError(f"{' '.join(argv)}: exit {r.returncode}: {r.stderr.strip()}")
+
     for i in range(rounds):
-        for op in OPS:
-            argv = ["lxc"] + [a.format(n=f"lxdbench{i}") for a in cmds[op]]
-            times[op].append(timed(lambda a=argv: subprocess.run(a, check=True,
-                                                                  capture_output=True)))
-            if op == "copy":
-                subprocess.run(["lxc", "delete", f"lxdbench{i}-copy"], check=True,
-                               capture_output=True)
+        name = f"lxdbench{i}"
+        try:
+            for op in OPS:
+                argv = ["lxc"] + [a.format(n=name) for a in cmds[op]]
+                times[op].append(timed(lambda a=argv: lxc(a)))
+                if op == "copy":
+                    lxc(["lxc", "delete", f"{name}-copy"])
+        finally:  # a failed round leaves none of its instances in LXD
+            for leftover in (f"{name}-copy", name):
+                subprocess.run(["lxc", "delete", "--force", leftover], capture_output=True)
     return times
 
 
