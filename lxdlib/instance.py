@@ -242,7 +242,7 @@ class InstanceCore:
         # a host-wide limit (bridge ports, ptys) named, not failed on inside liblxc
         from . import hostlimits  # here: only a start reads the host's limits
         hostlimits.check(hostlimits.need_for([(cfg, devs)]))
-        self._write_lxc_config(rec, expanded)
+        self._write_lxc_config(rec, expanded, starting=True)
         # the host's subuid/subgid may have changed since the instance was made
         idmap.check_newuidmap(self.name, idmap.parse_lxc_idmap((self._dir / "config").read_text()))
         vol = self._pool(rec).volume_path("containers", self.name)
@@ -305,7 +305,7 @@ class InstanceCore:
         caller holds the lock); the dump is removed whatever happens (good for one restore)."""
         state = self.volume / journal.STATE_DIR
         try:
-            self._write_lxc_config(self.record())
+            self._write_lxc_config(self.record(), starting=True)
             criu.restore(self._paths.lxcpath, self.name, state)
             rec = self.record()
             _mark_running(rec, self._paths.root, self.expanded(rec)[1])
@@ -589,9 +589,11 @@ class InstanceCore:
         return {"container": inst, "instance": inst, "config": cfg, "devices": devs}
 
     def device_context(self, rec: InstanceRecord | None = None, pid: int | None = None,
-                       expanded: Expanded | None = None) -> DeviceContext:
+                       expanded: Expanded | None = None, starting: bool = False
+                       ) -> DeviceContext:
         """What the device drivers know of this instance; ``expanded`` is ``rec``'s composed
-        config and devices when the caller already has them (composed once per operation)."""
+        config and devices when the caller already has them (composed once per operation);
+        ``starting``: for the render right before a start."""
         from .devices import DeviceContext
         rec = rec or self.record()
         cfg, devs = expanded if expanded is not None else self.expanded(rec)
@@ -601,14 +603,16 @@ class InstanceCore:
                                                           str(self.ctx.facts().idmap.base)))
         return DeviceContext(host=self.ctx, name=self.name, record=rec, config=cfg, devices=devs,
                              volume=pool.volume_path("containers", self.name),
-                             root_uid=self._root_owner(rec, cfg)[0], idmap_base=base, pid=pid)
+                             root_uid=self._root_owner(rec, cfg)[0], idmap_base=base, pid=pid,
+                             starting=starting)
 
     def _write_lxc_config(self, rec: InstanceRecord, expanded: Expanded | None = None,
-                          cpus: list[int] | None = None) -> None:
+                          cpus: list[int] | None = None, starting: bool = False) -> None:
         """Render the liblxc config and write it when it changed, after liblxc itself has
         loaded it (``runtime.check_config``): a file liblxc refuses would make the instance
-        unusable, so it is refused before anything is saved."""
-        lines, text, policy = self._render_lxc_config(rec, expanded, cpus)
+        unusable, so it is refused before anything is saved. ``starting``: the render right
+        before a start (see ``DeviceContext.starting``)."""
+        lines, text, policy = self._render_lxc_config(rec, expanded, cpus, starting)
         # Closed to host users, searchable by the container's root only: liblxc opens the
         # rootfs as that uid on pools without idmapped mounts. Redone with every config write,
         # so the owner follows a changed map (isolated, copied, privileged toggled). Here, not
@@ -658,7 +662,7 @@ class InstanceCore:
             raise
 
     def _render_lxc_config(self, rec: InstanceRecord, expanded: Expanded | None = None,
-                           cpus: list[int] | None = None
+                           cpus: list[int] | None = None, starting: bool = False
                            ) -> tuple[list[tuple[str, str]], bytes, bytes | None]:
         """The liblxc config of ``rec``: its keys, the file's bytes, and the instance's own
         seccomp policy (None: the root's shared one)."""
@@ -666,7 +670,7 @@ class InstanceCore:
         from .devices import driver
         pool = self._pool(rec)
         pool.mount()
-        dctx = self.device_context(rec, expanded=expanded)
+        dctx = self.device_context(rec, expanded=expanded, starting=starting)
         cfg = dctx.config
         privileged = truthy(cfg.get("security.privileged"))
         facts = self.ctx.facts()

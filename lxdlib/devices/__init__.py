@@ -37,7 +37,7 @@ class DeviceContext(Value):
     """What a driver may know about the instance it serves."""
 
     _fields = ("host", "name", "record", "config", "devices", "volume", "root_uid",
-               "idmap_base", "pid")
+               "idmap_base", "pid", "starting")
     __slots__ = _fields
 
     host: Context
@@ -49,11 +49,14 @@ class DeviceContext(Value):
     root_uid: int  # host uid of the container's root (0 when privileged or idmapped on disk)
     idmap_base: int | None  # host id that container id 0 maps to (None: privileged)
     pid: int | None  # init pid when running
+    # rendered for a start: what only a running instance uses (its name in the network's DNS)
+    # is prepared then, not at every create, copy or edit
+    starting: bool
 
     def __init__(self, host: Context, name: str, record: InstanceRecord,
                  config: Mapping[str, str], devices: Mapping[str, Mapping[str, str]],
                  volume: Path, root_uid: int, idmap_base: int | None,
-                 pid: int | None = None) -> None:
+                 pid: int | None = None, starting: bool = False) -> None:
         self.host = host
         self.name = name
         self.record = record
@@ -63,6 +66,7 @@ class DeviceContext(Value):
         self.root_uid = root_uid
         self.idmap_base = idmap_base
         self.pid = pid
+        self.starting = starting
 
     @property
     def instance_dir(self) -> Path:

@@ -140,9 +140,15 @@ class NicDriver(BaseDriver):
                 ctx.host.networks.dhcp_host_allocate(dev["network"], f"{ctx.name}/{name}",
                                                      hwaddr, ctx.name)
             else:
-                # the instance's name in the network's DNS, and a static ipv4.address honoured
-                ctx.host.networks.dhcp_host_add(dev["network"], f"{ctx.name}/{name}", hwaddr,
-                                                dev.get("ipv4.address"), ctx.name)
+                # the instance's name in the network's DNS, and a static ipv4.address honoured.
+                # A name-only entry is added at a start (a name resolves only once leased, and
+                # every start renders): a create or copy writes none, as with LXD, which
+                # writes dnsmasq's entry when the nic starts. A static address is held from
+                # the first render, so that a clash is refused there; an entry already there
+                # is kept true by every render.
+                ctx.host.networks.dhcp_host_add(
+                    dev["network"], f"{ctx.name}/{name}", hwaddr, dev.get("ipv4.address"),
+                    ctx.name, add=ctx.starting or bool(dev.get("ipv4.address")))
         limits = tc.nic_limits(dev)  # a bad rate fails here, before the start
         tc.collect_orphan(host_ifb(ctx, name))  # unless an earlier stop left it behind: reads
         return Rendered(nics=[Nic(name=dev.get("name", name), link=link, hwaddr=hwaddr,

@@ -877,13 +877,14 @@ class NetworkManager:
             dnsmasq.reread_hosts(self.run_dir(name))
 
     def dhcp_host_add(self, name: str, key: str, hwaddr: str, ipv4: str | None = None,
-                      hostname: str | None = None) -> None:
+                      hostname: str | None = None, *, add: bool = True) -> None:
         """Pin ``hwaddr`` to ``ipv4`` and/or ``hostname`` on this network (idempotent).
 
         ``key`` identifies the owner (e.g. ``<instance>/<device>``); adding the same key again
         replaces its entry. A running dnsmasq sees a new entry by itself and is told of a
         changed one (SIGHUP). This runs on every start of an instance: an unchanged entry costs
-        one small file read.
+        one small file read. ``add=False`` only brings an existing entry of ``key`` up to date
+        and adds none (what a render that is not a start needs: see ``NicDriver.render``).
         """
         record = self._read(name)
         if not isinstance(key, str) or not key or any(ch in key for ch in "\n\r\0"):
@@ -908,7 +909,8 @@ class NetworkManager:
         host = dhcphosts.StaticHost(key=key, hwaddr=hwaddr.lower(), ipv4=ipv4, hostname=hostname)
         with self._lock(name):
             store = self._hosts(name)
-            if store.get(key) == host:
+            current = store.get(key)
+            if current == host or (current is None and not add):
                 return  # unchanged: no write, no SIGHUP (this runs on every instance start)
             if ipv4 is not None:
                 other = store.holder_of_ipv4(ipv4)

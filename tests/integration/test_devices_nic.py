@@ -229,3 +229,34 @@ def test_orphan_ifbs_go_with_their_nic_and_with_recover(host: lxdlib.Host,
     finally:
         for ifb in (ours, foreign, alive):
             subprocess.run(["ip", "link", "del", ifb], capture_output=True)
+
+
+def test_dhcp_name_entry_is_written_at_start_and_a_static_address_at_create(
+        host: lxdlib.Host, net: tuple[str, str]) -> None:
+    """As LXD writes dnsmasq's entry when the nic starts: a create or copy adds no name-only
+    entry (a name resolves only once leased), the start does; a static ``ipv4.address`` is held
+    from the create, so that a second instance claiming it is refused there, with nothing
+    left behind; the entries go with their instances."""
+    name, gw = net
+    hosts_d = host.paths.run / "networks" / name / "hosts.d"
+    nic = {"type": "nic", "network": name, "name": "eth0"}
+    c1 = host.create("busybox", "c1", devices={"eth0": nic})
+    assert not (hosts_d / "c1").exists()
+    c2 = host.copy("c1", "c2")
+    assert not (hosts_d / "c2").exists()
+    c1.start()
+    entry = (hosts_d / "c1").read_text()
+    assert c1.config["volatile.eth0.hwaddr"] in entry and "c1" in entry
+    assert not (hosts_d / "c2").exists()
+
+    fixed = gw.rsplit(".", 1)[0] + ".77"
+    c2.update(devices={"eth0": {**nic, "ipv4.address": fixed}})
+    assert fixed in (hosts_d / "c2").read_text()  # held while c2 is stopped
+    with pytest.raises(lxdlib.InvalidConfig, match="already assigned to c2/eth0"):
+        host.create("busybox", "c3", devices={"eth0": {**nic, "ipv4.address": fixed}})
+    assert "c3" not in host.instances.names() and not (hosts_d / "c3").exists()
+    c2.update(devices={"eth0": nic})  # an entry that is there is kept true
+    assert fixed not in (hosts_d / "c2").read_text()
+    c1.delete(force=True)
+    c2.delete()
+    assert not (hosts_d / "c1").exists() and not (hosts_d / "c2").exists()
