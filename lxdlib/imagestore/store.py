@@ -26,7 +26,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -39,6 +39,7 @@ from ..errors import (
     ImageError,
     InvalidArgument,
     InvalidName,
+    LxdlibError,
     NotFound,
 )
 from ..rootdir import IMAGE_IMPORTS
@@ -71,6 +72,10 @@ UNSET: Final = _Unset.UNSET
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+#: How close two uses of an image are recorded as one (``ImageStore.touch``).
+TOUCH_RESOLUTION = timedelta(seconds=1)
 
 
 def _fmt_time(value: datetime | None) -> str:
@@ -657,10 +662,28 @@ class ImageStore:
             self._remove(target)
 
     def touch(self, fingerprint: str) -> None:
-        """Record a use of the image now (instance creation does this)."""
-        with lock(self.paths, "image", _check_fingerprint(fingerprint)):
+        """Record a use of the image now (instance creation does this).
+
+        A use already recorded less than ``TOUCH_RESOLUTION`` ago is not written again: the
+        time is shown to the second, and a burst of launches from one image (``launch_many``
+        on four workers) would otherwise queue on the image's lock to rewrite its record
+        durably, two fsyncs each, once per instance. The first look is without the lock (a
+        record is replaced whole, so it reads as old or new); the write looks again inside."""
+        fingerprint = _check_fingerprint(fingerprint)  # before any path is made of it
+        now = _now()
+
+        def recent(record: ImageRecord) -> bool:
+            seen = record.last_used_at
+            return seen is not None and timedelta(0) <= now - seen < TOUCH_RESOLUTION
+
+        # a missing or unreadable record is said by the locked path
+        with contextlib.suppress(LxdlibError, OSError, ValueError):
+            if recent(self._load(fingerprint, {})):
+                return
+        with lock(self.paths, "image", fingerprint):
             record = self._load(fingerprint)
-            self._save(record.evolve(last_used_at=_now()))
+            if not recent(record):
+                self._save(record.evolve(last_used_at=now))
 
     def update(
         self,

@@ -651,3 +651,29 @@ def test_template_fifo_target_planted_by_container(host,  # type: ignore[no-unty
     (host.pool("default").volume_path("containers", "c1") / "rootfs/etc/motd").rmdir()
     c.start()
     assert c.exec(["cat", "/etc/motd"]).text == "hello c1\n"
+
+
+def test_touch_writes_a_use_once_a_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of uses (a launch_many) rewrites the image's record once per second, not once
+    per instance; a later use is recorded; a clock that went back is recorded too."""
+    from lxdlib.imagestore import store as store_module
+    store = make_store(tmp_path)
+    rec = store.import_file(make_image(tmp_path / "a.tar.gz"))
+    path = store.root / rec.fingerprint / store_module.RECORD_FILE
+    t0 = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    clock = [t0]
+    monkeypatch.setattr(store_module, "_now", lambda: clock[0])
+    store.touch(rec.fingerprint)
+    assert store.get(rec.fingerprint).last_used_at == t0
+    written = path.stat().st_ino
+    for ms in (1, 400, 999):
+        clock[0] = t0 + store_module.timedelta(milliseconds=ms)
+        store.touch(rec.fingerprint)
+    assert path.stat().st_ino == written  # not rewritten
+    assert store.get(rec.fingerprint).last_used_at == t0
+    clock[0] = t0 + store_module.timedelta(seconds=1)
+    store.touch(rec.fingerprint)
+    assert store.get(rec.fingerprint).last_used_at == clock[0]
+    clock[0] = t0 - store_module.timedelta(seconds=5)
+    store.touch(rec.fingerprint)
+    assert store.get(rec.fingerprint).last_used_at == clock[0]
