@@ -9,6 +9,8 @@ machine's environment may set ``PYTHONDONTWRITEBYTECODE``, which the commands he
 What is timed, the median of ``--rounds`` rounds, every verb once per round, lxdlib's and
 ``lxc``'s run in turn (interleaved, so that a machine's drift hits both):
 
+- ``python3 -c "import argparse, json, pathlib"``: the imports any verb that opens a root
+  needs, with nothing of lxdlib (the floor of a Python command, printed in the header);
 - ``--version``, ``--help``, ``list`` of an empty root (lxc: a name filter matching nothing);
 - ``list`` of 3 running instances (both: a name filter matching those 3);
 - on one more instance: ``launch``, ``exec -- true``, ``info``, ``config set limits.memory``,
@@ -44,6 +46,7 @@ import lxdlib
 from tests.cleanup import teardown_root
 
 FEW = 3
+FLOOR = "import argparse, json, pathlib"
 
 
 def env() -> dict[str, str]:
@@ -115,6 +118,9 @@ def main() -> int:
     empty, full = tmp / "empty", tmp / "full"
     lx = [a.exe]
     py = [sys.executable, "-c", "pass"]
+    # what a verb that opens a root cannot do without in Python: the parser, the records'
+    # format and paths (their imports alone, with ``re``, ``enum`` and ``gettext``)
+    py_floor = [sys.executable, "-c", "import argparse, json, pathlib"]
     times: dict[str, dict[str, list[float]]] = {}
     lxd_made: list[str] = []
 
@@ -142,6 +148,8 @@ def main() -> int:
         for r in range(a.rounds):
             base_row = times.setdefault("python3 -c pass", {"lxdlib": [], "lxc": [], "before": []})
             base_row["lxdlib"].append(timed(py, environ))
+            floor_row = times.setdefault(FLOOR, {"lxdlib": [], "lxc": [], "before": []})
+            floor_row["lxdlib"].append(timed(py_floor, environ))
             both("--version", ["--version"], ["lxc", "--version"])
             both("--help", ["--help"], ["lxc", "--help"])
             both("list (empty)", ["--root", str(empty), "list", prefix],
@@ -170,11 +178,12 @@ def main() -> int:
 
     base = statistics.median(times["python3 -c pass"]["lxdlib"])
     print(f"median ms of {a.rounds} interleaved rounds; bytecode cached; "
-          f"`python3 -c pass` ({sys.executable}): {base:.1f} ms")
+          f"`python3 -c pass` ({sys.executable}): {base:.1f} ms; "
+          f"`python3 -c \"{FLOOR}\"`: {statistics.median(times[FLOOR]['lxdlib']):.1f} ms")
     head = f"{'verb':<20}" + (f"{'before':>9}" if a.before else "") + f"{'lxdlib':>9}{'/pass':>7}"
     print(head + (f"{'lxc':>9}{'lxdlib/lxc':>12}" if lxd else ""))
     for label, row in times.items():
-        if label == "python3 -c pass":
+        if label in ("python3 -c pass", FLOOR):
             continue
         ours = statistics.median(row["lxdlib"])
         line = f"{label:<20}"
@@ -182,8 +191,8 @@ def main() -> int:
             line += f"{statistics.median(row['before']):>9.1f}"
         line += f"{ours:>9.1f}{ours / base:>6.1f}x"
         if lxd and row["lxc"]:
-            theirs = statistics.median(row["lxc"])
-            line += f"{theirs:>9.1f}{ours / theirs:>11.2f}x"
+            lxc_ms = statistics.median(row["lxc"])
+            line += f"{lxc_ms:>9.1f}{ours / lxc_ms:>11.2f}x"
         print(line)
     if not lxd:
         print("(no `lxc` with a busybox image here: LXD's column is left out)")

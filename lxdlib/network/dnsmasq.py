@@ -19,7 +19,10 @@ running daemon: a new or changed file is read by itself (inotify), no SIGHUP nee
 are only ever *added* that way — a deleted file's records, and the old records of a changed
 file, stay until a SIGHUP (or a restart) makes it re-read the whole directory. Files whose name
 starts with ``.`` are skipped, so an atomic write's temporary file is never read half-written.
-Hence `reread_hosts` (SIGHUP) after a removal or a change, and nothing after a new file.
+Hence `reread_hosts` (SIGHUP) after a change or a removal (a removed entry that pins only a
+name: later, in a batch, see `lxdlib.network.dhcphosts`), and nothing after a new file. Each
+new file and each re-read costs the daemon a pass matching every lease against every entry:
+~48 ms (a new file) and ~90 ms (a re-read) of its CPU with 1,000 instances on the network.
 
 Files in ``<root>/run/networks/<name>/``: ``dnsmasq.pid``, ``dnsmasq.leases``, ``hosts.d/``,
 ``dnsmasq.raw``, ``dnsmasq.log``.

@@ -873,8 +873,14 @@ class NetworkManager:
         return store
 
     def _put_host(self, name: str, store: dhcphosts.HostStore, host: dhcphosts.StaticHost) -> None:
-        if store.put(host):
-            dnsmasq.reread_hosts(self.run_dir(name))
+        due = store.reread_due(changed=host)  # its MAC's removed entry is still in dnsmasq
+        if store.put(host) or due:
+            self._reread(name, store)
+
+    def _reread(self, name: str, store: dhcphosts.HostStore) -> None:
+        """Tell dnsmasq to read its hosts again, and forget what it held that is gone."""
+        dnsmasq.reread_hosts(self.run_dir(name))
+        store.reread_sent()
 
     def dhcp_host_add(self, name: str, key: str, hwaddr: str, ipv4: str | None = None,
                       hostname: str | None = None, *, add: bool = True) -> None:
@@ -984,9 +990,10 @@ class NetworkManager:
         """Drop ``key``'s static entry (a missing one is fine)."""
         self._read(name)
         with self._lock(name):
-            gone = self._hosts(name).remove(key)
-            if any(h.line for h in gone):
-                dnsmasq.reread_hosts(self.run_dir(name))
+            store = self._hosts(name)
+            gone = store.remove(key)
+            if store.reread_due(gone=gone):
+                self._reread(name, store)
 
     def dhcp_hosts_forget(self, owner: str) -> None:
         """Drop, on every network, the entries keyed ``owner`` or ``owner/<anything>`` (e.g. all
@@ -1000,11 +1007,12 @@ class NetworkManager:
             if not probe.exists() and not (run / DHCP_HOSTS).exists():
                 continue
             with self._lock(name):
-                gone = self._hosts(name).forget(owner)
+                store = self._hosts(name)
+                gone = store.forget(owner)
                 if not gone:
                     continue
-                if any(h.line for h in gone):
-                    dnsmasq.reread_hosts(run)
+                if store.reread_due(gone=gone):
+                    self._reread(name, store)
                 self._release_leases(name, record, {h.hwaddr for h in gone})
 
     def _release_leases(self, name: str, record: dict[str, Any], hwaddrs: set[str]) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from lxdlib import state
 from lxdlib.errors import InvalidConfig
+from lxdlib.network import dhcphosts
 from tests.integration.network_fixtures import (
     NetEnv,
     dnsmasq_pid,
@@ -210,3 +211,42 @@ def test_dnsmasq_drops_privileges_when_it_can_read_its_files() -> None:
         leaks = env.cleanup()
         shutil.rmtree(base, ignore_errors=True)
     assert not leaks
+
+
+def _resolve(netenv: NetEnv, ns: str, fqdn: str, server: str) -> str | None:
+    look = netenv.in_ns(ns, "/bin/busybox", "nslookup", fqdn, server)
+    if look.returncode != 0:
+        return None
+    answer = look.stdout.split("Name:")[-1]
+    return next((w for w in answer.split() if w.count(".") == 3 and w != server), None)
+
+
+def test_removed_name_entry_waits_for_a_reread_and_harms_nothing(netenv: NetEnv) -> None:
+    """An instance's name-only entry removed (its delete) is not worth dnsmasq's re-read of
+    every entry at once: its MAC is marked instead. Meanwhile the name works for its next
+    holder, and the same MAC added back under another name makes dnsmasq re-read then, so the
+    old name is not given to it."""
+    gw = free_subnet()
+    name = netenv.bridge_name()
+    netenv.manager.create(name, {"ipv4.address": str(gw), "dns.domain": "lxdtest"})
+    stale = netenv.paths.run / "networks" / name / dhcphosts.STALE_DIR
+    mac1, mac2 = "02:00:00:0a:00:01", "02:00:00:0a:00:02"
+    netenv.manager.dhcp_host_add(name, "a/eth0", mac1, None, "web")
+    ns1, _ = netenv.plug(name, mac=mac1)
+    ip1 = netenv.dhcp(ns1)
+    assert ip1 and _resolve(netenv, ns1, "web.lxdtest", str(gw.ip)) == ip1
+
+    netenv.manager.dhcp_hosts_forget("a")  # as a delete does: the lease is released too
+    assert (stale / mac1.replace(":", "")).exists()
+    netenv.manager.dhcp_host_add(name, "b/eth0", mac2, None, "web")
+    ns2, _ = netenv.plug(name, mac=mac2)
+    ip2 = netenv.dhcp(ns2)
+    assert ip2 and _resolve(netenv, ns2, "web.lxdtest", str(gw.ip)) == ip2
+
+    netenv.manager.dhcp_host_add(name, "c/eth0", mac1, None, "db")  # the marked MAC is back
+    assert not stale.exists() or not any(stale.iterdir())
+    ip3 = netenv.dhcp(ns1)
+    assert ip3 and _resolve(netenv, ns1, "db.lxdtest", str(gw.ip)) == ip3
+    assert _resolve(netenv, ns1, "web.lxdtest", str(gw.ip)) == ip2
+    leases = {lease["hwaddr"]: lease["hostname"] for lease in netenv.manager.leases(name)}
+    assert leases == {mac1: "db", mac2: "web"}

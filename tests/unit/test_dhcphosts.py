@@ -110,7 +110,9 @@ def test_remove_and_forget_touch_one_owner(tmp_path: Path) -> None:
 
     gone = store.forget("c1")
     assert sorted(h.key for h in gone) == ["c1/eth0", "c1/eth1"]
-    assert set(files(tmp_path)) == {"hosts.d/c10", "dhcp-index/mac-020000000010"}
+    # c2's name-only entry is marked as still held by dnsmasq (see the batched re-read test)
+    assert set(files(tmp_path)) == {"hosts.d/c10", "dhcp-index/mac-020000000010",
+                                    "dhcp-stale/020000000003"}
     assert store.forget("c1") == []
     assert store.get("c10/eth0") is not None  # "c1" is not a prefix of "c10/…"
 
@@ -180,3 +182,32 @@ def test_migrate_legacy_file(tmp_path: Path) -> None:
     }
     assert store.holder_of_ipv4("10.0.0.5") == "c1/eth0"
     assert store.migrate(legacy) == 0  # once
+
+
+def test_removed_name_entries_wait_for_a_batched_reread(tmp_path: Path) -> None:
+    """Removing an entry that pins a name alone marks its MAC instead of asking dnsmasq to
+    re-read every entry; the re-read is due when a marked MAC comes back, when an entry with an
+    address goes, or at STALE_MAX marks; once sent, the marks are gone."""
+    store = HostStore(tmp_path)
+    name_only = [StaticHost(key=f"c{i}/eth0", hwaddr=f"02:00:00:00:01:{i:02x}", hostname=f"c{i}")
+                 for i in range(dhcphosts.STALE_MAX)]
+    for host in name_only:
+        store.put(host)
+    pinned = StaticHost(key="p/eth0", hwaddr="02:00:00:00:02:01", ipv4="10.0.0.5")
+    store.put(pinned)
+
+    for host in name_only[:-1]:
+        gone = store.forget(dhcphosts.owner_of(host.key))
+        assert gone == [host] and not store.reread_due(gone=gone)
+    assert len(list(store.stale_dir.iterdir())) == dhcphosts.STALE_MAX - 1
+    assert store.reread_due(gone=store.remove(name_only[-1].key))  # the batch is full
+    store.reread_sent()
+    assert list(store.stale_dir.iterdir()) == []
+
+    assert store.reread_due(gone=store.forget("p"))  # an address: another MAC may want it
+    again = name_only[0]
+    store.put(again)
+    assert not store.reread_due(changed=again)
+    store.remove(again.key)
+    assert store.reread_due(changed=again.evolve(key="new/eth0", hostname="new"))
+    assert not store.reread_due(gone=store.remove("missing/eth0"))  # nothing went
