@@ -774,6 +774,9 @@ _NAME_KEYS = frozenset({"lxc.uts.name", "lxc.rootfs.path", "lxc.console.logfile"
                         "lxc.seccomp.profile"})
 #: A MAC as lxdlib writes one (liblxc keeps it as given too; ``x`` digits it would fill in).
 _MAC = Pattern(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
+#: The host end of a nic's veth as lxdlib names it by default (``veth`` and 8 hex digits of
+#: the instance's and the device's hash): liblxc checks only that a name fits IFNAMSIZ.
+_VETH = Pattern(r"veth[0-9a-f]{8}\Z")
 #: Room left under liblxc's path limit (PATH_MAX) for any instance name (at most 63 characters).
 _PATH_ROOM = 4096 - 128
 
@@ -782,7 +785,7 @@ def _shape(lines: Sequence[tuple[str, str]], name: str | None) -> tuple[tuple[st
     """``lines`` with what liblxc loads alike whatever its value left out: the instance's
     ``name`` (a valid instance name) where it is the host name or a whole component of a path
     — only while no other name could push the path over the length liblxc takes — and MAC
-    addresses of the form lxdlib writes."""
+    addresses and veth names of the forms lxdlib writes."""
     if not name:
         return tuple(lines)
     seg = f"/{name}/"
@@ -796,6 +799,8 @@ def _shape(lines: Sequence[tuple[str, str]], name: str | None) -> tuple[tuple[st
                 value = value.replace(seg, "/\0name/")
         elif key.startswith("lxc.net.") and key.endswith(".hwaddr") and _MAC.match(value):
             value = "\0mac"
+        elif key.startswith("lxc.net.") and key.endswith(".veth.pair") and _VETH.match(value):
+            value = "\0veth"
         out.append((key, value))
     return tuple(out)
 

@@ -132,7 +132,9 @@ class NicDriver(BaseDriver):
     hotplug = True  # only limits.* change live; the rest waits for the next start
 
     def render(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Rendered:
-        link = ctx.host.nic_link(dev)
+        # the bridge must be up for a start only; a create, copy or edit names it, checked to
+        # exist (bringing a network up checks the bridge, dnsmasq and the NAT table: ~1 ms)
+        link = ctx.host.nic_link(dev) if ctx.starting else ctx.host.nic_check(dev)
         hwaddr = dev.get("hwaddr") or ctx.record.config.get(f"volatile.{name}.hwaddr") or ""
         if dev.get("network") and hwaddr:
             if _wants_pinned_ipv4(dev):

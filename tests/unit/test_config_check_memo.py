@@ -80,3 +80,19 @@ def test_a_path_near_the_length_limit_keeps_its_name(tmp_path: Path) -> None:
     long = "/" + "d" * 4000
     shaped = dict(runtime._shape([("lxc.rootfs.path", f"dir:{long}/c1/rootfs")], "c1"))
     assert shaped["lxc.rootfs.path"] == f"dir:{long}/c1/rootfs"
+
+
+def test_lxdlib_veth_names_are_left_out_and_others_kept(tmp_path: Path, loads: list[int]) -> None:
+    """The host end lxdlib names a nic's veth (``veth`` + 8 hex digits, from the instance's name)
+    loads alike: a copy with a nic is not loaded again. A name given by the user is kept, and
+    a config with one is loaded."""
+    runtime.check_config(tmp_path, _config(tmp_path, "c1", "00:16:3e:12:34:56",
+                                           ("lxc.net.0.veth.pair", "veth0a1b2c3d")), "c1")
+    runtime.check_config(tmp_path, _config(tmp_path, "c2", "00:16:3e:ab:cd:ef",
+                                           ("lxc.net.0.veth.pair", "veth99887766")), "c2")
+    assert len(loads) == 1
+    mine = dict(runtime._shape([("lxc.net.0.veth.pair", "myhostend")], "c3"))
+    assert mine["lxc.net.0.veth.pair"] == "myhostend"
+    runtime.check_config(tmp_path, _config(tmp_path, "c4", "00:16:3e:ab:cd:ef",
+                                           ("lxc.net.0.veth.pair", "a" * 20)), "c4")
+    assert len(loads) == 2
