@@ -16,6 +16,7 @@ import pytest
 
 import lxdlib
 from lxdlib.errors import ImageError, NotFound
+from lxdlib.imagestore import store as image_store
 from tests.integration.simplestreams_fixtures import (
     NATIVE_ARCH,
     ImageFactory,
@@ -195,6 +196,8 @@ def test_launch_over_https_caches_and_prefers_cached(host: lxdlib.Host, factory:
                                      "alias": "testos/1", "image_type": "container",
                                      "certificate": ""}
         hits = srv.image_hits()
+        # uses are recorded once a second at most (ImageStore.touch): this one comes sooner
+        monkeypatch.setattr(image_store, "TOUCH_RESOLUTION", timedelta(0))
         c2 = host.create("ss:testos/1", "c2")
         assert srv.image_hits() == hits
         assert c2.config["volatile.base_image"] == fp_of(old)
