@@ -19,10 +19,11 @@ dnsmasq only adds what it reads by itself: a removed or changed entry stays in i
 it is told to read the directory again (SIGHUP), which re-reads every file and matches every
 lease against every entry — ~90 ms of its CPU with 1,000 instances, for each delete. A removed
 entry that pins a name alone is harmless there (its MAC leaves with its instance, and a name is
-given by MAC), so its re-read is put off: its MAC is marked in ``dhcp-stale/`` (before the
-entry goes, so that a crash leaves a mark too many rather than one too few), and the re-read
-comes when a marked MAC is added again, when ``STALE_MAX`` marks are there, or with any other
-re-read. An entry that pins an address is re-read at once: another MAC may want the address.
+given by MAC), so its re-read is put off: its MAC and its name are marked in ``dhcp-stale/``
+(before the entry goes, so that a crash leaves a mark too many rather than one too few), and
+the re-read comes when an entry with a marked MAC or name is added, when ``STALE_MAX`` entries
+are marked, or with any other re-read. An entry that pins an address is re-read at once:
+another MAC may want the address.
 
 Callers hold the network's lock around every change (a read-modify-write of one owner's file and
 the index files it claims); `HostStore` itself takes no lock.
@@ -101,6 +102,26 @@ def file_name(owner: str) -> str:
 
 def _mac_file(hwaddr: str) -> str:
     return hwaddr.lower().replace(":", "")
+
+
+# A DNS label, as the network manager takes for a host name: safe as a file name.
+_LABEL_RE = Pattern(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _deferrable(host: StaticHost) -> bool:
+    """Whether dnsmasq may keep ``host`` after it was removed, until a batched re-read: an
+    entry that pins no address, and whose name (if any) can be marked."""
+    return host.ipv4 is None and (host.hostname is None or
+                                  bool(_LABEL_RE.fullmatch(host.hostname)))
+
+
+def _marks(host: StaticHost) -> list[str]:
+    """The marks of a removed entry dnsmasq may still hold: its MAC, and its name (an instance
+    made again under that name must not meet the old entry)."""
+    marks = [f"mac-{_mac_file(host.hwaddr)}"]
+    if host.hostname and _LABEL_RE.fullmatch(host.hostname):
+        marks.append(f"name-{host.hostname.lower()}")
+    return marks
 
 
 def render(hosts: Iterable[StaticHost]) -> str:
@@ -216,8 +237,8 @@ class HostStore:
         if not gone:
             return []
         for host in gone:
-            if host.line is not None and host.ipv4 is None:
-                self._mark_stale(host.hwaddr)
+            if host.line is not None and _deferrable(host):  # no line: dnsmasq never had it
+                self._mark_stale(host)
         if hosts:
             self._write_owner(owner, hosts)
         else:
@@ -232,18 +253,22 @@ class HostStore:
     # -- what dnsmasq still holds (under the network's lock) -----------------------------------
     def reread_due(self, changed: StaticHost | None = None,
                    gone: Iterable[StaticHost] = ()) -> bool:
-        """Whether dnsmasq must re-read its hosts now: after ``gone`` were removed, an address
-        among them or too many marks; before ``changed`` is read, its MAC marked."""
-        if any(h.ipv4 for h in gone if h.line is not None):
+        """Whether dnsmasq must re-read its hosts now: after ``gone`` were removed, one that
+        pins an address (or an odd name) among them, or ``STALE_MAX`` marks; before ``changed``
+        is read, its MAC or its name marked (dnsmasq would still hold the old entry of either)."""
+        gone = [h for h in gone if h.line is not None]
+        if any(not _deferrable(h) for h in gone):
             return True
-        if changed is not None and (self.stale_dir / _mac_file(changed.hwaddr)).exists():
+        if changed is not None and any((self.stale_dir / mark).exists()
+                                       for mark in _marks(changed)):
             return True
-        if not any(h.line for h in gone):
+        if not gone:
             return False
         try:
-            return len(os.listdir(self.stale_dir)) >= STALE_MAX
+            marked = os.listdir(self.stale_dir)
         except FileNotFoundError:
             return False
+        return sum(1 for m in marked if m.startswith("mac-")) >= STALE_MAX
 
     def reread_sent(self) -> None:
         """dnsmasq was told to re-read: it holds no removed entry any more."""
@@ -251,15 +276,16 @@ class HostStore:
             names = os.listdir(self.stale_dir)
         except FileNotFoundError:
             return
-        for name in names:  # at most STALE_MAX and a few
+        for name in names:  # at most twice STALE_MAX and a few
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.stale_dir / name)
 
-    def _mark_stale(self, hwaddr: str) -> None:
+    def _mark_stale(self, host: StaticHost) -> None:
         self.stale_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # not durable: after a power loss dnsmasq starts afresh, from the files alone
-        os.close(os.open(self.stale_dir / _mac_file(hwaddr),
-                         os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+        for mark in _marks(host):
+            # not durable: after a power loss dnsmasq starts afresh, from the files alone
+            os.close(os.open(self.stale_dir / mark,
+                             os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
 
     def _write_owner(self, owner: str, hosts: dict[str, StaticHost]) -> None:
         self.hosts_dir.mkdir(mode=0o755, parents=True, exist_ok=True)

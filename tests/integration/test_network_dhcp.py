@@ -223,30 +223,32 @@ def _resolve(netenv: NetEnv, ns: str, fqdn: str, server: str) -> str | None:
 
 def test_removed_name_entry_waits_for_a_reread_and_harms_nothing(netenv: NetEnv) -> None:
     """An instance's name-only entry removed (its delete) is not worth dnsmasq's re-read of
-    every entry at once: its MAC is marked instead. Meanwhile the name works for its next
-    holder, and the same MAC added back under another name makes dnsmasq re-read then, so the
-    old name is not given to it."""
+    every entry at once: its MAC and name are marked instead, and other instances are served
+    meanwhile. An instance made again under that name makes dnsmasq re-read first, so the name
+    goes to the new instance."""
     gw = free_subnet()
     name = netenv.bridge_name()
     netenv.manager.create(name, {"ipv4.address": str(gw), "dns.domain": "lxdtest"})
     stale = netenv.paths.run / "networks" / name / dhcphosts.STALE_DIR
-    mac1, mac2 = "02:00:00:0a:00:01", "02:00:00:0a:00:02"
+    mac1, mac2, mac3 = "02:00:00:0a:00:01", "02:00:00:0a:00:02", "02:00:00:0a:00:03"
+    server = str(gw.ip)
     netenv.manager.dhcp_host_add(name, "a/eth0", mac1, None, "web")
     ns1, _ = netenv.plug(name, mac=mac1)
     ip1 = netenv.dhcp(ns1)
-    assert ip1 and _resolve(netenv, ns1, "web.lxdtest", str(gw.ip)) == ip1
+    assert ip1 and _resolve(netenv, ns1, "web.lxdtest", server) == ip1
 
     netenv.manager.dhcp_hosts_forget("a")  # as a delete does: the lease is released too
-    assert (stale / mac1.replace(":", "")).exists()
-    netenv.manager.dhcp_host_add(name, "b/eth0", mac2, None, "web")
+    assert {p.name for p in stale.iterdir()} == {"mac-" + mac1.replace(":", ""), "name-web"}
+    netenv.manager.dhcp_host_add(name, "b/eth0", mac2, None, "api")
+    assert {p.name for p in stale.iterdir()} == {"mac-" + mac1.replace(":", ""), "name-web"}
     ns2, _ = netenv.plug(name, mac=mac2)
     ip2 = netenv.dhcp(ns2)
-    assert ip2 and _resolve(netenv, ns2, "web.lxdtest", str(gw.ip)) == ip2
+    assert ip2 and _resolve(netenv, ns2, "api.lxdtest", server) == ip2
 
-    netenv.manager.dhcp_host_add(name, "c/eth0", mac1, None, "db")  # the marked MAC is back
-    assert not stale.exists() or not any(stale.iterdir())
-    ip3 = netenv.dhcp(ns1)
-    assert ip3 and _resolve(netenv, ns1, "db.lxdtest", str(gw.ip)) == ip3
-    assert _resolve(netenv, ns1, "web.lxdtest", str(gw.ip)) == ip2
+    netenv.manager.dhcp_host_add(name, "c/eth0", mac3, None, "web")  # the name comes back
+    assert not any(stale.iterdir())
+    ns3, _ = netenv.plug(name, mac=mac3)
+    ip3 = netenv.dhcp(ns3)
+    assert ip3 and _resolve(netenv, ns3, "web.lxdtest", server) == ip3
     leases = {lease["hwaddr"]: lease["hostname"] for lease in netenv.manager.leases(name)}
-    assert leases == {mac1: "db", mac2: "web"}
+    assert leases == {mac2: "api", mac3: "web"}

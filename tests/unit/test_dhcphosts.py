@@ -112,7 +112,7 @@ def test_remove_and_forget_touch_one_owner(tmp_path: Path) -> None:
     assert sorted(h.key for h in gone) == ["c1/eth0", "c1/eth1"]
     # c2's name-only entry is marked as still held by dnsmasq (see the batched re-read test)
     assert set(files(tmp_path)) == {"hosts.d/c10", "dhcp-index/mac-020000000010",
-                                    "dhcp-stale/020000000003"}
+                                    "dhcp-stale/mac-020000000003", "dhcp-stale/name-c2"}
     assert store.forget("c1") == []
     assert store.get("c10/eth0") is not None  # "c1" is not a prefix of "c10/…"
 
@@ -185,9 +185,10 @@ def test_migrate_legacy_file(tmp_path: Path) -> None:
 
 
 def test_removed_name_entries_wait_for_a_batched_reread(tmp_path: Path) -> None:
-    """Removing an entry that pins a name alone marks its MAC instead of asking dnsmasq to
-    re-read every entry; the re-read is due when a marked MAC comes back, when an entry with an
-    address goes, or at STALE_MAX marks; once sent, the marks are gone."""
+    """Removing an entry that pins a name alone marks its MAC and name instead of asking
+    dnsmasq to re-read every entry; the re-read is due when an entry with a marked MAC or name
+    is added, when an entry with an address goes, or at STALE_MAX marked entries; once sent,
+    the marks are gone."""
     store = HostStore(tmp_path)
     name_only = [StaticHost(key=f"c{i}/eth0", hwaddr=f"02:00:00:00:01:{i:02x}", hostname=f"c{i}")
                  for i in range(dhcphosts.STALE_MAX)]
@@ -199,15 +200,19 @@ def test_removed_name_entries_wait_for_a_batched_reread(tmp_path: Path) -> None:
     for host in name_only[:-1]:
         gone = store.forget(dhcphosts.owner_of(host.key))
         assert gone == [host] and not store.reread_due(gone=gone)
-    assert len(list(store.stale_dir.iterdir())) == dhcphosts.STALE_MAX - 1
+    assert len(list(store.stale_dir.iterdir())) == 2 * (dhcphosts.STALE_MAX - 1)
     assert store.reread_due(gone=store.remove(name_only[-1].key))  # the batch is full
     store.reread_sent()
     assert list(store.stale_dir.iterdir()) == []
 
     assert store.reread_due(gone=store.forget("p"))  # an address: another MAC may want it
-    again = name_only[0]
-    store.put(again)
-    assert not store.reread_due(changed=again)
-    store.remove(again.key)
-    assert store.reread_due(changed=again.evolve(key="new/eth0", hostname="new"))
+    old = name_only[0]
+    store.put(old)
+    assert not store.reread_due(changed=old)
+    assert not store.reread_due(gone=store.remove(old.key))
+    assert store.reread_due(changed=old.evolve(key="new/eth0", hostname="new"))  # its MAC
+    assert store.reread_due(changed=StaticHost(key="other/eth0", hwaddr="02:00:00:00:03:01",
+                                               hostname=old.hostname.upper()))  # its name
+    assert not store.reread_due(changed=StaticHost(key="x/eth0", hwaddr="02:00:00:00:03:02",
+                                                   hostname="x"))
     assert not store.reread_due(gone=store.remove("missing/eth0"))  # nothing went
