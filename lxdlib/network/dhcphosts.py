@@ -61,6 +61,9 @@ HEADER = "# lxdlib static DHCP hosts of one owner: each '#{...}' line is the ent
 # directory readable; anything else is hashed. Plain names never start with '_', hashed ones
 # always do, so the two never meet; none starts with '.', which dnsmasq would skip.
 _PLAIN_RE = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+#: One label of a DNS name (RFC 1123): what an entry's host name must be (the network manager
+#: refuses anything else), and a network's domain is made of them.
+DNS_LABEL = Pattern(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 class StaticHost(Value, frozen=True):
@@ -104,22 +107,19 @@ def _mac_file(hwaddr: str) -> str:
     return hwaddr.lower().replace(":", "")
 
 
-# A DNS label, as the network manager takes for a host name: safe as a file name.
-_LABEL_RE = Pattern(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
 def _deferrable(host: StaticHost) -> bool:
     """Whether dnsmasq may keep ``host`` after it was removed, until a batched re-read: an
-    entry that pins no address, and whose name (if any) can be marked."""
+    entry that pins no address, and whose name (if any) can be marked (a DNS label is safe as
+    a file name)."""
     return host.ipv4 is None and (host.hostname is None or
-                                  bool(_LABEL_RE.fullmatch(host.hostname)))
+                                  bool(DNS_LABEL.fullmatch(host.hostname)))
 
 
 def _marks(host: StaticHost) -> list[str]:
     """The marks of a removed entry dnsmasq may still hold: its MAC, and its name (an instance
     made again under that name must not meet the old entry)."""
     marks = [f"mac-{_mac_file(host.hwaddr)}"]
-    if host.hostname and _LABEL_RE.fullmatch(host.hostname):
+    if host.hostname and DNS_LABEL.fullmatch(host.hostname):
         marks.append(f"name-{host.hostname.lower()}")
     return marks
 

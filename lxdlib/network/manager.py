@@ -51,7 +51,6 @@ IPv4Range = tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]
 # -- pure: names and config --------------------------------------------------------------------
 _NAME_RE = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 _MAC_RE = Pattern(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
-_LABEL_RE = Pattern(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _EXPIRY_RE = Pattern(r"(\d+)([smhdw]?)")
 _EXPIRY_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -161,7 +160,7 @@ def parse_expiry(key: str, value: str) -> str:
 
 def _check_domain(key: str, value: str) -> None:
     labels = value.split(".")
-    if len(value) > 253 or not all(_LABEL_RE.fullmatch(label) for label in labels):
+    if len(value) > 253 or not all(dhcphosts.DNS_LABEL.fullmatch(label) for label in labels):
         raise InvalidConfig(key, "must be a DNS domain name (letters, digits, '-' and dots)",
                             value)
 
@@ -896,7 +895,7 @@ class NetworkManager:
         if not isinstance(key, str) or not key or any(ch in key for ch in "\n\r\0"):
             raise InvalidConfig("key", "must be a non-empty single-line string", str(key))
         _check_mac("hwaddr", hwaddr)
-        if hostname is not None and not _LABEL_RE.fullmatch(hostname):
+        if hostname is not None and not dhcphosts.DNS_LABEL.fullmatch(hostname):
             raise InvalidConfig("hostname", "must be a DNS label", hostname)
         spec = parse_spec(record["config"])
         if ipv4 is not None:
