@@ -470,6 +470,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(e)
         sys.stderr.write(f"Error: {msg}\n")
         return 1
+    except BrokenPipeError:  # `lxdlib list | head`: quiet, as lxc (before OSError: it is one)
+        # and no second error when Python flushes the closed stdout on its way out
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     except OSError as e:
         if args.debug or not DiskFull.is_full(e):
             raise
@@ -479,8 +485,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 141
 
 
 def entry() -> None:

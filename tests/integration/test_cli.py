@@ -4,6 +4,7 @@ errors with non-zero exit codes, formats."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -251,3 +252,18 @@ def test_verbs_on_an_instance_import_no_image_or_remote_code(host: lxdlib.Host) 
     inst = host.instances["imp"]
     assert inst.state == "RUNNING" and inst.config["limits.memory"] == "256MB"
     assert inst.snapshots.names() == ["snap0"]
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(host: lxdlib.Host) -> None:
+    """``lxdlib list | head -1``: a closed pipe ends the command as it ends ``lxc`` (SIGPIPE's
+    status, 141 in a shell), without a traceback, and without a second error when Python
+    flushes its stdout on the way out."""
+    r, w = os.pipe()
+    os.close(r)  # every write gets EPIPE (Python ignores SIGPIPE)
+    try:
+        p = subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root",
+                            str(host.paths.root), "list"], stdout=w, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert (p.returncode, p.stderr) == (141, "")
