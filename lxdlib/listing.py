@@ -3,7 +3,7 @@
 Asking each instance in turn (``inst.state``, ``inst.pid``, ``inst.network_state()``) costs a
 liblxc config load and a monitor round trip per instance, and an ``ip`` process in each
 namespace: seconds for a thousand instances. A ``Listing`` reads the same facts in bulk, and
-starts no process:
+runs no program:
 
 - records: parsed once per process while their file is unchanged (``record.clear_cache``);
 - which run: the monitors listening on their command sockets, read from ``/proc/net/unix``
@@ -11,7 +11,8 @@ starts no process:
 - state and init pid of those: the kernel's view (``livestate``: cgroup files and ``/proc``);
   an instance it cannot prove is asked through liblxc, as before;
 - addresses: a netlink dump inside each running instance's network namespace, in-process, in a
-  thread that works while the records are parsed (``netstate.start_reading``) — the addresses
+  thread that works while the records are parsed (``netstate.start_reading``; for hundreds, in
+  a process that runs one thread, a fork of it reads most of them meanwhile) — the addresses
   ``inst.network_state()`` reads with one ``ip`` process per instance, in the same shape, so
   also those set inside the instance without DHCP (static, SLAAC), which the host's DHCP
   leases would miss; ``network="full"`` adds MAC, MTU, state and counters;
@@ -185,27 +186,29 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
     wait = (netstate.start_reading([v.pid for v in live.values() if v is not None],
                                    full=network == "full") if network else None)
     records: dict[str, InstanceRecord | LxdlibError] = {}
-    base = os.fspath(lxcpath)
-    for name in wanted:
-        try:
-            records[name] = record.load_file(f"{base}/{name}/instance.yaml", name)
-        except FileNotFoundError:
-            continue  # deleted meanwhile
-        except LxdlibError as e:  # CorruptRecord, a symlinked record
-            records[name] = e
     states: dict[str, tuple[str, int, str | None]] = {}
-    for name, rec in records.items():
-        seen = live.get(name)
-        if isinstance(rec, LxdlibError):
-            states[name] = ("ERROR", -1, str(rec))
-        elif seen is not None:
-            states[name] = (seen.state, seen.pid, None)
-        elif active is None or name in active:
-            states[name] = _liblxc_view(paths, name)
-        else:
-            error = _config_error(paths, name)
-            states[name] = ("ERROR" if error else "STOPPED", -1, error)
-    nets: dict[int, dict[str, Any]] = wait() if wait is not None else {}
+    try:
+        base = os.fspath(lxcpath)
+        for name in wanted:
+            try:
+                records[name] = record.load_file(f"{base}/{name}/instance.yaml", name)
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            except LxdlibError as e:  # CorruptRecord, a symlinked record
+                records[name] = e
+        for name, rec in records.items():
+            seen = live.get(name)
+            if isinstance(rec, LxdlibError):
+                states[name] = ("ERROR", -1, str(rec))
+            elif seen is not None:
+                states[name] = (seen.state, seen.pid, None)
+            elif active is None or name in active:
+                states[name] = _liblxc_view(paths, name)
+            else:
+                error = _config_error(paths, name)
+                states[name] = ("ERROR" if error else "STOPPED", -1, error)
+    finally:  # also on the way out of an error: the reader may be a forked child
+        nets: dict[int, dict[str, Any]] = wait() if wait is not None else {}
     late = [pid for state, pid, _ in states.values()  # asked liblxc: not read yet
             if state in ACTIVE and pid > 0 and pid not in nets]
     if late and network:

@@ -1,6 +1,7 @@
 """The one-pass listing (``host.instances.list_state()``, ``lxdlib list``) against the exact
 per-instance view, on real containers with DHCP on a managed bridge: running, frozen, stopped,
-and an address set inside an instance without DHCP. The listing starts no process."""
+and an address set inside an instance without DHCP. The listing runs no program (for hundreds
+of instances a fork of the process reads most namespaces, tested here with the threshold down)."""
 
 from __future__ import annotations
 
@@ -134,6 +135,53 @@ def test_listing_agrees_with_the_exact_view(host: lxdlib.Host, net: str,
     after = host.instances.list_state(["run", "static"])
     assert after.names() == ["run", "static"] and after["run"].state == "STOPPED"
     assert after["run"].pid == -1 and after["static"].running
+
+
+# Lists the root given in a fresh process (one thread: the case that forks) with the fork
+# threshold at 1, and tells how many forks it made and whether each was reaped; with "dies",
+# the forked reader exits before giving anything, and this process must read those itself.
+_FORKED_LISTING = """
+import json, os, sys
+import lxdlib
+from lxdlib.network import netstate
+netstate.FORK_FROM = 1
+parent, forks, real_fork, real_visit = os.getpid(), [], os.fork, netstate._visit
+def fork():
+    pid = real_fork()
+    if pid:
+        forks.append(pid)
+    return pid
+def visit(*args):
+    if os.getpid() != parent and sys.argv[2] == "dies":
+        os._exit(3)
+    return real_visit(*args)
+os.fork, netstate._visit = fork, visit
+host = lxdlib.Host(sys.argv[1])
+out = {str(n): {e.name: e.network for e in host.instances.list_state(network=n)}
+       for n in (True, "full")}
+print(json.dumps({"forks": len(forks), "left": [p for p in forks if os.path.exists(f"/proc/{p}")],
+                  "listings": out}))
+"""
+
+
+@pytest.mark.parametrize("child", ["reads", "dies"])
+def test_a_forked_reader_gives_the_same_listing(host: lxdlib.Host, net: str, child: str) -> None:
+    """Hundreds of namespaces, in a process that runs one thread, are read mostly by a fork of
+    the process (``netstate.CHILD_SHARE``): the same listing as one thread reads, every fork
+    reaped; a fork that gives nothing back costs only time (this process reads those)."""
+    insts = [host.launch("busybox", f"c{i}") for i in range(3)]
+    for c in insts:
+        assert c.wait_for(lambda c=c: bool(c.addresses("inet")), timeout=30), c.network_state()
+    r = subprocess.run([sys.executable, "-c", _FORKED_LISTING, str(host.paths.root), child],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["forks"] == 2 and got["left"] == []  # one per listing, each reaped
+    here = {e.name: e.network for e in host.instances.list_state()}
+    assert got["listings"]["True"] == here and all(here.values())
+    full = {e.name: without_counters(e.network or {})
+            for e in host.instances.list_state(network="full")}
+    assert {n: without_counters(v) for n, v in got["listings"]["full"].items()} == full
 
 
 def test_listing_falls_back_to_liblxc_when_the_cgroup_is_unknown(

@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -452,6 +453,23 @@ def test_interfaces_many_leaves_the_callers_namespace_alone() -> None:
     before = os.readlink("/proc/thread-self/ns/net")
     netstate.interfaces_many([os.getpid()])
     assert os.readlink("/proc/thread-self/ns/net") == before
+
+
+def test_only_a_process_running_one_thread_counts_as_one() -> None:
+    """The fork of a listing's reader is made only where nothing else runs: a fresh process
+    counts as one thread, and not once it starts one (Python's count, then the kernel's)."""
+    r = subprocess.run([sys.executable, "-c", "from lxdlib.network import netstate; "
+                        "print(netstate._single_threaded())"],
+                       capture_output=True, text=True, timeout=60, check=True)
+    assert r.stdout.split() == ["True"]
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not netstate._single_threaded()
+    finally:
+        stop.set()
+        other.join()
 
 
 # -- the record cache ---------------------------------------------------------------------------
