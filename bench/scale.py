@@ -1,12 +1,13 @@
 """Scale: what each operation costs with many instances running, up to 1,000 by default.
 
     sudo .venv/bin/python bench/scale.py [--max 1000] [--steps 10,100,250,500,1000]
-                                         [--workers N] [--extra 5] [--raise-limits]
+                                         [--workers N] [--extra 5] [--batch 20]
+                                         [--raise-limits]
 
 One root of its own under /var/tmp: a loop-backed btrfs pool, a managed bridge on a /20 (room
 for 4,000 addresses), the busybox image, a default profile with a root disk and eth0 on that
-bridge. At each step the instances are filled up to N with ``launch_many`` (the parallel launch
-rate); once each holds its DHCP lease (the fill's last addresses take a core for tens of seconds
+bridge. At each step the instances are filled up to N with ``launch_many`` (the fill's rate);
+once each holds its DHCP lease (the fill's last addresses take a core for tens of seconds
 at 1,000, which is not the cost of N running), a few extra instances measure, one at a time in
 this process, the median latency of launch, exec, info, snapshot, stop, restore, copy (without
 snapshots, on every side), start and delete — beside the raw floor (python3-lxc + btrfsutil
@@ -21,6 +22,11 @@ Without it a step the host cannot take stops with the ``HostLimit`` that says wh
 
 Everything is deleted at the end — also after a failure or Ctrl-C — and MemAvailable is compared
 with its value before the run. A markdown table for the README closes the output.
+
+The launch rate, one at a time against ``launch_many``, is also measured like for like at the
+end of each step (``--batch`` instances each way, twice, alternating which goes first, each
+batch deleted after): the fill's rate divides launches made while dnsmasq serves the leases of
+hundreds launched just before, where the median single launch is taken once they are served.
 """
 
 from __future__ import annotations
@@ -151,6 +157,31 @@ def measure_lxdlib(host: lxdlib.Host, names: list[str]) -> dict[str, list[float]
             inst.delete(force=True)
         copy.delete(force=True)
     return t
+
+
+def launch_rates(host: lxdlib.Host, step: int, k: int, workers: int | None,
+                 rounds: int = 2) -> tuple[float, float]:
+    """Launches/s one at a time and with ``launch_many``, like for like: ``k`` instances each
+    way at N running, in the same conditions (each batch deleted before the next, the order
+    alternating, a pause for the batch's DHCP between). The fill's rate is not that: a fill
+    to 1,000 launches while dnsmasq serves the leases of the hundreds launched just before."""
+    one: list[float] = []
+    many: list[float] = []
+    for r in range(rounds):
+        for kind in ("one", "many") if r % 2 == 0 else ("many", "one"):
+            names = [f"l{step}{kind}{r}n{i}" for i in range(k)]
+            t = time.perf_counter()
+            if kind == "one":
+                for name in names:
+                    host.launch("busybox", name)
+            else:
+                host.launch_many(names, image="busybox", workers=workers)
+            (one if kind == "one" else many).append(k / (time.perf_counter() - t))
+            time.sleep(1)
+            for name in names:
+                host.instances.get(name).delete(force=True)
+            time.sleep(1)
+    return statistics.median(one), statistics.median(many)
 
 
 def cli(root: Path) -> list[str]:
@@ -292,6 +323,9 @@ def main() -> int:
                     help="launch_many's workers (default: its own choice, 2 per CPU)")
     ap.add_argument("--extra", type=int, default=5,
                     help="instances that measure each operation at each step")
+    ap.add_argument("--batch", type=int, default=20,
+                    help="instances launched each way (one at a time, launch_many) at each "
+                    "step for the like-for-like launch rate (fewer where the bridge is full)")
     ap.add_argument("--pool-size", default="8GiB")
     ap.add_argument("--raise-limits", action="store_true")
     ap.add_argument("--no-raw", action="store_true")
@@ -427,6 +461,18 @@ def main() -> int:
                       f"{fmt(row['list_vs'][1])} ms")
             elif step <= LXD_MAX:
                 print("LXD: not installed on this machine: its figures are skipped")
+            # last in the step (it launches and deletes): a bridge takes 1,023 ports, so the
+            # batch is made to fit beside the N running
+            batch = min(args.batch, hostlimits.BRIDGE_PORTS_MAX - step - 1)
+            if batch >= 4:
+                # the fill's workers (its default for a large batch: two per CPU), which a
+                # batch this small would otherwise not be given (launcher.worker_count)
+                workers = args.workers or 2 * (os.cpu_count() or 1)
+                like = launch_rates(host, step, batch, workers)
+                row["like"] = like
+                print(f"launch rate like for like ({batch} each way, twice, alternating; "
+                      f"{workers} workers): one at a time {like[0]:.1f}/s, launch_many "
+                      f"{like[1]:.1f}/s ({like[1] / like[0]:.2f}x)")
     except KeyboardInterrupt:
         print("\ninterrupted: cleaning up")
     finally:
@@ -484,6 +530,10 @@ def print_table(rows: list[dict[str, Any]], workers: int | None) -> None:
     line("launch/s serial", lambda r: f"{r['ser_rate']:.0f}")
     line(f"launch/s `launch_many` ({workers or 'default'} workers)",
          lambda r: f"{r['par_rate']:.0f}")
+    line(f"launch/s like for like (one at a time / `launch_many` with "
+         f"{workers or 2 * (os.cpu_count() or 1)} workers, ratio)",
+         lambda r: (f"{r['like'][0]:.0f} / {r['like'][1]:.0f}, "
+                    f"{r['like'][1] / r['like'][0]:.2f}x" if r.get("like") else ""))
     line("memory per instance: MemAvailable drop MiB", lambda r: f"{r['mem_per'] / 2**20:.2f}")
     line("memory per instance: monitor + host-side PSS MB",
          lambda r: f"{r['memory']['pss']:.2f}")
