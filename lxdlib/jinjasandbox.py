@@ -58,9 +58,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
 from .patterns import Pattern
-
-MAX_OUTPUT = 64 * 1024 * 1024
-"""Characters one template may produce; a bigger file is refused as an error."""
+from .templatetext import MAX_OUTPUT
 
 _FILENAME = "<image template {}>"  # the filename compiled code carries, to find its lines
 

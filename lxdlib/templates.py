@@ -45,6 +45,11 @@ def render(text: str, ctx: Mapping[str, Any], *, name: str = "<template>",
     ``properties``); ``config_get`` is added over ``ctx["config"]`` unless given.
     ``templates_dir`` is where ``{% include %}`` finds other templates (none without it).
     Raises ``TemplateError`` naming ``name`` and the line."""
+    from .templatetext import substitute
+    # the context jinjasandbox gives, config_get (a function: only Jinja2 can render it) included
+    plain = substitute(text, {"config_get": render, **ctx})
+    if plain is not None:  # names alone: no engine to load (see templatetext)
+        return plain
     from . import jinjasandbox  # here, not at the top: Jinja2 loads only when a template renders
 
     def include(template: str) -> str | None:

@@ -8,11 +8,15 @@ expected outputs below were worked out by hand from pongo2's rules (whitespace c
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lxdlib import templates
 from lxdlib.errors import ImageError, TemplateError
@@ -285,3 +289,96 @@ def test_apply_broken_template_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match=r"'bad.tpl', line 2"):
         templates.apply(vol, meta, "create", _inst_ctx({}), os.getuid(), os.getgid())
     assert (vol / "rootfs/etc/hosts").read_text() == "old\n"
+
+
+# -- names alone, without the engine (templatetext) ------------------------------------------
+
+def _engine(text: str, ctx: dict[str, Any]) -> str | Exception:
+    """What Jinja2 renders (or the error it raises), through jinjasandbox itself."""
+    from lxdlib import jinjasandbox
+    try:
+        return jinjasandbox.render(text, ctx)
+    except TemplateError as e:
+        return e
+
+
+_NAMES = st.sampled_from(["container", "name", "config", "a", "b", "items", "get", "keys",
+                          "_x", "true", "None", "self", "loop", "config_get", "missing", "X1"])
+_LEAF = st.one_of(st.text(max_size=8), st.none(), st.integers(), st.booleans())
+_TREE = st.recursive(_LEAF, lambda kids: st.dictionaries(_NAMES, kids, max_size=4),
+                     max_leaves=12)
+_PIECES = st.one_of(
+    st.text(alphabet="ab {}%#-\n\r|.:\"", max_size=6),  # literal text, stray braces included
+    st.builds(lambda parts, left, right: "{{" + left + ".".join(parts) + right + "}}",
+              st.lists(_NAMES, min_size=1, max_size=3),
+              st.sampled_from(["", " ", "  ", "- ", "\t"]), st.sampled_from(["", " ", " -"])),
+    st.sampled_from(["{% if a %}x{% endif %}", "{# c #}", "{{ a|upper }}", "{{ 'q' }}",
+                     "{{{ a }}", "{{ a }}}", "{{ a.1 }}", "{{ a[0] }}", "{{ a() }}"]))
+
+
+# mostly what the shortcut answers: text without braces, references, string leaves
+_FEW = st.sampled_from(["a", "b", "name", "items", "_x", "none", "missing"])
+_TEXT_TREE = st.recursive(st.one_of(st.text(max_size=6), st.none()),
+                          lambda kids: st.dictionaries(_FEW, kids, max_size=3), max_leaves=10)
+_PLAIN = st.one_of(
+    st.text(st.characters(blacklist_characters="{\r", blacklist_categories=("Cs",)),
+            max_size=8),
+    st.builds(lambda parts, left, right: "{{" + left + ".".join(parts) + right + "}}",
+              st.lists(_FEW, min_size=1, max_size=3), st.sampled_from(["", " "]),
+              st.sampled_from(["", " "])))
+
+
+@settings(max_examples=600, deadline=None)
+@given(pieces=st.lists(_PLAIN, max_size=6),
+       ctx=st.dictionaries(_FEW, _TEXT_TREE, max_size=4))
+def test_references_render_as_the_engine_renders_them(pieces: list[str],
+                                                      ctx: dict[str, Any]) -> None:
+    """Text and references alone, over nested dicts of strings: the shortcut answers most of
+    these, and its answer is Jinja2's."""
+    from lxdlib.templatetext import substitute
+    text = "".join(pieces)
+    plain = substitute(text, {"config_get": templates.render, **ctx})
+    if plain is not None:
+        assert plain == _engine(text, ctx), text
+
+
+@settings(max_examples=600, deadline=None)
+@given(pieces=st.lists(_PIECES, max_size=6),
+       ctx=st.dictionaries(_NAMES, _TREE, max_size=5))
+def test_names_alone_render_as_the_engine_renders_them(pieces: list[str],
+                                                       ctx: dict[str, Any]) -> None:
+    """Where ``templatetext`` answers without Jinja2, its answer is Jinja2's (through
+    ``jinjasandbox``, with the ``config_get`` ``templates`` adds); everything else it leaves
+    to the engine."""
+    from lxdlib.templatetext import substitute
+    text = "".join(pieces)
+    plain = substitute(text, {"config_get": templates.render, **ctx})
+    if plain is not None:
+        assert plain == _engine(text, ctx), text
+
+
+def test_names_alone_are_most_image_templates() -> None:
+    """The busybox image's hostname template, LXD's usual hostname and hosts templates:
+    rendered without the engine, as it renders them."""
+    from lxdlib.templatetext import substitute
+    ctx = _inst_ctx({})
+    for text in ("{{ container.name }}\n",
+                 "127.0.1.1\t{{ container.name }}\n127.0.0.1\tlocalhost\n",
+                 "{{ instance.name }} {{ properties.missing }} {{ nothing.at.all }}"):
+        plain = substitute(text, {"config_get": templates.render, **ctx})
+        assert plain is not None and plain == _engine(text, ctx), text
+    # a tag, a filter, a carriage return: the engine's
+    for text in ("{% if x %}{% endif %}", "{{ container.name|upper }}", "{{ a }}\r\n"):
+        assert substitute(text, ctx) is None
+
+
+def test_rendering_names_alone_loads_no_engine() -> None:
+    """A command whose only template names values (a copy or launch from the busybox image)
+    does not import Jinja2; one with a tag does."""
+    code = ("import sys; from lxdlib import templates; "
+            "print(templates.render('{{ container.name }}\\n', {'container': {'name': 'c'}}), "
+            "'jinja2' in sys.modules); "
+            "templates.render('{% if 1 %}x{% endif %}', {}); print('jinja2' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, check=True)
+    assert r.stdout.split() == ["c", "False", "True"]
