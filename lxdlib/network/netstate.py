@@ -468,6 +468,11 @@ class _Child:
         if pid == 0:  # the child: no logging, no import, no return
             code = 1
             try:
+                # the caller's signal handlers are the caller's (a SIGTERM handler may clean up
+                # what the caller made): here a signal ends the child, as a fork's should
+                for sig in signal.valid_signals():
+                    if callable(signal.getsignal(sig)):
+                        signal.signal(sig, signal.SIG_DFL)
                 os.close(rfd)
                 out: dict[int, T] = {}
                 failures: list[tuple[int, OSError]] = []

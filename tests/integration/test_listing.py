@@ -141,7 +141,7 @@ def test_listing_agrees_with_the_exact_view(host: lxdlib.Host, net: str,
 # threshold at 1, and tells how many forks it made and whether each was reaped; with "dies",
 # the forked reader exits before giving anything, and this process must read those itself.
 _FORKED_LISTING = """
-import json, os, sys
+import json, os, signal, sys
 import lxdlib
 from lxdlib.network import netstate
 netstate.FORK_FROM = 1
@@ -154,8 +154,15 @@ def fork():
 def visit(*args):
     if os.getpid() != parent and sys.argv[2] == "dies":
         os._exit(3)
+    if os.getpid() != parent and sys.argv[2] == "signalled":
+        os.kill(os.getpid(), signal.SIGTERM)
     return real_visit(*args)
 os.fork, netstate._visit = fork, visit
+# the caller's handler, which must not run in the fork (it ends by the signal instead)
+def handler(*args):
+    with open(sys.argv[1] + "/handled", "a") as f:
+        f.write(f"{os.getpid()} ")
+signal.signal(signal.SIGTERM, handler)
 host = lxdlib.Host(sys.argv[1])
 if sys.argv[2] == "caller fails":  # while the fork reads, the records cannot be read
     import lxdlib.record
@@ -174,12 +181,13 @@ print(json.dumps({"forks": len(forks), "left": [p for p in forks if os.path.exis
 """
 
 
-@pytest.mark.parametrize("child", ["reads", "dies", "caller fails"])
+@pytest.mark.parametrize("child", ["reads", "dies", "signalled", "caller fails"])
 def test_a_forked_reader_gives_the_same_listing(host: lxdlib.Host, net: str, child: str) -> None:
     """Hundreds of namespaces, in a process that runs one thread, are read mostly by a fork of
     the process (``netstate.CHILD_SHARE``): the same listing as one thread reads, every fork
-    reaped; a fork that gives nothing back costs only time (this process reads those); a
-    listing that fails on its own side meanwhile still reaps its fork."""
+    reaped; a fork that gives nothing back costs only time (this process reads those), also
+    one ended by a signal, which the caller's handler must not see; a listing that fails on
+    its own side meanwhile still reaps its fork."""
     insts = [host.launch("busybox", f"c{i}") for i in range(3)]
     for c in insts:
         assert c.wait_for(lambda c=c: bool(c.addresses("inet")), timeout=30), c.network_state()
@@ -191,6 +199,7 @@ def test_a_forked_reader_gives_the_same_listing(host: lxdlib.Host, net: str, chi
         assert got == {"forks": 1, "left": [], "listings": {"error": "no records today"}}
         return
     assert got["forks"] == 2 and got["left"] == []  # one per listing, each reaped
+    assert not (host.paths.root / "handled").exists()
     here = {e.name: e.network for e in host.instances.list_state()}
     assert got["listings"]["True"] == here and all(here.values())
     full = {e.name: without_counters(e.network or {})
