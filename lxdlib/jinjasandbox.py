@@ -1,7 +1,8 @@
 """One image template rendered: pongo2's language on Jinja2's sandbox (``templates`` applies them).
 
 This module is apart from ``templates`` so that Jinja2 (about 15 ms of imports) loads only when a
-template is rendered, not in every command that opens a root.
+template is rendered, not in every command that opens a root; and a template of text and
+``{{ name.name }}`` alone does not come here (``templatetext`` renders it as this module would).
 
 LXD renders templates with pongo2, a Go engine with Django syntax. lxdlib renders them with
 Jinja2's ``ImmutableSandboxedEnvironment``: the two languages share the tags image authors use

@@ -36,10 +36,10 @@ _RESERVED = frozenset({"and", "or", "not", "in", "is", "if", "else", "true", "fa
 _MISSING = object()
 
 
-def _value(ctx: Mapping[str, Any], path: str) -> str | None:
+def _value(ctx: dict[str, Any], path: str) -> str | None:
     """The text of one reference, or None where only Jinja2 can tell."""
     parts = path.split(".")
-    if type(ctx) is not dict or any(p in _RESERVED for p in parts):
+    if any(p in _RESERVED for p in parts):
         return None
     value: Any = ctx.get(parts[0], _MISSING)
     for part in parts[1:]:
@@ -56,22 +56,23 @@ def _value(ctx: Mapping[str, Any], path: str) -> str | None:
 def substitute(text: str, ctx: Mapping[str, Any]) -> str | None:
     """``text`` with each ``{{ name.name }}`` replaced by its value in ``ctx``; None when the
     template is more than that (see the module's docstring)."""
-    if "\r" in text or "{%" in text or "{#" in text:
+    if type(ctx) is not dict or "\r" in text or "{%" in text or "{#" in text:
         return None
     out: list[str] = []
-    size = pos = 0
-    for m in _REFERENCE.finditer(text):
-        value = _value(ctx, m.group(1))
-        if value is None or text[pos:m.start()].endswith("{"):  # "{{{ a }}": Jinja2's
+    pos = 0
+    for m in (*_REFERENCE.finditer(text), None):
+        literal = text[pos:m.start() if m else len(text)]
+        # "{{" left in the text is a reference of another shape, and "{{{ a }}" is not "{"
+        # and a reference: both Jinja2's
+        if "{{" in literal or (m is not None and literal.endswith("{")):
             return None
-        out.append(text[pos:m.start()])
+        out.append(literal)
+        if m is None:
+            break
+        value = _value(ctx, m.group(1))
+        if value is None:
+            return None
         out.append(value)
-        size += m.start() - pos + len(value)
         pos = m.end()
-    rest = text[pos:]
-    if "{{" in rest or any("{{" in chunk for chunk in out[0::2]):
-        return None  # a reference of another shape: Jinja2's
-    out.append(rest)
-    if size + len(rest) > MAX_OUTPUT:
-        return None  # refused by the engine, with its message
-    return "".join(out)
+    result = "".join(out)
+    return result if len(result) <= MAX_OUTPUT else None  # else the engine refuses it
