@@ -417,6 +417,22 @@ def exits_after(argv: Sequence[str] | None, args: argparse.Namespace) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command: ``argv`` (default: this process's) run, its exit status returned."""
+    try:
+        rc = _run(argv)
+        # here, not at exit: a reader that went away (`lxdlib list | head -1`) is told by the
+        # last write, which a buffered stdout makes only now (Python would exit 120 on it)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:  # quiet, as lxc, which dies of SIGPIPE (141 in a shell)
+        # and no second error when Python flushes the closed stdout on its way out
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
+
+
+def _run(argv: Sequence[str] | None) -> int:
     raw = sys.argv[1:] if argv is None else list(argv)
     if raw == ["--version"]:  # the one answer that needs no parser at all
         print(VERSION)
@@ -470,13 +486,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(e)
         sys.stderr.write(f"Error: {msg}\n")
         return 1
-    except BrokenPipeError:  # `lxdlib list | head`: quiet, as lxc (before OSError: it is one)
-        # and no second error when Python flushes the closed stdout on its way out
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return 141
     except OSError as e:
+        if isinstance(e, BrokenPipeError):
+            raise  # main's: the reader went away
         if args.debug or not DiskFull.is_full(e):
             raise
         # a full disk is the host's state, not a bug: say it in one line wherever it struck

@@ -254,16 +254,22 @@ def test_verbs_on_an_instance_import_no_image_or_remote_code(host: lxdlib.Host) 
     assert inst.snapshots.names() == ["snap0"]
 
 
-def test_a_reader_that_goes_away_ends_the_command_quietly(host: lxdlib.Host) -> None:
+@pytest.mark.parametrize("buffered", [True, False])
+def test_a_reader_that_goes_away_ends_the_command_quietly(host: lxdlib.Host,
+                                                          buffered: bool) -> None:
     """``lxdlib list | head -1``: a closed pipe ends the command as it ends ``lxc`` (SIGPIPE's
     status, 141 in a shell), without a traceback, and without a second error when Python
-    flushes its stdout on the way out."""
+    flushes its stdout on the way out; whether stdout is buffered (a pipe's default: the
+    write fails at the end) or not (``PYTHONUNBUFFERED``: it fails in the verb)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
     r, w = os.pipe()
     os.close(r)  # every write gets EPIPE (Python ignores SIGPIPE)
     try:
         p = subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root",
                             str(host.paths.root), "list"], stdout=w, stderr=subprocess.PIPE,
-                           text=True, timeout=60)
+                           text=True, timeout=60, env=env)
     finally:
         os.close(w)
     assert (p.returncode, p.stderr) == (141, "")
