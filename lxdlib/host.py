@@ -18,7 +18,7 @@ from . import profile_apply
 from . import recovery as _recovery  # noqa: F401  (registers its journal recoverers)
 from . import snapshots as _snapshots  # noqa: F401  (registers its journal recoverer)
 from .context import DEFAULT_NETWORK, DEFAULT_POOL, Context, HostFacts
-from .errors import InvalidArgument, NotFound
+from .errors import HostLimit, InvalidArgument, NotFound
 from .instances import Instance, Instances
 from .logs import get_logger
 from .profile_apply import Profiles
@@ -245,14 +245,18 @@ class Host:
                ) -> Instance:
         """``lxc launch``: create and start; if the start fails the instance stays, stopped,
         with the liblxc log in the error — as LXD leaves it. A launch that would cross a host
-        limit (bridge ports, ptys: ``HostLimit``) is refused before anything is made.
+        limit (bridge ports, ptys: ``HostLimit``) leaves nothing: the start finds it (see
+        `hostlimits`: nothing that grows with the instances is read first), and the new
+        instance is deleted again.
         """
-        from .launcher import check_limits
-        check_limits(self.ctx, profiles, config, devices, pool, image)
         inst = self.create(image, name, profiles=profiles, config=config, devices=devices,
                            pool=pool, ephemeral=ephemeral, description=description,
                            progress=progress)
-        inst.start()
+        try:
+            inst.start()
+        except HostLimit:
+            inst.delete(force=True)
+            raise
         return inst
 
     def launch_many(self, items: int | Sequence[str | Mapping[str, Any]], *,

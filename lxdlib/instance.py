@@ -239,9 +239,11 @@ class InstanceCore:
             raise WrongState(f"instance {self.name!r} is protected from starting "
                              "(security.protection.start)")
         self._check_kernel_modules(cfg)
-        # a host-wide limit (bridge ports, ptys) named, not failed on inside liblxc
+        # a host-wide limit named, not failed on inside liblxc: the ptys here; a full bridge,
+        # whose count grows with the instances, only if liblxc refuses the start (below)
         from . import hostlimits  # here: only a start reads the host's limits
-        hostlimits.check(hostlimits.need_for([(cfg, devs)]))
+        need = hostlimits.need_for([(cfg, devs)])
+        hostlimits.check(need, bridges=False)
         self._write_lxc_config(rec, expanded, starting=True)
         # the host's subuid/subgid may have changed since the instance was made
         idmap.check_newuidmap(self.name, idmap.parse_lxc_idmap((self._dir / "config").read_text()))
@@ -270,6 +272,9 @@ class InstanceCore:
         try:
             runtime.start(self._c(), self._paths.lxcpath)
         except LXCError as e:
+            crossed = hostlimits.crossed_after_failure(need) if need.bridge_ports else None
+            if crossed is not None:
+                raise crossed from e
             from .hooklog import log_tail
             tail = log_tail(self._paths.root, self.name)
             if tail:

@@ -37,7 +37,7 @@ from . import hostlimits, record
 from .config import devices as devcfg
 from .config import names, schema
 from .context import Context
-from .errors import AlreadyExists, BulkError, InvalidArgument, LxdlibError
+from .errors import AlreadyExists, BulkError, InvalidArgument
 from .instance import expand_with_root, recover_leftover
 from .instances import Instance, Instances
 from .logs import get_logger
@@ -373,17 +373,3 @@ def worker_main() -> None:
             log.debug("launch of %s failed: %s", spec.name, e)
             answer = {"ok": False, "error": _failure(e)}
         out.write(json.dumps(answer) + "\n")
-
-
-def check_limits(ctx: Context, profiles: Sequence[str] | None, config: Mapping[str, str] | None,
-                 devices: Mapping[str, Mapping[str, str]] | None, pool: str | None,
-                 image: str | None = None) -> None:
-    """``HostLimit`` if one more instance so composed would cross a host limit (``launch``
-    asks before it creates anything). Bad input is left for ``create`` to refuse."""
-    try:
-        local_devs = {n: dict(d) for n, d in (devices or {}).items()}
-        prof = ctx.new_instance_profiles(profiles, image)
-        cfg, devs, _ = expand_with_root(ctx, prof, dict(config or {}), local_devs, pool)
-    except LxdlibError:
-        return
-    hostlimits.check(hostlimits.need_for([(cfg, devs)]))

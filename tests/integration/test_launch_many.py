@@ -1,5 +1,5 @@
 """``Host.launch_many``: many instances over worker processes, all or report, and the host
-limits refused before anything is made — on a real bridge filled up to the kernel's limit."""
+limits refused with nothing left — on a real bridge filled up to the kernel's limit."""
 
 from __future__ import annotations
 
@@ -131,8 +131,8 @@ def full_bridge() -> Iterator[str]:
             time.sleep(0.05)
 
 
-def test_a_full_bridge_is_refused_before_anything_is_made(host: lxdlib.Host,
-                                                           full_bridge: str) -> None:
+def test_a_full_bridge_is_refused_and_nothing_is_left(host: lxdlib.Host, full_bridge: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     t = time.perf_counter()
     assert hostlimits.bridge_port_count(full_bridge) == hostlimits.BRIDGE_PORTS_MAX - 1
     took = time.perf_counter() - t
@@ -146,13 +146,30 @@ def test_a_full_bridge_is_refused_before_anything_is_made(host: lxdlib.Host,
     assert (e.value.value, e.value.in_use, e.value.needed) == (1023, 1022, 3)
     assert "several networks" in str(e.value)
     assert _made(host) == before
-    # one more fits: the kernel's limit is the one checked, not a lower one
-    one = host.launch("busybox", "one", devices=nic)
+    stopped = host.create("busybox", "stopped", devices=nic)
+    # one more fits: the kernel's limit is the one checked, not a lower one; and a start that
+    # succeeds does not count the ports (a count that grows with the instances)
+    counted = hostlimits.bridge_port_count
+    with monkeypatch.context() as m:
+        def no_count(bridge: str) -> int:
+            raise AssertionError(f"a single start counted the ports of {bridge}")
+        m.setattr(hostlimits, "bridge_port_count", no_count)
+        one = host.launch("busybox", "one", devices=nic)
     assert one.state == "RUNNING"
-    assert hostlimits.bridge_port_count(full_bridge) == hostlimits.BRIDGE_PORTS_MAX
-    with pytest.raises(lxdlib.HostLimit):  # a single launch is refused before it creates
+    assert counted(full_bridge) == hostlimits.BRIDGE_PORTS_MAX
+    with pytest.raises(lxdlib.HostLimit) as e:  # liblxc refuses; the launch undoes itself
         host.launch("busybox", "two", devices=nic)
-    assert _made(host)["instances"] == ["one"]
+    assert (e.value.limit, e.value.in_use, e.value.needed) == (f"bridge {full_bridge} ports",
+                                                               1023, 1)
+    assert isinstance(e.value.__cause__, lxdlib.LXCError)  # liblxc's own words kept
+    assert _made(host)["instances"] == ["one", "stopped"]
+    with pytest.raises(lxdlib.HostLimit):  # a plain start is named the same, and stays stopped
+        stopped.start()
+    assert stopped.state == "STOPPED"
+    assert counted(full_bridge) == hostlimits.BRIDGE_PORTS_MAX  # liblxc left no port behind
+    one.delete(force=True)
+    stopped.start()  # a port given back, it starts
+    assert stopped.state == "RUNNING"
 
 
 _FILL_PTYS = r"""
