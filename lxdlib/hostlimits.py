@@ -1,11 +1,12 @@
-"""Host-wide kernel limits that many instances run into, checked before a launch.
+"""Host-wide kernel limits that many instances run into, named when a launch would cross them.
 
 Every running container takes a few things the kernel counts host-wide, and liblxc fails half
 way through a start when one runs out, with a message that names none of them ("Exchange full
 - Failed to attach ... to bridge").
 These are read here from the kernel's own counters and compared with what the instances about
-to start need, so a launch that cannot succeed is refused before anything is made, with
-``HostLimit`` naming the setting and the value to give it:
+to start need, so a launch that cannot succeed fails with ``HostLimit`` naming the setting and
+the value to give it, and leaves nothing made (a batch is refused before it starts; a single
+launch undoes its create):
 
 * **bridge ports**: a Linux bridge takes at most 1,023 ports (its port numbers run from 1 to
   the kernel's ``BR_MAX_PORTS`` - 1); each nic of a running instance is one. More instances
@@ -24,8 +25,8 @@ the kernel lets session keyrings overrun ``kernel.keys.maxkeys`` (200): measured
 whose uid had its 200 keys started, its keyring the 201st. Past the quota only programs inside
 those containers that add keys of their own get EDQUOT.
 
-What is read before a start must not grow with the number of instances, so the checks come in
-two kinds:
+What is read before a start must not grow with the number of instances, so each counter is
+read where its cost is right:
 
 * **before every start**, what costs the same however many instances run: the pty counters,
   three small reads (~30 µs);

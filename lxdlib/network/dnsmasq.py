@@ -423,7 +423,8 @@ def lease_script(index: Path) -> str:
     are used, both formatted by dnsmasq, and both are checked before they name a file: an
     Ethernet MAC (lower-case hex and colons) and a dotted IPv4 address; anything else (the
     host name a client sends, another hardware type) is left alone. An add costs two
-    ``printf`` built-ins, no program; a removal one ``rm``.
+    ``printf`` built-ins, no program; a removal one ``rm``. A removal leaves the MAC's file
+    when it names another address (the MAC was given a new one first).
     """
     return f"""#!/bin/sh
 # Written by lxdlib: keeps {index} for dnsmasq's --dhcp-script.
@@ -433,7 +434,11 @@ case "$2" in ''|*[!0-9a-f:]*) exit 0 ;; esac
 case "$3" in ''|*[!0-9.]*) exit 0 ;; esac
 case "$1" in
   add|old) printf '%s\n' "$3" >"$d/$2" && printf '%s\n' "$2" >"$d/ip-$3" ;;
-  del) exec rm -f -- "$d/$2" "$d/ip-$3" ;;
+  del) # the MAC's file only if it still names this address (the MAC may hold another now)
+       if IFS= read -r held 2>/dev/null <"$d/$2" && [ "$held" = "$3" ]; then
+         exec rm -f -- "$d/$2" "$d/ip-$3"
+       fi
+       exec rm -f -- "$d/ip-$3" ;;
 esac
 exit 0
 """

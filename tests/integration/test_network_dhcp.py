@@ -171,6 +171,15 @@ def test_the_lease_script_names_no_file_from_what_a_client_sends(tmp_path: Path)
     assert sorted(p.name for p in index.iterdir()) == ["02:00:00:00:00:01", "ip-10.0.0.5"]
     run("del", "02:00:00:00:00:01", "10.0.0.5")
     assert list(index.iterdir()) == []
+    # a MAC given a new address before the old lease is removed keeps its new one
+    run("add", "02:00:00:00:00:04", "10.0.0.10")
+    run("add", "02:00:00:00:00:04", "10.0.0.11")
+    run("del", "02:00:00:00:00:04", "10.0.0.10")
+    assert sorted(p.name for p in index.iterdir()) == ["02:00:00:00:00:04", "ip-10.0.0.11"]
+    assert (index / "02:00:00:00:00:04").read_text() == "10.0.0.11\n"
+    run("del", "02:00:00:00:00:05", "10.0.0.12")  # nothing known of it: nothing to do
+    run("del", "02:00:00:00:00:04", "10.0.0.11")
+    assert list(index.iterdir()) == []
     assert sorted(tmp_path.iterdir()) == sorted([index, script])
 
 
