@@ -945,7 +945,7 @@ class NetworkManager:
 
         The search for a free address starts at a point derived from the MAC (as dnsmasq's own
         choice does), so it meets few taken addresses however many are pinned; each try is one
-        look in the hosts index and one in dnsmasq's lease index (`dnsmasq.lease_view`).
+        index lookup and one search of the lease file, read once.
         """
         record = self._read(name)
         _check_mac("hwaddr", hwaddr)
@@ -971,7 +971,7 @@ class NetworkManager:
                                                     gateway.ip) \
                     and store.holder_of_ipv4(str(addr)) in (None, key)
 
-            leases = dnsmasq.lease_view(self.run_dir(name))
+            leases = dnsmasq.LeaseFile.read(self.run_dir(name))
             leased = leases.address_of(mac)
             choice = leased if leased and pinnable(ipaddress.IPv4Address(leased)) else None
             if choice is None:
@@ -998,7 +998,7 @@ class NetworkManager:
         """Drop, on every network, the entries keyed ``owner`` or ``owner/<anything>`` (e.g. all
         nics of a deleted instance), and release their leases so their addresses are free at
         once. Per network this is a look for the owner's one file, and, when it is there, that
-        file, its index files, and one lease-index file per MAC."""
+        file, its index files, and one read of the lease file."""
         for record in self.list():
             name = record["name"]
             run = self.run_dir(name)
@@ -1019,13 +1019,13 @@ class NetworkManager:
         addresses — a static one included — are free for the next instance at once.
 
         A running dnsmasq is sent a DHCPRELEASE per lease (`dnsmasq.release`): it needs the
-        address, which dnsmasq chose for a dynamic lease; its lease index (`dnsmasq.lease_view`)
-        answers with one small file per MAC. A stopped dnsmasq reads the lease file when it
+        address, which only the lease file knows (a dynamic lease is dnsmasq's choice); the file
+        is read once and searched per MAC. A stopped dnsmasq reads the lease file when it
         starts, so the lines are dropped from the file. Without ``dhcp_release`` the daemon is
         restarted around that edit instead.
         """
         run = self.run_dir(name)
-        leases = dnsmasq.lease_view(run)
+        leases = dnsmasq.LeaseFile.read(run)
         held = {mac: addr for mac in sorted(hwaddrs) if (addr := leases.address_of(mac))}
         if not held:
             return
@@ -1048,4 +1048,3 @@ class NetworkManager:
         data = dnsmasq.LeaseFile.read(run).without(hwaddrs)
         if data is not None:
             state.atomic_write(run / dnsmasq.LEASES, data, 0o644)
-        dnsmasq.LeaseIndex(run / dnsmasq.LEASES_DIR).forget(hwaddrs)

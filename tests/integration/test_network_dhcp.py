@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import pytest
 
 from lxdlib import state
 from lxdlib.errors import InvalidConfig
-from lxdlib.network import dhcphosts, dnsmasq
+from lxdlib.network import dhcphosts
 from tests.integration.network_fixtures import (
     NetEnv,
     dnsmasq_pid,
@@ -102,85 +101,6 @@ def wait_lease_gone(netenv: NetEnv, name: str, mac: str, timeout: float = 10) ->
             return True
         time.sleep(0.05)
     return False
-
-
-def test_dnsmasq_keeps_a_lease_index_and_a_release_reads_no_lease_file(
-        netenv: NetEnv, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lease script's files say what the lease file says, one small file per lease, and a
-    release (an instance's delete) finds its address there, not in the file of every lease."""
-    gw = free_subnet()
-    name = netenv.bridge_name()
-    netenv.manager.create(name, {"ipv4.address": str(gw)})
-    run = netenv.paths.run / "networks" / name
-    index = run / "leases.d"
-    macs = ["02:00:00:00:0c:01", "02:00:00:00:0c:02"]
-    got = {}
-    for i, mac in enumerate(macs):
-        netenv.manager.dhcp_host_add(name, f"ix{i}/eth0", mac, None, f"ix{i}")
-        ns, _ = netenv.plug(name, mac=mac)
-        got[mac] = netenv.dhcp(ns)
-        assert got[mac] is not None
-    deadline = time.monotonic() + 10  # the script runs after the lease is given
-    while time.monotonic() < deadline and len(list(index.iterdir())) < 4:
-        time.sleep(0.02)
-    listed = {lease["hwaddr"]: lease["address"] for lease in netenv.manager.leases(name)}
-    assert listed == got
-    for mac, addr in got.items():
-        assert (index / mac).read_text() == f"{addr}\n"
-        assert (index / f"ip-{addr}").read_text() == f"{mac}\n"
-    assert oct((run / "lease-event").stat().st_mode & 0o7777) == "0o700"
-
-    def no_lease_file(run_dir: Path) -> None:
-        raise AssertionError(f"the lease file of {run_dir} was read for one instance")
-    with monkeypatch.context() as m:
-        m.setattr(dnsmasq.LeaseFile, "read", no_lease_file)
-        netenv.manager.dhcp_hosts_forget("ix0")
-    assert wait_lease_gone(netenv, name, macs[0])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (index / macs[0]).exists():
-        time.sleep(0.02)
-    assert sorted(p.name for p in index.iterdir()) == [macs[1], f"ip-{got[macs[1]]}"]
-
-    # a restarted dnsmasq writes the index again from its lease file
-    for p in index.iterdir():
-        p.unlink()
-    netenv.manager.down(name)
-    netenv.manager.ensure_up(name)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not (index / macs[1]).exists():
-        time.sleep(0.02)
-    assert (index / macs[1]).read_text() == f"{got[macs[1]]}\n"
-
-
-def test_the_lease_script_names_no_file_from_what_a_client_sends(tmp_path: Path) -> None:
-    """The script is given the MAC and address by dnsmasq, but check them all the same: a
-    file is only ever named by a plain MAC or a dotted IPv4 address."""
-    index = tmp_path / "leases.d"
-    index.mkdir()
-    script = tmp_path / "lease-event"
-    script.write_text(dnsmasq.lease_script(index))
-    script.chmod(0o700)
-
-    def run(*args: str) -> None:
-        subprocess.run([str(script), *args], check=True, env={})
-    run("add", "02:00:00:00:00:01", "10.0.0.5", "evil/../../x")
-    run("add", "../../etc/x", "10.0.0.6")
-    run("add", "02:00:00:00:00:02", "10.0.0.7/../../x")
-    run("add", "01-02:00:00:00:00:03", "10.0.0.8")
-    run("tftp", "100", "10.0.0.9", "/srv/x")
-    assert sorted(p.name for p in index.iterdir()) == ["02:00:00:00:00:01", "ip-10.0.0.5"]
-    run("del", "02:00:00:00:00:01", "10.0.0.5")
-    assert list(index.iterdir()) == []
-    # a MAC given a new address before the old lease is removed keeps its new one
-    run("add", "02:00:00:00:00:04", "10.0.0.10")
-    run("add", "02:00:00:00:00:04", "10.0.0.11")
-    run("del", "02:00:00:00:00:04", "10.0.0.10")
-    assert sorted(p.name for p in index.iterdir()) == ["02:00:00:00:00:04", "ip-10.0.0.11"]
-    assert (index / "02:00:00:00:00:04").read_text() == "10.0.0.11\n"
-    run("del", "02:00:00:00:00:05", "10.0.0.12")  # nothing known of it: nothing to do
-    run("del", "02:00:00:00:00:04", "10.0.0.11")
-    assert list(index.iterdir()) == []
-    assert sorted(tmp_path.iterdir()) == sorted([index, script])
 
 
 def test_forget_releases_leases_at_once(netenv: NetEnv) -> None:
