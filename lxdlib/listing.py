@@ -36,6 +36,9 @@ from .model import Collection
 from .values import Value, assign
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .network import netstate
     from .record import InstanceRecord
     from .state import Paths
 
@@ -171,22 +174,42 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
     meanwhile are left out). ``network``: ``True`` reads each running instance's addresses
     (``Listed.network`` holds ``{ifname: {"addresses": [...]}}``), ``"full"`` everything
     ``inst.network_state()`` gives (MAC, MTU, state, counters, host end of the veth),
-    ``False`` nothing."""
+    ``False`` nothing.
+
+    Where the time goes, and who does what: which instances run (liblxc's list), then for
+    each running one its cgroup check (state, init pid) and its namespace's addresses, and
+    for every one its record. With many running in a process that runs one thread
+    (``netstate.can_fork``), a fork of the process checks the cgroups and reads the
+    namespaces of ``netstate.CHILD_SHARE`` of them with a GIL of its own, from the start,
+    while this process checks the others, parses the records and then reads its share of
+    namespaces in a thread; the fork hands back what it checked (`livestate.remember`), so
+    the next listing here skips those checks too. Otherwise the namespaces are read as
+    ``netstate.start_reading`` decides."""
     from .network import netstate  # here: the verbs on one instance (exec, config) need none
     lxcpath = paths.lxcpath
     wanted = list(names)
-    # which run, and their pids, first: the namespaces are then read in a thread (mostly in
-    # the kernel) while this one parses the records
+    full = network == "full"
     try:
         active: set[str] | None = runtime.list_running(lxcpath) & set(wanted)
     except Exception as e:  # liblxc could not list: ask each instance instead
         log.debug("liblxc cannot list the active containers of %s: %s", lxcpath, e)
         active = None
-    live = livestate.read(lxcpath, sorted(active)) if active else {}
-    wait = (netstate.start_reading([v.pid for v in live.values() if v is not None],
-                                   full=network == "full") if network else None)
+    running = sorted(active or ())
+    child = None
+    share: list[str] = []
+    where = livestate.layout() if running else None
+    if network and netstate.can_fork(len(running)):
+        share = running[:int(len(running) * netstate.CHILD_SHARE)]
+        child = _fork_reader(lxcpath, share, where, full)
+        if child is None:
+            share = []
+    live = livestate.read(lxcpath, running[len(share):], where) if running else {}
+    wait = None
+    if child is None and network:  # the namespaces read meanwhile, as start_reading decides
+        wait = netstate.start_reading([v.pid for v in live.values() if v is not None],
+                                      full=full)
     records: dict[str, InstanceRecord | LxdlibError] = {}
-    states: dict[str, tuple[str, int, str | None]] = {}
+    nets: dict[int, dict[str, Any]] = {}
     try:
         base = os.fspath(lxcpath)
         for name in wanted:
@@ -196,23 +219,27 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
                 continue  # deleted meanwhile
             except LxdlibError as e:  # CorruptRecord, a symlinked record
                 records[name] = e
-        for name, rec in records.items():
-            seen = live.get(name)
-            if isinstance(rec, LxdlibError):
-                states[name] = ("ERROR", -1, str(rec))
-            elif seen is not None:
-                states[name] = (seen.state, seen.pid, None)
-            elif active is None or name in active:
-                states[name] = _liblxc_view(paths, name)
-            else:
-                error = _config_error(paths, name)
-                states[name] = ("ERROR" if error else "STOPPED", -1, error)
     finally:  # also on the way out of an error: the reader may be a forked child
-        nets: dict[int, dict[str, Any]] = wait() if wait is not None else {}
+        if child is not None:
+            nets = _wait_fork(child, lxcpath, share, where, live, full)
+        elif wait is not None:
+            nets = wait()
+    states: dict[str, tuple[str, int, str | None]] = {}
+    for name, rec in records.items():
+        seen = live.get(name)
+        if isinstance(rec, LxdlibError):
+            states[name] = ("ERROR", -1, str(rec))
+        elif seen is not None:
+            states[name] = (seen.state, seen.pid, None)
+        elif active is None or name in active:
+            states[name] = _liblxc_view(paths, name)
+        else:
+            error = _config_error(paths, name)
+            states[name] = ("ERROR" if error else "STOPPED", -1, error)
     late = [pid for state, pid, _ in states.values()  # asked liblxc: not read yet
             if state in ACTIVE and pid > 0 and pid not in nets]
     if late and network:
-        nets.update(netstate.start_reading(late, full=network == "full")())
+        nets.update(netstate.start_reading(late, full=full)())
     entries = []
     for name, (state, pid, error) in states.items():
         rec = records[name]
@@ -220,3 +247,53 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
             name, state, pid, None if isinstance(rec, LxdlibError) else rec, error,
             None if not network or (state in ACTIVE and pid not in nets) else nets.get(pid, {})))
     return Listing(entries)
+
+
+def _fork_reader(lxcpath: Path, share: list[str], where: livestate.Layout | None, full: bool
+                 ) -> netstate.ForkedJob | None:
+    """A fork that checks the cgroups of ``share`` and reads their namespaces (see ``take``);
+    None when the process cannot fork (then this process does it all)."""
+    from .network import netstate
+    read = netstate.reader_for_fork(full=full)  # made here: the child must not import
+
+    def job() -> Any:
+        before = livestate.cache_entries()
+        found = livestate.read(lxcpath, share, where, quiet=True)
+        checked = {k: v for k, v in livestate.cache_entries().items() if k not in before}
+        pids = [v.pid for v in found.values() if v is not None]
+        return ({n: None if v is None else (v.state, v.pid) for n, v in found.items()},
+                checked, read(pids))
+    try:
+        return netstate.ForkedJob(job)
+    except OSError as e:
+        log.debug("cannot fork to read the instances' state, reading it here: %s", e)
+        return None
+
+
+def _wait_fork(child: netstate.ForkedJob, lxcpath: Path, share: list[str],
+               where: livestate.Layout | None, live: dict[str, livestate.Live | None],
+               full: bool) -> dict[int, dict[str, Any]]:
+    """The fork's result, with this process's share of namespaces read in a thread meanwhile;
+    ``live`` gets the fork's share. A fork that gave nothing back costs time only: its share
+    is then done here."""
+    from .network import netstate
+    own = netstate.start_reading([v.pid for v in live.values() if v is not None], full=full,
+                                 fork=False)
+    failures: list[tuple[int, OSError]] = []
+    try:
+        got = child.result(failures)
+    finally:
+        nets = own()
+    for pid, err in failures:
+        log.debug("forked listing reader: %s (%s)", err, pid)
+    if got is None:
+        theirs = livestate.read(lxcpath, share, where)
+        live.update(theirs)
+        nets.update(netstate.start_reading([v.pid for v in theirs.values() if v is not None],
+                                           full=full, fork=False)())
+        return nets
+    found, checked, read = got
+    livestate.remember(checked)
+    live.update({n: None if v is None else livestate.Live(v[0], v[1]) for n, v in found.items()})
+    nets.update(netstate.from_fork(read, full=full))
+    return nets

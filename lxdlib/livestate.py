@@ -258,6 +258,19 @@ def clear_cache() -> None:
     _verified.clear()
 
 
+def cache_entries() -> dict[tuple[str, int], tuple[bytes, int]]:
+    """A copy of which inits this process has tied to their monitor: what a forked child
+    checked is handed back to its parent (`remember`), so the parent's next read skips it."""
+    return dict(_verified)
+
+
+def remember(entries: Mapping[tuple[str, int], tuple[bytes, int]]) -> None:
+    """Take in what another process (a fork of this one) checked: see `cache_entries`."""
+    if len(_verified) + len(entries) > 20000:
+        _verified.clear()
+    _verified.update(entries)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -302,10 +315,11 @@ def _init_of(cgroup: str, expected: bytes) -> int:
     return pid
 
 
-def read(lxcpath: Path, running: Iterable[str], where: Layout | None = None
-         ) -> dict[str, Live | None]:
+def read(lxcpath: Path, running: Iterable[str], where: Layout | None = None, *,
+         quiet: bool = False) -> dict[str, Live | None]:
     """State and init pid of each running container of ``lxcpath`` (``running``: the names
-    liblxc lists as active), ``None`` where the kernel's view cannot prove it."""
+    liblxc lists as active), ``None`` where the kernel's view cannot prove it. ``quiet``: no
+    logging (in a forked child, which must not write to its parent's log handlers)."""
     names = list(running)
     out: dict[str, Live | None] = dict.fromkeys(names)
     where = where or layout()
@@ -349,7 +363,7 @@ def read(lxcpath: Path, running: Iterable[str], where: Layout | None = None
             settle(name, (c for c in found.get(name, ())
                           if c != f"{where.bases[0]}/{PAYLOAD}{name}"))
     unknown = [n for n, v in out.items() if v is None]
-    if unknown:
+    if unknown and not quiet:
         log.debug("cgroups do not show the state of %d running containers (%s…): asking liblxc",
                   len(unknown), unknown[0])
     return out

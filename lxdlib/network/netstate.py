@@ -450,14 +450,20 @@ def _single_threaded() -> bool:
         return False
 
 
-class _Child:
-    """A forked child reading some namespaces; its result comes back marshalled through a
-    pipe (its own data, made by this very code: nothing a container wrote is unmarshalled
-    but as strings and bytes)."""
+def can_fork(count: int) -> bool:
+    """Whether a reading of ``count`` namespaces forks (``FORK_FROM`` of them or more, in a
+    process running one thread): a caller that forks for more than the namespaces (a listing
+    also checks the cgroups of the fork's share there) asks first."""
+    return count >= FORK_FROM and hasattr(os, "fork") and _single_threaded()
 
-    def __init__(self, pids: list[int], read: Callable[[socket.socket, int], T],
-                 setns: Callable[[int], None]) -> None:
-        self.pids = pids
+
+class ForkedJob:
+    """``job()`` run in a forked child (a copy of this process, which runs no program); its
+    result comes back marshalled through a pipe. ``job`` must neither log nor import, and
+    return what ``marshal`` takes: its own data, made by this very code, so nothing a
+    container wrote is unmarshalled but as strings and bytes. ``OSError`` if the fork fails."""
+
+    def __init__(self, job: Callable[[], Any]) -> None:
         rfd, wfd = os.pipe()
         try:
             pid = os.fork()
@@ -474,11 +480,7 @@ class _Child:
                     if callable(signal.getsignal(sig)):
                         signal.signal(sig, signal.SIG_DFL)
                 os.close(rfd)
-                out: dict[int, T] = {}
-                failures: list[tuple[int, OSError]] = []
-                _visit(pids, read, setns, out, failures)
-                view = memoryview(marshal.dumps(
-                    (out, [(p, e.errno or 0, str(e)) for p, e in failures])))
+                view = memoryview(marshal.dumps(job()))
                 while view:
                     view = view[os.write(wfd, view):]
                 code = 0
@@ -487,9 +489,9 @@ class _Child:
         os.close(wfd)
         self.pid, self.rfd = pid, rfd
 
-    def result(self, failures: list[tuple[int, OSError]]) -> dict[int, Any] | None:
-        """Its result once it ends (None if it could not give one: the caller reads those
-        namespaces itself). The child is waited for, or killed on the way out of an error."""
+    def result(self, failures: list[tuple[int, OSError]]) -> Any:
+        """Its result once it ends (None if it could not give one: the caller does that work
+        itself). The child is waited for, or killed on the way out of an error."""
         chunks: list[bytes] = []
         done = False
         try:
@@ -504,16 +506,54 @@ class _Child:
             with contextlib.suppress(ChildProcessError):  # reaped by a SIGCHLD handler
                 os.waitpid(self.pid, 0)
         try:
-            out, failed = marshal.loads(b"".join(chunks))
+            return marshal.loads(b"".join(chunks))
         except (EOFError, ValueError, TypeError) as e:
             failures.append((0, OSError(f"the forked reader gave no result: {e}")))
             return None
-        failures.extend((p, OSError(err, text)) for p, err, text in failed)
-        return dict(out)
 
 
-def _in_each_namespace(pids: Iterable[int], read: Callable[[socket.socket, int], T]
-                       ) -> Callable[[], dict[int, T]]:
+def _visit_for_marshal(pids: list[int], read: Callable[[socket.socket, int], T],
+                       setns: Callable[[int], None]
+                       ) -> tuple[dict[int, T], list[tuple[int, int, str]]]:
+    """``_visit``, its failures as plain tuples: what a forked child sends back."""
+    out: dict[int, T] = {}
+    failures: list[tuple[int, OSError]] = []
+    _visit(pids, read, setns, out, failures)
+    return out, [(p, e.errno or 0, str(e)) for p, e in failures]
+
+
+def _from_child(got: Any, failures: list[tuple[int, OSError]]) -> dict[int, Any] | None:
+    if got is None:
+        return None
+    out, failed = got
+    failures.extend((p, OSError(err, text)) for p, err, text in failed)
+    return dict(out)
+
+
+def reader_for_fork(*, full: bool = False
+                    ) -> Callable[[list[int]], tuple[dict[int, Any], list[tuple[int, int, str]]]]:
+    """A reading of the given pids' namespaces to run inside a `ForkedJob` (made before the
+    fork, as the child must not import): it gives what `from_fork` turns into
+    ``start_reading``'s result, back in the caller."""
+    read = _read_full if full else _read_addresses
+    setns = _setns_function()
+    return lambda pids: _visit_for_marshal(pids, read, setns)
+
+
+def from_fork(got: tuple[dict[int, Any], list[tuple[int, int, str]]], *, full: bool = False
+              ) -> dict[int, dict[str, Any]]:
+    """What a `reader_for_fork` reading gave in a child, as ``start_reading`` gives it."""
+    failures: list[tuple[int, OSError]] = []
+    out = _from_child(got, failures) or {}
+    for pid, err in failures:
+        log.debug("cannot read the interfaces of pid %d in-process: %s", pid, err)
+    if full:
+        return {pid: state_from_netlink(links, addrs) for pid, (links, addrs) in out.items()}
+    return out
+
+
+def _in_each_namespace(pids: Iterable[int], read: Callable[[socket.socket, int], T],
+                       fork: bool = True) -> Callable[[], dict[int, T]]:
     """Start ``read(sock, pid)`` with a netlink socket made in the network namespace of each
     pid; returns the function that waits and gives {pid: result} for the pids whose namespace
     could be entered. The caller may work meanwhile (a listing parses the records).
@@ -528,7 +568,8 @@ def _in_each_namespace(pids: Iterable[int], read: Callable[[socket.socket, int],
     holds it. So for many namespaces in a process running one thread, a forked child (a copy
     of this process, which runs no program) reads ``CHILD_SHARE`` of them with a GIL of its
     own, and a thread here reads the rest when the caller waits. A process with other
-    threads (a notebook's kernel) is not forked: it reads them all in one thread started now.
+    threads (a notebook's kernel) is not forked: it reads them all in one thread started now,
+    as does ``fork=False``.
     """
     wanted = [p for p in dict.fromkeys(pids) if p > 0]
     out: dict[int, T] = {}
@@ -536,10 +577,11 @@ def _in_each_namespace(pids: Iterable[int], read: Callable[[socket.socket, int],
     if not wanted:
         return lambda: out
     setns = _setns_function()  # before any fork: the child must not import
-    child: _Child | None = None
-    if len(wanted) >= FORK_FROM and hasattr(os, "fork") and _single_threaded():
+    child: ForkedJob | None = None
+    share = wanted[:int(len(wanted) * CHILD_SHARE)]
+    if fork and can_fork(len(wanted)):
         try:
-            child = _Child(wanted[:int(len(wanted) * CHILD_SHARE)], read, setns)
+            child = ForkedJob(lambda: _visit_for_marshal(share, read, setns))
         except OSError as e:
             log.debug("cannot fork to read namespaces, reading them in a thread: %s", e)
     thread = None if child is not None else _in_thread(wanted, read, setns, out, failures)
@@ -549,13 +591,13 @@ def _in_each_namespace(pids: Iterable[int], read: Callable[[socket.socket, int],
             assert thread is not None
             thread.join()
         else:
-            own = _in_thread(wanted[len(child.pids):], read, setns, out, failures)
+            own = _in_thread(wanted[len(share):], read, setns, out, failures)
             try:
-                got = child.result(failures)
+                got = _from_child(child.result(failures), failures)
             finally:
                 own.join()
             if got is None:
-                _in_thread(child.pids, read, setns, out, failures).join()
+                _in_thread(share, read, setns, out, failures).join()
             else:
                 out.update(got)
         for pid, err in failures:
@@ -565,7 +607,7 @@ def _in_each_namespace(pids: Iterable[int], read: Callable[[socket.socket, int],
     return wait
 
 
-def start_reading(pids: Iterable[int], *, full: bool = False
+def start_reading(pids: Iterable[int], *, full: bool = False, fork: bool = True
                   ) -> Callable[[], dict[int, dict[str, Any]]]:
     """Start reading the interfaces of many pids' namespaces without running a program (see
     ``_in_each_namespace``); returns the function that waits and gives {pid: {ifname: state}},
@@ -577,10 +619,11 @@ def start_reading(pids: Iterable[int], *, full: bool = False
 
     A pid that is gone (or whose namespace cannot be entered, e.g. without CAP_SYS_ADMIN) is
     missing from the result rather than empty, so a caller can tell "no interfaces" from
-    "not read"."""
+    "not read". ``fork=False``: read in a thread of this process only (a caller that forked
+    for some of them already)."""
     if not full:
-        return _in_each_namespace(pids, _read_addresses)
-    wait = _in_each_namespace(pids, _read_full)
+        return _in_each_namespace(pids, _read_addresses, fork)
+    wait = _in_each_namespace(pids, _read_full, fork)
 
     def parsed() -> dict[int, dict[str, Any]]:  # here, in this thread's (the host's) namespace
         return {pid: state_from_netlink(links, addrs) for pid, (links, addrs) in wait().items()}

@@ -158,6 +158,15 @@ def visit(*args):
         os.kill(os.getpid(), signal.SIGTERM)
     return real_visit(*args)
 os.fork, netstate._visit = fork, visit
+# who checked how many cgroups: the fork its share, this process the rest
+from lxdlib import livestate
+real_read = livestate.read
+def read(lxcpath, running, *args, **kwargs):
+    running = list(running)
+    with open(sys.argv[1] + "/checked", "a") as f:
+        f.write(f"{'parent' if os.getpid() == parent else 'child'} {len(running)}\\n")
+    return real_read(lxcpath, running, *args, **kwargs)
+livestate.read = read
 # the caller's handler, which must not run in the fork (it ends by the signal instead)
 def handler(*args):
     with open(sys.argv[1] + "/handled", "a") as f:
@@ -177,7 +186,7 @@ else:
     out = {str(n): {e.name: e.network for e in host.instances.list_state(network=n)}
            for n in (True, "full")}
 print(json.dumps({"forks": len(forks), "left": [p for p in forks if os.path.exists(f"/proc/{p}")],
-                  "listings": out}))
+                  "listings": out, "cached": len(livestate.cache_entries())}))
 """
 
 
@@ -195,10 +204,22 @@ def test_a_forked_reader_gives_the_same_listing(host: lxdlib.Host, net: str, chi
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
+    checked = sorted((host.paths.root / "checked").read_text().splitlines())
     if child == "caller fails":
-        assert got == {"forks": 1, "left": [], "listings": {"error": "no records today"}}
+        # the fork's checks are kept even so
+        assert got == {"forks": 1, "left": [], "listings": {"error": "no records today"},
+                       "cached": 3}
+        assert checked == ["child 1", "parent 2"]
         return
     assert got["forks"] == 2 and got["left"] == []  # one per listing, each reaped
+    # the fork checked its share's cgroups (one of three) from the start, and handed what it
+    # checked back: the second listing here found all three known; a fork that died did its
+    # checks in vain, and this process checked its share again
+    if child == "reads":
+        assert checked == ["child 1", "child 1", "parent 2", "parent 2"]
+    else:
+        assert checked == ["child 1", "child 1", "parent 1", "parent 1", "parent 2", "parent 2"]
+    assert got["cached"] == 3
     assert not (host.paths.root / "handled").exists()
     here = {e.name: e.network for e in host.instances.list_state()}
     assert got["listings"]["True"] == here and all(here.values())
