@@ -186,7 +186,8 @@ else:
     out = {str(n): {e.name: e.network for e in host.instances.list_state(network=n)}
            for n in (True, "full")}
 print(json.dumps({"forks": len(forks), "left": [p for p in forks if os.path.exists(f"/proc/{p}")],
-                  "listings": out, "cached": len(livestate.cache_entries())}))
+                  "listings": out, "cached": len(livestate.cache_entries()),
+                  "gc": __import__("gc").isenabled()}))
 """
 
 
@@ -208,7 +209,7 @@ def test_a_forked_reader_gives_the_same_listing(host: lxdlib.Host, net: str, chi
     if child == "caller fails":
         # the fork's checks are kept even so
         assert got == {"forks": 1, "left": [], "listings": {"error": "no records today"},
-                       "cached": 3}
+                       "cached": 3, "gc": True}
         assert checked == ["child 1", "parent 2"]
         return
     assert got["forks"] == 2 and got["left"] == []  # one per listing, each reaped
@@ -220,6 +221,7 @@ def test_a_forked_reader_gives_the_same_listing(host: lxdlib.Host, net: str, chi
     else:
         assert checked == ["child 1", "child 1", "parent 1", "parent 1", "parent 2", "parent 2"]
     assert got["cached"] == 3
+    assert got["gc"]  # off while the fork ran (its pages stay shared), on again after
     assert not (host.paths.root / "handled").exists()
     here = {e.name: e.network for e in host.instances.list_state()}
     assert got["listings"]["True"] == here and all(here.values())
