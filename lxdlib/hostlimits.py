@@ -29,7 +29,7 @@ What is read before a start must not grow with the number of instances, so each 
 read where its cost is right:
 
 * **before every start**, what costs the same however many instances run: the pty counters,
-  three small reads (~30 µs);
+  three small reads (0.07 ms, measured with 1,000 running);
 * **before a batch** (`Host.launch_many`), the ports of each bridge the batch plugs into too:
   one directory of the bridge (0.43 ms with 1,000 ports, measured), once for the whole batch,
   so the batch is refused before any of it is made;
