@@ -12,7 +12,8 @@ runs no program:
   an instance it cannot prove is asked through liblxc, as before;
 - addresses: a netlink dump inside each running instance's network namespace, in-process, in a
   thread that works while the records are parsed (``netstate.start_reading``; for hundreds, in
-  a process that runs one thread, a fork of it reads most of them meanwhile) — the addresses
+  a process that runs one thread, a fork of it checks and reads most of them meanwhile: see
+  ``take``) — the addresses
   ``inst.network_state()`` reads with one ``ip`` process per instance, in the same shape, so
   also those set inside the instance without DHCP (static, SLAAC), which the host's DHCP
   leases would miss; ``network="full"`` adds MAC, MTU, state and counters;
@@ -183,8 +184,8 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
     namespaces of ``netstate.CHILD_SHARE`` of them with a GIL of its own, from the start,
     while this process checks the others, parses the records and then reads its share of
     namespaces in a thread; the fork hands back what it checked (`livestate.remember`), so
-    the next listing here skips those checks too. Otherwise the namespaces are read as
-    ``netstate.start_reading`` decides."""
+    the next listing here skips those checks too. Otherwise one thread reads the namespaces
+    while the records are parsed (``netstate.start_reading``)."""
     from .network import netstate  # here: the verbs on one instance (exec, config) need none
     lxcpath = paths.lxcpath
     wanted = list(names)
@@ -205,7 +206,7 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
             share = []
     live = livestate.read(lxcpath, running[len(share):], where) if running else {}
     wait = None
-    if child is None and network:  # the namespaces read meanwhile, as start_reading decides
+    if child is None and network:  # the namespaces read in a thread meanwhile
         wait = netstate.start_reading([v.pid for v in live.values() if v is not None],
                                       full=full)
     records: dict[str, InstanceRecord | LxdlibError] = {}
@@ -277,8 +278,7 @@ def _wait_fork(child: netstate.ForkedJob, lxcpath: Path, share: list[str],
     ``live`` gets the fork's share. A fork that gave nothing back costs time only: its share
     is then done here."""
     from .network import netstate
-    own = netstate.start_reading([v.pid for v in live.values() if v is not None], full=full,
-                                 fork=False)
+    own = netstate.start_reading([v.pid for v in live.values() if v is not None], full=full)
     failures: list[tuple[int, OSError]] = []
     try:
         got = child.result(failures)
@@ -290,7 +290,7 @@ def _wait_fork(child: netstate.ForkedJob, lxcpath: Path, share: list[str],
         theirs = livestate.read(lxcpath, share, where)
         live.update(theirs)
         nets.update(netstate.start_reading([v.pid for v in theirs.values() if v is not None],
-                                           full=full, fork=False)())
+                                           full=full)())
         return nets
     found, checked, read = got
     livestate.remember(checked)

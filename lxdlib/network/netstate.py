@@ -34,6 +34,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -426,29 +427,49 @@ def _in_thread(pids: list[int], read: Callable[[socket.socket, int], T],
     return thread
 
 
-#: From this many namespaces on, a reading forks (see ``_in_each_namespace``): a fork and its
-#: result's way back cost ~3 ms, and at 200 both ways took the same time (measured on 1,000).
+#: From this many running instances on, a listing forks (``can_fork``, ``lxdlib.listing``): a
+#: fork and its result's way back cost ~3 ms, and at 200 both ways took the same time
+#: (measured on 1,000).
 FORK_FROM = 200
-#: The share of the namespaces the forked child reads; this process reads the rest once its
-#: caller has parsed the records. Measured on 1,000 (2 vCPUs): 0.5 to 0.65 best, whole listing
-#: ~75 ms against ~100 in one process; at 1.0 the child alone takes as long as one process.
+#: The share of the instances the forked child checks and reads; the listing's process does
+#: the rest besides the records. Measured on 1,000 (2 vCPUs): 0.6 best (0.5, 0.7 and 0.8
+#: slower); at 1.0 the child alone takes as long as one process.
 CHILD_SHARE = 0.6
 
 
-def _single_threaded() -> bool:
-    """Whether this process runs one thread (Python's and the kernel's count): a fork of a
-    process with other threads may leave a lock taken in the child, and Python 3.12 warns."""
-    if threading.active_count() != 1:
-        return False
+def _kernel_threads() -> int:
+    """This process's thread count as the kernel keeps it (``/proc/self/stat``, field 20);
+    0 if it cannot be read."""
     try:
         fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
         try:
             stat = os.read(fd, 4096)
         finally:
             os.close(fd)
-        return int(stat.rsplit(b")", 1)[1].split()[17]) == 1  # field 20, num_threads
+        return int(stat.rsplit(b")", 1)[1].split()[17])
     except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _single_threaded() -> bool:
+    """Whether this process runs one thread (Python's and the kernel's count): a fork of a
+    process with other threads may leave a lock taken in the child, and Python 3.12 warns.
+
+    A thread Python has just joined may still be leaving the kernel: right after a join the
+    kernel counted it in 251 of 500 tries (measured), so a listing right after another one,
+    whose thread read namespaces, would not fork. Such a thread is gone within microseconds:
+    the kernel's count is asked again for up to ~2 ms; a thread of a C library that stays
+    makes the answer False after that wait."""
+    if threading.active_count() != 1:
         return False
+    for _ in range(10):
+        count = _kernel_threads()
+        if count == 1:
+            return True
+        if count == 0:
+            return False
+        time.sleep(0.0002)
+    return False
 
 
 def can_fork(count: int) -> bool:
@@ -537,14 +558,6 @@ def _visit_for_marshal(pids: list[int], read: Callable[[socket.socket, int], T],
     return out, [(p, e.errno or 0, str(e)) for p, e in failures]
 
 
-def _from_child(got: Any, failures: list[tuple[int, OSError]]) -> dict[int, Any] | None:
-    if got is None:
-        return None
-    out, failed = got
-    failures.extend((p, OSError(err, text)) for p, err, text in failed)
-    return dict(out)
-
-
 def reader_for_fork(*, full: bool = False
                     ) -> Callable[[list[int]], tuple[dict[int, Any], list[tuple[int, int, str]]]]:
     """A reading of the given pids' namespaces to run inside a `ForkedJob` (made before the
@@ -558,91 +571,68 @@ def reader_for_fork(*, full: bool = False
 def from_fork(got: tuple[dict[int, Any], list[tuple[int, int, str]]], *, full: bool = False
               ) -> dict[int, dict[str, Any]]:
     """What a `reader_for_fork` reading gave in a child, as ``start_reading`` gives it."""
-    failures: list[tuple[int, OSError]] = []
-    out = _from_child(got, failures) or {}
+    out, failed = got
+    _log_failures((p, OSError(err, text)) for p, err, text in failed)
+    return _as_states(dict(out), full)
+
+
+def _log_failures(failures: Iterable[tuple[int, OSError]]) -> None:
     for pid, err in failures:
         log.debug("cannot read the interfaces of pid %d in-process: %s", pid, err)
+
+
+def _as_states(out: dict[int, Any], full: bool) -> dict[int, dict[str, Any]]:
+    """``start_reading``'s shape: a full reading's raw dumps parsed here, in this thread's
+    (the host's) namespace; addresses are read in that shape already."""
     if full:
         return {pid: state_from_netlink(links, addrs) for pid, (links, addrs) in out.items()}
     return out
 
 
-def _in_each_namespace(pids: Iterable[int], read: Callable[[socket.socket, int], T],
-                       fork: bool = True) -> Callable[[], dict[int, T]]:
+def _in_each_namespace(pids: Iterable[int], read: Callable[[socket.socket, int], T]
+                       ) -> Callable[[], dict[int, T]]:
     """Start ``read(sock, pid)`` with a netlink socket made in the network namespace of each
-    pid; returns the function that waits and gives {pid: result} for the pids whose namespace
-    could be entered. The caller may work meanwhile (a listing parses the records).
+    pid, in a private thread; returns the function that waits and gives {pid: result} for the
+    pids whose namespace could be entered. The caller may work meanwhile (a listing parses the
+    records).
 
     Only private threads change namespace, and they return to this process's before they
     end. Nothing but ``read`` runs while one is away, and ``read`` must not log (a handler
     opening a socket would open it in the instance's namespace); whatever it asks the kernel
     about interfaces is answered for the instance (``if_indextoname`` too), as it wants.
 
-    Where: one thread reading while the caller works spends most of its time in the kernel,
-    but takes the GIL back a dozen times per namespace, and the caller's own Python work
-    holds it. So for many namespaces in a process running one thread, a forked child (a copy
-    of this process, which runs no program) reads ``CHILD_SHARE`` of them with a GIL of its
-    own, and a thread here reads the rest when the caller waits. A process with other
-    threads (a notebook's kernel) is not forked: it reads them all in one thread started now,
-    as does ``fork=False``.
+    The thread spends most of its time in the kernel but takes the GIL back a dozen times per
+    namespace, while the caller's own Python work holds it: for hundreds of instances a
+    listing also forks (`ForkedJob`, ``reader_for_fork``), and this thread reads the rest.
     """
     wanted = [p for p in dict.fromkeys(pids) if p > 0]
     out: dict[int, T] = {}
     failures: list[tuple[int, OSError]] = []
     if not wanted:
         return lambda: out
-    setns = _setns_function()  # before any fork: the child must not import
-    child: ForkedJob | None = None
-    share = wanted[:int(len(wanted) * CHILD_SHARE)]
-    if fork and can_fork(len(wanted)):
-        try:
-            child = ForkedJob(lambda: _visit_for_marshal(share, read, setns))
-        except OSError as e:
-            log.debug("cannot fork to read namespaces, reading them in a thread: %s", e)
-    thread = None if child is not None else _in_thread(wanted, read, setns, out, failures)
+    thread = _in_thread(wanted, read, _setns_function(), out, failures)
 
     def wait() -> dict[int, T]:
-        if child is None:
-            assert thread is not None
-            thread.join()
-        else:
-            own = _in_thread(wanted[len(share):], read, setns, out, failures)
-            try:
-                got = _from_child(child.result(failures), failures)
-            finally:
-                own.join()
-            if got is None:
-                _in_thread(share, read, setns, out, failures).join()
-            else:
-                out.update(got)
-        for pid, err in failures:
-            log.debug("cannot read the interfaces of pid %d in-process: %s", pid, err)
+        thread.join()
+        _log_failures(failures)
         failures.clear()
         return out
     return wait
 
 
-def start_reading(pids: Iterable[int], *, full: bool = False, fork: bool = True
+def start_reading(pids: Iterable[int], *, full: bool = False
                   ) -> Callable[[], dict[int, dict[str, Any]]]:
-    """Start reading the interfaces of many pids' namespaces without running a program (see
-    ``_in_each_namespace``); returns the function that waits and gives {pid: {ifname: state}},
-    which the caller must call, also after an error of its own (it reaps a forked reader):
-    with ``full``, each
-    state as ``interfaces`` gives it (links, addresses, counters); otherwise
-    ``{"addresses": [...]}`` alone (one small dump per namespace), for the interfaces that
-    have an address.
+    """Start reading the interfaces of many pids' namespaces in a thread, without running a
+    program (see ``_in_each_namespace``); returns the function that waits and gives {pid:
+    {ifname: state}}: with ``full``, each state as ``interfaces`` gives it (links, addresses,
+    counters); otherwise ``{"addresses": [...]}`` alone (one small dump per namespace), for
+    the interfaces that have an address.
 
     A pid that is gone (or whose namespace cannot be entered, e.g. without CAP_SYS_ADMIN) is
     missing from the result rather than empty, so a caller can tell "no interfaces" from
-    "not read". ``fork=False``: read in a thread of this process only (a caller that forked
-    for some of them already)."""
-    if not full:
-        return _in_each_namespace(pids, _read_addresses, fork)
-    wait = _in_each_namespace(pids, _read_full, fork)
-
-    def parsed() -> dict[int, dict[str, Any]]:  # here, in this thread's (the host's) namespace
-        return {pid: state_from_netlink(links, addrs) for pid, (links, addrs) in wait().items()}
-    return parsed
+    "not read"."""
+    wait = _in_each_namespace(pids, _read_full if full else _read_addresses)
+    return lambda: _as_states(wait(), full)
 
 
 def interfaces_many(pids: Iterable[int]) -> dict[int, dict[str, Any]]:

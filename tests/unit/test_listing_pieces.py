@@ -472,6 +472,22 @@ def test_only_a_process_running_one_thread_counts_as_one() -> None:
         other.join()
 
 
+def test_a_thread_just_joined_does_not_count() -> None:
+    """A thread Python has joined may still be leaving the kernel (it counted there in half of
+    the tries): right after a join the process runs one thread again, every time — so a
+    listing right after one whose thread read namespaces forks too. Run in a fresh process,
+    which runs no other thread."""
+    code = ("import threading; from lxdlib.network import netstate\n"
+            "n = 0\n"
+            "for _ in range(300):\n"
+            "    t = threading.Thread(target=lambda: None); t.start(); t.join()\n"
+            "    n += netstate._single_threaded()\n"
+            "print(n)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       check=True)
+    assert r.stdout.split() == ["300"]
+
+
 # -- the record cache ---------------------------------------------------------------------------
 
 def _age(path: Path, seconds: float = 5) -> None:
