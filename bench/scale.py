@@ -188,8 +188,7 @@ def cli(root: Path) -> list[str]:
     script = Path(sys.executable).parent / "lxdlib"
     if script.exists():
         return [str(script), "--root", str(root)]
-    return [sys.executable, "-c", "import sys; from lxdlib.cli.main import main; "
-            "sys.exit(main())", "--root", str(root)]
+    return [sys.executable, "-m", "lxdlib", "--root", str(root)]
 
 
 def run_ms(argv: list[str]) -> float:
