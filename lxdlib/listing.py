@@ -7,7 +7,7 @@ runs no program:
 
 - records: parsed once per process while their file is unchanged (``record.clear_cache``);
 - which run: the monitors listening on their command sockets, read from ``/proc/net/unix``
-  as liblxc reads them (``runtime.list_running``: one read for the whole lxcpath);
+  as liblxc reads them (``livestate.listening``: one read for the whole lxcpath);
 - state and init pid of those: the kernel's view (``livestate``: cgroup files and ``/proc``);
   an instance it cannot prove is asked through liblxc, as before;
 - addresses: a netlink dump inside each running instance's network namespace, in-process, in a
@@ -30,7 +30,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import livestate, record, runtime
+from . import livestate, record
 from .errors import LXCError, LxdlibError
 from .logs import get_logger
 from .model import Collection
@@ -151,6 +151,7 @@ class Listing(Collection[Listed]):
 
 def _liblxc_view(paths: Paths, name: str) -> tuple[str, int, str | None]:
     """State, pid and error as liblxc sees one instance (the exact, slower way)."""
+    from . import runtime  # here: a listing the kernel's view answers needs no liblxc
     try:
         c = runtime.open_container(paths.lxcpath, name)
         state = runtime.state(c)
@@ -162,6 +163,7 @@ def _liblxc_view(paths: Paths, name: str) -> tuple[str, int, str | None]:
 
 def _config_error(paths: Paths, name: str) -> str | None:
     """Why liblxc cannot load a (stopped) instance's config, or None."""
+    from . import runtime
     try:
         runtime.open_container(paths.lxcpath, name)
     except LXCError as e:
@@ -190,11 +192,15 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
     lxcpath = paths.lxcpath
     wanted = list(names)
     full = network == "full"
-    try:
-        active: set[str] | None = runtime.list_running(lxcpath) & set(wanted)
-    except Exception as e:  # liblxc could not list: ask each instance instead
-        log.debug("liblxc cannot list the active containers of %s: %s", lxcpath, e)
-        active = None
+    active = livestate.listening(lxcpath)
+    if active is None:  # the sockets' table cannot tell: liblxc's list
+        from . import runtime
+        try:
+            active = runtime.list_running(lxcpath)
+        except Exception as e:  # liblxc could not list: ask each instance instead
+            log.debug("liblxc cannot list the active containers of %s: %s", lxcpath, e)
+    if active is not None:
+        active &= set(wanted)
     running = sorted(active or ())
     child = None
     share: list[str] = []

@@ -367,3 +367,40 @@ def read(lxcpath: Path, running: Iterable[str], where: Layout | None = None, *,
         log.debug("cgroups do not show the state of %d running containers (%s…): asking liblxc",
                   len(unknown), unknown[0])
     return out
+
+
+# -- which monitors listen ------------------------------------------------------------------------
+
+#: The host's unix sockets. Each running container's monitor listens on the abstract socket
+#: ``@<lxcpath>/<name>/command``: liblxc's own list of active containers is read from here.
+PROC_NET_UNIX = "/proc/net/unix"
+
+
+def running_from_sockets(table: bytes, lxcpath: str) -> set[str] | None:
+    """The containers of ``lxcpath`` whose monitor listens, from the text of ``/proc/net/unix``
+    read as liblxc reads it (the socket's name is a line's last field). None where a monitor's
+    name was hashed (``@lxc/<hash>/command``: liblxc's form for a name past the 107 bytes a
+    socket name holds), whose lxcpath only that monitor can tell: liblxc asks it."""
+    prefix = b"@" + os.fsencode(lxcpath.rstrip("/")) + b"/"
+    found: set[str] = set()
+    for line in table.split(b"\n"):
+        socket = line.rpartition(b" ")[2]
+        if socket.startswith(prefix):
+            name, slash, rest = socket[len(prefix):].lstrip(b"/").partition(b"/")
+            if name and slash and rest == b"command":
+                found.add(os.fsdecode(name))
+        elif socket.startswith(b"@lxc/") and socket.endswith(b"/command"):
+            return None
+    return found
+
+
+def listening(lxcpath: Path) -> set[str] | None:
+    """The containers of ``lxcpath`` that run (or start, or stop) by their monitors' sockets,
+    or None when the table cannot tell (unreadable, or a hashed name): then only liblxc can
+    (``runtime.list_running``). Here rather than in the runtime so that a listing where it
+    answers loads neither liblxc's binding nor ``subprocess`` (~4.5 ms of ``lxdlib list``)."""
+    try:
+        with open(PROC_NET_UNIX, "rb") as f:
+            return running_from_sockets(f.read(), str(lxcpath))
+    except OSError:
+        return None

@@ -25,7 +25,7 @@ from typing import IO, Any, Literal
 
 import lxc
 
-from . import proctree
+from . import livestate, proctree
 from .errors import ExecError as ExecError  # still importable from here
 from .errors import ExecTimeout, InvalidConfig, LXCError, WrongState
 from .execresult import ExecResult as ExecResult  # still importable from here
@@ -681,39 +681,12 @@ def ips(c: Container, interface: str | None = None, family: str | None = None) -
     return c.get_ips(interface, family)
 
 
-#: The host's unix sockets. Each running container's monitor listens on the abstract socket
-#: ``@<lxcpath>/<name>/command``: liblxc's own list of active containers is read from here.
-PROC_NET_UNIX = "/proc/net/unix"
-
-
-def running_from_sockets(table: bytes, lxcpath: str) -> set[str] | None:
-    """The containers of ``lxcpath`` whose monitor listens, from the text of ``/proc/net/unix``
-    read as liblxc reads it (the socket's name is a line's last field). None where a monitor's
-    name was hashed (``@lxc/<hash>/command``: liblxc's form for a name past the 107 bytes a
-    socket name holds), whose lxcpath only that monitor can tell: liblxc asks it."""
-    prefix = b"@" + os.fsencode(lxcpath.rstrip("/")) + b"/"
-    found: set[str] = set()
-    for line in table.split(b"\n"):
-        socket = line.rpartition(b" ")[2]
-        if socket.startswith(prefix):
-            name, slash, rest = socket[len(prefix):].lstrip(b"/").partition(b"/")
-            if name and slash and rest == b"command":
-                found.add(os.fsdecode(name))
-        elif socket.startswith(b"@lxc/") and socket.endswith(b"/command"):
-            return None
-    return found
-
-
 def list_running(lxcpath: Path) -> set[str]:
     """The containers of ``lxcpath`` that run (or start, or stop): those whose monitor listens.
     Read from ``/proc/net/unix`` in one go — liblxc reads the same table, then builds its list
     in ways that took 12 ms at 1,000 running against about 1 ms here — and from liblxc where
-    that table does not answer."""
-    try:
-        with open(PROC_NET_UNIX, "rb") as f:
-            found = running_from_sockets(f.read(), str(lxcpath))
-    except OSError:
-        found = None
+    that table does not answer (``livestate.listening``)."""
+    found = livestate.listening(lxcpath)
     if found is None:
         found = set(lxc.list_containers(active=True, defined=False, config_path=str(lxcpath)))
     return found

@@ -281,6 +281,10 @@ def test_cli_list_opens_no_host_unless_needed(host: lxdlib.Host) -> None:
     out, trace = imports("list", "-f", "csv", "-c", "ns")
     assert out.split() == ["c1,RUNNING"]
     assert "lxdlib.host" not in trace and "lxdlib.images" not in trace
+    # every instance runs and the monitors' sockets say so: liblxc is not even loaded
+    loaded = {line.rpartition("|")[2].strip() for line in trace.splitlines()
+              if line.startswith("import time:")}
+    assert "lxdlib.listing" in loaded and not loaded & {"lxc", "_lxc", "lxdlib.runtime"}
     ghost = host.paths.instance_dir("ghost")  # a create killed before its record
     ghost.mkdir()
     out, trace = imports("list", "-f", "csv", "-c", "ns")

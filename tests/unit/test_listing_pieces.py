@@ -185,8 +185,8 @@ def unix_line(path: bytes, inode: int = 1000) -> bytes:
 ])
 def test_running_from_sockets(lines: list[bytes], expected: set[str] | None) -> None:
     table = UNIX_HEAD + b"".join(lines)
-    assert runtime.running_from_sockets(table, "/r/containers") == expected
-    assert runtime.running_from_sockets(table, "/r/containers/") == expected
+    assert livestate.running_from_sockets(table, "/r/containers") == expected
+    assert livestate.running_from_sockets(table, "/r/containers/") == expected
 
 
 def test_running_from_sockets_reads_this_hosts_table() -> None:
@@ -196,8 +196,8 @@ def test_running_from_sockets_reads_this_hosts_table() -> None:
         lxcpath = f"/lxdlib-test-{os.getpid()}/containers"
         s.bind(f"\0{lxcpath}/probe/command")
         s.listen()
-        with open(runtime.PROC_NET_UNIX, "rb") as f:
-            assert runtime.running_from_sockets(f.read(), lxcpath) == {"probe"}
+        with open(livestate.PROC_NET_UNIX, "rb") as f:
+            assert livestate.running_from_sockets(f.read(), lxcpath) == {"probe"}
         assert runtime.list_running(Path(lxcpath)) == {"probe"}
 
 
