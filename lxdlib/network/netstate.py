@@ -22,6 +22,9 @@ reports in the host's numbering.
 
 from __future__ import annotations
 
+# ``_socket``, not ``socket``: the Python layer turns its constants into enums when imported,
+# ~3 ms of every `lxdlib list` and `info` (measured), for nothing a netlink dump uses
+import _socket
 import contextlib
 import errno
 import fcntl
@@ -30,7 +33,6 @@ import json
 import marshal
 import os
 import signal
-import socket
 import struct
 import threading
 import time
@@ -54,7 +56,7 @@ def _host_name(link: dict[str, Any]) -> str:
     if link.get("link_netnsid") is None or not link.get("link_index"):
         return ""
     try:
-        return socket.if_indextoname(int(link["link_index"]))
+        return _socket.if_indextoname(int(link["link_index"]))
     except OSError:
         return ""
 
@@ -143,7 +145,7 @@ _KERNEL_SCOPES = {0: "global", 200: "site", 253: "link", 254: "local", 255: "now
 _COUNTER_KEYS = ("bytes_received", "bytes_sent", "packets_received", "packets_sent",
                  "errors_received", "errors_sent", "packets_dropped_inbound",
                  "packets_dropped_outbound")
-_FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
+_FAMILIES = {_socket.AF_INET: "inet", _socket.AF_INET6: "inet6"}
 _LINK_ATTRS = frozenset({_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_LINK, _IFLA_STATS64,
                          _IFLA_LINK_NETNSID})
 
@@ -176,7 +178,7 @@ def _messages(data: bytes) -> Iterable[tuple[int, bytes]]:
         off += (length + 3) & ~3
 
 
-def _dump(sock: socket.socket, kind: int, body: bytes, seq: int) -> list[tuple[int, bytes]]:
+def _dump(sock: _socket.socket, kind: int, body: bytes, seq: int) -> list[tuple[int, bytes]]:
     """Every message of one ``NLM_F_DUMP`` request (``OSError`` on a netlink error)."""
     sock.send(_NLMSG.pack(_NLMSG.size + len(body), kind, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0)
               + body)
@@ -222,7 +224,7 @@ def state_from_netlink(links: list[tuple[int, bytes]],
             peer = struct.unpack_from("=I", a[_IFLA_LINK])[0]
             if peer and peer != index:
                 with contextlib.suppress(OSError):
-                    host_name = socket.if_indextoname(peer)
+                    host_name = _socket.if_indextoname(peer)
         counters = dict.fromkeys(_COUNTER_KEYS, 0)
         raw = a.get(_IFLA_STATS64)
         if raw is not None and len(raw) >= _STATS64.size:
@@ -242,11 +244,11 @@ def state_from_netlink(links: list[tuple[int, bytes]],
     return dict(sorted(out.items()))
 
 
-def _read_full(sock: socket.socket, pid: int
+def _read_full(sock: _socket.socket, pid: int
                ) -> tuple[list[tuple[int, bytes]], dict[int, list[dict[str, str]]]]:
     """The raw link dump (parsed by the caller, back in the host's namespace: the host end of
     a veth is named there) and the addresses by ifindex."""
-    links = _dump(sock, _RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0), 1)
+    links = _dump(sock, _RTM_GETLINK, _IFINFOMSG.pack(_socket.AF_UNSPEC, 0, 0, 0, 0), 1)
     return links, _dump_addresses(sock)
 
 
@@ -254,7 +256,7 @@ _SIOCGIFNAME = 0x8910
 _IFREQ = struct.Struct("16si20x")  # struct ifreq: the name, then the union (ifr_ifindex)
 
 
-def _ifname(sock: socket.socket, index: int) -> str:
+def _ifname(sock: _socket.socket, index: int) -> str:
     """The name of interface ``index`` in the socket's namespace ("" when it is gone): one
     ``ioctl``, where the link dump would cost three times the address dump."""
     try:
@@ -266,10 +268,10 @@ def _ifname(sock: socket.socket, index: int) -> str:
 
 _ADDR_REQUEST = (_NLMSG.pack(_NLMSG.size + _IFADDRMSG.size, _RTM_GETADDR,
                              _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
-                 + _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
+                 + _IFADDRMSG.pack(_socket.AF_UNSPEC, 0, 0, 0, 0))
 
 
-def _dump_addresses(sock: socket.socket) -> dict[int, list[dict[str, str]]]:
+def _dump_addresses(sock: _socket.socket) -> dict[int, list[dict[str, str]]]:
     """The address dump, read as it arrives, by ifindex, each address in LXD's shape: no copy
     of each message and its attributes first (as ``_dump`` makes). A listing reads a thousand
     namespaces in one thread, and each step of Python there is taken from the caller's GIL
@@ -314,13 +316,13 @@ def _dump_addresses(sock: socket.socket) -> dict[int, list[dict[str, str]]]:
                     at += (alen + 3) & ~3
                 if name is not None and raw is not None:
                     out.setdefault(index, []).append({
-                        "family": name, "address": socket.inet_ntop(family, raw),
+                        "family": name, "address": _socket.inet_ntop(family, raw),
                         "netmask": str(prefixlen),
                         "scope": _KERNEL_SCOPES.get(scope) or str(scope)})
             off += (length + 3) & ~3
 
 
-def _read_addresses(sock: socket.socket, pid: int) -> dict[str, Any]:
+def _read_addresses(sock: _socket.socket, pid: int) -> dict[str, Any]:
     """Only the addresses, by interface name: the address dump, and each interface's name
     asked by index. (IPv4 labels are not taken for names: the instance's root may set any
     label.)"""
@@ -378,7 +380,7 @@ def _namespace_handle(pid: int, by_pidfd: bool, setns: Callable[[int], None]
     return fd, by_pidfd
 
 
-def _visit(pids: list[int], read: Callable[[socket.socket, int], T],
+def _visit(pids: list[int], read: Callable[[_socket.socket, int], T],
            setns: Callable[[int], None], out: dict[int, T],
            failures: list[tuple[int, OSError]]) -> None:
     """In the calling thread: enter each pid's network namespace in turn, ``read`` it with a
@@ -400,8 +402,9 @@ def _visit(pids: list[int], read: Callable[[socket.socket, int], T],
                     break  # no privilege: every other namespace refuses as well
                 continue
             try:
-                with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                   socket.NETLINK_ROUTE) as sock:
+                with contextlib.closing(_socket.socket(
+                        _socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
+                        _socket.NETLINK_ROUTE)) as sock:
                     out[pid] = read(sock, pid)
             except OSError as e:
                 failures.append((pid, e))
@@ -417,7 +420,7 @@ def _visit(pids: list[int], read: Callable[[socket.socket, int], T],
         os.close(home)
 
 
-def _in_thread(pids: list[int], read: Callable[[socket.socket, int], T],
+def _in_thread(pids: list[int], read: Callable[[_socket.socket, int], T],
                setns: Callable[[int], None], out: dict[int, T],
                failures: list[tuple[int, OSError]]) -> threading.Thread:
     """``_visit`` in a private thread, started: the caller's threads never change namespace."""
@@ -548,7 +551,7 @@ class ForkedJob:
             return None
 
 
-def _visit_for_marshal(pids: list[int], read: Callable[[socket.socket, int], T],
+def _visit_for_marshal(pids: list[int], read: Callable[[_socket.socket, int], T],
                        setns: Callable[[int], None]
                        ) -> tuple[dict[int, T], list[tuple[int, int, str]]]:
     """``_visit``, its failures as plain tuples: what a forked child sends back."""
@@ -589,7 +592,7 @@ def _as_states(out: dict[int, Any], full: bool) -> dict[int, dict[str, Any]]:
     return out
 
 
-def _in_each_namespace(pids: Iterable[int], read: Callable[[socket.socket, int], T]
+def _in_each_namespace(pids: Iterable[int], read: Callable[[_socket.socket, int], T]
                        ) -> Callable[[], dict[int, T]]:
     """Start ``read(sock, pid)`` with a netlink socket made in the network namespace of each
     pid, in a private thread; returns the function that waits and gives {pid: result} for the
