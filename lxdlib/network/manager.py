@@ -881,6 +881,12 @@ class NetworkManager:
         dnsmasq.reread_hosts(self.run_dir(name))
         store.reread_sent()
 
+    def _holds_no_entry(self, name: str, key: str) -> bool:
+        """Whether the network certainly has no static host of ``key``: none in its owner's
+        file, and no older root's single file that may still hold one."""
+        run = self.run_dir(name)
+        return not (run / DHCP_HOSTS).exists() and dhcphosts.HostStore(run).get(key) is None
+
     def dhcp_host_add(self, name: str, key: str, hwaddr: str, ipv4: str | None = None,
                       hostname: str | None = None, *, add: bool = True) -> None:
         """Pin ``hwaddr`` to ``ipv4`` and/or ``hostname`` on this network (idempotent).
@@ -897,6 +903,13 @@ class NetworkManager:
         _check_mac("hwaddr", hwaddr)
         if hostname is not None and not dhcphosts.DNS_LABEL.fullmatch(hostname):
             raise InvalidConfig("hostname", "must be a DNS label", hostname)
+        if not add and ipv4 is None and self._holds_no_entry(name, key):
+            # a render that is not a start, of an owner with no entry: nothing to keep true,
+            # so no lock and no parse (~0.25 ms of each create, copy or edit with a nic). A
+            # read without the lock is enough: the file is replaced whole, and an entry of
+            # this key is only ever written by a render of its own instance, which holds that
+            # instance's lock, as the caller does
+            return
         spec = parse_spec(record["config"])
         if ipv4 is not None:
             try:
