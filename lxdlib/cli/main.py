@@ -503,8 +503,9 @@ def entry() -> NoReturn:
     """The installed ``lxdlib`` command and ``python -m lxdlib``: :func:`main`, then the
     process ends at once, without Python's own shutdown.
 
-    That shutdown frees every module and object one by one, 3 ms of a `list` of an empty root
-    and ~5 ms of an ``exec`` (measured), and the process has nothing left for it to do: ``main``
+    That shutdown frees every module and object one by one: 3 ms of a ``list`` of an empty
+    root, 10-15 ms of a verb that opened a root (measured, bench/cli.py), and the process has
+    nothing left for it to do: ``main``
     has returned, so every lock is released and every file closed by its ``with``; the only
     threads still alive are daemons (a progress bar) that it would not wait for either. What it
     would still do is flush the standard streams, so that is done here. A traceback (an
