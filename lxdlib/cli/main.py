@@ -505,11 +505,11 @@ def entry() -> NoReturn:
 
     That shutdown frees every module and object one by one: 3 ms of a ``list`` of an empty
     root, 10-15 ms of a verb that opened a root (measured, bench/cli.py), and the process has
-    nothing left for it to do: ``main``
-    has returned, so every lock is released and every file closed by its ``with``; the only
-    threads still alive are daemons (a progress bar) that it would not wait for either. What it
-    would still do is flush the standard streams, so that is done here. A traceback (an
-    error with ``--debug``, or a bug) takes Python's usual way out."""
+    nothing left for it to do: ``main`` has returned, so every lock is released and every file
+    closed by its ``with``; the only threads still alive are daemons (a progress bar) that it
+    would not wait for either. What it would still do is flush the standard streams, so that
+    is done here. A traceback (an error with ``--debug``, or a bug) takes Python's usual way
+    out."""
     try:
         rc = main()
     except SystemExit as e:  # argparse's --help and usage errors, as Python would end them
