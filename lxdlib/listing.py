@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +35,7 @@ from . import livestate, record
 from .errors import LXCError, LxdlibError
 from .logs import get_logger
 from .model import Collection
+from .state import RECENT_NS
 from .values import Value, assign
 
 if TYPE_CHECKING:
@@ -161,14 +163,45 @@ def _liblxc_view(paths: Paths, name: str) -> tuple[str, int, str | None]:
     return state, pid, None
 
 
+# liblxc's verdict on the config of a stopped instance, by the file's identity (device, inode,
+# size, mtime, ctime), as ``state.ParsedCache`` keys records: a listing asks it of every stopped
+# instance (a config load, ~0.08 ms each: 80 ms of every listing of 1,000 stopped), and between
+# two listings almost no config changes. A file changed within the last second is asked again
+# each time (two writes in one tick of the clock could leave equal identities). What the file
+# includes (the system's lxcfs snippet) is not part of the key: a verdict stands until the
+# instance's own file changes or the process ends.
+_verdicts: dict[str, tuple[tuple[int, ...], str | None]] = {}
+_VERDICTS_MAX = 4096
+
+
+def clear_cache() -> None:
+    """Forget liblxc's verdicts on stopped instances' configs (as a new process would)."""
+    _verdicts.clear()
+
+
 def _config_error(paths: Paths, name: str) -> str | None:
     """Why liblxc cannot load a (stopped) instance's config, or None."""
+    path = f"{paths.lxcpath}/{name}/config"
+    try:
+        st = os.stat(path)
+    except OSError:
+        ident = None  # liblxc says why
+    else:
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        hit = _verdicts.get(path)
+        if hit is not None and hit[0] == ident:
+            return hit[1]
     from . import runtime
     try:
         runtime.open_container(paths.lxcpath, name)
+        error = None
     except LXCError as e:
-        return str(e)
-    return None
+        error = str(e)
+    if ident is not None and time.time_ns() - max(ident[3], ident[4]) > RECENT_NS:
+        if len(_verdicts) >= _VERDICTS_MAX:
+            _verdicts.clear()
+        _verdicts[path] = (ident, error)
+    return error
 
 
 def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] = True

@@ -150,3 +150,31 @@ def test_missing_volume_does_not_break_listings(host: lxdlib.Host) -> None:
     assert "volume is missing" in refused(cli(host, "start", "novol"))
     ok(cli(host, "delete", "novol"))
     assert host.instances.names() == ["good"]
+
+
+def test_a_stopped_instances_config_is_asked_of_liblxc_again_only_when_it_changed(
+        host: lxdlib.Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing asks liblxc to load each stopped instance's config (to show a broken one as
+    ERROR); the next listing in the process takes that verdict again while the file is the
+    same, and asks again once it changed, so a config broken since is still found."""
+    from lxdlib import listing, runtime
+    host.create("busybox", "s1")
+    cfg = host.paths.instance_dir("s1") / "config"
+    monkeypatch.setattr(listing, "RECENT_NS", -1)  # trust files of any age (else: after 1 s)
+    loads: list[str] = []
+    real = runtime.open_container
+
+    def counted(lxcpath: object, name: str) -> runtime.Container:
+        loads.append(name)
+        return real(lxcpath, name)  # type: ignore[arg-type]
+    monkeypatch.setattr(runtime, "open_container", counted)
+    listing.clear_cache()
+    assert host.instances.list_state()["s1"].state == "STOPPED" and loads == ["s1"]
+    assert host.instances.list_state()["s1"].state == "STOPPED" and loads == ["s1"]
+    text = cfg.read_text()
+    cfg.write_text(text + "lxc.environment = A\n")
+    broken = host.instances.list_state()["s1"]
+    assert broken.state == "ERROR" and "lxc.environment" in (broken.error or "")
+    assert loads == ["s1", "s1"]
+    cfg.write_text(text)
+    assert host.instances.list_state()["s1"].state == "STOPPED" and loads == ["s1"] * 3
