@@ -22,7 +22,8 @@ Without it a step the host cannot take stops with the ``HostLimit`` that says wh
 
 Everything is deleted at the end — also after a failure or Ctrl-C — and MemAvailable is compared
 with its value before the run once the kernel has freed what the containers held, which it does
-for a minute or more after they are gone (``memory_back``: up to 5 minutes). A markdown table for the README closes the output.
+for a minute or more after they are gone (``memory_back``: up to 5 minutes). A markdown table
+for the README closes the output.
 
 The launch rate, one at a time against ``launch_many``, is also measured like for like at the
 end of each step (``--batch`` instances each way, twice, alternating which goes first, each
