@@ -421,8 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rc = _run(argv)
         # here, not at exit: a reader that went away (`lxdlib list | head -1`) is told by the
-        # last write, which a buffered stdout makes only now (Python would exit 120 on it)
-        sys.stdout.flush()
+        # last write, which a buffered stdout makes only now (Python would exit 120 on it).
+        # None: started with stdout closed (`>&-`), where print() writes nothing, as to
+        # /dev/null
+        if sys.stdout is not None:
+            sys.stdout.flush()
         return rc
     except BrokenPipeError:  # quiet, as lxc, which dies of SIGPIPE (141 in a shell)
         # and no second error when Python flushes the closed stdout on its way out
@@ -515,6 +518,8 @@ def entry() -> NoReturn:
     except SystemExit as e:  # argparse's --help and usage errors, as Python would end them
         rc = exit_status(e.code)
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with it closed
+            continue
         try:
             stream.flush()
         except BrokenPipeError:  # `lxdlib --help | head -1`: quiet, as main's own case

@@ -4,6 +4,7 @@ delivered and the exit status Python itself would have given."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 from lxdlib.cli.main import exit_status
 
 
-def entry(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+def entry(tmp_path: Path, *argv: str, stdout_closed: bool = False
+          ) -> subprocess.CompletedProcess[str]:
     """The command as installed, in a Python that would leave a mark if it shut down normally
     (an atexit handler), with stdout a pipe, so that nothing arrives unless it was flushed."""
     mark = tmp_path / "python-shut-down"
@@ -23,7 +25,8 @@ def entry(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
             "from lxdlib.cli.main import entry\n"
             "entry()\n")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=60)
+                          cwd=tmp_path, timeout=60,
+                          preexec_fn=(lambda: os.close(1)) if stdout_closed else None)
 
 
 def test_a_verb_ends_the_process_without_pythons_shutdown_and_its_output_arrives(
@@ -55,3 +58,11 @@ def testexit_status_as_python_gives_it(
         capsys: pytest.CaptureFixture[str], code: object, status: int, printed: str) -> None:
     assert exit_status(code) == status
     assert capsys.readouterr().err == printed
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["completion", "bash"], ["--help"]])
+def test_a_closed_stdout_loses_the_output_quietly(tmp_path: Path, argv: list[str]) -> None:
+    """Started with stdout closed (``>&-``), Python has no ``sys.stdout``: the output goes
+    nowhere, as to /dev/null, and the command ends as it would have (it crashed on the flush)."""
+    r = entry(tmp_path, *argv, stdout_closed=True)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
