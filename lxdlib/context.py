@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,7 @@ from .events import Events
 from .logs import get_logger
 from .profiles import ProfileStore
 from .rootdir import imports_pending
-from .state import RECENT_NS, Paths, atomic_write, lock, read_record
+from .state import Paths, atomic_write, file_identity, lock, read_record, settled
 from .values import Value, assign
 
 if TYPE_CHECKING:
@@ -425,13 +424,13 @@ class Context(Value, frozen=True, eq=False):
             st = os.lstat(self.paths.profiles / f"{name}.yaml")
         except (FileNotFoundError, ValueError):  # a bad name: the store says what is wrong
             return self.profiles.data(name)
-        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        ident = file_identity(st)
         cache = self._caches.profiles
         hit = cache.get(name)
         if hit is not None and hit[0] == ident:
             return hit[1]
         data = self.profiles.data(name)
-        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RECENT_NS:
+        if settled(st):
             cache[name] = (ident, data)
         else:
             cache.pop(name, None)

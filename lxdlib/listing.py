@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,7 +34,7 @@ from . import livestate, record
 from .errors import LXCError, LxdlibError
 from .logs import get_logger
 from .model import Collection
-from .state import RECENT_NS
+from .state import file_identity, settled
 from .values import Value, assign
 
 if TYPE_CHECKING:
@@ -163,11 +162,12 @@ def _liblxc_view(paths: Paths, name: str) -> tuple[str, int, str | None]:
     return state, pid, None
 
 
-# liblxc's verdict on the config of a stopped instance, by the file's identity (device, inode,
-# size, mtime, ctime), as ``state.ParsedCache`` keys records: a listing asks it of every stopped
+# liblxc's verdict on the config of a stopped instance, by the file's identity
+# (``state.file_identity``, as records and profiles are kept): a listing asks it of every stopped
 # instance (a config load, ~0.08 ms each: 80 ms of every listing of 1,000 stopped), and between
 # two listings almost no config changes. A file changed within the last second is asked again
-# each time (two writes in one tick of the clock could leave equal identities). What the file
+# each time (``state.settled``: two writes in one tick of the clock could leave equal
+# identities). What the file
 # includes (the system's lxcfs snippet) is not part of the key: a verdict stands until the
 # instance's own file changes or the process ends.
 _verdicts: dict[str, tuple[tuple[int, ...], str | None]] = {}
@@ -187,7 +187,7 @@ def _config_error(paths: Paths, name: str) -> str | None:
     except OSError:
         ident = None  # liblxc says why
     else:
-        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        ident = file_identity(st)
         hit = _verdicts.get(path)
         if hit is not None and hit[0] == ident:
             return hit[1]
@@ -197,7 +197,7 @@ def _config_error(paths: Paths, name: str) -> str | None:
         error = None
     except LXCError as e:
         error = str(e)
-    if ident is not None and time.time_ns() - max(ident[3], ident[4]) > RECENT_NS:
+    if ident is not None and settled(st):
         if len(_verdicts) >= _VERDICTS_MAX:
             _verdicts.clear()
         _verdicts[path] = (ident, error)
@@ -229,7 +229,7 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
     if active is None:  # the sockets' table cannot tell: liblxc's list
         from . import runtime
         try:
-            active = runtime.list_running(lxcpath)
+            active = runtime.running_by_liblxc(lxcpath)
         except Exception as e:  # liblxc could not list: ask each instance instead
             log.debug("liblxc cannot list the active containers of %s: %s", lxcpath, e)
     if active is not None:

@@ -415,6 +415,19 @@ def read_fd(fd: int) -> bytes:
 RECENT_NS = 1_000_000_000
 
 
+def file_identity(st: os.stat_result) -> tuple[int, ...]:
+    """What tells a file unchanged without reading it: device, inode, size, mtime and ctime
+    (every write of lxdlib's gives new times: a new file renamed in, or a spare swapped in)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def settled(st: os.stat_result, recent_ns: int | None = None) -> bool:
+    """Whether a file's identity can be trusted: it has not changed within ``recent_ns``
+    (default ``RECENT_NS``, read at each call)."""
+    window = RECENT_NS if recent_ns is None else recent_ns
+    return time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > window
+
+
 def load_yaml_kept(raw: bytes, memos: str | os.PathLike[str]) -> Any:
     """``load_yaml`` of ``raw`` (YAML from elsewhere: an image's metadata.yaml, which every
     create, start and copy reads for its templates), parsed once per text: the value is kept
@@ -512,12 +525,12 @@ class ParsedCache:
             # one lstat tells an unchanged file (a symlink put in its place has another inode,
             # and is refused below as ever)
             st = os.lstat(key)
-            if hit[0] == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+            if hit[0] == file_identity(st):
                 return hit[2]
         fd = _open_record(path)
         try:
             st = os.fstat(fd)
-            ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            ident = file_identity(st)
             hit = self._entries.get(key)
             if hit is not None and hit[0] == ident:
                 return hit[2]
@@ -531,8 +544,8 @@ class ParsedCache:
             value = hit[2]  # the bytes parsed (or written) before: their parse stands
         else:
             value = parse_record(raw)
-        recent = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) <= self.RECENT_NS
-        self._put(key, (None, raw, value) if recent else (ident, None, value))
+        trusted = settled(st, self.RECENT_NS)
+        self._put(key, (ident, None, value) if trusted else (None, raw, value))
         return value
 
     def remember(self, path: str | os.PathLike[str], raw: bytes, value: Any) -> None:

@@ -157,10 +157,10 @@ def test_a_stopped_instances_config_is_asked_of_liblxc_again_only_when_it_change
     """A listing asks liblxc to load each stopped instance's config (to show a broken one as
     ERROR); the next listing in the process takes that verdict again while the file is the
     same, and asks again once it changed, so a config broken since is still found."""
-    from lxdlib import listing, runtime
+    from lxdlib import listing, runtime, state
     host.create("busybox", "s1")
     cfg = host.paths.instance_dir("s1") / "config"
-    monkeypatch.setattr(listing, "RECENT_NS", -1)  # trust files of any age (else: after 1 s)
+    monkeypatch.setattr(state, "RECENT_NS", -1)  # trust files of any age (else: after 1 s)
     loads: list[str] = []
     real = runtime.open_container
 

@@ -256,8 +256,9 @@ def test_removed_name_entry_waits_for_a_reread_and_harms_nothing(netenv: NetEnv)
 
 def test_a_render_that_adds_no_entry_takes_no_lock_and_still_updates_one(netenv: NetEnv) -> None:
     """``add=False`` (the render of a create, copy or edit with a nic): an owner without an
-    entry costs no lock and writes nothing (it ran while another process held the network's
-    lock); an owner with an entry still has it brought up to date."""
+    entry costs no lock and writes nothing (it returns while another thread holds the network's
+    lock, which excludes threads as it does processes); an owner with an entry still has it
+    brought up to date."""
     import threading
     gw = free_subnet()
     name = netenv.bridge_name()

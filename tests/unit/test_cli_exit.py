@@ -54,7 +54,7 @@ def test_argparse_exits_keep_their_status_and_words(
 @pytest.mark.parametrize(("code", "status", "printed"), [
     (None, 0, ""), (0, 0, ""), (2, 2, ""), (256 + 3, 3, ""), ("bad input", 1, "bad input\n"),
 ])
-def testexit_status_as_python_gives_it(
+def test_exit_status_as_python_gives_it(
         capsys: pytest.CaptureFixture[str], code: object, status: int, printed: str) -> None:
     assert exit_status(code) == status
     assert capsys.readouterr().err == printed
