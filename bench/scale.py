@@ -7,8 +7,9 @@
 One root of its own under /var/tmp: a loop-backed btrfs pool, a managed bridge on a /20 (room
 for 4,000 addresses), the busybox image, a default profile with a root disk and eth0 on that
 bridge. At each step the instances are filled up to N with ``launch_many`` (the fill's rate);
-once each holds its DHCP lease (the fill's last addresses take a core for tens of seconds
-at 1,000, which is not the cost of N running), a few extra instances measure, one at a time in
+once each holds its DHCP lease and dnsmasq has gone idle (the fill's last addresses and
+their IPv6 names take a core for tens of seconds at 1,000, which is not the cost of N running:
+``settle_dnsmasq``), a few extra instances measure, one at a time in
 this process, the median latency of launch, exec, info, snapshot, stop, restore, copy (without
 snapshots, on every side), start and delete — beside the raw floor (python3-lxc + btrfsutil
 doing the same work, as bench/lifecycle.py) on the same bridge. Then the listing (API with state
@@ -146,6 +147,7 @@ def measure_raw(raw: Raw, names: list[str]) -> dict[str, list[float]]:
     for name in names:
         with clock(t["launch"]):
             c = raw.launch(name)
+        quiet_after_launch()
         with clock(t["exec"]):
             raw.exec_true(c)
         with clock(t["info"]):
@@ -171,6 +173,7 @@ def measure_lxdlib(host: lxdlib.Host, names: list[str]) -> dict[str, list[float]
     for name in names:
         with clock(t["launch"]):
             inst = host.launch("busybox", name)
+        quiet_after_launch()
         with clock(t["exec"]):
             inst.exec(["true"])
         with clock(t["info"]):
@@ -245,6 +248,51 @@ def settle_leases(host: lxdlib.Host, net: str, want: int, timeout: float = 180.0
     while time.perf_counter() - t < timeout and len(host.networks.leases(net)) < want:
         time.sleep(1)
     return time.perf_counter() - t
+
+
+def dnsmasq_cpu_ms() -> float:
+    """CPU time (user + system) of every dnsmasq on the host so far, in ms (``/proc/<pid>/stat``),
+    LXD's included: any of them busy takes a core from what is measured."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(entry.path, "stat").read_text()
+            if stat[stat.index("(") + 1:stat.rindex(")")] != "dnsmasq":
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total * 1000 / tick
+
+
+def settle_dnsmasq(timeout: float = 180.0, window: float = 1.0) -> tuple[float, float]:
+    """Wait until dnsmasq is idle: under 5% of a CPU in each of two ``window`` s in a row, at
+    most ``timeout`` s. Returns the seconds waited and the CPU ms it spent meanwhile.
+
+    Holding every lease need not be the end of dnsmasq's work after a fill: with ``ra-names``
+    each instance's SLAAC address, once it answers dnsmasq's ping, makes dnsmasq redo every
+    lease's DNS names (docs/scale.md; 0-0.5 s of its CPU after the fill to 1,000 in two runs).
+    Operations timed meanwhile would share the machine with that; "at N running" means once
+    it is done. Likewise after
+    each measured launch (``quiet_after_launch``): a new instance's DHCP entry, lease and IPv6
+    name cost dnsmasq up to ~0.1 s of CPU at 1,000, which the operations timed next on that
+    instance would otherwise share the machine with."""
+    t = time.perf_counter()
+    start = last = dnsmasq_cpu_ms()
+    quiet = 0
+    while quiet < 2 and time.perf_counter() - t < timeout:
+        time.sleep(window)
+        now = dnsmasq_cpu_ms()
+        quiet = quiet + 1 if now - last < 50 * window else 0
+        last = now
+    return time.perf_counter() - t, last - start
+
+
+def quiet_after_launch() -> None:
+    """Untimed, on both sides alike, between a measured launch and the next operation."""
+    settle_dnsmasq(timeout=10.0, window=0.25)
 
 
 def lxd_available() -> bool:
@@ -428,6 +476,7 @@ def main() -> int:
             count = step
             par_rate = add / fill
             settled = settle_leases(host, net, count)
+            idle_s, idle_cpu = settle_dnsmasq()
             extra = [f"x{step}n{i}" for i in range(args.extra)]
             lib = measure_lxdlib(host, extra)
             rawt = None if args.no_raw else measure_raw(raw, [f"r{step}n{i}"
@@ -456,7 +505,8 @@ def main() -> int:
             rows.append(row)
             print(f"\n== N = {step} running (filled {add} in {fill:.1f} s with launch_many, "
                   f"{args.workers or 'default'} workers; {filled_s:.1f} s in all so far; "
-                  f"every lease taken {settled:.0f} s later, then measured)")
+                  f"every lease taken {settled:.0f} s later, dnsmasq idle {idle_s:.0f} s after "
+                  f"that ({idle_cpu / 1000:.1f} s of its CPU meanwhile), then measured)")
             print(f"launch rate: serial {ser_rate:.1f}/s, parallel {par_rate:.1f}/s "
                   f"({par_rate / ser_rate:.2f}x serial; goal 0.8 x {os.cpu_count()} CPUs = "
                   f"{0.8 * (os.cpu_count() or 1):.1f}x)")
