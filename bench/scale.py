@@ -342,6 +342,8 @@ class Lxd:
             for op, argv in steps:
                 with clock(t[op]):
                     self.lxc(*(a.format(n=name) for a in argv))
+                if op == "launch":
+                    quiet_after_launch()  # as on the other sides
             self.lxc("delete", "--force", f"{name}c")
         return t
 
