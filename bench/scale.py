@@ -85,17 +85,24 @@ def memory_cgroups() -> int:
     return 0
 
 
+def processes(comm: str) -> list[str]:
+    """The ``/proc/<pid>`` directories of the processes named ``comm``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(entry.path, "comm").read_text().strip() == comm:
+                    found.append(entry.path)
+    return found
+
+
 def daemon_rss(comm: str = "lxd") -> int | None:
     """Resident bytes of the processes named ``comm`` (LXD's daemon), None when none runs: the
     MemAvailable compared after the cleanup counts what the daemon kept of the run."""
     total, found = 0, False
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for proc in processes(comm):
         with contextlib.suppress(OSError):
-            if Path(entry.path, "comm").read_text().strip() != comm:
-                continue
-            for line in Path(entry.path, "status").read_text().splitlines():
+            for line in Path(proc, "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
                     found = True
@@ -253,18 +260,13 @@ def settle_leases(host: lxdlib.Host, net: str, want: int, timeout: float = 180.0
 def dnsmasq_cpu_ms() -> float:
     """CPU time (user + system) of every dnsmasq on the host so far, in ms (``/proc/<pid>/stat``),
     LXD's included: any of them busy takes a core from what is measured."""
-    tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for proc in processes("dnsmasq"):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(entry.path, "stat").read_text()
-            if stat[stat.index("(") + 1:stat.rindex(")")] != "dnsmasq":
-                continue
+            stat = Path(proc, "stat").read_text()
             fields = stat[stat.rindex(")") + 2:].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total * 1000 / tick
+    return total * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def settle_dnsmasq(timeout: float = 180.0, window: float = 1.0) -> tuple[float, float]:
@@ -275,10 +277,9 @@ def settle_dnsmasq(timeout: float = 180.0, window: float = 1.0) -> tuple[float, 
     each instance's SLAAC address, once it answers dnsmasq's ping, makes dnsmasq redo every
     lease's DNS names (docs/scale.md; 0-0.5 s of its CPU after the fill to 1,000 in two runs).
     Operations timed meanwhile would share the machine with that; "at N running" means once
-    it is done. Likewise after
-    each measured launch (``quiet_after_launch``): a new instance's DHCP entry, lease and IPv6
-    name cost dnsmasq up to ~0.1 s of CPU at 1,000, which the operations timed next on that
-    instance would otherwise share the machine with."""
+    it is done. Likewise after each measured launch (``quiet_after_launch``): a new instance's
+    DHCP entry, lease and IPv6 name cost dnsmasq up to ~0.1 s of CPU at 1,000, which the
+    operations timed next on that instance would otherwise share the machine with."""
     t = time.perf_counter()
     start = last = dnsmasq_cpu_ms()
     quiet = 0

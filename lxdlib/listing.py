@@ -163,13 +163,12 @@ def _liblxc_view(paths: Paths, name: str) -> tuple[str, int, str | None]:
 
 
 # liblxc's verdict on the config of a stopped instance, by the file's identity
-# (``state.file_identity``, as records and profiles are kept): a listing asks it of every stopped
-# instance (a config load, ~0.08 ms each: 80 ms of every listing of 1,000 stopped), and between
-# two listings almost no config changes. A file changed within the last second is asked again
-# each time (``state.settled``: two writes in one tick of the clock could leave equal
-# identities). What the file
-# includes (the system's lxcfs snippet) is not part of the key: a verdict stands until the
-# instance's own file changes or the process ends.
+# (``state.file_identity``, as records and profiles are kept): a listing asks it of every
+# stopped instance (a config load, ~0.08 ms each: 80 ms of every listing of 1,000 stopped), and
+# between two listings almost no config changes. A file changed within the last second is asked
+# again each time (``state.settled``: two writes in one tick of the clock could leave equal
+# identities). What the file includes (the system's lxcfs snippet) is not part of the key: a
+# verdict stands until the instance's own file changes or the process ends.
 _verdicts: dict[str, tuple[tuple[int, ...], str | None]] = {}
 _VERDICTS_MAX = 4096
 

@@ -397,7 +397,7 @@ def running_from_sockets(table: bytes, lxcpath: str) -> set[str] | None:
 def listening(lxcpath: Path) -> set[str] | None:
     """The containers of ``lxcpath`` that run (or start, or stop) by their monitors' sockets,
     or None when the table cannot tell (unreadable, or a hashed name): then only liblxc can
-    (``runtime.list_running``). Here rather than in the runtime so that a listing where it
+    (``runtime.running_by_liblxc``). Here rather than in the runtime so that a listing where it
     answers loads neither liblxc's binding nor ``subprocess`` (~4.5 ms of ``lxdlib list``)."""
     try:
         with open(PROC_NET_UNIX, "rb") as f:
