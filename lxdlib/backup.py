@@ -34,13 +34,13 @@ import tarfile
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from . import idmap, journal, record, sendstream, transfer
 from .config import devices as devcfg
 from .config import expand, names, schema
 from .config.units import parse_size
 from .errors import (
+    TYPE_CHECKING,
     AlreadyExists,
     CorruptArchive,
     ImageError,
@@ -75,8 +75,14 @@ from .storage.loop import TMP, run, storage_errors, temp_name
 from .values import Value, assign
 
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from .context import Context
     from .storage.base import PoolDriver
+
+    #: what ``check_archived`` returns: profiles, config, local config, devices, snapshots
+    CheckedRecord = tuple[list[str], dict[str, str], dict[str, str],
+                          dict[str, dict[str, str]], list[SnapshotRecord]]
 
 _log = get_logger("lxdlib.backup")
 
@@ -690,31 +696,22 @@ def archive_config(config: dict[str, str]) -> dict[str, str]:
     return out
 
 
-class CheckedRecord(NamedTuple):
-    """An instance record from elsewhere, checked (``check_archived``)."""
-
-    profiles: list[str]
-    #: every key that passed, volatile ones included
-    config: dict[str, str]
-    #: ``config`` without its volatile keys: what the new instance is given as its own
-    local_config: dict[str, str]
-    devices: dict[str, dict[str, str]]
-    snapshots: list[SnapshotRecord]
-
-
 def check_archived(ctx: Context, rec: InstanceRecord) -> CheckedRecord:
     """An instance record that came from elsewhere — a backup's index, a migration stream's
     header — checked as a user's input before anything is made from it: its profiles exist,
     its description, config (``archive_config``), devices and snapshots (``archive_snapshot``)
-    are valid. The one place both imports check what they are given."""
+    are valid. The one place both imports check what they are given.
+
+    Returns, in this order: the profiles; every config key that passed, volatile ones
+    included; that config without its volatile keys (what the new instance is given as its
+    own); the devices; the snapshots."""
     profiles = ctx.check_profiles(rec.profiles)
     check_description(rec.description, "the instance")
     checked = archive_config(rec.config)
-    return CheckedRecord(
-        profiles=profiles, config=checked,
-        local_config={k: v for k, v in checked.items() if not k.startswith("volatile.")},
-        devices={n: devcfg.validate_device(n, d) for n, d in rec.devices.items()},
-        snapshots=[archive_snapshot(ctx, s) for s in rec.snapshots])
+    return (profiles, checked,
+            {k: v for k, v in checked.items() if not k.startswith("volatile.")},
+            {n: devcfg.validate_device(n, d) for n, d in rec.devices.items()},
+            [archive_snapshot(ctx, s) for s in rec.snapshots])
 
 
 def check_description(text: str, what: str) -> None:

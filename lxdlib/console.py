@@ -10,9 +10,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
-from .errors import ToolMissing, WrongState
+from .errors import TYPE_CHECKING, ToolMissing, WrongState
 
 if TYPE_CHECKING:
     from .instance import InstanceCore

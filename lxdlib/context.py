@@ -19,11 +19,11 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from . import journal, record
 from .config import expand, limits, schema
 from .errors import (
+    TYPE_CHECKING,
     AlreadyExists,
     CorruptRecord,
     InvalidArgument,
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     # loaded where first used (``images``, ``remotes``, ``pool``, ``networks``, ``client``):
     # most commands touch no image and no remote, and the store's modules bring tarfile, gzip
     # and lzma, the remotes' urllib.parse
+    from typing import Any
+
     from . import idmap
     from .idmap import Allocation
     from .imagestore.remotes import Remotes

@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
 from . import journal, record, runtime
 from .config import devices as devcfg
 from .config import expand, names, schema
 from .config.units import parse_size
 from .errors import (
+    TYPE_CHECKING,
     AlreadyExists,
     InvalidArgument,
     NotFound,
@@ -41,6 +41,8 @@ from .recovery import pool_or_none, record_or_none
 from .state import lock, remove_tree
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .context import Context
     from .storage.base import PoolDriver
 

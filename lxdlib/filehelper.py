@@ -30,7 +30,13 @@ import stat
 import struct
 import sys
 from collections.abc import Iterator
-from typing import Any
+
+#: ``typing.TYPE_CHECKING`` without ``typing``; not ``lxdlib.errors``': this file runs alone, by
+#: its path, inside the instance (it imports nothing of lxdlib)
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
 
 CHUNK = 1 << 20
 MAX_MSG = 1 << 20

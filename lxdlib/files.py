@@ -24,10 +24,10 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from . import filehelper
 from .errors import (
+    TYPE_CHECKING,
     AlreadyExists,
     InvalidArgument,
     LXCError,
@@ -40,12 +40,14 @@ from .filehelper import CHUNK, Channel
 from .values import Value, assign
 
 if TYPE_CHECKING:
+    from typing import IO, Any, BinaryIO
+
     from .instance import InstanceCore
     from .runtime import Container
 
-HELPER = Path(filehelper.__file__)
+    Source = bytes | bytearray | memoryview | IO[bytes]
 
-Source = bytes | bytearray | memoryview | IO[bytes]
+HELPER = Path(filehelper.__file__)
 
 
 class FileStat(Value, frozen=True):

@@ -46,10 +46,15 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from .config.devices import ProxyAddress, parse_proxy_address
+from .errors import TYPE_CHECKING
 from .network import nat
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    Address = tuple[Any, ...] | str
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
@@ -73,8 +78,6 @@ IN = select.EPOLLIN
 OUT = select.EPOLLOUT
 ERR = select.EPOLLERR
 HUP = select.EPOLLHUP
-
-Address = tuple[Any, ...] | str
 
 
 class SetupError(Exception):

@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from . import profile_apply
 from . import recovery as _recovery  # noqa: F401  (registers its journal recoverers)
 from . import snapshots as _snapshots  # noqa: F401  (registers its journal recoverer)
 from .context import DEFAULT_NETWORK, DEFAULT_POOL, Context, HostFacts
-from .errors import HostLimit, InvalidArgument, NotFound
+from .errors import TYPE_CHECKING, HostLimit, InvalidArgument, NotFound
 from .instances import Instance, Instances
 from .logs import get_logger
 from .profile_apply import Profiles
@@ -26,6 +25,8 @@ from .profiles import ProfileRecord
 from .state import Paths
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .images import Image, Images  # loaded by ``Host.images``: most commands use no image
     from .networks import Networks
     from .record import InstanceRecord

@@ -14,12 +14,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-from typing import TYPE_CHECKING
 
 from . import journal, record
 from .config.snapshots import schedule_due
 from .config.units import is_true
-from .errors import Busy, CorruptRecord, LxdlibError, NotFound
+from .errors import TYPE_CHECKING, Busy, CorruptRecord, LxdlibError, NotFound
 from .instance import recover_leftover
 from .instances import Instance
 from .patterns import Pattern

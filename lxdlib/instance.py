@@ -14,13 +14,13 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from . import criu, idmap, journal, livestate, record, render, runtime
 from .config import devices as devcfg
 from .config import expand, limits, names, schema
 from .config.units import parse_size
 from .errors import (
+    TYPE_CHECKING,
     AlreadyExists,
     CorruptRecord,
     ExecError,
@@ -48,6 +48,8 @@ from .state import (
 )
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .context import Context
     from .devices import DeviceContext
     from .storage.base import PoolDriver
@@ -56,7 +58,6 @@ SECCOMP_FILE = "seccomp.policy"  # an instance's own policy (security.syscalls.*
 
 #: An instance's config and devices composed from its profiles and local settings.
 Expanded = tuple[dict[str, str], dict[str, dict[str, str]]]
-
 
 
 def random_mac() -> str:

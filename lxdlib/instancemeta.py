@@ -19,14 +19,15 @@ import os
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from . import templates
-from .errors import AlreadyExists, InvalidArgument, LxdlibError, NotFound
+from .errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, LxdlibError, NotFound
 from .logs import get_logger
 from .state import atomic_write, dump_yaml, lock
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .instance import InstanceCore
 
 log = get_logger(__name__)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
 
 from . import record
 from .config import names
 from .copy import rename_instance  # also registers copy's journal recoverers
+from .errors import TYPE_CHECKING
 from .instance import InstanceCore, create
 from .listing import Listing, take
 from .model import Collection
@@ -22,6 +22,8 @@ from .popen import Popen
 from .snapshots import Snapshots
 
 if TYPE_CHECKING:
+    from typing import Any, Literal
+
     from .context import Context
     from .files import Files
     from .instancemeta import Templates

@@ -50,16 +50,18 @@ from __future__ import annotations
 import traceback
 import urllib.parse
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import markupsafe
 from jinja2 import BaseLoader, ChainableUndefined, Environment, TemplateNotFound, Undefined
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import TemplateError
+from .errors import TYPE_CHECKING, TemplateError
 from .patterns import Pattern
 from .templatetext import MAX_OUTPUT
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _FILENAME = "<image template {}>"  # the filename compiled code carries, to find its lines
 

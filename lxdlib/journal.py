@@ -21,9 +21,8 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
 
-from .errors import DiskFull, LxdlibError
+from .errors import TYPE_CHECKING, DiskFull, LxdlibError
 from .logs import get_logger
 from .state import (
     Paths,
@@ -35,18 +34,28 @@ from .state import (
     remove_stale_tmp,
 )
 
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    class Site(Protocol):
+        """What recovery needs of the root it runs in (``lxdlib.context.Context`` is one); the
+        journal sits below the operations and their context, so it names only this much."""
+
+        @property
+        def paths(self) -> Paths: ...
+
+        @property
+        def events(self) -> Any: ...
+
+    #: ``recoverer(context, name, intent)``: finishes or undoes one kind of operation. The context
+    #: is the registering module's own type (a ``Context``), hence ``Any`` here.
+    Recoverer = Callable[[Any, str, dict[str, Any]], None]
+
+    #: ``leftover(context, name) -> bool``: settles an instance directory left without a record.
+    Leftover = Callable[[Any, str], bool]
+
 log = get_logger(__name__)
 
-
-class Site(Protocol):
-    """What recovery needs of the root it runs in (``lxdlib.context.Context`` is one); the
-    journal sits below the operations and their context, so it names only this much."""
-
-    @property
-    def paths(self) -> Paths: ...
-
-    @property
-    def events(self) -> Any: ...
 
 PENDING = ".pending.yaml"
 #: The file of the last intent that ended, rewritten by the next one instead of a new file:
@@ -59,12 +68,6 @@ STATE_DIR = "state"
 #: Test-only: the step boundary at which this process kills itself (``LXDLIB_CRASHPOINT``), read
 #: once at import so that an unset variable costs one comparison per boundary.
 _CRASHPOINT = os.environ.get("LXDLIB_CRASHPOINT") or None
-
-#: ``recoverer(context, name, intent)``: finishes or undoes one kind of operation. The context
-#: is the registering module's own type (a ``Context``), hence ``Any`` here.
-Recoverer = Callable[[Any, str, dict[str, Any]], None]
-#: ``leftover(context, name) -> bool``: settles an instance directory left without a record.
-Leftover = Callable[[Any, str], bool]
 
 
 def crashpoint(name: str) -> None:

@@ -31,18 +31,22 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
 
 from . import hostlimits, record
 from .config import devices as devcfg
 from .config import names, schema
 from .context import Context
-from .errors import AlreadyExists, BulkError, InvalidArgument
+from .errors import TYPE_CHECKING, AlreadyExists, BulkError, InvalidArgument
 from .instance import expand_with_root, recover_leftover
 from .instances import Instance, Instances
 from .logs import get_logger
 from .state import lock
 from .values import Value, assign
+
+if TYPE_CHECKING:
+    from typing import IO, Any
+
+    Item = str | Mapping[str, Any]
 
 log = get_logger(__name__)
 
@@ -85,9 +89,6 @@ class Spec(Value, frozen=True):
         out["config"] = dict(self.config)
         out["devices"] = {k: dict(v) for k, v in self.devices.items()}
         return out
-
-
-Item = str | Mapping[str, Any]
 
 
 def make_specs(items: int | Sequence[Item], *, image: str | None, prefix: str,

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from typing import Any
+
+from .errors import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def exports(package: str, where: Mapping[str, str], namespace: dict[str, Any]

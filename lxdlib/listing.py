@@ -28,10 +28,9 @@ from __future__ import annotations
 import builtins
 import os
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
 
 from . import livestate, record
-from .errors import LXCError, LxdlibError
+from .errors import TYPE_CHECKING, LXCError, LxdlibError
 from .logs import get_logger
 from .model import Collection
 from .state import file_identity, settled
@@ -39,6 +38,7 @@ from .values import Value, assign
 
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any, Literal
 
     from .network import netstate
     from .record import InstanceRecord

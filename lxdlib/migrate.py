@@ -56,7 +56,6 @@ import tempfile
 import uuid as uuidlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import errors, idmap, journal, record, sendstream, transfer
 from .backup import (
@@ -81,6 +80,7 @@ from .copy import (
     source_disk_base,
 )
 from .errors import (
+    TYPE_CHECKING,
     AlreadyExists,
     ImageError,
     InvalidArgument,
@@ -110,6 +110,8 @@ from .storage.loop import TMP, run, storage_errors, temp_name
 from .values import Value, assign
 
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
     from .context import Context
 
 log = get_logger(__name__)

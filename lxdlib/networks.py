@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
 
 from .context import Context
-from .errors import InUse, NotFound
+from .errors import TYPE_CHECKING, InUse, NotFound
 from .model import Collection, RootModel
 from .profile_apply import network_users
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .network.manager import NetworkManager
 
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 import functools
 import html
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+
+from .errors import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 # The renderers take the models duck-typed (``Any``): this module sits at the bottom of the house
 # so that every layer's models can use it for ``_repr_html_`` without it importing them.

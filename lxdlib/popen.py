@@ -16,22 +16,23 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any
 
 from . import runtime
-from .errors import InvalidArgument
+from .errors import TYPE_CHECKING, InvalidArgument
 from .logs import get_logger
 
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from .instance import InstanceCore
+
+    Stream = int | IO[Any] | None
 
 log = get_logger(__name__)
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 STDOUT = subprocess.STDOUT
-
-Stream = int | IO[Any] | None
 
 
 class Popen:
@@ -194,7 +195,6 @@ class Popen:
         if self.poll() is None:  # never signal a pid that may have been reused
             os.kill(self.pid, sig)
             log.debug("popen pid %d: sent signal %d", self.pid, sig)
-
 
 
     def terminate(self) -> None:

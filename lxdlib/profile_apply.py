@@ -14,17 +14,19 @@ from __future__ import annotations
 import builtins
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from . import journal, record
 from .config import expand, names
 from .context import Context, profile_users
-from .errors import CorruptRecord, InvalidConfig, LxdlibError
+from .errors import TYPE_CHECKING, CorruptRecord, InvalidConfig, LxdlibError
 from .instance import InstanceCore
 from .model import Collection, RootModel
 from .profiles import ProfileRecord
 from .record import InstanceRecord
 from .state import lock
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def update_profile(ctx: Context, name: str, *, config: Mapping[str, str] | None = None,

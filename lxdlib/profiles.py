@@ -14,15 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from . import runtime
 from .config import devices as devcfg
 from .config import names, schema
 from .config.expand import ProfileData
-from .errors import AlreadyExists, InUse, InvalidArgument, InvalidConfig, NotFound
+from .errors import TYPE_CHECKING, AlreadyExists, InUse, InvalidArgument, InvalidConfig, NotFound
 from .state import Paths, lock, read_record, write_record
 from .values import Value
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ProfileRecord(Value):

@@ -15,9 +15,8 @@ import datetime as dt
 import functools
 import os
 from pathlib import Path
-from typing import Any
 
-from .errors import CorruptRecord
+from .errors import TYPE_CHECKING, CorruptRecord
 from .journal import PENDING
 from .state import (
     ParsedCache,
@@ -29,6 +28,9 @@ from .state import (
     swap_write,
 )
 from .values import Value
+
+if TYPE_CHECKING:
+    from typing import Any
 
 DELETING = ".deleting.yaml"
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from . import journal, record, runtime
-from .errors import LxdlibError, NotFound
+from .errors import TYPE_CHECKING, LxdlibError, NotFound
 from .journal import STATE_DIR
 from .state import remove_tree
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .context import Context
 
 

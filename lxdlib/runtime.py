@@ -21,16 +21,22 @@ import subprocess
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Literal
 
 import lxc
 
 from . import livestate, proctree
+from .errors import TYPE_CHECKING, ExecTimeout, InvalidConfig, LXCError, WrongState
 from .errors import ExecError as ExecError  # still importable from here
-from .errors import ExecTimeout, InvalidConfig, LXCError, WrongState
 from .execresult import ExecResult as ExecResult  # still importable from here
 from .logs import DEBUG, get_logger
 from .patterns import Pattern
+
+if TYPE_CHECKING:
+    from typing import IO, Any, Literal
+
+    State = Literal["STOPPED", "STARTING", "RUNNING", "STOPPING", "ABORTING", "FREEZING", "FROZEN",
+                    "THAWED"]
+    """liblxc's state names; a ``Literal`` so that mypy (strict equality) flags a misspelt one."""
 
 LOG_NAME = "lxc.log"
 
@@ -38,10 +44,6 @@ log = get_logger(__name__)
 
 # kcmp(2)'s number where it is known (x86-64; the generic table of arm64 and riscv64).
 _KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272}.get(os.uname().machine)
-
-State = Literal["STOPPED", "STARTING", "RUNNING", "STOPPING", "ABORTING", "FREEZING", "FROZEN",
-                "THAWED"]
-"""liblxc's state names; a ``Literal`` so that mypy (strict equality) flags a misspelt one."""
 
 
 class Container:

@@ -23,10 +23,12 @@ import stat
 import struct
 import uuid as uuidlib
 from collections.abc import Collection, Iterator
-from typing import BinaryIO
 
-from .errors import UnsafeStream
+from .errors import TYPE_CHECKING, UnsafeStream
 from .values import Value, assign
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 MAGIC = b"btrfs-stream\0"
 VERSIONS = (1, 2)

@@ -24,16 +24,19 @@ import os
 import select
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 
 from . import wire
-from .errors import LxdlibError
+from .errors import TYPE_CHECKING, LxdlibError
 from .logs import get_logger
 from .wire import ProtocolError
 
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO, Final
+
     from .host import Host
     from .instances import Instance
+
+    Handler = Callable[["Host", "Request"], Any]
 
 __all__ = ["VERBS", "Server", "serve_stdio"]
 
@@ -144,9 +147,6 @@ class _UploadReader(io.RawIOBase):
         return n
 
 
-Handler = Callable[["Host", Request], Any]
-
-
 # -- the verbs --------------------------------------------------------------------------------
 def _inst(host: Host, req: Request) -> Instance:
     return host.instances.get(req.args["name"])
@@ -206,7 +206,8 @@ def _exec(host: Host, req: Request) -> Any:
 
 
 def _file_get(host: Host, req: Request) -> Any:
-    st = _inst(host, req).files.get_to(req.args["path"], cast(BinaryIO, _Sender(req)))
+    from typing import cast  # here: typing is no import of lxdlib's modules (errors.py)
+    st = _inst(host, req).files.get_to(req.args["path"], cast("BinaryIO", _Sender(req)))
     return {"type": st.type, "mode": st.mode, "uid": st.uid, "gid": st.gid, "size": st.size}
 
 

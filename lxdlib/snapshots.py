@@ -16,19 +16,19 @@ import builtins
 import contextlib
 import datetime as dt
 import enum
-from typing import TYPE_CHECKING, Any
 
 from . import journal, record, runtime
 from .config import names
-from .errors import AlreadyExists, InvalidArgument, LxdlibError, NotFound, WrongState
+from .errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, LxdlibError, NotFound, WrongState
 from .logs import get_logger
 from .model import Collection, Model
 from .state import remove_tree
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .context import Context
     from .instance import InstanceCore
-
 
 
 class Keep(enum.Enum):
@@ -431,7 +431,6 @@ def _rendered_part(rec: record.InstanceRecord) -> tuple[Any, ...]:
     return ({k: v for k, v in rec.config.items()
              if k != "volatile.last_state.power" and not record.is_veth_key(k)},
             rec.devices, list(rec.profiles))
-
 
 
 def _restart(inst: InstanceCore, stateful: bool) -> None:

@@ -30,14 +30,16 @@ import shlex
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import IO, Any, BinaryIO, cast
 
 from . import wire
-from .errors import ExecError, InvalidArgument, NotFound
+from .errors import TYPE_CHECKING, ExecError, InvalidArgument, NotFound
 from .execresult import ExecResult
 from .imagestore.remotes import LXDLIB, Remote, parse_ssh_url
 from .logs import get_logger
 from .wire import ConnectionLost, ProtocolError
+
+if TYPE_CHECKING:
+    from typing import IO, Any, BinaryIO
 
 __all__ = ["RemoteExecResult", "RemoteHost", "RemoteInstance", "connect", "ssh_command"]
 
@@ -123,8 +125,9 @@ class _Channel:
             from .errors import ToolMissing
             raise ToolMissing("ssh is not installed (openssh-client)") from None
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.inp = cast(BinaryIO, self.proc.stdout)
-        self.out = cast(BinaryIO, self.proc.stdin)
+        from typing import cast  # here: typing is no import of lxdlib's modules (errors.py)
+        self.inp = cast("BinaryIO", self.proc.stdout)
+        self.out = cast("BinaryIO", self.proc.stdin)
         self.err_thread = threading.Thread(target=self._drain_stderr, daemon=True,
                                            name="lxdlib-ssh-stderr")
         self.err_thread.start()

@@ -30,12 +30,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from .errors import Busy, DiskFull, LxdlibError
+from .errors import TYPE_CHECKING, Busy, DiskFull, LxdlibError
 from .patterns import Pattern
 from .rootdir import root_path
 from .values import Value, assign
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: The root's directories, each joined once when a ``Paths`` is made.
 _UNDER = {"lxcpath": "containers", "profiles": "profiles", "images": "images",

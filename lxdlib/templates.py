@@ -29,11 +29,13 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from . import confined
-from .errors import ImageError, InvalidArgument, TemplateError
+from .errors import TYPE_CHECKING, ImageError, InvalidArgument, TemplateError
 from .logs import get_logger
+
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger(__name__)
 

@@ -20,9 +20,12 @@ sandbox stays the engine of every template that has any logic in it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
+from .errors import TYPE_CHECKING
 from .patterns import Pattern
+
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_OUTPUT = 64 * 1024 * 1024
 """Characters one template may produce; a bigger file is refused as an error."""

@@ -24,13 +24,15 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from . import idmap
-from .errors import StorageError
+from .errors import TYPE_CHECKING, StorageError
 from .storage.base import PoolDriver, close_volume_dir
 from .storage.dir import SNAPSHOTS, DirPool
 from .storage.loop import TMP, rename_noreplace, run, storage_errors, temp_name
+
+if TYPE_CHECKING:
+    from typing import Any
 
 Freeze = Callable[[], contextlib.AbstractContextManager[None]]
 #: Whether the source instance runs: a value, or a question asked only by the copy methods whose

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 from . import record
 from .context import Context
-from .errors import InUse, InvalidConfig
+from .errors import TYPE_CHECKING, InUse, InvalidConfig
 from .model import Collection, RootModel
 from .volumes import ModifyInstance, Volumes
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .storage.base import PoolDriver, PoolUsage
 
 

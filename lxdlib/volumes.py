@@ -26,11 +26,11 @@ import datetime as dt
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from . import idmap, record, runtime
 from .config.units import parse_size
 from .errors import (
+    TYPE_CHECKING,
     AlreadyExists,
     CorruptRecord,
     InUse,
@@ -45,6 +45,8 @@ from .patterns import Pattern
 from .state import lock, read_record, remove_stale_tmp, write_record
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .context import Context
     from .record import InstanceRecord
     from .storage.base import PoolDriver

@@ -28,11 +28,13 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable, Mapping
-from typing import Any, BinaryIO, Final
 
 from . import errors
-from .errors import LxdlibError
+from .errors import TYPE_CHECKING, LxdlibError
 from .logs import get_logger
+
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, Final
 
 __all__ = ["CHUNK", "DATA", "JSON", "MAX_FRAME", "PROTOCOL_VERSION", "STDERR", "STDOUT",
            "ConnectionLost", "ProtocolError", "decode_error", "encode_error", "hello",

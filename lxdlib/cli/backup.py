@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
 
+from ..errors import TYPE_CHECKING
 from ..logs import get_logger
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..host import Host
 
 log = get_logger(__name__)

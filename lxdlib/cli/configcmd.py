@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
 
-from ..errors import AlreadyExists, InvalidArgument, NotFound
+from ..errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, NotFound
 from . import output
 from .common import devices_map, edit_text, load_mapping, parse_kv, str_map
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..host import Host
     from ..instances import Instance
     from ..record import InstanceRecord

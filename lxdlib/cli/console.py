@@ -8,11 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidArgument, ToolMissing, WrongState
+from ..errors import TYPE_CHECKING, InvalidArgument, ToolMissing, WrongState
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..host import Host
 
 

@@ -11,9 +11,8 @@ ignored: between hosts the instance arrives as it left.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
-from ..errors import InvalidArgument
+from ..errors import TYPE_CHECKING, InvalidArgument
 
 if TYPE_CHECKING:
     from ..host import Host

@@ -15,16 +15,18 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import AlreadyExists, InvalidArgument, LxdlibError, NotFound
+from ..errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, LxdlibError, NotFound
 from . import output, useraliases
 
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
     from ..host import Host
 
-E = TypeVar("E", bound=LxdlibError)
-Verb = Callable[[Any, argparse.Namespace], int]
+    E = TypeVar("E", bound=LxdlibError)
+
+    Verb = Callable[[Any, argparse.Namespace], int]
 
 
 def _worded(e: E, message: str) -> E:

@@ -15,13 +15,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
 
-from ..errors import InvalidArgument, NotFound
+from ..errors import TYPE_CHECKING, InvalidArgument, NotFound
 from ..files import FileStat, Session, pull_tree, push_tree
 from ..progress import LineProgress
 
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from ..host import Host
     from ..instances import Instance
 
@@ -74,6 +75,7 @@ class _Counted:
 
 
 def cmd_push(host: Host, a: argparse.Namespace) -> int:
+    from typing import cast  # here: typing is no import of lxdlib's modules (errors.py)
     name, dest = split_target(a.target)
     inst = _instance(host, name)
     mode, uid, gid = parse_mode(a.mode), a.uid, a.gid
@@ -101,7 +103,7 @@ def cmd_push(host: Host, a: argparse.Namespace) -> int:
             with open(sp, "rb", buffering=0) as f, \
                     LineProgress(f"Pushing {src} to {target}", quiet=a.quiet) as bar:
                 # like LXD: a new file takes the source's mode and owner, flags override
-                s.put(target, cast(IO[bytes], _Counted(f, st.st_size, bar)),
+                s.put(target, cast("IO[bytes]", _Counted(f, st.st_size, bar)),
                       mode=mode if mode is not None else stat.S_IMODE(st.st_mode),
                       uid=uid if uid is not None else st.st_uid,
                       gid=gid if gid is not None else st.st_gid, force=explicit,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+
+from ..errors import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..host import Host
 
 

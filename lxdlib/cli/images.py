@@ -8,15 +8,16 @@ import datetime as dt
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidArgument
+from ..errors import TYPE_CHECKING, InvalidArgument
 from ..logs import get_logger
 from ..progress import LineProgress as ProgressBar
 from . import output
 from .common import edit_text, load_mapping
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..host import Host
     from ..imagestore.remotes import Remote
     from ..imagestore.store import ImageRecord

@@ -7,9 +7,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, Any, BinaryIO
+
+from ..errors import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
     from ..host import Host
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
 
+from ..errors import TYPE_CHECKING
 from . import output
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..host import Host
 
 

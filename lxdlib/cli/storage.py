@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
 
+from ..errors import TYPE_CHECKING
 from . import output
 from .common import edit_text, load_mapping, parse_kv, str_map
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..host import Host
 
 

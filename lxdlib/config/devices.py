@@ -16,11 +16,13 @@ import ipaddress
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from typing import Any
 
-from ..errors import InvalidArgument, InvalidConfig
+from ..errors import TYPE_CHECKING, InvalidArgument, InvalidConfig
 from ..values import Value, assign
 from .units import is_bool, is_true, parse_bit_rate, parse_size
+
+if TYPE_CHECKING:
+    from typing import Any
 
 Check = Callable[[str], None]
 

@@ -20,15 +20,17 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from typing import Any
 
-from ..errors import InvalidArgument, InvalidConfig
+from ..errors import TYPE_CHECKING, InvalidArgument, InvalidConfig
 from ..patterns import Pattern
 from ..values import Value, assign
 from . import limits as _limits
 from .snapshots import validate_pattern, validate_schedule
 from .syscalls import is_syscall
 from .units import INT64_MAX, is_bool, is_true, parse_expiry, parse_size
+
+if TYPE_CHECKING:
+    from typing import Any
 
 Validator = Callable[[str], None]
 

@@ -19,16 +19,29 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import InvalidConfig
+from ..errors import TYPE_CHECKING, InvalidConfig
 from ..logs import get_logger
 from ..render import MountEntry, Nic
 from ..values import Value
 
 if TYPE_CHECKING:
+    from typing import Any, Protocol
+
     from ..context import Context
     from ..record import InstanceRecord
+
+    class Driver(Protocol):
+        hotplug: bool
+
+        def render(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Rendered: ...
+
+        def start(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None: ...
+
+        def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None: ...
+
+        def update(self, ctx: DeviceContext, name: str, old: Mapping[str, str],
+                   new: Mapping[str, str]) -> None: ...
 
 log = get_logger(__name__)
 
@@ -103,19 +116,6 @@ class Rendered(Value):
         self.stop_hook = stop_hook
 
 
-class Driver(Protocol):
-    hotplug: bool
-
-    def render(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Rendered: ...
-
-    def start(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None: ...
-
-    def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None: ...
-
-    def update(self, ctx: DeviceContext, name: str, old: Mapping[str, str],
-               new: Mapping[str, str]) -> None: ...
-
-
 class BaseDriver:
     """Defaults: nothing rendered, nothing to do on the host, live changes by stop + start."""
 
@@ -143,7 +143,6 @@ class BaseDriver:
                 log.warning("device %s of %s: the new config did not start and the old one "
                             "did not come back", name, ctx.name, exc_info=True)
             raise
-
 
 
 class NoneDriver(BaseDriver):

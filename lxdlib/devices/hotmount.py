@@ -29,10 +29,12 @@ import stat
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from ..errors import StorageError
+from ..errors import TYPE_CHECKING, StorageError
 from ..logs import DEBUG, get_logger
+
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger(__name__)
 
@@ -243,7 +245,6 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
     return created
 
 
-
 def detach(pid: int, target: str, *, remove: bool = False) -> None:
     """Unmount ``target`` inside the container (lazily, as a busy mount must still go); with
     ``remove``, delete the mount point (only say so when ``attach`` created it). A target that
@@ -268,7 +269,6 @@ def detach(pid: int, target: str, *, remove: bool = False) -> None:
     _in_child(work)
     log.debug("unmounted %s in the instance of pid %d%s", target, pid,
               " (mount point removed)" if remove else "")
-
 
 
 def mounts(pid: int | str = "self") -> list[tuple[str, str]]:

@@ -23,16 +23,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
 from ..config.schema import SERVER_DEFAULTS
-from ..errors import InvalidArgument, LxdlibError, NotFound
+from ..errors import TYPE_CHECKING, InvalidArgument, LxdlibError, NotFound
 from ..imagestore.remotes import SIMPLESTREAMS, Remote
 from ..imagestore.simplestreams import Client, RemoteImage
 from ..imagestore.store import ImageRecord
 from ..state import lock, read_record, write_record
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..context import Context
 
 Progress = Callable[[int, int], None]

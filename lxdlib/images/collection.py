@@ -11,14 +11,15 @@ import builtins
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidArgument, NotFound
+from ..errors import TYPE_CHECKING, InvalidArgument, NotFound
 from ..imagestore.store import ImageRecord
 from ..model import Collection
 from .image import Image, export_image
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..context import Context
     from ..imagestore.remotes import Remotes
     from ..imagestore.simplestreams import Client

@@ -17,13 +17,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from ..errors import AlreadyExists, ImageError, InvalidArgument
+from ..errors import TYPE_CHECKING, AlreadyExists, ImageError, InvalidArgument
 from ..logs import get_logger
 from ..patterns import Pattern
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..context import Context
     from ..imagestore.store import ImageRecord
 

@@ -12,14 +12,14 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from ..context import Context
-from ..errors import NotFound
+from ..errors import TYPE_CHECKING, NotFound
 from ..imagestore.store import UNSET, ImageRecord, ImageStore
 from ..model import RootModel
 
 if TYPE_CHECKING:
+    from typing import Any
     pass
 
 

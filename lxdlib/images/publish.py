@@ -28,12 +28,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
 
 import yaml
 
 from ..config.schema import is_compression_algorithm
 from ..errors import (
+    TYPE_CHECKING,
     AlreadyExists,
     ImageError,
     InvalidArgument,
@@ -49,6 +49,8 @@ from ..instance import InstanceCore, get_instance
 __all__ = ["build_metadata", "compressor", "publish", "write_tarball"]
 
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from ..context import Context
     from ..record import InstanceRecord
     from ..storage.base import PoolDriver

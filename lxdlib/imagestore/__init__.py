@@ -11,8 +11,7 @@ The names below load on first use: importing one submodule (``imagestore.remotes
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from ..errors import TYPE_CHECKING
 from ..lazyexports import exports
 
 if TYPE_CHECKING:

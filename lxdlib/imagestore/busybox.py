@@ -21,10 +21,12 @@ import re
 import subprocess
 import tarfile
 from pathlib import Path
-from typing import IO, cast
 
-from ..errors import ImageError, InvalidArgument, ToolMissing
+from ..errors import TYPE_CHECKING, ImageError, InvalidArgument, ToolMissing
 from ..logs import get_logger
+
+if TYPE_CHECKING:
+    from typing import IO
 
 log = get_logger(__name__)
 
@@ -209,17 +211,18 @@ def build_busybox_image(out: str | os.PathLike[str], *, busybox: str = "/bin/bus
         raise InvalidArgument(f"compression must be one of {', '.join(COMPRESSIONS)}")
     out_p = Path(out)
     entries, mtime = _entries(Path(busybox), os.uname().machine)
+    from typing import cast  # here: typing is no import of lxdlib's modules (errors.py)
     tmp = out_p.with_name(f".{out_p.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as raw:
             if compression == "gzip":
                 with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
                                    compresslevel=9) as gz:
-                    _write_tar(cast(IO[bytes], gz), entries, mtime)
+                    _write_tar(cast("IO[bytes]", gz), entries, mtime)
             elif compression == "xz":
                 with lzma.LZMAFile(raw, "wb", format=lzma.FORMAT_XZ,
                                    check=lzma.CHECK_CRC64, preset=6) as xz:
-                    _write_tar(cast(IO[bytes], xz), entries, mtime)
+                    _write_tar(cast("IO[bytes]", xz), entries, mtime)
             else:
                 _write_tar(raw, entries, mtime)
             raw.flush()

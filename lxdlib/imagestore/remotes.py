@@ -22,11 +22,21 @@ from __future__ import annotations
 import builtins
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
 
-from ..errors import AlreadyExists, ImageError, InvalidArgument, InvalidName, NotFound, WrongState
+from ..errors import (
+    TYPE_CHECKING,
+    AlreadyExists,
+    ImageError,
+    InvalidArgument,
+    InvalidName,
+    NotFound,
+    WrongState,
+)
 from ..state import Paths, lock, read_record, write_record
 from ..values import Value, assign
+
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 __all__ = ["DEFAULT_REMOTES", "LOCAL", "LXDLIB", "Remote", "Remotes", "SshAddress",
            "parse_ssh_url", "split_ref", "validate_remote_name", "validate_url"]

@@ -37,12 +37,14 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
 
-from ..errors import ImageError, InvalidArgument, NotFound
+from ..errors import TYPE_CHECKING, ImageError, InvalidArgument, NotFound
 from ..state import atomic_write
 from ..values import Value, assign
 from .tarball import is_fingerprint, normalise_architecture
+
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 __all__ = ["AliasEntry", "Client", "RemoteImage", "StreamFile", "apply_aliases", "find_image",
            "parse_index", "parse_products", "resolve_alias"]

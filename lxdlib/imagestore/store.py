@@ -29,10 +29,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any, Final, Literal
 
 from ..config.expand import resolve_profile_list
 from ..errors import (
+    TYPE_CHECKING,
     AlreadyExists,
     Busy,
     DiskFull,
@@ -47,6 +47,9 @@ from ..state import Paths, fsync_dir, lock, read_record, remove_stale_tmp, write
 from ..values import Value, assign
 from . import compression, tarball
 from .tarball import is_fingerprint
+
+if TYPE_CHECKING:
+    from typing import Any, Final, Literal
 
 __all__ = ["UNSET", "ImageRecord", "ImageStore", "validate_alias_name"]
 

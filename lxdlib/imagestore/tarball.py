@@ -25,9 +25,9 @@ import subprocess
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
 
 from ..errors import (
+    TYPE_CHECKING,
     CorruptArchive,
     DeviceNode,
     ImageError,
@@ -43,6 +43,9 @@ from ..logs import get_logger
 from ..patterns import Pattern
 from ..values import Value, assign
 from . import compression
+
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 log = get_logger(__name__)
 
@@ -444,7 +447,6 @@ def unpack(image: str | os.PathLike[str], dest: str | os.PathLike[str], *,
         except OSError as e:
             log.warning("cannot give %s its owner and mode back after unpacking: %s", dest_p, e)
     log.debug("unpacked %s into %s", image_p, dest_p)
-
 
 
 _HEX64 = Pattern(r"[0-9a-f]{64}")

@@ -6,9 +6,11 @@ the pure rules behind it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from ..errors import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .manager import (
         NetworkManager,
         NetworkSpec,

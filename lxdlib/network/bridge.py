@@ -19,10 +19,12 @@ import socket
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
-from ..errors import AlreadyExists, NetworkError
+from ..errors import TYPE_CHECKING, AlreadyExists, NetworkError
 from ..logs import get_logger
+
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger(__name__)
 

@@ -40,13 +40,16 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from .. import state
+from ..errors import TYPE_CHECKING
 from ..logs import get_logger
 from ..patterns import Pattern
 from ..values import Value, assign
 from . import dnsmasq
+
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger(__name__)
 

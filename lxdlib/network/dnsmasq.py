@@ -43,12 +43,14 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from ..errors import NetworkError, ToolMissing
+from ..errors import TYPE_CHECKING, NetworkError, ToolMissing
 from ..logs import get_logger
 from ..state import atomic_write
 from ..values import Value, assign
+
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger(__name__)
 

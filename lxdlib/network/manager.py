@@ -25,10 +25,10 @@ import random
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from .. import state
 from ..errors import (
+    TYPE_CHECKING,
     AlreadyExists,
     InUse,
     InvalidArgument,
@@ -42,6 +42,9 @@ from ..logs import get_logger
 from ..patterns import Pattern
 from ..values import Value, assign
 from . import bridge, dhcphosts, dnsmasq, nat
+
+if TYPE_CHECKING:
+    from typing import Any
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 log = get_logger("lxdlib.network")

@@ -37,16 +37,19 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..errors import TYPE_CHECKING
 from ..logs import get_logger
 
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
     from ..runtime import Container
+
+    T = TypeVar("T")
 
 log = get_logger(__name__)
 
-T = TypeVar("T")
 
 _SCOPES = {"host": "local", "link": "link", "global": "global", "site": "site"}
 

@@ -23,13 +23,15 @@ import errno
 import hashlib
 import os
 from collections.abc import Mapping
-from typing import Any
 
 from ..config.units import parse_bit_rate
-from ..errors import InvalidArgument, InvalidConfig, NetworkError
+from ..errors import TYPE_CHECKING, InvalidArgument, InvalidConfig, NetworkError
 from ..logs import get_logger
 from ..values import Value, assign
 from .bridge import iproute
+
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger(__name__)
 

@@ -7,8 +7,7 @@ touches no pool imports none of them (see ``tests/unit/test_cli_imports.py``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from ..errors import TYPE_CHECKING
 from ..lazyexports import exports
 
 if TYPE_CHECKING:

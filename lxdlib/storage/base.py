@@ -29,12 +29,14 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
 
-from ..errors import StorageError
+from ..errors import TYPE_CHECKING, StorageError
 from ..logs import get_logger
 from ..state import Paths
 from ..values import Value
+
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 log = get_logger(__name__)
 

@@ -9,12 +9,22 @@ that was complete.
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from ..errors import AlreadyExists, InUse, InvalidConfig, InvalidName, NotFound, StorageError
+from ..errors import (
+    TYPE_CHECKING,
+    AlreadyExists,
+    InUse,
+    InvalidConfig,
+    InvalidName,
+    NotFound,
+    StorageError,
+)
 from ..logs import get_logger
 from ..state import Paths, lock, read_record, remove_stale_tmp, write_record
 from .base import PoolDriver
+
+if TYPE_CHECKING:
+    from typing import Any
 
 log = get_logger(__name__)
 

@@ -138,7 +138,7 @@ def test_list_imports_no_attrs(tmp_path: Path) -> None:
     record.save(paths, record.InstanceRecord("c1", "x86_64", record.now(), "default"))
     mods = imported("--root", str(tmp_path), "list", "--format", "csv", rc=0)
     assert {"lxdlib.listing", "lxdlib.record", "lxdlib.livestate", "lxc"} <= mods  # it listed
-    assert not mods & {"attr", "attrs", "inspect", "lxdlib.host"}
+    assert not mods & {"attr", "attrs", "inspect", "lxdlib.host", "typing"}
 
 
 def test_lxdlib_imports_no_attrs() -> None:
@@ -154,6 +154,24 @@ def test_lxdlib_imports_no_attrs() -> None:
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             found += [f"{path.relative_to(root)}: {n}" for n in names
                       if n.split(".")[0] in ("attr", "attrs", "dataclasses")]
+    assert found == []
+
+
+def test_lxdlib_imports_typing_only_for_the_type_checker() -> None:
+    """No lxdlib module imports ``typing`` when it is loaded, only under ``if TYPE_CHECKING:``
+    (``lxdlib.errors.TYPE_CHECKING``) or inside a function that needs it at run time (a
+    ``cast``): ``typing`` costs every command ~3 ms of its start (``lxdlib.errors``). Ruff's
+    TC004 keeps names imported for the checker out of run-time code."""
+    import ast
+    root = Path(__file__).resolve().parents[2] / "lxdlib"
+    found = []
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:  # module level, outside `if TYPE_CHECKING:`
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(root)}:{node.lineno}" for n in names
+                      if n.split(".")[0] == "typing"]
     assert found == []
 
 
@@ -179,7 +197,7 @@ lxdlib.host.Host.create = create
 # must not import: each of these loads only in the functions that use it
 NOT_FOR_ONE_INSTANCE = {"jinja2", "markupsafe", "lxdlib.jinjasandbox", "lxdlib.files", "hashlib",
                         "secrets", "lxdlib.hostlimits", "lxdlib.templates", "lxdlib.transfer",
-                        "logging", "ctypes", "uuid", "tempfile"}
+                        "logging", "ctypes", "uuid", "tempfile", "typing"}
 
 
 @needs_root

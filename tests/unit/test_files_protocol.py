@@ -221,3 +221,17 @@ def test_notebook_tables_escape() -> None:
     html = table(["a<b"], [["<script>"]], "c&d")
     assert "<script>" not in html and "&lt;script&gt;" in html and "c&amp;d" in html
     assert [size(n) for n in (None, 5, 2048, 3 << 30)] == ["", "5B", "2.00KiB", "3.00GiB"]
+
+
+def test_the_helper_loads_alone_by_its_path() -> None:
+    """The helper runs by its path inside the instance, outside any package: it must load
+    with the standard library alone (an import of lxdlib's, even ``lxdlib.errors``, would
+    fail there). Run so, without arguments, it gets as far as its own error message."""
+    import subprocess
+    import sys
+
+    import lxdlib.filehelper
+    r = subprocess.run([sys.executable, "-I", lxdlib.filehelper.__file__], cwd="/",
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.startswith("lxdlib file helper: "), r.stderr
