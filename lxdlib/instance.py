@@ -106,10 +106,15 @@ class InstanceCore:
         counters) that should agree with each other, as a listing needs."""
         return self._c()
 
-    def usage(self, handle: runtime.Container | None = None) -> dict[str, Any]:
-        """Memory, CPU time and process count from the instance's cgroup (running only)."""
+    def usage(self, handle: runtime.Container | None = None, pid: int = -1) -> dict[str, Any]:
+        """Memory, CPU time and process count from the instance's cgroup (running only).
+        ``pid``: its init, where the caller knows it (a listing has it from the kernel's view):
+        liblxc is then opened only for a counter ``/proc/<pid>/cgroup`` does not lead to,
+        rather than asked for the pid (a round trip to the monitor) by every instance."""
+        if pid > 0:
+            return cgroup_usage(self.name, pid, lambda: handle or self._c())
         c = handle or self._c()
-        return cgroup_usage(c, c.init_pid)
+        return cgroup_usage(c.name, c.init_pid, lambda: c)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -884,7 +889,7 @@ class InstanceCore:
             out["error"] = error
         elif st in ("RUNNING", "FROZEN"):
             pid = out["pid"] = c.init_pid  # asked once: each ask is a round trip to the monitor
-            out["resources"] = cgroup_usage(c, pid)
+            out["resources"] = cgroup_usage(c.name, pid, lambda: c)
             out["network"] = _interfaces(c, pid)
         with contextlib.suppress(LxdlibError):
             out["disk"] = {"root": {"usage": self._pool(rec).volume_usage("containers", rec.name)}}
@@ -990,15 +995,18 @@ def truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes", "on")
 
 
-def cgroup_usage(c: runtime.Container, pid: int = -1) -> dict[str, Any]:
+def cgroup_usage(name: str, pid: int, handle: Callable[[], runtime.Container]
+                 ) -> dict[str, Any]:
     """Memory (``memory_usage``, its peak ``memory_usage_peak``, ``swap_usage``,
-    ``swap_usage_peak``), CPU time (``cpu_usage_ns``) and ``processes`` from the cgroup, each
-    ``None`` where the kernel does not keep it (a v2 peak needs ``memory.peak``, Linux 5.19).
-    With the init's ``pid``, the files are read where ``/proc/<pid>/cgroup`` shows them
-    (``livestate.counters_of``); liblxc is asked for the rest (one round trip to the monitor
-    each)."""
+    ``swap_usage_peak``), CPU time (``cpu_usage_ns``) and ``processes`` from the cgroup of the
+    instance ``name``, each ``None`` where the kernel does not keep it (a v2 peak needs
+    ``memory.peak``, Linux 5.19). With the init's ``pid``, the files are read where
+    ``/proc/<pid>/cgroup`` shows them (``livestate.counters_of``); liblxc (``handle()``,
+    opened at the first such need) is asked for the rest, one round trip to the monitor
+    each."""
     ver = runtime.cgroup_version()
-    dirs = livestate.counters_of(pid, c.name) if pid > 0 else {}
+    dirs = livestate.counters_of(pid, name) if pid > 0 else {}
+    opened: list[runtime.Container] = []
 
     def read(key: str) -> str | None:
         where = dirs.get("" if ver == 2 else key.partition(".")[0])
@@ -1007,7 +1015,9 @@ def cgroup_usage(c: runtime.Container, pid: int = -1) -> dict[str, Any]:
                 return livestate.read_counter(where, key)
             except OSError:
                 pass  # gone meanwhile, or refused: liblxc says what it can
-        return runtime.cgroup_get(c, key)
+        if not opened:
+            opened.append(handle())
+        return runtime.cgroup_get(opened[0], key)
 
     def number(key: str) -> int | None:
         value = read(key)

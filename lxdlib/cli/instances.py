@@ -8,7 +8,7 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from ..errors import TYPE_CHECKING, InvalidArgument, LxdlibError, NotFound
 from ..progress import LineProgress as ProgressBar
@@ -266,6 +266,7 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
         listing = take(paths, names, network=network)
     rows: list[list[str]] = []
     data: list[dict[str, Any]] = []
+    disks = disk_usages(the_host(), listing) if full else None
     for entry in listing:
         if entry.error is not None:
             # one broken instance must not hide the others: shown as ERROR, as LXD does
@@ -275,7 +276,7 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
             continue
         try:
             row, d = (_broken_entry(entry, columns, entry.error) if entry.state == "ERROR"
-                      else _list_entry(the_host, entry, columns, full))
+                      else _list_entry(the_host, entry, columns, full, disks))
         except NotFound:
             continue  # deleted meanwhile
         except LxdlibError as e:
@@ -308,10 +309,12 @@ def _broken_entry(entry: Listed, columns: str, error: str | None
     return [cell[ch] for ch in columns], d
 
 
-def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full: bool
+def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full: bool,
+                disk_usage: Mapping[str, int | None] | None = None
                 ) -> tuple[list[str], dict[str, Any]]:
     """The row (and JSON object) of a readable instance; ``the_host()`` opens the Host for
-    what the listing does not hold (expanded config, cgroup counters)."""
+    what the listing does not hold (expanded config, cgroup counters); ``disk_usage``: the
+    root volumes' usage, asked of each pool once for the whole listing (``disk_usages``)."""
     rec = entry.record
     assert rec is not None  # only ERROR entries lack a record
     net = entry.network
@@ -323,7 +326,7 @@ def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full:
         if net is None and wants_net:
             net = inst.network_state()  # its namespace could not be read with the others
         if wants_usage:
-            usage = inst.usage()
+            usage = inst.usage(pid=entry.pid)  # the listing's pid: no round trip to liblxc
 
     from ..listing import global_addresses
 
@@ -340,8 +343,23 @@ def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full:
         "u": f"{(usage.get('cpu_usage_ns') or 0) / 1e9:.0f}s" if usage else "",
         "e": "default",
     }
-    d = instance_full(the_host(), entry, rec, net, usage) if full else {}
+    d = instance_full(the_host(), entry, rec, net, usage, disk_usage) if full else {}
     return [cell[ch] for ch in columns], d
+
+
+def disk_usages(host: Host, entries: Iterable[Listed]) -> dict[str, int | None]:
+    """The root volume's usage of each listed instance, by name: one question per pool
+    (``volumes_usage``: one ``zfs list``, one btrfs sync), none per instance."""
+    by_pool: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry.record is not None:
+            by_pool.setdefault(entry.record.pool, []).append(entry.name)
+    out: dict[str, int | None] = {}
+    for pool, names in by_pool.items():
+        # a pool that cannot say (gone, its tools missing): no disk entry, as LXD shows none
+        with contextlib.suppress(LxdlibError, OSError):
+            out.update(host.pool(pool).volumes_usage("containers", names))
+    return out
 
 
 # -- LXD's instance object (``list --format json|yaml``) ----------------------------------------
@@ -396,15 +414,20 @@ def _network_state(net: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def instance_state(host: Host, entry: Listed, rec: InstanceRecord,
-                   net: Mapping[str, Any] | None, usage: Mapping[str, Any]) -> dict[str, Any]:
+                   net: Mapping[str, Any] | None, usage: Mapping[str, Any],
+                   devices: Mapping[str, Mapping[str, str]],
+                   disk_usage: Mapping[str, int | None] | None = None) -> dict[str, Any]:
     """LXD's ``api.InstanceState``: the counters of a running instance, zeros (and no network)
-    for a stopped one; the root disk's usage either way, where the pool can say it."""
+    for a stopped one; the root disk's usage either way, where the pool can say it
+    (``disk_usage``: asked for the whole listing; else asked here). ``devices``: the
+    expanded ones (the root disk's name)."""
     from ..config import expand
     status = entry.status
     disk: dict[str, Any] = {}
     with contextlib.suppress(LxdlibError, OSError):
-        root_name = expand.root_disk(host.instances.get(rec.name).expanded(rec)[1])[0]
-        used = host.pool(rec.pool).volume_usage("containers", rec.name)
+        root_name = expand.root_disk(devices)[0]
+        used = disk_usage.get(rec.name) if disk_usage is not None else \
+            host.pool(rec.pool).volume_usage("containers", rec.name)
         if used is not None:
             disk[root_name] = {"usage": used}
     running = entry.running
@@ -422,7 +445,8 @@ def instance_state(host: Host, entry: Listed, rec: InstanceRecord,
 
 
 def instance_full(host: Host, entry: Listed, rec: InstanceRecord,
-                  net: Mapping[str, Any] | None, usage: Mapping[str, Any]) -> dict[str, Any]:
+                  net: Mapping[str, Any] | None, usage: Mapping[str, Any],
+                  disk_usage: Mapping[str, int | None] | None = None) -> dict[str, Any]:
     """One instance as LXD's ``lxc list --format json`` prints it (``api.InstanceFull``): the
     same keys in the same order, ``snapshots`` and ``backups`` null when there are none."""
     cfg, devs = _shown(host, rec.profiles, rec.config, rec.devices)
@@ -448,7 +472,7 @@ def instance_full(host: Host, entry: Listed, rec: InstanceRecord,
         "name": rec.name, "status": status, "status_code": STATUS_CODES.get(status, 112),
         "last_used_at": api_time(rec.last_used_at, NEVER_USED), "location": "none",
         "type": rec.type, "project": "default", "backups": None,
-        "state": instance_state(host, entry, rec, net, usage),
+        "state": instance_state(host, entry, rec, net, usage, devs, disk_usage),
         "snapshots": snapshots or None,
     }
 

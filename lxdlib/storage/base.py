@@ -27,10 +27,10 @@ from __future__ import annotations
 import abc
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..errors import TYPE_CHECKING, StorageError
+from ..errors import TYPE_CHECKING, NotFound, StorageError
 from ..logs import get_logger
 from ..state import Paths
 from ..values import Value
@@ -198,6 +198,18 @@ class PoolDriver(abc.ABC):
     @abc.abstractmethod
     def volume_usage(self, kind: str, name: str) -> int | None:
         """Bytes the volume uses (``None`` where unknown, e.g. btrfs quotas off)."""
+
+    def volumes_usage(self, kind: str, names: Iterable[str]) -> dict[str, int | None]:
+        """``volume_usage`` of many volumes at once, those that exist (a listing's, which must
+        not cost a command or a sync per instance): drivers that can ask once for all do
+        (zfs: one ``zfs list``; btrfs: one sync, then each qgroup); this one asks for each."""
+        out: dict[str, int | None] = {}
+        for name in names:
+            try:
+                out[name] = self.volume_usage(kind, name)
+            except NotFound:
+                continue  # deleted meanwhile
+        return out
 
     # -- snapshots ------------------------------------------------------------------------------
     @abc.abstractmethod

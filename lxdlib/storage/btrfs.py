@@ -17,12 +17,13 @@ import errno
 import fcntl
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 import btrfsutil
 
 from ..config.units import parse_size
-from ..errors import AlreadyExists, InvalidArgument, InvalidConfig, StorageError
+from ..errors import AlreadyExists, InvalidArgument, InvalidConfig, NotFound, StorageError
 from ..logs import get_logger
 from ..patterns import Pattern
 from ..state import lock
@@ -238,12 +239,12 @@ class BtrfsPool(DirPool):
     def _check_quota(self, size: int | None) -> None:
         """btrfs can limit any subvolume."""
 
-    def _qgroup_row(self, path: Path) -> list[str] | None:
+    def _qgroup_row(self, path: Path, sysfs: Path | None = None) -> list[str] | None:
         """``path``'s own qgroup as ``[qgroupid, referenced, exclusive, ...]``; ``[]`` when it
         has none yet, None when quotas are off. Read from sysfs where the kernel shows qgroups
         there (in-process: no ``btrfs`` run, which cost milliseconds per ``info``), else from
-        ``btrfs qgroup show``."""
-        sysfs = sysfs_dir(path)
+        ``btrfs qgroup show``. ``sysfs``: the pool's directory there, when the caller has it."""
+        sysfs = sysfs or sysfs_dir(path)
         if sysfs is not None:
             qgroups = sysfs / "qgroups"
             if not qgroups.is_dir():
@@ -303,6 +304,28 @@ class BtrfsPool(DirPool):
         if not row:
             return None
         return int(row[1])
+
+    def volumes_usage(self, kind: str, names: Iterable[str]) -> dict[str, int | None]:
+        """One sync of the pool for all (``volume_usage`` syncs for each: a listing of hundreds
+        would commit hundreds of transactions), then each qgroup from sysfs."""
+        paths: dict[str, Path] = {}
+        for name in names:
+            try:
+                paths[name] = self._require(kind, name)
+            except NotFound:
+                continue  # deleted meanwhile
+        sysfs = sysfs_dir(self.base) if paths else None
+        if sysfs is None:  # nothing asked, or qgroups only through `btrfs qgroup show`
+            return super().volumes_usage(kind, paths)
+        if self._qgroup_row(self.base, sysfs) is None:  # quotas off: nothing known
+            return dict.fromkeys(paths)
+        with storage_errors(f"cannot sync {self.base}"):
+            btrfsutil.sync(self.base)  # qgroup numbers move at transaction commit
+        out: dict[str, int | None] = {}
+        for name, path in paths.items():
+            row = self._qgroup_row(path, sysfs)
+            out[name] = int(row[1]) if row else None
+        return out
 
     def quotas_enabled(self) -> bool:
         return self._qgroup_row(self.base) is not None

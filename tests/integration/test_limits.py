@@ -4,6 +4,7 @@ cgroups, so the container cannot just read its own limit files), at start and li
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -165,7 +166,7 @@ def test_usage_is_read_from_the_cgroup_files_liblxc_reads(
     c.exec(["sh", "-c", two_sleeps]).check()
     handle = c.handle()
     pid = handle.init_pid
-    by_liblxc = cgroup_usage(handle)
+    by_liblxc = cgroup_usage(c.name, -1, lambda: handle)
     asked: list[str] = []
     real_get = runtime.cgroup_get
 
@@ -173,7 +174,7 @@ def test_usage_is_read_from_the_cgroup_files_liblxc_reads(
         asked.append(key)
         return real_get(h, key)
     monkeypatch.setattr(runtime, "cgroup_get", counted)
-    by_files = cgroup_usage(handle, pid)
+    by_files = cgroup_usage(c.name, pid, lambda: handle)
     assert asked == []  # every counter came from a file (or is not kept by this kernel)
     assert by_files["processes"] == by_liblxc["processes"] == 3
     assert set(by_files) == set(by_liblxc)
@@ -183,7 +184,19 @@ def test_usage_is_read_from_the_cgroup_files_liblxc_reads(
     # the instance's API and info agree, with no liblxc round trip for the counters
     assert c.usage()["processes"] == 3 and c.info()["resources"]["processes"] == 3
     assert asked == []
+    # with the pid a listing knows, liblxc is not even opened (no round trip for the pid)
+    opened: list[str] = []
+    real_open = runtime.open_container
+
+    def counted_open(lxcpath: Path, name: str) -> runtime.Container:
+        opened.append(name)
+        return real_open(lxcpath, name)
+    monkeypatch.setattr(runtime, "open_container", counted_open)
+    again = c.usage(pid=pid)
+    assert again["processes"] == 3 and set(again) == set(by_files)
+    assert opened == [] and asked == []
+    monkeypatch.setattr(runtime, "open_container", real_open)
     # a pid that is not this container's init: no file is trusted, liblxc answers
-    assert cgroup_usage(handle, os.getpid())["processes"] == 3
+    assert cgroup_usage(c.name, os.getpid(), lambda: handle)["processes"] == 3
     assert asked
     c.exec(["sh", "-c", "pkill sleep; true"])

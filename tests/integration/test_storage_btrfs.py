@@ -6,6 +6,7 @@ import errno
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import btrfsutil
 import pytest
@@ -361,3 +362,30 @@ def test_pool_whose_loop_file_is_gone(paths: Paths) -> None:
         assert list_pools(paths) == [] and not pool.mountpoint.exists()
     finally:
         teardown_pool(paths, name)
+
+
+def test_volumes_usage_syncs_once_for_all(btrfs_pool: PoolDriver,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing's disk usage (``volumes_usage``): the pool is synced once for every volume
+    (``volume_usage`` syncs for each), the figures are those asked one by one, a name with no
+    volume is left out, and with quotas off nothing is synced at all."""
+    pool = as_btrfs(btrfs_pool)
+    vols = {f"v{i}": pool.create_instance_volume(f"v{i}", None) for i in range(3)}
+    synced: list[str] = []
+    real_sync = btrfsutil.sync
+
+    def counted(path: Any) -> None:
+        synced.append(str(path))
+        real_sync(path)
+    monkeypatch.setattr(btrfsutil, "sync", counted)
+    assert pool.volumes_usage("containers", [*vols, "gone"]) == dict.fromkeys(vols)
+    assert synced == []  # quotas off
+    pool.set_quota("containers", "v0", 50 * MiB)  # turns the pool's quotas on
+    for i, vol in enumerate(vols.values()):
+        write_bytes(vol / "data", (1 + 2 * i) * MiB)
+    each = {name: pool.volume_usage("containers", name) for name in vols}
+    synced.clear()
+    got = pool.volumes_usage("containers", [*vols, "gone"])
+    assert len(synced) == 1
+    assert got == each
+    assert (each["v0"] or 0) < (each["v1"] or 0) < (each["v2"] or 0)

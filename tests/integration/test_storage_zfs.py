@@ -6,6 +6,7 @@ import errno
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -313,3 +314,31 @@ def test_pool_on_an_existing_dataset(zfs_pool: PoolDriver) -> None:
     finally:
         teardown_pool(outer.paths, name)
         subprocess.run(["zfs", "destroy", "-r", parent], capture_output=True, check=False)
+
+
+def test_volumes_usage_runs_one_command_for_all(zfs_pool: PoolDriver,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing's disk usage (``volumes_usage``): one ``zfs`` command for every volume
+    (``volume_usage`` runs two per volume), the figures those asked one by one, a name with no
+    volume left out."""
+    from lxdlib.storage import zfs as zfs_module
+    pool = as_zfs(zfs_pool)
+    pool.create_image_volume("c" * 64, fill_image())
+    for i in range(3):
+        vol = pool.create_instance_volume(f"u{i}", "c" * 64)
+        write_bytes(vol / "data", (1 + 2 * i) * MiB)
+    subprocess.run(["sync"], check=True)
+    each = {f"u{i}": pool.volume_usage("containers", f"u{i}") for i in range(3)}
+    ran: list[list[str]] = []
+    real_run = zfs_module.run
+
+    def counted(argv: list[str], *args: Any, **kwargs: Any) -> Any:
+        ran.append(list(argv))
+        return real_run(argv, *args, **kwargs)
+    monkeypatch.setattr(zfs_module, "run", counted)
+    got = pool.volumes_usage("containers", ["u0", "u1", "u2", "gone"])
+    assert len(ran) == 1 and ran[0][:2] == ["zfs", "get"]
+    assert set(got) == set(each)
+    for name, used in each.items():  # zfs-fuse may still be settling the last writes
+        assert used is not None and abs((got[name] or 0) - used) <= MiB, name
+    assert (got["u0"] or 0) < (got["u1"] or 0) < (got["u2"] or 0)

@@ -53,11 +53,29 @@ def test_stopped_instance_state_has_lxds_zeros() -> None:
     rec = InstanceRecord(name="c1", architecture="x86_64",
                          created_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC), pool="default")
     state = cli.instance_state(_NoPool(), Listed("c1", "STOPPED", -1, rec),  # type: ignore[arg-type]
-                               rec, None, {"memory_usage": 5})
+                               rec, None, {"memory_usage": 5}, {})
     assert state == {"status": "Stopped", "status_code": 102, "disk": {},
                      "memory": {"usage": 0, "usage_peak": 0, "swap_usage": 0,
                                 "swap_usage_peak": 0},
                      "network": None, "pid": 0, "processes": 0, "cpu": {"usage": 0}}
+
+
+@pytest.mark.parametrize(("usages", "disk"), [
+    ({"c1": 4096}, {"rootfs": {"usage": 4096}}),  # the listing's figure, under the root's name
+    ({"c1": None}, {}),  # the pool cannot say (btrfs quotas off): no entry, as LXD
+    ({}, {}),  # not asked of the pool (deleted meanwhile)
+])
+def test_disk_usage_comes_from_the_listings_figures(usages: dict[str, int | None],
+                                                    disk: dict[str, Any]) -> None:
+    """A listing asks each pool once for all its volumes (``disk_usages``); an instance's
+    state then takes its figure from there, not from its pool (``_NoPool`` would fail)."""
+    rec = InstanceRecord(name="c1", architecture="x86_64",
+                         created_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC), pool="default")
+    devices = {"rootfs": {"type": "disk", "path": "/", "pool": "default"},
+               "eth0": {"type": "nic", "network": "lxdbr0"}}
+    state = cli.instance_state(_NoPool(), Listed("c1", "STOPPED", -1, rec),  # type: ignore[arg-type]
+                               rec, None, {}, devices, usages)
+    assert state["disk"] == disk
 
 
 def test_api_times_are_utc_with_z() -> None:

@@ -79,7 +79,8 @@ def test_a_config_liblxc_refuses_reads_as_error(tmp_path: Path,
 def test_cgroup_usage(monkeypatch: pytest.MonkeyPatch, version: int, items: dict[str, str],
                       expected: dict[str, Any]) -> None:
     monkeypatch.setattr(runtime, "cgroup_version", lambda: version)
-    assert cgroup_usage(FakeHandle(items=items)) == expected  # type: ignore[arg-type]
+    handle = FakeHandle(items=items)
+    assert cgroup_usage("c1", -1, lambda: handle) == expected  # type: ignore[arg-type,return-value]
 
 
 def test_a_live_memory_change_writes_only_memory_files(
