@@ -288,10 +288,13 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
     return 0
 
 
-def _record_cells(rec: InstanceRecord) -> dict[str, str]:
+def _record_cells(rec: InstanceRecord, columns: str) -> dict[str, str]:
+    """The cells the record fills; the two times only when shown (formatting them was ~3 ms
+    of a listing of 1,000 that shows neither)."""
     return {"t": "CONTAINER" + (" (EPHEMERAL)" if rec.ephemeral else ""),
             "S": str(len(rec.snapshots)), "a": rec.architecture,
-            "c": _fmt_time(rec.created_at), "l": _fmt_time(rec.last_used_at),
+            "c": _fmt_time(rec.created_at) if "c" in columns else "",
+            "l": _fmt_time(rec.last_used_at) if "l" in columns else "",
             "P": "\n".join(rec.profiles), "b": rec.pool, "d": rec.description}
 
 
@@ -303,7 +306,7 @@ def _broken_entry(entry: Listed, columns: str, error: str | None
     cell.update({"n": entry.name, "s": "ERROR", "e": "default"})
     d: dict[str, Any] = {"name": entry.name}
     if rec is not None:
-        cell.update(_record_cells(rec))
+        cell.update(_record_cells(rec, columns))
         d = rec.to_dict()
     d.update({"status": "Error", "status_code": STATUS_CODES["Error"], "error": error})
     return [cell[ch] for ch in columns], d
@@ -336,7 +339,7 @@ def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full:
     cell = {
         "n": entry.name, "s": entry.state,
         "4": addrs("inet"), "6": addrs("inet6"),
-        **_record_cells(rec),
+        **_record_cells(rec, columns),
         "p": str(entry.pid) if entry.running else "",
         "N": str(usage.get("processes") or ""),
         "m": output.size(usage.get("memory_usage")) if usage else "",

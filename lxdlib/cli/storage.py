@@ -125,22 +125,26 @@ def cmd_volume_list(host: Host, a: argparse.Namespace) -> int:
     cols = volume_columns(a.columns)
     output.check_format(a.format)
     vols = _volumes(host).list(a.pool)
+    instances = [n for n in record.names(host.paths) if host.instances.pool_of(n) == a.pool]
+    # LXD's ``U`` column (IEC units), read only when asked for, as LXD does; each kind asked
+    # once for all its volumes (one ``zfs get``, one btrfs sync), not volume by volume
+    used: dict[tuple[str, str], int | None] = {}
+    if "U" in cols:
+        pool = host.pool(a.pool)
+        for kind, names in (("custom", [v["name"] for v in vols]), ("containers", instances)):
+            used.update(((kind, n), u) for n, u in pool.volumes_usage(kind, names).items())
 
     def usage(kind: str, name: str) -> str:
-        """LXD's ``U`` column (IEC units); read only when asked for, as LXD does."""
-        if "U" not in cols:
-            return ""
-        used = host.pool(a.pool).volume_usage(kind, name)
-        return output.size(used) if used is not None else ""
+        figure = used.get((kind, name))
+        return output.size(figure) if figure is not None else ""
     cells = [{"t": "custom", "n": v["name"], "d": v["description"], "c": v["content_type"],
               "u": str(len(v["used_by"])), "U": usage("custom", v["name"])} for v in vols]
     data = list(vols)
-    for n in record.names(host.paths):
-        if host.instances.pool_of(n) == a.pool:
-            cells.append({"t": "container", "n": n, "d": "", "c": "filesystem", "u": "1",
-                          "U": usage("containers", n)})
-            data.append({"name": n, "type": "container", "content_type": "filesystem",
-                         "pool": a.pool, "used_by": [f"/1.0/instances/{n}"]})
+    for n in instances:
+        cells.append({"t": "container", "n": n, "d": "", "c": "filesystem", "u": "1",
+                      "U": usage("containers", n)})
+        data.append({"name": n, "type": "container", "content_type": "filesystem",
+                     "pool": a.pool, "used_by": [f"/1.0/instances/{n}"]})
     rows = [[c[k] for k in cols] for c in cells]
     if len(cols) >= 2:  # LXD: by type, then by the second column
         rows.sort(key=lambda r: (r[0], r[1] == "", r[1]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,13 @@ def test_seed_instance_commands(host: lxdlib.Host) -> None:
     fast = run(host, "list", "--fast").stdout.splitlines()[1]
     assert all(h in fast for h in ("NAME", "STATE", "ARCHITECTURE", "CREATED AT", "PROFILES",
                                    "TYPE"))
+    # the times are formatted where a column shows them (and only there)
+    times = [line.split(",") for line in
+             run(host, "list", "-c", "ncl", "-f", "csv").stdout.splitlines()]
+    stamp = r"\d{4}/\d\d/\d\d \d\d:\d\d UTC"
+    assert [r[0] for r in times] == ["alpine-test", "second"]
+    assert all(re.fullmatch(stamp, r[1]) for r in times), times
+    assert re.fullmatch(stamp, times[0][2]), times  # started: a last use
     info = run(host, "info", "alpine-test").stdout
     assert "Name: alpine-test" in info and "Status: RUNNING" in info and "PID:" in info
     assert run(host, "exec", "alpine-test", "--", "sh", "-c", "echo hi; exit 3",

@@ -3,8 +3,11 @@ rootfs ownership on disk once at creation; quotas come from the dataset's quota.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import subprocess
+import sys
 
 import pytest
 
@@ -37,6 +40,14 @@ def test_launch_on_zfs_shifts_ownership_and_enforces_quota(host: lxdlib.Host,
         c.exec(["rm", "-f", "/root/made-inside"], check=True)
         c.snapshots.restore(s.name)
         assert c.exec(["ls", "/root/made-inside"]).returncode == 0
+        # the listing asks the pool once for every volume (one `zfs get`), the figure as asked
+        # for this volume alone
+        listed = subprocess.run([sys.executable, "-m", "lxdlib", "--root", str(host.paths.root),
+                                 "list", "-f", "json"], capture_output=True, text=True,
+                                check=True, timeout=120)
+        disk = json.loads(listed.stdout)[0]["state"]["disk"]
+        alone = host.pool("zp").volume_usage("containers", "z1") or 0
+        assert disk["root"]["usage"] > 0 and abs(disk["root"]["usage"] - alone) <= 1 << 20
         c.delete(force=True)
     finally:
         for inst in host.instances.list():
