@@ -352,7 +352,7 @@ def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full:
 
 def disk_usages(host: Host, entries: Iterable[Listed]) -> dict[str, int | None]:
     """The root volume's usage of each listed instance, by name: one question per pool
-    (``volumes_usage``: one ``zfs list``, one btrfs sync), none per instance."""
+    (``volumes_usage``: one ``zfs get``, one btrfs sync), none per instance."""
     by_pool: dict[str, list[str]] = {}
     for entry in entries:
         if entry.record is not None:

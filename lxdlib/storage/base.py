@@ -202,7 +202,7 @@ class PoolDriver(abc.ABC):
     def volumes_usage(self, kind: str, names: Iterable[str]) -> dict[str, int | None]:
         """``volume_usage`` of many volumes at once, those that exist (a listing's, which must
         not cost a command or a sync per instance): drivers that can ask once for all do
-        (zfs: one ``zfs list``; btrfs: one sync, then each qgroup); this one asks for each."""
+        (zfs: one ``zfs get``; btrfs: one sync, then each qgroup); this one asks for each."""
         out: dict[str, int | None] = {}
         for name in names:
             try:

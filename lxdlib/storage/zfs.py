@@ -754,7 +754,7 @@ class ZfsPool(PoolDriver):
         return int(self._get(prop, self._require(kind, name)))
 
     def volumes_usage(self, kind: str, names: Iterable[str]) -> dict[str, int | None]:
-        """One ``zfs list`` of the kind's datasets answers for all (``volume_usage`` runs two
+        """One ``zfs get`` of the kind's datasets answers for all (``volume_usage`` runs two
         commands per volume: a listing of hundreds would run hundreds)."""
         if kind in (SNAPSHOTS, "images"):  # an image may be marked deleted: asked one by one
             return super().volumes_usage(kind, names)
