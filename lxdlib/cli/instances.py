@@ -266,7 +266,7 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
         listing = take(paths, names, network=network)
     rows: list[list[str]] = []
     data: list[dict[str, Any]] = []
-    disks = disk_usages(the_host(), listing) if full else None
+    disks = disk_usages(the_host(), listing) if full else {}
     for entry in listing:
         if entry.error is not None:
             # one broken instance must not hide the others: shown as ERROR, as LXD does
@@ -313,8 +313,7 @@ def _broken_entry(entry: Listed, columns: str, error: str | None
 
 
 def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full: bool,
-                disk_usage: Mapping[str, int | None] | None = None
-                ) -> tuple[list[str], dict[str, Any]]:
+                disk_usage: Mapping[str, int | None]) -> tuple[list[str], dict[str, Any]]:
     """The row (and JSON object) of a readable instance; ``the_host()`` opens the Host for
     what the listing does not hold (expanded config, cgroup counters); ``disk_usage``: the
     root volumes' usage, asked of each pool once for the whole listing (``disk_usages``)."""
@@ -416,23 +415,20 @@ def _network_state(net: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def instance_state(host: Host, entry: Listed, rec: InstanceRecord,
-                   net: Mapping[str, Any] | None, usage: Mapping[str, Any],
+def instance_state(entry: Listed, net: Mapping[str, Any] | None, usage: Mapping[str, Any],
                    devices: Mapping[str, Mapping[str, str]],
-                   disk_usage: Mapping[str, int | None] | None = None) -> dict[str, Any]:
+                   disk_usage: Mapping[str, int | None]) -> dict[str, Any]:
     """LXD's ``api.InstanceState``: the counters of a running instance, zeros (and no network)
     for a stopped one; the root disk's usage either way, where the pool can say it
-    (``disk_usage``: asked for the whole listing; else asked here). ``devices``: the
-    expanded ones (the root disk's name)."""
+    (``disk_usage``: the listing's figures, ``disk_usages``), under the name the expanded
+    ``devices`` give the root disk."""
     from ..config import expand
     status = entry.status
     disk: dict[str, Any] = {}
-    with contextlib.suppress(LxdlibError, OSError):
-        root_name = expand.root_disk(devices)[0]
-        used = disk_usage.get(rec.name) if disk_usage is not None else \
-            host.pool(rec.pool).volume_usage("containers", rec.name)
-        if used is not None:
-            disk[root_name] = {"usage": used}
+    used = disk_usage.get(entry.name)
+    if used is not None:
+        with contextlib.suppress(LxdlibError):  # no root disk (a profile gone): no entry
+            disk[expand.root_disk(devices)[0]] = {"usage": used}
     running = entry.running
 
     def num(key: str) -> int:
@@ -449,7 +445,7 @@ def instance_state(host: Host, entry: Listed, rec: InstanceRecord,
 
 def instance_full(host: Host, entry: Listed, rec: InstanceRecord,
                   net: Mapping[str, Any] | None, usage: Mapping[str, Any],
-                  disk_usage: Mapping[str, int | None] | None = None) -> dict[str, Any]:
+                  disk_usage: Mapping[str, int | None]) -> dict[str, Any]:
     """One instance as LXD's ``lxc list --format json`` prints it (``api.InstanceFull``): the
     same keys in the same order, ``snapshots`` and ``backups`` null when there are none."""
     cfg, devs = _shown(host, rec.profiles, rec.config, rec.devices)
@@ -475,7 +471,7 @@ def instance_full(host: Host, entry: Listed, rec: InstanceRecord,
         "name": rec.name, "status": status, "status_code": STATUS_CODES.get(status, 112),
         "last_used_at": api_time(rec.last_used_at, NEVER_USED), "location": "none",
         "type": rec.type, "project": "default", "backups": None,
-        "state": instance_state(host, entry, rec, net, usage, devs, disk_usage),
+        "state": instance_state(entry, net, usage, devs, disk_usage),
         "snapshots": snapshots or None,
     }
 

@@ -40,20 +40,11 @@ def test_exec_messages_are_lxds() -> None:
     assert cli.EXEC_ERRORS == {127: "Command not found", 126: "Command not executable"}
 
 
-class _NoPool:
-    """A host whose pool cannot say the disk usage (``instance_state`` then leaves it out)."""
-
-    class instances:  # stands in for the collection
-        @staticmethod
-        def get(name: str) -> Any:
-            raise OSError("no such instance here")
-
-
 def test_stopped_instance_state_has_lxds_zeros() -> None:
     rec = InstanceRecord(name="c1", architecture="x86_64",
                          created_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC), pool="default")
-    state = cli.instance_state(_NoPool(), Listed("c1", "STOPPED", -1, rec),  # type: ignore[arg-type]
-                               rec, None, {"memory_usage": 5}, {})
+    state = cli.instance_state(Listed("c1", "STOPPED", -1, rec), None, {"memory_usage": 5}, {},
+                               {"c1": None})
     assert state == {"status": "Stopped", "status_code": 102, "disk": {},
                      "memory": {"usage": 0, "usage_peak": 0, "swap_usage": 0,
                                 "swap_usage_peak": 0},
@@ -68,14 +59,15 @@ def test_stopped_instance_state_has_lxds_zeros() -> None:
 def test_disk_usage_comes_from_the_listings_figures(usages: dict[str, int | None],
                                                     disk: dict[str, Any]) -> None:
     """A listing asks each pool once for all its volumes (``disk_usages``); an instance's
-    state then takes its figure from there, not from its pool (``_NoPool`` would fail)."""
+    state takes its figure from there, under the root disk's name."""
     rec = InstanceRecord(name="c1", architecture="x86_64",
                          created_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC), pool="default")
     devices = {"rootfs": {"type": "disk", "path": "/", "pool": "default"},
                "eth0": {"type": "nic", "network": "lxdbr0"}}
-    state = cli.instance_state(_NoPool(), Listed("c1", "STOPPED", -1, rec),  # type: ignore[arg-type]
-                               rec, None, {}, devices, usages)
+    state = cli.instance_state(Listed("c1", "STOPPED", -1, rec), None, {}, devices, usages)
     assert state["disk"] == disk
+    # without a root disk among the devices (its profile gone) there is no entry to name
+    assert cli.instance_state(Listed("c1", "STOPPED", -1, rec), None, {}, {}, usages)["disk"] == {}
 
 
 def test_api_times_are_utc_with_z() -> None:
