@@ -442,15 +442,27 @@ def test_teardown_removes_everything_then_changes_nothing(converged: Fleet) -> N
 
 GET_PIP_STAND_IN = '''\
 # ansible-test bootstraps pip in its throwaway environments with a script from ansible's CI
-# file server, which this machine cannot reach: the interpreter's own ensurepip does that part,
-# then pip installs what ansible-test asked for from the package index.
-import ensurepip
+# file server, which this machine cannot reach. This stand-in does what that script does: it
+# runs pip straight from a wheel (the one this interpreter's ensurepip would install, which
+# Debian keeps in WHEEL_PKG_DIR) and installs what ansible-test asked for from the package
+# index, in one pip run; where there is no such wheel, ensurepip installs pip first.
+import glob
+import os
+import runpy
 import subprocess
 import sys
+import sysconfig
 
-ensurepip.bootstrap(upgrade=True)
 args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
-sys.exit(subprocess.call([sys.executable, "-m", "pip", "install"] + args))
+wheels = sorted(glob.glob(os.path.join(sysconfig.get_config_var("WHEEL_PKG_DIR") or "/-",
+                                       "pip-*.whl")))
+if not wheels:
+    import ensurepip
+    ensurepip.bootstrap(upgrade=True)
+    sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", *args]))
+sys.path.insert(0, wheels[-1])
+sys.argv = ["pip", "install", *args]
+runpy.run_module("pip", run_name="__main__", alter_sys=True)
 '''
 
 
