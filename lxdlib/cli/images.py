@@ -533,7 +533,8 @@ def register(sub: Any) -> None:
     # Internal (tests, repeated builds): reuse an identical earlier debootstrap kept here.
     x.add_argument("--cache-dir", help=argparse.SUPPRESS)
     x.set_defaults(func=cmd_build)
-    x = s.add_parser("copy", aliases=["cp"], help="copy an image from a remote into local:")
+    x = s.add_parser("copy", aliases=["cp"],
+                     help="copy an image from a remote into this host's store (local:)")
     x.add_argument("source")
     x.add_argument("target")
     x.add_argument("--alias", action="append", default=[])
