@@ -240,9 +240,9 @@ def _read(path: str) -> bytes:
         os.close(fd)
 
 
-def _first_pid(procs: bytes) -> int:
-    head = procs.split(b"\n", 1)[0].strip()
-    return int(head) if head.isdigit() else -1
+def pids_of(procs: bytes) -> list[int]:
+    """The pids of a ``cgroup.procs`` text, in its order."""
+    return [int(w) for w in procs.split() if w.isdigit()]
 
 
 # Inits already tied to this lxcpath's monitor by this process: (payload cgroup, its inode) ->
@@ -281,33 +281,78 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def init_among(pids: list[int], expected: bytes) -> int:
+    """The process of ``pids`` (one cgroup's) whose parent is outside them and has the command
+    line ``expected``; -1 if none is found.
+
+    The walk starts at the first pid and goes up from parent to parent while the parent is
+    one of ``pids``: the first pid is the init itself (one /proc read and its parent's command
+    line), or a process the init started, whose ancestors lead to it. A walk that leaves the
+    cgroup elsewhere (a process ``exec`` attached from the host) starts again at the next pid
+    not yet seen, at most ``_WALKS`` times."""
+    members = set(pids)
+    seen: set[int] = set()
+    parents: dict[int, bool] = {}
+    walks = 0
+    for start in pids:
+        if start in seen:
+            continue
+        walks += 1
+        if walks > _WALKS:
+            break
+        pid = start
+        while pid not in seen:
+            seen.add(pid)
+            try:
+                ppid = parse_ppid(_read(f"/proc/{pid}/stat"))
+                if ppid in members:
+                    pid = ppid
+                    continue
+                if ppid <= 0:
+                    break
+                if ppid not in parents:
+                    cmdline = _read(f"/proc/{ppid}/cmdline")
+                    parents[ppid] = cmdline.rstrip(b"\0").replace(b"\0", b" ").rstrip() \
+                        == expected
+            except (OSError, ValueError):  # gone meanwhile
+                break
+            if parents[ppid]:
+                return pid
+            break
+    return -1
+
+
+#: How many walks up from a cgroup's processes `init_among` makes before it gives up.
+_WALKS = 8
+
+
 def _init_of(cgroup: str, expected: bytes) -> int:
     """The pid of the container's init if ``cgroup`` is the payload of the container whose
-    monitor's command line is ``expected``; -1 otherwise. The first pid of ``cgroup.procs``
-    (or, when the payload itself is empty, of its first non-empty child: an init that moved
-    itself, as systemd does) is taken, and must be a child of that monitor."""
+    monitor's command line is ``expected``; -1 otherwise. The init is the process of
+    ``cgroup.procs`` (or, when the payload itself is empty, of its first non-empty child: an
+    init that moved itself, as systemd does) that is a child of that monitor.
+
+    The init is usually the first pid listed. But cgroup v1 lists pids in numeric order, and
+    once the kernel's pids have wrapped around (at ``kernel.pid_max``: 32,768 on a small
+    host) the processes the init started since then have lower pids than the init: the
+    first pid is then one of them, and its ancestors lead to the init (`init_among`)."""
     try:
         ino = os.stat(cgroup).st_ino
         known = _verified.get((cgroup, ino))
         if known is not None and known[0] == expected and _alive(known[1]):
             return known[1]
-        pid = _first_pid(_read(cgroup + "/cgroup.procs"))
-        if pid < 0:
+        pids = pids_of(_read(cgroup + "/cgroup.procs"))
+        if not pids:
             with os.scandir(cgroup) as it:
                 for entry in it:
                     if entry.is_dir(follow_symlinks=False):
-                        pid = _first_pid(_read(entry.path + "/cgroup.procs"))
-                        if pid > 0:
+                        pids = pids_of(_read(entry.path + "/cgroup.procs"))
+                        if pids:
                             break
-        if pid < 0:
-            return -1
-        ppid = parse_ppid(_read(f"/proc/{pid}/stat"))
-        if ppid <= 0:
-            return -1
-        cmdline = _read(f"/proc/{ppid}/cmdline").rstrip(b"\0").replace(b"\0", b" ")
     except (OSError, ValueError):
         return -1
-    if cmdline.rstrip() != expected:
+    pid = init_among(pids, expected)
+    if pid < 0:
         return -1
     if len(_verified) > 20000:
         _verified.clear()

@@ -13,6 +13,7 @@ import os
 import secrets
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -244,6 +245,35 @@ def test_listing_falls_back_to_liblxc_when_the_cgroup_is_unknown(
     assert listing["c1"].state == "RUNNING" and listing["c1"].pid == c.pid
     assert listing["c1"].network is not None and "lo" in listing["c1"].network
     assert listing["c2"].state == "STOPPED"
+
+
+def test_init_is_found_after_the_hosts_pids_wrapped(host: lxdlib.Host) -> None:
+    """Once the host's pids have wrapped around (at ``kernel.pid_max``: 32,768 on a 2-core
+    host, reached during this suite), a process an init starts can have a lower pid than the
+    init, and cgroup v1 lists a cgroup's pids in numeric order: the kernel's view must still
+    find the init (not fall back to liblxc, nor name the wrong process). The wrap is made by
+    setting ``kernel.ns_last_pid`` below the init's pid just before the instance starts a
+    process that stays."""
+    from lxdlib import livestate
+    name = f"wrap{secrets.token_hex(2)}"
+    c = host.launch("busybox", name)
+    init = c.pid
+    where = livestate.layout()
+    assert where is not None
+    cgroup = f"{where.bases[0]}/lxc.payload.{name}"
+    Path("/proc/sys/kernel/ns_last_pid").write_text("300")
+    c.exec(["sh", "-c", "sleep 600 </dev/null >/dev/null 2>&1 &"])
+    pids = livestate.pids_of(Path(cgroup, "cgroup.procs").read_bytes())
+    assert init in pids and min(pids) < init, (init, pids)  # the wrap was made
+    livestate.clear_cache()
+    got = livestate.read(host.paths.lxcpath, [name], where)[name]
+    assert got is not None and (got.state, got.pid) == ("RUNNING", init)
+    assert host.instances.list_state()[name].pid == init
+    # a process of the instance, not the init, is never taken for it, whatever the order
+    assert livestate.init_among(sorted(pids, reverse=True), livestate.monitor_cmdline(
+        host.paths.lxcpath, name)) == init
+    assert livestate.init_among([p for p in pids if p != init], livestate.monitor_cmdline(
+        host.paths.lxcpath, name)) == -1
 
 
 def test_running_instances_are_those_liblxc_lists(host: lxdlib.Host) -> None:
