@@ -584,9 +584,12 @@ def test_forwarder_relay_and_init_watch(root: Path, sleeper: subprocess.Popen[An
     finally:
         sleeper.kill()
         sleeper.wait()
-        assert wait(lambda: not set(pids) & set(forwarders(root)))
-        for p in pids:
+        ended = wait(lambda: not set(pids) & set(forwarders(root)))
+        # only those still running as this root's forwarders: an ended one's pid may already
+        # be another process's
+        for p in set(pids) & set(forwarders(root)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
+        assert ended
     assert not (root / "fwd.pid").exists()
     assert not p_in_use(lport) and not p_in_use(tuport)
