@@ -9,6 +9,12 @@ child is reparented out of sight while the tree is read), then killed.
 Descendants are found by each process's parent pid in ``/proc/<pid>/stat`` (kernels without
 ``CONFIG_PROC_CHILDREN`` have no ``children`` files). A process that left the tree before the
 stop — a daemon that double-forked — is not found, as with any process-group kill.
+
+A pid read from ``/proc`` may belong to another process by the time it is signalled: the
+process that had it ended (a command in a container can end its own processes at will) and the
+kernel gave the pid to a new one, on the host too, once pids wrap around. So each process is
+signalled through a pidfd, and only after its parent, read once the pidfd holds it, is seen to
+be the root or a process already stopped in the tree: a reused pid is never signalled.
 """
 
 from __future__ import annotations
@@ -56,20 +62,68 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def _parent(pid: int) -> int:
+    """``pid``'s parent pid, -1 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rfind(b")") + 2:].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _hold(pid: int, tree: dict[int, int], root: int) -> int | None:
+    """A pidfd on ``pid`` if it is still a child of ``root`` or of a process of ``tree`` (the
+    stopped ones); None otherwise (gone, or the pid is another process's now)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    # read after the pidfd holds a process: if that is the pid's new owner, its parent is
+    # outside the tree (the check reads the pid again: were it reused once more meanwhile, the
+    # pidfd's process is dead and a signal through it reaches no one)
+    parent = _parent(pid)
+    if parent == root or parent in tree:
+        return fd
+    os.close(fd)
+    return None
+
+
+def _signal(fd: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(fd, sig)
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL ``pid`` and all its descendants, stopping the whole tree first so that none can
-    fork or be reparented while it is read. ``pid`` itself is left for the caller to reap."""
-    stopped: list[int] = []
-    for _ in range(_ROUNDS):
-        new = [p for p in [pid, *descendants(pid)] if p not in stopped]
-        if not new:
-            break
-        for p in new:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGSTOP)
-            stopped.append(p)
-    for p in stopped:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p, signal.SIGKILL)
-    if len(stopped) > 1:
-        log.debug("killed process %d and %d descendants", pid, len(stopped) - 1)
+    fork or be reparented while it is read. ``pid`` itself is left for the caller to reap (so
+    its pid cannot be reused meanwhile); the others are signalled through pidfds (see the
+    module's docstring)."""
+    stopped: dict[int, int] = {}  # pid -> pidfd, parents before children
+    passed: set[int] = set()  # pids read as descendants but not held: gone, or not ours
+    try:
+        root = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        _signal(root, signal.SIGSTOP)
+        for _ in range(_ROUNDS):
+            new = [p for p in descendants(pid) if p not in stopped and p not in passed]
+            if not new:
+                break
+            for p in new:  # parents before children: a child's parent is checked first
+                fd = _hold(p, stopped, pid)
+                if fd is None:
+                    passed.add(p)
+                    continue
+                _signal(fd, signal.SIGSTOP)
+                stopped[p] = fd
+        _signal(root, signal.SIGKILL)
+        for fd in stopped.values():
+            _signal(fd, signal.SIGKILL)
+    finally:
+        os.close(root)
+        for fd in stopped.values():
+            os.close(fd)
+    if stopped:
+        log.debug("killed process %d and %d descendants", pid, len(stopped))

@@ -145,6 +145,40 @@ def test_kill_tree_ends_the_command_and_what_it_started() -> None:
             p.wait()
 
 
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_kill_tree_never_signals_a_pid_that_is_not_in_the_tree(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pid read from /proc as a descendant may be another process's by the time it is
+    signalled (the first one ended, the kernel reused its pid): here /proc is made to report
+    such a pid, a process outside the tree (a child of this test), beside the real ones."""
+    p = subprocess.Popen(["sh", "-c", "sleep 60 & wait"])
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        while not proctree.descendants(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        real = proctree.descendants
+        monkeypatch.setattr(proctree, "descendants",
+                            lambda pid: [bystander.pid, *real(pid)])
+        tree = real(p.pid)
+        proctree.kill_tree(p.pid)
+        assert p.wait(timeout=10) == -9
+        deadline = time.monotonic() + 10
+        while any(_alive(q) for q in tree) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not [q for q in tree if _alive(q)]
+        assert bystander.poll() is None and _state(bystander.pid) in ("S", "R")  # not stopped
+    finally:
+        for proc in (p, bystander):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 # -- collections and models on a root without containers ------------------------------------------
 @pytest.fixture
 def host(tmp_path: Path) -> lxdlib.Host:
