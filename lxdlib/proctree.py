@@ -23,6 +23,7 @@ import contextlib
 import os
 import signal
 
+from . import pidfd
 from .logs import get_logger
 
 log = get_logger(__name__)
@@ -89,11 +90,6 @@ def _hold(pid: int, tree: dict[int, int], root: int) -> int | None:
     return None
 
 
-def _signal(fd: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        signal.pidfd_send_signal(fd, sig)
-
-
 def kill_tree(pid: int) -> None:
     """SIGKILL ``pid`` and all its descendants, stopping the whole tree first so that none can
     fork or be reparented while it is read. ``pid`` itself is left for the caller to reap (so
@@ -101,29 +97,27 @@ def kill_tree(pid: int) -> None:
     module's docstring)."""
     stopped: dict[int, int] = {}  # pid -> pidfd, parents before children
     passed: set[int] = set()  # pids read as descendants but not held: gone, or not ours
-    try:
-        root = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        _signal(root, signal.SIGSTOP)
-        for _ in range(_ROUNDS):
-            new = [p for p in descendants(pid) if p not in stopped and p not in passed]
-            if not new:
-                break
-            for p in new:  # parents before children: a child's parent is checked first
-                fd = _hold(p, stopped, pid)
-                if fd is None:
-                    passed.add(p)
-                    continue
-                _signal(fd, signal.SIGSTOP)
-                stopped[p] = fd
-        _signal(root, signal.SIGKILL)
-        for fd in stopped.values():
-            _signal(fd, signal.SIGKILL)
-    finally:
-        os.close(root)
-        for fd in stopped.values():
-            os.close(fd)
+    with pidfd.held(pid) as root:
+        if root is None:
+            return
+        try:
+            pidfd.send(root, signal.SIGSTOP)
+            for _ in range(_ROUNDS):
+                new = [p for p in descendants(pid) if p not in stopped and p not in passed]
+                if not new:
+                    break
+                for p in new:  # parents before children: a child's parent is checked first
+                    fd = _hold(p, stopped, pid)
+                    if fd is None:
+                        passed.add(p)
+                        continue
+                    pidfd.send(fd, signal.SIGSTOP)
+                    stopped[p] = fd
+            pidfd.send(root, signal.SIGKILL)
+            for fd in stopped.values():
+                pidfd.send(fd, signal.SIGKILL)
+        finally:
+            for fd in stopped.values():
+                os.close(fd)
     if stopped:
         log.debug("killed process %d and %d descendants", pid, len(stopped))

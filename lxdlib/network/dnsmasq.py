@@ -35,7 +35,6 @@ import grp
 import ipaddress
 import os
 import pwd
-import select
 import shutil
 import signal
 import stat
@@ -44,6 +43,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .. import pidfd
 from ..errors import TYPE_CHECKING, NetworkError, ToolMissing
 from ..logs import get_logger
 from ..state import atomic_write
@@ -282,38 +282,23 @@ def stop(run_dir: Path, timeout: float = 10.0) -> None:
     """
     pid = running_pid(run_dir)
     if pid is not None:
-        try:
-            pidfd: int | None = os.pidfd_open(pid)
-        except ProcessLookupError:
-            pidfd = None
-        if pidfd is not None:
-            try:
-                if running_pid(run_dir) == pid:  # the pidfd pins it: still our dnsmasq
-                    _end(pidfd, pid, run_dir, timeout)
-            finally:
-                os.close(pidfd)
+        with pidfd.held(pid) as fd:
+            if fd is not None and running_pid(run_dir) == pid:  # pinned: still our dnsmasq
+                _end(fd, pid, run_dir, timeout)
         log.debug("dnsmasq (pid %d, %s) stopped", pid, run_dir)
     with contextlib.suppress(FileNotFoundError):
         (run_dir / PIDFILE).unlink()
 
 
-def _end(pidfd: int, pid: int, run_dir: Path, timeout: float) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-    if _exited(pidfd, timeout):
+def _end(fd: int, pid: int, run_dir: Path, timeout: float) -> None:
+    pidfd.send(fd, signal.SIGTERM)
+    if pidfd.exited(fd, timeout):
         return
     log.warning("dnsmasq (pid %d, %s) ignored SIGTERM for %.0fs: killing it", pid, run_dir,
                 timeout)
-    with contextlib.suppress(ProcessLookupError):
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    if not _exited(pidfd, timeout):
+    pidfd.send(fd, signal.SIGKILL)
+    if not pidfd.exited(fd, timeout):
         raise NetworkError(f"dnsmasq (pid {pid}) did not exit")
-
-
-def _exited(pidfd: int, timeout: float) -> bool:
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    return bool(poller.poll(int(timeout * 1000)))
 
 
 def reread_hosts(run_dir: Path) -> None:
@@ -323,9 +308,13 @@ def reread_hosts(run_dir: Path) -> None:
     the module docstring). It re-reads every file then, which costs the daemon, not the caller.
     """
     pid = running_pid(run_dir)
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGHUP)
+    if pid is None:
+        return
+    with pidfd.held(pid) as fd:
+        # pinned, and checked again: still this network's dnsmasq, not a process that took
+        # the pid after it ended (SIGHUP ends most programs)
+        if fd is not None and running_pid(run_dir) == pid:
+            pidfd.send(fd, signal.SIGHUP)
             log.debug("dnsmasq (pid %d) told to re-read its hosts", pid)
 
 

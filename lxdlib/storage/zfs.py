@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from .. import pidfd
 from ..config.units import parse_bool, parse_size
 from ..errors import (
     AlreadyExists,
@@ -154,25 +155,27 @@ def ensure_zfs_daemon(paths: Paths, timeout: float = 30.0) -> int | None:
 
 
 def stop_zfs_daemon(pid: int | None, timeout: float = 60.0) -> None:
-    """Stop the zfs-fuse started by :func:`ensure_zfs_daemon` (by its pid) and wait for it."""
+    """Stop the zfs-fuse started by :func:`ensure_zfs_daemon` (by its pid) and wait for it.
+
+    The daemon is held by a pidfd before its name is checked, and signalled and waited for
+    through it: once it has ended, its pid may be another process's, which must be neither
+    waited for nor killed."""
     if pid is None:
         return
-    try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
-            if f.read().strip() != DAEMON:
-                return  # that pid is no longer our daemon
-    except FileNotFoundError:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while os.path.exists(f"/proc/{pid}"):
-        if time.monotonic() > deadline:
+    with pidfd.held(pid) as fd:
+        if fd is None:
+            return
+        try:
+            with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
+                if f.read().strip() != DAEMON:
+                    return  # that pid is no longer our daemon
+        except FileNotFoundError:
+            return
+        pidfd.send(fd, signal.SIGTERM)
+        if not pidfd.exited(fd, timeout):
             log.warning("zfs-fuse (pid %d) did not stop within %.0fs: killing it", pid, timeout)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-        time.sleep(0.05)
+            pidfd.send(fd, signal.SIGKILL)
+            pidfd.exited(fd, 10)
     log.info("stopped the zfs-fuse daemon (pid %d)", pid)
 
 
