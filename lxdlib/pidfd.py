@@ -18,18 +18,23 @@ import signal
 from collections.abc import Iterator
 
 
+def opened(pid: int) -> int | None:
+    """A pidfd on ``pid`` (the caller closes it); None if no process has that pid."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+
+
 @contextlib.contextmanager
 def held(pid: int) -> Iterator[int | None]:
-    """A pidfd on ``pid`` for the ``with`` block; None if no process has that pid."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        yield None
-        return
+    """``opened`` for the ``with`` block, closed after it."""
+    fd = opened(pid)
     try:
         yield fd
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def send(pidfd: int, sig: int) -> None:

@@ -19,16 +19,25 @@ be the root or a process already stopped in the tree: a reused pid is never sign
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 
 from . import pidfd
+from .livestate import parse_ppid
 from .logs import get_logger
 
 log = get_logger(__name__)
 
 _ROUNDS = 50  # re-reads of the tree until it stops growing (a fork racing the SIGSTOP)
+
+
+def parent_of(pid: int) -> int:
+    """``pid``'s parent pid, from ``/proc/<pid>/stat``; -1 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return parse_ppid(f.read())
+    except (OSError, ValueError):
+        return -1
 
 
 def _parents() -> dict[int, int]:
@@ -37,15 +46,9 @@ def _parents() -> dict[int, int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue  # gone meanwhile
-        # the command name may hold spaces and parentheses: the fields follow the last ")"
-        fields = data[data.rfind(b")") + 2:].split()
-        with contextlib.suppress(IndexError, ValueError):
-            out[int(entry)] = int(fields[1])
+        parent = parent_of(int(entry))
+        if parent >= 0:  # else gone meanwhile
+            out[int(entry)] = parent
     return out
 
 
@@ -63,27 +66,18 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def _parent(pid: int) -> int:
-    """``pid``'s parent pid, -1 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        return int(data[data.rfind(b")") + 2:].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
 
 
 def _hold(pid: int, tree: dict[int, int], root: int) -> int | None:
     """A pidfd on ``pid`` if it is still a child of ``root`` or of a process of ``tree`` (the
     stopped ones); None otherwise (gone, or the pid is another process's now)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
+    fd = pidfd.opened(pid)
+    if fd is None:
         return None
     # read after the pidfd holds a process: if that is the pid's new owner, its parent is
     # outside the tree (the check reads the pid again: were it reused once more meanwhile, the
     # pidfd's process is dead and a signal through it reaches no one)
-    parent = _parent(pid)
+    parent = parent_of(pid)
     if parent == root or parent in tree:
         return fd
     os.close(fd)

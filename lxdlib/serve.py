@@ -458,13 +458,7 @@ def _kill_children() -> None:
     from . import proctree
     me = os.getpid()
     for pid in proctree.descendants(me):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError):
-            continue
-        if ppid == me:
+        if proctree.parent_of(pid) == me:
             proctree.kill_tree(pid)
 
 

@@ -270,10 +270,9 @@ def test_init_is_found_after_the_hosts_pids_wrapped(host: lxdlib.Host) -> None:
     assert got is not None and (got.state, got.pid) == ("RUNNING", init)
     assert host.instances.list_state()[name].pid == init
     # a process of the instance, not the init, is never taken for it, whatever the order
-    assert livestate.init_among(sorted(pids, reverse=True), livestate.monitor_cmdline(
-        host.paths.lxcpath, name)) == init
-    assert livestate.init_among([p for p in pids if p != init], livestate.monitor_cmdline(
-        host.paths.lxcpath, name)) == -1
+    monitor = livestate.monitor_cmdline(host.paths.lxcpath, name)
+    assert livestate.init_among(sorted(pids, reverse=True), monitor) == init
+    assert livestate.init_among([p for p in pids if p != init], monitor) == -1
 
 
 def test_running_instances_are_those_liblxc_lists(host: lxdlib.Host) -> None:

@@ -125,6 +125,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _assert_killed_with(p: subprocess.Popen[bytes], tree: list[int]) -> None:
+    """``kill_tree`` of ``p`` ends it (SIGKILL) and, within 10 s, every process of ``tree``."""
+    proctree.kill_tree(p.pid)
+    assert p.wait(timeout=10) == -9
+    deadline = time.monotonic() + 10
+    while any(_alive(q) for q in tree) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not [q for q in tree if _alive(q)]
+
+
 def test_kill_tree_ends_the_command_and_what_it_started() -> None:
     p = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 61 & (sleep 62; true) & wait"])
     try:
@@ -133,12 +143,7 @@ def test_kill_tree_ends_the_command_and_what_it_started() -> None:
             time.sleep(0.01)
         tree = proctree.descendants(p.pid)
         assert len(tree) >= 4, tree  # three sleeps and the subshell
-        proctree.kill_tree(p.pid)
-        assert p.wait(timeout=10) == -9
-        deadline = time.monotonic() + 10
-        while any(_alive(q) for q in tree) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not [q for q in tree if _alive(q)]
+        _assert_killed_with(p, tree)
     finally:
         if p.poll() is None:
             p.kill()
@@ -164,13 +169,7 @@ def test_kill_tree_never_signals_a_pid_that_is_not_in_the_tree(
         real = proctree.descendants
         monkeypatch.setattr(proctree, "descendants",
                             lambda pid: [bystander.pid, *real(pid)])
-        tree = real(p.pid)
-        proctree.kill_tree(p.pid)
-        assert p.wait(timeout=10) == -9
-        deadline = time.monotonic() + 10
-        while any(_alive(q) for q in tree) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not [q for q in tree if _alive(q)]
+        _assert_killed_with(p, real(p.pid))
         assert bystander.poll() is None and _state(bystander.pid) in ("S", "R")  # not stopped
     finally:
         for proc in (p, bystander):
