@@ -13,12 +13,16 @@ partial dump is removed, so nothing half-made remains.
 from __future__ import annotations
 
 import functools
-import subprocess
 from pathlib import Path
 
 from . import runtime
-from .errors import LXCError, ToolMissing
+from .errors import TYPE_CHECKING, LXCError, ToolMissing
 from .state import remove_tree
+
+if TYPE_CHECKING:
+    # imported where a tool runs: every verb imports this module (through the instance code),
+    # few run CRIU (start-up time)
+    import subprocess
 
 COMPLETE = ".complete"
 _TIMEOUT = 600.0
@@ -40,6 +44,7 @@ def check() -> str | None:
     import shutil
     if shutil.which("criu") is None:
         return "criu is not installed"
+    import subprocess
     try:
         proc = subprocess.run(["criu", "check"], capture_output=True, text=True, timeout=60,
                               stdin=subprocess.DEVNULL, check=False)
@@ -63,6 +68,7 @@ def _log_tail(directory: Path, names: tuple[str, ...], lines: int = 12) -> str:
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    import subprocess
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT,
                               stdin=subprocess.DEVNULL, check=False)

@@ -870,11 +870,20 @@ class InstanceCore:
         """What ``lxc info`` shows: status, pid, addresses, resources, snapshots."""
         rec = self.record()
         error = None
-        try:
-            c = self._c()
-            st: str = c.state
-        except LXCError as e:  # shown, as LXD shows a broken instance, rather than raised
-            error, st = str(e), "ERROR"
+        live = livestate.of(self._paths.lxcpath, self.name)  # running: no liblxc needed
+        opened: list[runtime.Container] = []
+
+        def handle() -> runtime.Container:
+            if not opened:
+                opened.append(self._c())
+            return opened[0]
+        if live is not None:
+            st: str = live.state
+        else:
+            try:
+                st = handle().state
+            except LXCError as e:  # shown, as LXD shows a broken instance, rather than raised
+                error, st = str(e), "ERROR"
         out: dict[str, Any] = {
             "name": rec.name, "status": STATUS.get(st, st.title()),
             "type": "container" + (" (ephemeral)" if rec.ephemeral else ""),
@@ -888,9 +897,10 @@ class InstanceCore:
         if error is not None:
             out["error"] = error
         elif st in ("RUNNING", "FROZEN"):
-            pid = out["pid"] = c.init_pid  # asked once: each ask is a round trip to the monitor
-            out["resources"] = cgroup_usage(c.name, pid, lambda: c)
-            out["network"] = _interfaces(c, pid)
+            # asked once: each ask of liblxc is a round trip to the monitor
+            pid = out["pid"] = live.pid if live is not None else handle().init_pid
+            out["resources"] = cgroup_usage(self.name, pid, handle)
+            out["network"] = _interfaces(handle, pid)
         with contextlib.suppress(LxdlibError):
             out["disk"] = {"root": {"usage": self._pool(rec).volume_usage("containers", rec.name)}}
         mapping = self.host_root_mapping(rec, out.get("pid"))
@@ -954,7 +964,7 @@ class InstanceCore:
         c = c or self._c()
         if c.state not in ("RUNNING", "FROZEN"):
             return {}
-        return _interfaces(c, c.init_pid)
+        return _interfaces(lambda: c, c.init_pid)
 
     def addresses(self, family: str = "inet") -> list[str]:
         """The instance's routable addresses of ``family`` (``inet``/``inet6``), as ``lxc list``
@@ -975,13 +985,14 @@ class InstanceCore:
         return self.wait_for(lambda: self.exec(["true"]).returncode == 0, timeout)
 
 
-def _interfaces(c: runtime.Container, pid: int) -> dict[str, Any]:
-    """``network_state`` of a running container whose init is ``pid``."""
+def _interfaces(handle: Callable[[], runtime.Container], pid: int) -> dict[str, Any]:
+    """``network_state`` of a running container whose init is ``pid``; ``handle()`` opens the
+    liblxc handle only where this process cannot read the namespace itself."""
     if pid <= 0:
         return {}
     from .network.netstate import interfaces_many, interfaces_of
     state = interfaces_many([pid]).get(pid)
-    return state if state is not None else interfaces_of(c)
+    return state if state is not None else interfaces_of(handle())
 
 
 def get_instance(ctx: Context, name: str) -> InstanceCore:

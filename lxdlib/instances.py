@@ -18,7 +18,6 @@ from .errors import TYPE_CHECKING
 from .instance import InstanceCore, create
 from .listing import Listing, take
 from .model import Collection
-from .popen import Popen
 from .snapshots import Snapshots
 
 if TYPE_CHECKING:
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from .context import Context
     from .files import Files
     from .instancemeta import Templates
+    from .popen import Popen
 
 
 class Instance(InstanceCore):
@@ -44,6 +44,7 @@ class Instance(InstanceCore):
 
     def popen(self, command: Sequence[str] | str, **kw: Any) -> Popen:
         """Start a command with pipes and return at once (see ``lxdlib.popen.Popen``)."""
+        from .popen import Popen  # here: it imports subprocess, which other verbs do without
         return Popen(self, command, **kw)
 
     @property

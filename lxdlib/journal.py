@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,6 +73,7 @@ def crashpoint(name: str) -> None:
     """A step boundary of a multi-step operation: with ``LXDLIB_CRASHPOINT=name`` the process
     dies here by ``SIGKILL``, as a ``kill -9`` would, so crash tests hit exact points."""
     if _CRASHPOINT is not None and name == _CRASHPOINT:
+        import signal
         os.kill(os.getpid(), signal.SIGKILL)
 
 

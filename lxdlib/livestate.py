@@ -361,10 +361,12 @@ def _init_of(cgroup: str, expected: bytes) -> int:
 
 
 def read(lxcpath: Path, running: Iterable[str], where: Layout | None = None, *,
-         quiet: bool = False) -> dict[str, Live | None]:
+         quiet: bool = False, scan: bool = True) -> dict[str, Live | None]:
     """State and init pid of each running container of ``lxcpath`` (``running``: the names
     liblxc lists as active), ``None`` where the kernel's view cannot prove it. ``quiet``: no
-    logging (in a forked child, which must not write to its parent's log handlers)."""
+    logging (in a forked child, which must not write to its parent's log handlers).
+    ``scan=False``: only the usual place of each cgroup is looked at, never the whole
+    directory (see ``of``)."""
     names = list(running)
     out: dict[str, Live | None] = dict.fromkeys(names)
     where = where or layout()
@@ -394,7 +396,7 @@ def read(lxcpath: Path, running: Iterable[str], where: Layout | None = None, *,
     for name in names:
         settle(name, [f"{where.bases[0]}/{PAYLOAD}{name}"])
     rest = [n for n, v in out.items() if v is None]
-    if rest:
+    if rest and scan:
         found: dict[str, list[str]] = {}
         for base in where.bases:
             try:
@@ -408,10 +410,23 @@ def read(lxcpath: Path, running: Iterable[str], where: Layout | None = None, *,
             settle(name, (c for c in found.get(name, ())
                           if c != f"{where.bases[0]}/{PAYLOAD}{name}"))
     unknown = [n for n, v in out.items() if v is None]
-    if unknown and not quiet:
+    if unknown and scan and not quiet:
         log.debug("cgroups do not show the state of %d running containers (%s…): asking liblxc",
                   len(unknown), unknown[0])
     return out
+
+
+def of(lxcpath: Path, name: str) -> Live | None:
+    """The state and init pid of one container of ``lxcpath`` if the kernel's view proves it
+    running: its payload cgroup, in the usual place, holds an init whose parent is its monitor.
+    None otherwise (stopped, or its cgroup elsewhere): only liblxc can tell then.
+
+    What ``info`` asks first: a running instance is then shown without liblxc (its binding,
+    with ``subprocess``, ~4 ms of the command's start, a config load and two round trips to
+    the monitor). Looking only at the usual place keeps the cost flat: the directory around
+    it holds every container's cgroups, which a listing scans once for all, but a verb on one
+    instance must not."""
+    return read(lxcpath, [name], scan=False, quiet=True)[name]
 
 
 # -- which monitors listen ------------------------------------------------------------------------

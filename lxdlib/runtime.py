@@ -8,6 +8,12 @@ every failure into ``LXCError`` carrying the log tail, never blocks in C while h
 Other modules hold a ``Container`` handle, never the raw ``lxc.Container``, so none of them can
 bypass those checks; each effect is logged at DEBUG on this module's logger with the container's
 name.
+
+python3-lxc (~2 ms: it loads liblxc), ``subprocess`` (~2 ms, with ``locale``, ``selectors``,
+``signal`` and ``threading`` under it) and ``shlex`` are imported by the functions that use them,
+not here: every verb imports this module through the instance and profile code, and the ones
+that never reach liblxc or a tool (``info``, ``list``, ``config`` on a stopped instance, ``file``)
+do not pay for them at their start.
 """
 
 from __future__ import annotations
@@ -16,13 +22,9 @@ import contextlib
 import functools
 import os
 import select
-import shlex
-import subprocess
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-
-import lxc
 
 from . import livestate, proctree
 from .errors import TYPE_CHECKING, ExecTimeout, InvalidConfig, LXCError, WrongState
@@ -208,6 +210,7 @@ class Container:
             if fd is not None:
                 opts[key] = fd
         if log.isEnabledFor(DEBUG):
+            import shlex
             log.debug("exec in %s: %s (cwd %s, uid %s, gid %s)", self._name, shlex.join(argv),
                       cwd, uid, gid)
         pid = _attach_closing_leaks(self._c, list(argv), opts)
@@ -280,6 +283,7 @@ def _start_with_tool(tool: str, lxcpath: Path, name: str) -> None:
     fd until it daemonizes, and nothing has to be read while the tool runs. The wait releases
     the GIL, which python3-lxc's ``start`` held throughout.
     """
+    import subprocess
     err = os.memfd_create("lxc-start-stderr", os.MFD_CLOEXEC)
     try:
         proc = subprocess.run([tool, "-n", name, "-P", str(lxcpath), "-d", "-o", "none"],
@@ -311,6 +315,7 @@ def _container(lxcpath: Path, name: str) -> Any:
     collection. Dropping the helper (lxdlib never uses it) lets reference counting free the
     object, and close the fd, the moment the last reference (its ``Container`` handle) goes.
     """
+    import lxc
     c = lxc.Container(name, str(lxcpath))
     with contextlib.suppress(AttributeError):
         del c.network
@@ -450,6 +455,7 @@ def exit_code(status: int) -> int:
 
 def _attach_opts(env: Mapping[str, str], cwd: str | None, uid: int | None,
                  gid: int | None) -> dict[str, Any]:
+    import lxc
     opts: dict[str, Any] = {
         "env_policy": lxc.LXC_ATTACH_CLEAR_ENV,
         "extra_env_vars": [f"{k}={v}" for k, v in env.items()],
@@ -488,6 +494,8 @@ def _attach_closing_leaks(c: Any, argv: list[str], opts: dict[str, Any]) -> int:
     The ``lxdlib`` command running its one verb (``state.SHORT_LIVED``) skips the check: its
     exit closes the copy, and the proof needs ``kcmp`` through ctypes (~2.5 ms to load).
     """
+    import lxc
+
     from . import state
     if state.SHORT_LIVED:
         return int(c.attach(lxc.attach_run_command, argv, **opts))
@@ -695,6 +703,7 @@ def list_running(lxcpath: Path) -> set[str]:
 def running_by_liblxc(lxcpath: Path) -> set[str]:
     """liblxc's own list of the active containers of ``lxcpath`` (it asks each monitor where
     a socket's name was hashed)."""
+    import lxc
     return set(lxc.list_containers(active=True, defined=False, config_path=str(lxcpath)))
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import unicodedata
 from collections.abc import Callable, Mapping
 
 from ..errors import TYPE_CHECKING, InvalidArgument, InvalidConfig
 from ..values import Value, assign
+from .text import has_control
 from .units import is_bool, is_true, parse_bit_rate, parse_size
 
 if TYPE_CHECKING:
@@ -392,8 +392,7 @@ def _coerce(name: str, key: str, value: Any) -> str:
 
 
 def _check_text(name: str, key: str, value: str) -> None:
-    if key == "" or any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") or ch.isspace()
-                        for ch in key):
+    if key == "" or has_control(key) or any(ch.isspace() for ch in key):
         raise _err(name, key, "Device option names cannot be empty or contain whitespace or "
                               "control characters")
     for ch, what in (("\n", "line breaks"), ("\r", "carriage returns"), ("\0", "NUL characters")):

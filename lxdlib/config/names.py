@@ -9,10 +9,9 @@ no ``/``, no control characters, a length cap. Every failure raises
 
 from __future__ import annotations
 
-import unicodedata
-
 from ..errors import InvalidName
 from ..patterns import Pattern
+from .text import has_control
 
 SNAPSHOT_DELIMITER = "/"
 
@@ -20,10 +19,6 @@ _HOSTNAME_CHARS = Pattern(r"[-a-zA-Z0-9]+")
 SNAPSHOT_NAME_MAX = 255
 PROFILE_NAME_MAX = 63
 ALIAS_NAME_MAX = 255
-
-
-def _has_control(s: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in s)
 
 
 def validate_instance_name(name: str) -> None:
@@ -58,7 +53,7 @@ def validate_snapshot_name(name: str) -> None:
         raise InvalidName(
             "snapshot", name, "Cannot contain *, spaces, forward or back slashes"
         )
-    if _has_control(name) or any(ch.isspace() for ch in name):
+    if has_control(name) or any(ch.isspace() for ch in name):
         raise InvalidName("snapshot", name, "Cannot contain whitespace or control characters")
     if len(name.encode("utf-8", "surrogatepass")) > SNAPSHOT_NAME_MAX:
         raise InvalidName("snapshot", name, f"Name must be at most {SNAPSHOT_NAME_MAX} bytes long")
@@ -76,7 +71,7 @@ def validate_profile_name(name: str) -> None:
         raise InvalidName("profile", name, "Profile names may not contain slashes")
     if name in (".", ".."):
         raise InvalidName("profile", name, f"Invalid profile name {name!r}")
-    if _has_control(name) or any(ch.isspace() for ch in name):
+    if has_control(name) or any(ch.isspace() for ch in name):
         raise InvalidName("profile", name, "Cannot contain whitespace or control characters")
     if len(name.encode("utf-8", "surrogatepass")) > PROFILE_NAME_MAX:
         raise InvalidName("profile", name, f"Name must be at most {PROFILE_NAME_MAX} bytes long")
@@ -98,7 +93,7 @@ def validate_alias_name(name: str) -> None:
         raise InvalidName("alias", name, 'No "/"-separated part may be empty, "." or ".."')
     if ":" in name:
         raise InvalidName("alias", name, 'Cannot contain ":"')
-    if _has_control(name) or any(ch.isspace() for ch in name):
+    if has_control(name) or any(ch.isspace() for ch in name):
         raise InvalidName("alias", name, "Cannot contain whitespace or control characters")
     if len(name.encode("utf-8", "surrogatepass")) > ALIAS_NAME_MAX:
         raise InvalidName("alias", name, f"Name must be at most {ALIAS_NAME_MAX} bytes long")

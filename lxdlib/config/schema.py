@@ -18,7 +18,6 @@ Errors are :class:`~lxdlib.errors.InvalidConfig` with the key, the reason and th
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable, Mapping
 
 from ..errors import TYPE_CHECKING, InvalidArgument, InvalidConfig
@@ -27,6 +26,7 @@ from ..values import Value, assign
 from . import limits as _limits
 from .snapshots import validate_pattern, validate_schedule
 from .syscalls import is_syscall
+from .text import has_control, is_printable_name
 from .units import INT64_MAX, is_bool, is_true, parse_expiry, parse_size
 
 if TYPE_CHECKING:
@@ -675,12 +675,6 @@ def is_live(key: str) -> bool:
 # Key and value text rules
 
 
-def _printable_name(s: str) -> bool:
-    """LXD's rule for ``user.*`` key names: letters, digits and punctuation only."""
-    return s != "" and all(unicodedata.category(ch)[0] in "LP" or unicodedata.category(ch) == "Nd"
-                           for ch in s)
-
-
 _SYSCTL_NAME = Pattern(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*")
 _ENV_FORBIDDEN = Pattern(r"[=\s]")
 
@@ -688,7 +682,7 @@ _ENV_FORBIDDEN = Pattern(r"[=\s]")
 def _check_key_text(key: str) -> None:
     if key == "":
         raise InvalidConfig(key, "Configuration keys cannot be empty")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") or ch.isspace() for ch in key):
+    if has_control(key) or any(ch.isspace() for ch in key):
         raise InvalidConfig(
             key, "Configuration keys cannot contain whitespace or control characters"
         )
@@ -709,7 +703,7 @@ def _check_suffix(key: str, value: str) -> None:
     """Rules for the part of a prefix key after the prefix."""
     for prefix in ("user.", "image.", "cloud-init.ssh-keys."):
         if key.startswith(prefix):
-            if not _printable_name(key[len(prefix):]):
+            if not is_printable_name(key[len(prefix):]):
                 raise InvalidConfig(key, "Invalid key name", value)
             return
     if key.startswith("environment."):
@@ -852,7 +846,7 @@ def validate_server_config(config: Mapping[str, Any]) -> dict[str, str]:
         _check_key_text(key)
         _check_value_text(key, value, multiline=False)
         if key.startswith("user."):
-            if not _printable_name(key[len("user."):]):
+            if not is_printable_name(key[len("user."):]):
                 raise InvalidConfig(key, "Invalid key name", value)
         elif key in _SERVER_SPECS:
             if value != "":

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ..errors import StorageError, ToolMissing
+from ..errors import TYPE_CHECKING, StorageError, ToolMissing
 from ..logs import get_logger
 from ..state import rename_exchange as rename_exchange
 from ..state import rename_noreplace as rename_noreplace
+
+if TYPE_CHECKING:
+    import subprocess
 
 log = get_logger(__name__)
 
@@ -26,7 +28,10 @@ log = get_logger(__name__)
 
 def run(cmd: Sequence[str], *, timeout: float = 300.0,
         check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a host tool and capture its output; a failure raises ``StorageError`` with stderr."""
+    """Run a host tool and capture its output; a failure raises ``StorageError`` with stderr.
+    ``subprocess`` is imported here: every verb that opens a loop-backed pool imports this
+    module, and most run no tool (start-up time)."""
+    import subprocess
     try:
         proc = subprocess.run(
             list(cmd), capture_output=True, text=True, timeout=timeout, check=False,
