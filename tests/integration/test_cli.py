@@ -159,16 +159,21 @@ def test_info_of_a_running_instance_loads_no_liblxc(host: lxdlib.Host) -> None:
         text, _, last = r.stdout.rstrip("\n").rpartition("\n")
         return text, json.loads(last)
     text, loaded = info()
-    pid = runtime.open_container(host.paths.lxcpath, "kinfo").init_pid
+    liblxc = runtime.open_container(host.paths.lxcpath, "kinfo")
+    pid = liblxc.init_pid
     assert "Status: RUNNING" in text and f"PID: {pid}" in text and "Processes:" in text
     assert loaded == [False, False, 0]
+    assert (c.state, c.pid) == (liblxc.state, pid) == ("RUNNING", pid)  # the API's view too
     c.pause()
     text, loaded = info()
     assert "Status: FROZEN" in text and f"PID: {pid}" in text and loaded[0] is False
+    assert (c.state, c.pid) == (liblxc.state, pid) == ("FROZEN", pid)
     c.resume()
     c.stop(force=True)
     text, loaded = info()
     assert "Status: STOPPED" in text and "PID:" not in text and loaded == [True, True, 0]
+    assert (c.state, c.pid) == (liblxc.state, liblxc.init_pid) == ("STOPPED", -1)
+    del liblxc
     c.delete()
 
 
