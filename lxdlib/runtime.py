@@ -1,18 +1,22 @@
-"""The only module that imports ``lxc``: python3-lxc made safe to call.
+"""The only module that imports python3-lxc: liblxc made safe to call.
 
 python3-lxc reports failure as a bare ``False`` with the reason only in a log file, holds the GIL
 in ``wait``/``shutdown``/``stop``, and returns raw wait statuses from attach. This module turns
 every failure into ``LXCError`` carrying the log tail, never blocks in C while holding the GIL
 (waits are polling loops with ``time.sleep``), and turns attach results into LXD's exit codes.
 
-Other modules hold a ``Container`` handle, never the raw ``lxc.Container``, so none of them can
+Other modules hold a ``Container`` handle, never python3-lxc's raw object, so none of them can
 bypass those checks; each effect is logged at DEBUG on this module's logger with the container's
 name.
 
-python3-lxc (~2 ms: it loads liblxc), ``subprocess`` (~2 ms, with ``locale``, ``selectors``,
-``signal`` and ``threading`` under it) and ``shlex`` are imported by the functions that use them,
-not here: every verb imports this module through the instance and profile code, and the ones
-that never reach liblxc or a tool (``info``, ``list``, ``config`` on a stopped instance, ``file``)
+What is imported of python3-lxc is its compiled core, ``_lxc`` (``_liblxc``): the ``lxc``
+package is a thin Python layer over it that lxdlib does not use — a ``network`` helper on each
+container object (a reference cycle that kept every object, and its log fd, alive until a
+garbage collection), getters that split lists, templates and clones — and that imports
+``subprocess`` for its own helpers, ~3.5 ms of every command that reaches liblxc. ``_lxc``
+(~1.2 ms: it loads liblxc), ``subprocess`` and ``shlex`` are imported by the functions that use
+them, not here: every verb imports this module through the instance and profile code, and the
+ones that never reach liblxc or a tool (``info`` of a running instance, ``list``, ``snapshot``)
 do not pay for them at their start.
 """
 
@@ -49,7 +53,7 @@ _KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272}.get(os.uname().machine)
 
 
 class Container:
-    """One instance as liblxc sees it: the only way lxdlib reaches a ``lxc.Container``.
+    """One instance as liblxc sees it: the only way lxdlib reaches python3-lxc's container object.
 
     The raw object stays private so that every effect goes through the checks above (failures
     raise ``LXCError`` with the log tail, waits poll instead of holding the GIL) and is logged.
@@ -225,7 +229,7 @@ class Container:
             value: str = self._c.get_cgroup_item(key)
         except KeyError:
             return None
-        return value
+        return value.rstrip("\n")  # the file's text as liblxc read it
 
     def set_cgroup_item(self, key: str, value: str) -> None:
         log.debug("cgroup of %s: %s = %s", self._name, key, value)
@@ -305,21 +309,24 @@ def open_container(lxcpath: Path, name: str) -> Container:
     return Container(lxcpath, name)
 
 
+def _liblxc() -> Any:
+    """python3-lxc's compiled core (``_lxc``, which the ``lxc`` package wraps), imported at the
+    first call that needs liblxc (see the module's docstring)."""
+    import _lxc
+    return _lxc
+
+
 def _container(lxcpath: Path, name: str) -> Any:
-    """``lxc.Container`` without its self-referencing ``network`` helper.
+    """A raw container object of python3-lxc's core, ``_lxc.Container``.
 
     Loading the container's config makes liblxc open its ``lxc.log.file``; the fd is closed only
-    when the object is freed. python3-lxc's ``Container`` keeps a ``network`` helper that points
-    back at the container, a reference cycle that only the cyclic garbage collector breaks, so
-    every object (one per state query, exec, …) kept its log fd open until some later
-    collection. Dropping the helper (lxdlib never uses it) lets reference counting free the
-    object, and close the fd, the moment the last reference (its ``Container`` handle) goes.
+    when the object is freed. The ``lxc`` package's ``Container`` adds a ``network`` helper that
+    points back at the container, a reference cycle that only the cyclic garbage collector
+    breaks, so every object (one per state query, exec, …) would keep its log fd open until
+    some later collection. The core's object has no such helper: reference counting frees it,
+    and closes the fd, the moment the last reference (its ``Container`` handle) goes.
     """
-    import lxc
-    c = lxc.Container(name, str(lxcpath))
-    with contextlib.suppress(AttributeError):
-        del c.network
-    return c
+    return _liblxc().Container(name, str(lxcpath))
 
 
 def log_tail(lxcpath: Path, name: str, lines: int = 20) -> str:
@@ -455,9 +462,8 @@ def exit_code(status: int) -> int:
 
 def _attach_opts(env: Mapping[str, str], cwd: str | None, uid: int | None,
                  gid: int | None) -> dict[str, Any]:
-    import lxc
     opts: dict[str, Any] = {
-        "env_policy": lxc.LXC_ATTACH_CLEAR_ENV,
+        "env_policy": _liblxc().LXC_ATTACH_CLEAR_ENV,
         "extra_env_vars": [f"{k}={v}" for k, v in env.items()],
     }
     if cwd is not None:
@@ -494,13 +500,12 @@ def _attach_closing_leaks(c: Any, argv: list[str], opts: dict[str, Any]) -> int:
     The ``lxdlib`` command running its one verb (``state.SHORT_LIVED``) skips the check: its
     exit closes the copy, and the proof needs ``kcmp`` through ctypes (~2.5 ms to load).
     """
-    import lxc
-
     from . import state
+    run = _liblxc().attach_run_command  # execs the program in the child: (path, argv)
     if state.SHORT_LIVED:
-        return int(c.attach(lxc.attach_run_command, argv, **opts))
+        return int(c.attach(run, (argv[0], argv), **opts))
     before = set(os.listdir("/proc/self/fd"))
-    pid: int = c.attach(lxc.attach_run_command, argv, **opts)
+    pid: int = c.attach(run, (argv[0], argv), **opts)
     try:
         _close_monitor_pidfds(before)
     except OSError as e:  # a leak is better than failing the exec
@@ -703,8 +708,13 @@ def list_running(lxcpath: Path) -> set[str]:
 def running_by_liblxc(lxcpath: Path) -> set[str]:
     """liblxc's own list of the active containers of ``lxcpath`` (it asks each monitor where
     a socket's name was hashed)."""
-    import lxc
-    return set(lxc.list_containers(active=True, defined=False, config_path=str(lxcpath)))
+    if not lxcpath.exists():
+        return set()
+    try:
+        return set(_liblxc().list_containers(active=True, defined=False,
+                                             config_path=str(lxcpath)))
+    except ValueError:  # liblxc could not list (python3-lxc's own wrapper says: none)
+        return set()
 
 
 # -- config check ------------------------------------------------------------------------------
