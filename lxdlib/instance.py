@@ -153,8 +153,8 @@ class InstanceCore:
 
         A running instance is seen from the kernel first (``livestate.of``: its payload cgroup
         holds an init whose parent is its monitor), as a listing sees it; liblxc (a handle, a
-        config load and a round trip to the monitor; in a new process its binding, ~4 ms) is
-        asked only where that proves nothing, so a stopped or broken instance is judged by
+        config load and a round trip to the monitor; in a new process its binding) is asked
+        only where that proves nothing, so a stopped or broken instance is judged by
         liblxc as before."""
         live = livestate.of(self._paths.lxcpath, self.name)
         if live is not None:

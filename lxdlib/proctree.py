@@ -23,21 +23,12 @@ import os
 import signal
 
 from . import pidfd
-from .livestate import parse_ppid
+from .livestate import parent_of
 from .logs import get_logger
 
 log = get_logger(__name__)
 
 _ROUNDS = 50  # re-reads of the tree until it stops growing (a fork racing the SIGSTOP)
-
-
-def parent_of(pid: int) -> int:
-    """``pid``'s parent pid, from ``/proc/<pid>/stat``; -1 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return parse_ppid(f.read())
-    except (OSError, ValueError):
-        return -1
 
 
 def _parents() -> dict[int, int]:
@@ -64,8 +55,6 @@ def descendants(pid: int) -> list[int]:
         out.append(p)
         todo.extend(children.get(p, ()))
     return out
-
-
 
 
 def _hold(pid: int, tree: dict[int, int], root: int) -> int | None:

@@ -521,11 +521,6 @@ def _fdinfo_pid(path: str) -> int:
     return -1
 
 
-def _ppid(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
 def _kcmp_same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     if _KCMP is None:
         return False
@@ -544,7 +539,9 @@ def _close_monitor_pidfds(before: set[str]) -> None:
             target = _fdinfo_pid(f"/proc/self/fdinfo/{name}")
             if target <= 0:
                 continue
-            monitor = _ppid(target)
+            monitor = livestate.parent_of(target)
+            if monitor <= 0:
+                continue
             for theirs in os.listdir(f"/proc/{monitor}/fd"):
                 if _kcmp_same_file(me, int(name), monitor, int(theirs)):
                     os.close(int(name))

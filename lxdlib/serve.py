@@ -456,9 +456,10 @@ def _kill_children() -> None:
     """Kill this process's children with their descendants: an ``exec`` attach's command
     (liblxc makes it our child) and whatever it started."""
     from . import proctree
+    from .livestate import parent_of
     me = os.getpid()
     for pid in proctree.descendants(me):
-        if proctree.parent_of(pid) == me:
+        if parent_of(pid) == me:
             proctree.kill_tree(pid)
 
 

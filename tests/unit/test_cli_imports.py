@@ -35,8 +35,8 @@ OFF_THE_ROOT_PATH = REMOTE | {
     "lxdlib.migrate", "lxdlib.sshhost", "lxdlib.wire", "lxdlib.sendstream", "lxdlib.serve"}
 
 # What neither opening a root nor looking an instance up needs, loaded by the operations that
-# use them: liblxc's binding (which imports ``subprocess`` itself), ``subprocess`` for the host
-# tools and the Unicode tables for names beyond ASCII (~5 ms of a start together)
+# use them: python3-lxc (its core ``_lxc``; its ``lxc`` package, which imports ``subprocess``,
+# by none), ``subprocess`` for the host tools and the Unicode tables for names beyond ASCII
 NOT_TO_OPEN_A_ROOT = {"lxc", "_lxc", "subprocess", "unicodedata"}
 
 # runs main() in a fresh interpreter and prints its exit status and the modules it imported
