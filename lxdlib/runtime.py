@@ -135,16 +135,34 @@ class Container:
         if reaped:
             log.debug("removed %d stale monitor cgroups of %s", reaped, name)
         tool = _lxc_start_tool()
-        if tool is not None:
-            _start_with_tool(tool, lxcpath, name)
-        else:
-            log.debug("lxc-start is not installed: starting %s from this process", name)
-            if not self._c.start(close_fds=True):
-                raise self._fail("failed to start")
-        # start() waits for RUNNING itself, but an init that exits at once can already be gone.
-        if self._c.state not in ("RUNNING", "FROZEN"):
-            raise LXCError(f"instance {name!r} stopped right after starting (its init exited)",
-                           log_tail(lxcpath, name))
+        try:
+            if tool is not None:
+                _start_with_tool(tool, lxcpath, name)
+            else:
+                log.debug("lxc-start is not installed: starting %s from this process", name)
+                if not self._c.start(close_fds=True):
+                    raise self._fail("failed to start")
+            # start() waits for RUNNING itself, but an init that exits at once can be gone
+            if self._c.state not in ("RUNNING", "FROZEN"):
+                raise LXCError(f"instance {name!r} stopped right after starting (its init "
+                               "exited)", log_tail(lxcpath, name))
+        except LXCError:
+            self._settle()
+            raise
+
+    def _settle(self) -> None:
+        """After a failed start, wait until its monitor has torn it down.
+
+        liblxc answers a start as soon as the monitor reports a state other than RUNNING; when
+        a start-host hook fails (a proxy whose address is taken) that is ABORTING, sent before
+        the monitor kills init, reaps it and removes the cgroups. Returning then would leave an
+        init in the payload cgroup for a moment, which the kernel's view (``livestate``) reads as
+        running: a failed start returns only once the instance is stopped. Asking a monitor
+        that is tearing down for the state waits until it closes its socket, so this takes a
+        call or a few polls."""
+        # settled either way: RUNNING too, had someone else started it meanwhile
+        if not self.wait(("STOPPED", "RUNNING", "FROZEN"), 30.0):
+            log.warning("instance %s is still being torn down after a failed start", self._name)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop at once (SIGKILL to init) and wait until it is stopped; a frozen instance is

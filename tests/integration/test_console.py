@@ -58,7 +58,10 @@ class Tmux:
 
     def start(self, argv: list[str], rc_file: Path, width: int = 80, height: int = 24) -> None:
         env = f"PYTHONPATH={shlex.quote(str(REPO))}"
-        cmd = f"env {env} {shlex.join(argv)}; echo rc=$? > {shlex.quote(str(rc_file))}"
+        # written aside and renamed: the test waits for the file to exist, then reads it
+        tmp = shlex.quote(f"{rc_file}.tmp")
+        cmd = (f"env {env} {shlex.join(argv)}; echo rc=$? > {tmp}; "
+               f"mv {tmp} {shlex.quote(str(rc_file))}")
         self.tmux("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), cmd)
 
     def keys(self, *keys: str) -> None:
