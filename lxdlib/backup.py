@@ -32,7 +32,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import idmap, journal, record, sendstream, transfer
@@ -61,8 +61,8 @@ from .instance import (
     choose_idmap,
     commit_instance,
     expand_with_root,
+    fresh_mac,
     new_instance_dir,
-    random_mac,
     truthy,
 )
 from .logs import get_logger
@@ -610,7 +610,7 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
     rec = idx.record
     prof, checked, local_cfg, local_devs, snapshots = check_archived(ctx, rec)
     pool_name = _choose_pool(ctx, idx, pool)
-    exp_cfg, _, root = expand_with_root(ctx, prof, local_cfg, local_devs, pool_name)
+    exp_cfg, exp_devs, root = expand_with_root(ctx, prof, local_cfg, local_devs, pool_name)
     pool_name = root["pool"]
     dst_pool = ctx.pool(pool_name)
     if idx.optimized and not transfer.is_btrfs(dst_pool):
@@ -626,7 +626,7 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
     # original's name free again) keeps them, and with them its DHCP lease.
     fresh = target != idx.name and record.exists(paths, idx.name)
     if fresh:
-        volatile = _fresh_volatile(volatile)
+        volatile = _fresh_volatile(ctx, volatile, exp_devs)
     with lock(paths, "instance", target):
         from .instance import recover_leftover
         recover_leftover(ctx, target)
@@ -670,10 +670,13 @@ def _identity_key(key: str) -> bool:
     return key.startswith("volatile.") and key.endswith(".hwaddr")
 
 
-def _fresh_volatile(volatile: dict[str, str]) -> dict[str, str]:
+def _fresh_volatile(ctx: Context, volatile: dict[str, str],
+                    devices: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
     """The archive's volatile keys for a second instance beside the original: a new MAC for
-    each nic that had one; the rest (its uuid, as LXD keeps it on import) as they are."""
-    return {k: random_mac() if _identity_key(k) else v for k, v in volatile.items()}
+    each nic that had one (free on the nic's network, ``fresh_mac``); the rest (its uuid, as
+    LXD keeps it on import) as they are."""
+    return {k: fresh_mac(ctx, devices.get(k[len("volatile."):-len(".hwaddr")], {}))
+            if _identity_key(k) else v for k, v in volatile.items()}
 
 
 def archive_config(config: dict[str, str]) -> dict[str, str]:

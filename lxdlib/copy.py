@@ -30,8 +30,8 @@ from .instance import (
     choose_idmap,
     commit_instance,
     expand_with_root,
+    fresh_mac,
     new_instance_dir,
-    random_mac,
     read_metadata,
     truthy,
 )
@@ -104,7 +104,7 @@ def fresh_identity(ctx: Context, name: str, config: dict[str, str],
     config["volatile.cloud-init.instance-id"] = str(uuid.uuid4())
     for dname, dev in exp_devs.items():
         if dev.get("type") == "nic" and not dev.get("hwaddr"):
-            config[f"volatile.{dname}.hwaddr"] = random_mac()
+            config[f"volatile.{dname}.hwaddr"] = fresh_mac(ctx, dev)
     if not truthy(exp_cfg.get("security.privileged")):
         base, size = choose_idmap(ctx, name, exp_cfg, ctx.facts().idmap)
         config["volatile.idmap.base"] = str(base)

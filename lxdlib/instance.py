@@ -28,6 +28,7 @@ from .errors import (
     InvalidConfig,
     LXCError,
     LxdlibError,
+    NetworkError,
     NotFound,
     StorageError,
     WrongState,
@@ -64,6 +65,24 @@ def random_mac() -> str:
     import secrets  # here: secrets loads OpenSSL (~2 ms at start-up), for new MACs only
     b = secrets.token_bytes(3)
     return "00:16:3e:" + ":".join(f"{x:02x}" for x in b)
+
+
+#: How many random MACs ``fresh_mac`` draws before it gives up on a network that full.
+MAC_TRIES = 64
+
+
+def fresh_mac(ctx: Context, dev: Mapping[str, str]) -> str:
+    """A new MAC for the nic ``dev``: random in LXD's 00:16:3e range, and on a managed network
+    one no other nic of that network holds. Three random bytes meet an earlier draw often
+    enough at scale (about one fill of 1,000 instances in 30), and the network refuses the
+    second holder of a MAC when its nic starts, which failed that launch."""
+    network = dev.get("network")
+    for _ in range(MAC_TRIES):
+        mac = random_mac()
+        if not network or ctx.networks.mac_holder(network, mac) is None:
+            return mac
+    raise NetworkError(f"no free MAC address found on network {network!r} after "
+                       f"{MAC_TRIES} tries")
 
 
 class InstanceCore:
@@ -488,7 +507,7 @@ class InstanceCore:
             for dname, dev in new_devs.items():
                 key = f"volatile.{dname}.hwaddr"
                 if dev.get("type") == "nic" and not dev.get("hwaddr") and key not in new.config:
-                    new.config[key] = random_mac()  # a stable MAC from the first start on
+                    new.config[key] = fresh_mac(self.ctx, dev)  # stable from the first start
             # the balancer reads the other instances' configs: once, for the render and the live
             # write, and only for a CPU count
             cpus = self.ctx.pick_cpus(self.name, new_cfg)
@@ -1323,7 +1342,7 @@ def create(ctx: Context, name: str, image: str | None, *,
                                 "volatile.cloud-init.instance-id": str(uuid.uuid4())}
     for dname, dev in exp_devs.items():
         if dev.get("type") == "nic" and not dev.get("hwaddr"):
-            volatile[f"volatile.{dname}.hwaddr"] = random_mac()
+            volatile[f"volatile.{dname}.hwaddr"] = fresh_mac(ctx, dev)
     privileged = truthy(exp_cfg.get("security.privileged"))
 
     with lock(paths, "instance", name):

@@ -890,6 +890,16 @@ class NetworkManager:
         run = self.run_dir(name)
         return not (run / DHCP_HOSTS).exists() and dhcphosts.HostStore(run).get(key) is None
 
+    def mac_holder(self, name: str, hwaddr: str) -> str | None:
+        """The key (``<instance>/<device>``) that holds ``hwaddr`` on network ``name``, if any:
+        one index read, without the lock (a MAC being chosen is checked again, under the lock,
+        when its nic first starts)."""
+        run = self.run_dir(name)
+        if (run / DHCP_HOSTS).exists():  # an older root's single file, not moved in yet
+            with self._lock(name):
+                return self._hosts(name).holder_of_mac(hwaddr)
+        return dhcphosts.HostStore(run).holder_of_mac(hwaddr)
+
     def dhcp_host_add(self, name: str, key: str, hwaddr: str, ipv4: str | None = None,
                       hostname: str | None = None, *, add: bool = True) -> None:
         """Pin ``hwaddr`` to ``ipv4`` and/or ``hostname`` on this network (idempotent).
