@@ -74,7 +74,7 @@ MAC_TRIES = 64
 def fresh_mac(ctx: Context, dev: Mapping[str, str]) -> str:
     """A new MAC for the nic ``dev``: random in LXD's 00:16:3e range, and on a managed network
     one no other nic of that network holds. Three random bytes meet an earlier draw often
-    enough at scale (about one fill of 1,000 instances in 30), and the network refuses the
+    enough at scale (about one fill of 1,000 instances in 34), and the network refuses the
     second holder of a MAC when its nic starts, which failed that launch."""
     network = dev.get("network")
     for _ in range(MAC_TRIES):

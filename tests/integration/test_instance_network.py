@@ -52,7 +52,7 @@ def test_static_ipv4_address_honoured(host: lxdlib.Host, net: str) -> None:
 
 def test_a_new_mac_is_one_the_network_does_not_hold(host: lxdlib.Host, net: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Three random bytes meet an earlier draw at scale (about one fill of 1,000 in 30; seen
+    """Three random bytes meet an earlier draw at scale (about one fill of 1,000 in 34; seen
     in bench/scale.py, where the network refused the second holder when its nic started and
     the launch failed). Each draw below starts with a MAC the network holds already: the
     instance gets the next one, for a launch, a copy and a nic added later alike."""
