@@ -151,15 +151,15 @@ class Container:
             raise
 
     def _settle(self) -> None:
-        """After a failed start, wait until its monitor has torn it down.
+        """After a failed start, wait until liblxc reports the instance stopped.
 
         liblxc answers a start as soon as the monitor reports a state other than RUNNING; when
         a start-host hook fails (a proxy whose address is taken) that is ABORTING, sent before
-        the monitor kills init, reaps it and removes the cgroups. Returning then would leave an
-        init in the payload cgroup for a moment, which the kernel's view (``livestate``) reads as
-        running: a failed start returns only once the instance is stopped. Asking a monitor
-        that is tearing down for the state waits until it closes its socket, so this takes a
-        call or a few polls."""
+        the monitor kills and reaps init. Returning then would leave an init in the payload
+        cgroup for a moment, which the kernel's view (``livestate``) reads as running. A
+        monitor that is tearing down answers a state query only when it closes its socket, so
+        this takes a call or a few polls. (The monitor itself may still run its post-stop hooks
+        for a moment afterwards, as after any stop.)"""
         # settled either way: RUNNING too, had someone else started it meanwhile
         if not self.wait(("STOPPED", "RUNNING", "FROZEN"), 30.0):
             log.warning("instance %s is still being torn down after a failed start", self._name)

@@ -118,7 +118,6 @@ def test_liblxc_log_level_of_the_config_still_applies(host: lxdlib.Host) -> None
     assert " DEBUG " not in (host.paths.instance_dir("c1") / "lxc.log").read_text()
 
 
-
 def test_a_start_that_fails_in_a_hook_returns_once_torn_down(host: lxdlib.Host) -> None:
     """A start-host hook that fails (a proxy whose address is taken) aborts the start after
     init exists: liblxc answers the start as soon as the monitor reports ABORTING, before it
