@@ -35,6 +35,7 @@ from .errors import (
 )
 from .execresult import ExecResult
 from .listing import STATUS, global_addresses
+from .logs import get_logger
 from .record import InstanceRecord
 from .state import (
     atomic_write,
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
     from .context import Context
     from .devices import DeviceContext
     from .storage.base import PoolDriver
+
+log = get_logger(__name__)
 
 SECCOMP_FILE = "seccomp.policy"  # an instance's own policy (security.syscalls.*, raw.seccomp)
 
@@ -282,6 +285,10 @@ class InstanceCore:
         from . import hostlimits  # here: only a start reads the host's limits
         need = hostlimits.need_for([(cfg, devs)])
         hostlimits.check(need, bridges=False)
+        redrawn = self._redraw_taken_macs(rec, devs)
+        if redrawn:
+            expanded = self.expanded(rec)
+            cfg, devs = expanded
         self._write_lxc_config(rec, expanded, starting=True)
         # the host's subuid/subgid may have changed since the instance was made
         idmap.check_newuidmap(self.name, idmap.parse_lxc_idmap((self._dir / "config").read_text()))
@@ -302,8 +309,8 @@ class InstanceCore:
         if trigger:
             rec.config.pop("volatile.apply_template", None)
         _mark_running(rec, self._paths.root, devs)
-        # durable only when templates changed the record; the power state is a hint
-        record.save(self._paths, rec, durable=bool(trigger))
+        # durable only when templates or a new MAC changed the record; the power state is a hint
+        record.save(self._paths, rec, durable=bool(trigger) or redrawn)
         if not truthy(cfg.get("security.privileged")):
             self.ctx.check_traversable(vol)
         # a fresh liblxc object: one made before the config was rewritten would start the old one
@@ -320,6 +327,29 @@ class InstanceCore:
                                f"{e.log_tail}\n--- lxdlib hooks ---\n{tail}") from None
             raise
         self.ctx.events.emit("instance-started", self.name)
+
+    def _redraw_taken_macs(self, rec: InstanceRecord,
+                           devs: Mapping[str, Mapping[str, str]]) -> bool:
+        """Draw again a MAC lxdlib drew (``volatile.<nic>.hwaddr``) that another nic of its
+        network has taken since, rather than fail the start: a draw checks the network's
+        holders when it is made, and a nic holds its MAC from its first start, so two
+        instances made and not yet started can draw the same one. A MAC the user gave
+        (``hwaddr``) is kept, and a clash refused by the render as before. One index read per
+        nic; the render checks again under the network's lock. Returns whether one changed."""
+        changed = False
+        for dname, dev in devs.items():
+            network = dev.get("network")
+            key = f"volatile.{dname}.hwaddr"
+            mac = rec.config.get(key)
+            if dev.get("type") != "nic" or not network or dev.get("hwaddr") or not mac:
+                continue
+            if self.ctx.networks.mac_holder(network, mac) not in (None, f"{self.name}/{dname}"):
+                new = fresh_mac(self.ctx, dev)
+                log.info("instance %s: %s's MAC %s is held by another nic of network %s; "
+                         "drew %s", self.name, dname, mac, network, new)
+                rec.config[key] = new
+                changed = True
+        return changed
 
     def stop(self, force: bool = False, timeout: float = -1, stateful: bool = False) -> None:
         """Stop: ask init to halt and wait ``timeout`` s (<0: as long as it takes), or kill.

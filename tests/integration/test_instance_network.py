@@ -80,3 +80,34 @@ def test_a_new_mac_is_one_the_network_does_not_hold(host: lxdlib.Host, net: str,
     assert draws.count(taken) >= 3
     holders = {host.ctx.networks.mac_holder(net, m) for m in macs}  # every MAC held once
     assert holders == {"c1/eth0", "c2/eth0", "c2/eth1", "c3/eth0"}
+
+
+def test_instances_made_with_one_mac_both_start(host: lxdlib.Host, net: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A nic holds its MAC on the network from its first start, so two instances made and
+    not started yet can draw the same one (``init`` of many, then ``start``). The second to
+    start draws a MAC again instead of failing; one the user set is kept and its clash refused."""
+    from lxdlib import instance
+    from lxdlib.errors import InvalidConfig
+    real = instance.random_mac
+    same = real()
+    draws = iter([same, same])
+    monkeypatch.setattr(instance, "random_mac", lambda: next(draws, None) or real())
+    a = host.init("busybox", "a")
+    b = host.init("busybox", "b")
+    assert a.config["volatile.eth0.hwaddr"] == b.config["volatile.eth0.hwaddr"] == same
+    a.start()
+    b.start()
+    assert b.state == "RUNNING"
+    mac_b = b.config["volatile.eth0.hwaddr"]  # the record says the MAC the nic has
+    assert mac_b != same
+    assert host.ctx.networks.mac_holder(net, same) == "a/eth0"
+    assert host.ctx.networks.mac_holder(net, mac_b) == "b/eth0"
+    assert f"link/ether {mac_b}".encode() in b.exec(["ip", "link", "show", "eth0"]).stdout
+    b.restart(force=True)
+    assert b.config["volatile.eth0.hwaddr"] == mac_b  # its own now: kept
+    c = host.init("busybox", "c", devices={"eth0": {"type": "nic", "name": "eth0",
+                                                    "network": net, "hwaddr": same}})
+    with pytest.raises(InvalidConfig, match="already assigned to a/eth0"):
+        c.start()
+    assert c.state == "STOPPED"
