@@ -68,7 +68,7 @@ from .instance import (
 from .logs import get_logger
 from .patterns import Pattern
 from .record import InstanceRecord, SnapshotRecord
-from .state import dump_yaml, load_yaml, lock
+from .state import create_private, dump_yaml, load_yaml, lock, temp_beside
 from .storage.base import close_volume_dir
 from .storage.dir import SNAPSHOTS
 from .storage.loop import TMP, run, storage_errors, temp_name
@@ -197,7 +197,7 @@ def export_instance(inst: InstanceCore, path: str | os.PathLike[str] | None = No
                                   f"(pool {pool.name!r} is {pool.driver})")
         snaps = [] if instance_only else list(rec.snapshots)
         running = inst.state != "STOPPED"
-        tmp_out = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        tmp_out = temp_beside(out)
         work = paths.instance_dir(inst.name) / temp_name(TMP, "export")
         journal.begin(paths, inst.name, "temp-snapshot", files=[str(tmp_out)],
                       dirs=[str(work)])
@@ -267,9 +267,9 @@ def _write_tar(out: Path, work: Path, members: Sequence[str], pairs: Sequence[tu
     env = compression.tool_env()
     # stderr into files: tar warns once per file on some filesystems, and a full pipe would
     # stop it for good
-    with open(out, "wb") as f, tempfile.TemporaryFile() as terr, \
+    # ``out`` is a fresh name in a directory that may be a host user's: made here, 0600
+    with os.fdopen(create_private(out), "wb") as f, tempfile.TemporaryFile() as terr, \
             tempfile.TemporaryFile() as zerr:
-        os.fchmod(f.fileno(), 0o600)
         if compress is None:
             code = subprocess.run(argv, stdout=f, stderr=terr, stdin=subprocess.DEVNULL,
                                   env=env, check=False).returncode

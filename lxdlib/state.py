@@ -124,6 +124,31 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def temp_beside(final: str | os.PathLike[str]) -> Path:
+    """A name, beside ``final``, for the file a result is written into before it is renamed
+    over ``final`` (an export, an image): ``.<name>.<random>.tmp<pid>``. Random, because
+    ``final``'s directory is the caller's choice and may be one a host user can write: a
+    name known in advance could be planted there (see ``create_private``). The ``.tmp<pid>``
+    end is what the command line's progress looks for."""
+    import secrets  # here: loads OpenSSL, for exports and image builds only
+    p = Path(final)
+    return p.with_name(f".{p.name}.{secrets.token_hex(6)}.tmp{os.getpid()}")
+
+
+def create_private(path: str | os.PathLike[str]) -> int:
+    """Create ``path`` (a ``temp_beside`` name) for writing: only if nothing is there yet —
+    never a file or a link someone else put there, whose target root would otherwise
+    truncate and fill, or whose owner would read what root wrote — and readable by its owner
+    only from the first byte."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                       | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if DiskFull.is_full(e):
+            raise DiskFull(Path(path)) from None
+        raise
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
                  durable: bool = True) -> None:
     """Replace ``path`` with ``data``: a crash leaves the old content or the new, never half.
@@ -136,7 +161,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
     # lock) must not write into, or rename away, each other's half-written file
     tmp = p.with_name(f".{p.name}.{threading.get_native_id()}.tmp{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode)
     except OSError as e:
         if DiskFull.is_full(e):
             raise DiskFull(p) from None

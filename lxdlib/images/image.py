@@ -175,10 +175,16 @@ def export_image(store: ImageStore, ref: str, target: str | os.PathLike[str] = "
     else:
         outs = [dest] + ([dest.with_name(dest.name + ".root")] if rootfs is not None else [])
     import shutil
+
+    from ..state import create_private, temp_beside
     for src, out in zip(sources, outs, strict=True):
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        # a fresh name, made here and 0600 as an instance's export: ``target`` may be a
+        # directory a host user can write, and an image published from an instance holds
+        # all of its files
+        tmp = temp_beside(out)
         try:
-            shutil.copyfile(src, tmp)
+            with open(src, "rb") as fin, os.fdopen(create_private(tmp), "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
             os.replace(tmp, out)
         except BaseException:
             tmp.unlink(missing_ok=True)

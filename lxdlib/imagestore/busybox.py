@@ -212,9 +212,11 @@ def build_busybox_image(out: str | os.PathLike[str], *, busybox: str = "/bin/bus
     out_p = Path(out)
     entries, mtime = _entries(Path(busybox), os.uname().machine)
     from typing import cast  # here: typing is no import of lxdlib's modules (errors.py)
-    tmp = out_p.with_name(f".{out_p.name}.tmp{os.getpid()}")
+
+    from ..state import create_private, temp_beside
+    tmp = temp_beside(out_p)  # made here, not found there: ``out`` may be in a user's directory
     try:
-        with open(tmp, "wb") as raw:
+        with os.fdopen(create_private(tmp), "wb") as raw:
             if compression == "gzip":
                 with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
                                    compresslevel=9) as gz:

@@ -211,13 +211,14 @@ def _pack(work: Path, out: Path, compression: str) -> None:
     if tar is None:
         raise ToolMissing("GNU tar is needed to pack images")
     compress = None if compression == "none" else comp.compress_argv(compression)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    from ..state import create_private, temp_beside
+    tmp = temp_beside(out)  # made here, not found there: ``out`` may be in a user's directory
     argv = [tar, "--numeric-owner", "--sort=name", "--format=posix", "--xattrs",
             "--xattrs-include=security.capability", "-cf", "-", "-C", str(work),
             "metadata.yaml", "templates", "rootfs"]
     env = comp.tool_env()
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(create_private(tmp), "wb") as f:
             if compress is None:
                 r = subprocess.run(argv, stdout=f, stderr=subprocess.PIPE, env=env, check=False)
                 if r.returncode != 0:
