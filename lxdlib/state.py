@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 #: The root's directories, each joined once when a ``Paths`` is made.
 _UNDER = {"lxcpath": "containers", "profiles": "profiles", "images": "images",
           "pools": "storage-pools", "networks": "networks", "disks": "disks", "locks": "locks",
-          "run": "run", "metadata_memos": "run/image-metadata"}
+          "run": "run", "metadata_memos": "run/image-metadata",
+          "volume_records": "storage-volumes"}
 
 
 class Paths(Value, frozen=True):
@@ -70,6 +71,8 @@ class Paths(Value, frozen=True):
     run: Path
     #: Images' metadata.yaml as parsed, one file per text (``load_yaml_kept``); host root's.
     metadata_memos: Path
+    #: Custom volumes' records, a directory per pool.
+    volume_records: Path
 
     def __init__(self, root: Path) -> None:
         assign(self, "root", root)
@@ -97,7 +100,7 @@ class Paths(Value, frozen=True):
         (``run/``), liblxc (the lxcpath); everything else is host root's alone (0700)."""
         return {self.root: 0o711, self.lxcpath: 0o711, self.pools: 0o711, self.run: 0o711,
                 self.profiles: 0o700, self.images: 0o700, self.networks: 0o700,
-                self.disks: 0o700, self.locks: 0o700}
+                self.disks: 0o700, self.locks: 0o700, self.volume_records: 0o700}
 
     def ensure(self) -> None:
         """Make the root's directories and (re)apply their modes, so a root made by an older

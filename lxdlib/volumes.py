@@ -117,7 +117,7 @@ class VolumeStore:
 
     # -- records --------------------------------------------------------------------------------
     def _dir(self, pool: str) -> Path:
-        return self.paths.root / "storage-volumes" / pool
+        return self.paths.volume_records / pool
 
     def _record(self, pool: str, name: str) -> Path:
         return self._dir(pool) / f"{name}.yaml"

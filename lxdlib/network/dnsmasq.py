@@ -246,7 +246,18 @@ def start(cfg: DnsmasqConfig, raw: str = "") -> int:
         raise ToolMissing("dnsmasq (Debian package dnsmasq-base) is needed for managed networks")
     stop(cfg.run_dir)
     run = cfg.run_dir
-    _write(run / RAW, raw + ("\n" if raw and not raw.endswith("\n") else ""))
+    # the user's own options, read by dnsmasq as root before it drops its privileges (and
+    # not re-read on SIGHUP): host root's alone, as every record of the root
+    atomic_write(run / RAW, (raw + ("\n" if raw and not raw.endswith("\n") else "")).encode(),
+                 mode=0o600)
+    # who leased which address: opened by dnsmasq as root, before it drops its privileges,
+    # and written through that descriptor; made (or, by an older version, closed) here so
+    # that it is host root's alone
+    fd = os.open(run / LEASES, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
     hosts = run / HOSTS_DIR
     hosts.mkdir(mode=0o755, exist_ok=True)
     os.chmod(hosts, 0o755)  # the unprivileged dnsmasq lists it (on start and SIGHUP)
@@ -338,11 +349,6 @@ def release(bridge: str, leases: dict[str, str]) -> None:
                         proc.stderr.decode(errors="replace").strip())
         else:
             log.debug("DHCP lease of %s on %s (%s) released", hwaddr, bridge, address)
-
-
-def _write(path: Path, text: str) -> None:
-    # Readable by others: an unprivileged dnsmasq reads it.
-    atomic_write(path, text.encode(), mode=0o644)
 
 
 # -- file formats ----------------------------------------------------------------------------------

@@ -1073,4 +1073,4 @@ class NetworkManager:
         """Remove the leases of ``hwaddrs`` from the lease file of a dnsmasq that is stopped."""
         data = dnsmasq.LeaseFile.read(run).without(hwaddrs)
         if data is not None:
-            state.atomic_write(run / dnsmasq.LEASES, data, 0o644)
+            state.atomic_write(run / dnsmasq.LEASES, data, 0o600)

@@ -208,6 +208,32 @@ def walk_as_host_user(host: lxdlib.Host, base: Path) -> None:
     readable = sorted(os.path.relpath(p, root) for p, (st, op) in answers.items()
                       if op == 0 and not os.path.isdir(p))
     assert readable == ["seccomp.policy"], readable
+    # nor a directory listable: its names would say which volumes, snapshots, profiles…
+    listable = sorted(os.path.relpath(p, root) for p, (st, op) in answers.items()
+                      if op == 0 and os.path.isdir(p))
+    assert listable == [], listable
+
+
+def test_a_network_shows_a_host_user_only_what_dnsmasq_must_read(host: lxdlib.Host) -> None:
+    """A managed network's files: the user's ``raw.dnsmasq`` options and the lease file are
+    host root's alone (dnsmasq opens both as root, before it drops its privileges); only the
+    static hosts directory stays open, because the unprivileged dnsmasq re-reads it — MACs,
+    addresses and names the host's neighbour table and process list show any user anyway."""
+    net = f"lxs{secrets.token_hex(3)}"
+    host.networks.create(net, {"ipv4.address": "auto", "ipv4.nat": "false",
+                               "raw.dnsmasq": "dhcp-option=252,a-token-of-the-admin"})
+    c = host.launch("busybox", "c1", devices={"eth0": {"type": "nic", "name": "eth0",
+                                                       "network": net}})
+    assert c.wait_for(lambda: any("." in a for a in c.addresses()), timeout=30)
+    run = host.paths.run / "networks" / net
+    mac = c.config["volatile.eth0.hwaddr"]
+    assert mac in (run / "dnsmasq.leases").read_text()  # dnsmasq still writes its leases
+    host.volumes.store.create("default", "v1")
+    answers = probe([str(p) for p in (run / "dnsmasq.raw", run / "dnsmasq.leases",
+                                      host.paths.root / "storage-volumes")])
+    assert all(op == errno.EACCES for _, op in answers.values()), answers
+    hosts = probe([str(run / "hosts.d")])
+    assert list(hosts.values()) == [[0, 0]]  # what dnsmasq lists as its own user
 
 
 def test_volume_owner_follows_the_id_map(host: lxdlib.Host) -> None:
