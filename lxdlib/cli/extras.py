@@ -102,11 +102,11 @@ def cmd_version(host: Host | None, a: argparse.Namespace) -> int:
 # -- alias ----------------------------------------------------------------------------------------
 @_says_errors
 def cmd_alias_add(host: Host | None, a: argparse.Namespace) -> int:
-    aliases = useraliases.load()
-    if a.alias in aliases:
-        raise _worded(AlreadyExists("alias", a.alias), f"Alias {a.alias} already exists")
-    aliases[a.alias] = a.target
-    useraliases.save(aliases)
+    def add(aliases: dict[str, str]) -> None:
+        if a.alias in aliases:
+            raise _worded(AlreadyExists("alias", a.alias), f"Alias {a.alias} already exists")
+        aliases[a.alias] = a.target
+    useraliases.modify(add)
     return 0
 
 
@@ -121,23 +121,23 @@ def cmd_alias_list(host: Host | None, a: argparse.Namespace) -> int:
 
 @_says_errors
 def cmd_alias_rename(host: Host | None, a: argparse.Namespace) -> int:
-    aliases = useraliases.load()
-    if a.old not in aliases:
-        raise _worded(NotFound("alias", a.old), f"Alias {a.old} doesn't exist")
-    if a.new in aliases:
-        raise _worded(AlreadyExists("alias", a.new), f"Alias {a.new} already exists")
-    aliases[a.new] = aliases.pop(a.old)
-    useraliases.save(aliases)
+    def rename(aliases: dict[str, str]) -> None:
+        if a.old not in aliases:
+            raise _worded(NotFound("alias", a.old), f"Alias {a.old} doesn't exist")
+        if a.new in aliases:
+            raise _worded(AlreadyExists("alias", a.new), f"Alias {a.new} already exists")
+        aliases[a.new] = aliases.pop(a.old)
+    useraliases.modify(rename)
     return 0
 
 
 @_says_errors
 def cmd_alias_remove(host: Host | None, a: argparse.Namespace) -> int:
-    aliases = useraliases.load()
-    if a.alias not in aliases:
-        raise _worded(NotFound("alias", a.alias), f"Alias {a.alias} doesn't exist")
-    del aliases[a.alias]
-    useraliases.save(aliases)
+    def remove(aliases: dict[str, str]) -> None:
+        if a.alias not in aliases:
+            raise _worded(NotFound("alias", a.alias), f"Alias {a.alias} doesn't exist")
+        del aliases[a.alias]
+    useraliases.modify(remove)
     return 0
 
 

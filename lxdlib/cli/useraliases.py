@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..errors import TYPE_CHECKING, InvalidArgument
 from ..patterns import Pattern
@@ -77,6 +77,25 @@ def save(aliases: Mapping[str, str], path: Path | None = None) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(yaml.safe_dump(data, default_flow_style=False, sort_keys=False))
     os.replace(tmp, path)
+
+
+def modify(change: Callable[[dict[str, str]], None], path: Path | None = None) -> None:
+    """Read the aliases, ``change`` them and write them back, under an exclusive lock on a
+    file beside the config: two ``alias`` commands at once (a script's, a playbook's) each
+    keep the other's change, as a load and a save apart would not. ``change`` may raise to
+    change nothing."""
+    import fcntl
+    path = path or config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        aliases = load(path)
+        change(aliases)
+        save(aliases, path)
+    finally:
+        os.close(fd)  # the lock goes with it
 
 
 def _find(aliases: Mapping[str, str], words: Sequence[str]) -> tuple[list[str], list[str]] | None:

@@ -88,6 +88,24 @@ def test_alias_commands_and_expansion_through_main(tmp_path: Path,
     assert useraliases.load() == {}
 
 
+def test_alias_commands_at_once_keep_each_others_changes(tmp_path: Path) -> None:
+    """Each ``alias add`` reads the file, adds its alias and writes the file back: without a
+    lock around the three, concurrent ones overwrote each other (1 of 12 kept, seen)."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "LXDLIB_CONF": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-m", "lxdlib", "alias", "add", f"a{i}",
+                               "version"], env=env) for i in range(16)]
+    assert [p.wait(60) for p in procs] == [0] * 16
+    assert useraliases.load(tmp_path / "config.yml") == {f"a{i}": "version" for i in range(16)}
+    procs = [subprocess.Popen([sys.executable, "-m", "lxdlib", "alias", "remove", f"a{i}"],
+                              env=env) for i in range(0, 16, 2)]
+    assert [p.wait(60) for p in procs] == [0] * 8
+    assert useraliases.load(tmp_path / "config.yml") == {
+        f"a{i}": "version" for i in range(1, 16, 2)}
+
+
 # -- columns and formats ------------------------------------------------------------------------
 
 
