@@ -76,7 +76,7 @@ def reap(root: Path, name: str) -> None:
     """
     from . import record, runtime
     from .errors import LxdlibError
-    from .state import Paths, lock
+    from .state import Paths
     paths = Paths.at(root)
     if not record.exists(paths, name):
         return
@@ -95,8 +95,10 @@ def reap(root: Path, name: str) -> None:
     try:
         from .host import Host
         from .instances import Instance
-        with lock(paths, "instance", name):
-            inst = Instance(Host(root, create=False).ctx, name)
+        inst = Instance(Host(root, create=False).ctx, name)
+        # the lock that first finishes what a killed process left: a restart killed after
+        # its stop is started again here, not taken for a stop and deleted
+        with inst._lock():
             if not inst.exists or not inst.ephemeral or inst.state != "STOPPED":
                 return
             inst._delete_locked(inst.record())

@@ -270,7 +270,15 @@ class InstanceCore:
                 return
             if st != "STOPPED":
                 raise WrongState(f"The instance {self.name!r} is already running")
-            self._start_locked()
+            # the record says RUNNING before liblxc starts it (so that a kill -9 after the
+            # start leaves it right): a kill -9 before the start has taken would leave a
+            # stopped instance recorded running, which ``autostart`` would start at the next
+            # boot. The intent lets the next call set the record by what happened.
+            journal.begin(self._paths, self.name, "start")
+            try:
+                self._start_locked()
+            finally:
+                journal.end(self._paths, self.name)
 
     def _start_locked(self) -> None:
         rec = self.record()
@@ -311,12 +319,17 @@ class InstanceCore:
         _mark_running(rec, self._paths.root, devs)
         # durable only when templates or a new MAC changed the record; the power state is a hint
         record.save(self._paths, rec, durable=bool(trigger) or redrawn)
+        journal.crashpoint("start.recorded")
         if not truthy(cfg.get("security.privileged")):
             self.ctx.check_traversable(vol)
         # a fresh liblxc object: one made before the config was rewritten would start the old one
         try:
             runtime.start(self._c(), self._paths.lxcpath)
         except LXCError as e:
+            # it did not start (``runtime.start`` returns once liblxc says stopped): what the
+            # record says of it must not make ``autostart`` start it at the next boot
+            _mark_stopped(rec)
+            record.save(self._paths, rec, durable=False)
             crossed = hostlimits.crossed_after_failure(need) if need.bridge_ports else None
             if crossed is not None:
                 raise crossed from e
@@ -410,15 +423,32 @@ class InstanceCore:
             _mark_stopped(rec)
             record.save(paths, rec, durable=False)
 
-    def _stop_locked(self, c: runtime.Container, force: bool, timeout: float) -> None:
-        if force:
-            runtime.kill(c, self._paths.lxcpath)
-        elif not runtime.shutdown(c, self._paths.lxcpath, timeout):
-            raise WrongState(f"instance {self.name!r} did not stop within {timeout}s; "
-                             "use force to kill it")
+    def _stop_locked(self, c: runtime.Container, force: bool, timeout: float, *,
+                     restart: dict[str, Any] | None = None) -> None:
+        """Stop, then record it. Between the two a ``kill -9`` would leave an instance that is
+        stopped while its record says running (``autostart`` would start it at the next boot),
+        an ephemeral one stopped and not deleted: the intent lets the next call finish the
+        stop (``_recover_stop``). ``restart``: the details of a restart, which that call
+        finishes by starting it again (the caller ends the intent after its start)."""
+        journal.begin(self._paths, self.name, "stop", **({"restart": restart}
+                                                          if restart is not None else {}))
+        journal.crashpoint("stop.stopping")
+        try:
+            if force:
+                runtime.kill(c, self._paths.lxcpath)
+            elif not runtime.shutdown(c, self._paths.lxcpath, timeout):
+                raise WrongState(f"instance {self.name!r} did not stop within {timeout}s; "
+                                 "use force to kill it")
+        except BaseException:
+            journal.end(self._paths, self.name)  # still running: nothing to finish
+            raise
+        journal.crashpoint("stop.stopped")
         rec = self.record()
         _mark_stopped(rec)
         record.save(self._paths, rec, durable=False)
+        if restart is not None:
+            return
+        journal.end(self._paths, self.name)
         self.ctx.events.emit("instance-stopped", self.name)
         if rec.ephemeral:
             self._delete_locked(rec)
@@ -429,19 +459,24 @@ class InstanceCore:
             if c.state == "STOPPED":
                 raise WrongState(f"The instance {self.name!r} is not running")
             rec = self.record()
-            if rec.ephemeral:
-                # an ephemeral instance would be deleted by its own stop
+            ephemeral = rec.ephemeral
+            if ephemeral:
+                # an ephemeral instance would be deleted by its own stop (its post-stop hook
+                # reads the record); the intent below brings the flag back after a kill -9
                 rec.ephemeral = False
                 record.save(self._paths, rec)
-                try:
-                    self._stop_locked(c, force, timeout)
-                finally:
+            try:
+                self._stop_locked(c, force, timeout, restart={"ephemeral": ephemeral})
+            finally:
+                if ephemeral:
                     rec = self.record()
                     rec.ephemeral = True
                     record.save(self._paths, rec)
-            else:
-                self._stop_locked(c, force, timeout)
-            self._start_locked()
+            journal.crashpoint("restart.stopped")
+            try:
+                self._start_locked()
+            finally:
+                journal.end(self._paths, self.name)
         self.ctx.events.emit("instance-restarted", self.name)
 
     def pause(self) -> None:
@@ -1192,7 +1227,44 @@ def _recover_profile_apply(ctx: Context, name: str, op: dict[str, Any]) -> None:
     inst._converge_live(before, after, rec)
 
 
+def _recover_stop(ctx: Context, name: str, op: dict[str, Any]) -> None:
+    """A stop or restart that died. Still running: nothing happened (a restart killed before
+    its stop). Stopped: the stop is recorded, an ephemeral instance deleted as its stop would
+    have; a restart's ephemeral flag comes back and the instance is started again — the state
+    its caller asked for (a start that fails now is logged, and the instance stays stopped)."""
+    inst = InstanceCore(ctx, name)
+    rec = inst.record()
+    restart = op.get("restart")
+    if isinstance(restart, dict) and restart.get("ephemeral"):
+        rec.ephemeral = True
+    if inst._c().state != "STOPPED":
+        record.save(ctx.paths, rec)
+        return
+    _mark_stopped(rec)
+    record.save(ctx.paths, rec, durable=restart is not None)
+    if restart is not None:
+        try:
+            inst._start_locked()
+        except LxdlibError as e:
+            log.warning("instance %s: an interrupted restart could not start it again: %s",
+                        name, e)
+    elif rec.ephemeral:
+        inst._delete_locked(rec)
+
+
+def _recover_start(ctx: Context, name: str, op: dict[str, Any]) -> None:
+    """A start that died: the record is set by what happened (a started instance keeps
+    running; one that never started is recorded stopped, as a start that fails is)."""
+    inst = InstanceCore(ctx, name)
+    if inst._c().state == "STOPPED":
+        rec = inst.record()
+        _mark_stopped(rec)
+        record.save(ctx.paths, rec, durable=False)
+
+
 journal.register("update", _recover_update)
+journal.register("start", _recover_start)
+journal.register("stop", _recover_stop)
 journal.register("profile-apply", _recover_profile_apply)
 
 

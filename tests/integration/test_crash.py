@@ -4,12 +4,14 @@ invariant checker finds nothing half-made, no temporary name and no held lock.""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -316,3 +318,69 @@ def test_crash_points_profile_apply(host: lxdlib.Host) -> None:
         assert fresh.profiles.get("pp").config["limits.processes"] == \
             (str(300 + i) if forward else "100")
         assert _listening(old_port) != forward and _listening(new_port) == forward, point
+
+
+def test_crash_points_stop_and_restart(host: lxdlib.Host) -> None:
+    """liblxc stops the instance, then the record says so: a kill -9 between left a stopped
+    instance recorded RUNNING (``autostart`` would start it at the next boot), an ephemeral
+    one stopped and never deleted, and a restart of an ephemeral one without its flag for
+    good; a start records RUNNING before liblxc starts it, and a kill -9 between left the
+    same. The next call finishes each: a stop is recorded (an ephemeral instance deleted), a
+    start that did not happen is recorded stopped, a restart starts the instance again with
+    its flag back. (A random-delay kill loop of start and stop left 6 of 12 runs so.)"""
+    n = _unique("j")
+    host.launch("busybox", n)
+    i = 0
+    for point in ["stop.stopping", "stop.stopped"]:
+        i += 1
+        _die_at(host, point, "c.stop(force=True)", n)
+        inst = _next_call(host, i).instances[n]
+        want = "RUNNING" if point == "stop.stopping" else "STOPPED"
+        assert (inst.state, inst.config["volatile.last_state.power"]) == (want, want), point
+        if want == "STOPPED":
+            inst.start()
+    inst.stop(force=True)
+    i += 1
+    _die_at(host, "start.recorded", "c.start()", n)  # recorded RUNNING, not started yet
+    inst = _next_call(host, i).instances[n]
+    assert (inst.state, inst.config["volatile.last_state.power"]) == ("STOPPED", "STOPPED")
+    inst.start()
+    e = _unique("je")
+    host.launch("busybox", e, ephemeral=True)
+    for name in (n, e):
+        for point in ["stop.stopping", "stop.stopped", "restart.stopped"]:
+            i += 1
+            _die_at(host, point, "c.restart(force=True)", name)
+            # an ephemeral instance's stop hook starts a reaper, which takes the lock and so
+            # finishes the restart too: whichever comes first, the other finds nothing to do
+            inst = _next_call(host, i if name == n else 0).instances[name]
+            assert _soon(functools.partial(_settled, inst, name == e)), \
+                (name, point, inst.state, inst.config, inst.ephemeral)
+    _die_at(host, "stop.stopped", "c.stop(force=True)", e)
+    fresh = _next_call(host, 0)
+    assert _soon(lambda: e not in fresh.instances.names())  # deleted, as by its stop
+
+
+def _settled(inst: lxdlib.Instance, ephemeral: bool) -> bool:
+    return (inst.state, inst.config["volatile.last_state.power"], inst.ephemeral) == \
+        ("RUNNING", "RUNNING", ephemeral)
+
+
+def _soon(check: Callable[[], bool], timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_a_start_that_fails_is_recorded_stopped(host: lxdlib.Host) -> None:
+    """Its record said RUNNING before the start (so that a kill -9 after it is right), and
+    kept saying so when the start failed: ``autostart`` would have started it at boot."""
+    c = host.create("busybox", _unique("f"))
+    c.set_config("raw.lxc", "lxc.hook.pre-start = /bin/false")
+    with pytest.raises(lxdlib.LXCError):
+        c.start()
+    assert (c.state, c.config["volatile.last_state.power"]) == ("STOPPED", "STOPPED")
+    assert host.autostart(sleep=lambda _: None) == {}
