@@ -336,10 +336,10 @@ def _member(name: str) -> str:
 class _Stream:
     """The tar stream of an archive, decompressed by a child process where needed."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, shown: Path) -> None:
         kind = compression.detect(path)
         if kind not in compression.TAR_KINDS:
-            raise ImageError(f"{path} is not a (compressed) tarball")
+            raise ImageError(f"{shown} is not a (compressed) tarball")
         argv = compression.decompress_argv(kind)
         self.proc: subprocess.Popen[bytes] | None = None
         if argv is None:
@@ -412,15 +412,18 @@ def _check_member(m: tarfile.TarInfo, name: str, part: str, links: set[str]) -> 
         raise UnsafeImage(f"backup member {name!r} has an unknown type")
 
 
-def scan(path: str | os.PathLike[str]) -> BackupIndex:
-    """Check every member of the archive at ``path`` and read its index; nothing is written."""
+def scan(path: str | os.PathLike[str], *, shown: Path | None = None) -> BackupIndex:
+    """Check every member of the archive at ``path`` and read its index; nothing is written.
+    ``shown``: the name errors give it (the file the user named, when ``path`` is the
+    descriptor an import holds it by)."""
     p = Path(path)
+    shown = shown or p
     if not p.is_file():
-        raise NotFound("backup file", str(p))
+        raise NotFound("backup file", str(shown))
     index: bytes | None = None
     links: set[str] = set()
     seen: set[str] = set()
-    source = _Stream(p)
+    source = _Stream(p, shown)
     try:
         with tarfile.open(fileobj=source.stream, mode="r|") as tf:
             for m in tf:
@@ -447,7 +450,7 @@ def scan(path: str | os.PathLike[str]) -> BackupIndex:
                 if part:
                     seen.add(part)
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise CorruptArchive(f"cannot read the backup {p}: {e}") from None
+        raise CorruptArchive(f"cannot read the backup {shown}: {e}") from None
     finally:
         source.close()
     if index is None:
@@ -597,8 +600,23 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
     """``lxc import <file> [<name>]``: a new instance from a backup made by ``export`` (here
     or by LXD). Everything is checked first; on any refusal nothing has changed."""
     ctx.recover_leftovers()
-    archive = Path(path).absolute()
-    idx = scan(archive)
+    given = Path(path).absolute()
+    if not given.is_file():
+        raise NotFound("backup file", str(given))
+    # Read through one descriptor from the check to the last unpack: the file may be in a
+    # directory a host user can write, who could otherwise put another archive under its name
+    # once this one passed the checks. ``/dev/fd/<n>`` opens that same file again, here and
+    # in the ``tar`` children that are given the descriptor.
+    fd = os.open(given, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _import_pinned(ctx, Path(f"/dev/fd/{fd}"), given, name, pool)
+    finally:
+        os.close(fd)
+
+
+def _import_pinned(ctx: Context, archive: Path, given: Path, name: str | None,
+                   pool: str | None) -> InstanceCore:
+    idx = scan(archive, shown=given)
     if idx.optimized and idx.backend != "btrfs":
         # a zfs stream carries dataset properties (mountpoint, setuid, devices…) that would be
         # set on the host; only btrfs streams are checked (sendstream) and received
@@ -658,7 +676,7 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
                        if k.startswith("volatile.idmap.") or (fresh and _identity_key(k))}})
                     for s in snapshots])
             inst = commit_instance(ctx, new)
-    ctx.events.emit("instance-created", target, origin=str(archive))
+    ctx.events.emit("instance-created", target, origin=str(given))
     return inst
 
 
@@ -756,8 +774,11 @@ def _tar_extract(archive: Path, dest: Path, member: str, strip: int) -> None:
             "--anchored", "--wildcards", "--exclude=backup/container/rootfs/dev/*",
             "--exclude=backup/snapshots/*/rootfs/dev/*",
             f"--strip-components={strip}", "-C", str(dest), "--no-wildcards", member]
+    # an archive held open by the import (``/dev/fd/<n>``) is read through that descriptor
+    pinned = str(archive).startswith("/dev/fd/")
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, env=compression.tool_env(), check=False)
+                          stderr=subprocess.PIPE, env=compression.tool_env(), check=False,
+                          pass_fds=(int(archive.name),) if pinned else ())
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip()
         raise tar_failure(err or f"tar exited with {proc.returncode}", dest,

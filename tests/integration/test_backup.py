@@ -241,3 +241,27 @@ def test_scan_accepts_what_export_writes(host: lxdlib.Host, tmp_path: Path) -> N
     assert idx.name == "c1" and idx.snapshots == ("s.0-a",) and not idx.optimized
 
 
+
+
+@pytest.mark.parametrize("optimized", [False, True])
+def test_the_archive_unpacked_is_the_one_checked(host: lxdlib.Host, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 optimized: bool) -> None:
+    """The archive may lie in a directory a host user can write, who can put another file
+    under its name once the checks passed: the import reads through the descriptor it
+    checked. Here the swap is made right after the check."""
+    from lxdlib import backup
+    c = host.create("busybox", "c1")
+    c.files.put("/root/which", b"checked\n")
+    checked = host.export_backup("c1", tmp_path / "a.tar.gz", optimized=optimized)
+    c.files.put("/root/which", b"swapped\n")
+    other = host.export_backup("c1", tmp_path / "b.tar.gz", optimized=optimized)
+    real = backup.scan
+
+    def scan_then_swap(path: str | os.PathLike[str], **kw: object) -> backup.BackupIndex:
+        idx = real(path, **kw)  # type: ignore[arg-type]
+        os.replace(other, checked)
+        return idx
+    monkeypatch.setattr(backup, "scan", scan_then_swap)
+    imp = host.import_backup(checked, "imp")
+    assert imp.files.get("/root/which") == b"checked\n"
