@@ -599,7 +599,7 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
                   pool: str | None = None) -> InstanceCore:
     """``lxc import <file> [<name>]``: a new instance from a backup made by ``export`` (here
     or by LXD). Everything is checked first; on any refusal nothing has changed."""
-    ctx.recover_leftovers()
+    # the target's leftovers are settled under its lock below; no scan of every instance
     given = Path(path).absolute()
     if not given.is_file():
         raise NotFound("backup file", str(given))

@@ -571,6 +571,15 @@ class Context(Value, frozen=True, eq=False):
             except Exception as e:
                 log.debug("leftover %s not recovered now: %s", name, e)
 
+    def recover_leftover(self, name: str) -> None:
+        """``recover_leftovers`` for one name: for a verb that makes that name, which needs
+        no scan of every instance."""
+        try:
+            with lock(self.paths, "instance", name, timeout=0):
+                journal.recover_leftover(self, name)
+        except Exception as e:
+            log.debug("leftover %s not recovered now: %s", name, e)
+
     def new_name(self) -> str:
         """A random free ``adjective-animal`` name, as LXD gives an unnamed instance."""
         import random  # here: only an unnamed create needs it

@@ -101,7 +101,8 @@ class Instances(Collection[Instance]):
         or ``<remote>:<alias>`` (downloaded and cached first; ``progress(done, total)``) —
         or an empty one with ``image=None``. ``name`` defaults to a random free one."""
         from .images import Images
-        self.ctx.recover_leftovers()
+        # what a killed process left on this name is settled by ``create`` under its lock;
+        # others' leftovers are not this create's to scan for (a scan of every instance)
         if name is not None:
             names.validate_instance_name(name)
         if image is not None:

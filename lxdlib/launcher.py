@@ -137,9 +137,10 @@ def prepare(ctx: Context, specs: Sequence[Spec], progress: Any = None) -> list[S
         if s.name in seen:
             raise InvalidArgument(f"launch_many: instance name {s.name!r} given twice")
         seen.add(s.name)
+        if not record.exists(ctx.paths, s.name) and ctx.paths.instance_dir(s.name).exists():
+            ctx.recover_leftover(s.name)  # a killed create or delete of this name: settled
         if record.exists(ctx.paths, s.name) or ctx.paths.instance_dir(s.name).exists():
             raise AlreadyExists("instance", s.name)
-    ctx.recover_leftovers()
     fingerprints: dict[str, str] = {}
     for ref in sorted({s.image for s in specs if s.image is not None}):
         local = Images(ctx).resolve(ref, progress)

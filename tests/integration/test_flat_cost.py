@@ -1,0 +1,73 @@
+"""A verb about one instance reads nothing of the others: no scan of the instances' directory,
+no other instance's record. Its cost then cannot grow with their number (issue 12); the
+benchmarks measure the times (``bench/scale.py``), this keeps the reads out.
+
+The verbs run in a fresh ``Host`` (as each command line does), with other instances beside,
+one of them left half-made by a killed create (a directory without a record): settling that
+one is the business of a listing or ``lxdlib recover``, or of a verb that makes that name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import lxdlib
+from lxdlib import record
+
+pytestmark = pytest.mark.root
+
+
+class Reads:
+    """What the verbs under watch read of the root's instances."""
+
+    def __init__(self) -> None:
+        self.scans = 0
+        self.records: list[str] = []
+
+
+@pytest.fixture
+def reads(host: lxdlib.Host, monkeypatch: pytest.MonkeyPatch) -> Iterator[Reads]:
+    for n in ("o1", "o2"):
+        host.create("busybox", n)
+    (host.paths.instance_dir("leftover")).mkdir(mode=0o700)  # a create killed early
+    seen = Reads()
+    directories, load_file = record.directories, record.load_file
+
+    def counted_directories(paths: object) -> list[str]:
+        seen.scans += 1
+        return directories(paths)  # type: ignore[arg-type]
+
+    def counted_load(path: str, name: str) -> record.InstanceRecord:
+        seen.records.append(name)
+        return load_file(path, name)
+    monkeypatch.setattr(record, "directories", counted_directories)
+    monkeypatch.setattr(record, "load_file", counted_load)
+    yield seen
+
+
+def test_making_an_instance_scans_no_other(host: lxdlib.Host, reads: Reads,
+                                           tmp_path: Path) -> None:
+    backup = host.export_backup("o1", tmp_path / "o1.tar.gz", instance_only=True)
+    reads.records.clear()
+    fresh = lxdlib.Host(host.paths.root)
+    fresh.create("busybox", "new1")
+    fresh.launch_many(["new2", "new3"], image="busybox", start=False)
+    fresh.import_backup(backup, "new4")
+    fresh.copy("new1", "new5")
+    assert reads.scans == 0
+    assert not {"o1", "o2", "leftover"} & set(reads.records), reads.records
+    assert host.paths.instance_dir("leftover").exists()  # not theirs to settle
+    names = fresh.instances.names()  # a listing settles it
+    assert "leftover" not in names and not host.paths.instance_dir("leftover").exists()
+
+
+def test_a_leftover_of_the_name_itself_is_settled(host: lxdlib.Host, reads: Reads) -> None:
+    fresh = lxdlib.Host(host.paths.root)
+    fresh.launch_many(["leftover"], image="busybox", start=False)
+    assert fresh.instances["leftover"].state == "STOPPED"
+    assert reads.scans == 0
+    assert not os.path.exists(host.paths.instance_dir("o1") / ".pending.yaml")
