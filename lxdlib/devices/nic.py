@@ -62,6 +62,20 @@ def running_host_names(root: object, instance: str,
             for dname, dev in devices.items() if dev.get("type") == "nic"}
 
 
+def dhcp_claims(instance: str, devices: Mapping[str, Mapping[str, str]]
+                ) -> dict[str, dict[str, str | None]]:
+    """The static DHCP entries the nics of ``devices`` (expanded) may hold, ``{network: {key:
+    static ipv4.address or None}}`` (None: a name, or the address ipv4_filtering pinned): the
+    render writes them, and whatever else the instance holds is what a removed, moved or
+    refused nic left (see ``InstanceCore._keep_dhcp``)."""
+    out: dict[str, dict[str, str | None]] = {}
+    for dname, dev in devices.items():
+        if dev.get("type") == "nic" and dev.get("network"):
+            out.setdefault(dev["network"], {})[f"{instance}/{dname}"] = \
+                dev.get("ipv4.address") or None
+    return out
+
+
 def host_veth(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> str:
     """The host end of the nic's veth (at most 15 characters)."""
     return dev.get("host_name") or default_host_name(ctx.host.paths.root, ctx.name, name)

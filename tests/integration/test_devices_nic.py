@@ -348,3 +348,54 @@ def test_a_host_name_that_is_not_the_instances_own_is_refused_and_left_alone(
         for link in (foreign, later1, later2):
             subprocess.run(["ip", "link", "del", link], capture_output=True)
 
+
+def test_a_refused_or_removed_nic_leaves_no_static_address_behind(
+        host: lxdlib.Host, net: tuple[str, str]) -> None:
+    """The static address of a nic is held from its first render, so it must go when the nic
+    does not stay: a refused edit (the nic next to a disk whose source is missing) saves nothing
+    and leaves no entry, nor does one killed (``kill -9``) between its render and its save once
+    the next operation on the instance has run; a nic removed, or given another address, frees
+    the old one. Each time another instance takes the address at once."""
+    import os
+    import signal
+    import sys
+    name, gw = net
+    base = gw.rsplit(".", 1)[0]
+    a, b, d = f"{base}.71", f"{base}.72", f"{base}.73"
+    hosts_d = host.paths.run / "networks" / name / "hosts.d"
+    nic = {"type": "nic", "network": name}
+    c1 = host.create("busybox", "c1")
+    c2 = host.create("busybox", "c2")
+    before = c1.devices
+
+    with pytest.raises(lxdlib.LxdlibError, match="nosuch"):
+        c1.update(devices={**before, "e0": {**nic, "ipv4.address": a},
+                           "zz": {"type": "disk", "source": str(host.paths.root / "nosuch"),
+                                  "path": "/mnt"}})
+    assert c1.devices == before and not (hosts_d / "c1").exists()
+    c2.update(devices={"e0": {**nic, "ipv4.address": a}})
+
+    c1.update(devices={**before, "e1": {**nic, "ipv4.address": b}})
+    assert b in (hosts_d / "c1").read_text()
+    c1.update(devices=before)
+    assert not (hosts_d / "c1").exists()
+    c2.update(devices={"e0": {**nic, "ipv4.address": b}})
+
+    c1.update(devices={**before, "e1": {**nic, "ipv4.address": a}})
+    c1.update(devices={**before, "e1": {**nic, "ipv4.address": d}})
+    assert a not in (hosts_d / "c1").read_text()
+    c2.update(devices={"e0": {**nic, "ipv4.address": a}})
+
+    # killed after the render wrote the entry, before the record was saved
+    step = ("import sys, lxdlib; c = lxdlib.Host(sys.argv[1]).instances['c1']; "
+            f"c.update(devices={{**c.devices, 'e2': {{**{nic!r}, 'ipv4.address': {b!r}}}}})")
+    r = subprocess.run([sys.executable, "-c", step, str(host.paths.root)], timeout=120,
+                       env={**os.environ, "LXDLIB_CRASHPOINT": "update.config-written"},
+                       capture_output=True, text=True, start_new_session=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert b in (hosts_d / "c1").read_text()  # what the kill left
+    fresh = lxdlib.Host(host.paths.root)
+    fresh.instances["c1"].update(description="the next operation")
+    assert "e2" not in fresh.instances["c1"].devices
+    assert b not in (hosts_d / "c1").read_text()
+    fresh.instances["c2"].update(devices={"e0": {**nic, "ipv4.address": b}})
