@@ -376,6 +376,13 @@ class Context(Value, frozen=True, eq=False):
         if any(self.paths.networks.glob("*.yaml")):
             self.networks.dhcp_hosts_forget(instance)
 
+    def network_retain(self, instance: str,
+                       claims: Mapping[str, Mapping[str, str | None]]) -> None:
+        """``network_forget``, but for the entries ``claims`` names (``{network: {key: static
+        address or None}}``): those of nics an instance no longer has, or no longer has so."""
+        if any(self.paths.networks.glob("*.yaml")):
+            self.networks.dhcp_hosts_retain(instance, claims)
+
     # -- composition: profiles + local settings -----------------------------------------------
     def check_profiles(self, profiles: Sequence[str]) -> list[str]:
         """The profile list validated, each profile present (a fresh root gets its default)."""

@@ -583,6 +583,10 @@ class InstanceCore:
             # the intent: before the record (the commit point) the old record comes back;
             # after it, the running instance is brought to the new one (see _recover_update)
             intent = {"old": rec.to_dict(), "before": {"config": old_cfg, "devices": old_devs}}
+            # a nic removed, moved or given another address: its static DHCP entry must go
+            # (the render writes the new ones; the others are looked for only then, as they
+            # cost a look per network)
+            nics_moved = _dhcp_view(old_devs) != _dhcp_view(new_devs)
             journal.begin(self._paths, self.name, "update", stage="prepare", **intent)
             try:
                 journal.crashpoint("update.begun")
@@ -594,7 +598,9 @@ class InstanceCore:
                 journal.crashpoint("update.saved")
             except BaseException:
                 with contextlib.suppress(Exception):
-                    self._write_lxc_config(rec)
+                    self._write_lxc_config(rec)  # the old nics' entries as they were
+                if nics_moved:
+                    self._keep_dhcp(old_devs)  # and none the refused render added
                 journal.end(self._paths, self.name)
                 raise
             if self.state in ("RUNNING", "FROZEN"):
@@ -610,8 +616,13 @@ class InstanceCore:
                         self._apply_live(new_cfg, old_cfg)
                     record.save(self._paths, rec)
                     self._write_lxc_config(rec)
+                    if nics_moved:
+                        self._keep_dhcp(old_devs)
                     journal.end(self._paths, self.name)
                     raise
+            if nics_moved:
+                # before the intent ends: a kill first leaves its recovery to do it
+                self._keep_dhcp(new_devs)
             journal.end(self._paths, self.name)
         self.ctx.events.emit("instance-updated", self.name)
 
@@ -641,6 +652,23 @@ class InstanceCore:
                 raise NotFound("config key", key, f"not set on instance {self.name!r}")
             del rec.config[key]
         self.modify(change)
+
+    def _keep_dhcp(self, devices: Mapping[str, Mapping[str, str]],
+                   since: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        """Drop the static DHCP entries of this instance that its nics in ``devices`` (the
+        expanded devices of the record that stands) do not claim: those a removed or moved
+        nic, or a refused change's render, left. They would hold an address (and a MAC)
+        against every other instance until this one is deleted. ``since``: the devices before
+        a change, nothing looked for when no nic's network or address changed. Failing to is
+        logged: the change itself stands, and the next change or the delete drops them."""
+        if since is not None and _dhcp_view(since) == _dhcp_view(devices):
+            return
+        from .devices.nic import dhcp_claims
+        try:
+            self.ctx.network_retain(self.name, dhcp_claims(self.name, devices))
+        except Exception as e:
+            log.warning("instance %s: cannot drop the DHCP entries of nics it no longer has: %s",
+                        self.name, e)
 
     def _apply_quota(self, devs: Mapping[str, Mapping[str, str]], rec: InstanceRecord,
                      old: Mapping[str, Mapping[str, str]] | None = None) -> None:
@@ -1186,6 +1214,12 @@ def expansion(data: Any) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
              for k, v in (data.get("devices") or {}).items()})
 
 
+def _dhcp_view(devices: Mapping[str, Mapping[str, str]]) -> dict[str, tuple[str, str]]:
+    """What a nic's static DHCP entry follows: its network and static address."""
+    return {n: (d.get("network", ""), d.get("ipv4.address", "")) for n, d in devices.items()
+            if d.get("type") == "nic"}
+
+
 def _recover_update(ctx: Context, name: str, op: dict[str, Any]) -> None:
     """A config/device change that died. Before its record was saved (``prepare``) the old
     record comes back (a kill right after the save lands here too: nothing live changed yet);
@@ -1199,12 +1233,14 @@ def _recover_update(ctx: Context, name: str, op: dict[str, Any]) -> None:
         inst._apply_quota(before[1], old, inst.expanded()[1])
         inst._write_lxc_config(old)
         record.save(ctx.paths, old)
+        inst._keep_dhcp(before[1])  # what the unsaved change's render added goes
         return
     rec = inst.record()
     after = inst.expanded(rec)
     try:
         inst._write_lxc_config(rec)
         inst._converge_live(before, after, rec)
+        inst._keep_dhcp(after[1])
     except Exception as e:
         import logging
         logging.getLogger("lxdlib").warning(
@@ -1213,6 +1249,7 @@ def _recover_update(ctx: Context, name: str, op: dict[str, Any]) -> None:
         inst._write_lxc_config(old)
         record.save(ctx.paths, old)
         inst._converge_live(after, before, old)
+        inst._keep_dhcp(before[1])
 
 
 def _recover_profile_apply(ctx: Context, name: str, op: dict[str, Any]) -> None:

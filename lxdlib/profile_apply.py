@@ -161,6 +161,7 @@ def _reapply(ctx: Context, users: Sequence[str],
             if inst.state in ("RUNNING", "FROZEN"):
                 inst._apply_live(before[u][0], new_cfg)
                 inst._apply_devices_live(before[u][1], new_devs, rec, new_cfg)
+            inst._keep_dhcp(new_devs, since=before[u][1])  # a nic the profile took away
         except Exception as e:  # collected: one instance must not stop the others
             failures[u] = str(e)
         journal.end(ctx.paths, u)

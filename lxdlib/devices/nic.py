@@ -15,6 +15,13 @@ network gave the nic (or a free one) as a static DHCP entry, so the allowed addr
 Removing a nic that has ``security.*`` keys from a running instance unplugs it at once (its host
 end is deleted): it must not keep its link without its filter. Other nic changes take effect at
 the next start, as in LXD for a bridged nic's plumbing.
+
+A host end is found by its name, and a name proves nothing: ``host_name`` may name any host
+interface. So lxdlib acts (tc, filters, port flag, delete) only on a host end the kernel shows to
+be this instance's (a veth whose peer is in the network namespace of its init:
+`lxdlib.network.bridge.veth_peer_in`), and a nic whose host end names an interface that exists
+and is not the instance's own is refused at every render (an edit, an add, a start) before
+anything changes.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ import subprocess
 from collections.abc import Mapping
 
 from ..config.units import is_true
+from ..errors import InvalidConfig
 from ..logs import get_logger
-from ..network import filtering, tc
+from ..network import bridge, filtering, tc
 from ..render import Nic
 from . import BaseDriver, DeviceContext, Rendered
 from .hotmount import in_start_hook
@@ -52,6 +60,20 @@ def running_host_names(root: object, instance: str,
     return {f"volatile.{dname}.host_name": dev.get("host_name") or
             default_host_name(root, instance, dname)
             for dname, dev in devices.items() if dev.get("type") == "nic"}
+
+
+def dhcp_claims(instance: str, devices: Mapping[str, Mapping[str, str]]
+                ) -> dict[str, dict[str, str | None]]:
+    """The static DHCP entries the nics of ``devices`` (expanded) may hold, ``{network: {key:
+    static ipv4.address or None}}`` (None: a name, or the address ipv4_filtering pinned): the
+    render writes them, and whatever else the instance holds is what a removed, moved or
+    refused nic left (see ``InstanceCore._keep_dhcp``)."""
+    out: dict[str, dict[str, str | None]] = {}
+    for dname, dev in devices.items():
+        if dev.get("type") == "nic" and dev.get("network"):
+            out.setdefault(dev["network"], {})[f"{instance}/{dname}"] = \
+                dev.get("ipv4.address") or None
+    return out
 
 
 def host_veth(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> str:
@@ -89,6 +111,39 @@ def _bridge(dev: Mapping[str, str]) -> str:
 
 def _hwaddr(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> str:
     return dev.get("hwaddr") or ctx.record.config.get(f"volatile.{name}.hwaddr") or ""
+
+
+def _plugged(ctx: DeviceContext, veth: str) -> bool:
+    """Whether ``veth`` is a host end of the running instance (see the module's docstring)."""
+    return ctx.pid is not None and tc.exists(veth) and bridge.veth_peer_in(veth, ctx.pid)
+
+
+def _init_pid(ctx: DeviceContext) -> int | None:
+    """The instance's init pid when it runs: a render has none in its context (only the
+    rare render that meets an existing host end asks)."""
+    if ctx.pid is not None:
+        return ctx.pid
+    from .. import livestate, runtime  # here: only a clash of names needs them
+    live = livestate.of(ctx.host.paths.lxcpath, ctx.name)
+    pid = live.pid if live is not None else \
+        runtime.open_container(ctx.host.paths.lxcpath, ctx.name).init_pid
+    return pid if pid > 0 else None
+
+
+def _check_host_end(ctx: DeviceContext, name: str, veth: str) -> None:
+    """Refuse a host end another nic of the instance names too, or that exists on the host
+    without being the instance's own (a start has none yet: liblxc would fail to create it)."""
+    for other, dev in ctx.devices.items():
+        if other != name and dev.get("type") == "nic" and host_veth(ctx, other, dev) == veth:
+            raise InvalidConfig(f"devices.{name}.host_name",
+                                f"nic {other} of instance {ctx.name} has that host end too", veth)
+    if not tc.exists(veth):
+        return
+    pid = None if ctx.starting else _init_pid(ctx)
+    if pid is None or not bridge.veth_peer_in(veth, pid):
+        raise InvalidConfig(f"devices.{name}.host_name",
+                            f"host interface {veth} exists and is not a nic of instance "
+                            f"{ctx.name}", veth)
 
 
 def _wants_pinned_ipv4(dev: Mapping[str, str]) -> bool:
@@ -135,6 +190,8 @@ class NicDriver(BaseDriver):
         # the bridge must be up for a start only; a create, copy or edit names it, checked to
         # exist (bringing a network up checks the bridge, dnsmasq and the NAT table: ~1 ms)
         link = ctx.host.nic_link(dev) if ctx.starting else ctx.host.nic_check(dev)
+        veth = host_veth(ctx, name, dev)
+        _check_host_end(ctx, name, veth)  # before the DHCP entry below
         hwaddr = dev.get("hwaddr") or ctx.record.config.get(f"volatile.{name}.hwaddr") or ""
         if dev.get("network") and hwaddr:
             if _wants_pinned_ipv4(dev):
@@ -154,7 +211,7 @@ class NicDriver(BaseDriver):
         limits = tc.nic_limits(dev)  # a bad rate fails here, before the start
         tc.collect_orphan(host_ifb(ctx, name))  # unless an earlier stop left it behind: reads
         return Rendered(nics=[Nic(name=dev.get("name", name), link=link, hwaddr=hwaddr,
-                                  mtu=dev.get("mtu"), host_name=host_veth(ctx, name, dev))],
+                                  mtu=dev.get("mtu"), host_name=veth)],
                         start_hook=bool(limits) or _secured(dev))
 
     def start(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
@@ -162,8 +219,10 @@ class NicDriver(BaseDriver):
         if ctx.pid is None or not (limits or _secured(dev)):
             return
         veth = host_veth(ctx, name, dev)
-        if not in_start_hook() and not tc.exists(veth):
-            return  # a nic added to a running instance: it is plugged at the next start
+        if not in_start_hook() and not _plugged(ctx, veth):
+            # a nic added to a running instance: it is plugged at the next start (a host
+            # interface of that name is someone else's). In the hook, liblxc has just made it
+            return
         if _filtered(dev):
             filtering.install(nic_filter(ctx, name, dev, dev))
         if _isolated(dev):
@@ -173,7 +232,12 @@ class NicDriver(BaseDriver):
 
     def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
         veth = host_veth(ctx, name, dev)
-        if _secured(dev) and ctx.pid is not None and not in_start_hook() and tc.exists(veth):
+        present = tc.exists(veth)
+        # ours: the hook's rollback undoes what liblxc just made; a live remove, the kernel
+        # says. After the stop (no pid) the instance's host end went with it: one there now
+        # is someone else's, and so is the filter chain of that name
+        ours = present and ctx.pid is not None and (in_start_hook() or _plugged(ctx, veth))
+        if ours and _secured(dev) and not in_start_hook():
             # removed from a running instance: unplug it rather than leave it unfiltered
             r = subprocess.run(["ip", "link", "del", "dev", veth], capture_output=True,
                                check=False)
@@ -184,8 +248,11 @@ class NicDriver(BaseDriver):
                 log.info("nic %s of %s unplugged (host end %s deleted)", name, ctx.name, veth)
 
         if tc.nic_limits(dev):
-            tc.clear(veth, ifb=host_ifb(ctx, name))
-        if _filtered(dev):
+            if ours:
+                tc.clear(veth, ifb=host_ifb(ctx, name))
+            else:
+                tc.drop_ifb(host_ifb(ctx, name))  # named after the instance: always ours
+        if _filtered(dev) and (ours or not present):
             filtering.remove(_bridge(dev), veth)
 
     def update(self, ctx: DeviceContext, name: str, old: Mapping[str, str],
@@ -193,8 +260,8 @@ class NicDriver(BaseDriver):
         """Live: limits and the security keys. The nic stays plugged as it started (``old``'s
         bridge, host end and MAC) until the next start; only what it may send changes."""
         veth = host_veth(ctx, name, old)  # the running veth keeps the name it started with
-        if not tc.exists(veth):
-            return
+        if not _plugged(ctx, veth):
+            return  # not plugged (added live), or a host interface of that name not ours
         if _filtered(new):
             want = nic_filter(ctx, name, old, new)
             if not _filtered(old) or want != nic_filter(ctx, name, old, old):

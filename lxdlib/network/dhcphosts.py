@@ -38,7 +38,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .. import state
@@ -230,8 +230,15 @@ class HostStore:
 
     def forget(self, owner: str) -> list[StaticHost]:
         """Drop the entries keyed ``owner`` or ``owner/<anything>``; the dropped entries."""
+        return self.retain(owner, {})
+
+    def retain(self, owner: str, keep: Mapping[str, str | None]) -> list[StaticHost]:
+        """Drop the entries keyed ``owner`` or ``owner/<anything>`` but those ``keep`` names,
+        and of those, one whose address is not the static address ``keep`` gives it (None:
+        any, or none); the dropped entries. One read of the owner's file."""
         hosts = self.owner_hosts(owner_of(owner))
-        keys = {k for k in hosts if k == owner or k.startswith(owner + "/")}
+        keys = {k for k, h in hosts.items() if (k == owner or k.startswith(owner + "/"))
+                and (k not in keep or keep[k] not in (None, h.ipv4))}
         return self._drop(owner_of(owner), keys)
 
     def _drop(self, owner: str, keys: set[str]) -> list[StaticHost]:

@@ -23,7 +23,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from .. import state
@@ -166,6 +166,16 @@ def _check_domain(key: str, value: str) -> None:
     if len(value) > 253 or not all(dhcphosts.DNS_LABEL.fullmatch(label) for label in labels):
         raise InvalidConfig(key, "must be a DNS domain name (letters, digits, '-' and dots)",
                             value)
+
+
+def _normal_ipv4(value: str | None) -> str | None:
+    """An IPv4 address as entries hold it (``dhcp_host_add`` writes it so); other text as is."""
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        return value
 
 
 def _check_mac(key: str, value: str) -> None:
@@ -1025,15 +1035,25 @@ class NetworkManager:
         nics of a deleted instance), and release their leases so their addresses are free at
         once. Per network this is a look for the owner's one file, and, when it is there, that
         file, its index files, and one read of the lease file."""
+        self.dhcp_hosts_retain(owner, {})
+
+    def dhcp_hosts_retain(self, owner: str,
+                          keep: Mapping[str, Mapping[str, str | None]]) -> None:
+        """``dhcp_hosts_forget``, but for the entries ``keep`` names: ``{network: {key: static
+        address or None}}`` (None: any address, or none). What an instance's nics claim once its
+        record is saved (or kept, after a refused change): a removed nic, or one moved to
+        another network or given another static address, leaves nothing that blocks others.
+        The same cost: one look per network for the owner's file."""
         for record in self.list():
             name = record["name"]
             run = self.run_dir(name)
             probe = dhcphosts.HostStore(run).owner_path(dhcphosts.owner_of(owner))
             if not probe.exists() and not (run / DHCP_HOSTS).exists():
                 continue
+            wanted = {key: _normal_ipv4(ipv4) for key, ipv4 in keep.get(name, {}).items()}
             with self._lock(name):
                 store = self._hosts(name)
-                gone = store.forget(owner)
+                gone = store.retain(owner, wanted)
                 if not gone:
                     continue
                 if store.reread_due(gone=gone):

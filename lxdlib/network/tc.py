@@ -181,6 +181,13 @@ def clear(veth: str, ifb: str | None = None) -> None:
     log.debug("%s: traffic limits cleared", veth)
 
 
+def drop_ifb(ifb: str) -> None:
+    """Delete ``ifb`` alone (idempotent): a nic's stop when its veth is gone, or is not the
+    instance's, whose qdiscs are then not lxdlib's to remove."""
+    with iproute() as ipr:
+        _clear(ipr, None, ifb)
+
+
 def _orphaned(ifb: str) -> bool:
     """Whether ``ifb`` exists and the veth named in its alias does not."""
     try:

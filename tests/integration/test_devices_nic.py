@@ -260,3 +260,142 @@ def test_dhcp_name_entry_is_written_at_start_and_a_static_address_at_create(
     c1.delete(force=True)
     c2.delete()
     assert not (hosts_d / "c1").exists() and not (hosts_d / "c2").exists()
+
+
+def _qdiscs(link: str) -> str:
+    return subprocess.run(["tc", "qdisc", "show", "dev", link], capture_output=True,
+                          text=True).stdout
+
+
+def test_a_host_name_that_is_not_the_instances_own_is_refused_and_left_alone(
+        host: lxdlib.Host, net: tuple[str, str]) -> None:
+    """``host_name`` naming a host interface that exists and is not the instance's (a veth pair
+    of the host's own, with a qdisc of its own) is refused before anything changes — live add,
+    edit, start — and that interface keeps its link and its qdisc, gets no filter and is never
+    deleted: not by the undo of a refused live add, nor when a nic added live under a name the
+    host takes only later is removed live or stopped (lxdlib acts only on a veth whose peer is
+    in the instance)."""
+    from lxdlib.hooks import post_stop
+    from lxdlib.network import filtering
+    name, gw = net
+    foreign, later1, later2 = (f"lxf{secrets.token_hex(4)}" for _ in range(3))
+    hosts_d = host.paths.run / "networks" / name / "hosts.d"
+
+    def make(link: str) -> None:
+        subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", link + "p"],
+                       check=True)
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        subprocess.run(["tc", "qdisc", "add", "dev", link, "root", "handle", "1:", "htb"],
+                       check=True)  # the host's own, in the place lxdlib's would be
+
+    def untouched(link: str) -> bool:
+        qdiscs = _qdiscs(link)
+        return _link_exists(link) and "qdisc htb 1:" in qdiscs and "ingress" not in qdiscs \
+            and not filtering.installed(name, link)
+
+    nic = {"type": "nic", "network": name}
+    try:
+        make(foreign)
+        c = host.launch("busybox", "c1", devices={"eth0": {**nic, "name": "eth0"}})
+        before = c.devices
+        for keys in ({"security.port_isolation": "true"},
+                     {"limits.egress": "1Mbit", "security.mac_filtering": "true"},
+                     {"limits.ingress": "1Mbit", "ipv4.address": gw.rsplit(".", 1)[0] + ".88"}):
+            with pytest.raises(lxdlib.InvalidConfig,
+                               match=rf"host interface {foreign} exists and is not a nic of "
+                                     r"instance c1"):
+                c.update(devices={**before, "e0": {**nic, "host_name": foreign, **keys}})
+            assert c.devices == before and untouched(foreign)
+        assert "/e0" not in (hosts_d / "c1").read_text()
+
+        # a stopped instance: refused at the edit, and at the start if the name came later
+        c2 = host.create("busybox", "c2", devices={"eth0": {**nic, "host_name": later1,
+                                                             "limits.ingress": "1Mbit"}})
+        with pytest.raises(lxdlib.InvalidConfig, match=rf"host interface {foreign} exists"):
+            c2.update(devices={"eth0": {**nic, "host_name": foreign}})
+        make(later1)
+        with pytest.raises(lxdlib.InvalidConfig, match=rf"host interface {later1} exists and "
+                                                       r"is not a nic of instance c2"):
+            c2.start()
+        assert c2.state == "STOPPED" and untouched(later1)
+        c2.delete()
+        subprocess.run(["ip", "link", "del", later1], check=True)
+
+        # nics added live under free names (plugged only at the next start); the host then
+        # takes the names: a change is refused, a live remove and the stop leave them alone
+        def secured(link: str) -> dict[str, str]:
+            return {**nic, "host_name": link, "limits.egress": "1Mbit",
+                    "security.mac_filtering": "true", "security.port_isolation": "true"}
+        c.update(devices={**before, "e1": secured(later1), "e2": secured(later2)})
+        make(later1)
+        with pytest.raises(lxdlib.InvalidConfig, match=rf"host interface {later1} exists"):
+            c.update(devices={**before, "e1": {**secured(later1), "limits.egress": "2Mbit"},
+                              "e2": secured(later2)})
+        c.update(devices={**before, "e2": secured(later2)})
+        assert untouched(later1)
+        make(later2)
+        c.stop(force=True)
+        post_stop(host.paths.root, "c1", "stop")  # what liblxc (or the watcher) runs at a stop
+        assert untouched(later2)
+
+        # the instance's own host end still takes live changes
+        c.update(devices=before)
+        c.start()
+        veth = default_host_name(host.paths.root, "c1", "eth0")
+        c.update(devices={"eth0": {**nic, "name": "eth0", "limits.ingress": "1Mbit"}})
+        assert tc.read(veth).ingress == 1_000_000
+    finally:
+        for link in (foreign, later1, later2):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+
+
+def test_a_refused_or_removed_nic_leaves_no_static_address_behind(
+        host: lxdlib.Host, net: tuple[str, str]) -> None:
+    """The static address of a nic is held from its first render, so it must go when the nic
+    does not stay: a refused edit (the nic next to a disk whose source is missing) saves nothing
+    and leaves no entry, nor does one killed (``kill -9``) between its render and its save once
+    the next operation on the instance has run; a nic removed, or given another address, frees
+    the old one. Each time another instance takes the address at once."""
+    import os
+    import signal
+    import sys
+    name, gw = net
+    base = gw.rsplit(".", 1)[0]
+    a, b, d = f"{base}.71", f"{base}.72", f"{base}.73"
+    hosts_d = host.paths.run / "networks" / name / "hosts.d"
+    nic = {"type": "nic", "network": name}
+    c1 = host.create("busybox", "c1")
+    c2 = host.create("busybox", "c2")
+    before = c1.devices
+
+    with pytest.raises(lxdlib.LxdlibError, match="nosuch"):
+        c1.update(devices={**before, "e0": {**nic, "ipv4.address": a},
+                           "zz": {"type": "disk", "source": str(host.paths.root / "nosuch"),
+                                  "path": "/mnt"}})
+    assert c1.devices == before and not (hosts_d / "c1").exists()
+    c2.update(devices={"e0": {**nic, "ipv4.address": a}})
+
+    c1.update(devices={**before, "e1": {**nic, "ipv4.address": b}})
+    assert b in (hosts_d / "c1").read_text()
+    c1.update(devices=before)
+    assert not (hosts_d / "c1").exists()
+    c2.update(devices={"e0": {**nic, "ipv4.address": b}})
+
+    c1.update(devices={**before, "e1": {**nic, "ipv4.address": a}})
+    c1.update(devices={**before, "e1": {**nic, "ipv4.address": d}})
+    assert a not in (hosts_d / "c1").read_text()
+    c2.update(devices={"e0": {**nic, "ipv4.address": a}})
+
+    # killed after the render wrote the entry, before the record was saved
+    step = ("import sys, lxdlib; c = lxdlib.Host(sys.argv[1]).instances['c1']; "
+            f"c.update(devices={{**c.devices, 'e2': {{**{nic!r}, 'ipv4.address': {b!r}}}}})")
+    r = subprocess.run([sys.executable, "-c", step, str(host.paths.root)], timeout=120,
+                       env={**os.environ, "LXDLIB_CRASHPOINT": "update.config-written"},
+                       capture_output=True, text=True, start_new_session=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert b in (hosts_d / "c1").read_text()  # what the kill left
+    fresh = lxdlib.Host(host.paths.root)
+    fresh.instances["c1"].update(description="the next operation")
+    assert "e2" not in fresh.instances["c1"].devices
+    assert b not in (hosts_d / "c1").read_text()
+    fresh.instances["c2"].update(devices={"e0": {**nic, "ipv4.address": b}})
