@@ -102,6 +102,28 @@ def test_profile_delete_loses_to_launch_with_it(host: lxdlib.Host) -> None:
     assert "pl" in lxdlib.Host(host.paths.root).profiles.names()
 
 
+def test_instance_naming_a_missing_profile_stays_repairable(host: lxdlib.Host) -> None:
+    """Defence in depth: a record naming a profile that is gone (deleted by hand, or by an
+    older version in the race above) can still drop it, and be deleted, with force or not."""
+    host.profiles.create("pm", {"user.m": "1"})
+    for name in ("pc", "pd", "pe"):
+        host.create("busybox", name, profiles=["default", "pm"])
+    (host.paths.profiles / "pm.yaml").unlink()
+    r = _run(host, "config", "set", "pc", "user.y", "1")
+    assert r.returncode != 0 and "profile remove pc pm" in r.stderr, r.stderr
+    r = _run(host, "profile", "remove", "pc", "pm")
+    assert r.returncode == 0, r.stderr
+    assert host.instances["pc"].profiles == ["default"]
+    host.instances["pc"].set_config("user.y", "1")
+    r = _run(host, "profile", "assign", "pd", "default")
+    assert r.returncode == 0, r.stderr
+    for argv in (["delete", "pd"], ["delete", "-f", "pe"]):
+        r = _run(host, *argv)
+        assert r.returncode == 0, r.stderr
+    assert host.instances.names() == ["pc"]
+    invariants.check(host)
+
+
 @pytest.mark.parametrize("point", ["profile.withdrawn", "profile.renamed"])
 def test_profile_rename_killed_leaves_old_or_new(host: lxdlib.Host, point: str) -> None:
     host.profiles.create("ka", {"user.k": "1"})
