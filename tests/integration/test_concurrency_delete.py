@@ -11,6 +11,7 @@ never an instance naming something that no longer exists.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -154,3 +155,67 @@ def test_profile_delete_killed_puts_it_back(host: lxdlib.Host) -> None:
     assert lxdlib.Host(host.paths.root).profiles.get("kd").config == {"user.k": "1"}
     lxdlib.Host(host.paths.root).profiles.delete("kd")
     assert "kd" not in lxdlib.Host(host.paths.root).profiles.names()
+
+
+# -- networks --------------------------------------------------------------------------------------
+
+def _network(host: lxdlib.Host) -> str:
+    name = "lkd" + secrets.token_hex(3)
+    host.networks.create(name, {"ipv4.address": "none", "ipv6.address": "none"})
+    return name
+
+
+@pytest.mark.parametrize("verb", ["delete", "rename"])
+def test_network_delete_or_rename_loses_to_nic_add(host: lxdlib.Host, verb: str) -> None:
+    net = _network(host)
+    c = host.create("busybox", "na")
+    nic = {"type": "nic", "network": net, "name": "eth9"}
+    argv = ["network", "delete", net] if verb == "delete" else \
+        ["network", "rename", net, net + "r"]
+    try:
+        with _racing(host, lambda rec: "eth9" in rec.devices, argv,
+                     _away(host, host.paths.networks, net)) as procs:
+            c.modify(lambda r: r.devices.__setitem__("eth9", nic))  # = `network attach`
+        assert procs and procs[0][0] != 0, "the delete won while a nic was added"
+        assert "in use" in procs[0][1].lower(), procs
+        fresh = lxdlib.Host(host.paths.root)
+        assert net in fresh.networks.names() and net + "r" not in fresh.networks.names()
+        assert fresh.instances["na"].devices["eth9"] == nic
+        fresh.instances["na"].start()  # its network is there to plug into
+        fresh.instances["na"].stop(force=True)
+    finally:
+        c.delete(force=True)
+        for n in (net, net + "r"):
+            if n in host.networks.names():
+                host.networks.delete(n)
+
+
+def test_network_users_count_an_instance_whose_profile_is_gone(host: lxdlib.Host) -> None:
+    net = _network(host)
+    host.profiles.create("nm", {"user.m": "1"})
+    host.create("busybox", "nb", profiles=["default", "nm"],
+                devices={"eth0": {"type": "nic", "network": net, "name": "eth0"}})
+    (host.paths.profiles / "nm.yaml").unlink()
+    try:
+        assert host.networks[net].used_by == ["nb"]
+        r = _run(host, "network", "delete", net)
+        assert r.returncode != 0 and "in use" in r.stderr.lower(), r.stderr
+        assert net in host.networks.names()
+    finally:
+        host.instances["nb"].delete(force=True)
+        host.networks.delete(net)
+
+
+def test_network_delete_killed_puts_it_back(host: lxdlib.Host) -> None:
+    net = _network(host)
+    try:
+        r = _run(host, "network", "delete", net, LXDLIB_CRASHPOINT="network.withdrawn")
+        assert r.returncode == -signal.SIGKILL, r.stderr
+        fresh = lxdlib.Host(host.paths.root)
+        assert net in fresh.networks.names()  # the next listing puts it back
+        assert not [e for e in os.listdir(host.paths.networks) if e.endswith(".away")]
+    finally:
+        if net in host.networks.names():
+            host.networks.delete(net)
+    assert net not in lxdlib.Host(host.paths.root).networks.names()
+
