@@ -219,3 +219,35 @@ def test_network_delete_killed_puts_it_back(host: lxdlib.Host) -> None:
             host.networks.delete(net)
     assert net not in lxdlib.Host(host.paths.root).networks.names()
 
+
+# -- volumes ---------------------------------------------------------------------------------------
+
+def test_volume_delete_loses_to_attach(host: lxdlib.Host) -> None:
+    host.volumes.create("default/va")
+    host.create("busybox", "vc")
+    with _racing(host, lambda rec: "dv" in rec.devices,
+                 ["storage", "volume", "delete", "default", "va"],
+                 _away(host, host.paths.root / "storage-volumes" / "default", "va")) as procs:
+        host.volumes.get("default/va").attach("vc", "/mnt/v", "dv")
+    assert procs and procs[0][0] != 0, "the delete won while the volume was attached"
+    assert "in use" in procs[0][1].lower(), procs
+    fresh = lxdlib.Host(host.paths.root)
+    assert "default/va" in fresh.volumes.names()
+    assert fresh.instances["vc"].devices["dv"]["source"] == "va"
+    fresh.instances["vc"].start()  # its volume is there to mount
+    fresh.instances["vc"].stop(force=True)
+    invariants.check(fresh)
+
+
+def test_volume_delete_killed_puts_it_back(host: lxdlib.Host) -> None:
+    host.volumes.create("default/vk")
+    path = host.volumes.get("default/vk").path
+    (path / "keep").write_text("data\n")
+    r = _run(host, "storage", "volume", "delete", "default", "vk",
+             LXDLIB_CRASHPOINT="volume.withdrawn")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    fresh = lxdlib.Host(host.paths.root)
+    assert "default/vk" in fresh.volumes.names()  # the listing put it back, data and all
+    assert (fresh.volumes.get("default/vk").path / "keep").read_text() == "data\n"
+    fresh.volumes.get("default/vk").delete()
+    assert "default/vk" not in lxdlib.Host(host.paths.root).volumes.names()
