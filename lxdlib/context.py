@@ -161,8 +161,11 @@ class Context(Value, frozen=True, eq=False):
     def open(cls, paths: Paths) -> Context:
         """The context of an existing root (its layout made complete)."""
         paths.ensure()
+        # a profile's delete and rename wait for operations on instances (quiesce_instances),
+        # which may have to recover with this context: the closure reads ``ctx`` when called
         ctx = cls(paths=paths, events=Events(paths),
-                  profiles=ProfileStore(paths, lambda p: profile_users(paths, p)))
+                  profiles=ProfileStore(paths, lambda p: profile_users(paths, p),
+                                        lambda: ctx.quiesce_instances()))
         # what killed image imports left, cleared by any command: the store is loaded only
         # when there is something to clear
         if imports_pending(paths.root):
@@ -586,6 +589,23 @@ class Context(Value, frozen=True, eq=False):
                 journal.recover_leftover(self, name)
         except Exception as e:
             log.debug("leftover %s not recovered now: %s", name, e)
+
+    def quiesce_instances(self) -> None:
+        """Return once every operation on an instance that was under way when this was called
+        has ended: each instance directory's lock (a creation not yet committed has one too) is
+        taken and let go in turn, finishing or undoing what a killed process left on the way.
+
+        The barrier of a delete or rename of a profile, network or volume: an instance change
+        checks that what it names exists under the instance's lock only (the lock order —
+        profile before instances; an instance before a network or volume — forbids it the
+        other lock), so the delete first makes its object unavailable, then waits here; a
+        change that checked before has committed by then (and the users read next see it), one
+        that checks after finds the object gone. Costs one lock per instance: only deletes and
+        renames, which read every user anyway, call it."""
+        for name in record.directories(self.paths):
+            with lock(self.paths, "instance", name):
+                if journal.pending(self.paths, name):
+                    journal.recover(self, name)
 
     def new_name(self) -> str:
         """A random free ``adjective-animal`` name, as LXD gives an unnamed instance."""

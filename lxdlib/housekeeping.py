@@ -131,6 +131,8 @@ def recover(host: Host) -> Report:
                 report.skipped[d.name] = "busy"
             except LxdlibError as e:
                 report.skipped[d.name] = str(e)
+    # profiles a killed delete or rename left withdrawn: put back
+    report.recovered += [f"profile:{n}" for n in host.ctx.profiles.settle_all()]
     for pname in host.pool_names():
         try:
             pool = host.pool(pname)

@@ -248,7 +248,26 @@ class InstanceCore:
     def expanded(self, rec: InstanceRecord | None = None
                  ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
         rec = rec or self.record()
-        return self.ctx.expand(rec.profiles, rec.config, rec.devices)
+        try:
+            return self.ctx.expand(rec.profiles, rec.config, rec.devices)
+        except NotFound as e:
+            if e.kind != "profile" or e.name not in rec.profiles:
+                raise
+            raise NotFound("profile", e.name,
+                           f"instance {self.name!r} names it; remove it from the instance "
+                           f"(profile remove {self.name} {e.name}) or create it again") from None
+
+    def _expanded_present(self, rec: InstanceRecord
+                          ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """The expansion with only the profiles that exist: where a record names one that is
+        gone (deleted by hand, or by an older version racing a change), what a delete or a
+        change of the profile list starts from, so the instance stays deletable and
+        repairable rather than stuck on the missing profile."""
+        try:
+            return self.expanded(rec)
+        except NotFound:
+            present = [p for p in rec.profiles if self.ctx.profiles.exists(p)]
+            return self.ctx.expand(present, rec.config, rec.devices)
 
     @property
     def expanded_config(self) -> dict[str, str]:
@@ -517,7 +536,7 @@ class InstanceCore:
                            record.marker(self._paths, self.name, record.DELETING))
                 recover_leftover(self.ctx, self.name)  # finds its volume in the pools
                 return
-            cfg, devs = self.expanded(rec)
+            cfg, devs = self._expanded_present(rec)
             if cfg.get("security.protection.delete", "").lower() in ("true", "1", "yes", "on"):
                 raise WrongState(f"instance {self.name!r} is protected from deletion "
                                  "(security.protection.delete)")
@@ -553,7 +572,7 @@ class InstanceCore:
         """
         with self._lock():
             rec = self.record()
-            old_cfg, old_devs = self.expanded(rec)
+            old_cfg, old_devs = self._expanded_present(rec)
             new = InstanceRecord.from_dict(rec.to_dict())
             if config is not None:
                 volatile = {k: v for k, v in rec.config.items() if k.startswith("volatile.")}

@@ -15,8 +15,10 @@ from collections.abc import Callable, Mapping
 
 from .context import Context
 from .errors import TYPE_CHECKING, InUse, NotFound
+from .journal import crashpoint
 from .model import Collection, RootModel
 from .profile_apply import network_users
+from .state import lock
 
 if TYPE_CHECKING:
     from typing import Any
@@ -114,15 +116,42 @@ class Network(RootModel[Context]):
 
     def delete(self) -> None:
         """Remove the network; refused (``InUse``) while an instance or profile uses it."""
-        self._manager.delete(self._name, used_by=self.used_by)
+        self._unused_then(lambda: self._manager.delete(self._name, withdrawn=True))
 
     def rename(self, new: str) -> Network:
         """Rename a network nothing uses; it comes back up under the new name if it was up."""
-        users = self.used_by
+        if new != self._name:
+            self._unused_then(lambda: self._manager.rename(self._name, new, withdrawn=True))
+        return Network(self._ctx, new)
+
+    def _unused_then(self, commit: Callable[[], None]) -> None:
+        """Run ``commit`` (a delete or rename of the withdrawn network) once nothing uses it.
+
+        A nic added to an instance (``network attach``, ``config device add``, a launch)
+        checks that its network exists under the instance's lock alone, and a start takes the
+        network's lock while it holds its instance's; so the network is withdrawn first
+        (``NetworkManager.withdraw``: no look-up finds it), then the instance changes under
+        way are waited for (``Context.quiesce_instances``, with no network lock held), then
+        the users read again: one that found the network is counted, one that looks later
+        finds it gone. Users found, or a failed commit, put it back."""
+        from .network.manager import WITHDRAW_LOCK
+        ctx = self._ctx
+        with lock(ctx.paths, WITHDRAW_LOCK, self._name):
+            self._refuse_users()
+            self._manager.withdraw(self._name)
+            try:
+                crashpoint("network.withdrawn")
+                ctx.quiesce_instances()
+                self._refuse_users()
+                commit()
+            except BaseException:
+                self._manager.restore(self._name)
+                raise
+
+    def _refuse_users(self) -> None:
+        users = network_users(self._ctx, self._name)
         if users:
             raise InUse(f"network {self._name!r} is in use by: {', '.join(users)}")
-        self._manager.rename(self._name, new)
-        return Network(self._ctx, new)
 
     def up(self) -> None:
         """Bring the bridge, its DHCP/DNS and its NAT up (a no-op when they are)."""

@@ -18,8 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from . import journal, record
 from .config import expand, names
 from .context import Context, profile_users
-from .errors import TYPE_CHECKING, CorruptRecord, InvalidConfig, LxdlibError
+from .errors import TYPE_CHECKING, CorruptRecord, InvalidConfig, LxdlibError, NotFound
 from .instance import InstanceCore
+from .logs import get_logger
 from .model import Collection, RootModel
 from .profiles import ProfileRecord
 from .record import InstanceRecord
@@ -28,6 +29,7 @@ from .state import lock
 if TYPE_CHECKING:
     from typing import Any
 
+log = get_logger(__name__)
 
 def update_profile(ctx: Context, name: str, *, config: Mapping[str, str] | None = None,
                    devices: Mapping[str, Mapping[str, str]] | None = None,
@@ -170,20 +172,42 @@ def _reapply(ctx: Context, users: Sequence[str],
 
 def network_users(ctx: Context, network: str) -> list[str]:
     """The instances (by expanded devices) and profiles whose nics use ``network``."""
+    def uses(devs: Mapping[str, Mapping[str, str]]) -> bool:
+        return any(d.get("type") == "nic" and network in (d.get("network"), d.get("parent"))
+                   for d in devs.values())
+
     users = []
     for n in record.names(ctx.paths):
+        inst = InstanceCore(ctx, n)
         try:
-            _, devs = InstanceCore(ctx, n).expanded()
-        except Exception:
+            rec = inst.record()
+        except NotFound:
             continue
-        if any(d.get("type") == "nic" and network in (d.get("network"), d.get("parent"))
-               for d in devs.values()):
+        except CorruptRecord as e:
+            log.warning("%s", e)  # its devices are unknown: listed elsewhere as ERROR
+            continue
+        try:
+            _, devs = inst._expanded_present(rec)
+        except Exception:
+            # an instance that cannot be expanded (a profile unreadable) still uses what
+            # its own devices or any readable profile of it name: counted, never skipped
+            if uses(rec.devices) or any(uses(_profile_devices(ctx, p)) for p in rec.profiles):
+                users.append(n)
+            continue
+        if uses(devs):
             users.append(n)
     for p in ctx.profiles.list():
         if any(d.get("type") == "nic" and d.get("network") == network
                for d in p.devices.values()):
             users.append(f"profile:{p.name}")
     return users
+
+
+def _profile_devices(ctx: Context, name: str) -> dict[str, dict[str, str]]:
+    try:
+        return ctx.profiles.read(name).devices
+    except Exception:
+        return {}
 
 
 # -- what users hold ---------------------------------------------------------------------------

@@ -12,19 +12,36 @@ instances using the profile; the store's ``save`` alone does not, and only that 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from . import runtime
+from . import journal, runtime
 from .config import devices as devcfg
 from .config import names, schema
 from .config.expand import ProfileData
-from .errors import TYPE_CHECKING, AlreadyExists, InUse, InvalidArgument, InvalidConfig, NotFound
-from .state import Paths, lock, read_record, write_record
+from .errors import (
+    TYPE_CHECKING,
+    AlreadyExists,
+    InUse,
+    InvalidArgument,
+    InvalidConfig,
+    LxdlibError,
+    NotFound,
+)
+from .logs import get_logger
+from .state import Paths, fsync_dir, lock, read_record, rename_noreplace, write_record
 from .values import Value
 
 if TYPE_CHECKING:
     from typing import Any
+
+log = get_logger(__name__)
+
+#: The suffix of a profile withdrawn by a delete or rename in progress: ``.<name>.away`` (not
+#: ``*.yaml``, so no listing or lookup finds it).
+AWAY = ".away"
 
 
 class ProfileRecord(Value):
@@ -82,24 +99,86 @@ def check_raw_lxc(lxcpath: Path, config: Mapping[str, str]) -> None:
 
 
 class ProfileStore:
-    """Profiles of one root. ``users`` maps a profile name to the instances that use it."""
+    """Profiles of one root. ``users`` maps a profile name to the instances that use it;
+    ``quiesce`` waits for the operations under way on instances (``Context.quiesce_instances``).
 
-    def __init__(self, paths: Paths, users: Callable[[str], list[str]]) -> None:
+    A delete or rename cannot rely on the profile's lock alone: an instance change checks that
+    the profiles it names exist under the instance's lock, and may not take a profile's lock
+    (``profile_apply`` takes it before the users' locks). So both first withdraw the profile —
+    its file renamed to ``.<name>.away``, which no lookup finds — then ``quiesce``, then read
+    the users again: a change that found the profile has committed by then and is seen; one
+    that looks later finds it gone. Users found put it back (``InUse``). A kill in between
+    leaves the ``.away`` file, which the next look-up of that name (or ``lxdlib recover``)
+    puts back: the profile as it was, nothing deleted or renamed."""
+
+    def __init__(self, paths: Paths, users: Callable[[str], list[str]],
+                 quiesce: Callable[[], None] | None = None) -> None:
         self._paths = paths
         self._users = users
+        self._quiesce = quiesce or (lambda: None)
 
     def _path(self, name: str) -> Path:
         return self._paths.profiles / f"{name}.yaml"
 
+    def _away(self, name: str) -> Path:
+        return self._paths.profiles / f".{name}{AWAY}"
+
     def exists(self, name: str) -> bool:
-        return self._path(name).exists()
+        return self._path(name).exists() or (self.settle(name) and self._path(name).exists())
+
+    def settle(self, name: str) -> bool:
+        """Put back profile ``name`` if a killed delete or rename left it withdrawn; True if
+        there was such a file. Only when no live process holds the profile's lock (the
+        delete or rename still running holds it): a probe, never a wait, so a caller that
+        holds an instance's lock may ask (the lock order allows no wait for a profile)."""
+        away = self._away(name)
+        if not os.path.lexists(away):
+            return False
+        try:
+            with lock(self._paths, "profile", name, timeout=0):
+                self._settle_locked(name)
+        except LxdlibError:  # busy: the delete or rename is under way, and decides
+            pass
+        return True
+
+    def _settle_locked(self, name: str) -> None:
+        away = self._away(name)
+        if not os.path.lexists(away):
+            return
+        if os.path.lexists(self._path(name)):  # cannot happen under the lock; keep the live one
+            away.unlink()
+            return
+        os.rename(away, self._path(name))
+        log.warning("profile %s: put back after an interrupted delete or rename", name)
+
+    def settle_all(self) -> list[str]:
+        """``settle`` every withdrawn profile a killed process left (``lxdlib recover``)."""
+        out = []
+        for entry in self._entries():
+            if entry.startswith(".") and entry.endswith(AWAY):
+                name = entry[1:-len(AWAY)]
+                self.settle(name)
+                if self._path(name).exists():
+                    out.append(name)
+        return out
+
+    def _entries(self) -> list[str]:
+        try:
+            return os.listdir(self._paths.profiles)
+        except FileNotFoundError:
+            return []
 
     def _read(self, name: str) -> ProfileRecord:
         names.validate_profile_name(name)
         try:
             data = read_record(self._path(name))
         except FileNotFoundError:
-            raise NotFound("profile", name) from None
+            if not self.settle(name):
+                raise NotFound("profile", name) from None
+            try:
+                data = read_record(self._path(name))
+            except FileNotFoundError:
+                raise NotFound("profile", name) from None
         return ProfileRecord(name=name, description=data.get("description") or "",
                        config={str(k): str(v) for k, v in (data.get("config") or {}).items()},
                        devices={str(k): {str(a): str(b) for a, b in v.items()}
@@ -120,7 +199,12 @@ class ProfileStore:
         return self._read(name).data()
 
     def names(self) -> list[str]:
-        return sorted(p.stem for p in self._paths.profiles.glob("*.yaml"))
+        entries = self._entries()
+        if any(e.startswith(".") and e.endswith(AWAY) for e in entries):
+            self.settle_all()
+            entries = self._entries()
+        return sorted(e[:-len(".yaml")] for e in entries
+                      if e.endswith(".yaml") and not e.startswith("."))
 
     def list(self) -> list[ProfileRecord]:
         return [self.get(n) for n in self.names()]
@@ -138,6 +222,7 @@ class ProfileStore:
         cfg, devs = validate_profile(config or {}, devices or {})
         check_raw_lxc(self._paths.lxcpath, cfg)
         with lock(self._paths, "profile", name):
+            self._settle_locked(name)
             if self.exists(name):
                 raise AlreadyExists("profile", name)
             p = ProfileRecord(name=name, description=description, config=cfg, devices=devs)
@@ -161,28 +246,62 @@ class ProfileStore:
         p.used_by = self._users(name)
         return p
 
+    def _refuse_users(self, name: str) -> None:
+        users = self._users(name)
+        if users:
+            raise InUse(f"Profile is currently in use by: {', '.join(users)}")
+
+    @contextlib.contextmanager
+    def _withdrawn(self, name: str) -> Iterator[Path]:
+        """Withdraw profile ``name`` (the caller holds its lock and checked its users), wait
+        for the instance changes under way, and check the users again; yields the withdrawn
+        file for the caller's commit (an unlink or a rename). Whatever fails before the
+        commit puts the profile back."""
+        self._refuse_users(name)  # the users so far: refused before anything changes
+        away = self._away(name)
+        os.rename(self._path(name), away)
+        try:
+            journal.crashpoint("profile.withdrawn")
+            self._quiesce()
+            self._refuse_users(name)  # and those that took it on meanwhile
+            yield away
+        except BaseException:
+            if os.path.lexists(away):
+                os.rename(away, self._path(name))
+            raise
+
     def delete(self, name: str) -> None:
         if name == "default":
             raise InvalidArgument('The "default" profile cannot be deleted')
+        names.validate_profile_name(name)
         with lock(self._paths, "profile", name):
+            self._settle_locked(name)
             if not self.exists(name):
                 raise NotFound("profile", name)
-            users = self._users(name)
-            if users:
-                raise InUse(f"Profile is currently in use by: {', '.join(users)}")
-            self._path(name).unlink()
+            with self._withdrawn(name) as away:
+                away.unlink()  # commit point
+                fsync_dir(self._paths.profiles)
 
     def rename(self, old: str, new: str) -> None:
+        """Rename a profile nothing uses. The file's rename is the commit point (its name is
+        the profile's; the ``name`` inside is rewritten after it), so a kill leaves the old
+        profile or the new one, never both."""
         if old == "default":
             raise InvalidArgument('The "default" profile cannot be renamed')
+        names.validate_profile_name(old)
         names.validate_profile_name(new)
         first, second = sorted((old, new))  # one order for everyone: no deadlock
         with lock(self._paths, "profile", first), lock(self._paths, "profile", second):
-            p = self.get(old)
-            if p.used_by:
-                raise InUse(f"Profile is currently in use by: {', '.join(p.used_by)}")
+            self._settle_locked(old)
+            self._settle_locked(new)
+            p = self._read(old)
+            if old == new:
+                return
             if self.exists(new):
                 raise AlreadyExists("profile", new)
+            with self._withdrawn(old) as away:
+                rename_noreplace(away, self._path(new))  # commit point
+            fsync_dir(self._paths.profiles)
+            journal.crashpoint("profile.renamed")
             p.name = new
             self._write(p)
-            self._path(old).unlink()

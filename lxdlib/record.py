@@ -105,7 +105,18 @@ class SnapshotRecord(Value):
                    expires_at=_ts(d.get("expires_at")), stateful=bool(d.get("stateful")),
                    description=d.get("description") or "", config=dict(d.get("config") or {}),
                    devices={k: dict(v) for k, v in (d.get("devices") or {}).items()},
-                   profiles=list(d.get("profiles") or []))
+                   profiles=_profile_list(d.get("profiles")))
+
+
+def _profile_list(value: Any) -> list[str]:
+    """A record's profile list: a list of names. Anything else (a hand edit's ``profiles:
+    default``, which ``list`` would split into letters) is a ``TypeError``, reported by
+    ``load`` as a corrupt record like any other malformed one."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise TypeError(f"profiles must be a list of names, not {value!r}")
+    return list(value)
 
 
 class InstanceRecord(Value):
@@ -160,7 +171,7 @@ class InstanceRecord(Value):
     def from_dict(cls, d: dict[str, Any]) -> InstanceRecord:
         return cls(name=d["name"], architecture=d.get("architecture") or "x86_64",
                    created_at=_ts(d.get("created_at")) or now(), pool=d.get("pool") or "",
-                   profiles=list(d.get("profiles") or []),
+                   profiles=_profile_list(d.get("profiles")),
                    config={str(k): str(v) for k, v in (d.get("config") or {}).items()},
                    devices={k: {str(a): str(b) for a, b in v.items()}
                             for k, v in (d.get("devices") or {}).items()},

@@ -675,3 +675,21 @@ def lock(paths: Paths, kind: str, name: str, timeout: float = 120.0) -> Iterator
             counts.pop(key, None)
     finally:
         os.close(fd)  # closing releases the flock
+
+
+def put_back(paths: Paths, kind: str, name: str, record: Path, away: Path) -> bool:
+    """Undo a withdrawal a killed delete or rename left: ``away`` (the record it renamed out of
+    sight while it waited for the instance changes under way) renamed back to ``record``.
+
+    Only when no live process holds lock ``kind``/``name``, which the delete holds from the
+    withdrawal to its end: a probe, never a wait, so a caller holding an instance's lock may
+    ask. True if a withdrawn record was there (put back or still owned by a live delete)."""
+    if not os.path.lexists(away):
+        return False
+    try:
+        with lock(paths, kind, name, timeout=0):
+            if os.path.lexists(away) and not os.path.lexists(record):
+                os.rename(away, record)
+    except Busy:  # the delete is under way and decides
+        pass
+    return True

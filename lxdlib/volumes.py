@@ -40,9 +40,10 @@ from .errors import (
     NotFound,
     WrongState,
 )
+from .journal import crashpoint
 from .model import Collection, Model
 from .patterns import Pattern
-from .state import lock, read_record, remove_stale_tmp, write_record
+from .state import lock, put_back, read_record, remove_stale_tmp, write_record
 
 if TYPE_CHECKING:
     from typing import Any
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
 _NAME = Pattern(r"[a-zA-Z0-9_][-a-zA-Z0-9_.:]{0,62}")
 _KEYS = ("size",)
 IDMAP_LAST = "volatile.idmap.last"
+#: The lock a volume's delete holds from the record's withdrawal to its end (the volume's own
+#: lock it cannot hold meanwhile: a start holds an instance's lock and then takes it).
+WITHDRAW_LOCK = "storage-volume-withdraw"
 
 
 def validate_name(name: str) -> None:
@@ -125,11 +129,21 @@ class VolumeStore:
     def _lock(self, pool: str, name: str) -> contextlib.AbstractContextManager[None]:
         return lock(self.paths, "storage-volume", f"{pool}.{name}")
 
+    def _away(self, pool: str, name: str) -> Path:
+        """Where a delete in progress keeps the record out of sight (see ``delete``)."""
+        return self._dir(pool) / f".{name}.away"
+
+    def _put_back(self, pool: str, name: str) -> bool:
+        return put_back(self.paths, WITHDRAW_LOCK, f"{pool}.{name}", self._record(pool, name),
+                        self._away(pool, name))
+
     def _read(self, pool: str, name: str) -> dict[str, Any]:
         try:
             data = read_record(self._record(pool, name))
         except FileNotFoundError:
-            raise NotFound("storage volume", name, f"in storage pool {pool!r}") from None
+            if not self._put_back(pool, name):
+                raise NotFound("storage volume", name, f"in storage pool {pool!r}") from None
+            return self._read(pool, name)
         return data if isinstance(data, dict) else {}
 
     def _pool(self, pool: str) -> PoolDriver:
@@ -160,7 +174,8 @@ class VolumeStore:
         size = parse_size(cfg["size"]) if cfg.get("size") else None
         self._dir(pool).mkdir(parents=True, exist_ok=True)
         with self._lock(pool, name):
-            if self._record(pool, name).exists():
+            self._put_back(pool, name)
+            if self._record(pool, name).exists() or os.path.lexists(self._away(pool, name)):
                 raise AlreadyExists("storage volume", name)
             if drv.volume_exists("custom", name):
                 drv.delete_custom_volume(name)  # debris of a create or delete that was killed
@@ -244,15 +259,37 @@ class VolumeStore:
             self.update(pool, name, cfg)
 
     def delete(self, pool: str, name: str) -> None:
-        """Remove the volume and its data; refused while an instance or profile uses it."""
+        """Remove the volume and its data; refused while an instance or profile uses it.
+
+        An attach checks the volume under the instance's lock alone, and a start takes the
+        volume's lock while it holds its instance's; so the record is first withdrawn (renamed
+        to ``.<name>.away``, where no look-up finds it), then, with no volume lock held, the
+        instance changes under way are waited for (``Context.quiesce_instances``) and the
+        users read again: one that found the volume is counted, one that looks later finds it
+        gone. Users found put the record back; so does the next look-up after a kill (this
+        delete holds ``WITHDRAW_LOCK`` of the volume throughout)."""
         name = strip_type(name)
-        with self._lock(pool, name):
-            self._read(pool, name)
-            users = self.used_by(pool, name)
-            if users:
-                raise InUse(f"storage volume {name!r} is still in use by: {', '.join(users)}")
-            os.unlink(self._record(pool, name))  # commit point
-            self._pool(pool).delete_custom_volume(name)
+        with lock(self.paths, WITHDRAW_LOCK, f"{pool}.{name}"):
+            with self._lock(pool, name):
+                self._read(pool, name)
+                self._refuse_users(pool, name)
+                os.rename(self._record(pool, name), self._away(pool, name))
+            try:
+                crashpoint("volume.withdrawn")
+                self.ctx.quiesce_instances()
+                self._refuse_users(pool, name)
+            except BaseException:
+                with self._lock(pool, name):
+                    os.rename(self._away(pool, name), self._record(pool, name))
+                raise
+            with self._lock(pool, name):
+                os.unlink(self._away(pool, name))  # commit point
+                self._pool(pool).delete_custom_volume(name)
+
+    def _refuse_users(self, pool: str, name: str) -> None:
+        users = self.used_by(pool, name)
+        if users:
+            raise InUse(f"storage volume {name!r} is still in use by: {', '.join(users)}")
 
     # -- users ----------------------------------------------------------------------------------
     @staticmethod
@@ -346,8 +383,8 @@ class VolumeStore:
         if lister is None:
             return
         for vol in lister("custom"):
-            if self._record(pool, vol).exists():
-                continue
+            if self._record(pool, vol).exists() or self._put_back(pool, vol):
+                continue  # recorded, or withdrawn: its delete decides
             with contextlib.suppress(Exception), \
                     lock(self.paths, "storage-volume", f"{pool}.{vol}", timeout=0):
                 if not self._record(pool, vol).exists():

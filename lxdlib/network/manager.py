@@ -430,7 +430,10 @@ def _sysctl_on(path: str) -> bool:
 
 PENDING = "link-pending"
 APPLIED = "applied"
-DHCP_HOSTS = "dhcp-hosts.yaml"  # older roots: every static host in one file (moved on start)
+DHCP_HOSTS = "dhcp-hosts.yaml"
+#: The lock a network's delete or rename holds from ``withdraw`` to its end (the network's own
+#: lock it cannot hold meanwhile: a start holds an instance's lock and then takes it).
+WITHDRAW_LOCK = "network-withdraw"  # older roots: every static host in one file (moved on start)
 
 
 class NetworkManager:
@@ -458,12 +461,40 @@ class NetworkManager:
         with state.lock(self.paths, "network", name):
             yield
 
-    def _read(self, name: str) -> dict[str, Any]:
+    def _away_path(self, name: str) -> Path:
+        """Where a delete or rename in progress keeps the record out of sight (``withdraw``)."""
+        return self.paths.networks / f".{name}.away"
+
+    def _put_back(self, name: str) -> bool:
+        return state.put_back(self.paths, WITHDRAW_LOCK, name, self._record_path(name),
+                              self._away_path(name))
+
+    def withdraw(self, name: str) -> None:
+        """Take the network out of sight of new users: its record renamed to
+        ``.<name>.away``, where no look-up finds it (a nic's check then says it is gone), its
+        bridge left as it is. The caller (``lxdlib.networks``) holds ``WITHDRAW_LOCK`` of the
+        name until it has deleted or renamed the network or called ``restore``; a kill in
+        between leaves the file, which the next look-up puts back."""
+        with self._global_lock(), self._lock(name):
+            self._read(name)
+            os.rename(self._record_path(name), self._away_path(name))
+
+    def restore(self, name: str) -> None:
+        """Undo ``withdraw``."""
+        with self._global_lock(), self._lock(name):
+            away = self._away_path(name)
+            if os.path.lexists(away) and not os.path.lexists(self._record_path(name)):
+                os.rename(away, self._record_path(name))
+
+    def _read(self, name: str, withdrawn: bool = False) -> dict[str, Any]:
         validate_name(name)
+        path = self._away_path(name) if withdrawn else self._record_path(name)
         try:
-            data = state.read_record(self._record_path(name))
+            data = state.read_record(path)
         except FileNotFoundError:
-            raise NotFound("network", name) from None
+            if withdrawn or not self._put_back(name):
+                raise NotFound("network", name) from None
+            return self._read(name)
         if not isinstance(data, dict):
             raise NetworkError(f"network record {self._record_path(name)} is damaged")
         data["name"] = name  # the file name is authoritative (rename moves the file first)
@@ -490,9 +521,15 @@ class NetworkManager:
         if not self.paths.networks.is_dir():
             return []
         out = []
-        for path in sorted(self.paths.networks.glob("*.yaml")):
-            name = path.name[: -len(".yaml")]
-            if path.name.startswith(".") or not _NAME_RE.fullmatch(name):
+        entries = sorted(os.listdir(self.paths.networks))
+        for entry in entries:  # what a killed delete or rename withdrew: put back first
+            if entry.startswith(".") and entry.endswith(".away") and \
+                    self._put_back(entry[1:-len(".away")]):
+                entries = sorted(os.listdir(self.paths.networks))
+        for entry in entries:
+            name = entry[: -len(".yaml")]
+            if entry.startswith(".") or not entry.endswith(".yaml") or \
+                    not _NAME_RE.fullmatch(name):
                 continue
             with contextlib.suppress(NotFound):
                 out.append(self._read(name))
@@ -672,8 +709,8 @@ class NetworkManager:
 
     def _cleanup_leftover(self, name: str) -> None:
         """Remove what an interrupted create/delete of ``name`` (no record) left behind."""
-        if self._record_path(name).exists():
-            return
+        if self._record_path(name).exists() or self._put_back(name):
+            return  # a withdrawn network: its delete or rename decides
         run = self.run_dir(name)
         if run.is_dir() or self._owns_link(name):
             self._teardown(name)
@@ -691,7 +728,8 @@ class NetworkManager:
         self.paths.networks.mkdir(parents=True, exist_ok=True)
         with self._global_lock():
             state.remove_stale_tmp(self.paths.networks)
-            if self._record_path(name).exists():
+            self._put_back(name)
+            if self._record_path(name).exists() or os.path.lexists(self._away_path(name)):
                 raise AlreadyExists("network", name)
             with self._lock(name):
                 self._cleanup_leftover(name)
@@ -775,27 +813,31 @@ class NetworkManager:
             change(cfg)
             return self.update(name, cfg, description)
 
-    def delete(self, name: str, *, used_by: builtins.list[str] | None = None) -> None:
-        """Remove the network; ``used_by`` (instance names from the caller) must be empty."""
-        self._read(name)
+    def delete(self, name: str, *, used_by: builtins.list[str] | None = None,
+               withdrawn: bool = False) -> None:
+        """Remove the network; ``used_by`` (instance names from the caller) must be empty.
+        ``withdrawn``: the caller withdrew it (``withdraw``) and holds ``WITHDRAW_LOCK``."""
+        self._read(name, withdrawn)
         if used_by:
             raise InUse(f"network {name!r} is used by {', '.join(sorted(used_by))}")
         with self._global_lock(), self._lock(name):
-            self._read(name)
+            self._read(name, withdrawn)
             self._teardown(name)
             with contextlib.suppress(FileNotFoundError):
-                self._record_path(name).unlink()
+                (self._away_path(name) if withdrawn else self._record_path(name)).unlink()
             state.fsync_dir(self.paths.networks)
             shutil.rmtree(self.run_dir(name), ignore_errors=True)
 
-    def rename(self, old: str, new: str) -> None:
-        """Rename a network that nothing uses (the caller checks); it comes back up if it was."""
+    def rename(self, old: str, new: str, withdrawn: bool = False) -> None:
+        """Rename a network that nothing uses (the caller checks); it comes back up if it was.
+        ``withdrawn``: as for ``delete``."""
         validate_name(new)
         with self._global_lock():
-            record = self._read(old)
+            record = self._read(old, withdrawn)
             if old == new:
                 return
-            if self._record_path(new).exists():
+            self._put_back(new)
+            if self._record_path(new).exists() or os.path.lexists(self._away_path(new)):
                 raise AlreadyExists("network", new)
             with self._lock(old), self._lock(new):
                 self._cleanup_leftover(new)
@@ -809,7 +851,8 @@ class NetworkManager:
                         (src / dnsmasq.PIDFILE).unlink()
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     os.rename(src, dst)
-                os.rename(self._record_path(old), self._record_path(new))  # commit point
+                src_record = self._away_path(old) if withdrawn else self._record_path(old)
+                os.rename(src_record, self._record_path(new))  # commit point
                 state.fsync_dir(self.paths.networks)
                 record["name"] = new
                 self._write(record)

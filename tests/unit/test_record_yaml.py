@@ -292,6 +292,11 @@ def test_an_older_yaml_intent_is_read_and_the_next_is_json(tmp_path: Path) -> No
     (b"- a list\n", "TypeError: a mapping was expected, not list"),
     (b'{"architecture": "x86_64"}', "KeyError: 'name'"),
     (b'{"name": "c1", "created_at": "not a time"}', "ValueError: Invalid isoformat"),
+    # a string would be split into letters: profiles 'd', 'e', 'f'…
+    (b'{"name": "c1", "profiles": "default"}', "TypeError: profiles must be a list of names"),
+    (b'{"name": "c1", "profiles": ["default", 1]}', "TypeError: profiles must be a list"),
+    (b'{"name": "c1", "snapshots": [{"name": "s0", "created_at": null, "profiles": "x"}]}',
+     "TypeError: profiles must be a list"),
 ])
 def test_a_corrupt_record_says_why(tmp_path: Path, content: bytes, reason: str) -> None:
     paths = Paths(tmp_path)
