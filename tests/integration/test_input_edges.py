@@ -70,6 +70,25 @@ def test_pull_fifo_says_fifo(host: lxdlib.Host) -> None:
         c.files.get("/tmp/fifo")
 
 
+def test_file_host_paths_missing_are_one_line_and_push_nothing(host: lxdlib.Host,
+                                                              tmp_path: Path) -> None:
+    """A missing host file (push) or host directory (pull) is lxc's `open <path>: ...` line,
+    and a push naming a good file then a missing one pushes neither (lxc opens all first)."""
+    c = host.create("busybox", "c1")
+    root = host.paths.root
+    good = tmp_path / "good.txt"
+    good.write_text("x")
+    missing = tmp_path / "nosuch"
+    err = refused(cli(root, "file", "push", str(good), str(missing), "c1/tmp/"))
+    assert err == f"Error: open {missing}: no such file or directory\n"
+    assert not c.files.exists("/tmp/good.txt")
+    err = refused(cli(root, "file", "pull", "c1/etc/passwd", str(missing / "out")))
+    assert err == f"Error: open {missing / 'out'}: no such file or directory\n"
+    err = refused(cli(root, "file", "pull", "c1/etc/passwd", f"{good}/out"))
+    assert err == f"Error: open {good}/out: not a directory\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.txt"]
+
+
 _KILLED_IMPORT = textwrap.dedent("""
     import os, signal, sys
     import lxdlib
