@@ -7,7 +7,7 @@ import sys
 
 from ..errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, NotFound
 from . import output
-from .common import devices_map, edit_text, load_mapping, parse_kv, str_map
+from .common import devices_map, edit_text, load_mapping, parse_kv, str_list, str_map, text_field
 
 if TYPE_CHECKING:
     from typing import Any
@@ -110,13 +110,10 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
         return 0
     inst = host.instances.get(a.name)
     data = load_mapping(edit_text(output.dump_yaml(show_dict(host, inst, False))))
-    profiles = data.get("profiles")
-    if profiles is not None and not isinstance(profiles, list):
-        raise InvalidArgument("profiles must be a list")
     inst.update(config=str_map(data.get("config"), "config"),
                 devices=devices_map(data.get("devices")),
-                profiles=[str(p) for p in profiles] if profiles is not None else None,
-                description=str(data.get("description") or ""))
+                profiles=str_list(data.get("profiles"), "profiles"),
+                description=text_field(data, "description") or "")
     return 0
 
 

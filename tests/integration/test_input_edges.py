@@ -89,6 +89,44 @@ def test_file_host_paths_missing_are_one_line_and_push_nothing(host: lxdlib.Host
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.txt"]
 
 
+def test_edit_reads_yaml_types_as_lxd(host: lxdlib.Host) -> None:
+    """`null` in an edited config unsets the key (not the text "None"), a number or a bool is
+    its text, a list or mapping (or a list as description) is refused naming the key and
+    changes nothing; for instance, profile and network edits alike."""
+    root = host.paths.root
+    c = host.create("busybox", "c1")
+    c.set_config("user.c", "keep")
+    head = "devices: {}\nprofiles: [default]\n"
+    r = cli(root, "config", "edit", "c1",
+            input=head + "config: {user.c: null, user.n: 5, user.b: true}\n")
+    assert r.returncode == 0, r.stderr
+    assert c.record().config.get("user.c") is None
+    assert (c.config["user.n"], c.config["user.b"]) == ("5", "true")
+    for bad, key in (("config: {user.a: [1, 2]}\n", "user.a"),
+                     ("config: {user.a: {x: 1}}\n", "user.a"),
+                     ("config: {}\ndescription: [1]\n", "description")):
+        err = refused(cli(root, "config", "edit", "c1", input=head + bad))
+        assert f"'{key}': must be a string, not" in err
+    assert c.config["user.n"] == "5" and c.record().description == ""
+    host.profiles.create("p1", {"user.a": "x"})
+    r = cli(root, "profile", "edit", "p1", input="config: {user.a: null, user.b: 1}\n")
+    assert r.returncode == 0, r.stderr
+    assert host.profiles["p1"].config == {"user.b": "1"}
+    refused(cli(root, "profile", "edit", "p1", input="config: {}\ndescription: [1]\n"))
+    assert host.profiles["p1"].config == {"user.b": "1"}
+    net = f"lxe{os.urandom(3).hex()}"
+    host.networks.create(net, {"ipv4.address": "none", "ipv6.address": "none",
+                               "dns.domain": "example"})
+    try:
+        r = cli(root, "network", "edit", net, input="config: {ipv4.address: none, "
+                "ipv6.address: none, dns.domain: null}\n")
+        assert r.returncode == 0, r.stderr
+        assert "dns.domain" not in host.networks[net].config
+        refused(cli(root, "network", "edit", net, input="config: {user.x: [1]}\n"))
+    finally:
+        host.networks.delete(net)
+
+
 _KILLED_IMPORT = textwrap.dedent("""
     import os, signal, sys
     import lxdlib
