@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
-from ..errors import TYPE_CHECKING, InvalidArgument, InvalidConfig
+from ..errors import TYPE_CHECKING, InvalidArgument
 
 if TYPE_CHECKING:
     from typing import Any
@@ -72,28 +72,6 @@ def load_mapping(text: str) -> dict[str, Any]:
     return data
 
 
-def scalar_text(value: Any, where: str) -> str:
-    """One YAML scalar of an edited document as the text LXD keeps.
-
-    LXD reads an edit into typed Go fields (``map[string]string``, ``string``): a bool or a
-    number in a string field becomes its text (``true``, ``5``), while a list or a mapping is
-    refused. PyYAML has already turned the scalar into a Python value, so the text is its
-    canonical YAML form (``true``, ``5``, ``1000.0``, ``2001-01-01``). ``where`` names the
-    field in the error (the config key, ``description``...)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    import datetime as dt  # a YAML date (`2001-01-01`) loads as one
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    kind = ("a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict)
-            else f"a {type(value).__name__}")
-    raise InvalidConfig(where, f"must be a string, not {kind}", repr(value))
-
-
 def str_map(d: Any, what: str) -> dict[str, str]:
     """An edited ``config`` mapping (instance, profile, network, storage, image properties,
     server) as LXD's ``map[string]string``: scalars become their text (``scalar_text``).
@@ -101,6 +79,7 @@ def str_map(d: Any, what: str) -> dict[str, str]:
     A ``null`` value leaves the key out, so the edit unsets it: LXD reads null into a string
     map as ``""``, and an empty value means "unset" wherever LXD keeps config. Leaving it out
     here gives that one meaning for every edit, whatever the service does with ``""``."""
+    from ..config.text import scalar_text
     if d is None:
         return {}
     if not isinstance(d, dict):
@@ -118,6 +97,7 @@ def str_map(d: Any, what: str) -> dict[str, str]:
 def str_list(d: Any, what: str) -> list[str] | None:
     """An edited list of names (``profiles``), each a string as ``scalar_text`` makes it;
     ``None`` when the document has none (``null`` or left out)."""
+    from ..config.text import scalar_text
     if d is None:
         return None
     if not isinstance(d, list):
@@ -128,6 +108,7 @@ def str_list(d: Any, what: str) -> list[str] | None:
 def text_field(data: dict[str, Any], key: str) -> str | None:
     """A top-level text field of an edited document (``description``): ``None`` when it is
     left out, ``""`` for null (as LXD reads null into a string), else ``scalar_text``."""
+    from ..config.text import scalar_text
     if key not in data:
         return None
     value = data[key]
@@ -136,6 +117,7 @@ def text_field(data: dict[str, Any], key: str) -> str | None:
 
 def devices_map(d: Any) -> dict[str, dict[str, str]]:
     """An edited ``devices`` mapping: each device's keys as strings, as ``str_map`` does."""
+    from ..config.text import scalar_text
     if d is None:
         return {}
     if not isinstance(d, dict):
