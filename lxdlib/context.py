@@ -269,7 +269,7 @@ class Context(Value, frozen=True, eq=False):
     def create_pool(self, name: str, driver: str, config: Mapping[str, str] | None = None,
                     description: str = "") -> PoolDriver:
         from .storage import create_pool
-        drv = create_pool(self.paths, name, driver, dict(config or {}), description)
+        drv = create_pool(self.paths, name, driver, config, description)
         self._caches.pools[name] = drv
         return drv
 

@@ -63,8 +63,11 @@ class ProfileRecord(Value):
 
 def validate_profile(config: Mapping[str, str], devices: Mapping[str, Mapping[str, str]]
                      ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    cfg = schema.validate_instance_config(dict(config), profile=True)
-    devs = {name: devcfg.validate_device(name, dict(dev)) for name, dev in devices.items()}
+    cfg = schema.validate_instance_config(config, profile=True)
+    if not isinstance(devices, Mapping):  # checked here, once, for every caller's devices
+        raise InvalidConfig("devices", "Devices must be a mapping of name to options",
+                            repr(devices))
+    devs = {name: devcfg.validate_device(name, dev) for name, dev in devices.items()}
     return cfg, devs
 
 
