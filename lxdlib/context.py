@@ -379,7 +379,7 @@ class Context(Value, frozen=True, eq=False):
     # -- composition: profiles + local settings -----------------------------------------------
     def check_profiles(self, profiles: Sequence[str]) -> list[str]:
         """The profile list validated, each profile present (a fresh root gets its default)."""
-        out = expand.resolve_profile_list(list(profiles))
+        out = expand.resolve_profile_list(profiles)  # not list(): a str would be its letters
         self.ensure_initialized(need_default="default" in out)
         for p in out:
             if not self.profiles.exists(p):

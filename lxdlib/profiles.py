@@ -19,6 +19,7 @@ from . import runtime
 from .config import devices as devcfg
 from .config import names, schema
 from .config.expand import ProfileData
+from .config.text import check_description
 from .errors import TYPE_CHECKING, AlreadyExists, InUse, InvalidArgument, InvalidConfig, NotFound
 from .state import Paths, lock, read_record, write_record
 from .values import Value
@@ -64,9 +65,7 @@ class ProfileRecord(Value):
 def validate_profile(config: Mapping[str, str], devices: Mapping[str, Mapping[str, str]]
                      ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     cfg = schema.validate_instance_config(config, profile=True)
-    if not isinstance(devices, Mapping):  # checked here, once, for every caller's devices
-        raise InvalidConfig("devices", "Devices must be a mapping of name to options",
-                            repr(devices))
+    devcfg.check_devices_mapping(devices)
     devs = {name: devcfg.validate_device(name, dev) for name, dev in devices.items()}
     return cfg, devs
 
@@ -136,8 +135,7 @@ class ProfileStore:
                devices: Mapping[str, Mapping[str, str]] | None = None,
                description: str = "") -> ProfileRecord:
         names.validate_profile_name(name)
-        if any(ch in description for ch in "\r\0"):
-            raise InvalidArgument("description contains a carriage return or NUL")
+        check_description(description)
         cfg, devs = validate_profile(config or {}, devices or {})
         check_raw_lxc(self._paths.lxcpath, cfg)
         with lock(self._paths, "profile", name):

@@ -719,13 +719,12 @@ def _check_suffix(key: str, value: str) -> None:
 
 
 def _coerce(key: str, value: Any) -> str:
-    """YAML hands us ints and bools for ``limits.cpu: 2`` or ``security.nesting: true``."""
+    """A value as given: a string, as LXD's API takes only ``map[string]string`` (a JSON
+    number there is refused). Every type but ``str`` is refused alike (``5``, ``True``,
+    ``b"x"``, ``None``), so that what is stored is what was given; documents (YAML edits, a
+    preseed) turn their scalars into text before they get here (``config.text.scalar_text``)."""
     if isinstance(value, str):
         return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
     raise InvalidConfig(key, f"Values must be strings, got {type(value).__name__}", repr(value))
 
 
@@ -768,21 +767,29 @@ def _check_combinations(config: Mapping[str, str]) -> None:
         )
 
 
+def check_mapping(config: Any) -> None:
+    """A config's shape, before anything reads its keys: a mapping whose keys are strings
+    (``Instance.update`` checks it before it sets the volatile keys apart)."""
+    if not isinstance(config, Mapping):
+        raise InvalidConfig("config", "The configuration must be a mapping of strings",
+                            repr(config))
+    for key in config:
+        if not isinstance(key, str):
+            raise InvalidConfig(repr(key), "Configuration keys must be strings")
+
+
 def validate_instance_config(
     config: Mapping[str, Any], *, profile: bool = False
 ) -> dict[str, str]:
     """Validate every key and value of an instance's (or, with ``profile=True``, a profile's)
     config; raise InvalidConfig on the first bad one (keys checked in sorted order).
 
-    Returns a normalised copy: int and bool values become strings, and keys whose value is the
-    empty string are dropped (in LXD an empty value means "unset").
+    Returns a copy without the keys whose value is the empty string (in LXD an empty value
+    means "unset"). Keys and values must be strings.
     """
-    if not isinstance(config, Mapping):
-        raise InvalidConfig("config", "The configuration must be a mapping of strings")
+    check_mapping(config)
     out: dict[str, str] = {}
     for key in sorted(config, key=str):
-        if not isinstance(key, str):
-            raise InvalidConfig(repr(key), "Configuration keys must be strings")
         value = _coerce(key, config[key])
         validate_key(key, value, profile=profile)
         if value != "":

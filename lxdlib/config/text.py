@@ -13,7 +13,7 @@ both ways to the same answer for every ASCII character.
 
 from __future__ import annotations
 
-from ..errors import TYPE_CHECKING, InvalidConfig
+from ..errors import TYPE_CHECKING, InvalidArgument, InvalidConfig
 
 if TYPE_CHECKING:
     from typing import Any
@@ -63,3 +63,11 @@ def scalar_text(value: Any, where: str) -> str:
     kind = ("a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict)
             else f"a {type(value).__name__}")
     raise InvalidConfig(where, f"must be a string, not {kind}", repr(value))
+
+
+def check_description(description: object) -> None:
+    """A description is one string (LXD's field is a string) without CR or NUL."""
+    if not isinstance(description, str):
+        raise InvalidArgument(f"description must be a string, not {type(description).__name__}")
+    if any(ch in description for ch in "\r\0"):
+        raise InvalidArgument("description contains a carriage return or NUL")

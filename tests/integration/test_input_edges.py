@@ -13,6 +13,7 @@ import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,6 +126,35 @@ def test_edit_reads_yaml_types_as_lxd(host: lxdlib.Host) -> None:
         refused(cli(root, "network", "edit", net, input="config: {user.x: [1]}\n"))
     finally:
         host.networks.delete(net)
+
+
+def test_api_wrong_types_are_typed_errors_and_change_nothing(host: lxdlib.Host) -> None:
+    """Through the Python API a value of the wrong type is InvalidArgument (or InvalidConfig),
+    never AttributeError/TypeError, and nothing is stored: a non-string config value is refused
+    like bytes are (not stored as its str()), and ``files.put`` takes bytes, not text."""
+    c = host.create("busybox", "c1")
+    before = c.record().to_dict()
+    bad: list[Any] = [
+        lambda: c.set_config(None, "x"), lambda: c.set_config("user.n", 5),
+        lambda: c.set_config("user.t", True), lambda: c.set_config("user.b", b"x"),
+        lambda: c.update(config=["a"]), lambda: c.update(devices=["x"]),
+        lambda: c.update(devices={"d": "x"}), lambda: c.update(description=5),
+        lambda: c.update(profiles="default"), lambda: c.update(profiles=5),
+        lambda: host.profiles.create("p", {}, devices=["x"]),
+        lambda: host.profiles.create("p", {"user.a": None}),
+        lambda: host.profiles.create("p", description=5),  # type: ignore[arg-type]
+        lambda: host.create_pool("p2", "dir", {"user.x": 5}),
+        lambda: host.networks.create("lxebad0", ["x"]),
+        lambda: host.launch("busybox", "c2", config=[("a", "b")]),
+        lambda: c.files.put("/tmp/y", "text"),
+    ]
+    for i, call in enumerate(bad):
+        with pytest.raises(InvalidArgument):
+            call()
+        assert c.record().to_dict() == before, i
+    assert "p" not in host.profiles and "c2" not in host.instances
+    assert host.pool_names() == ["default"] and not host.networks.list()
+    assert not c.files.exists("/tmp/y")
 
 
 _KILLED_IMPORT = textwrap.dedent("""
