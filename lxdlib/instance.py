@@ -524,6 +524,13 @@ class InstanceCore:
             if config is not None:
                 schema.check_mapping(config)  # its keys are read before it is validated
                 volatile = {k: v for k, v in rec.config.items() if k.startswith("volatile.")}
+                # volatile keys are lxdlib's own state (MACs, id maps, the last power state):
+                # an edit that repeats them (`config show` prints them) or leaves them out
+                # keeps them, but a change is refused, never dropped in silence
+                for k, v in config.items():
+                    if k.startswith("volatile.") and volatile.get(k) != v:
+                        raise InvalidConfig(k, "volatile keys are lxdlib's own state and "
+                                               "cannot be set", str(v))
                 user = {k: v for k, v in config.items() if not k.startswith("volatile.")}
                 new.config = {**schema.validate_instance_config(user), **volatile}
             if devices is not None:
@@ -603,6 +610,9 @@ class InstanceCore:
         self.modify(change)
 
     def unset_config(self, key: str) -> None:
+        if isinstance(key, str) and key.startswith("volatile."):  # see update()
+            raise InvalidConfig(key, "volatile keys are lxdlib's own state and cannot be unset")
+
         def change(rec: InstanceRecord) -> None:
             if key not in rec.config:
                 raise NotFound("config key", key, f"not set on instance {self.name!r}")

@@ -157,6 +157,30 @@ def test_api_wrong_types_are_typed_errors_and_change_nothing(host: lxdlib.Host) 
     assert not c.files.exists("/tmp/y")
 
 
+def test_volatile_keys_and_ephemeral_are_refused_not_dropped(host: lxdlib.Host) -> None:
+    """`config set` / `unset` / `edit` of a volatile key, and `config edit` turning
+    `ephemeral` on, say so (exit 1) instead of answering 0 and changing nothing; an edit that
+    repeats `config show` (volatile keys included) still goes through."""
+    root = host.paths.root
+    c = host.create("busybox", "c1")
+    before = c.record().to_dict()
+    uuid = c.record().config["volatile.uuid"]
+    assert "volatile keys" in refused(cli(root, "config", "set", "c1", "volatile.uuid", "x"))
+    assert "volatile keys" in refused(cli(root, "config", "unset", "c1", "volatile.uuid"))
+    shown = cli(root, "config", "show", "c1").stdout
+    assert "volatile.uuid" in shown
+    assert "volatile keys" in refused(cli(root, "config", "edit", "c1",
+                                          input=shown.replace(uuid, "x")))
+    assert "ephemeral" in refused(cli(root, "config", "edit", "c1",
+                                      input=shown.replace("ephemeral: false",
+                                                          "ephemeral: true")))
+    assert c.record().to_dict() == before
+    r = cli(root, "config", "edit", "c1", input=shown.replace("config:\n",
+                                                             "config:\n  user.x: y\n"))
+    assert r.returncode == 0, r.stderr
+    assert c.config["user.x"] == "y" and c.record().config["volatile.uuid"] == uuid
+
+
 _KILLED_IMPORT = textwrap.dedent("""
     import os, signal, sys
     import lxdlib
