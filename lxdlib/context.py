@@ -272,7 +272,7 @@ class Context(Value, frozen=True, eq=False):
     def create_pool(self, name: str, driver: str, config: Mapping[str, str] | None = None,
                     description: str = "") -> PoolDriver:
         from .storage import create_pool
-        drv = create_pool(self.paths, name, driver, dict(config or {}), description)
+        drv = create_pool(self.paths, name, driver, config, description)
         self._caches.pools[name] = drv
         return drv
 
@@ -389,7 +389,7 @@ class Context(Value, frozen=True, eq=False):
     # -- composition: profiles + local settings -----------------------------------------------
     def check_profiles(self, profiles: Sequence[str]) -> list[str]:
         """The profile list validated, each profile present (a fresh root gets its default)."""
-        out = expand.resolve_profile_list(list(profiles))
+        out = expand.resolve_profile_list(profiles)  # not list(): a str would be its letters
         self.ensure_initialized(need_default="default" in out)
         for p in out:
             if not self.profiles.exists(p):

@@ -95,6 +95,17 @@ def _norm(path: str | os.PathLike[str]) -> str:
     return p if p.startswith("/") else "/" + p
 
 
+def _check_source(data: object) -> None:
+    """``put``'s data is what its docstring promises, bytes or a binary file object; text is
+    refused rather than encoded here, since which encoding it meant is the caller's to say."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return
+    if isinstance(data, str) or not (hasattr(data, "readinto") or hasattr(data, "read")):
+        hint = " (encode text first, e.g. text.encode())" if isinstance(data, str) else ""
+        raise InvalidArgument(f"file data must be bytes or a binary file object, not "
+                              f"{type(data).__name__}{hint}")
+
+
 def _chunks_of(data: Source) -> Iterator[bytes | memoryview]:
     if isinstance(data, (bytes, bytearray, memoryview)):
         view = memoryview(data).cast("B")
@@ -297,6 +308,7 @@ class Session:
             parents: bool = False, into: str | None = None,
             ignore_unmapped: bool = False) -> str:
         """Write ``data`` to ``path``; returns the path written (``into`` a directory: inside)."""
+        _check_source(data)  # before the instance is asked for anything
         self._call({"op": "put", "path": path, "mode": mode, "uid": uid, "gid": gid,
                     "force": [f for f in force if {"mode": mode, "uid": uid,
                                                    "gid": gid}[f] is not None],

@@ -17,7 +17,7 @@ from . import profile_apply
 from . import recovery as _recovery  # noqa: F401  (registers its journal recoverers)
 from . import snapshots as _snapshots  # noqa: F401  (registers its journal recoverer)
 from .context import DEFAULT_NETWORK, DEFAULT_POOL, Context, HostFacts
-from .errors import TYPE_CHECKING, HostLimit, InvalidArgument, NotFound
+from .errors import TYPE_CHECKING, HostLimit, NotFound
 from .instances import Instance, Instances
 from .logs import get_logger
 from .profile_apply import Profiles
@@ -189,37 +189,11 @@ class Host:
                            network_name=network_name)
 
     def init_preseed(self, preseed: Mapping[str, Any]) -> None:
-        """Apply LXD's preseed shape: ``config``, ``storage_pools``, ``networks``, ``profiles``."""
-        known = {"config", "storage_pools", "networks", "profiles", "cluster", "projects"}
-        unknown = set(preseed) - known
-        if unknown:
-            raise InvalidArgument(f"unknown preseed keys: {', '.join(sorted(unknown))}")
-        for net in preseed.get("networks") or []:  # refused before anything is made
-            if isinstance(net, dict) and "name" in net and net["name"] not in self.networks:
-                self.ctx.default_network_name(str(net["name"]))
-        for key, value in (preseed.get("config") or {}).items():
-            self.set_config(str(key), str(value))
-        for pool in preseed.get("storage_pools") or []:
-            if pool["name"] not in self.pool_names():
-                self.create_pool(pool["name"], pool.get("driver", "btrfs"),
-                                 {str(k): str(v) for k, v in (pool.get("config") or {}).items()},
-                                 pool.get("description", ""))
-        for net in preseed.get("networks") or []:
-            if net.get("type", "bridge") != "bridge":
-                raise InvalidArgument(f"network type {net.get('type')!r} is not supported")
-            if net["name"] not in self.networks:
-                self.networks.create(net["name"], {str(k): str(v) for k, v in
-                                                   (net.get("config") or {}).items()},
-                                     net.get("description", ""))
-        for prof in preseed.get("profiles") or []:
-            cfg = {str(k): str(v) for k, v in (prof.get("config") or {}).items()}
-            devs = {str(k): {str(a): str(b) for a, b in v.items()}
-                    for k, v in (prof.get("devices") or {}).items()}
-            if prof["name"] in self.profiles:  # re-applied to the instances using it
-                self.profiles.update(prof["name"], config=cfg, devices=devs,
-                                     description=prof.get("description", ""))
-            else:
-                self.profiles.create(prof["name"], cfg, devs, prof.get("description", ""))
+        """Apply LXD's preseed shape: ``config``, ``storage_pools``, ``networks``, ``profiles``;
+        all of it checked before anything is made, and undone if making a later part fails
+        (see ``lxdlib.preseed``)."""
+        from .preseed import apply
+        apply(self.ctx, preseed)
 
     # -- instances ----------------------------------------------------------------------------
     def create(self, image: str | None, name: str | None = None, *,

@@ -18,6 +18,7 @@ from pathlib import Path
 from . import criu, idmap, journal, livestate, record, render, runtime
 from .config import devices as devcfg
 from .config import expand, limits, names, schema
+from .config.text import check_description
 from .config.units import parse_size
 from .errors import (
     TYPE_CHECKING,
@@ -575,16 +576,24 @@ class InstanceCore:
             old_cfg, old_devs = self._expanded_present(rec)
             new = InstanceRecord.from_dict(rec.to_dict())
             if config is not None:
+                schema.check_mapping(config)  # its keys are read before it is validated
                 volatile = {k: v for k, v in rec.config.items() if k.startswith("volatile.")}
+                # volatile keys are lxdlib's own state (MACs, id maps, the last power state):
+                # an edit that repeats them (`config show` prints them) or leaves them out
+                # keeps them, but a change is refused, never dropped in silence
+                for k, v in config.items():
+                    if k.startswith("volatile.") and volatile.get(k) != v:
+                        raise InvalidConfig(k, "volatile keys are lxdlib's own state and "
+                                               "cannot be set", str(v))
                 user = {k: v for k, v in config.items() if not k.startswith("volatile.")}
                 new.config = {**schema.validate_instance_config(user), **volatile}
             if devices is not None:
+                devcfg.check_devices_mapping(devices)
                 new.devices = {n: devcfg.validate_device(n, d) for n, d in devices.items()}
             if profiles is not None:
                 new.profiles = self.ctx.check_profiles(profiles)
             if description is not None:
-                if any(ch in description for ch in "\r\0"):
-                    raise InvalidArgument("description contains a carriage return or NUL")
+                check_description(description)
                 new.description = description
             new_cfg, new_devs = self.expanded(new)
             devcfg.validate_devices(new_devs)  # rules across devices: one disk per path…
@@ -666,6 +675,9 @@ class InstanceCore:
         self.modify(change)
 
     def unset_config(self, key: str) -> None:
+        if isinstance(key, str) and key.startswith("volatile."):  # see update()
+            raise InvalidConfig(key, "volatile keys are lxdlib's own state and cannot be unset")
+
         def change(rec: InstanceRecord) -> None:
             if key not in rec.config:
                 raise NotFound("config key", key, f"not set on instance {self.name!r}")
@@ -1478,9 +1490,9 @@ def create(ctx: Context, name: str, image: str | None, *,
     """
     paths = ctx.paths
     names.validate_instance_name(name)
-    if any(ch in description for ch in "\r\0"):
-        raise InvalidArgument("description contains a carriage return or NUL")
-    local_cfg = schema.validate_instance_config(dict(config or {}))
+    check_description(description)
+    local_cfg = schema.validate_instance_config(config if config is not None else {})
+    devcfg.check_devices_mapping(devices if devices is not None else {})
     local_devs = {n: devcfg.validate_device(n, d) for n, d in (devices or {}).items()}
     img = ctx.images.get(image) if image is not None else None
     prof_names = ctx.new_instance_profiles(

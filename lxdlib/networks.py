@@ -14,7 +14,7 @@ import builtins
 from collections.abc import Callable, Mapping
 
 from .context import Context
-from .errors import TYPE_CHECKING, InUse, NotFound
+from .errors import TYPE_CHECKING, InUse, InvalidConfig, NotFound
 from .journal import crashpoint
 from .model import Collection, RootModel
 from .profile_apply import network_users
@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .network.manager import NetworkManager
+
+
+def _plain(config: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The manager's copy of a caller's config: a mapping is copied, anything else refused
+    as the manager's validator refuses it (``dict()`` of a list would raise a bare error)."""
+    if config is None:
+        return None
+    if not isinstance(config, Mapping):
+        raise InvalidConfig("config", "must be a mapping of keys to strings", repr(config))
+    return dict(config)
 
 
 class Network(RootModel[Context]):
@@ -102,7 +112,7 @@ class Network(RootModel[Context]):
         if config is None:
             self._manager.modify(self._name, lambda cfg: None, description)
         else:
-            self._manager.update(self._name, dict(config), description)
+            self._manager.update(self._name, _plain(config) or {}, description)
 
     def modify(self, change: Callable[[dict[str, str]], object]) -> None:
         """Read-modify-write of the config under the network's lock, applied like ``update``."""
@@ -188,7 +198,7 @@ class Networks(Collection[Network]):
                description: str = "") -> Network:
         """Create the bridge and everything it serves (``ipv4.address=auto`` picks a free
         subnet); on any failure nothing is left."""
-        self.ctx.networks.create(name, dict(config) if config is not None else None, description)
+        self.ctx.networks.create(name, _plain(config), description)
         return Network(self.ctx, name)
 
     def update(self, name: str, config: Mapping[str, str],

@@ -21,6 +21,7 @@ from . import journal, runtime
 from .config import devices as devcfg
 from .config import names, schema
 from .config.expand import ProfileData
+from .config.text import check_description
 from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
@@ -80,8 +81,9 @@ class ProfileRecord(Value):
 
 def validate_profile(config: Mapping[str, str], devices: Mapping[str, Mapping[str, str]]
                      ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    cfg = schema.validate_instance_config(dict(config), profile=True)
-    devs = {name: devcfg.validate_device(name, dict(dev)) for name, dev in devices.items()}
+    cfg = schema.validate_instance_config(config, profile=True)
+    devcfg.check_devices_mapping(devices)
+    devs = {name: devcfg.validate_device(name, dev) for name, dev in devices.items()}
     return cfg, devs
 
 
@@ -217,8 +219,7 @@ class ProfileStore:
                devices: Mapping[str, Mapping[str, str]] | None = None,
                description: str = "") -> ProfileRecord:
         names.validate_profile_name(name)
-        if any(ch in description for ch in "\r\0"):
-            raise InvalidArgument("description contains a carriage return or NUL")
+        check_description(description)
         cfg, devs = validate_profile(config or {}, devices or {})
         check_raw_lxc(self._paths.lxcpath, cfg)
         with lock(self._paths, "profile", name):

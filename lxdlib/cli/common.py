@@ -73,23 +73,56 @@ def load_mapping(text: str) -> dict[str, Any]:
 
 
 def str_map(d: Any, what: str) -> dict[str, str]:
-    """An edited ``config`` mapping as strings: YAML reads ``true`` and ``5`` as a bool and an
-    int, but LXD's keys are strings (``"true"``, ``"5"``)."""
+    """An edited ``config`` mapping (instance, profile, network, storage, image properties,
+    server) as LXD's ``map[string]string``: scalars become their text (``scalar_text``).
+
+    A ``null`` value leaves the key out, so the edit unsets it: LXD reads null into a string
+    map as ``""``, and an empty value means "unset" wherever LXD keeps config. Leaving it out
+    here gives that one meaning for every edit, whatever the service does with ``""``."""
+    from ..config.text import scalar_text
     if d is None:
         return {}
     if not isinstance(d, dict):
         raise InvalidArgument(f"{what} must be a mapping")
-    return {str(k): ("true" if v is True else "false" if v is False else str(v))
-            for k, v in d.items()}
+    out = {}
+    for k, v in d.items():
+        if k is None:
+            raise InvalidArgument(f"{what} has a key that is null")
+        key = scalar_text(k, f"{what} key {k!r}")
+        if v is not None:
+            out[key] = scalar_text(v, key)
+    return out
+
+
+def str_list(d: Any, what: str) -> list[str] | None:
+    """An edited list of names (``profiles``), each a string as ``scalar_text`` makes it;
+    ``None`` when the document has none (``null`` or left out)."""
+    from ..config.text import scalar_text
+    if d is None:
+        return None
+    if not isinstance(d, list):
+        raise InvalidArgument(f"{what} must be a list")
+    return [scalar_text(v, what) if v is not None else "" for v in d]
+
+
+def text_field(data: dict[str, Any], key: str) -> str | None:
+    """A top-level text field of an edited document (``description``): ``None`` when it is
+    left out, ``""`` for null (as LXD reads null into a string), else ``scalar_text``."""
+    from ..config.text import scalar_text
+    if key not in data:
+        return None
+    value = data[key]
+    return "" if value is None else scalar_text(value, key)
 
 
 def devices_map(d: Any) -> dict[str, dict[str, str]]:
     """An edited ``devices`` mapping: each device's keys as strings, as ``str_map`` does."""
+    from ..config.text import scalar_text
     if d is None:
         return {}
     if not isinstance(d, dict):
         raise InvalidArgument("devices must be a mapping")
-    return {str(k): str_map(v, f"device {k}") for k, v in d.items()}
+    return {scalar_text(k, "device name"): str_map(v, f"device {k}") for k, v in d.items()}
 
 
 # argparse has no public way to list a parser's subcommands: the three functions below are the

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, NotFound
+from ..errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, InvalidConfig, NotFound
 from . import output
-from .common import devices_map, edit_text, load_mapping, parse_kv, str_map
+from .common import devices_map, edit_text, load_mapping, parse_kv, str_list, str_map, text_field
 
 if TYPE_CHECKING:
     from typing import Any
@@ -110,13 +110,18 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
         return 0
     inst = host.instances.get(a.name)
     data = load_mapping(edit_text(output.dump_yaml(show_dict(host, inst, False))))
-    profiles = data.get("profiles")
-    if profiles is not None and not isinstance(profiles, list):
-        raise InvalidArgument("profiles must be a list")
+    # LXD's edit can turn `ephemeral` on or off; lxdlib's is fixed when the instance is made
+    # (its reaper is set up then), so a change is refused rather than ignored
+    ephemeral = data.get("ephemeral", inst.record().ephemeral)
+    if not isinstance(ephemeral, bool):
+        raise InvalidConfig("ephemeral", "must be true or false", repr(ephemeral))
+    if ephemeral != inst.record().ephemeral:
+        raise InvalidConfig("ephemeral", "cannot change after the instance is made (copy it "
+                            "with or without --ephemeral instead)", str(ephemeral).lower())
     inst.update(config=str_map(data.get("config"), "config"),
                 devices=devices_map(data.get("devices")),
-                profiles=[str(p) for p in profiles] if profiles is not None else None,
-                description=str(data.get("description") or ""))
+                profiles=str_list(data.get("profiles"), "profiles"),
+                description=text_field(data, "description") or "")
     return 0
 
 

@@ -81,6 +81,9 @@ def cmd_push(host: Host, a: argparse.Namespace) -> int:
     mode, uid, gid = parse_mode(a.mode), a.uid, a.gid
     explicit = [k for k, v in (("mode", mode), ("uid", uid), ("gid", gid)) if v is not None]
     into_dir = dest.endswith("/") or len(a.sources) > 1
+    # every source looked at before anything is pushed, as lxc opens them all first: a missing
+    # one is the user's typo (one `Error:` line), and must not leave the others half-pushed
+    stats = {src: _host_stat(src) for src in a.sources if src != "-"}
     with inst.files.session() as s:
         for src in a.sources:
             if src == "-":
@@ -90,7 +93,7 @@ def cmd_push(host: Host, a: argparse.Namespace) -> int:
                       parents=a.create_dirs)
                 continue
             sp = Path(src)
-            st = sp.stat()
+            st = stats[src]
             if stat.S_ISDIR(st.st_mode):
                 if not a.recursive:
                     raise InvalidArgument(f"{src} is a directory (use -r)")
@@ -111,6 +114,17 @@ def cmd_push(host: Host, a: argparse.Namespace) -> int:
                       ignore_unmapped=uid is None or gid is None)
     host.events.emit("instance-file-pushed", name, path=dest)
     return 0
+
+
+def _host_stat(src: str) -> os.stat_result:
+    try:
+        return os.stat(src)
+    except OSError as e:  # lxc's words: `open <path>: no such file or directory`
+        raise InvalidArgument(f"open {src}: {_reason(e)}") from None
+
+
+def _reason(e: OSError) -> str:
+    return (e.strerror or str(e)).lower()
 
 
 def _is_dir(s: Session, path: str) -> bool:
@@ -150,6 +164,13 @@ def cmd_pull(host: Host, a: argparse.Namespace) -> int:
     into_dir = not to_stdout and (a.dest.endswith("/") or len(sources) > 1 or dest.is_dir())
     if a.create_dirs and not to_stdout:
         (dest if into_dir else dest.parent).mkdir(parents=True, exist_ok=True)
+    if not to_stdout:
+        # the host directory that receives is checked before the instance is read: a typo'd
+        # destination is the user's mistake (one `Error:` line, as lxc's failed open)
+        there = dest if into_dir else dest.parent
+        if not there.is_dir():
+            why = "not a directory" if there.exists() else "no such file or directory"
+            raise InvalidArgument(f"open {a.dest}: {why}")
     for name, path in sources:
         inst = _instance(host, name)
         with inst.files.session() as s:

@@ -13,7 +13,7 @@ from ..errors import TYPE_CHECKING, InvalidArgument
 from ..logs import get_logger
 from ..progress import LineProgress as ProgressBar
 from . import output
-from .common import edit_text, load_mapping
+from .common import edit_text, load_mapping, str_map
 
 if TYPE_CHECKING:
     from typing import Any
@@ -227,9 +227,7 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
     unknown = set(data) - _EDITABLE - _READ_ONLY
     if unknown:
         raise InvalidArgument(f"unknown image fields: {', '.join(sorted(map(str, unknown)))}")
-    props = data.get("properties")
-    if props is not None and not isinstance(props, dict):
-        raise InvalidArgument("properties must be a mapping")
+    props = str_map(data.get("properties"), "properties")
     expires: Any = UNSET
     if "expires_at" in data:
         expires = data["expires_at"]
@@ -247,8 +245,7 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
         i.fingerprint,
         # LXD's edit replaces the list; one left out (or null) means ``default`` alone
         profiles=profiles if profiles is not None else ["default"],
-        properties=({str(k): "" if v is None else str(v) for k, v in props.items()}
-                    if props is not None else {}),
+        properties=props,
         public=_bool(data.get("public", i.public), "public"),
         auto_update=_bool(data.get("auto_update", i.auto_update), "auto_update"),
         expires_at=expires)

@@ -618,9 +618,10 @@ def cmd_init(host: Host, a: argparse.Namespace) -> int:
     if a.image is None:
         if a.preseed:
             import yaml
-            data = yaml.safe_load(sys.stdin.read()) or {}
-            if not isinstance(data, dict):
-                raise InvalidArgument("the preseed must be a YAML mapping")
+            try:
+                data = yaml.safe_load(sys.stdin.read()) or {}
+            except yaml.YAMLError as e:
+                raise InvalidArgument(f"invalid preseed YAML: {e}") from None
             host.init_preseed(data)
         elif a.auto or a.minimal:
             host.init_auto(pool_driver=a.storage_backend or "btrfs",

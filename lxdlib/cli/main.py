@@ -313,7 +313,9 @@ def _check_verbs(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int | 
         sub = subparsers_action(p)
         if sub is None or (i < len(argv) and argv[i].startswith("-")):
             return None
-        if i == len(argv):  # a group without its verb (`lxdlib image`): its help, as lxc does
+        # `>=`: a last global option without its value (`lxdlib --root`) steps past the end;
+        # argparse then says what is missing
+        if i >= len(argv):  # a group without its verb (`lxdlib image`): its help, as lxc does
             if len(path) == 1:
                 return None
             p.print_help()

@@ -8,7 +8,7 @@ import sys
 
 from ..errors import TYPE_CHECKING, InvalidArgument
 from . import output
-from .common import edit_text, load_mapping, parse_kv, str_map
+from .common import edit_text, load_mapping, parse_kv, str_map, text_field
 
 if TYPE_CHECKING:
     from typing import Any
@@ -81,8 +81,7 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
     data = load_mapping(edit_text(output.dump_yaml({"config": n.get("config", {}),
                                                     "description": n.get("description", "")})))
     host.networks.update(a.name, str_map(data.get("config"), "config"),
-                         description=str(data["description"] or "") if "description" in data
-                         else None)
+                         description=text_field(data, "description"))
     return 0
 
 

@@ -8,7 +8,7 @@ import sys
 
 from ..errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, NotFound
 from . import output
-from .common import devices_map, edit_text, load_mapping, parse_kv, str_map
+from .common import devices_map, edit_text, load_mapping, parse_kv, str_map, text_field
 
 if TYPE_CHECKING:
     from typing import Any
@@ -54,7 +54,7 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
         raise InvalidArgument("the profile name cannot be changed by edit (use rename)")
     host.update_profile(a.name, config=str_map(data.get("config"), "config"),
                         devices=devices_map(data.get("devices")),
-                        description=str(data.get("description") or ""))
+                        description=text_field(data, "description") or "")
     return 0
 
 

@@ -7,7 +7,7 @@ import sys
 
 from ..errors import TYPE_CHECKING
 from . import output
-from .common import edit_text, load_mapping, parse_kv, str_map
+from .common import edit_text, load_mapping, parse_kv, str_map, text_field
 
 if TYPE_CHECKING:
     from typing import Any
@@ -64,7 +64,7 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
     data = load_mapping(edit_text(output.dump_yaml({"config": pool.config,
                                                     "description": pool.description})))
     pool.update(config=str_map(data["config"], "config") if "config" in data else None,
-                description=str(data["description"] or "") if "description" in data else None)
+                description=text_field(data, "description"))
     return 0
 
 
@@ -168,7 +168,7 @@ def cmd_volume_edit(host: Host, a: argparse.Namespace) -> int:
     _volumes(host).update(
         a.pool, a.volume,
         str_map(data["config"], "config") if "config" in data else None,
-        str(data["description"] or "") if "description" in data else None)
+        text_field(data, "description"))
     return 0
 
 

@@ -382,6 +382,8 @@ def validate_device_name(name: str) -> None:
 
 
 def _coerce(name: str, key: str, value: Any) -> str:
+    """A device option as text, as a config value is (``schema``'s ``_coerce``): ints and
+    bools as LXD writes them, anything else refused."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -585,11 +587,18 @@ def validate_device(name: str, device: Mapping[str, Any]) -> dict[str, str]:
     return dev
 
 
+def check_devices_mapping(devices: Any) -> None:
+    """A device set's shape before its items are read: a mapping of name to options (each
+    device's own shape is ``validate_device``'s)."""
+    if not isinstance(devices, Mapping):
+        raise InvalidConfig("devices", "Devices must be a mapping of name to options",
+                            repr(devices))
+
+
 def validate_devices(devices: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, str]]:
     """Validate every device of a set and the rules across them: no two disks on one path, no
     two NICs with one interface name."""
-    if not isinstance(devices, Mapping):
-        raise InvalidConfig("devices", "Devices must be a mapping of name to options")
+    check_devices_mapping(devices)
     out = {name: validate_device(name, devices[name]) for name in sorted(devices, key=str)}
     paths: set[str] = set()
     nic_names: set[str] = set()

@@ -49,8 +49,9 @@ def resolve_profile_list(requested: Sequence[str] | None) -> list[str]:
     """
     if requested is None:
         return [DEFAULT_PROFILE]
-    if isinstance(requested, str):
-        raise InvalidArgument("profiles must be a list of names, not a string")
+    if isinstance(requested, str) or not isinstance(requested, (list, tuple)):
+        raise InvalidArgument(f"profiles must be a list of names, not "
+                              f"{type(requested).__name__}")
     seen: set[str] = set()
     out: list[str] = []
     for name in requested:

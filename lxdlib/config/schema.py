@@ -719,7 +719,10 @@ def _check_suffix(key: str, value: str) -> None:
 
 
 def _coerce(key: str, value: Any) -> str:
-    """YAML hands us ints and bools for ``limits.cpu: 2`` or ``security.nesting: true``."""
+    """A value as text. A Python caller writes ``limits.cpu=2`` or ``security.nesting=True``:
+    an int or a bool has one text in LXD's config (``"2"``, ``"true"``), as YAML's scalars do
+    (``config.text.scalar_text``), and is stored as that. Anything else — bytes, None, a float,
+    a list — has none, and is refused rather than stored as Python's ``str()`` of it."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -768,21 +771,29 @@ def _check_combinations(config: Mapping[str, str]) -> None:
         )
 
 
+def check_mapping(config: Any) -> None:
+    """A config's shape, before anything reads its keys: a mapping whose keys are strings
+    (``Instance.update`` checks it before it sets the volatile keys apart)."""
+    if not isinstance(config, Mapping):
+        raise InvalidConfig("config", "The configuration must be a mapping of strings",
+                            repr(config))
+    for key in config:
+        if not isinstance(key, str):
+            raise InvalidConfig(repr(key), "Configuration keys must be strings")
+
+
 def validate_instance_config(
     config: Mapping[str, Any], *, profile: bool = False
 ) -> dict[str, str]:
     """Validate every key and value of an instance's (or, with ``profile=True``, a profile's)
     config; raise InvalidConfig on the first bad one (keys checked in sorted order).
 
-    Returns a normalised copy: int and bool values become strings, and keys whose value is the
-    empty string are dropped (in LXD an empty value means "unset").
+    Returns a copy without the keys whose value is the empty string (in LXD an empty value
+    means "unset"). Keys and values must be strings.
     """
-    if not isinstance(config, Mapping):
-        raise InvalidConfig("config", "The configuration must be a mapping of strings")
+    check_mapping(config)
     out: dict[str, str] = {}
     for key in sorted(config, key=str):
-        if not isinstance(key, str):
-            raise InvalidConfig(repr(key), "Configuration keys must be strings")
         value = _coerce(key, config[key])
         validate_key(key, value, profile=profile)
         if value != "":

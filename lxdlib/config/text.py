@@ -7,9 +7,16 @@ answers that, but loading its tables costs ~1 ms of every command that validates
 nearly every name is ASCII, whose categories are fixed: ASCII text is judged here from those,
 ``unicodedata`` is imported only for text beyond it. ``tests/unit/test_config_text.py`` holds
 both ways to the same answer for every ASCII character.
+
+``scalar_text``: a YAML scalar (an edited document, a preseed) as the text LXD keeps for it.
 """
 
 from __future__ import annotations
+
+from ..errors import TYPE_CHECKING, InvalidArgument, InvalidConfig
+
+if TYPE_CHECKING:
+    from typing import Any
 
 #: the ASCII characters of Unicode's punctuation categories (P*); the others that are neither
 #: letters nor digits (``$+<=>^`|~``) are symbols (S*)
@@ -34,3 +41,33 @@ def is_printable_name(s: str) -> bool:
     import unicodedata
     return all(unicodedata.category(ch)[0] in "LP" or unicodedata.category(ch) == "Nd"
                for ch in s)
+
+
+def scalar_text(value: Any, where: str) -> str:
+    """One YAML scalar of an edited document as the text LXD keeps.
+
+    LXD reads an edit into typed Go fields (``map[string]string``, ``string``): a bool or a
+    number in a string field becomes its text (``true``, ``5``), while a list or a mapping is
+    refused. PyYAML has already turned the scalar into a Python value, so the text is its
+    canonical YAML form (``true``, ``5``, ``1000.0``, ``2001-01-01``). ``where`` names the
+    field in the error (the config key, ``description``...)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    import datetime as dt  # a YAML date (`2001-01-01`) loads as one
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    kind = ("a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict)
+            else f"a {type(value).__name__}")
+    raise InvalidConfig(where, f"must be a string, not {kind}", repr(value))
+
+
+def check_description(description: object) -> None:
+    """A description is one string (LXD's field is a string) without CR or NUL."""
+    if not isinstance(description, str):
+        raise InvalidArgument(f"description must be a string, not {type(description).__name__}")
+    if any(ch in description for ch in "\r\0"):
+        raise InvalidArgument("description contains a carriage return or NUL")

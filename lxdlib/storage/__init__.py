@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .dir import DirPool
     from .pools import (
         DRIVERS,
+        check_pool,
         create_pool,
         delete_pool,
         list_pools,
@@ -32,6 +33,7 @@ __all__ = [
     "PoolDriver",
     "PoolUsage",
     "ZfsPool",
+    "check_pool",
     "create_pool",
     "delete_pool",
     "ensure_zfs_daemon",
@@ -46,7 +48,8 @@ __all__ = [
 _WHERE = {
     "PoolDriver": "base", "PoolUsage": "base", "BtrfsPool": "btrfs", "DirPool": "dir",
     "ZfsPool": "zfs", "ensure_zfs_daemon": "zfs", "stop_zfs_daemon": "zfs",
-    "DRIVERS": "pools", "create_pool": "pools", "delete_pool": "pools", "list_pools": "pools",
+    "DRIVERS": "pools", "check_pool": "pools", "create_pool": "pools", "delete_pool": "pools",
+    "list_pools": "pools",
     "load_pool": "pools", "pool_info": "pools", "validate_pool_name": "pools",
 }
 

@@ -9,6 +9,7 @@ that was complete.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from ..errors import (
     TYPE_CHECKING,
@@ -75,14 +76,37 @@ def _driver_class(driver: str) -> type[PoolDriver]:
     return cls
 
 
-def create_pool(paths: Paths, name: str, driver: str, config: dict[str, str] | None = None,
-                description: str = "") -> PoolDriver:
-    """Make a pool on the host and record it; on any failure nothing is left."""
+def check_pool(name: str, driver: str, config: Mapping[str, str] | None = None,
+               description: str = "") -> dict[str, str]:
+    """Everything about a new pool that can be judged without making it (name, driver, keys,
+    values, description): its checked config. ``create_pool`` starts with it, and a caller
+    making several things (``init --preseed``) runs it for all of them before making any."""
     validate_pool_name(name)
+    if not isinstance(driver, str):
+        raise InvalidConfig("driver", "must be a string", repr(driver))
     cls = _driver_class(driver)
-    checked = cls.validate_config(dict(config or {}))
+    if config is None:
+        config = {}
+    if not isinstance(config, Mapping):
+        raise InvalidConfig("config", "must be a mapping of keys to strings", repr(config))
+    checked: dict[str, str] = {}
+    for key, value in config.items():
+        # an int or a bool as its text, as an instance's config takes them (``size: 2**30``)
+        text = ("true" if value else "false") if isinstance(value, bool) else \
+            str(value) if isinstance(value, int) else value
+        if not isinstance(key, str) or not isinstance(text, str):
+            raise InvalidConfig(str(key), "pool keys and values must be strings", repr(value))
+        checked[key] = text
     if not isinstance(description, str):
         raise InvalidConfig("description", "must be a string", repr(description))
+    return cls.validate_config(checked)
+
+
+def create_pool(paths: Paths, name: str, driver: str, config: Mapping[str, str] | None = None,
+                description: str = "") -> PoolDriver:
+    """Make a pool on the host and record it; on any failure nothing is left."""
+    checked = check_pool(name, driver, config, description)
+    cls = _driver_class(driver)
     paths.pools.mkdir(parents=True, exist_ok=True)
     with lock(paths, "storage-pool", name):
         if os.path.lexists(_record_path(paths, name)):

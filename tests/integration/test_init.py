@@ -99,3 +99,85 @@ def test_first_use_initialises_a_fresh_root(root: Path, busybox_tarball: Path) -
         assert c.wait_for(lambda: bool(c.addresses()), timeout=20)
     finally:
         _cleanup(root)
+
+
+def _preseed(root: Path, doc: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root", str(root), "init",
+                           "--preseed"], capture_output=True, text=True, input=doc, timeout=180)
+
+
+def _made(root: Path) -> tuple[list[str], list[str], list[str], dict[str, str]]:
+    host = lxdlib.Host(root)
+    return (host.pool_names(), [n["name"] for n in host.networks.list()],
+            host.profiles.names(), host.config)
+
+
+def _bridge_traces(br: str) -> list[str]:
+    """What a bridge leaves on the host: its link, its nft table, a dnsmasq serving it."""
+    found = []
+    if Path(f"/sys/class/net/{br}").exists():
+        found.append("link")
+    if subprocess.run(["nft", "list", "table", "inet", f"lxdlib_{br}"],
+                      capture_output=True).returncode == 0:
+        found.append("nft table")
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"dnsmasq") and any(br.encode() in a for a in argv):
+            found.append("dnsmasq")
+    return found
+
+
+@pytest.mark.parametrize("doc", [
+    "storage_pools: 5\n", "networks: 5\n", "profiles: [5]\n", "config: [1]\n",
+    "profiles: [{name: x, config: [1]}]\n", "profiles: [{name: x, devices: [1]}]\n",
+    "profiles: [{name: x, devices: {d: [1]}}]\n", "networks: [{config: {}}]\n",
+    "storage_pools: [{name: p, driver: dir, config: {user.x: [1]}}]\n", ": : :\n\t- x",
+    # a bad item late in the document: the pool and bridge before it are not made either
+    "storage_pools: [{name: p, driver: dir}]\n"
+    "networks: [{name: BR, config: {ipv4.address: none, ipv6.address: none}}]\n"
+    "profiles: [{name: x, config: {limits.memory: abc}}]\n",
+])
+def test_preseed_of_a_wrong_shape_or_value_is_refused_and_makes_nothing(
+        root: Path, doc: str) -> None:
+    br = f"lxq{secrets.token_hex(3)}"
+    lxdlib.Host(root)
+    before = _made(root)
+    try:
+        r = _preseed(root, doc.replace("BR", br))
+        assert r.returncode == 1 and r.stderr.startswith("Error: "), r.stderr
+        assert "Traceback" not in r.stderr, r.stderr
+        assert _made(root) == before
+        assert _bridge_traces(br) == []
+    finally:
+        _cleanup(root)
+        subprocess.run(["ip", "link", "del", br], capture_output=True)
+
+
+def test_preseed_failing_while_making_undoes_what_it_made(root: Path) -> None:
+    """The second bridge's subnet is the first one's: refused only when it is made, after the
+    pool, the first bridge (link, nft table, dnsmasq) and the server key; all are undone."""
+    from tests.integration.network_fixtures import free_subnet
+    br1, br2 = f"lxq{secrets.token_hex(3)}", f"lxq{secrets.token_hex(3)}"
+    net = str(free_subnet())
+    doc = {"config": {"images.remote_cache_expiry": "5"},
+           "storage_pools": [{"name": "p", "driver": "dir"}],
+           "networks": [{"name": br1, "config": {"ipv4.address": net, "ipv6.address": "none"}},
+                        {"name": br2, "config": {"ipv4.address": net, "ipv6.address": "none"}}],
+           "profiles": [{"name": "x", "config": {"limits.memory": "64MiB"}}]}
+    lxdlib.Host(root)
+    before = _made(root)
+    try:
+        r = _preseed(root, yaml.safe_dump(doc))
+        assert r.returncode == 1 and "used by another network" in r.stderr, r.stderr
+        assert _made(root) == before
+        assert _bridge_traces(br1) == [] and _bridge_traces(br2) == []
+        assert not (root / "storage-pools" / "p").exists()
+    finally:
+        _cleanup(root)
+        for br in (br1, br2):
+            subprocess.run(["ip", "link", "del", br], capture_output=True)
+            subprocess.run(["nft", "delete", "table", "inet", f"lxdlib_{br}"],
+                           capture_output=True)

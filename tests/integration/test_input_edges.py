@@ -13,6 +13,7 @@ import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,120 @@ def test_pull_fifo_says_fifo(host: lxdlib.Host) -> None:
         assert "is a FIFO, not a regular file" in err
     with pytest.raises(Exception, match="is a FIFO, not a regular file"):
         c.files.get("/tmp/fifo")
+
+
+def test_file_host_paths_missing_are_one_line_and_push_nothing(host: lxdlib.Host,
+                                                              tmp_path: Path) -> None:
+    """A missing host file (push) or host directory (pull) is lxc's `open <path>: ...` line,
+    and a push naming a good file then a missing one pushes neither (lxc opens all first)."""
+    c = host.create("busybox", "c1")
+    root = host.paths.root
+    good = tmp_path / "good.txt"
+    good.write_text("x")
+    missing = tmp_path / "nosuch"
+    err = refused(cli(root, "file", "push", str(good), str(missing), "c1/tmp/"))
+    assert err == f"Error: open {missing}: no such file or directory\n"
+    assert not c.files.exists("/tmp/good.txt")
+    err = refused(cli(root, "file", "pull", "c1/etc/passwd", str(missing / "out")))
+    assert err == f"Error: open {missing / 'out'}: no such file or directory\n"
+    err = refused(cli(root, "file", "pull", "c1/etc/passwd", f"{good}/out"))
+    assert err == f"Error: open {good}/out: not a directory\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.txt"]
+
+
+def test_edit_reads_yaml_types_as_lxd(host: lxdlib.Host) -> None:
+    """`null` in an edited config unsets the key (not the text "None"), a number or a bool is
+    its text, a list or mapping (or a list as description) is refused naming the key and
+    changes nothing; for instance, profile and network edits alike."""
+    root = host.paths.root
+    c = host.create("busybox", "c1")
+    c.set_config("user.c", "keep")
+    head = "devices: {}\nprofiles: [default]\n"
+    r = cli(root, "config", "edit", "c1",
+            input=head + "config: {user.c: null, user.n: 5, user.b: true}\n")
+    assert r.returncode == 0, r.stderr
+    assert c.record().config.get("user.c") is None
+    assert (c.config["user.n"], c.config["user.b"]) == ("5", "true")
+    for bad, key in (("config: {user.a: [1, 2]}\n", "user.a"),
+                     ("config: {user.a: {x: 1}}\n", "user.a"),
+                     ("config: {}\ndescription: [1]\n", "description")):
+        err = refused(cli(root, "config", "edit", "c1", input=head + bad))
+        assert f"'{key}': must be a string, not" in err
+    assert c.config["user.n"] == "5" and c.record().description == ""
+    host.profiles.create("p1", {"user.a": "x"})
+    r = cli(root, "profile", "edit", "p1", input="config: {user.a: null, user.b: 1}\n")
+    assert r.returncode == 0, r.stderr
+    assert host.profiles["p1"].config == {"user.b": "1"}
+    refused(cli(root, "profile", "edit", "p1", input="config: {}\ndescription: [1]\n"))
+    assert host.profiles["p1"].config == {"user.b": "1"}
+    net = f"lxe{os.urandom(3).hex()}"
+    host.networks.create(net, {"ipv4.address": "none", "ipv6.address": "none",
+                               "dns.domain": "example"})
+    try:
+        r = cli(root, "network", "edit", net, input="config: {ipv4.address: none, "
+                "ipv6.address: none, dns.domain: null}\n")
+        assert r.returncode == 0, r.stderr
+        assert "dns.domain" not in host.networks[net].config
+        refused(cli(root, "network", "edit", net, input="config: {user.x: [1]}\n"))
+    finally:
+        host.networks.delete(net)
+
+
+def test_api_wrong_types_are_typed_errors_and_change_nothing(host: lxdlib.Host) -> None:
+    """Through the Python API a value of the wrong type is InvalidArgument (or InvalidConfig),
+    never AttributeError/TypeError, and nothing is stored: a config value with no text in
+    LXD's config (None, bytes, a float) is refused, not stored as its str(); an int or a bool
+    is stored as its text; ``files.put`` takes bytes, not text."""
+    c = host.create("busybox", "c1")
+    before = c.record().to_dict()
+    bad: list[Any] = [
+        lambda: c.set_config(None, "x"), lambda: c.set_config("user.n", 1.5),
+        lambda: c.set_config("user.t", None), lambda: c.set_config("user.b", b"x"),
+        lambda: c.update(config=["a"]), lambda: c.update(devices=["x"]),
+        lambda: c.update(devices={"d": "x"}), lambda: c.update(description=5),
+        lambda: c.update(profiles="default"), lambda: c.update(profiles=5),
+        lambda: host.profiles.create("p", {}, devices=["x"]),
+        lambda: host.profiles.create("p", {"user.a": None}),
+        lambda: host.profiles.create("p", description=5),  # type: ignore[arg-type]
+        lambda: host.create_pool("p2", "dir", {"user.x": None}),
+        lambda: host.networks.create("lxebad0", ["x"]),
+        lambda: host.launch("busybox", "c2", config=[("a", "b")]),
+        lambda: c.files.put("/tmp/y", "text"),
+    ]
+    for i, call in enumerate(bad):
+        with pytest.raises(InvalidArgument):
+            call()
+        assert c.record().to_dict() == before, i
+    assert "p" not in host.profiles and "c2" not in host.instances
+    assert host.pool_names() == ["default"] and not host.networks.list()
+    assert not c.files.exists("/tmp/y")
+    c.set_config("user.n", 5)
+    c.set_config("user.t", True)
+    assert (c.config["user.n"], c.config["user.t"]) == ("5", "true")
+
+
+def test_volatile_keys_and_ephemeral_are_refused_not_dropped(host: lxdlib.Host) -> None:
+    """`config set` / `unset` / `edit` of a volatile key, and `config edit` turning
+    `ephemeral` on, say so (exit 1) instead of answering 0 and changing nothing; an edit that
+    repeats `config show` (volatile keys included) still goes through."""
+    root = host.paths.root
+    c = host.create("busybox", "c1")
+    before = c.record().to_dict()
+    uuid = c.record().config["volatile.uuid"]
+    assert "volatile keys" in refused(cli(root, "config", "set", "c1", "volatile.uuid", "x"))
+    assert "volatile keys" in refused(cli(root, "config", "unset", "c1", "volatile.uuid"))
+    shown = cli(root, "config", "show", "c1").stdout
+    assert "volatile.uuid" in shown
+    assert "volatile keys" in refused(cli(root, "config", "edit", "c1",
+                                          input=shown.replace(uuid, "x")))
+    assert "ephemeral" in refused(cli(root, "config", "edit", "c1",
+                                      input=shown.replace("ephemeral: false",
+                                                          "ephemeral: true")))
+    assert c.record().to_dict() == before
+    r = cli(root, "config", "edit", "c1", input=shown.replace("config:\n",
+                                                             "config:\n  user.x: y\n"))
+    assert r.returncode == 0, r.stderr
+    assert c.config["user.x"] == "y" and c.record().config["volatile.uuid"] == uuid
 
 
 _KILLED_IMPORT = textwrap.dedent("""

@@ -42,6 +42,8 @@ def test_a_verb_ends_the_process_without_pythons_shutdown_and_its_output_arrives
     (["--help"], 0, "stdout", "usage: lxdlib"),
     (["list", "--no-such-flag"], 2, "stderr", "unrecognized arguments: --no-such-flag"),
     (["lauch"], 1, "stderr", 'unknown command "lauch"'),
+    # a global option's value missing at the end: a usage error, not an IndexError
+    (["--root"], 2, "stderr", "Error: argument --root: expected one argument"),
 ])
 def test_argparse_exits_keep_their_status_and_words(
         tmp_path: Path, argv: list[str], status: int, stream: str, text: str) -> None:

@@ -53,8 +53,15 @@ GOOD: list[dict[str, Any]] = [
     {"type": "unix-block", "path": "/dev/loop9", "major": "7", "minor": "9", "required": "no"},
     {"type": "none"},
     {"type": "none", "user.why": "mask the profile's eth0"},
-    {"type": "disk", "path": "/", "pool": "default", "size": 5},  # YAML int is coerced
+    {"type": "disk", "path": "/", "pool": "default", "size": "5"},
+    {"type": "disk", "path": "/", "pool": "default", "size": 5},  # an int: its text
 ]
+
+
+@pytest.mark.parametrize("value", [None, b"5", ["5"], 1.5])
+def test_values_without_a_text_are_refused(value: Any) -> None:
+    with pytest.raises(InvalidConfig, match="Values must be strings"):
+        validate_device("root", {"type": "disk", "path": "/", "pool": "p", "size": value})
 
 
 @pytest.mark.parametrize("dev", GOOD)
@@ -368,6 +375,6 @@ def test_validate_devices_same_path() -> None:
 
 
 def test_input_not_modified() -> None:
-    dev: dict[str, Any] = {"type": "disk", "path": "/", "pool": "p", "size": 5}
+    dev: dict[str, Any] = {"type": "disk", "path": "/", "pool": "p", "size": "5GiB"}
     validate_device("root", dev)
-    assert dev["size"] == 5
+    assert dev == {"type": "disk", "path": "/", "pool": "p", "size": "5GiB"}

@@ -326,8 +326,10 @@ def test_normalisation() -> None:
     assert validate_instance_config(cfg) == {
         "limits.cpu": "2", "security.nesting": "true", "boot.autostart": "false",
     }
-    with pytest.raises(InvalidConfig, match="must be strings"):
-        validate_instance_config({"limits.cpu": 1.5})
+    # a value without one text in LXD's config is refused, not stored as Python's str()
+    for value in (1.5, b"2", None, ["2"]):
+        with pytest.raises(InvalidConfig, match="must be strings"):
+            validate_instance_config({"limits.cpu": value})
     with pytest.raises(InvalidConfig):
         validate_instance_config({1: "x"})  # type: ignore[dict-item]
     with pytest.raises(InvalidConfig):
