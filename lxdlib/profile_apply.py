@@ -92,7 +92,7 @@ def _update_locked(ctx: Context, name: str, config: Mapping[str, str] | None,
                     raise InvalidConfig(f"devices.{root_name}.pool",
                                         f"instance {u!r} relies on this profile's root "
                                         "disk pool")
-                _check_user_config(inst, rec)
+                _check_user_config(inst, rec, devs, before[u][1])
         finally:
             ctx.set_profile_memo(None)
         for u in users:
@@ -142,15 +142,31 @@ def _lock_users(ctx: Context, name: str, held: contextlib.ExitStack) -> list[str
             return users
         stack.close()
 
-def _check_user_config(inst: InstanceCore, rec: InstanceRecord) -> None:
-    """The liblxc config ``inst`` would get from the profile change must load in liblxc
-    (checked before the profile is saved). Other render failures (a missing disk source,
-    a network gone) are left to the re-apply, which reports them per instance."""
+def _check_user_config(inst: InstanceCore, rec: InstanceRecord,
+                       devs: Mapping[str, Mapping[str, str]],
+                       old_devs: Mapping[str, Mapping[str, str]]) -> None:
+    """The liblxc config ``inst`` would get from the profile change (expanded devices
+    ``devs``; ``old_devs`` before it) must be valid and load in liblxc (checked before the
+    profile is saved). Other render failures (a missing disk source, a network gone) are
+    left to the re-apply, which reports them per instance.
+
+    Every device is rendered even when one fails, so one bad device (a missing source)
+    hides no other's invalid value. A device's invalid value refuses the change only if the
+    change made that device (added or altered it): one the instance already had, which
+    turned invalid since (its network's gateway moved onto its address), must not make the
+    profile unrepairable — removing a device is always possible when what is left is valid
+    by these rules."""
+    errors: dict[str, LxdlibError] = {}
     try:
-        lines, _, _ = inst._render_lxc_config(rec)
+        lines, _, _ = inst._render_lxc_config(rec, device_errors=errors)
     except InvalidConfig:
         raise
     except LxdlibError:
+        lines = None  # outside any device: left to the re-apply, as the devices' own below
+    for dname, e in sorted(errors.items()):
+        if isinstance(e, InvalidConfig) and devs.get(dname) != old_devs.get(dname):
+            raise e
+    if lines is None:
         return
     try:
         inst._check_lxc_config(rec, lines)
