@@ -165,7 +165,8 @@ class Context(Value, frozen=True, eq=False):
         # which may have to recover with this context: the closure reads ``ctx`` when called
         ctx = cls(paths=paths, events=Events(paths),
                   profiles=ProfileStore(paths, lambda p: profile_users(paths, p),
-                                        lambda: ctx.quiesce_instances()))
+                                        lambda: ctx.quiesce_instances(),
+                                        all_users=lambda: profiles_users(paths)))
         # what killed image imports left, cleared by any command: the store is loaded only
         # when there is something to clear
         if imports_pending(paths.root):
@@ -619,14 +620,22 @@ class Context(Value, frozen=True, eq=False):
 
 def profile_users(paths: Paths, profile: str) -> list[str]:
     """The instances whose record names ``profile`` (unreadable records are skipped)."""
-    out = []
+    return profiles_users(paths).get(profile, [])
+
+
+def profiles_users(paths: Paths) -> dict[str, list[str]]:
+    """Every profile's users (``profile_users``) from one walk over the instance records:
+    a caller wanting several profiles' users (``profile list``) reads each record once, not
+    once per profile. Profiles nobody uses are absent."""
+    out: dict[str, list[str]] = {}
     for n in record.names(paths):
         try:
-            if profile in record.load(paths, n).profiles:
-                out.append(n)
+            named = record.profiles_of(paths, n)
         except FileNotFoundError:
             continue
         except CorruptRecord as e:
             log.warning("%s", e)  # its profiles are unknown: listed elsewhere as ERROR
             continue
+        for p in dict.fromkeys(named):
+            out.setdefault(p, []).append(n)
     return out

@@ -829,10 +829,15 @@ class InstanceCore:
             raise
 
     def _render_lxc_config(self, rec: InstanceRecord, expanded: Expanded | None = None,
-                           cpus: list[int] | None = None, starting: bool = False
+                           cpus: list[int] | None = None, starting: bool = False,
+                           device_errors: dict[str, LxdlibError] | None = None
                            ) -> tuple[list[tuple[str, str]], bytes, bytes | None]:
         """The liblxc config of ``rec``: its keys, the file's bytes, and the instance's own
-        seccomp policy (None: the root's shared one)."""
+        seccomp policy (None: the root's shared one).
+
+        With ``device_errors``, a device that fails to render is noted there and left out
+        rather than ending the render: a check of a change (``profile_apply``) then sees every
+        device's error and the rest of the config, not only the first device's."""
         from . import hooklog as hooks
         from .devices import driver
         pool = self._pool(rec)
@@ -852,7 +857,13 @@ class InstanceCore:
         start_hook = stop_hook = rec.ephemeral
         for dname in sorted(dctx.devices):
             dev = dctx.devices[dname]
-            out = driver(dev["type"]).render(dctx, dname, dev)
+            try:
+                out = driver(dev["type"]).render(dctx, dname, dev)
+            except LxdlibError as e:
+                if device_errors is None:
+                    raise
+                device_errors[dname] = e
+                continue
             nics += out.nics
             mounts += out.mounts
             extra += out.keys

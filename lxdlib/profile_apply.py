@@ -50,7 +50,7 @@ def modify_profile(ctx: Context, name: str, change: Callable[[ProfileRecord], No
     (config, devices, description), then it is saved and re-applied as ``update_profile``
     does. Concurrent ``profile set``s each keep the others' keys."""
     with lock(ctx.paths, "profile", name):
-        old = ctx.profiles.get(name)
+        old = ctx.profiles.read(name)
         draft = ProfileRecord(name=name, description=old.description, config=dict(old.config),
                         devices={k: dict(v) for k, v in old.devices.items()})
         change(draft)
@@ -62,7 +62,13 @@ def modify_profile(ctx: Context, name: str, change: Callable[[ProfileRecord], No
 def _update_locked(ctx: Context, name: str, config: Mapping[str, str] | None,
                            devices: Mapping[str, Mapping[str, str]] | None,
                            description: str | None) -> None:
-    old = ctx.profiles.get(name)
+    old = ctx.profiles.read(name)  # its content only: who uses it is read once, below
+    new_config = config if config is not None else old.config
+    new_devices = devices if devices is not None else old.devices
+    new_description = description if description is not None else old.description
+    # what the store would refuse is refused before any user's intent is written: an intent
+    # left by a refused edit would be "recovered" (and fail, and be kept) by later commands
+    new_config, new_devices = ctx.profiles.check(new_config, new_devices, new_description)
     failures: dict[str, str] = {}
     with contextlib.ExitStack() as held:
         # every user's lock for the whole change (in name order), each with an intent
@@ -70,9 +76,7 @@ def _update_locked(ctx: Context, name: str, config: Mapping[str, str] | None,
         # brought to it by their next call, one before it leaves them as they were
         users = _lock_users(ctx, name, held)
         before = {u: InstanceCore(ctx, u).expanded() for u in users}
-        new_devices = devices if devices is not None else old.devices
-        new_data = expand.ProfileData(name, config if config is not None else old.config,
-                                      new_devices)
+        new_data = expand.ProfileData(name, new_config, new_devices)
         # every user's new config must pass (liblxc loads it) before the profile is saved
         ctx.set_profile_memo({name: new_data})
         try:
@@ -88,7 +92,7 @@ def _update_locked(ctx: Context, name: str, config: Mapping[str, str] | None,
                     raise InvalidConfig(f"devices.{root_name}.pool",
                                         f"instance {u!r} relies on this profile's root "
                                         "disk pool")
-                _check_user_config(inst, rec)
+                _check_user_config(inst, rec, devs, before[u][1])
         finally:
             ctx.set_profile_memo(None)
         for u in users:
@@ -96,9 +100,7 @@ def _update_locked(ctx: Context, name: str, config: Mapping[str, str] | None,
                           before={"config": before[u][0], "devices": before[u][1]})
         try:
             journal.crashpoint("profile.begun")
-            ctx.profiles.save(name, config if config is not None else old.config,
-                               new_devices,
-                               description if description is not None else old.description)
+            ctx.profiles.save(name, new_config, new_devices, new_description)
             journal.crashpoint("profile.saved")
             ctx.set_profile_memo({})
             try:
@@ -117,7 +119,14 @@ def _update_locked(ctx: Context, name: str, config: Mapping[str, str] | None,
 def _lock_users(ctx: Context, name: str, held: contextlib.ExitStack) -> list[str]:
     """Take the lock of every instance using profile ``name`` (in name order) and return
     them. The users are read again once locked: an instance that took the profile on in
-    between (under its own lock only) is locked and brought to the new content too."""
+    between (under its own lock only) is locked and brought to the new content too.
+
+    The second walk is what that race needs, and all of this change's reading of other
+    instances: nothing else here asks who uses the profile. It loads only the records
+    changed since the first (``record.profiles_of``); the others cost a ``stat``. (A
+    stored profile→instances index would spare even the first walk, but every way an
+    instance comes to name a profile — create, copy, import, receive, rename, restore,
+    edit — would have to keep it true under kill -9, for a saving of one read each.)"""
     while True:
         users = sorted(profile_users(ctx.paths, name))
         stack = contextlib.ExitStack()
@@ -133,15 +142,31 @@ def _lock_users(ctx: Context, name: str, held: contextlib.ExitStack) -> list[str
             return users
         stack.close()
 
-def _check_user_config(inst: InstanceCore, rec: InstanceRecord) -> None:
-    """The liblxc config ``inst`` would get from the profile change must load in liblxc
-    (checked before the profile is saved). Other render failures (a missing disk source,
-    a network gone) are left to the re-apply, which reports them per instance."""
+def _check_user_config(inst: InstanceCore, rec: InstanceRecord,
+                       devs: Mapping[str, Mapping[str, str]],
+                       old_devs: Mapping[str, Mapping[str, str]]) -> None:
+    """The liblxc config ``inst`` would get from the profile change (expanded devices
+    ``devs``; ``old_devs`` before it) must be valid and load in liblxc (checked before the
+    profile is saved). Other render failures (a missing disk source, a network gone) are
+    left to the re-apply, which reports them per instance.
+
+    Every device is rendered even when one fails, so one bad device (a missing source)
+    hides no other's invalid value. A device's invalid value refuses the change only if the
+    change made that device (added or altered it): one the instance already had, which
+    turned invalid since (its network's gateway moved onto its address), must not make the
+    profile unrepairable — removing a device is always possible when what is left is valid
+    by these rules."""
+    errors: dict[str, LxdlibError] = {}
     try:
-        lines, _, _ = inst._render_lxc_config(rec)
+        lines, _, _ = inst._render_lxc_config(rec, device_errors=errors)
     except InvalidConfig:
         raise
     except LxdlibError:
+        lines = None  # outside any device: left to the re-apply, as the devices' own below
+    for dname, e in sorted(errors.items()):
+        if isinstance(e, InvalidConfig) and devs.get(dname) != old_devs.get(dname):
+            raise e
+    if lines is None:
         return
     try:
         inst._check_lxc_config(rec, lines)
@@ -196,7 +221,7 @@ def network_users(ctx: Context, network: str) -> list[str]:
             continue
         if uses(devs):
             users.append(n)
-    for p in ctx.profiles.list():
+    for p in ctx.profiles.contents():  # what they hold: no walk over the instances per profile
         if any(d.get("type") == "nic" and d.get("network") == network
                for d in p.devices.values()):
             users.append(f"profile:{p.name}")

@@ -12,6 +12,7 @@ instances using the profile; the store's ``save`` alone does not, and only that 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -101,7 +102,8 @@ def check_raw_lxc(lxcpath: Path, config: Mapping[str, str]) -> None:
 
 
 class ProfileStore:
-    """Profiles of one root. ``users`` maps a profile name to the instances that use it;
+    """Profiles of one root. ``users`` maps a profile name to the instances that use it, and
+    ``all_users`` gives every profile's from one walk over the instances (``list``);
     ``quiesce`` waits for the operations under way on instances (``Context.quiesce_instances``).
 
     A delete or rename cannot rely on the profile's lock alone: an instance change checks that
@@ -114,9 +116,11 @@ class ProfileStore:
     puts back: the profile as it was, nothing deleted or renamed."""
 
     def __init__(self, paths: Paths, users: Callable[[str], list[str]],
-                 quiesce: Callable[[], None] | None = None) -> None:
+                 quiesce: Callable[[], None] | None = None, *,
+                 all_users: Callable[[], dict[str, list[str]]] | None = None) -> None:
         self._paths = paths
         self._users = users
+        self._all_users = all_users or (lambda: {n: users(n) for n in self.names()})
         self._quiesce = quiesce or (lambda: None)
 
     def _path(self, name: str) -> Path:
@@ -209,7 +213,34 @@ class ProfileStore:
                       if e.endswith(".yaml") and not e.startswith("."))
 
     def list(self) -> list[ProfileRecord]:
-        return [self.get(n) for n in self.names()]
+        """Every profile with ``used_by``: the instances are read once for all of them."""
+        users = self._all_users()
+        out = self.contents()
+        for p in out:
+            p.used_by = list(users.get(p.name, []))
+        return out
+
+    def contents(self) -> builtins.list[ProfileRecord]:
+        """Every profile without ``used_by`` (left empty): one file read each and no instance
+        read, for a caller that looks at what profiles hold (who uses a network, a pool or a
+        volume) and finds instance users itself."""
+        out = []
+        for n in self.names():
+            try:
+                out.append(self._read(n))
+            except NotFound:  # deleted since the listing
+                continue
+        return out
+
+    def check(self, config: Mapping[str, str], devices: Mapping[str, Mapping[str, str]],
+              description: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """What ``save`` refuses, refused without writing anything (the validated config and
+        devices): the profile service checks before it writes its users' intents, so a
+        refused edit leaves nothing behind to recover."""
+        check_description(description)
+        cfg, devs = validate_profile(config, devices)
+        check_raw_lxc(self._paths.lxcpath, cfg)
+        return cfg, devs
 
     def _write(self, p: ProfileRecord) -> None:
         write_record(self._path(p.name), {"name": p.name, "description": p.description,
@@ -219,9 +250,7 @@ class ProfileStore:
                devices: Mapping[str, Mapping[str, str]] | None = None,
                description: str = "") -> ProfileRecord:
         names.validate_profile_name(name)
-        check_description(description)
-        cfg, devs = validate_profile(config or {}, devices or {})
-        check_raw_lxc(self._paths.lxcpath, cfg)
+        cfg, devs = self.check(config or {}, devices or {}, description)
         with lock(self._paths, "profile", name):
             self._settle_locked(name)
             if self.exists(name):
@@ -232,19 +261,19 @@ class ProfileStore:
 
     def save(self, name: str, config: Mapping[str, str], devices: Mapping[str, Mapping[str, str]],
              description: str) -> ProfileRecord:
-        """Replace a profile's content, without re-applying it to the instances using it.
+        """Replace a profile's content, without re-applying it to the instances using it; the
+        record returned has no ``used_by`` (no caller needs it, and finding it reads every
+        instance).
 
         Internal: only the profile service (``lxdlib.profile_apply``), which checks every user
         first and re-applies after, and initialisation on a root with no instances call it.
         Users go through ``host.profiles.update`` / ``Profile.update``."""
-        cfg, devs = validate_profile(config, devices)
-        check_raw_lxc(self._paths.lxcpath, cfg)
+        cfg, devs = self.check(config, devices, description)
         with lock(self._paths, "profile", name):
             if not self.exists(name):
                 raise NotFound("profile", name)
             p = ProfileRecord(name=name, description=description, config=cfg, devices=devs)
             self._write(p)
-        p.used_by = self._users(name)
         return p
 
     def _refuse_users(self, name: str) -> None:

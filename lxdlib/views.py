@@ -34,7 +34,7 @@ def delete_pool(ctx: Context, name: str) -> None:
     users = instance_users(ctx, name)
     if users:
         raise InUse(f"storage pool {name!r} is used by instances: {', '.join(users)}")
-    for prof in ctx.profiles.list():
+    for prof in ctx.profiles.contents():  # what they hold; their users are not asked
         for dev in prof.devices.values():
             if dev.get("type") == "disk" and dev.get("path") == "/" and dev.get("pool") == name:
                 raise InUse(f"storage pool {name!r} is used by profile {prof.name!r}")
@@ -96,7 +96,7 @@ class Pool(RootModel[Context]):
         the pool (instances' root volumes, profiles' disks)."""
         self.record()  # NotFound for a deleted pool
         users = [f"/1.0/instances/{n}" for n in instance_users(self._ctx, self._name)]
-        users += [f"/1.0/profiles/{p.name}" for p in self._ctx.profiles.list()
+        users += [f"/1.0/profiles/{p.name}" for p in self._ctx.profiles.contents()
                   if any(d.get("pool") == self._name for d in p.devices.values())]
         return users
 

@@ -201,6 +201,12 @@ class VolumeStore:
                 "created_at": data.get("created_at"), "pool": pool, "location": "none",
                 "used_by": self.used_by(pool, name)}
 
+    def _config(self, pool: str, name: str) -> dict[str, str]:
+        """The volume's config alone: ``get`` also finds ``used_by``, which reads every
+        instance record and profile, and a ``set`` has no use for it."""
+        data = self._read(pool, strip_type(name))
+        return {str(k): str(v) for k, v in (data.get("config") or {}).items()}
+
     def names(self, pool: str) -> builtins.list[str]:
         self._pool(pool)
         self._cleanup(pool)
@@ -242,7 +248,7 @@ class VolumeStore:
         """Set (``None``: unset) some keys, reading the config under the volume's lock so that
         concurrent ``set``s each keep the others' keys."""
         with self._lock(pool, strip_type(name)):
-            cfg = self.get(pool, name)["config"]
+            cfg = self._config(pool, name)
             for key, value in values.items():
                 if value is None:
                     cfg.pop(key, None)
@@ -252,7 +258,7 @@ class VolumeStore:
 
     def unset(self, pool: str, name: str, key: str) -> None:
         with self._lock(pool, strip_type(name)):
-            cfg = self.get(pool, name)["config"]
+            cfg = self._config(pool, name)
             if key not in cfg:
                 raise NotFound("volume key", key, f"not set on storage volume {name!r}")
             del cfg[key]
@@ -308,7 +314,7 @@ class VolumeStore:
                 continue
             if self._uses(rec.devices, pool, name):
                 out.append(f"/1.0/instances/{inst}")
-        for prof in self.ctx.profiles.list():
+        for prof in self.ctx.profiles.contents():  # no walk over the instances per profile
             if self._uses(prof.devices, pool, name):
                 out.append(f"/1.0/profiles/{prof.name}")
         return out

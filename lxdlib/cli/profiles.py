@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 def cmd_list(host: Host, a: argparse.Namespace) -> int:
-    profs = [p.record() for p in host.profiles.list()]  # one read each, used_by included
+    # one read of each profile, and one walk over the instances for every used_by
+    profs = host.ctx.profiles.list()
     rows = [[p.name, p.description, str(len(p.used_by))] for p in profs]
     output.emit(a.format, ["NAME", "DESCRIPTION", "USED BY"], rows, [p.to_dict() for p in profs])
     return 0

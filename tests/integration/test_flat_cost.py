@@ -71,3 +71,52 @@ def test_a_leftover_of_the_name_itself_is_settled(host: lxdlib.Host, reads: Read
     assert fresh.instances["leftover"].state == "STOPPED"
     assert reads.scans == 0
     assert not os.path.exists(host.paths.instance_dir("o1") / ".pending.yaml")
+
+
+def _loads_per_instance(reads: Reads) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in reads.records:
+        out[n] = out.get(n, 0) + 1
+    return out
+
+
+def test_a_profile_change_reads_each_other_record_once(host: lxdlib.Host, reads: Reads) -> None:
+    """``profile set`` of a profile one instance uses: the others' records are read by the
+    one walk that finds the users (its second look, once the users are locked, loads no
+    unchanged record), not once more by each step that used to fill ``used_by``."""
+    for p in ("pa", "pb", "pc"):
+        host.profiles.create(p)
+    host.create("busybox", "user1", profiles=["default", "pa"])
+    record.clear_cache()  # as a new process
+    reads.records.clear()
+    reads.scans = 0
+    host.profiles["pa"].set_config("user.x", "1")
+    host.profiles["pa"].unset_config("user.x")
+    others = {n: k for n, k in _loads_per_instance(reads).items() if n != "user1"}
+    assert others and max(others.values()) == 1, others  # the first walk; the rest: stat
+    assert reads.scans <= 4, reads.scans  # two walks (and their recheck) per change
+
+
+def test_volume_and_pool_questions_walk_the_instances_once(host: lxdlib.Host,
+                                                           reads: Reads) -> None:
+    """A custom volume's ``set``/``unset`` read its own record only; who uses a volume, a
+    pool or a network is found by one walk over the instances, however many profiles there
+    are (each profile's used_by was a walk of its own)."""
+    for p in ("pa", "pb", "pc", "pd"):
+        host.profiles.create(p)
+    vols = host.pools["default"].volumes
+    vols.create("hv")
+    vol = vols["hv"]
+    record.clear_cache()
+    reads.records.clear()
+    vol.set_config("user.a", "1")
+    vol.unset_config("user.a")
+    assert reads.records == []
+    assert vol.config == {}
+    for ask in (lambda: vol.used_by, lambda: host.pools["default"].used_by,
+                lambda: host.network_users("nonet")):
+        record.clear_cache()
+        reads.records.clear()
+        ask()
+        loads = _loads_per_instance(reads)
+        assert loads and max(loads.values()) == 1, loads
