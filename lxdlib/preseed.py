@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 
 from .config import names, schema
-from .config.text import scalar_text
+from .config.text import scalar_text, text_map
 from .errors import TYPE_CHECKING, InvalidArgument
 from .logs import get_logger
 
@@ -27,24 +27,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 KNOWN = frozenset({"config", "storage_pools", "networks", "profiles", "cluster", "projects"})
-
-
-def _text_map(value: Any, where: str) -> dict[str, str]:
-    """A config map as LXD's ``map[string]string`` reads it: scalars as their text, a list
-    or mapping refused naming the key, a null value left out (an empty value unsets a key, as
-    in the edit verbs)."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidArgument(f"{where} must be a mapping, not {type(value).__name__}")
-    out = {}
-    for k, v in value.items():
-        if k is None:
-            raise InvalidArgument(f"{where} has a key that is null")
-        key = scalar_text(k, f"{where} key")
-        if v is not None:
-            out[key] = scalar_text(v, key)
-    return out
 
 
 def _text(item: Mapping[str, Any], key: str, where: str, default: str = "") -> str:
@@ -90,12 +72,12 @@ def check(ctx: Context, preseed: Any) -> _Plan:
     if unknown:
         raise InvalidArgument(f"unknown preseed keys: {', '.join(sorted(map(str, unknown)))}")
     plan = _Plan()
-    plan.config = _text_map(preseed.get("config"), "preseed config")
+    plan.config = text_map(preseed.get("config"), "preseed config")
     schema.validate_server_config({**ctx.config, **plan.config})
     pools = set(ctx.pool_names())
     for item in _items(preseed, "storage_pools"):
         name = item["name"]
-        cfg = _text_map(item.get("config"), f"storage pool {name} config")
+        cfg = text_map(item.get("config"), f"storage pool {name} config")
         driver = _text(item, "driver", f"storage pool {name}", "btrfs")
         description = _text(item, "description", f"storage pool {name}")
         if name not in pools:
@@ -107,7 +89,7 @@ def check(ctx: Context, preseed: Any) -> _Plan:
         ntype = _text(item, "type", f"network {name}", "bridge")
         if ntype != "bridge":
             raise InvalidArgument(f"network type {ntype!r} is not supported")
-        cfg = _text_map(item.get("config"), f"network {name} config")
+        cfg = text_map(item.get("config"), f"network {name} config")
         description = _text(item, "description", f"network {name}")
         if name not in existing:
             validate_network_name(name)
@@ -117,12 +99,12 @@ def check(ctx: Context, preseed: Any) -> _Plan:
     for item in _items(preseed, "profiles"):
         name = item["name"]
         names.validate_profile_name(name)
-        cfg = _text_map(item.get("config"), f"profile {name} config")
+        cfg = text_map(item.get("config"), f"profile {name} config")
         raw_devices = item.get("devices")
         if raw_devices is not None and not isinstance(raw_devices, Mapping):
             raise InvalidArgument(f"profile {name} devices must be a mapping")
         devices = {scalar_text(d, f"profile {name} device name"):
-                   _text_map(v, f"profile {name} device {d}")
+                   text_map(v, f"profile {name} device {d}")
                    for d, v in (raw_devices or {}).items()}
         description = _text(item, "description", f"profile {name}")
         cfg, devices = validate_profile(cfg, devices)

@@ -217,16 +217,23 @@ def load(paths: Paths, name: str) -> InstanceRecord:
     return load_file(f"{_lxcpath(paths)}/{name}/instance.yaml", name)
 
 
-def load_file(path: str, name: str) -> InstanceRecord:
-    """``load`` of the record at ``path`` (``<lxcpath>/<name>/instance.yaml``): for a caller
-    reading many, which joins the lxcpath once."""
+def _parsed_and_built(path: str, name: str) -> tuple[Any, InstanceRecord | None]:
+    """The file's current parse, and the record this process built from that very parse if
+    any (``_built``), so that an unchanged record is neither rebuilt nor read again."""
     try:
         data = _parsed.read(path)
     except RecordSyntaxError as e:
         raise CorruptRecord("instance", name, path, e.reason) from None
     built = _built.get(path)
-    if built is not None and built[0] is data:
-        return _copy(built[1])
+    return data, (built[1] if built is not None and built[0] is data else None)
+
+
+def load_file(path: str, name: str) -> InstanceRecord:
+    """``load`` of the record at ``path`` (``<lxcpath>/<name>/instance.yaml``): for a caller
+    reading many, which joins the lxcpath once."""
+    data, built = _parsed_and_built(path, name)
+    if built is not None:
+        return _copy(built)
     try:
         if not isinstance(data, dict):
             raise TypeError(f"a mapping was expected, not {type(data).__name__}")
@@ -246,13 +253,9 @@ def profiles_of(paths: Paths, name: str) -> list[str]:
     profile change reads its users once, then again once it holds their locks — costs a
     ``stat`` per instance, not a load."""
     path = f"{_lxcpath(paths)}/{name}/instance.yaml"
-    try:
-        data = _parsed.read(path)
-    except RecordSyntaxError as e:
-        raise CorruptRecord("instance", name, path, e.reason) from None
-    built = _built.get(path)
-    if built is not None and built[0] is data:
-        return list(built[1].profiles)
+    built = _parsed_and_built(path, name)[1]
+    if built is not None:
+        return list(built.profiles)
     return load_file(path, name).profiles
 
 

@@ -74,24 +74,9 @@ def load_mapping(text: str) -> dict[str, Any]:
 
 def str_map(d: Any, what: str) -> dict[str, str]:
     """An edited ``config`` mapping (instance, profile, network, storage, image properties,
-    server) as LXD's ``map[string]string``: scalars become their text (``scalar_text``).
-
-    A ``null`` value leaves the key out, so the edit unsets it: LXD reads null into a string
-    map as ``""``, and an empty value means "unset" wherever LXD keeps config. Leaving it out
-    here gives that one meaning for every edit, whatever the service does with ``""``."""
-    from ..config.text import scalar_text
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise InvalidArgument(f"{what} must be a mapping")
-    out = {}
-    for k, v in d.items():
-        if k is None:
-            raise InvalidArgument(f"{what} has a key that is null")
-        key = scalar_text(k, f"{what} key {k!r}")
-        if v is not None:
-            out[key] = scalar_text(v, key)
-    return out
+    server) as LXD's ``map[string]string`` (``config.text.text_map``)."""
+    from ..config.text import text_map
+    return text_map(d, what)
 
 
 def str_list(d: Any, what: str) -> list[str] | None:

@@ -65,6 +65,27 @@ def scalar_text(value: Any, where: str) -> str:
     raise InvalidConfig(where, f"must be a string, not {kind}", repr(value))
 
 
+def text_map(value: Any, where: str) -> dict[str, str]:
+    """A config mapping of an edited document (an edit verb's, a preseed's) as LXD's
+    ``map[string]string`` reads it: scalars become their text (``scalar_text``), a list or
+    mapping is refused naming the key. A ``null`` value leaves the key out, so the document
+    unsets it: LXD reads null into a string map as ``""``, and an empty value means "unset"
+    wherever LXD keeps config; leaving it out gives that one meaning whatever the service
+    does with ``""``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{where} must be a mapping, not {type(value).__name__}")
+    out = {}
+    for k, v in value.items():
+        if k is None:
+            raise InvalidArgument(f"{where} has a key that is null")
+        key = scalar_text(k, f"{where} key {k!r}")
+        if v is not None:
+            out[key] = scalar_text(v, key)
+    return out
+
+
 def check_description(description: object) -> None:
     """A description is one string (LXD's field is a string) without CR or NUL."""
     if not isinstance(description, str):
