@@ -19,7 +19,7 @@ the next start, as in LXD for a bridged nic's plumbing.
 A host end is found by its name, and a name proves nothing: ``host_name`` may name any host
 interface. So lxdlib acts (tc, filters, port flag, delete) only on a host end the kernel shows to
 be this instance's (a veth whose peer is in the network namespace of its init:
-`lxdlib.network.bridge.veth_peer_in`), and a nic whose host end names an interface that exists
+`lxdlib.network.netstate.veth_peer_in`), and a nic whose host end names an interface that exists
 and is not the instance's own is refused at every render (an edit, an add, a start) before
 anything changes.
 """
@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from ..config.units import is_true
 from ..errors import InvalidConfig
 from ..logs import get_logger
-from ..network import bridge, filtering, tc
+from ..network import filtering, tc
 from ..render import Nic
 from . import BaseDriver, DeviceContext, Rendered
 from .hotmount import in_start_hook
@@ -113,9 +113,14 @@ def _hwaddr(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> str:
     return dev.get("hwaddr") or ctx.record.config.get(f"volatile.{name}.hwaddr") or ""
 
 
+def _peer_in(veth: str, pid: int) -> bool:
+    from ..network import netstate  # here: only a host end that exists is asked about
+    return netstate.veth_peer_in(veth, pid)
+
+
 def _plugged(ctx: DeviceContext, veth: str) -> bool:
     """Whether ``veth`` is a host end of the running instance (see the module's docstring)."""
-    return ctx.pid is not None and tc.exists(veth) and bridge.veth_peer_in(veth, ctx.pid)
+    return ctx.pid is not None and tc.exists(veth) and _peer_in(veth, ctx.pid)
 
 
 def _init_pid(ctx: DeviceContext) -> int | None:
@@ -140,7 +145,7 @@ def _check_host_end(ctx: DeviceContext, name: str, veth: str) -> None:
     if not tc.exists(veth):
         return
     pid = None if ctx.starting else _init_pid(ctx)
-    if pid is None or not bridge.veth_peer_in(veth, pid):
+    if pid is None or not _peer_in(veth, pid):
         raise InvalidConfig(f"devices.{name}.host_name",
                             f"host interface {veth} exists and is not a nic of instance "
                             f"{ctx.name}", veth)

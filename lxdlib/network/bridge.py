@@ -52,34 +52,6 @@ def iproute() -> Iterator[Any]:
         ipr.close()
 
 
-def veth_peer_in(name: str, pid: int) -> bool:
-    """Whether host interface ``name`` is a veth whose other end lives in the network namespace
-    of process ``pid`` (a container's init): the kernel's own proof that the interface is that
-    container's nic, where a name proves nothing (anyone may have made an interface of that
-    name). The veth's peer namespace id and that of ``pid``'s namespace, both as this
-    namespace numbers them, must be the same; the container cannot forge either."""
-    with iproute() as ipr:
-        try:
-            links = ipr.link("get", ifname=name)
-        except Exception as exc:  # NetlinkError(ENODEV): no such interface
-            if getattr(exc, "code", None) == errno.ENODEV:
-                return False
-            raise _netlink_error("looking up", name, exc) from exc
-        if not links:
-            return False
-        link = links[0]
-        info = link.get_attr("IFLA_LINKINFO")
-        peer_ns = link.get_attr("IFLA_LINK_NETNSID")
-        if info is None or info.get_attr("IFLA_INFO_KIND") != "veth" or peer_ns is None:
-            return False  # not a veth, or its peer is in this namespace: a host pair
-        try:
-            got = ipr.get_netnsid(pid=pid)
-        except Exception as exc:  # ESRCH: the process is gone, and its namespace with it
-            log.debug("no namespace id for pid %d: %s", pid, exc)
-            return False
-    return got is not None and got.get("nsid") == peer_ns
-
-
 def _netlink_error(action: str, name: str, exc: Exception) -> NetworkError:
     return NetworkError(f"{action} {name}: {exc}")
 
