@@ -1451,6 +1451,10 @@ def new_instance_dir(ctx: Context, name: str, pool: PoolDriver, *,
     except BaseException:
         with contextlib.suppress(Exception):
             pool.delete_instance_volume(name)
+        # a nic's static address is held from its first render, before liblxc's own check
+        # of the config: a refused create must not keep it from every other instance
+        with contextlib.suppress(Exception):
+            ctx.network_forget(name)
         remove_tree(inst_dir)
         raise
 

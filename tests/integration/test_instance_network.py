@@ -111,3 +111,18 @@ def test_instances_made_with_one_mac_both_start(host: lxdlib.Host, net: str,
     with pytest.raises(InvalidConfig, match="already assigned to a/eth0"):
         c.start()
     assert c.state == "STOPPED"
+
+
+def test_a_refused_create_holds_no_address(host: lxdlib.Host, net: str) -> None:
+    """A nic's static address is held from its first render (so that a clash is refused
+    there), and a create renders before liblxc's own check of the config: a create refused
+    by that check held the address for good, and no other instance could take it."""
+    from lxdlib.errors import InvalidConfig
+    gw = host.networks.get(net)["config"]["ipv4.address"].split("/")[0]
+    static = gw.rsplit(".", 1)[0] + ".77"
+    nic = {"eth0": {"type": "nic", "name": "eth0", "network": net, "ipv4.address": static}}
+    with pytest.raises(InvalidConfig, match="liblxc refuses"):
+        host.create("busybox", "refused", devices=nic, config={"raw.lxc": "lxc.environment=A"})
+    assert "refused" not in host.instances
+    c = host.create("busybox", "c2", devices=nic)
+    assert c.devices["eth0"]["ipv4.address"] == static
