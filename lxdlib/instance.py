@@ -317,6 +317,8 @@ class InstanceCore:
         if redrawn:
             expanded = self.expanded(rec)
             cfg, devs = expanded
+        # what nics removed or changed while it ran still held (see ``update``)
+        self._keep_dhcp(devs)
         self._write_lxc_config(rec, expanded, starting=True)
         # the host's subuid/subgid may have changed since the instance was made
         idmap.check_newuidmap(self.name, idmap.parse_lxc_idmap((self._dir / "config").read_text()))
@@ -631,7 +633,8 @@ class InstanceCore:
                     self._keep_dhcp(old_devs)  # and none the refused render added
                 journal.end(self._paths, self.name)
                 raise
-            if self.state in ("RUNNING", "FROZEN"):
+            running = self.state in ("RUNNING", "FROZEN")
+            if running:
                 journal.begin(self._paths, self.name, "update", stage="live", **intent)
                 journal.crashpoint("update.live")
                 try:
@@ -648,8 +651,11 @@ class InstanceCore:
                         self._keep_dhcp(old_devs)
                     journal.end(self._paths, self.name)
                     raise
-            if nics_moved:
-                # before the intent ends: a kill first leaves its recovery to do it
+            if nics_moved and not running:
+                # before the intent ends: a kill first leaves its recovery to do it. A running
+                # instance keeps its nics as they were until its next start (but for a
+                # secured one removed, unplugged at once), and their addresses with them:
+                # its start drops what they no longer claim
                 self._keep_dhcp(new_devs)
             journal.end(self._paths, self.name)
         self.ctx.events.emit("instance-updated", self.name)
@@ -1282,7 +1288,7 @@ def _recover_update(ctx: Context, name: str, op: dict[str, Any]) -> None:
     try:
         inst._write_lxc_config(rec)
         inst._converge_live(before, after, rec)
-        inst._keep_dhcp(after[1])
+        # a running instance's removed nics keep their addresses until its next start
     except Exception as e:
         import logging
         logging.getLogger("lxdlib").warning(

@@ -417,3 +417,22 @@ def test_a_change_of_a_running_instance_with_a_nic_loads_no_pyroute2(
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == "False"
     assert c.config["user.x"] == "y"
+
+
+def test_a_nic_removed_while_running_keeps_its_address_until_the_next_start(
+        host: lxdlib.Host, net: tuple[str, str]) -> None:
+    """A nic removed from a running instance stays plugged until its next start (one without
+    security keys), and its address in use: its static entry must stay until then, or the
+    network would give the address to another instance while this one still uses it."""
+    name, gw = net
+    static = gw.rsplit(".", 1)[0] + ".78"
+    nic = {"type": "nic", "name": "eth0", "network": name, "ipv4.address": static}
+    c = host.launch("busybox", "c1", devices={"eth0": nic})
+    assert c.wait_for(lambda: static in c.addresses(), timeout=30)
+    c.update(devices={})
+    assert static in c.exec(["ip", "-4", "addr", "show", "eth0"]).text  # still plugged
+    with pytest.raises(lxdlib.InvalidConfig, match="already assigned to c1/eth0"):
+        host.create("busybox", "c2", devices={"eth0": nic})
+    c.restart(force=True)  # unplugged now: the address is free
+    c2 = host.create("busybox", "c2", devices={"eth0": nic})
+    assert c2.devices["eth0"]["ipv4.address"] == static
