@@ -236,10 +236,13 @@ class HostStore:
         """Drop the entries keyed ``owner`` or ``owner/<anything>`` but those ``keep`` names,
         and of those, one whose address is not the static address ``keep`` gives it (None:
         any, or none); the dropped entries. One read of the owner's file."""
+        return self._drop(owner_of(owner), self.unkept(owner, keep))
+
+    def unkept(self, owner: str, keep: Mapping[str, str | None]) -> set[str]:
+        """The keys ``retain`` would drop (a read: every start asks, and most drop none)."""
         hosts = self.owner_hosts(owner_of(owner))
-        keys = {k for k, h in hosts.items() if (k == owner or k.startswith(owner + "/"))
+        return {k for k, h in hosts.items() if (k == owner or k.startswith(owner + "/"))
                 and (k not in keep or keep[k] not in (None, h.ipv4))}
-        return self._drop(owner_of(owner), keys)
 
     def _drop(self, owner: str, keys: set[str]) -> list[StaticHost]:
         hosts = self.owner_hosts(owner)

@@ -1090,10 +1090,13 @@ class NetworkManager:
         for record in self.list():
             name = record["name"]
             run = self.run_dir(name)
-            probe = dhcphosts.HostStore(run).owner_path(dhcphosts.owner_of(owner))
-            if not probe.exists() and not (run / DHCP_HOSTS).exists():
+            probe = dhcphosts.HostStore(run)
+            if not probe.owner_path(dhcphosts.owner_of(owner)).exists() and \
+                    not (run / DHCP_HOSTS).exists():
                 continue
             wanted = {key: _normal_ipv4(ipv4) for key, ipv4 in keep.get(name, {}).items()}
+            if not (run / DHCP_HOSTS).exists() and not probe.unkept(owner, wanted):
+                continue  # nothing to drop (every start asks): no lock taken
             with self._lock(name):
                 store = self._hosts(name)
                 gone = store.retain(owner, wanted)
