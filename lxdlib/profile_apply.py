@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+
 def update_profile(ctx: Context, name: str, *, config: Mapping[str, str] | None = None,
                    devices: Mapping[str, Mapping[str, str]] | None = None,
                    description: str | None = None) -> None:

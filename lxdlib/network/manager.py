@@ -430,10 +430,10 @@ def _sysctl_on(path: str) -> bool:
 
 PENDING = "link-pending"
 APPLIED = "applied"
-DHCP_HOSTS = "dhcp-hosts.yaml"
+DHCP_HOSTS = "dhcp-hosts.yaml"  # older roots: every static host in one file (moved on start)
 #: The lock a network's delete or rename holds from ``withdraw`` to its end (the network's own
 #: lock it cannot hold meanwhile: a start holds an instance's lock and then takes it).
-WITHDRAW_LOCK = "network-withdraw"  # older roots: every static host in one file (moved on start)
+WITHDRAW_LOCK = "network-withdraw"
 
 
 class NetworkManager:
