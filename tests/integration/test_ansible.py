@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,8 @@ class Fleet:
         self.base = base
         self.roots = {h: base / h / "root" for h in HOSTS}
         self.fetched = base / "fetched"
+        # the bridges the playbooks make are host-wide: a name of this run's own
+        self.bridge_prefix = f"a{secrets.token_hex(2)}"
         self.inventory = base / "inventory"
         self.env = dict(os.environ,
                         ANSIBLE_COLLECTIONS_PATH=str(REPO),
@@ -86,7 +89,8 @@ class Fleet:
     def playbook(self, name: str, *args: str, check: bool = True
                  ) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, int]]]:
         cmd = [str(BIN / "ansible-playbook"), "-i", str(self.inventory), str(PLAYBOOKS / name),
-               "-e", f"fetch_dir={self.fetched}", *args]
+               "-e", f"fetch_dir={self.fetched}", "-e", f"bridge_prefix={self.bridge_prefix}",
+               *args]
         r = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=900,
                            cwd=self.base)
         if check and r.returncode != 0:
