@@ -735,6 +735,31 @@ def check_archived(ctx: Context, rec: InstanceRecord) -> CheckedRecord:
             [archive_snapshot(ctx, s) for s in rec.snapshots])
 
 
+#: Config keys whose mere presence hands a container more than an unprivileged one has
+#: (docs/security.md, "Root-equivalent keys and device options").
+_ROOT_KEYS = ("raw.lxc", "raw.idmap", "raw.seccomp", "security.idmap.base",
+              "security.syscalls.allow", "linux.kernel_modules")
+
+
+def root_equivalent_grants(config: Mapping[str, str],
+                           devices: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """What in ``config`` and ``devices`` is a root-equivalent grant or reaches a host
+    resource: host root's decision, so never to be taken from another host's stream."""
+    found = [k for k in _ROOT_KEYS if config.get(k, "").strip()]
+    if truthy(config.get("security.privileged")):
+        found.append("security.privileged")
+    if config.get("security.syscalls.deny_default", "").strip().lower() in (
+            "false", "0", "no", "off"):
+        found.append("security.syscalls.deny_default")
+    for name, dev in devices.items():
+        kind = dev.get("type", "")
+        if kind in ("unix-char", "unix-block", "proxy") or \
+                (kind == "disk" and dev.get("source", "").startswith("/")) or \
+                (kind == "nic" and dev.get("nictype") == "physical"):
+            found.append(f"device {name!r} ({kind})")
+    return found
+
+
 def check_description(text: str, what: str) -> None:
     if any(ch in text for ch in "\r\0"):
         raise InvalidArgument(f"{what}: the description contains a carriage return or NUL")

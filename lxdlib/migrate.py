@@ -66,6 +66,7 @@ from .backup import (
     ensure_dev,
     forget_origin,
     owner_maps,
+    root_equivalent_grants,
 )
 from .config import names
 from .config.units import parse_size
@@ -580,12 +581,17 @@ class _Plan(Value, frozen=True):
 
 
 def receive_instance(ctx: Context, inp: BinaryIO, out: BinaryIO, name: str | None = None, *,
-                     pool: str | None = None) -> Outcome:
+                     pool: str | None = None, allow_root_equivalent: bool = False) -> Outcome:
     """Receive an instance from a sender writing ``inp`` (answers go to ``out``) as ``name``
-    (default: the sender's name). Every refusal is also told to the sender."""
+    (default: the sender's name). Every refusal is also told to the sender.
+
+    A record (or a snapshot's) carrying a root-equivalent key or a device reaching host
+    resources (``backup.root_equivalent_grants``: ``raw.lxc`` hooks run as host root at the
+    next start, which the sender may ask for) is refused unless ``allow_root_equivalent``:
+    the other host's root is not this one's."""
     ch = Channel(inp, out)
     try:
-        return _receive(ctx, ch, name, pool)
+        return _receive(ctx, ch, name, pool, allow_root_equivalent)
     except BaseException as e:
         if not isinstance(e, ChannelClosed):
             with contextlib.suppress(Exception):
@@ -593,13 +599,16 @@ def receive_instance(ctx: Context, inp: BinaryIO, out: BinaryIO, name: str | Non
         raise
 
 
-def _receive(ctx: Context, ch: Channel, name: str | None, pool: str | None) -> Outcome:
+def _receive(ctx: Context, ch: Channel, name: str | None, pool: str | None,
+             allow_root_equivalent: bool = False) -> Outcome:
     # the target's leftovers are settled under its lock below; no scan of every instance
     header = ch.receive()
     if header.get("proto") != PROTOCOL or header.get("version") != VERSION:
         raise UnsafeStream(f"not an lxdlib migration stream of version {VERSION}")
     target = name or str(header.get("name") or "")
     names.validate_instance_name(target)
+    if not allow_root_equivalent:
+        _refuse_root_equivalent(header)
     paths = ctx.paths
     with lock(paths, "instance", target):
         from .instance import recover_leftover
@@ -619,6 +628,24 @@ def _receive(ctx: Context, ch: Channel, name: str | None, pool: str | None) -> O
         started = True
     ch.send({"committed": True, "name": target, "started": started})
     return Outcome(target, started, ch.sent)
+
+
+def _refuse_root_equivalent(header: dict[str, Any]) -> None:
+    """``InvalidConfig`` when the sender's record or one of its snapshots grants what only
+    this host's root may (see :func:`receive_instance`); before anything is made."""
+    try:
+        rec = InstanceRecord.from_dict(dict(header["record"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ImageError(f"migration header: malformed: {e}") from None
+    found = root_equivalent_grants(rec.config, rec.devices)
+    for snap in rec.snapshots:
+        found += [f"snapshot {snap.name!r}: {g}"
+                  for g in root_equivalent_grants(snap.config, snap.devices)]
+    if found:
+        raise errors.InvalidConfig(found[0], "a root-equivalent setting from another host is "
+                                   "refused (" + ", ".join(found) + "); host root here may "
+                                   "allow it (receive_instance(allow_root_equivalent=True)) "
+                                   "or set it after the copy")
 
 
 def _plan(ctx: Context, header: dict[str, Any], target: str, pool_name: str | None) -> _Plan:
@@ -1006,8 +1033,10 @@ def send_argv(side: Sequence[str], name: str, *, instance_only: bool = False,
             *(["--stateless"] if stateless else [])]
 
 
-def receive_argv(side: Sequence[str], name: str, pool: str | None = None) -> list[str]:
-    return [*side, "migrate-receive", name, *(["--storage", pool] if pool else [])]
+def receive_argv(side: Sequence[str], name: str, pool: str | None = None,
+                 allow_root_equivalent: bool = False) -> list[str]:
+    return [*side, "migrate-receive", name, *(["--storage", pool] if pool else []),
+            *(["--allow-root-equivalent"] if allow_root_equivalent else [])]
 
 
 @contextlib.contextmanager
@@ -1038,11 +1067,13 @@ def _other_side(argv: Sequence[str]) -> Iterator[subprocess.Popen[bytes]]:
 def copy_between(ctx: Context, src: Sequence[str] | None, dst: Sequence[str] | None, name: str,
                  new_name: str | None = None, *, move: bool = False, refresh: bool = False,
                  instance_only: bool = False, stateless: bool = False,
-                 pool: str | None = None) -> Outcome:
+                 pool: str | None = None, allow_root_equivalent: bool = False) -> Outcome:
     """Copy (or ``move``) instance ``name`` from one root to another as ``new_name``.
 
     ``src``/``dst`` are argvs running the other side's lxdlib (:func:`local_argv`, an ssh
     command), or None for ``ctx``'s own root. Both None is a copy within this root.
+    ``allow_root_equivalent`` lets the receiver take root-equivalent settings (see
+    :func:`receive_instance`).
     """
     target = new_name or name
     if src is None and dst is None:
@@ -1054,7 +1085,7 @@ def copy_between(ctx: Context, src: Sequence[str] | None, dst: Sequence[str] | N
         return Outcome(target, False, 0)
     if src is None:
         assert dst is not None
-        with _other_side(receive_argv(dst, target, pool)) as proc:
+        with _other_side(receive_argv(dst, target, pool, allow_root_equivalent)) as proc:
             assert proc.stdin is not None and proc.stdout is not None
             return send_instance(ctx, name, proc.stdout, proc.stdin,  # type: ignore[arg-type]
                                  instance_only=instance_only, refresh=refresh, move=move,
@@ -1064,13 +1095,15 @@ def copy_between(ctx: Context, src: Sequence[str] | None, dst: Sequence[str] | N
                                    move=move, stateless=stateless)) as proc:
             assert proc.stdin is not None and proc.stdout is not None
             out = receive_instance(ctx, proc.stdout, proc.stdin,  # type: ignore[arg-type]
-                                   target, pool=pool)
+                                   target, pool=pool,
+                                   allow_root_equivalent=allow_root_equivalent)
         if move and proc.returncode != 0:
             raise LxdlibError(f"instance {target!r} arrived, but the source side failed to "
                               "delete the original")
         return out
     return _relay(send_argv(src, name, instance_only=instance_only, refresh=refresh, move=move,
-                            stateless=stateless), receive_argv(dst, target, pool), target)
+                            stateless=stateless),
+                  receive_argv(dst, target, pool, allow_root_equivalent), target)
 
 
 def _relay(send: Sequence[str], recv: Sequence[str], target: str) -> Outcome:

@@ -40,7 +40,8 @@ def cmd_migrate_send(host: Host, a: argparse.Namespace) -> int:
 def cmd_migrate_receive(host: Host, a: argparse.Namespace) -> int:
     from ..migrate import receive_instance
     inp, out = _channel()
-    receive_instance(host.ctx, inp, out, a.name, pool=a.storage)
+    receive_instance(host.ctx, inp, out, a.name, pool=a.storage,
+                     allow_root_equivalent=a.allow_root_equivalent)
     out.flush()
     return 0
 
@@ -59,5 +60,6 @@ def register(sub: Any) -> None:
                        "side of a copy or move between hosts (run by lxdlib, not people)")
     p.add_argument("name")
     p.add_argument("-s", "--storage")
+    p.add_argument("--allow-root-equivalent", action="store_true")
     p.set_defaults(func=cmd_migrate_receive)
     # hidden: argparse lists a subparser only when it was given a help text

@@ -78,6 +78,8 @@ TEMPLATE_TRIGGERS = ("create", "copy", "start", "rename")
 # Members tar must not extract: device nodes live in /dev, which liblxc populates itself.
 _ROOTFS_DEV_EXCLUDES = ("rootfs/dev/*", "./rootfs/dev/*")
 _DEV_EXCLUDES = ("dev/*", "./dev/*")
+# A split image's metadata tarball has no say in its rootfs (see ``unpack``).
+_ROOTFS_EXCLUDES = ("rootfs", "./rootfs", "rootfs/*", "./rootfs/*")
 # Capabilities tar keeps: enough to restore owners, modes (setuid too), file capabilities.
 _TAR_CAPS = "-all,+chown,+dac_override,+dac_read_search,+fowner,+fsetid,+setfcap"
 _SPACE_ERRORS = ("No space left on device", "Disk quota exceeded", "Wrote only")
@@ -425,11 +427,19 @@ def unpack(image: str | os.PathLike[str], dest: str | os.PathLike[str], *,
     log.debug("unpacking %s%s into %s", image_p,
               f" with rootfs {rootfs}" if rootfs is not None else "", dest_p)
     try:
-        _run_tar(image_p, dest_p, _ROOTFS_DEV_EXCLUDES)
+        _run_tar(image_p, dest_p, _ROOTFS_DEV_EXCLUDES if rootfs is None else _ROOTFS_EXCLUDES)
         if rootfs is not None:
+            # A split image's rootfs comes from its rootfs file alone. Whatever the metadata
+            # tarball put under rootfs/ (a name the excludes missed) goes before the second
+            # unpack: that one would follow a symlink left there (rootfs/x -> /etc makes a
+            # member x/cron.d/job land in the host's /etc).
             root = dest_p / "rootfs"
-            if not _real_dir(root, "rootfs"):
-                os.mkdir(root, 0o755)
+            if _lstat(root) is not None:
+                if _real_dir(root, "rootfs"):
+                    shutil.rmtree(root)
+                else:
+                    os.unlink(root)
+            os.mkdir(root, 0o755)
             if compression.detect(rootfs) == "squashfs":
                 _run_unsquashfs(Path(rootfs), root)
             else:

@@ -8,6 +8,7 @@ import gzip
 import os
 import secrets
 import shutil
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -306,6 +307,8 @@ def test_gzip_of_junk(tmp_path: Path, outside: Path) -> None:
 
 
 def test_split_image_metadata_tarball_with_rootfs_symlink(tmp_path: Path, outside: Path) -> None:
+    """A split image's rootfs is its rootfs file's alone: a ``rootfs`` symlink in the metadata
+    tarball is dropped (or refused), never written through."""
     store = make_store(tmp_path)
     meta = make_image(tmp_path / "meta.tar.xz",
                       [reg("metadata.yaml", METADATA), sym("rootfs", str(outside))],
@@ -314,7 +317,43 @@ def test_split_image_metadata_tarball_with_rootfs_symlink(tmp_path: Path, outsid
     rec = store.import_file(meta, rootfs_path=rootfs)
     dest = tmp_path / "vol"
     dest.mkdir()
-    with pytest.raises(UnsafeImage, match="rootfs"):
+    try:
         store.unpack(rec.fingerprint, dest)
-    assert list(dest.iterdir()) == []
+    except UnsafeImage:
+        assert list(dest.iterdir()) == []
+    else:
+        assert (dest / "rootfs" / "pwned").is_file()
+        assert not (dest / "rootfs").is_symlink()
     assert sorted(os.listdir(outside)) == ["victim"]
+
+
+@pytest.mark.parametrize("name", ["rootfs/x", "./rootfs/x", "/rootfs/x", "rootfs//x",
+                                  "./././rootfs/x"])
+@pytest.mark.parametrize("kind", ["tar", "squashfs"])
+def test_split_image_metadata_tarball_cannot_plant_a_symlink_in_the_rootfs(
+        tmp_path: Path, outside: Path, name: str, kind: str) -> None:
+    """The metadata tarball of a split image plants ``rootfs/x -> <host dir>``; the rootfs
+    file then carries ``x/pwned``. The second unpack must not follow the first one's symlink:
+    it did, and root wrote into any host directory (``/etc/cron.d``) from an imported image."""
+    store = make_store(tmp_path)
+    meta = make_image(tmp_path / "meta.tar.xz",
+                      [reg("metadata.yaml", METADATA), sym(name, str(outside))],
+                      compression="xz")
+    if kind == "tar":
+        rootfs = make_image(tmp_path / "rootfs.tar.xz",
+                            [dir_("bin"), reg("bin/sh", b"x"), reg("x/pwned", b"pwned")],
+                            compression="xz")
+    else:
+        src = tmp_path / "sq"
+        (src / "x").mkdir(parents=True)
+        (src / "x" / "pwned").write_bytes(b"pwned")
+        rootfs = tmp_path / "rootfs.squashfs"
+        subprocess.run(["mksquashfs", str(src), str(rootfs), "-noappend", "-quiet",
+                        "-no-progress"], check=True, stdout=subprocess.DEVNULL)
+    rec = store.import_file(meta, rootfs_path=rootfs)
+    dest = tmp_path / "vol"
+    dest.mkdir()
+    store.unpack(rec.fingerprint, dest)
+    assert sorted(os.listdir(outside)) == ["victim"]
+    assert (dest / "rootfs" / "x" / "pwned").read_bytes() == b"pwned"
+    assert not (dest / "rootfs" / "x").is_symlink()

@@ -356,12 +356,13 @@ def test_a_criu_dump_is_not_taken_along(other: lxdlib.Host) -> None:
     assert not os.path.lexists(_volume(other, "linked", "dp") / "state")
 
 
-def _deliver(other: lxdlib.Host, name: str, data: bytes) -> None:
-    proc = subprocess.Popen(migrate.receive_argv(_argv(other), name, "dp"),
+def _deliver(other: lxdlib.Host, name: str, data: bytes,
+             config: dict[str, str] | None = None, allow: bool = False) -> None:
+    proc = subprocess.Popen(migrate.receive_argv(_argv(other), name, "dp", allow),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     ch = migrate.Channel(proc.stdout, proc.stdin)  # type: ignore[arg-type]
-    ch.send(_header("dir"))
+    ch.send(_header("dir", config=config or {}))
     assert ch.receive()["format"] == "tar"
     ch.send({"part": "live"})
     _volume_data(ch, "tar", data)
@@ -387,6 +388,39 @@ def test_bad_config_is_refused_before_any_data(other: lxdlib.Host) -> None:
                 {"bogus.key": "1"}):
         err = _hostile(other, _header("dir", config=cfg), None)
         assert isinstance(err, lxdlib.InvalidArgument), err
+
+
+def test_root_equivalent_settings_are_refused_unless_allowed(other: lxdlib.Host,
+                                                            tmp_path: Path) -> None:
+    """The sender's record is another host's word: a ``raw.lxc`` hook (run as host root at the
+    start the sender itself asks for), a privileged or host-mapped instance, a host path or
+    host device are refused unless the receiver's root allows them. Before, the hook ran."""
+    witness = tmp_path / "pwned"
+    hook = f"lxc.hook.pre-start = /bin/sh -c 'id > {witness}'"
+    snap = {"name": "s0", "created_at": "2026-01-01T00:00:00+00:00",
+            "config": {"raw.lxc": hook}}
+    for config, devices, snaps in (
+            ({"raw.lxc": hook}, {}, []),
+            ({"security.privileged": "true"}, {}, []),
+            ({"raw.idmap": "both 0 0"}, {}, []),
+            ({"security.syscalls.deny_default": "false"}, {}, []),
+            ({}, {"h": {"type": "disk", "source": "/", "path": "/host"}}, []),
+            ({}, {"k": {"type": "unix-block", "source": "/dev/loop0"}}, []),
+            ({}, {"p": {"type": "proxy", "listen": "tcp:127.0.0.1:1",
+                        "connect": "unix:/run/x.sock", "bind": "host"}}, []),
+            ({}, {}, [snap])):
+        header = _header("dir", config=config, devices=devices, snapshots=snaps)
+        header["snapshots"] = [s["name"] for s in snaps]
+        header["start"] = True
+        err = _hostile(other, header, _tar(VOLUME))
+        assert isinstance(err, lxdlib.InvalidConfig), (config, devices, err)
+        assert "root-equivalent" in str(err)
+        assert not witness.exists()
+    # the receiver's root may allow it
+    _deliver(other, "allowed", _tar(VOLUME), {"raw.lxc": "lxc.apparmor.profile = unconfined"},
+             allow=True)
+    assert other.instances.get("allowed").config["raw.lxc"] == \
+        "lxc.apparmor.profile = unconfined"
 
 
 def test_bad_names_are_refused(other: lxdlib.Host) -> None:
