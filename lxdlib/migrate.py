@@ -644,8 +644,9 @@ def _refuse_root_equivalent(header: dict[str, Any]) -> None:
     if found:
         raise errors.InvalidConfig(found[0], "a root-equivalent setting from another host is "
                                    "refused (" + ", ".join(found) + "); host root here may "
-                                   "allow it (receive_instance(allow_root_equivalent=True)) "
-                                   "or set it after the copy")
+                                   "accept it (lxdlib copy/move --allow-root-equivalent, "
+                                   "receive_instance(allow_root_equivalent=True)), or push "
+                                   "the instance from the host that holds it")
 
 
 def _plan(ctx: Context, header: dict[str, Any], target: str, pool_name: str | None) -> _Plan:
@@ -1072,8 +1073,10 @@ def copy_between(ctx: Context, src: Sequence[str] | None, dst: Sequence[str] | N
 
     ``src``/``dst`` are argvs running the other side's lxdlib (:func:`local_argv`, an ssh
     command), or None for ``ctx``'s own root. Both None is a copy within this root.
-    ``allow_root_equivalent`` lets the receiver take root-equivalent settings (see
-    :func:`receive_instance`).
+    ``allow_root_equivalent`` lets the receiver take root-equivalent settings from another
+    host (see :func:`receive_instance`). A push from ``ctx``'s own root needs no leave: its
+    settings are this root's own, and whoever can start ``migrate-receive`` on the far side is
+    root there already.
     """
     target = new_name or name
     if src is None and dst is None:
@@ -1085,7 +1088,7 @@ def copy_between(ctx: Context, src: Sequence[str] | None, dst: Sequence[str] | N
         return Outcome(target, False, 0)
     if src is None:
         assert dst is not None
-        with _other_side(receive_argv(dst, target, pool, allow_root_equivalent)) as proc:
+        with _other_side(receive_argv(dst, target, pool, allow_root_equivalent=True)) as proc:
             assert proc.stdin is not None and proc.stdout is not None
             return send_instance(ctx, name, proc.stdout, proc.stdin,  # type: ignore[arg-type]
                                  instance_only=instance_only, refresh=refresh, move=move,

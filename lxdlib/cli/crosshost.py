@@ -75,7 +75,8 @@ def between_hosts(host: Host, a: argparse.Namespace, *, move: bool) -> int | Non
                        move=move, refresh=bool(getattr(a, "refresh", False)),
                        instance_only=bool(getattr(a, "instance_only", False)),
                        stateless=bool(getattr(a, "stateless", False)),
-                       pool=pool)
+                       pool=pool,
+                       allow_root_equivalent=bool(getattr(a, "allow_root_equivalent", False)))
     if getattr(a, "start", False) and not out.started:
         if dst_remote is None:
             host.instances[out.name].start()

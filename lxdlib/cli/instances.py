@@ -649,6 +649,12 @@ def _add_create_args(p: argparse.ArgumentParser, with_image_optional: bool) -> N
     p.add_argument("--description")
 
 
+#: lxdlib's own flag (not LXD's): what another host sends is checked as a backup is, and its
+#: root-equivalent settings are for this host's root to accept (docs/security.md, 2b).
+ALLOW_HELP = ("from another host: accept its root-equivalent settings (raw.lxc, privileged, "
+              "host devices…); without it they are refused")
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("init", help="create an instance (with an image) or initialise the host")
     _add_create_args(p, True)
@@ -696,6 +702,7 @@ def register(sub: Any) -> None:
                    help="between hosts: without the snapshots")
     p.add_argument("--stateless", action="store_true",
                    help="between hosts: a running instance is stopped, sent and started there")
+    p.add_argument("--allow-root-equivalent", action="store_true", help=ALLOW_HELP)
     p.set_defaults(func=cmd_move)
 
     p = sub.add_parser("copy", aliases=["cp"],
@@ -714,6 +721,7 @@ def register(sub: Any) -> None:
     p.add_argument("--stateless", action="store_true",
                    help="between hosts: copy a running instance from a snapshot of it")
     p.add_argument("--start", action="store_true", help="start the copy")
+    p.add_argument("--allow-root-equivalent", action="store_true", help=ALLOW_HELP)
     p.set_defaults(func=cmd_copy)
 
     p = sub.add_parser("list", aliases=["ls"], help="list instances")

@@ -357,6 +357,20 @@ def test_copy_and_move_between_hosts_from_the_command_line(
         assert p.returncode == 0, p.stderr
         assert host.instances["back"].files.get("/marker") == b"from here\n"
         assert "xh2" in far.instances  # a copy leaves the source
+
+        # root-equivalent settings: a push carries this root's own; a pull takes them only
+        # when this host's root says so (docs/security.md, 2b)
+        host.create("busybox", "xh3", config={"security.privileged": "true"})
+        p = _cli(root, "copy", "xh3", "far:xh3")
+        assert p.returncode == 0, p.stderr
+        assert far.instances["xh3"].config.get("security.privileged") == "true"
+        p = _cli(root, "copy", "far:xh3", "xh4")
+        assert p.returncode == 1 and b"root-equivalent" in p.stderr, p
+        assert b"--allow-root-equivalent" in p.stderr
+        assert "xh4" not in host.instances
+        p = _cli(root, "copy", "far:xh3", "xh4", "--allow-root-equivalent")
+        assert p.returncode == 0, p.stderr
+        assert host.instances["xh4"].config.get("security.privileged") == "true"
     finally:
         for h in (far, host):
             for inst in h.instances.list():
