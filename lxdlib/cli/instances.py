@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..errors import TYPE_CHECKING, InvalidArgument, LxdlibError, NotFound
 from ..progress import LineProgress as ProgressBar
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from ..listing import Listed
     from ..record import InstanceRecord
     from ..state import Paths
+    from .listcols import Custom
 
 
 def _resolve_image(host: Host, ref: str, quiet: bool) -> str:
@@ -183,25 +183,6 @@ def cmd_copy(host: Host, a: argparse.Namespace) -> int:
 
 
 # -- list ---------------------------------------------------------------------------------------
-COLUMNS = {
-    "n": "NAME", "s": "STATE", "4": "IPV4", "6": "IPV6", "t": "TYPE", "S": "SNAPSHOTS",
-    "a": "ARCHITECTURE", "c": "CREATED AT", "l": "LAST USED AT", "p": "PID", "P": "PROFILES",
-    "b": "STORAGE POOL", "d": "DESCRIPTION", "N": "PROCESSES", "m": "MEMORY USAGE",
-    "u": "CPU USAGE", "e": "PROJECT",
-}
-
-
-def _filter(inst_name: str, cfg: dict[str, str], filters: list[str]) -> bool:
-    for f in filters:
-        if "=" in f:
-            k, v = f.split("=", 1)
-            if cfg.get(k) != v:
-                return False
-        elif not re.match(f, inst_name):
-            return False
-    return True
-
-
 def _fmt_time(t: dt.datetime | None) -> str:
     return t.strftime("%Y/%m/%d %H:%M %Z") if t else ""
 
@@ -231,11 +212,15 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
     the table needs only the root's records and the kernel's view, so the whole library is
     imported only for what needs it — JSON/YAML (expanded config), the resource columns
     (liblxc per instance), a root to set up or with leftovers to recover."""
-    columns = "nsacPt" if a.fast else "".join(output.columns(a.columns or "ns46tS",
-                                                             list(COLUMNS)))
+    from . import listcols
+    cols = listcols.parse(a.columns, a.fast)
+    headers = listcols.headers(cols)
+    columns = listcols.letters(cols)
     output.check_format(a.format)  # LXD's refusals, before anything is read
     full = a.format in ("json", "yaml")
-    network: bool | Literal["full"] = "full" if full else any(ch in columns for ch in "46")
+    network: bool | Literal["full"] = "full" if full else (
+        any(ch in columns for ch in "46") or listcols.wants_network(a.filters))
+    shows_config = listcols.wants_config(cols, a.filters)
     opened = [host] if host is not None else []
 
     def the_host() -> Host:
@@ -248,7 +233,7 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
     if host is None and _no_instance_dir(where) and not imports_pending(where):
         # a root without instances: the empty table, before importing the records' code
         # (``state`` and attrs cost more than the rest of the command)
-        output.emit(a.format, [COLUMNS[ch] for ch in columns], [], [])
+        output.emit(a.format, headers, [], [])
         return 0
     from ..state import Paths  # here: the other verbs' start needs none of it (attrs)
     paths = Paths.at(a.root)
@@ -257,7 +242,7 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
     if not leftovers and imports_pending(root):
         leftovers = ["?"]  # what a killed image import left is cleared by opening a Host
     listing: Any
-    if full or leftovers or any(ch in columns for ch in "Nmu"):
+    if full or leftovers or any(ch in columns for ch in listcols.USAGE_LETTERS):
         listing = the_host().instances.list_state(network=network)
     elif not names:
         listing = []  # an empty root: nothing to read, no need to load the listing's code
@@ -266,25 +251,32 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
         listing = take(paths, names, network=network)
     rows: list[list[str]] = []
     data: list[dict[str, Any]] = []
-    disks = disk_usages(the_host(), listing) if full else {}
+    disks = disk_usages(the_host(), listing) if full or "D" in columns else {}
     for entry in listing:
         if entry.error is not None:
             # one broken instance must not hide the others: shown as ERROR, as LXD does
             print(f"Warning: instance {entry.name!r}: {entry.error}", file=sys.stderr)
         rec = entry.record
-        if a.filters and not _filter(entry.name, rec.config if rec else {}, a.filters):
+        shown: tuple[dict[str, str], dict[str, dict[str, str]]] = ({}, {})
+        if rec is not None and shows_config:
+            shown = _shown(the_host(), rec.profiles, rec.config, rec.devices)
+        if a.filters and not listcols.matches(
+                a.filters, entry.name,
+                {"status": entry.status, "type": "container", "location": "none",
+                 "architecture": rec.architecture if rec else ""},
+                shown[0], entry.network):
             continue
         try:
-            row, d = (_broken_entry(entry, columns, entry.error) if entry.state == "ERROR"
-                      else _list_entry(the_host, entry, columns, full, disks))
+            row, d = (_broken_entry(entry, cols, entry.error) if entry.state == "ERROR"
+                      else _list_entry(the_host, entry, cols, full, disks, shown))
         except NotFound:
             continue  # deleted meanwhile
         except LxdlibError as e:
             print(f"Warning: instance {entry.name!r}: {e}", file=sys.stderr)
-            row, d = _broken_entry(entry, columns, str(e))
+            row, d = _broken_entry(entry, cols, str(e))
         rows.append(row)
         data.append(d)
-    output.emit(a.format, [COLUMNS[ch] for ch in columns], rows, data)
+    output.emit(a.format, headers, rows, data)
     return 0
 
 
@@ -295,34 +287,42 @@ def _record_cells(rec: InstanceRecord, columns: str) -> dict[str, str]:
             "S": str(len(rec.snapshots)), "a": rec.architecture,
             "c": _fmt_time(rec.created_at) if "c" in columns else "",
             "l": _fmt_time(rec.last_used_at) if "l" in columns else "",
-            "P": "\n".join(rec.profiles), "b": rec.pool, "d": rec.description}
+            "P": "\n".join(rec.profiles), "b": rec.pool, "d": rec.description,
+            "f": rec.config.get("volatile.base_image", "")[:12],
+            "F": rec.config.get("volatile.base_image", "")}
 
 
-def _broken_entry(entry: Listed, columns: str, error: str | None
+def _broken_entry(entry: Listed, cols: Sequence[str | Custom], error: str | None
                   ) -> tuple[list[str], dict[str, Any]]:
     """The row of an instance whose record or liblxc config cannot be read."""
+    from . import listcols
     rec = entry.record
-    cell = dict.fromkeys(COLUMNS, "")
+    cell = dict.fromkeys(listcols.LETTERS, "")
     cell.update({"n": entry.name, "s": "ERROR", "e": "default"})
     d: dict[str, Any] = {"name": entry.name}
     if rec is not None:
-        cell.update(_record_cells(rec, columns))
+        cell.update(_record_cells(rec, listcols.letters(cols)))
         d = rec.to_dict()
     d.update({"status": "Error", "status_code": STATUS_CODES["Error"], "error": error})
-    return [cell[ch] for ch in columns], d
+    return [cell[c] if isinstance(c, str) else "" for c in cols], d
 
 
-def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full: bool,
-                disk_usage: Mapping[str, int | None]) -> tuple[list[str], dict[str, Any]]:
+def _list_entry(the_host: Callable[[], Host], entry: Listed, cols: Sequence[str | Custom],
+                full: bool, disk_usage: Mapping[str, int | None],
+                shown: tuple[dict[str, str], dict[str, dict[str, str]]]
+                ) -> tuple[list[str], dict[str, Any]]:
     """The row (and JSON object) of a readable instance; ``the_host()`` opens the Host for
     what the listing does not hold (expanded config, cgroup counters); ``disk_usage``: the
-    root volumes' usage, asked of each pool once for the whole listing (``disk_usages``)."""
+    root volumes' usage, asked of each pool once for the whole listing (``disk_usages``);
+    ``shown``: the expanded config and devices, where the columns need them."""
+    from .listcols import USAGE_LETTERS, letters
+    columns = letters(cols)
     rec = entry.record
     assert rec is not None  # only ERROR entries lack a record
     net = entry.network
     usage: dict[str, Any] = {}
     wants_net = full or any(ch in columns for ch in "46")
-    wants_usage = full or any(ch in columns for ch in "Nmu")
+    wants_usage = full or any(ch in columns for ch in USAGE_LETTERS)
     if entry.running and ((net is None and wants_net) or wants_usage):
         inst = the_host().instances.get(entry.name)
         if net is None and wants_net:
@@ -341,12 +341,30 @@ def _list_entry(the_host: Callable[[], Host], entry: Listed, columns: str, full:
         **_record_cells(rec, columns),
         "p": str(entry.pid) if entry.running else "",
         "N": str(usage.get("processes") or ""),
-        "m": output.size(usage.get("memory_usage")) if usage else "",
-        "u": f"{(usage.get('cpu_usage_ns') or 0) / 1e9:.0f}s" if usage else "",
+        # as LXD: nothing for a counter at 0, whole seconds of CPU (truncated)
+        "m": output.size(usage.get("memory_usage")) if usage.get("memory_usage") else "",
+        "M": _memory_percent(usage.get("memory_usage") or 0, shown[0].get("limits.memory", "")),
+        "u": f"{int(usage.get('cpu_usage_ns') or 0) // 1_000_000_000}s"
+             if usage.get("cpu_usage_ns") else "",
+        "D": output.size(disk_usage.get(entry.name)) if disk_usage.get(entry.name) else "",
         "e": "default",
     }
     d = instance_full(the_host(), entry, rec, net, usage, disk_usage) if full else {}
-    return [cell[ch] for ch in columns], d
+    return [cell[c] if isinstance(c, str)
+            else c.cell(rec.config, shown[0], rec.devices, shown[1]) for c in cols], d
+
+
+def _memory_percent(used: int, limit: str) -> str:
+    """``M``: the memory used as a share of ``limits.memory``, as LXD prints it (nothing for a
+    limit in % or none)."""
+    if not used or not limit or "%" in limit:
+        return ""
+    from ..config.units import parse_size
+    try:
+        size = parse_size(limit)
+    except InvalidArgument:
+        return ""
+    return f"{used / size * 100:.1f}%" if size > 0 else ""
 
 
 def disk_usages(host: Host, entries: Iterable[Listed]) -> dict[str, int | None]:
@@ -726,8 +744,13 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("list", aliases=["ls"], help="list instances")
     p.add_argument("filters", nargs="*")
-    p.add_argument("--fast", action="store_true")
-    p.add_argument("-c", "--columns")
+    p.add_argument("--fast", action="store_true", help="same as --columns=nsacPt")
+    p.add_argument("-c", "--columns", metavar="COLUMNS",
+                   help="letters (default ns46tS): 4 IPv4, 6 IPv6, a architecture, b storage "
+                        "pool, c created, d description, D disk usage, e project, f/F base "
+                        "image, l last used, m memory usage, M memory usage %%, n name, N "
+                        "processes, p pid, P profiles, s state, S snapshots, t type, u CPU "
+                        "usage; or custom columns [config:|devices:]key[:name][:maxWidth]")
     output.add_format(p)
     p.set_defaults(func=cmd_list, opens_root=True)
 

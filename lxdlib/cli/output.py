@@ -77,19 +77,40 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def compact(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    flat = [[str(c).replace("\n", " ") for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in flat]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-              for r in flat]
-    return "\n".join(lines)
+    """LXD's ``--format compact``: the table without its borders, each cell padded by a space
+    on both sides, headers centred, a cell of several lines on several lines."""
+    split = [[str(c).split("\n") for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in split:
+        for i, lines in enumerate(row):
+            widths[i] = max(widths[i], *(len(x) for x in lines))
+
+    def line(cells: Sequence[str], center: bool = False) -> str:
+        parts = []
+        for c, w in zip(cells, widths, strict=True):
+            if center:
+                c = " " * ((w - len(c)) // 2) + c
+            parts.append(" " + c.ljust(w) + " ")
+        return " " + "".join(parts) + " "
+
+    out = [line(headers, center=True)]
+    for row in split:
+        height = max((len(x) for x in row), default=1)
+        for k in range(height):
+            out.append(line([cell[k] if k < len(cell) else "" for cell in row]))
+    return "\n".join(out)
 
 
 def to_csv(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as LXD's client writes them (Go's ``encoding/csv``): a row of one empty cell is an
+    empty line (Python's writer would quote it, ``""``)."""
     import csv  # here: only --format csv needs it, and every table verb imports this module
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     for r in rows:
+        if len(r) == 1 and str(r[0]) == "":
+            buf.write("\n")
+            continue
         w.writerow([str(c) for c in r])
     return buf.getvalue().rstrip("\n")
 

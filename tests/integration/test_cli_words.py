@@ -204,6 +204,41 @@ def test_instance_list_columns_as_lxd_reads_them(host: lxdlib.Host) -> None:
     assert (r.returncode, r.stderr) == (1, 'Error: Invalid format "xml"\n')
 
 
+def test_instance_list_every_lxd_column_letter_custom_columns_and_filters(
+        host: lxdlib.Host) -> None:
+    """`list -c` takes each of LXD's letters and its custom columns (a profile's value shown
+    through the expanded config), and the filters read status, type and the expanded config
+    with LXD's regular expressions; a lone empty csv cell is an empty line, as lxc's."""
+    root = host.paths.root
+    run(root, "profile", "create", "mem")
+    run(root, "profile", "set", "mem", "limits.memory", "64MiB")
+    run(root, "init", "busybox", "c1", "-p", "default", "-p", "mem")
+    run(root, "launch", "busybox", "c2", "-p", "default", "-p", "mem")
+    fp = host.images["busybox"].fingerprint
+    listed = rows(run(root, "list", "-c", "nsfF,config:limits.memory,image.os:OS:2,"
+                      "devices:root.pool", "-f", "csv").stdout)
+    assert listed == [["c1", "STOPPED", fp[:12], fp, "64MiB", "bu", "default"],
+                      ["c2", "RUNNING", fp[:12], fp, "64MiB", "bu", "default"]]
+    (c1_m, c1_pct, c1_u, _), (c2_m, c2_pct, c2_u, _) = (
+        r[1:] for r in rows(run(root, "list", "-c", "nmMuD", "-f", "csv").stdout))
+    assert (c1_m, c1_pct, c1_u) == ("", "", "")
+    assert c2_m.endswith("iB") and c2_pct.endswith("%") and c2_u.endswith("s")
+    table = run(root, "list", "-c", "n,image.os:OS,user.x::1").stdout.splitlines()
+    assert table[1].split("|")[1:4] == [" NAME ", "   OS    ", "  "]
+    assert run(root, "list", "-c", "4", "-f", "csv", "c1").stdout == "\n"
+    for filters, names in [(["status=running"], ["c2"]), (["STATUS=Stopped"], ["c1"]),
+                           (["type=container", "image.os=bus.*"], ["c1", "c2"]),
+                           (["limits.memory=64MiB", "c1"], ["c1"]), (["l.m=64.*"], ["c1", "c2"]),
+                           (["c."], ["c1", "c2"]), (["image.os=bus"], [])]:
+        assert [r[0] for r in rows(run(root, "list", *filters, "-c", "n", "-f",
+                                       "csv").stdout)] == names, filters
+    for cols, message in [("nL", "Can't specify column L when not clustered"),
+                          ("n,nope.key", "Invalid config key 'nope.key' in 'nope.key'")]:
+        r = run(root, "list", "-c", cols, check=False)
+        assert (r.returncode, r.stderr) == (1, f"Error: {message}\n")
+    run(root, "delete", "-f", "c1", "c2")
+
+
 def test_storage_volume_list_columns(host: lxdlib.Host) -> None:
     root = host.paths.root
     run(root, "storage", "volume", "create", "default", "v1")

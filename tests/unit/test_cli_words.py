@@ -215,3 +215,57 @@ def test_progress_text_without_a_total() -> None:
     bar = LineProgress("Pulling /tmp/x from /x", stream=io.StringIO())
     assert bar.text(12_300_000, 0, 1.0) == "Pulling /tmp/x from /x: 12.30MB (12.30MB/s)"
     assert bar.text(45, 100, 1.0) == "Pulling /tmp/x from /x: 45% (45B/s)"
+
+
+# -- lxc list's columns, filters and the compact and csv formats (issue 13, second look) ---------
+
+
+def test_list_columns_custom_and_every_letter() -> None:
+    from lxdlib.cli import listcols
+    cols = listcols.parse("nsmMuDfFp,config:limits.memory,image.os:OS:0,devices:root.path::3",
+                          False)
+    assert listcols.letters(cols) == "nsmMuDfFp"
+    assert listcols.headers(cols)[2:] == ["MEMORY USAGE", "MEMORY USAGE%", "CPU USAGE",
+                                          "DISK USAGE", "BASE IMAGE", "BASE IMAGE", "PID",
+                                          "LIMITS MEMORY", "OS", ""]
+    custom = [c for c in cols if isinstance(c, listcols.Custom)]
+    local, expanded = {"image.os": "busybox"}, {"limits.memory": "64MiB", "image.os": "x"}
+    devs = {"root": {"path": "/"}}
+    assert [c.cell(local, expanded, {}, devs) for c in custom] == ["64MiB", "bu", "/"]
+    assert listcols.letters(listcols.parse(None, False)) == "ns46tS"
+    assert listcols.letters(listcols.parse(None, True)) == "nsacPt"
+    for spec, message in [("L", "Can't specify column L when not clustered"),
+                          ("nx.y", "Invalid config key 'nx.y' in 'nx.y'"),
+                          ("image.os:a:b:c", "too many fields"),
+                          ("image.os:X:abc", "Invalid max width (must be an integer) 'abc'"),
+                          ("image.os:", "empty string is only allowed when defining maxWidth")]:
+        with pytest.raises(InvalidArgument, match=message.replace("(", r"\(").replace(")", r"\)")):
+            listcols.parse(spec, False)
+    with pytest.raises(InvalidArgument, match="Can't specify --fast with --columns"):
+        listcols.parse("n", True)
+
+
+def test_list_filters_as_lxds_should_show() -> None:
+    from lxdlib.cli import listcols
+    facts = {"status": "Running", "type": "container", "architecture": "x86_64",
+             "location": "none"}
+    cfg = {"image.os": "busybox", "limits.memory": "64MiB"}
+    net = {"eth0": {"addresses": [{"family": "inet", "address": "10.1.2.3"}]}}
+
+    def shows(*filters: str) -> bool:
+        return listcols.matches(filters, "web1", facts, cfg, net)
+    assert shows("status=running") and shows("STATUS=stopped,running") and shows("type=container")
+    assert not shows("status=stopped")
+    assert shows("image.os=bus.*") and shows("i.o=busybox") and not shows("image.os=bus")
+    assert shows("architecture=X86_64") and shows("ipv4=10.1.0.0/16")
+    assert not shows("ipv4=10.2.0.0/16")
+    assert shows("web") and shows("w.b1") and not shows("eb1") and not shows("we[")
+    assert not shows("user.x=1")
+
+
+def test_compact_and_csv_as_lxds_client_writes_them() -> None:
+    assert output.compact(["NAME", "STATE", "IPV4"], [["c1", "RUNNING", "10.0.0.2 (eth0)"]]) == (
+        "  NAME   STATE        IPV4        \n  c1    RUNNING  10.0.0.2 (eth0)  ")
+    assert output.compact(["NAME", "IPV4"], [["c1", "a\nb"]]) == (
+        "  NAME  IPV4  \n  c1    a     \n        b     ")
+    assert output.to_csv([["c1"], [""], ["", ""]]) == 'c1\n\n,'
