@@ -409,9 +409,15 @@ class Client:
         return f"<simplestreams {self.url}>"
 
     def _cache_file(self, path: str) -> Path | None:
+        """The cache file of catalogue ``path`` (the server's word: any text): one name in
+        ``cache_dir``, never ``.`` or ``..`` (its first dot is escaped too, which no other
+        path's name can start with: ``quote`` escapes ``%`` itself)."""
         if self.cache_dir is None:
             return None
-        return self.cache_dir / urllib.parse.quote(path, safe="")
+        name = urllib.parse.quote(path, safe="")
+        if name.startswith("."):
+            name = "%2E" + name[1:]
+        return self.cache_dir / name
 
     def _fetch_catalogue(self, path: str) -> bytes:
         url = f"{self.url}/{path.lstrip('/')}"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lxdlib.errors import ImageError, InvalidArgument, NotFound
+from lxdlib.imagestore import simplestreams
 from lxdlib.imagestore.simplestreams import (
     AliasEntry,
     apply_aliases,
@@ -190,3 +192,16 @@ def test_find_image_by_prefix() -> None:
 def test_alias_entries_are_plain_data() -> None:
     e = AliasEntry("a", h("1"), "x86_64")
     assert e.type == "container"
+
+
+@pytest.mark.parametrize("path", ["..", "."])
+def test_a_catalogue_path_cannot_name_the_cache_directory_or_its_parent(
+        tmp_path: Path, path: str) -> None:
+    """An index names its products files; ``..`` once made the cache file the cache
+    directory's parent (read as a file: an untyped IsADirectoryError)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    client = simplestreams.Client("http://127.0.0.1:9", cache, timeout=2)
+    with pytest.raises(ImageError):  # nothing cached, the server unreachable: a typed error
+        client.get_json(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
