@@ -7,7 +7,6 @@ the log when a start fails; ``lxdlib.hooks`` (the top layer) is what then runs i
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import sys
 from pathlib import Path
 
@@ -48,6 +47,10 @@ def spawn_watcher(root: Path, name: str, pid: int) -> None:
             return
     except (OSError, ValueError, IndexError):
         pass
+    # here, not at the top: every render of a liblxc config (`config set`…) imports this module
+    # for ``command``, and subprocess (with selectors, signal and locale) costs a command ~2.5 ms
+    import subprocess
+
     # `setsid --fork` detaches it from us (reparented to init: no zombie in the caller); it
     # writes its own pid file.
     subprocess.run(["setsid", "--fork", sys.executable, "-m", "lxdlib.hooks", str(root), "watch",
