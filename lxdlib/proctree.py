@@ -20,7 +20,6 @@ be the root or a process already stopped in the tree: a reused pid is never sign
 from __future__ import annotations
 
 import os
-import signal
 
 from . import pidfd
 from .livestate import parent_of
@@ -78,6 +77,7 @@ def kill_tree(pid: int) -> None:
     fork or be reparented while it is read. ``pid`` itself is left for the caller to reap (so
     its pid cannot be reused meanwhile); the others are signalled through pidfds (see the
     module's docstring)."""
+    import signal  # here: ``runtime`` imports this module, and most verbs kill no tree
     stopped: dict[int, int] = {}  # pid -> pidfd, parents before children
     passed: set[int] = set()  # pids read as descendants but not held: gone, or not ours
     with pidfd.held(pid) as root:
