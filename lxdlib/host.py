@@ -13,14 +13,10 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import profile_apply
-from . import recovery as _recovery  # noqa: F401  (registers its journal recoverers)
-from . import snapshots as _snapshots  # noqa: F401  (registers its journal recoverer)
 from .context import DEFAULT_NETWORK, DEFAULT_POOL, Context, HostFacts
 from .errors import TYPE_CHECKING, HostLimit, NotFound
 from .instances import Instance, Instances
 from .logs import get_logger
-from .profile_apply import Profiles
 from .profiles import ProfileRecord
 from .state import Paths
 
@@ -29,6 +25,7 @@ if TYPE_CHECKING:
 
     from .images import Image, Images  # loaded by ``Host.images``: most commands use no image
     from .networks import Networks
+    from .profile_apply import Profiles  # by ``Host.profiles``: a verb on an instance uses none
     from .record import InstanceRecord
     from .storage.base import PoolDriver  # the drivers load when a pool is opened
     from .views import Pools
@@ -67,11 +64,21 @@ class Host:
         self.paths = paths
         self.events = self.ctx.events
         self.instances = Instances(self.ctx)
-        self.profiles = Profiles(self.ctx)
+        self._profiles: Profiles | None = None
         self._images: Images | None = None
 
     def __repr__(self) -> str:
         return f"<Host root={str(self.paths.root)!r}>"
+
+    @property
+    def profiles(self) -> Profiles:
+        """The profiles (``host.profiles["default"]``). Made on first use: the profile service
+        (``lxdlib.profile_apply``, ~0.8 ms to import) is no part of ``info``, ``exec`` or
+        ``config set`` on an instance, which compose profiles through ``ctx.profiles``."""
+        if self._profiles is None:
+            from .profile_apply import Profiles
+            self._profiles = Profiles(self.ctx)
+        return self._profiles
 
     @property
     def images(self) -> Images:
@@ -148,7 +155,8 @@ class Host:
 
     def network_users(self, network: str) -> list[str]:
         """Instances and profiles whose nics use ``network``."""
-        return profile_apply.network_users(self.ctx, network)
+        from .profile_apply import network_users
+        return network_users(self.ctx, network)
 
     def network_forget(self, instance: str) -> None:
         self.ctx.network_forget(instance)
@@ -159,12 +167,13 @@ class Host:
                        description: str | None = None) -> None:
         """Change a profile and re-apply it to every instance that uses it (see
         ``lxdlib.profile_apply.update_profile``)."""
-        profile_apply.update_profile(self.ctx, name, config=config, devices=devices,
-                                     description=description)
+        from .profile_apply import update_profile
+        update_profile(self.ctx, name, config=config, devices=devices, description=description)
 
     def modify_profile(self, name: str, change: Callable[[ProfileRecord], None]) -> None:
         """Read-modify-write of a profile under its lock, re-applied to its users."""
-        profile_apply.modify_profile(self.ctx, name, change)
+        from .profile_apply import modify_profile
+        modify_profile(self.ctx, name, change)
 
     def expand(self, profiles: Sequence[str] | None, config: Mapping[str, str],
                devices: Mapping[str, Mapping[str, str]]
