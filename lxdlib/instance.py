@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from . import criu, idmap, journal, livestate, record, render, runtime
+from . import idmap, journal, livestate, record, runtime
 from .config import devices as devcfg
 from .config import expand, limits, names, schema
 from .config.text import check_description
@@ -53,6 +53,7 @@ from .state import (
 if TYPE_CHECKING:
     from typing import Any
 
+    from . import render
     from .context import Context
     from .devices import DeviceContext
     from .storage.base import PoolDriver
@@ -406,11 +407,13 @@ class InstanceCore:
     # -- stateful stop and start (CRIU) -------------------------------------------------------
     def has_saved_state(self) -> bool:
         """Whether a stateful stop left a complete dump for the next start."""
+        from . import criu  # here, as below: only a stateful stop or start uses CRIU
         return (self.volume / journal.STATE_DIR / criu.COMPLETE).exists()
 
     def restore_saved_state(self) -> None:
         """Bring back the processes a stateful snapshot or stop saved in the live volume (the
         caller holds the lock); the dump is removed whatever happens (good for one restore)."""
+        from . import criu
         state = self.volume / journal.STATE_DIR
         try:
             self._write_lxc_config(self.record(), starting=True)
@@ -423,6 +426,7 @@ class InstanceCore:
 
     def _stop_stateful(self) -> None:
         """``lxc stop --stateful``: dump the processes and stop; ``start`` brings them back."""
+        from . import criu
         paths = self._paths
         with self._lock():
             c = self._c()
@@ -845,6 +849,7 @@ class InstanceCore:
         rather than ending the render: a check of a change (``profile_apply``) then sees every
         device's error and the rest of the config, not only the first device's."""
         from . import hooklog as hooks
+        from . import render  # here, as in _exec_env: `info` renders no liblxc config
         from .devices import driver
         pool = self._pool(rec)
         pool.mount()
@@ -989,8 +994,9 @@ class InstanceCore:
 
     # -- exec -------------------------------------------------------------------------------
     def _exec_env(self, env: Mapping[str, str] | None, uid: int) -> dict[str, str]:
+        from .render import DEFAULT_PATH
         cfg = self.expanded_config
-        out = {"PATH": render.DEFAULT_PATH, "LANG": "C.UTF-8"}
+        out = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"}
         if uid == 0:
             out.update({"HOME": "/root", "USER": "root"})
         out.update({k[len("environment."):]: v for k, v in cfg.items()

@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..errors import TYPE_CHECKING, InvalidArgument, LxdlibError, NotFound
-from ..progress import LineProgress as ProgressBar
 from . import output
 from .common import parse_kv
 
@@ -29,7 +28,8 @@ if TYPE_CHECKING:
 def _resolve_image(host: Host, ref: str, quiet: bool) -> str:
     """A local alias or fingerprint as is; ``<remote>:<alias>`` (``ubuntu:`` = its ``default``
     alias) is downloaded and cached first, with LXD's progress line on a terminal."""
-    bar = ProgressBar("Retrieving image", quiet=quiet)
+    from ..progress import LineProgress  # here: `list`, `info`, `exec`… draw no progress
+    bar = LineProgress("Retrieving image", quiet=quiet)
     try:
         return host.images.resolve(ref, progress=bar)
     finally:
