@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
+from _thread import _local  # ``threading.local`` without threading's import (see ``state``)
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -132,7 +132,7 @@ class _Caches:
         self.seccomp_ok = False
         # a profile edit re-applied to its users composes with the edited profile before it is
         # saved: per thread, as one Host may serve many threads
-        self.memo = threading.local()
+        self.memo = _local()
         # profiles as composition reads them, by name: (file identity, content)
         self.profiles: dict[str, tuple[tuple[int, ...], expand.ProfileData]] = {}
 
