@@ -240,6 +240,14 @@ NOT_FOR_AN_INSTANCE_VERB = {"lxdlib.storage.zfs",
     "attr", "attrs", "inspect"}
 
 
+# what neither ``exec`` nor ``config set`` of a running instance uses (imported where used):
+# subprocess (with selectors, locale and signal), threading, the profile service, CRIU's and the
+# snapshot, copy and recovery modules (their journal recoverers load when an intent needs them)
+NOT_FOR_EXEC_OR_CONFIG_SET = {"subprocess", "selectors", "locale", "signal", "threading",
+                              "lxdlib.profile_apply", "lxdlib.criu", "lxdlib.snapshots",
+                              "lxdlib.copy", "lxdlib.recovery", "lxdlib.progress"}
+
+
 _ENTRY = """
 import atexit, json, sys
 atexit.register(lambda: print("\\n" + json.dumps(sorted(sys.modules))))
@@ -263,6 +271,8 @@ def test_the_command_skips_what_only_a_long_lived_process_needs(host: lxdlib.Hos
         assert r.returncode == 0, (argv, r.stderr)
         mods = set(json.loads(r.stdout.splitlines()[-1]))
         assert "_lxc" in mods and not mods & {"ctypes", "shutil", "bz2", "lzma"}, argv
+        # nor what neither verb uses (the config's render names the hook command only)
+        assert not mods & NOT_FOR_EXEC_OR_CONFIG_SET, (argv, mods & NOT_FOR_EXEC_OR_CONFIG_SET)
     inst = host.instances["imp"]
     assert inst.config["limits.memory"] == "300MB"
     limit = runtime.cgroup_get(inst.handle(), "memory.limit_in_bytes" if
@@ -289,6 +299,9 @@ def test_verbs_on_an_instance_import_no_image_or_remote_code(host: lxdlib.Host) 
         # it asked liblxc; info and snapshot read a running instance's state from the kernel
         assert ("_lxc" in mods) is (argv[0] not in ("info", "snapshot")), argv
         assert not mods & NOT_FOR_AN_INSTANCE_VERB, (argv, mods & NOT_FOR_AN_INSTANCE_VERB)
+        if argv[0] == "info":  # it reads the namespace in a thread, and renders no config
+            assert not mods & {"subprocess", "signal", "lxdlib.profile_apply", "lxdlib.render",
+                               "lxdlib.criu", "lxdlib.snapshots", "lxdlib.copy"}, mods
     # and each did its work
     inst = host.instances["imp"]
     assert inst.state == "RUNNING" and inst.config["limits.memory"] == "256MB"

@@ -130,6 +130,7 @@ def test_list_of_empty_root(tmp_path: Path) -> None:
     assert mods & COMMAND_MODULES == {"lxdlib.cli.instances"}
     assert not mods & (REMOTE | {"lxdlib.host", "lxdlib.listing", "lxc", "_lxc", "attrs"})
     assert not mods & STDLIB_LATER
+    assert "lxdlib.progress" not in mods  # by the verbs that draw a progress line
 
 
 @needs_root
@@ -204,7 +205,17 @@ lxdlib.host.Host.create = create
 # must not import: each of these loads only in the functions that use it
 NOT_FOR_ONE_INSTANCE = {"jinja2", "markupsafe", "lxdlib.jinjasandbox", "lxdlib.files", "hashlib",
                         "secrets", "lxdlib.hostlimits", "lxdlib.templates", "lxdlib.transfer",
-                        "logging", "ctypes", "uuid", "tempfile", "typing"}
+                        "logging", "ctypes", "uuid", "tempfile", "typing",
+                        # by ``Host.profiles`` and the profile edits: ~0.8 ms of each start
+                        "lxdlib.profile_apply",
+                        # the recoverers of operations above the instance core, imported when
+                        # an intent of theirs is found (``journal.register_loader``), and the
+                        # modules of those operations, by the verbs that run them: ~0.7 ms
+                        "lxdlib.snapshots", "lxdlib.recovery", "lxdlib.copy", "lxdlib.criu",
+                        # a signal sent (``proctree.kill_tree``, ``pidfd.send``): ~0.4 ms; a
+                        # thread started (``threading``: ~0.5 ms; the few thread-locals and
+                        # locks are ``_thread``'s, see ``lxdlib.state``)
+                        "signal", "threading"}
 
 
 @needs_root
@@ -220,6 +231,18 @@ def test_instance_verb_imports_no_template_engine(tmp_path: Path, argv: list[str
     mods = imported("--root", str(tmp_path), *argv, rc=1)  # "Error: … not found"
     assert {"lxdlib.host", "lxdlib.instance"} <= mods  # it did open the root
     assert not mods & (NOT_FOR_ONE_INSTANCE | OFF_THE_ROOT_PATH | NOT_TO_OPEN_A_ROOT)
+
+
+def test_the_hook_command_line_imports_no_subprocess() -> None:
+    """Every render of a liblxc config (``config set``, ``start``…) imports ``lxdlib.hooklog``
+    for the hook's command line; ``subprocess`` (with ``selectors``, ``signal`` and ``locale``,
+    ~2.5 ms of a start) loads only when the stop watcher is spawned."""
+    code = ("import json, sys\nfrom lxdlib import hooklog\nhooklog.command(sys.argv[1])\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", code, "/var/lib/lxdlib"], capture_output=True,
+                       text=True, timeout=60, check=True)
+    mods = set(json.loads(r.stdout.splitlines()[-1]))
+    assert not mods & {"subprocess", "selectors", "signal", "locale"}
 
 
 # opens a root in a fresh interpreter and prints the modules imported
