@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import journal, record
-from .config import expand, limits, schema
+from .config import expand, limits
 from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
@@ -243,6 +243,7 @@ class Context(Value, frozen=True, eq=False):
 
     def set_config(self, key: str, value: str | None) -> None:
         """Set a server key (``None`` unsets), under the config's lock."""
+        from .config import schema  # here: only a write checks the server's keys
         from .state import write_record
         with lock(self.paths, "host", "config"):
             cfg = self.config

@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from . import idmap, journal, livestate, record, runtime
-from .config import devices as devcfg
-from .config import expand, limits, names, schema
+from .config import expand, limits, names
 from .config.text import check_description
 from .config.units import parse_size
 from .errors import (
@@ -577,6 +576,10 @@ class InstanceCore:
         Everything is validated first; nothing changes on a bad value. Live keys are applied to a
         running instance at once, the rest at its next start.
         """
+        # here, as in create: the key and device rules (~1 ms to import) check a change, and
+        # `exec` or `info` make none
+        from .config import devices as devcfg
+        from .config import schema
         with self._lock():
             rec = self.record()
             old_cfg, old_devs = self._expanded_present(rec)
@@ -829,6 +832,7 @@ class InstanceCore:
     def _check_lxc_config(self, rec: InstanceRecord, lines: Sequence[tuple[str, str]],
                           expanded: Expanded | None = None) -> None:
         """``runtime.check_config``, naming ``raw.lxc`` when the refused line came from it."""
+        from .config import schema
         try:
             runtime.check_config(self._paths.lxcpath, lines, self.name)
         except InvalidConfig as e:
@@ -1427,6 +1431,7 @@ def expand_with_root(ctx: Context, profiles: Sequence[str], config: Mapping[str,
     ``-s pool`` copies the profile's root disk into ``devices`` with the new pool (or adds a
     root disk when the profiles have none), as LXD does; ``devices`` is updated in place.
     """
+    from .config import devices as devcfg
     exp_cfg, exp_devs = ctx.expand(profiles, config, devices)
     devcfg.validate_devices(exp_devs)  # rules across devices: one disk per path…
     try:
@@ -1515,6 +1520,8 @@ def create(ctx: Context, name: str, image: str | None, *,
     Any failure before the record undoes what was done; a kill -9 leaves a directory that the
     next call on that name removes.
     """
+    from .config import devices as devcfg
+    from .config import schema
     paths = ctx.paths
     names.validate_instance_name(name)
     check_description(description)

@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from . import journal, runtime
-from .config import devices as devcfg
-from .config import names, schema
+from .config import names
 from .config.expand import ProfileData
 from .config.text import check_description
 from .errors import (
@@ -82,6 +81,10 @@ class ProfileRecord(Value):
 
 def validate_profile(config: Mapping[str, str], devices: Mapping[str, Mapping[str, str]]
                      ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    # here, as in check_raw_lxc: the key and device rules (~1 ms to import) check a profile
+    # being written; every verb reads profiles, few write one
+    from .config import devices as devcfg
+    from .config import schema
     cfg = schema.validate_instance_config(config, profile=True)
     devcfg.check_devices_mapping(devices)
     devs = {name: devcfg.validate_device(name, dev) for name, dev in devices.items()}
@@ -94,6 +97,7 @@ def check_raw_lxc(lxcpath: Path, config: Mapping[str, str]) -> None:
     raw = config.get("raw.lxc", "")
     if not raw:
         return
+    from .config import schema
     try:
         runtime.check_config(lxcpath, schema.parse_raw_lxc(raw))
     except InvalidConfig as e:
