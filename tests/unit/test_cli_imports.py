@@ -215,7 +215,9 @@ NOT_FOR_ONE_INSTANCE = {"jinja2", "markupsafe", "lxdlib.jinjasandbox", "lxdlib.f
                         # a signal sent (``proctree.kill_tree``, ``pidfd.send``): ~0.4 ms; a
                         # thread started (``threading``: ~0.5 ms; the few thread-locals and
                         # locks are ``_thread``'s, see ``lxdlib.state``)
-                        "signal", "threading"}
+                        "signal", "threading",
+                        # the key and device rules, by what writes a config: ~1 ms
+                        "lxdlib.config.schema", "lxdlib.config.devices"}
 
 
 @needs_root
