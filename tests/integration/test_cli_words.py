@@ -253,6 +253,27 @@ def test_storage_volume_list_columns(host: lxdlib.Host) -> None:
     run(root, "storage", "volume", "delete", "default", "v1")
 
 
+def test_storage_volume_list_shows_instance_snapshots(host: lxdlib.Host) -> None:
+    """An instance's snapshots are ``container (snapshot)`` volumes ``c1/s1``, beside their
+    instance, as in LXD's list; their JSON is LXD's (type ``container``, used by the snapshot)."""
+    root = host.paths.root
+    run(root, "init", "busybox", "c1")
+    run(root, "init", "busybox", "c2")
+    run(root, "snapshot", "c1", "s1")
+    run(root, "storage", "volume", "create", "default", "v1")
+    assert rows(run(root, "storage", "volume", "list", "default", "-c", "tnu", "-f",
+                    "csv").stdout) == [["container", "c1", "1"],
+                                       ["container (snapshot)", "c1/s1", "1"],
+                                       ["container", "c2", "1"], ["custom", "v1", "0"]]
+    assert rows(run(root, "storage", "volume", "list", "default", "-c", "nU", "-f",
+                    "csv").stdout)[1] == ["c1/s1", ""]  # LXD gives no usage for a snapshot
+    snap = next(v for v in json.loads(run(root, "storage", "volume", "list", "default", "-f",
+                                          "json").stdout) if v["name"] == "c1/s1")
+    assert (snap["type"], snap["used_by"]) == ("container", ["/1.0/instances/c1/snapshots/s1"])
+    run(root, "delete", "c1", "c2")
+    run(root, "storage", "volume", "delete", "default", "v1")
+
+
 # -- what mutating verbs say ----------------------------------------------------------------------
 
 def test_mutating_verbs_say_what_lxd_says(host: lxdlib.Host, tmp_path: Path) -> None:
