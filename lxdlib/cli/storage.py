@@ -41,7 +41,7 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
         pool = host.pool(name)
         d = pool.describe()
         users = _used_by(host, name)
-        rows.append([name, d["driver"], d["config"].get("source", ""),
+        rows.append([name, d["driver"], pool.shown_source,
                      d.get("description", ""), str(len(users)), "CREATED"])
         data.append({**d, "used_by": users, "status": "Created"})
     output.emit(a.format, ["NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY", "STATE"],

@@ -175,6 +175,10 @@ def test_storage_list_has_lxds_columns(host: lxdlib.Host) -> None:
     header = run(host.paths.root, "storage", "list").stdout.splitlines()[1]
     assert [h.strip() for h in header.strip("|").split("|")] == [
         "NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY", "STATE"]
+    # SOURCE says where the data is, as LXD's: the loop file of a loop-backed pool
+    assert rows(run(host.paths.root, "storage", "list", "-f", "csv").stdout) == [
+        ["default", "btrfs", str(host.paths.root / "disks" / "default.img"), "", "1",
+         "CREATED"]]
 
 
 @pytest.mark.parametrize("words", [
