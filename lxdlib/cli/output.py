@@ -138,6 +138,13 @@ def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(data, default_flow_style=False, sort_keys=False, allow_unicode=True)
 
 
+def image_size(n: int) -> str:
+    """An image's size as ``lxc image list`` and ``lxc image info`` print it: mebibytes with
+    two decimals, labelled ``MB`` (LXD 5.0 divides by 1024² and writes MB; ``0.99MB`` for a
+    1009KiB image). One helper so that the two verbs cannot drift apart."""
+    return f"{n / 1024 / 1024:.2f}MB"
+
+
 def size(n: int | None) -> str:
     if n is None:
         return ""

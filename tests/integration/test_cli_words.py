@@ -165,6 +165,10 @@ def test_image_list_columns(host: lxdlib.Host) -> None:
         "UPLOAD DATE"]
     size = rows(run(root, "image", "list", "-c", "s", "-f", "csv").stdout)[0][0]
     assert size.endswith("MB") and not size.endswith("MiB")
+    # `image info` prints the size as `image list` does (LXD: both 1024², written MB)
+    nbytes = json.loads(run(root, "image", "list", "-f", "json").stdout)[0]["size"]
+    assert size == f"{nbytes / 1024 / 1024:.2f}MB"
+    assert f"\nSize: {size}\n" in run(root, "image", "info", "busybox").stdout
     assert json.loads(run(root, "image", "list", "-c", "l", "-f", "json").stdout)[0][
         "fingerprint"] == fp
     r = run(root, "image", "list", "-c", "lz", check=False)
