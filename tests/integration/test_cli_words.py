@@ -496,3 +496,26 @@ def test_config_metadata_and_templates(host: lxdlib.Host) -> None:
     r = run(root, "config", "template", "show", "tp1", "hello.tpl", check=False)
     assert r.returncode == 1 and r.stderr.startswith("Error: ")
     run(root, "delete", "--force", "tp1")
+
+
+def test_show_writes_yaml_as_lxd_does(host: lxdlib.Host) -> None:
+    """`show` writes yaml.v2's YAML (recorded from LXD 5.0.2: `user.x: "y"`, `description: ""`,
+    `volatile.idmap.base: "0"`), `profile show` in LXD's key order; `edit` takes it back."""
+    root = host.paths.root
+    run(root, "init", "busybox", "c1")
+    run(root, "config", "set", "c1", "user.x", "y")
+    run(root, "config", "set", "c1", "user.t", "true")
+    shown = run(root, "config", "show", "c1").stdout
+    for line in ('  user.t: "true"\n', '  user.x: "y"\n', '  volatile.idmap.base: "',
+                 'description: ""\n'):
+        assert line in shown
+    run(root, "config", "edit", "c1", input=shown)
+    assert run(root, "config", "show", "c1").stdout == shown
+    run(root, "profile", "set", "default", "user.n", "n")
+    text = run(root, "profile", "show", "default").stdout
+    assert [ln.split(":")[0] for ln in text.splitlines() if not ln.startswith((" ", "-"))] == \
+        ["config", "description", "devices", "name", "used_by"]
+    assert '  user.n: "n"\n' in text
+    run(root, "profile", "edit", "default", input=text)
+    assert run(root, "profile", "show", "default").stdout == text
+    run(root, "delete", "c1")
