@@ -108,7 +108,7 @@ def image_cells(aliases: Sequence[str], fingerprint: str, public: bool, descript
     """Every ``image list`` column of one image (LXD prints sizes in MiB written ``MB``)."""
     return {"l": _shortest(aliases), "L": "\n".join(sorted(aliases)),
             "f": fingerprint[:12], "F": fingerprint, "p": "yes" if public else "no",
-            "d": description, "a": architecture, "s": f"{size / 1024 / 1024:.2f}MB",
+            "d": description, "a": architecture, "s": output.image_size(size),
             "u": _list_date(uploaded), "t": (kind or "container").upper()}
 
 
@@ -166,7 +166,7 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
             return None
         return dt.datetime.fromisoformat(str(v).replace("Z", "+00:00"))
 
-    lines = [f"Fingerprint: {d['fingerprint']}", f"Size: {output.size(d['size'])}",
+    lines = [f"Fingerprint: {d['fingerprint']}", f"Size: {output.image_size(d['size'])}",
              f"Architecture: {d['architecture']}", f"Type: {d.get('type', 'container')}",
              f"Public: {'yes' if d['public'] else 'no'}", "Timestamps:"]
     if when("created_at"):

@@ -122,8 +122,7 @@ def emit(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], data: 
         import json  # here: only --format json needs it
         print(json.dumps(data, default=str))
     elif fmt == "yaml":
-        import yaml  # here, not at the top: a table needs none of it (start-up time)
-        sys.stdout.write(yaml.safe_dump(data, default_flow_style=False, sort_keys=False))
+        sys.stdout.write(dump_yaml(data))
     elif fmt == "csv":
         if rows:
             print(to_csv(rows))
@@ -133,9 +132,88 @@ def emit(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], data: 
         print(table(headers, rows))
 
 
-def dump_yaml(data: Any) -> str:
+# -- YAML as LXD's client writes it (Go's gopkg.in/yaml.v2) ------------------------------------
+# yaml.v2 reads a plain scalar with YAML 1.1's wider rules (``y``/``n``/``on``/``off`` are
+# booleans, ``1e3``/``0x1f``/``1:20``/``2001-01-01`` are not strings) and writes a string that
+# would read back as anything else in double quotes; other strings it writes as PyYAML would
+# (the two emitters are ports of libyaml), multi-line ones as literal blocks.
+_GO_BOOL_NULL = frozenset({
+    "", "y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "true", "True", "TRUE",
+    "n", "N", "no", "No", "NO", "off", "Off", "OFF", "false", "False", "FALSE",
+    "~", "null", "Null", "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF",
+    "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF", "<<"})
+_GO_FLOAT = r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?"
+_GO_BASE60 = r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?"
+_GO_TIME = (r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"
+            r"(?:(?:[tT][0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(?:\.[0-9]*)?(?:Z|[-+][0-9]{2}:[0-9]{2}))"
+            r"|(?: [0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(?:\.[0-9]*)?))?")
+_go_dumper: Any = None
+
+
+def go_reads_as_string(s: str) -> bool:
+    """Whether yaml.v2 reads ``s``, written plain, back as a string (its ``resolve``): not one
+    of YAML 1.1's booleans/nulls, not a number in any of Go's spellings (``0x``, ``0o``,
+    ``0b``, underscores, exponents, base 60), not a timestamp."""
+    import re
+    if s in _GO_BOOL_NULL:
+        return False
+    if s[0] not in "0123456789+-.":
+        return True
+    plain = s.replace("_", "")
+    if re.fullmatch(r"[-+]?(0[xX][0-9a-fA-F]+|0[oO]?[0-7]+|0[bB][01]+|[0-9]+)", plain):
+        return False
+    return not any(re.fullmatch(p, x) for p, x in (
+        (_GO_FLOAT, plain), (_GO_BASE60, s), (_GO_TIME, s)))
+
+
+def _dumper() -> Any:
+    """A PyYAML dumper that writes as yaml.v2 (built on first use: ``yaml`` is no start-up
+    import). Its resolver is yaml.v2's, so that the emitter's plain/quoted choice is made
+    against what LXD, not PyYAML, would read back."""
+    global _go_dumper
+    if _go_dumper is not None:
+        return _go_dumper
     import yaml
-    return yaml.safe_dump(data, default_flow_style=False, sort_keys=False, allow_unicode=True)
+
+    str_tag = "tag:yaml.org,2002:str"
+
+    class GoDumper(yaml.SafeDumper):
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+            resolve: Any = super().resolve  # PyYAML's own is untyped
+            tag = resolve(kind, value, implicit)
+            if (kind is yaml.ScalarNode and implicit[0] and tag == str_tag
+                    and not go_reads_as_string(value)):
+                return "tag:yaml.org,2002:bool"  # not a string to yaml.v2: never plain
+            return tag
+
+    def represent_str(dumper: Any, value: str) -> Any:
+        # double quotes for what yaml.v2 would not read as a string, and for what PyYAML would
+        # not (``=``): ``edit`` reads the text back with PyYAML
+        style = None
+        if "\n" in value:
+            style = "|"
+        elif dumper.resolve(yaml.ScalarNode, value, (True, False)) != str_tag:
+            style = '"'
+        return dumper.represent_scalar(str_tag, value, style=style)
+
+    GoDumper.add_representer(str, represent_str)
+    _go_dumper = GoDumper
+    return GoDumper
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as LXD's ``show`` commands print it (yaml.v2's quoting; see ``_dumper``);
+    it reads back unchanged with ``yaml.safe_load``."""
+    import yaml
+    return str(yaml.dump(data, Dumper=_dumper(), default_flow_style=False, sort_keys=False,
+                         allow_unicode=True))
+
+
+def image_size(n: int) -> str:
+    """An image's size as ``lxc image list`` and ``lxc image info`` print it: mebibytes with
+    two decimals, labelled ``MB`` (LXD 5.0 divides by 1024² and writes MB; ``0.99MB`` for a
+    1009KiB image). One helper so that the two verbs cannot drift apart."""
+    return f"{n / 1024 / 1024:.2f}MB"
 
 
 def size(n: int | None) -> str:

@@ -28,8 +28,11 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_show(host: Host, a: argparse.Namespace) -> int:
     p = host.profiles.get(a.name).record()
-    d = p.to_dict()
-    d["used_by"] = [f"/1.0/instances/{n}" for n in p.used_by]
+    # LXD's field order (api.Profile: its ProfilePut's config, description, devices, then
+    # name, used_by) and its maps sorted by key, as yaml.v2 writes a Go map
+    d = {"config": dict(sorted(p.config.items())), "description": p.description,
+         "devices": {k: dict(sorted(v.items())) for k, v in sorted(p.devices.items())},
+         "name": p.name, "used_by": [f"/1.0/instances/{n}" for n in p.used_by]}
     sys.stdout.write(output.dump_yaml(d))
     return 0
 

@@ -41,7 +41,7 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
         pool = host.pool(name)
         d = pool.describe()
         users = _used_by(host, name)
-        rows.append([name, d["driver"], d["config"].get("source", ""),
+        rows.append([name, d["driver"], pool.shown_source,
                      d.get("description", ""), str(len(users)), "CREATED"])
         data.append({**d, "used_by": users, "status": "Created"})
     output.emit(a.format, ["NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY", "STATE"],
@@ -122,10 +122,22 @@ def volume_columns(spec: str) -> list[str]:
 
 def cmd_volume_list(host: Host, a: argparse.Namespace) -> int:
     from .. import record
+    from ..errors import CorruptRecord
     cols = volume_columns(a.columns)
     output.check_format(a.format)
     vols = _volumes(host).list(a.pool)
-    instances = [n for n in record.names(host.paths) if host.instances.pool_of(n) == a.pool]
+    # one record read per instance (the pool and the snapshots come from the same read): LXD
+    # lists an instance's snapshots as ``container (snapshot)`` volumes named ``c1/s1``
+    instances: list[str] = []
+    snapshots: dict[str, list[str]] = {}
+    for n in record.names(host.paths):
+        try:
+            rec = record.load(host.paths, n)
+        except (FileNotFoundError, CorruptRecord):
+            continue
+        if rec.pool == a.pool:
+            instances.append(n)
+            snapshots[n] = [s.name for s in rec.snapshots]
     # LXD's ``U`` column (IEC units), read only when asked for, as LXD does; each kind asked
     # once for all its volumes (one ``zfs get``, one btrfs sync), not volume by volume
     used: dict[tuple[str, str], int | None] = {}
@@ -145,9 +157,15 @@ def cmd_volume_list(host: Host, a: argparse.Namespace) -> int:
                       "U": usage("containers", n)})
         data.append({"name": n, "type": "container", "content_type": "filesystem",
                      "pool": a.pool, "used_by": [f"/1.0/instances/{n}"]})
+        for s in snapshots[n]:
+            cells.append({"t": "container (snapshot)", "n": f"{n}/{s}", "d": "",
+                          "c": "filesystem", "u": "1", "U": ""})
+            data.append({"name": f"{n}/{s}", "type": "container",
+                         "content_type": "filesystem", "pool": a.pool,
+                         "used_by": [f"/1.0/instances/{n}/snapshots/{s}"]})
     rows = [[c[k] for k in cols] for c in cells]
-    if len(cols) >= 2:  # LXD: by type, then by the second column
-        rows.sort(key=lambda r: (r[0], r[1] == "", r[1]))
+    if len(cols) >= 2:  # LXD: by type (a snapshot beside its instance), then the second column
+        rows.sort(key=lambda r: (r[0].split(" ")[0], r[1] == "", r[1]))
     output.emit(a.format, [VOLUME_COLUMNS[k] for k in cols], rows, data)
     return 0
 

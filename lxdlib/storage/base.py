@@ -242,5 +242,12 @@ class PoolDriver(abc.ABC):
     def delete_custom_volume(self, name: str) -> None:
         ...
 
+    @property
+    def shown_source(self) -> str:
+        """What LXD's ``storage list`` shows as SOURCE: where the pool's data is. An empty
+        ``source`` means lxdlib chose the place (a loop file, a directory under its root); the
+        drivers that do so say which."""
+        return self.config.get("source", "")
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "driver": self.driver, "config": dict(self.config)}

@@ -140,6 +140,10 @@ class BtrfsPool(DirPool):
         return self.home
 
     @property
+    def shown_source(self) -> str:
+        return os.fspath(self.loop_file) if self.source_kind == "loop" else self.config["source"]
+
+    @property
     def loop_file(self) -> Path:
         return self.paths.disks / f"{self.name}.img"
 

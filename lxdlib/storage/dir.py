@@ -130,6 +130,10 @@ class DirPool(PoolDriver):
         source = self.config.get("source", "")
         return Path(source) if source else self.home
 
+    @property
+    def shown_source(self) -> str:
+        return os.fspath(self.base)
+
     def volume_path(self, kind: str, name: str) -> Path:
         if kind == SNAPSHOTS:
             inst, sep, snap = name.partition("/")

@@ -272,6 +272,10 @@ class ZfsPool(PoolDriver):
         return self.paths.pools / self.name
 
     @property
+    def shown_source(self) -> str:
+        return os.fspath(self.loop_file) if self.owns_zpool else self.config["source"]
+
+    @property
     def loop_file(self) -> Path:
         return self.paths.disks / f"{self.name}.img"
 

@@ -165,6 +165,10 @@ def test_image_list_columns(host: lxdlib.Host) -> None:
         "UPLOAD DATE"]
     size = rows(run(root, "image", "list", "-c", "s", "-f", "csv").stdout)[0][0]
     assert size.endswith("MB") and not size.endswith("MiB")
+    # `image info` prints the size as `image list` does (LXD: both 1024², written MB)
+    nbytes = json.loads(run(root, "image", "list", "-f", "json").stdout)[0]["size"]
+    assert size == f"{nbytes / 1024 / 1024:.2f}MB"
+    assert f"\nSize: {size}\n" in run(root, "image", "info", "busybox").stdout
     assert json.loads(run(root, "image", "list", "-c", "l", "-f", "json").stdout)[0][
         "fingerprint"] == fp
     r = run(root, "image", "list", "-c", "lz", check=False)
@@ -175,6 +179,10 @@ def test_storage_list_has_lxds_columns(host: lxdlib.Host) -> None:
     header = run(host.paths.root, "storage", "list").stdout.splitlines()[1]
     assert [h.strip() for h in header.strip("|").split("|")] == [
         "NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY", "STATE"]
+    # SOURCE says where the data is, as LXD's: the loop file of a loop-backed pool
+    assert rows(run(host.paths.root, "storage", "list", "-f", "csv").stdout) == [
+        ["default", "btrfs", str(host.paths.root / "disks" / "default.img"), "", "1",
+         "CREATED"]]
 
 
 @pytest.mark.parametrize("words", [
@@ -250,6 +258,27 @@ def test_storage_volume_list_columns(host: lxdlib.Host) -> None:
         assert used == "" or used.endswith("B"), (name, used)  # btrfs: known with quotas on
     r = run(root, "storage", "volume", "list", "default", "-c", "nL", check=False)
     assert r.returncode == 1 and "Can't specify column L when not clustered" in r.stderr
+    run(root, "storage", "volume", "delete", "default", "v1")
+
+
+def test_storage_volume_list_shows_instance_snapshots(host: lxdlib.Host) -> None:
+    """An instance's snapshots are ``container (snapshot)`` volumes ``c1/s1``, beside their
+    instance, as in LXD's list; their JSON is LXD's (type ``container``, used by the snapshot)."""
+    root = host.paths.root
+    run(root, "init", "busybox", "c1")
+    run(root, "init", "busybox", "c2")
+    run(root, "snapshot", "c1", "s1")
+    run(root, "storage", "volume", "create", "default", "v1")
+    assert rows(run(root, "storage", "volume", "list", "default", "-c", "tnu", "-f",
+                    "csv").stdout) == [["container", "c1", "1"],
+                                       ["container (snapshot)", "c1/s1", "1"],
+                                       ["container", "c2", "1"], ["custom", "v1", "0"]]
+    assert rows(run(root, "storage", "volume", "list", "default", "-c", "nU", "-f",
+                    "csv").stdout)[1] == ["c1/s1", ""]  # LXD gives no usage for a snapshot
+    snap = next(v for v in json.loads(run(root, "storage", "volume", "list", "default", "-f",
+                                          "json").stdout) if v["name"] == "c1/s1")
+    assert (snap["type"], snap["used_by"]) == ("container", ["/1.0/instances/c1/snapshots/s1"])
+    run(root, "delete", "c1", "c2")
     run(root, "storage", "volume", "delete", "default", "v1")
 
 
@@ -467,3 +496,26 @@ def test_config_metadata_and_templates(host: lxdlib.Host) -> None:
     r = run(root, "config", "template", "show", "tp1", "hello.tpl", check=False)
     assert r.returncode == 1 and r.stderr.startswith("Error: ")
     run(root, "delete", "--force", "tp1")
+
+
+def test_show_writes_yaml_as_lxd_does(host: lxdlib.Host) -> None:
+    """`show` writes yaml.v2's YAML (recorded from LXD 5.0.2: `user.x: "y"`, `description: ""`,
+    `volatile.idmap.base: "0"`), `profile show` in LXD's key order; `edit` takes it back."""
+    root = host.paths.root
+    run(root, "init", "busybox", "c1")
+    run(root, "config", "set", "c1", "user.x", "y")
+    run(root, "config", "set", "c1", "user.t", "true")
+    shown = run(root, "config", "show", "c1").stdout
+    for line in ('  user.t: "true"\n', '  user.x: "y"\n', '  volatile.idmap.base: "',
+                 'description: ""\n'):
+        assert line in shown
+    run(root, "config", "edit", "c1", input=shown)
+    assert run(root, "config", "show", "c1").stdout == shown
+    run(root, "profile", "set", "default", "user.n", "n")
+    text = run(root, "profile", "show", "default").stdout
+    assert [ln.split(":")[0] for ln in text.splitlines() if not ln.startswith((" ", "-"))] == \
+        ["config", "description", "devices", "name", "used_by"]
+    assert '  user.n: "n"\n' in text
+    run(root, "profile", "edit", "default", input=text)
+    assert run(root, "profile", "show", "default").stdout == text
+    run(root, "delete", "c1")

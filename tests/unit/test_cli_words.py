@@ -269,3 +269,34 @@ def test_compact_and_csv_as_lxds_client_writes_them() -> None:
     assert output.compact(["NAME", "IPV4"], [["c1", "a\nb"]]) == (
         "  NAME  IPV4  \n  c1    a     \n        b     ")
     assert output.to_csv([["c1"], [""], ["", ""]]) == 'c1\n\n,'
+
+
+# -- YAML as LXD writes it (gopkg.in/yaml.v2) ---------------------------------------------------
+
+@pytest.mark.parametrize(("value", "written"), [
+    ("true", '"true"'), ("", '""'), ("1000000", '"1000000"'), ("0", '"0"'),
+    ("y", '"y"'), ("n", '"n"'), ("yes", '"yes"'), ("No", '"No"'), ("on", '"on"'),
+    ("off", '"off"'), ("null", '"null"'), ("~", '"~"'), ("1e3", '"1e3"'), ("0x1f", '"0x1f"'),
+    ("1_000", '"1_000"'), ("1:20", '"1:20"'), ("2001-01-01", '"2001-01-01"'), (".5", '".5"'),
+    ("-.inf", '"-.inf"'), ("<<", '"<<"'), ("=", '"="'),
+    ("RUNNING", "RUNNING"), ("hello world", "hello world"), ("00:16:3e:4d:3a:d3",
+                                                              "00:16:3e:4d:3a:d3"),
+    ("1.2.3", "1.2.3"), ("/1.0/instances/c1", "/1.0/instances/c1"),
+    ('[{"Isuid":true}]', "'[{\"Isuid\":true}]'"), ("a: b", "'a: b'"), ("-", "'-'"),
+])
+def test_show_yaml_quotes_as_go_yaml_v2(value: str, written: str) -> None:
+    """What needs quotes gets yaml.v2's double quotes, with YAML 1.1's y/n/on/off and Go's
+    number spellings counted as non-strings; what cannot be plain for its syntax gets single
+    quotes, as yaml.v2's emitter gives it; all of it reads back as the same string."""
+    text = output.dump_yaml({"k": value})
+    assert text == f"k: {written}\n"
+    assert yaml.safe_load(text) == {"k": value}
+
+
+def test_show_yaml_keys_multiline_and_non_strings() -> None:
+    data = {"y": "x", "config": {"user.a": "a\nb\n"}, "n": None, "b": True, "i": 5,
+            "f": 1.5, "l": ["a", "no"], "m": {}, "e": []}
+    text = output.dump_yaml(data)
+    assert text == ('"y": x\nconfig:\n  user.a: |\n    a\n    b\n"n": null\nb: true\ni: 5\n'
+                    'f: 1.5\nl:\n- a\n- "no"\nm: {}\ne: []\n')
+    assert yaml.safe_load(text) == data
