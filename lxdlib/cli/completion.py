@@ -138,19 +138,30 @@ _lxdlib_list() {  # the names of one kind of object on the root
             for f in "$d"/*.yaml; do
                 [[ -f $f ]] && { f="${f##*/}"; printf '%s\n' "${f%.yaml}"; }
             done ;;
-        images)  # the keys of images/aliases.yaml (unindented lines)
+        images)  # the top-level keys of images/aliases.yaml: lxdlib writes its records as
+            # JSON indented by two (`  "name": {`); unindented YAML keys are read too
             [[ -f $root/images/aliases.yaml ]] || return 0
             while IFS= read -r line; do
-                [[ $line == [a-zA-Z0-9_\"\']*:* ]] || continue
-                line="${line%%:*}"; line="${line#[\"\']}"; printf '%s\n' "${line%[\"\']}"
+                if [[ $line == '  "'*'": {'* && $line != *\\* ]]; then
+                    line="${line#  \"}"; printf '%s\n' "${line%%\"*}"
+                elif [[ $line == [a-zA-Z0-9_\"\']*:* ]]; then
+                    line="${line%%:*}"; line="${line#[\"\']}"; printf '%s\n' "${line%[\"\']}"
+                fi
             done < "$root/images/aliases.yaml" ;;
         remotes)  # the defaults, and the keys under `remotes:` in remotes.yaml
             printf '%s\n' @REMOTES@
             [[ -f $root/remotes.yaml ]] || return 0
             while IFS= read -r line; do
-                if [[ $line == remotes:* ]]; then inside=1
+                # the JSON record: the keys of the object under `  "remotes": {`
+                if [[ $line == '  "remotes": {'* ]]; then inside=2
+                elif [[ $line == '  '[\"\}]* ]]; then inside=0
+                elif ((inside == 2)) && [[ $line == '    "'*'": {'* && $line != *\\* ]]; then
+                    line="${line#    \"}"; line="${line%%\"*}"  # a default is listed once
+                    [[ " @REMOTES@ " == *" $line "* ]] || printf '%s\n' "$line"
+                # the same in YAML
+                elif [[ $line == remotes:* ]]; then inside=1
                 elif [[ $line == [a-zA-Z0-9_-]* ]]; then inside=0
-                elif ((inside)) && [[ $line == "  "[a-zA-Z0-9_]*:* ]]; then
+                elif ((inside == 1)) && [[ $line == "  "[a-zA-Z0-9_]*:* ]]; then
                     line="${line#  }"; printf '%s\n' "${line%%:*}"
                 fi
             done < "$root/remotes.yaml" ;;

@@ -161,9 +161,14 @@ def cmd_pull(host: Host, a: argparse.Namespace) -> int:
     sources = [split_target(src) for src in a.sources]
     to_stdout = a.dest == "-"
     dest = Path(a.dest)
-    into_dir = not to_stdout and (a.dest.endswith("/") or len(sources) > 1 or dest.is_dir())
+    # as lxc: with -r the destination is always a directory that receives each source by its
+    # name (`pull -r c1/root/d new` makes new/d), made with its parents when missing
+    into_dir = not to_stdout and (a.dest.endswith("/") or len(sources) > 1 or dest.is_dir()
+                                  or a.recursive)
     if a.create_dirs and not to_stdout:
         (dest if into_dir else dest.parent).mkdir(parents=True, exist_ok=True)
+    elif a.recursive and not to_stdout and not dest.exists():
+        dest.mkdir(mode=0o755, parents=True)
     if not to_stdout:
         # the host directory that receives is checked before the instance is read: a typo'd
         # destination is the user's mistake (one `Error:` line, as lxc's failed open)

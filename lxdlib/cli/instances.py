@@ -600,7 +600,10 @@ def cmd_exec(host: Host, a: argparse.Namespace) -> int:
     if not cmd:
         raise InvalidArgument("exec needs a command")
     inst = _instance(host, a.name)
-    env = parse_kv(a.env, "environment variable")
+    # As lxc does: the caller's TERM goes along (interactive or not), --env may override it.
+    term = os.environ.get("TERM")
+    env = {"TERM": term} if term and not any(ch in term for ch in "\0\n\r") else {}
+    env.update(parse_kv(a.env, "environment variable"))
     if a.mode == "interactive" or (a.mode == "auto" and sys.stdin.isatty() and
                                    sys.stdout.isatty() and not a.force_noninteractive):
         from ..console import exec_pty

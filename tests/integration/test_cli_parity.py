@@ -206,6 +206,23 @@ def test_exec_says_command_not_found_and_not_executable(host: lxdlib.Host) -> No
     assert host.instances[c].exec(["bash"]).returncode == 127
 
 
+def test_exec_passes_the_callers_term_as_lxc_does(host: lxdlib.Host) -> None:
+    """lxc sends its own TERM with every exec (piped too); --env overrides it; none without."""
+    c = name("pt")
+    run(host, "launch", "busybox", c)
+    cli = [sys.executable, "-m", "lxdlib.cli.main", "--root", str(host.paths.root), "exec", c]
+
+    def term(env: dict[str, str], *opts: str) -> str:
+        r = subprocess.run([*cli, *opts, "--", "env"], capture_output=True, text=True,
+                           env=env, timeout=60, check=True)
+        return "".join(line for line in r.stdout.splitlines() if line.startswith("TERM="))
+
+    without = {k: v for k, v in os.environ.items() if k != "TERM"}
+    assert term({**without, "TERM": "vt100"}) == "TERM=vt100"
+    assert term({**without, "TERM": "vt100"}, "--env", "TERM=dumb") == "TERM=dumb"
+    assert term(without) == ""
+
+
 def test_list_json_has_lxds_shape_and_info_its_order(host: lxdlib.Host, net: str) -> None:
     up, down = name("pu"), name("pd")
     run(host, "init", "busybox", up)

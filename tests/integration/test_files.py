@@ -347,6 +347,9 @@ def test_cli_file_commands(c1: lxdlib.Instance, tmp_path: Path) -> None:
     out = tmp_path / "out"
     cli(host, "file", "pull", "-r", "-p", "c1/root/tree", str(out) + "/")
     assert _snapshot(out / "tree") == _snapshot(tree)
+    # as lxc: with -r a missing destination is made and the directory lands in it by name
+    cli(host, "file", "pull", "-r", "c1/root/tree", str(tmp_path / "fresh"))
+    assert _snapshot(tmp_path / "fresh" / "tree") == _snapshot(tree)
     r = cli(host, "file", "pull", "c1/root/tree", str(tmp_path), check=False)
     assert r.returncode == 1 and b"use -r" in r.stderr
     cli(host, "file", "edit", "c1/root/owned-edit", input=b"first\n")

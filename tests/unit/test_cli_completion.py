@@ -110,6 +110,26 @@ def test_root_names(bash_file: Path, root: Path, line: str, expected: list[str])
     assert complete(bash_file, line, env_root=root) == expected
 
 
+@needs_bash
+def test_names_from_records_as_lxdlib_writes_them(bash_file: Path, tmp_path: Path) -> None:
+    """aliases.yaml and remotes.yaml as lxdlib itself writes them (indented JSON records):
+    the aliases and the added remotes complete, a default remote kept in the file once."""
+    from lxdlib.state import write_record
+    (tmp_path / "images").mkdir()
+    write_record(tmp_path / "images" / "aliases.yaml",
+                 {"alpine/3.19": {"target": "def", "description": ""},
+                  "busybox": {"target": "abc", "description": "bb"}})
+    write_record(tmp_path / "remotes.yaml", {
+        "default-remote": "local",
+        "remotes": {"images": {"addr": "https://i.example", "protocol": "simplestreams"},
+                    "mirror": {"addr": "https://m.example", "protocol": "simplestreams"}},
+        "mirrors": {"ubuntu": "http://u.example"}})
+    assert complete(bash_file, "lxdlib launch ", tmp_path) == \
+        ["alpine/3.19", "busybox", "images:", "mirror:", "ubuntu-daily:", "ubuntu:"]
+    assert complete(bash_file, "lxdlib remote switch ", tmp_path) == \
+        ["images", "local", "mirror", "ubuntu", "ubuntu-daily"]
+
+
 def test_completion_command_prints_scripts(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["completion", "bash"]) == 0
     assert "complete -o bashdefault -F _shtab_lxdlib lxdlib" in capsys.readouterr().out
