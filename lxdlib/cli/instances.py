@@ -646,7 +646,7 @@ def cmd_init(host: Host, a: argparse.Namespace) -> int:
             host.init_preseed(data)
         elif a.auto or a.minimal:
             host.init_auto(pool_driver=a.storage_backend or "btrfs",
-                           pool_size=a.storage_create_loop or "5GiB",
+                           pool_size=loop_size(a.storage_create_loop),
                            network=not a.minimal, network_name=a.network_name)
         else:
             raise InvalidArgument("init needs an image, or --auto, --minimal or --preseed to "
@@ -655,6 +655,14 @@ def cmd_init(host: Host, a: argparse.Namespace) -> int:
             print("lxdlib is initialised in", host.paths.root)
         return 0
     return _create(host, a, start=False)
+
+
+def loop_size(text: str | None) -> str:
+    """``init --storage-create-loop``'s size: a bare number is gigabytes, as in ``lxd init``
+    (``2`` is ``2GB``, not 2 bytes); a size with its unit is taken as written."""
+    if not text:
+        return "5GiB"
+    return f"{text}GB" if text.isdigit() else text
 
 
 def _add_create_args(p: argparse.ArgumentParser, with_image_optional: bool) -> None:
@@ -683,7 +691,8 @@ def register(sub: Any) -> None:
     p.add_argument("--minimal", action="store_true")
     p.add_argument("--preseed", action="store_true")
     p.add_argument("--storage-backend")
-    p.add_argument("--storage-create-loop")
+    p.add_argument("--storage-create-loop", metavar="SIZE",
+                   help="the loop file's size: a number of GB (as lxd init), or a size (5GiB)")
     p.add_argument("--network-name", help="the default bridge (default lxdbr0, or the first "
                    "free lxdbr<N> when the host has an lxdbr0)")
     p.set_defaults(func=cmd_init)

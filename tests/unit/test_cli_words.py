@@ -11,6 +11,7 @@ import yaml
 
 from lxdlib.cli import output, useraliases
 from lxdlib.cli.images import IMAGE_DEFAULT_COLUMNS, image_cells
+from lxdlib.cli.instances import loop_size
 from lxdlib.cli.main import build_parser, main
 from lxdlib.cli.storage import volume_columns
 from lxdlib.errors import InvalidArgument
@@ -300,3 +301,12 @@ def test_show_yaml_keys_multiline_and_non_strings() -> None:
     assert text == ('"y": x\nconfig:\n  user.a: |\n    a\n    b\n"n": null\nb: true\ni: 5\n'
                     'f: 1.5\nl:\n- a\n- "no"\nm: {}\ne: []\n')
     assert yaml.safe_load(text) == data
+
+
+@pytest.mark.parametrize(("given", "size"), [
+    ("2", "2GB"), ("30", "30GB"), ("512MiB", "512MiB"), ("5GiB", "5GiB"), (None, "5GiB")])
+def test_init_storage_create_loop_takes_a_bare_number_as_gigabytes(given: str | None,
+                                                                  size: str) -> None:
+    """``lxd init --auto --storage-create-loop 2`` makes a 2 GB loop file; lxdlib read 2 bytes
+    (and refused it as too small)."""
+    assert loop_size(given) == size
