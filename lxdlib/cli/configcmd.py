@@ -187,7 +187,9 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
             if name in devs:
                 raise AlreadyExists("local device", name)
             if name not in exp:
-                raise NotFound("device", name, "not in the instance's profiles")
+                from .lxdwords import worded
+                raise worded(NotFound("device", name, "not in the instance's profiles"),
+                             "The profile device doesn't exist")
             devs[name] = {**exp[name], **parse_kv(rest, "device property")}
         else:
             if name not in devs:

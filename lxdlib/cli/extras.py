@@ -45,7 +45,8 @@ def _says_errors(func: Verb) -> Verb:
         except LxdlibError as e:
             if getattr(a, "debug", False):
                 raise
-            sys.stderr.write(f"Error: {e}\n")
+            from .lxdwords import lxd_text
+            sys.stderr.write(f"Error: {lxd_text(e, a)}\n")
             return 1
     return run
 

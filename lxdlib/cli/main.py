@@ -488,8 +488,8 @@ def _run(argv: Sequence[str] | None) -> int:
     except LxdlibError as e:
         if args.debug:
             raise
-        msg = str(e)
-        sys.stderr.write(f"Error: {msg}\n")
+        from .lxdwords import lxd_text  # LXD's own sentence for it, as `lxc` prints it
+        sys.stderr.write(f"Error: {lxd_text(e, args)}\n")
         return 1
     except OSError as e:
         if isinstance(e, BrokenPipeError):
