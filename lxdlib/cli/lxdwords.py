@@ -102,6 +102,10 @@ def _not_found(e: NotFound, command: str, sub: str) -> str | None:
         return fetch
     if kind == "config key" and (command, sub) == ("config", "unset"):
         return f"Can't unset key '{name}', it's not currently set"
+    if kind == "profile" and command == "image":  # an image's profiles, edited
+        return f"Profile '{name}' doesn't exist"
+    if kind == "profile" and command in ("launch", "init"):  # -p
+        return f'Requested profile "{name}" doesn\'t exist'
     text = NOT_FOUND.get(kind)
     if text is None:
         return None
