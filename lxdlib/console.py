@@ -23,7 +23,7 @@ def exec_pty(inst: InstanceCore, command: Sequence[str], *, env: Mapping[str, st
     if tool is None:
         raise ToolMissing("lxc-attach (Debian package lxc) is needed for interactive exec")
     if inst.state != "RUNNING":
-        raise WrongState(f"instance {inst.name!r} is not running")
+        raise WrongState(f"instance {inst.name!r} is not running", state=inst.state)
     argv = [tool, "-P", str(inst.ctx.paths.lxcpath), "-n", inst.name, "--clear-env",
             "-u", str(user), "-g", str(group)]
     for k, v in inst._exec_env(env, user).items():

@@ -308,7 +308,7 @@ def rename_instance(inst: InstanceCore, new: str) -> InstanceCore:
         if record.exists(paths, new) or paths.instance_dir(new).exists():
             raise AlreadyExists("instance", new)
         if inst.state != "STOPPED":
-            raise WrongState("Renaming of running instance not allowed")
+            raise WrongState("Renaming of running instance not allowed", state=inst.state)
         pool = inst._pool(rec)
         journal.begin(paths, old, "rename", old=old, new=new, pool=rec.pool)
         try:

@@ -117,7 +117,17 @@ class ProfileApplyError(LxdlibError):
 
 
 class WrongState(LxdlibError):
-    """The operation does not fit the object's current state."""
+    """The operation does not fit the object's current state.
+
+    ``state``, when the refusal is about an instance's run state, is that state
+    (``"RUNNING"``, ``"STOPPED"``, ``"FROZEN"``), so that a caller can tell "already running"
+    from "not running" without reading the message (the CLI words them as LXD does)."""
+
+    state: str = ""  # a class default: ``lxdlib.wire`` rebuilds errors without __init__
+
+    def __init__(self, message: str, *, state: str = "") -> None:
+        self.state = state
+        super().__init__(message)
 
 
 class Busy(LxdlibError):

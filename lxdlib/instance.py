@@ -289,7 +289,7 @@ class InstanceCore:
                 self.ctx.events.emit("instance-resumed", self.name)
                 return
             if st != "STOPPED":
-                raise WrongState(f"The instance {self.name!r} is already running")
+                raise WrongState(f"The instance {self.name!r} is already running", state=st)
             # the record says RUNNING before liblxc starts it (so that a kill -9 after the
             # start leaves it right): a kill -9 before the start has taken would leave a
             # stopped instance recorded running, which ``autostart`` would start at the next
@@ -400,7 +400,8 @@ class InstanceCore:
         with self._lock():
             c = self._c()
             if c.state == "STOPPED":
-                raise WrongState(f"The instance {self.name!r} is already stopped")
+                raise WrongState(f"The instance {self.name!r} is already stopped",
+                                 state="STOPPED")
             self._stop_locked(c, force, timeout)
 
     # -- stateful stop and start (CRIU) -------------------------------------------------------
@@ -482,7 +483,7 @@ class InstanceCore:
         with self._lock():
             c = self._c()
             if c.state == "STOPPED":
-                raise WrongState(f"The instance {self.name!r} is not running")
+                raise WrongState(f"The instance {self.name!r} is not running", state="STOPPED")
             rec = self.record()
             ephemeral = rec.ephemeral
             if ephemeral:
@@ -509,7 +510,7 @@ class InstanceCore:
         with self._lock():
             c = self._c()
             if c.state != "RUNNING":
-                raise WrongState(f"instance {self.name!r} is not running")
+                raise WrongState(f"instance {self.name!r} is not running", state=c.state)
             runtime.freeze(c, self._paths.lxcpath)
         self.ctx.events.emit("instance-paused", self.name)
 
@@ -519,7 +520,7 @@ class InstanceCore:
         with self._lock():
             c = self._c()
             if c.state != "FROZEN":
-                raise WrongState(f"instance {self.name!r} is not frozen")
+                raise WrongState(f"instance {self.name!r} is not frozen", state=c.state)
             runtime.unfreeze(c, self._paths.lxcpath)
         self.ctx.events.emit("instance-resumed", self.name)
 
@@ -556,7 +557,7 @@ class InstanceCore:
             if c is not None and c.state != "STOPPED":
                 if not force:
                     raise WrongState(f"The instance {self.name!r} is running, stop it first "
-                                     "or use force")
+                                     "or use force", state="RUNNING")
                 runtime.kill(c, self._paths.lxcpath)
             _collect_ifbs(self.ctx, self.name, devs)
             self._delete_locked(rec)

@@ -226,7 +226,7 @@ class Container:
         st = self._c.state
         if st != "RUNNING":
             raise WrongState(f"instance {self._name!r} is "
-                             f"{'frozen' if st == 'FROZEN' else 'not running'}")
+                             f"{'frozen' if st == 'FROZEN' else 'not running'}", state=st)
         opts = _attach_opts(env, cwd, uid, gid)
         for key, fd in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
             if fd is not None:

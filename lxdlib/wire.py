@@ -160,7 +160,7 @@ def pick_version(msg: Mapping[str, Any]) -> int:
 # public attributes some errors carry, sent along when they are plain JSON values
 _ERROR_ATTRS: Final = ("kind", "name", "key", "reason", "value", "failures", "limit",
                        "in_use", "needed", "fix", "log_tail", "instance", "command", "timeout",
-                       "path")
+                       "path", "state")
 
 
 def encode_error(exc: BaseException) -> dict[str, Any]:

@@ -187,7 +187,9 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
             if name in devs:
                 raise AlreadyExists("local device", name)
             if name not in exp:
-                raise NotFound("device", name, "not in the instance's profiles")
+                from .lxdwords import worded
+                raise worded(NotFound("device", name, "not in the instance's profiles"),
+                             "The profile device doesn't exist")
             devs[name] = {**exp[name], **parse_kv(rest, "device property")}
         else:
             if name not in devs:
@@ -211,6 +213,27 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+#: ``lxc config trust list``'s columns
+TRUST_HEADERS = ["TYPE", "NAME", "COMMON NAME", "FINGERPRINT", "ISSUE DATE", "EXPIRY DATE"]
+
+
+def cmd_trust_list(host: Host | None, a: argparse.Namespace) -> int:
+    """lxdlib has no network API, so no client certificate is ever trusted: LXD's empty list
+    (scripts that read it, e.g. before adding a certificate, see what a fresh LXD shows)."""
+    remote = (a.remote or "local:").partition(":")[0]
+    try:  # no root opened: this runs outside the command's error handling
+        output.check_format(a.format)
+        if remote != "local":
+            raise InvalidArgument(f'The remote "{remote}" doesn\'t exist')
+    except InvalidArgument as e:
+        if a.debug:
+            raise
+        sys.stderr.write(f"Error: {e}\n")
+        return 1
+    output.emit(a.format, TRUST_HEADERS, [], [])
+    return 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("config", help="instance and server configuration")
     cs = p.add_subparsers(dest="config_cmd", metavar="<verb>", required=True)
@@ -231,6 +254,12 @@ def register(sub: Any) -> None:
     s = cs.add_parser("edit")
     s.add_argument("name", nargs="?")
     s.set_defaults(func=cmd_edit)
+    t = cs.add_parser("trust", help="the client certificates the server trusts (none)")
+    ts = t.add_subparsers(dest="trust_cmd", metavar="<verb>", required=True)
+    x = ts.add_parser("list", aliases=["ls"], help="list trusted client certificates (none)")
+    x.add_argument("remote", nargs="?", metavar="<remote>:")
+    output.add_format(x)
+    x.set_defaults(func=cmd_trust_list, no_host=True)
     d = cs.add_parser("device", help="instance devices")
     d.add_argument("verb", choices=("add", "remove", "rm", "list", "ls", "show", "set", "unset",
                                     "get", "override"))

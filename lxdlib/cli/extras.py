@@ -16,7 +16,14 @@ import json
 import sys
 from collections.abc import Callable
 
-from ..errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, LxdlibError, NotFound
+from ..errors import (
+    TYPE_CHECKING,
+    AlreadyExists,
+    InvalidArgument,
+    LxdlibError,
+    NotFound,
+    WrongState,
+)
 from . import output, useraliases
 
 if TYPE_CHECKING:
@@ -45,7 +52,8 @@ def _says_errors(func: Verb) -> Verb:
         except LxdlibError as e:
             if getattr(a, "debug", False):
                 raise
-            sys.stderr.write(f"Error: {e}\n")
+            from .lxdwords import lxd_text
+            sys.stderr.write(f"Error: {lxd_text(e, a)}\n")
             return 1
     return run
 
@@ -159,6 +167,17 @@ def cmd_operation_list(host: Host | None, a: argparse.Namespace) -> int:
 def cmd_operation_missing(host: Host | None, a: argparse.Namespace) -> int:
     _local(a.operation)
     raise _worded(NotFound("operation", a.operation), "Operation not found")
+
+
+# -- cluster --------------------------------------------------------------------------------------
+@_says_errors
+def cmd_cluster_list(host: Host | None, a: argparse.Namespace) -> int:
+    """A root is one machine's: never a cluster member, which LXD says of a standalone server."""
+    output.check_format(a.format)
+    if a.remote:
+        _local(a.remote)
+    raise _worded(WrongState("lxdlib roots are never clustered"),
+                  "LXD server isn't part of a cluster")
 
 
 # -- project --------------------------------------------------------------------------------------
@@ -381,6 +400,13 @@ def register(sub: Any) -> None:
         x = s.add_parser(verb, help=what)
         x.add_argument("rest", nargs=argparse.REMAINDER)
         x.set_defaults(func=cmd_project_single, no_host=True)
+
+    p = sub.add_parser("cluster", help="cluster members (lxdlib is never clustered)")
+    s = p.add_subparsers(dest="cluster_cmd", metavar="<verb>", required=True)
+    x = s.add_parser("list", aliases=["ls"], help="list cluster members (refused)")
+    x.add_argument("remote", nargs="?", metavar="<remote>:")
+    output.add_format(x)
+    x.set_defaults(func=cmd_cluster_list, no_host=True)
 
     p = sub.add_parser("warning", help="manage warnings (lxdlib logs them instead)")
     s = p.add_subparsers(dest="warning_cmd", metavar="<verb>", required=True)

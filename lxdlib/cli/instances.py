@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from ..errors import TYPE_CHECKING, InvalidArgument, LxdlibError, NotFound
+from ..errors import TYPE_CHECKING, InvalidArgument, InvalidName, LxdlibError, NotFound
 from . import output
 from .common import parse_kv
 
@@ -505,6 +505,10 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
                 "storage_pools": host.pool_names(), "profiles": host.profiles.names()}
         sys.stdout.write(output.dump_yaml(summary))
         return 0
+    if "/" in a.name:  # lxc refuses a snapshot's name (or any "/") before asking the server
+        from .lxdwords import worded
+        raise worded(InvalidName("instance", a.name, "info takes an instance, not a snapshot"),
+                     "Invalid instance name")
     inst = _instance(host, a.name)
     info = inst.info()
     lines = [f"Name: {info['name']}", f"Status: {info['status'].upper()}",

@@ -82,6 +82,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "operation": (("extras",), "List background operations (lxdlib runs none)"),
     "project": (("extras",), "Show the projects (only the default project)"),
     "warning": (("extras",), "List warnings (none are kept)"),
+    "cluster": (("extras",), "List cluster members (an lxdlib root is never clustered)"),
     "completion": (("completion",), "Print the shell completion script (bash, zsh)"),
     "help": ((), "Show the help of a command"),
     "serve": (("remotes",), "Answer lxdlib's remote protocol on stdin/stdout (run over ssh)"),
@@ -380,7 +381,8 @@ def split_exec(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
     return head, rest[start:]
 
 
-_CONFIG_VERBS = {"set", "unset", "get", "show", "edit", "device", "metadata", "template", "-h",
+_CONFIG_VERBS = {"set", "unset", "get", "show", "edit", "device", "metadata", "template", "trust",
+                 "-h",
                  "--help"}
 
 
@@ -488,8 +490,8 @@ def _run(argv: Sequence[str] | None) -> int:
     except LxdlibError as e:
         if args.debug:
             raise
-        msg = str(e)
-        sys.stderr.write(f"Error: {msg}\n")
+        from .lxdwords import lxd_text  # LXD's own sentence for it, as `lxc` prints it
+        sys.stderr.write(f"Error: {lxd_text(e, args)}\n")
         return 1
     except OSError as e:
         if isinstance(e, BrokenPipeError):

@@ -110,7 +110,9 @@ def _set_profiles(host: Host, inst_name: str, profiles: list[str]) -> None:
 def cmd_add(host: Host, a: argparse.Namespace) -> int:
     def change(rec: InstanceRecord) -> None:
         if a.profile in rec.profiles:
-            raise AlreadyExists("profile", f"{a.profile} on {a.instance}")
+            from .lxdwords import worded
+            raise worded(AlreadyExists("profile", f"{a.profile} on {a.instance}"),
+                         "Duplicate profile found in request")
         rec.profiles.append(a.profile)
     host.instances.get(a.instance).modify(change)  # read under the instance's lock
     if not a.quiet:
@@ -121,7 +123,9 @@ def cmd_add(host: Host, a: argparse.Namespace) -> int:
 def cmd_remove(host: Host, a: argparse.Namespace) -> int:
     def change(rec: InstanceRecord) -> None:
         if a.profile not in rec.profiles:
-            raise NotFound("profile", a.profile, f"not applied to {a.instance}")
+            from .lxdwords import worded
+            raise worded(NotFound("profile", a.profile, f"not applied to {a.instance}"),
+                         f"Profile {a.profile} isn't currently applied to {a.instance}")
         rec.profiles[:] = [p for p in rec.profiles if p != a.profile]
     host.instances.get(a.instance).modify(change)
     if not a.quiet:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from ..errors import InvalidArgument, InvalidConfig
 from ..patterns import Pattern
-from .units import is_false, parse_size
+from .units import is_false, parse_size, quoted
 
 MAX_CPUS = 8192  # the kernel's NR_CPUS ceiling; anything above is a typo, not a CPU
 
@@ -147,7 +147,7 @@ def memory_limit_bytes(value: str, mem_total: int) -> int:
 
 def _atoi(value: str, key: str) -> int:
     if not re.fullmatch(r"[+-]?[0-9]+", value):
-        raise InvalidConfig(key, f"Invalid value for an integer {value!r}", value)
+        raise InvalidConfig(key, f"Invalid value for an integer {quoted(value)}", value)
     return int(value)
 
 

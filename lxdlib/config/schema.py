@@ -27,7 +27,7 @@ from . import limits as _limits
 from .snapshots import validate_pattern, validate_schedule
 from .syscalls import is_syscall
 from .text import has_control, is_printable_name
-from .units import INT64_MAX, is_bool, is_true, parse_expiry, parse_size
+from .units import INT64_MAX, is_bool, is_true, parse_expiry, parse_size, quoted
 
 if TYPE_CHECKING:
     from typing import Any
@@ -52,12 +52,12 @@ def is_any(value: str) -> None:
 
 def is_bool_value(value: str) -> None:
     if not is_bool(value):
-        raise _fail(f"Invalid value for a boolean {value!r}")
+        raise _fail(f"Invalid value for a boolean {quoted(value)}")
 
 
 def is_int64(value: str) -> None:
     if not _GO_INT.fullmatch(value) or not -(2**63) <= int(value) <= INT64_MAX:
-        raise _fail(f"Invalid value for an integer {value!r}")
+        raise _fail(f"Invalid value for an integer {quoted(value)}")
 
 
 def is_positive_int64(value: str) -> None:
@@ -69,7 +69,7 @@ def is_positive_int64(value: str) -> None:
 def is_uint(bits: int) -> Validator:
     def check(value: str) -> None:
         if not _GO_UINT.fullmatch(value) or int(value) >= 2**bits:
-            raise _fail(f"Invalid value for uint{bits} {value!r}")
+            raise _fail(f"Invalid value for uint{bits} {quoted(value)}")
 
     return check
 
@@ -81,9 +81,9 @@ is_uint32 = is_uint(32)
 def is_priority(value: str) -> None:
     """LXD ``IsPriority``: an integer 0..10."""
     if not _GO_INT.fullmatch(value):
-        raise _fail(f"Invalid value for an integer {value!r}")
+        raise _fail(f"Invalid value for an integer {quoted(value)}")
     if not 0 <= int(value) <= 10:
-        raise _fail(f"Invalid value for a limit {value!r}. Must be between 0 and 10")
+        raise _fail(f"Invalid value for a limit {quoted(value)}. Must be between 0 and 10")
 
 
 def is_one_of(*valid: str) -> Validator:
@@ -129,7 +129,7 @@ def is_memory_limit(value: str) -> None:
     if value.endswith("%"):
         pct = value[:-1]
         if not _GO_INT.fullmatch(pct):
-            raise _fail(f"Invalid value for an integer {pct!r}")
+            raise _fail(f"Invalid value for an integer {quoted(pct)}")
         if int(pct) == 0:
             raise _fail("Memory limit cannot be 0%")
         if int(pct) < 0:

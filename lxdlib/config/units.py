@@ -14,6 +14,14 @@ from ..errors import InvalidArgument
 from ..patterns import Pattern
 from ..values import Value, assign
 
+
+def quoted(value: str) -> str:
+    """``value`` in double quotes, as LXD's messages quote a refused value (Go's ``%q``):
+    escaped, so a newline or a quote in it cannot fake a second line or a closing quote."""
+    inner = value.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    return f'"{inner}"'
+
+
 INT64_MAX = 2**63 - 1
 
 _DIGITS = frozenset("0123456789")
@@ -137,7 +145,7 @@ def parse_bool(s: str) -> bool:
         return True
     if low in _FALSE:
         return False
-    raise InvalidArgument(f"Invalid value for a boolean {s!r}")
+    raise InvalidArgument(f"Invalid value for a boolean {quoted(s)}")
 
 
 def is_true(s: str | None) -> bool:

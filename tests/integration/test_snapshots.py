@@ -216,5 +216,5 @@ def test_snapshot_cli(host: lxdlib.Host) -> None:
     assert run("delete", "c1/first").returncode == 0
     assert host.instances["c1"].snapshots.names() == ["keep"]
     r = run("restore", "c1", "nope")
-    assert r.returncode == 1 and "not found" in r.stderr
+    assert (r.returncode, r.stderr) == (1, "Error: Snapshot c1/nope does not exist\n")
     invariants.check(host)
