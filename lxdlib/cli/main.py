@@ -283,21 +283,32 @@ def _describe(parser: argparse.ArgumentParser) -> None:
                 child.epilog = "Examples:\n" + examples.strip("\n")
 
 
+def distance(a: str, b: str) -> int:
+    """Levenshtein distance: the fewest inserts, deletes and substitutions from ``a`` to ``b``."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
 def suggest(word: str, choices: Sequence[str]) -> list[str]:
-    """What a mistyped command may have meant: the words it begins, then close spellings."""
-    import difflib
+    """What a mistyped command may have meant, as ``lxc`` (cobra) picks it: every command the
+    word begins, or within two edits of it, case ignored, in name order (``st``: list, start,
+    stop, storage; ``resume``: rename)."""
     low = word.lower()
-    near = [c for c in choices if c.startswith(low)]
-    near += difflib.get_close_matches(low, choices, n=3, cutoff=0.6)
-    return list(dict.fromkeys(near))
+    return [c for c in sorted(set(choices))
+            if c.lower().startswith(low) or distance(low, c.lower()) <= 2]
 
 
 def unknown_command(word: str, where: str, choices: Sequence[str]) -> int:
-    """LXD's reply to an unknown command, with the nearest ones; exit status 1."""
+    """LXD's reply to an unknown command; exit status 1. As ``lxc``, only a top-level command
+    gets suggestions (``Did you mean this?``, then a blank line); a group's verb gets none."""
     msg = f'Error: unknown command "{word}" for "{where}"\n'
-    near = suggest(word, choices)
+    near = suggest(word, choices) if " " not in where else []
     if near:
-        msg += "\nDid you mean this?\n" + "".join(f"\t{n}\n" for n in near)
+        msg += "\nDid you mean this?\n" + "".join(f"\t{n}\n" for n in near) + "\n"
     sys.stderr.write(msg)
     return 1
 

@@ -14,7 +14,7 @@ import pytest
 import lxdlib.cli
 from lxdlib.cli import helptext
 from lxdlib.cli.common import subparsers_action, verb_helps, walk
-from lxdlib.cli.main import ALIASES, COMMANDS, HIDDEN, MODULES, build_parser, main
+from lxdlib.cli.main import ALIASES, COMMANDS, HIDDEN, MODULES, build_parser, distance, main
 
 
 @pytest.fixture(scope="module")
@@ -100,18 +100,32 @@ def test_group_help_lists_verbs(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(("argv", "word", "where", "near"), [
     (["lauch"], "lauch", "lxdlib", ["launch"]),
+    (["LAUNCH"], "LAUNCH", "lxdlib", ["launch"]),
     (["--root", "/nowhere", "lauch", "c1"], "lauch", "lxdlib", ["launch"]),
     (["help", "lauch"], "lauch", "lxdlib", ["launch"]),
-    (["image", "lsit"], "lsit", "lxdlib image", ["list"]),
-    (["storage", "volume", "craete", "p"], "craete", "lxdlib storage volume", ["create"]),
+    # lxc 5.0.2's own answers (recorded): prefix or two edits, in name order
+    (["resume"], "resume", "lxdlib", ["rename"]),
+    (["lis"], "lis", "lxdlib", ["alias", "list"]),
+    (["st"], "st", "lxdlib", ["list", "start", "stop", "storage"]),
+    # a group's unknown verb: no suggestions, as lxc
+    (["image", "lsit"], "lsit", "lxdlib image", []),
+    (["storage", "volume", "craete", "p"], "craete", "lxdlib storage volume", []),
     (["zzzzzz"], "zzzzzz", "lxdlib", []),
 ])
 def test_unknown_command_suggests(capsys: pytest.CaptureFixture[str], argv: list[str],
                                   word: str, where: str, near: list[str]) -> None:
-    """LXD's wording: the unknown word, where, the nearest commands (tab-indented); exit 1."""
+    """LXD's wording: the unknown word, where, the nearest commands (tab-indented, then a
+    blank line); exit 1."""
     assert main(argv) == 1
     err = capsys.readouterr().err
     expected = f'Error: unknown command "{word}" for "{where}"\n'
     if near:
-        expected += "\nDid you mean this?\n" + "".join(f"\t{n}\n" for n in near)
+        expected += "\nDid you mean this?\n" + "".join(f"\t{n}\n" for n in near) + "\n"
     assert err == expected
+
+
+@pytest.mark.parametrize(("a", "b", "d"), [
+    ("", "", 0), ("abc", "", 3), ("", "ab", 2), ("lauch", "launch", 1), ("resume", "rename", 2),
+    ("resume", "remote", 3), ("kitten", "sitting", 3), ("st", "list", 2)])
+def test_distance(a: str, b: str, d: int) -> None:
+    assert distance(a, b) == d == distance(b, a)
