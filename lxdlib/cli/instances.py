@@ -88,28 +88,45 @@ def _instance(host: Host, name: str) -> Instance:
     return host.instances.get(name)
 
 
-def _each(host: Host, names: list[str], fn: Any) -> int:
-    for n in names:
-        fn(_instance(host, n))
+def _each(host: Host, a: argparse.Namespace, fn: Any) -> int:
+    """``fn`` on each instance ``a`` names, as ``lxc start|stop|restart|pause`` runs a batch:
+    one name fails with its own error; of several, each is tried whatever the others did, a
+    failure printed as ``<name>: error: <text>``, and the command then fails with ``Some
+    instances failed to <verb>`` (lxdlib ended at the first failure and left the rest)."""
+    if len(a.names) == 1:
+        fn(_instance(host, a.names[0]))
+        return 0
+    from .lxdwords import lxd_text, verb_of
+    failed = False
+    for n in a.names:
+        try:
+            fn(_instance(host, n))
+        except LxdlibError as e:
+            failed = True
+            for line in f"error: {lxd_text(e, a, n)}".split("\n"):
+                sys.stderr.write(f"{n}: {line}\n")
+    if failed:
+        sys.stderr.write("\n")
+        raise LxdlibError(f"Some instances failed to {verb_of(a)[0]}")
     return 0
 
 
 def cmd_start(host: Host, a: argparse.Namespace) -> int:
-    return _each(host, a.names, lambda i: i.start())
+    return _each(host, a, lambda i: i.start())
 
 
 def cmd_stop(host: Host, a: argparse.Namespace) -> int:
     if a.stateful:
-        return _each(host, a.names, lambda i: i.stop(stateful=True))
-    return _each(host, a.names, lambda i: i.stop(force=a.force, timeout=a.timeout))
+        return _each(host, a, lambda i: i.stop(stateful=True))
+    return _each(host, a, lambda i: i.stop(force=a.force, timeout=a.timeout))
 
 
 def cmd_restart(host: Host, a: argparse.Namespace) -> int:
-    return _each(host, a.names, lambda i: i.restart(force=a.force, timeout=a.timeout))
+    return _each(host, a, lambda i: i.restart(force=a.force, timeout=a.timeout))
 
 
 def cmd_pause(host: Host, a: argparse.Namespace) -> int:
-    return _each(host, a.names, lambda i: i.pause())
+    return _each(host, a, lambda i: i.pause())
 
 
 def cmd_delete(host: Host, a: argparse.Namespace) -> int:

@@ -13,7 +13,14 @@ cases). Imported only once an error is being printed: no cost on any command's s
 
 from __future__ import annotations
 
-from ..errors import AlreadyExists, InvalidConfig, LxdlibError, NotFound, WrongState
+from ..errors import (
+    AlreadyExists,
+    InvalidConfig,
+    LXCError,
+    LxdlibError,
+    NotFound,
+    WrongState,
+)
 
 #: ``NotFound.kind`` -> what LXD says, whatever the verb
 NOT_FOUND = {
@@ -70,12 +77,19 @@ def verb_of(args: object) -> tuple[str, str]:
     return command, sub
 
 
-def lxd_text(e: LxdlibError, args: object) -> str:
-    """What ``lxc`` prints after ``Error: `` for ``e`` raised by the command line ``args``."""
+def lxd_text(e: LxdlibError, args: object, name: str | None = None) -> str:
+    """What ``lxc`` prints after ``Error: `` for ``e`` raised by the command line ``args``
+    (``name``: the instance of a batch it was raised for)."""
     text = getattr(e, "lxd_text", None)
     if isinstance(text, str):
         return text
     command, sub = verb_of(args)
+    if isinstance(e, LXCError) and command == "start":
+        # a start liblxc failed (not one refused beforehand): lxc points at the instance's log
+        names = getattr(args, "names", None) or []
+        who = name or (str(names[0]) if len(names) == 1 else "")
+        if who:
+            return f"{e}\nTry `lxdlib info --show-log {who}` for more info"
     if isinstance(e, NotFound):
         return _not_found(e, command, sub) or str(e)
     if isinstance(e, WrongState):

@@ -134,6 +134,43 @@ def test_error_lines_are_lxds(host: lxdlib.Host) -> None:
     assert host.instances["c1"].profiles == ["default"]
 
 
+def test_a_batch_tries_every_instance_and_reports_each_failure(host: lxdlib.Host) -> None:
+    """`lxc start c1 c2 c3` with c1 running, c2 stopped, c3 missing (read off lxc 5.0.2):
+    c2 starts all the same, each failure is one line under its name, then a blank line and
+    the batch's error. lxdlib stopped at c1 and left c2 stopped."""
+    host.launch("busybox", "c1")
+    host.create("busybox", "c2")
+    r = run(host.paths.root, "start", "c1", "c2", "c3")
+    assert (r.returncode, r.stderr) == (1, "c1: error: The instance is already running\n"
+                                           "c3: error: Instance not found\n"
+                                           "\n"
+                                           "Error: Some instances failed to start\n")
+    assert host.instances["c2"].state == "RUNNING"
+    r = run(host.paths.root, "stop", "-f", "c1", "c2")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert {i.name: i.state for i in host.instances.list()} == {"c1": "STOPPED",
+                                                                "c2": "STOPPED"}
+
+
+def test_a_failed_start_points_at_the_log(host: lxdlib.Host) -> None:
+    """As lxc: a start that liblxc failed ends with where to look; in a batch, each of its
+    lines under the instance's name."""
+    host.create("busybox", "c5", config={"raw.lxc": "lxc.hook.pre-start = /bin/false"})
+    host.create("busybox", "c6")
+    r = run(host.paths.root, "start", "c5")
+    assert r.returncode == 1 and r.stderr.startswith("Error: ")
+    assert r.stderr.endswith("\nTry `lxdlib info --show-log c5` for more info\n"), r.stderr
+    r = run(host.paths.root, "start", "c5", "c6")
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith("c5: error: ")
+    assert "c5: Try `lxdlib info --show-log c5` for more info" in lines
+    assert all(line.startswith("c5: ") for line in lines[:-2])
+    assert lines[-2:] == ["", "Error: Some instances failed to start"]
+    assert host.instances["c6"].state == "RUNNING"
+    host.instances["c6"].stop(force=True)
+
+
 def test_trust_list_is_lxds_empty_table(host: lxdlib.Host) -> None:
     r = run(host.paths.root, "config", "trust", "list")
     assert (r.returncode, r.stderr) == (0, "")
