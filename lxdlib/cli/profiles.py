@@ -90,10 +90,14 @@ def cmd_set(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_unset(host: Host, a: argparse.Namespace) -> int:
+    """As ``lxc profile unset``: a key that is not set is left so, without complaint, if it is
+    a key at all (an unknown one is refused: ``Unknown configuration key``)."""
     def change(p: ProfileRecord) -> None:
-        if a.key not in p.config:
-            raise NotFound("config key", a.key, f"not set in profile {a.name!r}")
-        del p.config[a.key]
+        if a.key in p.config:
+            del p.config[a.key]
+        else:
+            from ..config.schema import spec_for
+            spec_for(a.key)
     host.modify_profile(a.name, change)
     return 0
 

@@ -101,6 +101,10 @@ CASES: list[tuple[tuple[str, ...], str]] = [
     (("config", "unset", "c2", "nosuch.key"),
      "Can't unset key 'nosuch.key', it's not currently set"),
     (("profile", "set", "p1", "nosuch.key", "v"), "Unknown configuration key: nosuch.key"),
+    # lxc leaves a key that is not set so, without complaint, if it is a key at all
+    (("profile", "unset", "p1", "user.nothere"), ""),
+    (("profile", "unset", "p1", "limits.cpu"), ""),
+    (("profile", "unset", "p1", "nosuch.key"), "Unknown configuration key: nosuch.key"),
     (("init", "busybox", "c3", "-c", "nosuch.key=v"),
      "Failed creating instance record: Unknown configuration key: nosuch.key"),
     # the server's words: not clustered, trusts no certificate
