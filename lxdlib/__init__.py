@@ -50,6 +50,7 @@ from .errors import (
     UnsupportedBackup,
     WrongState,
 )
+from .version import VERSION
 
 if TYPE_CHECKING:
     from typing import Any
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
     from .volumes import Volume, Volumes
     from .wire import ConnectionLost, ProtocolError
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "AlreadyExists",

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from . import wire
 from .errors import TYPE_CHECKING, LxdlibError
 from .logs import get_logger
+from .version import VERSION
 from .wire import ProtocolError
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ __all__ = ["VERBS", "Server", "serve_stdio"]
 
 log = get_logger(__name__)
 
-VERSION: Final = "0.1.0"
 
 
 class _Opt:

@@ -87,12 +87,9 @@ def cmd_rename(host: Host, a: argparse.Namespace) -> int:
 
 # -- version --------------------------------------------------------------------------------------
 def version() -> str:
-    """lxdlib's version (the package's metadata; the source tree's when not installed)."""
-    from importlib import metadata
-    try:
-        return metadata.version("lxdlib")
-    except metadata.PackageNotFoundError:
-        return "0.1.0"
+    """lxdlib's version (``lxdlib.version``: setup.cfg reads it there too)."""
+    from ..version import VERSION
+    return VERSION
 
 
 @_says_errors

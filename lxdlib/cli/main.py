@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import TYPE_CHECKING, DiskFull, LxdlibError
+from ..version import VERSION
 from .common import fill_verb_helps, subparsers_action, verb_helps, walk
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from ..host import Host
 
 Handler = Callable[["Host", argparse.Namespace], int | None]
-VERSION = "lxdlib 0.1.0"
 
 # The command modules, in the order the whole parser registers them (``backup`` after
 # ``images``: it joins the image store's ``housekeeping`` command).
@@ -229,7 +229,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show the library's information messages")
     p.add_argument("-q", "--quiet", action="store_true", help="print less")
-    p.add_argument("--version", action="version", version=VERSION)
+    p.add_argument("--version", action="version", version=VERSION)  # lxc prints the number alone
     sub = p.add_subparsers(dest="command", metavar="<command>", parser_class=Parser,
                            title="commands", description=_command_list(),
                            help="one of the commands above")

@@ -38,7 +38,7 @@ def test_a_verb_ends_the_process_without_pythons_shutdown_and_its_output_arrives
 
 
 @pytest.mark.parametrize(("argv", "status", "stream", "text"), [
-    (["--version"], 0, "stdout", "lxdlib 0.1.0\n"),
+    (["--version"], 0, "stdout", "0.1.0\n"),  # as lxc: the number alone
     (["--help"], 0, "stdout", "usage: lxdlib"),
     (["list", "--no-such-flag"], 2, "stderr", "unrecognized arguments: --no-such-flag"),
     (["lauch"], 1, "stderr", 'unknown command "lauch"'),

@@ -73,7 +73,7 @@ def lxdlib_modules(mods: set[str]) -> set[str]:
 def test_version_imports_nothing_more() -> None:
     mods = imported("--version")
     assert lxdlib_modules(mods) <= {"lxdlib", "lxdlib.errors", "lxdlib.cli", "lxdlib.cli.main",
-                                    "lxdlib.cli.common"}
+                                    "lxdlib.cli.common", "lxdlib.version"}
     assert not mods & (REMOTE | {"yaml", "attrs", "logging"})
 
 
