@@ -89,6 +89,8 @@ VERBS: dict[str, str] = {
     "network rename": "rename a network no instance or profile uses",
     "network attach": "give an instance a NIC on a network",
     "network detach": "remove an instance's NIC on a network",
+    "network attach-profile": "give a profile a NIC on a network",
+    "network detach-profile": "remove a profile's NIC on a network",
     "remote show": "print a remote's settings as YAML",
     "remote list": "list the image servers",
     "remote remove": "remove an image server",
@@ -118,6 +120,9 @@ USAGE: dict[str, str] = {
     "profile device": "%(prog)s add|remove|list|show|set|unset|get <profile> [<device>] "
                       "[<type>|<key>] [<key>=<value>…]",
     "network set": "%(prog)s <network> <key> <value> | <network> <key>=<value>…",
+    "network attach-profile": "%(prog)s <network> <profile> [<device name>] "
+                              "[<interface name>]",
+    "network detach-profile": "%(prog)s <network> <profile> [<device name>]",
     "image alias": "%(prog)s create|delete|rename|list [<alias>] [<fingerprint>|<new name>]",
     "storage volume set": "%(prog)s <pool> <volume> <key> <value> | <pool> <volume> "
                           "<key>=<value>…",
@@ -225,7 +230,12 @@ EXAMPLES: dict[str, str] = {
     "network": """
   lxdlib network create br1 ipv4.address=10.10.0.1/24 ipv4.nat=true
   lxdlib network attach br1 c1 eth1
+  lxdlib network attach-profile br1 default eth1   # every instance of the profile
   lxdlib network list-leases br1
+""",
+    "network attach-profile": """
+  lxdlib network attach-profile br1 default          # device br1, nictype bridged
+  lxdlib network attach-profile br1 web eth1 eth1    # device eth1, interface eth1
 """,
     "storage": """
   lxdlib storage create fast btrfs size=10GiB
