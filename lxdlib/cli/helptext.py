@@ -54,6 +54,8 @@ VERBS: dict[str, str] = {
     "storage volume delete": "delete a custom volume",
     "storage volume attach": "attach a custom volume to an instance as a disk",
     "storage volume detach": "detach a custom volume from an instance",
+    "storage volume attach-profile": "attach a custom volume to a profile as a disk",
+    "storage volume detach-profile": "detach a custom volume from a profile",
     "storage volume set": "set keys of a custom volume",
     "storage volume unset": "remove a key of a custom volume",
     "storage volume get": "print a key of a custom volume",
@@ -124,6 +126,9 @@ USAGE: dict[str, str] = {
                               "[<interface name>]",
     "network detach-profile": "%(prog)s <network> <profile> [<device name>]",
     "image alias": "%(prog)s create|delete|rename|list [<alias>] [<fingerprint>|<new name>]",
+    "storage volume attach-profile": "%(prog)s <pool> <volume> <profile> [<device name>] "
+                                     "<path>",
+    "storage volume detach-profile": "%(prog)s <pool> <volume> <profile> [<device name>]",
     "storage volume set": "%(prog)s <pool> <volume> <key> <value> | <pool> <volume> "
                           "<key>=<value>…",
 }
@@ -246,6 +251,11 @@ EXAMPLES: dict[str, str] = {
     "storage volume": """
   lxdlib storage volume create default data size=1GiB
   lxdlib storage volume attach default data c1 /data
+  lxdlib storage volume attach-profile default data web /data   # every instance of web
+""",
+    "storage volume attach-profile": """
+  lxdlib storage volume attach-profile default data web /data        # device data
+  lxdlib storage volume attach-profile default data web shared /srv  # device shared
 """,
     "remote": """
   lxdlib remote list

@@ -216,6 +216,62 @@ def cmd_volume_detach(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_volume_attach_profile(host: Host, a: argparse.Namespace) -> int:
+    """``attach-profile <pool> <vol> <profile> [<device>] <path>``: a disk of the volume in
+    the profile (device named after the volume unless given), as ``lxc`` 5.0 writes it."""
+    from ..errors import InvalidArgument
+    from ..volumes import disk_device, strip_type
+    from .profiles import add_device
+    if len(a.rest) == 1:
+        device, path = None, a.rest[0]
+    elif len(a.rest) == 2:
+        device, path = a.rest
+    elif not a.rest:  # LXD takes it for a block volume; custom volumes here are filesystems
+        raise InvalidArgument(f"storage volume {a.volume!r} is a filesystem: give the path "
+                              "to mount it at")
+    else:
+        raise InvalidArgument("Invalid number of arguments")
+    volume = strip_type(a.volume)
+    _volumes(host).get(a.pool, volume)  # the pool and the volume must exist (LXD's order)
+    add_device(host, a.profile, device or volume, disk_device(a.pool, volume, path))
+    return 0
+
+
+def cmd_volume_detach_profile(host: Host, a: argparse.Namespace) -> int:
+    """``detach-profile <pool> <vol> <profile> [<device>]``: the profile's disk of the volume
+    goes; without a device name there must be exactly one (LXD's refusals)."""
+    from ..errors import InvalidArgument, NotFound
+    from ..volumes import strip_type, uses_volume
+    from .lxdwords import worded
+    from .profiles import remove_devices
+    volume = strip_type(a.volume)
+    _volumes(host).get(a.pool, volume)
+
+    def pick(devs: dict[str, dict[str, str]]) -> list[str]:
+        if a.device is None:
+            found = [n for n, d in devs.items() if uses_volume(d, a.pool, volume)]
+            if not found:
+                raise worded(NotFound("device", volume, f"no disk of profile {a.profile!r} "
+                                      f"is volume {volume!r} of pool {a.pool!r}"),
+                             "No device found for this storage volume")
+            if len(found) > 1:
+                raise worded(InvalidArgument(
+                    f"profile {a.profile!r} has several disks of volume {volume!r} "
+                    f"({', '.join(sorted(found))}): name the device"),
+                    "More than one device matches, specify the device name")
+            return found
+        if a.device not in devs:
+            raise worded(NotFound("device", a.device), "The specified device doesn't exist")
+        # LXD 5.0 removes whatever device is named; a device that is not a disk of this
+        # volume is refused here instead of going
+        if not uses_volume(devs[a.device], a.pool, volume):
+            raise InvalidArgument(f"device {a.device!r} of profile {a.profile!r} is not a "
+                                  f"disk of volume {volume!r} of pool {a.pool!r}")
+        return [a.device]
+    remove_devices(host, a.profile, pick)
+    return 0
+
+
 def cmd_volume_set(host: Host, a: argparse.Namespace) -> int:
     from ..errors import InvalidArgument
     if all("=" in x for x in a.args):
@@ -263,6 +319,10 @@ def _register_volume(s: Any) -> None:
     x = verb("attach", cmd_volume_attach, "volume", "instance")
     x.add_argument("rest", nargs="+", metavar="[<device>] <path>")
     x = verb("detach", cmd_volume_detach, "volume", "instance")
+    x.add_argument("device", nargs="?")
+    x = verb("attach-profile", cmd_volume_attach_profile, "volume", "profile")
+    x.add_argument("rest", nargs="*", metavar="[<device>] <path>")
+    x = verb("detach-profile", cmd_volume_detach_profile, "volume", "profile")
     x.add_argument("device", nargs="?")
     x = verb("set", cmd_volume_set, "volume")
     x.add_argument("args", nargs="+", metavar="<key> <value> | key=value")

@@ -72,3 +72,47 @@ def test_network_attach_and_detach_profile(host: lxdlib.Host) -> None:
     assert set(host.profiles.get("web").devices) == {"other"}
     assert refused(host, "network", "detach-profile", net, "web") == \
         "Error: No device found for this network"
+
+
+def test_storage_volume_attach_and_detach_profile(host: lxdlib.Host) -> None:
+    store = host.volumes.store
+    store.create("default", "data", {}, "")
+    host.profiles.create("web", {}, {})
+    assert ok(host, "storage", "volume", "attach-profile", "default", "data", "web",
+              "/srv/data") == ""
+    assert host.profiles.get("web").devices == {
+        "data": {"type": "disk", "pool": "default", "source": "data", "path": "/srv/data"}}
+    assert refused(host, "storage", "volume", "attach-profile", "default", "data", "web",
+                   "/srv/other") == "Error: Device already exists: data"
+    ok(host, "storage", "volume", "attach-profile", "default", "data", "web", "two", "/srv/two")
+    assert refused(host, "storage", "volume", "attach-profile", "default", "data", "web",
+                   "a", "/b", "c") == "Error: Invalid number of arguments"
+    assert refused(host, "storage", "volume", "attach-profile", "default", "nope", "web",
+                   "/x") == "Error: Storage pool volume not found"
+    assert refused(host, "storage", "volume", "attach-profile", "default", "data", "nope",
+                   "/x") == "Error: Fetch profile: Profile not found"
+
+    # an instance of the profile sees the volume at both paths
+    c = host.launch("busybox", "c1", profiles=["default", "web"])
+    c.exec(["sh", "-c", "echo hi > /srv/data/f"], check=True)
+    assert c.exec(["cat", "/srv/two/f"], check=True).text == "hi\n"
+    c.delete(force=True)
+
+    assert refused(host, "storage", "volume", "detach-profile", "default", "data", "web") == \
+        "Error: More than one device matches, specify the device name"
+    assert refused(host, "storage", "volume", "detach-profile", "default", "data", "web",
+                   "nosuch") == "Error: The specified device doesn't exist"
+    # lxc 5.0.2 would remove any device named here; a device that is not a disk of the
+    # volume stays
+    host.update_profile("web", devices={**host.profiles.get("web").devices,
+                                        "other": {"type": "none"}})
+    assert "is not a disk of volume 'data'" in refused(
+        host, "storage", "volume", "detach-profile", "default", "data", "web", "other")
+    host.update_profile("web", devices={k: v for k, v in host.profiles.get("web").devices.items()
+                                        if k != "other"})
+    ok(host, "storage", "volume", "detach-profile", "default", "data", "web", "two")
+    ok(host, "storage", "volume", "detach-profile", "default", "data", "web")
+    assert host.profiles.get("web").devices == {}
+    assert refused(host, "storage", "volume", "detach-profile", "default", "data", "web") == \
+        "Error: No device found for this storage volume"
+    assert store.get("default", "data")["used_by"] == []
