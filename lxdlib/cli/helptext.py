@@ -64,6 +64,9 @@ VERBS: dict[str, str] = {
     "storage show": "print a storage pool as YAML",
     "storage info": "show a storage pool's usage",
     "storage delete": "delete an unused storage pool",
+    "storage get": "print a key of a storage pool",
+    "storage set": "set keys of a storage pool (size grows a loop-file btrfs pool)",
+    "storage unset": "remove a key of a storage pool",
     "profile list": "list the profiles and how many instances use each",
     "profile show": "print a profile as YAML, with the instances using it",
     "profile edit": "edit a profile as YAML (stdin when not a terminal)",
@@ -129,6 +132,7 @@ USAGE: dict[str, str] = {
     "storage volume attach-profile": "%(prog)s <pool> <volume> <profile> [<device name>] "
                                      "<path>",
     "storage volume detach-profile": "%(prog)s <pool> <volume> <profile> [<device name>]",
+    "storage set": "%(prog)s <pool> <key> <value> | <pool> <key>=<value>…",
     "storage volume set": "%(prog)s <pool> <volume> <key> <value> | <pool> <volume> "
                           "<key>=<value>…",
 }
@@ -245,8 +249,13 @@ EXAMPLES: dict[str, str] = {
     "storage": """
   lxdlib storage create fast btrfs size=10GiB
   lxdlib storage list
+  lxdlib storage set fast size 20GiB          # a loop-file btrfs pool grows
   lxdlib storage volume create fast data size=1GiB
   lxdlib storage volume attach fast data c1 /data
+""",
+    "storage set": """
+  lxdlib storage set default size 10GiB                    # grow the loop file and btrfs
+  lxdlib storage set default btrfs.mount_options=user_subvol_rm_allowed,compress=zstd
 """,
     "storage volume": """
   lxdlib storage volume create default data size=1GiB

@@ -173,4 +173,7 @@ def _invalid_config(e: InvalidConfig, command: str, sub: str) -> str | None:
         return f"Failed creating instance record: {reason}"
     if command == "profile" and sub in ("set", "unset", "edit"):
         return reason
+    if command == "storage" and sub in ("set", "unset", "edit") and \
+            getattr(e, "key", "") == "source":  # refused before the new config is checked
+        return "Pool source cannot be changed when not in pending state"
     return None

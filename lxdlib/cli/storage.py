@@ -58,13 +58,38 @@ def cmd_show(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_edit(host: Host, a: argparse.Namespace) -> int:
     """``storage edit <pool>``: what ``storage show`` prints is accepted back (``name``,
-    ``driver``, ``used_by``… are ignored, as LXD ignores them); the description may change, the
-    config only stay the same (it says where the data is)."""
+    ``driver``, ``used_by``… are ignored, as LXD ignores them); the description changes, and
+    the config as ``storage set``/``unset`` change it (a key left out is unset)."""
     pool = host.pools[a.name]
     data = load_mapping(edit_text(output.dump_yaml({"config": pool.config,
                                                     "description": pool.description})))
     pool.update(config=str_map(data["config"], "config") if "config" in data else None,
                 description=text_field(data, "description"))
+    return 0
+
+
+def cmd_get(host: Host, a: argparse.Namespace) -> int:
+    """``storage get <pool> <key>``: the value, an empty line for a key that is not set."""
+    print(host.pools[a.name].config.get(a.key, ""))
+    return 0
+
+
+def cmd_set(host: Host, a: argparse.Namespace) -> int:
+    """``storage set <pool> <key> <value>`` or ``<key>=<value>…``: see ``Pool.configure``."""
+    from ..errors import InvalidArgument
+    if len(a.args) == 2 and "=" not in a.args[0]:
+        kv = {a.args[0]: a.args[1]}
+    else:
+        bad = [x for x in a.args if "=" not in x]
+        if bad:
+            raise InvalidArgument(f"Invalid key=value configuration: {bad[0]}")
+        kv = parse_kv(a.args, "pool config")
+    host.pools[a.name].configure(dict(kv))
+    return 0
+
+
+def cmd_unset(host: Host, a: argparse.Namespace) -> int:
+    host.pools[a.name].unset(a.key)
     return 0
 
 
@@ -348,6 +373,19 @@ def register(sub: Any) -> None:
         x = s.add_parser(name, aliases=["rm"] if name == "delete" else [])
         x.add_argument("name")
         x.set_defaults(func=fn)
-    x = s.add_parser("edit", help="edit a storage pool's description (YAML on stdin or $EDITOR)")
+    x = s.add_parser("edit", help="edit a storage pool's config and description (YAML on "
+                                  "stdin or $EDITOR)")
     x.add_argument("name")
     x.set_defaults(func=cmd_edit)
+    x = s.add_parser("get")
+    x.add_argument("name")
+    x.add_argument("key")
+    x.set_defaults(func=cmd_get)
+    x = s.add_parser("set")
+    x.add_argument("name")
+    x.add_argument("args", nargs="+", metavar="<key> <value> | key=value")
+    x.set_defaults(func=cmd_set)
+    x = s.add_parser("unset")
+    x.add_argument("name")
+    x.add_argument("key")
+    x.set_defaults(func=cmd_unset)
