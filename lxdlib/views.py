@@ -112,18 +112,41 @@ class Pool(RootModel[Context]):
     # -- verbs --------------------------------------------------------------------------------
     def update(self, *, config: Mapping[str, str] | None = None,
                description: str | None = None) -> None:
-        """Change the description. The config says where and how the data is kept, so it
-        cannot change once the pool is made: a ``config`` that differs is refused."""
+        """Change the description and the config (the whole of it: a key left out is unset;
+        see ``configure``)."""
         if config is not None:
+            if not isinstance(config, Mapping):
+                raise InvalidConfig("config", "must be a mapping of keys to strings",
+                                    repr(config))
             current = self.config
-            changed = sorted(set(config.items()) ^ set(current.items()))
-            if changed:
-                key = changed[0][0]
-                raise InvalidConfig(key, "a storage pool's config cannot change after it is "
-                                         "made", config.get(key))
+            changes: dict[str, str | None] = {k: v for k, v in config.items()
+                                              if current.get(k) != v}
+            changes.update({k: None for k in current if k not in config})
+            if changes:
+                self.configure(changes)
         if description is not None:
             from .storage.pools import set_pool_description
             set_pool_description(self._ctx.paths, self._name, description)
+
+    def configure(self, changes: Mapping[str, str | None]) -> dict[str, str]:
+        """Set keys of the pool's config (``None`` unsets one) and apply them; the new config.
+        What lxdlib can change on a live pool: a loop-file btrfs pool's ``size`` grows (never
+        shrinks), ``btrfs.mount_options`` remounts, zfs's ``zfs.use_refquota`` and
+        ``zfs.remove_snapshots`` apply from the next operation. Any other change (``source``,
+        above all) is refused before anything changes (``InvalidConfig``)."""
+        from .storage.pools import update_pool_config
+        try:
+            return update_pool_config(self._ctx.paths, self._name, changes)
+        finally:
+            self._ctx.forget_pool(self._name)  # its driver is loaded again with the record
+
+    def set(self, key: str, value: str) -> None:
+        """``lxc storage set``: one key (see ``configure``)."""
+        self.configure({key: value})
+
+    def unset(self, key: str) -> None:
+        """``lxc storage unset``: a key of the driver that is not set is left so."""
+        self.configure({key: None})
 
     def delete(self) -> None:
         """Remove the pool; refused while an instance, a profile's root disk or a custom

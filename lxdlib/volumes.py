@@ -68,6 +68,19 @@ def validate_name(name: str) -> None:
                           "'-' or '.'")
 
 
+def disk_device(pool: str, name: str, path: str) -> dict[str, str]:
+    """The disk device that mounts custom volume ``name`` of ``pool`` at ``path``: what
+    ``attach`` gives an instance and ``storage volume attach-profile`` a profile."""
+    return {"type": "disk", "pool": pool, "source": name, "path": path}
+
+
+def uses_volume(device: Mapping[str, str], pool: str, name: str) -> bool:
+    """Whether ``device`` is a disk of custom volume ``name`` of ``pool`` (``custom/<name>``
+    too; a root disk never is)."""
+    return (device.get("type") == "disk" and device.get("pool") == pool
+            and strip_type(device.get("source", "")) == name and device.get("path") != "/")
+
+
 def strip_type(name: str) -> str:
     """LXD accepts ``custom/<name>``; other volume types are not managed here."""
     kind, sep, rest = name.partition("/")
@@ -300,9 +313,7 @@ class VolumeStore:
     # -- users ----------------------------------------------------------------------------------
     @staticmethod
     def _uses(devices: Mapping[str, Mapping[str, str]], pool: str, name: str) -> bool:
-        return any(d.get("type") == "disk" and d.get("pool") == pool and
-                   strip_type(d.get("source", "")) == name and d.get("path") != "/"
-                   for d in devices.values())
+        return any(uses_volume(d, pool, name) for d in devices.values())
 
     def used_by(self, pool: str, name: str) -> builtins.list[str]:
         """LXD's ``used_by``: the instances and profiles whose devices name the volume."""
@@ -329,7 +340,7 @@ class VolumeStore:
         def change(rec: InstanceRecord) -> None:
             if dname in rec.devices:
                 raise AlreadyExists("device", dname)
-            rec.devices[dname] = {"type": "disk", "pool": pool, "source": name, "path": path}
+            rec.devices[dname] = disk_device(pool, name, path)
         self._modify(instance, change)  # read under the instance's lock
 
     def detach(self, pool: str, name: str, instance: str, device: str | None = None) -> None:

@@ -54,6 +54,8 @@ VERBS: dict[str, str] = {
     "storage volume delete": "delete a custom volume",
     "storage volume attach": "attach a custom volume to an instance as a disk",
     "storage volume detach": "detach a custom volume from an instance",
+    "storage volume attach-profile": "attach a custom volume to a profile as a disk",
+    "storage volume detach-profile": "detach a custom volume from a profile",
     "storage volume set": "set keys of a custom volume",
     "storage volume unset": "remove a key of a custom volume",
     "storage volume get": "print a key of a custom volume",
@@ -62,6 +64,9 @@ VERBS: dict[str, str] = {
     "storage show": "print a storage pool as YAML",
     "storage info": "show a storage pool's usage",
     "storage delete": "delete an unused storage pool",
+    "storage get": "print a key of a storage pool",
+    "storage set": "set keys of a storage pool (size grows a loop-file btrfs pool)",
+    "storage unset": "remove a key of a storage pool",
     "profile list": "list the profiles and how many instances use each",
     "profile show": "print a profile as YAML, with the instances using it",
     "profile edit": "edit a profile as YAML (stdin when not a terminal)",
@@ -89,6 +94,8 @@ VERBS: dict[str, str] = {
     "network rename": "rename a network no instance or profile uses",
     "network attach": "give an instance a NIC on a network",
     "network detach": "remove an instance's NIC on a network",
+    "network attach-profile": "give a profile a NIC on a network",
+    "network detach-profile": "remove a profile's NIC on a network",
     "remote show": "print a remote's settings as YAML",
     "remote list": "list the image servers",
     "remote remove": "remove an image server",
@@ -118,7 +125,14 @@ USAGE: dict[str, str] = {
     "profile device": "%(prog)s add|remove|list|show|set|unset|get <profile> [<device>] "
                       "[<type>|<key>] [<key>=<value>…]",
     "network set": "%(prog)s <network> <key> <value> | <network> <key>=<value>…",
+    "network attach-profile": "%(prog)s <network> <profile> [<device name>] "
+                              "[<interface name>]",
+    "network detach-profile": "%(prog)s <network> <profile> [<device name>]",
     "image alias": "%(prog)s create|delete|rename|list [<alias>] [<fingerprint>|<new name>]",
+    "storage volume attach-profile": "%(prog)s <pool> <volume> <profile> [<device name>] "
+                                     "<path>",
+    "storage volume detach-profile": "%(prog)s <pool> <volume> <profile> [<device name>]",
+    "storage set": "%(prog)s <pool> <key> <value> | <pool> <key>=<value>…",
     "storage volume set": "%(prog)s <pool> <volume> <key> <value> | <pool> <volume> "
                           "<key>=<value>…",
 }
@@ -225,17 +239,32 @@ EXAMPLES: dict[str, str] = {
     "network": """
   lxdlib network create br1 ipv4.address=10.10.0.1/24 ipv4.nat=true
   lxdlib network attach br1 c1 eth1
+  lxdlib network attach-profile br1 default eth1   # every instance of the profile
   lxdlib network list-leases br1
+""",
+    "network attach-profile": """
+  lxdlib network attach-profile br1 default          # device br1, nictype bridged
+  lxdlib network attach-profile br1 web eth1 eth1    # device eth1, interface eth1
 """,
     "storage": """
   lxdlib storage create fast btrfs size=10GiB
   lxdlib storage list
+  lxdlib storage set fast size 20GiB          # a loop-file btrfs pool grows
   lxdlib storage volume create fast data size=1GiB
   lxdlib storage volume attach fast data c1 /data
+""",
+    "storage set": """
+  lxdlib storage set default size 10GiB                    # grow the loop file and btrfs
+  lxdlib storage set default btrfs.mount_options=user_subvol_rm_allowed,compress=zstd
 """,
     "storage volume": """
   lxdlib storage volume create default data size=1GiB
   lxdlib storage volume attach default data c1 /data
+  lxdlib storage volume attach-profile default data web /data   # every instance of web
+""",
+    "storage volume attach-profile": """
+  lxdlib storage volume attach-profile default data web /data        # device data
+  lxdlib storage volume attach-profile default data web shared /srv  # device shared
 """,
     "remote": """
   lxdlib remote list

@@ -52,6 +52,10 @@ WRONG_STATE = {
 }
 
 _CREATES_INSTANCE = ("launch", "init", "copy")
+#: the verbs that add a device to a profile or take it away (``network``'s, ``storage
+#: volume``'s): LXD fetches the profile, then adds or removes the device
+_PROFILE_DEVICE_VERBS = ("attach-profile", "detach-profile", "volume attach-profile",
+                         "volume detach-profile")
 
 
 def worded(e: LxdlibError, text: str) -> LxdlibError:
@@ -125,7 +129,8 @@ def _not_found(e: NotFound, command: str, sub: str) -> str | None:
         return None
     if kind == "instance" and command == "delete":
         return f'Failed checking instance exists "local:{name}": {text}'
-    if kind == "profile" and command == "profile" and sub in ("show", "copy"):
+    if kind == "profile" and ((command == "profile" and sub in ("show", "copy"))
+                              or sub in _PROFILE_DEVICE_VERBS):
         return f"Fetch profile: {text}"
     if kind == "network" and command == "network" and sub == "delete":
         return f"Failed loading network: {text}"
@@ -153,6 +158,8 @@ def _exists(e: AlreadyExists, command: str, sub: str) -> str | None:
         return f'Alias "{name}" already exists'
     elif kind == "device" and sub == "device":
         return "The device already exists"
+    elif kind == "device" and sub in _PROFILE_DEVICE_VERBS:
+        return f"Device already exists: {name}"
     return None
 
 
@@ -166,4 +173,7 @@ def _invalid_config(e: InvalidConfig, command: str, sub: str) -> str | None:
         return f"Failed creating instance record: {reason}"
     if command == "profile" and sub in ("set", "unset", "edit"):
         return reason
+    if command == "storage" and sub in ("set", "unset", "edit") and \
+            getattr(e, "key", "") == "source":  # refused before the new config is checked
+        return "Pool source cannot be changed when not in pending state"
     return None

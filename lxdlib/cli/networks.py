@@ -1,5 +1,5 @@
 """``network``: managed bridges (create, list, show, info, set, unset, edit, delete, rename,
-list-leases)."""
+list-leases, attach/detach to an instance or a profile)."""
 
 from __future__ import annotations
 
@@ -122,6 +122,54 @@ def cmd_detach(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attach_profile(host: Host, a: argparse.Namespace) -> int:
+    """``network attach-profile <network> <profile> [<device>] [<interface>]``: a bridged nic
+    on the network in the profile, named after the network unless a name is given, as LXD
+    5.0's ``lxc`` writes it (``nictype: bridged``, ``parent``; ``name`` only when given)."""
+    from .profiles import add_device
+    host.networks.get(a.name)  # LXD: the network first ("Network not found")
+    device = {"type": "nic", "nictype": "bridged", "parent": a.name}
+    if a.ifname:
+        device["name"] = a.ifname
+    add_device(host, a.profile, a.device or a.name, device)
+    return 0
+
+
+def cmd_detach_profile(host: Host, a: argparse.Namespace) -> int:
+    """``network detach-profile <network> <profile> [<device>]``: the profile's nic on the
+    network goes; without a device name there must be exactly one (LXD's refusals)."""
+    from ..errors import NotFound
+    from .lxdwords import worded
+    from .profiles import remove_devices
+    host.networks.get(a.name)
+
+    def on_network(dev: dict[str, str]) -> bool:
+        return dev.get("type") == "nic" and a.name in (dev.get("network"), dev.get("parent"))
+
+    def pick(devs: dict[str, dict[str, str]]) -> list[str]:
+        if a.device is None:
+            found = [n for n, d in devs.items() if on_network(d)]
+            if not found:
+                raise worded(NotFound("device", a.name, f"no nic of profile {a.profile!r} is "
+                                      f"on network {a.name!r}"),
+                             "No device found for this network")
+            if len(found) > 1:
+                raise worded(InvalidArgument(
+                    f"profile {a.profile!r} has several nics on network {a.name!r} "
+                    f"({', '.join(sorted(found))}): name the device"),
+                    "More than one device matches, specify the device name")
+            return found
+        if a.device not in devs:
+            raise worded(NotFound("device", a.device), "The specified device doesn't exist")
+        if not on_network(devs[a.device]):
+            raise worded(InvalidArgument(f"device {a.device!r} of profile {a.profile!r} is not "
+                                         f"a nic on network {a.name!r}"),
+                         "The specified device doesn't match the network")
+        return [a.device]
+    remove_devices(host, a.profile, pick)
+    return 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("network", help="manage networks")
     s = p.add_subparsers(dest="network_cmd", metavar="<verb>", required=True)
@@ -167,3 +215,14 @@ def register(sub: Any) -> None:
     x.add_argument("instance")
     x.add_argument("device", nargs="?")
     x.set_defaults(func=cmd_detach)
+    x = s.add_parser("attach-profile")
+    x.add_argument("name")
+    x.add_argument("profile")
+    x.add_argument("device", nargs="?")
+    x.add_argument("ifname", nargs="?")
+    x.set_defaults(func=cmd_attach_profile)
+    x = s.add_parser("detach-profile")
+    x.add_argument("name")
+    x.add_argument("profile")
+    x.add_argument("device", nargs="?")
+    x.set_defaults(func=cmd_detach_profile)

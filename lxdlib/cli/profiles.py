@@ -11,6 +11,7 @@ from . import output
 from .common import devices_map, edit_text, load_mapping, parse_kv, str_map, text_field
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
     from typing import Any
 
     from ..host import Host
@@ -145,6 +146,37 @@ def cmd_assign(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+def add_device(host: Host, profile: str, name: str, device: Mapping[str, str]) -> None:
+    """Add ``device`` to ``profile`` as ``name`` (``AlreadyExists`` when the name is taken),
+    read and written under the profile's lock and re-applied to its users: ``profile device
+    add`` and the ``attach-profile`` verbs of ``network`` and ``storage volume``, one path."""
+    def change(p: ProfileRecord) -> None:
+        if name in p.devices:
+            raise AlreadyExists("device", name)
+        p.devices[name] = dict(device)
+    host.modify_profile(profile, change)
+
+
+def remove_devices(host: Host, profile: str,
+                   pick: Callable[[dict[str, dict[str, str]]], list[str]]) -> list[str]:
+    """Remove the devices ``pick`` names from ``profile``; ``pick`` chooses among the devices
+    as read under the profile's lock (so a choice by content, ``detach-profile``'s, sees what
+    is removed). A name that is not there is ``NotFound`` and nothing is removed. ``profile
+    device remove`` and the ``detach-profile`` verbs share it. The names removed."""
+    removed: list[str] = []
+
+    def change(p: ProfileRecord) -> None:
+        names = pick(p.devices)
+        for n in names:
+            if n not in p.devices:
+                raise NotFound("device", n)
+        for n in names:
+            del p.devices[n]
+        removed[:] = names
+    host.modify_profile(profile, change)
+    return removed
+
+
 def cmd_device(host: Host, a: argparse.Namespace) -> int:
     verb = {"rm": "remove", "ls": "list"}.get(a.verb, a.verb)
     if verb in ("list", "show", "get"):
@@ -173,19 +205,15 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
         if not kv:
             raise InvalidArgument("usage: profile device set <profile> <device> <key> <value>")
 
-    def change(p: ProfileRecord) -> None:
-        """Runs under the profile's lock on the profile read there."""
-        devs = p.devices
-        if verb == "add":
-            if name in devs:
-                raise AlreadyExists("device", name)
-            devs[name] = {"type": rest[0], **parse_kv(rest[1:], "device property")}
-        elif verb == "remove":
-            for n in [name, *rest]:
-                if n not in devs:
-                    raise NotFound("device", n)
-                del devs[n]
-        else:
+    if verb == "add":
+        add_device(host, a.profile, name,
+                   {"type": rest[0], **parse_kv(rest[1:], "device property")})
+    elif verb == "remove":
+        remove_devices(host, a.profile, lambda devs: [name, *rest])
+    else:
+        def change(p: ProfileRecord) -> None:
+            """Runs under the profile's lock on the profile read there."""
+            devs = p.devices
             if name not in devs:
                 raise NotFound("device", name)
             if verb == "set":
@@ -193,7 +221,7 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
             elif verb == "unset":
                 for k in rest:
                     devs[name].pop(k, None)
-    host.modify_profile(a.profile, change)
+        host.modify_profile(a.profile, change)
     if a.quiet:
         return 0
     if verb == "add":

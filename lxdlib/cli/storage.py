@@ -58,13 +58,38 @@ def cmd_show(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_edit(host: Host, a: argparse.Namespace) -> int:
     """``storage edit <pool>``: what ``storage show`` prints is accepted back (``name``,
-    ``driver``, ``used_by``… are ignored, as LXD ignores them); the description may change, the
-    config only stay the same (it says where the data is)."""
+    ``driver``, ``used_by``… are ignored, as LXD ignores them); the description changes, and
+    the config as ``storage set``/``unset`` change it (a key left out is unset)."""
     pool = host.pools[a.name]
     data = load_mapping(edit_text(output.dump_yaml({"config": pool.config,
                                                     "description": pool.description})))
     pool.update(config=str_map(data["config"], "config") if "config" in data else None,
                 description=text_field(data, "description"))
+    return 0
+
+
+def cmd_get(host: Host, a: argparse.Namespace) -> int:
+    """``storage get <pool> <key>``: the value, an empty line for a key that is not set."""
+    print(host.pools[a.name].config.get(a.key, ""))
+    return 0
+
+
+def cmd_set(host: Host, a: argparse.Namespace) -> int:
+    """``storage set <pool> <key> <value>`` or ``<key>=<value>…``: see ``Pool.configure``."""
+    from ..errors import InvalidArgument
+    if len(a.args) == 2 and "=" not in a.args[0]:
+        kv = {a.args[0]: a.args[1]}
+    else:
+        bad = [x for x in a.args if "=" not in x]
+        if bad:
+            raise InvalidArgument(f"Invalid key=value configuration: {bad[0]}")
+        kv = parse_kv(a.args, "pool config")
+    host.pools[a.name].configure(dict(kv))
+    return 0
+
+
+def cmd_unset(host: Host, a: argparse.Namespace) -> int:
+    host.pools[a.name].unset(a.key)
     return 0
 
 
@@ -216,6 +241,62 @@ def cmd_volume_detach(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_volume_attach_profile(host: Host, a: argparse.Namespace) -> int:
+    """``attach-profile <pool> <vol> <profile> [<device>] <path>``: a disk of the volume in
+    the profile (device named after the volume unless given), as ``lxc`` 5.0 writes it."""
+    from ..errors import InvalidArgument
+    from ..volumes import disk_device, strip_type
+    from .profiles import add_device
+    if len(a.rest) == 1:
+        device, path = None, a.rest[0]
+    elif len(a.rest) == 2:
+        device, path = a.rest
+    elif not a.rest:  # LXD takes it for a block volume; custom volumes here are filesystems
+        raise InvalidArgument(f"storage volume {a.volume!r} is a filesystem: give the path "
+                              "to mount it at")
+    else:
+        raise InvalidArgument("Invalid number of arguments")
+    volume = strip_type(a.volume)
+    _volumes(host).get(a.pool, volume)  # the pool and the volume must exist (LXD's order)
+    add_device(host, a.profile, device or volume, disk_device(a.pool, volume, path))
+    return 0
+
+
+def cmd_volume_detach_profile(host: Host, a: argparse.Namespace) -> int:
+    """``detach-profile <pool> <vol> <profile> [<device>]``: the profile's disk of the volume
+    goes; without a device name there must be exactly one (LXD's refusals)."""
+    from ..errors import InvalidArgument, NotFound
+    from ..volumes import strip_type, uses_volume
+    from .lxdwords import worded
+    from .profiles import remove_devices
+    volume = strip_type(a.volume)
+    _volumes(host).get(a.pool, volume)
+
+    def pick(devs: dict[str, dict[str, str]]) -> list[str]:
+        if a.device is None:
+            found = [n for n, d in devs.items() if uses_volume(d, a.pool, volume)]
+            if not found:
+                raise worded(NotFound("device", volume, f"no disk of profile {a.profile!r} "
+                                      f"is volume {volume!r} of pool {a.pool!r}"),
+                             "No device found for this storage volume")
+            if len(found) > 1:
+                raise worded(InvalidArgument(
+                    f"profile {a.profile!r} has several disks of volume {volume!r} "
+                    f"({', '.join(sorted(found))}): name the device"),
+                    "More than one device matches, specify the device name")
+            return found
+        if a.device not in devs:
+            raise worded(NotFound("device", a.device), "The specified device doesn't exist")
+        # LXD 5.0 removes whatever device is named; a device that is not a disk of this
+        # volume is refused here instead of going
+        if not uses_volume(devs[a.device], a.pool, volume):
+            raise InvalidArgument(f"device {a.device!r} of profile {a.profile!r} is not a "
+                                  f"disk of volume {volume!r} of pool {a.pool!r}")
+        return [a.device]
+    remove_devices(host, a.profile, pick)
+    return 0
+
+
 def cmd_volume_set(host: Host, a: argparse.Namespace) -> int:
     from ..errors import InvalidArgument
     if all("=" in x for x in a.args):
@@ -264,6 +345,10 @@ def _register_volume(s: Any) -> None:
     x.add_argument("rest", nargs="+", metavar="[<device>] <path>")
     x = verb("detach", cmd_volume_detach, "volume", "instance")
     x.add_argument("device", nargs="?")
+    x = verb("attach-profile", cmd_volume_attach_profile, "volume", "profile")
+    x.add_argument("rest", nargs="*", metavar="[<device>] <path>")
+    x = verb("detach-profile", cmd_volume_detach_profile, "volume", "profile")
+    x.add_argument("device", nargs="?")
     x = verb("set", cmd_volume_set, "volume")
     x.add_argument("args", nargs="+", metavar="<key> <value> | key=value")
     verb("unset", cmd_volume_unset, "volume", "key")
@@ -288,6 +373,19 @@ def register(sub: Any) -> None:
         x = s.add_parser(name, aliases=["rm"] if name == "delete" else [])
         x.add_argument("name")
         x.set_defaults(func=fn)
-    x = s.add_parser("edit", help="edit a storage pool's description (YAML on stdin or $EDITOR)")
+    x = s.add_parser("edit", help="edit a storage pool's config and description (YAML on "
+                                  "stdin or $EDITOR)")
     x.add_argument("name")
     x.set_defaults(func=cmd_edit)
+    x = s.add_parser("get")
+    x.add_argument("name")
+    x.add_argument("key")
+    x.set_defaults(func=cmd_get)
+    x = s.add_parser("set")
+    x.add_argument("name")
+    x.add_argument("args", nargs="+", metavar="<key> <value> | key=value")
+    x.set_defaults(func=cmd_set)
+    x = s.add_parser("unset")
+    x.add_argument("name")
+    x.add_argument("key")
+    x.set_defaults(func=cmd_unset)

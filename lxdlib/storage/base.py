@@ -30,7 +30,7 @@ import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..errors import TYPE_CHECKING, NotFound, StorageError
+from ..errors import TYPE_CHECKING, InvalidConfig, NotFound, StorageError
 from ..logs import get_logger
 from ..state import Paths
 from ..values import Value
@@ -75,6 +75,20 @@ def close_volume_dir(path: Path, owner: int) -> None:
         raise err from e
 
 
+def changed_keys(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """The keys whose value differs (set, changed or removed), sorted."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def refuse_changes(old: dict[str, str], new: dict[str, str], allowed: frozenset[str]) -> None:
+    """``InvalidConfig`` for the first key that changes and is not in ``allowed``: it says
+    where or how the pool's data is kept, which lxdlib cannot change under it."""
+    for key in changed_keys(old, new):
+        if key not in allowed:
+            raise InvalidConfig(key, "cannot be changed once the storage pool is made",
+                                new.get(key, ""))
+
+
 class PoolUsage(Value):
     """Space figures of a pool, in bytes (``None`` where the backend cannot say)."""
 
@@ -98,6 +112,11 @@ class PoolDriver(abc.ABC):
     supports_idmapped_mounts: ClassVar[bool] = True
     #: snapshots of a running instance need no freeze (btrfs, zfs); ``dir`` freezes and copies.
     snapshot_needs_freeze: ClassVar[bool] = False
+    #: the pool keys the driver knows (``validate_config`` refuses the others)
+    KEYS: ClassVar[frozenset[str]] = frozenset({"source"})
+    #: keys that take effect by being recorded (read at each operation): ``reconfigure``
+    #: changes them and refuses the others unless the driver applies them itself
+    RECORDED_KEYS: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, paths: Paths, name: str, config: dict[str, str]) -> None:
         self.paths = paths
@@ -117,6 +136,15 @@ class PoolDriver(abc.ABC):
 
         Raises ``InvalidConfig`` for unknown keys or bad values (keys of other drivers included).
         """
+
+    def reconfigure(self, new: dict[str, str], unset: frozenset[str]) -> None:
+        """Make the pool on the host what ``new`` (checked by ``validate_config``) says, from
+        what ``self.config`` says; ``unset``: the keys the caller removed. Every refusal comes
+        before any change; a failure half-way puts back what was changed where it can. Here:
+        the :data:`RECORDED_KEYS` change (nothing to do on the host), any other key is
+        refused. ``self.config`` is ``new`` afterwards."""
+        refuse_changes(self.config, new, self.RECORDED_KEYS)
+        self.config = dict(new)
 
     @abc.abstractmethod
     def create(self) -> None:

@@ -24,15 +24,17 @@ import btrfsutil
 
 from ..config.units import parse_size
 from ..errors import AlreadyExists, InvalidArgument, InvalidConfig, NotFound, StorageError
+from ..journal import crashpoint
 from ..logs import get_logger
 from ..patterns import Pattern
 from ..state import lock
-from .base import VOLUME_MODE, PoolUsage, close_volume_dir
+from .base import VOLUME_MODE, PoolUsage, changed_keys, close_volume_dir, refuse_changes
 from .dir import SNAPSHOTS, DirPool, check_keys
 from .loop import (
     attach_loop,
     create_sparse_file,
     detach_loops,
+    find_loops,
     fs_type,
     is_mounted,
     mount,
@@ -116,6 +118,92 @@ class BtrfsPool(DirPool):
             out["size"] = size or DEFAULT_SIZE
         out["btrfs.mount_options"] = options
         return out
+
+    def reconfigure(self, new: dict[str, str], unset: frozenset[str]) -> None:
+        """``size`` grows a loop-file pool (never shrinks it); ``btrfs.mount_options``
+        remounts a pool lxdlib mounts (recorded only for a directory of another btrfs, which
+        lxdlib does not mount, as ``create`` takes it). Under the pool's mount lock, both
+        checked before either is done; a grow that fails after a remount remounts back.
+
+        A kill half-way leaves the record as it was, with at most the mount's options or a
+        larger loop file already changed: each step is idempotent, so the same ``set`` again
+        finishes it, and the larger file only has room btrfs does not use until then."""
+        changed = set(changed_keys(self.config, new))
+        refuse_changes(self.config, new, frozenset({"size", "btrfs.mount_options"}))
+        if "size" in changed and "size" in unset:
+            raise InvalidConfig("size", "cannot be unset: the pool keeps the size of its loop "
+                                "file (give a larger size to grow it)")
+        kind = self.source_kind
+        grow_to = parse_size(new["size"]) if "size" in changed else None
+        remount = "btrfs.mount_options" in changed and kind != "dir"
+        with lock(self.paths, "storage-pool-mount", self.name):
+            if grow_to is not None:
+                # refused before anything changes: smaller than recorded, or than the file
+                # (a grow that was interrupted: its size, at least, finishes it)
+                have = max(parse_size(self.config["size"]), self._loop_file_size())
+                if grow_to < have:
+                    raise InvalidConfig("size", f"a btrfs pool cannot shrink (it has {have} "
+                                        "bytes)", new["size"])
+            if grow_to is not None or remount:
+                self.mount()
+            old_options = self._mount_options()
+            if remount:
+                options = type(self)(self.paths, self.name, new)._mount_options()
+                self._try_options(options)
+                self._remount(options)
+            try:
+                if grow_to is not None:
+                    self._grow(grow_to)
+            except BaseException:
+                if remount:
+                    try:
+                        self._remount(old_options)
+                    except Exception:
+                        log.warning("btrfs pool %s: cannot remount with its old options %s",
+                                    self.name, old_options, exc_info=True)
+                raise
+        self.config = dict(new)
+
+    def _loop_file_size(self) -> int:
+        try:
+            return os.stat(self.loop_file).st_size
+        except FileNotFoundError:
+            raise StorageError(f"storage pool {self.name!r}: loop file {self.loop_file} is "
+                               "missing") from None
+
+    def _try_options(self, options: str) -> None:
+        """Mount the pool's filesystem with ``options`` once more, in a mount namespace of its
+        own that goes with the ``mount`` process (a kill leaves no mount): a remount takes
+        options it then ignores (``subvol=``…), which would only fail at the next mount, after
+        a reboot, with the record already saying them."""
+        with storage_errors(f"storage pool {self.name!r} cannot be mounted with {options!r}"):
+            run(["unshare", "--mount", "--propagation", "private", "mount", "-t", "btrfs",
+                 "-o", options, self._device, os.fspath(self.paths.pools)])
+
+    def _remount(self, options: str) -> None:
+        """The pool's mount with ``options``. As LXD's remount, an option left out that
+        btrfs keeps on a live mount (``compress``) stays in effect until the next mount."""
+        with storage_errors(f"cannot remount storage pool {self.name!r}"):
+            run(["mount", "-o", f"remount,{options}", os.fspath(self.mountpoint)])
+        log.info("btrfs pool %s remounted with %s", self.name, options)
+
+    def _grow(self, size: int) -> None:
+        """The loop file to ``size`` bytes (sparse), its loop devices told, then btrfs to the
+        whole device. A failure before btrfs is resized takes the file back to its size."""
+        before = self._loop_file_size()
+        with storage_errors(f"cannot grow storage pool {self.name!r}"):
+            if size > before:
+                os.truncate(self.loop_file, size)
+            crashpoint("pool.file-grown")
+            try:
+                for dev in find_loops(self.loop_file):
+                    run(["losetup", "-c", dev])
+            except BaseException:
+                if size > before:
+                    os.truncate(self.loop_file, before)
+                raise
+            run(["btrfs", "filesystem", "resize", "max", os.fspath(self.mountpoint)])
+        log.info("btrfs pool %s grown to %d bytes", self.name, size)
 
     # -- where things are -----------------------------------------------------------------------
     @property

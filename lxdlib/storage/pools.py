@@ -20,6 +20,7 @@ from ..errors import (
     NotFound,
     StorageError,
 )
+from ..journal import crashpoint
 from ..logs import get_logger
 from ..state import Paths, lock, read_record, remove_stale_tmp, write_record
 from .base import PoolDriver
@@ -154,6 +155,60 @@ def set_pool_description(paths: Paths, name: str, description: str) -> None:
         record = _read_record(paths, name)
         record["description"] = description
         write_record(_record_path(paths, name), record)
+
+
+def update_pool_config(paths: Paths, name: str,
+                       changes: Mapping[str, str | None]) -> dict[str, str]:
+    """Set keys of a pool's config (``None``: unset) and make the pool what they say; the new
+    config. Under the pool's lock: the keys are checked as ``create`` checks them (unset ones
+    must be keys of the driver), then the driver changes what it can change on the host
+    (``reconfigure``: it refuses the rest before changing anything), and the record is
+    written last, so a failure or a kill leaves the record as it was (see the driver for
+    what its host side may keep). ``source`` never changes, as in LXD."""
+    with lock(paths, "storage-pool", name):
+        record = _read_record(paths, name)
+        cls = _driver_class(str(record.get("driver")))
+        old = {str(k): str(v) for k, v in (record.get("config") or {}).items()}
+        wanted = dict(old)
+        unset: set[str] = set()
+        for key, value in changes.items():
+            if not isinstance(key, str):
+                raise InvalidConfig(repr(key), "pool keys must be strings")
+            if value is None:
+                if key == "source":
+                    raise InvalidConfig("source", "cannot be unset once the storage pool is "
+                                        "made")
+                if key not in cls.KEYS:
+                    cls.validate_config({**old, key: ""})  # the driver's refusal of the key
+                    raise InvalidConfig(key, f"unknown key for the {cls.driver} driver")
+                wanted.pop(key, None)
+                unset.add(key)
+            else:
+                wanted[key] = ("true" if value else "false") if isinstance(value, bool) else \
+                    str(value) if isinstance(value, int) else value
+        if wanted.get("source", "") != old.get("source", ""):
+            raise InvalidConfig("source", "cannot be changed once the storage pool is made",
+                                wanted.get("source", ""))
+        new = cls.validate_config(wanted)
+        if new == old:
+            return old
+        pool = cls(paths, name, dict(old))
+        pool.reconfigure(new, frozenset(unset))
+        crashpoint("pool.reconfigured")  # the host changed, the record not yet
+        record["config"] = new
+        try:
+            write_record(_record_path(paths, name), record)
+        except BaseException:
+            # the mount's options back; a grown loop file stays (btrfs already uses it)
+            back = {**old, "size": new["size"]} if "size" in new else old
+            try:
+                cls(paths, name, dict(new)).reconfigure(back, frozenset())
+            except Exception:
+                log.warning("storage pool %s: cannot undo the change of its config on the "
+                            "host", name, exc_info=True)
+            raise
+    log.info("storage pool %s config changed to %s", name, new)
+    return new
 
 
 def load_pool(paths: Paths, name: str) -> PoolDriver:

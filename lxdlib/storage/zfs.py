@@ -206,6 +206,9 @@ class ZfsPool(PoolDriver):
     snapshot_needs_freeze = False
     KEYS = frozenset({"source", "size", "zfs.pool_name", "zfs.use_refquota",
                       "zfs.remove_snapshots"})
+    #: read at each quota, usage and restore: a change applies from the next one (as in LXD,
+    #: quotas already set stay as they are)
+    RECORDED_KEYS = frozenset({"zfs.use_refquota", "zfs.remove_snapshots"})
 
     # -- config ---------------------------------------------------------------------------------
     @classmethod

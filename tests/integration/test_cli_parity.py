@@ -101,9 +101,10 @@ def test_edits_take_their_own_show_and_refuse_empty_input(host: lxdlib.Host, net
     pool["description"] = "the pool"
     run(host, "storage", "edit", "default", input=yaml.safe_dump(pool))
     assert host.pools["default"].description == "the pool"
-    pool["config"] = {**pool["config"], "size": "9GiB"}
-    assert run(host, "storage", "edit", "default", input=yaml.safe_dump(pool),
-               check=False).returncode == 1  # a pool's config cannot change
+    pool["config"] = {**pool["config"], "source": "/srv/elsewhere"}
+    r = run(host, "storage", "edit", "default", input=yaml.safe_dump(pool), check=False)
+    assert (r.returncode, r.stderr) == (  # where a pool's data is kept cannot change
+        1, "Error: Pool source cannot be changed when not in pending state\n")
     netshow = yaml.safe_load(run(host, "network", "show", net).stdout)
     netshow["description"] = "bridge"
     run(host, "network", "edit", net, input=yaml.safe_dump(netshow))

@@ -187,3 +187,46 @@ def test_uuid_text_is_what_uuid_prints(raw: bytes) -> None:
 
     from lxdlib.storage.btrfs import uuid_text
     assert uuid_text(raw) == str(uuid.UUID(bytes=raw))
+
+
+def test_reconfigure_changes_only_what_the_driver_can(tmp_path: Path) -> None:
+    """What a pool's ``reconfigure`` refuses, before any host work (no pool is made here):
+    ``dir`` changes nothing, ``zfs`` the keys it reads at each operation, ``btrfs`` neither its
+    source nor a smaller or unset size."""
+    paths = Paths.at(tmp_path / "root")
+    d = DirPool(paths, "d", {"source": ""})
+    with pytest.raises(InvalidConfig) as e:
+        d.reconfigure({"source": "/elsewhere"}, frozenset())
+    assert e.value.key == "source" and d.config == {"source": ""}
+
+    zcfg = ZfsPool.validate_config({"size": "1GiB"})
+    z = ZfsPool(paths, "z", dict(zcfg))
+    z.reconfigure({**zcfg, "zfs.use_refquota": "true"}, frozenset())  # recorded only
+    assert z.config["zfs.use_refquota"] == "true"
+    for key, value in (("size", "2GiB"), ("zfs.pool_name", "other")):
+        with pytest.raises(InvalidConfig) as e:
+            z.reconfigure({**z.config, key: value}, frozenset())
+        assert e.value.key == key
+    assert z.config == {**zcfg, "zfs.use_refquota": "true"}
+
+    bcfg = BtrfsPool.validate_config({"size": "1GiB"})
+    b = BtrfsPool(paths, "b", dict(bcfg))
+    with pytest.raises(InvalidConfig) as e:
+        b.reconfigure({**bcfg, "source": "/dev/sdz"}, frozenset())
+    assert e.value.key == "source"
+    with pytest.raises(InvalidConfig, match="cannot be unset"):
+        b.reconfigure({**bcfg, "size": "5GiB"}, frozenset({"size"}))
+    assert b.config == bcfg
+
+
+def test_storage_set_words_a_source_change_as_lxc() -> None:
+    from argparse import Namespace
+
+    from lxdlib.cli.lxdwords import lxd_text
+    err = InvalidConfig("source", "cannot be changed once the storage pool is made", "/x")
+    for sub in ("set", "unset", "edit"):
+        assert lxd_text(err, Namespace(command="storage", storage_cmd=sub)) == \
+            "Pool source cannot be changed when not in pending state"
+    assert lxd_text(InvalidConfig("size", "x", "1"),
+                    Namespace(command="storage", storage_cmd="set")) == str(
+                        InvalidConfig("size", "x", "1"))
