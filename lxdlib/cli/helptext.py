@@ -57,6 +57,7 @@ VERBS: dict[str, str] = {
     "storage volume set": "set keys of a custom volume",
     "storage volume unset": "remove a key of a custom volume",
     "storage volume get": "print a key of a custom volume",
+    "storage volume rename": "rename a custom volume nothing uses",
     "storage create": "create a storage pool (btrfs, zfs or dir)",
     "storage list": "list the storage pools",
     "storage show": "print a storage pool as YAML",
@@ -121,6 +122,7 @@ USAGE: dict[str, str] = {
     "image alias": "%(prog)s create|delete|rename|list [<alias>] [<fingerprint>|<new name>]",
     "storage volume set": "%(prog)s <pool> <volume> <key> <value> | <pool> <volume> "
                           "<key>=<value>…",
+    "storage volume rename": "%(prog)s <pool> <old name> <new name>",
 }
 
 # "<command path>" -> examples shown at the end of its --help
@@ -236,6 +238,9 @@ EXAMPLES: dict[str, str] = {
     "storage volume": """
   lxdlib storage volume create default data size=1GiB
   lxdlib storage volume attach default data c1 /data
+""",
+    "storage volume rename": """
+  lxdlib storage volume rename default data archive
 """,
     "remote": """
   lxdlib remote list

@@ -238,6 +238,13 @@ def cmd_volume_get(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_volume_rename(host: Host, a: argparse.Namespace) -> int:
+    _volumes(host).rename(a.pool, a.volume, a.new)
+    if not host_quiet(a):
+        print(f'Renamed storage volume from "{a.volume}" to "{a.new}"')
+    return 0
+
+
 def _register_volume(s: Any) -> None:
     v = s.add_parser("volume", help="manage custom storage volumes")
     vs = v.add_subparsers(dest="volume_cmd", metavar="<verb>", required=True)
@@ -269,6 +276,7 @@ def _register_volume(s: Any) -> None:
     verb("unset", cmd_volume_unset, "volume", "key")
     verb("get", cmd_volume_get, "volume", "key")
     verb("edit", cmd_volume_edit, "volume")
+    verb("rename", cmd_volume_rename, "volume", "new")
 
 
 def register(sub: Any) -> None:

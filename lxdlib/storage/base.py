@@ -242,6 +242,11 @@ class PoolDriver(abc.ABC):
     def delete_custom_volume(self, name: str) -> None:
         ...
 
+    @abc.abstractmethod
+    def rename_custom_volume(self, old: str, new: str) -> None:
+        """Move ``custom/<old>`` to ``custom/<new>`` in one step (a rename, never a copy):
+        after a crash the volume is under one name or the other, whole."""
+
     @property
     def shown_source(self) -> str:
         """What LXD's ``storage list`` shows as SOURCE: where the pool's data is. An empty

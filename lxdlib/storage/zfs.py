@@ -855,3 +855,13 @@ class ZfsPool(PoolDriver):
 
     def delete_custom_volume(self, name: str) -> None:
         self._zfs_busy_retry("destroy", "-r", self._require("custom", name))
+
+    def rename_custom_volume(self, old: str, new: str) -> None:
+        src = self._require("custom", old)
+        dst = self.dataset("custom", new)
+        if self._exists(dst):
+            raise AlreadyExists("custom volume", new)
+        try:
+            self._rename(src, dst)
+        except AlreadyExists:
+            raise AlreadyExists("custom volume", new) from None
