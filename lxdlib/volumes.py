@@ -1,4 +1,4 @@
-"""Custom storage volumes: ``storage volume create|list|show|set|delete|rename|attach|detach``.
+"""Custom storage volumes: ``storage volume create|list|show|set|delete|rename|copy|attach|detach``.
 
 A pool driver makes the volume (a btrfs subvolume, a ZFS dataset, a directory); this module keeps
 LXD's view of it — config (``size``, ``user.*``), description, who uses it — in a record at
@@ -8,7 +8,8 @@ record is debris from a killed process, removed by the next ``create`` or ``list
 
 Instances use a volume through a disk device ``pool=<pool> source=<name> path=<path>``; a volume
 that any instance or profile names cannot be deleted or renamed. A rename moves the storage and
-the record under an intent (settled by the next look-up after a kill).
+the record under an intent (settled by the next look-up after a kill); a copy, like ``create``,
+writes its record last.
 
 Users hold ``Volume`` models: ``host.volumes["default/data"]`` (keys ``<pool>/<name>``, every
 pool) or ``host.pools["default"].volumes["data"]`` (one pool, keys are the names) — one
@@ -349,7 +350,7 @@ class VolumeStore:
         """The storage and the record of a rename, under its intent; undone on failure."""
         self._refuse_taken(pool, new)
         if drv.volume_exists("custom", new):
-            drv.delete_custom_volume(new)  # no record: debris of a killed create
+            drv.delete_custom_volume(new)  # no record: debris of a killed create or copy
         intent = self._dir(pool) / RENAME_INTENT
         write_record(intent, {"old": name, "new": new})
         crashpoint("volume.rename.intent")
@@ -402,6 +403,62 @@ class VolumeStore:
         log.info("storage volume rename %s -> %s in pool %s: undone after a crash", old, new,
                  pool)
         intent.unlink()
+
+    def copy(self, pool: str, name: str, target_pool: str, new: str) -> dict[str, Any]:
+        """``storage volume copy``: a new volume ``new`` in ``target_pool`` holding what
+        ``name`` holds, with its config and description (LXD's). Within a pool the pool's own
+        copy (btrfs snapshot, zfs send, reflinked ``cp``); across pools a file copy into a new
+        volume. The record is written last: a failure or a kill before it leaves no volume
+        (the storage made is removed at once, or by the next ``create`` or ``list``)."""
+        name, new = strip_type(name), strip_type(new)
+        validate_name(new)
+        src_drv, drv = self._pool(pool), self._pool(target_pool)
+        drv.volume_path("custom", new)  # the driver's own name rules
+        self._dir(target_pool).mkdir(parents=True, exist_ok=True)
+        with self._lock(target_pool, new):
+            self._refuse_taken(target_pool, new)
+            data = self._read(pool, name)
+            cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
+            if drv.volume_exists("custom", new):
+                drv.delete_custom_volume(new)  # debris of a create or copy that was killed
+            size = parse_size(cfg["size"]) if cfg.get("size") else None
+            if target_pool == pool:
+                drv.copy_custom_volume(name, new)
+            else:
+                self._copy_files(src_drv, name, drv, new, size, cfg)
+            try:
+                if target_pool == pool and size is not None:
+                    drv.set_quota("custom", new, size)  # a clone carries no limit
+                crashpoint("volume.copy.made")
+                write_record(self._record(target_pool, new), {
+                    "name": new, "type": "custom", "content_type": "filesystem",
+                    "description": str(data.get("description") or ""), "config": cfg,
+                    "created_at": dt.datetime.now(dt.UTC).isoformat()})
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    drv.delete_custom_volume(new)
+                raise
+        return self.get(target_pool, new)
+
+    @staticmethod
+    def _copy_files(src_drv: PoolDriver, name: str, drv: PoolDriver, new: str,
+                    size: int | None, cfg: dict[str, str]) -> None:
+        """Across pools: an empty volume (with the source's limit: a pool that cannot hold it
+        refuses before anything is copied) filled by a file copy. Files a pool without
+        idmapped mounts keeps shifted (``volatile.idmap.last``) are shifted back where the new
+        pool maps at mount time instead."""
+        from . import transfer  # here: only a copy across pools needs it
+        path = drv.create_custom_volume(new, size)
+        try:
+            transfer.fill(src_drv.volume_path("custom", name), path)
+            last = int(cfg.get(IDMAP_LAST, "0") or "0")
+            if drv.supports_idmapped_mounts and last:
+                idmap.shift_tree(path, -last)
+                cfg.pop(IDMAP_LAST, None)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                drv.delete_custom_volume(new)
+            raise
 
     def _refuse_users(self, pool: str, name: str) -> None:
         users = self.used_by(pool, name)
@@ -491,7 +548,7 @@ class VolumeStore:
             write_record(self._record(pool, name), data)
 
     def _cleanup(self, pool: str) -> None:
-        """Remove volumes a killed create or delete left without a record (after
+        """Remove volumes a killed create, copy or delete left without a record (after
         settling a killed rename, whose volume may have no record under its new name)."""
         self._settle(pool)
         directory = self._dir(pool)
@@ -611,6 +668,13 @@ class Volume(Model):
         """Rename the volume (refused while anything uses it); the model of the new name."""
         self._store.rename(self._pool, self._name, new)
         return Volume(self._store, self._pool, strip_type(new))
+
+    def copy(self, new: str, pool: str | None = None) -> Volume:
+        """A new volume ``new`` (in ``pool``, by default this one's) holding a copy of this
+        one's files, config and description."""
+        target = pool or self._pool
+        self._store.copy(self._pool, self._name, target, new)
+        return Volume(self._store, target, strip_type(new))
 
     def attach(self, instance: str, path: str, device: str | None = None) -> None:
         """Add a disk device for the volume to the instance (hot-plugged when running)."""

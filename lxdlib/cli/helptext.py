@@ -58,6 +58,7 @@ VERBS: dict[str, str] = {
     "storage volume unset": "remove a key of a custom volume",
     "storage volume get": "print a key of a custom volume",
     "storage volume rename": "rename a custom volume nothing uses",
+    "storage volume copy": "copy a custom volume, within a pool or to another",
     "storage create": "create a storage pool (btrfs, zfs or dir)",
     "storage list": "list the storage pools",
     "storage show": "print a storage pool as YAML",
@@ -123,6 +124,7 @@ USAGE: dict[str, str] = {
     "storage volume set": "%(prog)s <pool> <volume> <key> <value> | <pool> <volume> "
                           "<key>=<value>…",
     "storage volume rename": "%(prog)s <pool> <old name> <new name>",
+    "storage volume copy": "%(prog)s <pool>/<volume> <pool>/<volume> [--volume-only]",
 }
 
 # "<command path>" -> examples shown at the end of its --help
@@ -241,6 +243,10 @@ EXAMPLES: dict[str, str] = {
 """,
     "storage volume rename": """
   lxdlib storage volume rename default data archive
+""",
+    "storage volume copy": """
+  lxdlib storage volume copy default/data default/data-copy   # a clone within the pool
+  lxdlib storage volume copy default/data fast/data           # a file copy to another pool
 """,
     "remote": """
   lxdlib remote list

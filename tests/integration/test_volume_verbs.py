@@ -1,10 +1,11 @@
-"""``storage volume rename`` on a real btrfs loop pool and a dir pool: what LXD 5.0
+"""``storage volume rename|copy`` on a real btrfs loop pool and a dir pool: what LXD 5.0
 does (its refusals and messages), the data and config carried, and a ``kill -9`` at each step
-boundary of a rename leaving the old state or the new one, nothing half-made."""
+boundary of a rename or a copy leaving the old state or the new one, nothing half-made."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,7 +13,9 @@ import sys
 import pytest
 
 import lxdlib
-from lxdlib.errors import AlreadyExists, InUse, InvalidName, NotFound
+from lxdlib.errors import AlreadyExists, InUse, InvalidName, NotFound, StorageError
+from lxdlib.volumes import IDMAP_LAST
+from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons  # noqa: F401
 
 pytestmark = pytest.mark.root
 
@@ -106,6 +109,98 @@ def test_rename_refusals_change_nothing(vols: lxdlib.Host) -> None:
     assert s.names("default") == ["b", "c"]
 
 
+# -- copy ------------------------------------------------------------------------------------------
+def test_copy_within_btrfs_pool_is_independent_with_its_limit(vols: lxdlib.Host) -> None:
+    s = _store(vols)
+    s.create("default", "src", {"size": "16MiB", "user.k": "v"}, description="d")
+    _put(vols, "default/src", "one", owner=1000)
+    r = _cli(vols, "copy", "default/src", "default/dst")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Storage volume copied successfully!\n"
+    dst = vols.volumes["default/dst"]
+    assert dst.config == {"size": "16MiB", "user.k": "v"} and dst.description == "d"
+    assert (dst.path / "f").read_text() == "one" and (dst.path / "f").stat().st_uid == 1000
+    (dst.path / "f").write_text("two")
+    assert (s.path("default", "src") / "f").read_text() == "one"
+    # the copy's own limit: 24 MiB do not fit in 16
+    big = subprocess.run(["dd", "if=/dev/urandom", f"of={dst.path / 'big'}", "bs=1M",
+                          "count=24", "conv=fsync"], capture_output=True, text=True)
+    assert big.returncode != 0, "the copy has no quota"
+    assert vols.volumes["default/src"].copy("dst2").config == dst.config  # the model's verb
+
+
+@pytest.mark.parametrize(("src", "dst"), [("default", DIR_POOL), (DIR_POOL, "default")])
+def test_copy_across_pools(vols: lxdlib.Host, src: str, dst: str) -> None:
+    s = _store(vols)
+    s.create(src, "v", {"user.k": "v"}, description="d")
+    _put(vols, f"{src}/v", "hello", owner=1000)
+    (s.path(src, "v") / "sub").mkdir()
+    r = _cli(vols, "copy", f"{src}/v", f"{dst}/w", "--volume-only")
+    assert r.returncode == 0, r.stderr
+    w = vols.volumes[f"{dst}/w"]
+    assert w.config == {"user.k": "v"} and w.description == "d"
+    assert (w.path / "f").read_text() == "hello" and (w.path / "f").stat().st_uid == 1000
+    assert (w.path / "sub").is_dir()
+    assert os.stat(w.path).st_mode & 0o777 == os.stat(s.path(src, "v")).st_mode & 0o777
+    assert _on_disk(vols, dst) == ["w"]
+
+
+def test_copy_refusals_leave_nothing(vols: lxdlib.Host) -> None:
+    s = _store(vols)
+    s.create("default", "a", {"size": "16MiB"})
+    s.create("default", "b")
+    _put(vols, "default/b", "b")
+    with pytest.raises(AlreadyExists):
+        s.copy("default", "a", "default", "b")
+    r = _cli(vols, "copy", "default/a", "default/b")
+    assert r.stderr == "Error: Volume by that name already exists\n"  # LXD's words
+    assert (s.path("default", "b") / "f").read_text() == "b"
+    with pytest.raises(NotFound):
+        s.copy("default", "nope", "default", "c")
+    with pytest.raises(NotFound):
+        s.copy("default", "a", "nopool", "c")
+    with pytest.raises(InvalidName):
+        s.copy("default", "a", "default", "x/y")
+    with pytest.raises(StorageError, match="no quotas"):  # a dir pool cannot hold a size
+        s.copy("default", "a", DIR_POOL, "c")
+    r = _cli(vols, "copy", "default/a", "c")
+    assert r.returncode != 0
+    assert r.stderr.strip() == "Error: No storage pool for target volume specified"
+    assert s.names("default") == ["a", "b"] and _on_disk(vols, "default") == ["a", "b"]
+    assert s.names(DIR_POOL) == [] and _on_disk(vols, DIR_POOL) == []
+
+
+def test_rename_and_copy_on_zfs(vols: lxdlib.Host,
+                                zfs_daemon: ZfsDaemons) -> None:  # noqa: F811
+    """zfs: a dataset rename, a ``send | receive`` copy with its quota; files zfs-fuse keeps
+    shifted on disk stay so within the pool and are shifted back on the way to btrfs, which
+    maps at mount time."""
+    zpool = f"lxdz{secrets.token_hex(3)}"
+    vols.create_pool("zp", "zfs", {"size": "512MiB", "zfs.pool_name": zpool})
+    s = _store(vols)
+    try:
+        s.create("zp", "a", {"size": "32MiB"})
+        _put(vols, "zp/a", "z")
+        s.prepare_for("zp", "a", "nobody", 100000)  # as a start of an instance would
+        s.rename("zp", "a", "b")
+        assert _on_disk(vols, "zp") == ["b"] and (s.path("zp", "b") / "f").read_text() == "z"
+        s.copy("zp", "b", "zp", "c")
+        c = s.get("zp", "c")["config"]
+        assert c == {"size": "32MiB", IDMAP_LAST: "100000"}
+        assert (s.path("zp", "c") / "f").stat().st_uid == 100000
+        quota = subprocess.run(["zfs", "get", "-Hpo", "value", "quota", f"{zpool}/custom/c"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        assert quota == str(32 << 20)
+        s.copy("zp", "b", "default", "d")
+        assert s.get("default", "d")["config"] == {"size": "32MiB"}
+        f = s.path("default", "d") / "f"
+        assert f.read_text() == "z" and f.stat().st_uid == 0
+    finally:
+        for v in s.names("zp"):
+            s.delete("zp", v)
+        vols.delete_pool("zp")
+
+
 # -- kill -9 ---------------------------------------------------------------------------------------
 _STEP = """
 import sys, lxdlib
@@ -152,3 +247,16 @@ def _found(store, pool: str, name: str) -> bool:  # type: ignore[no-untyped-def]
     except NotFound:
         return False
     return True
+
+
+@pytest.mark.parametrize(("src", "dst"), [("default", "default"), ("default", DIR_POOL)])
+def test_crash_point_copy(vols: lxdlib.Host, src: str, dst: str) -> None:
+    s = _store(vols)
+    s.create(src, "a")
+    _put(vols, f"{src}/a", "data")
+    _die_at(vols, "volume.copy.made", f"h.volumes.store.copy({src!r}, 'a', {dst!r}, 'b')")
+    fresh = lxdlib.Host(vols.paths.root).volumes.store
+    assert "b" not in fresh.names(dst)  # the listing removes the copy's debris
+    assert "b" not in _on_disk(vols, dst)
+    fresh.copy(src, "a", dst, "b")  # and the name is free again
+    assert (fresh.path(dst, "b") / "f").read_text() == "data"
