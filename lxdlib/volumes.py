@@ -1,4 +1,5 @@
-"""Custom storage volumes: ``storage volume create|list|show|set|delete|rename|copy|attach|detach``.
+"""Custom storage volumes: ``storage volume create|list|show|info|set|delete|rename|copy|attach|
+detach``.
 
 A pool driver makes the volume (a btrfs subvolume, a ZFS dataset, a directory); this module keeps
 LXD's view of it — config (``size``, ``user.*``), description, who uses it — in a record at
@@ -212,6 +213,21 @@ class VolumeStore:
                 "description": str(data.get("description") or ""), "config": cfg,
                 "created_at": data.get("created_at"), "pool": pool, "location": "none",
                 "used_by": self.used_by(pool, name)}
+
+    def info(self, pool: str, name: str) -> dict[str, Any]:
+        """``storage volume info``: ``get`` with the space used (``usage``, bytes; ``None``
+        where the pool cannot tell, e.g. btrfs without quotas) and the ``size`` limit
+        (``total``, bytes, ``None`` without one). Custom volumes have no snapshots here."""
+        out = self.get(pool, name)
+        name = out["name"]
+        try:
+            out["usage"] = self._pool(pool).volume_usage("custom", name)
+        except NotFound:
+            out["usage"] = None
+        size = out["config"].get("size")
+        out["total"] = parse_size(size) if size else None
+        out["snapshots"] = []
+        return out
 
     def _config(self, pool: str, name: str) -> dict[str, str]:
         """The volume's config alone: ``get`` also finds ``used_by``, which reads every
@@ -675,6 +691,11 @@ class Volume(Model):
         target = pool or self._pool
         self._store.copy(self._pool, self._name, target, new)
         return Volume(self._store, target, strip_type(new))
+
+    def info(self) -> dict[str, Any]:
+        """``storage volume info``: ``record()`` with ``usage`` (bytes, ``None`` where the
+        pool cannot tell) and ``total`` (the ``size`` limit in bytes, or ``None``)."""
+        return self._store.info(self._pool, self._name)
 
     def attach(self, instance: str, path: str, device: str | None = None) -> None:
         """Add a disk device for the volume to the instance (hot-plugged when running)."""

@@ -267,6 +267,22 @@ def cmd_volume_copy(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_volume_info(host: Host, a: argparse.Namespace) -> int:
+    """LXD 5.0's lines: name, description when set, type, content type, usage when the pool
+    can tell, the size limit when set (``Snapshots:`` never: custom volumes have none here)."""
+    v = _volumes(host).info(a.pool, a.volume)
+    lines = [f"Name: {v['name']}"]
+    if v["description"]:
+        lines.append(f"Description: {v['description']}")
+    lines += [f"Type: {v['type']}", f"Content type: {v['content_type']}"]
+    if v["usage"] is not None:
+        lines.append(f"Usage: {output.size(v['usage'])}")
+    if v["total"] is not None:
+        lines.append(f"Total: {output.size(v['total'])}")
+    print("\n".join(lines))
+    return 0
+
+
 def _register_volume(s: Any) -> None:
     v = s.add_parser("volume", help="manage custom storage volumes")
     vs = v.add_subparsers(dest="volume_cmd", metavar="<verb>", required=True)
@@ -305,6 +321,7 @@ def _register_volume(s: Any) -> None:
     x.add_argument("--volume-only", action="store_true",
                    help="copy the volume without its snapshots (it has none here)")
     x.set_defaults(func=cmd_volume_copy)
+    verb("info", cmd_volume_info, "volume")
 
 
 def register(sub: Any) -> None:

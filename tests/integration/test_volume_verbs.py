@@ -1,4 +1,4 @@
-"""``storage volume rename|copy`` on a real btrfs loop pool and a dir pool: what LXD 5.0
+"""``storage volume rename|copy|info`` on a real btrfs loop pool and a dir pool: what LXD 5.0
 does (its refusals and messages), the data and config carried, and a ``kill -9`` at each step
 boundary of a rename or a copy leaving the old state or the new one, nothing half-made."""
 
@@ -199,6 +199,27 @@ def test_rename_and_copy_on_zfs(vols: lxdlib.Host,
         for v in s.names("zp"):
             s.delete("zp", v)
         vols.delete_pool("zp")
+
+
+# -- info ------------------------------------------------------------------------------------------
+def test_info_prints_lxds_lines(vols: lxdlib.Host) -> None:
+    s = _store(vols)
+    s.create("default", "v", {"size": "100MiB"}, description="hello")
+    r = _cli(vols, "info", "default", "v")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:4] == ["Name: v", "Description: hello", "Type: custom",
+                         "Content type: filesystem"]
+    assert lines[4].startswith("Usage: ") and lines[4].endswith("iB")  # btrfs qgroups are on
+    assert lines[5:] == ["Total: 100.00MiB"]
+    s.create(DIR_POOL, "w")
+    r = _cli(vols, "info", DIR_POOL, "w")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[:3] == ["Name: w", "Type: custom", "Content type: filesystem"]
+    assert "Total" not in r.stdout and "Description" not in r.stdout
+    assert vols.volumes[f"{DIR_POOL}/w"].info()["total"] is None
+    r = _cli(vols, "info", "default", "nope")
+    assert r.returncode != 0 and "not found" in r.stderr
 
 
 # -- kill -9 ---------------------------------------------------------------------------------------
