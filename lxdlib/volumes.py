@@ -154,10 +154,20 @@ class VolumeStore:
         try:
             data = read_record(self._record(pool, name))
         except FileNotFoundError:
-            if not self._put_back(pool, name):
+            self._put_back(pool, name)
+            try:
+                data = read_record(self._record(pool, name))
+            except FileNotFoundError:  # none, or withdrawn by a delete under way
                 raise NotFound("storage volume", name, f"in storage pool {pool!r}") from None
-            return self._read(pool, name)
         return data if isinstance(data, dict) else {}
+
+    def _reclaim(self, pool: str, name: str) -> None:
+        """Put back the record a killed delete or rename withdrew, by whoever now holds the
+        volume's ``WITHDRAW_LOCK`` (``put_back`` cannot: it probes that lock, and a delete
+        holding it would find the withdrawal under way and the volume gone)."""
+        if os.path.lexists(self._away(pool, name)) and \
+                not os.path.lexists(self._record(pool, name)):
+            os.rename(self._away(pool, name), self._record(pool, name))
 
     def _pool(self, pool: str) -> PoolDriver:
         return self.ctx.pool(pool)  # NotFound for an unknown pool
@@ -305,6 +315,7 @@ class VolumeStore:
         name = strip_type(name)
         with lock(self.paths, WITHDRAW_LOCK, f"{pool}.{name}"):
             with self._lock(pool, name):
+                self._reclaim(pool, name)
                 self._read(pool, name)
                 self._refuse_users(pool, name)
                 os.rename(self._record(pool, name), self._away(pool, name))
@@ -335,9 +346,9 @@ class VolumeStore:
         drv.volume_path("custom", new)  # the driver's own name rules
         with lock(self.paths, RENAME_LOCK, pool):
             self._settle(pool, held=True)
-            self._put_back(pool, name)  # a killed delete's withdrawal: not once the lock is ours
             with lock(self.paths, WITHDRAW_LOCK, f"{pool}.{name}"):
                 with self._lock(pool, name):
+                    self._reclaim(pool, name)
                     data = self._read(pool, name)
                     self._refuse_taken(pool, new)
                     self._refuse_users(pool, name)

@@ -281,3 +281,28 @@ def test_crash_point_copy(vols: lxdlib.Host, src: str, dst: str) -> None:
     assert "b" not in _on_disk(vols, dst)
     fresh.copy(src, "a", dst, "b")  # and the name is free again
     assert (fresh.path(dst, "b") / "f").read_text() == "data"
+
+
+def test_verbs_after_a_killed_delete(vols: lxdlib.Host) -> None:
+    """A delete killed after it withdrew the record: the next delete or rename of that volume
+    (run first, before any listing put the record back) finishes; a look-up while a live delete
+    holds the withdrawal finds no volume. (Each recursed without end before.)"""
+    from lxdlib.state import lock
+    from lxdlib.volumes import WITHDRAW_LOCK
+    s = _store(vols)
+    s.create("default", "a")
+    s.create("default", "b")
+    _die_at(vols, "volume.withdrawn", "h.volumes.store.delete('default', 'a')")
+    assert _hidden(vols, "default") == [".a.away"]
+    s.delete("default", "a")
+    _die_at(vols, "volume.withdrawn", "h.volumes.store.delete('default', 'b')")
+    s.rename("default", "b", "c")
+    assert s.names("default") == ["c"] and _on_disk(vols, "default") == ["c"]
+    assert _hidden(vols, "default") == []
+    record = vols.paths.volume_records / "default" / "c.yaml"
+    with lock(vols.paths, WITHDRAW_LOCK, "default.c"):  # as a delete under way holds it
+        os.rename(record, record.with_name(".c.away"))
+        with pytest.raises(NotFound):
+            s.get("default", "c")
+        os.rename(record.with_name(".c.away"), record)
+    assert s.get("default", "c")["name"] == "c"
