@@ -1,4 +1,5 @@
-"""Custom storage volumes: ``storage volume create|list|show|set|delete|attach|detach``.
+"""Custom storage volumes: ``storage volume create|list|show|info|set|delete|rename|copy|attach|
+detach``.
 
 A pool driver makes the volume (a btrfs subvolume, a ZFS dataset, a directory); this module keeps
 LXD's view of it — config (``size``, ``user.*``), description, who uses it — in a record at
@@ -7,7 +8,9 @@ the volume first and writes the record last, ``delete`` removes the record first
 record is debris from a killed process, removed by the next ``create`` or ``list`` of that pool.
 
 Instances use a volume through a disk device ``pool=<pool> source=<name> path=<path>``; a volume
-that any instance or profile names cannot be deleted.
+that any instance or profile names cannot be deleted or renamed. A rename moves the storage and
+the record under an intent (settled by the next look-up after a kill); a copy, like ``create``,
+writes its record last.
 
 Users hold ``Volume`` models: ``host.volumes["default/data"]`` (keys ``<pool>/<name>``, every
 pool) or ``host.pools["default"].volumes["data"]`` (one pool, keys are the names) — one
@@ -32,6 +35,7 @@ from .config.units import parse_size
 from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
+    Busy,
     CorruptRecord,
     InUse,
     InvalidArgument,
@@ -41,6 +45,7 @@ from .errors import (
     WrongState,
 )
 from .journal import crashpoint
+from .logs import get_logger
 from .model import Collection, Model
 from .patterns import Pattern
 from .state import lock, put_back, read_record, remove_stale_tmp, write_record
@@ -52,12 +57,19 @@ if TYPE_CHECKING:
     from .record import InstanceRecord
     from .storage.base import PoolDriver
 
+log = get_logger(__name__)
+
 _NAME = Pattern(r"[a-zA-Z0-9_][-a-zA-Z0-9_.:]{0,62}")
 _KEYS = ("size",)
 IDMAP_LAST = "volatile.idmap.last"
 #: The lock a volume's delete holds from the record's withdrawal to its end (the volume's own
 #: lock it cannot hold meanwhile: a start holds an instance's lock and then takes it).
 WITHDRAW_LOCK = "storage-volume-withdraw"
+#: The lock of a pool's volume renames, one at a time, held from the check to the end: a rename
+#: moves two names at once, and its intent (``RENAME_INTENT`` in the pool's record directory)
+#: is settled by whoever finds it while this lock is free (the rename was killed).
+RENAME_LOCK = "storage-volume-rename"
+RENAME_INTENT = ".rename.yaml"
 
 
 def validate_name(name: str) -> None:
@@ -147,6 +159,7 @@ class VolumeStore:
         return self._dir(pool) / f".{name}.away"
 
     def _put_back(self, pool: str, name: str) -> bool:
+        self._settle(pool)
         return put_back(self.paths, WITHDRAW_LOCK, f"{pool}.{name}", self._record(pool, name),
                         self._away(pool, name))
 
@@ -154,10 +167,20 @@ class VolumeStore:
         try:
             data = read_record(self._record(pool, name))
         except FileNotFoundError:
-            if not self._put_back(pool, name):
+            self._put_back(pool, name)
+            try:
+                data = read_record(self._record(pool, name))
+            except FileNotFoundError:  # none, or withdrawn by a delete under way
                 raise NotFound("storage volume", name, f"in storage pool {pool!r}") from None
-            return self._read(pool, name)
         return data if isinstance(data, dict) else {}
+
+    def _reclaim(self, pool: str, name: str) -> None:
+        """Put back the record a killed delete or rename withdrew, by whoever now holds the
+        volume's ``WITHDRAW_LOCK`` (``put_back`` cannot: it probes that lock, and a delete
+        holding it would find the withdrawal under way and the volume gone)."""
+        if os.path.lexists(self._away(pool, name)) and \
+                not os.path.lexists(self._record(pool, name)):
+            os.rename(self._away(pool, name), self._record(pool, name))
 
     def _pool(self, pool: str) -> PoolDriver:
         return self.ctx.pool(pool)  # NotFound for an unknown pool
@@ -213,6 +236,21 @@ class VolumeStore:
                 "description": str(data.get("description") or ""), "config": cfg,
                 "created_at": data.get("created_at"), "pool": pool, "location": "none",
                 "used_by": self.used_by(pool, name)}
+
+    def info(self, pool: str, name: str) -> dict[str, Any]:
+        """``storage volume info``: ``get`` with the space used (``usage``, bytes; ``None``
+        where the pool cannot tell, e.g. btrfs without quotas) and the ``size`` limit
+        (``total``, bytes, ``None`` without one). Custom volumes have no snapshots here."""
+        out = self.get(pool, name)
+        name = out["name"]
+        try:
+            out["usage"] = self._pool(pool).volume_usage("custom", name)
+        except NotFound:
+            out["usage"] = None
+        size = out["config"].get("size")
+        out["total"] = parse_size(size) if size else None
+        out["snapshots"] = []
+        return out
 
     def _config(self, pool: str, name: str) -> dict[str, str]:
         """The volume's config alone: ``get`` also finds ``used_by``, which reads every
@@ -290,6 +328,7 @@ class VolumeStore:
         name = strip_type(name)
         with lock(self.paths, WITHDRAW_LOCK, f"{pool}.{name}"):
             with self._lock(pool, name):
+                self._reclaim(pool, name)
                 self._read(pool, name)
                 self._refuse_users(pool, name)
                 os.rename(self._record(pool, name), self._away(pool, name))
@@ -304,6 +343,162 @@ class VolumeStore:
             with self._lock(pool, name):
                 os.unlink(self._away(pool, name))  # commit point
                 self._pool(pool).delete_custom_volume(name)
+
+    def rename(self, pool: str, name: str, new: str) -> None:
+        """``storage volume rename``: the volume's data and record under a new name.
+
+        Refused while any instance or profile uses the volume (LXD 5.0 instead rewrites the
+        devices of stopped users). The users are checked as ``delete`` checks them: the record
+        withdrawn, the instance changes under way waited for, the users read again. Then, under
+        an intent (``RENAME_INTENT``: old and new name), the storage is renamed and the new
+        record written (the commit point). A process killed before the commit leaves the
+        volume under its old name, after it under the new: the next look-up settles it."""
+        name, new = strip_type(name), strip_type(new)
+        validate_name(new)
+        drv = self._pool(pool)
+        drv.volume_path("custom", new)  # the driver's own name rules
+        with lock(self.paths, RENAME_LOCK, pool):
+            self._settle(pool, held=True)
+            with lock(self.paths, WITHDRAW_LOCK, f"{pool}.{name}"):
+                with self._lock(pool, name):
+                    self._reclaim(pool, name)
+                    data = self._read(pool, name)
+                    self._refuse_taken(pool, new)
+                    self._refuse_users(pool, name)
+                    os.rename(self._record(pool, name), self._away(pool, name))
+                try:
+                    crashpoint("volume.rename.withdrawn")
+                    self.ctx.quiesce_instances()
+                    self._refuse_users(pool, name)
+                    with self._lock(pool, name), self._lock(pool, new):
+                        self._move(drv, pool, name, new, data)
+                except BaseException:
+                    with self._lock(pool, name):
+                        os.rename(self._away(pool, name), self._record(pool, name))
+                    raise
+                crashpoint("volume.rename.recorded")
+                self._finish_rename(pool, name)
+
+    def _refuse_taken(self, pool: str, name: str) -> None:
+        """LXD's refusal of a target name in use (a record, or one a delete withdrew)."""
+        self._put_back(pool, name)
+        if self._record(pool, name).exists() or os.path.lexists(self._away(pool, name)):
+            raise AlreadyExists("storage volume", name)
+
+    def _move(self, drv: PoolDriver, pool: str, name: str, new: str,
+              data: dict[str, Any]) -> None:
+        """The storage and the record of a rename, under its intent; undone on failure."""
+        self._refuse_taken(pool, new)
+        if drv.volume_exists("custom", new):
+            drv.delete_custom_volume(new)  # no record: debris of a killed create or copy
+        intent = self._dir(pool) / RENAME_INTENT
+        write_record(intent, {"old": name, "new": new})
+        crashpoint("volume.rename.intent")
+        try:
+            drv.rename_custom_volume(name, new)
+        except BaseException:
+            intent.unlink()
+            raise
+        try:
+            crashpoint("volume.rename.moved")
+            write_record(self._record(pool, new), {**data, "name": new})  # commit point
+        except BaseException:
+            drv.rename_custom_volume(new, name)  # if this fails, the intent stays: settled later
+            intent.unlink()
+            raise
+
+    def _finish_rename(self, pool: str, old: str) -> None:
+        """After the commit: the old record and the intent go."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._away(pool, old))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._dir(pool) / RENAME_INTENT)
+
+    def _settle(self, pool: str, held: bool = False) -> None:
+        """Finish or undo the rename a killed process left in ``pool``: finished when the new
+        record was written, else the storage goes back to the old name (whose withdrawn record
+        the caller's ``put_back`` restores). A probe: a live rename holds ``RENAME_LOCK``."""
+        intent = self._dir(pool) / RENAME_INTENT
+        if not os.path.lexists(intent):
+            return
+        if not held:
+            with contextlib.suppress(Busy), lock(self.paths, RENAME_LOCK, pool, timeout=0):
+                self._settle(pool, held=True)
+            return
+        try:
+            op = read_record(intent)
+            old, new = str(op["old"]), str(op["new"])
+        except (FileNotFoundError, CorruptRecord, KeyError, TypeError):
+            with contextlib.suppress(FileNotFoundError):
+                intent.unlink()
+            return
+        if self._record(pool, new).exists():
+            log.info("storage volume rename %s -> %s in pool %s: finished after a crash",
+                     old, new, pool)
+            self._finish_rename(pool, old)
+            return
+        drv = self._pool(pool)
+        if drv.volume_exists("custom", new) and not drv.volume_exists("custom", old):
+            drv.rename_custom_volume(new, old)
+        log.info("storage volume rename %s -> %s in pool %s: undone after a crash", old, new,
+                 pool)
+        intent.unlink()
+
+    def copy(self, pool: str, name: str, target_pool: str, new: str) -> dict[str, Any]:
+        """``storage volume copy``: a new volume ``new`` in ``target_pool`` holding what
+        ``name`` holds, with its config and description (LXD's). Within a pool the pool's own
+        copy (btrfs snapshot, zfs send, reflinked ``cp``); across pools a file copy into a new
+        volume. The record is written last: a failure or a kill before it leaves no volume
+        (the storage made is removed at once, or by the next ``create`` or ``list``)."""
+        name, new = strip_type(name), strip_type(new)
+        validate_name(new)
+        src_drv, drv = self._pool(pool), self._pool(target_pool)
+        drv.volume_path("custom", new)  # the driver's own name rules
+        self._dir(target_pool).mkdir(parents=True, exist_ok=True)
+        with self._lock(target_pool, new):
+            self._refuse_taken(target_pool, new)
+            data = self._read(pool, name)
+            cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
+            if drv.volume_exists("custom", new):
+                drv.delete_custom_volume(new)  # debris of a create or copy that was killed
+            size = parse_size(cfg["size"]) if cfg.get("size") else None
+            if target_pool == pool:
+                drv.copy_custom_volume(name, new)
+            else:
+                self._copy_files(src_drv, name, drv, new, size, cfg)
+            try:
+                if target_pool == pool and size is not None:
+                    drv.set_quota("custom", new, size)  # a clone carries no limit
+                crashpoint("volume.copy.made")
+                write_record(self._record(target_pool, new), {
+                    "name": new, "type": "custom", "content_type": "filesystem",
+                    "description": str(data.get("description") or ""), "config": cfg,
+                    "created_at": dt.datetime.now(dt.UTC).isoformat()})
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    drv.delete_custom_volume(new)
+                raise
+        return self.get(target_pool, new)
+
+    @staticmethod
+    def _copy_files(src_drv: PoolDriver, name: str, drv: PoolDriver, new: str,
+                    size: int | None, cfg: dict[str, str]) -> None:
+        """Across pools: an empty volume (with the source's limit: a pool that cannot hold it
+        refuses before anything is copied) filled by a file copy. Files a pool without
+        idmapped mounts keeps shifted (``volatile.idmap.last``) are shifted back where the new
+        pool maps at mount time instead."""
+        from . import transfer  # here: only a copy across pools needs it
+        path = drv.create_custom_volume(new, size)
+        try:
+            transfer.fill(src_drv.volume_path("custom", name), path)
+            last = int(cfg.get(IDMAP_LAST, "0") or "0")
+            if drv.supports_idmapped_mounts and last:
+                idmap.shift_tree(path, -last)
+                cfg.pop(IDMAP_LAST, None)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                drv.delete_custom_volume(new)
+            raise
 
     def _refuse_users(self, pool: str, name: str) -> None:
         users = self.used_by(pool, name)
@@ -391,7 +586,9 @@ class VolumeStore:
             write_record(self._record(pool, name), data)
 
     def _cleanup(self, pool: str) -> None:
-        """Remove volumes a killed create or delete left without a record."""
+        """Remove volumes a killed create, copy or delete left without a record (after
+        settling a killed rename, whose volume may have no record under its new name)."""
+        self._settle(pool)
         directory = self._dir(pool)
         if directory.is_dir():
             remove_stale_tmp(directory)
@@ -504,6 +701,23 @@ class Volume(Model):
     def delete(self) -> None:
         """Remove the volume and its data; refused while an instance or profile uses it."""
         self._store.delete(self._pool, self._name)
+
+    def rename(self, new: str) -> Volume:
+        """Rename the volume (refused while anything uses it); the model of the new name."""
+        self._store.rename(self._pool, self._name, new)
+        return Volume(self._store, self._pool, strip_type(new))
+
+    def copy(self, new: str, pool: str | None = None) -> Volume:
+        """A new volume ``new`` (in ``pool``, by default this one's) holding a copy of this
+        one's files, config and description."""
+        target = pool or self._pool
+        self._store.copy(self._pool, self._name, target, new)
+        return Volume(self._store, target, strip_type(new))
+
+    def info(self) -> dict[str, Any]:
+        """``storage volume info``: ``record()`` with ``usage`` (bytes, ``None`` where the
+        pool cannot tell) and ``total`` (the ``size`` limit in bytes, or ``None``)."""
+        return self._store.info(self._pool, self._name)
 
     def attach(self, instance: str, path: str, device: str | None = None) -> None:
         """Add a disk device for the volume to the instance (hot-plugged when running)."""

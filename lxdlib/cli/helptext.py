@@ -59,6 +59,9 @@ VERBS: dict[str, str] = {
     "storage volume set": "set keys of a custom volume",
     "storage volume unset": "remove a key of a custom volume",
     "storage volume get": "print a key of a custom volume",
+    "storage volume rename": "rename a custom volume nothing uses",
+    "storage volume copy": "copy a custom volume, within a pool or to another",
+    "storage volume info": "show a custom volume's type, usage and size limit",
     "storage create": "create a storage pool (btrfs, zfs or dir)",
     "storage list": "list the storage pools",
     "storage show": "print a storage pool as YAML",
@@ -135,6 +138,9 @@ USAGE: dict[str, str] = {
     "storage set": "%(prog)s <pool> <key> <value> | <pool> <key>=<value>…",
     "storage volume set": "%(prog)s <pool> <volume> <key> <value> | <pool> <volume> "
                           "<key>=<value>…",
+    "storage volume rename": "%(prog)s <pool> <old name> <new name>",
+    "storage volume copy": "%(prog)s <pool>/<volume> <pool>/<volume> [--volume-only]",
+    "storage volume info": "%(prog)s <pool> <volume>",
 }
 
 # "<command path>" -> examples shown at the end of its --help
@@ -265,6 +271,16 @@ EXAMPLES: dict[str, str] = {
     "storage volume attach-profile": """
   lxdlib storage volume attach-profile default data web /data        # device data
   lxdlib storage volume attach-profile default data web shared /srv  # device shared
+""",
+    "storage volume rename": """
+  lxdlib storage volume rename default data archive
+""",
+    "storage volume copy": """
+  lxdlib storage volume copy default/data default/data-copy   # a clone within the pool
+  lxdlib storage volume copy default/data fast/data           # a file copy to another pool
+""",
+    "storage volume info": """
+  lxdlib storage volume info default data
 """,
     "remote": """
   lxdlib remote list

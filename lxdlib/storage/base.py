@@ -270,6 +270,17 @@ class PoolDriver(abc.ABC):
     def delete_custom_volume(self, name: str) -> None:
         ...
 
+    @abc.abstractmethod
+    def rename_custom_volume(self, old: str, new: str) -> None:
+        """Move ``custom/<old>`` to ``custom/<new>`` in one step (a rename, never a copy):
+        after a crash the volume is under one name or the other, whole."""
+
+    @abc.abstractmethod
+    def copy_custom_volume(self, src: str, dst: str) -> Path:
+        """Make ``custom/<dst>`` as a writable copy of ``src``, appearing whole or not at all
+        (the cheapest the pool can: a btrfs snapshot, a zfs send, a reflinked copy). The
+        copy carries no quota: the caller sets the one its record names."""
+
     @property
     def shown_source(self) -> str:
         """What LXD's ``storage list`` shows as SOURCE: where the pool's data is. An empty

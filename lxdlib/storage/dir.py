@@ -522,3 +522,24 @@ class DirPool(PoolDriver):
 
     def delete_custom_volume(self, name: str) -> None:
         self._retire(self._require("custom", name))
+
+    def rename_custom_volume(self, old: str, new: str) -> None:
+        src = self._require("custom", old)
+        dst = self.volume_path("custom", new)
+        with storage_errors(f"cannot rename custom volume {old!r} to {new!r}"):
+            try:
+                rename_noreplace(src, dst)
+            except FileExistsError:
+                raise AlreadyExists("custom volume", new) from None
+        log.debug("%s pool %s: renamed custom volume %s to %s", self.driver, self.name, old, new)
+
+    def copy_custom_volume(self, src: str, dst: str) -> Path:
+        source = self._require("custom", src)
+
+        def make(tmp: Path) -> None:
+            with storage_errors(f"cannot copy custom volume {src!r} to {dst!r}"):
+                self._clone(source, tmp, read_only=False)
+            os.chmod(tmp, CUSTOM_VOLUME_MODE)
+
+        return self._build(self.volume_path("custom", dst), make, "custom volume", dst,
+                           detail=f"as a copy of {src}")

@@ -696,10 +696,19 @@ class ZfsPool(PoolDriver):
 
     def copy_instance_volume(self, src: str, dst: str, snapshot: str | None = None) -> Path:
         """A full ``send | receive`` copy (not a clone), so neither side depends on the other."""
-        source = self._require("containers", src)
-        final = self.dataset("containers", dst)
+        self._send_copy("containers", src, dst, snapshot)
+        path = self.volume_path("containers", dst)
+        close_volume_dir(path, os.lstat(path).st_uid)  # the copy's owner is set at its commit
+        return path
+
+    def _send_copy(self, kind: str, src: str, dst: str, snapshot: str | None = None) -> None:
+        """``<kind>/<dst>`` received from ``src`` (or its snapshot) under a temporary name,
+        renamed into place whole."""
+        label = "instance volume" if kind == "containers" else "custom volume"
+        source = self._require(kind, src)
+        final = self.dataset(kind, dst)
         if self._exists(final):
-            raise AlreadyExists("instance volume", dst)
+            raise AlreadyExists(label, dst)
         made_snap = None
         if snapshot is None:
             made_snap = f"{source}@{temp_name(TMP, 'copy')[1:]}"
@@ -707,14 +716,14 @@ class ZfsPool(PoolDriver):
             snap = made_snap
         else:
             snap = self._require(SNAPSHOTS, f"{src}/{snapshot}")
-        tmp = f"{self.root}/containers/{temp_name(TMP, dst)}"
+        tmp = f"{self.root}/{kind}/{temp_name(TMP, dst)}"
         try:
             self._send_receive(snap, tmp)
             self._zfs_busy_retry("destroy", f"{tmp}@{snap.split('@', 1)[1]}")
             try:
                 self._rename(tmp, final)
             except AlreadyExists:
-                raise AlreadyExists("instance volume", dst) from None
+                raise AlreadyExists(label, dst) from None
         except BaseException:
             self._discard(tmp)
             raise
@@ -725,9 +734,6 @@ class ZfsPool(PoolDriver):
                 except StorageError as e:
                     log.warning("zfs pool %s: cannot destroy the temporary snapshot %s (left "
                                 "to the next clean-up): %s", self.name, made_snap, e)
-        path = self.volume_path("containers", dst)
-        close_volume_dir(path, os.lstat(path).st_uid)  # the copy's owner is set at its commit
-        return path
 
     @staticmethod
     def _send_receive(snap: str, target: str) -> None:
@@ -858,3 +864,18 @@ class ZfsPool(PoolDriver):
 
     def delete_custom_volume(self, name: str) -> None:
         self._zfs_busy_retry("destroy", "-r", self._require("custom", name))
+
+    def rename_custom_volume(self, old: str, new: str) -> None:
+        src = self._require("custom", old)
+        dst = self.dataset("custom", new)
+        if self._exists(dst):
+            raise AlreadyExists("custom volume", new)
+        try:
+            self._rename(src, dst)
+        except AlreadyExists:
+            raise AlreadyExists("custom volume", new) from None
+
+    def copy_custom_volume(self, src: str, dst: str) -> Path:
+        """A full ``send | receive`` copy, as an instance's: the copy outlives its source."""
+        self._send_copy("custom", src, dst)
+        return self.volume_path("custom", dst)
