@@ -53,11 +53,17 @@ class LxdlibError(Exception):
 
 
 class NotFound(LxdlibError, LookupError):
-    """The named object does not exist."""
+    """The named object does not exist.
 
-    def __init__(self, kind: str, name: str, detail: str = "") -> None:
+    ``repair``: ``detail`` says how to get out of a state LXD cannot reach (an instance that
+    names a deleted profile), which the command then prints as it is, not LXD's sentence."""
+
+    repair: bool = False  # a class default: ``lxdlib.wire`` rebuilds errors without __init__
+
+    def __init__(self, kind: str, name: str, detail: str = "", *, repair: bool = False) -> None:
         self.kind = kind
         self.name = name
+        self.repair = repair
         msg = f"{kind} {name!r} not found"
         super().__init__(f"{msg}: {detail}" if detail else msg)
 

@@ -254,9 +254,9 @@ class InstanceCore:
         except NotFound as e:
             if e.kind != "profile" or e.name not in rec.profiles:
                 raise
-            raise NotFound("profile", e.name,
-                           f"instance {self.name!r} names it; remove it from the instance "
-                           f"(profile remove {self.name} {e.name}) or create it again") from None
+            how = (f"instance {self.name!r} names it; remove it from the instance "
+                   f"(profile remove {self.name} {e.name}) or create it again")
+            raise NotFound("profile", e.name, how, repair=True) from None
 
     def _expanded_present(self, rec: InstanceRecord
                           ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:

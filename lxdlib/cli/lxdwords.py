@@ -95,7 +95,7 @@ def lxd_text(e: LxdlibError, args: object, name: str | None = None) -> str:
         if who:
             return f"{e}\nTry `lxdlib info --show-log {who}` for more info"
     if isinstance(e, NotFound):
-        return _not_found(e, command, sub) or str(e)
+        return str(e) if e.repair else _not_found(e, command, sub) or str(e)
     if isinstance(e, WrongState):
         return WRONG_STATE.get((command, getattr(e, "state", "")), str(e))
     if isinstance(e, AlreadyExists):
