@@ -1,7 +1,8 @@
 """The `lxdlib` command's network, image, profile and config groups printing what LXD 5.0.2's
 `lxc` prints (issue 13), word for word, as compared side by side with a real LXD 5.0.2:
 `network show`'s fields and users, `network info`'s text, `network list-leases`' gateway rows
-and lease types, `get` of a key that is not set."""
+and lease types, `get` of a key that is not set; `image show` (ImagePut alone) and its edit
+round trip, `image get-property` of a property that is not set."""
 
 from __future__ import annotations
 
@@ -87,3 +88,23 @@ def test_network_show_info_leases_and_get_as_lxc(host: lxdlib.Host, net: str) ->
     r = run(host, "network", "get", net, "ipv4.dhcp")
     assert r.stdout == ""
     assert run(host, "network", "get", net, "ipv4.nat").stdout == "false\n"
+
+
+def test_image_show_is_its_imageput_and_edits_back(host: lxdlib.Host) -> None:
+    props = host.images["busybox"].properties
+    shown = run(host, "image", "show", "busybox").stdout
+    assert shown == ("auto_update: false\nproperties:\n"
+                     + "".join(f"  {k}: {v}\n" for k, v in sorted(props.items()))
+                     + "public: false\nexpires_at: 1970-01-01T00:00:00Z\nprofiles:\n- default\n")
+    run(host, "image", "edit", "busybox", input=shown)  # as shown: nothing changes
+    assert host.images["busybox"].record().expires_at is None
+    run(host, "image", "edit", "busybox",
+        input=shown.replace("1970-01-01T00:00:00Z", "2030-01-02T03:04:05Z"))
+    assert "expires_at: 2030-01-02T03:04:05Z\n" in run(host, "image", "show", "busybox").stdout
+    assert "    Expires: 2030/01/02 03:04 UTC\n" in run(host, "image", "info", "busybox").stdout
+    run(host, "image", "edit", "busybox", input=shown)  # the epoch: never again
+    assert "    Expires: never\n" in run(host, "image", "info", "busybox").stdout
+
+    r = run(host, "image", "get-property", "busybox", "nope", check=False)
+    assert (r.returncode, r.stdout, r.stderr) == (1, "", "Error: Property not found\n")
+    assert run(host, "image", "get-property", "busybox", "os").stdout == f"{props['os']}\n"
