@@ -2,7 +2,8 @@
 `lxc` prints (issue 13), word for word, as compared side by side with a real LXD 5.0.2:
 `network show`'s fields and users, `network info`'s text, `network list-leases`' gateway rows
 and lease types, `get` of a key that is not set; `image show` (ImagePut alone) and its edit
-round trip, `image get-property` of a property that is not set."""
+round trip, `image get-property` of a property that is not set; `config metadata show` in
+api.ImageMetadata's shape, edited back unchanged."""
 
 from __future__ import annotations
 
@@ -108,3 +109,19 @@ def test_image_show_is_its_imageput_and_edits_back(host: lxdlib.Host) -> None:
     r = run(host, "image", "get-property", "busybox", "nope", check=False)
     assert (r.returncode, r.stdout, r.stderr) == (1, "", "Error: Property not found\n")
     assert run(host, "image", "get-property", "busybox", "os").stdout == f"{props['os']}\n"
+
+
+def test_config_metadata_show_has_imagemetadatas_fields(host: lxdlib.Host) -> None:
+    c = name("md")
+    run(host, "init", "busybox", c)
+    shown = run(host, "config", "metadata", "show", c).stdout
+    lines = shown.split("\n")
+    assert [x.split(":")[0] for x in lines if x and not x.startswith(" ")] == \
+        ["architecture", "creation_date", "expiry_date", "properties", "templates"]
+    assert "expiry_date: 0" in lines
+    i = lines.index("  /etc/hostname:")
+    assert lines[i + 1:i + 10] == ["    when:", "    - create", "    - copy", "    - rename",
+                                   "    create_only: false", "    template: hostname.tpl",
+                                   "    properties: {}", ""]
+    run(host, "config", "metadata", "edit", c, input=shown)
+    assert run(host, "config", "metadata", "show", c).stdout == shown
