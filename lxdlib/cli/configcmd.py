@@ -283,11 +283,43 @@ def register(sub: Any) -> None:
 # -- metadata and templates (the instance's own copy of its image's) ---------------------------
 def cmd_metadata(host: Host, a: argparse.Namespace) -> int:
     inst = host.instances.get(a.instance)
+    shown = output.dump_yaml(_metadata_shown(inst.metadata()))
     if a.verb == "show":
-        sys.stdout.write(output.dump_yaml(inst.metadata()))
+        sys.stdout.write(shown)
         return 0
-    inst.set_metadata(load_mapping(edit_text(output.dump_yaml(inst.metadata()))))
+    inst.set_metadata(load_mapping(edit_text(shown)))
     return 0
+
+
+def _metadata_shown(meta: dict[str, Any]) -> dict[str, Any]:
+    """The metadata as LXD's api.ImageMetadata prints it: architecture, creation_date,
+    expiry_date (0 when unset), properties, templates, and each template entry as
+    api.ImageMetadataTemplate (when, create_only, template, properties), the maps sorted as
+    yaml.v2 writes Go maps; other keys of metadata.yaml after them, as they are."""
+    known = ("architecture", "creation_date", "expiry_date", "properties", "templates")
+    out: dict[str, Any] = {"architecture": meta.get("architecture", ""),
+                           "creation_date": meta.get("creation_date", 0),
+                           "expiry_date": meta.get("expiry_date", 0),
+                           "properties": _sorted_map(meta.get("properties"))}
+    templates = meta.get("templates")
+    if isinstance(templates, dict):
+        out["templates"] = {
+            path: ({"when": t.get("when", []), "create_only": t.get("create_only", False),
+                    "template": t.get("template", ""),
+                    "properties": _sorted_map(t.get("properties")),
+                    **{k: v for k, v in t.items()
+                       if k not in ("when", "create_only", "template", "properties")}}
+                   if isinstance(t, dict) else t)
+            for path, t in sorted(templates.items(), key=lambda kv: str(kv[0]))}
+    elif templates is not None:
+        out["templates"] = templates
+    out.update({k: v for k, v in meta.items() if k not in known})
+    return out
+
+
+def _sorted_map(value: Any) -> Any:
+    return dict(sorted(value.items(), key=lambda kv: str(kv[0]))) if isinstance(value, dict) \
+        else ({} if value is None else value)
 
 
 def cmd_template(host: Host, a: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import TYPE_CHECKING, InvalidArgument
+from ..errors import TYPE_CHECKING, InvalidArgument, NotFound
 from ..logs import get_logger
 from ..progress import LineProgress as ProgressBar
 from . import output
@@ -192,15 +192,33 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_show(host: Host, a: argparse.Namespace) -> int:
-    sys.stdout.write(output.dump_yaml(_record_or_remote(host, a.ref)))
+    """What ``lxc image show`` prints: the image's ImagePut alone (auto_update, properties,
+    public, expires_at, profiles), the fields ``image edit`` takes; ``image info`` and
+    ``--format`` of ``image list`` give the rest."""
+    sys.stdout.write(_put_yaml(_record_or_remote(host, a.ref)))
     return 0
 
 
-def _editable(i: ImageRecord) -> dict[str, Any]:
-    """The part of an image ``image edit`` changes (LXD's ImagePut)."""
-    d = i.to_dict()
-    return {"auto_update": i.auto_update, "properties": dict(i.properties), "public": i.public,
-            "expires_at": d["expires_at"], "profiles": list(i.profiles)}
+def _put_yaml(d: dict[str, Any]) -> str:
+    """An image's ImagePut as yaml.v2 writes it: ``expires_at`` a Go time, plain RFC 3339 (a
+    local image that never expires says the Unix epoch, as LXD's database gives it back)."""
+    raw = str(d.get("expires_at") or "")
+    if not raw or raw.startswith("0001-01-01"):
+        expires = "1970-01-01T00:00:00Z" if "profiles" in d else "0001-01-01T00:00:00Z"
+    else:
+        t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(dt.UTC)
+        frac = f".{t.microsecond:06d}".rstrip("0").rstrip(".")
+        expires = t.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
+    head = {"auto_update": bool(d.get("auto_update")),
+            "properties": dict(sorted((d.get("properties") or {}).items())),
+            "public": bool(d.get("public"))}
+    return (output.dump_yaml(head) + f"expires_at: {expires}\n"
+            + output.dump_yaml({"profiles": list(d.get("profiles") or [])}))
+
+
+def _editable(i: ImageRecord) -> str:
+    """The part of an image ``image edit`` changes (LXD's ImagePut), as ``image show``."""
+    return _put_yaml(i.to_dict())
 
 
 def _bool(value: Any, key: str) -> bool:
@@ -221,7 +239,7 @@ _READ_ONLY = frozenset({"aliases", "architecture", "cached", "filename", "finger
 def cmd_edit(host: Host, a: argparse.Namespace) -> int:
     from ..imagestore.store import UNSET
     i = host.images.get(_local(host, a.ref)).record()
-    data = load_mapping(edit_text(output.dump_yaml(_editable(i))))
+    data = load_mapping(edit_text(_editable(i)))
     # what ``image show`` prints is accepted back: its read-only fields are ignored, as LXD
     # ignores them; only a field no image has (a typo) is refused
     unknown = set(data) - _EDITABLE - _READ_ONLY
@@ -237,6 +255,8 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
             expires = str(expires)
         if str(expires).startswith("0001-01-01"):  # LXD's zero time leaves it as it is
             expires = UNSET
+        elif isinstance(expires, dt.datetime) and expires.replace(tzinfo=dt.UTC).timestamp() == 0:
+            expires = None  # the epoch: ``image show``'s never, as LXD reads it
     profiles = data.get("profiles")
     if profiles is not None and (not isinstance(profiles, list) or
                                  not all(isinstance(p, str) for p in profiles)):
@@ -254,7 +274,9 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_get_property(host: Host, a: argparse.Namespace) -> int:
     i = host.images.get(_local(host, a.ref))
-    print(i.properties.get(a.key, ""))
+    if a.key not in i.properties:
+        raise NotFound("image property", a.key)  # as lxc: an error, not an empty line
+    print(i.properties[a.key])
     return 0
 
 

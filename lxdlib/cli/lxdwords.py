@@ -28,6 +28,7 @@ NOT_FOUND = {
     "profile": "Profile not found",
     "image": "Image not found",
     "image alias": "Image alias not found",
+    "image property": "Property not found",
     "network": "Network not found",
     "storage pool": "Storage pool not found",
     "storage volume": "Storage pool volume not found",

@@ -24,35 +24,80 @@ def cmd_create(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(host: Host, rec: dict[str, Any]) -> dict[str, Any]:
+    """A network as LXD's API gives it (api.Network's field order: its NetworkPut's config and
+    description, then name, type, used_by, managed, status, locations), its config sorted as
+    yaml.v2 writes a Go map and its users as API paths."""
+    users = [f"/1.0/profiles/{u[len('profile:'):]}" if u.startswith("profile:")
+             else f"/1.0/instances/{u}" for u in host.network_users(rec["name"])]
+    return {"config": dict(sorted((rec.get("config") or {}).items())),
+            "description": rec.get("description", ""), "name": rec["name"],
+            "type": rec.get("type", "bridge"), "used_by": users, "managed": True,
+            "status": "Created", "locations": ["none"]}
+
+
 def cmd_list(host: Host, a: argparse.Namespace) -> int:
-    nets = [n.record() for n in host.networks.list()]
+    nets = [_shown(host, n.record()) for n in host.networks.list()]
     rows = []
     for n in nets:
-        cfg = n.get("config", {})
+        cfg = n["config"]
         rows.append([n["name"], "bridge", "YES", cfg.get("ipv4.address", ""),
-                     cfg.get("ipv6.address", ""), n.get("description", ""),
-                     str(len(host.network_users(n["name"]))), "CREATED"])
+                     cfg.get("ipv6.address", ""), n["description"], str(len(n["used_by"])),
+                     "CREATED"])
     output.emit(a.format, ["NAME", "TYPE", "MANAGED", "IPV4", "IPV6", "DESCRIPTION", "USED BY",
                            "STATE"], rows, nets)
     return 0
 
 
 def cmd_show(host: Host, a: argparse.Namespace) -> int:
-    n = host.networks.get(a.name).record()
-    n["used_by"] = host.network_users(a.name)
-    sys.stdout.write(output.dump_yaml(n))
+    sys.stdout.write(output.dump_yaml(_shown(host, host.networks.get(a.name).record())))
     return 0
 
 
 def cmd_info(host: Host, a: argparse.Namespace) -> int:
-    sys.stdout.write(output.dump_yaml(host.networks.info(a.name)))
+    """``lxc network info``'s text: the link, its addresses (only when it has some), its
+    counters (bytes in SI units, as ``lxc info``), then the bridge's settings."""
+    from .instances import si_size
+    st = host.networks.info(a.name)
+    lines = [f"Name: {a.name}", f"MAC address: {st.get('hwaddr', '')}",
+             f"MTU: {st.get('mtu', 0)}", f"State: {st.get('state', '')}",
+             f"Type: {st.get('type', '')}"]
+    if st.get("addresses"):
+        lines += ["", "IP addresses:"]
+        lines += [f"  {ad['family']}\t{ad['address']}/{ad['netmask']} ({ad['scope']})"
+                  for ad in st["addresses"]]
+    cnt = st.get("counters") or {}
+    lines += ["", "Network usage:",
+              f"  Bytes received: {si_size(int(cnt.get('bytes_received', 0)))}",
+              f"  Bytes sent: {si_size(int(cnt.get('bytes_sent', 0)))}",
+              f"  Packets received: {cnt.get('packets_received', 0)}",
+              f"  Packets sent: {cnt.get('packets_sent', 0)}"]
+    br = st.get("bridge")
+    if br is not None:
+        lines += ["", "Bridge:", f"  ID: {br['id']}", f"  STP: {str(br['stp']).lower()}",
+                  f"  Forward delay: {br['forward_delay']}",
+                  f"  Default VLAN ID: {br['vlan_default']}",
+                  f"  VLAN filtering: {str(br['vlan_filtering']).lower()}",
+                  f"  Upper devices: {', '.join(br['upper_devices'])}"]
+    print("\n".join(lines))
     return 0
 
 
 def cmd_leases(host: Host, a: argparse.Namespace) -> int:
+    """The DHCP leases, then the bridge's own addresses as ``<network>.gw`` (LXD's GATEWAY
+    rows), the rows sorted as lxc sorts them (by hostname, naturally)."""
+    import re
     leases = host.networks.leases(a.name)
-    rows = [[str(x.get("hostname", "")), str(x.get("hwaddr", "")), str(x.get("address", "")),
-             str(x.get("type", "dynamic")).upper()] for x in leases]
+    cfg = host.networks.get(a.name).config
+    for key in ("ipv4.address", "ipv6.address"):
+        addr = cfg.get(key, "")
+        if addr and addr not in ("none", "auto"):
+            leases.append({"hostname": f"{a.name}.gw", "hwaddr": "",
+                           "address": addr.split("/")[0], "type": "gateway"})
+    rows = sorted(([str(x.get("hostname", "")), str(x.get("hwaddr", "")),
+                    str(x.get("address", "")), str(x.get("type", "dynamic")).upper()]
+                   for x in leases), key=lambda r: [[(0, int(t), "") if t.isdigit() else (1, 0, t)
+                                  for t in re.split(r"(\d+)", c)] for c in r])
     output.emit(a.format, ["HOSTNAME", "MAC ADDRESS", "IP ADDRESS", "TYPE"], rows, leases)
     return 0
 
@@ -72,7 +117,10 @@ def cmd_unset(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_get(host: Host, a: argparse.Namespace) -> int:
-    print(host.networks.get(a.name).config.get(a.key, ""))
+    # as lxc: a key that is not set prints nothing, not an empty line
+    cfg = host.networks.get(a.name).config
+    if a.key in cfg:
+        print(cfg[a.key])
     return 0
 
 

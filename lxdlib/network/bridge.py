@@ -282,7 +282,30 @@ def state(name: str) -> dict[str, Any]:
         "hwaddr": str(link.get_attr("IFLA_ADDRESS")),
         "addresses": addresses,
         "counters": counters,
+        "bridge": _bridge_state(name),
     }
+
+
+def _bridge_state(name: str) -> dict[str, Any]:
+    """The bridge part of LXD's network state (``lxc network info``'s ``Bridge:``), read from
+    sysfs as LXD reads it: id, STP, forward delay, VLAN settings (0/false where the kernel
+    has no such file), and the ports enslaved to it (``brif``), sorted."""
+    base = Path("/sys/class/net") / name
+
+    def read(leaf: str) -> str:
+        try:
+            return (base / "bridge" / leaf).read_text().strip()
+        except OSError:
+            return ""
+    try:
+        upper = sorted(p.name for p in (base / "brif").iterdir())
+    except OSError:
+        upper = []
+    return {"id": read("bridge_id"), "stp": read("stp_state") not in ("", "0"),
+            "forward_delay": int(read("forward_delay") or 0),
+            "vlan_default": int(read("default_pvid") or 0),
+            "vlan_filtering": read("vlan_filtering") not in ("", "0"),
+            "upper_devices": upper}
 
 
 def host_networks(exclude: str | None = None, *, routes: bool = True) -> list[IPNetwork]:

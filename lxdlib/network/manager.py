@@ -905,7 +905,9 @@ class NetworkManager:
         if (run / DHCP_HOSTS).exists():
             with self._lock(name):
                 self._hosts(name)
-        static = {h.hwaddr for h in dhcphosts.HostStore(run).all_hosts().values()}
+        # static as LXD says it: an address pinned by the nic's ipv4.address; an instance's
+        # entry that pins only its hostname still gets a dynamic lease
+        static = {h.hwaddr for h in dhcphosts.HostStore(run).all_hosts().values() if h.ipv4}
         out = []
         for lease in dnsmasq.read_leases(run):
             lease["type"] = "static" if lease["hwaddr"] in static else "dynamic"

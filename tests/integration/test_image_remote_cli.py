@@ -89,8 +89,8 @@ def test_remote_images_from_the_command_line(host: lxdlib.Host, busybox_tarball:
         assert "Auto update: enabled" in info and f"Server: {srv.url}" in info
         assert "Alias: testos/1" in info and "Cached: no" in info
         assert run(root, "image", "refresh", "mine").stdout == "Image already up to date.\n"
-        shown = yaml.safe_load(run(root, "image", "show", "mine").stdout)
-        assert shown["update_source"]["alias"] == "testos/1"
+        listed = yaml.safe_load(run(root, "image", "list", "mine", "--format", "yaml").stdout)
+        assert listed[0]["update_source"]["alias"] == "testos/1"
         r = run(root, "image", "copy", "ss:testos/1", "ss:", check=False)
         assert r.returncode == 1 and "local:" in r.stderr
         run(root, "launch", "ss:", "c1")  # the remote's "default" alias
