@@ -168,6 +168,7 @@ class Container:
         """Stop at once (SIGKILL to init) and wait until it is stopped; a frozen instance is
         unfrozen first so that it can die."""
         log.debug("killing %s", self._name)
+        self._thaw_below()
         if self._c.state == "FROZEN":
             self._c.unfreeze()
         if not self._c.stop() and self._c.state != "STOPPED":
@@ -182,10 +183,18 @@ class Container:
         Returns False on timeout, leaving the instance running; the caller decides what follows.
         """
         log.debug("asking %s to shut down (timeout %s)", self._name, timeout)
+        self._thaw_below()
         if self._c.state == "FROZEN":
             self._c.unfreeze()
         self._c.shutdown(0)  # sends the signal and returns: never wait in C with the GIL held
         return self.wait("STOPPED", timeout)
+
+    def _thaw_below(self) -> None:
+        """Thaw what the container froze below its payload cgroup (``livestate.thaw_below``):
+        liblxc thaws only the payload, and a task frozen below it never dies."""
+        live = livestate.of(self._lxcpath, self._name)
+        if live is not None and livestate.thaw_below(live.pid, self._name):
+            log.debug("thawed cgroups %s had frozen below its payload", self._name)
 
     def freeze(self) -> None:
         log.debug("freezing %s", self._name)

@@ -81,3 +81,41 @@ def test_exec_timeout_holds_when_a_left_behind_process_keeps_the_output_open(
     assert time.monotonic() - t < 10
     assert (res.returncode, res.stdout) == (3, b"done\n")
     c.exec(["sh", "-c", "killall sleep; true"])
+
+
+# the container's root moves every process of its own, init included, into a cgroup it makes
+# below its payload, and freezes it (the v1 freezer where the host has one, else cgroup2)
+FREEZE_SELF = """
+mount -t tmpfs none /sys/fs/cgroup; mkdir -p /sys/fs/cgroup/f
+if mount -t cgroup -o freezer none /sys/fs/cgroup/f 2>/dev/null; then
+  key=freezer.state; value=FROZEN
+else
+  mount -t cgroup2 none /sys/fs/cgroup/f; key=cgroup.freeze; value=1
+fi
+mkdir /sys/fs/cgroup/f/x
+echo 1 > /sys/fs/cgroup/f/x/cgroup.procs
+( for p in $(cat /sys/fs/cgroup/f/cgroup.procs); do echo $p > /sys/fs/cgroup/f/x/cgroup.procs; done
+  echo $value > /sys/fs/cgroup/f/x/$key ) </dev/null >/dev/null 2>&1 &
+"""
+
+
+@pytest.mark.parametrize("verb", ["stop", "delete"])
+def test_a_container_that_froze_its_own_init_is_still_stopped(host: lxdlib.Host, root: Path,
+                                                                verb: str) -> None:
+    """liblxc thaws only the payload cgroup: an init the container froze in a cgroup of its
+    own never received the SIGKILL, and ``stop --force`` / ``delete --force`` hung."""
+    c = host.launch("busybox", "c1")
+    c.exec(["sh", "-c", FREEZE_SELF], check=True, timeout=30)
+    time.sleep(1)
+    env = {**os.environ, "LXDLIB_ROOT": str(root),
+           "PYTHONPATH": str(Path(lxdlib.__file__).parents[1])}
+    try:
+        out = subprocess.run([sys.executable, "-m", "lxdlib", verb, "-f", "c1"], env=env,
+                             capture_output=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{verb} --force of an instance that froze its init hung")
+    assert out.returncode == 0, out
+    if verb == "stop":
+        assert c.state == "STOPPED"
+    else:
+        assert "c1" not in host.instances
