@@ -137,6 +137,43 @@ def counters_of(pid: int, name: str) -> dict[str, str]:
         return {}
 
 
+#: The file that freezes one cgroup, by hierarchy (``parse_hierarchies``' keys), and the
+#: value that thaws it.
+_THAW = {"freezer": ("freezer.state", b"THAWED"), "": ("cgroup.freeze", b"0")}
+
+
+def thaw_below(pid: int, name: str) -> int:
+    """Thaw every cgroup the container ``name`` (init ``pid``) made below its payload; how
+    many were written.
+
+    The payload's subtree is delegated to the container's root, which may move its init into
+    a cgroup of its own and freeze it. liblxc thaws the payload alone before a stop: a SIGKILL
+    to a task frozen below it stays pending, the init never dies and ``stop --force`` (and
+    ``delete --force``) waited for it forever. The directories are the kernel's (cgroupfs
+    holds no symlinks or FIFOs), found from the init's own ``/proc/<pid>/cgroup`` and checked
+    to be this container's payload (``payload_dirs``)."""
+    done = 0
+    for ctrl, top in counters_of(pid, name).items():
+        if ctrl not in _THAW:
+            continue
+        key, value = _THAW[ctrl]
+        for here, _dirs, _files in os.walk(top):
+            if here == top:
+                continue  # the payload itself is liblxc's (pause/unpause)
+            try:
+                fd = os.open(f"{here}/{key}", os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                os.write(fd, value)
+                done += 1
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    return done
+
+
 def read_counter(directory: str, key: str) -> str | None:
     """A cgroup file's text; None where the kernel does not keep it (``memory.peak`` before
     Linux 5.19, the ``memsw`` files without swap accounting)."""

@@ -27,7 +27,7 @@ import functools
 import os
 import select
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from . import livestate, proctree
@@ -168,6 +168,7 @@ class Container:
         """Stop at once (SIGKILL to init) and wait until it is stopped; a frozen instance is
         unfrozen first so that it can die."""
         log.debug("killing %s", self._name)
+        self._thaw_below()
         if self._c.state == "FROZEN":
             self._c.unfreeze()
         if not self._c.stop() and self._c.state != "STOPPED":
@@ -182,10 +183,18 @@ class Container:
         Returns False on timeout, leaving the instance running; the caller decides what follows.
         """
         log.debug("asking %s to shut down (timeout %s)", self._name, timeout)
+        self._thaw_below()
         if self._c.state == "FROZEN":
             self._c.unfreeze()
         self._c.shutdown(0)  # sends the signal and returns: never wait in C with the GIL held
         return self.wait("STOPPED", timeout)
+
+    def _thaw_below(self) -> None:
+        """Thaw what the container froze below its payload cgroup (``livestate.thaw_below``):
+        liblxc thaws only the payload, and a task frozen below it never dies."""
+        live = livestate.of(self._lxcpath, self._name)
+        if live is not None and livestate.thaw_below(live.pid, self._name):
+            log.debug("thawed cgroups %s had frozen below its payload", self._name)
 
     def freeze(self) -> None:
         log.debug("freezing %s", self._name)
@@ -501,6 +510,42 @@ def spawn(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str
                     stderr=stderr)
 
 
+@contextlib.contextmanager
+def _no_fd_inherited() -> Iterator[None]:
+    """While liblxc attaches, every inheritable fd of this process above 2 is close-on-exec.
+
+    liblxc's attach forks this process and execs the command in the container: whatever the
+    caller left inheritable (a shell's ``exec 9>lock``, a file its parent handed down) would
+    otherwise be open in the container, where its root reads, writes or holds it (a host
+    script's ``flock`` held forever, a root-only file written through the fd). LXD hands the
+    command its three standard streams and nothing else; so does this. Those three (given to
+    liblxc as fds it ``dup2``s onto 0-2, or 0-2 themselves) are not touched. The flag is put
+    back afterwards on each fd that is still the same open file (another thread may have
+    closed and reused the number meanwhile).
+    """
+    marked: list[tuple[int, int, int]] = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd <= 2:
+            continue
+        try:
+            if not os.get_inheritable(fd):
+                continue
+            st = os.fstat(fd)
+            os.set_inheritable(fd, False)
+        except OSError:  # the listing's own fd, closed by now, or one closed meanwhile
+            continue
+        marked.append((fd, st.st_dev, st.st_ino))
+    try:
+        yield
+    finally:
+        for fd, dev, ino in marked:
+            with contextlib.suppress(OSError):
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == (dev, ino):
+                    os.set_inheritable(fd, True)
+
+
 def _attach_closing_leaks(c: Any, argv: list[str], opts: dict[str, Any]) -> int:
     """``c.attach``, then close the pidfd liblxc leaves behind in this process.
 
@@ -521,9 +566,11 @@ def _attach_closing_leaks(c: Any, argv: list[str], opts: dict[str, Any]) -> int:
     from . import state
     run = _liblxc().attach_run_command  # execs the program in the child: (path, argv)
     if state.SHORT_LIVED:
-        return int(c.attach(run, (argv[0], argv), **opts))
+        with _no_fd_inherited():
+            return int(c.attach(run, (argv[0], argv), **opts))
     before = set(os.listdir("/proc/self/fd"))
-    pid: int = c.attach(run, (argv[0], argv), **opts)
+    with _no_fd_inherited():
+        pid: int = c.attach(run, (argv[0], argv), **opts)
     try:
         _close_monitor_pidfds(before)
     except OSError as e:  # a leak is better than failing the exec
@@ -583,6 +630,10 @@ def _wait_io(readers: list[int], writers: list[int], timeout: float | None
     return [fd for fd in readers if fd in ready], [fd for fd in writers if fd in ready]
 
 
+#: How long ``run`` still reads, past its timeout, what the command (ended or killed) wrote.
+_DRAIN = 1.0
+
+
 def run(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
         uid: int | None = None, gid: int | None = None, input: bytes | None = None,
         stdout_cb: Callable[[bytes], None] | None = None,
@@ -593,6 +644,13 @@ def run(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str |
     Output is read while the command runs (select loop), so a chatty command never blocks on a
     full pipe. With ``timeout`` the command is killed (SIGKILL) when it runs too long, then
     ``ExecTimeout`` is raised.
+
+    The timeout bounds the whole call, not only the command: a process the command left
+    behind (``cmd &`` in a subshell: reparented to the container's init, outside the tree that
+    is killed) keeps the output pipes open, and the container's root controls the programs it
+    runs. Past the timeout, what arrives within ``_DRAIN`` seconds is still read, then the
+    call returns: the command's result if it had ended in time, else ``ExecTimeout``. Without
+    a timeout it reads to the end of its output, as LXD 5.0 does.
     """
     in_r, in_w = os.pipe() if input is not None else (os.open(os.devnull, os.O_RDONLY), -1)
     out_r, out_w = os.pipe()
@@ -618,14 +676,29 @@ def run(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str |
         writers = []
     deadline = time.monotonic() + timeout if timeout is not None else None
     killed = False
+    status: int | None = None  # the command's wait status, once reaped here
+    draining = False
     try:
         while readers or writers:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             r, w = _wait_io(readers, writers, wait)
             if not r and not w and deadline is not None and time.monotonic() >= deadline:
-                proctree.kill_tree(pid)  # with what it started: they hold the pipes too
-                killed = True
-                deadline = None
+                if draining:
+                    # What still holds the pipes is no longer the command's: a process it
+                    # left behind (reparented to the container's init, out of its tree) or
+                    # one the container's root handed the pipe to. The timeout is the
+                    # caller's bound on the whole call: stop reading.
+                    log.debug("exec in %s: output still held open %.1f s after the command "
+                              "ended; not waiting for it", c.name, _DRAIN)
+                    break
+                reaped, st = os.waitpid(pid, os.WNOHANG)
+                if reaped == pid:
+                    status = st  # done in time: only what it left behind holds the pipes
+                else:
+                    proctree.kill_tree(pid)  # with what it started: they hold the pipes too
+                    killed = True
+                draining = True
+                deadline = time.monotonic() + _DRAIN
                 continue
             for fd in r:
                 data = os.read(fd, 65536)
@@ -650,16 +723,18 @@ def run(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str |
     except BaseException:
         # A raising callback or Ctrl-C: end the command and reap it, as subprocess.run does,
         # rather than leave it running with nobody reading its output, and a zombie after it.
-        with contextlib.suppress(OSError):
-            proctree.kill_tree(pid)
-        with contextlib.suppress(OSError):
-            os.waitpid(pid, 0)
+        if status is None:  # not reaped yet: its pid is still its own
+            with contextlib.suppress(OSError):
+                proctree.kill_tree(pid)
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
         raise
     finally:
         for fd in (out_r, err_r, *writers):
             with contextlib.suppress(OSError):
                 os.close(fd)
-    _, status = os.waitpid(pid, 0)
+    if status is None:
+        _, status = os.waitpid(pid, 0)
     result = ExecResult(exit_code(status), b"".join(chunks[out_r]), b"".join(chunks[err_r]))
     if killed:
         raise ExecTimeout(result, c.name, argv, timeout or 0)
