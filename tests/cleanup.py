@@ -72,7 +72,7 @@ def _networks(root: Path) -> None:
         with contextlib.suppress(Exception):
             name = (yaml.safe_load(rec.read_text()) or {}).get("name") or rec.stem
             subprocess.run(["ip", "link", "del", name], capture_output=True)
-            for fam in ("inet", "ip", "ip6"):
+            for fam in ("inet", "ip", "ip6", "bridge"):  # bridge: mac filtering
                 subprocess.run(["nft", "delete", "table", fam, f"lxdlib_{name}"],
                                capture_output=True)
 
