@@ -168,6 +168,10 @@ def _invalid_config(e: InvalidConfig, command: str, sub: str) -> str | None:
     reason = getattr(e, "reason", "")
     if reason == "Unknown configuration key":
         reason = f"{reason}: {getattr(e, 'key', '')}"
+    elif reason.startswith("must be a string"):
+        # an edit's YAML with a list or a map for a value (lxc: a yaml unmarshal error, which
+        # names the line): which key, as lxdlib says it
+        reason = f"'{getattr(e, 'key', '')}': {reason}"
     if command == "config" and sub in ("set", "unset", "edit"):
         return f"Invalid config: {reason}"
     if command in ("launch", "init"):
