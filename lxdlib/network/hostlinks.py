@@ -36,14 +36,22 @@ def kind(name: str) -> str | None:
     return "unknown"
 
 
+def _ifindex(name: str) -> int:
+    try:
+        return int((SYS_NET / name / "ifindex").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
 def interfaces() -> dict[str, str]:
-    """Every host interface and its LXD type, in one pass over sysfs."""
+    """Every host interface and its LXD type, in one pass over sysfs, in the kernel's order
+    (by index: the order LXD's API lists them in)."""
     try:
         names = os.listdir(SYS_NET)
     except FileNotFoundError:
         return {}
     out: dict[str, str] = {}
-    for name in names:
+    for name in sorted(names, key=_ifindex):
         k = kind(name)
         if k is not None:  # gone since the listing: not shown
             out[name] = k

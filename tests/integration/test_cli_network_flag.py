@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import subprocess
 import sys
@@ -72,3 +74,37 @@ def test_network_flag_gives_eth0(host: lxdlib.Host, unmanaged: str) -> None:
         host.instances[c].delete()
     host.profiles.delete("other")
     host.networks.delete(net)
+
+
+def test_network_list_shows_the_hosts_interfaces(host: lxdlib.Host, unmanaged: str) -> None:
+    """lxc 5.0.2: the host's bridges and physical links as MANAGED ``NO`` rows, in name order
+    with the managed ones, USED BY counting the instances with a nic on them; its loopback and
+    the kinds it calls ``unknown`` (a veth) only in json/yaml, which keep the API's order."""
+    net = f"hkbr{secrets.token_hex(3)}"
+    veth = f"hkve{secrets.token_hex(3)}"
+    host.networks.create(net, {"ipv4.address": "none", "ipv6.address": "none"})
+    subprocess.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", veth + "p"],
+                   check=True)
+    try:
+        ok(host, "init", "busybox", "c1", "-n", unmanaged)
+        rows = [line.split(",") for line in ok(host, "network", "list", "-f", "csv").split()]
+        names = [r[0] for r in rows]
+        assert names == sorted(names)
+        by_name = {r[0]: r for r in rows}
+        assert by_name[net] == [net, "bridge", "YES", "none", "none", "", "0", "CREATED"]
+        assert by_name[unmanaged] == [unmanaged, "bridge", "NO", "", "", "", "1", ""]
+        assert "lo" not in by_name and veth not in by_name
+        physical = {n for n in os.listdir("/sys/class/net")
+                    if os.path.exists(f"/sys/class/net/{n}/device")}
+        assert {n for n, r in by_name.items() if r[1] == "physical"} == physical
+        listed = json.loads(ok(host, "network", "list", "-f", "json"))
+        assert listed[0]["name"] == net and listed[0]["managed"] is True
+        shown = {n["name"]: n for n in listed}
+        assert shown["lo"]["type"] == "loopback" and shown[veth]["type"] == "unknown"
+        assert shown[unmanaged] == {
+            "config": {}, "description": "", "name": unmanaged, "type": "bridge",
+            "used_by": ["/1.0/instances/c1"], "managed": False, "status": "",
+            "locations": None}
+        assert shown[veth]["used_by"] is None
+    finally:
+        subprocess.run(["ip", "link", "del", veth], check=False)
