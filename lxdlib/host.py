@@ -10,7 +10,7 @@ first use (``init --auto``), so ``Host(root=tmp).launch("busybox", "c1")`` works
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .context import DEFAULT_NETWORK, DEFAULT_POOL, Context, HostFacts
@@ -157,6 +157,11 @@ class Host:
         """Instances and profiles whose nics use ``network``."""
         from .profile_apply import network_users
         return network_users(self.ctx, network)
+
+    def networks_users(self, networks: Iterable[str]) -> dict[str, list[str]]:
+        """``network_users`` of several networks (or host interfaces) in one walk."""
+        from .profile_apply import networks_users
+        return networks_users(self.ctx, networks)
 
     def network_forget(self, instance: str) -> None:
         self.ctx.network_forget(instance)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from . import journal, record
 from .config import expand, names
@@ -198,11 +198,21 @@ def _reapply(ctx: Context, users: Sequence[str],
 
 def network_users(ctx: Context, network: str) -> list[str]:
     """The instances (by expanded devices) and profiles whose nics use ``network``."""
-    def uses(devs: Mapping[str, Mapping[str, str]]) -> bool:
-        return any(d.get("type") == "nic" and network in (d.get("network"), d.get("parent"))
-                   for d in devs.values())
+    return networks_users(ctx, [network])[network]
 
-    users = []
+
+def networks_users(ctx: Context, networks: Iterable[str]) -> dict[str, list[str]]:
+    """``network_users`` of each of ``networks`` in one pass over the instances and profiles
+    (a listing of every network pays for one walk, not one per network)."""
+    wanted: dict[str, list[str]] = {n: [] for n in networks}
+
+    def used(devs: Mapping[str, Mapping[str, str]]) -> set[str]:
+        out: set[str] = set()
+        for d in devs.values():
+            if d.get("type") == "nic":
+                out.update(v for v in (d.get("network"), d.get("parent")) if v in wanted)
+        return out
+
     for n in record.names(ctx.paths):
         inst = InstanceCore(ctx, n)
         try:
@@ -214,19 +224,19 @@ def network_users(ctx: Context, network: str) -> list[str]:
             continue
         try:
             _, devs = inst._expanded_present(rec)
+            nets = used(devs)
         except Exception:
             # an instance that cannot be expanded (a profile unreadable) still uses what
             # its own devices or any readable profile of it name: counted, never skipped
-            if uses(rec.devices) or any(uses(_profile_devices(ctx, p)) for p in rec.profiles):
-                users.append(n)
-            continue
-        if uses(devs):
-            users.append(n)
+            nets = used(rec.devices).union(*(used(_profile_devices(ctx, p))
+                                             for p in rec.profiles))
+        for net in sorted(nets):
+            wanted[net].append(n)
     for p in ctx.profiles.contents():  # what they hold: no walk over the instances per profile
-        if any(d.get("type") == "nic" and d.get("network") == network
-               for d in p.devices.values()):
-            users.append(f"profile:{p.name}")
-    return users
+        for net in sorted({d["network"] for d in p.devices.values()
+                           if d.get("type") == "nic" and d.get("network") in wanted}):
+            wanted[net].append(f"profile:{p.name}")
+    return wanted
 
 
 def _profile_devices(ctx: Context, name: str) -> dict[str, dict[str, str]]:

@@ -378,7 +378,7 @@ def cmd_copy(host: Host, a: argparse.Namespace) -> int:
     bar = ProgressBar("Copying the image", quiet=a.quiet)
     try:
         if source.is_local:
-            raise InvalidArgument("The source and the target are the same server (local:)")
+            raise InvalidArgument("The source and target servers must be different")
         host.images.copy(f"{source.name}:{name}", aliases=a.alias,
                          copy_aliases=a.copy_aliases, auto_update=a.auto_update,
                          public=a.public, progress=bar)
@@ -414,8 +414,14 @@ def cmd_alias(host: Host, a: argparse.Namespace) -> int:
     if a.verb == "create":
         if len(a.args) != 2:
             raise InvalidArgument("usage: image alias create <alias> <fingerprint>")
-        store.alias_create(_local(host, a.args[0]), store.get(_local(host, a.args[1])).fingerprint,
-                           a.description or "")
+        # LXD takes the target as a fingerprint (or a unique prefix of one), never an alias
+        from ..imagestore.store import validate_alias_name
+        name, target = _local(host, a.args[0]), _local(host, a.args[1])
+        validate_alias_name(name)  # the name first, as LXD checks it
+        image = store.get(target)
+        if not image.fingerprint.startswith(target.lower()):
+            raise NotFound("image", target)
+        store.alias_create(name, image.fingerprint, a.description or "")
     elif a.verb in ("delete", "rm"):
         if not a.args:
             raise InvalidArgument("usage: image alias delete <alias>")

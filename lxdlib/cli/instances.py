@@ -62,16 +62,19 @@ def _create(host: Host, args: argparse.Namespace, start: bool) -> int:
     config = parse_kv(args.config, "config")
     devices: dict[str, dict[str, str]] = {}
     overrides = parse_device_overrides(args.device)
-    if overrides:
-        # LXD copies the expanded profile device and overrides keys on it
-        _, exp = host.expand(profiles, config, {})
-        for dname, kv in overrides.items():
-            if dname not in exp:
-                raise NotFound("device", dname, "not in the instance's profiles")
-            devices[dname] = {**exp[dname], **kv}
     name = args.name
     if not args.quiet:
         print(f"Creating {name}" if name else "Creating the instance")
+    if args.network:
+        devices["eth0"] = _network_nic(host, args.network)
+    if overrides:
+        # LXD copies the expanded profile device (or the --network nic) and overrides keys on it
+        _, exp = host.expand(profiles, config, {})
+        for dname, kv in overrides.items():
+            base = devices.get(dname) or exp.get(dname)
+            if base is None:
+                raise NotFound("device", dname, "not in the instance's profiles")
+            devices[dname] = {**base, **kv}
     inst = host.create(image, name, profiles=profiles, config=config, devices=devices,
                        pool=args.storage, ephemeral=args.ephemeral,
                        description=args.description or "")
@@ -82,6 +85,22 @@ def _create(host: Host, args: argparse.Namespace, start: bool) -> int:
             print(f"Starting {inst.name}")
         inst.start()
     return 0
+
+
+def _network_nic(host: Host, network: str) -> dict[str, str]:
+    """``--network``'s device, as lxc 5.0.2 makes it: ``eth0`` (whatever the profiles call
+    their nic) on a managed network by name; on a host interface lxdlib does not manage, a
+    bridged nic if it is a bridge, else a macvlan one on it."""
+    try:
+        host.networks.get(network)
+    except (NotFound, InvalidArgument):  # a name no managed network can have: the host's?
+        from ..network import hostlinks
+        kind = hostlinks.kind(network)
+        if kind is None:
+            raise NotFound("network", network) from None
+        return {"name": "eth0", "type": "nic",
+                "nictype": "bridged" if kind == "bridge" else "macvlan", "parent": network}
+    return {"name": "eth0", "type": "nic", "network": network}
 
 
 def _instance(host: Host, name: str) -> Instance:
@@ -697,6 +716,8 @@ def _add_create_args(p: argparse.ArgumentParser, with_image_optional: bool) -> N
     p.add_argument("-e", "--ephemeral", action="store_true")
     p.add_argument("--empty", action="store_true")
     p.add_argument("--description")
+    p.add_argument("-n", "--network", help="the network (or host interface) of the instance's "
+                   "eth0")
 
 
 #: lxdlib's own flag (not LXD's): what another host sends is checked as a backup is, and its

@@ -135,6 +135,8 @@ def _not_found(e: NotFound, command: str, sub: str) -> str | None:
         return f"Fetch profile: {text}"
     if kind == "network" and command == "network" and sub == "delete":
         return f"Failed loading network: {text}"
+    if kind == "network" and command in ("launch", "init"):  # --network
+        return f'Failed loading network "{name}": {text}'
     return text
 
 

@@ -313,6 +313,15 @@ def unknown_command(word: str, where: str, choices: Sequence[str]) -> int:
     return 1
 
 
+def _verb_choices(parser: argparse.ArgumentParser) -> list[str]:
+    """The choices of a parser's ``verb`` positional: the subcommands of a group that takes
+    them as an argument (``config device``, ``image alias``, ``profile device``…)."""
+    for action in parser._actions:
+        if not action.option_strings and action.dest == "verb" and action.choices:
+            return [str(c) for c in action.choices]
+    return []
+
+
 def _check_verbs(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int | None:
     """Refuse an unknown verb of a group (``lxdlib image lsit``) the way an unknown command
     is refused, rather than with argparse's list of every choice."""
@@ -323,7 +332,12 @@ def _check_verbs(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int | 
     p = parser
     while True:
         sub = subparsers_action(p)
-        if sub is None or (i < len(argv) and argv[i].startswith("-")):
+        if i < len(argv) and argv[i].startswith("-"):
+            return None
+        if sub is None:  # a group whose verbs are a positional's choices (`profile device`)
+            verbs = _verb_choices(p)
+            if verbs and i < len(argv) and argv[i] not in verbs:
+                return unknown_command(argv[i], " ".join(path), verbs)
             return None
         # `>=`: a last global option without its value (`lxdlib --root`) steps past the end;
         # argparse then says what is missing

@@ -24,26 +24,50 @@ def cmd_create(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
-def _shown(host: Host, rec: dict[str, Any]) -> dict[str, Any]:
+def _users_paths(users: list[str]) -> list[str]:
+    return [f"/1.0/profiles/{u[len('profile:'):]}" if u.startswith("profile:")
+            else f"/1.0/instances/{u}" for u in users]
+
+
+def _shown(host: Host, rec: dict[str, Any], users: list[str] | None = None) -> dict[str, Any]:
     """A network as LXD's API gives it (api.Network's field order: its NetworkPut's config and
     description, then name, type, used_by, managed, status, locations), its config sorted as
-    yaml.v2 writes a Go map and its users as API paths."""
-    users = [f"/1.0/profiles/{u[len('profile:'):]}" if u.startswith("profile:")
-             else f"/1.0/instances/{u}" for u in host.network_users(rec["name"])]
+    yaml.v2 writes a Go map and its users as API paths (``users``: when the caller has them)."""
+    if users is None:
+        users = host.network_users(rec["name"])
     return {"config": dict(sorted((rec.get("config") or {}).items())),
             "description": rec.get("description", ""), "name": rec["name"],
-            "type": rec.get("type", "bridge"), "used_by": users, "managed": True,
+            "type": rec.get("type", "bridge"), "used_by": _users_paths(users), "managed": True,
             "status": "Created", "locations": ["none"]}
 
 
 def cmd_list(host: Host, a: argparse.Namespace) -> int:
-    nets = [_shown(host, n.record()) for n in host.networks.list()]
+    """The managed networks and, as ``lxc network list`` shows them, the host's other
+    interfaces (MANAGED ``NO``; its loopback and the kinds LXD calls ``unknown``, veths and
+    the like, left out), in name order; USED BY counts from one walk over the instances."""
+    from ..network import hostlinks
+    records = {n.name: n.record() for n in host.networks.list()}
+    others = {name: kind for name, kind in hostlinks.interfaces().items()
+              if name not in records}
+    users = host.networks_users([*records, *others])
+    # the API's order for json/yaml: the managed ones, then the host's in the kernel's order
+    nets = [_shown(host, rec, users[name]) for name, rec in records.items()]
+    nets += [{"config": {}, "description": "", "name": name, "type": kind,
+              "used_by": _users_paths(users[name]) or ([] if kind == "loopback" else None),
+              "managed": False, "status": "", "locations": None}
+             for name, kind in others.items()]
     rows = []
-    for n in nets:
-        cfg = n["config"]
-        rows.append([n["name"], "bridge", "YES", cfg.get("ipv4.address", ""),
-                     cfg.get("ipv6.address", ""), n["description"], str(len(n["used_by"])),
-                     "CREATED"])
+    for n in sorted(nets, key=lambda n: str(n["name"])):
+        if n["type"] in ("loopback", "unknown"):
+            continue
+        if n["managed"]:
+            cfg = n["config"]
+            rows.append([n["name"], "bridge", "YES", cfg.get("ipv4.address", ""),
+                         cfg.get("ipv6.address", ""), n["description"],
+                         str(len(n["used_by"])), "CREATED"])
+        else:
+            rows.append([n["name"], n["type"], "NO", "", "", "", str(len(n["used_by"] or [])),
+                         ""])
     output.emit(a.format, ["NAME", "TYPE", "MANAGED", "IPV4", "IPV6", "DESCRIPTION", "USED BY",
                            "STATE"], rows, nets)
     return 0

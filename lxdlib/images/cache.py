@@ -137,7 +137,7 @@ def copy(ctx: Context, remote: Remote, ref: str, *, aliases: Iterable[str] = (),
     for name in names:
         validate_alias_name(name)
     if remote.is_local:
-        raise InvalidArgument("The source and the target are the same server (local:)")
+        raise InvalidArgument("The source and target servers must be different")
     client = ctx.client(remote.addr)
     image, alias = client.resolve(ref or "default")
     rec = download(ctx, client, image, alias, cached=False, auto_update=auto_update,

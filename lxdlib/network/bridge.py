@@ -190,16 +190,19 @@ def delete(name: str) -> None:
 
 
 def configure(name: str, *, mtu: int, hwaddr: str | None,
-              addresses: list[IPInterface]) -> None:
+              addresses: list[IPInterface], ipv6: bool = True) -> None:
     """Bring the bridge to the wanted MTU, MAC and global addresses, then set it up.
 
     Global addresses that are not wanted are removed (the bridge belongs to lxdlib); link-local
     ones are left to the kernel. IPv6 addresses skip duplicate address detection so dnsmasq can
-    bind them at once, even while the bridge has no port and so no carrier.
+    bind them at once, even while the bridge has no port and so no carrier. Without ``ipv6``
+    (``ipv6.address=none``) the bridge has no IPv6 at all, not even a link-local address, as
+    LXD's: IPv6 is disabled on it.
     """
     # A bridge must not learn addresses or routes from router advertisements that an instance
     # sends: it is the router.
-    for key, value in (("accept_ra", "0"), ("autoconf", "0")):
+    for key, value in (("accept_ra", "0"), ("autoconf", "0"),
+                       ("disable_ipv6", "0" if ipv6 else "1")):
         write_sysctl(f"net/ipv6/conf/{name}/{key}", value)
     with iproute() as ipr:
         idx = _index(ipr, name)

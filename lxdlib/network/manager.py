@@ -392,14 +392,14 @@ def pick_ipv6_subnet(used: Iterable[IPNetwork], rng: random.Random,
 
 
 def bridge_mac(tag: str, name: str) -> str:
-    """A stable, locally administered unicast MAC for a bridge without ``bridge.hwaddr``.
+    """A stable MAC for a bridge without ``bridge.hwaddr``, in LXD's range (``00:16:3e``, as
+    LXD 5.0 gives its bridges and nics).
 
     A bridge with no MAC of its own takes its lowest port's and changes it as instances come and
     go, which breaks the neighbours' ARP caches; a derived one stays the same across re-creation.
     """
     digest = hashlib.sha256(f"{tag}/{name}".encode()).digest()
-    octets = [(digest[0] & 0xFC) | 0x02, *digest[1:6]]
-    return ":".join(f"{b:02x}" for b in octets)
+    return ":".join(f"{b:02x}" for b in (0x00, 0x16, 0x3E, *digest[:3]))
 
 
 def probe_order(ranges: tuple[IPv4Range, ...],
@@ -674,7 +674,7 @@ class NetworkManager:
                 (run / PENDING).unlink()
         bridge.configure(name, mtu=spec.mtu or DEFAULT_MTU,
                          hwaddr=spec.hwaddr or bridge_mac(self.tag, name),
-                         addresses=spec.addresses)
+                         addresses=spec.addresses, ipv6=spec.ipv6 is not None)
         if spec.ipv4 is not None and spec.ipv4_nat:
             bridge.write_sysctl("net/ipv4/ip_forward", "1")
         if spec.ipv6 is not None and spec.ipv6_nat:

@@ -60,6 +60,8 @@ CASES: list[tuple[tuple[str, ...], str]] = [
     (("image", "show", "nope"), "Image not found"),
     (("launch", "nosuchimage", "c4"), "Image not found"),
     (("image", "alias", "delete", "nope"), "Image alias not found"),
+    (("image", "alias", "create", "al2", "busybox"), "Image not found"),  # an alias: not a target
+    (("image", "copy", "busybox", "local:"), "The source and target servers must be different"),
     (("network", "show", "nope"), "Network not found"),
     (("network", "delete", "nope"), "Failed loading network: Network not found"),
     (("storage", "show", "nope"), "Storage pool not found"),
@@ -80,6 +82,9 @@ CASES: list[tuple[tuple[str, ...], str]] = [
     (("config", "device", "add", "c2", "hdd", "none"), ""),
     (("config", "device", "add", "c2", "hdd", "none"), "The device already exists"),
     (("profile", "add", "c1", "default"), "Duplicate profile found in request"),
+    # not a verb of lxc's: its words for an unknown command (lxdlib's name for lxc's)
+    (("profile", "device", "override", "p1", "eth0"),
+     'unknown command "override" for "lxdlib profile device"'),
     (("profile", "remove", "c1", "nope"), "Profile nope isn't currently applied to c1"),
     (("profile", "create", "p1"), 'Error inserting "p1" into database: The profile already '
                                   "exists"),
