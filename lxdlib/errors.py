@@ -232,6 +232,8 @@ class NetworkError(LxdlibError):
 class LXCError(LxdlibError):
     """liblxc refused an operation. ``log_tail`` holds the last lines of the instance's log."""
 
+    log_tail: str = ""  # a class default: ``lxdlib.wire`` rebuilds errors without __init__
+
     def __init__(self, message: str, log_tail: str = "") -> None:
         self.log_tail = log_tail
         super().__init__(f"{message}\n--- liblxc log ---\n{log_tail}" if log_tail else message)

@@ -89,8 +89,9 @@ def lxd_text(e: LxdlibError, args: object, name: str | None = None) -> str:
     if isinstance(text, str):
         return text
     command, sub = verb_of(args)
-    if isinstance(e, LXCError) and command == "start":
-        # a start liblxc failed (not one refused beforehand): lxc points at the instance's log
+    if isinstance(e, LXCError) and e.log_tail and command == "start":
+        # a start liblxc tried and failed, its log read (not one refused beforehand, nor a
+        # config liblxc cannot load, which has no log to look at): lxc points at the log
         names = getattr(args, "names", None) or []
         who = name or (str(names[0]) if len(names) == 1 else "")
         if who:
@@ -170,9 +171,9 @@ def _invalid_config(e: InvalidConfig, command: str, sub: str) -> str | None:
     reason = getattr(e, "reason", "")
     if reason == "Unknown configuration key":
         reason = f"{reason}: {getattr(e, 'key', '')}"
-    elif reason.startswith("must be a string"):
-        # an edit's YAML with a list or a map for a value (lxc: a yaml unmarshal error, which
-        # names the line): which key, as lxdlib says it
+    elif not reason.startswith(("Invalid", "Unknown")):
+        # a refusal of lxdlib's own, in no words of LXD's (a value of another YAML type in an
+        # edit, a raw.lxc line liblxc refuses): which key, as lxdlib says it
         reason = f"'{getattr(e, 'key', '')}': {reason}"
     if command == "config" and sub in ("set", "unset", "edit"):
         return f"Invalid config: {reason}"

@@ -171,8 +171,9 @@ class Connection(ConnectionBase):
             # ssh's own failure, not the command's exit status
             raise AnsibleConnectionFailure("ssh to %s failed: %s"
                                            % (self.get_option("lxdlib_host"), to_native(err)))
-        if rc == 1 and not out and err.strip() == to_bytes(
-                "Error: instance %r not found" % self._instance()):
+        if rc == 1 and not out and err.strip() in (
+                b"Error: Instance not found",  # as lxc says it (lxdlib since its LXD wording)
+                to_bytes("Error: instance %r not found" % self._instance())):  # older lxdlib
             # lxdlib's own word that there is no such instance: the host is unreachable,
             # which Ansible reports as such rather than as a failed command
             raise AnsibleConnectionFailure("no instance %r in lxdlib root %s" % (
