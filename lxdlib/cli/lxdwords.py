@@ -171,9 +171,10 @@ def _invalid_config(e: InvalidConfig, command: str, sub: str) -> str | None:
     reason = getattr(e, "reason", "")
     if reason == "Unknown configuration key":
         reason = f"{reason}: {getattr(e, 'key', '')}"
-    elif not reason.startswith(("Invalid", "Unknown")):
-        # a refusal of lxdlib's own, in no words of LXD's (a value of another YAML type in an
-        # edit, a raw.lxc line liblxc refuses): which key, as lxdlib says it
+    elif reason[:1].islower():
+        # a refusal in lxdlib's own words (LXD's sentences, which the checks mirror, begin
+        # with a capital: "Invalid value…", "Cannot use…"), such as a value of another YAML
+        # type in an edit or a raw.lxc line liblxc refuses: which key, as lxdlib says it
         reason = f"'{getattr(e, 'key', '')}': {reason}"
     if command == "config" and sub in ("set", "unset", "edit"):
         return f"Invalid config: {reason}"
