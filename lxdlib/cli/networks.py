@@ -210,35 +210,15 @@ def cmd_attach_profile(host: Host, a: argparse.Namespace) -> int:
 def cmd_detach_profile(host: Host, a: argparse.Namespace) -> int:
     """``network detach-profile <network> <profile> [<device>]``: the profile's nic on the
     network goes; without a device name there must be exactly one (LXD's refusals)."""
-    from ..errors import NotFound
-    from .lxdwords import worded
-    from .profiles import remove_devices
+    from .profiles import detach_pick, remove_devices
     host.networks.get(a.name)
 
     def on_network(dev: dict[str, str]) -> bool:
         return dev.get("type") == "nic" and a.name in (dev.get("network"), dev.get("parent"))
 
-    def pick(devs: dict[str, dict[str, str]]) -> list[str]:
-        if a.device is None:
-            found = [n for n, d in devs.items() if on_network(d)]
-            if not found:
-                raise worded(NotFound("device", a.name, f"no nic of profile {a.profile!r} is "
-                                      f"on network {a.name!r}"),
-                             "No device found for this network")
-            if len(found) > 1:
-                raise worded(InvalidArgument(
-                    f"profile {a.profile!r} has several nics on network {a.name!r} "
-                    f"({', '.join(sorted(found))}): name the device"),
-                    "More than one device matches, specify the device name")
-            return found
-        if a.device not in devs:
-            raise worded(NotFound("device", a.device), "The specified device doesn't exist")
-        if not on_network(devs[a.device]):
-            raise worded(InvalidArgument(f"device {a.device!r} of profile {a.profile!r} is not "
-                                         f"a nic on network {a.name!r}"),
-                         "The specified device doesn't match the network")
-        return [a.device]
-    remove_devices(host, a.profile, pick)
+    remove_devices(host, a.profile, detach_pick(
+        a.profile, a.device, a.name, on_network, f"a nic on network {a.name!r}",
+        "No device found for this network", "The specified device doesn't match the network"))
     return 0
 
 

@@ -177,6 +177,38 @@ def remove_devices(host: Host, profile: str,
     return removed
 
 
+def detach_pick(profile: str, device: str | None, target: str,
+                matches: Callable[[dict[str, str]], bool], what: str, none_text: str,
+                mismatch_text: str | None = None
+                ) -> Callable[[dict[str, dict[str, str]]], list[str]]:
+    """The ``pick`` of a ``detach-profile`` verb (``network``, ``storage volume``) for
+    ``remove_devices``: the named ``device`` if it ``matches``, else the one device of the
+    profile that does, with LXD's refusals (``none_text`` when none does; ``mismatch_text``
+    for a named device that does not, None where LXD has no refusal of its own). ``what``
+    says in lxdlib's words what a matching device is ("a nic on network 'n'")."""
+    from .lxdwords import worded
+
+    def pick(devs: dict[str, dict[str, str]]) -> list[str]:
+        if device is None:
+            found = sorted(n for n, d in devs.items() if matches(d))
+            if not found:
+                raise worded(NotFound("device", target,
+                                      f"no device of profile {profile!r} is {what}"), none_text)
+            if len(found) > 1:
+                raise worded(InvalidArgument(
+                    f"profile {profile!r} has several devices that are {what} "
+                    f"({', '.join(found)}): name the device"),
+                    "More than one device matches, specify the device name")
+            return found
+        if device not in devs:
+            raise worded(NotFound("device", device), "The specified device doesn't exist")
+        if not matches(devs[device]):
+            e = InvalidArgument(f"device {device!r} of profile {profile!r} is not {what}")
+            raise e if mismatch_text is None else worded(e, mismatch_text)
+        return [device]
+    return pick
+
+
 def cmd_device(host: Host, a: argparse.Namespace) -> int:
     verb = {"rm": "remove", "ls": "list"}.get(a.verb, a.verb)
     if verb in ("list", "show", "get"):

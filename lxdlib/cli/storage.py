@@ -265,35 +265,16 @@ def cmd_volume_attach_profile(host: Host, a: argparse.Namespace) -> int:
 def cmd_volume_detach_profile(host: Host, a: argparse.Namespace) -> int:
     """``detach-profile <pool> <vol> <profile> [<device>]``: the profile's disk of the volume
     goes; without a device name there must be exactly one (LXD's refusals)."""
-    from ..errors import InvalidArgument, NotFound
     from ..volumes import strip_type, uses_volume
-    from .lxdwords import worded
-    from .profiles import remove_devices
+    from .profiles import detach_pick, remove_devices
     volume = strip_type(a.volume)
     _volumes(host).get(a.pool, volume)
-
-    def pick(devs: dict[str, dict[str, str]]) -> list[str]:
-        if a.device is None:
-            found = [n for n, d in devs.items() if uses_volume(d, a.pool, volume)]
-            if not found:
-                raise worded(NotFound("device", volume, f"no disk of profile {a.profile!r} "
-                                      f"is volume {volume!r} of pool {a.pool!r}"),
-                             "No device found for this storage volume")
-            if len(found) > 1:
-                raise worded(InvalidArgument(
-                    f"profile {a.profile!r} has several disks of volume {volume!r} "
-                    f"({', '.join(sorted(found))}): name the device"),
-                    "More than one device matches, specify the device name")
-            return found
-        if a.device not in devs:
-            raise worded(NotFound("device", a.device), "The specified device doesn't exist")
-        # LXD 5.0 removes whatever device is named; a device that is not a disk of this
-        # volume is refused here instead of going
-        if not uses_volume(devs[a.device], a.pool, volume):
-            raise InvalidArgument(f"device {a.device!r} of profile {a.profile!r} is not a "
-                                  f"disk of volume {volume!r} of pool {a.pool!r}")
-        return [a.device]
-    remove_devices(host, a.profile, pick)
+    # LXD 5.0 removes whatever device is named; one that is not a disk of this volume is
+    # refused here instead (no LXD text for that: lxdlib's own)
+    remove_devices(host, a.profile, detach_pick(
+        a.profile, a.device, volume, lambda d: uses_volume(d, a.pool, volume),
+        f"a disk of volume {volume!r} of pool {a.pool!r}",
+        "No device found for this storage volume"))
     return 0
 
 
