@@ -170,9 +170,10 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
             snapshots = [] if instance_only else list(src_rec.snapshots)
         prof = ctx.check_profiles(profiles if profiles is not None else base_profiles)
         new_cfg = {**base_cfg, **extra_cfg}
-        new_cfg = {**schema.validate_instance_config(
-            {k: v for k, v in new_cfg.items() if not k.startswith("volatile.")}),
-                   **{k: v for k, v in new_cfg.items() if k.startswith("volatile.")}}
+        if extra_cfg:  # the source's own config was checked when it was saved
+            new_cfg = {**schema.validate_instance_config(
+                {k: v for k, v in new_cfg.items() if not k.startswith("volatile.")}),
+                       **{k: v for k, v in new_cfg.items() if k.startswith("volatile.")}}
         new_devs = {**{n: dict(d) for n, d in base_devs.items()}, **extra_devs}
         exp_cfg, exp_devs, root = expand_with_root(ctx, prof, new_cfg, new_devs, pool)
         dst_pool_name = root["pool"]
@@ -188,11 +189,19 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
         dst_pool = ctx.pool(dst_pool_name)
         size = parse_size(root["size"]) if root.get("size") else None
         with new_instance_dir(ctx, target, dst_pool, spare_intent=False):
-            journal.begin(paths, target, "copy", pools=sorted({src_pool.name, dst_pool.name}),
-                          target_pool=dst_pool.name)
             fresh_identity(ctx, target, new_cfg, exp_cfg, exp_devs)
             shift = disk_base(dst_pool, {**exp_cfg, **new_cfg}) - \
                 source_disk_base(src_inst, src_rec, src_pool)
+            # An intent says what a killed copy made besides the new volume (its snapshots,
+            # temporary volumes, a received stream cut short). A lone clone into place makes
+            # nothing else, and the new directory without a record already means "remove the
+            # volume of this name" to the next call (``recover_leftover``): no intent to write,
+            # nor a file made for it (the copy's first intent makes one).
+            if snapshots or shift or src_pool.name != dst_pool.name \
+                    or not dst_pool.clones_in_place:
+                journal.begin(paths, target, "copy",
+                              pools=sorted({src_pool.name, dst_pool.name}),
+                              target_pool=dst_pool.name)
             from . import transfer
             transfer.copy_volume(src_pool, src_name, dst_pool, target,
                                  snapshots=[s.name for s in snapshots], from_snapshot=src_snap,

@@ -6,6 +6,7 @@ With no daemon there is no socket to subscribe to: each event is one JSON line a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -24,12 +25,13 @@ class Events:
     def emit(self, action: str, source: str, **metadata: str) -> None:
         line = json.dumps({"type": "lifecycle", "timestamp": dt.datetime.now(dt.UTC).isoformat(),
                            "metadata": {"action": action, "source": source, **metadata}})
-        try:
-            if self.path.stat().st_size > MAX_SIZE:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        fd = os.open(self.path, flags, 0o600)
+        if os.fstat(fd).st_size > MAX_SIZE:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):  # another process rotated it first
                 os.replace(self.path, self.path.with_suffix(".log.1"))
-        except FileNotFoundError:
-            pass
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.path, flags, 0o600)
         try:
             os.write(fd, (line + "\n").encode())
         finally:

@@ -112,6 +112,10 @@ class PoolDriver(abc.ABC):
     supports_idmapped_mounts: ClassVar[bool] = True
     #: snapshots of a running instance need no freeze (btrfs, zfs); ``dir`` freezes and copies.
     snapshot_needs_freeze: ClassVar[bool] = False
+    #: a copy of an instance volume within the pool appears whole under its final name or not
+    #: at all, and makes nothing else (btrfs snapshots): what a killed copy leaves is then the
+    #: volume of a directory without a record, which that directory's cleanup finds alone
+    clones_in_place: ClassVar[bool] = False
     #: the pool keys the driver knows (``validate_config`` refuses the others)
     KEYS: ClassVar[frozenset[str]] = frozenset({"source"})
     #: keys that take effect by being recorded (read at each operation): ``reconfigure``

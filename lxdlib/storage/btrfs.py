@@ -88,6 +88,7 @@ class BtrfsPool(DirPool):
 
     driver = "btrfs"
     snapshot_needs_freeze = False
+    clones_in_place = True
     KEYS = frozenset({"source", "size", "btrfs.mount_options"})
 
     # -- config ---------------------------------------------------------------------------------

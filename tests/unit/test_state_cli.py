@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,8 @@ from lxdlib.cli.configcmd import split_target_kv
 from lxdlib.cli.instances import parse_device_overrides
 from lxdlib.cli.main import fix_config_shorthand, split_exec
 from lxdlib.errors import Busy, InvalidArgument, LxdlibError
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_atomic_write_replaces_and_leaves_no_tmp(tmp_path: Path) -> None:
@@ -183,3 +187,33 @@ def test_config_shorthand_from_the_seed() -> None:
     assert fix_config_shorthand(["config", "set", "c", "k", "v"]) == ["config", "set", "c", "k",
                                                                      "v"]
     assert fix_config_shorthand(["config", "show", "c", "--expanded"])[1] == "show"
+
+
+def test_locks_are_bytes_of_one_file_per_kind(tmp_path: Path) -> None:
+    """Another name of the same kind does not wait; another process does; no file is made per
+    name, and the invariant checks' ``lock_holder`` sees a held lock and its release."""
+    paths = state.Paths(tmp_path)
+    probe = ("import sys; from pathlib import Path; from lxdlib import state\n"
+             "from lxdlib.errors import Busy\n"
+             "try:\n"
+             "    with state.lock(state.Paths(Path(sys.argv[1])), 'instance', sys.argv[2],\n"
+             "                    timeout=0):\n"
+             "        pass\n"
+             "except Busy:\n"
+             "    sys.exit(3)\n")
+
+    def other_process(name: str) -> int:
+        return subprocess.run([sys.executable, "-c", probe, str(tmp_path), name],
+                              env={**os.environ, "PYTHONPATH": str(REPO)}).returncode
+
+    with state.lock(paths, "instance", "a"):
+        with state.lock(paths, "instance", "b", timeout=0):
+            assert state.lock_holder(paths, "instance")
+        assert other_process("a") == 3
+        assert other_process("b") == 0
+        assert not state.lock_holder(paths, "profile")
+    assert not state.lock_holder(paths, "instance")
+    assert other_process("a") == 0
+    assert sorted(os.listdir(paths.locks)) == ["instance.lock"]
+    assert state.lock_offset("a") != state.lock_offset("b")
+    assert 0 <= state.lock_offset("x" * 300) < 2 ** 62
