@@ -2,8 +2,9 @@
 
 Before its first change, an operation that touches several things (a snapshot: a pool volume and
 the record; a restore: the stop, the volume swap, the record and the start again; a move between
-pools; a copy or an import into a new instance; a config or device change of a running instance:
-the record, then the live cgroups and devices; a profile edit, on each instance using it) writes
+pools; a copy (but a lone clone into place) or an import into a new instance; a config or device
+change of a running instance: the record, then the live cgroups and devices; a profile edit, on
+each instance using it) writes
 ``<instance dir>/.pending.yaml`` saying what it is about to do, and removes it after its last
 step. A process killed in between leaves the file behind; the next call that takes the
 instance's lock (every verb), lists the instances, or ``lxdlib recover`` reads it and finishes or

@@ -4,9 +4,10 @@ There is no daemon and no database: a record written atomically (tmp + fsync + r
 directory fsync) is the commit point of every operation. Anything on disk without a record is a
 leftover of an interrupted operation and is removed by the next call that meets it.
 
-liblxc only locks inside one API call, so lxdlib takes its own ``flock`` per object (and one
-host-wide lock for invariants that span objects, such as name uniqueness or idmap allocation).
-``flock`` locks belong to the open file description, so they also serialise threads of one process.
+liblxc only locks inside one API call, so lxdlib takes its own lock per object (and one
+host-wide lock for invariants that span objects, such as name uniqueness or idmap allocation):
+a byte of one file per kind, locked with ``F_OFD_SETLK`` (``lock``). Such locks belong to the
+open file description, so they also serialise threads of one process.
 
 lxdlib's own records are JSON (``write_record``), read with the standard library; their file
 names still end in ``.yaml``, and every YAML reader reads them, since JSON is YAML. Records an
@@ -318,10 +319,9 @@ def swap_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
     # an empty spare was made just now, and where ``path`` is not there either (the first
     # write of a new instance's file) an ``lstat`` spares the exchange that would only fail
     if st.st_size or os.path.lexists(path):
-        try:
+        # gone meanwhile (FileNotFoundError): the spare becomes ``path``
+        with contextlib.suppress(FileNotFoundError):
             swapped = exchange_if_loaded(spare, path)
-        except FileNotFoundError:  # the first write of ``path``: the spare becomes it
-            pass
     if not swapped:
         os.replace(spare, path)
     if durable:

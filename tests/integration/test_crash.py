@@ -43,7 +43,8 @@ LOOPS = {
 """,
     "copy": """
     n = f"cp{i}"
-    h.copy("c1", n, pool="dp" if i % 2 else None)
+    # every fourth: a lone clone into place, which writes no intent
+    h.copy("c1", n, pool="dp" if i % 2 else None, instance_only=i % 4 == 0)
     h.instances[n].delete()
 """,
     "import": """
