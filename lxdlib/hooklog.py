@@ -13,9 +13,29 @@ from pathlib import Path
 HOOK_LOG = "hooks.log"
 
 
+def shell_quote(word: str) -> str:
+    """``word`` as one word of a ``/bin/sh`` line, whatever it holds (``shlex.quote``'s way,
+    without importing shlex on every render). liblxc runs a hook as ``/bin/sh -c "exec
+    <value>"``, so a root path with a space, quote, ``;`` or ``$`` in it must not become
+    shell syntax; newlines never reach here (``render.to_text`` refuses them)."""
+    return "'" + word.replace("'", "'\"'\"'") + "'"
+
+
 def command(root: Path) -> str:
     """What liblxc runs for a hook of an instance of ``root`` (see ``lxdlib.hooks``)."""
-    return f"{sys.executable} -m lxdlib.hooks {root}"
+    return f"{shell_quote(sys.executable)} -m lxdlib.hooks {shell_quote(str(root))}"
+
+
+def stop_marker_command(marker: Path) -> str:
+    """The ``post-stop`` hook every instance has: no Python, one ``/bin/sh`` (about a
+    millisecond at each stop). When the container stopped for good (liblxc sets
+    ``LXC_TARGET=stop``; ``reboot`` when its init rebooted, and liblxc starts it again), it
+    writes the init's pid into ``marker`` (``journal.STOPPED_INSIDE``): the record learns of a
+    ``poweroff`` from inside at the next call, as LXD's stop hook records it at once.
+    An unset target counts as a stop. Always exits 0: a failing post-stop hook would turn a
+    reboot into a stop."""
+    script = f'[ "$LXC_TARGET" = reboot ] || echo "$LXC_PID" > {shell_quote(str(marker))}; exit 0'
+    return f"/bin/sh -c {shell_quote(script)}"
 
 
 def write_log(root: Path, name: str, text: str) -> None:

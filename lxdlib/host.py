@@ -303,8 +303,13 @@ class Host:
         import time as _time
         wait = sleep or _time.sleep
         todo = []
+        from . import journal
         for inst in self.instances.list():
             try:
+                if journal.pending(self.paths, inst.name):
+                    # an interrupted verb, or a stop from inside (``poweroff``) that the
+                    # record, still RUNNING, does not say yet: settled under its lock first
+                    inst.settle()
                 rec = inst.record()
                 cfg, _ = inst.expanded(rec)
             except Exception:

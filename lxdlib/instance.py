@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from . import render
     from .context import Context
     from .devices import DeviceContext
+    from .state import Paths
     from .storage.base import PoolDriver
 
 log = get_logger(__name__)
@@ -148,6 +149,13 @@ class InstanceCore:
             if not nested and journal.pending(self._paths, self.name):
                 journal.recover(self.ctx, self.name)
             yield
+
+    def settle(self) -> None:
+        """Take the instance's lock and let go: what a killed process left is finished or
+        undone, and a stop from inside is recorded (``journal.recover``). For readers of the
+        record that take no lock themselves (``Host.autostart``) when ``journal.pending``."""
+        with self._lock():
+            pass
 
     def record(self) -> InstanceRecord:
         try:
@@ -338,6 +346,10 @@ class InstanceCore:
                 templates.apply(vol, meta, t, self._template_context(rec), *self._root_owner(rec))
         if trigger:
             rec.config.pop("volatile.apply_template", None)
+        # a stop from inside of an earlier run is this start's to forget (the record below
+        # says RUNNING); done again once it runs, against the earlier run's post-stop hook,
+        # which liblxc runs after it reports the instance stopped
+        forget_stopped_inside(self._paths, self.name)
         _mark_running(rec, self._paths.root, devs)
         # durable only when templates or a new MAC changed the record; the power state is a hint
         record.save(self._paths, rec, durable=bool(trigger) or redrawn)
@@ -361,6 +373,7 @@ class InstanceCore:
                 raise LXCError(f"failed to start instance {self.name!r}",
                                f"{e.log_tail}\n--- lxdlib hooks ---\n{tail}") from None
             raise
+        forget_stopped_inside(self._paths, self.name)
         self.ctx.events.emit("instance-started", self.name)
 
     def _redraw_taken_macs(self, rec: InstanceRecord,
@@ -418,6 +431,7 @@ class InstanceCore:
         try:
             self._write_lxc_config(self.record(), starting=True)
             criu.restore(self._paths.lxcpath, self.name, state)
+            forget_stopped_inside(self._paths, self.name)  # as ``_start_locked``
             rec = self.record()
             _mark_running(rec, self._paths.root, self.expanded(rec)[1])
             record.save(self._paths, rec, durable=False)
@@ -885,10 +899,14 @@ class InstanceCore:
             extra += out.keys
             start_hook = start_hook or out.start_hook
             stop_hook = stop_hook or out.stop_hook or out.start_hook
-        hook_lines: list[tuple[str, str]] = []
+        # every instance: a stop from inside is written down for its record (no Python; first,
+        # so that it is written before a device hook's or ephemeral reaper's work)
+        hook_lines: list[tuple[str, str]] = [
+            ("version", "1"),
+            ("post-stop", hooks.stop_marker_command(journal.stopped_marker(self._paths,
+                                                                           self.name)))]
         if start_hook or stop_hook:
             cmd = hooks.command(self._paths.root)
-            hook_lines = [("version", "1")]
             if start_hook:
                 hook_lines.append(("start-host", cmd))
             if stop_hook:
@@ -921,7 +939,9 @@ class InstanceCore:
                     for n, d in devices.items())
         if not needs or dctx.pid is None:
             return
-        if runtime.running_item(self._c(), "lxc.hook.post-stop"):
+        # every instance has the stop-marker hook: only lxdlib's own Python hook does device work
+        if hooks.command(self._paths.root) in (runtime.running_item(self._c(),
+                                                                    "lxc.hook.post-stop") or ""):
             return
         hooks.spawn_watcher(self._paths.root, self.name, dctx.pid)
 
@@ -1358,6 +1378,39 @@ def _recover_start(ctx: Context, name: str, op: dict[str, Any]) -> None:
         record.save(ctx.paths, rec, durable=False)
 
 
+def forget_stopped_inside(paths: Paths, name: str) -> None:
+    """Drop the mark of a stop from inside (``journal.STOPPED_INSIDE``): the caller records
+    the power state itself (a start) or has found it stale."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(journal.stopped_marker(paths, name))
+
+
+def _fold_stopped_inside(ctx: Context, name: str, op: dict[str, Any]) -> None:
+    """Record what the post-stop hook marked: the container stopped with no lxdlib verb
+    asking (``poweroff`` inside, its init gone), so the record still says RUNNING and
+    ``autostart`` would start it at the next boot, which LXD does not. Only once liblxc says
+    it is stopped; a mark found while it runs is of an earlier run (started again since by
+    ``lxc-start``, or its hook ran late) and is dropped; while it starts or stops, kept.
+    A stop by lxdlib's own ``stop`` leaves the mark too: folded here, it changes nothing."""
+    paths = ctx.paths
+    rec = record.load(paths, name) if record.exists(paths, name) else None
+    if rec is not None and (rec.config.get("volatile.last_state.power") == "RUNNING" or
+                            any(record.is_veth_key(k) for k in rec.config)):
+        state = runtime.open_container(paths.lxcpath, name).state
+        if state == "STOPPED":
+            log.info("instance %s stopped from inside: recorded stopped", name)
+            _mark_stopped(rec)
+            # durable: the mark goes next, and after a power loss the record must not be
+            # the older of the two
+            record.save(paths, rec)
+        elif state not in ("RUNNING", "FROZEN", "FREEZING", "THAWED"):
+            return
+    # else already recorded stopped (lxdlib's own stop, whose hook marks too): nothing to
+    # record, and no liblxc handle to open
+    forget_stopped_inside(paths, name)
+
+
+journal.register(journal.FOLD_STOPPED, _fold_stopped_inside)
 journal.register("update", _recover_update)
 journal.register("start", _recover_start)
 journal.register("stop", _recover_stop)

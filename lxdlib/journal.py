@@ -62,6 +62,14 @@ PENDING = ".pending.yaml"
 #: making a file allocates an inode, which on a busy ext4 costs up to a millisecond — more than
 #: everything else an intent costs, paid by every snapshot, restore and copy.
 SPARE = ".pending.spare"
+#: Left in the instance's directory by the liblxc ``post-stop`` hook every instance has
+#: (``hooklog.stop_marker_command``) when its container stopped for good — a ``poweroff``,
+#: ``halt`` or exit of its init, a kill — rather than rebooted. It holds the pid of the init
+#: that stopped. No lxdlib process may be around then, so the record still says RUNNING:
+#: the next call that takes the instance's lock (``recover``) folds it into the record.
+STOPPED_INSIDE = "stopped-inside"
+#: The kind under which the instance layer registers that fold (no intent has it).
+FOLD_STOPPED = "stopped-inside"
 #: Where a CRIU dump lives inside an instance volume (beside ``rootfs/``, out of the guest's view).
 STATE_DIR = "state"
 
@@ -218,16 +226,36 @@ def read(paths: Paths, name: str) -> dict[str, Any] | None:
     return data
 
 
+def stopped_marker(paths: Paths, name: str) -> Path:
+    return paths.instance_dir(name) / STOPPED_INSIDE
+
+
 def pending(paths: Paths, name: str) -> bool:
-    return os.path.lexists(path(paths, name))
+    """Whether ``recover`` has something to do: an intent, or a stop from inside to record
+    (one more ``lstat`` per lock taken, and only when there is no intent)."""
+    d = paths.instance_dir(name)
+    return os.path.lexists(d / PENDING) or os.path.lexists(d / STOPPED_INSIDE)
 
 
 def recover(ctx: Site, name: str) -> bool:
-    """Finish or undo what a killed process left on ``name``; True if there was something.
+    """Finish or undo what a killed process left on ``name``, then record a stop from inside
+    (``STOPPED_INSIDE``); True if an interrupted operation was found.
 
     The caller holds the instance lock. The intent is removed only once the instance is
     consistent again; a recovery that fails leaves it for the next call.
     """
+    done = _recover_intent(ctx, name)
+    if os.path.lexists(stopped_marker(ctx.paths, name)):
+        fold = recoverer(FOLD_STOPPED)
+        if fold is not None:
+            try:
+                fold(ctx, name, {})
+            except Exception as e:  # kept for the next call, as an intent is
+                log.warning("instance %s: recording its stop from inside failed: %s", name, e)
+    return done
+
+
+def _recover_intent(ctx: Site, name: str) -> bool:
     paths = ctx.paths
     op = read(paths, name)
     if op is None:
