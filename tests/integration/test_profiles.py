@@ -6,12 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import yaml
 
 import lxdlib
-from lxdlib import runtime
+from lxdlib import journal, runtime
 from tests.integration.seed_profiles import DOCKER_PROFILE
 
 pytestmark = pytest.mark.root
@@ -153,14 +154,19 @@ def test_autostart_in_priority_order(host: lxdlib.Host) -> None:
                                           "boot.autostart.priority": "1"})
     host.launch("busybox", "high", config={"boot.autostart": "true",
                                            "boot.autostart.priority": "9"})
-    last = host.launch("busybox", "was-running")  # unset: follows its last state
+    host.launch("busybox", "was-running")  # unset: follows its last state
     never = host.launch("busybox", "never", config={"boot.autostart": "false"})
     off = host.create("busybox", "was-stopped")
     assert "lxc.start.auto = 1" in (host.paths.instance_dir("high") / "config").read_text()
     assert "lxc.start.order = -9" in (host.paths.instance_dir("high") / "config").read_text()
-    for name in ("low", "high", "never"):
-        runtime.kill(host.instances[name].handle(), host.paths.lxcpath)  # as a host crash would
-    runtime.kill(last.handle(), host.paths.lxcpath)
+    for name in ("low", "high", "never", "was-running"):
+        runtime.kill(host.instances[name].handle(), host.paths.lxcpath)  # as a host crash would…
+    for name in ("low", "high", "never", "was-running"):  # …which runs no post-stop hook
+        marker = journal.stopped_marker(host.paths, name)
+        deadline = time.monotonic() + 5
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        marker.unlink()
     result = host.autostart(sleep=lambda s: None)
     assert list(result) == ["high", "low", "was-running"]
     assert set(result.values()) == {"started"}
