@@ -13,17 +13,27 @@ from pathlib import Path
 HOOK_LOG = "hooks.log"
 
 
-def shell_quote(word: str) -> str:
-    """``word`` as one word of a ``/bin/sh`` line, whatever it holds (``shlex.quote``'s way,
-    without importing shlex on every render). liblxc runs a hook as ``/bin/sh -c "exec
-    <value>"``, so a root path with a space, quote, ``;`` or ``$`` in it must not become
-    shell syntax; newlines never reach here (``render.to_text`` refuses them)."""
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_")
+
+
+def shell_quote(word: str, *, leading: bool = False) -> str:
+    """``word`` as one word of a ``/bin/sh`` line, whatever it holds: liblxc runs a hook as
+    ``/bin/sh -c "exec <value>"``, so a root path with a space, quote, ``;`` or ``$`` in it
+    must not become shell syntax (newlines never reach here: ``render.to_text`` refuses them).
+    Left as it is when it needs nothing (the usual path), else in single quotes, as
+    ``shlex.quote`` does (without importing shlex on every render). ``leading``: the value's
+    first word, escaped with backslashes instead — liblxc strips a value's outer quotes when
+    it starts and ends with the same one, which would turn two quoted words into one."""
+    if word and all(c in _SAFE for c in word):
+        return word
+    if leading:  # a backslash quotes any byte but newline; non-ASCII is nothing to sh
+        return "".join(c if c in _SAFE or not c.isascii() else "\\" + c for c in word) or "''"
     return "'" + word.replace("'", "'\"'\"'") + "'"
 
 
 def command(root: Path) -> str:
     """What liblxc runs for a hook of an instance of ``root`` (see ``lxdlib.hooks``)."""
-    return f"{shell_quote(sys.executable)} -m lxdlib.hooks {shell_quote(str(root))}"
+    return f"{shell_quote(sys.executable, leading=True)} -m lxdlib.hooks {shell_quote(str(root))}"
 
 
 def stop_marker_command(marker: Path) -> str:

@@ -18,10 +18,27 @@ NASTY = ["plain", "my root", "it's", "a;touch pwned;b", "$(touch pwned)", "`touc
          "'; touch pwned; '", 'q"uote', "back\\slash", "#hash", "  spaced  ", "*", "-x"]
 
 
+def _as_parsed(value: str) -> str:
+    """What liblxc 5.0's config parser keeps of a value: outer spaces and, when it starts and
+    ends with the same quote, that pair go (``parse_line``)."""
+    value = value.strip(" \t")
+    if len(value) > 1 and value[0] in "'\"" and value[-1] == value[0]:
+        value = value[1:-1]
+    return value
+
+
 def _run_as_liblxc(value: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[bytes]:
     """What liblxc 5.0 does with a hook value (``run_script_argv``: ``exec <value>`` to sh -c)."""
-    return subprocess.run(["/bin/sh", "-c", f"exec {value}"], cwd=cwd, capture_output=True,
-                          env={"PATH": os.environ["PATH"], **env}, check=False)
+    return subprocess.run(["/bin/sh", "-c", f"exec {_as_parsed(value)}"], cwd=cwd,
+                          capture_output=True, env={"PATH": os.environ["PATH"], **env},
+                          check=False)
+
+
+def _words(value: str, cwd: Path) -> list[str]:
+    """The words a shell makes of a hook value as liblxc keeps it."""
+    out = subprocess.run(["/bin/sh", "-c", f'set -- {_as_parsed(value)}; printf "%s\\n" "$@"'],
+                         capture_output=True, check=True, cwd=cwd).stdout.decode()
+    return out.split("\n")[:-1]
 
 
 @pytest.mark.parametrize("word", NASTY)
@@ -53,10 +70,17 @@ def test_the_marker_hook_never_fails_the_stop(tmp_path: Path) -> None:
 @pytest.mark.parametrize("word", NASTY)
 def test_the_python_hook_command_keeps_the_root_one_word(tmp_path: Path, word: str) -> None:
     value = hooklog.command(Path("/r") / word)
-    # parsed back by a shell: the interpreter, -m, the module, the root — and nothing else
-    out = subprocess.run(["/bin/sh", "-c", f'set -- {value}; printf "%s\\n" "$@"'],
-                         capture_output=True, check=True, cwd=tmp_path).stdout.decode()
-    assert out.split("\n")[:-1] == [sys.executable, "-m", "lxdlib.hooks", f"/r/{word}"]
+    assert _words(value, tmp_path) == [sys.executable, "-m", "lxdlib.hooks", f"/r/{word}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("word", NASTY)
+def test_a_quoted_first_and_last_word_survive_liblxc_stripping_quotes(tmp_path: Path,
+                                                                     word: str) -> None:
+    """Both ends quoted would make liblxc strip the outer pair and join the words."""
+    value = " ".join([hooklog.shell_quote(f"/my venv/{word}", leading=True), "-m",
+                      hooklog.shell_quote(f"/r/{word}")])
+    assert _words(value, tmp_path) == [f"/my venv/{word}", "-m", f"/r/{word}"]
     assert list(tmp_path.iterdir()) == []
 
 
