@@ -486,6 +486,9 @@ class InstanceCore:
         rec = self.record()
         _mark_stopped(rec)
         record.save(self._paths, rec, durable=False)
+        # liblxc's stop returns after the post-stop hooks: the mark they left says what the
+        # record says now
+        forget_stopped_inside(self._paths, self.name)
         if restart is not None:
             return
         journal.end(self._paths, self.name)
