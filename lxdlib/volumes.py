@@ -1,5 +1,5 @@
 """Custom storage volumes: ``storage volume create|list|show|info|set|delete|rename|copy|attach|
-detach``.
+detach|snapshot|restore``.
 
 A pool driver makes the volume (a btrfs subvolume, a ZFS dataset, a directory); this module keeps
 LXD's view of it — config (``size``, ``user.*``), description, who uses it — in a record at
