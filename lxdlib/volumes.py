@@ -497,8 +497,9 @@ class VolumeStore:
         copy (btrfs snapshot, zfs send, reflinked ``cp``); across pools a file copy into a new
         volume. The record is written last: a failure or a kill before it leaves no volume
         (the storage made is removed at once, or by the next ``create`` or ``list``).
-        The snapshots come along (their storage and their entries) unless ``volume_only``;
-        across pools, only with ``volume_only``."""
+        The snapshots come along (their storage and their entries) unless ``volume_only``:
+        across pools each is replayed (the new volume filled as the snapshot holds it, then
+        snapshotted), oldest first."""
         name, new = strip_type(name), strip_type(new)
         validate_name(new)
         src_drv, drv = self._pool(pool), self._pool(target_pool)
@@ -509,16 +510,13 @@ class VolumeStore:
             data = self._read(pool, name)
             cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
             snaps = [] if volume_only else self._entries(data)
-            if snaps and target_pool != pool:
-                raise InvalidArgument("copying a volume's snapshots to another pool is not "
-                                      "supported: use --volume-only")
             if drv.volume_exists("custom", new):
                 drv.delete_custom_volume(new)  # debris of a create or copy that was killed
             size = parse_size(cfg["size"]) if cfg.get("size") else None
             if target_pool == pool:
                 drv.copy_custom_volume(name, new, [str(e["name"]) for e in snaps])
             else:
-                self._copy_files(src_drv, name, drv, new, size, cfg)
+                self._copy_files(src_drv, name, drv, new, size, cfg, snaps)
             try:
                 if target_pool == pool and size is not None:
                     drv.set_quota("custom", new, size)  # a clone carries no limit
@@ -536,19 +534,33 @@ class VolumeStore:
 
     @staticmethod
     def _copy_files(src_drv: PoolDriver, name: str, drv: PoolDriver, new: str,
-                    size: int | None, cfg: dict[str, str]) -> None:
+                    size: int | None, cfg: dict[str, str],
+                    snaps: builtins.list[dict[str, Any]]) -> None:
         """Across pools: an empty volume (with the source's limit: a pool that cannot hold it
-        refuses before anything is copied) filled by a file copy. Files a pool without
-        idmapped mounts keeps shifted (``volatile.idmap.last``) are shifted back where the new
-        pool maps at mount time instead."""
+        refuses before anything is copied) filled by a file copy; with ``snaps`` (record
+        entries, oldest first), filled first as each snapshot holds it and snapshotted. Files
+        a pool without idmapped mounts keeps shifted (``volatile.idmap.last``, the volume's
+        and each snapshot's own) are shifted back where the new pool maps at mount time
+        instead (and the key dropped from ``cfg`` and the entries)."""
         from . import transfer  # here: only a copy across pools needs it
-        path = drv.create_custom_volume(new, size)
-        try:
-            transfer.fill(src_drv.volume_path("custom", name), path)
-            last = int(cfg.get(IDMAP_LAST, "0") or "0")
+
+        def unshift(path: Path, config: dict[str, Any]) -> None:
+            last = int(str(config.get(IDMAP_LAST, "0")) or "0")
             if drv.supports_idmapped_mounts and last:
                 idmap.shift_tree(path, -last)
-                cfg.pop(IDMAP_LAST, None)
+                config.pop(IDMAP_LAST, None)
+
+        path = drv.create_custom_volume(new, size)
+        try:
+            for entry in snaps:
+                snap = str(entry["name"])
+                with transfer.readable_custom_snapshot(src_drv, name, snap) as held:
+                    transfer.fill(held, path)
+                entry["config"] = dict(entry.get("config") or {})
+                unshift(path, entry["config"])
+                drv.create_custom_snapshot(new, snap)
+            transfer.fill(src_drv.volume_path("custom", name), path)
+            unshift(path, cfg)
         except BaseException:
             with contextlib.suppress(Exception):
                 drv.delete_custom_volume(new)

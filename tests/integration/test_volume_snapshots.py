@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import lxdlib
-from lxdlib.errors import AlreadyExists, InvalidArgument, InvalidName, NotFound, WrongState
+from lxdlib.errors import AlreadyExists, InvalidName, NotFound, WrongState
 from tests.integration import invariants
 from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons  # noqa: F401
 
@@ -227,13 +227,16 @@ def test_copy_with_and_without_snapshots(vols: lxdlib.Host, pool: str) -> None:
     _ok(vols, "copy", f"{pool}/a", f"{pool}/c", "--volume-only")
     assert s.snapshots(pool, "c") == [] and _on_disk(vols, pool, "c") == []
     assert _file(vols, pool, "c") == "three"
-    # to another pool: only the volume (refused with its snapshots, nothing made)
+    # to another pool: each snapshot replayed there, oldest first
     other = DIR_POOL if pool == "default" else "default"
-    with pytest.raises(InvalidArgument, match="--volume-only"):
-        s.copy(pool, "a", other, "d")
-    assert "d" not in s.names(other)
-    vols.volumes[f"{pool}/a"].copy("d", other, volume_only=True)
-    assert _file(vols, other, "d") == "three" and s.snapshots(other, "d") == []
+    _ok(vols, "copy", f"{pool}/a", f"{other}/d")
+    assert [x["name"] for x in s.snapshots(other, "d")] == ["s2"]
+    assert _on_disk(vols, other, "d") == ["s2"] and _file(vols, other, "d") == "three"
+    s.restore_snapshot(other, "d", "s2")
+    assert _file(vols, other, "d") == "two"
+    vols.volumes[f"{pool}/a"].copy("e", other, volume_only=True)
+    assert _file(vols, other, "e") == "three" and s.snapshots(other, "e") == []
+    assert _on_disk(vols, other, "e") == []
     invariants.check(vols)
 
 
@@ -294,6 +297,12 @@ def test_snapshots_on_zfs(vols: lxdlib.Host, zfs_daemon: ZfsDaemons) -> None:  #
         assert _on_disk(vols, "vszp", "c") == ["snap0"]
         s.delete_snapshot("vszp", "a", "snap0")
         assert _on_disk(vols, "vszp", "a") == ["snap1"]
+        # to btrfs and back: the snapshots replayed from readable clones, then sent
+        s.copy("vszp", "c", "default", "d")
+        s.create_snapshot("default", "d", "s9")
+        s.copy("default", "d", "vszp", "e")
+        assert _on_disk(vols, "vszp", "e") == ["snap0", "s9"]
+        assert _file(vols, "vszp", "e") == "one"
         invariants.check(vols)
     finally:
         for v in s.names("vszp"):
