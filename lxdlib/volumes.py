@@ -574,12 +574,14 @@ class VolumeStore:
                 and "name" in e]
 
     def _settle_snapshots(self, drv: PoolDriver, pool: str, name: str,
-                          data: Mapping[str, Any]) -> None:
-        """Remove the snapshots the pool holds for the volume that its record does not list:
-        debris of a snapshot create killed before its record, or of a delete killed after
-        it. Under the volume's lock, with ``data`` read inside it."""
+                          data: Mapping[str, Any], on_pool: Iterable[str] | None = None) -> None:
+        """Remove the snapshots the pool holds for the volume (``on_pool``, or asked) that its
+        record does not list: debris of a snapshot create killed before its record, or of a
+        delete killed after it. Under the volume's lock, with ``data`` read inside it."""
         recorded = {str(e["name"]) for e in self._entries(data)}
-        for snap in drv.list_custom_snapshots(name):
+        if on_pool is None:
+            on_pool = drv.list_custom_snapshots(name)
+        for snap in on_pool:
             if snap not in recorded:
                 log.info("storage volume %s/%s: removing snapshot %s, which no record lists "
                          "(a killed process left it)", pool, name, snap)
@@ -589,7 +591,7 @@ class VolumeStore:
         """``_settle_snapshots`` for each volume of the pool that has snapshots on it (one
         look at the pool for all), skipping those whose lock is held (a verb under way)."""
         drv = self._pool(pool)
-        for vol in drv.custom_snapshot_owners():
+        for vol, on_pool in drv.all_custom_snapshots().items():
             with contextlib.suppress(Busy), \
                     lock(self.paths, "storage-volume", f"{pool}.{vol}", timeout=0):
                 try:
@@ -600,7 +602,8 @@ class VolumeStore:
                     data = {}  # no volume: its snapshots are debris too
                 except CorruptRecord:
                     continue
-                self._settle_snapshots(drv, pool, vol, data if isinstance(data, dict) else {})
+                self._settle_snapshots(drv, pool, vol, data if isinstance(data, dict) else {},
+                                       on_pool)
 
     def snapshots(self, pool: str, name: str) -> builtins.list[dict[str, Any]]:
         """The volume's snapshots, oldest first, in LXD's ``StorageVolumeSnapshot`` shape."""

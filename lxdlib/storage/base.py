@@ -303,8 +303,9 @@ class PoolDriver(abc.ABC):
         """The volume's snapshots on the pool, oldest first (none for a missing volume)."""
 
     @abc.abstractmethod
-    def custom_snapshot_owners(self) -> list[str]:
-        """The custom volumes that have snapshots on the pool, found in one look."""
+    def all_custom_snapshots(self) -> dict[str, list[str]]:
+        """Every custom volume's snapshots on the pool (oldest first), by volume, found in
+        one look (a listing must not cost a command per volume)."""
 
     @abc.abstractmethod
     def restore_custom_snapshot(self, name: str, snap: str, size: int | None = None) -> None:

@@ -645,13 +645,15 @@ class DirPool(PoolDriver):
             return []
         return [p.name for p in sorted(entries, key=lambda p: (self._created(p), p.name))]
 
-    def custom_snapshot_owners(self) -> list[str]:
-        """The volumes that have a snapshot directory (one listing for the pool)."""
+    def all_custom_snapshots(self) -> dict[str, list[str]]:
+        """The volumes that have snapshots, with them (a directory listing each)."""
         try:
-            return sorted(e for e in os.listdir(self._kind_dir(CUSTOM_SNAPSHOTS))
-                          if not e.startswith("."))
+            owners = sorted(e for e in os.listdir(self._kind_dir(CUSTOM_SNAPSHOTS))
+                            if not e.startswith("."))
         except FileNotFoundError:
-            return []
+            return {}
+        found = {vol: self.list_custom_snapshots(vol) for vol in owners}
+        return {vol: snaps for vol, snaps in found.items() if snaps}
 
     def restore_custom_snapshot(self, name: str, snap: str, size: int | None = None) -> None:
         """The volume made equal to the snapshot: a writable clone of it (with the volume's

@@ -935,13 +935,17 @@ class ZfsPool(PoolDriver):
         snaps = [line.split("@", 1)[1] for line in proc.stdout.splitlines() if "@" in line]
         return [s[len(SNAP_PREFIX):] for s in snaps if s.startswith(SNAP_PREFIX)]
 
-    def custom_snapshot_owners(self) -> list[str]:
-        """The custom volumes that have snapshots (one ``zfs list`` for the pool)."""
-        proc = run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r",
-                    f"{self.root}/custom"], check=False)
+    def all_custom_snapshots(self) -> dict[str, list[str]]:
+        """The custom volumes that have snapshots, with them (one ``zfs list``)."""
+        proc = run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-s", "createtxg",
+                    "-r", f"{self.root}/custom"], check=False)
         prefix = f"{self.root}/custom/"
-        return sorted({line[len(prefix):].split("@", 1)[0] for line in proc.stdout.splitlines()
-                       if line.startswith(prefix) and f"@{SNAP_PREFIX}" in line})
+        out: dict[str, list[str]] = {}
+        for line in proc.stdout.splitlines():
+            vol, sep, snap = line.removeprefix(prefix).partition(f"@{SNAP_PREFIX}")
+            if line.startswith(prefix) and sep and "/" not in vol:
+                out.setdefault(vol, []).append(snap)
+        return out
 
     def restore_custom_snapshot(self, name: str, snap: str, size: int | None = None) -> None:
         """``zfs rollback`` (atomic; the dataset keeps its quota). Only the latest snapshot:

@@ -120,8 +120,7 @@ def check_custom_snapshots(host: lxdlib.Host, pname: str) -> None:
                 assert btrfsutil.get_subvolume_read_only(
                     pool.volume_path("custom-snapshots", f"{vol}/{snap}")), \
                     f"pool {pname}: snapshot {vol}/{snap} is writable"
-    stray = [v for v in pool.custom_snapshot_owners() if v not in recorded_vols
-             and pool.list_custom_snapshots(v)]
+    stray = [v for v in pool.all_custom_snapshots() if v not in recorded_vols]
     assert not stray, f"pool {pname}: snapshots of no custom volume: {stray}"
 
 

@@ -186,7 +186,7 @@ def test_delete_snapshot_and_volume(vols: lxdlib.Host, pool: str) -> None:
         vols.volumes[f"{pool}/v"].delete_snapshot("snap0")
     # the volume's delete takes its snapshots along
     assert _ok(vols, "delete", pool, "v") == "Storage volume v deleted\n"
-    assert vols.pool(pool).custom_snapshot_owners() == []
+    assert vols.pool(pool).all_custom_snapshots() == {}
     s.create(pool, "v")  # the name is free, with no snapshots of the old one
     assert s.snapshots(pool, "v") == [] and _on_disk(vols, pool, "v") == []
     invariants.check(vols)
@@ -381,3 +381,22 @@ def test_crash_points_rename_with_snapshots(vols: lxdlib.Host, pool: str) -> Non
         assert _file(fresh, pool, want) == "one", point
         if want == "b":
             fs.rename(pool, "b", "a")
+
+
+@pytest.mark.parametrize(("src", "dst"), [("default", "default"), (DIR_POOL, DIR_POOL),
+                                          ("default", DIR_POOL)])
+def test_crash_point_copy_with_snapshots(vols: lxdlib.Host, src: str, dst: str) -> None:
+    """A copy killed after its storage (volume and snapshots) was made, before its record:
+    the next listing removes both; the name is free again."""
+    s = _store(vols)
+    s.create(src, "a")
+    _write(vols, src, "a", "one")
+    s.create_snapshot(src, "a", "s1")
+    _die_at(vols, "volume.copy.made", f"h.volumes.store.copy({src!r}, 'a', {dst!r}, 'b')")
+    assert _on_disk(vols, dst, "b") == ["s1"]
+    fresh = lxdlib.Host(vols.paths.root)
+    assert "b" not in fresh.volumes.store.names(dst)
+    assert _on_disk(fresh, dst, "b") == [] and "b" not in fresh.pool(dst).list_volumes("custom")
+    invariants.check(fresh)
+    fresh.volumes.store.copy(src, "a", dst, "b")
+    assert _on_disk(fresh, dst, "b") == ["s1"]
