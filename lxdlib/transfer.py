@@ -28,7 +28,7 @@ from pathlib import Path
 from . import idmap
 from .errors import TYPE_CHECKING, StorageError
 from .storage.base import PoolDriver, close_volume_dir
-from .storage.dir import SNAPSHOTS, DirPool
+from .storage.dir import CUSTOM_SNAPSHOTS, SNAPSHOTS, DirPool
 from .storage.loop import TMP, rename_noreplace, run, storage_errors, temp_name
 
 if TYPE_CHECKING:
@@ -66,6 +66,17 @@ def readable_snapshot(pool: PoolDriver, name: str, snap: str) -> Iterator[Path]:
         return
     z: Any = pool
     with _zfs_clone(z, z.dataset(SNAPSHOTS, f"{name}/{snap}")) as path:
+        yield path
+
+
+@contextlib.contextmanager
+def readable_custom_snapshot(pool: PoolDriver, name: str, snap: str) -> Iterator[Path]:
+    """A directory holding a custom volume snapshot's files (zfs: a temporary clone)."""
+    if not is_zfs(pool):
+        yield pool.volume_path(CUSTOM_SNAPSHOTS, f"{name}/{snap}")
+        return
+    z: Any = pool
+    with _zfs_clone(z, z.dataset(CUSTOM_SNAPSHOTS, f"{name}/{snap}")) as path:
         yield path
 
 

@@ -1,5 +1,5 @@
 """Custom storage volumes: ``storage volume create|list|show|info|set|delete|rename|copy|attach|
-detach``.
+detach|snapshot|restore``.
 
 A pool driver makes the volume (a btrfs subvolume, a ZFS dataset, a directory); this module keeps
 LXD's view of it — config (``size``, ``user.*``), description, who uses it — in a record at
@@ -16,6 +16,15 @@ Users hold ``Volume`` models: ``host.volumes["default/data"]`` (keys ``<pool>/<n
 pool) or ``host.pools["default"].volumes["data"]`` (one pool, keys are the names) — one
 ``Volumes`` collection class, scoped to a pool or not.
 
+Snapshots (``storage volume snapshot|restore``, ``delete <pool> <volume>/<snap>``): the pool
+keeps each as a read-only copy (``custom-snapshots/<volume>/<snap>``, a zfs snapshot), the
+volume's record lists them (name, description, created_at, a copy of the config) in the order
+they were taken. The record is the commit point again: a snapshot is made on the pool before
+it is recorded, and leaves the record before it leaves the pool; one on the pool that the
+record does not list is debris of a killed process, removed by the next snapshot verb on its
+volume or the next listing of the pool. A volume's delete takes its snapshots along, a rename
+and a copy keep them (``copy --volume-only``: not).
+
 Pools whose filesystem has no idmapped mounts (zfs-fuse) cannot map ownership at mount time: there
 the volume's files are shifted on disk to the instance's map before it is mounted, and the map
 they carry is remembered in ``volatile.idmap.last`` (as LXD does).
@@ -27,11 +36,11 @@ import builtins
 import contextlib
 import datetime as dt
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from . import idmap, record, runtime
-from .config.units import parse_size
+from .config.units import parse_bool, parse_size
 from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
@@ -60,6 +69,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 _NAME = Pattern(r"[a-zA-Z0-9_][-a-zA-Z0-9_.:]{0,62}")
+#: LXD's default snapshot names: ``snap<n>``, n one past the highest taken (0 for the first)
+_SNAP_INDEX = Pattern(r"snap([0-9]+)")
+SNAPSHOT_KIND = "storage volume snapshot"
 _KEYS = ("size",)
 IDMAP_LAST = "volatile.idmap.last"
 #: The lock a volume's delete holds from the record's withdrawal to its end (the volume's own
@@ -78,6 +90,39 @@ def validate_name(name: str) -> None:
         raise InvalidName("storage volume", str(name),
                           "use 1-63 letters, digits, '-', '_', '.' or ':', not starting with "
                           "'-' or '.'")
+
+
+def validate_snapshot_name(name: str) -> None:
+    """LXD's refusals first (``/``, white space: newlines among it), then the volume rules
+    (the name becomes a path component and a zfs snapshot name)."""
+    if not isinstance(name, str):
+        raise InvalidName(SNAPSHOT_KIND, str(name), "must be a string")
+    if "/" in name:
+        raise InvalidName(SNAPSHOT_KIND, name, 'Storage name cannot contain "/"')
+    if any(ch.isspace() for ch in name):
+        raise InvalidName(SNAPSHOT_KIND, name, "Storage name cannot contain white space")
+    if not _NAME.fullmatch(name):
+        raise InvalidName(SNAPSHOT_KIND, name,
+                          "use 1-63 letters, digits, '-', '_', '.' or ':', not starting with "
+                          "'-' or '.'")
+
+
+def next_snapshot_name(taken: Iterable[str]) -> str:
+    """LXD's default: ``snap<n>`` with ``n`` one past the highest ``snap<n>`` taken."""
+    highest = -1
+    for name in taken:
+        m = _SNAP_INDEX.match(name)
+        if m:
+            highest = max(highest, int(m.group(1)))
+    return f"snap{highest + 1}"
+
+
+def snapshot_view(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A record's snapshot entry in LXD's ``StorageVolumeSnapshot`` shape (``show``'s)."""
+    return {"description": str(entry.get("description") or ""), "expires_at": None,
+            "name": str(entry["name"]),
+            "config": {str(k): str(v) for k, v in (entry.get("config") or {}).items()},
+            "content_type": "filesystem", "created_at": entry.get("created_at")}
 
 
 def disk_device(pool: str, name: str, path: str) -> dict[str, str]:
@@ -240,7 +285,8 @@ class VolumeStore:
     def info(self, pool: str, name: str) -> dict[str, Any]:
         """``storage volume info``: ``get`` with the space used (``usage``, bytes; ``None``
         where the pool cannot tell, e.g. btrfs without quotas) and the ``size`` limit
-        (``total``, bytes, ``None`` without one). Custom volumes have no snapshots here."""
+        (``total``, bytes, ``None`` without one) and ``snapshots`` (``snapshot_view``'s,
+        oldest first)."""
         out = self.get(pool, name)
         name = out["name"]
         try:
@@ -249,7 +295,7 @@ class VolumeStore:
             out["usage"] = None
         size = out["config"].get("size")
         out["total"] = parse_size(size) if size else None
-        out["snapshots"] = []
+        out["snapshots"] = self.snapshots(pool, name)
         return out
 
     def _config(self, pool: str, name: str) -> dict[str, str]:
@@ -444,12 +490,16 @@ class VolumeStore:
                  pool)
         intent.unlink()
 
-    def copy(self, pool: str, name: str, target_pool: str, new: str) -> dict[str, Any]:
+    def copy(self, pool: str, name: str, target_pool: str, new: str,
+             volume_only: bool = False) -> dict[str, Any]:
         """``storage volume copy``: a new volume ``new`` in ``target_pool`` holding what
         ``name`` holds, with its config and description (LXD's). Within a pool the pool's own
         copy (btrfs snapshot, zfs send, reflinked ``cp``); across pools a file copy into a new
         volume. The record is written last: a failure or a kill before it leaves no volume
-        (the storage made is removed at once, or by the next ``create`` or ``list``)."""
+        (the storage made is removed at once, or by the next ``create`` or ``list``).
+        The snapshots come along (their storage and their entries) unless ``volume_only``:
+        across pools each is replayed (the new volume filled as the snapshot holds it, then
+        snapshotted), oldest first."""
         name, new = strip_type(name), strip_type(new)
         validate_name(new)
         src_drv, drv = self._pool(pool), self._pool(target_pool)
@@ -459,13 +509,14 @@ class VolumeStore:
             self._refuse_taken(target_pool, new)
             data = self._read(pool, name)
             cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
+            snaps = [] if volume_only else self._entries(data)
             if drv.volume_exists("custom", new):
                 drv.delete_custom_volume(new)  # debris of a create or copy that was killed
             size = parse_size(cfg["size"]) if cfg.get("size") else None
             if target_pool == pool:
-                drv.copy_custom_volume(name, new)
+                drv.copy_custom_volume(name, new, [str(e["name"]) for e in snaps])
             else:
-                self._copy_files(src_drv, name, drv, new, size, cfg)
+                self._copy_files(src_drv, name, drv, new, size, cfg, snaps)
             try:
                 if target_pool == pool and size is not None:
                     drv.set_quota("custom", new, size)  # a clone carries no limit
@@ -473,7 +524,8 @@ class VolumeStore:
                 write_record(self._record(target_pool, new), {
                     "name": new, "type": "custom", "content_type": "filesystem",
                     "description": str(data.get("description") or ""), "config": cfg,
-                    "created_at": dt.datetime.now(dt.UTC).isoformat()})
+                    "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                    **({"snapshots": snaps} if snaps else {})})
             except BaseException:
                 with contextlib.suppress(Exception):
                     drv.delete_custom_volume(new)
@@ -482,23 +534,182 @@ class VolumeStore:
 
     @staticmethod
     def _copy_files(src_drv: PoolDriver, name: str, drv: PoolDriver, new: str,
-                    size: int | None, cfg: dict[str, str]) -> None:
+                    size: int | None, cfg: dict[str, str],
+                    snaps: builtins.list[dict[str, Any]]) -> None:
         """Across pools: an empty volume (with the source's limit: a pool that cannot hold it
-        refuses before anything is copied) filled by a file copy. Files a pool without
-        idmapped mounts keeps shifted (``volatile.idmap.last``) are shifted back where the new
-        pool maps at mount time instead."""
+        refuses before anything is copied) filled by a file copy; with ``snaps`` (record
+        entries, oldest first), filled first as each snapshot holds it and snapshotted. Files
+        a pool without idmapped mounts keeps shifted (``volatile.idmap.last``, the volume's
+        and each snapshot's own) are shifted back where the new pool maps at mount time
+        instead (and the key dropped from ``cfg`` and the entries)."""
         from . import transfer  # here: only a copy across pools needs it
-        path = drv.create_custom_volume(new, size)
-        try:
-            transfer.fill(src_drv.volume_path("custom", name), path)
-            last = int(cfg.get(IDMAP_LAST, "0") or "0")
+
+        def unshift(path: Path, config: dict[str, Any]) -> None:
+            last = int(str(config.get(IDMAP_LAST, "0")) or "0")
             if drv.supports_idmapped_mounts and last:
                 idmap.shift_tree(path, -last)
-                cfg.pop(IDMAP_LAST, None)
+                config.pop(IDMAP_LAST, None)
+
+        path = drv.create_custom_volume(new, size)
+        try:
+            for entry in snaps:
+                snap = str(entry["name"])
+                with transfer.readable_custom_snapshot(src_drv, name, snap) as held:
+                    transfer.fill(held, path)
+                entry["config"] = dict(entry.get("config") or {})
+                unshift(path, entry["config"])
+                drv.create_custom_snapshot(new, snap)
+            transfer.fill(src_drv.volume_path("custom", name), path)
+            unshift(path, cfg)
         except BaseException:
             with contextlib.suppress(Exception):
                 drv.delete_custom_volume(new)
             raise
+
+    # -- snapshots ------------------------------------------------------------------------------
+    @staticmethod
+    def _entries(data: Mapping[str, Any]) -> builtins.list[dict[str, Any]]:
+        """The record's snapshot entries, oldest first."""
+        return [dict(e) for e in (data.get("snapshots") or []) if isinstance(e, dict)
+                and "name" in e]
+
+    def _settle_snapshots(self, drv: PoolDriver, pool: str, name: str,
+                          data: Mapping[str, Any], on_pool: Iterable[str] | None = None) -> None:
+        """Remove the snapshots the pool holds for the volume (``on_pool``, or asked) that its
+        record does not list: debris of a snapshot create killed before its record, or of a
+        delete killed after it. Under the volume's lock, with ``data`` read inside it."""
+        recorded = {str(e["name"]) for e in self._entries(data)}
+        if on_pool is None:
+            on_pool = drv.list_custom_snapshots(name)
+        for snap in on_pool:
+            if snap not in recorded:
+                log.info("storage volume %s/%s: removing snapshot %s, which no record lists "
+                         "(a killed process left it)", pool, name, snap)
+                drv.delete_custom_snapshot(name, snap)
+
+    def _settle_pool_snapshots(self, pool: str) -> None:
+        """``_settle_snapshots`` for each volume of the pool that has snapshots on it (one
+        look at the pool for all), skipping those whose lock is held (a verb under way)."""
+        drv = self._pool(pool)
+        for vol, on_pool in drv.all_custom_snapshots().items():
+            with contextlib.suppress(Busy), \
+                    lock(self.paths, "storage-volume", f"{pool}.{vol}", timeout=0):
+                try:
+                    data = read_record(self._record(pool, vol))
+                except FileNotFoundError:
+                    if os.path.lexists(self._away(pool, vol)):
+                        continue  # withdrawn: its delete or rename decides
+                    data = {}  # no volume: its snapshots are debris too
+                except CorruptRecord:
+                    continue
+                self._settle_snapshots(drv, pool, vol, data if isinstance(data, dict) else {},
+                                       on_pool)
+
+    def snapshots(self, pool: str, name: str) -> builtins.list[dict[str, Any]]:
+        """The volume's snapshots, oldest first, in LXD's ``StorageVolumeSnapshot`` shape."""
+        return [snapshot_view(e) for e in self._entries(self._read(pool, strip_type(name)))]
+
+    def get_snapshot(self, pool: str, name: str, snap: str) -> dict[str, Any]:
+        """``storage volume show <pool> <volume>/<snap>``."""
+        name = strip_type(name)
+        for entry in self._entries(self._read(pool, name)):
+            if entry["name"] == snap:
+                return snapshot_view(entry)
+        raise NotFound(SNAPSHOT_KIND, f"{name}/{snap}", f"in storage pool {pool!r}")
+
+    def create_snapshot(self, pool: str, name: str, snap: str | None = None,
+                        description: str = "") -> dict[str, Any]:
+        """``storage volume snapshot``: a read-only copy of the volume now, named ``snap``
+        (by default LXD's ``snap<n>``). The pool's snapshot is made first, the record's entry
+        written last (the commit point), both under the volume's lock."""
+        name = strip_type(name)
+        if snap is not None:
+            validate_snapshot_name(snap)
+        if any(ch in description for ch in "\r\0"):
+            raise InvalidConfig("description", "must not contain a carriage return or NUL")
+        drv = self._pool(pool)
+        with self._lock(pool, name):
+            data = self._read(pool, name)
+            self._settle_snapshots(drv, pool, name, data)
+            entries = self._entries(data)
+            if snap is None:
+                snap = next_snapshot_name(e["name"] for e in entries)
+            if any(e["name"] == snap for e in entries):
+                raise AlreadyExists(SNAPSHOT_KIND, snap)
+            drv.create_custom_snapshot(name, snap)
+            entry = {"name": snap, "description": description,
+                     "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                     "config": {str(k): str(v) for k, v in (data.get("config") or {}).items()}}
+            try:
+                crashpoint("volume.snapshot.made")
+                write_record(self._record(pool, name), {**data, "snapshots": [*entries, entry]})
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    drv.delete_custom_snapshot(name, snap)
+                raise
+        return snapshot_view(entry)
+
+    def delete_snapshot(self, pool: str, name: str, snap: str) -> None:
+        """Remove the snapshot: its entry first (the commit point), then the pool's copy."""
+        name = strip_type(name)
+        drv = self._pool(pool)
+        with self._lock(pool, name):
+            data = self._read(pool, name)
+            entries = self._entries(data)
+            if not any(e["name"] == snap for e in entries):
+                raise NotFound(SNAPSHOT_KIND, f"{name}/{snap}", f"in storage pool {pool!r}")
+            write_record(self._record(pool, name),
+                         {**data, "snapshots": [e for e in entries if e["name"] != snap]})
+            crashpoint("volume.snapshot.unrecorded")
+            drv.delete_custom_snapshot(name, snap)
+
+    def restore_snapshot(self, pool: str, name: str, snap: str) -> None:
+        """``storage volume restore``: the volume's files become the snapshot's (its config
+        and description stay, as in LXD). Refused while a running instance uses the volume
+        (LXD's words). On zfs, which rolls back to the latest snapshot only, the later ones
+        are deleted first where the pool says so (``zfs.remove_snapshots``), else refused."""
+        name = strip_type(name)
+        drv = self._pool(pool)
+        with self._lock(pool, name):
+            data = self._read(pool, name)
+            entries = self._entries(data)
+            names = [str(e["name"]) for e in entries]
+            if snap not in names:
+                raise NotFound(SNAPSHOT_KIND, f"{name}/{snap}", f"in storage pool {pool!r}")
+            self._refuse_running_users(pool, name)
+            self._settle_snapshots(drv, pool, name, data)
+            cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
+            later = names[names.index(snap) + 1:]
+            if later and drv.driver == "zfs":
+                if not parse_bool(drv.config.get("zfs.remove_snapshots") or "false"):
+                    raise WrongState(
+                        f"snapshot {name}/{snap} cannot be restored: later snapshots exist "
+                        f"({', '.join(later)}); ZFS can only roll back to the latest one (set "
+                        "zfs.remove_snapshots=true on the pool to delete the later snapshots)")
+                data = {**data, "snapshots": [e for e in entries if e["name"] not in later]}
+                write_record(self._record(pool, name), data)  # as deletes would, entries first
+                for gone in later:
+                    drv.delete_custom_snapshot(name, gone)
+            size = parse_size(cfg["size"]) if cfg.get("size") else None
+            drv.restore_custom_snapshot(name, snap, size)
+            snap_cfg = next(e for e in entries if e["name"] == snap).get("config") or {}
+            if not drv.supports_idmapped_mounts and \
+                    str(snap_cfg.get(IDMAP_LAST, "0")) != cfg.get(IDMAP_LAST, "0"):
+                # the files now carry the map they had when the snapshot was taken
+                cfg[IDMAP_LAST] = str(snap_cfg.get(IDMAP_LAST, "0"))
+                write_record(self._record(pool, name), {**data, "config": cfg})
+
+    def _refuse_running_users(self, pool: str, name: str) -> None:
+        """LXD's refusal of a restore under a running instance (its devices expanded)."""
+        for inst in record.names(self.paths):
+            try:
+                rec = record.load(self.paths, inst)
+                _, devices = self.ctx.expand(rec.profiles, rec.config, rec.devices)
+            except (FileNotFoundError, NotFound, CorruptRecord):
+                continue
+            if self._uses(devices, pool, name) and runtime.state(
+                    runtime.open_container(self.paths.lxcpath, inst)) in ("RUNNING", "FROZEN"):
+                raise WrongState("Cannot restore custom volume used by running instances")
 
     def _refuse_users(self, pool: str, name: str) -> None:
         users = self.used_by(pool, name)
@@ -603,6 +814,7 @@ class VolumeStore:
                     lock(self.paths, "storage-volume", f"{pool}.{vol}", timeout=0):
                 if not self._record(pool, vol).exists():
                     drv.delete_custom_volume(vol)
+        self._settle_pool_snapshots(pool)
 
 
 # -- what users hold ---------------------------------------------------------------------------
@@ -707,12 +919,37 @@ class Volume(Model):
         self._store.rename(self._pool, self._name, new)
         return Volume(self._store, self._pool, strip_type(new))
 
-    def copy(self, new: str, pool: str | None = None) -> Volume:
+    def copy(self, new: str, pool: str | None = None, volume_only: bool = False) -> Volume:
         """A new volume ``new`` (in ``pool``, by default this one's) holding a copy of this
-        one's files, config and description."""
+        one's files, config, description and snapshots (not with ``volume_only``, which a
+        copy to another pool needs when there are snapshots)."""
         target = pool or self._pool
-        self._store.copy(self._pool, self._name, target, new)
+        self._store.copy(self._pool, self._name, target, new, volume_only)
         return Volume(self._store, target, strip_type(new))
+
+    @property
+    def snapshots(self) -> builtins.list[dict[str, Any]]:
+        """The volume's snapshots, oldest first: ``name``, ``description``, ``created_at``,
+        ``config`` (the volume's when it was taken)… (``show <volume>/<snap>``'s shape)."""
+        return self._store.snapshots(self._pool, self._name)
+
+    def snapshot(self, name: str | None = None, description: str = "") -> dict[str, Any]:
+        """Take a read-only snapshot of the volume now (named ``snap<n>`` by default, as LXD
+        names them); its description as the snapshots list shows it."""
+        return self._store.create_snapshot(self._pool, self._name, name, description)
+
+    def get_snapshot(self, name: str) -> dict[str, Any]:
+        """One snapshot, as ``snapshots`` shows it; ``NotFound`` when there is none."""
+        return self._store.get_snapshot(self._pool, self._name, name)
+
+    def restore(self, snapshot: str) -> None:
+        """Make the volume's files the snapshot's (config and description stay); refused
+        while a running instance uses the volume."""
+        self._store.restore_snapshot(self._pool, self._name, snapshot)
+
+    def delete_snapshot(self, name: str) -> None:
+        """Remove one snapshot of the volume."""
+        self._store.delete_snapshot(self._pool, self._name, name)
 
     def info(self) -> dict[str, Any]:
         """``storage volume info``: ``record()`` with ``usage`` (bytes, ``None`` where the

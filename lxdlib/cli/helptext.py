@@ -49,9 +49,9 @@ VERBS: dict[str, str] = {
     "storage volume": "manage custom storage volumes",
     "storage volume create": "create a custom volume in a pool",
     "storage volume list": "list a pool's custom volumes",
-    "storage volume show": "print a custom volume as YAML",
+    "storage volume show": "print a custom volume or one of its snapshots as YAML",
     "storage volume edit": "edit a custom volume's config and description as YAML",
-    "storage volume delete": "delete a custom volume",
+    "storage volume delete": "delete a custom volume (and its snapshots) or one snapshot",
     "storage volume attach": "attach a custom volume to an instance as a disk",
     "storage volume detach": "detach a custom volume from an instance",
     "storage volume attach-profile": "attach a custom volume to a profile as a disk",
@@ -61,7 +61,9 @@ VERBS: dict[str, str] = {
     "storage volume get": "print a key of a custom volume",
     "storage volume rename": "rename a custom volume nothing uses",
     "storage volume copy": "copy a custom volume, within a pool or to another",
-    "storage volume info": "show a custom volume's type, usage and size limit",
+    "storage volume info": "show a custom volume's type, usage, size limit and snapshots",
+    "storage volume snapshot": "take a read-only snapshot of a custom volume",
+    "storage volume restore": "put a custom volume's files back as a snapshot holds them",
     "storage create": "create a storage pool (btrfs, zfs or dir)",
     "storage list": "list the storage pools",
     "storage show": "print a storage pool as YAML",
@@ -141,6 +143,10 @@ USAGE: dict[str, str] = {
     "storage volume rename": "%(prog)s <pool> <old name> <new name>",
     "storage volume copy": "%(prog)s <pool>/<volume> <pool>/<volume> [--volume-only]",
     "storage volume info": "%(prog)s <pool> <volume>",
+    "storage volume snapshot": "%(prog)s <pool> <volume> [<snapshot>] [--reuse]",
+    "storage volume restore": "%(prog)s <pool> <volume> <snapshot>",
+    "storage volume delete": "%(prog)s <pool> <volume>[/<snapshot>]",
+    "storage volume show": "%(prog)s <pool> <volume>[/<snapshot>]",
 }
 
 # "<command path>" -> examples shown at the end of its --help
@@ -281,6 +287,14 @@ EXAMPLES: dict[str, str] = {
 """,
     "storage volume info": """
   lxdlib storage volume info default data
+""",
+    "storage volume snapshot": """
+  lxdlib storage volume snapshot default data            # snap0, snap1, …
+  lxdlib storage volume snapshot default data before-upgrade
+""",
+    "storage volume restore": """
+  lxdlib storage volume restore default data before-upgrade
+  lxdlib storage volume delete default data/before-upgrade
 """,
     "remote": """
   lxdlib remote list

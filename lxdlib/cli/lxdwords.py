@@ -16,6 +16,7 @@ from __future__ import annotations
 from ..errors import (
     AlreadyExists,
     InvalidConfig,
+    InvalidName,
     LXCError,
     LxdlibError,
     NotFound,
@@ -32,6 +33,7 @@ NOT_FOUND = {
     "network": "Network not found",
     "storage pool": "Storage pool not found",
     "storage volume": "Storage pool volume not found",
+    "storage volume snapshot": "Storage pool volume not found",
     "device": "Device doesn't exist",
 }
 
@@ -104,6 +106,9 @@ def lxd_text(e: LxdlibError, args: object, name: str | None = None) -> str:
         return _exists(e, command, sub) or str(e)
     if isinstance(e, InvalidConfig):
         return _invalid_config(e, command, sub) or str(e)
+    if isinstance(e, InvalidName) and e.kind == "storage volume snapshot" and \
+            e.reason.startswith("Storage name"):  # LXD's own refusal: its sentence alone
+        return e.reason
     return str(e)
 
 
@@ -156,6 +161,8 @@ def _exists(e: AlreadyExists, command: str, sub: str) -> str | None:
             return f'Error inserting "{name}" into database: The profile already exists'
     elif kind == "network" and (command, sub) == ("network", "create"):
         return "The network already exists"
+    elif kind == "storage volume snapshot" and command == "storage":
+        return f'Snapshot "{name}" already in use'
     elif kind in ("storage volume", "custom volume") and command == "storage":
         return "Volume by that name already exists"
     elif kind == "image alias" and command == "image":

@@ -49,6 +49,14 @@ def check_format(fmt: str) -> None:
         raise InvalidArgument(f'Invalid format "{fmt}"')
 
 
+def natural_key(row: Sequence[str]) -> list[list[tuple[int, int, str]]]:
+    """Sort key of lxc's natural order of rows (``snap2`` before ``snap10``), column by
+    column."""
+    import re  # here: only the verbs that sort so need it
+    return [[(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", c)]
+            for c in row]
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """LXD's boxed table; a cell may hold several lines."""
     split = [[str(c).split("\n") for c in row] for row in rows]

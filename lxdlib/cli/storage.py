@@ -122,6 +122,64 @@ def _volumes(host: Host) -> Any:
     return host.volumes.store
 
 
+def _snapshot_arg(arg: str) -> tuple[str, str | None]:
+    """``<volume>[/<snapshot>]`` as LXD reads it (a leading ``custom/`` is the type)."""
+    from ..errors import InvalidArgument
+    from ..volumes import strip_type
+    kind, sep, _ = arg.partition("/")
+    if sep and kind in ("custom", "image", "container", "virtual-machine"):
+        arg = strip_type(arg)  # refuses the types lxdlib does not manage
+    volume, sep, snap = arg.partition("/")
+    if not sep:
+        return volume, None
+    if "/" in snap:
+        raise InvalidArgument("Invalid snapshot name")
+    return volume, snap
+
+
+def _snapshot_not_found(e: Exception, pool: str, volume: str, snap: str) -> Exception:
+    """LXD's words for a missing snapshot in ``delete`` and ``restore``, which look it up
+    by its full name on the pool."""
+    from ..errors import NotFound
+    from ..volumes import SNAPSHOT_KIND
+    from .lxdwords import worded
+    if isinstance(e, NotFound) and e.kind == SNAPSHOT_KIND:
+        return worded(e, f'Storage volume "{volume}/{snap}" in project "default" of type '
+                         f'"custom" does not exist on pool "{pool}": Storage pool volume not '
+                         'found')
+    return e
+
+
+def cmd_volume_snapshot(host: Host, a: argparse.Namespace) -> int:
+    """``snapshot <pool> <volume> [<snapshot>]``: silent on success, as ``lxc``'s;
+    ``--reuse`` deletes a snapshot of that name first, ``--no-expiry`` changes nothing
+    (snapshots here never expire)."""
+    import contextlib
+
+    from ..errors import NotFound
+    volume, snap = _snapshot_arg(a.volume)
+    if snap is not None:  # LXD looks ``<volume>/<snapshot>`` up as a volume, finds none
+        raise NotFound("storage volume", a.volume, f"in storage pool {a.pool!r}")
+    store = _volumes(host)
+    store.get(a.pool, volume)  # LXD looks the volume up first
+    if a.reuse and a.snapshot:
+        with contextlib.suppress(NotFound):
+            store.delete_snapshot(a.pool, volume, a.snapshot)
+    store.create_snapshot(a.pool, volume, a.snapshot)
+    return 0
+
+
+def cmd_volume_restore(host: Host, a: argparse.Namespace) -> int:
+    """``restore <pool> <volume> <snapshot>``: silent on success, as ``lxc``'s."""
+    store = _volumes(host)
+    store.get(a.pool, a.volume)
+    try:
+        store.restore_snapshot(a.pool, a.volume, a.snapshot)
+    except Exception as e:
+        raise _snapshot_not_found(e, a.pool, a.volume, a.snapshot) from None
+    return 0
+
+
 def cmd_volume_create(host: Host, a: argparse.Namespace) -> int:
     _volumes(host).create(a.pool, a.volume, parse_kv(a.config, "volume config"),
                           a.description or "")
@@ -177,6 +235,15 @@ def cmd_volume_list(host: Host, a: argparse.Namespace) -> int:
     cells = [{"t": "custom", "n": v["name"], "d": v["description"], "c": v["content_type"],
               "u": str(len(v["used_by"])), "U": usage("custom", v["name"])} for v in vols]
     data = list(vols)
+    for v in vols:  # LXD lists a custom volume's snapshots as ``custom (snapshot)`` volumes
+        for snap in _volumes(host).snapshots(a.pool, v["name"]):
+            full = f"{v['name']}/{snap['name']}"
+            cells.append({"t": "custom (snapshot)", "n": full, "d": snap["description"],
+                          "c": "filesystem", "u": "0", "U": ""})
+            data.append({"name": full, "type": "custom", "content_type": "filesystem",
+                         "description": snap["description"], "config": snap["config"],
+                         "created_at": snap["created_at"], "pool": a.pool,
+                         "location": "none", "used_by": []})
     for n in instances:
         cells.append({"t": "container", "n": n, "d": "", "c": "filesystem", "u": "1",
                       "U": usage("containers", n)})
@@ -196,6 +263,14 @@ def cmd_volume_list(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_volume_show(host: Host, a: argparse.Namespace) -> int:
+    """``show <pool> <volume>`` or ``<volume>/<snapshot>`` (LXD's snapshot shape: its
+    description, expiry (LXD's zero time: none), name, config, content type, creation)."""
+    volume, snap = _snapshot_arg(a.volume)
+    if snap is not None:
+        view = _volumes(host).get_snapshot(a.pool, volume, snap)
+        view["expires_at"] = "0001-01-01T00:00:00Z"
+        sys.stdout.write(output.dump_yaml(view))
+        return 0
     v = _volumes(host).get(a.pool, a.volume)
     v.pop("pool", None)
     sys.stdout.write(output.dump_yaml(v))
@@ -216,7 +291,15 @@ def cmd_volume_edit(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_volume_delete(host: Host, a: argparse.Namespace) -> int:
-    _volumes(host).delete(a.pool, a.volume)
+    """``delete <pool> <volume>`` (and its snapshots) or ``<volume>/<snapshot>``."""
+    volume, snap = _snapshot_arg(a.volume)
+    if snap is not None:
+        try:
+            _volumes(host).delete_snapshot(a.pool, volume, snap)
+        except Exception as e:
+            raise _snapshot_not_found(e, a.pool, volume, snap) from None
+    else:
+        _volumes(host).delete(a.pool, a.volume)
     if not host_quiet(a):
         print(f"Storage volume {a.volume} deleted")
     return 0
@@ -319,11 +402,10 @@ def _pool_volume(arg: str, role: str) -> tuple[str, str]:
 
 
 def cmd_volume_copy(host: Host, a: argparse.Namespace) -> int:
-    """``copy <pool>/<volume> <pool>/<volume>``; ``--volume-only`` is accepted as LXD's (custom
-    volumes have no snapshots here, so there is nothing else to leave out)."""
+    """``copy <pool>/<volume> <pool>/<volume>``, its snapshots too unless ``--volume-only``."""
     src_pool, src = _pool_volume(a.source, "source")
     dst_pool, dst = _pool_volume(a.target, "target")
-    _volumes(host).copy(src_pool, src, dst_pool, dst)
+    _volumes(host).copy(src_pool, src, dst_pool, dst, a.volume_only)
     if not host_quiet(a):
         print("Storage volume copied successfully!")
     return 0
@@ -331,8 +413,13 @@ def cmd_volume_copy(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_volume_info(host: Host, a: argparse.Namespace) -> int:
     """LXD 5.0's lines: name, description when set, type, content type, usage when the pool
-    can tell, the size limit when set (``Snapshots:`` never: custom volumes have none here)."""
-    v = _volumes(host).info(a.pool, a.volume)
+    can tell, the size limit when set, then ``Snapshots:`` and their table when there are
+    any (name, description, expiry: never here)."""
+    from ..errors import InvalidArgument
+    volume, snap = _snapshot_arg(a.volume)
+    if snap is not None:
+        raise InvalidArgument("Only instance or custom volumes are supported")
+    v = _volumes(host).info(a.pool, volume)
     lines = [f"Name: {v['name']}"]
     if v["description"]:
         lines.append(f"Description: {v['description']}")
@@ -341,6 +428,11 @@ def cmd_volume_info(host: Host, a: argparse.Namespace) -> int:
         lines.append(f"Usage: {output.size(v['usage'])}")
     if v["total"] is not None:
         lines.append(f"Total: {output.size(v['total'])}")
+    if v["snapshots"]:
+        lines += ["", "Snapshots:", output.table(
+            ["NAME", "DESCRIPTION", "EXPIRES AT"],
+            sorted(([s["name"], s["description"], " "] for s in v["snapshots"]),
+                   key=output.natural_key))]
     print("\n".join(lines))
     return 0
 
@@ -385,9 +477,16 @@ def _register_volume(s: Any) -> None:
     x.add_argument("source", metavar="<pool>/<volume>")
     x.add_argument("target", metavar="<pool>/<volume>")
     x.add_argument("--volume-only", action="store_true",
-                   help="copy the volume without its snapshots (it has none here)")
+                   help="copy the volume without its snapshots")
     x.set_defaults(func=cmd_volume_copy)
     verb("info", cmd_volume_info, "volume")
+    x = verb("snapshot", cmd_volume_snapshot, "volume")
+    x.add_argument("snapshot", nargs="?")
+    x.add_argument("--reuse", action="store_true",
+                   help="if the snapshot name already exists, delete and create a new one")
+    x.add_argument("--no-expiry", action="store_true",
+                   help="ignore any configured auto-expiry (snapshots here never expire)")
+    verb("restore", cmd_volume_restore, "volume", "snapshot")
 
 
 def register(sub: Any) -> None:

@@ -6,7 +6,9 @@ A pool holds four kinds of volume, each a directory the driver can give a path f
 - ``containers/<name>``: an instance's volume (``rootfs/``, ``metadata.yaml``, ``templates/``),
   made as a copy-on-write clone of an image volume where the driver can;
 - ``containers-snapshots/<name>/<snap>``: read-only point-in-time copies of an instance volume;
-- ``custom/<name>``: user volumes (attached as disk devices).
+- ``custom/<name>``: user volumes (attached as disk devices);
+- ``custom-snapshots/<name>/<snap>``: read-only point-in-time copies of a custom volume (on zfs:
+  ``custom/<name>@snapshot-<snap>``).
 
 Who may reach a volume: nobody but host root and the instance's own root. Unprivileged
 instances are stored unshifted on idmapped pools, so a file that is root's inside the container is
@@ -27,7 +29,7 @@ from __future__ import annotations
 import abc
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..errors import TYPE_CHECKING, InvalidConfig, NotFound, StorageError
@@ -280,10 +282,35 @@ class PoolDriver(abc.ABC):
         after a crash the volume is under one name or the other, whole."""
 
     @abc.abstractmethod
-    def copy_custom_volume(self, src: str, dst: str) -> Path:
+    def copy_custom_volume(self, src: str, dst: str, snapshots: Sequence[str] = ()) -> Path:
         """Make ``custom/<dst>`` as a writable copy of ``src``, appearing whole or not at all
-        (the cheapest the pool can: a btrfs snapshot, a zfs send, a reflinked copy). The
-        copy carries no quota: the caller sets the one its record names."""
+        (the cheapest the pool can: a btrfs snapshot, a zfs send, a reflinked copy), with
+        copies of ``src``'s ``snapshots`` (oldest first) as its own. The copy carries no
+        quota: the caller sets the one its record names."""
+
+    # -- custom volume snapshots: ``custom-snapshots/<volume>/<snap>`` ---------------------------
+    @abc.abstractmethod
+    def create_custom_snapshot(self, name: str, snap: str) -> Path:
+        """A read-only snapshot of custom volume ``name``, whole under its final name or not
+        at all."""
+
+    @abc.abstractmethod
+    def delete_custom_snapshot(self, name: str, snap: str) -> None:
+        """Remove the snapshot; nothing to do when it is gone (idempotent)."""
+
+    @abc.abstractmethod
+    def list_custom_snapshots(self, name: str) -> list[str]:
+        """The volume's snapshots on the pool, oldest first (none for a missing volume)."""
+
+    @abc.abstractmethod
+    def all_custom_snapshots(self) -> dict[str, list[str]]:
+        """Every custom volume's snapshots on the pool (oldest first), by volume, found in
+        one look (a listing must not cost a command per volume)."""
+
+    @abc.abstractmethod
+    def restore_custom_snapshot(self, name: str, snap: str, size: int | None = None) -> None:
+        """Make custom volume ``name`` equal to its snapshot ``snap`` in one step (with the
+        limit ``size``, where the pool makes a new volume for it)."""
 
     @property
     def shown_source(self) -> str:

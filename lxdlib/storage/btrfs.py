@@ -29,7 +29,7 @@ from ..logs import get_logger
 from ..patterns import Pattern
 from ..state import lock
 from .base import VOLUME_MODE, PoolUsage, changed_keys, close_volume_dir, refuse_changes
-from .dir import SNAPSHOTS, DirPool, check_keys
+from .dir import CUSTOM_SNAPSHOTS, SNAPSHOTS, DirPool, check_keys
 from .loop import (
     attach_loop,
     create_sparse_file,
@@ -319,6 +319,14 @@ class BtrfsPool(DirPool):
             final.parent.mkdir(mode=0o700, exist_ok=True)
         return self._snapshot_into_place(src, final, True, "snapshot", f"{name}/{snap}",
                                          f"of {src}")
+
+    def create_custom_snapshot(self, name: str, snap: str) -> Path:
+        """A read-only btrfs snapshot of the custom volume, made whole under its final name."""
+        src = self._require("custom", name)
+        final = self.volume_path(CUSTOM_SNAPSHOTS, f"{name}/{snap}")
+        self._make_custom_snapshots_dir(name)
+        return self._snapshot_into_place(src, final, True, "custom volume snapshot",
+                                         f"{name}/{snap}", f"of {src}")
 
     def _stamp(self, path: Path) -> None:
         """btrfs records each subvolume's creation time (otime) itself."""

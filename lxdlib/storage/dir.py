@@ -11,7 +11,7 @@ import contextlib
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import (
@@ -22,6 +22,7 @@ from ..errors import (
     NotFound,
     StorageError,
 )
+from ..journal import crashpoint
 from ..logs import get_logger
 from .base import CUSTOM_VOLUME_MODE, VOLUME_MODE, PoolDriver, PoolUsage, close_volume_dir
 from .loop import (
@@ -39,10 +40,14 @@ log = get_logger(__name__)
 
 VOLUME_KINDS = ("images", "containers", "custom")
 SNAPSHOTS = "containers-snapshots"
+#: Where custom volumes' snapshots are: ``custom-snapshots/<volume>/<snap>`` (LXD's layout), a
+#: read-only copy each, beside ``containers-snapshots`` that holds the instances'.
+CUSTOM_SNAPSHOTS = "custom-snapshots"
 #: Modes of the layout directories, as LXD keeps them: ``containers/`` searchable (an instance's
 #: root passes it on its way to its rootfs; each volume in it is closed, see ``base``), the rest
 #: host root's only.
-LAYOUT_MODES = {"images": 0o700, "containers": 0o711, SNAPSHOTS: 0o700, "custom": 0o700}
+LAYOUT_MODES = {"images": 0o700, "containers": 0o711, SNAPSHOTS: 0o700, "custom": 0o700,
+                CUSTOM_SNAPSHOTS: 0o700}
 #: The pool's own directory: searchable on the way to ``containers/``, never listable.
 BASE_MODE = 0o711
 
@@ -50,7 +55,7 @@ BASE_MODE = 0o711
 _DRIVER_PREFIXES = {"btrfs.": "btrfs", "zfs.": "zfs", "lvm.": "lvm", "ceph.": "ceph",
                     "cephfs.": "cephfs", "powerflex.": "powerflex"}
 _LABELS = {"images": "image volume", "containers": "instance volume", "custom": "custom volume",
-           SNAPSHOTS: "snapshot"}
+           SNAPSHOTS: "snapshot", CUSTOM_SNAPSHOTS: "custom volume snapshot"}
 
 
 def check_keys(driver: str, config: dict[str, str], known: frozenset[str]) -> None:
@@ -142,6 +147,14 @@ class DirPool(PoolDriver):
             check_volume_name("containers", inst)
             check_volume_name(SNAPSHOTS, snap)
             return self._kind_dir(SNAPSHOTS) / inst / snap
+        if kind == CUSTOM_SNAPSHOTS:
+            vol, sep, snap = name.partition("/")
+            if not sep:
+                raise InvalidName("custom volume snapshot", name,
+                                  "must be given as '<volume>/<snapshot>'")
+            check_volume_name("custom", vol)
+            check_volume_name(CUSTOM_SNAPSHOTS, snap)
+            return self._kind_dir(CUSTOM_SNAPSHOTS) / vol / snap
         if kind not in VOLUME_KINDS:
             raise InvalidArgument(f"unknown volume kind {kind!r}")
         check_volume_name(kind, name)
@@ -327,10 +340,11 @@ class DirPool(PoolDriver):
     def cleanup_leftovers(self) -> None:
         with storage_errors(f"cannot set the modes of storage pool {self.name!r}"):
             self._secure_layout()
-        dirs = [self.base / kind for kind in (*VOLUME_KINDS, SNAPSHOTS)]
-        with contextlib.suppress(FileNotFoundError):
-            dirs += [self.base / SNAPSHOTS / e for e in os.listdir(self.base / SNAPSHOTS)
-                     if not e.startswith(".")]
+        dirs = [self.base / kind for kind in (*VOLUME_KINDS, SNAPSHOTS, CUSTOM_SNAPSHOTS)]
+        for snaps in (SNAPSHOTS, CUSTOM_SNAPSHOTS):
+            with contextlib.suppress(FileNotFoundError):
+                dirs += [self.base / snaps / e for e in os.listdir(self.base / snaps)
+                         if not e.startswith(".")]
         for d in dirs:
             for path, prefix, final in stale_entries(d):
                 with storage_errors(f"cannot clean up {path}"):
@@ -521,25 +535,145 @@ class DirPool(PoolDriver):
         return self._build(final, make, "custom volume", name)
 
     def delete_custom_volume(self, name: str) -> None:
+        """The snapshots first, the volume last: a crash between leaves a volume without a
+        record and without snapshots, which the volume layer's clean-up removes."""
+        self._retire(self._custom_snapshots_dir(name))
         self._retire(self._require("custom", name))
 
+    def _custom_snapshots_dir(self, name: str) -> Path:
+        check_volume_name("custom", name)
+        return self._kind_dir(CUSTOM_SNAPSHOTS) / name
+
+    def _make_custom_snapshots_dir(self, name: str) -> Path:
+        d = self._custom_snapshots_dir(name)
+        with storage_errors(f"cannot create the snapshot directory of custom volume {name!r}"):
+            d.parent.mkdir(mode=LAYOUT_MODES[CUSTOM_SNAPSHOTS], exist_ok=True)
+            d.mkdir(mode=0o700, exist_ok=True)
+        return d
+
     def rename_custom_volume(self, old: str, new: str) -> None:
+        """The volume, then its snapshots' directory: a crash between leaves the volume under
+        the new name and the snapshots under the old, which the rename's intent undoes (the
+        volume goes back; this method, run back, finds no snapshots to move and leaves those
+        under the old name where they are)."""
         src = self._require("custom", old)
         dst = self.volume_path("custom", new)
+        snaps_src, snaps_dst = self._custom_snapshots_dir(old), self._custom_snapshots_dir(new)
         with storage_errors(f"cannot rename custom volume {old!r} to {new!r}"):
+            if os.path.lexists(snaps_src) and os.path.lexists(snaps_dst):
+                if os.listdir(snaps_dst):
+                    raise AlreadyExists("snapshot directory of custom volume", new)
+                os.rmdir(snaps_dst)  # an empty one, left by a volume deleted long ago
             try:
                 rename_noreplace(src, dst)
             except FileExistsError:
                 raise AlreadyExists("custom volume", new) from None
+            if os.path.lexists(snaps_src):
+                crashpoint("volume.rename.storage-half")
+                try:
+                    rename_noreplace(snaps_src, snaps_dst)
+                except BaseException:
+                    os.rename(dst, src)
+                    raise
         log.debug("%s pool %s: renamed custom volume %s to %s", self.driver, self.name, old, new)
 
-    def copy_custom_volume(self, src: str, dst: str) -> Path:
+    def copy_custom_volume(self, src: str, dst: str, snapshots: Sequence[str] = ()) -> Path:
         source = self._require("custom", src)
+        sources = [self._require(CUSTOM_SNAPSHOTS, f"{src}/{s}") for s in snapshots]
+        stale = self._custom_snapshots_dir(dst)
+        if os.path.lexists(stale) and not os.path.lexists(self.volume_path("custom", dst)):
+            self._retire(stale)  # snapshots of no volume: debris of a killed process
 
         def make(tmp: Path) -> None:
             with storage_errors(f"cannot copy custom volume {src!r} to {dst!r}"):
                 self._clone(source, tmp, read_only=False)
             os.chmod(tmp, CUSTOM_VOLUME_MODE)
 
-        return self._build(self.volume_path("custom", dst), make, "custom volume", dst,
-                           detail=f"as a copy of {src}")
+        final = self._build(self.volume_path("custom", dst), make, "custom volume", dst,
+                            detail=f"as a copy of {src}")
+        if not sources:
+            return final
+        try:
+            self._copy_custom_snapshots(dst, list(zip(snapshots, sources, strict=True)))
+        except BaseException:
+            self._retire(final)
+            raise
+        return final
+
+    def _copy_custom_snapshots(self, dst: str, snaps: list[tuple[str, Path]]) -> None:
+        """``custom-snapshots/<dst>`` filled under a temporary name (each snapshot cloned
+        read-only, oldest first, so that their order holds) and renamed into place whole."""
+        final = self._custom_snapshots_dir(dst)
+        final.parent.mkdir(mode=LAYOUT_MODES[CUSTOM_SNAPSHOTS], exist_ok=True)
+        tmp = final.parent / temp_name(TMP, dst)
+        try:
+            with storage_errors(f"cannot copy the snapshots of custom volume {dst!r}"):
+                tmp.mkdir(mode=0o700)
+                for snap, source in snaps:
+                    self._clone(source, tmp / snap, read_only=True)
+                if os.path.lexists(final) and not os.listdir(final):
+                    os.rmdir(final)
+                rename_noreplace(tmp, final)
+        except BaseException:
+            self._discard(tmp)
+            raise
+
+    # -- custom volume snapshots ----------------------------------------------------------------
+    def create_custom_snapshot(self, name: str, snap: str) -> Path:
+        """Read-only ``custom-snapshots/<name>/<snap>``, whole or not at all."""
+        src = self._require("custom", name)
+        final = self.volume_path(CUSTOM_SNAPSHOTS, f"{name}/{snap}")
+        self._make_custom_snapshots_dir(name)
+
+        def make(tmp: Path) -> None:
+            with storage_errors(f"cannot create snapshot {name}/{snap} of a custom volume"):
+                self._clone(src, tmp, read_only=True)
+                self._stamp(tmp)
+
+        return self._build(final, make, "custom volume snapshot", f"{name}/{snap}")
+
+    def delete_custom_snapshot(self, name: str, snap: str) -> None:
+        """Remove the snapshot (idempotent: a clean-up may find it gone)."""
+        self._retire(self.volume_path(CUSTOM_SNAPSHOTS, f"{name}/{snap}"))
+
+    def list_custom_snapshots(self, name: str) -> list[str]:
+        """The custom volume's snapshot names, oldest first (none for a missing volume)."""
+        d = self._custom_snapshots_dir(name)
+        try:
+            entries = [d / e for e in os.listdir(d) if not e.startswith(".")]
+        except FileNotFoundError:
+            return []
+        return [p.name for p in sorted(entries, key=lambda p: (self._created(p), p.name))]
+
+    def all_custom_snapshots(self) -> dict[str, list[str]]:
+        """The volumes that have snapshots, with them (a directory listing each)."""
+        try:
+            owners = sorted(e for e in os.listdir(self._kind_dir(CUSTOM_SNAPSHOTS))
+                            if not e.startswith("."))
+        except FileNotFoundError:
+            return {}
+        found = {vol: self.list_custom_snapshots(vol) for vol in owners}
+        return {vol: snaps for vol, snaps in found.items() if snaps}
+
+    def restore_custom_snapshot(self, name: str, snap: str, size: int | None = None) -> None:
+        """The volume made equal to the snapshot: a writable clone of it (with the volume's
+        limit ``size``) exchanged with the live volume in one step, the old one removed last;
+        a crash before the exchange leaves the old volume, after it the new one (a temporary
+        name either way, removed by ``cleanup_leftovers``)."""
+        live = self._require("custom", name)
+        source = self._require(CUSTOM_SNAPSHOTS, f"{name}/{snap}")
+        new = live.parent / temp_name(TMP, name)
+        try:
+            with storage_errors(f"cannot restore custom volume {name} from snapshot {snap!r}"):
+                self._clone(source, new, read_only=False)
+                os.chmod(new, CUSTOM_VOLUME_MODE)
+                if size is not None:
+                    self._apply_quota(new, size)
+                crashpoint("volume.restore.cloned")
+                if not rename_exchange(new, live):
+                    self._swap_aside(live, new)
+                crashpoint("volume.restore.swapped")
+        finally:
+            self._discard(new)  # after the exchange: the old volume; before: the unused clone
+        log.debug("%s pool %s: restored custom volume %s from snapshot %s", self.driver,
+                  self.name, name, snap)

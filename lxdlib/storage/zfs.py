@@ -44,7 +44,15 @@ from ..logs import get_logger
 from ..patterns import Pattern
 from ..state import Paths, lock
 from .base import PoolDriver, PoolUsage, close_volume_dir
-from .dir import BASE_MODE, LAYOUT_MODES, SNAPSHOTS, VOLUME_KINDS, check_keys, check_volume_name
+from .dir import (
+    BASE_MODE,
+    CUSTOM_SNAPSHOTS,
+    LAYOUT_MODES,
+    SNAPSHOTS,
+    VOLUME_KINDS,
+    check_keys,
+    check_volume_name,
+)
 from .loop import (
     TMP,
     create_sparse_file,
@@ -295,6 +303,13 @@ class ZfsPool(PoolDriver):
             check_volume_name("containers", inst)
             check_volume_name(SNAPSHOTS, snap)
             return f"{self.root}/containers/{inst}@{SNAP_PREFIX}{snap}"
+        if kind == CUSTOM_SNAPSHOTS:
+            vol, sep, snap = name.partition("/")
+            if not sep:
+                raise InvalidArgument(f"snapshot {name!r} must be given as '<volume>/<snap>'")
+            check_volume_name("custom", vol)
+            check_volume_name(CUSTOM_SNAPSHOTS, snap)
+            return f"{self.root}/custom/{vol}@{SNAP_PREFIX}{snap}"
         if kind not in VOLUME_KINDS:
             raise InvalidArgument(f"unknown volume kind {kind!r}")
         check_volume_name(kind, name)
@@ -304,8 +319,8 @@ class ZfsPool(PoolDriver):
         """Mount point of a volume. Snapshots are not mounted on zfs-fuse (no ``.zfs``): their
         path is where LXD would show them, and it stays empty."""
         self.dataset(kind, name)  # validates
-        if kind == SNAPSHOTS:
-            return self.mountpoint / SNAPSHOTS / name
+        if kind in (SNAPSHOTS, CUSTOM_SNAPSHOTS):
+            return self.mountpoint / kind / name
         return self.mountpoint / kind / name
 
     # -- running zfs ----------------------------------------------------------------------------
@@ -334,7 +349,8 @@ class ZfsPool(PoolDriver):
         ds = self.dataset(kind, name)
         if not self.volume_exists(kind, name):
             label = {"images": "image volume", "containers": "instance volume",
-                     "custom": "custom volume", SNAPSHOTS: "snapshot"}[kind]
+                     "custom": "custom volume", SNAPSHOTS: "snapshot",
+                     CUSTOM_SNAPSHOTS: "custom volume snapshot"}[kind]
             raise NotFound(label, name, f"in storage pool {self.name!r}")
         return ds
 
@@ -701,9 +717,11 @@ class ZfsPool(PoolDriver):
         close_volume_dir(path, os.lstat(path).st_uid)  # the copy's owner is set at its commit
         return path
 
-    def _send_copy(self, kind: str, src: str, dst: str, snapshot: str | None = None) -> None:
+    def _send_copy(self, kind: str, src: str, dst: str, snapshot: str | None = None,
+                   chain: Sequence[str] = ()) -> None:
         """``<kind>/<dst>`` received from ``src`` (or its snapshot) under a temporary name,
-        renamed into place whole."""
+        renamed into place whole; ``chain``: snapshots of ``src`` (datasets, oldest first)
+        that the copy keeps, sent first, each as an increment on the one before."""
         label = "instance volume" if kind == "containers" else "custom volume"
         source = self._require(kind, src)
         final = self.dataset(kind, dst)
@@ -718,7 +736,11 @@ class ZfsPool(PoolDriver):
             snap = self._require(SNAPSHOTS, f"{src}/{snapshot}")
         tmp = f"{self.root}/{kind}/{temp_name(TMP, dst)}"
         try:
-            self._send_receive(snap, tmp)
+            previous = None
+            for kept in chain:
+                self._send_receive(kept, tmp, previous)
+                previous = kept
+            self._send_receive(snap, tmp, previous)
             self._zfs_busy_retry("destroy", f"{tmp}@{snap.split('@', 1)[1]}")
             try:
                 self._rename(tmp, final)
@@ -736,8 +758,10 @@ class ZfsPool(PoolDriver):
                                 "to the next clean-up): %s", self.name, made_snap, e)
 
     @staticmethod
-    def _send_receive(snap: str, target: str) -> None:
-        with subprocess.Popen(["zfs", "send", snap], stdout=subprocess.PIPE,
+    def _send_receive(snap: str, target: str, previous: str | None = None) -> None:
+        """``zfs send`` of ``snap`` (an increment on ``previous``) into ``target``."""
+        send_argv = ["zfs", "send", *(["-i", previous] if previous else []), snap]
+        with subprocess.Popen(send_argv, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as send:
             recv = subprocess.run(["zfs", "receive", "-u", target], stdin=send.stdout,
                                   capture_output=True, check=False)
@@ -748,7 +772,7 @@ class ZfsPool(PoolDriver):
         if send.returncode != 0 or recv.returncode != 0:
             err = (send_err + recv.stderr).decode(errors="replace").strip()
             raise StorageError(f"zfs send {snap} | zfs receive {target} failed: {err}")
-        log.debug("ran zfs send %s | zfs receive -u %s", snap, target)
+        log.debug("ran %s | zfs receive -u %s", " ".join(send_argv), target)
 
     def set_quota(self, kind: str, name: str, size: int | None) -> None:
         """``quota`` (counts the volume's snapshots) or ``refquota`` with zfs.use_refquota."""
@@ -875,7 +899,63 @@ class ZfsPool(PoolDriver):
         except AlreadyExists:
             raise AlreadyExists("custom volume", new) from None
 
-    def copy_custom_volume(self, src: str, dst: str) -> Path:
-        """A full ``send | receive`` copy, as an instance's: the copy outlives its source."""
-        self._send_copy("custom", src, dst)
+    def copy_custom_volume(self, src: str, dst: str, snapshots: Sequence[str] = ()) -> Path:
+        """A full ``send | receive`` copy, as an instance's: the copy outlives its source. The
+        ``snapshots`` (oldest first) go along, each an incremental stream on the last."""
+        self._send_copy("custom", src, dst, chain=[
+            self._require(CUSTOM_SNAPSHOTS, f"{src}/{s}") for s in snapshots])
         return self.volume_path("custom", dst)
+
+    # -- custom volume snapshots ----------------------------------------------------------------
+    def create_custom_snapshot(self, name: str, snap: str) -> Path:
+        """``zfs snapshot <volume>@snapshot-<snap>``: atomic."""
+        self._require("custom", name)
+        ds = self.dataset(CUSTOM_SNAPSHOTS, f"{name}/{snap}")
+        proc = run(["zfs", "snapshot", ds], check=False)
+        if proc.returncode != 0:
+            if "exists" in proc.stderr:
+                raise AlreadyExists("custom volume snapshot", f"{name}/{snap}")
+            raise StorageError(f"zfs snapshot {ds} failed: {proc.stderr.strip()}")
+        _logged(["zfs", "snapshot", ds])
+        return self.volume_path(CUSTOM_SNAPSHOTS, f"{name}/{snap}")
+
+    def delete_custom_snapshot(self, name: str, snap: str) -> None:
+        """Destroy the snapshot (idempotent: a clean-up may find it gone)."""
+        ds = self.dataset(CUSTOM_SNAPSHOTS, f"{name}/{snap}")
+        if self._exists(ds):
+            self._zfs_busy_retry("destroy", ds)
+
+    def list_custom_snapshots(self, name: str) -> list[str]:
+        """Snapshot names, oldest first (none for a missing volume)."""
+        ds = self.dataset("custom", name)
+        proc = run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-s", "createtxg",
+                    "-d", "1", ds], check=False)
+        if proc.returncode != 0:
+            return []
+        snaps = [line.split("@", 1)[1] for line in proc.stdout.splitlines() if "@" in line]
+        return [s[len(SNAP_PREFIX):] for s in snaps if s.startswith(SNAP_PREFIX)]
+
+    def all_custom_snapshots(self) -> dict[str, list[str]]:
+        """The custom volumes that have snapshots, with them (one ``zfs list``)."""
+        proc = run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-s", "createtxg",
+                    "-r", f"{self.root}/custom"], check=False)
+        prefix = f"{self.root}/custom/"
+        out: dict[str, list[str]] = {}
+        for line in proc.stdout.splitlines():
+            vol, sep, snap = line.removeprefix(prefix).partition(f"@{SNAP_PREFIX}")
+            if line.startswith(prefix) and sep and "/" not in vol:
+                out.setdefault(vol, []).append(snap)
+        return out
+
+    def restore_custom_snapshot(self, name: str, snap: str, size: int | None = None) -> None:
+        """``zfs rollback`` (atomic; the dataset keeps its quota). Only the latest snapshot:
+        the caller deletes the later ones first where the pool allows it."""
+        ds = self._require("custom", name)
+        target = self._require(CUSTOM_SNAPSHOTS, f"{name}/{snap}")
+        later = [s for s in self._snapshot_names(ds) if s.startswith(SNAP_PREFIX)]
+        later = later[later.index(target.split("@", 1)[1]) + 1:]
+        if later:
+            shown = ", ".join(s.removeprefix(SNAP_PREFIX) for s in later)
+            raise WrongState(f"snapshot {name}/{snap} cannot be restored: later snapshots "
+                             f"exist ({shown}); ZFS can only roll back to the latest one")
+        self._zfs_busy_retry("rollback", target)

@@ -1,8 +1,9 @@
 """The consistency a root must have after any crash and the next lxdlib call (crash tests).
 
 Every instance record has its volume and liblxc config; every snapshot record has exactly one
-read-only volume and no snapshot volume lacks a record; no volume lacks its instance; no
-temporary names, intent records or half-made directories are left; no lock is still held.
+read-only volume and no snapshot volume lacks a record; no volume lacks its instance; each
+custom volume's snapshots are those its record lists; no temporary names, intent records or
+half-made directories are left; no lock is still held.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ def _temporary(pool: PoolDriver) -> list[str]:
                 found.append(name)
         return found
     base: Path = pool.base  # type: ignore[attr-defined]
-    for kind in ("images", "containers", "custom", "containers-snapshots"):
+    for kind in ("images", "containers", "custom", "containers-snapshots", "custom-snapshots"):
         d = base / kind
         if not d.is_dir():
             continue
         for entry in os.listdir(d):
             if entry.startswith("."):
                 found.append(f"{kind}/{entry}")
-            elif kind == "containers-snapshots":
+            elif kind in ("containers-snapshots", "custom-snapshots"):
                 found += [f"{kind}/{entry}/{e}" for e in os.listdir(d / entry)
                           if e.startswith(".")]
     return found
@@ -94,9 +95,33 @@ def check(host: lxdlib.Host) -> None:
             assert not stray, f"pool {pname}: snapshots of no instance: {sorted(stray)}"
         temp = _temporary(pool)
         assert not temp, f"pool {pname}: temporary volumes left: {temp}"
+        check_custom_snapshots(host, pname)
     for lockfile in paths.locks.glob("*.lock"):
         kind = lockfile.name.removesuffix(".lock")
         assert not state.lock_holder(paths, kind), f"a lock of kind {kind!r} is still held"
+
+
+def check_custom_snapshots(host: lxdlib.Host, pname: str) -> None:
+    """Each custom volume's snapshots on the pool are those its record lists (read-only on
+    btrfs), and no snapshots are left of a volume without a record."""
+    pool = host.pool(pname)
+    records = host.paths.volume_records / pname
+    recorded_vols = {e[:-5] for e in os.listdir(records) if e.endswith(".yaml")
+                     and not e.startswith(".")} if records.is_dir() else set()
+    for vol in recorded_vols:  # the records read as they are: a look-up would settle them
+        on_disk = pool.list_custom_snapshots(vol)
+        data = state.read_record(records / f"{vol}.yaml")
+        recorded = [s["name"] for s in (data.get("snapshots") or [])]
+        assert sorted(on_disk) == sorted(recorded), \
+            f"pool {pname}: volume {vol}: snapshots {on_disk} != records {recorded}"
+        if pool.driver == "btrfs":
+            import btrfsutil
+            for snap in on_disk:
+                assert btrfsutil.get_subvolume_read_only(
+                    pool.volume_path("custom-snapshots", f"{vol}/{snap}")), \
+                    f"pool {pname}: snapshot {vol}/{snap} is writable"
+    stray = [v for v in pool.all_custom_snapshots() if v not in recorded_vols]
+    assert not stray, f"pool {pname}: snapshots of no custom volume: {stray}"
 
 
 def forwarders(host: lxdlib.Host, name: str) -> set[tuple[str, str]]:

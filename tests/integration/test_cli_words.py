@@ -282,6 +282,25 @@ def test_storage_volume_list_shows_instance_snapshots(host: lxdlib.Host) -> None
     run(root, "storage", "volume", "delete", "default", "v1")
 
 
+def test_storage_volume_snapshot_words_and_rows(host: lxdlib.Host) -> None:
+    """``storage volume snapshot`` and ``restore`` say nothing, ``delete <vol>/<snap>`` says
+    LXD's line; a custom volume's snapshots are ``custom (snapshot)`` rows ``v1/snap0`` used
+    by nothing, with no usage (LXD asks no state of a snapshot)."""
+    root = host.paths.root
+    run(root, "storage", "volume", "create", "default", "v1")
+    assert run(root, "storage", "volume", "snapshot", "default", "v1").stdout == ""
+    assert run(root, "storage", "volume", "snapshot", "default", "v1", "keep").stdout == ""
+    assert run(root, "storage", "volume", "restore", "default", "v1", "snap0").stdout == ""
+    assert rows(run(root, "storage", "volume", "list", "default", "-c", "tnuU", "-f",
+                    "csv").stdout)[1:] == [["custom (snapshot)", "v1/keep", "0", ""],
+                                           ["custom (snapshot)", "v1/snap0", "0", ""]]
+    assert run(root, "storage", "volume", "delete", "default", "v1/snap0").stdout == \
+        "Storage volume v1/snap0 deleted\n"
+    assert run(root, "-q", "storage", "volume", "delete", "default", "v1/keep").stdout == ""
+    assert run(root, "storage", "volume", "delete", "default", "v1").stdout == \
+        "Storage volume v1 deleted\n"
+
+
 # -- what mutating verbs say ----------------------------------------------------------------------
 
 def test_mutating_verbs_say_what_lxd_says(host: lxdlib.Host, tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ def test_create_and_delete_default_source(paths: Paths) -> None:
         assert isinstance(pool, DirPool) and pool.snapshot_needs_freeze
         base = paths.pools / name
         assert sorted(os.listdir(base)) == ["containers", "containers-snapshots", "custom",
-                                            "images"]
+                                            "custom-snapshots", "images"]
         assert pool_info(paths, name)["driver"] == "dir"
         load_pool(paths, name).create_image_volume("a" * 64, fill_image())
         delete_pool(paths, name)

@@ -1,0 +1,402 @@
+"""Custom volume snapshots (``storage volume snapshot|restore``, ``delete|show <vol>/<snap>``,
+``info``, ``list``) on real btrfs, dir and zfs pools: LXD 5.0's names, words and table rows, the
+content a restore puts back, snapshots carried by a rename and a copy (not with
+``--volume-only``), bad names refused with nothing changed, and ``kill -9`` at each step of a
+snapshot, a snapshot delete and a restore leaving the old state or the new one."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import lxdlib
+from lxdlib.errors import AlreadyExists, InvalidName, NotFound, WrongState
+from tests.integration import invariants
+from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons  # noqa: F401
+
+pytestmark = pytest.mark.root
+
+DIR_POOL = "vsd"
+
+
+@pytest.fixture
+def vols(host: lxdlib.Host) -> lxdlib.Host:
+    """The ``host`` root (btrfs pool ``default``) with a dir pool beside it."""
+    host.create_pool(DIR_POOL, "dir", {})
+    return host
+
+
+def _store(host: lxdlib.Host):  # type: ignore[no-untyped-def]
+    return host.volumes.store
+
+
+def _cli(host: lxdlib.Host, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root",
+                           str(host.paths.root), "storage", "volume", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _ok(host: lxdlib.Host, *args: str) -> str:
+    r = _cli(host, *args)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _file(host: lxdlib.Host, pool: str, vol: str, name: str = "f") -> str:
+    return (_store(host).path(pool, vol) / name).read_text()
+
+
+def _write(host: lxdlib.Host, pool: str, vol: str, text: str, name: str = "f") -> None:
+    (_store(host).path(pool, vol) / name).write_text(text)
+
+
+def _on_disk(host: lxdlib.Host, pool: str, vol: str) -> list[str]:
+    return host.pool(pool).list_custom_snapshots(vol)
+
+
+def _csv(out: str) -> list[list[str]]:
+    return [line.split(",") for line in out.splitlines() if line]
+
+
+# -- create, list, info, show ----------------------------------------------------------------------
+@pytest.mark.parametrize("pool", ["default", DIR_POOL])
+def test_snapshot_list_info_show(vols: lxdlib.Host, pool: str) -> None:
+    s = _store(vols)
+    s.create(pool, "v", {"user.k": "v"}, description="vol")
+    _write(vols, pool, "v", "one")
+    assert _ok(vols, "snapshot", pool, "v") == ""  # lxc says nothing
+    assert _ok(vols, "snapshot", pool, "v") == ""
+    assert _ok(vols, "snapshot", pool, "v", "mine") == ""
+    r = _cli(vols, "snapshot", pool, "v", "mine")
+    assert r.returncode == 1 and r.stderr == 'Error: Snapshot "mine" already in use\n'
+    r = _cli(vols, "snapshot", pool, "nope")
+    assert r.stderr == "Error: Storage pool volume not found\n"
+    # LXD's default names: one past the highest snap<n>
+    s.delete_snapshot(pool, "v", "snap0")
+    assert vols.volumes[f"{pool}/v"].snapshot()["name"] == "snap2"  # the model's verb
+    assert [x["name"] for x in s.snapshots(pool, "v")] == ["snap1", "mine", "snap2"]
+    assert _on_disk(vols, pool, "v") == ["snap1", "mine", "snap2"]
+    # list: ``custom (snapshot)`` rows named <volume>/<snapshot>, used by nothing
+    assert _csv(_ok(vols, "list", pool, "-c", "tnu", "-f", "csv")) == [
+        ["custom", "v", "0"], ["custom (snapshot)", "v/mine", "0"],
+        ["custom (snapshot)", "v/snap1", "0"], ["custom (snapshot)", "v/snap2", "0"]]
+    data = yaml.safe_load(_ok(vols, "list", pool, "-f", "yaml"))
+    snap = next(d for d in data if d["name"] == "v/mine")
+    assert (snap["type"], snap["used_by"]) == ("custom", [])
+    # info: the snapshots table, sorted by name as LXD sorts it
+    out = _ok(vols, "info", pool, "v")
+    lines = out.splitlines()
+    at = lines.index("Snapshots:")
+    assert lines[at - 1] == ""
+    assert lines[at + 1:] == [
+        "+-------+-------------+------------+",
+        "| NAME  | DESCRIPTION | EXPIRES AT |",
+        "+-------+-------------+------------+",
+        "| mine  |             |            |",
+        "+-------+-------------+------------+",
+        "| snap1 |             |            |",
+        "+-------+-------------+------------+",
+        "| snap2 |             |            |",
+        "+-------+-------------+------------+"]
+    r = _cli(vols, "info", pool, "v/mine")
+    assert r.stderr == "Error: Only instance or custom volumes are supported\n"
+    # show <volume>/<snapshot>: LXD's StorageVolumeSnapshot
+    shown = yaml.safe_load(_ok(vols, "show", pool, "v/mine"))
+    assert list(shown) == ["description", "expires_at", "name", "config", "content_type",
+                           "created_at"]
+    assert (shown["name"], shown["config"], shown["content_type"]) == (
+        "mine", {"user.k": "v"}, "filesystem")
+    r = _cli(vols, "show", pool, "v/nope")
+    assert r.stderr == "Error: Storage pool volume not found\n"
+    invariants.check(vols)
+
+
+# -- restore -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("pool", ["default", DIR_POOL])
+def test_restore_puts_content_back(vols: lxdlib.Host, pool: str) -> None:
+    s = _store(vols)
+    cfg = {"user.k": "v", **({"size": "16MiB"} if pool == "default" else {})}
+    s.create(pool, "v", cfg)
+    _write(vols, pool, "v", "one")
+    s.create_snapshot(pool, "v", "s1")
+    _write(vols, pool, "v", "two")
+    _write(vols, pool, "v", "new", name="g")
+    s.create_snapshot(pool, "v", "s2")
+    _write(vols, pool, "v", "three")
+    s.set(pool, "v", "user.k", "changed")
+    assert _ok(vols, "restore", pool, "v", "s1") == ""
+    assert _file(vols, pool, "v") == "one"
+    assert not (s.path(pool, "v") / "g").exists()
+    # LXD keeps the volume's config; the snapshots all stay
+    assert s.get(pool, "v")["config"]["user.k"] == "changed"
+    assert [x["name"] for x in s.snapshots(pool, "v")] == ["s1", "s2"]
+    vols.volumes[f"{pool}/v"].restore("s2")  # the model's verb
+    assert _file(vols, pool, "v") == "two" and _file(vols, pool, "v", "g") == "new"
+    if pool == "default":  # the restored volume keeps its limit: 24 MiB do not fit in 16
+        big = subprocess.run(["dd", "if=/dev/urandom", f"of={s.path(pool, 'v') / 'big'}",
+                              "bs=1M", "count=24", "conv=fsync"], capture_output=True)
+        assert big.returncode != 0, "the restored volume has no quota"
+    r = _cli(vols, "restore", pool, "v", "nope")
+    assert r.stderr == (f'Error: Storage volume "v/nope" in project "default" of type "custom" '
+                        f'does not exist on pool "{pool}": Storage pool volume not found\n')
+    invariants.check(vols)
+
+
+def test_restore_refused_while_a_running_instance_uses_it(vols: lxdlib.Host) -> None:
+    s = _store(vols)
+    s.create("default", "v")
+    _write(vols, "default", "v", "one")
+    s.create_snapshot("default", "v", "s1")
+    _write(vols, "default", "v", "two")
+    vols.create("busybox", "vsc1")
+    s.attach("default", "v", "vsc1", "/data")
+    vols.instances["vsc1"].start()
+    try:
+        r = _cli(vols, "restore", "default", "v", "s1")
+        assert r.stderr == "Error: Cannot restore custom volume used by running instances\n"
+        with pytest.raises(WrongState):
+            s.restore_snapshot("default", "v", "s1")
+        assert _file(vols, "default", "v") == "two"
+    finally:
+        vols.instances["vsc1"].stop(force=True)
+    s.restore_snapshot("default", "v", "s1")  # stopped: allowed
+    assert _file(vols, "default", "v") == "one"
+
+
+# -- delete, rename, copy ----------------------------------------------------------------------
+@pytest.mark.parametrize("pool", ["default", DIR_POOL])
+def test_delete_snapshot_and_volume(vols: lxdlib.Host, pool: str) -> None:
+    s = _store(vols)
+    s.create(pool, "v")
+    s.create_snapshot(pool, "v")
+    s.create_snapshot(pool, "v")
+    assert _ok(vols, "delete", pool, "v/snap0") == "Storage volume v/snap0 deleted\n"
+    assert _on_disk(vols, pool, "v") == ["snap1"]
+    r = _cli(vols, "delete", pool, "v/snap0")
+    assert r.stderr == (f'Error: Storage volume "v/snap0" in project "default" of type '
+                        f'"custom" does not exist on pool "{pool}": Storage pool volume not '
+                        'found\n')
+    with pytest.raises(NotFound):
+        vols.volumes[f"{pool}/v"].delete_snapshot("snap0")
+    # the volume's delete takes its snapshots along
+    assert _ok(vols, "delete", pool, "v") == "Storage volume v deleted\n"
+    assert vols.pool(pool).all_custom_snapshots() == {}
+    s.create(pool, "v")  # the name is free, with no snapshots of the old one
+    assert s.snapshots(pool, "v") == [] and _on_disk(vols, pool, "v") == []
+    invariants.check(vols)
+
+
+@pytest.mark.parametrize("pool", ["default", DIR_POOL])
+def test_rename_keeps_snapshots(vols: lxdlib.Host, pool: str) -> None:
+    s = _store(vols)
+    s.create(pool, "a")
+    _write(vols, pool, "a", "one")
+    s.create_snapshot(pool, "a", "s1", description="first")
+    _write(vols, pool, "a", "two")
+    _ok(vols, "rename", pool, "a", "b")
+    assert [(x["name"], x["description"]) for x in s.snapshots(pool, "b")] == [("s1", "first")]
+    assert _on_disk(vols, pool, "b") == ["s1"] and _on_disk(vols, pool, "a") == []
+    s.restore_snapshot(pool, "b", "s1")
+    assert _file(vols, pool, "b") == "one"
+    invariants.check(vols)
+
+
+@pytest.mark.parametrize("pool", ["default", DIR_POOL])
+def test_copy_with_and_without_snapshots(vols: lxdlib.Host, pool: str) -> None:
+    s = _store(vols)
+    s.create(pool, "a", {"user.k": "v"})
+    _write(vols, pool, "a", "one")
+    s.create_snapshot(pool, "a", "s1")
+    _write(vols, pool, "a", "two")
+    s.create_snapshot(pool, "a", "s2")
+    _write(vols, pool, "a", "three")
+    assert _ok(vols, "copy", f"{pool}/a", f"{pool}/b") == "Storage volume copied successfully!\n"
+    assert [x["name"] for x in s.snapshots(pool, "b")] == ["s1", "s2"]
+    assert _on_disk(vols, pool, "b") == ["s1", "s2"]
+    assert _file(vols, pool, "b") == "three"
+    s.restore_snapshot(pool, "b", "s1")  # the copy's own snapshots, with the source's data
+    assert _file(vols, pool, "b") == "one" and _file(vols, pool, "a") == "three"
+    s.delete_snapshot(pool, "a", "s1")  # independent of the source's
+    assert _on_disk(vols, pool, "b") == ["s1", "s2"]
+    _ok(vols, "copy", f"{pool}/a", f"{pool}/c", "--volume-only")
+    assert s.snapshots(pool, "c") == [] and _on_disk(vols, pool, "c") == []
+    assert _file(vols, pool, "c") == "three"
+    # to another pool: each snapshot replayed there, oldest first
+    other = DIR_POOL if pool == "default" else "default"
+    _ok(vols, "copy", f"{pool}/a", f"{other}/d")
+    assert [x["name"] for x in s.snapshots(other, "d")] == ["s2"]
+    assert _on_disk(vols, other, "d") == ["s2"] and _file(vols, other, "d") == "three"
+    s.restore_snapshot(other, "d", "s2")
+    assert _file(vols, other, "d") == "two"
+    vols.volumes[f"{pool}/a"].copy("e", other, volume_only=True)
+    assert _file(vols, other, "e") == "three" and s.snapshots(other, "e") == []
+    assert _on_disk(vols, other, "e") == []
+    invariants.check(vols)
+
+
+# -- refusals ----------------------------------------------------------------------------------
+def test_bad_snapshot_names_change_nothing(vols: lxdlib.Host) -> None:
+    s = _store(vols)
+    s.create("default", "v")
+    s.create_snapshot("default", "v", "s1")
+    record = (vols.paths.volume_records / "default" / "v.yaml").read_bytes()
+    for bad in ("a/b", "a b", "bad\nname", "x\r", "-x", ".x", "", "x" * 64):
+        with pytest.raises(InvalidName):
+            s.create_snapshot("default", "v", bad)
+    with pytest.raises(AlreadyExists):
+        s.create_snapshot("default", "v", "s1")
+    assert _cli(vols, "snapshot", "default", "v", "a/b").stderr == \
+        'Error: Storage name cannot contain "/"\n'
+    assert _cli(vols, "snapshot", "default", "v", "a\nb").stderr == \
+        "Error: Storage name cannot contain white space\n"
+    with pytest.raises(NotFound):
+        s.restore_snapshot("default", "v", "a/b")
+    with pytest.raises(NotFound):
+        s.delete_snapshot("default", "v", "../v")
+    assert (vols.paths.volume_records / "default" / "v.yaml").read_bytes() == record
+    assert _on_disk(vols, "default", "v") == ["s1"]
+    invariants.check(vols)
+
+
+# -- zfs ---------------------------------------------------------------------------------------
+def test_snapshots_on_zfs(vols: lxdlib.Host, zfs_daemon: ZfsDaemons) -> None:  # noqa: F811
+    """zfs snapshots of the dataset; a rollback only to the latest (later ones refused unless
+    the pool's ``zfs.remove_snapshots``, which deletes them); a copy sends the snapshots as
+    increments; a rename carries them."""
+    zpool = f"vsz{secrets.token_hex(3)}"
+    vols.create_pool("vszp", "zfs", {"size": "512MiB", "zfs.pool_name": zpool})
+    s = _store(vols)
+    try:
+        s.create("vszp", "a", {"size": "32MiB"})
+        _write(vols, "vszp", "a", "one")
+        s.create_snapshot("vszp", "a")
+        _write(vols, "vszp", "a", "two")
+        s.create_snapshot("vszp", "a")
+        _write(vols, "vszp", "a", "three")
+        assert _on_disk(vols, "vszp", "a") == ["snap0", "snap1"]
+        s.restore_snapshot("vszp", "a", "snap1")
+        assert _file(vols, "vszp", "a") == "two"
+        with pytest.raises(WrongState, match="remove_snapshots"):
+            s.restore_snapshot("vszp", "a", "snap0")
+        assert _file(vols, "vszp", "a") == "two"
+        s.copy("vszp", "a", "vszp", "b")
+        assert _on_disk(vols, "vszp", "b") == ["snap0", "snap1"]
+        assert _file(vols, "vszp", "b") == "two"
+        s.rename("vszp", "b", "c")
+        assert _on_disk(vols, "vszp", "c") == ["snap0", "snap1"]
+        vols.pools["vszp"].configure({"zfs.remove_snapshots": "true"})
+        s.restore_snapshot("vszp", "c", "snap0")
+        assert _file(vols, "vszp", "c") == "one"
+        assert [x["name"] for x in s.snapshots("vszp", "c")] == ["snap0"]
+        assert _on_disk(vols, "vszp", "c") == ["snap0"]
+        s.delete_snapshot("vszp", "a", "snap0")
+        assert _on_disk(vols, "vszp", "a") == ["snap1"]
+        # to btrfs and back: the snapshots replayed from readable clones, then sent
+        s.copy("vszp", "c", "default", "d")
+        s.create_snapshot("default", "d", "s9")
+        s.copy("default", "d", "vszp", "e")
+        assert _on_disk(vols, "vszp", "e") == ["snap0", "s9"]
+        assert _file(vols, "vszp", "e") == "one"
+        invariants.check(vols)
+    finally:
+        for v in s.names("vszp"):
+            s.delete("vszp", v)
+        vols.delete_pool("vszp")
+
+
+# -- kill -9 -----------------------------------------------------------------------------------
+_STEP = """
+import sys, lxdlib
+h = lxdlib.Host(sys.argv[1])
+exec(sys.argv[2])
+"""
+
+
+def _die_at(host: lxdlib.Host, point: str, code: str) -> None:
+    env = {**os.environ, "LXDLIB_CRASHPOINT": point}
+    r = subprocess.run([sys.executable, "-c", _STEP, str(host.paths.root), code], env=env,
+                       capture_output=True, text=True, timeout=120, start_new_session=True)
+    assert r.returncode == -signal.SIGKILL, f"{point} not reached: {r.returncode} {r.stderr}"
+
+
+@pytest.mark.parametrize("pool", ["default", DIR_POOL])
+def test_crash_points(vols: lxdlib.Host, pool: str) -> None:
+    s = _store(vols)
+    s.create(pool, "v")
+    _write(vols, pool, "v", "one")
+    s.create_snapshot(pool, "v", "s0")
+    _write(vols, pool, "v", "two")
+    # a snapshot killed before its record: the next listing removes the pool's copy
+    _die_at(vols, "volume.snapshot.made", f"h.volumes.store.create_snapshot({pool!r}, 'v', 's1')")
+    assert _on_disk(vols, pool, "v") == ["s0", "s1"]
+    fresh = lxdlib.Host(vols.paths.root).volumes.store
+    assert fresh.names(pool) == ["v"]
+    assert _on_disk(vols, pool, "v") == ["s0"]
+    invariants.check(vols)
+    fresh.create_snapshot(pool, "v", "s1")  # the name is free again
+    # a snapshot delete killed after its record: the next snapshot verb finishes it
+    _die_at(vols, "volume.snapshot.unrecorded",
+            f"h.volumes.store.delete_snapshot({pool!r}, 'v', 's1')")
+    fresh = lxdlib.Host(vols.paths.root).volumes.store
+    assert [x["name"] for x in fresh.snapshots(pool, "v")] == ["s0"]
+    fresh.create_snapshot(pool, "v", "s2")
+    assert _on_disk(vols, pool, "v") == ["s0", "s2"]
+    invariants.check(vols)
+    # a restore killed before its swap: the old content; after it: the new one; the
+    # temporary volume goes with the pool's clean-up
+    for point, want in (("volume.restore.cloned", "two"), ("volume.restore.swapped", "one")):
+        _die_at(vols, point, f"h.volumes.store.restore_snapshot({pool!r}, 'v', 's0')")
+        fresh_host = lxdlib.Host(vols.paths.root)
+        fresh_host.pool(pool).cleanup_leftovers()
+        assert _file(fresh_host, pool, "v") == want, point
+        invariants.check(fresh_host)
+
+
+@pytest.mark.parametrize("pool", ["default", DIR_POOL])
+def test_crash_points_rename_with_snapshots(vols: lxdlib.Host, pool: str) -> None:
+    """The volume and its snapshots' directory move in two steps: a kill between them, or
+    before the record, is undone by the next call (both back under the old name); after the
+    record, both are under the new one."""
+    s = _store(vols)
+    s.create(pool, "a")
+    _write(vols, pool, "a", "one")
+    s.create_snapshot(pool, "a", "s1")
+    for point in ("volume.rename.storage-half", "volume.rename.moved",
+                  "volume.rename.recorded"):
+        _die_at(vols, point, f"h.volumes.store.rename({pool!r}, 'a', 'b')")
+        fresh = lxdlib.Host(vols.paths.root)
+        fs = fresh.volumes.store
+        want = "b" if point == "volume.rename.recorded" else "a"
+        assert fs.names(pool) == [want], point
+        assert _on_disk(fresh, pool, want) == ["s1"], point
+        assert [x["name"] for x in fs.snapshots(pool, want)] == ["s1"], point
+        invariants.check(fresh)
+        fs.restore_snapshot(pool, want, "s1")
+        assert _file(fresh, pool, want) == "one", point
+        if want == "b":
+            fs.rename(pool, "b", "a")
+
+
+@pytest.mark.parametrize(("src", "dst"), [("default", "default"), (DIR_POOL, DIR_POOL),
+                                          ("default", DIR_POOL)])
+def test_crash_point_copy_with_snapshots(vols: lxdlib.Host, src: str, dst: str) -> None:
+    """A copy killed after its storage (volume and snapshots) was made, before its record:
+    the next listing removes both; the name is free again."""
+    s = _store(vols)
+    s.create(src, "a")
+    _write(vols, src, "a", "one")
+    s.create_snapshot(src, "a", "s1")
+    _die_at(vols, "volume.copy.made", f"h.volumes.store.copy({src!r}, 'a', {dst!r}, 'b')")
+    assert _on_disk(vols, dst, "b") == ["s1"]
+    fresh = lxdlib.Host(vols.paths.root)
+    assert "b" not in fresh.volumes.store.names(dst)
+    assert _on_disk(fresh, dst, "b") == [] and "b" not in fresh.pool(dst).list_volumes("custom")
+    invariants.check(fresh)
+    fresh.volumes.store.copy(src, "a", dst, "b")
+    assert _on_disk(fresh, dst, "b") == ["s1"]
