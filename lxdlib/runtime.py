@@ -859,7 +859,10 @@ _LOADED_MAX = 512
 #: Keys whose value liblxc keeps as given when it loads a config (a host name, a path), checking
 #: only its length: the instance's name inside them does not decide whether the line loads.
 _NAME_KEYS = frozenset({"lxc.uts.name", "lxc.rootfs.path", "lxc.console.logfile",
-                        "lxc.seccomp.profile"})
+                        "lxc.seccomp.profile",
+                        # every instance's stop mark (``hooklog.stop_marker_command``) is a
+                        # file of its directory: a hook's value is text to liblxc's parser
+                        "lxc.hook.post-stop"})
 #: A MAC as lxdlib writes one (liblxc keeps it as given too; ``x`` digits it would fill in).
 _MAC = Pattern(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}\Z")
 #: The host end of a nic's veth as lxdlib names it by default (``veth`` and 8 hex digits of

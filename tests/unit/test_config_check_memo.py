@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lxdlib import runtime
+from lxdlib import hooklog, runtime
 from lxdlib.errors import InvalidConfig
 
 
@@ -21,6 +21,10 @@ def _config(root: Path, name: str, mac: str = "00:16:3e:12:34:56",
             ("lxc.log.file", f"{root}/containers/{name}/lxc.log"),
             ("lxc.console.logfile", f"{root}/containers/{name}/console.log"),
             ("lxc.mount.auto", "proc:rw sys:rw cgroup:mixed"),
+            # every instance's stop mark, a file of its directory
+            ("lxc.hook.version", "1"),
+            ("lxc.hook.post-stop",
+             hooklog.stop_marker_command(root / "containers" / name / "stopped-inside")),
             ("lxc.net.0.type", "veth"), ("lxc.net.0.hwaddr", mac), *extra]
 
 
