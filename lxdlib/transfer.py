@@ -28,7 +28,7 @@ from pathlib import Path
 from . import idmap
 from .errors import TYPE_CHECKING, StorageError
 from .storage.base import PoolDriver, close_volume_dir
-from .storage.dir import CUSTOM_SNAPSHOTS, SNAPSHOTS, DirPool
+from .storage.dir import SNAPSHOTS, DirPool
 from .storage.loop import TMP, rename_noreplace, run, storage_errors, temp_name
 
 if TYPE_CHECKING:
@@ -59,24 +59,16 @@ def is_zfs(pool: PoolDriver) -> bool:
 # -- reading volumes -------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def readable_snapshot(pool: PoolDriver, name: str, snap: str) -> Iterator[Path]:
-    """A directory holding the snapshot's files (zfs-fuse has no ``.zfs``: a temporary clone)."""
+def readable_snapshot(pool: PoolDriver, name: str, snap: str,
+                      kind: str = SNAPSHOTS) -> Iterator[Path]:
+    """A directory holding the files of snapshot ``snap`` of ``name`` — an instance's, or with
+    ``kind=CUSTOM_SNAPSHOTS`` a custom volume's (zfs-fuse has no ``.zfs``: a temporary
+    clone)."""
     if not is_zfs(pool):
-        yield pool.volume_path(SNAPSHOTS, f"{name}/{snap}")
+        yield pool.volume_path(kind, f"{name}/{snap}")
         return
     z: Any = pool
-    with _zfs_clone(z, z.dataset(SNAPSHOTS, f"{name}/{snap}")) as path:
-        yield path
-
-
-@contextlib.contextmanager
-def readable_custom_snapshot(pool: PoolDriver, name: str, snap: str) -> Iterator[Path]:
-    """A directory holding a custom volume snapshot's files (zfs: a temporary clone)."""
-    if not is_zfs(pool):
-        yield pool.volume_path(CUSTOM_SNAPSHOTS, f"{name}/{snap}")
-        return
-    z: Any = pool
-    with _zfs_clone(z, z.dataset(CUSTOM_SNAPSHOTS, f"{name}/{snap}")) as path:
+    with _zfs_clone(z, z.dataset(kind, f"{name}/{snap}")) as path:
         yield path
 
 

@@ -543,6 +543,7 @@ class VolumeStore:
         and each snapshot's own) are shifted back where the new pool maps at mount time
         instead (and the key dropped from ``cfg`` and the entries)."""
         from . import transfer  # here: only a copy across pools needs it
+        from .storage.dir import CUSTOM_SNAPSHOTS
 
         def unshift(path: Path, config: dict[str, Any]) -> None:
             last = int(str(config.get(IDMAP_LAST, "0")) or "0")
@@ -554,7 +555,8 @@ class VolumeStore:
         try:
             for entry in snaps:
                 snap = str(entry["name"])
-                with transfer.readable_custom_snapshot(src_drv, name, snap) as held:
+                with transfer.readable_snapshot(src_drv, name, snap,
+                                               CUSTOM_SNAPSHOTS) as held:
                     transfer.fill(held, path)
                 entry["config"] = dict(entry.get("config") or {})
                 unshift(path, entry["config"])

@@ -296,20 +296,15 @@ class ZfsPool(PoolDriver):
 
     def dataset(self, kind: str, name: str) -> str:
         """The dataset (or ``dataset@snapshot``) that holds a volume."""
-        if kind == SNAPSHOTS:
-            inst, sep, snap = name.partition("/")
-            if not sep:
-                raise InvalidArgument(f"snapshot {name!r} must be given as '<instance>/<snap>'")
-            check_volume_name("containers", inst)
-            check_volume_name(SNAPSHOTS, snap)
-            return f"{self.root}/containers/{inst}@{SNAP_PREFIX}{snap}"
-        if kind == CUSTOM_SNAPSHOTS:
+        if kind in (SNAPSHOTS, CUSTOM_SNAPSHOTS):  # an instance's snapshot, a custom volume's
+            parent, what = ("containers", "instance") if kind == SNAPSHOTS else ("custom",
+                                                                                 "volume")
             vol, sep, snap = name.partition("/")
             if not sep:
-                raise InvalidArgument(f"snapshot {name!r} must be given as '<volume>/<snap>'")
-            check_volume_name("custom", vol)
-            check_volume_name(CUSTOM_SNAPSHOTS, snap)
-            return f"{self.root}/custom/{vol}@{SNAP_PREFIX}{snap}"
+                raise InvalidArgument(f"snapshot {name!r} must be given as '<{what}>/<snap>'")
+            check_volume_name(parent, vol)
+            check_volume_name(kind, snap)
+            return f"{self.root}/{parent}/{vol}@{SNAP_PREFIX}{snap}"
         if kind not in VOLUME_KINDS:
             raise InvalidArgument(f"unknown volume kind {kind!r}")
         check_volume_name(kind, name)
@@ -819,14 +814,19 @@ class ZfsPool(PoolDriver):
     # -- snapshots ------------------------------------------------------------------------------
     def create_snapshot(self, name: str, snap: str) -> Path:
         self._require("containers", name)
-        ds = self.dataset(SNAPSHOTS, f"{name}/{snap}")
+        return self._zfs_snapshot(SNAPSHOTS, name, snap, "snapshot")
+
+    def _zfs_snapshot(self, kind: str, name: str, snap: str, label: str) -> Path:
+        """``zfs snapshot`` of volume ``name`` as ``snap`` (``kind``: an instance's snapshots
+        or a custom volume's): atomic, refused with ``AlreadyExists`` when taken."""
+        ds = self.dataset(kind, f"{name}/{snap}")
         proc = run(["zfs", "snapshot", ds], check=False)
         if proc.returncode != 0:
             if "exists" in proc.stderr:
-                raise AlreadyExists("snapshot", f"{name}/{snap}")
+                raise AlreadyExists(label, f"{name}/{snap}")
             raise StorageError(f"zfs snapshot {ds} failed: {proc.stderr.strip()}")
         _logged(["zfs", "snapshot", ds])
-        return self.volume_path(SNAPSHOTS, f"{name}/{snap}")
+        return self.volume_path(kind, f"{name}/{snap}")
 
     def delete_snapshot(self, name: str, snap: str) -> None:
         self._zfs_busy_retry("destroy", self._require(SNAPSHOTS, f"{name}/{snap}"))
@@ -910,14 +910,7 @@ class ZfsPool(PoolDriver):
     def create_custom_snapshot(self, name: str, snap: str) -> Path:
         """``zfs snapshot <volume>@snapshot-<snap>``: atomic."""
         self._require("custom", name)
-        ds = self.dataset(CUSTOM_SNAPSHOTS, f"{name}/{snap}")
-        proc = run(["zfs", "snapshot", ds], check=False)
-        if proc.returncode != 0:
-            if "exists" in proc.stderr:
-                raise AlreadyExists("custom volume snapshot", f"{name}/{snap}")
-            raise StorageError(f"zfs snapshot {ds} failed: {proc.stderr.strip()}")
-        _logged(["zfs", "snapshot", ds])
-        return self.volume_path(CUSTOM_SNAPSHOTS, f"{name}/{snap}")
+        return self._zfs_snapshot(CUSTOM_SNAPSHOTS, name, snap, "custom volume snapshot")
 
     def delete_custom_snapshot(self, name: str, snap: str) -> None:
         """Destroy the snapshot (idempotent: a clean-up may find it gone)."""

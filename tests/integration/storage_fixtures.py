@@ -8,6 +8,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -213,3 +214,19 @@ def dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+_STEP = """
+import sys, lxdlib
+h = lxdlib.Host(sys.argv[1])
+exec(sys.argv[2])
+"""
+
+
+def die_at(host: lxdlib.Host, point: str, code: str) -> None:
+    """Run ``code`` (with ``h``, a ``Host`` of ``host``'s root) in a new process that kills
+    itself at crash point ``point`` (``LXDLIB_CRASHPOINT``); fails if it did not get there."""
+    env = {**os.environ, "LXDLIB_CRASHPOINT": point}
+    r = subprocess.run([sys.executable, "-c", _STEP, str(host.paths.root), code], env=env,
+                       capture_output=True, text=True, timeout=120, start_new_session=True)
+    assert r.returncode == -signal.SIGKILL, f"{point} not reached: {r.returncode} {r.stderr}"

@@ -6,9 +6,7 @@ snapshot, a snapshot delete and a restore leaving the old state or the new one."
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
 import subprocess
 import sys
 
@@ -18,7 +16,12 @@ import yaml
 import lxdlib
 from lxdlib.errors import AlreadyExists, InvalidName, NotFound, WrongState
 from tests.integration import invariants
-from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons  # noqa: F401
+from tests.integration.storage_fixtures import (  # noqa: F401
+    ZfsDaemons,
+    die_at,
+    zfs_daemon,
+    zfs_daemons,
+)
 
 pytestmark = pytest.mark.root
 
@@ -311,20 +314,6 @@ def test_snapshots_on_zfs(vols: lxdlib.Host, zfs_daemon: ZfsDaemons) -> None:  #
 
 
 # -- kill -9 -----------------------------------------------------------------------------------
-_STEP = """
-import sys, lxdlib
-h = lxdlib.Host(sys.argv[1])
-exec(sys.argv[2])
-"""
-
-
-def _die_at(host: lxdlib.Host, point: str, code: str) -> None:
-    env = {**os.environ, "LXDLIB_CRASHPOINT": point}
-    r = subprocess.run([sys.executable, "-c", _STEP, str(host.paths.root), code], env=env,
-                       capture_output=True, text=True, timeout=120, start_new_session=True)
-    assert r.returncode == -signal.SIGKILL, f"{point} not reached: {r.returncode} {r.stderr}"
-
-
 @pytest.mark.parametrize("pool", ["default", DIR_POOL])
 def test_crash_points(vols: lxdlib.Host, pool: str) -> None:
     s = _store(vols)
@@ -333,7 +322,7 @@ def test_crash_points(vols: lxdlib.Host, pool: str) -> None:
     s.create_snapshot(pool, "v", "s0")
     _write(vols, pool, "v", "two")
     # a snapshot killed before its record: the next listing removes the pool's copy
-    _die_at(vols, "volume.snapshot.made", f"h.volumes.store.create_snapshot({pool!r}, 'v', 's1')")
+    die_at(vols, "volume.snapshot.made", f"h.volumes.store.create_snapshot({pool!r}, 'v', 's1')")
     assert _on_disk(vols, pool, "v") == ["s0", "s1"]
     fresh = lxdlib.Host(vols.paths.root).volumes.store
     assert fresh.names(pool) == ["v"]
@@ -341,7 +330,7 @@ def test_crash_points(vols: lxdlib.Host, pool: str) -> None:
     invariants.check(vols)
     fresh.create_snapshot(pool, "v", "s1")  # the name is free again
     # a snapshot delete killed after its record: the next snapshot verb finishes it
-    _die_at(vols, "volume.snapshot.unrecorded",
+    die_at(vols, "volume.snapshot.unrecorded",
             f"h.volumes.store.delete_snapshot({pool!r}, 'v', 's1')")
     fresh = lxdlib.Host(vols.paths.root).volumes.store
     assert [x["name"] for x in fresh.snapshots(pool, "v")] == ["s0"]
@@ -351,7 +340,7 @@ def test_crash_points(vols: lxdlib.Host, pool: str) -> None:
     # a restore killed before its swap: the old content; after it: the new one; the
     # temporary volume goes with the pool's clean-up
     for point, want in (("volume.restore.cloned", "two"), ("volume.restore.swapped", "one")):
-        _die_at(vols, point, f"h.volumes.store.restore_snapshot({pool!r}, 'v', 's0')")
+        die_at(vols, point, f"h.volumes.store.restore_snapshot({pool!r}, 'v', 's0')")
         fresh_host = lxdlib.Host(vols.paths.root)
         fresh_host.pool(pool).cleanup_leftovers()
         assert _file(fresh_host, pool, "v") == want, point
@@ -369,7 +358,7 @@ def test_crash_points_rename_with_snapshots(vols: lxdlib.Host, pool: str) -> Non
     s.create_snapshot(pool, "a", "s1")
     for point in ("volume.rename.storage-half", "volume.rename.moved",
                   "volume.rename.recorded"):
-        _die_at(vols, point, f"h.volumes.store.rename({pool!r}, 'a', 'b')")
+        die_at(vols, point, f"h.volumes.store.rename({pool!r}, 'a', 'b')")
         fresh = lxdlib.Host(vols.paths.root)
         fs = fresh.volumes.store
         want = "b" if point == "volume.rename.recorded" else "a"
@@ -392,7 +381,7 @@ def test_crash_point_copy_with_snapshots(vols: lxdlib.Host, src: str, dst: str) 
     s.create(src, "a")
     _write(vols, src, "a", "one")
     s.create_snapshot(src, "a", "s1")
-    _die_at(vols, "volume.copy.made", f"h.volumes.store.copy({src!r}, 'a', {dst!r}, 'b')")
+    die_at(vols, "volume.copy.made", f"h.volumes.store.copy({src!r}, 'a', {dst!r}, 'b')")
     assert _on_disk(vols, dst, "b") == ["s1"]
     fresh = lxdlib.Host(vols.paths.root)
     assert "b" not in fresh.volumes.store.names(dst)

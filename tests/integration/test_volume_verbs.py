@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 
@@ -15,7 +14,12 @@ import pytest
 import lxdlib
 from lxdlib.errors import AlreadyExists, InUse, InvalidName, NotFound, StorageError
 from lxdlib.volumes import IDMAP_LAST
-from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons  # noqa: F401
+from tests.integration.storage_fixtures import (  # noqa: F401
+    ZfsDaemons,
+    die_at,
+    zfs_daemon,
+    zfs_daemons,
+)
 
 pytestmark = pytest.mark.root
 
@@ -223,20 +227,6 @@ def test_info_prints_lxds_lines(vols: lxdlib.Host) -> None:
 
 
 # -- kill -9 ---------------------------------------------------------------------------------------
-_STEP = """
-import sys, lxdlib
-h = lxdlib.Host(sys.argv[1])
-exec(sys.argv[2])
-"""
-
-
-def _die_at(host: lxdlib.Host, point: str, code: str) -> None:
-    env = {**os.environ, "LXDLIB_CRASHPOINT": point}
-    r = subprocess.run([sys.executable, "-c", _STEP, str(host.paths.root), code], env=env,
-                       capture_output=True, text=True, timeout=120, start_new_session=True)
-    assert r.returncode == -signal.SIGKILL, f"{point} not reached: {r.returncode} {r.stderr}"
-
-
 @pytest.mark.parametrize("pool", ["default", DIR_POOL])
 def test_crash_points_rename(vols: lxdlib.Host, pool: str) -> None:
     s = _store(vols)
@@ -245,7 +235,7 @@ def test_crash_points_rename(vols: lxdlib.Host, pool: str) -> None:
     points = ["volume.rename.withdrawn", "volume.rename.intent", "volume.rename.moved",
               "volume.rename.recorded"]
     for i, point in enumerate(points):
-        _die_at(vols, point, f"h.volumes.store.rename({pool!r}, 'a', 'b')")
+        die_at(vols, point, f"h.volumes.store.rename({pool!r}, 'a', 'b')")
         fresh = lxdlib.Host(vols.paths.root)
         fs = fresh.volumes.store
         want = "b" if point == "volume.rename.recorded" else "a"
@@ -275,7 +265,7 @@ def test_crash_point_copy(vols: lxdlib.Host, src: str, dst: str) -> None:
     s = _store(vols)
     s.create(src, "a")
     _put(vols, f"{src}/a", "data")
-    _die_at(vols, "volume.copy.made", f"h.volumes.store.copy({src!r}, 'a', {dst!r}, 'b')")
+    die_at(vols, "volume.copy.made", f"h.volumes.store.copy({src!r}, 'a', {dst!r}, 'b')")
     fresh = lxdlib.Host(vols.paths.root).volumes.store
     assert "b" not in fresh.names(dst)  # the listing removes the copy's debris
     assert "b" not in _on_disk(vols, dst)
@@ -292,10 +282,10 @@ def test_verbs_after_a_killed_delete(vols: lxdlib.Host) -> None:
     s = _store(vols)
     s.create("default", "a")
     s.create("default", "b")
-    _die_at(vols, "volume.withdrawn", "h.volumes.store.delete('default', 'a')")
+    die_at(vols, "volume.withdrawn", "h.volumes.store.delete('default', 'a')")
     assert _hidden(vols, "default") == [".a.away"]
     s.delete("default", "a")
-    _die_at(vols, "volume.withdrawn", "h.volumes.store.delete('default', 'b')")
+    die_at(vols, "volume.withdrawn", "h.volumes.store.delete('default', 'b')")
     s.rename("default", "b", "c")
     assert s.names("default") == ["c"] and _on_disk(vols, "default") == ["c"]
     assert _hidden(vols, "default") == []
