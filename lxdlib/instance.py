@@ -1413,7 +1413,7 @@ def _fold_stopped_inside(ctx: Context, name: str, op: dict[str, Any]) -> None:
     forget_stopped_inside(paths, name)
 
 
-journal.register(journal.FOLD_STOPPED, _fold_stopped_inside)
+journal.register(journal.STOPPED_INSIDE, _fold_stopped_inside)
 journal.register("update", _recover_update)
 journal.register("start", _recover_start)
 journal.register("stop", _recover_stop)

@@ -67,9 +67,8 @@ SPARE = ".pending.spare"
 #: ``halt`` or exit of its init, a kill — rather than rebooted. It holds the pid of the init
 #: that stopped. No lxdlib process may be around then, so the record still says RUNNING:
 #: the next call that takes the instance's lock (``recover``) folds it into the record.
+#: Also the kind under which the instance layer registers that fold (no intent has it).
 STOPPED_INSIDE = "stopped-inside"
-#: The kind under which the instance layer registers that fold (no intent has it).
-FOLD_STOPPED = "stopped-inside"
 #: Where a CRIU dump lives inside an instance volume (beside ``rootfs/``, out of the guest's view).
 STATE_DIR = "state"
 
@@ -246,7 +245,7 @@ def recover(ctx: Site, name: str) -> bool:
     """
     done = _recover_intent(ctx, name)
     if os.path.lexists(stopped_marker(ctx.paths, name)):
-        fold = recoverer(FOLD_STOPPED)
+        fold = recoverer(STOPPED_INSIDE)
         if fold is not None:
             try:
                 fold(ctx, name, {})

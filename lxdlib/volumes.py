@@ -36,7 +36,7 @@ import builtins
 import contextlib
 import datetime as dt
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from . import idmap, record, runtime
@@ -678,11 +678,12 @@ class VolumeStore:
             names = [str(e["name"]) for e in entries]
             if snap not in names:
                 raise NotFound(SNAPSHOT_KIND, f"{name}/{snap}", f"in storage pool {pool!r}")
-            self._refuse_running_users(pool, name)
+            if next(self._running_users(pool, name), None) is not None:
+                raise WrongState("Cannot restore custom volume used by running instances")
             self._settle_snapshots(drv, pool, name, data)
             cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
             later = names[names.index(snap) + 1:]
-            if later and drv.driver == "zfs":
+            if later and drv.restores_latest_snapshot_only:
                 if not parse_bool(drv.config.get("zfs.remove_snapshots") or "false"):
                     raise WrongState(
                         f"snapshot {name}/{snap} cannot be restored: later snapshots exist "
@@ -701,8 +702,9 @@ class VolumeStore:
                 cfg[IDMAP_LAST] = str(snap_cfg.get(IDMAP_LAST, "0"))
                 write_record(self._record(pool, name), {**data, "config": cfg})
 
-    def _refuse_running_users(self, pool: str, name: str) -> None:
-        """LXD's refusal of a restore under a running instance (its devices expanded)."""
+    def _running_users(self, pool: str, name: str) -> Iterator[str]:
+        """The running (or frozen) instances whose devices, profiles expanded, use the volume
+        (a restore refuses them; a shift of its files refuses those with another map)."""
         for inst in record.names(self.paths):
             try:
                 rec = record.load(self.paths, inst)
@@ -711,7 +713,7 @@ class VolumeStore:
                 continue
             if self._uses(devices, pool, name) and runtime.state(
                     runtime.open_container(self.paths.lxcpath, inst)) in ("RUNNING", "FROZEN"):
-                raise WrongState("Cannot restore custom volume used by running instances")
+                yield inst
 
     def _refuse_users(self, pool: str, name: str) -> None:
         users = self.used_by(pool, name)
@@ -781,17 +783,8 @@ class VolumeStore:
             last = int(cfg.get(IDMAP_LAST, "0"))
             if last == want:
                 return
-            for other in record.names(self.paths):
-                if other == instance:
-                    continue
-                try:
-                    rec = record.load(self.paths, other)
-                    _, devices = self.ctx.expand(rec.profiles, rec.config, rec.devices)
-                except (FileNotFoundError, NotFound, CorruptRecord):
-                    continue
-                if self._uses(devices, pool, name) and runtime.state(
-                        runtime.open_container(self.paths.lxcpath, other)) in ("RUNNING",
-                                                                               "FROZEN"):
+            for other in self._running_users(pool, name):
+                if other != instance:
                     raise WrongState(f"storage volume {name!r} is in use by running instance "
                                      f"{other!r} with a different id map")
             idmap.shift_tree(drv.volume_path("custom", name), want - last)

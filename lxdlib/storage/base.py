@@ -118,6 +118,9 @@ class PoolDriver(abc.ABC):
     #: at all, and makes nothing else (btrfs snapshots): what a killed copy leaves is then the
     #: volume of a directory without a record, which that directory's cleanup finds alone
     clones_in_place: ClassVar[bool] = False
+    #: a volume goes back to its latest snapshot only (zfs rollback): an older one needs the
+    #: later snapshots gone first (the pool's ``zfs.remove_snapshots``)
+    restores_latest_snapshot_only: ClassVar[bool] = False
     #: the pool keys the driver knows (``validate_config`` refuses the others)
     KEYS: ClassVar[frozenset[str]] = frozenset({"source"})
     #: keys that take effect by being recorded (read at each operation): ``reconfigure``

@@ -140,21 +140,15 @@ class DirPool(PoolDriver):
         return os.fspath(self.base)
 
     def volume_path(self, kind: str, name: str) -> Path:
-        if kind == SNAPSHOTS:
-            inst, sep, snap = name.partition("/")
-            if not sep:
-                raise InvalidName("snapshot", name, "must be given as '<instance>/<snapshot>'")
-            check_volume_name("containers", inst)
-            check_volume_name(SNAPSHOTS, snap)
-            return self._kind_dir(SNAPSHOTS) / inst / snap
-        if kind == CUSTOM_SNAPSHOTS:
+        if kind in (SNAPSHOTS, CUSTOM_SNAPSHOTS):  # an instance's snapshot, a custom volume's
+            parent, what = ("containers", "instance") if kind == SNAPSHOTS else ("custom",
+                                                                                 "volume")
             vol, sep, snap = name.partition("/")
             if not sep:
-                raise InvalidName("custom volume snapshot", name,
-                                  "must be given as '<volume>/<snapshot>'")
-            check_volume_name("custom", vol)
-            check_volume_name(CUSTOM_SNAPSHOTS, snap)
-            return self._kind_dir(CUSTOM_SNAPSHOTS) / vol / snap
+                raise InvalidName(_LABELS[kind], name, f"must be given as '<{what}>/<snapshot>'")
+            check_volume_name(parent, vol)
+            check_volume_name(kind, snap)
+            return self._kind_dir(kind) / vol / snap
         if kind not in VOLUME_KINDS:
             raise InvalidArgument(f"unknown volume kind {kind!r}")
         check_volume_name(kind, name)

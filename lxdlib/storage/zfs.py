@@ -212,6 +212,7 @@ class ZfsPool(PoolDriver):
     driver = "zfs"
     supports_idmapped_mounts = False
     snapshot_needs_freeze = False
+    restores_latest_snapshot_only = True
     KEYS = frozenset({"source", "size", "zfs.pool_name", "zfs.use_refquota",
                       "zfs.remove_snapshots"})
     #: read at each quota, usage and restore: a change applies from the next one (as in LXD,
@@ -314,8 +315,6 @@ class ZfsPool(PoolDriver):
         """Mount point of a volume. Snapshots are not mounted on zfs-fuse (no ``.zfs``): their
         path is where LXD would show them, and it stays empty."""
         self.dataset(kind, name)  # validates
-        if kind in (SNAPSHOTS, CUSTOM_SNAPSHOTS):
-            return self.mountpoint / kind / name
         return self.mountpoint / kind / name
 
     # -- running zfs ----------------------------------------------------------------------------
@@ -920,13 +919,11 @@ class ZfsPool(PoolDriver):
 
     def list_custom_snapshots(self, name: str) -> list[str]:
         """Snapshot names, oldest first (none for a missing volume)."""
-        ds = self.dataset("custom", name)
-        proc = run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-s", "createtxg",
-                    "-d", "1", ds], check=False)
-        if proc.returncode != 0:
+        try:
+            snaps = self._snapshot_names(self.dataset("custom", name))
+        except StorageError:  # no such dataset
             return []
-        snaps = [line.split("@", 1)[1] for line in proc.stdout.splitlines() if "@" in line]
-        return [s[len(SNAP_PREFIX):] for s in snaps if s.startswith(SNAP_PREFIX)]
+        return [s.removeprefix(SNAP_PREFIX) for s in snaps if s.startswith(SNAP_PREFIX)]
 
     def all_custom_snapshots(self) -> dict[str, list[str]]:
         """The custom volumes that have snapshots, with them (one ``zfs list``)."""
