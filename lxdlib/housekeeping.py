@@ -1,6 +1,7 @@
 """What LXD's daemon does on its minute ticker, for a host with no daemon: ``lxdlib
 housekeeping`` takes the scheduled snapshots that are due (``snapshots.schedule``) and removes
-the expired ones; ``lxdlib recover`` puts a root back in order after crashes.
+the expired ones, of instances and of custom storage volumes; ``lxdlib recover`` puts a root
+back in order after crashes.
 
 Housekeeping is meant for cron or a systemd timer every minute. It is idempotent: each instance
 records when it was last looked at (``<instance dir>/housekeeping.yaml``), and a snapshot is due
@@ -83,7 +84,34 @@ def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
             continue  # deleted meanwhile
         except LxdlibError as e:
             report.skipped[name] = str(e)
+    _volumes(host, now, startup, report)
     return report
+
+
+def _volumes(host: Host, now: dt.datetime, startup: bool, report: Report) -> None:
+    """The custom volumes' snapshots as the instances': expired ones deleted, scheduled ones
+    taken (named ``<pool>/<volume>/<snapshot>`` in the report)."""
+    store = host.volumes.store
+    for pname in host.pool_names():
+        try:
+            vols = store.names(pname)
+        except LxdlibError as e:
+            report.skipped[f"pool:{pname}"] = str(e)
+            continue
+        for vol in vols:
+            key = f"{pname}/{vol}"
+            try:
+                for snap in store.expire_snapshots(pname, vol, now):
+                    report.expired.append(f"{key}/{snap}")
+                taken = store.scheduled_snapshot(pname, vol, now, startup=startup)
+                if taken is not None:
+                    report.created.append(f"{key}/{taken}")
+            except Busy:
+                report.skipped[key] = "busy"
+            except NotFound:
+                continue  # deleted meanwhile
+            except LxdlibError as e:
+                report.skipped[key] = str(e)
 
 
 def _one(host: Host, name: str, now: dt.datetime, startup: bool, report: Report) -> None:

@@ -18,12 +18,20 @@ pool) or ``host.pools["default"].volumes["data"]`` (one pool, keys are the names
 
 Snapshots (``storage volume snapshot|restore``, ``delete <pool> <volume>/<snap>``): the pool
 keeps each as a read-only copy (``custom-snapshots/<volume>/<snap>``, a zfs snapshot), the
-volume's record lists them (name, description, created_at, a copy of the config) in the order
-they were taken. The record is the commit point again: a snapshot is made on the pool before
-it is recorded, and leaves the record before it leaves the pool; one on the pool that the
-record does not list is debris of a killed process, removed by the next snapshot verb on its
-volume or the next listing of the pool. A volume's delete takes its snapshots along, a rename
+volume's record lists them (name, description, created_at, expires_at, a copy of the config)
+in the order they were taken. The record is the commit point again: a snapshot is made on the
+pool before it is recorded, and leaves the record before it leaves the pool; one on the pool
+that the record does not list is debris of a killed process, removed by the next snapshot verb
+on its volume or the next listing of the pool. A snapshot's rename (``rename <pool>
+<volume>/<old> <volume>/<new>``) writes the entry's new name first, marked ``renamed_from``
+(the commit point), then renames it on the pool and drops the mark: the next snapshot verb or
+listing finishes one a kill interrupted. A volume's delete takes its snapshots along, a rename
 and a copy keep them (``copy --volume-only``: not).
+
+The volume keys ``snapshots.pattern`` (the name of a snapshot taken without one),
+``snapshots.expiry`` (each new snapshot's ``expires_at``) and ``snapshots.schedule`` work as
+an instance's: with no daemon, ``lxdlib housekeeping`` removes the expired snapshots and takes
+the scheduled ones (``expire_snapshots``, ``scheduled_snapshot``).
 
 Pools whose filesystem has no idmapped mounts (zfs-fuse) cannot map ownership at mount time: there
 the volume's files are shifted on disk to the instance's map before it is mounted, and the map
@@ -73,6 +81,14 @@ _NAME = Pattern(r"[a-zA-Z0-9_][-a-zA-Z0-9_.:]{0,62}")
 _SNAP_INDEX = Pattern(r"snap([0-9]+)")
 SNAPSHOT_KIND = "storage volume snapshot"
 _KEYS = ("size",)
+#: The snapshot keys a custom volume takes, as LXD 5.0's (and an instance's)
+EXPIRY_KEY, PATTERN_KEY, SCHEDULE_KEY = "snapshots.expiry", "snapshots.pattern", \
+    "snapshots.schedule"
+#: A snapshot entry's mark while its rename is under way: the name it had (see ``rename_snapshot``)
+RENAMED_FROM = "renamed_from"
+#: The pools' kind of a custom volume's snapshots (``storage.dir.CUSTOM_SNAPSHOTS``: not
+#: imported, the drivers load only when a pool is opened)
+_SNAPSHOTS_KIND = "custom-snapshots"
 IDMAP_LAST = "volatile.idmap.last"
 #: The lock a volume's delete holds from the record's withdrawal to its end (the volume's own
 #: lock it cannot hold meanwhile: a start holds an instance's lock and then takes it).
@@ -119,7 +135,8 @@ def next_snapshot_name(taken: Iterable[str]) -> str:
 
 def snapshot_view(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A record's snapshot entry in LXD's ``StorageVolumeSnapshot`` shape (``show``'s)."""
-    return {"description": str(entry.get("description") or ""), "expires_at": None,
+    return {"description": str(entry.get("description") or ""),
+            "expires_at": entry.get("expires_at") or None,
             "name": str(entry["name"]),
             "config": {str(k): str(v) for k, v in (entry.get("config") or {}).items()},
             "content_type": "filesystem", "created_at": entry.get("created_at")}
@@ -162,10 +179,45 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, str]:
                 raise InvalidConfig(key, str(e), value) from None
             if not positive:
                 raise InvalidConfig(key, "a size must be positive", value)
+        elif key in (EXPIRY_KEY, PATTERN_KEY, SCHEDULE_KEY):
+            _check_snapshot_key(key, value)
         elif key != "size" and not key.startswith("user.") and key != IDMAP_LAST:
-            raise InvalidConfig(key, "unknown custom volume key (known: size, user.*)", value)
+            raise InvalidConfig(key, "unknown custom volume key (known: size, snapshots.expiry, "
+                                "snapshots.pattern, snapshots.schedule, user.*)", value)
         out[key] = value
     return out
+
+
+def _check_snapshot_key(key: str, value: str) -> None:
+    """The instance keys' own checks (``config.snapshots``, ``config.units``), loaded only
+    when one is set."""
+    if value == "":
+        return
+    try:
+        if key == EXPIRY_KEY:
+            from .config.units import parse_expiry
+            parse_expiry(value)
+        elif key == PATTERN_KEY:
+            from .config.snapshots import validate_pattern
+            validate_pattern(value)
+        else:
+            from .config.snapshots import validate_schedule
+            validate_schedule(value)
+    except InvalidConfig as e:
+        raise InvalidConfig(key, e.reason, value) from None
+    except (InvalidArgument, InvalidName, ValueError) as e:
+        raise InvalidConfig(key, str(e), value) from None
+
+
+def _when(value: Any) -> dt.datetime | None:
+    """A recorded ``expires_at`` (ISO 8601) as a time; ``None`` for none or garbage."""
+    if not value:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 
 class VolumeStore:
@@ -389,6 +441,8 @@ class VolumeStore:
             with self._lock(pool, name):
                 os.unlink(self._away(pool, name))  # commit point
                 self._pool(pool).delete_custom_volume(name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._last_run(pool, name))
 
     def rename(self, pool: str, name: str, new: str) -> None:
         """``storage volume rename``: the volume's data and record under a new name.
@@ -459,6 +513,8 @@ class VolumeStore:
             os.unlink(self._away(pool, old))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._dir(pool) / RENAME_INTENT)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._last_run(pool, old))
 
     def _settle(self, pool: str, held: bool = False) -> None:
         """Finish or undo the rename a killed process left in ``pool``: finished when the new
@@ -505,11 +561,14 @@ class VolumeStore:
         src_drv, drv = self._pool(pool), self._pool(target_pool)
         drv.volume_path("custom", new)  # the driver's own name rules
         self._dir(target_pool).mkdir(parents=True, exist_ok=True)
+        self._settle_renames(pool, name)  # not under the target's lock: no order of two locks
         with self._lock(target_pool, new):
             self._refuse_taken(target_pool, new)
             data = self._read(pool, name)
             cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
             snaps = [] if volume_only else self._entries(data)
+            for e in snaps:
+                e.pop(RENAMED_FROM, None)
             if drv.volume_exists("custom", new):
                 drv.delete_custom_volume(new)  # debris of a create or copy that was killed
             size = parse_size(cfg["size"]) if cfg.get("size") else None
@@ -576,18 +635,51 @@ class VolumeStore:
                 and "name" in e]
 
     def _settle_snapshots(self, drv: PoolDriver, pool: str, name: str,
-                          data: Mapping[str, Any], on_pool: Iterable[str] | None = None) -> None:
-        """Remove the snapshots the pool holds for the volume (``on_pool``, or asked) that its
-        record does not list: debris of a snapshot create killed before its record, or of a
-        delete killed after it. Under the volume's lock, with ``data`` read inside it."""
-        recorded = {str(e["name"]) for e in self._entries(data)}
-        if on_pool is None:
-            on_pool = drv.list_custom_snapshots(name)
+                          data: Mapping[str, Any],
+                          on_pool: Iterable[str] | None = None) -> dict[str, Any]:
+        """Finish the snapshot renames a kill interrupted (``_finish_renames``), then remove
+        the snapshots the pool holds for the volume (``on_pool``, or asked) that its record
+        does not list: debris of a snapshot create killed before its record, or of a delete
+        killed after it. Under the volume's lock, with ``data`` read inside it; returns the
+        record as it is now."""
+        on_pool = drv.list_custom_snapshots(name) if on_pool is None else list(on_pool)
+        out = self._finish_renames(drv, pool, name, data, on_pool)
+        recorded = {str(e["name"]) for e in self._entries(out)}
         for snap in on_pool:
             if snap not in recorded:
                 log.info("storage volume %s/%s: removing snapshot %s, which no record lists "
                          "(a killed process left it)", pool, name, snap)
                 drv.delete_custom_snapshot(name, snap)
+        return out
+
+    def _finish_renames(self, drv: PoolDriver, pool: str, name: str, data: Mapping[str, Any],
+                        on_pool: builtins.list[str]) -> dict[str, Any]:
+        """Entries marked ``RENAMED_FROM`` were renamed in the record (committed) and maybe
+        not yet on the pool: rename them there (``on_pool`` follows), then drop the marks."""
+        entries = self._entries(data)
+        if not any(RENAMED_FROM in e for e in entries):
+            return dict(data)
+        for entry in entries:
+            old = entry.pop(RENAMED_FROM, None)
+            if old is None:
+                continue
+            new = str(entry["name"])
+            if str(old) in on_pool and new not in on_pool:
+                log.info("storage volume %s/%s: renaming snapshot %s to %s on the pool (a "
+                         "killed rename left it)", pool, name, old, new)
+                drv.rename_custom_snapshot(name, str(old), new)
+                on_pool[on_pool.index(str(old))] = new
+        out = {**data, "snapshots": entries}
+        write_record(self._record(pool, name), out)
+        return out
+
+    def _settle_renames(self, pool: str, name: str) -> None:
+        """Before a verb that reads the snapshots without the volume's lock (a copy): a rename
+        a kill interrupted is finished first (nothing to do, and no lock taken, without one)."""
+        if not any(RENAMED_FROM in e for e in self._entries(self._read(pool, name))):
+            return
+        with self._lock(pool, name):
+            self._settle_snapshots(self._pool(pool), pool, name, self._read(pool, name))
 
     def _settle_pool_snapshots(self, pool: str) -> None:
         """``_settle_snapshots`` for each volume of the pool that has snapshots on it (one
@@ -620,28 +712,39 @@ class VolumeStore:
         raise NotFound(SNAPSHOT_KIND, f"{name}/{snap}", f"in storage pool {pool!r}")
 
     def create_snapshot(self, pool: str, name: str, snap: str | None = None,
-                        description: str = "") -> dict[str, Any]:
+                        description: str = "", *, expires_at: dt.datetime | None = None,
+                        no_expiry: bool = False) -> dict[str, Any]:
         """``storage volume snapshot``: a read-only copy of the volume now, named ``snap``
-        (by default LXD's ``snap<n>``). The pool's snapshot is made first, the record's entry
-        written last (the commit point), both under the volume's lock."""
+        (by default the volume's ``snapshots.pattern``, LXD's ``snap%d`` without one). It
+        expires at ``expires_at``, else as the volume's ``snapshots.expiry`` says (LXD's
+        ``--no-expiry``: ``no_expiry``, never). The pool's snapshot is made first, the
+        record's entry written last (the commit point), both under the volume's lock."""
         name = strip_type(name)
         if snap is not None:
             validate_snapshot_name(snap)
         if any(ch in description for ch in "\r\0"):
             raise InvalidConfig("description", "must not contain a carriage return or NUL")
+        if expires_at is not None and (not isinstance(expires_at, dt.datetime)
+                                       or expires_at.tzinfo is None):
+            raise InvalidArgument("expires_at must be a datetime with a time zone")
         drv = self._pool(pool)
         with self._lock(pool, name):
-            data = self._read(pool, name)
-            self._settle_snapshots(drv, pool, name, data)
+            data = self._settle_snapshots(drv, pool, name, self._read(pool, name))
             entries = self._entries(data)
+            cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
+            now = dt.datetime.now(dt.UTC)
             if snap is None:
-                snap = next_snapshot_name(e["name"] for e in entries)
+                snap = self._next_name(cfg, [str(e["name"]) for e in entries], now)
             if any(e["name"] == snap for e in entries):
                 raise AlreadyExists(SNAPSHOT_KIND, snap)
+            if expires_at is None and not no_expiry and cfg.get(EXPIRY_KEY):
+                from .config.units import expiry_date
+                expires_at = expiry_date(now, cfg[EXPIRY_KEY])
+            drv.volume_path(_SNAPSHOTS_KIND, f"{name}/{snap}")  # the pool's name rules
             drv.create_custom_snapshot(name, snap)
-            entry = {"name": snap, "description": description,
-                     "created_at": dt.datetime.now(dt.UTC).isoformat(),
-                     "config": {str(k): str(v) for k, v in (data.get("config") or {}).items()}}
+            entry = {"name": snap, "description": description, "created_at": now.isoformat(),
+                     "expires_at": expires_at.isoformat() if expires_at else None,
+                     "config": cfg}
             try:
                 crashpoint("volume.snapshot.made")
                 write_record(self._record(pool, name), {**data, "snapshots": [*entries, entry]})
@@ -650,6 +753,99 @@ class VolumeStore:
                     drv.delete_custom_snapshot(name, snap)
                 raise
         return snapshot_view(entry)
+
+    @staticmethod
+    def _next_name(cfg: Mapping[str, str], taken: builtins.list[str], now: dt.datetime) -> str:
+        """The name of a snapshot taken without one: ``snapshots.pattern`` rendered as an
+        instance's is (LXD's ``snap%d`` by default)."""
+        pattern = cfg.get(PATTERN_KEY)
+        if not pattern:
+            return next_snapshot_name(taken)
+        from .config.snapshots import next_snapshot_name as from_pattern
+        return from_pattern(pattern, taken, now)
+
+    def rename_snapshot(self, pool: str, name: str, snap: str, new: str) -> dict[str, Any]:
+        """``storage volume rename <pool> <volume>/<snap> <volume>/<new>``: the snapshot
+        under a new name (its data, description, expiry and place among the others stay).
+
+        Under the volume's lock: the record's entry takes the new name first, marked
+        ``RENAMED_FROM`` (the commit point), then the pool's snapshot is renamed and the
+        mark dropped. A kill before the record leaves the old name; after it, the next
+        snapshot verb or listing renames the pool's snapshot (``_settle_snapshots``)."""
+        name = strip_type(name)
+        validate_snapshot_name(new)
+        drv = self._pool(pool)
+        drv.volume_path(_SNAPSHOTS_KIND, f"{name}/{new}")  # the pool's own name rules
+        with self._lock(pool, name):
+            data = self._settle_snapshots(drv, pool, name, self._read(pool, name))
+            entries = self._entries(data)
+            if not any(e["name"] == snap for e in entries):
+                raise NotFound(SNAPSHOT_KIND, f"{name}/{snap}", f"in storage pool {pool!r}")
+            if snap == new or any(e["name"] == new for e in entries):
+                raise AlreadyExists(SNAPSHOT_KIND, new)
+            moved = [{**e, "name": new, RENAMED_FROM: snap} if e["name"] == snap else e
+                     for e in entries]
+            write_record(self._record(pool, name), {**data, "snapshots": moved})  # commit
+            crashpoint("volume.snapshot.rename.recorded")
+            drv.rename_custom_snapshot(name, snap, new)
+            crashpoint("volume.snapshot.rename.moved")
+            for e in moved:
+                e.pop(RENAMED_FROM, None)
+            write_record(self._record(pool, name), {**data, "snapshots": moved})
+        return snapshot_view(next(e for e in moved if e["name"] == new))
+
+    def expire_snapshots(self, pool: str, name: str,
+                         now: dt.datetime | None = None) -> builtins.list[str]:
+        """Delete the volume's snapshots whose ``expires_at`` has passed (what LXD's daemon
+        does every minute; here ``lxdlib housekeeping``); their names, oldest first. Each
+        leaves the record first, then the pool, as ``delete_snapshot``."""
+        name = strip_type(name)
+        now = now or dt.datetime.now(dt.UTC)
+        drv = self._pool(pool)
+        with self._lock(pool, name):
+            data = self._read(pool, name)
+            entries = self._entries(data)
+            gone = [str(e["name"]) for e in entries
+                    if (t := _when(e.get("expires_at"))) is not None and t <= now]
+            if not gone:
+                return []
+            data = self._settle_snapshots(drv, pool, name, data)
+            write_record(self._record(pool, name), {
+                **data, "snapshots": [e for e in self._entries(data) if e["name"] not in gone]})
+            for snap in gone:
+                drv.delete_custom_snapshot(name, snap)
+        return gone
+
+    def _last_run(self, pool: str, name: str) -> Path:
+        """When housekeeping last looked at the volume's schedule (not durable: a lost one
+        only makes the next run look back to the volume's creation, taking one snapshot)."""
+        return self._dir(pool) / f".{name}.last-run.yaml"
+
+    def scheduled_snapshot(self, pool: str, name: str, now: dt.datetime | None = None, *,
+                           startup: bool = False) -> str | None:
+        """Take the snapshot ``snapshots.schedule`` says is due at ``now`` (a scheduled
+        minute since the last look, or since the volume's creation), as an instance's
+        (``lxdlib housekeeping``; LXD's daemon does it on its minute ticker); its name, or
+        ``None``."""
+        name = strip_type(name)
+        now = now or dt.datetime.now(dt.UTC)
+        with self._lock(pool, name):
+            data = self._read(pool, name)
+            spec = str((data.get("config") or {}).get(SCHEDULE_KEY) or "")
+            if not spec:
+                return None
+            from .config.snapshots import schedule_due
+            try:
+                last = _when((read_record(self._last_run(pool, name)) or {}).get("last_run"))
+            except (FileNotFoundError, CorruptRecord, AttributeError):
+                last = None
+            since = last or _when(data.get("created_at"))
+            taken = None
+            if schedule_due(spec, since, now, subject=f"{pool}/{name}", at_startup=startup):
+                taken = str(self.create_snapshot(pool, name)["name"])
+            write_record(self._last_run(pool, name), {"last_run": now.isoformat()},
+                         durable=False)
+        return taken
 
     def delete_snapshot(self, pool: str, name: str, snap: str) -> None:
         """Remove the snapshot: its entry first (the commit point), then the pool's copy."""
@@ -680,7 +876,8 @@ class VolumeStore:
                 raise NotFound(SNAPSHOT_KIND, f"{name}/{snap}", f"in storage pool {pool!r}")
             if next(self._running_users(pool, name), None) is not None:
                 raise WrongState("Cannot restore custom volume used by running instances")
-            self._settle_snapshots(drv, pool, name, data)
+            data = self._settle_snapshots(drv, pool, name, data)
+            entries = self._entries(data)
             cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
             later = names[names.index(snap) + 1:]
             if later and drv.restores_latest_snapshot_only:
@@ -928,10 +1125,15 @@ class Volume(Model):
         ``config`` (the volume's when it was taken)… (``show <volume>/<snap>``'s shape)."""
         return self._store.snapshots(self._pool, self._name)
 
-    def snapshot(self, name: str | None = None, description: str = "") -> dict[str, Any]:
-        """Take a read-only snapshot of the volume now (named ``snap<n>`` by default, as LXD
-        names them); its description as the snapshots list shows it."""
-        return self._store.create_snapshot(self._pool, self._name, name, description)
+    def snapshot(self, name: str | None = None, description: str = "", *,
+                 expires_at: dt.datetime | None = None,
+                 no_expiry: bool = False) -> dict[str, Any]:
+        """Take a read-only snapshot of the volume now (named by ``snapshots.pattern``,
+        ``snap<n>`` without one, as LXD names them); its description as the snapshots list
+        shows it. It expires at ``expires_at`` (a time with its zone), else as
+        ``snapshots.expiry`` says (``no_expiry``: never)."""
+        return self._store.create_snapshot(self._pool, self._name, name, description,
+                                           expires_at=expires_at, no_expiry=no_expiry)
 
     def get_snapshot(self, name: str) -> dict[str, Any]:
         """One snapshot, as ``snapshots`` shows it; ``NotFound`` when there is none."""
@@ -945,6 +1147,16 @@ class Volume(Model):
     def delete_snapshot(self, name: str) -> None:
         """Remove one snapshot of the volume."""
         self._store.delete_snapshot(self._pool, self._name, name)
+
+    def rename_snapshot(self, name: str, new: str) -> dict[str, Any]:
+        """Give snapshot ``name`` the name ``new`` (``storage volume rename <pool>
+        <volume>/<name> <volume>/<new>``); the snapshot as ``snapshots`` shows it."""
+        return self._store.rename_snapshot(self._pool, self._name, name, new)
+
+    def expire_snapshots(self, now: dt.datetime | None = None) -> builtins.list[str]:
+        """Delete the snapshots whose ``expires_at`` has passed (``lxdlib housekeeping``
+        does it for every volume); their names."""
+        return self._store.expire_snapshots(self._pool, self._name, now)
 
     def info(self) -> dict[str, Any]:
         """``storage volume info``: ``record()`` with ``usage`` (bytes, ``None`` where the

@@ -59,7 +59,8 @@ VERBS: dict[str, str] = {
     "storage volume set": "set keys of a custom volume",
     "storage volume unset": "remove a key of a custom volume",
     "storage volume get": "print a key of a custom volume",
-    "storage volume rename": "rename a custom volume nothing uses",
+    "storage volume rename": "rename a custom volume nothing uses, or a snapshot (<vol>/<snap> "
+                             "<vol>/<new>)",
     "storage volume copy": "copy a custom volume, within a pool or to another",
     "storage volume info": "show a custom volume's type, usage, size limit and snapshots",
     "storage volume snapshot": "take a read-only snapshot of a custom volume",

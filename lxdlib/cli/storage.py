@@ -152,8 +152,8 @@ def _snapshot_not_found(e: Exception, pool: str, volume: str, snap: str) -> Exce
 
 def cmd_volume_snapshot(host: Host, a: argparse.Namespace) -> int:
     """``snapshot <pool> <volume> [<snapshot>]``: silent on success, as ``lxc``'s;
-    ``--reuse`` deletes a snapshot of that name first, ``--no-expiry`` changes nothing
-    (snapshots here never expire)."""
+    ``--reuse`` deletes a snapshot of that name first, ``--no-expiry`` ignores the volume's
+    ``snapshots.expiry`` (LXD 5.0's client has no flag that sets an expiry)."""
     import contextlib
 
     from ..errors import NotFound
@@ -165,7 +165,7 @@ def cmd_volume_snapshot(host: Host, a: argparse.Namespace) -> int:
     if a.reuse and a.snapshot:
         with contextlib.suppress(NotFound):
             store.delete_snapshot(a.pool, volume, a.snapshot)
-    store.create_snapshot(a.pool, volume, a.snapshot)
+    store.create_snapshot(a.pool, volume, a.snapshot, no_expiry=a.no_expiry)
     return 0
 
 
@@ -262,13 +262,30 @@ def cmd_volume_list(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+def _api_time(value: str | None) -> str:
+    """A recorded time as LXD's API has it (RFC 3339 in UTC, ``Z``; its zero time for none)."""
+    if not value:
+        return "0001-01-01T00:00:00Z"
+    import datetime as dt  # here: the other verbs need none of it (start-up time)
+    return dt.datetime.fromisoformat(value).astimezone(dt.UTC).isoformat().replace(
+        "+00:00", "Z")
+
+
+def _shown_time(value: str | None) -> str:
+    """A recorded time as ``info`` tables show it (the instances' ``info`` form)."""
+    if not value:
+        return " "
+    import datetime as dt
+    return dt.datetime.fromisoformat(value).strftime("%Y/%m/%d %H:%M %Z")
+
+
 def cmd_volume_show(host: Host, a: argparse.Namespace) -> int:
     """``show <pool> <volume>`` or ``<volume>/<snapshot>`` (LXD's snapshot shape: its
     description, expiry (LXD's zero time: none), name, config, content type, creation)."""
     volume, snap = _snapshot_arg(a.volume)
     if snap is not None:
         view = _volumes(host).get_snapshot(a.pool, volume, snap)
-        view["expires_at"] = "0001-01-01T00:00:00Z"
+        view["expires_at"] = _api_time(view["expires_at"])
         sys.stdout.write(output.dump_yaml(view))
         return 0
     v = _volumes(host).get(a.pool, a.volume)
@@ -384,9 +401,29 @@ def cmd_volume_get(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_volume_rename(host: Host, a: argparse.Namespace) -> int:
-    _volumes(host).rename(a.pool, a.volume, a.new)
+    """``rename <pool> <volume> <new>``, or a snapshot's: ``rename <pool> <volume>/<snap>
+    <volume>/<new>`` (LXD 5.0's checks and words: the target must name the same volume and a
+    snapshot; the line printed names the snapshot's new name alone, as ``lxc``'s)."""
+    volume, snap = _snapshot_arg(a.volume)
+    if snap is None:
+        _volumes(host).rename(a.pool, a.volume, a.new)
+        if not host_quiet(a):
+            print(f'Renamed storage volume from "{a.volume}" to "{a.new}"')
+        return 0
+    from ..errors import InvalidArgument
+    parent, sep, new = a.new.partition("/")
+    if parent != volume:
+        raise InvalidArgument("Invalid new snapshot name, parent volume must be the same as "
+                              "source")
+    if not sep:
+        raise InvalidArgument("Invalid new snapshot name")
+    if not new:
+        raise InvalidArgument("No name provided")
+    if "/" in new:
+        raise InvalidArgument("Storage volume names may not contain slashes")
+    _volumes(host).rename_snapshot(a.pool, volume, snap, new)
     if not host_quiet(a):
-        print(f'Renamed storage volume from "{a.volume}" to "{a.new}"')
+        print(f'Renamed storage volume from "{volume}/{snap}" to "{new}"')
     return 0
 
 
@@ -414,7 +451,7 @@ def cmd_volume_copy(host: Host, a: argparse.Namespace) -> int:
 def cmd_volume_info(host: Host, a: argparse.Namespace) -> int:
     """LXD 5.0's lines: name, description when set, type, content type, usage when the pool
     can tell, the size limit when set, then ``Snapshots:`` and their table when there are
-    any (name, description, expiry: never here)."""
+    any (name, description, expiry)."""
     from ..errors import InvalidArgument
     volume, snap = _snapshot_arg(a.volume)
     if snap is not None:
@@ -431,7 +468,8 @@ def cmd_volume_info(host: Host, a: argparse.Namespace) -> int:
     if v["snapshots"]:
         lines += ["", "Snapshots:", output.table(
             ["NAME", "DESCRIPTION", "EXPIRES AT"],
-            sorted(([s["name"], s["description"], " "] for s in v["snapshots"]),
+            sorted(([s["name"], s["description"], _shown_time(s["expires_at"])]
+                    for s in v["snapshots"]),
                    key=output.natural_key))]
     print("\n".join(lines))
     return 0
@@ -485,7 +523,7 @@ def _register_volume(s: Any) -> None:
     x.add_argument("--reuse", action="store_true",
                    help="if the snapshot name already exists, delete and create a new one")
     x.add_argument("--no-expiry", action="store_true",
-                   help="ignore any configured auto-expiry (snapshots here never expire)")
+                   help="ignore any configured auto-expiry for the storage volume")
     verb("restore", cmd_volume_restore, "volume", "snapshot")
 
 

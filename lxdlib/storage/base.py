@@ -302,6 +302,12 @@ class PoolDriver(abc.ABC):
         """Remove the snapshot; nothing to do when it is gone (idempotent)."""
 
     @abc.abstractmethod
+    def rename_custom_snapshot(self, name: str, old: str, new: str) -> None:
+        """Give snapshot ``old`` of custom volume ``name`` the name ``new`` in one step (its
+        place among the volume's snapshots, oldest first, stays); ``AlreadyExists`` when
+        ``new`` is taken on the pool."""
+
+    @abc.abstractmethod
     def list_custom_snapshots(self, name: str) -> list[str]:
         """The volume's snapshots on the pool, oldest first (none for a missing volume)."""
 

@@ -630,6 +630,20 @@ class DirPool(PoolDriver):
         """Remove the snapshot (idempotent: a clean-up may find it gone)."""
         self._retire(self.volume_path(CUSTOM_SNAPSHOTS, f"{name}/{snap}"))
 
+    def rename_custom_snapshot(self, name: str, old: str, new: str) -> None:
+        """One rename in ``custom-snapshots/<name>`` (a btrfs subvolume moves the same way);
+        the snapshot keeps its creation stamp (dir: mtime, btrfs: subvolume id), so its place
+        in the order too."""
+        src = self._require(CUSTOM_SNAPSHOTS, f"{name}/{old}")
+        dst = self.volume_path(CUSTOM_SNAPSHOTS, f"{name}/{new}")
+        with storage_errors(f"cannot rename snapshot {name}/{old} of a custom volume"):
+            try:
+                rename_noreplace(src, dst)
+            except FileExistsError:
+                raise AlreadyExists("custom volume snapshot", f"{name}/{new}") from None
+        log.debug("%s pool %s: renamed custom volume snapshot %s/%s to %s", self.driver,
+                  self.name, name, old, new)
+
     def list_custom_snapshots(self, name: str) -> list[str]:
         """The custom volume's snapshot names, oldest first (none for a missing volume)."""
         d = self._custom_snapshots_dir(name)

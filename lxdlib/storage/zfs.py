@@ -917,6 +917,15 @@ class ZfsPool(PoolDriver):
         if self._exists(ds):
             self._zfs_busy_retry("destroy", ds)
 
+    def rename_custom_snapshot(self, name: str, old: str, new: str) -> None:
+        """``zfs rename <volume>@snapshot-<old> <volume>@snapshot-<new>``: atomic, and the
+        snapshot keeps its ``createtxg`` (its place in the order)."""
+        src = self._require(CUSTOM_SNAPSHOTS, f"{name}/{old}")
+        dst = self.dataset(CUSTOM_SNAPSHOTS, f"{name}/{new}")
+        if self._exists(dst):
+            raise AlreadyExists("custom volume snapshot", f"{name}/{new}")
+        self._zfs("rename", src, dst)
+
     def list_custom_snapshots(self, name: str) -> list[str]:
         """Snapshot names, oldest first (none for a missing volume)."""
         try:

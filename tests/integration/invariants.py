@@ -112,6 +112,8 @@ def check_custom_snapshots(host: lxdlib.Host, pname: str) -> None:
         on_disk = pool.list_custom_snapshots(vol)
         data = state.read_record(records / f"{vol}.yaml")
         recorded = [s["name"] for s in (data.get("snapshots") or [])]
+        marked = [s["name"] for s in (data.get("snapshots") or []) if "renamed_from" in s]
+        assert not marked, f"pool {pname}: volume {vol}: renames left unfinished: {marked}"
         assert sorted(on_disk) == sorted(recorded), \
             f"pool {pname}: volume {vol}: snapshots {on_disk} != records {recorded}"
         if pool.driver == "btrfs":
