@@ -146,6 +146,11 @@ class Host:
         from .views import delete_pool
         delete_pool(self.ctx, name)
 
+    def pools_users(self, pools: Iterable[str]) -> dict[str, list[str]]:
+        """``Pool.used_by`` of several pools in one walk over the instances and profiles."""
+        from .views import pools_users
+        return pools_users(self.ctx, pools)
+
     # -- networks -----------------------------------------------------------------------------
     @property
     def networks(self) -> Networks:

@@ -8,7 +8,7 @@ who uses it, its custom volumes (``pool.volumes["data"]``) — each read when as
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from . import record
 from .context import Context
@@ -25,6 +25,23 @@ if TYPE_CHECKING:
 def instance_users(ctx: Context, pool: str) -> builtins.list[str]:
     """The instances whose root volume is on ``pool``."""
     return [n for n in record.names(ctx.paths) if ctx.instance_pool(n) == pool]
+
+
+def pools_users(ctx: Context, pools: Iterable[str]) -> dict[str, builtins.list[str]]:
+    """LXD's ``used_by`` of each of ``pools`` (``/1.0/instances/<name>`` of the instances whose
+    root volume is there, then ``/1.0/profiles/<name>`` of the profiles with a disk there) in
+    one walk over the instance records and one over the profiles: ``storage list`` of P pools
+    reads each record once, not P times."""
+    wanted: dict[str, builtins.list[str]] = {p: [] for p in pools}
+    for n in record.names(ctx.paths):
+        pool = ctx.instance_pool(n)  # "" for an unreadable record: no pool's user
+        if pool in wanted:
+            wanted[pool].append(f"/1.0/instances/{n}")
+    for prof in ctx.profiles.contents():
+        for pool in sorted({d["pool"] for d in prof.devices.values() if d.get("pool")}
+                           & wanted.keys()):
+            wanted[pool].append(f"/1.0/profiles/{prof.name}")
+    return wanted
 
 
 def delete_pool(ctx: Context, name: str) -> None:
@@ -95,10 +112,7 @@ class Pool(RootModel[Context]):
         """LXD's ``/1.0/instances/<name>`` and ``/1.0/profiles/<name>`` of what keeps data on
         the pool (instances' root volumes, profiles' disks)."""
         self.record()  # NotFound for a deleted pool
-        users = [f"/1.0/instances/{n}" for n in instance_users(self._ctx, self._name)]
-        users += [f"/1.0/profiles/{p.name}" for p in self._ctx.profiles.contents()
-                  if any(d.get("pool") == self._name for d in p.devices.values())]
-        return users
+        return pools_users(self._ctx, [self._name])[self._name]
 
     def usage(self) -> PoolUsage:
         """Space used and total, in bytes."""

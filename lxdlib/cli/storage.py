@@ -27,20 +27,17 @@ def host_quiet(a: argparse.Namespace) -> bool:
 
 
 def _used_by(host: Host, pool: str) -> list[str]:
-    from .. import record
-    users = [f"/1.0/instances/{n}" for n in record.names(host.paths)
-             if host.instances.pool_of(n) == pool]
-    users += [f"/1.0/profiles/{p.name}" for p in host.profiles.list()
-              if any(d.get("pool") == pool for d in p.devices.values())]
-    return users
+    return host.pools_users([pool])[pool]
 
 
 def cmd_list(host: Host, a: argparse.Namespace) -> int:
     rows, data = [], []
-    for name in host.pool_names():
+    names = host.pool_names()
+    every = host.pools_users(names)  # one walk over the instances for all the pools
+    for name in names:
         pool = host.pool(name)
         d = pool.describe()
-        users = _used_by(host, name)
+        users = every[name]
         rows.append([name, d["driver"], pool.shown_source,
                      d.get("description", ""), str(len(users)), "CREATED"])
         data.append({**d, "used_by": users, "status": "Created"})
@@ -98,12 +95,13 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
     pool.mount()
     u = pool.usage()
     d = pool.describe()
+    users = _used_by(host, a.name)
     info = {"info": {"name": a.name, "driver": d["driver"],
                      "description": d.get("description", ""),
                      "total space": output.size(u.total), "space used": output.size(u.used)},
-            "used by": {"instances": [x.rsplit("/", 1)[1] for x in _used_by(host, a.name)
+            "used by": {"instances": [x.rsplit("/", 1)[1] for x in users
                                       if "/instances/" in x],
-                        "profiles": [x.rsplit("/", 1)[1] for x in _used_by(host, a.name)
+                        "profiles": [x.rsplit("/", 1)[1] for x in users
                                      if "/profiles/" in x]}}
     sys.stdout.write(output.dump_yaml(info))
     return 0
