@@ -281,9 +281,20 @@ class VolumeStore:
 
     # -- records --------------------------------------------------------------------------------
     def _dir(self, pool: str) -> Path:
+        """The pool's record directory; a pool name that is no path component (``..``, a
+        ``/``: ``storage volume show ../containers/c1 instance`` read, and ``set`` or ``edit``
+        wrote, another object's record) is refused before any path is made of it."""
+        if not isinstance(pool, str) or not pool or "/" in pool or "\0" in pool or \
+                pool.startswith("."):
+            raise InvalidName("storage pool", str(pool), "not a storage pool name")
         return self.paths.volume_records / pool
 
     def _record(self, pool: str, name: str) -> Path:
+        """The volume's record; a name that is no path component is refused (``NotFound``
+        for it would do too, but a traversal must never reach a path)."""
+        if not isinstance(name, str) or not name or "/" in name or "\0" in name or \
+                name.startswith("."):
+            raise InvalidName("storage volume", str(name), "not a storage volume name")
         return self._dir(pool) / f"{name}.yaml"
 
     def _lock(self, pool: str, name: str) -> contextlib.AbstractContextManager[None]:
