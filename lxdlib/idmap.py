@@ -288,11 +288,19 @@ def shift_tree(root: Path, offset: int) -> None:
     """Add ``offset`` to every uid/gid under ``root`` (FUSE pools cannot use idmapped mounts).
 
     ``lchown`` clears setuid/setgid bits on regular files, so modes are put back afterwards.
+    A file with several hard links is shifted once: each link is one more path to the same
+    inode, and shifting it per path would move its owner by ``offset`` times the links (a
+    container's root can make as many links as it likes in a volume it has attached).
     """
     if offset == 0:
         return
+    seen: set[tuple[int, int]] = set()
 
     def shift(path: str, st: os.stat_result) -> None:
+        if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+            if (st.st_dev, st.st_ino) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino))
         os.lchown(path, st.st_uid + offset, st.st_gid + offset)
         if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
             os.chmod(path, stat.S_IMODE(st.st_mode))

@@ -25,6 +25,7 @@ from .config.text import check_description
 from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
+    CorruptRecord,
     InUse,
     InvalidArgument,
     InvalidConfig,
@@ -32,7 +33,15 @@ from .errors import (
     NotFound,
 )
 from .logs import get_logger
-from .state import Paths, fsync_dir, lock, read_record, rename_noreplace, write_record
+from .state import (
+    Paths,
+    RecordSyntaxError,
+    fsync_dir,
+    lock,
+    read_record,
+    rename_noreplace,
+    write_record,
+)
 from .values import Value
 
 if TYPE_CHECKING:
@@ -179,16 +188,29 @@ class ProfileStore:
             return []
 
     def _read(self, name: str) -> ProfileRecord:
+        """The profile; ``CorruptRecord`` for a file that is no profile record (unparseable,
+        or a config, device or device key of another shape: hand-edited), which listings skip
+        instead of failing as a whole."""
         names.validate_profile_name(name)
+        path = self._path(name)
         try:
-            data = read_record(self._path(name))
-        except FileNotFoundError:
-            if not self.settle(name):
-                raise NotFound("profile", name) from None
             try:
-                data = read_record(self._path(name))
+                data = read_record(path)
             except FileNotFoundError:
-                raise NotFound("profile", name) from None
+                if not self.settle(name):
+                    raise NotFound("profile", name) from None
+                try:
+                    data = read_record(path)
+                except FileNotFoundError:
+                    raise NotFound("profile", name) from None
+        except RecordSyntaxError as e:
+            raise CorruptRecord("profile", name, path, e.reason) from None
+        data = data or {}
+        if not isinstance(data, dict) or not isinstance(data.get("config") or {}, dict) or \
+                not isinstance(data.get("devices") or {}, dict) or \
+                not all(isinstance(d, dict) for d in (data.get("devices") or {}).values()):
+            raise CorruptRecord("profile", name, path,
+                                "not a mapping of config and devices (each a mapping)")
         return ProfileRecord(name=name, description=data.get("description") or "",
                        config={str(k): str(v) for k, v in (data.get("config") or {}).items()},
                        devices={str(k): {str(a): str(b) for a, b in v.items()}
@@ -233,6 +255,9 @@ class ProfileStore:
             try:
                 out.append(self._read(n))
             except NotFound:  # deleted since the listing
+                continue
+            except CorruptRecord as e:  # one bad profile hides no other, breaks no listing
+                log.warning("%s", e)
                 continue
         return out
 

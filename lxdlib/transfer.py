@@ -28,7 +28,7 @@ from pathlib import Path
 from . import idmap
 from .errors import TYPE_CHECKING, StorageError
 from .storage.base import PoolDriver, close_volume_dir
-from .storage.dir import SNAPSHOTS, DirPool
+from .storage.dir import CUSTOM_SNAPSHOTS, SNAPSHOTS, DirPool
 from .storage.loop import TMP, rename_noreplace, run, storage_errors, temp_name
 
 if TYPE_CHECKING:
@@ -68,18 +68,25 @@ def readable_snapshot(pool: PoolDriver, name: str, snap: str,
         yield pool.volume_path(kind, f"{name}/{snap}")
         return
     z: Any = pool
-    with _zfs_clone(z, z.dataset(kind, f"{name}/{snap}")) as path:
+    # a custom volume's top directory is searchable (0711) and the clone's mount point is in
+    # every user's /proc/self/mountinfo: it goes under custom/ (0700), not containers/ (0711)
+    # whose volumes close their own top directory (0100)
+    parent = "custom" if kind == CUSTOM_SNAPSHOTS else "containers"
+    with _zfs_clone(z, z.dataset(kind, f"{name}/{snap}"), parent) as path:
         yield path
 
 
 @contextlib.contextmanager
-def _zfs_clone(z: Any, snapshot: str) -> Iterator[Path]:
+def _zfs_clone(z: Any, snapshot: str, parent: str = "containers") -> Iterator[Path]:
+    """``snapshot`` cloned and mounted as a temporary volume of ``parent`` (its kind:
+    ``containers``, or ``custom`` for a custom volume's, whose top directory is not closed);
+    destroyed after."""
     leaf = temp_name(TMP, "read")
-    ds = f"{z.root}/containers/{leaf}"
+    ds = f"{z.root}/{parent}/{leaf}"
     z._zfs("clone", snapshot, ds)
     try:
         z._mount_ds(ds)
-        yield z.mountpoint / "containers" / leaf
+        yield z.mountpoint / parent / leaf
     finally:
         z._discard(ds)
 

@@ -65,7 +65,14 @@ from .journal import crashpoint
 from .logs import get_logger
 from .model import Collection, Model
 from .patterns import Pattern
-from .state import lock, put_back, read_record, remove_stale_tmp, write_record
+from .state import (
+    RecordSyntaxError,
+    lock,
+    put_back,
+    read_record,
+    remove_stale_tmp,
+    write_record,
+)
 
 if TYPE_CHECKING:
     from typing import Any
@@ -220,6 +227,37 @@ def _when(value: Any) -> dt.datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 
+def load_record(path: Path, name: str) -> dict[str, Any]:
+    """A volume's record as the verbs use it, or ``CorruptRecord`` (typed, and caught by
+    listings and housekeeping, which go on with the other volumes) for a file that is no
+    volume record: unparseable (truncated, hand-edited), not a mapping, or a ``config``, a
+    ``snapshots`` list or a snapshot entry of another shape. ``FileNotFoundError`` as
+    ``read_record``."""
+    try:
+        data = read_record(path)
+    except RecordSyntaxError as e:
+        raise CorruptRecord("storage volume", name, path, e.reason) from None
+    problem = None
+    if data is None:  # never written so (records are replaced whole): no volume of nothing
+        problem = "empty"
+    elif not isinstance(data, dict):
+        problem = "not a mapping"
+    elif not isinstance(data.get("config") or {}, dict):
+        problem = "'config' is not a mapping"
+    elif not isinstance(data.get("snapshots") or [], list):
+        problem = "'snapshots' is not a list"
+    else:
+        for entry in data.get("snapshots") or []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or \
+                    not isinstance(entry.get("config") or {}, dict):
+                problem = f"snapshot entry {entry!r} is not a name with a config mapping"
+                break
+    if problem is not None:
+        raise CorruptRecord("storage volume", name, path, problem)
+    out: dict[str, Any] = data
+    return out
+
+
 class VolumeStore:
     """The custom volumes of one root's pools, by pool and name, in the records' dict shape.
 
@@ -243,9 +281,20 @@ class VolumeStore:
 
     # -- records --------------------------------------------------------------------------------
     def _dir(self, pool: str) -> Path:
+        """The pool's record directory; a pool name that is no path component (``..``, a
+        ``/``: ``storage volume show ../containers/c1 instance`` read, and ``set`` or ``edit``
+        wrote, another object's record) is refused before any path is made of it."""
+        if not isinstance(pool, str) or not pool or "/" in pool or "\0" in pool or \
+                pool.startswith("."):
+            raise InvalidName("storage pool", str(pool), "not a storage pool name")
         return self.paths.volume_records / pool
 
     def _record(self, pool: str, name: str) -> Path:
+        """The volume's record; a name that is no path component is refused (``NotFound``
+        for it would do too, but a traversal must never reach a path)."""
+        if not isinstance(name, str) or not name or "/" in name or "\0" in name or \
+                name.startswith("."):
+            raise InvalidName("storage volume", str(name), "not a storage volume name")
         return self._dir(pool) / f"{name}.yaml"
 
     def _lock(self, pool: str, name: str) -> contextlib.AbstractContextManager[None]:
@@ -261,15 +310,16 @@ class VolumeStore:
                         self._away(pool, name))
 
     def _read(self, pool: str, name: str) -> dict[str, Any]:
+        """The volume's record; ``CorruptRecord`` for one that is not a volume's (see
+        ``load_record``)."""
         try:
-            data = read_record(self._record(pool, name))
+            return load_record(self._record(pool, name), name)
         except FileNotFoundError:
             self._put_back(pool, name)
             try:
-                data = read_record(self._record(pool, name))
+                return load_record(self._record(pool, name), name)
             except FileNotFoundError:  # none, or withdrawn by a delete under way
                 raise NotFound("storage volume", name, f"in storage pool {pool!r}") from None
-        return data if isinstance(data, dict) else {}
 
     def _reclaim(self, pool: str, name: str) -> None:
         """Put back the record a killed delete or rename withdrew, by whoever now holds the
@@ -378,6 +428,9 @@ class VolumeStore:
                 found.append((n, self._read(pool, n)))
             except NotFound:  # deleted since the directory was read
                 continue
+            except CorruptRecord as e:  # one bad record hides no other volume
+                log.warning("%s", e)
+                continue
         users = self.users(pool, [n for n, _ in found])
         return [self._view(pool, n, data, users[n]) for n, data in found]
 
@@ -440,7 +493,8 @@ class VolumeStore:
         with lock(self.paths, WITHDRAW_LOCK, f"{pool}.{name}"):
             with self._lock(pool, name):
                 self._reclaim(pool, name)
-                self._read(pool, name)
+                with contextlib.suppress(CorruptRecord):  # a corrupt one can still go
+                    self._read(pool, name)
                 self._refuse_users(pool, name)
                 os.rename(self._record(pool, name), self._away(pool, name))
             try:
@@ -543,7 +597,7 @@ class VolumeStore:
         try:
             op = read_record(intent)
             old, new = str(op["old"]), str(op["new"])
-        except (FileNotFoundError, CorruptRecord, KeyError, TypeError):
+        except (FileNotFoundError, RecordSyntaxError, KeyError, TypeError):
             with contextlib.suppress(FileNotFoundError):
                 intent.unlink()
             return
@@ -702,15 +756,14 @@ class VolumeStore:
             with contextlib.suppress(Busy), \
                     lock(self.paths, "storage-volume", f"{pool}.{vol}", timeout=0):
                 try:
-                    data = read_record(self._record(pool, vol))
+                    data = load_record(self._record(pool, vol), vol)
                 except FileNotFoundError:
                     if os.path.lexists(self._away(pool, vol)):
                         continue  # withdrawn: its delete or rename decides
                     data = {}  # no volume: its snapshots are debris too
                 except CorruptRecord:
                     continue
-                self._settle_snapshots(drv, pool, vol, data if isinstance(data, dict) else {},
-                                       on_pool)
+                self._settle_snapshots(drv, pool, vol, data, on_pool)
 
     def snapshots(self, pool: str, name: str) -> builtins.list[dict[str, Any]]:
         """The volume's snapshots, oldest first, in LXD's ``StorageVolumeSnapshot`` shape."""
@@ -850,7 +903,7 @@ class VolumeStore:
             from .config.snapshots import schedule_due
             try:
                 last = _when((read_record(self._last_run(pool, name)) or {}).get("last_run"))
-            except (FileNotFoundError, CorruptRecord, AttributeError):
+            except (FileNotFoundError, RecordSyntaxError, AttributeError):  # not durable
                 last = None
             since = last or _when(data.get("created_at"))
             taken = None

@@ -178,3 +178,32 @@ def test_a_stopped_instances_config_is_asked_of_liblxc_again_only_when_it_change
     assert loads == ["s1", "s1"]
     cfg.write_text(text)
     assert host.instances.list_state()["s1"].state == "STOPPED" and loads == ["s1"] * 3
+
+
+def test_a_corrupt_profile_breaks_no_listing(host: lxdlib.Host) -> None:
+    """A profile record that is no record (unparseable, a device that is not a mapping: hand-
+    edited) is a ``CorruptRecord`` for that profile alone: the listings that read every
+    profile (who uses a volume, a pool, a network; profile list) show the others, and the
+    bad one can still be shown (its error) and deleted."""
+    vols = host.volumes.store
+    vols.create("default", "v")
+    host.profiles.create("usesv", {}, {"v": {"type": "disk", "pool": "default", "source": "v",
+                                             "path": "/v"}})
+    host.profiles.create("bad", {}, {})
+    path = host.paths.profiles / "bad.yaml"
+    for text in (b"{{", b'{"name": "bad", "devices": {"z": 7}}', b"[1]",
+                 b'{"name": "bad", "config": "x"}'):
+        path.write_bytes(text)
+        assert vols.used_by("default", "v") == ["/1.0/profiles/usesv"], text
+        for args in (("storage", "volume", "list", "default", "-f", "csv"),
+                     ("storage", "list", "-f", "csv"), ("profile", "list", "-f", "csv"),
+                     ("network", "list", "-f", "csv")):
+            out = ok(cli(host, *args))
+            assert "usesv" in out or "profile" not in args, (text, args, out)
+        with pytest.raises(CorruptRecord):
+            host.profiles.get("bad").record()
+        assert "unreadable" in refused(cli(host, "profile", "show", "bad"))
+    ok(cli(host, "profile", "delete", "bad"))
+    assert "bad" not in host.profiles
+    host.profiles.delete("usesv")
+    vols.delete("default", "v")

@@ -277,3 +277,41 @@ def test_a_root_made_open_is_closed_again(host: lxdlib.Host) -> None:
         {str(d): 0o700 for d in opened}
     again.instances.get("old").start()
     assert os.lstat(c.volume).st_mode & 0o7777 == 0o100
+
+
+def test_a_custom_snapshot_read_for_a_copy_stays_closed(host: lxdlib.Host,
+                                                        zfs_daemon: ZfsDaemons  # noqa: F811
+                                                        ) -> None:
+    """zfs-fuse has no ``.zfs``: a copy of a custom volume's snapshots to another pool reads
+    each from a clone mounted for the time of the copy. Its mount point is in every user's
+    ``/proc/self/mountinfo`` and its top directory is the volume's (searchable: 0711), so it
+    must lie under a directory host users cannot search (``custom/``, not ``containers/``);
+    a setuid-root file in the volume (a privileged container's, or one no map shifted yet)
+    stays out of their reach throughout."""
+    from lxdlib import transfer
+    from lxdlib.storage.dir import CUSTOM_SNAPSHOTS
+    host.create_pool("srz", "zfs", {"size": "512MiB",
+                                    "zfs.pool_name": f"lxsr{secrets.token_hex(3)}"})
+    vols = host.volumes.store
+    try:
+        vols.create("srz", "cv")
+        planted = vols.path("srz", "cv") / "planted"
+        planted.write_bytes(HOST_ID.read_bytes())
+        os.chmod(planted, 0o4755)
+        vols.create_snapshot("srz", "cv", "s0")
+        drv = host.pool("srz")
+        with transfer.readable_snapshot(drv, "cv", "s0", CUSTOM_SNAPSHOTS) as held:
+            assert (held / "planted").stat().st_mode & 0o4000
+            shown = as_user(["/bin/cat", "/proc/self/mountinfo"]).stdout
+            assert str(held) in shown  # a host user learns where it is…
+            run = as_user(["/bin/sh", "-c", 'exec "$0" -u', str(held / "planted")])
+            assert refused(run), run  # …and reaches nothing there
+            assert probe([str(held), str(held / "planted")]) == {
+                str(held): [errno.EACCES] * 2, str(held / "planted"): [errno.EACCES] * 2}
+        vols.copy("srz", "cv", "default", "cv2")  # the copy still works
+        assert [s["name"] for s in vols.snapshots("default", "cv2")] == ["s0"]
+        vols.delete("default", "cv2")
+    finally:
+        for v in vols.names("srz"):
+            vols.delete("srz", v)
+        host.delete_pool("srz")

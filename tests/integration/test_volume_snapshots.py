@@ -587,6 +587,46 @@ def test_housekeeping_expires_and_schedules(vols: lxdlib.Host, pool: str) -> Non
     invariants.check(vols)
 
 
+def test_a_corrupt_volume_record_hides_no_other(vols: lxdlib.Host) -> None:
+    """A volume record that is no record (truncated, hand-edited: not JSON nor YAML, empty,
+    NULs, a ``config`` or ``snapshots`` of another shape) is a ``CorruptRecord`` for that
+    volume alone: the pool's listing shows the others (CLI too), housekeeping expires and
+    schedules the others' snapshots, the bad volume's snapshots are not taken for debris, and
+    it can still be deleted. A housekeeping stamp with NULs (written without fsync) is no
+    stamp."""
+    from lxdlib import housekeeping
+    from lxdlib.errors import CorruptRecord
+    pool = DIR_POOL
+    s = _store(vols)
+    s.create(pool, "a")
+    s.create_snapshot(pool, "a", "keep")
+    s.create(pool, "b", {"snapshots.expiry": "1H"})
+    s.create_snapshot(pool, "b", "old")
+    rec = vols.paths.volume_records / pool / "a.yaml"
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    for bad in (b"{{{", b"", b"\0\0\0", b'{"name": "a", "config": [1]}', b'[1, 2]',
+                b'{"name": "a", "config": {}, "snapshots": "keep"}',
+                b'{"name": "a", "config": {}, "snapshots": [{"name": "keep", "config": 5}]}'):
+        rec.write_bytes(bad)
+        with pytest.raises(CorruptRecord):
+            s.get(pool, "a")
+        assert [v["name"] for v in s.list(pool)] == ["b"], bad
+        out = _cli(vols, "list", pool, "-f", "csv")
+        assert out.returncode == 0 and "custom,b," in out.stdout, (bad, out.stderr)
+        report = housekeeping.run(vols, later)
+        assert f"{pool}/a" in report.skipped, bad
+        assert _on_disk(vols, pool, "a") == ["keep"], bad
+    assert _on_disk(vols, pool, "b") == []  # expired by the first pass, beside a bad "a"
+    s.set_many(pool, "b", {"snapshots.schedule": "*/5 * * * *"})
+    (vols.paths.volume_records / pool / ".b.last-run.yaml").write_bytes(b"\0" * 40)
+    t = dt.datetime(2031, 5, 6, 7, 3, tzinfo=dt.UTC)
+    assert f"{pool}/b/snap0" in housekeeping.run(vols, t).created
+    s.delete(pool, "a")  # a corrupt volume can still be removed, snapshots and all
+    assert s.names(pool) == ["b"] and _on_disk(vols, pool, "a") == []
+    s.delete(pool, "b")
+    invariants.check(vols)
+
+
 def test_snapshot_keys_refused_change_nothing(vols: lxdlib.Host) -> None:
     s = _store(vols)
     s.create("default", "v", {"snapshots.expiry": "1d"})

@@ -113,6 +113,29 @@ def test_rename_refusals_change_nothing(vols: lxdlib.Host) -> None:
     assert s.names("default") == ["b", "c"]
 
 
+def test_a_pool_or_volume_name_that_is_no_path_component_reaches_no_record(
+        vols: lxdlib.Host) -> None:
+    """The store's verbs take the pool and volume names as path components of the records:
+    ``..`` or a ``/`` in them is refused (``InvalidName``) before a path is made, so no verb
+    reads or writes another object's record (an instance's, here) through them."""
+    s = _store(vols)
+    vols.create("busybox", "c1")
+    rec = vols.paths.instance_dir("c1") / "instance.yaml"
+    before = rec.read_bytes()
+    pool = os.path.relpath(rec.parent, vols.paths.volume_records)  # ../containers/c1
+    for verb in (lambda: s.get(pool, "instance"),
+                 lambda: s.update(pool, "instance", None, "written through a volume"),
+                 lambda: s.set(pool, "instance", "user.k", "v"),
+                 lambda: s.create_snapshot(pool, "instance"),
+                 lambda: s.get("default", "custom/../../" + pool + "/instance"),
+                 lambda: s.update("default", "custom/../x", None, "d")):
+        with pytest.raises(InvalidName):
+            verb()
+    r = _cli(vols, "show", pool, "instance")
+    assert r.returncode != 0 and "invalid storage pool name" in r.stderr, r
+    assert rec.read_bytes() == before
+
+
 # -- copy ------------------------------------------------------------------------------------------
 def test_copy_within_btrfs_pool_is_independent_with_its_limit(vols: lxdlib.Host) -> None:
     s = _store(vols)
