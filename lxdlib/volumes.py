@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
     from .context import Context
     from .record import InstanceRecord
+    from .state import Paths
     from .storage.base import PoolDriver
 
 log = get_logger(__name__)
@@ -74,6 +75,14 @@ _SNAP_INDEX = Pattern(r"snap([0-9]+)")
 SNAPSHOT_KIND = "storage volume snapshot"
 _KEYS = ("size",)
 IDMAP_LAST = "volatile.idmap.last"
+#: The kind of a custom volume's own lock (object ``<pool>.<name>``). Lock order: profile,
+#: instance, the instance's custom volumes (sorted by pool, then name), network. A start holds
+#: the locks of the volumes its instance uses from before its config is rendered until liblxc
+#: has answered (``start_locks``), so a verb that refuses running users under the volume's
+#: lock (restore, the id-map shift) sees the instance either stopped (the start waits and then
+#: runs on what the verb left) or running; such a verb reads instance state without taking an
+#: instance's lock.
+VOLUME_LOCK = "storage-volume"
 #: The lock a volume's delete holds from the record's withdrawal to its end (the volume's own
 #: lock it cannot hold meanwhile: a start holds an instance's lock and then takes it).
 WITHDRAW_LOCK = "storage-volume-withdraw"
@@ -138,6 +147,31 @@ def uses_volume(device: Mapping[str, str], pool: str, name: str) -> bool:
             and strip_type(device.get("source", "")) == name and device.get("path") != "/")
 
 
+def used_volumes(devices: Mapping[str, Mapping[str, str]]) -> builtins.list[tuple[str, str]]:
+    """The custom volumes (pool, name) that ``devices`` (an expanded set) mount, in lock order
+    (sorted; each once). A source naming another volume type is left to the render to refuse."""
+    out: set[tuple[str, str]] = set()
+    for dev in devices.values():
+        if dev.get("type") == "disk" and dev.get("pool") and dev.get("source") \
+                and dev.get("path") != "/":
+            with contextlib.suppress(InvalidName):
+                out.add((dev["pool"], strip_type(dev["source"])))
+    return sorted(out)
+
+
+@contextlib.contextmanager
+def start_locks(paths: Paths, devices: Mapping[str, Mapping[str, str]]) -> Iterator[None]:
+    """Hold the locks of the custom volumes an instance's ``devices`` use, for its start: the
+    caller holds the instance's lock (the order: instance, then its volumes, sorted). Without
+    this a restore of a volume (or a shift of its files to another id map) could find the
+    instance stopped, and the instance start and mount the volume before the files are
+    swapped underneath it."""
+    with contextlib.ExitStack() as stack:
+        for pool, name in used_volumes(devices):
+            stack.enter_context(lock(paths, VOLUME_LOCK, f"{pool}.{name}"))
+        yield
+
+
 def strip_type(name: str) -> str:
     """LXD accepts ``custom/<name>``; other volume types are not managed here."""
     kind, sep, rest = name.partition("/")
@@ -197,7 +231,7 @@ class VolumeStore:
         return self._dir(pool) / f"{name}.yaml"
 
     def _lock(self, pool: str, name: str) -> contextlib.AbstractContextManager[None]:
-        return lock(self.paths, "storage-volume", f"{pool}.{name}")
+        return lock(self.paths, VOLUME_LOCK, f"{pool}.{name}")
 
     def _away(self, pool: str, name: str) -> Path:
         """Where a delete in progress keeps the record out of sight (see ``delete``)."""
@@ -595,7 +629,7 @@ class VolumeStore:
         drv = self._pool(pool)
         for vol, on_pool in drv.all_custom_snapshots().items():
             with contextlib.suppress(Busy), \
-                    lock(self.paths, "storage-volume", f"{pool}.{vol}", timeout=0):
+                    lock(self.paths, VOLUME_LOCK, f"{pool}.{vol}", timeout=0):
                 try:
                     data = read_record(self._record(pool, vol))
                 except FileNotFoundError:
@@ -678,8 +712,11 @@ class VolumeStore:
             names = [str(e["name"]) for e in entries]
             if snap not in names:
                 raise NotFound(SNAPSHOT_KIND, f"{name}/{snap}", f"in storage pool {pool!r}")
+            # no start of a user can slip in before the swap: a start holds this lock
+            # (``start_locks``)
             if next(self._running_users(pool, name), None) is not None:
                 raise WrongState("Cannot restore custom volume used by running instances")
+            crashpoint("volume.restore.checked")
             self._settle_snapshots(drv, pool, name, data)
             cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
             later = names[names.index(snap) + 1:]
@@ -777,10 +814,14 @@ class VolumeStore:
         if drv.supports_idmapped_mounts:
             return
         want = base or 0
+        if self._idmap_last(self._read(pool, name)) == want:
+            # already shifted: no lock, which the start-host hook could not take (the start
+            # that runs it holds it, see ``start_locks``, and rendered after this same check)
+            return
         with self._lock(pool, name):
             data = self._read(pool, name)
             cfg = data.setdefault("config", {})
-            last = int(cfg.get(IDMAP_LAST, "0"))
+            last = self._idmap_last(data)
             if last == want:
                 return
             for other in self._running_users(pool, name):
@@ -790,6 +831,10 @@ class VolumeStore:
             idmap.shift_tree(drv.volume_path("custom", name), want - last)
             cfg[IDMAP_LAST] = str(want)
             write_record(self._record(pool, name), data)
+
+    @staticmethod
+    def _idmap_last(data: Mapping[str, Any]) -> int:
+        return int((data.get("config") or {}).get(IDMAP_LAST, "0"))
 
     def _cleanup(self, pool: str) -> None:
         """Remove volumes a killed create, copy or delete left without a record (after
@@ -806,7 +851,7 @@ class VolumeStore:
             if self._record(pool, vol).exists() or self._put_back(pool, vol):
                 continue  # recorded, or withdrawn: its delete decides
             with contextlib.suppress(Exception), \
-                    lock(self.paths, "storage-volume", f"{pool}.{vol}", timeout=0):
+                    lock(self.paths, VOLUME_LOCK, f"{pool}.{vol}", timeout=0):
                 if not self._record(pool, vol).exists():
                     drv.delete_custom_volume(vol)
         self._settle_pool_snapshots(pool)
