@@ -739,10 +739,14 @@ class VolumeStore:
                 cfg[IDMAP_LAST] = str(snap_cfg.get(IDMAP_LAST, "0"))
                 write_record(self._record(pool, name), {**data, "config": cfg})
 
-    def _running_users(self, pool: str, name: str) -> Iterator[str]:
-        """The running (or frozen) instances whose devices, profiles expanded, use the volume
-        (a restore refuses them; a shift of its files refuses those with another map)."""
+    def _running_users(self, pool: str, name: str, but: str | None = None) -> Iterator[str]:
+        """The running (or frozen) instances but ``but`` whose devices, profiles expanded, use
+        the volume (a restore refuses them; a shift of its files refuses those with another
+        map). ``but``'s state is not asked: from its start-host hook, liblxc's monitor would
+        answer only once the hook has returned (a hang)."""
         for inst in record.names(self.paths):
+            if inst == but:
+                continue
             try:
                 rec = record.load(self.paths, inst)
                 _, devices = self.ctx.expand(rec.profiles, rec.config, rec.devices)
@@ -824,10 +828,9 @@ class VolumeStore:
             last = self._idmap_last(data)
             if last == want:
                 return
-            for other in self._running_users(pool, name):
-                if other != instance:
-                    raise WrongState(f"storage volume {name!r} is in use by running instance "
-                                     f"{other!r} with a different id map")
+            for other in self._running_users(pool, name, but=instance):
+                raise WrongState(f"storage volume {name!r} is in use by running instance "
+                                 f"{other!r} with a different id map")
             idmap.shift_tree(drv.volume_path("custom", name), want - last)
             cfg[IDMAP_LAST] = str(want)
             write_record(self._record(pool, name), data)
