@@ -308,9 +308,28 @@ class InstanceCore:
             finally:
                 journal.end(self._paths, self.name)
 
+    def _volume_locks(self, devs: Mapping[str, Mapping[str, str]]
+                      ) -> contextlib.AbstractContextManager[None]:
+        """For a start or a hot-plug (the caller holds the instance's lock): the locks of the
+        custom volumes in ``devs``, held until liblxc has answered (or the mount is made), so
+        that a restore of one (or a shift of its files to another id map), which refuses
+        running users under the volume's lock, is not undercut by a start between its check
+        and its change (``volumes.start_locks``, which states the lock order). An instance
+        without one pays a look at its devices."""
+        if not any(d.get("type") == "disk" and d.get("pool") and d.get("source")
+                   for d in devs.values()):
+            return contextlib.nullcontext()
+        from . import volumes  # here: only a start of a volume's user needs it
+        return volumes.start_locks(self._paths, devs)
+
     def _start_locked(self) -> None:
         rec = self.record()
         expanded = self.expanded(rec)
+        with self._volume_locks(expanded[1]):
+            self._start_expanded(rec, expanded)
+
+    def _start_expanded(self, rec: InstanceRecord,
+                        expanded: Expanded) -> None:
         cfg, devs = expanded
         if cfg.get("security.protection.start", "").lower() in ("true", "1", "yes", "on"):
             raise WrongState(f"instance {self.name!r} is protected from starting "
@@ -429,8 +448,10 @@ class InstanceCore:
         from . import criu
         state = self.volume / journal.STATE_DIR
         try:
-            self._write_lxc_config(self.record(), starting=True)
-            criu.restore(self._paths.lxcpath, self.name, state)
+            rec = self.record()
+            with self._volume_locks(self.expanded(rec)[1]):  # as ``_start_locked``
+                self._write_lxc_config(rec, starting=True)
+                criu.restore(self._paths.lxcpath, self.name, state)
             forget_stopped_inside(self._paths, self.name)  # as ``_start_locked``
             rec = self.record()
             _mark_running(rec, self._paths.root, self.expanded(rec)[1])
@@ -957,42 +978,44 @@ class InstanceCore:
         from .devices import driver
         if {k: dict(v) for k, v in old.items()} == {k: dict(v) for k, v in new.items()}:
             return  # a config-only change: no device to touch, no device context to build
-        dctx = self.device_context(rec, pid=self.pid, expanded=None if config is None else (
-            dict(config), {k: dict(v) for k, v in new.items()}))
-        self._ensure_stop_work(dctx, new)
-        undo: list[Callable[[], None]] = []
-        try:
-            for dname in sorted(set(old) - set(new)):
-                od = old[dname]
-                drv = driver(od["type"])
-                if drv.hotplug:
-                    drv.stop(dctx, dname, od)
-                    undo.append(functools.partial(drv.start, dctx, dname, od))
-            for dname in sorted(new):
-                nd = new[dname]
-                drv = driver(nd["type"])
-                if not drv.hotplug:
-                    continue
-                if dname not in old:
-                    undo.append(functools.partial(drv.stop, dctx, dname, nd))
-                    drv.start(dctx, dname, nd)
-                elif dict(old[dname]) != dict(nd):
+        plugged = {d: nd for d, nd in new.items() if d not in old or dict(old[d]) != dict(nd)}
+        with self._volume_locks(plugged):  # a hot-plugged volume is a start of its use
+            dctx = self.device_context(rec, pid=self.pid, expanded=None if config is None else (
+                dict(config), {k: dict(v) for k, v in new.items()}))
+            self._ensure_stop_work(dctx, new)
+            undo: list[Callable[[], None]] = []
+            try:
+                for dname in sorted(set(old) - set(new)):
                     od = old[dname]
-                    if od.get("type") == nd.get("type"):
-                        drv.update(dctx, dname, od, nd)
-                        undo.append(functools.partial(drv.update, dctx, dname, nd, od))
-                    else:
-                        odrv = driver(od["type"])
-                        odrv.stop(dctx, dname, od)
-                        undo.append(functools.partial(odrv.start, dctx, dname, od))
+                    drv = driver(od["type"])
+                    if drv.hotplug:
+                        drv.stop(dctx, dname, od)
+                        undo.append(functools.partial(drv.start, dctx, dname, od))
+                for dname in sorted(new):
+                    nd = new[dname]
+                    drv = driver(nd["type"])
+                    if not drv.hotplug:
+                        continue
+                    if dname not in old:
                         undo.append(functools.partial(drv.stop, dctx, dname, nd))
                         drv.start(dctx, dname, nd)
-                journal.crashpoint("update.device")
-        except BaseException:
-            for step in reversed(undo):
-                with contextlib.suppress(Exception):
-                    step()
-            raise
+                    elif dict(old[dname]) != dict(nd):
+                        od = old[dname]
+                        if od.get("type") == nd.get("type"):
+                            drv.update(dctx, dname, od, nd)
+                            undo.append(functools.partial(drv.update, dctx, dname, nd, od))
+                        else:
+                            odrv = driver(od["type"])
+                            odrv.stop(dctx, dname, od)
+                            undo.append(functools.partial(odrv.start, dctx, dname, od))
+                            undo.append(functools.partial(drv.stop, dctx, dname, nd))
+                            drv.start(dctx, dname, nd)
+                    journal.crashpoint("update.device")
+            except BaseException:
+                for step in reversed(undo):
+                    with contextlib.suppress(Exception):
+                        step()
+                raise
 
     def _converge_live(self, before: tuple[Mapping[str, str], Mapping[str, Mapping[str, str]]],
                        after: tuple[Mapping[str, str], Mapping[str, Mapping[str, str]]],
@@ -1010,15 +1033,17 @@ class InstanceCore:
         dctx = self.device_context(rec, pid=self.pid, expanded=(
             dict(after[0]), {k: dict(v) for k, v in new.items()}))
         self._ensure_stop_work(dctx, new)
-        for dname in sorted(set(old) | set(new)):
-            od, nd = old.get(dname), new.get(dname)
-            if od is not None and nd is not None and dict(od) == dict(nd):
-                continue
-            for dev in (od, nd):
-                if dev is not None and driver(dev["type"]).hotplug:
-                    driver(dev["type"]).stop(dctx, dname, dev)
-            if nd is not None and driver(nd["type"]).hotplug:
-                driver(nd["type"]).start(dctx, dname, nd)
+        plugged = {d: nd for d, nd in new.items() if d not in old or dict(old[d]) != dict(nd)}
+        with self._volume_locks(plugged):  # a hot-plugged volume is a start of its use
+            for dname in sorted(set(old) | set(new)):
+                od, nd = old.get(dname), new.get(dname)
+                if od is not None and nd is not None and dict(od) == dict(nd):
+                    continue
+                for dev in (od, nd):
+                    if dev is not None and driver(dev["type"]).hotplug:
+                        driver(dev["type"]).stop(dctx, dname, dev)
+                if nd is not None and driver(nd["type"]).hotplug:
+                    driver(nd["type"]).start(dctx, dname, nd)
 
     # -- exec -------------------------------------------------------------------------------
     def _exec_env(self, env: Mapping[str, str] | None, uid: int) -> dict[str, str]:

@@ -79,6 +79,7 @@ if TYPE_CHECKING:
 
     from .context import Context
     from .record import InstanceRecord
+    from .state import Paths
     from .storage.base import PoolDriver
 
 log = get_logger(__name__)
@@ -97,6 +98,14 @@ RENAMED_FROM = "renamed_from"
 #: imported, the drivers load only when a pool is opened)
 _SNAPSHOTS_KIND = "custom-snapshots"
 IDMAP_LAST = "volatile.idmap.last"
+#: The kind of a custom volume's own lock (object ``<pool>.<name>``). Lock order: profile,
+#: instance, the instance's custom volumes (sorted by pool, then name), network. A start holds
+#: the locks of the volumes its instance uses from before its config is rendered until liblxc
+#: has answered (``start_locks``), so a verb that refuses running users under the volume's
+#: lock (restore, the id-map shift) sees the instance either stopped (the start waits and then
+#: runs on what the verb left) or running; such a verb reads instance state without taking an
+#: instance's lock.
+VOLUME_LOCK = "storage-volume"
 #: The lock a volume's delete holds from the record's withdrawal to its end (the volume's own
 #: lock it cannot hold meanwhile: a start holds an instance's lock and then takes it).
 WITHDRAW_LOCK = "storage-volume-withdraw"
@@ -160,6 +169,31 @@ def uses_volume(device: Mapping[str, str], pool: str, name: str) -> bool:
     too; a root disk never is)."""
     return (device.get("type") == "disk" and device.get("pool") == pool
             and strip_type(device.get("source", "")) == name and device.get("path") != "/")
+
+
+def used_volumes(devices: Mapping[str, Mapping[str, str]]) -> builtins.list[tuple[str, str]]:
+    """The custom volumes (pool, name) that ``devices`` (an expanded set) mount, in lock order
+    (sorted; each once). A source naming another volume type is left to the render to refuse."""
+    out: set[tuple[str, str]] = set()
+    for dev in devices.values():
+        if dev.get("type") == "disk" and dev.get("pool") and dev.get("source") \
+                and dev.get("path") != "/":
+            with contextlib.suppress(InvalidName):
+                out.add((dev["pool"], strip_type(dev["source"])))
+    return sorted(out)
+
+
+@contextlib.contextmanager
+def start_locks(paths: Paths, devices: Mapping[str, Mapping[str, str]]) -> Iterator[None]:
+    """Hold the locks of the custom volumes an instance's ``devices`` use, for its start: the
+    caller holds the instance's lock (the order: instance, then its volumes, sorted). Without
+    this a restore of a volume (or a shift of its files to another id map) could find the
+    instance stopped, and the instance start and mount the volume before the files are
+    swapped underneath it."""
+    with contextlib.ExitStack() as stack:
+        for pool, name in used_volumes(devices):
+            stack.enter_context(lock(paths, VOLUME_LOCK, f"{pool}.{name}"))
+        yield
 
 
 def strip_type(name: str) -> str:
@@ -298,7 +332,7 @@ class VolumeStore:
         return self._dir(pool) / f"{name}.yaml"
 
     def _lock(self, pool: str, name: str) -> contextlib.AbstractContextManager[None]:
-        return lock(self.paths, "storage-volume", f"{pool}.{name}")
+        return lock(self.paths, VOLUME_LOCK, f"{pool}.{name}")
 
     def _away(self, pool: str, name: str) -> Path:
         """Where a delete in progress keeps the record out of sight (see ``delete``)."""
@@ -754,7 +788,7 @@ class VolumeStore:
         drv = self._pool(pool)
         for vol, on_pool in drv.all_custom_snapshots().items():
             with contextlib.suppress(Busy), \
-                    lock(self.paths, "storage-volume", f"{pool}.{vol}", timeout=0):
+                    lock(self.paths, VOLUME_LOCK, f"{pool}.{vol}", timeout=0):
                 try:
                     data = load_record(self._record(pool, vol), vol)
                 except FileNotFoundError:
@@ -935,15 +969,17 @@ class VolumeStore:
         name = strip_type(name)
         drv = self._pool(pool)
         with self._lock(pool, name):
-            data = self._read(pool, name)
+            # a rename a kill interrupted is finished first: the names below are the pool's
+            data = self._settle_snapshots(drv, pool, name, self._read(pool, name))
             entries = self._entries(data)
             names = [str(e["name"]) for e in entries]
             if snap not in names:
                 raise NotFound(SNAPSHOT_KIND, f"{name}/{snap}", f"in storage pool {pool!r}")
+            # no start of a user can slip in before the swap: a start holds this lock
+            # (``start_locks``)
             if next(self._running_users(pool, name), None) is not None:
                 raise WrongState("Cannot restore custom volume used by running instances")
-            data = self._settle_snapshots(drv, pool, name, data)
-            entries = self._entries(data)
+            crashpoint("volume.restore.checked")
             cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
             later = names[names.index(snap) + 1:]
             if later and drv.restores_latest_snapshot_only:
@@ -965,17 +1001,23 @@ class VolumeStore:
                 cfg[IDMAP_LAST] = str(snap_cfg.get(IDMAP_LAST, "0"))
                 write_record(self._record(pool, name), {**data, "config": cfg})
 
-    def _running_users(self, pool: str, name: str) -> Iterator[str]:
-        """The running (or frozen) instances whose devices, profiles expanded, use the volume
-        (a restore refuses them; a shift of its files refuses those with another map)."""
+    def _running_users(self, pool: str, name: str, but: str | None = None) -> Iterator[str]:
+        """The instances but ``but`` that are not stopped (running, frozen, or on their way up
+        or down: a reboot from inside passes through liblxc alone, with no lxdlib lock held)
+        whose devices, profiles expanded, use the volume (a restore refuses them; a shift of
+        its files refuses those with another map). ``but``'s state is not asked: from its
+        start-host hook, liblxc's monitor would answer only once the hook has returned (a
+        hang)."""
         for inst in record.names(self.paths):
+            if inst == but:
+                continue
             try:
                 rec = record.load(self.paths, inst)
                 _, devices = self.ctx.expand(rec.profiles, rec.config, rec.devices)
             except (FileNotFoundError, NotFound, CorruptRecord):
                 continue
             if self._uses(devices, pool, name) and runtime.state(
-                    runtime.open_container(self.paths.lxcpath, inst)) in ("RUNNING", "FROZEN"):
+                    runtime.open_container(self.paths.lxcpath, inst)) != "STOPPED":
                 yield inst
 
     def _refuse_users(self, pool: str, name: str) -> None:
@@ -1059,19 +1101,26 @@ class VolumeStore:
         if drv.supports_idmapped_mounts:
             return
         want = base or 0
+        if self._idmap_last(self._read(pool, name)) == want:
+            # already shifted: no lock, which the start-host hook could not take (the start
+            # that runs it holds it, see ``start_locks``, and rendered after this same check)
+            return
         with self._lock(pool, name):
             data = self._read(pool, name)
             cfg = data.setdefault("config", {})
-            last = int(cfg.get(IDMAP_LAST, "0"))
+            last = self._idmap_last(data)
             if last == want:
                 return
-            for other in self._running_users(pool, name):
-                if other != instance:
-                    raise WrongState(f"storage volume {name!r} is in use by running instance "
-                                     f"{other!r} with a different id map")
+            for other in self._running_users(pool, name, but=instance):
+                raise WrongState(f"storage volume {name!r} is in use by running instance "
+                                 f"{other!r} with a different id map")
             idmap.shift_tree(drv.volume_path("custom", name), want - last)
             cfg[IDMAP_LAST] = str(want)
             write_record(self._record(pool, name), data)
+
+    @staticmethod
+    def _idmap_last(data: Mapping[str, Any]) -> int:
+        return int((data.get("config") or {}).get(IDMAP_LAST, "0"))
 
     def _cleanup(self, pool: str) -> None:
         """Remove volumes a killed create, copy or delete left without a record (after
@@ -1088,7 +1137,7 @@ class VolumeStore:
             if self._record(pool, vol).exists() or self._put_back(pool, vol):
                 continue  # recorded, or withdrawn: its delete decides
             with contextlib.suppress(Exception), \
-                    lock(self.paths, "storage-volume", f"{pool}.{vol}", timeout=0):
+                    lock(self.paths, VOLUME_LOCK, f"{pool}.{vol}", timeout=0):
                 if not self._record(pool, vol).exists():
                     drv.delete_custom_volume(vol)
         self._settle_pool_snapshots(pool)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -230,3 +231,48 @@ def die_at(host: lxdlib.Host, point: str, code: str) -> None:
     r = subprocess.run([sys.executable, "-c", _STEP, str(host.paths.root), code], env=env,
                        capture_output=True, text=True, timeout=120, start_new_session=True)
     assert r.returncode == -signal.SIGKILL, f"{point} not reached: {r.returncode} {r.stderr}"
+
+
+_PAUSE = """
+import importlib, os, signal, sys, time, lxdlib
+mod = importlib.import_module(sys.argv[3])
+real, point, how = mod.crashpoint, sys.argv[4], sys.argv[5]
+def crashpoint(name):
+    if name == point:
+        if how == "stop":
+            os.kill(os.getpid(), signal.SIGSTOP)  # the test resumes it with SIGCONT
+        else:
+            time.sleep(float(how))
+    real(name)
+mod.crashpoint = crashpoint
+h = lxdlib.Host(sys.argv[1])
+exec(sys.argv[2])
+"""
+
+
+def _stopped(pid: int) -> bool:
+    with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+    return False
+
+
+def run_with_pause(host: lxdlib.Host, module: str, point: str, code: str,
+                   how: str = "stop") -> subprocess.Popen[str]:
+    """Run ``code`` (with ``h``, a ``Host`` of ``host``'s root) in a new process that stops at
+    crash point ``point`` of ``module`` (the name ``module`` calls, replaced in that process
+    only): ``how="stop"`` stops it there by ``SIGSTOP`` (returned once it has stopped; the
+    caller sends ``SIGCONT``), a number of seconds sleeps there instead (returned at once).
+    Stdout and stderr are piped; the caller waits for it and kills it on failure."""
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSE, str(host.paths.root), code, module,
+                             point, how], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    if how != "stop":
+        return proc
+    deadline = time.monotonic() + 60
+    while not _stopped(proc.pid):
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"{point} not reached: {proc.returncode} {out} {err}")
+        assert time.monotonic() < deadline, f"{point} not reached in 60 s"
+        time.sleep(0.02)
+    return proc
