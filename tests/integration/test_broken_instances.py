@@ -243,6 +243,14 @@ def test_an_instance_record_that_is_no_file_is_shown_never_destroyed(host: lxdli
     ok(cli(host, "delete", "bad", "--force"))
     assert host.instances.names() == ["good"]
     assert not pool.volume_exists("containers", "bad")
+    # a housekeeping stamp that is no file skips that instance alone, with no traceback
+    host.create("busybox", "later")
+    stamp = host.paths.instance_dir("good") / housekeeping.LAST_RUN
+    stamp.unlink(missing_ok=True)
+    stamp.mkdir()
+    report = housekeeping.run(host)
+    assert list(report.skipped) == ["good"]
+    assert (host.paths.instance_dir("later") / housekeeping.LAST_RUN).is_file()
 
 
 def test_corrupt_image_network_and_pool_records_break_no_listing(host: lxdlib.Host) -> None:
