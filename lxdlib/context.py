@@ -299,16 +299,14 @@ class Context(Value, frozen=True, eq=False):
 
     def delete_image(self, ref: str) -> str:
         """Remove an image, its aliases and its unpacked volume in every pool; its fingerprint."""
-        img = self.images.get(ref)
-        self.images.delete(img.fingerprint)
+        fp = self.images.delete(ref)  # reads no record: a corrupt one is deleted too
         for pname in self.pool_names():
             try:
-                self.pool(pname).delete_image_volume(img.fingerprint)
+                self.pool(pname).delete_image_volume(fp)
             except Exception as e:  # an unusable pool must not keep the image listed
-                log.warning("image %s: volume in pool %s not removed: %s",
-                            img.fingerprint[:12], pname, e)
-        self.events.emit("image-deleted", img.fingerprint)
-        return img.fingerprint
+                log.warning("image %s: volume in pool %s not removed: %s", fp[:12], pname, e)
+        self.events.emit("image-deleted", fp)
+        return fp
 
     def import_image(self, path: str | os.PathLike[str], *, aliases: Sequence[str] = (),
                      **kw: Any) -> ImageRecord:

@@ -84,6 +84,8 @@ def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
             continue  # deleted meanwhile
         except LxdlibError as e:
             report.skipped[name] = str(e)
+        except OSError as e:  # its stamp is no file (hand-made): this instance alone
+            report.skipped[name] = f"{e.strerror}: {e.filename}"
     _volumes(host, now, startup, report)
     return report
 

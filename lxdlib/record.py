@@ -277,7 +277,11 @@ def save(paths: Paths, rec: InstanceRecord, durable: bool = True) -> None:
 
 
 def exists(paths: Paths, name: str) -> bool:
-    return paths.instance_record(name).exists()
+    """Whether ``name`` has a record: anything at its path, even what is no record file (a
+    symlink, a directory: hand-made), which is then a ``CorruptRecord`` to show and repair —
+    never a create killed before its record, whose leftovers (volume, snapshots) are
+    removed."""
+    return os.path.lexists(paths.instance_record(name))
 
 
 def directories(paths: Paths) -> list[str]:
@@ -301,7 +305,7 @@ def scan(paths: Paths) -> tuple[list[str], list[str]]:
     base = os.fspath(paths.lxcpath)
     for name in directories(paths):
         d = f"{base}/{name}"
-        if os.path.exists(f"{d}/instance.yaml") and not os.path.lexists(f"{d}/{PENDING}"):
+        if os.path.lexists(f"{d}/instance.yaml") and not os.path.lexists(f"{d}/{PENDING}"):
             names.append(name)
         else:
             leftovers.append(name)
@@ -312,7 +316,7 @@ def names(paths: Paths) -> list[str]:
     """The instances of a root: the directories holding a record (one directory scan and one
     ``stat`` each: a listing of a thousand instances starts here)."""
     base = os.fspath(paths.lxcpath)
-    return [d for d in directories(paths) if os.path.exists(f"{base}/{d}/instance.yaml")]
+    return [d for d in directories(paths) if os.path.lexists(f"{base}/{d}/instance.yaml")]
 
 
 def marker(paths: Paths, name: str, which: str) -> Path:

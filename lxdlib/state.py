@@ -340,6 +340,13 @@ class RecordSyntaxError(ValueError):
         super().__init__(reason)
 
 
+class RecordNotAFile(RecordSyntaxError, LxdlibError):
+    """A record's path holds no regular file: a symlink (refused: it could point at any host
+    file) or a directory. Both kinds of error: a caller that turns ``RecordSyntaxError`` into
+    ``CorruptRecord`` names the object it belongs to, one that catches ``LxdlibError`` for a
+    refused symlink still does; neither sees a bare ``OSError`` (a traceback)."""
+
+
 #: Characters a YAML 1.1 reader (PyYAML) refuses or takes for a line break inside a quoted
 #: string, and JSON's writer leaves as they are: written as JSON's ``\uXXXX`` escapes, which
 #: YAML reads too. They occur only inside strings (JSON's own syntax is ASCII). Characters
@@ -440,14 +447,21 @@ def _open_record(path: str | os.PathLike[str]) -> int:
         return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise LxdlibError(f"refusing to read {path}: it is a symlink") from None
+            raise RecordNotAFile(f"refusing to read {path}: it is a symlink") from None
         raise
+
+
+def _not_a_file(path: object) -> RecordNotAFile:
+    return RecordNotAFile(f"{path} is a directory, not a record file")
 
 
 def read_record(path: str | os.PathLike[str]) -> Any:
     """Read a record (``parse_record``); a symlinked record is refused (it could point at any
     host file)."""
-    return parse_record(read_fd(_open_record(path)))
+    try:
+        return parse_record(read_fd(_open_record(path)))
+    except IsADirectoryError:
+        raise _not_a_file(path) from None
 
 
 def read_fd(fd: int) -> bytes:
@@ -591,6 +605,8 @@ class ParsedCache:
             chunks = []
             while chunk := os.read(fd, max(st.st_size + 1, 4096)):
                 chunks.append(chunk)
+        except IsADirectoryError:
+            raise _not_a_file(path) from None
         finally:
             os.close(fd)
         raw = b"".join(chunks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import TYPE_CHECKING
+from ..errors import TYPE_CHECKING, LxdlibError
 from . import output
 from .common import edit_text, load_mapping, parse_kv, str_map, text_field
 
@@ -35,8 +35,12 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
     names = host.pool_names()
     every = host.pools_users(names)  # one walk over the instances for all the pools
     for name in names:
-        pool = host.pool(name)
-        d = pool.describe()
+        try:
+            pool = host.pool(name)
+            d = pool.describe()
+        except LxdlibError as e:  # one bad pool (its record, its driver) hides no other
+            sys.stderr.write(f"Warning: {e}\n")
+            continue
         users = every[name]
         rows.append([name, d["driver"], pool.shown_source,
                      d.get("description", ""), str(len(users)), "CREATED"])

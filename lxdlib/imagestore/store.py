@@ -35,6 +35,7 @@ from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
     Busy,
+    CorruptRecord,
     DiskFull,
     ImageError,
     InvalidArgument,
@@ -42,11 +43,22 @@ from ..errors import (
     LxdlibError,
     NotFound,
 )
+from ..logs import get_logger
 from ..rootdir import IMAGE_IMPORTS
-from ..state import Paths, fsync_dir, lock, read_record, remove_stale_tmp, write_record
+from ..state import (
+    Paths,
+    RecordSyntaxError,
+    fsync_dir,
+    lock,
+    read_record,
+    remove_stale_tmp,
+    write_record,
+)
 from ..values import Value, assign
 from . import compression, tarball
 from .tarball import is_fingerprint
+
+log = get_logger(__name__)
 
 if TYPE_CHECKING:
     from typing import Any, Final, Literal
@@ -361,14 +373,20 @@ class ImageStore:
 
     # -- records ----------------------------------------------------------------------------------
     def _read_aliases(self) -> dict[str, dict[str, str]]:
+        """The alias table; ``CorruptRecord`` for a file that is none (hand-edited, cut
+        short), which every verb that resolves or changes an alias reports as it is."""
+        path = self.root / ALIASES_FILE
         try:
-            data = read_record(self.root / ALIASES_FILE)
+            data = read_record(path)
         except FileNotFoundError:
             return {}
+        except RecordSyntaxError as e:
+            raise CorruptRecord("image alias table", ALIASES_FILE, path, e.reason) from None
         if data is None:
             return {}
         if not isinstance(data, dict):
-            raise ImageError(f"corrupt alias table {self.root / ALIASES_FILE}")
+            raise CorruptRecord("image alias table", ALIASES_FILE, path,
+                                "not a mapping of alias names")
         return {str(k): {"target": str(v.get("target", "")),
                          "description": str(v.get("description", ""))}
                 for k, v in data.items() if isinstance(v, dict)}
@@ -384,15 +402,23 @@ class ImageStore:
 
     def _load(self, fingerprint: str, table: dict[str, dict[str, str]] | None = None
               ) -> ImageRecord:
+        """The image's record; ``CorruptRecord`` for a file that is none (hand-edited, cut
+        short by a full disk), which ``list`` skips: one bad image hides no other."""
+        path = self._dir(fingerprint) / RECORD_FILE
         try:
-            data = read_record(self._dir(fingerprint) / RECORD_FILE)
+            data = read_record(path)
         except FileNotFoundError:
             raise NotFound("image", fingerprint) from None
+        except RecordSyntaxError as e:
+            raise CorruptRecord("image", fingerprint, path, e.reason) from None
         if not isinstance(data, dict):
-            raise ImageError(f"corrupt image record for {fingerprint}")
+            raise CorruptRecord("image", fingerprint, path, "not a mapping")
         if table is None:
             table = self._read_aliases()
-        return ImageRecord.from_dict(data, self._aliases_of(table, fingerprint))
+        try:
+            return ImageRecord.from_dict(data, self._aliases_of(table, fingerprint))
+        except ImageError as e:
+            raise CorruptRecord("image", fingerprint, path, str(e)) from None
 
     def _save(self, record: ImageRecord) -> None:
         data = record.to_dict()
@@ -406,7 +432,7 @@ class ImageStore:
         except FileNotFoundError:
             return []
         return sorted(n for n in names
-                      if is_fingerprint(n) and (self.root / n / RECORD_FILE).is_file())
+                      if is_fingerprint(n) and os.path.lexists(self.root / n / RECORD_FILE))
 
     def _resolve(self, ref: str, table: dict[str, dict[str, str]] | None = None) -> str:
         """Alias name, then full fingerprint, then unique fingerprint prefix → fingerprint."""
@@ -417,7 +443,7 @@ class ImageStore:
         if ref in table:
             return table[ref]["target"]
         if is_fingerprint(ref):
-            if (self.root / ref / RECORD_FILE).is_file():
+            if os.path.lexists(self.root / ref / RECORD_FILE):  # a corrupt one too
                 return ref
             raise NotFound("image", ref)
         if all(c in "0123456789abcdef" for c in ref):
@@ -437,11 +463,19 @@ class ImageStore:
     def list(self) -> builtins.list[ImageRecord]:
         """Every image, oldest upload first."""
         self.cleanup_leftovers()
-        table = self._read_aliases()
+        try:
+            table = self._read_aliases()
+        except CorruptRecord as e:  # the images are still there: shown without aliases
+            log.warning("%s", e)
+            table = {}
         records = []
         for fp in self._fingerprints():
-            with contextlib.suppress(NotFound):  # deleted while we listed
+            try:
                 records.append(self._load(fp, table))
+            except NotFound:  # deleted while we listed
+                continue
+            except CorruptRecord as e:  # one bad image breaks no listing (nor housekeeping)
+                log.warning("%s", e)
         return sorted(records, key=lambda r: (r.uploaded_at, r.fingerprint))
 
     # -- import -----------------------------------------------------------------------------------
@@ -648,21 +682,23 @@ class ImageStore:
                 self._write_aliases(table)
 
     # -- changes ----------------------------------------------------------------------------------
-    def delete(self, ref: str) -> None:
-        """Remove an image and every alias pointing at it."""
+    def delete(self, ref: str) -> str:
+        """Remove an image and every alias pointing at it; its fingerprint. Its record is not
+        read: an image whose record is corrupt can be deleted too."""
         fp = self._resolve(ref)
         with lock(self.paths, "image", fp):
             target = self._dir(fp)
-            if not (target / RECORD_FILE).exists():
+            if not os.path.lexists(target / RECORD_FILE):
                 raise NotFound("image", ref)
             with lock(self.paths, "images", "aliases"):
                 table = self._read_aliases()
                 kept = {k: v for k, v in table.items() if v["target"] != fp}
                 if kept != table:
                     self._write_aliases(kept)
-                os.unlink(target / RECORD_FILE)  # uncommit: the rest is now a leftover
+                self._remove(target / RECORD_FILE)  # uncommit: the rest is now a leftover
                 fsync_dir(target)
             self._remove(target)
+        return fp
 
     def touch(self, fingerprint: str) -> None:
         """Record a use of the image now (instance creation does this).

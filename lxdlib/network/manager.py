@@ -30,6 +30,7 @@ from .. import state
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
+    CorruptRecord,
     InUse,
     InvalidArgument,
     InvalidConfig,
@@ -495,8 +496,10 @@ class NetworkManager:
             if withdrawn or not self._put_back(name):
                 raise NotFound("network", name) from None
             return self._read(name)
-        if not isinstance(data, dict):
-            raise NetworkError(f"network record {self._record_path(name)} is damaged")
+        except state.RecordSyntaxError as e:  # hand-edited, cut short: this network alone
+            raise CorruptRecord("network", name, path, e.reason) from None
+        if not isinstance(data, dict) or not isinstance(data.get("config") or {}, dict):
+            raise CorruptRecord("network", name, path, "not a mapping with a config mapping")
         data["name"] = name  # the file name is authoritative (rename moves the file first)
         data["config"] = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
         return data
@@ -531,8 +534,12 @@ class NetworkManager:
             if entry.startswith(".") or not entry.endswith(".yaml") or \
                     not _NAME_RE.fullmatch(name):
                 continue
-            with contextlib.suppress(NotFound):
+            try:
                 out.append(self._read(name))
+            except NotFound:
+                continue
+            except CorruptRecord as e:  # one bad network breaks no listing
+                log.warning("%s", e)
         return out
 
     def _used_subnets(self, exclude: str | None) -> builtins.list[IPNetwork]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
+    CorruptRecord,
     InUse,
     InvalidConfig,
     InvalidName,
@@ -22,7 +23,14 @@ from ..errors import (
 )
 from ..journal import crashpoint
 from ..logs import get_logger
-from ..state import Paths, lock, read_record, remove_stale_tmp, write_record
+from ..state import (
+    Paths,
+    RecordSyntaxError,
+    lock,
+    read_record,
+    remove_stale_tmp,
+    write_record,
+)
 from .base import PoolDriver
 
 if TYPE_CHECKING:
@@ -132,12 +140,15 @@ def create_pool(paths: Paths, name: str, driver: str, config: Mapping[str, str] 
 
 def _read_record(paths: Paths, name: str) -> dict[str, Any]:
     validate_pool_name(name)
+    path = _record_path(paths, name)
     try:
-        record = read_record(_record_path(paths, name))
+        record = read_record(path)
     except FileNotFoundError:
         raise NotFound("storage pool", name) from None
+    except RecordSyntaxError as e:  # hand-edited, cut short: this pool alone
+        raise CorruptRecord("storage pool", name, path, e.reason) from None
     if not isinstance(record, dict) or not isinstance(record.get("config", {}), dict):
-        raise StorageError(f"storage pool record {_record_path(paths, name)} is damaged")
+        raise CorruptRecord("storage pool", name, path, "not a mapping with a config mapping")
     return record
 
 

@@ -207,3 +207,90 @@ def test_a_corrupt_profile_breaks_no_listing(host: lxdlib.Host) -> None:
     assert "bad" not in host.profiles
     host.profiles.delete("usesv")
     vols.delete("default", "v")
+
+
+def test_an_instance_record_that_is_no_file_is_shown_never_destroyed(host: lxdlib.Host) -> None:
+    """An ``instance.yaml`` that is a dangling symlink or a directory (hand-made) is a
+    ``CorruptRecord`` of that instance: listings show it as ERROR. It is never taken for a
+    create killed before its record, whose leftovers (directory, volume, snapshots) any
+    listing removes, and it never makes a listing fail with a traceback."""
+    host.launch("busybox", "good")
+    bad = host.create("busybox", "bad")
+    bad.snapshots.create("s0")
+    rec = host.paths.instance_record("bad")
+    pool = host.pool("default")
+    for make in (lambda: rec.symlink_to("/nonexistent/bk"), rec.mkdir):
+        rec.unlink()
+        make()
+        for args in (("list", "-f", "csv", "-c", "ns"), ("storage", "list", "-f", "csv"),
+                     ("profile", "list", "-f", "csv"), ("recover",)):
+            out = ok(cli(host, *args))
+            if args[0] == "list":
+                assert out.split() == ["bad,ERROR", "good,RUNNING"]
+        assert "Status: RUNNING" in ok(cli(host, "info", "good"))
+        assert "unreadable" in refused(cli(host, "info", "bad"))
+        assert "bad" in housekeeping.run(host).skipped
+        with pytest.raises(CorruptRecord):
+            host.instances["bad"].record()
+        assert pool.volume_exists("containers", "bad"), make  # its data is kept
+        assert pool.list_snapshots("bad") == ["s0"]
+        assert host.instances.names() == ["bad", "good"]
+        if rec.is_symlink():
+            rec.unlink()
+        else:
+            rec.rmdir()
+        rec.write_text("{}")
+    ok(cli(host, "delete", "bad", "--force"))
+    assert host.instances.names() == ["good"]
+    assert not pool.volume_exists("containers", "bad")
+    # a housekeeping stamp that is no file skips that instance alone, with no traceback
+    host.create("busybox", "later")
+    stamp = host.paths.instance_dir("good") / housekeeping.LAST_RUN
+    stamp.unlink(missing_ok=True)
+    stamp.mkdir()
+    report = housekeeping.run(host)
+    assert list(report.skipped) == ["good"]
+    assert (host.paths.instance_dir("later") / housekeeping.LAST_RUN).is_file()
+
+
+def test_corrupt_image_network_and_pool_records_break_no_listing(host: lxdlib.Host) -> None:
+    """One image, network or storage pool record that is no record (unparseable, of another
+    shape, a directory) is a ``CorruptRecord`` of that object alone: ``image list``, the
+    image housekeeping (and the snapshot housekeeping after it), ``network list``,
+    ``storage list`` and a launch go on with the others; the corrupt image can be deleted."""
+    host.create("busybox", "src")
+    two = host.images.publish("src", aliases=["two"])
+    fp = two.fingerprint
+    img = host.paths.images / fp / "image.yaml"
+    net = host.paths.networks / "bkbad0.yaml"
+    pool = host.paths.pools / "bkbad.yaml"
+    net.parent.mkdir(exist_ok=True)
+    for text in (b"{{", b"[1, 2]", b"\0" * 16, b'{"fingerprint": 5, "properties": [1]}', None):
+        for path in (img, net, pool):
+            if path.is_dir():
+                path.rmdir()
+            if text is None:
+                path.unlink(missing_ok=True)
+                path.mkdir()
+            else:
+                path.write_bytes(text)
+        images = ok(cli(host, "image", "list", "-f", "csv"))
+        assert "busybox" in images and fp[:12] not in images, text
+        r = cli(host, "housekeeping")  # the bad pool is reported skipped, nothing else
+        assert "Traceback" not in r.stderr and "pool:bkbad" in r.stdout + r.stderr, r.stderr
+        assert "Skipped: src" not in r.stdout and "Error" not in r.stderr, r.stderr
+        assert "default" in ok(cli(host, "storage", "list", "-f", "csv"))
+        ok(cli(host, "network", "list", "-f", "csv"))
+        ok(cli(host, "launch", "busybox", "new"))
+        ok(cli(host, "delete", "--force", "new"))
+        assert "unreadable" in refused(cli(host, "image", "show", fp))
+        if text != b'{"fingerprint": 5, "properties": [1]}':  # a network's shape, a pool's
+            assert "unreadable" in refused(cli(host, "network", "show", "bkbad0"))
+            assert "unreadable" in refused(cli(host, "storage", "show", "bkbad"))
+        with pytest.raises(CorruptRecord):
+            host.images.store.get(fp)
+    ok(cli(host, "image", "delete", "two"))
+    assert not (host.paths.images / fp).exists()
+    assert "two" not in host.images.store.aliases()
+    net.rmdir()
+    pool.rmdir()
