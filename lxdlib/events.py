@@ -13,7 +13,10 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 
+from .logs import get_logger
 from .state import Paths
+
+log = get_logger(__name__)
 
 MAX_SIZE = 4 << 20
 
@@ -23,9 +26,20 @@ class Events:
         self.path = paths.root / "events.log"
 
     def emit(self, action: str, source: str, **metadata: str) -> None:
+        """Append the event. It tells of an operation that has already happened (its record
+        committed), so a log that cannot take it (a full disk, a path that is no file) is
+        logged and never fails that operation: the caller would report a failure and maybe
+        undo what did happen."""
         line = json.dumps({"type": "lifecycle", "timestamp": dt.datetime.now(dt.UTC).isoformat(),
                            "metadata": {"action": action, "source": source, **metadata}})
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            self._append((line + "\n").encode())
+        except OSError as e:
+            log.warning("event %s of %s not written to %s: %s", action, source, self.path, e)
+
+    def _append(self, data: bytes) -> None:
+        # O_NOFOLLOW: only root writes under the root, but a link there is no log of ours
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         fd = os.open(self.path, flags, 0o600)
         if os.fstat(fd).st_size > MAX_SIZE:
             os.close(fd)
@@ -33,7 +47,7 @@ class Events:
                 os.replace(self.path, self.path.with_suffix(".log.1"))
             fd = os.open(self.path, flags, 0o600)
         try:
-            os.write(fd, (line + "\n").encode())
+            os.write(fd, data)
         finally:
             os.close(fd)
 

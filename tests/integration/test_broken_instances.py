@@ -294,3 +294,22 @@ def test_corrupt_image_network_and_pool_records_break_no_listing(host: lxdlib.Ho
     assert "two" not in host.images.store.aliases()
     net.rmdir()
     pool.rmdir()
+
+
+def test_an_event_log_that_cannot_take_a_line_fails_no_operation(
+        host: lxdlib.Host, caplog: pytest.LogCaptureFixture) -> None:
+    """The event tells of what has already happened: an ``events.log`` that is a directory (or
+    a full disk) is a warning, not the failure of a create or a snapshot that did happen."""
+    log = host.paths.root / "events.log"
+    log.unlink(missing_ok=True)
+    log.mkdir()
+    try:
+        with caplog.at_level("WARNING", logger="lxdlib"):
+            host.create("busybox", "ev1")
+            host.instances["ev1"].snapshots.create("s0")
+        assert host.instances["ev1"].state == "STOPPED"
+        assert host.instances["ev1"].snapshots.names() == ["s0"]
+        assert any("not written to" in r.getMessage() for r in caplog.records)
+    finally:
+        log.rmdir()
+    host.instances["ev1"].delete()
