@@ -55,7 +55,7 @@ from .errors import (
     UnsupportedBackup,
 )
 from .imagestore import compression
-from .imagestore.tarball import empty_dir, tar_failure
+from .imagestore.tarball import check_host_files, empty_dir, tar_failure
 from .instance import (
     InstanceCore,
     choose_idmap,
@@ -813,7 +813,8 @@ def _tar_extract(archive: Path, dest: Path, member: str, strip: int) -> None:
 
 def check_volume(path: Path, what: str) -> None:
     """What arrived must look like a volume: ``rootfs`` a real directory, no symlinked
-    metadata or templates (they would be read or written by the host)."""
+    metadata or templates (they would be read or written by the host), and none of them
+    hard-linked (``check_host_files``: the container would write what the host reads)."""
     st = _lstat(path / "rootfs")
     if st is None or not stat.S_ISDIR(st.st_mode):
         raise UnsafeImage(f"{what}: rootfs is missing or not a directory")
@@ -821,6 +822,7 @@ def check_volume(path: Path, what: str) -> None:
         st = _lstat(path / entry)
         if st is not None and stat.S_ISLNK(st.st_mode):
             raise UnsafeImage(f"{what}: {entry} is a symlink")
+    check_host_files(path, what)
 
 
 def _lstat(path: Path) -> os.stat_result | None:

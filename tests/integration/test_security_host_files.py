@@ -1,0 +1,133 @@
+"""What host root reads beside an instance's rootfs — ``metadata.yaml`` and ``templates/`` —
+stays out of the container's reach and costs what its size says.
+
+Two ways in, each built here from a hostile image or backup:
+
+- a hard link: an image or backup that links ``rootfs/etc/x`` to ``metadata.yaml`` or to a
+  template gave the container's root the very inode host root parses and renders at every
+  start (templates that print the instance's whole config, YAML of its choosing);
+- YAML aliases: 500 bytes of anchors (``b1: &b1 [*b0, *b0, …]``) name 10**9 strings; each
+  reader of the value (the JSON kept of an image's metadata at every create and start, the
+  ``str`` of a backup's config values) walked them all — gigabytes and minutes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+import lxdlib
+from lxdlib.errors import ImageError, LxdlibError, UnsafeImage
+from tests.integration import invariants
+from tests.integration.archive_fixtures import rewrite_index
+from tests.integration.image_fixtures import METADATA, good_members, hard, make_image, make_store
+
+pytestmark = pytest.mark.root
+
+
+def _bomb(levels: int) -> str:
+    """YAML whose last anchor names 10**levels strings in ``levels + 1`` short lines."""
+    lines = ["b0: &b0 [" + ", ".join(['"xxxxxxxx"'] * 10) + "]"]
+    lines += [f"b{i}: &b{i} [" + ", ".join([f"*b{i - 1}"] * 10) + "]"
+              for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_image_metadata_alias_bomb_is_refused_at_import(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    image = make_image(tmp_path / "bomb.tar.gz",
+                       good_members(metadata=METADATA + _bomb(9).encode()))
+    started = time.monotonic()
+    with pytest.raises(ImageError, match="aliases"):
+        store.import_file(image, aliases=["bomb"])
+    assert time.monotonic() - started < 10
+    assert store.list() == []
+    # anchors that expand by little are YAML as usual
+    fine = make_image(tmp_path / "fine.tar.gz", good_members(
+        metadata=METADATA + b"x: &x {a: 1}\ny: *x\n"))
+    assert store.import_file(fine, aliases=["fine"]).fingerprint
+
+
+def test_backup_index_alias_bomb_is_refused(host: lxdlib.Host, tmp_path: Path) -> None:
+    host.create("busybox", "c1")
+    good = host.export_backup("c1", tmp_path / "good.tar.gz")
+
+    def bomb(doc: dict[str, object]) -> None:
+        doc.pop("lxdlib")  # LXD's shape: config values are made strings one by one
+        doc["config"]["container"]["config"]["user.x"] = "@BOMB@"  # type: ignore[index]
+    bad = rewrite_index(good, tmp_path / "mid.tar.gz", bomb)
+    with tarfile.open(bad) as tin, tarfile.open(tmp_path / "bad.tar.gz", "w:gz") as tout:
+        for m in tin:
+            data = tin.extractfile(m) if m.isreg() else None
+            if m.name == "backup/index.yaml":
+                assert data is not None
+                raw = _bomb(9).encode() + data.read().replace(b"'@BOMB@'", b"*b9")
+                m.size = len(raw)
+                data = io.BytesIO(raw)
+            tout.addfile(m, data)
+    started = time.monotonic()
+    with pytest.raises(ImageError, match="aliases"):
+        host.import_backup(tmp_path / "bad.tar.gz", "r1")
+    assert time.monotonic() - started < 10
+    assert [i.name for i in host.instances.list()] == ["c1"]
+    invariants.check(host)
+
+
+@pytest.mark.parametrize("linked", ["metadata.yaml", "templates/hostname.tpl"])
+def test_image_hard_linking_what_the_host_reads_into_the_rootfs_is_refused(
+        tmp_path: Path, linked: str) -> None:
+    store = make_store(tmp_path)
+    image = make_image(tmp_path / "h.tar.gz",
+                       good_members([hard("rootfs/etc/second-name", linked)]))
+    rec = store.import_file(image, aliases=["h"])
+    dest = tmp_path / "vol"
+    dest.mkdir(mode=0o711)
+    with pytest.raises(UnsafeImage, match="hard-linked"):
+        store.unpack(rec.fingerprint, dest)
+    assert list(dest.iterdir()) == []
+
+
+@pytest.mark.parametrize("linked", ["metadata.yaml", "templates/hostname.tpl"])
+def test_backup_hard_linking_what_the_host_reads_into_the_rootfs_is_refused(
+        host: lxdlib.Host, tmp_path: Path, linked: str) -> None:
+    host.create("busybox", "c1")
+    good = host.export_backup("c1", tmp_path / "good.tar.gz")
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(good) as tin, tarfile.open(bad, "w:gz") as tout:
+        for m in tin:
+            tout.addfile(m, tin.extractfile(m) if m.isreg() else None)
+        link = tarfile.TarInfo("backup/container/rootfs/etc/second-name")
+        link.type, link.linkname = tarfile.LNKTYPE, f"backup/container/{linked}"
+        tout.addfile(link)
+    before = host.pool("default").list_volumes("containers")  # type: ignore[attr-defined]
+    with pytest.raises(UnsafeImage, match="hard-linked"):
+        host.import_backup(bad, "r1")
+    assert host.pool("default").list_volumes("containers") == before  # type: ignore
+    invariants.check(host)
+
+
+def test_a_container_cannot_rewrite_what_the_host_reads_at_start(host: lxdlib.Host) -> None:
+    """An instance that has the hard links already (imported before the check) or a
+    ``metadata.yaml`` of aliases: its start refuses to read them, quickly."""
+    c = host.create("busybox", "c1")
+    volume = Path(c.volume)
+    rootfs = volume / "rootfs"
+    os.link(volume / "templates" / "hostname.tpl", rootfs / "etc" / "tpl")
+    with pytest.raises(lxdlib.TemplateError, match="hard-linked"):
+        c.start()
+    os.unlink(rootfs / "etc" / "tpl")
+    os.link(volume / "metadata.yaml", rootfs / "etc" / "meta")
+    with pytest.raises(LxdlibError, match="hard-linked"):
+        c.start()
+    os.unlink(rootfs / "etc" / "meta")
+    meta = volume / "metadata.yaml"
+    meta.write_text(meta.read_text() + _bomb(9))
+    started = time.monotonic()
+    with pytest.raises(LxdlibError, match="aliases"):
+        c.start()
+    assert time.monotonic() - started < 10
