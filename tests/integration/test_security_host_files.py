@@ -18,6 +18,7 @@ import os
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +132,45 @@ def test_a_container_cannot_rewrite_what_the_host_reads_at_start(host: lxdlib.Ho
     with pytest.raises(LxdlibError, match="aliases"):
         c.start()
     assert time.monotonic() - started < 10
+
+
+def _hook(marker: Path) -> str:
+    return f"lxc.hook.pre-start = /bin/sh -c 'id > {marker}'"
+
+
+ROOT_EQUIVALENT: dict[str, Any] = {
+    "raw-lxc-hook": lambda d, m: d["lxdlib"]["record"]["config"].update({"raw.lxc": _hook(m)}),
+    "hook-in-a-snapshot": lambda d, m: d["lxdlib"]["record"]["snapshots"][0]["config"].update(
+        {"raw.lxc": _hook(m)}),
+    "lxd-shape-hook": lambda d, m: (d.pop("lxdlib"), d["config"]["container"]["config"].update(
+        {"raw.lxc": _hook(m)})),
+    "host-etc-disk": lambda d, m: d["lxdlib"]["record"]["devices"].update(
+        etc={"type": "disk", "source": "/etc", "path": "/mnt/etc"}),
+    "privileged": lambda d, m: d["lxdlib"]["record"]["config"].update(
+        {"security.privileged": "true"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROOT_EQUIVALENT))
+def test_backup_with_root_equivalent_settings_is_refused_unless_allowed(
+        host: lxdlib.Host, tmp_path: Path, case: str) -> None:
+    """Before, a backup's ``raw.lxc`` hook ran as host root at the imported instance's first
+    start, and a ``disk`` on ``/etc`` showed the container the host's files: an archive is
+    hostile input, and these are host root's to grant (as for an instance from another host)."""
+    c = host.create("busybox", "c1")
+    c.snapshots.create("s0")
+    good = host.export_backup("c1", tmp_path / "good.tar.gz")
+    marker = tmp_path / "hook-ran"
+    bad = rewrite_index(good, tmp_path / "bad.tar.gz",
+                        lambda d: ROOT_EQUIVALENT[case](d, marker))
+    vols = host.pool("default").list_volumes("containers")  # type: ignore[attr-defined]
+    with pytest.raises(lxdlib.InvalidArgument, match="root-equivalent"):
+        host.import_backup(bad, "r1")
+    assert host.pool("default").list_volumes("containers") == vols  # type: ignore
+    assert [i.name for i in host.instances.list()] == ["c1"]
+    invariants.check(host)
+    r = host.import_backup(bad, "r1", allow_root_equivalent=True)  # host root's choice
+    if case == "raw-lxc-hook":
+        r.start()
+        assert marker.read_text().startswith("uid=0(root)")
+        r.stop(force=True)
