@@ -13,6 +13,7 @@ Two ways in, each built here from a hostile image or backup:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tarfile
@@ -174,3 +175,59 @@ def test_backup_with_root_equivalent_settings_is_refused_unless_allowed(
         r.start()
         assert marker.read_text().startswith("uid=0(root)")
         r.stop(force=True)
+
+
+SWAPPER = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+os.chdir(sys.argv[1])
+fd = libc.inotify_init()
+libc.inotify_add_watch(fd, b"sub/aaa", 0x10)  # IN_CLOSE_NOWRITE: root has read it
+os.read(fd, 4096)
+if libc.renameat2(-100, b"sub", -100, b"subl", 2) != 0:  # RENAME_EXCHANGE
+    sys.exit("exchange failed")
+print("swapped", flush=True)
+"""
+
+
+def test_push_tree_follows_no_symlink_a_host_user_swaps_in(host: lxdlib.Host) -> None:
+    """Root pushes a tree a host user owns (a home into that user's container). The user
+    watches it being read and, once ``sub/aaa`` is, swaps ``sub`` for a symlink to a
+    directory of root's: a walk by path then read ``sub/etc/secret`` from root's directory
+    into the container (with ``/`` as the target: the host's ``/etc/shadow``)."""
+    import shutil
+    import subprocess
+    import tempfile
+    c = host.create("busybox", "c1")
+    base = Path(tempfile.mkdtemp(prefix="lxdlib-test-push-", dir="/var/tmp"))
+    try:
+        base.chmod(0o755)
+        hidden = base / "hidden"
+        (hidden / "etc").mkdir(parents=True)
+        hidden.chmod(0o700)
+        (hidden / "etc" / "secret").write_text("root's only\n")
+        tree = base / "tree"
+        (tree / "sub" / "etc").mkdir(parents=True)
+        (tree / "sub" / "aaa").write_bytes(bytes(20 * 1024 * 1024))
+        (tree / "subl").symlink_to(hidden)
+        for top, dirs, files in os.walk(tree):
+            for n in (".", *dirs, *files):
+                os.chown(os.path.join(top, n), 1000, 1000, follow_symlinks=False)
+        user = subprocess.Popen(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups",
+                                 "/usr/bin/python3", "-c", SWAPPER, str(tree)],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.3)  # its watch is in place
+            # the swap may make the walk fail (typed since the fix; a raw OSError before)
+            with contextlib.suppress(LxdlibError, OSError):
+                c.files.push_tree(tree, "/root/tree")
+            out, _ = user.communicate(timeout=30)
+        finally:
+            if user.poll() is None:
+                user.kill()
+                user.wait()
+        assert out.strip() == "swapped"  # the user did swap it, after root read sub/aaa
+        assert not c.files.exists("/root/tree/sub/etc/secret")
+        assert not c.files.exists("/root/tree/subl/etc/secret")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
