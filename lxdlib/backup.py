@@ -55,7 +55,12 @@ from .errors import (
     UnsupportedBackup,
 )
 from .imagestore import compression
-from .imagestore.tarball import check_host_files, empty_dir, tar_failure
+from .imagestore.tarball import (
+    check_host_files,
+    empty_dir,
+    normalise_architecture,
+    tar_failure,
+)
 from .instance import (
     InstanceCore,
     choose_idmap,
@@ -737,6 +742,10 @@ def check_archived(ctx: Context, rec: InstanceRecord) -> CheckedRecord:
     included; that config without its volatile keys (what the new instance is given as its
     own); the devices; the snapshots."""
     profiles = ctx.check_profiles(rec.profiles)
+    try:  # shown by list, info and templates: a known name, as LXD requires
+        normalise_architecture(rec.architecture)
+    except ImageError:
+        raise InvalidConfig("architecture", "unknown architecture", rec.architecture) from None
     check_description(rec.description, "the instance")
     checked = archive_config(rec.config)
     return (profiles, checked,
