@@ -55,7 +55,12 @@ from .errors import (
     UnsupportedBackup,
 )
 from .imagestore import compression
-from .imagestore.tarball import empty_dir, tar_failure
+from .imagestore.tarball import (
+    check_host_files,
+    empty_dir,
+    normalise_architecture,
+    tar_failure,
+)
 from .instance import (
     InstanceCore,
     choose_idmap,
@@ -596,9 +601,15 @@ def _choose_pool(ctx: Context, idx: BackupIndex, pool: str | None) -> str:
 
 
 def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None = None, *,
-                  pool: str | None = None) -> InstanceCore:
+                  pool: str | None = None, allow_root_equivalent: bool = False) -> InstanceCore:
     """``lxc import <file> [<name>]``: a new instance from a backup made by ``export`` (here
-    or by LXD). Everything is checked first; on any refusal nothing has changed."""
+    or by LXD). Everything is checked first; on any refusal nothing has changed.
+
+    An archive is hostile input, whoever hands it over: a record (or a snapshot's) carrying
+    a root-equivalent key or a device reaching host resources (``root_equivalent_grants``:
+    a ``raw.lxc`` hook runs as host root at the first start, a ``disk`` on ``/etc`` shows the
+    host's files) is refused unless ``allow_root_equivalent`` — host root's decision, as it
+    is for an instance from another host (``migrate.receive_instance``)."""
     # the target's leftovers are settled under its lock below; no scan of every instance
     given = Path(path).absolute()
     if not given.is_file():
@@ -609,14 +620,18 @@ def import_backup(ctx: Context, path: str | os.PathLike[str], name: str | None =
     # in the ``tar`` children that are given the descriptor.
     fd = os.open(given, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return _import_pinned(ctx, Path(f"/dev/fd/{fd}"), given, name, pool)
+        return _import_pinned(ctx, Path(f"/dev/fd/{fd}"), given, name, pool,
+                              allow_root_equivalent)
     finally:
         os.close(fd)
 
 
 def _import_pinned(ctx: Context, archive: Path, given: Path, name: str | None,
-                   pool: str | None) -> InstanceCore:
+                   pool: str | None, allow_root_equivalent: bool) -> InstanceCore:
     idx = scan(archive, shown=given)
+    if not allow_root_equivalent:
+        refuse_root_equivalent(idx.record, "a backup", "lxdlib import --allow-root-equivalent, "
+                               "import_backup(allow_root_equivalent=True)")
     if idx.optimized and idx.backend != "btrfs":
         # a zfs stream carries dataset properties (mountpoint, setuid, devices…) that would be
         # set on the host; only btrfs streams are checked (sendstream) and received
@@ -727,6 +742,10 @@ def check_archived(ctx: Context, rec: InstanceRecord) -> CheckedRecord:
     included; that config without its volatile keys (what the new instance is given as its
     own); the devices; the snapshots."""
     profiles = ctx.check_profiles(rec.profiles)
+    try:  # shown by list, info and templates: a known name, as LXD requires
+        normalise_architecture(rec.architecture)
+    except ImageError:
+        raise InvalidConfig("architecture", "unknown architecture", rec.architecture) from None
     check_description(rec.description, "the instance")
     checked = archive_config(rec.config)
     return (profiles, checked,
@@ -758,6 +777,20 @@ def root_equivalent_grants(config: Mapping[str, str],
                 (kind == "nic" and dev.get("nictype") == "physical"):
             found.append(f"device {name!r} ({kind})")
     return found
+
+
+def refuse_root_equivalent(rec: InstanceRecord, source: str, allow: str) -> None:
+    """``InvalidConfig`` naming every root-equivalent grant (``root_equivalent_grants``) of
+    ``rec`` and its snapshots: ``source`` says where the record came from, ``allow`` how host
+    root accepts it."""
+    found = root_equivalent_grants(rec.config, rec.devices)
+    for snap in rec.snapshots:
+        found += [f"snapshot {snap.name!r}: {g}"
+                  for g in root_equivalent_grants(snap.config, snap.devices)]
+    if found:
+        raise InvalidConfig(found[0], f"a root-equivalent setting from {source} is refused ("
+                            + ", ".join(found) + f"); host root here may accept it ({allow}), "
+                            "or set it after the import")
 
 
 def check_description(text: str, what: str) -> None:
@@ -813,7 +846,8 @@ def _tar_extract(archive: Path, dest: Path, member: str, strip: int) -> None:
 
 def check_volume(path: Path, what: str) -> None:
     """What arrived must look like a volume: ``rootfs`` a real directory, no symlinked
-    metadata or templates (they would be read or written by the host)."""
+    metadata or templates (they would be read or written by the host), and none of them
+    hard-linked (``check_host_files``: the container would write what the host reads)."""
     st = _lstat(path / "rootfs")
     if st is None or not stat.S_ISDIR(st.st_mode):
         raise UnsafeImage(f"{what}: rootfs is missing or not a directory")
@@ -821,6 +855,7 @@ def check_volume(path: Path, what: str) -> None:
         st = _lstat(path / entry)
         if st is not None and stat.S_ISLNK(st.st_mode):
             raise UnsafeImage(f"{what}: {entry} is a symlink")
+    check_host_files(path, what)
 
 
 def _lstat(path: Path) -> os.stat_result | None:

@@ -598,32 +598,76 @@ class Files:
 
 def push_tree(s: Session, src: Path, dest: str, *, parents: bool = False,
               owner: bool = True) -> int:
-    st = src.stat()
-    ids: dict[str, Any] = {"uid": st.st_uid, "gid": st.st_gid} if owner else {}
-    s.mkdir(dest, stat_mod.S_IMODE(st.st_mode), parents=parents, exist_ok=True,
-            apply_existing=True, ignore_unmapped=True, **ids)
-    return 1 + _push_dir(s, src, dest, owner)
+    """Copy the host directory ``src`` into the instance at ``dest``.
 
-
-def _push_dir(s: Session, src: Path, dest: str, owner: bool) -> int:
-    count = 0
-    with os.scandir(src) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for e in entries:
-        target = f"{dest.rstrip('/')}/{e.name}"
-        st = e.stat(follow_symlinks=False)
+    The tree may be a host user's (a home pushed into that user's container), who can swap a
+    directory for a symlink while it is copied: a walk by path name followed it, and once the
+    user swapped ``sub`` for ``/`` after its listing, ``sub/etc`` was the host's ``/etc`` —
+    ``/etc/shadow`` landed in the container. So every step below ``src`` is relative to an
+    open directory, with ``O_NOFOLLOW``, and what is copied is what was opened (``fstat``);
+    an entry that changed between its listing and its opening is a typed error."""
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the caller's own path
+    try:
+        st = os.fstat(fd)
         ids: dict[str, Any] = {"uid": st.st_uid, "gid": st.st_gid} if owner else {}
-        mode = stat_mod.S_IMODE(st.st_mode)
-        if e.is_symlink():
-            s.symlink(target, os.readlink(e.path), replace=True, ignore_unmapped=True, **ids)
-        elif e.is_dir(follow_symlinks=False):
-            s.mkdir(target, mode, exist_ok=True, apply_existing=True, ignore_unmapped=True,
-                    **ids)
-            count += _push_dir(s, Path(e.path), target, owner)
-        elif e.is_file(follow_symlinks=False):
-            fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        s.mkdir(dest, stat_mod.S_IMODE(st.st_mode), parents=parents, exist_ok=True,
+                apply_existing=True, ignore_unmapped=True, **ids)
+        return 1 + _push_dir(s, fd, src, dest, owner)
+    finally:
+        os.close(fd)
+
+
+def _open_entry(dirfd: int, name: str, where: Path, directory: bool) -> tuple[int, os.stat_result]:
+    """Open the entry ``name`` of ``dirfd`` without following a symlink put there since it
+    was listed; ``LxdlibError`` if it is no longer the kind it was listed as."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+    try:
+        fd = os.open(name, flags | (os.O_DIRECTORY if directory else 0), dir_fd=dirfd)
+    except OSError as e:
+        raise LxdlibError(f"{where / name} changed while it was copied: "
+                          f"{e.strerror or e}") from None
+    st = os.fstat(fd)
+    if not (stat_mod.S_ISDIR(st.st_mode) if directory else stat_mod.S_ISREG(st.st_mode)):
+        os.close(fd)
+        raise LxdlibError(f"{where / name} changed while it was copied")
+    os.set_blocking(fd, True)
+    return fd, st
+
+
+def _ids(st: os.stat_result, owner: bool) -> dict[str, Any]:
+    return {"uid": st.st_uid, "gid": st.st_gid} if owner else {}
+
+
+def _push_dir(s: Session, dirfd: int, where: Path, dest: str, owner: bool) -> int:
+    count = 0
+    with os.scandir(dirfd) as it:
+        names = sorted(e.name for e in it)
+    for name in names:
+        target = f"{dest.rstrip('/')}/{name}"
+        try:
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise LxdlibError(f"{where / name} changed while it was copied") from None
+        if stat_mod.S_ISLNK(st.st_mode):
+            try:
+                link = os.readlink(name, dir_fd=dirfd)
+            except OSError:  # no longer a symlink
+                raise LxdlibError(f"{where / name} changed while it was copied") from None
+            s.symlink(target, link, replace=True, ignore_unmapped=True, **_ids(st, owner))
+        elif stat_mod.S_ISDIR(st.st_mode):
+            fd, st = _open_entry(dirfd, name, where, True)
+            try:
+                ids = _ids(st, owner)
+                s.mkdir(target, stat_mod.S_IMODE(st.st_mode), exist_ok=True,
+                        apply_existing=True, ignore_unmapped=True, **ids)
+                count += _push_dir(s, fd, where / name, target, owner)
+            finally:
+                os.close(fd)
+        elif stat_mod.S_ISREG(st.st_mode):
+            fd, st = _open_entry(dirfd, name, where, False)
+            ids = _ids(st, owner)
             with os.fdopen(fd, "rb", buffering=0) as f:
-                s.put(target, f, mode=mode, ignore_unmapped=True, **ids)
+                s.put(target, f, mode=stat_mod.S_IMODE(st.st_mode), ignore_unmapped=True, **ids)
         else:
             continue  # devices, fifos, sockets are not copied
         count += 1

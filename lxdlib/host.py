@@ -364,10 +364,14 @@ class Host:
         return inst
 
     def import_backup(self, path: str | os.PathLike[str], name: str | None = None, *,
-                      pool: str | None = None) -> Instance:
-        """``lxc import``: an instance (with its snapshots) from an ``export`` tarball."""
+                      pool: str | None = None, allow_root_equivalent: bool = False) -> Instance:
+        """``lxc import``: an instance (with its snapshots) from an ``export`` tarball. A
+        root-equivalent setting in it (``raw.lxc``, privileged, host devices…) is refused
+        unless ``allow_root_equivalent``: an archive is hostile input."""
         from .backup import import_backup
-        return Instance(self.ctx, import_backup(self.ctx, path, name, pool=pool).name)
+        return Instance(self.ctx, import_backup(self.ctx, path, name, pool=pool,
+                                                allow_root_equivalent=allow_root_equivalent
+                                                ).name)
 
     def export_backup(self, name: str, path: str | os.PathLike[str] | None = None,
                       **kw: Any) -> Path:

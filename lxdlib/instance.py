@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import functools
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -1308,9 +1309,20 @@ def read_metadata(volume: Path, memos: Path | None = None) -> dict[str, Any]:
         return {}
     except OSError as e:
         raise LxdlibError(f"cannot read {path}: {e.strerror} (a symlink is refused)") from None
+    if os.fstat(fd).st_nlink != 1:  # a second name, in the rootfs: the container's to write
+        os.close(fd)
+        raise LxdlibError(f"refusing to read {path}: it is hard-linked to another file; "
+                          "replace it (config metadata edit)")
     raw = read_fd(fd)
-    # the image's YAML, from elsewhere: the safe loader
-    data = load_yaml(raw) if memos is None else load_yaml_kept(raw, memos)
+    try:
+        # the image's YAML, from elsewhere: the safe loader, and no alias bombs
+        data = load_yaml(raw) if memos is None else load_yaml_kept(raw, memos)
+    except Exception as e:
+        # a YAML error means PyYAML is loaded: no import for a parse that was kept
+        yaml = sys.modules.get("yaml")
+        if yaml is not None and isinstance(e, yaml.YAMLError):
+            raise LxdlibError(f"cannot read {path}: {e}") from None
+        raise
     return data if isinstance(data, dict) else {}
 
 

@@ -193,7 +193,9 @@ def _path(raw: bytes, what: str) -> str:
     text = raw.decode("utf-8", "surrogateescape")
     if text.startswith("/") or ".." in text.split("/"):
         raise UnsafeStream(f"btrfs stream: {what} {text!r} leaves the volume")
-    return text.strip("/").replace("//", "/") if text not in ("", ".") else ""
+    # as btrfs receive resolves it: "./", "a/./" and "a//" name the volume's root and "a"
+    # (the checks of the root compare with "")
+    return "/".join(part for part in text.split("/") if part not in ("", "."))
 
 
 def check(f: BinaryIO, known: Collection[str] = (), root_owners: range = range(0),

@@ -433,11 +433,59 @@ def dump_yaml(data: Any) -> str:
                          allow_unicode=True))
 
 
+#: How many nodes aliases may add to a YAML document from elsewhere. Each alias is a
+#: reference to its anchor's node, so nine lines of ten aliases each name 10**9 strings: what
+#: reads the value then (``str``, the JSON of ``load_yaml_kept``) walks every one of them.
+MAX_ALIAS_NODES = 10_000
+
+
 def load_yaml(text: str | bytes) -> Any:
     """YAML with the safe loader: what may come from elsewhere (a backup's index, an image's
-    metadata.yaml) is parsed here."""
-    yaml, loader, _ = _yaml()
-    return yaml.load(text, Loader=loader)
+    metadata.yaml) is parsed here. A document whose aliases expand it by more than
+    ``MAX_ALIAS_NODES`` nodes (or that contains itself) is refused with a ``yaml.YAMLError``,
+    as Go's YAML refuses "excessive aliasing": 500 bytes of anchors made each later reader
+    of the value, a start among them, take gigabytes and minutes."""
+    yaml, loader_class, _ = _yaml()
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_aliases(yaml, node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_aliases(yaml: Any, top: Any) -> None:
+    """Refuse ``top`` (a composed YAML node) if its expanded size — every alias counted as a
+    copy of its anchor's node — exceeds its own node count by ``MAX_ALIAS_NODES``, or if a
+    node contains itself. Each node is visited once: the sizes of shared nodes are kept."""
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(top, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if isinstance(node, yaml.ScalarNode):
+            sizes[key] = 1
+            continue
+        children = ([c for pair in node.value for c in pair]
+                    if isinstance(node, yaml.MappingNode) else list(node.value))
+        if done:
+            busy.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            continue
+        if key in sizes:
+            continue
+        if key in busy:
+            raise yaml.YAMLError("the YAML document contains itself (a recursive alias)")
+        busy.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    if sizes[id(top)] - len(sizes) > MAX_ALIAS_NODES:
+        raise yaml.YAMLError(f"the YAML document's aliases expand it by more than "
+                             f"{MAX_ALIAS_NODES} nodes")
 
 
 def _open_record(path: str | os.PathLike[str]) -> int:

@@ -87,6 +87,9 @@ def read_source(path: Path, name: str, target: str | None) -> str:
         if not stat.S_ISREG(mode):
             raise TemplateError(f"{what} is {confined.file_kind(mode)} in the image, "
                                 "not a regular file")
+        if os.fstat(fd).st_nlink != 1:  # a second name, in the rootfs: the container's to write
+            raise TemplateError(f"{what} is hard-linked to another file; replace it "
+                                "(config template edit)")
         os.set_blocking(fd, True)
         raw = f.read()
     try:

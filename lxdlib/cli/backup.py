@@ -42,7 +42,8 @@ def cmd_import(host: Host, a: argparse.Namespace) -> int:
     # the archive is read by tar and a decompressor: how far they are in it is the progress
     with Sampled(LineProgress("Importing instance", quiet=a.quiet),
                  lambda: (read_position(a.file), total)):
-        inst = host.import_backup(a.file, a.name, pool=a.storage)
+        inst = host.import_backup(a.file, a.name, pool=a.storage,
+                                  allow_root_equivalent=a.allow_root_equivalent)
     log.info("instance %s imported from %s", inst.name, a.file)  # lxc import says nothing
     return 0
 
@@ -98,6 +99,9 @@ def register(sub: Any) -> None:
     p.add_argument("file")
     p.add_argument("name", nargs="?")
     p.add_argument("-s", "--storage", help="storage pool for the instance")
+    p.add_argument("--allow-root-equivalent", action="store_true",
+                   help="accept the backup's root-equivalent settings (raw.lxc, privileged, "
+                   "host devices…); without it they are refused")
     p.set_defaults(func=cmd_import)
 
     existing = sub.choices.get("housekeeping")

@@ -41,6 +41,7 @@ from ..errors import (
 )
 from ..logs import get_logger
 from ..patterns import Pattern
+from ..state import load_yaml
 from ..values import Value, assign
 from . import compression
 
@@ -164,9 +165,9 @@ def _check_templates(raw: Any) -> dict[str, dict[str, Any]]:
 
 def parse_metadata(data: bytes) -> ImageMetadata:
     """Check the content of a ``metadata.yaml`` as LXD does (known architecture, non-zero date)."""
-    import yaml  # here: only an image import reads a tarball's metadata.yaml (safe loader)
+    import yaml  # here: only an image import reads a tarball's metadata.yaml
     try:
-        doc = yaml.safe_load(data)
+        doc = load_yaml(data)  # the safe loader, and no alias bombs
     except yaml.YAMLError as e:
         raise ImageError(f"Invalid metadata.yaml: {e}") from None
     if not isinstance(doc, dict):
@@ -371,6 +372,25 @@ def _real_dir(path: Path, what: str) -> bool:
     return True
 
 
+def check_host_files(volume: Path, what: str) -> None:
+    """``metadata.yaml`` and the files of ``templates/`` are read by host root at every start,
+    and the container must not reach them. A hard link shares an inode: an archive that links
+    ``rootfs/etc/x`` to ``metadata.yaml`` (or to a template) gives the container's root the
+    file host root reads — the templates it renders, with the instance's whole config, and
+    YAML to parse. So none of them may have a second name (``UnsafeImage``)."""
+    tdir = _lstat(volume / "templates")
+    if tdir is not None and stat.S_ISDIR(tdir.st_mode):
+        for top, _, files in os.walk(volume / "templates"):
+            for entry in files:
+                if os.lstat(os.path.join(top, entry)).st_nlink != 1:
+                    raise UnsafeImage(f'{what}: template "{entry}" is hard-linked to another '
+                                      "file (perhaps in the rootfs)")
+    meta = _lstat(volume / "metadata.yaml")
+    if meta is not None and stat.S_ISREG(meta.st_mode) and meta.st_nlink != 1:
+        raise UnsafeImage(f"{what}: metadata.yaml is hard-linked to another file "
+                          "(perhaps in the rootfs)")
+
+
 def _post_check(dest: Path) -> None:
     meta = _lstat(dest / "metadata.yaml")
     if meta is None:
@@ -382,6 +402,7 @@ def _post_check(dest: Path) -> None:
             for entry in (*dirs, *files):
                 if os.path.islink(os.path.join(top, entry)):
                     raise UnsafeImage(f'Image template "{entry}" is a symlink')
+    check_host_files(dest, "Image")
     rootfs = dest / "rootfs"
     if not _real_dir(rootfs, "rootfs"):
         raise ImageError("Image is missing a rootfs")

@@ -52,6 +52,10 @@ CASES: dict[str, Callable[[Doc], object]] = {
     "lxd-snapshot-device-bad-mac": lambda d: _lxd_snapshot(d)["devices"].update(eth0=BAD_NIC),
     "instance-volatile-newline": lambda d: d["lxdlib"]["record"]["config"].update(
         {"volatile.eth0.hwaddr": "00:16:3e:00:00:01\nlxc.x = y"}),
+    "instance-architecture-newline": lambda d: d["lxdlib"]["record"].update(
+        architecture="x86_64\nlxc.x = y"),
+    "lxd-architecture-unknown": lambda d: (d.pop("lxdlib"), d["config"]["container"].update(
+        architecture="pdp11")),
 }
 
 

@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import stat
+import struct
 import subprocess
 import sys
 import tarfile
@@ -299,3 +300,74 @@ def test_optimized_zfs_backup_is_refused(host: lxdlib.Host, tmp_path: Path) -> N
                                     backend="zfs"), "victim")
     assert host.pool("default").list_volumes("containers") == []  # type: ignore
     invariants.check(host)
+
+
+def _crc32c(data: bytes) -> int:
+    """The CRC btrfs puts in each command: CRC-32C, seed 0, no final inversion."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc
+
+
+def _respell_root(stream: Path, out: Path, spelling: bytes) -> int:
+    """Copy ``stream`` to ``out`` with every path ``""`` (the volume's own directory) of a
+    chown or chmod spelled ``spelling``, CRCs made again; returns how many were changed."""
+    raw = stream.read_bytes()
+    pos = len(sendstream.MAGIC) + 4
+    parts, changed = [raw[:pos]], 0
+    while pos < len(raw):
+        length, cmd, crc = struct.unpack_from("<IHI", raw, pos)
+        body = raw[pos + 10:pos + 10 + length]
+        pos += 10 + length
+        if cmd in (sendstream.CHOWN, sendstream.CHMOD):
+            head = struct.pack("<HH", sendstream.A_PATH, 0)
+            if body.startswith(head):
+                body = struct.pack("<HH", sendstream.A_PATH, len(spelling)) + spelling \
+                    + body[len(head):]
+                changed += 1
+                zeroed = struct.pack("<IHI", len(body), cmd, 0) + body
+                crc = _crc32c(zeroed)
+        else:
+            assert crc == _crc32c(struct.pack("<IHI", length, cmd, 0) + body)
+        parts.append(struct.pack("<IHI", len(body), cmd, crc) + body)
+    out.write_bytes(b"".join(parts))
+    return changed
+
+
+@pytest.mark.parametrize("spelling", [b"./", b".//", b"./."])
+def test_volume_root_given_away_under_another_spelling_is_refused(
+        host: lxdlib.Host, tmp_path: Path, spelling: bytes) -> None:
+    """``btrfs receive`` applies a chown of ``./`` to the volume's own directory, as one of
+    ``""``: the check of the root must see it so. Before, ``./`` passed, and a snapshot's
+    directory (never closed again after receiving) stayed a host user's, mode 0777."""
+    def shape(v: Path) -> None:
+        os.chown(v, 1000, 1000)
+        os.chmod(v, 0o777)
+    with _crafted(host, shape) as sub:
+        sent = _send(sub, tmp_path / "sent.bin")
+    assert _respell_root(sent, tmp_path / "s0.bin", spelling) == 2
+    with _crafted(host, lambda v: None) as clean:
+        live = _send(clean, tmp_path / "container.bin")
+    err = _refused(host, _archive(tmp_path / "r.tar.gz", {"backup/snapshots/s0.bin":
+                                                          tmp_path / "s0.bin",
+                                                          "backup/container.bin": live},
+                                  snapshots=["s0"]))
+    assert "own directory" in str(err)
+
+
+@pytest.mark.parametrize("linked", ["metadata.yaml", "templates/t.tpl"])
+def test_stream_hard_linking_what_the_host_reads_into_the_rootfs_is_refused(
+        host: lxdlib.Host, tmp_path: Path, linked: str) -> None:
+    """A hard link from the rootfs to ``metadata.yaml`` or a template would let the
+    container's root write what host root reads and renders at every start."""
+    def shape(v: Path) -> None:
+        (v / "templates").mkdir()
+        (v / "templates" / "t.tpl").write_text("x\n")
+        os.link(v / linked, v / "rootfs" / "second-name")
+    with _crafted(host, shape) as sub:
+        stream = _send(sub, tmp_path / "container.bin")
+    err = _refused(host, _archive(tmp_path / "h.tar.gz", {"backup/container.bin": stream}))
+    assert "hard-linked" in str(err)
