@@ -219,8 +219,9 @@ _FILTERS: dict[str, Callable[..., Any]] = {
 # the sandbox
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """Jinja2's sandbox, made to fail loudly and bounded for memory (see the module's
-    docstring)."""
+    """Jinja2's sandbox, made to fail loudly, with repetition, ``**`` and ``%`` bounded (see
+    the module's docstring; a string can still grow by concatenation in a loop: the
+    renderer's memory is not bounded, docs/security.md "out of scope")."""
 
     intercepted_binops = frozenset({"*", "**", "%"})
 
