@@ -463,14 +463,21 @@ class DirPool(PoolDriver):
         self._retire(self._require(SNAPSHOTS, f"{name}/{snap}"))
 
     def rename_snapshot(self, name: str, old: str, new: str) -> None:
-        src = self._require(SNAPSHOTS, f"{name}/{old}")
-        dst = self.volume_path(SNAPSHOTS, f"{name}/{new}")
-        with storage_errors(f"cannot rename snapshot {name}/{old}"):
+        self._rename_snapshot_of(SNAPSHOTS, "snapshot", name, old, new)
+
+    def _rename_snapshot_of(self, kind: str, what: str, name: str, old: str, new: str) -> None:
+        """Snapshot ``old`` of volume ``name`` (an instance's or a custom volume's, ``kind``)
+        renamed in one step, never over another (``AlreadyExists``: ``what``); a btrfs
+        subvolume moves the same way, and keeps its creation stamp (dir: mtime, btrfs:
+        subvolume id), so its place among the volume's snapshots too."""
+        src = self._require(kind, f"{name}/{old}")
+        dst = self.volume_path(kind, f"{name}/{new}")
+        with storage_errors(f"cannot rename {what} {name}/{old}"):
             try:
                 rename_noreplace(src, dst)
             except FileExistsError:
-                raise AlreadyExists("snapshot", f"{name}/{new}") from None
-        log.debug("%s pool %s: renamed snapshot %s/%s to %s", self.driver, self.name, name, old,
+                raise AlreadyExists(what, f"{name}/{new}") from None
+        log.debug("%s pool %s: renamed %s %s/%s to %s", self.driver, self.name, what, name, old,
                   new)
 
     def restore_snapshot(self, name: str, snap: str) -> None:
@@ -631,18 +638,8 @@ class DirPool(PoolDriver):
         self._retire(self.volume_path(CUSTOM_SNAPSHOTS, f"{name}/{snap}"))
 
     def rename_custom_snapshot(self, name: str, old: str, new: str) -> None:
-        """One rename in ``custom-snapshots/<name>`` (a btrfs subvolume moves the same way);
-        the snapshot keeps its creation stamp (dir: mtime, btrfs: subvolume id), so its place
-        in the order too."""
-        src = self._require(CUSTOM_SNAPSHOTS, f"{name}/{old}")
-        dst = self.volume_path(CUSTOM_SNAPSHOTS, f"{name}/{new}")
-        with storage_errors(f"cannot rename snapshot {name}/{old} of a custom volume"):
-            try:
-                rename_noreplace(src, dst)
-            except FileExistsError:
-                raise AlreadyExists("custom volume snapshot", f"{name}/{new}") from None
-        log.debug("%s pool %s: renamed custom volume snapshot %s/%s to %s", self.driver,
-                  self.name, name, old, new)
+        """One rename in ``custom-snapshots/<name>`` (see ``_rename_snapshot_of``)."""
+        self._rename_snapshot_of(CUSTOM_SNAPSHOTS, "custom volume snapshot", name, old, new)
 
     def list_custom_snapshots(self, name: str) -> list[str]:
         """The custom volume's snapshot names, oldest first (none for a missing volume)."""
