@@ -42,7 +42,10 @@ class ForkedJob:
     when only the namespaces were read in the fork). What the two allocate meanwhile is
     collected after."""
 
-    def __init__(self, job: Callable[[], Any]) -> None:
+    def __init__(self, job: Callable[[], Any], *, close_fds: bool = False) -> None:
+        """``close_fds``: the child closes every descriptor of the caller but 0-2 before
+        ``job``, so it holds none of the caller's ``flock`` locks (the instance's, during a
+        start) once the caller is gone, should it outlive it."""
         # here, and before the fork (the child imports nothing): `info` and a short listing
         # read in a thread and need no signal module (~0.4 ms of a command's start)
         import signal
@@ -70,6 +73,9 @@ class ForkedJob:
                     if callable(signal.getsignal(sig)):
                         signal.signal(sig, signal.SIG_DFL)
                 os.close(rfd)
+                if close_fds:
+                    os.closerange(3, wfd)
+                    os.closerange(wfd + 1, 1 << 20)
                 view = memoryview(marshal.dumps(job()))
                 while view:
                     view = view[os.write(wfd, view):]

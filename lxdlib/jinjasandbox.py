@@ -404,6 +404,8 @@ def render_bounded(items: Sequence[tuple[str, str, Mapping[str, Any]]], *,
     thread that forks; a lock another thread of this process held at that moment (the
     caller's own use of Jinja2's caches, say) stays taken in the child, which then waits
     until ``DEADLINE`` kills it: an error, never a hang. ``include`` runs in the child."""
+    if not items:
+        return []
     # what the child would otherwise import on its way (it must not): Jinja2's error path,
     # the codec of string literals, the entities ``striptags`` unescapes (~1.3 ms, once)
     import encodings.unicode_escape  # noqa: F401
@@ -432,7 +434,7 @@ def render_bounded(items: Sequence[tuple[str, str, Mapping[str, Any]]], *,
         return out, None, False
 
     try:
-        child = ForkedJob(job)
+        child = ForkedJob(job, close_fds=True)
     except OSError as e:
         raise TemplateError(f"cannot fork to render templates: {e.strerror or e}") from None
     failures: list[tuple[int, OSError]] = []
@@ -441,7 +443,7 @@ def render_bounded(items: Sequence[tuple[str, str, Mapping[str, Any]]], *,
         index = int.from_bytes(progress[:4], "little")
     finally:
         progress.close()
-    name = items[min(index, len(items) - 1)][0] if items else "<template>"
+    name = items[min(index, len(items) - 1)][0]
     if child.timed_out:
         raise TemplateError(f"template {name!r} exceeded the time allowed to render "
                             f"({DEADLINE} s): the rendering was stopped")
@@ -459,6 +461,7 @@ def render_bounded(items: Sequence[tuple[str, str, Mapping[str, Any]]], *,
 
 
 def _how_it_ended(status: int | None) -> str:
+    """A child's wait status, said for an error message (a signal tells SIGXCPU from a crash)."""
     if status is None:
         return "status unknown"
     if os.WIFSIGNALED(status):
