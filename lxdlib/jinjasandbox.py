@@ -42,14 +42,22 @@ empty), mutating methods of the context's dicts and lists are refused (a templat
 the instance's config it is given), no global besides the context exists (no ``range``,
 ``dict``…), Python's ``%`` string formatting and the ``format`` filter are not available (pongo2
 has neither; ``"%999999999s" % x`` would allocate a gigabyte), repetition and ``**`` are
-bounded, and the output is capped at ``MAX_OUTPUT`` characters. Loops are not bounded in time.
+bounded, and the output is capped at ``MAX_OUTPUT`` characters.
+
+The sandbox bounds neither memory nor time: a string grows by ``~`` in a loop or a macro,
+``ljust``, ``format``, ``expandtabs``, ``join``, ``{% set %}`` blocks, and nested loops over a
+long list run for hours. ``render_bounded``, which ``templates`` uses, renders in one forked
+child with hard limits (``MAX_MEMORY`` of address space over the child's size at the fork,
+``DEADLINE`` seconds) and fails with ``TemplateError`` naming the template beyond either;
+``render`` alone, in this process, is what that child runs (docs/security.md, section 9).
 """
 
 from __future__ import annotations
 
+import os
 import traceback
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import markupsafe
 from jinja2 import BaseLoader, ChainableUndefined, Environment, TemplateNotFound, Undefined
@@ -220,8 +228,8 @@ _FILTERS: dict[str, Callable[..., Any]] = {
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     """Jinja2's sandbox, made to fail loudly, with repetition, ``**`` and ``%`` bounded (see
-    the module's docstring; a string can still grow by concatenation in a loop: the
-    renderer's memory is not bounded, docs/security.md "out of scope")."""
+    the module's docstring; a string can still grow by concatenation in a loop, so a
+    template's memory and time are bounded by the child `render_bounded` renders in)."""
 
     intercepted_binops = frozenset({"*", "**", "%"})
 
@@ -285,7 +293,8 @@ def render(text: str, ctx: Mapping[str, Any], *, name: str = "<template>",
            include: Callable[[str], str | None] | None = None) -> str:
     """Render one template's ``text`` with the context ``ctx`` (the names of LXD's context:
     ``trigger``, ``path``, ``container``, ``instance``, ``config``, ``devices``,
-    ``properties``); ``config_get`` is added over ``ctx["config"]`` unless given.
+    ``properties``) in this process, bounded in neither memory nor time (`render_bounded`
+    runs it in a child with limits); ``config_get`` is added over ``ctx["config"]`` unless given.
     ``include`` gives the text of the template ``{% include %}`` names, or None where there
     is none (it may raise ``TemplateError``); without it nothing can be included.
     Raises ``TemplateError`` naming ``name`` and the line."""
@@ -316,6 +325,8 @@ def render(text: str, ctx: Mapping[str, Any], *, name: str = "<template>",
     except TemplateNotFound as e:
         raise TemplateError(_message(name, e, f"{e.name!r} cannot be included: only plain "
                                      "names of files in the image's templates/ are")) from None
+    except MemoryError:
+        raise  # the limit of `render_bounded`'s child: it says so itself
     except Exception as e:
         raise TemplateError(_message(name, e, getattr(e, "message", None) or str(e))) from None
     return "".join(out)
@@ -325,3 +336,134 @@ def _message(name: str, e: BaseException, what: str) -> str:
     where, line = _error_line(e)
     where = where or name
     return f"template {where!r}" + (f", line {line}" if line else "") + f": {what}"
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering in a child with hard limits
+
+MAX_MEMORY = 512 * 1024 * 1024
+"""Bytes of address space the child of `render_bounded` may add to what it had when forked.
+Relative, because the forking process may be a Jupyter kernel holding gigabytes. A legitimate
+template stays far below it (the largest output allowed, ``MAX_OUTPUT`` characters, takes
+64 MiB as ASCII, held twice while joined and once more marshalled); a string doubled in a loop
+reached 500 MB in 0.3 s in the process that rendered it before this existed."""
+
+DEADLINE = 5.0
+"""Seconds the child of `render_bounded` has for all the templates of one ``apply`` (fork
+included) before it is killed. Templates of real images render in milliseconds; a loop has no
+other bound in time (``{% for %}`` nested over a long list runs for hours), and the start
+waits for it. Also what a child stuck on a lock another thread of the caller held at the fork
+costs (see `render_bounded`): an error after this long, never a hang."""
+
+_CPU_SECONDS = int(DEADLINE) + 2
+"""The child's own CPU limit (SIGXCPU, then SIGKILL a second later): it ends a looping child
+even if the caller is killed before its deadline and cannot kill it."""
+
+
+def _limit_this_process(resource: Any) -> None:
+    """In the child: its address space bounded to its size now plus ``MAX_MEMORY`` (a template
+    that allocates beyond gets ``MemoryError``), its CPU time to ``_CPU_SECONDS``. Lower limits
+    already set stay. Reads /proc with ``os`` alone: the child must not import."""
+    fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        pages = int(os.read(fd, 256).split()[0])
+    finally:
+        os.close(fd)
+    for kind, want in ((resource.RLIMIT_AS, pages * resource.getpagesize() + MAX_MEMORY),
+                       (resource.RLIMIT_CPU, _CPU_SECONDS)):
+        soft, hard = resource.getrlimit(kind)
+        if hard != resource.RLIM_INFINITY:
+            want = min(want, hard)
+        if soft != resource.RLIM_INFINITY:
+            want = min(want, soft)
+        if kind == resource.RLIMIT_CPU:
+            # the soft limit sends SIGXCPU, the hard one SIGKILL
+            resource.setrlimit(kind, (want, want + 1 if hard == resource.RLIM_INFINITY
+                                      else max(want, hard)))
+        else:
+            resource.setrlimit(kind, (want, want))
+
+
+def _warm_lexer() -> None:
+    """Build the sandbox's lexer here, before the fork: Jinja2 keeps it in a cache, so each
+    child finds it instead of compiling its regular expressions again (~1 ms)."""
+    _Sandbox(keep_trailing_newline=True, autoescape=False, cache_size=0).lexer  # noqa: B018
+
+
+def render_bounded(items: Sequence[tuple[str, str, Mapping[str, Any]]], *,
+                   include: Callable[[str], str | None] | None = None) -> list[str]:
+    """`render` of each ``(name, text, ctx)`` of ``items``, all in one forked child bounded
+    in memory (``MAX_MEMORY``) and time (``DEADLINE``): the outputs in order, or
+    ``TemplateError`` naming the template that failed or went beyond a limit (the child is
+    then killed and waited for, and this process's memory is where it was).
+
+    The image is untrusted input (docs/security.md), and Jinja2's sandbox bounds neither
+    memory nor time: ``{% set b = a ~ a %}`` in a loop, ``'x'.ljust(N)``, nested loops over a
+    long list. The child runs only the rendering: Jinja2 is imported and the lexer built
+    here, before the fork, so it imports nothing, and it logs nothing. A fork copies only the
+    thread that forks; a lock another thread of this process held at that moment (the
+    caller's own use of Jinja2's caches, say) stays taken in the child, which then waits
+    until ``DEADLINE`` kills it: an error, never a hang. ``include`` runs in the child."""
+    if not items:
+        return []
+    # what the child would otherwise import on its way (it must not): Jinja2's error path,
+    # the codec of string literals, the entities ``striptags`` unescapes (~1.3 ms, once)
+    import encodings.unicode_escape  # noqa: F401
+    import html  # noqa: F401
+    import mmap
+    import resource  # here, before the fork: only a render that forks needs it
+
+    import jinja2.debug  # noqa: F401
+
+    from .forkjob import ForkedJob
+    _warm_lexer()
+    progress = mmap.mmap(-1, 8)  # shared with the child: which template it is on
+
+    def job() -> tuple[list[str], str | None, bool]:
+        _limit_this_process(resource)
+        out: list[str] = []
+        for i, (name, text, ctx) in enumerate(items):
+            progress[:4] = i.to_bytes(4, "little")
+            try:
+                out.append(render(text, ctx, name=name, include=include))
+            except TemplateError as e:
+                return out, str(e), False
+            except MemoryError:
+                out.clear()
+                return out, None, True
+        return out, None, False
+
+    try:
+        child = ForkedJob(job, close_fds=True)
+    except OSError as e:
+        raise TemplateError(f"cannot fork to render templates: {e.strerror or e}") from None
+    failures: list[tuple[int, OSError]] = []
+    try:
+        got = child.result(failures, deadline=DEADLINE)
+        index = int.from_bytes(progress[:4], "little")
+    finally:
+        progress.close()
+    name = items[min(index, len(items) - 1)][0]
+    if child.timed_out:
+        raise TemplateError(f"template {name!r} exceeded the time allowed to render "
+                            f"({DEADLINE} s): the rendering was stopped")
+    if got is None:  # no result: MemoryError outside a template, a signal (SIGXCPU)…
+        raise TemplateError(f"template {name!r} exceeded the memory or time allowed to render "
+                            f"({MAX_MEMORY >> 20} MiB, {DEADLINE} s) or its rendering failed: "
+                            f"stopped ({_how_it_ended(child.status)})")
+    out, error, memory = got
+    if memory:
+        raise TemplateError(f"template {name!r} exceeded the memory allowed to render "
+                            f"({MAX_MEMORY >> 20} MiB): the rendering was stopped")
+    if error is not None:
+        raise TemplateError(error)
+    return list(out)
+
+
+def _how_it_ended(status: int | None) -> str:
+    """A child's wait status, said for an error message (a signal tells SIGXCPU from a crash)."""
+    if status is None:
+        return "status unknown"
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"

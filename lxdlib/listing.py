@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, Literal
 
-    from .network import netstate
+    from . import forkjob
     from .record import InstanceRecord
     from .state import Paths
 
@@ -289,9 +289,10 @@ def take(paths: Paths, names: Iterable[str], *, network: bool | Literal["full"] 
 
 
 def _fork_reader(lxcpath: Path, share: list[str], where: livestate.Layout | None, full: bool
-                 ) -> netstate.ForkedJob | None:
+                 ) -> forkjob.ForkedJob | None:
     """A fork that checks the cgroups of ``share`` and reads their namespaces (see ``take``);
     None when the process cannot fork (then this process does it all)."""
+    from .forkjob import ForkedJob
     from .network import netstate
     read = netstate.reader_for_fork(full=full)  # made here: the child must not import
 
@@ -303,13 +304,13 @@ def _fork_reader(lxcpath: Path, share: list[str], where: livestate.Layout | None
         return ({n: None if v is None else (v.state, v.pid) for n, v in found.items()},
                 checked, read(pids))
     try:
-        return netstate.ForkedJob(job)
+        return ForkedJob(job)
     except OSError as e:
         log.debug("cannot fork to read the instances' state, reading it here: %s", e)
         return None
 
 
-def _wait_fork(child: netstate.ForkedJob, lxcpath: Path, share: list[str],
+def _wait_fork(child: forkjob.ForkedJob, lxcpath: Path, share: list[str],
                where: livestate.Layout | None, live: dict[str, livestate.Live | None],
                full: bool) -> dict[int, dict[str, Any]]:
     """The fork's result, with this process's share of namespaces read in a thread meanwhile;

@@ -15,7 +15,12 @@ What this module adds around the rendering, as LXD does it:
   symlink. Nothing else can read a file.
 - Unlike LXD, which ignores errors while rendering and writes what it has, a broken template
   fails the operation (``TemplateError`` naming the template and the line) instead of leaving a
-  half-written ``/etc/hosts``.
+  half-written ``/etc/hosts``; all the templates of a trigger are rendered before any is
+  written, so none of them is.
+- An image is untrusted input, and Jinja2's sandbox bounds neither memory nor time: the
+  templates of a trigger that need it render in one forked child with hard limits
+  (``jinjasandbox.render_bounded``, docs/security.md section 9); those of text and names alone
+  (``templatetext``) render here, without a fork.
 
 Targets are written through ``confined`` so a symlink in the rootfs cannot redirect them onto the
 host, and a FIFO or device planted there by the container's root is refused (``TemplateError``,
@@ -46,12 +51,25 @@ def render(text: str, ctx: Mapping[str, Any], *, name: str = "<template>",
     ``trigger``, ``path``, ``container``, ``instance``, ``config``, ``devices``,
     ``properties``); ``config_get`` is added over ``ctx["config"]`` unless given.
     ``templates_dir`` is where ``{% include %}`` finds other templates (none without it).
-    Raises ``TemplateError`` naming ``name`` and the line."""
+    Raises ``TemplateError`` naming ``name`` and the line, or the limit it went beyond."""
+    plain = _plain(text, ctx)
+    if plain is not None:
+        return plain
+    return _render_engine([(name, text, ctx)], templates_dir)[0]
+
+
+def _plain(text: str, ctx: Mapping[str, Any]) -> str | None:
+    """The template rendered here, without an engine, when it is only text and names
+    (``templatetext``); None when it needs Jinja2."""
     from .templatetext import substitute
     # the context jinjasandbox gives, config_get (a function: only Jinja2 can render it) included
-    plain = substitute(text, {"config_get": render, **ctx})
-    if plain is not None:  # names alone: no engine to load (see templatetext)
-        return plain
+    return substitute(text, {"config_get": render, **ctx})
+
+
+def _render_engine(items: list[tuple[str, str, Mapping[str, Any]]],
+                   templates_dir: Path | None) -> list[str]:
+    """``(name, text, ctx)`` templates rendered by Jinja2, all in one forked child bounded in
+    memory and time (``jinjasandbox.render_bounded``): an image is untrusted input."""
     from . import jinjasandbox  # here, not at the top: Jinja2 loads only when a template renders
 
     def include(template: str) -> str | None:
@@ -62,7 +80,7 @@ def render(text: str, ctx: Mapping[str, Any], *, name: str = "<template>",
             return None
         return read_source(path, template, None)
 
-    return jinjasandbox.render(text, ctx, name=name, include=include)
+    return jinjasandbox.render_bounded(items, include=include)
 
 
 def plain_name(name: str) -> bool:
@@ -111,9 +129,9 @@ def apply(volume: Path, metadata: Mapping[str, Any], trigger: str, ctx: Mapping[
           uid: int = 0, gid: int = 0) -> list[str]:
     """Render every template whose ``when`` has ``trigger``; returns the paths written."""
     templates = metadata.get("templates") or {}
-    written = []
     rootfs = volume / "rootfs"
     tdir = volume / "templates"
+    todo: list[tuple[str, str, str, dict[str, Any]]] = []  # target, name, text, context
     for target, spec in sorted(templates.items()):
         if trigger not in (spec.get("when") or []):
             continue
@@ -132,7 +150,23 @@ def apply(volume: Path, metadata: Mapping[str, Any], trigger: str, ctx: Mapping[
         local["path"] = target
         local["trigger"] = trigger
         local["properties"] = spec.get("properties") or {}
-        data = render(text, local, name=name, templates_dir=tdir).encode()
+        todo.append((target, name, text, local))
+    # every template rendered before any is written: a broken one writes nothing; those that
+    # need Jinja2 all in one bounded child (one fork per apply, none for text and names alone)
+    outputs: dict[int, str] = {}
+    engine: list[int] = []
+    for i, (_, _, text, local) in enumerate(todo):
+        plain = _plain(text, local)
+        if plain is None:
+            engine.append(i)
+        else:
+            outputs[i] = plain
+    if engine:
+        rendered = _render_engine([(todo[i][1], todo[i][2], todo[i][3]) for i in engine], tdir)
+        outputs.update(zip(engine, rendered, strict=True))
+    written = []
+    for i, (target, name, _, _) in enumerate(todo):
+        data = outputs[i].encode()
         try:
             confined.write_in_root(rootfs, target, data, 0o644, uid, gid)
         except (InvalidArgument, OSError) as e:

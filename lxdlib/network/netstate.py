@@ -28,9 +28,7 @@ import _socket
 import contextlib
 import errno
 import fcntl
-import gc
 import json
-import marshal
 import os
 import struct
 import threading
@@ -536,79 +534,6 @@ def can_fork(count: int) -> bool:
     return count >= FORK_FROM and hasattr(os, "fork") and _single_threaded()
 
 
-class ForkedJob:
-    """``job()`` run in a forked child (a copy of this process, which runs no program); its
-    result comes back marshalled through a pipe. ``job`` must neither log nor import, and
-    return what ``marshal`` takes: its own data, made by this very code, so nothing a
-    container wrote is unmarshalled but as strings and bytes. ``OSError`` if the fork fails.
-
-    Python's cyclic garbage collector is off from the fork until `result`, in both processes:
-    a collection walks every object of the heap and writes to each one's header, which makes
-    the kernel copy every page the two processes still share. Measured with 346 MiB of
-    objects in the caller, a first listing of 1,000 took 446-818 ms with it on, 335-365 ms
-    with it off (the first listing there also pays a collection of those objects: 306-338 ms
-    when only the namespaces were read in the fork). What the two allocate meanwhile is
-    collected after."""
-
-    def __init__(self, job: Callable[[], Any]) -> None:
-        # here, and before the fork (the child imports nothing): `info` and a short listing
-        # read in a thread and need no signal module (~0.4 ms of a command's start)
-        import signal
-        rfd, wfd = os.pipe()
-        self.gc_was_on = gc.isenabled()
-        gc.disable()
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(rfd)
-            os.close(wfd)
-            if self.gc_was_on:
-                gc.enable()
-            raise
-        if pid == 0:  # the child: no logging, no import, no return
-            code = 1
-            try:
-                # the caller's signal handlers are the caller's (a SIGTERM handler may clean up
-                # what the caller made): here a signal ends the child, as a fork's should
-                for sig in signal.valid_signals():
-                    if callable(signal.getsignal(sig)):
-                        signal.signal(sig, signal.SIG_DFL)
-                os.close(rfd)
-                view = memoryview(marshal.dumps(job()))
-                while view:
-                    view = view[os.write(wfd, view):]
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(wfd)
-        self.pid, self.rfd = pid, rfd
-
-    def result(self, failures: list[tuple[int, OSError]]) -> Any:
-        """Its result once it ends (None if it could not give one: the caller does that work
-        itself). The child is waited for, or killed on the way out of an error."""
-        chunks: list[bytes] = []
-        done = False
-        try:
-            while chunk := os.read(self.rfd, 1 << 20):
-                chunks.append(chunk)
-            done = True
-        finally:
-            os.close(self.rfd)
-            if not done:
-                import signal
-                with contextlib.suppress(OSError):
-                    os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):  # reaped by a SIGCHLD handler
-                os.waitpid(self.pid, 0)
-            if self.gc_was_on:
-                gc.enable()
-        try:
-            return marshal.loads(b"".join(chunks))
-        except (EOFError, ValueError, TypeError) as e:
-            failures.append((0, OSError(f"the forked reader gave no result: {e}")))
-            return None
-
-
 def _visit_for_marshal(pids: list[int], read: Callable[[_socket.socket, int], T],
                        setns: Callable[[int], None]
                        ) -> tuple[dict[int, T], list[tuple[int, int, str]]]:
@@ -621,8 +546,8 @@ def _visit_for_marshal(pids: list[int], read: Callable[[_socket.socket, int], T]
 
 def reader_for_fork(*, full: bool = False
                     ) -> Callable[[list[int]], tuple[dict[int, Any], list[tuple[int, int, str]]]]:
-    """A reading of the given pids' namespaces to run inside a `ForkedJob` (made before the
-    fork, as the child must not import): it gives what `from_fork` turns into
+    """A reading of the given pids' namespaces to run inside a ``forkjob.ForkedJob`` (made
+    before the fork, as the child must not import): it gives what `from_fork` turns into
     ``start_reading``'s result, back in the caller."""
     read = _read_full if full else _read_addresses
     setns = _setns_function()
@@ -664,7 +589,7 @@ def _in_each_namespace(pids: Iterable[int], read: Callable[[_socket.socket, int]
 
     The thread spends most of its time in the kernel but takes the GIL back a dozen times per
     namespace, while the caller's own Python work holds it: for hundreds of instances a
-    listing also forks (`ForkedJob`, ``reader_for_fork``), and this thread reads the rest.
+    listing also forks (``forkjob.ForkedJob``, ``reader_for_fork``), and this thread reads the rest.
     """
     wanted = [p for p in dict.fromkeys(pids) if p > 0]
     out: dict[int, T] = {}
