@@ -546,6 +546,41 @@ def _no_fd_inherited() -> Iterator[None]:
                     os.set_inheritable(fd, True)
 
 
+@contextlib.contextmanager
+def _default_signals() -> Iterator[None]:
+    """While liblxc attaches, no signal is ignored in this process, so the command starts with
+    every signal at its default, as a command LXD's daemon starts does.
+
+    An ignored signal stays ignored across ``exec``: Python ignores ``SIGPIPE`` and ``SIGXFSZ``
+    in every process (so ``yes | head -1`` inside printed "Broken pipe" and went on), and a
+    caller under ``nohup`` ignores ``SIGHUP`` (so ``kill -HUP $$`` inside did nothing). Python
+    can change a disposition only from its main thread, and the change holds for the whole
+    process: so it is done only in a process that runs no other thread (the command line, a
+    script), for the few milliseconds of the attach, and put back after. A process with other
+    threads (a notebook's kernel) keeps the old behaviour rather than risk one of them
+    meeting a default disposition it does not expect."""
+    import _thread
+    if _thread._count():  # threads of ``threading`` or ``_thread`` besides the main one
+        yield
+        return
+    import signal  # here: exec only (~0.4 ms of a command's start)
+    ignored = [sig for sig in signal.valid_signals()
+               if sig not in (signal.SIGKILL, signal.SIGSTOP)
+               and signal.getsignal(sig) == signal.SIG_IGN]
+    changed = []
+    try:
+        for sig in ignored:
+            signal.signal(sig, signal.SIG_DFL)
+            changed.append(sig)
+    except ValueError:  # not the main thread: no disposition can change from here
+        pass
+    try:
+        yield
+    finally:
+        for sig in changed:
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def _attach_closing_leaks(c: Any, argv: list[str], opts: dict[str, Any]) -> int:
     """``c.attach``, then close the pidfd liblxc leaves behind in this process.
 
@@ -566,10 +601,10 @@ def _attach_closing_leaks(c: Any, argv: list[str], opts: dict[str, Any]) -> int:
     from . import state
     run = _liblxc().attach_run_command  # execs the program in the child: (path, argv)
     if state.SHORT_LIVED:
-        with _no_fd_inherited():
+        with _no_fd_inherited(), _default_signals():
             return int(c.attach(run, (argv[0], argv), **opts))
     before = set(os.listdir("/proc/self/fd"))
-    with _no_fd_inherited():
+    with _no_fd_inherited(), _default_signals():
         pid: int = c.attach(run, (argv[0], argv), **opts)
     try:
         _close_monitor_pidfds(before)

@@ -52,6 +52,27 @@ def test_exec_exit_codes(host: lxdlib.Host, command: list[str], code: int) -> No
     assert c.exec(command).returncode == code
 
 
+def test_exec_gives_the_command_no_ignored_signal(host: lxdlib.Host) -> None:
+    """Python ignores SIGPIPE and SIGXFSZ, a caller under ``nohup`` SIGHUP, and an ignored
+    signal stays ignored across ``exec``: the command starts with every signal at its
+    default, as one LXD's daemon starts (``yes | head -1`` ends quietly; a HUP ends it)."""
+    import signal
+    c = host.launch("busybox", "c1")
+    before = signal.getsignal(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        status = c.exec(["cat", "/proc/self/status"]).stdout.decode()
+        ignored = int(next(line for line in status.splitlines()
+                           if line.startswith("SigIgn:")).split()[1], 16)
+        assert ignored == 0, hex(ignored)
+        assert c.exec(["sh", "-c", "kill -HUP $$"]).returncode == 129
+        piped = c.exec(["sh", "-c", "yes | head -1"])
+        assert (piped.returncode, piped.stdout, piped.stderr) == (0, b"y\n", b"")
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # the caller's own, put back
+
+
 def test_exec_check_and_timeout(host: lxdlib.Host) -> None:
     c = host.launch("busybox", "c1")
     with pytest.raises(lxdlib.ExecError, match="status 2") as err:
