@@ -563,14 +563,16 @@ def _default_signals() -> Iterator[None]:
     if _thread._count():  # threads of ``threading`` or ``_thread`` besides the main one
         yield
         return
-    import signal  # here: exec only (~0.4 ms of a command's start)
-    ignored = [sig for sig in signal.valid_signals()
-               if sig not in (signal.SIGKILL, signal.SIGSTOP)
-               and signal.getsignal(sig) == signal.SIG_IGN]
+    # ``_signal``, the core of ``signal`` without its enums (what the command line's exec
+    # would otherwise load): the same calls, with plain numbers
+    import _signal  # type: ignore[import-not-found]  # no stub: the module under `signal`
+    ignored = [sig for sig in _signal.valid_signals()
+               if sig not in (_signal.SIGKILL, _signal.SIGSTOP)
+               and _signal.getsignal(sig) == _signal.SIG_IGN]
     changed = []
     try:
         for sig in ignored:
-            signal.signal(sig, signal.SIG_DFL)
+            _signal.signal(sig, _signal.SIG_DFL)
             changed.append(sig)
     except ValueError:  # not the main thread: no disposition can change from here
         pass
@@ -578,7 +580,7 @@ def _default_signals() -> Iterator[None]:
         yield
     finally:
         for sig in changed:
-            signal.signal(sig, signal.SIG_IGN)
+            _signal.signal(sig, _signal.SIG_IGN)
 
 
 def _attach_closing_leaks(c: Any, argv: list[str], opts: dict[str, Any]) -> int:

@@ -64,7 +64,10 @@ def test_exec_gives_the_command_no_ignored_signal(host: lxdlib.Host) -> None:
         status = c.exec(["cat", "/proc/self/status"]).stdout.decode()
         ignored = int(next(line for line in status.splitlines()
                            if line.startswith("SigIgn:")).split()[1], 16)
-        assert ignored == 0, hex(ignored)
+        # the three this process ignores now (what else the test runner's own parent made it
+        # ignore is not this test's to know)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP):
+            assert not ignored & (1 << (sig - 1)), (sig, hex(ignored))
         assert c.exec(["sh", "-c", "kill -HUP $$"]).returncode == 129
         piped = c.exec(["sh", "-c", "yes | head -1"])
         assert (piped.returncode, piped.stdout, piped.stderr) == (0, b"y\n", b"")
