@@ -28,6 +28,8 @@ from .state import Paths, lock, read_record, remove_stale_tmp, write_record
 from .values import Value
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from .host import Host
 
 LAST_RUN = "housekeeping.yaml"
@@ -73,21 +75,29 @@ def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
         now = now.replace(tzinfo=dt.UTC)
     report = Report()
     for name in host.instances.names():
-        try:
-            with lock(host.paths, "instance", name, timeout=lock_timeout):
-                if journal.pending(host.paths, name) and journal.recover(host.ctx, name):
-                    report.recovered.append(name)
-                _one(host, name, now, startup, report)
-        except Busy:
-            report.skipped[name] = "busy"
-        except NotFound:
-            continue  # deleted meanwhile
-        except LxdlibError as e:
-            report.skipped[name] = str(e)
-        except OSError as e:  # its stamp is no file (hand-made): this instance alone
-            report.skipped[name] = f"{e.strerror}: {e.filename}"
+        with _alone(report, name), lock(host.paths, "instance", name, timeout=lock_timeout):
+            if journal.pending(host.paths, name) and journal.recover(host.ctx, name):
+                report.recovered.append(name)
+            _one(host, name, now, startup, report)
     _volumes(host, now, startup, report)
     return report
+
+
+@contextlib.contextmanager
+def _alone(report: Report, key: str) -> Iterator[None]:
+    """One instance's or volume's turn: what fails there is reported under ``key`` (busy, an
+    error, a stamp that is no file: hand-made) and the run goes on with the others; one
+    deleted meanwhile is passed over."""
+    try:
+        yield
+    except Busy:
+        report.skipped[key] = "busy"
+    except NotFound:
+        pass
+    except LxdlibError as e:
+        report.skipped[key] = str(e)
+    except OSError as e:
+        report.skipped[key] = f"{e.strerror}: {e.filename}"
 
 
 def _volumes(host: Host, now: dt.datetime, startup: bool, report: Report) -> None:
@@ -102,18 +112,12 @@ def _volumes(host: Host, now: dt.datetime, startup: bool, report: Report) -> Non
             continue
         for vol in vols:
             key = f"{pname}/{vol}"
-            try:
+            with _alone(report, key):
                 for snap in store.expire_snapshots(pname, vol, now):
                     report.expired.append(f"{key}/{snap}")
                 taken = store.scheduled_snapshot(pname, vol, now, startup=startup)
                 if taken is not None:
                     report.created.append(f"{key}/{taken}")
-            except Busy:
-                report.skipped[key] = "busy"
-            except NotFound:
-                continue  # deleted meanwhile
-            except LxdlibError as e:
-                report.skipped[key] = str(e)
 
 
 def _one(host: Host, name: str, now: dt.datetime, startup: bool, report: Report) -> None:
