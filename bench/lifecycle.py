@@ -48,7 +48,8 @@ delete --force     of the running instance (with its snapshot). floor: ``stop``,
 ``--population N`` first creates N stopped instances (untimed), so that the per-operation cost
 at N instances can be compared with the cost at none: no operation should grow with N.
 ``--profile OP`` (repeatable) runs lxdlib's side of OP under cProfile and prints the profile
-after the table; ``--no-lxd`` leaves LXD's client out where it is installed.
+after the table (``--profile-sort tottime``: by each function's own time); ``--no-lxd`` leaves
+LXD's client out where it is installed.
 """
 
 from __future__ import annotations
@@ -337,6 +338,8 @@ def main() -> int:
     ap.add_argument("--no-lxd", action="store_true", help="leave LXD out even where installed")
     ap.add_argument("--profile", action="append", default=[], choices=OPS, metavar="OP",
                     help="profile lxdlib's side of OP (repeatable): cProfile after the table")
+    ap.add_argument("--profile-sort", default="cumulative", choices=("cumulative", "tottime"),
+                    help="the profile's order: time under each function, or in it alone")
     args = ap.parse_args()
     PROFILES.update({op: cProfile.Profile() for op in args.profile})
     tmp = Path(tempfile.mkdtemp(prefix="lxdlib-bench-", dir="/var/tmp"))
@@ -380,7 +383,7 @@ def main() -> int:
         print(f"import lxdlib: {import_time():.1f} ms")
         for op, prof in PROFILES.items():
             print(f"--- profile of lxdlib's {op} ({args.rounds} rounds)")
-            pstats.Stats(prof, stream=sys.stdout).sort_stats("cumulative").print_stats(40)
+            pstats.Stats(prof, stream=sys.stdout).sort_stats(args.profile_sort).print_stats(40)
     finally:
         stop_raw(root / "raw-lxc")  # the floor's containers live outside the root's lxcpath
         teardown_root(root)
