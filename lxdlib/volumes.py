@@ -854,6 +854,39 @@ class VolumeStore:
                 raise
         return snapshot_view(entry)
 
+    def update_snapshot(self, pool: str, name: str, snap: str, *,
+                        description: str | None = None, expires_at: dt.datetime | None = None,
+                        no_expiry: bool = False) -> dict[str, Any]:
+        """``storage volume edit <pool> <volume>/<snap>``: what of a snapshot can change, as
+        in LXD (its data and config are read-only): the description (``None``: kept) and the
+        expiry (``expires_at``, a time with its zone; ``no_expiry``: never; neither: kept).
+        Read and written under the volume's lock; the snapshot as ``snapshots`` shows it."""
+        name = strip_type(name)
+        if description is not None and any(ch in description for ch in "\r\0"):
+            raise InvalidConfig("description", "must not contain a carriage return or NUL")
+        if expires_at is not None and (not isinstance(expires_at, dt.datetime)
+                                       or expires_at.tzinfo is None):
+            raise InvalidArgument("expires_at must be a datetime with a time zone")
+        if expires_at is not None and no_expiry:
+            raise InvalidArgument("expires_at and no_expiry exclude each other")
+        drv = self._pool(pool)
+        with self._lock(pool, name):
+            data = self._settle_snapshots(drv, pool, name, self._read(pool, name))
+            entries = self._entries(data)
+            entry = next((e for e in entries if e["name"] == snap), None)
+            if entry is None:
+                raise NotFound(SNAPSHOT_KIND, f"{name}/{snap}", f"in storage pool {pool!r}")
+            if description is not None:
+                entry["description"] = description
+            if expires_at is not None:
+                entry["expires_at"] = expires_at.astimezone(dt.UTC).isoformat()
+            elif no_expiry:
+                entry["expires_at"] = None
+            write_record(self._record(pool, name),
+                         {**data, "snapshots": [entry if e["name"] == snap else e
+                                                for e in entries]})
+        return snapshot_view(entry)
+
     @staticmethod
     def _next_name(cfg: Mapping[str, str], taken: builtins.list[str], now: dt.datetime) -> str:
         """The name of a snapshot taken without one: ``snapshots.pattern`` rendered as an
@@ -1272,6 +1305,16 @@ class Volume(Model):
     def get_snapshot(self, name: str) -> dict[str, Any]:
         """One snapshot, as ``snapshots`` shows it; ``NotFound`` when there is none."""
         return self._store.get_snapshot(self._pool, self._name, name)
+
+    def update_snapshot(self, name: str, *, description: str | None = None,
+                        expires_at: dt.datetime | None = None,
+                        no_expiry: bool = False) -> dict[str, Any]:
+        """Change snapshot ``name``'s description and expiry (all LXD lets change of a
+        snapshot; ``None``/neither: kept, ``no_expiry``: never expires); the snapshot as
+        ``snapshots`` shows it."""
+        return self._store.update_snapshot(self._pool, self._name, name,
+                                           description=description, expires_at=expires_at,
+                                           no_expiry=no_expiry)
 
     def restore(self, snapshot: str) -> None:
         """Make the volume's files the snapshot's (config and description stay); refused

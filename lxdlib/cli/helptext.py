@@ -50,7 +50,8 @@ VERBS: dict[str, str] = {
     "storage volume create": "create a custom volume in a pool",
     "storage volume list": "list a pool's custom volumes",
     "storage volume show": "print a custom volume or one of its snapshots as YAML",
-    "storage volume edit": "edit a custom volume's config and description as YAML",
+    "storage volume edit": "edit a custom volume's config and description, or a snapshot's "
+                           "description and expiry, as YAML",
     "storage volume delete": "delete a custom volume (and its snapshots) or one snapshot",
     "storage volume attach": "attach a custom volume to an instance as a disk",
     "storage volume detach": "detach a custom volume from an instance",

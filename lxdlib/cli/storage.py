@@ -10,6 +10,7 @@ from . import output
 from .common import edit_text, load_mapping, parse_kv, str_map, text_field
 
 if TYPE_CHECKING:
+    import datetime as dt
     from typing import Any
 
     from ..host import Host
@@ -298,7 +299,19 @@ def cmd_volume_show(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_volume_edit(host: Host, a: argparse.Namespace) -> int:
     """``storage volume edit <pool> <volume>``: config and description change; the rest of what
-    ``storage volume show`` prints is ignored."""
+    ``storage volume show`` prints is ignored. Of a snapshot (``<volume>/<snap>``) the
+    description and ``expires_at`` change, and as in LXD the document is the whole new state:
+    a field left out is emptied (no description, no expiry)."""
+    volume, snap = _snapshot_arg(a.volume)
+    if snap is not None:
+        view = _volumes(host).get_snapshot(a.pool, volume, snap)
+        view["expires_at"] = _api_time(view["expires_at"])
+        data = load_mapping(edit_text(output.dump_yaml(view)))
+        expires = _edited_time(data.get("expires_at"))
+        _volumes(host).update_snapshot(a.pool, volume, snap,
+                                       description=text_field(data, "description") or "",
+                                       expires_at=expires, no_expiry=expires is None)
+        return 0
     v = _volumes(host).get(a.pool, a.volume)
     data = load_mapping(edit_text(output.dump_yaml({"config": v["config"],
                                                     "description": v["description"]})))
@@ -307,6 +320,28 @@ def cmd_volume_edit(host: Host, a: argparse.Namespace) -> int:
         str_map(data["config"], "config") if "config" in data else None,
         text_field(data, "description"))
     return 0
+
+
+def _edited_time(value: object) -> dt.datetime | None:
+    """An edited ``expires_at``: RFC 3339 text (or the time YAML made of it); LXD's zero time,
+    null or nothing is no expiry. A time without its zone is read as UTC, as LXD's parser
+    reads a ``Z``-less one."""
+    import datetime as dt
+
+    from ..errors import InvalidArgument
+    if value is None or value == "" or str(value).startswith("0001-01-01"):
+        return None
+    if isinstance(value, dt.datetime):
+        t = value
+    else:
+        try:
+            t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidArgument(f"invalid expires_at {str(value)!r}: not an RFC 3339 time "
+                                  "(like 2100-01-02T15:04:05Z)") from None
+    if t.year <= 1:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 
 def cmd_volume_delete(host: Host, a: argparse.Namespace) -> int:
@@ -380,8 +415,14 @@ def cmd_volume_detach_profile(host: Host, a: argparse.Namespace) -> int:
     return 0
 
 
+#: What LXD says to a ``set`` or ``unset`` of a snapshot's key.
+READ_ONLY_SNAPSHOT = "Snapshots are read-only and can't have their configuration changed"
+
+
 def cmd_volume_set(host: Host, a: argparse.Namespace) -> int:
     from ..errors import InvalidArgument
+    if _snapshot_arg(a.volume)[1] is not None:
+        raise InvalidArgument(READ_ONLY_SNAPSHOT)
     if all("=" in x for x in a.args):
         kv = parse_kv(a.args, "volume config")
     elif len(a.args) == 2:
@@ -393,12 +434,21 @@ def cmd_volume_set(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_volume_unset(host: Host, a: argparse.Namespace) -> int:
+    if _snapshot_arg(a.volume)[1] is not None:
+        from ..errors import InvalidArgument
+        raise InvalidArgument(READ_ONLY_SNAPSHOT)
     _volumes(host).unset(a.pool, a.volume, a.key)
     return 0
 
 
 def cmd_volume_get(host: Host, a: argparse.Namespace) -> int:
-    print(_volumes(host).get(a.pool, a.volume)["config"].get(a.key, ""))
+    """``get <pool> <volume> <key>``, or a snapshot's key (its config as it was taken)."""
+    volume, snap = _snapshot_arg(a.volume)
+    if snap is not None:
+        cfg = _volumes(host).get_snapshot(a.pool, volume, snap)["config"]
+    else:
+        cfg = _volumes(host).get(a.pool, a.volume)["config"]
+    print(cfg.get(a.key, ""))
     return 0
 
 

@@ -684,3 +684,80 @@ def test_snapshot_rename_and_expiry_on_zfs(vols: lxdlib.Host,
         for v in s.names("vszr"):
             s.delete("vszr", v)
         vols.delete_pool("vszr")
+
+
+# -- edit of a snapshot: description and expiry, as LXD 5.0 ---------------------------------------
+def _edit(host: lxdlib.Host, pool: str, ref: str, text: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root",
+                           str(host.paths.root), "storage", "volume", "edit", pool, ref],
+                          input=text, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("pool", ["default", DIR_POOL])
+def test_edit_snapshot_description_and_expiry(vols: lxdlib.Host, pool: str) -> None:
+    """``show <vol>/<snap> | sed … | edit <vol>/<snap>`` changes the description and the expiry
+    (LXD's own test of the verb); a changed name or config is ignored, a field left out is
+    emptied (LXD's whole-document semantics), and ``housekeeping`` follows the new expiry."""
+    s = _store(vols)
+    s.create(pool, "v", {"user.k": "v"})
+    _ok(vols, "snapshot", pool, "v", "s1")
+    shown = _ok(vols, "show", pool, "v/s1")
+    r = _edit(vols, pool, "v/s1", shown.replace('description: ""', "description: foo"))
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    assert yaml.safe_load(_ok(vols, "show", pool, "v/s1"))["description"] == "foo"
+    doc = yaml.safe_load(_ok(vols, "show", pool, "v/s1"))
+    doc.update(expires_at="2100-01-02T15:04:05Z", name="other", config={"a": "b"})
+    assert _edit(vols, pool, "v/s1", yaml.safe_dump(doc)).returncode == 0
+    after = yaml.safe_load(_ok(vols, "show", pool, "v/s1"))
+    assert (after["description"], after["expires_at"], after["name"], after["config"]) == \
+        ("foo", "2100-01-02T15:04:05Z", "s1", {"user.k": "v"})
+    assert [x["name"] for x in s.snapshots(pool, "v")] == ["s1"]
+    # the whole document: what is left out is emptied, as LXD's PUT does
+    assert _edit(vols, pool, "v/s1", "description: x\n").returncode == 0
+    after = yaml.safe_load(_ok(vols, "show", pool, "v/s1"))
+    assert (after["description"], after["expires_at"]) == ("x", "0001-01-01T00:00:00Z")
+    # an expiry in the past: the next housekeeping removes it
+    past = "expires_at: 2001-01-01T00:00:00+02:00\ndescription: old\n"
+    assert _edit(vols, pool, "v/s1", past).returncode == 0
+    assert s.get_snapshot(pool, "v", "s1")["expires_at"] == "2000-12-31T22:00:00+00:00"
+    subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root", str(vols.paths.root),
+                    "housekeeping"], check=True, capture_output=True, timeout=120)
+    assert s.snapshots(pool, "v") == [] and _on_disk(vols, pool, "v") == []
+    invariants.check(vols)
+
+
+def test_edit_snapshot_api_and_refusals_change_nothing(vols: lxdlib.Host) -> None:
+    """The API (``Volume.update_snapshot``) keeps what it is not given; a bad time, an empty
+    document, a missing snapshot, and ``set``/``unset`` of a snapshot's key (read-only in LXD,
+    with its words) are refused and change nothing; ``get`` reads the snapshot's config."""
+    s = _store(vols)
+    s.create("default", "v", {"user.k": "v"})
+    vol = vols.volumes["default/v"]
+    vol.snapshot("s1", "first")
+    at = dt.datetime(2031, 5, 6, 7, 8, tzinfo=dt.UTC)
+    got = vol.update_snapshot("s1", expires_at=at)
+    assert (got["description"], got["expires_at"]) == ("first", at.isoformat())
+    assert vol.update_snapshot("s1", description="second")["expires_at"] == at.isoformat()
+    assert vol.update_snapshot("s1", no_expiry=True)["expires_at"] is None
+    before = vol.get_snapshot("s1")
+    with pytest.raises(InvalidConfig):
+        vol.update_snapshot("s1", description="a\rb")
+    with pytest.raises(lxdlib.InvalidArgument):
+        vol.update_snapshot("s1", expires_at=dt.datetime(2031, 1, 1))  # no time zone
+    with pytest.raises(NotFound):
+        vol.update_snapshot("nosnap", description="x")
+    for text, words in [("expires_at: bogus\n", "invalid expires_at 'bogus'"),
+                        ("", "the new content is empty"),
+                        ("- a list\n", "expected a YAML mapping")]:
+        r = _edit(vols, "default", "v/s1", text)
+        assert r.returncode == 1 and words in r.stderr, r.stderr
+    r = _edit(vols, "default", "v/nosnap", "description: y\n")
+    assert r.returncode == 1 and "not found" in r.stderr
+    for args in (["set", "default", "v/s1", "user.a", "b"], ["unset", "default", "v/s1", "user.k"]):
+        r = _cli(vols, *args)
+        assert (r.returncode, r.stderr) == (1, "Error: Snapshots are read-only and can't have "
+                                               "their configuration changed\n")
+    assert _ok(vols, "get", "default", "v/s1", "user.k") == "v\n"
+    assert vol.get_snapshot("s1") == before
+    assert s.get("default", "v")["config"] == {"user.k": "v"}
+    invariants.check(vols)
