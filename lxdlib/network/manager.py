@@ -470,14 +470,15 @@ class NetworkManager:
         return state.put_back(self.paths, WITHDRAW_LOCK, name, self._record_path(name),
                               self._away_path(name))
 
-    def withdraw(self, name: str) -> None:
+    def withdraw(self, name: str, *, unreadable: bool = False) -> None:
         """Take the network out of sight of new users: its record renamed to
         ``.<name>.away``, where no look-up finds it (a nic's check then says it is gone), its
         bridge left as it is. The caller (``lxdlib.networks``) holds ``WITHDRAW_LOCK`` of the
         name until it has deleted or renamed the network or called ``restore``; a kill in
-        between leaves the file, which the next look-up puts back."""
+        between leaves the file, which the next look-up puts back. ``unreadable``: a record
+        that is there but cannot be read is withdrawn too (a delete needs nothing of it)."""
         with self._global_lock(), self._lock(name):
-            self._read(name)
+            self._present(name, unreadable=unreadable)
             os.rename(self._record_path(name), self._away_path(name))
 
     def restore(self, name: str) -> None:
@@ -503,6 +504,20 @@ class NetworkManager:
         data["name"] = name  # the file name is authoritative (rename moves the file first)
         data["config"] = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
         return data
+
+    def _present(self, name: str, withdrawn: bool = False, *,
+                 unreadable: bool = False) -> CorruptRecord | None:
+        """``NotFound`` unless the network's record is there; ``CorruptRecord`` for one that
+        cannot be read, unless ``unreadable`` (a delete: what it removes is found by the name,
+        and a record nobody can read must not keep its bridge and the name forever), which
+        returns that error instead."""
+        try:
+            self._read(name, withdrawn)
+        except CorruptRecord as e:
+            if not unreadable:
+                raise
+            return e
+        return None
 
     def _write(self, record: dict[str, Any]) -> None:
         self.paths.networks.mkdir(parents=True, exist_ok=True)
@@ -823,15 +838,23 @@ class NetworkManager:
     def delete(self, name: str, *, used_by: builtins.list[str] | None = None,
                withdrawn: bool = False) -> None:
         """Remove the network; ``used_by`` (instance names from the caller) must be empty.
-        ``withdrawn``: the caller withdrew it (``withdraw``) and holds ``WITHDRAW_LOCK``."""
-        self._read(name, withdrawn)
+        ``withdrawn``: the caller withdrew it (``withdraw``) and holds ``WITHDRAW_LOCK``.
+        A record that cannot be read (hand-edited, cut short, a directory) is deleted too:
+        the bridge, dnsmasq and nft table are found by the name."""
+        self._present(name, withdrawn, unreadable=True)
         if used_by:
             raise InUse(f"network {name!r} is used by {', '.join(sorted(used_by))}")
         with self._global_lock(), self._lock(name):
-            self._read(name, withdrawn)
+            if (corrupt := self._present(name, withdrawn, unreadable=True)) is not None:
+                log.warning("%s: deleting it all the same", corrupt)
             self._teardown(name)
-            with contextlib.suppress(FileNotFoundError):
-                (self._away_path(name) if withdrawn else self._record_path(name)).unlink()
+            path = self._away_path(name) if withdrawn else self._record_path(name)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:  # a hand-made directory: removed only when empty
+                os.rmdir(path)
             state.fsync_dir(self.paths.networks)
             shutil.rmtree(self.run_dir(name), ignore_errors=True)
 
