@@ -586,6 +586,12 @@ class InstanceCore:
             if cfg.get("security.protection.delete", "").lower() in ("true", "1", "yes", "on"):
                 raise WrongState(f"instance {self.name!r} is protected from deletion "
                                  "(security.protection.delete)")
+            if rec.pool:
+                # a pool whose record cannot be read (CorruptRecord) refuses the delete before
+                # its commit point: past it the instance is gone and its volume could not be
+                # removed, an error after a change. A pool that is gone holds nothing to remove
+                with contextlib.suppress(NotFound):
+                    self.ctx.pool(rec.pool)
             try:
                 c = self._c()
             except LXCError:
