@@ -5,6 +5,7 @@ that walk every instance fail: it shows as ERROR with the reason."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -313,3 +314,89 @@ def test_an_event_log_that_cannot_take_a_line_fails_no_operation(
     finally:
         log.rmdir()
     host.instances["ev1"].delete()
+
+
+def test_a_network_whose_record_is_corrupt_can_still_be_deleted(host: lxdlib.Host) -> None:
+    """A network record that is no record (cut short, another shape, a directory) hides that
+    network from listings with a warning, and ``network delete`` still removes it: the bridge,
+    its dnsmasq and its nft table are found by the name, not read from the record. A use by
+    an instance still refuses the delete."""
+    from lxdlib.network.nat import table_name
+    from tests.integration.network_fixtures import link_exists, nft_table_exists, unique
+    try:
+        for make in (lambda p: p.write_bytes(b"{{"), lambda p: p.write_bytes(b"[1, 2]"),
+                     lambda p: (p.unlink(), p.mkdir())):
+            name = unique("rsxbk")
+            host.networks.create(name)
+            assert link_exists(name)
+            host.create("busybox", "user1", devices={
+                "eth0": {"type": "nic", "network": name, "name": "eth0"}})
+            path = host.paths.networks / f"{name}.yaml"
+            make(path)
+            r = cli(host, "network", "list", "-f", "csv")
+            assert name in r.stderr and "unreadable" in r.stderr, r.stderr
+            assert f"{name},bridge,YES" not in ok(r)
+            assert "unreadable" in refused(cli(host, "network", "show", name))
+            assert "in use" in refused(cli(host, "network", "delete", name))
+            assert os.path.lexists(path) and link_exists(name)
+            host.instances["user1"].delete()
+            assert "unreadable" in refused(cli(host, "network", "rename", name, name + "x"))
+            assert os.path.lexists(path) and link_exists(name), "a refused rename changes nothing"
+            r = cli(host, "network", "delete", name)
+            assert "unreadable" in r.stderr and f"Network {name} deleted" in ok(r)
+            assert not os.path.lexists(path) and not link_exists(name)
+            assert not nft_table_exists(table_name(name))
+            assert not (host.paths.run / "networks" / name).exists()
+            assert name not in host.networks
+            assert "not found" in refused(cli(host, "network", "delete", name)).lower()
+    finally:
+        for entry in os.listdir(host.paths.networks):
+            subprocess.run(["ip", "link", "del", entry.strip(".").split(".")[0]],
+                           capture_output=True)
+
+
+def test_an_unreadable_alias_table_breaks_no_image_verb_but_its_own(host: lxdlib.Host) -> None:
+    """A corrupt ``images/aliases.yaml``: ``image list`` still lists every image (with a
+    warning naming the file), a launch by fingerprint works, a launch by alias is refused
+    naming the file, and ``image alias create``/``delete`` refuse rather than write a table
+    that drops the aliases nobody can read."""
+    fp = host.images.store.get("busybox").fingerprint
+    table = host.paths.images / "aliases.yaml"
+    before = b'{"busybox": {"target": '
+    table.write_bytes(before)
+    r = cli(host, "image", "list", "-f", "csv")
+    assert fp[:12] in ok(r) and "aliases.yaml" in r.stderr, r.stderr
+    assert "busybox" in ok(cli(host, "image", "show", fp[:12]))  # its properties
+    assert fp in ok(cli(host, "image", "info", fp[:12]))
+    ok(cli(host, "launch", fp[:12], "byfp"))
+    assert host.instances["byfp"].status == "Running"
+    assert "aliases.yaml" in refused(cli(host, "launch", "busybox", "byalias"))
+    assert "byalias" not in host.instances
+    for args in (("image", "alias", "create", "other", fp[:12]),
+                 ("image", "alias", "delete", "busybox"), ("image", "delete", fp[:12])):
+        assert "aliases.yaml" in refused(cli(host, *args)), args
+        assert table.read_bytes() == before, args
+    ok(cli(host, "delete", "--force", "byfp"))
+    table.unlink()  # a repair that gives up the aliases: the image is still there
+    ok(cli(host, "image", "alias", "create", "busybox", fp[:12]))
+    ok(cli(host, "launch", "busybox", "byalias"))
+    ok(cli(host, "delete", "--force", "byalias"))
+
+
+def test_delete_on_a_pool_whose_record_is_corrupt_changes_nothing(host: lxdlib.Host) -> None:
+    """An instance whose pool's record cannot be read: its delete is refused with the pool's
+    ``CorruptRecord`` before anything changes (it was an error after the record was gone,
+    the instance vanished and its volume stayed); once the record is repaired it deletes."""
+    host.create_pool("rsxdirp", "dir")
+    host.create("busybox", "onp2", pool="rsxdirp")
+    pool = host.paths.pools / "rsxdirp.yaml"
+    good = pool.read_bytes()
+    pool.write_bytes(b"{{")
+    assert "unreadable" in refused(cli(host, "delete", "--force", "onp2"))
+    assert host.paths.instance_record("onp2").is_file()
+    assert ok(cli(host, "list", "-f", "csv", "-c", "n")).split() == ["onp2"]
+    pool.write_bytes(good)
+    assert host.pool("rsxdirp").volume_exists("containers", "onp2")
+    ok(cli(host, "delete", "--force", "onp2"))
+    assert host.instances.names() == []
+    assert not host.pool("rsxdirp").volume_exists("containers", "onp2")
