@@ -174,6 +174,8 @@ def recover(host: Host) -> Report:
             _orphans(host, pool, report)
         except LxdlibError as e:
             report.skipped[f"pool:{pname}"] = str(e)
+    # networks a killed `network set` left with the record new and the bridge not yet
+    report.recovered += [f"network:{n}" for n in host.ctx.networks.settle()]
     from .network import tc  # ifbs that outlived their veths, whichever instance made them
     report.recovered += [f"ifb:{name}" for name in tc.collect_orphans()]
     return report

@@ -30,15 +30,18 @@ from .. import state
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
+    Busy,
     CorruptRecord,
     InUse,
     InvalidArgument,
     InvalidConfig,
     InvalidName,
+    LxdlibError,
     NetworkError,
     NotFound,
     ToolMissing,
 )
+from ..journal import crashpoint
 from ..logs import get_logger
 from ..patterns import Pattern
 from ..values import Value, assign
@@ -813,6 +816,7 @@ class NetworkManager:
                 record["description"] = description
             live = self._owns_link(name) is True  # a network that is down stays down
             self._write(record)
+            crashpoint("network.recorded")  # the record new, the host not yet: `settle`
             if live:
                 try:
                     self._apply(name, record, spec)
@@ -894,6 +898,32 @@ class NetworkManager:
         self._read(name)
         with self._lock(name):
             self._teardown(name)
+
+    def settle(self) -> builtins.list[str]:
+        """Bring each network that is up (its bridge ours) but not as its record says to
+        what the record says; the names of those changed. What a kill amid ``update`` leaves
+        (the record new, the host old or half new) or amid ``down`` (half torn down): no
+        listing looks at the host, so ``lxdlib recover`` calls this (as a start of one of its
+        instances would, ``ensure_up``). A network that is down stays down; one another
+        process holds is left to it."""
+        done: builtins.list[str] = []
+        for record in self.list():
+            name = record["name"]
+            try:
+                if self._owns_link(name) is not True or \
+                        self._is_ready(name, record, parse_spec(record["config"])):
+                    continue
+                with state.lock(self.paths, "network", name, timeout=0):
+                    record = self._read(name)
+                    spec = parse_spec(record["config"])
+                    if self._owns_link(name) is True and not self._is_ready(name, record, spec):
+                        self._apply(name, record, spec)
+                        done.append(name)
+            except Busy:
+                continue
+            except LxdlibError as e:  # this network alone
+                log.warning("network %s: %s", name, e)
+        return done
 
     def stop_all(self) -> None:
         """`down` every network of this root; the first failure is raised after trying all."""
