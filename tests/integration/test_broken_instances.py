@@ -384,9 +384,10 @@ def test_an_unreadable_alias_table_breaks_no_image_verb_but_its_own(host: lxdlib
 
 
 def test_delete_on_a_pool_whose_record_is_corrupt_changes_nothing(host: lxdlib.Host) -> None:
-    """An instance whose pool's record cannot be read: its delete is refused with the pool's
-    ``CorruptRecord`` before anything changes (it was an error after the record was gone,
-    the instance vanished and its volume stayed); once the record is repaired it deletes."""
+    """An instance whose pool's record cannot be read, or whose pool's directory (a loop
+    file) is missing: its delete is refused with the pool's error before anything changes (it
+    was an error after the record was gone: the instance vanished and its volume stayed);
+    once the pool is repaired it deletes."""
     host.create_pool("rsxdirp", "dir")
     host.create("busybox", "onp2", pool="rsxdirp")
     pool = host.paths.pools / "rsxdirp.yaml"
@@ -396,6 +397,12 @@ def test_delete_on_a_pool_whose_record_is_corrupt_changes_nothing(host: lxdlib.H
     assert host.paths.instance_record("onp2").is_file()
     assert ok(cli(host, "list", "-f", "csv", "-c", "n")).split() == ["onp2"]
     pool.write_bytes(good)
+    base = host.paths.pools / "rsxdirp"
+    base.rename(base.with_name("rsxdirp.moved"))  # its directory moved behind lxdlib's back
+    assert "missing" in refused(cli(host, "delete", "--force", "onp2"))
+    assert host.paths.instance_record("onp2").is_file()
+    assert ok(cli(host, "list", "-f", "csv", "-c", "n")).split() == ["onp2"]
+    base.with_name("rsxdirp.moved").rename(base)
     assert host.pool("rsxdirp").volume_exists("containers", "onp2")
     ok(cli(host, "delete", "--force", "onp2"))
     assert host.instances.names() == []
