@@ -407,3 +407,23 @@ def test_delete_on_a_pool_whose_record_is_corrupt_changes_nothing(host: lxdlib.H
     ok(cli(host, "delete", "--force", "onp2"))
     assert host.instances.names() == []
     assert not host.pool("rsxdirp").volume_exists("containers", "onp2")
+
+
+def test_an_intent_record_that_is_a_directory_stops_no_other_instance(host: lxdlib.Host) -> None:
+    """An instance's ``.pending.yaml`` made a directory by hand: ``recover`` skips that
+    instance and goes on (it ended with a traceback for every instance), its own verbs say
+    which file, the others work; an empty one is dropped as a planted symlink is."""
+    host.create("busybox", "good")
+    host.create("busybox", "bad")
+    intent = host.paths.instance_dir("bad") / ".pending.yaml"
+    (intent / "x").mkdir(parents=True)
+    r = cli(host, "recover")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "bad" in r.stdout and "pending.yaml" in r.stdout, r.stdout
+    assert "good" in ok(cli(host, "list", "-f", "csv", "-c", "n")).split()
+    ok(cli(host, "start", "good"))
+    assert "pending.yaml" in refused(cli(host, "start", "bad"))
+    (intent / "x").rmdir()
+    ok(cli(host, "start", "bad"))
+    assert not os.path.lexists(intent)
+    ok(cli(host, "delete", "--force", "good", "bad"))
