@@ -808,6 +808,21 @@ def lock(paths: Paths, kind: str, name: str, timeout: float = 120.0) -> Iterator
         os.close(fd)  # closing releases the lock
 
 
+def unlink_record(path: str | os.PathLike[str]) -> None:
+    """Remove a record file, or what was put in its place by hand: a symlink or an empty
+    directory (a delete of an object whose record is no file). ``RecordNotAFile`` for a
+    directory that holds something: that is the user's to look at. ``FileNotFoundError``
+    for none."""
+    try:
+        os.unlink(path)
+    except IsADirectoryError:
+        try:
+            os.rmdir(path)
+        except OSError:
+            raise RecordNotAFile(f"{path} is a directory that is not empty, not a record "
+                                 "file: remove it") from None
+
+
 def put_back(paths: Paths, kind: str, name: str, record: Path, away: Path) -> bool:
     """Undo a withdrawal a killed delete or rename left: ``away`` (the record it renamed out of
     sight while it waited for the instance changes under way) renamed back to ``record``.

@@ -852,13 +852,9 @@ class NetworkManager:
             if (corrupt := self._present(name, withdrawn, unreadable=True)) is not None:
                 log.warning("%s: deleting it all the same", corrupt)
             self._teardown(name)
-            path = self._away_path(name) if withdrawn else self._record_path(name)
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-            except IsADirectoryError:  # a hand-made directory: removed only when empty
-                os.rmdir(path)
+            with contextlib.suppress(FileNotFoundError):  # a directory: only an empty one
+                state.unlink_record(self._away_path(name) if withdrawn
+                                    else self._record_path(name))
             state.fsync_dir(self.paths.networks)
             shutil.rmtree(self.run_dir(name), ignore_errors=True)
 

@@ -427,3 +427,26 @@ def test_an_intent_record_that_is_a_directory_stops_no_other_instance(host: lxdl
     ok(cli(host, "start", "bad"))
     assert not os.path.lexists(intent)
     ok(cli(host, "delete", "--force", "good", "bad"))
+
+
+def test_a_volume_record_that_is_a_directory_deletes_or_is_named(host: lxdlib.Host) -> None:
+    """A custom volume's record made a directory by hand: a delete removes an empty one with
+    the volume, and refuses one that holds something with an error naming it, leaving the
+    record where it was (it was an ``IsADirectoryError`` after the record was withdrawn, and
+    the ``.away`` it left made the next delete fail too)."""
+    vols = host.volumes.store
+    records = host.paths.volume_records / "default"
+    for holds in (True, False):
+        vols.create("default", "v")
+        rec = records / "v.yaml"
+        rec.unlink()
+        rec.mkdir()
+        if holds:
+            (rec / "x").mkdir()
+            assert "not empty" in refused(cli(host, "storage", "volume", "delete", "default", "v"))
+            assert (rec / "x").is_dir() and not os.path.lexists(records / ".v.away")
+            assert host.pool("default").volume_exists("custom", "v")
+            (rec / "x").rmdir()
+        ok(cli(host, "storage", "volume", "delete", "default", "v"))
+        assert not os.path.lexists(rec) and not os.path.lexists(records / ".v.away")
+        assert not host.pool("default").volume_exists("custom", "v")
