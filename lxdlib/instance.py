@@ -44,8 +44,8 @@ from .state import (
     load_yaml,
     load_yaml_kept,
     lock,
-    parse_record,
     read_fd,
+    read_record,
     remove_tree,
     swap_write,
 )
@@ -1508,7 +1508,8 @@ def recover_leftover(ctx: Context, name: str) -> bool:
     marker = d / record.DELETING
     if marker.exists():
         with contextlib.suppress(Exception):
-            pool = str((parse_record(marker.read_bytes()) or {}).get("pool") or "")
+            # read_record: the marker is what was in the record's place, a FIFO put there too
+            pool = str((read_record(marker) or {}).get("pool") or "")
     c = runtime.open_container(paths.lxcpath, name)
     if c.state != "STOPPED":
         runtime.kill(c, paths.lxcpath)

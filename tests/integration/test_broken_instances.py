@@ -211,7 +211,7 @@ def test_a_corrupt_profile_breaks_no_listing(host: lxdlib.Host) -> None:
 
 
 def test_an_instance_record_that_is_no_file_is_shown_never_destroyed(host: lxdlib.Host) -> None:
-    """An ``instance.yaml`` that is a dangling symlink or a directory (hand-made) is a
+    """An ``instance.yaml`` that is a dangling symlink, a directory or a FIFO (hand-made) is a
     ``CorruptRecord`` of that instance: listings show it as ERROR. It is never taken for a
     create killed before its record, whose leftovers (directory, volume, snapshots) any
     listing removes, and it never makes a listing fail with a traceback."""
@@ -220,7 +220,8 @@ def test_an_instance_record_that_is_no_file_is_shown_never_destroyed(host: lxdli
     bad.snapshots.create("s0")
     rec = host.paths.instance_record("bad")
     pool = host.pool("default")
-    for make in (lambda: rec.symlink_to("/nonexistent/bk"), rec.mkdir):
+    for make in (lambda: rec.symlink_to("/nonexistent/bk"), rec.mkdir,
+                 lambda: os.mkfifo(rec)):  # a FIFO hung every listing that read it
         rec.unlink()
         make()
         for args in (("list", "-f", "csv", "-c", "ns"), ("storage", "list", "-f", "csv"),
@@ -236,12 +237,14 @@ def test_an_instance_record_that_is_no_file_is_shown_never_destroyed(host: lxdli
         assert pool.volume_exists("containers", "bad"), make  # its data is kept
         assert pool.list_snapshots("bad") == ["s0"]
         assert host.instances.names() == ["bad", "good"]
-        if rec.is_symlink():
-            rec.unlink()
-        else:
+        if rec.is_dir() and not rec.is_symlink():
             rec.rmdir()
+        else:
+            rec.unlink()
         rec.write_text("{}")
-    ok(cli(host, "delete", "bad", "--force"))
+    rec.unlink()
+    os.mkfifo(rec)
+    ok(cli(host, "delete", "bad", "--force"))  # the record put aside is read once more
     assert host.instances.names() == ["good"]
     assert not pool.volume_exists("containers", "bad")
     # a housekeeping stamp that is no file skips that instance alone, with no traceback
