@@ -547,7 +547,10 @@ class VolumeStore:
                 except RecordNotAFile:  # a directory made by hand that holds something
                     os.rename(self._away(pool, name), self._record(pool, name))
                     raise
-                self._pool(pool).delete_custom_volume(name)
+                try:
+                    self._pool(pool).delete_custom_volume(name)
+                except NotFound:  # its data was gone already (as an instance's may be)
+                    log.warning("storage volume %s/%s: its data was already gone", pool, name)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._last_run(pool, name))
 

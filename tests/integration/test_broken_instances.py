@@ -453,3 +453,10 @@ def test_a_volume_record_that_is_a_directory_deletes_or_is_named(host: lxdlib.Ho
         ok(cli(host, "storage", "volume", "delete", "default", "v"))
         assert not os.path.lexists(rec) and not os.path.lexists(records / ".v.away")
         assert not host.pool("default").volume_exists("custom", "v")
+    # a record (corrupt or not) whose data is gone: the delete removes it, no error after it
+    for text in (b"[1]", b'{"name": "w", "config": {}}'):
+        (records / "w.yaml").write_bytes(text)
+        r = cli(host, "storage", "volume", "delete", "default", "w")
+        ok(r)
+        assert "already gone" in r.stderr, r.stderr
+        assert not os.path.lexists(records / "w.yaml")
