@@ -279,6 +279,13 @@ class InstanceCore:
             present = [p for p in rec.profiles if self.ctx.profiles.exists(p)]
             return self.ctx.expand(present, rec.config, rec.devices)
 
+    def _readable_profile(self, name: str) -> bool:
+        try:
+            self.ctx.profiles.get(name)
+        except (NotFound, CorruptRecord):
+            return False
+        return True
+
     @property
     def expanded_config(self) -> dict[str, str]:
         return self.expanded()[0]
@@ -582,7 +589,16 @@ class InstanceCore:
                            record.marker(self._paths, self.name, record.DELETING))
                 recover_leftover(self.ctx, self.name)  # finds its volume in the pools
                 return
-            cfg, devs = self._expanded_present(rec)
+            try:
+                cfg, devs = self._expanded_present(rec)
+            except CorruptRecord as e:  # a profile it names cannot be read
+                if not force:
+                    raise WrongState(f"{e}; repair it, or delete the instance with "
+                                     "force") from None
+                # what can be read: a protection only that profile gives is not known, as
+                # for an instance whose own record cannot be read
+                present = [n for n in rec.profiles if self._readable_profile(n)]
+                cfg, devs = self.ctx.expand(present, rec.config, rec.devices)
             if cfg.get("security.protection.delete", "").lower() in ("true", "1", "yes", "on"):
                 raise WrongState(f"instance {self.name!r} is protected from deletion "
                                  "(security.protection.delete)")

@@ -462,3 +462,20 @@ def test_a_volume_record_that_is_a_directory_deletes_or_is_named(host: lxdlib.Ho
         ok(r)
         assert "already gone" in r.stderr, r.stderr
         assert not os.path.lexists(records / "w.yaml")
+
+
+def test_an_instance_of_a_corrupt_profile_is_deleted_with_force(host: lxdlib.Host) -> None:
+    """An instance that names a profile whose record cannot be read: ``delete`` says so and
+    asks for force (as for an instance whose own record cannot be read), ``delete --force``
+    deletes it with what can be read; it was refused either way, the instance stuck until
+    the profile was repaired by hand. Other instances are untouched."""
+    host.profiles.create("badp", {"limits.processes": "50"}, {})
+    host.create("busybox", "user", profiles=["default", "badp"])
+    host.create("busybox", "other")
+    (host.paths.profiles / "badp.yaml").write_bytes(b"{{")
+    assert "with force" in refused(cli(host, "delete", "user"))
+    assert host.paths.instance_record("user").is_file()
+    ok(cli(host, "delete", "--force", "user"))
+    assert host.instances.names() == ["other"]
+    assert not host.pool("default").volume_exists("containers", "user")
+    ok(cli(host, "profile", "delete", "badp"))  # nothing uses it now
