@@ -167,8 +167,11 @@ def recover(host: Host) -> Report:
                 report.skipped[d.name] = str(e)
     # profiles a killed delete or rename left withdrawn: put back
     report.recovered += [f"profile:{n}" for n in host.ctx.profiles.settle_all()]
+    from .storage.pools import settle_pool
     for pname in host.pool_names():
         try:
+            if settle_pool(paths, pname):  # a storage set killed before its record: finished
+                report.recovered.append(f"pool:{pname}")
             pool = host.pool(pname)
             pool.cleanup_leftovers()
             _orphans(host, pool, report)
