@@ -167,13 +167,18 @@ def recover(host: Host) -> Report:
                 report.skipped[d.name] = str(e)
     # profiles a killed delete or rename left withdrawn: put back
     report.recovered += [f"profile:{n}" for n in host.ctx.profiles.settle_all()]
+    from .storage.pools import settle_pool
     for pname in host.pool_names():
         try:
+            if settle_pool(paths, pname):  # a storage set killed before its record: finished
+                report.recovered.append(f"pool:{pname}")
             pool = host.pool(pname)
             pool.cleanup_leftovers()
             _orphans(host, pool, report)
         except LxdlibError as e:
             report.skipped[f"pool:{pname}"] = str(e)
+    # networks a killed `network set` left with the record new and the bridge not yet
+    report.recovered += [f"network:{n}" for n in host.ctx.networks.settle()]
     from .network import tc  # ifbs that outlived their veths, whichever instance made them
     report.recovered += [f"ifb:{name}" for name in tc.collect_orphans()]
     return report

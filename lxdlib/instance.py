@@ -44,8 +44,8 @@ from .state import (
     load_yaml,
     load_yaml_kept,
     lock,
-    parse_record,
     read_fd,
+    read_record,
     remove_tree,
     swap_write,
 )
@@ -278,6 +278,13 @@ class InstanceCore:
         except NotFound:
             present = [p for p in rec.profiles if self.ctx.profiles.exists(p)]
             return self.ctx.expand(present, rec.config, rec.devices)
+
+    def _readable_profile(self, name: str) -> bool:
+        try:
+            self.ctx.profiles.get(name)
+        except (NotFound, CorruptRecord):
+            return False
+        return True
 
     @property
     def expanded_config(self) -> dict[str, str]:
@@ -582,10 +589,25 @@ class InstanceCore:
                            record.marker(self._paths, self.name, record.DELETING))
                 recover_leftover(self.ctx, self.name)  # finds its volume in the pools
                 return
-            cfg, devs = self._expanded_present(rec)
+            try:
+                cfg, devs = self._expanded_present(rec)
+            except CorruptRecord as e:  # a profile it names cannot be read
+                if not force:
+                    raise WrongState(f"{e}; repair it, or delete the instance with "
+                                     "force") from None
+                # what can be read: a protection only that profile gives is not known, as
+                # for an instance whose own record cannot be read
+                present = [n for n in rec.profiles if self._readable_profile(n)]
+                cfg, devs = self.ctx.expand(present, rec.config, rec.devices)
             if cfg.get("security.protection.delete", "").lower() in ("true", "1", "yes", "on"):
                 raise WrongState(f"instance {self.name!r} is protected from deletion "
                                  "(security.protection.delete)")
+            if rec.pool:
+                # a pool whose record cannot be read (CorruptRecord) refuses the delete before
+                # its commit point: past it the instance is gone and its volume could not be
+                # removed, an error after a change. A pool that is gone holds nothing to remove
+                with contextlib.suppress(NotFound):
+                    self.ctx.pool(rec.pool)
             try:
                 c = self._c()
             except LXCError:
@@ -1502,7 +1524,8 @@ def recover_leftover(ctx: Context, name: str) -> bool:
     marker = d / record.DELETING
     if marker.exists():
         with contextlib.suppress(Exception):
-            pool = str((parse_record(marker.read_bytes()) or {}).get("pool") or "")
+            # read_record: the marker is what was in the record's place, a FIFO put there too
+            pool = str((read_record(marker) or {}).get("pool") or "")
     c = runtime.open_container(paths.lxcpath, name)
     if c.state != "STOPPED":
         runtime.kill(c, paths.lxcpath)

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import TYPE_CHECKING, DiskFull, LxdlibError
+from .errors import TYPE_CHECKING, CorruptRecord, DiskFull, LxdlibError
 from .logs import get_logger
 from .state import (
     Paths,
@@ -215,8 +215,17 @@ def read(paths: Paths, name: str) -> dict[str, Any] | None:
         data = read_record(path(paths, name))
     except FileNotFoundError:
         return None
-    except LxdlibError:  # a symlink planted in place of the file: drop it
-        os.unlink(path(paths, name))
+    except LxdlibError:  # a symlink or a directory planted in place of the file: dropped
+        target = path(paths, name)
+        try:
+            os.unlink(target)
+        except IsADirectoryError:
+            try:
+                os.rmdir(target)
+            except OSError:  # one that holds something is the user's to look at
+                raise CorruptRecord("instance", name, target,
+                                    "its intent record is a directory that is not empty: "
+                                    "remove it") from None
         return None
     except Exception:  # half-written: the process died while writing the intent itself
         return {"op": "unknown"}

@@ -14,7 +14,7 @@ import builtins
 from collections.abc import Callable, Mapping
 
 from .context import Context
-from .errors import TYPE_CHECKING, InUse, InvalidConfig, NotFound
+from .errors import TYPE_CHECKING, CorruptRecord, InUse, InvalidConfig, NotFound
 from .journal import crashpoint
 from .model import Collection, RootModel
 from .profile_apply import network_users
@@ -71,6 +71,8 @@ class Network(RootModel[Context]):
             self._manager.get(self._name)
         except NotFound:
             return False
+        except CorruptRecord:
+            return True  # there, but unreadable
         return True
 
     @property
@@ -126,7 +128,8 @@ class Network(RootModel[Context]):
 
     def delete(self) -> None:
         """Remove the network; refused (``InUse``) while an instance or profile uses it."""
-        self._unused_then(lambda: self._manager.delete(self._name, withdrawn=True))
+        self._unused_then(lambda: self._manager.delete(self._name, withdrawn=True),
+                          unreadable=True)
 
     def rename(self, new: str) -> Network:
         """Rename a network nothing uses; it comes back up under the new name if it was up."""
@@ -134,7 +137,7 @@ class Network(RootModel[Context]):
             self._unused_then(lambda: self._manager.rename(self._name, new, withdrawn=True))
         return Network(self._ctx, new)
 
-    def _unused_then(self, commit: Callable[[], None]) -> None:
+    def _unused_then(self, commit: Callable[[], None], *, unreadable: bool = False) -> None:
         """Run ``commit`` (a delete or rename of the withdrawn network) once nothing uses it.
 
         A nic added to an instance (``network attach``, ``config device add``, a launch)
@@ -143,12 +146,13 @@ class Network(RootModel[Context]):
         (``NetworkManager.withdraw``: no look-up finds it), then the instance changes under
         way are waited for (``Context.quiesce_instances``, with no network lock held), then
         the users read again: one that found the network is counted, one that looks later
-        finds it gone. Users found, or a failed commit, put it back."""
+        finds it gone. Users found, or a failed commit, put it back. ``unreadable``: a
+        record that cannot be read is withdrawn too (a delete needs nothing of it)."""
         from .network.manager import WITHDRAW_LOCK
         ctx = self._ctx
         with lock(ctx.paths, WITHDRAW_LOCK, self._name):
             self._refuse_users()
-            self._manager.withdraw(self._name)
+            self._manager.withdraw(self._name, unreadable=unreadable)
             try:
                 crashpoint("network.withdrawn")
                 ctx.quiesce_instances()
@@ -189,6 +193,8 @@ class Networks(Collection[Network]):
             self.ctx.networks.get(name)
         except NotFound:
             return False
+        except CorruptRecord:  # there, unreadable: its model says so when read, and deletes
+            return True
         return True
 
     def _model(self, name: str) -> Network:

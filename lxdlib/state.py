@@ -488,15 +488,32 @@ def _check_aliases(yaml: Any, top: Any) -> None:
                              f"{MAX_ALIAS_NODES} nodes")
 
 
-def _open_record(path: str | os.PathLike[str]) -> int:
+def _open_record(path: str | os.PathLike[str], *, checked: bool = True) -> int:
     """Open a record for reading; a symlinked record is refused (it could point at any host
-    file)."""
+    file), and so is anything else that is no regular file (a FIFO put in its place would
+    hang every listing that reads it, a device would be read for ever): opened without
+    waiting, then ``fstat``. ``checked=False``: the caller stats the file itself and
+    calls ``_refuse_unless_regular``."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise RecordNotAFile(f"refusing to read {path}: it is a symlink") from None
         raise
+    if checked:
+        try:
+            _refuse_unless_regular(path, os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd
+
+
+def _refuse_unless_regular(path: object, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise _not_a_file(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise RecordNotAFile(f"{path} is not a regular file, not a record file")
 
 
 def _not_a_file(path: object) -> RecordNotAFile:
@@ -643,9 +660,10 @@ class ParsedCache:
             st = os.lstat(key)
             if hit[0] == file_identity(st):
                 return hit[2]
-        fd = _open_record(path)
+        fd = _open_record(path, checked=False)
         try:
             st = os.fstat(fd)
+            _refuse_unless_regular(path, st)
             ident = file_identity(st)
             hit = self._entries.get(key)
             if hit is not None and hit[0] == ident:
@@ -806,6 +824,21 @@ def lock(paths: Paths, kind: str, name: str, timeout: float = 120.0) -> Iterator
             counts.pop(key, None)
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def unlink_record(path: str | os.PathLike[str]) -> None:
+    """Remove a record file, or what was put in its place by hand: a symlink or an empty
+    directory (a delete of an object whose record is no file). ``RecordNotAFile`` for a
+    directory that holds something: that is the user's to look at. ``FileNotFoundError``
+    for none."""
+    try:
+        os.unlink(path)
+    except IsADirectoryError:
+        try:
+            os.rmdir(path)
+        except OSError:
+            raise RecordNotAFile(f"{path} is a directory that is not empty, not a record "
+                                 "file: remove it") from None
 
 
 def put_back(paths: Paths, kind: str, name: str, record: Path, away: Path) -> bool:

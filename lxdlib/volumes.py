@@ -66,11 +66,13 @@ from .logs import get_logger
 from .model import Collection, Model
 from .patterns import Pattern
 from .state import (
+    RecordNotAFile,
     RecordSyntaxError,
     lock,
     put_back,
     read_record,
     remove_stale_tmp,
+    unlink_record,
     write_record,
 )
 
@@ -540,8 +542,15 @@ class VolumeStore:
                     os.rename(self._away(pool, name), self._record(pool, name))
                 raise
             with self._lock(pool, name):
-                os.unlink(self._away(pool, name))  # commit point
-                self._pool(pool).delete_custom_volume(name)
+                try:
+                    unlink_record(self._away(pool, name))  # commit point
+                except RecordNotAFile:  # a directory made by hand that holds something
+                    os.rename(self._away(pool, name), self._record(pool, name))
+                    raise
+                try:
+                    self._pool(pool).delete_custom_volume(name)
+                except NotFound:  # its data was gone already (as an instance's may be)
+                    log.warning("storage volume %s/%s: its data was already gone", pool, name)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._last_run(pool, name))
 

@@ -51,14 +51,20 @@ def load(path: Path | str | None = None) -> dict[str, str]:
             text = f.read()
     except FileNotFoundError:
         return {}
+    except (OSError, UnicodeDecodeError) as e:  # a directory, unreadable, not text
+        raise InvalidArgument(f"cannot read {path}: {e}") from None
     import yaml
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise InvalidArgument(f"cannot read {path}: {e}") from None
-    aliases = data.get("aliases") if isinstance(data, dict) else None
-    if not isinstance(aliases, dict):
+    if not isinstance(data, dict):  # an `alias add` would write it over
+        raise InvalidArgument(f"cannot read {path}: not a mapping")
+    aliases = data.get("aliases")
+    if aliases is None:
         return {}
+    if not isinstance(aliases, dict):
+        raise InvalidArgument(f"cannot read {path}: aliases is not a mapping")
     return {str(k): str(v) for k, v in aliases.items()}
 
 

@@ -78,7 +78,7 @@ def _have(ctx: Context, fingerprint: str, aliases: Sequence[str]) -> ImageRecord
     it is and gets the new aliases. An alias that names another image is refused before any is
     added; one that already names this image is fine (importing twice is not an error)."""
     store = ctx.images
-    table = store.aliases()
+    table = store.aliases() if aliases else {}  # no alias: an unreadable table is no bar
     for name in aliases:
         if name in table and table[name]["target"] != fingerprint:
             raise AlreadyExists("image alias", name)

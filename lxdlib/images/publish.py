@@ -290,7 +290,7 @@ def publish(ctx: Context, source: Any, *, aliases: Iterable[str] = (),
         (ctx.config.get("images.compression_algorithm") or "gzip")
     compress = compressor(algorithm)
     kind = comp.kind_of_algorithm(algorithm.split()[0])
-    table = store.aliases()
+    table = store.aliases() if names else {}  # no alias: an unreadable table is no bar
     if not reuse:
         for name in names:
             if name in table:

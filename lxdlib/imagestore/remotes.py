@@ -26,13 +26,13 @@ from collections.abc import Mapping, Sequence
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
-    ImageError,
+    CorruptRecord,
     InvalidArgument,
     InvalidName,
     NotFound,
     WrongState,
 )
-from ..state import Paths, lock, read_record, write_record
+from ..state import Paths, RecordSyntaxError, lock, read_record, write_record
 from ..values import Value, assign
 
 if TYPE_CHECKING:
@@ -219,18 +219,37 @@ class Remotes:
         return self.paths.root / _FILE
 
     # -- file ---------------------------------------------------------------------------------
-    def _read(self) -> tuple[str, dict[str, Remote]]:
+    def _corrupt(self, reason: str) -> CorruptRecord:
+        return CorruptRecord("remote list", _FILE, self.path, reason)
+
+    def _load(self) -> Any:
+        """The file's data (None without one); ``CorruptRecord`` naming it for a file that
+        is no record (cut short, hand-edited, a directory or a symlink)."""
         try:
-            data = read_record(self.path) or {}
+            return read_record(self.path)
         except FileNotFoundError:
-            data = None
+            return None
+        except RecordSyntaxError as e:
+            raise self._corrupt(e.reason) from None
+
+    def _read(self) -> tuple[str, dict[str, Remote]]:
+        """The default remote and the remotes of the file. Any part of another shape makes
+        the whole file ``CorruptRecord``: a change writes the file whole, and would drop what
+        it skipped (a remote the user added, and only mistyped by hand)."""
+        data = self._load()
         if data is None:
             return LOCAL, {k: v for k, v in DEFAULT_REMOTES.items() if not v.static}
         if not isinstance(data, Mapping) or not isinstance(data.get("remotes") or {}, Mapping):
-            raise ImageError(f"corrupt remote list {self.path}")
+            raise self._corrupt("not a mapping with a remotes mapping")
+        if not isinstance(data.get("default-remote") or LOCAL, str):
+            raise self._corrupt("default-remote is not a name")
+        if not isinstance(data.get("mirrors") or {}, Mapping):
+            raise self._corrupt("mirrors is not a mapping")
         remotes: dict[str, Remote] = {}
         for name, entry in (data.get("remotes") or {}).items():
-            if not isinstance(entry, Mapping) or _is_static(str(name)):
+            if not isinstance(entry, Mapping):
+                raise self._corrupt(f"remote {str(name)!r} is not a mapping")
+            if _is_static(str(name)):
                 continue
             opts = entry.get("ssh_options") or []
             remotes[str(name)] = Remote(str(name), str(entry.get("addr", "")),
@@ -245,11 +264,10 @@ class Remotes:
 
     def _mirrors(self) -> dict[str, str]:
         """URL overrides for the static image remotes (local mirrors; LXD has none)."""
-        try:
-            data = read_record(self.path) or {}
-        except FileNotFoundError:
-            return {}
+        data = self._load()
         mirrors = data.get("mirrors") if isinstance(data, Mapping) else None
+        if mirrors is not None and not isinstance(mirrors, Mapping):
+            raise self._corrupt("mirrors is not a mapping")
         if not isinstance(mirrors, Mapping):
             return {}
         return {str(k): str(v) for k, v in mirrors.items() if _is_static(str(k)) and k != LOCAL}

@@ -299,6 +299,7 @@ class ImageStore:
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
+        self._corrupt_said: str | None = None  # the alias table's error last warned of
 
     # -- paths ------------------------------------------------------------------------------------
     @property
@@ -374,22 +375,46 @@ class ImageStore:
     # -- records ----------------------------------------------------------------------------------
     def _read_aliases(self) -> dict[str, dict[str, str]]:
         """The alias table; ``CorruptRecord`` for a file that is none (hand-edited, cut
-        short), which every verb that resolves or changes an alias reports as it is."""
+        short), or an entry that is no mapping, which every verb that changes an alias reports
+        as it is: a write would drop what it cannot read, the user's other aliases."""
+        table, corrupt = self._aliases_read()
+        if corrupt is not None:
+            raise corrupt
+        return table
+
+    def _aliases_read(self) -> tuple[dict[str, dict[str, str]], CorruptRecord | None]:
+        """The aliases that can be read, and what made the table unreadable if anything did
+        (a file that is no mapping: none can be read; an entry that is no mapping: the
+        others can). Verbs that only look an image up or show it go on with what is read."""
         path = self.root / ALIASES_FILE
         try:
             data = read_record(path)
         except FileNotFoundError:
-            return {}
+            return {}, None
         except RecordSyntaxError as e:
-            raise CorruptRecord("image alias table", ALIASES_FILE, path, e.reason) from None
+            return {}, CorruptRecord("image alias table", ALIASES_FILE, path, e.reason)
         if data is None:
-            return {}
+            return {}, None
         if not isinstance(data, dict):
-            raise CorruptRecord("image alias table", ALIASES_FILE, path,
-                                "not a mapping of alias names")
-        return {str(k): {"target": str(v.get("target", "")),
-                         "description": str(v.get("description", ""))}
-                for k, v in data.items() if isinstance(v, dict)}
+            return {}, CorruptRecord("image alias table", ALIASES_FILE, path,
+                                     "not a mapping of alias names")
+        table = {str(k): {"target": str(v.get("target", "")),
+                          "description": str(v.get("description", ""))}
+                 for k, v in data.items() if isinstance(v, dict)}
+        bad = sorted(str(k) for k, v in data.items() if not isinstance(v, dict))
+        if bad:
+            return table, CorruptRecord("image alias table", ALIASES_FILE, path,
+                                        f"alias {bad[0]!r} is not a mapping")
+        return table, None
+
+    def _aliases_lenient(self) -> dict[str, dict[str, str]]:
+        """``_aliases_read`` for a verb that shows or uses one image: what can be read, the
+        rest said once per reason (a listing asks once per image)."""
+        table, corrupt = self._aliases_read()
+        if corrupt is not None and str(corrupt) != self._corrupt_said:
+            self._corrupt_said = str(corrupt)
+            log.warning("%s: what it holds is unknown until it is repaired", corrupt)
+        return table
 
     def _write_aliases(self, table: dict[str, dict[str, str]]) -> None:
         write_record(self.root / ALIASES_FILE, dict(sorted(table.items())))
@@ -414,7 +439,7 @@ class ImageStore:
         if not isinstance(data, dict):
             raise CorruptRecord("image", fingerprint, path, "not a mapping")
         if table is None:
-            table = self._read_aliases()
+            table = self._aliases_lenient()
         try:
             return ImageRecord.from_dict(data, self._aliases_of(table, fingerprint))
         except ImageError as e:
@@ -435,39 +460,42 @@ class ImageStore:
                       if is_fingerprint(n) and os.path.lexists(self.root / n / RECORD_FILE))
 
     def _resolve(self, ref: str, table: dict[str, dict[str, str]] | None = None) -> str:
-        """Alias name, then full fingerprint, then unique fingerprint prefix → fingerprint."""
+        """Alias name, then full fingerprint, then unique fingerprint prefix → fingerprint.
+
+        Without ``table``, an alias table that cannot be read (wholly or in part) still lets
+        an image be named by its fingerprint or a prefix of it; a name that is neither is the
+        table's ``CorruptRecord``, since it may be one of the aliases it holds."""
         if not isinstance(ref, str) or not ref:
             raise InvalidArgument("No fingerprint prefix specified")
+        corrupt = None
         if table is None:
-            table = self._read_aliases()
+            table, corrupt = self._aliases_read()
         if ref in table:
             return table[ref]["target"]
         if is_fingerprint(ref):
             if os.path.lexists(self.root / ref / RECORD_FILE):  # a corrupt one too
                 return ref
-            raise NotFound("image", ref)
+            raise corrupt or NotFound("image", ref)
         if all(c in "0123456789abcdef" for c in ref):
             matches = [fp for fp in self._fingerprints() if fp.startswith(ref)]
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
                 raise InvalidArgument(f'More than one image matches "{ref}"')
-        raise NotFound("image", ref)
+        raise corrupt or NotFound("image", ref)
 
     # -- queries ----------------------------------------------------------------------------------
     def get(self, ref: str) -> ImageRecord:
-        """The image named by an alias, its full fingerprint or a unique fingerprint prefix."""
-        table = self._read_aliases()
-        return self._load(self._resolve(ref, table), table)
+        """The image named by an alias, its full fingerprint or a unique fingerprint prefix.
+        An alias table that cannot be read: the image is found by its fingerprint, and shown
+        without the aliases the table holds (a warning says so)."""
+        fp = self._resolve(ref)
+        return self._load(fp, self._aliases_lenient())
 
     def list(self) -> builtins.list[ImageRecord]:
         """Every image, oldest upload first."""
         self.cleanup_leftovers()
-        try:
-            table = self._read_aliases()
-        except CorruptRecord as e:  # the images are still there: shown without aliases
-            log.warning("%s", e)
-            table = {}
+        table = self._aliases_lenient()  # an unreadable one: the images are still shown
         records = []
         for fp in self._fingerprints():
             try:
@@ -659,7 +687,9 @@ class ImageStore:
         if (target / RECORD_FILE).exists():
             raise AlreadyExists("image", fp)
         with lock(self.paths, "images", "aliases"):
-            table = self._read_aliases()
+            # an import that names no alias needs no table (one that cannot be read refuses
+            # only the imports that would write it)
+            table = self._read_aliases() if alias_names else {}
             for name in alias_names:
                 if name in table:
                     raise AlreadyExists("image alias", name)

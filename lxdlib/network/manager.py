@@ -30,15 +30,18 @@ from .. import state
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
+    Busy,
     CorruptRecord,
     InUse,
     InvalidArgument,
     InvalidConfig,
     InvalidName,
+    LxdlibError,
     NetworkError,
     NotFound,
     ToolMissing,
 )
+from ..journal import crashpoint
 from ..logs import get_logger
 from ..patterns import Pattern
 from ..values import Value, assign
@@ -470,14 +473,15 @@ class NetworkManager:
         return state.put_back(self.paths, WITHDRAW_LOCK, name, self._record_path(name),
                               self._away_path(name))
 
-    def withdraw(self, name: str) -> None:
+    def withdraw(self, name: str, *, unreadable: bool = False) -> None:
         """Take the network out of sight of new users: its record renamed to
         ``.<name>.away``, where no look-up finds it (a nic's check then says it is gone), its
         bridge left as it is. The caller (``lxdlib.networks``) holds ``WITHDRAW_LOCK`` of the
         name until it has deleted or renamed the network or called ``restore``; a kill in
-        between leaves the file, which the next look-up puts back."""
+        between leaves the file, which the next look-up puts back. ``unreadable``: a record
+        that is there but cannot be read is withdrawn too (a delete needs nothing of it)."""
         with self._global_lock(), self._lock(name):
-            self._read(name)
+            self._present(name, unreadable=unreadable)
             os.rename(self._record_path(name), self._away_path(name))
 
     def restore(self, name: str) -> None:
@@ -503,6 +507,20 @@ class NetworkManager:
         data["name"] = name  # the file name is authoritative (rename moves the file first)
         data["config"] = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
         return data
+
+    def _present(self, name: str, withdrawn: bool = False, *,
+                 unreadable: bool = False) -> CorruptRecord | None:
+        """``NotFound`` unless the network's record is there; ``CorruptRecord`` for one that
+        cannot be read, unless ``unreadable`` (a delete: what it removes is found by the name,
+        and a record nobody can read must not keep its bridge and the name forever), which
+        returns that error instead."""
+        try:
+            self._read(name, withdrawn)
+        except CorruptRecord as e:
+            if not unreadable:
+                raise
+            return e
+        return None
 
     def _write(self, record: dict[str, Any]) -> None:
         self.paths.networks.mkdir(parents=True, exist_ok=True)
@@ -798,6 +816,7 @@ class NetworkManager:
                 record["description"] = description
             live = self._owns_link(name) is True  # a network that is down stays down
             self._write(record)
+            crashpoint("network.recorded")  # the record new, the host not yet: `settle`
             if live:
                 try:
                     self._apply(name, record, spec)
@@ -823,15 +842,19 @@ class NetworkManager:
     def delete(self, name: str, *, used_by: builtins.list[str] | None = None,
                withdrawn: bool = False) -> None:
         """Remove the network; ``used_by`` (instance names from the caller) must be empty.
-        ``withdrawn``: the caller withdrew it (``withdraw``) and holds ``WITHDRAW_LOCK``."""
-        self._read(name, withdrawn)
+        ``withdrawn``: the caller withdrew it (``withdraw``) and holds ``WITHDRAW_LOCK``.
+        A record that cannot be read (hand-edited, cut short, a directory) is deleted too:
+        the bridge, dnsmasq and nft table are found by the name."""
+        self._present(name, withdrawn, unreadable=True)
         if used_by:
             raise InUse(f"network {name!r} is used by {', '.join(sorted(used_by))}")
         with self._global_lock(), self._lock(name):
-            self._read(name, withdrawn)
+            if (corrupt := self._present(name, withdrawn, unreadable=True)) is not None:
+                log.warning("%s: deleting it all the same", corrupt)
             self._teardown(name)
-            with contextlib.suppress(FileNotFoundError):
-                (self._away_path(name) if withdrawn else self._record_path(name)).unlink()
+            with contextlib.suppress(FileNotFoundError):  # a directory: only an empty one
+                state.unlink_record(self._away_path(name) if withdrawn
+                                    else self._record_path(name))
             state.fsync_dir(self.paths.networks)
             shutil.rmtree(self.run_dir(name), ignore_errors=True)
 
@@ -871,6 +894,32 @@ class NetworkManager:
         self._read(name)
         with self._lock(name):
             self._teardown(name)
+
+    def settle(self) -> builtins.list[str]:
+        """Bring each network that is up (its bridge ours) but not as its record says to
+        what the record says; the names of those changed. What a kill amid ``update`` leaves
+        (the record new, the host old or half new) or amid ``down`` (half torn down): no
+        listing looks at the host, so ``lxdlib recover`` calls this (as a start of one of its
+        instances would, ``ensure_up``). A network that is down stays down; one another
+        process holds is left to it."""
+        done: builtins.list[str] = []
+        for record in self.list():
+            name = record["name"]
+            try:
+                if self._owns_link(name) is not True or \
+                        self._is_ready(name, record, parse_spec(record["config"])):
+                    continue
+                with state.lock(self.paths, "network", name, timeout=0):
+                    record = self._read(name)
+                    spec = parse_spec(record["config"])
+                    if self._owns_link(name) is True and not self._is_ready(name, record, spec):
+                        self._apply(name, record, spec)
+                        done.append(name)
+            except Busy:
+                continue
+            except LxdlibError as e:  # this network alone
+                log.warning("network %s: %s", name, e)
+        return done
 
     def stop_all(self) -> None:
         """`down` every network of this root; the first failure is raised after trying all."""

@@ -8,16 +8,19 @@ that was complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
+    Busy,
     CorruptRecord,
     InUse,
     InvalidConfig,
     InvalidName,
+    LxdlibError,
     NotFound,
     StorageError,
 )
@@ -74,6 +77,60 @@ def _record_path(paths: Paths, name: str) -> os.PathLike[str]:
     return paths.pools / f"{name}.yaml"
 
 
+def _intent_path(paths: Paths, name: str) -> os.PathLike[str]:
+    """Where ``update_pool_config`` keeps the config it is making the host take, until the
+    record says it (a name ``list_pools`` skips)."""
+    return paths.pools / f".{name}.reconfigure"
+
+
+def _drop_intent(paths: Paths, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_intent_path(paths, name))
+
+
+def settle_pool(paths: Paths, name: str) -> bool:
+    """Finish what an ``update_pool_config`` killed before its record left: its intent names
+    the config it was making the host take; the driver's steps are idempotent, so they are
+    taken again and the record written (a remount cannot take back every option: btrfs
+    keeps some until the next mount, so forward is the way that ends where it says). True
+    if there was one. Skipped while a live process holds the pool (its change is under
+    way). ``lxdlib recover`` calls it; the same ``storage set`` again finishes it too, and
+    another one makes its own intent in its place (a grown loop file stays, as ever)."""
+    if not os.path.lexists(_intent_path(paths, name)):
+        return False
+    try:
+        with lock(paths, "storage-pool", name, timeout=0):
+            return _settle_locked(paths, name)
+    except Busy:
+        return False
+
+
+def _settle_locked(paths: Paths, name: str) -> bool:
+    try:
+        intent = read_record(_intent_path(paths, name))
+    except FileNotFoundError:
+        return False
+    except RecordSyntaxError:  # cut short: written before the host was changed
+        intent = None
+    if isinstance(intent, dict) and isinstance(intent.get("config"), dict):
+        record = _read_record(paths, name)
+        cls = _driver_class(str(record.get("driver")))
+        old = {str(k): str(v) for k, v in (record.get("config") or {}).items()}
+        new = {str(k): str(v) for k, v in intent["config"].items()}
+        if new != old:
+            try:
+                cls(paths, name, dict(old)).reconfigure(cls.validate_config(new), frozenset())
+            except LxdlibError as e:  # as a failed change: the record stays as it was
+                log.warning("storage pool %s: an interrupted config change cannot be "
+                            "finished (%s); the record keeps the old config", name, e)
+            else:
+                record["config"] = new
+                write_record(_record_path(paths, name), record)
+                log.info("storage pool %s: an interrupted config change finished", name)
+    _drop_intent(paths, name)
+    return True
+
+
 def _driver_class(driver: str) -> type[PoolDriver]:
     where = _DRIVER_CLASSES.get(driver)
     if where is None:
@@ -120,6 +177,7 @@ def create_pool(paths: Paths, name: str, driver: str, config: Mapping[str, str] 
     with lock(paths, "storage-pool", name):
         if os.path.lexists(_record_path(paths, name)):
             raise AlreadyExists("storage pool", name)
+        _drop_intent(paths, name)  # of a pool of that name whose record was removed by hand
         pool = cls(paths, name, checked)
         pool.create()
         try:
@@ -204,7 +262,14 @@ def update_pool_config(paths: Paths, name: str,
         if new == old:
             return old
         pool = cls(paths, name, dict(old))
-        pool.reconfigure(new, frozenset(unset))
+        # the intent: a kill from here to the record leaves the host changed and the record
+        # not; the next call (settle_pool) finishes the change
+        write_record(_intent_path(paths, name), {"config": new})
+        try:
+            pool.reconfigure(new, frozenset(unset))
+        except BaseException:
+            _drop_intent(paths, name)  # the driver put back what it changed
+            raise
         crashpoint("pool.reconfigured")  # the host changed, the record not yet
         record["config"] = new
         try:
@@ -217,7 +282,9 @@ def update_pool_config(paths: Paths, name: str,
             except Exception:
                 log.warning("storage pool %s: cannot undo the change of its config on the "
                             "host", name, exc_info=True)
+            _drop_intent(paths, name)
             raise
+        _drop_intent(paths, name)
     log.info("storage pool %s config changed to %s", name, new)
     return new
 
@@ -278,6 +345,7 @@ def delete_pool(paths: Paths, name: str, *, force: bool = False) -> None:
                 f"{counts.get('custom', 0)} custom volume(s) remain on it")
         pool.delete()
         os.unlink(_record_path(paths, name))
+        _drop_intent(paths, name)
         remove_stale_tmp(paths.pools)
     log.info("storage pool %s deleted", name)
 

@@ -152,3 +152,25 @@ def test_a_kill_leaves_the_old_record_and_the_same_set_finishes(pool: lxdlib.Hos
     ok(host, "storage", "set", "hhp", "size", "512MiB")
     assert host.pools["hhp"].config["size"] == "512MiB"
     assert btrfs_size(host) == 512 * MiB
+
+
+def test_recover_finishes_a_storage_set_killed_before_its_record(pool: lxdlib.Host) -> None:
+    """A ``storage set`` killed once the host took the change and before the record says it
+    (the mount remounted with the new options, the record old): ``lxdlib recover`` finishes
+    it from the intent the set left (a remount cannot take every option back), where it said
+    there was nothing to recover and the record and the mount disagreed until a reboot."""
+    host = pool
+    before = host.pools["hhp"].config["btrfs.mount_options"]
+    wanted = f"{before},noatime"
+    r = run(host, "storage", "set", "hhp", "btrfs.mount_options", wanted,
+            LXDLIB_CRASHPOINT="pool.reconfigured")
+    assert r.returncode == -9, r.stderr
+    assert host.pools["hhp"].config["btrfs.mount_options"] == before
+    assert "noatime" in mount_line(host)
+    out = ok(host, "recover")
+    assert "pool:hhp" in out, out
+    assert host.pools["hhp"].config["btrfs.mount_options"] == wanted
+    assert "noatime" in mount_line(host)
+    assert not os.path.lexists(host.paths.pools / ".hhp.reconfigure")
+    assert "Nothing to recover" in ok(host, "recover")
+    assert "hhp" in ok(host, "storage", "list", "-f", "csv")

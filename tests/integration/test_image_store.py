@@ -16,6 +16,7 @@ import pytest
 
 from lxdlib.errors import (
     AlreadyExists,
+    CorruptRecord,
     ImageError,
     InvalidArgument,
     InvalidName,
@@ -297,6 +298,66 @@ def test_alias_to_unknown_target(tmp_path: Path) -> None:
     with pytest.raises(InvalidName):
         store.alias_create("a b", "0" * 64)
     assert store.aliases() == {}
+
+
+def test_an_unreadable_alias_table_hides_no_image_and_is_never_overwritten(
+        tmp_path: Path) -> None:
+    """``aliases.yaml`` cut short, of another shape, a directory, a symlink, or with one
+    entry that is no mapping: every image is still listed, found by its fingerprint or a
+    prefix, touched, edited, and imported without aliases; a name that is no fingerprint is
+    the table's ``CorruptRecord`` (it may be one of its aliases), unless it is an entry that
+    can be read; every verb that would write the table (alias create, rename, update,
+    delete, an image delete, an import with aliases) is refused with that error and leaves
+    the file as it is: a write would drop the aliases it cannot read."""
+    store = make_store(tmp_path)
+    a = store.import_file(make_image(tmp_path / "a.tar.gz"), aliases=["a1"])
+    fp = a.fingerprint
+    table = store.root / "aliases.yaml"
+    good = f'{{"a1": {{"target": "{fp}", "description": ""}}}}'
+    for make in (lambda: table.write_text('{"a1": {"target": '), lambda: table.write_text("[1]"),
+                 table.mkdir, lambda: table.symlink_to(tmp_path / "a.tar.gz"),
+                 lambda: table.write_text(f'{{"a1": {{"target": "{fp}"}}, "lost": 5}}')):
+        if table.is_dir() and not table.is_symlink():
+            table.rmdir()
+        else:
+            table.unlink()
+        make()
+        before = os.readlink(table) if table.is_symlink() else \
+            None if table.is_dir() else table.read_bytes()
+        partial = not table.is_symlink() and table.is_file() and b"lost" in table.read_bytes()
+        assert [r.fingerprint for r in store.list()] == [fp]
+        assert store.get(fp).fingerprint == fp and store.get(fp[:12]).fingerprint == fp
+        assert store.get(fp).aliases == ([{"name": "a1", "description": ""}] if partial else [])
+        store.touch(fp)
+        store.set_properties(fp[:12], {"k": "v"})
+        if partial:
+            assert store.get("a1").fingerprint == fp
+        else:
+            with pytest.raises(CorruptRecord, match=r"aliases\.yaml"):
+                store.get("a1")
+        with pytest.raises(CorruptRecord):
+            store.get("f" * 64)  # no such image: it may be an alias the table holds
+        for verb in (lambda: store.alias_create("new", fp), lambda: store.alias_delete("a1"),
+                     lambda: store.alias_rename("a1", "a2"),
+                     lambda: store.alias_update("a1", description="d"),
+                     lambda: store.delete(fp),
+                     lambda: store.import_file(make_image(tmp_path / "b.tar.xz",
+                                                          compression="xz"), aliases=["b"])):
+            with pytest.raises(CorruptRecord, match=r"aliases\.yaml"):
+                verb()
+            after = os.readlink(table) if table.is_symlink() else \
+                None if table.is_dir() else table.read_bytes()
+            assert after == before
+        assert [r.fingerprint for r in store.list()] == [fp]
+        b = store.import_file(make_image(tmp_path / "b.tar.xz", compression="xz"))
+        assert {r.fingerprint for r in store.list()} == {fp, b.fingerprint}
+        (store.root / b.fingerprint / "image.yaml").unlink()  # undone by hand for the next turn
+        store.cleanup_leftovers()
+    table.unlink()
+    table.write_text(good)  # the repair: the table back as it was
+    assert store.get("a1").fingerprint == fp
+    store.delete("a1")
+    assert store.aliases() == {} and store.list() == []
 
 
 # -- changes ------------------------------------------------------------------------------------

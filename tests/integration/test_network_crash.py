@@ -121,3 +121,31 @@ def test_kill_during_create_update_delete(netenv: NetEnv, delay: float) -> None:
     _assert_consistent(netenv, name)
     assert not link_exists(name)
     assert not os.path.exists(netenv.paths.networks / f"{name}.yaml")
+
+
+def test_recover_finishes_a_network_set_killed_after_its_record(netenv: NetEnv) -> None:
+    """A ``network set`` killed once the record is written and before the bridge is changed:
+    the record says the new subnet, the host serves the old one; ``lxdlib recover`` (no
+    listing looks at the host) brings the bridge, its NAT and its dnsmasq to the record."""
+    name = netenv.bridge_name()
+    netenv.root.mkdir(parents=True, exist_ok=True)
+    old, new = str(free_subnet()), str(free_subnet())
+    netenv.manager.create(name, {"ipv4.address": old})
+
+    def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root",
+                               str(netenv.root), *args], env={**os.environ, **env},
+                              capture_output=True, text=True, timeout=120)
+    r = cli("network", "set", name, f"ipv4.address={new}", LXDLIB_CRASHPOINT="network.recorded")
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert netenv.manager.get(name)["config"]["ipv4.address"] == new
+    assert old.split("/")[0] in run("ip", "-j", "-4", "addr", "show", "dev", name).stdout
+    r = cli("recover")
+    assert r.returncode == 0 and f"network:{name}" in r.stdout, r.stdout + r.stderr
+    live = run("ip", "-j", "-4", "addr", "show", "dev", name).stdout
+    assert new.split("/")[0] in live and old.split("/")[0] not in live
+    pid = dnsmasq_pid(netenv.paths, name)
+    assert pid is not None
+    assert f"--listen-address={new.split('/')[0]}".encode() in \
+        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    assert "Nothing to recover" in cli("recover").stdout

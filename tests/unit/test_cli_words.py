@@ -310,3 +310,20 @@ def test_init_storage_create_loop_takes_a_bare_number_as_gigabytes(given: str | 
     """``lxd init --auto --storage-create-loop 2`` makes a 2 GB loop file; lxdlib read 2 bytes
     (and refused it as too small)."""
     assert loop_size(given) == size
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00", b"[1]\n", b"aliases: [1]\n", None])
+def test_an_unreadable_alias_file_is_an_error_naming_it(tmp_path: Path,
+                                                        content: bytes | None) -> None:
+    """A config file that is not text, of another shape, or a directory: every command says
+    which file it cannot read (no traceback), and ``alias add`` does not write it over."""
+    path = tmp_path / "config.yml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(InvalidArgument, match=r"cannot read .*config\.yml"):
+        useraliases.load(path)
+    with pytest.raises(InvalidArgument, match=r"cannot read .*config\.yml"):
+        useraliases.modify(lambda aliases: aliases.update(x="version"), path)
+    assert path.is_dir() or path.read_bytes() == content

@@ -7,6 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 CODE = """
 from lxdlib import journal
@@ -48,3 +51,20 @@ def test_every_intent_kind_has_a_recoverer() -> None:
     r = subprocess.run([sys.executable, "-c", code, *kinds], capture_output=True, text=True,
                        timeout=60)
     assert r.stdout.split() == kinds, r.stderr
+
+
+def test_an_intent_record_that_is_a_directory_is_dropped_or_named(tmp_path: Path) -> None:
+    """``.pending.yaml`` made a directory (by hand): an empty one is dropped as a planted
+    symlink is; one that holds something is a ``CorruptRecord`` naming it, an error of that
+    instance alone (it was an ``IsADirectoryError`` that ended ``lxdlib recover`` for all)."""
+    from lxdlib import journal
+    from lxdlib.errors import CorruptRecord
+    from lxdlib.state import Paths
+    paths = Paths.at(tmp_path)
+    intent = paths.instance_dir("c1") / journal.PENDING
+    intent.mkdir(parents=True)
+    assert journal.read(paths, "c1") is None and not os.path.lexists(intent)
+    (intent / "x").mkdir(parents=True)
+    with pytest.raises(CorruptRecord, match=r"\.pending\.yaml"):
+        journal.read(paths, "c1")
+    assert (intent / "x").is_dir()

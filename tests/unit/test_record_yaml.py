@@ -412,3 +412,22 @@ def test_yaml_json_does_not_carry_exactly_is_not_kept(tmp_path: Path, doc: str) 
     assert not memos.exists() or not list(memos.iterdir())
     if doc != "f: .nan\n":
         assert got == expected
+
+
+def test_a_record_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path: Path) -> None:
+    """A FIFO put in a record's place blocked ``open`` until a writer came (every listing
+    hung on it), a character device is no record either (``/dev/zero`` would be read for
+    ever): both are ``RecordNotAFile`` at once, through ``read_record`` and the parse cache
+    alike."""
+    fifo = tmp_path / "r.yaml"
+    os.mkfifo(fifo)
+    code = ("import sys; from lxdlib import state\n"
+            "for read in (state.read_record, state.ParsedCache().read):\n"
+            "    try:\n"
+            "        read(sys.argv[1])\n"
+            "    except state.RecordNotAFile as e:\n"
+            "        print('refused', e)\n")
+    for path in (str(fifo), "/dev/null"):
+        r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                           timeout=20)
+        assert r.stdout.count("refused") == 2 and "not a regular file" in r.stdout, r.stderr

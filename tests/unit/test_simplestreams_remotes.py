@@ -104,3 +104,33 @@ def test_protocols(remotes: Remotes) -> None:
 ])
 def test_split_ref(ref: str, expected: tuple[str, str]) -> None:
     assert split_ref(ref, "dflt") == expected
+
+
+@pytest.mark.parametrize("make", ["cut", "binary", "shape", "entry", "default", "mirrors",
+                                  "directory", "symlink"])
+def test_an_unreadable_remote_list_is_a_corrupt_record_and_never_written_over(
+        remotes: Remotes, tmp_path: Path, make: str) -> None:
+    """``remotes.yaml`` that is no record, or has one part of another shape, is a
+    ``CorruptRecord`` naming the file for every verb (no traceback of the parser), and no
+    change writes over it: a rewrite would drop what could not be read (a remote the user
+    added and mistyped by hand)."""
+    from lxdlib.errors import CorruptRecord
+    remotes.add("mine", "https://example.com/streams", protocol="simplestreams")
+    path = remotes.path
+    path.unlink()
+    text = {"cut": b'{"remotes": {', "binary": b"\xff\xfe\x00", "shape": b"[1]",
+            "entry": b'{"remotes": {"mine": 5, "other": {"addr": "https://e.com"}}}',
+            "default": b'{"default-remote": [1]}', "mirrors": b'{"mirrors": [1]}'}.get(make)
+    if text is not None:
+        path.write_bytes(text)
+    elif make == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to(tmp_path / "elsewhere.yaml")
+        (tmp_path / "elsewhere.yaml").write_text("{}")
+    for verb in (remotes.list, lambda: remotes.get("mine"), lambda: remotes.default,
+                 lambda: remotes.add("new", "https://example.org/s", protocol="simplestreams"),
+                 lambda: remotes.remove("mine"), lambda: remotes.switch("local")):
+        with pytest.raises(CorruptRecord, match=r"remotes\.yaml"):
+            verb()
+    assert path.is_dir() or path.is_symlink() or path.read_bytes() == text
