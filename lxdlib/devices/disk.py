@@ -16,7 +16,10 @@ At start, liblxc mounts what its child can reach: a ``lxc.mount.entry`` bind (``
 only when shifted). liblxc's child runs as the container's root, so a source below a directory
 it cannot search (a custom volume of a pool, a 0700 home) is mounted from the start-host hook
 instead, by ``hotmount`` with host rights; so is a non-recursive bind of a directory with mounts
-below it, which the kernel refuses to a user namespace (it would uncover what those mounts hide).
+below it, which the kernel refuses to a user namespace (it would uncover what those mounts hide),
+and so is every ``readonly=true`` disk of an unprivileged instance: liblxc's child makes the bind
+inside the container's user namespace, whose root may then remount it read-write, while
+``hotmount`` hands over a mount whose read-only flag the kernel has locked.
 On a running instance, disks are added, changed and removed live through ``hotmount`` too.
 
 Ownership can be shifted only where the source's filesystem supports idmapped mounts; a
@@ -155,7 +158,8 @@ def plan(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Plan | None:
     return Plan(source=str(src), path="/" + dev["path"].strip("/"), idmap=idmap,
                 readonly=truthy(dev.get("readonly")), recursive=truthy(dev.get("recursive")),
                 propagation=dev.get("propagation", ""), required=required,
-                by_liblxc=not unprivileged or (reachable_by_others(src) and (
+                by_liblxc=not unprivileged or (not truthy(dev.get("readonly")) and
+                                               reachable_by_others(src) and (
                     truthy(dev.get("recursive")) or not has_submounts(src))))
 
 

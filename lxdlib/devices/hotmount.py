@@ -15,6 +15,14 @@ does the work with the new mount API, in a forked child:
    root would: symlinks cannot lead out of the container and nothing is created with host rights;
 3. ``move_mount`` attaches the detached tree there.
 
+A read-only mount in an unprivileged container must stay read-only: its root holds
+``CAP_SYS_ADMIN`` over its own mount namespace, and a mount flag is only out of its reach when
+the kernel has *locked* it, which it does to the mounts it copies from a more privileged mount
+namespace into a less privileged one (``lock_mnt_tree``). Without that, ``mount -o
+remount,bind,rw`` inside made a ``readonly=true`` disk writable (with ``shift=true``, as host
+root). So a read-only tree is first passed through such a copy (:func:`_locked`) and the locked
+clone is what the container gets.
+
 The child is forked because ``setns`` into a user namespace needs a single-threaded process and
 must not change the caller. Errors come back through a pipe as text.
 """
@@ -52,6 +60,8 @@ MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_IDMAP = 0x00100000
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 
@@ -105,6 +115,62 @@ def move_mount(fd: int, target: str) -> None:
 
 def _setns(fd: int, nstype: int) -> None:
     _check(int(_libc().setns(fd, nstype)), "setns")
+
+
+def _unshare(flags: int) -> None:
+    _check(int(_libc().unshare(flags)), "unshare")
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    _check(int(_libc().mount(os.fsencode(source), os.fsencode(target),
+                             None if fstype is None else os.fsencode(fstype), flags,
+                             os.fsencode(data) if data else None)), "mount", target)
+
+
+def _locked(fd: int, is_dir: bool, recursive: bool) -> int:
+    """A clone of the detached tree ``fd`` whose flags (read-only above all) the container's
+    root cannot change: the kernel locks the flags of every mount it copies into a mount
+    namespace of a less privileged user namespace. A grandchild attaches the tree in a private
+    mount namespace of its own (on a tmpfs only it sees: no path a host user controls is looked
+    up), copies that namespace into a fresh user namespace, clones the locked copy and hands it
+    back. Runs in ``_in_child``'s child (one thread)."""
+    import socket
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the grandchild
+        code = 1
+        try:
+            ours.close()
+            _unshare(CLONE_NEWNS)
+            _mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing below reaches the host's
+            _mount("lxdlib", "/dev", "tmpfs", 0, "mode=0711,size=16k")
+            point = "/dev/m"
+            if is_dir:
+                os.mkdir(point, 0o700)
+            else:
+                os.close(os.open(point, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            move_mount(fd, point)
+            _unshare(CLONE_NEWUSER | CLONE_NEWNS)  # the copy: every mount's flags locked
+            clone = open_tree(point, recursive)
+            socket.send_fds(theirs, [b"R"], [clone])
+            code = 0
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                theirs.sendall(b"E" + str(e).encode(errors="replace")[:4000])
+        os._exit(code)
+    theirs.close()
+    try:
+        msg, fds, _flags, _addr = socket.recv_fds(ours, 4096, 1)
+    finally:
+        ours.close()
+        os.waitpid(pid, 0)
+    if not fds or not msg.startswith(b"R"):
+        for extra in fds:
+            os.close(extra)
+        raise OSError(errno.EPERM, "cannot lock the read-only mount: " +
+                      (msg[1:].decode(errors="replace") or "the helper died"))
+    os.close(fd)
+    return fds[0]
 
 
 def _umount(target: str) -> None:
@@ -210,6 +276,8 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
         if attrs:
             mount_setattr(fd, "", AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0),
                           attr_set=attrs, userns_fd=max(userns, 0))
+        if readonly and unpriv:
+            fd = _locked(fd, is_dir, recursive)
         _enter(pid, unpriv)
         created = _make_mountpoint(target, is_dir)
         try:
@@ -237,7 +305,8 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
         raise StorageError(f"cannot mount {src} at {target} in the instance: {e}") from None
     if log.isEnabledFor(DEBUG):
         how = ["idmapped" if idmap and unpriv else "not shifted"]
-        how += [word for on, word in ((readonly, "read-only"), (recursive, "recursive"),
+        ro = "read-only (locked)" if unpriv else "read-only"
+        how += [word for on, word in ((readonly, ro), (recursive, "recursive"),
                                       (bool(propagation), propagation),
                                       (created, "mount point created")) if on]
         log.debug("mounted %s at %s in the instance of pid %d (%s)", src, target, pid,

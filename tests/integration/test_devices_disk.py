@@ -151,6 +151,61 @@ def test_host_path_disk_not_shifted_by_default(host: lxdlib.Host, src: Path) -> 
                                                "path": "/mnt/bad", "shift": "maybe"}})
 
 
+def _try_to_write(c: lxdlib.Instance, inside: str, is_dir: bool = True) -> None:
+    """The container's root remounts ``inside`` read-write and writes through it."""
+    target = f"{inside}/planted" if is_dir else inside
+    out = c.exec(["sh", "-c", f"mount -o remount,bind,rw {inside}; echo rc=$?; "
+                              f"echo pwned > {target}; echo wrote=$?"]).text
+    assert "rc=0" not in out, f"{inside}: remounted read-write ({out!r})"
+    assert "wrote=0" not in out, f"{inside}: written through ({out!r})"
+    line = c.exec(["grep", f" {inside} ", "/proc/self/mountinfo"], check=True).text
+    assert line.split()[5].split(",")[0] == "ro", line
+
+
+def test_read_only_disk_cannot_be_made_writable_inside(host: lxdlib.Host, src: Path) -> None:
+    """``readonly=true`` holds against the container's root, who owns its mount namespace and
+    so may remount what it did not get locked: at start (a source liblxc could mount, one only
+    the hook reaches, a file, shifted), hot-plugged, and after a restart. Before,
+    ``mount -o remount,bind,rw`` inside made each one writable (the shifted one as host root)."""
+    src.chmod(0o777)  # others may write: only the mount's flag stands in the way
+    (src / "hello").chmod(0o666)
+    hidden = host.paths.root / "hidden" / "in"
+    hidden.mkdir(parents=True)
+    hidden.chmod(0o777)
+    hidden.parent.chmod(0o700)
+    afile = host.paths.root / "afile"
+    afile.write_text("orig\n")
+    afile.chmod(0o666)
+    ro = {"type": "disk", "readonly": "true"}
+    c = host.launch("busybox", "c1", devices={
+        "plain": {**ro, "source": str(src), "path": "/mnt/plain"},
+        "hid": {**ro, "source": str(hidden), "path": "/mnt/hid"},
+        "file": {**ro, "source": str(afile), "path": "/mnt/file"},
+        "shifted": {**ro, "source": str(src), "path": "/mnt/shifted", "shift": "true"},
+    })
+
+    def attempt_all(points: list[str]) -> None:
+        for inside in points:
+            _try_to_write(c, inside, is_dir=inside != "/mnt/file")
+        assert sorted(p.name for p in src.iterdir()) == ["hello"]
+        assert (src / "hello").read_text() == "hi\n"
+        assert not list(hidden.iterdir())
+        assert afile.read_text() == "orig\n"
+
+    points = ["/mnt/plain", "/mnt/hid", "/mnt/file", "/mnt/shifted"]
+    attempt_all(points)
+    c.update(devices={**c.devices, "hot": {**ro, "source": str(src), "path": "/mnt/hot"},
+                      "hotf": {**ro, "source": str(afile), "path": "/mnt/hotf"}})
+    _try_to_write(c, "/mnt/hot")
+    _try_to_write(c, "/mnt/hotf", is_dir=False)
+    c.restart(force=True)
+    attempt_all([*points, "/mnt/hot"])
+    # read-only still means readable, and the container may still take the mount away
+    assert c.exec(["cat", "/mnt/plain/hello"]).text == "hi\n"
+    c.exec(["umount", "/mnt/hot"], check=True)
+    assert sorted(p.name for p in src.iterdir()) == ["hello"]
+
+
 def test_disk_hotplug_and_refusals(host: lxdlib.Host, src: Path) -> None:
     c = host.launch("busybox", "c1")
     devs = c.devices
