@@ -258,10 +258,12 @@ def _userns_of(pid: int) -> bool:
 
 
 def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: bool = False,
-           recursive: bool = False, propagation: str = "") -> bool:
+           recursive: bool = False, propagation: str = "", point_optional: bool = False) -> bool:
     """Mount host ``source`` at ``target`` (absolute, inside the container whose init is
     ``pid``), creating the mount point like ``create=dir|file``. All or nothing; True if the
-    mount point was created here (so that ``detach(remove=True)`` may delete it later)."""
+    mount point was created here (so that ``detach(remove=True)`` may delete it later). With
+    ``point_optional``, a mount point that cannot be made (a file a kernel filesystem lacks)
+    mounts nothing, as liblxc's ``optional``."""
     src = os.fspath(source)
     is_dir = os.path.isdir(src)
     unpriv = _userns_of(pid)
@@ -279,7 +281,13 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
         if readonly and unpriv:
             fd = _locked(fd, is_dir, recursive)
         _enter(pid, unpriv)
-        created = _make_mountpoint(target, is_dir)
+        try:
+            created = _make_mountpoint(target, is_dir)
+        except OSError as e:
+            if point_optional and e.errno in (errno.ENOENT, errno.EACCES, errno.EPERM,
+                                              errno.EROFS):
+                return "skipped"
+            raise
         try:
             move_mount(fd, target)
         except BaseException:
@@ -300,9 +308,14 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
         return "created" if created else ""
 
     try:
-        created = _in_child(work) == "created"
+        outcome = _in_child(work)
     except StorageError as e:
         raise StorageError(f"cannot mount {src} at {target} in the instance: {e}") from None
+    if outcome == "skipped":
+        log.debug("%s not mounted at %s in the instance of pid %d: the mount point cannot be "
+                  "made there (optional)", src, target, pid)
+        return False
+    created = outcome == "created"
     if log.isEnabledFor(DEBUG):
         how = ["idmapped" if idmap and unpriv else "not shifted"]
         ro = "read-only (locked)" if unpriv else "read-only"

@@ -164,8 +164,8 @@ def _try_to_write(c: lxdlib.Instance, inside: str, is_dir: bool = True) -> None:
 
 def test_read_only_disk_cannot_be_made_writable_inside(host: lxdlib.Host, src: Path) -> None:
     """``readonly=true`` holds against the container's root, who owns its mount namespace and
-    so may remount what it did not get locked: at start (a source liblxc could mount, one only
-    the hook reaches, a file, shifted), hot-plugged, and after a restart. Before,
+    so may remount what it did not get locked: at start (a source others may reach, one they
+    may not, a file, shifted), hot-plugged, and after a restart. Before,
     ``mount -o remount,bind,rw`` inside made each one writable (the shifted one as host root)."""
     src.chmod(0o777)  # others may write: only the mount's flag stands in the way
     (src / "hello").chmod(0o666)
@@ -204,6 +204,46 @@ def test_read_only_disk_cannot_be_made_writable_inside(host: lxdlib.Host, src: P
     assert c.exec(["cat", "/mnt/plain/hello"]).text == "hi\n"
     c.exec(["umount", "/mnt/hot"], check=True)
     assert sorted(p.name for p in src.iterdir()) == ["hello"]
+
+
+def test_mount_points_are_made_inside_whatever_the_container_planted(
+        host: lxdlib.Host, src: Path) -> None:
+    """The container's root makes the parents of its disks' mount points links to the
+    world-writable ``/var/tmp`` (absolute, relative, through a chain); at the next start the
+    mount points are made in its own rootfs, never on the host. Before, liblxc's ``create=dir``
+    and ``create=file`` followed the links from the host's root: ``/var/tmp/<x>-d…`` and
+    ``/var/tmp/<x>-f…`` appeared on the host, owned by the container's root (and the start
+    failed)."""
+    (src / "f").write_text("f\n")
+    tag = f"lxdlib-planted-{secrets.token_hex(4)}"
+    c = host.launch("busybox", "c1")
+    try:
+        c.exec(["sh", "-c", "mkdir -p /var/tmp /mnt && ln -s /var/tmp /mnt/abs && "
+                            "ln -s ../../../../../var/tmp /mnt/rel && ln -s /mnt/abs /mnt/chain"],
+               check=True)
+        devices = {**c.devices}
+        for link in ("abs", "rel", "chain"):
+            devices[f"d{link}"] = {"type": "disk", "source": str(src),
+                                   "path": f"/mnt/{link}/{tag}-d{link}"}
+            devices[f"f{link}"] = {"type": "disk", "source": str(src / "f"),
+                                   "path": f"/mnt/{link}/{tag}-f{link}"}
+        c.update(devices=devices)  # hot-plugged: made inside
+        c.stop(force=True)
+        failed: lxdlib.LXCError | None = None
+        try:
+            c.start()  # the rootfs keeps the links: the mount points are needed again
+        except lxdlib.LXCError as e:
+            failed = e
+        assert not list(Path("/var/tmp").glob(f"{tag}*"))  # nothing landed on the host
+        assert failed is None
+        listing = c.exec(["ls", "/var/tmp"], check=True).text.split()
+        assert sorted(x.removeprefix(f"{tag}-") for x in listing if x.startswith(tag)) == [
+            "dabs", "dchain", "drel", "fabs", "fchain", "frel"]
+        assert c.exec(["cat", f"/var/tmp/{tag}-drel/hello", f"/mnt/chain/{tag}-fchain"]
+                      ).text == "hi\nf\n"
+    finally:
+        for entry in Path("/var/tmp").glob(f"{tag}*"):
+            (entry.rmdir if entry.is_dir() and not entry.is_symlink() else entry.unlink)()
 
 
 def test_disk_hotplug_and_refusals(host: lxdlib.Host, src: Path) -> None:
