@@ -12,7 +12,8 @@ lets a clean-up tell its processes apart. The forwarder
    as the instance's root — an idmapped rootfs takes no file from the host's root — and hands
    the sockets back over a socketpair; unix sockets get their owner and mode;
 4. moves into the connecting side's network (and, for a unix path, mount) namespace and drops
-   to ``security.uid``/``security.gid``;
+   to ``security.uid``/``security.gid``; in the instance's mount namespace it is then sealed
+   (:func:`seal`): it loads no module and reads no source file there;
 5. tells its starter ``ready`` or ``error <reason>`` over a pipe, so a busy listen address fails
    the start or the device add at once;
 6. relays: streams through a kernel pipe with splice(2) (no copy through Python), UDP per client
@@ -23,7 +24,10 @@ With ``--nat-table`` it relays nothing and only removes that nftables table when
 
 Everything runs in one thread: ``setns`` of a mount namespace needs a single-threaded process, and
 an epoll loop over splice keeps up with the kernel without threads. All imports happen at the top:
-once in a container's mount namespace, the host's Python files are out of reach.
+once in a container's mount namespace, the host's Python files are out of reach, and the paths
+Python would load a module or a traceback's source lines from are the container's root's to
+fill (``encodings/<codec>.py`` for a ``# coding:`` line it planted in the file a traceback
+names), while the forwarder is host root unless ``security.uid`` says otherwise.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import errno
 import fcntl
 import ipaddress
 import json
+import linecache
 import logging
 import os
 import resource
@@ -160,6 +165,32 @@ class Namespaces:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.fds.clear()
+
+
+class _Sealed:
+    """A module finder that refuses every module: first on ``sys.meta_path`` once sealed."""
+
+    @staticmethod
+    def find_spec(fullname: str, path: object = None, target: object = None) -> None:
+        raise ImportError(f"No module named {fullname!r} is loaded in the instance's mount "
+                          "namespace")
+
+
+def _no_lines(filename: str, module_globals: object = None) -> list[str]:
+    return []
+
+
+def seal() -> None:
+    """Load no code and read no source from here on: called once the forwarder is in the
+    instance's mount namespace, where every path is the container root's. A module not yet
+    imported is refused (a codec looked up by name included: ``LookupError``), and a traceback
+    is formatted without source lines (``linecache`` read the file each frame names, and
+    ``tokenize`` looked up the codec its ``# coding:`` line names)."""
+    if _Sealed not in sys.meta_path:
+        sys.meta_path.insert(0, _Sealed)  # type: ignore[arg-type]
+    sys.path_importer_cache.clear()
+    linecache.clearcache()
+    setattr(linecache, "getlines", _no_lines)  # noqa: B010 - mypy: a module's function
 
 
 # -- addresses ---------------------------------------------------------------------------------
@@ -876,8 +907,12 @@ class Forwarder(Watcher):
                     self.unix_paths.append(made)
         else:
             self._listen_as_instance(addrs, unix_path)
+        in_instance_mnt = connect_side == "instance" and self.connect.proto == "unix" and \
+            not self.connect.abstract
         self.ns.enter(connect_side,
                       mnt=self.connect.proto == "unix" and not self.connect.abstract)
+        if in_instance_mnt:
+            seal()
         self.ns.close()
         if a.security_gid is not None or a.security_uid is not None:
             os.setgroups([])

@@ -4,6 +4,9 @@ target choice, and how a forwarder is recognised before any signal."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +176,57 @@ def test_is_forwarder(cmdline: bytes, ok: bool) -> None:
 def test_side_of(bind: str | None, side: str) -> None:
     dev = {"type": "proxy"} if bind is None else {"type": "proxy", "bind": bind}
     assert proxy.side_of(dev) == side
+
+
+#: In a child: the files of ``planted`` stand for what the container's root put at the paths
+#: Python reads (here ``encodings``' directory, and the file a traceback names); a traceback
+#: is formatted, a module and a codec are asked for. Prints what got through.
+SEALED_CHILD = r"""
+import codecs, encodings, os, sys, traceback
+from lxdlib import forwarder
+planted, seal = sys.argv[1], sys.argv[2] == "seal"
+encodings.__path__.append(planted)
+sys.path.append(planted)
+ns = {}
+exec(compile("def boom():\n    raise ValueError('x')\n", os.path.join(planted, "src.py"),
+             "exec"), ns)
+if seal:
+    forwarder.seal()
+try:
+    ns["boom"]()
+except ValueError:
+    text = traceback.format_exc()
+try:
+    import lxdlib_mod
+except ImportError:
+    pass
+try:
+    codecs.lookup("lxdlib_codec")
+except LookupError:
+    pass
+print("source shown" if "raise ValueError" in text else "no source")
+"""
+
+
+@pytest.mark.parametrize("seal", [False, True])
+def test_a_sealed_forwarder_runs_nothing_the_container_planted(tmp_path: Path, seal: bool) -> None:
+    """The forwarder joins the instance's mount namespace as host root (``connect=unix:`` in
+    the instance, no ``security.uid``) for its whole life. There a module Python loads, or a
+    codec a traceback's ``# coding:`` line names, comes from the container's files: unsealed
+    (the first case) each one below runs as the process's user; sealed, none does."""
+    ran = tmp_path / "ran"
+    for mod in ("lxdlib_planted", "lxdlib_mod", "lxdlib_codec"):
+        (tmp_path / f"{mod}.py").write_text(
+            f"open({str(ran)!r} + '.{mod}', 'w').close()\n"
+            "def getregentry():\n    raise LookupError\n")
+    (tmp_path / "src.py").write_text("# coding: lxdlib_planted\ndef boom():\n"
+                                     "    raise ValueError('x')\n")
+    out = subprocess.run([sys.executable, "-c", SEALED_CHILD, str(tmp_path),
+                          "seal" if seal else "open"], capture_output=True, text=True,
+                         check=True).stdout
+    got = sorted(p.name.split(".", 1)[1] for p in tmp_path.glob("ran.*"))
+    if not seal:  # the way in is real: every planted file ran
+        assert got == ["lxdlib_codec", "lxdlib_mod", "lxdlib_planted"]
+        return
+    assert got == []
+    assert out.strip() == "no source"
