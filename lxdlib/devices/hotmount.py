@@ -268,8 +268,16 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
     is_dir = os.path.isdir(src)
     unpriv = _userns_of(pid)
 
+    kind = propagation.removeprefix("r")
+
     def work() -> str:
         fd = open_tree(src, recursive)
+        # The clone is a peer of the source's mount when that is shared (systemd makes every
+        # mount shared), and a peer passes on what is mounted below it: a tmpfs the container's
+        # root mounted below its disk appeared on the host, over the host's files. So it is
+        # private, or a slave when the device asks for one (the host's mounts still come in).
+        mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE,
+                      propagation=PROPAGATION["slave" if kind == "slave" else "private"])
         attrs = MOUNT_ATTR_RDONLY if readonly else 0
         userns = -1
         if idmap and unpriv:
@@ -296,7 +304,6 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
                     (os.rmdir if is_dir else os.unlink)(target)
             raise
         if propagation:
-            kind = propagation.removeprefix("r")
             try:
                 mount_setattr(AT_FDCWD, target, AT_SYMLINK_NOFOLLOW |
                               (AT_RECURSIVE if propagation.startswith("r") else 0),

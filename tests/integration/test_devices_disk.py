@@ -246,6 +246,48 @@ def test_mount_points_are_made_inside_whatever_the_container_planted(
             (entry.rmdir if entry.is_dir() and not entry.is_symlink() else entry.unlink)()
 
 
+def _mounts_below(path: Path) -> list[str]:
+    prefix = str(path) + "/"
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+
+
+def test_a_mount_made_inside_reaches_no_host_path(host: lxdlib.Host) -> None:
+    """The source of a disk sits on a shared mount, as every mount of a systemd host is; the
+    container's root mounts a tmpfs below each of its disks of it (at start, hot-plugged, with
+    no propagation, ``rslave`` and ``shared``). Nothing appears on the host. Before, the disk was
+    a peer of the host's mount and the container's tmpfs covered the host's directory there.
+    ``rslave`` still brings the host's later mounts in."""
+    shared = host.paths.root / "shared"
+    shared.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0777", "lxsh", str(shared)],
+                   check=True)
+    subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+    for sub in ("a", "b", "c", "d", "host"):
+        (shared / sub).mkdir(mode=0o777)
+    c = host.launch("busybox", "c1", devices={
+        "plain": {"type": "disk", "source": str(shared), "path": "/mnt/plain"},
+        "slave": {"type": "disk", "source": str(shared), "path": "/mnt/slave",
+                  "propagation": "rslave"},
+    })
+    c.update(devices={**c.devices,
+                      "hot": {"type": "disk", "source": str(shared), "path": "/mnt/hot"},
+                      "shr": {"type": "disk", "source": str(shared), "path": "/mnt/shr",
+                              "propagation": "shared"}})
+    for inside, sub in (("/mnt/plain", "a"), ("/mnt/slave", "b"), ("/mnt/hot", "c"),
+                        ("/mnt/shr", "d")):
+        c.exec(["mount", "-t", "tmpfs", "-o", "size=1m", "planted", f"{inside}/{sub}"],
+               check=True)
+        c.exec(["sh", "-c", f"echo planted > {inside}/{sub}/x"], check=True)
+    assert _mounts_below(shared) == []
+    assert not any((shared / sub / "x").exists() for sub in "abcd")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "fromhost", str(shared / "host")],
+                   check=True)
+    (shared / "host" / "y").write_text("y\n")
+    assert c.exec(["cat", "/mnt/slave/host/y"]).text == "y\n"  # host → instance still flows
+    assert c.exec(["cat", "/mnt/plain/host/y"]).returncode != 0
+
+
 def test_disk_hotplug_and_refusals(host: lxdlib.Host, src: Path) -> None:
     c = host.launch("busybox", "c1")
     devs = c.devices
