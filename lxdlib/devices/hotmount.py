@@ -21,7 +21,9 @@ the kernel has *locked* it, which it does to the mounts it copies from a more pr
 namespace into a less privileged one (``lock_mnt_tree``). Without that, ``mount -o
 remount,bind,rw`` inside made a ``readonly=true`` disk writable (with ``shift=true``, as host
 root). So a read-only tree is first passed through such a copy (:func:`_locked`) and the locked
-clone is what the container gets.
+clone is what the container gets. So is a recursive one: the same copy locks the mounts below
+its top in place (``MNT_LOCKED``), where the container's root could otherwise unmount one and
+read what the host had covered with it.
 
 The child is forked because ``setns`` into a user namespace needs a single-threaded process and
 must not change the caller. Errors come back through a pipe as text.
@@ -286,7 +288,7 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
         if attrs:
             mount_setattr(fd, "", AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0),
                           attr_set=attrs, userns_fd=max(userns, 0))
-        if readonly and unpriv:
+        if unpriv and (readonly or recursive):
             fd = _locked(fd, is_dir, recursive)
         _enter(pid, unpriv)
         try:

@@ -288,6 +288,28 @@ def test_a_mount_made_inside_reaches_no_host_path(host: lxdlib.Host) -> None:
     assert c.exec(["cat", "/mnt/plain/host/y"]).returncode != 0
 
 
+def test_a_recursive_disk_keeps_what_the_host_covered(host: lxdlib.Host) -> None:
+    """A recursive disk brings the source's submounts along; the container's root may not
+    unmount one to read the host's directory below it (the kernel's rule for mounts a less
+    privileged namespace is given). Before, ``umount`` inside uncovered it (hot-plugged, and
+    now at start too); the disk itself may still be unmounted."""
+    src = host.paths.root / "covered"
+    (src / "secret").mkdir(parents=True)
+    (src / "secret" / "s").write_text("under the mount\n")
+    (src / "secret" / "s").chmod(0o644)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "lxcover", str(src / "secret")],
+                   check=True)
+    c = host.launch("busybox", "c1", devices={
+        "rec": {"type": "disk", "source": str(src), "path": "/mnt/rec", "recursive": "true"}})
+    c.update(devices={**c.devices, "hot": {"type": "disk", "source": str(src),
+                                           "path": "/mnt/hot", "recursive": "true"}})
+    for inside in ("/mnt/rec", "/mnt/hot"):
+        out = c.exec(["sh", "-c", f"umount {inside}/secret; umount -l {inside}/secret; "
+                                  f"cat {inside}/secret/s"]).text
+        assert "under the mount" not in out, inside
+    c.exec(["umount", "-l", "/mnt/hot"], check=True)
+
+
 def test_disk_hotplug_and_refusals(host: lxdlib.Host, src: Path) -> None:
     c = host.launch("busybox", "c1")
     devs = c.devices
