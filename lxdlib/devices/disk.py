@@ -17,7 +17,7 @@ At start, the disks of an unprivileged instance are mounted from the start-host 
 instance's. liblxc's child would not do: it runs as the container's root, so it cannot reach a
 source below a directory it cannot search (a custom volume of a pool, a 0700 home), nor make a
 non-recursive bind of a directory with mounts below it (the kernel refuses that to a user
-namespace: it would uncover what those mounts hide); it makes a ``ro`` bind inside the
+namespace: it would uncover what those mounts hide; ``hotmount`` covers them); it makes a ``ro`` bind inside the
 container's user namespace, whose root may then remount it read-write, where ``hotmount`` hands
 over a mount whose read-only flag the kernel has locked; and it creates a missing mount point
 (``create=dir|file``) by a path it resolves from the host's root, following the symlinks the

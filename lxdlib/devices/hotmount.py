@@ -129,13 +129,46 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str =
                              os.fsencode(data) if data else None)), "mount", target)
 
 
-def _locked(fd: int, is_dir: bool, recursive: bool) -> int:
+_SYS_OPENAT2 = 437
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+MS_RDONLY = 0x1
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+
+
+def _open_beneath(dirfd: int, rel: str) -> int:
+    """An ``O_PATH`` handle on ``rel`` below ``dirfd``, through no symlink and no other mount
+    (``openat2``): a host user who owns a directory on the way cannot lead it elsewhere."""
+    import ctypes
+    how = struct.pack("QQQ", os.O_PATH | os.O_CLOEXEC, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS
+                      | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
+    buf = ctypes.create_string_buffer(how, len(how))
+    return _check(int(_libc().syscall(_SYS_OPENAT2, dirfd, os.fsencode(rel), buf, len(how))),
+                  "openat2", rel)
+
+
+def _cover(pfd: int, empty_file: str) -> None:
+    """Mount an empty read-only directory (or file: ``empty_file``, on a read-only mount whose
+    flag its bind takes along) over what ``pfd`` names."""
+    target = f"/proc/self/fd/{pfd}"
+    if stat.S_ISDIR(os.fstat(pfd).st_mode):
+        _mount("lxdlib-cover", target, "tmpfs", MS_RDONLY, "size=4k,mode=0555")
+    else:
+        _mount(empty_file, target, None, MS_BIND)
+
+
+def _locked(fd: int, is_dir: bool, recursive: bool, covers: tuple[str, ...] = ()) -> int:
     """A clone of the detached tree ``fd`` whose flags (read-only above all) the container's
     root cannot change: the kernel locks the flags of every mount it copies into a mount
-    namespace of a less privileged user namespace. A grandchild attaches the tree in a private
-    mount namespace of its own (on a tmpfs only it sees: no path a host user controls is looked
-    up), copies that namespace into a fresh user namespace, clones the locked copy and hands it
-    back. Runs in ``_in_child``'s child (one thread)."""
+    namespace of a less privileged user namespace, and locks the mounts below the top in place.
+    A grandchild attaches the tree in a private mount namespace of its own (on a tmpfs only it
+    sees: no path a host user controls is looked up), covers each of ``covers`` (paths relative
+    to the tree's top) with an empty read-only mount, copies that namespace into a fresh user
+    namespace, clones the locked copy and hands it back. Runs in ``_in_child``'s child (one
+    thread)."""
     import socket
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     pid = os.fork()
@@ -146,14 +179,22 @@ def _locked(fd: int, is_dir: bool, recursive: bool) -> int:
             _unshare(CLONE_NEWNS)
             _mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing below reaches the host's
             _mount("lxdlib", "/dev", "tmpfs", 0, "mode=0711,size=16k")
-            point = "/dev/m"
+            point, empty = "/dev/m", "/dev/empty"
             if is_dir:
                 os.mkdir(point, 0o700)
             else:
                 os.close(os.open(point, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.close(os.open(empty, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444))
+            _mount("none", "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
             move_mount(fd, point)
+            if covers:
+                top = os.open(point, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                for rel in covers:
+                    pfd = _open_beneath(top, rel)
+                    _cover(pfd, empty)
+                    os.close(pfd)
             _unshare(CLONE_NEWUSER | CLONE_NEWNS)  # the copy: every mount's flags locked
-            clone = open_tree(point, recursive)
+            clone = open_tree(point, recursive or bool(covers))
             socket.send_fds(theirs, [b"R"], [clone])
             code = 0
         except BaseException as e:
@@ -169,7 +210,7 @@ def _locked(fd: int, is_dir: bool, recursive: bool) -> int:
     if not fds or not msg.startswith(b"R"):
         for extra in fds:
             os.close(extra)
-        raise OSError(errno.EPERM, "cannot lock the read-only mount: " +
+        raise OSError(errno.EPERM, "cannot lock the mount: " +
                       (msg[1:].decode(errors="replace") or "the helper died"))
     os.close(fd)
     return fds[0]
@@ -254,6 +295,19 @@ def _make_mountpoint(target: str, is_dir: bool) -> bool:
     return created
 
 
+def _submount_points(src: str) -> tuple[str, ...]:
+    """The outermost mount points strictly below ``src``, relative to it."""
+    top = os.path.realpath(src).rstrip("/") + "/"
+    found: list[str] = []
+    for point, _fstype in mounts():
+        if not point.startswith(top):
+            continue
+        rel = point[len(top):]
+        if rel and not any(rel == f or rel.startswith(f + "/") for f in found):
+            found = [f for f in found if not f.startswith(rel + "/")] + [rel]
+    return tuple(found)
+
+
 def _userns_of(pid: int) -> bool:
     """Whether the process runs in a user namespace other than the host's."""
     return os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
@@ -271,6 +325,10 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
     unpriv = _userns_of(pid)
 
     kind = propagation.removeprefix("r")
+    # A bind that is not recursive leaves the source's submounts behind, and with them would go
+    # what they cover on the host (the kernel refuses such a bind to a user namespace for that
+    # reason): each outermost one is covered by an empty read-only mount instead.
+    covers = () if recursive or not is_dir or not unpriv else _submount_points(src)
 
     def work() -> str:
         fd = open_tree(src, recursive)
@@ -288,8 +346,8 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
         if attrs:
             mount_setattr(fd, "", AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0),
                           attr_set=attrs, userns_fd=max(userns, 0))
-        if unpriv and (readonly or recursive):
-            fd = _locked(fd, is_dir, recursive)
+        if unpriv and (readonly or recursive or covers):
+            fd = _locked(fd, is_dir, recursive, covers)
         _enter(pid, unpriv)
         try:
             created = _make_mountpoint(target, is_dir)

@@ -288,26 +288,41 @@ def test_a_mount_made_inside_reaches_no_host_path(host: lxdlib.Host) -> None:
     assert c.exec(["cat", "/mnt/plain/host/y"]).returncode != 0
 
 
-def test_a_recursive_disk_keeps_what_the_host_covered(host: lxdlib.Host) -> None:
-    """A recursive disk brings the source's submounts along; the container's root may not
-    unmount one to read the host's directory below it (the kernel's rule for mounts a less
-    privileged namespace is given). Before, ``umount`` inside uncovered it (hot-plugged, and
-    now at start too); the disk itself may still be unmounted."""
+def test_a_disk_keeps_what_the_host_covered(host: lxdlib.Host) -> None:
+    """The source of a disk has a directory and a file with mounts over them, and a file of
+    the host's below each. A recursive disk brings those mounts along, and the container's root
+    may not unmount one (the kernel's rule for mounts a less privileged namespace is given); a
+    disk that is not recursive shows an empty read-only directory and file there, which it may
+    not unmount either. Before, ``umount`` inside uncovered the host's files of a recursive disk
+    (hot-plugged), and a flat one showed them at once. The disk itself may still be
+    unmounted."""
     src = host.paths.root / "covered"
     (src / "secret").mkdir(parents=True)
     (src / "secret" / "s").write_text("under the mount\n")
     (src / "secret" / "s").chmod(0o644)
+    (src / "f").write_text("under the mount\n")
+    (src / "f").chmod(0o644)
+    (src / "open").mkdir()
+    (src / "open" / "v").write_text("visible\n")
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "lxcover", str(src / "secret")],
                    check=True)
-    c = host.launch("busybox", "c1", devices={
-        "rec": {"type": "disk", "source": str(src), "path": "/mnt/rec", "recursive": "true"}})
-    c.update(devices={**c.devices, "hot": {"type": "disk", "source": str(src),
-                                           "path": "/mnt/hot", "recursive": "true"}})
-    for inside in ("/mnt/rec", "/mnt/hot"):
-        out = c.exec(["sh", "-c", f"umount {inside}/secret; umount -l {inside}/secret; "
-                                  f"cat {inside}/secret/s"]).text
+    subprocess.run(["mount", "--bind", "/etc/hostname", str(src / "f")], check=True)
+    rec = {"type": "disk", "source": str(src), "recursive": "true"}
+    flat = {"type": "disk", "source": str(src)}
+    c = host.launch("busybox", "c1", devices={"rec": {**rec, "path": "/mnt/rec"},
+                                              "flat": {**flat, "path": "/mnt/flat"}})
+    c.update(devices={**c.devices, "hrec": {**rec, "path": "/mnt/hrec"},
+                      "hflat": {**flat, "path": "/mnt/hflat"}})
+    for inside in ("/mnt/rec", "/mnt/hrec", "/mnt/flat", "/mnt/hflat"):
+        out = c.exec(["sh", "-c", f"for m in secret f; do umount {inside}/$m; "
+                                  f"umount -l {inside}/$m; done; "
+                                  f"cat {inside}/secret/s {inside}/f"]).text
         assert "under the mount" not in out, inside
-    c.exec(["umount", "-l", "/mnt/hot"], check=True)
+        assert c.exec(["cat", f"{inside}/open/v"]).text == "visible\n"
+    assert c.exec(["sh", "-c", "echo x > /mnt/flat/f"]).returncode != 0
+    assert c.exec(["ls", "/mnt/flat/secret"]).text == ""
+    c.exec(["umount", "-l", "/mnt/hflat"], check=True)
+    c.exec(["umount", "-l", "/mnt/hrec"], check=True)
 
 
 def test_disk_hotplug_and_refusals(host: lxdlib.Host, src: Path) -> None:
