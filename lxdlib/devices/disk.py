@@ -17,13 +17,13 @@ At start, the disks of an unprivileged instance are mounted from the start-host 
 instance's. liblxc's child would not do: it runs as the container's root, so it cannot reach a
 source below a directory it cannot search (a custom volume of a pool, a 0700 home), nor make a
 non-recursive bind of a directory with mounts below it (the kernel refuses that to a user
-namespace: it would uncover what those mounts hide; ``hotmount`` covers them); it makes a ``ro`` bind inside the
-container's user namespace, whose root may then remount it read-write, where ``hotmount`` hands
-over a mount whose read-only flag the kernel has locked; and it creates a missing mount point
-(``create=dir|file``) by a path it resolves from the host's root, following the symlinks the
-container's root planted in its rootfs: ``/mnt -> /var/tmp`` and a disk at ``/mnt/x`` made
-``/var/tmp/x`` on the host, owned by the container's root. ``hotmount`` resolves the path in
-the container's own mount namespace, as its root.
+namespace: it would uncover what those mounts hide; ``hotmount`` covers them); it makes a
+``ro`` bind inside the container's user namespace, whose root may then remount it read-write,
+where ``hotmount`` hands over a mount whose read-only flag the kernel has locked; and it
+creates a missing mount point (``create=dir|file``) by a path it resolves from the host's root,
+following the symlinks the container's root planted in its rootfs: ``/mnt -> /var/tmp`` and a
+disk at ``/mnt/x`` made ``/var/tmp/x`` on the host, owned by the container's root.
+``hotmount`` resolves the path in the container's own mount namespace, as its root.
 On a running instance, disks are added, changed and removed live through ``hotmount`` too.
 
 Ownership can be shifted only where the source's filesystem supports idmapped mounts; a
