@@ -23,7 +23,11 @@ remount,bind,rw`` inside made a ``readonly=true`` disk writable (with ``shift=tr
 root). So a read-only tree is first passed through such a copy (:func:`_locked`) and the locked
 clone is what the container gets. So is a recursive one: the same copy locks the mounts below
 its top in place (``MNT_LOCKED``), where the container's root could otherwise unmount one and
-read what the host had covered with it.
+read what the host had covered with it; and a flat one whose source has mounts below it, each
+covered first by an empty read-only mount (a flat bind would show what they cover).
+
+The detached copy is made private (or a slave, when asked) before anything else: a copy of a
+shared mount is its peer, and would pass what the container's root mounts below it to the host.
 
 The child is forked because ``setns`` into a user namespace needs a single-threaded process and
 must not change the caller. Errors come back through a pipe as text.
