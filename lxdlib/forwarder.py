@@ -264,13 +264,23 @@ class UnixPath:
         except OSError as e:
             raise SetupError(f"Failed listening on {path}: {e.strerror}") from None
         self.ino = -1
+        self.target = path  # what bind and the stale check use (see ``via_dir``)
 
     @classmethod
     def adopt(cls, dirfd: int, name: str, ino: int) -> UnixPath:
         """One made by another process, known by a handle on its directory."""
         self = cls.__new__(cls)
         self.dirfd, self.name, self.ino = dirfd, name, ino
+        self.target = name
         return self
+
+    def via_dir(self, path: str) -> str:
+        """``path`` as a name in the directory held (``/proc/self/fd/<dir>/<name>``), for a
+        bind or connect that must land there even if a component of ``path`` is swapped for a
+        symlink meanwhile (a host user's directory on the way); ``path`` itself when that name
+        is too long for a socket address. Only where ``/proc`` is this process's."""
+        held = f"/proc/self/fd/{self.dirfd}/{self.name}"
+        return held if len(held.encode()) < 108 else path
 
     def clear_stale(self, path: str) -> None:
         """A socket file left by a killed forwarder is removed; a live one means in use."""
@@ -283,7 +293,7 @@ class UnixPath:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(1.0)
         try:
-            probe.connect(path)
+            probe.connect(self.target)
         except ConnectionRefusedError:
             os.unlink(self.name, dir_fd=self.dirfd)
             return
@@ -312,19 +322,25 @@ class UnixPath:
 
 
 def make_listener(a: ProxyAddress, addr: Address, *, mode: int, uid: int | None,
-                  gid: int | None) -> tuple[socket.socket, UnixPath | None]:
+                  gid: int | None, via_dir: bool = False) -> tuple[socket.socket,
+                                                                  UnixPath | None]:
+    """A listening socket; a unix path's file is made in the directory its path names when
+    this starts (``via_dir``, on the host: the path may pass a host user's directory, and
+    root's socket landed where that user pointed a swapped component)."""
     s = socket.socket(family_of(a), kind_of(a) | socket.SOCK_CLOEXEC)
     made: UnixPath | None = None
     try:
         if a.proto == "unix" and not a.abstract:
             assert isinstance(addr, str)
             made = UnixPath(addr)
+            if via_dir:
+                made.target = made.via_dir(addr)
             made.clear_stale(addr)
             # The mode comes from the umask at bind: a chmod afterwards would follow whatever
             # a user of a shared directory put in the socket's place meanwhile.
             old = os.umask(~mode & 0o777)
             try:
-                s.bind(addr)
+                s.bind(made.target)
             finally:
                 os.umask(old)
             made.remember()
@@ -901,7 +917,7 @@ class Forwarder(Watcher):
         if listen_side == "host":
             for addr in addrs:
                 s, made = make_listener(self.listen, addr, mode=int(a.mode, 8), uid=a.uid,
-                                        gid=a.gid)
+                                        gid=a.gid, via_dir=True)
                 self.sockets.append(s)
                 if made is not None:
                     self.unix_paths.append(made)

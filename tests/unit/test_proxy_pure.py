@@ -230,3 +230,36 @@ def test_a_sealed_forwarder_runs_nothing_the_container_planted(tmp_path: Path, s
         return
     assert got == []
     assert out.strip() == "no source"
+
+
+def test_a_host_socket_lands_in_the_directory_its_path_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listen path passes a directory a host user may rename: right after the forwarder
+    took the path's directory, the user puts a link to another directory in its place. The
+    socket is still made in the directory the path named, never where the link points (before,
+    root's socket landed there, with the device's mode and owner)."""
+    from lxdlib import forwarder
+    home = tmp_path / "home"
+    (home / "socks").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    real_clear = forwarder.UnixPath.clear_stale
+
+    def swap_then_clear(self: forwarder.UnixPath, path: str) -> None:
+        (home / "socks").rename(home / "moved")
+        (home / "socks").symlink_to(elsewhere)
+        real_clear(self, path)
+
+    monkeypatch.setattr(forwarder.UnixPath, "clear_stale", swap_then_clear)
+    path = str(home / "socks" / "app.sock")
+    s, made = forwarder.make_listener(parse_proxy_address(f"unix:{path}"), path, mode=0o600,
+                                      uid=None, gid=None, via_dir=True)
+    try:
+        assert list(elsewhere.iterdir()) == []
+        assert [p.name for p in (home / "moved").iterdir()] == ["app.sock"]
+        assert ((home / "moved" / "app.sock").stat().st_mode & 0o777) == 0o600
+    finally:
+        s.close()
+        assert made is not None
+        made.remove()
+    assert list((home / "moved").iterdir()) == []
