@@ -12,7 +12,8 @@ lets a clean-up tell its processes apart. The forwarder
    as the instance's root — an idmapped rootfs takes no file from the host's root — and hands
    the sockets back over a socketpair; unix sockets get their owner and mode;
 4. moves into the connecting side's network (and, for a unix path, mount) namespace and drops
-   to ``security.uid``/``security.gid``;
+   to ``security.uid``/``security.gid``; in the instance's mount namespace it is then sealed
+   (:func:`seal`): it loads no module and reads no source file there;
 5. tells its starter ``ready`` or ``error <reason>`` over a pipe, so a busy listen address fails
    the start or the device add at once;
 6. relays: streams through a kernel pipe with splice(2) (no copy through Python), UDP per client
@@ -23,7 +24,10 @@ With ``--nat-table`` it relays nothing and only removes that nftables table when
 
 Everything runs in one thread: ``setns`` of a mount namespace needs a single-threaded process, and
 an epoll loop over splice keeps up with the kernel without threads. All imports happen at the top:
-once in a container's mount namespace, the host's Python files are out of reach.
+once in a container's mount namespace, the host's Python files are out of reach, and the paths
+Python would load a module or a traceback's source lines from are the container's root's to
+fill (``encodings/<codec>.py`` for a ``# coding:`` line it planted in the file a traceback
+names), while the forwarder is host root unless ``security.uid`` says otherwise.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import errno
 import fcntl
 import ipaddress
 import json
+import linecache
 import logging
 import os
 import resource
@@ -162,6 +167,32 @@ class Namespaces:
         self.fds.clear()
 
 
+class _Sealed:
+    """A module finder that refuses every module: first on ``sys.meta_path`` once sealed."""
+
+    @staticmethod
+    def find_spec(fullname: str, path: object = None, target: object = None) -> None:
+        raise ImportError(f"No module named {fullname!r} is loaded in the instance's mount "
+                          "namespace")
+
+
+def _no_lines(filename: str, module_globals: object = None) -> list[str]:
+    return []
+
+
+def seal() -> None:
+    """Load no code and read no source from here on: called once the forwarder is in the
+    instance's mount namespace, where every path is the container root's. A module not yet
+    imported is refused (a codec looked up by name included: ``LookupError``), and a traceback
+    is formatted without source lines (``linecache`` read the file each frame names, and
+    ``tokenize`` looked up the codec its ``# coding:`` line names)."""
+    if _Sealed not in sys.meta_path:
+        sys.meta_path.insert(0, _Sealed)  # type: ignore[arg-type]
+    sys.path_importer_cache.clear()
+    linecache.clearcache()
+    setattr(linecache, "getlines", _no_lines)  # noqa: B010 - mypy: a module's function
+
+
 # -- addresses ---------------------------------------------------------------------------------
 def family_of(a: ProxyAddress) -> socket.AddressFamily:
     if a.proto == "unix":
@@ -233,13 +264,23 @@ class UnixPath:
         except OSError as e:
             raise SetupError(f"Failed listening on {path}: {e.strerror}") from None
         self.ino = -1
+        self.target = path  # what bind and the stale check use (see ``via_dir``)
 
     @classmethod
     def adopt(cls, dirfd: int, name: str, ino: int) -> UnixPath:
         """One made by another process, known by a handle on its directory."""
         self = cls.__new__(cls)
         self.dirfd, self.name, self.ino = dirfd, name, ino
+        self.target = name
         return self
+
+    def via_dir(self, path: str) -> str:
+        """``path`` as a name in the directory held (``/proc/self/fd/<dir>/<name>``), for a
+        bind or connect that must land there even if a component of ``path`` is swapped for a
+        symlink meanwhile (a host user's directory on the way); ``path`` itself when that name
+        is too long for a socket address. Only where ``/proc`` is this process's."""
+        held = f"/proc/self/fd/{self.dirfd}/{self.name}"
+        return held if len(held.encode()) < 108 else path
 
     def clear_stale(self, path: str) -> None:
         """A socket file left by a killed forwarder is removed; a live one means in use."""
@@ -252,7 +293,7 @@ class UnixPath:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(1.0)
         try:
-            probe.connect(path)
+            probe.connect(self.target)
         except ConnectionRefusedError:
             os.unlink(self.name, dir_fd=self.dirfd)
             return
@@ -281,19 +322,25 @@ class UnixPath:
 
 
 def make_listener(a: ProxyAddress, addr: Address, *, mode: int, uid: int | None,
-                  gid: int | None) -> tuple[socket.socket, UnixPath | None]:
+                  gid: int | None, via_dir: bool = False) -> tuple[socket.socket,
+                                                                  UnixPath | None]:
+    """A listening socket; a unix path's file is made in the directory its path names when
+    this starts (``via_dir``, on the host: the path may pass a host user's directory, and
+    root's socket landed where that user pointed a swapped component)."""
     s = socket.socket(family_of(a), kind_of(a) | socket.SOCK_CLOEXEC)
     made: UnixPath | None = None
     try:
         if a.proto == "unix" and not a.abstract:
             assert isinstance(addr, str)
             made = UnixPath(addr)
+            if via_dir:
+                made.target = made.via_dir(addr)
             made.clear_stale(addr)
             # The mode comes from the umask at bind: a chmod afterwards would follow whatever
             # a user of a shared directory put in the socket's place meanwhile.
             old = os.umask(~mode & 0o777)
             try:
-                s.bind(addr)
+                s.bind(made.target)
             finally:
                 os.umask(old)
             made.remember()
@@ -870,14 +917,18 @@ class Forwarder(Watcher):
         if listen_side == "host":
             for addr in addrs:
                 s, made = make_listener(self.listen, addr, mode=int(a.mode, 8), uid=a.uid,
-                                        gid=a.gid)
+                                        gid=a.gid, via_dir=True)
                 self.sockets.append(s)
                 if made is not None:
                     self.unix_paths.append(made)
         else:
             self._listen_as_instance(addrs, unix_path)
+        in_instance_mnt = connect_side == "instance" and self.connect.proto == "unix" and \
+            not self.connect.abstract
         self.ns.enter(connect_side,
                       mnt=self.connect.proto == "unix" and not self.connect.abstract)
+        if in_instance_mnt:
+            seal()
         self.ns.close()
         if a.security_gid is not None or a.security_uid is not None:
             os.setgroups([])

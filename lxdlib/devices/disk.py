@@ -12,11 +12,18 @@ root acts as host root in that directory: a root-equivalent grant, for trusted c
 Custom volumes of a pool belong to the instances that mount them and are always shifted (as LXD
 does): idmapped where the pool allows it, else shifted on disk to the instance's map.
 
-At start, liblxc mounts what its child can reach: a ``lxc.mount.entry`` bind (``idmap=container``
-only when shifted). liblxc's child runs as the container's root, so a source below a directory
-it cannot search (a custom volume of a pool, a 0700 home) is mounted from the start-host hook
-instead, by ``hotmount`` with host rights; so is a non-recursive bind of a directory with mounts
-below it, which the kernel refuses to a user namespace (it would uncover what those mounts hide).
+At start, the disks of an unprivileged instance are mounted from the start-host hook by
+``hotmount``, as on a running one; liblxc (a ``lxc.mount.entry`` bind) mounts only a privileged
+instance's. liblxc's child would not do: it runs as the container's root, so it cannot reach a
+source below a directory it cannot search (a custom volume of a pool, a 0700 home), nor make a
+non-recursive bind of a directory with mounts below it (the kernel refuses that to a user
+namespace: it would uncover what those mounts hide; ``hotmount`` covers them); it makes a
+``ro`` bind inside the container's user namespace, whose root may then remount it read-write,
+where ``hotmount`` hands over a mount whose read-only flag the kernel has locked; and it
+creates a missing mount point (``create=dir|file``) by a path it resolves from the host's root,
+following the symlinks the container's root planted in its rootfs: ``/mnt -> /var/tmp`` and a
+disk at ``/mnt/x`` made ``/var/tmp/x`` on the host, owned by the container's root.
+``hotmount`` resolves the path in the container's own mount namespace, as its root.
 On a running instance, disks are added, changed and removed live through ``hotmount`` too.
 
 Ownership can be shifted only where the source's filesystem supports idmapped mounts; a
@@ -68,23 +75,6 @@ def supports_idmap(path: str | os.PathLike[str]) -> bool:
     except OSError:
         return False
     return (stat.S_ISDIR(mode) or stat.S_ISREG(mode)) and fs_type(path) in IDMAP_FILESYSTEMS
-
-
-def has_submounts(path: str | os.PathLike[str]) -> bool:
-    """Whether anything is mounted below ``path`` in this mount namespace."""
-    prefix = os.path.realpath(path).rstrip("/") + "/"
-    return any(p.startswith(prefix) for p, _ in hotmount.mounts())
-
-
-def reachable_by_others(path: str | os.PathLike[str]) -> bool:
-    """Whether a user with no special rights may search every directory above ``path``."""
-    for parent in Path(path).parents:
-        try:
-            if not os.stat(parent).st_mode & stat.S_IXOTH:
-                return False
-        except OSError:
-            return False
-    return True
 
 
 class Plan(Value, frozen=True):
@@ -155,8 +145,7 @@ def plan(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Plan | None:
     return Plan(source=str(src), path="/" + dev["path"].strip("/"), idmap=idmap,
                 readonly=truthy(dev.get("readonly")), recursive=truthy(dev.get("recursive")),
                 propagation=dev.get("propagation", ""), required=required,
-                by_liblxc=not unprivileged or (reachable_by_others(src) and (
-                    truthy(dev.get("recursive")) or not has_submounts(src))))
+                by_liblxc=not unprivileged)
 
 
 def mount_entry(p: Plan) -> MountEntry:
@@ -190,8 +179,12 @@ class DiskDriver(BaseDriver):
         p = plan(ctx, name, dev)
         if p is None or (p.by_liblxc and hotmount.in_start_hook()):
             return  # nothing to mount, or liblxc has just mounted it
+        # a kernel filesystem cannot create a mount point: masking a file the host's kernel
+        # lacks (the docker profile's AppArmor parameter) mounts nothing, as the render's
+        # ``optional`` does for liblxc
         hotmount.attach(ctx.pid, p.source, p.path, idmap=p.idmap, readonly=p.readonly,
-                        recursive=p.recursive, propagation=p.propagation)
+                        recursive=p.recursive, propagation=p.propagation,
+                        point_optional=p.path.startswith(("/sys/", "/proc/")))
 
     def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
         if ctx.pid is None or not dev.get("source"):

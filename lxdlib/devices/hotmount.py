@@ -15,6 +15,20 @@ does the work with the new mount API, in a forked child:
    root would: symlinks cannot lead out of the container and nothing is created with host rights;
 3. ``move_mount`` attaches the detached tree there.
 
+A read-only mount in an unprivileged container must stay read-only: its root holds
+``CAP_SYS_ADMIN`` over its own mount namespace, and a mount flag is only out of its reach when
+the kernel has *locked* it, which it does to the mounts it copies from a more privileged mount
+namespace into a less privileged one (``lock_mnt_tree``). Without that, ``mount -o
+remount,bind,rw`` inside made a ``readonly=true`` disk writable (with ``shift=true``, as host
+root). So a read-only tree is first passed through such a copy (:func:`_locked`) and the locked
+clone is what the container gets. So is a recursive one: the same copy locks the mounts below
+its top in place (``MNT_LOCKED``), where the container's root could otherwise unmount one and
+read what the host had covered with it; and a flat one whose source has mounts below it, each
+covered first by an empty read-only mount (a flat bind would show what they cover).
+
+The detached copy is made private (or a slave, when asked) before anything else: a copy of a
+shared mount is its peer, and would pass what the container's root mounts below it to the host.
+
 The child is forked because ``setns`` into a user namespace needs a single-threaded process and
 must not change the caller. Errors come back through a pipe as text.
 """
@@ -52,6 +66,8 @@ MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_IDMAP = 0x00100000
 MNT_DETACH = 0x2
 UMOUNT_NOFOLLOW = 0x8
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 
@@ -105,6 +121,103 @@ def move_mount(fd: int, target: str) -> None:
 
 def _setns(fd: int, nstype: int) -> None:
     _check(int(_libc().setns(fd, nstype)), "setns")
+
+
+def _unshare(flags: int) -> None:
+    _check(int(_libc().unshare(flags)), "unshare")
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    _check(int(_libc().mount(os.fsencode(source), os.fsencode(target),
+                             None if fstype is None else os.fsencode(fstype), flags,
+                             os.fsencode(data) if data else None)), "mount", target)
+
+
+_SYS_OPENAT2 = 437
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+MS_RDONLY = 0x1
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+
+
+def _open_beneath(dirfd: int, rel: str) -> int:
+    """An ``O_PATH`` handle on ``rel`` below ``dirfd``, through no symlink and no other mount
+    (``openat2``): a host user who owns a directory on the way cannot lead it elsewhere."""
+    import ctypes
+    how = struct.pack("QQQ", os.O_PATH | os.O_CLOEXEC, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS
+                      | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
+    buf = ctypes.create_string_buffer(how, len(how))
+    return _check(int(_libc().syscall(_SYS_OPENAT2, dirfd, os.fsencode(rel), buf, len(how))),
+                  "openat2", rel)
+
+
+def _cover(pfd: int, empty_file: str) -> None:
+    """Mount an empty read-only directory (or file: ``empty_file``, on a read-only mount whose
+    flag its bind takes along) over what ``pfd`` names."""
+    target = f"/proc/self/fd/{pfd}"
+    if stat.S_ISDIR(os.fstat(pfd).st_mode):
+        _mount("lxdlib-cover", target, "tmpfs", MS_RDONLY, "size=4k,mode=0555")
+    else:
+        _mount(empty_file, target, None, MS_BIND)
+
+
+def _locked(fd: int, is_dir: bool, recursive: bool, covers: tuple[str, ...] = ()) -> int:
+    """A clone of the detached tree ``fd`` whose flags (read-only above all) the container's
+    root cannot change: the kernel locks the flags of every mount it copies into a mount
+    namespace of a less privileged user namespace, and locks the mounts below the top in place.
+    A grandchild attaches the tree in a private mount namespace of its own (on a tmpfs only it
+    sees: no path a host user controls is looked up), covers each of ``covers`` (paths relative
+    to the tree's top) with an empty read-only mount, copies that namespace into a fresh user
+    namespace, clones the locked copy and hands it back. Runs in ``_in_child``'s child (one
+    thread)."""
+    import socket
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the grandchild
+        code = 1
+        try:
+            ours.close()
+            _unshare(CLONE_NEWNS)
+            _mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing below reaches the host's
+            _mount("lxdlib", "/dev", "tmpfs", 0, "mode=0711,size=16k")
+            point, empty = "/dev/m", "/dev/empty"
+            if is_dir:
+                os.mkdir(point, 0o700)
+            else:
+                os.close(os.open(point, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.close(os.open(empty, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444))
+            _mount("none", "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+            move_mount(fd, point)
+            if covers:
+                top = os.open(point, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                for rel in covers:
+                    pfd = _open_beneath(top, rel)
+                    _cover(pfd, empty)
+                    os.close(pfd)
+            _unshare(CLONE_NEWUSER | CLONE_NEWNS)  # the copy: every mount's flags locked
+            clone = open_tree(point, recursive or bool(covers))
+            socket.send_fds(theirs, [b"R"], [clone])
+            code = 0
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                theirs.sendall(b"E" + str(e).encode(errors="replace")[:4000])
+        os._exit(code)
+    theirs.close()
+    try:
+        msg, fds, _flags, _addr = socket.recv_fds(ours, 4096, 1)
+    finally:
+        ours.close()
+        os.waitpid(pid, 0)
+    if not fds or not msg.startswith(b"R"):
+        for extra in fds:
+            os.close(extra)
+        raise OSError(errno.EPERM, "cannot lock the mount: " +
+                      (msg[1:].decode(errors="replace") or "the helper died"))
+    os.close(fd)
+    return fds[0]
 
 
 def _umount(target: str) -> None:
@@ -186,22 +299,49 @@ def _make_mountpoint(target: str, is_dir: bool) -> bool:
     return created
 
 
+def _submount_points(src: str) -> tuple[str, ...]:
+    """The outermost mount points strictly below ``src``, relative to it."""
+    top = os.path.realpath(src).rstrip("/") + "/"
+    found: list[str] = []
+    for point, _fstype in mounts():
+        if not point.startswith(top):
+            continue
+        rel = point[len(top):]
+        if rel and not any(rel == f or rel.startswith(f + "/") for f in found):
+            found = [f for f in found if not f.startswith(rel + "/")] + [rel]
+    return tuple(found)
+
+
 def _userns_of(pid: int) -> bool:
     """Whether the process runs in a user namespace other than the host's."""
     return os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
 
 
 def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: bool = False,
-           recursive: bool = False, propagation: str = "") -> bool:
+           recursive: bool = False, propagation: str = "", point_optional: bool = False) -> bool:
     """Mount host ``source`` at ``target`` (absolute, inside the container whose init is
     ``pid``), creating the mount point like ``create=dir|file``. All or nothing; True if the
-    mount point was created here (so that ``detach(remove=True)`` may delete it later)."""
+    mount point was created here (so that ``detach(remove=True)`` may delete it later). With
+    ``point_optional``, a mount point that cannot be made (a file a kernel filesystem lacks)
+    mounts nothing, as liblxc's ``optional``."""
     src = os.fspath(source)
     is_dir = os.path.isdir(src)
     unpriv = _userns_of(pid)
 
+    kind = propagation.removeprefix("r")
+    # A bind that is not recursive leaves the source's submounts behind, and with them would go
+    # what they cover on the host (the kernel refuses such a bind to a user namespace for that
+    # reason): each outermost one is covered by an empty read-only mount instead.
+    covers = () if recursive or not is_dir or not unpriv else _submount_points(src)
+
     def work() -> str:
         fd = open_tree(src, recursive)
+        # The clone is a peer of the source's mount when that is shared (systemd makes every
+        # mount shared), and a peer passes on what is mounted below it: a tmpfs the container's
+        # root mounted below its disk appeared on the host, over the host's files. So it is
+        # private, or a slave when the device asks for one (the host's mounts still come in).
+        mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE,
+                      propagation=PROPAGATION["slave" if kind == "slave" else "private"])
         attrs = MOUNT_ATTR_RDONLY if readonly else 0
         userns = -1
         if idmap and unpriv:
@@ -210,8 +350,16 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
         if attrs:
             mount_setattr(fd, "", AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0),
                           attr_set=attrs, userns_fd=max(userns, 0))
+        if unpriv and (readonly or recursive or covers):
+            fd = _locked(fd, is_dir, recursive, covers)
         _enter(pid, unpriv)
-        created = _make_mountpoint(target, is_dir)
+        try:
+            created = _make_mountpoint(target, is_dir)
+        except OSError as e:
+            if point_optional and e.errno in (errno.ENOENT, errno.EACCES, errno.EPERM,
+                                              errno.EROFS):
+                return "skipped"
+            raise
         try:
             move_mount(fd, target)
         except BaseException:
@@ -220,7 +368,6 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
                     (os.rmdir if is_dir else os.unlink)(target)
             raise
         if propagation:
-            kind = propagation.removeprefix("r")
             try:
                 mount_setattr(AT_FDCWD, target, AT_SYMLINK_NOFOLLOW |
                               (AT_RECURSIVE if propagation.startswith("r") else 0),
@@ -232,12 +379,18 @@ def attach(pid: int, source: Path | str, target: str, *, idmap: bool, readonly: 
         return "created" if created else ""
 
     try:
-        created = _in_child(work) == "created"
+        outcome = _in_child(work)
     except StorageError as e:
         raise StorageError(f"cannot mount {src} at {target} in the instance: {e}") from None
+    if outcome == "skipped":
+        log.debug("%s not mounted at %s in the instance of pid %d: the mount point cannot be "
+                  "made there (optional)", src, target, pid)
+        return False
+    created = outcome == "created"
     if log.isEnabledFor(DEBUG):
         how = ["idmapped" if idmap and unpriv else "not shifted"]
-        how += [word for on, word in ((readonly, "read-only"), (recursive, "recursive"),
+        ro = "read-only (locked)" if unpriv else "read-only"
+        how += [word for on, word in ((readonly, ro), (recursive, "recursive"),
                                       (bool(propagation), propagation),
                                       (created, "mount point created")) if on]
         log.debug("mounted %s at %s in the instance of pid %d (%s)", src, target, pid,

@@ -260,23 +260,34 @@ def _remove_host_socket(dev: Mapping[str, str]) -> None:
     if side_of(dev) != "host" or not listen.startswith("unix:/"):
         return
     path = listen[len("unix:"):]
+    parent, name = os.path.split(path)
+    # one directory for the check, the probe and the unlink: a host user who swapped a
+    # directory on the path meanwhile would have root remove a socket of that name elsewhere
     try:
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            return
+        dirfd = os.open(parent or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
+    try:
         try:
-            probe.connect(path)
-        except ConnectionRefusedError:
-            try:
-                os.unlink(path)
-                log.debug("removed the dead proxy socket %s", path)
-            except OSError as e:
-                log.warning("cannot remove the dead proxy socket %s: %s", path, e)
+            if not stat.S_ISSOCK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
+                return
         except OSError:
-            pass
+            return
+        held = f"/proc/self/fd/{dirfd}/{name}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(held if len(held.encode()) < 108 else path)
+            except ConnectionRefusedError:
+                try:
+                    os.unlink(name, dir_fd=dirfd)
+                    log.debug("removed the dead proxy socket %s", path)
+                except OSError as e:
+                    log.warning("cannot remove the dead proxy socket %s: %s", path, e)
+            except OSError:
+                pass
+    finally:
+        os.close(dirfd)
 
 
 # -- NAT mode -----------------------------------------------------------------------------------

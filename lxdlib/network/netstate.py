@@ -79,6 +79,7 @@ def parse(links: list[dict[str, Any]]) -> dict[str, Any]:
         name = link.get("ifname")
         if not name:
             continue
+        name = shown_name(str(name))
         addrs = [{"family": a.get("family", ""), "address": a.get("local", ""),
                   "netmask": str(a.get("prefixlen", "")),
                   "scope": _SCOPES.get(str(a.get("scope")), str(a.get("scope", "")))}
@@ -251,8 +252,20 @@ def _mac(raw: bytes | None) -> str:
     return ":".join(f"{b:02x}" for b in raw) if raw else ""
 
 
+def shown_name(name: str) -> str:
+    """An interface name of an instance as lxdlib hands it on: the container's root names its
+    interfaces, and the kernel takes any byte but ``/``, ``:`` and white space, so a name may
+    hold a terminal's escape sequences (``ESC ] 0 ;`` sets the window title, others rewrite
+    the screen or the clipboard) that ``list`` and ``info`` printed to the admin's terminal as
+    they were. Characters that are not printable are spelled ``\\xNN`` (``\\uNNNN``)."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else
+                   f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in name)
+
+
 def _name(raw: bytes | None) -> str:
-    return (raw or b"").split(b"\0", 1)[0].decode(errors="replace")
+    return shown_name((raw or b"").split(b"\0", 1)[0].decode(errors="replace"))
 
 
 def state_from_netlink(links: list[tuple[int, bytes]],

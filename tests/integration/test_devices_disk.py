@@ -151,6 +151,180 @@ def test_host_path_disk_not_shifted_by_default(host: lxdlib.Host, src: Path) -> 
                                                "path": "/mnt/bad", "shift": "maybe"}})
 
 
+def _try_to_write(c: lxdlib.Instance, inside: str, is_dir: bool = True) -> None:
+    """The container's root remounts ``inside`` read-write and writes through it."""
+    target = f"{inside}/planted" if is_dir else inside
+    out = c.exec(["sh", "-c", f"mount -o remount,bind,rw {inside}; echo rc=$?; "
+                              f"echo pwned > {target}; echo wrote=$?"]).text
+    assert "rc=0" not in out, f"{inside}: remounted read-write ({out!r})"
+    assert "wrote=0" not in out, f"{inside}: written through ({out!r})"
+    line = c.exec(["grep", f" {inside} ", "/proc/self/mountinfo"], check=True).text
+    assert line.split()[5].split(",")[0] == "ro", line
+
+
+def test_read_only_disk_cannot_be_made_writable_inside(host: lxdlib.Host, src: Path) -> None:
+    """``readonly=true`` holds against the container's root, who owns its mount namespace and
+    so may remount what it did not get locked: at start (a source others may reach, one they
+    may not, a file, shifted), hot-plugged, and after a restart. Before,
+    ``mount -o remount,bind,rw`` inside made each one writable (the shifted one as host root)."""
+    src.chmod(0o777)  # others may write: only the mount's flag stands in the way
+    (src / "hello").chmod(0o666)
+    hidden = host.paths.root / "hidden" / "in"
+    hidden.mkdir(parents=True)
+    hidden.chmod(0o777)
+    hidden.parent.chmod(0o700)
+    afile = host.paths.root / "afile"
+    afile.write_text("orig\n")
+    afile.chmod(0o666)
+    ro = {"type": "disk", "readonly": "true"}
+    c = host.launch("busybox", "c1", devices={
+        "plain": {**ro, "source": str(src), "path": "/mnt/plain"},
+        "hid": {**ro, "source": str(hidden), "path": "/mnt/hid"},
+        "file": {**ro, "source": str(afile), "path": "/mnt/file"},
+        "shifted": {**ro, "source": str(src), "path": "/mnt/shifted", "shift": "true"},
+    })
+
+    def attempt_all(points: list[str]) -> None:
+        for inside in points:
+            _try_to_write(c, inside, is_dir=inside != "/mnt/file")
+        assert sorted(p.name for p in src.iterdir()) == ["hello"]
+        assert (src / "hello").read_text() == "hi\n"
+        assert not list(hidden.iterdir())
+        assert afile.read_text() == "orig\n"
+
+    points = ["/mnt/plain", "/mnt/hid", "/mnt/file", "/mnt/shifted"]
+    attempt_all(points)
+    c.update(devices={**c.devices, "hot": {**ro, "source": str(src), "path": "/mnt/hot"},
+                      "hotf": {**ro, "source": str(afile), "path": "/mnt/hotf"}})
+    _try_to_write(c, "/mnt/hot")
+    _try_to_write(c, "/mnt/hotf", is_dir=False)
+    c.restart(force=True)
+    attempt_all([*points, "/mnt/hot"])
+    # read-only still means readable, and the container may still take the mount away
+    assert c.exec(["cat", "/mnt/plain/hello"]).text == "hi\n"
+    c.exec(["umount", "/mnt/hot"], check=True)
+    assert sorted(p.name for p in src.iterdir()) == ["hello"]
+
+
+def test_mount_points_are_made_inside_whatever_the_container_planted(
+        host: lxdlib.Host, src: Path) -> None:
+    """The container's root makes the parents of its disks' mount points links to the
+    world-writable ``/var/tmp`` (absolute, relative, through a chain); at the next start the
+    mount points are made in its own rootfs, never on the host. Before, liblxc's ``create=dir``
+    and ``create=file`` followed the links from the host's root: ``/var/tmp/<x>-d…`` and
+    ``/var/tmp/<x>-f…`` appeared on the host, owned by the container's root (and the start
+    failed)."""
+    (src / "f").write_text("f\n")
+    tag = f"lxdlib-planted-{secrets.token_hex(4)}"
+    c = host.launch("busybox", "c1")
+    try:
+        c.exec(["sh", "-c", "mkdir -p /var/tmp /mnt && ln -s /var/tmp /mnt/abs && "
+                            "ln -s ../../../../../var/tmp /mnt/rel && ln -s /mnt/abs /mnt/chain"],
+               check=True)
+        devices = {**c.devices}
+        for link in ("abs", "rel", "chain"):
+            devices[f"d{link}"] = {"type": "disk", "source": str(src),
+                                   "path": f"/mnt/{link}/{tag}-d{link}"}
+            devices[f"f{link}"] = {"type": "disk", "source": str(src / "f"),
+                                   "path": f"/mnt/{link}/{tag}-f{link}"}
+        c.update(devices=devices)  # hot-plugged: made inside
+        c.stop(force=True)
+        failed: lxdlib.LXCError | None = None
+        try:
+            c.start()  # the rootfs keeps the links: the mount points are needed again
+        except lxdlib.LXCError as e:
+            failed = e
+        assert not list(Path("/var/tmp").glob(f"{tag}*"))  # nothing landed on the host
+        assert failed is None
+        listing = c.exec(["ls", "/var/tmp"], check=True).text.split()
+        assert sorted(x.removeprefix(f"{tag}-") for x in listing if x.startswith(tag)) == [
+            "dabs", "dchain", "drel", "fabs", "fchain", "frel"]
+        assert c.exec(["cat", f"/var/tmp/{tag}-drel/hello", f"/mnt/chain/{tag}-fchain"]
+                      ).text == "hi\nf\n"
+    finally:
+        for entry in Path("/var/tmp").glob(f"{tag}*"):
+            (entry.rmdir if entry.is_dir() and not entry.is_symlink() else entry.unlink)()
+
+
+def _mounts_below(path: Path) -> list[str]:
+    prefix = str(path) + "/"
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+
+
+def test_a_mount_made_inside_reaches_no_host_path(host: lxdlib.Host) -> None:
+    """The source of a disk sits on a shared mount, as every mount of a systemd host is; the
+    container's root mounts a tmpfs below each of its disks of it (at start, hot-plugged, with
+    no propagation, ``rslave`` and ``shared``). Nothing appears on the host. Before, the disk was
+    a peer of the host's mount and the container's tmpfs covered the host's directory there.
+    ``rslave`` still brings the host's later mounts in."""
+    shared = host.paths.root / "shared"
+    shared.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0777", "lxsh", str(shared)],
+                   check=True)
+    subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+    for sub in ("a", "b", "c", "d", "host"):
+        (shared / sub).mkdir(mode=0o777)
+    c = host.launch("busybox", "c1", devices={
+        "plain": {"type": "disk", "source": str(shared), "path": "/mnt/plain"},
+        "slave": {"type": "disk", "source": str(shared), "path": "/mnt/slave",
+                  "propagation": "rslave"},
+    })
+    c.update(devices={**c.devices,
+                      "hot": {"type": "disk", "source": str(shared), "path": "/mnt/hot"},
+                      "shr": {"type": "disk", "source": str(shared), "path": "/mnt/shr",
+                              "propagation": "shared"}})
+    for inside, sub in (("/mnt/plain", "a"), ("/mnt/slave", "b"), ("/mnt/hot", "c"),
+                        ("/mnt/shr", "d")):
+        c.exec(["mount", "-t", "tmpfs", "-o", "size=1m", "planted", f"{inside}/{sub}"],
+               check=True)
+        c.exec(["sh", "-c", f"echo planted > {inside}/{sub}/x"], check=True)
+    assert _mounts_below(shared) == []
+    assert not any((shared / sub / "x").exists() for sub in "abcd")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "fromhost", str(shared / "host")],
+                   check=True)
+    (shared / "host" / "y").write_text("y\n")
+    assert c.exec(["cat", "/mnt/slave/host/y"]).text == "y\n"  # host → instance still flows
+    assert c.exec(["cat", "/mnt/plain/host/y"]).returncode != 0
+
+
+def test_a_disk_keeps_what_the_host_covered(host: lxdlib.Host) -> None:
+    """The source of a disk has a directory and a file with mounts over them, and a file of
+    the host's below each. A recursive disk brings those mounts along, and the container's root
+    may not unmount one (the kernel's rule for mounts a less privileged namespace is given); a
+    disk that is not recursive shows an empty read-only directory and file there, which it may
+    not unmount either. Before, ``umount`` inside uncovered the host's files of a recursive disk
+    (hot-plugged), and a flat one showed them at once. The disk itself may still be
+    unmounted."""
+    src = host.paths.root / "covered"
+    (src / "secret").mkdir(parents=True)
+    (src / "secret" / "s").write_text("under the mount\n")
+    (src / "secret" / "s").chmod(0o644)
+    (src / "f").write_text("under the mount\n")
+    (src / "f").chmod(0o644)
+    (src / "open").mkdir()
+    (src / "open" / "v").write_text("visible\n")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "lxcover", str(src / "secret")],
+                   check=True)
+    subprocess.run(["mount", "--bind", "/etc/hostname", str(src / "f")], check=True)
+    rec = {"type": "disk", "source": str(src), "recursive": "true"}
+    flat = {"type": "disk", "source": str(src)}
+    c = host.launch("busybox", "c1", devices={"rec": {**rec, "path": "/mnt/rec"},
+                                              "flat": {**flat, "path": "/mnt/flat"}})
+    c.update(devices={**c.devices, "hrec": {**rec, "path": "/mnt/hrec"},
+                      "hflat": {**flat, "path": "/mnt/hflat"}})
+    for inside in ("/mnt/rec", "/mnt/hrec", "/mnt/flat", "/mnt/hflat"):
+        out = c.exec(["sh", "-c", f"for m in secret f; do umount {inside}/$m; "
+                                  f"umount -l {inside}/$m; done; "
+                                  f"cat {inside}/secret/s {inside}/f"]).text
+        assert "under the mount" not in out, inside
+        assert c.exec(["cat", f"{inside}/open/v"]).text == "visible\n"
+    assert c.exec(["sh", "-c", "echo x > /mnt/flat/f"]).returncode != 0
+    assert c.exec(["ls", "/mnt/flat/secret"]).text == ""
+    c.exec(["umount", "-l", "/mnt/hflat"], check=True)
+    c.exec(["umount", "-l", "/mnt/hrec"], check=True)
+
+
 def test_disk_hotplug_and_refusals(host: lxdlib.Host, src: Path) -> None:
     c = host.launch("busybox", "c1")
     devs = c.devices

@@ -356,6 +356,25 @@ def test_attribute_walk_takes_only_what_is_asked() -> None:
         5: struct.pack("=I", 3)}  # a truncated attribute at the end is ignored
 
 
+#: Names a container's root may give its interfaces (the kernel refuses only '/', ':' and
+#: white space): a window title, a clear screen, C1's CSI, a bidi override, bytes not UTF-8.
+HOSTILE_NAMES = {"\x1b]0;pwn\x07x": "\\x1b]0;pwn\\x07x", "\x1b[2Jx": "\\x1b[2Jx",
+                 "a\x9b2J": "a\\x9b2J", "a\u202eb": "a\\u202eb", "e\x7f": "e\\x7f"}
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_an_interface_name_reaches_no_terminal(name: str) -> None:
+    """Whatever a container names its interfaces, what ``info`` and ``list`` get is printable
+    (before, the escape sequences went to the admin's terminal as they were)."""
+    links = [_link(7, name, 1, 0x1, 1500, b"\1" * 6)]
+    got = netstate.state_from_netlink(links, _dumped([ADDRS[1], (3, b"\0" * 4)]))
+    assert list(got) == [HOSTILE_NAMES[name]]
+    assert list(netstate.parse([{"ifname": name, "flags": ["UP"]}])) == [HOSTILE_NAMES[name]]
+    raw = _link(7, "x", 1, 0, 0, b"")[1][:16] + _rta(3, b"ab\xff\x1b\0")
+    assert list(netstate.state_from_netlink([(16, raw)], {})) == ["ab\ufffd\\x1b"]
+    assert all(n.isprintable() for n in got)
+
+
 def _datagram(*messages: tuple[int, bytes]) -> bytes:
     out = b""
     for kind, body in messages:

@@ -4,6 +4,9 @@ target choice, and how a forwarder is recognised before any signal."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +176,90 @@ def test_is_forwarder(cmdline: bytes, ok: bool) -> None:
 def test_side_of(bind: str | None, side: str) -> None:
     dev = {"type": "proxy"} if bind is None else {"type": "proxy", "bind": bind}
     assert proxy.side_of(dev) == side
+
+
+#: In a child: the files of ``planted`` stand for what the container's root put at the paths
+#: Python reads (here ``encodings``' directory, and the file a traceback names); a traceback
+#: is formatted, a module and a codec are asked for. Prints what got through.
+SEALED_CHILD = r"""
+import codecs, encodings, os, sys, traceback
+from lxdlib import forwarder
+planted, seal = sys.argv[1], sys.argv[2] == "seal"
+encodings.__path__.append(planted)
+sys.path.append(planted)
+ns = {}
+exec(compile("def boom():\n    raise ValueError('x')\n", os.path.join(planted, "src.py"),
+             "exec"), ns)
+if seal:
+    forwarder.seal()
+try:
+    ns["boom"]()
+except ValueError:
+    text = traceback.format_exc()
+try:
+    import lxdlib_mod
+except ImportError:
+    pass
+try:
+    codecs.lookup("lxdlib_codec")
+except LookupError:
+    pass
+print("source shown" if "raise ValueError" in text else "no source")
+"""
+
+
+@pytest.mark.parametrize("seal", [False, True])
+def test_a_sealed_forwarder_runs_nothing_the_container_planted(tmp_path: Path, seal: bool) -> None:
+    """The forwarder joins the instance's mount namespace as host root (``connect=unix:`` in
+    the instance, no ``security.uid``) for its whole life. There a module Python loads, or a
+    codec a traceback's ``# coding:`` line names, comes from the container's files: unsealed
+    (the first case) each one below runs as the process's user; sealed, none does."""
+    ran = tmp_path / "ran"
+    for mod in ("lxdlib_planted", "lxdlib_mod", "lxdlib_codec"):
+        (tmp_path / f"{mod}.py").write_text(
+            f"open({str(ran)!r} + '.{mod}', 'w').close()\n"
+            "def getregentry():\n    raise LookupError\n")
+    (tmp_path / "src.py").write_text("# coding: lxdlib_planted\ndef boom():\n"
+                                     "    raise ValueError('x')\n")
+    out = subprocess.run([sys.executable, "-c", SEALED_CHILD, str(tmp_path),
+                          "seal" if seal else "open"], capture_output=True, text=True,
+                         check=True).stdout
+    got = sorted(p.name.split(".", 1)[1] for p in tmp_path.glob("ran.*"))
+    if not seal:  # the way in is real: every planted file ran
+        assert got == ["lxdlib_codec", "lxdlib_mod", "lxdlib_planted"]
+        return
+    assert got == []
+    assert out.strip() == "no source"
+
+
+def test_a_host_socket_lands_in_the_directory_its_path_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listen path passes a directory a host user may rename: right after the forwarder
+    took the path's directory, the user puts a link to another directory in its place. The
+    socket is still made in the directory the path named, never where the link points (before,
+    root's socket landed there, with the device's mode and owner)."""
+    from lxdlib import forwarder
+    home = tmp_path / "home"
+    (home / "socks").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    real_clear = forwarder.UnixPath.clear_stale
+
+    def swap_then_clear(self: forwarder.UnixPath, path: str) -> None:
+        (home / "socks").rename(home / "moved")
+        (home / "socks").symlink_to(elsewhere)
+        real_clear(self, path)
+
+    monkeypatch.setattr(forwarder.UnixPath, "clear_stale", swap_then_clear)
+    path = str(home / "socks" / "app.sock")
+    s, made = forwarder.make_listener(parse_proxy_address(f"unix:{path}"), path, mode=0o600,
+                                      uid=None, gid=None, via_dir=True)
+    try:
+        assert list(elsewhere.iterdir()) == []
+        assert [p.name for p in (home / "moved").iterdir()] == ["app.sock"]
+        assert ((home / "moved" / "app.sock").stat().st_mode & 0o777) == 0o600
+    finally:
+        s.close()
+        assert made is not None
+        made.remove()
+    assert list((home / "moved").iterdir()) == []
