@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from . import wire
 from .errors import TYPE_CHECKING, ExecError, InvalidArgument, NotFound
 from .execresult import ExecResult
-from .imagestore.remotes import LXDLIB, Remote, parse_ssh_url
+from .imagestore.remotes import LXDLIB, Remote, parse_ssh_url, ssh_file
 from .logs import get_logger
 from .wire import ConnectionLost, ProtocolError
 
@@ -60,6 +60,14 @@ def ssh_command(remote: Remote, args: Sequence[str] = ()) -> list[str]:
     if not remote.is_ssh:
         raise InvalidArgument(f"remote {remote.name!r} is not an ssh:// remote")
     addr = parse_ssh_url(remote.addr)
+    for what, path in (("identity", remote.identity), ("ssh config", remote.ssh_config)):
+        # ssh would look a relative path up in whatever directory this command runs from
+        # (a host user's, whose file there would be read as root's): ``remote add`` stores
+        # absolute ones, so only an older or hand-written remote list has these
+        if path and not os.path.isabs(path):
+            raise InvalidArgument(f"remote {remote.name!r}: its {what} file {path!r} is a "
+                                  "relative path, which each command would look up in its "
+                                  "own directory: add the remote again with an absolute path")
     argv = ["ssh", "-T"]
     if remote.ssh_config:
         argv += ["-F", remote.ssh_config]
@@ -88,8 +96,8 @@ def _as_remote(target: str | Remote, **kw: Any) -> Remote:
     parse_ssh_url(target)
     opts = tuple(kw.pop("ssh_options", ()) or ())
     return Remote("ssh", target.rstrip("/"), LXDLIB, command=kw.pop("command", "") or "",
-                  identity=str(kw.pop("identity", "") or ""),
-                  ssh_config=str(kw.pop("ssh_config", "") or ""), ssh_options=opts)
+                  identity=ssh_file(kw.pop("identity", "") or ""),
+                  ssh_config=ssh_file(kw.pop("ssh_config", "") or ""), ssh_options=opts)
 
 
 def connect(target: str | Remote, *, command: str = "", identity: str | os.PathLike[str] = "",

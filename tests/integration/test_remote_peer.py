@@ -173,3 +173,31 @@ def test_file_push_and_pull_move_files_of_this_host(host: lxdlib.Host, sshd_serv
                 f.unlink()
         with contextlib.suppress(FileNotFoundError):
             drop.rmdir()
+
+
+def test_a_relative_ssh_file_is_not_looked_up_where_each_command_runs(
+        host: lxdlib.Host, sshd_server: SshServer, tmp_path: Path) -> None:
+    """``remote add h2 … --ssh-config cfg`` keeps the file it named, not the name: before,
+    ``cfg`` was stored as it was and each later command handed ssh the ``cfg`` of its own
+    directory, so ``lxdlib list h2:`` run from a host user's directory ran that user's
+    ``ProxyCommand`` as root. A relative path already in a remote list is refused."""
+    root = host.paths.root
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    mine.mkdir()
+    theirs.mkdir()
+    (mine / "cfg").write_text(sshd_server.ssh_config.read_text())
+    witness = tmp_path / "proxy-ran"
+    (theirs / "cfg").write_text(f"Host *\n    ProxyCommand id > {witness}\n")
+    p = _cli(root, "remote", "add", "h2", sshd_server.url(root), "--ssh-config", "cfg",
+             "--identity", str(sshd_server.dir / "user_key"), "--command", LXDLIB, cwd=mine)
+    assert p.returncode == 0, p.stderr
+    assert host.images.remotes.get("h2").ssh_config == str(mine / "cfg")
+    p = _cli(root, "list", "h2:", "-f", "csv", "-c", "n", cwd=theirs)
+    assert p.returncode == 0, p.stderr
+    assert not witness.exists()
+
+    text = (root / "remotes.yaml").read_text().replace(str(mine / "cfg"), "cfg")
+    (root / "remotes.yaml").write_text(text)  # as an older lxdlib stored it
+    p = _cli(root, "list", "h2:", cwd=theirs)
+    assert p.returncode == 1 and b"relative path" in p.stderr, p
+    assert not witness.exists()
