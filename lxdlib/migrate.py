@@ -161,11 +161,13 @@ class Channel:
         try:
             while True:
                 kind, size = self.frame()
-                payload = self._exact(size)
                 if kind == b"J":
-                    msg = json.loads(payload)
-                    if isinstance(msg, dict) and "error" in msg:
+                    msg = self.message(size)
+                    if "error" in msg:
                         return _error_from(msg["error"])
+                    continue
+                while size:  # skipped in bounded reads, however large the frame says it is
+                    size -= len(self._exact(min(size, CHUNK)))
         except Exception:
             return closed
 
@@ -227,16 +229,26 @@ class Channel:
         kind, size = _FRAME.unpack(self._exact(_FRAME.size))
         return kind, size
 
-    def receive(self) -> dict[str, Any]:
-        kind, size = self.frame()
-        if kind != b"J" or size > MAX_MESSAGE:
-            raise UnsafeStream(f"migration stream: expected a message, got frame {kind!r}")
+    def message(self, size: int) -> dict[str, Any]:
+        """The JSON object of a ``J`` frame of ``size`` bytes; ``UnsafeStream`` for one over
+        ``MAX_MESSAGE`` (refused before it is read), not JSON, or no object: the other side
+        is another host, and its bytes never raise anything but lxdlib's own errors."""
+        if size > MAX_MESSAGE:
+            raise UnsafeStream(f"migration stream: a message of {size} bytes (at most "
+                               f"{MAX_MESSAGE})")
         try:
             msg = json.loads(self._exact(size))
         except ValueError as e:
             raise UnsafeStream(f"migration stream: a malformed message: {e}") from None
         if not isinstance(msg, dict):
             raise UnsafeStream("migration stream: a message must be an object")
+        return msg
+
+    def receive(self) -> dict[str, Any]:
+        kind, size = self.frame()
+        if kind != b"J":
+            raise UnsafeStream(f"migration stream: expected a message, got frame {kind!r}")
+        msg = self.message(size)
         if "error" in msg:
             raise _error_from(msg["error"])
         return msg
@@ -264,7 +276,10 @@ class _Part(io.RawIOBase):
             elif kind == b"D":
                 self.left = size
             elif kind == b"J":  # the sender's error instead of the rest of the data
-                raise _error_from(json.loads(self.ch._exact(size)).get("error") or {})
+                msg = self.ch.message(size)
+                if "error" not in msg:
+                    raise UnsafeStream("migration stream: a message inside a volume's data")
+                raise _error_from(msg["error"])
             else:
                 raise UnsafeStream(f"migration stream: unexpected frame {kind!r}")
         if self.done:

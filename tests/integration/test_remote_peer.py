@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ FAKE_SENDER = '''#!{python}
 import io, json, os, sys, tarfile
 from lxdlib import migrate
 flags = json.loads(open({flags!r}).read())
+raw = bytes.fromhex(flags.pop("raw", ""))  # said instead of the volume's data
 ch = migrate.Channel(os.fdopen(0, "rb"), os.fdopen(1, "wb"))
 name = sys.argv[sys.argv.index("migrate-send") + 1]
 rec = {{"name": name, "architecture": "x86_64", "created_at": "2026-01-01T00:00:00+00:00",
@@ -52,6 +54,11 @@ with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
         info = tarfile.TarInfo(path); info.mode, info.size = mode, len(data)
         tf.addfile(info, io.BytesIO(data))
 ch.send({{"part": "live"}})
+if raw:
+    ch.out.write(raw)
+    ch.flush()
+    import time; time.sleep(5)
+    sys.exit(0)
 ch.data(buf.getvalue())
 ch.end_part()
 ch.send({{"done": True}})
@@ -201,3 +208,25 @@ def test_a_relative_ssh_file_is_not_looked_up_where_each_command_runs(
     p = _cli(root, "list", "h2:", cwd=theirs)
     assert p.returncode == 1 and b"relative path" in p.stderr, p
     assert not witness.exists()
+
+
+@pytest.mark.parametrize("frame", [
+    (b"J", b"[]"),  # a message that is no object, inside the volume's data
+    (b"J", b"{x"),  # no JSON
+    (b"J", b"{}"),  # an object that is no error
+    (b"J", None),  # a length of almost 4 GiB: refused before it is read
+], ids=["list", "not-json", "no-error", "huge"])
+def test_a_malformed_message_mid_volume_is_a_typed_error(host: lxdlib.Host, evil: Path,
+                                                          frame: tuple[bytes, bytes | None]
+                                                          ) -> None:
+    """Before, a ``J`` frame among a volume's data was parsed without the checks of the
+    others: a list or bad JSON ended ``lxdlib copy`` with a Python traceback
+    (AttributeError, JSONDecodeError), and its length was read whatever it said."""
+    kind, payload = frame
+    head = struct.pack(">cI", kind, 0xFFFFFFF0 if payload is None else len(payload))
+    evil.write_text(json.dumps({"raw": (head + (payload or b"")).hex()}))
+    p = _cli(host.paths.root, "copy", "evil:rpweb", "rpbad")
+    assert p.returncode == 1 and p.stderr.startswith(b"Error: migration stream: "), p
+    assert b"Traceback" not in p.stderr
+    assert "rpbad" not in host.instances.names()
+    assert not host.paths.instance_dir("rpbad").exists()
