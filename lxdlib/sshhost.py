@@ -273,9 +273,15 @@ class RemoteHost:
             self._ch.close()
             raise wire.decode_error(reply.get("error")) if "error" in reply else ProtocolError(
                 f"{remote.addr}: the remote did not answer with an lxdlib hello")
-        self.version = int(reply.get("version", 0))
+        version, pid = reply.get("version"), reply.get("pid", 0)
+        if version not in wire.SUPPORTED or not isinstance(pid, int) or isinstance(pid, bool):
+            # the far side's words, never a ValueError of ours: it may be anything at all
+            self._ch.close()
+            raise ProtocolError(f"{remote.addr}: a malformed hello (version {version!r}, "
+                                f"pid {pid!r})")
+        self.version = int(version)
         self.root = str(reply.get("root", ""))
-        self.server_pid = int(reply.get("pid", 0))
+        self.server_pid = pid
         self.instances = RemoteInstances(self)
         self.images = RemoteImages(self)
         self.profiles = RemoteProfiles(self)
@@ -637,7 +643,10 @@ class RemoteInstance:
                               "env": dict(env) if env else None, "cwd": cwd, "user": user,
                               "group": group, "timeout": timeout},
             upload=[input or b""], on_data=on_data)
-        result = RemoteExecResult(int(res["returncode"]), bytes(out), bytes(err))
+        code = res.get("returncode") if isinstance(res, dict) else None
+        if not isinstance(code, int) or isinstance(code, bool):
+            raise ProtocolError(f"instance.exec: a reply without an exit status: {res!r:.200}")
+        result = RemoteExecResult(code, bytes(out), bytes(err))
         if check and not result.ok:
             raise ExecError(result, self.name, cmd)
         return result

@@ -230,3 +230,45 @@ def test_a_malformed_message_mid_volume_is_a_typed_error(host: lxdlib.Host, evil
     assert b"Traceback" not in p.stderr
     assert "rpbad" not in host.instances.names()
     assert not host.paths.instance_dir("rpbad").exists()
+
+
+FAKE_SERVE = '''#!{python}
+import json, os, sys
+from lxdlib import wire
+hello, reply = json.loads(open({script!r}).read())
+inp, out = os.fdopen(0, "rb"), os.fdopen(1, "wb")
+wire.read_json(inp)
+wire.write_json(out, hello)
+while True:
+    try:
+        msg = wire.read_json(inp)
+    except wire.ConnectionLost:
+        break
+    while msg.get("upload") and wire.read_frame(inp)[1]:
+        pass
+    wire.write_json(out, {{"id": msg["id"], **reply}})
+'''
+
+
+@pytest.mark.parametrize("hello,reply", [
+    ({"hello": "lxdlib", "version": "one", "pid": 1}, {}),
+    ({"hello": "lxdlib", "version": 1, "pid": [1]}, {}),
+    ({"hello": "lxdlib", "version": 1, "pid": 1}, {"ok": True, "result": ["no", "code"]}),
+    ({"hello": "lxdlib", "version": 1, "pid": 1}, {"ok": True, "result": {"returncode": "0"}}),
+], ids=["version", "pid", "exec-list", "exec-code"])
+def test_a_malformed_serve_reply_is_a_protocol_error(sshd_server: SshServer, tmp_path: Path,
+                                                      hello: dict[str, object],
+                                                      reply: dict[str, object]) -> None:
+    """``lxdlib.connect()`` to a far side that answers what it likes: before, a hello whose
+    version or pid was no number raised ValueError/TypeError, and an exec reply without an
+    integer exit status a KeyError or TypeError, out of lxdlib's own error classes."""
+    script = tmp_path / "answers.json"
+    script.write_text(json.dumps([hello, reply]))
+    fake = tmp_path / "fake-serve"
+    fake.write_text(FAKE_SERVE.format(python=sys.executable, script=str(script)))
+    fake.chmod(0o755)
+    with pytest.raises(lxdlib.LxdlibError) as err:
+        with lxdlib.connect(sshd_server.url("/srv/none"), ssh_config=sshd_server.ssh_config,
+                            command=str(fake)) as far:
+            far.instances["any"].exec(["true"])
+    assert type(err.value).__name__ == "ProtocolError", err.value
