@@ -259,6 +259,14 @@ def test_inventory_and_connection_over_ssh(converged: Fleet, tmp_path: Path) -> 
              "changed_when": False},
             {"ansible.builtin.assert": {"that": "out.stdout == \"it's quoted\""}},
         ]}]))
+    # a link where a fixed temporary name would be, in the fetch's destination directory:
+    # fetch_file must not write through it
+    witness = tmp_path / "witness"
+    witness.write_text("untouched\n")
+    for h in HOSTS:
+        there = tmp_path / "got" / f"{h}-ansit-{h.lower()}" / "root"
+        there.mkdir(parents=True)
+        (there / "over ssh.txt.lxdlib-part").symlink_to(witness)
     # pipelining off: the module itself travels by put_file
     env = dict(f.env, ANSIBLE_PIPELINING="false")
     r = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inv), str(play)],
@@ -266,7 +274,8 @@ def test_inventory_and_connection_over_ssh(converged: Fleet, tmp_path: Path) -> 
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     for h in HOSTS:
         got = tmp_path / "got" / f"{h}-ansit-{h.lower()}" / "root" / "over ssh.txt"
-        assert got.read_text() == "it's quoted\n"
+        assert got.read_text() == "it's quoted\n" and not got.is_symlink()
+    assert witness.read_text() == "untouched\n"
     calls = log.read_text()
     assert "root@hostA.invalid" in calls and " file push - " in calls
     assert " file pull " in calls and " exec -T " in calls and " list --format json" in calls

@@ -267,8 +267,8 @@ def test_a_malformed_serve_reply_is_a_protocol_error(sshd_server: SshServer, tmp
     fake = tmp_path / "fake-serve"
     fake.write_text(FAKE_SERVE.format(python=sys.executable, script=str(script)))
     fake.chmod(0o755)
-    with pytest.raises(lxdlib.LxdlibError) as err:
-        with lxdlib.connect(sshd_server.url("/srv/none"), ssh_config=sshd_server.ssh_config,
-                            command=str(fake)) as far:
-            far.instances["any"].exec(["true"])
+    with pytest.raises(lxdlib.LxdlibError) as err, lxdlib.connect(
+            sshd_server.url("/srv/none"), ssh_config=sshd_server.ssh_config,
+            command=str(fake)) as far:
+        far.instances["any"].exec(["true"])
     assert type(err.value).__name__ == "ProtocolError", err.value
