@@ -238,7 +238,7 @@ class Channel:
                                f"{MAX_MESSAGE})")
         try:
             msg = json.loads(self._exact(size))
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # nesting too deep for the parser, too
             raise UnsafeStream(f"migration stream: a malformed message: {e}") from None
         if not isinstance(msg, dict):
             raise UnsafeStream("migration stream: a message must be an object")

@@ -215,7 +215,8 @@ def test_a_relative_ssh_file_is_not_looked_up_where_each_command_runs(
     (b"J", b"{x"),  # no JSON
     (b"J", b"{}"),  # an object that is no error
     (b"J", None),  # a length of almost 4 GiB: refused before it is read
-], ids=["list", "not-json", "no-error", "huge"])
+    (b"J", b"[" * 100000),  # nesting deeper than the parser goes (RecursionError)
+], ids=["list", "not-json", "no-error", "huge", "deep"])
 def test_a_malformed_message_mid_volume_is_a_typed_error(host: lxdlib.Host, evil: Path,
                                                           frame: tuple[bytes, bytes | None]
                                                           ) -> None:

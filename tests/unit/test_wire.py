@@ -248,3 +248,13 @@ def test_forwarded_exec_terminal_choice(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(forward.sys.stdout, "isatty", lambda: False, raising=False)
     assert forward._terminal(["exec", "c1", "--", "sh"]) == "-T"
     assert forward._terminal(["exec", "--mode", "interactive", "c1", "--", "sh"]) == "-tt"
+
+
+def test_a_message_nested_too_deep_is_a_protocol_error() -> None:
+    """A peer's JSON nested deeper than the parser goes raised RecursionError, out of
+    lxdlib's classes (a hostile far side ended ``connect()`` with it)."""
+    buf = io.BytesIO()
+    wire.write_frame(buf, wire.JSON, b"[" * 100000)
+    buf.seek(0)
+    with pytest.raises(wire.ProtocolError):
+        wire.read_json(buf)
