@@ -115,6 +115,10 @@ class SshAddress(Value, frozen=True):
         assign(self, "root", root)
 
 
+#: what OpenSSH (9.6 on) refuses in a host or user name of its command line
+_SHELL_CHARS: Final = frozenset("'`\"$\\;&<>|()")
+
+
 def parse_ssh_url(url: str) -> SshAddress:
     """``ssh://[user@]host[:port][/path/to/root]``; no password, query or fragment (keys come
     from ssh itself), and nothing ssh could read as an option."""
@@ -135,6 +139,11 @@ def parse_ssh_url(url: str) -> SshAddress:
     host = parts.hostname
     if host.startswith("-") or (user or "").startswith("-") or "@" in (user or ""):
         raise InvalidArgument(f"invalid remote URL {url!r}")
+    if any(c in _SHELL_CHARS or not c.isprintable() or c.isspace() for c in host + (user or "")):
+        # ssh puts the host and user into the commands of the user's config (%h and %r in a
+        # ProxyCommand, a Match exec), which a shell runs: OpenSSH 9.6 refuses these itself
+        raise InvalidArgument(f"invalid remote URL {url!r}: the host or user has a shell "
+                              "character")
     path = urllib.parse.unquote(parts.path)
     root = path.rstrip("/") or None if path else None
     if path and not path.startswith("/"):
