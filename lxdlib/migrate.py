@@ -161,11 +161,13 @@ class Channel:
         try:
             while True:
                 kind, size = self.frame()
-                payload = self._exact(size)
                 if kind == b"J":
-                    msg = json.loads(payload)
-                    if isinstance(msg, dict) and "error" in msg:
+                    msg = self.message(size)
+                    if "error" in msg:
                         return _error_from(msg["error"])
+                    continue
+                while size:  # skipped in bounded reads, however large the frame says it is
+                    size -= len(self._exact(min(size, CHUNK)))
         except Exception:
             return closed
 
@@ -227,16 +229,26 @@ class Channel:
         kind, size = _FRAME.unpack(self._exact(_FRAME.size))
         return kind, size
 
-    def receive(self) -> dict[str, Any]:
-        kind, size = self.frame()
-        if kind != b"J" or size > MAX_MESSAGE:
-            raise UnsafeStream(f"migration stream: expected a message, got frame {kind!r}")
+    def message(self, size: int) -> dict[str, Any]:
+        """The JSON object of a ``J`` frame of ``size`` bytes; ``UnsafeStream`` for one over
+        ``MAX_MESSAGE`` (refused before it is read), not JSON, or no object: the other side
+        is another host, and its bytes never raise anything but lxdlib's own errors."""
+        if size > MAX_MESSAGE:
+            raise UnsafeStream(f"migration stream: a message of {size} bytes (at most "
+                               f"{MAX_MESSAGE})")
         try:
             msg = json.loads(self._exact(size))
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # nesting too deep for the parser, too
             raise UnsafeStream(f"migration stream: a malformed message: {e}") from None
         if not isinstance(msg, dict):
             raise UnsafeStream("migration stream: a message must be an object")
+        return msg
+
+    def receive(self) -> dict[str, Any]:
+        kind, size = self.frame()
+        if kind != b"J":
+            raise UnsafeStream(f"migration stream: expected a message, got frame {kind!r}")
+        msg = self.message(size)
         if "error" in msg:
             raise _error_from(msg["error"])
         return msg
@@ -264,7 +276,10 @@ class _Part(io.RawIOBase):
             elif kind == b"D":
                 self.left = size
             elif kind == b"J":  # the sender's error instead of the rest of the data
-                raise _error_from(json.loads(self.ch._exact(size)).get("error") or {})
+                msg = self.ch.message(size)
+                if "error" not in msg:
+                    raise UnsafeStream("migration stream: a message inside a volume's data")
+                raise _error_from(msg["error"])
             else:
                 raise UnsafeStream(f"migration stream: unexpected frame {kind!r}")
         if self.done:
@@ -581,17 +596,25 @@ class _Plan(Value, frozen=True):
 
 
 def receive_instance(ctx: Context, inp: BinaryIO, out: BinaryIO, name: str | None = None, *,
-                     pool: str | None = None, allow_root_equivalent: bool = False) -> Outcome:
+                     pool: str | None = None, allow_root_equivalent: bool = False,
+                     refresh: bool = False, move: bool = False) -> Outcome:
     """Receive an instance from a sender writing ``inp`` (answers go to ``out``) as ``name``
     (default: the sender's name). Every refusal is also told to the sender.
 
     A record (or a snapshot's) carrying a root-equivalent key or a device reaching host
     resources (``backup.root_equivalent_grants``: ``raw.lxc`` hooks run as host root at the
     next start, which the sender may ask for) is refused unless ``allow_root_equivalent``:
-    the other host's root is not this one's."""
+    the other host's root is not this one's.
+
+    ``refresh`` and ``move`` are what this side was asked to do, not what the sender says:
+    a header that asks for a refresh this side was not asked for (it would replace an
+    existing instance here, snapshots and all), for a move's kept identity when this is a
+    copy (or the reverse), or for a start outside a move is refused (``UnsafeStream``)
+    before anything is made. The sender is the other host: its word is no leave to
+    overwrite or start anything here."""
     ch = Channel(inp, out)
     try:
-        return _receive(ctx, ch, name, pool, allow_root_equivalent)
+        return _receive(ctx, ch, name, pool, allow_root_equivalent, refresh=refresh, move=move)
     except BaseException as e:
         if not isinstance(e, ChannelClosed):
             with contextlib.suppress(Exception):
@@ -600,7 +623,8 @@ def receive_instance(ctx: Context, inp: BinaryIO, out: BinaryIO, name: str | Non
 
 
 def _receive(ctx: Context, ch: Channel, name: str | None, pool: str | None,
-             allow_root_equivalent: bool = False) -> Outcome:
+             allow_root_equivalent: bool = False, *, refresh: bool = False,
+             move: bool = False) -> Outcome:
     # the target's leftovers are settled under its lock below; no scan of every instance
     header = ch.receive()
     if header.get("proto") != PROTOCOL or header.get("version") != VERSION:
@@ -609,6 +633,7 @@ def _receive(ctx: Context, ch: Channel, name: str | None, pool: str | None,
     names.validate_instance_name(target)
     if not allow_root_equivalent:
         _refuse_root_equivalent(header)
+    _refuse_unasked(header, refresh=refresh, move=move)
     paths = ctx.paths
     with lock(paths, "instance", target):
         from .instance import recover_leftover
@@ -628,6 +653,25 @@ def _receive(ctx: Context, ch: Channel, name: str | None, pool: str | None,
         started = True
     ch.send({"committed": True, "name": target, "started": started})
     return Outcome(target, started, ch.sent)
+
+
+def _refuse_unasked(header: dict[str, Any], *, refresh: bool, move: bool) -> None:
+    """``UnsafeStream`` when the header asks for more than this side was asked to do (see
+    :func:`receive_instance`): the flags are the sender's, the intent is this side's caller's."""
+    asked = {"refresh": refresh, "move": move, "start": move}
+    for flag in ("refresh", "move", "start"):
+        said = header.get(flag, False)
+        if not isinstance(said, bool):
+            raise UnsafeStream(f"migration header: {flag!r} must be true or false")
+        if said and not asked[flag]:
+            what = {"refresh": "a refresh (replacing the instance here)",
+                    "move": "a move (keeping the original's identity)",
+                    "start": "the copy to be started"}[flag]
+            raise UnsafeStream(f"migration header: the sender asks for {what}, which this "
+                               "side was not asked to do")
+    if move and not header.get("move"):
+        raise UnsafeStream("migration header: this side was asked to receive a move, the "
+                           "sender sends a copy")
 
 
 def _refuse_root_equivalent(header: dict[str, Any]) -> None:
@@ -1035,9 +1079,13 @@ def send_argv(side: Sequence[str], name: str, *, instance_only: bool = False,
 
 
 def receive_argv(side: Sequence[str], name: str, pool: str | None = None,
-                 allow_root_equivalent: bool = False) -> list[str]:
+                 allow_root_equivalent: bool = False, *, refresh: bool = False,
+                 move: bool = False) -> list[str]:
+    """The receiving side's command: ``refresh``/``move`` tell it what it was asked to do,
+    so that it refuses a sender that asks for more (``receive_instance``)."""
     return [*side, "migrate-receive", name, *(["--storage", pool] if pool else []),
-            *(["--allow-root-equivalent"] if allow_root_equivalent else [])]
+            *(["--allow-root-equivalent"] if allow_root_equivalent else []),
+            *(["--refresh"] if refresh else []), *(["--move"] if move else [])]
 
 
 @contextlib.contextmanager
@@ -1088,7 +1136,8 @@ def copy_between(ctx: Context, src: Sequence[str] | None, dst: Sequence[str] | N
         return Outcome(target, False, 0)
     if src is None:
         assert dst is not None
-        with _other_side(receive_argv(dst, target, pool, allow_root_equivalent=True)) as proc:
+        with _other_side(receive_argv(dst, target, pool, allow_root_equivalent=True,
+                                      refresh=refresh, move=move)) as proc:
             assert proc.stdin is not None and proc.stdout is not None
             return send_instance(ctx, name, proc.stdout, proc.stdin,  # type: ignore[arg-type]
                                  instance_only=instance_only, refresh=refresh, move=move,
@@ -1099,14 +1148,16 @@ def copy_between(ctx: Context, src: Sequence[str] | None, dst: Sequence[str] | N
             assert proc.stdin is not None and proc.stdout is not None
             out = receive_instance(ctx, proc.stdout, proc.stdin,  # type: ignore[arg-type]
                                    target, pool=pool,
-                                   allow_root_equivalent=allow_root_equivalent)
+                                   allow_root_equivalent=allow_root_equivalent,
+                                   refresh=refresh, move=move)
         if move and proc.returncode != 0:
             raise LxdlibError(f"instance {target!r} arrived, but the source side failed to "
                               "delete the original")
         return out
     return _relay(send_argv(src, name, instance_only=instance_only, refresh=refresh, move=move,
                             stateless=stateless),
-                  receive_argv(dst, target, pool, allow_root_equivalent), target)
+                  receive_argv(dst, target, pool, allow_root_equivalent, refresh=refresh,
+                               move=move), target)
 
 
 def _relay(send: Sequence[str], recv: Sequence[str], target: str) -> Outcome:

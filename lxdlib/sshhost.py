@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from . import wire
 from .errors import TYPE_CHECKING, ExecError, InvalidArgument, NotFound
 from .execresult import ExecResult
-from .imagestore.remotes import LXDLIB, Remote, parse_ssh_url
+from .imagestore.remotes import LXDLIB, Remote, parse_ssh_url, ssh_file
 from .logs import get_logger
 from .wire import ConnectionLost, ProtocolError
 
@@ -60,6 +60,14 @@ def ssh_command(remote: Remote, args: Sequence[str] = ()) -> list[str]:
     if not remote.is_ssh:
         raise InvalidArgument(f"remote {remote.name!r} is not an ssh:// remote")
     addr = parse_ssh_url(remote.addr)
+    for what, path in (("identity", remote.identity), ("ssh config", remote.ssh_config)):
+        # ssh would look a relative path up in whatever directory this command runs from
+        # (a host user's, whose file there would be read as root's): ``remote add`` stores
+        # absolute ones, so only an older or hand-written remote list has these
+        if path and not os.path.isabs(path):
+            raise InvalidArgument(f"remote {remote.name!r}: its {what} file {path!r} is a "
+                                  "relative path, which each command would look up in its "
+                                  "own directory: add the remote again with an absolute path")
     argv = ["ssh", "-T"]
     if remote.ssh_config:
         argv += ["-F", remote.ssh_config]
@@ -88,8 +96,8 @@ def _as_remote(target: str | Remote, **kw: Any) -> Remote:
     parse_ssh_url(target)
     opts = tuple(kw.pop("ssh_options", ()) or ())
     return Remote("ssh", target.rstrip("/"), LXDLIB, command=kw.pop("command", "") or "",
-                  identity=str(kw.pop("identity", "") or ""),
-                  ssh_config=str(kw.pop("ssh_config", "") or ""), ssh_options=opts)
+                  identity=ssh_file(kw.pop("identity", "") or ""),
+                  ssh_config=ssh_file(kw.pop("ssh_config", "") or ""), ssh_options=opts)
 
 
 def connect(target: str | Remote, *, command: str = "", identity: str | os.PathLike[str] = "",
@@ -265,9 +273,15 @@ class RemoteHost:
             self._ch.close()
             raise wire.decode_error(reply.get("error")) if "error" in reply else ProtocolError(
                 f"{remote.addr}: the remote did not answer with an lxdlib hello")
-        self.version = int(reply.get("version", 0))
+        version, pid = reply.get("version"), reply.get("pid", 0)
+        if version not in wire.SUPPORTED or not isinstance(pid, int) or isinstance(pid, bool):
+            # the far side's words, never a ValueError of ours: it may be anything at all
+            self._ch.close()
+            raise ProtocolError(f"{remote.addr}: a malformed hello (version {version!r}, "
+                                f"pid {pid!r})")
+        self.version = int(version)
         self.root = str(reply.get("root", ""))
-        self.server_pid = int(reply.get("pid", 0))
+        self.server_pid = pid
         self.instances = RemoteInstances(self)
         self.images = RemoteImages(self)
         self.profiles = RemoteProfiles(self)
@@ -629,7 +643,10 @@ class RemoteInstance:
                               "env": dict(env) if env else None, "cwd": cwd, "user": user,
                               "group": group, "timeout": timeout},
             upload=[input or b""], on_data=on_data)
-        result = RemoteExecResult(int(res["returncode"]), bytes(out), bytes(err))
+        code = res.get("returncode") if isinstance(res, dict) else None
+        if not isinstance(code, int) or isinstance(code, bool):
+            raise ProtocolError(f"instance.exec: a reply without an exit status: {res!r:.200}")
+        result = RemoteExecResult(code, bytes(out), bytes(err))
         if check and not result.ok:
             raise ExecError(result, self.name, cmd)
         return result

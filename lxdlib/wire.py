@@ -108,7 +108,7 @@ def write_json(out: BinaryIO, message: Mapping[str, Any]) -> None:
 def parse_json(payload: bytes) -> dict[str, Any]:
     try:
         msg = json.loads(payload)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # nesting too deep for the parser, too
         raise ProtocolError(f"a message that is not JSON: {e}") from None
     if not isinstance(msg, dict):
         raise ProtocolError("a message that is not a JSON object")

@@ -21,6 +21,7 @@ this root would otherwise send the command round for ever).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -154,7 +155,10 @@ def maybe_forward(argv: Sequence[str]) -> int | list[str]:
             _, _, rest = _split_global(argv)
             head = list(argv[:len(argv) - len(rest)])
             return [a for a in head if a != NO_FORWARD] + rest
-        if p.command == "file" and len(p.args) > 1 and p.args[1] in ("push", "pull"):
+        # the word after `file` (the args start with --no-forward and the global flags):
+        # a push or pull moves a file of this host, so it cannot be run there as it is
+        verb = p.args.index(p.command) + 1
+        if p.command == "file" and verb < len(p.args) and p.args[verb] in ("push", "pull"):
             return _file_transfer(p)
         return _run(p.remote, p.args, tty=p.command in ("exec", "console"))
     except LxdlibError as e:
@@ -265,13 +269,36 @@ def _file_transfer(p: Plan) -> int:
                 dest = dest / Path(src).name
             elif opts:
                 dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.lxdlib-pull")
-            with open(tmp, "wb") as f:
-                rc = _run(p.remote, [*flags, "file", "pull", src, "-"], stdout=f.fileno())
-            if rc:
-                tmp.unlink(missing_ok=True)
-            else:
-                tmp.replace(dest)
+            rc = _pull_into(p, [*flags, "file", "pull", src, "-"], dest)
         if rc:
             return rc
     return 0
+
+
+def _pull_into(p: Plan, args: list[str], dest: os.PathLike[str]) -> int:
+    """Receive a pulled file beside ``dest`` and rename it into place once complete. The
+    directory may be a host user's: the temporary file has a random name and is created
+    exclusively (``mkstemp``: ``O_EXCL``, so a link planted there is never followed and a
+    file of the user's never written into), readable by root alone until it is whole; a
+    link at ``dest`` itself is replaced, not followed."""
+    import tempfile
+    target = os.fspath(dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".lxdlib-pull",
+                               dir=os.path.dirname(target) or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            rc = _run(p.remote, args, stdout=f.fileno())
+            if not rc:  # the mode a plain create would give it (the far side sends no mode)
+                mask = os.umask(0o022)
+                os.umask(mask)
+                os.fchmod(f.fileno(), 0o666 & ~mask)
+        if not rc:
+            os.replace(tmp, target)
+            return 0
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    return rc

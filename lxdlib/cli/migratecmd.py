@@ -41,7 +41,8 @@ def cmd_migrate_receive(host: Host, a: argparse.Namespace) -> int:
     from ..migrate import receive_instance
     inp, out = _channel()
     receive_instance(host.ctx, inp, out, a.name, pool=a.storage,
-                     allow_root_equivalent=a.allow_root_equivalent)
+                     allow_root_equivalent=a.allow_root_equivalent, refresh=a.refresh,
+                     move=a.move)
     out.flush()
     return 0
 
@@ -61,5 +62,8 @@ def register(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("-s", "--storage")
     p.add_argument("--allow-root-equivalent", action="store_true")
+    # what this side was asked to do: a sender asking for more is refused
+    p.add_argument("--refresh", action="store_true")
+    p.add_argument("--move", action="store_true")
     p.set_defaults(func=cmd_migrate_receive)
     # hidden: argparse lists a subparser only when it was given a help text

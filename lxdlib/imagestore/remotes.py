@@ -20,6 +20,7 @@ so use ``https://`` for anything but a trusted network.
 from __future__ import annotations
 
 import builtins
+import os
 import urllib.parse
 from collections.abc import Mapping, Sequence
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from typing import Any, Final
 
 __all__ = ["DEFAULT_REMOTES", "LOCAL", "LXDLIB", "Remote", "Remotes", "SshAddress",
-           "parse_ssh_url", "split_ref", "validate_remote_name", "validate_url"]
+           "parse_ssh_url", "split_ref", "ssh_file", "validate_remote_name", "validate_url"]
 
 LOCAL: Final = "local"
 SIMPLESTREAMS: Final = "simplestreams"
@@ -114,6 +115,10 @@ class SshAddress(Value, frozen=True):
         assign(self, "root", root)
 
 
+#: what OpenSSH (9.6 on) refuses in a host or user name of its command line
+_SHELL_CHARS: Final = frozenset("'`\"$\\;&<>|()")
+
+
 def parse_ssh_url(url: str) -> SshAddress:
     """``ssh://[user@]host[:port][/path/to/root]``; no password, query or fragment (keys come
     from ssh itself), and nothing ssh could read as an option."""
@@ -134,6 +139,11 @@ def parse_ssh_url(url: str) -> SshAddress:
     host = parts.hostname
     if host.startswith("-") or (user or "").startswith("-") or "@" in (user or ""):
         raise InvalidArgument(f"invalid remote URL {url!r}")
+    if any(c in _SHELL_CHARS or not c.isprintable() or c.isspace() for c in host + (user or "")):
+        # ssh puts the host and user into the commands of the user's config (%h and %r in a
+        # ProxyCommand, a Match exec), which a shell runs: OpenSSH 9.6 refuses these itself
+        raise InvalidArgument(f"invalid remote URL {url!r}: the host or user has a shell "
+                              "character")
     path = urllib.parse.unquote(parts.path)
     root = path.rstrip("/") or None if path else None
     if path and not path.startswith("/"):
@@ -167,6 +177,15 @@ def _check_ssh_option(opt: str) -> str:
     if not sep or not key.isalnum() or any(not c.isprintable() for c in opt):
         raise InvalidArgument(f"invalid ssh option {opt!r}: Key=Value is needed")
     return opt
+
+
+def ssh_file(path: str | os.PathLike[str]) -> str:
+    """An identity or ssh config file as an absolute path (``~`` expanded), as the remote
+    keeps it. Kept relative, it would be looked up in the directory of each later command: a
+    ``--ssh-config cfg`` added in root's home is a host user's ``cfg`` (its ``ProxyCommand``
+    run as root) when ``lxdlib list h2:`` runs from that user's directory."""
+    text = os.fspath(path)
+    return os.path.abspath(os.path.expanduser(text)) if text else ""
 
 
 def _is_static(name: str) -> bool:
@@ -335,6 +354,7 @@ class Remotes:
             parse_ssh_url(url)
             addr = url.rstrip("/")
             opts = tuple(_check_ssh_option(o) for o in ssh_options)
+            identity, ssh_config = ssh_file(identity), ssh_file(ssh_config)
         else:
             if command or identity or ssh_config or ssh_options:
                 raise InvalidArgument("ssh settings are only for ssh:// remotes")

@@ -259,6 +259,14 @@ def test_inventory_and_connection_over_ssh(converged: Fleet, tmp_path: Path) -> 
              "changed_when": False},
             {"ansible.builtin.assert": {"that": "out.stdout == \"it's quoted\""}},
         ]}]))
+    # a link where a fixed temporary name would be, in the fetch's destination directory:
+    # fetch_file must not write through it
+    witness = tmp_path / "witness"
+    witness.write_text("untouched\n")
+    for h in HOSTS:
+        there = tmp_path / "got" / f"{h}-ansit-{h.lower()}" / "root"
+        there.mkdir(parents=True)
+        (there / "over ssh.txt.lxdlib-part").symlink_to(witness)
     # pipelining off: the module itself travels by put_file
     env = dict(f.env, ANSIBLE_PIPELINING="false")
     r = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inv), str(play)],
@@ -266,10 +274,51 @@ def test_inventory_and_connection_over_ssh(converged: Fleet, tmp_path: Path) -> 
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
     for h in HOSTS:
         got = tmp_path / "got" / f"{h}-ansit-{h.lower()}" / "root" / "over ssh.txt"
-        assert got.read_text() == "it's quoted\n"
+        assert got.read_text() == "it's quoted\n" and not got.is_symlink()
+    assert witness.read_text() == "untouched\n"
     calls = log.read_text()
     assert "root@hostA.invalid" in calls and " file push - " in calls
     assert " file pull " in calls and " exec -T " in calls and " list --format json" in calls
+
+
+def _ansible_bins() -> list[Path]:
+    """This environment's ansible-core, and the bin directories of any others named in
+    ``LXDLIB_TEST_ANSIBLE_BINS`` (``:``-separated; e.g. a venv with ansible-core 2.18, which
+    renders a variable's templates where it is used, as every release before 2.19 does)."""
+    extra = [Path(d) for d in os.environ.get("LXDLIB_TEST_ANSIBLE_BINS", "").split(":") if d]
+    return [BIN, *extra]
+
+
+@pytest.mark.parametrize("bindir", _ansible_bins(), ids=str)
+def test_inventory_marks_what_a_listing_says_unsafe(tmp_path: Path, bindir: Path) -> None:
+    """A listing is the listed host's word (an SSH source may be compromised) and an image's
+    (``image.*`` keys are its properties): a "{{ lookup('pipe', …) }}" in a value must stay
+    text wherever a play uses it. Before, ansible-core up to 2.18 (which the collection
+    declares it supports) rendered it, and ran the command on the controller."""
+    witness = {k: tmp_path / f"ran-{k}" for k in ("user", "image", "profile", "status")}
+
+    def evil(k: str) -> str:
+        return "{{ lookup('pipe', 'touch " + str(witness[k]) + "') }}"
+    listing = [{"name": "ev1", "status": evil("status"), "profiles": [evil("profile")],
+                "config": {"user.role": evil("user"), "image.os": evil("image")}}]
+    lister = tmp_path / "lister"
+    lister.write_text(f"#!/bin/sh\ncat <<'J'\n{json.dumps(listing)}\nJ\n")
+    lister.chmod(0o755)
+    inv = tmp_path / "evil.lxdlib.yml"
+    inv.write_text(yaml.safe_dump({"plugin": "lxdlib.containers.lxdlib",
+                                   "command": str(lister), "status": [],
+                                   "sources": [{"name": "far", "root": "/none"}]}))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO),
+               ANSIBLE_INVENTORY_ENABLED="lxdlib.containers.lxdlib",
+               ANSIBLE_HOME=str(tmp_path / "home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+               ANSIBLE_NOCOLOR="1")
+    msg = ("{{ lxdlib_user.role }} {{ lxdlib_image.os }} {{ lxdlib_profiles[0] }} "
+           "{{ lxdlib_status }}")
+    r = subprocess.run([str(bindir / "ansible"), "all", "-i", str(inv), "-m", "debug",
+                        "-a", json.dumps({"msg": msg})], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0 and "lookup('pipe'" in r.stdout, r.stdout[-3000:] + r.stderr
+    assert not [k for k, w in witness.items() if w.exists()]
 
 
 def test_restore_brings_the_snapshot_back(converged: Fleet) -> None:

@@ -597,7 +597,7 @@ def test_cut_mid_stream(host: lxdlib.Host, other: lxdlib.Host, how: str) -> None
     send = subprocess.Popen(migrate.send_argv(_argv(host), A_NAME, move=True),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
-    recv = subprocess.Popen(migrate.receive_argv(_argv(other), A_NAME),
+    recv = subprocess.Popen(migrate.receive_argv(_argv(other), A_NAME, move=True),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     assert send.stdout and send.stdin and recv.stdout and recv.stdin

@@ -248,3 +248,25 @@ def test_forwarded_exec_terminal_choice(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(forward.sys.stdout, "isatty", lambda: False, raising=False)
     assert forward._terminal(["exec", "c1", "--", "sh"]) == "-T"
     assert forward._terminal(["exec", "--mode", "interactive", "c1", "--", "sh"]) == "-tt"
+
+
+def test_a_message_nested_too_deep_is_a_protocol_error() -> None:
+    """A peer's JSON nested deeper than the parser goes raised RecursionError, out of
+    lxdlib's classes (a hostile far side ended ``connect()`` with it)."""
+    buf = io.BytesIO()
+    wire.write_frame(buf, wire.JSON, b"[" * 100000)
+    buf.seek(0)
+    with pytest.raises(wire.ProtocolError):
+        wire.read_json(buf)
+
+
+@pytest.mark.parametrize("url", [
+    "ssh://root@$(id>pwned)", "ssh://$(id>pwned)@host2", "ssh://a%3Bid%3Epwned@host2",
+    "ssh://root@h`id`", "ssh://a%0Ab@host2", "ssh://root@h|x", "ssh://a%20b@host2",
+])
+def test_a_host_or_user_with_shell_characters_is_refused(url: str) -> None:
+    """ssh hands the host and user to the commands of the user's config (``%h``/``%r`` in a
+    ``ProxyCommand``, ``Match exec``), which a shell runs: refused at ``remote add`` and
+    ``connect()``, as OpenSSH 9.6 refuses them, whatever ssh is installed."""
+    with pytest.raises(errors.InvalidArgument):
+        parse_ssh_url(url)

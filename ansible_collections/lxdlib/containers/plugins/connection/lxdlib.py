@@ -96,6 +96,7 @@ EXAMPLES = r"""
 import os
 import shlex
 import subprocess
+import tempfile
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError, AnsibleFileNotFound
 from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
@@ -103,6 +104,13 @@ from ansible.plugins.connection import ConnectionBase
 from ansible.utils.display import Display
 
 display = Display()
+
+
+def _umask():
+    """The process's umask (read by setting it, then put back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class Connection(ConnectionBase):
@@ -208,14 +216,21 @@ class Connection(ConnectionBase):
         display.vvv("FETCH %s TO %s" % (in_path, out_path), host=self._instance())
         dest = to_bytes(out_path, errors="surrogate_or_strict")
         if self.get_option("lxdlib_host"):
-            tmp = dest + b".lxdlib-part"
-            with open(tmp, "wb") as f:
-                rc, out, err = self._run(self._lxdlib("file", "pull", self._target(in_path), "-"),
-                                         in_data=b"", stdout=f)
-            if rc == 0:
-                os.replace(tmp, dest)
-            elif os.path.exists(tmp):
-                os.unlink(tmp)
+            # beside the destination under a random name, created exclusively: a link planted
+            # at a fixed name in a shared directory would be followed (and written through)
+            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dest) + b".",
+                                       suffix=b".lxdlib-part",
+                                       dir=os.path.dirname(dest) or b".")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    rc, out, err = self._run(self._lxdlib("file", "pull", self._target(in_path),
+                                                          "-"), in_data=b"", stdout=f)
+                if rc == 0:
+                    os.chmod(tmp, 0o666 & ~_umask())
+                    os.replace(tmp, dest)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
         else:
             rc, out, err = self._run(self._lxdlib("file", "pull", self._target(in_path),
                                                   to_text(out_path)), in_data=b"")

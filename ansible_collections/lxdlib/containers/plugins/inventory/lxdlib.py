@@ -94,6 +94,7 @@ import time
 from ansible.errors import AnsibleParserError
 from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
+from ansible.utils.unsafe_proxy import wrap_var
 
 CONNECTION = "lxdlib.containers.lxdlib"
 
@@ -189,6 +190,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             self._add_instance(entry, label, source, source_group, status)
 
     def _add_instance(self, entry, label, source, source_group, status):
+        # everything the listing says is the listed host's word (an SSH source may be
+        # compromised) or an image's (``image.*`` keys are its properties): marked unsafe, so
+        # that Ansible before 2.19, which renders a variable's "{{ ... }}" where it is used,
+        # never runs a lookup one of them carries on the controller
+        entry = wrap_var(entry)
+        status = wrap_var(status)
         instance = entry["name"]
         host = self.get_option("hostname").format(source=label, instance=instance)
         if host in self.inventory.hosts:
