@@ -23,6 +23,7 @@ from .config.units import parse_size
 from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
+    Busy,
     CorruptRecord,
     ExecError,
     InvalidArgument,
@@ -1681,6 +1682,16 @@ def create(ctx: Context, name: str, image: str | None, *,
 
 def choose_idmap(ctx: Context, name: str, cfg: Mapping[str, str],
                   alloc: idmap.Allocation) -> tuple[int, int]:
+    """The id map (base, size) of a new instance ``name`` (create, copy, import, migration;
+    the caller holds ``name``'s lock until the record is committed).
+
+    An isolated instance gets a block no other isolated instance holds. Its record, which
+    says so, is written only at the end of the create, long after this choice, and two
+    creates at once would see neither's record and take the same block (an instance's root
+    would own the other's files). So the choice is also written down as a reservation
+    (``run/idmap/<name>``) that later choices count as taken while ``name`` has no record and
+    its creator still holds its lock; one whose creator is gone (a failed or killed create)
+    is dropped, and one whose instance now has a record has done its work."""
     if not truthy(cfg.get("security.idmap.isolated")):
         if cfg.get("security.idmap.base"):
             return int(cfg["security.idmap.base"]), alloc.size
@@ -1689,7 +1700,10 @@ def choose_idmap(ctx: Context, name: str, cfg: Mapping[str, str],
     if cfg.get("security.idmap.base"):
         return int(cfg["security.idmap.base"]), size
     used = {}
+    reserved = ctx.paths.run / "idmap"
     with lock(ctx.paths, "host", "idmap"):
+        # reservations first: one whose create commits meanwhile is in the records read next
+        used.update(_idmap_reservations(ctx, reserved, name))
         for other in record.names(ctx.paths):
             if other == name:
                 continue
@@ -1700,7 +1714,41 @@ def choose_idmap(ctx: Context, name: str, cfg: Mapping[str, str],
             if "volatile.idmap.base" in o and int(o["volatile.idmap.base"]) != alloc.base:
                 used[other] = (int(o["volatile.idmap.base"]),
                                int(o.get("volatile.idmap.size", idmap.MIN_SIZE)))
-        return idmap.allocate_isolated(alloc, size, used), size
+        base = idmap.allocate_isolated(alloc, size, used)
+        reserved.mkdir(mode=0o700, exist_ok=True)
+        atomic_write(reserved / name, f"{base} {size}\n".encode(), durable=False)
+        return base, size
+
+
+def _idmap_reservations(ctx: Context, reserved: Path, name: str) -> dict[str, tuple[int, int]]:
+    """The blocks reserved by creates under way (see ``choose_idmap``; the caller holds the
+    ``idmap`` lock); the reservations that no longer hold anything are removed."""
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        entries = os.listdir(reserved)
+    except FileNotFoundError:
+        return out
+    for other in entries:
+        if other == name or other.startswith("."):
+            continue
+        path = reserved / other
+        alive = not os.path.lexists(ctx.paths.instance_record(other))
+        if alive:
+            try:  # a probe, never a wait: its creator holds the name's lock until its commit
+                with lock(ctx.paths, "instance", other, timeout=0):
+                    alive = False
+            except Busy:
+                pass
+        if not alive:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        try:
+            base, size = (int(w) for w in path.read_text().split())
+        except (FileNotFoundError, ValueError):
+            continue
+        out[other] = (base, size)
+    return out
 
 
 journal.register_leftover(recover_leftover)

@@ -184,3 +184,39 @@ def test_image_properties_aliases_and_volume(host: lxdlib.Host) -> None:
     cfg = host.pools["default"].volumes["vv"].config
     assert user_keys(cfg, "p") == expected("p")
     assert user_keys(cfg, "t") == expected("t")
+
+
+def test_isolated_creates_at_once_get_their_own_id_blocks(host: lxdlib.Host) -> None:
+    """Two isolated instances made at once (here: a second ``lxdlib init`` run while the first
+    create is about to write its record) never share an id block: each chooses its block
+    before its record says so, so the choice must count the other's."""
+    import lxdlib.record as recmod
+    iso = {"security.idmap.isolated": "true"}
+    env = {**os.environ, "LXDLIB_ROOT": str(host.paths.root)}
+    orig = recmod.save
+    others: list[subprocess.CompletedProcess[str]] = []
+
+    def save(paths: object, rec: recmod.InstanceRecord, *a: object, **k: object) -> None:
+        if rec.name in ("ia", "ic") and not os.path.exists(host.paths.instance_record(rec.name)):
+            other = "ib" if rec.name == "ia" else "id"
+            others.append(subprocess.run([LXDLIB, "init", "busybox", other, "-c",
+                                          "security.idmap.isolated=true"], env=env,
+                                         capture_output=True, text=True, timeout=120))
+        orig(paths, rec, *a, **k)  # type: ignore[arg-type]
+
+    recmod.save = save  # type: ignore[assignment]
+    try:
+        host.create("busybox", "ia", config=iso)
+        host.copy("ia", "ic")  # a copy chooses a block too
+    finally:
+        recmod.save = orig
+    assert [p.returncode for p in others] == [0, 0], [p.stderr for p in others]
+    blocks = {n: int(host.instances.get(n).config["volatile.idmap.base"])
+              for n in ("ia", "ib", "ic", "id")}
+    assert len(set(blocks.values())) == 4, blocks
+    assert host.instances.get("ia").config["volatile.idmap.base"] != str(
+        host.ctx.facts().idmap.base)
+    # what liblxc is given agrees with the records
+    for n, base in blocks.items():
+        assert f"lxc.idmap = u 0 {base} 65536" in (host.paths.instance_dir(n) / "config"
+                                                   ).read_text()
