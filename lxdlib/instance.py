@@ -152,6 +152,17 @@ class InstanceCore:
                 journal.recover(self.ctx, self.name)
             yield
 
+    @contextlib.contextmanager
+    def _lock_present(self) -> Iterator[None]:
+        """``_lock``, for a verb on an instance that must exist: one deleted, renamed or moved
+        between the caller's look-up and this lock is ``NotFound`` (liblxc takes a name
+        without a directory for a stopped instance, so the verb went on to fail untyped or
+        to say that it was stopped)."""
+        with self._lock():
+            if not record.exists(self._paths, self.name):
+                raise NotFound("instance", self.name)
+            yield
+
     def settle(self) -> None:
         """Take the instance's lock and let go: what a killed process left is finished or
         undone, and a stop from inside is recorded (``journal.recover``). For readers of the
@@ -291,7 +302,7 @@ class InstanceCore:
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         """Start a stopped instance, or resume a frozen one (as ``lxc start`` does)."""
-        with self._lock():
+        with self._lock_present():
             c = self._c()
             st = c.state
             if st == "FROZEN":
@@ -431,7 +442,7 @@ class InstanceCore:
             self._stop_stateful()
             self.ctx.events.emit("instance-stopped", self.name)
             return
-        with self._lock():
+        with self._lock_present():
             c = self._c()
             if c.state == "STOPPED":
                 raise WrongState(f"The instance {self.name!r} is already stopped",
@@ -465,7 +476,7 @@ class InstanceCore:
         """``lxc stop --stateful``: dump the processes and stop; ``start`` brings them back."""
         from . import criu
         paths = self._paths
-        with self._lock():
+        with self._lock_present():
             c = self._c()
             if c.state != "RUNNING":
                 raise WrongState(f"The instance {self.name!r} is not running")
@@ -520,7 +531,7 @@ class InstanceCore:
             self._delete_locked(rec)
 
     def restart(self, force: bool = False, timeout: float = -1) -> None:
-        with self._lock():
+        with self._lock_present():
             c = self._c()
             if c.state == "STOPPED":
                 raise WrongState(f"The instance {self.name!r} is not running", state="STOPPED")
@@ -547,7 +558,7 @@ class InstanceCore:
 
     def pause(self) -> None:
         """Freeze every process (``lxc pause``); ``start`` resumes."""
-        with self._lock():
+        with self._lock_present():
             c = self._c()
             if c.state != "RUNNING":
                 raise WrongState(f"instance {self.name!r} is not running", state=c.state)
@@ -557,7 +568,7 @@ class InstanceCore:
     freeze = pause
 
     def resume(self) -> None:
-        with self._lock():
+        with self._lock_present():
             c = self._c()
             if c.state != "FROZEN":
                 raise WrongState(f"instance {self.name!r} is not frozen", state=c.state)

@@ -220,3 +220,19 @@ def test_isolated_creates_at_once_get_their_own_id_blocks(host: lxdlib.Host) -> 
     for n, base in blocks.items():
         assert f"lxc.idmap = u 0 {base} 65536" in (host.paths.instance_dir(n) / "config"
                                                    ).read_text()
+
+
+@pytest.mark.parametrize("verb", ["start", "stop", "restart", "pause", "resume"])
+def test_lifecycle_verb_on_an_instance_gone_meanwhile_is_not_found(host: lxdlib.Host,
+                                                                   verb: str) -> None:
+    """A verb whose instance another process deleted (or renamed, or moved) after the caller
+    looked it up, before the verb took its lock, says the instance is not found: not a stray
+    ``FileNotFoundError`` (start) or that the instance is not running (liblxc's view of a
+    name without a directory), and it leaves nothing under that name."""
+    c = host.create("busybox", "cg")
+    other = lxdlib.Host(host.paths.root)
+    other.instances.get("cg").rename("cg2")
+    with pytest.raises(lxdlib.errors.NotFound):
+        getattr(c, verb)()
+    assert not host.paths.instance_dir("cg").exists()
+    assert other.instances.get("cg2").state == "STOPPED"
