@@ -9,6 +9,7 @@ is mounted inside agree.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -236,3 +237,40 @@ def test_lifecycle_verb_on_an_instance_gone_meanwhile_is_not_found(host: lxdlib.
         getattr(c, verb)()
     assert not host.paths.instance_dir("cg").exists()
     assert other.instances.get("cg2").state == "STOPPED"
+
+
+def test_profile_edit_while_a_running_instance_takes_it_on(host: lxdlib.Host) -> None:
+    """``profile set`` of a profile while a running instance is given it (``profile add``):
+    here the edit runs while the add is about to save the record that names the profile.
+    The instance runs with the profile's new content — in its liblxc config and in its
+    cgroup — never with the content the add read before the edit."""
+    import lxdlib.record as recmod
+    from lxdlib import runtime
+    host.profiles.create("pe")
+    c = host.launch("busybox", "ce")
+    env = {**os.environ, "LXDLIB_ROOT": str(host.paths.root)}
+    orig = recmod.save
+    edits: list[subprocess.Popen[str]] = []
+
+    def save(paths: object, rec: recmod.InstanceRecord, *a: object, **k: object) -> None:
+        if rec.name == "ce" and "pe" in rec.profiles and not edits:
+            p = subprocess.Popen([LXDLIB, "profile", "set", "pe", "limits.processes", "123"],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+            edits.append(p)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=3)  # done at once unless it waits for this change
+        orig(paths, rec, *a, **k)  # type: ignore[arg-type]
+
+    recmod.save = save  # type: ignore[assignment]
+    try:
+        c.modify(lambda rec: rec.profiles.append("pe"))
+    finally:
+        recmod.save = orig
+        for p in edits:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+    assert edits
+    assert host.profiles.get("pe").config["limits.processes"] == "123"
+    assert "lxc.cgroup.pids.max = 123" in (host.paths.instance_dir("ce") / "config").read_text()
+    assert runtime.cgroup_get(c.handle(), "pids.max").strip() == "123"
