@@ -1758,20 +1758,38 @@ def choose_idmap(ctx: Context, name: str, cfg: Mapping[str, str],
     with lock(ctx.paths, "host", "idmap"):
         # reservations first: one whose create commits meanwhile is in the records read next
         used.update(_idmap_reservations(ctx, reserved, name))
+        used.update(_recorded_idmaps(ctx, name, alloc))
+        base = idmap.allocate_isolated(alloc, size, used)
+        reserved.mkdir(mode=0o700, exist_ok=True)
+        atomic_write(reserved / name, f"{base} {size}\n".encode(), durable=False)
+        return base, size
+
+
+def _recorded_idmaps(ctx: Context, name: str, alloc: idmap.Allocation
+                     ) -> dict[str, tuple[int, int]]:
+    """The isolated blocks the records of the other instances hold. A record that vanishes
+    between the listing and its reading was deleted or renamed (a rename moves the whole
+    directory under the two names' locks, not the idmap lock): the walk is made again, so
+    that a renamed instance's block is found under its new name rather than taken for free."""
+    for _ in range(10):
+        used: dict[str, tuple[int, int]] = {}
+        vanished = False
         for other in record.names(ctx.paths):
             if other == name:
                 continue
             try:
                 o = record.load(ctx.paths, other).config
-            except (FileNotFoundError, LxdlibError):
+            except FileNotFoundError:
+                vanished = True
+                continue
+            except LxdlibError:
                 continue
             if "volatile.idmap.base" in o and int(o["volatile.idmap.base"]) != alloc.base:
                 used[other] = (int(o["volatile.idmap.base"]),
                                int(o.get("volatile.idmap.size", idmap.MIN_SIZE)))
-        base = idmap.allocate_isolated(alloc, size, used)
-        reserved.mkdir(mode=0o700, exist_ok=True)
-        atomic_write(reserved / name, f"{base} {size}\n".encode(), durable=False)
-        return base, size
+        if not vanished:
+            break
+    return used
 
 
 def _idmap_reservations(ctx: Context, reserved: Path, name: str) -> dict[str, tuple[int, int]]:

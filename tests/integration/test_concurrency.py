@@ -274,3 +274,31 @@ def test_profile_edit_while_a_running_instance_takes_it_on(host: lxdlib.Host) ->
     assert host.profiles.get("pe").config["limits.processes"] == "123"
     assert "lxc.cgroup.pids.max = 123" in (host.paths.instance_dir("ce") / "config").read_text()
     assert runtime.cgroup_get(c.handle(), "pids.max").strip() == "123"
+
+
+def test_isolated_create_beside_a_rename_of_an_isolated_instance(host: lxdlib.Host) -> None:
+    """An isolated instance renamed while another isolated create reads the records for a
+    free block (here: between the listing and the reading of that record) keeps its block
+    to itself: the vanished record is looked for again, under its new name."""
+    import lxdlib.record as recmod
+    host.create("busybox", "ra", config={"security.idmap.isolated": "true"})
+    env = {**os.environ, "LXDLIB_ROOT": str(host.paths.root)}
+    orig = recmod.names
+    renames: list[subprocess.CompletedProcess[str]] = []
+
+    def names(paths: object) -> list[str]:
+        listed = orig(paths)  # type: ignore[arg-type]
+        if not renames and sys._getframe(1).f_code.co_name in ("choose_idmap",
+                                                               "_recorded_idmaps"):
+            renames.append(subprocess.run([LXDLIB, "rename", "ra", "rb"], env=env,
+                                          capture_output=True, text=True, timeout=120))
+        return listed
+
+    recmod.names = names  # type: ignore[assignment]
+    try:
+        host.create("busybox", "rc", config={"security.idmap.isolated": "true"})
+    finally:
+        recmod.names = orig
+    assert [r.returncode for r in renames] == [0], [r.stderr for r in renames]
+    bases = {n: host.instances.get(n).config["volatile.idmap.base"] for n in ("rb", "rc")}
+    assert bases["rb"] != bases["rc"], bases
