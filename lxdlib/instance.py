@@ -635,10 +635,13 @@ class InstanceCore:
         if profiles is not None and not held(self._paths, "instance", self.name):
             wanted = list(profiles) if isinstance(profiles, (list, tuple)) else None
             if wanted is not None and all(isinstance(p, str) for p in wanted):
-                self._with_added_profiles_locked(
-                    lambda rec: set(wanted) - set(rec.profiles),
-                    lambda: self.update(config=config, devices=devices, profiles=profiles,
-                                        description=description))
+                def attempt(rec: InstanceRecord, locked: set[str] | None) -> set[str]:
+                    more = _not_locked(set(wanted) - set(rec.profiles), locked)
+                    if not more:
+                        self.update(config=config, devices=devices, profiles=profiles,
+                                    description=description)
+                    return more
+                self._with_added_profiles_locked(attempt)
                 return
         with self._lock():
             rec = self.record()
@@ -732,49 +735,46 @@ class InstanceCore:
         config, devices, profiles, description), then ``update`` validates, saves and applies
         it live. Two concurrent ``modify`` calls therefore both land: neither writes back a copy
         read before the other's change (the lost update of ``inst.config`` … ``update``)."""
-        if held(self._paths, "instance", self.name):  # the caller took the profiles' locks
-            self._modify_locked(change)
+        def attempt(rec: InstanceRecord, locked: set[str] | None) -> set[str]:
+            draft = InstanceRecord.from_dict(rec.to_dict())
+            change(draft)
+            more = _not_locked(set(draft.profiles) - set(rec.profiles), locked)
+            if not more:
+                self.update(config=draft.config if draft.config != rec.config else None,
+                            devices=draft.devices if draft.devices != rec.devices else None,
+                            profiles=draft.profiles if draft.profiles != rec.profiles else None,
+                            description=(draft.description
+                                         if draft.description != rec.description else None))
+            return more
+        if held(self._paths, "instance", self.name):  # nested: the caller chose the locks
+            with self._lock():
+                attempt(self.record(), None)
             return
+        self._with_added_profiles_locked(attempt)
 
-        def added(rec: InstanceRecord) -> set[str]:
-            draft = InstanceRecord.from_dict(rec.to_dict())
-            change(draft)
-            return set(draft.profiles) - set(rec.profiles)
-        self._with_added_profiles_locked(added, lambda: self._modify_locked(change))
-
-    def _modify_locked(self, change: Callable[[InstanceRecord], None]) -> None:
-        with self._lock():
-            rec = self.record()
-            draft = InstanceRecord.from_dict(rec.to_dict())
-            change(draft)
-            self.update(config=draft.config if draft.config != rec.config else None,
-                        devices=draft.devices if draft.devices != rec.devices else None,
-                        profiles=draft.profiles if draft.profiles != rec.profiles else None,
-                        description=(draft.description
-                                     if draft.description != rec.description else None))
-
-    def _with_added_profiles_locked(self, added: Callable[[InstanceRecord], set[str]],
-                                    then: Callable[[], None]) -> None:
-        """Run ``then()``, a change that may add profiles to the record, holding the locks
-        of the profiles it adds, taken (in name order) before the instance's, as a profile
-        edit takes them.
+    def _with_added_profiles_locked(
+            self, attempt: Callable[[InstanceRecord, set[str] | None], set[str]]) -> None:
+        """Make a change that may add profiles to the record holding the locks of the
+        profiles it adds, taken (in name order) before the instance's, as a profile edit
+        takes them.
 
         A profile edit re-applies itself to the instances whose records name it. An instance
         that took the profile on under its own lock alone composed it as it was then: one
         that committed after the edit had looked for users ran on the old content (its
-        liblxc config, its running cgroups) while the profile said otherwise. ``added``,
-        given the record read under the instance's lock, says which profiles the change
-        adds; while some are not locked, every lock is let go and taken again with them."""
+        liblxc config, its running cgroups) while the profile said otherwise.
+        ``attempt(record, locked)``, called under the instance's lock with the record read
+        there, makes the change unless it adds profiles not in ``locked`` (None: a nested
+        change, whose caller chose the locks), which it returns instead (the empty set once
+        it made the change); then every lock is let go and taken again with them."""
         locked: set[str] = set()
         while True:
             with contextlib.ExitStack() as stack:
                 for p in sorted(locked):
                     stack.enter_context(lock(self._paths, "profile", p))
                 with self._lock():
-                    more = added(self.record()) - locked
-                    if not more:
-                        then()
-                        return
+                    more = attempt(self.record(), locked)
+            if not more:
+                return
             locked |= more
 
     def set_config(self, key: str, value: str) -> None:
@@ -1732,6 +1732,10 @@ def create(ctx: Context, name: str, image: str | None, *,
             inst = commit_instance(ctx, rec)
     ctx.events.emit("instance-created", name)
     return inst
+
+
+def _not_locked(added: set[str], locked: set[str] | None) -> set[str]:
+    return set() if locked is None else added - locked
 
 
 def choose_idmap(ctx: Context, name: str, cfg: Mapping[str, str],
