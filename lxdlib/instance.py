@@ -23,6 +23,7 @@ from .config.units import parse_size
 from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
+    Busy,
     CorruptRecord,
     ExecError,
     InvalidArgument,
@@ -149,6 +150,17 @@ class InstanceCore:
             # a killed process's unfinished work; when nested, any pending intent is our own
             if not nested and journal.pending(self._paths, self.name):
                 journal.recover(self.ctx, self.name)
+            yield
+
+    @contextlib.contextmanager
+    def _lock_present(self) -> Iterator[None]:
+        """``_lock``, for a verb on an instance that must exist: one deleted, renamed or moved
+        between the caller's look-up and this lock is ``NotFound`` (liblxc takes a name
+        without a directory for a stopped instance, so the verb went on to fail untyped or
+        to say that it was stopped)."""
+        with self._lock():
+            if not record.exists(self._paths, self.name):
+                raise NotFound("instance", self.name)
             yield
 
     def settle(self) -> None:
@@ -297,7 +309,7 @@ class InstanceCore:
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         """Start a stopped instance, or resume a frozen one (as ``lxc start`` does)."""
-        with self._lock():
+        with self._lock_present():
             c = self._c()
             st = c.state
             if st == "FROZEN":
@@ -437,7 +449,7 @@ class InstanceCore:
             self._stop_stateful()
             self.ctx.events.emit("instance-stopped", self.name)
             return
-        with self._lock():
+        with self._lock_present():
             c = self._c()
             if c.state == "STOPPED":
                 raise WrongState(f"The instance {self.name!r} is already stopped",
@@ -471,7 +483,7 @@ class InstanceCore:
         """``lxc stop --stateful``: dump the processes and stop; ``start`` brings them back."""
         from . import criu
         paths = self._paths
-        with self._lock():
+        with self._lock_present():
             c = self._c()
             if c.state != "RUNNING":
                 raise WrongState(f"The instance {self.name!r} is not running")
@@ -526,7 +538,7 @@ class InstanceCore:
             self._delete_locked(rec)
 
     def restart(self, force: bool = False, timeout: float = -1) -> None:
-        with self._lock():
+        with self._lock_present():
             c = self._c()
             if c.state == "STOPPED":
                 raise WrongState(f"The instance {self.name!r} is not running", state="STOPPED")
@@ -553,7 +565,7 @@ class InstanceCore:
 
     def pause(self) -> None:
         """Freeze every process (``lxc pause``); ``start`` resumes."""
-        with self._lock():
+        with self._lock_present():
             c = self._c()
             if c.state != "RUNNING":
                 raise WrongState(f"instance {self.name!r} is not running", state=c.state)
@@ -563,7 +575,7 @@ class InstanceCore:
     freeze = pause
 
     def resume(self) -> None:
-        with self._lock():
+        with self._lock_present():
             c = self._c()
             if c.state != "FROZEN":
                 raise WrongState(f"instance {self.name!r} is not frozen", state=c.state)
@@ -642,6 +654,17 @@ class InstanceCore:
         # `exec` or `info` make none
         from .config import devices as devcfg
         from .config import schema
+        if profiles is not None and not held(self._paths, "instance", self.name):
+            wanted = list(profiles) if isinstance(profiles, (list, tuple)) else None
+            if wanted is not None and all(isinstance(p, str) for p in wanted):
+                def attempt(rec: InstanceRecord, locked: set[str] | None) -> set[str]:
+                    more = _not_locked(set(wanted) - set(rec.profiles), locked)
+                    if not more:
+                        self.update(config=config, devices=devices, profiles=profiles,
+                                    description=description)
+                    return more
+                self._with_added_profiles_locked(attempt)
+                return
         with self._lock():
             rec = self.record()
             old_cfg, old_devs = self._expanded_present(rec)
@@ -734,15 +757,47 @@ class InstanceCore:
         config, devices, profiles, description), then ``update`` validates, saves and applies
         it live. Two concurrent ``modify`` calls therefore both land: neither writes back a copy
         read before the other's change (the lost update of ``inst.config`` … ``update``)."""
-        with self._lock():
-            rec = self.record()
+        def attempt(rec: InstanceRecord, locked: set[str] | None) -> set[str]:
             draft = InstanceRecord.from_dict(rec.to_dict())
             change(draft)
-            self.update(config=draft.config if draft.config != rec.config else None,
-                        devices=draft.devices if draft.devices != rec.devices else None,
-                        profiles=draft.profiles if draft.profiles != rec.profiles else None,
-                        description=(draft.description
-                                     if draft.description != rec.description else None))
+            more = _not_locked(set(draft.profiles) - set(rec.profiles), locked)
+            if not more:
+                self.update(config=draft.config if draft.config != rec.config else None,
+                            devices=draft.devices if draft.devices != rec.devices else None,
+                            profiles=draft.profiles if draft.profiles != rec.profiles else None,
+                            description=(draft.description
+                                         if draft.description != rec.description else None))
+            return more
+        if held(self._paths, "instance", self.name):  # nested: the caller chose the locks
+            with self._lock():
+                attempt(self.record(), None)
+            return
+        self._with_added_profiles_locked(attempt)
+
+    def _with_added_profiles_locked(
+            self, attempt: Callable[[InstanceRecord, set[str] | None], set[str]]) -> None:
+        """Make a change that may add profiles to the record holding the locks of the
+        profiles it adds, taken (in name order) before the instance's, as a profile edit
+        takes them.
+
+        A profile edit re-applies itself to the instances whose records name it. An instance
+        that took the profile on under its own lock alone composed it as it was then: one
+        that committed after the edit had looked for users ran on the old content (its
+        liblxc config, its running cgroups) while the profile said otherwise.
+        ``attempt(record, locked)``, called under the instance's lock with the record read
+        there, makes the change unless it adds profiles not in ``locked`` (None: a nested
+        change, whose caller chose the locks), which it returns instead (the empty set once
+        it made the change); then every lock is let go and taken again with them."""
+        locked: set[str] = set()
+        while True:
+            with contextlib.ExitStack() as stack:
+                for p in sorted(locked):
+                    stack.enter_context(lock(self._paths, "profile", p))
+                with self._lock():
+                    more = attempt(self.record(), locked)
+            if not more:
+                return
+            locked |= more
 
     def set_config(self, key: str, value: str) -> None:
         def change(rec: InstanceRecord) -> None:
@@ -1702,8 +1757,22 @@ def create(ctx: Context, name: str, image: str | None, *,
     return inst
 
 
+def _not_locked(added: set[str], locked: set[str] | None) -> set[str]:
+    return set() if locked is None else added - locked
+
+
 def choose_idmap(ctx: Context, name: str, cfg: Mapping[str, str],
                   alloc: idmap.Allocation) -> tuple[int, int]:
+    """The id map (base, size) of a new instance ``name`` (create, copy, import, migration;
+    the caller holds ``name``'s lock until the record is committed).
+
+    An isolated instance gets a block no other isolated instance holds. Its record, which
+    says so, is written only at the end of the create, long after this choice, and two
+    creates at once would see neither's record and take the same block (an instance's root
+    would own the other's files). So the choice is also written down as a reservation
+    (``run/idmap/<name>``) that later choices count as taken while ``name`` has no record and
+    its creator still holds its lock; one whose creator is gone (a failed or killed create)
+    is dropped, and one whose instance now has a record has done its work."""
     if not truthy(cfg.get("security.idmap.isolated")):
         if cfg.get("security.idmap.base"):
             return int(cfg["security.idmap.base"]), alloc.size
@@ -1712,18 +1781,73 @@ def choose_idmap(ctx: Context, name: str, cfg: Mapping[str, str],
     if cfg.get("security.idmap.base"):
         return int(cfg["security.idmap.base"]), size
     used = {}
+    reserved = ctx.paths.run / "idmap"
     with lock(ctx.paths, "host", "idmap"):
+        # reservations first: one whose create commits meanwhile is in the records read next
+        used.update(_idmap_reservations(ctx, reserved, name))
+        used.update(_recorded_idmaps(ctx, name, alloc))
+        base = idmap.allocate_isolated(alloc, size, used)
+        reserved.mkdir(mode=0o700, exist_ok=True)
+        atomic_write(reserved / name, f"{base} {size}\n".encode(), durable=False)
+        return base, size
+
+
+def _recorded_idmaps(ctx: Context, name: str, alloc: idmap.Allocation
+                     ) -> dict[str, tuple[int, int]]:
+    """The isolated blocks the records of the other instances hold. A record that vanishes
+    between the listing and its reading was deleted or renamed (a rename moves the whole
+    directory under the two names' locks, not the idmap lock): the walk is made again, so
+    that a renamed instance's block is found under its new name rather than taken for free."""
+    for _ in range(10):
+        used: dict[str, tuple[int, int]] = {}
+        vanished = False
         for other in record.names(ctx.paths):
             if other == name:
                 continue
             try:
                 o = record.load(ctx.paths, other).config
-            except (FileNotFoundError, LxdlibError):
+            except FileNotFoundError:
+                vanished = True
+                continue
+            except LxdlibError:
                 continue
             if "volatile.idmap.base" in o and int(o["volatile.idmap.base"]) != alloc.base:
                 used[other] = (int(o["volatile.idmap.base"]),
                                int(o.get("volatile.idmap.size", idmap.MIN_SIZE)))
-        return idmap.allocate_isolated(alloc, size, used), size
+        if not vanished:
+            break
+    return used
+
+
+def _idmap_reservations(ctx: Context, reserved: Path, name: str) -> dict[str, tuple[int, int]]:
+    """The blocks reserved by creates under way (see ``choose_idmap``; the caller holds the
+    ``idmap`` lock); the reservations that no longer hold anything are removed."""
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        entries = os.listdir(reserved)
+    except FileNotFoundError:
+        return out
+    for other in entries:
+        if other == name or other.startswith("."):
+            continue
+        path = reserved / other
+        alive = not os.path.lexists(ctx.paths.instance_record(other))
+        if alive:
+            try:  # a probe, never a wait: its creator holds the name's lock until its commit
+                with lock(ctx.paths, "instance", other, timeout=0):
+                    alive = False
+            except Busy:
+                pass
+        if not alive:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        try:
+            base, size = (int(w) for w in path.read_text().split())
+        except (FileNotFoundError, ValueError):
+            continue
+        out[other] = (base, size)
+    return out
 
 
 journal.register_leftover(recover_leftover)

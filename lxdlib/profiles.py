@@ -120,8 +120,10 @@ class ProfileStore:
     ``quiesce`` waits for the operations under way on instances (``Context.quiesce_instances``).
 
     A delete or rename cannot rely on the profile's lock alone: an instance change checks that
-    the profiles it names exist under the instance's lock, and may not take a profile's lock
-    (``profile_apply`` takes it before the users' locks). So both first withdraw the profile —
+    the profiles it names exist under the instance's lock, and may not wait for a profile's
+    lock while it holds that (``profile_apply`` takes it before the users' locks; a change
+    that adds profiles to a record takes theirs first, but a create, copy or import does
+    not). So both first withdraw the profile —
     its file renamed to ``.<name>.away``, which no lookup finds — then ``quiesce``, then read
     the users again: a change that found the profile has committed by then and is seen; one
     that looks later finds it gone. Users found put it back (``InUse``). A kill in between

@@ -9,6 +9,7 @@ is mounted inside agree.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -184,3 +185,120 @@ def test_image_properties_aliases_and_volume(host: lxdlib.Host) -> None:
     cfg = host.pools["default"].volumes["vv"].config
     assert user_keys(cfg, "p") == expected("p")
     assert user_keys(cfg, "t") == expected("t")
+
+
+def test_isolated_creates_at_once_get_their_own_id_blocks(host: lxdlib.Host) -> None:
+    """Two isolated instances made at once (here: a second ``lxdlib init`` run while the first
+    create is about to write its record) never share an id block: each chooses its block
+    before its record says so, so the choice must count the other's."""
+    import lxdlib.record as recmod
+    iso = {"security.idmap.isolated": "true"}
+    env = {**os.environ, "LXDLIB_ROOT": str(host.paths.root)}
+    orig = recmod.save
+    others: list[subprocess.CompletedProcess[str]] = []
+
+    def save(paths: object, rec: recmod.InstanceRecord, *a: object, **k: object) -> None:
+        if rec.name in ("ia", "ic") and not os.path.exists(host.paths.instance_record(rec.name)):
+            other = "ib" if rec.name == "ia" else "id"
+            others.append(subprocess.run([LXDLIB, "init", "busybox", other, "-c",
+                                          "security.idmap.isolated=true"], env=env,
+                                         capture_output=True, text=True, timeout=120))
+        orig(paths, rec, *a, **k)  # type: ignore[arg-type]
+
+    recmod.save = save  # type: ignore[assignment]
+    try:
+        host.create("busybox", "ia", config=iso)
+        host.copy("ia", "ic")  # a copy chooses a block too
+    finally:
+        recmod.save = orig
+    assert [p.returncode for p in others] == [0, 0], [p.stderr for p in others]
+    blocks = {n: int(host.instances.get(n).config["volatile.idmap.base"])
+              for n in ("ia", "ib", "ic", "id")}
+    assert len(set(blocks.values())) == 4, blocks
+    assert host.instances.get("ia").config["volatile.idmap.base"] != str(
+        host.ctx.facts().idmap.base)
+    # what liblxc is given agrees with the records
+    for n, base in blocks.items():
+        assert f"lxc.idmap = u 0 {base} 65536" in (host.paths.instance_dir(n) / "config"
+                                                   ).read_text()
+
+
+@pytest.mark.parametrize("verb", ["start", "stop", "restart", "pause", "resume"])
+def test_lifecycle_verb_on_an_instance_gone_meanwhile_is_not_found(host: lxdlib.Host,
+                                                                   verb: str) -> None:
+    """A verb whose instance another process deleted (or renamed, or moved) after the caller
+    looked it up, before the verb took its lock, says the instance is not found: not a stray
+    ``FileNotFoundError`` (start) or that the instance is not running (liblxc's view of a
+    name without a directory), and it leaves nothing under that name."""
+    c = host.create("busybox", "cg")
+    other = lxdlib.Host(host.paths.root)
+    other.instances.get("cg").rename("cg2")
+    with pytest.raises(lxdlib.errors.NotFound):
+        getattr(c, verb)()
+    assert not host.paths.instance_dir("cg").exists()
+    assert other.instances.get("cg2").state == "STOPPED"
+
+
+def test_profile_edit_while_a_running_instance_takes_it_on(host: lxdlib.Host) -> None:
+    """``profile set`` of a profile while a running instance is given it (``profile add``):
+    here the edit runs while the add is about to save the record that names the profile.
+    The instance runs with the profile's new content — in its liblxc config and in its
+    cgroup — never with the content the add read before the edit."""
+    import lxdlib.record as recmod
+    from lxdlib import runtime
+    host.profiles.create("pe")
+    c = host.launch("busybox", "ce")
+    env = {**os.environ, "LXDLIB_ROOT": str(host.paths.root)}
+    orig = recmod.save
+    edits: list[subprocess.Popen[str]] = []
+
+    def save(paths: object, rec: recmod.InstanceRecord, *a: object, **k: object) -> None:
+        if rec.name == "ce" and "pe" in rec.profiles and not edits:
+            p = subprocess.Popen([LXDLIB, "profile", "set", "pe", "limits.processes", "123"],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+            edits.append(p)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=3)  # done at once unless it waits for this change
+        orig(paths, rec, *a, **k)  # type: ignore[arg-type]
+
+    recmod.save = save  # type: ignore[assignment]
+    try:
+        c.modify(lambda rec: rec.profiles.append("pe"))
+    finally:
+        recmod.save = orig
+        for p in edits:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+    assert edits
+    assert host.profiles.get("pe").config["limits.processes"] == "123"
+    assert "lxc.cgroup.pids.max = 123" in (host.paths.instance_dir("ce") / "config").read_text()
+    assert runtime.cgroup_get(c.handle(), "pids.max").strip() == "123"
+
+
+def test_isolated_create_beside_a_rename_of_an_isolated_instance(host: lxdlib.Host) -> None:
+    """An isolated instance renamed while another isolated create reads the records for a
+    free block (here: between the listing and the reading of that record) keeps its block
+    to itself: the vanished record is looked for again, under its new name."""
+    import lxdlib.record as recmod
+    host.create("busybox", "ra", config={"security.idmap.isolated": "true"})
+    env = {**os.environ, "LXDLIB_ROOT": str(host.paths.root)}
+    orig = recmod.names
+    renames: list[subprocess.CompletedProcess[str]] = []
+
+    def names(paths: object) -> list[str]:
+        listed = orig(paths)  # type: ignore[arg-type]
+        if not renames and sys._getframe(1).f_code.co_name in ("choose_idmap",
+                                                               "_recorded_idmaps"):
+            renames.append(subprocess.run([LXDLIB, "rename", "ra", "rb"], env=env,
+                                          capture_output=True, text=True, timeout=120))
+        return listed
+
+    recmod.names = names  # type: ignore[assignment]
+    try:
+        host.create("busybox", "rc", config={"security.idmap.isolated": "true"})
+    finally:
+        recmod.names = orig
+    assert [r.returncode for r in renames] == [0], [r.stderr for r in renames]
+    bases = {n: host.instances.get(n).config["volatile.idmap.base"] for n in ("rb", "rc")}
+    assert bases["rb"] != bases["rc"], bases

@@ -39,12 +39,13 @@ def _run(host: lxdlib.Host, *argv: str, **env: str) -> subprocess.CompletedProce
 
 @contextmanager
 def _racing(host: lxdlib.Host, when: Callable[[recmod.InstanceRecord], bool],
-            argv: list[str], withdrawn: Callable[[], bool]
+            argv: list[str], withdrawn: Callable[[], bool], patience: float = 60
             ) -> Iterator[list[tuple[int, str]]]:
     """While the body runs, the first instance record save that ``when`` picks starts
     ``lxdlib <argv>`` and waits until ``withdrawn()`` (the delete took its object away and now
-    waits for this change) or the command ended. Yields the command's (returncode, stderr),
-    there once the body is done."""
+    waits for this change) or the command ended, at most ``patience`` seconds (a change that
+    holds the object's lock keeps the delete from withdrawing it at all). Yields the
+    command's (returncode, stderr), there once the body is done."""
     orig = recmod.save
     procs: list[subprocess.Popen[str]] = []
 
@@ -54,7 +55,7 @@ def _racing(host: lxdlib.Host, when: Callable[[recmod.InstanceRecord], bool],
                                                        str(host.paths.root)},
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             procs.append(p)
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + patience
             while p.poll() is None and not withdrawn() and time.monotonic() < deadline:
                 time.sleep(0.005)
         orig(paths, rec, *a, **k)  # type: ignore[arg-type]
@@ -82,8 +83,10 @@ def test_profile_delete_or_rename_loses_to_profile_add(host: lxdlib.Host, verb: 
     c = host.create("busybox", "pa")
     host.profiles.create("px", {"user.x": "1"})
     argv = ["profile", "delete", "px"] if verb == "delete" else ["profile", "rename", "px", "py"]
+    # the add holds px's lock (it takes the locks of the profiles it adds): the delete waits
+    # for it rather than withdrawing px, and then finds pa using it
     with _racing(host, lambda rec: "px" in rec.profiles, argv,
-                 _away(host, host.paths.profiles, "px")) as procs:
+                 _away(host, host.paths.profiles, "px"), patience=3) as procs:
         c.modify(lambda r: r.profiles.append("px"))  # = `lxdlib profile add pa px`
     assert procs and procs[0][0] != 0, "the delete won while the instance took px on"
     assert "in use" in procs[0][1].lower()
