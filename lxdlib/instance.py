@@ -366,6 +366,7 @@ class InstanceCore:
             cfg, devs = expanded
         # what nics removed or changed while it ran still held (see ``update``)
         self._keep_dhcp(devs)
+        self._follow_idmap_keys(rec, cfg)
         self._write_lxc_config(rec, expanded, starting=True)
         # the host's subuid/subgid may have changed since the instance was made
         idmap.check_newuidmap(self.name, idmap.parse_lxc_idmap((self._dir / "config").read_text()))
@@ -864,6 +865,53 @@ class InstanceCore:
         if mods:
             from .kmod import ensure_loaded
             ensure_loaded(mods)
+
+    def _follow_idmap_keys(self, rec: InstanceRecord, cfg: Mapping[str, str]) -> None:
+        """Give the instance, before it starts, the id map its config now asks for, as LXD
+        does at the next start: ``security.idmap.isolated``, ``.base`` or ``.size`` set or
+        unset since its map was chosen (at its create, copy or import) were otherwise kept
+        in the config and not obeyed — an instance shown isolated shared the host range
+        with every other. On a pool with idmapped mounts the files need no change: the new
+        map is recorded (the one write, so a kill leaves the old map or the new) before the
+        start renders it. A pool without them would need every file's owner shifted, which a
+        kill could leave half done: the start is refused, naming the ways out (the keys as
+        they were, or a copy, which shifts on its way under an intent). An instance whose
+        host range itself changed (see ``idmap``) is left to ``check_newuidmap``: only a
+        change of these keys moves a map."""
+        if truthy(cfg.get("security.privileged")):
+            return
+        alloc = self.ctx.facts().idmap
+        have = (int(rec.config.get("volatile.idmap.base", str(alloc.base))),
+                int(rec.config.get("volatile.idmap.size", str(alloc.size))))
+        isolated = truthy(cfg.get("security.idmap.isolated"))
+        if cfg.get("security.idmap.base"):
+            stale = have[0] != int(cfg["security.idmap.base"])
+        elif isolated:  # any block of its own, of the size asked
+            stale = have[0] == alloc.base or \
+                have[1] != int(cfg.get("security.idmap.size") or idmap.MIN_SIZE)
+        else:  # back on the shared range from a block of its own (found inside that range:
+            # a map outside it is an older host range, see above)
+            stale = alloc.base < have[0] < alloc.base + alloc.size and have[1] < alloc.size
+        if not stale:
+            return
+        pool = self._pool(rec)
+        if not pool.supports_idmapped_mounts:
+            raise WrongState(
+                f"instance {self.name!r}: its security.idmap.* keys ask for another id map "
+                f"than the one its files on storage pool {rec.pool!r} are owned by, and that "
+                "pool has no idmapped mounts to map them: set the keys back, or copy the "
+                "instance (the copy gets the map asked for, its files shifted)")
+        # the choice and the record under the idmap lock: a create choosing meanwhile counts
+        # this instance's new block from its record (its reservation does not, once it has one)
+        with lock(self._paths, "host", "idmap"):
+            base, size = choose_idmap(self.ctx, self.name, cfg, alloc)
+            if (base, size) == have:
+                return
+            rec.config["volatile.idmap.base"] = str(base)
+            rec.config["volatile.idmap.size"] = str(size)
+            record.save(self._paths, rec)
+        log.info("instance %s: id map %d+%d -> %d+%d (security.idmap.* changed)",
+                 self.name, have[0], have[1], base, size)
 
     # -- liblxc config ----------------------------------------------------------------------
     def _root_owner(self, rec: InstanceRecord, config: Mapping[str, str] | None = None

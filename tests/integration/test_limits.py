@@ -4,12 +4,16 @@ cgroups, so the container cannot just read its own limit files), at start and li
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
 
 import lxdlib
 from lxdlib import runtime
+from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons
+
+__all__ = ["zfs_daemon", "zfs_daemons"]  # fixtures used by name
 
 pytestmark = pytest.mark.root
 
@@ -145,6 +149,69 @@ def test_isolated_idmaps_do_not_overlap(host: lxdlib.Host) -> None:
     with pytest.raises(lxdlib.LxdlibError, match="Not enough uid/gid"):
         host.create("busybox", "huge", config={**cfg, "security.idmap.size": "4000000000"})
     assert "huge" not in host.instances
+
+
+def _uid_map(c: lxdlib.Instance) -> tuple[int, int]:
+    _, host_id, size = c.exec(["cat", "/proc/self/uid_map"]).text.split()
+    return int(host_id), int(size)
+
+
+def test_idmap_keys_changed_after_creation_are_obeyed_at_the_next_start(
+        host: lxdlib.Host) -> None:
+    """``security.idmap.isolated`` set on an instance that has run (or on a profile it uses)
+    gives it a block of its own at its next start, as LXD does; unset, it goes back to the
+    shared range. Before, the key was kept and not obeyed: the instance shown isolated shared
+    its map with every other. Its files stay its root's (the pool maps them: btrfs)."""
+    shared = host.launch("busybox", "idmshared")
+    base = _uid_map(shared)
+    c = host.launch("busybox", "idmc1")
+    c.exec(["sh", "-c", "echo x > /root/f; chown 1000:1000 /root/f"], check=True)
+    assert _uid_map(c) == base
+    c.set_config("security.idmap.isolated", "true")
+    assert _uid_map(c) == base  # a running instance keeps its map until it restarts
+    c.restart(force=True)
+    isolated = _uid_map(c)
+    assert isolated[1] == 65536 and isolated[0] != base[0]
+    assert c.record().config["volatile.idmap.base"] == str(isolated[0])
+    assert c.exec(["stat", "-c", "%u %g", "/root/f"]).text.split() == ["1000", "1000"]
+    assert c.exec(["stat", "-c", "%u", "/root"]).text.strip() == "0"
+    c.restart(force=True)
+    assert _uid_map(c) == isolated  # chosen once, kept
+    # through a profile: another instance gets a block of its own, not the same one
+    host.profiles.create("iso", {"security.idmap.isolated": "true"})
+    d = host.launch("busybox", "idmd1")
+    d.stop(force=True)
+    d.update(profiles=["default", "iso"])
+    d.start()
+    other = _uid_map(d)
+    assert other[0] != base[0] and abs(other[0] - isolated[0]) >= 65536
+    # unset: back on the shared range at the next start
+    c.unset_config("security.idmap.isolated")
+    c.restart(force=True)
+    assert _uid_map(c) == base
+    assert c.exec(["stat", "-c", "%u %g", "/root/f"]).text.split() == ["1000", "1000"]
+    assert _uid_map(shared) == base
+
+
+def test_idmap_keys_changed_on_a_pool_without_idmapped_mounts_refuse_the_start(
+        host: lxdlib.Host, zfs_daemon: ZfsDaemons) -> None:
+    """Where the files would have to be shifted (zfs-fuse: no idmapped mounts), a start that
+    would change the map is refused with the ways out, and nothing changes: the record keeps
+    its map, the files their owners; with the key set back it starts as before."""
+    host.create_pool("zi", "zfs", {"size": "512MiB",
+                                   "zfs.pool_name": f"lxzi{secrets.token_hex(3)}"})
+    c = host.launch("busybox", "idmzc1", pool="zi")
+    before = _uid_map(c)
+    rec = c.record().config["volatile.idmap.base"]
+    c.stop(force=True)
+    c.set_config("security.idmap.isolated", "true")
+    with pytest.raises(lxdlib.WrongState, match="copy the instance"):
+        c.start()
+    assert c.status == "Stopped" and c.record().config["volatile.idmap.base"] == rec
+    c.unset_config("security.idmap.isolated")
+    c.start()
+    assert _uid_map(c) == before
+    assert c.exec(["stat", "-c", "%u", "/root"]).text.strip() == "0"
 
 
 def test_raw_lxc_refused_keys(host: lxdlib.Host) -> None:
