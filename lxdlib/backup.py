@@ -38,7 +38,7 @@ from pathlib import Path
 from . import idmap, journal, record, sendstream, transfer
 from .config import devices as devcfg
 from .config import expand, names, schema
-from .config.units import parse_size
+from .config.units import parse_api_time, parse_size
 from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
@@ -501,15 +501,10 @@ def _parse_index(data: bytes, seen: set[str]) -> BackupIndex:
 
 
 def _time(value: Any) -> dt.datetime | None:
-    if value in (None, "", _ZERO_TIME) or str(value).startswith("0001-01-01"):
-        return None
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     try:
-        t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parse_api_time(value)
     except ValueError:
         raise ImageError(f"backup/index.yaml: bad time {value!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def _strings(value: Any, what: str) -> dict[str, str]:

@@ -323,25 +323,15 @@ def cmd_volume_edit(host: Host, a: argparse.Namespace) -> int:
 
 
 def _edited_time(value: object) -> dt.datetime | None:
-    """An edited ``expires_at``: RFC 3339 text (or the time YAML made of it); LXD's zero time,
-    null or nothing is no expiry. A time without its zone is read as UTC, as LXD's parser
-    reads a ``Z``-less one."""
-    import datetime as dt
-
+    """An edited ``expires_at`` (``config.units.parse_api_time``: LXD's zero time, null or
+    nothing is no expiry)."""
+    from ..config.units import parse_api_time
     from ..errors import InvalidArgument
-    if value is None or value == "" or str(value).startswith("0001-01-01"):
-        return None
-    if isinstance(value, dt.datetime):
-        t = value
-    else:
-        try:
-            t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidArgument(f"invalid expires_at {str(value)!r}: not an RFC 3339 time "
-                                  "(like 2100-01-02T15:04:05Z)") from None
-    if t.year <= 1:
-        return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+    try:
+        return parse_api_time(value)
+    except ValueError:
+        raise InvalidArgument(f"invalid expires_at {str(value)!r}: not an RFC 3339 time "
+                              "(like 2100-01-02T15:04:05Z)") from None
 
 
 def cmd_volume_delete(host: Host, a: argparse.Namespace) -> int:

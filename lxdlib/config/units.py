@@ -8,7 +8,7 @@ Every failure raises :class:`~lxdlib.errors.InvalidArgument`.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from ..errors import InvalidArgument
 from ..patterns import Pattern
@@ -243,6 +243,26 @@ def expiry_date(ref: datetime, s: str) -> datetime | None:
     if delta.is_zero:
         return None
     return add_expiry(ref, delta)
+
+
+def parse_api_time(value: object) -> datetime | None:
+    """A time as LXD's API and its YAML carry it (``expires_at``, ``created_at``): RFC 3339
+    text, with ``Z`` or an offset, or the datetime (or date) a YAML reader made of it. None,
+    empty and LXD's zero time (year 1, ``0001-01-01T00:00:00Z``) are no time; a time without
+    its zone is UTC. One parser for the backup index, the image records and ``edit``s, which
+    each had their own. ``ValueError`` for anything else: the caller names the field."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        t = value
+    else:  # text, or what YAML made of a date alone
+        text = str(value)
+        if text.startswith("0001-01-01"):
+            return None
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if t.year <= 1:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def parse_duration_expiry(s: str) -> timedelta:

@@ -31,6 +31,7 @@ from enum import Enum
 from pathlib import Path
 
 from ..config.expand import resolve_profile_list
+from ..config.units import parse_api_time
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
@@ -97,15 +98,6 @@ def _fmt_time(value: datetime | None) -> str:
     if value is None:
         return _ZERO_TIME
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if value is None or value == _ZERO_TIME or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class ImageRecord(Value, frozen=True):
@@ -194,8 +186,8 @@ class ImageRecord(Value, frozen=True):
                   aliases: list[dict[str, str]] | None = None) -> ImageRecord:
         """Rebuild a record from ``to_dict`` output (``aliases`` overrides the stored list)."""
         try:
-            created = _parse_time(data["created_at"])
-            uploaded = _parse_time(data["uploaded_at"])
+            created = parse_api_time(data["created_at"])
+            uploaded = parse_api_time(data["uploaded_at"])
             if created is None or uploaded is None:
                 raise ValueError("created_at and uploaded_at are required")
             return cls(
@@ -205,8 +197,8 @@ class ImageRecord(Value, frozen=True):
                 architecture=str(data["architecture"]),
                 created_at=created,
                 uploaded_at=uploaded,
-                last_used_at=_parse_time(data.get("last_used_at")),
-                expires_at=_parse_time(data.get("expires_at")),
+                last_used_at=parse_api_time(data.get("last_used_at")),
+                expires_at=parse_api_time(data.get("expires_at")),
                 properties={str(k): str(v) for k, v in (data.get("properties") or {}).items()},
                 aliases=(aliases if aliases is not None
                          else [dict(a) for a in data.get("aliases") or []]),
@@ -280,7 +272,7 @@ def _check_time(value: Any, what: str) -> datetime | None:
     """A datetime, an ISO 8601 string (as ``image edit`` YAML holds) or None; naive means UTC."""
     if isinstance(value, str):
         try:
-            return _parse_time(value)
+            return parse_api_time(value)
         except ValueError:
             raise InvalidArgument(f"{what} must be an ISO 8601 time, not {value!r}") from None
     if value is None:

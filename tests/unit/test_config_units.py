@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -16,6 +16,7 @@ from lxdlib.config.units import (
     format_size,
     is_false,
     is_true,
+    parse_api_time,
     parse_bit_rate,
     parse_bool,
     parse_duration_expiry,
@@ -184,3 +185,22 @@ def test_parse_duration_expiry() -> None:
     assert parse_duration_expiry("1d 2H") == timedelta(days=1, hours=2)
     assert parse_duration_expiry("1m 1y 1w") == timedelta(days=30 + 365 + 7)
     assert parse_duration_expiry("") == timedelta(0)
+
+
+@pytest.mark.parametrize(("value", "want"), [
+    (None, None), ("", None), ("0001-01-01T00:00:00Z", None),
+    (datetime(1, 1, 1, tzinfo=UTC), None),  # the zero time as YAML reads it
+    ("2100-01-02T15:04:05Z", datetime(2100, 1, 2, 15, 4, 5, tzinfo=UTC)),
+    ("2001-01-01T00:00:00+02:00", datetime(2000, 12, 31, 22, tzinfo=UTC)),
+    ("2030-05-06T07:08:09", datetime(2030, 5, 6, 7, 8, 9, tzinfo=UTC)),  # no zone: UTC
+    (datetime(2030, 5, 6), datetime(2030, 5, 6, tzinfo=UTC)),
+    (date(2030, 5, 6), datetime(2030, 5, 6, tzinfo=UTC)),  # YAML's unquoted date
+])
+def test_api_times_as_lxd_writes_them(value: object, want: datetime | None) -> None:
+    assert parse_api_time(value) == want
+
+
+@pytest.mark.parametrize("value", ["bogus", "2100-13-01T00:00:00Z", 5, ["2100-01-01"]])
+def test_what_is_no_time_is_a_value_error(value: object) -> None:
+    with pytest.raises(ValueError):
+        parse_api_time(value)

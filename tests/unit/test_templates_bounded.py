@@ -16,6 +16,7 @@ import pytest
 
 from lxdlib import templates
 from lxdlib.errors import TemplateError
+from tests.unit.template_volumes import template_volume
 
 # the child's bounds (jinjasandbox.DEADLINE, MAX_MEMORY), as literals: these tests must also
 # run, and fail, against code that has none
@@ -93,15 +94,6 @@ def test_time_of_a_template_is_bounded() -> None:
     assert _children() <= children
 
 
-def _volume(tmp_path: Path, tpls: dict[str, str]) -> Path:
-    vol = tmp_path / "vol"
-    (vol / "rootfs" / "etc").mkdir(parents=True)
-    (vol / "templates").mkdir()
-    for name, text in tpls.items():
-        (vol / "templates" / name).write_text(text)
-    return vol
-
-
 def _apply(vol: Path, targets: dict[str, str], ctx: dict[str, Any]) -> list[str]:
     meta = {"templates": {t: {"when": ["start"], "template": n} for t, n in targets.items()}}
     return templates.apply(vol, meta, "start", ctx, os.getuid(), os.getgid())
@@ -110,7 +102,7 @@ def _apply(vol: Path, targets: dict[str, str], ctx: dict[str, Any]) -> list[str]
 def test_one_fork_per_apply_and_none_for_names_alone(tmp_path: Path) -> None:
     """The templates of text and names alone render in this process (no fork: they cost what
     they did); those that need Jinja2 render all in one child per ``apply``."""
-    vol = _volume(tmp_path, {"hostname.tpl": "{{ container.name }}\n",
+    vol = template_volume(tmp_path, {"hostname.tpl": "{{ container.name }}\n",
                              "hosts.tpl": "127.0.1.1 {{ container.name }}{% if 1 %} x{% endif %}\n",
                              "motd.tpl": "{{ container.name|upper }}\n"})
     ctx = {"container": {"name": "web"}}
@@ -130,7 +122,7 @@ def test_one_fork_per_apply_and_none_for_names_alone(tmp_path: Path) -> None:
 def test_a_failing_template_writes_none_of_the_others(tmp_path: Path) -> None:
     """All of one ``apply`` is rendered before anything is written: a template beyond a limit
     leaves the files of the others (rendered first, by name) as they were."""
-    vol = _volume(tmp_path, {"a.tpl": "{% if 1 %}new{% endif %}\n",
+    vol = template_volume(tmp_path, {"a.tpl": "{% if 1 %}new{% endif %}\n",
                              "b.tpl": HOSTILE_MEMORY["ljust"]})
     (vol / "rootfs" / "etc" / "a").write_text("old\n")
     with pytest.raises(TemplateError, match=r"template 'b\.tpl' exceeded the memory"):

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from lxdlib import templates
 from lxdlib.errors import ImageError, TemplateError
+from tests.unit.template_volumes import template_volume
 
 DATA = Path(__file__).parent / "data" / "templates"
 META = yaml.safe_load((DATA / "metadata.yaml").read_text())
@@ -223,15 +224,6 @@ def test_errors_name_template_and_line(text: str, line: int, what: str) -> None:
     assert what in msg
 
 
-def _volume(tmp_path: Path, tpls: dict[str, str]) -> Path:
-    vol = tmp_path / "vol"
-    (vol / "rootfs" / "etc").mkdir(parents=True)
-    (vol / "templates").mkdir()
-    for name, text in tpls.items():
-        (vol / "templates" / name).write_text(text)
-    return vol
-
-
 def _inst_ctx(config: dict[str, str]) -> dict[str, Any]:
     inst = {"name": "web", "architecture": "x86_64", "privileged": True, "ephemeral": False,
             "type": "container"}
@@ -240,7 +232,7 @@ def _inst_ctx(config: dict[str, str]) -> dict[str, Any]:
 
 def test_apply_real_image(tmp_path: Path) -> None:
     """The whole templates section of a distrobuilder image, through ``apply``."""
-    vol = _volume(tmp_path, {p.name: p.read_text() for p in DATA.glob("*.tpl")})
+    vol = template_volume(tmp_path, {p.name: p.read_text() for p in DATA.glob("*.tpl")})
     ctx = _inst_ctx({"user.user-data": "#cloud-config\nhostname: web\n"})
     written = templates.apply(vol, META, "create", ctx, os.getuid(), os.getgid())
     assert sorted(written) == sorted(META["templates"])
@@ -261,7 +253,7 @@ def test_apply_gives_lxd_context(tmp_path: Path) -> None:
     text = ('{{ instance.privileged }} {{ container.ephemeral }} '
             '{% if instance.privileged == "true" %}P{% endif %} '
             '{{ path }} {{ trigger }} {{ properties.k }}')
-    vol = _volume(tmp_path, {"t.tpl": text})
+    vol = template_volume(tmp_path, {"t.tpl": text})
     meta = {"templates": {"/etc/t": {"when": ["copy"], "template": "t.tpl",
                                      "properties": {"k": "v"}}}}
     templates.apply(vol, meta, "copy", _inst_ctx({}), os.getuid(), os.getgid())
@@ -269,7 +261,7 @@ def test_apply_gives_lxd_context(tmp_path: Path) -> None:
 
 
 def test_apply_include_stays_in_templates_dir(tmp_path: Path) -> None:
-    vol = _volume(tmp_path, {"main.tpl": "[{% include 'part.tpl' %}]",
+    vol = template_volume(tmp_path, {"main.tpl": "[{% include 'part.tpl' %}]",
                              "part.tpl": "{{ container.name }}",
                              "evil.tpl": "{% include 'link.tpl' %}"})
     (vol / "templates" / "link.tpl").symlink_to("/etc/passwd")
@@ -283,7 +275,7 @@ def test_apply_include_stays_in_templates_dir(tmp_path: Path) -> None:
 
 
 def test_apply_broken_template_writes_nothing(tmp_path: Path) -> None:
-    vol = _volume(tmp_path, {"bad.tpl": "127.0.0.1 localhost\n{% if x %}\n"})
+    vol = template_volume(tmp_path, {"bad.tpl": "127.0.0.1 localhost\n{% if x %}\n"})
     (vol / "rootfs/etc/hosts").write_text("old\n")
     meta = {"templates": {"/etc/hosts": {"when": ["create"], "template": "bad.tpl"}}}
     with pytest.raises(TemplateError, match=r"'bad.tpl', line 2"):
