@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from . import journal, record, runtime
 from .config import devices as devcfg
 from .config import expand, names, schema
+from .config.ids import random_uuid
 from .config.units import parse_size
 from .errors import (
     TYPE_CHECKING,
@@ -98,10 +99,9 @@ def fresh_identity(ctx: Context, name: str, config: dict[str, str],
     new uuid, new MACs and, where the instance is isolated, a new idmap block."""
     for key in [k for k in config if k.startswith("volatile.") and k != "volatile.base_image"]:
         del config[key]
-    import uuid
-    config["volatile.uuid"] = str(uuid.uuid4())
+    config["volatile.uuid"] = random_uuid()
     # a copy is another machine to cloud-init: it runs its first-boot steps again (as LXD)
-    config["volatile.cloud-init.instance-id"] = str(uuid.uuid4())
+    config["volatile.cloud-init.instance-id"] = random_uuid()
     for dname, dev in exp_devs.items():
         if dev.get("type") == "nic" and not dev.get("hwaddr"):
             config[f"volatile.{dname}.hwaddr"] = fresh_mac(ctx, dev)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import idmap, journal, livestate, record, runtime
 from .config import expand, limits, names
+from .config.ids import random_uuid
 from .config.text import check_description
 from .config.units import parse_size
 from .errors import (
@@ -825,7 +826,7 @@ class InstanceCore:
         logged: the change itself stands, and the next change or the delete drops them."""
         if since is not None and _dhcp_view(since) == _dhcp_view(devices):
             return
-        from .devices.nic import dhcp_claims
+        from .config.devices import dhcp_claims
         try:
             self.ctx.network_retain(self.name, dhcp_claims(self.name, devices))
         except Exception as e:
@@ -1700,10 +1701,12 @@ def _mark_running(rec: InstanceRecord, root: Path,
                   devices: Mapping[str, Mapping[str, str]]) -> None:
     """What a start records (the caller saves): the power state, the use time, and the host
     end of each nic's veth in ``volatile.<nic>.host_name`` (LXD's keys)."""
-    from .devices.nic import running_host_names  # here: only a start names its veths
     _forget_veths(rec)  # those of an earlier start, which may have had other nics
     rec.config["volatile.last_state.power"] = "RUNNING"
-    rec.config.update(running_host_names(root, rec.name, devices))
+    if any(dev.get("type") == "nic" for dev in devices.values()):
+        # here, and only for nics: the module is a start's cost only where it names veths
+        from .devices.nic import running_host_names
+        rec.config.update(running_host_names(root, rec.name, devices))
     rec.last_used_at = record.now()
 
 
@@ -1761,9 +1764,8 @@ def create(ctx: Context, name: str, image: str | None, *,
 
     facts = ctx.facts()
     # the instance's identity, and the id cloud-init inside keys its first boot on (LXD's)
-    import uuid
-    volatile: dict[str, str] = {"volatile.uuid": str(uuid.uuid4()),
-                                "volatile.cloud-init.instance-id": str(uuid.uuid4())}
+    volatile: dict[str, str] = {"volatile.uuid": random_uuid(),
+                                "volatile.cloud-init.instance-id": random_uuid()}
     for dname, dev in exp_devs.items():
         if dev.get("type") == "nic" and not dev.get("hwaddr"):
             volatile[f"volatile.{dname}.hwaddr"] = fresh_mac(ctx, dev)

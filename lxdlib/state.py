@@ -127,6 +127,8 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
     """``shutil.rmtree(path, ignore_errors=True)``. shutil is imported here, when a tree is
     first removed: it loads bz2 and lzma, ~1.5 ms of the start of every command that would
     import it at its top (exec, config and info remove no tree)."""
+    if not os.path.lexists(path):  # the common case (a state directory no verb made)
+        return
     import shutil
     shutil.rmtree(path, ignore_errors=True)
 

@@ -615,3 +615,18 @@ def validate_devices(devices: Mapping[str, Mapping[str, Any]]) -> dict[str, dict
                            dev["name"])
             nic_names.add(dev["name"])
     return out
+
+
+def dhcp_claims(instance: str, devices: Mapping[str, Mapping[str, str]]
+                ) -> dict[str, dict[str, str | None]]:
+    """The static DHCP entries the nics of ``devices`` (expanded) may hold, ``{network: {key:
+    static ipv4.address or None}}`` (None: a name, or the address ipv4_filtering pinned): the
+    render writes them, and whatever else the instance holds is what a removed, moved or
+    refused nic left (see ``InstanceCore._keep_dhcp``). Here, in the devices' pure
+    layer, rather than with the nic driver: every start asks it, nics or none."""
+    out: dict[str, dict[str, str | None]] = {}
+    for dname, dev in devices.items():
+        if dev.get("type") == "nic" and dev.get("network"):
+            out.setdefault(dev["network"], {})[f"{instance}/{dname}"] = \
+                dev.get("ipv4.address") or None
+    return out

@@ -26,22 +26,27 @@ anything changes.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import subprocess
 from collections.abc import Mapping
 
+from ..config.ids import sha256_hex
 from ..config.units import is_true
-from ..errors import InvalidConfig
+from ..errors import TYPE_CHECKING, InvalidConfig
 from ..logs import get_logger
-from ..network import filtering, tc
+from ..network import tc
 from ..render import Nic
 from . import BaseDriver, DeviceContext, Rendered
 from .hotmount import in_start_hook
 
+if TYPE_CHECKING:
+    from ..network import filtering
+
+# ``filtering`` (nftables, with ``subprocess``, ``shutil`` and ``socket``: ~3 ms of a command's
+# start) is imported where a nic has security keys, not by every start that names a veth
+
 
 def _identity(root: object, instance: str, device: str) -> str:
-    return hashlib.sha256(f"{root}\0{instance}\0{device}".encode()).hexdigest()
+    return sha256_hex(f"{root}\0{instance}\0{device}")
 
 
 def default_host_name(root: object, instance: str, device: str) -> str:
@@ -60,20 +65,6 @@ def running_host_names(root: object, instance: str,
     return {f"volatile.{dname}.host_name": dev.get("host_name") or
             default_host_name(root, instance, dname)
             for dname, dev in devices.items() if dev.get("type") == "nic"}
-
-
-def dhcp_claims(instance: str, devices: Mapping[str, Mapping[str, str]]
-                ) -> dict[str, dict[str, str | None]]:
-    """The static DHCP entries the nics of ``devices`` (expanded) may hold, ``{network: {key:
-    static ipv4.address or None}}`` (None: a name, or the address ipv4_filtering pinned): the
-    render writes them, and whatever else the instance holds is what a removed, moved or
-    refused nic left (see ``InstanceCore._keep_dhcp``)."""
-    out: dict[str, dict[str, str | None]] = {}
-    for dname, dev in devices.items():
-        if dev.get("type") == "nic" and dev.get("network"):
-            out.setdefault(dev["network"], {})[f"{instance}/{dname}"] = \
-                dev.get("ipv4.address") or None
-    return out
 
 
 def host_veth(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> str:
@@ -160,6 +151,7 @@ def nic_filter(ctx: DeviceContext, name: str, plugged: Mapping[str, str],
                policy: Mapping[str, str]) -> filtering.NicFilter:
     """The filter of a nic plugged as ``plugged`` (bridge, host end, MAC) under the security
     keys and addresses of ``policy`` (the same config, except during a live update)."""
+    from ..network import filtering
     hwaddr = _hwaddr(ctx, name, plugged)
     network = plugged.get("network") or ""
     ipv4: tuple[ipaddress.IPv4Network, ...] | None = None
@@ -228,6 +220,7 @@ class NicDriver(BaseDriver):
             # a nic added to a running instance: it is plugged at the next start (a host
             # interface of that name is someone else's). In the hook, liblxc has just made it
             return
+        from ..network import filtering
         if _filtered(dev):
             filtering.install(nic_filter(ctx, name, dev, dev))
         if _isolated(dev):
@@ -244,6 +237,7 @@ class NicDriver(BaseDriver):
         ours = present and ctx.pid is not None and (in_start_hook() or _plugged(ctx, veth))
         if ours and _secured(dev) and not in_start_hook():
             # removed from a running instance: unplug it rather than leave it unfiltered
+            import subprocess
             r = subprocess.run(["ip", "link", "del", "dev", veth], capture_output=True,
                                check=False)
             if r.returncode != 0:
@@ -258,6 +252,7 @@ class NicDriver(BaseDriver):
             else:
                 tc.drop_ifb(host_ifb(ctx, name))  # named after the instance: always ours
         if _filtered(dev) and (ours or not present):
+            from ..network import filtering
             filtering.remove(_bridge(dev), veth)
 
     def update(self, ctx: DeviceContext, name: str, old: Mapping[str, str],
@@ -267,6 +262,7 @@ class NicDriver(BaseDriver):
         veth = host_veth(ctx, name, old)  # the running veth keeps the name it started with
         if not _plugged(ctx, veth):
             return  # not plugged (added live), or a host interface of that name not ours
+        from ..network import filtering
         if _filtered(new):
             want = nic_filter(ctx, name, old, new)
             if not _filtered(old) or want != nic_filter(ctx, name, old, old):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 
 from ..errors import ImageError, InvalidArgument, ToolMissing
 
@@ -103,6 +102,7 @@ def extension(kind: str) -> str:
 
 @functools.cache
 def _which(program: str) -> str:
+    import shutil  # here: an import costs ~1.5 ms, and only a tool's run needs it
     found = shutil.which(program)
     if found is None:
         raise ToolMissing(f"{program!r} is needed for this image but is not installed")

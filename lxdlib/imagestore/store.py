@@ -24,7 +24,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -358,6 +357,7 @@ class ImageStore:
 
     @staticmethod
     def _remove(path: Path) -> None:
+        import shutil  # here: ~1.5 ms of every command that reads the store, for a removal
         with contextlib.suppress(FileNotFoundError):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
-import subprocess
-import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -208,6 +205,7 @@ class _Decompressed:
     the stream was read and keeps the child's own error, if it failed by itself."""
 
     def __init__(self, path: Path) -> None:
+        import subprocess
         argv = compression.decompress_argv(compression.detect(path))
         self.proc: subprocess.Popen[bytes] | None = None
         self.error = ""
@@ -221,6 +219,7 @@ class _Decompressed:
         self.stream = self.proc.stdout
 
     def close(self) -> None:
+        import subprocess
         self.stream.close()  # a healthy decompressor now dies of SIGPIPE: nothing is buffered
         if self.proc is None:
             return
@@ -235,6 +234,7 @@ class _Decompressed:
 
 def read_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
     """Stream the image (or split metadata tarball) at ``path`` until its ``metadata.yaml``."""
+    import tarfile
     p = Path(path)
     kind = compression.detect(p)
     if kind not in compression.TAR_KINDS:
@@ -312,6 +312,11 @@ def tar_failure(err: str, dest: Path, prefix: str,
 
 
 def _run_tar(archive: Path, dest: Path, excludes: tuple[str, ...]) -> None:
+    # ``shutil``, ``subprocess`` and ``tarfile`` are imported by the functions that unpack or
+    # read an image: ~4 ms of the start of every command that names the image store (a local
+    # ``launch`` reads only its records)
+    import shutil
+    import subprocess
     kind = compression.detect(archive)
     flags = compression.tar_flags(kind)
     setpriv = shutil.which("setpriv")
@@ -335,6 +340,8 @@ def _run_unsquashfs(archive: Path, dest: Path) -> None:
     """A split image's squashfs rootfs, with the same limits as tar: no device nodes (``dev/*``
     is excluded and CAP_MKNOD dropped), no trusted xattrs, a scrubbed environment.
     unsquashfs (>= 4.5.1) refuses names with ``/`` or ``..`` and writes through no symlink."""
+    import shutil
+    import subprocess
     setpriv = shutil.which("setpriv")
     unsquashfs = shutil.which("unsquashfs")
     if setpriv is None or unsquashfs is None:
@@ -415,6 +422,7 @@ def _post_check(dest: Path) -> None:
 
 def empty_dir(path: Path) -> None:
     """Remove everything inside ``path`` without following any symlink found there."""
+    import shutil
     entries: list[os.DirEntry[str]] = []
     with contextlib.suppress(FileNotFoundError), os.scandir(path) as it:
         entries = list(it)
@@ -445,6 +453,7 @@ def unpack(image: str | os.PathLike[str], dest: str | os.PathLike[str], *,
     with os.scandir(dest_p) as it:
         if next(it, None) is not None:
             raise InvalidArgument(f"unpack destination {dest_p} is not empty")
+    import shutil
     log.debug("unpacking %s%s into %s", image_p,
               f" with rootfs {rootfs}" if rootfs is not None else "", dest_p)
     try:

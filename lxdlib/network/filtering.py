@@ -21,8 +21,6 @@ address list blocks that family entirely (the network serves no addresses of it)
 from __future__ import annotations
 
 import ipaddress
-import shutil
-import subprocess
 
 from ..errors import NetworkError
 from ..logs import get_logger
@@ -152,6 +150,8 @@ def remove(bridge: str, veth: str) -> None:
 
 def installed(bridge: str, veth: str) -> bool:
     """Whether the nic's chain exists (for ``info`` and tests; runs ``nft``)."""
+    import shutil
+    import subprocess
     exe = shutil.which("nft")
     if exe is None:
         return False
@@ -163,6 +163,8 @@ def installed(bridge: str, veth: str) -> bool:
 def set_isolated(veth: str, on: bool) -> None:
     """Set the bridge port flag ``isolated``: isolated ports exchange no frames with each other,
     only with non-isolated ports (the bridge itself included)."""
+    import shutil  # here, as in ``installed``: only these two run a program
+    import subprocess
     exe = shutil.which("ip")
     if exe is None:
         raise NetworkError("ip (iproute2) is needed for security.port_isolation")

@@ -18,10 +18,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import shutil
 import socket
 import struct
-import subprocess
 
 from ..errors import NetworkError, ToolMissing
 from ..logs import get_logger
@@ -126,6 +124,10 @@ def load(script: str) -> None:
 
 
 def _nft(script: str) -> None:
+    # here: ``subprocess`` and ``shutil`` cost a command ~2 ms to import, and a start or a
+    # listing that only asks the kernel (``table_exists``, netlink) runs no nft
+    import shutil
+    import subprocess
     exe = shutil.which("nft")
     if exe is None:
         raise ToolMissing("nft (Debian package nftables) is needed for managed networks")

@@ -20,10 +20,10 @@ veth is gone (each ifb's alias names its veth).
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from collections.abc import Mapping
 
+from ..config.ids import sha256_hex
 from ..config.units import parse_bit_rate
 from ..errors import TYPE_CHECKING, InvalidArgument, InvalidConfig, NetworkError
 from ..logs import get_logger
@@ -83,7 +83,7 @@ def nic_limits(dev: Mapping[str, str]) -> Limits:
 
 def ifb_name(veth: str) -> str:
     """The ifb device that shapes ``veth``'s incoming traffic: 15 characters, stable."""
-    return IFB_PREFIX + hashlib.sha256(veth.encode()).hexdigest()[:9]
+    return IFB_PREFIX + sha256_hex(veth)[:9]
 
 
 def rate_bytes(bits: int) -> int:
