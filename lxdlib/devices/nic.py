@@ -38,12 +38,10 @@ from ..render import Nic
 from . import BaseDriver, DeviceContext, Rendered
 from .hotmount import in_start_hook
 
-if TYPE_CHECKING:
-    from ..network import filtering
-
 # ``filtering`` (nftables, with ``subprocess``, ``shutil`` and ``socket``: ~3 ms of a command's
 # start) is imported where a nic has security keys, not by every start that names a veth
-
+if TYPE_CHECKING:
+    from ..network import filtering
 
 def _identity(root: object, instance: str, device: str) -> str:
     return sha256_hex(f"{root}\0{instance}\0{device}")
