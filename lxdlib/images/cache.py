@@ -138,6 +138,10 @@ def copy(ctx: Context, remote: Remote, ref: str, *, aliases: Iterable[str] = (),
         validate_alias_name(name)
     if remote.is_local:
         raise InvalidArgument("The source and target servers must be different")
+    if names or copy_aliases:
+        # an alias table that cannot be read cannot be written either (a write would drop
+        # the aliases it cannot read): refused before the download, not after it
+        ctx.images.aliases()
     client = ctx.client(remote.addr)
     image, alias = client.resolve(ref or "default")
     rec = download(ctx, client, image, alias, cached=False, auto_update=auto_update,

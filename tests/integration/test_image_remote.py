@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import lxdlib
-from lxdlib.errors import ImageError, NotFound
+from lxdlib.errors import CorruptRecord, ImageError, NotFound
 from lxdlib.imagestore import store as image_store
 from tests.integration.simplestreams_fixtures import (
     NATIVE_ARCH,
@@ -145,6 +145,30 @@ def test_tampered_file_and_lying_catalogue_leave_nothing(host: lxdlib.Host,
     assert [i.fingerprint for i in host.images.list()] == before
     assert "bad" not in host.images.store.aliases() and "c1" not in host.instances
     assert lie not in os.listdir(host.paths.images) and leftovers(host) == []
+
+
+def test_a_copy_with_aliases_is_refused_before_its_download_when_the_table_is_corrupt(
+        host: lxdlib.Host, factory: ImageFactory, tmp_path: Path) -> None:
+    """``image copy ss:x local: --alias a`` (or ``--copy-aliases``) with an alias table that
+    cannot be read: refused with the table named before a byte of the image is fetched, and
+    nothing is left; a copy without aliases still works."""
+    tree = Tree(tmp_path / "srv")
+    tree.add(Product("testos", "1", NATIVE_ARCH, ["testos/1"],
+                     versions=[Version(OLD, factory.build(OLD, marker="al"))]))
+    tree.write()
+    table = host.paths.images / "aliases.yaml"
+    table.write_text("[not, a, mapping]\n")
+    before = [i.fingerprint for i in host.images.list()]
+    with serving(tree.root) as srv:
+        host.images.remotes.add("ss", srv.url)
+        for kw in ({"aliases": ["mine"]}, {"copy_aliases": True}):
+            with pytest.raises(CorruptRecord, match=r"aliases\.yaml"):
+                host.images.copy("ss:testos/1", **kw)  # type: ignore[arg-type]
+        assert srv.image_hits() == 0
+        assert [i.fingerprint for i in host.images.list()] == before and leftovers(host) == []
+        assert table.read_text() == "[not, a, mapping]\n"
+        host.images.copy("ss:testos/1")  # no alias to write: the table is not asked
+        assert srv.image_hits() > 0
 
 
 def test_stale_catalogue_used_when_server_is_gone(host: lxdlib.Host, factory: ImageFactory,
