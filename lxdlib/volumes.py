@@ -186,16 +186,24 @@ def used_volumes(devices: Mapping[str, Mapping[str, str]]) -> builtins.list[tupl
 
 
 @contextlib.contextmanager
-def start_locks(paths: Paths, devices: Mapping[str, Mapping[str, str]]) -> Iterator[None]:
+def volume_locks(paths: Paths, volumes: Iterable[tuple[str, str]]) -> Iterator[None]:
+    """Hold the locks of several custom volumes (pool, name), in the one order every holder
+    of more than one takes them: sorted by pool, then name. Two verbs that each hold two (a
+    copy a→b and one b→a, a rename, a start) then never wait for each other in a cycle."""
+    with contextlib.ExitStack() as stack:
+        for pool, name in sorted(set(volumes)):
+            stack.enter_context(lock(paths, VOLUME_LOCK, f"{pool}.{name}"))
+        yield
+
+
+def start_locks(paths: Paths, devices: Mapping[str, Mapping[str, str]]
+                ) -> contextlib.AbstractContextManager[None]:
     """Hold the locks of the custom volumes an instance's ``devices`` use, for its start: the
     caller holds the instance's lock (the order: instance, then its volumes, sorted). Without
     this a restore of a volume (or a shift of its files to another id map) could find the
     instance stopped, and the instance start and mount the volume before the files are
     swapped underneath it."""
-    with contextlib.ExitStack() as stack:
-        for pool, name in used_volumes(devices):
-            stack.enter_context(lock(paths, VOLUME_LOCK, f"{pool}.{name}"))
-        yield
+    return volume_locks(paths, used_volumes(devices))
 
 
 def strip_type(name: str) -> str:
@@ -580,7 +588,7 @@ class VolumeStore:
                     crashpoint("volume.rename.withdrawn")
                     self.ctx.quiesce_instances()
                     self._refuse_users(pool, name)
-                    with self._lock(pool, name), self._lock(pool, new):
+                    with volume_locks(self.paths, [(pool, name), (pool, new)]):
                         self._move(drv, pool, name, new, data)
                 except BaseException:
                     with self._lock(pool, name):
@@ -665,16 +673,23 @@ class VolumeStore:
         (the storage made is removed at once, or by the next ``create`` or ``list``).
         The snapshots come along (their storage and their entries) unless ``volume_only``:
         across pools each is replayed (the new volume filled as the snapshot holds it, then
-        snapshotted), oldest first."""
+        snapshotted), oldest first.
+
+        The source's lock is held with the target's (``volume_locks``' order: a copy b→a
+        beside this one cannot deadlock it), from the read of its record to the end of the
+        clone: a snapshot deleted, or the source deleted and made again, meanwhile made a
+        copy of one volume's record over another's files, or failed half-way. An instance
+        using the source waits to start until the copy is done."""
         name, new = strip_type(name), strip_type(new)
         validate_name(new)
         src_drv, drv = self._pool(pool), self._pool(target_pool)
         drv.volume_path("custom", new)  # the driver's own name rules
         self._dir(target_pool).mkdir(parents=True, exist_ok=True)
-        self._settle_renames(pool, name)  # not under the target's lock: no order of two locks
-        with self._lock(target_pool, new):
+        with volume_locks(self.paths, [(pool, name), (target_pool, new)]):
             self._refuse_taken(target_pool, new)
             data = self._read(pool, name)
+            if any(RENAMED_FROM in e for e in self._entries(data)):
+                data = self._settle_snapshots(src_drv, pool, name, data)  # a killed rename's
             cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
             snaps = [] if volume_only else self._entries(data)
             for e in snaps:
@@ -782,14 +797,6 @@ class VolumeStore:
         out = {**data, "snapshots": entries}
         write_record(self._record(pool, name), out)
         return out
-
-    def _settle_renames(self, pool: str, name: str) -> None:
-        """Before a verb that reads the snapshots without the volume's lock (a copy): a rename
-        a kill interrupted is finished first (nothing to do, and no lock taken, without one)."""
-        if not any(RENAMED_FROM in e for e in self._entries(self._read(pool, name))):
-            return
-        with self._lock(pool, name):
-            self._settle_snapshots(self._pool(pool), pool, name, self._read(pool, name))
 
     def _settle_pool_snapshots(self, pool: str) -> None:
         """``_settle_snapshots`` for each volume of the pool that has snapshots on it (one
