@@ -108,6 +108,12 @@ IDMAP_LAST = "volatile.idmap.last"
 #: runs on what the verb left) or running; such a verb reads instance state without taking an
 #: instance's lock.
 VOLUME_LOCK = "storage-volume"
+#: Held (object: the instance's name) by a start of lxdlib's own for as long as it holds its
+#: instance's volume locks (``start_locks``): the start-host hook liblxc runs for that start
+#: finds it held and knows the locks are held for it (the starter's, in another process, which
+#: the hook cannot share). Free when liblxc restarts an instance rebooted from inside, with no
+#: lxdlib process around: that hook takes the volumes' locks itself (``hook_locks``).
+STARTER_LOCK = "storage-volume-starter"
 #: The lock a volume's delete holds from the record's withdrawal to its end (the volume's own
 #: lock it cannot hold meanwhile: a start holds an instance's lock and then takes it).
 WITHDRAW_LOCK = "storage-volume-withdraw"
@@ -196,14 +202,40 @@ def volume_locks(paths: Paths, volumes: Iterable[tuple[str, str]]) -> Iterator[N
         yield
 
 
-def start_locks(paths: Paths, devices: Mapping[str, Mapping[str, str]]
-                ) -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def start_locks(paths: Paths, devices: Mapping[str, Mapping[str, str]],
+                starter: str | None = None) -> Iterator[None]:
     """Hold the locks of the custom volumes an instance's ``devices`` use, for its start: the
-    caller holds the instance's lock (the order: instance, then its volumes, sorted). Without
-    this a restore of a volume (or a shift of its files to another id map) could find the
-    instance stopped, and the instance start and mount the volume before the files are
-    swapped underneath it."""
-    return volume_locks(paths, used_volumes(devices))
+    caller holds the instance's lock (the order: instance, its ``STARTER_LOCK``, then its
+    volumes, sorted). Without this a restore of a volume (or a shift of its files to another
+    id map) could find the instance stopped, and the instance start and mount the volume
+    before the files are swapped underneath it. ``starter``: the instance liblxc starts under
+    these locks (not given for a hot-plug, which runs no hook)."""
+    with contextlib.ExitStack() as stack:
+        if starter is not None:
+            stack.enter_context(lock(paths, STARTER_LOCK, starter))
+        stack.enter_context(volume_locks(paths, used_volumes(devices)))
+        yield
+
+
+@contextlib.contextmanager
+def hook_locks(paths: Paths, instance: str,
+               devices: Mapping[str, Mapping[str, str]]) -> Iterator[None]:
+    """For the start-host hook, around the devices' start: the volumes' locks, as a start of
+    lxdlib's holds them, unless that start holds them for this very hook (its
+    ``STARTER_LOCK``, probed: a wait could never end, the starter waits for the hook). A
+    reboot from inside took none: a restore that saw the instance stopped between its two
+    runs swapped the files while the hook mounted them."""
+    used = used_volumes(devices)
+    with contextlib.ExitStack() as stack:
+        if used:
+            try:
+                stack.enter_context(lock(paths, STARTER_LOCK, instance, timeout=0))
+            except Busy:
+                pass  # lxdlib's start that runs this hook holds them
+            else:
+                stack.enter_context(volume_locks(paths, used))
+        yield
 
 
 def strip_type(name: str) -> str:
@@ -1052,21 +1084,22 @@ class VolumeStore:
 
     def _running_users(self, pool: str, name: str, but: str | None = None) -> Iterator[str]:
         """The instances but ``but`` that are not stopped (running, frozen, or on their way up
-        or down: a reboot from inside passes through liblxc alone, with no lxdlib lock held)
-        whose devices, profiles expanded, use the volume (a restore refuses them; a shift of
-        its files refuses those with another map). ``but``'s state is not asked: from its
-        start-host hook, liblxc's monitor would answer only once the hook has returned (a
-        hang)."""
+        or down: a reboot from inside passes through liblxc alone) whose devices, profiles
+        expanded, use the volume (a restore refuses them; a shift of its files refuses those
+        with another map). Told by their monitors' listening sockets, not by asking each
+        monitor: one whose start-host hook runs answers only once the hook has returned, and
+        the hook of a reboot waits for this volume's lock (``hook_locks``), which the caller
+        holds (a hang until the hook gave up, its reboot failed)."""
+        running = runtime.list_running(self.paths.lxcpath)
         for inst in record.names(self.paths):
-            if inst == but:
+            if inst == but or inst not in running:
                 continue
             try:
                 rec = record.load(self.paths, inst)
                 _, devices = self.ctx.expand(rec.profiles, rec.config, rec.devices)
             except (FileNotFoundError, NotFound, CorruptRecord):
                 continue
-            if self._uses(devices, pool, name) and runtime.state(
-                    runtime.open_container(self.paths.lxcpath, inst)) != "STOPPED":
+            if self._uses(devices, pool, name):
                 yield inst
 
     def _refuse_users(self, pool: str, name: str) -> None:
