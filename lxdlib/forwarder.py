@@ -89,7 +89,10 @@ class SetupError(Exception):
     """A reason the forwarder cannot serve; sent to the starter as ``error <reason>``."""
 
 
-log = logging.getLogger(__name__)
+# by its full name, not ``__name__``: run as ``python -m lxdlib.forwarder`` the module is
+# ``__main__``, whose logger is outside ``lxdlib`` and so misses the handler and the level
+# ``log_to_stderr`` sets there (INFO records were dropped, errors printed unformatted)
+log = logging.getLogger("lxdlib.forwarder")
 
 
 def log_to_stderr() -> None:

@@ -26,16 +26,21 @@ __all__ = ["HOOK_LOG", "command", "log_tail", "main", "post_stop", "spawn_watche
 
 
 def start_host(root: Path, name: str, pid: int) -> None:
+    """The devices' start, under the locks of the custom volumes they mount: the hook of a
+    reboot from inside takes them itself, as lxdlib's start does (``volumes.hook_locks``)."""
     from .host import Host
     from .instances import Instance
-    inst = Instance(Host(root, create=False).ctx, name)
+    from .volumes import hook_locks
+    ctx = Host(root, create=False).ctx
+    inst = Instance(ctx, name)
     dctx = inst.device_context(pid=pid)
     started: list[tuple[str, dict[str, str]]] = []
     from .devices import driver
     try:
-        for dname, dev in sorted(dctx.devices.items()):
-            driver(dev["type"]).start(dctx, dname, dev)
-            started.append((dname, dict(dev)))
+        with hook_locks(ctx.paths, name, dctx.devices):
+            for dname, dev in sorted(dctx.devices.items()):
+                driver(dev["type"]).start(dctx, dname, dev)
+                started.append((dname, dict(dev)))
     except BaseException:
         for dname, dev in reversed(started):
             try:

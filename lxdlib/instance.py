@@ -329,24 +329,25 @@ class InstanceCore:
             finally:
                 journal.end(self._paths, self.name)
 
-    def _volume_locks(self, devs: Mapping[str, Mapping[str, str]]
+    def _volume_locks(self, devs: Mapping[str, Mapping[str, str]], starting: bool = False
                       ) -> contextlib.AbstractContextManager[None]:
         """For a start or a hot-plug (the caller holds the instance's lock): the locks of the
         custom volumes in ``devs``, held until liblxc has answered (or the mount is made), so
         that a restore of one (or a shift of its files to another id map), which refuses
         running users under the volume's lock, is not undercut by a start between its check
-        and its change (``volumes.start_locks``, which states the lock order). An instance
-        without one pays a look at its devices."""
+        and its change (``volumes.start_locks``, which states the lock order). ``starting``:
+        liblxc starts the instance under them, and its start-host hook is told so. An
+        instance without one pays a look at its devices."""
         if not any(d.get("type") == "disk" and d.get("pool") and d.get("source")
                    for d in devs.values()):
             return contextlib.nullcontext()
         from . import volumes  # here: only a start of a volume's user needs it
-        return volumes.start_locks(self._paths, devs)
+        return volumes.start_locks(self._paths, devs, self.name if starting else None)
 
     def _start_locked(self) -> None:
         rec = self.record()
         expanded = self.expanded(rec)
-        with self._volume_locks(expanded[1]):
+        with self._volume_locks(expanded[1], starting=True):
             self._start_expanded(rec, expanded)
 
     def _start_expanded(self, rec: InstanceRecord,
@@ -471,7 +472,7 @@ class InstanceCore:
         state = self.volume / journal.STATE_DIR
         try:
             rec = self.record()
-            with self._volume_locks(self.expanded(rec)[1]):  # as ``_start_locked``
+            with self._volume_locks(self.expanded(rec)[1], starting=True):  # as ``_start_locked``
                 self._write_lxc_config(rec, starting=True)
                 criu.restore(self._paths.lxcpath, self.name, state)
             forget_stopped_inside(self._paths, self.name)  # as ``_start_locked``

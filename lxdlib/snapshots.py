@@ -22,7 +22,7 @@ from .config import names
 from .errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, LxdlibError, NotFound, WrongState
 from .logs import get_logger
 from .model import Collection, Model
-from .state import remove_tree
+from .state import held, remove_tree
 
 if TYPE_CHECKING:
     from typing import Any
@@ -233,44 +233,69 @@ class Snapshots(Collection[Snapshot]):
 
         A running instance is stopped, restored and started again, as LXD does; ``stateful``
         brings the snapshot's processes back instead of a fresh start.
+
+        The profiles the snapshot names and the record no longer does are locked before the
+        instance (``_with_added_profiles_locked``, as ``update`` adding them): an edit of one
+        that found no user while the restore ran saved its change after the restart had
+        composed the old content, and re-applied it to none.
         """
         inst = self.inst
-        ctx = inst.ctx
-        with inst._lock():
-            rec = inst.record()
+
+        def attempt(rec: record.InstanceRecord, locked: set[str] | None) -> set[str]:
             snap = rec.snapshot(name)
             if snap is None:
                 raise NotFound("snapshot", f"{inst.name}/{name}")
-            if stateful and not snap.stateful:
-                raise WrongState("Stateful snapshot restore requested but snapshot is stateless")
-            ctx.check_profiles(snap.profiles)  # a profile deleted since: refuse up front
-            pool = inst._pool(rec)
-            _check_rollback(pool, inst.name, name, rec.snapshots[-1].name)
-            c = inst.handle()
-            was_running = c.state != "STOPPED"
-            # the intent names the power state to end in: a kill after the stop must not leave
-            # a running instance stopped (stage "start" once the volume and record are swapped)
-            intent = {"snapshot": name, "running": was_running, "stateful": stateful}
-            journal.begin(ctx.paths, inst.name, "restore", stage="swap", **intent)
-            journal.crashpoint("restore.begun")
-            if was_running:
-                runtime.kill(c, ctx.paths.lxcpath)
-            journal.crashpoint("restore.stopped")
-            # an instance started again gets its liblxc config rendered by that start
-            apply_restore(ctx, inst.name, name, keep_state=stateful, rec=rec,
-                          render=not (was_running or stateful), render_unchanged=False)
-            journal.crashpoint("restore.swapped")
-            if was_running or stateful:
-                journal.begin(ctx.paths, inst.name, "restore", stage="start", **intent)
-                journal.crashpoint("restore.starting")
-                try:
-                    _restart(inst, stateful)
-                except Exception:  # restored; the start's own error is the caller's to see
-                    journal.end(ctx.paths, inst.name)
-                    raise
-                journal.crashpoint("restore.started")
-            journal.end(ctx.paths, inst.name)
-        ctx.events.emit("snapshot-restored", f"{inst.name}/{name}")
+            more = set() if locked is None else \
+                {p for p in snap.profiles if isinstance(p, str)} - set(rec.profiles) - locked
+            if not more:
+                self._restore_locked(rec, name, stateful)
+            return more
+
+        if held(inst.ctx.paths, "instance", inst.name):  # nested: the caller chose the locks
+            with inst._lock():
+                attempt(inst.record(), None)
+        else:
+            inst._with_added_profiles_locked(attempt)
+        inst.ctx.events.emit("snapshot-restored", f"{inst.name}/{name}")
+
+    def _restore_locked(self, rec: record.InstanceRecord, name: str, stateful: bool) -> None:
+        """``restore`` with the instance's lock held and ``rec`` read under it."""
+        inst = self.inst
+        ctx = inst.ctx
+        snap = rec.snapshot(name)
+        if snap is None:
+            raise NotFound("snapshot", f"{inst.name}/{name}")
+        if stateful and not snap.stateful:
+            raise WrongState("Stateful snapshot restore requested but snapshot is stateless")
+        # a profile deleted since: refuse up front (under its lock when the restore adds
+        # it, see ``restore``)
+        ctx.check_profiles(snap.profiles)
+        pool = inst._pool(rec)
+        _check_rollback(pool, inst.name, name, rec.snapshots[-1].name)
+        c = inst.handle()
+        was_running = c.state != "STOPPED"
+        # the intent names the power state to end in: a kill after the stop must not leave
+        # a running instance stopped (stage "start" once the volume and record are swapped)
+        intent = {"snapshot": name, "running": was_running, "stateful": stateful}
+        journal.begin(ctx.paths, inst.name, "restore", stage="swap", **intent)
+        journal.crashpoint("restore.begun")
+        if was_running:
+            runtime.kill(c, ctx.paths.lxcpath)
+        journal.crashpoint("restore.stopped")
+        # an instance started again gets its liblxc config rendered by that start
+        apply_restore(ctx, inst.name, name, keep_state=stateful, rec=rec,
+                      render=not (was_running or stateful), render_unchanged=False)
+        journal.crashpoint("restore.swapped")
+        if was_running or stateful:
+            journal.begin(ctx.paths, inst.name, "restore", stage="start", **intent)
+            journal.crashpoint("restore.starting")
+            try:
+                _restart(inst, stateful)
+            except Exception:  # restored; the start's own error is the caller's to see
+                journal.end(ctx.paths, inst.name)
+                raise
+            journal.crashpoint("restore.started")
+        journal.end(ctx.paths, inst.name)
 
     def copy(self, name: str, target: str | None = None, **kw: Any) -> InstanceCore:
         """A new instance from this snapshot (``lxc copy inst/snap new``), of the same class as

@@ -108,6 +108,12 @@ IDMAP_LAST = "volatile.idmap.last"
 #: runs on what the verb left) or running; such a verb reads instance state without taking an
 #: instance's lock.
 VOLUME_LOCK = "storage-volume"
+#: Held (object: the instance's name) by a start of lxdlib's own for as long as it holds its
+#: instance's volume locks (``start_locks``): the start-host hook liblxc runs for that start
+#: finds it held and knows the locks are held for it (the starter's, in another process, which
+#: the hook cannot share). Free when liblxc restarts an instance rebooted from inside, with no
+#: lxdlib process around: that hook takes the volumes' locks itself (``hook_locks``).
+STARTER_LOCK = "storage-volume-starter"
 #: The lock a volume's delete holds from the record's withdrawal to its end (the volume's own
 #: lock it cannot hold meanwhile: a start holds an instance's lock and then takes it).
 WITHDRAW_LOCK = "storage-volume-withdraw"
@@ -186,15 +192,49 @@ def used_volumes(devices: Mapping[str, Mapping[str, str]]) -> builtins.list[tupl
 
 
 @contextlib.contextmanager
-def start_locks(paths: Paths, devices: Mapping[str, Mapping[str, str]]) -> Iterator[None]:
-    """Hold the locks of the custom volumes an instance's ``devices`` use, for its start: the
-    caller holds the instance's lock (the order: instance, then its volumes, sorted). Without
-    this a restore of a volume (or a shift of its files to another id map) could find the
-    instance stopped, and the instance start and mount the volume before the files are
-    swapped underneath it."""
+def volume_locks(paths: Paths, volumes: Iterable[tuple[str, str]]) -> Iterator[None]:
+    """Hold the locks of several custom volumes (pool, name), in the one order every holder
+    of more than one takes them: sorted by pool, then name. Two verbs that each hold two (a
+    copy a→b and one b→a, a rename, a start) then never wait for each other in a cycle."""
     with contextlib.ExitStack() as stack:
-        for pool, name in used_volumes(devices):
+        for pool, name in sorted(set(volumes)):
             stack.enter_context(lock(paths, VOLUME_LOCK, f"{pool}.{name}"))
+        yield
+
+
+@contextlib.contextmanager
+def start_locks(paths: Paths, devices: Mapping[str, Mapping[str, str]],
+                starter: str | None = None) -> Iterator[None]:
+    """Hold the locks of the custom volumes an instance's ``devices`` use, for its start: the
+    caller holds the instance's lock (the order: instance, its ``STARTER_LOCK``, then its
+    volumes, sorted). Without this a restore of a volume (or a shift of its files to another
+    id map) could find the instance stopped, and the instance start and mount the volume
+    before the files are swapped underneath it. ``starter``: the instance liblxc starts under
+    these locks (not given for a hot-plug, which runs no hook)."""
+    with contextlib.ExitStack() as stack:
+        if starter is not None:
+            stack.enter_context(lock(paths, STARTER_LOCK, starter))
+        stack.enter_context(volume_locks(paths, used_volumes(devices)))
+        yield
+
+
+@contextlib.contextmanager
+def hook_locks(paths: Paths, instance: str,
+               devices: Mapping[str, Mapping[str, str]]) -> Iterator[None]:
+    """For the start-host hook, around the devices' start: the volumes' locks, as a start of
+    lxdlib's holds them, unless that start holds them for this very hook (its
+    ``STARTER_LOCK``, probed: a wait could never end, the starter waits for the hook). A
+    reboot from inside took none: a restore that saw the instance stopped between its two
+    runs swapped the files while the hook mounted them."""
+    used = used_volumes(devices)
+    with contextlib.ExitStack() as stack:
+        if used:
+            try:
+                stack.enter_context(lock(paths, STARTER_LOCK, instance, timeout=0))
+            except Busy:
+                pass  # lxdlib's start that runs this hook holds them
+            else:
+                stack.enter_context(volume_locks(paths, used))
         yield
 
 
@@ -580,7 +620,7 @@ class VolumeStore:
                     crashpoint("volume.rename.withdrawn")
                     self.ctx.quiesce_instances()
                     self._refuse_users(pool, name)
-                    with self._lock(pool, name), self._lock(pool, new):
+                    with volume_locks(self.paths, [(pool, name), (pool, new)]):
                         self._move(drv, pool, name, new, data)
                 except BaseException:
                     with self._lock(pool, name):
@@ -665,16 +705,23 @@ class VolumeStore:
         (the storage made is removed at once, or by the next ``create`` or ``list``).
         The snapshots come along (their storage and their entries) unless ``volume_only``:
         across pools each is replayed (the new volume filled as the snapshot holds it, then
-        snapshotted), oldest first."""
+        snapshotted), oldest first.
+
+        The source's lock is held with the target's (``volume_locks``' order: a copy b→a
+        beside this one cannot deadlock it), from the read of its record to the end of the
+        clone: a snapshot deleted, or the source deleted and made again, meanwhile made a
+        copy of one volume's record over another's files, or failed half-way. An instance
+        using the source waits to start until the copy is done."""
         name, new = strip_type(name), strip_type(new)
         validate_name(new)
         src_drv, drv = self._pool(pool), self._pool(target_pool)
         drv.volume_path("custom", new)  # the driver's own name rules
         self._dir(target_pool).mkdir(parents=True, exist_ok=True)
-        self._settle_renames(pool, name)  # not under the target's lock: no order of two locks
-        with self._lock(target_pool, new):
+        with volume_locks(self.paths, [(pool, name), (target_pool, new)]):
             self._refuse_taken(target_pool, new)
             data = self._read(pool, name)
+            if any(RENAMED_FROM in e for e in self._entries(data)):
+                data = self._settle_snapshots(src_drv, pool, name, data)  # a killed rename's
             cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
             snaps = [] if volume_only else self._entries(data)
             for e in snaps:
@@ -782,14 +829,6 @@ class VolumeStore:
         out = {**data, "snapshots": entries}
         write_record(self._record(pool, name), out)
         return out
-
-    def _settle_renames(self, pool: str, name: str) -> None:
-        """Before a verb that reads the snapshots without the volume's lock (a copy): a rename
-        a kill interrupted is finished first (nothing to do, and no lock taken, without one)."""
-        if not any(RENAMED_FROM in e for e in self._entries(self._read(pool, name))):
-            return
-        with self._lock(pool, name):
-            self._settle_snapshots(self._pool(pool), pool, name, self._read(pool, name))
 
     def _settle_pool_snapshots(self, pool: str) -> None:
         """``_settle_snapshots`` for each volume of the pool that has snapshots on it (one
@@ -1045,21 +1084,22 @@ class VolumeStore:
 
     def _running_users(self, pool: str, name: str, but: str | None = None) -> Iterator[str]:
         """The instances but ``but`` that are not stopped (running, frozen, or on their way up
-        or down: a reboot from inside passes through liblxc alone, with no lxdlib lock held)
-        whose devices, profiles expanded, use the volume (a restore refuses them; a shift of
-        its files refuses those with another map). ``but``'s state is not asked: from its
-        start-host hook, liblxc's monitor would answer only once the hook has returned (a
-        hang)."""
+        or down: a reboot from inside passes through liblxc alone) whose devices, profiles
+        expanded, use the volume (a restore refuses them; a shift of its files refuses those
+        with another map). Told by their monitors' listening sockets, not by asking each
+        monitor: one whose start-host hook runs answers only once the hook has returned, and
+        the hook of a reboot waits for this volume's lock (``hook_locks``), which the caller
+        holds (a hang until the hook gave up, its reboot failed)."""
+        running = runtime.list_running(self.paths.lxcpath)
         for inst in record.names(self.paths):
-            if inst == but:
+            if inst == but or inst not in running:
                 continue
             try:
                 rec = record.load(self.paths, inst)
                 _, devices = self.ctx.expand(rec.profiles, rec.config, rec.devices)
             except (FileNotFoundError, NotFound, CorruptRecord):
                 continue
-            if self._uses(devices, pool, name) and runtime.state(
-                    runtime.open_container(self.paths.lxcpath, inst)) != "STOPPED":
+            if self._uses(devices, pool, name):
                 yield inst
 
     def _refuse_users(self, pool: str, name: str) -> None:

@@ -4,8 +4,10 @@ through CRIU (which fails on some kernels: then cleanly)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +17,9 @@ import pytest
 
 import lxdlib
 from lxdlib import criu, housekeeping, journal
+from lxdlib.errors import NotFound
 from tests.integration import invariants
+from tests.integration.storage_fixtures import run_with_pause
 
 pytestmark = pytest.mark.root
 
@@ -217,4 +221,59 @@ def test_snapshot_cli(host: lxdlib.Host) -> None:
     assert host.instances["c1"].snapshots.names() == ["keep"]
     r = run("restore", "c1", "nope")
     assert (r.returncode, r.stderr) == (1, "Error: Snapshot c1/nope does not exist\n")
+    invariants.check(host)
+
+
+def test_restore_that_brings_a_profile_back_against_its_edit(host: lxdlib.Host) -> None:
+    """A restore of a running instance to a snapshot that names a profile the instance has
+    since left takes that profile's lock first, as an edit adding a profile does: an edit
+    of the profile paused between finding its users (none yet) and saving, with the restore
+    under way meanwhile, ends with the instance running on what the profile says, not on
+    what it said before (an edit that found no user re-applies to none)."""
+    host.profiles.create("hlkenv", {"environment.HLK": "one"}, {})
+    c = host.launch("busybox", "hlkrest", profiles=["default", "hlkenv"])
+    c.snapshots.create("s0")
+    c.update(profiles=["default"])
+    edit = run_with_pause(host, "lxdlib.journal", "profile.begun",
+                          "h.update_profile('hlkenv', config={'environment.HLK': 'two'})")
+    restore = subprocess.Popen([sys.executable, "-m", "lxdlib.cli.main", "--root",
+                                str(host.paths.root), "restore", "hlkrest", "s0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            restore.wait(timeout=10)  # done by then when it takes no lock of the profile
+        edit.send_signal(signal.SIGCONT)
+        _, err = edit.communicate(timeout=120)
+        assert edit.returncode == 0, err
+        _, err = restore.communicate(timeout=120)
+        assert restore.returncode == 0, err
+    finally:
+        for p in (edit, restore):
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGCONT)
+                    p.kill()
+                p.wait(timeout=30)
+    assert c.profiles == ["default", "hlkenv"] and c.state == "RUNNING"
+    assert c.expanded_config["environment.HLK"] == "two"
+    rendered = (host.paths.lxcpath / "hlkrest" / "config").read_text()
+    assert "lxc.environment = HLK=two" in rendered
+    invariants.check(host)
+
+
+def test_restore_to_a_snapshot_naming_a_deleted_profile_changes_nothing(
+        host: lxdlib.Host) -> None:
+    """The profile a snapshot names, deleted since (the instance had left it): a restore of
+    the running instance is refused with ``NotFound`` before it stops anything."""
+    host.profiles.create("hlkgone", {"user.x": "1"}, {})
+    c = host.launch("busybox", "hlkgone1", profiles=["default", "hlkgone"])
+    c.snapshots.create("s0")
+    c.update(profiles=["default"])
+    host.profiles.delete("hlkgone")
+    pid = c.pid
+    with pytest.raises(NotFound, match="hlkgone"):
+        c.snapshots.restore("s0")
+    assert c.state == "RUNNING" and c.pid == pid and c.profiles == ["default"]
+    assert not journal.pending(host.paths, "hlkgone1")
     invariants.check(host)

@@ -12,13 +12,22 @@ import datetime as dt
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import yaml
 
 import lxdlib
-from lxdlib.errors import AlreadyExists, InvalidConfig, InvalidName, NotFound, WrongState
+from lxdlib.errors import (
+    AlreadyExists,
+    InvalidConfig,
+    InvalidName,
+    LxdlibError,
+    NotFound,
+    WrongState,
+)
 from tests.integration import invariants
 from tests.integration.storage_fixtures import (  # noqa: F401
     ZfsDaemons,
@@ -244,6 +253,70 @@ def test_copy_with_and_without_snapshots(vols: lxdlib.Host, pool: str) -> None:
     vols.volumes[f"{pool}/a"].copy("e", other, volume_only=True)
     assert _file(vols, other, "e") == "three" and s.snapshots(other, "e") == []
     assert _on_disk(vols, other, "e") == []
+    invariants.check(vols)
+
+
+#: Snapshots of volume ``a`` made and deleted in a loop until the file ``argv[3]`` exists: the
+#: volume's ``f`` says ``cN`` in snapshot ``cN``; two are kept
+_CHURN = """
+import sys, lxdlib
+from pathlib import Path
+s = lxdlib.Host(sys.argv[1]).volumes.store
+pool, stop, n = sys.argv[2], Path(sys.argv[3]), 0
+while not stop.exists():
+    n += 1
+    (s.path(pool, "a") / "f").write_text(f"c{n}")
+    s.create_snapshot(pool, "a", f"c{n}")
+    if n > 2:
+        s.delete_snapshot(pool, "a", f"c{n - 2}")
+"""
+
+
+@pytest.mark.parametrize(("pool", "other"), [("default", "default"), (DIR_POOL, DIR_POOL),
+                                             ("default", DIR_POOL)])
+def test_copies_while_snapshots_come_and_go(vols: lxdlib.Host, pool: str, other: str,
+                                            tmp_path: Path) -> None:
+    """Copies of a volume while another process snapshots it and deletes its snapshots: the
+    copy holds the source's lock from its read of the record to the end of the clone, so
+    each copy succeeds with the snapshots its record lists, each holding what it held (one
+    deleted in between failed the copy, or across pools could be replayed half-deleted)."""
+    s = _store(vols)
+    s.create(pool, "a")
+    _write(vols, pool, "a", "c0")
+    stop = tmp_path / "stop"
+    churn = subprocess.Popen([sys.executable, "-c", _CHURN, str(vols.paths.root), pool,
+                              str(stop)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    failed: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(s.snapshots(pool, "a")) < 2:  # the churn is under way
+            assert churn.poll() is None, churn.communicate()
+            assert time.monotonic() < deadline, "no snapshot made in 60 s"
+            time.sleep(0.01)
+        for k in range(25):
+            try:
+                s.copy(pool, "a", other, f"d{k}")
+            except LxdlibError as e:
+                failed.append(f"d{k}: {type(e).__name__}: {e}")
+                assert f"d{k}" not in s.names(other), "a failed copy left its record"
+                assert f"d{k}" not in vols.pool(other).list_volumes("custom")
+                continue
+            snaps = [x["name"] for x in s.snapshots(other, f"d{k}")]
+            assert _on_disk(vols, other, f"d{k}") == snaps
+            for snap in snaps:
+                path = vols.pool(other).volume_path("custom-snapshots", f"d{k}/{snap}")
+                assert (path / "f").read_text() == snap
+    finally:
+        stop.touch()
+        try:
+            _out, err = churn.communicate(timeout=60)
+        finally:
+            if churn.poll() is None:
+                churn.kill()
+                churn.wait(timeout=30)
+    assert churn.returncode == 0, err
+    assert failed == []
     invariants.check(vols)
 
 

@@ -11,6 +11,7 @@ processes at once, round after round: both finish (the lock order: instance, the
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import signal
 import subprocess
@@ -21,6 +22,10 @@ from collections.abc import Iterator
 import pytest
 
 import lxdlib
+import lxdlib.errors
+from lxdlib.errors import WrongState
+from lxdlib.state import lock
+from lxdlib.volumes import VOLUME_LOCK
 from tests.integration.storage_fixtures import (  # noqa: F401
     ZfsDaemons,
     run_with_pause,
@@ -146,6 +151,63 @@ def test_attach_to_a_running_instance_during_a_paused_restore(vols: lxdlib.Host)
         else:
             assert REFUSED in rerr and on_host == "live"
         assert _seen(vols, name) == on_host
+
+
+def _inits(monitor: int) -> list[int]:
+    """The children of liblxc's monitor in a pid namespace of their own: the container's
+    init (not the hooks it runs)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == monitor and \
+                        os.readlink(f"/proc/{entry}/ns/pid") != \
+                        os.readlink(f"/proc/{monitor}/ns/pid"):
+                    out.append(int(entry))
+    return out
+
+
+def _mount_points(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/mountinfo") as f:
+        return [line.split()[4] for line in f]
+
+
+@pytest.mark.parametrize("pool", ["default", DIR_POOL])
+def test_a_reboot_inside_waits_for_the_volume_lock(vols: lxdlib.Host, pool: str) -> None:
+    """A reboot from inside passes through liblxc alone; its start-host hook mounts the
+    volume, and takes the volume's lock for that as a start of lxdlib's does: while another
+    holds it (here the test, standing for a restore between its check and its swap) the
+    volume is not mounted in the new run; once it is free the instance comes up with it."""
+    _volume(vols, pool)
+    name = _name()
+    vols.launch("busybox", name, devices={"data": {"type": "disk", "pool": pool,
+                                                   "source": "v", "path": "/data"}})
+    inst = vols.instances[name]
+    assert _seen(vols, name) == "live"
+    old = inst.pid
+    with open(f"/proc/{old}/stat") as f:
+        monitor = int(f.read().rsplit(")", 1)[1].split()[1])
+    with lock(vols.paths, VOLUME_LOCK, f"{pool}.v"):
+        with contextlib.suppress(lxdlib.errors.LxdlibError):
+            inst.exec(["reboot", "-f"])
+        deadline = time.monotonic() + 60
+        while not (new := [p for p in _inits(monitor) if p != old]):
+            assert time.monotonic() < deadline, "the instance did not reboot"
+            time.sleep(0.05)
+        time.sleep(3)  # a hook that does not wait has mounted it long since
+        assert "/data" not in _mount_points(new[0])
+        # a restore meanwhile (this thread holds the lock) finds the instance on its way up
+        # at once, without asking its monitor (busy in the hook, waiting for the lock)
+        began = time.monotonic()
+        with pytest.raises(WrongState, match=REFUSED):
+            vols.volumes.store.restore_snapshot(pool, "v", "s1")
+        assert time.monotonic() - began < 10
+    deadline = time.monotonic() + 60
+    while "/data" not in _mount_points(new[0]):
+        assert time.monotonic() < deadline, "the volume was never mounted"
+        time.sleep(0.05)
+    assert inst.wait_for(lambda: inst.running and inst.pid == new[0], timeout=60)
+    assert _seen(vols, name) == "live"
 
 
 _RESTORES = """

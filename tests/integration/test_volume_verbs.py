@@ -4,10 +4,13 @@ boundary of a rename or a copy leaving the old state or the new one, nothing hal
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -294,6 +297,77 @@ def test_crash_point_copy(vols: lxdlib.Host, src: str, dst: str) -> None:
     assert "b" not in _on_disk(vols, dst)
     fresh.copy(src, "a", dst, "b")  # and the name is free again
     assert (fresh.path(dst, "b") / "f").read_text() == "data"
+
+
+# -- a copy against changes of its source ----------------------------------------------------------
+#: A copy that stops itself (``SIGSTOP``) once it has read its source's record, just before the
+#: pool clones the volume: the test changes the source meanwhile and resumes it (``SIGCONT``)
+_PAUSED_COPY = """
+import os, signal, sys, lxdlib
+from lxdlib.storage.dir import DirPool
+real = DirPool.copy_custom_volume
+def paused(self, *args, **kwargs):
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return real(self, *args, **kwargs)
+DirPool.copy_custom_volume = paused
+lxdlib.Host(sys.argv[1]).volumes.store.copy(sys.argv[2], "src", sys.argv[2], "dst")
+"""
+
+#: The source deleted and made again under its name, with other config and other files
+_REMADE = """
+import sys, lxdlib
+s = lxdlib.Host(sys.argv[1]).volumes.store
+s.delete(sys.argv[2], "src")
+s.create(sys.argv[2], "src", {"user.gen": "2"})
+(s.path(sys.argv[2], "src") / "f").write_text("gen2")
+"""
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.parametrize("pool", ["default", DIR_POOL])
+def test_copy_sees_its_source_whole_while_it_is_remade(vols: lxdlib.Host, pool: str) -> None:
+    """A copy holds its source's lock from its read of the record to the end of the clone:
+    a delete of the source (and a new volume under its name) waits, and the copy is of one
+    volume, record and files, not the old one's config over the new one's data."""
+    s = _store(vols)
+    s.create(pool, "src", {"user.gen": "1"})
+    _put(vols, f"{pool}/src", "gen1")
+    root = str(vols.paths.root)
+    copy = subprocess.Popen([sys.executable, "-c", _PAUSED_COPY, root, pool],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    remake = None
+    try:
+        deadline = time.monotonic() + 60
+        while _state(copy.pid) != "T":
+            assert copy.poll() is None, copy.communicate()
+            assert time.monotonic() < deadline, "the copy never reached its clone"
+            time.sleep(0.02)
+        remake = subprocess.Popen([sys.executable, "-c", _REMADE, root, pool],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            remake.wait(timeout=5)  # done at once when nothing holds the source's lock
+        os.kill(copy.pid, signal.SIGCONT)
+        _out, err = copy.communicate(timeout=120)
+        assert copy.returncode == 0, err
+        _out, err = remake.communicate(timeout=120)
+        assert remake.returncode == 0, err
+    finally:
+        for p in (copy, remake):
+            if p is not None and p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGCONT)
+                    p.kill()
+                p.wait(timeout=30)
+    dst = vols.volumes[f"{pool}/dst"]
+    assert (dst.config["user.gen"], (dst.path / "f").read_text()) == ("1", "gen1")
+    src = vols.volumes[f"{pool}/src"]
+    assert (src.config["user.gen"], (src.path / "f").read_text()) == ("2", "gen2")
 
 
 def test_verbs_after_a_killed_delete(vols: lxdlib.Host) -> None:

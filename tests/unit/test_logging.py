@@ -7,7 +7,11 @@ from __future__ import annotations
 import ast
 import importlib
 import logging
+import os
 import pkgutil
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -185,3 +189,28 @@ def test_eager_call_detector_can_fail(tmp_path: Path) -> None:
     probe.write_text('log.debug(f"x {1}")\nlog.info("%s", 1)\nlog.warning("a %s" % 1)\n'
                      '_log.error("{}".format(1))\nprint(f"{1}")\n')
     assert _eager_log_calls(probe) == [1, 3, 4]
+
+
+def test_forwarder_run_as_a_program_logs_under_lxdlib(tmp_path: Path) -> None:
+    """``python -m lxdlib.forwarder`` runs the module as ``__main__``; its records still go
+    through the handler ``log_to_stderr`` put on ``lxdlib`` (formatted with time and pid),
+    not past it. A forwarder whose instance's init is gone fails its setup and says why."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    status_r, status_w = os.pipe()
+    with (tmp_path / "err").open("wb") as err:
+        proc = subprocess.run(
+            [sys.executable, "-m", "lxdlib.forwarder", "--root", str(tmp_path),
+             "--instance", "hlk-logs", "--device", "p1", "--init-pid", str(gone.pid),
+             "--listen", "tcp:127.0.0.1:1", "--connect", "tcp:127.0.0.1:1",
+             "--pidfile", str(tmp_path / "proxy.p1.pid"), "--status-fd", str(status_w)],
+            stderr=err, pass_fds=(status_w,), timeout=30, check=False)
+    os.close(status_w)
+    with os.fdopen(status_r, "rb") as status:
+        said = status.read()  # EOF once the forwarder (the starter's grandchild) exited
+    assert proc.returncode == 0
+    assert said.startswith(b"error The instance's init"), said
+    lines = (tmp_path / "err").read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d \[\d+\] error: The instance's init "
+                        rf"\(pid {gone.pid}\) is gone", lines[0]), lines
