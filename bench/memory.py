@@ -21,19 +21,17 @@ monitor (``lxd forkstart``) costs about 11 MB per instance for comparison.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from roots import busybox_root
+
 import lxdlib
-from tests.cleanup import teardown_root
 
 _ROLLUP_KEYS = ("Rss", "Pss", "Private_Clean", "Private_Dirty")
 
@@ -160,15 +158,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
         return 2
-    tmp = Path(tempfile.mkdtemp(prefix="lxdlib-membench-", dir="/var/tmp"))
-    tmp.chmod(0o711)  # the containers' root user must reach its rootfs
-    root = tmp / "root"
-    try:
-        host = lxdlib.Host(root, create=True)
-        host.create_pool("default", "btrfs", {"size": "2GiB"})
-        host.profiles.create("default", {}, {"root": {"type": "disk", "path": "/",
-                                                      "pool": "default"}})
-        host.images.build_busybox("busybox")
+    with busybox_root("lxdlib-membench-", "2GiB") as host:
         host.launch("busybox", "mb-warmup").delete(force=True)  # unpack the image volume once
         names = [f"mb{i}" for i in range(args.n)]
         t = time.perf_counter()
@@ -185,10 +175,6 @@ def main() -> int:
               f"RSS {m['monitor_rss']:.2f} MB")
         print(f"  other:   PSS {m['other_pss']:.2f} MB, USS {m['other_uss']:.2f} MB")
         print(f"container's own processes: PSS {m['container_pss']:.2f} MB per instance")
-    finally:
-        with contextlib.suppress(Exception):
-            teardown_root(root)
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -7,38 +7,31 @@ them running), against applying the same cgroup writes by hand with python3-lxc.
 from __future__ import annotations
 
 import argparse
-import shutil
+import secrets
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import lxdlib
+from roots import busybox_root
+
 from lxdlib import runtime
 from lxdlib.config import limits
-from tests.cleanup import teardown_root
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--instances", type=int, default=100)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="lxdlib-bench-", dir="/var/tmp"))
-    tmp.chmod(0o711)
-    root = tmp / "root"
-    try:
-        host = lxdlib.Host(root, create=True)
-        host.create_pool("default", "btrfs", {"size": "4GiB"})
-        host.profiles.create("default", {}, {"root": {"type": "disk", "path": "/",
-                                                      "pool": "default"}})
+    # liblxc's names are global on a machine (its cgroups): this run's own
+    prefix = f"bp{secrets.token_hex(2)}"
+    with busybox_root("lxdlib-bench-", "4GiB") as host:
         host.profiles.create("web", {"limits.memory": "256MiB"}, {})
-        host.images.build_busybox("busybox")
         t = time.perf_counter()
         insts = []
         for i in range(args.instances):
-            inst = host.create("busybox", f"c{i}", profiles=["default", "web"])
+            inst = host.create("busybox", f"{prefix}{i}", profiles=["default", "web"])
             if i % 2 == 0:
                 inst.start()
             insts.append(inst)
@@ -68,9 +61,6 @@ def main() -> int:
         print(f"ratio: {lib / raw:.2f}x")
         for inst in insts:
             inst.delete(force=True)
-    finally:
-        teardown_root(root)
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

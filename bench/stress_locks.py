@@ -21,16 +21,16 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from multiprocessing import Pool
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from roots import busybox_root
+
 import lxdlib
 from lxdlib import runtime
-from tests.cleanup import teardown_root
 from tests.integration import invariants
 
 LXDLIB = str(Path(sys.executable).parent / "lxdlib")
@@ -121,16 +121,9 @@ def main() -> int:
     ap.add_argument("--prefix", default="st", help="of the instance names (liblxc's names are "
                     "global on a machine)")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="lxdlib-stress-", dir="/var/tmp"))
-    tmp.chmod(0o711)
-    root = tmp / "root"
-    try:
-        host = lxdlib.Host(root, create=True)
-        host.create_pool("default", "btrfs", {"size": "4GiB"})
-        host.profiles.create("default", {}, {"root": {"type": "disk", "path": "/",
-                                                      "pool": "default"}})
+    with busybox_root("lxdlib-stress-", "4GiB") as host:
+        root = host.paths.root
         host.profiles.create("sp")
-        host.images.build_busybox("busybox")
         for v in ("sv0", "sv1"):
             host.volumes.create(f"default/{v}")
         names = [f"{args.prefix}{i}" for i in range(5)]
@@ -150,9 +143,6 @@ def main() -> int:
         for f in failures:
             print(f)
         return 1 if failures else 0
-    finally:
-        teardown_root(root)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
