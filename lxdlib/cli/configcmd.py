@@ -7,7 +7,16 @@ import sys
 
 from ..errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, InvalidConfig, NotFound
 from . import output
-from .common import devices_map, edit_text, load_mapping, parse_kv, str_list, str_map, text_field
+from .common import (
+    device_props,
+    devices_map,
+    edit_text,
+    load_mapping,
+    parse_kv,
+    str_list,
+    str_map,
+    text_field,
+)
 
 if TYPE_CHECKING:
     from typing import Any
@@ -162,6 +171,7 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
         raise InvalidArgument(f"unknown device verb {verb!r}")
     if verb == "add" and not rest:
         raise InvalidArgument("usage: config device add <instance> <device> <type> [k=v…]")
+    props = device_props(rest[1:]) if verb == "add" else {}
     kv: dict[str, str] | None = None
     if verb == "set":
         kv = (parse_kv(rest, "device property") if all("=" in r for r in rest)
@@ -173,7 +183,7 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
         """Runs under the instance's lock on the record read there (see Instance.modify)."""
         devs = rec.devices
         if verb == "add":
-            device_add(devs, name, rest[0], parse_kv(rest[1:], "device property"))
+            device_add(devs, name, rest[0], props)
         elif verb == "remove":
             for n in [name, *rest]:
                 if n not in devs:
@@ -203,7 +213,13 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
                 for k in rest:
                     devs[name].pop(k, None)
 
-    inst.modify(change)
+    try:
+        inst.modify(change)  # the new device is checked here, with the record
+    except InvalidConfig as e:
+        if verb != "add":
+            raise
+        from .lxdwords import device_refused
+        raise device_refused(e, name, instance=True) from None
     if not a.quiet:  # LXD's words for the verbs that print
         said = {"add": f"Device {name} added to {a.instance}",
                 "remove": f"Device {', '.join([name, *rest])} removed from {a.instance}",

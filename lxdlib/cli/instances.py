@@ -9,7 +9,14 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from ..errors import TYPE_CHECKING, InvalidArgument, InvalidName, LxdlibError, NotFound
+from ..errors import (
+    TYPE_CHECKING,
+    AlreadyExists,
+    InvalidArgument,
+    InvalidName,
+    LxdlibError,
+    NotFound,
+)
 from . import output
 from .common import parse_kv
 
@@ -183,6 +190,9 @@ def cmd_move(host: Host, a: argparse.Namespace) -> int:
         return 0
     if dst is None and not a.storage:
         raise InvalidArgument("move needs a new name or a storage pool (-s)")
+    if dst == src and not a.storage:  # as lxc: the name is taken (by the instance itself)
+        _instance(host, src)
+        raise AlreadyExists("instance", dst)
     host.move(src, dst, pool=a.storage or None)
     return 0
 
@@ -208,7 +218,10 @@ def cmd_copy(host: Host, a: argparse.Namespace) -> int:
             if dname not in exp:
                 raise NotFound("device", dname, f"not in instance {src_name!r}")
             devices[dname] = {**exp[dname], **kv}
-    inst = host.copy(a.source, a.target, instance_only=a.instance_only,
+    # as lxc 5.0: without a target name the copy takes the source's, which is taken (the
+    # API's None, a generated name, is kept for a snapshot's copy)
+    target = a.target if a.target is not None or "/" in a.source else src_name
+    inst = host.copy(a.source, target, instance_only=a.instance_only,
                      ephemeral=a.ephemeral, profiles=profiles, config=config,
                      devices=devices, pool=a.storage, refresh=a.refresh)
     if a.target is None and not a.quiet:
@@ -312,8 +325,24 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
             row, d = _broken_entry(entry, cols, str(e))
         rows.append(row)
         data.append(d)
+    if a.format == "yaml":
+        data = [_yaml_empties(d) for d in data]
     output.emit(a.format, headers, rows, data)
     return 0
+
+
+def _yaml_empties(d: dict[str, Any]) -> dict[str, Any]:
+    """An instance as ``lxc list -f yaml`` writes it: yaml.v2 writes Go's nil slices and maps
+    (``backups``, ``snapshots``, a stopped instance's ``state.network``), which JSON writes as
+    ``null``, as ``[]`` and ``{}``."""
+    d = dict(d)
+    for key in ("backups", "snapshots"):
+        if key in d and d[key] is None:
+            d[key] = []
+    state = d.get("state")
+    if isinstance(state, dict) and "network" in state and state["network"] is None:
+        d["state"] = {**state, "network": {}}
+    return d
 
 
 def _record_cells(rec: InstanceRecord, columns: str) -> dict[str, str]:

@@ -422,7 +422,7 @@ def _validate_disk(name: str, d: Mapping[str, str]) -> None:
     _apply_rules(name, d, _DISK_RULES)
     path, source, pool = d.get("path", ""), d.get("source", ""), d.get("pool", "")
     if source == "" and path != "/":
-        raise _err(name, "source", 'Non root disk devices require the "source" property')
+        raise _err(name, "source", 'Disk entry is missing the required "source" or "path" property')
     if path == "/" and source != "":
         raise _err(name, "source", 'Root disk entry may not have a "source" property set', source)
     if path == "/" and pool == "":
