@@ -197,7 +197,8 @@ def test_error_lines_are_lxds(host: lxdlib.Host) -> None:
 def test_wrong_argument_counts_are_lxcs_usage_error(host: lxdlib.Host) -> None:
     """A missing or extra argument: lxc's ``Invalid number of arguments`` and status 1 (lxc
     prints its help on stdout before it; lxdlib keeps stdout clean and gives the usage line on
-    stderr). argparse's own status was 2."""
+    stderr). argparse's own status was 2. ``start`` with no name at all: lxc prints its help
+    and exits 0; lxdlib refuses it the same way (the README's "does better" list)."""
     host.create("busybox", "c2")
     for args in (("info", "c2", "c3"), ("restore", "c2"), ("rename", "c2"),
                  ("file", "pull", "c2/etc/hostname"), ("start",)):
