@@ -63,7 +63,15 @@ def cmd_set(host: Host, a: argparse.Namespace) -> int:
     target, kv = split_target_kv(a.args)
     if target is None:
         for k, v in kv.items():
-            host.set_config(k, v)
+            try:
+                host.set_config(k, v)
+            except InvalidConfig as e:
+                if e.reason != "Unknown configuration key":
+                    raise
+                # the server's words in lxc 5.0.2, also for `config set c1 key` (a value
+                # forgotten: lxc too takes it as a server key and its value)
+                from .lxdwords import worded
+                raise worded(e, f"cannot set '{k}' to '{v}': unknown key") from None
         return 0
     inst = host.instances.get(target)
 
@@ -101,8 +109,14 @@ def cmd_show(host: Host, a: argparse.Namespace) -> int:
         return 0
     if "/" in a.name:
         iname, sname = a.name.split("/", 1)
-        snap = host.instances.get(iname).snapshots.get(sname)
-        sys.stdout.write(output.dump_yaml(snap.to_dict()))
+        inst = host.instances.get(iname)
+        inst.snapshots.get(sname)  # NotFound in LXD's words for a snapshot that is not there
+        rec = inst.record()
+        snap = next((s for s in rec.snapshots if s.name == sname), None)
+        if snap is None:  # deleted meanwhile
+            raise NotFound("snapshot", a.name)
+        from .instances import api_snapshot  # as LXD's API gives it, as `list -f json` does
+        sys.stdout.write(output.dump_yaml(api_snapshot(host, rec, snap)))
         return 0
     sys.stdout.write(output.dump_yaml(show_dict(host, host.instances.get(a.name), a.expanded)))
     return 0
@@ -152,8 +166,9 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
         if verb == "list":
             for n in sorted(devs):
                 print(n)
-        else:
-            sys.stdout.write(output.dump_yaml(devs))
+        else:  # sorted, as Go writes its maps
+            sys.stdout.write(output.dump_yaml(
+                {k: dict(sorted(v.items())) for k, v in sorted(devs.items())}))
         return 0
     if not rest:
         raise InvalidArgument(f"usage: config device {verb} <instance> <device> …")
@@ -220,6 +235,12 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
             raise
         from .lxdwords import device_refused
         raise device_refused(e, name, instance=True) from None
+    except NotFound as e:
+        if verb != "add" or e.kind != "disk source":
+            raise
+        from .lxdwords import worded  # lxc 5.0.2's words for a host path that is not there
+        raise worded(e, f'Failed add validation for device "{name}": Missing source path '
+                        f'"{e.name}" for disk "{name}"') from None
     if not a.quiet:  # LXD's words for the verbs that print
         said = {"add": f"Device {name} added to {a.instance}",
                 "remove": f"Device {', '.join([name, *rest])} removed from {a.instance}",

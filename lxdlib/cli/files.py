@@ -184,6 +184,8 @@ def cmd_pull(host: Host, a: argparse.Namespace) -> int:
         inst = _instance(host, name)
         with inst.files.session() as s:
             st = s.stat(path)
+            if st.type == "directory" and not a.recursive:  # lxc's words
+                raise InvalidArgument("Can't pull a directory without --recursive")
             if to_stdout:
                 if st.type != "file":
                     raise InvalidArgument(f"{name}{path} is a {st.kind}, not a regular file")
@@ -193,8 +195,6 @@ def cmd_pull(host: Host, a: argparse.Namespace) -> int:
                 continue
             target = dest / _basename(path) if into_dir else dest
             if st.type == "directory":
-                if not a.recursive:
-                    raise InvalidArgument(f"{name}{path} is a directory (use -r)")
                 pull_tree(s, path, target)
             elif st.type == "file":
                 _write_file(target, st, s, path, a.quiet)

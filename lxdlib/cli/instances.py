@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..host import Host
     from ..instances import Instance
     from ..listing import Listed
-    from ..record import InstanceRecord
+    from ..record import InstanceRecord, SnapshotRecord
     from ..state import Paths
     from .listcols import Custom
 
@@ -526,24 +526,28 @@ def instance_state(entry: Listed, net: Mapping[str, Any] | None, usage: Mapping[
     }
 
 
+def api_snapshot(host: Host, rec: InstanceRecord, snap: SnapshotRecord) -> dict[str, Any]:
+    """One snapshot of ``rec`` as LXD's API gives it (``api.InstanceSnapshot``: ``config show
+    c1/snap`` and each of ``list --format json``'s ``snapshots``): its keys in its order."""
+    scfg, sdevs = _shown(host, snap.profiles, snap.config, snap.devices)
+    return {
+        "expires_at": api_time(snap.expires_at, ZERO_TIME),
+        "architecture": rec.architecture, "config": dict(sorted(snap.config.items())),
+        "created_at": api_time(snap.created_at, ZERO_TIME),
+        "devices": _sorted_devices(snap.devices), "ephemeral": False,
+        "expanded_config": dict(sorted(scfg.items())),
+        "expanded_devices": _sorted_devices(sdevs), "last_used_at": ZERO_TIME,
+        "name": snap.name, "profiles": list(snap.profiles), "stateful": snap.stateful,
+        "size": -1}
+
+
 def instance_full(host: Host, entry: Listed, rec: InstanceRecord,
                   net: Mapping[str, Any] | None, usage: Mapping[str, Any],
                   disk_usage: Mapping[str, int | None]) -> dict[str, Any]:
     """One instance as LXD's ``lxc list --format json`` prints it (``api.InstanceFull``): the
     same keys in the same order, ``snapshots`` and ``backups`` null when there are none."""
     cfg, devs = _shown(host, rec.profiles, rec.config, rec.devices)
-    snapshots = []
-    for snap in rec.snapshots:
-        scfg, sdevs = _shown(host, snap.profiles, snap.config, snap.devices)
-        snapshots.append({
-            "expires_at": api_time(snap.expires_at, ZERO_TIME),
-            "architecture": rec.architecture, "config": dict(sorted(snap.config.items())),
-            "created_at": api_time(snap.created_at, ZERO_TIME),
-            "devices": _sorted_devices(snap.devices), "ephemeral": False,
-            "expanded_config": dict(sorted(scfg.items())),
-            "expanded_devices": _sorted_devices(sdevs), "last_used_at": ZERO_TIME,
-            "name": snap.name, "profiles": list(snap.profiles), "stateful": snap.stateful,
-            "size": -1})
+    snapshots = [api_snapshot(host, rec, snap) for snap in rec.snapshots]
     status = entry.status
     return {
         "architecture": rec.architecture, "config": dict(sorted(rec.config.items())),
@@ -667,7 +671,7 @@ def _resource_lines(info: Mapping[str, Any], res: Mapping[str, Any]) -> list[str
 def cmd_exec(host: Host, a: argparse.Namespace) -> int:
     cmd = list(a.cmd)
     if not cmd:
-        raise InvalidArgument("exec needs a command")
+        raise InvalidArgument("Invalid number of arguments")  # lxc's words
     inst = _instance(host, a.name)
     # As lxc does: the caller's TERM goes along (interactive or not), --env may override it.
     term = os.environ.get("TERM")

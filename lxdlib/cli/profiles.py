@@ -232,8 +232,9 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
         if verb == "list":
             for n in sorted(devs):
                 print(n)
-        elif verb == "show":
-            sys.stdout.write(output.dump_yaml(devs))
+        elif verb == "show":  # sorted, as Go writes its maps
+            sys.stdout.write(output.dump_yaml(
+                {k: dict(sorted(v.items())) for k, v in sorted(devs.items())}))
         else:
             if not a.rest:
                 raise InvalidArgument("usage: profile device get <profile> <device> <key>")

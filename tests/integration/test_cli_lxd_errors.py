@@ -132,6 +132,7 @@ CASES: list[tuple[tuple[str, ...], str]] = [
     (("init", "busybox", "bad/name"), 'The character "/" is reserved for snapshots'),
     (("init", "busybox", "c4", "-s", "nope"),
      'Failed loading storage pool "nope": Storage pool not found'),
+    (("config", "set", "c2", "user.a"), "cannot set 'c2' to 'user.a': unknown key"),  # no value
     (("profile", "get", "nope", "x"), "Fetch profile: Profile not found"),
     (("profile", "edit", "nope"), 'Failed to retrieve profile "nope": Profile not found'),
     (("profile", "set", "p1", "user.a"), "Invalid key=value configuration: user.a"),
@@ -139,6 +140,8 @@ CASES: list[tuple[tuple[str, ...], str]] = [
     (("export", "nope", "nope.tar.gz"), "Create instance backup: Instance not found"),
     (("remote", "remove", "nope"), "Remote nope doesn't exist"),
     (("file", "pull", "c1", "-"), "Invalid source c1"),
+    (("file", "pull", "c1/etc", "-"), "Can't pull a directory without --recursive"),
+    (("exec", "c1"), "Invalid number of arguments"),
     (("file", "push", "/etc/hostname", "c2"), "Invalid target c2"),
     (("storage", "volume", "show", "nope", "v1"), "Storage pool not found"),
     (("storage", "volume", "set", "default", "v1", "nosuch", "v"),
@@ -157,6 +160,9 @@ CASES: list[tuple[tuple[str, ...], str]] = [
     (("profile", "device", "add", "p1", "d1", "nosuchtype"),
      'Device validation failed for "d1": Failed loading device "d1": Unsupported device type'),
     (("config", "device", "add", "c2", "d1", "none", "bad"), 'No value found in "bad"'),
+    (("config", "device", "add", "c2", "d1", "disk", "source=/nonexistent-src", "path=/mnt"),
+     'Failed add validation for device "d1": Missing source path "/nonexistent-src" for disk '
+     '"d1"'),
     # options lxc does not know, or without their value: its flag parser's words, status 1
     (("start", "c1", "--nosuch"), "unknown flag: --nosuch"),
     (("start", "c1", "--timeout=3"), "unknown flag: --timeout"),

@@ -580,3 +580,27 @@ def test_gets_lists_and_formats_print_what_lxc_prints(host: lxdlib.Host) -> None
     host.create("busybox", "c3")
     assert "  used_by:\n  - /1.0/instances/c2\n  - /1.0/instances/c3\n" in \
         run(root, "profile", "list", "-f", "yaml").stdout
+
+
+def test_storage_flag_snapshot_show_and_device_show_as_lxc(host: lxdlib.Host) -> None:
+    """Read off lxc 5.0.2: `init -s <pool>` gives the instance its own root disk, also when a
+    profile's is on that pool already (`config device show`: the device, its keys sorted);
+    `config show c1/snap` is the API's InstanceSnapshot, in its order."""
+    root = host.paths.root
+    run(root, "init", "busybox", "c2", "-s", "default")
+    want = "root:\n  path: /\n  pool: default\n  type: disk\n"
+    assert run(root, "config", "device", "show", "c2").stdout == want
+    assert run(root, "config", "device", "list", "c2").stdout == "root\n"
+    run(root, "init", "busybox", "c3", "-s", "default", "--no-profiles")
+    assert run(root, "config", "device", "show", "c3").stdout == want  # sorted keys
+    run(root, "snapshot", "c2", "snap0")
+    shown = run(root, "config", "show", "c2/snap0").stdout
+    keys = [line.split(":")[0] for line in shown.splitlines() if line[:1].isalpha()]
+    assert keys == ["expires_at", "architecture", "config", "created_at", "devices",
+                    "ephemeral", "expanded_config", "expanded_devices", "last_used_at", "name",
+                    "profiles", "stateful", "size"], shown
+    for line in ("expires_at: 0001-01-01T00:00:00Z", "last_used_at: 0001-01-01T00:00:00Z",
+                 "name: snap0", "stateful: false", "size: -1", "profiles:", "- default",
+                 "ephemeral: false", "architecture: x86_64"):
+        assert line in shown.splitlines(), (line, shown)
+    assert "devices:\n  root:\n    path: /\n    pool: default\n    type: disk\n" in shown
