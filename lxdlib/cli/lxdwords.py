@@ -114,13 +114,26 @@ def lxd_text(e: LxdlibError, args: object, name: str | None = None) -> str:
         who = name or (str(names[0]) if len(names) == 1 else "")
         if who:
             return f"{e}\nTry `lxdlib info --show-log {who}` for more info"
+    if isinstance(e, NotFound) and (command, sub) == ("storage", "volume attach") and \
+            e.kind == "storage volume":  # LXD's device check loads the volume: its words
+        rest = getattr(args, "rest", None) or []
+        device = rest[0] if len(rest) == 2 else getattr(args, "volume", e.name)
+        return (f'Failed add validation for device "{device}": Failed loading custom volume: '
+                "Storage volume not found")
     if isinstance(e, NotFound):
         return str(e) if e.repair else _not_found(e, command, sub) or str(e)
     if isinstance(e, WrongState):
         return WRONG_STATE.get((command, getattr(e, "state", "")), str(e))
     if isinstance(e, AlreadyExists):
         return _exists(e, command, sub) or str(e)
-    if isinstance(e, InvalidConfig) and (command, sub) == ("storage", "volume set"):
+    if isinstance(e, InvalidConfig) and getattr(e, "device", None) and \
+            (command, sub) in (("config", "edit"), ("profile", "edit")):
+        device_refused(e, str(getattr(e, "device", "")), instance=command == "config")
+        text = getattr(e, "lxd_text", None)
+        if isinstance(text, str):
+            return text
+    if isinstance(e, InvalidConfig) and (command, sub) in (("storage", "volume set"),
+                                                          ("storage", "volume create")):
         # LXD names the volume as its storage layer does: <pool>_<volume>
         vol = f"{getattr(args, 'pool', '')}_{getattr(args, 'volume', '')}"
         if e.reason.startswith("unknown custom volume key"):
@@ -169,6 +182,8 @@ def _not_found(e: NotFound, command: str, sub: str) -> str | None:
         return f"Profile '{name}' doesn't exist"
     if kind == "profile" and command in ("launch", "init"):  # -p
         return f'Requested profile "{name}" doesn\'t exist'
+    if kind == "device" and (command, sub) == ("storage", "volume detach"):
+        return "No device found for this storage volume"
     if kind == "remote" and command == "remote":
         return f"Remote {name} doesn't exist"
     if kind == "network" and (command, sub) == ("network", "info"):
@@ -221,7 +236,8 @@ def _exists(e: AlreadyExists, command: str, sub: str) -> str | None:
         return f'Alias "{name}" already exists'
     elif kind == "device" and sub == "device":
         return "The device already exists"
-    elif kind == "device" and sub in _PROFILE_DEVICE_VERBS:
+    elif kind == "device" and (sub in _PROFILE_DEVICE_VERBS or
+                               (command, sub) == ("storage", "volume attach")):
         return f"Device already exists: {name}"
     return None
 

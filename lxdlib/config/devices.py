@@ -38,6 +38,7 @@ DEVICE_NAME_MAX = 63
 def _err(device: str, key: str, reason: str, value: str | None = None) -> InvalidConfig:
     e = InvalidConfig(key, reason, value)
     e.args = (f"device {device!r}: {e.args[0]}",)
+    e.device = device  # type: ignore[attr-defined]  # which device (the command's words)
     return e
 
 

@@ -160,6 +160,19 @@ CASES: list[tuple[tuple[str, ...], str]] = [
     (("profile", "device", "add", "p1", "d1", "nosuchtype"),
      'Device validation failed for "d1": Failed loading device "d1": Unsupported device type'),
     (("config", "device", "add", "c2", "d1", "none", "bad"), 'No value found in "bad"'),
+    (("storage", "volume", "attach", "default", "nope", "c2", "/mnt"),
+     'Failed add validation for device "nope": Failed loading custom volume: Storage volume '
+     "not found"),
+    (("storage", "volume", "attach", "default", "v1", "c2", "/mnt"), ""),
+    (("storage", "volume", "attach", "default", "v1", "c2", "/mnt"), "Device already exists: v1"),
+    (("storage", "volume", "detach", "default", "v1", "c2"), ""),
+    (("storage", "volume", "detach", "default", "v1", "c2"),
+     "No device found for this storage volume"),
+    (("storage", "volume", "create", "default", "v9", "size=abc"),
+     'Invalid value for volume "default_v9" option "size": Invalid value: abc'),
+    (("storage", "volume", "create", "default", "v9", "nosuch=x"),
+     'Invalid option for volume "default_v9" option "nosuch"'),
+    (("network", "detach", "nope", "c2"), "No device found for this network"),
     (("config", "device", "add", "c2", "d1", "disk", "source=/nonexistent-src", "path=/mnt"),
      'Failed add validation for device "d1": Missing source path "/nonexistent-src" for disk '
      '"d1"'),
@@ -175,10 +188,11 @@ CASES: list[tuple[tuple[str, ...], str]] = [
 ]
 
 
-def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run(root: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root", str(root), *args],
                           capture_output=True, text=True, timeout=120, env=dict(os.environ),
-                          stdin=subprocess.DEVNULL)
+                          **({"input": input} if input is not None
+                             else {"stdin": subprocess.DEVNULL}))
 
 
 def test_error_lines_are_lxds(host: lxdlib.Host) -> None:
@@ -212,6 +226,19 @@ def test_wrong_argument_counts_are_lxcs_usage_error(host: lxdlib.Host) -> None:
         assert (r.returncode, r.stdout) == (1, ""), args
         assert r.stderr.startswith("usage: ") and \
             r.stderr.endswith("\nError: Invalid number of arguments\n"), (args, r.stderr)
+
+
+def test_an_edit_with_a_bad_device_says_what_lxc_says(host: lxdlib.Host) -> None:
+    """Read off lxc 5.0.2: a device of an unknown type in `config edit` / `profile edit`."""
+    host.create("busybox", "c2")
+    host.profiles.create("p1", {}, {})
+    bad = "devices:\n  d1:\n    type: nosuchtype\n"
+    why = 'Device validation failed for "d1": Failed loading device "d1": Unsupported device type'
+    r = run(host.paths.root, "config", "edit", "c2", input=bad)
+    assert (r.returncode, r.stderr) == (1, f"Error: Invalid devices: {why}\n")
+    r = run(host.paths.root, "profile", "edit", "p1", input=bad)
+    assert (r.returncode, r.stderr) == (1, f"Error: {why}\n")
+    assert host.instances["c2"].devices == {} and host.profiles.get("p1").devices == {}
 
 
 def test_a_batch_tries_every_instance_and_reports_each_failure(host: lxdlib.Host) -> None:
