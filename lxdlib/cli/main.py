@@ -199,6 +199,25 @@ def _lxc_flag_error(message: str) -> str | None:
     return None
 
 
+#: lxdlib's own flags that lxc (cobra's persistent flags) takes anywhere on the line
+_GLOBAL_FLAGS = frozenset({"--debug", "-v", "--verbose", "-q", "--quiet"})
+
+
+def hoist_global_flags(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the global flags that follow the command word (``launch busybox c1 -q``,
+    as lxc takes them) moved before it, where argparse takes them; nothing after ``--``."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in _GLOBAL_WITH_VALUE else 1
+    rest = list(argv[i:])
+    end = rest.index("--") if "--" in rest else len(rest)
+    moved = [x for x in rest[:end] if x in _GLOBAL_FLAGS]
+    if not moved:
+        return list(argv)
+    kept = [x for x in rest[:end] if x not in _GLOBAL_FLAGS]
+    return [*argv[:i], *moved, *kept, *rest[end:]]
+
+
 def command_word(argv: Sequence[str]) -> str | None:
     """The command of a command line (the first word after lxdlib's own options)."""
     i = 0
@@ -502,6 +521,7 @@ def _run(argv: Sequence[str] | None) -> int:
     if isinstance(forwarded, int):
         return forwarded
     head, command = split_exec(fix_config_shorthand(forwarded))
+    head = hoist_global_flags(head)
     word = command_word(head)
     if word is not None and word not in COMMANDS and word not in ALIASES:
         return unknown_command(word, "lxdlib", sorted(COMMANDS))

@@ -591,7 +591,9 @@ def test_storage_flag_snapshot_show_and_device_show_as_lxc(host: lxdlib.Host) ->
     want = "root:\n  path: /\n  pool: default\n  type: disk\n"
     assert run(root, "config", "device", "show", "c2").stdout == want
     assert run(root, "config", "device", "list", "c2").stdout == "root\n"
-    run(root, "init", "busybox", "c3", "-s", "default", "--no-profiles")
+    # lxc takes its global flags anywhere on the line: -q after the names
+    assert run(root, "init", "busybox", "c3", "-s", "default", "--no-profiles", "-q").stdout \
+        == ""
     assert run(root, "config", "device", "show", "c3").stdout == want  # sorted keys
     run(root, "snapshot", "c2", "snap0")
     shown = run(root, "config", "show", "c2/snap0").stdout
