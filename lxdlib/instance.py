@@ -1651,7 +1651,9 @@ def expand_with_root(ctx: Context, profiles: Sequence[str], config: Mapping[str,
     """Expanded config and devices and the root disk, put on ``pool`` when one is given.
 
     ``-s pool`` copies the profile's root disk into ``devices`` with the new pool (or adds a
-    root disk when the profiles have none), as LXD does; ``devices`` is updated in place.
+    root disk when the profiles have none), as LXD does; ``devices`` is updated in place. As
+    LXD's, the copy is made also when the profile's root disk is on that pool already: the
+    instance then keeps its pool whatever its profiles say later.
     """
     from .config import devices as devcfg
     exp_cfg, exp_devs = ctx.expand(profiles, config, devices)
@@ -1663,7 +1665,7 @@ def expand_with_root(ctx: Context, profiles: Sequence[str], config: Mapping[str,
             raise
         root_name, root = "root", {"type": "disk", "path": "/", "pool": pool}
         devices[root_name] = dict(root)
-    if pool is not None and root.get("pool") != pool:
+    if pool is not None and (root.get("pool") != pool or root_name not in devices):
         devices[root_name] = {**root, "pool": pool}
         exp_cfg, exp_devs = ctx.expand(profiles, config, devices)
         root_name, root = expand.root_disk(exp_devs)

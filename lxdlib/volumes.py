@@ -395,7 +395,9 @@ class VolumeStore:
             try:
                 return load_record(self._record(pool, name), name)
             except FileNotFoundError:  # none, or withdrawn by a delete under way
-                raise NotFound("storage volume", name, f"in storage pool {pool!r}") from None
+                pass
+        self._pool(pool)  # as LXD: a pool that does not exist is what is not found
+        raise NotFound("storage volume", name, f"in storage pool {pool!r}")
 
     def _reclaim(self, pool: str, name: str) -> None:
         """Put back the record a killed delete or rename withdrew, by whoever now holds the

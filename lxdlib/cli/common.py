@@ -33,6 +33,15 @@ def parse_kv(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
+def device_props(items: list[str]) -> dict[str, str]:
+    """A device's ``key=value`` properties as ``config device add`` and ``profile device add``
+    take them, refused in lxc's words (``No value found in "x"``)."""
+    for it in items:
+        if "=" not in it:
+            raise InvalidArgument(f'No value found in "{it}"')
+    return parse_kv(items, "device property")
+
+
 def edit_text(text: str) -> str:
     """New content for an ``edit`` verb: stdin when it is not a terminal, else ``$EDITOR``."""
     if not sys.stdin.isatty():

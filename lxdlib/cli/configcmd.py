@@ -7,7 +7,16 @@ import sys
 
 from ..errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, InvalidConfig, NotFound
 from . import output
-from .common import devices_map, edit_text, load_mapping, parse_kv, str_list, str_map, text_field
+from .common import (
+    device_props,
+    devices_map,
+    edit_text,
+    load_mapping,
+    parse_kv,
+    str_list,
+    str_map,
+    text_field,
+)
 
 if TYPE_CHECKING:
     from typing import Any
@@ -54,7 +63,15 @@ def cmd_set(host: Host, a: argparse.Namespace) -> int:
     target, kv = split_target_kv(a.args)
     if target is None:
         for k, v in kv.items():
-            host.set_config(k, v)
+            try:
+                host.set_config(k, v)
+            except InvalidConfig as e:
+                if e.reason != "Unknown configuration key":
+                    raise
+                # the server's words in lxc 5.0.2, also for `config set c1 key` (a value
+                # forgotten: lxc too takes it as a server key and its value)
+                from .lxdwords import worded
+                raise worded(e, f"cannot set '{k}' to '{v}': unknown key") from None
         return 0
     inst = host.instances.get(target)
 
@@ -92,8 +109,14 @@ def cmd_show(host: Host, a: argparse.Namespace) -> int:
         return 0
     if "/" in a.name:
         iname, sname = a.name.split("/", 1)
-        snap = host.instances.get(iname).snapshots.get(sname)
-        sys.stdout.write(output.dump_yaml(snap.to_dict()))
+        inst = host.instances.get(iname)
+        inst.snapshots.get(sname)  # NotFound in LXD's words for a snapshot that is not there
+        rec = inst.record()
+        snap = next((s for s in rec.snapshots if s.name == sname), None)
+        if snap is None:  # deleted meanwhile
+            raise NotFound("snapshot", a.name)
+        from .instances import api_snapshot  # as LXD's API gives it, as `list -f json` does
+        sys.stdout.write(output.dump_yaml(api_snapshot(host, rec, snap)))
         return 0
     sys.stdout.write(output.dump_yaml(show_dict(host, host.instances.get(a.name), a.expanded)))
     return 0
@@ -143,8 +166,9 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
         if verb == "list":
             for n in sorted(devs):
                 print(n)
-        else:
-            sys.stdout.write(output.dump_yaml(devs))
+        else:  # sorted, as Go writes its maps
+            sys.stdout.write(output.dump_yaml(
+                {k: dict(sorted(v.items())) for k, v in sorted(devs.items())}))
         return 0
     if not rest:
         raise InvalidArgument(f"usage: config device {verb} <instance> <device> …")
@@ -162,6 +186,7 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
         raise InvalidArgument(f"unknown device verb {verb!r}")
     if verb == "add" and not rest:
         raise InvalidArgument("usage: config device add <instance> <device> <type> [k=v…]")
+    props = device_props(rest[1:]) if verb == "add" else {}
     kv: dict[str, str] | None = None
     if verb == "set":
         kv = (parse_kv(rest, "device property") if all("=" in r for r in rest)
@@ -173,7 +198,7 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
         """Runs under the instance's lock on the record read there (see Instance.modify)."""
         devs = rec.devices
         if verb == "add":
-            device_add(devs, name, rest[0], parse_kv(rest[1:], "device property"))
+            device_add(devs, name, rest[0], props)
         elif verb == "remove":
             for n in [name, *rest]:
                 if n not in devs:
@@ -203,7 +228,19 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
                 for k in rest:
                     devs[name].pop(k, None)
 
-    inst.modify(change)
+    try:
+        inst.modify(change)  # the new device is checked here, with the record
+    except InvalidConfig as e:
+        if verb != "add":
+            raise
+        from .lxdwords import device_refused
+        raise device_refused(e, name, instance=True) from None
+    except NotFound as e:
+        if verb != "add" or e.kind != "disk source":
+            raise
+        from .lxdwords import worded  # lxc 5.0.2's words for a host path that is not there
+        raise worded(e, f'Failed add validation for device "{name}": Missing source path '
+                        f'"{e.name}" for disk "{name}"') from None
     if not a.quiet:  # LXD's words for the verbs that print
         said = {"add": f"Device {name} added to {a.instance}",
                 "remove": f"Device {', '.join([name, *rest])} removed from {a.instance}",

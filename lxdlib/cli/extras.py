@@ -81,6 +81,9 @@ def cmd_rename(host: Host, a: argparse.Namespace) -> int:
             raise InvalidArgument("a snapshot can only be renamed within its instance")
         host.instances.get(inst).snapshots.rename(snap, dsnap)
         return 0
+    if new == old:  # as lxc: the name is taken (by the instance itself); the API's no-op
+        host.instances.get(old)
+        raise AlreadyExists("instance", new)
     host.move(old, new)
     return 0
 

@@ -27,13 +27,17 @@ if TYPE_CHECKING:
     from ..instances import Instance
 
 
-def split_target(ref: str) -> tuple[str, str]:
-    """``c1/etc/hosts`` → ("c1", "/etc/hosts"); the ``local:`` remote prefix is accepted."""
+def split_target(ref: str, lxc_word: str = "") -> tuple[str, str]:
+    """``c1/etc/hosts`` → ("c1", "/etc/hosts"); the ``local:`` remote prefix is accepted.
+    ``lxc_word``: lxc's refusal of a ref without a path (``push``: ``Invalid target c1``,
+    ``pull``: ``Invalid source c1``); without it, lxdlib's own words."""
+    given = ref
     if ref.startswith("local:"):
         ref = ref[len("local:"):]
     name, sep, path = ref.partition("/")
     if not name or not sep:
-        raise InvalidArgument(f"{ref!r} is not <instance>/<path>")
+        raise InvalidArgument(f"{lxc_word} {given}" if lxc_word else
+                              f"{ref!r} is not <instance>/<path>")
     return name, "/" + path
 
 
@@ -76,7 +80,7 @@ class _Counted:
 
 def cmd_push(host: Host, a: argparse.Namespace) -> int:
     from typing import cast  # here: typing is no import of lxdlib's modules (errors.py)
-    name, dest = split_target(a.target)
+    name, dest = split_target(a.target, "Invalid target")
     inst = _instance(host, name)
     mode, uid, gid = parse_mode(a.mode), a.uid, a.gid
     explicit = [k for k, v in (("mode", mode), ("uid", uid), ("gid", gid)) if v is not None]
@@ -158,7 +162,7 @@ def _write_file(dest: Path, st: FileStat, s: Session, path: str, quiet: bool = F
 
 
 def cmd_pull(host: Host, a: argparse.Namespace) -> int:
-    sources = [split_target(src) for src in a.sources]
+    sources = [split_target(src, "Invalid source") for src in a.sources]
     to_stdout = a.dest == "-"
     dest = Path(a.dest)
     # as lxc: with -r the destination is always a directory that receives each source by its
@@ -180,6 +184,8 @@ def cmd_pull(host: Host, a: argparse.Namespace) -> int:
         inst = _instance(host, name)
         with inst.files.session() as s:
             st = s.stat(path)
+            if st.type == "directory" and not a.recursive:  # lxc's words
+                raise InvalidArgument("Can't pull a directory without --recursive")
             if to_stdout:
                 if st.type != "file":
                     raise InvalidArgument(f"{name}{path} is a {st.kind}, not a regular file")
@@ -189,8 +195,6 @@ def cmd_pull(host: Host, a: argparse.Namespace) -> int:
                 continue
             target = dest / _basename(path) if into_dir else dest
             if st.type == "directory":
-                if not a.recursive:
-                    raise InvalidArgument(f"{name}{path} is a directory (use -r)")
                 pull_tree(s, path, target)
             elif st.type == "file":
                 _write_file(target, st, s, path, a.quiet)

@@ -9,7 +9,14 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from ..errors import TYPE_CHECKING, InvalidArgument, InvalidName, LxdlibError, NotFound
+from ..errors import (
+    TYPE_CHECKING,
+    AlreadyExists,
+    InvalidArgument,
+    InvalidName,
+    LxdlibError,
+    NotFound,
+)
 from . import output
 from .common import parse_kv
 
@@ -20,7 +27,7 @@ if TYPE_CHECKING:
     from ..host import Host
     from ..instances import Instance
     from ..listing import Listed
-    from ..record import InstanceRecord
+    from ..record import InstanceRecord, SnapshotRecord
     from ..state import Paths
     from .listcols import Custom
 
@@ -183,6 +190,9 @@ def cmd_move(host: Host, a: argparse.Namespace) -> int:
         return 0
     if dst is None and not a.storage:
         raise InvalidArgument("move needs a new name or a storage pool (-s)")
+    if dst == src and not a.storage:  # as lxc: the name is taken (by the instance itself)
+        _instance(host, src)
+        raise AlreadyExists("instance", dst)
     host.move(src, dst, pool=a.storage or None)
     return 0
 
@@ -208,7 +218,10 @@ def cmd_copy(host: Host, a: argparse.Namespace) -> int:
             if dname not in exp:
                 raise NotFound("device", dname, f"not in instance {src_name!r}")
             devices[dname] = {**exp[dname], **kv}
-    inst = host.copy(a.source, a.target, instance_only=a.instance_only,
+    # as lxc 5.0: without a target name the copy takes the source's, which is taken (the
+    # API's None, a generated name, is kept for a snapshot's copy)
+    target = a.target if a.target is not None or "/" in a.source else src_name
+    inst = host.copy(a.source, target, instance_only=a.instance_only,
                      ephemeral=a.ephemeral, profiles=profiles, config=config,
                      devices=devices, pool=a.storage, refresh=a.refresh)
     if a.target is None and not a.quiet:
@@ -312,8 +325,24 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
             row, d = _broken_entry(entry, cols, str(e))
         rows.append(row)
         data.append(d)
+    if a.format == "yaml":
+        data = [_yaml_empties(d) for d in data]
     output.emit(a.format, headers, rows, data)
     return 0
+
+
+def _yaml_empties(d: dict[str, Any]) -> dict[str, Any]:
+    """An instance as ``lxc list -f yaml`` writes it: yaml.v2 writes Go's nil slices and maps
+    (``backups``, ``snapshots``, a stopped instance's ``state.network``), which JSON writes as
+    ``null``, as ``[]`` and ``{}``."""
+    d = dict(d)
+    for key in ("backups", "snapshots"):
+        if key in d and d[key] is None:
+            d[key] = []
+    state = d.get("state")
+    if isinstance(state, dict) and "network" in state and state["network"] is None:
+        d["state"] = {**state, "network": {}}
+    return d
 
 
 def _record_cells(rec: InstanceRecord, columns: str) -> dict[str, str]:
@@ -497,24 +526,28 @@ def instance_state(entry: Listed, net: Mapping[str, Any] | None, usage: Mapping[
     }
 
 
+def api_snapshot(host: Host, rec: InstanceRecord, snap: SnapshotRecord) -> dict[str, Any]:
+    """One snapshot of ``rec`` as LXD's API gives it (``api.InstanceSnapshot``: ``config show
+    c1/snap`` and each of ``list --format json``'s ``snapshots``): its keys in its order."""
+    scfg, sdevs = _shown(host, snap.profiles, snap.config, snap.devices)
+    return {
+        "expires_at": api_time(snap.expires_at, ZERO_TIME),
+        "architecture": rec.architecture, "config": dict(sorted(snap.config.items())),
+        "created_at": api_time(snap.created_at, ZERO_TIME),
+        "devices": _sorted_devices(snap.devices), "ephemeral": False,
+        "expanded_config": dict(sorted(scfg.items())),
+        "expanded_devices": _sorted_devices(sdevs), "last_used_at": ZERO_TIME,
+        "name": snap.name, "profiles": list(snap.profiles), "stateful": snap.stateful,
+        "size": -1}
+
+
 def instance_full(host: Host, entry: Listed, rec: InstanceRecord,
                   net: Mapping[str, Any] | None, usage: Mapping[str, Any],
                   disk_usage: Mapping[str, int | None]) -> dict[str, Any]:
     """One instance as LXD's ``lxc list --format json`` prints it (``api.InstanceFull``): the
     same keys in the same order, ``snapshots`` and ``backups`` null when there are none."""
     cfg, devs = _shown(host, rec.profiles, rec.config, rec.devices)
-    snapshots = []
-    for snap in rec.snapshots:
-        scfg, sdevs = _shown(host, snap.profiles, snap.config, snap.devices)
-        snapshots.append({
-            "expires_at": api_time(snap.expires_at, ZERO_TIME),
-            "architecture": rec.architecture, "config": dict(sorted(snap.config.items())),
-            "created_at": api_time(snap.created_at, ZERO_TIME),
-            "devices": _sorted_devices(snap.devices), "ephemeral": False,
-            "expanded_config": dict(sorted(scfg.items())),
-            "expanded_devices": _sorted_devices(sdevs), "last_used_at": ZERO_TIME,
-            "name": snap.name, "profiles": list(snap.profiles), "stateful": snap.stateful,
-            "size": -1})
+    snapshots = [api_snapshot(host, rec, snap) for snap in rec.snapshots]
     status = entry.status
     return {
         "architecture": rec.architecture, "config": dict(sorted(rec.config.items())),
@@ -638,7 +671,7 @@ def _resource_lines(info: Mapping[str, Any], res: Mapping[str, Any]) -> list[str
 def cmd_exec(host: Host, a: argparse.Namespace) -> int:
     cmd = list(a.cmd)
     if not cmd:
-        raise InvalidArgument("exec needs a command")
+        raise InvalidArgument("Invalid number of arguments")  # lxc's words
     inst = _instance(host, a.name)
     # As lxc does: the caller's TERM goes along (interactive or not), --env may override it.
     term = os.environ.get("TERM")

@@ -69,6 +69,22 @@ def worded(e: LxdlibError, text: str) -> LxdlibError:
     return e
 
 
+def device_refused(e: InvalidConfig, device: str, *, instance: bool) -> InvalidConfig:
+    """``e`` (a device ``config device add`` or ``profile device add`` was given) in LXD's
+    words: ``Device validation failed for "d1": …``, after ``Invalid devices: `` for an
+    instance's. A refusal in lxdlib's own words (lower case) keeps them."""
+    reason = e.reason
+    if f"device {device!r}" not in str(e):  # not the new device's refusal
+        return e
+    if e.key == "type" and reason == "Unsupported device type":
+        reason = f'Failed loading device "{device}": {reason}'
+    elif not reason[:1].isupper():
+        return e
+    text = f'Device validation failed for "{device}": {reason}'
+    worded(e, f"Invalid devices: {text}" if instance else text)
+    return e
+
+
 def verb_of(args: object) -> tuple[str, str]:
     """The command word and, for the commands with verbs (``profile add``…), the verb."""
     command = str(getattr(args, "command", "") or "")
@@ -98,18 +114,53 @@ def lxd_text(e: LxdlibError, args: object, name: str | None = None) -> str:
         who = name or (str(names[0]) if len(names) == 1 else "")
         if who:
             return f"{e}\nTry `lxdlib info --show-log {who}` for more info"
+    if isinstance(e, NotFound) and (command, sub) == ("storage", "volume attach") and \
+            e.kind == "storage volume":  # LXD's device check loads the volume: its words
+        rest = getattr(args, "rest", None) or []
+        device = rest[0] if len(rest) == 2 else getattr(args, "volume", e.name)
+        return (f'Failed add validation for device "{device}": Failed loading custom volume: '
+                "Storage volume not found")
     if isinstance(e, NotFound):
         return str(e) if e.repair else _not_found(e, command, sub) or str(e)
     if isinstance(e, WrongState):
         return WRONG_STATE.get((command, getattr(e, "state", "")), str(e))
     if isinstance(e, AlreadyExists):
         return _exists(e, command, sub) or str(e)
+    if isinstance(e, InvalidConfig) and getattr(e, "device", None) and \
+            (command, sub) in (("config", "edit"), ("profile", "edit")):
+        device_refused(e, str(getattr(e, "device", "")), instance=command == "config")
+        text = getattr(e, "lxd_text", None)
+        if isinstance(text, str):
+            return text
+    if isinstance(e, InvalidConfig) and (command, sub) in (("storage", "volume set"),
+                                                          ("storage", "volume create")):
+        # LXD names the volume as its storage layer does: <pool>_<volume>
+        vol = f"{getattr(args, 'pool', '')}_{getattr(args, 'volume', '')}"
+        if e.reason.startswith("unknown custom volume key"):
+            return f'Invalid option for volume "{vol}" option "{e.key}"'
+        if e.reason[:1].isupper():
+            return f'Invalid value for volume "{vol}" option "{e.key}": {e.reason}'
     if isinstance(e, InvalidConfig):
         return _invalid_config(e, command, sub) or str(e)
-    if isinstance(e, InvalidName) and e.kind == "storage volume snapshot" and \
-            e.reason.startswith("Storage name"):  # LXD's own refusal: its sentence alone
-        return e.reason
+    if isinstance(e, InvalidName):
+        return _invalid_name(e, command) or str(e)
     return str(e)
+
+
+def _invalid_name(e: InvalidName, command: str) -> str | None:
+    if e.kind == "storage volume snapshot" and e.reason.startswith("Storage name"):
+        return e.reason  # LXD's own refusal: its sentence alone
+    if e.kind == "instance" and command in ("rename", "move", *_CREATES_INSTANCE):
+        if "/" in e.name:
+            return 'The character "/" is reserved for snapshots'
+        return f"Invalid instance name: {e.reason}"
+    if e.kind == "snapshot" and command == "snapshot":
+        if "/" in e.name:
+            return 'Invalid snapshot name: Cannot contain "/"'
+        if " " in e.name:
+            return (f'Failed creating instance snapshot record "{e.name}": Invalid instance '
+                    "snapshot name: Cannot contain space or / characters")
+    return None
 
 
 def _not_found(e: NotFound, command: str, sub: str) -> str | None:
@@ -131,12 +182,24 @@ def _not_found(e: NotFound, command: str, sub: str) -> str | None:
         return f"Profile '{name}' doesn't exist"
     if kind == "profile" and command in ("launch", "init"):  # -p
         return f'Requested profile "{name}" doesn\'t exist'
+    if kind == "device" and (command, sub) == ("storage", "volume detach"):
+        return "No device found for this storage volume"
+    if kind == "remote" and command == "remote":
+        return f"Remote {name} doesn't exist"
+    if kind == "network" and (command, sub) == ("network", "info"):
+        return f'Network interface "{name}" not found'
     text = NOT_FOUND.get(kind)
     if text is None:
         return None
+    if kind == "instance" and command == "export":
+        return f"Create instance backup: {text}"
+    if kind == "storage pool" and command in ("launch", "init"):  # -s
+        return f'Failed loading storage pool "{name}": {text}'
+    if kind == "profile" and (command, sub) == ("profile", "edit"):
+        return f'Failed to retrieve profile "{name}": {text}'
     if kind == "instance" and command == "delete":
         return f'Failed checking instance exists "local:{name}": {text}'
-    if kind == "profile" and ((command == "profile" and sub in ("show", "copy"))
+    if kind == "profile" and ((command == "profile" and sub in ("show", "copy", "get"))
                               or sub in _PROFILE_DEVICE_VERBS):
         return f"Fetch profile: {text}"
     if kind == "network" and command == "network" and sub == "delete":
@@ -154,6 +217,10 @@ def _exists(e: AlreadyExists, command: str, sub: str) -> str | None:
         if command in _CREATES_INSTANCE:
             return ('Failed creating instance record: Add instance info to the database: '
                     'This "instances" entry already exists')
+    elif kind == "snapshot" and command == "snapshot":
+        snap = name.rpartition("/")[2]
+        return (f'Failed creating instance snapshot record "{snap}": Add snapshot info to the '
+                'database: This "instances_snapshots" entry already exists')
     elif kind == "profile" and command == "profile":
         if sub == "rename":
             return f'Name "{name}" already in use'
@@ -169,7 +236,8 @@ def _exists(e: AlreadyExists, command: str, sub: str) -> str | None:
         return f'Alias "{name}" already exists'
     elif kind == "device" and sub == "device":
         return "The device already exists"
-    elif kind == "device" and sub in _PROFILE_DEVICE_VERBS:
+    elif kind == "device" and (sub in _PROFILE_DEVICE_VERBS or
+                               (command, sub) == ("storage", "volume attach")):
         return f"Device already exists: {name}"
     return None
 

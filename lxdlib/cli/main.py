@@ -23,6 +23,7 @@ import argparse
 import functools
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -167,10 +168,54 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", Formatter)
         super().__init__(*args, **kwargs)
 
-    def error(self, message: str) -> Any:  # argparse's own exit code 2 and usage line
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"Error: {message}\n")
-        raise SystemExit(2)
+    def error(self, message: str) -> Any:
+        """A usage error ends with exit status 1, as ``lxc``'s do (argparse's own is 2). An
+        unknown option or one without its value gets lxc's line alone; a missing or extra
+        argument, the usage line and lxc's ``Invalid number of arguments``."""
+        flag = _lxc_flag_error(message)
+        if flag is None:
+            self.print_usage(sys.stderr)
+            if message.startswith(("the following arguments are required",
+                                   "unrecognized arguments")):
+                message = "Invalid number of arguments"
+        sys.stderr.write(f"Error: {flag or message}\n")
+        raise SystemExit(1)
+
+
+def _lxc_flag_error(message: str) -> str | None:
+    """lxc's words for argparse's ``message`` about an option, or None if it is not one:
+    ``unknown flag: --x``, ``unknown shorthand flag: 'x' in -x``, ``flag needs an argument:
+    --timeout``."""
+    if message.startswith("unrecognized arguments: "):
+        word = message.split(": ", 1)[1].split(" ", 1)[0]
+        if word.startswith("--") and len(word) > 2:
+            return f"unknown flag: {word.split('=', 1)[0]}"
+        if word.startswith("-") and len(word) > 1 and not word[1].isdigit():
+            return f"unknown shorthand flag: '{word[1]}' in {word}"
+        return None
+    needs = re.fullmatch(r"argument (\S+?)(?:/(\S+))?: expected one argument", message)
+    if needs:
+        return f"flag needs an argument: {needs.group(2) or needs.group(1)}"
+    return None
+
+
+#: lxdlib's own flags that lxc (cobra's persistent flags) takes anywhere on the line
+_GLOBAL_FLAGS = frozenset({"--debug", "-v", "--verbose", "-q", "--quiet"})
+
+
+def hoist_global_flags(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the global flags that follow the command word (``launch busybox c1 -q``,
+    as lxc takes them) moved before it, where argparse takes them; nothing after ``--``."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in _GLOBAL_WITH_VALUE else 1
+    rest = list(argv[i:])
+    end = rest.index("--") if "--" in rest else len(rest)
+    moved = [x for x in rest[:end] if x in _GLOBAL_FLAGS]
+    if not moved:
+        return list(argv)
+    kept = [x for x in rest[:end] if x not in _GLOBAL_FLAGS]
+    return [*argv[:i], *moved, *kept, *rest[end:]]
 
 
 def command_word(argv: Sequence[str]) -> str | None:
@@ -476,6 +521,7 @@ def _run(argv: Sequence[str] | None) -> int:
     if isinstance(forwarded, int):
         return forwarded
     head, command = split_exec(fix_config_shorthand(forwarded))
+    head = hoist_global_flags(head)
     word = command_word(head)
     if word is not None and word not in COMMANDS and word not in ALIASES:
         return unknown_command(word, "lxdlib", sorted(COMMANDS))

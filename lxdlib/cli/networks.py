@@ -187,7 +187,7 @@ def cmd_detach(host: Host, a: argparse.Namespace) -> int:
         names = [n for n, d in rec.devices.items() if d.get("type") == "nic"
                  and d.get("network") == a.name and (a.device is None or n == a.device)]
         if not names:
-            raise InvalidArgument(f"no nic of {a.instance} is attached to {a.name}")
+            raise InvalidArgument("No device found for this network")  # lxc's words
         for n in names:
             del rec.devices[n]
     host.instances.get(a.instance).modify(change)

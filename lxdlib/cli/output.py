@@ -123,12 +123,22 @@ def to_csv(rows: Sequence[Sequence[str]]) -> str:
     return buf.getvalue().rstrip("\n")
 
 
+def go_json(data: Any) -> str:
+    """``data`` as LXD's client writes JSON (Go's ``json.Marshal``): no spaces, UTF-8 as it
+    is, and ``<``, ``>``, ``&``, U+2028 and U+2029 escaped (they only occur inside strings)."""
+    import json  # here: only --format json needs it
+    text = json.dumps(data, default=str, separators=(",", ":"), ensure_ascii=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                    ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
+
+
 def emit(fmt: str, headers: Sequence[str], rows: Sequence[Sequence[str]], data: Any) -> None:
     """Print rows in ``fmt``; json/yaml print ``data`` (the full objects, as LXD does)."""
     check_format(fmt)
     if fmt == "json":
-        import json  # here: only --format json needs it
-        print(json.dumps(data, default=str))
+        print(go_json(data))
     elif fmt == "yaml":
         sys.stdout.write(dump_yaml(data))
     elif fmt == "csv":
@@ -205,16 +215,52 @@ def _dumper() -> Any:
         return dumper.represent_scalar(str_tag, value, style=style)
 
     GoDumper.add_representer(str, represent_str)
+    GoDumper.add_representer(GoTime, lambda dumper, value: dumper.represent_scalar(
+        "tag:yaml.org,2002:timestamp", str(value)))  # the plain form resolves as this tag
     _go_dumper = GoDumper
     return GoDumper
 
 
+#: the fields LXD's API holds as Go times (``created_at``…): yaml.v2 writes those plain,
+#: ``created_at: 2026-01-02T03:04:05Z``, where a string that reads as a time gets quotes
+_TIME_KEYS = frozenset({"created_at", "last_used_at", "expires_at", "uploaded_at",
+                        "updated_at", "first_seen_at", "last_seen_at"})
+#: maps of free keys and values (a config key can be any string): no Go time below them
+_FREE_MAPS = frozenset({"config", "expanded_config", "devices", "expanded_devices",
+                        "properties"})
+_RFC3339 = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+            r"(?:Z|[-+][0-9]{2}:[0-9]{2})")
+
+
+class GoTime(str):
+    """A Go time's text (RFC 3339) that ``dump_yaml`` writes plain, as yaml.v2 does."""
+
+
+def _go_times(data: Any) -> Any:
+    """``data`` with the RFC 3339 values of its ``_TIME_KEYS`` fields as ``GoTime``."""
+    import re
+    if isinstance(data, list):
+        return [_go_times(x) for x in data]
+    if not isinstance(data, dict):
+        return data
+    out = {}
+    for k, v in data.items():
+        if k in _TIME_KEYS and isinstance(v, str) and re.fullmatch(_RFC3339, v):
+            out[k] = GoTime(v)
+        elif k in _FREE_MAPS:
+            out[k] = v
+        else:
+            out[k] = _go_times(v)
+    return out
+
+
 def dump_yaml(data: Any) -> str:
-    """``data`` as LXD's ``show`` commands print it (yaml.v2's quoting; see ``_dumper``);
-    it reads back unchanged with ``yaml.safe_load``."""
+    """``data`` as LXD's ``show`` commands print it (yaml.v2's quoting; see ``_dumper``; a
+    time field plain, see ``_TIME_KEYS``); it reads back unchanged with ``yaml.safe_load``
+    (a time field as a ``datetime``, as it reads LXD's)."""
     import yaml
-    return str(yaml.dump(data, Dumper=_dumper(), default_flow_style=False, sort_keys=False,
-                         allow_unicode=True))
+    return str(yaml.dump(_go_times(data), Dumper=_dumper(), default_flow_style=False,
+                         sort_keys=False, allow_unicode=True))
 
 
 def image_size(n: int) -> str:

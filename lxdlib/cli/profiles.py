@@ -6,9 +6,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, NotFound
+from ..errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, InvalidConfig, NotFound
 from . import output
-from .common import devices_map, edit_text, load_mapping, parse_kv, str_map, text_field
+from .common import (
+    device_props,
+    devices_map,
+    edit_text,
+    load_mapping,
+    parse_kv,
+    str_map,
+    text_field,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -23,18 +31,23 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
     # one read of each profile, and one walk over the instances for every used_by
     profs = host.ctx.profiles.list()
     rows = [[p.name, p.description, str(len(p.used_by))] for p in profs]
-    output.emit(a.format, ["NAME", "DESCRIPTION", "USED BY"], rows, [p.to_dict() for p in profs])
+    output.emit(a.format, ["NAME", "DESCRIPTION", "USED BY"], rows,
+                [_api_profile(p) for p in profs])
     return 0
+
+
+def _api_profile(p: ProfileRecord) -> dict[str, Any]:
+    """A profile as LXD's API gives it (``show``, ``list -f json|yaml``): api.Profile's field
+    order (its ProfilePut's config, description, devices, then name, used_by), its maps sorted
+    by key, as Go writes a map, and ``used_by`` as API paths."""
+    return {"config": dict(sorted(p.config.items())), "description": p.description,
+            "devices": {k: dict(sorted(v.items())) for k, v in sorted(p.devices.items())},
+            "name": p.name, "used_by": [f"/1.0/instances/{n}" for n in p.used_by]}
 
 
 def cmd_show(host: Host, a: argparse.Namespace) -> int:
     p = host.profiles.get(a.name).record()
-    # LXD's field order (api.Profile: its ProfilePut's config, description, devices, then
-    # name, used_by) and its maps sorted by key, as yaml.v2 writes a Go map
-    d = {"config": dict(sorted(p.config.items())), "description": p.description,
-         "devices": {k: dict(sorted(v.items())) for k, v in sorted(p.devices.items())},
-         "name": p.name, "used_by": [f"/1.0/instances/{n}" for n in p.used_by]}
-    sys.stdout.write(output.dump_yaml(d))
+    sys.stdout.write(output.dump_yaml(_api_profile(p)))
     return 0
 
 
@@ -82,6 +95,9 @@ def cmd_set(host: Host, a: argparse.Namespace) -> int:
     if len(a.args) == 2 and "=" not in a.args[0]:
         kv = {a.args[0]: a.args[1]}
     else:
+        bad = [x for x in a.args if "=" not in x]
+        if bad:  # lxc's words, as `storage set`
+            raise InvalidArgument(f"Invalid key=value configuration: {bad[0]}")
         kv = parse_kv(a.args, "config")
 
     def change(p: ProfileRecord) -> None:
@@ -216,8 +232,9 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
         if verb == "list":
             for n in sorted(devs):
                 print(n)
-        elif verb == "show":
-            sys.stdout.write(output.dump_yaml(devs))
+        elif verb == "show":  # sorted, as Go writes its maps
+            sys.stdout.write(output.dump_yaml(
+                {k: dict(sorted(v.items())) for k, v in sorted(devs.items())}))
         else:
             if not a.rest:
                 raise InvalidArgument("usage: profile device get <profile> <device> <key>")
@@ -238,8 +255,12 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
             raise InvalidArgument("usage: profile device set <profile> <device> <key> <value>")
 
     if verb == "add":
-        add_device(host, a.profile, name,
-                   {"type": rest[0], **parse_kv(rest[1:], "device property")})
+        props = {"type": rest[0], **device_props(rest[1:])}
+        try:
+            add_device(host, a.profile, name, props)
+        except InvalidConfig as e:
+            from .lxdwords import device_refused
+            raise device_refused(e, name, instance=False) from None
     elif verb == "remove":
         remove_devices(host, a.profile, lambda devs: [name, *rest])
     else:

@@ -71,8 +71,11 @@ def cmd_edit(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_get(host: Host, a: argparse.Namespace) -> int:
-    """``storage get <pool> <key>``: the value, an empty line for a key that is not set."""
-    print(host.pools[a.name].config.get(a.key, ""))
+    """``storage get <pool> <key>``: the value; as lxc, nothing (not an empty line) for a key
+    that is not set."""
+    cfg = host.pools[a.name].config
+    if a.key in cfg:
+        print(cfg[a.key])
     return 0
 
 
@@ -438,7 +441,8 @@ def cmd_volume_get(host: Host, a: argparse.Namespace) -> int:
         cfg = _volumes(host).get_snapshot(a.pool, volume, snap)["config"]
     else:
         cfg = _volumes(host).get(a.pool, a.volume)["config"]
-    print(cfg.get(a.key, ""))
+    if a.key in cfg:  # as lxc: a key that is not set prints nothing, not an empty line
+        print(cfg[a.key])
     return 0
 
 

@@ -38,6 +38,7 @@ DEVICE_NAME_MAX = 63
 def _err(device: str, key: str, reason: str, value: str | None = None) -> InvalidConfig:
     e = InvalidConfig(key, reason, value)
     e.args = (f"device {device!r}: {e.args[0]}",)
+    e.device = device  # type: ignore[attr-defined]  # which device (the command's words)
     return e
 
 
@@ -422,7 +423,7 @@ def _validate_disk(name: str, d: Mapping[str, str]) -> None:
     _apply_rules(name, d, _DISK_RULES)
     path, source, pool = d.get("path", ""), d.get("source", ""), d.get("pool", "")
     if source == "" and path != "/":
-        raise _err(name, "source", 'Non root disk devices require the "source" property')
+        raise _err(name, "source", 'Disk entry is missing the required "source" or "path" property')
     if path == "/" and source != "":
         raise _err(name, "source", 'Root disk entry may not have a "source" property set', source)
     if path == "/" and pool == "":

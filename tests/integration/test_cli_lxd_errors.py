@@ -112,16 +112,87 @@ CASES: list[tuple[tuple[str, ...], str]] = [
     (("profile", "unset", "p1", "nosuch.key"), "Unknown configuration key: nosuch.key"),
     (("init", "busybox", "c3", "-c", "nosuch.key=v"),
      "Failed creating instance record: Unknown configuration key: nosuch.key"),
+    # a user's everyday slips (the trial of issue 13, read off lxc 5.0.2 the same way)
+    (("rename", "c2", "c2"), 'Name "c2" already in use'),
+    (("move", "c2", "c2"), 'Name "c2" already in use'),
+    (("copy", "c2"), "Failed creating instance record: Add instance info to the database: This "
+                     '"instances" entry already exists'),  # lxc copies to the same name
+    (("snapshot", "c2", "s1"), ""),
+    (("snapshot", "c2", "s1"), 'Failed creating instance snapshot record "s1": Add snapshot info '
+                               'to the database: This "instances_snapshots" entry already '
+                               "exists"),
+    (("delete", "c2/s1"), ""),
+    (("snapshot", "c2", "bad/name"), 'Invalid snapshot name: Cannot contain "/"'),
+    (("snapshot", "c2", "bad name"), 'Failed creating instance snapshot record "bad name": '
+                                     "Invalid instance snapshot name: Cannot contain space or / "
+                                     "characters"),
+    (("rename", "c2", "bad/name"), 'The character "/" is reserved for snapshots'),
+    (("rename", "c2", "bad name"),
+     "Invalid instance name: Name can only contain alphanumeric and hyphen characters"),
+    (("init", "busybox", "bad/name"), 'The character "/" is reserved for snapshots'),
+    (("init", "busybox", "c4", "-s", "nope"),
+     'Failed loading storage pool "nope": Storage pool not found'),
+    (("config", "set", "c2", "user.a"), "cannot set 'c2' to 'user.a': unknown key"),  # no value
+    (("profile", "get", "nope", "x"), "Fetch profile: Profile not found"),
+    (("profile", "edit", "nope"), 'Failed to retrieve profile "nope": Profile not found'),
+    (("profile", "set", "p1", "user.a"), "Invalid key=value configuration: user.a"),
+    (("network", "info", "nope"), 'Network interface "nope" not found'),
+    (("export", "nope", "nope.tar.gz"), "Create instance backup: Instance not found"),
+    (("remote", "remove", "nope"), "Remote nope doesn't exist"),
+    (("file", "pull", "c1", "-"), "Invalid source c1"),
+    (("file", "pull", "c1/etc", "-"), "Can't pull a directory without --recursive"),
+    (("exec", "c1"), "Invalid number of arguments"),
+    (("file", "push", "/etc/hostname", "c2"), "Invalid target c2"),
+    (("storage", "volume", "show", "nope", "v1"), "Storage pool not found"),
+    (("storage", "volume", "set", "default", "v1", "nosuch", "v"),
+     'Invalid option for volume "default_v1" option "nosuch"'),
+    (("storage", "volume", "set", "default", "v1", "size", "abc"),
+     'Invalid value for volume "default_v1" option "size": Invalid value: abc'),
+    (("config", "device", "add", "c2", "d1", "disk"), 'Invalid devices: Device validation '
+     'failed for "d1": Disk entry is missing the required "source" or "path" property'),
+    (("config", "device", "add", "c2", "d1", "disk", "path=/mnt"), 'Invalid devices: Device '
+     'validation failed for "d1": Disk entry is missing the required "source" or "path" '
+     "property"),
+    (("config", "device", "add", "c2", "d1", "unix-char"), 'Invalid devices: Device validation '
+     'failed for "d1": Unix device entry is missing the required "source" or "path" property'),
+    (("config", "device", "add", "c2", "d1", "nosuchtype"), 'Invalid devices: Device '
+     'validation failed for "d1": Failed loading device "d1": Unsupported device type'),
+    (("profile", "device", "add", "p1", "d1", "nosuchtype"),
+     'Device validation failed for "d1": Failed loading device "d1": Unsupported device type'),
+    (("config", "device", "add", "c2", "d1", "none", "bad"), 'No value found in "bad"'),
+    (("storage", "volume", "attach", "default", "nope", "c2", "/mnt"),
+     'Failed add validation for device "nope": Failed loading custom volume: Storage volume '
+     "not found"),
+    (("storage", "volume", "attach", "default", "v1", "c2", "/mnt"), ""),
+    (("storage", "volume", "attach", "default", "v1", "c2", "/mnt"), "Device already exists: v1"),
+    (("storage", "volume", "detach", "default", "v1", "c2"), ""),
+    (("storage", "volume", "detach", "default", "v1", "c2"),
+     "No device found for this storage volume"),
+    (("storage", "volume", "create", "default", "v9", "size=abc"),
+     'Invalid value for volume "default_v9" option "size": Invalid value: abc'),
+    (("storage", "volume", "create", "default", "v9", "nosuch=x"),
+     'Invalid option for volume "default_v9" option "nosuch"'),
+    (("network", "detach", "nope", "c2"), "No device found for this network"),
+    (("config", "device", "add", "c2", "d1", "disk", "source=/nonexistent-src", "path=/mnt"),
+     'Failed add validation for device "d1": Missing source path "/nonexistent-src" for disk '
+     '"d1"'),
+    # options lxc does not know, or without their value: its flag parser's words, status 1
+    (("start", "c1", "--nosuch"), "unknown flag: --nosuch"),
+    (("start", "c1", "--timeout=3"), "unknown flag: --timeout"),
+    (("start", "c1", "-z"), "unknown shorthand flag: 'z' in -z"),
+    (("stop", "c2", "--timeout"), "flag needs an argument: --timeout"),
+    (("network", "list", "-c", "n"), "unknown shorthand flag: 'c' in -c"),
     # the server's words: not clustered, trusts no certificate
     (("cluster", "list"), "LXD server isn't part of a cluster"),
     (("config", "trust", "list", "-f", "csv"), ""),
 ]
 
 
-def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run(root: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root", str(root), *args],
                           capture_output=True, text=True, timeout=120, env=dict(os.environ),
-                          stdin=subprocess.DEVNULL)
+                          **({"input": input} if input is not None
+                             else {"stdin": subprocess.DEVNULL}))
 
 
 def test_error_lines_are_lxds(host: lxdlib.Host) -> None:
@@ -141,6 +212,33 @@ def test_error_lines_are_lxds(host: lxdlib.Host) -> None:
     assert host.instances["c1"].state == "RUNNING" and host.instances["c2"].state == "STOPPED"
     assert sorted(host.instances.names()) == ["c1", "c2"]
     assert host.instances["c1"].profiles == ["default"]
+
+
+def test_wrong_argument_counts_are_lxcs_usage_error(host: lxdlib.Host) -> None:
+    """A missing or extra argument: lxc's ``Invalid number of arguments`` and status 1 (lxc
+    prints its help on stdout before it; lxdlib keeps stdout clean and gives the usage line on
+    stderr). argparse's own status was 2. ``start`` with no name at all: lxc prints its help
+    and exits 0; lxdlib refuses it the same way (the README's "does better" list)."""
+    host.create("busybox", "c2")
+    for args in (("info", "c2", "c3"), ("restore", "c2"), ("rename", "c2"),
+                 ("file", "pull", "c2/etc/hostname"), ("start",)):
+        r = run(host.paths.root, *args)
+        assert (r.returncode, r.stdout) == (1, ""), args
+        assert r.stderr.startswith("usage: ") and \
+            r.stderr.endswith("\nError: Invalid number of arguments\n"), (args, r.stderr)
+
+
+def test_an_edit_with_a_bad_device_says_what_lxc_says(host: lxdlib.Host) -> None:
+    """Read off lxc 5.0.2: a device of an unknown type in `config edit` / `profile edit`."""
+    host.create("busybox", "c2")
+    host.profiles.create("p1", {}, {})
+    bad = "devices:\n  d1:\n    type: nosuchtype\n"
+    why = 'Device validation failed for "d1": Failed loading device "d1": Unsupported device type'
+    r = run(host.paths.root, "config", "edit", "c2", input=bad)
+    assert (r.returncode, r.stderr) == (1, f"Error: Invalid devices: {why}\n")
+    r = run(host.paths.root, "profile", "edit", "p1", input=bad)
+    assert (r.returncode, r.stderr) == (1, f"Error: {why}\n")
+    assert host.instances["c2"].devices == {} and host.profiles.get("p1").devices == {}
 
 
 def test_a_batch_tries_every_instance_and_reports_each_failure(host: lxdlib.Host) -> None:

@@ -538,3 +538,71 @@ def test_show_writes_yaml_as_lxd_does(host: lxdlib.Host) -> None:
     run(root, "profile", "edit", "default", input=text)
     assert run(root, "profile", "show", "default").stdout == text
     run(root, "delete", "c1")
+
+
+def test_gets_lists_and_formats_print_what_lxc_prints(host: lxdlib.Host) -> None:
+    """Read off lxc 5.0.2 for the same lines (the trial of issue 13): a `get` of a pool's or a
+    volume's key that is not set prints nothing (an instance's or profile's an empty line);
+    `--format json` is Go's compact JSON; `list -f yaml` writes a stopped instance's nil lists
+    and maps as `[]`/`{}` and Go times plain; `profile list -f yaml|json` is `profile show`'s
+    object (API paths in `used_by`)."""
+    root = host.paths.root
+    host.create("busybox", "c2", config={"user.h": "<a&b>"})
+    host.profiles.create("p1", {"user.a": "b"}, {})
+    host.volumes.create("default/v1")
+    assert run(root, "storage", "get", "default", "user.nothere").stdout == ""
+    assert run(root, "storage", "volume", "get", "default", "v1", "size").stdout == ""
+    run(root, "storage", "volume", "set", "default", "v1", "user.x", "y")
+    assert run(root, "storage", "volume", "get", "default", "v1", "user.x").stdout == "y\n"
+    assert run(root, "config", "get", "c2", "user.nothere").stdout == "\n"
+    assert run(root, "profile", "get", "p1", "user.nothere").stdout == "\n"
+
+    out = run(root, "list", "c2", "-f", "json").stdout
+    assert out.startswith('[{"architecture":"x86_64","config":{"image.architecture":"x86_64",'
+                          '"image.description":"busybox 1.35.0 (x86_64)","image.os":"busybox",'
+                          '"image.release":"1.35.0","user.h":"\\u003ca\\u0026b\\u003e",'), out
+    assert out.endswith('"network":null,"pid":0,"processes":0,"cpu":{"usage":0}},'
+                        '"snapshots":null}]\n'), out
+    assert json.loads(out)[0]["config"]["user.h"] == "<a&b>"
+
+    lines = run(root, "list", "c2", "-f", "yaml").stdout.splitlines()
+    for line in ("  last_used_at: 1970-01-01T00:00:00Z", "  backups: []", "    network: {}",
+                 "  snapshots: []"):
+        assert line in lines, (line, lines)
+    created = next(x for x in lines if x.startswith("  created_at: "))
+    assert created[len("  created_at: "):][:1].isdigit(), created  # plain, not quoted
+
+    p1 = ('{"config":{"user.a":"b"},"description":"","devices":{},"name":"p1",'
+          '"used_by":[]}')
+    assert p1 in run(root, "profile", "list", "-f", "json").stdout
+    assert ('- config:\n    user.a: b\n  description: ""\n  devices: {}\n  name: p1\n'
+            '  used_by: []\n') in run(root, "profile", "list", "-f", "yaml").stdout
+    host.create("busybox", "c3")
+    assert "  used_by:\n  - /1.0/instances/c2\n  - /1.0/instances/c3\n" in \
+        run(root, "profile", "list", "-f", "yaml").stdout
+
+
+def test_storage_flag_snapshot_show_and_device_show_as_lxc(host: lxdlib.Host) -> None:
+    """Read off lxc 5.0.2: `init -s <pool>` gives the instance its own root disk, also when a
+    profile's is on that pool already (`config device show`: the device, its keys sorted);
+    `config show c1/snap` is the API's InstanceSnapshot, in its order."""
+    root = host.paths.root
+    run(root, "init", "busybox", "c2", "-s", "default")
+    want = "root:\n  path: /\n  pool: default\n  type: disk\n"
+    assert run(root, "config", "device", "show", "c2").stdout == want
+    assert run(root, "config", "device", "list", "c2").stdout == "root\n"
+    # lxc takes its global flags anywhere on the line: -q after the names
+    assert run(root, "init", "busybox", "c3", "-s", "default", "--no-profiles", "-q").stdout \
+        == ""
+    assert run(root, "config", "device", "show", "c3").stdout == want  # sorted keys
+    run(root, "snapshot", "c2", "snap0")
+    shown = run(root, "config", "show", "c2/snap0").stdout
+    keys = [line.split(":")[0] for line in shown.splitlines() if line[:1].isalpha()]
+    assert keys == ["expires_at", "architecture", "config", "created_at", "devices",
+                    "ephemeral", "expanded_config", "expanded_devices", "last_used_at", "name",
+                    "profiles", "stateful", "size"], shown
+    for line in ("expires_at: 0001-01-01T00:00:00Z", "last_used_at: 0001-01-01T00:00:00Z",
+                 "name: snap0", "stateful: false", "size: -1", "profiles:", "- default",
+                 "ephemeral: false", "architecture: x86_64"):
+        assert line in shown.splitlines(), (line, shown)
+    assert "devices:\n  root:\n    path: /\n    pool: default\n    type: disk\n" in shown

@@ -351,7 +351,7 @@ def test_cli_file_commands(c1: lxdlib.Instance, tmp_path: Path) -> None:
     cli(host, "file", "pull", "-r", "c1/root/tree", str(tmp_path / "fresh"))
     assert _snapshot(tmp_path / "fresh" / "tree") == _snapshot(tree)
     r = cli(host, "file", "pull", "c1/root/tree", str(tmp_path), check=False)
-    assert r.returncode == 1 and b"use -r" in r.stderr
+    assert (r.returncode, r.stderr) == (1, b"Error: Can't pull a directory without --recursive\n")
     cli(host, "file", "edit", "c1/root/owned-edit", input=b"first\n")
     sh(c1, "chown 5:6 /root/owned-edit; chmod 604 /root/owned-edit")
     cli(host, "file", "edit", "c1/root/owned-edit", input=b"second\n")

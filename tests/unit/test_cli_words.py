@@ -12,7 +12,7 @@ import yaml
 from lxdlib.cli import output, useraliases
 from lxdlib.cli.images import IMAGE_DEFAULT_COLUMNS, image_cells
 from lxdlib.cli.instances import loop_size
-from lxdlib.cli.main import build_parser, main
+from lxdlib.cli.main import build_parser, hoist_global_flags, main
 from lxdlib.cli.storage import volume_columns
 from lxdlib.errors import InvalidArgument
 from lxdlib.progress import LineProgress, byte_size
@@ -327,3 +327,17 @@ def test_an_unreadable_alias_file_is_an_error_naming_it(tmp_path: Path,
     with pytest.raises(InvalidArgument, match=r"cannot read .*config\.yml"):
         useraliases.modify(lambda aliases: aliases.update(x="version"), path)
     assert path.is_dir() or path.read_bytes() == content
+
+
+# -- global flags anywhere, as lxc's ------------------------------------------------------------
+
+
+def test_global_flags_after_the_command_are_taken_as_lxc_takes_them() -> None:
+    assert hoist_global_flags(["launch", "busybox", "c1", "-q"]) == \
+        ["-q", "launch", "busybox", "c1"]
+    assert hoist_global_flags(["--root", "/r", "start", "c1", "--debug", "-v"]) == \
+        ["--root", "/r", "--debug", "-v", "start", "c1"]
+    # after `--` they are the instance's command's arguments
+    assert hoist_global_flags(["exec", "c1", "-q", "--", "echo", "-q"]) == \
+        ["-q", "exec", "c1", "--", "echo", "-q"]
+    assert hoist_global_flags(["list", "-c", "ns"]) == ["list", "-c", "ns"]
