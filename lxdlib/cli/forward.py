@@ -41,7 +41,8 @@ __all__ = ["FORWARDED", "NO_FORWARD", "maybe_forward", "plan"]
 FORWARDED: Final = frozenset({
     "list", "ls", "launch", "init", "info", "start", "stop", "restart", "pause", "delete", "rm",
     "exec", "console", "file", "snapshot", "restore", "config", "image", "publish", "monitor"})
-_GLOBAL_FLAGS: Final = frozenset({"--debug", "-v", "--verbose", "-q", "--quiet"})
+#: the command's own flags, which lxc (cobra's persistent flags) takes anywhere on the line
+GLOBAL_FLAGS: Final = frozenset({"--debug", "-v", "--verbose", "-q", "--quiet"})
 NO_FORWARD: Final = "--no-forward"
 _EXEC_WITH_VALUE: Final = frozenset({"--env", "--cwd", "--user", "--group", "--mode"})
 
@@ -67,7 +68,7 @@ def _split_global(argv: Sequence[str]) -> tuple[str | None, list[str], list[str]
             continue
         if a.startswith("--root="):
             root = a.split("=", 1)[1]
-        elif a in _GLOBAL_FLAGS:
+        elif a in GLOBAL_FLAGS:
             flags.append(a)
         elif a == NO_FORWARD:
             pass

@@ -199,22 +199,19 @@ def _lxc_flag_error(message: str) -> str | None:
     return None
 
 
-#: lxdlib's own flags that lxc (cobra's persistent flags) takes anywhere on the line
-_GLOBAL_FLAGS = frozenset({"--debug", "-v", "--verbose", "-q", "--quiet"})
-
-
 def hoist_global_flags(argv: Sequence[str]) -> list[str]:
     """``argv`` with the global flags that follow the command word (``launch busybox c1 -q``,
     as lxc takes them) moved before it, where argparse takes them; nothing after ``--``."""
+    from .forward import GLOBAL_FLAGS  # imported by every command line's run anyway
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
         i += 2 if argv[i] in _GLOBAL_WITH_VALUE else 1
     rest = list(argv[i:])
     end = rest.index("--") if "--" in rest else len(rest)
-    moved = [x for x in rest[:end] if x in _GLOBAL_FLAGS]
+    moved = [x for x in rest[:end] if x in GLOBAL_FLAGS]
     if not moved:
         return list(argv)
-    kept = [x for x in rest[:end] if x not in _GLOBAL_FLAGS]
+    kept = [x for x in rest[:end] if x not in GLOBAL_FLAGS]
     return [*argv[:i], *moved, *kept, *rest[end:]]
 
 
