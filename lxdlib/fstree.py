@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
+from collections.abc import Iterator
 
 
 def remove_any_depth(path: str | os.PathLike[str]) -> None:
@@ -28,3 +30,20 @@ def remove_any_depth(path: str | os.PathLike[str]) -> None:
         detail = proc.stderr.decode(errors="replace").strip().splitlines()
         raise OSError(errno.EIO, f"rm -rf failed: {'; '.join(detail[-4:]) or proc.returncode}",
                       os.fspath(path))
+
+
+def walk_lstat(top: str | os.PathLike[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """``top`` and every path below it with its ``lstat``, parents before children, entering
+    no symlink. A loop, not ``os.walk``: that recurses per level in Python 3.11 as ``rmtree``
+    does, and a shift or owner map of a container's tree ended in ``RecursionError``."""
+    top = os.fspath(top)
+    yield top, os.lstat(top)
+    pending = [top]
+    while pending:
+        with os.scandir(pending.pop()) as it:
+            entries = list(it)
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            yield entry.path, st
+            if stat.S_ISDIR(st.st_mode):
+                pending.append(entry.path)

@@ -5,6 +5,9 @@ publish of an instance whose root planted a deep tree or a huge sparse file.
   ``shutil.rmtree`` recurses once per level, so a copy to a ``dir`` pool, a backup's import
   and a ``dir`` instance's delete ended in ``RecursionError``, and the copy's leftover then
   failed every later command that opened the ``dir`` pool (its clean-up of leftovers hit it).
+- Cgroups: the subtree below the payload is the container's, and a forced stop thaws it
+  walking it with ``os.walk``, which recurses the same way: ``stop --force`` and
+  ``delete --force`` of an instance whose root nested 1100 cgroups raised ``RecursionError``.
 - Holes: ``truncate -s`` makes a file of any size that takes no space. ``publish`` read it in
   full: 8 EiB held the command (and the instance, stopped by ``--force``) for ever and filled
   the image store, outside every pool's quota, with compressed zeros.
@@ -13,6 +16,7 @@ publish of an instance whose root planted a deep tree or a huge sparse file.
 from __future__ import annotations
 
 import os
+import secrets
 import tarfile
 import time
 from pathlib import Path
@@ -20,6 +24,9 @@ from pathlib import Path
 import pytest
 
 import lxdlib
+from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons
+
+__all__ = ["zfs_daemon", "zfs_daemons"]  # fixtures
 
 pytestmark = pytest.mark.root
 
@@ -66,6 +73,54 @@ def test_a_deep_tree_is_copied_imported_and_deleted(host: lxdlib.Host, tmp_path:
     assert host.instances.names() == []
     assert _leftovers(host) == []
     host.pool("treedir")  # the pool opens: nothing of a failed removal is left to trip it
+
+
+def test_a_deep_tree_is_shifted_exported_and_published_from_zfs(
+        host: lxdlib.Host, tmp_path: Path, zfs_daemon: ZfsDaemons) -> None:
+    """zfs-fuse has no idmapped mounts: a copy shifts every owner, an export and a publish
+    map them back; each walked the tree with ``os.walk``, which recurses per level too."""
+    host.create_pool("treezfs", "zfs", {"size": "512MiB",
+                                        "zfs.pool_name": f"lxtt{secrets.token_hex(3)}"})
+    src = host.launch("busybox", "deep")
+    assert src.wait_ready(10)
+    _plant_deep(src)
+    src.stop(force=True)
+    on_zfs = host.copy("deep", "deep-zfs", pool="treezfs")
+    on_zfs.start()
+    assert _depth(on_zfs) == f"{DEPTH} bottom\n"
+    assert on_zfs.exec(["stat", "-c", "%u", "/root/deep/d/d/d"], check=True).text == "0\n"
+    on_zfs.stop(force=True)
+    archive = host.export_backup("deep-zfs", tmp_path / "deep.tar.gz")
+    with tarfile.open(archive) as tf:
+        member = tf.getmember("backup/container/rootfs/root/deep/d")
+    assert (member.uid, member.gid) == (0, 0)
+    img = host.images.publish("deep-zfs")
+    with tarfile.open(host.images.store.tarball_path(img.fingerprint)) as tf:
+        member = tf.getmember("rootfs/root/deep/d")
+    assert (member.uid, member.gid) == (0, 0)
+    for inst in (on_zfs, src):
+        inst.delete()
+    assert host.instances.names() == []
+
+
+@pytest.mark.parametrize("verb", ["stop", "delete"])
+def test_a_container_that_nested_its_cgroups_deep_is_still_stopped(host: lxdlib.Host,
+                                                                     verb: str) -> None:
+    """The payload's cgroup subtree is the container's: its root nests 1100 cgroups and moves
+    its shell to the bottom. The thaw before a forced stop walked them with ``os.walk``."""
+    inst = host.launch("busybox", "cgdeep")
+    assert inst.wait_ready(10)
+    out = inst.exec(["sh", "-c", f"mkdir -p /tmp/cg && mount -t cgroup2 none /tmp/cg && "
+                                 f"cd /tmp/cg && i=0 && while [ $i -lt {DEPTH} ]; do "
+                                 "mkdir d && cd d && i=$((i+1)); done && echo $i && "
+                                 "(sleep 1000 >/dev/null 2>&1 </dev/null &) && "
+                                 "echo $$ > cgroup.procs"], check=True).text
+    assert out == f"{DEPTH}\n"
+    if verb == "stop":
+        inst.stop(force=True)
+        assert inst.state == "STOPPED"
+    inst.delete(force=True)
+    assert host.instances.names() == []
 
 
 def test_publish_keeps_a_planted_sparse_file_sparse(host: lxdlib.Host) -> None:
