@@ -54,6 +54,7 @@ from .errors import (
     UnsafeStream,
     UnsupportedBackup,
 )
+from .fstree import walk_lstat
 from .imagestore import compression
 from .imagestore.tarball import (
     check_host_files,
@@ -161,11 +162,9 @@ def owner_maps(work: Path, trees: Sequence[Path], base: int) -> list[str]:
     uids: set[int] = set()
     gids: set[int] = set()
     for tree in trees:
-        for top, dirs, files in os.walk(tree):
-            for entry in (*dirs, *files, ""):
-                st = os.lstat(os.path.join(top, entry) if entry else top)
-                uids.add(st.st_uid)
-                gids.add(st.st_gid)
+        for _, st in walk_lstat(tree):  # any depth the container's root made
+            uids.add(st.st_uid)
+            gids.add(st.st_gid)
     out = []
     for kind, ids in (("owner", uids), ("group", gids)):
         path = work / f"{kind}.map"

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .config.idrange import IdRange as IdRange
 from .errors import IdmapNotAllowed, InvalidConfig, LxdlibError
+from .fstree import walk_lstat
 from .logs import get_logger
 from .state import atomic_write
 from .values import Value, assign
@@ -307,8 +308,5 @@ def shift_tree(root: Path, offset: int) -> None:
         if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
             os.chmod(path, stat.S_IMODE(st.st_mode))
 
-    shift(str(root), os.lstat(root))
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = os.path.join(dirpath, name)
-            shift(p, os.lstat(p))
+    for path, st in walk_lstat(root):  # any depth the container's root made
+        shift(path, st)

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from .fstree import walk_lstat
 from .logs import get_logger
 from .values import Value, assign
 
@@ -157,8 +159,10 @@ def thaw_below(pid: int, name: str) -> int:
         if ctrl not in _THAW:
             continue
         key, value = _THAW[ctrl]
-        for here, _dirs, _files in os.walk(top):
-            if here == top:
+        # a loop, not os.walk (recursive in Python 3.11): the container's root may nest its
+        # cgroups past the recursion limit, and then stop --force raised RecursionError
+        for here, st in walk_lstat(top):
+            if here == top or not stat.S_ISDIR(st.st_mode):
                 continue  # the payload itself is liblxc's (pause/unpause)
             try:
                 fd = os.open(f"{here}/{key}", os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)

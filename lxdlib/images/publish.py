@@ -42,6 +42,7 @@ from ..errors import (
     ToolMissing,
     WrongState,
 )
+from ..fstree import walk_lstat
 from ..imagestore import compression as comp
 from ..imagestore.store import ImageRecord, validate_alias_name
 from ..instance import InstanceCore, get_instance
@@ -60,7 +61,11 @@ Progress = Callable[[int, int], None]
 _CHUNK = 1 << 20
 _TAR_OPTIONS = ("--numeric-owner", "--format=posix",
                 "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
-                "--xattrs", "--xattrs-include=*", "--sort=name")
+                "--xattrs", "--xattrs-include=*", "--sort=name",
+                # holes stay holes: the container's root makes a file of 8 EiB with one
+                # truncate, and read in full it held publish (and the instance, stopped) for
+                # ever and filled the image store (outside every pool's quota) with zeros
+                "--sparse")
 
 
 def compressor(algorithm: str) -> list[str] | None:
@@ -140,15 +145,9 @@ def _shift_maps(rootfs: Path, base: int, size: int, workdir: Path) -> list[str]:
     """tar options mapping each on-disk id in [base, base+size) back to id-base."""
     uids: set[int] = set()
     gids: set[int] = set()
-    for top, dirs, files in os.walk(rootfs):
-        for name in (*dirs, *files):
-            with contextlib.suppress(FileNotFoundError):
-                st = os.lstat(os.path.join(top, name))
-                uids.add(st.st_uid)
-                gids.add(st.st_gid)
-    st = os.lstat(rootfs)
-    uids.add(st.st_uid)
-    gids.add(st.st_gid)
+    for _, st in walk_lstat(rootfs):  # any depth the container's root made
+        uids.add(st.st_uid)
+        gids.add(st.st_gid)
     opts = []
     for flag, ids in (("--owner-map", uids), ("--group-map", gids)):
         lines = [f"+{i} +{i - base}\n" for i in sorted(ids) if base <= i < base + size]

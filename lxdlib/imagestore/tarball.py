@@ -36,6 +36,7 @@ from ..errors import (
     UnsafeLink,
     UnsafeMemberName,
 )
+from ..fstree import remove_any_depth
 from ..logs import get_logger
 from ..patterns import Pattern
 from ..state import load_yaml
@@ -421,8 +422,8 @@ def _post_check(dest: Path) -> None:
 
 
 def empty_dir(path: Path) -> None:
-    """Remove everything inside ``path`` without following any symlink found there."""
-    import shutil
+    """Remove everything inside ``path`` without following any symlink found there, at any
+    depth (see ``lxdlib.fstree``)."""
     entries: list[os.DirEntry[str]] = []
     with contextlib.suppress(FileNotFoundError), os.scandir(path) as it:
         entries = list(it)
@@ -430,7 +431,7 @@ def empty_dir(path: Path) -> None:
     for entry in entries:
         try:
             if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
+                remove_any_depth(entry.path)
             else:
                 os.unlink(entry.path)
         except OSError as e:
@@ -453,7 +454,6 @@ def unpack(image: str | os.PathLike[str], dest: str | os.PathLike[str], *,
     with os.scandir(dest_p) as it:
         if next(it, None) is not None:
             raise InvalidArgument(f"unpack destination {dest_p} is not empty")
-    import shutil
     log.debug("unpacking %s%s into %s", image_p,
               f" with rootfs {rootfs}" if rootfs is not None else "", dest_p)
     try:
@@ -466,7 +466,7 @@ def unpack(image: str | os.PathLike[str], dest: str | os.PathLike[str], *,
             root = dest_p / "rootfs"
             if _lstat(root) is not None:
                 if _real_dir(root, "rootfs"):
-                    shutil.rmtree(root)
+                    remove_any_depth(root)
                 else:
                     os.unlink(root)
             os.mkdir(root, 0o755)

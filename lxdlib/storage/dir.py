@@ -22,6 +22,7 @@ from ..errors import (
     NotFound,
     StorageError,
 )
+from ..fstree import remove_any_depth
 from ..journal import crashpoint
 from ..logs import get_logger
 from .base import CUSTOM_VOLUME_MODE, VOLUME_MODE, PoolDriver, PoolUsage, close_volume_dir
@@ -194,8 +195,7 @@ class DirPool(PoolDriver):
 
     def _remove(self, path: Path) -> None:
         if path.is_dir() and not path.is_symlink():
-            import shutil  # here: it loads bz2 and lzma, which most commands never use
-            shutil.rmtree(path)
+            remove_any_depth(path)  # a container's tree: any depth (see lxdlib.fstree)
         else:
             path.unlink()
 
