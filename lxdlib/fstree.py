@@ -35,15 +35,22 @@ def remove_any_depth(path: str | os.PathLike[str]) -> None:
 def walk_lstat(top: str | os.PathLike[str]) -> Iterator[tuple[str, os.stat_result]]:
     """``top`` and every path below it with its ``lstat``, parents before children, entering
     no symlink. A loop, not ``os.walk``: that recurses per level in Python 3.11 as ``rmtree``
-    does, and a shift or owner map of a container's tree ended in ``RecursionError``."""
+    does, and a shift or owner map of a container's tree ended in ``RecursionError``. As
+    ``os.walk``, what vanishes during the walk is skipped; ``top`` itself must be there."""
     top = os.fspath(top)
     yield top, os.lstat(top)
     pending = [top]
     while pending:
-        with os.scandir(pending.pop()) as it:
-            entries = list(it)
+        try:
+            with os.scandir(pending.pop()) as it:
+                entries = list(it)
+        except OSError:  # gone or replaced meanwhile: skipped, as os.walk skips it
+            continue
         for entry in entries:
-            st = entry.stat(follow_symlinks=False)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # gone meanwhile (a running container's tree)
+                continue
             yield entry.path, st
             if stat.S_ISDIR(st.st_mode):
                 pending.append(entry.path)

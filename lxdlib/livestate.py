@@ -161,20 +161,29 @@ def thaw_below(pid: int, name: str) -> int:
         key, value = _THAW[ctrl]
         # a loop, not os.walk (recursive in Python 3.11): the container's root may nest its
         # cgroups past the recursion limit, and then stop --force raised RecursionError
-        for here, st in walk_lstat(top):
-            if here == top or not stat.S_ISDIR(st.st_mode):
-                continue  # the payload itself is liblxc's (pause/unpause)
-            try:
-                fd = os.open(f"{here}/{key}", os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                os.write(fd, value)
-                done += 1
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+        try:
+            done += _thaw_tree(top, key, value)
+        except FileNotFoundError:  # the payload itself is gone: the instance stopped meanwhile
+            continue
+    return done
+
+
+def _thaw_tree(top: str, key: str, value: bytes) -> int:
+    done = 0
+    for here, st in walk_lstat(top):
+        if here == top or not stat.S_ISDIR(st.st_mode):
+            continue  # the payload itself is liblxc's (pause/unpause)
+        try:
+            fd = os.open(f"{here}/{key}", os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            os.write(fd, value)
+            done += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
     return done
 
 
