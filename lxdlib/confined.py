@@ -21,7 +21,10 @@ from .logs import get_logger
 log = get_logger(__name__)
 
 _SYS_OPENAT2 = 437  # same number on every architecture that has it
+RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -771,10 +771,6 @@ class InstanceCore:
                             description=(draft.description
                                          if draft.description != rec.description else None))
             return more
-        if held(self._paths, "instance", self.name):  # nested: the caller chose the locks
-            with self._lock():
-                attempt(self.record(), None)
-            return
         self._with_added_profiles_locked(attempt)
 
     def _with_added_profiles_locked(
@@ -790,7 +786,13 @@ class InstanceCore:
         ``attempt(record, locked)``, called under the instance's lock with the record read
         there, makes the change unless it adds profiles not in ``locked`` (None: a nested
         change, whose caller chose the locks), which it returns instead (the empty set once
-        it made the change); then every lock is let go and taken again with them."""
+        it made the change); then every lock is let go and taken again with them. Called
+        with the instance's lock held (a change inside another), the change is made at once:
+        the caller chose the locks."""
+        if held(self._paths, "instance", self.name):
+            with self._lock():
+                attempt(self.record(), None)
+            return
         locked: set[str] = set()
         while True:
             with contextlib.ExitStack() as stack:
@@ -1658,15 +1660,18 @@ def expand_with_root(ctx: Context, profiles: Sequence[str], config: Mapping[str,
     from .config import devices as devcfg
     exp_cfg, exp_devs = ctx.expand(profiles, config, devices)
     devcfg.validate_devices(exp_devs)  # rules across devices: one disk per path…
+    changed = False  # what the expansion says: a root disk added, or moved to ``pool``
     try:
         root_name, root = expand.root_disk(exp_devs)
     except InvalidConfig:
         if pool is None:
             raise
         root_name, root = "root", {"type": "disk", "path": "/", "pool": pool}
-        devices[root_name] = dict(root)
+        changed = True
     if pool is not None and (root.get("pool") != pool or root_name not in devices):
+        changed = changed or root.get("pool") != pool
         devices[root_name] = {**root, "pool": pool}
+    if changed:
         exp_cfg, exp_devs = ctx.expand(profiles, config, devices)
         root_name, root = expand.root_disk(exp_devs)
     if not root.get("pool"):

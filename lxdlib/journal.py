@@ -26,12 +26,14 @@ from .errors import TYPE_CHECKING, CorruptRecord, DiskFull, LxdlibError
 from .logs import get_logger
 from .state import (
     Paths,
+    RecordNotAFile,
     atomic_write,
     encode_record,
     exchange_if_loaded,
     lock,
     read_record,
     remove_stale_tmp,
+    unlink_record,
 )
 
 if TYPE_CHECKING:
@@ -218,14 +220,11 @@ def read(paths: Paths, name: str) -> dict[str, Any] | None:
     except LxdlibError:  # a symlink or a directory planted in place of the file: dropped
         target = path(paths, name)
         try:
-            os.unlink(target)
-        except IsADirectoryError:
-            try:
-                os.rmdir(target)
-            except OSError:  # one that holds something is the user's to look at
-                raise CorruptRecord("instance", name, target,
-                                    "its intent record is a directory that is not empty: "
-                                    "remove it") from None
+            unlink_record(target)
+        except RecordNotAFile:  # a directory that holds something is the user's to look at
+            raise CorruptRecord("instance", name, target,
+                                "its intent record is a directory that is not empty: "
+                                "remove it") from None
         return None
     except Exception:  # half-written: the process died while writing the intent itself
         return {"op": "unknown"}

@@ -22,7 +22,7 @@ from .config import names
 from .errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, LxdlibError, NotFound, WrongState
 from .logs import get_logger
 from .model import Collection, Model
-from .state import held, remove_tree
+from .state import remove_tree
 
 if TYPE_CHECKING:
     from typing import Any
@@ -251,11 +251,7 @@ class Snapshots(Collection[Snapshot]):
                 self._restore_locked(rec, name, stateful)
             return more
 
-        if held(inst.ctx.paths, "instance", inst.name):  # nested: the caller chose the locks
-            with inst._lock():
-                attempt(inst.record(), None)
-        else:
-            inst._with_added_profiles_locked(attempt)
+        inst._with_added_profiles_locked(attempt)  # nested in a change: at once
         inst.ctx.events.emit("snapshot-restored", f"{inst.name}/{name}")
 
     def _restore_locked(self, rec: record.InstanceRecord, name: str, stateful: bool) -> None:

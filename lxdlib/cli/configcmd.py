@@ -167,8 +167,7 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
             for n in sorted(devs):
                 print(n)
         else:  # sorted, as Go writes its maps
-            sys.stdout.write(output.dump_yaml(
-                {k: dict(sorted(v.items())) for k, v in sorted(devs.items())}))
+            sys.stdout.write(output.dump_yaml(output.sorted_devices(devs)))
         return 0
     if not rest:
         raise InvalidArgument(f"usage: config device {verb} <instance> <device> …")

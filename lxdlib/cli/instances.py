@@ -469,10 +469,6 @@ def api_time(t: dt.datetime | None, never: str) -> str:
     return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _sorted_devices(devs: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
-    return {n: dict(sorted(d.items())) for n, d in sorted(devs.items())}
-
-
 def _shown(host: Host, profiles: list[str], config: Mapping[str, str],
            devices: Mapping[str, Mapping[str, str]]
            ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
@@ -534,9 +530,9 @@ def api_snapshot(host: Host, rec: InstanceRecord, snap: SnapshotRecord) -> dict[
         "expires_at": api_time(snap.expires_at, ZERO_TIME),
         "architecture": rec.architecture, "config": dict(sorted(snap.config.items())),
         "created_at": api_time(snap.created_at, ZERO_TIME),
-        "devices": _sorted_devices(snap.devices), "ephemeral": False,
+        "devices": output.sorted_devices(snap.devices), "ephemeral": False,
         "expanded_config": dict(sorted(scfg.items())),
-        "expanded_devices": _sorted_devices(sdevs), "last_used_at": ZERO_TIME,
+        "expanded_devices": output.sorted_devices(sdevs), "last_used_at": ZERO_TIME,
         "name": snap.name, "profiles": list(snap.profiles), "stateful": snap.stateful,
         "size": -1}
 
@@ -551,10 +547,11 @@ def instance_full(host: Host, entry: Listed, rec: InstanceRecord,
     status = entry.status
     return {
         "architecture": rec.architecture, "config": dict(sorted(rec.config.items())),
-        "devices": _sorted_devices(rec.devices), "ephemeral": rec.ephemeral,
+        "devices": output.sorted_devices(rec.devices), "ephemeral": rec.ephemeral,
         "profiles": list(rec.profiles), "stateful": False, "description": rec.description,
         "created_at": api_time(rec.created_at, ZERO_TIME),
-        "expanded_config": dict(sorted(cfg.items())), "expanded_devices": _sorted_devices(devs),
+        "expanded_config": dict(sorted(cfg.items())),
+        "expanded_devices": output.sorted_devices(devs),
         "name": rec.name, "status": status, "status_code": STATUS_CODES.get(status, 112),
         "last_used_at": api_time(rec.last_used_at, NEVER_USED), "location": "none",
         "type": rec.type, "project": "default", "backups": None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..errors import TYPE_CHECKING, InvalidArgument
 
@@ -121,6 +121,12 @@ def to_csv(rows: Sequence[Sequence[str]]) -> str:
             continue
         w.writerow([str(c) for c in r])
     return buf.getvalue().rstrip("\n")
+
+
+def sorted_devices(devices: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """Devices, and each device's keys, in name order, as Go writes its maps (``show``,
+    ``device show``, ``list -f json|yaml``)."""
+    return {n: dict(sorted(d.items())) for n, d in sorted(devices.items())}
 
 
 def go_json(data: Any) -> str:

@@ -41,7 +41,7 @@ def _api_profile(p: ProfileRecord) -> dict[str, Any]:
     order (its ProfilePut's config, description, devices, then name, used_by), its maps sorted
     by key, as Go writes a map, and ``used_by`` as API paths."""
     return {"config": dict(sorted(p.config.items())), "description": p.description,
-            "devices": {k: dict(sorted(v.items())) for k, v in sorted(p.devices.items())},
+            "devices": output.sorted_devices(p.devices),
             "name": p.name, "used_by": [f"/1.0/instances/{n}" for n in p.used_by]}
 
 
@@ -233,8 +233,7 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
             for n in sorted(devs):
                 print(n)
         elif verb == "show":  # sorted, as Go writes its maps
-            sys.stdout.write(output.dump_yaml(
-                {k: dict(sorted(v.items())) for k, v in sorted(devs.items())}))
+            sys.stdout.write(output.dump_yaml(output.sorted_devices(devs)))
         else:
             if not a.rest:
                 raise InvalidArgument("usage: profile device get <profile> <device> <key>")

@@ -133,11 +133,6 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str =
                              os.fsencode(data) if data else None)), "mount", target)
 
 
-_SYS_OPENAT2 = 437
-RESOLVE_NO_XDEV = 0x01
-RESOLVE_NO_MAGICLINKS = 0x02
-RESOLVE_NO_SYMLINKS = 0x04
-RESOLVE_BENEATH = 0x08
 MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
@@ -145,13 +140,12 @@ MS_BIND = 0x1000
 
 def _open_beneath(dirfd: int, rel: str) -> int:
     """An ``O_PATH`` handle on ``rel`` below ``dirfd``, through no symlink and no other mount
-    (``openat2``): a host user who owns a directory on the way cannot lead it elsewhere."""
-    import ctypes
-    how = struct.pack("QQQ", os.O_PATH | os.O_CLOEXEC, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS
-                      | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
-    buf = ctypes.create_string_buffer(how, len(how))
-    return _check(int(_libc().syscall(_SYS_OPENAT2, dirfd, os.fsencode(rel), buf, len(how))),
-                  "openat2", rel)
+    (``confined.openat2``): a host user who owns a directory on the way cannot lead it
+    elsewhere."""
+    from .. import confined  # here: only a flat bind of a tree with mounts below it covers
+    return confined.openat2(dirfd, rel, os.O_PATH, resolve=confined.RESOLVE_BENEATH |
+                            confined.RESOLVE_NO_SYMLINKS | confined.RESOLVE_NO_MAGICLINKS |
+                            confined.RESOLVE_NO_XDEV)
 
 
 def _cover(pfd: int, empty_file: str) -> None:
