@@ -279,15 +279,15 @@ def _file_transfer(p: Plan) -> int:
 def _pull_into(p: Plan, args: list[str], dest: os.PathLike[str]) -> int:
     """Receive a pulled file beside ``dest`` and rename it into place once complete. The
     directory may be a host user's: the temporary file has a random name and is created
-    exclusively (``mkstemp``: ``O_EXCL``, so a link planted there is never followed and a
-    file of the user's never written into), readable by root alone until it is whole; a
-    link at ``dest`` itself is replaced, not followed."""
-    import tempfile
+    exclusively (``O_EXCL``, so a link planted there is never followed and a file of the
+    user's never written into), readable by root alone until it is whole; a
+    link at ``dest`` itself is replaced, not followed (``state.temp_beside`` and
+    ``create_private``, as exports and image builds write theirs)."""
+    from ..state import create_private, temp_beside
     target = os.fspath(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".lxdlib-pull",
-                               dir=os.path.dirname(target) or ".")
+    tmp = temp_beside(target)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(create_private(tmp), "wb") as f:
             rc = _run(p.remote, args, stdout=f.fileno())
             if not rc:  # the mode a plain create would give it (the far side sends no mode)
                 mask = os.umask(0o022)
