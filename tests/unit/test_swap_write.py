@@ -106,3 +106,55 @@ def test_a_short_lived_command_without_ctypes_renames_the_spare_in(
     monkeypatch.setitem(sys.modules, "ctypes", ctypes)  # loaded: the exchange costs no more
     state.swap_write(p, b"five\n")
     assert p.read_bytes() == b"five\n" and spare.read_bytes() == b"four\n"
+
+
+@pytest.mark.parametrize("durable", [True, False])
+@pytest.mark.parametrize("mode", [0o600, 0o640])
+def test_write_new_makes_the_whole_file_under_its_name_only(
+        tmp_path: Path, mode: int, durable: bool) -> None:
+    p = tmp_path / "instance.yaml"
+    old = os.umask(0o077)
+    try:
+        assert state.write_new(p, b"one\n" * 300, mode, durable)
+    finally:
+        os.umask(old)
+    assert p.read_bytes() == b"one\n" * 300
+    assert stat.S_IMODE(p.stat().st_mode) == mode
+    assert [x.name for x in tmp_path.iterdir()] == ["instance.yaml"]
+
+
+def test_write_new_leaves_an_existing_file_alone(tmp_path: Path) -> None:
+    p = tmp_path / "rec"
+    p.write_bytes(b"keep\n")
+    assert not state.write_new(p, b"other\n")
+    assert p.read_bytes() == b"keep\n"
+    assert [x.name for x in tmp_path.iterdir()] == ["rec"]
+
+
+def test_a_first_write_cut_short_leaves_no_name_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Death between the write and the link (here: an exception in ``os.link``) leaves no file
+    at all: the unnamed file goes with its descriptor, where a spare would stay."""
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(state.os, "link", killed)
+    with pytest.raises(KeyboardInterrupt):
+        state.swap_write(tmp_path / "rec", b"one\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_unnamed_files_the_first_write_goes_through_the_spare(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filesystem without ``O_TMPFILE`` (EOPNOTSUPP): the spare, renamed in, as before."""
+    real_open = os.open
+
+    def no_tmpfile(path: str, flags: int, *args: int, **kwargs: int) -> int:
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(95, "Operation not supported")
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(state.os, "open", no_tmpfile)
+    p = tmp_path / "rec"
+    assert not state.write_new(p, b"one\n")
+    state.swap_write(p, b"one\n", 0o640)
+    assert p.read_bytes() == b"one\n" and stat.S_IMODE(p.stat().st_mode) == 0o640
+    assert [x.name for x in tmp_path.iterdir()] == ["rec"]
