@@ -38,6 +38,7 @@ from pathlib import Path
 from . import idmap, journal, record, sendstream, transfer
 from .config import devices as devcfg
 from .config import expand, names, schema
+from .config.text import check_description
 from .config.units import ZERO_TIME, format_api_time, parse_api_time, parse_size
 from .errors import (
     TYPE_CHECKING,
@@ -780,11 +781,6 @@ def refuse_root_equivalent(rec: InstanceRecord, source: str, allow: str) -> None
         raise InvalidConfig(found[0], f"a root-equivalent setting from {source} is refused ("
                             + ", ".join(found) + f"); host root here may accept it ({allow}), "
                             "or set it after the import")
-
-
-def check_description(text: str, what: str) -> None:
-    if any(ch in text for ch in "\r\0"):
-        raise InvalidArgument(f"{what}: the description contains a carriage return or NUL")
 
 
 def archive_snapshot(ctx: Context, snap: SnapshotRecord) -> SnapshotRecord:

@@ -30,6 +30,7 @@ from enum import Enum
 from pathlib import Path
 
 from ..config.expand import resolve_profile_list
+from ..config.text import check_description
 from ..config.units import format_api_time, parse_api_time
 from ..errors import (
     TYPE_CHECKING,
@@ -808,8 +809,7 @@ class ImageStore:
     def alias_create(self, name: str, target: str, description: str = "") -> None:
         """Point a new alias at an image (``target``: fingerprint, prefix or another alias)."""
         validate_alias_name(name)
-        if not isinstance(description, str):
-            raise InvalidArgument("alias description must be a string")
+        check_description(description, f"image alias {name!r}")
         with lock(self.paths, "images", "aliases"):
             table = self._read_aliases()
             if name in table:
@@ -821,8 +821,8 @@ class ImageStore:
     def alias_update(self, name: str, *, target: str | None = None,
                      description: str | None = None) -> None:
         """Move an alias to another image and/or change its description (auto-update uses it)."""
-        if description is not None and not isinstance(description, str):
-            raise InvalidArgument("alias description must be a string")
+        if description is not None:
+            check_description(description, f"image alias {name!r}")
         with lock(self.paths, "images", "aliases"):
             table = self._read_aliases()
             if name not in table:
