@@ -38,7 +38,8 @@ from pathlib import Path
 from . import idmap, journal, record, sendstream, transfer
 from .config import devices as devcfg
 from .config import expand, names, schema
-from .config.units import parse_api_time, parse_size
+from .config.text import check_description
+from .config.units import ZERO_TIME, format_api_time, parse_api_time, parse_size
 from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
@@ -94,7 +95,6 @@ _log = get_logger("lxdlib.backup")
 
 INDEX = "backup/index.yaml"
 MAX_INDEX_SIZE = 4 * 1024 * 1024
-_ZERO_TIME = "0001-01-01T00:00:00Z"
 # tar keeps owners, modes (setuid too), file capabilities; it cannot make device nodes.
 TAR_CAPS = "-all,+chown,+dac_override,+dac_read_search,+fowner,+fsetid,+setfcap"
 _SPACE_ERRORS = ("No space left on device", "Disk quota exceeded", "Wrote only")
@@ -102,10 +102,6 @@ _SED_SPECIAL = Pattern(r"([\\.\[\]*^$])")
 
 
 # -- export ----------------------------------------------------------------------------------------
-
-def _lxd_time(t: dt.datetime | None) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else _ZERO_TIME
-
 
 def _index(inst: InstanceCore, rec: InstanceRecord, snaps: Sequence[SnapshotRecord],
            pool: PoolDriver, optimized: bool) -> dict[str, Any]:
@@ -118,8 +114,8 @@ def _index(inst: InstanceCore, rec: InstanceRecord, snaps: Sequence[SnapshotReco
         return {"name": s.name, "architecture": rec.architecture, "config": dict(s.config),
                 "devices": {k: dict(v) for k, v in s.devices.items()},
                 "ephemeral": False, "profiles": list(s.profiles), "stateful": s.stateful,
-                "description": s.description, "created_at": _lxd_time(s.created_at),
-                "expires_at": _lxd_time(s.expires_at), "last_used_at": _ZERO_TIME,
+                "description": s.description, "created_at": format_api_time(s.created_at),
+                "expires_at": format_api_time(s.expires_at), "last_used_at": ZERO_TIME,
                 "expanded_config": dict(scfg), "expanded_devices": dict(sdevs), "size": -1}
 
     own = rec.to_dict()
@@ -134,8 +130,8 @@ def _index(inst: InstanceCore, rec: InstanceRecord, snaps: Sequence[SnapshotReco
                 "config": dict(rec.config), "devices": {k: dict(v) for k, v in
                                                         rec.devices.items()},
                 "ephemeral": rec.ephemeral, "profiles": list(rec.profiles), "stateful": False,
-                "description": rec.description, "created_at": _lxd_time(rec.created_at),
-                "last_used_at": _lxd_time(rec.last_used_at), "expanded_config": cfg,
+                "description": rec.description, "created_at": format_api_time(rec.created_at),
+                "last_used_at": format_api_time(rec.last_used_at), "expanded_config": cfg,
                 "expanded_devices": devs, "status": inst.status, "location": "none",
                 "project": "default"},
             "snapshots": [snapshot(s) for s in snaps],
@@ -785,11 +781,6 @@ def refuse_root_equivalent(rec: InstanceRecord, source: str, allow: str) -> None
         raise InvalidConfig(found[0], f"a root-equivalent setting from {source} is refused ("
                             + ", ".join(found) + f"); host root here may accept it ({allow}), "
                             "or set it after the import")
-
-
-def check_description(text: str, what: str) -> None:
-    if any(ch in text for ch in "\r\0"):
-        raise InvalidArgument(f"{what}: the description contains a carriage return or NUL")
 
 
 def archive_snapshot(ctx: Context, snap: SnapshotRecord) -> SnapshotRecord:

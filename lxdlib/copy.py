@@ -18,6 +18,7 @@ from . import journal, record, runtime
 from .config import devices as devcfg
 from .config import expand, names, schema
 from .config.ids import random_uuid
+from .config.text import check_description
 from .config.units import parse_size
 from .errors import (
     TYPE_CHECKING,
@@ -149,8 +150,8 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
     names.validate_instance_name(target)
     if target == src_name:
         raise AlreadyExists("instance", target)
-    if description is not None and any(ch in description for ch in "\r\0"):
-        raise InvalidArgument("description contains a carriage return or NUL")
+    if description is not None:
+        check_description(description)
     extra_cfg = schema.validate_instance_config(
         {k: v for k, v in (config or {}).items() if not k.startswith("volatile.")})
     extra_devs = {n: devcfg.validate_device(n, d) for n, d in (devices or {}).items()}

@@ -52,6 +52,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+from . import unixsock
 from .config.devices import ProxyAddress, parse_proxy_address
 from .errors import TYPE_CHECKING
 from .network import nat
@@ -267,7 +268,7 @@ class UnixPath:
         except OSError as e:
             raise SetupError(f"Failed listening on {path}: {e.strerror}") from None
         self.ino = -1
-        self.target = path  # what bind and the stale check use (see ``via_dir``)
+        self.target = path  # what bind and the stale check use (``unixsock.via_dir``)
 
     @classmethod
     def adopt(cls, dirfd: int, name: str, ino: int) -> UnixPath:
@@ -277,14 +278,6 @@ class UnixPath:
         self.target = name
         return self
 
-    def via_dir(self, path: str) -> str:
-        """``path`` as a name in the directory held (``/proc/self/fd/<dir>/<name>``), for a
-        bind or connect that must land there even if a component of ``path`` is swapped for a
-        symlink meanwhile (a host user's directory on the way); ``path`` itself when that name
-        is too long for a socket address. Only where ``/proc`` is this process's."""
-        held = f"/proc/self/fd/{self.dirfd}/{self.name}"
-        return held if len(held.encode()) < 108 else path
-
     def clear_stale(self, path: str) -> None:
         """A socket file left by a killed forwarder is removed; a live one means in use."""
         try:
@@ -293,17 +286,9 @@ class UnixPath:
             return
         if not stat.S_ISSOCK(st.st_mode):
             raise SetupError(f"Failed listening on {path}: the path exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        probe.settimeout(1.0)
-        try:
-            probe.connect(self.target)
-        except ConnectionRefusedError:
+        if unixsock.refuses_connections(self.target):
             os.unlink(self.name, dir_fd=self.dirfd)
             return
-        except OSError:
-            pass
-        finally:
-            probe.close()
         raise SetupError(f"Failed listening on {path}: Address already in use")
 
     def remember(self) -> None:
@@ -337,7 +322,7 @@ def make_listener(a: ProxyAddress, addr: Address, *, mode: int, uid: int | None,
             assert isinstance(addr, str)
             made = UnixPath(addr)
             if via_dir:
-                made.target = made.via_dir(addr)
+                made.target = unixsock.via_dir(made.dirfd, made.name, addr)
             made.clear_stale(addr)
             # The mode comes from the umask at bind: a chmod afterwards would follow whatever
             # a user of a shared directory put in the socket's place meanwhile.

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 
 from .config import names, schema
-from .config.text import scalar_text, text_map
+from .config.text import check_description, scalar_text, text_map
 from .errors import TYPE_CHECKING, InvalidArgument
 from .logs import get_logger
 
@@ -92,6 +92,7 @@ def check(ctx: Context, preseed: Any) -> _Plan:
         cfg = text_map(item.get("config"), f"network {name} config")
         description = _text(item, "description", f"network {name}")
         if name not in existing:
+            check_description(description, f"network {name}")
             validate_network_name(name)
             validate_network_config(cfg)
             ctx.default_network_name(name)  # an interface the host has already is refused
@@ -107,6 +108,7 @@ def check(ctx: Context, preseed: Any) -> _Plan:
                    text_map(v, f"profile {name} device {d}")
                    for d, v in (raw_devices or {}).items()}
         description = _text(item, "description", f"profile {name}")
+        check_description(description, f"profile {name}")
         cfg, devices = validate_profile(cfg, devices)
         check_raw_lxc(ctx.paths.lxcpath, cfg)
         plan.profiles.append((name, cfg, devices, description))

@@ -19,6 +19,7 @@ import enum
 
 from . import journal, record, runtime
 from .config import names
+from .config.text import check_description
 from .errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, LxdlibError, NotFound, WrongState
 from .logs import get_logger
 from .model import Collection, Model
@@ -311,8 +312,7 @@ def create_locked(inst: InstanceCore, name: str | None = None, *, stateful: bool
     from .config.units import expiry_date
     ctx = inst.ctx
     paths = ctx.paths
-    if any(ch in description for ch in "\r\0"):
-        raise InvalidArgument("description contains a carriage return or NUL")
+    check_description(description)
     rec = inst.record()
     cfg, _ = inst.expanded(rec)
     now = record.now()

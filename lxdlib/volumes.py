@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from . import idmap, record, runtime
+from .config.text import check_description
 from .config.units import parse_bool, parse_size
 from .errors import (
     TYPE_CHECKING,
@@ -428,8 +429,7 @@ class VolumeStore:
         validate_name(name)
         cfg = validate_config(dict(config or {}))
         cfg.pop(IDMAP_LAST, None)
-        if any(ch in description for ch in "\r\0"):
-            raise InvalidConfig("description", "must not contain a carriage return or NUL")
+        check_description(description)
         drv = self._pool(pool)
         drv.volume_path("custom", name)  # the driver's own name rules
         size = parse_size(cfg["size"]) if cfg.get("size") else None
@@ -514,8 +514,11 @@ class VolumeStore:
 
     def update(self, pool: str, name: str, config: Mapping[str, str] | None = None,
                description: str | None = None) -> None:
-        """Replace config and/or description; a changed ``size`` re-sets the quota at once."""
+        """Replace config and/or description; a changed ``size`` re-sets the quota at once.
+        The description is checked first: a refused one changes nothing, the quota neither."""
         name = strip_type(name)
+        if description is not None:
+            check_description(description)
         with self._lock(pool, name):
             data = self._read(pool, name)
             old = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
@@ -529,8 +532,6 @@ class VolumeStore:
                     self._pool(pool).set_quota("custom", name, size)
                 data["config"] = new
             if description is not None:
-                if any(ch in description for ch in "\r\0"):
-                    raise InvalidConfig("description", "must not contain a carriage return or NUL")
                 data["description"] = description
             write_record(self._record(pool, name), data)
 
@@ -872,8 +873,7 @@ class VolumeStore:
         name = strip_type(name)
         if snap is not None:
             validate_snapshot_name(snap)
-        if any(ch in description for ch in "\r\0"):
-            raise InvalidConfig("description", "must not contain a carriage return or NUL")
+        check_description(description)
         if expires_at is not None and (not isinstance(expires_at, dt.datetime)
                                        or expires_at.tzinfo is None):
             raise InvalidArgument("expires_at must be a datetime with a time zone")
@@ -912,8 +912,8 @@ class VolumeStore:
         expiry (``expires_at``, a time with its zone; ``no_expiry``: never; neither: kept).
         Read and written under the volume's lock; the snapshot as ``snapshots`` shows it."""
         name = strip_type(name)
-        if description is not None and any(ch in description for ch in "\r\0"):
-            raise InvalidConfig("description", "must not contain a carriage return or NUL")
+        if description is not None:
+            check_description(description)
         if expires_at is not None and (not isinstance(expires_at, dt.datetime)
                                        or expires_at.tzinfo is None):
             raise InvalidArgument("expires_at must be a datetime with a time zone")

@@ -158,13 +158,11 @@ def _record_or_remote(host: Host, ref: str) -> dict[str, Any]:
 
 
 def cmd_info(host: Host, a: argparse.Namespace) -> int:
+    from ..config.units import parse_api_time
     d = _record_or_remote(host, a.ref)
 
     def when(key: str) -> dt.datetime | None:
-        v = d.get(key)
-        if not v or str(v).startswith("0001-01-01"):
-            return None
-        return dt.datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+        return parse_api_time(d.get(key))
 
     lines = [f"Fingerprint: {d['fingerprint']}", f"Size: {output.image_size(d['size'])}",
              f"Architecture: {d['architecture']}", f"Type: {d.get('type', 'container')}",
@@ -202,13 +200,9 @@ def cmd_show(host: Host, a: argparse.Namespace) -> int:
 def _put_yaml(d: dict[str, Any]) -> str:
     """An image's ImagePut as yaml.v2 writes it: ``expires_at`` a Go time, plain RFC 3339 (a
     local image that never expires says the Unix epoch, as LXD's database gives it back)."""
-    raw = str(d.get("expires_at") or "")
-    if not raw or raw.startswith("0001-01-01"):
-        expires = "1970-01-01T00:00:00Z" if "profiles" in d else "0001-01-01T00:00:00Z"
-    else:
-        t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(dt.UTC)
-        frac = f".{t.microsecond:06d}".rstrip("0").rstrip(".")
-        expires = t.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
+    from ..config.units import EPOCH_TIME, ZERO_TIME, format_api_time, parse_api_time
+    expires = format_api_time(parse_api_time(d.get("expires_at")),
+                              EPOCH_TIME if "profiles" in d else ZERO_TIME)
     head = {"auto_update": bool(d.get("auto_update")),
             "properties": dict(sorted((d.get("properties") or {}).items())),
             "public": bool(d.get("public"))}

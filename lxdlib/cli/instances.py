@@ -451,22 +451,10 @@ def disk_usages(host: Host, entries: Iterable[Listed]) -> dict[str, int | None]:
 #: LXD's status codes (``api.StatusCode``) of the statuses an instance can have.
 STATUS_CODES = {"Stopped": 102, "Running": 103, "Starting": 106, "Stopping": 107,
                 "Aborting": 108, "Freezing": 109, "Frozen": 110, "Thawed": 111, "Error": 112}
-#: LXD's times for "never": an instance's ``last_used_at`` before its first start, and the
-#: zero time of Go (a snapshot's unset expiry and last use).
-NEVER_USED = "1970-01-01T00:00:00Z"
-ZERO_TIME = "0001-01-01T00:00:00Z"
 _COUNTERS = ("bytes_received", "bytes_sent", "packets_received", "packets_sent",
              "errors_received", "errors_sent", "packets_dropped_outbound",
              "packets_dropped_inbound")
 _NIC_KEYS = ("hwaddr", "host_name", "mtu", "state", "type")
-
-
-def api_time(t: dt.datetime | None, never: str) -> str:
-    """A time as LXD's JSON has it (RFC 3339 in UTC, ``Z``), ``never`` when unset."""
-    if t is None:
-        return never
-    import datetime as dt
-    return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _shown(host: Host, profiles: list[str], config: Mapping[str, str],
@@ -525,11 +513,12 @@ def instance_state(entry: Listed, net: Mapping[str, Any] | None, usage: Mapping[
 def api_snapshot(host: Host, rec: InstanceRecord, snap: SnapshotRecord) -> dict[str, Any]:
     """One snapshot of ``rec`` as LXD's API gives it (``api.InstanceSnapshot``: ``config show
     c1/snap`` and each of ``list --format json``'s ``snapshots``): its keys in its order."""
+    from ..config.units import ZERO_TIME, format_api_time
     scfg, sdevs = _shown(host, snap.profiles, snap.config, snap.devices)
     return {
-        "expires_at": api_time(snap.expires_at, ZERO_TIME),
+        "expires_at": format_api_time(snap.expires_at),
         "architecture": rec.architecture, "config": dict(sorted(snap.config.items())),
-        "created_at": api_time(snap.created_at, ZERO_TIME),
+        "created_at": format_api_time(snap.created_at),
         "devices": output.sorted_devices(snap.devices), "ephemeral": False,
         "expanded_config": dict(sorted(scfg.items())),
         "expanded_devices": output.sorted_devices(sdevs), "last_used_at": ZERO_TIME,
@@ -542,6 +531,7 @@ def instance_full(host: Host, entry: Listed, rec: InstanceRecord,
                   disk_usage: Mapping[str, int | None]) -> dict[str, Any]:
     """One instance as LXD's ``lxc list --format json`` prints it (``api.InstanceFull``): the
     same keys in the same order, ``snapshots`` and ``backups`` null when there are none."""
+    from ..config.units import EPOCH_TIME, format_api_time
     cfg, devs = _shown(host, rec.profiles, rec.config, rec.devices)
     snapshots = [api_snapshot(host, rec, snap) for snap in rec.snapshots]
     status = entry.status
@@ -549,11 +539,12 @@ def instance_full(host: Host, entry: Listed, rec: InstanceRecord,
         "architecture": rec.architecture, "config": dict(sorted(rec.config.items())),
         "devices": output.sorted_devices(rec.devices), "ephemeral": rec.ephemeral,
         "profiles": list(rec.profiles), "stateful": False, "description": rec.description,
-        "created_at": api_time(rec.created_at, ZERO_TIME),
+        "created_at": format_api_time(rec.created_at),
         "expanded_config": dict(sorted(cfg.items())),
         "expanded_devices": output.sorted_devices(devs),
         "name": rec.name, "status": status, "status_code": STATUS_CODES.get(status, 112),
-        "last_used_at": api_time(rec.last_used_at, NEVER_USED), "location": "none",
+        # never started: LXD's database gives back the epoch, not Go's zero time
+        "last_used_at": format_api_time(rec.last_used_at, EPOCH_TIME), "location": "none",
         "type": rec.type, "project": "default", "backups": None,
         "state": instance_state(entry, net, usage, devs, disk_usage),
         "snapshots": snapshots or None,

@@ -269,12 +269,11 @@ def cmd_volume_list(host: Host, a: argparse.Namespace) -> int:
 
 
 def _api_time(value: str | None) -> str:
-    """A recorded time as LXD's API has it (RFC 3339 in UTC, ``Z``; its zero time for none)."""
-    if not value:
-        return "0001-01-01T00:00:00Z"
+    """A recorded time (ISO 8601 with its zone, or none) as LXD's API has it."""
     import datetime as dt  # here: the other verbs need none of it (start-up time)
-    return dt.datetime.fromisoformat(value).astimezone(dt.UTC).isoformat().replace(
-        "+00:00", "Z")
+
+    from ..config.units import format_api_time
+    return format_api_time(dt.datetime.fromisoformat(value) if value else None)
 
 
 def _shown_time(value: str | None) -> str:

@@ -86,9 +86,16 @@ def text_map(value: Any, where: str) -> dict[str, str]:
     return out
 
 
-def check_description(description: object) -> None:
-    """A description is one string (LXD's field is a string) without CR or NUL."""
+def check_description(description: object, what: str = "") -> None:
+    """The one rule for the description of everything that has one (instances, snapshots,
+    profiles, networks, storage pools, custom volumes and their snapshots, image aliases): one
+    string (LXD's field is a string) without a carriage return or NUL: lxdlib's own rule, as
+    the list tables print a description as it is and a CR there rewrites the line a terminal
+    shows. InvalidArgument, not InvalidConfig: a description is no config key; ``what`` names
+    the object where the caller checks several (a backup's instance and its snapshots)."""
+    where = f"{what}: " if what else ""
     if not isinstance(description, str):
-        raise InvalidArgument(f"description must be a string, not {type(description).__name__}")
+        raise InvalidArgument(
+            f"{where}description must be a string, not {type(description).__name__}")
     if any(ch in description for ch in "\r\0"):
-        raise InvalidArgument("description contains a carriage return or NUL")
+        raise InvalidArgument(f"{where}description contains a carriage return or NUL")

@@ -245,6 +245,32 @@ def expiry_date(ref: datetime, s: str) -> datetime | None:
     return add_expiry(ref, delta)
 
 
+#: Go's zero ``time.Time`` as LXD's JSON and YAML print it: a time that was never set (a
+#: snapshot's expiry and last use, an image's).
+ZERO_TIME = "0001-01-01T00:00:00Z"
+#: The Unix epoch as LXD prints it: what its database gives back for a time stored as 0 (an
+#: instance never started, a local image that never expires in ``image show``).
+EPOCH_TIME = "1970-01-01T00:00:00Z"
+
+
+def format_api_time(t: datetime | None, unset: str = ZERO_TIME) -> str:
+    """A time as LXD's JSON and YAML write it, ``unset`` when there is none.
+
+    Go writes a ``time.Time`` in both (``encoding/json`` and yaml.v2) as RFC 3339 with
+    nanoseconds (``time.RFC3339Nano``): the fraction of a second only when there is one,
+    without its trailing zeros, so ``.5`` and not ``.500000`` as ``isoformat`` would, and
+    whole seconds without any. LXD keeps its times in UTC: ``Z`` (a time without its zone is
+    taken as local time, as ``astimezone`` takes it). One formatter for every document
+    lxdlib writes in LXD's shape (``list --format``, ``show``s, the backup index, the image
+    records), where four had their own and disagreed about the fraction."""
+    if t is None:
+        return unset
+    t = t.astimezone(UTC)
+    frac = f".{t.microsecond:06d}".rstrip("0") if t.microsecond else ""
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:" \
+           f"{t.second:02d}{frac}Z"
+
+
 def parse_api_time(value: object) -> datetime | None:
     """A time as LXD's API and its YAML carry it (``expires_at``, ``created_at``): RFC 3339
     text, with ``Z`` or an offset, or the datetime (or date) a YAML reader made of it. None,

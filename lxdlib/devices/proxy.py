@@ -28,7 +28,6 @@ import ipaddress
 import os
 import select
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from ..config.units import is_true
 from ..errors import InvalidConfig, NetworkError
 from ..logs import get_logger
 from ..network import nat
+from ..unixsock import refuses_connections, via_dir
 from . import BaseDriver, DeviceContext, Rendered
 
 log = get_logger(__name__)
@@ -273,19 +273,12 @@ def _remove_host_socket(dev: Mapping[str, str]) -> None:
                 return
         except OSError:
             return
-        held = f"/proc/self/fd/{dirfd}/{name}"
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.settimeout(1.0)
+        if refuses_connections(via_dir(dirfd, name, path)):
             try:
-                probe.connect(held if len(held.encode()) < 108 else path)
-            except ConnectionRefusedError:
-                try:
-                    os.unlink(name, dir_fd=dirfd)
-                    log.debug("removed the dead proxy socket %s", path)
-                except OSError as e:
-                    log.warning("cannot remove the dead proxy socket %s: %s", path, e)
-            except OSError:
-                pass
+                os.unlink(name, dir_fd=dirfd)
+                log.debug("removed the dead proxy socket %s", path)
+            except OSError as e:
+                log.warning("cannot remove the dead proxy socket %s: %s", path, e)
     finally:
         os.close(dirfd)
 

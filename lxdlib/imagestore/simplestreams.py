@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..config.units import ZERO_TIME, format_api_time
 from ..errors import TYPE_CHECKING, ImageError, InvalidArgument, NotFound
 from ..state import atomic_write
 from ..values import Value, assign
@@ -141,16 +142,14 @@ class RemoteImage(Value, frozen=True):
 
     def to_dict(self) -> dict[str, Any]:
         """LXD's API shape (``lxc image show images:…``)."""
-        created = self.created_at.isoformat().replace("+00:00", "Z")
+        created = format_api_time(self.created_at)
         return {
             "fingerprint": self.fingerprint, "filename": self.filename, "size": self.size,
             "architecture": self.architecture, "type": self.type, "public": True,
             "auto_update": False, "cached": False, "properties": dict(self.properties),
             "aliases": [{"name": a, "description": ""} for a in self.aliases],
             "created_at": created, "uploaded_at": created,
-            "last_used_at": "0001-01-01T00:00:00Z",
-            "expires_at": (self.expires_at.isoformat().replace("+00:00", "Z")
-                           if self.expires_at else "0001-01-01T00:00:00Z"),
+            "last_used_at": ZERO_TIME, "expires_at": format_api_time(self.expires_at),
         }
 
 

@@ -30,7 +30,8 @@ from enum import Enum
 from pathlib import Path
 
 from ..config.expand import resolve_profile_list
-from ..config.units import parse_api_time
+from ..config.text import check_description
+from ..config.units import format_api_time, parse_api_time
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
 
 __all__ = ["UNSET", "ImageRecord", "ImageStore", "validate_alias_name"]
 
-_ZERO_TIME = "0001-01-01T00:00:00Z"  # LXD's "no time" in API output
 _CHUNK = 1024 * 1024
 _IMPORT_PREFIX = ".import-"  # temp files of older versions, directly under images/
 _IMPORT_DIR = IMAGE_IMPORTS  # under paths.run
@@ -92,12 +92,6 @@ def _now() -> datetime:
 
 #: How close two uses of an image are recorded as one (``ImageStore.touch``).
 TOUCH_RESOLUTION = timedelta(seconds=1)
-
-
-def _fmt_time(value: datetime | None) -> str:
-    if value is None:
-        return _ZERO_TIME
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class ImageRecord(Value, frozen=True):
@@ -171,10 +165,10 @@ class ImageRecord(Value, frozen=True):
             "cached": self.cached,
             "properties": dict(self.properties),
             "aliases": [dict(a) for a in self.aliases],
-            "created_at": _fmt_time(self.created_at),
-            "uploaded_at": _fmt_time(self.uploaded_at),
-            "last_used_at": _fmt_time(self.last_used_at),
-            "expires_at": _fmt_time(self.expires_at),
+            "created_at": format_api_time(self.created_at),
+            "uploaded_at": format_api_time(self.uploaded_at),
+            "last_used_at": format_api_time(self.last_used_at),
+            "expires_at": format_api_time(self.expires_at),
             "profiles": list(self.profiles),
         }
         if self.update_source is not None:
@@ -815,8 +809,7 @@ class ImageStore:
     def alias_create(self, name: str, target: str, description: str = "") -> None:
         """Point a new alias at an image (``target``: fingerprint, prefix or another alias)."""
         validate_alias_name(name)
-        if not isinstance(description, str):
-            raise InvalidArgument("alias description must be a string")
+        check_description(description, f"image alias {name!r}")
         with lock(self.paths, "images", "aliases"):
             table = self._read_aliases()
             if name in table:
@@ -828,8 +821,8 @@ class ImageStore:
     def alias_update(self, name: str, *, target: str | None = None,
                      description: str | None = None) -> None:
         """Move an alias to another image and/or change its description (auto-update uses it)."""
-        if description is not None and not isinstance(description, str):
-            raise InvalidArgument("alias description must be a string")
+        if description is not None:
+            check_description(description, f"image alias {name!r}")
         with lock(self.paths, "images", "aliases"):
             table = self._read_aliases()
             if name not in table:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from .. import state
+from ..config.text import check_description
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
@@ -748,8 +749,7 @@ class NetworkManager:
         """Create the bridge and everything it serves; on any failure nothing is left."""
         validate_name(name)
         cfg = validate_config(config)
-        if not isinstance(description, str) or "\0" in description:
-            raise InvalidConfig("description", "must be a string without NUL")
+        check_description(description)
         self.paths.networks.mkdir(parents=True, exist_ok=True)
         with self._global_lock():
             state.remove_stale_tmp(self.paths.networks)
@@ -803,8 +803,8 @@ class NetworkManager:
         validate_name(name)
         if not isinstance(config, dict):
             raise InvalidConfig("config", "must be a mapping of keys to strings")
-        if description is not None and (not isinstance(description, str) or "\0" in description):
-            raise InvalidConfig("description", "must be a string without NUL")
+        if description is not None:
+            check_description(description)
         with self._global_lock(), self._lock(name):
             old = self._read(name)
             merged = {key: value for key, value in config.items() if value != ""}

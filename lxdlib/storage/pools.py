@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections.abc import Mapping
 
+from ..config.text import check_description
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
@@ -163,8 +164,7 @@ def check_pool(name: str, driver: str, config: Mapping[str, str] | None = None,
         if not isinstance(key, str) or not isinstance(text, str):
             raise InvalidConfig(str(key), "pool keys and values must be strings", repr(value))
         checked[key] = text
-    if not isinstance(description, str):
-        raise InvalidConfig("description", "must be a string", repr(description))
+    check_description(description)
     return cls.validate_config(checked)
 
 
@@ -218,8 +218,7 @@ def pool_record(paths: Paths, name: str) -> dict[str, Any]:
 def set_pool_description(paths: Paths, name: str, description: str) -> None:
     """Change the description, the one part of a pool's record that may change after it is
     made (its driver keys say where and how its data is kept)."""
-    if not isinstance(description, str) or any(ch in description for ch in "\r\0"):
-        raise InvalidConfig("description", "must be a string without carriage return or NUL")
+    check_description(description)
     with lock(paths, "storage-pool", name):
         record = _read_record(paths, name)
         record["description"] = description

@@ -4,6 +4,7 @@ hostile archives that must be refused with nothing changed."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import secrets
@@ -17,6 +18,7 @@ import yaml
 
 import lxdlib
 from lxdlib.backup import scan
+from lxdlib.config.units import parse_api_time
 from tests.integration import invariants
 from tests.integration.archive_fixtures import rewrite_index
 from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons
@@ -100,6 +102,24 @@ def test_round_trips(host: lxdlib.Host, tmp_path: Path) -> None:
     _check_copy(host, src, "r4", ["s0", "s1"])
     with pytest.raises(lxdlib.InvalidArgument):
         host.export_backup("c1", tmp_path / "x.tar", compression_algorithm="rot13")
+    invariants.check(host)
+
+
+def test_lxd_index_keeps_fractions_of_seconds(host: lxdlib.Host, tmp_path: Path) -> None:
+    """The index's LXD-shaped times are Go's (RFC3339Nano): a fraction of a second survives
+    an archive read back through them alone (as LXD reads it), where the index once wrote
+    whole seconds and an expiry moved."""
+    c = host.instances.create("busybox", "hddfrac")
+    at = dt.datetime(2031, 5, 6, 7, 8, 9, 123400, tzinfo=dt.UTC)
+    c.snapshots.create("s", expires_at=at)
+    out = host.export_backup("hddfrac", tmp_path)
+    with tarfile.open(out) as tf:
+        index = yaml.safe_load(tf.extractfile("backup/index.yaml").read())  # type: ignore
+    written = index["config"]["snapshots"][0]["expires_at"]
+    assert parse_api_time(written) == at
+    rewrite_index(out, tmp_path / "lxd.tar.gz", lambda d: d.pop("lxdlib"))
+    host.import_backup(tmp_path / "lxd.tar.gz", "hddfrac2")
+    assert host.instances["hddfrac2"].snapshots["s"].expires_at == at
     invariants.check(host)
 
 

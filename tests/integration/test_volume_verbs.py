@@ -159,6 +159,20 @@ def test_copy_within_btrfs_pool_is_independent_with_its_limit(vols: lxdlib.Host)
     assert vols.volumes["default/src"].copy("dst2").config == dst.config  # the model's verb
 
 
+def test_a_refused_description_leaves_the_quota(vols: lxdlib.Host) -> None:
+    """``update`` with a new size and a description it refuses changes nothing: the
+    description is checked before the quota is set, not after (the record stayed old, the
+    pool's limit did not)."""
+    s = _store(vols)
+    s.create("default", "hddq", {"size": "16MiB"})
+    with pytest.raises(lxdlib.InvalidArgument, match="description"):
+        s.update("default", "hddq", {"size": "64MiB"}, description="a\rb")
+    assert vols.volumes["default/hddq"].config == {"size": "16MiB"}
+    big = subprocess.run(["dd", "if=/dev/urandom", f"of={s.path('default', 'hddq') / 'big'}",
+                          "bs=1M", "count=24", "conv=fsync"], capture_output=True, text=True)
+    assert big.returncode != 0, "the quota was raised by a refused update"
+
+
 @pytest.mark.parametrize(("src", "dst"), [("default", DIR_POOL), (DIR_POOL, "default")])
 def test_copy_across_pools(vols: lxdlib.Host, src: str, dst: str) -> None:
     s = _store(vols)

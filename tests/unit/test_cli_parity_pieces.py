@@ -70,7 +70,3 @@ def test_disk_usage_comes_from_the_listings_figures(usages: dict[str, int | None
     assert cli.instance_state(Listed("c1", "STOPPED", -1, rec), None, {}, {}, usages)["disk"] == {}
 
 
-def test_api_times_are_utc_with_z() -> None:
-    t = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))
-    assert cli.api_time(t, cli.ZERO_TIME) == "2026-01-02T01:04:05Z"
-    assert cli.api_time(None, cli.NEVER_USED) == "1970-01-01T00:00:00Z"

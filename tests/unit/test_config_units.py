@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -11,8 +11,11 @@ from hypothesis import strategies as st
 
 from lxdlib.config.units import (
     BYTE_SUFFIXES,
+    EPOCH_TIME,
+    ZERO_TIME,
     ExpiryDelta,
     expiry_date,
+    format_api_time,
     format_size,
     is_false,
     is_true,
@@ -198,6 +201,42 @@ def test_parse_duration_expiry() -> None:
 ])
 def test_api_times_as_lxd_writes_them(value: object, want: datetime | None) -> None:
     assert parse_api_time(value) == want
+
+
+_PLUS2 = timezone(timedelta(hours=2))
+
+
+@pytest.mark.parametrize(("value", "unset", "want"), [
+    # unset: Go's zero time, or what the field says instead (an instance never started)
+    (None, ZERO_TIME, "0001-01-01T00:00:00Z"),
+    (None, EPOCH_TIME, "1970-01-01T00:00:00Z"),
+    # Go's RFC3339Nano: whole seconds carry no fraction...
+    (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), ZERO_TIME, "2026-01-02T03:04:05Z"),
+    # ...and a fraction keeps its digits but not its trailing zeros (the backup index
+    # dropped it; isoformat() wrote all six)
+    (datetime(2026, 1, 2, 3, 4, 5, 500000, tzinfo=UTC), ZERO_TIME, "2026-01-02T03:04:05.5Z"),
+    (datetime(2026, 1, 2, 3, 4, 5, 123400, tzinfo=UTC), ZERO_TIME,
+     "2026-01-02T03:04:05.1234Z"),
+    (datetime(2026, 1, 2, 3, 4, 5, 1, tzinfo=UTC), ZERO_TIME, "2026-01-02T03:04:05.000001Z"),
+    (datetime(2026, 1, 2, 3, 4, 5, 999999, tzinfo=UTC), ZERO_TIME,
+     "2026-01-02T03:04:05.999999Z"),
+    # in UTC, whatever zone the time came in
+    (datetime(2026, 1, 2, 1, 4, 5, 250000, tzinfo=_PLUS2), ZERO_TIME,
+     "2026-01-01T23:04:05.25Z"),
+    # the zero time itself, as a YAML reader makes it, is written as Go writes it
+    (datetime(1, 1, 1, tzinfo=UTC), EPOCH_TIME, "0001-01-01T00:00:00Z"),
+    (datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), ZERO_TIME, "9999-12-31T23:59:59Z"),
+])
+def test_api_times_written_as_lxd_writes_them(value: datetime | None, unset: str,
+                                              want: str) -> None:
+    assert format_api_time(value, unset) == want
+
+
+@given(st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31),
+                    timezones=st.just(UTC)))
+def test_api_times_read_back_as_written(t: datetime) -> None:
+    """What the formatter writes, the parser reads back to the same instant."""
+    assert parse_api_time(format_api_time(t)) == t
 
 
 @pytest.mark.parametrize("value", ["bogus", "2100-13-01T00:00:00Z", 5, ["2100-01-01"]])

@@ -34,7 +34,7 @@ def test_to_dict_has_lxd_keys() -> None:
     assert d["type"] == "container"
     assert d["profiles"] == ["default"]
     assert d["created_at"] == "2024-01-02T03:04:05Z"
-    assert d["uploaded_at"] == "2024-02-03T04:05:06.789000Z"
+    assert d["uploaded_at"] == "2024-02-03T04:05:06.789Z"  # Go: no trailing zeros
     assert d["last_used_at"] == "0001-01-01T00:00:00Z"
     assert d["expires_at"] == "0001-01-01T00:00:00Z"
     assert d["aliases"] == [{"name": "bb", "description": "d"}]
