@@ -548,7 +548,7 @@ class Attached:
     lock, so the owner's ``wait`` in one thread and a stop in another never block each other.
     """
 
-    __slots__ = ("code", "pid", "_fd", "_where")
+    __slots__ = ("_fd", "_where", "code", "pid")
 
     def __init__(self, pid: int, lxcpath: Path, name: str) -> None:
         self.pid = pid
