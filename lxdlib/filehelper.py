@@ -227,12 +227,12 @@ class DirChain:
 
     __slots__ = ("_keep", "_levels", "_low")
 
-    def __init__(self, root_fd: int, keep: int = MAX_OPEN_DIRS) -> None:
+    def __init__(self, root_fd: int, keep: int | None = None) -> None:
         st = os.fstat(root_fd)
         # per level: [fd or -1, st_dev, st_ino, name]
         self._levels: list[list[Any]] = [[root_fd, st.st_dev, st.st_ino, ""]]
         self._low = 1  # levels from here down are open (the root always is)
-        self._keep = max(1, keep)
+        self._keep = max(1, MAX_OPEN_DIRS if keep is None else keep)
 
     @property
     def depth(self) -> int:

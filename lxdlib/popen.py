@@ -8,7 +8,10 @@ process (through a pidfd, ``runtime.Attached``). Exit codes are LXD's (128+N for
 
 Stopping the instance (stop, restart, ``delete --force``, a snapshot restore) kills the
 process as it kills every process of the instance, and its pipes then read EOF; its code
-(137, killed) stays for ``wait``.
+(137, killed) stays for ``wait``. Only this process can reap it, and the instance's init
+cannot finish dying before it is reaped: a stop from this process does that itself
+(``runtime.Attached``), but a stop from another process (the command line) waits until this
+one calls ``poll``, ``wait`` or ``communicate`` (or exits).
 """
 
 from __future__ import annotations
