@@ -396,7 +396,11 @@ class Session:
             msg = self._recv(path, at)
             if msg.get("end"):
                 return
-            depth, name = msg.get("depth"), _safe_name(str(msg.get("name")))
+            depth, name = msg.get("depth"), msg.get("name")
+            if not isinstance(name, str):
+                raise LXCError(f"file access to {self._where(path)} failed: the helper sent an "
+                               "entry without a name")
+            _safe_name(name)
             if not isinstance(depth, int) or not 1 <= depth <= len(names) + 1:
                 raise LXCError(f"file access to {self._where(path)} failed: the helper sent "
                                f"{name!r} at depth {depth!r} outside the directories walked")
