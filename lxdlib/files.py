@@ -635,7 +635,9 @@ class Files:
                   parents: bool = False) -> int:
         """Copy ``path`` (a directory or a file) to ``host_dir`` on the host: modes (setuid and
         setgid dropped: the host must not get the container's setuid files), symlinks as they
-        are, file mtimes. Returns the number of entries copied."""
+        are, file mtimes. Returns the number of entries copied. Any depth; an entry a running
+        instance removes or renames meanwhile ends the copy with ``NotFound`` naming it, and
+        what was copied before stays, each file whole (``pull_tree``)."""
         with self.session() as s:
             count = pull_tree(s, _norm(path), Path(host_dir), parents=parents)
         self._emit("instance-file-retrieved", _norm(path))

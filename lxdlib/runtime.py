@@ -600,7 +600,7 @@ class Attached:
                 pidfd.send(self._fd, sig)
 
 
-SIGKILL = 9  # not ``signal``'s: most verbs never import it
+_SIGKILL = 9  # not ``signal``'s: most verbs never import it
 _ATTACHED: dict[int, Attached] = {}  # by pid, until reaped
 _ATTACHED_LOCK = _thread.allocate_lock()
 
@@ -616,7 +616,7 @@ def end_attached(lxcpath: Path, name: str, *, kill: bool, timeout: float = 30.0)
         mine = [a for a in _ATTACHED.values() if a._where == where]
     if kill and mine:
         for a in mine:
-            a.signal(SIGKILL)  # as the stop sends init
+            a.signal(_SIGKILL)  # as the stop sends init
         log.debug("killed %d processes attached to %s before its stop", len(mine), name)
     wait = (timeout if timeout >= 0 else 30.0) if kill else 0.0
     for a in mine:
