@@ -55,8 +55,9 @@ class LxdlibError(Exception):
 class NotFound(LxdlibError, LookupError):
     """The named object does not exist.
 
-    ``repair``: ``detail`` says how to get out of a state LXD cannot reach (an instance that
-    names a deleted profile), which the command then prints as it is, not LXD's sentence."""
+    ``repair``: ``detail`` says what LXD's sentence would hide — how to get out of a state LXD
+    cannot reach (an instance that names a deleted profile), which entry of a tree vanished
+    while it was copied — and the command then prints it as it is, not LXD's sentence."""
 
     repair: bool = False  # a class default: ``lxdlib.wire`` rebuilds errors without __init__
 

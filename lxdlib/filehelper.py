@@ -196,6 +196,118 @@ def _special(mode: int) -> str:
     return "special file"
 
 
+#: directories a walk keeps open at most (besides its root); deeper levels are reopened
+MAX_OPEN_DIRS = 32
+
+
+class Moved(FileNotFoundError):
+    """A directory of a walk is no longer where the walk found it; ``depth`` is its level
+    (the walk's root is 0, its entries 1, …)."""
+
+    def __init__(self, depth: int, name: str) -> None:
+        super().__init__(errno.ENOENT, os.strerror(errno.ENOENT), name)
+        self.depth = depth
+
+
+class DirChain:
+    """The directories from a walk's root down to where the walk is, for trees of any depth.
+
+    A walk that held one descriptor per level (and recursed once per level) failed on a tree a
+    container makes in seconds (``mkdir d; cd d`` 1,200 times): ``RecursionError``, or
+    ``EMFILE`` under a 1,024-descriptor limit. Here each level is entered with
+    ``openat(…, O_NOFOLLOW | O_DIRECTORY)`` as before, and its (device, inode) recorded; past
+    ``keep`` open levels the uppermost one's descriptor is closed. Coming back up, a closed
+    level is reopened by ``..`` of the level below and accepted only if it is the directory
+    recorded; if not (that directory was moved meanwhile), by its names from the nearest open
+    level, each step ``O_NOFOLLOW`` and checked the same way. A level that cannot be found again
+    is ``Moved``, never another directory: no symlink is followed, nothing is reached by a path
+    string. The root (given, owned from then on) stays open. Used by the file helper's walk and
+    by the host side of a pull (``files.pull_tree``).
+    """
+
+    __slots__ = ("_keep", "_levels", "_low")
+
+    def __init__(self, root_fd: int, keep: int | None = None) -> None:
+        st = os.fstat(root_fd)
+        # per level: [fd or -1, st_dev, st_ino, name]
+        self._levels: list[list[Any]] = [[root_fd, st.st_dev, st.st_ino, ""]]
+        self._low = 1  # levels from here down are open (the root always is)
+        self._keep = max(1, MAX_OPEN_DIRS if keep is None else keep)
+
+    @property
+    def depth(self) -> int:
+        return len(self._levels) - 1
+
+    @property
+    def fd(self) -> int:
+        """The deepest level's descriptor (always open)."""
+        fd: int = self._levels[-1][0]
+        return fd
+
+    def enter(self, name: str) -> int:
+        """Open the directory ``name`` of the deepest level, never through a symlink; its fd."""
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=self.fd)
+        st = os.fstat(fd)
+        self._levels.append([fd, st.st_dev, st.st_ino, name])
+        if len(self._levels) - self._low > self._keep:
+            level = self._levels[self._low]
+            os.close(level[0])
+            level[0] = -1
+            self._low += 1
+        return fd
+
+    def leave(self) -> None:
+        """Close the deepest level; the one above is open again (``Moved`` if it is gone)."""
+        fd = self._levels.pop()[0]
+        try:
+            if self.depth >= 1 and self._low > self.depth:
+                self._reopen(fd)
+        finally:
+            os.close(fd)
+        self._low = min(self._low, max(1, self.depth))
+
+    def _same(self, fd: int, depth: int) -> bool:
+        st = os.fstat(fd)
+        level = self._levels[depth]
+        return (st.st_dev, st.st_ino) == (level[1], level[2])
+
+    def _reopen(self, below: int) -> None:
+        depth = self.depth
+        try:
+            up = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=below)
+        except OSError:  # ``below`` was removed: no ``..`` any more
+            up = -1
+        if up >= 0:
+            if self._same(up, depth):
+                self._levels[depth][0] = up
+                return
+            os.close(up)
+        fd = self._levels[0][0]  # every level between the root and this one is closed
+        for d in range(1, depth + 1):
+            name = self._levels[d][3]
+            try:
+                nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              dir_fd=fd)
+            except OSError:
+                raise Moved(d, name) from None
+            finally:
+                if d > 1:
+                    os.close(fd)
+            if not self._same(nxt, d):
+                os.close(nxt)
+                raise Moved(d, name)
+            fd = nxt
+        self._levels[depth][0] = fd
+
+    def close(self) -> None:
+        for level in self._levels:
+            if level[0] >= 0:
+                os.close(level[0])
+                level[0] = -1
+        self._levels.clear()
+
+
 class Server:
     def __init__(self, chan: Channel, offset: int) -> None:
         self.chan = chan
@@ -490,62 +602,102 @@ class Server:
         self.chan.send({"ok": True})
 
     def op_walk(self, req: dict[str, Any]) -> None:
-        """Stream a whole tree, depth first, each entry before its children; files carry data."""
+        """Stream a whole tree, depth first, each entry before its children; files carry data.
+
+        An entry is ``{"depth", "name", "stat"}``: its level below the root (1 for the root's
+        own entries) and its name; the receiver keeps the names of the directories it is in, so
+        no message grows with the depth. A failure ends the walk with the error and the
+        ``depth``/``name`` of what failed (a directory or file gone meanwhile), so that the
+        error names that path, not the root of the walk.
+        """
         path = self._check(req["path"])
         st = os.stat(path)
         if stat.S_ISREG(st.st_mode):
             fd, st = self._open_regular(path)
             try:
                 self.chan.send({"ok": True, "stat": self._stat(st)})
-                self.chan.send_fd(fd)
+                sent = self._send_file(fd)
             finally:
                 os.close(fd)
-            self.chan.send({"end": True, "ok": True})
+            self.chan.send({"end": True, **sent})
             return
         dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        chain = DirChain(dfd)
+        at: list[Any] = [0, ""]  # what the walk is at: depth and name
         try:
             self.chan.send({"ok": True, "stat": self._stat(st)})
             try:
-                self._walk(dfd, "")
+                self._walk(chain, at)
                 end: dict[str, Any] = {"end": True, "ok": True}
             except OSError as e:
                 if isinstance(e, (BrokenPipeError, ConnectionError)):
                     raise
-                end = {"end": True, **_error(e)}
+                if isinstance(e, Moved):
+                    at = [e.depth, str(e.filename)]
+                end = {"end": True, **_error(e), "depth": at[0], "name": at[1]}
             self.chan.send(end)
         finally:
-            os.close(dfd)
+            chain.close()
 
-    def _walk(self, dfd: int, rel: str) -> None:
+    def _send_file(self, fd: int) -> dict[str, Any]:
+        """Stream an open file; a read error mid-way aborts the stream (the receiver drops what
+        it got) and is returned, so that the channel stays in step."""
+        try:
+            self.chan.send_fd(fd)
+        except OSError as e:
+            if isinstance(e, (BrokenPipeError, ConnectionError)):
+                raise
+            self.chan.abort()
+            return _error(e)
+        return {"ok": True}
+
+    @staticmethod
+    def _listing(dfd: int) -> list[str]:
         with os.scandir(dfd) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            name = entry.name
-            child = f"{rel}/{name}" if rel else name
+            names = [e.name for e in it]
+        names.sort(reverse=True)  # popped from the end: in order
+        return names
+
+    def _walk(self, chain: DirChain, at: list[Any]) -> None:
+        """The entries below ``chain``'s root, in name order, depth first: a loop with a list of
+        names still to visit per level (a recursion stopped at Python's ~1,000 levels), and
+        ``chain`` holding a bounded number of directories open."""
+        pending = [self._listing(chain.fd)]
+        while pending:
+            names = pending[-1]
+            depth = len(pending)
+            if not names:
+                pending.pop()
+                if pending:
+                    at[:] = [depth - 1, ""]
+                    chain.leave()
+                continue
+            name = names.pop()
+            at[:] = [depth, name]
+            dfd = chain.fd
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            entry: dict[str, Any] = {"depth": depth, "name": name}
             if stat.S_ISLNK(st.st_mode):
-                self.chan.send({"rel": child,
-                                "stat": self._stat(st, os.readlink(name, dir_fd=dfd))})
+                self.chan.send({**entry, "stat": self._stat(st, os.readlink(name, dir_fd=dfd))})
             elif stat.S_ISREG(st.st_mode):
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY,
                              dir_fd=dfd)
                 try:
                     st = os.fstat(fd)
-                    self.chan.send({"rel": child, "stat": self._stat(st)})
+                    self.chan.send({**entry, "stat": self._stat(st)})
                     if stat.S_ISREG(st.st_mode):  # else it changed under us: an "other" entry
                         os.set_blocking(fd, True)
-                        self.chan.send_fd(fd)
+                        end = self._send_file(fd)
+                        if not end["ok"]:
+                            raise OSError(end["errno"], end["msg"])
                 finally:
                     os.close(fd)
             elif stat.S_ISDIR(st.st_mode):
-                self.chan.send({"rel": child, "stat": self._stat(st)})
-                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
-                try:
-                    self._walk(sub, child)
-                finally:
-                    os.close(sub)
+                self.chan.send({**entry, "stat": self._stat(st)})
+                chain.enter(name)
+                pending.append(self._listing(chain.fd))
             else:
-                self.chan.send({"rel": child, "stat": self._stat(st)})
+                self.chan.send({**entry, "stat": self._stat(st)})
 
     def serve(self) -> None:
         ops = {"stat": self.op_stat, "listdir": self.op_listdir, "get": self.op_get,

@@ -36,7 +36,7 @@ from .errors import (
     QuotaExceeded,
     WrongState,
 )
-from .filehelper import CHUNK, Channel
+from .filehelper import CHUNK, Channel, DirChain, Moved
 from .values import Value, assign
 
 if TYPE_CHECKING:
@@ -267,15 +267,39 @@ class Session:
             return InvalidArgument(f"{where}: {msg}")
         return LxdlibError(f"{where}: {msg}")
 
-    def _recv(self, path: str) -> dict[str, Any]:
+    def _recv(self, path: str, at: Callable[[dict[str, Any]], str] | None = None
+              ) -> dict[str, Any]:
+        """The next reply; a failure raises the typed error naming ``path`` (or, with ``at``,
+        the path ``at`` finds in the reply)."""
         try:
             reply = self.chan.recv()
         except (EOFError, filehelper.ProtocolError, OSError) as e:
-            raise LXCError(f"file access to {self._where(path)} failed: the helper stopped "
-                           f"({e or type(e).__name__})", self._stderr()) from None
+            raise self._stopped(path, e) from None
         if reply.get("ok") is False:
-            raise self._fail(reply, path)
+            where = path if at is None else at(reply)
+            err = self._fail(reply, where)
+            if where != path and isinstance(err, NotFound):  # below the root, gone meanwhile
+                err = NotFound("file", self._where(where), "it was removed or renamed while "
+                               "the tree was copied", repair=True)
+            raise err
         return reply
+
+    def _stopped(self, path: str, e: BaseException) -> LXCError:
+        return LXCError(f"file access to {self._where(path)} failed: the helper stopped "
+                        f"({e or type(e).__name__})", self._stderr())
+
+    def _file_chunks(self, path: str, at: Callable[[dict[str, Any]], str]
+                     ) -> Iterator[memoryview]:
+        """A walked file's chunks; a read error inside aborts the stream, and the helper's
+        reply after it raises the typed error naming that file."""
+        try:
+            yield from self.chan.chunks()
+        except filehelper.Aborted:
+            self._recv(path, at)
+            raise LXCError(f"file access to {self._where(path)} failed: the helper aborted a "
+                           "file without saying why") from None
+        except (filehelper.ProtocolError, OSError) as e:
+            raise self._stopped(path, e) from None
 
     def _call(self, req: dict[str, Any]) -> dict[str, Any]:
         self.chan.send(req)
@@ -344,29 +368,53 @@ class Session:
         """The tree at ``path``, depth first: (relative path, stat, chunks for regular files).
 
         The root comes first with relative path ``""``. A file's chunks must be used before
-        the next item is asked for (they are drained otherwise).
+        the next item is asked for (they are drained otherwise). Any depth: the helper sends
+        each entry's level and name, and the directories it is in are kept here. An entry
+        that vanishes during the walk (a running container renames or removes it) ends the
+        walk with the typed error naming that entry's path, as ``path`` was given.
         """
+        names: list[str] = []  # the directories the walk is in, below the root
+
+        def at(reply: dict[str, Any]) -> str:
+            depth, name = reply.get("depth"), reply.get("name")
+            if not isinstance(depth, int) or not isinstance(name, str) \
+                    or not 0 <= depth <= len(names) + 1:
+                return path
+            parts = [*names[:depth - 1], name] if name else names[:depth]
+            return f"{path.rstrip('/')}/{'/'.join(parts)}" if parts else path
+
         first = self._call({"op": "walk", "path": path})
         root = FileStat.from_wire(first["stat"])
         if root.type == "file":
-            chunks = self.chan.chunks()
+            chunks = self._file_chunks(path, at)
             yield "", root, chunks
             for _ in chunks:
                 pass
         else:
             yield "", root, None
         while True:
-            msg = self._recv(path)
+            msg = self._recv(path, at)
             if msg.get("end"):
                 return
-            rel = str(msg["rel"])
+            depth, name = msg.get("depth"), msg.get("name")
+            if not isinstance(name, str):
+                raise LXCError(f"file access to {self._where(path)} failed: the helper sent an "
+                               "entry without a name")
+            _safe_name(name)
+            if not isinstance(depth, int) or not 1 <= depth <= len(names) + 1:
+                raise LXCError(f"file access to {self._where(path)} failed: the helper sent "
+                               f"{name!r} at depth {depth!r} outside the directories walked")
+            del names[depth - 1:]
+            rel = "/".join((*names, name))
             st = FileStat.from_wire(msg["stat"])
             if st.type == "file":
-                chunks = self.chan.chunks()
+                chunks = self._file_chunks(path, at)
                 yield rel, st, chunks
                 for _ in chunks:
                     pass
             else:
+                if st.type == "directory":
+                    names.append(name)
                 yield rel, st, None
 
 
@@ -587,7 +635,9 @@ class Files:
                   parents: bool = False) -> int:
         """Copy ``path`` (a directory or a file) to ``host_dir`` on the host: modes (setuid and
         setgid dropped: the host must not get the container's setuid files), symlinks as they
-        are, file mtimes. Returns the number of entries copied."""
+        are, file mtimes. Returns the number of entries copied. Any depth; an entry a running
+        instance removes or renames meanwhile ends the copy with ``NotFound`` naming it, and
+        what was copied before stays, each file whole (``pull_tree``)."""
         with self.session() as s:
             count = pull_tree(s, _norm(path), Path(host_dir), parents=parents)
         self._emit("instance-file-retrieved", _norm(path))
@@ -717,37 +767,36 @@ def _write_host_file(dirfd: int, name: str, st: FileStat, chunks: Iterator[memor
 def pull_tree(s: Session, path: str, dest: Path, *, parents: bool = False) -> int:
     """Write the instance's tree at ``path`` to ``dest``. Names from the instance are checked
     and every host-side step is relative to a directory fd with ``O_NOFOLLOW``, so a symlink
-    pulled earlier (or planted) is replaced, never followed."""
+    pulled earlier (or planted) is replaced, never followed; the directories are held by a
+    ``DirChain``, so any depth takes a bounded number of fds.
+
+    A failure (an entry that vanished in a running instance, a full disk) leaves what was
+    copied before it: each file is written beside its name and renamed, so it is there whole
+    or not at all, and no temporary file stays."""
     dest = Path(os.path.realpath(dest))  # the caller's own path: its symlinks are meant
     count = 0
-    stack: list[tuple[str, int]] = []
+    chain: DirChain | None = None
     try:
         for rel, st, chunks in s.walk(path):
-            if rel == "":
+            if chain is None:  # the root: made in dest's parent, the chain's level 0
                 parent = dest.parent
                 if parents:
                     parent.mkdir(parents=True, exist_ok=True)
-                pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                stack.append(("\0parent", pfd))
+                chain = DirChain(os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
                 name = dest.name
-                prefix = ""
             else:
                 *dirs, name = rel.split("/")
-                for part in (*dirs, name):
-                    _safe_name(part)
-                prefix = "/".join(dirs)
-                while stack and stack[-1][0] != prefix:
-                    os.close(stack.pop()[1])
-                if not stack:
+                _safe_name(name)  # the directories' names were checked when they came
+                level = len(dirs) + 1  # the chain's level of its directory (the root is 1)
+                while chain.depth > level:
+                    chain.leave()
+                if chain.depth != level:
                     raise LxdlibError(f"entry {rel!r} came before its directory")
-            dirfd = stack[-1][1]
+            dirfd = chain.fd
             if st.type == "directory":
                 if not _clear(dirfd, name, keep_dir=True):
                     os.mkdir(name, 0o700, dir_fd=dirfd)
-                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                             dir_fd=dirfd)
-                os.fchmod(fd, st.mode & 0o777)
-                stack.append((rel, fd))
+                os.fchmod(chain.enter(name), st.mode & 0o777)
             elif st.type == "file":
                 assert chunks is not None
                 _write_host_file(dirfd, name, st, chunks)
@@ -758,10 +807,10 @@ def pull_tree(s: Session, path: str, dest: Path, *, parents: bool = False) -> in
             else:
                 continue
             count += 1
-            if rel == "" and st.type == "directory":
-                # children name their parent by path relative to the root: ""
-                stack[-1] = ("", stack[-1][1])
+    except Moved:
+        raise LxdlibError(f"{dest} changed while it was copied: a directory in it was moved "
+                          "away") from None
     finally:
-        for _, fd in stack:
-            os.close(fd)
+        if chain is not None:
+            chain.close()
     return count

@@ -3,8 +3,15 @@
 ``exec`` collects the output and returns when the command is done; some jobs need to feed a
 process, read its output as it comes or run several at once. This mirrors ``subprocess.Popen``
 (pipes, ``poll``/``wait``/``communicate``, signals) on top of ``runtime.spawn``: the process runs
-in the container, but it is a child of this process, so waiting and signalling are plain
-``waitpid``/``kill`` on its host pid. Exit codes are LXD's (128+N for signal N).
+in the container, but it is a child of this process, so waiting and signalling act on its host
+process (through a pidfd, ``runtime.Attached``). Exit codes are LXD's (128+N for signal N).
+
+Stopping the instance (stop, restart, ``delete --force``, a snapshot restore) kills the
+process as it kills every process of the instance, and its pipes then read EOF; its code
+(137, killed) stays for ``wait``. Only this process can reap it, and the instance's init
+cannot finish dying before it is reaped: a stop from this process does that itself
+(``runtime.Attached``), but a stop from another process (the command line) waits until this
+one calls ``poll``, ``wait`` or ``communicate`` (or exits).
 """
 
 from __future__ import annotations
@@ -80,10 +87,11 @@ class Popen:
                 err_fd, err_mine = out_fd, None
             else:
                 err_fd, err_mine = fd_of(stderr, 2, False)
-            self.pid = runtime.spawn(
+            self._child = runtime.spawn(
                 inst.handle(), self.args, env=inst._exec_env(env, user),
                 cwd=cwd if cwd is not None else ("/root" if user == 0 else "/"), uid=user,
                 gid=group, stdin=in_fd, stdout=out_fd, stderr=err_fd)
+            self.pid = self._child.pid
         except BaseException:
             for fd in child + ours:
                 with contextlib.suppress(OSError):
@@ -104,38 +112,20 @@ class Popen:
         return f"<Popen {self.args!r} pid={self.pid} returncode={self.returncode}>"
 
     # -- waiting -------------------------------------------------------------------------------
-    def _reap(self, flags: int) -> int | None:
-        if self.returncode is not None:
-            return self.returncode
-        while True:
-            try:
-                pid, status = os.waitpid(self.pid, flags)
-            except InterruptedError:
-                continue
-            except ChildProcessError:  # reaped elsewhere: the code is lost
-                self.returncode = 255
-                return self.returncode
-            break
-        if pid == 0:
-            return None
-        self.returncode = runtime.exit_code(status)
+    def _reap(self, timeout: float) -> int | None:
+        """Through ``runtime.Attached``, which a stop of the instance in this process may have
+        reaped already (its init cannot die before that), keeping the code for us."""
+        if self.returncode is None:
+            self.returncode = self._child.wait(timeout)
         return self.returncode
 
     def poll(self) -> int | None:
-        return self._reap(os.WNOHANG)
+        return self._reap(0)
 
     def wait(self, timeout: float | None = None) -> int:
-        if timeout is None:
-            code = self._reap(0)
-            assert code is not None
-            return code
-        deadline = time.monotonic() + timeout
-        delay = 0.0005
-        while (code := self._reap(os.WNOHANG)) is None:
-            if time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(self.args, timeout)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        code = self._reap(-1 if timeout is None else max(0.0, timeout))
+        if code is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
         return code
 
     def communicate(self, input: bytes | None = None, timeout: float | None = None
@@ -192,8 +182,8 @@ class Popen:
 
     # -- signals -------------------------------------------------------------------------------
     def send_signal(self, sig: int) -> None:
-        if self.poll() is None:  # never signal a pid that may have been reused
-            os.kill(self.pid, sig)
+        if self.poll() is None:
+            self._child.signal(sig)  # by pidfd: never a pid that may have been reused
             log.debug("popen pid %d: sent signal %d", self.pid, sig)
 
 

@@ -22,6 +22,7 @@ do not pay for them at their start.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import functools
 import os
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from . import livestate, proctree
+from . import livestate, pidfd, proctree
 from .errors import TYPE_CHECKING, ExecTimeout, InvalidConfig, LXCError, WrongState
 from .errors import ExecError as ExecError  # still importable from here
 from .execresult import ExecResult as ExecResult  # still importable from here
@@ -171,6 +172,7 @@ class Container:
         self._thaw_below()
         if self._c.state == "FROZEN":
             self._c.unfreeze()
+        end_attached(self._lxcpath, self._name, kill=True, timeout=timeout)
         if not self._c.stop() and self._c.state != "STOPPED":
             raise self._fail("failed to stop")
         if not self.wait("STOPPED", timeout):
@@ -216,6 +218,8 @@ class Container:
         while True:
             if self._c.state in wanted:
                 return True
+            # a stopping container's init waits until this process reaps what it attached
+            end_attached(self._lxcpath, self._name, kill=False)
             if timeout >= 0 and time.monotonic() > deadline:
                 return False
             time.sleep(delay)
@@ -515,10 +519,110 @@ def _attach_opts(env: Mapping[str, str], cwd: str | None, uid: int | None,
 
 def spawn(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None = None,
           uid: int | None = None, gid: int | None = None, stdin: int | None = None,
-          stdout: int | None = None, stderr: int | None = None) -> int:
-    """``c.attach``: start ``argv`` inside with the given fds; the host pid to wait on."""
-    return c.attach(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=stdin, stdout=stdout,
-                    stderr=stderr)
+          stdout: int | None = None, stderr: int | None = None) -> Attached:
+    """``c.attach``: start ``argv`` inside with the given fds; the process, to wait on and
+    signal through ``Attached`` (never by its bare pid)."""
+    pid = c.attach(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=stdin, stdout=stdout,
+                   stderr=stderr)
+    return Attached(pid, c.lxcpath, c.name)
+
+
+class Attached:
+    """A process ``spawn`` started in a container, which this process has yet to reap.
+
+    liblxc attaches with ``CLONE_PARENT``: the command is a child of this process, not of the
+    container's init, and only this process can reap it. When the container stops, the kernel
+    kills it with everything else in the container's pid namespace, and the dying init then
+    waits (``zap_pid_ns_processes``) until each of those has been *reaped*; the monitor waits
+    for init, liblxc's ``stop`` waits for the monitor's socket to close, and this process,
+    inside that ``stop``, never reaped its zombie: a restore, restart, ``delete --force`` or
+    stop of a running instance hung for ever while the same process held a ``popen`` on it
+    (a graceful stop too: its poll for STOPPED never came). So the stop and every poll of
+    ``Container.wait`` end the attached processes of their container first
+    (``end_attached``): killed before a kill (they die with init a moment later anyway),
+    reaped once ended, their exit codes kept here for the owner's ``wait``.
+
+    A pidfd holds the process from the start (while it cannot yet have been reaped), and every
+    signal and wait goes through it: whoever reaps first, no signal or wait reaches a pid the
+    kernel has given to another process since. Waits that block poll the pidfd without the
+    lock, so the owner's ``wait`` in one thread and a stop in another never block each other.
+    """
+
+    __slots__ = ("_fd", "_where", "code", "pid")
+
+    def __init__(self, pid: int, lxcpath: Path, name: str) -> None:
+        self.pid = pid
+        self._where = (str(lxcpath), name)
+        self.code: int | None = None  # LXD's exit code once reaped
+        self._fd = os.pidfd_open(pid)  # close-on-exec; our unreaped child: still this process
+        with _ATTACHED_LOCK:
+            _ATTACHED[pid] = self
+
+    def __repr__(self) -> str:
+        return f"<runtime.Attached pid={self.pid} in {self._where[1]!r} code={self.code}>"
+
+    def _reap_locked(self) -> int | None:
+        if self.code is not None:
+            return self.code
+        try:
+            res = os.waitid(os.P_PIDFD, self._fd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:  # reaped by a waitpid(-1) of someone else: the code is lost
+            res = None
+            self.code = 255
+        if res is not None:
+            status = res.si_status
+            self.code = status if res.si_code == os.CLD_EXITED else 128 + status
+        if self.code is not None:
+            os.close(self._fd)
+            _ATTACHED.pop(self.pid, None)
+        return self.code
+
+    def wait(self, timeout: float = -1) -> int | None:
+        """Its exit code (reaping it), or None if it still runs after ``timeout`` seconds
+        (0: do not wait; <0: as long as it takes)."""
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        while True:
+            with _ATTACHED_LOCK:
+                code = self._reap_locked()
+                if code is not None or (deadline is not None and time.monotonic() >= deadline):
+                    return code
+                fd = os.dup(self._fd)  # ours to poll, while another thread may reap and close
+            try:
+                pidfd.exited(fd, 3600.0 if deadline is None
+                             else max(0.0, deadline - time.monotonic()))
+            finally:
+                os.close(fd)
+
+    def signal(self, sig: int) -> None:
+        """``sig`` to the process, if it has not ended (or been reaped) yet."""
+        with _ATTACHED_LOCK:
+            if self.code is None:
+                pidfd.send(self._fd, sig)
+
+
+_SIGKILL = 9  # not ``signal``'s: most verbs never import it
+_ATTACHED: dict[int, Attached] = {}  # by pid, until reaped
+_ATTACHED_LOCK = _thread.allocate_lock()
+
+
+def end_attached(lxcpath: Path, name: str, *, kill: bool, timeout: float = 30.0) -> None:
+    """Reap the processes this process attached to the container that have ended; with
+    ``kill``, kill them first and wait for them (up to ``timeout``; <0: 30 s). See
+    ``Attached``: the container's init cannot finish dying before they are reaped."""
+    if not _ATTACHED:
+        return
+    where = (str(lxcpath), name)
+    with _ATTACHED_LOCK:
+        mine = [a for a in _ATTACHED.values() if a._where == where]
+    if kill and mine:
+        for a in mine:
+            a.signal(_SIGKILL)  # as the stop sends init
+        log.debug("killed %d processes attached to %s before its stop", len(mine), name)
+    wait = (timeout if timeout >= 0 else 30.0) if kill else 0.0
+    for a in mine:
+        if a.wait(wait) is None and kill:
+            log.warning("a process attached to %s (host pid %d) did not end when killed",
+                        name, a.pid)
 
 
 @contextlib.contextmanager

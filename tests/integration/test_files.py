@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import resource
 import secrets
 import shutil
 import signal
@@ -20,6 +22,7 @@ import pytest
 
 import lxdlib
 from lxdlib.files import Session
+from lxdlib.fstree import remove_any_depth, walk_lstat
 from lxdlib.popen import STDOUT
 
 pytestmark = pytest.mark.root
@@ -366,3 +369,135 @@ def test_cli_file_commands(c1: lxdlib.Instance, tmp_path: Path) -> None:
     assert r.returncode == 1 and r.stderr.decode().strip() == "Error: Not Found"  # as lxc
     r = cli(host, "file", "pull", "nosuch/etc/hosts", "-", check=False)
     assert r.returncode == 1 and r.stderr == b"Error: Instance not found\n"
+
+
+def test_pull_tree_of_any_depth_with_few_fds(c1: lxdlib.Instance, tmp_path: Path) -> None:
+    """A tree 1,200 directories deep, made inside in a second (``mkdir d; cd d``), pulls whole:
+    the helper's walk recursed once per level (``RecursionError`` past ~1,000, a typed error
+    that did not say why) and both ends held one fd per level. Here the process's fd limit is
+    256, below the depth, and each level also has a file and a symlink after its directory, so
+    the walk must get back to every level to copy them."""
+    depth = 1200
+    sh(c1, f"mkdir /root/deep && cd /root/deep && i=0; while [ $i -lt {depth} ]; do "
+           "mkdir d; echo $i > z; ln -s ../z l; cd d; i=$((i+1)); done; echo bottom > f")
+    try:
+        _check_deep_pull(c1, tmp_path, depth)
+    finally:  # pytest's own removal of tmp_path recurses per level: RecursionError
+        for made in (tmp_path / "deep", tmp_path / "cli"):
+            if os.path.lexists(made):
+                remove_any_depth(made)
+
+
+def _check_deep_pull(c1: lxdlib.Instance, tmp_path: Path, depth: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # the helper inherits it too
+    try:
+        count = c1.files.pull_tree("/root/deep", tmp_path / "deep")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert count == 1 + 3 * depth + 1
+    fd = os.open(tmp_path / "deep", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for level in range(depth):
+            with open(os.open("z", os.O_RDONLY, dir_fd=fd)) as z:
+                assert z.read() == f"{level}\n"
+            assert os.readlink("l", dir_fd=fd) == "../z"
+            down = os.open("d", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = down
+        with open(os.open("f", os.O_RDONLY, dir_fd=fd)) as f:
+            assert f.read() == "bottom\n"
+        assert sorted(os.listdir(fd)) == ["f"]
+    finally:
+        os.close(fd)
+    # the command line too (its own process, its own helper)
+    r = cli(c1.ctx, "file", "pull", "-r", "c1/root/deep", str(tmp_path / "cli"))
+    assert r.returncode == 0
+    assert sum(not stat.S_ISDIR(st.st_mode)  # a loop: os.walk recurses per level too
+               for _, st in walk_lstat(tmp_path / "cli")) == 2 * depth + 1
+
+
+def test_pull_tree_names_the_entry_that_vanished(c1: lxdlib.Instance, tmp_path: Path) -> None:
+    """A running instance renames directories while ``file pull -r`` copies them: the error
+    named the root the user asked for ("file 'c1/root/t' not found"), as if it were missing.
+    It names the entry that vanished, below what was asked, and what was copied before it is
+    whole (each file written beside and renamed): no temporary file, no short file."""
+    n = 300
+    sh(c1, f"mkdir /root/t && cd /root/t && for i in $(seq {n}); do mkdir s$i; "
+           "echo data$i > s$i/f; done")
+    loop = c1.popen(f"cd /root/t; while :; do for i in $(seq {n}); do mv s$i x$i; done; "
+                    f"for i in $(seq {n}); do mv x$i s$i; done; done",
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
+    try:
+        errors: list[str] = []
+        for attempt in range(20):
+            dest = tmp_path / f"api{attempt}"
+            try:
+                c1.files.pull_tree("/root/t", dest)
+            except lxdlib.NotFound as e:
+                errors.append(str(e))
+                assert re.fullmatch(r"file 'c1/root/t/[sx]\d+(/f)?' not found: it was removed "
+                                    r"or renamed while the tree was copied", str(e)), str(e)
+                for got in dest.rglob("*"):
+                    assert ".lxdlib-" not in got.name
+                    if got.is_file():
+                        assert got.read_text() == f"data{got.parent.name[1:]}\n"
+                if len(errors) >= 2:
+                    break
+        assert errors, "no pull met a renamed entry"
+        for attempt in range(20):
+            r = cli(c1.ctx, "file", "pull", "-r", "c1/root/t", str(tmp_path / f"cli{attempt}"),
+                    check=False)
+            if r.returncode != 0:
+                assert re.fullmatch(rb"Error: file 'c1/root/t/[sx]\d+(/f)?' not found: it was "
+                                    rb"removed or renamed while the tree was copied\n",
+                                    r.stderr), r.stderr
+                break
+        else:
+            raise AssertionError("no command-line pull met a renamed entry")
+    finally:
+        loop.kill()
+        loop.wait(10)
+
+
+@pytest.mark.parametrize("verb", ["restore", "restart", "stop", "stop-graceful", "delete"])
+def test_stop_restore_restart_delete_end_a_held_popen(host: lxdlib.Host, verb: str) -> None:
+    """A process holding an ``inst.popen`` (pipes open, not waited for) stops the instance
+    itself: a snapshot restore, a restart, a stop (forced or not) and ``delete --force`` hung
+    for ever in liblxc's stop (the graceful stop until its timeout). The popen is this
+    process's child, and the container's dying init waits until it has been reaped
+    (``zap_pid_ns_processes``), the monitor waits for init and ``stop`` for the monitor. Run in
+    a process of its own, so that a hang is a timeout: the verb completes, the popen is killed
+    as any process of the instance (137, or 143 from init's SIGTERM on a graceful stop) and its
+    pipe reads EOF."""
+    inst = host.launch("busybox", "c1")
+    assert inst.wait_ready(10)
+    inst.snapshots.create("s0")
+    script = textwrap.dedent(f"""
+        import lxdlib
+        inst = lxdlib.Host({str(host.paths.root)!r}).instances.get("c1")
+        p = inst.popen(["sh", "-c", "echo up; exec sleep 1000"])
+        assert p.stdout.readline() == b"up\\n"
+        verb = {verb!r}
+        if verb == "restore":
+            inst.snapshots.restore("s0")
+        elif verb == "restart":
+            inst.restart(force=True)
+        elif verb == "stop":
+            inst.stop(force=True)
+        elif verb == "stop-graceful":
+            inst.stop(timeout=30)
+        else:
+            inst.delete(force=True)
+        print(p.wait(10), p.stdout.read() == b"", flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    code, eof = r.stdout.split()
+    assert code in ("137", "143") and eof == "True"
+    if verb == "delete":
+        assert "c1" not in host.instances.names()
+    else:
+        assert inst.state == ("RUNNING" if verb in ("restore", "restart") else "STOPPED")

@@ -14,11 +14,22 @@ from pathlib import Path
 
 import pytest
 
+from lxdlib import filehelper
 from lxdlib.cli.console import format_event
 from lxdlib.cli.files import parse_mode, split_target
-from lxdlib.errors import AlreadyExists, InvalidArgument, LxdlibError, NotFound
-from lxdlib.filehelper import ABORT, CHUNK, Aborted, Channel, ProtocolError, Server
-from lxdlib.files import Session, _norm
+from lxdlib.errors import AlreadyExists, InvalidArgument, LXCError, LxdlibError, NotFound
+from lxdlib.filehelper import (
+    ABORT,
+    CHUNK,
+    Aborted,
+    Channel,
+    DirChain,
+    Moved,
+    ProtocolError,
+    Server,
+)
+from lxdlib.files import Session, _norm, pull_tree
+from lxdlib.fstree import remove_any_depth
 from lxdlib.notebook import size, table
 
 
@@ -235,3 +246,152 @@ def test_the_helper_loads_alone_by_its_path() -> None:
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert r.stderr.startswith("lxdlib file helper: "), r.stderr
+
+
+def _deep(root: Path, depth: int) -> None:
+    """``depth`` directories ``d`` below ``root``, each level with a file after its directory
+    (``z``, holding the level), the bottom with ``f``; made by fds, as paths would pass
+    PATH_MAX."""
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for level in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            z = os.open("z", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+            os.write(z, f"{level}\n".encode())
+            os.close(z)
+            down = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = down
+        f = os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(f, b"bottom\n")
+        os.close(f)
+    finally:
+        os.close(fd)
+
+
+def test_walk_and_pull_any_depth_with_few_fds(session: Session, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deeper than Python's recursion limit and with 4 directories open at most on each side:
+    every level's file comes after its directory, so both walks go back up through every
+    level (``..``, checked)."""
+    monkeypatch.setattr(filehelper, "MAX_OPEN_DIRS", 4)
+    try:
+        _check_deep_walk(session, tmp_path, monkeypatch)
+    finally:  # pytest's own removal of tmp_path recurses per level: RecursionError
+        for made in (tmp_path / "src", tmp_path / "dest"):
+            if os.path.lexists(made):
+                remove_any_depth(made)
+
+
+def _check_deep_walk(session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    depth = 1500
+    _deep(tmp_path / "src", depth)
+    fds = len(os.listdir("/proc/self/fd"))
+    peak = [0]
+
+    def counting(*a: object, **kw: object) -> int:
+        peak[0] = max(peak[0], len(os.listdir("/proc/self/fd")) - fds)
+        return real(*a, **kw)  # type: ignore[arg-type]
+
+    real = filehelper.DirChain.enter
+    monkeypatch.setattr(filehelper.DirChain, "enter", counting)
+    count = pull_tree(session, str(tmp_path / "src"), tmp_path / "dest")
+    assert count == 1 + 2 * depth + 1
+    assert peak[0] < 16  # both ends' chains (4 + root each) and a file or two, not 2 x depth
+    fd = os.open(tmp_path / "dest", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for level in range(depth):
+            with open(os.open("z", os.O_RDONLY, dir_fd=fd)) as z:
+                assert z.read() == f"{level}\n"
+            down = os.open("d", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = down
+        with open(os.open("f", os.O_RDONLY, dir_fd=fd)) as f:
+            assert f.read() == "bottom\n"
+    finally:
+        os.close(fd)
+
+
+def test_dir_chain_follows_renames_and_refuses_a_replaced_directory(tmp_path: Path) -> None:
+    (tmp_path / "a/b/c/d").mkdir(parents=True)
+    chain = DirChain(os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY), keep=1)
+    try:
+        for name in ("a", "b", "c", "d"):
+            chain.enter(name)
+        os.rename(tmp_path / "a/b/c", tmp_path / "a/b/c2")  # renamed in place: still found
+        chain.leave()
+        assert chain.depth == 3 and os.path.samefile(f"/proc/self/fd/{chain.fd}",
+                                                     tmp_path / "a/b/c2")
+        # c moved out of b and b replaced by another directory: b is gone, never the new one
+        os.rename(tmp_path / "a/b/c2", tmp_path / "a/c3")
+        os.rename(tmp_path / "a/b", tmp_path / "old-b")
+        (tmp_path / "a/b").mkdir()
+        os.rename(tmp_path / "old-b", tmp_path / "a/b/inner")  # not b's place any more
+        with pytest.raises(Moved) as e:
+            chain.leave()
+        assert (e.value.depth, e.value.filename) == (2, "b")
+    finally:
+        chain.close()
+
+
+def _fake_walk(session: Session, *msgs: dict[str, object] | bytes) -> Iterator[object]:
+    """Play a helper's side of a walk (messages, or raw bytes for chunks) on the session's
+    socket, and consume the walk."""
+    a, b = socket.socketpair()
+    session.chan = Channel(a)
+    helper = Channel(b)
+    for m in msgs:
+        if isinstance(m, bytes):
+            b.sendall(m)
+        else:
+            helper.send(m)
+    try:
+        for rel, st, chunks in session.walk("/root/x"):
+            if chunks is not None:
+                for _ in chunks:
+                    pass
+            yield rel, st.type
+    finally:
+        a.close()
+        b.close()
+
+
+DIR = {"type": "directory", "mode": 0o755, "uid": 0, "gid": 0, "size": 0, "mtime": 0}
+FILE = {**DIR, "type": "file"}
+
+
+def test_walk_errors_name_the_entry_that_vanished(session: Session) -> None:
+    gone = {"end": True, "ok": False, "errno": errno.ENOENT, "msg": "gone"}
+    with pytest.raises(NotFound, match=r"^file 't/root/x/a/b' not found: it was removed or "
+                                       r"renamed while the tree was copied$"):
+        list(_fake_walk(session, {"ok": True, "stat": DIR},
+                        {"depth": 1, "name": "a", "stat": DIR}, {**gone, "depth": 2,
+                                                                 "name": "b"}))
+    # a directory gone when the walk came back up to it: named by its depth alone
+    with pytest.raises(NotFound, match=r"^file 't/root/x/a' not found"):
+        list(_fake_walk(session, {"ok": True, "stat": DIR},
+                        {"depth": 1, "name": "a", "stat": DIR},
+                        {"depth": 2, "name": "c", "stat": DIR}, {**gone, "depth": 1,
+                                                                 "name": ""}))
+    # the root itself: LXD's words stay (the CLI prints "Not Found")
+    with pytest.raises(NotFound, match=r"^file 't/root/x' not found$"):
+        list(_fake_walk(session, {"ok": True, "stat": DIR}, {**gone, "depth": 0, "name": ""}))
+    # an entry deeper than the directories walked, or a name with a slash: refused
+    with pytest.raises(LXCError, match="outside the directories walked"):
+        list(_fake_walk(session, {"ok": True, "stat": DIR},
+                        {"depth": 2, "name": "a", "stat": FILE}))
+    with pytest.raises(LxdlibError, match="refusing file name"):
+        list(_fake_walk(session, {"ok": True, "stat": DIR},
+                        {"depth": 1, "name": "../a", "stat": FILE}))
+
+
+def test_walk_read_error_aborts_the_file_and_says_why(session: Session) -> None:
+    """A file that fails to read mid-way: the helper aborts its stream, then says why (the
+    reply was read as file data before, and the channel hung out of step)."""
+    with pytest.raises(LxdlibError, match=r"^t/root/x/a: Input/output error$"):
+        list(_fake_walk(session, {"ok": True, "stat": DIR},
+                        {"depth": 1, "name": "a", "stat": FILE},
+                        (3).to_bytes(4, "big") + b"abc", ABORT.to_bytes(4, "big"),
+                        {"end": True, "ok": False, "errno": errno.EIO,
+                         "msg": "Input/output error", "depth": 1, "name": "a"}))
