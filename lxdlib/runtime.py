@@ -172,9 +172,12 @@ class Container:
         self._thaw_below()
         if self._c.state == "FROZEN":
             self._c.unfreeze()
-        end_attached(self._lxcpath, self._name, kill=True, timeout=timeout)
-        if not self._c.stop() and self._c.state != "STOPPED":
-            raise self._fail("failed to stop")
+        # no attach of this process between the kill of its attached processes and liblxc's
+        # stop (which holds the GIL until init has died): its zombie would hang both for ever
+        with _attach_lock(self._lxcpath, self._name):
+            end_attached(self._lxcpath, self._name, kill=True, timeout=timeout)
+            if not self._c.stop() and self._c.state != "STOPPED":
+                raise self._fail("failed to stop")
         if not self.wait("STOPPED", timeout):
             raise LXCError(f"instance {self._name!r} did not stop",
                            log_tail(self._lxcpath, self._name))
@@ -522,9 +525,10 @@ def spawn(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str
           stdout: int | None = None, stderr: int | None = None) -> Attached:
     """``c.attach``: start ``argv`` inside with the given fds; the process, to wait on and
     signal through ``Attached`` (never by its bare pid)."""
-    pid = c.attach(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=stdin, stdout=stdout,
-                   stderr=stderr)
-    return Attached(pid, c.lxcpath, c.name)
+    with _attach_lock(c.lxcpath, c.name):  # held by ``Attached`` before a stop can look
+        pid = c.attach(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=stdin, stdout=stdout,
+                       stderr=stderr)
+        return Attached(pid, c.lxcpath, c.name)
 
 
 class Attached:
@@ -574,7 +578,8 @@ class Attached:
             self.code = status if res.si_code == os.CLD_EXITED else 128 + status
         if self.code is not None:
             os.close(self._fd)
-            _ATTACHED.pop(self.pid, None)
+            if _ATTACHED.get(self.pid) is self:  # reaped elsewhere, its pid may be another's
+                del _ATTACHED[self.pid]
         return self.code
 
     def wait(self, timeout: float = -1) -> int | None:
@@ -603,6 +608,17 @@ class Attached:
 _SIGKILL = 9  # not ``signal``'s: most verbs never import it
 _ATTACHED: dict[int, Attached] = {}  # by pid, until reaped
 _ATTACHED_LOCK = _thread.allocate_lock()
+_ATTACH_LOCKS: dict[tuple[str, str], _thread.LockType] = {}  # by container: ``_attach_lock``
+
+
+def _attach_lock(lxcpath: Path, name: str) -> _thread.LockType:
+    """The lock that an attach (until its ``Attached`` is registered) and a stop (from the
+    kill of the container's attached processes to the end of liblxc's stop) hold, in this
+    process. liblxc's attach lets other threads run; its stop does not: an attach that ended
+    between ``end_attached`` and the stop left a child no thread could reap any more, and the
+    container's init waited for it for ever (a popen or exec in one thread, a stop in another)."""
+    with _ATTACHED_LOCK:
+        return _ATTACH_LOCKS.setdefault((str(lxcpath), name), _thread.allocate_lock())
 
 
 def end_attached(lxcpath: Path, name: str, *, kill: bool, timeout: float = 30.0) -> None:
@@ -808,8 +824,12 @@ def run(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str |
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        pid = c.attach(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=in_r, stdout=out_w,
-                       stderr=err_w)
+        # an ``Attached``, as a popen's: a stop of the instance from another thread (which
+        # holds the GIL inside liblxc until init has died) kills and reaps it first; reaped
+        # by pid here, it stayed a zombie that init waited for, and the process hung for ever
+        child = spawn(c, argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=in_r, stdout=out_w,
+                      stderr=err_w)
+        pid = child.pid
     except BaseException:
         for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
             if fd >= 0:
@@ -828,7 +848,7 @@ def run(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str |
         writers = []
     deadline = time.monotonic() + timeout if timeout is not None else None
     killed = False
-    status: int | None = None  # the command's wait status, once reaped here
+    code: int | None = None  # the command's exit code, once reaped
     draining = False
     try:
         while readers or writers:
@@ -843,10 +863,8 @@ def run(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str |
                     log.debug("exec in %s: output still held open %.1f s after the command "
                               "ended; not waiting for it", c.name, _DRAIN)
                     break
-                reaped, st = os.waitpid(pid, os.WNOHANG)
-                if reaped == pid:
-                    status = st  # done in time: only what it left behind holds the pipes
-                else:
+                code = child.wait(0)
+                if code is None:
                     proctree.kill_tree(pid)  # with what it started: they hold the pipes too
                     killed = True
                 draining = True
@@ -875,19 +893,19 @@ def run(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str |
     except BaseException:
         # A raising callback or Ctrl-C: end the command and reap it, as subprocess.run does,
         # rather than leave it running with nobody reading its output, and a zombie after it.
-        if status is None:  # not reaped yet: its pid is still its own
+        if child.wait(0) is None:  # not reaped yet: its pid is still its own
             with contextlib.suppress(OSError):
                 proctree.kill_tree(pid)
-            with contextlib.suppress(OSError):
-                os.waitpid(pid, 0)
+            child.wait()
         raise
     finally:
         for fd in (out_r, err_r, *writers):
             with contextlib.suppress(OSError):
                 os.close(fd)
-    if status is None:
-        _, status = os.waitpid(pid, 0)
-    result = ExecResult(exit_code(status), b"".join(chunks[out_r]), b"".join(chunks[err_r]))
+    if code is None:
+        code = child.wait()
+        assert code is not None  # no timeout: until it has ended
+    result = ExecResult(code, b"".join(chunks[out_r]), b"".join(chunks[err_r]))
     if killed:
         raise ExecTimeout(result, c.name, argv, timeout or 0)
     return result
@@ -900,14 +918,11 @@ def interactive(c: Container, argv: Sequence[str], *, env: Mapping[str, str],
     """Run with the caller's own fds (a terminal, or inherited pipes) and return the exit code."""
     def fd(x: IO[bytes] | int) -> int:
         return x if isinstance(x, int) else x.fileno()
-    pid = c.attach(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=fd(stdin),
-                   stdout=fd(stdout), stderr=fd(stderr))
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            return exit_code(status)
-        except InterruptedError:
-            continue
+    child = spawn(c, argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=fd(stdin),
+                  stdout=fd(stdout), stderr=fd(stderr))  # an ``Attached``: see ``run``
+    code = child.wait()
+    assert code is not None  # no timeout: until it has ended
+    return code
 
 
 # -- cgroups -----------------------------------------------------------------------------------

@@ -501,3 +501,49 @@ def test_stop_restore_restart_delete_end_a_held_popen(host: lxdlib.Host, verb: s
         assert "c1" not in host.instances.names()
     else:
         assert inst.state == ("RUNNING" if verb in ("restore", "restart") else "STOPPED")
+
+
+def test_stop_in_one_thread_ends_exec_and_popen_of_another(host: lxdlib.Host) -> None:
+    """A stop in one thread while another runs an ``exec`` or keeps starting popens on the same
+    instance. liblxc's stop holds the GIL until the container's init has died, and init waits
+    until this process has reaped its attached children: an exec's child (reaped by its pid,
+    unknown to the stop) or a popen attached between the stop's kill of the attached processes
+    and liblxc's stop was a zombie no thread could reap any more, and the whole process hung for
+    ever. Run in a process of its own, so that a hang is a timeout: the stop completes, the
+    exec returns 137 (killed, as LXD says) and every popen that started is 137 too."""
+    inst = host.launch("busybox", "c1")
+    assert inst.wait_ready(10)
+    script = textwrap.dedent(f"""
+        import threading, time
+        import lxdlib
+        inst = lxdlib.Host({str(host.paths.root)!r}).instances.get("c1")
+        got = []
+        t = threading.Thread(target=lambda: got.append(inst.exec(["sleep", "1000"])))
+        t.start()
+        time.sleep(0.5)
+        inst.stop(force=True)
+        t.join(10)
+        print(got[0].returncode, flush=True)
+        for _ in range(3):
+            inst.start()
+            done, started = threading.Event(), []
+            def spawn():
+                while not done.is_set():
+                    try:
+                        started.append(inst.popen(["sleep", "1000"], stdin=None,
+                                                  stdout=None, stderr=None))
+                    except lxdlib.errors.WrongState:  # stopped: no more
+                        time.sleep(0.001)
+            s = threading.Thread(target=spawn)
+            s.start()
+            time.sleep(0.2)
+            inst.stop(force=True)
+            done.set()
+            s.join(10)
+            print(sorted({{p.wait(5) for p in started}}), bool(started), flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n") == ["137", *["[137] True"] * 3, ""], r.stdout
+    assert inst.state == "STOPPED"
