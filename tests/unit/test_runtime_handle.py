@@ -14,6 +14,9 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -227,3 +230,41 @@ def test_no_other_module_imports_lxc() -> None:
             if any(n == "lxc" or n.startswith("lxc.") or n == "_lxc" for n in names):
                 offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert offenders == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root (a pid namespace whose next pid it sets)")
+def test_an_attached_process_reaped_elsewhere_leaves_its_pids_new_owner_registered() -> None:
+    """An ``Attached`` whose process someone else reaped (a ``waitpid(-1)`` of the program's
+    own) took, when its owner waited, the registration of whatever process had its pid by
+    then: a later attach that got the pid again was no longer known to a stop, which neither
+    killed nor reaped it, and init waited for it for ever. Run in a pid namespace of its own,
+    where the reused pid is chosen (``ns_last_pid``)."""
+    script = textwrap.dedent("""
+        import os, time
+        from pathlib import Path
+        from lxdlib import runtime
+
+        def child():
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(30)
+                os._exit(0)
+            return pid
+
+        first = child()
+        a = runtime.Attached(first, Path("/x"), "c1")
+        os.kill(first, 9)
+        os.waitpid(first, 0)  # the program's own reaper: the pid is free again
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(first - 1))
+        assert child() == first
+        b = runtime.Attached(first, Path("/x"), "c1")
+        print(a.wait(0), runtime._ATTACHED.get(first) is b)
+        runtime.end_attached(Path("/x"), "c1", kill=True, timeout=5)
+        print(b.code)
+    """)
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
+                        script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n") == ["255 True", "137", ""], r.stdout
