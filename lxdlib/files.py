@@ -634,10 +634,11 @@ class Files:
     def pull_tree(self, path: str | os.PathLike[str], host_dir: str | os.PathLike[str], *,
                   parents: bool = False) -> int:
         """Copy ``path`` (a directory or a file) to ``host_dir`` on the host: modes (setuid and
-        setgid dropped: the host must not get the container's setuid files), symlinks as they
-        are, file mtimes. Returns the number of entries copied. Any depth; an entry a running
-        instance removes or renames meanwhile ends the copy with ``NotFound`` naming it, and
-        what was copied before stays, each file whole (``pull_tree``)."""
+        setgid dropped: the host must not get the container's setuid files; a directory's
+        sticky bit kept), symlinks as they are, file mtimes. Returns the number of entries
+        copied. Any depth; an entry a running instance removes or renames meanwhile ends the
+        copy with ``NotFound`` naming it, and what was copied before stays, each file whole
+        (``pull_tree``)."""
         with self.session() as s:
             count = pull_tree(s, _norm(path), Path(host_dir), parents=parents)
         self._emit("instance-file-retrieved", _norm(path))
@@ -796,7 +797,9 @@ def pull_tree(s: Session, path: str, dest: Path, *, parents: bool = False) -> in
             if st.type == "directory":
                 if not _clear(dirfd, name, keep_dir=True):
                     os.mkdir(name, 0o700, dir_fd=dirfd)
-                os.fchmod(chain.enter(name), st.mode & 0o777)
+                # the sticky bit stays: a container's /tmp (1777) became 0777 here, where any
+                # host user could remove or swap what root wrote; setuid and setgid go
+                os.fchmod(chain.enter(name), st.mode & 0o1777)
             elif st.type == "file":
                 assert chunks is not None
                 _write_host_file(dirfd, name, st, chunks)

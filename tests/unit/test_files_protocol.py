@@ -395,3 +395,16 @@ def test_walk_read_error_aborts_the_file_and_says_why(session: Session) -> None:
                         (3).to_bytes(4, "big") + b"abc", ABORT.to_bytes(4, "big"),
                         {"end": True, "ok": False, "errno": errno.EIO,
                          "msg": "Input/output error", "depth": 1, "name": "a"}))
+
+
+def test_pull_keeps_a_directorys_sticky_bit(session: Session, tmp_path: Path) -> None:
+    """A container's /tmp (1777) pulled was a 0777 directory of root's on the host: any host
+    user could remove or swap the files root wrote in it, during the pull and after. Its sticky
+    bit stays; setuid and setgid still go, from directories as from files."""
+    (tmp_path / "src/tmp").mkdir(parents=True)
+    (tmp_path / "src/tmp/f").write_text("x")
+    os.chmod(tmp_path / "src/tmp", 0o3777)
+    os.chmod(tmp_path / "src/tmp/f", 0o4755)
+    assert pull_tree(session, str(tmp_path / "src"), tmp_path / "dest") == 3
+    assert stat.S_IMODE(os.stat(tmp_path / "dest/tmp").st_mode) == 0o1777
+    assert stat.S_IMODE(os.stat(tmp_path / "dest/tmp/f").st_mode) == 0o755
