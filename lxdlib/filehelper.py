@@ -244,6 +244,11 @@ class DirChain:
         fd: int = self._levels[-1][0]
         return fd
 
+    def path(self, depth: int) -> str:
+        """The names from the root (exclusive) down to level ``depth``, joined by ``/``: what
+        a ``Moved`` names, relative to the root."""
+        return "/".join(level[3] for level in self._levels[1:depth + 1])
+
     def enter(self, name: str) -> int:
         """Open the directory ``name`` of the deepest level, never through a symlink; its fd."""
         fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,

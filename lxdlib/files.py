@@ -810,9 +810,10 @@ def pull_tree(s: Session, path: str, dest: Path, *, parents: bool = False) -> in
             else:
                 continue
             count += 1
-    except Moved:
-        raise LxdlibError(f"{dest} changed while it was copied: a directory in it was moved "
-                          "away") from None
+    except Moved as e:  # a host user's rename in the destination: name what was lost
+        assert chain is not None
+        raise LxdlibError(f"{dest.parent / chain.path(e.depth)} changed while it was copied: "
+                          "it was moved away") from None
     finally:
         if chain is not None:
             chain.close()

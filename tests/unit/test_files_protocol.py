@@ -408,3 +408,32 @@ def test_pull_keeps_a_directorys_sticky_bit(session: Session, tmp_path: Path) ->
     assert pull_tree(session, str(tmp_path / "src"), tmp_path / "dest") == 3
     assert stat.S_IMODE(os.stat(tmp_path / "dest/tmp").st_mode) == 0o1777
     assert stat.S_IMODE(os.stat(tmp_path / "dest/tmp/f").st_mode) == 0o755
+
+
+# the in-process helper is still sending when the pull gives up: its read then meets a reset
+# (the real helper's main() takes that as the end)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_pull_names_the_host_directory_moved_away(session: Session, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host user who can write in the destination (a world-writable directory pulled) moves
+    directories away while root's pull is below them: the pull neither follows them nor writes
+    elsewhere, and its error names the directory it lost (it named the destination)."""
+    monkeypatch.setattr(filehelper, "MAX_OPEN_DIRS", 1)
+    (tmp_path / "src/w/a/b/c").mkdir(parents=True)
+    (tmp_path / "src/w/a/b/c/f").write_text("f")
+    (tmp_path / "src/w/a/z").write_text("z")  # after b: the pull comes back up to a
+    dest = tmp_path / "dest"
+    walk = session.walk
+
+    def moving(path: str) -> Iterator[object]:
+        for rel, st, chunks in walk(path):
+            yield rel, st, chunks
+            if rel == "w/a/b/c/f":  # a user's renames, as root's pull is in c
+                os.rename(dest / "w/a/b", tmp_path / "b")
+                os.rename(dest / "w/a", tmp_path / "a")
+                (dest / "w/a").mkdir()
+
+    monkeypatch.setattr(session, "walk", moving)
+    with pytest.raises(LxdlibError, match=rf"^{dest}/w/a changed while it was copied"):
+        pull_tree(session, str(tmp_path / "src"), dest)
+    assert os.listdir(dest / "w/a") == [] and sorted(os.listdir(tmp_path / "a")) == []
