@@ -137,7 +137,7 @@ def test_a_first_write_cut_short_leaves_no_name_behind(
     at all: the unnamed file goes with its descriptor, where a spare would stay."""
     def killed(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
-    monkeypatch.setattr(state.os, "link", killed)
+    monkeypatch.setattr(os, "link", killed)
     with pytest.raises(KeyboardInterrupt):
         state.swap_write(tmp_path / "rec", b"one\n")
     assert list(tmp_path.iterdir()) == []
@@ -152,9 +152,33 @@ def test_without_unnamed_files_the_first_write_goes_through_the_spare(
         if flags & os.O_TMPFILE == os.O_TMPFILE:
             raise OSError(95, "Operation not supported")
         return real_open(path, flags, *args, **kwargs)
-    monkeypatch.setattr(state.os, "open", no_tmpfile)
+    monkeypatch.setattr(os, "open", no_tmpfile)
     p = tmp_path / "rec"
     assert not state.write_new(p, b"one\n")
     state.swap_write(p, b"one\n", 0o640)
     assert p.read_bytes() == b"one\n" and stat.S_IMODE(p.stat().st_mode) == 0o640
     assert [x.name for x in tmp_path.iterdir()] == ["rec"]
+
+
+def test_a_durable_new_file_is_on_disk_before_its_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unnamed file is fsync'd before it is linked: a journal commit between a link and a
+    later fsync, then a power loss, would leave the name on an empty file (ext4 writes a new
+    file's blocks, and the size they carry, only at writeback). The directory's fsync after."""
+    calls: list[str] = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def link(*args: object, **kwargs: object) -> None:
+        calls.append("link")
+        real_link(*args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    assert state.write_new(tmp_path / "rec", b"one\n")
+    assert calls == ["fsync file", "link", "fsync dir"]
+    calls.clear()
+    assert state.write_new(tmp_path / "config", b"two\n", durable=False)
+    assert calls == ["link"]
