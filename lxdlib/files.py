@@ -29,6 +29,7 @@ from . import filehelper
 from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
+    DiskFull,
     InvalidArgument,
     LXCError,
     LxdlibError,
@@ -765,6 +766,17 @@ def _write_host_file(dirfd: int, name: str, st: FileStat, chunks: Iterator[memor
         os.close(fd)
 
 
+def _host_step_failed(e: OSError, dest: Path, chain: DirChain | None, name: str) -> LxdlibError:
+    """The typed error for a pull's host-side step that failed: a full disk says so
+    (``DiskFull``); anything else (no such directory, a file where a directory goes, a
+    component a host user swapped for a symlink meanwhile) names the host path where it
+    struck, never a traceback."""
+    where = dest.parent / chain.path(chain.depth) / name if chain is not None else dest
+    if DiskFull.is_full(e):
+        return DiskFull(where)
+    return LxdlibError(f"cannot write {where} on the host: {e.strerror or e}")
+
+
 def pull_tree(s: Session, path: str, dest: Path, *, parents: bool = False) -> int:
     """Write the instance's tree at ``path`` to ``dest``. Names from the instance are checked
     and every host-side step is relative to a directory fd with ``O_NOFOLLOW``, so a symlink
@@ -779,37 +791,43 @@ def pull_tree(s: Session, path: str, dest: Path, *, parents: bool = False) -> in
     chain: DirChain | None = None
     try:
         for rel, st, chunks in s.walk(path):
-            if chain is None:  # the root: made in dest's parent, the chain's level 0
-                parent = dest.parent
-                if parents:
-                    parent.mkdir(parents=True, exist_ok=True)
-                chain = DirChain(os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
-                name = dest.name
-            else:
-                *dirs, name = rel.split("/")
-                _safe_name(name)  # the directories' names were checked when they came
-                level = len(dirs) + 1  # the chain's level of its directory (the root is 1)
-                while chain.depth > level:
-                    chain.leave()
-                if chain.depth != level:
-                    raise LxdlibError(f"entry {rel!r} came before its directory")
-            dirfd = chain.fd
-            if st.type == "directory":
-                if not _clear(dirfd, name, keep_dir=True):
-                    os.mkdir(name, 0o700, dir_fd=dirfd)
-                # the sticky bit stays: a container's /tmp (1777) became 0777 here, where any
-                # host user could remove or swap what root wrote; setuid and setgid go
-                os.fchmod(chain.enter(name), st.mode & 0o1777)
-            elif st.type == "file":
-                assert chunks is not None
-                _write_host_file(dirfd, name, st, chunks)
-            elif st.type == "symlink":
-                assert st.target is not None
-                _clear(dirfd, name, keep_dir=False)
-                os.symlink(st.target, name, dir_fd=dirfd)
-            else:
-                continue
-            count += 1
+            try:
+                if chain is None:  # the root: made in dest's parent, the chain's level 0
+                    name = dest.name
+                    parent = dest.parent
+                    if parents:
+                        parent.mkdir(parents=True, exist_ok=True)
+                    chain = DirChain(os.open(parent,
+                                             os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+                else:
+                    *dirs, name = rel.split("/")
+                    _safe_name(name)  # the directories' names were checked when they came
+                    level = len(dirs) + 1  # the chain's level of its directory (the root is 1)
+                    while chain.depth > level:
+                        chain.leave()
+                    if chain.depth != level:
+                        raise LxdlibError(f"entry {rel!r} came before its directory")
+                dirfd = chain.fd
+                if st.type == "directory":
+                    if not _clear(dirfd, name, keep_dir=True):
+                        os.mkdir(name, 0o700, dir_fd=dirfd)
+                    # the sticky bit stays: a container's /tmp (1777) became 0777 here, where
+                    # any host user could remove or swap what root wrote; setuid and setgid go
+                    os.fchmod(chain.enter(name), st.mode & 0o1777)
+                elif st.type == "file":
+                    assert chunks is not None
+                    _write_host_file(dirfd, name, st, chunks)
+                elif st.type == "symlink":
+                    assert st.target is not None
+                    _clear(dirfd, name, keep_dir=False)
+                    os.symlink(st.target, name, dir_fd=dirfd)
+                else:
+                    continue
+                count += 1
+            except Moved:
+                raise  # a FileNotFoundError, named below
+            except OSError as e:  # a host-side step (in the caller's, or a user's, directory)
+                raise _host_step_failed(e, dest, chain, name) from None
     except Moved as e:  # a host user's rename in the destination: name what was lost
         assert chain is not None
         raise LxdlibError(f"{dest.parent / chain.path(e.depth)} changed while it was copied: "

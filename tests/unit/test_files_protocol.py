@@ -437,3 +437,38 @@ def test_pull_names_the_host_directory_moved_away(session: Session, tmp_path: Pa
     with pytest.raises(LxdlibError, match=rf"^{dest}/w/a changed while it was copied"):
         pull_tree(session, str(tmp_path / "src"), dest)
     assert os.listdir(dest / "w/a") == [] and sorted(os.listdir(tmp_path / "a")) == []
+
+
+def test_pull_into_a_file_is_a_typed_error(session: Session, tmp_path: Path) -> None:
+    """A destination whose parent is a file (a mistyped path): the error names it, where an
+    ``OSError`` came out of the pull (the command printed a traceback)."""
+    (tmp_path / "src/w").mkdir(parents=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LxdlibError, match=rf"^cannot write {tmp_path}/file/dest on the host: "
+                                          "Not a directory$"):
+        pull_tree(session, str(tmp_path / "src"), tmp_path / "file/dest")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_pull_meeting_a_symlink_swapped_in_is_a_typed_error(
+        session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host user who can write in the destination swaps the directory root just made for a
+    symlink before root enters it: the pull refuses to follow it (O_NOFOLLOW) and names the
+    path, and nothing is written where the symlink points."""
+    (tmp_path / "src/w/a").mkdir(parents=True)
+    (tmp_path / "src/w/a/f").write_text("f")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dest = tmp_path / "dest"
+    enter = filehelper.DirChain.enter
+
+    def swapped(self: filehelper.DirChain, name: str) -> int:
+        if name == "a":
+            os.rmdir(name, dir_fd=self.fd)
+            os.symlink(elsewhere, name, dir_fd=self.fd)
+        return enter(self, name)
+    monkeypatch.setattr(filehelper.DirChain, "enter", swapped)
+    with pytest.raises(LxdlibError, match=rf"^cannot write {dest}/w/a on the host: "):
+        pull_tree(session, str(tmp_path / "src"), dest)
+    assert os.listdir(elsewhere) == []
