@@ -525,6 +525,8 @@ def spawn(c: Container, argv: Sequence[str], *, env: Mapping[str, str], cwd: str
           stdout: int | None = None, stderr: int | None = None) -> Attached:
     """``c.attach``: start ``argv`` inside with the given fds; the process, to wait on and
     signal through ``Attached`` (never by its bare pid)."""
+    if _ATTACHED:  # those dropped without a wait (a popen let go): reaped, their pidfds closed
+        _reap_ended()
     with _attach_lock(c.lxcpath, c.name):  # held by ``Attached`` before a stop can look
         pid = c.attach(argv, env=env, cwd=cwd, uid=uid, gid=gid, stdin=stdin, stdout=stdout,
                        stderr=stderr)
@@ -619,6 +621,17 @@ def _attach_lock(lxcpath: Path, name: str) -> _thread.LockType:
     container's init waited for it for ever (a popen or exec in one thread, a stop in another)."""
     with _ATTACHED_LOCK:
         return _ATTACH_LOCKS.setdefault((str(lxcpath), name), _thread.allocate_lock())
+
+
+def _reap_ended() -> None:
+    """Reap every attached process of this process that has ended, whatever its container: a
+    popen dropped without a wait kept its zombie and its pidfd until its instance stopped (a
+    notebook starting popens in a loop, one fd each). The code stays on its ``Attached`` for
+    an owner that waits later, as ``subprocess`` keeps its dropped children's."""
+    with _ATTACHED_LOCK:
+        attached = list(_ATTACHED.values())
+    for a in attached:
+        a.wait(0)
 
 
 def end_attached(lxcpath: Path, name: str, *, kill: bool, timeout: float = 30.0) -> None:

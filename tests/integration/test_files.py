@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -501,6 +502,32 @@ def test_stop_restore_restart_delete_end_a_held_popen(host: lxdlib.Host, verb: s
         assert "c1" not in host.instances.names()
     else:
         assert inst.state == ("RUNNING" if verb in ("restore", "restart") else "STOPPED")
+
+
+def test_popens_let_go_without_a_wait_are_reaped(host: lxdlib.Host) -> None:
+    """Popens dropped without a wait (a loop in a notebook) each kept a zombie and a pidfd
+    until their instance stopped: the next attach reaps those that have ended, keeping their
+    codes, so the process's descriptors do not grow with them."""
+    inst = host.launch("busybox", "c1")
+    assert inst.wait_ready(10)
+    quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
+             "stderr": subprocess.DEVNULL}
+    first = inst.popen(["true"], **quiet)
+    first.wait(10)  # the attach machinery's own descriptors are open from here on
+    before = len(os.listdir("/proc/self/fd"))
+    kept = [inst.popen(["true"], **quiet) for _ in range(30)]
+    def running(pid: int) -> bool:
+        try:
+            return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(running(p.pid) for p in kept):
+        time.sleep(0.05)  # all 30 ended (zombies), none waited for
+    last = inst.popen(["true"], **quiet)
+    assert last.wait(10) == 0
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+    assert [p.wait(1) for p in kept] == [0] * 30  # their codes kept for a later wait
 
 
 def test_stop_in_one_thread_ends_exec_and_popen_of_another(host: lxdlib.Host) -> None:
