@@ -439,6 +439,7 @@ def test_pull_names_the_host_directory_moved_away(session: Session, tmp_path: Pa
     assert os.listdir(dest / "w/a") == [] and sorted(os.listdir(tmp_path / "a")) == []
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_pull_into_a_file_is_a_typed_error(session: Session, tmp_path: Path) -> None:
     """A destination whose parent is a file (a mistyped path): the error names it, where an
     ``OSError`` came out of the pull (the command printed a traceback)."""
