@@ -800,8 +800,7 @@ def pull_tree(s: Session, path: str, dest: Path, *, parents: bool = False) -> in
                     chain = DirChain(os.open(parent,
                                              os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
                 else:
-                    *dirs, name = rel.split("/")
-                    _safe_name(name)  # the directories' names were checked when they came
+                    *dirs, name = rel.split("/")  # each name checked by ``Session.walk``
                     level = len(dirs) + 1  # the chain's level of its directory (the root is 1)
                     while chain.depth > level:
                         chain.leave()
@@ -824,14 +823,12 @@ def pull_tree(s: Session, path: str, dest: Path, *, parents: bool = False) -> in
                 else:
                     continue
                 count += 1
-            except Moved:
-                raise  # a FileNotFoundError, named below
+            except Moved as e:  # a host user's rename in the destination: name what was lost
+                assert chain is not None
+                raise LxdlibError(f"{dest.parent / chain.path(e.depth)} changed while it was "
+                                  "copied: it was moved away") from None
             except OSError as e:  # a host-side step (in the caller's, or a user's, directory)
                 raise _host_step_failed(e, dest, chain, name) from None
-    except Moved as e:  # a host user's rename in the destination: name what was lost
-        assert chain is not None
-        raise LxdlibError(f"{dest.parent / chain.path(e.depth)} changed while it was copied: "
-                          "it was moved away") from None
     finally:
         if chain is not None:
             chain.close()

@@ -499,12 +499,6 @@ def unfreeze(c: Container, lxcpath: Path) -> None:
     c.unfreeze()
 
 
-def exit_code(status: int) -> int:
-    """A wait status as LXD reports it: the exit code, or 128+N when killed by signal N."""
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
-
-
 def _attach_opts(env: Mapping[str, str], cwd: str | None, uid: int | None,
                  gid: int | None) -> dict[str, Any]:
     opts: dict[str, Any] = {
