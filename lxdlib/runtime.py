@@ -780,7 +780,9 @@ def _close_monitor_pidfds(before: set[str]) -> None:
             if target <= 0:
                 continue
             monitor = livestate.parent_of(target)
-            if monitor <= 0:
+            # this process is no monitor: a pidfd on one of its own children is its own (an
+            # ``Attached`` that another thread opened during this attach), never a leak
+            if monitor <= 0 or monitor == me:
                 continue
             for theirs in os.listdir(f"/proc/{monitor}/fd"):
                 if _kcmp_same_file(me, int(name), monitor, int(theirs)):
