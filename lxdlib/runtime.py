@@ -744,6 +744,11 @@ def _attach_closing_leaks(c: Any, argv: list[str], opts: dict[str, Any]) -> int:
         with _no_fd_inherited(), _default_signals():
             return int(c.attach(run, (argv[0], argv), **opts))
     before = set(os.listdir("/proc/self/fd"))
+    # the listing's own fd is in ``before`` but closed again: the leaked copy, opened next, may
+    # well get its number. The lowest free number now is that one (the probe takes it).
+    probe = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    before.discard(str(probe))
+    os.close(probe)
     with _no_fd_inherited(), _default_signals():
         pid: int = c.attach(run, (argv[0], argv), **opts)
     try:

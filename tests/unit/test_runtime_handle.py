@@ -10,6 +10,7 @@ the log fd closes when the handle goes, effects are logged, and no other module 
 from __future__ import annotations
 
 import ast
+import fcntl
 import logging
 import os
 import re
@@ -268,3 +269,27 @@ def test_an_attached_process_reaped_elsewhere_leaves_its_pids_new_owner_register
                         script], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n") == ["255 True", "137", ""], r.stdout
+
+
+def test_the_leaked_pidfd_sweep_keeps_pidfds_on_this_processs_own_children() -> None:
+    """After each attach lxdlib closes the pidfd liblxc leaks (a copy of its monitor's, proved
+    by ``kcmp``). A pidfd that another thread opened meanwhile on a child of this process (an
+    ``Attached``: attached processes are this process's children) is not such a copy: "the
+    monitor" is this process then, and ``kcmp`` of the fd with itself matched, so the sweep
+    closed another thread's pidfd and its wait failed with ``EBADF`` (``examples/launch_many.py``
+    on a fresh Debian 12, three threads exec'ing at once). Here the interleaving is made by
+    hand: the fd is opened after the sweep's snapshot of the fds, as the other thread's was."""
+    before = set(os.listdir("/proc/self/fd"))
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        opened = os.pidfd_open(child.pid)
+        fd = fcntl.fcntl(opened, fcntl.F_DUPFD_CLOEXEC, 200)  # a number not in the snapshot
+        os.close(opened)
+        try:
+            runtime._close_monitor_pidfds(before)
+            os.fstat(fd)  # EBADF if the sweep closed it
+        finally:
+            os.close(fd)
+    finally:
+        child.kill()
+        child.wait()
