@@ -26,7 +26,7 @@ from ..values import Value, assign
 from . import limits as _limits
 from .snapshots import validate_pattern, validate_schedule
 from .syscalls import is_syscall
-from .text import has_control, is_printable_name
+from .text import has_control, is_printable_name, is_utf8
 from .units import INT64_MAX, is_bool, is_true, parse_expiry, parse_size, quoted
 
 if TYPE_CHECKING:
@@ -689,6 +689,8 @@ def _check_key_text(key: str) -> None:
 
 
 def _check_value_text(key: str, value: str, multiline: bool) -> None:
+    if not is_utf8(value):
+        raise InvalidConfig(key, "Values cannot hold bytes that are not UTF-8", value)
     if "\0" in value:
         raise InvalidConfig(key, "Values cannot contain NUL characters", value)
     if "\r" in value:

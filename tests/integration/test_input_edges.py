@@ -295,3 +295,30 @@ def test_syscalls_deny_takes_effect(host: lxdlib.Host) -> None:
     assert c.exec(["mkdir", "/tmp/x"]).returncode == 0
     assert f"lxc.seccomp.profile = {host.paths.root / 'seccomp.policy'}" in \
         (host.paths.instance_dir("c1") / "config").read_text()
+
+
+def test_bytes_that_are_not_utf8_are_refused_cleanly(host: lxdlib.Host) -> None:
+    """A command-line word with a byte that is not UTF-8 is a lone surrogate in Python
+    (``\\xff`` becomes ``\\udcff``), which no record, liblxc config or attach can take: it ended
+    each of these commands with a traceback (``UnicodeEncodeError`` at the write, a
+    ``SystemError`` from python3-lxc's attach). Now each is refused and writes nothing."""
+    c = host.launch("busybox", "c1")
+    bad = os.fsdecode(b"\xff")
+    before = c.record().to_dict()
+    for args in (("config", "set", "c1", "user.x", bad),
+                 ("config", "set", "c1", "environment.A", bad),
+                 ("config", "device", "add", "c1", "d1", "disk", "source=/tmp", f"path=/m{bad}"),
+                 ("profile", "create", f"p{bad}"),
+                 ("profile", "set", "default", "user.x", bad),
+                 ("snapshot", "c1", f"s{bad}"),
+                 ("storage", "create", f"p{bad}", "dir"),
+                 ("launch", "busybox", "c2", "--description", bad),
+                 ("exec", "c1", "--", "echo", bad),
+                 ("exec", "c1", "--env", f"A={bad}", "--", "true")):
+        refused(cli(host.paths.root, *args))
+    assert c.record().to_dict() == before and c.snapshots.names() == []
+    assert sorted(host.profiles.names()) == ["default"] and host.pool_names() == ["default"]
+    assert "c2" not in host.instances and c.running
+    with pytest.raises(InvalidArgument, match="not UTF-8"):
+        c.exec(["echo", bad])
+    assert c.exec(["echo", "\u00e9"]).text == "\u00e9\n"  # text beyond ASCII is still text
