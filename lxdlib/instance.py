@@ -693,6 +693,7 @@ class InstanceCore:
                 check_description(description)
                 new.description = description
             new_cfg, new_devs = self.expanded(new)
+            schema.check_combinations(new_cfg)  # rules across keys, profiles' included
             devcfg.validate_devices(new_devs)  # rules across devices: one disk per path…
             for dname, dev in new_devs.items():
                 key = f"volatile.{dname}.hwaddr"
@@ -1658,7 +1659,9 @@ def expand_with_root(ctx: Context, profiles: Sequence[str], config: Mapping[str,
     instance then keeps its pool whatever its profiles say later.
     """
     from .config import devices as devcfg
+    from .config import schema
     exp_cfg, exp_devs = ctx.expand(profiles, config, devices)
+    schema.check_combinations(exp_cfg)  # rules across keys, profiles' included
     devcfg.validate_devices(exp_devs)  # rules across devices: one disk per path…
     changed = False  # what the expansion says: a root disk added, or moved to ``pool``
     try:

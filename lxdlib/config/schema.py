@@ -756,7 +756,11 @@ def validate_key(key: str, value: str, *, profile: bool = False) -> None:
         raise InvalidConfig(key, str(e), value) from e
 
 
-def _check_combinations(config: Mapping[str, str]) -> None:
+def check_combinations(config: Mapping[str, str]) -> None:
+    """The rules across keys, for one config and for an expanded one (an instance's own keys
+    over its profiles'): a ``security.syscalls.deny`` beside a profile's ``raw.seccomp`` or
+    ``security.syscalls.allow`` was saved and then silently not applied (the render takes one
+    policy), as LXD refuses it (its ``ValidConfig`` of the expanded config)."""
     raw_seccomp = "raw.seccomp" in config
     allow = "security.syscalls.allow" in config
     deny = "security.syscalls.deny" in config
@@ -800,7 +804,7 @@ def validate_instance_config(
         validate_key(key, value, profile=profile)
         if value != "":
             out[key] = value
-    _check_combinations(out)
+    check_combinations(out)
     return out
 
 

@@ -322,3 +322,41 @@ def test_bytes_that_are_not_utf8_are_refused_cleanly(host: lxdlib.Host) -> None:
     with pytest.raises(InvalidArgument, match="not UTF-8"):
         c.exec(["echo", bad])
     assert c.exec(["echo", "\u00e9"]).text == "\u00e9\n"  # text beyond ASCII is still text
+
+
+RAW_POLICY = "2\ndenylist\n[all]\nkexec_load errno 38\n"
+
+
+def test_rules_across_keys_and_devices_hold_with_the_profiles(host: lxdlib.Host) -> None:
+    """An instance's deny list beside its profile's ``raw.seccomp`` (or allow list) was saved
+    and then not applied (the render takes one policy: ``mkdir`` kept working); a profile edit
+    could bring the same about, or put a second disk on a user's path. Each is refused, as
+    LXD's check of the expanded config refuses it, and changes nothing."""
+    host.profiles.create("raw", {"raw.seccomp": RAW_POLICY})
+    host.profiles.create("deny", {"security.syscalls.deny": "mkdir"})
+    c = host.launch("busybox", "c1", profiles=["default", "raw"])
+    with pytest.raises(InvalidConfig, match="mutually exclusive"):
+        c.set_config("security.syscalls.deny", "mkdir")
+    with pytest.raises(InvalidConfig, match="mutually exclusive"):
+        c.update(profiles=["default", "raw", "deny"])
+    assert "security.syscalls.deny" not in c.expanded_config and c.profiles == ["default", "raw"]
+    assert c.exec(["mkdir", "/tmp/x"]).returncode == 0 and c.running
+    with pytest.raises(InvalidConfig, match="mutually exclusive"):
+        host.create("busybox", "c2", profiles=["default", "raw"],
+                    config={"security.syscalls.allow": "mkdir"})
+    assert "c2" not in host.instances
+
+    host.profiles.create("pa")
+    c3 = host.create("busybox", "c3", profiles=["default", "pa"],
+                     config={"security.syscalls.deny": "mkdir"},
+                     devices={"d1": {"type": "disk", "source": "/var/tmp", "path": "/mnt"}})
+    with pytest.raises(InvalidConfig, match="in instance 'c3'"):
+        host.profiles["pa"].update(config={"raw.seccomp": RAW_POLICY})
+    with pytest.raises(InvalidConfig, match="same path"):
+        host.profiles["pa"].update(
+            devices={"d2": {"type": "disk", "source": "/tmp", "path": "/mnt"}})
+    assert host.profiles["pa"].config == {} and host.profiles["pa"].devices == {}
+    assert c3.expanded_config["security.syscalls.deny"] == "mkdir"
+    err = refused(cli(host.paths.root, "profile", "set", "pa", "security.syscalls.allow",
+                      "mkdir"))
+    assert "mutually exclusive" in err and host.profiles["pa"].config == {}
