@@ -1803,8 +1803,7 @@ def create(ctx: Context, name: str, image: str | None, *,
                 pool_drv.set_quota("containers", name, size)
             if not privileged and not pool_drv.supports_idmapped_mounts:
                 idmap.shift_tree(vol / "rootfs", int(volatile["volatile.idmap.base"]))
-            image_cfg = {f"image.{k}": str(v) for k, v in (img.properties if img else {}).items()
-                         if not any(ch in str(v) for ch in "\n\r\0")}
+            image_cfg = schema.image_config(img.properties) if img else {}
             rec = InstanceRecord(
                 name=name, architecture=img.architecture if img else os.uname().machine,
                 created_at=record.now(), pool=pool_name, profiles=prof_names,

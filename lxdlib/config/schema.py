@@ -777,6 +777,24 @@ def check_combinations(config: Mapping[str, str]) -> None:
         )
 
 
+def image_config(properties: Mapping[str, Any]) -> dict[str, str]:
+    """The ``image.*`` keys an instance made from an image gets: one per property that makes a
+    valid key with a valid value. An image's properties are its author's (a remote's, a
+    tarball's ``metadata.yaml``, ``image set-property``): one no config may hold — a name
+    with a space or a line break, a multi-line value — is left out. Kept, it made a config
+    that every later edit of the instance refused (an edit checks the whole config), and an
+    export that would not import."""
+    out: dict[str, str] = {}
+    for k, v in properties.items():
+        key, value = f"image.{k}", str(v)
+        try:
+            validate_key(key, value)
+        except InvalidConfig:
+            continue
+        out[key] = value
+    return out
+
+
 def check_mapping(config: Any) -> None:
     """A config's shape, before anything reads its keys: a mapping whose keys are strings
     (``Instance.update`` checks it before it sets the volatile keys apart)."""

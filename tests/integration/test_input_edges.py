@@ -360,3 +360,18 @@ def test_rules_across_keys_and_devices_hold_with_the_profiles(host: lxdlib.Host)
     err = refused(cli(host.paths.root, "profile", "set", "pa", "security.syscalls.allow",
                       "mkdir"))
     assert "mutually exclusive" in err and host.profiles["pa"].config == {}
+
+
+def test_an_instance_from_an_image_with_odd_properties_stays_editable(host: lxdlib.Host) -> None:
+    """``image set-property`` (as a tarball's or a remote's metadata) takes any name; an
+    instance made from it got ``image.a b`` and ``image.os<newline>x`` keys, and then every
+    ``config set``, ``config edit`` and the import of its export was refused."""
+    for key, value in (("a b", "c"), ("os\nx", "y"), ("description", "two\nlines")):
+        assert cli(host.paths.root, "image", "set-property", "busybox", key,
+                   value).returncode == 0
+    c = host.create("busybox", "c1")
+    assert {k for k in c.config if k.startswith("image.")} == \
+        {"image.architecture", "image.os", "image.release"}
+    c.set_config("user.x", "1")
+    r = cli(host.paths.root, "config", "set", "c1", "user.y", "2")
+    assert r.returncode == 0, r.stderr
