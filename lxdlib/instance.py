@@ -912,6 +912,12 @@ class InstanceCore:
             base, size = choose_idmap(self.ctx, self.name, cfg, alloc)
             if (base, size) == have:
                 return
+            # a map newuidmap refuses (a security.idmap.base outside root's /etc/subuid, or
+            # past the last id) is refused before it is recorded: recorded, it outlived the
+            # key (unset, a map outside the host's range is taken for an older host range
+            # and kept), and the instance never started again
+            idmap.check_newuidmap(self.name, idmap.instance_map(base, size,
+                                                                cfg.get("raw.idmap", "")))
             rec.config["volatile.idmap.base"] = str(base)
             rec.config["volatile.idmap.size"] = str(size)
             record.save(self._paths, rec)

@@ -375,3 +375,19 @@ def test_an_instance_from_an_image_with_odd_properties_stays_editable(host: lxdl
     c.set_config("user.x", "1")
     r = cli(host.paths.root, "config", "set", "c1", "user.y", "2")
     assert r.returncode == 0, r.stderr
+
+
+def test_an_id_map_the_host_refuses_is_not_kept_past_its_key(host: lxdlib.Host) -> None:
+    """``security.idmap.base`` past root's ids (or past the last id) fails the start, as it
+    must; but its map was recorded first, and once the key was unset a map outside the
+    host's range was taken for an older host range and kept: the instance never started
+    again (and was told to add ids beyond 2**32 to /etc/subuid)."""
+    c = host.create("busybox", "c1")
+    before = c.config["volatile.idmap.base"], c.config["volatile.idmap.size"]
+    c.set_config("security.idmap.base", "4294967295")
+    with pytest.raises(lxdlib.IdmapNotAllowed):
+        c.start()
+    assert (c.config["volatile.idmap.base"], c.config["volatile.idmap.size"]) == before
+    c.unset_config("security.idmap.base")
+    c.start()
+    assert c.running
