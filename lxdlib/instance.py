@@ -19,7 +19,7 @@ from pathlib import Path
 from . import idmap, journal, livestate, record, runtime
 from .config import expand, limits, names
 from .config.ids import random_uuid
-from .config.text import check_description
+from .config.text import check_description, check_flag
 from .config.units import parse_size
 from .errors import (
     TYPE_CHECKING,
@@ -1191,8 +1191,14 @@ class InstanceCore:
             out.update({"HOME": "/root", "USER": "root"})
         out.update({k[len("environment."):]: v for k, v in cfg.items()
                     if k.startswith("environment.")})
+        if env is not None and not isinstance(env, Mapping):
+            raise InvalidArgument(f"env must be a mapping of names to values, not "
+                                  f"{type(env).__name__}")
         out.update(env or {})
         for k, v in out.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise InvalidArgument(f"invalid environment variable {k!r}: names and values "
+                                      "are strings")
             if not k or "=" in k or any(ch in k + v for ch in "\0\n\r"):
                 # as for environment.* keys: no variable may carry a line break or NUL
                 raise InvalidArgument(f"invalid environment variable {k!r}: names cannot be "
@@ -1765,6 +1771,7 @@ def create(ctx: Context, name: str, image: str | None, *,
     paths = ctx.paths
     names.validate_instance_name(name)
     check_description(description)
+    check_flag(ephemeral, "ephemeral")
     local_cfg = schema.validate_instance_config(config if config is not None else {})
     devcfg.check_devices_mapping(devices if devices is not None else {})
     local_devs = {n: devcfg.validate_device(n, d) for n, d in (devices or {}).items()}

@@ -103,6 +103,15 @@ def text_map(value: Any, where: str) -> dict[str, str]:
     return out
 
 
+def check_flag(value: object, name: str) -> bool:
+    """A flag of the API (``ephemeral``) as the bool it must be. Python takes any object for
+    true or false, so ``ephemeral="false"`` made an ephemeral instance, deleted with its
+    files at its first stop; ``"yes"`` was stored as that string in its record."""
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be True or False, not {value!r}")
+    return value
+
+
 def check_description(description: object, what: str = "") -> None:
     """The one rule for the description of everything that has one (instances, snapshots,
     profiles, networks, storage pools, custom volumes and their snapshots, image aliases): one

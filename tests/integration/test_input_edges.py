@@ -5,6 +5,7 @@ with a newline, a full disk."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -391,3 +392,32 @@ def test_an_id_map_the_host_refuses_is_not_kept_past_its_key(host: lxdlib.Host) 
     c.unset_config("security.idmap.base")
     c.start()
     assert c.running
+
+
+def test_api_flags_and_times_of_the_wrong_type_change_nothing(host: lxdlib.Host) -> None:
+    """``ephemeral="false"`` is true to Python: it made an ephemeral instance, deleted with its
+    files at its first stop. ``snapshots.create(reuse=True)`` deleted the snapshot it replaces
+    before a string ``expires_at`` failed the record write; a naive one was stored, and its
+    comparison with "now" ended every ``housekeeping`` pass with a TypeError. ``exec`` with
+    ``env`` not a mapping was a TypeError."""
+    for flag in ("false", "yes", 0):
+        with pytest.raises(InvalidArgument, match="ephemeral"):
+            host.create("busybox", "c1", ephemeral=flag)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgument, match="ephemeral"):
+            host.launch_many(["c1"], image="busybox", ephemeral=flag)  # type: ignore[arg-type]
+    assert "c1" not in host.instances
+    c = host.create("busybox", "c1")
+    with pytest.raises(InvalidArgument, match="ephemeral"):
+        host.copy("c1", "c2", ephemeral="false")
+    assert "c2" not in host.instances
+    s0 = c.snapshots.create("s0")
+    for at in ("tomorrow", dt.datetime(2030, 1, 1)):
+        with pytest.raises(InvalidArgument, match="expires_at"):
+            c.snapshots.create("s0", reuse=True, expires_at=at)  # type: ignore[arg-type]
+        assert c.snapshots.names() == ["s0"] and c.snapshots["s0"].record() == s0.record()
+    from lxdlib import housekeeping
+    assert not housekeeping.run(host).skipped
+    c.start()
+    for env in (["A=1"], {"A": 1}):
+        with pytest.raises(InvalidArgument, match="env"):
+            c.exec(["true"], env=env)  # type: ignore[arg-type]

@@ -431,3 +431,18 @@ def test_a_record_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path: Path) 
         r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
                            timeout=20)
         assert r.stdout.count("refused") == 2 and "not a regular file" in r.stdout, r.stderr
+
+
+def test_a_time_stored_without_its_zone_reads_as_utc() -> None:
+    """A naive ``expires_at`` given to ``snapshots.create`` was stored as such and read back
+    naive: the expiry sweep's comparison with an aware "now" raised TypeError, which ended
+    ``housekeeping`` for every instance after it."""
+    from lxdlib.snapshots import expired
+    snap = SnapshotRecord.from_dict({"name": "s0", "created_at": "2026-01-01T00:00:00",
+                                     "expires_at": "2030-01-01T00:00:00"})
+    assert snap.expires_at == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    assert snap.created_at == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    rec = InstanceRecord(name="c1", architecture="x86_64",
+                         created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), pool="default",
+                         snapshots=[snap])
+    assert expired(rec, dt.datetime(2031, 1, 1, tzinfo=dt.UTC)) == ["s0"]
