@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lxdlib import journal, record, state
-from lxdlib.errors import CorruptRecord
+from lxdlib.errors import CorruptRecord, InvalidArgument
 from lxdlib.imagestore.remotes import Remotes
 from lxdlib.imagestore.store import ImageRecord, ImageStore
 from lxdlib.network.manager import NetworkManager
@@ -99,7 +99,9 @@ def test_what_json_cannot_hold_is_refused(value: Any) -> None:
 
 
 def test_a_lone_surrogate_is_refused() -> None:
-    with pytest.raises(UnicodeEncodeError):
+    """Refused as the bad input it is (a byte that is not UTF-8, read from a command line),
+    not a UnicodeEncodeError the command would end in with a traceback."""
+    with pytest.raises(InvalidArgument, match="not UTF-8"):
         encode_record({"k": "\ud800"})
 
 
