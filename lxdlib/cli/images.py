@@ -173,7 +173,8 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
     lines.append(f"    Expires: {_info_date(when('expires_at')) or 'never'}")
     lines.append(f"    Last used: {_info_date(when('last_used_at')) or 'never'}")
     lines.append("Properties:")
-    lines += [f"    {k}: {v}" for k, v in sorted(d["properties"].items())]
+    lines += [f"    {output.visible(k)}: {output.visible(v)}"
+              for k, v in sorted(d["properties"].items())]
     lines.append("Aliases:")
     lines += [f"    - {x['name']}" for x in d["aliases"]]
     lines += [f"Cached: {'yes' if d['cached'] else 'no'}",
