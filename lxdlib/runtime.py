@@ -251,6 +251,12 @@ class Container:
         if st != "RUNNING":
             raise WrongState(f"instance {self._name!r} is "
                              f"{'frozen' if st == 'FROZEN' else 'not running'}", state=st)
+        for what, n in (("user", uid), ("group", gid)):
+            # liblxc takes -1 for "as the attach's own" (root): `exec --user -1` ran the
+            # command as root, and a number past uid_t ended it with no word at all
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int)
+                                  or not 0 <= n < 2**32 - 1):
+                raise InvalidArgument(f"invalid {what} {n!r}: an id is 0-{2**32 - 2}")
         for word in (*argv, *env, *env.values(), cwd or ""):
             if not is_utf8(word):
                 # python3-lxc hands liblxc each as UTF-8 and fails inside its attach (a

@@ -421,3 +421,25 @@ def test_api_flags_and_times_of_the_wrong_type_change_nothing(host: lxdlib.Host)
     for env in (["A=1"], {"A": 1}):
         with pytest.raises(InvalidArgument, match="env"):
             c.exec(["true"], env=env)  # type: ignore[arg-type]
+
+
+def test_ids_out_of_range_are_refused_not_taken_for_root(host: lxdlib.Host) -> None:
+    """liblxc takes -1 for the attach's own id: ``exec --user -1`` ran the command as root
+    (LXD's ``--user`` is a uint32 and refuses it); an id past uid_t ended ``exec`` with no
+    word at all and ``file push --uid`` with the helper's OverflowError, after the file was
+    made."""
+    c = host.launch("busybox", "c1")
+    for bad in (-1, 2**32 - 1, 2**40):
+        with pytest.raises(InvalidArgument, match="an id is"):
+            c.exec(["id", "-u"], user=bad)
+        with pytest.raises(InvalidArgument, match="an id is"):
+            c.exec(["id", "-g"], group=bad)
+    assert "an id is" in refused(cli(host.paths.root, "exec", "c1", "--user", "-1", "--", "id"))
+    with pytest.raises(InvalidArgument, match="an id is"):
+        c.files.put("/tmp/f", b"x", uid=2**40)
+    assert not c.files.exists("/tmp/f")
+    assert "an id is" in refused(cli(host.paths.root, "file", "push", "/etc/hostname",
+                                     "c1/tmp/f", "--uid", str(2**40)))
+    assert not c.files.exists("/tmp/f")
+    c.files.put("/tmp/f", b"x", uid=-1)  # LXD's "unchanged"
+    assert c.exec(["id", "-u"], user=1000).text == "1000\n"
