@@ -476,9 +476,15 @@ def _rest(a: argparse.Namespace, options: Any) -> list[str]:
     options(p, defaults=False)
     p.add_argument("args", nargs="*")
     try:
-        extra = p.parse_intermixed_args(a.rest)
+        # known only: an unknown option made argparse print its own usage and exit, which
+        # came out as "Error: 2"; it is said in lxc's words, as the main parser says it
+        extra, unknown = p.parse_known_intermixed_args(a.rest)
     except (argparse.ArgumentError, SystemExit) as e:
         raise InvalidArgument(str(e)) from None
+    if unknown:
+        word = unknown[0]
+        raise InvalidArgument(f"unknown flag: {word.split('=', 1)[0]}" if word.startswith("--")
+                              else f"unknown shorthand flag: '{word[1:2]}' in {word}")
     for key, value in vars(extra).items():
         if key == "args":
             continue

@@ -443,3 +443,29 @@ def test_ids_out_of_range_are_refused_not_taken_for_root(host: lxdlib.Host) -> N
     assert not c.files.exists("/tmp/f")
     c.files.put("/tmp/f", b"x", uid=-1)  # LXD's "unchanged"
     assert c.exec(["id", "-u"], user=1000).text == "1000\n"
+
+
+def test_metadata_and_image_verbs_refuse_bad_input_cleanly(host: lxdlib.Host,
+                                                            tmp_path: Path) -> None:
+    """``config metadata edit`` kept any value for the fields LXD types (``creation_date:
+    x``, a list for the architecture, ``properties: x``) and ``publish`` failed on them later;
+    an edit that leaves the architecture empty (LXD's publish takes the instance's) made
+    ``publish`` fail with "Missing architecture". ``image export`` into a directory that does
+    not exist ended in a FileNotFoundError traceback, and an unknown option of ``publish`` or
+    ``image import`` was "Error: 2"."""
+    host.create("busybox", "c1")
+    root = host.paths.root
+    before = cli(root, "config", "metadata", "show", "c1").stdout
+    for doc in ("creation_date: x", "architecture: [1]", "expiry_date: true",
+                "properties: x", "properties: {a: [1]}"):
+        refused(cli(root, "config", "metadata", "edit", "c1", input=doc + "\n"))
+        assert cli(root, "config", "metadata", "show", "c1").stdout == before
+    r = cli(root, "config", "metadata", "edit", "c1", input="creation_date: 0\n")
+    assert r.returncode == 0, r.stderr
+    r = cli(root, "publish", "c1", "--alias", "pub1")
+    assert r.returncode == 0, r.stderr
+    assert host.images.get("pub1").architecture == host.instances["c1"].architecture
+    err = refused(cli(root, "image", "export", "pub1", str(tmp_path / "no" / "such" / "x")))
+    assert "directory" in err and "not found" in err and not list(tmp_path.iterdir())
+    assert "unknown flag: --nope" in refused(cli(root, "publish", "c1", "k=v", "--nope"))
+    assert "pub1" in host.images and len(host.images.list()) == 2
