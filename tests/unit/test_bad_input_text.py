@@ -6,7 +6,8 @@ config or name on disk can hold it: each validator refuses it with a typed error
 record encoder and the liblxc config's text are the last stops for any value none looked
 at (before, each was a ``UnicodeEncodeError`` traceback). An IPv6 address with a zone
 (``fd00::5%x``, which Python's ``ipaddress`` takes and LXD refuses) was kept in a nic and put
-in the nic filter's nft rule, which then failed to load at every start."""
+in the nic filter's nft rule, which then failed to load at every start. A unix device's
+major or minor past Linux's 12 and 20 bits failed every start in its hook."""
 
 from __future__ import annotations
 
