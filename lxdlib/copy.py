@@ -18,7 +18,7 @@ from . import journal, record, runtime
 from .config import devices as devcfg
 from .config import expand, names, schema
 from .config.ids import random_uuid
-from .config.text import check_description
+from .config.text import check_description, check_flag
 from .config.units import parse_size
 from .errors import (
     TYPE_CHECKING,
@@ -152,6 +152,7 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
         raise AlreadyExists("instance", target)
     if description is not None:
         check_description(description)
+    check_flag(ephemeral, "ephemeral")
     extra_cfg = schema.validate_instance_config(
         {k: v for k, v in (config or {}).items() if not k.startswith("volatile.")})
     extra_devs = {n: devcfg.validate_device(n, d) for n, d in (devices or {}).items()}

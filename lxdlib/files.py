@@ -132,6 +132,16 @@ def _chunks_of(data: Source) -> Iterator[bytes | memoryview]:
             yield chunk
 
 
+def _check_ids(uid: int | None, gid: int | None) -> None:
+    """An owner to give: an id inside the container, or -1 (LXD's "unchanged"). One past
+    uid_t reached the helper inside, which ended with an ``OverflowError`` and left the
+    command to say only that it stopped."""
+    for what, n in (("uid", uid), ("gid", gid)):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int)
+                              or not -1 <= n < 2**32 - 1):
+            raise InvalidArgument(f"invalid {what} {n!r}: an id is 0-{2**32 - 2} (or -1)")
+
+
 class Session:
     """One helper process inside the instance; every method is one request on its socket."""
 
@@ -334,6 +344,7 @@ class Session:
             ignore_unmapped: bool = False) -> str:
         """Write ``data`` to ``path``; returns the path written (``into`` a directory: inside)."""
         _check_source(data)  # before the instance is asked for anything
+        _check_ids(uid, gid)
         self._call({"op": "put", "path": path, "mode": mode, "uid": uid, "gid": gid,
                     "force": [f for f in force if {"mode": mode, "uid": uid,
                                                    "gid": gid}[f] is not None],
@@ -352,6 +363,7 @@ class Session:
     def mkdir(self, path: str, mode: int = 0o755, *, uid: int | None = None,
               gid: int | None = None, parents: bool = False, exist_ok: bool = False,
               apply_existing: bool = False, ignore_unmapped: bool = False) -> None:
+        _check_ids(uid, gid)
         self._call({"op": "mkdir", "path": path, "mode": mode, "uid": uid, "gid": gid,
                     "parents": parents, "exist_ok": exist_ok, "apply_existing": apply_existing,
                     "ignore_unmapped": ignore_unmapped})
@@ -359,6 +371,7 @@ class Session:
     def symlink(self, path: str, target: str, *, uid: int | None = None,
                 gid: int | None = None, replace: bool = False,
                 ignore_unmapped: bool = False) -> None:
+        _check_ids(uid, gid)
         self._call({"op": "symlink", "path": path, "target": target, "uid": uid, "gid": gid,
                     "replace": replace, "ignore_unmapped": ignore_unmapped})
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import idmap, journal, livestate, record, runtime
 from .config import expand, limits, names
 from .config.ids import random_uuid
-from .config.text import check_description
+from .config.text import check_description, check_flag
 from .config.units import parse_size
 from .errors import (
     TYPE_CHECKING,
@@ -693,6 +693,7 @@ class InstanceCore:
                 check_description(description)
                 new.description = description
             new_cfg, new_devs = self.expanded(new)
+            schema.check_combinations(new_cfg)  # rules across keys, profiles' included
             devcfg.validate_devices(new_devs)  # rules across devices: one disk per path…
             for dname, dev in new_devs.items():
                 key = f"volatile.{dname}.hwaddr"
@@ -911,6 +912,12 @@ class InstanceCore:
             base, size = choose_idmap(self.ctx, self.name, cfg, alloc)
             if (base, size) == have:
                 return
+            # a map newuidmap refuses (a security.idmap.base outside root's /etc/subuid, or
+            # past the last id) is refused before it is recorded: recorded, it outlived the
+            # key (unset, a map outside the host's range is taken for an older host range
+            # and kept), and the instance never started again
+            idmap.check_newuidmap(self.name, idmap.instance_map(base, size,
+                                                                cfg.get("raw.idmap", "")))
             rec.config["volatile.idmap.base"] = str(base)
             rec.config["volatile.idmap.size"] = str(size)
             record.save(self._paths, rec)
@@ -1184,8 +1191,14 @@ class InstanceCore:
             out.update({"HOME": "/root", "USER": "root"})
         out.update({k[len("environment."):]: v for k, v in cfg.items()
                     if k.startswith("environment.")})
+        if env is not None and not isinstance(env, Mapping):
+            raise InvalidArgument(f"env must be a mapping of names to values, not "
+                                  f"{type(env).__name__}")
         out.update(env or {})
         for k, v in out.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise InvalidArgument(f"invalid environment variable {k!r}: names and values "
+                                      "are strings")
             if not k or "=" in k or any(ch in k + v for ch in "\0\n\r"):
                 # as for environment.* keys: no variable may carry a line break or NUL
                 raise InvalidArgument(f"invalid environment variable {k!r}: names cannot be "
@@ -1658,7 +1671,9 @@ def expand_with_root(ctx: Context, profiles: Sequence[str], config: Mapping[str,
     instance then keeps its pool whatever its profiles say later.
     """
     from .config import devices as devcfg
+    from .config import schema
     exp_cfg, exp_devs = ctx.expand(profiles, config, devices)
+    schema.check_combinations(exp_cfg)  # rules across keys, profiles' included
     devcfg.validate_devices(exp_devs)  # rules across devices: one disk per path…
     changed = False  # what the expansion says: a root disk added, or moved to ``pool``
     try:
@@ -1756,6 +1771,7 @@ def create(ctx: Context, name: str, image: str | None, *,
     paths = ctx.paths
     names.validate_instance_name(name)
     check_description(description)
+    check_flag(ephemeral, "ephemeral")
     local_cfg = schema.validate_instance_config(config if config is not None else {})
     devcfg.check_devices_mapping(devices if devices is not None else {})
     local_devs = {n: devcfg.validate_device(n, d) for n, d in (devices or {}).items()}
@@ -1800,8 +1816,7 @@ def create(ctx: Context, name: str, image: str | None, *,
                 pool_drv.set_quota("containers", name, size)
             if not privileged and not pool_drv.supports_idmapped_mounts:
                 idmap.shift_tree(vol / "rootfs", int(volatile["volatile.idmap.base"]))
-            image_cfg = {f"image.{k}": str(v) for k, v in (img.properties if img else {}).items()
-                         if not any(ch in str(v) for ch in "\n\r\0")}
+            image_cfg = schema.image_config(img.properties) if img else {}
             rec = InstanceRecord(
                 name=name, architecture=img.architecture if img else os.uname().machine,
                 created_at=record.now(), pool=pool_name, profiles=prof_names,

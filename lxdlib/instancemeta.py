@@ -49,6 +49,19 @@ def check_metadata(data: Any) -> dict[str, Any]:
     a start must be able to use every template entry it names."""
     if not isinstance(data, Mapping):
         raise InvalidArgument("metadata must be a mapping")
+    # the fields of LXD's ImageMetadata, typed as its edit reads them: before, any value was
+    # kept (`creation_date: x`, a list for the architecture) and `publish` failed on it later
+    if not isinstance(data.get("architecture") or "", str):
+        raise InvalidArgument("metadata architecture must be a string")
+    for key in ("creation_date", "expiry_date"):
+        value = data.get(key) or 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidArgument(f"metadata {key} must be an integer (seconds since 1970)")
+    props = data.get("properties") or {}
+    if not isinstance(props, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, (str, int, float, bool))
+            for k, v in props.items()):
+        raise InvalidArgument("metadata properties must map strings to strings")
     tpls = data.get("templates") or {}
     if not isinstance(tpls, Mapping):
         raise InvalidArgument("metadata templates must be a mapping of paths to templates")

@@ -35,6 +35,7 @@ from pathlib import Path
 from . import hostlimits, record
 from .config import devices as devcfg
 from .config import names, schema
+from .config.text import check_flag
 from .context import Context
 from .errors import TYPE_CHECKING, AlreadyExists, BulkError, InvalidArgument
 from .instance import expand_with_root, recover_leftover
@@ -121,7 +122,8 @@ def make_specs(items: int | Sequence[Item], *, image: str | None, prefix: str,
             config={**(config or {}), **(item.get("config") or {})},
             devices={k: dict(v) for k, v in {**(devices or {}),
                                              **(item.get("devices") or {})}.items()},
-            pool=item.get("pool", pool), ephemeral=bool(item.get("ephemeral", ephemeral)),
+            pool=item.get("pool", pool),
+            ephemeral=check_flag(item.get("ephemeral", ephemeral), "ephemeral"),
             description=str(item.get("description", description)), start=start))
     return specs
 

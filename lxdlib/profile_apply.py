@@ -87,7 +87,8 @@ def _update_locked(ctx: Context, name: str, config: Mapping[str, str] | None,
                     rec = inst.record()
                 except CorruptRecord:
                     continue  # reported by the re-apply below; it cannot block the others
-                _, devs = inst.expanded(rec)
+                cfg, devs = inst.expanded(rec)
+                _check_user_rules(u, (cfg, devs), before[u])
                 root_name, root = expand.root_disk(devs)
                 if root.get("pool") != rec.pool:
                     raise InvalidConfig(f"devices.{root_name}.pool",
@@ -142,6 +143,30 @@ def _lock_users(ctx: Context, name: str, held: contextlib.ExitStack) -> list[str
             held.enter_context(stack)
             return users
         stack.close()
+
+def _check_user_rules(name: str, new: tuple[dict[str, str], dict[str, dict[str, str]]],
+                      old: tuple[dict[str, str], dict[str, dict[str, str]]]) -> None:
+    """The rules across keys and across devices (``instance.update``'s) on a user's expanded
+    config and devices after the change: a profile's ``raw.seccomp`` beside an instance's
+    ``security.syscalls.deny`` (the deny list then silently not applied), two disks on one
+    path, two nics of one name. Refused only when the change broke them: a user broken
+    already (made before these checks) must not make the profile unrepairable."""
+    from .config import devices as devcfg
+    from .config import schema
+    checks: tuple[tuple[Callable[[Any], object], int], ...] = (
+        (schema.check_combinations, 0), (devcfg.validate_devices, 1))
+    for check, part in checks:
+        try:
+            check(new[part])
+        except InvalidConfig as e:
+            try:
+                check(old[part])
+            except InvalidConfig:
+                continue
+            err = InvalidConfig(e.key, f"{e.reason} (in instance {name!r})", e.value)
+            err.args = (f"{e.args[0]} (in instance {name!r})",)
+            raise err from None
+
 
 def _check_user_config(inst: InstanceCore, rec: InstanceRecord,
                        devs: Mapping[str, Mapping[str, str]],

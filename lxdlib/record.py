@@ -60,7 +60,11 @@ def _ts(value: Any) -> dt.datetime | None:
         return None
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    return dt.datetime.fromisoformat(str(value))
+    # a time written without its zone (as a naive datetime given to snapshots.create was) is
+    # UTC, as lxdlib writes its own: read naive, it broke every comparison with "now" (the
+    # expiry sweep's TypeError ended housekeeping for every instance after it)
+    parsed = dt.datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 class SnapshotRecord(Value):

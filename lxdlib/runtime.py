@@ -32,7 +32,15 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from . import livestate, pidfd, proctree
-from .errors import TYPE_CHECKING, ExecTimeout, InvalidConfig, LXCError, WrongState
+from .config.text import is_utf8
+from .errors import (
+    TYPE_CHECKING,
+    ExecTimeout,
+    InvalidArgument,
+    InvalidConfig,
+    LXCError,
+    WrongState,
+)
 from .errors import ExecError as ExecError  # still importable from here
 from .execresult import ExecResult as ExecResult  # still importable from here
 from .logs import DEBUG, get_logger
@@ -243,6 +251,18 @@ class Container:
         if st != "RUNNING":
             raise WrongState(f"instance {self._name!r} is "
                              f"{'frozen' if st == 'FROZEN' else 'not running'}", state=st)
+        for what, n in (("user", uid), ("group", gid)):
+            # liblxc takes -1 for "as the attach's own" (root): `exec --user -1` ran the
+            # command as root, and a number past uid_t ended it with no word at all
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int)
+                                  or not 0 <= n < 2**32 - 1):
+                raise InvalidArgument(f"invalid {what} {n!r}: an id is 0-{2**32 - 2}")
+        for word in (*argv, *env, *env.values(), cwd or ""):
+            if not is_utf8(word):
+                # python3-lxc hands liblxc each as UTF-8 and fails inside its attach (a
+                # SystemError, or a traceback from the forked child): refused here instead
+                raise InvalidArgument(f"{word!r} is not text (a byte that is not UTF-8?): the "
+                                      "command, its environment and directory must be")
         opts = _attach_opts(env, cwd, uid, gid)
         for key, fd in (("stdin", stdin), ("stdout", stdout), ("stderr", stderr)):
             if fd is not None:

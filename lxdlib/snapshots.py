@@ -313,6 +313,11 @@ def create_locked(inst: InstanceCore, name: str | None = None, *, stateful: bool
     ctx = inst.ctx
     paths = ctx.paths
     check_description(description)
+    # before anything, and above all before ``reuse`` deletes the snapshot of that name (a
+    # string here failed at the record write, after it); a naive time as ``set_expiry``
+    if expires_at is not None and (not isinstance(expires_at, dt.datetime)
+                                   or expires_at.tzinfo is None):
+        raise InvalidArgument("expires_at must be a datetime with a time zone, or None")
     rec = inst.record()
     cfg, _ = inst.expanded(rec)
     now = record.now()

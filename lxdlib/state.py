@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import TYPE_CHECKING, Busy, DiskFull, LxdlibError
+from .errors import TYPE_CHECKING, Busy, DiskFull, InvalidArgument, LxdlibError
 from .patterns import Pattern
 from .rootdir import root_path
 from .values import Value, assign
@@ -436,10 +436,18 @@ def encode_record(data: Any) -> bytes:
     Only JSON's types are written (mappings with string keys, lists, strings, integers,
     booleans, None): anything else, such as a datetime, raises ``TypeError`` rather than being
     turned into a string that reads back as something else — the records' ``to_dict`` give
-    their times as ISO 8601 strings. A lone surrogate cannot be encoded and raises too."""
+    their times as ISO 8601 strings. A lone surrogate (a byte that is not UTF-8, as Python
+    reads one from a command line) cannot be encoded: ``InvalidArgument``, the bad input it
+    is. The validators refuse it before anything is made; this is the last stop for a value
+    no validator looked at, so that it is a clean error rather than a traceback."""
     text = _layout(data, "\n") if isinstance(data, dict) and data else _ENCODE(data)
     if not text.isascii() or "\x7f" in text:  # most records are ASCII without DEL: no regex
         text = _YAML_UNSAFE.sub(_escape, text)
+        try:
+            return text.encode()
+        except UnicodeEncodeError as e:
+            raise InvalidArgument(f"{e.object[e.start:e.end]!r} is not text (a byte that is "
+                                  "not UTF-8?): nothing was written") from None
     return text.encode()
 
 

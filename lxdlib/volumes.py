@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from . import idmap, record, runtime
-from .config.text import check_description
+from .config.text import check_description, is_utf8
 from .config.units import parse_bool, parse_size
 from .errors import (
     TYPE_CHECKING,
@@ -256,6 +256,8 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, str]:
             raise InvalidConfig(str(key), "volume keys and values must be strings")
         if any(ch in key + value for ch in "\n\r\0"):
             raise InvalidConfig(key, "must not contain a newline, carriage return or NUL", value)
+        if not is_utf8(key + value):
+            raise InvalidConfig(key, "must not hold bytes that are not UTF-8", value)
         if key == "size" and value != "":
             try:
                 positive = parse_size(value) > 0

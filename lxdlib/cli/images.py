@@ -173,7 +173,8 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
     lines.append(f"    Expires: {_info_date(when('expires_at')) or 'never'}")
     lines.append(f"    Last used: {_info_date(when('last_used_at')) or 'never'}")
     lines.append("Properties:")
-    lines += [f"    {k}: {v}" for k, v in sorted(d["properties"].items())]
+    lines += [f"    {output.visible(k)}: {output.visible(v)}"
+              for k, v in sorted(d["properties"].items())]
     lines.append("Aliases:")
     lines += [f"    - {x['name']}" for x in d["aliases"]]
     lines += [f"Cached: {'yes' if d['cached'] else 'no'}",
@@ -475,9 +476,15 @@ def _rest(a: argparse.Namespace, options: Any) -> list[str]:
     options(p, defaults=False)
     p.add_argument("args", nargs="*")
     try:
-        extra = p.parse_intermixed_args(a.rest)
+        # known only: an unknown option made argparse print its own usage and exit, which
+        # came out as "Error: 2"; it is said in lxc's words, as the main parser says it
+        extra, unknown = p.parse_known_intermixed_args(a.rest)
     except (argparse.ArgumentError, SystemExit) as e:
         raise InvalidArgument(str(e)) from None
+    if unknown:
+        word = unknown[0]
+        raise InvalidArgument(f"unknown flag: {word.split('=', 1)[0]}" if word.startswith("--")
+                              else f"unknown shorthand flag: '{word[1:2]}' in {word}")
     for key, value in vars(extra).items():
         if key == "args":
             continue

@@ -57,9 +57,26 @@ def natural_key(row: Sequence[str]) -> list[list[tuple[int, int, str]]]:
             for c in row]
 
 
+def visible(text: str) -> str:
+    """One line of text as a terminal is handed it: every character that is not printable is
+    spelled ``\\xNN`` (``\\uNNNN``), as ``netstate.shown_name`` spells an interface name. What
+    the tables and ``image info`` print is partly an image's word (its properties, from a
+    tarball or a remote's catalogue) or a backup's (a description), and an ``ESC ] 0 ;`` in
+    one set the admin's window title; others clear or rewrite the screen, or (a CR) the
+    line. LXD prints them as they are."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else
+                   f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in text)
+
+
+def _cell_lines(cell: object) -> list[str]:
+    return [visible(x) for x in str(cell).split("\n")]
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """LXD's boxed table; a cell may hold several lines."""
-    split = [[str(c).split("\n") for c in row] for row in rows]
+    """LXD's boxed table; a cell may hold several lines (``visible`` each)."""
+    split = [[_cell_lines(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in split:
         for i, lines in enumerate(row):
@@ -87,7 +104,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def compact(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """LXD's ``--format compact``: the table without its borders, each cell padded by a space
     on both sides, headers centred, a cell of several lines on several lines."""
-    split = [[str(c).split("\n") for c in row] for row in rows]
+    split = [[_cell_lines(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in split:
         for i, lines in enumerate(row):

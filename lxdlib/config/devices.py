@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 
 from ..errors import TYPE_CHECKING, InvalidArgument, InvalidConfig
 from ..values import Value, assign
-from .text import has_control
+from .text import has_control, is_utf8
 from .units import is_bool, is_true, parse_bit_rate, parse_size
 
 if TYPE_CHECKING:
@@ -60,7 +60,10 @@ def _uint(bits: int, message: str) -> Check:
 
 
 _unix_id = _uint(32, "Invalid value for a UNIX ID")
-_device_num = _uint(32, "Invalid value for a UNIX device number")
+# LXD takes any uint32, but Linux's device numbers are 12 bits of major and 20 of minor:
+# beyond them the node cannot be made, and the start failed in its hook (an OverflowError)
+_major = _uint(12, "Invalid value for a UNIX device number (a major is 0-4095)")
+_minor = _uint(20, "Invalid value for a UNIX device number (a minor is 0-1048575)")
 _uint32 = _uint(32, "Invalid value for uint32")
 
 
@@ -125,9 +128,13 @@ def _ipv4(value: str) -> None:
 
 def _ipv6(value: str) -> None:
     try:
-        ipaddress.IPv6Address(value)
+        addr = ipaddress.IPv6Address(value)
     except ValueError:
         raise InvalidArgument(f"Not an IPv6 address {value!r}") from None
+    if addr.scope_id is not None:
+        # Python takes ``addr%anything`` for a zone; LXD (Go's ParseIP) refuses it, and the
+        # nic filter's nft rule, which names the address, fails to load with it at start
+        raise InvalidArgument(f"Not an IPv6 address {value!r}: no zone (%) allowed")
 
 
 def _container_path(value: str) -> None:
@@ -250,9 +257,11 @@ def parse_proxy_address(s: str) -> ProxyAddress:
     host, port = _split_host_port(addr)
     if host != "":
         try:
-            ipaddress.ip_address(host)
+            ip = ipaddress.ip_address(host)
         except ValueError:
             raise InvalidArgument(f"Not an IP address {host!r}") from None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+            raise InvalidArgument(f"Not an IP address {host!r}: no zone (%) allowed")
     ports: list[int] = []
     for p in port.split(","):
         ports.extend(_port_range(p))
@@ -342,8 +351,8 @@ _PROXY_RULES: dict[str, Check] = {
 _UNIX_RULES: dict[str, Check] = {
     "source": _opt(_host_path),
     "path": _opt(_container_path),
-    "major": _opt(_device_num),
-    "minor": _opt(_device_num),
+    "major": _opt(_major),
+    "minor": _opt(_minor),
     "uid": _opt(_unix_id),
     "gid": _opt(_unix_id),
     "mode": _opt(_octal_mode),
@@ -401,6 +410,8 @@ def _check_text(name: str, key: str, value: str) -> None:
     for ch, what in (("\n", "line breaks"), ("\r", "carriage returns"), ("\0", "NUL characters")):
         if ch in value:
             raise _err(name, key, f"Device options cannot contain {what}", value)
+    if not is_utf8(value):
+        raise _err(name, key, "Device options cannot hold bytes that are not UTF-8", value)
 
 
 def _apply_rules(name: str, dev: Mapping[str, str], rules: Mapping[str, Check],

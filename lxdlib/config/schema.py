@@ -26,7 +26,7 @@ from ..values import Value, assign
 from . import limits as _limits
 from .snapshots import validate_pattern, validate_schedule
 from .syscalls import is_syscall
-from .text import has_control, is_printable_name
+from .text import has_control, is_printable_name, is_utf8
 from .units import INT64_MAX, is_bool, is_true, parse_expiry, parse_size, quoted
 
 if TYPE_CHECKING:
@@ -689,6 +689,8 @@ def _check_key_text(key: str) -> None:
 
 
 def _check_value_text(key: str, value: str, multiline: bool) -> None:
+    if not is_utf8(value):
+        raise InvalidConfig(key, "Values cannot hold bytes that are not UTF-8", value)
     if "\0" in value:
         raise InvalidConfig(key, "Values cannot contain NUL characters", value)
     if "\r" in value:
@@ -754,7 +756,11 @@ def validate_key(key: str, value: str, *, profile: bool = False) -> None:
         raise InvalidConfig(key, str(e), value) from e
 
 
-def _check_combinations(config: Mapping[str, str]) -> None:
+def check_combinations(config: Mapping[str, str]) -> None:
+    """The rules across keys, for one config and for an expanded one (an instance's own keys
+    over its profiles'): a ``security.syscalls.deny`` beside a profile's ``raw.seccomp`` or
+    ``security.syscalls.allow`` was saved and then silently not applied (the render takes one
+    policy), as LXD refuses it (its ``ValidConfig`` of the expanded config)."""
     raw_seccomp = "raw.seccomp" in config
     allow = "security.syscalls.allow" in config
     deny = "security.syscalls.deny" in config
@@ -769,6 +775,24 @@ def _check_combinations(config: Mapping[str, str]) -> None:
             "security.syscalls.allow",
             "security.syscalls.allow is mutually exclusive with security.syscalls.deny*",
         )
+
+
+def image_config(properties: Mapping[str, Any]) -> dict[str, str]:
+    """The ``image.*`` keys an instance made from an image gets: one per property that makes a
+    valid key with a valid value. An image's properties are its author's (a remote's, a
+    tarball's ``metadata.yaml``, ``image set-property``): one no config may hold — a name
+    with a space or a line break, a multi-line value — is left out. Kept, it made a config
+    that every later edit of the instance refused (an edit checks the whole config), and an
+    export that would not import."""
+    out: dict[str, str] = {}
+    for k, v in properties.items():
+        key, value = f"image.{k}", str(v)
+        try:
+            validate_key(key, value)
+        except InvalidConfig:
+            continue
+        out[key] = value
+    return out
 
 
 def check_mapping(config: Any) -> None:
@@ -798,7 +822,7 @@ def validate_instance_config(
         validate_key(key, value, profile=profile)
         if value != "":
             out[key] = value
-    _check_combinations(out)
+    check_combinations(out)
     return out
 
 

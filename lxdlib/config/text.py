@@ -1,7 +1,8 @@
 """Character classes the name and key rules use, judged by Unicode category.
 
 Names, config keys and device option names are checked for control and format characters
-(categories Cc, Cf, Zl, Zp: newlines, NUL, zero-width and bidi marks), and ``user.*`` key names
+(categories Cc, Cf, Zl, Zp: newlines, NUL, zero-width and bidi marks) and lone surrogates (Cs),
+values for lone surrogates (``is_utf8``), and ``user.*`` key names
 for letters, digits and punctuation only (L*, Nd, P*), as LXD checks them. ``unicodedata``
 answers that, but loading its tables costs ~1 ms of every command that validates a name, and
 nearly every name is ASCII, whose categories are fixed: ASCII text is judged here from those,
@@ -22,16 +23,32 @@ if TYPE_CHECKING:
 #: letters nor digits (``$+<=>^`|~``) are symbols (S*)
 ASCII_PUNCTUATION = frozenset("!\"#%&'()*,-./:;?@[\\]_{}")
 
-_CONTROL = ("Cc", "Cf", "Zl", "Zp")
+_CONTROL = ("Cc", "Cf", "Zl", "Zp", "Cs")
 
 
 def has_control(s: str) -> bool:
-    """Whether ``s`` holds a control, format or line/paragraph separator character. In ASCII
-    those are exactly the C0 controls and DEL, the characters ``str.isprintable`` refuses."""
+    """Whether ``s`` holds a control, format or line/paragraph separator character, or a lone
+    surrogate (``is_utf8``). In ASCII those are exactly the C0 controls and DEL, the
+    characters ``str.isprintable`` refuses."""
     if s.isascii():
         return not s.isprintable()
     import unicodedata
     return any(unicodedata.category(ch) in _CONTROL for ch in s)
+
+
+def is_utf8(s: str) -> bool:
+    """Whether ``s`` can be written as UTF-8, i.e. holds no lone surrogate. Python reads a
+    command-line word or file name whose bytes are not UTF-8 with ``surrogateescape``
+    (``\\xff`` becomes ``\\udcff``), and a caller may pass one in a ``str``: no record, liblxc
+    config or name on disk can hold it, so it is refused with the other bad input, before
+    anything is written (at the write it was a ``UnicodeEncodeError``, a traceback)."""
+    if s.isascii():
+        return True
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def is_printable_name(s: str) -> bool:
@@ -86,6 +103,15 @@ def text_map(value: Any, where: str) -> dict[str, str]:
     return out
 
 
+def check_flag(value: object, name: str) -> bool:
+    """A flag of the API (``ephemeral``) as the bool it must be. Python takes any object for
+    true or false, so ``ephemeral="false"`` made an ephemeral instance, deleted with its
+    files at its first stop; ``"yes"`` was stored as that string in its record."""
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be True or False, not {value!r}")
+    return value
+
+
 def check_description(description: object, what: str = "") -> None:
     """The one rule for the description of everything that has one (instances, snapshots,
     profiles, networks, storage pools, custom volumes and their snapshots, image aliases): one
@@ -99,3 +125,5 @@ def check_description(description: object, what: str = "") -> None:
             f"{where}description must be a string, not {type(description).__name__}")
     if any(ch in description for ch in "\r\0"):
         raise InvalidArgument(f"{where}description contains a carriage return or NUL")
+    if not is_utf8(description):
+        raise InvalidArgument(f"{where}description holds bytes that are not UTF-8")

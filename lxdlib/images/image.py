@@ -174,6 +174,8 @@ def export_image(store: ImageStore, ref: str, target: str | os.PathLike[str] = "
         outs = [dest / n for n in names]
     else:
         outs = [dest] + ([dest.with_name(dest.name + ".root")] if rootfs is not None else [])
+        if not dest.absolute().parent.is_dir():  # said as `export` says it, not a traceback
+            raise NotFound("directory", str(dest.absolute().parent))
     import shutil
 
     from ..state import create_private, temp_beside

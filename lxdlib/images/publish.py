@@ -133,6 +133,10 @@ def build_metadata(existing: Mapping[str, Any] | None, architecture: str,
         meta = dict(existing)
         if properties is not None:
             meta["properties"] = dict(properties)
+        # as LXD's publish, which takes the instance's own architecture: a metadata edit may
+        # have left these empty (the image's metadata.yaml refuses them)
+        meta["architecture"] = meta.get("architecture") or architecture
+        meta["creation_date"] = meta.get("creation_date") or int(now.timestamp())
     else:
         meta = {"architecture": architecture, "creation_date": int(now.timestamp()),
                 "properties": dict(properties or {})}

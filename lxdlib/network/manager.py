@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from .. import state
-from ..config.text import check_description
+from ..config.text import check_description, is_utf8
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
@@ -125,6 +125,8 @@ def _check_ipv6_interface(key: str, value: str) -> ipaddress.IPv6Interface:
         iface = ipaddress.IPv6Interface(value)
     except ValueError:
         raise InvalidConfig(key, "not an IPv6 address with prefix", value) from None
+    if iface.scope_id is not None:  # Python takes `addr%anything/nn` for a zone
+        raise InvalidConfig(key, "not an IPv6 address with prefix: no zone (%) allowed", value)
     if iface.network.prefixlen > 126:
         raise InvalidConfig(key, "the prefix must be /126 or shorter", value)
     if iface.ip == iface.network.network_address:
@@ -213,6 +215,8 @@ def validate_config(config: object) -> dict[str, str]:
         forbidden = "\r\0" if key == "raw.dnsmasq" else "\n\r\0"
         if any(ch in value for ch in forbidden):
             raise InvalidConfig(key, "line breaks and NUL characters are not allowed", value)
+        if not is_utf8(key + value):
+            raise InvalidConfig(key, "bytes that are not UTF-8 are not allowed", value)
         if key.startswith("user."):
             if len(key) == len("user.") or any(ch in key for ch in "\n\r\0"):
                 raise InvalidConfig(key, "user keys need a name after 'user.'")

@@ -12,7 +12,7 @@ import contextlib
 import os
 from collections.abc import Mapping
 
-from ..config.text import check_description
+from ..config.text import check_description, has_control
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
@@ -64,7 +64,7 @@ def validate_pool_name(name: str) -> None:
         raise InvalidName("storage pool", str(name), "name must not be empty")
     if "/" in name:
         raise InvalidName("storage pool", name, "name must not contain '/'")
-    if any(ch.isspace() for ch in name) or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+    if any(ch.isspace() for ch in name) or has_control(name):
         raise InvalidName("storage pool", name, "name must not contain whitespace or controls")
     if name in (".", ".."):
         raise InvalidName("storage pool", name, "name must not be '.' or '..'")

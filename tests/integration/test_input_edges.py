@@ -5,6 +5,7 @@ with a newline, a full disk."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -295,3 +296,176 @@ def test_syscalls_deny_takes_effect(host: lxdlib.Host) -> None:
     assert c.exec(["mkdir", "/tmp/x"]).returncode == 0
     assert f"lxc.seccomp.profile = {host.paths.root / 'seccomp.policy'}" in \
         (host.paths.instance_dir("c1") / "config").read_text()
+
+
+def test_bytes_that_are_not_utf8_are_refused_cleanly(host: lxdlib.Host) -> None:
+    """A command-line word with a byte that is not UTF-8 is a lone surrogate in Python
+    (``\\xff`` becomes ``\\udcff``), which no record, liblxc config or attach can take: it ended
+    each of these commands with a traceback (``UnicodeEncodeError`` at the write, a
+    ``SystemError`` from python3-lxc's attach). Now each is refused and writes nothing."""
+    c = host.launch("busybox", "c1")
+    bad = os.fsdecode(b"\xff")
+    before = c.record().to_dict()
+    for args in (("config", "set", "c1", "user.x", bad),
+                 ("config", "set", "c1", "environment.A", bad),
+                 ("config", "device", "add", "c1", "d1", "disk", "source=/tmp", f"path=/m{bad}"),
+                 ("profile", "create", f"p{bad}"),
+                 ("profile", "set", "default", "user.x", bad),
+                 ("snapshot", "c1", f"s{bad}"),
+                 ("storage", "create", f"p{bad}", "dir"),
+                 ("launch", "busybox", "c2", "--description", bad),
+                 ("exec", "c1", "--", "echo", bad),
+                 ("exec", "c1", "--env", f"A={bad}", "--", "true")):
+        refused(cli(host.paths.root, *args))
+    assert c.record().to_dict() == before and c.snapshots.names() == []
+    assert sorted(host.profiles.names()) == ["default"] and host.pool_names() == ["default"]
+    assert "c2" not in host.instances and c.running
+    with pytest.raises(InvalidArgument, match="not UTF-8"):
+        c.exec(["echo", bad])
+    assert c.exec(["echo", "\u00e9"]).text == "\u00e9\n"  # text beyond ASCII is still text
+
+
+RAW_POLICY = "2\ndenylist\n[all]\nkexec_load errno 38\n"
+
+
+def test_rules_across_keys_and_devices_hold_with_the_profiles(host: lxdlib.Host) -> None:
+    """An instance's deny list beside its profile's ``raw.seccomp`` (or allow list) was saved
+    and then not applied (the render takes one policy: ``mkdir`` kept working); a profile edit
+    could bring the same about, or put a second disk on a user's path. Each is refused, as
+    LXD's check of the expanded config refuses it, and changes nothing."""
+    host.profiles.create("raw", {"raw.seccomp": RAW_POLICY})
+    host.profiles.create("deny", {"security.syscalls.deny": "mkdir"})
+    c = host.launch("busybox", "c1", profiles=["default", "raw"])
+    with pytest.raises(InvalidConfig, match="mutually exclusive"):
+        c.set_config("security.syscalls.deny", "mkdir")
+    with pytest.raises(InvalidConfig, match="mutually exclusive"):
+        c.update(profiles=["default", "raw", "deny"])
+    assert "security.syscalls.deny" not in c.expanded_config and c.profiles == ["default", "raw"]
+    assert c.exec(["mkdir", "/tmp/x"]).returncode == 0 and c.running
+    with pytest.raises(InvalidConfig, match="mutually exclusive"):
+        host.create("busybox", "c2", profiles=["default", "raw"],
+                    config={"security.syscalls.allow": "mkdir"})
+    assert "c2" not in host.instances
+
+    host.profiles.create("pa")
+    c3 = host.create("busybox", "c3", profiles=["default", "pa"],
+                     config={"security.syscalls.deny": "mkdir"},
+                     devices={"d1": {"type": "disk", "source": "/var/tmp", "path": "/mnt"}})
+    with pytest.raises(InvalidConfig, match="in instance 'c3'"):
+        host.profiles["pa"].update(config={"raw.seccomp": RAW_POLICY})
+    with pytest.raises(InvalidConfig, match="same path"):
+        host.profiles["pa"].update(
+            devices={"d2": {"type": "disk", "source": "/tmp", "path": "/mnt"}})
+    assert host.profiles["pa"].config == {} and host.profiles["pa"].devices == {}
+    assert c3.expanded_config["security.syscalls.deny"] == "mkdir"
+    err = refused(cli(host.paths.root, "profile", "set", "pa", "security.syscalls.allow",
+                      "mkdir"))
+    assert "mutually exclusive" in err and host.profiles["pa"].config == {}
+
+
+def test_an_instance_from_an_image_with_odd_properties_stays_editable(host: lxdlib.Host) -> None:
+    """``image set-property`` (as a tarball's or a remote's metadata) takes any name; an
+    instance made from it got ``image.a b`` and ``image.os<newline>x`` keys, and then every
+    ``config set``, ``config edit`` and the import of its export was refused."""
+    for key, value in (("a b", "c"), ("os\nx", "y"), ("description", "two\nlines")):
+        assert cli(host.paths.root, "image", "set-property", "busybox", key,
+                   value).returncode == 0
+    c = host.create("busybox", "c1")
+    assert {k for k in c.config if k.startswith("image.")} == \
+        {"image.architecture", "image.os", "image.release"}
+    c.set_config("user.x", "1")
+    r = cli(host.paths.root, "config", "set", "c1", "user.y", "2")
+    assert r.returncode == 0, r.stderr
+
+
+def test_an_id_map_the_host_refuses_is_not_kept_past_its_key(host: lxdlib.Host) -> None:
+    """``security.idmap.base`` past root's ids (or past the last id) fails the start, as it
+    must; but its map was recorded first, and once the key was unset a map outside the
+    host's range was taken for an older host range and kept: the instance never started
+    again (and was told to add ids beyond 2**32 to /etc/subuid)."""
+    c = host.create("busybox", "c1")
+    before = c.config["volatile.idmap.base"], c.config["volatile.idmap.size"]
+    c.set_config("security.idmap.base", "4294967295")
+    with pytest.raises(lxdlib.IdmapNotAllowed):
+        c.start()
+    assert (c.config["volatile.idmap.base"], c.config["volatile.idmap.size"]) == before
+    c.unset_config("security.idmap.base")
+    c.start()
+    assert c.running
+
+
+def test_api_flags_and_times_of_the_wrong_type_change_nothing(host: lxdlib.Host) -> None:
+    """``ephemeral="false"`` is true to Python: it made an ephemeral instance, deleted with its
+    files at its first stop. ``snapshots.create(reuse=True)`` deleted the snapshot it replaces
+    before a string ``expires_at`` failed the record write; a naive one was stored, and its
+    comparison with "now" ended every ``housekeeping`` pass with a TypeError. ``exec`` with
+    ``env`` not a mapping was a TypeError."""
+    for flag in ("false", "yes", 0):
+        with pytest.raises(InvalidArgument, match="ephemeral"):
+            host.create("busybox", "c1", ephemeral=flag)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgument, match="ephemeral"):
+            host.launch_many(["c1"], image="busybox", ephemeral=flag)  # type: ignore[arg-type]
+    assert "c1" not in host.instances
+    c = host.create("busybox", "c1")
+    with pytest.raises(InvalidArgument, match="ephemeral"):
+        host.copy("c1", "c2", ephemeral="false")
+    assert "c2" not in host.instances
+    s0 = c.snapshots.create("s0")
+    for at in ("tomorrow", dt.datetime(2030, 1, 1)):
+        with pytest.raises(InvalidArgument, match="expires_at"):
+            c.snapshots.create("s0", reuse=True, expires_at=at)  # type: ignore[arg-type]
+        assert c.snapshots.names() == ["s0"] and c.snapshots["s0"].record() == s0.record()
+    from lxdlib import housekeeping
+    assert not housekeeping.run(host).skipped
+    c.start()
+    for env in (["A=1"], {"A": 1}):
+        with pytest.raises(InvalidArgument, match="env"):
+            c.exec(["true"], env=env)  # type: ignore[arg-type]
+
+
+def test_ids_out_of_range_are_refused_not_taken_for_root(host: lxdlib.Host) -> None:
+    """liblxc takes -1 for the attach's own id: ``exec --user -1`` ran the command as root
+    (LXD's ``--user`` is a uint32 and refuses it); an id past uid_t ended ``exec`` with no
+    word at all and ``file push --uid`` with the helper's OverflowError, after the file was
+    made."""
+    c = host.launch("busybox", "c1")
+    for bad in (-1, 2**32 - 1, 2**40):
+        with pytest.raises(InvalidArgument, match="an id is"):
+            c.exec(["id", "-u"], user=bad)
+        with pytest.raises(InvalidArgument, match="an id is"):
+            c.exec(["id", "-g"], group=bad)
+    assert "an id is" in refused(cli(host.paths.root, "exec", "c1", "--user", "-1", "--", "id"))
+    with pytest.raises(InvalidArgument, match="an id is"):
+        c.files.put("/tmp/f", b"x", uid=2**40)
+    assert not c.files.exists("/tmp/f")
+    assert "an id is" in refused(cli(host.paths.root, "file", "push", "/etc/hostname",
+                                     "c1/tmp/f", "--uid", str(2**40)))
+    assert not c.files.exists("/tmp/f")
+    c.files.put("/tmp/f", b"x", uid=-1)  # LXD's "unchanged"
+    assert c.exec(["id", "-u"], user=1000).text == "1000\n"
+
+
+def test_metadata_and_image_verbs_refuse_bad_input_cleanly(host: lxdlib.Host,
+                                                            tmp_path: Path) -> None:
+    """``config metadata edit`` kept any value for the fields LXD types (``creation_date:
+    x``, a list for the architecture, ``properties: x``) and ``publish`` failed on them later;
+    an edit that leaves the architecture empty (LXD's publish takes the instance's) made
+    ``publish`` fail with "Missing architecture". ``image export`` into a directory that does
+    not exist ended in a FileNotFoundError traceback, and an unknown option of ``publish`` or
+    ``image import`` was "Error: 2"."""
+    host.create("busybox", "c1")
+    root = host.paths.root
+    before = cli(root, "config", "metadata", "show", "c1").stdout
+    for doc in ("creation_date: x", "architecture: [1]", "expiry_date: true",
+                "properties: x", "properties: {a: [1]}"):
+        refused(cli(root, "config", "metadata", "edit", "c1", input=doc + "\n"))
+        assert cli(root, "config", "metadata", "show", "c1").stdout == before
+    r = cli(root, "config", "metadata", "edit", "c1", input="creation_date: 0\n")
+    assert r.returncode == 0, r.stderr
+    r = cli(root, "publish", "c1", "--alias", "pub1")
+    assert r.returncode == 0, r.stderr
+    assert host.images.get("pub1").architecture == host.instances["c1"].architecture
+    err = refused(cli(root, "image", "export", "pub1", str(tmp_path / "no" / "such" / "x")))
+    assert "directory" in err and "not found" in err and not list(tmp_path.iterdir())
+    assert "unknown flag: --nope" in refused(cli(root, "publish", "c1", "k=v", "--nope"))
+    assert "pub1" in host.images and len(host.images.list()) == 2

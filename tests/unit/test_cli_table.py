@@ -129,3 +129,17 @@ def test_unknown_command_suggests(capsys: pytest.CaptureFixture[str], argv: list
     ("resume", "remote", 3), ("kitten", "sitting", 3), ("st", "list", 2)])
 def test_distance(a: str, b: str, d: int) -> None:
     assert distance(a, b) == d == distance(b, a)
+
+
+def test_a_cell_reaches_no_terminal_as_control_characters() -> None:
+    """An image's description (a tarball's or a remote's word) with ``ESC ] 0 ;`` set the
+    admin's window title from ``image list``; a CR rewrote the line. Each such character is
+    spelled out, in both table formats; a line break still makes lines of a cell."""
+    from lxdlib.cli.output import compact, table, visible
+    evil = "evil\x1b]0;pwned\x07\rX\u202e\x9b"
+    for out in (table(["D"], [[evil + "\nnext"]]), compact(["D"], [[evil + "\nnext"]])):
+        assert "\x1b" not in out and "\r" not in out and "\x07" not in out
+        assert "\u202e" not in out and "\x9b" not in out
+        assert "evil\\x1b]0;pwned\\x07\\x0dX\\u202e\\x9b" in out
+        assert "next" in out.splitlines()[-2 if out.startswith("+") else -1]
+    assert visible("caf\u00e9 ok") == "caf\u00e9 ok"

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lxdlib import journal, record, state
-from lxdlib.errors import CorruptRecord
+from lxdlib.errors import CorruptRecord, InvalidArgument
 from lxdlib.imagestore.remotes import Remotes
 from lxdlib.imagestore.store import ImageRecord, ImageStore
 from lxdlib.network.manager import NetworkManager
@@ -99,7 +99,9 @@ def test_what_json_cannot_hold_is_refused(value: Any) -> None:
 
 
 def test_a_lone_surrogate_is_refused() -> None:
-    with pytest.raises(UnicodeEncodeError):
+    """Refused as the bad input it is (a byte that is not UTF-8, read from a command line),
+    not a UnicodeEncodeError the command would end in with a traceback."""
+    with pytest.raises(InvalidArgument, match="not UTF-8"):
         encode_record({"k": "\ud800"})
 
 
@@ -431,3 +433,18 @@ def test_a_record_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path: Path) 
         r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
                            timeout=20)
         assert r.stdout.count("refused") == 2 and "not a regular file" in r.stdout, r.stderr
+
+
+def test_a_time_stored_without_its_zone_reads_as_utc() -> None:
+    """A naive ``expires_at`` given to ``snapshots.create`` was stored as such and read back
+    naive: the expiry sweep's comparison with an aware "now" raised TypeError, which ended
+    ``housekeeping`` for every instance after it."""
+    from lxdlib.snapshots import expired
+    snap = SnapshotRecord.from_dict({"name": "s0", "created_at": "2026-01-01T00:00:00",
+                                     "expires_at": "2030-01-01T00:00:00"})
+    assert snap.expires_at == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    assert snap.created_at == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    rec = InstanceRecord(name="c1", architecture="x86_64",
+                         created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), pool="default",
+                         snapshots=[snap])
+    assert expired(rec, dt.datetime(2031, 1, 1, tzinfo=dt.UTC)) == ["s0"]
