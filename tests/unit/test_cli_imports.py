@@ -39,6 +39,9 @@ OFF_THE_ROOT_PATH = REMOTE | {
 # by none), ``subprocess`` for the host tools and the Unicode tables for names beyond ASCII
 NOT_TO_OPEN_A_ROOT = {"lxc", "_lxc", "subprocess", "unicodedata"}
 
+#: an alias file no command finds
+NO_ALIASES = "/nonexistent/lxdlib-test-cli-imports/config.yml"
+
 # runs main() in a fresh interpreter and prints its exit status and the modules it imported
 _RUN = """
 import json, sys
@@ -57,6 +60,10 @@ def imported(*argv: str, patch: str = "", rc: int | None = None,
     """The modules a command line imported; ``rc``: the exit status it must have (checked, so
     that a mistyped command line fails here instead of importing less than it should);
     ``env``: its environment, if not this process's."""
+    if env is None:
+        # the user's alias file (~/.config/lxdlib/config.yml) loads YAML at every command: a
+        # file of that name left on this machine would decide what a command imports here
+        env = dict(os.environ, LXDLIB_CONF=NO_ALIASES)
     r = subprocess.run([sys.executable, "-c", _RUN.format(patch=patch), *argv],
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
@@ -87,7 +94,7 @@ def test_help_imports_no_command(argv: list[str]) -> None:
 def _locale_env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")}
-    return {**env, **values}
+    return {**env, "LXDLIB_CONF": NO_ALIASES, **values}
 
 
 @pytest.mark.parametrize(("values", "looked"), [
