@@ -542,29 +542,53 @@ class InstanceCore:
 
     def restart(self, force: bool = False, timeout: float = -1) -> None:
         with self._lock_present():
-            c = self._c()
-            if c.state == "STOPPED":
+            if self._c().state == "STOPPED":
                 raise WrongState(f"The instance {self.name!r} is not running", state="STOPPED")
-            rec = self.record()
-            ephemeral = rec.ephemeral
+            with self._stopped_meanwhile(force, timeout):
+                pass
+        self.ctx.events.emit("instance-restarted", self.name)
+
+    @contextlib.contextmanager
+    def stopped_meanwhile(self, force: bool = True, timeout: float = -1) -> Iterator[None]:
+        """Hold the instance's lock and, if it runs, stop it for the body and start it again
+        after (``publish --force``): a ``kill -9`` anywhere between is finished as an
+        interrupted restart is (started again), and an ephemeral instance is neither deleted
+        by that stop nor loses its flag. The body writes no intent of its own on it."""
+        with self._lock_present():
+            if self._c().state == "STOPPED":
+                yield
+                return
+            with self._stopped_meanwhile(force, timeout):
+                yield
+
+    @contextlib.contextmanager
+    def _stopped_meanwhile(self, force: bool, timeout: float) -> Iterator[None]:
+        """``restart`` with the body between its stop and its start; the caller holds the lock
+        and has seen the instance running. The stop's intent says ``restart`` until the start
+        is done, so the next call starts it again after a kill."""
+        c = self._c()
+        rec = self.record()
+        ephemeral = rec.ephemeral
+        if ephemeral:
+            # an ephemeral instance would be deleted by its own stop (its post-stop hook
+            # reads the record); the intent below brings the flag back after a kill -9
+            rec.ephemeral = False
+            record.save(self._paths, rec)
+        try:
+            self._stop_locked(c, force, timeout, restart={"ephemeral": ephemeral})
+        finally:
             if ephemeral:
-                # an ephemeral instance would be deleted by its own stop (its post-stop hook
-                # reads the record); the intent below brings the flag back after a kill -9
-                rec.ephemeral = False
+                rec = self.record()
+                rec.ephemeral = True
                 record.save(self._paths, rec)
-            try:
-                self._stop_locked(c, force, timeout, restart={"ephemeral": ephemeral})
-            finally:
-                if ephemeral:
-                    rec = self.record()
-                    rec.ephemeral = True
-                    record.save(self._paths, rec)
-            journal.crashpoint("restart.stopped")
+        journal.crashpoint("restart.stopped")
+        try:
+            yield
+        finally:
             try:
                 self._start_locked()
             finally:
                 journal.end(self._paths, self.name)
-        self.ctx.events.emit("instance-restarted", self.name)
 
     def pause(self) -> None:
         """Freeze every process (``lxc pause``); ``start`` resumes."""

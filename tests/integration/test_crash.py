@@ -385,3 +385,27 @@ def test_a_start_that_fails_is_recorded_stopped(host: lxdlib.Host) -> None:
         c.start()
     assert (c.state, c.config["volatile.last_state.power"]) == ("STOPPED", "STOPPED")
     assert host.autostart(sleep=lambda _: None) == {}
+
+
+def test_crash_points_publish_force(host: lxdlib.Host) -> None:
+    """``publish --force`` stops a running instance for the tarball and starts it after. A
+    kill -9 between left it stopped for good (and recorded so), and an ephemeral one was
+    deleted by that stop before anything was published ("Instance not found"; LXD's client
+    clears the flag around it). Now the stop and start are one restart with the tarball in
+    its middle: without a kill the instance runs again, ephemeral still; after one, the next
+    call starts it, as an interrupted restart."""
+    for ephemeral in (False, True):
+        n = _unique("pe" if ephemeral else "p")
+        host.launch("busybox", n, ephemeral=ephemeral)
+        img = host.images.publish(n, force=True)
+        inst = host.instances[n]
+        assert _settled(inst, ephemeral), (inst.state, inst.config, inst.ephemeral)
+        host.images[img.fingerprint].delete()
+        for i, point in enumerate(["stop.stopped", "restart.stopped", "publish.written"]):
+            _die_at(host, point, "h.images.publish(c, force=True)", n)
+            # an ephemeral instance's reaper may finish the restart first (see above)
+            inst = _next_call(host, 0 if ephemeral else i).instances[n]
+            assert _soon(functools.partial(_settled, inst, ephemeral)), \
+                (n, point, inst.state, inst.config, inst.ephemeral)
+        # the killed publishes stored nothing
+        assert [i.fingerprint for i in host.images.list()] == [host.images["busybox"].fingerprint]
