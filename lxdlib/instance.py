@@ -1603,7 +1603,52 @@ def _fold_stopped_inside(ctx: Context, name: str, op: dict[str, Any]) -> None:
     forget_stopped_inside(paths, name)
 
 
+@contextlib.contextmanager
+def frozen_meanwhile(paths: Paths, name: str) -> Iterator[None]:
+    """Freeze a running instance while its live volume is read file by file (a copy, an
+    export or a snapshot on a pool that copies files); the caller holds its lock.
+
+    A ``kill -9`` while it was frozen left it frozen for good, its processes stopped with no
+    one to thaw them: the intent under way on it (an export's, a snapshot's; a copy's source
+    has none, so one is written) says ``frozen`` until it is thawed, and the next call that
+    takes its lock thaws it (``journal``'s recovery of any intent so marked)."""
+    c = runtime.open_container(paths.lxcpath, name)
+    if c.state != "RUNNING":
+        yield
+        return
+    current = journal.read(paths, name)
+    op = str(current["op"]) if current else FREEZE
+    details = {k: v for k, v in (current or {}).items() if k not in ("op", "pid", "end")}
+    journal.begin(paths, name, op, **details, frozen=True)
+    try:
+        runtime.freeze(c, paths.lxcpath)
+        try:
+            yield
+        finally:
+            runtime.unfreeze(c, paths.lxcpath)
+    finally:
+        if current:
+            journal.begin(paths, name, op, **details)  # back to the stage it was at
+        else:
+            journal.end(paths, name)
+
+
+#: The intent of a read of a running instance's volume with no intent of its own (a copy's
+#: source): only its ``frozen`` mark matters (``_thaw``).
+FREEZE = "freeze"
+
+
+def _thaw(ctx: Context, name: str, op: dict[str, Any]) -> None:
+    """An operation killed while the instance was frozen for it (``frozen_meanwhile``): the
+    instance runs again."""
+    c = runtime.open_container(ctx.paths.lxcpath, name)
+    if c.state == "FROZEN":
+        runtime.unfreeze(c, ctx.paths.lxcpath)
+
+
 journal.register(journal.STOPPED_INSIDE, _fold_stopped_inside)
+journal.register(journal.FROZEN, _thaw)
+journal.register(FREEZE, lambda ctx, name, op: None)  # thawed by its mark
 journal.register("update", _recover_update)
 journal.register("start", _recover_start)
 journal.register("stop", _recover_stop)

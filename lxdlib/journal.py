@@ -71,6 +71,10 @@ SPARE = ".pending.spare"
 #: the next call that takes the instance's lock (``recover``) folds it into the record.
 #: Also the kind under which the instance layer registers that fold (no intent has it).
 STOPPED_INSIDE = "stopped-inside"
+#: The mark of an intent whose operation froze the running instance (a file-by-file read of
+#: its volume): whatever its kind, its recovery first thaws the instance (the instance layer
+#: registers that under this kind, which no intent has).
+FROZEN = "frozen"
 #: Where a CRIU dump lives inside an instance volume (beside ``rootfs/``, out of the guest's view).
 STATE_DIR = "state"
 
@@ -274,6 +278,9 @@ def _recover_intent(ctx: Site, name: str) -> bool:
         return False
     if handler is not None:
         try:
+            thaw = recoverer(FROZEN) if op.get(FROZEN) else None
+            if thaw is not None:
+                thaw(ctx, name, op)
             handler(ctx, name, op)
         except Exception as e:  # kept for the next call; the caller's own verb goes on
             log.warning("instance %s: recovery of an interrupted %s failed: %s", name, kind, e)

@@ -409,3 +409,33 @@ def test_crash_points_publish_force(host: lxdlib.Host) -> None:
                 (n, point, inst.state, inst.config, inst.ephemeral)
         # the killed publishes stored nothing
         assert [i.fingerprint for i in host.images.list()] == [host.images["busybox"].fingerprint]
+
+
+@pytest.mark.parametrize("op", ["export", "copy", "snapshot"])
+def test_kill_while_frozen_for_a_read_thaws_it(host: lxdlib.Host, tmp_path: Path,
+                                               op: str) -> None:
+    """A pool that copies files (dir) freezes a running instance while an export, a copy or a
+    snapshot reads its volume. A kill -9 then left it FROZEN for good, its processes stopped
+    with no one to thaw them; ``lxdlib recover`` found nothing to do. The intent says so
+    now, and the next call thaws it."""
+    host.create_pool("dp", "dir", {})
+    n = _unique("fz")
+    c = host.launch("busybox", n, pool="dp")
+    with open(c.volume / "rootfs" / "root" / "big", "wb") as f:
+        f.write(os.urandom(1 << 20) * 96)  # long enough a read to be caught in
+    code = {"export": f"h.export_backup(c.name, {str(tmp_path / 'b.tar.gz')!r})",
+            "copy": "h.copy(c.name, c.name + 'x')",
+            "snapshot": "c.snapshots.create('s0')"}[op]
+    p = subprocess.Popen([sys.executable, "-c", _STEP, str(host.paths.root), code, n],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        assert _soon(lambda: c.state == "FROZEN" or p.poll() is not None, 60)
+        assert p.poll() is None, p.stderr.read() if p.stderr else ""
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+    fresh = _next_call(host, 1)  # ``lxdlib recover``: it has something to do
+    assert fresh.instances.names() == [n]  # a copy cut short is gone
+    assert fresh.instances[n].state == "RUNNING"
+    fresh.instances[n].exec(["true"], check=True)
