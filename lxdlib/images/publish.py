@@ -183,7 +183,9 @@ def write_tarball(volume: Path, metadata: bytes, metadata_mtime: float, dest: Pa
     if rootfs.is_symlink() or not rootfs.is_dir():
         raise ImageError(f"{rootfs} is not a directory: nothing to publish")
     templates = volume / "templates"
-    with tempfile.TemporaryDirectory(prefix="lxdlib-publish-") as tmp:
+    # beside ``dest`` (the store's temp files), named for this process: a killed publish's
+    # is removed with them (one in /tmp was left for good)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f"{os.getpid()}-publish-") as tmp:
         work = Path(tmp)
         (work / "metadata.yaml").write_bytes(metadata)
         os.chmod(work / "metadata.yaml", 0o644)

@@ -439,3 +439,62 @@ def test_kill_while_frozen_for_a_read_thaws_it(host: lxdlib.Host, tmp_path: Path
     assert fresh.instances.names() == [n]  # a copy cut short is gone
     assert fresh.instances[n].state == "RUNNING"
     fresh.instances[n].exec(["true"], check=True)
+
+
+def _work_dirs(host: lxdlib.Host) -> set[str]:
+    """The work directories of publishes, downloads and builds, wherever they are made."""
+    run = host.paths.run
+    return {str(p) for p in [*Path("/tmp").glob("lxdlib-publish-*"), *run.glob("download-*"),
+                             *run.glob("build-*"), *(run / "image-imports").glob("*")]}
+
+
+@pytest.mark.parametrize("op", ["publish", "download"])
+def test_kill_during_publish_or_download_leaves_no_work_directory(host: lxdlib.Host,
+                                                                  op: str) -> None:
+    """A publish made its work directory in /tmp, a URL import (a whole image) and an image
+    build theirs under ``run/``: a kill -9 left each for good, as nothing looked there. They
+    are made among the store's temp files now, named for their process, and the next ``Host``
+    removes a dead one's."""
+    import http.server
+    import threading
+    before = _work_dirs(host)
+    stall = threading.Event()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 30))
+            self.end_headers()
+            self.wfile.write(b"\0" * (1 << 20))
+            self.wfile.flush()
+            stall.wait(60)  # the rest never comes
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    n = _unique("pw")
+    if op == "publish":
+        c = host.create("busybox", n)
+        with open(c.volume / "rootfs" / "root" / "big", "wb") as f:
+            f.write(os.urandom(1 << 20) * 64)  # a tar long enough to be caught in
+        code = "h.images.publish(c)"
+    else:
+        code = f"h.images.import_url('http://127.0.0.1:{server.server_address[1]}/x.tar')"
+    p = subprocess.Popen([sys.executable, "-c", _STEP, str(host.paths.root), code,
+                          n if op == "publish" else ""],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        assert _soon(lambda: any(op in d for d in _work_dirs(host) - before)
+                     or p.poll() is not None, 60)
+        assert p.poll() is None, p.stderr.read() if p.stderr else ""
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        stall.set()
+        server.shutdown()
+        server.server_close()
+    _next_call(host, 0)
+    assert _work_dirs(host) - before == set()
