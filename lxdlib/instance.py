@@ -553,7 +553,8 @@ class InstanceCore:
         """Hold the instance's lock and, if it runs, stop it for the body and start it again
         after (``publish --force``): a ``kill -9`` anywhere between is finished as an
         interrupted restart is (started again), and an ephemeral instance is neither deleted
-        by that stop nor loses its flag. The body writes no intent of its own on it."""
+        by that stop nor loses its flag. The body writes no intent of its own on it; it may
+        delete it (a move that committed): then nothing is started."""
         with self._lock_present():
             if self._c().state == "STOPPED":
                 yield
@@ -582,11 +583,20 @@ class InstanceCore:
                 rec.ephemeral = True
                 record.save(self._paths, rec)
         journal.crashpoint("restart.stopped")
+        failed = True
         try:
             yield
+            failed = False
         finally:
             try:
-                self._start_locked()
+                if record.exists(self._paths, self.name):  # not moved away meanwhile
+                    try:
+                        self._start_locked()
+                    except LxdlibError as e:
+                        if not failed:
+                            raise
+                        # the body's own error is the one to report
+                        log.warning("instance %s: not started again: %s", self.name, e)
             finally:
                 journal.end(self._paths, self.name)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import TYPE_CHECKING, CorruptRecord, DiskFull, LxdlibError
@@ -75,6 +75,11 @@ STOPPED_INSIDE = "stopped-inside"
 #: its volume): whatever its kind, its recovery first thaws the instance (the instance layer
 #: registers that under this kind, which no intent has).
 FROZEN = "frozen"
+#: The mark of an intent written inside a restart (``RESTART_KIND``'s intent, which says
+#: ``restart``; see ``nested``): after its own recovery the instance is started again, as the
+#: restart's recovery does (registered under ``RESTART_KIND`` by the instance layer).
+RESTART = "restart"
+RESTART_KIND = "stop"
 #: Where a CRIU dump lives inside an instance volume (beside ``rootfs/``, out of the guest's view).
 STATE_DIR = "state"
 
@@ -195,6 +200,26 @@ def begin(paths: Paths, name: str, op: str, **details: Any) -> None:
         os.rename(spare, target)
 
 
+@contextlib.contextmanager
+def nested(paths: Paths, name: str, op: str, **details: Any) -> Iterator[None]:
+    """The intent of ``op``, a step of the operation whose intent is under way on ``name``
+    (if any; the caller holds the lock): that intent's ``restart`` is carried along, so a
+    kill -9 in the step is recovered as the step and then as the restart around it (a move
+    of a running instance: the send in the middle of its stop and start), and it is written
+    back after the step, whatever happens. Without an outer intent, it ends with the step."""
+    outer = read(paths, name)
+    carried = {RESTART: outer[RESTART]} if outer and outer.get(RESTART) is not None else {}
+    begin(paths, name, op, **details, **carried)
+    try:
+        yield
+    finally:
+        if outer is None:
+            end(paths, name)
+        else:
+            begin(paths, name, str(outer["op"]),
+                  **{k: v for k, v in outer.items() if k not in ("op", "pid", "end")})
+
+
 def prepare(paths: Paths, name: str) -> None:
     """Give a new instance's directory the file its intents are written into (``SPARE``), made
     with the directory rather than by its first snapshot, restore or copy."""
@@ -282,6 +307,10 @@ def _recover_intent(ctx: Site, name: str) -> bool:
             if thaw is not None:
                 thaw(ctx, name, op)
             handler(ctx, name, op)
+            if kind != RESTART_KIND and op.get(RESTART) is not None:
+                resume = recoverer(RESTART_KIND)
+                if resume is not None:
+                    resume(ctx, name, {"op": RESTART_KIND, RESTART: op[RESTART]})
         except Exception as e:  # kept for the next call; the caller's own verb goes on
             log.warning("instance %s: recovery of an interrupted %s failed: %s", name, kind, e)
             return False
