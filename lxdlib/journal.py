@@ -216,8 +216,21 @@ def nested(paths: Paths, name: str, op: str, **details: Any) -> Iterator[None]:
         if outer is None:
             end(paths, name)
         else:
-            begin(paths, name, str(outer["op"]),
-                  **{k: v for k, v in outer.items() if k not in ("op", "pid", "end")})
+            back = {k: v for k, v in outer.items() if k not in ("op", "pid", "end")}
+            now = read(paths, name)
+            if carried and (now is None or now.get(RESTART) is None):
+                back.pop(RESTART)  # the step gave it up (``drop_restart``): for good
+            begin(paths, name, str(outer["op"]), **back)
+
+
+def drop_restart(paths: Paths, name: str) -> None:
+    """From here on a kill -9 must not start the instance again (the caller holds its
+    lock): a move has sent its last word, after which the far side may have the instance
+    running — two would run. The intent under way keeps everything else."""
+    current = read(paths, name)
+    if current is not None and current.get(RESTART) is not None:
+        begin(paths, name, str(current["op"]),
+              **{k: v for k, v in current.items() if k not in ("op", "pid", "end", RESTART)})
 
 
 def prepare(paths: Paths, name: str) -> None:

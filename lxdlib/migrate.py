@@ -457,7 +457,12 @@ def _send_locked(ctx: Context, ch: Channel, inst: InstanceCore, rec: InstanceRec
             _send_tar(ctx, ch, pool, inst.name, [s.name for s in snaps], base, running)
         else:
             raise UnsafeStream(f"the receiver asked for an unknown volume format {fmt!r}")
+        if start:
+            # the far side commits (and starts it) once it has this: a kill from here on
+            # leaves this one stopped, not started beside it
+            journal.drop_restart(ctx.paths, inst.name)
         ch.send({"done": True})
+        journal.crashpoint("migrate.done-sent")
         ack = ch.receive()
     if not ack.get("committed"):
         raise LxdlibError("the receiver did not confirm the copy")
