@@ -668,7 +668,15 @@ class InstanceCore:
                 if not force:
                     raise WrongState(f"The instance {self.name!r} is running, stop it first "
                                      "or use force", state="RUNNING")
-                runtime.kill(c, self._paths.lxcpath)
+                # the stop and the delete are one: a kill -9 between them left the instance
+                # stopped and kept; the intent lets the next call finish the delete
+                journal.begin(self._paths, self.name, "delete")
+                try:
+                    runtime.kill(c, self._paths.lxcpath)
+                except BaseException:
+                    journal.end(self._paths, self.name)  # still running: nothing to finish
+                    raise
+                journal.crashpoint("delete.stopped")
             _collect_ifbs(self.ctx, self.name, devs)
             self._delete_locked(rec)
 
@@ -1571,6 +1579,22 @@ def _recover_stop(ctx: Context, name: str, op: dict[str, Any]) -> None:
         inst._delete_locked(rec)
 
 
+def _recover_delete(ctx: Context, name: str, op: dict[str, Any]) -> None:
+    """A forced delete of a running instance that died after its stop began: stopped, it is
+    deleted as asked (its commit point, the record renamed away, may not have been reached);
+    still running, nothing happened."""
+    inst = InstanceCore(ctx, name)
+    try:
+        rec = inst.record()
+    except NotFound:
+        return
+    if inst._c().state != "STOPPED":
+        return
+    with contextlib.suppress(LxdlibError):  # an ifb left is collected by ``recover`` too
+        _collect_ifbs(ctx, name, inst.expanded(rec)[1])
+    inst._delete_locked(rec)
+
+
 def _recover_start(ctx: Context, name: str, op: dict[str, Any]) -> None:
     """A start that died: the record is set by what happened (a started instance keeps
     running; one that never started is recorded stopped, as a start that fails is)."""
@@ -1661,6 +1685,7 @@ journal.register(journal.FROZEN, _thaw)
 journal.register(FREEZE, lambda ctx, name, op: None)  # thawed by its mark
 journal.register("update", _recover_update)
 journal.register("start", _recover_start)
+journal.register("delete", _recover_delete)
 journal.register("stop", _recover_stop)
 journal.register("profile-apply", _recover_profile_apply)
 

@@ -498,3 +498,15 @@ def test_kill_during_publish_or_download_leaves_no_work_directory(host: lxdlib.H
         server.server_close()
     _next_call(host, 0)
     assert _work_dirs(host) - before == set()
+
+
+def test_crash_point_forced_delete_of_a_running_instance(host: lxdlib.Host) -> None:
+    """``delete --force`` of a running instance stops it, then deletes it: a kill -9 between
+    left it stopped and kept (recorded stopped by its stop hook's mark), neither the running
+    instance it was nor the deletion asked for. The next call finishes the delete."""
+    n = _unique("dl")
+    host.launch("busybox", n)
+    _die_at(host, "delete.stopped", "c.delete(force=True)", n)
+    fresh = _next_call(host, 0)  # a listing finishes it
+    assert n not in fresh.instances.names()
+    assert not host.paths.instance_dir(n).exists()

@@ -45,7 +45,7 @@ def test_every_intent_kind_has_a_recoverer() -> None:
     """Wherever a ``Host`` exists, each kind of intent finds its recoverer: the core's
     registered at import, the others' modules imported when first asked for."""
     kinds = ["update", "profile-apply", "restore", "rename", "snapshot", "move-pool", "copy",
-             "stop-stateful", "freeze", "frozen"]
+             "stop-stateful", "freeze", "frozen", "delete"]
     code = ("import sys, lxdlib.host, lxdlib.journal as j; "
             "print(' '.join(k for k in sys.argv[1:] if j.recoverer(k) is not None))")
     r = subprocess.run([sys.executable, "-c", code, *kinds], capture_output=True, text=True,
