@@ -14,7 +14,7 @@ import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 
-from . import journal, record, runtime
+from . import journal, record
 from .config import devices as devcfg
 from .config import expand, names, schema
 from .config.ids import random_uuid
@@ -33,6 +33,7 @@ from .instance import (
     commit_instance,
     expand_with_root,
     fresh_mac,
+    frozen_meanwhile,
     new_instance_dir,
     read_metadata,
     truthy,
@@ -79,18 +80,9 @@ def source_disk_base(inst: InstanceCore, rec: InstanceRecord, pool: PoolDriver) 
 
 
 def frozen_for_copy(ctx: Context, name: str) -> contextlib.AbstractContextManager[None]:
-    @contextlib.contextmanager
-    def frozen() -> Iterator[None]:
-        c = runtime.open_container(ctx.paths.lxcpath, name)
-        if c.state != "RUNNING":
-            yield
-            return
-        runtime.freeze(c, ctx.paths.lxcpath)
-        try:
-            yield
-        finally:
-            runtime.unfreeze(c, ctx.paths.lxcpath)
-    return frozen()
+    """A running source frozen while its files are read (the caller holds its lock); thawed
+    by the next call if this one is killed meanwhile (``frozen_meanwhile``)."""
+    return frozen_meanwhile(ctx.paths, name)
 
 
 def fresh_identity(ctx: Context, name: str, config: dict[str, str],

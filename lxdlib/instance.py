@@ -542,29 +542,63 @@ class InstanceCore:
 
     def restart(self, force: bool = False, timeout: float = -1) -> None:
         with self._lock_present():
-            c = self._c()
-            if c.state == "STOPPED":
+            if self._c().state == "STOPPED":
                 raise WrongState(f"The instance {self.name!r} is not running", state="STOPPED")
-            rec = self.record()
-            ephemeral = rec.ephemeral
+            with self._stopped_meanwhile(force, timeout):
+                pass
+        self.ctx.events.emit("instance-restarted", self.name)
+
+    @contextlib.contextmanager
+    def stopped_meanwhile(self, force: bool = True, timeout: float = -1) -> Iterator[None]:
+        """Hold the instance's lock and, if it runs, stop it for the body and start it again
+        after (``publish --force``): a ``kill -9`` anywhere between is finished as an
+        interrupted restart is (started again), and an ephemeral instance is neither deleted
+        by that stop nor loses its flag. The body writes no intent of its own on it; it may
+        delete it (a move that committed): then nothing is started."""
+        with self._lock_present():
+            if self._c().state == "STOPPED":
+                yield
+                return
+            with self._stopped_meanwhile(force, timeout):
+                yield
+
+    @contextlib.contextmanager
+    def _stopped_meanwhile(self, force: bool, timeout: float) -> Iterator[None]:
+        """``restart`` with the body between its stop and its start; the caller holds the lock
+        and has seen the instance running. The stop's intent says ``restart`` until the start
+        is done, so the next call starts it again after a kill."""
+        c = self._c()
+        rec = self.record()
+        ephemeral = rec.ephemeral
+        if ephemeral:
+            # an ephemeral instance would be deleted by its own stop (its post-stop hook
+            # reads the record); the intent below brings the flag back after a kill -9
+            rec.ephemeral = False
+            record.save(self._paths, rec)
+        try:
+            self._stop_locked(c, force, timeout, restart={"ephemeral": ephemeral})
+        finally:
             if ephemeral:
-                # an ephemeral instance would be deleted by its own stop (its post-stop hook
-                # reads the record); the intent below brings the flag back after a kill -9
-                rec.ephemeral = False
+                rec = self.record()
+                rec.ephemeral = True
                 record.save(self._paths, rec)
+        journal.crashpoint("restart.stopped")
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
             try:
-                self._stop_locked(c, force, timeout, restart={"ephemeral": ephemeral})
-            finally:
-                if ephemeral:
-                    rec = self.record()
-                    rec.ephemeral = True
-                    record.save(self._paths, rec)
-            journal.crashpoint("restart.stopped")
-            try:
-                self._start_locked()
+                if record.exists(self._paths, self.name):  # not moved away meanwhile
+                    try:
+                        self._start_locked()
+                    except LxdlibError as e:
+                        if not failed:
+                            raise
+                        # the body's own error is the one to report
+                        log.warning("instance %s: not started again: %s", self.name, e)
             finally:
                 journal.end(self._paths, self.name)
-        self.ctx.events.emit("instance-restarted", self.name)
 
     def pause(self) -> None:
         """Freeze every process (``lxc pause``); ``start`` resumes."""
@@ -634,7 +668,15 @@ class InstanceCore:
                 if not force:
                     raise WrongState(f"The instance {self.name!r} is running, stop it first "
                                      "or use force", state="RUNNING")
-                runtime.kill(c, self._paths.lxcpath)
+                # the stop and the delete are one: a kill -9 between them left the instance
+                # stopped and kept; the intent lets the next call finish the delete
+                journal.begin(self._paths, self.name, "delete")
+                try:
+                    runtime.kill(c, self._paths.lxcpath)
+                except BaseException:
+                    journal.end(self._paths, self.name)  # still running: nothing to finish
+                    raise
+                journal.crashpoint("delete.stopped")
             _collect_ifbs(self.ctx, self.name, devs)
             self._delete_locked(rec)
 
@@ -1550,6 +1592,22 @@ def _recover_stop(ctx: Context, name: str, op: dict[str, Any]) -> None:
         inst._delete_locked(rec)
 
 
+def _recover_delete(ctx: Context, name: str, op: dict[str, Any]) -> None:
+    """A forced delete of a running instance that died after its stop began: stopped, it is
+    deleted as asked (its commit point, the record renamed away, may not have been reached);
+    still running, nothing happened."""
+    inst = InstanceCore(ctx, name)
+    try:
+        rec = inst.record()
+    except NotFound:
+        return
+    if inst._c().state != "STOPPED":
+        return
+    with contextlib.suppress(LxdlibError):  # an ifb left is collected by ``recover`` too
+        _collect_ifbs(ctx, name, inst.expanded(rec)[1])
+    inst._delete_locked(rec)
+
+
 def _recover_start(ctx: Context, name: str, op: dict[str, Any]) -> None:
     """A start that died: the record is set by what happened (a started instance keeps
     running; one that never started is recorded stopped, as a start that fails is)."""
@@ -1592,9 +1650,55 @@ def _fold_stopped_inside(ctx: Context, name: str, op: dict[str, Any]) -> None:
     forget_stopped_inside(paths, name)
 
 
+@contextlib.contextmanager
+def frozen_meanwhile(paths: Paths, name: str) -> Iterator[None]:
+    """Freeze a running instance while its live volume is read file by file (a copy, an
+    export or a snapshot on a pool that copies files); the caller holds its lock.
+
+    A ``kill -9`` while it was frozen left it frozen for good, its processes stopped with no
+    one to thaw them: the intent under way on it (an export's, a snapshot's; a copy's source
+    has none, so one is written) says ``frozen`` until it is thawed, and the next call that
+    takes its lock thaws it (``journal``'s recovery of any intent so marked)."""
+    c = runtime.open_container(paths.lxcpath, name)
+    if c.state != "RUNNING":
+        yield
+        return
+    current = journal.read(paths, name)
+    op = str(current["op"]) if current else FREEZE
+    details = {k: v for k, v in (current or {}).items() if k not in ("op", "pid", "end")}
+    journal.begin(paths, name, op, **details, frozen=True)
+    try:
+        runtime.freeze(c, paths.lxcpath)
+        try:
+            yield
+        finally:
+            runtime.unfreeze(c, paths.lxcpath)
+    finally:
+        if current:
+            journal.begin(paths, name, op, **details)  # back to the stage it was at
+        else:
+            journal.end(paths, name)
+
+
+#: The intent of a read of a running instance's volume with no intent of its own (a copy's
+#: source): only its ``frozen`` mark matters (``_thaw``).
+FREEZE = "freeze"
+
+
+def _thaw(ctx: Context, name: str, op: dict[str, Any]) -> None:
+    """An operation killed while the instance was frozen for it (``frozen_meanwhile``): the
+    instance runs again."""
+    c = runtime.open_container(ctx.paths.lxcpath, name)
+    if c.state == "FROZEN":
+        runtime.unfreeze(c, ctx.paths.lxcpath)
+
+
 journal.register(journal.STOPPED_INSIDE, _fold_stopped_inside)
+journal.register(journal.FROZEN, _thaw)
+journal.register(FREEZE, lambda ctx, name, op: None)  # thawed by its mark
 journal.register("update", _recover_update)
 journal.register("start", _recover_start)
+journal.register("delete", _recover_delete)
 journal.register("stop", _recover_stop)
 journal.register("profile-apply", _recover_profile_apply)
 

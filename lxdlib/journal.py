@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import TYPE_CHECKING, CorruptRecord, DiskFull, LxdlibError
@@ -71,6 +71,15 @@ SPARE = ".pending.spare"
 #: the next call that takes the instance's lock (``recover``) folds it into the record.
 #: Also the kind under which the instance layer registers that fold (no intent has it).
 STOPPED_INSIDE = "stopped-inside"
+#: The mark of an intent whose operation froze the running instance (a file-by-file read of
+#: its volume): whatever its kind, its recovery first thaws the instance (the instance layer
+#: registers that under this kind, which no intent has).
+FROZEN = "frozen"
+#: The mark of an intent written inside a restart (``RESTART_KIND``'s intent, which says
+#: ``restart``; see ``nested``): after its own recovery the instance is started again, as the
+#: restart's recovery does (registered under ``RESTART_KIND`` by the instance layer).
+RESTART = "restart"
+RESTART_KIND = "stop"
 #: Where a CRIU dump lives inside an instance volume (beside ``rootfs/``, out of the guest's view).
 STATE_DIR = "state"
 
@@ -191,6 +200,39 @@ def begin(paths: Paths, name: str, op: str, **details: Any) -> None:
         os.rename(spare, target)
 
 
+@contextlib.contextmanager
+def nested(paths: Paths, name: str, op: str, **details: Any) -> Iterator[None]:
+    """The intent of ``op``, a step of the operation whose intent is under way on ``name``
+    (if any; the caller holds the lock): that intent's ``restart`` is carried along, so a
+    kill -9 in the step is recovered as the step and then as the restart around it (a move
+    of a running instance: the send in the middle of its stop and start), and it is written
+    back after the step, whatever happens. Without an outer intent, it ends with the step."""
+    outer = read(paths, name)
+    carried = {RESTART: outer[RESTART]} if outer and outer.get(RESTART) is not None else {}
+    begin(paths, name, op, **details, **carried)
+    try:
+        yield
+    finally:
+        if outer is None:
+            end(paths, name)
+        else:
+            back = {k: v for k, v in outer.items() if k not in ("op", "pid", "end")}
+            now = read(paths, name)
+            if carried and (now is None or now.get(RESTART) is None):
+                back.pop(RESTART)  # the step gave it up (``drop_restart``): for good
+            begin(paths, name, str(outer["op"]), **back)
+
+
+def drop_restart(paths: Paths, name: str) -> None:
+    """From here on a kill -9 must not start the instance again (the caller holds its
+    lock): a move has sent its last word, after which the far side may have the instance
+    running — two would run. The intent under way keeps everything else."""
+    current = read(paths, name)
+    if current is not None and current.get(RESTART) is not None:
+        begin(paths, name, str(current["op"]),
+              **{k: v for k, v in current.items() if k not in ("op", "pid", "end", RESTART)})
+
+
 def prepare(paths: Paths, name: str) -> None:
     """Give a new instance's directory the file its intents are written into (``SPARE``), made
     with the directory rather than by its first snapshot, restore or copy."""
@@ -274,7 +316,14 @@ def _recover_intent(ctx: Site, name: str) -> bool:
         return False
     if handler is not None:
         try:
+            thaw = recoverer(FROZEN) if op.get(FROZEN) else None
+            if thaw is not None:
+                thaw(ctx, name, op)
             handler(ctx, name, op)
+            if kind != RESTART_KIND and op.get(RESTART) is not None:
+                resume = recoverer(RESTART_KIND)
+                if resume is not None:
+                    resume(ctx, name, {"op": RESTART_KIND, RESTART: op[RESTART]})
         except Exception as e:  # kept for the next call; the caller's own verb goes on
             log.warning("instance %s: recovery of an interrupted %s failed: %s", name, kind, e)
             return False

@@ -416,26 +416,20 @@ def send_instance(ctx: Context, name: str, inp: BinaryIO, out: BinaryIO, *,
     if running and move and first.ephemeral:
         raise WrongState(f"The instance {name!r} is ephemeral: stopping it for the move would "
                          "delete it; copy it (--stateless) instead")
-    stopped_here = False
-    if move and running:
-        inst.stop(timeout=30)
-        stopped_here = True
-        running = False
-    try:
-        with locked(ctx, name):
-            rec = inst.record()
-            pool = inst._pool(rec)
-            ack = _send_locked(ctx, ch, inst, rec, pool, instance_only=instance_only,
-                               refresh=refresh, move=move, start=stopped_here,
-                               running=running)
-            if move:
-                inst._delete_locked(rec)
-                ctx.events.emit("instance-moved", name, to=str(ack.get("name")))
-    except BaseException:
-        if stopped_here and record.exists(ctx.paths, name):
-            with contextlib.suppress(LxdlibError):
-                inst.start()
-        raise
+    stopping = move and running
+    # A running instance moved is stopped for the send as by a restart, the send in its
+    # middle: a kill -9 meanwhile leaves the intent that starts it again (the next call), a
+    # failure starts it again at once, and once the far side has committed it is deleted
+    # (nothing to start). Its start in an ``except`` here was lost to a kill.
+    with inst.stopped_meanwhile(force=False, timeout=30) if stopping else locked(ctx, name):
+        rec = inst.record()
+        pool = inst._pool(rec)
+        ack = _send_locked(ctx, ch, inst, rec, pool, instance_only=instance_only,
+                           refresh=refresh, move=move, start=stopping,
+                           running=running and not stopping)
+        if move:
+            inst._delete_locked(rec)
+            ctx.events.emit("instance-moved", name, to=str(ack.get("name")))
     return Outcome(str(ack.get("name") or name), bool(ack.get("started")), ch.sent)
 
 
@@ -454,19 +448,22 @@ def _send_locked(ctx: Context, ch: Channel, inst: InstanceCore, rec: InstanceRec
     accept = ch.receive()
     fmt = accept.get("format")
     reuse = set(accept.get("reuse") or [])
-    paths = ctx.paths
-    journal.begin(paths, inst.name, "temp-snapshot")
-    try:
+    # nested: a move of a running instance has the intent of its stop under way, whose
+    # restart a kill -9 here must not lose
+    with journal.nested(ctx.paths, inst.name, "temp-snapshot"):
         if fmt == "btrfs" and transfer.is_btrfs(pool):
             _send_btrfs(ch, pool, inst.name, [s.name for s in snaps], reuse)
         elif fmt == "tar":
             _send_tar(ctx, ch, pool, inst.name, [s.name for s in snaps], base, running)
         else:
             raise UnsafeStream(f"the receiver asked for an unknown volume format {fmt!r}")
+        if start:
+            # the far side commits (and starts it) once it has this: a kill from here on
+            # leaves this one stopped, not started beside it
+            journal.drop_restart(ctx.paths, inst.name)
         ch.send({"done": True})
+        journal.crashpoint("migrate.done-sent")
         ack = ch.receive()
-    finally:
-        journal.end(paths, inst.name)
     if not ack.get("committed"):
         raise LxdlibError("the receiver did not confirm the copy")
     return ack

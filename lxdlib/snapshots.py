@@ -329,9 +329,10 @@ def create_locked(inst: InstanceCore, name: str | None = None, *, stateful: bool
     pool.volume_path("containers-snapshots", f"{inst.name}/{name}")  # the pool's own name rules
     if name in existing and not reuse:
         raise AlreadyExists("snapshot", f"{inst.name}/{name}")
-    # liblxc's view is needed only to dump the processes or to freeze them while a pool that
-    # copies files reads the volume: a btrfs or zfs snapshot of a running instance is atomic
-    c = inst.handle() if stateful or pool.snapshot_needs_freeze else None
+    # liblxc's view is needed only to dump the processes, or to freeze them while a pool that
+    # copies files reads the volume (``frozen_meanwhile``): a btrfs or zfs snapshot of a
+    # running instance is atomic
+    c = inst.handle() if stateful else None
     if stateful:
         assert c is not None
         if c.state != "RUNNING":
@@ -354,17 +355,12 @@ def create_locked(inst: InstanceCore, name: str | None = None, *, stateful: bool
         if stateful:
             from . import criu
             criu.dump(inst.ctx.paths.lxcpath, inst.name, volume / journal.STATE_DIR, stop=False)
-        frozen = False
-        if c is not None and pool.snapshot_needs_freeze and c.state == "RUNNING":
-            runtime.freeze(c, paths.lxcpath)
-            frozen = True
-        try:
+        # the intent says ``frozen`` while it is: a kill -9 must not leave it so
+        from .instance import frozen_meanwhile
+        with frozen_meanwhile(paths, inst.name) if pool.snapshot_needs_freeze else \
+                contextlib.nullcontext():
             pool.create_snapshot(inst.name, name)
             made = True
-        finally:
-            if frozen:
-                assert c is not None
-                runtime.unfreeze(c, paths.lxcpath)
         if stateful:
             remove_tree(volume / journal.STATE_DIR)
         rec.snapshots.append(snap)

@@ -102,11 +102,10 @@ class Images(Collection[Image]):
         The build is deterministic, so building again finds the same fingerprint: the existing
         image is returned (and the alias pointed at it).
         """
-        import tempfile
 
         from ..errors import AlreadyExists as Exists
         from ..imagestore.busybox import build_busybox_image
-        with tempfile.TemporaryDirectory(dir=self.ctx.paths.run, prefix="build-") as tmp:
+        with self.store.temp_directory("build") as tmp:
             out = build_busybox_image(Path(tmp) / "busybox.tar.gz", busybox=busybox,
                                       compression=compression)
             try:
@@ -131,13 +130,12 @@ class Images(Collection[Image]):
         (``alias`` moves to the new image if it existed). ``progress(step)`` gets coarse steps;
         ``cache_dir`` reuses an earlier identical debootstrap; ``packages`` are installed into
         the image by the host, e.g. ``["docker.io"]`` (see ``build_debian_image``)."""
-        import tempfile
 
         from ..imagestore.debootstrap import build_debian_image
         from ..imagestore.store import validate_alias_name
         if alias:
             validate_alias_name(alias)
-        with tempfile.TemporaryDirectory(dir=self.ctx.paths.run, prefix="build-") as tmp:
+        with self.store.temp_directory("build") as tmp:
             out = build_debian_image(Path(tmp) / "debian.tar", release=release,
                                      variant=variant, mirror=mirror, compression=compression,
                                      progress=progress, cache_dir=cache_dir,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -99,7 +98,7 @@ def download_image(ctx: Context, url: str, *, aliases: Sequence[str] = (),
         expected = (resp.headers.get("LXD-Image-Hash") or "").lower() or None
         if image_url and expected and _HEX64.match(expected) and ctx.images.exists(expected):
             return _have(ctx, expected, aliases)  # nothing to download
-        with tempfile.TemporaryDirectory(dir=ctx.paths.run, prefix="download-") as tmp:
+        with ctx.images.temp_directory("download") as tmp:
             dest = Path(tmp) / "image"
             if image_url:
                 if expected is None:

@@ -46,6 +46,7 @@ from ..fstree import walk_lstat
 from ..imagestore import compression as comp
 from ..imagestore.store import ImageRecord, validate_alias_name
 from ..instance import InstanceCore, get_instance
+from ..journal import crashpoint
 
 __all__ = ["build_metadata", "compressor", "publish", "write_tarball"]
 
@@ -186,7 +187,9 @@ def write_tarball(volume: Path, metadata: bytes, metadata_mtime: float, dest: Pa
     if rootfs.is_symlink() or not rootfs.is_dir():
         raise ImageError(f"{rootfs} is not a directory: nothing to publish")
     templates = volume / "templates"
-    with tempfile.TemporaryDirectory(prefix="lxdlib-publish-") as tmp:
+    # beside ``dest`` (the store's temp files), named for this process: a killed publish's
+    # is removed with them (one in /tmp was left for good)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f"{os.getpid()}-publish-") as tmp:
         work = Path(tmp)
         (work / "metadata.yaml").write_bytes(metadata)
         os.chmod(work / "metadata.yaml", 0o644)
@@ -299,19 +302,16 @@ def publish(ctx: Context, source: Any, *, aliases: Iterable[str] = (),
             if name in table:
                 raise AlreadyExists("image alias", name)
     inst, snap = _resolve_source(ctx, source)
-    restart = False
-    if snap is None and inst.state != "STOPPED":
-        if not force:
-            raise WrongState("The instance is currently running. Use --force to have it "
-                             "stopped and restarted")
-        inst.stop(force=True)
-        restart = True
-    try:
+    running = snap is None and inst.state != "STOPPED"
+    if running and not force:
+        raise WrongState("The instance is currently running. Use --force to have it "
+                         "stopped and restarted")
+    # stopped and started again under one lock and one intent, as a restart: a kill -9
+    # meanwhile leaves it to be started by the next call, and an ephemeral instance is not
+    # deleted by the stop (LXD's client clears the flag around it)
+    with inst.stopped_meanwhile() if running else contextlib.nullcontext():
         rec = _publish_locked(ctx, inst, snap, compress, kind, properties, expires_at,
                               names if not reuse else [], public, progress)
-    finally:
-        if restart:
-            inst.start()
     if reuse and names:
         from .cache import set_aliases
         set_aliases(ctx, names, rec.fingerprint)
@@ -350,6 +350,7 @@ def _publish_locked(ctx: Context, inst: InstanceCore, snap: str | None, compress
             try:
                 fp = write_tarball(volume, data, mtime or time.time(), temp, compress, shift,
                                    progress)
+                crashpoint("publish.written")
                 if store.exists(fp):
                     raise _already(fp)
                 try:

@@ -63,6 +63,7 @@ from .tarball import is_fingerprint
 log = get_logger(__name__)
 
 if TYPE_CHECKING:
+    import tempfile
     from typing import Any, Final, Literal
 
 __all__ = ["UNSET", "ImageRecord", "ImageStore", "validate_alias_name"]
@@ -312,6 +313,14 @@ class ImageStore:
         path = self.paths.run / _IMPORT_DIR
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         return path
+
+    def temp_directory(self, what: str) -> tempfile.TemporaryDirectory[str]:
+        """A work directory of this process (a build, a download), where ``cleanup_imports``
+        removes it once the process is gone: one under ``run/`` or ``/tmp`` outlived a
+        ``kill -9`` for good (a download of a whole image)."""
+        import tempfile  # here: only builds and downloads need it
+        return tempfile.TemporaryDirectory(dir=self._import_dir(),
+                                           prefix=f"{os.getpid()}-{what}-")
 
     def cleanup_imports(self) -> None:
         """Remove the temp files of imports, downloads and publishes whose process is gone.

@@ -588,6 +588,49 @@ def test_sender_killed_mid_stream(host: lxdlib.Host, other: lxdlib.Host) -> None
     _clean(host, "mig-dst")
 
 
+def test_sender_of_a_running_move_killed_starts_it_again(host: lxdlib.Host,
+                                                        other: lxdlib.Host) -> None:
+    """A move of a running instance (``stateless``) stops it, sends it and deletes it once
+    the far side has it. The sender killed in between left the source stopped for good (the
+    start again was in its own ``except``, and no intent named the power state): now the
+    stop is one restart's, the send in its middle, and the next call starts it again."""
+    _source(host)
+    migrate.copy_between(host.ctx, None, _argv(other), A_NAME, "mig-src")
+    _fresh(other).instances.get("mig-src").start()
+    try:
+        with _crash_at("migrate.snapshot-sent"), pytest.raises(LxdlibError):
+            migrate.copy_between(host.ctx, _argv(other), None, "mig-src", "mig-dst",
+                                 move=True, stateless=True)
+        _fresh(other).instances.list()  # a next call on the sender's root
+        src = _fresh(other).instances.get("mig-src")
+        assert (src.state, src.config["volatile.last_state.power"]) == ("RUNNING", "RUNNING")
+        assert not (_fresh(other).ctx.paths.instance_dir("mig-src") / ".pending.yaml").exists()
+        _nothing_visible(host, "mig-dst")
+        _clean(host, "mig-dst")
+        # killed once the far side has everything: it may have committed and started it,
+        # so this one is not started again beside it (two would run), and one of them stays
+        with _crash_at("migrate.done-sent"), pytest.raises(LxdlibError):
+            migrate.copy_between(host.ctx, _argv(other), None, "mig-src", "mig-dst",
+                                 move=True, stateless=True)
+        _fresh(other).instances.list()
+        here = {i.name: i.state for i in _fresh(host).instances.list()}
+        there = {i.name: i.state for i in _fresh(other).instances.list()}
+        assert here.get("mig-dst") or there.get("mig-src"), (here, there)
+        assert there.get("mig-src") != "RUNNING", (here, there)
+        if "mig-dst" in here:
+            _fresh(host).instances.get("mig-dst").delete(force=True)
+        _fresh(other).instances.get("mig-src").start()
+        # and a move that is not cut short still ends with the source gone
+        out = migrate.copy_between(host.ctx, _argv(other), None, "mig-src", "mig-dst",
+                                   move=True, stateless=True)
+        assert out.started and "mig-src" not in _fresh(other).instances.names()
+        assert _fresh(host).instances.get("mig-dst").state == "RUNNING"
+    finally:
+        for h, n in ((other, "mig-src"), (host, "mig-dst")):
+            with contextlib.suppress(LxdlibError):
+                _fresh(h).instances.get(n).stop(force=True)
+
+
 @pytest.mark.parametrize("how", ["dropped-pipe", "kill-receiver", "kill-sender"])
 def test_cut_mid_stream(host: lxdlib.Host, other: lxdlib.Host, how: str) -> None:
     """Both sides are processes talking through this test, which cuts the connection after

@@ -45,7 +45,7 @@ def test_every_intent_kind_has_a_recoverer() -> None:
     """Wherever a ``Host`` exists, each kind of intent finds its recoverer: the core's
     registered at import, the others' modules imported when first asked for."""
     kinds = ["update", "profile-apply", "restore", "rename", "snapshot", "move-pool", "copy",
-             "stop-stateful"]
+             "stop-stateful", "freeze", "frozen", "delete"]
     code = ("import sys, lxdlib.host, lxdlib.journal as j; "
             "print(' '.join(k for k in sys.argv[1:] if j.recoverer(k) is not None))")
     r = subprocess.run([sys.executable, "-c", code, *kinds], capture_output=True, text=True,
@@ -68,3 +68,32 @@ def test_an_intent_record_that_is_a_directory_is_dropped_or_named(tmp_path: Path
     with pytest.raises(CorruptRecord, match=r"\.pending\.yaml"):
         journal.read(paths, "c1")
     assert (intent / "x").is_dir()
+
+
+def test_a_nested_intent_carries_the_restart_around_it(tmp_path: Path) -> None:
+    """A step inside a restart (a move's send between its stop and start) writes its own
+    intent: that intent carries the restart, so its recovery starts the instance again, and
+    the restart's intent comes back after the step. Once the step gives the restart up
+    (``drop_restart``: the far side may run the instance), it is gone for good."""
+    from lxdlib import journal
+    from lxdlib.state import Paths
+    paths = Paths.at(tmp_path)
+    paths.instance_dir("c1").mkdir(parents=True)
+    journal.begin(paths, "c1", "stop", restart={"ephemeral": False})
+    with journal.nested(paths, "c1", "temp-snapshot", files=["x"]):
+        inner = journal.read(paths, "c1")
+        assert inner is not None
+        assert (inner["op"], inner["files"], inner["restart"]) == \
+            ("temp-snapshot", ["x"], {"ephemeral": False})
+    outer = journal.read(paths, "c1")
+    assert outer is not None and (outer["op"], outer["restart"]) == ("stop", {"ephemeral": False})
+    with journal.nested(paths, "c1", "temp-snapshot"):
+        journal.drop_restart(paths, "c1")
+        inner = journal.read(paths, "c1")
+        assert inner is not None and inner["op"] == "temp-snapshot" and "restart" not in inner
+    outer = journal.read(paths, "c1")
+    assert outer is not None and outer["op"] == "stop" and "restart" not in outer
+    journal.end(paths, "c1")
+    with journal.nested(paths, "c1", "temp-snapshot"):  # none around it: it ends with the step
+        assert journal.read(paths, "c1") is not None
+    assert journal.read(paths, "c1") is None
