@@ -75,3 +75,17 @@ def write_all(fd: int, data: memoryview, room: Room, where: Where) -> None:
     room.take(fd, len(data), where)
     while data:
         data = data[os.write(fd, data):]
+
+
+def pump(src: int, fd: int, room: Room, where: Where, chunk: int = 1 << 20) -> int:
+    """Copy what the descriptor ``src`` gives (a pipe from ``tar``) to ``fd`` until its end,
+    counted against ``room``; the bytes copied. For writers whose output is sized by a
+    container's tree (an instance's export): a program writing straight into the file, as
+    root, would have written into the reserve."""
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    total = 0
+    while n := os.readv(src, [buf]):
+        write_all(fd, view[:n], room, where)
+        total += n
+    return total

@@ -173,3 +173,54 @@ def test_cli_file_pull_of_a_growing_file_ends_with_disk_full(
     assert RESERVED in r.stderr.decode() and r.stderr.decode().startswith("Error: no space")
     assert disk.reserve_whole(), disk.counts()
     assert not [p for p in disk.left() if ".lxdlib-" in p]
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_export_of_an_instance_bigger_than_the_room_stops_before_roots_reserve(
+        host: lxdlib.Host, c1: lxdlib.Instance, disk: SmallDisk, compression: str) -> None:
+    """An export's size is the instance's: tar (and the compressor) wrote it straight into the
+    file, as root, and went through the reserve before failing."""
+    c1.exec("dd if=/dev/urandom of=/root/noise bs=1M count=60 2>/dev/null", check=True)
+    with disk.watch(), pytest.raises(lxdlib.QuotaExceeded) as e:  # DiskFull's base
+        host.export_backup("c1", disk.mnt / "c1.tar", compression_algorithm=compression)
+    assert disk.reserve_whole(), disk.counts()
+    assert isinstance(e.value, lxdlib.DiskFull) and RESERVED in str(e.value)
+    assert e.value.path == disk.mnt
+    assert disk.left() == []
+    # what fits is exported as before
+    c1.exec("rm /root/noise", check=True)
+    out = host.export_backup("c1", disk.mnt / "c1.tar", compression_algorithm=compression)
+    assert out.stat().st_size > 0 and disk.left() == ["c1.tar"]
+
+
+def test_publish_of_an_instance_bigger_than_the_room_stops_before_roots_reserve(
+        host: lxdlib.Host, c1: lxdlib.Instance, disk: SmallDisk) -> None:
+    """A publish writes the image's tarball in the store's import directory (here the small
+    disk, bound over it), through the same count."""
+    c1.exec("dd if=/dev/urandom of=/root/noise bs=1M count=60 2>/dev/null", check=True)
+    c1.stop(force=True)
+    imports = host.paths.run / "image-imports"
+    imports.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "--bind", str(disk.mnt), str(imports)], check=True)
+    try:
+        with disk.watch(), pytest.raises(OSError) as e:  # DiskFull is one (before: bare)
+            host.publish("c1", compression="none")
+    finally:
+        subprocess.run(["umount", str(imports)], check=True)
+    assert disk.reserve_whole(), disk.counts()
+    assert isinstance(e.value, lxdlib.DiskFull) and RESERVED in str(e.value)
+    assert disk.left() == []
+    assert [i.fingerprint for i in host.images.list()] == [host.images.get("busybox").fingerprint]
+
+
+def test_image_export_bigger_than_the_room_stops_before_roots_reserve(
+        host: lxdlib.Host, c1: lxdlib.Instance, disk: SmallDisk) -> None:
+    """An image published from an instance is as big as the instance made it."""
+    c1.exec("dd if=/dev/urandom of=/root/noise bs=1M count=60 2>/dev/null", check=True)
+    c1.stop(force=True)
+    img = host.publish("c1", compression="none", aliases=["noisy"])
+    with disk.watch(), pytest.raises(OSError) as e:  # DiskFull is one (before: bare)
+        img.export(disk.mnt)
+    assert disk.reserve_whole(), disk.counts()
+    assert isinstance(e.value, lxdlib.DiskFull) and RESERVED in str(e.value)
+    assert disk.left() == []
