@@ -24,8 +24,13 @@ from pathlib import Path
 import pytest
 
 import lxdlib
+from tests.integration.ssh_fixtures import SshServer, sshd_server
 
 pytestmark = pytest.mark.root
+
+__all__ = ["sshd_server"]
+
+LXDLIB = str(Path(sys.executable).with_name("lxdlib"))
 
 RESERVED = "what is left is reserved for root"
 
@@ -223,4 +228,21 @@ def test_image_export_bigger_than_the_room_stops_before_roots_reserve(
         img.export(disk.mnt)
     assert disk.reserve_whole(), disk.counts()
     assert isinstance(e.value, lxdlib.DiskFull) and RESERVED in str(e.value)
+    assert disk.left() == []
+
+
+def test_cli_file_pull_from_an_ssh_remote_stops_before_roots_reserve(
+        host: lxdlib.Host, c1: lxdlib.Instance, disk: SmallDisk, sshd_server: SshServer) -> None:
+    """``h2:c1/…``: the far side streams the file through ssh; ssh wrote it into the file
+    here, as root, through the reserve. The same root serves as both ends."""
+    r = cli(host, "remote", "add", "h2", sshd_server.url(host.paths.root), "--ssh-config",
+            str(sshd_server.ssh_config), "--command", LXDLIB)
+    assert r.returncode == 0, r.stderr
+    _grow_for_ever(c1)
+    with disk.watch():
+        r = cli(host, "file", "pull", "h2:c1/root/feed", str(disk.mnt / "feed"))
+    assert disk.reserve_whole(), disk.counts()
+    assert r.returncode == 1  # before: 141, ssh's death by SIGPIPE, and not a word
+    assert r.stderr.decode() == (f"Error: no space left on the device holding "
+                                 f"{disk.mnt / 'feed'} ({RESERVED}): free some space and retry\n")
     assert disk.left() == []
