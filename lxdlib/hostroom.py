@@ -14,6 +14,7 @@ the cost is one system call per few MiB.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 
@@ -82,6 +83,11 @@ def pump(src: int, fd: int, room: Room, where: Where, chunk: int = 1 << 20) -> i
     counted against ``room``; the bytes copied. For writers whose output is sized by a
     container's tree (an instance's export): a program writing straight into the file, as
     root, would have written into the reserve."""
+    import fcntl  # here: most commands that import this module pump nothing
+    with contextlib.suppress(OSError):  # not a pipe, or over a user's pipe-max-size
+        # a pipe holds 64 KiB: the writer (gzip, tar) would stop at every 64 KiB until this
+        # process had read; 1 MiB lets it run ahead as it did writing the file itself
+        fcntl.fcntl(src, fcntl.F_SETPIPE_SZ, chunk)
     buf = bytearray(chunk)
     view = memoryview(buf)
     total = 0
