@@ -44,6 +44,7 @@ from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
     CorruptArchive,
+    DiskFull,
     ImageError,
     InvalidArgument,
     InvalidConfig,
@@ -56,6 +57,7 @@ from .errors import (
     UnsupportedBackup,
 )
 from .fstree import walk_lstat
+from .hostroom import Room, pump
 from .imagestore import compression
 from .imagestore.tarball import (
     check_host_files,
@@ -267,22 +269,40 @@ def _write_tar(out: Path, work: Path, members: Sequence[str], pairs: Sequence[tu
     env = compression.tool_env()
     # stderr into files: tar warns once per file on some filesystems, and a full pipe would
     # stop it for good
-    # ``out`` is a fresh name in a directory that may be a host user's: made here, 0600
+    # ``out`` is a fresh name in a directory that may be a host user's: made here, 0600.
+    # The archive passes through this process, counted against a ``hostroom.Room``: its size
+    # is the container's to choose, and tar writing straight into the file, as root, wrote
+    # into the filesystem's root reserve before it failed
     with os.fdopen(create_private(out), "wb") as f, tempfile.TemporaryFile() as terr, \
             tempfile.TemporaryFile() as zerr:
-        if compress is None:
-            code = subprocess.run(argv, stdout=f, stderr=terr, stdin=subprocess.DEVNULL,
-                                  env=env, check=False).returncode
-            zcode = 0
-        else:
-            with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=terr,
-                                  stdin=subprocess.DEVNULL, env=env) as tp:
-                assert tp.stdout is not None
-                zcode = subprocess.run(list(compress), stdin=tp.stdout, stdout=f, stderr=zerr,
-                                       env=env, check=False).returncode
-                tp.stdout.close()
-                tp.wait()
-            code = tp.returncode
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            tp = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=terr,
+                                  stdin=subprocess.DEVNULL, env=env)
+            procs.append(tp)
+            assert tp.stdout is not None
+            src = tp.stdout
+            if compress is not None:
+                zp = subprocess.Popen(list(compress), stdin=tp.stdout, stdout=subprocess.PIPE,
+                                      stderr=zerr, env=env)
+                procs.append(zp)
+                tp.stdout.close()  # the compressor's now: tar sees it go if it dies
+                assert zp.stdout is not None
+                src = zp.stdout
+            pump(src.fileno(), f.fileno(), Room(), out.parent)
+            src.close()
+            for proc in procs:
+                proc.wait()
+        except BaseException as e:
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()  # our own children, by pid
+                proc.wait()
+            if isinstance(e, OSError) and not isinstance(e, DiskFull) and DiskFull.is_full(e):
+                raise DiskFull(out.parent) from None  # the kernel's refusal, said the same way
+            raise
+        code = tp.returncode
+        zcode = procs[1].returncode if compress is not None else 0
         f.flush()
         os.fsync(f.fileno())
         # tar exits 1 when a file changed while read (sockets, logs of a frozen dir pool)

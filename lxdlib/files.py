@@ -38,6 +38,7 @@ from .errors import (
     WrongState,
 )
 from .filehelper import CHUNK, Channel, DirChain, Moved
+from .hostroom import ENTRY, Room, Where, write_all
 from .values import Value, assign
 
 if TYPE_CHECKING:
@@ -324,18 +325,20 @@ class Session:
         return [str(n) for n in self._call({"op": "listdir", "path": path})["names"]]
 
     def get_into(self, path: str, write: Callable[[memoryview], object]) -> FileStat:
-        """Stream a file's contents to ``write`` chunk by chunk."""
+        """Stream a file's contents to ``write`` chunk by chunk.
+
+        If ``write`` fails, the rest of the file is not read: the helper is ended (this session
+        with it) and the error raised. Reading on to keep the channel in step never ended when
+        a running container kept the file growing: a full disk (or ``DiskFull`` from a
+        ``hostroom.Room``) was then a command that never returned."""
         st = FileStat.from_wire(self._call({"op": "get", "path": path})["stat"])
-        failed: BaseException | None = None
         for chunk in self.chan.chunks():
-            if failed is None:
-                try:
-                    write(chunk)
-                except BaseException as e:  # keep reading: the channel must stay in step
-                    failed = e
+            try:
+                write(chunk)
+            except BaseException:
+                self.close()
+                raise
         self._recv(path)
-        if failed is not None:
-            raise failed
         return st
 
     def put(self, path: str, data: Source, *, mode: int | None = None, uid: int | None = None,
@@ -759,14 +762,23 @@ def _clear(dirfd: int, name: str, keep_dir: bool) -> bool:
     return False
 
 
-def _write_host_file(dirfd: int, name: str, st: FileStat, chunks: Iterator[memoryview]) -> None:
+def _host_path(dest: Path, chain: DirChain, name: str) -> Callable[[], Path]:
+    """The host path of the entry ``name`` of ``chain``'s deepest level, made when asked."""
+    depth = chain.depth
+    return lambda: dest.parent / chain.path(depth) / name
+
+
+def _write_host_file(dirfd: int, name: str, st: FileStat, chunks: Iterator[memoryview],
+                     room: Room, where: Where) -> None:
+    """Write a pulled file beside ``name`` and rename it into place once whole; ``DiskFull``
+    (``room``) before it would reach root's reserve, and then nothing of it stays."""
     tmp = f".{name}.lxdlib-{os.urandom(6).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600, dir_fd=dirfd)
     try:
+        room.look(fd, 0, where)  # a file may be on another filesystem than the last one
         for chunk in chunks:
-            while chunk:
-                chunk = chunk[os.write(fd, chunk):]
+            write_all(fd, chunk, room, where)
         os.fchmod(fd, st.mode & 0o777)
         os.utime(fd, (st.mtime, st.mtime))
         _clear(dirfd, name, keep_dir=False)
@@ -798,10 +810,18 @@ def pull_tree(s: Session, path: str, dest: Path, *, parents: bool = False) -> in
 
     A failure (an entry that vanished in a running instance, a full disk) leaves what was
     copied before it: each file is written beside its name and renamed, so it is there whole
-    or not at all, and no temporary file stays."""
+    or not at all, and no temporary file stays.
+
+    How much is written is the container's choice when it is running (a file it keeps
+    growing, directories it keeps adding below where the walk is), and this process is root:
+    every file chunk and entry is counted against a ``hostroom.Room``, so the pull stops with
+    ``DiskFull`` where an unprivileged writer would, leaving the filesystem's root reserve
+    whole. Files are read to their end, as LXD does: a file that never ends is stopped
+    there."""
     dest = Path(os.path.realpath(dest))  # the caller's own path: its symlinks are meant
     count = 0
     chain: DirChain | None = None
+    room = Room()
     try:
         for rel, st, chunks in s.walk(path):
             try:
@@ -820,6 +840,9 @@ def pull_tree(s: Session, path: str, dest: Path, *, parents: bool = False) -> in
                     if chain.depth != level:
                         raise LxdlibError(f"entry {rel!r} came before its directory")
                 dirfd = chain.fd
+                where = _host_path(dest, chain, name)
+                if st.type != "file":
+                    room.take(dirfd, ENTRY, where)
                 if st.type == "directory":
                     if not _clear(dirfd, name, keep_dir=True):
                         os.mkdir(name, 0o700, dir_fd=dirfd)
@@ -828,7 +851,7 @@ def pull_tree(s: Session, path: str, dest: Path, *, parents: bool = False) -> in
                     os.fchmod(chain.enter(name), st.mode & 0o1777)
                 elif st.type == "file":
                     assert chunks is not None
-                    _write_host_file(dirfd, name, st, chunks)
+                    _write_host_file(dirfd, name, st, chunks, room, where)
                 elif st.type == "symlink":
                     assert st.target is not None
                     _clear(dirfd, name, keep_dir=False)
@@ -840,6 +863,8 @@ def pull_tree(s: Session, path: str, dest: Path, *, parents: bool = False) -> in
                 assert chain is not None
                 raise LxdlibError(f"{dest.parent / chain.path(e.depth)} changed while it was "
                                   "copied: it was moved away") from None
+            except DiskFull:  # the room's, already naming the host path (an OSError too)
+                raise
             except OSError as e:  # a host-side step (in the caller's, or a user's, directory)
                 raise _host_step_failed(e, dest, chain, name) from None
     finally:

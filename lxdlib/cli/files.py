@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import TYPE_CHECKING, InvalidArgument, NotFound
 from ..files import FileStat, Session, pull_tree, push_tree
+from ..hostroom import Room, write_all
 from ..progress import LineProgress
 
 if TYPE_CHECKING:
@@ -140,22 +141,31 @@ def _is_dir(s: Session, path: str) -> bool:
 
 # -- pull ---------------------------------------------------------------------------------------
 def _write_file(dest: Path, st: FileStat, s: Session, path: str, quiet: bool = False) -> None:
+    """Pull one file to ``dest``, written beside it and renamed into place once whole. What a
+    running container keeps feeding is not bounded by its size at the start (LXD reads to the
+    end too): every chunk is counted against a ``hostroom.Room``, so the pull stops with
+    ``DiskFull`` before it reaches root's reserve, and nothing of the file stays."""
     dest = Path(os.path.realpath(dest))
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as f, \
-                LineProgress(f"Pulling {dest} from {path}", quiet=quiet) as bar:
+        with LineProgress(f"Pulling {dest} from {path}", quiet=quiet) as bar:
             done = 0
+            room = Room()
+            room.look(fd, 0, dest)
 
             def write(chunk: memoryview) -> None:
                 nonlocal done
-                f.write(chunk)
+                write_all(fd, chunk, room, dest)
                 done += len(chunk)
                 bar(done, 0)  # LXD's pull line counts bytes, with no total
             got = s.get_into(path, write)
-            os.fchmod(f.fileno(), got.mode & 0o777)  # never the container's setuid bits
+            os.fchmod(fd, got.mode & 0o777)  # never the container's setuid bits
+        os.close(fd)
+        fd = -1
         os.replace(tmp, dest)
     except BaseException:
+        if fd >= 0:
+            os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise

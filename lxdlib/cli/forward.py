@@ -168,7 +168,10 @@ def maybe_forward(argv: Sequence[str]) -> int | list[str]:
 
 
 def _run(remote: Remote, args: Sequence[str], *, tty: bool = False,
-         stdin: int | None = None, stdout: int | None = None) -> int:
+         stdin: int | None = None, stdout: int | None = None,
+         into: tuple[int, str] | None = None) -> int:
+    """ssh's exit status; ``into``: ssh's output written to that descriptor by this process
+    (``_call_into``), not by ssh, the file named as given."""
     import logging  # here, as subprocess: a command run on this host (and `--help`) skips
     import subprocess  # their imports (logging alone ~5 ms)
 
@@ -178,7 +181,10 @@ def _run(remote: Remote, args: Sequence[str], *, tty: bool = False,
         argv[1] = _terminal(args)
     logging.getLogger(__name__).debug("forwarding to %s: %s", remote.name, argv)
     try:
-        rc = subprocess.call(argv, stdin=stdin, stdout=stdout)
+        if into is None:
+            rc = subprocess.call(argv, stdin=stdin, stdout=stdout)
+        else:
+            rc = _call_into(argv, stdin, *into)
     except FileNotFoundError:
         sys.stderr.write("Error: ssh is not installed (openssh-client)\n")
         return 1
@@ -189,6 +195,24 @@ def _run(remote: Remote, args: Sequence[str], *, tty: bool = False,
                          "over ssh\n")
         return 1
     return rc
+
+
+def _call_into(argv: Sequence[str], stdin: int | None, fd: int, where: str) -> int:
+    """Run ``argv`` (ssh) with its output copied to ``fd`` here, counted against a
+    ``hostroom.Room``: the far side's container chose its size, and ssh writing straight into
+    the file, as root, wrote into the filesystem's root reserve. ``DiskFull`` ends ssh (our
+    own child, by pid)."""
+    import subprocess
+
+    from ..hostroom import Room, pump
+    with subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        try:
+            pump(proc.stdout.fileno(), fd, Room(), where)
+        except BaseException:
+            proc.kill()
+            raise
+        return proc.wait()
 
 
 def _terminal(args: Sequence[str]) -> str:
@@ -288,7 +312,7 @@ def _pull_into(p: Plan, args: list[str], dest: os.PathLike[str]) -> int:
     tmp = temp_beside(target)
     try:
         with os.fdopen(create_private(tmp), "wb") as f:
-            rc = _run(p.remote, args, stdout=f.fileno())
+            rc = _run(p.remote, args, into=(f.fileno(), target))
             if not rc:  # the mode a plain create would give it (the far side sends no mode)
                 mask = os.umask(0o022)
                 os.umask(mask)

@@ -176,17 +176,23 @@ def export_image(store: ImageStore, ref: str, target: str | os.PathLike[str] = "
         outs = [dest] + ([dest.with_name(dest.name + ".root")] if rootfs is not None else [])
         if not dest.absolute().parent.is_dir():  # said as `export` says it, not a traceback
             raise NotFound("directory", str(dest.absolute().parent))
-    import shutil
-
+    from ..errors import DiskFull
+    from ..hostroom import Room, pump
     from ..state import create_private, temp_beside
     for src, out in zip(sources, outs, strict=True):
         # a fresh name, made here and 0600 as an instance's export: ``target`` may be a
         # directory a host user can write, and an image published from an instance holds
-        # all of its files
+        # all of its files (so its size was a container's choice: counted against a
+        # ``hostroom.Room``, it stops before the root reserve of ``target``'s filesystem)
         tmp = temp_beside(out)
         try:
             with open(src, "rb") as fin, os.fdopen(create_private(tmp), "wb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 20)
+                try:
+                    pump(fin.fileno(), fout.fileno(), Room(), out.parent)
+                except OSError as e:  # a quota's refusal: typed as the room's
+                    if isinstance(e, DiskFull) or not DiskFull.is_full(e):
+                        raise
+                    raise DiskFull(out.parent) from None
             os.replace(tmp, out)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -35,6 +35,7 @@ from ..config.schema import is_compression_algorithm
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
+    DiskFull,
     ImageError,
     InvalidArgument,
     LxdlibError,
@@ -43,6 +44,7 @@ from ..errors import (
     WrongState,
 )
 from ..fstree import walk_lstat
+from ..hostroom import Room, write_all
 from ..imagestore import compression as comp
 from ..imagestore.store import ImageRecord, validate_alias_name
 from ..instance import InstanceCore, get_instance
@@ -163,13 +165,21 @@ def _shift_maps(rootfs: Path, base: int, size: int, workdir: Path) -> list[str]:
     return opts
 
 
-def _pump(out: IO[bytes], fd: int, hasher: Any, progress: Progress | None) -> int:
+def _pump(out: IO[bytes], fd: int, hasher: Any, progress: Progress | None,
+          where: Path) -> int:
+    """Copy the tarball into the image store's file, hashing it. Its size is the instance's
+    tree's, so it is counted against a ``hostroom.Room``: ``DiskFull`` before root's reserve
+    of the store's filesystem is touched."""
     done = 0
+    room = Room()
     while chunk := out.read(_CHUNK):
         hasher.update(chunk)
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view):]
+        try:
+            write_all(fd, memoryview(chunk), room, where)
+        except OSError as e:  # a quota's refusal: typed as the room's (it was a bare OSError)
+            if isinstance(e, DiskFull) or not DiskFull.is_full(e):
+                raise
+            raise DiskFull(where) from None
         done += len(chunk)
         if progress is not None:
             progress(done, 0)
@@ -225,7 +235,7 @@ def write_tarball(volume: Path, metadata: bytes, metadata_mtime: float, dest: Pa
                     p.pid, p.stderr.read() if p.stderr else b""), daemon=True)
                 t.start()
                 readers.append(t)
-            _pump(out, fd, hasher, progress)
+            _pump(out, fd, hasher, progress, dest.parent)
             out.close()
             for p in procs:
                 p.wait()
