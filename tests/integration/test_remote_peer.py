@@ -57,7 +57,8 @@ ch.send({{"part": "live"}})
 if raw:
     ch.out.write(raw)
     ch.flush()
-    import time; time.sleep(5)
+    while os.read(0, 65536):  # open until the receiver hangs up (it must, on the bad frame)
+        pass
     sys.exit(0)
 ch.data(buf.getvalue())
 ch.end_part()

@@ -37,6 +37,9 @@ pytestmark = pytest.mark.root
 
 DIR_POOL = "radir"
 REFUSED = "Cannot restore custom volume used by running instances"
+#: How long the second command is given to finish while the first is paused: one that does not
+#: wait for the first finishes in well under a second (a start, an attach), so this catches it
+WINDOW = 2.5
 
 
 def _name() -> str:
@@ -113,7 +116,7 @@ def test_start_during_a_paused_restore(vols: lxdlib.Host, pool: str, via: str) -
         # the restore is between its check (no running user) and its swap: a start that does
         # not wait for it finishes now (in well under a second)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            start.wait(timeout=5)
+            start.wait(timeout=WINDOW)
         restore.send_signal(signal.SIGCONT)
         _, rerr = restore.communicate(timeout=120)
         _, serr = start.communicate(timeout=120)
@@ -140,7 +143,7 @@ def test_attach_to_a_running_instance_during_a_paused_restore(vols: lxdlib.Host)
     attach = _cli(vols, "storage", "volume", "attach", "default", "v", name, "/data")
     with _reaped(restore, attach):
         with contextlib.suppress(subprocess.TimeoutExpired):
-            attach.wait(timeout=5)
+            attach.wait(timeout=WINDOW)
         restore.send_signal(signal.SIGCONT)
         _, rerr = restore.communicate(timeout=120)
         _, aerr = attach.communicate(timeout=120)
@@ -280,7 +283,7 @@ def test_shift_refuses_a_user_starting_meanwhile(host: lxdlib.Host,
         start2 = _cli(host, "start", second)
         with _reaped(start1, start2):
             with contextlib.suppress(subprocess.TimeoutExpired):
-                start2.wait(timeout=5)
+                start2.wait(timeout=WINDOW)
             start1.send_signal(signal.SIGCONT)
             _, err1 = start1.communicate(timeout=120)
             _, err2 = start2.communicate(timeout=120)
