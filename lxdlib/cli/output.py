@@ -66,8 +66,15 @@ def visible(text: str) -> str:
     line. LXD prints them as they are."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else
+    return "".join(c if c.isprintable() or _is_space(c) else
                    f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in text)
+
+
+def _is_space(c: str) -> bool:
+    """A space other than ASCII's (Zs: no-break, ideographic, thin…), which Python does not
+    call printable but a terminal shows as a space: French text puts a no-break space before
+    its colons, and a table spelled it ``\\xa0``. Line and paragraph separators stay out."""
+    return ord(c) >= 0xa0 and c.isspace() and c not in "\u2028\u2029"
 
 
 def _cell_lines(cell: object) -> list[str]:

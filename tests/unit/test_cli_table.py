@@ -143,3 +143,14 @@ def test_a_cell_reaches_no_terminal_as_control_characters() -> None:
         assert "evil\\x1b]0;pwned\\x07\\x0dX\\u202e\\x9b" in out
         assert "next" in out.splitlines()[-2 if out.startswith("+") else -1]
     assert visible("caf\u00e9 ok") == "caf\u00e9 ok"
+
+
+def test_a_cell_keeps_its_spaces() -> None:
+    """Spaces other than ASCII's are not printable to Python but are spaces to a terminal
+    (LXD prints them): a French description's no-break space before its colon, an ideographic
+    space, stay as they are in both table formats; line separators are still spelled out."""
+    from lxdlib.cli.output import compact, table, visible
+    text = "Serveur\u00a0: web\u202f!\u3000x"
+    for out in (table(["D"], [[text]]), compact(["D"], [[text]])):
+        assert text in out
+    assert visible("a\u2028b\u2029c\x85") == "a\\u2028b\\u2029c\\x85"
