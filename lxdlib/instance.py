@@ -589,7 +589,11 @@ class InstanceCore:
             failed = False
         finally:
             try:
-                if record.exists(self._paths, self.name):  # not moved away meanwhile
+                # not moved away meanwhile, nor past the point where a move's far side may
+                # run it (``journal.drop_restart``: the move's failure then leaves it stopped,
+                # as a kill does, not running beside the far side's)
+                if record.exists(self._paths, self.name) and \
+                        journal.restarts(self._paths, self.name):
                     try:
                         self._start_locked()
                     except LxdlibError as e:

@@ -223,14 +223,34 @@ def nested(paths: Paths, name: str, op: str, **details: Any) -> Iterator[None]:
             begin(paths, name, str(outer["op"]), **back)
 
 
-def drop_restart(paths: Paths, name: str) -> None:
-    """From here on a kill -9 must not start the instance again (the caller holds its
-    lock): a move has sent its last word, after which the far side may have the instance
-    running — two would run. The intent under way keeps everything else."""
+def drop_restart(paths: Paths, name: str) -> Any:
+    """From here on neither a kill -9 nor the caller's own failure must start the instance
+    again (the caller holds its lock): a move is sending its last word, after which the far
+    side may have the instance running — two would run. The intent under way keeps
+    everything else. Returns what was dropped, for ``keep_restart``."""
     current = read(paths, name)
-    if current is not None and current.get(RESTART) is not None:
+    if current is None or current.get(RESTART) is None:
+        return None
+    begin(paths, name, str(current["op"]),
+          **{k: v for k, v in current.items() if k not in ("op", "pid", "end", RESTART)})
+    return current[RESTART]
+
+
+def keep_restart(paths: Paths, name: str, restart: Any) -> None:
+    """Undo ``drop_restart`` (``restart``: what it returned): the far side answered that it
+    does not have the instance (its error, or no commit), so it is started here again."""
+    current = read(paths, name)
+    if current is not None and restart is not None:
         begin(paths, name, str(current["op"]),
-              **{k: v for k, v in current.items() if k not in ("op", "pid", "end", RESTART)})
+              **{k: v for k, v in current.items() if k not in ("op", "pid", "end")},
+              **{RESTART: restart})
+
+
+def restarts(paths: Paths, name: str) -> bool:
+    """Whether the intent under way still says to start the instance again (``RESTART``,
+    not given up by ``drop_restart``)."""
+    current = read(paths, name)
+    return current is not None and current.get(RESTART) is not None
 
 
 def prepare(paths: Paths, name: str) -> None:

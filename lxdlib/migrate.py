@@ -404,7 +404,8 @@ def send_instance(ctx: Context, name: str, inp: BinaryIO, out: BinaryIO, *,
     A running instance needs ``stateless`` (live migration is not supported): a copy reads it at
     one point in time, a move stops it, and the receiver starts the new one. A move deletes the
     source only once the receiver has committed; on any failure before, the source is as it was
-    (started again if the move stopped it).
+    (started again if the move stopped it) — except a connection lost after the last word,
+    before the receiver's answer: it may run the instance by then, so this one stays stopped.
     """
     ch = Channel(inp, out)
     inst = InstanceCore(ctx, name)
@@ -457,15 +458,22 @@ def _send_locked(ctx: Context, ch: Channel, inst: InstanceCore, rec: InstanceRec
             _send_tar(ctx, ch, pool, inst.name, [s.name for s in snaps], base, running)
         else:
             raise UnsafeStream(f"the receiver asked for an unknown volume format {fmt!r}")
-        if start:
-            # the far side commits (and starts it) once it has this: a kill from here on
-            # leaves this one stopped, not started beside it
-            journal.drop_restart(ctx.paths, inst.name)
-        ch.send({"done": True})
-        journal.crashpoint("migrate.done-sent")
-        ack = ch.receive()
-    if not ack.get("committed"):
-        raise LxdlibError("the receiver did not confirm the copy")
+        # the far side commits (and starts it) once it has this: a kill, or a connection
+        # lost before its answer, leaves this one stopped, not started beside it
+        dropped = journal.drop_restart(ctx.paths, inst.name) if start else None
+        try:
+            ch.send({"done": True})
+            journal.crashpoint("migrate.done-sent")
+            ack = ch.receive()
+            if not ack.get("committed"):
+                raise LxdlibError("the receiver did not confirm the copy")
+        except ChannelClosed:  # no answer: the far side may have committed and started it
+            raise
+        except LxdlibError:
+            # the far side's own word (its error, or no commit): it runs nothing of it, so
+            # this one is started again as on any failure before
+            journal.keep_restart(ctx.paths, inst.name, dropped)
+            raise
     return ack
 
 

@@ -631,6 +631,48 @@ def test_sender_of_a_running_move_killed_starts_it_again(host: lxdlib.Host,
                 _fresh(h).instances.get(n).stop(force=True)
 
 
+def test_running_move_whose_answer_is_lost_is_not_started_beside_it(
+        host: lxdlib.Host, other: lxdlib.Host) -> None:
+    """The connection lost after a running move's last word, before the far side's answer:
+    the far side has committed and started the instance, so the source must stay stopped as
+    it does after a kill there. Its failure path started it again: two ran, one address."""
+    import threading
+    _source(host)
+    migrate.copy_between(host.ctx, None, _argv(other), A_NAME, "mig-src")
+    _fresh(other).instances.get("mig-src").start()
+    recv = subprocess.Popen(migrate.receive_argv(_argv(host), "mig-dst", move=True),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    assert recv.stdout and recv.stdin
+    r, w = os.pipe()
+
+    def answers() -> None:  # the accept goes through; then the line drops, unanswered
+        with os.fdopen(w, "wb") as to_sender:
+            _frames(recv.stdout, to_sender, 1)  # type: ignore[arg-type]
+            recv.wait(timeout=120)
+
+    relay = threading.Thread(target=answers, daemon=True)
+    relay.start()
+    try:
+        with os.fdopen(r, "rb") as inp, pytest.raises(migrate.ChannelClosed):
+            migrate.send_instance(_fresh(other).ctx, "mig-src", inp, recv.stdin,  # type: ignore[arg-type]
+                                  move=True, stateless=True)
+        relay.join(timeout=120)
+        assert recv.returncode == 0  # the far side committed and started it
+        assert _fresh(host).instances.get("mig-dst").state == "RUNNING"
+        _fresh(other).instances.list()  # a next call on the sender's root
+        src = _fresh(other).instances.get("mig-src")
+        assert src.state == "STOPPED"  # kept (the far side's commit is not known here)
+        assert not (other.ctx.paths.instance_dir("mig-src") / ".pending.yaml").exists()
+    finally:
+        with contextlib.suppress(Exception):
+            recv.stdin.close()
+        recv.wait(timeout=120)
+        for h, n in ((other, "mig-src"), (host, "mig-dst")):
+            with contextlib.suppress(LxdlibError):
+                _fresh(h).instances.get(n).stop(force=True)
+
+
 @pytest.mark.parametrize("how", ["dropped-pipe", "kill-receiver", "kill-sender"])
 def test_cut_mid_stream(host: lxdlib.Host, other: lxdlib.Host, how: str) -> None:
     """Both sides are processes talking through this test, which cuts the connection after

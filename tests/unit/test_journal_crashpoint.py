@@ -97,3 +97,26 @@ def test_a_nested_intent_carries_the_restart_around_it(tmp_path: Path) -> None:
     with journal.nested(paths, "c1", "temp-snapshot"):  # none around it: it ends with the step
         assert journal.read(paths, "c1") is not None
     assert journal.read(paths, "c1") is None
+
+
+def test_a_restart_given_up_comes_back_when_the_far_side_answers(tmp_path: Path) -> None:
+    """``drop_restart`` returns what it dropped and ``restarts`` says it is gone (a move's
+    failure after its last word then starts nothing); ``keep_restart`` brings it back when
+    the far side answered that it has nothing (its error), through the nested step."""
+    from lxdlib import journal
+    from lxdlib.state import Paths
+    paths = Paths.at(tmp_path)
+    paths.instance_dir("c1").mkdir(parents=True)
+    journal.begin(paths, "c1", "stop", restart={"ephemeral": True})
+    assert journal.restarts(paths, "c1")
+    with journal.nested(paths, "c1", "temp-snapshot", files=["x"]):
+        dropped = journal.drop_restart(paths, "c1")
+        assert dropped == {"ephemeral": True} and not journal.restarts(paths, "c1")
+        journal.keep_restart(paths, "c1", dropped)
+        inner = journal.read(paths, "c1")
+        assert inner is not None and (inner["op"], inner["files"]) == ("temp-snapshot", ["x"])
+        assert journal.restarts(paths, "c1")
+    outer = journal.read(paths, "c1")
+    assert outer is not None and (outer["op"], outer["restart"]) == ("stop", {"ephemeral": True})
+    journal.end(paths, "c1")
+    assert not journal.restarts(paths, "c1") and journal.drop_restart(paths, "c1") is None
