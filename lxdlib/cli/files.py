@@ -146,6 +146,13 @@ def _write_file(dest: Path, st: FileStat, s: Session, path: str, quiet: bool = F
     end too): every chunk is counted against a ``hostroom.Room``, so the pull stops with
     ``DiskFull`` before it reaches root's reserve, and nothing of the file stays."""
     dest = Path(os.path.realpath(dest))
+    try:
+        special = not stat.S_ISREG(os.stat(dest).st_mode)
+    except FileNotFoundError:
+        special = False
+    if special:
+        _write_into(dest, s, path)
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
         with LineProgress(f"Pulling {dest} from {path}", quiet=quiet) as bar:
@@ -169,6 +176,21 @@ def _write_file(dest: Path, st: FileStat, s: Session, path: str, quiet: bool = F
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _write_into(dest: Path, s: Session, path: str) -> None:
+    """Pull one file into ``dest``, a device or a FIFO (``/dev/null``, a named pipe a reader
+    waits on), opened and written as lxc's pull does. Renamed over, ``/dev/null`` became a
+    regular file of the container's bytes, which every later writer to it appended to. What
+    goes into a device or a pipe takes no room on a filesystem: no ``Room``."""
+    fd = os.open(dest, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        def write(chunk: memoryview) -> None:
+            while chunk:
+                chunk = chunk[os.write(fd, chunk):]
+        s.get_into(path, write)
+    finally:
+        os.close(fd)
 
 
 def cmd_pull(host: Host, a: argparse.Namespace) -> int:
