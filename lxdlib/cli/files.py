@@ -147,12 +147,14 @@ def _write_file(dest: Path, st: FileStat, s: Session, path: str, quiet: bool = F
     ``DiskFull`` before it reaches root's reserve, and nothing of the file stays."""
     dest = Path(os.path.realpath(dest))
     try:
-        special = not stat.S_ISREG(os.stat(dest).st_mode)
+        kind = stat.S_IFMT(os.stat(dest).st_mode)
     except FileNotFoundError:
-        special = False
-    if special:
+        kind = stat.S_IFREG
+    if kind in (stat.S_IFCHR, stat.S_IFIFO):
         _write_into(dest, s, path)
         return
+    if kind != stat.S_IFREG:  # a disk (through a link?), a socket: neither written nor replaced
+        raise InvalidArgument(f"open {dest}: not a regular file, a character device or a FIFO")
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
         with LineProgress(f"Pulling {dest} from {path}", quiet=quiet) as bar:
@@ -179,9 +181,9 @@ def _write_file(dest: Path, st: FileStat, s: Session, path: str, quiet: bool = F
 
 
 def _write_into(dest: Path, s: Session, path: str) -> None:
-    """Pull one file into ``dest``, a device or a FIFO (``/dev/null``, a named pipe a reader
-    waits on), opened and written as lxc's pull does. Renamed over, ``/dev/null`` became a
-    regular file of the container's bytes, which every later writer to it appended to. What
+    """Pull one file into ``dest``, a character device or a FIFO (``/dev/null``, a named pipe
+    a reader waits on), opened and written as lxc's pull does. Renamed over, ``/dev/null``
+    became a regular file of the container's bytes, which every later writer appended to. What
     goes into a device or a pipe takes no room on a filesystem: no ``Room``."""
     fd = os.open(dest, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
     try:

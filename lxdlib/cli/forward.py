@@ -313,7 +313,7 @@ def _pull_into(p: Plan, args: list[str], dest: os.PathLike[str]) -> int:
         kind = stat.S_IFMT(os.lstat(target).st_mode)
     except FileNotFoundError:
         kind = stat.S_IFREG
-    if kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO):
+    if kind in (stat.S_IFCHR, stat.S_IFIFO):
         # ``/dev/null``, a named pipe: written into, as lxc's pull opens it (renamed over,
         # /dev/null became a regular file of the far side's bytes); no room on a disk taken
         fd = os.open(target, os.O_WRONLY | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC)

@@ -67,6 +67,20 @@ def test_a_fifo_is_written_into_not_replaced(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["fifo"]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+def test_a_block_device_is_neither_written_nor_replaced(tmp_path: Path) -> None:
+    """A disk (a link to one, planted where root pulls to) is refused, not written into."""
+    from lxdlib.errors import InvalidArgument
+    disk = tmp_path / "disk"
+    os.mknod(disk, 0o600 | stat.S_IFBLK, os.makedev(7, 250))  # never opened
+    link = tmp_path / "link"
+    link.symlink_to(disk)
+    with pytest.raises(InvalidArgument, match="not a regular file"):
+        _pull(link)
+    assert stat.S_ISBLK(os.lstat(disk).st_mode) and link.is_symlink()
+    assert sorted(os.listdir(tmp_path)) == ["disk", "link"]
+
+
 def test_a_regular_file_is_still_replaced_whole(tmp_path: Path) -> None:
     dest = tmp_path / "f"
     dest.write_bytes(b"old")
