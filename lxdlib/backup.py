@@ -57,7 +57,7 @@ from .errors import (
     UnsupportedBackup,
 )
 from .fstree import walk_lstat
-from .hostroom import Room, pump
+from .hostroom import Room, Unlimited, into_device, pump
 from .imagestore import compression
 from .imagestore.tarball import (
     check_host_files,
@@ -189,6 +189,7 @@ def export_instance(inst: InstanceCore, path: str | os.PathLike[str] | None = No
         out = out / f"{inst.name}{ext}"
     if not out.parent.is_dir():
         raise NotFound("directory", str(out.parent))
+    device = into_device(out)  # ``/dev/stdout``, a FIFO: written into, never renamed over
     ctx = inst.ctx
     paths = ctx.paths
     with inst._lock():
@@ -199,10 +200,10 @@ def export_instance(inst: InstanceCore, path: str | os.PathLike[str] | None = No
                                   f"(pool {pool.name!r} is {pool.driver})")
         snaps = [] if instance_only else list(rec.snapshots)
         running = inst.state != "STOPPED"
-        tmp_out = temp_beside(out)
+        tmp_out = out if device else temp_beside(out)
         work = paths.instance_dir(inst.name) / temp_name(TMP, "export")
-        journal.begin(paths, inst.name, "temp-snapshot", files=[str(tmp_out)],
-                      dirs=[str(work)])
+        journal.begin(paths, inst.name, "temp-snapshot",
+                      files=[] if device else [str(tmp_out)], dirs=[str(work)])
         try:
             (work / "backup" / "snapshots").mkdir(parents=True, mode=0o700)
             (work / "backup" / "index.yaml").write_text(
@@ -225,11 +226,13 @@ def export_instance(inst: InstanceCore, path: str | os.PathLike[str] | None = No
                         "volatile.idmap.base", "0"))
                 maps = owner_maps(work, [p for p, _ in pairs], base) if base else []
                 _write_tar(tmp_out, work, members, pairs, maps, compress,
-                           xattrs=not transfer.is_zfs(pool))
-            os.replace(tmp_out, out)
+                           xattrs=not transfer.is_zfs(pool), device=device)
+            if not device:
+                os.replace(tmp_out, out)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp_out.unlink()
+            if not device:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp_out.unlink()
             shutil.rmtree(work, ignore_errors=True)
             journal.end(paths, inst.name)
     ctx.events.emit("instance-exported", inst.name, path=str(out))
@@ -255,7 +258,8 @@ def _optimized_streams(stack: contextlib.ExitStack, pool: PoolDriver, name: str,
 
 
 def _write_tar(out: Path, work: Path, members: Sequence[str], pairs: Sequence[tuple[Path, str]],
-               maps: Sequence[str], compress: Sequence[str] | None, xattrs: bool) -> None:
+               maps: Sequence[str], compress: Sequence[str] | None, xattrs: bool,
+               device: bool = False) -> None:
     tar = shutil.which("tar")
     if tar is None:
         raise ToolMissing("GNU tar is needed to export instances")
@@ -273,7 +277,10 @@ def _write_tar(out: Path, work: Path, members: Sequence[str], pairs: Sequence[tu
     # The archive passes through this process, counted against a ``hostroom.Room``: its size
     # is the container's to choose, and tar writing straight into the file, as root, wrote
     # into the filesystem's root reserve before it failed
-    with os.fdopen(create_private(out), "wb") as f, tempfile.TemporaryFile() as terr, \
+    # A device or a FIFO (``device``) is opened and written into, taking no room on a disk.
+    made = (os.open(out, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC) if device
+            else create_private(out))
+    with os.fdopen(made, "wb") as f, tempfile.TemporaryFile() as terr, \
             tempfile.TemporaryFile() as zerr:
         procs: list[subprocess.Popen[bytes]] = []
         try:
@@ -289,7 +296,7 @@ def _write_tar(out: Path, work: Path, members: Sequence[str], pairs: Sequence[tu
                 tp.stdout.close()  # the compressor's now: tar sees it go if it dies
                 assert zp.stdout is not None
                 src = zp.stdout
-            pump(src.fileno(), f.fileno(), Room(), out.parent)
+            pump(src.fileno(), f.fileno(), Unlimited() if device else Room(), out.parent)
             src.close()
             for proc in procs:
                 proc.wait()
@@ -304,7 +311,8 @@ def _write_tar(out: Path, work: Path, members: Sequence[str], pairs: Sequence[tu
         code = tp.returncode
         zcode = procs[1].returncode if compress is not None else 0
         f.flush()
-        os.fsync(f.fileno())
+        if not device:  # a device or a pipe has nothing to sync (EINVAL)
+            os.fsync(f.fileno())
         # tar exits 1 when a file changed while read (sockets, logs of a frozen dir pool)
         if code not in (0, 1) or zcode != 0:
             terr.seek(0)

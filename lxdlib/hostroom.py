@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable
 
-from .errors import DiskFull
+from .errors import DiskFull, InvalidArgument
 
 #: the path a ``DiskFull`` names, or what makes it when needed (a deep walk's path costs its
 #: depth to build, and is needed only on failure)
@@ -69,6 +70,35 @@ class Room:
         if n > free or (st.f_files and not st.f_favail):
             raise DiskFull(where() if callable(where) else where, RESERVED)
         self._left = min(free, CHECK_EVERY) - n
+
+
+class Unlimited(Room):
+    """The room of a device or a pipe written into (``/dev/null``, a FIFO a reader waits on):
+    what goes there takes no room on a filesystem, whatever the one holding the node says."""
+
+    __slots__ = ()
+
+    def take(self, fd: int, n: int, where: Where) -> None:
+        return
+
+
+def into_device(path: str | os.PathLike[str]) -> bool:
+    """Whether a destination named by the user is a character device or a FIFO, to be opened
+    and written into as lxc does (``/dev/null``, ``/dev/stdout``, a named pipe), not a file
+    to make beside it and rename over it: renamed over, ``/dev/null`` became a regular file of
+    an instance's bytes that every later writer appended to. False for a regular file or a
+    name not there yet; ``InvalidArgument`` for anything else (a disk, through a link or not:
+    neither written into nor replaced)."""
+    try:
+        kind = stat.S_IFMT(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+    if kind in (stat.S_IFCHR, stat.S_IFIFO):
+        return True
+    if kind == stat.S_IFREG:
+        return False
+    raise InvalidArgument(f"open {os.fspath(path)}: not a regular file, a character device "
+                          "or a FIFO")
 
 
 def write_all(fd: int, data: memoryview, room: Room, where: Where) -> None:

@@ -258,7 +258,7 @@ class Container:
                                   or not 0 <= n < 2**32 - 1):
                 raise InvalidArgument(f"invalid {what} {n!r}: an id is 0-{2**32 - 2}")
         for word in (*argv, *env, *env.values(), cwd or ""):
-            if not is_utf8(word):
+            if not isinstance(word, str) or not is_utf8(word):
                 # python3-lxc hands liblxc each as UTF-8 and fails inside its attach (a
                 # SystemError, or a traceback from the forked child): refused here instead
                 raise InvalidArgument(f"{word!r} is not text (a byte that is not UTF-8?): the "

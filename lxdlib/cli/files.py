@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import TYPE_CHECKING, InvalidArgument, NotFound
 from ..files import FileStat, Session, pull_tree, push_tree
-from ..hostroom import Room, write_all
+from ..hostroom import Room, into_device, write_all
 from ..progress import LineProgress
 
 if TYPE_CHECKING:
@@ -146,15 +146,9 @@ def _write_file(dest: Path, st: FileStat, s: Session, path: str, quiet: bool = F
     end too): every chunk is counted against a ``hostroom.Room``, so the pull stops with
     ``DiskFull`` before it reaches root's reserve, and nothing of the file stays."""
     dest = Path(os.path.realpath(dest))
-    try:
-        kind = stat.S_IFMT(os.stat(dest).st_mode)
-    except FileNotFoundError:
-        kind = stat.S_IFREG
-    if kind in (stat.S_IFCHR, stat.S_IFIFO):
+    if into_device(dest):  # a disk, a socket: refused (neither written into nor replaced)
         _write_into(dest, s, path)
         return
-    if kind != stat.S_IFREG:  # a disk (through a link?), a socket: neither written nor replaced
-        raise InvalidArgument(f"open {dest}: not a regular file, a character device or a FIFO")
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
         with LineProgress(f"Pulling {dest} from {path}", quiet=quiet) as bar:

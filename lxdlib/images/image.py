@@ -176,9 +176,20 @@ def export_image(store: ImageStore, ref: str, target: str | os.PathLike[str] = "
         outs = [dest] + ([dest.with_name(dest.name + ".root")] if rootfs is not None else [])
         if not dest.absolute().parent.is_dir():  # said as `export` says it, not a traceback
             raise NotFound("directory", str(dest.absolute().parent))
-    from ..errors import DiskFull
-    from ..hostroom import Room, pump
+    from ..errors import DiskFull, InvalidArgument
+    from ..hostroom import Room, Unlimited, into_device, pump
     from ..state import create_private, temp_beside
+    if not dest.is_dir() and into_device(dest):
+        # ``/dev/stdout``, a FIFO: written into, as lxc does, never renamed over
+        if rootfs is not None:
+            raise InvalidArgument(f"a split image is two files: {dest} is a device or a FIFO")
+        with open(sources[0], "rb") as fin:
+            fd = os.open(dest, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+            try:
+                pump(fin.fileno(), fd, Unlimited(), dest)
+            finally:
+                os.close(fd)
+        return [dest]
     for src, out in zip(sources, outs, strict=True):
         # a fresh name, made here and 0600 as an instance's export: ``target`` may be a
         # directory a host user can write, and an image published from an instance holds

@@ -13,13 +13,17 @@ root's and closed to the user.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import lxdlib
+from lxdlib.errors import InvalidArgument
 from lxdlib.imagestore.busybox import build_busybox_image
 
 pytestmark = pytest.mark.root
@@ -93,3 +97,62 @@ def test_traps_in_the_destination_are_not_followed(host: lxdlib.Host, drop: Path
     assert outs[0].stat().st_size > 1000
     # no temporary file of the write is left beside the result
     assert sorted(p.name for p in drop.iterdir()) == sorted([final, trap.name])
+
+
+def _reader(fifo: Path) -> tuple[threading.Thread, list[bytes]]:
+    """A reader on ``fifo`` that keeps what arrives (the writer opens it, then writes)."""
+    got: list[bytes] = []
+
+    def read() -> None:
+        with open(fifo, "rb") as f:
+            got.append(f.read())
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    return t, got
+
+
+@pytest.mark.parametrize("what", ["backup", "image export", "cli export", "cli image export"])
+def test_a_device_or_fifo_destination_is_written_into_not_replaced(
+        host: lxdlib.Host, root: Path, what: str) -> None:
+    """``export c1 /dev/stdout`` (or ``/dev/null``, or a named pipe a reader waits on) is
+    written into, as lxc opens its target: the write made a file beside it and renamed it over,
+    so ``/dev/null`` became a regular file of the instance's every byte, which every later
+    writer appended to. Here the device is a node of /dev/null's numbers that the test makes
+    in its own directory, and the pipe one it reads."""
+    here = root.parent
+    null = here / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    fifo = here / "pipe"
+    os.mkfifo(fifo)
+    if what in ("backup", "cli export"):
+        host.create("busybox", "c1")
+    cli = [sys.executable, "-m", "lxdlib.cli.main", "--root", str(root)]
+
+    def write(dest: Path) -> None:
+        if what == "backup":
+            host.export_backup("c1", dest, instance_only=True)
+        elif what == "image export":
+            host.images.export("busybox", dest)
+        else:
+            argv = (["export", "c1", str(dest), "--instance-only"] if what == "cli export"
+                    else ["image", "export", "busybox", str(dest)])
+            r = subprocess.run([*cli, *argv], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+    write(null)
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+    reader, got = _reader(fifo)
+    write(fifo)
+    reader.join(60)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert got and got[0][:2] == b"\x1f\x8b" and len(got[0]) > 1000  # the gzip'd tarball
+    assert sorted(p.name for p in here.iterdir()) == ["null", "pipe", "root"]  # no temp left
+
+
+def test_a_block_device_destination_is_refused(host: lxdlib.Host, root: Path) -> None:
+    """A disk (here a node of loop0's numbers in the test's directory) is neither written into
+    nor replaced: a clear error, and the node stays."""
+    disk = root.parent / "disk"
+    os.mknod(disk, 0o600 | stat.S_IFBLK, os.makedev(7, 0))
+    with pytest.raises(InvalidArgument, match="not a regular file"):
+        host.images.export("busybox", disk)
+    assert stat.S_ISBLK(os.lstat(disk).st_mode)

@@ -443,6 +443,10 @@ def test_ids_out_of_range_are_refused_not_taken_for_root(host: lxdlib.Host) -> N
     assert not c.files.exists("/tmp/f")
     c.files.put("/tmp/f", b"x", uid=-1)  # LXD's "unchanged"
     assert c.exec(["id", "-u"], user=1000).text == "1000\n"
+    # a word that is no string (a path object): typed as the other bad words, not an
+    # AttributeError from the check of its bytes
+    with pytest.raises(InvalidArgument, match="is not text"):
+        c.exec(["ls", Path("/")])  # type: ignore[list-item]
 
 
 def test_metadata_and_image_verbs_refuse_bad_input_cleanly(host: lxdlib.Host,
