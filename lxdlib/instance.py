@@ -1674,6 +1674,7 @@ def frozen_meanwhile(paths: Paths, name: str) -> Iterator[None]:
     try:
         runtime.freeze(c, paths.lxcpath)
         try:
+            journal.crashpoint("frozen.read")
             yield
         finally:
             runtime.unfreeze(c, paths.lxcpath)
