@@ -44,7 +44,6 @@ from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
     CorruptArchive,
-    DiskFull,
     ImageError,
     InvalidArgument,
     InvalidConfig,
@@ -300,13 +299,11 @@ def _write_tar(out: Path, work: Path, members: Sequence[str], pairs: Sequence[tu
             src.close()
             for proc in procs:
                 proc.wait()
-        except BaseException as e:
+        except BaseException:
             for proc in procs:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()  # our own children, by pid
                 proc.wait()
-            if isinstance(e, OSError) and not isinstance(e, DiskFull) and DiskFull.is_full(e):
-                raise DiskFull(out.parent) from None  # the kernel's refusal, said the same way
             raise
         code = tp.returncode
         zcode = procs[1].returncode if compress is not None else 0

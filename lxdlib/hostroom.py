@@ -68,7 +68,7 @@ class Room:
             return
         free = st.f_bavail * st.f_frsize - SLACK
         if n > free or (st.f_files and not st.f_favail):
-            raise DiskFull(where() if callable(where) else where, RESERVED)
+            raise DiskFull(_named(where), RESERVED)
         self._left = min(free, CHECK_EVERY) - n
 
 
@@ -101,11 +101,22 @@ def into_device(path: str | os.PathLike[str]) -> bool:
                           "or a FIFO")
 
 
+def _named(where: Where) -> object:
+    return where() if callable(where) else where
+
+
 def write_all(fd: int, data: memoryview, room: Room, where: Where) -> None:
-    """Write all of ``data`` to ``fd``, counted against ``room`` first."""
+    """Write all of ``data`` to ``fd``, counted against ``room`` first. The kernel's own
+    refusal (a full disk the count did not foresee, a quota's ``EDQUOT``) is ``DiskFull``
+    naming ``where`` too, so no writer says it its own way."""
     room.take(fd, len(data), where)
-    while data:
-        data = data[os.write(fd, data):]
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError as e:
+        if DiskFull.is_full(e):
+            raise DiskFull(_named(where)) from None
+        raise
 
 
 def pump(src: int, fd: int, room: Room, where: Where, chunk: int = 1 << 20) -> int:

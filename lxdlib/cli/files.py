@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import TYPE_CHECKING, InvalidArgument, NotFound
 from ..files import FileStat, Session, pull_tree, push_tree
-from ..hostroom import Room, into_device, write_all
+from ..hostroom import Room, Unlimited, into_device, write_all
 from ..progress import LineProgress
 
 if TYPE_CHECKING:
@@ -181,10 +181,8 @@ def _write_into(dest: Path, s: Session, path: str) -> None:
     goes into a device or a pipe takes no room on a filesystem: no ``Room``."""
     fd = os.open(dest, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
     try:
-        def write(chunk: memoryview) -> None:
-            while chunk:
-                chunk = chunk[os.write(fd, chunk):]
-        s.get_into(path, write)
+        room = Unlimited()
+        s.get_into(path, lambda chunk: write_all(fd, chunk, room, dest))
     finally:
         os.close(fd)
 

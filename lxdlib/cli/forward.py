@@ -309,14 +309,12 @@ def _pull_into(p: Plan, args: list[str], dest: os.PathLike[str]) -> int:
     ``create_private``, as exports and image builds write theirs)."""
     from ..state import create_private, temp_beside
     target = os.fspath(dest)
-    try:
-        kind = stat.S_IFMT(os.lstat(target).st_mode)
-    except FileNotFoundError:
-        kind = stat.S_IFREG
-    if kind in (stat.S_IFCHR, stat.S_IFIFO):
+    from ..hostroom import into_device
+    if into_device(target):
         # ``/dev/null``, a named pipe: written into, as lxc's pull opens it (renamed over,
-        # /dev/null became a regular file of the far side's bytes); no room on a disk taken
-        fd = os.open(target, os.O_WRONLY | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # /dev/null became a regular file of the far side's bytes); no room on a disk taken.
+        # A disk is refused there, not replaced by the rename below
+        fd = os.open(target, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
         try:
             return _run(p.remote, args, stdout=fd)
         finally:

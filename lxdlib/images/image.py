@@ -176,7 +176,7 @@ def export_image(store: ImageStore, ref: str, target: str | os.PathLike[str] = "
         outs = [dest] + ([dest.with_name(dest.name + ".root")] if rootfs is not None else [])
         if not dest.absolute().parent.is_dir():  # said as `export` says it, not a traceback
             raise NotFound("directory", str(dest.absolute().parent))
-    from ..errors import DiskFull, InvalidArgument
+    from ..errors import InvalidArgument
     from ..hostroom import Room, Unlimited, into_device, pump
     from ..state import create_private, temp_beside
     if not dest.is_dir() and into_device(dest):
@@ -198,12 +198,7 @@ def export_image(store: ImageStore, ref: str, target: str | os.PathLike[str] = "
         tmp = temp_beside(out)
         try:
             with open(src, "rb") as fin, os.fdopen(create_private(tmp), "wb") as fout:
-                try:
-                    pump(fin.fileno(), fout.fileno(), Room(), out.parent)
-                except OSError as e:  # a quota's refusal: typed as the room's
-                    if isinstance(e, DiskFull) or not DiskFull.is_full(e):
-                        raise
-                    raise DiskFull(out.parent) from None
+                pump(fin.fileno(), fout.fileno(), Room(), out.parent)  # a quota's: DiskFull
             os.replace(tmp, out)
         except BaseException:
             tmp.unlink(missing_ok=True)

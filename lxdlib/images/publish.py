@@ -35,7 +35,6 @@ from ..config.schema import is_compression_algorithm
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
-    DiskFull,
     ImageError,
     InvalidArgument,
     LxdlibError,
@@ -174,12 +173,7 @@ def _pump(out: IO[bytes], fd: int, hasher: Any, progress: Progress | None,
     room = Room()
     while chunk := out.read(_CHUNK):
         hasher.update(chunk)
-        try:
-            write_all(fd, memoryview(chunk), room, where)
-        except OSError as e:  # a quota's refusal: typed as the room's (it was a bare OSError)
-            if isinstance(e, DiskFull) or not DiskFull.is_full(e):
-                raise
-            raise DiskFull(where) from None
+        write_all(fd, memoryview(chunk), room, where)  # a quota's refusal too: DiskFull
         done += len(chunk)
         if progress is not None:
             progress(done, 0)

@@ -87,3 +87,15 @@ def test_write_all_on_a_real_file(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert (tmp_path / "f").read_bytes() == b"abc" * 1000
+
+
+def test_the_kernels_own_refusal_is_disk_full_naming_the_destination() -> None:
+    """A full disk the count did not foresee (or a quota's ``EDQUOT``) is the same typed
+    error as the room's own, naming the file written: ``/dev/full`` refuses every write
+    with ``ENOSPC``. Each writer had its own handler for it, and ``file pull`` had none."""
+    fd = os.open("/dev/full", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        with pytest.raises(DiskFull, match="/x/y"):
+            write_all(fd, memoryview(b"data"), hostroom.Unlimited(), lambda: "/x/y")
+    finally:
+        os.close(fd)
