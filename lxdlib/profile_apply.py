@@ -144,6 +144,7 @@ def _lock_users(ctx: Context, name: str, held: contextlib.ExitStack) -> list[str
             return users
         stack.close()
 
+
 def _check_user_rules(name: str, new: tuple[dict[str, str], dict[str, dict[str, str]]],
                       old: tuple[dict[str, str], dict[str, dict[str, str]]]) -> None:
     """The rules across keys and across devices (``instance.update``'s) on a user's expanded
