@@ -16,7 +16,7 @@ from functools import partial
 
 from .config import names, schema
 from .config.text import check_description, scalar_text, text_map
-from .errors import TYPE_CHECKING, InvalidArgument
+from .errors import TYPE_CHECKING, InvalidArgument, NotFound
 from .logs import get_logger
 
 if TYPE_CHECKING:
@@ -110,6 +110,12 @@ def check(ctx: Context, preseed: Any) -> _Plan:
         description = _text(item, "description", f"profile {name}")
         check_description(description, f"profile {name}")
         cfg, devices = validate_profile(cfg, devices)
+        for dname, dev in sorted(devices.items()):  # a pool this document makes counts
+            pool = dev.get("pool")
+            if dev.get("type") == "disk" and pool and pool not in pools \
+                    and pool not in {p[0] for p in plan.pools}:
+                raise NotFound("storage pool", pool,
+                               f"named by disk device {dname!r} of profile {name}")
         check_raw_lxc(ctx.paths.lxcpath, cfg)
         plan.profiles.append((name, cfg, devices, description))
     return plan

@@ -100,6 +100,22 @@ def validate_profile(config: Mapping[str, str], devices: Mapping[str, Mapping[st
     return cfg, devs
 
 
+def check_pools(paths: Paths, devices: Mapping[str, Mapping[str, str]]) -> None:
+    """Refuse a disk device that names a storage pool this root does not have (as LXD's
+    profile validation does): saved, it would make every instance that takes the profile fail
+    at its create or start instead, far from the edit that caused it. One directory listing,
+    paid by profile writes only."""
+    wanted = {dname: dev["pool"] for dname, dev in devices.items()
+              if dev.get("type") == "disk" and dev.get("pool")}
+    if not wanted:
+        return
+    from .storage import list_pools  # here: only a profile write with a pool disk asks
+    pools = set(list_pools(paths))
+    for dname, pool in sorted(wanted.items()):
+        if pool not in pools:
+            raise NotFound("storage pool", pool, f"named by disk device {dname!r}")
+
+
 def check_raw_lxc(lxcpath: Path, config: Mapping[str, str]) -> None:
     """A profile's ``raw.lxc`` must load in liblxc on its own, so even a profile no instance
     uses yet cannot carry a line that would make its future users unusable."""
@@ -270,6 +286,7 @@ class ProfileStore:
         refused edit leaves nothing behind to recover."""
         check_description(description)
         cfg, devs = validate_profile(config, devices)
+        check_pools(self._paths, devs)
         check_raw_lxc(self._paths.lxcpath, cfg)
         return cfg, devs
 

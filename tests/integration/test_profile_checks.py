@@ -88,3 +88,42 @@ def test_a_refused_edit_leaves_no_intent(host: lxdlib.Host, user: tuple[str, str
         fresh.modify_profile("pc", lambda p: p.devices.pop("d1"))
     assert "recovery" not in caplog.text
     assert host.profiles["pc"].devices == {}
+
+
+def test_a_disk_on_a_pool_that_does_not_exist_is_refused(host: lxdlib.Host) -> None:
+    """LXD refuses a profile disk whose pool does not exist; lxdlib saved it, and every
+    instance that took the profile failed at its create. Refused on create, device add,
+    edit (whole update) and preseed, with the profile as it was; a real pool is taken."""
+    import subprocess
+    import sys
+
+    from lxdlib import preseed
+    from lxdlib.errors import NotFound
+    bad = {"type": "disk", "pool": "nope", "path": "/x", "source": "v"}
+    with pytest.raises(NotFound, match="nope"):
+        host.profiles.create("pn", devices={"d": bad})
+    assert "pn" not in host.profiles
+    host.profiles.create("pn", {"user.k": "1"})
+    try:
+        with pytest.raises(NotFound, match="nope"):
+            host.modify_profile("pn", _add("d", bad))
+        with pytest.raises(NotFound, match="nope"):
+            host.profiles.update("pn", config={}, devices={"d": bad})
+        with pytest.raises(NotFound, match="nope"):
+            host.profiles["pn"].update(devices={"root": {"type": "disk", "path": "/",
+                                                         "pool": "nope"}})
+        r = subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root",
+                            str(host.paths.root), "profile", "device", "add", "pn", "d",
+                            "disk", "pool=nope", "path=/x", "source=v"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "not found" in r.stderr.lower(), r.stderr
+        with pytest.raises(NotFound, match="nope"):
+            preseed.apply(host.ctx, {"profiles": [{"name": "pn2", "devices": {"d": bad}}]})
+        assert "pn2" not in host.profiles
+        p = host.profiles["pn"]
+        assert (p.config, p.devices) == ({"user.k": "1"}, {})
+        good = {**bad, "pool": host.profiles["default"].devices["root"]["pool"]}
+        host.modify_profile("pn", _add("d", good))
+        assert host.profiles["pn"].devices == {"d": good}
+    finally:
+        host.profiles.delete("pn")

@@ -171,6 +171,8 @@ def test_profile_records_round_trip(tmp_path: Path) -> None:
     paths = Paths(tmp_path)
     paths.ensure()
     store = ProfileStore(paths, lambda name: [])
+    paths.pools.mkdir(parents=True, exist_ok=True)
+    (paths.pools / "p.yaml").write_text("{}")  # the pool the profile's disk names
     config = {"user.a": "yes", "user.b": "null", "user.c": "1e3",
               "cloud-init.user-data": "#cloud-config\nx: y\n"}
     store.create("p1", config, {"root": {"type": "disk", "path": "/", "pool": "p"}},
@@ -260,6 +262,8 @@ def test_an_older_yaml_profile_is_read_and_saved_as_json(tmp_path: Path) -> None
     (paths.profiles / "p1.yaml").write_text(
         "name: p1\ndescription: old one\nconfig:\n  user.a: 'yes'\ndevices:\n"
         "  root:\n    path: /\n    pool: default\n    type: disk\n")
+    paths.pools.mkdir(parents=True, exist_ok=True)
+    (paths.pools / "default.yaml").write_text("{}")
     store = ProfileStore(paths, lambda name: [])
     old = store.read("p1")
     assert old.config == {"user.a": "yes"} and old.description == "old one"
@@ -448,3 +452,21 @@ def test_a_time_stored_without_its_zone_reads_as_utc() -> None:
                          created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), pool="default",
                          snapshots=[snap])
     assert expired(rec, dt.datetime(2031, 1, 1, tzinfo=dt.UTC)) == ["s0"]
+
+
+def test_a_profile_disk_on_a_missing_pool_is_refused_and_nothing_written(
+        tmp_path: Path) -> None:
+    from lxdlib.errors import NotFound
+    paths = Paths(tmp_path)
+    paths.ensure()
+    store = ProfileStore(paths, lambda name: [])
+    disk = {"type": "disk", "path": "/x", "pool": "nope", "source": "v"}
+    with pytest.raises(NotFound, match="'nope'"):
+        store.create("p1", {}, {"d": disk})
+    assert not (paths.profiles / "p1.yaml").exists()
+    store.create("p1", {"user.a": "1"}, {})
+    with pytest.raises(NotFound, match="'nope'"):
+        store.save("p1", {}, {"d": disk}, "")
+    assert (store.read("p1").config, store.read("p1").devices) == ({"user.a": "1"}, {})
+    with pytest.raises(NotFound, match="'nope'"):
+        store.check({}, {"d": disk}, "")
