@@ -443,6 +443,12 @@ DHCP_HOSTS = "dhcp-hosts.yaml"  # older roots: every static host in one file (mo
 #: The lock a network's delete or rename holds from ``withdraw`` to its end (the network's own
 #: lock it cannot hold meanwhile: a start holds an instance's lock and then takes it).
 WITHDRAW_LOCK = "network-withdraw"
+#: Renames of a root's networks, one at a time (object ``all``), held from before the intent
+#: (``RENAME_INTENT`` in the records' directory: old name, new name, whether it was up) is
+#: written to its removal. Whoever finds the intent while this lock is free settles it: the
+#: rename that wrote it was killed (``NetworkManager._settle_rename``).
+RENAME_LOCK = "network-rename"
+RENAME_INTENT = ".rename.yaml"
 
 
 class NetworkManager:
@@ -475,6 +481,11 @@ class NetworkManager:
         return self.paths.networks / f".{name}.away"
 
     def _put_back(self, name: str) -> bool:
+        """Settle what a killed rename or delete left that concerns ``name``; True if its record
+        is there now or is withdrawn by a delete or rename under way."""
+        self._settle_rename()
+        if self._record_path(name).exists():
+            return True
         return state.put_back(self.paths, WITHDRAW_LOCK, name, self._record_path(name),
                               self._away_path(name))
 
@@ -500,11 +511,16 @@ class NetworkManager:
         validate_name(name)
         path = self._away_path(name) if withdrawn else self._record_path(name)
         try:
-            data = state.read_record(path)
+            try:
+                data = state.read_record(path)
+            except FileNotFoundError:
+                # withdrawn by a delete or rename under way (still away: gone for now), or
+                # left so by a killed one (put back, or moved on to its new name)
+                if withdrawn or not self._put_back(name):
+                    raise
+                data = state.read_record(path)
         except FileNotFoundError:
-            if withdrawn or not self._put_back(name):
-                raise NotFound("network", name) from None
-            return self._read(name)
+            raise NotFound("network", name) from None
         except state.RecordSyntaxError as e:  # hand-edited, cut short: this network alone
             raise CorruptRecord("network", name, path, e.reason) from None
         if not isinstance(data, dict) or not isinstance(data.get("config") or {}, dict):
@@ -547,6 +563,7 @@ class NetworkManager:
         if not self.paths.networks.is_dir():
             return []
         out = []
+        self._settle_rename()  # a killed rename: both names are settled before either is listed
         entries = sorted(os.listdir(self.paths.networks))
         for entry in entries:  # what a killed delete or rename withdrew: put back first
             if entry.startswith(".") and entry.endswith(".away") and \
@@ -864,34 +881,134 @@ class NetworkManager:
 
     def rename(self, old: str, new: str, withdrawn: bool = False) -> None:
         """Rename a network that nothing uses (the caller checks); it comes back up if it was.
-        ``withdrawn``: as for ``delete``."""
+        ``withdrawn``: as for ``delete``.
+
+        The bridge cannot be renamed in place (its nft table, dnsmasq and addresses name it), so
+        the old one is taken down and the new one made. Under ``RENAME_INTENT`` (written after
+        the record is withdrawn, before the bridge goes) the record is written under the new
+        name, still withdrawn (``.<new>.away``: the commit point), the old one dropped, the new
+        bridge brought up if the old one was, and only then the record put in sight. A kill
+        before the commit is undone by the next call that looks up either name, lists the
+        networks or renames one (the old name back, up again if it was); one after it is
+        finished (the bridge up under the new name)."""
         validate_name(new)
-        with self._global_lock():
-            record = self._read(old, withdrawn)
-            if old == new:
-                return
-            self._put_back(new)
-            if self._record_path(new).exists() or os.path.lexists(self._away_path(new)):
-                raise AlreadyExists("network", new)
-            with self._lock(old), self._lock(new):
-                self._cleanup_leftover(new)
-                if bridge.exists(new):
-                    raise AlreadyExists("interface", new)
-                was_up = self._owns_link(old) is True
-                self._teardown(old)
-                src, dst = self.run_dir(old), self.run_dir(new)
-                if src.is_dir():
-                    with contextlib.suppress(FileNotFoundError):
-                        (src / dnsmasq.PIDFILE).unlink()
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    os.rename(src, dst)
-                src_record = self._away_path(old) if withdrawn else self._record_path(old)
-                os.rename(src_record, self._record_path(new))  # commit point
-                state.fsync_dir(self.paths.networks)
-                record["name"] = new
-                self._write(record)
-                if was_up:
-                    self._apply(new, record, parse_spec(record["config"]))
+        with state.lock(self.paths, RENAME_LOCK, "all"):
+            self._settle_rename(held=True)
+            with self._global_lock():
+                record = self._read(old, withdrawn)
+                if old == new:
+                    return
+                self._put_back(new)
+                if self._record_path(new).exists() or os.path.lexists(self._away_path(new)):
+                    raise AlreadyExists("network", new)
+                with self._lock(old), self._lock(new):
+                    self._cleanup_leftover(new)
+                    if bridge.exists(new):
+                        raise AlreadyExists("interface", new)
+                    if not withdrawn:  # out of sight while it moves, as a caller's withdraw
+                        os.rename(self._record_path(old), self._away_path(old))
+                    was_up = self._owns_link(old) is True
+                    state.write_record(self.paths.networks / RENAME_INTENT,
+                                       {"old": old, "new": new, "up": was_up})
+                    crashpoint("network.rename.intent")
+                    try:
+                        self._teardown(old)
+                        crashpoint("network.rename.down")
+                        src, dst = self.run_dir(old), self.run_dir(new)
+                        if src.is_dir():
+                            with contextlib.suppress(FileNotFoundError):
+                                (src / dnsmasq.PIDFILE).unlink()
+                            dst.parent.mkdir(parents=True, exist_ok=True)
+                            os.rename(src, dst)
+                        crashpoint("network.rename.moved")
+                        state.write_record(self._away_path(new), {**record, "name": new})
+                    except BaseException:
+                        if os.path.lexists(self._away_path(new)):  # failed after its commit
+                            self._finish_rename(old, new, was_up)
+                        else:
+                            self._undo_rename(old, new, was_up, put_back=not withdrawn,
+                                              quiet=True)
+                        raise
+                    crashpoint("network.rename.recorded")
+                    self._finish_rename(old, new, was_up)
+
+    def _finish_rename(self, old: str, new: str, up: bool) -> None:
+        """After the commit (``.<new>.away`` written): the old record goes, the bridge comes
+        up under the new name if it was up, the intent goes, and the record comes in sight.
+        The intent goes first: a kill after it leaves a withdrawn record alone, which the
+        next look-up puts back. If the bridge cannot come up the rename stands, down."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._away_path(old))
+        state.fsync_dir(self.paths.networks)
+        try:
+            if up:
+                record = self._read(new, withdrawn=not self._record_path(new).exists())
+                self._apply(new, record, parse_spec(record["config"]))
+            crashpoint("network.rename.up")
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.paths.networks / RENAME_INTENT)
+            crashpoint("network.rename.settled")
+            state.put_back(self.paths, WITHDRAW_LOCK, new, self._record_path(new),
+                           self._away_path(new))
+
+    def _undo_rename(self, old: str, new: str, up: bool, *, put_back: bool,
+                     quiet: bool = False) -> None:
+        """Before the commit: the run directory back under the old name, the record put
+        back (``put_back``; else the caller that withdrew it does), the bridge up again if it
+        was, the intent removed. ``quiet``: a failure to bring it up is logged, not raised
+        (the caller raises its own error)."""
+        src, dst = self.run_dir(new), self.run_dir(old)
+        if src.is_dir() and not os.path.lexists(dst):
+            os.rename(src, dst)
+        if put_back:
+            state.put_back(self.paths, WITHDRAW_LOCK, old, self._record_path(old),
+                           self._away_path(old))
+        try:
+            if up:
+                there = self._record_path(old).exists()
+                record = self._read(old, withdrawn=not there)
+                self._apply(old, record, parse_spec(record["config"]))
+        except (LxdlibError, OSError) as e:
+            if not quiet:
+                raise
+            log.warning("network %s: not brought up again after its rename failed: %s", old, e)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.paths.networks / RENAME_INTENT)
+
+    def _settle_rename(self, held: bool = False) -> None:
+        """Finish or undo the rename a killed process left (``RENAME_INTENT``): finished when
+        the record under the new name was written, else undone. A probe (one ``lstat`` when
+        there is none): a live rename holds ``RENAME_LOCK`` and decides itself. ``held``: the
+        caller holds that lock."""
+        intent = self.paths.networks / RENAME_INTENT
+        if not os.path.lexists(intent):
+            return
+        if not held:
+            with contextlib.suppress(Busy), \
+                    state.lock(self.paths, RENAME_LOCK, "all", timeout=0):
+                self._settle_rename(held=True)
+            return
+        try:
+            op = state.read_record(intent)
+            old, new, up = validate_name(op["old"]), validate_name(op["new"]), op["up"] is True
+        except (FileNotFoundError, state.RecordSyntaxError, KeyError, TypeError,
+                InvalidName) as e:
+            log.warning("network rename intent %s unreadable (%s): removed", intent, e)
+            with contextlib.suppress(FileNotFoundError):
+                intent.unlink()
+            return
+        with self._lock(old), self._lock(new):
+            try:
+                if os.path.lexists(self._away_path(new)) or self._record_path(new).exists():
+                    log.info("network rename %s -> %s: finished after a crash", old, new)
+                    self._finish_rename(old, new, up)
+                else:
+                    log.info("network rename %s -> %s: undone after a crash", old, new)
+                    self._undo_rename(old, new, up, put_back=True)
+            except (LxdlibError, OSError) as e:  # settled on disk; the bridge stays down
+                log.warning("network rename %s -> %s: %s", old, new, e)
 
     def down(self, name: str) -> None:
         """Remove the runtime parts (dnsmasq, nft table, bridge) but keep the record."""

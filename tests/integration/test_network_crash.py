@@ -149,3 +149,69 @@ def test_recover_finishes_a_network_set_killed_after_its_record(netenv: NetEnv) 
     assert f"--listen-address={new.split('/')[0]}".encode() in \
         Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     assert "Nothing to recover" in cli("recover").stdout
+
+
+RENAME_CHILD = """
+import os, signal, sys
+import lxdlib
+from lxdlib.network import manager
+root, old, new, when = sys.argv[1:5]
+if when == "new-bridge":  # killed while the bridge is made under its new name
+    apply = manager.NetworkManager._apply
+    def killing_apply(self, name, *args, **kwargs):
+        if name == new:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return apply(self, name, *args, **kwargs)
+    manager.NetworkManager._apply = killing_apply
+lxdlib.Host(root).networks.rename(old, new)
+"""
+
+
+@pytest.mark.parametrize("point", [
+    "network.withdrawn", "network.rename.intent", "network.rename.down",
+    "network.rename.moved", "network.rename.recorded", "new-bridge", "network.rename.up",
+    "network.rename.settled"])
+@pytest.mark.parametrize("then", ["list", "info-new", "show-old"])
+def test_a_rename_killed_at_any_point_leaves_one_network_up(
+        netenv: NetEnv, point: str, then: str) -> None:
+    """A ``network rename`` killed part-way: the next call about the network (a listing,
+    ``info`` of the new name, ``show`` of the old) finishes or undoes it, and whichever name
+    stands has its bridge, NAT table and dnsmasq up; the other name has nothing. Before, a
+    kill after the old bridge went left the network down until an instance on it started."""
+    old, new = netenv.bridge_name(), netenv.bridge_name()
+    netenv.root.mkdir(parents=True, exist_ok=True)
+    netenv.manager.create(old, {"ipv4.address": str(free_subnet())})
+    env = {**os.environ}
+    if point.startswith("network."):
+        env["LXDLIB_CRASHPOINT"] = point
+    child = subprocess.run([sys.executable, "-c", RENAME_CHILD, str(netenv.root), old, new,
+                            point], env=env, capture_output=True, text=True, timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root",
+                               str(netenv.root), *args], capture_output=True, text=True,
+                              timeout=120)
+    r = {"list": lambda: cli("network", "list", "-f", "csv"),
+         "info-new": lambda: cli("network", "info", new),
+         "show-old": lambda: cli("network", "show", old)}[then]()
+    # what that one call left, looked at without lxdlib (whose look-ups settle too)
+    files = sorted(os.listdir(netenv.paths.networks))
+    if (point, then) in (("network.withdrawn", "info-new"), ("network.rename.settled", "show-old")):
+        # the record of the name that stands left withdrawn, which no call here looked up:
+        # the first look-up of it puts it back (as after a killed delete)
+        assert len(files) == 1 and files[0].startswith(".") and files[0].endswith(".away")
+        stands = files[0][1:-len(".away")]
+    else:
+        assert files in ([f"{old}.yaml"], [f"{new}.yaml"]), files
+        stands = files[0][:-len(".yaml")]
+    gone = new if stands == old else old
+    if then != "list":
+        asked = new if then == "info-new" else old
+        assert (r.returncode == 0) == (asked == stands), r.stdout + r.stderr
+    assert link_exists(stands) and nft_table_exists(f"lxdlib_{stands}")
+    assert dnsmasq_pid(netenv.paths, stands) is not None
+    assert not link_exists(gone) and not nft_table_exists(f"lxdlib_{gone}")
+    assert not (netenv.paths.run / "networks" / gone).exists()
+    assert [rec["name"] for rec in netenv.manager.list()] == [stands]
+    assert netenv.manager.info(stands)["state"] == "up"
