@@ -372,6 +372,32 @@ class Context(Value, frozen=True, eq=False):
         raise InvalidConfig("nictype", "lxdlib supports bridged nics (network= or "
                             "nictype=bridged with parent=)")
 
+    def nic_claim_stale(self, key: str, network: str, hwaddr: str) -> bool:
+        """Whether the nic ``key`` (``<instance>/<device>``), which holds ``hwaddr`` on
+        ``network``, no longer has it, so another nic may take it (asked by the network,
+        under its lock, only when a MAC is wanted that ``key`` holds): its instance is gone
+        (a create or copy killed between its nic's render and its record, a rename killed
+        before its old name's entries went), or its record as saved gives that device another
+        MAC or network (a change killed between its render and its save). Never while that
+        instance's lock is held (a change under way decides; a probe, no wait, so no lock
+        order is crossed) or an intent of it is pending (its recovery may bring the MAC
+        back). One record read: the cost does not grow with the instances."""
+        owner, _, dname = key.partition("/")
+        try:
+            with lock(self.paths, "instance", owner, timeout=0):
+                if os.path.lexists(self.paths.instance_dir(owner) / journal.PENDING):
+                    return False
+                if not record.exists(self.paths, owner):
+                    return True
+                rec = record.load(self.paths, owner)
+                _, devs = self.expand(rec.profiles, rec.config, rec.devices)
+        except (LxdlibError, OSError):  # Busy, a record or profile that cannot be read: kept
+            return False
+        dev = devs.get(dname) or {}
+        mac = dev.get("hwaddr") or rec.config.get(f"volatile.{dname}.hwaddr") or ""
+        return not (dev.get("type") == "nic" and dev.get("network") == network
+                    and mac.lower() == hwaddr.lower())
+
     def network_forget(self, instance: str) -> None:
         """Drop the DHCP host entries an instance's nics had on managed networks and release
         their leases, so the addresses are free at once (each network looks up only this

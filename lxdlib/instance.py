@@ -1859,6 +1859,7 @@ def commit_instance(ctx: Context, rec: InstanceRecord) -> InstanceCore:
     from . import journal
     inst = InstanceCore(ctx, rec.name)
     inst._write_lxc_config(rec)
+    journal.crashpoint("create.rendered")  # its nics' MACs held, no record yet
     record.save(ctx.paths, rec)
     journal.end(ctx.paths, rec.name)
     return inst

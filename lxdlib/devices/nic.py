@@ -159,7 +159,8 @@ def nic_filter(ctx: DeviceContext, name: str, plugged: Mapping[str, str],
             ipv4 = (ipaddress.IPv4Network(policy["ipv4.address"]),)
         else:
             pinned = ctx.host.networks.dhcp_host_allocate(network, f"{ctx.name}/{name}",
-                                                          hwaddr, ctx.name)
+                                                          hwaddr, ctx.name,
+                                                          stale=ctx.host.nic_claim_stale)
             ipv4 = (ipaddress.IPv4Network(pinned),) if pinned else ()
     if is_true(policy.get("security.ipv6_filtering")):
         if policy.get("ipv6.address"):
@@ -192,17 +193,19 @@ class NicDriver(BaseDriver):
             if _wants_pinned_ipv4(dev):
                 # the address the nic will be held to, pinned before its DHCP client asks
                 ctx.host.networks.dhcp_host_allocate(dev["network"], f"{ctx.name}/{name}",
-                                                     hwaddr, ctx.name)
+                                                     hwaddr, ctx.name,
+                                                     stale=ctx.host.nic_claim_stale)
             else:
-                # the instance's name in the network's DNS, and a static ipv4.address honoured.
-                # A name-only entry is added at a start (a name resolves only once leased, and
-                # every start renders): a create or copy writes none, as with LXD, which
-                # writes dnsmasq's entry when the nic starts. A static address is held from
-                # the first render, so that a clash is refused there; an entry already there
-                # is kept true by every render.
+                # the instance's name in the network's DNS, a static ipv4.address honoured,
+                # and the nic's hold on its MAC: written at the first render (a create, copy,
+                # edit or device add), so that a second nic of the network with that MAC is
+                # refused there, before anything is saved, rather than at a start (LXD refuses
+                # it at its start validation; a launch then left the instance made). One
+                # owner file and one index file per nic: the cost does not grow with the
+                # network. An entry already there is kept true by every render.
                 ctx.host.networks.dhcp_host_add(
                     dev["network"], f"{ctx.name}/{name}", hwaddr, dev.get("ipv4.address"),
-                    ctx.name, add=ctx.starting or bool(dev.get("ipv4.address")))
+                    ctx.name, stale=ctx.host.nic_claim_stale)
         limits = tc.nic_limits(dev)  # a bad rate fails here, before the start
         tc.collect_orphan(host_ifb(ctx, name))  # unless an earlier stop left it behind: reads
         return Rendered(nics=[Nic(name=dev.get("name", name), link=link, hwaddr=hwaddr,

@@ -55,6 +55,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 log = get_logger("lxdlib.network")
 
 IPv4Range = tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]
+#: ``stale(holder key, network, mac)``: whether the nic that holds a MAC on a network no longer
+#: has it (``Context.nic_claim_stale``), asked before a MAC it holds is refused to another nic.
+StaleClaim = Callable[[str, str, str], bool]
 
 # -- pure: names and config --------------------------------------------------------------------
 _NAME_RE = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
@@ -1132,15 +1135,36 @@ class NetworkManager:
                 return self._hosts(name).holder_of_mac(hwaddr)
         return dhcphosts.HostStore(run).holder_of_mac(hwaddr)
 
+    def _take_mac(self, name: str, store: dhcphosts.HostStore, key: str, hwaddr: str,
+                  stale: StaleClaim | None) -> None:
+        """Refuse ``hwaddr`` for ``key`` while another nic of the network holds it, unless
+        ``stale`` says that holder no longer has it: then its entry goes and ``key`` may take
+        the MAC (a holder killed before its record said so). Under the network's lock."""
+        mac = hwaddr.lower()
+        other = store.holder_of_mac(mac)
+        if other in (None, key):
+            return
+        if stale is not None and stale(other, name, mac):
+            log.info("network %s: MAC %s taken from %s, which no longer has it", name, mac,
+                     other)
+            gone = store.remove(other)
+            if store.reread_due(gone=gone):
+                self._reread(name, store)
+            return
+        raise InvalidConfig("hwaddr", f"already assigned to {other}", hwaddr)
+
     def dhcp_host_add(self, name: str, key: str, hwaddr: str, ipv4: str | None = None,
-                      hostname: str | None = None, *, add: bool = True) -> None:
+                      hostname: str | None = None, *, add: bool = True,
+                      stale: StaleClaim | None = None) -> None:
         """Pin ``hwaddr`` to ``ipv4`` and/or ``hostname`` on this network (idempotent).
 
         ``key`` identifies the owner (e.g. ``<instance>/<device>``); adding the same key again
         replaces its entry. A running dnsmasq sees a new entry by itself and is told of a
         changed one (SIGHUP). This runs on every start of an instance: an unchanged entry costs
         one small file read. ``add=False`` only brings an existing entry of ``key`` up to date
-        and adds none (what a render that is not a start needs: see ``NicDriver.render``).
+        and adds none. The entry is the nic's hold on its MAC too: another key's entry with
+        that MAC refuses it (``InvalidConfig``), unless ``stale(holder, network, mac)`` says
+        the holder no longer has it.
         """
         record = self._read(name)
         if not isinstance(key, str) or not key or any(ch in key for ch in "\n\r\0"):
@@ -1179,9 +1203,7 @@ class NetworkManager:
                 other = store.holder_of_ipv4(ipv4)
                 if other not in (None, key):
                     raise InvalidConfig("ipv4.address", f"already assigned to {other}", ipv4)
-            other = store.holder_of_mac(host.hwaddr)
-            if other not in (None, key):
-                raise InvalidConfig("hwaddr", f"already assigned to {other}", hwaddr)
+            self._take_mac(name, store, key, host.hwaddr, stale)
             self._put_host(name, store, host)
 
     def nic_filter_subnets(self, name: str) -> tuple[ipaddress.IPv4Network | None,
@@ -1195,7 +1217,8 @@ class NetworkManager:
         return v4, v6
 
     def dhcp_host_allocate(self, name: str, key: str, hwaddr: str,
-                           hostname: str | None = None) -> str | None:
+                           hostname: str | None = None, *,
+                           stale: StaleClaim | None = None) -> str | None:
         """Pin ``hwaddr`` to an IPv4 address of its own (what ``security.ipv4_filtering`` without
         a static ``ipv4.address`` needs, as in LXD): the one already pinned for ``key``, else the
         address the MAC holds a lease on, else a free one of the DHCP ranges. None when the
@@ -1220,9 +1243,7 @@ class NetworkManager:
                 if current.hostname != hostname:
                     self._put_host(name, store, current.evolve(hostname=hostname))
                 return current.ipv4
-            other = store.holder_of_mac(mac)
-            if other not in (None, key):
-                raise InvalidConfig("hwaddr", f"already assigned to {other}", hwaddr)
+            self._take_mac(name, store, key, mac, stale)
 
             def pinnable(addr: ipaddress.IPv4Address) -> bool:
                 return addr in net and addr not in (net.network_address, net.broadcast_address,

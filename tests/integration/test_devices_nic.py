@@ -5,6 +5,7 @@ changes, the host end's name, MTU and MAC, and what ``info`` reports."""
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import socket
 import subprocess
@@ -231,23 +232,24 @@ def test_orphan_ifbs_go_with_their_nic_and_with_recover(host: lxdlib.Host,
             subprocess.run(["ip", "link", "del", ifb], capture_output=True)
 
 
-def test_dhcp_name_entry_is_written_at_start_and_a_static_address_at_create(
+def test_dhcp_entry_and_a_static_address_are_held_from_the_create(
         host: lxdlib.Host, net: tuple[str, str]) -> None:
-    """As LXD writes dnsmasq's entry when the nic starts: a create or copy adds no name-only
-    entry (a name resolves only once leased), the start does; a static ``ipv4.address`` is held
-    from the create, so that a second instance claiming it is refused there, with nothing
-    left behind; the entries go with their instances."""
+    """A nic's entry (its MAC and the instance's name) is written at its first render — a
+    create or copy — so that its MAC, and a static ``ipv4.address``, are held from then: a
+    second instance claiming either is refused there, with nothing left behind; a start
+    finds the entry as it is; the entries go with their instances."""
     name, gw = net
     hosts_d = host.paths.run / "networks" / name / "hosts.d"
     nic = {"type": "nic", "network": name, "name": "eth0"}
     c1 = host.create("busybox", "c1", devices={"eth0": nic})
-    assert not (hosts_d / "c1").exists()
-    c2 = host.copy("c1", "c2")
-    assert not (hosts_d / "c2").exists()
-    c1.start()
     entry = (hosts_d / "c1").read_text()
     assert c1.config["volatile.eth0.hwaddr"] in entry and "c1" in entry
-    assert not (hosts_d / "c2").exists()
+    c2 = host.copy("c1", "c2")
+    assert c2.config["volatile.eth0.hwaddr"] in (hosts_d / "c2").read_text()
+    assert c2.config["volatile.eth0.hwaddr"] != c1.config["volatile.eth0.hwaddr"]
+    before = os.stat(hosts_d / "c1").st_ino
+    c1.start()
+    assert (hosts_d / "c1").read_text() == entry and os.stat(hosts_d / "c1").st_ino == before
 
     fixed = gw.rsplit(".", 1)[0] + ".77"
     c2.update(devices={"eth0": {**nic, "ipv4.address": fixed}})
@@ -436,3 +438,110 @@ def test_a_nic_removed_while_running_keeps_its_address_until_the_next_start(
     c.restart(force=True)  # unplugged now: the address is free
     c2 = host.create("busybox", "c2", devices={"eth0": nic})
     assert c2.devices["eth0"]["ipv4.address"] == static
+
+
+_SAME_MAC_CHILD = """
+import sys, lxdlib
+from lxdlib.errors import InvalidConfig
+root, name, net, mac = sys.argv[1:5]
+try:
+    lxdlib.Host(root).create("busybox", name, devices={"eth0": {
+        "type": "nic", "network": net, "name": "eth0", "hwaddr": mac}})
+except InvalidConfig as e:
+    print("refused", e)
+else:
+    print("made")
+"""
+
+
+def test_a_mac_another_nic_of_the_network_holds_is_refused_and_nothing_changes(
+        host: lxdlib.Host, net: tuple[str, str]) -> None:
+    """LXD refuses a nic whose MAC another nic of its network has. lxdlib refused it only when
+    both had started (a launch then left the second instance made, an ``init`` or an edit of a
+    stopped one took it): now the MAC is held from the nic's first render, so a create, launch,
+    copy or edit that would share it is refused with ``InvalidConfig`` and nothing is made or
+    changed, stopped holders included. A hold a killed create or edit left is taken back once
+    its instance says otherwise; a renamed or deleted holder lets it go. Each check reads one
+    index file and one owner file, however many instances the network serves."""
+    import signal
+    import sys
+    name, _ = net
+    hosts_d = host.paths.run / "networks" / name / "hosts.d"
+    nic = {"type": "nic", "network": name, "name": "eth0"}
+    mac, mac2, mac3 = "00:16:3e:0a:0b:01", "00:16:3e:0a:0b:02", "00:16:3e:0a:0b:03"
+    c1 = host.create("busybox", "c1", devices={"eth0": {**nic, "hwaddr": mac}})  # never started
+    with pytest.raises(lxdlib.InvalidConfig, match="already assigned to c1/eth0"):
+        host.create("busybox", "c2", devices={"eth0": {**nic, "hwaddr": mac.upper()}})
+    with pytest.raises(lxdlib.InvalidConfig, match="already assigned to c1/eth0"):
+        host.launch("busybox", "c2", devices={"eth0": {**nic, "hwaddr": mac}})
+    with pytest.raises(lxdlib.InvalidConfig, match="already assigned to c1/eth0"):
+        host.copy("c1", "c2")  # its hwaddr is the source's own
+    assert "c2" not in host.instances and not (hosts_d / "c2").exists()
+    c3 = host.create("busybox", "c3", devices={"eth0": nic})
+    entry = (hosts_d / "c3").read_text()
+    with pytest.raises(lxdlib.InvalidConfig, match="already assigned to c1/eth0"):
+        c3.update(devices={"eth0": {**nic, "hwaddr": mac}})
+    assert "hwaddr" not in c3.devices["eth0"] and (hosts_d / "c3").read_text() == entry
+    r = subprocess.run([sys.executable, "-m", "lxdlib.cli.main", "--root", str(host.paths.root),
+                        "config", "device", "set", "c3", "eth0", f"hwaddr={mac}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "c1/eth0" in r.stderr, r.stderr
+    c1.start()  # the holder's own start finds its hold as it is
+    c1.stop(force=True)
+
+    # a create killed between its render (the hold written) and its record: taken back
+    r = subprocess.run([sys.executable, "-c", _SAME_MAC_CHILD, str(host.paths.root), "c4",
+                        name, mac2], env={**os.environ, "LXDLIB_CRASHPOINT": "create.rendered"},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+    assert mac2 in (hosts_d / "c4").read_text()
+    host.create("busybox", "c5", devices={"eth0": {**nic, "hwaddr": mac2}})
+    assert not (hosts_d / "c4").exists()
+
+    # an edit killed after its render: held while its intent is pending (its recovery may
+    # bring it back), free once the next call on the instance has settled it
+    step = ("import sys, lxdlib; c = lxdlib.Host(sys.argv[1]).instances['c3']; "
+            f"c.update(devices={{'eth0': {{**{nic!r}, 'hwaddr': {mac3!r}}}}})")
+    r = subprocess.run([sys.executable, "-c", step, str(host.paths.root)], timeout=120,
+                       env={**os.environ, "LXDLIB_CRASHPOINT": "update.config-written"},
+                       capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    with pytest.raises(lxdlib.InvalidConfig, match="already assigned to c3/eth0"):
+        host.create("busybox", "c6", devices={"eth0": {**nic, "hwaddr": mac3}})
+    fresh = lxdlib.Host(host.paths.root)
+    fresh.instances["c3"].update(description="the next call")
+    assert "hwaddr" not in fresh.instances["c3"].devices["eth0"]
+    fresh.create("busybox", "c6", devices={"eth0": {**nic, "hwaddr": mac3}})
+
+    # a rename moves the hold, a delete lets it go
+    host.instances["c1"].rename("c1r")
+    assert not (hosts_d / "c1").exists()
+    with pytest.raises(lxdlib.InvalidConfig, match="already assigned to c1r/eth0"):
+        host.create("busybox", "c7", devices={"eth0": {**nic, "hwaddr": mac}})
+    host.instances["c1r"].delete()
+    host.create("busybox", "c7", devices={"eth0": {**nic, "hwaddr": mac}})
+
+    # eight creates at once with one MAC: one is made
+    procs = [subprocess.Popen([sys.executable, "-c", _SAME_MAC_CHILD, str(host.paths.root),
+                               f"r{i}", name, "00:16:3e:0a:0b:04"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(8)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    made = [i for i, (out, _) in enumerate(outs) if out.startswith("made")]
+    assert len(made) == 1 and all(o.startswith(("made", "refused")) for o, _ in outs), outs
+    assert sorted(n for n in host.instances.names() if n.startswith("r")) == [f"r{made[0]}"]
+
+
+def test_a_drawn_mac_never_meets_one_a_stopped_instance_holds(
+        host: lxdlib.Host, net: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A MAC lxdlib draws is drawn again while the network's index names a holder. A nic that
+    was made and never started held nothing, so the next draw could take its MAC (three
+    random bytes: at 1,000 instances about one fill in 34): the draw is made to repeat one."""
+    from lxdlib import instance
+    name, _ = net
+    nic = {"type": "nic", "network": name, "name": "eth0"}
+    c1 = host.create("busybox", "c1", devices={"eth0": nic})
+    taken = c1.config["volatile.eth0.hwaddr"]
+    draws = iter([taken, taken, "00:16:3e:0a:0c:01"])
+    monkeypatch.setattr(instance, "random_mac", lambda: next(draws))
+    c2 = host.create("busybox", "c2", devices={"eth0": nic})
+    assert c2.config["volatile.eth0.hwaddr"] == "00:16:3e:0a:0c:01"
