@@ -943,6 +943,9 @@ class NetworkManager:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._away_path(old))
         state.fsync_dir(self.paths.networks)
+        src, dst = self.run_dir(old), self.run_dir(new)
+        if src.is_dir() and not os.path.lexists(dst):  # moved before the commit; belt and braces
+            os.rename(src, dst)
         try:
             if up:
                 record = self._read(new, withdrawn=not self._record_path(new).exists())
