@@ -45,15 +45,16 @@ def pools_users(ctx: Context, pools: Iterable[str]) -> dict[str, builtins.list[s
 
 
 def delete_pool(ctx: Context, name: str) -> None:
-    """Remove a pool that no instance and no profile's root disk uses (``InUse`` otherwise);
-    its image volumes go with it, custom volumes keep it (the driver refuses)."""
+    """Remove a pool that no instance and no profile's disk names (``InUse`` otherwise: a
+    profile naming a pool that is gone is what profile writes refuse, as LXD does); its image
+    volumes go with it, custom volumes keep it (the driver refuses)."""
     from .storage import delete_pool as remove
     users = instance_users(ctx, name)
     if users:
         raise InUse(f"storage pool {name!r} is used by instances: {', '.join(users)}")
     for prof in ctx.profiles.contents():  # what they hold; their users are not asked
         for dev in prof.devices.values():
-            if dev.get("type") == "disk" and dev.get("path") == "/" and dev.get("pool") == name:
+            if dev.get("type") == "disk" and dev.get("pool") == name:
                 raise InUse(f"storage pool {name!r} is used by profile {prof.name!r}")
     remove(ctx.paths, name)
     ctx.forget_pool(name)

@@ -125,5 +125,12 @@ def test_a_disk_on_a_pool_that_does_not_exist_is_refused(host: lxdlib.Host) -> N
         good = {**bad, "pool": host.profiles["default"].devices["root"]["pool"]}
         host.modify_profile("pn", _add("d", good))
         assert host.profiles["pn"].devices == {"d": good}
+        # and the pool cannot go from under it (only a root disk kept a pool before)
+        host.create_pool("pn-extra", "dir")
+        host.modify_profile("pn", _add("d", {**bad, "pool": "pn-extra"}))
+        with pytest.raises(lxdlib.InUse, match="profile 'pn'"):
+            host.delete_pool("pn-extra")
+        host.modify_profile("pn", lambda p: p.devices.pop("d"))
+        host.delete_pool("pn-extra")
     finally:
         host.profiles.delete("pn")
