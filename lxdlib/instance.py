@@ -572,9 +572,12 @@ class InstanceCore:
         ephemeral = rec.ephemeral
         if ephemeral:
             # an ephemeral instance would be deleted by its own stop (its post-stop hook
-            # reads the record); the intent below brings the flag back after a kill -9
+            # reads the record); the stop's intent, written before the flag goes, brings it
+            # back after a kill -9 anywhere from here
+            journal.begin(self._paths, self.name, "stop", restart={"ephemeral": True})
             rec.ephemeral = False
             record.save(self._paths, rec)
+            journal.crashpoint("restart.unflagged")
         try:
             self._stop_locked(c, force, timeout, restart={"ephemeral": ephemeral})
         finally:

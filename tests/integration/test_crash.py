@@ -357,6 +357,11 @@ def test_crash_points_stop_and_restart(host: lxdlib.Host) -> None:
             inst = _next_call(host, i if name == n else 0).instances[name]
             assert _soon(functools.partial(_settled, inst, name == e)), \
                 (name, point, inst.state, inst.config, inst.ephemeral)
+    # the flag goes before the stop: a kill right after it kept a non-ephemeral instance
+    for j in (1, 2):  # the next call: a recover, then a listing
+        _die_at(host, "restart.unflagged", "c.restart(force=True)", e)
+        inst = _next_call(host, j).instances[e]
+        assert _soon(functools.partial(_settled, inst, True)), (inst.state, inst.config)
     _die_at(host, "stop.stopped", "c.stop(force=True)", e)
     fresh = _next_call(host, 0)
     assert _soon(lambda: e not in fresh.instances.names())  # deleted, as by its stop
