@@ -31,13 +31,13 @@ from pathlib import Path
 
 import yaml
 
+from .. import transfer
 from ..config.schema import is_compression_algorithm
 from ..errors import (
     TYPE_CHECKING,
     AlreadyExists,
     ImageError,
     InvalidArgument,
-    LxdlibError,
     NotFound,
     ToolMissing,
     WrongState,
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from typing import IO, Any
 
     from ..context import Context
-    from ..record import InstanceRecord
     from ..storage.base import PoolDriver
 
 Progress = Callable[[int, int], None]
@@ -254,22 +253,15 @@ def write_tarball(volume: Path, metadata: bytes, metadata_mtime: float, dest: Pa
     return hasher.hexdigest()
 
 
-def _volume(inst: InstanceCore, rec: InstanceRecord, snap: str | None, pool: PoolDriver
-            ) -> tuple[Path, Callable[[], None]]:
-    """The volume to read, and a cleanup. A snapshot that the pool cannot show as a directory
-    (zfs-fuse has no ``.zfs``) is cloned to a temporary volume first."""
+def _volume(inst: InstanceCore, snap: str | None, pool: PoolDriver
+            ) -> contextlib.AbstractContextManager[Path]:
+    """The volume to read. A snapshot that the pool cannot show as a directory (zfs-fuse has
+    no ``.zfs``) is read from a temporary clone named for this process, which the pool's next
+    clean-up removes if a kill -9 leaves it (a clone under an ordinary name outlived the kill
+    until ``lxdlib recover``)."""
     if snap is None:
-        return pool.volume_path("containers", inst.name), lambda: None
-    path = pool.volume_path("containers-snapshots", f"{inst.name}/{snap}")
-    if (path / "rootfs").is_dir():
-        return path, lambda: None
-    tmp_name = f"publish-{os.getpid()}-{os.urandom(4).hex()}"
-    clone = pool.copy_instance_volume(inst.name, tmp_name, snapshot=snap)
-
-    def cleanup() -> None:
-        with contextlib.suppress(LxdlibError, OSError):
-            pool.delete_instance_volume(tmp_name)
-    return clone, cleanup
+        return contextlib.nullcontext(pool.volume_path("containers", inst.name))
+    return transfer.readable_snapshot(pool, inst.name, snap)
 
 
 def publish(ctx: Context, source: Any, *, aliases: Iterable[str] = (),
@@ -342,8 +334,7 @@ def _publish_locked(ctx: Context, inst: InstanceCore, snap: str | None, compress
             size = int(rec.config.get("volatile.idmap.size", "65536"))
             if base:
                 shift = (base, size)
-        volume, cleanup = _volume(inst, rec, snap, pool)
-        try:
+        with _volume(inst, snap, pool) as volume:
             existing, mtime = _read_volume_metadata(volume)
             now = datetime.now(UTC)
             meta = build_metadata(existing, rec.architecture, properties, expires_at, now)
@@ -366,8 +357,6 @@ def _publish_locked(ctx: Context, inst: InstanceCore, snap: str | None, compress
                     raise
             finally:
                 temp.unlink(missing_ok=True)
-        finally:
-            cleanup()
 
 
 def _already(fp: str) -> AlreadyExists:
