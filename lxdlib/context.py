@@ -294,8 +294,14 @@ class Context(Value, frozen=True, eq=False):
             return
         with lock(self.paths, "image-volume", f"{pool.name}.{fingerprint}"):
             if not pool.volume_exists("images", fingerprint):
-                pool.create_image_volume(
-                    fingerprint, lambda path: self.images.unpack(fingerprint, path))
+                # the image's own lock from the check of its record to the volume's rename
+                # into place: a delete of the image waits for the volume and then removes it
+                # with the image. Without it the delete pulled the file from under the unpack
+                # (a bare "No such file or directory"), or ran between the unpack and the
+                # rename and left the volume of an image no longer stored
+                with lock(self.paths, "image", fingerprint):
+                    pool.create_image_volume(
+                        fingerprint, lambda path: self.images.unpack(fingerprint, path))
 
     def delete_image(self, ref: str) -> str:
         """Remove an image, its aliases and its unpacked volume in every pool; its fingerprint."""

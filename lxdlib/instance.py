@@ -1920,7 +1920,13 @@ def create(ctx: Context, name: str, image: str | None, *,
             if img is not None:
                 volatile["volatile.base_image"] = img.fingerprint
                 ctx.ensure_image_volume(pool_drv, img.fingerprint)
-                vol = pool_drv.create_instance_volume(name, img.fingerprint)
+                try:
+                    vol = pool_drv.create_instance_volume(name, img.fingerprint)
+                except LxdlibError as e:
+                    # the image deleted since its volume was found: its volume went with it
+                    if not ctx.images.exists(img.fingerprint):
+                        raise NotFound("image", img.fingerprint) from e
+                    raise
                 ctx.images.touch(img.fingerprint)
             else:
                 vol = pool_drv.create_instance_volume(name, None)

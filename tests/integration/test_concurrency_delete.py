@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -254,3 +254,84 @@ def test_volume_delete_killed_puts_it_back(host: lxdlib.Host) -> None:
     assert (fresh.volumes.get("default/vk").path / "keep").read_text() == "data\n"
     fresh.volumes.get("default/vk").delete()
     assert "default/vk" not in lxdlib.Host(host.paths.root).volumes.names()
+
+
+# -- images ----------------------------------------------------------------------------------------
+
+class _ImageDelete:
+    """Called (from inside a launch), starts ``lxdlib image delete busybox`` once and waits
+    until it ended or ``patience`` seconds passed (it may wait for a lock the launch holds)."""
+
+    def __init__(self, host: lxdlib.Host, patience: float) -> None:
+        self.host = host
+        self.patience = patience
+        self.proc: subprocess.Popen[str] | None = None
+
+    def __call__(self) -> None:
+        if self.proc is not None:
+            return
+        self.proc = subprocess.Popen([LXDLIB, "image", "delete", "busybox"],
+                                     env={**os.environ, "LXDLIB_ROOT": str(self.host.paths.root)},
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with suppress(subprocess.TimeoutExpired):
+            self.proc.wait(self.patience)
+
+    def check_gone(self) -> None:
+        """The delete ran and ended well; the image and every volume of it are gone, nothing
+        is half-made."""
+        assert self.proc is not None, "the launch never reached the hook"
+        _, err = self.proc.communicate(timeout=120)
+        assert self.proc.returncode == 0, err
+        fresh = lxdlib.Host(self.host.paths.root)
+        assert "busybox" not in fresh.images
+        assert fresh.pool("default").list_volumes("images") == []  # type: ignore[attr-defined]
+        invariants.check(fresh)
+
+
+def test_image_delete_during_the_unpack_of_a_launch(host: lxdlib.Host,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image deleted by another process while a launch unpacked it into the pool: the
+    delete pulled the file from under the unpack, and the launch failed with a bare
+    ``FileNotFoundError`` ("No such file or directory"), no typed error. The unpack holds the
+    image's lock now: the delete waits for it, then removes the new volume with the image; the
+    launch either made its instance first or fails with ``NotFound`` of the image."""
+    from lxdlib.imagestore import tarball
+    delete = _ImageDelete(host, 3)
+    real = tarball.unpack
+
+    def unpack(*a: object, **k: object) -> None:
+        delete()
+        real(*a, **k)  # type: ignore[arg-type]
+    monkeypatch.setattr(tarball, "unpack", unpack)
+    try:
+        host.create("busybox", "ic")
+    except lxdlib.NotFound as e:
+        assert e.kind == "image", e
+    monkeypatch.undo()
+    for inst in host.instances.list():
+        inst.delete()  # made before the delete: an instance outlives its image, as in LXD
+    delete.check_gone()
+
+
+def test_image_delete_before_the_clone_of_a_launch(host: lxdlib.Host) -> None:
+    """The image volume is in the pool already and the image is deleted (with the volume)
+    between the launch's look-up and its clone: the launch failed with ``NotFound`` of an
+    "image volume" (``lxdlib`` printed that sentence, not LXD's "Image not found"). It is the
+    image's ``NotFound`` now, and nothing is left."""
+    host.create("busybox", "ip").delete()  # the image's volume stays in the pool
+    pool = host.pool("default")
+    delete = _ImageDelete(host, 60)
+    real = pool.create_instance_volume
+
+    def clone(name: str, image: str | None = None) -> Path:
+        delete()
+        return real(name, image)
+    pool.create_instance_volume = clone  # type: ignore[method-assign]
+    try:
+        with pytest.raises(lxdlib.NotFound) as err:
+            host.create("busybox", "iq")
+    finally:
+        del pool.create_instance_volume
+    assert err.value.kind == "image", err.value
+    assert host.instances.names() == []
+    delete.check_gone()
