@@ -732,7 +732,14 @@ class InstanceCore:
                         raise InvalidConfig(k, "volatile keys are lxdlib's own state and "
                                                "cannot be set", str(v))
                 user = {k: v for k, v in config.items() if not k.startswith("volatile.")}
-                new.config = {**schema.validate_instance_config(user), **volatile}
+                kept: dict[str, str] = {}
+                if user.items() <= rec.config.items():
+                    # only removals (`config unset`, an edit that drops keys): a key kept as
+                    # the record holds it that no config may hold now (an image property an
+                    # older lxdlib copied into image.*) stays until it is removed in turn; it
+                    # made every unset of the others refused (LXD takes any image.* key)
+                    kept = {k: user.pop(k) for k in schema.unholdable_keys(user)}
+                new.config = {**schema.validate_instance_config(user), **kept, **volatile}
             if devices is not None:
                 devcfg.check_devices_mapping(devices)
                 new.devices = {n: devcfg.validate_device(n, d) for n, d in devices.items()}

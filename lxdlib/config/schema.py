@@ -795,6 +795,19 @@ def image_config(properties: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def unholdable_keys(config: Mapping[str, Any]) -> set[str]:
+    """The keys of ``config`` that no instance config may hold (each refused by
+    ``validate_key``): what an older lxdlib stored (an image property with a space or a
+    line break in its name, copied into ``image.*``), kept in a record since."""
+    bad: set[str] = set()
+    for key, value in config.items():
+        try:
+            validate_key(key, value)
+        except InvalidConfig:
+            bad.add(key)
+    return bad
+
+
 def check_mapping(config: Any) -> None:
     """A config's shape, before anything reads its keys: a mapping whose keys are strings
     (``Instance.update`` checks it before it sets the volatile keys apart)."""

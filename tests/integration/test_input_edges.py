@@ -378,6 +378,31 @@ def test_an_instance_from_an_image_with_odd_properties_stays_editable(host: lxdl
     assert r.returncode == 0, r.stderr
 
 
+def test_keys_no_config_can_hold_are_unset_one_by_one(host: lxdlib.Host) -> None:
+    """An instance made before 49786b9 holds ``image.*`` keys that no config can hold now (an
+    image property with a space or a line break in its name). Every change was refused while
+    two of them were left, ``config unset`` of either one too (the other made the rest of
+    the config invalid): only a ``config edit`` that dropped both at once repaired it. LXD
+    takes any ``image.*`` key, and unsets it. A removal goes through now; setting one stays
+    refused."""
+    from lxdlib import record
+    host.create("busybox", "c1")
+    rec = record.load(host.paths, "c1")
+    rec.config.update({"image.a b": "c", "image.os\nx": "y"})
+    record.save(host.paths, rec)
+    refused(cli(host.paths.root, "config", "set", "c1", "image.a b", "d"))
+    refused(cli(host.paths.root, "config", "set", "c1", "user.y", "2"))
+    assert host.instances["c1"].config["image.a b"] == "c"
+    r = cli(host.paths.root, "config", "unset", "c1", "image.a b")
+    assert r.returncode == 0, r.stderr
+    assert host.instances["c1"].config.get("image.os\nx") == "y"  # the other one is kept
+    host.instances["c1"].unset_config("image.os\nx")
+    r = cli(host.paths.root, "config", "set", "c1", "user.y", "2")
+    assert r.returncode == 0, r.stderr
+    refused(cli(host.paths.root, "config", "set", "c1", "image.a b", "c"))
+    assert not [k for k in host.instances["c1"].config if " " in k or "\n" in k]
+
+
 def test_an_id_map_the_host_refuses_is_not_kept_past_its_key(host: lxdlib.Host) -> None:
     """``security.idmap.base`` past root's ids (or past the last id) fails the start, as it
     must; but its map was recorded first, and once the key was unset a map outside the
