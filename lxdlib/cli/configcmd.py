@@ -27,16 +27,26 @@ if TYPE_CHECKING:
 
 
 def split_target_kv(args: list[str]) -> tuple[str | None, dict[str, str]]:
-    """``set [<instance>] <key> <value>`` or ``set [<instance>] <key>=<value>…``."""
-    if len(args) >= 2 and all("=" in x for x in args[1:]) and "=" not in args[0]:
-        return args[0], dict(x.split("=", 1) for x in args[1:])
-    if all("=" in x for x in args):
-        return None, dict(x.split("=", 1) for x in args)
-    if len(args) == 3:
-        return args[0], {args[1]: args[2]}
-    if len(args) == 2:
-        return None, {args[0]: args[1]}
-    raise InvalidArgument("usage: config set [<instance>] <key> <value>")
+    """``set [<instance>] <key> <value>`` or ``set [<instance>] <key>=<value>…``, read as lxc
+    5.0 reads them. The first word names the instance unless every word is ``key=value``, the
+    first is a key (it holds a ``.``, as no instance name does), or there are two words and
+    neither holds ``=`` (a server key and its value). The words after it are ``<key> <value>``
+    when they are two and the first holds no ``=``; else each must be ``key=value``: a bare
+    word among them is refused as lxc refuses it (``Invalid key=value configuration: b``),
+    where it was taken for a key ``a=1`` of value ``b`` ("Invalid key name")."""
+    if not args:
+        raise InvalidArgument("usage: config set [<instance>] <key> <value>")
+    server = (all("=" in x for x in args) or "." in args[0].split(":", 1)[-1]
+              or (len(args) == 2 and not any("=" in x for x in args)))
+    target, rest = (None, args) if server else (args[0], args[1:])
+    if len(rest) == 2 and "=" not in rest[0]:
+        return target, {rest[0]: rest[1]}
+    if not rest:
+        raise InvalidArgument("usage: config set [<instance>] <key> <value>")
+    bare = [x for x in rest if "=" not in x]
+    if bare:
+        raise InvalidArgument(f"Invalid key=value configuration: {bare[0]}")
+    return target, dict(x.split("=", 1) for x in rest)
 
 
 def shown_devices(host: Host, rec: InstanceRecord) -> dict[str, dict[str, str]]:

@@ -403,6 +403,22 @@ def test_keys_no_config_can_hold_are_unset_one_by_one(host: lxdlib.Host) -> None
     assert not [k for k in host.instances["c1"].config if " " in k or "\n" in k]
 
 
+def test_config_set_refuses_a_bare_word_among_key_values_as_lxc(host: lxdlib.Host) -> None:
+    """``config set c1 user.a=1 b`` took ``user.a=1`` for a key and ``b`` for its value
+    ("Invalid key name"); lxc 5.0 refuses the bare word among ``key=value`` words before it
+    looks at the instance: ``Error: Invalid key=value configuration: b``, status 1."""
+    host.create("busybox", "c1")
+    for argv, word in ((("c1", "user.a=1", "b"), "b"), (("c1", "user.a=1", "user.b"), "user.b"),
+                       (("nope", "user.a=1", "b"), "b"), (("c1", "b", "c", "user.a=1"), "b"),
+                       (("user.a",), "user.a")):
+        r = cli(host.paths.root, "config", "set", *argv)
+        assert (r.returncode, r.stderr) == (1, f"Error: Invalid key=value configuration: {word}\n")
+    assert "user.a" not in host.instances["c1"].config
+    r = cli(host.paths.root, "config", "set", "c1", "user.a", "b=1")  # <key> <value>, as lxc
+    assert r.returncode == 0, r.stderr
+    assert host.instances["c1"].config["user.a"] == "b=1"
+
+
 def test_an_id_map_the_host_refuses_is_not_kept_past_its_key(host: lxdlib.Host) -> None:
     """``security.idmap.base`` past root's ids (or past the last id) fails the start, as it
     must; but its map was recorded first, and once the key was unset a map outside the

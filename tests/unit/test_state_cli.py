@@ -141,9 +141,27 @@ def test_paths_env_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     (["c1", "a=1", "b=2"], "c1", {"a": "1", "b": "2"}),
     (["images.remote_cache_expiry", "5"], None, {"images.remote_cache_expiry": "5"}),
     (["k=v"], None, {"k": "v"}),
+    (["c1", "user.a", "b=1"], "c1", {"user.a": "b=1"}),  # <key> <value>: the value holds '='
+    (["c1", "user.a=1"], "c1", {"user.a": "1"}),
+    (["user.a", "c1"], None, {"user.a": "c1"}),
+    (["h2:c1", "a=1", "b=2"], "h2:c1", {"a": "1", "b": "2"}),
 ])
 def test_config_set_forms(args: list[str], target: str | None, kv: dict[str, str]) -> None:
     assert split_target_kv(args) == (target, kv)
+
+
+@pytest.mark.parametrize(("args", "word"), [
+    (["c1", "a=1", "b"], "b"),  # was the key "a=1" of value "b": "Invalid key name"
+    (["c1", "a=1", "b=2", "c"], "c"),
+    (["c1", "b", "c", "d"], "b"),
+    (["user.a"], "user.a"),  # a key (it holds '.'): a server key without its value
+    (["user.a=1", "b"], "b"),
+])
+def test_config_set_refuses_a_bare_word_as_lxc(args: list[str], word: str) -> None:
+    """lxc 5.0's reading (lxc/utils.go getConfig): past the instance, two words of which
+    the first holds no '=' are a key and its value; otherwise every word is key=value."""
+    with pytest.raises(InvalidArgument, match=f"^Invalid key=value configuration: {word}$"):
+        split_target_kv(args)
 
 
 def test_kv_and_device_overrides() -> None:
