@@ -690,7 +690,7 @@ class ZfsPool(PoolDriver):
         if not self._exists(ds):
             return
         origin = self._get("origin", ds).split("@")[0]
-        self._zfs_busy_retry("destroy", "-r", ds)
+        self._destroy_past_dead_clones(ds, "-r")
         if origin != "-" and self._deleted(origin) and not self._clones_of(origin):
             self._discard(origin)
 
@@ -828,7 +828,26 @@ class ZfsPool(PoolDriver):
         return self.volume_path(kind, f"{name}/{snap}")
 
     def delete_snapshot(self, name: str, snap: str) -> None:
-        self._zfs_busy_retry("destroy", self._require(SNAPSHOTS, f"{name}/{snap}"))
+        self._destroy_past_dead_clones(self._require(SNAPSHOTS, f"{name}/{snap}"))
+
+    def _destroy_past_dead_clones(self, ds: str, *flags: str) -> None:
+        """``zfs destroy`` of ``ds`` (an instance volume or its snapshot). A read of a snapshot
+        (publish, export) clones it under a temporary name: one a kill -9 left keeps the
+        snapshot from being destroyed until a clean-up of the pool, which runs once per
+        process; in a process that opened the pool before that kill it is removed here."""
+        try:
+            self._zfs_busy_retry("destroy", *flags, ds)
+        except StorageError:
+            # clones of ds (a snapshot), or of any snapshot of ds (a volume)
+            dead = [name for name, origin in self._rows("name", "origin")
+                    if (origin if "@" in ds else origin.split("@")[0]) == ds
+                    and (parsed := parse_temp_name(name.rsplit("/", 1)[-1])) is not None
+                    and not pid_alive(parsed[1])]
+            if not dead:
+                raise
+            for name in dead:
+                self._destroy(name)
+            self._zfs_busy_retry("destroy", *flags, ds)
 
     def rename_snapshot(self, name: str, old: str, new: str) -> None:
         src = self._require(SNAPSHOTS, f"{name}/{old}")

@@ -437,11 +437,17 @@ def test_crash_point_publish_of_a_snapshot_leaves_no_clone(host: lxdlib.Host,
             host.create_pool(pname, "dir", {})
     n = _unique("ps")
     try:
-        host.create("busybox", n, pool=pname).snapshots.create("s0")
+        c = host.create("busybox", n, pool=pname)
+        c.snapshots.create("s0")
+        c.snapshots.create("s1")
         _die_at(host, "publish.written", "h.images.publish(c.name + '/s0')", n)
+        # a call about the instance in a process that opened the pool before the kill (its
+        # clean-up of the pool is done): the clone left must not hold the snapshot
+        c.snapshots.delete("s0")
+        _die_at(host, "publish.written", "h.images.publish(c.name + '/s1')", n)
         # the next call, in a process of its own: the same publish again
         r = subprocess.run([sys.executable, "-c", _STEP, str(host.paths.root),
-                            "h.images.publish(c.name + '/s0', aliases=['again'])", n],
+                            "h.images.publish(c.name + '/s1', aliases=['again'])", n],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         invariants.check(host)  # this process opened the pool before: it cleaned up nothing
