@@ -1868,7 +1868,14 @@ def commit_instance(ctx: Context, rec: InstanceRecord) -> InstanceCore:
     """Write the liblxc config, then the record — the commit point — and forget the intent."""
     from . import journal
     inst = InstanceCore(ctx, rec.name)
-    inst._write_lxc_config(rec)
+    expanded = inst.expanded(rec)
+    # a MAC lxdlib drew that another nic of its network holds by now (an import or a move
+    # that keeps the archive's MACs, beside an instance that has one of them): drawn again,
+    # as a start does, rather than the instance refused by the render; a MAC the user set is
+    # still refused there
+    if inst._redraw_taken_macs(rec, expanded[1]):
+        expanded = inst.expanded(rec)
+    inst._write_lxc_config(rec, expanded)
     journal.crashpoint("create.rendered")  # its nics' MACs held, no record yet
     record.save(ctx.paths, rec)
     journal.end(ctx.paths, rec.name)

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -545,3 +546,26 @@ def test_a_drawn_mac_never_meets_one_a_stopped_instance_holds(
     monkeypatch.setattr(instance, "random_mac", lambda: next(draws))
     c2 = host.create("busybox", "c2", devices={"eth0": nic})
     assert c2.config["volatile.eth0.hwaddr"] == "00:16:3e:0a:0c:01"
+
+
+def test_an_import_keeping_a_drawn_mac_another_nic_holds_draws_it_again(
+        host: lxdlib.Host, net: tuple[str, str], tmp_path: Path) -> None:
+    """A backup imported under its original's name keeps the MACs lxdlib drew for it (a
+    restore keeps its DHCP lease). When another nic of the network holds such a MAC by then
+    (the original renamed, its MAC going with it), the import was refused ("already assigned")
+    since a nic holds its MAC from its create; it now draws that nic a new MAC, as a start
+    does, and both instances run. A MAC the user set is still refused (the test above)."""
+    name, _ = net
+    nic = {"type": "nic", "network": name, "name": "eth0"}
+    orig = host.create("busybox", "bm1", devices={"eth0": nic})
+    mac = orig.config["volatile.eth0.hwaddr"]
+    archive = tmp_path / "bm1.tar.gz"
+    host.export_backup("bm1", archive)
+    orig.rename("bm2")
+    imp = host.import_backup(archive)  # the archive's own name, free again: bm1
+    assert imp.name == "bm1"
+    assert host.instances["bm2"].config["volatile.eth0.hwaddr"] == mac
+    assert imp.config["volatile.eth0.hwaddr"] not in ("", mac)
+    for inst in (imp, host.instances["bm2"]):
+        inst.start()
+    assert [i.state for i in (imp, host.instances["bm2"])] == ["RUNNING", "RUNNING"]
