@@ -83,7 +83,7 @@ def fresh_mac(ctx: Context, dev: Mapping[str, str]) -> str:
     """A new MAC for the nic ``dev``: random in LXD's 00:16:3e range, and on a managed network
     one no other nic of that network holds. Three random bytes meet an earlier draw often
     enough at scale (about one fill of 1,000 instances in 34), and the network refuses the
-    second holder of a MAC when its nic starts, which failed that launch."""
+    second holder of a MAC when its nic is rendered, which would fail that create."""
     network = dev.get("network")
     for _ in range(MAC_TRIES):
         mac = random_mac()
@@ -421,10 +421,10 @@ class InstanceCore:
     def _redraw_taken_macs(self, rec: InstanceRecord,
                            devs: Mapping[str, Mapping[str, str]]) -> bool:
         """Draw again a MAC lxdlib drew (``volatile.<nic>.hwaddr``) that another nic of its
-        network has taken since, rather than fail the start: a draw checks the network's
-        holders when it is made, and a nic holds its MAC from its first start, so two
-        instances made and not yet started can draw the same one. A MAC the user gave
-        (``hwaddr``) is kept, and a clash refused by the render as before. One index read per
+        network holds, rather than have the render refuse it: an import or a move keeps its
+        archive's MACs (``commit_instance``), and an instance an older lxdlib made held its MAC
+        only from its first start (the start). A MAC the user gave (``hwaddr``) is kept, and a
+        clash refused by the render. One index read per
         nic; the render checks again under the network's lock. Returns whether one changed."""
         changed = False
         for dname, dev in devs.items():

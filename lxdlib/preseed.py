@@ -16,7 +16,7 @@ from functools import partial
 
 from .config import names, schema
 from .config.text import check_description, scalar_text, text_map
-from .errors import TYPE_CHECKING, InvalidArgument, NotFound
+from .errors import TYPE_CHECKING, InvalidArgument
 from .logs import get_logger
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def check(ctx: Context, preseed: Any) -> _Plan:
     """Every item of the document checked, nothing made; what it would make."""
     from .network.manager import validate_config as validate_network_config
     from .network.manager import validate_name as validate_network_name
-    from .profiles import check_raw_lxc, validate_profile
+    from .profiles import check_pools, check_raw_lxc, validate_profile
     from .storage import check_pool
     if not isinstance(preseed, Mapping):
         raise InvalidArgument("the preseed must be a YAML mapping")
@@ -110,12 +110,7 @@ def check(ctx: Context, preseed: Any) -> _Plan:
         description = _text(item, "description", f"profile {name}")
         check_description(description, f"profile {name}")
         cfg, devices = validate_profile(cfg, devices)
-        for dname, dev in sorted(devices.items()):  # a pool this document makes counts
-            pool = dev.get("pool")
-            if dev.get("type") == "disk" and pool and pool not in pools \
-                    and pool not in {p[0] for p in plan.pools}:
-                raise NotFound("storage pool", pool,
-                               f"named by disk device {dname!r} of profile {name}")
+        check_pools(ctx.paths, devices, planned=[p[0] for p in plan.pools])
         check_raw_lxc(ctx.paths.lxcpath, cfg)
         plan.profiles.append((name, cfg, devices, description))
     return plan

@@ -15,7 +15,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from . import journal, runtime
@@ -100,17 +100,19 @@ def validate_profile(config: Mapping[str, str], devices: Mapping[str, Mapping[st
     return cfg, devs
 
 
-def check_pools(paths: Paths, devices: Mapping[str, Mapping[str, str]]) -> None:
+def check_pools(paths: Paths, devices: Mapping[str, Mapping[str, str]],
+                planned: Iterable[str] = ()) -> None:
     """Refuse a disk device that names a storage pool this root does not have (as LXD's
     profile validation does): saved, it would make every instance that takes the profile fail
-    at its create or start instead, far from the edit that caused it. One directory listing,
-    paid by profile writes only."""
+    at its create or start instead, far from the edit that caused it. ``planned``: pools
+    that count as there (those a preseed document makes before its profiles). One directory
+    listing, paid by profile writes only."""
     wanted = {dname: dev["pool"] for dname, dev in devices.items()
               if dev.get("type") == "disk" and dev.get("pool")}
     if not wanted:
         return
     from .storage import list_pools  # here: only a profile write with a pool disk asks
-    pools = set(list_pools(paths))
+    pools = set(list_pools(paths)) | set(planned)
     for dname, pool in sorted(wanted.items()):
         if pool not in pools:
             raise NotFound("storage pool", pool, f"named by disk device {dname!r}")

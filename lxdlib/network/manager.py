@@ -1122,16 +1122,10 @@ class NetworkManager:
         dnsmasq.reread_hosts(self.run_dir(name))
         store.reread_sent()
 
-    def _holds_no_entry(self, name: str, key: str) -> bool:
-        """Whether the network certainly has no static host of ``key``: none in its owner's
-        file, and no older root's single file that may still hold one."""
-        run = self.run_dir(name)
-        return not (run / DHCP_HOSTS).exists() and dhcphosts.HostStore(run).get(key) is None
-
     def mac_holder(self, name: str, hwaddr: str) -> str | None:
         """The key (``<instance>/<device>``) that holds ``hwaddr`` on network ``name``, if any:
         one index read, without the lock (a MAC being chosen is checked again, under the lock,
-        when its nic first starts)."""
+        when its nic is rendered)."""
         run = self.run_dir(name)
         if (run / DHCP_HOSTS).exists():  # an older root's single file, not moved in yet
             with self._lock(name):
@@ -1157,17 +1151,16 @@ class NetworkManager:
         raise InvalidConfig("hwaddr", f"already assigned to {other}", hwaddr)
 
     def dhcp_host_add(self, name: str, key: str, hwaddr: str, ipv4: str | None = None,
-                      hostname: str | None = None, *, add: bool = True,
+                      hostname: str | None = None, *,
                       stale: StaleClaim | None = None) -> None:
         """Pin ``hwaddr`` to ``ipv4`` and/or ``hostname`` on this network (idempotent).
 
         ``key`` identifies the owner (e.g. ``<instance>/<device>``); adding the same key again
         replaces its entry. A running dnsmasq sees a new entry by itself and is told of a
-        changed one (SIGHUP). This runs on every start of an instance: an unchanged entry costs
-        one small file read. ``add=False`` only brings an existing entry of ``key`` up to date
-        and adds none. The entry is the nic's hold on its MAC too: another key's entry with
-        that MAC refuses it (``InvalidConfig``), unless ``stale(holder, network, mac)`` says
-        the holder no longer has it.
+        changed one (SIGHUP). This runs on every render of a nic (create, copy, edit, start):
+        an unchanged entry costs one small file read. The entry is the nic's hold on its MAC
+        too: another key's entry with that MAC refuses it (``InvalidConfig``), unless
+        ``stale(holder, network, mac)`` says the holder no longer has it.
         """
         record = self._read(name)
         if not isinstance(key, str) or not key or any(ch in key for ch in "\n\r\0"):
@@ -1175,13 +1168,6 @@ class NetworkManager:
         _check_mac("hwaddr", hwaddr)
         if hostname is not None and not dhcphosts.DNS_LABEL.fullmatch(hostname):
             raise InvalidConfig("hostname", "must be a DNS label", hostname)
-        if not add and ipv4 is None and self._holds_no_entry(name, key):
-            # a render that is not a start, of an owner with no entry: nothing to keep true,
-            # so no lock and no parse (~0.25 ms of each create, copy or edit with a nic). A
-            # read without the lock is enough: the file is replaced whole, and an entry of
-            # this key is only ever written by a render of its own instance, which holds that
-            # instance's lock, as the caller does
-            return
         spec = parse_spec(record["config"])
         if ipv4 is not None:
             try:
@@ -1200,7 +1186,7 @@ class NetworkManager:
         with self._lock(name):
             store = self._hosts(name)
             current = store.get(key)
-            if current == host or (current is None and not add):
+            if current == host:
                 return  # unchanged: no write, no SIGHUP (this runs on every instance start)
             if ipv4 is not None:
                 other = store.holder_of_ipv4(ipv4)

@@ -252,39 +252,3 @@ def test_removed_name_entry_waits_for_a_reread_and_harms_nothing(netenv: NetEnv)
     assert ip3 and _resolve(netenv, ns3, "web.lxdtest", server) == ip3
     leases = {lease["hwaddr"]: lease["hostname"] for lease in netenv.manager.leases(name)}
     assert leases == {mac2: "api", mac3: "web"}
-
-
-def test_a_render_that_adds_no_entry_takes_no_lock_and_still_updates_one(netenv: NetEnv) -> None:
-    """``add=False`` (the render of a create, copy or edit with a nic): an owner without an
-    entry costs no lock and writes nothing (it returns while another thread holds the network's
-    lock, which excludes threads as it does processes); an owner with an entry still has it
-    brought up to date."""
-    import threading
-    gw = free_subnet()
-    name = netenv.bridge_name()
-    netenv.manager.create(name, {"ipv4.address": str(gw)})
-    store = dhcphosts.HostStore(netenv.paths.run / "networks" / name)
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with state.lock(netenv.paths, "network", name):
-            held.set()
-            release.wait(10)
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(10)
-        t = time.monotonic()
-        netenv.manager.dhcp_host_add(name, "new/eth0", "02:00:00:0b:00:01", None, "new",
-                                     add=False)
-        assert time.monotonic() - t < 2  # did not wait for the lock
-    finally:
-        release.set()
-        holder.join()
-    assert store.get("new/eth0") is None and not store.owner_path("new").exists()
-
-    netenv.manager.dhcp_host_add(name, "old/eth0", "02:00:00:0b:00:02", None, "old")
-    netenv.manager.dhcp_host_add(name, "old/eth0", "02:00:00:0b:00:03", None, "old",
-                                 add=False)
-    got = store.get("old/eth0")
-    assert got is not None and got.hwaddr == "02:00:00:0b:00:03"
