@@ -8,9 +8,10 @@ the volume first and writes the record last, ``delete`` removes the record first
 record is debris from a killed process, removed by the next ``create`` or ``list`` of that pool.
 
 Instances use a volume through a disk device ``pool=<pool> source=<name> path=<path>``; a volume
-that any instance or profile names cannot be deleted or renamed. A rename moves the storage and
-the record under an intent (settled by the next look-up after a kill); a copy, like ``create``,
-writes its record last.
+that any instance or profile names cannot be deleted or renamed. Its users share one id map (as
+in LXD): each mounts it with its own, so one user's root would be root in every other. A
+rename moves the storage and the record under an intent (settled by the next look-up after a
+kill); a copy, like ``create``, writes its record last.
 
 Users hold ``Volume`` models: ``host.volumes["default/data"]`` (keys ``<pool>/<name>``, every
 pool) or ``host.pools["default"].volumes["data"]`` (one pool, keys are the names) — one
@@ -49,7 +50,7 @@ from pathlib import Path
 
 from . import idmap, record, runtime
 from .config.text import check_description, is_utf8
-from .config.units import parse_bool, parse_size
+from .config.units import is_true, parse_bool, parse_size
 from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
@@ -1179,11 +1180,13 @@ class VolumeStore:
 
     # -- ownership on pools without idmapped mounts ---------------------------------------------
     def prepare_for(self, pool: str, name: str, instance: str, base: int | None) -> None:
-        """Shift the volume's files to the instance's map where the pool cannot idmap mounts.
-
-        Refused when another running instance uses the volume with a different map."""
+        """Before ``instance`` (container root at host id ``base``, ``None``: privileged)
+        mounts the volume: refused while another instance that uses it has another id map
+        (``_refuse_other_maps``); then, where the pool cannot idmap mounts, the files shifted
+        to the instance's map."""
         name = strip_type(name)
         drv = self._pool(pool)
+        self._refuse_other_maps(pool, name, instance, base)
         if drv.supports_idmapped_mounts:
             return
         want = base or 0
@@ -1203,6 +1206,31 @@ class VolumeStore:
             idmap.shift_tree(drv.volume_path("custom", name), want - last)
             cfg[IDMAP_LAST] = str(want)
             write_record(self._record(pool, name), data)
+
+    def _refuse_other_maps(self, pool: str, name: str, instance: str,
+                           base: int | None) -> None:
+        """As LXD ("idmaps ... are not identical"): one volume, one id map among the
+        instances that use it, running or not. Each mounts it with its own map (idmapped,
+        or shifted on disk), so a file its root makes as root is root's in every other
+        user: an isolated container's root planted a setuid file another isolated one ran as
+        its own root, and a privileged one as host root. An instance whose record cannot be
+        read is no user here (its own start says what is wrong with it)."""
+        default = self.ctx.facts().idmap.base
+        for other in record.names(self.paths):
+            if other == instance:
+                continue
+            try:
+                rec = record.load(self.paths, other)
+                cfg, devices = self.ctx.expand(rec.profiles, rec.config, rec.devices)
+                theirs = None if is_true(cfg.get("security.privileged")) \
+                    else int(rec.config.get("volatile.idmap.base", str(default)))
+            except (FileNotFoundError, NotFound, CorruptRecord, ValueError):
+                continue
+            if theirs != base and self._uses(devices, pool, name):
+                raise WrongState(
+                    f"storage volume {name!r} of pool {pool!r} is used by instance {other!r} "
+                    "with a different id map: a custom volume is shared only by instances of "
+                    "one map (detach it there first)")
 
     @staticmethod
     def _idmap_last(data: Mapping[str, Any]) -> int:

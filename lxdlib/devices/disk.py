@@ -123,8 +123,8 @@ def plan(ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> Plan | None:
                            f"in pool {pool!r} (device {name!r} of instance {ctx.name!r}, key "
                            "'source')") from None
         pool_idmap = ctx.host.pool(pool).supports_idmapped_mounts
-        if not pool_idmap:
-            vols.prepare_for(pool, source, ctx.name, ctx.idmap_base)
+        # no other user of another map; files shifted to this one's where not idmapped
+        vols.prepare_for(pool, source, ctx.name, ctx.idmap_base)
     else:
         src = Path(source)
         if not os.path.exists(src):

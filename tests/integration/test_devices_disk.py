@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 import lxdlib
+import lxdlib.errors
 from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons  # noqa: F401
 
 pytestmark = pytest.mark.root
@@ -464,3 +465,44 @@ def test_custom_volume_on_zfs_is_shifted(host: lxdlib.Host,
         for v in vols.names("zp"):
             vols.delete("zp", v)
         host.delete_pool("zp")
+
+
+def test_a_volume_is_shared_only_by_instances_of_one_id_map(host: lxdlib.Host) -> None:
+    """A custom volume is mounted with the id map of each instance that uses it (idmapped on
+    btrfs): what one container's root makes there as its root is the other's root's. Two
+    instances with different maps (isolated, privileged) cannot both use one volume, as in
+    LXD ('idmaps ... are not identical'): before, an isolated container's root planted a
+    setuid file that another isolated container saw as its own root's (a privileged one: as
+    host root's). Instances of one map share it; once the other user lets go, it is handed
+    over."""
+    vols = host.volumes.store
+    vols.create("default", "sv")
+    dev = {"sv": {"type": "disk", "pool": "default", "source": "sv", "path": "/srv/sv"}}
+    a = host.launch("busybox", "hvoa", config={"security.idmap.isolated": "true"}, devices=dev)
+    a.exec(["sh", "-c", "touch /srv/sv/f && chown 0:0 /srv/sv/f && chmod 4755 /srv/sv/f"],
+           check=True)
+    # another map at create, at start, hot-plugged: refused, and nothing recorded
+    for n, cfg in (("hvob", {"security.idmap.isolated": "true"}),
+                   ("hvop", {"security.privileged": "true"})):
+        with pytest.raises(lxdlib.errors.WrongState, match="different id map"):
+            host.launch("busybox", n, config=cfg, devices=dev)
+        with pytest.raises(lxdlib.errors.NotFound):
+            host.instances.get(n)
+    b = host.launch("busybox", "hvob", config={"security.idmap.isolated": "true"})
+    with pytest.raises(lxdlib.errors.WrongState, match="different id map"):
+        vols.attach("default", "sv", "hvob", "/srv/sv")
+    assert "sv" not in b.devices
+    assert b.exec(["test", "-e", "/srv/sv/f"]).returncode != 0
+    with pytest.raises(lxdlib.errors.WrongState, match="different id map"):
+        host.launch("busybox", "hvoc", devices=dev)  # the host's range is a map too
+    # the same map shares it (two instances of the host's range)
+    a.delete(force=True)
+    c = host.launch("busybox", "hvoc", devices=dev)
+    d = host.launch("busybox", "hvod", devices=dev)
+    c.exec(["touch", "/srv/sv/g"], check=True)
+    assert owner(d, "/srv/sv/g") == "0:0"
+    # handed over: once no instance of another map uses it
+    c.delete(force=True)
+    d.delete(force=True)
+    vols.attach("default", "sv", "hvob", "/srv/sv")
+    assert owner(b, "/srv/sv/g") == "0:0"

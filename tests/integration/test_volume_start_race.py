@@ -266,31 +266,40 @@ def test_shift_refuses_a_user_starting_meanwhile(host: lxdlib.Host,
                                                  zfs_daemon: ZfsDaemons) -> None:  # noqa: F811
     """zfs-fuse (no idmapped mounts): the volume's files carry one map at a time. An instance
     paused in its start after its render (files shifted to its map) and before liblxc starts
-    it: another user with another map starting meanwhile waits, then is refused, rather than
-    shifting the files away from the first one's map."""
+    it: another instance with another map given the volume meanwhile (two spellings of an
+    attach) is refused — a volume is shared by one map only — rather than shifting the files
+    away from the first one's map."""
     zpool = f"razp{secrets.token_hex(3)}"
     host.create_pool("razp", "zfs", {"size": "512MiB", "zfs.pool_name": zpool})
     s = host.volumes.store
-    first, second = _name(), _name()
+    first, second, third = _name(), _name(), _name()
+    data = {"data": {"type": "disk", "pool": "razp", "source": "v", "path": "/data"}}
     try:
         s.create("razp", "v")
         (s.path("razp", "v") / "f").write_text("x")
-        for n in (first, second):
-            host.create("busybox", n, config={"security.idmap.isolated": "true"}, devices={
-                "data": {"type": "disk", "pool": "razp", "source": "v", "path": "/data"}})
+        host.create("busybox", first, config={"security.idmap.isolated": "true"},
+                    devices=data)
+        host.create("busybox", second, config={"security.idmap.isolated": "true"})
+        host.create("busybox", third, config={"security.idmap.isolated": "true"})
         start1 = run_with_pause(host, "lxdlib.journal", "start.recorded",
                                 f"h.instances[{first!r}].start()")
-        start2 = _cli(host, "start", second)
-        with _reaped(start1, start2):
+        attach2 = _cli(host, "storage", "volume", "attach", "razp", "v", second, "/data")
+        add3 = _cli(host, "config", "device", "add", third, "data", "disk", "pool=razp",
+                    "source=v", "path=/data")
+        with _reaped(start1, attach2, add3):
             with contextlib.suppress(subprocess.TimeoutExpired):
-                start2.wait(timeout=WINDOW)
+                attach2.wait(timeout=WINDOW)
+                add3.wait(timeout=WINDOW)
             start1.send_signal(signal.SIGCONT)
             _, err1 = start1.communicate(timeout=120)
-            _, err2 = start2.communicate(timeout=120)
+            _, err2 = attach2.communicate(timeout=120)
+            _, err3 = add3.communicate(timeout=120)
             assert start1.returncode == 0, err1
             assert host.instances[first].state == "RUNNING"
-            assert start2.returncode != 0 and "different id map" in err2, err2
-            assert host.instances[second].state == "STOPPED"
+            for p, err in ((attach2, err2), (add3, err3)):
+                assert p.returncode != 0 and "different id map" in err, err
+            assert "data" not in host.instances[second].devices
+            assert "data" not in host.instances[third].devices
             # the first one's root owns the files it mounted
             assert host.instances[first].exec(["stat", "-c", "%u", "/data/f"],
                                               check=True).text.strip() == "0"
