@@ -23,7 +23,7 @@ import contextlib
 import fcntl
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from .config.idrange import IdRange as IdRange
@@ -287,6 +287,29 @@ def allocate_isolated(alloc: Allocation, size: int, used: Mapping[str, tuple[int
     return candidate
 
 
+#: Where ``shift_tree_step`` parks ids between their old map and their new one: above the
+#: maps lxdlib makes (the host's subordinate ranges, from 1000000, and the isolated blocks
+#: inside them), and low enough that a parked id of a map of a billion ids stays below ZFS's
+#: largest (2**31 - 1: above it, chown fails with EINVAL)
+SHIFT_PARK = 1 << 30
+
+
+def shift_tree_step(root: Path, old: int, new: int, step: int) -> None:
+    """One of the two steps of moving the ids under ``root`` from the map at host id ``old``
+    to the one at ``new``, each of which may be run again after a kill: step 1 parks every id
+    below ``SHIFT_PARK`` (``id - old + SHIFT_PARK``), step 2 moves every parked id to ``new``.
+    An id tells by itself which side of a step it is on, so a step run again leaves what it
+    moved alone, where ``shift_tree`` run again would move it twice (the maps overlap: the
+    host's range holds the isolated blocks)."""
+    if step == 1:
+        def moved(i: int) -> int:
+            return i if i >= SHIFT_PARK else i - old + SHIFT_PARK
+    else:
+        def moved(i: int) -> int:
+            return i - SHIFT_PARK + new if i >= SHIFT_PARK else i
+    _shift_ids(root, moved)
+
+
 def shift_tree(root: Path, offset: int) -> None:
     """Add ``offset`` to every uid/gid under ``root`` (FUSE pools cannot use idmapped mounts).
 
@@ -297,6 +320,13 @@ def shift_tree(root: Path, offset: int) -> None:
     """
     if offset == 0:
         return
+    _shift_ids(root, lambda i: i + offset)
+
+
+def _shift_ids(root: Path, moved: Callable[[int], int]) -> None:
+    """Give every file under ``root`` the uid and gid ``moved`` makes of its own. ``lchown``
+    clears setuid/setgid bits on regular files, so modes are put back afterwards. A file
+    with several hard links is moved once (see ``shift_tree``)."""
     seen: set[tuple[int, int]] = set()
 
     def shift(path: str, st: os.stat_result) -> None:
@@ -304,7 +334,10 @@ def shift_tree(root: Path, offset: int) -> None:
             if (st.st_dev, st.st_ino) in seen:
                 return
             seen.add((st.st_dev, st.st_ino))
-        os.lchown(path, st.st_uid + offset, st.st_gid + offset)
+        uid, gid = moved(st.st_uid), moved(st.st_gid)
+        if (uid, gid) == (st.st_uid, st.st_gid):
+            return
+        os.lchown(path, uid, gid)
         if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
             os.chmod(path, stat.S_IMODE(st.st_mode))
 

@@ -124,6 +124,9 @@ WITHDRAW_LOCK = "storage-volume-withdraw"
 #: is settled by whoever finds it while this lock is free (the rename was killed).
 RENAME_LOCK = "storage-volume-rename"
 RENAME_INTENT = ".rename.yaml"
+#: A volume record's key while its files are shifted to another id map (pools without
+#: idmapped mounts): the maps and the step (see ``VolumeStore._finish_shift``)
+SHIFT_INTENT = "idmap_shift"
 
 
 def validate_name(name: str) -> None:
@@ -725,7 +728,7 @@ class VolumeStore:
         self._dir(target_pool).mkdir(parents=True, exist_ok=True)
         with volume_locks(self.paths, [(pool, name), (target_pool, new)]):
             self._refuse_taken(target_pool, new)
-            data = self._read(pool, name)
+            data = self._finish_shift(src_drv, pool, name, self._read(pool, name))
             if any(RENAMED_FROM in e for e in self._entries(data)):
                 data = self._settle_snapshots(src_drv, pool, name, data)  # a killed rename's
             cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
@@ -882,7 +885,8 @@ class VolumeStore:
             raise InvalidArgument("expires_at must be a datetime with a time zone")
         drv = self._pool(pool)
         with self._lock(pool, name):
-            data = self._settle_snapshots(drv, pool, name, self._read(pool, name))
+            data = self._finish_shift(drv, pool, name, self._read(pool, name))
+            data = self._settle_snapshots(drv, pool, name, data)
             entries = self._entries(data)
             cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
             now = dt.datetime.now(dt.UTC)
@@ -1056,7 +1060,8 @@ class VolumeStore:
         drv = self._pool(pool)
         with self._lock(pool, name):
             # a rename a kill interrupted is finished first: the names below are the pool's
-            data = self._settle_snapshots(drv, pool, name, self._read(pool, name))
+            data = self._finish_shift(drv, pool, name, self._read(pool, name))
+            data = self._settle_snapshots(drv, pool, name, data)
             entries = self._entries(data)
             names = [str(e["name"]) for e in entries]
             if snap not in names:
@@ -1190,22 +1195,47 @@ class VolumeStore:
         if drv.supports_idmapped_mounts:
             return
         want = base or 0
-        if self._idmap_last(self._read(pool, name)) == want:
+        known = self._read(pool, name)
+        if self._idmap_last(known) == want and SHIFT_INTENT not in known:
             # already shifted: no lock, which the start-host hook could not take (the start
             # that runs it holds it, see ``start_locks``, and rendered after this same check)
             return
         with self._lock(pool, name):
-            data = self._read(pool, name)
-            cfg = data.setdefault("config", {})
+            data = self._finish_shift(drv, pool, name, self._read(pool, name))
             last = self._idmap_last(data)
             if last == want:
                 return
             for other in self._running_users(pool, name, but=instance):
                 raise WrongState(f"storage volume {name!r} is in use by running instance "
                                  f"{other!r} with a different id map")
-            idmap.shift_tree(drv.volume_path("custom", name), want - last)
-            cfg[IDMAP_LAST] = str(want)
+            data[SHIFT_INTENT] = {"from": last, "to": want, "step": 1}
             write_record(self._record(pool, name), data)
+            self._finish_shift(drv, pool, name, data)
+
+    def _finish_shift(self, drv: PoolDriver, pool: str, name: str,
+                      data: dict[str, Any]) -> dict[str, Any]:
+        """Run the shift of the volume's files that ``data`` (read under the volume's lock)
+        records as under way (``SHIFT_INTENT``), from the step it is at, to its end (the
+        commit: ``volatile.idmap.last`` becomes the new map). The record says which step runs,
+        and each step may run again (``idmap.shift_tree_step``): a kill anywhere leaves a
+        shift the next verb on the volume finishes, never one run twice over. Returns the
+        record as it is now."""
+        op = data.get(SHIFT_INTENT)
+        if not isinstance(op, dict):
+            return data
+        old, new, step = int(op["from"]), int(op["to"]), int(op["step"])
+        path = drv.volume_path("custom", name)
+        if step == 1:
+            idmap.shift_tree_step(path, old, new, 1)
+            crashpoint("volume.shift.parked")
+            data[SHIFT_INTENT] = {**op, "step": 2}
+            write_record(self._record(pool, name), data)
+        idmap.shift_tree_step(path, old, new, 2)
+        crashpoint("volume.shift.moved")
+        del data[SHIFT_INTENT]
+        data.setdefault("config", {})[IDMAP_LAST] = str(new)
+        write_record(self._record(pool, name), data)  # commit point
+        return data
 
     def _refuse_other_maps(self, pool: str, name: str, instance: str,
                            base: int | None) -> None:
