@@ -127,6 +127,9 @@ RENAME_INTENT = ".rename.yaml"
 #: A volume record's key while its files are shifted to another id map (pools without
 #: idmapped mounts): the maps and the step (see ``VolumeStore._finish_shift``)
 SHIFT_INTENT = "idmap_shift"
+#: A volume record's key naming the id map its users share (``_claim_map``): the base of
+#: their containers' root, or ``privileged``
+USERS_MAP = "users_idmap"
 
 
 def validate_name(name: str) -> None:
@@ -1187,11 +1190,11 @@ class VolumeStore:
     def prepare_for(self, pool: str, name: str, instance: str, base: int | None) -> None:
         """Before ``instance`` (container root at host id ``base``, ``None``: privileged)
         mounts the volume: refused while another instance that uses it has another id map
-        (``_refuse_other_maps``); then, where the pool cannot idmap mounts, the files shifted
+        (``_claim_map``); then, where the pool cannot idmap mounts, the files shifted
         to the instance's map."""
         name = strip_type(name)
         drv = self._pool(pool)
-        self._refuse_other_maps(pool, name, instance, base)
+        self._claim_map(pool, name, instance, base)
         if drv.supports_idmapped_mounts:
             return
         want = base or 0
@@ -1236,6 +1239,25 @@ class VolumeStore:
         data.setdefault("config", {})[IDMAP_LAST] = str(new)
         write_record(self._record(pool, name), data)  # commit point
         return data
+
+    def _claim_map(self, pool: str, name: str, instance: str, base: int | None) -> None:
+        """The users' map (``USERS_MAP``) made ``base``'s, or refused. The record names the map
+        of the last instance that passed here, and every instance that mounts the volume
+        passes here first: when it names this one's, no user of another map can have come
+        since (it would have found this map's user and been refused), so the start of an
+        instance with its volume reads that record alone. Only a new map walks the instances
+        (``_refuse_other_maps``): a volume's first user, a hand-over, a refusal. Not locked
+        on the way that writes nothing: the start-host hook comes here while the start that
+        runs it holds the volume's lock, after that start's render made the map its own."""
+        mine = "privileged" if base is None else str(base)
+        if self._read(pool, name).get(USERS_MAP) == mine:
+            return
+        with self._lock(pool, name):
+            data = self._read(pool, name)
+            if data.get(USERS_MAP) == mine:
+                return
+            self._refuse_other_maps(pool, name, instance, base)
+            write_record(self._record(pool, name), {**data, USERS_MAP: mine})
 
     def _refuse_other_maps(self, pool: str, name: str, instance: str,
                            base: int | None) -> None:

@@ -148,3 +148,25 @@ def test_listings_of_volumes_and_pools_walk_the_instances_once(host: lxdlib.Host
     assert users["second"] == []
     loads = _loads_per_instance(reads)
     assert loads and max(loads.values()) == 1, loads
+
+
+def test_a_start_with_a_custom_volume_reads_no_other_instance(host: lxdlib.Host,
+                                                              reads: Reads) -> None:
+    """A custom volume is shared by instances of one id map only, which its record names
+    once a user has passed the check: later starts and creates of that map read the volume's
+    record, not every instance's (the check walked them all at each start)."""
+    host.pools["default"].volumes.create("fv")
+    disk = {"fv": {"type": "disk", "pool": "default", "source": "fv", "path": "/mnt/fv"}}
+    host.create("busybox", "vu1", devices=disk)  # the volume's first user: one walk
+    record.clear_cache()
+    reads.records.clear()
+    reads.scans = 0
+    fresh = lxdlib.Host(host.paths.root)
+    inst = fresh.instances["vu1"]
+    inst.start()
+    try:
+        fresh.create("busybox", "vu2", devices=disk)
+    finally:
+        inst.stop(force=True)
+    assert reads.scans == 0
+    assert not {"o1", "o2", "leftover"} & set(reads.records), reads.records
