@@ -94,7 +94,11 @@ STEPS: tuple[Step, ...] = (
     S("device-unset-profiles", "", "lxc config device unset hcpc2 root pool"),
     S("device-remove-profiles", "", "lxc config device remove hcpc2 root"),
     # -- storage YAML ----------------------------------------------------------------------------
+    S("profile-create", "", "lxc profile create hcpcp"),
+    S("profile-device-list-none", "", "lxc profile device list hcpcp"),
+    S("profile-delete", "", "lxc profile delete hcpcp"),
     S("storage-show", "", "lxc storage show default", YAML),
+    S("storage-list-yaml", "", "lxc storage list -f yaml", YAML),
     S("storage-show-resources", "", "lxc storage show default --resources", YAML),
     S("storage-info", "", "lxc storage info default", YAML),
     S("storage-info-bytes", "", "lxc storage info default --bytes", YAML),
@@ -111,7 +115,7 @@ NOT_RECORDED: dict[str, str] = {}
 
 #: What the script creates (the recorder clears them before and after).
 INSTANCES = ("hcpc1", "hcpc2", "hcpc3", "hcpc4")
-PROFILES: tuple[str, ...] = ()
+PROFILES = ("hcpcp",)
 IMAGES: tuple[str, ...] = ()
 VOLUMES = ("hcpcv", "hcpcw")
 NETWORKS = ("hcpcnet",)

@@ -95,8 +95,8 @@ def cmd_unset(host: Host, a: argparse.Namespace) -> int:
     if len(a.args) == 1:
         host.set_config(a.args[0], None)
         return 0
-    if len(a.args) != 2:
-        raise InvalidArgument("usage: config unset [<instance>] <key>")
+    if len(a.args) != 2:  # lxc's wrong count: the usage line, `Invalid number of arguments`
+        a.parser.error("unrecognized arguments")
     host.instances.get(a.args[0]).unset_config(a.args[1])
     return 0
 
@@ -106,7 +106,7 @@ def cmd_get(host: Host, a: argparse.Namespace) -> int:
         print(host.config.get(a.args[0], ""))
         return 0
     if len(a.args) != 2:
-        raise InvalidArgument("usage: config get [<instance>] <key>")
+        a.parser.error("unrecognized arguments")
     inst = host.instances.get(a.args[0])
     cfg = inst.expanded_config if a.expanded else inst.config
     print(cfg.get(a.args[1], ""))
@@ -297,11 +297,11 @@ def register(sub: Any) -> None:
     s.set_defaults(func=cmd_set)
     s = cs.add_parser("unset")
     s.add_argument("args", nargs="+")
-    s.set_defaults(func=cmd_unset)
+    s.set_defaults(func=cmd_unset, parser=s)
     s = cs.add_parser("get")
     s.add_argument("args", nargs="+")
     s.add_argument("-e", "--expanded", action="store_true")
-    s.set_defaults(func=cmd_get)
+    s.set_defaults(func=cmd_get, parser=s)
     s = cs.add_parser("show")
     s.add_argument("name", nargs="?")
     s.add_argument("-e", "--expanded", action="store_true")

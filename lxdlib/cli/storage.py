@@ -39,13 +39,14 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
         try:
             pool = host.pool(name)
             d = pool.describe()
+            description = host.pools[name].description
         except LxdlibError as e:  # one bad pool (its record, its driver) hides no other
             sys.stderr.write(f"Warning: {e}\n")
             continue
         users = every[name]
-        rows.append([name, d["driver"], pool.shown_source,
-                     d.get("description", ""), str(len(users)), "CREATED"])
-        data.append({**d, "used_by": users, "status": "Created"})
+        rows.append([name, d["driver"], pool.shown_source, description, str(len(users)),
+                     "CREATED"])
+        data.append(_pool_doc(d, description, users))
     output.emit(a.format, ["NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY", "STATE"],
                 rows, data)
     return 0
@@ -62,12 +63,17 @@ def cmd_show(host: Host, a: argparse.Namespace) -> int:
         sys.stdout.write(output.dump_yaml({"space": {"used": u.used, "total": u.total}}))
         return 0
     d = host.pool(a.name).describe()
-    shown = {"config": dict(sorted(d["config"].items())),
-             "description": host.pools[a.name].description, "name": d["name"],
-             "driver": d["driver"], "used_by": _used_by(host, a.name), "status": "Created",
-             "locations": ["none"]}
-    sys.stdout.write(output.dump_yaml(shown))
+    doc = _pool_doc(d, host.pools[a.name].description, _used_by(host, a.name))
+    sys.stdout.write(output.dump_yaml(doc))
     return 0
+
+
+def _pool_doc(d: dict[str, Any], description: str, users: list[str]) -> dict[str, Any]:
+    """A pool as LXD's api.StoragePool, in its order (its config sorted, as Go writes a map;
+    a root is never clustered, so its one location is ``none``): ``show`` and ``list -f``."""
+    return {"config": dict(sorted(d["config"].items())), "description": description,
+            "name": d["name"], "driver": d["driver"], "used_by": users, "status": "Created",
+            "locations": ["none"]}
 
 
 def cmd_edit(host: Host, a: argparse.Namespace) -> int:

@@ -41,6 +41,8 @@ def key_order(text: str) -> list[str]:
                 out.append(f"{path or '(top)'}: {', '.join(map(str, value))}")
             for k, v in value.items():
                 walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(value, list) and value:  # a list's items: the first one's
+            walk(value[0], f"{path}[]")
     try:
         walk(yaml.safe_load(text), "")
     except yaml.YAMLError:
