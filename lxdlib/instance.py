@@ -308,8 +308,10 @@ class InstanceCore:
         return self.expanded()[1]
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start a stopped instance, or resume a frozen one (as ``lxc start`` does)."""
+    def start(self, stateless: bool = False) -> None:
+        """Start a stopped instance, or resume a frozen one (as ``lxc start`` does).
+        ``stateless`` (``lxc start --stateless``): the processes a stateful stop saved are
+        dropped and the instance boots afresh."""
         with self._lock_present():
             c = self._c()
             st = c.state
@@ -319,6 +321,11 @@ class InstanceCore:
                 return
             if st != "STOPPED":
                 raise WrongState(f"The instance {self.name!r} is already running", state=st)
+            if stateless and self.has_saved_state():
+                from . import criu  # as ``has_saved_state``
+                saved = self.volume / journal.STATE_DIR
+                (saved / criu.COMPLETE).unlink()  # first: a kill -9 leaves no half dump
+                remove_tree(saved)
             # the record says RUNNING before liblxc starts it (so that a kill -9 after the
             # start leaves it right): a kill -9 before the start has taken would leave a
             # stopped instance recorded running, which ``autostart`` would start at the next

@@ -95,8 +95,8 @@ def cmd_unset(host: Host, a: argparse.Namespace) -> int:
     if len(a.args) == 1:
         host.set_config(a.args[0], None)
         return 0
-    if len(a.args) != 2:
-        raise InvalidArgument("usage: config unset [<instance>] <key>")
+    if len(a.args) != 2:  # lxc's wrong count: the usage line, `Invalid number of arguments`
+        a.parser.error("unrecognized arguments")
     host.instances.get(a.args[0]).unset_config(a.args[1])
     return 0
 
@@ -106,7 +106,7 @@ def cmd_get(host: Host, a: argparse.Namespace) -> int:
         print(host.config.get(a.args[0], ""))
         return 0
     if len(a.args) != 2:
-        raise InvalidArgument("usage: config get [<instance>] <key>")
+        a.parser.error("unrecognized arguments")
     inst = host.instances.get(a.args[0])
     cfg = inst.expanded_config if a.expanded else inst.config
     print(cfg.get(a.args[1], ""))
@@ -167,15 +167,15 @@ def device_add(devices: dict[str, dict[str, str]], name: str, dtype: str,
 
 
 def cmd_device(host: Host, a: argparse.Namespace) -> int:
+    from .lxdwords import worded  # small; for the refusals below in lxc's words
     inst = host.instances.get(a.instance)
     verb = a.verb
     rest = a.rest
     if verb in ("list", "show"):
         rec = inst.record()
         devs = shown_devices(host, rec) if a.expanded else rec.devices
-        if verb == "list":
-            for n in sorted(devs):
-                print(n)
+        if verb == "list":  # one line each; none is one empty line, as lxc joins them
+            print("\n".join(sorted(devs)))
         else:  # sorted, as Go writes its maps
             sys.stdout.write(output.dump_yaml(output.sorted_devices(devs)))
         return 0
@@ -184,8 +184,13 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
     name, rest = rest[0], rest[1:]
     if verb == "get":
         devs = inst.devices
-        source = devs if name in devs else inst.expanded_devices
+        source = devs if name in devs or not a.expanded else inst.expanded_devices
         if name not in source:
+            if name in inst.expanded_devices:  # lxc reads the instance's own devices only
+                raise worded(InvalidArgument(f"device {name!r} comes from a profile (-e reads "
+                                             "the expanded devices)"),
+                             "Device from profile(s) cannot be retrieved for individual "
+                             "instance")
             raise NotFound("device", name)
         if len(rest) != 1:
             raise InvalidArgument("usage: config device get <instance> <device> <key>")
@@ -212,8 +217,11 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
             for n in [name, *rest]:
                 if n not in devs:
                     if n in inst.expanded(rec)[1]:
-                        raise InvalidArgument(f"device {n!r} comes from a profile; override it "
-                                              "with type=none instead")
+                        raise worded(InvalidArgument(f"device {n!r} comes from a profile; "
+                                                     "override it with type=none instead"),
+                                     "Device from profile(s) cannot be removed from "
+                                     "individual instance. Override device or modify profile "
+                                     "instead")
                     raise NotFound("device", n)
                 del devs[n]
         elif verb == "override":
@@ -221,15 +229,16 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
             if name in devs:
                 raise AlreadyExists("local device", name)
             if name not in exp:
-                from .lxdwords import worded
                 raise worded(NotFound("device", name, "not in the instance's profiles"),
                              "The profile device doesn't exist")
             devs[name] = {**exp[name], **parse_kv(rest, "device property")}
         else:
             if name not in devs:
                 if name in inst.expanded(rec)[1]:
-                    raise InvalidArgument(f"device {name!r} comes from a profile: use "
-                                          "`config device override` first")
+                    raise worded(InvalidArgument(f"device {name!r} comes from a profile: use "
+                                                 "`config device override` first"),
+                                 "Device from profile(s) cannot be modified for individual "
+                                 "instance. Override device or modify profile instead")
                 raise NotFound("device", name)
             if kv is not None:
                 devs[name].update(kv)
@@ -288,11 +297,11 @@ def register(sub: Any) -> None:
     s.set_defaults(func=cmd_set)
     s = cs.add_parser("unset")
     s.add_argument("args", nargs="+")
-    s.set_defaults(func=cmd_unset)
+    s.set_defaults(func=cmd_unset, parser=s)
     s = cs.add_parser("get")
     s.add_argument("args", nargs="+")
     s.add_argument("-e", "--expanded", action="store_true")
-    s.set_defaults(func=cmd_get)
+    s.set_defaults(func=cmd_get, parser=s)
     s = cs.add_parser("show")
     s.add_argument("name", nargs="?")
     s.add_argument("-e", "--expanded", action="store_true")

@@ -72,6 +72,11 @@ def _create(host: Host, args: argparse.Namespace, start: bool) -> int:
     name = args.name
     if not args.quiet:
         print(f"Creating {name}" if name else "Creating the instance")
+    # lxc's flags for what an lxdlib root never has, refused in LXD's words (after its line)
+    if args.vm:
+        raise InvalidArgument("Asked for a VM but image is of type container")
+    if args.cluster_target is not None:
+        raise InvalidArgument("Target only allowed when clustered")
     if args.network:
         devices["eth0"] = _network_nic(host, args.network)
     if overrides:
@@ -118,11 +123,31 @@ def _each(host: Host, a: argparse.Namespace, fn: Any) -> int:
     """``fn`` on each instance ``a`` names, as ``lxc start|stop|restart|pause`` runs a batch:
     one name fails with its own error; of several, each is tried whatever the others did, a
     failure printed as ``<name>: error: <text>``, and the command then fails with ``Some
-    instances failed to <verb>`` (lxdlib ended at the first failure and left the rest)."""
+    instances failed to <verb>`` (lxdlib ended at the first failure and left the rest).
+    ``--all``: every instance the verb applies to (``_ALL_STATES``), as LXD's bulk state
+    change picks them, its failures said in one error as LXD words it."""
+    from .lxdwords import lxd_text, verb_of
+    if getattr(a, "all", False):
+        if a.names:
+            raise InvalidArgument("Both --all and instance name given")  # lxc's words
+        wanted = _ALL_STATES[verb_of(a)[0]]
+        failures = []
+        for inst in host.instances.list():
+            if inst.state not in wanted:
+                continue
+            try:
+                fn(inst)
+            except LxdlibError as e:
+                failures.append(f" - Instance: {inst.name}: {lxd_text(e, a, inst.name)}\n")
+        if failures:
+            raise LxdlibError("local: The following instances failed to update state:\n"
+                              + "".join(failures))
+        return 0
+    if not a.names:  # as a wrong count: the usage line and lxc's words, status 1
+        a.parser.error("the following arguments are required: names")
     if len(a.names) == 1:
         fn(_instance(host, a.names[0]))
         return 0
-    from .lxdwords import lxd_text, verb_of
     failed = False
     for n in a.names:
         try:
@@ -137,8 +162,15 @@ def _each(host: Host, a: argparse.Namespace, fn: Any) -> int:
     return 0
 
 
+#: The states of the instances ``<verb> --all`` acts on, as LXD 5.0.2's bulk state change
+#: picks them (read off it: ``start --all`` leaves a frozen instance frozen, ``stop --all``
+#: stops it, ``restart --all`` tries it)
+_ALL_STATES = {"start": ("STOPPED",), "stop": ("RUNNING", "FROZEN"),
+               "restart": ("RUNNING", "FROZEN"), "pause": ("RUNNING",)}
+
+
 def cmd_start(host: Host, a: argparse.Namespace) -> int:
-    return _each(host, a, lambda i: i.start())
+    return _each(host, a, lambda i: i.start(stateless=a.stateless))
 
 
 def cmd_stop(host: Host, a: argparse.Namespace) -> int:
@@ -157,20 +189,24 @@ def cmd_pause(host: Host, a: argparse.Namespace) -> int:
 
 def cmd_delete(host: Host, a: argparse.Namespace) -> int:
     for n in a.names:
+        # as lxc: each name asked for, snapshots too, before it goes; only `yes` goes on, and
+        # anything else ends the command with an error (a script sees it did not delete)
+        if a.interactive and not _confirm(f"Remove {n} (yes/no): "):
+            raise LxdlibError("User aborted delete operation")
         if "/" in n:
             inst, snap = n.split("/", 1)
             _instance(host, inst).snapshots.delete(snap)
         else:
-            if a.interactive and not _confirm(f"Remove {n} (yes/no): "):
-                continue
             _instance(host, n).delete(force=a.force)
     return 0
 
 
 def _confirm(prompt: str) -> bool:
+    """The prompt on stdout and the answer from stdin, as lxc reads it: ``yes`` in any case
+    (``y`` is not yes); end of input is no."""
     sys.stdout.write(prompt)
     sys.stdout.flush()
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
+    return sys.stdin.readline().rstrip("\n").lower() == "yes"
 
 
 def cmd_move(host: Host, a: argparse.Namespace) -> int:
@@ -262,7 +298,7 @@ def cmd_list(host: Host | None, a: argparse.Namespace) -> int:
     imported only for what needs it — JSON/YAML (expanded config), the resource columns
     (liblxc per instance), a root to set up or with leftovers to recover."""
     from . import listcols
-    cols = listcols.parse(a.columns, a.fast)
+    cols = listcols.parse(a.columns, a.fast, a.all_projects)
     headers = listcols.headers(cols)
     columns = listcols.letters(cols)
     output.check_format(a.format)  # LXD's refusals, before anything is read
@@ -664,7 +700,13 @@ def cmd_exec(host: Host, a: argparse.Namespace) -> int:
     # As lxc does: the caller's TERM goes along (interactive or not), --env may override it.
     term = os.environ.get("TERM")
     env = {"TERM": term} if term and not any(ch in term for ch in "\0\n\r") else {}
-    env.update(parse_kv(a.env, "environment variable"))
+    for item in a.env:  # as lxc: `--env NAME` alone sets it empty
+        key, _, value = item.partition("=")
+        env[key] = value
+    if a.disable_stdin:  # `-n`: the command reads an empty stdin, never the caller's
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
     if a.mode == "interactive" or (a.mode == "auto" and sys.stdin.isatty() and
                                    sys.stdout.isatty() and not a.force_noninteractive):
         from ..console import exec_pty
@@ -739,12 +781,22 @@ def _add_create_args(p: argparse.ArgumentParser, with_image_optional: bool) -> N
     p.add_argument("--description")
     p.add_argument("-n", "--network", help="the network (or host interface) of the instance's "
                    "eth0")
+    p.add_argument("--vm", action="store_true", help="refused: lxdlib runs containers only")
+    p.add_argument("--target", dest="cluster_target", metavar="<member>",
+                   help="refused: an lxdlib root is never a cluster")
 
 
 #: lxdlib's own flag (not LXD's): what another host sends is checked as a backup is, and its
 #: root-equivalent settings are for this host's root to accept (docs/security.md, 2b).
 ALLOW_HELP = ("from another host: accept its root-equivalent settings (raw.lxc, privileged, "
               "host devices…); without it they are refused")
+
+
+def _add_names_or_all(p: argparse.ArgumentParser) -> None:
+    """The instances of ``start|stop|restart|pause``: names, or ``--all`` (``_each``)."""
+    p.add_argument("names", nargs="*")
+    p.add_argument("--all", action="store_true", help="every instance the verb applies to")
+    p.set_defaults(parser=p)
 
 
 def register(sub: Any) -> None:
@@ -767,12 +819,15 @@ def register(sub: Any) -> None:
     for name, fn, hlp in (("start", cmd_start, "start (or resume) instances"),
                           ("pause", cmd_pause, "freeze instances")):
         p = sub.add_parser(name, help=hlp)
-        p.add_argument("names", nargs="+")
+        _add_names_or_all(p)
+        if name == "start":
+            p.add_argument("--stateless", action="store_true",
+                           help="drop the processes a stateful stop saved: boot afresh")
         p.set_defaults(func=fn)
     for name, fn, hlp in (("stop", cmd_stop, "stop instances"),
                           ("restart", cmd_restart, "restart instances")):
         p = sub.add_parser(name, help=hlp)
-        p.add_argument("names", nargs="+")
+        _add_names_or_all(p)
         p.add_argument("-f", "--force", action="store_true")
         p.add_argument("--timeout", type=float, default=-1)
         if name == "stop":
@@ -820,6 +875,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("list", aliases=["ls"], help="list instances")
     p.add_argument("filters", nargs="*")
     p.add_argument("--fast", action="store_true", help="same as --columns=nsacPt")
+    p.add_argument("--all-projects", action="store_true",
+                   help="with a PROJECT column first (a root has the default project only)")
     p.add_argument("-c", "--columns", metavar="COLUMNS",
                    help="letters (default ns46tS): 4 IPv4, 6 IPv6, a architecture, b storage "
                         "pool, c created, d description, D disk usage, e project, f/F base "
@@ -842,6 +899,8 @@ def register(sub: Any) -> None:
     p.add_argument("--user", type=int, default=0)
     p.add_argument("--group", type=int, default=0)
     p.add_argument("--mode", choices=("auto", "interactive", "non-interactive"), default="auto")
+    p.add_argument("-n", "--disable-stdin", action="store_true",
+                   help="give the command an empty stdin (/dev/null)")
     p.add_argument("-t", "--force-interactive", dest="mode", action="store_const",
                    const="interactive")
     p.add_argument("-T", "--force-noninteractive", action="store_true")

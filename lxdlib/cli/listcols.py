@@ -76,15 +76,17 @@ def title(name: str) -> str:
     return (" " if name and not out else out).upper()
 
 
-def parse(spec: str | None, fast: bool) -> list[str | Custom]:
-    """The columns of ``-c``/``--fast``, with LXD's refusals (each an ``InvalidArgument``)."""
+def parse(spec: str | None, fast: bool, all_projects: bool = False) -> list[str | Custom]:
+    """The columns of ``-c``/``--fast``, with LXD's refusals (each an ``InvalidArgument``);
+    ``--all-projects`` puts LXD's ``PROJECT`` column before the default ones (a root has one
+    project, so it lists the same instances)."""
     if fast:
         if spec is not None and spec != DEFAULT:
             raise InvalidArgument("Can't specify --fast with --columns")
         spec = FAST
     elif spec is None:
-        spec = DEFAULT
-    if spec != DEFAULT and "L" in spec:
+        spec = "e" + DEFAULT if all_projects else DEFAULT
+    if spec not in (DEFAULT, "e" + DEFAULT) and "L" in spec:
         raise InvalidArgument("Can't specify column L when not clustered")
     spec = spec.replace("L", "")
     out: list[str | Custom] = []

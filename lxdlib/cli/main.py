@@ -196,7 +196,18 @@ def _lxc_flag_error(message: str) -> str | None:
     needs = re.fullmatch(r"argument (\S+?)(?:/(\S+))?: expected one argument", message)
     if needs:
         return f"flag needs an argument: {needs.group(2) or needs.group(1)}"
+    number = re.fullmatch(r"argument (\S+?)(?:/(\S+))?: invalid (?:int|float) value: '(.*)'",
+                          message, re.S)
+    if number:  # Go's strconv refusing the value of an integer flag
+        flag, value = number.group(2) or number.group(1), number.group(3)
+        parse = "ParseUint" if flag in _UNSIGNED_FLAGS else "ParseInt"
+        return (f'invalid argument "{value}" for "{flag}" flag: strconv.{parse}: parsing '
+                f'"{value}": invalid syntax')
     return None
+
+
+#: lxc's flags that take an unsigned number (``exec``'s uid and gid); its others are signed
+_UNSIGNED_FLAGS = frozenset({"--user", "--group"})
 
 
 def hoist_global_flags(argv: Sequence[str]) -> list[str]:
@@ -213,6 +224,35 @@ def hoist_global_flags(argv: Sequence[str]) -> list[str]:
         return list(argv)
     kept = [x for x in rest[:end] if x not in GLOBAL_FLAGS]
     return [*argv[:i], *moved, *kept, *rest[end:]]
+
+
+def drop_lxc_globals(argv: Sequence[str]) -> list[str] | str:
+    """``argv`` without the global flags of lxc that change nothing on an lxdlib root, taken
+    anywhere before ``--`` as lxc takes them: ``--force-local`` (a root is always local) and
+    ``--project default`` / ``--project=default`` (its only project). Another project is
+    refused: the error line (lxc's flag-parser words for a ``--project`` without its value)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            return [*out, *argv[i:]]
+        if word == "--force-local":
+            i += 1
+            continue
+        if word == "--project" or word.startswith("--project="):
+            if word == "--project":
+                if i + 1 >= len(argv):
+                    return "flag needs an argument: --project"
+                value, i = argv[i + 1], i + 2
+            else:
+                value, i = word.split("=", 1)[1], i + 1
+            if value != "default":
+                return "Project not found"  # what lxc says of a project that is not there
+            continue
+        out.append(word)
+        i += 1
+    return out
 
 
 def command_word(argv: Sequence[str]) -> str | None:
@@ -293,8 +333,65 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         h = sub.add_parser("help", help=COMMANDS["help"][1])
         h.add_argument("topic", nargs="*", metavar="<command>")
         h.set_defaults(func=None, no_host=True)
+    _add_target_flags(p)
     _describe(p)
     return p
+
+
+_INSTANCES = "--target cannot be used with instances"
+_NOT_CLUSTER = "To use --target, the destination remote must be a cluster"
+_NO_MEMBER = "Cluster member not found"
+#: lxc's ``--target <member>`` (a cluster member) on the commands that take it, refused with
+#: what LXD 5.0.2 (not clustered) says there: an lxdlib root is never a cluster. A pair: the
+#: words when an instance is named, and when the server is meant (``_names_instance``).
+#: ``init`` and ``launch`` take it with their other options (cli/instances.py).
+TARGET_REFUSALS: dict[tuple[str, ...], str | tuple[str, str]] = {
+    ("info",): (_INSTANCES, _NOT_CLUSTER),
+    **{("config", verb): (_INSTANCES, _NOT_CLUSTER)
+       for verb in ("show", "get", "set", "unset", "edit")},
+    ("copy",): _NOT_CLUSTER,
+    ("move",): "The source LXD server is not clustered",
+    **{("storage", verb): _NO_MEMBER
+       for verb in ("create", "show", "get", "set", "unset", "edit")},
+    ("storage", "info"): _NOT_CLUSTER,
+    **{("storage", "volume", verb): _NO_MEMBER
+       for verb in ("create", "delete", "show", "get", "set", "unset", "edit", "info",
+                    "rename", "snapshot", "restore", "copy")},
+    **{("network", verb): _NO_MEMBER
+       for verb in ("create", "show", "get", "set", "unset")},
+    ("network", "info"): _NOT_CLUSTER,
+}
+
+
+def _add_target_flags(parser: argparse.ArgumentParser) -> None:
+    """``--target`` on the built commands that ``TARGET_REFUSALS`` names."""
+    for path, p in walk(parser):
+        refusal = TARGET_REFUSALS.get(path)
+        if refusal is not None:
+            p.add_argument("--target", dest="cluster_target", metavar="<member>",
+                           help="refused: an lxdlib root is never a cluster")
+            p.set_defaults(target_refusal=refusal)
+
+
+def target_refusal(args: argparse.Namespace) -> str | None:
+    """What the command says of its ``--target``, or None without one."""
+    if getattr(args, "cluster_target", None) is None or \
+            not hasattr(args, "target_refusal"):
+        return None
+    refusal: str | tuple[str, str] = args.target_refusal
+    if isinstance(refusal, str):
+        return refusal
+    return refusal[0] if _names_instance(args) else refusal[1]
+
+
+def _names_instance(args: argparse.Namespace) -> bool:
+    """Whether ``info``/``config <verb>`` was given an instance, not meant for the server:
+    a name (``show``, ``edit``, ``info``), or a first argument that is neither a server key
+    (they hold a dot, which instance names cannot) nor ``key=value``."""
+    if getattr(args, "name", None):
+        return True
+    first = (getattr(args, "args", None) or [""])[0]
+    return bool(first) and "." not in first and "=" not in first
 
 
 def _verb_line(path: tuple[str, ...], verb: str) -> str | None:
@@ -518,7 +615,11 @@ def _run(argv: Sequence[str] | None) -> int:
     if isinstance(forwarded, int):
         return forwarded
     head, command = split_exec(fix_config_shorthand(forwarded))
-    head = hoist_global_flags(head)
+    kept = drop_lxc_globals(head)
+    if isinstance(kept, str):
+        sys.stderr.write(f"Error: {kept}\n")
+        return 1
+    head = hoist_global_flags(kept)
     word = command_word(head)
     if word is not None and word not in COMMANDS and word not in ALIASES:
         return unknown_command(word, "lxdlib", sorted(COMMANDS))
@@ -535,6 +636,10 @@ def _run(argv: Sequence[str] | None) -> int:
         return 0
     if args.command == "help":
         return _help(args.topic)
+    refused = target_refusal(args)
+    if refused is not None:
+        sys.stderr.write(f"Error: {refused}\n")
+        return 1
     if getattr(args, "no_host", False):  # e.g. `completion`: no root, no root privileges
         return int(args.func(None, args) or 0)
     if os.geteuid() != 0:

@@ -229,9 +229,8 @@ def cmd_device(host: Host, a: argparse.Namespace) -> int:
     verb = {"rm": "remove", "ls": "list"}.get(a.verb, a.verb)
     if verb in ("list", "show", "get"):
         devs = host.profiles.get(a.profile).devices
-        if verb == "list":
-            for n in sorted(devs):
-                print(n)
+        if verb == "list":  # one line each; none is one empty line, as lxc joins them
+            print("\n".join(sorted(devs)))
         elif verb == "show":  # sorted, as Go writes its maps
             sys.stdout.write(output.dump_yaml(output.sorted_devices(devs)))
         else:

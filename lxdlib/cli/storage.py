@@ -39,23 +39,41 @@ def cmd_list(host: Host, a: argparse.Namespace) -> int:
         try:
             pool = host.pool(name)
             d = pool.describe()
+            description = host.pools[name].description
         except LxdlibError as e:  # one bad pool (its record, its driver) hides no other
             sys.stderr.write(f"Warning: {e}\n")
             continue
         users = every[name]
-        rows.append([name, d["driver"], pool.shown_source,
-                     d.get("description", ""), str(len(users)), "CREATED"])
-        data.append({**d, "used_by": users, "status": "Created"})
+        rows.append([name, d["driver"], pool.shown_source, description, str(len(users)),
+                     "CREATED"])
+        data.append(_pool_doc(d, description, users))
     output.emit(a.format, ["NAME", "DRIVER", "SOURCE", "DESCRIPTION", "USED BY", "STATE"],
                 rows, data)
     return 0
 
 
 def cmd_show(host: Host, a: argparse.Namespace) -> int:
+    """LXD's api.StoragePool in its order (its config sorted, as Go writes a map); a root is
+    never clustered, so its one location is ``none``. ``--resources``: the pool's space in
+    bytes, as ``lxc storage show --resources``."""
+    if a.resources:
+        pool = host.pool(a.name)
+        pool.mount()
+        u = pool.usage()
+        sys.stdout.write(output.dump_yaml({"space": {"used": u.used, "total": u.total}}))
+        return 0
     d = host.pool(a.name).describe()
-    d["used_by"] = _used_by(host, a.name)
-    sys.stdout.write(output.dump_yaml(d))
+    doc = _pool_doc(d, host.pools[a.name].description, _used_by(host, a.name))
+    sys.stdout.write(output.dump_yaml(doc))
     return 0
+
+
+def _pool_doc(d: dict[str, Any], description: str, users: list[str]) -> dict[str, Any]:
+    """A pool as LXD's api.StoragePool, in its order (its config sorted, as Go writes a map;
+    a root is never clustered, so its one location is ``none``): ``show`` and ``list -f``."""
+    return {"config": dict(sorted(d["config"].items())), "description": description,
+            "name": d["name"], "driver": d["driver"], "used_by": users, "status": "Created",
+            "locations": ["none"]}
 
 
 def cmd_edit(host: Host, a: argparse.Namespace) -> int:
@@ -104,9 +122,13 @@ def cmd_info(host: Host, a: argparse.Namespace) -> int:
     u = pool.usage()
     d = pool.describe()
     users = _used_by(host, a.name)
-    info = {"info": {"name": a.name, "driver": d["driver"],
-                     "description": d.get("description", ""),
-                     "total space": output.size(u.total), "space used": output.size(u.used)},
+
+    def space(n: int | None) -> str:  # --bytes: the number, as a string (lxc quotes it)
+        return str(n if n is not None else 0) if a.bytes else output.size(n)
+    # as lxc prints it: Go's maps, so each level's keys sorted
+    info = {"info": {"description": host.pools[a.name].description, "driver": d["driver"],
+                     "name": a.name, "space used": space(u.used),
+                     "total space": space(u.total)},
             "used by": {"instances": [x.rsplit("/", 1)[1] for x in users
                                       if "/instances/" in x],
                         "profiles": [x.rsplit("/", 1)[1] for x in users
@@ -187,6 +209,12 @@ def cmd_volume_restore(host: Host, a: argparse.Namespace) -> int:
 
 
 def cmd_volume_create(host: Host, a: argparse.Namespace) -> int:
+    from ..errors import InvalidArgument
+    if a.content_type not in ("filesystem", "block"):
+        raise InvalidArgument("Invalid volume content type name")  # lxc's words
+    if a.content_type == "block":
+        raise InvalidArgument("lxdlib's custom volumes are filesystems: --type block (a "
+                              "block device for a VM) is not supported")
     _volumes(host).create(a.pool, a.volume, parse_kv(a.config, "volume config"),
                           a.description or "")
     if not host_quiet(a):
@@ -294,8 +322,12 @@ def cmd_volume_show(host: Host, a: argparse.Namespace) -> int:
         sys.stdout.write(output.dump_yaml(view))
         return 0
     v = _volumes(host).get(a.pool, a.volume)
-    v.pop("pool", None)
-    sys.stdout.write(output.dump_yaml(v))
+    # api.StorageVolume's fields in LXD's order; a root has the default project only
+    shown = {"config": v["config"], "description": v["description"], "name": v["name"],
+             "type": v["type"], "used_by": v["used_by"], "location": v["location"],
+             "content_type": v["content_type"], "project": "default",
+             "created_at": _api_time(v["created_at"])}
+    sys.stdout.write(output.dump_yaml(shown))
     return 0
 
 
@@ -535,6 +567,8 @@ def _register_volume(s: Any) -> None:
     x = verb("create", cmd_volume_create, "volume")
     x.add_argument("config", nargs="*", help="key=value (size=…, user.*)")
     x.add_argument("--description")
+    x.add_argument("--type", dest="content_type", default="filesystem",
+                   help="the content type: filesystem (block volumes are not supported)")
     x = verb("list", cmd_volume_list, aliases=("ls",))
     output.add_columns(x, VOLUME_DEFAULT_COLUMNS, {
         "c": "content type", "d": "description", "n": "name", "t": "type", "u": "used by",
@@ -589,6 +623,11 @@ def register(sub: Any) -> None:
         x = s.add_parser(name, aliases=["rm"] if name == "delete" else [])
         x.add_argument("name")
         x.set_defaults(func=fn)
+        if name == "show":
+            x.add_argument("--resources", action="store_true",
+                           help="the pool's space (used, total) in bytes")
+        elif name == "info":
+            x.add_argument("--bytes", action="store_true", help="sizes in bytes")
     x = s.add_parser("edit", help="edit a storage pool's config and description (YAML on "
                                   "stdin or $EDITOR)")
     x.add_argument("name")

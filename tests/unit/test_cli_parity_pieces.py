@@ -70,3 +70,61 @@ def test_disk_usage_comes_from_the_listings_figures(usages: dict[str, int | None
     assert cli.instance_state(Listed("c1", "STOPPED", -1, rec), None, {}, {}, usages)["disk"] == {}
 
 
+
+
+# -- lxc's flags beyond the seed article (tests/data/lxd/cli: the recorded words) ---------------
+
+@pytest.mark.parametrize(("argv", "kept"), [
+    (["--project", "default", "list"], ["list"]),
+    (["list", "--project=default", "-c", "n"], ["list", "-c", "n"]),
+    (["--force-local", "list", "--force-local"], ["list"]),
+    (["exec", "c1", "--", "echo", "--project", "x"], ["exec", "c1", "--", "echo", "--project",
+                                                      "x"]),
+    (["info", "c1", "--project", "nope"], "Project not found"),
+    (["list", "--project"], "flag needs an argument: --project"),
+])
+def test_lxcs_no_op_globals_are_dropped(argv: list[str], kept: list[str] | str) -> None:
+    from lxdlib.cli import main
+    assert main.drop_lxc_globals(argv) == kept
+
+
+@pytest.mark.parametrize(("message", "said"), [
+    ("argument --user: invalid int value: 'abc'",
+     'invalid argument "abc" for "--user" flag: strconv.ParseUint: parsing "abc": invalid '
+     "syntax"),
+    ("argument --timeout: invalid float value: 'x'",
+     'invalid argument "x" for "--timeout" flag: strconv.ParseInt: parsing "x": invalid syntax'),
+    ("argument -f/--force: expected one argument", "flag needs an argument: --force"),
+])
+def test_number_flags_are_refused_in_gos_words(message: str, said: str) -> None:
+    from lxdlib.cli import main
+    assert main._lxc_flag_error(message) == said
+
+
+def test_all_projects_puts_the_project_column_first() -> None:
+    from lxdlib.cli import listcols
+    assert listcols.parse(None, False, True) == list("ens46tS")
+    assert listcols.parse("ns", False, True) == ["n", "s"]
+    assert listcols.parse(None, False) == list("ns46tS")
+
+
+def test_target_is_refused_in_lxds_words() -> None:
+    """Every command ``TARGET_REFUSALS`` names takes ``--target`` and refuses it; an instance
+    named or not picks the words where LXD's depend on it."""
+    from lxdlib.cli import main
+    cases = [(["info", "c1", "--target", "n1"], "--target cannot be used with instances"),
+             (["info", "--target", "n1"], main._NOT_CLUSTER),
+             (["config", "get", "c1", "user.x", "--target", "n1"], main._INSTANCES),
+             (["config", "get", "core.https_address", "--target", "n1"], main._NOT_CLUSTER),
+             (["config", "set", "user.x=1", "--target", "n1"], main._NOT_CLUSTER),
+             (["storage", "volume", "show", "default", "v1", "--target=n1"], main._NO_MEMBER),
+             (["move", "c1", "c2", "--target", "n1"], "The source LXD server is not clustered"),
+             (["info", "c1"], None)]
+    for argv, said in cases:
+        args = main.build_parser(argv[0]).parse_args(argv)
+        assert main.target_refusal(args) == said, argv
+    parser = main.build_parser("*")
+    from lxdlib.cli.common import walk
+    taking = {path for path, p in walk(parser)
+              if any("--target" in a.option_strings for a in p._actions)}
+    assert set(main.TARGET_REFUSALS) | {("init",), ("launch",)} == taking

@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
 """Record LXD's output for every step of the seed script (tests/seed_steps.py) into
-tests/data/lxd/seed/recording.json: stdout, stderr and exit code of each ``lxc`` line.
+tests/data/lxd/seed/recording.json: stdout, stderr and exit code of each ``lxc`` line; with
+``--suite cli``, of the everyday lines of tests/cli_steps.py into tests/data/lxd/cli/ (compared
+by tests/integration/test_cli_shapes.py).
 
 Needs a running LXD 5.0 initialised with tests/data/lxd/preseed.yaml and the busybox image
 imported under the alias ``busybox`` (docs/testing.md says how). Not run in CI: the recording is
 committed, and tests/integration/test_seed_shapes.py compares lxdlib's output with it.
 
-    .venv/bin/python tests/data/lxd/record.py [--out PATH]
+    .venv/bin/python tests/data/lxd/record.py [--suite seed|cli] [--out PATH]
 
 It deletes every LXD instance and the script's profiles and images before and after the run (the
-LXD it talks to is the recording one, nothing else lives there) and restores the default profile.
+LXD it talks to is the recording one, nothing else lives there) and restores the default profile;
+the ``cli`` suite deletes only what its script names (instances, volumes, networks, pools).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shlex
 import socket
@@ -27,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 
-from tests.seed_steps import IMAGES, NOT_RECORDED, PROFILES, STEPS  # noqa: E402
+SUITE = importlib.import_module("tests.seed_steps")  # the script recorded (``--suite``)
 
 
 def lxc(*argv: str, input: str | None = None, cwd: Path | None = None
@@ -58,20 +62,32 @@ def wait_for_addresses(timeout: float = 30) -> None:
 def clear(default_profile: str | None) -> None:
     """Remove what a run of the script leaves in LXD (also a half-finished earlier run)."""
     names = json.loads(lxc("list", "--format", "json").stdout or "[]")
+    only = getattr(SUITE, "INSTANCES", None) if SUITE.__name__ != "tests.seed_steps" else None
     for inst in names:
-        lxc("delete", "--force", inst["name"])
-    for alias in IMAGES:
+        if only is None or inst["name"] in only:
+            lxc("delete", "--force", inst["name"])
+    for alias in SUITE.IMAGES:
         lxc("image", "delete", alias)
-    for profile in PROFILES:
+    for profile in SUITE.PROFILES:
         lxc("profile", "delete", profile)
+    for volume in getattr(SUITE, "VOLUMES", ()):
+        lxc("storage", "volume", "delete", "default", volume)
+    for network in getattr(SUITE, "NETWORKS", ()):
+        lxc("network", "delete", network)
+    for pool in getattr(SUITE, "POOLS", ()):
+        lxc("storage", "delete", pool)
     if default_profile is not None:
         lxc("profile", "edit", "default", input=default_profile)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "seed" / "recording.json")
+    ap.add_argument("--suite", choices=("seed", "cli"), default="seed")
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    global SUITE
+    SUITE = importlib.import_module(f"tests.{args.suite}_steps")
+    out_path = args.out or Path(__file__).parent / args.suite / "recording.json"
     version = lxc("version").stdout
     info = lxc("image", "info", "busybox")
     if info.returncode != 0:
@@ -86,7 +102,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lxdrec-") as tmp:
         cwd = Path(tmp)
         try:
-            for step in STEPS:
+            for step in SUITE.STEPS:
                 if step.before is not None:
                     step.before(cwd)
                 if step.id in ("list", "info"):
@@ -104,10 +120,10 @@ def main() -> int:
         finally:
             clear(default_profile)
     doc = {"lxd_version": version.strip(), "fingerprint": fingerprint, "values": values,
-           "not_recorded": NOT_RECORDED, "steps": out}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+           "not_recorded": SUITE.NOT_RECORDED, "steps": out}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {out_path}", file=sys.stderr)
     return 0
 
 
