@@ -335,7 +335,11 @@ def make_listener(a: ProxyAddress, addr: Address, *, mode: int, uid: int | None,
             if uid is not None or gid is not None:
                 made.chown(-1 if uid is None else uid, -1 if gid is None else gid)
         else:
-            if a.proto != "unix":
+            if a.proto == "tcp":
+                # a listening TCP port is never shared, SO_REUSEADDR or not (it only skips
+                # TIME_WAIT); a UDP one is, with any later socket that sets it too: a host
+                # user's socket bound to the same port took the datagrams meant for the
+                # instance, and a second device on the port started without an error
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if s.family == socket.AF_INET6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)

@@ -593,3 +593,63 @@ def test_forwarder_relay_and_init_watch(root: Path, sleeper: subprocess.Popen[An
         assert ended
     assert not (root / "fwd.pid").exists()
     assert not p_in_use(lport) and not p_in_use(tuport)
+
+
+UDP_SQUAT = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError as e:
+    print(e.strerror)
+    sys.exit()
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("127.0.0.1", int(sys.argv[1])))
+s.settimeout(2)
+print("got", s.recv(100))
+"""
+
+
+def test_a_udp_listen_port_is_the_forwarders_alone(root: Path,
+                                                   sleeper: subprocess.Popen[Any]) -> None:
+    """A UDP listen socket takes its port alone, as a TCP one does: a second device on the
+    same port fails, and a host user cannot bind the same port (more specifically, or
+    anew) and take the datagrams sent to the instance. Before, the forwarder set
+    SO_REUSEADDR on UDP sockets too, which lets any later socket that sets it share the port."""
+    port, target = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+    pids = [start_forwarder(root, sleeper.pid, f"udp:0.0.0.0:{port}",
+                            f"udp:127.0.0.1:{target}")]
+    try:
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              sys.executable, "-c", UDP_SQUAT, str(port)],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+        assert out.stdout.strip() == "Address already in use", out
+        r, w = os.pipe()
+        try:
+            p = subprocess.Popen([sys.executable, "-m", "lxdlib.forwarder", "--root", str(root),
+                                  "--instance", "x", "--device", "e", "--init-pid",
+                                  str(sleeper.pid), "--listen", f"udp:127.0.0.1:{port}",
+                                  "--connect", f"udp:127.0.0.1:{target}", "--pidfile",
+                                  str(root / "second.pid"), "--status-fd", str(w)],
+                                 pass_fds=(w,), stderr=subprocess.DEVNULL)
+            os.close(w)
+            w = -1
+            p.wait(TIMEOUT)
+            with os.fdopen(r, "rb", closefd=False) as f:
+                line = f.readline()
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
+        if line == b"ready\n":
+            pids.append(int((root / "second.pid").read_text()))
+        assert line.startswith(b"error Failed listening on 127.0.0.1:") and \
+            b"Address already in use" in line, line
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        ended = wait(lambda: not set(pids) & set(forwarders(root)))
+        for p_ in set(pids) & set(forwarders(root)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p_, signal.SIGKILL)
+        assert ended
