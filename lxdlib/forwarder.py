@@ -11,8 +11,10 @@ lets a clean-up tell its processes apart. The forwarder
    forked child that joins the instance's user, mount (for a unix path) and network namespaces
    as the instance's root — an idmapped rootfs takes no file from the host's root — and hands
    the sockets back over a socketpair; unix sockets get their owner and mode;
-4. moves into the connecting side's network (and, for a unix path, mount) namespace and drops
-   to ``security.uid``/``security.gid``; in the instance's mount namespace it is then sealed
+4. moves into the connecting side's network (and, for a unix path, mount) namespace — the
+   instance's as its root, in its user namespace: host root's rights would follow whatever
+   socket the container's root linked a connect path to — and drops to
+   ``security.uid``/``security.gid``; in the instance's mount namespace it is then sealed
    (:func:`seal`): it loads no module and reads no source file there;
 5. tells its starter ``ready`` or ``error <reason>`` over a pipe, so a busy listen address fails
    the start or the device add at once;
@@ -27,7 +29,7 @@ an epoll loop over splice keeps up with the kernel without threads. All imports 
 once in a container's mount namespace, the host's Python files are out of reach, and the paths
 Python would load a module or a traceback's source lines from are the container's root's to
 fill (``encodings/<codec>.py`` for a ``# coding:`` line it planted in the file a traceback
-names), while the forwarder is host root unless ``security.uid`` says otherwise.
+names), while the forwarder is the instance's root (host root for a privileged instance).
 """
 
 from __future__ import annotations
@@ -148,13 +150,15 @@ class Namespaces:
 
     def become_instance_root(self, *, mnt: bool) -> None:
         """Join the instance as its root: user namespace first (it owns the others), then
-        mount and network. Only for a throw-away child: there is no way back."""
+        mount and network. There is no way back: for the child that makes the listening
+        sockets inside, and for the forwarder itself when it connects inside. The supplementary
+        groups go first, while allowed: host root's group 0 would follow it in, and the
+        instance may deny ``setgroups``."""
+        os.setgroups([])
         if self.own_userns:
             setns(self.fds[("instance", "user")], CLONE_NEWUSER)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-            with contextlib.suppress(OSError):
-                os.setgroups([])
         if mnt:
             setns(self.fds[("instance", "mnt")], CLONE_NEWNS)
         setns(self.fds[("instance", "net")], CLONE_NEWNET)
@@ -915,15 +919,21 @@ class Forwarder(Watcher):
                     self.unix_paths.append(made)
         else:
             self._listen_as_instance(addrs, unix_path)
-        in_instance_mnt = connect_side == "instance" and self.connect.proto == "unix" and \
-            not self.connect.abstract
-        self.ns.enter(connect_side,
-                      mnt=self.connect.proto == "unix" and not self.connect.abstract)
-        if in_instance_mnt:
-            seal()
+        connect_mnt = self.connect.proto == "unix" and not self.connect.abstract
+        if connect_side == "instance":
+            # As the instance's root, never host root: the container's root may point a
+            # connect path at any socket its mount namespace shows, and a host root's socket
+            # of a shared directory, which that root may not use, answered host root.
+            # ``security.uid``/``gid`` are then ids of the instance, as its kernel maps them.
+            self.ns.become_instance_root(mnt=connect_mnt)
+            if connect_mnt:
+                seal()
+        else:
+            self.ns.enter("host", mnt=connect_mnt)
         self.ns.close()
         if a.security_gid is not None or a.security_uid is not None:
-            os.setgroups([])
+            if connect_side == "host":
+                os.setgroups([])  # inside, ``become_instance_root`` dropped them
             if a.security_gid is not None:
                 os.setgid(a.security_gid)
             if a.security_uid is not None:

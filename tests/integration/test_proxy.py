@@ -169,6 +169,21 @@ while True:
 """
 
 
+PEER_SERVER = r"""
+import os, socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], int(sys.argv[2], 8))
+s.listen(16)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    pid, uid, gid = struct.unpack("3i", c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    c.sendall(f"uid={uid}".encode())
+    c.close()
+"""
+
+
 # -- tcp: the seed's CLI form and the forwarder's lifecycle ------------------------------------
 def unique(prefix: str) -> str:
     """Instance names differ per test run: liblxc's monitor cgroups are named after them."""
@@ -273,7 +288,9 @@ def test_tcp_proxy_lifecycle(host: lxdlib.Host) -> None:
     c.exec(["poweroff"])
     assert c.wait_for(lambda: c.state == "STOPPED", timeout=30)
     assert wait(lambda: not forwarders(root))
-    assert not list((host.paths.instance_dir(name) / "devices").glob("*.pid"))
+    # the post-stop hook removes the pid files (a forwarder in the instance's user namespace
+    # may not); the kernel's STOPPED may come before it has run
+    assert wait(lambda: not list((host.paths.instance_dir(name) / "devices").glob("*.pid")))
 
 
 def p_in_use(port: int) -> bool:
@@ -378,6 +395,33 @@ def test_udp_unix_instance_side_and_header(host: lxdlib.Host, share: Path) -> No
     assert len(forwarders(root)) == n - 2
     c.stop(force=True)
     assert wait(lambda: not forwarders(root))
+
+
+def test_a_connect_path_in_the_instance_reaches_only_what_its_root_may(
+        host: lxdlib.Host, share: Path) -> None:
+    """``connect=unix:`` in an unprivileged instance is connected as the instance's root, not
+    as host root: the container's root may point the path at any socket its mount namespace
+    shows, here a host root's mode-0600 socket in a shared host directory, which it may not
+    use itself. Before, the forwarder (host root) connected to it, and the server saw uid 0."""
+    name = unique("pr")
+    c = host.launch("busybox", name, devices={
+        "share": {"type": "disk", "source": str(share), "path": "/mnt/share"}})
+    base = int(c.config["volatile.idmap.base"])
+    with host_process([sys.executable, "-c", PEER_SERVER, str(share / "secret.sock"), "600"]), \
+            host_process([sys.executable, "-c", PEER_SERVER, str(share / "open.sock"), "666"]):
+        port, oport = free_port(), free_port()
+        c.exec(["ln", "-s", "/mnt/share/secret.sock", "/app.sock"], check=True)
+        add(c, app=proxy(f"tcp:127.0.0.1:{port}", "unix:/app.sock"),
+            open=proxy(f"tcp:127.0.0.1:{oport}", "unix:/mnt/share/open.sock"))
+        assert talk(("127.0.0.1", port), b"") == b""  # refused: closed at once
+        # a socket the instance's root may use is reached, as that root
+        assert talk(("127.0.0.1", oport), b"") == f"uid={base}".encode()
+        # the same after a restart (the forwarders started from the start-host hook)
+        c.restart(force=True)
+        assert talk(("127.0.0.1", port), b"") == b""
+        assert talk(("127.0.0.1", oport), b"") == f"uid={base}".encode()
+    c.stop(force=True)
+    assert wait(lambda: not forwarders(host.paths.root))
 
 
 # -- NAT mode ----------------------------------------------------------------------------------

@@ -210,8 +210,8 @@ print("source shown" if "raise ValueError" in text else "no source")
 
 @pytest.mark.parametrize("seal", [False, True])
 def test_a_sealed_forwarder_runs_nothing_the_container_planted(tmp_path: Path, seal: bool) -> None:
-    """The forwarder joins the instance's mount namespace as host root (``connect=unix:`` in
-    the instance, no ``security.uid``) for its whole life. There a module Python loads, or a
+    """The forwarder joins the instance's mount namespace (``connect=unix:`` in the instance)
+    for its whole life, as host root for a privileged instance. There a module Python loads, or a
     codec a traceback's ``# coding:`` line names, comes from the container's files: unsealed
     (the first case) each one below runs as the process's user; sealed, none does."""
     ran = tmp_path / "ran"
