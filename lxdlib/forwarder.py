@@ -298,12 +298,22 @@ class UnixPath:
     def remember(self) -> None:
         self.ino = os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False).st_ino
 
-    def chown(self, uid: int, gid: int) -> None:
-        """Give the socket its owner; never through a link put in its place."""
-        st = os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False)
-        if st.st_ino != self.ino or not stat.S_ISSOCK(st.st_mode):
-            raise SetupError(f"the socket {self.name!r} was replaced while being set up")
-        os.chown(self.name, uid, gid, dir_fd=self.dirfd, follow_symlinks=False)
+    def chown(self, uid: int, gid: int, *, held: bool) -> None:
+        """Give the socket its owner; never through a link put in its place. ``held`` (on
+        the host, where ``/proc`` is ours): the file checked is the file chowned, through a
+        handle on it — looked up twice by name, a host user owning the directory could swap
+        a hard link to another file in between, and that file got the device's owner."""
+        fd = os.open(self.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dirfd)
+        try:
+            st = os.fstat(fd)
+            if st.st_ino != self.ino or not stat.S_ISSOCK(st.st_mode):
+                raise SetupError(f"the socket {self.name!r} was replaced while being set up")
+            if held:
+                os.chown(f"/proc/self/fd/{fd}", uid, gid)
+            else:  # the instance's root, in the instance's own directory
+                os.chown(self.name, uid, gid, dir_fd=self.dirfd, follow_symlinks=False)
+        finally:
+            os.close(fd)
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):
@@ -337,7 +347,8 @@ def make_listener(a: ProxyAddress, addr: Address, *, mode: int, uid: int | None,
                 os.umask(old)
             made.remember()
             if uid is not None or gid is not None:
-                made.chown(-1 if uid is None else uid, -1 if gid is None else gid)
+                made.chown(-1 if uid is None else uid, -1 if gid is None else gid,
+                           held=via_dir)
         else:
             if a.proto == "tcp":
                 # a listening TCP port is never shared, SO_REUSEADDR or not (it only skips

@@ -3,6 +3,7 @@ target choice, and how a forwarder is recognised before any signal."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -263,3 +264,41 @@ def test_a_host_socket_lands_in_the_directory_its_path_named(
         assert made is not None
         made.remove()
     assert list((home / "moved").iterdir()) == []
+
+
+def test_a_host_socket_owner_goes_to_the_socket_not_a_file_swapped_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``uid``/``gid`` of a host-side unix socket below a directory a host user controls:
+    right before the forwarder gives the socket its owner, the user renames it away and puts a
+    hard link to another file at its name. The owner goes to the socket the forwarder made;
+    before, the ownership check and the chown each looked the name up, and the file linked in
+    between was given to the device's uid."""
+    from lxdlib import forwarder
+    home = tmp_path / "home"
+    home.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("not yours\n")
+    real_chown = os.chown
+    swapped: list[bool] = []
+
+    def swap_then_chown(path: object, uid: int, gid: int, **kw: object) -> None:
+        if not swapped:
+            (home / "app.sock").rename(home / "moved.sock")
+            os.link(victim, home / "app.sock")
+            swapped.append(True)
+        real_chown(path, uid, gid, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "chown", swap_then_chown)
+    path = str(home / "app.sock")
+    s, made = forwarder.make_listener(parse_proxy_address(f"unix:{path}"), path, mode=0o600,
+                                      uid=12345, gid=23456, via_dir=True)
+    monkeypatch.setattr(os, "chown", real_chown)
+    try:
+        assert swapped
+        assert (victim.stat().st_uid, victim.stat().st_gid) == (0, 0)
+        st = (home / "moved.sock").stat()
+        assert (st.st_uid, st.st_gid) == (12345, 23456)
+    finally:
+        s.close()
+        assert made is not None
+        made.remove()
