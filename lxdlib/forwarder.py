@@ -111,6 +111,39 @@ def log_to_stderr() -> None:
     top.setLevel(logging.INFO)
 
 
+class Throttle:
+    """The log lines a client can cause (one per refused connect, per failed accept, per
+    error in a connection) are limited to ``burst`` per ``window`` seconds, and the excess is
+    counted in one line at the next window: the log is a host file that grows for as long as
+    the forwarder runs, and any user on the listening side (the container's, with
+    ``bind=instance``) could write it at thousands of lines a second."""
+
+    def __init__(self, burst: int = 20, window: float = 60.0) -> None:
+        self.burst, self.window = burst, window
+        self.until = 0.0
+        self.count = self.dropped = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now >= self.until:
+            if self.dropped:
+                log.warning("%d more such lines were not logged", self.dropped)
+            self.until, self.count, self.dropped = now + self.window, 0, 0
+        if self.count < self.burst:
+            self.count += 1
+            return True
+        self.dropped += 1
+        return False
+
+    def warning(self, msg: str, *args: object) -> None:
+        if self.allow():
+            log.warning(msg, *args)
+
+
+#: the forwarder's per-connection log lines (one process, one thread: one throttle)
+noisy = Throttle()
+
+
 # -- namespaces --------------------------------------------------------------------------------
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -458,7 +491,8 @@ class Loop:
                     try:
                         handler(ev)
                     except Exception:  # a bug in one connection must not end the others
-                        log.exception("unexpected error")
+                        if noisy.allow():
+                            log.exception("unexpected error")
                         self.remove(fd)
                 if not self.running:
                     break
@@ -579,7 +613,7 @@ class StreamPair:
     def _connected(self) -> bool:
         err = self.b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            log.warning("connect failed: %s", os.strerror(err))
+            noisy.warning("connect failed: %s", os.strerror(err))
             self.close()
             return False
         self.connecting = False
@@ -588,7 +622,7 @@ class StreamPair:
         except OSError:
             sent = -1
         if sent != len(self.header):  # a fresh socket takes a hundred bytes at once
-            log.warning("could not send the PROXY header")
+            noisy.warning("could not send the PROXY header")
             self.close()
             return False
         return True
@@ -707,7 +741,7 @@ class StreamListener:
                 return
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("accept: %s", e.strerror)
+                    noisy.warning("accept: %s", e.strerror)
                     return
                 continue
             conn.setblocking(False)
@@ -762,7 +796,7 @@ class UdpListener:
                 try:
                     up = connect_socket(self.fwd.connect_family, socket.SOCK_DGRAM, self.target)
                 except OSError as e:
-                    log.warning("udp connect to %s: %s", describe(self.target), e.strerror)
+                    noisy.warning("udp connect to %s: %s", describe(self.target), e.strerror)
                     continue
                 session = self.sessions[peer] = UdpSession(self, peer, up)
             self.last_seen[peer] = time.monotonic()
@@ -1012,7 +1046,7 @@ class Forwarder(Watcher):
             up = connect_socket(self.connect_family, kind, listener.target,
                                 rcvbuf=LOCAL_RCVBUF if listener.local_target else 0)
         except OSError as e:
-            log.warning("connect to %s: %s", describe(listener.target), e.strerror)
+            noisy.warning("connect to %s: %s", describe(listener.target), e.strerror)
             conn.close()
             return
         if kind == socket.SOCK_DGRAM:

@@ -564,16 +564,17 @@ def sleeper() -> Iterator[subprocess.Popen[Any]]:
         p.wait()
 
 
-def start_forwarder(root: Path, init_pid: int, listen: str, connect: str, *extra: str
-                    ) -> int:
+def start_forwarder(root: Path, init_pid: int, listen: str, connect: str, *extra: str,
+                    log: Path | None = None) -> int:
     """Start one as devices/proxy.py does; return its pid once it reported ready."""
     r, w = os.pipe()
     try:
-        p = subprocess.Popen([sys.executable, "-m", "lxdlib.forwarder", "--root", str(root),
-                              "--instance", "x", "--device", "d", "--init-pid", str(init_pid),
-                              "--listen", listen, "--connect", connect, "--pidfile",
-                              str(root / "fwd.pid"), "--status-fd", str(w), *extra],
-                             pass_fds=(w,), stderr=subprocess.DEVNULL)
+        with open(log or os.devnull, "ab") as err:
+            p = subprocess.Popen([sys.executable, "-m", "lxdlib.forwarder", "--root",
+                                  str(root), "--instance", "x", "--device", "d", "--init-pid",
+                                  str(init_pid), "--listen", listen, "--connect", connect,
+                                  "--pidfile", str(root / "fwd.pid"), "--status-fd", str(w),
+                                  *extra], pass_fds=(w,), stderr=err)
         os.close(w)
         w = -1
         p.wait(TIMEOUT)
@@ -689,6 +690,30 @@ def test_a_udp_listen_port_is_the_forwarders_alone(root: Path,
             pids.append(int((root / "second.pid").read_text()))
         assert line.startswith(b"error Failed listening on 127.0.0.1:") and \
             b"Address already in use" in line, line
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        ended = wait(lambda: not set(pids) & set(forwarders(root)))
+        for p_ in set(pids) & set(forwarders(root)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p_, signal.SIGKILL)
+        assert ended
+
+
+def test_clients_cannot_fill_the_log(root: Path, sleeper: subprocess.Popen[Any]) -> None:
+    """Each connection whose target refuses logs a line; a client that connects in a loop
+    (with ``bind=instance``, any user of the container) wrote the host file at some
+    5000 lines a second for as long as it liked. Now a burst is logged, then a count."""
+    port, closed = free_port(), free_port()
+    log = root / "fwd.log"
+    pids = [start_forwarder(root, sleeper.pid, f"tcp:127.0.0.1:{port}",
+                            f"tcp:127.0.0.1:{closed}", log=log)]
+    try:
+        for _ in range(2000):
+            assert talk(("127.0.0.1", port), b"") == b""
+        lines = log.read_text().splitlines()
+        assert sum("Connection refused" in line for line in lines) >= 1
+        assert len(lines) < 40, len(lines)
     finally:
         sleeper.kill()
         sleeper.wait()
