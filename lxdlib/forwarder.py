@@ -979,10 +979,15 @@ class Forwarder(Watcher):
         if a.security_gid is not None or a.security_uid is not None:
             if connect_side == "host":
                 os.setgroups([])  # inside, ``become_instance_root`` dropped them
-            if a.security_gid is not None:
-                os.setgid(a.security_gid)
-            if a.security_uid is not None:
-                os.setuid(a.security_uid)
+            for key, value, change in (("security.gid", a.security_gid, os.setgid),
+                                       ("security.uid", a.security_uid, os.setuid)):
+                if value is None:
+                    continue
+                try:
+                    change(value)
+                except OSError as e:  # inside: an id the instance's map does not hold
+                    raise SetupError(f"Cannot take {key} {value} on the {connect_side} side: "
+                                     f"{e.strerror}") from None
         for s, dest in zip(self.sockets, dests, strict=True):
             if self.listen.proto == "udp":
                 self.listeners.append(UdpListener(self, s, dest))
