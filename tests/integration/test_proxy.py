@@ -418,7 +418,7 @@ def test_a_connect_path_in_the_instance_reaches_only_what_its_root_may(
         assert talk(("127.0.0.1", oport), b"") == f"uid={base}".encode()
         # security.uid is an id of the instance: one its map does not hold is refused (before,
         # shifted by the map's base, it was some other host uid, maybe another instance's)
-        with pytest.raises(NetworkError, match="Cannot take security.uid 1000000000"):
+        with pytest.raises(NetworkError, match=r"Cannot take security\.uid 1000000000"):
             add(c, far=proxy(f"tcp:127.0.0.1:{free_port()}", "unix:/mnt/share/open.sock",
                              **{"security.uid": "1000000000"}))
         assert "far" not in c.devices
