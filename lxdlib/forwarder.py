@@ -81,6 +81,7 @@ UDP_IDLE = 30 * 60.0  # LXD's idle timeout of a UDP session
 MAX_DGRAM = 65535
 STREAM_TO_DGRAM_BACKLOG = 4 << 20  # datagram bytes queued for a slow stream before dropping
 SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+FDS_PER_MESSAGE = 200  # descriptors per SCM_RIGHTS message (the kernel's limit is 253)
 
 IN = select.EPOLLIN
 OUT = select.EPOLLOUT
@@ -998,25 +999,33 @@ class Forwarder(Watcher):
     def _listen_as_instance(self, addrs: list[Address], unix_path: bool) -> None:
         """Listening sockets made by the instance's root in a forked child (entering a user
         namespace is one way), handed back over a socketpair. Files it creates are then owned
-        by the instance's ids, as idmapped root filesystems require."""
+        by the instance's ids, as idmapped root filesystems require.
+
+        The child says ``ok [count, meta]`` and then sends the descriptors in messages of at
+        most ``FDS_PER_MESSAGE`` (the kernel takes 253 at most in one); it keeps every socket
+        object until they are sent, as a dropped one closes its descriptor."""
         assert self.ns is not None
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:  # the child
             code = 1
             try:
                 ours.close()
                 self.ns.become_instance_root(mnt=unix_path)
+                made_sockets: list[socket.socket] = []
                 fds: list[int] = []
                 meta: list[Any] = []
                 for addr in addrs:
                     s, made = make_listener(self.listen, addr, mode=int(self.args.mode, 8),
                                             uid=self.args.uid, gid=self.args.gid)
+                    made_sockets.append(s)
                     fds.append(s.fileno())
                     if made is not None:
                         fds.append(made.dirfd)
                         meta = [made.name, made.ino]
-                socket.send_fds(theirs, [b"ok " + json.dumps(meta).encode()], fds)
+                theirs.sendall(b"ok " + json.dumps([len(fds), meta]).encode())
+                for i in range(0, len(fds), FDS_PER_MESSAGE):
+                    socket.send_fds(theirs, [b"f"], fds[i:i + FDS_PER_MESSAGE])
                 code = 0
             except SetupError as e:
                 theirs.sendall(f"error {e}".encode())
@@ -1025,17 +1034,23 @@ class Forwarder(Watcher):
             finally:
                 os._exit(code)
         theirs.close()
+        fds = []
         try:
-            msg, fds, _flags, _addr = socket.recv_fds(ours, 65536, len(addrs) + 1)
+            text = ours.recv(65536).decode(errors="replace")
+            count, meta = json.loads(text[3:]) if text.startswith("ok ") else (0, [])
+            while len(fds) < count:
+                _msg, got, _flags, _addr = socket.recv_fds(ours, 16, FDS_PER_MESSAGE)
+                if not got:
+                    break  # the child died midway
+                fds += got
         finally:
             ours.close()
             os.waitpid(pid, 0)
-        text = msg.decode(errors="replace")
-        if not text.startswith("ok "):
+        if not text.startswith("ok ") or len(fds) != count:
             for fd in fds:
                 os.close(fd)
-            raise SetupError(text.removeprefix("error ") or "the listening child died")
-        meta = json.loads(text[3:])
+            reason = "" if text.startswith("ok ") else text.removeprefix("error ")
+            raise SetupError(reason or "the listening child died")
         for fd in fds[:len(addrs)]:
             self.sockets.append(socket.socket(fileno=fd))
         if meta:

@@ -367,11 +367,13 @@ def test_udp_unix_instance_side_and_header(host: lxdlib.Host, share: Path) -> No
     # made inside belongs to the container's root
     hport = free_port()
     with host_process([sys.executable, "-c", STREAM_SERVER, str(hport), "host:"]):
-        add(c, inside=proxy("tcp:127.0.0.1:6000", f"tcp:127.0.0.1:{hport}", bind="instance"),
+        add(c, inside=proxy("tcp:127.0.0.1:6000-6001", f"tcp:127.0.0.1:{hport}",
+                            bind="instance"),
             insock=proxy("unix:/tmp/in.sock", f"tcp:127.0.0.1:{hport}", bind="instance",
                          mode="0600"))
-        out = c.exec("echo hi | nc 127.0.0.1 6000", check=True, timeout=TIMEOUT)
-        assert out.stdout == b"host:hi\n"
+        for port in (6000, 6001):  # a range made inside: every port handed over
+            out = c.exec(f"echo hi | nc 127.0.0.1 {port}", check=True, timeout=TIMEOUT)
+            assert out.stdout == b"host:hi\n"
         assert c.exec(["stat", "-c", "%u %g %a %F", "/tmp/in.sock"]).stdout == \
             b"0 0 600 socket\n"
         assert not Path("/tmp/in.sock").exists() or not Path("/tmp/in.sock").is_socket()
@@ -720,6 +722,35 @@ def test_clients_cannot_fill_the_log(root: Path, sleeper: subprocess.Popen[Any])
         lines = log.read_text().splitlines()
         assert sum("Connection refused" in line for line in lines) >= 1
         assert len(lines) < 40, len(lines)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        ended = wait(lambda: not set(pids) & set(forwarders(root)))
+        for p_ in set(pids) & set(forwarders(root)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p_, signal.SIGKILL)
+        assert ended
+
+
+def test_an_instance_side_range_listens_on_every_port(root: Path,
+                                                       sleeper: subprocess.Popen[Any]) -> None:
+    """``bind=instance`` with several listen ports: the child that makes them inside hands
+    them all over. Before, each socket but the last was closed as the child made the next
+    (its object dropped), and the hand-over failed on the closed descriptor ("Bad file
+    descriptor") for any range; past 253 ports one message cannot carry them all. The
+    sleeper's namespaces are the host's, so the ports are reached from here."""
+    n = 300
+    base = free_port()
+    while base + n > 65535 or any(p_in_use(base + i) for i in range(n)):
+        base = free_port()
+    pids = []
+    try:
+        sport = free_port()
+        with host_process([sys.executable, "-c", STREAM_SERVER, str(sport), "in:"]):
+            pids.append(start_forwarder(root, sleeper.pid, f"tcp:127.0.0.1:{base}-{base + n - 1}",
+                                        f"tcp:127.0.0.1:{sport}", "--bind", "instance"))
+            for port in (base, base + 1, base + n - 1):
+                assert talk(("127.0.0.1", port), b"x") == b"in:x"
     finally:
         sleeper.kill()
         sleeper.wait()
