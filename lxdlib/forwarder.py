@@ -363,7 +363,10 @@ def make_listener(a: ProxyAddress, addr: Address, *, mode: int, uid: int | None,
     """A listening socket; a unix path's file is made in the directory its path names when
     this starts (``via_dir``, on the host: the path may pass a host user's directory, and
     root's socket landed where that user pointed a swapped component)."""
-    s = socket.socket(family_of(a), kind_of(a) | socket.SOCK_CLOEXEC)
+    try:  # a range of many ports may run out of descriptors here: said like a bind's failure
+        s = socket.socket(family_of(a), kind_of(a) | socket.SOCK_CLOEXEC)
+    except OSError as e:
+        raise SetupError(f"Failed listening on {describe(addr)}: {e.strerror}") from None
     made: UnixPath | None = None
     try:
         if a.proto == "unix" and not a.abstract:

@@ -302,3 +302,30 @@ def test_a_host_socket_owner_goes_to_the_socket_not_a_file_swapped_in(
         s.close()
         assert made is not None
         made.remove()
+
+
+NO_DESCRIPTORS_LEFT = r"""
+import os, resource
+from lxdlib import forwarder
+from lxdlib.config.devices import parse_proxy_address
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+held = []
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+try:
+    forwarder.make_listener(parse_proxy_address("tcp:127.0.0.1:1"), ("127.0.0.1", 1), mode=0,
+                            uid=None, gid=None)
+except forwarder.SetupError as e:
+    print(e)
+"""
+
+
+def test_a_range_past_the_descriptor_limit_says_which_port() -> None:
+    """A listen range larger than the forwarder's descriptor limit fails as a bind would,
+    naming the port (before: a bare ``OSError: [Errno 24]`` from outside the setup's checks)."""
+    out = subprocess.run([sys.executable, "-c", NO_DESCRIPTORS_LEFT], capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout.strip() == "Failed listening on 127.0.0.1:1: Too many open files", out
