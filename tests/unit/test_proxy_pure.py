@@ -329,3 +329,19 @@ def test_a_range_past_the_descriptor_limit_says_which_port() -> None:
     out = subprocess.run([sys.executable, "-c", NO_DESCRIPTORS_LEFT], capture_output=True,
                          text=True, timeout=30)
     assert out.stdout.strip() == "Failed listening on 127.0.0.1:1: Too many open files", out
+
+
+def test_throttle_logs_a_burst_then_a_count(monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    from lxdlib import forwarder
+    now = [100.0]
+    monkeypatch.setattr(forwarder.time, "monotonic", lambda: now[0])
+    t = forwarder.Throttle(burst=3, window=60.0)
+    with caplog.at_level("WARNING", logger="lxdlib.forwarder"):
+        for i in range(10):
+            t.warning("refused %d", i)
+        now[0] += 61
+        t.warning("refused again")
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused 0", "refused 1", "refused 2", "7 more such lines were not logged",
+        "refused again"]
