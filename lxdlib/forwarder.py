@@ -12,10 +12,11 @@ lets a clean-up tell its processes apart. The forwarder
    as the instance's root — an idmapped rootfs takes no file from the host's root — and hands
    the sockets back over a socketpair; unix sockets get their owner and mode;
 4. moves into the connecting side's network (and, for a unix path, mount) namespace — the
-   instance's as its root, in its user namespace: host root's rights would follow whatever
-   socket the container's root linked a connect path to — and drops to
-   ``security.uid``/``security.gid``; in the instance's mount namespace it is then sealed
-   (:func:`seal`): it loads no module and reads no source file there;
+   instance's as its root, in its user namespace, for a unix path or with ``security.uid`` /
+   ``security.gid``: host root's rights would follow whatever socket the container's root
+   linked a connect path to — and drops to ``security.uid``/``security.gid``; in the
+   instance's mount namespace it is then sealed (:func:`seal`): it loads no module and reads
+   no source file there;
 5. tells its starter ``ready`` or ``error <reason>`` over a pipe, so a busy listen address fails
    the start or the device add at once;
 6. relays: streams through a kernel pipe with splice(2) (no copy through Python), UDP per client
@@ -969,16 +970,21 @@ class Forwarder(Watcher):
         else:
             self._listen_as_instance(addrs, unix_path)
         connect_mnt = self.connect.proto == "unix" and not self.connect.abstract
-        if connect_side == "instance":
-            # As the instance's root, never host root: the container's root may point a
+        ids = a.security_gid is not None or a.security_uid is not None
+        if connect_side == "instance" and (connect_mnt or ids):
+            # As the instance's root where its ids decide: the container's root may point a
             # connect path at any socket its mount namespace shows, and a host root's socket
             # of a shared directory, which that root may not use, answered host root.
-            # ``security.uid``/``gid`` are then ids of the instance, as its kernel maps them.
+            # ``security.uid``/``gid`` are ids of the instance, as its kernel maps them.
             self.ns.become_instance_root(mnt=connect_mnt)
-            if connect_mnt:
-                seal()
         else:
-            self.ns.enter("host", mnt=connect_mnt)
+            # A TCP, UDP or abstract target inside checks no ids, and as host root the relay's
+            # splice pipes are not held to the per-user pipe limit (pipe-user-pages-soft: as
+            # the instance's root, past some 30 busy connections new pipes got two pages and
+            # a stream ran at a third of its speed).
+            self.ns.enter(connect_side, mnt=connect_mnt)
+        if connect_side == "instance" and connect_mnt:
+            seal()
         self.ns.close()
         if a.security_gid is not None or a.security_uid is not None:
             if connect_side == "host":

@@ -16,9 +16,10 @@ argv names the root, the instance and the device, checked before any signal) and
 
 Ids: ``uid``/``gid`` of a unix listen socket are ids of the listening side (the instance's own
 ids with ``bind=instance``); ``security.uid``/``security.gid`` are ids of the connecting side.
-A forwarder that connects inside the instance does it as the instance's root (or those ids),
-in the instance's user namespace: never as host root, whatever the container's root pointed
-a connect path at.
+A forwarder that connects to a unix path inside the instance, or has those ids, does it as the
+instance's root (or those ids) in the instance's user namespace: never as host root, whatever
+the container's root pointed a connect path at. A TCP, UDP or abstract target inside checks no
+ids, and stays with host root's unbounded splice pipes.
 """
 
 from __future__ import annotations
