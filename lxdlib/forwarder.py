@@ -79,6 +79,11 @@ COPY_BUF = 256 * 1024  # the buffer of the copy path (where splice cannot be use
 LOCAL_RCVBUF = 256 * 1024
 ROUNDS = 16  # splice rounds per event before other connections get their turn
 UDP_IDLE = 30 * 60.0  # LXD's idle timeout of a UDP session
+# Sessions (a connected socket each) of one UDP listener: past this the least recently heard
+# client's goes. A datagram's source is whatever its sender wrote, so without a bound anyone
+# reaching the port could have the forwarder open a socket per forged address until it had
+# no descriptor left (and the proxy was dead for the idle timeout).
+UDP_SESSIONS = 4096
 MAX_DGRAM = 65535
 STREAM_TO_DGRAM_BACKLOG = 4 << 20  # datagram bytes queued for a slow stream before dropping
 SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
@@ -770,6 +775,7 @@ class UdpSession:
                 return
             except OSError:
                 continue  # ICMP errors of earlier datagrams
+            self.listener.last_seen.pop(self.peer, None)  # to the end: the order last heard
             self.listener.last_seen[self.peer] = time.monotonic()
             with contextlib.suppress(OSError):
                 self.listener.sock.sendto(data, self.peer)
@@ -798,12 +804,17 @@ class UdpListener:
                 continue
             session = self.sessions.get(peer)
             if session is None:
+                if len(self.sessions) >= self.fwd.args.udp_sessions:
+                    oldest = next(iter(self.last_seen))  # kept in the order last heard
+                    self.sessions.pop(oldest).close()
+                    del self.last_seen[oldest]
                 try:
                     up = connect_socket(self.fwd.connect_family, socket.SOCK_DGRAM, self.target)
                 except OSError as e:
                     noisy.warning("udp connect to %s: %s", describe(self.target), e.strerror)
                     continue
                 session = self.sessions[peer] = UdpSession(self, peer, up)
+            self.last_seen.pop(peer, None)
             self.last_seen[peer] = time.monotonic()
             session.send(data)
 
@@ -1133,6 +1144,7 @@ def parse_args(argv: Iterable[str]) -> argparse.Namespace:
     p.add_argument("--security-gid", type=int)
     p.add_argument("--proxy-protocol", action="store_true")
     p.add_argument("--udp-idle", type=float, default=UDP_IDLE)
+    p.add_argument("--udp-sessions", type=int, default=UDP_SESSIONS)
     p.add_argument("--pidfile", required=True)
     p.add_argument("--status-fd", type=int, required=True)
     return p.parse_args(list(argv))

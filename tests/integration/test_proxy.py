@@ -759,3 +759,41 @@ def test_an_instance_side_range_listens_on_every_port(root: Path,
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p_, signal.SIGKILL)
         assert ended
+
+
+def test_udp_clients_cannot_use_up_the_forwarders_descriptors(
+        root: Path, sleeper: subprocess.Popen[Any]) -> None:
+    """Each UDP client address gets a socket towards the target; the source of a datagram is
+    whatever its sender wrote, so clients could make the forwarder open one per address until
+    it had no descriptor left. Past ``UDP_SESSIONS`` the least recently heard session goes:
+    here 4200 clients leave it with its descriptors below that, and the newest is answered."""
+    from lxdlib.forwarder import UDP_SESSIONS
+    uport, ulport = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+    pids = []
+    clients: list[socket.socket] = []
+    try:
+        with host_process([sys.executable, "-c", UDP_ECHO, str(uport)]):
+            pids.append(start_forwarder(root, sleeper.pid, f"udp:127.0.0.1:{ulport}",
+                                        f"udp:127.0.0.1:{uport}"))
+            for _ in range(UDP_SESSIONS + 104):  # one at a time: a burst would be dropped
+                c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                c.settimeout(1.0)
+                clients.append(c)
+                for _ in range(5):
+                    c.sendto(b"x", ("127.0.0.1", ulport))
+                    with contextlib.suppress(TimeoutError):
+                        assert c.recv(100) == b"udp:x"
+                        break
+                else:
+                    raise AssertionError(f"client {len(clients)} got no answer")
+            assert len(os.listdir(f"/proc/{pids[0]}/fd")) < UDP_SESSIONS + 50
+    finally:
+        for c in clients:
+            c.close()
+        sleeper.kill()
+        sleeper.wait()
+        ended = wait(lambda: not set(pids) & set(forwarders(root)))
+        for p_ in set(pids) & set(forwarders(root)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p_, signal.SIGKILL)
+        assert ended
