@@ -11,9 +11,12 @@ lets a clean-up tell its processes apart. The forwarder
    forked child that joins the instance's user, mount (for a unix path) and network namespaces
    as the instance's root — an idmapped rootfs takes no file from the host's root — and hands
    the sockets back over a socketpair; unix sockets get their owner and mode;
-4. moves into the connecting side's network (and, for a unix path, mount) namespace and drops
-   to ``security.uid``/``security.gid``; in the instance's mount namespace it is then sealed
-   (:func:`seal`): it loads no module and reads no source file there;
+4. moves into the connecting side's network (and, for a unix path, mount) namespace — the
+   instance's as its root, in its user namespace, for a unix path or with ``security.uid`` /
+   ``security.gid``: host root's rights would follow whatever socket the container's root
+   linked a connect path to — and drops to ``security.uid``/``security.gid``; in the
+   instance's mount namespace it is then sealed (:func:`seal`): it loads no module and reads
+   no source file there;
 5. tells its starter ``ready`` or ``error <reason>`` over a pipe, so a busy listen address fails
    the start or the device add at once;
 6. relays: streams through a kernel pipe with splice(2) (no copy through Python), UDP per client
@@ -27,7 +30,7 @@ an epoll loop over splice keeps up with the kernel without threads. All imports 
 once in a container's mount namespace, the host's Python files are out of reach, and the paths
 Python would load a module or a traceback's source lines from are the container's root's to
 fill (``encodings/<codec>.py`` for a ``# coding:`` line it planted in the file a traceback
-names), while the forwarder is host root unless ``security.uid`` says otherwise.
+names), while the forwarder is the instance's root (host root for a privileged instance).
 """
 
 from __future__ import annotations
@@ -76,9 +79,15 @@ COPY_BUF = 256 * 1024  # the buffer of the copy path (where splice cannot be use
 LOCAL_RCVBUF = 256 * 1024
 ROUNDS = 16  # splice rounds per event before other connections get their turn
 UDP_IDLE = 30 * 60.0  # LXD's idle timeout of a UDP session
+# Sessions (a connected socket each) of one UDP listener: past this the least recently heard
+# client's goes. A datagram's source is whatever its sender wrote, so without a bound anyone
+# reaching the port could have the forwarder open a socket per forged address until it had
+# no descriptor left (and the proxy was dead for the idle timeout).
+UDP_SESSIONS = 4096
 MAX_DGRAM = 65535
 STREAM_TO_DGRAM_BACKLOG = 4 << 20  # datagram bytes queued for a slow stream before dropping
 SPLICE_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+FDS_PER_MESSAGE = 200  # descriptors per SCM_RIGHTS message (the kernel's limit is 253)
 
 IN = select.EPOLLIN
 OUT = select.EPOLLOUT
@@ -107,6 +116,39 @@ def log_to_stderr() -> None:
     top = logging.getLogger("lxdlib")
     top.addHandler(handler)
     top.setLevel(logging.INFO)
+
+
+class Throttle:
+    """The log lines a client can cause (one per refused connect, per failed accept, per
+    error in a connection) are limited to ``burst`` per ``window`` seconds, and the excess is
+    counted in one line at the next window: the log is a host file that grows for as long as
+    the forwarder runs, and any user on the listening side (the container's, with
+    ``bind=instance``) could write it at thousands of lines a second."""
+
+    def __init__(self, burst: int = 20, window: float = 60.0) -> None:
+        self.burst, self.window = burst, window
+        self.until = 0.0
+        self.count = self.dropped = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now >= self.until:
+            if self.dropped:
+                log.warning("%d more such lines were not logged", self.dropped)
+            self.until, self.count, self.dropped = now + self.window, 0, 0
+        if self.count < self.burst:
+            self.count += 1
+            return True
+        self.dropped += 1
+        return False
+
+    def warning(self, msg: str, *args: object) -> None:
+        if self.allow():
+            log.warning(msg, *args)
+
+
+#: the forwarder's per-connection log lines (one process, one thread: one throttle)
+noisy = Throttle()
 
 
 # -- namespaces --------------------------------------------------------------------------------
@@ -148,13 +190,15 @@ class Namespaces:
 
     def become_instance_root(self, *, mnt: bool) -> None:
         """Join the instance as its root: user namespace first (it owns the others), then
-        mount and network. Only for a throw-away child: there is no way back."""
+        mount and network. There is no way back: for the child that makes the listening
+        sockets inside, and for the forwarder itself when it connects inside. The supplementary
+        groups go first, while allowed: host root's group 0 would follow it in, and the
+        instance may deny ``setgroups``."""
+        os.setgroups([])
         if self.own_userns:
             setns(self.fds[("instance", "user")], CLONE_NEWUSER)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-            with contextlib.suppress(OSError):
-                os.setgroups([])
         if mnt:
             setns(self.fds[("instance", "mnt")], CLONE_NEWNS)
         setns(self.fds[("instance", "net")], CLONE_NEWNET)
@@ -294,12 +338,22 @@ class UnixPath:
     def remember(self) -> None:
         self.ino = os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False).st_ino
 
-    def chown(self, uid: int, gid: int) -> None:
-        """Give the socket its owner; never through a link put in its place."""
-        st = os.stat(self.name, dir_fd=self.dirfd, follow_symlinks=False)
-        if st.st_ino != self.ino or not stat.S_ISSOCK(st.st_mode):
-            raise SetupError(f"the socket {self.name!r} was replaced while being set up")
-        os.chown(self.name, uid, gid, dir_fd=self.dirfd, follow_symlinks=False)
+    def chown(self, uid: int, gid: int, *, held: bool) -> None:
+        """Give the socket its owner; never through a link put in its place. ``held`` (on
+        the host, where ``/proc`` is ours): the file checked is the file chowned, through a
+        handle on it — looked up twice by name, a host user owning the directory could swap
+        a hard link to another file in between, and that file got the device's owner."""
+        fd = os.open(self.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dirfd)
+        try:
+            st = os.fstat(fd)
+            if st.st_ino != self.ino or not stat.S_ISSOCK(st.st_mode):
+                raise SetupError(f"the socket {self.name!r} was replaced while being set up")
+            if held:
+                os.chown(f"/proc/self/fd/{fd}", uid, gid)
+            else:  # the instance's root, in the instance's own directory
+                os.chown(self.name, uid, gid, dir_fd=self.dirfd, follow_symlinks=False)
+        finally:
+            os.close(fd)
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):
@@ -315,7 +369,10 @@ def make_listener(a: ProxyAddress, addr: Address, *, mode: int, uid: int | None,
     """A listening socket; a unix path's file is made in the directory its path names when
     this starts (``via_dir``, on the host: the path may pass a host user's directory, and
     root's socket landed where that user pointed a swapped component)."""
-    s = socket.socket(family_of(a), kind_of(a) | socket.SOCK_CLOEXEC)
+    try:  # a range of many ports may run out of descriptors here: said like a bind's failure
+        s = socket.socket(family_of(a), kind_of(a) | socket.SOCK_CLOEXEC)
+    except OSError as e:
+        raise SetupError(f"Failed listening on {describe(addr)}: {e.strerror}") from None
     made: UnixPath | None = None
     try:
         if a.proto == "unix" and not a.abstract:
@@ -333,9 +390,14 @@ def make_listener(a: ProxyAddress, addr: Address, *, mode: int, uid: int | None,
                 os.umask(old)
             made.remember()
             if uid is not None or gid is not None:
-                made.chown(-1 if uid is None else uid, -1 if gid is None else gid)
+                made.chown(-1 if uid is None else uid, -1 if gid is None else gid,
+                           held=via_dir)
         else:
-            if a.proto != "unix":
+            if a.proto == "tcp":
+                # a listening TCP port is never shared, SO_REUSEADDR or not (it only skips
+                # TIME_WAIT); a UDP one is, with any later socket that sets it too: a host
+                # user's socket bound to the same port took the datagrams meant for the
+                # instance, and a second device on the port started without an error
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if s.family == socket.AF_INET6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -439,7 +501,8 @@ class Loop:
                     try:
                         handler(ev)
                     except Exception:  # a bug in one connection must not end the others
-                        log.exception("unexpected error")
+                        if noisy.allow():
+                            log.exception("unexpected error")
                         self.remove(fd)
                 if not self.running:
                     break
@@ -560,7 +623,7 @@ class StreamPair:
     def _connected(self) -> bool:
         err = self.b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            log.warning("connect failed: %s", os.strerror(err))
+            noisy.warning("connect failed: %s", os.strerror(err))
             self.close()
             return False
         self.connecting = False
@@ -569,7 +632,7 @@ class StreamPair:
         except OSError:
             sent = -1
         if sent != len(self.header):  # a fresh socket takes a hundred bytes at once
-            log.warning("could not send the PROXY header")
+            noisy.warning("could not send the PROXY header")
             self.close()
             return False
         return True
@@ -688,7 +751,7 @@ class StreamListener:
                 return
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("accept: %s", e.strerror)
+                    noisy.warning("accept: %s", e.strerror)
                     return
                 continue
             conn.setblocking(False)
@@ -712,6 +775,7 @@ class UdpSession:
                 return
             except OSError:
                 continue  # ICMP errors of earlier datagrams
+            self.listener.last_seen.pop(self.peer, None)  # to the end: the order last heard
             self.listener.last_seen[self.peer] = time.monotonic()
             with contextlib.suppress(OSError):
                 self.listener.sock.sendto(data, self.peer)
@@ -740,12 +804,17 @@ class UdpListener:
                 continue
             session = self.sessions.get(peer)
             if session is None:
+                if len(self.sessions) >= self.fwd.args.udp_sessions:
+                    oldest = next(iter(self.last_seen))  # kept in the order last heard
+                    self.sessions.pop(oldest).close()
+                    del self.last_seen[oldest]
                 try:
                     up = connect_socket(self.fwd.connect_family, socket.SOCK_DGRAM, self.target)
                 except OSError as e:
-                    log.warning("udp connect to %s: %s", describe(self.target), e.strerror)
+                    noisy.warning("udp connect to %s: %s", describe(self.target), e.strerror)
                     continue
                 session = self.sessions[peer] = UdpSession(self, peer, up)
+            self.last_seen.pop(peer, None)
             self.last_seen[peer] = time.monotonic()
             session.send(data)
 
@@ -911,19 +980,35 @@ class Forwarder(Watcher):
                     self.unix_paths.append(made)
         else:
             self._listen_as_instance(addrs, unix_path)
-        in_instance_mnt = connect_side == "instance" and self.connect.proto == "unix" and \
-            not self.connect.abstract
-        self.ns.enter(connect_side,
-                      mnt=self.connect.proto == "unix" and not self.connect.abstract)
-        if in_instance_mnt:
+        connect_mnt = self.connect.proto == "unix" and not self.connect.abstract
+        ids = a.security_gid is not None or a.security_uid is not None
+        if connect_side == "instance" and (connect_mnt or ids):
+            # As the instance's root where its ids decide: the container's root may point a
+            # connect path at any socket its mount namespace shows, and a host root's socket
+            # of a shared directory, which that root may not use, answered host root.
+            # ``security.uid``/``gid`` are ids of the instance, as its kernel maps them.
+            self.ns.become_instance_root(mnt=connect_mnt)
+        else:
+            # A TCP, UDP or abstract target inside checks no ids, and as host root the relay's
+            # splice pipes are not held to the per-user pipe limit (pipe-user-pages-soft: as
+            # the instance's root, past some 30 busy connections new pipes got two pages and
+            # a stream ran at a third of its speed).
+            self.ns.enter(connect_side, mnt=connect_mnt)
+        if connect_side == "instance" and connect_mnt:
             seal()
         self.ns.close()
         if a.security_gid is not None or a.security_uid is not None:
-            os.setgroups([])
-            if a.security_gid is not None:
-                os.setgid(a.security_gid)
-            if a.security_uid is not None:
-                os.setuid(a.security_uid)
+            if connect_side == "host":
+                os.setgroups([])  # inside, ``become_instance_root`` dropped them
+            for key, value, change in (("security.gid", a.security_gid, os.setgid),
+                                       ("security.uid", a.security_uid, os.setuid)):
+                if value is None:
+                    continue
+                try:
+                    change(value)
+                except OSError as e:  # inside: an id the instance's map does not hold
+                    raise SetupError(f"Cannot take {key} {value} on the {connect_side} side: "
+                                     f"{e.strerror}") from None
         for s, dest in zip(self.sockets, dests, strict=True):
             if self.listen.proto == "udp":
                 self.listeners.append(UdpListener(self, s, dest))
@@ -934,25 +1019,33 @@ class Forwarder(Watcher):
     def _listen_as_instance(self, addrs: list[Address], unix_path: bool) -> None:
         """Listening sockets made by the instance's root in a forked child (entering a user
         namespace is one way), handed back over a socketpair. Files it creates are then owned
-        by the instance's ids, as idmapped root filesystems require."""
+        by the instance's ids, as idmapped root filesystems require.
+
+        The child says ``ok [count, meta]`` and then sends the descriptors in messages of at
+        most ``FDS_PER_MESSAGE`` (the kernel takes 253 at most in one); it keeps every socket
+        object until they are sent, as a dropped one closes its descriptor."""
         assert self.ns is not None
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:  # the child
             code = 1
             try:
                 ours.close()
                 self.ns.become_instance_root(mnt=unix_path)
+                made_sockets: list[socket.socket] = []
                 fds: list[int] = []
                 meta: list[Any] = []
                 for addr in addrs:
                     s, made = make_listener(self.listen, addr, mode=int(self.args.mode, 8),
                                             uid=self.args.uid, gid=self.args.gid)
+                    made_sockets.append(s)
                     fds.append(s.fileno())
                     if made is not None:
                         fds.append(made.dirfd)
                         meta = [made.name, made.ino]
-                socket.send_fds(theirs, [b"ok " + json.dumps(meta).encode()], fds)
+                theirs.sendall(b"ok " + json.dumps([len(fds), meta]).encode())
+                for i in range(0, len(fds), FDS_PER_MESSAGE):
+                    socket.send_fds(theirs, [b"f"], fds[i:i + FDS_PER_MESSAGE])
                 code = 0
             except SetupError as e:
                 theirs.sendall(f"error {e}".encode())
@@ -961,17 +1054,23 @@ class Forwarder(Watcher):
             finally:
                 os._exit(code)
         theirs.close()
+        fds = []
         try:
-            msg, fds, _flags, _addr = socket.recv_fds(ours, 65536, len(addrs) + 1)
+            text = ours.recv(65536).decode(errors="replace")
+            count, meta = json.loads(text[3:]) if text.startswith("ok ") else (0, [])
+            while len(fds) < count:
+                _msg, got, _flags, _addr = socket.recv_fds(ours, 16, FDS_PER_MESSAGE)
+                if not got:
+                    break  # the child died midway
+                fds += got
         finally:
             ours.close()
             os.waitpid(pid, 0)
-        text = msg.decode(errors="replace")
-        if not text.startswith("ok "):
+        if not text.startswith("ok ") or len(fds) != count:
             for fd in fds:
                 os.close(fd)
-            raise SetupError(text.removeprefix("error ") or "the listening child died")
-        meta = json.loads(text[3:])
+            reason = "" if text.startswith("ok ") else text.removeprefix("error ")
+            raise SetupError(reason or "the listening child died")
         for fd in fds[:len(addrs)]:
             self.sockets.append(socket.socket(fileno=fd))
         if meta:
@@ -987,7 +1086,7 @@ class Forwarder(Watcher):
             up = connect_socket(self.connect_family, kind, listener.target,
                                 rcvbuf=LOCAL_RCVBUF if listener.local_target else 0)
         except OSError as e:
-            log.warning("connect to %s: %s", describe(listener.target), e.strerror)
+            noisy.warning("connect to %s: %s", describe(listener.target), e.strerror)
             conn.close()
             return
         if kind == socket.SOCK_DGRAM:
@@ -1045,6 +1144,7 @@ def parse_args(argv: Iterable[str]) -> argparse.Namespace:
     p.add_argument("--security-gid", type=int)
     p.add_argument("--proxy-protocol", action="store_true")
     p.add_argument("--udp-idle", type=float, default=UDP_IDLE)
+    p.add_argument("--udp-sessions", type=int, default=UDP_SESSIONS)
     p.add_argument("--pidfile", required=True)
     p.add_argument("--status-fd", type=int, required=True)
     return p.parse_args(list(argv))

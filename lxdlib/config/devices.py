@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from ..errors import TYPE_CHECKING, InvalidArgument, InvalidConfig
+from ..unixsock import SUN_PATH_MAX
 from ..values import Value, assign
 from .text import has_control, is_utf8
 from .units import is_bool, is_true, parse_bit_rate, parse_size
@@ -253,6 +254,8 @@ def parse_proxy_address(s: str) -> ProxyAddress:
             raise InvalidArgument(f"Unix socket path {addr!r} must be absolute")
         if not abstract and ".." in addr.split("/"):
             raise InvalidArgument("Path cannot contain '..' components")
+        if not abstract and addr.endswith("/"):
+            raise InvalidArgument(f"Unix socket path {addr!r} names no socket file")
         return ProxyAddress(proto, None, None, addr, abstract)
     host, port = _split_host_port(addr)
     if host != "":
@@ -268,6 +271,30 @@ def parse_proxy_address(s: str) -> ProxyAddress:
     if not ports:
         raise InvalidArgument("At least one port is required")
     return ProxyAddress(proto, host, tuple(ports), None, False)
+
+
+#: the longest ``/proc/self/fd/<dirfd>/`` a host-side listen socket is bound through
+#: (``unixsock.via_dir``; a forwarder's directory handle is one of its first few files)
+_HELD_PREFIX = len("/proc/self/fd/9999/")
+
+
+def _socket_room(a: ProxyAddress, *, held: bool) -> str | None:
+    """Why a unix address has no ``sockaddr_un`` (``None`` if it has one): an abstract name
+    and a path take at most ``SUN_PATH_MAX - 1`` bytes; a host-side listen path (``held``)
+    may be longer when its file name fits after its directory's handle."""
+    if a.proto != "unix" or a.path is None:
+        return None
+    room = SUN_PATH_MAX - 1
+    size = len(a.path.encode())
+    if a.abstract:
+        return None if size <= SUN_PATH_MAX else \
+            f"Abstract socket name is too long ({size - 1} bytes, at most {room})"
+    if size <= room:
+        return None
+    name = len(a.path.rsplit("/", 1)[1].encode())
+    if held and name <= room - _HELD_PREFIX:
+        return None
+    return f"Unix socket path is too long for a socket address ({size} bytes, at most {room})"
 
 
 def _proxy_addr(value: str) -> None:
@@ -513,6 +540,17 @@ def validate_proxy(name: str, d: Mapping[str, str]) -> tuple[ProxyAddress, Proxy
     listen = parse_proxy_address(d["listen"])
     connect = parse_proxy_address(d["connect"])
     nat = is_true(d.get("nat"))
+    # what the forwarder could only find out at each start, or at each connection
+    seen: set[int] = set()
+    for port in listen.ports or ():
+        if port in seen:
+            raise _err(name, "listen", f"Duplicate port {port}", d["listen"])
+        seen.add(port)
+    host_listen = d.get("bind", "") in ("", "host")
+    for key, addr in (("listen", listen), ("connect", connect)):
+        why = _socket_room(addr, held=key == "listen" and host_listen)
+        if why:
+            raise _err(name, key, why, d[key])
 
     listen_ports = len(listen.ports or ())
     connect_ports = len(connect.ports or ())

@@ -15,9 +15,11 @@ argv names the root, the instance and the device, checked before any signal) and
 ``proxy.<dev>.log``. NAT mode keeps a per-device table ``inet lxdlib_p_<hash>``.
 
 Ids: ``uid``/``gid`` of a unix listen socket are ids of the listening side (the instance's own
-ids with ``bind=instance``); ``security.uid``/``security.gid`` are ids of the connecting side,
-shifted by the instance's idmap when that side is an unprivileged instance (the forwarder stays
-in the host's user namespace). ``raw.idmap`` exceptions are not applied to them.
+ids with ``bind=instance``); ``security.uid``/``security.gid`` are ids of the connecting side.
+A forwarder that connects to a unix path inside the instance, or has those ids, does it as the
+instance's root (or those ids) in the instance's user namespace: never as host root, whatever
+the container's root pointed a connect path at. A TCP, UDP or abstract target inside checks no
+ids, and stays with host root's unbounded splice pipes.
 """
 
 from __future__ import annotations
@@ -73,20 +75,10 @@ def nat_table_key(root: Path | str, instance: str, device: str) -> str:
 
 
 # -- forwarder argv -------------------------------------------------------------------------------
-def _host_id(value: str | None, *, instance_side: bool, base: int | None) -> int | None:
-    """A uid/gid as the host sees it: ids for the instance's side are the instance's own ids,
-    shifted by its idmap when it is unprivileged."""
-    if value is None or value == "":
-        return None
-    v = int(value)
-    return v + base if instance_side and base is not None else v
-
-
 def forwarder_argv(ctx: DeviceContext, name: str, dev: Mapping[str, str], status_fd: int,
                    pid_path: Path) -> list[str]:
     assert ctx.pid is not None
     side = side_of(dev)
-    listen_in = side == "instance"
     argv = [sys.executable, "-m", FORWARDER, "--root", str(ctx.host.paths.root),
             "--instance", ctx.name, "--device", name, "--init-pid", str(ctx.pid),
             "--listen", dev["listen"], "--connect", dev["connect"], "--bind", side,
@@ -97,11 +89,11 @@ def forwarder_argv(ctx: DeviceContext, name: str, dev: Mapping[str, str], status
     for flag, key in (("--uid", "uid"), ("--gid", "gid")):
         if dev.get(key):
             argv += [flag, dev[key]]
+    # ids of the connecting side as they are: connecting inside, the forwarder is in the
+    # instance's user namespace, whose map shifts them
     for flag, key in (("--security-uid", "security.uid"), ("--security-gid", "security.gid")):
-        # the forwarder stays in the host's user namespace: an instance-side id is shifted
-        value = _host_id(dev.get(key), instance_side=not listen_in, base=ctx.idmap_base)
-        if value is not None:
-            argv += [flag, str(value)]
+        if dev.get(key):
+            argv += [flag, dev[key]]
     if is_true(dev.get("proxy_protocol")):
         argv.append("--proxy-protocol")
     return argv

@@ -169,6 +169,21 @@ while True:
 """
 
 
+PEER_SERVER = r"""
+import os, socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], int(sys.argv[2], 8))
+s.listen(16)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    pid, uid, gid = struct.unpack("3i", c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    c.sendall(f"uid={uid}".encode())
+    c.close()
+"""
+
+
 # -- tcp: the seed's CLI form and the forwarder's lifecycle ------------------------------------
 def unique(prefix: str) -> str:
     """Instance names differ per test run: liblxc's monitor cgroups are named after them."""
@@ -273,7 +288,9 @@ def test_tcp_proxy_lifecycle(host: lxdlib.Host) -> None:
     c.exec(["poweroff"])
     assert c.wait_for(lambda: c.state == "STOPPED", timeout=30)
     assert wait(lambda: not forwarders(root))
-    assert not list((host.paths.instance_dir(name) / "devices").glob("*.pid"))
+    # the post-stop hook removes the pid files (a forwarder in the instance's user namespace
+    # may not); the kernel's STOPPED may come before it has run
+    assert wait(lambda: not list((host.paths.instance_dir(name) / "devices").glob("*.pid")))
 
 
 def p_in_use(port: int) -> bool:
@@ -350,11 +367,13 @@ def test_udp_unix_instance_side_and_header(host: lxdlib.Host, share: Path) -> No
     # made inside belongs to the container's root
     hport = free_port()
     with host_process([sys.executable, "-c", STREAM_SERVER, str(hport), "host:"]):
-        add(c, inside=proxy("tcp:127.0.0.1:6000", f"tcp:127.0.0.1:{hport}", bind="instance"),
+        add(c, inside=proxy("tcp:127.0.0.1:6000-6001", f"tcp:127.0.0.1:{hport}",
+                            bind="instance"),
             insock=proxy("unix:/tmp/in.sock", f"tcp:127.0.0.1:{hport}", bind="instance",
                          mode="0600"))
-        out = c.exec("echo hi | nc 127.0.0.1 6000", check=True, timeout=TIMEOUT)
-        assert out.stdout == b"host:hi\n"
+        for port in (6000, 6001):  # a range made inside: every port handed over
+            out = c.exec(f"echo hi | nc 127.0.0.1 {port}", check=True, timeout=TIMEOUT)
+            assert out.stdout == b"host:hi\n"
         assert c.exec(["stat", "-c", "%u %g %a %F", "/tmp/in.sock"]).stdout == \
             b"0 0 600 socket\n"
         assert not Path("/tmp/in.sock").exists() or not Path("/tmp/in.sock").is_socket()
@@ -378,6 +397,39 @@ def test_udp_unix_instance_side_and_header(host: lxdlib.Host, share: Path) -> No
     assert len(forwarders(root)) == n - 2
     c.stop(force=True)
     assert wait(lambda: not forwarders(root))
+
+
+def test_a_connect_path_in_the_instance_reaches_only_what_its_root_may(
+        host: lxdlib.Host, share: Path) -> None:
+    """``connect=unix:`` in an unprivileged instance is connected as the instance's root, not
+    as host root: the container's root may point the path at any socket its mount namespace
+    shows, here a host root's mode-0600 socket in a shared host directory, which it may not
+    use itself. Before, the forwarder (host root) connected to it, and the server saw uid 0."""
+    name = unique("pr")
+    c = host.launch("busybox", name, devices={
+        "share": {"type": "disk", "source": str(share), "path": "/mnt/share"}})
+    base = int(c.config["volatile.idmap.base"])
+    with host_process([sys.executable, "-c", PEER_SERVER, str(share / "secret.sock"), "600"]), \
+            host_process([sys.executable, "-c", PEER_SERVER, str(share / "open.sock"), "666"]):
+        port, oport = free_port(), free_port()
+        c.exec(["ln", "-s", "/mnt/share/secret.sock", "/app.sock"], check=True)
+        add(c, app=proxy(f"tcp:127.0.0.1:{port}", "unix:/app.sock"),
+            open=proxy(f"tcp:127.0.0.1:{oport}", "unix:/mnt/share/open.sock"))
+        assert talk(("127.0.0.1", port), b"") == b""  # refused: closed at once
+        # a socket the instance's root may use is reached, as that root
+        assert talk(("127.0.0.1", oport), b"") == f"uid={base}".encode()
+        # security.uid is an id of the instance: one its map does not hold is refused (before,
+        # shifted by the map's base, it was some other host uid, maybe another instance's)
+        with pytest.raises(NetworkError, match=r"Cannot take security\.uid 1000000000"):
+            add(c, far=proxy(f"tcp:127.0.0.1:{free_port()}", "unix:/mnt/share/open.sock",
+                             **{"security.uid": "1000000000"}))
+        assert "far" not in c.devices
+        # the same after a restart (the forwarders started from the start-host hook)
+        c.restart(force=True)
+        assert talk(("127.0.0.1", port), b"") == b""
+        assert talk(("127.0.0.1", oport), b"") == f"uid={base}".encode()
+    c.stop(force=True)
+    assert wait(lambda: not forwarders(host.paths.root))
 
 
 # -- NAT mode ----------------------------------------------------------------------------------
@@ -520,16 +572,17 @@ def sleeper() -> Iterator[subprocess.Popen[Any]]:
         p.wait()
 
 
-def start_forwarder(root: Path, init_pid: int, listen: str, connect: str, *extra: str
-                    ) -> int:
+def start_forwarder(root: Path, init_pid: int, listen: str, connect: str, *extra: str,
+                    log: Path | None = None) -> int:
     """Start one as devices/proxy.py does; return its pid once it reported ready."""
     r, w = os.pipe()
     try:
-        p = subprocess.Popen([sys.executable, "-m", "lxdlib.forwarder", "--root", str(root),
-                              "--instance", "x", "--device", "d", "--init-pid", str(init_pid),
-                              "--listen", listen, "--connect", connect, "--pidfile",
-                              str(root / "fwd.pid"), "--status-fd", str(w), *extra],
-                             pass_fds=(w,), stderr=subprocess.DEVNULL)
+        with open(log or os.devnull, "ab") as err:
+            p = subprocess.Popen([sys.executable, "-m", "lxdlib.forwarder", "--root",
+                                  str(root), "--instance", "x", "--device", "d", "--init-pid",
+                                  str(init_pid), "--listen", listen, "--connect", connect,
+                                  "--pidfile", str(root / "fwd.pid"), "--status-fd", str(w),
+                                  *extra], pass_fds=(w,), stderr=err)
         os.close(w)
         w = -1
         p.wait(TIMEOUT)
@@ -593,3 +646,154 @@ def test_forwarder_relay_and_init_watch(root: Path, sleeper: subprocess.Popen[An
         assert ended
     assert not (root / "fwd.pid").exists()
     assert not p_in_use(lport) and not p_in_use(tuport)
+
+
+UDP_SQUAT = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError as e:
+    print(e.strerror)
+    sys.exit()
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("127.0.0.1", int(sys.argv[1])))
+s.settimeout(2)
+print("got", s.recv(100))
+"""
+
+
+def test_a_udp_listen_port_is_the_forwarders_alone(root: Path,
+                                                   sleeper: subprocess.Popen[Any]) -> None:
+    """A UDP listen socket takes its port alone, as a TCP one does: a second device on the
+    same port fails, and a host user cannot bind the same port (more specifically, or
+    anew) and take the datagrams sent to the instance. Before, the forwarder set
+    SO_REUSEADDR on UDP sockets too, which lets any later socket that sets it share the port."""
+    port, target = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+    pids = [start_forwarder(root, sleeper.pid, f"udp:0.0.0.0:{port}",
+                            f"udp:127.0.0.1:{target}")]
+    try:
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              sys.executable, "-c", UDP_SQUAT, str(port)],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+        assert out.stdout.strip() == "Address already in use", out
+        r, w = os.pipe()
+        try:
+            p = subprocess.Popen([sys.executable, "-m", "lxdlib.forwarder", "--root", str(root),
+                                  "--instance", "x", "--device", "e", "--init-pid",
+                                  str(sleeper.pid), "--listen", f"udp:127.0.0.1:{port}",
+                                  "--connect", f"udp:127.0.0.1:{target}", "--pidfile",
+                                  str(root / "second.pid"), "--status-fd", str(w)],
+                                 pass_fds=(w,), stderr=subprocess.DEVNULL)
+            os.close(w)
+            w = -1
+            p.wait(TIMEOUT)
+            with os.fdopen(r, "rb", closefd=False) as f:
+                line = f.readline()
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
+        if line == b"ready\n":
+            pids.append(int((root / "second.pid").read_text()))
+        assert line.startswith(b"error Failed listening on 127.0.0.1:") and \
+            b"Address already in use" in line, line
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        ended = wait(lambda: not set(pids) & set(forwarders(root)))
+        for p_ in set(pids) & set(forwarders(root)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p_, signal.SIGKILL)
+        assert ended
+
+
+def test_clients_cannot_fill_the_log(root: Path, sleeper: subprocess.Popen[Any]) -> None:
+    """Each connection whose target refuses logs a line; a client that connects in a loop
+    (with ``bind=instance``, any user of the container) wrote the host file at some
+    5000 lines a second for as long as it liked. Now a burst is logged, then a count."""
+    port, closed = free_port(), free_port()
+    log = root / "fwd.log"
+    pids = [start_forwarder(root, sleeper.pid, f"tcp:127.0.0.1:{port}",
+                            f"tcp:127.0.0.1:{closed}", log=log)]
+    try:
+        for _ in range(2000):
+            assert talk(("127.0.0.1", port), b"") == b""
+        lines = log.read_text().splitlines()
+        assert sum("Connection refused" in line for line in lines) >= 1
+        assert len(lines) < 40, len(lines)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        ended = wait(lambda: not set(pids) & set(forwarders(root)))
+        for p_ in set(pids) & set(forwarders(root)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p_, signal.SIGKILL)
+        assert ended
+
+
+def test_an_instance_side_range_listens_on_every_port(root: Path,
+                                                       sleeper: subprocess.Popen[Any]) -> None:
+    """``bind=instance`` with several listen ports: the child that makes them inside hands
+    them all over. Before, each socket but the last was closed as the child made the next
+    (its object dropped), and the hand-over failed on the closed descriptor ("Bad file
+    descriptor") for any range; past 253 ports one message cannot carry them all. The
+    sleeper's namespaces are the host's, so the ports are reached from here."""
+    n = 300
+    base = free_port()
+    while base + n > 65535 or any(p_in_use(base + i) for i in range(n)):
+        base = free_port()
+    pids = []
+    try:
+        sport = free_port()
+        with host_process([sys.executable, "-c", STREAM_SERVER, str(sport), "in:"]):
+            pids.append(start_forwarder(root, sleeper.pid, f"tcp:127.0.0.1:{base}-{base + n - 1}",
+                                        f"tcp:127.0.0.1:{sport}", "--bind", "instance"))
+            for port in (base, base + 1, base + n - 1):
+                assert talk(("127.0.0.1", port), b"x") == b"in:x"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        ended = wait(lambda: not set(pids) & set(forwarders(root)))
+        for p_ in set(pids) & set(forwarders(root)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p_, signal.SIGKILL)
+        assert ended
+
+
+def test_udp_clients_cannot_use_up_the_forwarders_descriptors(
+        root: Path, sleeper: subprocess.Popen[Any]) -> None:
+    """Each UDP client address gets a socket towards the target; the source of a datagram is
+    whatever its sender wrote, so clients could make the forwarder open one per address until
+    it had no descriptor left. Past ``UDP_SESSIONS`` the least recently heard session goes:
+    here 4200 clients leave it with its descriptors below that, and the newest is answered."""
+    from lxdlib.forwarder import UDP_SESSIONS
+    uport, ulport = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+    pids = []
+    clients: list[socket.socket] = []
+    try:
+        with host_process([sys.executable, "-c", UDP_ECHO, str(uport)]):
+            pids.append(start_forwarder(root, sleeper.pid, f"udp:127.0.0.1:{ulport}",
+                                        f"udp:127.0.0.1:{uport}"))
+            for _ in range(UDP_SESSIONS + 104):  # one at a time: a burst would be dropped
+                c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                c.settimeout(1.0)
+                clients.append(c)
+                for _ in range(5):
+                    c.sendto(b"x", ("127.0.0.1", ulport))
+                    with contextlib.suppress(TimeoutError):
+                        assert c.recv(100) == b"udp:x"
+                        break
+                else:
+                    raise AssertionError(f"client {len(clients)} got no answer")
+            assert len(os.listdir(f"/proc/{pids[0]}/fd")) < UDP_SESSIONS + 50
+    finally:
+        for c in clients:
+            c.close()
+        sleeper.kill()
+        sleeper.wait()
+        ended = wait(lambda: not set(pids) & set(forwarders(root)))
+        for p_ in set(pids) & set(forwarders(root)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p_, signal.SIGKILL)
+        assert ended

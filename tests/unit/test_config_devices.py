@@ -292,7 +292,32 @@ PROXY_BAD: list[tuple[dict[str, str], str]] = [
      "Invalid value for a UNIX ID"),
     (proxy(listen="tcp:127.0.0.1:80", connect="tcp:127.0.0.1:80", target="x"),
      "Invalid device option 'target'"),
+    # what could only fail at start (a stopped instance's device saved, every start failing)
+    # or at every connection (a connect path no socket address holds)
+    (proxy(listen="unix:/run/", connect="tcp:127.0.0.1:80"), "names no socket file"),
+    (proxy(listen="unix:/", connect="tcp:127.0.0.1:80"), "names no socket file"),
+    (proxy(listen="tcp:127.0.0.1:80,80", connect="tcp:127.0.0.1:80"), "Duplicate port 80"),
+    (proxy(listen="udp:127.0.0.1:80-82,81", connect="udp:127.0.0.1:53"), "Duplicate port 81"),
+    (proxy(listen="unix:@" + "a" * 108, connect="tcp:127.0.0.1:80"), "too long"),
+    (proxy(listen="tcp:127.0.0.1:80", connect="unix:/" + "a" * 107), "too long"),
+    (proxy(listen="unix:/" + "a" * 107, connect="tcp:127.0.0.1:80", bind="instance"),
+     "too long"),
+    (proxy(listen="unix:/" + "a" * 107, connect="tcp:127.0.0.1:80"), "too long"),
 ]
+
+PROXY_GOOD_EDGES = [
+    proxy(listen="unix:@" + "a" * 107, connect="tcp:127.0.0.1:80"),
+    proxy(listen="tcp:127.0.0.1:80", connect="unix:/" + "a" * 106),
+    # on the host the socket is bound through its directory's handle: a long path with a
+    # short name fits
+    proxy(listen="unix:/" + "d" * 200 + "/x.sock", connect="tcp:127.0.0.1:80"),
+    proxy(listen="tcp:127.0.0.1:80,81", connect="tcp:127.0.0.1:80,80"),
+]
+
+
+@pytest.mark.parametrize("dev", PROXY_GOOD_EDGES)
+def test_proxy_good_edges(dev: dict[str, str]) -> None:
+    validate_device("p", dev)
 
 
 @pytest.mark.parametrize(("dev", "reason"), PROXY_BAD)

@@ -3,6 +3,7 @@ target choice, and how a forwarder is recognised before any signal."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -210,8 +211,8 @@ print("source shown" if "raise ValueError" in text else "no source")
 
 @pytest.mark.parametrize("seal", [False, True])
 def test_a_sealed_forwarder_runs_nothing_the_container_planted(tmp_path: Path, seal: bool) -> None:
-    """The forwarder joins the instance's mount namespace as host root (``connect=unix:`` in
-    the instance, no ``security.uid``) for its whole life. There a module Python loads, or a
+    """The forwarder joins the instance's mount namespace (``connect=unix:`` in the instance)
+    for its whole life, as host root for a privileged instance. There a module Python loads, or a
     codec a traceback's ``# coding:`` line names, comes from the container's files: unsealed
     (the first case) each one below runs as the process's user; sealed, none does."""
     ran = tmp_path / "ran"
@@ -263,3 +264,84 @@ def test_a_host_socket_lands_in_the_directory_its_path_named(
         assert made is not None
         made.remove()
     assert list((home / "moved").iterdir()) == []
+
+
+def test_a_host_socket_owner_goes_to_the_socket_not_a_file_swapped_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``uid``/``gid`` of a host-side unix socket below a directory a host user controls:
+    right before the forwarder gives the socket its owner, the user renames it away and puts a
+    hard link to another file at its name. The owner goes to the socket the forwarder made;
+    before, the ownership check and the chown each looked the name up, and the file linked in
+    between was given to the device's uid."""
+    from lxdlib import forwarder
+    home = tmp_path / "home"
+    home.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("not yours\n")
+    real_chown = os.chown
+    swapped: list[bool] = []
+
+    def swap_then_chown(path: object, uid: int, gid: int, **kw: object) -> None:
+        if not swapped:
+            (home / "app.sock").rename(home / "moved.sock")
+            os.link(victim, home / "app.sock")
+            swapped.append(True)
+        real_chown(path, uid, gid, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "chown", swap_then_chown)
+    path = str(home / "app.sock")
+    s, made = forwarder.make_listener(parse_proxy_address(f"unix:{path}"), path, mode=0o600,
+                                      uid=12345, gid=23456, via_dir=True)
+    monkeypatch.setattr(os, "chown", real_chown)
+    try:
+        assert swapped
+        assert (victim.stat().st_uid, victim.stat().st_gid) == (0, 0)
+        st = (home / "moved.sock").stat()
+        assert (st.st_uid, st.st_gid) == (12345, 23456)
+    finally:
+        s.close()
+        assert made is not None
+        made.remove()
+
+
+NO_DESCRIPTORS_LEFT = r"""
+import os, resource
+from lxdlib import forwarder
+from lxdlib.config.devices import parse_proxy_address
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+held = []
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+try:
+    forwarder.make_listener(parse_proxy_address("tcp:127.0.0.1:1"), ("127.0.0.1", 1), mode=0,
+                            uid=None, gid=None)
+except forwarder.SetupError as e:
+    print(e)
+"""
+
+
+def test_a_range_past_the_descriptor_limit_says_which_port() -> None:
+    """A listen range larger than the forwarder's descriptor limit fails as a bind would,
+    naming the port (before: a bare ``OSError: [Errno 24]`` from outside the setup's checks)."""
+    out = subprocess.run([sys.executable, "-c", NO_DESCRIPTORS_LEFT], capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout.strip() == "Failed listening on 127.0.0.1:1: Too many open files", out
+
+
+def test_throttle_logs_a_burst_then_a_count(monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    from lxdlib import forwarder
+    now = [100.0]
+    monkeypatch.setattr(forwarder.time, "monotonic", lambda: now[0])
+    t = forwarder.Throttle(burst=3, window=60.0)
+    with caplog.at_level("WARNING", logger="lxdlib.forwarder"):
+        for i in range(10):
+            t.warning("refused %d", i)
+        now[0] += 61
+        t.warning("refused again")
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused 0", "refused 1", "refused 2", "7 more such lines were not logged",
+        "refused again"]
