@@ -9,12 +9,12 @@ kernel resolves to that directory whatever the path says by then. A socket addre
 ``SUN_PATH_MAX`` bytes, so a longer such name falls back to the path itself.
 
 The forwarder imports this before it may enter a container's mount namespace (where it loads
-nothing more): ``socket`` alone, which it has already.
+nothing more). ``socket`` is imported where a probe needs it: the pure config layer reads
+``SUN_PATH_MAX`` from here to refuse an address no socket holds, and every verb loads that
+layer (``socket`` brings ``selectors``; the forwarder has both already).
 """
 
 from __future__ import annotations
-
-import socket
 
 #: The bytes of ``sockaddr_un.sun_path``, its terminating NUL included: a path of this length
 #: or more is no socket address.
@@ -37,6 +37,8 @@ def refuses_connections(address: str) -> bool:
     listener answers, or is too busy to within a second; no such file; no permission) is
     False. The kernel refuses a connect to a file that is no socket too: callers check that
     it is one (``S_ISSOCK``, through the same directory handle) first."""
+    import socket
+
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
