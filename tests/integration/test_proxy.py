@@ -595,6 +595,19 @@ def start_forwarder(root: Path, init_pid: int, listen: str, connect: str, *extra
     return int((root / "fwd.pid").read_text())
 
 
+
+def end_with_init(sleeper: subprocess.Popen[Any], pids: list[int], root: Path) -> bool:
+    """End the stand-in init and whether the forwarders ``pids`` ended with it; any still
+    running as this root's forwarders is killed either way (only those: an ended one's pid
+    may already be another process's)."""
+    sleeper.kill()
+    sleeper.wait()
+    ended = wait(lambda: not set(pids) & set(forwarders(root)))
+    for p in set(pids) & set(forwarders(root)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    return ended
+
 def test_forwarder_relay_and_init_watch(root: Path, sleeper: subprocess.Popen[Any]) -> None:
     """Bulk data arrives intact both ways (splice path, half-close kept), many connections at
     once, a refused target closes the client, UDP sessions per client, tcp → udp, and the
@@ -635,15 +648,7 @@ def test_forwarder_relay_and_init_watch(root: Path, sleeper: subprocess.Popen[An
                 assert s.recv(100) == b"udp:dgram"
         assert len(pids) == 3 and all(p in forwarders(root) for p in pids)
     finally:
-        sleeper.kill()
-        sleeper.wait()
-        ended = wait(lambda: not set(pids) & set(forwarders(root)))
-        # only those still running as this root's forwarders: an ended one's pid may already
-        # be another process's
-        for p in set(pids) & set(forwarders(root)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
-        assert ended
+        assert end_with_init(sleeper, pids, root)
     assert not (root / "fwd.pid").exists()
     assert not p_in_use(lport) and not p_in_use(tuport)
 
@@ -699,13 +704,7 @@ def test_a_udp_listen_port_is_the_forwarders_alone(root: Path,
         assert line.startswith(b"error Failed listening on 127.0.0.1:") and \
             b"Address already in use" in line, line
     finally:
-        sleeper.kill()
-        sleeper.wait()
-        ended = wait(lambda: not set(pids) & set(forwarders(root)))
-        for p_ in set(pids) & set(forwarders(root)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p_, signal.SIGKILL)
-        assert ended
+        assert end_with_init(sleeper, pids, root)
 
 
 def test_clients_cannot_fill_the_log(root: Path, sleeper: subprocess.Popen[Any]) -> None:
@@ -723,13 +722,7 @@ def test_clients_cannot_fill_the_log(root: Path, sleeper: subprocess.Popen[Any])
         assert sum("Connection refused" in line for line in lines) >= 1
         assert len(lines) < 40, len(lines)
     finally:
-        sleeper.kill()
-        sleeper.wait()
-        ended = wait(lambda: not set(pids) & set(forwarders(root)))
-        for p_ in set(pids) & set(forwarders(root)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p_, signal.SIGKILL)
-        assert ended
+        assert end_with_init(sleeper, pids, root)
 
 
 def test_an_instance_side_range_listens_on_every_port(root: Path,
@@ -752,13 +745,7 @@ def test_an_instance_side_range_listens_on_every_port(root: Path,
             for port in (base, base + 1, base + n - 1):
                 assert talk(("127.0.0.1", port), b"x") == b"in:x"
     finally:
-        sleeper.kill()
-        sleeper.wait()
-        ended = wait(lambda: not set(pids) & set(forwarders(root)))
-        for p_ in set(pids) & set(forwarders(root)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p_, signal.SIGKILL)
-        assert ended
+        assert end_with_init(sleeper, pids, root)
 
 
 def test_udp_clients_cannot_use_up_the_forwarders_descriptors(
@@ -790,10 +777,4 @@ def test_udp_clients_cannot_use_up_the_forwarders_descriptors(
     finally:
         for c in clients:
             c.close()
-        sleeper.kill()
-        sleeper.wait()
-        ended = wait(lambda: not set(pids) & set(forwarders(root)))
-        for p_ in set(pids) & set(forwarders(root)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p_, signal.SIGKILL)
-        assert ended
+        assert end_with_init(sleeper, pids, root)
