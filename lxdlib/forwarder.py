@@ -997,7 +997,7 @@ class Forwarder(Watcher):
         if connect_side == "instance" and connect_mnt:
             seal()
         self.ns.close()
-        if a.security_gid is not None or a.security_uid is not None:
+        if ids:
             if connect_side == "host":
                 os.setgroups([])  # inside, ``become_instance_root`` dropped them
             for key, value, change in (("security.gid", a.security_gid, os.setgid),

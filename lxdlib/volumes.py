@@ -45,7 +45,7 @@ import builtins
 import contextlib
 import datetime as dt
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from . import idmap, record, runtime
@@ -1104,16 +1104,26 @@ class VolumeStore:
         the hook of a reboot waits for this volume's lock (``hook_locks``), which the caller
         holds (a hang until the hook gave up, its reboot failed)."""
         running = runtime.list_running(self.paths.lxcpath)
+        for inst, _, _ in self._users(pool, name, but=but, among=running):
+            yield inst
+
+    def _users(self, pool: str, name: str, *, but: str | None,
+               among: Container[str] | None = None
+               ) -> Iterator[tuple[str, InstanceRecord, dict[str, str]]]:
+        """The instances but ``but`` (of ``among`` where given) whose devices, profiles
+        expanded, use the volume, each with its record and expanded config: one walk over the
+        records. An instance whose record cannot be read is no user here (its own start says
+        what is wrong with it)."""
         for inst in record.names(self.paths):
-            if inst == but or inst not in running:
+            if inst == but or (among is not None and inst not in among):
                 continue
             try:
                 rec = record.load(self.paths, inst)
-                _, devices = self.ctx.expand(rec.profiles, rec.config, rec.devices)
+                cfg, devices = self.ctx.expand(rec.profiles, rec.config, rec.devices)
             except (FileNotFoundError, NotFound, CorruptRecord):
                 continue
             if self._uses(devices, pool, name):
-                yield inst
+                yield inst, rec, cfg
 
     def _refuse_users(self, pool: str, name: str) -> None:
         users = self.used_by(pool, name)
@@ -1194,11 +1204,10 @@ class VolumeStore:
         to the instance's map."""
         name = strip_type(name)
         drv = self._pool(pool)
-        self._claim_map(pool, name, instance, base)
+        known = self._claim_map(pool, name, instance, base)
         if drv.supports_idmapped_mounts:
             return
         want = base or 0
-        known = self._read(pool, name)
         if self._idmap_last(known) == want and SHIFT_INTENT not in known:
             # already shifted: no lock, which the start-host hook could not take (the start
             # that runs it holds it, see ``start_locks``, and rendered after this same check)
@@ -1240,7 +1249,8 @@ class VolumeStore:
         write_record(self._record(pool, name), data)  # commit point
         return data
 
-    def _claim_map(self, pool: str, name: str, instance: str, base: int | None) -> None:
+    def _claim_map(self, pool: str, name: str, instance: str,
+                   base: int | None) -> dict[str, Any]:
         """The users' map (``USERS_MAP``) made ``base``'s, or refused. The record names the map
         of the last instance that passed here, and every instance that mounts the volume
         passes here first: when it names this one's, no user of another map can have come
@@ -1248,16 +1258,20 @@ class VolumeStore:
         instance with its volume reads that record alone. Only a new map walks the instances
         (``_refuse_other_maps``): a volume's first user, a hand-over, a refusal. Not locked
         on the way that writes nothing: the start-host hook comes here while the start that
-        runs it holds the volume's lock, after that start's render made the map its own."""
+        runs it holds the volume's lock, after that start's render made the map its own.
+        Returns the record as read (or written), which the caller goes on with."""
         mine = "privileged" if base is None else str(base)
-        if self._read(pool, name).get(USERS_MAP) == mine:
-            return
+        data = self._read(pool, name)
+        if data.get(USERS_MAP) == mine:
+            return data
         with self._lock(pool, name):
             data = self._read(pool, name)
             if data.get(USERS_MAP) == mine:
-                return
+                return data
             self._refuse_other_maps(pool, name, instance, base)
-            write_record(self._record(pool, name), {**data, USERS_MAP: mine})
+            data = {**data, USERS_MAP: mine}
+            write_record(self._record(pool, name), data)
+            return data
 
     def _refuse_other_maps(self, pool: str, name: str, instance: str,
                            base: int | None) -> None:
@@ -1265,20 +1279,15 @@ class VolumeStore:
         instances that use it, running or not. Each mounts it with its own map (idmapped,
         or shifted on disk), so a file its root makes as root is root's in every other
         user: an isolated container's root planted a setuid file another isolated one ran as
-        its own root, and a privileged one as host root. An instance whose record cannot be
-        read is no user here (its own start says what is wrong with it)."""
+        its own root, and a privileged one as host root."""
         default = self.ctx.facts().idmap.base
-        for other in record.names(self.paths):
-            if other == instance:
-                continue
+        for other, rec, cfg in self._users(pool, name, but=instance):
             try:
-                rec = record.load(self.paths, other)
-                cfg, devices = self.ctx.expand(rec.profiles, rec.config, rec.devices)
                 theirs = None if is_true(cfg.get("security.privileged")) \
                     else int(rec.config.get("volatile.idmap.base", str(default)))
-            except (FileNotFoundError, NotFound, CorruptRecord, ValueError):
+            except ValueError:
                 continue
-            if theirs != base and self._uses(devices, pool, name):
+            if theirs != base:
                 raise WrongState(
                     f"storage volume {name!r} of pool {pool!r} is used by instance {other!r} "
                     "with a different id map: a custom volume is shared only by instances of "

@@ -9,6 +9,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -440,31 +441,38 @@ def test_storage_volume_cli(host: lxdlib.Host) -> None:
     assert "v1" not in cli(host, "storage", "volume", "list", "default").stdout
 
 
-def test_custom_volume_on_zfs_is_shifted(host: lxdlib.Host,
-                                         zfs_daemon: ZfsDaemons) -> None:  # noqa: F811
-    """zfs-fuse has no idmapped mounts: the volume's files are shifted on disk to the map of the
-    instance that mounts it, once."""
+@pytest.fixture
+def zp(host: lxdlib.Host, zfs_daemon: ZfsDaemons) -> Iterator[str]:  # noqa: F811
+    """A zfs-fuse pool ``zp`` of the host's root; the instances and volumes a test made go
+    with it afterwards."""
     zpool = f"lxdz{secrets.token_hex(3)}"
     host.create_pool("zp", "zfs", {"size": "512MiB", "zfs.pool_name": zpool})
-    vols = host.volumes.store  # the store: pool-first verbs
     try:
-        vols.create("zp", "zv")
-        (vols.path("zp", "zv") / "from-host").write_text("h\n")
-        c = host.launch("busybox", "c1", devices={
-            "zv": {"type": "disk", "pool": "zp", "source": "zv", "path": "/srv/zv"}})
-        base = host.facts().idmap.base
-        assert owner(c, "/srv/zv/from-host") == "0:0"
-        c.exec(["sh", "-c", "echo c > /srv/zv/from-inside"], check=True)
-        assert os.stat(vols.path("zp", "zv") / "from-inside").st_uid == base
-        assert vols.get("zp", "zv")["config"]["volatile.idmap.last"] == str(base)
-        c.restart(force=True)  # already shifted: nothing changes
-        assert owner(c, "/srv/zv/from-inside") == "0:0"
+        yield "zp"
     finally:
         for inst in host.instances.list():
             inst.delete(force=True)
+        vols = host.volumes.store
         for v in vols.names("zp"):
             vols.delete("zp", v)
         host.delete_pool("zp")
+
+
+def test_custom_volume_on_zfs_is_shifted(host: lxdlib.Host, zp: str) -> None:
+    """zfs-fuse has no idmapped mounts: the volume's files are shifted on disk to the map of the
+    instance that mounts it, once."""
+    vols = host.volumes.store  # the store: pool-first verbs
+    vols.create("zp", "zv")
+    (vols.path("zp", "zv") / "from-host").write_text("h\n")
+    c = host.launch("busybox", "c1", devices={
+        "zv": {"type": "disk", "pool": "zp", "source": "zv", "path": "/srv/zv"}})
+    base = host.facts().idmap.base
+    assert owner(c, "/srv/zv/from-host") == "0:0"
+    c.exec(["sh", "-c", "echo c > /srv/zv/from-inside"], check=True)
+    assert os.stat(vols.path("zp", "zv") / "from-inside").st_uid == base
+    assert vols.get("zp", "zv")["config"]["volatile.idmap.last"] == str(base)
+    c.restart(force=True)  # already shifted: nothing changes
+    assert owner(c, "/srv/zv/from-inside") == "0:0"
 
 
 def test_a_volume_is_shared_only_by_instances_of_one_id_map(host: lxdlib.Host) -> None:
@@ -522,47 +530,38 @@ lxdlib.Host(sys.argv[1]).volumes.store.attach("zp", sys.argv[2], "hvoz", "/srv/z
 """
 
 
-def test_a_killed_shift_of_a_zfs_volume_is_finished_not_repeated(
-        host: lxdlib.Host, zfs_daemon: ZfsDaemons) -> None:  # noqa: F811
+def test_a_killed_shift_of_a_zfs_volume_is_finished_not_repeated(host: lxdlib.Host,
+                                                                  zp: str) -> None:
     """zfs-fuse: the shift of a volume's files to an instance's map, killed (-9) after its
     files moved and before the new map was recorded, or between its two steps: the next verb
     finishes it. Before, the record still named the old map and the next attach shifted every
     file again — the container's root owned nothing of its volume, its files sat in another
     instance's block (a setuid one too)."""
-    zpool = f"lxdz{secrets.token_hex(3)}"
-    host.create_pool("zp", "zfs", {"size": "512MiB", "zfs.pool_name": zpool})
     vols = host.volumes.store
     base = host.facts().idmap.base
-    try:
-        host.create("busybox", "hvoz")
-        for i, how in enumerate(("commit", "volume.shift.parked", "volume.shift.moved")):
-            vol = f"zv{i}"
-            vols.create("zp", vol)
-            top = vols.path("zp", vol)
-            (top / "d").mkdir()
-            (top / "d" / "s").write_text("s\n")
-            os.chown(top / "d" / "s", 0, 0)
-            os.chmod(top / "d" / "s", 0o4755)  # after the chown, which clears it
-            os.chown(top / "d", 5, 5)
-            env = {**os.environ, "LXDLIB_CRASHPOINT": how}
-            proc = subprocess.run([sys.executable, "-c", _KILLED_ATTACH, str(host.paths.root),
-                                   vol, how], env=env, capture_output=True, text=True,
-                                  timeout=120)
-            assert proc.returncode == -9, (how, proc.returncode, proc.stderr)
-            assert vol not in host.instances["hvoz"].devices
-            vols.attach("zp", vol, "hvoz", "/srv/zv")  # finishes the shift
-            st, sd = os.lstat(top / "d" / "s"), os.lstat(top / "d")
-            assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (base, base, 0o4755), how
-            assert (sd.st_uid, sd.st_gid) == (base + 5, base + 5), how
-            assert vols.get("zp", vol)["config"]["volatile.idmap.last"] == str(base)
-            c = host.instances["hvoz"]
-            c.start()
-            assert owner(c, "/srv/zv/d/s") == "0:0" and owner(c, "/srv/zv/d") == "5:5"
-            c.stop(force=True)
-            vols.detach("zp", vol, "hvoz")
-    finally:
-        for inst in host.instances.list():
-            inst.delete(force=True)
-        for v in vols.names("zp"):
-            vols.delete("zp", v)
-        host.delete_pool("zp")
+    host.create("busybox", "hvoz")
+    for i, how in enumerate(("commit", "volume.shift.parked", "volume.shift.moved")):
+        vol = f"zv{i}"
+        vols.create("zp", vol)
+        top = vols.path("zp", vol)
+        (top / "d").mkdir()
+        (top / "d" / "s").write_text("s\n")
+        os.chown(top / "d" / "s", 0, 0)
+        os.chmod(top / "d" / "s", 0o4755)  # after the chown, which clears it
+        os.chown(top / "d", 5, 5)
+        env = {**os.environ, "LXDLIB_CRASHPOINT": how}
+        proc = subprocess.run([sys.executable, "-c", _KILLED_ATTACH, str(host.paths.root),
+                               vol, how], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == -9, (how, proc.returncode, proc.stderr)
+        assert vol not in host.instances["hvoz"].devices
+        vols.attach("zp", vol, "hvoz", "/srv/zv")  # finishes the shift
+        st, sd = os.lstat(top / "d" / "s"), os.lstat(top / "d")
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (base, base, 0o4755), how
+        assert (sd.st_uid, sd.st_gid) == (base + 5, base + 5), how
+        assert vols.get("zp", vol)["config"]["volatile.idmap.last"] == str(base)
+        c = host.instances["hvoz"]
+        c.start()
+        assert owner(c, "/srv/zv/d/s") == "0:0" and owner(c, "/srv/zv/d") == "5:5"
+        c.stop(force=True)
+        vols.detach("zp", vol, "hvoz")
