@@ -9,6 +9,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import yaml
 
 import lxdlib
 import lxdlib.errors
+from lxdlib import journal
+from lxdlib.volumes import USERS_MAP
 from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons  # noqa: F401
 
 pytestmark = pytest.mark.root
@@ -514,6 +517,58 @@ def test_a_volume_is_shared_only_by_instances_of_one_id_map(host: lxdlib.Host) -
     d.delete(force=True)
     vols.attach("default", "sv", "hvob", "/srv/sv")
     assert owner(b, "/srv/sv/g") == "0:0"
+
+
+
+def test_two_hot_plugs_of_one_volume_at_once_give_it_one_map(host: lxdlib.Host) -> None:
+    """Two running instances of two maps given one volume at the same moment: each update
+    checks the other users when it renders (neither record names the volume yet then), and
+    the hot-plug checks again after its record is saved, under the volume's lock. Whichever
+    order the steps take, one of them is refused and nothing of it is kept: the volume is
+    never mounted with two maps. Here B has rendered (the volume's record names B's map) and
+    waits before saving while A goes through whole; B, let go, is refused."""
+    vols = host.volumes.store
+    vols.create("default", "rv")
+    a = host.launch("busybox", "hvra", config={"security.idmap.isolated": "true"})
+    b = host.launch("busybox", "hvrb", config={"security.idmap.isolated": "true"})
+    rendered, go = threading.Event(), threading.Event()
+    real = journal.crashpoint
+
+    def pausing(name: str) -> None:
+        if name == "update.config-written" and threading.current_thread().name == "plug-b":
+            rendered.set()
+            assert go.wait(60)
+        real(name)
+
+    outcome: dict[str, BaseException | None] = {}
+
+    def plug_b() -> None:
+        try:
+            lxdlib.Host(host.paths.root).volumes.store.attach("default", "rv", "hvrb", "/srv/rv")
+            outcome["b"] = None
+        except BaseException as e:  # handed to the test's thread
+            outcome["b"] = e
+
+    journal.crashpoint = pausing
+    try:
+        t = threading.Thread(target=plug_b, name="plug-b")
+        t.start()
+        assert rendered.wait(60)
+        claimed = yaml.safe_load((host.paths.volume_records / "default" / "rv.yaml").read_text())
+        assert claimed[USERS_MAP] == b.config["volatile.idmap.base"]  # B's, not saved
+        vols.attach("default", "rv", "hvra", "/srv/rv")  # B's record does not name it yet
+        go.set()
+        t.join(120)
+    finally:
+        go.set()
+        journal.crashpoint = real
+    assert isinstance(outcome["b"], lxdlib.errors.WrongState), outcome
+    assert "different id map" in str(outcome["b"])
+    assert "rv" in host.instances["hvra"].devices
+    assert "rv" not in host.instances["hvrb"].devices
+    a.exec(["touch", "/srv/rv/f"], check=True)
+    assert b.exec(["test", "-e", "/srv/rv"]).returncode != 0  # unplugged again
+    assert owner(a, "/srv/rv/f") == "0:0"
 
 
 _KILLED_ATTACH = """
