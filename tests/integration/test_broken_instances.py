@@ -108,6 +108,25 @@ def test_unloadable_liblxc_config_shows_as_error(host: lxdlib.Host) -> None:
     assert host.instances.names() == ["good"]
 
 
+def test_autostart_value_edited_past_the_validators_fails_that_instance_alone(
+        host: lxdlib.Host) -> None:
+    """A record edited by hand with a priority that is no number: autostart reports that
+    instance failed and starts the others (it ended with a ValueError before starting any)."""
+    host.create("busybox", "odd", config={"boot.autostart": "true"})
+    host.create("busybox", "fine", config={"boot.autostart": "true",
+                                           "boot.autostart.priority": "5"})
+    path = host.paths.instance_record("odd")
+    data = json.loads(path.read_text())
+    data["config"]["boot.autostart.priority"] = "high"
+    path.write_text(json.dumps(data))
+    waited: list[float] = []
+    result = host.autostart(attempts=1, sleep=waited.append)
+    assert result["fine"] == "started" and waited == []
+    assert result["odd"].startswith("failed") and "high" in result["odd"]
+    assert host.instances["fine"].state == "RUNNING"
+    assert host.instances["odd"].state == "STOPPED"
+
+
 def test_corrupt_record_shows_as_error(host: lxdlib.Host) -> None:
     host.launch("busybox", "good")
     host.create("busybox", "bad")
