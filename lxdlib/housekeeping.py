@@ -17,7 +17,7 @@ import datetime as dt
 import os
 
 from . import journal, record
-from .config.snapshots import schedule_due
+from .config.snapshots import next_snapshot_name, schedule_due
 from .config.units import is_true
 from .errors import TYPE_CHECKING, Busy, CorruptRecord, LxdlibError, NotFound
 from .instance import recover_leftover
@@ -56,12 +56,35 @@ class Report(Value):
         self.skipped = {} if skipped is None else skipped
 
 
-def last_run(host: Host, name: str) -> dt.datetime | None:
+def _stamp(host: Host, name: str) -> dict[str, object]:
     try:
-        data = read_record(host.paths.instance_dir(name) / LAST_RUN) or {}
-        return dt.datetime.fromisoformat(str(data["last_run"]))
-    except (FileNotFoundError, KeyError, TypeError, ValueError, LxdlibError):
+        data = read_record(host.paths.instance_dir(name) / LAST_RUN)
+    except (FileNotFoundError, LxdlibError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _time(data: dict[str, object], key: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(str(data[key]))
+    except (KeyError, TypeError, ValueError):
         return None
+
+
+def last_run(host: Host, name: str) -> dt.datetime | None:
+    return _time(_stamp(host, name), "last_run")
+
+
+def _since(data: dict[str, object], rec: record.InstanceRecord) -> dt.datetime:
+    """Where the search for a due scheduled minute starts. A run killed after its scheduled
+    snapshot's commit and before its stamp left ``taking`` (the run's time) and the snapshot's
+    name: if the record has that snapshot the run did take it, and its minute is not due again
+    (a second snapshot in the same minute); if not, the old time stands and it is taken now."""
+    taking = _time(data, "taking")
+    if taking is not None and isinstance(data.get("snapshot"), str) \
+            and rec.snapshot(str(data["snapshot"])) is not None:
+        return taking
+    return _time(data, "last_run") or rec.created_at
 
 
 def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
@@ -125,19 +148,27 @@ def _one(host: Host, name: str, now: dt.datetime, startup: bool, report: Report)
     rec = inst.record()
     for snap in expired(rec, now):
         delete_locked(inst, snap)
+        journal.crashpoint("housekeeping.expired")
         report.expired.append(f"{name}/{snap}")
         host.events.emit("snapshot-deleted", f"{name}/{snap}", reason="expired")
     cfg, _ = inst.expanded(rec)
     spec = cfg.get("snapshots.schedule", "")
+    stamp = host.paths.instance_dir(name) / LAST_RUN
     if spec:
-        since = last_run(host, name) or rec.created_at
-        if schedule_due(spec, since, now, subject=name, at_startup=startup) and (
+        data = _stamp(host, name)
+        if schedule_due(spec, _since(data, rec), now, subject=name, at_startup=startup) and (
                 inst.state != "STOPPED" or is_true(cfg.get("snapshots.schedule.stopped"))):
-            taken = create_locked(inst)
+            snap = next_snapshot_name(cfg.get("snapshots.pattern"),
+                                      [s.name for s in rec.snapshots], record.now())
+            # the stamp says which snapshot this run is taking before it is taken (``_since``)
+            before = {k: v for k, v in data.items() if k == "last_run"}
+            write_record(stamp, {**before, "taking": now.isoformat(), "snapshot": snap},
+                         durable=False)
+            taken = create_locked(inst, snap)
+            journal.crashpoint("housekeeping.snapshot")
             report.created.append(f"{name}/{taken.name}")
             host.events.emit("snapshot-created", f"{name}/{taken.name}", reason="scheduled")
-    write_record(host.paths.instance_dir(name) / LAST_RUN, {"last_run": now.isoformat()},
-               durable=False)
+    write_record(stamp, {"last_run": now.isoformat()}, durable=False)
 
 
 # -- recover ---------------------------------------------------------------------------------------
