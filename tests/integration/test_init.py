@@ -163,7 +163,8 @@ def test_preseed_nested_too_deep_or_alias_bombed_is_refused(root: Path) -> None:
     lxdlib.Host(root)
     before = _made(root)
     bomb = "config:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"  {b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
+        f"  {b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n"
+        for a, b in zip("abcdefgh", "bcdefghi", strict=True))
     try:
         r = _preseed(root, "config: " + "[" * 100_000 + "]" * 100_000)
         assert r.returncode == 1 and r.stderr.startswith("Error: invalid preseed YAML"), \
