@@ -98,7 +98,7 @@ def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
         now = now.replace(tzinfo=dt.UTC)
     report = Report()
     for name in host.instances.names():
-        with _alone(report, name), lock(host.paths, "instance", name, timeout=lock_timeout):
+        with _alone(report, name, "instance", name), lock(host.paths, "instance", name, timeout=lock_timeout):
             if journal.pending(host.paths, name) and journal.recover(host.ctx, name):
                 report.recovered.append(name)
             _one(host, name, now, startup, report)
@@ -107,16 +107,19 @@ def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
 
 
 @contextlib.contextmanager
-def _alone(report: Report, key: str) -> Iterator[None]:
+def _alone(report: Report, key: str, kind: str, name: str) -> Iterator[None]:
     """One instance's or volume's turn: what fails there is reported under ``key`` (busy, an
-    error, a stamp that is no file: hand-made) and the run goes on with the others; one
-    deleted meanwhile is passed over."""
+    error, a stamp that is no file: hand-made) and the run goes on with the others; the
+    ``kind`` ``name`` itself deleted meanwhile is passed over. Anything else not found (its
+    volume, its pool) is reported: passed over too, an instance whose volume had gone lost
+    its scheduled snapshots run after run with nothing said."""
     try:
         yield
     except Busy:
         report.skipped[key] = "busy"
-    except NotFound:
-        pass
+    except NotFound as e:
+        if (e.kind, e.name) != (kind, name):
+            report.skipped[key] = str(e)
     except LxdlibError as e:
         report.skipped[key] = str(e)
     except OSError as e:
@@ -135,7 +138,7 @@ def _volumes(host: Host, now: dt.datetime, startup: bool, report: Report) -> Non
             continue
         for vol in vols:
             key = f"{pname}/{vol}"
-            with _alone(report, key):
+            with _alone(report, key, "storage volume", vol):
                 for snap in store.expire_snapshots(pname, vol, now):
                     report.expired.append(f"{key}/{snap}")
                 taken = store.scheduled_snapshot(pname, vol, now, startup=startup)
