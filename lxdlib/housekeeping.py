@@ -17,7 +17,7 @@ import datetime as dt
 import os
 
 from . import journal, record
-from .config.snapshots import next_snapshot_name, schedule_due
+from .config.snapshots import next_snapshot_name, schedule_due, stamp_time
 from .config.units import is_true
 from .errors import TYPE_CHECKING, Busy, CorruptRecord, LxdlibError, NotFound
 from .instance import recover_leftover
@@ -75,16 +75,17 @@ def last_run(host: Host, name: str) -> dt.datetime | None:
     return _time(_stamp(host, name), "last_run")
 
 
-def _since(data: dict[str, object], rec: record.InstanceRecord) -> dt.datetime:
-    """Where the search for a due scheduled minute starts. A run killed after its scheduled
-    snapshot's commit and before its stamp left ``taking`` (the run's time) and the snapshot's
-    name: if the record has that snapshot the run did take it, and its minute is not due again
-    (a second snapshot in the same minute); if not, the old time stands and it is taken now."""
+def _looked(data: dict[str, object], rec: record.InstanceRecord) -> dt.datetime | None:
+    """When a run last looked at the schedule. A run killed after its scheduled snapshot's
+    commit and before its stamp left ``taking`` (the run's time) and the snapshot's name: if
+    the record has that snapshot the run did take it, and its minute is not due again (a
+    second snapshot in the same minute); if not, the old time stands and it is taken now."""
+    last = _time(data, "last_run")
     taking = _time(data, "taking")
     if taking is not None and isinstance(data.get("snapshot"), str) \
             and rec.snapshot(str(data["snapshot"])) is not None:
-        return taking
-    return _time(data, "last_run") or rec.created_at
+        return taking if last is None else max(last, taking)
+    return last
 
 
 def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
@@ -98,7 +99,8 @@ def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
         now = now.replace(tzinfo=dt.UTC)
     report = Report()
     for name in host.instances.names():
-        with _alone(report, name, "instance", name), lock(host.paths, "instance", name, timeout=lock_timeout):
+        with _alone(report, name, "instance", name), \
+                lock(host.paths, "instance", name, timeout=lock_timeout):
             if journal.pending(host.paths, name) and journal.recover(host.ctx, name):
                 report.recovered.append(name)
             _one(host, name, now, startup, report)
@@ -157,21 +159,22 @@ def _one(host: Host, name: str, now: dt.datetime, startup: bool, report: Report)
     cfg, _ = inst.expanded(rec)
     spec = cfg.get("snapshots.schedule", "")
     stamp = host.paths.instance_dir(name) / LAST_RUN
-    if spec:
-        data = _stamp(host, name)
-        if schedule_due(spec, _since(data, rec), now, subject=name, at_startup=startup) and (
-                inst.state != "STOPPED" or is_true(cfg.get("snapshots.schedule.stopped"))):
-            snap = next_snapshot_name(cfg.get("snapshots.pattern"),
-                                      [s.name for s in rec.snapshots], record.now())
-            # the stamp says which snapshot this run is taking before it is taken (``_since``)
-            before = {k: v for k, v in data.items() if k == "last_run"}
-            write_record(stamp, {**before, "taking": now.isoformat(), "snapshot": snap},
-                         durable=False)
-            taken = create_locked(inst, snap)
-            journal.crashpoint("housekeeping.snapshot")
-            report.created.append(f"{name}/{taken.name}")
-            host.events.emit("snapshot-created", f"{name}/{taken.name}", reason="scheduled")
-    write_record(stamp, {"last_run": now.isoformat()}, durable=False)
+    data = _stamp(host, name)
+    looked = _looked(data, rec)
+    if spec and schedule_due(spec, looked or rec.created_at, now, subject=name,
+                             at_startup=startup) and (
+            inst.state != "STOPPED" or is_true(cfg.get("snapshots.schedule.stopped"))):
+        snap = next_snapshot_name(cfg.get("snapshots.pattern"),
+                                  [s.name for s in rec.snapshots], record.now())
+        # the stamp says which snapshot this run is taking before it is taken (``_looked``)
+        before = {"last_run": looked.isoformat()} if looked is not None else {}
+        write_record(stamp, {**before, "taking": now.isoformat(), "snapshot": snap},
+                     durable=False)
+        taken = create_locked(inst, snap)
+        journal.crashpoint("housekeeping.snapshot")
+        report.created.append(f"{name}/{taken.name}")
+        host.events.emit("snapshot-created", f"{name}/{taken.name}", reason="scheduled")
+    write_record(stamp, {"last_run": stamp_time(now, looked).isoformat()}, durable=False)
 
 
 # -- recover ---------------------------------------------------------------------------------------

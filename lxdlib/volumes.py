@@ -1027,7 +1027,7 @@ class VolumeStore:
             spec = str((data.get("config") or {}).get(SCHEDULE_KEY) or "")
             if not spec:
                 return None
-            from .config.snapshots import schedule_due
+            from .config.snapshots import schedule_due, stamp_time
             try:
                 stamp = read_record(self._last_run(pool, name)) or {}
                 last = _when(stamp.get("last_run"))
@@ -1049,8 +1049,8 @@ class VolumeStore:
                              durable=False)
                 taken = str(self.create_snapshot(pool, name, snap)["name"])
                 crashpoint("volume.snapshot.scheduled")
-            write_record(self._last_run(pool, name), {"last_run": now.isoformat()},
-                         durable=False)
+            write_record(self._last_run(pool, name),
+                         {"last_run": stamp_time(now, last).isoformat()}, durable=False)
         return taken
 
     def delete_snapshot(self, pool: str, name: str, snap: str) -> None:

@@ -184,6 +184,28 @@ def test_housekeeping_killed_after_its_snapshot_takes_no_second(host: lxdlib.Hos
     invariants.check(host)
 
 
+def test_a_housekeeping_run_that_waited_puts_no_stamp_back(host: lxdlib.Host) -> None:
+    """Two runs at once: the one that started first (its ``now`` older) waited for the lock
+    while the later one took the minute's snapshot; its stamp put the look back, and a third
+    run in that minute took a second snapshot. The stamp never goes back, unless by more than
+    a run can wait (a clock set back)."""
+    c = host.create("busybox", "c1", config={"snapshots.schedule": "* * * * *",
+                                              "snapshots.schedule.stopped": "true"})
+    t = dt.datetime(2030, 1, 1, 10, 0, 5, tzinfo=dt.UTC)
+    assert housekeeping.run(host, now=t).created == ["c1/snap0"]
+    later = dt.datetime(2030, 1, 1, 10, 1, 0, 100_000, tzinfo=dt.UTC)
+    assert housekeeping.run(host, now=later).created == ["c1/snap1"]
+    waited = dt.datetime(2030, 1, 1, 10, 0, 59, 900_000, tzinfo=dt.UTC)
+    assert housekeeping.run(host, now=waited).created == []
+    assert housekeeping.last_run(host, "c1") == later
+    assert housekeeping.run(host, now=later + dt.timedelta(seconds=30)).created == []
+    assert housekeeping.run(host, now=later + dt.timedelta(minutes=1)).created == ["c1/snap2"]
+    back = dt.datetime(2029, 1, 1, 10, 0, 30, tzinfo=dt.UTC)  # the clock set back a year
+    assert housekeeping.run(host, now=back).created == []
+    assert housekeeping.run(host, now=back + dt.timedelta(minutes=1)).created == ["c1/snap3"]
+    assert c.snapshots.names() == ["snap0", "snap1", "snap2", "snap3"]
+
+
 def _criu_fails() -> str | None:
     return criu.check()
 

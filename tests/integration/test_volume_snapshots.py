@@ -695,6 +695,22 @@ def test_housekeeping_killed_after_a_volume_snapshot_takes_no_second(vols: lxdli
     invariants.check(vols)
 
 
+def test_a_volume_housekeeping_run_that_waited_puts_no_stamp_back(vols: lxdlib.Host) -> None:
+    """As an instance's: a run with an older ``now`` that went after a later one does not put
+    the volume's stamp back, so the minute's snapshot is not taken twice."""
+    from lxdlib import housekeeping
+    s = _store(vols)
+    s.create("default", "v", {"snapshots.schedule": "* * * * *"})
+    t = dt.datetime(2031, 5, 6, 7, 3, 5, tzinfo=dt.UTC)
+    assert housekeeping.run(vols, t).created == ["default/v/snap0"]
+    later = dt.datetime(2031, 5, 6, 7, 4, 0, 100_000, tzinfo=dt.UTC)
+    assert housekeeping.run(vols, later).created == ["default/v/snap1"]
+    waited = dt.datetime(2031, 5, 6, 7, 3, 59, 900_000, tzinfo=dt.UTC)
+    assert housekeeping.run(vols, waited).created == []
+    assert housekeeping.run(vols, later + dt.timedelta(seconds=30)).created == []
+    assert _on_disk(vols, "default", "v") == ["snap0", "snap1"]
+
+
 def test_a_corrupt_volume_record_hides_no_other(vols: lxdlib.Host) -> None:
     """A volume record that is no record (truncated, hand-edited: not JSON nor YAML, empty,
     NULs, a ``config`` or ``snapshots`` of another shape) is a ``CorruptRecord`` for that
