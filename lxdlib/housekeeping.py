@@ -151,7 +151,8 @@ def _volumes(host: Host, now: dt.datetime, startup: bool, report: Report) -> Non
 def _one(host: Host, name: str, now: dt.datetime, startup: bool, report: Report) -> None:
     inst = Instance(host.ctx, name)
     rec = inst.record()
-    for snap in expired(rec, now):
+    gone = expired(rec, now)
+    for snap in gone:
         delete_locked(inst, snap)
         journal.crashpoint("housekeeping.expired")
         report.expired.append(f"{name}/{snap}")
@@ -164,8 +165,9 @@ def _one(host: Host, name: str, now: dt.datetime, startup: bool, report: Report)
     if spec and schedule_due(spec, looked or rec.created_at, now, subject=name,
                              at_startup=startup) and (
             inst.state != "STOPPED" or is_true(cfg.get("snapshots.schedule.stopped"))):
-        snap = next_snapshot_name(cfg.get("snapshots.pattern"),
-                                  [s.name for s in rec.snapshots], record.now())
+        snap = next_snapshot_name(cfg.get("snapshots.pattern"),  # as create_locked names it
+                                  [s.name for s in rec.snapshots if s.name not in gone],
+                                  record.now())
         # the stamp says which snapshot this run is taking before it is taken (``_looked``)
         before = {"last_run": looked.isoformat()} if looked is not None else {}
         write_record(stamp, {**before, "taking": now.isoformat(), "snapshot": snap},
