@@ -6,8 +6,11 @@ back in order after crashes.
 Housekeeping is meant for cron or a systemd timer every minute. It is idempotent: each instance
 records when it was last looked at (``<instance dir>/housekeeping.yaml``), and a snapshot is due
 only if a scheduled minute lies between that time and now, so two runs in one minute take one
-snapshot, and a run after a pause takes one (not one per missed minute). An instance another
-process is busy with is skipped and caught up on the next run.
+snapshot, and a run after a pause takes one (not one per missed minute). The stamp never goes
+back (a run that waited for a lock behind a later one), and it names the snapshot a run is
+about to take, so a run killed between that snapshot's commit and its stamp is not taken for
+one that took none. An instance another process is busy with is skipped and caught up on the
+next run; one whose volume or pool is gone is reported skipped, and the others go on.
 """
 
 from __future__ import annotations
