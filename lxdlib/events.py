@@ -12,10 +12,13 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
 
+from .errors import TYPE_CHECKING
 from .logs import get_logger
 from .state import Paths
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 log = get_logger(__name__)
 
