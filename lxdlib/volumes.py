@@ -1043,7 +1043,7 @@ class VolumeStore:
             if schedule_due(spec, since, now, subject=f"{pool}/{name}", at_startup=startup):
                 cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
                 snap = self._next_name(cfg, names, dt.datetime.now(dt.UTC))
-                before = {"last_run": stamp["last_run"]} if "last_run" in stamp else {}
+                before = {"last_run": last.isoformat()} if last is not None else {}
                 write_record(self._last_run(pool, name),
                              {**before, "taking": now.isoformat(), "snapshot": snap},
                              durable=False)
