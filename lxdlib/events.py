@@ -46,14 +46,33 @@ class Events:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
         fd = os.open(self.path, flags, 0o600)
         if os.fstat(fd).st_size > MAX_SIZE:
-            os.close(fd)
-            with contextlib.suppress(FileNotFoundError):  # another process rotated it first
-                os.replace(self.path, self.path.with_suffix(".log.1"))
+            try:
+                self._rotate(fd)
+            finally:
+                os.close(fd)
             fd = os.open(self.path, flags, 0o600)
         try:
             os.write(fd, data)
         finally:
             os.close(fd)
+
+    def _rotate(self, fd: int) -> None:
+        """Move the full log (open at ``fd``) to ``events.log.1``, unless another writer did
+        first. Two writers that found it full both renamed: the second moved the first one's
+        new log, one event long, over the old log's 4 MiB, lost. The writers take the full
+        file's lock in turn, and only one that finds the path still naming it renames it."""
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            held = os.fstat(fd)
+            try:
+                st = os.stat(self.path, follow_symlinks=False)
+            except FileNotFoundError:
+                return
+            if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
+                os.replace(self.path, self.path.with_suffix(".log.1"))
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def __call__(self, types: Iterable[str] | None = None, *, from_start: bool = False,
                  timeout: float | None = None) -> Iterator[dict[str, object]]:

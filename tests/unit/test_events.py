@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,31 @@ def test_a_line_that_is_no_event_is_passed_over(tmp_path: Path) -> None:
     got = [e["metadata"]["action"] for e in ev.follow(from_start=True, timeout=0.2,  # type: ignore[index]
                                                       poll=0.01)]
     assert got == ["one", "two"]
+
+
+def test_two_writers_finding_the_log_full_rotate_it_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second writer that found the log full while the first rotated it renamed again: the
+    first one's new log, one event long, went over the old log, whose events were lost."""
+    ev = events.Events(Paths(tmp_path))
+    for i in range(8):
+        ev.emit(f"old{i}", "x" * 100)
+    monkeypatch.setattr(events, "MAX_SIZE", ev.path.stat().st_size - 1)  # full
+    real_fstat = os.fstat
+    other = events.Events(Paths(tmp_path))
+    raced = []
+
+    def fstat(fd: int) -> os.stat_result:  # the other writer rotates between our look and ours
+        st = real_fstat(fd)
+        if not raced and st.st_size > events.MAX_SIZE:
+            raced.append(True)
+            other.emit("other", "y")
+        return st
+    monkeypatch.setattr(events.os, "fstat", fstat)
+    ev.emit("mine", "z")
+    monkeypatch.setattr(events.os, "fstat", real_fstat)
+    older = [json.loads(line)["metadata"]["action"]
+             for line in ev.path.with_suffix(".log.1").read_text().splitlines()]
+    newer = [json.loads(line)["metadata"]["action"] for line in ev.path.read_text().splitlines()]
+    assert older == [f"old{i}" for i in range(8)]
+    assert newer == ["other", "mine"]
