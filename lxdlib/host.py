@@ -308,6 +308,7 @@ class Host:
         import time as _time
         wait = sleep or _time.sleep
         todo = []
+        failed: dict[str, str] = {}
         from . import journal
         for inst in self.instances.list():
             try:
@@ -327,9 +328,15 @@ class Host:
             wanted = auto.lower() in ("true", "1", "yes", "on") or (
                 not auto and rec.config.get("volatile.last_state.power") == "RUNNING")
             if wanted and inst.state in ("STOPPED", "ERROR"):  # a broken one is reported
-                prio = int(cfg.get("boot.autostart.priority") or 0)
-                todo.append((-prio, inst.name, float(cfg.get("boot.autostart.delay") or 0)))
-        result: dict[str, str] = {}
+                try:  # a record edited by hand past the validators: that instance fails alone
+                    prio = int(cfg.get("boot.autostart.priority") or 0)
+                    # LXD's delay is whole seconds, a negative one no wait (time.sleep refuses it)
+                    delay = max(0, int(cfg.get("boot.autostart.delay") or 0))
+                except ValueError as e:
+                    failed[inst.name] = f"failed: invalid boot.autostart value: {e}"
+                    continue
+                todo.append((-prio, inst.name, delay))
+        result: dict[str, str] = dict(failed)
         for _, name, delay in sorted(todo):
             inst = self.instances.get(name)
             for attempt in range(attempts):

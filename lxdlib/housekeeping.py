@@ -6,8 +6,11 @@ back in order after crashes.
 Housekeeping is meant for cron or a systemd timer every minute. It is idempotent: each instance
 records when it was last looked at (``<instance dir>/housekeeping.yaml``), and a snapshot is due
 only if a scheduled minute lies between that time and now, so two runs in one minute take one
-snapshot, and a run after a pause takes one (not one per missed minute). An instance another
-process is busy with is skipped and caught up on the next run.
+snapshot, and a run after a pause takes one (not one per missed minute). The stamp never goes
+back (a run that waited for a lock behind a later one), and it names the snapshot a run is
+about to take, so a run killed between that snapshot's commit and its stamp is not taken for
+one that took none. An instance another process is busy with is skipped and caught up on the
+next run; one whose volume or pool is gone is reported skipped, and the others go on.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import datetime as dt
 import os
 
 from . import journal, record
-from .config.snapshots import schedule_due
+from .config.snapshots import next_snapshot_name, schedule_due, stamp_time
 from .config.units import is_true
 from .errors import TYPE_CHECKING, Busy, CorruptRecord, LxdlibError, NotFound
 from .instance import recover_leftover
@@ -56,12 +59,36 @@ class Report(Value):
         self.skipped = {} if skipped is None else skipped
 
 
-def last_run(host: Host, name: str) -> dt.datetime | None:
+def _stamp(host: Host, name: str) -> dict[str, object]:
     try:
-        data = read_record(host.paths.instance_dir(name) / LAST_RUN) or {}
-        return dt.datetime.fromisoformat(str(data["last_run"]))
-    except (FileNotFoundError, KeyError, TypeError, ValueError, LxdlibError):
+        data = read_record(host.paths.instance_dir(name) / LAST_RUN)
+    except (FileNotFoundError, LxdlibError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _time(data: dict[str, object], key: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(str(data[key]))
+    except (KeyError, TypeError, ValueError):
         return None
+
+
+def last_run(host: Host, name: str) -> dt.datetime | None:
+    return _time(_stamp(host, name), "last_run")
+
+
+def _looked(data: dict[str, object], rec: record.InstanceRecord) -> dt.datetime | None:
+    """When a run last looked at the schedule. A run killed after its scheduled snapshot's
+    commit and before its stamp left ``taking`` (the run's time) and the snapshot's name: if
+    the record has that snapshot the run did take it, and its minute is not due again (a
+    second snapshot in the same minute); if not, the old time stands and it is taken now."""
+    last = _time(data, "last_run")
+    taking = _time(data, "taking")
+    if taking is not None and isinstance(data.get("snapshot"), str) \
+            and rec.snapshot(str(data["snapshot"])) is not None:
+        return taking if last is None else max(last, taking)
+    return last
 
 
 def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
@@ -75,7 +102,8 @@ def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
         now = now.replace(tzinfo=dt.UTC)
     report = Report()
     for name in host.instances.names():
-        with _alone(report, name), lock(host.paths, "instance", name, timeout=lock_timeout):
+        with _alone(report, name, "instance", name), \
+                lock(host.paths, "instance", name, timeout=lock_timeout):
             if journal.pending(host.paths, name) and journal.recover(host.ctx, name):
                 report.recovered.append(name)
             _one(host, name, now, startup, report)
@@ -84,16 +112,19 @@ def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
 
 
 @contextlib.contextmanager
-def _alone(report: Report, key: str) -> Iterator[None]:
+def _alone(report: Report, key: str, kind: str, name: str) -> Iterator[None]:
     """One instance's or volume's turn: what fails there is reported under ``key`` (busy, an
-    error, a stamp that is no file: hand-made) and the run goes on with the others; one
-    deleted meanwhile is passed over."""
+    error, a stamp that is no file: hand-made) and the run goes on with the others; the
+    ``kind`` ``name`` itself deleted meanwhile is passed over. Anything else not found (its
+    volume, its pool) is reported: passed over too, an instance whose volume had gone lost
+    its scheduled snapshots run after run with nothing said."""
     try:
         yield
     except Busy:
         report.skipped[key] = "busy"
-    except NotFound:
-        pass
+    except NotFound as e:
+        if (e.kind, e.name) != (kind, name):
+            report.skipped[key] = str(e)
     except LxdlibError as e:
         report.skipped[key] = str(e)
     except OSError as e:
@@ -112,7 +143,7 @@ def _volumes(host: Host, now: dt.datetime, startup: bool, report: Report) -> Non
             continue
         for vol in vols:
             key = f"{pname}/{vol}"
-            with _alone(report, key):
+            with _alone(report, key, "storage volume", vol):
                 for snap in store.expire_snapshots(pname, vol, now):
                     report.expired.append(f"{key}/{snap}")
                 taken = store.scheduled_snapshot(pname, vol, now, startup=startup)
@@ -123,21 +154,32 @@ def _volumes(host: Host, now: dt.datetime, startup: bool, report: Report) -> Non
 def _one(host: Host, name: str, now: dt.datetime, startup: bool, report: Report) -> None:
     inst = Instance(host.ctx, name)
     rec = inst.record()
-    for snap in expired(rec, now):
+    gone = expired(rec, now)
+    for snap in gone:
         delete_locked(inst, snap)
+        journal.crashpoint("housekeeping.expired")
         report.expired.append(f"{name}/{snap}")
         host.events.emit("snapshot-deleted", f"{name}/{snap}", reason="expired")
     cfg, _ = inst.expanded(rec)
     spec = cfg.get("snapshots.schedule", "")
-    if spec:
-        since = last_run(host, name) or rec.created_at
-        if schedule_due(spec, since, now, subject=name, at_startup=startup) and (
-                inst.state != "STOPPED" or is_true(cfg.get("snapshots.schedule.stopped"))):
-            taken = create_locked(inst)
-            report.created.append(f"{name}/{taken.name}")
-            host.events.emit("snapshot-created", f"{name}/{taken.name}", reason="scheduled")
-    write_record(host.paths.instance_dir(name) / LAST_RUN, {"last_run": now.isoformat()},
-               durable=False)
+    stamp = host.paths.instance_dir(name) / LAST_RUN
+    data = _stamp(host, name)
+    looked = _looked(data, rec)
+    if spec and schedule_due(spec, looked or rec.created_at, now, subject=name,
+                             at_startup=startup) and (
+            inst.state != "STOPPED" or is_true(cfg.get("snapshots.schedule.stopped"))):
+        snap = next_snapshot_name(cfg.get("snapshots.pattern"),  # as create_locked names it
+                                  [s.name for s in rec.snapshots if s.name not in gone],
+                                  record.now())
+        # the stamp says which snapshot this run is taking before it is taken (``_looked``)
+        before = {"last_run": looked.isoformat()} if looked is not None else {}
+        write_record(stamp, {**before, "taking": now.isoformat(), "snapshot": snap},
+                     durable=False)
+        taken = create_locked(inst, snap)
+        journal.crashpoint("housekeeping.snapshot")
+        report.created.append(f"{name}/{taken.name}")
+        host.events.emit("snapshot-created", f"{name}/{taken.name}", reason="scheduled")
+    write_record(stamp, {"last_run": stamp_time(now, looked).isoformat()}, durable=False)
 
 
 # -- recover ---------------------------------------------------------------------------------------

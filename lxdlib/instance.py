@@ -1658,6 +1658,15 @@ def _fold_stopped_inside(ctx: Context, name: str, op: dict[str, Any]) -> None:
     if rec is not None and (rec.config.get("volatile.last_state.power") == "RUNNING" or
                             any(record.is_veth_key(k) for k in rec.config)):
         state = runtime.open_container(paths.lxcpath, name).state
+        if state == "STOPPED" and rec.ephemeral:
+            # what the hook's detached reaper does, had it not been killed, or given up
+            # waiting for the lock: an ephemeral instance that stopped is deleted, not kept
+            # stopped (a stopped ephemeral instance that ran is none LXD ever shows)
+            log.info("ephemeral instance %s stopped from inside: deleted", name)
+            os.replace(paths.instance_record(name),
+                       record.marker(paths, name, record.DELETING))
+            finish_delete(ctx, name, rec.pool)
+            return
         if state == "STOPPED":
             log.info("instance %s stopped from inside: recorded stopped", name)
             _mark_stopped(rec)

@@ -361,6 +361,7 @@ def create_locked(inst: InstanceCore, name: str | None = None, *, stateful: bool
                 contextlib.nullcontext():
             pool.create_snapshot(inst.name, name)
             made = True
+        journal.crashpoint("snapshot.made")  # the volume made, the record not yet
         if stateful:
             remove_tree(volume / journal.STATE_DIR)
         rec.snapshots.append(snap)

@@ -466,6 +466,7 @@ def parse_record(raw: bytes | str) -> Any:
         json_error = f"not JSON ({_one_line(str(e))})"
     yaml, loader, _ = _yaml()
     try:
+        _check_depth(yaml, loader, raw)
         return yaml.load(raw, Loader=loader)
     except (yaml.YAMLError, ValueError, TypeError, RecursionError) as e:
         # a syntax error, or a YAML value the safe constructor refuses (a bad timestamp…)
@@ -501,6 +502,30 @@ def dump_yaml(data: Any) -> str:
 MAX_ALIAS_NODES = 10_000
 
 
+#: How deep collections may nest in YAML from elsewhere. libyaml's composer recurses in C, with
+#: no check: ~35,000 nested ``[`` (70 KB of a metadata.yaml) overflowed the C stack, and the
+#: process died by SIGSEGV instead of refusing the document. Python's own walkers stop at
+#: 1,000 too.
+MAX_YAML_DEPTH = 1_000
+
+
+def _check_depth(yaml: Any, loader_class: Any, text: str | bytes) -> None:
+    """Refuse ``text`` if its collections nest deeper than ``MAX_YAML_DEPTH``, found from the
+    parser's events (libyaml's parser keeps its own stack; only composing recurses). Each
+    level takes a byte at least, so a shorter text is not scanned."""
+    if len(text) <= MAX_YAML_DEPTH:
+        return
+    depth = 0
+    for event in yaml.parse(text, Loader=loader_class):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise yaml.YAMLError(f"the YAML document nests deeper than {MAX_YAML_DEPTH} "
+                                     "levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def load_yaml(text: str | bytes) -> Any:
     """YAML with the safe loader: what may come from elsewhere (a backup's index, an image's
     metadata.yaml) is parsed here. A document whose aliases expand it by more than
@@ -508,6 +533,7 @@ def load_yaml(text: str | bytes) -> Any:
     as Go's YAML refuses "excessive aliasing": 500 bytes of anchors made each later reader
     of the value, a start among them, take gigabytes and minutes."""
     yaml, loader_class, _ = _yaml()
+    _check_depth(yaml, loader_class, text)
     loader = loader_class(text)
     try:
         node = loader.get_single_node()

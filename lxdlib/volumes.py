@@ -1027,17 +1027,30 @@ class VolumeStore:
             spec = str((data.get("config") or {}).get(SCHEDULE_KEY) or "")
             if not spec:
                 return None
-            from .config.snapshots import schedule_due
+            from .config.snapshots import schedule_due, stamp_time
             try:
-                last = _when((read_record(self._last_run(pool, name)) or {}).get("last_run"))
+                stamp = read_record(self._last_run(pool, name)) or {}
+                last = _when(stamp.get("last_run"))
             except (FileNotFoundError, RecordSyntaxError, AttributeError):  # not durable
-                last = None
+                stamp, last = {}, None
+            # a run killed after its snapshot's commit, before its stamp: that snapshot was
+            # this minute's, not one still due (the stamp names it before it is taken)
+            names = [str(e["name"]) for e in self._entries(data)]
+            if stamp.get("snapshot") in names and _when(stamp.get("taking")) is not None:
+                last = _when(stamp.get("taking"))
             since = last or _when(data.get("created_at"))
             taken = None
             if schedule_due(spec, since, now, subject=f"{pool}/{name}", at_startup=startup):
-                taken = str(self.create_snapshot(pool, name)["name"])
-            write_record(self._last_run(pool, name), {"last_run": now.isoformat()},
-                         durable=False)
+                cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
+                snap = self._next_name(cfg, names, dt.datetime.now(dt.UTC))
+                before = {"last_run": last.isoformat()} if last is not None else {}
+                write_record(self._last_run(pool, name),
+                             {**before, "taking": now.isoformat(), "snapshot": snap},
+                             durable=False)
+                taken = str(self.create_snapshot(pool, name, snap)["name"])
+                crashpoint("volume.snapshot.scheduled")
+            write_record(self._last_run(pool, name),
+                         {"last_run": stamp_time(now, last).isoformat()}, durable=False)
         return taken
 
     def delete_snapshot(self, pool: str, name: str, snap: str) -> None:

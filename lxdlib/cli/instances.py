@@ -742,8 +742,10 @@ def cmd_init(host: Host, a: argparse.Namespace) -> int:
     if a.image is None:
         if a.preseed:
             import yaml
-            try:
-                data = yaml.safe_load(sys.stdin.read()) or {}
+
+            from ..state import load_yaml
+            try:  # the alias and depth guards of YAML from elsewhere
+                data = load_yaml(sys.stdin.read()) or {}
             except yaml.YAMLError as e:
                 raise InvalidArgument(f"invalid preseed YAML: {e}") from None
             host.init_preseed(data)

@@ -546,6 +546,22 @@ def _next_for(cron: CronSpec, after: datetime) -> datetime | None:
     return None
 
 
+#: How far ahead of a housekeeping run's ``now`` the last run's stamp may be and still be kept
+#: (``stamp_time``): another run's, that went first while this one waited for locks. Beyond
+#: it the clock was set back, and ``now`` is kept.
+STAMP_AHEAD = timedelta(hours=1)
+
+
+def stamp_time(now: datetime, looked: datetime | None) -> datetime:
+    """The time a housekeeping run records as its look at a schedule: ``now``, never back
+    from the last look. A run whose ``now`` was older than the stamp (it waited for the lock
+    while a later run went first) put it back, and the next run took that minute's snapshot
+    again."""
+    if looked is not None and now < looked <= now + STAMP_AHEAD:
+        return looked
+    return now
+
+
 def schedule_due(
     spec: str,
     last: datetime | None,

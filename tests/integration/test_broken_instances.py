@@ -108,6 +108,48 @@ def test_unloadable_liblxc_config_shows_as_error(host: lxdlib.Host) -> None:
     assert host.instances.names() == ["good"]
 
 
+def test_autostart_value_edited_past_the_validators_fails_that_instance_alone(
+        host: lxdlib.Host) -> None:
+    """A record edited by hand with a priority that is no number: autostart reports that
+    instance failed and starts the others (it ended with a ValueError before starting any)."""
+    host.create("busybox", "odd", config={"boot.autostart": "true"})
+    host.create("busybox", "fine", config={"boot.autostart": "true",
+                                           "boot.autostart.priority": "5"})
+    path = host.paths.instance_record("odd")
+    data = json.loads(path.read_text())
+    data["config"]["boot.autostart.priority"] = "high"
+    path.write_text(json.dumps(data))
+    waited: list[float] = []
+    result = host.autostart(attempts=1, sleep=waited.append)
+    assert result["fine"] == "started" and waited == []
+    assert result["odd"].startswith("failed") and "high" in result["odd"]
+    assert host.instances["fine"].state == "RUNNING"
+    assert host.instances["odd"].state == "STOPPED"
+
+
+def test_housekeeping_reports_an_instance_whose_volume_or_pool_is_gone(
+        host: lxdlib.Host) -> None:
+    """A scheduled instance whose volume was removed by hand, or whose record names a pool
+    that is gone: housekeeping reports each skipped, why, and takes the others' snapshots
+    (it passed them over as if deleted meanwhile, saying nothing, run after run)."""
+    import datetime as dt
+    import shutil
+    sched = {"snapshots.schedule": "* * * * *", "snapshots.schedule.stopped": "true"}
+    for name in ("novol", "nopool", "fine"):
+        host.create("busybox", name, config=sched)
+    shutil.rmtree(host.pool("default").volume_path("containers", "novol"))
+    path = host.paths.instance_record("nopool")
+    data = json.loads(path.read_text())
+    data["pool"] = "gone"
+    path.write_text(json.dumps(data))
+    report = housekeeping.run(host, now=dt.datetime(2030, 1, 1, 10, 0, 5, tzinfo=dt.UTC))
+    assert report.created == ["fine/snap0"]
+    assert "instance volume 'novol' not found" in report.skipped["novol"]
+    assert "storage pool 'gone' not found" in report.skipped["nopool"]
+    host.instances["fine"].delete()  # one deleted meanwhile is still passed over, unsaid
+    assert "fine" not in housekeeping.run(host).skipped
+
+
 def test_corrupt_record_shows_as_error(host: lxdlib.Host) -> None:
     host.launch("busybox", "good")
     host.create("busybox", "bad")

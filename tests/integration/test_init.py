@@ -156,6 +156,27 @@ def test_preseed_of_a_wrong_shape_or_value_is_refused_and_makes_nothing(
         subprocess.run(["ip", "link", "del", br], capture_output=True)
 
 
+def test_preseed_nested_too_deep_or_alias_bombed_is_refused(root: Path) -> None:
+    """200 KB of nested ``[`` ended the command in a RecursionError traceback (libyaml's C
+    composer, past its stack, kills the process): refused as other YAML from elsewhere is
+    (``state.load_yaml``). Aliases that name 10**9 strings are refused too, and quickly."""
+    lxdlib.Host(root)
+    before = _made(root)
+    bomb = "config:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"  {b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n"
+        for a, b in zip("abcdefgh", "bcdefghi", strict=True))
+    try:
+        r = _preseed(root, "config: " + "[" * 100_000 + "]" * 100_000)
+        assert r.returncode == 1 and r.stderr.startswith("Error: invalid preseed YAML"), \
+            r.stderr[-300:]
+        r = _preseed(root, bomb)
+        assert r.returncode == 1 and r.stderr.startswith("Error: "), r.stderr[-300:]
+        assert "Traceback" not in r.stderr
+        assert _made(root) == before
+    finally:
+        _cleanup(root)
+
+
 def test_preseed_failing_while_making_undoes_what_it_made(root: Path) -> None:
     """The second bridge's subnet is the first one's: refused only when it is made, after the
     pool, the first bridge (link, nft table, dnsmasq) and the server key; all are undone."""

@@ -143,6 +143,73 @@ def test_expiry_and_scheduled_snapshots(host: lxdlib.Host) -> None:
     invariants.check(host)
 
 
+_KILLED_BEFORE_STAMP = """
+import datetime as dt, os, signal, sys
+import lxdlib
+from lxdlib import housekeeping
+write = housekeeping.write_record
+def killed_at_stamp(path, data, **kw):  # the run's last write: the snapshot is committed
+    if "taking" not in data:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write(path, data, **kw)
+housekeeping.write_record = killed_at_stamp
+housekeeping.run(lxdlib.Host(sys.argv[1]), now=dt.datetime.fromisoformat(sys.argv[2]))
+"""
+
+
+def test_housekeeping_killed_after_its_snapshot_takes_no_second(host: lxdlib.Host) -> None:
+    """A run killed after its scheduled snapshot's commit and before its stamp: the next run
+    in the same minute finds the snapshot taken and takes none (it took a second one), and a
+    run killed before the commit is redone by the next."""
+    c = host.create("busybox", "c1", config={"snapshots.schedule": "* * * * *",
+                                              "snapshots.schedule.stopped": "true"})
+    t = dt.datetime(2030, 1, 1, 12, 0, 5, tzinfo=dt.UTC)
+    assert housekeeping.run(host, now=t).created == ["c1/snap0"]
+    r = subprocess.run([sys.executable, "-c", _KILLED_BEFORE_STAMP, str(host.paths.root),
+                        (t + dt.timedelta(minutes=1)).isoformat()],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert c.snapshots.names() == ["snap0", "snap1"]
+    assert housekeeping.run(host, now=t + dt.timedelta(minutes=1, seconds=30)).created == []
+    assert housekeeping.last_run(host, "c1") == t + dt.timedelta(minutes=1, seconds=30)
+    # killed inside the snapshot, before its commit: undone, and the next run takes it
+    env = {**os.environ, "LXDLIB_CRASHPOINT": "snapshot.made"}
+    r = subprocess.run([sys.executable, "-c", _KILLED_BEFORE_STAMP, str(host.paths.root),
+                        (t + dt.timedelta(minutes=2)).isoformat()],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert housekeeping.run(host, now=t + dt.timedelta(minutes=2, seconds=30)).created == [
+        "c1/snap2"]
+    assert c.snapshots.names() == ["snap0", "snap1", "snap2"]
+    invariants.check(host)
+
+
+def test_a_housekeeping_run_that_waited_puts_no_stamp_back(host: lxdlib.Host) -> None:
+    """Two runs at once: the one that started first (its ``now`` older) waited for the lock
+    while the later one took the minute's snapshot; its stamp put the look back, and a third
+    run in that minute took a second snapshot. The stamp never goes back, unless by more than
+    a run can wait (a clock set back)."""
+    c = host.create("busybox", "c1", config={"snapshots.schedule": "* * * * *",
+                                              "snapshots.schedule.stopped": "true"})
+    t = dt.datetime(2030, 1, 1, 10, 0, 5, tzinfo=dt.UTC)
+    assert housekeeping.run(host, now=t).created == ["c1/snap0"]
+    later = dt.datetime(2030, 1, 1, 10, 1, 0, 100_000, tzinfo=dt.UTC)
+    assert housekeeping.run(host, now=later).created == ["c1/snap1"]
+    waited = dt.datetime(2030, 1, 1, 10, 0, 59, 900_000, tzinfo=dt.UTC)
+    assert housekeeping.run(host, now=waited).created == []
+    assert housekeeping.last_run(host, "c1") == later
+    assert housekeeping.run(host, now=later + dt.timedelta(seconds=30)).created == []
+    assert housekeeping.run(host, now=later + dt.timedelta(minutes=1)).created == ["c1/snap2"]
+    back = dt.datetime(2029, 1, 1, 10, 0, 30, tzinfo=dt.UTC)  # the clock set back a year
+    assert housekeeping.run(host, now=back).created == []
+    assert housekeeping.run(host, now=back + dt.timedelta(minutes=1)).created == ["c1/snap3"]
+    assert c.snapshots.names() == ["snap0", "snap1", "snap2", "snap3"]
+    # the run's own expiry frees the name before its scheduled snapshot is named, as LXD's
+    c.snapshots.set_expiry("snap3", back)
+    report = housekeeping.run(host, now=back + dt.timedelta(minutes=2))
+    assert report.expired == ["c1/snap3"] and report.created == ["c1/snap3"]
+
+
 def _criu_fails() -> str | None:
     return criu.check()
 

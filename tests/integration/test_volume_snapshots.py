@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -659,6 +660,55 @@ def test_housekeeping_expires_and_schedules(vols: lxdlib.Host, pool: str) -> Non
                        timeout=120)
     assert r.returncode == 0, r.stderr
     invariants.check(vols)
+
+
+_VOLUME_KILLED_BEFORE_STAMP = """
+import datetime as dt, os, signal, sys
+import lxdlib
+from lxdlib import housekeeping, volumes
+write = volumes.write_record
+def killed_at_stamp(path, data, **kw):  # the stamp after the committed snapshot
+    if str(path).endswith("last-run.yaml") and "taking" not in data:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write(path, data, **kw)
+volumes.write_record = killed_at_stamp
+housekeeping.run(lxdlib.Host(sys.argv[1]), dt.datetime.fromisoformat(sys.argv[2]))
+"""
+
+
+def test_housekeeping_killed_after_a_volume_snapshot_takes_no_second(vols: lxdlib.Host) -> None:
+    """A run killed after a volume's scheduled snapshot was recorded, before its stamp: the
+    next run in that minute takes no second snapshot."""
+    from lxdlib import housekeeping
+    s = _store(vols)
+    s.create("default", "v", {"snapshots.schedule": "* * * * *"})
+    t = dt.datetime(2031, 5, 6, 7, 3, 5, tzinfo=dt.UTC)
+    assert housekeeping.run(vols, t).created == ["default/v/snap0"]
+    r = subprocess.run([sys.executable, "-c", _VOLUME_KILLED_BEFORE_STAMP, str(vols.paths.root),
+                        (t + dt.timedelta(minutes=1)).isoformat()],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert [x["name"] for x in s.snapshots("default", "v")] == ["snap0", "snap1"]
+    assert housekeeping.run(vols, t + dt.timedelta(minutes=1, seconds=30)).created == []
+    assert housekeeping.run(vols, t + dt.timedelta(minutes=2)).created == ["default/v/snap2"]
+    assert _on_disk(vols, "default", "v") == ["snap0", "snap1", "snap2"]
+    invariants.check(vols)
+
+
+def test_a_volume_housekeeping_run_that_waited_puts_no_stamp_back(vols: lxdlib.Host) -> None:
+    """As an instance's: a run with an older ``now`` that went after a later one does not put
+    the volume's stamp back, so the minute's snapshot is not taken twice."""
+    from lxdlib import housekeeping
+    s = _store(vols)
+    s.create("default", "v", {"snapshots.schedule": "* * * * *"})
+    t = dt.datetime(2031, 5, 6, 7, 3, 5, tzinfo=dt.UTC)
+    assert housekeeping.run(vols, t).created == ["default/v/snap0"]
+    later = dt.datetime(2031, 5, 6, 7, 4, 0, 100_000, tzinfo=dt.UTC)
+    assert housekeeping.run(vols, later).created == ["default/v/snap1"]
+    waited = dt.datetime(2031, 5, 6, 7, 3, 59, 900_000, tzinfo=dt.UTC)
+    assert housekeeping.run(vols, waited).created == []
+    assert housekeeping.run(vols, later + dt.timedelta(seconds=30)).created == []
+    assert _on_disk(vols, "default", "v") == ["snap0", "snap1"]
 
 
 def test_a_corrupt_volume_record_hides_no_other(vols: lxdlib.Host) -> None:

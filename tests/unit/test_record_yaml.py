@@ -470,3 +470,34 @@ def test_a_profile_disk_on_a_missing_pool_is_refused_and_nothing_written(
     assert (store.read("p1").config, store.read("p1").devices) == ({"user.a": "1"}, {})
     with pytest.raises(NotFound, match="'nope'"):
         store.check({}, {"d": disk}, "")
+
+
+_DEEP = """
+import sys
+from lxdlib.imagestore.tarball import parse_metadata
+from lxdlib.errors import ImageError
+from lxdlib.state import parse_record, RecordSyntaxError
+deep = b"architecture: x86_64\\ncreation_date: 1\\nx: " + b"[" * 100_000 + b"]" * 100_000
+try:
+    parse_metadata(deep)
+except ImageError as e:
+    print("image:", e)
+try:
+    parse_record(deep)
+except RecordSyntaxError as e:
+    print("record:", e)
+"""
+
+
+def test_yaml_nested_past_the_c_stack_is_refused_not_a_crash() -> None:
+    """An image's metadata.yaml (or a backup's index, a preseed, a record written by hand)
+    of 200 KB of nested ``[``: libyaml's composer recursed until the process died by SIGSEGV;
+    it is refused, and a shallower nesting still reads."""
+    r = subprocess.run([sys.executable, "-c", _DEEP], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, (r.returncode, r.stderr[-500:])
+    assert "image: Invalid metadata.yaml: the YAML document nests deeper than" in r.stdout
+    assert "record: " in r.stdout and "nests deeper than" in r.stdout
+    depth = state.MAX_YAML_DEPTH - 1  # and the mapping around it
+    nested = "a: " + "[" * depth + "]" * depth
+    assert state.load_yaml(nested)["a"] is not None
