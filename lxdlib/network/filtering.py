@@ -12,7 +12,8 @@ forward/input would still let it teach the bridge that the victim's MAC lives be
 spoofer's port, and traffic meant for the victim would then be delivered to the spoofer.
 
 What is allowed, as in LXD: frames whose source MAC is the nic's (ARP sender MAC and the NDP
-neighbour advertisement's link-layer option too); with IP filtering, IPv4/ARP and IPv6/NDP only
+neighbour advertisement's link-layer option too, and — stricter than LXD — the client hardware
+address of DHCPv4 requests: see `dhcp_client_rules`); with IP filtering, IPv4/ARP and IPv6/NDP only
 from the nic's own addresses (plus DHCP discovery and IPv6 router solicitation / DHCPv6 from the
 unconfigured or link-local source), no router advertisements, and no other ethertypes. An empty
 address list blocks that family entirely (the network serves no addresses of it).
@@ -76,6 +77,7 @@ def rules(f: NicFilter) -> list[str]:
         # an NDP neighbour advertisement whose target link-layer option is not our MAC
         f"{iif} ether type ip6 icmpv6 type nd-neighbor-advert @nh,528,48 != "
         f"0x{mac.replace(':', '')} drop",
+        *dhcp_client_rules(iif, mac),
     ]
     if f.ipv4 is not None:
         if f.ipv4:
@@ -104,6 +106,29 @@ def rules(f: NicFilter) -> list[str]:
     if f.ipv4 or f.ipv6:
         out.append(f"{iif} ether type != {{ arp, ip, ip6 }} drop")
     return out
+
+
+def dhcp_client_rules(iif: str, mac: str) -> list[str]:
+    """DHCPv4 from the nic only as the nic itself: Ethernet hardware type, and its own MAC as
+    the client hardware address (``chaddr``).
+
+    dnsmasq keys a lease, and finds a static entry, by ``chaddr``, not by the frame's source
+    MAC, so the source check above leaves it open: a container could ask for leases as any
+    number of made-up MACs (every free address of the network, so that an instance started
+    afterwards gets none), or as another instance — and release or decline that instance's
+    lease, freeing its address for someone else while it still uses it. LXD's filter does not
+    look inside DHCP; this is stricter, and costs a filtered nic nothing: its own client sends
+    its own MAC. A first fragment of a datagram to port 67 is dropped too, since the rest of it
+    (the ``chaddr``) would not be in view; the later fragments cannot be reassembled without it.
+    Offsets count from the UDP header: the BOOTP header starts 8 bytes in, its ``htype`` and
+    ``hlen`` at bytes 1-2 of it and ``chaddr`` at byte 28.
+    """
+    dhcp = f"{iif} ether type ip udp dport 67"
+    return [
+        f"{dhcp} ip frag-off & 0x2000 != 0 drop",
+        f"{dhcp} @th,72,16 != 0x0106 drop",
+        f"{dhcp} @th,288,48 != 0x{mac.replace(':', '')} drop",
+    ]
 
 
 def render(f: NicFilter) -> str:

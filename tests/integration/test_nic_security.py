@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -166,6 +169,43 @@ def test_ipv4_filtering_stops_arp_and_ip_takeover(host: lxdlib.Host, net: str) -
     assert echo_requests_received(peer) == before
     sh(spoofer, f"ping -c 2 -i 0.2 -W 1 -I {sip} {pip}")
     assert echo_requests_received(peer) >= before + 2  # its own source still passes
+
+
+def forge_dhcp(c: lxdlib.Instance, requests: list[dict[str, str]]) -> dict[str, str]:
+    """Send ``requests`` (see `tests.integration.dhcp_forge`) from ``c``'s eth0, in its network
+    namespace, as its root could; the leases its discovers got, by ``chaddr``."""
+    proc = subprocess.run(
+        ["nsenter", f"--net=/proc/{c.pid}/ns/net", sys.executable, "-m",
+         "tests.integration.dhcp_forge", "eth0"],
+        input=json.dumps(requests), capture_output=True, text=True, timeout=60, check=False,
+        cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr
+    answers: dict[str, str] = json.loads(proc.stdout)
+    return answers
+
+
+@pytest.mark.parametrize("key", ["security.mac_filtering", "security.ipv4_filtering"])
+def test_filtered_nic_cannot_ask_or_release_as_another_mac(host: lxdlib.Host, net: str,
+                                                           key: str) -> None:
+    """dnsmasq knows a client by the MAC inside its DHCP message, not by the frame's: a filtered
+    spoofer that forges only that field (its frames keep its own source MAC) gets no lease
+    for made-up MACs (which could take every free address of the network) and cannot release
+    the victim's lease; its own DHCP still works."""
+    victim = host.launch("busybox", "victim", devices=nic(net))
+    spoofer = host.launch("busybox", "spoofer", devices=nic(net, **{key: "true"}))
+    vip, vmac = ipv4_of(victim), mac_of(victim)
+    sip, smac = ipv4_of(spoofer), mac_of(spoofer)
+    gw = host.networks.get(net)["config"]["ipv4.address"].split("/")[0]
+    made_up = [f"02:aa:bb:cc:dd:{i:02x}" for i in range(4)]
+
+    got = forge_dhcp(spoofer, [{"chaddr": m} for m in made_up] +
+                     [{"chaddr": vmac, "type": "release", "ciaddr": vip, "server": gw}])
+
+    assert got == {}, got
+    leases = {lease["hwaddr"]: lease["address"] for lease in host.networks.leases(net)}
+    assert leases == {vmac: vip, smac: sip}, leases
+    # what it sends as itself still gets an answer
+    assert forge_dhcp(spoofer, [{"chaddr": smac}]) == {smac: sip}
 
 
 def test_ipv6_filtering_allows_only_the_slaac_address(host: lxdlib.Host) -> None:

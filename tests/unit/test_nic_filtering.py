@@ -21,9 +21,22 @@ def test_mac_only_checks_the_source_mac_of_every_frame_and_of_arp_and_ndp() -> N
     assert not any("ether type != " in r for r in out)  # other ethertypes pass without IP filters
 
 
+def test_dhcp_requests_must_carry_the_nics_own_mac_as_client_hardware_address() -> None:
+    # dnsmasq keys leases by chaddr, not by the frame's source MAC: a filtered nic must not ask
+    # (or release) as another MAC; the rules come before any accept of DHCP discovery
+    out = rules(NicFilter("br0", "veth1", MAC.upper(),
+                          ipv4=(ipaddress.IPv4Network("10.0.0.5/32"),)))
+    dhcp = 'iifname "veth1" ether type ip udp dport 67'
+    chaddr = out.index(f"{dhcp} @th,288,48 != 0x00163eaabbcc drop")
+    assert out.index(f"{dhcp} @th,72,16 != 0x0106 drop") < chaddr
+    assert out.index(f"{dhcp} ip frag-off & 0x2000 != 0 drop") < chaddr
+    assert chaddr < min(i for i, r in enumerate(out) if "udp dport 67 accept" in r)
+    assert f"{dhcp} @th,288,48 != 0x00163eaabbcc drop" in rules(NicFilter("br0", "veth1", MAC))
+
+
 def test_ipv4_allows_its_address_and_dhcp_discovery_then_drops_the_rest() -> None:
     out = rules(NicFilter("br0", "veth1", MAC, ipv4=(ipaddress.IPv4Network("10.0.0.5/32"),)))
-    mac_rules = 3
+    mac_rules = 6
     assert out[:mac_rules] == rules(NicFilter("br0", "veth1", MAC))  # IP filtering implies MAC
     body = out[mac_rules:]
     assert "udp dport 67 accept" in body[0]

@@ -1,0 +1,92 @@
+"""A DHCPv4 client that lies: sends requests with any client hardware address (``chaddr``),
+client identifier or host name, as a container's root can, from an interface of the network
+namespace it runs in (run it there with ``nsenter --net=...``).
+
+``python -m tests.integration.dhcp_forge IFACE`` reads a JSON list of requests on stdin, each
+``{"chaddr": mac, "type": "discover"|"release", "ciaddr": ip, "server": ip, "clientid": hex,
+"hostname": text}`` (all but ``chaddr`` optional), sends them in order from IFACE (a discover
+asks for rapid commit, so an answer is a lease) and prints a JSON object ``{chaddr: address}``
+of the answers it got. Frames leave with the interface's own source MAC: only what is inside
+the DHCP message is forged.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import struct
+import sys
+import time
+
+TYPES = {"discover": 1, "release": 7}
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _mac(text: str) -> bytes:
+    return bytes(int(part, 16) for part in text.split(":"))
+
+
+def frame(src_mac: bytes, request: dict[str, str], xid: int) -> bytes:
+    """One broadcast Ethernet frame carrying the DHCP message ``request`` describes."""
+    ciaddr = socket.inet_aton(request.get("ciaddr", "0.0.0.0"))
+    chaddr = _mac(request["chaddr"])
+    bootp = struct.pack("!BBBBIHH4s4s4s4s", 1, 1, 6, 0, xid, 0, 0x8000, ciaddr,
+                        b"\0" * 4, b"\0" * 4, b"\0" * 4)
+    bootp += chaddr.ljust(16, b"\0") + b"\0" * 192 + b"\x63\x82\x53\x63"
+    kind = TYPES[request.get("type", "discover")]
+    opts = bytes([53, 1, kind])
+    if kind == 1:
+        opts += bytes([80, 0])  # rapid commit: the answer is the lease itself
+    if "server" in request:
+        opts += bytes([54, 4]) + socket.inet_aton(request["server"])
+    if "clientid" in request:
+        cid = bytes.fromhex(request["clientid"])
+        opts += bytes([61, len(cid)]) + cid
+    if "hostname" in request:
+        name = request["hostname"].encode()[:255]
+        opts += bytes([12, len(name)]) + name
+    payload = bootp + opts + b"\xff"
+    udp = struct.pack("!HHHH", 68, 67, 8 + len(payload), 0) + payload
+    src_ip = ciaddr if kind == 7 else b"\0" * 4
+    dst_ip = b"\xff" * 4
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src_ip, dst_ip)
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    return b"\xff" * 6 + src_mac + b"\x08\x00" + ip + udp
+
+
+def send_all(iface: str, requests: list[dict[str, str]], wait: float = 1.0) -> dict[str, str]:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    sock.bind((iface, 0))
+    sock.settimeout(0.05)
+    src = sock.getsockname()[4]  # the interface's MAC (not /sys: nsenter --net keeps ours)
+    answers: dict[str, str] = {}
+    for request in requests:
+        xid = random.getrandbits(32)
+        sock.send(frame(src, request, xid))
+        if request.get("type", "discover") != "discover":
+            continue
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            bootp = data[42:]
+            if len(bootp) >= 240 and bootp[0] == 2 and \
+                    struct.unpack("!I", bootp[4:8])[0] == xid:
+                answers[request["chaddr"]] = socket.inet_ntoa(bootp[16:20])
+                break
+    return answers
+
+
+if __name__ == "__main__":
+    print(json.dumps(send_all(sys.argv[1], json.loads(sys.stdin.read()))))
