@@ -155,6 +155,10 @@ def build_argv(cfg: DnsmasqConfig, exe: str = "dnsmasq") -> list[str]:
             argv.extend(f"--dhcp-range={start},{end},{cfg.ipv4_expiry}"
                         for start, end in cfg.ipv4_ranges)
             argv.append(f"--dhcp-lease-max={lease_max(cfg)}")
+            # one lease per MAC: dnsmasq would otherwise give a client a new lease for every
+            # client identifier it sends, so a container held to its own MAC by its nic filter
+            # could still take every free address (see `filtering.dhcp_client_rules`)
+            argv.append("--dhcp-ignore-clid")
             if cfg.mtu is not None:
                 argv.append(f"--dhcp-option-force=26,{cfg.mtu}")
     if cfg.ipv6 is not None:

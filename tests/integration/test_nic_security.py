@@ -187,10 +187,11 @@ def forge_dhcp(c: lxdlib.Instance, requests: list[dict[str, str]]) -> dict[str, 
 @pytest.mark.parametrize("key", ["security.mac_filtering", "security.ipv4_filtering"])
 def test_filtered_nic_cannot_ask_or_release_as_another_mac(host: lxdlib.Host, net: str,
                                                            key: str) -> None:
-    """dnsmasq knows a client by the MAC inside its DHCP message, not by the frame's: a filtered
-    spoofer that forges only that field (its frames keep its own source MAC) gets no lease
-    for made-up MACs (which could take every free address of the network) and cannot release
-    the victim's lease; its own DHCP still works."""
+    """dnsmasq knows a client by the MAC inside its DHCP message (and by its client identifier),
+    not by the frame's: a filtered spoofer that forges only those fields (its frames keep its
+    own source MAC) gets no lease for made-up MACs or identifiers (which could take every free
+    address of the network) and cannot release the victim's lease; its own DHCP still
+    works."""
     victim = host.launch("busybox", "victim", devices=nic(net))
     spoofer = host.launch("busybox", "spoofer", devices=nic(net, **{key: "true"}))
     vip, vmac = ipv4_of(victim), mac_of(victim)
@@ -204,8 +205,13 @@ def test_filtered_nic_cannot_ask_or_release_as_another_mac(host: lxdlib.Host, ne
     assert got == {}, got
     leases = {lease["hwaddr"]: lease["address"] for lease in host.networks.leases(net)}
     assert leases == {vmac: vip, smac: sip}, leases
-    # what it sends as itself still gets an answer
+    # what it sends as itself still gets an answer, and its one address however many client
+    # identifiers it makes up
     assert forge_dhcp(spoofer, [{"chaddr": smac}]) == {smac: sip}
+    for i in range(4):
+        assert forge_dhcp(spoofer, [{"chaddr": smac, "clientid": f"ff{i:08x}"}]) == {smac: sip}
+    leases = {lease["hwaddr"]: lease["address"] for lease in host.networks.leases(net)}
+    assert leases == {vmac: vip, smac: sip}, leases
 
 
 def test_ipv6_filtering_allows_only_the_slaac_address(host: lxdlib.Host) -> None:
