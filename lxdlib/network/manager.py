@@ -1174,6 +1174,10 @@ class NetworkManager:
                 addr = ipaddress.IPv4Address(ipv4)
             except ValueError:
                 raise InvalidConfig("ipv4.address", "not an IPv4 address", ipv4) from None
+            if spec.ipv4 is not None and not spec.ipv4_dhcp:
+                # as LXD refuses it: with no DHCPv4 the address would be given to nobody
+                raise InvalidConfig("ipv4.address", f"network {name} runs no DHCPv4 "
+                                                    "(ipv4.dhcp is false)", ipv4)
             net = spec.ipv4.network if spec.ipv4 is not None else None
             if net is None or addr not in net or addr in (net.network_address,
                                                           net.broadcast_address):
@@ -1194,6 +1198,26 @@ class NetworkManager:
                     raise InvalidConfig("ipv4.address", f"already assigned to {other}", ipv4)
             self._take_mac(name, store, key, host.hwaddr, stale)
             self._put_host(name, store, host)
+
+    def check_nic_ipv6(self, name: str, ipv6: str) -> None:
+        """Refuse a nic's ``ipv6.address`` that the network could never be the subnet of, as
+        LXD does: the network has no IPv6 subnet, or the address lies outside it, or is its
+        subnet (router anycast) address or the bridge's own. The address is what
+        ``security.ipv6_filtering`` lets the nic send from, so one outside the subnet would let
+        the container use a foreign source address."""
+        spec = parse_spec(self._read(name)["config"])
+        try:
+            addr = ipaddress.IPv6Address(ipv6)
+        except ValueError:
+            raise InvalidConfig("ipv6.address", "not an IPv6 address", ipv6) from None
+        if spec.ipv6 is None:
+            raise InvalidConfig("ipv6.address", f"network {name} has no IPv6 subnet", ipv6)
+        net = spec.ipv6.network
+        if addr not in net or addr == net.network_address:
+            raise InvalidConfig("ipv6.address", f"not a host address of network {name} "
+                                                f"({net})", ipv6)
+        if addr == spec.ipv6.ip:
+            raise InvalidConfig("ipv6.address", "is the network's gateway address", ipv6)
 
     def nic_filter_subnets(self, name: str) -> tuple[ipaddress.IPv4Network | None,
                                                      ipaddress.IPv6Network | None]:
