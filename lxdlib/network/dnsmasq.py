@@ -448,6 +448,16 @@ class LeaseFile:
         return any(len(fields) >= 4 and fields[0].isdigit() and fields[2] == address
                    for fields in self._lines_with(address))
 
+    def addresses(self) -> set[str]:
+        """Every address some client holds a lease on: one pass over the file, for a search
+        that would otherwise ask `holds` of many addresses (a range a container filled)."""
+        held: set[str] = set()
+        for line in self.data.split(b"\n"):
+            fields = line.split()
+            if len(fields) >= 4 and fields[0].isdigit():
+                held.add(fields[2].decode(errors="replace"))
+        return held
+
     def without(self, hwaddrs: set[str]) -> bytes | None:
         """The file without the IPv4 leases of ``hwaddrs`` (None: none of them had one)."""
         lines = self.raw.split(b"\n")

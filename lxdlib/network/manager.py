@@ -432,6 +432,33 @@ def probe_order(ranges: tuple[IPv4Range, ...],
             offset -= size
 
 
+#: Searches of the lease file `_first_unleased` makes before it reads every lease at once.
+PROBES_BEFORE_INDEX = 16
+
+
+def _first_unleased(candidates: Iterable[ipaddress.IPv4Address],
+                    pinnable: Callable[[ipaddress.IPv4Address], bool],
+                    leases: dnsmasq.LeaseFile) -> str | None:
+    """The first of ``candidates`` that may be pinned and that no client holds a lease on.
+
+    Most searches end within a few tries (the start is spread by MAC), each one search of the
+    lease file. A range that leases fill — a container may take every free address, as in
+    LXD — would make that one search per address of the range, under the network's lock: ~40 s
+    for a full /16. After `PROBES_BEFORE_INDEX` tries the leased addresses are read into a set
+    once, so the rest of the walk costs one pass over the file.
+    """
+    held: set[str] | None = None
+    for tried, addr in enumerate(candidates):
+        if not pinnable(addr):
+            continue
+        text = str(addr)
+        if held is None and tried >= PROBES_BEFORE_INDEX:
+            held = leases.addresses()
+        if not (text in held if held is not None else leases.holds(text)):
+            return text
+    return None
+
+
 # -- effects -----------------------------------------------------------------------------------
 def _sysctl_on(path: str) -> bool:
     try:
@@ -1267,8 +1294,7 @@ class NetworkManager:
             leased = leases.address_of(mac)
             choice = leased if leased and pinnable(ipaddress.IPv4Address(leased)) else None
             if choice is None:
-                choice = next((str(a) for a in probe_order(spec.ipv4_ranges, mac)
-                               if pinnable(a) and not leases.holds(str(a))), None)
+                choice = _first_unleased(probe_order(spec.ipv4_ranges, mac), pinnable, leases)
             if choice is None:
                 raise NetworkError(f"no free IPv4 address left on network {name} to pin for "
                                    f"{key} (security.ipv4_filtering)")
