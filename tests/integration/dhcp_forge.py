@@ -8,6 +8,9 @@ namespace it runs in (run it there with ``nsenter --net=...``).
 asks for rapid commit, so an answer is a lease) and prints a JSON object ``{chaddr: address}``
 of the answers it got. Frames leave with the interface's own source MAC: only what is inside
 the DHCP message is forged.
+
+``python -m tests.integration.dhcp_forge IFACE ra PREFIX`` sends IPv6 router advertisements
+offering ``PREFIX`` (a /64) instead, as a rogue router would.
 """
 
 from __future__ import annotations
@@ -88,5 +91,35 @@ def send_all(iface: str, requests: list[dict[str, str]], wait: float = 1.0) -> d
     return answers
 
 
+
+
+def router_advert(src_mac: bytes, prefix: str) -> bytes:
+    """An IPv6 router advertisement to all nodes, from the link-local address of ``src_mac``,
+    offering ``prefix`` (a /64) for SLAAC: what a rogue router in a container sends."""
+    iid = bytes([src_mac[0] ^ 0x02]) + src_mac[1:3] + b"\xff\xfe" + src_mac[3:6]
+    src = b"\xfe\x80" + b"\0" * 6 + iid
+    dst = socket.inet_pton(socket.AF_INET6, "ff02::1")
+    pinfo = struct.pack("!BBBBIII16s", 3, 4, 64, 0xC0, 86400, 14400, 0,
+                        socket.inet_pton(socket.AF_INET6, prefix))
+    slla = bytes([1, 1]) + src_mac
+    body = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0) + pinfo + slla
+    pseudo = src + dst + struct.pack("!I3xB", len(body), 58)
+    body = body[:2] + struct.pack("!H", _checksum(pseudo + body)) + body[4:]
+    ip6 = struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + src + dst
+    return b"\x33\x33\x00\x00\x00\x01" + src_mac + b"\x86\xdd" + ip6 + body
+
+
+def send_router_adverts(iface: str, prefix: str, count: int = 3) -> None:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86DD))
+    sock.bind((iface, 0))
+    frame_ = router_advert(sock.getsockname()[4], prefix)
+    for _ in range(count):
+        sock.send(frame_)
+        time.sleep(0.2)
+
+
 if __name__ == "__main__":
-    print(json.dumps(send_all(sys.argv[1], json.loads(sys.stdin.read()))))
+    if sys.argv[2:3] == ["ra"]:
+        send_router_adverts(sys.argv[1], sys.argv[3])
+    else:
+        print(json.dumps(send_all(sys.argv[1], json.loads(sys.stdin.read()))))

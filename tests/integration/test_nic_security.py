@@ -1,7 +1,8 @@
 """The nic ``security.*`` keys, tested by real spoofing between containers on a bridge the test
 makes (``nf<hex>``): MAC takeover, ARP/IP takeover, a third container's TCP stream, forged source
-addresses, IPv6 source filtering, port isolation, and the rules following the nic (start, stop,
-live update, hot-unplug, network delete). Traffic only flows between the test's own containers
+addresses, DHCP requests and releases in another MAC's name, rogue router advertisements, IPv6
+source filtering, port isolation, and the rules following the nic (start, stop, live update,
+hot-unplug, network delete). Traffic only flows between the test's own containers
 and its own bridge."""
 
 from __future__ import annotations
@@ -212,6 +213,30 @@ def test_filtered_nic_cannot_ask_or_release_as_another_mac(host: lxdlib.Host, ne
         assert forge_dhcp(spoofer, [{"chaddr": smac, "clientid": f"ff{i:08x}"}]) == {smac: sip}
     leases = {lease["hwaddr"]: lease["address"] for lease in host.networks.leases(net)}
     assert leases == {vmac: vip, smac: sip}, leases
+
+
+@pytest.mark.parametrize("key", ["security.mac_filtering", "security.ipv6_filtering"])
+def test_a_rogue_router_advert_reaches_others_only_without_ipv6_filtering(
+        host: lxdlib.Host, key: str) -> None:
+    """A container that advertises itself as a router with a prefix of its own: with MAC
+    filtering alone the advert is its own frame and passes (as in LXD), and a neighbour takes
+    an address of that prefix; with ipv6_filtering it never leaves the nic."""
+    rogue = "2001:db8:bad:1::"
+    with _network(host, {"ipv4.address": "none", "ipv6.address": "auto"}) as name:
+        victim = host.launch("busybox", "victim", devices=nic(name))
+        spoofer = host.launch("busybox", "spoofer", devices=nic(name, **{key: "true"}))
+        assert victim.wait_for(lambda: bool(victim.addresses("inet6")), timeout=30)
+        proc = subprocess.run(
+            ["nsenter", f"--net=/proc/{spoofer.pid}/ns/net", sys.executable, "-m",
+             "tests.integration.dhcp_forge", "eth0", "ra", rogue],
+            capture_output=True, text=True, timeout=60, check=False,
+            cwd=Path(__file__).resolve().parents[2])
+        assert proc.returncode == 0, proc.stderr
+
+        def rogue_address() -> bool:
+            return any(a.startswith("2001:db8:bad:1:") for a in victim.addresses("inet6"))
+        taken = victim.wait_for(rogue_address, timeout=5, interval=0.2)
+        assert taken == (key == "security.mac_filtering"), victim.addresses("inet6")
 
 
 def test_ipv6_filtering_allows_only_the_slaac_address(host: lxdlib.Host) -> None:
