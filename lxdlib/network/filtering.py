@@ -16,7 +16,9 @@ neighbour advertisement's link-layer option too, and — stricter than LXD — t
 address of DHCPv4 requests: see `dhcp_client_rules`); with IP filtering, IPv4/ARP and IPv6/NDP only
 from the nic's own addresses (plus DHCP discovery and IPv6 router solicitation / DHCPv6 from the
 unconfigured or link-local source), no router advertisements, and no other ethertypes. An empty
-address list blocks that family entirely (the network serves no addresses of it).
+address list blocks that family entirely (the network serves no addresses of it). Stricter than
+LXD again, IP filtering lets the nic speak DHCP as a client only: no DHCPv4 or DHCPv6 server
+messages, the counterpart of the router advertisements.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ def rules(f: NicFilter) -> list[str]:
         if f.ipv4:
             out.append(f"{iif} ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 "
                        "udp dport 67 accept")
+            # a DHCP client only: offers from its own address could make a neighbour take
+            # it for the gateway (stricter than LXD; IPv6's router adverts go the same way)
+            out.append(f"{iif} ether type ip udp sport 67 drop")
             for net4 in f.ipv4:
                 out.append(f"{iif} ether type arp arp saddr ip {net4} accept")
                 out.append(f"{iif} ether type ip ip saddr {net4} accept")
@@ -95,6 +100,7 @@ def rules(f: NicFilter) -> list[str]:
             out.append(f"{iif} ether type ip6 ip6 saddr fe80::/10 ip6 daddr ff02::2 "
                        "icmpv6 type nd-router-solicit accept")
             out.append(f"{iif} ether type ip6 icmpv6 type nd-router-advert drop")
+            out.append(f"{iif} ether type ip6 udp sport 547 drop")  # no DHCPv6 server either
             for net6 in f.ipv6:
                 if net6.prefixlen % 8:
                     raise NetworkError(f"IPv6 filter prefix {net6} is not a whole number of bytes")

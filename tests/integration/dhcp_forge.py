@@ -10,7 +10,9 @@ of the answers it got. Frames leave with the interface's own source MAC: only wh
 the DHCP message is forged.
 
 ``python -m tests.integration.dhcp_forge IFACE ra PREFIX`` sends IPv6 router advertisements
-offering ``PREFIX`` (a /64) instead, as a rogue router would.
+offering ``PREFIX`` (a /64) instead, as a rogue router would; ``IFACE offer SERVER`` sends
+rogue DHCP offers from the address SERVER; ``IFACE listen SERVER SECONDS`` prints how many DHCP
+server messages from SERVER arrived.
 """
 
 from __future__ import annotations
@@ -118,8 +120,57 @@ def send_router_adverts(iface: str, prefix: str, count: int = 3) -> None:
         time.sleep(0.2)
 
 
+def server_offer(src_mac: bytes, server: str, router: str) -> bytes:
+    """A broadcast DHCPOFFER from ``server`` (port 67 to 68) naming ``router`` as the gateway,
+    for any client (chaddr all zeros, as a flood of rogue offers would not know it)."""
+    bootp = struct.pack("!BBBBIHH4s4s4s4s", 2, 1, 6, 0, random.getrandbits(32), 0, 0x8000,
+                        b"\0" * 4, socket.inet_aton(router), socket.inet_aton(server), b"\0" * 4)
+    bootp += b"\0" * 16 + b"\0" * 192 + b"\x63\x82\x53\x63"
+    opts = bytes([53, 1, 2, 54, 4]) + socket.inet_aton(server) + \
+        bytes([3, 4]) + socket.inet_aton(router) + bytes([51, 4]) + struct.pack("!I", 3600)
+    payload = bootp + opts + b"\xff"
+    udp = struct.pack("!HHHH", 67, 68, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     socket.inet_aton(server), b"\xff" * 4)
+    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
+    return b"\xff" * 6 + src_mac + b"\x08\x00" + ip + udp
+
+
+def send_offers(iface: str, server: str, count: int = 5) -> None:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    sock.bind((iface, 0))
+    offer = server_offer(sock.getsockname()[4], server, server)
+    for _ in range(count):
+        sock.send(offer)
+        time.sleep(0.2)
+
+
+def count_from_server(iface: str, server: str, seconds: float) -> int:
+    """How many DHCP server messages (UDP from port 67) from ``server`` arrive at ``iface``
+    within ``seconds``."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    sock.bind((iface, 0))
+    sock.settimeout(0.1)
+    want = socket.inet_aton(server)
+    seen = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            continue
+        if len(data) >= 42 and data[23] == 17 and data[26:30] == want and \
+                struct.unpack("!H", data[34:36])[0] == 67:
+            seen += 1
+    return seen
+
+
 if __name__ == "__main__":
     if sys.argv[2:3] == ["ra"]:
         send_router_adverts(sys.argv[1], sys.argv[3])
+    elif sys.argv[2:3] == ["offer"]:
+        send_offers(sys.argv[1], sys.argv[3])
+    elif sys.argv[2:3] == ["listen"]:
+        print(count_from_server(sys.argv[1], sys.argv[3], float(sys.argv[4])))
     else:
         print(json.dumps(send_all(sys.argv[1], json.loads(sys.stdin.read()))))

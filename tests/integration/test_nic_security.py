@@ -215,6 +215,36 @@ def test_filtered_nic_cannot_ask_or_release_as_another_mac(host: lxdlib.Host, ne
     assert leases == {vmac: vip, smac: sip}, leases
 
 
+def _forge_in(c: lxdlib.Instance, *args: str) -> subprocess.Popen[str]:
+    """`tests.integration.dhcp_forge` with ``args`` in ``c``'s network namespace, started."""
+    return subprocess.Popen(
+        ["nsenter", f"--net=/proc/{c.pid}/ns/net", sys.executable, "-m",
+         "tests.integration.dhcp_forge", "eth0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[2])
+
+
+@pytest.mark.parametrize("key", ["security.mac_filtering", "security.ipv4_filtering"])
+def test_a_rogue_dhcp_server_reaches_others_only_without_ipv4_filtering(
+        host: lxdlib.Host, net: str, key: str) -> None:
+    """A container that answers DHCP as a server from its own address, naming itself the
+    gateway (a neighbour taking its offer sends it all its traffic): with MAC filtering alone
+    the offers are its own frames and reach the neighbour (as in LXD); with ipv4_filtering,
+    which lets the nic send as a DHCP client only, they never leave the nic — the IPv4
+    counterpart of the router adverts IPv6 filtering drops."""
+    victim = host.launch("busybox", "victim", devices=nic(net))
+    spoofer = host.launch("busybox", "spoofer", devices=nic(net, **{key: "true"}))
+    ipv4_of(victim)
+    sip = ipv4_of(spoofer)
+    listener = _forge_in(victim, "listen", sip, "4")
+    time.sleep(1)
+    sender = _forge_in(spoofer, "offer", sip)
+    assert sender.wait(timeout=30) == 0, sender.communicate()
+    out, err = listener.communicate(timeout=30)
+    assert listener.returncode == 0, err
+    assert (int(out) > 0) == (key == "security.mac_filtering"), out
+
+
 @pytest.mark.parametrize("key", ["security.mac_filtering", "security.ipv6_filtering"])
 def test_a_rogue_router_advert_reaches_others_only_without_ipv6_filtering(
         host: lxdlib.Host, key: str) -> None:

@@ -45,6 +45,9 @@ def test_ipv4_allows_its_address_and_dhcp_discovery_then_drops_the_rest() -> Non
     assert body.index('iifname "veth1" ether type ip ip saddr 10.0.0.5/32 accept') < \
         body.index('iifname "veth1" ether type ip drop')
     assert body[-1] == 'iifname "veth1" ether type != { arp, ip, ip6 } drop'
+    # a DHCP client, never a server: dropped before its own address is let through
+    assert body.index('iifname "veth1" ether type ip udp sport 67 drop') < \
+        body.index('iifname "veth1" ether type ip ip saddr 10.0.0.5/32 accept')
 
 
 def test_empty_address_list_blocks_the_family() -> None:
@@ -60,6 +63,7 @@ def test_ipv6_allows_its_address_and_its_neighbour_adverts_drops_router_adverts(
     ra = out.index('iifname "v" ether type ip6 icmpv6 type nd-router-advert drop')
     allow = out.index(f'iifname "v" ether type ip6 ip6 saddr {addr} accept')
     assert ra < allow < out.index('iifname "v" ether type ip6 drop')
+    assert out.index('iifname "v" ether type ip6 udp sport 547 drop') < allow
     assert any("@nh,384,128 0xfd00000000000000" in r for r in out)
     with pytest.raises(NetworkError):
         rules(NicFilter("br0", "v", MAC, ipv6=(ipaddress.IPv6Network("fd00::/61"),)))
