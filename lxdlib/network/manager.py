@@ -1261,8 +1261,10 @@ class NetworkManager:
                            stale: StaleClaim | None = None) -> str | None:
         """Pin ``hwaddr`` to an IPv4 address of its own (what ``security.ipv4_filtering`` without
         a static ``ipv4.address`` needs, as in LXD): the one already pinned for ``key``, else the
-        address the MAC holds a lease on, else a free one of the DHCP ranges. None when the
-        network runs no DHCPv4. Idempotent; dnsmasq is told when it changes.
+        address the MAC holds a lease on, else a free one of the DHCP ranges — the first two
+        only while they lie in the network's current ranges (a change of its subnet leaves a
+        pin dnsmasq no longer hands out). None when the network runs no DHCPv4. Idempotent;
+        dnsmasq is told when it changes.
 
         The search for a free address starts at a point derived from the MAC (as dnsmasq's own
         choice does), so it meets few taken addresses however many are pinned; each try is one
@@ -1278,18 +1280,22 @@ class NetworkManager:
         mac = hwaddr.lower()
         with self._lock(name):
             store = self._hosts(name)
+
+            def pinnable(addr: ipaddress.IPv4Address) -> bool:
+                # served by the network as it is now: a pin (or a lease) from before a
+                # change of its subnet or ranges is given up, as LXD allocates again then
+                return any(start <= addr <= end for start, end in spec.ipv4_ranges) \
+                    and addr in net and addr not in (net.network_address,
+                                                     net.broadcast_address, gateway.ip) \
+                    and store.holder_of_ipv4(str(addr)) in (None, key)
+
             current = store.get(key)
-            if current is not None and current.ipv4 and current.hwaddr == mac:
+            if current is not None and current.ipv4 and current.hwaddr == mac and \
+                    pinnable(ipaddress.IPv4Address(current.ipv4)):
                 if current.hostname != hostname:
                     self._put_host(name, store, current.evolve(hostname=hostname))
                 return current.ipv4
             self._take_mac(name, store, key, mac, stale)
-
-            def pinnable(addr: ipaddress.IPv4Address) -> bool:
-                return addr in net and addr not in (net.network_address, net.broadcast_address,
-                                                    gateway.ip) \
-                    and store.holder_of_ipv4(str(addr)) in (None, key)
-
             leases = dnsmasq.LeaseFile.read(self.run_dir(name))
             leased = leases.address_of(mac)
             choice = leased if leased and pinnable(ipaddress.IPv4Address(leased)) else None

@@ -269,6 +269,29 @@ def test_a_rogue_router_advert_reaches_others_only_without_ipv6_filtering(
         assert taken == (key == "security.mac_filtering"), victim.addresses("inet6")
 
 
+def test_a_pinned_address_the_network_no_longer_serves_is_pinned_again(
+        host: lxdlib.Host, net: str) -> None:
+    """ipv4_filtering's pinned address is kept across starts, but not once the network's
+    subnet moved away from it (as LXD allocates again then): the next start pins an address
+    of the new subnet, and the container reaches its new gateway through its filter."""
+    c = host.launch("busybox", "c", devices=nic(net, **{"security.ipv4_filtering": "true"}))
+    old = ipv4_of(c)
+    c.stop(force=True)
+    config = host.networks.get(net)["config"]
+    while True:  # a new subnet, free on the host, as `auto` picks them
+        host.networks.update(net, {**config, "ipv4.address": "auto"})
+        gw = ipaddress.IPv4Interface(host.networks.get(net)["config"]["ipv4.address"])
+        if ipaddress.IPv4Address(old) not in gw.network:
+            break
+    c.start()
+    assert c.wait_for(lambda: bool(c.addresses()) and
+                      ipaddress.IPv4Address(c.addresses()[0]) in gw.network, timeout=30), \
+        c.network_state()
+    new = c.addresses()[0]
+    assert f"ip saddr {new}" in _bridge_table(net) and old not in _bridge_table(net)
+    assert c.wait_for(lambda: pings(c, f"-c 1 -W 1 {gw.ip}"), timeout=15)
+
+
 def test_ipv6_filtering_allows_only_the_slaac_address(host: lxdlib.Host) -> None:
     """ipv6_filtering on a network with an IPv6 /64: only the nic's SLAAC address may send
     (router advertisements from the instance are dropped too); a second address is refused.
