@@ -189,6 +189,8 @@ class NicDriver(BaseDriver):
         veth = host_veth(ctx, name, dev)
         _check_host_end(ctx, name, veth)  # before the DHCP entry below
         hwaddr = dev.get("hwaddr") or ctx.record.config.get(f"volatile.{name}.hwaddr") or ""
+        if dev.get("network") and dev.get("ipv6.address"):
+            ctx.host.networks.check_nic_ipv6(dev["network"], dev["ipv6.address"])
         if dev.get("network") and hwaddr:
             if _wants_pinned_ipv4(dev):
                 # the address the nic will be held to, pinned before its DHCP client asks

@@ -155,6 +155,10 @@ def build_argv(cfg: DnsmasqConfig, exe: str = "dnsmasq") -> list[str]:
             argv.extend(f"--dhcp-range={start},{end},{cfg.ipv4_expiry}"
                         for start, end in cfg.ipv4_ranges)
             argv.append(f"--dhcp-lease-max={lease_max(cfg)}")
+            # one lease per MAC: dnsmasq would otherwise give a client a new lease for every
+            # client identifier it sends, so a container held to its own MAC by its nic filter
+            # could still take every free address (see `filtering.dhcp_client_rules`)
+            argv.append("--dhcp-ignore-clid")
             if cfg.mtu is not None:
                 argv.append(f"--dhcp-option-force=26,{cfg.mtu}")
     if cfg.ipv6 is not None:
@@ -443,6 +447,16 @@ class LeaseFile:
         """Whether some client holds a lease on ``address``."""
         return any(len(fields) >= 4 and fields[0].isdigit() and fields[2] == address
                    for fields in self._lines_with(address))
+
+    def addresses(self) -> set[str]:
+        """Every address some client holds a lease on: one pass over the file, for a search
+        that would otherwise ask `holds` of many addresses (a range a container filled)."""
+        held: set[str] = set()
+        for line in self.data.split(b"\n"):
+            fields = line.split()
+            if len(fields) >= 4 and fields[0].isdigit():
+                held.add(fields[2].decode(errors="replace"))
+        return held
 
     def without(self, hwaddrs: set[str]) -> bytes | None:
         """The file without the IPv4 leases of ``hwaddrs`` (None: none of them had one)."""

@@ -12,10 +12,13 @@ forward/input would still let it teach the bridge that the victim's MAC lives be
 spoofer's port, and traffic meant for the victim would then be delivered to the spoofer.
 
 What is allowed, as in LXD: frames whose source MAC is the nic's (ARP sender MAC and the NDP
-neighbour advertisement's link-layer option too); with IP filtering, IPv4/ARP and IPv6/NDP only
+neighbour advertisement's link-layer option too, and — stricter than LXD — the client hardware
+address of DHCPv4 requests: see `dhcp_client_rules`); with IP filtering, IPv4/ARP and IPv6/NDP only
 from the nic's own addresses (plus DHCP discovery and IPv6 router solicitation / DHCPv6 from the
 unconfigured or link-local source), no router advertisements, and no other ethertypes. An empty
-address list blocks that family entirely (the network serves no addresses of it).
+address list blocks that family entirely (the network serves no addresses of it). Stricter than
+LXD again, IP filtering lets the nic speak DHCP as a client only: no DHCPv4 or DHCPv6 server
+messages, the counterpart of the router advertisements.
 """
 
 from __future__ import annotations
@@ -76,11 +79,15 @@ def rules(f: NicFilter) -> list[str]:
         # an NDP neighbour advertisement whose target link-layer option is not our MAC
         f"{iif} ether type ip6 icmpv6 type nd-neighbor-advert @nh,528,48 != "
         f"0x{mac.replace(':', '')} drop",
+        *dhcp_client_rules(iif, mac),
     ]
     if f.ipv4 is not None:
         if f.ipv4:
             out.append(f"{iif} ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 "
                        "udp dport 67 accept")
+            # a DHCP client only: offers from its own address could make a neighbour take
+            # it for the gateway (stricter than LXD; IPv6's router adverts go the same way)
+            out.append(f"{iif} ether type ip udp sport 67 drop")
             for net4 in f.ipv4:
                 out.append(f"{iif} ether type arp arp saddr ip {net4} accept")
                 out.append(f"{iif} ether type ip ip saddr {net4} accept")
@@ -93,6 +100,7 @@ def rules(f: NicFilter) -> list[str]:
             out.append(f"{iif} ether type ip6 ip6 saddr fe80::/10 ip6 daddr ff02::2 "
                        "icmpv6 type nd-router-solicit accept")
             out.append(f"{iif} ether type ip6 icmpv6 type nd-router-advert drop")
+            out.append(f"{iif} ether type ip6 udp sport 547 drop")  # no DHCPv6 server either
             for net6 in f.ipv6:
                 if net6.prefixlen % 8:
                     raise NetworkError(f"IPv6 filter prefix {net6} is not a whole number of bytes")
@@ -104,6 +112,29 @@ def rules(f: NicFilter) -> list[str]:
     if f.ipv4 or f.ipv6:
         out.append(f"{iif} ether type != {{ arp, ip, ip6 }} drop")
     return out
+
+
+def dhcp_client_rules(iif: str, mac: str) -> list[str]:
+    """DHCPv4 from the nic only as the nic itself: Ethernet hardware type, and its own MAC as
+    the client hardware address (``chaddr``).
+
+    dnsmasq keys a lease, and finds a static entry, by ``chaddr``, not by the frame's source
+    MAC, so the source check above leaves it open: a container could ask for leases as any
+    number of made-up MACs (every free address of the network, so that an instance started
+    afterwards gets none), or as another instance — and release or decline that instance's
+    lease, freeing its address for someone else while it still uses it. LXD's filter does not
+    look inside DHCP; this is stricter, and costs a filtered nic nothing: its own client sends
+    its own MAC. A first fragment of a datagram to port 67 is dropped too, since the rest of it
+    (the ``chaddr``) would not be in view; the later fragments cannot be reassembled without it.
+    Offsets count from the UDP header: the BOOTP header starts 8 bytes in, its ``htype`` and
+    ``hlen`` at bytes 1-2 of it and ``chaddr`` at byte 28.
+    """
+    dhcp = f"{iif} ether type ip udp dport 67"
+    return [
+        f"{dhcp} ip frag-off & 0x2000 != 0 drop",
+        f"{dhcp} @th,72,16 != 0x0106 drop",
+        f"{dhcp} @th,288,48 != 0x{mac.replace(':', '')} drop",
+    ]
 
 
 def render(f: NicFilter) -> str:

@@ -432,6 +432,33 @@ def probe_order(ranges: tuple[IPv4Range, ...],
             offset -= size
 
 
+#: Searches of the lease file `_first_unleased` makes before it reads every lease at once.
+PROBES_BEFORE_INDEX = 16
+
+
+def _first_unleased(candidates: Iterable[ipaddress.IPv4Address],
+                    pinnable: Callable[[ipaddress.IPv4Address], bool],
+                    leases: dnsmasq.LeaseFile) -> str | None:
+    """The first of ``candidates`` that may be pinned and that no client holds a lease on.
+
+    Most searches end within a few tries (the start is spread by MAC), each one search of the
+    lease file. A range that leases fill — a container may take every free address, as in
+    LXD — would make that one search per address of the range, under the network's lock: ~40 s
+    for a full /16. After `PROBES_BEFORE_INDEX` tries the leased addresses are read into a set
+    once, so the rest of the walk costs one pass over the file.
+    """
+    held: set[str] | None = None
+    for tried, addr in enumerate(candidates):
+        if not pinnable(addr):
+            continue
+        text = str(addr)
+        if held is None and tried >= PROBES_BEFORE_INDEX:
+            held = leases.addresses()
+        if not (text in held if held is not None else leases.holds(text)):
+            return text
+    return None
+
+
 # -- effects -----------------------------------------------------------------------------------
 def _sysctl_on(path: str) -> bool:
     try:
@@ -1174,6 +1201,10 @@ class NetworkManager:
                 addr = ipaddress.IPv4Address(ipv4)
             except ValueError:
                 raise InvalidConfig("ipv4.address", "not an IPv4 address", ipv4) from None
+            if spec.ipv4 is not None and not spec.ipv4_dhcp:
+                # as LXD refuses it: with no DHCPv4 the address would be given to nobody
+                raise InvalidConfig("ipv4.address", f"network {name} runs no DHCPv4 "
+                                                    "(ipv4.dhcp is false)", ipv4)
             net = spec.ipv4.network if spec.ipv4 is not None else None
             if net is None or addr not in net or addr in (net.network_address,
                                                           net.broadcast_address):
@@ -1195,6 +1226,26 @@ class NetworkManager:
             self._take_mac(name, store, key, host.hwaddr, stale)
             self._put_host(name, store, host)
 
+    def check_nic_ipv6(self, name: str, ipv6: str) -> None:
+        """Refuse a nic's ``ipv6.address`` that the network could never be the subnet of, as
+        LXD does: the network has no IPv6 subnet, or the address lies outside it, or is its
+        subnet (router anycast) address or the bridge's own. The address is what
+        ``security.ipv6_filtering`` lets the nic send from, so one outside the subnet would let
+        the container use a foreign source address."""
+        spec = parse_spec(self._read(name)["config"])
+        try:
+            addr = ipaddress.IPv6Address(ipv6)
+        except ValueError:
+            raise InvalidConfig("ipv6.address", "not an IPv6 address", ipv6) from None
+        if spec.ipv6 is None:
+            raise InvalidConfig("ipv6.address", f"network {name} has no IPv6 subnet", ipv6)
+        net = spec.ipv6.network
+        if addr not in net or addr == net.network_address:
+            raise InvalidConfig("ipv6.address", f"not a host address of network {name} "
+                                                f"({net})", ipv6)
+        if addr == spec.ipv6.ip:
+            raise InvalidConfig("ipv6.address", "is the network's gateway address", ipv6)
+
     def nic_filter_subnets(self, name: str) -> tuple[ipaddress.IPv4Network | None,
                                                      ipaddress.IPv6Network | None]:
         """The subnets from which this network hands out addresses to nics: IPv4 when it runs
@@ -1210,8 +1261,10 @@ class NetworkManager:
                            stale: StaleClaim | None = None) -> str | None:
         """Pin ``hwaddr`` to an IPv4 address of its own (what ``security.ipv4_filtering`` without
         a static ``ipv4.address`` needs, as in LXD): the one already pinned for ``key``, else the
-        address the MAC holds a lease on, else a free one of the DHCP ranges. None when the
-        network runs no DHCPv4. Idempotent; dnsmasq is told when it changes.
+        address the MAC holds a lease on, else a free one of the DHCP ranges — the first two
+        only while they lie in the network's current ranges (a change of its subnet leaves a
+        pin dnsmasq no longer hands out). None when the network runs no DHCPv4. Idempotent;
+        dnsmasq is told when it changes.
 
         The search for a free address starts at a point derived from the MAC (as dnsmasq's own
         choice does), so it meets few taken addresses however many are pinned; each try is one
@@ -1227,24 +1280,27 @@ class NetworkManager:
         mac = hwaddr.lower()
         with self._lock(name):
             store = self._hosts(name)
+
+            def pinnable(addr: ipaddress.IPv4Address) -> bool:
+                # served by the network as it is now: a pin (or a lease) from before a
+                # change of its subnet or ranges is given up, as LXD allocates again then
+                return any(start <= addr <= end for start, end in spec.ipv4_ranges) \
+                    and addr in net and addr not in (net.network_address,
+                                                     net.broadcast_address, gateway.ip) \
+                    and store.holder_of_ipv4(str(addr)) in (None, key)
+
             current = store.get(key)
-            if current is not None and current.ipv4 and current.hwaddr == mac:
+            if current is not None and current.ipv4 and current.hwaddr == mac and \
+                    pinnable(ipaddress.IPv4Address(current.ipv4)):
                 if current.hostname != hostname:
                     self._put_host(name, store, current.evolve(hostname=hostname))
                 return current.ipv4
             self._take_mac(name, store, key, mac, stale)
-
-            def pinnable(addr: ipaddress.IPv4Address) -> bool:
-                return addr in net and addr not in (net.network_address, net.broadcast_address,
-                                                    gateway.ip) \
-                    and store.holder_of_ipv4(str(addr)) in (None, key)
-
             leases = dnsmasq.LeaseFile.read(self.run_dir(name))
             leased = leases.address_of(mac)
             choice = leased if leased and pinnable(ipaddress.IPv4Address(leased)) else None
             if choice is None:
-                choice = next((str(a) for a in probe_order(spec.ipv4_ranges, mac)
-                               if pinnable(a) and not leases.holds(str(a))), None)
+                choice = _first_unleased(probe_order(spec.ipv4_ranges, mac), pinnable, leases)
             if choice is None:
                 raise NetworkError(f"no free IPv4 address left on network {name} to pin for "
                                    f"{key} (security.ipv4_filtering)")

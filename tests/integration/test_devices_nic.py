@@ -5,6 +5,7 @@ changes, the host end's name, MTU and MAC, and what ``info`` reports."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 import socket
@@ -569,3 +570,46 @@ def test_an_import_keeping_a_drawn_mac_another_nic_holds_draws_it_again(
     for inst in (imp, host.instances["bm2"]):
         inst.start()
     assert [i.state for i in (imp, host.instances["bm2"])] == ["RUNNING", "RUNNING"]
+
+
+def test_a_nic_address_the_network_cannot_serve_is_refused_before_anything_is_made(
+        host: lxdlib.Host, net: tuple[str, str]) -> None:
+    """As LXD: a nic's ``ipv6.address`` outside the network's IPv6 subnet, its subnet address
+    or the bridge's own, or on a network without IPv6, and a static ``ipv4.address`` on a
+    network that runs no DHCPv4, are refused at the create, with no instance and no DHCP entry
+    left; an address inside the subnet is taken."""
+    v4only, _ = net
+    dual = f"lxt{secrets.token_hex(3)}"
+    nodhcp = f"lxt{secrets.token_hex(3)}"
+    host.networks.create(dual, {"ipv4.address": "auto", "ipv4.nat": "false",
+                                "ipv6.address": "auto"})
+    host.networks.create(nodhcp, {"ipv4.address": "auto", "ipv4.nat": "false",
+                                  "ipv4.dhcp": "false"})
+    try:
+        gw6 = ipaddress.IPv6Interface(host.networks.get(dual)["config"]["ipv6.address"])
+        gw4 = host.networks.get(nodhcp)["config"]["ipv4.address"].split("/")[0]
+        bad = [
+            (dual, {"ipv6.address": "2001:db8::5"}),  # outside the subnet
+            (dual, {"ipv6.address": "2001:db8::5", "security.ipv6_filtering": "true"}),
+            (dual, {"ipv6.address": str(gw6.ip)}),
+            (dual, {"ipv6.address": str(gw6.network.network_address)}),
+            (v4only, {"ipv6.address": "fd00::5"}),
+            (nodhcp, {"ipv4.address": gw4.rsplit(".", 1)[0] + ".9"}),
+        ]
+        for network, keys in bad:
+            devices = {"eth0": {"type": "nic", "network": network, "name": "eth0", **keys}}
+            with pytest.raises(lxdlib.InvalidConfig, match=r"ipv[46]\.address"):
+                host.create("busybox", "c1", devices=devices)
+            assert "c1" not in host.instances.names(), keys
+            assert not (host.paths.run / "networks" / network / "hosts.d" / "c1").exists()
+        good = str(gw6.network.network_address + 0x55)
+        c1 = host.create("busybox", "c1", devices={"eth0": {
+            "type": "nic", "network": dual, "name": "eth0", "ipv6.address": good}})
+        assert c1.devices["eth0"]["ipv6.address"] == good
+    finally:
+        for inst in host.instances.list():
+            with contextlib.suppress(Exception):
+                inst.delete(force=True)
+        for name in (dual, nodhcp):
+            with contextlib.suppress(Exception):
+                host.networks.delete(name)

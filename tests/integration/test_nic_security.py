@@ -1,17 +1,21 @@
 """The nic ``security.*`` keys, tested by real spoofing between containers on a bridge the test
 makes (``nf<hex>``): MAC takeover, ARP/IP takeover, a third container's TCP stream, forged source
-addresses, IPv6 source filtering, port isolation, and the rules following the nic (start, stop,
-live update, hot-unplug, network delete). Traffic only flows between the test's own containers
+addresses, DHCP requests and releases in another MAC's name, rogue router advertisements, IPv6
+source filtering, port isolation, and the rules following the nic (start, stop, live update,
+hot-unplug, network delete). Traffic only flows between the test's own containers
 and its own bridge."""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -166,6 +170,126 @@ def test_ipv4_filtering_stops_arp_and_ip_takeover(host: lxdlib.Host, net: str) -
     assert echo_requests_received(peer) == before
     sh(spoofer, f"ping -c 2 -i 0.2 -W 1 -I {sip} {pip}")
     assert echo_requests_received(peer) >= before + 2  # its own source still passes
+
+
+def forge_dhcp(c: lxdlib.Instance, requests: list[dict[str, str]]) -> dict[str, str]:
+    """Send ``requests`` (see `tests.integration.dhcp_forge`) from ``c``'s eth0, in its network
+    namespace, as its root could; the leases its discovers got, by ``chaddr``."""
+    proc = subprocess.run(
+        ["nsenter", f"--net=/proc/{c.pid}/ns/net", sys.executable, "-m",
+         "tests.integration.dhcp_forge", "eth0"],
+        input=json.dumps(requests), capture_output=True, text=True, timeout=60, check=False,
+        cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr
+    answers: dict[str, str] = json.loads(proc.stdout)
+    return answers
+
+
+@pytest.mark.parametrize("key", ["security.mac_filtering", "security.ipv4_filtering"])
+def test_filtered_nic_cannot_ask_or_release_as_another_mac(host: lxdlib.Host, net: str,
+                                                           key: str) -> None:
+    """dnsmasq knows a client by the MAC inside its DHCP message (and by its client identifier),
+    not by the frame's: a filtered spoofer that forges only those fields (its frames keep its
+    own source MAC) gets no lease for made-up MACs or identifiers (which could take every free
+    address of the network) and cannot release the victim's lease; its own DHCP still
+    works."""
+    victim = host.launch("busybox", "victim", devices=nic(net))
+    spoofer = host.launch("busybox", "spoofer", devices=nic(net, **{key: "true"}))
+    vip, vmac = ipv4_of(victim), mac_of(victim)
+    sip, smac = ipv4_of(spoofer), mac_of(spoofer)
+    gw = host.networks.get(net)["config"]["ipv4.address"].split("/")[0]
+    made_up = [f"02:aa:bb:cc:dd:{i:02x}" for i in range(4)]
+
+    got = forge_dhcp(spoofer, [{"chaddr": m} for m in made_up] +
+                     [{"chaddr": vmac, "type": "release", "ciaddr": vip, "server": gw}])
+
+    assert got == {}, got
+    leases = {lease["hwaddr"]: lease["address"] for lease in host.networks.leases(net)}
+    assert leases == {vmac: vip, smac: sip}, leases
+    # what it sends as itself still gets an answer, and its one address however many client
+    # identifiers it makes up
+    assert forge_dhcp(spoofer, [{"chaddr": smac}]) == {smac: sip}
+    for i in range(4):
+        assert forge_dhcp(spoofer, [{"chaddr": smac, "clientid": f"ff{i:08x}"}]) == {smac: sip}
+    leases = {lease["hwaddr"]: lease["address"] for lease in host.networks.leases(net)}
+    assert leases == {vmac: vip, smac: sip}, leases
+
+
+def _forge_in(c: lxdlib.Instance, *args: str) -> subprocess.Popen[str]:
+    """`tests.integration.dhcp_forge` with ``args`` in ``c``'s network namespace, started."""
+    return subprocess.Popen(
+        ["nsenter", f"--net=/proc/{c.pid}/ns/net", sys.executable, "-m",
+         "tests.integration.dhcp_forge", "eth0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[2])
+
+
+@pytest.mark.parametrize("key", ["security.mac_filtering", "security.ipv4_filtering"])
+def test_a_rogue_dhcp_server_reaches_others_only_without_ipv4_filtering(
+        host: lxdlib.Host, net: str, key: str) -> None:
+    """A container that answers DHCP as a server from its own address, naming itself the
+    gateway (a neighbour taking its offer sends it all its traffic): with MAC filtering alone
+    the offers are its own frames and reach the neighbour (as in LXD); with ipv4_filtering,
+    which lets the nic send as a DHCP client only, they never leave the nic — the IPv4
+    counterpart of the router adverts IPv6 filtering drops."""
+    victim = host.launch("busybox", "victim", devices=nic(net))
+    spoofer = host.launch("busybox", "spoofer", devices=nic(net, **{key: "true"}))
+    ipv4_of(victim)
+    sip = ipv4_of(spoofer)
+    listener = _forge_in(victim, "listen", sip, "4")
+    time.sleep(1)
+    sender = _forge_in(spoofer, "offer", sip)
+    assert sender.wait(timeout=30) == 0, sender.communicate()
+    out, err = listener.communicate(timeout=30)
+    assert listener.returncode == 0, err
+    assert (int(out) > 0) == (key == "security.mac_filtering"), out
+
+
+@pytest.mark.parametrize("key", ["security.mac_filtering", "security.ipv6_filtering"])
+def test_a_rogue_router_advert_reaches_others_only_without_ipv6_filtering(
+        host: lxdlib.Host, key: str) -> None:
+    """A container that advertises itself as a router with a prefix of its own: with MAC
+    filtering alone the advert is its own frame and passes (as in LXD), and a neighbour takes
+    an address of that prefix; with ipv6_filtering it never leaves the nic."""
+    rogue = "2001:db8:bad:1::"
+    with _network(host, {"ipv4.address": "none", "ipv6.address": "auto"}) as name:
+        victim = host.launch("busybox", "victim", devices=nic(name))
+        spoofer = host.launch("busybox", "spoofer", devices=nic(name, **{key: "true"}))
+        assert victim.wait_for(lambda: bool(victim.addresses("inet6")), timeout=30)
+        proc = subprocess.run(
+            ["nsenter", f"--net=/proc/{spoofer.pid}/ns/net", sys.executable, "-m",
+             "tests.integration.dhcp_forge", "eth0", "ra", rogue],
+            capture_output=True, text=True, timeout=60, check=False,
+            cwd=Path(__file__).resolve().parents[2])
+        assert proc.returncode == 0, proc.stderr
+
+        def rogue_address() -> bool:
+            return any(a.startswith("2001:db8:bad:1:") for a in victim.addresses("inet6"))
+        taken = victim.wait_for(rogue_address, timeout=5, interval=0.2)
+        assert taken == (key == "security.mac_filtering"), victim.addresses("inet6")
+
+
+def test_a_pinned_address_the_network_no_longer_serves_is_pinned_again(
+        host: lxdlib.Host, net: str) -> None:
+    """ipv4_filtering's pinned address is kept across starts, but not once the network's
+    subnet moved away from it (as LXD allocates again then): the next start pins an address
+    of the new subnet, and the container reaches its new gateway through its filter."""
+    c = host.launch("busybox", "c", devices=nic(net, **{"security.ipv4_filtering": "true"}))
+    old = ipv4_of(c)
+    c.stop(force=True)
+    config = host.networks.get(net)["config"]
+    while True:  # a new subnet, free on the host, as `auto` picks them
+        host.networks.update(net, {**config, "ipv4.address": "auto"})
+        gw = ipaddress.IPv4Interface(host.networks.get(net)["config"]["ipv4.address"])
+        if ipaddress.IPv4Address(old) not in gw.network:
+            break
+    c.start()
+    assert c.wait_for(lambda: bool(c.addresses()) and
+                      ipaddress.IPv4Address(c.addresses()[0]) in gw.network, timeout=30), \
+        c.network_state()
+    new = c.addresses()[0]
+    assert f"ip saddr {new}" in _bridge_table(net) and old not in _bridge_table(net)
+    assert c.wait_for(lambda: pings(c, f"-c 1 -W 1 {gw.ip}"), timeout=15)
 
 
 def test_ipv6_filtering_allows_only_the_slaac_address(host: lxdlib.Host) -> None:

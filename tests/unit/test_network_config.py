@@ -277,7 +277,7 @@ def test_argv_ipv4_dhcp_dns() -> None:
                 "--dhcp-authoritative", "--no-resolv", "--no-hosts",
                 f"--conf-file={RUN}/dnsmasq.raw", f"--pid-file={RUN}/dnsmasq.pid",
                 f"--dhcp-leasefile={RUN}/dnsmasq.leases",
-                f"--dhcp-hostsdir={RUN}/hosts.d", "--dhcp-lease-max=254",
+                f"--dhcp-hostsdir={RUN}/hosts.d", "--dhcp-lease-max=254", "--dhcp-ignore-clid",
                 "--user=dnsmasq", "--group=nogroup",
                 "--listen-address=10.0.3.1", "--dhcp-range=10.0.3.2,10.0.3.254,1h",
                 "--dhcp-option-force=26,1400", "--domain=example", "--local=/example/",
