@@ -5,6 +5,7 @@ devices cgroup of a privileged instance, and ``none`` masking a profile's device
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 
@@ -97,3 +98,52 @@ def test_none_masks_profile_device(host: lxdlib.Host) -> None:
     assert c.exec(["test", "-e", "/dev/null2"]).returncode != 0
     c.restart(force=True)
     assert c.exec(["test", "-e", "/dev/null2"]).returncode != 0
+
+
+
+@pytest.mark.parametrize("privileged", [False, True])
+def test_fifo_at_the_path_does_not_block(host: lxdlib.Host, privileged: bool) -> None:
+    """The container's root puts a FIFO where the node goes: the hot-plug mounts over it, and
+    so does the next start, instead of opening it for writing and waiting for a reader for
+    ever (with the instance's lock, and at start liblxc's monitor, held)."""
+    import threading
+    c = host.launch("busybox", "c1", config={"security.privileged": str(privileged).lower()})
+    c.exec(["mkfifo", "/dev/trap", "/root/trap"], check=True)
+    on_disk = str(c.device_context().volume / "rootfs/root/trap")  # type: ignore[attr-defined]
+    blocked: list[str] = []
+    done = threading.Event()
+
+    def unblock(path: str) -> None:
+        """On the old code, read the FIFO after a while: the test fails instead of hanging."""
+        if done.wait(20):
+            return
+        blocked.append(path)
+        if path == on_disk:
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        else:
+            c.exec(["sh", "-c", f"exec 3< {path}"])
+
+    def plug(path: str, step: Callable[[], None]) -> None:
+        done.clear()
+        t = threading.Thread(target=unblock, args=(path,))
+        t.start()
+        try:
+            step()
+        finally:
+            done.set()
+            t.join()
+
+    devs = {**c.devices, "t": {"type": "unix-char", "source": "/dev/null", "path": "/dev/trap"}}
+    plug("/dev/trap", lambda: c.update(devices=devs))
+    assert not blocked
+    assert node(c, "/dev/trap").startswith("c 1:3")
+
+    devs = {**devs, "r": {"type": "unix-char", "source": "/dev/null", "path": "/root/trap"}}
+    plug(on_disk, lambda: c.update(devices=devs))
+    assert not blocked
+    assert node(c, "/root/trap").startswith("c 1:3")
+    c.stop(force=True)
+    assert os.path.exists(on_disk)  # a mount point it did not make stays
+    plug(on_disk, c.start)
+    assert not blocked
+    assert node(c, "/root/trap").startswith("c 1:3")
