@@ -194,15 +194,32 @@ class UnixDriver(BaseDriver):
 
     def _still_allowed(self, ctx: DeviceContext, name: str, node: Node) -> bool:
         """Whether the default allow-list or another unix device of the instance needs the rule."""
-        if covered(node.rule, PRIVILEGED_DEVICES):
+        return self._rule_still_allowed(ctx, name, node.rule)
+
+    def _rule_still_allowed(self, ctx: DeviceContext, name: str, rule: str) -> bool:
+        if covered(rule, PRIVILEGED_DEVICES):
             return True
         for other, dev in ctx.devices.items():
             if other != name and dev.get("type") in ("unix-char", "unix-block"):
                 with contextlib.suppress(Exception):
-                    spec = node_spec(dev["type"], other, dev)
-                    if spec is not None and spec.rule == node.rule:
+                    if self._granted_rule(ctx, other, dev) == rule:
                         return True
         return False
+
+    def _granted_rule(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> str | None:
+        """The cgroup rule the device was given: that of the node made for it on the host while
+        it is there (the numbers it was made with, whatever ``source`` names now: a source that
+        went away or came back as another device left the old numbers allowed), else the one
+        its config gives."""
+        try:
+            st = os.lstat(self.host_node(ctx, name))
+        except FileNotFoundError:
+            spec = node_spec(dev.get("type", self.dtype), name, dev)
+            return None if spec is None else spec.rule
+        kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else None
+        if kind is None:
+            return None
+        return f"{kind} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} rwm"
 
     def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
         path = "/" + (dev.get("path") or dev.get("source") or "").strip("/")
@@ -215,13 +232,12 @@ class UnixDriver(BaseDriver):
                           self.dtype, name, ctx.name, e)
             if self._privileged(ctx):
                 try:
-                    node = node_spec(self.dtype, name, dev)
-                    if node is not None and not self._still_allowed(ctx, name, node):
+                    rule = self._granted_rule(ctx, name, dev)
+                    if rule is not None and not self._rule_still_allowed(ctx, name, rule):
                         c = runtime.open_container(ctx.host.paths.lxcpath, ctx.name)
-                        runtime.cgroup_set(c, ctx.host.paths.lxcpath,
-                                           "devices.deny", node.rule)
+                        runtime.cgroup_set(c, ctx.host.paths.lxcpath, "devices.deny", rule)
                         log.debug("%s %s of %s: cgroup devices.deny %s", self.dtype, name,
-                                  ctx.name, node.rule)
+                                  ctx.name, rule)
                 except NotFound as e:
                     log.warning("%s %s of %s: its cgroup rule is left in place, the source "
                                 "is gone: %s", self.dtype, name, ctx.name, e)

@@ -4,6 +4,7 @@ devices cgroup of a privileged instance, and ``none`` masking a profile's device
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 
@@ -147,3 +148,28 @@ def test_fifo_at_the_path_does_not_block(host: lxdlib.Host, privileged: bool) ->
     plug(on_disk, c.start)
     assert not blocked
     assert node(c, "/root/trap").startswith("c 1:3")
+
+
+def test_unplug_takes_back_the_rule_it_granted(host: lxdlib.Host) -> None:
+    """A privileged instance's rule goes with its device even when ``source`` has gone away or
+    names another device by then: what is denied is what was allowed (the numbers of the node
+    made at plug time), not what the source is now."""
+    st = os.stat("/dev/btrfs-control")
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    src = host.paths.root.parent / "src-node"
+    c = host.launch("busybox", "c1", config={"security.privileged": "true"})
+    probe = ["sh", "-c", f"rm -f /dev/probe; mknod /dev/probe c {major} {minor} 2>/dev/null; "
+                         "exec 3< /dev/probe"]
+    devs = c.devices
+    for gone in (True, False):
+        os.mknod(src, 0o600 | 0o020000, os.makedev(major, minor))
+        c.update(devices={**devs, "ctl": {"type": "unix-char", "source": str(src),
+                                          "path": "/dev/ctl"}})
+        assert c.exec(probe).returncode == 0
+        os.unlink(src)
+        if not gone:  # the source is now another device (/dev/null's numbers)
+            os.mknod(src, 0o600 | 0o020000, os.makedev(1, 3))
+        c.update(devices=devs)
+        assert c.exec(probe).returncode != 0, "the device's rule outlived it"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(src)
