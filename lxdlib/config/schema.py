@@ -195,7 +195,8 @@ def is_user_ssh_key(value: str) -> None:
         raise _fail("User part must not be empty")
 
 
-_MODULE_NAME = Pattern(r"[A-Za-z0-9_-]+")
+# not starting with "-": modprobe would take the name for one of its options (``-C``, ``-v``)
+_MODULE_NAME = Pattern(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
 def is_kernel_modules(value: str) -> None:

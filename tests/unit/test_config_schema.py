@@ -185,6 +185,8 @@ BAD: list[tuple[str, str, str]] = [
     ("linux.kernel_modules", "overlay,,ip_tables", "invalid kernel module name"),
     ("linux.kernel_modules", "a b", "invalid kernel module name"),
     ("linux.kernel_modules", "../x", "invalid kernel module name"),
+    ("linux.kernel_modules", "overlay,-C", "invalid kernel module name"),
+    ("linux.kernel_modules", "--dry-run", "invalid kernel module name"),
     ("linux.kernel_modules.load", "ondemand", "not supported by lxdlib"),
     ("linux.kernel_modules.load", "never", "not one of"),
     ("linux.sysctl.a b", "1", "whitespace"),
