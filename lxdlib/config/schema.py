@@ -232,6 +232,27 @@ def is_syscall_list(value: str) -> None:
             raise _fail(f"Unknown syscall {name!r} (not a syscall name libseccomp knows)")
 
 
+# What liblxc (5.0, through libseccomp) loads after a name in a deny list: "allow" is the list's
+# own default and "log" an action it does not know, both refused when the policy is loaded; an
+# errno must be below 4095 (MAX_ERRNO); "killx" and "errno 1 junk" it reads by their prefix.
+_DENY_ACTION = Pattern(r"kill|trap|notify|errno\s+[0-9]{1,6}")
+_MAX_SECCOMP_ERRNO = 4094
+
+
+def is_syscall_deny_list(value: str) -> None:
+    """``security.syscalls.deny``: a syscall name, alone or with the action liblxc takes
+    instead of the default one (``errno N``, ``kill``, ``trap``, ``notify``), per line. Anything
+    else after the name was saved and then failed every start (liblxc refuses the policy)."""
+    is_syscall_list(value)
+    for line in re.split(r"[\n,]", value):
+        _name, _, action = line.strip().partition(" ")
+        action = action.strip()
+        if action and (not _DENY_ACTION.fullmatch(action) or (
+                action.startswith("errno") and int(action[5:]) > _MAX_SECCOMP_ERRNO)):
+            raise _fail(f"Invalid action {action!r} for {_name!r} (one of: errno N with N "
+                        "0-4094, kill, trap, notify)")
+
+
 def unsupported(feature: str, inner: Validator = is_any, *, allow_false: bool = True
                 ) -> Validator:
     """A key LXD has and lxdlib cannot honour: accepted only when empty (or, for boolean
@@ -546,7 +567,7 @@ _SPECS: tuple[KeySpec, ...] = (
     _k("security.protection.start", _B, True, "false", "Refuse to start the instance"),
     _k("security.syscalls.allow", optional(is_syscall_list), False, None,
        "Syscalls to allow (newline-separated)", multiline=True),
-    _k("security.syscalls.deny", optional(is_syscall_list), False, None,
+    _k("security.syscalls.deny", optional(is_syscall_deny_list), False, None,
        "Syscalls to deny (newline-separated)", multiline=True),
     _k("security.syscalls.deny_compat", _B, False, "false", "Block compat_* syscalls"),
     _k("security.syscalls.deny_default", _B, False, "true", "Use the default syscall deny list"),
