@@ -173,3 +173,20 @@ def test_unplug_takes_back_the_rule_it_granted(host: lxdlib.Host) -> None:
         assert c.exec(probe).returncode != 0, "the device's rule outlived it"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(src)
+
+
+def test_device_names_do_not_share_host_files(host: lxdlib.Host) -> None:
+    """Devices ``x`` and ``x.made``: each keeps its own host files, so unplugging ``x`` (mounted
+    over the instance's own file) does not take ``x.made``'s node for its "mount point made
+    here" marker and delete the instance's file."""
+    c = host.launch("busybox", "c1")
+    c.exec(["sh", "-c", "echo precious > /root/keep"], check=True)
+    devs = c.devices
+    x = {"type": "unix-char", "source": "/dev/null", "path": "/root/keep"}
+    made = {"type": "unix-char", "source": "/dev/zero", "path": "/dev/xm"}
+    c.update(devices={**devs, "x": x, "x.made": made})
+    c.update(devices={**devs, "x.made": made})
+    assert c.exec(["cat", "/root/keep"]).text == "precious\n"
+    assert node(c, "/dev/xm").startswith("c 1:5")
+    c.update(devices=devs)
+    assert c.exec(["test", "-e", "/dev/xm"]).returncode != 0
