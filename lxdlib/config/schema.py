@@ -235,8 +235,9 @@ def is_syscall_list(value: str) -> None:
 # What liblxc (5.0, through libseccomp) loads after a syscall name: an action other than the
 # list's own default (a deny list allows, an allow list kills: naming it fails to load), and
 # "log" it does not know; an errno must be below 4095 (MAX_ERRNO). It reads "killx" and
-# "errno 1 junk" by their prefixes: refused here too.
-_SECCOMP_ACTION = Pattern(r"allow|kill|trap|notify|errno\s+[0-9]{1,6}")
+# "errno 1 junk" by their prefixes: refused here too. "notify" loads, but hands the call to a
+# listener lxdlib does not have (the syscall fails with ENOSYS), and every exec then failed.
+_SECCOMP_ACTION = Pattern(r"allow|kill|trap|errno\s+[0-9]{1,6}")
 _MAX_SECCOMP_ERRNO = 4094
 
 
@@ -244,8 +245,8 @@ def _syscall_list_of(default: str) -> Validator:
     """``security.syscalls.allow`` (``default`` "kill") or ``.deny`` (``default`` "allow"):
     a syscall name per line, alone or with the action liblxc takes instead of the list's
     default. Anything else after the name was saved and then failed every start (liblxc
-    refuses the policy)."""
-    valid = ", ".join(a for a in ("allow", "kill", "trap", "notify") if a != default)
+    refuses the policy), or every exec (``notify``)."""
+    valid = ", ".join(a for a in ("allow", "kill", "trap") if a != default)
 
     def check(value: str) -> None:
         is_syscall_list(value)
