@@ -21,7 +21,7 @@ from .patterns import Pattern
 
 log = get_logger(__name__)
 
-_NAME = Pattern(r"^[A-Za-z0-9_-]+$")
+_NAME = Pattern(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # a leading "-" would be a modprobe option
 
 
 def _norm(name: str) -> str:
@@ -76,7 +76,7 @@ def ensure_loaded(modules: Iterable[str]) -> None:
         if modprobe is None:
             raise ToolMissing(f"kernel module {m!r} is not loaded and there is no modprobe to "
                               "load it")
-        r = subprocess.run([modprobe, "-b", m], capture_output=True, text=True)
+        r = subprocess.run([modprobe, "-b", "--", m], capture_output=True, text=True)
         if r.returncode != 0:
             raise InvalidConfig("linux.kernel_modules",
                                 f"failed to load kernel module {m!r}: {r.stderr.strip()}", m)

@@ -195,7 +195,8 @@ def is_user_ssh_key(value: str) -> None:
         raise _fail("User part must not be empty")
 
 
-_MODULE_NAME = Pattern(r"[A-Za-z0-9_-]+")
+# not starting with "-": modprobe would take the name for one of its options (``-C``, ``-v``)
+_MODULE_NAME = Pattern(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
 def is_kernel_modules(value: str) -> None:
@@ -229,6 +230,35 @@ def is_syscall_list(value: str) -> None:
         name = entry.split()[0] if entry else ""
         if name and not is_syscall(name):
             raise _fail(f"Unknown syscall {name!r} (not a syscall name libseccomp knows)")
+
+
+# What liblxc (5.0, through libseccomp) loads after a syscall name: an action other than the
+# list's own default (a deny list allows, an allow list kills: naming it fails to load), and
+# "log" it does not know; an errno must be below 4095 (MAX_ERRNO). It reads "killx" and
+# "errno 1 junk" by their prefixes: refused here too. "notify" loads, but hands the call to a
+# listener lxdlib does not have (the syscall fails with ENOSYS), and every exec then failed.
+_SECCOMP_ACTION = Pattern(r"allow|kill|trap|errno\s+[0-9]{1,6}")
+_MAX_SECCOMP_ERRNO = 4094
+
+
+def _syscall_list_of(default: str) -> Validator:
+    """``security.syscalls.allow`` (``default`` "kill") or ``.deny`` (``default`` "allow"):
+    a syscall name per line, alone or with the action liblxc takes instead of the list's
+    default. Anything else after the name was saved and then failed every start (liblxc
+    refuses the policy), or every exec (``notify``)."""
+    valid = ", ".join(a for a in ("allow", "kill", "trap") if a != default)
+
+    def check(value: str) -> None:
+        is_syscall_list(value)
+        for line in re.split(r"[\n,]", value):
+            name, _, action = line.strip().partition(" ")
+            action = action.strip()
+            if action and (action == default or not _SECCOMP_ACTION.fullmatch(action) or (
+                    action.startswith("errno") and int(action[5:]) > _MAX_SECCOMP_ERRNO)):
+                raise _fail(f"Invalid action {action!r} for {name!r} (one of: errno N with N "
+                            f"0-{_MAX_SECCOMP_ERRNO}, {valid})")
+
+    return check
 
 
 def unsupported(feature: str, inner: Validator = is_any, *, allow_false: bool = True
@@ -543,9 +573,9 @@ _SPECS: tuple[KeySpec, ...] = (
     _k("security.protection.delete", _B, True, "false", "Refuse to delete the instance"),
     _k("security.protection.shift", _B, True, "false", "Refuse to shift the rootfs ownership"),
     _k("security.protection.start", _B, True, "false", "Refuse to start the instance"),
-    _k("security.syscalls.allow", optional(is_syscall_list), False, None,
+    _k("security.syscalls.allow", optional(_syscall_list_of("kill")), False, None,
        "Syscalls to allow (newline-separated)", multiline=True),
-    _k("security.syscalls.deny", optional(is_syscall_list), False, None,
+    _k("security.syscalls.deny", optional(_syscall_list_of("allow")), False, None,
        "Syscalls to deny (newline-separated)", multiline=True),
     _k("security.syscalls.deny_compat", _B, False, "false", "Block compat_* syscalls"),
     _k("security.syscalls.deny_default", _B, False, "true", "Use the default syscall deny list"),

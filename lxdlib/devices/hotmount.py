@@ -278,19 +278,28 @@ def _make_mountpoint(target: str, is_dir: bool) -> bool:
                 raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory",
                                          target) from None
             return False
-    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(target, flags | os.O_CREAT | os.O_EXCL, 0o000)
-        created = True
+        fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_CREAT | os.O_EXCL,
+                     0o000)
+        os.close(fd)
+        return True
     except FileExistsError:
-        try:
-            fd = os.open(target, flags)
-        except IsADirectoryError:
-            raise IsADirectoryError(errno.EISDIR, "a directory is in the way of a file mount",
-                                    target) from None
-        created = False
-    os.close(fd)
-    return created
+        pass
+    # What is already there is only looked at (O_PATH), never opened: the container's root
+    # chooses it, and opening a FIFO for writing blocked the hot-plug (and the start hook, with
+    # the instance's lock and liblxc's monitor held) until something read it; a device node's
+    # open can act (a watchdog arms), and in a privileged container this process is host root
+    # outside the instance's devices cgroup.
+    fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "a directory is in the way of a file mount", target)
+    if stat.S_ISLNK(mode):
+        raise OSError(errno.ELOOP, "a symbolic link is in the way of a file mount", target)
+    return False
 
 
 def _submount_points(src: str) -> tuple[str, ...]:

@@ -142,9 +142,24 @@ class UnixDriver(BaseDriver):
     def host_node(self, ctx: DeviceContext, name: str) -> str:
         return str(ctx.device_dir / f"unix.{name}")
 
+    def _made_marker(self, ctx: DeviceContext, name: str) -> str:
+        """The file that says the mount point in the instance is lxdlib's (removed with the
+        device). Not ``unix.<name>.made``: that is the node of a device named ``<name>.made``,
+        whose presence made the unplug of ``<name>`` delete the instance's own file it was
+        mounted over (and the plug open that node to write the marker)."""
+        return str(ctx.device_dir / f"unix-made.{name}")
+
+    def _old_marker(self, ctx: DeviceContext, name: str) -> str | None:
+        """The marker an earlier lxdlib wrote, when it is one (a regular file, not a node)."""
+        old = f"{self.host_node(ctx, name)}.made"
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISREG(os.lstat(old).st_mode):
+                return old
+        return None
+
     def _make_node(self, ctx: DeviceContext, name: str, node: Node) -> str:
         final = self.host_node(ctx, name)
-        tmp = f"{final}.tmp{os.getpid()}"
+        tmp = str(ctx.device_dir / f"unix-tmp{os.getpid()}.{name}")  # no other device's node
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         kind = stat.S_IFCHR if node.kind == "c" else stat.S_IFBLK
@@ -175,7 +190,7 @@ class UnixDriver(BaseDriver):
                                node.rule)
             log.debug("%s %s of %s: cgroup devices.allow %s", self.dtype, name, ctx.name,
                       node.rule)
-        made = f"{path}.made"
+        made = self._made_marker(ctx, name)
         try:
             if hotmount.attach(ctx.pid, path, node.path, idmap=False):
                 with open(made, "w"):
@@ -194,38 +209,56 @@ class UnixDriver(BaseDriver):
 
     def _still_allowed(self, ctx: DeviceContext, name: str, node: Node) -> bool:
         """Whether the default allow-list or another unix device of the instance needs the rule."""
-        if covered(node.rule, PRIVILEGED_DEVICES):
+        return self._rule_still_allowed(ctx, name, node.rule)
+
+    def _rule_still_allowed(self, ctx: DeviceContext, name: str, rule: str) -> bool:
+        if covered(rule, PRIVILEGED_DEVICES):
             return True
         for other, dev in ctx.devices.items():
             if other != name and dev.get("type") in ("unix-char", "unix-block"):
                 with contextlib.suppress(Exception):
-                    spec = node_spec(dev["type"], other, dev)
-                    if spec is not None and spec.rule == node.rule:
+                    if self._granted_rule(ctx, other, dev) == rule:
                         return True
         return False
 
+    def _granted_rule(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> str | None:
+        """The cgroup rule the device was given: that of the node made for it on the host while
+        it is there (the numbers it was made with, whatever ``source`` names now: a source that
+        went away or came back as another device left the old numbers allowed), else the one
+        its config gives."""
+        try:
+            st = os.lstat(self.host_node(ctx, name))
+        except FileNotFoundError:
+            spec = node_spec(dev.get("type", self.dtype), name, dev)
+            return None if spec is None else spec.rule
+        kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else None
+        if kind is None:
+            return None
+        return f"{kind} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} rwm"
+
     def stop(self, ctx: DeviceContext, name: str, dev: Mapping[str, str]) -> None:
         path = "/" + (dev.get("path") or dev.get("source") or "").strip("/")
-        made = f"{self.host_node(ctx, name)}.made"
+        made = self._made_marker(ctx, name)
+        old_made = self._old_marker(ctx, name)
         if ctx.pid is not None and path != "/":
             try:
-                hotmount.detach(ctx.pid, path, remove=os.path.exists(made))
+                hotmount.detach(ctx.pid, path, remove=os.path.exists(made) or
+                                old_made is not None)
             except (FileNotFoundError, ProcessLookupError) as e:
                 log.debug("%s %s of %s: nothing to unmount, the instance is gone (%s)",
                           self.dtype, name, ctx.name, e)
             if self._privileged(ctx):
                 try:
-                    node = node_spec(self.dtype, name, dev)
-                    if node is not None and not self._still_allowed(ctx, name, node):
+                    rule = self._granted_rule(ctx, name, dev)
+                    if rule is not None and not self._rule_still_allowed(ctx, name, rule):
                         c = runtime.open_container(ctx.host.paths.lxcpath, ctx.name)
-                        runtime.cgroup_set(c, ctx.host.paths.lxcpath,
-                                           "devices.deny", node.rule)
+                        runtime.cgroup_set(c, ctx.host.paths.lxcpath, "devices.deny", rule)
                         log.debug("%s %s of %s: cgroup devices.deny %s", self.dtype, name,
-                                  ctx.name, node.rule)
+                                  ctx.name, rule)
                 except NotFound as e:
                     log.warning("%s %s of %s: its cgroup rule is left in place, the source "
                                 "is gone: %s", self.dtype, name, ctx.name, e)
-        for leftover in (self.host_node(ctx, name), made):
+        for leftover in (self.host_node(ctx, name), made, *([old_made] if old_made else [])):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
                 log.debug("%s %s of %s: removed %s", self.dtype, name, ctx.name, leftover)

@@ -298,6 +298,21 @@ def test_syscalls_deny_takes_effect(host: lxdlib.Host) -> None:
         (host.paths.instance_dir("c1") / "config").read_text()
 
 
+def test_syscall_actions_that_are_taken_are_the_ones_liblxc_loads(host: lxdlib.Host) -> None:
+    """What the check lets follow a name loads at start; what liblxc would refuse (and so fail
+    every start) is refused when set, and nothing is saved."""
+    deny = "mount errno 13\nswapon errno 4094\nacct kill\nkexec_load trap"
+    c = host.launch("busybox", "c1", config={"security.syscalls.deny": deny})
+    out = c.exec(["sh", "-c", "mount -t tmpfs x /tmp 2>&1; echo rc=$?"]).text
+    assert "Permission denied" in out and "rc=0" not in out  # EACCES: the errno 13 asked for
+    for bad in ("mount allow", "mount log", "mount errno 4095", "mount errno abc", "bpf notify"):
+        with pytest.raises(lxdlib.InvalidConfig, match="Invalid action"):
+            c.set_config("security.syscalls.deny", bad)
+    assert c.config["security.syscalls.deny"] == deny
+    c.restart(force=True)
+    assert c.state == "RUNNING"
+
+
 def test_bytes_that_are_not_utf8_are_refused_cleanly(host: lxdlib.Host) -> None:
     """A command-line word with a byte that is not UTF-8 is a lone surrogate in Python
     (``\\xff`` becomes ``\\udcff``), which no record, liblxc config or attach can take: it ended
