@@ -433,6 +433,11 @@ ANSWER_WITHIN = 0.5
 NO_ANSWER = "its liblxc monitor does not answer (a hook of its start or stop may be stuck)"
 
 
+#: Monitors that did not answer `states_within`, by (lxcpath, name): until when that stands.
+_unanswered: dict[tuple[str, str], float] = {}
+_UNANSWERED_FOR = 2.0
+
+
 def states_within(lxcpath: Path, names: Sequence[str], timeout: float = ANSWER_WITHIN
                   ) -> dict[str, tuple[str, int, str | None]]:
     """liblxc's state, init pid (-1 unless active) and error (None, or why it cannot be
@@ -443,12 +448,18 @@ def states_within(lxcpath: Path, names: Sequence[str], timeout: float = ANSWER_W
     (``lxc.hook.pre-start``, ``post-stop``…) answers only once the hook ends, and python3-lxc
     holds the GIL all the while. So the questions go to a forked child
     (``forkjob.each_within``: one fork for all of them); a container whose monitor did not
-    answer in time is ``("ERROR", -1, NO_ANSWER)``. For the few a caller cannot settle from
+    answer in time is ``("ERROR", -1, NO_ANSWER)``, and so is, without asking, one that did
+    not answer in the last ``_UNANSWERED_FOR`` seconds. For the few a caller cannot settle from
     the kernel's view (``livestate``): a container starting or stopping, not the listing's
     common path."""
     from .forkjob import each_within
     _liblxc()  # imported here, before the fork: the child must not import
     active = ("RUNNING", "FROZEN", "FREEZING", "THAWED")
+    now = time.monotonic()
+    # a monitor that did not answer a moment ago is not asked again at once (a listing first
+    # settles what killed verbs left, then lists: one stuck monitor costs it one wait)
+    recent = {n for n in names if now < _unanswered.get((str(lxcpath), n), 0.0)}
+    names = [n for n in names if n not in recent]
 
     def ask(i: int) -> tuple[str, int] | None:
         try:
@@ -458,11 +469,14 @@ def states_within(lxcpath: Path, names: Sequence[str], timeout: float = ANSWER_W
         st: str = c.state
         return st, (c.init_pid if st in active else -1)
 
-    got = each_within(len(names), ask, timeout)
-    out: dict[str, tuple[str, int, str | None]] = {}
+    got = each_within(len(names), ask, timeout) if names else {}
+    out: dict[str, tuple[str, int, str | None]] = dict.fromkeys(recent, ("ERROR", -1, NO_ANSWER))
     for i, name in enumerate(names):
         if i not in got:
             out[name] = ("ERROR", -1, NO_ANSWER)
+            if len(_unanswered) > 1000:
+                _unanswered.clear()
+            _unanswered[(str(lxcpath), name)] = time.monotonic() + _UNANSWERED_FOR
         elif got[i] is None:
             out[name] = ("ERROR", -1, f"instance {name!r} is broken: "
                                       f"{config_fault(lxcpath, name)}")

@@ -112,6 +112,16 @@ def test_a_stuck_monitor_breaks_no_command_about_the_others(host: lxdlib.Host,
             took, r = timed(host, verb, OFF)
             assert r.returncode == 0 and took < 30, r.stderr
         assert host.instances[STUCK].status == "Error"  # bounded in this process too
+
+        # the start killed: what it left (its intent) is settled by the next listing, which
+        # asks liblxc the stuck instance's state: left for later instead of hanging there
+        starter.kill()
+        starter.wait()
+        took, r = timed(host, "list", "-f", "csv", "-c", "ns")
+        assert r.returncode == 0 and took < BOUND, (took, r.stderr)
+        assert r.stdout.split() == [f"{OFF},STOPPED", f"{RUN},RUNNING", f"{STUCK},ERROR"]
+        took, out = py(host, "print(json.dumps(h.instances.names()))")
+        assert took < BOUND and json.loads(out) == [OFF, RUN, STUCK], took
     finally:
         if hook_pid > 0:
             _kill(hook_pid)  # the hook fails: the start is undone and the monitor exits
@@ -120,6 +130,11 @@ def test_a_stuck_monitor_breaks_no_command_about_the_others(host: lxdlib.Host,
         except subprocess.TimeoutExpired:
             starter.kill()
             starter.wait()
+    from lxdlib import livestate
+    for _ in range(200):
+        if not livestate.monitor_listens(host.paths.lxcpath, STUCK):
+            break
+        time.sleep(0.05)
     assert host.instances[STUCK].status == "Stopped"
     assert [(e.name, e.state) for e in host.instances.list_state()] == [
         (OFF, "STOPPED"), (RUN, "RUNNING"), (STUCK, "STOPPED")]
