@@ -525,9 +525,10 @@ def running_from_sockets(table: bytes, lxcpath: str, names: Iterable[str] = ()
             if name and slash and rest == b"command":
                 found.add(os.fsdecode(name))
         elif socket.startswith(b"@lxc/") and socket.endswith(b"/command"):
-            if hashed is None:  # made at the first such socket only: a hash per name
-                hashed = {b"@" + command_socket(Path(lxcpath.rstrip("/")), n)[1:]: n
-                          for n in names}
+            if hashed is None:  # made at the first such socket only: a hash per long name
+                base = lxcpath.rstrip("/")
+                hashed = {b"@" + command_socket(Path(base), n)[1:]: n for n in names
+                          if len(os.fsencode(f"{base}/{n}/command")) >= 107}
             if socket not in hashed:
                 return None
             found.add(hashed[socket])
