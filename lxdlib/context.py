@@ -609,6 +609,10 @@ class Context(Value, frozen=True, eq=False):
         for name in record.scan(self.paths)[1]:
             try:
                 with lock(self.paths, "instance", name, timeout=0):
+                    if _unanswering(self.paths.lxcpath, name):
+                        log.debug("leftover %s not recovered now: its liblxc monitor does not "
+                                  "answer", name)
+                        continue
                     journal.recover_leftover(self, name)
             except Exception as e:
                 log.debug("leftover %s not recovered now: %s", name, e)
@@ -670,3 +674,16 @@ def profiles_users(paths: Paths) -> dict[str, list[str]]:
         for p in dict.fromkeys(named):
             out.setdefault(p, []).append(n)
     return out
+
+
+def _unanswering(lxcpath: Path, name: str) -> bool:
+    """Whether ``name``'s liblxc monitor listens but does not answer (stuck in a hook of its
+    start). Recovering what a killed verb left on an instance asks liblxc its state, which
+    waits for such a monitor for ever with the GIL held: a listing settles the others and
+    leaves this one for a later call. Asked with a bound, in a fork
+    (``runtime.states_within``), and only where the monitor listens
+    (``livestate.monitor_listens``): leftovers are rare, and most are of stopped instances."""
+    from . import livestate, runtime  # here: a listing with no leftover needs neither
+    if livestate.monitor_listens(lxcpath, name) is False:
+        return False
+    return runtime.states_within(lxcpath, [name])[name][2] == runtime.NO_ANSWER

@@ -127,3 +127,83 @@ class ForkedJob:
         except (EOFError, ValueError, TypeError) as e:
             failures.append((0, OSError(f"the forked job gave no result: {e}")))
             return None
+
+
+def each_within(count: int, ask: Callable[[int], Any], timeout: float) -> dict[int, Any]:
+    """``ask(0)``, ``ask(1)`` … ``ask(count - 1)`` in a forked child, each answer sent back as
+    soon as it is made: {index: answer} of those that answered. An ask that has not answered
+    within ``timeout`` seconds of the previous answer (or of the fork) is given up — the
+    child is killed and the asks after it are made in a new fork — and so is one that ended
+    the child (an ask that raises); their indices are missing from the result.
+
+    For calls that can block for ever in C with the GIL held, where a thread with a timeout
+    would freeze the whole process: a liblxc command to a container's monitor that does not
+    answer (one stuck in a hook). One fork for all the asks while they answer, one more only
+    after each that does not. ``ask`` follows `ForkedJob`'s rules (no logging, no import) and
+    returns what ``marshal`` takes."""
+    import select
+    import signal
+    out: dict[int, Any] = {}
+    start = 0
+    while start < count:
+        rfd, wfd = os.pipe()
+        gc_was_on = gc.isenabled()
+        gc.disable()  # as in ForkedJob: a collection would copy the pages the two share
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(rfd)
+            os.close(wfd)
+            if gc_was_on:
+                gc.enable()
+            raise
+        if pid == 0:  # the child: no logging, no import, no return
+            code = 1
+            try:
+                for sig in signal.valid_signals():
+                    if callable(signal.getsignal(sig)):
+                        signal.signal(sig, signal.SIG_DFL)
+                os.close(rfd)
+                for i in range(start, count):
+                    data = marshal.dumps((i, ask(i)))
+                    view = memoryview(len(data).to_bytes(4, "little") + data)
+                    while view:
+                        view = view[os.write(wfd, view):]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(wfd)
+        expect = start  # the ask under way: the first not answered yet
+        ended = False
+        try:
+            poller = select.poll()
+            poller.register(rfd, select.POLLIN)
+            buf = b""
+            deadline = time.monotonic() + timeout
+            while expect < count:
+                left = deadline - time.monotonic()
+                if left <= 0 or not poller.poll(left * 1000):
+                    break  # ask(expect) does not answer
+                chunk = os.read(rfd, 1 << 16)
+                if not chunk:
+                    ended = True
+                    break  # the child ended: done, or ask(expect) ended it
+                buf += chunk
+                while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "little"):
+                    size = int.from_bytes(buf[:4], "little")
+                    i, value = marshal.loads(buf[4:4 + size])
+                    buf = buf[4 + size:]
+                    out[i] = value
+                    expect = i + 1
+                    deadline = time.monotonic() + timeout
+        finally:
+            os.close(rfd)
+            if not ended:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):  # reaped by a SIGCHLD handler
+                os.waitpid(pid, 0)
+            if gc_was_on:
+                gc.enable()
+        start = expect + 1
+    return out

@@ -204,11 +204,21 @@ class InstanceCore:
         live = livestate.of(self._paths.lxcpath, self.name)
         if live is not None:
             return live.state
+        if livestate.monitor_listens(self._paths.lxcpath, self.name) is not False:
+            return self._asked_within()[0]
         try:
             c = self._c()
         except LXCError:
             return "ERROR"
         return runtime.state(c)
+
+    def _asked_within(self) -> tuple[str, int, str | None]:
+        """liblxc's state, pid and error of an instance whose monitor listens but which the
+        kernel's view does not show running (starting, stopping), asked with a bound
+        (``runtime.states_within``): a monitor stuck in a hook answers nobody, and this
+        instance's ``info``, or a walk over every instance's ``status``, must not hang on it
+        (``ERROR`` then)."""
+        return runtime.states_within(self._paths.lxcpath, [self.name])[self.name]
 
     @property
     def error(self) -> str | None:
@@ -225,7 +235,8 @@ class InstanceCore:
     @property
     def status(self) -> str:
         """LXD's spelling: Running, Stopped, Frozen."""
-        return STATUS.get(self.state, self.state.title())
+        state = self.state  # once: each ask may be a round trip to the monitor
+        return STATUS.get(state, state.title())
 
     @property
     def running(self) -> bool:
@@ -237,6 +248,8 @@ class InstanceCore:
         live = livestate.of(self._paths.lxcpath, self.name)
         if live is not None:
             return live.pid
+        if livestate.monitor_listens(self._paths.lxcpath, self.name) is not False:
+            return self._asked_within()[1]
         pid: int = self._c().init_pid
         return pid
 
@@ -1315,8 +1328,11 @@ class InstanceCore:
             if not opened:
                 opened.append(self._c())
             return opened[0]
+        asked_pid = None
         if live is not None:
             st: str = live.state
+        elif livestate.monitor_listens(self._paths.lxcpath, self.name) is not False:
+            st, asked_pid, error = self._asked_within()  # a stuck monitor: ERROR, says why
         else:
             try:
                 st = handle().state
@@ -1336,7 +1352,8 @@ class InstanceCore:
             out["error"] = error
         elif st in ("RUNNING", "FROZEN"):
             # asked once: each ask of liblxc is a round trip to the monitor
-            pid = out["pid"] = live.pid if live is not None else handle().init_pid
+            pid = out["pid"] = (live.pid if live is not None else
+                                asked_pid if asked_pid is not None else handle().init_pid)
             out["resources"] = cgroup_usage(self.name, pid, handle)
             out["network"] = _interfaces(handle, pid)
         with contextlib.suppress(LxdlibError):

@@ -128,8 +128,10 @@ class Instances(Collection[Instance]):
                    network: bool | Literal["full"] = True) -> Listing:
         """Every instance (or those of ``names``) with its state, init pid and addresses, read
         in one pass (``lxc list``): ``for e in host.instances.list_state(): e.name, e.status,
-        e.pid, e.ipv4, e.ipv6``. No process is started: it is meant for many instances at
-        once, where asking each ``Instance`` would take seconds. The addresses are those inside
+        e.pid, e.ipv4, e.ipv6``. No process is started (but a fork that asks liblxc about
+        the rare instance caught starting, which the kernel's view cannot settle: one whose
+        monitor is stuck is then ``ERROR``): it is meant for many instances at once, where
+        asking each ``Instance`` would take seconds. The addresses are those inside
         the instance, as ``inst.network_state()`` reads them; ``network="full"`` adds the rest
         of that view (MAC, MTU, counters…) in ``e.network``, ``network=False`` skips it all.
         A snapshot: take another for a newer view (see ``lxdlib.listing``)."""

@@ -425,6 +425,66 @@ def rotate_log(lxcpath: Path, name: str) -> None:
         os.close(src)
 
 
+#: How long a container's monitor has to answer a state query where a stuck one must not hold
+#: up the caller (a listing, ``info``): one that answers at all does so within milliseconds.
+ANSWER_WITHIN = 0.5
+
+#: What `states_within` gives for a container whose monitor did not answer in time.
+NO_ANSWER = "its liblxc monitor does not answer (a hook of its start or stop may be stuck)"
+
+
+#: Monitors that did not answer `states_within`, by (lxcpath, name): until when that stands.
+_unanswered: dict[tuple[str, str], float] = {}
+_UNANSWERED_FOR = 2.0
+
+
+def states_within(lxcpath: Path, names: Sequence[str], timeout: float = ANSWER_WITHIN
+                  ) -> dict[str, tuple[str, int, str | None]]:
+    """liblxc's state, init pid (-1 unless active) and error (None, or why it cannot be
+    asked) of each container of ``names``, none waiting more than ``timeout`` seconds for
+    its monitor.
+
+    liblxc's command to a monitor has no timeout: a monitor busy in a start's or a stop's hook
+    (``lxc.hook.pre-start``, ``post-stop``…) answers only once the hook ends, and python3-lxc
+    holds the GIL all the while. So the questions go to a forked child
+    (``forkjob.each_within``: one fork for all of them); a container whose monitor did not
+    answer in time is ``("ERROR", -1, NO_ANSWER)``, and so is, without asking, one that did
+    not answer in the last ``_UNANSWERED_FOR`` seconds. For the few a caller cannot settle from
+    the kernel's view (``livestate``): a container starting or stopping, not the listing's
+    common path."""
+    from .forkjob import each_within
+    _liblxc()  # imported here, before the fork: the child must not import
+    active = ("RUNNING", "FROZEN", "FREEZING", "THAWED")
+    now = time.monotonic()
+    # a monitor that did not answer a moment ago is not asked again at once (a listing first
+    # settles what killed verbs left, then lists: one stuck monitor costs it one wait)
+    recent = {n for n in names if now < _unanswered.get((str(lxcpath), n), 0.0)}
+    names = [n for n in names if n not in recent]
+
+    def ask(i: int) -> tuple[str, int] | None:
+        try:
+            c = _container(lxcpath, names[i])
+        except RuntimeError:
+            return None  # its config: the reason is found here, not in the child
+        st: str = c.state
+        return st, (c.init_pid if st in active else -1)
+
+    got = each_within(len(names), ask, timeout) if names else {}
+    out: dict[str, tuple[str, int, str | None]] = dict.fromkeys(recent, ("ERROR", -1, NO_ANSWER))
+    for i, name in enumerate(names):
+        if i not in got:
+            out[name] = ("ERROR", -1, NO_ANSWER)
+            if len(_unanswered) > 1000:
+                _unanswered.clear()
+            _unanswered[(str(lxcpath), name)] = time.monotonic() + _UNANSWERED_FOR
+        elif got[i] is None:
+            out[name] = ("ERROR", -1, f"instance {name!r} is broken: "
+                                      f"{config_fault(lxcpath, name)}")
+        else:
+            out[name] = (got[i][0], got[i][1], None)
+    return out
+
+
 # -- module-level spellings of the handle's methods, as lxdlib's callers use them ---------------
 
 def state(c: Container) -> State:
