@@ -27,6 +27,60 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+def _fork(body: Callable[[int], None]) -> tuple[int, int, bool]:
+    """Fork a child that runs ``body(wfd)`` — the pipe's write end — and exits (status 0, or 1
+    if ``body`` raised); return its pid, the pipe's read end, and whether the garbage
+    collector was on (off now, in both processes: see `ForkedJob`, and `_reap` turns it back
+    on). The child gets the default action for every signal the caller handles (a SIGTERM
+    handler may clean up what the caller made): a signal ends a fork, as it should."""
+    import signal  # here, before the fork: the child imports nothing
+    rfd, wfd = os.pipe()
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(rfd)
+        os.close(wfd)
+        if gc_was_on:
+            gc.enable()
+        raise
+    if pid == 0:  # the child: no logging, no import, no return
+        code = 1
+        try:
+            for sig in signal.valid_signals():
+                if callable(signal.getsignal(sig)):
+                    signal.signal(sig, signal.SIG_DFL)
+            os.close(rfd)
+            body(wfd)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    return pid, rfd, gc_was_on
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _reap(pid: int, kill: bool, gc_was_on: bool) -> int | None:
+    """Wait for the child (killed first if ``kill``); its wait status, None if a SIGCHLD
+    handler reaped it. The garbage collector goes back on as it was before `_fork`."""
+    if kill:
+        import signal
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    status = None
+    with contextlib.suppress(ChildProcessError):  # reaped by a SIGCHLD handler
+        status = os.waitpid(pid, 0)[1]
+    if gc_was_on:
+        gc.enable()
+    return status
+
+
 class ForkedJob:
     """``job()`` run in a forked child (a copy of this process, which runs no program); its
     result comes back marshalled through a pipe. ``job`` must neither log nor import, and
@@ -46,45 +100,19 @@ class ForkedJob:
         """``close_fds``: the child closes every descriptor of the caller but 0-2 before
         ``job``, so it holds none of the caller's ``flock`` locks (the instance's, during a
         start) once the caller is gone, should it outlive it."""
-        # here, and before the fork (the child imports nothing): `info` and a short listing
-        # read in a thread and need no signal module (~0.4 ms of a command's start)
-        import signal
-        rfd, wfd = os.pipe()
-        self.gc_was_on = gc.isenabled()
         #: how the child ended (``os.waitpid``'s status), once `result` has waited for it
         self.status: int | None = None
         #: whether `result` killed it at its deadline
         self.timed_out = False
-        gc.disable()
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(rfd)
-            os.close(wfd)
-            if self.gc_was_on:
-                gc.enable()
-            raise
-        if pid == 0:  # the child: no logging, no import, no return
-            code = 1
-            try:
-                # the caller's signal handlers are the caller's (a SIGTERM handler may clean up
-                # what the caller made): here a signal ends the child, as a fork's should
-                for sig in signal.valid_signals():
-                    if callable(signal.getsignal(sig)):
-                        signal.signal(sig, signal.SIG_DFL)
-                os.close(rfd)
-                if close_fds:
-                    os.closerange(3, wfd)
-                    os.closerange(wfd + 1, 1 << 20)
-                view = memoryview(marshal.dumps(job()))
-                while view:
-                    view = view[os.write(wfd, view):]
-                code = 0
-            finally:
-                os._exit(code)
+
+        def body(wfd: int) -> None:
+            if close_fds:
+                os.closerange(3, wfd)
+                os.closerange(wfd + 1, 1 << 20)
+            _write_all(wfd, marshal.dumps(job()))
+
+        self.pid, self.rfd, self.gc_was_on = _fork(body)
         self.started = time.monotonic()
-        os.close(wfd)
-        self.pid, self.rfd = pid, rfd
 
     def result(self, failures: list[tuple[int, OSError]], deadline: float | None = None
                ) -> Any:
@@ -114,14 +142,7 @@ class ForkedJob:
             done = True
         finally:
             os.close(self.rfd)
-            if not done:
-                import signal
-                with contextlib.suppress(OSError):
-                    os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):  # reaped by a SIGCHLD handler
-                self.status = os.waitpid(self.pid, 0)[1]
-            if self.gc_was_on:
-                gc.enable()
+            self.status = _reap(self.pid, not done, self.gc_was_on)
         try:
             return marshal.loads(b"".join(chunks))
         except (EOFError, ValueError, TypeError) as e:
@@ -142,37 +163,15 @@ def each_within(count: int, ask: Callable[[int], Any], timeout: float) -> dict[i
     after each that does not. ``ask`` follows `ForkedJob`'s rules (no logging, no import) and
     returns what ``marshal`` takes."""
     import select
-    import signal
     out: dict[int, Any] = {}
     start = 0
     while start < count:
-        rfd, wfd = os.pipe()
-        gc_was_on = gc.isenabled()
-        gc.disable()  # as in ForkedJob: a collection would copy the pages the two share
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(rfd)
-            os.close(wfd)
-            if gc_was_on:
-                gc.enable()
-            raise
-        if pid == 0:  # the child: no logging, no import, no return
-            code = 1
-            try:
-                for sig in signal.valid_signals():
-                    if callable(signal.getsignal(sig)):
-                        signal.signal(sig, signal.SIG_DFL)
-                os.close(rfd)
-                for i in range(start, count):
-                    data = marshal.dumps((i, ask(i)))
-                    view = memoryview(len(data).to_bytes(4, "little") + data)
-                    while view:
-                        view = view[os.write(wfd, view):]
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(wfd)
+        def body(wfd: int, first: int = start) -> None:
+            for i in range(first, count):
+                data = marshal.dumps((i, ask(i)))
+                _write_all(wfd, len(data).to_bytes(4, "little") + data)
+
+        pid, rfd, gc_was_on = _fork(body)
         expect = start  # the ask under way: the first not answered yet
         ended = False
         try:
@@ -198,12 +197,6 @@ def each_within(count: int, ask: Callable[[int], Any], timeout: float) -> dict[i
                     deadline = time.monotonic() + timeout
         finally:
             os.close(rfd)
-            if not ended:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):  # reaped by a SIGCHLD handler
-                os.waitpid(pid, 0)
-            if gc_was_on:
-                gc.enable()
+            _reap(pid, not ended, gc_was_on)
         start = expect + 1
     return out

@@ -20,7 +20,14 @@ import datetime as dt
 import os
 
 from . import journal, record
-from .config.snapshots import next_snapshot_name, schedule_due, stamp_time
+from .config.snapshots import (
+    next_snapshot_name,
+    schedule_due,
+    stamp_looked,
+    stamp_time,
+    stamp_when,
+    taking_stamp,
+)
 from .config.units import is_true
 from .errors import TYPE_CHECKING, Busy, CorruptRecord, LxdlibError, NotFound
 from .instance import recover_leftover
@@ -67,28 +74,8 @@ def _stamp(host: Host, name: str) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
-def _time(data: dict[str, object], key: str) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(str(data[key]))
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 def last_run(host: Host, name: str) -> dt.datetime | None:
-    return _time(_stamp(host, name), "last_run")
-
-
-def _looked(data: dict[str, object], rec: record.InstanceRecord) -> dt.datetime | None:
-    """When a run last looked at the schedule. A run killed after its scheduled snapshot's
-    commit and before its stamp left ``taking`` (the run's time) and the snapshot's name: if
-    the record has that snapshot the run did take it, and its minute is not due again (a
-    second snapshot in the same minute); if not, the old time stands and it is taken now."""
-    last = _time(data, "last_run")
-    taking = _time(data, "taking")
-    if taking is not None and isinstance(data.get("snapshot"), str) \
-            and rec.snapshot(str(data["snapshot"])) is not None:
-        return taking if last is None else max(last, taking)
-    return last
+    return stamp_when(_stamp(host, name).get("last_run"))
 
 
 def run(host: Host, now: dt.datetime | None = None, *, startup: bool = False,
@@ -164,17 +151,15 @@ def _one(host: Host, name: str, now: dt.datetime, startup: bool, report: Report)
     spec = cfg.get("snapshots.schedule", "")
     stamp = host.paths.instance_dir(name) / LAST_RUN
     data = _stamp(host, name)
-    looked = _looked(data, rec)
+    looked = stamp_looked(data, {s.name for s in rec.snapshots})
     if spec and schedule_due(spec, looked or rec.created_at, now, subject=name,
                              at_startup=startup) and (
             inst.state != "STOPPED" or is_true(cfg.get("snapshots.schedule.stopped"))):
         snap = next_snapshot_name(cfg.get("snapshots.pattern"),  # as create_locked names it
                                   [s.name for s in rec.snapshots if s.name not in gone],
                                   record.now())
-        # the stamp says which snapshot this run is taking before it is taken (``_looked``)
-        before = {"last_run": looked.isoformat()} if looked is not None else {}
-        write_record(stamp, {**before, "taking": now.isoformat(), "snapshot": snap},
-                     durable=False)
+        # the stamp says which snapshot this run is taking before it is taken
+        write_record(stamp, taking_stamp(looked, now, snap), durable=False)
         taken = create_locked(inst, snap)
         journal.crashpoint("housekeeping.snapshot")
         report.created.append(f"{name}/{taken.name}")

@@ -50,7 +50,7 @@ from pathlib import Path
 
 from . import idmap, record, runtime
 from .config.text import check_description, is_utf8
-from .config.units import is_true, parse_bool, parse_size
+from .config.units import is_true, parse_api_time, parse_bool, parse_size
 from .errors import (
     TYPE_CHECKING,
     AlreadyExists,
@@ -303,14 +303,11 @@ def _check_snapshot_key(key: str, value: str) -> None:
 
 
 def _when(value: Any) -> dt.datetime | None:
-    """A recorded ``expires_at`` (ISO 8601) as a time; ``None`` for none or garbage."""
-    if not value:
-        return None
+    """A recorded ``expires_at`` or ``created_at`` as a time; ``None`` for none or garbage."""
     try:
-        t = dt.datetime.fromisoformat(str(value))
+        return parse_api_time(value)
     except ValueError:
         return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 
 def load_record(path: Path, name: str) -> dict[str, Any]:
@@ -1027,25 +1024,19 @@ class VolumeStore:
             spec = str((data.get("config") or {}).get(SCHEDULE_KEY) or "")
             if not spec:
                 return None
-            from .config.snapshots import schedule_due, stamp_time
+            from .config.snapshots import schedule_due, stamp_looked, stamp_time, taking_stamp
             try:
-                stamp = read_record(self._last_run(pool, name)) or {}
-                last = _when(stamp.get("last_run"))
-            except (FileNotFoundError, RecordSyntaxError, AttributeError):  # not durable
-                stamp, last = {}, None
-            # a run killed after its snapshot's commit, before its stamp: that snapshot was
-            # this minute's, not one still due (the stamp names it before it is taken)
+                stamp = read_record(self._last_run(pool, name))
+            except (FileNotFoundError, RecordSyntaxError):  # not durable
+                stamp = None
             names = [str(e["name"]) for e in self._entries(data)]
-            if stamp.get("snapshot") in names and _when(stamp.get("taking")) is not None:
-                last = _when(stamp.get("taking"))
+            last = stamp_looked(stamp if isinstance(stamp, dict) else {}, names)
             since = last or _when(data.get("created_at"))
             taken = None
             if schedule_due(spec, since, now, subject=f"{pool}/{name}", at_startup=startup):
                 cfg = {str(k): str(v) for k, v in (data.get("config") or {}).items()}
                 snap = self._next_name(cfg, names, dt.datetime.now(dt.UTC))
-                before = {"last_run": last.isoformat()} if last is not None else {}
-                write_record(self._last_run(pool, name),
-                             {**before, "taking": now.isoformat(), "snapshot": snap},
+                write_record(self._last_run(pool, name), taking_stamp(last, now, snap),
                              durable=False)
                 taken = str(self.create_snapshot(pool, name, snap)["name"])
                 crashpoint("volume.snapshot.scheduled")

@@ -15,13 +15,14 @@ aliases ``@hourly @daily @midnight @weekly @monthly @annually @yearly @startup @
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from ..errors import InvalidConfig, InvalidName
 from ..patterns import Pattern
 from ..values import Value, assign
 from .names import validate_snapshot_name
+from .units import parse_api_time
 
 DEFAULT_PATTERN = "snap%d"
 PATTERN_KEY = "snapshots.pattern"
@@ -560,6 +561,36 @@ def stamp_time(now: datetime, looked: datetime | None) -> datetime:
     if looked is not None and now < looked <= now + STAMP_AHEAD:
         return looked
     return now
+
+
+def stamp_when(value: object) -> datetime | None:
+    """A time a housekeeping stamp holds (``parse_api_time``: UTC where it names no zone);
+    None for none or garbage (the stamp is not durable: a power loss may leave it empty)."""
+    try:
+        return parse_api_time(value)
+    except ValueError:
+        return None
+
+
+def stamp_looked(stamp: Mapping[str, object], snapshots: Container[str]) -> datetime | None:
+    """When a housekeeping run last looked at an instance's or a volume's schedule, from the
+    stamp the runs leave (``last_run``). A run writes ``taking_stamp`` before it takes a
+    scheduled snapshot: if it was killed after that snapshot's commit and before its own
+    stamp, the snapshot it names is among ``snapshots`` (those there are now), so the run did
+    take it, and its minute (``taking``) counts as looked at — not due again, a second
+    snapshot in the same minute. If not, the old time stands and the snapshot is taken now."""
+    last = stamp_when(stamp.get("last_run"))
+    taking = stamp_when(stamp.get("taking"))
+    snap = stamp.get("snapshot")
+    if taking is not None and isinstance(snap, str) and snap in snapshots:
+        return taking if last is None else max(last, taking)
+    return last
+
+
+def taking_stamp(looked: datetime | None, now: datetime, snapshot: str) -> dict[str, str]:
+    """The stamp a run writes before it takes the scheduled ``snapshot`` (``stamp_looked``)."""
+    before = {} if looked is None else {"last_run": looked.isoformat()}
+    return {**before, "taking": now.isoformat(), "snapshot": snapshot}
 
 
 def schedule_due(
