@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 
 from . import journal, record
+from .background import beside
 from .config import devices as devcfg
 from .config import expand, names, schema
 from .config.ids import random_uuid
@@ -29,19 +30,20 @@ from .errors import (
 )
 from .instance import (
     InstanceCore,
+    PreparedCommit,
     choose_idmap,
-    commit_instance,
     expand_with_root,
     fresh_mac,
     frozen_meanwhile,
     new_instance_dir,
+    prepare_commit,
     read_metadata,
     truthy,
 )
 from .instance import recover_leftover as _recover_dir
 from .record import InstanceRecord, SnapshotRecord
 from .recovery import pool_or_none, record_or_none
-from .state import lock, remove_tree
+from .state import lock, on_behalf, remove_tree
 
 if TYPE_CHECKING:
     from typing import Any
@@ -191,22 +193,17 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
             # nothing else, and the new directory without a record already means "remove the
             # volume of this name" to the next call (``recover_leftover``): no intent to write,
             # nor a file made for it (the copy's first intent makes one).
-            if snapshots or shift or src_pool.name != dst_pool.name \
-                    or not dst_pool.clones_in_place:
+            lone = not (snapshots or shift or src_pool.name != dst_pool.name
+                        or not dst_pool.clones_in_place)
+            if not lone:
                 journal.begin(paths, target, "copy",
                               pools=sorted({src_pool.name, dst_pool.name}),
                               target_pool=dst_pool.name)
-            from . import transfer
-            transfer.copy_volume(src_pool, src_name, dst_pool, target,
-                                 snapshots=[s.name for s in snapshots], from_snapshot=src_snap,
-                                 shift=shift, running=lambda: src_inst.state != "STOPPED",
-                                 freeze=lambda: frozen_for_copy(ctx, src_name))
-            volume = dst_pool.volume_path("containers", target)
-            remove_tree(volume / journal.STATE_DIR)
-            if size is not None:
-                dst_pool.set_quota("containers", target, size)
-            # the copy's metadata is its source's text, parsed when its source was made
-            meta = read_metadata(volume, paths.metadata_memos)
+            # the copy's metadata is its source's text (the same bytes, read before the copy
+            # is made), parsed when its source was made
+            meta = read_metadata(src_pool.volume_path(
+                "containers", src_name) if src_snap is None else src_pool.volume_path(
+                "containers-snapshots", f"{src_name}/{src_snap}"), paths.metadata_memos)
             if meta.get("templates"):
                 new_cfg["volatile.apply_template"] = "copy"
             identity = {k: v for k, v in new_cfg.items() if k.startswith("volatile.")}
@@ -216,7 +213,27 @@ def copy_instance(ctx: Context, source: str, target: str | None = None, *,
                 description=src_rec.description if description is None else description,
                 ephemeral=ephemeral,
                 snapshots=[snapshot_copy(s, identity) for s in snapshots])
-            inst = commit_instance(ctx, rec)
+            from . import transfer
+            # a lone btrfs clone is a transaction commit without the GIL: the liblxc config is
+            # rendered and the record written meanwhile, on a thread, and named once the
+            # volume exists
+            with beside(on_behalf(lambda: prepare_commit(ctx, rec)),
+                        lone and dst_pool.snapshots_overlap, PreparedCommit.discard) as prepared:
+                transfer.copy_volume(src_pool, src_name, dst_pool, target,
+                                     snapshots=[s.name for s in snapshots],
+                                     from_snapshot=src_snap, shift=shift,
+                                     running=lambda: src_inst.state != "STOPPED",
+                                     freeze=lambda: frozen_for_copy(ctx, src_name))
+            commit = prepared.result()
+            try:
+                volume = dst_pool.volume_path("containers", target)
+                remove_tree(volume / journal.STATE_DIR)
+                if size is not None:
+                    dst_pool.set_quota("containers", target, size)
+            except BaseException:
+                commit.discard()
+                raise
+            inst = commit.commit()
     ctx.events.emit("instance-created", target, origin=source)
     return inst
 

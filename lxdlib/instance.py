@@ -93,6 +93,17 @@ def fresh_mac(ctx: Context, dev: Mapping[str, str]) -> str:
                        f"{MAC_TRIES} tries")
 
 
+class RenderedConfig:
+    """A liblxc config rendered (and checked) for writing: the file's bytes, the instance's
+    own seccomp policy (None: the root's shared one), and whether the file already holds
+    those bytes."""
+
+    __slots__ = ("policy", "text", "unchanged")
+
+    def __init__(self, text: bytes, policy: bytes | None, unchanged: bool) -> None:
+        self.text, self.policy, self.unchanged = text, policy, unchanged
+
+
 class InstanceCore:
     """A container of one host. Cheap to make; all state is read when asked."""
 
@@ -1044,13 +1055,15 @@ class InstanceCore:
         loaded it (``runtime.check_config``): a file liblxc refuses would make the instance
         unusable, so it is refused before anything is saved. ``starting``: the render right
         before a start (see ``DeviceContext.starting``)."""
+        self._store_lxc_config(rec, self._prepare_lxc_config(rec, expanded, cpus, starting))
+
+    def _prepare_lxc_config(self, rec: InstanceRecord, expanded: Expanded | None = None,
+                            cpus: list[int] | None = None, starting: bool = False
+                            ) -> RenderedConfig:
+        """``_write_lxc_config`` up to the write: rendered, and checked by liblxc unless the
+        file already holds it. Touches nothing of the instance's volume, which a new instance's
+        may not have yet (``copy`` renders while its volume is being made)."""
         lines, text, policy = self._render_lxc_config(rec, expanded, cpus, starting)
-        # Closed to host users, searchable by the container's root only: liblxc opens the
-        # rootfs as that uid on pools without idmapped mounts. Redone with every config write,
-        # so the owner follows a changed map (isolated, copied, privileged toggled). Here, not
-        # in the render, which also serves checks that must change nothing.
-        root_uid = idmap.host_root(idmap.parse_lxc_idmap(text.decode()))
-        self._pool(rec).secure_instance_volume(self.name, root_uid)
         path = self._dir / "config"
         try:
             unchanged = path.read_bytes() == text
@@ -1058,19 +1071,34 @@ class InstanceCore:
             unchanged = False
         if not unchanged:
             self._check_lxc_config(rec, lines, expanded)
-        if policy is not None:  # its own seccomp policy, read by liblxc at each start
+        return RenderedConfig(text, policy, unchanged)
+
+    def _store_lxc_config(self, rec: InstanceRecord, rendered: RenderedConfig) -> None:
+        self._secure_volume(rec, rendered)
+        self._write_config_files(rendered)
+
+    def _secure_volume(self, rec: InstanceRecord, rendered: RenderedConfig) -> None:
+        """Closed to host users, searchable by the container's root only: liblxc opens the
+        rootfs as that uid on pools without idmapped mounts. Redone with every config write,
+        so the owner follows a changed map (isolated, copied, privileged toggled). Here, not
+        in the render, which also serves checks that must change nothing."""
+        root_uid = idmap.host_root(idmap.parse_lxc_idmap(rendered.text.decode()))
+        self._pool(rec).secure_instance_volume(self.name, root_uid)
+
+    def _write_config_files(self, rendered: RenderedConfig) -> None:
+        if rendered.policy is not None:  # its own seccomp policy, read by liblxc at each start
             ppath = self._dir / SECCOMP_FILE
             try:
-                same = ppath.read_bytes() == policy
+                same = ppath.read_bytes() == rendered.policy
             except FileNotFoundError:
                 same = False
             if not same:
-                self._replace(ppath, policy, 0o600)
-        if unchanged:
+                self._replace(ppath, rendered.policy, 0o600)
+        if rendered.unchanged:
             return
         # Derived from the (durable) record and re-rendered before every start, so a rename is
         # enough: other processes never see half a file, and no fsync is paid per instance.
-        self._replace(path, text, 0o640)
+        self._replace(self._dir / "config", rendered.text, 0o640)
 
     def _replace(self, path: Path, data: bytes, mode: int) -> None:
         """Replace a file of the instance's directory (not durable: derived from the record);
@@ -1899,7 +1927,42 @@ def _forget_veths(rec: InstanceRecord) -> None:
 
 def commit_instance(ctx: Context, rec: InstanceRecord) -> InstanceCore:
     """Write the liblxc config, then the record — the commit point — and forget the intent."""
-    from . import journal
+    return prepare_commit(ctx, rec).commit()
+
+
+class PreparedCommit:
+    """A new instance's commit up to its commit point (``prepare_commit``): the liblxc config
+    rendered, checked and written (a directory without a record is a create not finished,
+    whatever it holds), the record written and fsync'd but not yet named. ``commit`` gives
+    the volume its owner, names the record and forgets the intent; ``discard`` drops the
+    record's content (the caller's undo removes the rest, as for any create that fails)."""
+
+    __slots__ = ("_config", "_save", "inst", "rec")
+
+    def __init__(self, inst: InstanceCore, rec: InstanceRecord, config: RenderedConfig,
+                 save: record.PreparedSave) -> None:
+        self.inst, self.rec, self._config, self._save = inst, rec, config, save
+
+    def commit(self) -> InstanceCore:
+        from . import journal
+        try:
+            self.inst._secure_volume(self.rec, self._config)
+            journal.crashpoint("create.rendered")  # its nics' MACs held, no record yet
+        except BaseException:
+            self._save.discard()
+            raise
+        self._save.commit()
+        journal.end(self.inst.ctx.paths, self.rec.name)
+        return self.inst
+
+    def discard(self) -> None:
+        self._save.discard()
+
+
+def prepare_commit(ctx: Context, rec: InstanceRecord) -> PreparedCommit:
+    """``commit_instance`` up to what needs the instance's volume: nothing of it is read or
+    written here, so a copy or a create does this while its volume is being made
+    (``lxdlib.background``)."""
     inst = InstanceCore(ctx, rec.name)
     expanded = inst.expanded(rec)
     # a MAC lxdlib drew that another nic of its network holds by now (an import or a move
@@ -1908,11 +1971,11 @@ def commit_instance(ctx: Context, rec: InstanceRecord) -> InstanceCore:
     # still refused there
     if inst._redraw_taken_macs(rec, expanded[1]):
         expanded = inst.expanded(rec)
-    inst._write_lxc_config(rec, expanded)
-    journal.crashpoint("create.rendered")  # its nics' MACs held, no record yet
-    record.save(ctx.paths, rec)
-    journal.end(ctx.paths, rec.name)
-    return inst
+    config = inst._prepare_lxc_config(rec, expanded)
+    inst._write_config_files(config)
+    save = record.prepare_save(ctx.paths, rec)
+    journal.crashpoint("commit.prepared")  # beside a copy's clone: it may be made or not
+    return PreparedCommit(inst, rec, config, save)
 
 
 def create(ctx: Context, name: str, image: str | None, *,

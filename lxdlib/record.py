@@ -21,11 +21,11 @@ from .journal import PENDING
 from .state import (
     ParsedCache,
     Paths,
+    PreparedWrite,
     RecordSyntaxError,
     atomic_write,
     encode_record,
     held,
-    swap_write,
 )
 from .values import Value
 
@@ -263,21 +263,48 @@ def profiles_of(paths: Paths, name: str) -> list[str]:
     return load_file(path, name).profiles
 
 
+class PreparedSave:
+    """A record's next content on disk, not yet its record: ``save`` in two steps, so that
+    writing and fsyncing it overlaps the storage call that makes what it names (see
+    ``state.PreparedWrite``). ``commit`` is the commit point; ``discard`` leaves the record as
+    it was. Without the instance's lock (which a spare file needs) nothing is written before
+    the commit, which is then ``save``'s."""
+
+    __slots__ = ("_data", "_durable", "_path", "_raw", "_write")
+
+    def __init__(self, paths: Paths, rec: InstanceRecord, durable: bool = True) -> None:
+        self._path = f"{_lxcpath(paths)}/{rec.name}/instance.yaml"  # as ``load`` names it
+        self._data = rec.to_dict()
+        self._raw = encode_record(self._data)
+        self._durable = durable
+        self._write = PreparedWrite(self._path, self._raw, durable=durable) \
+            if held(paths, "instance", rec.name) else None
+
+    def commit(self) -> None:
+        if self._write is not None:
+            self._write.commit()
+        else:
+            atomic_write(self._path, self._raw, durable=self._durable)
+        # the next load (this verb's, or the next verb's) reads these bytes without parsing
+        # them (JSON reads back as the very mapping: tests/unit/test_record_yaml.py)
+        _parsed.remember(self._path, self._raw, self._data)
+
+    def discard(self) -> None:
+        if self._write is not None:
+            self._write.discard()
+
+
 def save(paths: Paths, rec: InstanceRecord, durable: bool = True) -> None:
     """Write the record atomically (the commit point; ``durable`` also survives a power loss).
 
     Under the instance's lock (every verb) through the record's spare file (``swap_write``),
     which makes and frees no inode per save; otherwise as a new file renamed into place."""
-    path = f"{_lxcpath(paths)}/{rec.name}/instance.yaml"  # as ``load`` names it
-    data = rec.to_dict()
-    raw = encode_record(data)
-    if held(paths, "instance", rec.name):
-        swap_write(path, raw, durable=durable)
-    else:
-        atomic_write(path, raw, durable=durable)
-    # the next load (this verb's, or the next verb's) reads these bytes without parsing them
-    # (JSON reads back as the very mapping: tests/unit/test_record_yaml.py)
-    _parsed.remember(path, raw, data)
+    PreparedSave(paths, rec, durable).commit()
+
+
+def prepare_save(paths: Paths, rec: InstanceRecord) -> PreparedSave:
+    """``save`` (durable) up to its commit point: see ``PreparedSave``."""
+    return PreparedSave(paths, rec)
 
 
 def exists(paths: Paths, name: str) -> bool:

@@ -18,12 +18,13 @@ import datetime as dt
 import enum
 
 from . import journal, record, runtime
+from .background import beside
 from .config import names
 from .config.text import check_description
 from .errors import TYPE_CHECKING, AlreadyExists, InvalidArgument, LxdlibError, NotFound, WrongState
 from .logs import get_logger
 from .model import Collection, Model
-from .state import remove_tree
+from .state import on_behalf, remove_tree
 
 if TYPE_CHECKING:
     from typing import Any
@@ -349,24 +350,38 @@ def create_locked(inst: InstanceCore, name: str | None = None, *, stateful: bool
         description=description, config=dict(rec.config),
         devices={k: dict(v) for k, v in rec.devices.items()}, profiles=list(rec.profiles))
     volume = pool.volume_path("containers", inst.name)
+
+    def prepare() -> record.PreparedSave:
+        written = record.prepare_save(paths, rec)  # ``rec`` with the snapshot, by then
+        journal.crashpoint("snapshot.prepared")  # the snapshot being made, or not
+        return written
     journal.begin(paths, inst.name, "snapshot", snapshot=name, stateful=stateful)
     made = False
+    save: record.PreparedSave | None = None
     try:
         if stateful:
             from . import criu
             criu.dump(inst.ctx.paths.lxcpath, inst.name, volume / journal.STATE_DIR, stop=False)
+        rec.snapshots.append(snap)
         # the intent says ``frozen`` while it is: a kill -9 must not leave it so
         from .instance import frozen_meanwhile
         with frozen_meanwhile(paths, inst.name) if pool.snapshot_needs_freeze else \
                 contextlib.nullcontext():
-            pool.create_snapshot(inst.name, name)
+            # a btrfs snapshot is a transaction commit without the GIL: the record that
+            # names it is written meanwhile, on a thread, and named once the snapshot exists
+            with beside(on_behalf(prepare), pool.snapshots_overlap,
+                        record.PreparedSave.discard) as prepared:
+                pool.create_snapshot(inst.name, name)
             made = True
+            save = prepared.result()
         journal.crashpoint("snapshot.made")  # the volume made, the record not yet
         if stateful:
             remove_tree(volume / journal.STATE_DIR)
-        rec.snapshots.append(snap)
-        record.save(paths, rec)  # commit point
+        assert save is not None
+        save.commit()  # commit point
     except BaseException:
+        if save is not None:
+            save.discard()
         rec.snapshots = [s for s in rec.snapshots if s is not snap]
         if stateful:
             remove_tree(volume / journal.STATE_DIR)

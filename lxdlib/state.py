@@ -32,7 +32,7 @@ import re
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import TYPE_CHECKING, Busy, DiskFull, InvalidArgument, LxdlibError
@@ -41,7 +41,9 @@ from .rootdir import root_path
 from .values import Value, assign
 
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 #: The root's directories, each joined once when a ``Paths`` is made.
 _UNDER = {"lxcpath": "containers", "profiles": "profiles", "images": "images",
@@ -269,6 +271,53 @@ def spare_path(path: str | os.PathLike[str]) -> str:
     return f"{head}/.{tail}{SPARE_SUFFIX}"
 
 
+def _unnamed_file(head: str, path: str | os.PathLike[str], data: bytes, mode: int,
+                  durable: bool) -> int | None:
+    """An unnamed file (``O_TMPFILE``) in directory ``head`` holding ``data`` whole (fsync'd
+    when ``durable``): its descriptor, or None where the filesystem has none."""
+    try:
+        fd = os.open(head, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if DiskFull.is_full(e):
+            raise DiskFull(Path(path)) from None
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != mode:  # the umask took bits
+            os.fchmod(fd, mode)
+        view = memoryview(data)
+        offset = 0
+        while offset < len(data):
+            offset += os.pwrite(fd, view[offset:], offset)
+        if durable:  # whole on disk before any commit can carry its name
+            os.fsync(fd)
+    except BaseException as e:
+        os.close(fd)
+        if isinstance(e, OSError) and DiskFull.is_full(e):
+            raise DiskFull(Path(path)) from None
+        raise
+    return fd
+
+
+def _link_unnamed(fd: int, path: str | os.PathLike[str]) -> bool:
+    """Give the unnamed file ``fd`` its name (and close it): False where ``path`` was made
+    meanwhile, or there is no /proc."""
+    # linkat(AT_SYMLINK_FOLLOW) of the descriptor's /proc name; ``src_dir_fd`` makes
+    # ``os.link`` call linkat (its plain ``link`` would link the /proc symlink itself)
+    try:
+        os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd, follow_symlinks=True)
+    except (FileExistsError, FileNotFoundError):
+        return False
+    except OSError as e:
+        if DiskFull.is_full(e):
+            raise DiskFull(Path(path)) from None
+        raise
+    finally:
+        os.close(fd)
+    return True
+
+
 def write_new(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
               durable: bool = True) -> bool:
     """Make ``path``, which must not exist yet, with ``data``: an unnamed file (``O_TMPFILE``)
@@ -283,38 +332,116 @@ def write_new(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
     only at writeback, and its inode's size on disk follows them). False where the
     filesystem has no ``O_TMPFILE``, or ``path`` exists: the caller writes another way."""
     head = os.path.dirname(os.fspath(path)) or "."
+    fd = _unnamed_file(head, path, data, mode, durable)
+    if fd is None or not _link_unnamed(fd, path):
+        return False
+    if durable:
+        fsync_dir(head)
+    return True
+
+
+class PreparedWrite:
+    """A file's next content written (and fsync'd) before it takes the file's name, which
+    ``commit`` gives it: the write and its fsync can then run while something else does —
+    above all the storage call that makes what the file will name (a volume, a snapshot),
+    which must exist before the name does (``lxdlib.background``). ``swap_write``'s ways,
+    in two steps; the caller holds the lock every writer of the file holds.
+
+    A file not there yet is prepared as an unnamed file (``O_TMPFILE``), linked at the
+    commit; an existing one through its spare file (written and fsync'd here, exchanged with
+    the file at the commit). Nothing prepared is seen by anyone before the commit, and a kill
+    leaves nothing (the unnamed file) or a spare, which holds no content by definition.
+    ``discard`` drops what was prepared. Where neither way is open (no ``O_TMPFILE``, a spare
+    that is no plain file) the commit does the whole write."""
+
+    __slots__ = ("_durable", "_fd", "_mode", "_spare_size", "data", "path")
+
+    def __init__(self, path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
+                 durable: bool = True) -> None:
+        self.path = os.fspath(path)
+        self.data, self._mode, self._durable = data, mode, durable
+        self._fd: int | None = None
+        self._spare_size: int | None = None
+        if not os.path.lexists(path):
+            self._fd = _unnamed_file(os.path.dirname(self.path) or ".", path, data, mode,
+                                     durable)
+            if self._fd is not None:
+                return
+        self._spare_size = _write_spare(self.path, data, mode, durable)
+
+    def commit(self) -> None:
+        """Give the prepared content its name (durable: its directory fsync'd too)."""
+        path, head = self.path, os.path.dirname(self.path) or "."
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            if _link_unnamed(fd, path):
+                if self._durable:
+                    fsync_dir(head)
+                return
+        elif self._spare_size is not None:
+            spare_size, self._spare_size = self._spare_size, None
+            _swap_spare_in(path, spare_size, self._durable)
+            return
+        # made meanwhile, or no way to prepare: the whole write now
+        swap_write(path, self.data, self._mode, self._durable)
+
+    def discard(self) -> None:
+        """Drop what was prepared: the file keeps its content (a spare stays a spare)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        self._spare_size = None
+
+
+def _write_spare(path: str, data: bytes, mode: int, durable: bool) -> int | None:
+    """``data`` written whole into ``path``'s spare file (fsync'd when ``durable``): the
+    spare's previous size, or None where the spare is no plain file (the caller writes
+    another way)."""
+    spare = spare_path(path)
     try:
-        fd = os.open(head, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, mode)
+        fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     except OSError as e:
         if DiskFull.is_full(e):
             raise DiskFull(Path(path)) from None
-        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            return False
-        raise
+        return None  # not a plain file there (a symlink…)
     try:
-        if stat.S_IMODE(os.fstat(fd).st_mode) != mode:  # the umask took bits
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        if stat.S_IMODE(st.st_mode) != mode:
             os.fchmod(fd, mode)
         view = memoryview(data)
         offset = 0
         while offset < len(data):
             offset += os.pwrite(fd, view[offset:], offset)
-        if durable:  # whole on disk before any commit can carry its name
+        if st.st_size > len(data):
+            os.ftruncate(fd, len(data))
+        if durable:
             os.fsync(fd)
-        # linkat(AT_SYMLINK_FOLLOW) of the descriptor's /proc name; ``src_dir_fd`` makes
-        # ``os.link`` call linkat (its plain ``link`` would link the /proc symlink itself)
-        try:
-            os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd, follow_symlinks=True)
-        except (FileExistsError, FileNotFoundError):  # made meanwhile; no /proc
-            return False
     except OSError as e:
         if DiskFull.is_full(e):
-            raise DiskFull(Path(path)) from None
+            raise DiskFull(Path(path)) from None  # the old content is still in place
+        if isinstance(e, IsADirectoryError):
+            return None
         raise
     finally:
         os.close(fd)
+    return st.st_size
+
+
+def _swap_spare_in(path: str, spare_size: int, durable: bool) -> None:
+    spare = spare_path(path)
+    swapped = False
+    # an empty spare was made just now, and where ``path`` is not there either (the first
+    # write of a new instance's file) an ``lstat`` spares the exchange that would only fail
+    if spare_size or os.path.lexists(path):
+        # gone meanwhile (FileNotFoundError): the spare becomes ``path``
+        with contextlib.suppress(FileNotFoundError):
+            swapped = exchange_if_loaded(spare, path)
+    if not swapped:
+        os.replace(spare, path)
     if durable:
-        fsync_dir(head)
-    return True
+        fsync_dir(os.path.dirname(path) or ".")
 
 
 def swap_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
@@ -335,51 +462,11 @@ def swap_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
     """
     if not os.path.lexists(path) and write_new(path, data, mode, durable):
         return  # the first write of a new instance's file: no spare needed
-    spare = spare_path(path)
-    try:
-        fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    except OSError as e:
-        if DiskFull.is_full(e):
-            raise DiskFull(Path(path)) from None
+    spare_size = _write_spare(os.fspath(path), data, mode, durable)
+    if spare_size is None:
         atomic_write(path, data, mode, durable)  # not a plain file there (a symlink…)
         return
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "not a regular file", spare)
-        if stat.S_IMODE(st.st_mode) != mode:
-            os.fchmod(fd, mode)
-        view = memoryview(data)
-        offset = 0
-        while offset < len(data):
-            offset += os.pwrite(fd, view[offset:], offset)
-        if st.st_size > len(data):
-            os.ftruncate(fd, len(data))
-        if durable:
-            os.fsync(fd)
-    except OSError as e:
-        os.close(fd)
-        if DiskFull.is_full(e):
-            raise DiskFull(Path(path)) from None  # the old content is still in place
-        if isinstance(e, IsADirectoryError):
-            atomic_write(path, data, mode, durable)
-            return
-        raise
-    except BaseException:
-        os.close(fd)
-        raise
-    os.close(fd)
-    swapped = False
-    # an empty spare was made just now, and where ``path`` is not there either (the first
-    # write of a new instance's file) an ``lstat`` spares the exchange that would only fail
-    if st.st_size or os.path.lexists(path):
-        # gone meanwhile (FileNotFoundError): the spare becomes ``path``
-        with contextlib.suppress(FileNotFoundError):
-            swapped = exchange_if_loaded(spare, path)
-    if not swapped:
-        os.replace(spare, path)
-    if durable:
-        fsync_dir(os.path.dirname(os.fspath(path)) or ".")
+    _swap_spare_in(os.fspath(path), spare_size, durable)
 
 
 # -- records: JSON written, JSON or (older) YAML read ----------------------------------------
@@ -857,6 +944,22 @@ def lock_holder(paths: Paths, kind: str) -> bool:
 def held(paths: Paths, kind: str, name: str) -> bool:
     """Whether this thread already holds the lock of ``kind``/``name``."""
     return _held_counts().get(_lock_key(paths, kind, name), 0) > 0
+
+
+def on_behalf(fn: Callable[[], T]) -> Callable[[], T]:
+    """``fn`` made to run on another thread for this one, which waits for it before it takes
+    or leaves a lock (``background.beside``): there it holds the locks this thread holds, so
+    that a lock of those it takes again is re-entered, as it would be here, instead of waited
+    for until the timeout (this thread's own lock), and ``held`` answers as here."""
+    counts, pid = _held_counts(), os.getpid()
+
+    def run() -> T:
+        _held.counts, _held.pid = counts, pid
+        try:
+            return fn()
+        finally:
+            del _held.counts, _held.pid
+    return run
 
 
 @contextlib.contextmanager

@@ -127,6 +127,14 @@ class PoolDriver(abc.ABC):
     #: changes them and refuses the others unless the driver applies them itself
     RECORDED_KEYS: ClassVar[frozenset[str]] = frozenset()
 
+    @property
+    def snapshots_overlap(self) -> bool:
+        """Whether a snapshot or a clone within the pool (``create_snapshot``,
+        ``copy_instance_volume``, ``create_instance_volume`` from an image) waits in the kernel
+        without Python's GIL, so that a caller gains by running it on a thread beside its own
+        work (``lxdlib.background``): btrfs in a long-lived process."""
+        return False
+
     def __init__(self, paths: Paths, name: str, config: dict[str, str]) -> None:
         self.paths = paths
         self.name = name

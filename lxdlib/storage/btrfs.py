@@ -28,6 +28,7 @@ from ..journal import crashpoint
 from ..logs import get_logger
 from ..patterns import Pattern
 from ..state import lock
+from . import btrfssnap
 from .base import VOLUME_MODE, PoolUsage, changed_keys, close_volume_dir, refuse_changes
 from .dir import CUSTOM_SNAPSHOTS, SNAPSHOTS, DirPool, check_keys
 from .loop import (
@@ -90,6 +91,10 @@ class BtrfsPool(DirPool):
     snapshot_needs_freeze = False
     clones_in_place = True
     KEYS = frozenset({"source", "size", "btrfs.mount_options"})
+
+    @property
+    def snapshots_overlap(self) -> bool:
+        return btrfssnap.releases_gil()
 
     # -- config ---------------------------------------------------------------------------------
     @classmethod
@@ -254,7 +259,7 @@ class BtrfsPool(DirPool):
         os.chmod(path, mode)
 
     def _clone(self, src: Path, dst: Path, read_only: bool) -> None:
-        btrfsutil.create_snapshot(src, dst, read_only=read_only)
+        btrfssnap.create_snapshot(src, dst, read_only=read_only)
         log.debug("btrfs pool %s: snapshot of subvolume %s created at %s (%s)", self.name, src,
                   dst, "read-only" if read_only else "writable")
 
@@ -288,7 +293,7 @@ class BtrfsPool(DirPool):
         if os.path.lexists(final):
             raise AlreadyExists(label, name)
         with storage_errors(f"cannot create {label} {name!r}"):
-            btrfsutil.create_snapshot(src, final, read_only=read_only)
+            btrfssnap.create_snapshot(src, final, read_only=read_only)
         if not read_only:
             try:
                 close_volume_dir(final, 0)  # its owner is set when its liblxc config is written

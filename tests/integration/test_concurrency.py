@@ -194,23 +194,24 @@ def test_isolated_creates_at_once_get_their_own_id_blocks(host: lxdlib.Host) -> 
     import lxdlib.record as recmod
     iso = {"security.idmap.isolated": "true"}
     env = {**os.environ, "LXDLIB_ROOT": str(host.paths.root)}
-    orig = recmod.save
+    orig = recmod.prepare_save
     others: list[subprocess.CompletedProcess[str]] = []
 
-    def save(paths: object, rec: recmod.InstanceRecord, *a: object, **k: object) -> None:
+    # a new record is written (prepare_save) before it is named: the other create runs then
+    def prepare_save(paths: object, rec: recmod.InstanceRecord) -> recmod.PreparedSave:
         if rec.name in ("ia", "ic") and not os.path.exists(host.paths.instance_record(rec.name)):
             other = "ib" if rec.name == "ia" else "id"
             others.append(subprocess.run([LXDLIB, "init", "busybox", other, "-c",
                                           "security.idmap.isolated=true"], env=env,
                                          capture_output=True, text=True, timeout=120))
-        orig(paths, rec, *a, **k)  # type: ignore[arg-type]
+        return orig(paths, rec)  # type: ignore[arg-type]
 
-    recmod.save = save  # type: ignore[assignment]
+    recmod.prepare_save = prepare_save  # type: ignore[assignment]
     try:
         host.create("busybox", "ia", config=iso)
         host.copy("ia", "ic")  # a copy chooses a block too
     finally:
-        recmod.save = orig
+        recmod.prepare_save = orig
     assert [p.returncode for p in others] == [0, 0], [p.stderr for p in others]
     blocks = {n: int(host.instances.get(n).config["volatile.idmap.base"])
               for n in ("ia", "ib", "ic", "id")}

@@ -46,10 +46,10 @@ def _racing(host: lxdlib.Host, when: Callable[[recmod.InstanceRecord], bool],
     waits for this change) or the command ended, at most ``patience`` seconds (a change that
     holds the object's lock keeps the delete from withdrawing it at all). Yields the
     command's (returncode, stderr), there once the body is done."""
-    orig = recmod.save
+    orig, orig_prepare = recmod.save, recmod.prepare_save
     procs: list[subprocess.Popen[str]] = []
 
-    def save(paths: object, rec: recmod.InstanceRecord, *a: object, **k: object) -> None:
+    def race(rec: recmod.InstanceRecord) -> None:
         if not procs and when(rec):
             p = subprocess.Popen([LXDLIB, *argv], env={**os.environ, "LXDLIB_ROOT":
                                                        str(host.paths.root)},
@@ -58,14 +58,23 @@ def _racing(host: lxdlib.Host, when: Callable[[recmod.InstanceRecord], bool],
             deadline = time.monotonic() + patience
             while p.poll() is None and not withdrawn() and time.monotonic() < deadline:
                 time.sleep(0.005)
+
+    def save(paths: object, rec: recmod.InstanceRecord, *a: object, **k: object) -> None:
+        race(rec)
         orig(paths, rec, *a, **k)  # type: ignore[arg-type]
 
+    # a new instance's record is written before it is named (create, copy)
+    def prepare_save(paths: object, rec: recmod.InstanceRecord) -> recmod.PreparedSave:
+        race(rec)
+        return orig_prepare(paths, rec)  # type: ignore[arg-type]
+
     recmod.save = save  # type: ignore[assignment]
+    recmod.prepare_save = prepare_save  # type: ignore[assignment]
     results: list[tuple[int, str]] = []
     try:
         yield results
     finally:
-        recmod.save = orig
+        recmod.save, recmod.prepare_save = orig, orig_prepare
         for p in procs:
             _, err = p.communicate(timeout=120)
             results.append((p.returncode, err))

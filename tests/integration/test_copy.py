@@ -18,7 +18,7 @@ import lxdlib
 from lxdlib import record
 from lxdlib.copy import move_to_pool
 from tests.integration import invariants
-from tests.integration.storage_fixtures import ZfsDaemons, zfs_daemon, zfs_daemons
+from tests.integration.storage_fixtures import ZfsDaemons, die_at, zfs_daemon, zfs_daemons
 
 pytestmark = pytest.mark.root
 __all__ = ["zfs_daemon", "zfs_daemons"]  # fixtures used by name
@@ -211,3 +211,23 @@ def test_copy_and_move_commands(host: lxdlib.Host) -> None:
     with contextlib.suppress(Exception):
         host.instances["c3"].stop(force=True)
     invariants.check(host)
+
+
+@pytest.mark.parametrize("point", ["commit.prepared", "create.rendered"])
+def test_a_copy_killed_beside_its_clone_leaves_nothing(host: lxdlib.Host, point: str) -> None:
+    """On btrfs a copy renders its liblxc config and writes its record (unnamed) on a thread
+    while its clone is made (``lxdlib.background``). Killed there, the clone made or not
+    (``commit.prepared``), or after the clone with the record still unnamed
+    (``create.rendered``): the next call finds a directory without a record and removes it
+    and the volume, and the name can be copied to again."""
+    src = host.create("busybox", "c1")
+    src.snapshots.create("s0")
+    die_at(host, point, "h.copy('c1', 'c2', instance_only=True)")
+    fresh = lxdlib.Host(host.paths.root)
+    assert fresh.instances.names() == ["c1"]  # the listing settles what the kill left
+    assert not fresh.pool("default").volume_exists("containers", "c2")
+    assert not fresh.paths.instance_dir("c2").exists()
+    invariants.check(fresh)
+    copy = fresh.copy("c1", "c2", instance_only=True)
+    assert copy.record().snapshots == [] and fresh.instances.names() == ["c1", "c2"]
+    invariants.check(fresh)

@@ -19,7 +19,7 @@ import lxdlib
 from lxdlib import criu, housekeeping, journal
 from lxdlib.errors import NotFound
 from tests.integration import invariants
-from tests.integration.storage_fixtures import run_with_pause
+from tests.integration.storage_fixtures import die_at, run_with_pause
 
 pytestmark = pytest.mark.root
 
@@ -344,3 +344,24 @@ def test_restore_to_a_snapshot_naming_a_deleted_profile_changes_nothing(
     assert c.state == "RUNNING" and c.pid == pid and c.profiles == ["default"]
     assert not journal.pending(host.paths, "hlkgone1")
     invariants.check(host)
+
+
+@pytest.mark.parametrize("point", ["snapshot.prepared", "snapshot.made"])
+def test_a_snapshot_killed_beside_its_record_is_undone(host: lxdlib.Host, point: str) -> None:
+    """On btrfs the record that names a new snapshot is written (into its spare file) on a
+    thread while the snapshot is made (``lxdlib.background``). Killed there, the snapshot
+    made or not (``snapshot.prepared``), or after it with the record not yet swapped in
+    (``snapshot.made``): the instance keeps its snapshots as they were, the volume of the
+    one cut short is removed, and the same name can be taken again."""
+    c = host.create("busybox", "c1")
+    c.snapshots.create("s0")
+    die_at(host, point, "h.instances['c1'].snapshots.create('s1')")
+    fresh = lxdlib.Host(host.paths.root)
+    c = fresh.instances["c1"]
+    assert c.snapshots.names() == ["s0"]
+    c.set_config("user.after", "kill")  # a locked call: finishes what the intent names
+    assert fresh.pool("default").list_snapshots("c1") == ["s0"]
+    invariants.check(fresh)
+    c.snapshots.create("s1")
+    assert c.snapshots.names() == ["s0", "s1"]
+    assert fresh.pool("default").list_snapshots("c1") == ["s0", "s1"]
