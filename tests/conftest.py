@@ -59,3 +59,22 @@ def host(root: Path, busybox_tarball: Path):  # type: ignore[no-untyped-def]
         for name in h.pool_names():
             with contextlib.suppress(Exception):
                 h.pool(name).unmount()
+
+
+# -- slow, self-contained jobs that run beside the suite (tests/integration/background.py) ------
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    from tests.integration import background
+    background.plan(session.items)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from tests.integration import background
+    background.tick()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.integration import background
+    background.stop_all()

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from tests.cleanup import teardown_root
+from tests.integration import background
 
 pytestmark = pytest.mark.root
 
@@ -519,24 +520,41 @@ runpy.run_module("pip", run_name="__main__", alter_sys=True)
 '''
 
 
-@pytest.mark.slow
-def test_ansible_test_sanity(tmp_path: Path) -> None:
-    """``ansible-test sanity`` on the collection, every test of this ansible-core, in the
-    layout it needs (a copy at .../ansible_collections/lxdlib/containers, outside git), with
-    each test's requirements in throwaway environments (``--venv``)."""
-    import ansible_test  # noqa: F401  (ships with ansible-core)
-    copy = tmp_path / "ansible_collections" / "lxdlib" / "containers"
+def sanity_command(base: Path) -> background.Command:
+    """``ansible-test sanity`` in the layout it needs (a copy at
+    .../ansible_collections/lxdlib/containers, outside git), with a home of its own."""
+    copy = base / "ansible_collections" / "lxdlib" / "containers"
     shutil.copytree(REPO / "ansible_collections" / "lxdlib" / "containers", copy,
                     ignore=shutil.ignore_patterns("__pycache__", "output"))
-    home = tmp_path / "home"
+    home = base / "home"
     cache = home / ".ansible" / "test" / "cache"
     cache.mkdir(parents=True)
     # the pip that ansible-core 2.19's ansible-test bootstraps (named in the script's file name)
     (cache / "get_pip_24_2.py").write_text(GET_PIP_STAND_IN)
     env = dict(os.environ, HOME=str(home), LC_ALL="C.UTF-8")
-    r = subprocess.run([str(BIN / "ansible-test"), "sanity", "--venv", "--python",
-                        f"{sys.version_info.major}.{sys.version_info.minor}", "--color", "no"],
-                       cwd=copy, capture_output=True, text=True, env=env, timeout=1500)
+    return background.Command([str(BIN / "ansible-test"), "sanity", "--venv", "--python",
+                               f"{sys.version_info.major}.{sys.version_info.minor}", "--color",
+                               "no"], cwd=copy, env=env)
+
+
+# a background job (tests/integration/background.py): it starts with the session and runs while
+# the tests before it do
+background.define("ansible-sanity", background.Spec(
+    prefix="lxdlib-sanity-", prepare=sanity_command, temp_dir=tempfile.gettempdir()))
+
+
+@pytest.mark.slow
+@pytest.mark.background("ansible-sanity")
+def test_ansible_test_sanity() -> None:
+    """``ansible-test sanity`` on the collection, every test of this ansible-core, in the
+    layout it needs (a copy at .../ansible_collections/lxdlib/containers, outside git), with
+    each test's requirements in throwaway environments (``--venv``)."""
+    import ansible_test  # noqa: F401  (ships with ansible-core)
+    job = background.take("ansible-sanity")
+    try:
+        r = job.wait(timeout=1500)
+    finally:
+        job.remove()
     ran = re.findall(r'Running sanity test "([^"]+)"', r.stdout + r.stderr)
     print(f"\nansible-test sanity ran {len(ran)} tests: {', '.join(ran)}")
     assert r.returncode == 0, (r.stdout[-8000:], r.stderr[-4000:])

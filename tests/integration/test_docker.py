@@ -7,8 +7,10 @@ the same with ``security.privileged=true``, the seed's second variant. Last, con
 an instance with ``security.nesting=true``: plain liblxc (``lxc-execute``), and lxdlib itself.
 
 The image is built once per module (one debootstrap with ``--packages docker.io,lxc,…``) and
-removed with its downloaded packages afterwards. Every wait is bounded; a daemon that does not come
-up fails with its own journal in the message.
+removed with its downloaded packages afterwards. The build is a background job
+(tests/integration/background.py): it starts with the session and runs while the tests before
+this module do. Every wait is bounded; a daemon that does not come up fails with its own journal
+in the message.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import pytest
 
 import lxdlib
 from tests.cleanup import teardown_root
+from tests.integration import background
 from tests.integration.seed_profiles import DOCKER_PROFILE
 
 pytestmark = [
@@ -40,6 +43,7 @@ pytestmark = [
     pytest.mark.skipif(not Path("/bin/busybox").exists(), reason="busybox-static missing"),
     # the first test also builds the image (~2.5 min here, downloads included)
     pytest.mark.timeout(900),
+    pytest.mark.background("docker-image"),
 ]
 
 #: Docker; liblxc and what lxdlib needs to run inside an instance (test_lxdlib_inside_lxdlib).
@@ -57,23 +61,38 @@ def cli(host: lxdlib.Host, *args: str, input: str | None = None,
     return r
 
 
+#: The image build, run by the background job: the API call, and the time it took.
+BUILD = """\
+import sys, time
+from lxdlib.imagestore.debootstrap import build_debian_image
+t0 = time.monotonic()
+image = build_debian_image(sys.argv[1], compression="zstd", packages=tuple(sys.argv[2:]))
+print(f"{time.monotonic() - t0:.0f} s, {image.stat().st_size >> 20} MiB")
+"""
+
+background.define("docker-image", background.Spec(
+    prefix="lxdlib-docker-",
+    prepare=lambda base: background.Command(
+        [sys.executable, "-c", BUILD, str(base / "debian-docker.tar.zst"), *PACKAGES],
+        env=background.python_env()),
+    ready=lambda: os.geteuid() == 0 and shutil.which("debootstrap") is not None))
+
+
 @pytest.fixture(scope="module")
 def image_file() -> Iterator[Path]:
-    """``image build debian --packages docker.io,lxc`` through the API, once per module; the
-    directory (image and the packages debootstrap downloaded) goes afterwards, also on failure."""
-    from lxdlib.imagestore.debootstrap import build_debian_image
-    base = Path(tempfile.mkdtemp(prefix="lxdlib-docker-", dir="/var/tmp"))
+    """``image build debian --packages docker.io,lxc`` through the API, once per module (in the
+    background job that started with the session); the directory (image and the packages
+    debootstrap downloaded) goes afterwards, also on failure."""
+    job = background.take("docker-image")
     try:
-        base.chmod(0o711)
-        t0 = time.monotonic()
-        image = build_debian_image(base / "debian-docker.tar.zst", compression="zstd",
-                                   packages=PACKAGES)
-        print(f"\n[docker] image build with {','.join(PACKAGES)}: "
-              f"{time.monotonic() - t0:.0f} s, {image.stat().st_size >> 20} MiB")
-        assert [p.name for p in base.iterdir()] == ["debian-docker.tar.zst"]
+        r = job.wait(timeout=900)
+        assert r.returncode == 0, f"the image build failed:\n{r.stdout}{r.stderr[-6000:]}"
+        print(f"\n[docker] image build with {','.join(PACKAGES)}: {r.stdout.strip()}")
+        image = job.base / "debian-docker.tar.zst"
+        assert [p.name for p in job.base.iterdir()] == ["debian-docker.tar.zst"]
         yield image
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        job.remove()
 
 
 @pytest.fixture(scope="module")

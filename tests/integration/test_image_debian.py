@@ -2,17 +2,19 @@
 container, gets DHCP on eth0 from a bridge the test made, and carries LXD's hostname templates.
 
 One debootstrap per session: the session fixture builds with a cache directory, and the CLI test
-reuses that cache (``--cache-dir``), so the CLI still runs the whole customise-and-pack path.
+reuses that cache (``--cache-dir``), so the CLI still runs the whole customise-and-pack path. The
+build is a background job (tests/integration/background.py): it starts with the session and runs
+while the tests before this module do.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ import yaml
 import lxdlib
 from lxdlib.errors import ImageError, InvalidArgument
 from lxdlib.imagestore.debootstrap import build_debian_image
+from tests.integration import background
 
 pytestmark = [
     pytest.mark.root,
@@ -37,19 +40,38 @@ class Built:
         self.image, self.cache = image, cache
 
 
+#: The build, run by the background job: the API call; its progress steps go to stdout.
+BUILD = """\
+import json, sys
+from pathlib import Path
+from lxdlib.imagestore.debootstrap import build_debian_image
+base = Path(sys.argv[1])
+steps = []
+build_debian_image(base / "debian.tar.zst", compression="zstd", progress=steps.append,
+                   cache_dir=base / "cache")
+print(json.dumps(steps))
+"""
+
+background.define("debian-image", background.Spec(
+    prefix="lxdlib-debian-",
+    prepare=lambda base: background.Command([sys.executable, "-c", BUILD, str(base)],
+                                            env=background.python_env()),
+    ready=lambda: os.geteuid() == 0 and shutil.which("debootstrap") is not None))
+
+
 @pytest.fixture(scope="session")
 def debian() -> Iterator[Built]:
-    base = Path(tempfile.mkdtemp(prefix="lxdlib-debian-", dir="/var/tmp"))
+    job = background.take("debian-image")
     try:
-        base.chmod(0o711)
-        steps: list[str] = []
-        image = build_debian_image(base / "debian.tar.zst", compression="zstd",
-                                   progress=steps.append, cache_dir=base / "cache")
+        r = job.wait(timeout=900)
+        assert r.returncode == 0, f"the image build failed:\n{r.stdout}{r.stderr[-6000:]}"
+        steps = json.loads(r.stdout)
         assert any("debootstrap" in s for s in steps), steps
+        base = job.base
         assert sorted(p.name for p in base.iterdir()) == ["cache", "debian.tar.zst"]
-        yield Built(image, base / "cache")
+        yield Built(base / "debian.tar.zst", base / "cache")
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        job.remove()
 
 
 @pytest.fixture
@@ -67,6 +89,7 @@ def _tar(image: Path, *args: str) -> str:
                           text=True, check=True).stdout
 
 
+@pytest.mark.background("debian-image")
 def test_tarball_layout(debian: Built) -> None:
     listing = _tar(debian.image, "-tv", "--numeric-owner").splitlines()
     names = {line.split()[-1].rstrip("/") for line in listing if " -> " not in line}
@@ -119,6 +142,7 @@ def system_state(c: lxdlib.Instance) -> str:
     return state
 
 
+@pytest.mark.background("debian-image")
 def test_boots_systemd(host: lxdlib.Host, net: str, debian: Built) -> None:
     host.images.import_file(debian.image, aliases=["debian"])
     c = host.launch("debian", "deb1")
@@ -149,6 +173,7 @@ def test_boots_systemd(host: lxdlib.Host, net: str, debian: Built) -> None:
         c.delete(force=True)
 
 
+@pytest.mark.background("debian-image")
 def test_cli_build(host: lxdlib.Host, debian: Built) -> None:
     cmd = [sys.executable, "-m", "lxdlib.cli.main", "--root", str(host.paths.root), "image",
            "build", "debian", "--alias", "deb", "--compression", "zstd", "--cache-dir",
