@@ -35,6 +35,9 @@ def test_outcome_is_the_commands(spec: background.Spec) -> None:
     assert r.stdout == f"from prepare\nnice {nice}\n" and r.stderr == "err\n"
     assert (job.base / "output").read_text() == "made\n"
     assert job.base.stat().st_mode & 0o777 == 0o711
+    # its wrapper collected: no ended child of this process left for a waitpid(-1) elsewhere
+    with pytest.raises(ChildProcessError):
+        os.waitpid(job.proc.pid if job.proc else -1, os.WNOHANG)
     job.remove()
     assert not job.base.exists() and not job.logs.exists()
 
