@@ -36,11 +36,17 @@ def _rss_mib() -> int:
 
 
 def _children() -> set[int]:
-    """This process's children, as the kernel lists them (every thread's)."""
+    """This process's children, as the kernel lists them (every thread's). A thread that ends
+    between the listing and the read (one just joined: ``join`` returns before the kernel has
+    let the thread go) is skipped: its children, if any, went to another of the process's
+    threads, which is read too."""
     out: set[int] = set()
     for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            out.update(int(p) for p in f.read().split())
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                out.update(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            continue
     return out
 
 
