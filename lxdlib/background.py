@@ -50,10 +50,7 @@ class Beside(Generic[T]):
 
     def _run(self) -> None:
         try:
-            self._value = self._fn()
-            self._has_value = True
-        except BaseException as e:  # handed to the caller by ``result``
-            self._error = e
+            self._run_here()
         finally:
             assert self._done is not None
             self._done.release()
@@ -84,7 +81,7 @@ class Beside(Generic[T]):
         try:
             self._value = self._fn()
             self._has_value = True
-        except BaseException as e:
+        except BaseException as e:  # handed to the caller by ``result``
             self._error = e
 
 

@@ -371,19 +371,20 @@ class PreparedWrite:
 
     def commit(self) -> None:
         """Give the prepared content its name (durable: its directory fsync'd too)."""
-        path, head = self.path, os.path.dirname(self.path) or "."
+        path = self.path
         fd, self._fd = self._fd, None
+        spare_size, self._spare_size = self._spare_size, None
         if fd is not None:
             if _link_unnamed(fd, path):
                 if self._durable:
-                    fsync_dir(head)
+                    fsync_dir(os.path.dirname(path) or ".")
                 return
-        elif self._spare_size is not None:
-            spare_size, self._spare_size = self._spare_size, None
-            _swap_spare_in(path, spare_size, self._durable)
+            # made meanwhile: through the spare, as an existing file
+            spare_size = _write_spare(path, self.data, self._mode, self._durable)
+        if spare_size is None:  # not a plain file there (a symlink…)
+            atomic_write(path, self.data, self._mode, self._durable)
             return
-        # made meanwhile, or no way to prepare: the whole write now
-        swap_write(path, self.data, self._mode, self._durable)
+        _swap_spare_in(path, spare_size, self._durable)
 
     def discard(self) -> None:
         """Drop what was prepared: the file keeps its content (a spare stays a spare)."""
@@ -460,13 +461,7 @@ def swap_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600,
     The first write of a file (a new instance's record and liblxc config) needs no spare:
     ``write_new`` makes it whole under its name.
     """
-    if not os.path.lexists(path) and write_new(path, data, mode, durable):
-        return  # the first write of a new instance's file: no spare needed
-    spare_size = _write_spare(os.fspath(path), data, mode, durable)
-    if spare_size is None:
-        atomic_write(path, data, mode, durable)  # not a plain file there (a symlink…)
-        return
-    _swap_spare_in(os.fspath(path), spare_size, durable)
+    PreparedWrite(path, data, mode, durable).commit()
 
 
 # -- records: JSON written, JSON or (older) YAML read ----------------------------------------
